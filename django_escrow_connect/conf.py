@@ -1,0 +1,174 @@
+"""The package's one settings object.
+
+Hosts configure everything through a single ``ESCROW_CONNECT`` dict setting,
+modelled on DRF's ``api_settings``: every key has a documented default, values
+named in :data:`IMPORT_STRINGS` are dotted paths imported lazily on first use,
+and the cache is dropped on ``setting_changed`` so ``override_settings`` works
+in tests.
+
+Model settings are *not* in this dict: swapper reads them from top-level
+settings (``ESCROW_CONNECT_TASK_MODEL`` and friends) because Django needs them
+while it loads models, before this object could be consulted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+SETTING_NAME = "ESCROW_CONNECT"
+
+#: The Stripe API version every request pins. Webhook endpoints should be
+#: created with the same version so event payloads match what the code parses.
+STRIPE_API_VERSION = "2026-10-28.endive"
+
+SEPARATE_CHARGES_AND_TRANSFERS = "separate_charges_and_transfers"
+MANUAL_CAPTURE = "manual_capture"
+ESCROW_STRATEGIES = (SEPARATE_CHARGES_AND_TRANSFERS, MANUAL_CAPTURE)
+
+DEFAULTS: dict[str, Any] = {
+    # --- Stripe credentials and transport -------------------------------
+    "STRIPE_SECRET_KEY": "",
+    "STRIPE_PUBLISHABLE_KEY": "",
+    # None means Stripe's own https://api.stripe.com; set it to point the
+    # gateway at stripe-mock or a local emulator.
+    "STRIPE_API_BASE": None,
+    # StripeClient does not retry unless told to; it then retries connection
+    # errors, 409, 5xx and Stripe-Should-Retry, reusing the idempotency key.
+    "STRIPE_MAX_NETWORK_RETRIES": 2,
+    "STRIPE_TIMEOUT": 30,
+    # Which gateway implementation talks to Stripe (the simulated gateway is
+    # for development and demos only; a system check refuses it with DEBUG off).
+    "GATEWAY": "django_escrow_connect.gateway.stripe.StripeGateway",
+    # --- Webhooks -----------------------------------------------------------
+    # Lists, so a secret can be rotated: any one of them may match.
+    "WEBHOOK_SECRETS": [],
+    "CONNECT_WEBHOOK_SECRETS": [],
+    "WEBHOOK_TOLERANCE_SECONDS": 300,
+    "WEBHOOK_MAX_BODY_BYTES": 512 * 1024,
+    # "sync" processes an event in the request; "task" enqueues it through
+    # Django's tasks framework (django.tasks / the django-tasks backport).
+    "WEBHOOK_PROCESSING": "sync",
+    "WEBHOOK_PAYLOAD_RETENTION_DAYS": 90,
+    # --- Escrow -------------------------------------------------------------
+    "ESCROW_STRATEGY": SEPARATE_CHARGES_AND_TRANSFERS,
+    "DEFAULT_CURRENCY": "usd",
+    # Platform fee: the default policy charges basis points of the amount
+    # (1000 = 10 %) plus a fixed fee per currency in minor units.
+    "PLATFORM_FEE_BASIS_POINTS": 1000,
+    "PLATFORM_FEE_FIXED": {},
+    "PLATFORM_FEE_POLICY": "django_escrow_connect.fees.default_fee_policy",
+    # Where the amount, currency and parties of a payment come from: a
+    # callable taking the task (never the request).
+    "PAYMENT_TERMS": "django_escrow_connect.terms.terms_from_task",
+    # None: payments are released only when the customer (or staff) confirms.
+    "AUTO_RELEASE_AFTER_DAYS": None,
+    # Manual-capture holds: warn this many hours before capture_before, and
+    # what the expiry command does with a hold about to lapse.
+    "CAPTURE_EXPIRY_WARNING_HOURS": 48,
+    "CAPTURE_EXPIRY_ACTION": "warn",
+    # A payment held or releasing longer than this is reported as stuck.
+    "STUCK_PAYMENT_HOURS": 72,
+    # --- Connect onboarding -------------------------------------------------
+    "ONBOARDING_RETURN_URL": "",
+    "ONBOARDING_REFRESH_URL": "",
+    "DEFAULT_ACCOUNT_COUNTRY": "US",
+    # Callable(owner) -> {"country": ..., "email": ...} for a new account.
+    "ACCOUNT_OWNER_DETAILS": "django_escrow_connect.accounts.default_owner_details",
+    # Callable(user, organization) -> bool: may this user manage the
+    # organization's connected account and see its payments?
+    "ORGANIZATION_ADMIN_PREDICATE": "django_escrow_connect.permissions.deny_all_organization_admins",
+    # --- Notifications ------------------------------------------------------
+    "NOTIFICATION_BACKENDS": [
+        "django_escrow_connect.notifications.backends.LoggingBackend",
+    ],
+}
+
+#: Keys whose values are dotted paths (or lists of them), imported lazily.
+IMPORT_STRINGS = frozenset(
+    {
+        "GATEWAY",
+        "PLATFORM_FEE_POLICY",
+        "PAYMENT_TERMS",
+        "ACCOUNT_OWNER_DETAILS",
+        "ORGANIZATION_ADMIN_PREDICATE",
+        "NOTIFICATION_BACKENDS",
+    }
+)
+
+
+def perform_import(value: Any, setting_name: str) -> Any:
+    """Import a dotted path, or each of a list of them; pass objects through."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _import(value, setting_name)
+    if isinstance(value, (list, tuple)):
+        return [_import(item, setting_name) if isinstance(item, str) else item for item in value]
+    return value
+
+
+def _import(path: str, setting_name: str) -> Any:
+    try:
+        return import_string(path)
+    except ImportError as exc:
+        raise ImportError(
+            f"Could not import {path!r} for {SETTING_NAME}[{setting_name!r}]: {exc}"
+        ) from exc
+
+
+class EscrowSettings:
+    """Attribute access to ``settings.ESCROW_CONNECT`` merged over DEFAULTS.
+
+    ``escrow_settings.GATEWAY`` returns the imported class, not the string; the
+    raw configured value is available through :meth:`raw`.
+    """
+
+    def __init__(self, user_settings: dict[str, Any] | None = None) -> None:
+        self._explicit = user_settings
+        self._cached: set[str] = set()
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        if self._explicit is not None:
+            return self._explicit
+        return getattr(settings, SETTING_NAME, None) or {}
+
+    def raw(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Invalid {SETTING_NAME} setting: {name!r}")
+        return self.user_settings.get(name, DEFAULTS[name])
+
+    def is_set(self, name: str) -> bool:
+        return name in self.user_settings
+
+    def __getattr__(self, name: str) -> Any:
+        value = self.raw(name)
+        if name in IMPORT_STRINGS:
+            value = perform_import(value, name)
+        self._cached.add(name)
+        setattr(self, name, value)
+        return value
+
+    def reload(self) -> None:
+        for name in self._cached:
+            self.__dict__.pop(name, None)
+        self._cached.clear()
+
+    def unknown_keys(self) -> Iterable[str]:
+        return sorted(set(self.user_settings) - set(DEFAULTS))
+
+
+escrow_settings = EscrowSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == SETTING_NAME:
+        escrow_settings.reload()
+
+
+setting_changed.connect(_reload)
