@@ -1,0 +1,31 @@
+"""Hooks about connected-account owners."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from .conf import escrow_settings
+
+
+class OwnerDetails(TypedDict, total=False):
+    country: str
+    email: str
+
+
+def default_owner_details(owner: Any) -> OwnerDetails:
+    """Country and email for a new Stripe account, from the owner.
+
+    Reads ``country`` and the model's email field when the owner has them and
+    falls back to ``ESCROW_CONNECT["DEFAULT_ACCOUNT_COUNTRY"]``. Hosts name
+    their own callable in ``ESCROW_CONNECT["ACCOUNT_OWNER_DETAILS"]``.
+    """
+    details: OwnerDetails = {
+        "country": (getattr(owner, "country", "") or escrow_settings.DEFAULT_ACCOUNT_COUNTRY)
+    }
+    email_field = getattr(owner, "get_email_field_name", None)
+    email = getattr(owner, email_field(), "") if callable(email_field) else ""
+    if not email:
+        email = getattr(owner, "email", "") or ""
+    if email:
+        details["email"] = email
+    return details

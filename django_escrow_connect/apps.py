@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class EscrowConnectConfig(AppConfig):
+    name = "django_escrow_connect"
+    # The label is the prefix of the swapper settings:
+    # ESCROW_CONNECT_<MODEL>_MODEL.
+    label = "escrow_connect"
+    verbose_name = _("Escrow Connect")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)

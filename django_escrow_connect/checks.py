@@ -1,0 +1,267 @@
+"""System checks: every misconfiguration names the exact setting to fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+from .conf import DEFAULTS, ESCROW_STRATEGIES, SETTING_NAME, escrow_settings
+from .swappable import setting_name
+
+SIMULATED_GATEWAY = "django_escrow_connect.gateway.simulated.SimulatedGateway"
+
+
+def _key(name: str) -> str:
+    return f'{SETTING_NAME}["{name}"]'
+
+
+@register(Tags.models)
+def check_host_models(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    errors: list[Any] = []
+    task_setting = setting_name("Task")
+    task_model = getattr(settings, task_setting, "escrow_connect.Task")
+    if task_model == "escrow_connect.Task":
+        errors.append(
+            Error(
+                f"{task_setting} is not set.",
+                hint=f'Add {task_setting} = "yourapp.Task" to your settings, naming the '
+                "model your customers pay for, before the first migrate.",
+                id="escrow_connect.E001",
+            )
+        )
+    else:
+        errors.extend(_check_model_setting(task_setting, task_model, "E002"))
+        if not errors:
+            from .base.models import EscrowTaskMixin
+
+            model = apps.get_model(task_model)
+            if not issubclass(model, EscrowTaskMixin):
+                errors.append(
+                    Warning(
+                        f"{task_model} (named by {task_setting}) does not inherit "
+                        "EscrowTaskMixin, so its payment_status is not kept in step.",
+                        hint="Add django_escrow_connect.base.models.EscrowTaskMixin to its bases.",
+                        id="escrow_connect.W002",
+                    )
+                )
+    org_setting = setting_name("Organization")
+    org_model = getattr(settings, org_setting, "escrow_connect.Organization")
+    if org_model != "escrow_connect.Organization":
+        errors.extend(_check_model_setting(org_setting, org_model, "E003"))
+    return errors
+
+
+def _check_model_setting(name: str, value: Any, code: str) -> list[Any]:
+    if not isinstance(value, str) or value.count(".") != 1:
+        return [
+            Error(
+                f"{name} must be 'app_label.ModelName', not {value!r}.",
+                id=f"escrow_connect.{code}",
+            )
+        ]
+    try:
+        apps.get_model(value)
+    except (LookupError, ValueError):
+        return [
+            Error(
+                f"{name} refers to {value!r}, which is not an installed model.",
+                hint=f"Fix {name} or add the app that defines it to INSTALLED_APPS.",
+                id=f"escrow_connect.{code}",
+            )
+        ]
+    return []
+
+
+@register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    errors: list[Any] = []
+    raw = escrow_settings.raw
+    user = getattr(settings, SETTING_NAME, None)
+    if user is not None and not isinstance(user, dict):
+        return [Error(f"{SETTING_NAME} must be a dict.", id="escrow_connect.E010")]
+    for unknown in escrow_settings.unknown_keys():
+        errors.append(
+            Warning(
+                f"{_key(unknown)} is not a setting of django-escrow-connect.",
+                hint="Check the spelling against docs/settings.md.",
+                id="escrow_connect.W010",
+            )
+        )
+
+    gateway = raw("GATEWAY")
+    simulated = gateway == SIMULATED_GATEWAY
+    if simulated and not settings.DEBUG:
+        errors.append(
+            Error(
+                "The simulated gateway moves no real money and is for development only.",
+                hint=f"Set {_key('GATEWAY')} to the Stripe gateway (the default) "
+                "when DEBUG is off.",
+                id="escrow_connect.E011",
+            )
+        )
+    secret = raw("STRIPE_SECRET_KEY")
+    if not simulated:
+        if not secret:
+            errors.append(
+                Error(
+                    f"{_key('STRIPE_SECRET_KEY')} is not set.",
+                    hint="Add your Stripe secret key (sk_test_... or sk_live_..., or a "
+                    "restricted rk_ key) from the environment.",
+                    id="escrow_connect.E012",
+                )
+            )
+        elif not isinstance(secret, str) or not secret.startswith(("sk_", "rk_")):
+            errors.append(
+                Error(
+                    f"{_key('STRIPE_SECRET_KEY')} does not look like a Stripe secret key.",
+                    hint="It starts with sk_ or rk_; a pk_ key is the publishable key.",
+                    id="escrow_connect.E013",
+                )
+            )
+    publishable = raw("STRIPE_PUBLISHABLE_KEY")
+    if publishable and not str(publishable).startswith("pk_"):
+        errors.append(
+            Error(
+                f"{_key('STRIPE_PUBLISHABLE_KEY')} must start with pk_.",
+                id="escrow_connect.E014",
+            )
+        )
+    if isinstance(secret, str) and isinstance(publishable, str) and secret and publishable:
+        if ("_live_" in secret) != ("_live_" in publishable):
+            errors.append(
+                Error(
+                    f"{_key('STRIPE_SECRET_KEY')} and {_key('STRIPE_PUBLISHABLE_KEY')} "
+                    "are from different modes (live and test).",
+                    id="escrow_connect.E015",
+                )
+            )
+
+    for name in ("WEBHOOK_SECRETS", "CONNECT_WEBHOOK_SECRETS"):
+        value = raw(name)
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            errors.append(
+                Error(
+                    f"{_key(name)} must be a list of signing secrets (for rotation).",
+                    hint=f'Write {_key(name)} = ["whsec_..."].',
+                    id="escrow_connect.E020",
+                )
+            )
+        elif not value and not simulated:
+            errors.append(
+                Error(
+                    f"{_key(name)} is empty, so every event to that endpoint is refused.",
+                    hint="Add the endpoint's signing secret (whsec_...) from the Stripe "
+                    "dashboard or `stripe listen`.",
+                    id="escrow_connect.E021",
+                )
+            )
+        elif any(not isinstance(s, str) or not s for s in value):
+            errors.append(
+                Error(f"{_key(name)} must hold non-empty strings.", id="escrow_connect.E022")
+            )
+
+    tolerance = raw("WEBHOOK_TOLERANCE_SECONDS")
+    if not isinstance(tolerance, int) or isinstance(tolerance, bool) or tolerance <= 0:
+        errors.append(
+            Error(
+                f"{_key('WEBHOOK_TOLERANCE_SECONDS')} must be a positive number of seconds.",
+                hint="0 would disable replay protection; Stripe's default is 300.",
+                id="escrow_connect.E023",
+            )
+        )
+    if raw("WEBHOOK_PROCESSING") not in ("sync", "task"):
+        errors.append(
+            Error(
+                f"{_key('WEBHOOK_PROCESSING')} must be 'sync' or 'task'.",
+                id="escrow_connect.E024",
+            )
+        )
+    if raw("ESCROW_STRATEGY") not in ESCROW_STRATEGIES:
+        errors.append(
+            Error(
+                f"{_key('ESCROW_STRATEGY')} must be one of {', '.join(ESCROW_STRATEGIES)}.",
+                id="escrow_connect.E030",
+            )
+        )
+    bp = raw("PLATFORM_FEE_BASIS_POINTS")
+    if not isinstance(bp, int) or isinstance(bp, bool) or not 0 <= bp <= 10000:
+        errors.append(
+            Error(
+                f"{_key('PLATFORM_FEE_BASIS_POINTS')} must be an int from 0 to 10000 "
+                "(1000 = 10 %).",
+                id="escrow_connect.E031",
+            )
+        )
+    fixed = raw("PLATFORM_FEE_FIXED")
+    if not isinstance(fixed, dict) or any(
+        not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in fixed.values()
+    ):
+        errors.append(
+            Error(
+                f"{_key('PLATFORM_FEE_FIXED')} must map currency codes to non-negative "
+                "ints in minor units.",
+                id="escrow_connect.E032",
+            )
+        )
+    try:
+        from .money import normalize_currency
+
+        normalize_currency(raw("DEFAULT_CURRENCY"))
+    except (ValueError, TypeError, AttributeError):
+        errors.append(
+            Error(
+                f"{_key('DEFAULT_CURRENCY')} must be a three-letter ISO currency code.",
+                id="escrow_connect.E033",
+            )
+        )
+    days = raw("AUTO_RELEASE_AFTER_DAYS")
+    if days is not None and (not isinstance(days, int) or isinstance(days, bool) or days < 1):
+        errors.append(
+            Error(
+                f"{_key('AUTO_RELEASE_AFTER_DAYS')} must be None or a positive int.",
+                id="escrow_connect.E034",
+            )
+        )
+    if raw("CAPTURE_EXPIRY_ACTION") not in ("warn", "release", "cancel"):
+        errors.append(
+            Error(
+                f"{_key('CAPTURE_EXPIRY_ACTION')} must be 'warn', 'release' or 'cancel'.",
+                id="escrow_connect.E035",
+            )
+        )
+    for name in ("ONBOARDING_RETURN_URL", "ONBOARDING_REFRESH_URL"):
+        if not raw(name) and not simulated:
+            errors.append(
+                Warning(
+                    f"{_key(name)} is not set; onboarding links fall back to the "
+                    "package's own pages.",
+                    hint="Set it to an absolute https URL of your site.",
+                    id="escrow_connect.W036",
+                )
+            )
+
+    for name in sorted(n for n in DEFAULTS if n in _IMPORTABLE):
+        try:
+            getattr(escrow_settings, name)
+        except ImportError as exc:
+            errors.append(
+                Error(
+                    f"{_key(name)} cannot be imported: {exc}",
+                    hint="Give a dotted path to an importable object.",
+                    id="escrow_connect.E040",
+                )
+            )
+    return errors
+
+
+_IMPORTABLE = {
+    "GATEWAY",
+    "PLATFORM_FEE_POLICY",
+    "PAYMENT_TERMS",
+    "ACCOUNT_OWNER_DETAILS",
+    "ORGANIZATION_ADMIN_PREDICATE",
+    "NOTIFICATION_BACKENDS",
+}

@@ -1,0 +1,193 @@
+"""The interface every payment gateway implements.
+
+Services depend on :class:`PaymentGateway`, never on a concrete gateway, so
+tests and demos can swap in a simulated one. Contract, for every
+implementation:
+
+- every call that creates an object or moves money takes a caller-supplied
+  ``idempotency_key`` (derived from the local row and operation and stored
+  before the call); the gateway never invents one;
+- results are the plain types of :mod:`django_escrow_connect.gateway.types`;
+- failures raise :class:`~django_escrow_connect.exceptions.GatewayError`
+  subclasses (webhooks: ``SignatureVerificationFailed`` /
+  ``InvalidWebhookPayload``), never provider-specific exceptions.
+
+This module must not import ``stripe``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from .types import (
+    AccountLinkResult,
+    AccountLinkType,
+    AccountSessionResult,
+    AccountSnapshot,
+    BusinessType,
+    CancellationReason,
+    CaptureMethod,
+    ChargeSnapshot,
+    DisputeSnapshot,
+    LoginLinkResult,
+    PaymentIntentSnapshot,
+    RefundReason,
+    RefundSnapshot,
+    TransferReversalSnapshot,
+    TransferSnapshot,
+)
+
+__all__ = ["PaymentGateway"]
+
+
+@runtime_checkable
+class PaymentGateway(Protocol):
+    """What the package needs from a payment provider (Stripe Connect semantics)."""
+
+    # --- connected accounts -------------------------------------------------
+
+    def create_account(
+        self,
+        *,
+        idempotency_key: str,
+        country: str,
+        email: str | None,
+        business_type: BusinessType | None,
+        metadata: Mapping[str, str],
+    ) -> AccountSnapshot:
+        """Create a connected account: Express dashboard, platform pays fees and owns losses."""
+        ...
+
+    def retrieve_account(self, account_id: str) -> AccountSnapshot: ...
+
+    def create_account_link(
+        self,
+        *,
+        account_id: str,
+        link_type: AccountLinkType,
+        refresh_url: str,
+        return_url: str,
+    ) -> AccountLinkResult: ...
+
+    def create_login_link(self, *, account_id: str) -> LoginLinkResult: ...
+
+    def create_account_session(
+        self,
+        *,
+        account_id: str,
+        components: Sequence[str] = ("account_onboarding",),
+    ) -> AccountSessionResult: ...
+
+    # --- payments ---------------------------------------------------------------
+
+    def create_payment_intent(
+        self,
+        *,
+        idempotency_key: str,
+        amount: int,
+        currency: str,
+        transfer_group: str,
+        metadata: Mapping[str, str],
+        capture_method: CaptureMethod,
+        destination: str | None = None,
+        application_fee_amount: int | None = None,
+        description: str | None = None,
+        receipt_email: str | None = None,
+    ) -> PaymentIntentSnapshot: ...
+
+    def retrieve_payment_intent(
+        self, payment_intent_id: str, *, expand_charge: bool = False
+    ) -> PaymentIntentSnapshot: ...
+
+    def capture_payment_intent(
+        self,
+        payment_intent_id: str,
+        *,
+        idempotency_key: str,
+        amount_to_capture: int | None = None,
+        application_fee_amount: int | None = None,
+    ) -> PaymentIntentSnapshot: ...
+
+    def cancel_payment_intent(
+        self,
+        payment_intent_id: str,
+        *,
+        idempotency_key: str,
+        cancellation_reason: CancellationReason | None = None,
+    ) -> PaymentIntentSnapshot: ...
+
+    def retrieve_charge(
+        self, charge_id: str, *, stripe_account: str | None = None
+    ) -> ChargeSnapshot: ...
+
+    def retrieve_dispute(self, dispute_id: str) -> DisputeSnapshot: ...
+
+    # --- transfers ----------------------------------------------------------------
+
+    def create_transfer(
+        self,
+        *,
+        idempotency_key: str,
+        amount: int,
+        currency: str,
+        destination: str,
+        source_transaction: str,
+        transfer_group: str,
+        metadata: Mapping[str, str],
+    ) -> TransferSnapshot: ...
+
+    def retrieve_transfer(self, transfer_id: str) -> TransferSnapshot: ...
+
+    def list_transfers(self, *, transfer_group: str) -> list[TransferSnapshot]: ...
+
+    def create_transfer_reversal(
+        self,
+        *,
+        transfer_id: str,
+        idempotency_key: str,
+        amount: int | None,
+        metadata: Mapping[str, str],
+    ) -> TransferReversalSnapshot: ...
+
+    # --- refunds --------------------------------------------------------------------
+
+    def create_refund(
+        self,
+        *,
+        idempotency_key: str,
+        payment_intent: str,
+        amount: int | None,
+        metadata: Mapping[str, str],
+        reason: RefundReason | None = None,
+        reverse_transfer: bool = False,
+        refund_application_fee: bool = False,
+    ) -> RefundSnapshot: ...
+
+    def retrieve_refund(self, refund_id: str) -> RefundSnapshot: ...
+
+    def list_refunds(self, *, payment_intent: str) -> list[RefundSnapshot]: ...
+
+    # --- events and webhooks -----------------------------------------------------
+
+    def retrieve_event(
+        self, event_id: str, *, stripe_account: str | None = None
+    ) -> dict[str, Any]: ...
+
+    def list_events(
+        self,
+        *,
+        created_gte: int,
+        types: Sequence[str] | None = None,
+        stripe_account: str | None = None,
+    ) -> Iterator[dict[str, Any]]: ...
+
+    def verify_webhook(
+        self,
+        payload: bytes,
+        sig_header: str | None,
+        secrets: Sequence[str],
+        tolerance: int,
+    ) -> dict[str, Any]:
+        """Verify ``Stripe-Signature`` against any of ``secrets``; return the parsed event."""
+        ...

@@ -1,0 +1,454 @@
+"""Plain results returned by a payment gateway.
+
+These frozen dataclasses are all the rest of the package sees of Stripe's
+objects. Each has a ``from_dict`` that reads Stripe's JSON shape (API version
+``2026-10-28.endive``), so a webhook handler can build one from an event's
+``data.object`` without calling Stripe, and a simulated gateway can build one
+from a hand-written dict.
+
+Conventions: amounts stay integers in the currency's minor unit; Stripe's unix
+timestamps become timezone-aware UTC datetimes; a field Stripe may *expand*
+(``latest_charge``, ``destination``, ...) is always reduced to the object's id.
+
+This module must not import ``stripe``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+__all__ = [
+    "AccountLinkResult",
+    "AccountLinkType",
+    "AccountSessionResult",
+    "AccountSnapshot",
+    "BusinessType",
+    "CancellationReason",
+    "CaptureMethod",
+    "ChargeSnapshot",
+    "DisputeSnapshot",
+    "LoginLinkResult",
+    "PaymentIntentSnapshot",
+    "PayoutSnapshot",
+    "RefundReason",
+    "RefundSnapshot",
+    "TransferReversalSnapshot",
+    "TransferSnapshot",
+]
+
+BusinessType = Literal["individual", "company"]
+AccountLinkType = Literal["account_onboarding", "account_update"]
+CaptureMethod = Literal["automatic", "automatic_async", "manual"]
+CancellationReason = Literal["abandoned", "duplicate", "fraudulent", "requested_by_customer"]
+RefundReason = Literal["duplicate", "fraudulent", "requested_by_customer"]
+
+
+# --- parsing helpers ---------------------------------------------------------
+
+
+def _check_object(d: Mapping[str, Any], expected: str) -> None:
+    if not isinstance(d, Mapping):
+        raise ValueError(f"Expected a {expected} object (a mapping), got {type(d).__name__}")
+    obj = d.get("object")
+    if obj is not None and obj != expected:
+        raise ValueError(f"Expected a {expected!r} object, got {obj!r}")
+
+
+def _require_str(d: Mapping[str, Any], key: str) -> str:
+    value = d.get(key)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"Missing or invalid {key!r} in {d.get('object') or 'object'}")
+    return value
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int(value: Any, default: int = 0) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"Expected an integer amount, got {value!r}")
+    return value
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else _int(value)
+
+
+def _bool(value: Any) -> bool:
+    return bool(value)
+
+
+def _datetime(value: Any) -> datetime | None:
+    """Stripe's unix timestamp (seconds) as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"Expected a unix timestamp, got {value!r}")
+    return datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+def _require_datetime(d: Mapping[str, Any], key: str) -> datetime:
+    value = _datetime(d.get(key))
+    if value is None:
+        raise ValueError(f"Missing {key!r} in {d.get('object') or 'object'}")
+    return value
+
+
+def _id(value: Any) -> str | None:
+    """The id of an expandable field: a plain id string, or an expanded object."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        inner = value.get("id")
+        return inner if isinstance(inner, str) else None
+    return None
+
+
+def _str_tuple(value: Any) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return tuple(str(item) for item in value)
+
+
+def _metadata(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _card_capture_before(charge: Any) -> datetime | None:
+    """``payment_method_details.card.capture_before`` of a charge (expanded or not)."""
+    details = _mapping(_mapping(charge).get("payment_method_details"))
+    return _datetime(_mapping(details.get("card")).get("capture_before"))
+
+
+# --- Connect -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountSnapshot:
+    """A connected account's identity and readiness to receive money."""
+
+    id: str
+    country: str | None = None
+    email: str | None = None
+    business_type: str | None = None
+    charges_enabled: bool = False
+    payouts_enabled: bool = False
+    details_submitted: bool = False
+    currently_due: tuple[str, ...] = ()
+    eventually_due: tuple[str, ...] = ()
+    past_due: tuple[str, ...] = ()
+    disabled_reason: str | None = None
+    capabilities: dict[str, str] = field(default_factory=dict)
+    default_currency: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def transfers_active(self) -> bool:
+        """Whether transfers to this account can be created now."""
+        return self.capabilities.get("transfers") == "active"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AccountSnapshot:
+        _check_object(d, "account")
+        requirements = _mapping(d.get("requirements"))
+        capabilities: dict[str, str] = {}
+        for name, status in _mapping(d.get("capabilities")).items():
+            # Always a status string on the account; tolerate a capability object.
+            value = status.get("status") if isinstance(status, Mapping) else status
+            if isinstance(value, str):
+                capabilities[str(name)] = value
+        return cls(
+            id=_require_str(d, "id"),
+            country=_opt_str(d.get("country")),
+            email=_opt_str(d.get("email")),
+            business_type=_opt_str(d.get("business_type")),
+            charges_enabled=_bool(d.get("charges_enabled")),
+            payouts_enabled=_bool(d.get("payouts_enabled")),
+            details_submitted=_bool(d.get("details_submitted")),
+            currently_due=_str_tuple(requirements.get("currently_due")),
+            eventually_due=_str_tuple(requirements.get("eventually_due")),
+            past_due=_str_tuple(requirements.get("past_due")),
+            disabled_reason=_opt_str(requirements.get("disabled_reason")),
+            capabilities=capabilities,
+            default_currency=_opt_str(d.get("default_currency")),
+            metadata=_metadata(d.get("metadata")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountLinkResult:
+    """A single-use onboarding/update link; ``url`` is a bearer credential, never log it."""
+
+    url: str = field(repr=False)
+    expires_at: datetime
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AccountLinkResult:
+        _check_object(d, "account_link")
+        return cls(url=_require_str(d, "url"), expires_at=_require_datetime(d, "expires_at"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoginLinkResult:
+    """A single-use Express Dashboard link; ``url`` is a bearer credential, never log it."""
+
+    url: str = field(repr=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LoginLinkResult:
+        _check_object(d, "login_link")
+        return cls(url=_require_str(d, "url"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountSessionResult:
+    """An embedded-components session. Hand ``client_secret`` to the browser; never store or log it."""
+
+    client_secret: str = field(repr=False)
+    expires_at: datetime
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AccountSessionResult:
+        _check_object(d, "account_session")
+        return cls(
+            client_secret=_require_str(d, "client_secret"),
+            expires_at=_require_datetime(d, "expires_at"),
+        )
+
+
+# --- Payments -------------------------------------------------------------------
+
+
+def _last_payment_error(value: Any) -> dict[str, str | None] | None:
+    if not isinstance(value, Mapping):
+        return None
+    return {key: _opt_str(value.get(key)) for key in ("code", "decline_code", "message", "type")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentIntentSnapshot:
+    """A PaymentIntent. ``client_secret`` goes to the browser only; it is hidden from repr."""
+
+    id: str
+    status: str
+    amount: int
+    amount_received: int = 0
+    amount_capturable: int = 0
+    currency: str
+    client_secret: str | None = field(default=None, repr=False)
+    latest_charge: str | None = None
+    capture_method: str | None = None
+    transfer_group: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    #: Manual capture only: when the authorisation lapses. Known only when the
+    #: latest charge was expanded (``retrieve_payment_intent(expand_charge=True)``).
+    capture_before: datetime | None = None
+    #: ``code``, ``decline_code``, ``message`` and ``type`` of the last failed attempt.
+    last_payment_error: dict[str, str | None] | None = None
+    cancellation_reason: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PaymentIntentSnapshot:
+        _check_object(d, "payment_intent")
+        latest_charge = d.get("latest_charge")
+        return cls(
+            id=_require_str(d, "id"),
+            status=_require_str(d, "status"),
+            amount=_int(d.get("amount")),
+            amount_received=_int(d.get("amount_received")),
+            amount_capturable=_int(d.get("amount_capturable")),
+            currency=_require_str(d, "currency"),
+            client_secret=_opt_str(d.get("client_secret")),
+            latest_charge=_id(latest_charge),
+            capture_method=_opt_str(d.get("capture_method")),
+            transfer_group=_opt_str(d.get("transfer_group")),
+            metadata=_metadata(d.get("metadata")),
+            capture_before=(
+                _card_capture_before(latest_charge) if isinstance(latest_charge, Mapping) else None
+            ),
+            last_payment_error=_last_payment_error(d.get("last_payment_error")),
+            cancellation_reason=_opt_str(d.get("cancellation_reason")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChargeSnapshot:
+    """A charge: what was captured, refunded and disputed, and where its funds landed."""
+
+    id: str
+    payment_intent: str | None = None
+    amount: int
+    amount_captured: int = 0
+    amount_refunded: int = 0
+    currency: str
+    refunded: bool = False
+    disputed: bool = False
+    #: Null at first for ``capture_method=automatic_async``; filled in later (``charge.updated``).
+    balance_transaction: str | None = None
+    capture_before: datetime | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ChargeSnapshot:
+        _check_object(d, "charge")
+        return cls(
+            id=_require_str(d, "id"),
+            payment_intent=_id(d.get("payment_intent")),
+            amount=_int(d.get("amount")),
+            amount_captured=_int(d.get("amount_captured")),
+            amount_refunded=_int(d.get("amount_refunded")),
+            currency=_require_str(d, "currency"),
+            refunded=_bool(d.get("refunded")),
+            disputed=_bool(d.get("disputed")),
+            balance_transaction=_id(d.get("balance_transaction")),
+            capture_before=_card_capture_before(d),
+        )
+
+
+# --- Money movement ------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferSnapshot:
+    """A transfer from the platform balance to a connected account."""
+
+    id: str
+    amount: int
+    amount_reversed: int = 0
+    currency: str
+    destination: str | None = None
+    source_transaction: str | None = None
+    transfer_group: str | None = None
+    reversed: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TransferSnapshot:
+        _check_object(d, "transfer")
+        return cls(
+            id=_require_str(d, "id"),
+            amount=_int(d.get("amount")),
+            amount_reversed=_int(d.get("amount_reversed")),
+            currency=_require_str(d, "currency"),
+            destination=_id(d.get("destination")),
+            source_transaction=_id(d.get("source_transaction")),
+            transfer_group=_opt_str(d.get("transfer_group")),
+            reversed=_bool(d.get("reversed")),
+            metadata=_metadata(d.get("metadata")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferReversalSnapshot:
+    """Money pulled back from a connected account into the platform balance."""
+
+    id: str
+    transfer: str
+    amount: int
+    currency: str
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TransferReversalSnapshot:
+        _check_object(d, "transfer_reversal")
+        transfer = _id(d.get("transfer"))
+        if transfer is None:
+            raise ValueError("Missing 'transfer' in transfer_reversal")
+        return cls(
+            id=_require_str(d, "id"),
+            transfer=transfer,
+            amount=_int(d.get("amount")),
+            currency=_require_str(d, "currency"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefundSnapshot:
+    """A refund to the customer; ``status`` may be ``pending`` and fail later."""
+
+    id: str
+    amount: int
+    currency: str
+    status: str | None = None
+    payment_intent: str | None = None
+    charge: str | None = None
+    reason: str | None = None
+    failure_reason: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RefundSnapshot:
+        _check_object(d, "refund")
+        return cls(
+            id=_require_str(d, "id"),
+            amount=_int(d.get("amount")),
+            currency=_require_str(d, "currency"),
+            status=_opt_str(d.get("status")),
+            payment_intent=_id(d.get("payment_intent")),
+            charge=_id(d.get("charge")),
+            reason=_opt_str(d.get("reason")),
+            failure_reason=_opt_str(d.get("failure_reason")),
+            metadata=_metadata(d.get("metadata")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DisputeSnapshot:
+    """A dispute (chargeback or inquiry) against a charge."""
+
+    id: str
+    charge: str | None = None
+    payment_intent: str | None = None
+    amount: int
+    currency: str
+    status: str
+    reason: str | None = None
+    evidence_due_by: datetime | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DisputeSnapshot:
+        _check_object(d, "dispute")
+        return cls(
+            id=_require_str(d, "id"),
+            charge=_id(d.get("charge")),
+            payment_intent=_id(d.get("payment_intent")),
+            amount=_int(d.get("amount")),
+            currency=_require_str(d, "currency"),
+            status=_require_str(d, "status"),
+            reason=_opt_str(d.get("reason")),
+            evidence_due_by=_datetime(_mapping(d.get("evidence_details")).get("due_by")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PayoutSnapshot:
+    """A payout from a connected account's balance to its bank (``payout.paid`` / ``.failed``)."""
+
+    id: str
+    amount: int
+    currency: str
+    status: str
+    failure_code: str | None = None
+    failure_message: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PayoutSnapshot:
+        _check_object(d, "payout")
+        return cls(
+            id=_require_str(d, "id"),
+            amount=_int(d.get("amount")),
+            currency=_require_str(d, "currency"),
+            status=_require_str(d, "status"),
+            failure_code=_opt_str(d.get("failure_code")),
+            failure_message=_opt_str(d.get("failure_message")),
+        )

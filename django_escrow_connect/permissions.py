@@ -1,0 +1,71 @@
+"""Who may do what: the rules every API view, service and transition shares.
+
+Organization administration is the host's business; the library only asks the
+predicate named in ``ESCROW_CONNECT["ORGANIZATION_ADMIN_PREDICATE"]``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .conf import escrow_settings
+
+if TYPE_CHECKING:
+    from .base.models import AbstractEscrowPayment
+
+
+def deny_all_organization_admins(user: Any, organization: Any) -> bool:
+    """Default predicate: nobody administers an organization's account.
+
+    Safe by default: a host with organizations must say who their admins are.
+    """
+    return False
+
+
+def is_authenticated(user: Any) -> bool:
+    return bool(user is not None and getattr(user, "is_authenticated", False))
+
+
+def is_platform_staff(user: Any) -> bool:
+    return bool(is_authenticated(user) and getattr(user, "is_staff", False) and user.is_active)
+
+
+def is_organization_admin(user: Any, organization: Any) -> bool:
+    if not is_authenticated(user) or organization is None:
+        return False
+    return bool(escrow_settings.ORGANIZATION_ADMIN_PREDICATE(user, organization))
+
+
+def is_payer(user: Any, payment: AbstractEscrowPayment) -> bool:
+    return is_authenticated(user) and payment.payer_id == user.pk
+
+
+def is_payee(user: Any, payment: AbstractEscrowPayment) -> bool:
+    """The doer paid by ``payment``: the user, or an admin of the organization."""
+    if not is_authenticated(user):
+        return False
+    if payment.payee_user_id is not None:
+        return bool(payment.payee_user_id == user.pk)
+    return is_organization_admin(user, payment.payee_organization)
+
+
+# Transition permissions (django-fsm ``permission=``). ``user=None`` means the
+# system itself (webhooks, scheduled release) and is decided by the service.
+
+
+def may_release(payment: AbstractEscrowPayment, user: Any) -> bool:
+    return is_payer(user, payment) or is_platform_staff(user)
+
+
+def may_refund(payment: AbstractEscrowPayment, user: Any) -> bool:
+    # The customer cannot refund themselves once money is held: that is what
+    # disputes and staff are for. The doer may give the money back.
+    return is_platform_staff(user) or is_payee(user, payment)
+
+
+def may_cancel(payment: AbstractEscrowPayment, user: Any) -> bool:
+    return is_payer(user, payment) or is_platform_staff(user) or is_payee(user, payment)
+
+
+def may_view(payment: AbstractEscrowPayment, user: Any) -> bool:
+    return is_payer(user, payment) or is_payee(user, payment) or is_platform_staff(user)

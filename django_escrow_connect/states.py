@@ -1,0 +1,138 @@
+"""State names for every state machine in the package.
+
+They are chosen once, here, so that the first migration does not churn when
+transitions are added: a value stored in a row is part of the public contract.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class PaymentStatus(models.TextChoices):
+    AWAITING_PAYMENT = "awaiting_payment", _("Awaiting payment")
+    PROCESSING = "processing", _("Processing")
+    HELD = "held", _("Held in escrow")
+    RELEASING = "releasing", _("Releasing")
+    RELEASED = "released", _("Released")
+    PARTIALLY_REFUNDED = "partially_refunded", _("Partially refunded")
+    REFUNDED = "refunded", _("Refunded")
+    FAILED = "failed", _("Failed")
+    CANCELED = "canceled", _("Canceled")
+    DISPUTED = "disputed", _("Disputed")
+    DISPUTE_LOST = "dispute_lost", _("Dispute lost")
+
+
+#: States in which the task's money is committed: a second payment for the
+#: same task is refused while one of these (or a terminal success) exists.
+PAYMENT_OPEN_STATES = frozenset(
+    {
+        PaymentStatus.AWAITING_PAYMENT,
+        PaymentStatus.PROCESSING,
+        PaymentStatus.HELD,
+        PaymentStatus.RELEASING,
+        PaymentStatus.DISPUTED,
+    }
+)
+#: States from which no transition leads anywhere.
+PAYMENT_FINAL_STATES = frozenset(
+    {PaymentStatus.REFUNDED, PaymentStatus.CANCELED, PaymentStatus.DISPUTE_LOST}
+)
+#: States in which Stripe holds the customer's money on the platform's side.
+PAYMENT_FUNDED_STATES = frozenset({PaymentStatus.HELD, PaymentStatus.RELEASING})
+
+
+class TaskPaymentStatus(models.TextChoices):
+    PENDING_PAYMENT = "pending_payment", _("Pending payment")
+    PAYMENT_IN_ESCROW = "payment_in_escrow", _("Payment in escrow")
+    PAYMENT_RELEASED = "payment_released", _("Payment released")
+    PAYMENT_FAILED = "payment_failed", _("Payment failed")
+    REFUNDED = "refunded", _("Refunded")
+
+
+class AccountStatus(models.TextChoices):
+    PENDING_VERIFICATION = "pending_verification", _("Pending verification")
+    VERIFIED = "verified", _("Verified")
+    RESTRICTED = "restricted", _("Restricted")
+    DEAUTHORIZED = "deauthorized", _("Deauthorized")
+
+
+class BusinessType(models.TextChoices):
+    INDIVIDUAL = "individual", _("Individual")
+    COMPANY = "company", _("Company")
+
+
+class EscrowStrategy(models.TextChoices):
+    SEPARATE_CHARGES_AND_TRANSFERS = (
+        "separate_charges_and_transfers",
+        _("Separate charges and transfers"),
+    )
+    MANUAL_CAPTURE = "manual_capture", _("Destination charge, manual capture")
+
+
+class TransferStatus(models.TextChoices):
+    # The row exists (with its idempotency key) before Stripe is called.
+    PENDING = "pending", _("Pending")
+    CREATED = "created", _("Created")
+    FAILED = "failed", _("Failed")
+    PARTIALLY_REVERSED = "partially_reversed", _("Partially reversed")
+    REVERSED = "reversed", _("Reversed")
+
+
+class TransferReversalStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    FAILED = "failed", _("Failed")
+
+
+class RefundStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    REQUIRES_ACTION = "requires_action", _("Requires action")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    FAILED = "failed", _("Failed")
+    CANCELED = "canceled", _("Canceled")
+
+
+class DisputeStatus(models.TextChoices):
+    # Stripe's own dispute statuses.
+    WARNING_NEEDS_RESPONSE = "warning_needs_response", _("Inquiry: needs response")
+    WARNING_UNDER_REVIEW = "warning_under_review", _("Inquiry: under review")
+    WARNING_CLOSED = "warning_closed", _("Inquiry: closed")
+    NEEDS_RESPONSE = "needs_response", _("Needs response")
+    UNDER_REVIEW = "under_review", _("Under review")
+    WON = "won", _("Won")
+    LOST = "lost", _("Lost")
+    PREVENTED = "prevented", _("Prevented")
+
+
+DISPUTE_CLOSED_STATES = frozenset(
+    {DisputeStatus.WARNING_CLOSED, DisputeStatus.WON, DisputeStatus.LOST, DisputeStatus.PREVENTED}
+)
+
+
+class IncidentKind(models.TextChoices):
+    PAYMENT_FAILED = "payment_failed", _("Payment failed")
+    PAYMENT_CANCELED = "payment_canceled", _("Payment canceled")
+    AMOUNT_MISMATCH = "amount_mismatch", _("Amount or currency mismatch")
+    CAPTURE_EXPIRED = "capture_expired", _("Authorization expired")
+    TRANSFER_FAILED = "transfer_failed", _("Transfer failed")
+    TRANSFER_REVERSED = "transfer_reversed", _("Transfer reversed")
+    REVERSAL_FAILED = "reversal_failed", _("Transfer reversal failed")
+    REFUND_FAILED = "refund_failed", _("Refund failed")
+    PAYOUT_FAILED = "payout_failed", _("Payout failed")
+
+
+class WebhookEndpoint(models.TextChoices):
+    PLATFORM = "platform", _("Platform")
+    CONNECT = "connect", _("Connect")
+
+
+class WebhookEventStatus(models.TextChoices):
+    RECEIVED = "received", _("Received")
+    PROCESSED = "processed", _("Processed")
+    FAILED = "failed", _("Failed")
+    IGNORED = "ignored", _("Ignored")
+    # The event names an object this app has no row for (yet); the reconcile
+    # command retries it once the row exists.
+    DEFERRED = "deferred", _("Deferred")

@@ -1,0 +1,49 @@
+"""Names of the swappable models, resolved through swapper.
+
+The library never writes a host app label: every foreign key and migration
+dependency goes through these helpers, which read the top-level
+``ESCROW_CONNECT_<MODEL>_MODEL`` settings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import swapper
+
+APP_LABEL = "escrow_connect"
+
+#: Models the host supplies. The task model is required; the organization
+#: model is optional (unset: a placeholder model nothing writes to).
+HOST_MODELS = ("Task", "Organization")
+#: The library's own models, each an abstract base plus a swappable default.
+LIBRARY_MODELS = (
+    "ConnectedAccount",
+    "EscrowPayment",
+    "Transfer",
+    "TransferReversal",
+    "Refund",
+    "Dispute",
+    "PaymentIncident",
+    "TransferIncident",
+    "WebhookEvent",
+)
+
+
+def setting_name(model: str) -> str:
+    """``ESCROW_CONNECT_<MODEL>_MODEL``: the setting that names ``model``."""
+    return swapper.swappable_setting(APP_LABEL, model)
+
+
+def model_name(model: str) -> str:
+    """The ``app_label.Model`` string a foreign key should point to."""
+    return swapper.get_model_name(APP_LABEL, model)
+
+
+def dependency(model: str) -> tuple[str, str]:
+    return swapper.dependency(APP_LABEL, model)
+
+
+def load(model: str) -> Any:
+    """The model class in use for ``model`` (the host's, if swapped)."""
+    return swapper.load_model(APP_LABEL, model)
