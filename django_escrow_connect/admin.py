@@ -76,26 +76,56 @@ class ChildAdmin(ReadOnlyMoneyAdmin):
 
 
 class TransferAdmin(ChildAdmin):
-    list_display = ("stripe_transfer_id", "payment", "amount", "amount_reversed", "currency",
-                    "destination_account_id", "status", "created_at")
+    list_display = (
+        "stripe_transfer_id",
+        "payment",
+        "amount",
+        "amount_reversed",
+        "currency",
+        "destination_account_id",
+        "status",
+        "created_at",
+    )
     search_fields = ("stripe_transfer_id", "destination_account_id", "idempotency_key")
 
 
 class TransferReversalAdmin(ChildAdmin):
-    list_display = ("stripe_reversal_id", "stripe_transfer_id", "payment", "amount", "currency",
-                    "status", "created_at")
+    list_display = (
+        "stripe_reversal_id",
+        "stripe_transfer_id",
+        "payment",
+        "amount",
+        "currency",
+        "status",
+        "created_at",
+    )
     search_fields = ("stripe_reversal_id", "stripe_transfer_id")
 
 
 class RefundAdmin(ChildAdmin):
-    list_display = ("stripe_refund_id", "payment", "amount", "currency", "status", "reason",
-                    "created_at")
+    list_display = (
+        "stripe_refund_id",
+        "payment",
+        "amount",
+        "currency",
+        "status",
+        "reason",
+        "created_at",
+    )
     search_fields = ("stripe_refund_id", "idempotency_key")
 
 
 class DisputeAdmin(ChildAdmin):
-    list_display = ("stripe_dispute_id", "payment", "amount", "currency", "status", "reason",
-                    "evidence_due_by", "closed_at")
+    list_display = (
+        "stripe_dispute_id",
+        "payment",
+        "amount",
+        "currency",
+        "status",
+        "reason",
+        "evidence_due_by",
+        "closed_at",
+    )
     list_filter = ("status", "reason", "currency")
     search_fields = ("stripe_dispute_id", "stripe_charge_id")
 
@@ -108,8 +138,16 @@ class IncidentAdmin(ReadOnlyMoneyAdmin):
 
 
 class WebhookEventAdmin(ReadOnlyMoneyAdmin):
-    list_display = ("stripe_event_id", "type", "endpoint", "account", "status", "attempts",
-                    "received_at", "processed_at")
+    list_display = (
+        "stripe_event_id",
+        "type",
+        "endpoint",
+        "account",
+        "status",
+        "attempts",
+        "received_at",
+        "processed_at",
+    )
     list_filter = ("status", "endpoint", "type", "livemode", "received_at")
     search_fields = ("=stripe_event_id", "type", "account", "object_id")
     date_hierarchy = "received_at"

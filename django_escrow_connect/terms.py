@@ -15,7 +15,7 @@ from typing import Any
 from .money import normalize_currency, validate_minor_amount
 
 
-class TermsUnavailable(Exception):  # noqa: N818 (a domain outcome, not a bug)
+class TermsUnavailable(Exception):
     """The task cannot be paid for now (no accepted bid, not the payer, ...)."""
 
 

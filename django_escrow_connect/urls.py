@@ -1,7 +1,14 @@
-"""The package's URLconf: ``path("escrow/", include("django_escrow_connect.urls"))``."""
+"""The package's URLconf. In the host: ``path("escrow/", include("django_escrow_connect.urls"))``.
 
-from django.urls import path  # noqa: F401
+Each area owns its own module of routes; this file only gathers them.
+"""
+
+from django.urls import include, path
 
 app_name = "escrow_connect"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("", include("django_escrow_connect.api.onboarding_urls")),
+    path("", include("django_escrow_connect.api.payment_urls")),
+    path("", include("django_escrow_connect.webhooks.urls")),
+]

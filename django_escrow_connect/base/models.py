@@ -421,7 +421,9 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
                 ),
                 name="escrow_payment_payee_user_xor_organization",
             ),
-            models.CheckConstraint(condition=Q(amount__gt=0), name="escrow_payment_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="escrow_payment_amount_positive"
+            ),
             models.CheckConstraint(
                 condition=Q(platform_fee__gte=0) & Q(platform_fee__lte=F("amount")),
                 name="escrow_payment_fee_within_amount",
@@ -502,9 +504,7 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
     def mark_processing(self) -> None:
         pass
 
-    @transition(
-        field=status, source=[S.AWAITING_PAYMENT, S.PROCESSING, S.FAILED], target=S.HELD
-    )
+    @transition(field=status, source=[S.AWAITING_PAYMENT, S.PROCESSING, S.FAILED], target=S.HELD)
     def mark_held(self) -> None:
         self.held_at = timezone.now()
         self.failure_code = ""
@@ -641,7 +641,10 @@ class AbstractTransfer(ConcurrentTransitionMixin, TimestampedModel):
     destination_account_id = models.CharField(max_length=255)
     source_transaction = models.CharField(max_length=255, blank=True)
     status = FSMField(
-        max_length=32, choices=TransferStatus.choices, default=TransferStatus.PENDING, protected=True
+        max_length=32,
+        choices=TransferStatus.choices,
+        default=TransferStatus.PENDING,
+        protected=True,
     )
     failure_code = models.CharField(max_length=255, blank=True)
     failure_message = models.TextField(blank=True)
@@ -651,7 +654,9 @@ class AbstractTransfer(ConcurrentTransitionMixin, TimestampedModel):
         verbose_name = _("transfer")
         verbose_name_plural = _("transfers")
         constraints = [
-            models.CheckConstraint(condition=Q(amount__gt=0), name="escrow_transfer_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="escrow_transfer_amount_positive"
+            ),
             models.CheckConstraint(
                 condition=Q(amount_reversed__gte=0) & Q(amount_reversed__lte=F("amount")),
                 name="escrow_transfer_reversed_within_amount",
@@ -721,7 +726,9 @@ class AbstractTransferReversal(ConcurrentTransitionMixin, TimestampedModel):
         verbose_name = _("transfer reversal")
         verbose_name_plural = _("transfer reversals")
         constraints = [
-            models.CheckConstraint(condition=Q(amount__gt=0), name="escrow_reversal_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="escrow_reversal_amount_positive"
+            ),
             _currency_constraint("escrow_reversal"),
             models.UniqueConstraint(
                 fields=["stripe_reversal_id"],
@@ -921,9 +928,7 @@ class AbstractWebhookEvent(ConcurrentTransitionMixin, models.Model):
     stripe_event_id = models.CharField(max_length=255, unique=True)
     type = models.CharField(max_length=128, db_index=True)
     endpoint = models.CharField(max_length=16, choices=WebhookEndpoint.choices)
-    account = models.CharField(
-        _("connected account id"), max_length=255, blank=True, db_index=True
-    )
+    account = models.CharField(_("connected account id"), max_length=255, blank=True, db_index=True)
     livemode = models.BooleanField(default=False)
     api_version = models.CharField(max_length=64, blank=True)
     object_id = models.CharField(max_length=255, blank=True, db_index=True)

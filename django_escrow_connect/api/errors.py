@@ -1,0 +1,71 @@
+"""One error shape for every API response: ``{"error": {"code", "message"}}``
+(plus ``"fields"`` for validation errors).
+
+Views raise :class:`~django_escrow_connect.services.errors.ServiceError` or
+DRF exceptions; :class:`EscrowAPIView` turns both into this shape so hosts
+need not change their global ``EXCEPTION_HANDLER``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ..services.errors import ServiceError
+
+
+def error_response(code: str, message: str, http_status: int, **extra: Any) -> Response:
+    return Response({"error": {"code": code, "message": message, **extra}}, status=http_status)
+
+
+def handle_exception(exc: Exception) -> Response | None:
+    if isinstance(exc, ServiceError):
+        return error_response(exc.code, exc.message, exc.status_code)
+    if isinstance(exc, Http404):
+        return error_response("not_found", "Not found.", status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, PermissionDenied):
+        return error_response("forbidden", "Permission denied.", status.HTTP_403_FORBIDDEN)
+    if isinstance(exc, exceptions.ValidationError):
+        return error_response(
+            "invalid",
+            "The request is not valid.",
+            status.HTTP_400_BAD_REQUEST,
+            fields=exc.detail,
+        )
+    if isinstance(exc, exceptions.APIException):
+        detail = exc.detail
+        message = str(detail) if not isinstance(detail, (dict, list)) else "Request refused."
+        response = error_response(
+            getattr(detail, "code", None) or exc.default_code, message, exc.status_code
+        )
+        for header in ("WWW-Authenticate", "Retry-After"):
+            value = getattr(exc, "auth_header", None) if header == "WWW-Authenticate" else None
+            if value:
+                response[header] = value
+        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+            response["Retry-After"] = str(int(exc.wait))
+        return response
+    return None
+
+
+class EscrowAPIView(APIView):
+    """Base of every API view in the package: the error shape above."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
+            # Keep DRF's 401-vs-403 decision (WWW-Authenticate header).
+            auth_header = self.get_authenticate_header(self.request)
+            if auth_header:
+                exc.auth_header = auth_header  # type: ignore[attr-defined]
+            else:
+                exc.status_code = status.HTTP_403_FORBIDDEN
+        response = handle_exception(exc)
+        if response is None:
+            return super().handle_exception(exc)
+        response.exception = True
+        return response

@@ -1,0 +1,740 @@
+"""The Stripe gateway: the only module of the package that imports ``stripe``.
+
+It owns the :class:`stripe.StripeClient` (pinned API version, base address,
+retries, timeout), passes the caller's idempotency keys, converts Stripe's
+objects into the plain types of :mod:`.types` and translates every
+``stripe.StripeError`` into :mod:`django_escrow_connect.exceptions`.
+
+Request parameters are built as stripe-python's typed ``TypedDict`` params
+(``stripe.params.*``), so mypy checks every call against the API version this
+package pins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib.util
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Union
+
+import stripe
+from django.core.exceptions import ImproperlyConfigured
+
+from .. import conf
+from ..conf import escrow_settings
+from ..exceptions import (
+    AuthenticationFailed,
+    BalanceInsufficient,
+    CardDeclined,
+    GatewayError,
+    IdempotencyConflict,
+    InvalidRequest,
+    InvalidWebhookPayload,
+    PermissionDenied,
+    RateLimited,
+    ResourceMissing,
+    SignatureVerificationFailed,
+    TemporarilyUnavailable,
+)
+from .types import (
+    AccountLinkResult,
+    AccountLinkType,
+    AccountSessionResult,
+    AccountSnapshot,
+    BusinessType,
+    CancellationReason,
+    CaptureMethod,
+    ChargeSnapshot,
+    DisputeSnapshot,
+    LoginLinkResult,
+    PaymentIntentSnapshot,
+    RefundReason,
+    RefundSnapshot,
+    TransferReversalSnapshot,
+    TransferSnapshot,
+)
+
+if TYPE_CHECKING:
+    from stripe.params import (
+        AccountCreateParams,
+        AccountLinkCreateParams,
+        AccountSessionCreateParams,
+        AccountSessionCreateParamsComponents,
+        EventListParams,
+        PaymentIntentCancelParams,
+        PaymentIntentCaptureParams,
+        PaymentIntentCreateParams,
+        PaymentIntentRetrieveParams,
+        RefundCreateParams,
+        RefundListParams,
+        TransferCreateParams,
+        TransferListParams,
+        TransferReversalCreateParams,
+    )
+
+__all__ = ["StripeGateway", "sign_webhook_payload", "verify_webhook_payload"]
+
+logger = logging.getLogger(__name__)
+
+Timeout = Union[float, tuple[float, float]]
+
+#: Stripe's limit on the length of an ``Idempotency-Key``.
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+#: Stripe's limit on ``types`` when listing events.
+MAX_EVENT_TYPES = 20
+#: Page size used when auto-paginating list endpoints (Stripe's maximum).
+PAGE_SIZE = 100
+
+
+class StripeGateway:
+    """:class:`~django_escrow_connect.gateway.base.PaymentGateway` on Stripe Connect.
+
+    Configuration comes from ``ESCROW_CONNECT`` (``STRIPE_SECRET_KEY``,
+    ``STRIPE_API_BASE``, ``STRIPE_MAX_NETWORK_RETRIES``, ``STRIPE_TIMEOUT``)
+    and is read when the client is first needed; each constructor argument
+    overrides its setting. ``http_client`` replaces the transport entirely
+    (its own timeout then applies).
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        max_network_retries: int | None = None,
+        timeout: Timeout | None = None,
+        http_client: stripe.HTTPClient | None = None,
+    ) -> None:
+        self._api_key = api_key
+        self._api_base = api_base
+        self._max_network_retries = max_network_retries
+        self._timeout = timeout
+        self._http_client = http_client
+        self._client: stripe.StripeClient | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<{self.__class__.__name__} api_base={self._resolved_api_base()!r}>"
+
+    # --- client -----------------------------------------------------------------
+
+    @property
+    def client(self) -> stripe.StripeClient:
+        """The lazily created ``StripeClient`` (one per gateway instance)."""
+        client = self._client
+        if client is None:
+            with self._lock:
+                client = self._client
+                if client is None:
+                    client = self._client = self._build_client()
+        return client
+
+    def _resolved_api_base(self) -> str | None:
+        base = self._api_base if self._api_base is not None else escrow_settings.STRIPE_API_BASE
+        return str(base).rstrip("/") if base else None
+
+    def _build_client(self) -> stripe.StripeClient:
+        api_key = self._api_key if self._api_key is not None else escrow_settings.STRIPE_SECRET_KEY
+        if not api_key:
+            raise ImproperlyConfigured(
+                f"{conf.SETTING_NAME}['STRIPE_SECRET_KEY'] is not set: add your Stripe "
+                "secret key (sk_test_... or a restricted rk_... key) to the "
+                f"{conf.SETTING_NAME} setting."
+            )
+        retries = (
+            self._max_network_retries
+            if self._max_network_retries is not None
+            else escrow_settings.STRIPE_MAX_NETWORK_RETRIES
+        )
+        http_client = self._http_client
+        if http_client is None:
+            timeout = self._timeout if self._timeout is not None else escrow_settings.STRIPE_TIMEOUT
+            http_client = build_http_client(timeout)
+        api_base = self._resolved_api_base()
+        return stripe.StripeClient(
+            str(api_key),
+            stripe_version=conf.STRIPE_API_VERSION,
+            base_addresses={"api": api_base, "connect": api_base} if api_base else {},
+            max_network_retries=int(retries),
+            http_client=http_client,
+        )
+
+    # --- connected accounts -------------------------------------------------
+
+    def create_account(
+        self,
+        *,
+        idempotency_key: str,
+        country: str,
+        email: str | None,
+        business_type: BusinessType | None,
+        metadata: Mapping[str, str],
+    ) -> AccountSnapshot:
+        params: AccountCreateParams = {
+            "country": country,
+            "controller": {
+                "stripe_dashboard": {"type": "express"},
+                "fees": {"payer": "application"},
+                "losses": {"payments": "application"},
+                "requirement_collection": "stripe",
+            },
+            "capabilities": {
+                "transfers": {"requested": True},
+                "card_payments": {"requested": True},
+            },
+            "metadata": dict(metadata),
+        }
+        if email:
+            params["email"] = email
+        if business_type:
+            params["business_type"] = business_type
+        with translated_errors():
+            account = self.client.v1.accounts.create(params, _options(idempotency_key))
+        return AccountSnapshot.from_dict(_as_dict(account))
+
+    def retrieve_account(self, account_id: str) -> AccountSnapshot:
+        with translated_errors():
+            account = self.client.v1.accounts.retrieve(_require_id(account_id, "account_id"))
+        return AccountSnapshot.from_dict(_as_dict(account))
+
+    def create_account_link(
+        self,
+        *,
+        account_id: str,
+        link_type: AccountLinkType,
+        refresh_url: str,
+        return_url: str,
+    ) -> AccountLinkResult:
+        params: AccountLinkCreateParams = {
+            "account": _require_id(account_id, "account_id"),
+            "type": link_type,
+            "refresh_url": refresh_url,
+            "return_url": return_url,
+        }
+        with translated_errors():
+            link = self.client.v1.account_links.create(params)
+        return AccountLinkResult.from_dict(_as_dict(link))
+
+    def create_login_link(self, *, account_id: str) -> LoginLinkResult:
+        with translated_errors():
+            link = self.client.v1.accounts.login_links.create(_require_id(account_id, "account_id"))
+        return LoginLinkResult.from_dict(_as_dict(link))
+
+    def create_account_session(
+        self,
+        *,
+        account_id: str,
+        components: Sequence[str] = ("account_onboarding",),
+    ) -> AccountSessionResult:
+        if isinstance(components, str):
+            raise TypeError("components must be a sequence of component names, not a string")
+        enabled: dict[str, Any] = {name: {"enabled": True} for name in components}
+        if not enabled:
+            raise ValueError("components must name at least one embedded component")
+        params: AccountSessionCreateParams = {
+            "account": _require_id(account_id, "account_id"),
+            # Component names are checked by Stripe; the TypedDict cannot be
+            # built from a runtime list of keys.
+            "components": _components(enabled),
+        }
+        with translated_errors():
+            session = self.client.v1.account_sessions.create(params)
+        return AccountSessionResult.from_dict(_as_dict(session))
+
+    # --- payments ---------------------------------------------------------------
+
+    def create_payment_intent(
+        self,
+        *,
+        idempotency_key: str,
+        amount: int,
+        currency: str,
+        transfer_group: str,
+        metadata: Mapping[str, str],
+        capture_method: CaptureMethod,
+        destination: str | None = None,
+        application_fee_amount: int | None = None,
+        description: str | None = None,
+        receipt_email: str | None = None,
+    ) -> PaymentIntentSnapshot:
+        _require_amount(amount, "amount")
+        if application_fee_amount is not None and destination is None:
+            raise ValueError(
+                "application_fee_amount is only valid with a destination charge; with "
+                "separate charges and transfers, transfer less than was charged instead"
+            )
+        params: PaymentIntentCreateParams = {
+            "amount": amount,
+            "currency": currency.lower(),
+            "capture_method": capture_method,
+            "automatic_payment_methods": {"enabled": True},
+            "transfer_group": transfer_group,
+            "metadata": dict(metadata),
+        }
+        if destination is not None:
+            params["transfer_data"] = {"destination": _require_id(destination, "destination")}
+            if application_fee_amount is not None:
+                _require_amount(application_fee_amount, "application_fee_amount", allow_zero=True)
+                params["application_fee_amount"] = application_fee_amount
+        if description:
+            params["description"] = description
+        if receipt_email:
+            params["receipt_email"] = receipt_email
+        with translated_errors():
+            intent = self.client.v1.payment_intents.create(params, _options(idempotency_key))
+        return PaymentIntentSnapshot.from_dict(_as_dict(intent))
+
+    def retrieve_payment_intent(
+        self, payment_intent_id: str, *, expand_charge: bool = False
+    ) -> PaymentIntentSnapshot:
+        params: PaymentIntentRetrieveParams = {}
+        if expand_charge:
+            params["expand"] = ["latest_charge"]
+        with translated_errors():
+            intent = self.client.v1.payment_intents.retrieve(
+                _require_id(payment_intent_id, "payment_intent_id"), params
+            )
+        return PaymentIntentSnapshot.from_dict(_as_dict(intent))
+
+    def capture_payment_intent(
+        self,
+        payment_intent_id: str,
+        *,
+        idempotency_key: str,
+        amount_to_capture: int | None = None,
+        application_fee_amount: int | None = None,
+    ) -> PaymentIntentSnapshot:
+        params: PaymentIntentCaptureParams = {}
+        if amount_to_capture is not None:
+            _require_amount(amount_to_capture, "amount_to_capture")
+            params["amount_to_capture"] = amount_to_capture
+        if application_fee_amount is not None:
+            _require_amount(application_fee_amount, "application_fee_amount", allow_zero=True)
+            params["application_fee_amount"] = application_fee_amount
+        with translated_errors():
+            intent = self.client.v1.payment_intents.capture(
+                _require_id(payment_intent_id, "payment_intent_id"),
+                params,
+                _options(idempotency_key),
+            )
+        return PaymentIntentSnapshot.from_dict(_as_dict(intent))
+
+    def cancel_payment_intent(
+        self,
+        payment_intent_id: str,
+        *,
+        idempotency_key: str,
+        cancellation_reason: CancellationReason | None = None,
+    ) -> PaymentIntentSnapshot:
+        params: PaymentIntentCancelParams = {}
+        if cancellation_reason is not None:
+            params["cancellation_reason"] = cancellation_reason
+        with translated_errors():
+            intent = self.client.v1.payment_intents.cancel(
+                _require_id(payment_intent_id, "payment_intent_id"),
+                params,
+                _options(idempotency_key),
+            )
+        return PaymentIntentSnapshot.from_dict(_as_dict(intent))
+
+    def retrieve_charge(
+        self, charge_id: str, *, stripe_account: str | None = None
+    ) -> ChargeSnapshot:
+        with translated_errors():
+            charge = self.client.v1.charges.retrieve(
+                _require_id(charge_id, "charge_id"),
+                None,
+                _options(stripe_account=stripe_account),
+            )
+        return ChargeSnapshot.from_dict(_as_dict(charge))
+
+    def retrieve_dispute(self, dispute_id: str) -> DisputeSnapshot:
+        with translated_errors():
+            dispute = self.client.v1.disputes.retrieve(_require_id(dispute_id, "dispute_id"))
+        return DisputeSnapshot.from_dict(_as_dict(dispute))
+
+    # --- transfers ----------------------------------------------------------------
+
+    def create_transfer(
+        self,
+        *,
+        idempotency_key: str,
+        amount: int,
+        currency: str,
+        destination: str,
+        source_transaction: str,
+        transfer_group: str,
+        metadata: Mapping[str, str],
+    ) -> TransferSnapshot:
+        _require_amount(amount, "amount")
+        params: TransferCreateParams = {
+            "amount": amount,
+            "currency": currency.lower(),
+            "destination": _require_id(destination, "destination"),
+            # A charge id (ch_...), never a PaymentIntent id: the transfer then
+            # waits for that charge's funds instead of failing on the balance.
+            "source_transaction": _require_id(source_transaction, "source_transaction"),
+            "transfer_group": transfer_group,
+            "metadata": dict(metadata),
+        }
+        with translated_errors():
+            transfer = self.client.v1.transfers.create(params, _options(idempotency_key))
+        return TransferSnapshot.from_dict(_as_dict(transfer))
+
+    def retrieve_transfer(self, transfer_id: str) -> TransferSnapshot:
+        with translated_errors():
+            transfer = self.client.v1.transfers.retrieve(_require_id(transfer_id, "transfer_id"))
+        return TransferSnapshot.from_dict(_as_dict(transfer))
+
+    def list_transfers(self, *, transfer_group: str) -> list[TransferSnapshot]:
+        params: TransferListParams = {"transfer_group": transfer_group, "limit": PAGE_SIZE}
+        with translated_errors():
+            page = self.client.v1.transfers.list(params)
+            return [TransferSnapshot.from_dict(_as_dict(t)) for t in page.auto_paging_iter()]
+
+    def create_transfer_reversal(
+        self,
+        *,
+        transfer_id: str,
+        idempotency_key: str,
+        amount: int | None,
+        metadata: Mapping[str, str],
+    ) -> TransferReversalSnapshot:
+        params: TransferReversalCreateParams = {"metadata": dict(metadata)}
+        if amount is not None:
+            _require_amount(amount, "amount")
+            params["amount"] = amount
+        with translated_errors():
+            reversal = self.client.v1.transfers.reversals.create(
+                _require_id(transfer_id, "transfer_id"), params, _options(idempotency_key)
+            )
+        return TransferReversalSnapshot.from_dict(_as_dict(reversal))
+
+    # --- refunds --------------------------------------------------------------------
+
+    def create_refund(
+        self,
+        *,
+        idempotency_key: str,
+        payment_intent: str,
+        amount: int | None,
+        metadata: Mapping[str, str],
+        reason: RefundReason | None = None,
+        reverse_transfer: bool = False,
+        refund_application_fee: bool = False,
+    ) -> RefundSnapshot:
+        params: RefundCreateParams = {
+            "payment_intent": _require_id(payment_intent, "payment_intent"),
+            "metadata": dict(metadata),
+        }
+        if amount is not None:
+            _require_amount(amount, "amount")
+            params["amount"] = amount
+        if reason is not None:
+            params["reason"] = reason
+        if reverse_transfer:
+            params["reverse_transfer"] = True
+        if refund_application_fee:
+            params["refund_application_fee"] = True
+        with translated_errors():
+            refund = self.client.v1.refunds.create(params, _options(idempotency_key))
+        return RefundSnapshot.from_dict(_as_dict(refund))
+
+    def retrieve_refund(self, refund_id: str) -> RefundSnapshot:
+        with translated_errors():
+            refund = self.client.v1.refunds.retrieve(_require_id(refund_id, "refund_id"))
+        return RefundSnapshot.from_dict(_as_dict(refund))
+
+    def list_refunds(self, *, payment_intent: str) -> list[RefundSnapshot]:
+        params: RefundListParams = {
+            "payment_intent": _require_id(payment_intent, "payment_intent"),
+            "limit": PAGE_SIZE,
+        }
+        with translated_errors():
+            page = self.client.v1.refunds.list(params)
+            return [RefundSnapshot.from_dict(_as_dict(r)) for r in page.auto_paging_iter()]
+
+    # --- events and webhooks -----------------------------------------------------
+
+    def retrieve_event(self, event_id: str, *, stripe_account: str | None = None) -> dict[str, Any]:
+        with translated_errors():
+            event = self.client.v1.events.retrieve(
+                _require_id(event_id, "event_id"),
+                None,
+                _options(stripe_account=stripe_account),
+            )
+        return _as_dict(event)
+
+    def list_events(
+        self,
+        *,
+        created_gte: int,
+        types: Sequence[str] | None = None,
+        stripe_account: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Events created at or after ``created_gte`` (unix seconds), newest first.
+
+        The first page is fetched now (so errors surface here); later pages
+        are fetched while iterating. The Events API reaches back 30 days.
+        """
+        if isinstance(types, str):
+            raise TypeError("types must be a sequence of event types, not a string")
+        params: EventListParams = {"created": {"gte": int(created_gte)}, "limit": PAGE_SIZE}
+        if types:
+            if len(types) > MAX_EVENT_TYPES:
+                raise ValueError(f"Stripe accepts at most {MAX_EVENT_TYPES} event types at once")
+            params["types"] = list(types)
+        with translated_errors():
+            page = self.client.v1.events.list(params, _options(stripe_account=stripe_account))
+        return _iterate_dicts(page)
+
+    def verify_webhook(
+        self,
+        payload: bytes,
+        sig_header: str | None,
+        secrets: Sequence[str],
+        tolerance: int,
+    ) -> dict[str, Any]:
+        """See :func:`verify_webhook_payload`."""
+        return verify_webhook_payload(payload, sig_header, secrets, tolerance)
+
+
+# --- webhooks ------------------------------------------------------------------------
+
+
+def sign_webhook_payload(payload: bytes, secret: str, timestamp: int | None = None) -> str:
+    """A valid ``Stripe-Signature`` header for ``payload`` (tests, simulated gateway).
+
+    Same scheme as ``stripe.WebhookSignature.generate_signature_header``:
+    ``t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``, computed over the
+    raw bytes.
+    """
+    if timestamp is None:
+        timestamp = int(time.time())
+    signed = f"{int(timestamp)}.".encode() + bytes(payload)
+    signature = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+    return f"t={int(timestamp)},v1={signature}"
+
+
+def verify_webhook_payload(
+    payload: bytes,
+    sig_header: str | None,
+    secrets: Sequence[str],
+    tolerance: int,
+) -> dict[str, Any]:
+    """Verify a webhook and return its event as a plain dict.
+
+    The ``Stripe-Signature`` header is checked against each of ``secrets``
+    (several are accepted during a rotation; any match counts), and its
+    timestamp must be at most ``tolerance`` seconds old. Raises
+    :class:`SignatureVerificationFailed` (missing/malformed/wrong/stale
+    signature, or no secret configured) and :class:`InvalidWebhookPayload`
+    (body not UTF-8, not JSON, or not an event object) - never
+    ``UnicodeDecodeError`` or ``JSONDecodeError``.
+    """
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance <= 0:
+        raise ValueError("tolerance must be a positive number of seconds")
+    if isinstance(secrets, str):
+        raise TypeError("secrets must be a sequence of signing secrets, not a single string")
+    usable = [secret for secret in secrets if secret and secret.strip()]
+    if not usable:
+        raise SignatureVerificationFailed("No webhook signing secret is configured.")
+    if not sig_header:
+        raise SignatureVerificationFailed("The Stripe-Signature header is missing.")
+    try:
+        # Stripe signs the UTF-8 text of the body; stripe-python would raise
+        # UnicodeDecodeError on anything else.
+        text = bytes(payload).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidWebhookPayload("The webhook body is not valid UTF-8.") from None
+
+    if not any(_signature_valid(text, sig_header, secret, tolerance) for secret in usable):
+        # Tell a stale (possibly replayed) delivery apart from a wrong signature.
+        if any(_signature_valid(text, sig_header, secret, None) for secret in usable):
+            raise SignatureVerificationFailed(
+                f"The Stripe-Signature timestamp is more than {tolerance} seconds old."
+            )
+        raise SignatureVerificationFailed(
+            "No signature in the Stripe-Signature header matches a configured secret."
+        )
+
+    try:
+        event = json.loads(text)
+    except ValueError:
+        raise InvalidWebhookPayload("The webhook body is not valid JSON.") from None
+    if not isinstance(event, dict):
+        raise InvalidWebhookPayload("The webhook body is not a JSON object.")
+    if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
+        raise InvalidWebhookPayload("The webhook body is not an event (no 'id' or 'type').")
+    return event
+
+
+def _signature_valid(text: str, header: str, secret: str, tolerance: int | None) -> bool:
+    try:
+        stripe.WebhookSignature.verify_header(text, header, secret, tolerance)
+    except stripe.SignatureVerificationError:
+        return False
+    return True
+
+
+# --- transport -------------------------------------------------------------------------
+
+
+def build_http_client(timeout: Timeout) -> stripe.HTTPClient:
+    """An HTTP client for stripe-python that enforces ``timeout`` (seconds).
+
+    stripe-python 16 requires ``requests``, so this is a ``RequestsClient``
+    (``timeout`` may be a ``(connect, read)`` tuple). vcrpy intercepts it.
+    Only if ``requests`` were missing: ``HTTPXClient`` when httpx and anyio
+    are installed, else stripe's urllib client, which has no timeout setting.
+    """
+    if importlib.util.find_spec("requests") is not None:
+        return stripe.RequestsClient(timeout=timeout)
+    if importlib.util.find_spec("httpx") is not None and importlib.util.find_spec("anyio"):
+        return stripe.HTTPXClient(
+            timeout=timeout if isinstance(timeout, (int, float)) else max(timeout)
+        )
+    logger.warning(
+        "Neither requests nor httpx is installed: Stripe requests use urllib and "
+        "%s['STRIPE_TIMEOUT'] is not enforced.",
+        conf.SETTING_NAME,
+    )
+    return stripe.new_default_http_client()
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _options(
+    idempotency_key: str | None = None, *, stripe_account: str | None = None
+) -> stripe.RequestOptions:
+    options: stripe.RequestOptions = {}
+    if idempotency_key is not None:
+        options["idempotency_key"] = _require_idempotency_key(idempotency_key)
+    if stripe_account is not None:
+        options["stripe_account"] = _require_id(stripe_account, "stripe_account")
+    return options
+
+
+def _require_idempotency_key(key: str) -> str:
+    if not isinstance(key, str) or not key.strip():
+        raise ValueError("idempotency_key must be a non-empty string supplied by the caller")
+    if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise ValueError(f"idempotency_key is longer than {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+    return key
+
+
+def _require_id(value: str, name: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty Stripe id")
+    return value
+
+
+def _require_amount(value: int, name: str, *, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int in the currency's minor unit, not {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else 'positive'}, not {value}")
+
+
+def _components(enabled: dict[str, Any]) -> AccountSessionCreateParamsComponents:
+    return enabled  # type: ignore[return-value]
+
+
+def _as_dict(obj: stripe.StripeObject) -> dict[str, Any]:
+    """The object's JSON as plain dicts and lists (expanded objects included)."""
+    return obj.to_dict(recursive=True, for_json=True)
+
+
+def _iterate_dicts(page: stripe.ListObject[Any]) -> Iterator[dict[str, Any]]:
+    with translated_errors():
+        for obj in page.auto_paging_iter():
+            yield _as_dict(obj)
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Re-raise any ``stripe.StripeError`` as the package's own exception."""
+    try:
+        yield
+    except stripe.StripeError as exc:
+        raise translate_error(exc) from None
+
+
+def translate_error(exc: stripe.StripeError) -> GatewayError:
+    """The package exception for a Stripe error (see ``exceptions`` for the classes)."""
+    body = exc.json_body
+    error: Mapping[str, Any] = {}
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+    code = _str_or_none(error.get("code")) or exc.code
+    error_type = _str_or_none(error.get("type"))
+    status = exc.http_status
+    should_retry = _should_retry_header(exc.headers)
+
+    cls: type[GatewayError]
+    if isinstance(exc, stripe.APIConnectionError):
+        # No (usable) response: timeout, refused or reset connection, TLS failure.
+        cls = TemporarilyUnavailable
+        should_retry = bool(exc.should_retry)
+    elif error_type == "idempotency_error" or isinstance(exc, stripe.IdempotencyError):
+        cls = IdempotencyConflict
+    elif code == "lock_timeout":
+        cls = TemporarilyUnavailable
+    elif status == 429 or isinstance(exc, stripe.RateLimitError):
+        cls = RateLimited
+    elif error_type == "card_error" or isinstance(exc, stripe.CardError):
+        cls = CardDeclined
+    elif code == "balance_insufficient":
+        cls = BalanceInsufficient
+    elif code == "resource_missing":
+        cls = ResourceMissing
+    elif status == 401 or isinstance(exc, stripe.AuthenticationError):
+        cls = AuthenticationFailed
+    elif status == 403 or isinstance(exc, stripe.PermissionError):
+        cls = PermissionDenied
+    elif status is None or status >= 500 or status == 409:
+        # 409 without idempotency_error: a conflicting concurrent request.
+        cls = TemporarilyUnavailable
+    elif 400 <= status < 500:
+        cls = InvalidRequest
+    else:
+        cls = GatewayError
+
+    message = _str_or_none(error.get("message")) or _str_or_none(exc.user_message) or ""
+    return cls(
+        message,
+        code=code,
+        param=_str_or_none(error.get("param")),
+        decline_code=_str_or_none(error.get("decline_code")),
+        request_id=exc.request_id,
+        http_status=status,
+        should_retry=should_retry,
+        error_type=error_type,
+    )
+
+
+def _should_retry_header(headers: Mapping[str, str] | None) -> bool | None:
+    if not headers:
+        return None
+    for name, value in headers.items():
+        if name.lower() == "stripe-should-retry":
+            lowered = str(value).strip().lower()
+            if lowered == "true":
+                return True
+            if lowered == "false":
+                return False
+    return None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,93 @@
+"""Notification backends shipped with the package.
+
+A backend is any class with ``send(event: str, **kwargs)``. Subclass
+:class:`BaseBackend` and name it in ``ESCROW_CONNECT["NOTIFICATION_BACKENDS"]``.
+Backends run after commit; an exception is logged and swallowed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.template import TemplateDoesNotExist
+from django.template.loader import render_to_string
+
+logger = logging.getLogger("django_escrow_connect.events")
+
+
+class BaseBackend:
+    def send(self, event: str, **kwargs: Any) -> None:
+        raise NotImplementedError
+
+
+def describe(**kwargs: Any) -> dict[str, Any]:
+    """Identifiers safe to log: ids and states, never secrets or card data."""
+    fields: dict[str, Any] = {}
+    payment = kwargs.get("payment")
+    if payment is not None:
+        fields.update(
+            payment_id=str(payment.pk),
+            payment_status=payment.status,
+            amount=payment.amount,
+            currency=payment.currency,
+        )
+    account = kwargs.get("account")
+    if account is not None:
+        fields.update(connected_account=account.stripe_account_id, account_status=account.status)
+    for name in ("refund", "dispute", "transfer", "incident"):
+        obj = kwargs.get(name)
+        if obj is not None:
+            fields[f"{name}_id"] = str(obj.pk)
+    return fields
+
+
+class LoggingBackend(BaseBackend):
+    """Writes one structured log line per business event."""
+
+    def send(self, event: str, **kwargs: Any) -> None:
+        logger.info("escrow event %s", event, extra={"escrow_event": event, **describe(**kwargs)})
+
+
+class EmailBackend(BaseBackend):
+    """Emails the people concerned, using templates the host may override.
+
+    Templates: ``escrow_connect/email/<event>_subject.txt`` and
+    ``escrow_connect/email/<event>.txt``; events without templates are skipped.
+    Recipients: the payer and the payee user for payment events, the owner for
+    account events (users without an email address are skipped).
+    """
+
+    def send(self, event: str, **kwargs: Any) -> None:
+        recipients = [email for email in self.recipients(event, **kwargs) if email]
+        if not recipients:
+            return
+        context = {"event": event, **kwargs}
+        try:
+            subject = render_to_string(f"escrow_connect/email/{event}_subject.txt", context)
+            body = render_to_string(f"escrow_connect/email/{event}.txt", context)
+        except TemplateDoesNotExist:
+            return
+        send_mail(
+            " ".join(subject.split()),
+            body,
+            getattr(settings, "DEFAULT_FROM_EMAIL", None),
+            sorted(set(recipients)),
+        )
+
+    def recipients(self, event: str, **kwargs: Any) -> list[str]:
+        people: list[Any] = []
+        payment = kwargs.get("payment")
+        if payment is not None:
+            people += [payment.payer, payment.payee_user]
+        account = kwargs.get("account")
+        if account is not None:
+            people.append(account.owner_user)
+        return [_email_of(person) for person in people if person is not None]
+
+
+def _email_of(user: Any) -> str:
+    field = user.get_email_field_name() if hasattr(user, "get_email_field_name") else "email"
+    return str(getattr(user, field, "") or "")

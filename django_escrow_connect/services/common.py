@@ -1,0 +1,75 @@
+"""Helpers shared by the services: models, keys, locks, gateway errors."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+
+from .. import swappable
+from ..exceptions import GatewayError
+from ..gateway import get_gateway
+from . import errors
+
+logger = logging.getLogger("django_escrow_connect.services")
+
+KEY_PREFIX = "escrow-connect"
+
+
+def idempotency_key(kind: str, pk: Any, operation: str, attempt: int | str = 0) -> str:
+    """Deterministic key for one operation on one row.
+
+    The same row, operation and attempt always give the same key, so a retry
+    after a crash or a timeout cannot move money twice; ``attempt`` advances
+    only after Stripe definitely refused the previous one.
+    """
+    return f"{KEY_PREFIX}:{kind}:{pk}:{operation}:{attempt}"
+
+
+def payment_model() -> Any:
+    return swappable.load("EscrowPayment")
+
+
+def account_model() -> Any:
+    return swappable.load("ConnectedAccount")
+
+
+def model(name: str) -> Any:
+    return swappable.load(name)
+
+
+def gateway() -> Any:
+    return get_gateway()
+
+
+def lock_payment(payment_id: Any) -> Any:
+    """The payment row, locked until the surrounding transaction ends."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("lock_payment() must run inside transaction.atomic()")
+    try:
+        return payment_model().objects.select_for_update().get(pk=payment_id)
+    except (payment_model().DoesNotExist, ValueError, TypeError) as exc:
+        raise errors.NotFound("No such payment.") from exc
+
+
+def account_for_payee(payee_user: Any = None, payee_organization: Any = None) -> Any:
+    Account = account_model()
+    if payee_user is not None:
+        return Account.objects.filter(owner_user=payee_user).first()
+    return Account.objects.filter(owner_organization=payee_organization).first()
+
+
+def translate(exc: GatewayError, action: str) -> errors.ServiceError:
+    """A gateway failure as the error the caller shows."""
+    from ..exceptions import CardDeclined
+
+    if exc.is_transient:
+        return errors.ProviderUnavailable(
+            f"Stripe is not reachable right now; {action} can be retried safely."
+        )
+    if isinstance(exc, CardDeclined):
+        return errors.PaymentDeclined(exc.message or "The card was declined.", code=exc.code)
+    return errors.Conflict(
+        f"Stripe refused to {action}: {exc.message}", code=exc.code or "provider_error"
+    )

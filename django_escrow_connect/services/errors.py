@@ -1,0 +1,75 @@
+"""Errors a service raises for its caller to show: each carries a stable
+``code`` and the HTTP status the API answers with."""
+
+from __future__ import annotations
+
+from ..exceptions import EscrowConnectError
+
+
+class ServiceError(EscrowConnectError):
+    status_code = 400
+    code = "invalid"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InvalidInput(ServiceError):
+    status_code = 400
+    code = "invalid"
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(ServiceError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(ServiceError):
+    """The request is valid but the object's state does not allow it."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class TransitionNotAllowed(Conflict):
+    code = "transition_not_allowed"
+
+
+class AccountNotReady(Conflict):
+    code = "account_not_ready"
+
+
+class PaymentDeclined(ServiceError):
+    status_code = 402
+    code = "payment_declined"
+
+
+class ProviderUnavailable(ServiceError):
+    """Stripe did not answer; the same request can be retried safely."""
+
+    status_code = 503
+    code = "provider_unavailable"
+
+
+class OperationPending(ServiceError):
+    """The money-moving call was sent but its outcome is not known yet.
+
+    Retrying the same operation reuses the same idempotency key, so it either
+    completes the operation or returns the result Stripe already produced.
+    """
+
+    status_code = 503
+    code = "operation_pending"
+
+
+class UnknownObject(EscrowConnectError):
+    """A Stripe object this app has no row for (yet): the webhook event is
+    deferred and retried by the reconcile command."""

@@ -1,0 +1,54 @@
+"""Business-event signals. Every one is sent *after* the transaction that
+caused it commits (``transaction.on_commit``), so a receiver never sees a
+state that is rolled back, and a failing receiver never breaks the payment
+operation (signals are sent with ``send_robust`` and failures are logged).
+
+Each signal's ``sender`` is the model class of the first argument. Arguments
+are listed next to each signal and in docs/signals.md.
+"""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+# --- Payments (kwargs: payment, plus what is listed) -----------------------
+#: A payment was created and needs the customer to pay. (payment, client_secret)
+payment_required = Signal()
+#: The customer's money is held in escrow. (payment)
+payment_held = Signal()
+#: The money was released to the doer's connected account. (payment, transfer)
+payment_released = Signal()
+#: A refund was made. (payment, refund)
+payment_refunded = Signal()
+#: A payment attempt failed. (payment, incident)
+payment_failed = Signal()
+#: A payment was canceled before money moved. (payment)
+payment_canceled = Signal()
+#: The customer disputed the charge; release is frozen. (payment, dispute)
+dispute_opened = Signal()
+#: A dispute closed; ``dispute.status`` is won or lost. (payment, dispute)
+dispute_closed = Signal()
+#: A transfer to the doer failed; the payment stays held. (payment, incident)
+transfer_failed = Signal()
+#: A refund failed after it was requested. (payment, refund)
+refund_failed = Signal()
+
+# --- Connected accounts (kwargs: account, plus what is listed) --------------
+#: Stripe sent new status data for an account. (account, previous_status)
+account_updated = Signal()
+#: The owner disconnected the platform; no new payments go to it. (account)
+account_deauthorized = Signal()
+#: Stripe needs more information. (account, currently_due, past_due)
+account_requirements_due = Signal()
+#: A capability became inactive or restricted. (account, capability, status)
+capability_restricted = Signal()
+#: A payout to the doer's bank failed. (account, payout)
+payout_failed = Signal()
+
+# --- Operations --------------------------------------------------------------
+#: A webhook event failed processing; alert staff. (event, error)
+webhook_processing_failed = Signal()
+
+ALL_SIGNALS: dict[str, Signal] = {
+    name: value for name, value in list(globals().items()) if isinstance(value, Signal)
+}
