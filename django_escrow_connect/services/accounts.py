@@ -1,0 +1,572 @@
+"""Connected-account use cases: create once per owner, onboard, stay in sync.
+
+One Stripe account per owner (a user XOR an organization), created on first
+need and reused for ever after. Creation is crash-safe: the local row, with an
+idempotency key derived from the *owner* (not the row), is committed before
+Stripe is called, and the Stripe call runs with that row locked, so
+
+- two simultaneous requests create one row and call Stripe once (the second
+  waits for the lock and finds the account made);
+- a rerun after a timeout or a 5xx reuses the same key, and Stripe answers
+  with the account it may already have created.
+
+Stripe's data reaches the row through :func:`apply_account_snapshot` (from
+``account.updated`` webhooks, or :func:`refresh_account`), which never lets an
+older snapshot overwrite newer data, then moves the account's state with the
+``apply_stripe_status`` transition and notifies on commit.
+
+Link and session secrets (``AccountLink.url``, ``LoginLink.url``,
+``AccountSession.client_secret``) are returned to the caller and never stored
+or logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_fsm import can_proceed
+
+from .. import permissions, swappable
+from ..conf import escrow_settings
+from ..exceptions import GatewayError
+from ..gateway.types import (
+    AccountLinkResult,
+    AccountLinkType,
+    AccountSessionResult,
+    AccountSnapshot,
+    LoginLinkResult,
+)
+from ..notifications import notify
+from ..states import AccountStatus, BusinessType
+from . import errors
+from .common import account_model, gateway, idempotency_key, translate
+
+logger = logging.getLogger("django_escrow_connect.accounts")
+
+__all__ = [
+    "apply_account_snapshot",
+    "apply_capability",
+    "create_account_session",
+    "create_dashboard_link",
+    "create_onboarding_link",
+    "deauthorize_account",
+    "ensure_account",
+    "get_account",
+    "owner_reference",
+    "reauthorize_account",
+    "refresh_account",
+    "resolve_owner",
+]
+
+#: Capability statuses that mean "was usable, is not any more".
+_CAPABILITY_ACTIVE = "active"
+
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
+def _log(account: Any, message: str, *args: Any, level: int = logging.INFO) -> None:
+    logger.log(
+        level,
+        message,
+        *args,
+        extra={
+            "connected_account": account.stripe_account_id,
+            "account_pk": str(account.pk),
+            "account_status": account.status,
+        },
+    )
+
+
+# --------------------------------------------------------------------------
+# Owners
+# --------------------------------------------------------------------------
+
+
+def _check_one_owner(owner_user: Any, owner_organization: Any) -> None:
+    if (owner_user is None) == (owner_organization is None):
+        raise ValueError("Give exactly one of owner_user and owner_organization.")
+
+
+def owner_reference(*, owner_user: Any = None, owner_organization: Any = None) -> str:
+    """``"user:<pk>"`` or ``"organization:<pk>"``: the owner, as keys and metadata name it."""
+    _check_one_owner(owner_user, owner_organization)
+    if owner_user is not None:
+        return f"user:{owner_user.pk}"
+    return f"organization:{owner_organization.pk}"
+
+
+def _owner_lookup(owner_user: Any, owner_organization: Any) -> dict[str, Any]:
+    _check_one_owner(owner_user, owner_organization)
+    if owner_user is not None:
+        return {"owner_user": owner_user}
+    return {"owner_organization": owner_organization}
+
+
+def resolve_owner(user: Any, organization_id: Any = None) -> tuple[Any, Any]:
+    """Whose account ``user`` is asking about: ``(owner_user, owner_organization)``.
+
+    Without ``organization_id`` it is the user's own. With one, it is that
+    organization's, and only for an admin of it (the host's
+    ``ORGANIZATION_ADMIN_PREDICATE``). An unknown or malformed id and an
+    organization the user does not administer both raise the *same*
+    :class:`~.errors.NotFound`: whether an organization exists is not told to
+    someone who may not manage it. Primary keys may be integers or UUIDs; the
+    model's own primary-key field parses the id.
+    """
+    if not permissions.is_authenticated(user):
+        raise errors.Forbidden("Sign in to manage a connected account.")
+    if organization_id is None or organization_id == "":
+        return user, None
+    Organization = swappable.load("Organization")
+    not_found = errors.NotFound("No such organization.", code="organization_not_found")
+    try:
+        pk = Organization._meta.pk.to_python(organization_id)
+        organization = Organization._default_manager.get(pk=pk)
+    except (
+        Organization.DoesNotExist,
+        ValidationError,
+        ValueError,
+        TypeError,
+        OverflowError,
+    ) as exc:
+        raise not_found from exc
+    if not permissions.is_organization_admin(user, organization):
+        raise not_found
+    return None, organization
+
+
+def get_account(*, owner_user: Any = None, owner_organization: Any = None) -> Any:
+    """The owner's account row, or None (it may not be created at Stripe yet)."""
+    lookup = _owner_lookup(owner_user, owner_organization)
+    return account_model()._default_manager.filter(**lookup).first()
+
+
+# --------------------------------------------------------------------------
+# Creation
+# --------------------------------------------------------------------------
+
+
+def _owner_details(owner: Any) -> tuple[str, str]:
+    details = escrow_settings.ACCOUNT_OWNER_DETAILS(owner) or {}
+    country = str(details.get("country") or escrow_settings.DEFAULT_ACCOUNT_COUNTRY).upper()
+    if not _COUNTRY.match(country):
+        raise ImproperlyConfigured(
+            f"ESCROW_CONNECT['ACCOUNT_OWNER_DETAILS'] returned country {country!r}; "
+            "it must be a two-letter ISO 3166-1 code (or set DEFAULT_ACCOUNT_COUNTRY)."
+        )
+    email = str(details.get("email") or "")
+    return country, email
+
+
+def _metadata(account: Any) -> dict[str, str]:
+    if account.owner_user_id is not None:
+        return {"escrow_owner": f"user:{account.owner_user_id}"}
+    return {"escrow_owner": f"organization:{account.owner_organization_id}"}
+
+
+def ensure_account(
+    *, owner_user: Any = None, owner_organization: Any = None, business_type: str
+) -> Any:
+    """The owner's connected account, created at Stripe on first need.
+
+    Never creates a second account: an owner has one row (a one-to-one key
+    enforces it) and that row one Stripe account. ``business_type`` is fixed
+    when the account is first made; asking again with another type raises
+    :class:`~.errors.Conflict` (``business_type_mismatch``) instead of silently
+    ignoring it.
+
+    Call it outside ``transaction.atomic()`` (the API views are non-atomic):
+    the local row is then committed before Stripe is called. Inside an outer
+    transaction it is still correct, because the key derives from the owner.
+    """
+    if business_type not in BusinessType.values:
+        raise errors.InvalidInput(
+            f"business_type must be one of {', '.join(BusinessType.values)}.",
+            code="invalid_business_type",
+        )
+    account = _get_or_create_row(owner_user, owner_organization, business_type)
+    if account.business_type != business_type:
+        raise errors.Conflict(
+            f"This connected account was opened as {account.business_type!r}; "
+            "its business type cannot be changed here.",
+            code="business_type_mismatch",
+        )
+    if account.is_created:
+        return account
+    return _create_at_stripe(account.pk)
+
+
+def _get_or_create_row(owner_user: Any, owner_organization: Any, business_type: str) -> Any:
+    Account = account_model()
+    lookup = _owner_lookup(owner_user, owner_organization)
+    account = Account._default_manager.filter(**lookup).first()
+    if account is not None:
+        return account
+    country, email = _owner_details(owner_user if owner_user is not None else owner_organization)
+    key = idempotency_key(
+        "account-owner",
+        owner_reference(owner_user=owner_user, owner_organization=owner_organization),
+        "create",
+        0,
+    )
+    defaults = {
+        "creation_idempotency_key": key,
+        "business_type": business_type,
+        "country": country,
+        "email": email,
+    }
+    try:
+        # get_or_create retries the read when a concurrent insert won the race.
+        with transaction.atomic():
+            account, _created = Account._default_manager.get_or_create(**lookup, defaults=defaults)
+    except IntegrityError:
+        account = Account._default_manager.filter(**lookup).first()
+        if account is None:
+            raise
+    return account
+
+
+def _create_at_stripe(account_pk: Any) -> Any:
+    Account = account_model()
+    with transaction.atomic():
+        # The lock serialises concurrent first requests: the loser waits here
+        # and then finds the Stripe id the winner stored.
+        account = Account._default_manager.select_for_update().get(pk=account_pk)
+        if account.is_created:
+            return account
+        try:
+            snapshot = gateway().create_account(
+                idempotency_key=account.creation_idempotency_key,
+                # Stored on the row at first need: a retry sends exactly the same
+                # parameters, as Stripe requires for a reused key.
+                country=account.country,
+                email=account.email or None,
+                business_type=account.business_type,
+                metadata=_metadata(account),
+            )
+        except GatewayError as exc:
+            logger.warning(
+                "connected account creation failed",
+                extra={
+                    "account_pk": str(account.pk),
+                    "code": exc.code,
+                    "request_id": exc.request_id,
+                    "transient": exc.is_transient,
+                },
+            )
+            raise translate(exc, "create the connected account") from exc
+        account.stripe_account_id = snapshot.id
+        _copy_snapshot(account, snapshot)
+        # synced_at stays empty: every event Stripe sends about the new account
+        # is newer than this answer, whatever our clock says.
+        _settle_status(account)
+        account.save()
+        _log(account, "connected account created")
+    return account
+
+
+# --------------------------------------------------------------------------
+# Keeping the row in step with Stripe
+# --------------------------------------------------------------------------
+
+
+def _copy_snapshot(account: Any, snapshot: AccountSnapshot) -> None:
+    account.charges_enabled = snapshot.charges_enabled
+    account.payouts_enabled = snapshot.payouts_enabled
+    account.details_submitted = snapshot.details_submitted
+    account.requirements_currently_due = list(snapshot.currently_due)
+    account.requirements_eventually_due = list(snapshot.eventually_due)
+    account.requirements_past_due = list(snapshot.past_due)
+    account.disabled_reason = (snapshot.disabled_reason or "")[:255]
+    account.capabilities = dict(snapshot.capabilities)
+    if snapshot.country:
+        account.country = snapshot.country.upper()[:2]
+    if snapshot.email:
+        account.email = snapshot.email
+
+
+def _settle_status(account: Any) -> None:
+    """Apply the state the synced fields imply (deauthorization is sticky)."""
+    if can_proceed(account.apply_stripe_status):
+        account.apply_stripe_status()
+
+
+_WATCHED = (
+    "status",
+    "charges_enabled",
+    "payouts_enabled",
+    "details_submitted",
+    "requirements_currently_due",
+    "requirements_eventually_due",
+    "requirements_past_due",
+    "disabled_reason",
+    "capabilities",
+)
+
+
+def _watched(account: Any) -> dict[str, Any]:
+    return {
+        name: (sorted(value) if isinstance(value, list) else value)
+        for name, value in ((name, getattr(account, name)) for name in _WATCHED)
+    }
+
+
+def _due(account: Any) -> set[str]:
+    return set(account.requirements_currently_due) | set(account.requirements_past_due)
+
+
+def _is_stale(account: Any, as_of: datetime) -> bool:
+    if timezone.is_naive(as_of):
+        raise ValueError("as_of must be a timezone-aware datetime")
+    return account.synced_at is not None and as_of < account.synced_at
+
+
+def _lock_by_stripe_id(account_id: str) -> Any:
+    if not account_id:
+        return None
+    return (
+        account_model()
+        ._default_manager.select_for_update()
+        .filter(stripe_account_id=account_id)
+        .first()
+    )
+
+
+def _notify_changes(
+    account: Any,
+    *,
+    before: dict[str, Any],
+    previous_status: str,
+    previous_due: set[str],
+    previous_capabilities: dict[str, str],
+) -> None:
+    if _watched(account) == before:
+        return
+    notify("account_updated", account=account, previous_status=previous_status)
+    if _due(account) - previous_due:
+        notify(
+            "account_requirements_due",
+            account=account,
+            currently_due=list(account.requirements_currently_due),
+            past_due=list(account.requirements_past_due),
+        )
+    for name, status in sorted(account.capabilities.items()):
+        if previous_capabilities.get(name) == _CAPABILITY_ACTIVE and status != _CAPABILITY_ACTIVE:
+            notify("capability_restricted", account=account, capability=name, status=status)
+
+
+def _apply(account: Any, as_of: datetime, change: Any) -> Any:
+    """Run ``change(account)`` on a locked row unless ``as_of`` is stale; save; notify."""
+    if _is_stale(account, as_of):
+        _log(account, "stale account data ignored (as of %s)", as_of.isoformat())
+        return account
+    before = _watched(account)
+    previous_status = account.status
+    previous_due = _due(account)
+    previous_capabilities = dict(account.capabilities)
+    change(account)
+    account.synced_at = as_of
+    _settle_status(account)
+    account.save()
+    _notify_changes(
+        account,
+        before=before,
+        previous_status=previous_status,
+        previous_due=previous_due,
+        previous_capabilities=previous_capabilities,
+    )
+    if account.status != previous_status:
+        _log(account, "connected account %s -> %s", previous_status, account.status)
+    return account
+
+
+def apply_account_snapshot(snapshot: AccountSnapshot, *, as_of: datetime) -> Any:
+    """Store what Stripe says about an account, as of ``as_of``.
+
+    ``as_of`` is when Stripe produced the data (an event's ``created``, or the
+    time of a fetch). Data older than what the row holds (``synced_at``) is
+    ignored, so events delivered out of order never roll the row back.
+    Returns the account, or None when no row has this Stripe id (the webhook
+    pipeline defers such events).
+
+    Notifies on commit: ``account_updated`` (when anything changed, with
+    ``previous_status``), ``account_requirements_due`` (when requirements that
+    were not due before are now currently or past due) and
+    ``capability_restricted`` (per capability that left ``active``).
+    """
+    with transaction.atomic():
+        account = _lock_by_stripe_id(snapshot.id)
+        if account is None:
+            return None
+        return _apply(account, as_of, lambda acc: _copy_snapshot(acc, snapshot))
+
+
+def apply_capability(account_id: str, capability_name: str, status: str, as_of: datetime) -> Any:
+    """``capability.updated``: one capability's new status (None for unknown accounts).
+
+    The row's ``synced_at`` moves to ``as_of``: an older ``account.updated``
+    arriving later cannot turn an inactive ``transfers`` capability back on.
+    """
+
+    def change(account: Any) -> None:
+        capabilities = dict(account.capabilities)
+        capabilities[str(capability_name)] = str(status)
+        account.capabilities = capabilities
+
+    with transaction.atomic():
+        account = _lock_by_stripe_id(account_id)
+        if account is None:
+            return None
+        return _apply(account, as_of, change)
+
+
+def deauthorize_account(account_id: str, *, as_of: datetime | None = None) -> Any:
+    """``account.application.deauthorized``: the owner disconnected the platform.
+
+    No payment goes to the account any more. Idempotent: a repeated event
+    changes nothing and notifies nothing. With ``as_of``, an event older than
+    the row's newest data (e.g. a re-authorization) is ignored.
+    Returns the account, or None for an unknown account id.
+    """
+    with transaction.atomic():
+        account = _lock_by_stripe_id(account_id)
+        if account is None:
+            return None
+        if account.is_deauthorized:
+            return account
+        if as_of is not None and _is_stale(account, as_of):
+            _log(account, "stale deauthorization ignored (as of %s)", as_of.isoformat())
+            return account
+        previous_status = account.status
+        account.deauthorize()
+        account.save()
+        _log(account, "connected account deauthorized (was %s)", previous_status)
+        notify("account_deauthorized", account=account)
+    return account
+
+
+def reauthorize_account(account_id: str, *, as_of: datetime | None = None) -> Any:
+    """``account.application.authorized``: the platform is connected (again).
+
+    A deauthorized account returns to the state its synced data implies
+    (``account_updated`` with ``previous_status="deauthorized"``). With
+    ``as_of``, the row's ``synced_at`` moves forward so that a deauthorization
+    event older than this one, delivered late, is ignored.
+    Returns the account, or None for an unknown account id.
+    """
+    with transaction.atomic():
+        account = _lock_by_stripe_id(account_id)
+        if account is None:
+            return None
+        if as_of is not None and _is_stale(account, as_of):
+            return account
+        previous_status = account.status
+        update_fields = ["updated_at"]
+        if as_of is not None:
+            account.synced_at = as_of
+            update_fields.append("synced_at")
+        if account.is_deauthorized:
+            account.reauthorize()
+            update_fields += ["status", "deauthorized_at"]
+        account.save(update_fields=update_fields)
+        if account.status != previous_status:
+            _log(account, "connected account reauthorized")
+            notify("account_updated", account=account, previous_status=previous_status)
+    return account
+
+
+def refresh_account(account: Any) -> Any:
+    """Read the account from Stripe now and apply it (``as_of`` = now).
+
+    A deauthorized account cannot be read by the platform any more; it is
+    returned as stored. So is an account not created at Stripe yet.
+    """
+    if not account.is_created or account.is_deauthorized:
+        return account
+    try:
+        snapshot = gateway().retrieve_account(account.stripe_account_id)
+    except GatewayError as exc:
+        raise translate(exc, "read the connected account") from exc
+    updated = apply_account_snapshot(snapshot, as_of=timezone.now())
+    return updated if updated is not None else account
+
+
+# --------------------------------------------------------------------------
+# Links and sessions (bearer secrets: returned, never stored or logged)
+# --------------------------------------------------------------------------
+
+
+def _require_usable(account: Any) -> None:
+    if account is None or not account.is_created:
+        raise errors.NotFound("There is no connected account yet.", code="no_account")
+    if account.status == AccountStatus.DEAUTHORIZED:
+        raise errors.Conflict(
+            "This connected account has been disconnected from the platform.",
+            code="account_deauthorized",
+        )
+
+
+def onboarding_link_type(account: Any) -> AccountLinkType:
+    """Always ``account_onboarding`` for the accounts this package creates.
+
+    They have the Express dashboard (``controller.stripe_dashboard.type =
+    express``), and Stripe refuses ``account_update`` links for any account with
+    access to a Stripe-hosted dashboard. ``account_onboarding`` also collects
+    whatever becomes due after the first onboarding; editing submitted details
+    happens in the Express dashboard (:func:`create_dashboard_link`).
+    """
+    return "account_onboarding"
+
+
+def create_onboarding_link(account: Any, *, refresh_url: str, return_url: str) -> AccountLinkResult:
+    """A new single-use Stripe-hosted onboarding link (it expires within minutes)."""
+    _require_usable(account)
+    try:
+        link = gateway().create_account_link(
+            account_id=account.stripe_account_id,
+            link_type=onboarding_link_type(account),
+            refresh_url=refresh_url,
+            return_url=return_url,
+        )
+    except GatewayError as exc:
+        raise translate(exc, "create an onboarding link") from exc
+    _log(account, "onboarding link created")
+    return link
+
+
+def create_dashboard_link(account: Any) -> LoginLinkResult:
+    """A single-use Express dashboard login link; only once onboarding was submitted."""
+    _require_usable(account)
+    if not account.details_submitted:
+        raise errors.Conflict(
+            "Finish onboarding before opening the Stripe dashboard.",
+            code="onboarding_incomplete",
+        )
+    try:
+        link = gateway().create_login_link(account_id=account.stripe_account_id)
+    except GatewayError as exc:
+        raise translate(exc, "open the Stripe dashboard") from exc
+    _log(account, "dashboard link created")
+    return link
+
+
+def create_account_session(
+    account: Any, *, components: Sequence[str] = ("account_onboarding",)
+) -> AccountSessionResult:
+    """An embedded-components session; hand ``client_secret`` to Connect.js only."""
+    _require_usable(account)
+    try:
+        session = gateway().create_account_session(
+            account_id=account.stripe_account_id, components=tuple(components)
+        )
+    except GatewayError as exc:
+        raise translate(exc, "start an embedded onboarding session") from exc
+    _log(account, "account session created")
+    return session
