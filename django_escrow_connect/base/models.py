@@ -799,7 +799,9 @@ class AbstractRefund(ConcurrentTransitionMixin, TimestampedModel):
 
     @transition(
         field=status,
-        source=[RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION],
+        # A card refund can still fail after it succeeded (refund.failed,
+        # e.g. the card account was closed), so succeeded is not final.
+        source=[RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION, RefundStatus.SUCCEEDED],
         target=RETURN_VALUE(
             RefundStatus.PENDING,
             RefundStatus.REQUIRES_ACTION,
