@@ -6,9 +6,7 @@ with one extra field."""
 from .settings import *  # noqa: F403
 from .settings import ESCROW_CONNECT, INSTALLED_APPS
 
-INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "tests.testapp"] + [
-    "tests.swappedapp"
-]
+INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "tests.testapp"] + ["tests.swappedapp"]
 
 AUTH_USER_MODEL = "swappedapp.Member"
 ESCROW_CONNECT_TASK_MODEL = "swappedapp.Job"

@@ -22,9 +22,7 @@ class Membership(models.Model):
 
 
 def is_organization_admin(user, organization) -> bool:
-    return Membership.objects.filter(
-        organization=organization, user=user, is_admin=True
-    ).exists()
+    return Membership.objects.filter(organization=organization, user=user, is_admin=True).exists()
 
 
 class Task(EscrowTaskMixin, models.Model):

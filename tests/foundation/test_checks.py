@@ -1,0 +1,128 @@
+"""Misconfiguration is reported by Django's system checks, naming the exact
+setting to fix."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from django.core.checks import Error
+from django.test import override_settings
+
+from django_escrow_connect.checks import check_host_models, check_settings
+
+
+def settings_with(**changes):
+    merged = {**settings.ESCROW_CONNECT, **changes}
+    for key, value in list(merged.items()):
+        if value is _DELETE:
+            del merged[key]
+    return override_settings(ESCROW_CONNECT=merged)
+
+
+_DELETE = object()
+
+
+def messages(errors):
+    return [e.msg + " " + (e.hint or "") for e in errors]
+
+
+def ids(errors):
+    return {e.id for e in errors}
+
+
+def test_the_test_settings_pass():
+    assert check_settings() == []
+    assert check_host_models() == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected_id", "named"),
+    [
+        (
+            {"STRIPE_SECRET_KEY": _DELETE},
+            "escrow_connect.E012",
+            'ESCROW_CONNECT["STRIPE_SECRET_KEY"]',
+        ),
+        (
+            {"STRIPE_SECRET_KEY": "pk_test_oops"},
+            "escrow_connect.E013",
+            'ESCROW_CONNECT["STRIPE_SECRET_KEY"]',
+        ),
+        (
+            {"STRIPE_PUBLISHABLE_KEY": "sk_test_oops"},
+            "escrow_connect.E014",
+            "STRIPE_PUBLISHABLE_KEY",
+        ),
+        ({"STRIPE_SECRET_KEY": "sk_live_x"}, "escrow_connect.E015", "STRIPE_PUBLISHABLE_KEY"),
+        (
+            {"WEBHOOK_SECRETS": "whsec_single"},
+            "escrow_connect.E020",
+            'ESCROW_CONNECT["WEBHOOK_SECRETS"]',
+        ),
+        (
+            {"CONNECT_WEBHOOK_SECRETS": []},
+            "escrow_connect.E021",
+            'ESCROW_CONNECT["CONNECT_WEBHOOK_SECRETS"]',
+        ),
+        ({"WEBHOOK_SECRETS": [""]}, "escrow_connect.E022", "WEBHOOK_SECRETS"),
+        ({"WEBHOOK_TOLERANCE_SECONDS": 0}, "escrow_connect.E023", "WEBHOOK_TOLERANCE_SECONDS"),
+        ({"WEBHOOK_PROCESSING": "celery"}, "escrow_connect.E024", "WEBHOOK_PROCESSING"),
+        ({"ESCROW_STRATEGY": "escrow"}, "escrow_connect.E030", "ESCROW_STRATEGY"),
+        ({"PLATFORM_FEE_BASIS_POINTS": 10.5}, "escrow_connect.E031", "PLATFORM_FEE_BASIS_POINTS"),
+        ({"PLATFORM_FEE_BASIS_POINTS": 20000}, "escrow_connect.E031", "PLATFORM_FEE_BASIS_POINTS"),
+        ({"PLATFORM_FEE_FIXED": {"usd": -1}}, "escrow_connect.E032", "PLATFORM_FEE_FIXED"),
+        ({"DEFAULT_CURRENCY": "dollars"}, "escrow_connect.E033", "DEFAULT_CURRENCY"),
+        ({"AUTO_RELEASE_AFTER_DAYS": 0}, "escrow_connect.E034", "AUTO_RELEASE_AFTER_DAYS"),
+        ({"CAPTURE_EXPIRY_ACTION": "pray"}, "escrow_connect.E035", "CAPTURE_EXPIRY_ACTION"),
+        (
+            {"PLATFORM_FEE_POLICY": "nowhere.fee"},
+            "escrow_connect.E040",
+            'ESCROW_CONNECT["PLATFORM_FEE_POLICY"]',
+        ),
+        ({"ONBOARDING_RETURN_URL": ""}, "escrow_connect.W036", "ONBOARDING_RETURN_URL"),
+        ({"STRIPE_SECRETKEY": "typo"}, "escrow_connect.W010", "STRIPE_SECRETKEY"),
+    ],
+)
+def test_misconfiguration_names_the_setting(changes, expected_id, named):
+    with settings_with(**changes):
+        errors = check_settings()
+    matching = [e for e in errors if e.id == expected_id]
+    assert matching, f"expected {expected_id}, got {ids(errors)}"
+    assert any(named in m for m in messages(matching))
+
+
+def test_simulated_gateway_is_refused_when_debug_is_off():
+    simulated = "django_escrow_connect.gateway.simulated.SimulatedGateway"
+    with settings_with(GATEWAY=simulated), override_settings(DEBUG=False):
+        assert "escrow_connect.E011" in ids(check_settings())
+    with settings_with(GATEWAY=simulated), override_settings(DEBUG=True):
+        assert "escrow_connect.E011" not in ids(check_settings())
+
+
+def test_missing_task_model_setting_names_it():
+    with override_settings(ESCROW_CONNECT_TASK_MODEL="escrow_connect.Task"):
+        errors = check_host_models()
+    assert [e.id for e in errors] == ["escrow_connect.E001"]
+    assert "ESCROW_CONNECT_TASK_MODEL" in errors[0].msg
+    assert isinstance(errors[0], Error)
+
+
+@pytest.mark.parametrize("value", ["nowhere.Task", "not-a-label"])
+def test_invalid_task_model_names_the_setting(value):
+    with override_settings(ESCROW_CONNECT_TASK_MODEL=value):
+        errors = check_host_models()
+    assert [e.id for e in errors] == ["escrow_connect.E002"]
+    assert "ESCROW_CONNECT_TASK_MODEL" in errors[0].msg
+
+
+def test_invalid_organization_model_names_the_setting():
+    with override_settings(ESCROW_CONNECT_ORGANIZATION_MODEL="nowhere.Org"):
+        errors = check_host_models()
+    assert [e.id for e in errors] == ["escrow_connect.E003"]
+    assert "ESCROW_CONNECT_ORGANIZATION_MODEL" in errors[0].msg
+
+
+def test_a_task_model_without_the_mixin_is_warned_about():
+    with override_settings(ESCROW_CONNECT_TASK_MODEL=settings.AUTH_USER_MODEL):
+        errors = check_host_models()
+    assert [e.id for e in errors] == ["escrow_connect.W002"]

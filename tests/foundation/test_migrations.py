@@ -1,0 +1,74 @@
+"""Migrations survive swapping: no missing migration under either settings
+module, no host app label written into the library's migrations, and the
+library can be migrated to zero and back."""
+
+from __future__ import annotations
+
+import io
+import pathlib
+
+import pytest
+from django.apps import apps
+from django.conf import settings
+from django.core.management import call_command
+
+import django_escrow_connect
+from django_escrow_connect import swappable
+
+MIGRATIONS = pathlib.Path(django_escrow_connect.__file__).parent / "migrations"
+
+
+@pytest.mark.django_db
+def test_no_missing_migrations():
+    out = io.StringIO()
+    call_command("makemigrations", "--check", "--dry-run", stdout=out, stderr=out)
+    assert "No changes detected" in out.getvalue()
+
+
+def test_library_migrations_name_no_host_app():
+    for path in MIGRATIONS.glob("0*.py"):
+        source = path.read_text()
+        for label in ("testapp", "swappedapp"):
+            assert label not in source, f"{path.name} names {label}"
+        assert "settings.ESCROW_CONNECT_" not in source, f"{path.name}: use swapper"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrate_to_zero_and_back():
+    out = io.StringIO()
+    call_command("migrate", "escrow_connect", "zero", stdout=out, verbosity=1)
+    assert "Unapplying escrow_connect.0001_initial" in out.getvalue()
+    call_command("migrate", stdout=out, verbosity=1)
+    assert "Applying escrow_connect.0001_initial" in out.getvalue()
+
+
+def test_foreign_keys_point_at_the_models_in_use():
+    Payment = swappable.load("EscrowPayment")
+    Task = swappable.load("Task")
+    Organization = swappable.load("Organization")
+    assert Payment._meta.get_field("task").related_model is Task
+    assert Payment._meta.get_field("payee_organization").related_model is Organization
+    for name in (
+        "Transfer",
+        "TransferReversal",
+        "Refund",
+        "Dispute",
+        "PaymentIncident",
+        "TransferIncident",
+    ):
+        assert swappable.load(name)._meta.get_field("payment").related_model is Payment
+    # Reverse accessors are on the swapped-in model.
+    assert hasattr(Payment, "transfers")
+    assert hasattr(Payment, "refunds")
+    assert hasattr(Task, "escrow_payments")
+
+
+def test_swapped_payment_model_is_the_hosts():
+    Payment = swappable.load("EscrowPayment")
+    if settings.ESCROW_TEST_HOST == "swappedapp":
+        assert Payment._meta.label == "swappedapp.TrackedEscrowPayment"
+        assert not apps.get_model("escrow_connect", "EscrowPayment")._meta.managed or (
+            apps.get_model("escrow_connect", "EscrowPayment")._meta.swapped
+        )
+    else:
+        assert Payment._meta.label == "escrow_connect.EscrowPayment"
