@@ -1,0 +1,25 @@
+"""Suite-wide hooks.
+
+``@pytest.mark.postgres`` tests need PostgreSQL (row locks, real concurrency):
+they are skipped, with the reason, when the suite runs on SQLite. Run them
+with ``export "$(bash scripts/pg.sh start)"`` (sets ``DATABASE_URL``).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from django.conf import settings
+
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if "postgresql" in engine:
+        return
+    skip = pytest.mark.skip(
+        reason=f"needs PostgreSQL (running on {engine.rsplit('.', 1)[-1]}); "
+        'run with DATABASE_URL set, e.g. export "$(bash scripts/pg.sh start)"'
+    )
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
