@@ -1,3 +1,41 @@
-"""Routes (filled in by the feature that owns them)."""
+"""Routes of the payment API (names are used with the ``escrow_connect`` namespace).
 
-urlpatterns: list = []
+Payment ids are matched as plain strings and parsed by the views, so a
+malformed id is a JSON 404 like any other unknown payment.
+"""
+
+from django.urls import path
+
+from . import payments as views
+
+urlpatterns = [
+    path("payments/", views.PaymentListView.as_view(), name="payment-list"),
+    path("payments/create/", views.PaymentCreateView.as_view(), name="payment-create"),
+    path(
+        "payments/confirm/<str:payment_id>/",
+        views.PaymentConfirmView.as_view(),
+        name="payment-confirm",
+    ),
+    path("payments/<str:payment_id>/", views.PaymentDetailView.as_view(), name="payment-detail"),
+    path(
+        "payments/<str:payment_id>/refund/",
+        views.PaymentRefundView.as_view(),
+        name="payment-refund",
+    ),
+    path(
+        "payments/<str:payment_id>/cancel/",
+        views.PaymentCancelView.as_view(),
+        name="payment-cancel",
+    ),
+    path(
+        "payments/<str:payment_id>/retry/",
+        views.PaymentRetryView.as_view(),
+        name="payment-retry",
+    ),
+    path(
+        "dashboard/task-doer/",
+        views.TaskDoerDashboardView.as_view(),
+        name="dashboard-task-doer",
+    ),
+    path("dashboard/customer/", views.CustomerDashboardView.as_view(), name="dashboard-customer"),
+]

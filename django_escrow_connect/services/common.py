@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from .. import swappable
@@ -49,7 +50,8 @@ def lock_payment(payment_id: Any) -> Any:
         raise RuntimeError("lock_payment() must run inside transaction.atomic()")
     try:
         return payment_model().objects.select_for_update().get(pk=payment_id)
-    except (payment_model().DoesNotExist, ValueError, TypeError) as exc:
+    except (payment_model().DoesNotExist, ValueError, TypeError, ValidationError) as exc:
+        # A malformed UUID raises ValidationError, not ValueError.
         raise errors.NotFound("No such payment.") from exc
 
 

@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django_fsm import can_proceed, has_transition_perm
 
@@ -66,6 +67,8 @@ class PaymentStart:
 
     payment: Any
     client_secret: str | None
+    #: True when this call created the payment; False when it returned the open one.
+    created: bool = False
 
 
 # --------------------------------------------------------------------------
@@ -84,7 +87,8 @@ def create_payment(task_id: Any, user: Any, *, expected_amount: int | None = Non
         try:
             # Locking the task serialises concurrent "pay" clicks.
             task = Task.objects.select_for_update().get(pk=task_id)
-        except (Task.DoesNotExist, ValueError, TypeError) as exc:
+        except (Task.DoesNotExist, ValueError, TypeError, ValidationError) as exc:
+            # ValidationError: a malformed value for a UUID primary key.
             raise errors.NotFound("No such task.") from exc
         try:
             terms = get_terms(task)
@@ -162,7 +166,7 @@ def create_payment(task_id: Any, user: Any, *, expected_amount: int | None = Non
         sync_task_status(payment)
         _log(payment, "payment created")
         notify("payment_required", payment=payment, client_secret=intent.client_secret)
-        return PaymentStart(payment=payment, client_secret=intent.client_secret)
+        return PaymentStart(payment=payment, client_secret=intent.client_secret, created=True)
 
 
 def _metadata(payment: Any) -> dict[str, str]:

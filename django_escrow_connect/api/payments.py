@@ -1,0 +1,607 @@
+"""The payment API: create, confirm (release), read, list, refund, cancel,
+retry, and the two dashboards.
+
+Views only parse input, scope querysets and call the services in
+:mod:`django_escrow_connect.services.payments`; the services lock rows, call
+Stripe and enforce the state machine. The amount of a payment never comes
+from a request: ``amount`` in a create request is only compared with the
+task's terms.
+
+Who sees what (every queryset is filtered in the database):
+
+* the payer and the payee user see their payments;
+* platform staff (``is_staff`` and active) see every payment;
+* admins of a payee organization see that organization's payments. The host's
+  ``ORGANIZATION_ADMIN_PREDICATE`` is a per-object callable, so it cannot be
+  turned into SQL. A single payment is fetched by id and the predicate asked
+  once for its organization; a list or dashboard shows an organization's
+  payments when ``organization_id`` is passed and the predicate accepts that
+  one organization. The query count stays constant however many
+  organizations exist, and no admin membership is guessed in SQL.
+
+Someone who may not see a payment gets 404, never 403, so ids do not leak.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
+from django.db.models import F, Prefetch, Q, Sum
+from django.utils.translation import gettext_lazy as _
+from rest_framework import serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from .. import permissions, swappable
+from ..money import format_money
+from ..services import errors
+from ..services import payments as payment_services
+from ..states import PaymentStatus as S
+from .errors import EscrowAPIView
+
+try:  # OpenAPI annotations (drf-spectacular, with no-op stand-ins without it).
+    from .schema import extend_schema, view_schema
+except ImportError:  # pragma: no cover - the schema module is optional
+
+    def extend_schema(*args: Any, **kwargs: Any) -> Any:
+        return lambda view: view
+
+    def view_schema() -> Any:
+        from rest_framework.schemas import DefaultSchema
+
+        return DefaultSchema()
+
+
+__all__ = [
+    "CustomerDashboardView",
+    "PaymentCancelView",
+    "PaymentConfirmView",
+    "PaymentCreateView",
+    "PaymentDetailView",
+    "PaymentListView",
+    "PaymentRefundView",
+    "PaymentRetryView",
+    "TaskDoerDashboardView",
+    "visible_payments",
+]
+
+#: Where earnings come from: money that reached the doer and stayed there.
+EARNING_STATES = (S.RELEASED, S.PARTIALLY_REFUNDED)
+#: Money the customer was charged (or has authorised) and did not get back.
+SPENDING_STATES = (
+    S.HELD,
+    S.RELEASING,
+    S.RELEASED,
+    S.PARTIALLY_REFUNDED,
+    S.REFUNDED,
+    S.DISPUTED,
+)
+ESCROW_STATES = (S.HELD, S.RELEASING)
+DASHBOARD_DEFAULT_LIMIT = 10
+DASHBOARD_MAX_LIMIT = 50
+
+
+# --------------------------------------------------------------------------
+# Querysets
+# --------------------------------------------------------------------------
+
+
+def _payment_model() -> Any:
+    return swappable.load("EscrowPayment")
+
+
+def with_details(queryset: Any) -> Any:
+    """Everything a serialized payment shows, in a fixed number of queries."""
+    return queryset.prefetch_related(
+        Prefetch("transfers", queryset=swappable.load("Transfer").objects.order_by("created_at")),
+        Prefetch("refunds", queryset=swappable.load("Refund").objects.order_by("created_at")),
+        Prefetch("disputes", queryset=swappable.load("Dispute").objects.order_by("created_at")),
+    )
+
+
+def visible_payments(user: Any) -> Any:
+    """Payments ``user`` may list without naming an organization."""
+    queryset = _payment_model().objects.all()
+    if permissions.is_platform_staff(user):
+        return queryset
+    return queryset.filter(Q(payer=user) | Q(payee_user=user))
+
+
+def get_visible_payment(user: Any, payment_id: Any, *, details: bool = False) -> Any:
+    """The payment ``payment_id`` if ``user`` may see it, else :class:`errors.NotFound`."""
+    try:
+        pk = uuid.UUID(str(payment_id))
+    except ValueError:
+        raise errors.NotFound("No such payment.") from None
+    queryset = _payment_model().objects.filter(pk=pk)
+    if not permissions.is_platform_staff(user):
+        queryset = queryset.filter(
+            Q(payer=user) | Q(payee_user=user) | Q(payee_organization__isnull=False)
+        )
+    if details:
+        queryset = with_details(queryset)
+    payment = queryset.first()
+    if payment is None or not permissions.may_view(payment, user):
+        raise errors.NotFound("No such payment.")
+    return payment
+
+
+def administered_organization(user: Any, organization_id: Any) -> Any:
+    """The organization ``organization_id`` if ``user`` administers it (or is staff)."""
+    Organization = swappable.load("Organization")
+    try:
+        organization = Organization.objects.get(pk=organization_id)
+    except (Organization.DoesNotExist, ValueError, TypeError, DjangoValidationError):
+        raise errors.NotFound("No such organization.") from None
+    if not (
+        permissions.is_platform_staff(user) or permissions.is_organization_admin(user, organization)
+    ):
+        raise errors.NotFound("No such organization.")
+    return organization
+
+
+def money_totals(queryset: Any, expression: Any) -> list[dict[str, Any]]:
+    """``expression`` summed per currency in the database: one query."""
+    rows = (
+        queryset.order_by().values("currency").annotate(total=Sum(expression)).order_by("currency")
+    )
+    return [
+        {
+            "currency": row["currency"],
+            "amount": int(row["total"] or 0),
+            "formatted": format_money(int(row["total"] or 0), row["currency"]),
+        }
+        for row in rows
+    ]
+
+
+# --------------------------------------------------------------------------
+# Input
+# --------------------------------------------------------------------------
+
+
+class MinorAmountField(serializers.Field):
+    """An amount in minor units: a JSON integer (or a string of digits), never a float."""
+
+    default_error_messages = {
+        "invalid": _("An amount is an integer in the currency's minor unit (cents)."),
+        "min_value": _("The amount must be positive."),
+    }
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool):
+            self.fail("invalid")
+        if isinstance(data, str) and data.isascii() and data.isdigit():
+            data = int(data)
+        if not isinstance(data, int):
+            self.fail("invalid")
+        if data <= 0:
+            self.fail("min_value")
+        return data
+
+    def to_representation(self, value: Any) -> int:
+        return int(value)
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not declare: nothing the client sends is silently
+    ignored (``currency`` or ``payee`` in a create request is an error)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Send a JSON object."]}, code="invalid"
+            )
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {name: ["This field is not accepted."] for name in unknown}, code="unknown_field"
+            )
+        return super().to_internal_value(data)
+
+
+class CreatePaymentRequest(StrictSerializer):
+    task_id = serializers.CharField(max_length=64)
+    amount = MinorAmountField(
+        required=False,
+        help_text="Optional: the amount the customer saw. It must equal the task's terms.",
+    )
+
+
+class RefundRequest(StrictSerializer):
+    amount = MinorAmountField(
+        required=False, help_text="Minor units; omitted: everything still refundable."
+    )
+    reason = serializers.CharField(max_length=64, required=False, allow_blank=True)
+
+
+class EmptyRequest(StrictSerializer):
+    pass
+
+
+def _validated(serializer_class: type[serializers.Serializer], request: Request) -> Any:
+    data = request.data if request.data is not None else {}
+    if hasattr(data, "dict") and not isinstance(data, dict):
+        data = data.dict()  # QueryDict from a form or an empty body
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+# --------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def serialize_payment(payment: Any) -> dict[str, Any]:
+    """The public shape of a payment (see docs/payments.md)."""
+    currency = payment.currency
+    amounts = {
+        "amount": payment.amount,
+        "platform_fee": payment.platform_fee,
+        "amount_refunded": payment.amount_refunded,
+        "amount_transferred": payment.amount_transferred,
+        "amount_reversed": payment.amount_reversed,
+        "amount_disputed": payment.amount_disputed,
+        "refundable_amount": payment.refundable_amount,
+    }
+    if payment.payee_user_id is not None:
+        payee = {"type": "user", "id": str(payment.payee_user_id)}
+    else:
+        payee = {"type": "organization", "id": str(payment.payee_organization_id)}
+    return {
+        "payment_id": str(payment.pk),
+        "task_id": str(payment.task_id),
+        "status": payment.status,
+        "status_display": str(payment.get_status_display()),
+        "strategy": payment.strategy,
+        "currency": currency,
+        **amounts,
+        "formatted": {name: format_money(value, currency) for name, value in amounts.items()},
+        "payer_id": str(payment.payer_id),
+        "payee": payee,
+        "stripe_payment_intent_id": payment.stripe_payment_intent_id or None,
+        "capture_before": _iso(payment.capture_before),
+        "failure": (
+            {"code": payment.failure_code, "message": payment.failure_message}
+            if payment.failure_code or payment.failure_message
+            else None
+        ),
+        "transfers": [
+            {
+                "stripe_transfer_id": transfer.stripe_transfer_id or None,
+                "status": transfer.status,
+                "amount": transfer.amount,
+                "amount_reversed": transfer.amount_reversed,
+                "currency": transfer.currency,
+                "destination_account_id": transfer.destination_account_id,
+                "created_at": _iso(transfer.created_at),
+            }
+            for transfer in payment.transfers.all()
+        ],
+        "refunds": [
+            {
+                "id": str(refund.pk),
+                "stripe_refund_id": refund.stripe_refund_id or None,
+                "status": refund.status,
+                "amount": refund.amount,
+                "currency": refund.currency,
+                "formatted": format_money(refund.amount, refund.currency),
+                "reason": refund.reason,
+                "created_at": _iso(refund.created_at),
+            }
+            for refund in payment.refunds.all()
+        ],
+        "disputes": [
+            {
+                "stripe_dispute_id": dispute.stripe_dispute_id,
+                "status": dispute.status,
+                "amount": dispute.amount,
+                "currency": dispute.currency,
+                "reason": dispute.reason,
+                "evidence_due_by": _iso(dispute.evidence_due_by),
+                "closed_at": _iso(dispute.closed_at),
+            }
+            for dispute in payment.disputes.all()
+        ],
+        "timestamps": {
+            name: _iso(getattr(payment, name))
+            for name in (
+                "created_at",
+                "updated_at",
+                "held_at",
+                "released_at",
+                "refunded_at",
+                "canceled_at",
+                "failed_at",
+                "disputed_at",
+            )
+        },
+    }
+
+
+def serialize_start(start: payment_services.PaymentStart) -> dict[str, Any]:
+    """What the browser needs to collect the card: returned, never stored or logged."""
+    payment = start.payment
+    return {
+        "payment_id": str(payment.pk),
+        "client_secret": start.client_secret,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "status": payment.status,
+    }
+
+
+def serialize_account(account: Any) -> dict[str, Any] | None:
+    if account is None:
+        return None
+    return {
+        "stripe_account_id": account.stripe_account_id or None,
+        "status": account.status,
+        "charges_enabled": account.charges_enabled,
+        "payouts_enabled": account.payouts_enabled,
+        "details_submitted": account.details_submitted,
+        "can_receive_transfers": account.can_transfer,
+        "requirements_currently_due": list(account.requirements_currently_due or []),
+        "requirements_past_due": list(account.requirements_past_due or []),
+        "disabled_reason": account.disabled_reason or None,
+    }
+
+
+class PaymentOutput(serializers.Serializer):
+    """Schema-only description of :func:`serialize_payment` (see docs/payments.md)."""
+
+    payment_id = serializers.UUIDField()
+    task_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=S.choices)
+    currency = serializers.CharField()
+    amount = serializers.IntegerField()
+    platform_fee = serializers.IntegerField()
+    amount_refunded = serializers.IntegerField()
+    amount_transferred = serializers.IntegerField()
+    formatted = serializers.DictField(child=serializers.CharField())
+    transfers = serializers.ListField(child=serializers.DictField())
+    refunds = serializers.ListField(child=serializers.DictField())
+    disputes = serializers.ListField(child=serializers.DictField())
+    timestamps = serializers.DictField()
+
+
+class PaymentStartOutput(serializers.Serializer):
+    payment_id = serializers.UUIDField()
+    client_secret = serializers.CharField(allow_null=True)
+    amount = serializers.IntegerField()
+    currency = serializers.CharField()
+    status = serializers.ChoiceField(choices=S.choices)
+
+
+# --------------------------------------------------------------------------
+# Views
+# --------------------------------------------------------------------------
+
+
+class PaymentPagination(PageNumberPagination):
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class PaymentAPIView(EscrowAPIView):
+    """Base of the payment views: authenticated users only.
+
+    The views run outside ``ATOMIC_REQUESTS``: a service commits what it has
+    learnt from Stripe (a failed transfer, an outcome still unknown) before
+    it answers with an error, and an outer request transaction would roll
+    that record back.
+    """
+
+    permission_classes = [IsAuthenticated]
+    schema = view_schema()
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        return transaction.non_atomic_requests(super().as_view(**initkwargs))
+
+
+class PaymentCreateView(PaymentAPIView):
+    """``POST payments/create/``: start paying for a task (idempotent per task)."""
+
+    @extend_schema(
+        request=CreatePaymentRequest,
+        responses={201: PaymentStartOutput, 200: PaymentStartOutput},
+        summary="Create the escrow payment of a task",
+    )
+    def post(self, request: Request) -> Response:
+        data = _validated(CreatePaymentRequest, request)
+        start = payment_services.create_payment(
+            data["task_id"], request.user, expected_amount=data.get("amount")
+        )
+        return Response(
+            serialize_start(start),
+            status=status.HTTP_201_CREATED if start.created else status.HTTP_200_OK,
+        )
+
+
+class PaymentDetailView(PaymentAPIView):
+    """``GET payments/{payment_id}/``."""
+
+    @extend_schema(responses={200: PaymentOutput}, summary="A payment")
+    def get(self, request: Request, payment_id: str) -> Response:
+        return Response(
+            serialize_payment(get_visible_payment(request.user, payment_id, details=True))
+        )
+
+
+class PaymentListView(PaymentAPIView):
+    """``GET payments/?organization_id=&role=customer|task_doer``, newest first."""
+
+    @extend_schema(responses={200: PaymentOutput(many=True)}, summary="Payments, newest first")
+    def get(self, request: Request) -> Response:
+        user = request.user
+        role = request.query_params.get("role") or None
+        if role not in (None, "customer", "task_doer"):
+            raise errors.InvalidInput(
+                "role must be 'customer' or 'task_doer'.", code="invalid_role"
+            )
+        organization_id = request.query_params.get("organization_id") or None
+        if organization_id is not None:
+            if role == "customer":
+                raise errors.InvalidInput(
+                    "An organization is paid, it does not pay: use role=task_doer.",
+                    code="invalid_role",
+                )
+            organization = administered_organization(user, organization_id)
+            queryset = _payment_model().objects.filter(payee_organization=organization)
+        elif role == "customer":
+            queryset = _payment_model().objects.filter(payer=user)
+        elif role == "task_doer":
+            queryset = _payment_model().objects.filter(payee_user=user)
+        else:
+            queryset = visible_payments(user)
+        queryset = with_details(queryset.order_by("-created_at", "-pk"))
+        paginator = PaymentPagination()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response([serialize_payment(p) for p in page])
+
+
+class _PaymentActionView(PaymentAPIView):
+    """A POST that changes one payment the user can see."""
+
+    request_serializer: type[serializers.Serializer] = EmptyRequest
+
+    def post(self, request: Request, payment_id: str) -> Response:
+        payment = get_visible_payment(request.user, payment_id)
+        data = _validated(self.request_serializer, request)
+        return self.act(request, payment, data)
+
+    def act(self, request: Request, payment: Any, data: Any) -> Response:  # pragma: no cover
+        raise NotImplementedError
+
+    def respond(self, payment: Any) -> Response:
+        fresh = with_details(_payment_model().objects.filter(pk=payment.pk)).get()
+        return Response(serialize_payment(fresh))
+
+
+class PaymentConfirmView(_PaymentActionView):
+    """``POST payments/confirm/{payment_id}/``: the customer confirms the work; release."""
+
+    @extend_schema(request=None, responses={200: PaymentOutput}, summary="Release a payment")
+    def post(self, request: Request, payment_id: str) -> Response:
+        return super().post(request, payment_id)
+
+    def act(self, request: Request, payment: Any, data: Any) -> Response:
+        return self.respond(payment_services.release_payment(payment.pk, request.user))
+
+
+class PaymentRefundView(_PaymentActionView):
+    """``POST payments/{payment_id}/refund/`` ``{amount?, reason?}``."""
+
+    request_serializer = RefundRequest
+
+    @extend_schema(request=RefundRequest, responses={200: PaymentOutput}, summary="Refund")
+    def post(self, request: Request, payment_id: str) -> Response:
+        return super().post(request, payment_id)
+
+    def act(self, request: Request, payment: Any, data: Any) -> Response:
+        refunded = payment_services.refund_payment(
+            payment.pk, request.user, amount=data.get("amount"), reason=data.get("reason", "")
+        )
+        return self.respond(refunded)
+
+
+class PaymentCancelView(_PaymentActionView):
+    """``POST payments/{payment_id}/cancel/``: before money moved (or void a hold)."""
+
+    @extend_schema(request=None, responses={200: PaymentOutput}, summary="Cancel a payment")
+    def post(self, request: Request, payment_id: str) -> Response:
+        return super().post(request, payment_id)
+
+    def act(self, request: Request, payment: Any, data: Any) -> Response:
+        return self.respond(payment_services.cancel_payment(payment.pk, request.user))
+
+
+class PaymentRetryView(_PaymentActionView):
+    """``POST payments/{payment_id}/retry/``: pay again after a failed attempt."""
+
+    @extend_schema(request=None, responses={200: PaymentStartOutput}, summary="Retry a payment")
+    def post(self, request: Request, payment_id: str) -> Response:
+        return super().post(request, payment_id)
+
+    def act(self, request: Request, payment: Any, data: Any) -> Response:
+        return Response(serialize_start(payment_services.retry_payment(payment.pk, request.user)))
+
+
+def _dashboard_limit(request: Request) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return DASHBOARD_DEFAULT_LIMIT
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= DASHBOARD_MAX_LIMIT:
+        raise errors.InvalidInput(
+            f"limit must be a whole number from 1 to {DASHBOARD_MAX_LIMIT}.", code="invalid_limit"
+        )
+    return int(raw)
+
+
+class TaskDoerDashboardView(PaymentAPIView):
+    """``GET dashboard/task-doer/?organization_id=``: account, latest payments, earnings."""
+
+    @extend_schema(summary="The task doer's dashboard")
+    def get(self, request: Request) -> Response:
+        user = request.user
+        limit = _dashboard_limit(request)
+        organization_id = request.query_params.get("organization_id") or None
+        Account = swappable.load("ConnectedAccount")
+        if organization_id is not None:
+            organization = administered_organization(user, organization_id)
+            payee = {"type": "organization", "id": str(organization.pk)}
+            payments = _payment_model().objects.filter(payee_organization=organization)
+            account = Account.objects.filter(owner_organization=organization).first()
+        else:
+            payee = {"type": "user", "id": str(user.pk)}
+            payments = _payment_model().objects.filter(payee_user=user)
+            account = Account.objects.filter(owner_user=user).first()
+        latest = with_details(payments.order_by("-created_at", "-pk"))[:limit]
+        return Response(
+            {
+                "payee": payee,
+                "account": serialize_account(account),
+                "payments": [serialize_payment(p) for p in latest],
+                "earnings": money_totals(
+                    payments.filter(status__in=EARNING_STATES),
+                    F("amount_transferred") - F("amount_reversed"),
+                ),
+                "in_escrow": money_totals(
+                    payments.filter(status__in=ESCROW_STATES),
+                    F("amount") - F("amount_refunded") - F("platform_fee"),
+                ),
+            }
+        )
+
+
+class CustomerDashboardView(PaymentAPIView):
+    """``GET dashboard/customer/``: latest payments, total spent net of refunds."""
+
+    @extend_schema(summary="The customer's dashboard")
+    def get(self, request: Request) -> Response:
+        limit = _dashboard_limit(request)
+        payments = _payment_model().objects.filter(payer=request.user)
+        latest = with_details(payments.order_by("-created_at", "-pk"))[:limit]
+        return Response(
+            {
+                "payments": [serialize_payment(p) for p in latest],
+                "spent": money_totals(
+                    payments.filter(status__in=SPENDING_STATES), F("amount") - F("amount_refunded")
+                ),
+                "in_escrow": money_totals(
+                    payments.filter(status__in=ESCROW_STATES), F("amount") - F("amount_refunded")
+                ),
+            }
+        )

@@ -1,0 +1,40 @@
+"""``manage.py escrow_auto_release``: release payments held longer than
+``AUTO_RELEASE_AFTER_DAYS`` (a system release: no customer confirmation).
+
+With the setting at None (the default) it does nothing and says so.
+Disputed payments are never released.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...conf import SETTING_NAME
+from ...services.reconcile import auto_release
+
+
+class Command(BaseCommand):
+    help = "Release escrow payments held longer than AUTO_RELEASE_AFTER_DAYS."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Only report what would be released."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        changes = auto_release(dry_run=options["dry_run"])
+        if changes is None:
+            self.stdout.write(
+                f'Automatic release is off ({SETTING_NAME}["AUTO_RELEASE_AFTER_DAYS"] is None); '
+                "nothing done."
+            )
+            return
+        if not changes:
+            self.stdout.write("No payment is due for automatic release.")
+            return
+        for change in changes:
+            (self.stderr if change.error else self.stdout).write(str(change))
+        if any(change.error for change in changes):
+            raise CommandError("Some payments could not be released; see above.")

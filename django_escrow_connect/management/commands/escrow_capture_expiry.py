@@ -1,0 +1,40 @@
+"""``manage.py escrow_capture_expiry``: manual-capture holds close to Stripe's
+``capture_before`` deadline (after which Stripe voids the authorisation).
+
+Lists and logs every hold expiring within ``CAPTURE_EXPIRY_WARNING_HOURS``;
+then, by ``CAPTURE_EXPIRY_ACTION`` (or ``--action``), only warns, releases
+(captures) or cancels (voids) them. Run it at least daily.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...conf import escrow_settings
+from ...services.reconcile import CAPTURE_EXPIRY_ACTIONS, capture_expiry
+
+
+class Command(BaseCommand):
+    help = "Warn about, release or cancel manual-capture holds close to capture_before."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--action",
+            choices=CAPTURE_EXPIRY_ACTIONS,
+            help="Override CAPTURE_EXPIRY_ACTION for this run.",
+        )
+        parser.add_argument("--dry-run", action="store_true", help="Only report what would change.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        action = options["action"] or escrow_settings.CAPTURE_EXPIRY_ACTION
+        changes = capture_expiry(action=action, dry_run=options["dry_run"])
+        hours = escrow_settings.CAPTURE_EXPIRY_WARNING_HOURS
+        if not changes:
+            self.stdout.write(f"No manual-capture hold expires within {hours} hours.")
+            return
+        for change in changes:
+            (self.stderr if change.error else self.stdout).write(str(change))
+        if any(change.error for change in changes):
+            raise CommandError("Some holds could not be handled; see above.")

@@ -1,0 +1,51 @@
+"""``manage.py escrow_reconcile``: finish what crashes, timeouts and lost
+webhooks left behind. Safe to run as often as you like (cron: every 10 min).
+
+Prints one line per payment changed (or, with ``--dry-run``, that would be).
+Exits with status 1 when an operation failed (e.g. Stripe unreachable).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...services.reconcile import DEFAULT_OLDER_THAN_MINUTES, reconcile
+
+
+class Command(BaseCommand):
+    help = (
+        "Reconcile escrow payments with Stripe: releases with an unknown outcome, "
+        "payments still awaiting a PaymentIntent outcome, unconfirmed refunds, and "
+        "deferred webhook events."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--dry-run", action="store_true", help="Only report what would change.")
+        parser.add_argument("--payment", metavar="ID", help="Only this payment (any age).")
+        parser.add_argument(
+            "--older-than",
+            metavar="MINUTES",
+            type=int,
+            default=DEFAULT_OLDER_THAN_MINUTES,
+            help="Only payments untouched for this many minutes "
+            f"(default {DEFAULT_OLDER_THAN_MINUTES}).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["older_than"] < 0:
+            raise CommandError("--older-than must be zero or more minutes.")
+        changes = reconcile(
+            dry_run=options["dry_run"],
+            payment_id=options["payment"],
+            older_than=timedelta(minutes=options["older_than"]),
+        )
+        for change in changes:
+            stream = self.stderr if change.error else self.stdout
+            stream.write(str(change))
+        if not changes:
+            self.stdout.write("Nothing to reconcile.")
+        if any(change.error for change in changes):
+            raise CommandError("Some operations failed; see above. Run again later.")

@@ -1,0 +1,376 @@
+"""Operations that put local state back in line with Stripe, run on a schedule.
+
+* :func:`reconcile` (``manage.py escrow_reconcile``): payments whose last
+  money-moving call has an unknown outcome (``releasing``), payments still
+  waiting for a PaymentIntent outcome after a while, refunds whose answer was
+  lost, and webhook events deferred because they arrived before their row.
+* :func:`capture_expiry` (``manage.py escrow_capture_expiry``): manual-capture
+  holds about to lapse (Stripe voids an authorisation at ``capture_before``).
+* :func:`auto_release` (``manage.py escrow_auto_release``): release payments
+  held longer than ``AUTO_RELEASE_AFTER_DAYS``.
+
+Each returns a list of :class:`Change` (one per payment touched, or that would
+be touched with ``dry_run=True``). Nothing here moves money except through the
+services, which reuse the idempotency key of the operation they finish.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from ..conf import escrow_settings
+from ..exceptions import GatewayError
+from ..notifications import notify
+from ..states import PaymentStatus as S
+from ..states import RefundStatus, TransferStatus, WebhookEventStatus
+from . import errors
+from .common import gateway, idempotency_key, lock_payment, model, payment_model
+from .payments import cancel_payment, refund_payment, release_payment
+from .sync import apply_payment_intent
+from .tasks import sync_task_status
+
+logger = logging.getLogger("django_escrow_connect.reconcile")
+
+__all__ = [
+    "DEFAULT_OLDER_THAN_MINUTES",
+    "Change",
+    "auto_release",
+    "capture_expiry",
+    "reconcile",
+]
+
+#: A payment must have been left alone this long before reconcile looks at it
+#: (so it does not race a customer who is paying right now).
+DEFAULT_OLDER_THAN_MINUTES = 30
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing reconcile did (or, in a dry run, would do)."""
+
+    subject: str
+    action: str
+    detail: str = ""
+    error: bool = False
+
+    def __str__(self) -> str:
+        text = f"{self.subject}: {self.action}"
+        return f"{text} ({self.detail})" if self.detail else text
+
+
+def _status_change(payment: Any, before: str) -> Change | None:
+    if payment.status == before:
+        return None
+    return Change(str(payment.pk), f"{before} -> {payment.status}")
+
+
+def _failed(subject: Any, action: str, exc: Exception) -> Change:
+    message = getattr(exc, "message", "") or str(exc)
+    logger.warning("reconcile: %s failed for %s: %s", action, subject, message)
+    return Change(str(subject), f"{action} failed", message, error=True)
+
+
+# --------------------------------------------------------------------------
+# escrow_reconcile
+# --------------------------------------------------------------------------
+
+
+def reconcile(
+    *,
+    dry_run: bool = False,
+    payment_id: Any = None,
+    older_than: timedelta = timedelta(minutes=DEFAULT_OLDER_THAN_MINUTES),
+    now: datetime | None = None,
+) -> list[Change]:
+    """Finish or correct what a crash, a timeout or a lost webhook left behind."""
+    now = now or timezone.now()
+    payments = payment_model().objects.all()
+    if payment_id is not None:
+        payments = payments.filter(pk=payment_id)
+    else:
+        payments = payments.filter(updated_at__lte=now - older_than)
+    changes: list[Change] = []
+    for payment in payments.filter(status=S.RELEASING).order_by("updated_at"):
+        changes.extend(_releasing(payment, dry_run))
+    stale = payments.filter(status__in=[S.AWAITING_PAYMENT, S.PROCESSING]).exclude(
+        stripe_payment_intent_id=""
+    )
+    for payment in stale.order_by("updated_at"):
+        changes.extend(_sync_intent(payment, dry_run))
+    changes.extend(_refunds(payment_id, dry_run, now - older_than))
+    if payment_id is None:
+        changes.extend(_deferred_events(dry_run))
+    return changes
+
+
+def _releasing(payment: Any, dry_run: bool) -> Iterable[Change]:
+    if payment.is_manual_capture:
+        # The capture's answer was lost: Stripe's PaymentIntent says whether it happened.
+        try:
+            intent = gateway().retrieve_payment_intent(payment.stripe_payment_intent_id)
+        except GatewayError as exc:
+            return [_failed(payment.pk, "look up the PaymentIntent", exc)]
+        if intent.status != "requires_capture":
+            if dry_run:
+                return [Change(str(payment.pk), "would apply PaymentIntent", intent.status)]
+            return _apply_intent(payment, intent)
+        return _retry_release(payment, dry_run)
+    try:
+        found = gateway().list_transfers(transfer_group=payment.transfer_group)
+    except GatewayError as exc:
+        return [_failed(payment.pk, "list transfers", exc)]
+    transfers = [t for t in found if t.destination in (None, "", payment.destination_account_id)]
+    if not transfers:
+        return _retry_release(payment, dry_run)
+    transfer = transfers[0]
+    if dry_run:
+        return [Change(str(payment.pk), "would mark released", f"transfer {transfer.id} found")]
+    return [_mark_released(payment.pk, transfer)]
+
+
+def _retry_release(payment: Any, dry_run: bool) -> list[Change]:
+    if dry_run:
+        return [Change(str(payment.pk), "would retry the release", "same idempotency key")]
+    before = payment.status
+    try:
+        payment = release_payment(payment.pk, system=True)
+    except errors.ServiceError as exc:
+        fresh = payment_model().objects.get(pk=payment.pk)
+        if fresh.status != before:
+            # A definite refusal: the money is held again and an incident exists.
+            return [Change(str(fresh.pk), f"{before} -> {fresh.status}", exc.message, error=True)]
+        return [_failed(payment.pk, "retry the release", exc)]
+    return [Change(str(payment.pk), f"{before} -> {payment.status}", "release retried")]
+
+
+def _mark_released(payment_pk: Any, found: Any) -> Change:
+    """Stripe made the transfer but its answer never reached us: record it."""
+    Transfer = model("Transfer")
+    with transaction.atomic():
+        payment = lock_payment(payment_pk)
+        if payment.status != S.RELEASING:
+            return Change(str(payment.pk), "already settled", payment.status)
+        row = payment.transfers.filter(status=TransferStatus.PENDING).first()
+        if row is None:
+            row = Transfer.objects.create(
+                payment=payment,
+                idempotency_key=idempotency_key("payment", payment.pk, "transfer-found", found.id),
+                amount=found.amount,
+                currency=found.currency,
+                destination_account_id=found.destination or payment.destination_account_id,
+                source_transaction=found.source_transaction or payment.stripe_charge_id,
+            )
+        row.mark_created(found.id)
+        if found.amount_reversed:
+            row.apply_reversed_total(found.amount_reversed)
+        row.save()
+        net = payment.amount - payment.amount_refunded
+        payment.release(amount_transferred=found.amount, platform_fee=max(net - found.amount, 0))
+        payment.save()
+        sync_task_status(payment)
+        logger.info("reconcile: transfer %s found; payment released", found.id)
+        notify("payment_released", payment=payment, transfer=row)
+    return Change(
+        str(payment.pk), f"{S.RELEASING} -> {payment.status}", f"transfer {found.id} found"
+    )
+
+
+_NOTHING_TO_APPLY = ("requires_payment_method", "requires_confirmation", "requires_action")
+
+
+def _sync_intent(payment: Any, dry_run: bool) -> list[Change]:
+    try:
+        intent = gateway().retrieve_payment_intent(
+            payment.stripe_payment_intent_id, expand_charge=payment.is_manual_capture
+        )
+    except GatewayError as exc:
+        return [_failed(payment.pk, "look up the PaymentIntent", exc)]
+    if dry_run:
+        if intent.status in _NOTHING_TO_APPLY and not intent.last_payment_error:
+            return []
+        return [Change(str(payment.pk), "would apply PaymentIntent", intent.status)]
+    return _apply_intent(payment, intent)
+
+
+def _apply_intent(payment: Any, intent: Any) -> list[Change]:
+    before = payment.status
+    try:
+        updated = apply_payment_intent(intent)
+    except errors.UnknownObject as exc:  # pragma: no cover - the row exists
+        return [_failed(payment.pk, "apply the PaymentIntent", exc)]
+    change = _status_change(updated, before)
+    return (
+        [Change(change.subject, change.action, f"PaymentIntent {intent.status}")] if change else []
+    )
+
+
+def _refunds(payment_id: Any, dry_run: bool, cutoff: datetime) -> list[Change]:
+    refunds = model("Refund").objects.filter(
+        status__in=[RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION]
+    )
+    if payment_id is not None:
+        refunds = refunds.filter(payment_id=payment_id)
+    else:
+        refunds = refunds.filter(updated_at__lte=cutoff)
+    changes: list[Change] = []
+    for refund in refunds.order_by("created_at"):
+        if not refund.stripe_refund_id:
+            # The refund's answer was lost: send it again with its own key.
+            if dry_run:
+                changes.append(Change(str(refund.payment_id), "would retry refund", str(refund.pk)))
+                continue
+            try:
+                refund_payment(refund.payment_id, system=True)
+            except errors.ServiceError as exc:
+                changes.append(_failed(refund.payment_id, f"retry refund {refund.pk}", exc))
+                continue
+            refund.refresh_from_db()
+            changes.append(
+                Change(str(refund.payment_id), "refund retried", f"{refund.pk}: {refund.status}")
+            )
+            continue
+        try:
+            snapshot = gateway().retrieve_refund(refund.stripe_refund_id)
+        except GatewayError as exc:
+            changes.append(_failed(refund.payment_id, f"look up refund {refund.pk}", exc))
+            continue
+        if snapshot.status == refund.status:
+            continue
+        if dry_run:
+            changes.append(
+                Change(str(refund.payment_id), "would apply refund status", str(snapshot.status))
+            )
+            continue
+        from .transfers import apply_refund
+
+        with transaction.atomic():
+            updated = apply_refund(snapshot)
+        changes.append(
+            Change(
+                str(refund.payment_id),
+                f"refund {refund.pk}: {refund.status} -> {getattr(updated, 'status', '?')}",
+            )
+        )
+    return changes
+
+
+def _deferred_events(dry_run: bool) -> list[Change]:
+    try:
+        pipeline = importlib.import_module("django_escrow_connect.webhooks.pipeline")
+    except ImportError:
+        return []
+    process_deferred = getattr(pipeline, "process_deferred", None)
+    if process_deferred is None:
+        return []
+    if dry_run:
+        waiting = model("WebhookEvent").objects.filter(status=WebhookEventStatus.DEFERRED).count()
+        return [Change("webhooks", "would retry deferred events", str(waiting))] if waiting else []
+    counts = process_deferred() or {}
+    if not counts:
+        return []
+    summary = ", ".join(f"{status}: {n}" for status, n in sorted(counts.items()))
+    return [Change("webhooks", "deferred events retried", summary)]
+
+
+# --------------------------------------------------------------------------
+# escrow_capture_expiry
+# --------------------------------------------------------------------------
+
+CAPTURE_EXPIRY_ACTIONS = ("warn", "release", "cancel")
+
+
+def capture_expiry(
+    *, action: str | None = None, dry_run: bool = False, now: datetime | None = None
+) -> list[Change]:
+    """Warn about (and optionally release or void) holds close to ``capture_before``.
+
+    ``action`` defaults to ``CAPTURE_EXPIRY_ACTION``: ``warn`` only reports,
+    ``release`` captures the hold (the doer is paid), ``cancel`` voids it (the
+    customer's card is released). A hold already past its deadline is synced
+    from Stripe instead: Stripe has voided it.
+    """
+    action = action or escrow_settings.CAPTURE_EXPIRY_ACTION
+    if action not in CAPTURE_EXPIRY_ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(CAPTURE_EXPIRY_ACTIONS)}")
+    now = now or timezone.now()
+    horizon = now + timedelta(hours=escrow_settings.CAPTURE_EXPIRY_WARNING_HOURS)
+    holds = payment_model().objects.filter(
+        strategy="manual_capture", status=S.HELD, capture_before__lte=horizon
+    )
+    changes: list[Change] = []
+    for payment in holds.order_by("capture_before"):
+        deadline = payment.capture_before
+        subject = str(payment.pk)
+        if deadline <= now:
+            if dry_run:
+                changes.append(
+                    Change(subject, "lapsed; would sync from Stripe", deadline.isoformat())
+                )
+                continue
+            changes.extend(_sync_intent(payment, dry_run=False) or [Change(subject, "lapsed")])
+            continue
+        left = deadline - now
+        hours = int(left.total_seconds() // 3600)
+        logger.warning(
+            "manual-capture hold expires soon",
+            extra={"payment_id": subject, "capture_before": deadline.isoformat()},
+        )
+        if action == "warn" or dry_run:
+            verb = "expires" if action == "warn" else f"would {action}; expires"
+            changes.append(Change(subject, f"{verb} in {hours}h", deadline.isoformat()))
+            continue
+        try:
+            if action == "release":
+                updated = release_payment(payment.pk, system=True)
+            else:
+                updated = cancel_payment(payment.pk, system=True)
+        except errors.ServiceError as exc:
+            changes.append(_failed(subject, action, exc))
+            continue
+        changes.append(
+            Change(
+                subject, f"{S.HELD} -> {updated.status}", f"{action} before {deadline.isoformat()}"
+            )
+        )
+    return changes
+
+
+# --------------------------------------------------------------------------
+# escrow_auto_release
+# --------------------------------------------------------------------------
+
+
+def auto_release(*, dry_run: bool = False, now: datetime | None = None) -> list[Change] | None:
+    """Release payments held longer than ``AUTO_RELEASE_AFTER_DAYS``.
+
+    Returns None when the setting is None (automatic release is off).
+    Disputed payments are never released (their state is not ``held``).
+    """
+    days = escrow_settings.AUTO_RELEASE_AFTER_DAYS
+    if days is None:
+        return None
+    now = now or timezone.now()
+    due = payment_model().objects.filter(status=S.HELD, held_at__lte=now - timedelta(days=days))
+    changes: list[Change] = []
+    for payment in due.order_by("held_at"):
+        subject = str(payment.pk)
+        if dry_run:
+            changes.append(
+                Change(subject, "would release", f"held since {payment.held_at:%Y-%m-%d}")
+            )
+            continue
+        try:
+            updated = release_payment(payment.pk, system=True)
+        except errors.ServiceError as exc:
+            changes.append(_failed(subject, "release", exc))
+            continue
+        changes.append(Change(subject, f"{S.HELD} -> {updated.status}", f"held {days}+ days"))
+    return changes

@@ -1,0 +1,221 @@
+"""Bring local rows in line with what Stripe says about an object.
+
+The webhook handlers (``payment_intent.*``) and the reconcile command both
+call these functions with a snapshot from the gateway
+(``PaymentIntentSnapshot.from_dict(event["data"]["object"])`` or a fresh
+``retrieve_*``). They are idempotent and tolerate events out of order: a
+snapshot that would move a payment backwards (``processing`` after
+``succeeded``) changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from django_fsm import can_proceed
+
+from ..exceptions import GatewayError
+from ..gateway.types import PaymentIntentSnapshot
+from ..notifications import notify
+from ..states import IncidentKind
+from ..states import PaymentStatus as S
+from . import errors
+from .common import gateway, model, payment_model
+from .tasks import sync_task_status
+
+logger = logging.getLogger("django_escrow_connect.sync")
+
+__all__ = ["MANUAL_CAPTURE_WINDOW", "apply_payment_intent"]
+
+#: Stripe voids an uncaptured card authorisation after 7 days (customer
+#: initiated). Used only when ``capture_before`` could not be read from Stripe.
+MANUAL_CAPTURE_WINDOW = timedelta(days=7)
+
+#: Payment states a successful PaymentIntent may still move forward from.
+_NOT_YET_HELD = (S.AWAITING_PAYMENT, S.PROCESSING, S.FAILED)
+
+
+def _log(payment: Any, message: str, *args: Any, level: int = logging.INFO) -> None:
+    logger.log(
+        level,
+        message,
+        *args,
+        extra={"payment_id": str(payment.pk), "payment_status": payment.status},
+    )
+
+
+def apply_payment_intent(snapshot: PaymentIntentSnapshot, *, event_id: str = "") -> Any:
+    """Apply a PaymentIntent's Stripe status to its escrow payment; return the payment.
+
+    ==========================  ==================================================
+    ``snapshot.status``         effect
+    ==========================  ==================================================
+    ``processing``              awaiting payment -> processing
+    ``succeeded`` (automatic)   -> held (the charge id is kept for the transfer)
+    ``requires_capture``        -> held, with ``capture_before``
+    ``succeeded`` (manual)      held/releasing -> released (capture confirmed)
+    ``requires_payment_method`` with ``last_payment_error``: -> failed + incident
+    ``canceled``                -> canceled (+ incident if Stripe canceled it,
+                                e.g. an authorisation that lapsed)
+    ==========================  ==================================================
+
+    Raises :class:`~.errors.UnknownObject` when no payment has this
+    PaymentIntent yet (the webhook pipeline defers the event). An amount or
+    currency that differs from the payment's is recorded as an incident and
+    never moves money into escrow.
+    """
+    Payment = payment_model()
+    with transaction.atomic():
+        payment = (
+            Payment.objects.select_for_update().filter(stripe_payment_intent_id=snapshot.id).first()
+        )
+        if payment is None:
+            raise errors.UnknownObject(f"No escrow payment has PaymentIntent {snapshot.id}.")
+        if snapshot.amount != payment.amount or snapshot.currency.lower() != payment.currency:
+            _amount_mismatch(payment, snapshot, event_id)
+            return payment
+        status = snapshot.status
+        if status == "processing":
+            if payment.status == S.AWAITING_PAYMENT:
+                payment.mark_processing()
+                payment.save()
+                sync_task_status(payment)
+        elif status == "requires_capture":
+            _authorised(payment, snapshot)
+        elif status == "succeeded":
+            _succeeded(payment, snapshot)
+        elif status == "requires_payment_method" and snapshot.last_payment_error:
+            _failed(payment, snapshot, event_id)
+        elif status == "canceled":
+            _canceled(payment, snapshot, event_id)
+        return payment
+
+
+def _amount_mismatch(payment: Any, snapshot: PaymentIntentSnapshot, event_id: str) -> None:
+    incidents = model("PaymentIncident").objects
+    if event_id and incidents.filter(payment=payment, stripe_event_id=event_id).exists():
+        return
+    incidents.create(
+        payment=payment,
+        kind=IncidentKind.AMOUNT_MISMATCH,
+        message=(
+            f"PaymentIntent {snapshot.id} is {snapshot.amount} {snapshot.currency}, "
+            f"the payment is {payment.amount} {payment.currency}."
+        ),
+        stripe_event_id=event_id,
+        stripe_payment_intent_id=snapshot.id,
+    )
+    _log(payment, "payment intent amount mismatch", level=logging.ERROR)
+
+
+def _hold(payment: Any, snapshot: PaymentIntentSnapshot) -> None:
+    if snapshot.latest_charge:
+        payment.stripe_charge_id = snapshot.latest_charge
+    payment.mark_held()
+    payment.save()
+    sync_task_status(payment)
+    _log(payment, "payment held")
+    notify("payment_held", payment=payment)
+
+
+def _authorised(payment: Any, snapshot: PaymentIntentSnapshot) -> None:
+    """Manual capture: the card is authorised; the money is held until capture."""
+    if payment.status not in _NOT_YET_HELD:
+        return
+    payment.capture_before = _capture_deadline(snapshot)
+    _hold(payment, snapshot)
+
+
+def _capture_deadline(snapshot: PaymentIntentSnapshot) -> Any:
+    if snapshot.capture_before is not None:
+        return snapshot.capture_before
+    if snapshot.latest_charge:
+        try:
+            charge = gateway().retrieve_charge(snapshot.latest_charge)
+        except GatewayError:
+            logger.warning("capture_before unknown: charge lookup failed", exc_info=True)
+        else:
+            if charge.capture_before is not None:
+                return charge.capture_before
+    # Not known: assume Stripe's shortest common window from now.
+    return timezone.now() + MANUAL_CAPTURE_WINDOW
+
+
+def _succeeded(payment: Any, snapshot: PaymentIntentSnapshot) -> None:
+    if not payment.is_manual_capture:
+        if payment.status in _NOT_YET_HELD:
+            _hold(payment, snapshot)
+        elif not payment.stripe_charge_id and snapshot.latest_charge:
+            payment.stripe_charge_id = snapshot.latest_charge
+            payment.save(update_fields=["stripe_charge_id", "updated_at"])
+        return
+    # Manual capture: "succeeded" means the authorisation was captured, which
+    # is the release itself (a capture whose answer was lost, or one made in
+    # the Stripe dashboard).
+    if payment.status in _NOT_YET_HELD:
+        _hold(payment, snapshot)
+    if payment.status in (S.HELD, S.RELEASING) and can_proceed(payment.release):
+        if snapshot.latest_charge:
+            payment.stripe_charge_id = snapshot.latest_charge
+        payment.release(amount_transferred=payment.amount - payment.platform_fee)
+        payment.save()
+        sync_task_status(payment)
+        _log(payment, "payment released (capture confirmed by Stripe)")
+        notify("payment_released", payment=payment, transfer=None)
+
+
+def _failed(payment: Any, snapshot: PaymentIntentSnapshot, event_id: str) -> None:
+    if not can_proceed(payment.mark_failed):
+        return
+    error = snapshot.last_payment_error or {}
+    code = error.get("code") or ""
+    message = error.get("message") or ""
+    payment.mark_failed(code=code, message=message)
+    payment.save()
+    incident = model("PaymentIncident").objects.create(
+        payment=payment,
+        kind=IncidentKind.PAYMENT_FAILED,
+        code=code,
+        decline_code=error.get("decline_code") or "",
+        message=message,
+        stripe_event_id=event_id,
+        stripe_payment_intent_id=snapshot.id,
+    )
+    sync_task_status(payment)
+    _log(payment, "payment failed: %s", code)
+    notify("payment_failed", payment=payment, incident=incident)
+
+
+def _canceled(payment: Any, snapshot: PaymentIntentSnapshot, event_id: str) -> None:
+    if payment.status == S.CANCELED or not can_proceed(payment.cancel):
+        if payment.status != S.CANCELED:
+            _log(
+                payment,
+                "PaymentIntent canceled but the payment cannot be canceled",
+                level=logging.ERROR,
+            )
+        return
+    # Stripe voided an authorisation that was not captured in time.
+    lapsed = payment.status == S.HELD and snapshot.cancellation_reason in ("automatic", "expired")
+    payment.cancel()
+    payment.save()
+    if lapsed or snapshot.cancellation_reason not in (None, "requested_by_customer", "abandoned"):
+        model("PaymentIncident").objects.create(
+            payment=payment,
+            kind=IncidentKind.CAPTURE_EXPIRED if lapsed else IncidentKind.PAYMENT_CANCELED,
+            code=snapshot.cancellation_reason or "",
+            message=(
+                "The card authorisation lapsed before it was captured."
+                if lapsed
+                else f"Stripe canceled the PaymentIntent ({snapshot.cancellation_reason})."
+            ),
+            stripe_event_id=event_id,
+            stripe_payment_intent_id=snapshot.id,
+        )
+    sync_task_status(payment)
+    _log(payment, "payment canceled by Stripe: %s", snapshot.cancellation_reason or "")
+    notify("payment_canceled", payment=payment)

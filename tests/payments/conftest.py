@@ -1,0 +1,199 @@
+"""Shared set-up for the payment tests: the simulated Stripe, the people of a
+marketplace, and helpers that drive the API the way a browser would.
+
+Every test gets a fresh :data:`simulated_stripe` (configured through
+``ESCROW_CONNECT["GATEWAY"]``) whose events are handed to
+:func:`apply_payment_intent` for ``payment_intent.*`` (the same function the
+webhook handlers call), so paying with a test card moves the payment exactly
+as Stripe's webhook would. Other event types are ignored here: the webhook
+suite tests them. Events are delivered on commit, so every helper runs its
+request inside ``django_capture_on_commit_callbacks(execute=True)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from django_escrow_connect import swappable
+from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
+from django_escrow_connect.gateway import simulated
+from django_escrow_connect.gateway.simulated import SimulatedGateway, simulated_stripe
+from django_escrow_connect.gateway.types import PaymentIntentSnapshot
+from django_escrow_connect.services.sync import apply_payment_intent
+from tests import factories
+
+SIMULATED_GATEWAY = "django_escrow_connect.gateway.simulated.SimulatedGateway"
+STRATEGIES = (SEPARATE_CHARGES_AND_TRANSFERS, MANUAL_CAPTURE)
+#: Calls that move money or create objects at Stripe (the rest only read).
+MONEY_CALLS = (
+    "create_payment_intent",
+    "capture_payment_intent",
+    "cancel_payment_intent",
+    "create_transfer",
+    "create_transfer_reversal",
+    "create_refund",
+)
+
+
+def payment_intent_sink(endpoint: str, payload: bytes, signature: str) -> None:
+    """Apply ``payment_intent.*`` events as the webhook handler does."""
+    event = json.loads(payload)
+    if event["type"].startswith("payment_intent."):
+        snapshot = PaymentIntentSnapshot.from_dict(event["data"]["object"])
+        apply_payment_intent(snapshot, event_id=event["id"])
+
+
+def configure(settings: Any, **overrides: Any) -> None:
+    settings.ESCROW_CONNECT = {
+        **settings.ESCROW_CONNECT,
+        "GATEWAY": SIMULATED_GATEWAY,
+        **overrides,
+    }
+
+
+@pytest.fixture
+def stripe(settings: Any) -> Iterator[simulated.SimulatedStripe]:
+    """The simulated Stripe, empty, with events applied like webhooks."""
+    configure(settings)
+    simulated.reset()
+    previous = simulated.set_event_sink(payment_intent_sink)
+    yield simulated_stripe
+    simulated.set_event_sink(previous)
+    undelivered = list(simulated_stripe.undelivered)
+    simulated.reset()
+    assert not undelivered, f"events the sink failed on: {undelivered}"
+
+
+@pytest.fixture(params=STRATEGIES)
+def strategy(request: pytest.FixtureRequest, settings: Any, stripe: Any) -> str:
+    """Run the test once per escrow strategy."""
+    configure(settings, ESCROW_STRATEGY=request.param)
+    return str(request.param)
+
+
+_account_seq = itertools.count(1)
+
+
+def stripe_account(owner_user: Any = None, owner_organization: Any = None) -> Any:
+    """A connected account that exists (onboarded) in the simulated Stripe, and its row."""
+    gateway = SimulatedGateway()
+    account = gateway.create_account(
+        idempotency_key=f"test-account-{next(_account_seq)}",
+        country="US",
+        email=None,
+        business_type="individual" if owner_user is not None else "company",
+        metadata={},
+    )
+    gateway.complete_onboarding(account.id)
+    return factories.make_account(
+        owner_user=owner_user, owner_organization=owner_organization, stripe_account_id=account.id
+    )
+
+
+@dataclass
+class Marketplace:
+    """The people of one marketplace, and helpers to act as them."""
+
+    capture: Any
+    customer: Any
+    doer: Any
+    org_admin: Any
+    org_member: Any
+    organization: Any
+    other: Any
+    staff: Any
+    doer_account: Any
+    org_account: Any
+    clients: dict[Any, APIClient] = field(default_factory=dict)
+
+    # --- tasks and payments -------------------------------------------------
+
+    def task(self, *, to_org: bool = False, amount: int = 10_000, currency: str = "usd") -> Any:
+        payee = {"payee_organization": self.organization} if to_org else {"payee_user": self.doer}
+        return factories.make_task(self.customer, amount=amount, currency=currency, **payee)
+
+    def create(self, task: Any, user: Any = None, **body: Any) -> Any:
+        return self.post(user or self.customer, "payment-create", {"task_id": str(task.pk), **body})
+
+    def pay(self, payment_id: Any, card: str = "success") -> Any:
+        """The customer pays with a test card in the browser (Stripe.js)."""
+        payment = self.payment(payment_id)
+        with self.capture(execute=True):
+            SimulatedGateway().confirm_payment_intent(payment.stripe_payment_intent_id, card)
+        return self.payment(payment_id)
+
+    def held_payment(self, *, to_org: bool = False, amount: int = 10_000) -> Any:
+        response = self.create(self.task(to_org=to_org, amount=amount))
+        assert response.status_code == 201, response.content
+        payment = self.pay(response.json()["payment_id"])
+        assert payment.status == "held"
+        return payment
+
+    def released_payment(self, *, to_org: bool = False, amount: int = 10_000) -> Any:
+        payment = self.held_payment(to_org=to_org, amount=amount)
+        response = self.post(self.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        return self.payment(payment.pk)
+
+    @staticmethod
+    def payment(payment_id: Any) -> Any:
+        return swappable.load("EscrowPayment").objects.get(pk=payment_id)
+
+    # --- HTTP -------------------------------------------------------------------
+
+    def client(self, user: Any) -> APIClient:
+        if user not in self.clients:
+            client = APIClient()
+            if user is not None:
+                client.force_authenticate(user)
+            self.clients[user] = client
+        return self.clients[user]
+
+    def post(
+        self, user: Any, name: str, data: Any = None, *, payment_id: Any = None, **kwargs: Any
+    ) -> Any:
+        url = reverse(f"escrow_connect:{name}", args=[str(payment_id)] if payment_id else [])
+        with self.capture(execute=True):
+            return self.client(user).post(url, data if data is not None else {}, format="json")
+
+    def get(self, user: Any, name: str, *, payment_id: Any = None, **params: Any) -> Any:
+        url = reverse(f"escrow_connect:{name}", args=[str(payment_id)] if payment_id else [])
+        return self.client(user).get(url, params)
+
+
+@pytest.fixture
+def market(db: Any, stripe: Any, django_capture_on_commit_callbacks: Any) -> Marketplace:
+    customer = factories.make_user("customer")
+    doer = factories.make_user("doer")
+    org_admin = factories.make_user("orgadmin")
+    org_member = factories.make_user("orgmember")
+    organization = factories.make_organization(admins=(org_admin,), members=(org_member,))
+    return Marketplace(
+        capture=django_capture_on_commit_callbacks,
+        customer=customer,
+        doer=doer,
+        org_admin=org_admin,
+        org_member=org_member,
+        organization=organization,
+        other=factories.make_user("other"),
+        staff=factories.make_user("staff", staff=True),
+        doer_account=stripe_account(owner_user=doer),
+        org_account=stripe_account(owner_organization=organization),
+    )
+
+
+def calls(store: Any, *names: str) -> list[str]:
+    """The names of the gateway calls made so far (only ``names``, if given)."""
+    return [name for name, _ in store.calls if not names or name in names]
+
+
+def money_calls(store: Any) -> list[str]:
+    return calls(store, *MONEY_CALLS)
