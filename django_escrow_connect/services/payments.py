@@ -18,7 +18,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django_fsm import can_proceed, has_transition_perm
+from django_fsm import can_proceed
 
 from .. import permissions
 from ..conf import escrow_settings
@@ -217,10 +217,7 @@ def release_payment(payment_id: Any, user: Any = None, *, system: bool = False) 
             )
         if payment.disputes.exclude(status__in=_CLOSED_DISPUTES).exists():
             raise errors.TransitionNotAllowed("The payment is disputed; release is frozen.")
-        if payment.is_manual_capture:
-            pending_error = _capture(payment)
-        else:
-            pending_error = _transfer(payment)
+        pending_error = _capture(payment) if payment.is_manual_capture else _transfer(payment)
     if pending_error is not None:
         raise pending_error
     return payment
@@ -385,8 +382,10 @@ def refund_payment(
                 )
             try:
                 return _send_refund(payment, unconfirmed)
-            except errors.OperationPending as pending:
-                outcome = pending
+            except errors.ServiceError as failure:
+                # Committed, not rolled back: the refund's failed state (and a
+                # reversal already made at Stripe) must stay recorded.
+                outcome = failure
         else:
             outcome = _new_refund(payment, user, amount, reason)
     if outcome is not None:
@@ -397,6 +396,12 @@ def refund_payment(
 def _new_refund(
     payment: Any, user: Any, amount: int | None, reason: str
 ) -> errors.ServiceError | None:
+    # The state first: refunding a canceled or refunded payment is a conflict
+    # (409), whatever amount was asked for.
+    if not can_proceed(payment.refund):
+        raise errors.TransitionNotAllowed(
+            f"A payment that is {payment.get_status_display().lower()} cannot be refunded."
+        )
     refundable = payment.amount - payment.amount_refunded
     if amount is None:
         amount = refundable
@@ -408,10 +413,6 @@ def _new_refund(
         raise errors.InvalidInput(
             f"The refund must be between 1 and {refundable} (minor units).",
             code="invalid_amount",
-        )
-    if not can_proceed(payment.refund):
-        raise errors.TransitionNotAllowed(
-            f"A payment that is {payment.get_status_display().lower()} cannot be refunded."
         )
     released = payment.status in (S.RELEASED, S.PARTIALLY_REFUNDED)
     if payment.is_manual_capture and not released:
@@ -439,9 +440,10 @@ def _new_refund(
     )
     try:
         _send_refund(payment, refund)
-    except errors.OperationPending as pending:
-        # Keep the refund row and its key: retrying finishes it.
-        return pending
+    except errors.ServiceError as failure:
+        # Keep the refund row: pending, its key finishes it on a retry; failed,
+        # it stays on record, and so does the reversal made before it.
+        return failure
     return None
 
 
@@ -471,6 +473,14 @@ def _send_refund(payment: Any, refund: Any) -> Any:
             ) from exc
         refund.apply_stripe_status(RefundStatus.FAILED, exc.code or exc.message)
         refund.save()
+        model("PaymentIncident").objects.create(
+            payment=payment,
+            kind=IncidentKind.REFUND_FAILED,
+            code=exc.code or "",
+            message=exc.message,
+            stripe_request_id=exc.request_id or "",
+            stripe_payment_intent_id=payment.stripe_payment_intent_id,
+        )
         raise translate(exc, "refund the payment") from exc
     _apply_refund_result(payment, refund, result)
     return payment
@@ -619,7 +629,9 @@ def retry_payment(payment_id: Any, user: Any) -> PaymentStart:
     """After a failed attempt the customer pays again on the same intent."""
     with transaction.atomic():
         payment = lock_payment(payment_id)
-        if not has_transition_perm(payment.retry_payment, user):
+        # Not has_transition_perm(): it is also False when the state does not
+        # allow the transition, which made every non-failed payment a 403.
+        if not permissions.is_payer(user, payment):
             raise errors.Forbidden("Only the customer can retry a payment.")
         if not can_proceed(payment.retry_payment):
             raise errors.TransitionNotAllowed("Only a failed payment can be retried.")
