@@ -1,3 +1,14 @@
-"""Routes (filled in by the feature that owns them)."""
+"""Webhook routes: one endpoint per Stripe webhook kind, each with its own secret."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from .views import ConnectWebhookView, PlatformWebhookView
+
+urlpatterns = [
+    path("stripe/webhook/", PlatformWebhookView.as_view(), name="stripe-webhook"),
+    path(
+        "stripe/webhook/connect/",
+        ConnectWebhookView.as_view(),
+        name="stripe-webhook-connect",
+    ),
+]

@@ -1,0 +1,193 @@
+"""Apply what Stripe reports about disputes (chargebacks and inquiries).
+
+For separate charges and transfers and for destination charges the platform
+is debited the disputed amount and the fee, so a dispute freezes the payment:
+:meth:`open_dispute` moves it to ``disputed`` (release refuses while any
+dispute is open), and the outcome moves it on: won (or an inquiry closed)
+back to where it was, lost to ``dispute_lost``.
+
+Events come in any order and more than once. A dispute's state only moves
+forward (needs response, under review, closed), and a closed dispute is
+final, so an old ``charge.dispute.updated`` arriving after
+``charge.dispute.closed`` changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django_fsm import can_proceed
+
+from ..gateway.types import DisputeSnapshot
+from ..notifications import notify
+from ..states import DISPUTE_CLOSED_STATES, DisputeStatus
+from ..states import PaymentStatus as S
+from . import errors
+from .common import model
+from .tasks import sync_task_status
+from .transfers import lock_payment_for, require_funded
+
+logger = logging.getLogger("django_escrow_connect.webhooks")
+
+#: How far along a dispute is; Stripe never moves a dispute backwards.
+_RANK = {
+    DisputeStatus.WARNING_NEEDS_RESPONSE: 0,
+    DisputeStatus.WARNING_UNDER_REVIEW: 1,
+    DisputeStatus.NEEDS_RESPONSE: 2,
+    DisputeStatus.UNDER_REVIEW: 3,
+    DisputeStatus.WARNING_CLOSED: 4,
+    DisputeStatus.WON: 4,
+    DisputeStatus.LOST: 4,
+    DisputeStatus.PREVENTED: 4,
+}
+#: Closed states in which the platform keeps the money.
+_KEPT = frozenset({DisputeStatus.WON, DisputeStatus.WARNING_CLOSED, DisputeStatus.PREVENTED})
+
+
+def _log(message: str, *args: Any, payment: Any, event_id: str, level: int = logging.INFO) -> None:
+    logger.log(
+        level,
+        message,
+        *args,
+        extra={
+            "stripe_event_id": event_id,
+            "payment_id": str(payment.pk),
+            "connected_account": payment.destination_account_id,
+        },
+    )
+
+
+def funds_totals(balance_transactions: Iterable[Mapping[str, Any]] | None) -> tuple[int, int]:
+    """(withdrawn, reinstated) from a dispute's ``balance_transactions``.
+
+    Withdrawals are negative balance transactions, reinstatements positive;
+    only the disputed amount counts, not Stripe's fee.
+    """
+    withdrawn = reinstated = 0
+    for tx in balance_transactions or ():
+        amount = tx.get("amount") if isinstance(tx, Mapping) else None
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            continue
+        if amount < 0:
+            withdrawn += -amount
+        else:
+            reinstated += amount
+    return withdrawn, reinstated
+
+
+def apply_dispute(
+    snapshot: DisputeSnapshot,
+    *,
+    event_id: str = "",
+    balance_transactions: Iterable[Mapping[str, Any]] | None = None,
+) -> Any:
+    """Create or update the Dispute row and move its payment.
+
+    Raises :class:`~.errors.UnknownObject` when no payment has the disputed
+    charge or PaymentIntent yet. Notifies ``dispute_opened`` once, when the
+    dispute is first seen open, and ``dispute_closed`` once, when it closes.
+    """
+    payment = lock_payment_for(payment_intent=snapshot.payment_intent, charge=snapshot.charge)
+    if payment is None:
+        raise errors.UnknownObject(f"No payment for the charge of dispute {snapshot.id} (yet).")
+    Dispute = model("Dispute")
+    dispute = Dispute.objects.filter(stripe_dispute_id=snapshot.id).first()
+    if dispute is None:
+        require_funded(payment, f"Dispute {snapshot.id}")
+        dispute = Dispute.objects.create(
+            payment=payment,
+            stripe_dispute_id=snapshot.id,
+            stripe_charge_id=snapshot.charge or payment.stripe_charge_id,
+            amount=snapshot.amount,
+            currency=snapshot.currency,
+            # Opened in its first known state; a closed one is closed below,
+            # through the transition, so closed_at is set the same way.
+            status=_first_state(snapshot.status),
+            reason=(snapshot.reason or "")[:64],
+            evidence_due_by=snapshot.evidence_due_by,
+        )
+        _open(payment, dispute, event_id=event_id)
+    elif dispute.is_open and _RANK.get(snapshot.status, -1) > _RANK.get(dispute.status, -1):
+        pass  # moved forward: applied below
+    else:
+        _update_funds(dispute, balance_transactions)
+        return dispute
+
+    if snapshot.status != dispute.status and can_proceed(dispute.apply_stripe_status):
+        dispute.apply_stripe_status(snapshot.status)
+    dispute.amount = snapshot.amount
+    dispute.evidence_due_by = snapshot.evidence_due_by or dispute.evidence_due_by
+    _set_funds(dispute, balance_transactions)
+    dispute.save()
+    if not dispute.is_open:
+        _close(payment, dispute, event_id=event_id)
+    return dispute
+
+
+def _first_state(status: str) -> str:
+    if status not in DISPUTE_CLOSED_STATES:
+        return status
+    if status == DisputeStatus.WARNING_CLOSED:
+        return DisputeStatus.WARNING_NEEDS_RESPONSE
+    return DisputeStatus.NEEDS_RESPONSE
+
+
+def _update_funds(dispute: Any, balance_transactions: Any) -> None:
+    """Funds events on a dispute whose state did not move."""
+    if balance_transactions is None:
+        return
+    before = (dispute.funds_withdrawn, dispute.funds_reinstated)
+    _set_funds(dispute, balance_transactions)
+    if (dispute.funds_withdrawn, dispute.funds_reinstated) != before:
+        dispute.save(update_fields=["funds_withdrawn", "funds_reinstated", "updated_at"])
+
+
+def _set_funds(dispute: Any, balance_transactions: Any) -> None:
+    if balance_transactions is None:
+        return
+    withdrawn, reinstated = funds_totals(balance_transactions)
+    # Running totals from Stripe: never lower what an earlier event reported.
+    dispute.funds_withdrawn = max(dispute.funds_withdrawn, withdrawn)
+    dispute.funds_reinstated = max(dispute.funds_reinstated, reinstated)
+
+
+def _open(payment: Any, dispute: Any, *, event_id: str) -> None:
+    if can_proceed(payment.open_dispute):
+        payment.open_dispute(dispute.amount)
+        payment.save()
+        sync_task_status(payment)
+    elif payment.status != S.DISPUTED:
+        # Not a state a dispute can freeze (e.g. already refunded): the row
+        # is kept, and release refuses while it is open anyway.
+        _log(
+            "dispute on a %s payment recorded",
+            payment.status,
+            payment=payment,
+            event_id=event_id,
+            level=logging.WARNING,
+        )
+    _log("dispute opened: %s", dispute.stripe_dispute_id, payment=payment, event_id=event_id)
+    notify("dispute_opened", payment=payment, dispute=dispute)
+
+
+def _close(payment: Any, dispute: Any, *, event_id: str) -> None:
+    still_open = payment.disputes.exclude(pk=dispute.pk).exclude(
+        status__in=list(DISPUTE_CLOSED_STATES)
+    )
+    if payment.status == S.DISPUTED and not still_open.exists():
+        if dispute.status in _KEPT:
+            payment.win_dispute()
+        else:
+            payment.lose_dispute()
+        payment.save()
+        sync_task_status(payment)
+    _log(
+        "dispute closed: %s (%s)",
+        dispute.stripe_dispute_id,
+        dispute.status,
+        payment=payment,
+        event_id=event_id,
+    )
+    notify("dispute_closed", payment=payment, dispute=dispute)

@@ -1,0 +1,474 @@
+"""Apply what Stripe reports about money after the charge: transfers and their
+reversals, refunds (including those made in the Stripe dashboard), charges,
+and payouts of connected accounts.
+
+Webhook handlers call these appliers with the snapshot an event carries. Each
+applier locks the payment row, compares Stripe's state with the stored one and
+changes only what moved forward, so a replayed, duplicated or out-of-order
+event changes nothing it should not. An object that names no known payment
+raises :class:`~.errors.UnknownObject` (the event is deferred and retried)
+when it looks like one of ours (our metadata or transfer group), otherwise the
+caller ignores it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from django.db.models import Q
+from django_fsm import can_proceed
+
+from ..gateway.types import ChargeSnapshot, PayoutSnapshot, RefundSnapshot, TransferSnapshot
+from ..notifications import notify
+from ..states import IncidentKind, RefundStatus, TransferStatus
+from ..states import PaymentStatus as S
+from . import errors
+from .common import account_model, gateway, model, payment_model
+from .tasks import sync_task_status
+
+logger = logging.getLogger("django_escrow_connect.webhooks")
+
+#: Refund states whose amount is counted in ``payment.amount_refunded``.
+COUNTED_REFUND_STATES = frozenset(
+    {RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION, RefundStatus.SUCCEEDED}
+)
+
+
+def _log(message: str, *args: Any, payment: Any = None, event_id: str = "", **extra: Any) -> None:
+    level = extra.pop("level", logging.INFO)
+    logger.log(
+        level,
+        message,
+        *args,
+        extra={
+            "stripe_event_id": event_id,
+            "payment_id": str(payment.pk) if payment is not None else "",
+            "connected_account": getattr(payment, "destination_account_id", "") or "",
+            **extra,
+        },
+    )
+
+
+# --------------------------------------------------------------------------
+# Finding the payment an object belongs to
+# --------------------------------------------------------------------------
+
+
+def _uuid_or_none(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def lock_payment_for(
+    *,
+    payment_intent: str | None = None,
+    charge: str | None = None,
+    transfer_group: str | None = None,
+    payment_id: Any = None,
+) -> Any:
+    """The payment any of these Stripe identifiers belongs to, locked; or None.
+
+    One query; call it inside ``transaction.atomic()`` (the pipeline does).
+    """
+    q = Q()
+    if payment_intent:
+        q |= Q(stripe_payment_intent_id=payment_intent)
+    if charge:
+        q |= Q(stripe_charge_id=charge)
+    if transfer_group:
+        q |= Q(transfer_group=transfer_group)
+    pk = _uuid_or_none(payment_id) if payment_id else None
+    if pk is not None:
+        q |= Q(pk=pk)
+    if not q:
+        return None
+    return payment_model().objects.select_for_update().filter(q).first()
+
+
+def looks_like_ours(metadata: dict[str, str] | None, transfer_group: str | None = None) -> bool:
+    """Whether an object was created by this app (so a missing row is only late)."""
+    return bool((metadata or {}).get("escrow_payment_id")) or bool(
+        transfer_group and transfer_group.startswith("escrow_")
+    )
+
+
+#: A payment in these states has no money yet: an event about its refund or
+#: dispute arrived before the one that said it was paid, and waits for it.
+NOT_YET_FUNDED = frozenset({S.AWAITING_PAYMENT, S.PROCESSING})
+
+
+def require_funded(payment: Any, what: str) -> None:
+    """Defer an event about money that, locally, has not arrived yet."""
+    if payment.status in NOT_YET_FUNDED:
+        raise errors.UnknownObject(f"{what} arrived before the payment was held; retried later.")
+
+
+def _require_payment(payment: Any, what: str, ours: bool) -> Any:
+    if payment is not None:
+        return payment
+    if ours:
+        raise errors.UnknownObject(f"No payment for {what} (yet).")
+    return None
+
+
+# --------------------------------------------------------------------------
+# Charges
+# --------------------------------------------------------------------------
+
+
+def apply_charge(snapshot: ChargeSnapshot, *, event_id: str = "") -> Any:
+    """Remember the charge id (and a manual-capture deadline) on its payment.
+
+    Returns the payment, or None when the charge is not an escrow payment's.
+    """
+    payment = lock_payment_for(payment_intent=snapshot.payment_intent, charge=snapshot.id)
+    if payment is None:
+        return None
+    changed = []
+    if not payment.stripe_charge_id:
+        payment.stripe_charge_id = snapshot.id
+        changed.append("stripe_charge_id")
+    if (
+        payment.is_manual_capture
+        and snapshot.capture_before is not None
+        and payment.capture_before != snapshot.capture_before
+        and payment.status in (S.AWAITING_PAYMENT, S.PROCESSING, S.HELD)
+    ):
+        payment.capture_before = snapshot.capture_before
+        changed.append("capture_before")
+    if changed:
+        payment.save(update_fields=[*changed, "updated_at"])
+        _log("charge recorded on payment", payment=payment, event_id=event_id)
+    return payment
+
+
+def apply_charge_refunded(
+    snapshot: ChargeSnapshot, *, event_id: str = "", fetch: bool = True
+) -> Any:
+    """``charge.refunded``: the charge's running refund total.
+
+    Refunds are not embedded in the charge (API version 2026-10-28), so when
+    Stripe's total is ahead of what the refund events told us, the charge's
+    refunds are listed once and applied one by one.
+    """
+    payment = lock_payment_for(payment_intent=snapshot.payment_intent, charge=snapshot.id)
+    if payment is None:
+        return None
+    if snapshot.amount_refunded <= payment.amount_refunded or not fetch:
+        return payment
+    if not payment.stripe_payment_intent_id:
+        return payment
+    for refund in gateway().list_refunds(payment_intent=payment.stripe_payment_intent_id):
+        _apply_refund_locked(payment, refund, event_id=event_id)
+    return payment
+
+
+# --------------------------------------------------------------------------
+# Refunds
+# --------------------------------------------------------------------------
+
+
+def apply_refund(snapshot: RefundSnapshot, *, event_id: str = "") -> Any:
+    """``refund.created|updated|failed``: keep the Refund row and the payment in step.
+
+    A refund made in the Stripe dashboard becomes a Refund row; a refund
+    whose response the app never saw is matched to its pending row; a refund
+    that fails gives its amount back to the payment, records an incident and
+    sends ``refund_failed``.
+    """
+    payment = lock_payment_for(
+        payment_intent=snapshot.payment_intent,
+        charge=snapshot.charge,
+        payment_id=snapshot.metadata.get("escrow_payment_id"),
+    )
+    if _require_payment(payment, f"refund {snapshot.id}", looks_like_ours(snapshot.metadata)):
+        return _apply_refund_locked(payment, snapshot, event_id=event_id)
+    return None
+
+
+def _apply_refund_locked(payment: Any, snapshot: RefundSnapshot, *, event_id: str) -> Any:
+    Refund = model("Refund")
+    refund = Refund.objects.filter(stripe_refund_id=snapshot.id).first()
+    if refund is None:
+        # The app sent this refund but never learned its id (timeout): same
+        # payment, same amount, no Stripe id yet.
+        refund = (
+            payment.refunds.filter(
+                stripe_refund_id="", amount=snapshot.amount, status=RefundStatus.PENDING
+            )
+            .order_by("created_at")
+            .first()
+        )
+        if refund is not None:
+            refund.stripe_refund_id = snapshot.id
+            refund.save(update_fields=["stripe_refund_id", "updated_at"])
+    if refund is None:
+        require_funded(payment, f"Refund {snapshot.id}")
+        return _record_outside_refund(payment, snapshot, event_id=event_id)
+
+    stripe_status = snapshot.status or RefundStatus.PENDING
+    was_counted = refund.status in COUNTED_REFUND_STATES
+    if stripe_status not in RefundStatus.values or not _moves_forward(refund.status, stripe_status):
+        # Same state, or an older event arriving late: nothing to do.
+        return refund
+    if not can_proceed(refund.apply_stripe_status):
+        return refund
+    refund.apply_stripe_status(stripe_status, snapshot.failure_reason or "")
+    refund.save()
+    now_counted = refund.status in COUNTED_REFUND_STATES
+    if was_counted and not now_counted:
+        _refund_failed(payment, refund, event_id=event_id)
+    elif now_counted and not was_counted and can_proceed(payment.refund):
+        _count_refund(payment, refund, event_id=event_id)
+    return refund
+
+
+#: A refund's states in the order Stripe moves through them; failed and
+#: canceled are final, and succeeded can still turn into failed.
+_REFUND_RANK = {
+    RefundStatus.PENDING: 0,
+    RefundStatus.REQUIRES_ACTION: 0,
+    RefundStatus.SUCCEEDED: 1,
+    RefundStatus.FAILED: 2,
+    RefundStatus.CANCELED: 2,
+}
+
+
+def _moves_forward(current: str, reported: str) -> bool:
+    if current == reported:
+        return False
+    if current == RefundStatus.REQUIRES_ACTION and reported == RefundStatus.PENDING:
+        return True
+    return _REFUND_RANK.get(reported, -1) > _REFUND_RANK.get(current, 2)
+
+
+def _record_outside_refund(payment: Any, snapshot: RefundSnapshot, *, event_id: str) -> Any:
+    """A refund the app did not make (e.g. in the Stripe dashboard)."""
+    status = snapshot.status if snapshot.status in RefundStatus.values else RefundStatus.PENDING
+    refund = model("Refund").objects.create(
+        payment=payment,
+        stripe_refund_id=snapshot.id,
+        idempotency_key=f"stripe:{snapshot.id}",
+        amount=snapshot.amount,
+        currency=snapshot.currency,
+        status=status,
+        reason=(snapshot.reason or "")[:64],
+        failure_reason=(snapshot.failure_reason or "")[:255],
+    )
+    _log(
+        "refund made outside the app recorded: %s",
+        snapshot.id,
+        payment=payment,
+        event_id=event_id,
+        level=logging.WARNING,
+    )
+    if refund.status in COUNTED_REFUND_STATES:
+        if (
+            can_proceed(payment.refund)
+            and payment.amount_refunded + refund.amount <= payment.amount
+        ):
+            _count_refund(payment, refund, event_id=event_id)
+        else:
+            _log(
+                "refund not applied to a %s payment",
+                payment.status,
+                payment=payment,
+                event_id=event_id,
+                level=logging.WARNING,
+            )
+    return refund
+
+
+def _count_refund(payment: Any, refund: Any, *, event_id: str) -> None:
+    payment.refund(refund.amount)
+    payment.save()
+    sync_task_status(payment)
+    _log("payment refunded: %s", refund.amount, payment=payment, event_id=event_id)
+    notify("payment_refunded", payment=payment, refund=refund)
+
+
+def _refund_failed(payment: Any, refund: Any, *, event_id: str) -> None:
+    if can_proceed(payment.refund_failed):
+        payment.refund_failed(refund.amount)
+        payment.save()
+        sync_task_status(payment)
+    model("PaymentIncident").objects.create(
+        payment=payment,
+        kind=IncidentKind.REFUND_FAILED,
+        code=refund.failure_reason[:255],
+        message=f"Refund {refund.stripe_refund_id} of {refund.amount} {refund.currency} "
+        f"ended {refund.status}.",
+        stripe_event_id=event_id,
+        stripe_payment_intent_id=payment.stripe_payment_intent_id,
+    )
+    _log(
+        "refund failed: %s",
+        refund.failure_reason or refund.status,
+        payment=payment,
+        event_id=event_id,
+        level=logging.WARNING,
+    )
+    notify("refund_failed", payment=payment, refund=refund)
+
+
+# --------------------------------------------------------------------------
+# Transfers
+# --------------------------------------------------------------------------
+
+
+def apply_transfer(snapshot: TransferSnapshot, *, event_id: str = "") -> Any:
+    """``transfer.created|updated|reversed``: record the transfer and its reversals.
+
+    - A transfer Stripe made itself (destination charge, manual capture) is
+      recorded by its ``transfer_group`` (or source charge).
+    - A transfer the app sent but whose answer was lost completes the release.
+    - A reversal the app did not make becomes a TRANSFER_REVERSED incident,
+      and the reversed totals follow Stripe's.
+    """
+    Transfer = model("Transfer")
+    known_payment = (
+        Transfer.objects.filter(stripe_transfer_id=snapshot.id)
+        .values_list("payment_id", flat=True)
+        .first()
+    )
+    payment = lock_payment_for(
+        payment_id=known_payment,
+        transfer_group=snapshot.transfer_group,
+        charge=snapshot.source_transaction,
+    )
+    ours = looks_like_ours(snapshot.metadata, snapshot.transfer_group)
+    if _require_payment(payment, f"transfer {snapshot.id}", ours) is None:
+        return None
+    # Read under the payment's lock: a reversal the app is making right now
+    # has committed its totals by then.
+    transfer = Transfer.objects.filter(stripe_transfer_id=snapshot.id).first()
+    if transfer is None:
+        transfer = _match_or_record_transfer(payment, snapshot, event_id=event_id)
+    if snapshot.amount_reversed > transfer.amount_reversed:
+        _apply_reversals(payment, transfer, snapshot, event_id=event_id)
+    return transfer
+
+
+def _match_or_record_transfer(payment: Any, snapshot: TransferSnapshot, *, event_id: str) -> Any:
+    pending = payment.transfers.filter(status=TransferStatus.PENDING).first()
+    if pending is not None and pending.amount == snapshot.amount:
+        pending.mark_created(snapshot.id)
+        pending.save()
+        if payment.status == S.RELEASING:
+            # The app's transfer call timed out; Stripe made the transfer.
+            payment.release(amount_transferred=pending.amount)
+            payment.save()
+            sync_task_status(payment)
+            _log("release confirmed by webhook", payment=payment, event_id=event_id)
+            notify("payment_released", payment=payment, transfer=pending)
+        return pending
+    transfer = model("Transfer").objects.create(
+        payment=payment,
+        stripe_transfer_id=snapshot.id,
+        idempotency_key=f"stripe:{snapshot.id}",
+        amount=snapshot.amount,
+        currency=snapshot.currency,
+        destination_account_id=snapshot.destination or payment.destination_account_id,
+        source_transaction=snapshot.source_transaction or "",
+        status=TransferStatus.CREATED,
+    )
+    _log("transfer recorded: %s", snapshot.id, payment=payment, event_id=event_id)
+    return transfer
+
+
+def _apply_reversals(
+    payment: Any, transfer: Any, snapshot: TransferSnapshot, *, event_id: str
+) -> None:
+    if not can_proceed(transfer.apply_reversed_total):
+        return
+    delta = snapshot.amount_reversed - transfer.amount_reversed
+    transfer.apply_reversed_total(snapshot.amount_reversed)
+    transfer.save()
+    room = payment.amount_transferred - payment.amount_reversed
+    payment.amount_reversed += max(0, min(delta, room))
+    payment.save(update_fields=["amount_reversed", "updated_at"])
+    incident = model("TransferIncident").objects.create(
+        payment=payment,
+        kind=IncidentKind.TRANSFER_REVERSED,
+        message=f"Transfer {snapshot.id} reversed by {delta} {snapshot.currency} "
+        "outside the app (total reversed: "
+        f"{snapshot.amount_reversed}).",
+        stripe_event_id=event_id,
+        stripe_transfer_id=snapshot.id,
+        destination_account_id=transfer.destination_account_id,
+        amount=delta,
+        currency=snapshot.currency,
+    )
+    _log(
+        "transfer reversed outside the app: %s",
+        delta,
+        payment=payment,
+        event_id=event_id,
+        incident_id=str(incident.pk),
+        level=logging.WARNING,
+    )
+
+
+# --------------------------------------------------------------------------
+# Payouts of connected accounts
+# --------------------------------------------------------------------------
+
+
+def apply_payout(snapshot: PayoutSnapshot, *, account_id: str, event_id: str = "") -> Any:
+    """``payout.failed`` / ``payout.paid`` on a connected account.
+
+    A failed payout records a PAYOUT_FAILED incident (on the account's most
+    recent payment, as incidents belong to a payment) and sends
+    ``payout_failed``. A paid payout is only logged.
+    """
+    account = account_model().objects.filter(stripe_account_id=account_id).first()
+    if account is None:
+        raise errors.UnknownObject(f"No connected account {account_id} (yet).")
+    extra = {"connected_account": account_id, "payout_id": snapshot.id}
+    if snapshot.status != "failed":
+        logger.info(
+            "payout %s: %s %s",
+            snapshot.status,
+            snapshot.amount,
+            snapshot.currency,
+            extra={"stripe_event_id": event_id, "payment_id": "", **extra},
+        )
+        return account
+    Incident = model("TransferIncident")
+    if Incident.objects.filter(
+        kind=IncidentKind.PAYOUT_FAILED, stripe_payout_id=snapshot.id
+    ).exists():
+        return account
+    payment = (
+        payment_model()
+        .objects.filter(destination_account_id=account_id)
+        .order_by("-released_at", "-created_at")
+        .first()
+    )
+    if payment is not None:
+        Incident.objects.create(
+            payment=payment,
+            kind=IncidentKind.PAYOUT_FAILED,
+            code=(snapshot.failure_code or "")[:255],
+            message=snapshot.failure_message or "",
+            stripe_event_id=event_id,
+            stripe_payout_id=snapshot.id,
+            destination_account_id=account_id,
+            amount=snapshot.amount,
+            currency=snapshot.currency,
+        )
+    logger.warning(
+        "payout failed: %s",
+        snapshot.failure_code or "unknown",
+        extra={
+            "stripe_event_id": event_id,
+            "payment_id": str(payment.pk) if payment is not None else "",
+            **extra,
+        },
+    )
+    notify("payout_failed", account=account, payout=snapshot)
+    return account

@@ -1,0 +1,41 @@
+"""Webhook handlers: one small function per event type, one module per area.
+
+A handler takes the :class:`~..pipeline.EventContext` of a locked event and
+applies it through a service. It raises
+:class:`~django_escrow_connect.services.errors.UnknownObject` when the object
+is one of this app's but its row does not exist yet (the event is deferred),
+:class:`~..pipeline.IgnoreEvent` when the object is none of this app's, and
+lets anything else propagate (the event fails and Stripe retries it).
+
+Which handler answers which event type is decided in one place:
+:mod:`django_escrow_connect.webhooks.registry`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from ..pipeline import EventContext, IgnoreEvent
+
+T = TypeVar("T")
+
+
+def snapshot(context: EventContext, snapshot_class: type[T]) -> T:
+    """The event's ``data.object`` parsed into a gateway snapshot."""
+    parsed: Any = snapshot_class.from_dict(context.object)  # type: ignore[attr-defined]
+    return parsed  # type: ignore[no-any-return]
+
+
+def ignore_unless(found: Any, reason: str) -> Any:
+    """``found``, or :class:`IgnoreEvent` when the object is not this app's."""
+    if found is None:
+        raise IgnoreEvent(reason)
+    return found
+
+
+def note_payment(context: EventContext, obj: Any) -> None:
+    """Put the payment an applier returned on the pipeline's log lines."""
+    payment = getattr(obj, "payment", obj)
+    if payment is not None and getattr(payment, "pk", None) is not None:
+        context.payment_id = str(payment.pk)
+        context.connected_account = getattr(payment, "destination_account_id", "") or ""

@@ -1,0 +1,62 @@
+"""Connect events about connected accounts (they carry a top-level ``account``)."""
+
+from __future__ import annotations
+
+import logging
+
+from ...gateway.types import AccountSnapshot
+from ...services import accounts
+from ...services.errors import UnknownObject
+from ..pipeline import EventContext, log_extra
+from . import snapshot
+
+logger = logging.getLogger("django_escrow_connect.webhooks")
+
+
+def _known(result: object, context: EventContext) -> None:
+    if result is None:
+        raise UnknownObject(f"No connected account {context.account} (yet).")
+    context.connected_account = context.account
+
+
+def account_updated(context: EventContext) -> None:
+    """account.updated: the account's readiness, as of the event's creation."""
+    result = accounts.apply_account_snapshot(
+        snapshot(context, AccountSnapshot), as_of=context.created
+    )
+    _known(result, context)
+
+
+def application_deauthorized(context: EventContext) -> None:
+    """The owner disconnected the platform: no new payments go to the account."""
+    _known(accounts.deauthorize_account(context.account, as_of=context.created), context)
+
+
+def application_authorized(context: EventContext) -> None:
+    _known(accounts.reauthorize_account(context.account, as_of=context.created), context)
+
+
+def capability_updated(context: EventContext) -> None:
+    """capability.updated: e.g. ``transfers`` becoming active or inactive."""
+    obj = context.object
+    account_id = obj.get("account") if isinstance(obj.get("account"), str) else context.account
+    result = accounts.apply_capability(
+        account_id, str(obj.get("id") or ""), str(obj.get("status") or ""), context.created
+    )
+    _known(result, context)
+
+
+def refresh(context: EventContext) -> None:
+    """person.* and account.external_account.*: re-read the account.
+
+    These events cannot be ordered against ``account.updated``, so the
+    account's requirements are fetched from Stripe instead of guessed.
+    """
+    account = accounts.account_model().objects.filter(stripe_account_id=context.account).first()
+    _known(account, context)
+    logger.info(
+        "%s: refreshing the connected account",
+        context.type,
+        extra=log_extra(context.event, object_id=str(context.object.get("id") or "")),
+    )
+    accounts.refresh_account(account)

@@ -1,0 +1,35 @@
+"""``payment_intent.*`` and ``charge.*``: the customer's money arriving."""
+
+from __future__ import annotations
+
+from ...gateway.types import ChargeSnapshot, PaymentIntentSnapshot
+from ...services import sync, transfers
+from ..pipeline import EventContext
+from . import ignore_unless, note_payment, snapshot
+
+
+def payment_intent(context: EventContext) -> None:
+    """processing, succeeded, amount_capturable_updated, payment_failed, canceled."""
+    intent = snapshot(context, PaymentIntentSnapshot)
+    if not intent.metadata.get("escrow_payment_id") and not (
+        intent.transfer_group or ""
+    ).startswith("escrow_"):
+        # Not created by this app: a missing row is not "late", it never comes.
+        ignore_unless(
+            transfers.lock_payment_for(payment_intent=intent.id), "Not an escrow payment."
+        )
+    note_payment(context, sync.apply_payment_intent(intent, event_id=context.id))
+
+
+def charge(context: EventContext) -> None:
+    """charge.succeeded / charge.updated: remember the charge id (and capture deadline)."""
+    payment = transfers.apply_charge(snapshot(context, ChargeSnapshot), event_id=context.id)
+    note_payment(context, ignore_unless(payment, "Not an escrow payment's charge."))
+
+
+def charge_refunded(context: EventContext) -> None:
+    """charge.refunded: catch up with refunds whose own events are missing."""
+    payment = transfers.apply_charge_refunded(
+        snapshot(context, ChargeSnapshot), event_id=context.id
+    )
+    note_payment(context, ignore_unless(payment, "Not an escrow payment's charge."))

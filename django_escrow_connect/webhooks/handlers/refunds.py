@@ -1,0 +1,14 @@
+"""``refund.*``: refunds made by the app or in the Stripe dashboard."""
+
+from __future__ import annotations
+
+from ...gateway.types import RefundSnapshot
+from ...services import transfers
+from ..pipeline import EventContext
+from . import ignore_unless, note_payment, snapshot
+
+
+def refund(context: EventContext) -> None:
+    """refund.created, refund.updated, refund.failed."""
+    result = transfers.apply_refund(snapshot(context, RefundSnapshot), event_id=context.id)
+    note_payment(context, ignore_unless(result, "Not an escrow payment's refund."))

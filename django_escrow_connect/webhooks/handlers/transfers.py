@@ -1,0 +1,18 @@
+"""``transfer.*``: money sent to the doer's connected account.
+
+There is no ``transfer.paid`` or ``transfer.failed`` in the current API: a
+transfer fails synchronously, when the app creates it.
+"""
+
+from __future__ import annotations
+
+from ...gateway.types import TransferSnapshot
+from ...services import transfers
+from ..pipeline import EventContext
+from . import ignore_unless, note_payment, snapshot
+
+
+def transfer(context: EventContext) -> None:
+    """transfer.created, transfer.updated, transfer.reversed."""
+    result = transfers.apply_transfer(snapshot(context, TransferSnapshot), event_id=context.id)
+    note_payment(context, ignore_unless(result, "Not an escrow payment's transfer."))

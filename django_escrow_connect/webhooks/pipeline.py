@@ -1,0 +1,320 @@
+"""Process recorded webhook events: lock, dispatch, settle.
+
+An event row moves ``received -> processed | ignored | deferred | failed``:
+
+- ``processed``: its handler ran and committed;
+- ``ignored``: nothing handles this type on this endpoint, or the handler
+  found that the object is not one of this app's (:class:`IgnoreEvent`);
+- ``deferred``: the handler raised
+  :class:`~django_escrow_connect.services.errors.UnknownObject` (the event
+  raced ahead of the row it is about); :func:`process_deferred` retries it;
+- ``failed``: any other exception. The handler's writes are rolled back, the
+  error and the attempt count are kept, ``webhook_processing_failed`` is
+  sent, and the HTTP answer is 500 so that Stripe delivers it again.
+
+Query budget (measured by ``tests/webhooks/test_query_counts.py``): a new
+event costs at most 6 queries here plus its handler's own; a duplicate 2.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from .. import swappable
+from ..conf import escrow_settings
+from ..notifications import notify
+from ..services.errors import UnknownObject
+from ..states import WebhookEventStatus as E
+
+logger = logging.getLogger("django_escrow_connect.webhooks")
+
+#: States a delivery (or a worker) may pick an event up from. A failed event
+#: is processed again when Stripe redelivers it: that is what the 500 is for.
+PENDING = (E.RECEIVED, E.FAILED)
+#: A deferred event waits for :func:`process_deferred`; after this long the
+#: object it names is not coming and the event is ignored.
+DEFERRED_MAX_AGE = timedelta(days=7)
+#: How much of an error message the event row keeps.
+ERROR_MAX_CHARS = 2000
+
+
+class IgnoreEvent(Exception):
+    """Raised by a handler: the event is about an object this app does not manage."""
+
+
+class PayloadPurged(Exception):
+    """The event's payload was purged after the retention period."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one delivery, and the HTTP status Stripe should see.
+
+    ``status`` is ``rejected`` (verification failed; nothing stored),
+    ``duplicate`` (already handled, or being handled by a concurrent
+    delivery), ``queued`` (handed to a task worker), or the event's new
+    state: ``processed``, ``ignored``, ``deferred``, ``failed``.
+    """
+
+    status_code: int
+    status: str
+    reason: str = ""
+    event_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status_code < 300
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """The few columns of a just-recorded event the pipeline needs."""
+
+    pk: Any
+    stripe_event_id: str
+    type: str
+    account: str
+    status: str
+    object_id: str = ""
+    is_pending: bool = False
+
+
+@dataclass
+class EventContext:
+    """What a handler receives: the locked event row and its parsed payload.
+
+    Handlers set :attr:`payment_id` (and :attr:`connected_account` when the
+    event does not name it) so that the pipeline's log lines carry them.
+    """
+
+    event: Any
+    payload: dict[str, Any]
+    payment_id: str = ""
+    connected_account: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return str(self.event.stripe_event_id)
+
+    @property
+    def type(self) -> str:
+        return str(self.event.type)
+
+    @property
+    def account(self) -> str:
+        return str(self.event.account or "")
+
+    @property
+    def object(self) -> dict[str, Any]:
+        return dict(self.payload["data"]["object"])
+
+    @property
+    def previous_attributes(self) -> dict[str, Any]:
+        value = self.payload.get("data", {}).get("previous_attributes")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def created(self) -> datetime:
+        """When Stripe created the event (ordering hint for snapshots)."""
+        return self.event.stripe_created or self.event.received_at
+
+
+def event_model() -> Any:
+    return swappable.load("WebhookEvent")
+
+
+def log_extra(event: Any, **more: Any) -> dict[str, Any]:
+    """The structured fields every pipeline log line carries."""
+    return {
+        "stripe_event_id": getattr(event, "stripe_event_id", ""),
+        "event_type": getattr(event, "type", ""),
+        "connected_account": getattr(event, "account", "") or "",
+        "payment_id": "",
+        **more,
+    }
+
+
+# --------------------------------------------------------------------------
+# From a delivery to an outcome
+# --------------------------------------------------------------------------
+
+
+def dispatch_recorded(row: RecordedEvent) -> Outcome:
+    """Process (or enqueue) an event that :func:`receiver.record` just stored."""
+    if not row.is_pending:
+        logger.info(
+            "webhook duplicate: event already %s",
+            row.status,
+            extra=log_extra(row, webhook_status=row.status),
+        )
+        return Outcome(200, "duplicate", f"Already {row.status}.", row.stripe_event_id)
+    if escrow_settings.WEBHOOK_PROCESSING == "task":
+        from .tasks import enqueue_event
+
+        enqueue_event(row.stripe_event_id)
+        logger.info("webhook queued", extra=log_extra(row, webhook_status="queued"))
+        return Outcome(200, "queued", "Queued for processing.", row.stripe_event_id)
+    status = process_event(row.pk)
+    return outcome_for(status, row.stripe_event_id)
+
+
+def outcome_for(status: str | None, event_id: str) -> Outcome:
+    if status is None:
+        return Outcome(200, "duplicate", "Handled by another delivery.", event_id)
+    if status == E.FAILED:
+        return Outcome(500, "failed", "Processing failed; deliver again later.", event_id)
+    return Outcome(200, str(status), "", event_id)
+
+
+# --------------------------------------------------------------------------
+# Processing one event
+# --------------------------------------------------------------------------
+
+
+def process_event(pk: Any, *, statuses: tuple[str, ...] = PENDING) -> str | None:
+    """Lock the event, run its handler, settle its state. Returns the new state.
+
+    ``None`` means another worker holds the row or it is not in ``statuses``
+    any more (it was handled meanwhile): nothing was done.
+    """
+    from .registry import handler_for
+
+    Event = event_model()
+    context: EventContext | None = None
+    try:
+        with transaction.atomic():
+            event = (
+                Event.objects.select_for_update(skip_locked=True)
+                .filter(pk=pk, status__in=statuses)
+                .first()
+            )
+            if event is None:
+                return None
+            handler = handler_for(event.type, event.endpoint)
+            if handler is None:
+                event.mark_ignored(f"No handler for {event.type} on the {event.endpoint} endpoint.")
+            else:
+                if event.payload is None:
+                    raise PayloadPurged("The payload was purged; fetch the event from Stripe.")
+                context = EventContext(event=event, payload=event.payload)
+                handler(context)
+                event.mark_processed()
+            event.attempts += 1
+            event.save()
+    except Exception as exc:  # every failure is recorded; none is lost
+        return _settle_failure(pk, exc, context)
+    logger.info(
+        "webhook %s",
+        event.status,
+        extra=log_extra(
+            event,
+            webhook_status=event.status,
+            payment_id=context.payment_id if context else "",
+            connected_account=(context and context.connected_account) or event.account or "",
+        ),
+    )
+    return str(event.status)
+
+
+def _settle_failure(pk: Any, exc: Exception, context: EventContext | None) -> str | None:
+    """Record why the handler did not finish; its writes were rolled back."""
+    Event = event_model()
+    with transaction.atomic():
+        event = Event.objects.select_for_update().filter(pk=pk).first()
+        if event is None or event.status not in (*PENDING, E.DEFERRED):
+            return None
+        event.attempts += 1
+        message = (str(exc) or type(exc).__name__)[:ERROR_MAX_CHARS]
+        extra = log_extra(
+            event,
+            payment_id=context.payment_id if context else "",
+            connected_account=(context and context.connected_account) or event.account or "",
+            attempts=event.attempts,
+        )
+        if isinstance(exc, IgnoreEvent):
+            event.mark_ignored(message)
+            logger.info(
+                "webhook ignored: %s", message, extra={**extra, "webhook_status": "ignored"}
+            )
+        elif isinstance(exc, UnknownObject):
+            event.mark_deferred(message)
+            logger.info(
+                "webhook deferred: %s", message, extra={**extra, "webhook_status": "deferred"}
+            )
+        else:
+            error = f"{type(exc).__name__}: {message}"[:ERROR_MAX_CHARS]
+            event.mark_failed(error)
+            logger.error(
+                "webhook processing failed",
+                exc_info=exc,
+                extra={**extra, "webhook_status": "failed"},
+            )
+            notify("webhook_processing_failed", event=event, error=error)
+        event.save()
+    return str(event.status)
+
+
+# --------------------------------------------------------------------------
+# Operators and the reconcile command
+# --------------------------------------------------------------------------
+
+
+def process_deferred(limit: int = 100) -> dict[str, int]:
+    """Retry deferred events (oldest first); give up on those past their age.
+
+    Returns how many ended in each state. The reconcile command calls this.
+    """
+    Event = event_model()
+    cutoff = timezone.now() - DEFERRED_MAX_AGE
+    pks = list(
+        Event.objects.filter(status=E.DEFERRED)
+        .order_by("received_at")
+        .values_list("pk", "received_at")[:limit]
+    )
+    counts: Counter[str] = Counter()
+    for pk, received_at in pks:
+        status = process_event(pk, statuses=(E.DEFERRED,))
+        if status == E.DEFERRED and received_at < cutoff:
+            status = _give_up(pk)
+        counts[status or "skipped"] += 1
+    return dict(counts)
+
+
+def _give_up(pk: Any) -> str | None:
+    Event = event_model()
+    with transaction.atomic():
+        event = Event.objects.select_for_update().filter(pk=pk, status=E.DEFERRED).first()
+        if event is None:
+            return None
+        reason = f"Gave up after {DEFERRED_MAX_AGE.days} days: {event.last_error}"
+        event.mark_ignored(reason[:ERROR_MAX_CHARS])
+        event.save()
+        logger.warning(
+            "webhook deferred too long; ignored", extra=log_extra(event, webhook_status="ignored")
+        )
+    return str(event.status)
+
+
+def replay(pk: Any) -> str | None:
+    """Process one event again, whatever state it is in (operator action).
+
+    Handlers compare with the current state, so replaying an event that was
+    already applied changes nothing.
+    """
+    Event = event_model()
+    with transaction.atomic():
+        event = Event.objects.select_for_update().filter(pk=pk).first()
+        if event is None:
+            return None
+        if event.status in (E.PROCESSED, E.IGNORED):
+            event.reset_for_replay()
+            event.save()
+    return process_event(pk, statuses=(*PENDING, E.DEFERRED))

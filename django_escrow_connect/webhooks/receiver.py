@@ -1,0 +1,247 @@
+"""Receive one Stripe webhook delivery: verify, record once, process.
+
+:func:`receive` is the single entry point. The HTTP views call it with the
+raw request body, and so does the simulated gateway's default event sink, so
+a development setup exercises exactly the code production runs.
+
+Order of work, and why:
+
+1. *Verify* (nothing is written before this passes): body size, the
+   ``Stripe-Signature`` against any of the endpoint's secrets (rotation),
+   the timestamp tolerance, UTF-8 and JSON, then every ``validate_event``
+   in the endpoint's class hierarchy (live/test mode, Connect ``account``).
+   Each failure is a 4xx with a short reason.
+2. *Record* the event with ``INSERT ... ON CONFLICT DO NOTHING`` on its
+   unique Stripe id: a duplicate delivery, concurrent or later, cannot
+   create a second row.
+3. *Process* it now (``WEBHOOK_PROCESSING="sync"``) or hand it to a task
+   worker (``"task"``); see :mod:`.pipeline`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from .. import swappable
+from ..conf import escrow_settings
+from ..exceptions import InvalidWebhookPayload, SignatureVerificationFailed
+from ..gateway import get_gateway
+from ..states import WebhookEndpoint, WebhookEventStatus
+from . import pipeline
+from .pipeline import Outcome
+
+logger = logging.getLogger("django_escrow_connect.webhooks")
+
+__all__ = [
+    "ENDPOINTS",
+    "ConnectEndpoint",
+    "EndpointSpec",
+    "Outcome",
+    "PlatformEndpoint",
+    "WebhookRejected",
+    "receive",
+]
+
+
+class WebhookRejected(Exception):
+    """A delivery failed verification: ``status_code`` and a short ``reason``."""
+
+    def __init__(self, reason: str, status_code: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status_code = status_code
+
+
+def live_mode_configured() -> bool:
+    """Whether the configured secret key is a live one (``sk_live_`` / ``rk_live_``)."""
+    key = escrow_settings.STRIPE_SECRET_KEY or ""
+    return isinstance(key, str) and key.startswith(("sk_live_", "rk_live_"))
+
+
+class EndpointSpec:
+    """One webhook endpoint: its secrets and the checks its events must pass.
+
+    Modelled on django-anymail's base webhook view: :meth:`run_validators`
+    calls ``validate_payload`` and ``validate_event`` of *every* class in the
+    hierarchy, base first, so a subclass adds checks but cannot skip one.
+    """
+
+    name: str = ""
+    secrets_setting: str = ""
+
+    def secrets(self) -> list[str]:
+        value = getattr(escrow_settings, self.secrets_setting) or []
+        return [secret for secret in value if isinstance(secret, str) and secret]
+
+    def run_validators(self, method: str, *args: Any) -> None:
+        for klass in reversed(type(self).__mro__):
+            validator = klass.__dict__.get(method)
+            if validator is not None:
+                validator(self, *args)
+
+    def validate_payload(self, payload: bytes) -> None:
+        limit = escrow_settings.WEBHOOK_MAX_BODY_BYTES
+        if len(payload) > limit:
+            raise WebhookRejected(f"Body larger than {limit} bytes.", status_code=413)
+        if not payload:
+            raise WebhookRejected("Empty body.")
+
+    def validate_event(self, event: dict[str, Any]) -> None:
+        if event.get("object") not in (None, "event"):
+            raise WebhookRejected("Not an event object.")
+        data = event.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+            raise WebhookRejected("The event has no data.object.")
+        livemode = event.get("livemode")
+        if not isinstance(livemode, bool):
+            raise WebhookRejected("The event has no livemode flag.")
+        if livemode != live_mode_configured():
+            expected = "live" if live_mode_configured() else "test"
+            raise WebhookRejected(
+                f"A {'live' if livemode else 'test'}-mode event reached a {expected}-mode "
+                "installation."
+            )
+
+    def verify(self, payload: bytes, signature_header: str | None) -> dict[str, Any]:
+        """The verified event, or :class:`WebhookRejected`."""
+        self.run_validators("validate_payload", payload)
+        secrets = self.secrets()
+        if not secrets:
+            raise WebhookRejected(
+                f"No signing secret configured for the {self.name} endpoint "
+                f"(ESCROW_CONNECT[{self.secrets_setting!r}])."
+            )
+        tolerance = int(escrow_settings.WEBHOOK_TOLERANCE_SECONDS or 0)
+        if tolerance <= 0:
+            # Never disable the replay window: 0 would accept any old delivery.
+            tolerance = 300
+        try:
+            event = get_gateway().verify_webhook(payload, signature_header, secrets, tolerance)
+        except SignatureVerificationFailed as exc:
+            raise WebhookRejected(str(exc) or "Invalid signature.") from None
+        except InvalidWebhookPayload as exc:
+            raise WebhookRejected(str(exc) or "Invalid payload.") from None
+        if not isinstance(event, dict):
+            raise WebhookRejected("The webhook body is not an event.")
+        self.run_validators("validate_event", event)
+        return event
+
+
+class PlatformEndpoint(EndpointSpec):
+    """Events about the platform's own account (payments, transfers, disputes)."""
+
+    name = WebhookEndpoint.PLATFORM
+    secrets_setting = "WEBHOOK_SECRETS"
+
+    def validate_event(self, event: dict[str, Any]) -> None:
+        if event.get("account"):
+            raise WebhookRejected(
+                "A Connect event (with 'account') reached the platform endpoint; "
+                "send it to the Connect endpoint."
+            )
+
+
+class ConnectEndpoint(EndpointSpec):
+    """Events about connected accounts; each carries a top-level ``account``."""
+
+    name = WebhookEndpoint.CONNECT
+    secrets_setting = "CONNECT_WEBHOOK_SECRETS"
+
+    def validate_event(self, event: dict[str, Any]) -> None:
+        account = event.get("account")
+        if not isinstance(account, str) or not account.startswith("acct_"):
+            raise WebhookRejected("A Connect event must name its connected 'account'.")
+
+
+ENDPOINTS: dict[str, EndpointSpec] = {
+    WebhookEndpoint.PLATFORM: PlatformEndpoint(),
+    WebhookEndpoint.CONNECT: ConnectEndpoint(),
+}
+
+
+def receive(endpoint: str, payload: bytes, signature_header: str | None) -> Outcome:
+    """Verify, record and process one delivery for ``endpoint`` (platform/connect).
+
+    Never raises for a bad delivery: the :class:`Outcome` carries the HTTP
+    status. A processing error is ``failed`` with status 500 so that Stripe
+    delivers the event again.
+    """
+    spec = ENDPOINTS.get(endpoint)
+    if spec is None:
+        raise ValueError(f"Unknown webhook endpoint {endpoint!r}")
+    try:
+        event = spec.verify(bytes(payload), signature_header)
+    except WebhookRejected as exc:
+        logger.warning(
+            "webhook rejected: %s",
+            exc.reason,
+            extra={"webhook_endpoint": spec.name, "http_status": exc.status_code},
+        )
+        return Outcome(exc.status_code, "rejected", exc.reason)
+
+    row = record(spec.name, event)
+    return pipeline.dispatch_recorded(row)
+
+
+def record(endpoint: str, event: dict[str, Any]) -> pipeline.RecordedEvent:
+    """Store a verified event once; the caller learns its current state.
+
+    One ``INSERT ... ON CONFLICT DO NOTHING`` and one read of the row's
+    state: a concurrent or later duplicate finds the row and does nothing.
+    """
+    WebhookEvent = swappable.load("WebhookEvent")
+    obj = event["data"]["object"]
+    created = event.get("created")
+    WebhookEvent.objects.bulk_create(
+        [
+            WebhookEvent(
+                stripe_event_id=event["id"][:255],
+                type=event["type"][:128],
+                endpoint=endpoint,
+                account=(event.get("account") or "")[:255],
+                livemode=bool(event.get("livemode")),
+                api_version=(event.get("api_version") or "")[:64],
+                object_id=str(obj.get("id") or "")[:255],
+                stripe_created=(
+                    datetime.fromtimestamp(created, tz=timezone.utc)
+                    if isinstance(created, int) and not isinstance(created, bool)
+                    else None
+                ),
+                payload=scrub(event),
+            )
+        ],
+        ignore_conflicts=True,
+    )
+    row = (
+        WebhookEvent.objects.filter(stripe_event_id=event["id"][:255])
+        .values_list("pk", "status", "type", "account")
+        .first()
+    )
+    if row is None:  # pragma: no cover - the insert above or an earlier one made it
+        raise RuntimeError(f"Webhook event {event['id']} was not recorded")
+    pk, status, type_, account = row
+    return pipeline.RecordedEvent(
+        pk=pk,
+        stripe_event_id=event["id"],
+        type=type_,
+        account=account,
+        status=status,
+        object_id=str(obj.get("id") or ""),
+        is_pending=status in (WebhookEventStatus.RECEIVED, WebhookEventStatus.FAILED),
+    )
+
+
+#: Keys never kept in the event log (a PaymentIntent's client_secret lets a
+#: browser confirm the payment).
+SCRUBBED_KEYS = frozenset({"client_secret"})
+
+
+def scrub(value: Any) -> Any:
+    """A copy of ``value`` without secrets meant for the browser only."""
+    if isinstance(value, dict):
+        return {k: (None if k in SCRUBBED_KEYS else scrub(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(item) for item in value]
+    return value

@@ -1,0 +1,76 @@
+"""Every event type the app handles, and on which endpoint: the one place.
+
+An event whose type is not listed here, or that arrives on the other
+endpoint, is recorded and marked ``ignored`` (HTTP 200). Enable exactly
+these types on each endpoint in the Stripe dashboard (docs/webhooks.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..states import WebhookEndpoint
+from .handlers import accounts, disputes, payments, payouts, refunds, transfers
+from .pipeline import EventContext
+
+Handler = Callable[[EventContext], None]
+
+PLATFORM = frozenset({WebhookEndpoint.PLATFORM})
+CONNECT = frozenset({WebhookEndpoint.CONNECT})
+
+
+@dataclass(frozen=True)
+class Route:
+    handler: Handler
+    endpoints: frozenset[str]
+
+
+HANDLERS: dict[str, Route] = {
+    # --- payments (platform) ---------------------------------------------------
+    "payment_intent.processing": Route(payments.payment_intent, PLATFORM),
+    "payment_intent.succeeded": Route(payments.payment_intent, PLATFORM),
+    "payment_intent.amount_capturable_updated": Route(payments.payment_intent, PLATFORM),
+    "payment_intent.payment_failed": Route(payments.payment_intent, PLATFORM),
+    "payment_intent.canceled": Route(payments.payment_intent, PLATFORM),
+    "charge.succeeded": Route(payments.charge, PLATFORM),
+    "charge.updated": Route(payments.charge, PLATFORM),
+    "charge.refunded": Route(payments.charge_refunded, PLATFORM),
+    # --- refunds (platform) --------------------------------------------------------
+    "refund.created": Route(refunds.refund, PLATFORM),
+    "refund.updated": Route(refunds.refund, PLATFORM),
+    "refund.failed": Route(refunds.refund, PLATFORM),
+    # --- disputes (platform) ---------------------------------------------------------
+    "charge.dispute.created": Route(disputes.dispute, PLATFORM),
+    "charge.dispute.updated": Route(disputes.dispute, PLATFORM),
+    "charge.dispute.closed": Route(disputes.dispute, PLATFORM),
+    "charge.dispute.funds_withdrawn": Route(disputes.dispute, PLATFORM),
+    "charge.dispute.funds_reinstated": Route(disputes.dispute, PLATFORM),
+    # --- transfers (platform) ----------------------------------------------------------
+    "transfer.created": Route(transfers.transfer, PLATFORM),
+    "transfer.updated": Route(transfers.transfer, PLATFORM),
+    "transfer.reversed": Route(transfers.transfer, PLATFORM),
+    # --- connected accounts (Connect) ---------------------------------------------------
+    "account.updated": Route(accounts.account_updated, CONNECT),
+    "account.application.authorized": Route(accounts.application_authorized, CONNECT),
+    "account.application.deauthorized": Route(accounts.application_deauthorized, CONNECT),
+    "capability.updated": Route(accounts.capability_updated, CONNECT),
+    "person.updated": Route(accounts.refresh, CONNECT),
+    "person.deleted": Route(accounts.refresh, CONNECT),
+    "account.external_account.created": Route(accounts.refresh, CONNECT),
+    "account.external_account.deleted": Route(accounts.refresh, CONNECT),
+    "payout.failed": Route(payouts.payout, CONNECT),
+    "payout.paid": Route(payouts.payout, CONNECT),
+}
+
+
+def handler_for(event_type: str, endpoint: str) -> Handler | None:
+    route = HANDLERS.get(event_type)
+    if route is None or endpoint not in route.endpoints:
+        return None
+    return route.handler
+
+
+def event_types(endpoint: str) -> list[str]:
+    """The types to enable on ``endpoint`` in the Stripe dashboard."""
+    return sorted(name for name, route in HANDLERS.items() if endpoint in route.endpoints)
