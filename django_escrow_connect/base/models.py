@@ -271,15 +271,28 @@ class AbstractConnectedAccount(ConcurrentTransitionMixin, TimestampedModel):
         return self.status == AccountStatus.VERIFIED
 
     def derived_status(self) -> str:
-        """The state the synced Stripe data implies (deauthorization is sticky)."""
+        """The state the synced Stripe data implies (deauthorization is sticky).
+
+        Stripe marks a brand-new account ``disabled_reason =
+        "requirements.past_due"`` with everything past due: until the owner has
+        submitted onboarding that means "not onboarded yet", not "restricted".
+        ``requirements.pending_verification`` means Stripe is checking what was
+        submitted. A rejected account is restricted whatever else it says.
+        """
         if self.is_deauthorized:
             return AccountStatus.DEAUTHORIZED
-        if self.disabled_reason or self.requirements_past_due:
+        if self.disabled_reason.startswith("rejected."):
             return AccountStatus.RESTRICTED
-        if self.details_submitted and self.payouts_enabled and self.can_transfer:
+        if not self.details_submitted:
+            return AccountStatus.PENDING_VERIFICATION
+        if self.requirements_past_due:
+            return AccountStatus.RESTRICTED
+        if self.disabled_reason == "requirements.pending_verification":
+            return AccountStatus.PENDING_VERIFICATION
+        if self.disabled_reason or not self.payouts_enabled:
+            return AccountStatus.RESTRICTED
+        if self.can_transfer:
             return AccountStatus.VERIFIED
-        if self.details_submitted and not self.payouts_enabled:
-            return AccountStatus.RESTRICTED
         return AccountStatus.PENDING_VERIFICATION
 
     @transition(
