@@ -17,7 +17,7 @@ from ..signals import ALL_SIGNALS
 logger = logging.getLogger("django_escrow_connect.notifications")
 
 
-def notify(event: str, **kwargs: Any) -> None:
+def notify(event: str, /, **kwargs: Any) -> None:
     """Send signal ``event`` and tell every backend, once the transaction commits.
 
     Nothing raised by a receiver or a backend reaches the caller: the money
@@ -28,7 +28,7 @@ def notify(event: str, **kwargs: Any) -> None:
     transaction.on_commit(lambda: deliver(event, **kwargs))
 
 
-def deliver(event: str, **kwargs: Any) -> None:
+def deliver(event: str, /, **kwargs: Any) -> None:
     """Deliver now (the on-commit half of :func:`notify`)."""
     signal = ALL_SIGNALS[event]
     subject = kwargs.get("payment", kwargs.get("account", kwargs.get("event")))

@@ -1,6 +1,7 @@
 """Notification backends shipped with the package.
 
-A backend is any class with ``send(event: str, **kwargs)``. Subclass
+A backend is any class with ``send(event: str, /, **kwargs)`` (``event``
+positional-only: ``webhook_processing_failed`` passes an ``event=`` argument). Subclass
 :class:`BaseBackend` and name it in ``ESCROW_CONNECT["NOTIFICATION_BACKENDS"]``.
 Backends run after commit; an exception is logged and swallowed.
 """
@@ -19,7 +20,7 @@ logger = logging.getLogger("django_escrow_connect.events")
 
 
 class BaseBackend:
-    def send(self, event: str, **kwargs: Any) -> None:
+    def send(self, event: str, /, **kwargs: Any) -> None:
         raise NotImplementedError
 
 
@@ -47,7 +48,7 @@ def describe(**kwargs: Any) -> dict[str, Any]:
 class LoggingBackend(BaseBackend):
     """Writes one structured log line per business event."""
 
-    def send(self, event: str, **kwargs: Any) -> None:
+    def send(self, event: str, /, **kwargs: Any) -> None:
         logger.info("escrow event %s", event, extra={"escrow_event": event, **describe(**kwargs)})
 
 
@@ -60,7 +61,7 @@ class EmailBackend(BaseBackend):
     account events (users without an email address are skipped).
     """
 
-    def send(self, event: str, **kwargs: Any) -> None:
+    def send(self, event: str, /, **kwargs: Any) -> None:
         recipients = [email for email in self.recipients(event, **kwargs) if email]
         if not recipients:
             return
@@ -77,7 +78,7 @@ class EmailBackend(BaseBackend):
             sorted(set(recipients)),
         )
 
-    def recipients(self, event: str, **kwargs: Any) -> list[str]:
+    def recipients(self, event: str, /, **kwargs: Any) -> list[str]:
         people: list[Any] = []
         payment = kwargs.get("payment")
         if payment is not None:
