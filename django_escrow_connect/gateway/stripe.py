@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import stripe
 from django.core.exceptions import ImproperlyConfigured
@@ -78,11 +78,18 @@ if TYPE_CHECKING:
         TransferReversalCreateParams,
     )
 
-__all__ = ["StripeGateway", "sign_webhook_payload", "verify_webhook_payload"]
+__all__ = [
+    "StripeGateway",
+    "build_http_client",
+    "sign_webhook_payload",
+    "translate_error",
+    "translated_errors",
+    "verify_webhook_payload",
+]
 
 logger = logging.getLogger(__name__)
 
-Timeout = Union[float, tuple[float, float]]
+Timeout = float | tuple[float, float]
 
 #: Stripe's limit on the length of an ``Idempotency-Key``.
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
@@ -90,6 +97,8 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MAX_EVENT_TYPES = 20
 #: Page size used when auto-paginating list endpoints (Stripe's maximum).
 PAGE_SIZE = 100
+#: Longer error messages (an HTML error page, say) are cut to this length.
+MAX_ERROR_MESSAGE_LENGTH = 1000
 
 
 class StripeGateway:
@@ -101,6 +110,9 @@ class StripeGateway:
     overrides its setting. ``http_client`` replaces the transport entirely
     (its own timeout then applies).
     """
+
+    #: Page size when auto-paginating list endpoints (Stripe's maximum).
+    page_size: int = PAGE_SIZE
 
     def __init__(
         self,
@@ -393,7 +405,7 @@ class StripeGateway:
         return TransferSnapshot.from_dict(_as_dict(transfer))
 
     def list_transfers(self, *, transfer_group: str) -> list[TransferSnapshot]:
-        params: TransferListParams = {"transfer_group": transfer_group, "limit": PAGE_SIZE}
+        params: TransferListParams = {"transfer_group": transfer_group, "limit": self.page_size}
         with translated_errors():
             page = self.client.v1.transfers.list(params)
             return [TransferSnapshot.from_dict(_as_dict(t)) for t in page.auto_paging_iter()]
@@ -454,7 +466,7 @@ class StripeGateway:
     def list_refunds(self, *, payment_intent: str) -> list[RefundSnapshot]:
         params: RefundListParams = {
             "payment_intent": _require_id(payment_intent, "payment_intent"),
-            "limit": PAGE_SIZE,
+            "limit": self.page_size,
         }
         with translated_errors():
             page = self.client.v1.refunds.list(params)
@@ -485,7 +497,7 @@ class StripeGateway:
         """
         if isinstance(types, str):
             raise TypeError("types must be a sequence of event types, not a string")
-        params: EventListParams = {"created": {"gte": int(created_gte)}, "limit": PAGE_SIZE}
+        params: EventListParams = {"created": {"gte": int(created_gte)}, "limit": self.page_size}
         if types:
             if len(types) > MAX_EVENT_TYPES:
                 raise ValueError(f"Stripe accepts at most {MAX_EVENT_TYPES} event types at once")
@@ -679,7 +691,7 @@ def translate_error(exc: stripe.StripeError) -> GatewayError:
     code = _str_or_none(error.get("code")) or exc.code
     error_type = _str_or_none(error.get("type"))
     status = exc.http_status
-    should_retry = _should_retry_header(exc.headers)
+    should_retry = _parse_should_retry(_header(exc.headers, "Stripe-Should-Retry"))
 
     cls: type[GatewayError]
     if isinstance(exc, stripe.APIConnectionError):
@@ -712,27 +724,34 @@ def translate_error(exc: stripe.StripeError) -> GatewayError:
 
     message = _str_or_none(error.get("message")) or _str_or_none(exc.user_message) or ""
     return cls(
-        message,
+        message[:MAX_ERROR_MESSAGE_LENGTH],
         code=code,
         param=_str_or_none(error.get("param")),
         decline_code=_str_or_none(error.get("decline_code")),
-        request_id=exc.request_id,
+        request_id=exc.request_id or _header(exc.headers, "Request-Id"),
         http_status=status,
         should_retry=should_retry,
         error_type=error_type,
     )
 
 
-def _should_retry_header(headers: Mapping[str, str] | None) -> bool | None:
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    """A response header, whatever the case of its name."""
     if not headers:
         return None
-    for name, value in headers.items():
-        if name.lower() == "stripe-should-retry":
-            lowered = str(value).strip().lower()
-            if lowered == "true":
-                return True
-            if lowered == "false":
-                return False
+    wanted = name.lower()
+    for key, value in headers.items():
+        if str(key).lower() == wanted:
+            return str(value)
+    return None
+
+
+def _parse_should_retry(value: str | None) -> bool | None:
+    lowered = (value or "").strip().lower()
+    if lowered == "true":
+        return True
+    if lowered == "false":
+        return False
     return None
 
 

@@ -214,7 +214,10 @@ class LoginLinkResult:
 
 @dataclass(frozen=True, kw_only=True)
 class AccountSessionResult:
-    """An embedded-components session. Hand ``client_secret`` to the browser; never store or log it."""
+    """An embedded-components session.
+
+    Hand ``client_secret`` to the browser; never store or log it.
+    """
 
     client_secret: str = field(repr=False)
     expires_at: datetime

@@ -1,0 +1,348 @@
+"""Every Stripe failure reaches callers as a package exception, never a ``stripe`` type.
+
+HTTP errors replay authored cassettes (pinned to record mode "none": Stripe
+cannot be made to fail on demand). Network failures use a socket on
+127.0.0.1 that accepts and never answers, or refuses outright.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import stripe
+
+from django_escrow_connect.exceptions import (
+    AuthenticationFailed,
+    BalanceInsufficient,
+    CardDeclined,
+    EscrowConnectError,
+    GatewayError,
+    IdempotencyConflict,
+    InvalidRequest,
+    PermissionDenied,
+    RateLimited,
+    ResourceMissing,
+    TemporarilyUnavailable,
+)
+from django_escrow_connect.gateway.stripe import StripeGateway, translate_error
+
+ACCOUNT = "acct_1QzR8tQm5HwJ3uVe"
+
+
+def release_transfer(gateway: StripeGateway, amount: int = 11250) -> Any:
+    return gateway.create_transfer(
+        idempotency_key="escrow-connect:payment:731:release",
+        amount=amount,
+        currency="usd",
+        destination=ACCOUNT,
+        source_transaction="ch_3QzSaBPk9xR2vLq70b7TeY5d",
+        transfer_group="escrow-payment-731",
+        metadata={"payment_id": "731"},
+    )
+
+
+CALLS: dict[str, Callable[[StripeGateway], Any]] = {
+    "capture": lambda g: g.capture_payment_intent(
+        "pi_3QzXh2Pk9xR2vLq71Wd5Kc8T", idempotency_key="escrow-connect:payment:740:capture"
+    ),
+    "create_intent": lambda g: g.create_payment_intent(
+        idempotency_key="escrow-connect:payment:741:create-intent",
+        amount=30,
+        currency="usd",
+        transfer_group="escrow-payment-741",
+        metadata={"payment_id": "741"},
+        capture_method="automatic",
+    ),
+    "retrieve_account": lambda g: g.retrieve_account(ACCOUNT),
+    "retrieve_dispute": lambda g: g.retrieve_dispute("dp_1QzV7kPk9xR2vLq7Jm3Xb9Qe"),
+    "retrieve_missing_transfer": lambda g: g.retrieve_transfer("tr_1QzZ0aPk9xR2vLq7Mz9Nq4Xe"),
+    "reverse_transfer": lambda g: g.create_transfer_reversal(
+        transfer_id="tr_1QzTfGPk9xR2vLq7sD4kXq2L",
+        idempotency_key="escrow-connect:refund:90:reverse-transfer",
+        amount=11250,
+        metadata={"refund_id": "90"},
+    ),
+    "release_changed_amount": lambda g: release_transfer(g, amount=9999),
+    "release": release_transfer,
+    "refund": lambda g: g.create_refund(
+        idempotency_key="escrow-connect:refund:91:create",
+        payment_intent="pi_3QzSaBPk9xR2vLq70aH4nM2c",
+        amount=None,
+        metadata={"refund_id": "91"},
+    ),
+    "retrieve_intent": lambda g: g.retrieve_payment_intent("pi_3QzSaBPk9xR2vLq70aH4nM2c"),
+}
+
+
+def case(cassette: str, call: str, exc: type[GatewayError], **attrs: Any) -> Any:
+    return pytest.param(call, exc, attrs, marks=pytest.mark.default_cassette(cassette), id=cassette)
+
+
+ERROR_CASES = [
+    case(
+        "error_card_declined",
+        "capture",
+        CardDeclined,
+        http_status=402,
+        code="card_declined",
+        decline_code="insufficient_funds",
+        request_id="req_Dq7Nw2Kx5LcVzR",
+        should_retry=False,
+        error_type="card_error",
+        is_transient=False,
+    ),
+    case(
+        "error_invalid_param",
+        "create_intent",
+        InvalidRequest,
+        http_status=400,
+        code="amount_too_small",
+        param="amount",
+        message="Amount must be at least $0.50 usd",
+        should_retry=None,
+        is_transient=False,
+    ),
+    case(
+        "error_authentication",
+        "retrieve_account",
+        AuthenticationFailed,
+        http_status=401,
+        request_id="req_Ma2Xc6Vr9TkLpQ",
+        is_transient=False,
+    ),
+    case(
+        "error_permission",
+        "retrieve_dispute",
+        PermissionDenied,
+        http_status=403,
+        is_transient=False,
+    ),
+    case(
+        "error_resource_missing",
+        "retrieve_missing_transfer",
+        ResourceMissing,
+        http_status=404,
+        code="resource_missing",
+        param="id",
+        is_transient=False,
+    ),
+    case(
+        "error_balance_insufficient",
+        "reverse_transfer",
+        BalanceInsufficient,
+        http_status=400,
+        code="balance_insufficient",
+        should_retry=False,
+        is_transient=False,
+    ),
+    case(
+        "error_idempotency_mismatch",
+        "release_changed_amount",
+        IdempotencyConflict,
+        http_status=400,
+        error_type="idempotency_error",
+        is_transient=False,
+    ),
+    case(
+        "error_idempotency_in_progress",
+        "release",
+        IdempotencyConflict,
+        http_status=409,
+        error_type="idempotency_error",
+        should_retry=True,
+        is_transient=True,
+    ),
+    case(
+        "error_lock_timeout",
+        "refund",
+        TemporarilyUnavailable,
+        http_status=409,
+        code="lock_timeout",
+        should_retry=True,
+        is_transient=True,
+    ),
+    case(
+        "error_rate_limited",
+        "retrieve_intent",
+        RateLimited,
+        http_status=429,
+        code="rate_limit",
+        should_retry=None,
+        is_transient=True,
+    ),
+    case(
+        "error_rate_limited_should_retry_false",
+        "retrieve_intent",
+        RateLimited,
+        http_status=429,
+        should_retry=False,
+        is_transient=True,
+    ),
+    case(
+        "error_api_error_500",
+        "release",
+        TemporarilyUnavailable,
+        http_status=500,
+        error_type="api_error",
+        request_id="req_Rk5Zp8Vd2TqWnX",
+        is_transient=True,
+    ),
+    case(
+        "error_unavailable_503",
+        "retrieve_account",
+        TemporarilyUnavailable,
+        http_status=503,
+        request_id=None,
+        is_transient=True,
+    ),
+]
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.parametrize(("call", "exc_class", "attrs"), ERROR_CASES)
+def test_http_errors_are_translated(gateway, vcr, call, exc_class, attrs):
+    with pytest.raises(exc_class) as excinfo:
+        CALLS[call](gateway)
+
+    error = excinfo.value
+    assert type(error) is exc_class
+    assert isinstance(error, EscrowConnectError)
+    assert not isinstance(error, stripe.StripeError)
+    assert error.__cause__ is None
+    assert error.__suppress_context__
+    for name, expected in attrs.items():
+        assert getattr(error, name) == expected, name
+    assert vcr.play_count == 1  # max_network_retries=0: one request, no retry
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.default_cassette("error_card_declined")
+def test_a_decline_message_is_kept_and_the_key_is_not_leaked(gateway):
+    with pytest.raises(CardDeclined) as excinfo:
+        CALLS["capture"](gateway)
+
+    text = f"{excinfo.value} {excinfo.value!r}"
+    assert "Your card has insufficient funds." in text
+    assert "req_Dq7Nw2Kx5LcVzR" in text
+    assert "sk_test_" not in text
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.default_cassette("retry_after_500")
+def test_sdk_retries_resend_the_callers_idempotency_key(vcr, monkeypatch):
+    # Both recorded requests demand the same Idempotency-Key header.
+    monkeypatch.setattr(stripe.HTTPClient, "_sleep_time_seconds", lambda self, n: 0)
+    gateway = StripeGateway(api_key="sk_test_cassette_replay_only", max_network_retries=1)
+
+    transfer = release_transfer(gateway)
+
+    assert transfer.id == "tr_1QzTfGPk9xR2vLq7sD4kXq2L"
+    assert vcr.play_count == 2
+
+
+# --- network failures --------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """http://127.0.0.1:PORT that accepts connections and never answers."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            accepted.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        for conn in accepted:
+            conn.close()
+        server.close()
+
+
+@pytest.fixture
+def refusing_address() -> str:
+    """http://127.0.0.1:PORT where nothing listens (connection refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def test_a_read_timeout_is_temporarily_unavailable(silent_server):
+    gateway = StripeGateway(
+        api_key="sk_test_local", api_base=silent_server, timeout=0.3, max_network_retries=0
+    )
+
+    started = time.monotonic()
+    with pytest.raises(TemporarilyUnavailable) as excinfo:
+        release_transfer(gateway)
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 5, "STRIPE_TIMEOUT was not applied to the HTTP client"
+    error = excinfo.value
+    assert error.http_status is None
+    assert error.should_retry is True
+    assert error.is_transient
+    assert "Timeout" in error.message
+
+
+def test_timeout_comes_from_settings(silent_server, settings):
+    settings.ESCROW_CONNECT = {
+        **settings.ESCROW_CONNECT,
+        "STRIPE_API_BASE": silent_server,
+        "STRIPE_TIMEOUT": 0.3,
+        "STRIPE_MAX_NETWORK_RETRIES": 0,
+    }
+    started = time.monotonic()
+    with pytest.raises(TemporarilyUnavailable):
+        StripeGateway().retrieve_account(ACCOUNT)
+    assert time.monotonic() - started < 5
+
+
+def test_a_refused_connection_is_temporarily_unavailable(refusing_address):
+    gateway = StripeGateway(api_key="sk_test_local", api_base=refusing_address, timeout=2)
+
+    with pytest.raises(TemporarilyUnavailable) as excinfo:
+        gateway.retrieve_account(ACCOUNT)
+
+    assert excinfo.value.http_status is None
+    assert excinfo.value.is_transient
+
+
+# --- translation rules that cassettes cannot reach ------------------------------------
+
+
+def test_a_conflict_without_idempotency_error_is_transient():
+    exc = stripe.APIError(
+        "Conflict", "{}", 409, {"error": {"type": "api_error", "message": "Conflict"}}, {}
+    )
+    error = translate_error(exc)
+    assert type(error) is TemporarilyUnavailable
+    assert error.is_transient
+
+
+def test_a_rate_limit_coded_as_400_is_rate_limited():
+    body = {"error": {"type": "invalid_request_error", "code": "rate_limit", "message": "slow"}}
+    exc = stripe.RateLimitError("slow", "{}", 400, body, {"Request-Id": "req_1"})
+    error = translate_error(exc)
+    assert type(error) is RateLimited
+    assert error.request_id == "req_1"

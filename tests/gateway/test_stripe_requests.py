@@ -1,0 +1,422 @@
+"""Each StripeGateway call sends the request Stripe expects and returns plain types.
+
+Every test replays a hand-authored cassette. A cassette only answers a request
+with the same method, path, query, form body, ``Idempotency-Key``,
+``Stripe-Version`` and ``Stripe-Account``; anything else is a cassette miss and
+the test fails. ``vcr.play_count`` proves the request was actually sent.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from django_escrow_connect.gateway import (
+    AccountLinkResult,
+    AccountSessionResult,
+    AccountSnapshot,
+    ChargeSnapshot,
+    DisputeSnapshot,
+    LoginLinkResult,
+    PaymentIntentSnapshot,
+    RefundSnapshot,
+    TransferReversalSnapshot,
+    TransferSnapshot,
+)
+from django_escrow_connect.gateway.stripe import StripeGateway
+
+ACCOUNT = "acct_1QzR8tQm5HwJ3uVe"
+
+
+def utc(timestamp: int) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc)
+
+
+def assert_sent_once(cassette) -> None:
+    assert cassette.play_count == 1
+    assert cassette.all_played
+
+
+class TestConnectedAccounts:
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("accounts_create")
+    def test_create_account_uses_controller_properties_and_callers_key(self, gateway, vcr):
+        account = gateway.create_account(
+            idempotency_key="escrow-connect:account:owner-42:create",
+            country="US",
+            email="maria.lopez@example.com",
+            business_type="individual",
+            metadata={"owner_id": "42"},
+        )
+
+        assert_sent_once(vcr)
+        assert isinstance(account, AccountSnapshot)
+        assert account.id == ACCOUNT
+        assert account.country == "US"
+        assert account.business_type == "individual"
+        assert account.capabilities == {"card_payments": "inactive", "transfers": "inactive"}
+        assert not account.transfers_active
+        assert account.charges_enabled is False
+        assert account.payouts_enabled is False
+        assert "external_account" in account.currently_due
+        assert account.past_due == ()
+        assert account.disabled_reason == "requirements.past_due"
+        assert account.metadata == {"owner_id": "42"}
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("accounts_retrieve")
+    def test_retrieve_account_reports_readiness(self, gateway, vcr):
+        account = gateway.retrieve_account(ACCOUNT)
+
+        assert_sent_once(vcr)
+        assert account.transfers_active
+        assert account.payouts_enabled is True
+        assert account.details_submitted is True
+        assert account.currently_due == ()
+        assert account.eventually_due == ("individual.id_number",)
+        assert account.disabled_reason is None
+        assert account.default_currency == "usd"
+
+    @pytest.mark.vcr(record_mode="none")
+    @pytest.mark.default_cassette("accounts_retrieve")
+    def test_any_api_base_replays_the_same_cassette(self, vcr):
+        gateway = StripeGateway(
+            api_key="sk_test_cassette_replay_only",
+            api_base="http://localhost:12111/",
+            max_network_retries=0,
+        )
+
+        assert gateway.retrieve_account(ACCOUNT).id == ACCOUNT
+        assert_sent_once(vcr)
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("account_links_create")
+    def test_create_account_link(self, gateway, vcr):
+        link = gateway.create_account_link(
+            account_id=ACCOUNT,
+            link_type="account_onboarding",
+            refresh_url="https://marketplace.example/onboarding/refresh/",
+            return_url="https://marketplace.example/onboarding/return/",
+        )
+
+        assert_sent_once(vcr)
+        assert isinstance(link, AccountLinkResult)
+        assert link.url.startswith("https://connect.stripe.com/setup/e/")
+        assert link.expires_at == utc(1793611145)
+        assert link.url not in repr(link)
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("login_links_create")
+    def test_create_login_link(self, gateway, vcr):
+        link = gateway.create_login_link(account_id=ACCOUNT)
+
+        assert_sent_once(vcr)
+        assert isinstance(link, LoginLinkResult)
+        assert link.url.startswith("https://connect.stripe.com/express/")
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("account_sessions_create")
+    def test_create_account_session_enables_each_component(self, gateway, vcr):
+        session = gateway.create_account_session(
+            account_id=ACCOUNT, components=("account_onboarding", "notification_banner")
+        )
+
+        assert_sent_once(vcr)
+        assert isinstance(session, AccountSessionResult)
+        assert session.client_secret.startswith("accs_secret__")
+        assert session.expires_at == utc(1793612645)
+        assert session.client_secret not in repr(session)
+
+
+class TestPaymentIntents:
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("payment_intents_create_platform")
+    def test_create_on_the_platform_for_separate_charges_and_transfers(self, gateway, vcr):
+        intent = gateway.create_payment_intent(
+            idempotency_key="escrow-connect:payment:731:create-intent",
+            amount=12500,
+            currency="USD",
+            transfer_group="escrow-payment-731",
+            metadata={"payment_id": "731", "task_id": "58"},
+            capture_method="automatic_async",
+        )
+
+        assert_sent_once(vcr)
+        assert isinstance(intent, PaymentIntentSnapshot)
+        assert intent.id == "pi_3QzSaBPk9xR2vLq70aH4nM2c"
+        assert intent.status == "requires_payment_method"
+        assert intent.amount == 12500
+        assert intent.currency == "usd"
+        assert intent.capture_method == "automatic_async"
+        assert intent.transfer_group == "escrow-payment-731"
+        assert (
+            intent.client_secret == "pi_3QzSaBPk9xR2vLq70aH4nM2c_secret_Vb6XqRkE3TzYh8LpW2nC9dUfA"
+        )
+        assert intent.client_secret not in repr(intent)
+        assert intent.latest_charge is None
+        assert intent.metadata == {"payment_id": "731", "task_id": "58"}
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("payment_intents_create_destination")
+    def test_create_destination_charge_with_manual_capture_and_fee(self, gateway, vcr):
+        intent = gateway.create_payment_intent(
+            idempotency_key="escrow-connect:payment:732:create-intent",
+            amount=20000,
+            currency="usd",
+            transfer_group="escrow-payment-732",
+            metadata={"payment_id": "732"},
+            capture_method="manual",
+            destination=ACCOUNT,
+            application_fee_amount=2030,
+            description="Task #59: garden clean-up",
+            receipt_email="customer@example.com",
+        )
+
+        assert_sent_once(vcr)
+        assert intent.id == "pi_3QzSdKPk9xR2vLq71Fq8ZsWb"
+        assert intent.capture_method == "manual"
+        assert intent.amount_capturable == 0
+
+    def test_application_fee_without_destination_is_refused_before_any_request(self, gateway):
+        with pytest.raises(ValueError, match="application_fee_amount"):
+            gateway.create_payment_intent(
+                idempotency_key="escrow-connect:payment:733:create-intent",
+                amount=1000,
+                currency="usd",
+                transfer_group="escrow-payment-733",
+                metadata={},
+                capture_method="automatic",
+                application_fee_amount=100,
+            )
+
+    @pytest.mark.parametrize("key", ["", "   ", "k" * 256])
+    def test_a_usable_idempotency_key_is_required(self, gateway, key):
+        with pytest.raises(ValueError, match="idempotency_key"):
+            gateway.create_transfer(
+                idempotency_key=key,
+                amount=1000,
+                currency="usd",
+                destination=ACCOUNT,
+                source_transaction="ch_3QzSaBPk9xR2vLq70b7TeY5d",
+                transfer_group="escrow-payment-731",
+                metadata={},
+            )
+
+    @pytest.mark.parametrize("amount", [0, -5, 10.5, True])
+    def test_amounts_must_be_positive_integers(self, gateway, amount):
+        with pytest.raises((TypeError, ValueError)):
+            gateway.create_payment_intent(
+                idempotency_key="escrow-connect:payment:734:create-intent",
+                amount=amount,
+                currency="usd",
+                transfer_group="escrow-payment-734",
+                metadata={},
+                capture_method="automatic",
+            )
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("payment_intents_retrieve_expanded")
+    def test_retrieve_with_expanded_charge_reads_capture_deadline(self, gateway, vcr):
+        intent = gateway.retrieve_payment_intent("pi_3QzSdKPk9xR2vLq71Fq8ZsWb", expand_charge=True)
+
+        assert_sent_once(vcr)
+        assert intent.status == "requires_capture"
+        assert intent.amount_capturable == 20000
+        assert intent.latest_charge == "ch_3QzSdKPk9xR2vLq71Gm4YvNx"
+        assert intent.capture_before == utc(1794215645)
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("payment_intents_capture")
+    def test_capture_partial_amount_with_fee(self, gateway, vcr):
+        intent = gateway.capture_payment_intent(
+            "pi_3QzSdKPk9xR2vLq71Fq8ZsWb",
+            idempotency_key="escrow-connect:payment:732:capture",
+            amount_to_capture=15000,
+            application_fee_amount=1530,
+        )
+
+        assert_sent_once(vcr)
+        assert intent.status == "succeeded"
+        assert intent.amount_received == 15000
+        assert intent.latest_charge == "ch_3QzSdKPk9xR2vLq71Gm4YvNx"
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("payment_intents_cancel")
+    def test_cancel_voids_the_hold(self, gateway, vcr):
+        intent = gateway.cancel_payment_intent(
+            "pi_3QzSdKPk9xR2vLq71Fq8ZsWb",
+            idempotency_key="escrow-connect:payment:732:cancel",
+            cancellation_reason="requested_by_customer",
+        )
+
+        assert_sent_once(vcr)
+        assert intent.status == "canceled"
+        assert intent.cancellation_reason == "requested_by_customer"
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("charges_retrieve_connected")
+    def test_retrieve_charge_on_a_connected_account(self, gateway, vcr):
+        charge = gateway.retrieve_charge("py_1QzTfGQm5HwJ3uVe3bN8rT1k", stripe_account=ACCOUNT)
+
+        assert_sent_once(vcr)
+        assert isinstance(charge, ChargeSnapshot)
+        assert charge.id == "py_1QzTfGQm5HwJ3uVe3bN8rT1k"
+        assert charge.amount == 11250
+        assert charge.balance_transaction == "txn_1QzTfGQm5HwJ3uVe0pX5cQ7h"
+        assert charge.payment_intent is None
+        assert charge.capture_before is None
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("disputes_retrieve")
+    def test_retrieve_dispute(self, gateway, vcr):
+        dispute = gateway.retrieve_dispute("dp_1QzV7kPk9xR2vLq7Jm3Xb9Qe")
+
+        assert_sent_once(vcr)
+        assert isinstance(dispute, DisputeSnapshot)
+        assert dispute.charge == "ch_3QzSaBPk9xR2vLq70b7TeY5d"
+        assert dispute.payment_intent == "pi_3QzSaBPk9xR2vLq70aH4nM2c"
+        assert dispute.status == "needs_response"
+        assert dispute.reason == "product_not_received"
+        assert dispute.evidence_due_by == utc(1795478399)
+
+
+class TestTransfers:
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("transfers_create")
+    def test_create_transfer_from_the_charge(self, gateway, vcr):
+        transfer = gateway.create_transfer(
+            idempotency_key="escrow-connect:payment:731:release",
+            amount=11250,
+            currency="usd",
+            destination=ACCOUNT,
+            source_transaction="ch_3QzSaBPk9xR2vLq70b7TeY5d",
+            transfer_group="escrow-payment-731",
+            metadata={"payment_id": "731"},
+        )
+
+        assert_sent_once(vcr)
+        assert isinstance(transfer, TransferSnapshot)
+        assert transfer.id == "tr_1QzTfGPk9xR2vLq7sD4kXq2L"
+        assert transfer.destination == ACCOUNT
+        assert transfer.source_transaction == "ch_3QzSaBPk9xR2vLq70b7TeY5d"
+        assert transfer.amount == 11250
+        assert transfer.reversed is False
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("transfers_retrieve")
+    def test_retrieve_transfer(self, gateway, vcr):
+        transfer = gateway.retrieve_transfer("tr_1QzTfGPk9xR2vLq7sD4kXq2L")
+
+        assert_sent_once(vcr)
+        assert transfer.amount_reversed == 2000
+        assert transfer.transfer_group == "escrow-payment-731"
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("transfers_list_two_pages")
+    def test_list_transfers_follows_every_page(self, gateway, vcr):
+        gateway.page_size = 1
+        transfers = gateway.list_transfers(transfer_group="escrow-payment-731")
+
+        assert vcr.play_count == 2
+        assert [t.id for t in transfers] == [
+            "tr_1QzTxYPk9xR2vLq7hQ2wE6rT",
+            "tr_1QzTfGPk9xR2vLq7sD4kXq2L",
+        ]
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("transfer_reversals_create")
+    def test_reverse_part_of_a_transfer(self, gateway, vcr):
+        reversal = gateway.create_transfer_reversal(
+            transfer_id="tr_1QzTfGPk9xR2vLq7sD4kXq2L",
+            idempotency_key="escrow-connect:refund:88:reverse-transfer",
+            amount=2000,
+            metadata={"refund_id": "88"},
+        )
+
+        assert_sent_once(vcr)
+        assert isinstance(reversal, TransferReversalSnapshot)
+        assert reversal.transfer == "tr_1QzTfGPk9xR2vLq7sD4kXq2L"
+        assert reversal.amount == 2000
+
+
+class TestRefunds:
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("refunds_create")
+    def test_refund_a_destination_charge_reversing_transfer_and_fee(self, gateway, vcr):
+        refund = gateway.create_refund(
+            idempotency_key="escrow-connect:refund:89:create",
+            payment_intent="pi_3QzSdKPk9xR2vLq71Fq8ZsWb",
+            amount=5000,
+            metadata={"refund_id": "89"},
+            reason="requested_by_customer",
+            reverse_transfer=True,
+            refund_application_fee=True,
+        )
+
+        assert_sent_once(vcr)
+        assert isinstance(refund, RefundSnapshot)
+        assert refund.id == "re_3QzSdKPk9xR2vLq71cR2uH6j"
+        assert refund.status == "succeeded"
+        assert refund.charge == "ch_3QzSdKPk9xR2vLq71Gm4YvNx"
+        assert refund.payment_intent == "pi_3QzSdKPk9xR2vLq71Fq8ZsWb"
+        assert refund.metadata == {"refund_id": "89"}
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("refunds_retrieve_failed")
+    def test_retrieve_failed_refund(self, gateway, vcr):
+        refund = gateway.retrieve_refund("re_3QzSaBPk9xR2vLq70cR2uH6j")
+
+        assert_sent_once(vcr)
+        assert refund.status == "failed"
+        assert refund.failure_reason == "expired_or_canceled_card"
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("refunds_list")
+    def test_list_refunds_of_a_payment(self, gateway, vcr):
+        refunds = gateway.list_refunds(payment_intent="pi_3QzSaBPk9xR2vLq70aH4nM2c")
+
+        assert_sent_once(vcr)
+        assert [(r.id, r.amount) for r in refunds] == [
+            ("re_3QzSaBPk9xR2vLq70cR2uH6j", 2000),
+            ("re_3QzSaBPk9xR2vLq70dK9pL3s", 1500),
+        ]
+
+
+class TestEvents:
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("events_retrieve_connected")
+    def test_retrieve_event_of_a_connected_account_as_a_plain_dict(self, gateway, vcr):
+        event = gateway.retrieve_event("evt_1QzW3nQm5HwJ3uVeF8a2LpTs", stripe_account=ACCOUNT)
+
+        assert_sent_once(vcr)
+        assert type(event) is dict
+        assert event["type"] == "payout.failed"
+        assert event["account"] == ACCOUNT
+        payout = event["data"]["object"]
+        assert type(payout) is dict
+        assert payout["failure_code"] == "account_closed"
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("events_list_two_pages")
+    def test_list_events_pages_through_everything_since(self, gateway, vcr):
+        gateway.page_size = 2
+        events = gateway.list_events(
+            created_gte=1793610845,
+            types=["charge.dispute.created", "payout.failed"],
+            stripe_account=ACCOUNT,
+        )
+        assert vcr.play_count == 1  # the first page is fetched eagerly
+
+        ids = [event["id"] for event in events]
+
+        assert vcr.play_count == 2
+        assert ids == [
+            "evt_1QzW3nQm5HwJ3uVeF8a2LpTs",
+            "evt_1QzVxAQm5HwJ3uVe2kR7mDq1",
+            "evt_1QzV7kQm5HwJ3uVeZ6t1YhB0",
+        ]
+
+    def test_list_events_refuses_more_than_twenty_types(self, gateway):
+        with pytest.raises(ValueError, match="20"):
+            gateway.list_events(created_gte=0, types=[f"type.{i}" for i in range(21)])
