@@ -281,6 +281,9 @@ class AbstractConnectedAccount(ConcurrentTransitionMixin, TimestampedModel):
         """
         if self.is_deauthorized:
             return AccountStatus.DEAUTHORIZED
+        return self._status_from_stripe_data()
+
+    def _status_from_stripe_data(self) -> str:
         if self.disabled_reason.startswith("rejected."):
             return AccountStatus.RESTRICTED
         if not self.details_submitted:
@@ -291,7 +294,7 @@ class AbstractConnectedAccount(ConcurrentTransitionMixin, TimestampedModel):
             return AccountStatus.PENDING_VERIFICATION
         if self.disabled_reason or not self.payouts_enabled:
             return AccountStatus.RESTRICTED
-        if self.can_transfer:
+        if self.capabilities.get("transfers") == "active":
             return AccountStatus.VERIFIED
         return AccountStatus.PENDING_VERIFICATION
 
@@ -331,7 +334,8 @@ class AbstractConnectedAccount(ConcurrentTransitionMixin, TimestampedModel):
     )
     def reauthorize(self) -> str:
         self.deauthorized_at = None
-        return self.derived_status()
+        # Still "deauthorized" while the transition runs: skip that check.
+        return self._status_from_stripe_data()
 
 
 # --------------------------------------------------------------------------

@@ -542,8 +542,14 @@ def create_onboarding_link(account: Any, *, refresh_url: str, return_url: str) -
 
 
 def create_dashboard_link(account: Any) -> LoginLinkResult:
-    """A single-use Express dashboard login link; only once onboarding was submitted."""
+    """A single-use Express dashboard login link; only once onboarding was submitted.
+
+    When the row says onboarding is not submitted, Stripe is asked first (the
+    owner may just have finished, before the webhook arrived).
+    """
     _require_usable(account)
+    if not account.details_submitted:
+        account = refresh_account(account)
     if not account.details_submitted:
         raise errors.Conflict(
             "Finish onboarding before opening the Stripe dashboard.",

@@ -1,0 +1,148 @@
+"""Shared set-up for the onboarding tests: the simulated Stripe, the people of
+a marketplace (a doer, an organization with an admin and a plain member, a
+stranger) and helpers that call the onboarding API the way a browser does.
+
+Events the simulated Stripe emits are *collected*, not applied: these tests
+decide when the account is synced (``?refresh=1``, the return page, or the
+service functions the webhook handlers call). ``test_webhook_sync.py`` runs
+the real webhook pipeline instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from django_escrow_connect import signals, swappable
+from django_escrow_connect.gateway import simulated
+from django_escrow_connect.gateway.simulated import EventCollector, SimulatedGateway
+from tests import factories
+
+SIMULATED_GATEWAY = "django_escrow_connect.gateway.simulated.SimulatedGateway"
+
+
+def configure(settings: Any, **overrides: Any) -> None:
+    settings.ESCROW_CONNECT = {
+        **settings.ESCROW_CONNECT,
+        "GATEWAY": SIMULATED_GATEWAY,
+        **overrides,
+    }
+
+
+@pytest.fixture
+def stripe_events() -> Iterator[EventCollector]:
+    collector = EventCollector()
+    previous = simulated.set_event_sink(collector)
+    yield collector
+    simulated.set_event_sink(previous)
+
+
+@pytest.fixture
+def stripe(settings: Any, stripe_events: EventCollector) -> Iterator[simulated.SimulatedStripe]:
+    """The simulated Stripe, empty, configured as the package's gateway."""
+    configure(settings)
+    simulated.reset()
+    yield simulated.simulated_stripe
+    simulated.reset()
+
+
+@pytest.fixture
+def seller(stripe: Any) -> SimulatedGateway:
+    """The simulated Stripe's side of things: finish onboarding, deauthorize..."""
+    return SimulatedGateway()
+
+
+def url(name: str, **query: Any) -> str:
+    path = reverse(f"escrow_connect:{name}")
+    if query:
+        from urllib.parse import urlencode
+
+        path += "?" + urlencode(query)
+    return path
+
+
+def client_for(user: Any = None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+def accounts() -> Any:
+    return swappable.load("ConnectedAccount")._default_manager
+
+
+def calls(stripe: Any) -> list[str]:
+    return [name for name, _ in stripe.calls]
+
+
+@dataclass
+class People:
+    owner: Any
+    admin: Any
+    member: Any
+    stranger: Any
+    organization: Any
+
+
+@pytest.fixture
+def people(db: Any) -> People:
+    admin = factories.make_user("admin")
+    member = factories.make_user("member")
+    organization = factories.make_organization(admins=(admin,), members=(member,))
+    return People(
+        owner=factories.make_user("doer"),
+        admin=admin,
+        member=member,
+        stranger=factories.make_user("stranger"),
+        organization=organization,
+    )
+
+
+class SignalLog:
+    """Every account signal sent, as ``(name, kwargs)``."""
+
+    NAMES = (
+        "account_updated",
+        "account_requirements_due",
+        "capability_restricted",
+        "account_deauthorized",
+    )
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self._receivers: list[tuple[Any, Any]] = []
+        for name in self.NAMES:
+
+            def receiver(sender: Any, _name: str = name, **kwargs: Any) -> None:
+                kwargs.pop("signal", None)
+                self.sent.append((_name, kwargs))
+
+            signal = getattr(signals, name)
+            signal.connect(receiver, weak=False)
+            self._receivers.append((signal, receiver))
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.sent]
+
+    def of(self, name: str) -> list[dict[str, Any]]:
+        return [kwargs for sent, kwargs in self.sent if sent == name]
+
+    def clear(self) -> None:
+        self.sent.clear()
+
+    def disconnect(self) -> None:
+        for signal, receiver in self._receivers:
+            signal.disconnect(receiver)
+
+
+@pytest.fixture
+def signal_log() -> Iterator[SignalLog]:
+    log = SignalLog()
+    yield log
+    log.disconnect()

@@ -1,0 +1,286 @@
+"""POST stripe/onboarding-link/: one account per owner, a fresh link each time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from django_escrow_connect.exceptions import InvalidRequest, TemporarilyUnavailable
+
+from .conftest import accounts, calls, client_for, configure, url
+
+pytestmark = pytest.mark.django_db
+
+
+def post_link(user: Any, **body: Any) -> Any:
+    return client_for(user).post(url("stripe-onboarding-link"), body, format="json")
+
+
+class TestOwnAccount:
+    def test_first_request_creates_the_account_then_the_link(self, stripe, people):
+        response = post_link(people.owner, account_type="individual")
+
+        assert response.status_code == 200, response.content
+        assert set(response.json()) == {"url", "expires_at"}
+        assert response["Cache-Control"] == "no-store"
+        account = accounts().get(owner_user=people.owner)
+        assert account.stripe_account_id in stripe.accounts
+        assert account.business_type == "individual"
+        assert account.status == "pending_verification"
+        assert calls(stripe) == ["create_account", "create_account_link"]
+        _, create = stripe.calls[0]
+        assert create["idempotency_key"] == account.creation_idempotency_key
+        assert create["idempotency_key"] == (
+            f"escrow-connect:account-owner:user:{people.owner.pk}:create:0"
+        )
+        assert create["metadata"] == {"escrow_owner": f"user:{people.owner.pk}"}
+        assert create["email"] == people.owner.email
+        assert create["country"] == "US"
+        assert create["business_type"] == "individual"
+        _, link = stripe.calls[1]
+        assert link["account_id"] == account.stripe_account_id
+        assert link["link_type"] == "account_onboarding"
+
+    def test_second_request_reuses_the_account(self, stripe, people):
+        first = post_link(people.owner, account_type="individual")
+        second = post_link(people.owner, account_type="individual")
+
+        assert first.status_code == second.status_code == 200
+        assert stripe.call_count("create_account") == 1
+        assert accounts().filter(owner_user=people.owner).count() == 1
+        assert len(stripe.accounts) == 1
+        assert calls(stripe) == ["create_account", "create_account_link", "create_account_link"]
+
+    def test_onboarded_account_still_gets_an_onboarding_link(self, stripe, seller, people):
+        # account_update links are refused for Express-dashboard accounts.
+        post_link(people.owner, account_type="individual")
+        account = accounts().get(owner_user=people.owner)
+        seller.complete_onboarding(account.stripe_account_id)
+        client_for(people.owner).get(url("stripe-account-status", refresh=1))
+
+        response = post_link(people.owner, account_type="individual")
+
+        assert response.status_code == 200
+        assert stripe.calls[-1][1]["link_type"] == "account_onboarding"
+
+    def test_configured_return_and_refresh_urls_are_sent_to_stripe(self, stripe, people, settings):
+        post_link(people.owner, account_type="individual")
+
+        _, link = stripe.calls[-1]
+        assert link["refresh_url"] == settings.ESCROW_CONNECT["ONBOARDING_REFRESH_URL"]
+        assert link["return_url"] == settings.ESCROW_CONNECT["ONBOARDING_RETURN_URL"]
+
+    def test_package_pages_are_used_when_no_urls_are_configured(self, stripe, people, settings):
+        configure(settings, ONBOARDING_REFRESH_URL="", ONBOARDING_RETURN_URL="")
+
+        post_link(people.owner, account_type="individual")
+
+        _, link = stripe.calls[-1]
+        assert link["refresh_url"] == "http://testserver/escrow/stripe/onboarding/refresh/"
+        assert link["return_url"] == "http://testserver/escrow/stripe/onboarding/return/"
+
+    def test_business_type_cannot_change_silently(self, stripe, people):
+        post_link(people.owner, account_type="individual")
+
+        response = post_link(people.owner, account_type="company")
+
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "business_type_mismatch"
+        assert stripe.call_count("create_account") == 1
+        assert accounts().get(owner_user=people.owner).business_type == "individual"
+
+    def test_deauthorized_account_gets_no_link(self, stripe, seller, people):
+        post_link(people.owner, account_type="individual")
+        account = accounts().get(owner_user=people.owner)
+        seller.deauthorize(account.stripe_account_id)
+        from django_escrow_connect.services.accounts import deauthorize_account
+
+        deauthorize_account(account.stripe_account_id)
+
+        response = post_link(people.owner, account_type="individual")
+
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "account_deauthorized"
+        assert stripe.call_count("create_account") == 1
+
+
+class TestInvalidInput:
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"account_type": "partnership"},
+            {"account_type": ""},
+            {"account_type": None},
+            {"account_type": ["individual"]},
+            {},
+        ],
+    )
+    def test_bad_account_type_is_a_400_in_the_package_shape(self, stripe, people, body):
+        response = post_link(people.owner, **body)
+
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["code"] == "invalid"
+        assert "account_type" in error["fields"]
+        assert stripe.calls == []
+        assert not accounts().exists()
+
+    def test_unknown_fields_are_refused(self, stripe, people):
+        response = post_link(people.owner, account_type="individual", acount_typo="x")
+
+        assert response.status_code == 400
+        assert "acount_typo" in response.json()["error"]["fields"]
+        assert stripe.calls == []
+
+    def test_anonymous_is_refused(self, stripe):
+        response = post_link(None, account_type="individual")
+
+        assert response.status_code in (401, 403)
+        assert response.json()["error"]["code"] == "not_authenticated"
+        assert stripe.calls == []
+
+
+class TestOrganizationAccount:
+    def test_admin_gets_the_organization_account(self, stripe, people):
+        org = people.organization
+        response = post_link(people.admin, account_type="company", organization_id=str(org.pk))
+
+        assert response.status_code == 200, response.content
+        account = accounts().get(owner_organization=org)
+        assert account.owner_user_id is None
+        assert account.creation_idempotency_key == (
+            f"escrow-connect:account-owner:organization:{org.pk}:create:0"
+        )
+        assert stripe.calls[0][1]["metadata"] == {"escrow_owner": f"organization:{org.pk}"}
+        # The admin's own account is a different one, made only when asked for.
+        assert not accounts().filter(owner_user=people.admin).exists()
+
+    def test_admin_personal_and_organization_accounts_are_separate(self, stripe, people):
+        org_id = str(people.organization.pk)
+        post_link(people.admin, account_type="company", organization_id=org_id)
+        post_link(people.admin, account_type="individual")
+        post_link(people.admin, account_type="company", organization_id=org_id)
+
+        assert stripe.call_count("create_account") == 2
+        assert accounts().count() == 2
+
+    def test_organization_id_travels_in_the_return_and_refresh_urls(self, stripe, people):
+        org_id = str(people.organization.pk)
+        post_link(people.admin, account_type="company", organization_id=org_id)
+
+        _, link = stripe.calls[-1]
+        assert link["refresh_url"].endswith(f"?organization_id={org_id}")
+        assert link["return_url"].endswith(f"?organization_id={org_id}")
+
+    @pytest.mark.parametrize("who", ["member", "stranger"])
+    def test_non_admins_get_the_same_404_as_an_unknown_organization(self, stripe, people, who):
+        user = getattr(people, who)
+        refused = post_link(
+            user, account_type="company", organization_id=str(people.organization.pk)
+        )
+        unknown = post_link(user, account_type="company", organization_id=_unused_pk(people))
+
+        assert refused.status_code == unknown.status_code == 404
+        assert refused.json() == unknown.json()
+        assert refused.json()["error"]["code"] == "organization_not_found"
+        assert stripe.calls == []
+        assert not accounts().exists()
+
+    @pytest.mark.parametrize(
+        "organization_id",
+        [
+            "not-a-key",
+            "1.5",
+            "-1",
+            "9" * 40,
+            "00000000-0000-0000-0000-000000000000",
+            "12345678-1234-5678-1234-56781234567z",
+            123456789,
+        ],
+    )
+    def test_malformed_or_unknown_ids_are_404_not_500(self, stripe, people, organization_id):
+        response = post_link(people.admin, account_type="company", organization_id=organization_id)
+
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "organization_not_found"
+
+    def test_null_or_blank_organization_means_the_users_own_account(self, stripe, people):
+        assert (
+            post_link(people.owner, account_type="individual", organization_id=None).status_code
+            == 200
+        )
+        assert (
+            post_link(people.owner, account_type="individual", organization_id="").status_code
+            == 200
+        )
+        assert accounts().filter(owner_user=people.owner).count() == 1
+
+
+def _unused_pk(people: Any) -> str:
+    pk = people.organization.pk
+    if isinstance(pk, int):
+        return str(pk + 1000)
+    return "00000000-0000-4000-8000-000000000000"
+
+
+class TestCrashRecovery:
+    def test_retry_after_a_timeout_before_stripe_acted_makes_one_account(self, stripe, people):
+        stripe.fail_next("create_account", TemporarilyUnavailable("Connection timed out"))
+
+        failed = post_link(people.owner, account_type="individual")
+
+        assert failed.status_code == 503
+        assert failed.json()["error"]["code"] == "provider_unavailable"
+        row = accounts().get(owner_user=people.owner)
+        assert row.stripe_account_id == ""
+        assert stripe.accounts == {}
+
+        retried = post_link(people.owner, account_type="individual")
+
+        assert retried.status_code == 200
+        assert len(stripe.accounts) == 1
+        assert accounts().get(pk=row.pk).stripe_account_id in stripe.accounts
+
+    def test_retry_after_stripe_acted_but_the_answer_was_lost_reuses_its_account(
+        self, stripe, people
+    ):
+        stripe.fail_next(
+            "create_account", TemporarilyUnavailable("Read timed out"), after_effect=True
+        )
+
+        assert post_link(people.owner, account_type="individual").status_code == 503
+        assert len(stripe.accounts) == 1  # Stripe made it; we never heard.
+        (made,) = stripe.accounts
+
+        assert post_link(people.owner, account_type="individual").status_code == 200
+
+        assert len(stripe.accounts) == 1
+        assert accounts().get(owner_user=people.owner).stripe_account_id == made
+        keys = [
+            kwargs["idempotency_key"] for name, kwargs in stripe.calls if name == "create_account"
+        ]
+        assert len(keys) == 2
+        assert len(set(keys)) == 1
+
+    def test_owner_details_are_fixed_at_first_need(self, stripe, people, settings):
+        # A retry must send the same parameters with the same key.
+        stripe.fail_next("create_account", TemporarilyUnavailable("Connection reset"))
+        post_link(people.owner, account_type="individual")
+        configure(settings, DEFAULT_ACCOUNT_COUNTRY="FR")
+
+        assert post_link(people.owner, account_type="individual").status_code == 200
+
+        first, second = (kwargs for name, kwargs in stripe.calls if name == "create_account")
+        assert first == second
+
+    def test_stripe_refusal_is_a_409_and_nothing_is_created_at_stripe(self, stripe, people):
+        stripe.fail_next(
+            "create_account",
+            InvalidRequest("Country 'ZZ' is unknown.", code="parameter_invalid", http_status=400),
+        )
+
+        response = post_link(people.owner, account_type="individual")
+
+        assert response.status_code == 409
+        assert stripe.accounts == {}
