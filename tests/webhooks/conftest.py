@@ -204,3 +204,27 @@ def intent_for(scene: Scene, status: str, **overrides: Any) -> dict[str, Any]:
         values["amount_capturable"] = payment.amount if status == "requires_capture" else 0
     values.update(overrides)
     return so.payment_intent(**values)
+
+
+SIMULATED_GATEWAY = "django_escrow_connect.gateway.simulated.SimulatedGateway"
+
+
+@pytest.fixture
+def stripe(settings: Any) -> Iterator[Any]:
+    """The simulated Stripe as the gateway, empty; its own events are collected,
+    not delivered, so each test delivers exactly the events it builds."""
+    from django_escrow_connect.gateway import simulated
+
+    settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "GATEWAY": SIMULATED_GATEWAY}
+    simulated.reset()
+    previous = simulated.set_event_sink(simulated.EventCollector())
+    yield simulated.simulated_stripe
+    simulated.set_event_sink(previous)
+    simulated.reset()
+
+
+def status_history(scene: Scene) -> tuple[str, str]:
+    """The payment's and the task's state, fresh from the database."""
+    payment = scene.refresh()
+    task = swappable.load("Task").objects.get(pk=scene.task.pk)
+    return payment.status, task.payment_status

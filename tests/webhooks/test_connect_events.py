@@ -1,0 +1,168 @@
+"""Connect endpoint: account, capability, authorization, person, bank and payout events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from django_escrow_connect import swappable
+from django_escrow_connect.gateway.simulated import SimulatedGateway
+from tests import factories
+from tests.webhooks import stripe_objects as so
+from tests.webhooks.conftest import events
+
+pytestmark = pytest.mark.django_db
+
+
+def account_row(account_id: str) -> Any:
+    return swappable.load("ConnectedAccount").objects.get(stripe_account_id=account_id)
+
+
+@pytest.fixture
+def account(db: Any) -> Any:
+    return factories.make_account(owner_user=factories.make_user("doer"))
+
+
+def test_account_updated_restricts_and_asks_for_requirements(
+    deliver: Any, account: Any, stripe: Any, sent: Any
+) -> None:
+    acct = account.stripe_account_id
+    snapshot = so.account(
+        acct,
+        payouts_enabled=False,
+        requirements=so.requirements(
+            currently_due=["external_account"], past_due=["external_account"]
+        ),
+    )
+    evt = so.event("account.updated", snapshot, account=acct)
+    assert deliver.connect(evt).json()["status"] == "processed"
+    row = account_row(acct)
+    assert row.status == "restricted"
+    assert row.requirements_past_due == ["external_account"]
+    assert [n["account"].pk for n in sent.of("account_requirements_due")] == [row.pk]
+    assert stripe.calls == []
+
+
+def test_older_account_update_arriving_late_is_ignored(
+    deliver: Any, account: Any, stripe: Any
+) -> None:
+    acct = account.stripe_account_id
+    newer = so.event(
+        "account.updated", so.account(acct, payouts_enabled=False), account=acct, created=2_000
+    )
+    older = so.event("account.updated", so.account(acct), account=acct, created=1_000)
+    deliver.connect(newer)
+    deliver.connect(older)
+    assert account_row(acct).payouts_enabled is False
+
+
+def test_deauthorized_then_authorized(deliver: Any, account: Any, stripe: Any, sent: Any) -> None:
+    acct = account.stripe_account_id
+    gone = so.event("account.application.deauthorized", so.application(), account=acct)
+    assert deliver.connect(gone).json()["status"] == "processed"
+    assert account_row(acct).status == "deauthorized"
+    assert len(sent.of("account_deauthorized")) == 1
+    assert deliver.connect(gone).json()["status"] == "duplicate"
+
+    back = so.event(
+        "account.application.authorized", so.application(), account=acct, created=so.now() + 5
+    )
+    deliver.connect(back)
+    assert account_row(acct).status == "verified"
+
+
+def test_capability_updated(deliver: Any, account: Any, stripe: Any, sent: Any) -> None:
+    acct = account.stripe_account_id
+    evt = so.event("capability.updated", so.capability(acct, status="inactive"), account=acct)
+    assert deliver.connect(evt).json()["status"] == "processed"
+    row = account_row(acct)
+    assert row.capabilities["transfers"] == "inactive"
+    assert not row.can_transfer
+    [notice] = sent.of("capability_restricted")
+    assert (notice["capability"], notice["status"]) == ("transfers", "inactive")
+
+
+@pytest.mark.parametrize(
+    ("event_type", "builder"),
+    [
+        ("person.updated", so.person),
+        ("person.deleted", so.person),
+        ("account.external_account.created", so.external_account),
+        ("account.external_account.deleted", so.external_account),
+    ],
+)
+def test_person_and_bank_events_refresh_the_account(
+    deliver: Any, stripe: Any, event_type: str, builder: Any
+) -> None:
+    gateway = SimulatedGateway()
+    created = gateway.create_account(
+        idempotency_key="test-connect-refresh",
+        country="US",
+        email=None,
+        business_type="individual",
+        metadata={},
+    )
+    gateway.complete_onboarding(created.id)
+    row = factories.make_account(
+        owner_user=factories.make_user("doer"), stripe_account_id=created.id, ready=False
+    )
+    stripe.calls.clear()
+    evt = so.event(event_type, builder(created.id), account=created.id)
+    assert deliver.connect(evt).json()["status"] == "processed"
+    assert [name for name, _ in stripe.calls] == ["retrieve_account"]
+    row.refresh_from_db()
+    assert row.status == "verified"
+
+
+def test_event_for_an_unknown_account_is_deferred(deliver: Any, stripe: Any) -> None:
+    acct = "acct_1TestNotYetStored"
+    evt = so.event("account.updated", so.account(acct), account=acct)
+    assert deliver.connect(evt).json()["status"] == "deferred"
+    factories.make_account(
+        owner_user=factories.make_user("doer"), stripe_account_id=acct, ready=False
+    )
+    deliver.retry_deferred()
+    assert events().get(stripe_event_id=evt["id"]).status == "processed"
+    assert account_row(acct).status == "verified"
+
+
+def test_payout_failed_records_an_incident_and_notifies(
+    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+) -> None:
+    scene = make_payment("released", amount_transferred=9_000)
+    acct = scene.account.stripe_account_id
+    payout = so.payout(
+        status="failed",
+        failure_code="account_closed",
+        failure_message="The bank account has been closed.",
+    )
+    evt = so.event("payout.failed", payout, account=acct)
+    assert deliver.connect(evt).json()["status"] == "processed"
+    [incident] = swappable.load("TransferIncident").objects.all()
+    assert (incident.kind, incident.code, incident.stripe_payout_id) == (
+        "payout_failed",
+        "account_closed",
+        payout["id"],
+    )
+    assert incident.payment_id == scene.payment.pk
+    [notice] = sent.of("payout_failed")
+    assert notice["account"].stripe_account_id == acct
+    assert notice["payout"].id == payout["id"]
+
+    # Another event about the same payout records no second incident.
+    deliver.connect(so.event("payout.failed", payout, account=acct))
+    assert swappable.load("TransferIncident").objects.count() == 1
+
+
+def test_payout_paid_is_logged_only(deliver: Any, account: Any, stripe: Any, sent: Any) -> None:
+    acct = account.stripe_account_id
+    evt = so.event("payout.paid", so.payout(status="paid"), account=acct)
+    assert deliver.connect(evt).json()["status"] == "processed"
+    assert not swappable.load("TransferIncident").objects.exists()
+    assert sent.log == []
+
+
+def test_payout_of_the_platform_itself_is_ignored(deliver: Any, stripe: Any) -> None:
+    evt = so.event("payout.failed", so.payout(status="failed"))
+    assert deliver.platform(evt).json()["status"] == "ignored"

@@ -1,0 +1,190 @@
+"""``payment_intent.*`` and ``charge.*`` events move the escrow payment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from django_escrow_connect import swappable
+from django_escrow_connect.gateway.types import RefundSnapshot
+from tests.webhooks import stripe_objects as so
+from tests.webhooks.conftest import MANUAL, events, intent_for, status_history
+
+pytestmark = pytest.mark.django_db
+
+
+def incidents(scene: Any) -> list[Any]:
+    return list(swappable.load("PaymentIncident").objects.filter(payment=scene.payment.pk))
+
+
+def test_processing(deliver: Any, make_payment: Any, stripe: Any) -> None:
+    scene = make_payment()
+    evt = so.event("payment_intent.processing", intent_for(scene, "processing"))
+    assert deliver.platform(evt).json()["status"] == "processed"
+    assert status_history(scene) == ("processing", "pending_payment")
+
+
+def test_succeeded_holds_the_money_without_calling_stripe(
+    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+) -> None:
+    scene = make_payment()
+    intent = intent_for(scene, "succeeded")
+    evt = so.event("payment_intent.succeeded", intent)
+    assert deliver.platform(evt).json()["status"] == "processed"
+    assert status_history(scene) == ("held", "payment_in_escrow")
+    assert scene.payment.stripe_charge_id == intent["latest_charge"]
+    assert [kwargs["payment"].pk for kwargs in sent.of("payment_held")] == [scene.payment.pk]
+    assert stripe.calls == []
+
+
+def test_amount_mismatch_moves_nothing(deliver: Any, make_payment: Any, stripe: Any) -> None:
+    scene = make_payment()
+    evt = so.event("payment_intent.succeeded", intent_for(scene, "succeeded", amount=1))
+    assert deliver.platform(evt).json()["status"] == "processed"
+    assert status_history(scene) == ("awaiting_payment", "pending_payment")
+    [incident] = incidents(scene)
+    assert incident.kind == "amount_mismatch"
+    assert incident.stripe_event_id == evt["id"]
+
+
+def test_currency_mismatch_moves_nothing(deliver: Any, make_payment: Any, stripe: Any) -> None:
+    scene = make_payment()
+    evt = so.event("payment_intent.succeeded", intent_for(scene, "succeeded", currency="eur"))
+    deliver.platform(evt)
+    assert scene.refresh().status == "awaiting_payment"
+    assert [i.kind for i in incidents(scene)] == ["amount_mismatch"]
+
+
+def test_payment_failed_records_stripes_reason(
+    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+) -> None:
+    scene = make_payment()
+    intent = intent_for(scene, "requires_payment_method", last_payment_error=so.card_error())
+    assert deliver.platform(so.event("payment_intent.payment_failed", intent)).status_code == 200
+    assert status_history(scene) == ("failed", "payment_failed")
+    [incident] = incidents(scene)
+    assert (incident.kind, incident.code, incident.decline_code) == (
+        "payment_failed",
+        "card_declined",
+        "insufficient_funds",
+    )
+    assert incident.message == "Your card has insufficient funds."
+    assert len(sent.of("payment_failed")) == 1
+
+
+def test_canceled(deliver: Any, make_payment: Any, stripe: Any, sent: Any) -> None:
+    scene = make_payment()
+    intent = intent_for(scene, "canceled", cancellation_reason="abandoned")
+    assert deliver.platform(so.event("payment_intent.canceled", intent)).status_code == 200
+    assert scene.refresh().status == "canceled"
+    assert len(sent.of("payment_canceled")) == 1
+
+
+def test_manual_capture_authorisation_is_a_hold_with_a_deadline(
+    deliver: Any, make_payment: Any, stripe: Any
+) -> None:
+    scene = make_payment(strategy=MANUAL)
+    evt = so.event(
+        "payment_intent.amount_capturable_updated", intent_for(scene, "requires_capture")
+    )
+    assert deliver.platform(evt).json()["status"] == "processed"
+    assert status_history(scene) == ("held", "payment_in_escrow")
+    assert scene.payment.capture_before is not None
+
+
+def test_manual_capture_succeeded_is_the_release(
+    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+) -> None:
+    scene = make_payment("held", strategy=MANUAL)
+    evt = so.event("payment_intent.succeeded", intent_for(scene, "succeeded"))
+    assert deliver.platform(evt).status_code == 200
+    payment = scene.refresh()
+    assert payment.status == "released"
+    assert payment.amount_transferred == payment.amount - payment.platform_fee
+    assert len(sent.of("payment_released")) == 1
+
+
+def test_charge_event_remembers_the_charge_and_capture_deadline(
+    deliver: Any, make_payment: Any, stripe: Any
+) -> None:
+    scene = make_payment(strategy=MANUAL, with_charge=False)
+    deadline = so.now() + 6 * 86400
+    charge = so.charge(
+        payment_intent=scene.payment.stripe_payment_intent_id, captured=False, amount_captured=0
+    )
+    charge["payment_method_details"]["card"]["capture_before"] = deadline
+    assert deliver.platform(so.event("charge.succeeded", charge)).json()["status"] == "processed"
+    payment = scene.refresh()
+    assert payment.stripe_charge_id == charge["id"]
+    assert int(payment.capture_before.timestamp()) == deadline
+    assert stripe.calls == []
+
+
+def test_charge_of_another_product_is_ignored(deliver: Any, stripe: Any) -> None:
+    evt = so.event("charge.updated", so.charge(payment_intent="pi_1NotAnEscrowPayment"))
+    assert deliver.platform(evt).json()["status"] == "ignored"
+
+
+def test_payment_intent_of_another_product_is_ignored(deliver: Any, stripe: Any) -> None:
+    evt = so.event("payment_intent.succeeded", so.payment_intent(status="succeeded"))
+    assert deliver.platform(evt).json()["status"] == "ignored"
+
+
+def test_our_payment_intent_before_its_row_is_deferred(
+    deliver: Any, make_payment: Any, stripe: Any
+) -> None:
+    scene = make_payment()
+    intent = intent_for(scene, "succeeded", id=so.new_id("pi"))
+    evt = so.event("payment_intent.succeeded", intent)
+    assert deliver.platform(evt).json()["status"] == "deferred"
+    # The row learns its PaymentIntent id (the create call's answer commits).
+    swappable.load("EscrowPayment").objects.filter(pk=scene.payment.pk).update(
+        stripe_payment_intent_id=intent["id"]
+    )
+    deliver.retry_deferred()
+    assert events().get(stripe_event_id=evt["id"]).status == "processed"
+    assert scene.refresh().status == "held"
+
+
+def test_charge_refunded_catches_up_with_missing_refund_events(
+    deliver: Any, make_payment: Any, stripe: Any, monkeypatch: Any, sent: Any
+) -> None:
+    scene = make_payment("held")
+    payment = scene.payment
+    refund = RefundSnapshot(
+        id=so.new_id("re"),
+        amount=2_500,
+        currency="usd",
+        status="succeeded",
+        payment_intent=payment.stripe_payment_intent_id,
+        charge=payment.stripe_charge_id,
+    )
+    listed: list[str] = []
+
+    def list_refunds(self: Any, *, payment_intent: str) -> list[RefundSnapshot]:
+        listed.append(payment_intent)
+        return [refund]
+
+    monkeypatch.setattr(type(stripe_gateway()), "list_refunds", list_refunds)
+    charge = so.charge(
+        id=payment.stripe_charge_id,
+        payment_intent=payment.stripe_payment_intent_id,
+        amount_refunded=2_500,
+    )
+    assert deliver.platform(so.event("charge.refunded", charge)).status_code == 200
+    assert listed == [payment.stripe_payment_intent_id]
+    payment = scene.refresh()
+    assert (payment.status, payment.amount_refunded) == ("held", 2_500)
+    assert len(sent.of("payment_refunded")) == 1
+
+    # Replayed: the totals agree now, so Stripe is not asked again.
+    deliver.platform(so.event("charge.refunded", charge))
+    assert listed == [payment.stripe_payment_intent_id]
+    assert scene.refresh().amount_refunded == 2_500
+
+
+def stripe_gateway() -> Any:
+    from django_escrow_connect.gateway import get_gateway
+
+    return get_gateway()

@@ -1,0 +1,333 @@
+"""The pipeline after verification: record once, dispatch, settle.
+
+A spy handler is registered for a test event type, so these tests observe
+the pipeline itself: duplicates, failures and retries, deferral, task
+processing, replay, query counts and log lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection, connections
+from django.utils import timezone
+
+from django_escrow_connect.gateway.signing import sign_webhook_payload
+from django_escrow_connect.services.errors import UnknownObject
+from django_escrow_connect.states import WebhookEndpoint
+from django_escrow_connect.webhooks import pipeline, receiver, registry
+from tests.webhooks import stripe_objects as so
+from tests.webhooks.conftest import PLATFORM_SECRET, events
+
+SPY = "escrow_test.spy"
+
+
+class Spy:
+    """A handler that records its calls and does what it is told."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.raise_: list[BaseException] = []
+        self.sleep = 0.0
+        self.atomic_depth: list[int] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, context: pipeline.EventContext) -> None:
+        with self.lock:
+            self.calls.append(context.id)
+        self.atomic_depth.append(len(connection.atomic_blocks))
+        context.payment_id = "pay-42"
+        context.connected_account = "acct_1TestSpy"
+        if self.sleep:
+            time.sleep(self.sleep)
+        if self.raise_:
+            raise self.raise_.pop(0)
+
+
+@pytest.fixture
+def spy(monkeypatch: Any) -> Spy:
+    handler = Spy()
+    route = registry.Route(handler, registry.PLATFORM | registry.CONNECT)
+    monkeypatch.setitem(registry.HANDLERS, SPY, route)
+    return handler
+
+
+def spy_event(**kwargs: Any) -> dict[str, Any]:
+    return so.event(SPY, so.charge(), **kwargs)
+
+
+def status_of(evt: dict[str, Any]) -> Any:
+    return events().get(stripe_event_id=evt["id"])
+
+
+pytestmark = pytest.mark.django_db
+
+
+# --------------------------------------------------------------------------
+# Duplicates
+# --------------------------------------------------------------------------
+
+
+def test_duplicate_delivery_is_processed_once(deliver: Any, spy: Spy) -> None:
+    evt = spy_event()
+    first = deliver.platform(evt)
+    second = deliver.platform(evt)
+    assert first.json()["status"] == "processed"
+    assert second.status_code == 200
+    assert second.json()["status"] == "duplicate"
+    assert spy.calls == [evt["id"]]
+    row = status_of(evt)
+    assert (row.status, row.attempts) == ("processed", 1)
+
+
+def test_duplicate_of_an_ignored_event_does_nothing(deliver: Any) -> None:
+    evt = so.event("customer.created", {"id": "cus_1", "object": "customer"})
+    assert deliver.platform(evt).json()["status"] == "ignored"
+    assert deliver.platform(evt).json()["status"] == "duplicate"
+    assert events().count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_duplicates_are_processed_once(spy: Spy) -> None:
+    evt = spy_event()
+    payload = so.encode(evt)
+    header = sign_webhook_payload(payload, PLATFORM_SECRET)
+    spy.sleep = 0.2
+    barrier = threading.Barrier(8)
+    outcomes: list[pipeline.Outcome] = []
+
+    def deliver_once() -> None:
+        try:
+            barrier.wait()
+            outcomes.append(receiver.receive(WebhookEndpoint.PLATFORM, payload, header))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=deliver_once) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(outcomes) == 8
+    assert all(outcome.status_code == 200 for outcome in outcomes), outcomes
+    assert sorted(o.status for o in outcomes) == ["duplicate"] * 7 + ["processed"]
+    assert spy.calls == [evt["id"]]
+    row = status_of(evt)
+    assert (row.status, row.attempts) == ("processed", 1)
+
+
+# --------------------------------------------------------------------------
+# Failures, retries, deferral
+# --------------------------------------------------------------------------
+
+
+def test_handler_error_fails_the_event_and_asks_stripe_to_retry(
+    deliver: Any, spy: Spy, sent: Any
+) -> None:
+    spy.raise_.append(RuntimeError("ledger offline"))
+    evt = spy_event()
+    response = deliver.platform(evt)
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "processing_failed"
+    row = status_of(evt)
+    assert row.status == "failed"
+    assert row.attempts == 1
+    assert row.last_error == "RuntimeError: ledger offline"
+    [failure] = sent.of("webhook_processing_failed")
+    assert failure["event"].stripe_event_id == evt["id"]
+    assert failure["error"] == "RuntimeError: ledger offline"
+
+    # Stripe delivers the same event again; this time the handler succeeds.
+    retry = deliver.platform(evt)
+    assert retry.status_code == 200
+    assert retry.json()["status"] == "processed"
+    row = status_of(evt)
+    assert (row.status, row.attempts, row.last_error) == ("processed", 2, "")
+    assert spy.calls == [evt["id"], evt["id"]]
+
+
+def test_handler_writes_are_rolled_back_on_failure(deliver: Any, monkeypatch: Any) -> None:
+    from tests import factories
+
+    def half_done(context: pipeline.EventContext) -> None:
+        factories.make_user("written-before-the-crash")
+        raise ValueError("boom")
+
+    monkeypatch.setitem(registry.HANDLERS, SPY, registry.Route(half_done, registry.PLATFORM))
+    from django.contrib.auth import get_user_model
+
+    before = get_user_model().objects.count()
+    assert deliver.platform(spy_event()).status_code == 500
+    assert get_user_model().objects.count() == before
+
+
+def test_unknown_object_defers_then_reconcile_processes_it(deliver: Any, spy: Spy) -> None:
+    spy.raise_.append(UnknownObject("No payment for pi_123 (yet)."))
+    evt = spy_event()
+    response = deliver.platform(evt)
+    assert response.status_code == 200
+    assert response.json()["status"] == "deferred"
+    row = status_of(evt)
+    assert (row.status, row.last_error) == ("deferred", "No payment for pi_123 (yet).")
+
+    # A duplicate delivery leaves a deferred event to the reconcile command.
+    assert deliver.platform(evt).json()["status"] == "duplicate"
+    assert len(spy.calls) == 1
+
+    assert pipeline.process_deferred(limit=10) == {"processed": 1}
+    assert status_of(evt).status == "processed"
+    assert len(spy.calls) == 2
+
+
+def test_deferred_too_long_is_ignored(deliver: Any, spy: Spy) -> None:
+    spy.raise_.extend([UnknownObject("late"), UnknownObject("still late")])
+    evt = spy_event()
+    deliver.platform(evt)
+    events().filter(stripe_event_id=evt["id"]).update(
+        received_at=timezone.now() - pipeline.DEFERRED_MAX_AGE - timedelta(hours=1)
+    )
+    assert pipeline.process_deferred() == {"ignored": 1}
+    row = status_of(evt)
+    assert row.status == "ignored"
+    assert "Gave up" in row.last_error
+
+
+def test_purged_payload_fails_instead_of_guessing(deliver: Any, spy: Spy) -> None:
+    spy.raise_.append(RuntimeError("first attempt"))
+    evt = spy_event()
+    deliver.platform(evt)
+    events().filter(stripe_event_id=evt["id"]).update(payload=None)
+    assert deliver.platform(evt).status_code == 500
+    assert "purged" in status_of(evt).last_error
+
+
+# --------------------------------------------------------------------------
+# Transactions
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_atomic_requests_do_not_wrap_the_pipeline(deliver: Any, spy: Spy) -> None:
+    settings_dict = connections["default"].settings_dict
+    settings_dict["ATOMIC_REQUESTS"] = True
+    try:
+        spy.raise_.append(RuntimeError("boom"))
+        evt = spy_event()
+        assert deliver.platform(evt).status_code == 500
+    finally:
+        settings_dict["ATOMIC_REQUESTS"] = False
+    # The handler ran in the pipeline's own transaction only, and the failed
+    # event row was committed despite ATOMIC_REQUESTS.
+    assert spy.atomic_depth == [1]
+    assert status_of(evt).status == "failed"
+
+
+# --------------------------------------------------------------------------
+# Task processing
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def task_processing(settings: Any) -> None:
+    settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "WEBHOOK_PROCESSING": "task"}
+
+
+def test_task_mode_enqueues_and_the_worker_processes(
+    deliver: Any, spy: Spy, task_processing: None, settings: Any
+) -> None:
+    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+    evt = spy_event()
+    response = deliver.platform(evt)
+    assert response.status_code == 200
+    assert response.json()["status"] == "queued"
+    assert status_of(evt).status == "processed"
+    assert spy.calls == [evt["id"]]
+
+
+def test_task_mode_answers_before_processing(
+    deliver: Any, spy: Spy, task_processing: None, settings: Any
+) -> None:
+    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.dummy.DummyBackend"}}
+    from django_tasks import default_task_backend
+
+    evt = spy_event()
+    assert deliver.platform(evt).json()["status"] == "queued"
+    assert status_of(evt).status == "received"
+    assert spy.calls == []
+    [result] = default_task_backend.results
+    assert result.args == [evt["id"]]
+    # A duplicate while it waits is queued again: the worker that runs second
+    # finds the event processed and does nothing.
+    assert deliver.platform(evt).json()["status"] == "queued"
+    from django_escrow_connect.webhooks.tasks import process_webhook_event
+
+    assert process_webhook_event.call(evt["id"]) == "processed"
+    assert process_webhook_event.call(evt["id"]) is None
+    assert spy.calls == [evt["id"]]
+
+
+# --------------------------------------------------------------------------
+# Replay
+# --------------------------------------------------------------------------
+
+
+def test_replay_runs_a_processed_event_again(deliver: Any, spy: Spy) -> None:
+    evt = spy_event()
+    deliver.platform(evt)
+    row = status_of(evt)
+    assert pipeline.replay(row.pk) == "processed"
+    assert spy.calls == [evt["id"], evt["id"]]
+    assert status_of(evt).attempts == 2
+
+
+# --------------------------------------------------------------------------
+# Query budget
+# --------------------------------------------------------------------------
+
+
+def test_new_event_query_budget(deliver: Any, spy: Spy, django_assert_max_num_queries: Any) -> None:
+    with django_assert_max_num_queries(6):
+        assert deliver.platform(spy_event()).status_code == 200
+
+
+def test_duplicate_query_budget(deliver: Any, spy: Spy, django_assert_max_num_queries: Any) -> None:
+    evt = spy_event()
+    deliver.platform(evt)
+    with django_assert_max_num_queries(2):
+        assert deliver.platform(evt).json()["status"] == "duplicate"
+
+
+# --------------------------------------------------------------------------
+# Logging
+# --------------------------------------------------------------------------
+
+
+def test_log_lines_carry_the_event_and_never_secrets(deliver: Any, spy: Spy, caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG, logger="django_escrow_connect")
+    intent = so.payment_intent(client_secret="pi_x_secret_MUSTNOTLEAK")
+    evt = so.event(SPY, intent)
+    deliver.platform(evt)
+    spy.raise_.append(RuntimeError("boom"))
+    deliver.platform(spy_event())
+    deliver.platform(spy_event(), secret="whsec_wrong")
+
+    records = [r for r in caplog.records if r.name == "django_escrow_connect.webhooks"]
+    assert records
+    for record in records:
+        if getattr(record, "webhook_status", None) == "processed":
+            assert record.stripe_event_id == evt["id"]
+            assert record.event_type == SPY
+            assert record.payment_id == "pay-42"
+            assert record.connected_account == "acct_1TestSpy"
+    assert any(getattr(r, "webhook_status", "") == "failed" for r in records)
+    assert all(hasattr(r, "stripe_event_id") or hasattr(r, "webhook_endpoint") for r in records)
+    text = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
+    assert "MUSTNOTLEAK" not in text
+    assert PLATFORM_SECRET not in text
