@@ -120,8 +120,10 @@ class Marketplace:
         payee = {"payee_organization": self.organization} if to_org else {"payee_user": self.doer}
         return factories.make_task(self.customer, amount=amount, currency=currency, **payee)
 
-    def create(self, task: Any, user: Any = None, **body: Any) -> Any:
-        return self.post(user or self.customer, "payment-create", {"task_id": str(task.pk), **body})
+    def create(self, task: Any, user: Any = "customer", **body: Any) -> Any:
+        """POST payments/create/ as ``user`` (None: anonymous)."""
+        user = self.customer if user == "customer" else user
+        return self.post(user, "payment-create", {"task_id": str(task.pk), **body})
 
     def pay(self, payment_id: Any, card: str = "success") -> Any:
         """The customer pays with a test card in the browser (Stripe.js)."""

@@ -1,0 +1,115 @@
+"""The scheduled commands: capture expiry and automatic release."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from django_escrow_connect import swappable
+from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
+
+from .conftest import configure, money_calls
+
+
+def run(market, name, *args):
+    out = StringIO()
+    with market.capture(execute=True):
+        call_command(name, *args, stdout=out, stderr=out)
+    return out.getvalue()
+
+
+def age(payment, **fields):
+    """Move a payment's timestamps into the past (as if time had passed)."""
+    swappable.load("EscrowPayment").objects.filter(pk=payment.pk).update(**fields)
+
+
+class TestCaptureExpiry:
+    @pytest.fixture(autouse=True)
+    def manual(self, settings, stripe):
+        configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE, CAPTURE_EXPIRY_WARNING_HOURS=48)
+
+    def soon(self, market, hours=10):
+        payment = market.held_payment()
+        age(payment, capture_before=timezone.now() + timedelta(hours=hours))
+        return payment
+
+    def test_nothing_close_to_expiry(self, market, stripe):
+        market.held_payment()  # expires in 7 days
+        assert "No manual-capture hold expires within 48 hours." in run(
+            market, "escrow_capture_expiry"
+        )
+
+    def test_warn_lists_and_changes_nothing(self, market, stripe, caplog):
+        payment = self.soon(market)
+        stripe.calls.clear()
+        output = run(market, "escrow_capture_expiry")
+        assert f"{payment.pk}: expires in 9h" in output or f"{payment.pk}: expires in 10h" in output
+        assert "manual-capture hold expires soon" in caplog.text
+        assert market.payment(payment.pk).status == "held"
+        assert money_calls(stripe) == []
+
+    def test_release_action_captures(self, market, stripe, settings):
+        configure(settings, CAPTURE_EXPIRY_ACTION="release")
+        payment = self.soon(market)
+        later = market.held_payment()  # 7 days left: not touched
+        output = run(market, "escrow_capture_expiry")
+        assert f"{payment.pk}: held -> released" in output
+        assert market.payment(payment.pk).status == "released"
+        assert market.payment(later.pk).status == "held"
+
+    def test_cancel_action_voids_and_dry_run_does_not(self, market, stripe):
+        payment = self.soon(market)
+        assert "would cancel" in run(
+            market, "escrow_capture_expiry", "--action", "cancel", "--dry-run"
+        )
+        assert market.payment(payment.pk).status == "held"
+        output = run(market, "escrow_capture_expiry", "--action", "cancel")
+        assert f"{payment.pk}: held -> canceled" in output
+        assert stripe.payment_intents[payment.stripe_payment_intent_id]["status"] == "canceled"
+
+    def test_a_lapsed_hold_is_synced_from_stripe(self, market, stripe):
+        payment = market.held_payment()
+        with market.capture(execute=False):  # Stripe voids it; the webhook is lost
+            stripe.advance_time(8 * 24 * 3600)
+        age(payment, capture_before=timezone.now() - timedelta(hours=1))
+        output = run(market, "escrow_capture_expiry", "--action", "release")
+        assert f"{payment.pk}: held -> canceled" in output
+        payment = market.payment(payment.pk)
+        assert payment.status == "canceled"
+        assert payment.incidents.get().kind == "capture_expired"
+
+
+class TestAutoRelease:
+    @pytest.fixture(autouse=True)
+    def sct(self, settings, stripe):
+        configure(settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS)
+
+    def test_off_by_default_and_says_so(self, market, stripe):
+        payment = market.held_payment()
+        age(payment, held_at=timezone.now() - timedelta(days=365))
+        output = run(market, "escrow_auto_release")
+        assert "AUTO_RELEASE_AFTER_DAYS" in output
+        assert "nothing done" in output
+        assert market.payment(payment.pk).status == "held"
+
+    def test_releases_payments_held_long_enough(self, market, stripe, settings):
+        configure(settings, AUTO_RELEASE_AFTER_DAYS=14)
+        due = market.held_payment()
+        age(due, held_at=timezone.now() - timedelta(days=15))
+        recent = market.held_payment()
+        age(recent, held_at=timezone.now() - timedelta(days=13))
+        assert f"{due.pk}: would release" in run(market, "escrow_auto_release", "--dry-run")
+        assert market.payment(due.pk).status == "held"
+
+        stripe.calls.clear()
+        output = run(market, "escrow_auto_release")
+        assert f"{due.pk}: held -> released" in output
+        assert str(recent.pk) not in output
+        assert market.payment(due.pk).status == "released"
+        assert market.payment(recent.pk).status == "held"
+        assert money_calls(stripe) == ["create_transfer"]
+        assert "No payment is due" in run(market, "escrow_auto_release")

@@ -1,0 +1,126 @@
+"""Creating a payment: the amount and the parties come from the task, never
+from the request."""
+
+from __future__ import annotations
+
+import pytest
+
+from django_escrow_connect import swappable
+from tests import factories
+
+from .conftest import money_calls
+
+
+def payments_of(task):
+    return swappable.load("EscrowPayment").objects.filter(task_id=task.pk)
+
+
+def test_the_amount_the_customer_saw_is_checked_against_the_task(market, stripe):
+    task = market.task(amount=10_000)
+    assert market.create(task, amount=10_000).status_code == 201
+
+
+@pytest.mark.parametrize("amount", [1, 9_999, 10_001, 1_000_000])
+def test_a_tampered_amount_is_refused(market, stripe, amount):
+    task = market.task(amount=10_000)
+    response = market.create(task, amount=amount)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "amount_mismatch"
+    assert not payments_of(task).exists()
+    assert money_calls(stripe) == []
+
+
+@pytest.mark.parametrize("amount", [0, -5, 100.5, "100.00", "abc", True, None, [1]])
+def test_an_amount_that_is_not_a_positive_integer_is_invalid(market, stripe, amount):
+    task = market.task()
+    response = market.create(task, amount=amount)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert "amount" in error["fields"]
+    assert not payments_of(task).exists()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"currency": "jpy"}, {"payee": "someone"}, {"payee_user": 1}, {"platform_fee": 0}],
+)
+def test_fields_the_server_decides_are_refused(market, stripe, extra):
+    task = market.task()
+    response = market.create(task, **extra)
+    assert response.status_code == 400
+    assert set(response.json()["error"]["fields"]) == set(extra)
+    assert not payments_of(task).exists()
+    assert money_calls(stripe) == []
+
+
+def test_a_later_price_change_does_not_change_an_open_payment(market, stripe):
+    task = market.task(amount=10_000)
+    first = market.create(task).json()
+    factories.set_task_price(task, 12_000)
+    response = market.create(task, amount=10_000)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "amount_mismatch"
+    assert market.payment(first["payment_id"]).amount == 10_000
+
+
+def test_paying_for_ones_own_task_is_refused(market, stripe):
+    task = factories.make_task(market.customer, payee_user=market.customer)
+    response = market.create(task)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "self_payment"
+    assert not payments_of(task).exists()
+    assert money_calls(stripe) == []
+
+
+def test_a_task_without_an_accepted_offer_cannot_be_paid(market, stripe):
+    task = factories.make_task(market.customer, amount=None)
+    response = market.create(task)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "no_payment_terms"
+
+
+def test_a_doer_without_a_ready_account_cannot_be_paid(market, stripe):
+    newcomer = factories.make_user("newcomer")
+    factories.make_account(owner_user=newcomer, ready=False)
+    task = factories.make_task(market.customer, payee_user=newcomer)
+    response = market.create(task)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "account_not_ready"
+    assert money_calls(stripe) == []
+
+
+@pytest.mark.parametrize("task_id", ["not-a-key", "00000000-0000-0000-0000-000000000000", "0"])
+def test_an_unknown_or_malformed_task_is_404(market, stripe, task_id):
+    response = market.post(market.customer, "payment-create", {"task_id": task_id})
+    assert response.status_code == 404, response.content
+    assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("body", [[], "task", {"task_id": ""}, {}])
+def test_a_malformed_body_is_400(market, stripe, body):
+    response = market.post(market.customer, "payment-create", body)
+    assert response.status_code == 400, response.content
+    assert set(response.json()) == {"error"}
+
+
+def test_a_stripe_outage_leaves_nothing_behind_and_a_retry_creates_once(market, stripe):
+    from django_escrow_connect.exceptions import TemporarilyUnavailable
+
+    task = market.task()
+    stripe.fail_next(
+        "create_payment_intent",
+        TemporarilyUnavailable("timeout", http_status=None),
+        after_effect=True,
+    )
+    response = market.create(task)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "provider_unavailable"
+    assert not payments_of(task).exists()
+
+    response = market.create(task)
+    assert response.status_code == 201
+    # The same key: Stripe answered with the intent it made the first time.
+    assert len(stripe.payment_intents) == 1
+    (payment,) = payments_of(task)
+    assert payment.stripe_payment_intent_id in stripe.payment_intents

@@ -1,0 +1,203 @@
+"""When Stripe's answer is lost or negative: nothing moves twice, nothing is
+forgotten, and the release can be finished by a retry or by reconcile."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
+from django_escrow_connect.exceptions import BalanceInsufficient, TemporarilyUnavailable
+
+from .conftest import configure, money_calls
+
+
+def timeout():
+    return TemporarilyUnavailable("Request timed out", http_status=None)
+
+
+def transfers_in_stripe(stripe, payment):
+    return [t for t in stripe.transfers.values() if t["transfer_group"] == payment.transfer_group]
+
+
+@pytest.fixture
+def sct(settings, stripe):
+    configure(settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS)
+
+
+def reconcile(*args):
+    out, err = StringIO(), StringIO()
+    call_command("escrow_reconcile", *args, stdout=out, stderr=err)
+    return out.getvalue() + err.getvalue()
+
+
+class TestTransferAnswerLost:
+    """Stripe made the transfer, then the connection dropped."""
+
+    def crash(self, market, stripe):
+        payment = market.held_payment()
+        stripe.fail_next("create_transfer", timeout(), after_effect=True)
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "operation_pending"
+        payment = market.payment(payment.pk)
+        assert payment.status == "releasing"
+        (row,) = payment.transfers.all()
+        assert (row.status, row.stripe_transfer_id) == ("pending", "")
+        assert len(transfers_in_stripe(stripe, payment)) == 1
+        return payment
+
+    def test_a_retry_finishes_the_release_with_exactly_one_transfer(self, market, stripe, sct):
+        payment = self.crash(market, stripe)
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        payment = market.payment(payment.pk)
+        assert payment.status == "released"
+        (sent,) = transfers_in_stripe(stripe, payment)
+        (row,) = payment.transfers.all()
+        assert (row.status, row.stripe_transfer_id) == ("created", sent["id"])
+        assert payment.task.payment_status == "payment_released"
+        assert stripe.balances[market.doer_account.stripe_account_id] == {"usd": 9_000}
+
+    def test_reconcile_finds_the_transfer_without_sending_another(self, market, stripe, sct):
+        payment = self.crash(market, stripe)
+        stripe.calls.clear()
+        dry = reconcile("--dry-run", "--older-than", "0")
+        assert f"{payment.pk}: would mark released" in dry
+        assert market.payment(payment.pk).status == "releasing"
+
+        with market.capture(execute=True):
+            output = reconcile("--older-than", "0")
+        assert f"{payment.pk}: releasing -> released" in output
+        assert money_calls(stripe) == []
+        payment = market.payment(payment.pk)
+        assert payment.status == "released"
+        assert payment.amount_transferred == 9_000
+        (row,) = payment.transfers.all()
+        assert row.status == "created"
+        assert len(transfers_in_stripe(stripe, payment)) == 1
+        assert "Nothing to reconcile." in reconcile("--older-than", "0")
+
+    def test_reconcile_leaves_recent_payments_alone(self, market, stripe, sct):
+        payment = self.crash(market, stripe)
+        assert "Nothing to reconcile." in reconcile()  # default: 30 minutes
+        assert market.payment(payment.pk).status == "releasing"
+        # --payment reaches one payment whatever its age.
+        with market.capture(execute=True):
+            assert "releasing -> released" in reconcile("--payment", str(payment.pk))
+
+
+class TestTransferNeverSent:
+    """The request never reached Stripe (a timeout before it was sent)."""
+
+    def test_reconcile_sends_it_with_the_same_key(self, market, stripe, sct):
+        payment = market.held_payment()
+        stripe.fail_next("create_transfer", timeout())
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 503
+        assert transfers_in_stripe(stripe, payment) == []
+        (row,) = market.payment(payment.pk).transfers.all()
+        stripe.calls.clear()
+        with market.capture(execute=True):
+            output = reconcile("--older-than", "0")
+        assert "releasing -> released" in output
+        assert money_calls(stripe) == ["create_transfer"]
+        (_, params) = next(c for c in stripe.calls if c[0] == "create_transfer")
+        assert params["idempotency_key"] == row.idempotency_key
+        assert len(transfers_in_stripe(stripe, payment)) == 1
+
+
+class TestTransferRefused:
+    def test_insufficient_balance_records_an_incident_and_keeps_the_money_held(
+        self, market, stripe, sct
+    ):
+        payment = market.held_payment()
+        stripe.fail_next(
+            "create_transfer",
+            BalanceInsufficient(
+                "Insufficient funds.", code="balance_insufficient", http_status=400
+            ),
+        )
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "release_failed"
+        payment = market.payment(payment.pk)
+        assert payment.status == "held"
+        assert payment.release_attempts == 1
+        (incident,) = payment.transfer_incidents.all()
+        assert (incident.kind, incident.code) == ("transfer_failed", "balance_insufficient")
+        (failed,) = payment.transfers.all()
+        assert failed.status == "failed"
+        assert transfers_in_stripe(stripe, payment) == []
+
+        stripe.calls.clear()
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        (_, params) = next(c for c in stripe.calls if c[0] == "create_transfer")
+        assert params["idempotency_key"] != failed.idempotency_key
+        assert params["idempotency_key"].endswith(":1")
+        payment = market.payment(payment.pk)
+        assert payment.status == "released"
+        assert [t.status for t in payment.transfers.order_by("created_at")] == [
+            "failed",
+            "created",
+        ]
+        assert len(transfers_in_stripe(stripe, payment)) == 1
+
+
+class TestCaptureAnswerLost:
+    def test_reconcile_reads_the_intent_and_releases(self, market, stripe, settings):
+        configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
+        payment = market.held_payment()
+        stripe.fail_next("capture_payment_intent", timeout(), after_effect=True)
+        with market.capture(execute=False):
+            # The capture's own webhook is lost too: only reconcile can tell.
+            response = market.client(market.customer).post(
+                f"/escrow/payments/confirm/{payment.pk}/", {}, format="json"
+            )
+        assert response.status_code == 503
+        assert market.payment(payment.pk).status == "releasing"
+        stripe.calls.clear()
+        with market.capture(execute=True):
+            output = reconcile("--older-than", "0")
+        assert "releasing -> released" in output
+        assert money_calls(stripe) == []
+        assert market.payment(payment.pk).status == "released"
+
+
+class TestPaymentOutcomeLost:
+    def test_reconcile_applies_a_payment_whose_webhook_never_came(self, market, stripe):
+        from django_escrow_connect.gateway.simulated import SimulatedGateway
+
+        body = market.create(market.task()).json()
+        payment = market.payment(body["payment_id"])
+        with market.capture(execute=False):  # the webhook is lost
+            SimulatedGateway().confirm_payment_intent(payment.stripe_payment_intent_id, "success")
+        assert market.payment(payment.pk).status == "awaiting_payment"
+        assert f"{payment.pk}: would apply PaymentIntent (succeeded)" in reconcile(
+            "--dry-run", "--older-than", "0"
+        )
+        with market.capture(execute=True):
+            output = reconcile("--older-than", "0")
+        assert f"{payment.pk}: awaiting_payment -> held" in output
+        assert market.payment(payment.pk).status == "held"
+
+    def test_an_unpaid_payment_is_not_reported(self, market, stripe):
+        market.create(market.task())
+        assert "Nothing to reconcile." in reconcile("--dry-run", "--older-than", "0")
+
+
+def test_a_stripe_outage_during_reconcile_is_reported_and_exits_non_zero(market, stripe, sct):
+    from django.core.management.base import CommandError
+
+    payment = market.held_payment()
+    stripe.fail_next("create_transfer", timeout(), after_effect=True)
+    market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+    stripe.fail_next("list_transfers", timeout())
+    err = StringIO()
+    with pytest.raises(CommandError):
+        call_command("escrow_reconcile", "--older-than", "0", stdout=StringIO(), stderr=err)
+    assert "list transfers failed" in err.getvalue()
+    assert market.payment(payment.pk).status == "releasing"
