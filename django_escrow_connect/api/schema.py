@@ -27,10 +27,28 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 try:  # pragma: no branch - which branch runs depends on the environment
     from drf_spectacular.openapi import AutoSchema as _AutoSchema
-    from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+    from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+    from drf_spectacular.utils import extend_schema as _extend_schema
     from drf_spectacular.views import SpectacularAPIView
 
     SPECTACULAR_AVAILABLE = True
+
+    def extend_schema(*args: Any, **kwargs: Any) -> Callable[[F], F]:
+        """drf-spectacular's decorator, based on its own ``AutoSchema``.
+
+        By default the decorator extends the host's ``DEFAULT_SCHEMA_CLASS``,
+        which is DRF's own schema class unless the host configured
+        drf-spectacular; the package's views must not depend on that.
+        """
+        decorate = _extend_schema(*args, **kwargs)
+
+        def decorator(func: F) -> F:
+            if getattr(func, "schema", None) is None:
+                func.schema = _AutoSchema  # type: ignore[attr-defined]
+            return decorate(func)
+
+        return decorator
+
 except ImportError:  # drf-spectacular is optional
     SPECTACULAR_AVAILABLE = False
     _AutoSchema = None
@@ -101,12 +119,22 @@ def only_package_endpoints(endpoints: list[Any], **kwargs: Any) -> list[Any]:
 def _schema_view() -> Any:
     from .. import __version__
 
-    return SpectacularAPIView.as_view(
+    class PackageSchemaView(SpectacularAPIView):  # type: ignore[misc,valid-type]
+        # The document itself is not an endpoint of any document.
+        schema = None
+
+    return PackageSchemaView.as_view(
         custom_settings={
             "TITLE": "django-escrow-connect",
             "DESCRIPTION": "Escrow payments on Stripe Connect: onboarding, payments, webhooks.",
             "VERSION": __version__,
             "PREPROCESSING_HOOKS": [f"{__name__}.only_package_endpoints"],
+            # Several models have a "status" field: name their enums.
+            "ENUM_NAME_OVERRIDES": {
+                "AccountStatusEnum": "django_escrow_connect.states.AccountStatus",
+                "PaymentStatusEnum": "django_escrow_connect.states.PaymentStatus",
+                "BusinessTypeEnum": "django_escrow_connect.states.BusinessType",
+            },
         }
     )
 
