@@ -1,0 +1,84 @@
+"""Concurrent confirms of one payment move money once (PostgreSQL row locks).
+
+Sixteen threads, each with its own database connection, confirm the same
+payment at the same moment through the API. The payment row lock serialises
+them: exactly one transfer reaches Stripe, the others see the released
+payment and answer 200 with the same state.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connections
+from rest_framework.test import APIClient
+
+from django_escrow_connect import swappable
+from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
+from django_escrow_connect.gateway.simulated import SimulatedGateway
+from tests import factories
+
+from .conftest import configure, money_calls, stripe_account
+
+THREADS = 16
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("escrow_strategy", [SEPARATE_CHARGES_AND_TRANSFERS, MANUAL_CAPTURE])
+def test_sixteen_concurrent_confirms_make_one_transfer(settings, stripe, escrow_strategy):
+    configure(settings, ESCROW_STRATEGY=escrow_strategy)
+    customer = factories.make_user("customer")
+    doer = factories.make_user("doer")
+    stripe_account(owner_user=doer)
+    task = factories.make_task(customer, payee_user=doer)
+    client = APIClient()
+    client.force_authenticate(customer)
+    created = client.post("/escrow/payments/create/", {"task_id": str(task.pk)}, format="json")
+    assert created.status_code == 201, created.content
+    payment_id = created.json()["payment_id"]
+    Payment = swappable.load("EscrowPayment")
+    intent_id = Payment.objects.get(pk=payment_id).stripe_payment_intent_id
+    SimulatedGateway().confirm_payment_intent(intent_id, "success")  # not in a transaction
+    assert Payment.objects.get(pk=payment_id).status == "held"
+    stripe.calls.clear()
+
+    barrier = threading.Barrier(THREADS)
+    statuses: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def confirm() -> None:
+        try:
+            own = APIClient()
+            own.force_authenticate(customer)
+            barrier.wait(timeout=30)
+            response = own.post(f"/escrow/payments/confirm/{payment_id}/", {}, format="json")
+            with lock:
+                statuses.append(response.status_code)
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=confirm) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert statuses == [200] * THREADS
+    payment = Payment.objects.get(pk=payment_id)
+    assert payment.status == "released"
+    expected_call = (
+        "capture_payment_intent" if escrow_strategy == MANUAL_CAPTURE else "create_transfer"
+    )
+    assert money_calls(stripe) == [expected_call]
+    transfers = [
+        t for t in stripe.transfers.values() if t["transfer_group"] == payment.transfer_group
+    ]
+    assert len(transfers) == 1
+    if escrow_strategy == SEPARATE_CHARGES_AND_TRANSFERS:
+        assert payment.transfers.count() == 1
