@@ -1,0 +1,168 @@
+"""The marketplace's own JSON API: post a task, bid, accept a bid.
+
+Paying, releasing, refunding and the dashboards are the package's API under
+``/escrow/`` (``payments/create/``, ``payments/confirm/<id>/``, ...). These
+views subclass the package's ``EscrowAPIView``, so errors have the same shape
+everywhere: ``{"error": {"code": ..., "message": ...}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from rest_framework import serializers, status
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from django_escrow_connect.api.errors import EscrowAPIView
+from django_escrow_connect.money import format_money
+from django_escrow_connect.services import errors
+
+from . import services
+from .models import Bid, Organization, Task, TaskStatus
+
+
+class TaskInput(serializers.Serializer):
+    title = serializers.CharField(max_length=120)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class BidInput(serializers.Serializer):
+    amount = serializers.IntegerField(
+        min_value=1, help_text="Minor units (cents): 12000 is 120.00 USD."
+    )
+    currency = serializers.CharField(max_length=3, default="usd")
+    organization_id = serializers.IntegerField(required=False, allow_null=True, default=None)
+    message = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
+
+    def validate_amount(self, value: Any) -> int:
+        # DRF's IntegerField accepts "12.0" and 12.0; money must be an exact int.
+        raw = self.initial_data.get("amount") if hasattr(self.initial_data, "get") else None
+        if isinstance(raw, (float, bool)):
+            raise serializers.ValidationError("Send an integer amount in minor units.")
+        return int(value)
+
+
+def bid_data(bid: Bid) -> dict[str, Any]:
+    return {
+        "id": bid.pk,
+        "task_id": bid.task_id,
+        "amount": bid.amount,
+        "currency": bid.currency,
+        "formatted": format_money(bid.amount, bid.currency),
+        "doer": (
+            {"type": "user", "id": bid.doer_user_id, "name": str(bid.doer_user)}
+            if bid.doer_user_id is not None
+            else {
+                "type": "organization",
+                "id": bid.doer_organization_id,
+                "name": str(bid.doer_organization),
+            }
+        ),
+        "message": bid.message,
+        "accepted": bid.accepted,
+        "accepted_at": bid.accepted_at.isoformat() if bid.accepted_at else None,
+        "created_at": bid.created_at.isoformat(),
+    }
+
+
+def task_data(task: Task, *, with_bids: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": task.pk,
+        "title": task.title,
+        "description": task.description,
+        "customer_id": task.customer_id,
+        "status": task.status,
+        "payment_status": task.payment_status,
+        "created_at": task.created_at.isoformat(),
+        "url": task.get_absolute_url(),
+    }
+    if with_bids:
+        data["bids"] = [
+            bid_data(b) for b in task.bids.select_related("doer_user", "doer_organization")
+        ]
+    return data
+
+
+class MarketplaceAPIView(EscrowAPIView):
+    permission_classes = [IsAuthenticated]
+
+
+class TaskListView(MarketplaceAPIView):
+    """``GET api/tasks/`` open tasks (``?mine=1``: yours); ``POST`` posts one."""
+
+    def get(self, request: Request) -> Response:
+        if request.query_params.get("mine"):
+            tasks = Task.objects.filter(customer=request.user)
+        else:
+            tasks = Task.objects.filter(status__in=[TaskStatus.CREATED, TaskStatus.BIDDING])
+        return Response({"results": [task_data(t) for t in tasks[:100]]})
+
+    def post(self, request: Request) -> Response:
+        serializer = TaskInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        task = services.post_task(
+            request.user,
+            serializer.validated_data["title"],
+            serializer.validated_data["description"],
+        )
+        return Response(task_data(task, with_bids=True), status=status.HTTP_201_CREATED)
+
+
+class TaskDetailView(MarketplaceAPIView):
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(task_data(services.get_task(pk), with_bids=True))
+
+
+class BidCreateView(MarketplaceAPIView):
+    """``POST api/tasks/<id>/bids/`` ``{amount, currency?, organization_id?, message?}``."""
+
+    def post(self, request: Request, pk: int) -> Response:
+        serializer = BidInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        organization = None
+        if data.get("organization_id") is not None:
+            organization = Organization.objects.filter(pk=data["organization_id"]).first()
+            if organization is None or not organization.is_member(request.user):
+                raise errors.NotFound("No such organization.", code="organization_not_found")
+        bid = services.place_bid(
+            pk,
+            request.user,
+            amount=data["amount"],
+            currency=data["currency"],
+            organization=organization,
+            message=data["message"],
+        )
+        return Response(bid_data(bid), status=status.HTTP_201_CREATED)
+
+
+class BidAcceptView(MarketplaceAPIView):
+    """``POST api/bids/<id>/accept/``; then pay with the package's ``payments/create/``."""
+
+    def post(self, request: Request, pk: int) -> Response:
+        try:
+            bid = services.accept_bid(pk, request.user)
+        except services.DoerNotReady as exc:
+            return Response(
+                {
+                    "error": {
+                        "code": exc.code,
+                        "message": exc.message,
+                        "onboarding_url": exc.onboarding_url,
+                    }
+                },
+                status=exc.status_code,
+            )
+        return Response(
+            {
+                "bid": bid_data(bid),
+                "task": task_data(bid.task),
+                "next": {
+                    "create_payment": reverse("escrow_connect:payment-create"),
+                    "body": {"task_id": str(bid.task_id), "amount": bid.amount},
+                },
+            }
+        )

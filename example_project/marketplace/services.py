@@ -1,0 +1,457 @@
+"""The marketplace's use cases: post, bid, accept, pay, complete, refund, cancel.
+
+The HTML views, the JSON API and the ``demo_flow`` command all call these,
+and these call the package's services for anything that moves money
+(:mod:`django_escrow_connect.services.payments`). Errors are the package's
+:class:`~django_escrow_connect.services.errors.ServiceError` subclasses, so
+the API answers them in the package's error shape.
+
+Tasks are locked (``select_for_update``) before a transition: the task model
+mixes in django-fsm's ``ConcurrentTransitionMixin``, and the package moves
+``payment_status`` on its own rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+from django_fsm import can_proceed
+
+from django_escrow_connect import swappable
+from django_escrow_connect.gateway import get_gateway
+from django_escrow_connect.money import InvalidAmount, format_money, normalize_currency
+from django_escrow_connect.services import accounts as account_services
+from django_escrow_connect.services import errors
+from django_escrow_connect.services import payments as payment_services
+from django_escrow_connect.states import PaymentStatus
+
+from .models import OPEN_TASK_STATES, Bid, Notification, Organization, Task, TaskStatus
+
+logger = logging.getLogger("marketplace")
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def payment_model() -> Any:
+    return swappable.load("EscrowPayment")
+
+
+def current_payment(task: Task) -> Any:
+    """The task's live payment (the newest that was not canceled), or None."""
+    return (
+        payment_model()
+        .objects.filter(task=task)
+        .exclude(status=PaymentStatus.CANCELED)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def lock_task(task_id: Any) -> Task:
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("lock_task() must run inside transaction.atomic()")
+    try:
+        return Task.objects.select_for_update().get(pk=task_id)
+    except (Task.DoesNotExist, ValueError, TypeError) as exc:
+        raise errors.NotFound("No such task.", code="task_not_found") from exc
+
+
+def get_task(task_id: Any) -> Task:
+    try:
+        return Task.objects.select_related("customer").get(pk=task_id)
+    except (Task.DoesNotExist, ValueError, TypeError) as exc:
+        raise errors.NotFound("No such task.", code="task_not_found") from exc
+
+
+def notify_user(
+    user: Any,
+    kind: str,
+    message: str,
+    *,
+    task: Task | None = None,
+    payment: Any = None,
+    url: str = "",
+) -> Notification:
+    if not url and task is not None:
+        url = task.get_absolute_url()
+    return Notification.objects.create(
+        user=user, kind=kind, message=message[:300], task=task, payment=payment, url=url
+    )
+
+
+def doer_people(user: Any = None, organization: Organization | None = None) -> list[Any]:
+    """Who hears about a doer's money: the user, or the organization's admins."""
+    if user is not None:
+        return [user]
+    if organization is None:
+        return []
+    return [m.user for m in organization.memberships.filter(role="admin").select_related("user")]
+
+
+def onboarding_url(organization: Organization | None = None) -> str:
+    url = reverse("onboarding")
+    return f"{url}?organization_id={organization.pk}" if organization is not None else url
+
+
+def doer_account(bid: Bid) -> Any:
+    return account_services.get_account(
+        owner_user=bid.doer_user, owner_organization=bid.doer_organization
+    )
+
+
+def doer_can_be_paid(bid: Bid) -> bool:
+    account = doer_account(bid)
+    return account is not None and account.is_verified
+
+
+# --------------------------------------------------------------------------
+# Posting and bidding
+# --------------------------------------------------------------------------
+
+
+def post_task(customer: Any, title: str, description: str = "") -> Task:
+    title = (title or "").strip()
+    if not title:
+        raise errors.InvalidInput("A task needs a title.", code="title_required")
+    return Task.objects.create(customer=customer, title=title[:120], description=description)
+
+
+def place_bid(
+    task_id: Any,
+    user: Any,
+    *,
+    amount: int,
+    currency: str = "usd",
+    organization: Organization | None = None,
+    message: str = "",
+) -> Bid:
+    """``user`` offers to do the task for ``amount`` minor units, alone or for ``organization``."""
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise errors.InvalidInput(
+            "The amount is a positive whole number of minor units.", code="invalid_amount"
+        )
+    try:
+        currency = normalize_currency(currency)
+    except (InvalidAmount, ValueError, TypeError) as exc:
+        raise errors.InvalidInput(str(exc), code="invalid_currency") from exc
+    if organization is not None and not organization.is_member(user):
+        raise errors.Forbidden(
+            "You can only bid for an organization you belong to.", code="not_a_member"
+        )
+    with transaction.atomic():
+        task = lock_task(task_id)
+        if task.customer_id == user.pk:
+            raise errors.Forbidden("You cannot bid on your own task.", code="own_task")
+        if task.status not in (TaskStatus.CREATED, TaskStatus.BIDDING):
+            raise errors.Conflict("This task no longer takes bids.", code="bidding_closed")
+        doer = {"doer_user": None, "doer_organization": organization}
+        if organization is None:
+            doer = {"doer_user": user, "doer_organization": None}
+        if task.bids.filter(**doer).exists():
+            raise errors.Conflict("This doer has already bid on the task.", code="already_bid")
+        bid = Bid.objects.create(
+            task=task,
+            amount=amount,
+            currency=currency,
+            message=message[:300],
+            placed_by=user,
+            **doer,
+        )
+        if can_proceed(task.open_bidding):
+            task.open_bidding()
+            task.save(update_fields=["status"])
+        notify_user(
+            task.customer,
+            Notification.Kind.BID,
+            f"{bid.doer} bids {bid.formatted_amount} on “{task.title}”.",
+            task=task,
+        )
+    return bid
+
+
+class DoerNotReady(errors.AccountNotReady):
+    """The doer cannot receive money yet: no verified connected account."""
+
+    def __init__(self, message: str, *, onboarding_url: str) -> None:
+        super().__init__(message, code="doer_not_verified")
+        self.onboarding_url = onboarding_url
+
+
+def accept_bid(bid_id: Any, user: Any) -> Bid:
+    """The customer picks a bid. Refused while the doer cannot be paid."""
+    try:
+        bid = Bid.objects.select_related("task", "doer_user", "doer_organization").get(pk=bid_id)
+    except (Bid.DoesNotExist, ValueError, TypeError) as exc:
+        raise errors.NotFound("No such bid.", code="bid_not_found") from exc
+    if bid.task.customer_id != user.pk:
+        raise errors.Forbidden("Only the task's customer can accept a bid.", code="not_customer")
+    if not doer_can_be_paid(bid):
+        url = onboarding_url(bid.doer_organization)
+        for person in doer_people(bid.doer_user, bid.doer_organization):
+            notify_user(
+                person,
+                Notification.Kind.ONBOARDING_NEEDED,
+                f"{bid.task.customer} wants to accept your bid on “{bid.task.title}”: "
+                "set up payouts (Stripe onboarding) so you can be paid.",
+                task=bid.task,
+                url=url,
+            )
+        raise DoerNotReady(
+            f"{bid.doer} has not finished setting up payouts (no verified Stripe account), "
+            "so their bid cannot be accepted yet. They have been told to complete onboarding.",
+            onboarding_url=url,
+        )
+    with transaction.atomic():
+        task = lock_task(bid.task_id)
+        if not can_proceed(task.accept):
+            raise errors.Conflict(
+                f"A bid cannot be accepted on a task that is {task.get_status_display().lower()}.",
+                code="cannot_accept",
+            )
+        bid = Bid.objects.select_for_update().get(pk=bid.pk)
+        bid.accepted = True
+        bid.accepted_at = timezone.now()
+        bid.save(update_fields=["accepted", "accepted_at"])
+        task.accept()
+        task.save(update_fields=["status"])
+        for person in doer_people(bid.doer_user, bid.doer_organization):
+            notify_user(
+                person,
+                Notification.Kind.BID,
+                f"Your bid of {bid.formatted_amount} on “{task.title}” was accepted. "
+                "You can start once the customer's payment is held in escrow.",
+                task=task,
+            )
+    return bid
+
+
+# --------------------------------------------------------------------------
+# Paying
+# --------------------------------------------------------------------------
+
+
+def start_payment(task_id: Any, user: Any) -> payment_services.PaymentStart:
+    """Create (or resume) the task's escrow payment; a failed one is retried."""
+    task = get_task(task_id)
+    if task.customer_id != user.pk:
+        raise errors.Forbidden("Only the task's customer can pay for it.", code="not_customer")
+    if task.status != TaskStatus.BID_ACCEPTED:
+        raise errors.Conflict(
+            f"A task that is {task.get_status_display().lower()} is not waiting for payment.",
+            code="not_payable",
+        )
+    payment = current_payment(task)
+    if payment is not None and payment.status == PaymentStatus.FAILED:
+        return payment_services.retry_payment(payment.pk, user)
+    bid = task.accepted_bid
+    return payment_services.create_payment(
+        task.pk, user, expected_amount=bid.amount if bid is not None else None
+    )
+
+
+@dataclass(frozen=True)
+class CardOutcome:
+    """What paying with a simulated card did."""
+
+    payment: Any
+    #: "succeeded", "requires_action", "declined" or "processing".
+    outcome: str
+    message: str = ""
+    payment_intent_id: str = ""
+
+
+def simulated_gateway() -> Any:
+    gateway = get_gateway()
+    if not hasattr(gateway, "confirm_payment_intent"):
+        raise errors.Conflict("Simulated cards exist only in simulated mode.", code="not_simulated")
+    return gateway
+
+
+def pay_with_simulated_card(task_id: Any, user: Any, card: str) -> CardOutcome:
+    """The customer's browser confirms the PaymentIntent with a simulated test card.
+
+    In Stripe test mode Stripe.js does this; here the simulated gateway plays
+    Stripe and its events reach the package's webhook pipeline, which moves
+    the payment (held, failed) exactly as real webhooks would.
+    """
+    gateway = simulated_gateway()
+    start = start_payment(task_id, user)
+    payment = start.payment
+    intent = gateway.confirm_payment_intent(payment.stripe_payment_intent_id, card)
+    return _card_outcome(payment, intent)
+
+
+def complete_simulated_authentication(
+    payment_intent_id: str, user: Any, approve: bool
+) -> CardOutcome:
+    """The customer passes (or fails) the simulated 3-D Secure challenge."""
+    gateway = simulated_gateway()
+    payment = payment_model().objects.filter(stripe_payment_intent_id=payment_intent_id).first()
+    if payment is None or payment.payer_id != user.pk:
+        raise errors.NotFound("No such payment.")
+    intent = gateway.complete_authentication(payment_intent_id, succeed=approve)
+    return _card_outcome(payment, intent)
+
+
+def _card_outcome(payment: Any, intent: Any) -> CardOutcome:
+    payment.refresh_from_db()
+    error = getattr(intent, "last_payment_error", None)
+    if intent.status in ("succeeded", "requires_capture"):
+        outcome, message = "succeeded", "Payment received: the money is held in escrow."
+    elif intent.status == "requires_action":
+        outcome, message = "requires_action", "Your bank asks you to authenticate the payment."
+    elif intent.status == "processing":
+        outcome, message = "processing", "The payment is processing."
+    else:
+        outcome = "declined"
+        message = (getattr(error, "message", None) if error else None) or "The card was declined."
+    return CardOutcome(
+        payment=payment, outcome=outcome, message=message, payment_intent_id=intent.id
+    )
+
+
+# --------------------------------------------------------------------------
+# Completing, refunding, cancelling
+# --------------------------------------------------------------------------
+
+
+def complete_task(task_id: Any, user: Any) -> Task:
+    """The customer confirms the work: release the escrow payment, then close the task.
+
+    A failed release (the transfer was refused) leaves the money held and the
+    task in progress; the customer (or staff) can simply try again.
+    """
+    task = get_task(task_id)
+    if task.customer_id != user.pk and not user.is_staff:
+        raise errors.Forbidden("Only the task's customer can confirm it.", code="not_customer")
+    if task.status != TaskStatus.IN_PROGRESS:
+        raise errors.Conflict(
+            f"A task that is {task.get_status_display().lower()} cannot be completed.",
+            code="cannot_complete",
+        )
+    payment = current_payment(task)
+    if payment is None:
+        raise errors.Conflict("This task has no payment to release.", code="no_payment")
+    payment_services.release_payment(payment.pk, user)
+    return mark_completed(task.pk)
+
+
+def mark_completed(task_id: Any) -> Task:
+    with transaction.atomic():
+        task = lock_task(task_id)
+        if can_proceed(task.complete):
+            task.complete()
+            task.save(update_fields=["status", "completed_at"])
+    return task
+
+
+def mark_started(task_id: Any) -> Task:
+    with transaction.atomic():
+        task = lock_task(task_id)
+        if can_proceed(task.start):
+            task.start()
+            task.save(update_fields=["status"])
+    return task
+
+
+def refund_task(task_id: Any, user: Any, *, amount: int | None = None, reason: str = "") -> Any:
+    """The doer (or staff) gives money back; a fully refunded open task is cancelled."""
+    task = get_task(task_id)
+    payment = current_payment(task)
+    if payment is None:
+        raise errors.Conflict("This task has no payment to refund.", code="no_payment")
+    payment = payment_services.refund_payment(payment.pk, user, amount=amount, reason=reason)
+    payment.refresh_from_db()
+    if payment.status == PaymentStatus.REFUNDED:
+        _cancel_if_open(task.pk)
+    return payment
+
+
+def cancel_task(task_id: Any, user: Any) -> Task:
+    """The customer withdraws a task before money is held (an unpaid payment is canceled)."""
+    task = get_task(task_id)
+    if task.customer_id != user.pk and not user.is_staff:
+        raise errors.Forbidden("Only the task's customer can cancel it.", code="not_customer")
+    if task.status not in (TaskStatus.CREATED, TaskStatus.BIDDING, TaskStatus.BID_ACCEPTED):
+        raise errors.Conflict(
+            "Money is held for this task: ask the doer (or support) for a refund instead.",
+            code="cannot_cancel",
+        )
+    payment = current_payment(task)
+    if payment is not None:
+        if payment.status not in (PaymentStatus.AWAITING_PAYMENT, PaymentStatus.FAILED):
+            raise errors.Conflict(
+                "The payment is already being processed; it cannot be canceled now.",
+                code="cannot_cancel",
+            )
+        payment_services.cancel_payment(payment.pk, user)
+    return _cancel_if_open(task.pk)
+
+
+def _cancel_if_open(task_id: Any) -> Task:
+    with transaction.atomic():
+        task = lock_task(task_id)
+        if can_proceed(task.cancel):
+            task.cancel()
+            task.save(update_fields=["status", "cancelled_at"])
+    return task
+
+
+def cancel_work_of_disconnected_doer(account: Any) -> list[Task]:
+    """The doer disconnected their Stripe account: they can no longer be paid.
+
+    Their open tasks are cancelled: money still held is refunded to the
+    customer (the charge was never transferred), an unpaid payment is
+    canceled. Returns the cancelled tasks.
+    """
+    bids = Bid.objects.filter(accepted=True, task__status__in=OPEN_TASK_STATES)
+    if account.owner_user_id is not None:
+        bids = bids.filter(doer_user_id=account.owner_user_id)
+    else:
+        bids = bids.filter(doer_organization_id=account.owner_organization_id)
+    cancelled = []
+    for bid in bids.select_related("task", "task__customer"):
+        task = bid.task
+        payment = current_payment(task)
+        try:
+            if payment is not None and payment.status in (
+                PaymentStatus.HELD,
+                PaymentStatus.RELEASING,
+            ):
+                payment_services.refund_payment(
+                    payment.pk, system=True, reason="requested_by_customer"
+                )
+            elif payment is not None and payment.status in (
+                PaymentStatus.AWAITING_PAYMENT,
+                PaymentStatus.FAILED,
+            ):
+                payment_services.cancel_payment(payment.pk, system=True)
+        except errors.ServiceError:
+            logger.exception("could not give back the money of task %s", task.pk)
+            continue
+        cancelled.append(_cancel_if_open(task.pk))
+        notify_user(
+            task.customer,
+            Notification.Kind.ACCOUNT_DEAUTHORIZED,
+            f"{bid.doer} disconnected their payout account, so “{task.title}” was cancelled"
+            + (" and your payment refunded." if payment is not None else "."),
+            task=task,
+            payment=payment,
+        )
+    return cancelled
+
+
+def format_amount(amount: int, currency: str) -> str:
+    return format_money(amount, currency)
+
+
+def is_simulated() -> bool:
+    return bool(getattr(settings, "SIMULATED_STRIPE", False))

@@ -1,0 +1,176 @@
+"""Keep the simulated Stripe's memory in a file, in simulated mode.
+
+The package's simulated gateway keeps Stripe's side (accounts, payment
+intents, charges, transfers, ...) in process memory. The demo's database
+outlives a process: ``seed_demo`` runs in one process, ``runserver`` in
+another, and the autoreloader restarts the server on every code change. So
+the example saves the simulated store to ``SIMULATED_STRIPE_STATE_FILE``
+after each request (and each command) that changed it, and loads it again
+when another process wrote it. An exclusive file lock serialises processes;
+this is a development convenience, not something to run in production.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import pickle
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+logger = logging.getLogger("marketplace")
+
+#: Attributes of the store that are not data: its lock, the request being
+#: run, faults injected for one process (``fail_next``) and the call log.
+_TRANSIENT = frozenset({"lock", "_outbox", "_request", "_failures", "calls"})
+_FORMAT = 1
+
+
+def _store() -> Any:
+    from django_escrow_connect.gateway.simulated import simulated_stripe
+
+    return simulated_stripe
+
+
+def _fingerprint(store: Any) -> tuple[Any, ...]:
+    """Cheap: every change the demo makes emits an event, stores an
+    idempotency key, logs a call or creates an account link."""
+    with store.lock:
+        return (
+            len(store.events),
+            len(store.idempotency),
+            len(store.calls),
+            len(store.accounts),
+            len(store.deauthorized),
+            tuple(sorted((k, v.get("created")) for k, v in store.account_links.items())),
+            getattr(store, "_time_offset", 0),
+        )
+
+
+class SimulatedStateFile:
+    """The simulated store, mirrored in one pickle file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._thread_lock = threading.RLock()
+        self._loaded_mtime: int | None = None
+        self._fingerprint: tuple[Any, ...] | None = None
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Load the file if another process changed it; save it afterwards if we did."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_suffix(self.path.suffix + ".lock")
+        with self._thread_lock, open(lock_path, "a+") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                self._load_if_changed()
+                try:
+                    yield
+                finally:
+                    self._save_if_changed()
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def _mtime(self) -> int | None:
+        try:
+            return self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+
+    def _load_if_changed(self) -> None:
+        mtime = self._mtime()
+        if mtime is None or mtime == self._loaded_mtime:
+            return
+        store = _store()
+        try:
+            with open(self.path, "rb") as handle:
+                state = pickle.load(handle)  # our own file, written below
+        except Exception:
+            logger.exception("Ignoring unreadable simulated Stripe state %s", self.path)
+            self._loaded_mtime = mtime
+            return
+        if not isinstance(state, dict) or state.get("format") != _FORMAT:
+            logger.warning("Ignoring simulated Stripe state of another format: %s", self.path)
+            self._loaded_mtime = mtime
+            return
+        with store.lock:
+            store.reset()
+            for name, value in state["store"].items():
+                if name in store.__dict__:
+                    setattr(store, name, value)
+        self._loaded_mtime = mtime
+        self._fingerprint = _fingerprint(store)
+
+    def _save_if_changed(self) -> None:
+        store = _store()
+        fingerprint = _fingerprint(store)
+        if fingerprint == self._fingerprint and self._mtime() is not None:
+            return
+        with store.lock:
+            data = {k: v for k, v in store.__dict__.items() if k not in _TRANSIENT}
+            payload = pickle.dumps({"format": _FORMAT, "store": data})
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".simulated-stripe-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        self._loaded_mtime = self._mtime()
+        self._fingerprint = fingerprint
+
+    def forget(self) -> None:
+        """Delete the file (``seed_demo --reset``)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self._loaded_mtime = None
+        self._fingerprint = None
+
+
+_state_file: SimulatedStateFile | None = None
+_state_lock = threading.Lock()
+
+
+def state_file() -> SimulatedStateFile | None:
+    """The configured state file, or None (not simulated mode, or tests)."""
+    global _state_file
+    path = getattr(settings, "SIMULATED_STRIPE_STATE_FILE", None)
+    if not path or not getattr(settings, "SIMULATED_STRIPE", False):
+        return None
+    with _state_lock:
+        if _state_file is None or _state_file.path != Path(path):
+            _state_file = SimulatedStateFile(Path(path))
+        return _state_file
+
+
+@contextlib.contextmanager
+def simulated_session() -> Iterator[None]:
+    """Run a block with the simulated Stripe state loaded and saved (if configured)."""
+    current = state_file()
+    if current is None:
+        yield
+        return
+    with current.session():
+        yield
+
+
+class SimulatedStateMiddleware:
+    """Wraps each request in :func:`simulated_session` (a no-op outside simulated mode)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        with simulated_session():
+            return self.get_response(request)

@@ -1,0 +1,556 @@
+"""Server-rendered pages of the example marketplace.
+
+Every action that changes something is a POST that calls
+:mod:`marketplace.services` (which calls the package's services) and
+redirects back with a message. ``ServiceError`` messages are written for
+people, so they are shown as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import LoginView
+from django.db import transaction
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from django_escrow_connect.api.payments import (
+    CustomerDashboardView,
+    TaskDoerDashboardView,
+    serialize_payment,
+)
+from django_escrow_connect.gateway import get_gateway
+from django_escrow_connect.money import format_money
+from django_escrow_connect.services import accounts as account_services
+from django_escrow_connect.services import errors
+from django_escrow_connect.states import PaymentStatus
+
+from . import services
+from .demo import DEMO_EMAILS, DEMO_PASSWORD, DEMO_USERS
+from .forms import BidForm, LoginForm, OnboardingForm, SignupForm, TaskForm
+from .models import Bid, Organization, Task, TaskStatus, User
+
+# --------------------------------------------------------------------------
+# Accounts (people)
+# --------------------------------------------------------------------------
+
+
+def _demo_login_enabled() -> bool:
+    return bool(settings.SIMULATED_STRIPE and settings.DEBUG)
+
+
+class MarketplaceLoginView(LoginView):
+    form_class = LoginForm
+    template_name = "registration/login.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        if _demo_login_enabled():
+            existing = set(
+                User.objects.filter(email__in=DEMO_EMAILS).values_list("email", flat=True)
+            )
+            context["demo_users"] = [u for u in DEMO_USERS if u.email in existing]
+            context["demo_password"] = DEMO_PASSWORD
+        return context
+
+
+@require_POST
+def demo_login(request: HttpRequest) -> HttpResponse:
+    """One click signs in as a demo user (simulated mode with DEBUG only)."""
+    if not _demo_login_enabled():
+        raise Http404("Demo login exists only in simulated mode.")
+    email = request.POST.get("email", "")
+    if email not in DEMO_EMAILS:
+        raise Http404("Not a demo user.")
+    user = get_object_or_404(User, email=email, is_active=True)
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    messages.success(request, f"Signed in as {user} ({email}).")
+    return redirect(_safe_next(request) or "home")
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, "Welcome! Post a task, or bid on one.")
+        return redirect("home")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+def _safe_next(request: HttpRequest) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return ""
+
+
+def _fail(request: HttpRequest, exc: errors.ServiceError) -> None:
+    messages.error(request, exc.message)
+
+
+# --------------------------------------------------------------------------
+# Tasks
+# --------------------------------------------------------------------------
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    open_tasks = Task.objects.filter(
+        status__in=[TaskStatus.CREATED, TaskStatus.BIDDING]
+    ).select_related("customer")
+    mine: list[Task] = []
+    working: list[Task] = []
+    if request.user.is_authenticated:
+        mine = list(Task.objects.filter(customer=request.user).select_related("customer"))
+        org_ids = list(request.user.organizations().values_list("pk", flat=True))
+        doer = Q(bids__doer_user=request.user) | Q(bids__doer_organization__in=org_ids)
+        working = list(
+            Task.objects.filter(doer, bids__accepted=True).select_related("customer").distinct()
+        )
+    return render(
+        request,
+        "marketplace/home.html",
+        {"open_tasks": open_tasks, "my_tasks": mine, "working_on": working},
+    )
+
+
+@login_required
+def task_new(request: HttpRequest) -> HttpResponse:
+    form = TaskForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            task = services.post_task(
+                request.user, form.cleaned_data["title"], form.cleaned_data["description"]
+            )
+        except errors.ServiceError as exc:
+            _fail(request, exc)
+        else:
+            messages.success(request, "Task posted. Doers can bid on it now.")
+            return redirect(task)
+    return render(request, "marketplace/task_new.html", {"form": form})
+
+
+def _payment_context(payment: Any) -> dict[str, Any] | None:
+    if payment is None:
+        return None
+    data = serialize_payment(payment)
+    data["is_held"] = payment.status in (PaymentStatus.HELD, PaymentStatus.RELEASING)
+    return data
+
+
+def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    task = get_object_or_404(Task.objects.select_related("customer"), pk=pk)
+    user = request.user
+    bids = list(task.bids.select_related("doer_user", "doer_organization", "placed_by"))
+    is_customer = user.is_authenticated and task.customer_id == user.pk
+    for bid in bids:
+        bid.doer_ready = services.doer_can_be_paid(bid) if is_customer else None
+    accepted = next((bid for bid in bids if bid.accepted), None)
+    is_doer = user.is_authenticated and task.is_doer(user)
+    payee_admin = False
+    if accepted is not None and user.is_authenticated:
+        payee_admin = (
+            accepted.doer_user_id == user.pk
+            if accepted.doer_user_id is not None
+            else accepted.doer_organization.is_admin(user)
+        )
+    payment = services.current_payment(task)
+    can_bid = (
+        user.is_authenticated
+        and not is_customer
+        and task.status in (TaskStatus.CREATED, TaskStatus.BIDDING)
+    )
+    bid_form = BidForm(user=user) if can_bid else None
+    my_readiness = None
+    if can_bid:
+        account = account_services.get_account(owner_user=user)
+        my_readiness = account is not None and account.is_verified
+    can_see_payment = is_customer or is_doer or (user.is_authenticated and user.is_staff)
+    context = {
+        "task": task,
+        "bids": bids,
+        "accepted_bid": accepted,
+        "is_customer": is_customer,
+        "is_doer": is_doer,
+        "is_payee_admin": payee_admin or (user.is_authenticated and user.is_staff),
+        "payment": _payment_context(payment) if can_see_payment else None,
+        "payment_obj": payment if can_see_payment else None,
+        "can_bid": can_bid,
+        "bid_form": bid_form,
+        "my_payouts_ready": my_readiness,
+        "notifications": (
+            task.notifications.filter(user=user)[:5] if user.is_authenticated else []
+        ),
+    }
+    return render(request, "marketplace/task_detail.html", context)
+
+
+@login_required
+@require_POST
+def task_bid(request: HttpRequest, pk: int) -> HttpResponse:
+    task = get_object_or_404(Task, pk=pk)
+    form = BidForm(request.POST, user=request.user)
+    if not form.is_valid():
+        for field, problems in form.errors.items():
+            label = form.fields[field].label if field in form.fields else ""
+            messages.error(request, f"{label or 'Bid'}: {' '.join(problems)}")
+        return redirect(task)
+    try:
+        services.place_bid(
+            task.pk,
+            request.user,
+            amount=form.cleaned_data["amount_minor"],
+            currency=form.cleaned_data["currency"],
+            organization=form.cleaned_data["organization"],
+            message=form.cleaned_data.get("message", ""),
+        )
+    except errors.ServiceError as exc:
+        _fail(request, exc)
+    else:
+        messages.success(request, "Your bid was sent to the customer.")
+    return redirect(task)
+
+
+@login_required
+@require_POST
+def bid_accept(request: HttpRequest, pk: int) -> HttpResponse:
+    bid = get_object_or_404(Bid.objects.select_related("task"), pk=pk)
+    try:
+        services.accept_bid(bid.pk, request.user)
+    except services.DoerNotReady as exc:
+        messages.error(request, exc.message)
+        return redirect(bid.task)
+    except errors.ServiceError as exc:
+        _fail(request, exc)
+        return redirect(bid.task)
+    messages.success(request, f"You accepted {bid.doer}'s bid. Pay into escrow to get started.")
+    return redirect("task-pay", pk=bid.task_id)
+
+
+# --------------------------------------------------------------------------
+# Paying
+# --------------------------------------------------------------------------
+
+
+@login_required
+def task_pay(request: HttpRequest, pk: int) -> HttpResponse:
+    """The payment page: Stripe's Payment Element, or the simulated cards."""
+    task = get_object_or_404(Task, pk=pk)
+    if request.method == "POST":
+        return _pay_with_simulated_card(request, task)
+    try:
+        start = services.start_payment(task.pk, request.user)
+    except errors.ServiceError as exc:
+        _fail(request, exc)
+        return redirect(task)
+    payment = start.payment
+    context: dict[str, Any] = {
+        "task": task,
+        "bid": task.accepted_bid,
+        "payment": payment,
+        "amount": format_money(payment.amount, payment.currency),
+        "fee": format_money(payment.platform_fee, payment.currency),
+        "failure": payment.failure_message,
+    }
+    if settings.SIMULATED_STRIPE:
+        from django_escrow_connect.gateway.simulated import CARDS
+
+        context["cards"] = [
+            {"name": name, "number": card.number, "label": card.label}
+            for name, card in CARDS.items()
+        ]
+    else:
+        # Handed to Stripe.js only; never stored or logged.
+        context["client_secret"] = start.client_secret
+        context["return_url"] = request.build_absolute_uri(reverse("task-pay-return", args=[pk]))
+    response = render(request, "marketplace/task_pay.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _pay_with_simulated_card(request: HttpRequest, task: Task) -> HttpResponse:
+    card = request.POST.get("card", "")
+    try:
+        result = services.pay_with_simulated_card(task.pk, request.user, card)
+    except errors.ServiceError as exc:
+        _fail(request, exc)
+        return redirect(task)
+    except ValueError as exc:
+        messages.error(request, str(exc))
+        return redirect("task-pay", pk=task.pk)
+    if result.outcome == "requires_action":
+        return redirect("simulated_stripe:authenticate", payment_intent_id=result.payment_intent_id)
+    if result.outcome == "declined":
+        messages.error(request, f"Payment declined: {result.message}")
+        return redirect("task-pay", pk=task.pk)
+    messages.success(request, result.message)
+    return redirect(task)
+
+
+@login_required
+def task_pay_return(request: HttpRequest, pk: int) -> HttpResponse:
+    """Stripe.js sends the customer back here (test mode) after confirming."""
+    task = get_object_or_404(Task, pk=pk, customer=request.user)
+    payment = services.current_payment(task)
+    intent_id = request.GET.get("payment_intent", "")
+    if payment is not None and intent_id and intent_id == payment.stripe_payment_intent_id:
+        # Webhooks (stripe listen) move the payment; reading the intent now
+        # only makes the page current if they are slow or not forwarded.
+        from django_escrow_connect.services import sync
+
+        with contextlib.suppress(Exception):  # if this fails, the webhook does it
+            sync.apply_payment_intent(get_gateway().retrieve_payment_intent(intent_id))
+    status = request.GET.get("redirect_status", "")
+    if status == "succeeded":
+        messages.success(request, "Payment received: the money is held in escrow.")
+    elif status == "processing":
+        messages.info(request, "Your payment is processing.")
+    elif status:
+        messages.error(request, "The payment did not go through. Try another card.")
+        return redirect("task-pay", pk=pk)
+    return redirect(task)
+
+
+@login_required
+@require_POST
+def task_complete(request: HttpRequest, pk: int) -> HttpResponse:
+    try:
+        services.complete_task(pk, request.user)
+    except errors.ServiceError as exc:
+        _fail(request, exc)
+    else:
+        messages.success(request, "Work confirmed: the payment was released to the doer.")
+    return redirect("task-detail", pk=pk)
+
+
+@login_required
+@require_POST
+def task_refund(request: HttpRequest, pk: int) -> HttpResponse:
+    try:
+        payment = services.refund_task(pk, request.user, reason="requested_by_customer")
+    except errors.ServiceError as exc:
+        _fail(request, exc)
+    else:
+        messages.success(
+            request,
+            f"Refunded {format_money(payment.amount_refunded, payment.currency)} to the customer.",
+        )
+    return redirect("task-detail", pk=pk)
+
+
+@login_required
+@require_POST
+def task_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    try:
+        services.cancel_task(pk, request.user)
+    except errors.ServiceError as exc:
+        _fail(request, exc)
+    else:
+        messages.success(request, "Task cancelled.")
+    return redirect("task-detail", pk=pk)
+
+
+# --------------------------------------------------------------------------
+# Dashboards (the package's dashboard API, rendered as HTML)
+# --------------------------------------------------------------------------
+
+
+def _api_data(view_class: Any, request: HttpRequest) -> tuple[int, Any]:
+    response = view_class.as_view()(request)
+    return response.status_code, response.data
+
+
+def _attach_tasks(payments: list[dict[str, Any]]) -> None:
+    tasks = Task.objects.in_bulk([int(p["task_id"]) for p in payments])
+    for item in payments:
+        item["task"] = tasks.get(int(item["task_id"]))
+
+
+@login_required
+def dashboard_doer(request: HttpRequest) -> HttpResponse:
+    organizations = list(request.user.administered_organizations())
+    selected = None
+    org_id = request.GET.get("organization_id")
+    if org_id:
+        selected = next((org for org in organizations if str(org.pk) == org_id), None)
+        if selected is None:
+            raise Http404("No such organization.")
+    status_code, data = _api_data(TaskDoerDashboardView, request)
+    if status_code != 200:
+        messages.error(request, data.get("error", {}).get("message", "Dashboard unavailable."))
+        data = {"payments": [], "earnings": [], "in_escrow": [], "account": None}
+    _attach_tasks(data["payments"])
+    return render(
+        request,
+        "marketplace/dashboard_doer.html",
+        {"data": data, "organizations": organizations, "selected": selected},
+    )
+
+
+@login_required
+def dashboard_customer(request: HttpRequest) -> HttpResponse:
+    status_code, data = _api_data(CustomerDashboardView, request)
+    if status_code != 200:
+        messages.error(request, data.get("error", {}).get("message", "Dashboard unavailable."))
+        data = {"payments": [], "spent": [], "in_escrow": []}
+    _attach_tasks(data["payments"])
+    return render(request, "marketplace/dashboard_customer.html", {"data": data})
+
+
+# --------------------------------------------------------------------------
+# Onboarding (Stripe Connect)
+# --------------------------------------------------------------------------
+
+
+def _owner(request: HttpRequest, organization_id: str | None) -> tuple[Any, Organization | None]:
+    """The signed-in user, or an organization they administer (else 404)."""
+    try:
+        owner_user, organization = account_services.resolve_owner(request.user, organization_id)
+    except errors.ServiceError as exc:
+        raise Http404(exc.message) from exc
+    return owner_user, organization
+
+
+@login_required
+def onboarding(request: HttpRequest) -> HttpResponse:
+    rows = []
+    owners: list[tuple[Any, Organization | None]] = [(request.user, None)]
+    owners += [(None, org) for org in request.user.administered_organizations()]
+    for owner_user, organization in owners:
+        account = account_services.get_account(
+            owner_user=owner_user, owner_organization=organization
+        )
+        rows.append(
+            {
+                "organization": organization,
+                "label": organization.name if organization else "You (individual)",
+                "account": account,
+                "form": OnboardingForm(
+                    initial={
+                        "organization_id": organization.pk if organization else "",
+                        "business_type": "company" if organization else "individual",
+                    }
+                ),
+            }
+        )
+    return render(request, "marketplace/onboarding.html", {"rows": rows})
+
+
+def _return_urls(request: HttpRequest, organization: Organization | None) -> tuple[str, str]:
+    query = f"?organization_id={organization.pk}" if organization else ""
+    refresh = request.build_absolute_uri(reverse("onboarding-refresh")) + query
+    back = request.build_absolute_uri(reverse("onboarding-return")) + query
+    return refresh, back
+
+
+@login_required
+@require_POST
+def onboarding_start(request: HttpRequest) -> HttpResponse:
+    form = OnboardingForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a business type.")
+        return redirect("onboarding")
+    owner_user, organization = _owner(request, form.cleaned_data.get("organization_id") or None)
+    try:
+        # Outside a transaction: the package commits the account row first.
+        account = account_services.ensure_account(
+            owner_user=owner_user,
+            owner_organization=organization,
+            business_type=form.cleaned_data["business_type"],
+        )
+        refresh_url, return_url = _return_urls(request, organization)
+        link = account_services.create_onboarding_link(
+            account, refresh_url=refresh_url, return_url=return_url
+        )
+    except errors.ServiceError as exc:
+        _fail(request, exc)
+        return redirect("onboarding")
+    # A single-use bearer URL: redirect, never store or log it.
+    return HttpResponseRedirect(link.url)
+
+
+@login_required
+def onboarding_refresh(request: HttpRequest) -> HttpResponse:
+    """Stripe's refresh_url: the link expired or was used; mint a new one."""
+    owner_user, organization = _owner(request, request.GET.get("organization_id"))
+    account = account_services.get_account(owner_user=owner_user, owner_organization=organization)
+    if account is None:
+        return redirect("onboarding")
+    refresh_url, return_url = _return_urls(request, organization)
+    try:
+        link = account_services.create_onboarding_link(
+            account, refresh_url=refresh_url, return_url=return_url
+        )
+    except errors.ServiceError as exc:
+        _fail(request, exc)
+        return redirect("onboarding")
+    return HttpResponseRedirect(link.url)
+
+
+@login_required
+def onboarding_return(request: HttpRequest) -> HttpResponse:
+    """Stripe's return_url: read the account again and say where it stands."""
+    owner_user, organization = _owner(request, request.GET.get("organization_id"))
+    account = account_services.get_account(owner_user=owner_user, owner_organization=organization)
+    if account is None:
+        return redirect("onboarding")
+    try:
+        account = account_services.refresh_account(account)
+    except errors.ServiceError as exc:
+        _fail(request, exc)
+        return redirect("onboarding")
+    if account.is_verified:
+        messages.success(request, "Payouts are set up: your Stripe account is verified.")
+    else:
+        messages.warning(
+            request,
+            "Stripe still needs information before you can be paid "
+            f"(status: {account.get_status_display().lower()}).",
+        )
+    return redirect("onboarding")
+
+
+@login_required
+@require_POST
+def onboarding_dashboard(request: HttpRequest) -> HttpResponse:
+    owner_user, organization = _owner(request, request.POST.get("organization_id") or None)
+    account = account_services.get_account(owner_user=owner_user, owner_organization=organization)
+    try:
+        link = account_services.create_dashboard_link(account)
+    except errors.ServiceError as exc:
+        _fail(request, exc)
+        return redirect("onboarding")
+    return HttpResponseRedirect(link.url)
+
+
+# --------------------------------------------------------------------------
+# Notifications
+# --------------------------------------------------------------------------
+
+
+@login_required
+def notifications(request: HttpRequest) -> HttpResponse:
+    items = list(request.user.notifications.select_related("task")[:100])
+    response = render(request, "marketplace/notifications.html", {"items": items})
+    return response
+
+
+@login_required
+@require_POST
+def notifications_read(request: HttpRequest) -> HttpResponse:
+    with transaction.atomic():
+        request.user.notifications.filter(read_at__isnull=True).update(read_at=timezone.now())
+    return redirect("notifications")
