@@ -1,0 +1,166 @@
+"""One lifecycle per escrow strategy through the real :class:`StripeGateway`,
+replayed from hand-authored cassettes (``tests/cassettes/payments/``).
+
+The services, the API and ``escrow_reconcile`` talk to the real gateway and
+stripe-python; only HTTP is replayed. Each request must match a cassette
+entry on method, path, query, form body and the Idempotency-Key,
+Stripe-Version and Stripe-Account headers, with payment UUIDs and the task id
+normalised (see ``escrow_form_body`` in conftest.py), and every entry must be
+played. The customer's card payment happens in the browser, so its outcome
+reaches the app the way a lost webhook is recovered: ``escrow_reconcile``
+retrieves the PaymentIntent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from datetime import datetime
+from datetime import timezone as dt_timezone
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+from django_escrow_connect import swappable
+from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
+from django_escrow_connect.terms import EscrowTerms, terms_from_task
+from tests import factories
+from tests.gateway.conftest import REPLAY_API_KEY
+
+CASSETTE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "cassettes", "payments")
+ACCOUNT = "acct_1QzR8tQm5HwJ3uVe"
+DESCRIPTION = "Logo design for Bloom & Co"
+
+
+def fixed_terms(task: Any) -> EscrowTerms:
+    """The task's terms with a fixed description (factories number task titles)."""
+    return dataclasses.replace(terms_from_task(task), description=DESCRIPTION)
+
+
+@pytest.fixture(scope="module")
+def vcr_config() -> dict[str, Any]:
+    return {
+        "record_mode": "none",
+        "match_on": ["method", "path", "query", "escrow_form_body", "escrow_stripe_headers"],
+        "filter_headers": ["authorization", "x-stripe-client-user-agent", "user-agent"],
+        "decode_compressed_response": True,
+    }
+
+
+@pytest.fixture(scope="module")
+def vcr_cassette_dir() -> str:
+    return CASSETTE_DIR
+
+
+@pytest.fixture
+def real_gateway(settings: Any) -> None:
+    settings.ESCROW_CONNECT = {
+        **settings.ESCROW_CONNECT,
+        "GATEWAY": "django_escrow_connect.gateway.stripe.StripeGateway",
+        "STRIPE_SECRET_KEY": REPLAY_API_KEY,
+        "STRIPE_MAX_NETWORK_RETRIES": 0,
+        "PAYMENT_TERMS": "tests.payments.test_stripe_cassettes.fixed_terms",
+    }
+
+
+def strategy_setting(settings: Any, strategy: str) -> None:
+    settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "ESCROW_STRATEGY": strategy}
+
+
+class Lifecycle:
+    def __init__(self, capture: Any) -> None:
+        self.capture = capture
+        self.customer = factories.make_user("customer")
+        self.doer = factories.make_user("doer")
+        factories.make_account(owner_user=self.doer, stripe_account_id=ACCOUNT)
+        self.task = factories.make_task(self.customer, payee_user=self.doer, amount=10_000)
+
+    def post(self, user: Any, url: str, data: Any = None) -> Any:
+        client = APIClient()
+        client.force_authenticate(user)
+        with self.capture(execute=True):
+            return client.post(url, data or {}, format="json")
+
+    def reconcile(self, payment_id: str) -> str:
+        out = StringIO()
+        with self.capture(execute=True):
+            call_command("escrow_reconcile", "--payment", payment_id, stdout=out)
+        return out.getvalue()
+
+
+def payment(payment_id: str) -> Any:
+    return swappable.load("EscrowPayment").objects.get(pk=payment_id)
+
+
+@pytest.mark.vcr
+@pytest.mark.default_cassette("lifecycle_separate_charges_and_transfers")
+def test_separate_charges_and_transfers(
+    db, settings, real_gateway, vcr, django_capture_on_commit_callbacks
+):
+    strategy_setting(settings, SEPARATE_CHARGES_AND_TRANSFERS)
+    life = Lifecycle(django_capture_on_commit_callbacks)
+
+    created = life.post(life.customer, "/escrow/payments/create/", {"task_id": str(life.task.pk)})
+    assert created.status_code == 201, created.content
+    body = created.json()
+    assert body["client_secret"] == "pi_3RaB4cPk9xR2vLq70kTq2Wd1_secret_Hq3Zr8LmVb6XnT1pKc4YsW9Ed"
+    payment_id = body["payment_id"]
+    assert payment(payment_id).stripe_payment_intent_id == "pi_3RaB4cPk9xR2vLq70kTq2Wd1"
+
+    # The customer paid in the browser; the PaymentIntent says so.
+    assert f"{payment_id}: awaiting_payment -> held" in life.reconcile(payment_id)
+    assert payment(payment_id).stripe_charge_id == "ch_3RaB4cPk9xR2vLq70w8Xn5Pj"
+
+    released = life.post(life.customer, f"/escrow/payments/confirm/{payment_id}/")
+    assert released.status_code == 200, released.content
+    assert released.json()["status"] == "released"
+    (transfer,) = released.json()["transfers"]
+    assert transfer["stripe_transfer_id"] == "tr_1RaC7dPk9xR2vLq7Kp4Wm2Tz"
+    assert transfer["amount"] == 9_000
+
+    refunded = life.post(
+        life.doer,
+        f"/escrow/payments/{payment_id}/refund/",
+        {"amount": 5_000, "reason": "requested_by_customer"},
+    )
+    assert refunded.status_code == 200, refunded.content
+    done = payment(payment_id)
+    assert done.status == "partially_refunded"
+    assert (done.amount_refunded, done.amount_reversed) == (5_000, 4_500)
+    assert done.refunds.get().stripe_refund_id == "re_3RaB4cPk9xR2vLq70Zc7Rt2M"
+    assert done.transfer_reversals.get().stripe_reversal_id == "trr_1RaD2ePk9xR2vLq7Vn3Qx8Lb"
+
+    assert vcr.play_count == 5
+    assert vcr.all_played
+
+
+@pytest.mark.vcr
+@pytest.mark.default_cassette("lifecycle_manual_capture")
+def test_manual_capture(db, settings, real_gateway, vcr, django_capture_on_commit_callbacks):
+    strategy_setting(settings, MANUAL_CAPTURE)
+    life = Lifecycle(django_capture_on_commit_callbacks)
+
+    created = life.post(life.customer, "/escrow/payments/create/", {"task_id": str(life.task.pk)})
+    assert created.status_code == 201, created.content
+    payment_id = created.json()["payment_id"]
+
+    assert f"{payment_id}: awaiting_payment -> held" in life.reconcile(payment_id)
+    held = payment(payment_id)
+    # capture_before from the expanded charge: Stripe's deadline, not a guess.
+    assert held.capture_before == datetime(2026, 11, 10, 9, 24, 5, tzinfo=dt_timezone.utc)
+
+    released = life.post(life.customer, f"/escrow/payments/confirm/{payment_id}/")
+    assert released.status_code == 200, released.content
+    assert released.json()["status"] == "released"
+    assert released.json()["amount_transferred"] == 9_000
+
+    refunded = life.post(life.doer, f"/escrow/payments/{payment_id}/refund/", {"amount": 4_000})
+    assert refunded.status_code == 200, refunded.content
+    assert payment(payment_id).status == "partially_refunded"
+    assert payment(payment_id).refunds.get().stripe_refund_id == "re_3RbE5fPk9xR2vLq71Ld8Vu3N"
+
+    assert vcr.play_count == 4
+    assert vcr.all_played
