@@ -151,6 +151,61 @@ class WebhookEventAdmin(ReadOnlyMoneyAdmin):
     list_filter = ("status", "endpoint", "type", "livemode", "received_at")
     search_fields = ("=stripe_event_id", "type", "account", "object_id")
     date_hierarchy = "received_at"
+    actions = ["replay_events"]
+    # Adds an "Escrow report" button to the event log (webhooks/report page).
+    change_list_template = "escrow_connect/admin/webhookevent_change_list.html"
+
+    @admin.action(description="Replay selected events", permissions=["change"])
+    def replay_events(self, request: HttpRequest, queryset: Any) -> None:
+        from django.contrib import messages
+
+        from .webhooks.operations import replay_events
+
+        counts = replay_events(queryset.values_list("pk", flat=True))
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        level = messages.WARNING if counts.get("failed") else messages.SUCCESS
+        self.message_user(request, f"Replayed: {summary or 'nothing'}.", level)
+
+    def get_urls(self) -> list[Any]:
+        from django.urls import path
+
+        info = (self.model._meta.app_label, self.model._meta.model_name)
+        report = path(
+            "report/",
+            self.admin_site.admin_view(self.report_view),
+            name=f"{info[0]}_{info[1]}_report",
+        )
+        return [report, *super().get_urls()]
+
+    def report_view(self, request: HttpRequest) -> Any:
+        """The ``escrow_report`` command's report as a page (``?days=7``, ``?format=json``)."""
+        from datetime import timedelta
+
+        from django.core.exceptions import PermissionDenied
+        from django.http import JsonResponse
+        from django.template.response import TemplateResponse
+        from django.utils import timezone
+
+        from .services.report import build_report
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            days = max(1, min(int(request.GET.get("days", 7)), 366))
+        except ValueError:
+            days = 7
+        report = build_report(since=timezone.now() - timedelta(days=days))
+        if request.GET.get("format") == "json":
+            return JsonResponse(report)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Escrow report",
+            "report": report,
+            "days": days,
+            "day_choices": (1, 7, 30, 90),
+        }
+        return TemplateResponse(request, "escrow_connect/admin/report.html", context)
 
 
 ADMINS: dict[str, type[admin.ModelAdmin]] = {

@@ -1,0 +1,78 @@
+"""``manage.py escrow_fetch_missed_events``: catch up with events that never arrived.
+
+Lists the handled event types from Stripe's Events API (which reaches back 30
+days) and records and processes every event the log does not have yet, for
+the platform and, with ``--account`` or ``--all-accounts``, for connected
+accounts. Safe to run often: known events cost two queries and do nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ... import swappable
+from ...states import AccountStatus
+from ...webhooks.operations import fetch_missed_events, parse_since
+
+
+class Command(BaseCommand):
+    help = "Record and process Stripe events the webhook endpoints never received."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--since", default="3d", help="Events created since (2026-11-01, 3d, 12h; max 30d)."
+        )
+        parser.add_argument(
+            "--account",
+            action="append",
+            default=[],
+            metavar="ACCT_ID",
+            help="Also this connected account's events (Connect endpoint).",
+        )
+        parser.add_argument(
+            "--all-accounts",
+            action="store_true",
+            help="Also every connected account's events (one API listing each).",
+        )
+        parser.add_argument(
+            "--no-platform", action="store_true", help="Skip the platform's own events."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            since = parse_since(options["since"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        accounts = list(options["account"])
+        if options["all_accounts"]:
+            accounts += list(
+                swappable.load("ConnectedAccount")
+                .objects.exclude(stripe_account_id="")
+                .exclude(status=AccountStatus.DEAUTHORIZED)
+                .values_list("stripe_account_id", flat=True)
+            )
+        results = fetch_missed_events(
+            since,
+            accounts=list(dict.fromkeys(accounts)),
+            include_platform=not options["no_platform"],
+        )
+        failed = 0
+        unreachable = 0
+        for result in results:
+            if result.error:
+                self.stderr.write(f"{result.source}: Stripe could not list events: {result.error}")
+                unreachable += 1
+                continue
+            outcomes = ", ".join(f"{n} {status}" for status, n in sorted(result.outcomes.items()))
+            self.stdout.write(
+                f"{result.source}: {result.seen} events, {result.recorded} new"
+                + (f" ({outcomes})" if outcomes else "")
+            )
+            failed += result.outcomes.get("failed", 0)
+        if failed or unreachable:
+            raise CommandError(
+                f"{failed} events failed processing, {unreachable} sources could not be "
+                "listed; see above and the event log."
+            )

@@ -1,0 +1,41 @@
+"""``manage.py escrow_purge_event_payloads``: drop old webhook payloads.
+
+Nulls the payload of processed and ignored events received more than
+``WEBHOOK_PAYLOAD_RETENTION_DAYS`` ago (or ``--days``). The rows stay, so a
+late duplicate delivery is still refused. Failed and pending events keep
+their payload until they are dealt with. Run it daily.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...conf import escrow_settings
+from ...webhooks.operations import purge_payloads, purgeable_events
+
+
+class Command(BaseCommand):
+    help = "Null the payload of settled webhook events older than the retention period."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--days",
+            type=int,
+            help="Retention in days (default: ESCROW_CONNECT['WEBHOOK_PAYLOAD_RETENTION_DAYS']).",
+        )
+        parser.add_argument("--dry-run", action="store_true", help="Only count.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        days = options["days"]
+        if days is None:
+            days = escrow_settings.WEBHOOK_PAYLOAD_RETENTION_DAYS
+        if days is None or int(days) < 1:
+            raise CommandError("The retention must be at least one day.")
+        if options["dry_run"]:
+            count = purgeable_events(days).count()
+            self.stdout.write(f"Would purge the payload of {count} events older than {days} days.")
+            return
+        count = purge_payloads(days)
+        self.stdout.write(f"Purged the payload of {count} events older than {days} days.")

@@ -1,0 +1,71 @@
+"""``manage.py escrow_replay_events``: process recorded webhook events again.
+
+By default every *failed* event is retried. ``--event evt_...`` replays the
+named events whatever their state (handlers compare with the current state,
+so replaying an event that was applied changes nothing); ``--type`` and
+``--since`` narrow the selection; ``--status`` picks other states.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...states import WebhookEventStatus
+from ...webhooks.operations import parse_since, replay_events
+from ...webhooks.pipeline import event_model
+
+
+class Command(BaseCommand):
+    help = "Replay recorded Stripe webhook events (default: every failed event)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--event", action="append", default=[], metavar="EVT_ID", help="Replay this event."
+        )
+        parser.add_argument("--type", action="append", default=[], help="Only this event type.")
+        parser.add_argument("--since", help="Only events received since (2026-11-01, 3d, 12h).")
+        parser.add_argument(
+            "--status",
+            action="append",
+            choices=list(WebhookEventStatus.values),
+            help="Only events in this state (default: failed; with --event: any).",
+        )
+        parser.add_argument("--limit", type=int, default=1000, help="At most this many events.")
+        parser.add_argument("--dry-run", action="store_true", help="Only list what would replay.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        events = event_model().objects.all()
+        if options["event"]:
+            events = events.filter(stripe_event_id__in=options["event"])
+            missing = set(options["event"]) - set(events.values_list("stripe_event_id", flat=True))
+            if missing:
+                raise CommandError(f"Not in the event log: {', '.join(sorted(missing))}")
+        statuses = options["status"] or ([] if options["event"] else [WebhookEventStatus.FAILED])
+        if statuses:
+            events = events.filter(status__in=statuses)
+        if options["type"]:
+            events = events.filter(type__in=options["type"])
+        if options["since"]:
+            try:
+                events = events.filter(received_at__gte=parse_since(options["since"]))
+            except ValueError as exc:
+                raise CommandError(str(exc)) from exc
+        selected = list(
+            events.order_by("received_at").values_list("pk", "stripe_event_id", "type", "status")[
+                : options["limit"]
+            ]
+        )
+        if not selected:
+            self.stdout.write("No events to replay.")
+            return
+        if options["dry_run"]:
+            for _, event_id, event_type, status in selected:
+                self.stdout.write(f"would replay {event_id} {event_type} ({status})")
+            return
+        counts = replay_events(pk for pk, *_ in selected)
+        summary = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+        self.stdout.write(f"Replayed {len(selected)} events: {summary}.")
+        if counts.get(WebhookEventStatus.FAILED):
+            raise CommandError("Some events failed again; see the event log (last_error).")

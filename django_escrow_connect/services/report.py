@@ -1,0 +1,281 @@
+"""The operations report: how escrow payments and webhooks are doing.
+
+One function builds it (:func:`build_report`), as plain JSON-ready data; the
+``escrow_report`` command prints it as text or JSON and the admin shows it
+as a page ("Webhook events" -> "Escrow report").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from .. import swappable
+from ..conf import escrow_settings
+from ..states import DISPUTE_CLOSED_STATES, AccountStatus, PaymentStatus
+from ..states import WebhookEventStatus as E
+
+#: Rows listed per section (the counts are always complete).
+LIST_LIMIT = 50
+#: A received event not processed after this long is reported as unprocessed.
+UNPROCESSED_AFTER = timedelta(minutes=15)
+
+
+def _counts(rows: Iterable[dict[str, Any]], key: str) -> dict[str, int]:
+    return {str(row[key]): int(row["n"]) for row in rows}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def build_report(
+    *, since: datetime, until: datetime | None = None, now: datetime | None = None
+) -> dict[str, Any]:
+    """Everything an operator checks, for payments created in ``[since, until)``.
+
+    Open disputes, stuck payments, unresolved events and accounts with
+    requirements due are listed whatever their age: they need action now.
+    """
+    now = now or timezone.now()
+    until = until or now
+    return {
+        "generated_at": now.isoformat(),
+        "period": {"since": since.isoformat(), "until": until.isoformat()},
+        "payments": _payments(since, until),
+        "transfers": _transfers(since, until),
+        "open_disputes": _open_disputes(),
+        "stuck_payments": _stuck_payments(now),
+        "webhook_events": _webhook_events(since, until, now),
+        "accounts_with_requirements_due": _accounts_due(),
+        "incidents": _incidents(since, until),
+    }
+
+
+def _payments(since: datetime, until: datetime) -> dict[str, Any]:
+    payments = swappable.load("EscrowPayment").objects.filter(
+        created_at__gte=since, created_at__lt=until
+    )
+    by_status = _counts(payments.values("status").annotate(n=Count("pk")), "status")
+    totals = payments.aggregate(
+        funded=Count("pk", filter=Q(held_at__isnull=False)),
+        failed=Count("pk", filter=Q(status=PaymentStatus.FAILED)),
+    )
+    funded, failed = int(totals["funded"]), int(totals["failed"])
+    failed_attempts = (
+        swappable.load("PaymentIncident")
+        .objects.filter(kind="payment_failed", created_at__gte=since, created_at__lt=until)
+        .count()
+    )
+    volume = {
+        str(row["currency"]): int(row["total"] or 0)
+        for row in payments.filter(held_at__isnull=False)
+        .values("currency")
+        .annotate(total=Sum("amount"))
+    }
+    return {
+        "total": sum(by_status.values()),
+        "by_status": by_status,
+        # Paid into escrow at some point vs. ended failed (a retried
+        # payment that then succeeded counts as funded).
+        "funded": funded,
+        "failed": failed,
+        "success_rate": _rate(funded, funded + failed),
+        "failure_rate": _rate(failed, funded + failed),
+        "failed_attempts": failed_attempts,
+        "funded_volume": volume,
+    }
+
+
+def _transfers(since: datetime, until: datetime) -> dict[str, Any]:
+    transfers = swappable.load("Transfer").objects.filter(
+        created_at__gte=since, created_at__lt=until
+    )
+    by_status = _counts(transfers.values("status").annotate(n=Count("pk")), "status")
+    return {"total": sum(by_status.values()), "by_status": by_status}
+
+
+def _open_disputes() -> dict[str, Any]:
+    disputes = (
+        swappable.load("Dispute")
+        .objects.exclude(status__in=list(DISPUTE_CLOSED_STATES))
+        .order_by("evidence_due_by", "created_at")
+    )
+    items = [
+        {
+            "dispute": d.stripe_dispute_id,
+            "payment": str(d.payment_id),
+            "status": d.status,
+            "amount": d.amount,
+            "currency": d.currency,
+            "evidence_due_by": _iso(d.evidence_due_by),
+        }
+        for d in disputes[:LIST_LIMIT]
+    ]
+    return {"count": disputes.count(), "items": items}
+
+
+def _stuck_payments(now: datetime) -> dict[str, Any]:
+    hours = int(escrow_settings.STUCK_PAYMENT_HOURS)
+    cutoff = now - timedelta(hours=hours)
+    stuck = (
+        swappable.load("EscrowPayment")
+        .objects.filter(
+            Q(status=PaymentStatus.HELD, held_at__lt=cutoff)
+            | Q(status=PaymentStatus.RELEASING, updated_at__lt=cutoff)
+        )
+        .order_by("updated_at")
+    )
+    items = [
+        {
+            "payment": str(p.pk),
+            "status": p.status,
+            "amount": p.amount,
+            "currency": p.currency,
+            "since": _iso(p.held_at if p.status == PaymentStatus.HELD else p.updated_at),
+            "connected_account": p.destination_account_id,
+        }
+        for p in stuck[:LIST_LIMIT]
+    ]
+    return {"threshold_hours": hours, "count": stuck.count(), "items": items}
+
+
+def _webhook_events(since: datetime, until: datetime, now: datetime) -> dict[str, Any]:
+    Event = swappable.load("WebhookEvent")
+    in_period = Event.objects.filter(received_at__gte=since, received_at__lt=until)
+    by_status = _counts(in_period.values("status").annotate(n=Count("pk")), "status")
+    unresolved = Event.objects.filter(
+        Q(status__in=[E.FAILED, E.DEFERRED])
+        | Q(status=E.RECEIVED, received_at__lt=now - UNPROCESSED_AFTER)
+    ).order_by("received_at")
+    totals = unresolved.aggregate(
+        failed=Count("pk", filter=Q(status=E.FAILED)),
+        deferred=Count("pk", filter=Q(status=E.DEFERRED)),
+        unprocessed=Count("pk", filter=Q(status=E.RECEIVED)),
+    )
+    items = [
+        {
+            "event": e.stripe_event_id,
+            "type": e.type,
+            "status": e.status,
+            "attempts": e.attempts,
+            "received_at": _iso(e.received_at),
+            "error": e.last_error[:200],
+        }
+        for e in unresolved[:LIST_LIMIT]
+    ]
+    return {
+        "received": sum(by_status.values()),
+        "by_status": by_status,
+        "failed": int(totals["failed"]),
+        "deferred": int(totals["deferred"]),
+        "unprocessed": int(totals["unprocessed"]),
+        "unresolved": items,
+    }
+
+
+def _accounts_due() -> dict[str, Any]:
+    accounts = (
+        swappable.load("ConnectedAccount")
+        .objects.exclude(status=AccountStatus.DEAUTHORIZED)
+        .exclude(stripe_account_id="")
+        .filter(~Q(requirements_currently_due=[]) | ~Q(requirements_past_due=[]))
+        .order_by("stripe_account_id")
+    )
+    items = [
+        {
+            "account": a.stripe_account_id,
+            "status": a.status,
+            "currently_due": list(a.requirements_currently_due),
+            "past_due": list(a.requirements_past_due),
+            "disabled_reason": a.disabled_reason,
+        }
+        for a in accounts[:LIST_LIMIT]
+    ]
+    return {"count": accounts.count(), "items": items}
+
+
+def _incidents(since: datetime, until: datetime) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name in ("PaymentIncident", "TransferIncident"):
+        rows = (
+            swappable.load(name)
+            .objects.filter(created_at__gte=since, created_at__lt=until)
+            .values("kind")
+            .annotate(n=Count("pk"))
+        )
+        for kind, n in _counts(rows, "kind").items():
+            result[kind] = result.get(kind, 0) + n
+    return {"by_kind": result}
+
+
+# --------------------------------------------------------------------------
+# Text rendering (the command's default format)
+# --------------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f} %"
+
+
+def _kv(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(values.items())) or "none"
+
+
+def render_text(report: dict[str, Any]) -> str:
+    p, t, ev = report["payments"], report["transfers"], report["webhook_events"]
+    disputes, stuck = report["open_disputes"], report["stuck_payments"]
+    accounts = report["accounts_with_requirements_due"]
+    lines = [
+        f"Escrow report {report['period']['since']} .. {report['period']['until']}",
+        "",
+        f"Payments: {p['total']} ({_kv(p['by_status'])})",
+        f"  funded {p['funded']}, failed {p['failed']}: success rate {_pct(p['success_rate'])}, "
+        f"failure rate {_pct(p['failure_rate'])}; failed attempts {p['failed_attempts']}",
+        f"  funded volume: {_kv(p['funded_volume'])}",
+        f"Transfers: {t['total']} ({_kv(t['by_status'])})",
+        f"Incidents: {_kv(report['incidents']['by_kind'])}",
+        "",
+        f"Open disputes: {disputes['count']}",
+        *(
+            f"  {d['dispute']} payment {d['payment']} {d['status']} {d['amount']} "
+            f"{d['currency']} evidence due {d['evidence_due_by'] or '-'}"
+            for d in disputes["items"]
+        ),
+        f"Stuck payments (held/releasing > {stuck['threshold_hours']} h): {stuck['count']}",
+        *(
+            f"  {s['payment']} {s['status']} since {s['since']} ({s['amount']} {s['currency']})"
+            for s in stuck["items"]
+        ),
+        f"Webhook events received: {ev['received']} ({_kv(ev['by_status'])})",
+        f"  failed {ev['failed']}, deferred {ev['deferred']}, unprocessed {ev['unprocessed']}",
+        *(
+            f"  {e['event']} {e['type']} {e['status']} x{e['attempts']}: {e['error']}"
+            for e in ev["unresolved"]
+        ),
+        f"Accounts with requirements due: {accounts['count']}",
+        *(
+            f"  {a['account']} {a['status']}: {', '.join(a['past_due'] or a['currently_due'])}"
+            for a in accounts["items"]
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def needs_attention(report: dict[str, Any]) -> bool:
+    """Whether anything in the report asks for an operator."""
+    ev = report["webhook_events"]
+    return bool(
+        ev["failed"]
+        or ev["unprocessed"]
+        or report["stuck_payments"]["count"]
+        or report["open_disputes"]["count"]
+    )

@@ -1,0 +1,172 @@
+"""Operator actions on the event log: replay, catch up, purge.
+
+The management commands (``escrow_replay_events``,
+``escrow_fetch_missed_events``, ``escrow_purge_event_payloads``) and the
+admin's replay action are thin wrappers around these functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+
+from ..conf import escrow_settings
+from ..exceptions import GatewayError
+from ..gateway import get_gateway
+from ..states import WebhookEndpoint
+from ..states import WebhookEventStatus as E
+from . import pipeline, receiver, registry
+
+logger = logging.getLogger("django_escrow_connect.webhooks")
+
+#: The Events API reaches back 30 days.
+EVENTS_API_WINDOW = timedelta(days=30)
+
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
+
+
+def parse_since(value: str, *, now: datetime | None = None) -> datetime:
+    """``2026-11-01``, ``2026-11-01T12:00:00+00:00``, or relative: ``3d``, ``12h``, ``30m``."""
+    now = now or timezone.now()
+    match = _RELATIVE.match(value)
+    if match:
+        amount, unit = int(match.group(1)), match.group(2)
+        delta = {"d": timedelta(days=amount), "h": timedelta(hours=amount)}.get(
+            unit, timedelta(minutes=amount)
+        )
+        return now - delta
+    parsed = parse_datetime(value)
+    if parsed is None:
+        day = parse_date(value)
+        if day is None:
+            raise ValueError(f"Not a date, a datetime or a duration like 3d/12h: {value!r}")
+        parsed = datetime(day.year, day.month, day.day)
+    if timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, timezone.get_current_timezone())
+    return parsed
+
+
+# --------------------------------------------------------------------------
+# Replay
+# --------------------------------------------------------------------------
+
+
+def replay_events(pks: Iterable[Any]) -> dict[str, int]:
+    """Process each event again (whatever its state); returns the new states counted."""
+    counts: Counter[str] = Counter()
+    for pk in pks:
+        counts[pipeline.replay(pk) or "skipped"] += 1
+    return dict(counts)
+
+
+# --------------------------------------------------------------------------
+# Catch up with events that never arrived
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class FetchResult:
+    source: str
+    seen: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    #: Why Stripe could not list this source's events (the others still run).
+    error: str = ""
+
+    @property
+    def recorded(self) -> int:
+        """Events that were not in the log before."""
+        return self.seen - self.outcomes.get("duplicate", 0)
+
+
+def fetch_missed_events(
+    since: datetime,
+    *,
+    accounts: Sequence[str] = (),
+    include_platform: bool = True,
+) -> list[FetchResult]:
+    """Record and process the events of the handled types created since ``since``.
+
+    Reads Stripe's Events API (it reaches back 30 days, so ``since`` is
+    clamped to that) for the platform and for each connected account named.
+    Events already in the log cost two queries and change nothing.
+    """
+    oldest = timezone.now() - EVENTS_API_WINDOW
+    if since < oldest:
+        since = oldest
+    created_gte = int(since.timestamp())
+    results = []
+    if include_platform:
+        results.append(_fetch(WebhookEndpoint.PLATFORM, created_gte, None))
+    for account in accounts:
+        results.append(_fetch(WebhookEndpoint.CONNECT, created_gte, account))
+    return results
+
+
+def _fetch(endpoint: str, created_gte: int, account: str | None) -> FetchResult:
+    result = FetchResult(source=account or "platform")
+    types = registry.event_types(endpoint)
+    try:
+        # Stripe lists newest first; process oldest first, as they happened.
+        fetched = list(
+            get_gateway().list_events(created_gte=created_gte, types=types, stripe_account=account)
+        )
+    except GatewayError as exc:
+        result.error = str(exc)
+        logger.warning(
+            "could not list events: %s",
+            exc,
+            extra={"connected_account": account or "", "stripe_event_id": "", "payment_id": ""},
+        )
+        return result
+    for event in reversed(fetched):
+        if account is not None and not event.get("account"):
+            event = {**event, "account": account}
+        data = event.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+            result.outcomes["malformed"] += 1
+            continue
+        row = receiver.record(endpoint, event)
+        outcome = pipeline.dispatch_recorded(row)
+        result.seen += 1
+        result.outcomes[outcome.status] += 1
+    logger.info(
+        "fetched missed events: %s seen, %s new",
+        result.seen,
+        result.recorded,
+        extra={"connected_account": account or "", "stripe_event_id": "", "payment_id": ""},
+    )
+    return result
+
+
+# --------------------------------------------------------------------------
+# Purge payloads after the retention period
+# --------------------------------------------------------------------------
+
+
+#: Only settled events lose their payload; failed and pending ones keep it
+#: for the operator (and for replay).
+PURGEABLE = (E.PROCESSED, E.IGNORED)
+
+
+def purgeable_events(days: int | None = None) -> Any:
+    days = escrow_settings.WEBHOOK_PAYLOAD_RETENTION_DAYS if days is None else days
+    cutoff = timezone.now() - timedelta(days=int(days))
+    return pipeline.event_model().objects.filter(
+        received_at__lt=cutoff, status__in=PURGEABLE, payload__isnull=False
+    )
+
+
+def purge_payloads(days: int | None = None) -> int:
+    """Null the payload of settled events older than the retention; keep the rows.
+
+    The row's unique Stripe id still refuses a duplicate delivery.
+    """
+    return int(purgeable_events(days).update(payload=None, payload_purged_at=timezone.now()))

@@ -1,0 +1,291 @@
+"""Operator tools: replay, catch-up, report, purge, and their admin pages."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from django_escrow_connect import swappable
+from django_escrow_connect.gateway.simulated import SimulatedGateway
+from django_escrow_connect.webhooks import registry
+from tests import factories
+from tests.webhooks import stripe_objects as so
+from tests.webhooks.conftest import events, intent_for
+
+pytestmark = pytest.mark.django_db
+
+FLAKY = "escrow_test.flaky"
+
+
+def run(*args: Any) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+@pytest.fixture
+def flaky(monkeypatch: Any) -> list[int]:
+    """A handler that fails while the list holds a 1."""
+    state = [1]
+
+    def handler(context: Any) -> None:
+        if state[0]:
+            raise RuntimeError("downstream unavailable")
+
+    monkeypatch.setitem(registry.HANDLERS, FLAKY, registry.Route(handler, registry.PLATFORM))
+    return state
+
+
+# --------------------------------------------------------------------------
+# escrow_replay_events
+# --------------------------------------------------------------------------
+
+
+def test_replay_retries_failed_events(deliver: Any, flaky: list[int]) -> None:
+    evt = so.event(FLAKY, so.charge())
+    assert deliver.platform(evt).status_code == 500
+    with pytest.raises(CommandError, match="failed again"):
+        run("escrow_replay_events")
+    assert events().get().attempts == 2
+
+    flaky[0] = 0
+    assert "Replayed 1 events: 1 processed." in run("escrow_replay_events")
+    row = events().get()
+    assert (row.status, row.attempts) == ("processed", 3)
+    assert run("escrow_replay_events") == "No events to replay.\n"
+
+
+def test_replay_selects_by_id_type_and_date(deliver: Any, flaky: list[int]) -> None:
+    flaky[0] = 0
+    done = so.event(FLAKY, so.charge())
+    ignored = so.event("customer.created", {"id": "cus_1", "object": "customer"})
+    deliver.platform(done)
+    deliver.platform(ignored)
+
+    out = run("escrow_replay_events", "--event", done["id"], "--dry-run")
+    assert out == f"would replay {done['id']} {FLAKY} (processed)\n"
+    assert "1 processed" in run("escrow_replay_events", "--event", done["id"])
+    assert events().get(stripe_event_id=done["id"]).attempts == 2
+
+    out = run("escrow_replay_events", "--status", "ignored", "--type", "customer.created")
+    assert "1 ignored" in out
+    later = run("escrow_replay_events", "--status", "ignored", "--since", "2099-01-01")
+    assert "No events" in later
+    with pytest.raises(CommandError, match="evt_missing"):
+        run("escrow_replay_events", "--event", "evt_missing")
+
+
+def test_admin_replay_action(deliver: Any, flaky: list[int], admin_client: Client) -> None:
+    evt = so.event(FLAKY, so.charge())
+    deliver.platform(evt)
+    flaky[0] = 0
+    row = events().get()
+    url = reverse("admin:escrow_connect_webhookevent_changelist")
+    response = admin_client.post(
+        url, {"action": "replay_events", "_selected_action": [row.pk]}, follow=True
+    )
+    assert response.status_code == 200
+    assert "Replayed: 1 processed." in response.content.decode()
+    assert events().get().status == "processed"
+
+
+# --------------------------------------------------------------------------
+# escrow_fetch_missed_events
+# --------------------------------------------------------------------------
+
+
+def test_fetch_missed_events_records_and_processes_them(
+    deliver: Any, make_payment: Any, stripe: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    gateway = SimulatedGateway()
+    # A connected account finished onboarding; its Connect events were lost.
+    created = gateway.create_account(
+        idempotency_key="test-fetch-account",
+        country="US",
+        email=None,
+        business_type="individual",
+        metadata={},
+    )
+    gateway.complete_onboarding(created.id)
+    account = factories.make_account(
+        owner_user=factories.make_user("doer"), stripe_account_id=created.id, ready=False
+    )
+    # A customer paid; the platform's payment_intent.succeeded was lost too.
+    scene = make_payment(with_charge=False)
+    intent = gateway.create_payment_intent(
+        idempotency_key="test-fetch-intent",
+        amount=scene.payment.amount,
+        currency=scene.payment.currency,
+        transfer_group=scene.payment.transfer_group,
+        metadata=intent_for(scene, "succeeded")["metadata"],
+        capture_method="automatic",
+    )
+    swappable.load("EscrowPayment").objects.filter(pk=scene.payment.pk).update(
+        stripe_payment_intent_id=intent.id
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        gateway.confirm_payment_intent(intent.id, "success")
+    assert events().count() == 0
+
+    with django_capture_on_commit_callbacks(execute=True):
+        out = run("escrow_fetch_missed_events", "--since", "1d", "--account", created.id)
+    assert "platform:" in out
+    assert f"{created.id}:" in out
+    assert scene.refresh().status == "held"
+    account.refresh_from_db()
+    assert account.status == "verified"
+    types = set(events().values_list("type", flat=True))
+    assert {"payment_intent.succeeded", "account.updated"} <= types
+    assert set(events().values_list("status", flat=True)) <= {"processed", "ignored"}
+    assert all(t in registry.HANDLERS for t in types)
+
+    # Running again finds nothing new. The payment's doer has no account in
+    # the simulated Stripe: that one source is reported, the others still run.
+    recorded = events().count()
+    out, err = StringIO(), StringIO()
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(CommandError):
+        call_command("escrow_fetch_missed_events", "--all-accounts", stdout=out, stderr=err)
+    assert "platform: " in out.getvalue()
+    assert f"{created.id}: " in out.getvalue()
+    assert " 0 new" in out.getvalue()
+    assert f"{scene.account.stripe_account_id}: Stripe could not list events" in err.getvalue()
+    assert events().count() == recorded
+
+
+def test_fetch_refuses_a_bad_date(stripe: Any) -> None:
+    with pytest.raises(CommandError, match="Not a date"):
+        run("escrow_fetch_missed_events", "--since", "last tuesday")
+
+
+# --------------------------------------------------------------------------
+# escrow_purge_event_payloads
+# --------------------------------------------------------------------------
+
+
+def test_purge_keeps_rows_so_duplicates_are_still_refused(
+    deliver: Any, flaky: list[int], settings: Any
+) -> None:
+    settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "WEBHOOK_PAYLOAD_RETENTION_DAYS": 30}
+    old_done = so.event("customer.created", {"id": "cus_1", "object": "customer"})
+    old_failed = so.event(FLAKY, so.charge())
+    recent = so.event("customer.updated", {"id": "cus_1", "object": "customer"})
+    for evt in (old_done, old_failed, recent):
+        deliver.platform(evt)
+    events().exclude(stripe_event_id=recent["id"]).update(
+        received_at=timezone.now() - timedelta(days=31)
+    )
+
+    assert "Would purge the payload of 1 events" in run("escrow_purge_event_payloads", "--dry-run")
+    assert "Purged the payload of 1 events older than 30 days" in run("escrow_purge_event_payloads")
+    purged = events().get(stripe_event_id=old_done["id"])
+    assert purged.payload is None
+    assert purged.payload_purged_at is not None
+    assert events().get(stripe_event_id=old_failed["id"]).payload is not None
+    assert events().get(stripe_event_id=recent["id"]).payload is not None
+
+    response = deliver.platform(old_done)
+    assert response.json()["status"] == "duplicate"
+    assert events().count() == 3
+
+
+# --------------------------------------------------------------------------
+# escrow_report and its admin page
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def busy_marketplace(deliver: Any, make_payment: Any, flaky: list[int], stripe: Any) -> Any:
+    held = make_payment()
+    deliver.platform(so.event("payment_intent.succeeded", intent_for(held, "succeeded")))
+    failed = make_payment()
+    deliver.platform(
+        so.event(
+            "payment_intent.payment_failed",
+            intent_for(failed, "requires_payment_method", last_payment_error=so.card_error()),
+        )
+    )
+    disputed = make_payment("held")
+    deliver.platform(
+        so.event(
+            "charge.dispute.created",
+            so.dispute(
+                charge=disputed.payment.stripe_charge_id,
+                amount=disputed.payment.amount,
+            ),
+        )
+    )
+    stuck = make_payment("releasing")
+    swappable.load("EscrowPayment").objects.filter(pk=stuck.payment.pk).update(
+        updated_at=timezone.now() - timedelta(hours=100)
+    )
+    deliver.platform(so.event(FLAKY, so.charge()))
+    factories.make_account(owner_user=factories.make_user("late"), ready=False)
+    return {"held": held, "failed": failed, "disputed": disputed, "stuck": stuck}
+
+
+def test_report_json(busy_marketplace: Any) -> None:
+    report = json.loads(run("escrow_report", "--format", "json"))
+    payments = report["payments"]
+    assert payments["total"] == 4
+    assert payments["by_status"] == {"held": 1, "failed": 1, "disputed": 1, "releasing": 1}
+    assert (payments["funded"], payments["failed"]) == (1, 1)
+    assert payments["success_rate"] == 0.5
+    assert payments["failed_attempts"] == 1
+    assert report["open_disputes"]["count"] == 1
+    assert report["stuck_payments"]["count"] == 1
+    assert report["stuck_payments"]["items"][0]["payment"] == str(
+        busy_marketplace["stuck"].payment.pk
+    )
+    assert report["webhook_events"]["failed"] == 1
+    assert report["webhook_events"]["unresolved"][0]["type"] == FLAKY
+    assert report["accounts_with_requirements_due"]["count"] == 1
+    assert report["accounts_with_requirements_due"]["items"][0]["currently_due"] == [
+        "external_account"
+    ]
+
+
+def test_report_text_and_check(busy_marketplace: Any) -> None:
+    out = run("escrow_report")
+    assert "Payments: 4" in out
+    assert "success rate 50.0 %" in out
+    assert "Open disputes: 1" in out
+    assert "Stuck payments (held/releasing > 72 h): 1" in out
+    assert "failed 1, deferred 0, unprocessed 0" in out
+    with pytest.raises(CommandError, match="needs attention"):
+        run("escrow_report", "--check")
+
+
+def test_quiet_report_passes_the_check(db: Any) -> None:
+    out = run("escrow_report", "--check", "--since", "1d")
+    assert "Payments: 0" in out
+
+
+def test_report_admin_page(busy_marketplace: Any, admin_client: Client) -> None:
+    changelist = admin_client.get(reverse("admin:escrow_connect_webhookevent_changelist"))
+    report_url = reverse("admin:escrow_connect_webhookevent_report")
+    assert report_url in changelist.content.decode()
+
+    page = admin_client.get(report_url, {"days": 30})
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Open disputes (1)" in html
+    assert str(busy_marketplace["stuck"].payment.pk) in html
+    assert FLAKY in html
+
+    data = admin_client.get(report_url, {"format": "json"}).json()
+    assert data["payments"]["total"] == 4
+
+
+def test_report_admin_page_needs_staff(client: Client) -> None:
+    user = factories.make_user("customer")
+    client.force_login(user)
+    response = client.get(reverse("admin:escrow_connect_webhookevent_report"))
+    assert response.status_code == 302
