@@ -28,7 +28,7 @@ from django_escrow_connect import swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.terms import EscrowTerms, terms_from_task
 from tests import factories
-from tests.gateway.conftest import REPLAY_API_KEY
+from tests.gateway.conftest import api_key, record_mode
 
 CASSETTE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "cassettes", "payments")
 ACCOUNT = "acct_1QzR8tQm5HwJ3uVe"
@@ -43,7 +43,8 @@ def fixed_terms(task: Any) -> EscrowTerms:
 @pytest.fixture(scope="module")
 def vcr_config() -> dict[str, Any]:
     return {
-        "record_mode": "none",
+        # ESCROW_CONNECT_RECORD=1 records (see docs/cassettes.md); default: replay only.
+        "record_mode": record_mode(),
         "match_on": ["method", "path", "query", "escrow_form_body", "escrow_stripe_headers"],
         "filter_headers": ["authorization", "x-stripe-client-user-agent", "user-agent"],
         "decode_compressed_response": True,
@@ -60,7 +61,7 @@ def real_gateway(settings: Any) -> None:
     settings.ESCROW_CONNECT = {
         **settings.ESCROW_CONNECT,
         "GATEWAY": "django_escrow_connect.gateway.stripe.StripeGateway",
-        "STRIPE_SECRET_KEY": REPLAY_API_KEY,
+        "STRIPE_SECRET_KEY": api_key(),
         "STRIPE_MAX_NETWORK_RETRIES": 0,
         "PAYMENT_TERMS": "tests.payments.test_stripe_cassettes.fixed_terms",
     }
