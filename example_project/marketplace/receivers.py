@@ -153,6 +153,9 @@ def dispute_opened(sender: Any, payment: Any, dispute: Any = None, **kwargs: Any
 @receiver(signals.dispute_closed, dispatch_uid="marketplace.dispute_closed")
 def dispute_closed(sender: Any, payment: Any, dispute: Any = None, **kwargs: Any) -> None:
     outcome = getattr(dispute, "status", "") or "closed"
+    if outcome == "lost":
+        # The card network gave the money back to the customer: the task ends.
+        services.cancel_if_open(payment.task_id)
     _tell(
         [payment.payer, *_payees(payment)],
         K.DISPUTE,

@@ -303,7 +303,7 @@ def complete_simulated_authentication(
 
 def _card_outcome(payment: Any, intent: Any) -> CardOutcome:
     payment.refresh_from_db()
-    error = getattr(intent, "last_payment_error", None)
+    error = intent.last_payment_error
     if intent.status in ("succeeded", "requires_capture"):
         outcome, message = "succeeded", "Payment received: the money is held in escrow."
     elif intent.status == "requires_action":
@@ -312,7 +312,7 @@ def _card_outcome(payment: Any, intent: Any) -> CardOutcome:
         outcome, message = "processing", "The payment is processing."
     else:
         outcome = "declined"
-        message = (getattr(error, "message", None) if error else None) or "The card was declined."
+        message = (error or {}).get("message") or "The card was declined."
     return CardOutcome(
         payment=payment, outcome=outcome, message=message, payment_intent_id=intent.id
     )
@@ -371,7 +371,7 @@ def refund_task(task_id: Any, user: Any, *, amount: int | None = None, reason: s
     payment = payment_services.refund_payment(payment.pk, user, amount=amount, reason=reason)
     payment.refresh_from_db()
     if payment.status == PaymentStatus.REFUNDED:
-        _cancel_if_open(task.pk)
+        cancel_if_open(task.pk)
     return payment
 
 
@@ -393,10 +393,10 @@ def cancel_task(task_id: Any, user: Any) -> Task:
                 code="cannot_cancel",
             )
         payment_services.cancel_payment(payment.pk, user)
-    return _cancel_if_open(task.pk)
+    return cancel_if_open(task.pk)
 
 
-def _cancel_if_open(task_id: Any) -> Task:
+def cancel_if_open(task_id: Any) -> Task:
     with transaction.atomic():
         task = lock_task(task_id)
         if can_proceed(task.cancel):
@@ -437,7 +437,7 @@ def cancel_work_of_disconnected_doer(account: Any) -> list[Task]:
         except errors.ServiceError:
             logger.exception("could not give back the money of task %s", task.pk)
             continue
-        cancelled.append(_cancel_if_open(task.pk))
+        cancelled.append(cancel_if_open(task.pk))
         notify_user(
             task.customer,
             Notification.Kind.ACCOUNT_DEAUTHORIZED,
