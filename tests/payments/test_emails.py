@@ -1,0 +1,115 @@
+"""The e-mail templates shipped for ``notifications.backends.EmailBackend``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from django.core import mail
+from django.template.loader import render_to_string
+
+import django_escrow_connect
+from django_escrow_connect.signals import ALL_SIGNALS
+
+from .conftest import configure
+
+TEMPLATE_DIR = Path(django_escrow_connect.__file__).parent / "templates/escrow_connect/email"
+EVENTS_WITH_TEMPLATES = sorted(
+    path.name.removesuffix("_subject.txt") for path in TEMPLATE_DIR.glob("*_subject.txt")
+)
+MAIN_EVENTS = {
+    "payment_required",
+    "payment_held",
+    "payment_released",
+    "payment_refunded",
+    "payment_failed",
+    "payment_canceled",
+    "dispute_opened",
+    "dispute_closed",
+    "transfer_failed",
+    "refund_failed",
+}
+
+
+def test_every_main_event_has_a_subject_and_a_body():
+    assert set(EVENTS_WITH_TEMPLATES) >= MAIN_EVENTS
+    for event in EVENTS_WITH_TEMPLATES:
+        assert event in ALL_SIGNALS, f"template for unknown event {event}"
+        assert (TEMPLATE_DIR / f"{event}.txt").exists()
+
+
+def context():
+    payment = SimpleNamespace(
+        pk="5ca6a3e3-6f25-5d3f-a384-214184658f8f",
+        task="Logo <design> for Bloom & Co",
+        amount=10_000,
+        platform_fee=1_000,
+        amount_refunded=2_500,
+        amount_transferred=9_000,
+        currency="eur",
+        capture_before=None,
+        strategy="manual_capture",
+        failure_message="Your card was declined.",
+        get_status_display="Held in escrow",
+    )
+    return {
+        "payment": payment,
+        "client_secret": "pi_123_secret_never_in_mail",
+        "refund": SimpleNamespace(
+            amount=2_500, currency="eur", failure_reason="expired_or_canceled_card"
+        ),
+        "dispute": SimpleNamespace(
+            amount=10_000,
+            currency="eur",
+            reason="fraudulent",
+            status="lost",
+            get_status_display="Lost",
+            evidence_due_by=None,
+        ),
+        "incident": SimpleNamespace(code="balance_insufficient"),
+        "account": SimpleNamespace(stripe_account_id="acct_1QzR8tQm5HwJ3uVe"),
+        "payout": SimpleNamespace(amount=9_000, currency="eur", failure_message="Account closed."),
+    }
+
+
+@pytest.mark.parametrize("event", EVENTS_WITH_TEMPLATES)
+def test_each_template_renders_plain_text(event):
+    ctx = {"event": event, **context()}
+    subject = render_to_string(f"escrow_connect/email/{event}_subject.txt", ctx).strip()
+    body = render_to_string(f"escrow_connect/email/{event}.txt", ctx)
+    assert subject
+    assert "\n" not in subject
+    assert body.strip()
+    for text in (subject, body):
+        assert "&amp;" not in text  # plain text, not HTML
+        assert "&lt;" not in text
+        assert "secret" not in text
+        assert "{{" not in text
+    if event.startswith(("payment", "dispute", "transfer", "refund")):
+        assert "Bloom & Co" in subject + body
+        assert "EUR" in subject + body
+
+
+def test_the_lifecycle_emails_payer_and_payee(market, stripe, settings):
+    configure(
+        settings,
+        NOTIFICATION_BACKENDS=["django_escrow_connect.notifications.backends.EmailBackend"],
+        ESCROW_STRATEGY="separate_charges_and_transfers",
+    )
+    body = market.create(market.task()).json()
+    market.pay(body["payment_id"])
+    market.post(market.doer, "payment-refund", {"amount": 1_000}, payment_id=body["payment_id"])
+    market.post(market.customer, "payment-confirm", payment_id=body["payment_id"])
+
+    subjects = [message.subject for message in mail.outbox]
+    assert subjects[0].startswith("Payment requested: 100.00 USD")
+    assert "is held in escrow" in subjects[1]
+    assert subjects[2].startswith("Refund of 10.00 USD")
+    assert subjects[3].startswith("81.00 USD released")
+    expected = sorted([market.customer.email, market.doer.email])
+    for message in mail.outbox:
+        assert sorted(message.to) == expected
+        assert body["client_secret"] not in message.body
+        assert body["client_secret"] not in message.subject
+    assert "Sent to the doer:     81.00 USD" in mail.outbox[3].body
