@@ -238,8 +238,15 @@ def accept_bid(bid_id: Any, user: Any) -> Bid:
 # --------------------------------------------------------------------------
 
 
-def start_payment(task_id: Any, user: Any) -> payment_services.PaymentStart:
-    """Create (or resume) the task's escrow payment; a failed one is retried."""
+def start_payment(
+    task_id: Any, user: Any, *, retry_failed: bool = False
+) -> payment_services.PaymentStart:
+    """Create (or resume) the task's escrow payment.
+
+    A failed payment keeps its PaymentIntent, which can be confirmed again;
+    with ``retry_failed`` it first goes back to ``awaiting_payment`` (the
+    customer is trying another card now).
+    """
     task = get_task(task_id)
     if task.customer_id != user.pk:
         raise errors.Forbidden("Only the task's customer can pay for it.", code="not_customer")
@@ -249,7 +256,7 @@ def start_payment(task_id: Any, user: Any) -> payment_services.PaymentStart:
             code="not_payable",
         )
     payment = current_payment(task)
-    if payment is not None and payment.status == PaymentStatus.FAILED:
+    if retry_failed and payment is not None and payment.status == PaymentStatus.FAILED:
         return payment_services.retry_payment(payment.pk, user)
     bid = task.accepted_bid
     return payment_services.create_payment(
@@ -283,7 +290,7 @@ def pay_with_simulated_card(task_id: Any, user: Any, card: str) -> CardOutcome:
     the payment (held, failed) exactly as real webhooks would.
     """
     gateway = simulated_gateway()
-    start = start_payment(task_id, user)
+    start = start_payment(task_id, user, retry_failed=True)
     payment = start.payment
     intent = gateway.confirm_payment_intent(payment.stripe_payment_intent_id, card)
     return _card_outcome(payment, intent)
