@@ -41,6 +41,8 @@ PENDING = (E.RECEIVED, E.FAILED)
 #: A deferred event waits for :func:`process_deferred`; after this long the
 #: object it names is not coming and the event is ignored.
 DEFERRED_MAX_AGE = timedelta(days=7)
+#: The columns processing changes (the payload is never written back).
+SETTLED_FIELDS = ["status", "attempts", "last_error", "processed_at"]
 #: How much of an error message the event row keeps.
 ERROR_MAX_CHARS = 2000
 
@@ -208,7 +210,7 @@ def process_event(pk: Any, *, statuses: tuple[str, ...] = PENDING) -> str | None
                 handler(context)
                 event.mark_processed()
             event.attempts += 1
-            event.save()
+            event.save(update_fields=SETTLED_FIELDS)
     except Exception as exc:  # every failure is recorded; none is lost
         return _settle_failure(pk, exc, context)
     logger.info(
@@ -258,7 +260,7 @@ def _settle_failure(pk: Any, exc: Exception, context: EventContext | None) -> st
                 extra={**extra, "webhook_status": "failed"},
             )
             notify("webhook_processing_failed", event=event, error=error)
-        event.save()
+        event.save(update_fields=SETTLED_FIELDS)
     return str(event.status)
 
 
@@ -296,7 +298,7 @@ def _give_up(pk: Any) -> str | None:
             return None
         reason = f"Gave up after {DEFERRED_MAX_AGE.days} days: {event.last_error}"
         event.mark_ignored(reason[:ERROR_MAX_CHARS])
-        event.save()
+        event.save(update_fields=SETTLED_FIELDS)
         logger.warning(
             "webhook deferred too long; ignored", extra=log_extra(event, webhook_status="ignored")
         )
@@ -316,5 +318,5 @@ def replay(pk: Any) -> str | None:
             return None
         if event.status in (E.PROCESSED, E.IGNORED):
             event.reset_for_replay()
-            event.save()
+            event.save(update_fields=["status"])
     return process_event(pk, statuses=(*PENDING, E.DEFERRED))
