@@ -46,7 +46,8 @@ def test_post_bid_accept_and_pay_through_the_apis(people: Any) -> None:
     # The package's API takes over: the amount comes from the accepted bid.
     start = customer.post(body["next"]["create_payment"], body["next"]["body"], format="json")
     assert start.status_code == 201
-    assert start.json()["amount"] == 7500 and start.json()["client_secret"]
+    assert start.json()["amount"] == 7500
+    assert start.json()["client_secret"]
     payment_id = start.json()["payment_id"]
 
     # The browser would confirm with Stripe.js; the simulated gateway plays it.
@@ -80,18 +81,22 @@ def test_api_errors_have_the_packages_shape(people: Any) -> None:
     task_id = customer.post("/api/tasks/", {"title": "Paint"}, format="json").json()["id"]
 
     own = customer.post(f"/api/tasks/{task_id}/bids/", {"amount": 100}, format="json")
-    assert own.status_code == 403 and own.json()["error"]["code"] == "own_task"
+    assert own.status_code == 403
+    assert own.json()["error"]["code"] == "own_task"
 
     fractional = api_for(people.doer).post(
         f"/api/tasks/{task_id}/bids/", {"amount": 12.5}, format="json"
     )
-    assert fractional.status_code == 400 and fractional.json()["error"]["code"] == "invalid"
+    assert fractional.status_code == 400
+    assert fractional.json()["error"]["code"] == "invalid"
 
     missing = customer.get("/api/tasks/999999/")
-    assert missing.status_code == 404 and missing.json()["error"]["code"] == "task_not_found"
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "task_not_found"
 
     anonymous = APIClient().get("/api/tasks/")
-    assert anonymous.status_code == 403 and "error" in anonymous.json()
+    assert anonymous.status_code == 403
+    assert "error" in anonymous.json()
 
 
 def test_bidding_for_an_organization_needs_membership(people: Any) -> None:

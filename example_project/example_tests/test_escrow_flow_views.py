@@ -55,7 +55,8 @@ def test_the_whole_story_through_the_pages(people: Any) -> None:
     page = customer.get(reverse("task-pay", args=[task.pk]))
     assert page.status_code == 200
     assert b"4242 4242 4242 4242" in page.content
-    assert b"client_secret" not in page.content and b"_secret_" not in page.content
+    assert b"client_secret" not in page.content
+    assert b"_secret_" not in page.content
     assert page["Cache-Control"] == "no-store"
     assert payment_of(task).status == PaymentStatus.AWAITING_PAYMENT
 
@@ -92,7 +93,8 @@ def test_a_bid_from_a_doer_without_a_verified_account_cannot_be_accepted(people:
     assert any("has not finished setting up payouts" in m for m in messages_of(response))
     task.refresh_from_db()
     bid.refresh_from_db()
-    assert task.status == TaskStatus.BIDDING and not bid.accepted
+    assert task.status == TaskStatus.BIDDING
+    assert not bid.accepted
     note = Notification.objects.get(user=people.newbie, kind="onboarding_needed")
     assert note.url == reverse("onboarding")
 
@@ -105,7 +107,8 @@ def test_an_organization_bid_needs_the_organization_account(people: Any) -> None
     )
     assert response.status_code == 302
     bid = Bid.objects.get(task=task)
-    assert bid.doer_organization == people.organization and bid.doer_user is None
+    assert bid.doer_organization == people.organization
+    assert bid.doer_user is None
 
     client_for(people.customer).post(reverse("bid-accept", args=[bid.pk]))
     task.refresh_from_db()

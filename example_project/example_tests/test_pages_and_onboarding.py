@@ -163,7 +163,8 @@ def test_the_dashboards_show_the_packages_totals(people: Any) -> None:
     org = client_for(people.admin).get(
         reverse("dashboard-doer"), {"organization_id": people.organization.pk}
     )
-    assert org.status_code == 200 and org.context["data"]["payments"] == []
+    assert org.status_code == 200
+    assert org.context["data"]["payments"] == []
     assert (
         client_for(people.member)
         .get(reverse("dashboard-doer"), {"organization_id": people.organization.pk})
