@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# Build the distributions and prove the wheel works in a project of its own:
+#
+#   bash scripts/check-package.sh
+#
+# 1. python -m build: sdist and wheel into a temporary directory;
+# 2. twine check;
+# 3. the wheel must contain the migrations, py.typed, and every file under the
+#    package's templates/ and static/ directories;
+# 4. a fresh virtualenv (python3) gets the wheel and nothing from this tree; a
+#    minimal host project (app "shop" with a Task model) runs
+#    `django-admin check`, `makemigrations shop`, `migrate` and
+#    `makemigrations --check` on SQLite.
+#
+# Uses .venv for the build tools (creates it if missing); PYTHON picks the
+# interpreter of the fresh virtualenv (default python3).
+set -euo pipefail
+
+PROJECT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$PROJECT"
+PKG=django_escrow_connect
+VENV="${ESCROW_VENV:-.venv}"
+PY="$VENV/bin/python"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/escrow-package.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+
+say() { printf '\n==> %s\n' "$*"; }
+fail() {
+    printf 'check-package: FAILED: %s\n' "$*" >&2
+    exit 1
+}
+
+if [[ ! -x "$PY" ]]; then
+    say "creating $VENV"
+    "${PYTHON:-python3}" -m venv "$VENV"
+fi
+if ! "$PY" -c "import build, twine" 2>/dev/null; then
+    say "installing build and twine into $VENV"
+    "$PY" -m pip install -q build twine
+fi
+
+say "building sdist and wheel"
+"$PY" -m build --outdir "$WORK/dist" . >"$WORK/build.log" 2>&1 || {
+    cat "$WORK/build.log" >&2
+    fail "python -m build"
+}
+shopt -s nullglob
+wheels=("$WORK"/dist/*.whl)
+sdists=("$WORK"/dist/*.tar.gz)
+shopt -u nullglob
+((${#wheels[@]} == 1)) || fail "expected one wheel, found ${#wheels[@]}"
+((${#sdists[@]} == 1)) || fail "expected one sdist, found ${#sdists[@]}"
+WHEEL="${wheels[0]}"
+SDIST="${sdists[0]}"
+ls -l "$WORK/dist"
+
+say "twine check"
+"$PY" -m twine check --strict "$WHEEL" "$SDIST"
+
+say "wheel contents"
+# Expected: the first migration, py.typed, and every tracked or present file
+# under templates/ and static/ anywhere in the package.
+expected=("$PKG/migrations/0001_initial.py" "$PKG/py.typed" "$PKG/migrations/__init__.py")
+while IFS= read -r -d '' file; do
+    expected+=("$file")
+done < <(find "$PKG" \( -path '*/templates/*' -o -path '*/static/*' \) -type f \
+    ! -name '*.pyc' ! -path '*/__pycache__/*' ! -name '.*' -print0 | sort -z)
+"$PY" - "$WHEEL" "$SDIST" "${expected[@]}" <<'EOF'
+import sys
+import tarfile
+import zipfile
+
+wheel, sdist, *expected = sys.argv[1:]
+names = set(zipfile.ZipFile(wheel).namelist())
+missing = [path for path in expected if path not in names]
+if missing:
+    print("missing from the wheel:", *missing, sep="\n  ", file=sys.stderr)
+    sys.exit(1)
+stray = sorted(n for n in names if n.startswith(("tests/", "example_project/", "scripts/")))
+if stray:
+    print("the wheel should not contain:", *stray[:20], sep="\n  ", file=sys.stderr)
+    sys.exit(1)
+with tarfile.open(sdist) as tar:
+    members = {m.name.split("/", 1)[-1] for m in tar.getmembers()}
+sdist_missing = [p for p in ("LICENSE", "README.md", "pyproject.toml", *expected) if p not in members]
+if sdist_missing:
+    print("missing from the sdist:", *sdist_missing, sep="\n  ", file=sys.stderr)
+    sys.exit(1)
+print(f"wheel: {len(names)} files; all {len(expected)} expected files present (sdist too)")
+EOF
+
+say "installing the wheel into a fresh virtualenv"
+"${PYTHON:-python3}" -m venv "$WORK/venv"
+HOSTPY="$WORK/venv/bin/python"
+"$HOSTPY" -m pip install -q "$WHEEL"
+"$HOSTPY" -m pip check
+
+say "minimal host project"
+HOST="$WORK/host"
+mkdir -p "$HOST/shop"
+cat >"$HOST/hostproject_settings.py" <<'EOF'
+SECRET_KEY = "check-package-not-secret"
+DEBUG = True
+USE_TZ = True
+ROOT_URLCONF = "hostproject_urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "rest_framework",
+    "django_escrow_connect",
+    "shop",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "db.sqlite3"}}
+ESCROW_CONNECT_TASK_MODEL = "shop.Task"
+ESCROW_CONNECT = {
+    "STRIPE_SECRET_KEY": "sk_test_x",
+    "STRIPE_PUBLISHABLE_KEY": "pk_test_x",
+    "WEBHOOK_SECRETS": ["whsec_x"],
+    "CONNECT_WEBHOOK_SECRETS": ["whsec_y"],
+}
+EOF
+cat >"$HOST/hostproject_urls.py" <<'EOF'
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("escrow/", include("django_escrow_connect.urls")),
+]
+EOF
+: >"$HOST/shop/__init__.py"
+cat >"$HOST/shop/models.py" <<'EOF'
+from django.conf import settings
+from django.db import models
+
+from django_escrow_connect.base.models import EscrowTaskMixin
+from django_escrow_connect.terms import EscrowTerms, TermsUnavailable
+
+
+class Task(EscrowTaskMixin, models.Model):
+    title = models.CharField(max_length=100)
+    customer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="posted_tasks"
+    )
+    doer = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="tasks_done",
+    )
+    price = models.BigIntegerField(default=1000)
+
+    def __str__(self):
+        return self.title
+
+    def get_escrow_terms(self):
+        if self.doer is None:
+            raise TermsUnavailable("nobody hired")
+        return EscrowTerms(
+            payer=self.customer, payee_user=self.doer, amount=self.price, currency="usd"
+        )
+EOF
+
+# Run django-admin from the host project, with nothing from this checkout on
+# the path, so only the installed wheel can answer.
+admin() {
+    (
+        cd "$HOST"
+        env -u DATABASE_URL -u DJANGO_SETTINGS_MODULE PYTHONPATH="$HOST" \
+            DJANGO_SETTINGS_MODULE=hostproject_settings \
+            "$WORK/venv/bin/django-admin" "$@"
+    )
+}
+where="$(cd "$HOST" && "$HOSTPY" -c "import django_escrow_connect as p; print(p.__file__)")"
+case "$where" in
+    "$WORK"/venv/*) echo "package imported from $where" ;;
+    *) fail "package imported from $where, not from the installed wheel" ;;
+esac
+
+say "django-admin check"
+admin check
+say "django-admin makemigrations shop"
+admin makemigrations shop
+say "django-admin migrate"
+admin migrate --no-input
+say "django-admin makemigrations --check --dry-run"
+admin makemigrations --check --dry-run
+say "django-admin showmigrations escrow_connect"
+admin showmigrations escrow_connect
+
+echo
+echo "check-package: OK ($(basename "$WHEEL"), $(basename "$SDIST"))"

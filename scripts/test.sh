@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it:
+#
+#   bash scripts/test.sh            # lint, types, SQLite, then PostgreSQL (both settings)
+#   bash scripts/test.sh --quick    # SQLite only (tests.settings), no lint or types
+#   bash scripts/test.sh -k refund  # extra arguments go to every pytest run
+#   bash scripts/test.sh --quick -- -x tests/test_money.py
+#
+# It creates .venv with python3 when missing and installs the package there in
+# editable mode with the test, lint and types extras (again whenever
+# pyproject.toml changes). PostgreSQL is a throwaway cluster from
+# scripts/pg.sh, stopped on exit unless it was already running.
+#
+# Environment: PYTHON (interpreter for a new venv, default python3),
+# ESCROW_VENV (default .venv), ESCROW_PG_PORT (see scripts/pg.sh).
+set -euo pipefail
+
+PROJECT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$PROJECT"
+
+QUICK=0
+PYTEST_ARGS=()
+while (($#)); do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        -h | --help)
+            sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        --)
+            shift
+            PYTEST_ARGS+=("$@")
+            break
+            ;;
+        *) PYTEST_ARGS+=("$1") ;;
+    esac
+    shift
+done
+
+VENV="${ESCROW_VENV:-.venv}"
+PY="$VENV/bin/python"
+RESULTS="$(mktemp -d "${TMPDIR:-/tmp}/escrow-test.XXXXXX")"
+SUMMARY=()
+PG_STARTED=0
+CURRENT=""
+
+export PYTHONPATH="$PROJECT${PYTHONPATH:+:$PYTHONPATH}"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+export PYTHONDONTWRITEBYTECODE=1
+
+say() { printf '\n==> %s\n' "$*"; }
+
+finish() {
+    local rc=$?
+    set +e
+    if ((PG_STARTED)); then
+        bash scripts/pg.sh stop >/dev/null 2>&1 || echo "warning: could not stop PostgreSQL" >&2
+    fi
+    if [[ -n "$CURRENT" ]]; then
+        SUMMARY+=("FAIL  $CURRENT")
+    fi
+    echo
+    echo "==================== summary ===================="
+    local line
+    for line in "${SUMMARY[@]}"; do
+        echo "  $line"
+    done
+    if [[ -x "$PY" ]] && compgen -G "$RESULTS/*.xml" >/dev/null; then
+        "$PY" - "$RESULTS" <<'EOF'
+import glob, sys
+import xml.etree.ElementTree as ET
+
+total = failed = skipped = 0
+for path in sorted(glob.glob(sys.argv[1] + "/*.xml")):
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError):
+        continue
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    for s in suites:
+        total += int(s.get("tests", 0))
+        failed += int(s.get("failures", 0)) + int(s.get("errors", 0))
+        skipped += int(s.get("skipped", 0))
+print(f"  all pytest runs: {total - failed - skipped} passed, {failed} failed, {skipped} skipped")
+EOF
+    fi
+    if ((rc == 0)); then
+        echo "  result: OK"
+    else
+        echo "  result: FAILED (exit $rc)"
+    fi
+    rm -rf "$RESULTS"
+    exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Run one named step; record it; stop the whole script on failure.
+# (Called as `"$@" || rc=$?`, a step function runs without errexit: each one
+# returns its failures explicitly.)
+step() {
+    local name="$1"
+    shift
+    CURRENT="$name"
+    say "$name"
+    local start=$SECONDS rc=0
+    "$@" || rc=$?
+    if ((rc != 0)); then
+        SUMMARY+=("FAIL  $name (exit $rc, $((SECONDS - start))s)")
+        CURRENT=""
+        exit "$rc"
+    fi
+    SUMMARY+=("ok    $name ($((SECONDS - start))s)")
+    CURRENT=""
+}
+
+setup_venv() {
+    if [[ ! -x "$PY" ]]; then
+        local python="${PYTHON:-python3}"
+        echo "creating $VENV with $python ($("$python" --version 2>&1))"
+        "$python" -m venv "$VENV" || {
+            echo "error: '$python -m venv' failed (on Debian: apt-get install python3-venv)" >&2
+            return 1
+        }
+        "$PY" -m pip install -q --upgrade pip || return 1
+    fi
+    # Reinstall only when pyproject.toml changed (or the last install failed).
+    local stamp="$VENV/.escrow-connect-install" want
+    want="$(cksum <pyproject.toml)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
+        && "$PY" -c "import django_escrow_connect, pytest, ruff, mypy" 2>/dev/null; then
+        echo "dependencies up to date"
+        return 0
+    fi
+    rm -f "$stamp"
+    "$PY" -m pip install -q -e ".[test,lint,types]" || return 1
+    printf '%s\n' "$want" >"$stamp"
+}
+
+# run_pytest LABEL SETTINGS: one pytest run in a subshell (so its environment
+# does not leak); exit code 5 (nothing collected) counts as a failure.
+run_pytest() {
+    local label="$1" settings="$2" rc=0
+    (
+        export DJANGO_SETTINGS_MODULE="$settings"
+        if [[ "$label" == sqlite* ]]; then
+            unset DATABASE_URL
+        fi
+        exec "$PY" -m pytest -q --junit-xml="$RESULTS/$label.xml" -o junit_family=xunit2 \
+            ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"}
+    ) || rc=$?
+    if ((rc == 5)); then
+        echo "error: pytest collected no tests ($label)" >&2
+    fi
+    return "$rc"
+}
+
+start_pg() {
+    if bash scripts/pg.sh status >/dev/null 2>&1; then
+        echo "reusing the cluster that is already running (it is left running)"
+    else
+        PG_STARTED=1
+    fi
+    local line
+    line="$(bash scripts/pg.sh start)" || return 1
+    DATABASE_URL="${line#DATABASE_URL=}"
+    export DATABASE_URL
+    echo "DATABASE_URL=$DATABASE_URL"
+}
+
+step "install into $VENV" setup_venv
+if ((!QUICK)); then
+    step "ruff check ." "$PY" -m ruff check .
+    step "mypy" "$PY" -m mypy
+fi
+step "pytest sqlite tests.settings" run_pytest sqlite-settings tests.settings
+if ((!QUICK)); then
+    step "start postgresql (scripts/pg.sh)" start_pg
+    step "pytest postgresql tests.settings" run_pytest postgres-settings tests.settings
+    step "pytest postgresql tests.settings_swapped" \
+        run_pytest postgres-settings_swapped tests.settings_swapped
+fi
