@@ -1,0 +1,87 @@
+"""End to end: the simulated Stripe signs its events and delivers them to the
+real receiver (its default event sink), exactly as Stripe would post them.
+
+A customer pays, the payment is released, a dispute is opened and won, and
+the doer's account data arrives on the Connect endpoint; every event ends
+processed or ignored, none failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from django_escrow_connect import swappable
+from django_escrow_connect.gateway import simulated
+from django_escrow_connect.gateway.simulated import SimulatedGateway
+from django_escrow_connect.services.payments import create_payment, release_payment
+from tests import factories
+from tests.webhooks.conftest import SIMULATED_GATEWAY, events
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def live_sink(settings: Any) -> Iterator[Any]:
+    """The simulated Stripe, delivering to the package's receiver."""
+    settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "GATEWAY": SIMULATED_GATEWAY}
+    simulated.reset()
+    previous = simulated.set_event_sink(None)
+    yield simulated.simulated_stripe
+    simulated.set_event_sink(previous)
+    undelivered = list(simulated.simulated_stripe.undelivered)
+    simulated.reset()
+    assert not undelivered
+
+
+def test_a_payment_from_pay_to_dispute_won(
+    live_sink: Any, django_capture_on_commit_callbacks: Any, sent: Any
+) -> None:
+    capture = django_capture_on_commit_callbacks
+    gateway = SimulatedGateway()
+    customer = factories.make_user("customer")
+    doer = factories.make_user("doer")
+    created = gateway.create_account(
+        idempotency_key="e2e-doer",
+        country="US",
+        email=None,
+        business_type="individual",
+        metadata={},
+    )
+    account = factories.make_account(owner_user=doer, stripe_account_id=created.id, ready=False)
+    with capture(execute=True):
+        gateway.complete_onboarding(created.id)
+    account.refresh_from_db()
+    assert account.status == "verified"  # account.updated + capability.updated, Connect endpoint
+
+    task = factories.make_task(customer, payee_user=doer, amount=10_000)
+    with capture(execute=True):
+        start = create_payment(task.pk, customer)
+    with capture(execute=True):
+        gateway.confirm_payment_intent(start.payment.stripe_payment_intent_id, "success")
+    Payment = swappable.load("EscrowPayment")
+    payment = Payment.objects.get(pk=start.payment.pk)
+    assert payment.status == "held"
+    assert payment.stripe_charge_id
+
+    with capture(execute=True):
+        release_payment(payment.pk, customer)
+    with capture(execute=True):
+        dispute = gateway.open_dispute(payment.stripe_charge_id)
+    payment.refresh_from_db()
+    assert payment.status == "disputed"
+    with capture(execute=True):
+        gateway.close_dispute(dispute.id, won=True)
+    payment.refresh_from_db()
+    assert payment.status == "released"
+
+    statuses = dict(events().values_list("type", "status"))
+    assert statuses["payment_intent.succeeded"] == "processed"
+    assert statuses["transfer.created"] == "processed"
+    assert statuses["charge.dispute.created"] == "processed"
+    assert statuses["charge.dispute.closed"] == "processed"
+    assert statuses["account.updated"] == "processed"
+    assert not events().exclude(status__in=["processed", "ignored"]).exists()
+    assert [n["dispute"].status for n in sent.of("dispute_closed")] == ["won"]
