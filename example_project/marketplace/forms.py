@@ -32,7 +32,9 @@ class TaskForm(forms.ModelForm):
 class BidForm(forms.Form):
     """A bid in major units ("25.00"), converted exactly to minor units."""
 
-    amount = forms.CharField(label="Your price", max_length=20, help_text="e.g. 120.00")
+    amount = forms.CharField(
+        label="Your price", max_length=20, widget=forms.TextInput(attrs={"placeholder": "120.00"})
+    )
     currency = forms.ChoiceField(choices=CURRENCIES, initial="usd")
     bid_as = forms.ChoiceField(label="Bid as", choices=[("me", "Myself")])
     message = forms.CharField(max_length=300, required=False, widget=forms.TextInput())
