@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
@@ -159,7 +160,13 @@ def dispatch_recorded(row: RecordedEvent) -> Outcome:
         )
         return Outcome(200, "duplicate", f"Already {row.status}.", row.stripe_event_id)
     if escrow_settings.WEBHOOK_PROCESSING == "task":
-        from .tasks import enqueue_event
+        try:
+            from .tasks import enqueue_event
+        except ImportError as exc:
+            raise ImproperlyConfigured(
+                'ESCROW_CONNECT["WEBHOOK_PROCESSING"] = "task" needs Django\'s tasks '
+                "framework: Django 6, or pip install django-tasks on Django 5.2."
+            ) from exc
 
         enqueue_event(row.stripe_event_id)
         logger.info("webhook queued", extra=log_extra(row, webhook_status="queued"))

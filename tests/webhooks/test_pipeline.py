@@ -234,6 +234,14 @@ def test_atomic_requests_do_not_wrap_the_pipeline(deliver: Any, spy: Spy) -> Non
 # --------------------------------------------------------------------------
 
 
+try:  # the same framework webhooks/tasks.py uses: Django 6's, else the backport
+    import django.tasks as tasks_framework
+except ImportError:
+    import django_tasks as tasks_framework
+
+BACKENDS = f"{tasks_framework.__name__}.backends"
+
+
 @pytest.fixture
 def task_processing(settings: Any) -> None:
     settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "WEBHOOK_PROCESSING": "task"}
@@ -242,7 +250,7 @@ def task_processing(settings: Any) -> None:
 def test_task_mode_enqueues_and_the_worker_processes(
     deliver: Any, spy: Spy, task_processing: None, settings: Any
 ) -> None:
-    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+    settings.TASKS = {"default": {"BACKEND": f"{BACKENDS}.immediate.ImmediateBackend"}}
     evt = spy_event()
     response = deliver.platform(evt)
     assert response.status_code == 200
@@ -254,9 +262,8 @@ def test_task_mode_enqueues_and_the_worker_processes(
 def test_task_mode_answers_before_processing(
     deliver: Any, spy: Spy, task_processing: None, settings: Any
 ) -> None:
-    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.dummy.DummyBackend"}}
-    from django_tasks import default_task_backend
-
+    settings.TASKS = {"default": {"BACKEND": f"{BACKENDS}.dummy.DummyBackend"}}
+    default_task_backend = tasks_framework.default_task_backend
     evt = spy_event()
     assert deliver.platform(evt).json()["status"] == "queued"
     assert status_of(evt).status == "received"
