@@ -100,3 +100,11 @@ def test_a_failing_receiver_does_not_break_the_operation(market, stripe, caplog)
     assert response.status_code == 200
     assert market.payment(payment.pk).status == "released"
     assert "escrow signal receiver failed" in caplog.text
+
+
+def test_docs_list_every_signal():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "signals.md").read_text()
+    missing = [name for name in signals.ALL_SIGNALS if f"| `{name}` |" not in doc]
+    assert not missing, f"docs/signals.md does not document {missing}"
