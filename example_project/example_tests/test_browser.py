@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from marketplace import services
-from marketplace.models import Notification, Task, TaskStatus
 
 from django_escrow_connect.states import PaymentStatus
+from marketplace import services
+from marketplace.models import Notification, Task, TaskStatus
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -11,6 +11,7 @@ released, so the webhook pipeline has run for each of them.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -63,6 +64,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, reset: bool = False, **options: Any) -> None:
+        if int(options.get("verbosity", 1)) < 2:
+            # The package logs every webhook at INFO; this command lists what it made.
+            logging.getLogger("django_escrow_connect").setLevel(logging.WARNING)
         if reset:
             call_command("flush", interactive=False, verbosity=0)
             if settings.SIMULATED_STRIPE:
