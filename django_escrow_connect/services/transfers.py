@@ -146,9 +146,7 @@ def apply_charge(snapshot: ChargeSnapshot, *, event_id: str = "") -> Any:
     return payment
 
 
-def apply_charge_refunded(
-    snapshot: ChargeSnapshot, *, event_id: str = "", fetch: bool = True
-) -> Any:
+def apply_charge_refunded(snapshot: ChargeSnapshot, *, event_id: str = "") -> Any:
     """``charge.refunded``: the charge's running refund total.
 
     Refunds are not embedded in the charge (API version 2026-10-28), so when
@@ -158,7 +156,7 @@ def apply_charge_refunded(
     payment = lock_payment_for(payment_intent=snapshot.payment_intent, charge=snapshot.id)
     if payment is None:
         return None
-    if snapshot.amount_refunded <= payment.amount_refunded or not fetch:
+    if snapshot.amount_refunded <= payment.amount_refunded:
         return payment
     if not payment.stripe_payment_intent_id:
         return payment
@@ -175,10 +173,10 @@ def apply_charge_refunded(
 def apply_refund(snapshot: RefundSnapshot, *, event_id: str = "") -> Any:
     """``refund.created|updated|failed``: keep the Refund row and the payment in step.
 
-    A refund made in the Stripe dashboard becomes a Refund row; a refund
-    whose response the app never saw is matched to its pending row; a refund
-    that fails gives its amount back to the payment, records an incident and
-    sends ``refund_failed``.
+    A refund made in the Stripe dashboard becomes a Refund row; the app's own
+    refund whose answer was lost waits (deferred) for the app's retry to
+    confirm it; a refund that fails gives its amount back to the payment,
+    records an incident and sends ``refund_failed``.
     """
     payment = lock_payment_for(
         payment_intent=snapshot.payment_intent,
@@ -194,19 +192,18 @@ def _apply_refund_locked(payment: Any, snapshot: RefundSnapshot, *, event_id: st
     Refund = model("Refund")
     refund = Refund.objects.filter(stripe_refund_id=snapshot.id).first()
     if refund is None:
-        # The app sent this refund but never learned its id (timeout): same
-        # payment, same amount, no Stripe id yet.
-        refund = (
-            payment.refunds.filter(
-                stripe_refund_id="", amount=snapshot.amount, status=RefundStatus.PENDING
+        if (
+            snapshot.metadata.get("escrow_payment_id")
+            and payment.refunds.filter(stripe_refund_id="", status=RefundStatus.PENDING).exists()
+        ):
+            # The app sent this refund and never learned the answer (timeout).
+            # Its retry, with the same idempotency key, confirms and counts
+            # it (escrow_reconcile or the user); taking it over here would
+            # make that retry send a second refund.
+            raise errors.UnknownObject(
+                f"Refund {snapshot.id} is the app's own and not confirmed yet; "
+                "escrow_reconcile finishes it."
             )
-            .order_by("created_at")
-            .first()
-        )
-        if refund is not None:
-            refund.stripe_refund_id = snapshot.id
-            refund.save(update_fields=["stripe_refund_id", "updated_at"])
-    if refund is None:
         require_funded(payment, f"Refund {snapshot.id}")
         return _record_outside_refund(payment, snapshot, event_id=event_id)
 
@@ -241,8 +238,8 @@ _REFUND_RANK = {
 def _moves_forward(current: str, reported: str) -> bool:
     if current == reported:
         return False
-    if current == RefundStatus.REQUIRES_ACTION and reported == RefundStatus.PENDING:
-        return True
+    if _REFUND_RANK.get(current) == _REFUND_RANK.get(reported) == 0:
+        return True  # pending <-> requires_action
     return _REFUND_RANK.get(reported, -1) > _REFUND_RANK.get(current, 2)
 
 
@@ -391,6 +388,9 @@ def _apply_reversals(
     room = payment.amount_transferred - payment.amount_reversed
     payment.amount_reversed += max(0, min(delta, room))
     payment.save(update_fields=["amount_reversed", "updated_at"])
+    if _reversed_by_refunds(payment, snapshot.amount_reversed):
+        _log("transfer reversed by a refund: %s", delta, payment=payment, event_id=event_id)
+        return
     incident = model("TransferIncident").objects.create(
         payment=payment,
         kind=IncidentKind.TRANSFER_REVERSED,
@@ -411,6 +411,22 @@ def _apply_reversals(
         incident_id=str(incident.pk),
         level=logging.WARNING,
     )
+
+
+def _reversed_by_refunds(payment: Any, total_reversed: int) -> bool:
+    """Whether a destination charge's own refunds account for ``total_reversed``.
+
+    With manual capture (a destination charge) the app refunds with
+    ``reverse_transfer=true``: Stripe reverses the transfer in proportion to
+    the refund, which is not a reversal "outside the app". Stripe's rounding
+    may differ from ours by one minor unit per refund.
+    """
+    if not payment.is_manual_capture:
+        return False
+    from .payments import reversal_target
+
+    refunds = payment.refunds.filter(status__in=COUNTED_REFUND_STATES).count()
+    return total_reversed <= reversal_target(payment, payment.amount_refunded) + refunds
 
 
 # --------------------------------------------------------------------------

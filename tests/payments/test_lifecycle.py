@@ -156,3 +156,35 @@ def test_a_lapsed_authorisation_cancels_the_payment_with_an_incident(market, str
     (incident,) = payment.incidents.all()
     assert incident.kind == "capture_expired"
     assert payment.task.payment_status == "pending_payment"
+
+
+@pytest.mark.parametrize("to_org", [False, True], ids=["user-payee", "org-payee"])
+def test_full_lifecycle_through_the_real_webhook_pipeline(market, stripe, strategy, to_org):
+    """The simulated Stripe's signed events go through the package's own
+    webhook receiver (every event type, not only payment_intent.*)."""
+    from django_escrow_connect.gateway import simulated
+
+    simulated.set_event_sink(None)  # the default: webhooks.receiver.receive
+    payment = market.released_payment(to_org=to_org)
+    assert payment.status == "released"
+    assert payment.task.payment_status == "payment_released"
+    refund = market.post(
+        market.doer if not to_org else market.org_admin,
+        "payment-refund",
+        {"amount": 2_000},
+        payment_id=payment.pk,
+    )
+    assert refund.status_code == 200, refund.content
+    payment = market.payment(payment.pk)
+    assert (payment.status, payment.amount_refunded) == ("partially_refunded", 2_000)
+    events = swappable.load("WebhookEvent").objects.all()
+    assert events.filter(
+        type="payment_intent.succeeded"
+        if strategy != MANUAL_CAPTURE
+        else "payment_intent.amount_capturable_updated"
+    ).exists()
+    assert not events.filter(status__in=["failed", "deferred"]).exists(), [
+        (e.type, e.status, e.last_error) for e in events.filter(status__in=["failed", "deferred"])
+    ]
+    assert not payment.incidents.exists()
+    assert not payment.transfer_incidents.exists()

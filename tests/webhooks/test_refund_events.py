@@ -82,26 +82,6 @@ def test_refund_that_fails_later_gives_the_amount_back(
     assert scene.refresh().amount_refunded == 0
 
 
-def test_refund_whose_response_was_lost_is_matched_not_duplicated(
-    deliver: Any, make_payment: Any, stripe: Any
-) -> None:
-    scene = make_payment("held")
-    payment = scene.payment
-    # The app sent a refund and counted it, but never learned its id.
-    Refund = swappable.load("Refund")
-    mine = Refund.objects.create(
-        payment=payment, idempotency_key="test:refund:0", amount=5_000, currency="usd"
-    )
-    payment.refund(5_000)
-    payment.save()
-    stripe_refund = refund_of(scene, amount=5_000, status="succeeded")
-    deliver.platform(so.event("refund.created", stripe_refund))
-    [row] = refunds(scene)
-    assert row.pk == mine.pk
-    assert (row.stripe_refund_id, row.status) == (stripe_refund["id"], "succeeded")
-    assert scene.refresh().amount_refunded == 5_000
-
-
 def test_refund_before_the_payment_is_held_waits_for_it(
     deliver: Any, make_payment: Any, stripe: Any
 ) -> None:

@@ -9,14 +9,22 @@ processed or ignored, none failed.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from io import StringIO
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 
 from django_escrow_connect import swappable
+from django_escrow_connect.exceptions import TemporarilyUnavailable
 from django_escrow_connect.gateway import simulated
 from django_escrow_connect.gateway.simulated import SimulatedGateway
-from django_escrow_connect.services.payments import create_payment, release_payment
+from django_escrow_connect.services import errors
+from django_escrow_connect.services.payments import (
+    create_payment,
+    refund_payment,
+    release_payment,
+)
 from tests import factories
 from tests.webhooks.conftest import SIMULATED_GATEWAY, events
 
@@ -85,3 +93,44 @@ def test_a_payment_from_pay_to_dispute_won(
     assert statuses["account.updated"] == "processed"
     assert not events().exclude(status__in=["processed", "ignored"]).exists()
     assert [n["dispute"].status for n in sent.of("dispute_closed")] == ["won"]
+
+
+def test_refund_whose_answer_was_lost_is_counted_once(
+    live_sink: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    """Stripe refunded, the app timed out: the webhook waits for the app's retry."""
+    capture = django_capture_on_commit_callbacks
+    gateway = SimulatedGateway()
+    customer, doer = factories.make_user("customer"), factories.make_user("doer")
+    created = gateway.create_account(
+        idempotency_key="e2e-refund-doer",
+        country="US",
+        email=None,
+        business_type="individual",
+        metadata={},
+    )
+    with capture(execute=True):
+        gateway.complete_onboarding(created.id)
+    factories.make_account(owner_user=doer, stripe_account_id=created.id)
+    task = factories.make_task(customer, payee_user=doer, amount=10_000)
+    with capture(execute=True):
+        start = create_payment(task.pk, customer)
+    with capture(execute=True):
+        gateway.confirm_payment_intent(start.payment.stripe_payment_intent_id, "success")
+
+    live_sink.fail_next("create_refund", TemporarilyUnavailable("timed out"), after_effect=True)
+    with capture(execute=True), pytest.raises(errors.OperationPending):
+        refund_payment(start.payment.pk, doer, amount=3_000)
+    [deferred] = events().filter(type="refund.created")
+    assert deferred.status == "deferred"
+    Payment = swappable.load("EscrowPayment")
+    assert Payment.objects.get(pk=start.payment.pk).amount_refunded == 0
+
+    with capture(execute=True):
+        call_command("escrow_reconcile", "--older-than", "0", stdout=StringIO())
+    payment = Payment.objects.get(pk=start.payment.pk)
+    assert payment.amount_refunded == 3_000
+    assert swappable.load("Refund").objects.filter(payment=payment.pk).count() == 1
+    assert len(live_sink.refunds) == 1
+    deferred.refresh_from_db()
+    assert deferred.status == "processed"
