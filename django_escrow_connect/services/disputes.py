@@ -109,9 +109,8 @@ def apply_dispute(
             evidence_due_by=snapshot.evidence_due_by,
         )
         _open(payment, dispute, event_id=event_id)
-    elif dispute.is_open and _RANK.get(snapshot.status, -1) > _RANK.get(dispute.status, -1):
-        pass  # moved forward: applied below
-    else:
+    elif not dispute.is_open or _RANK.get(snapshot.status, -1) <= _RANK.get(dispute.status, -1):
+        # Not forward (a closed dispute is final): only the funds may move.
         _update_funds(dispute, balance_transactions)
         return dispute
 

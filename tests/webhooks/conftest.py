@@ -3,6 +3,7 @@ CSRF-enforcing client, payments in a given state, and the signals sent."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -228,3 +229,23 @@ def status_history(scene: Scene) -> tuple[str, str]:
     payment = scene.refresh()
     task = swappable.load("Task").objects.get(pk=scene.task.pk)
     return payment.status, task.payment_status
+
+
+_account_keys = itertools.count(1)
+
+
+def simulated_account(*, onboarded: bool = True) -> str:
+    """A connected account in the simulated Stripe (its events go to the current sink)."""
+    from django_escrow_connect.gateway.simulated import SimulatedGateway
+
+    gateway = SimulatedGateway()
+    created = gateway.create_account(
+        idempotency_key=f"test-webhooks-account-{next(_account_keys)}",
+        country="US",
+        email=None,
+        business_type="individual",
+        metadata={},
+    )
+    if onboarded:
+        gateway.complete_onboarding(created.id)
+    return created.id

@@ -7,10 +7,9 @@ from typing import Any
 import pytest
 
 from django_escrow_connect import swappable
-from django_escrow_connect.gateway.simulated import SimulatedGateway
 from tests import factories
 from tests.webhooks import stripe_objects as so
-from tests.webhooks.conftest import events
+from tests.webhooks.conftest import events, simulated_account
 
 pytestmark = pytest.mark.django_db
 
@@ -95,20 +94,12 @@ def test_capability_updated(deliver: Any, account: Any, stripe: Any, sent: Any) 
 def test_person_and_bank_events_refresh_the_account(
     deliver: Any, stripe: Any, event_type: str, builder: Any
 ) -> None:
-    gateway = SimulatedGateway()
-    created = gateway.create_account(
-        idempotency_key="test-connect-refresh",
-        country="US",
-        email=None,
-        business_type="individual",
-        metadata={},
-    )
-    gateway.complete_onboarding(created.id)
+    acct = simulated_account()
     row = factories.make_account(
-        owner_user=factories.make_user("doer"), stripe_account_id=created.id, ready=False
+        owner_user=factories.make_user("doer"), stripe_account_id=acct, ready=False
     )
     stripe.calls.clear()
-    evt = so.event(event_type, builder(created.id), account=created.id)
+    evt = so.event(event_type, builder(acct), account=acct)
     assert deliver.connect(evt).json()["status"] == "processed"
     assert [name for name, _ in stripe.calls] == ["retrieve_account"]
     row.refresh_from_db()

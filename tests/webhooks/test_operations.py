@@ -18,7 +18,7 @@ from django_escrow_connect.gateway.simulated import SimulatedGateway
 from django_escrow_connect.webhooks import registry
 from tests import factories
 from tests.webhooks import stripe_objects as so
-from tests.webhooks.conftest import events, intent_for
+from tests.webhooks.conftest import events, intent_for, simulated_account
 
 pytestmark = pytest.mark.django_db
 
@@ -107,16 +107,9 @@ def test_fetch_missed_events_records_and_processes_them(
 ) -> None:
     gateway = SimulatedGateway()
     # A connected account finished onboarding; its Connect events were lost.
-    created = gateway.create_account(
-        idempotency_key="test-fetch-account",
-        country="US",
-        email=None,
-        business_type="individual",
-        metadata={},
-    )
-    gateway.complete_onboarding(created.id)
+    acct = simulated_account()
     account = factories.make_account(
-        owner_user=factories.make_user("doer"), stripe_account_id=created.id, ready=False
+        owner_user=factories.make_user("doer"), stripe_account_id=acct, ready=False
     )
     # A customer paid; the platform's payment_intent.succeeded was lost too.
     scene = make_payment(with_charge=False)
@@ -136,9 +129,9 @@ def test_fetch_missed_events_records_and_processes_them(
     assert events().count() == 0
 
     with django_capture_on_commit_callbacks(execute=True):
-        out = run("escrow_fetch_missed_events", "--since", "1d", "--account", created.id)
+        out = run("escrow_fetch_missed_events", "--since", "1d", "--account", acct)
     assert "platform:" in out
-    assert f"{created.id}:" in out
+    assert f"{acct}:" in out
     assert scene.refresh().status == "held"
     account.refresh_from_db()
     assert account.status == "verified"
@@ -154,7 +147,7 @@ def test_fetch_missed_events_records_and_processes_them(
     with django_capture_on_commit_callbacks(execute=True), pytest.raises(CommandError):
         call_command("escrow_fetch_missed_events", "--all-accounts", stdout=out, stderr=err)
     assert "platform: " in out.getvalue()
-    assert f"{created.id}: " in out.getvalue()
+    assert f"{acct}: " in out.getvalue()
     assert " 0 new" in out.getvalue()
     assert f"{scene.account.stripe_account_id}: Stripe could not list events" in err.getvalue()
     assert events().count() == recorded

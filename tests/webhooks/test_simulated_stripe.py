@@ -26,7 +26,7 @@ from django_escrow_connect.services.payments import (
     release_payment,
 )
 from tests import factories
-from tests.webhooks.conftest import SIMULATED_GATEWAY, events
+from tests.webhooks.conftest import SIMULATED_GATEWAY, events, simulated_account
 
 pytestmark = pytest.mark.django_db
 
@@ -51,16 +51,10 @@ def test_a_payment_from_pay_to_dispute_won(
     gateway = SimulatedGateway()
     customer = factories.make_user("customer")
     doer = factories.make_user("doer")
-    created = gateway.create_account(
-        idempotency_key="e2e-doer",
-        country="US",
-        email=None,
-        business_type="individual",
-        metadata={},
-    )
-    account = factories.make_account(owner_user=doer, stripe_account_id=created.id, ready=False)
+    acct = simulated_account(onboarded=False)
+    account = factories.make_account(owner_user=doer, stripe_account_id=acct, ready=False)
     with capture(execute=True):
-        gateway.complete_onboarding(created.id)
+        gateway.complete_onboarding(acct)
     account.refresh_from_db()
     assert account.status == "verified"  # account.updated + capability.updated, Connect endpoint
 
@@ -102,16 +96,9 @@ def test_refund_whose_answer_was_lost_is_counted_once(
     capture = django_capture_on_commit_callbacks
     gateway = SimulatedGateway()
     customer, doer = factories.make_user("customer"), factories.make_user("doer")
-    created = gateway.create_account(
-        idempotency_key="e2e-refund-doer",
-        country="US",
-        email=None,
-        business_type="individual",
-        metadata={},
-    )
     with capture(execute=True):
-        gateway.complete_onboarding(created.id)
-    factories.make_account(owner_user=doer, stripe_account_id=created.id)
+        acct = simulated_account()
+    factories.make_account(owner_user=doer, stripe_account_id=acct)
     task = factories.make_task(customer, payee_user=doer, amount=10_000)
     with capture(execute=True):
         start = create_payment(task.pk, customer)
