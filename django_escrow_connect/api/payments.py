@@ -43,19 +43,7 @@ from ..services import errors
 from ..services import payments as payment_services
 from ..states import PaymentStatus as S
 from .errors import EscrowAPIView
-
-try:  # OpenAPI annotations (drf-spectacular, with no-op stand-ins without it).
-    from .schema import extend_schema, view_schema
-except ImportError:  # pragma: no cover - the schema module is optional
-
-    def extend_schema(*args: Any, **kwargs: Any) -> Any:
-        return lambda view: view
-
-    def view_schema() -> Any:
-        from rest_framework.schemas import DefaultSchema
-
-        return DefaultSchema()
-
+from .schema import OpenApiParameter, extend_schema, view_schema
 
 __all__ = [
     "CustomerDashboardView",
@@ -165,7 +153,7 @@ def money_totals(queryset: Any, expression: Any) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------
 
 
-class MinorAmountField(serializers.Field):
+class MinorAmountField(serializers.IntegerField):
     """An amount in minor units: a JSON integer (or a string of digits), never a float."""
 
     default_error_messages = {
@@ -183,9 +171,6 @@ class MinorAmountField(serializers.Field):
         if data <= 0:
             self.fail("min_value")
         return data
-
-    def to_representation(self, value: Any) -> int:
-        return int(value)
 
 
 class StrictSerializer(serializers.Serializer):
@@ -357,18 +342,37 @@ def serialize_account(account: Any) -> dict[str, Any] | None:
     }
 
 
+_STATUS_HELP = "One of: " + ", ".join(S.values) + " (docs/state-machine.md)."
+
+
+class MoneyTotalOutput(serializers.Serializer):
+    currency = serializers.CharField()
+    amount = serializers.IntegerField(help_text="Minor units.")
+    formatted = serializers.CharField()
+
+
 class PaymentOutput(serializers.Serializer):
     """Schema-only description of :func:`serialize_payment` (see docs/payments.md)."""
 
     payment_id = serializers.UUIDField()
     task_id = serializers.CharField()
-    status = serializers.ChoiceField(choices=S.choices)
+    status = serializers.CharField(help_text=_STATUS_HELP)
+    status_display = serializers.CharField()
+    strategy = serializers.CharField()
     currency = serializers.CharField()
     amount = serializers.IntegerField()
     platform_fee = serializers.IntegerField()
     amount_refunded = serializers.IntegerField()
     amount_transferred = serializers.IntegerField()
+    amount_reversed = serializers.IntegerField()
+    amount_disputed = serializers.IntegerField()
+    refundable_amount = serializers.IntegerField()
     formatted = serializers.DictField(child=serializers.CharField())
+    payer_id = serializers.CharField()
+    payee = serializers.DictField(child=serializers.CharField())
+    stripe_payment_intent_id = serializers.CharField(allow_null=True)
+    capture_before = serializers.DateTimeField(allow_null=True)
+    failure = serializers.DictField(child=serializers.CharField(), allow_null=True)
     transfers = serializers.ListField(child=serializers.DictField())
     refunds = serializers.ListField(child=serializers.DictField())
     disputes = serializers.ListField(child=serializers.DictField())
@@ -377,10 +381,44 @@ class PaymentOutput(serializers.Serializer):
 
 class PaymentStartOutput(serializers.Serializer):
     payment_id = serializers.UUIDField()
-    client_secret = serializers.CharField(allow_null=True)
+    client_secret = serializers.CharField(
+        allow_null=True, help_text="For Stripe.js only; never store or log it."
+    )
     amount = serializers.IntegerField()
     currency = serializers.CharField()
-    status = serializers.ChoiceField(choices=S.choices)
+    status = serializers.CharField(help_text=_STATUS_HELP)
+
+
+class PaymentPageOutput(serializers.Serializer):
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = PaymentOutput(many=True)
+
+
+class TaskDoerDashboardOutput(serializers.Serializer):
+    payee = serializers.DictField(child=serializers.CharField())
+    account = serializers.DictField(allow_null=True)
+    payments = PaymentOutput(many=True)
+    earnings = MoneyTotalOutput(many=True)
+    in_escrow = MoneyTotalOutput(many=True)
+
+
+class CustomerDashboardOutput(serializers.Serializer):
+    payments = PaymentOutput(many=True)
+    spent = MoneyTotalOutput(many=True)
+    in_escrow = MoneyTotalOutput(many=True)
+
+
+_ORGANIZATION_PARAMETER = OpenApiParameter(
+    "organization_id",
+    str,
+    required=False,
+    description="An organization you administer: its payments instead of your own.",
+)
+_LIMIT_PARAMETER = OpenApiParameter(
+    "limit", int, required=False, description=f"Latest payments shown (1-{DASHBOARD_MAX_LIMIT})."
+)
 
 
 # --------------------------------------------------------------------------
@@ -433,7 +471,9 @@ class PaymentCreateView(PaymentAPIView):
 class PaymentDetailView(PaymentAPIView):
     """``GET payments/{payment_id}/``."""
 
-    @extend_schema(responses={200: PaymentOutput}, summary="A payment")
+    @extend_schema(
+        responses={200: PaymentOutput}, summary="A payment", operation_id="payments_retrieve"
+    )
     def get(self, request: Request, payment_id: str) -> Response:
         return Response(
             serialize_payment(get_visible_payment(request.user, payment_id, details=True))
@@ -443,7 +483,17 @@ class PaymentDetailView(PaymentAPIView):
 class PaymentListView(PaymentAPIView):
     """``GET payments/?organization_id=&role=customer|task_doer``, newest first."""
 
-    @extend_schema(responses={200: PaymentOutput(many=True)}, summary="Payments, newest first")
+    @extend_schema(
+        responses={200: PaymentPageOutput},
+        summary="Payments, newest first",
+        operation_id="payments_list",
+        parameters=[
+            OpenApiParameter("role", str, enum=["customer", "task_doer"], required=False),
+            _ORGANIZATION_PARAMETER,
+            OpenApiParameter("page", int, required=False),
+            OpenApiParameter("page_size", int, required=False),
+        ],
+    )
     def get(self, request: Request) -> Response:
         user = request.user
         role = request.query_params.get("role") or None
@@ -553,7 +603,11 @@ def _dashboard_limit(request: Request) -> int:
 class TaskDoerDashboardView(PaymentAPIView):
     """``GET dashboard/task-doer/?organization_id=``: account, latest payments, earnings."""
 
-    @extend_schema(summary="The task doer's dashboard")
+    @extend_schema(
+        responses={200: TaskDoerDashboardOutput},
+        summary="The task doer's dashboard",
+        parameters=[_ORGANIZATION_PARAMETER, _LIMIT_PARAMETER],
+    )
     def get(self, request: Request) -> Response:
         user = request.user
         limit = _dashboard_limit(request)
@@ -589,7 +643,11 @@ class TaskDoerDashboardView(PaymentAPIView):
 class CustomerDashboardView(PaymentAPIView):
     """``GET dashboard/customer/``: latest payments, total spent net of refunds."""
 
-    @extend_schema(summary="The customer's dashboard")
+    @extend_schema(
+        responses={200: CustomerDashboardOutput},
+        summary="The customer's dashboard",
+        parameters=[_LIMIT_PARAMETER],
+    )
     def get(self, request: Request) -> Response:
         limit = _dashboard_limit(request)
         payments = _payment_model().objects.filter(payer=request.user)
