@@ -50,6 +50,10 @@ __all__ = [
 #: A payment must have been left alone this long before reconcile looks at it
 #: (so it does not race a customer who is paying right now).
 DEFAULT_OLDER_THAN_MINUTES = 30
+#: Payments awaiting a PaymentIntent outcome are looked up at Stripe for this
+#: long (a bank debit can take two weeks); older ones are abandoned checkouts
+#: and are only looked at with ``payment_id``.
+STALE_INTENT_MAX_AGE = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,8 @@ def reconcile(
     stale = payments.filter(status__in=[S.AWAITING_PAYMENT, S.PROCESSING]).exclude(
         stripe_payment_intent_id=""
     )
+    if payment_id is None:
+        stale = stale.filter(updated_at__gte=now - STALE_INTENT_MAX_AGE)
     for payment in stale.order_by("updated_at"):
         changes.extend(_sync_intent(payment, dry_run))
     changes.extend(_refunds(payment_id, dry_run, now - older_than))

@@ -201,3 +201,26 @@ def test_a_stripe_outage_during_reconcile_is_reported_and_exits_non_zero(market,
         call_command("escrow_reconcile", "--older-than", "0", stdout=StringIO(), stderr=err)
     assert "list transfers failed" in err.getvalue()
     assert market.payment(payment.pk).status == "releasing"
+
+
+def test_reconcile_refuses_a_malformed_payment_id(market):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="not a payment id"):
+        reconcile("--payment", "nope")
+
+
+def test_abandoned_checkouts_are_not_looked_up_forever(market, stripe):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from django_escrow_connect import swappable
+
+    body = market.create(market.task()).json()
+    swappable.load("EscrowPayment").objects.filter(pk=body["payment_id"]).update(
+        updated_at=timezone.now() - timedelta(days=31)
+    )
+    stripe.calls.clear()
+    assert "Nothing to reconcile." in reconcile("--older-than", "0")
+    assert stripe.calls == []

@@ -7,6 +7,7 @@ Exits with status 1 when an operation failed (e.g. Stripe unreachable).
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -37,6 +38,13 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["older_than"] < 0:
             raise CommandError("--older-than must be zero or more minutes.")
+        if options["payment"] is not None:
+            try:
+                options["payment"] = uuid.UUID(options["payment"])
+            except ValueError:
+                raise CommandError(
+                    f"--payment {options['payment']!r} is not a payment id."
+                ) from None
         changes = reconcile(
             dry_run=options["dry_run"],
             payment_id=options["payment"],
