@@ -99,7 +99,11 @@ class Page:
 
         old_page = self.find("html")
         self.find(selector).click()
-        WebDriverWait(self.driver, 20).until(expected_conditions.staleness_of(old_page))
+        wait = WebDriverWait(self.driver, 20)
+        wait.until(expected_conditions.staleness_of(old_page))
+        # Interacting with a page still loading can fail inside chromedriver
+        # ("Cannot find context with specified id"): wait for it to settle.
+        wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
     def type(self, selector: str, text: str) -> None:
         field = self.find(selector)

@@ -91,6 +91,7 @@ def test_a_bid_from_a_doer_without_a_verified_account_cannot_be_accepted(people:
     response = client_for(people.customer).post(reverse("bid-accept", args=[bid.pk]), follow=True)
 
     assert any("has not finished setting up payouts" in m for m in messages_of(response))
+    assert '<a href="/onboarding/">Payouts set-up</a>' in response.content.decode()
     task.refresh_from_db()
     bid.refresh_from_db()
     assert task.status == TaskStatus.BIDDING
@@ -261,3 +262,22 @@ def test_a_held_payment_cannot_be_cancelled_by_the_customer(people: Any) -> None
     assert any("ask the doer" in m for m in messages_of(response))
     task.refresh_from_db()
     assert task.status == TaskStatus.IN_PROGRESS
+
+
+def test_in_test_mode_the_payment_page_uses_stripe_js(people: Any) -> None:
+    """With sk_test_ keys the page hands the client secret to Stripe.js's Payment Element."""
+    from django.test import override_settings
+
+    task = accepted_task(people)
+    with override_settings(SIMULATED_STRIPE=False, STRIPE_PUBLISHABLE_KEY="pk_test_example"):
+        page = client_for(people.customer).get(reverse("task-pay", args=[task.pk]))
+    html = page.content.decode()
+    assert '<script src="https://js.stripe.com/v3/"></script>' in html
+    assert "STRIPE TEST MODE" in html
+    assert "SIMULATED MODE" not in html
+    secret = page.context["client_secret"]
+    assert secret.startswith(payment_of(task).stripe_payment_intent_id + "_secret_")
+    assert f'<script id="client-secret" type="application/json">"{secret}"</script>' in html
+    assert '"pk_test_example"' in html
+    assert "/pay/return/" in page.context["return_url"]
+    assert "4242 4242 4242 4242" not in html.replace("Test mode: use 4242 4242 4242 4242", "")

@@ -22,6 +22,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
@@ -231,7 +232,10 @@ def bid_accept(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         services.accept_bid(bid.pk, request.user)
     except services.DoerNotReady as exc:
-        messages.error(request, exc.message)
+        messages.error(
+            request,
+            format_html('{} <a href="{}">Payouts set-up</a>', exc.message, exc.onboarding_url),
+        )
         return redirect(bid.task)
     except errors.ServiceError as exc:
         _fail(request, exc)
