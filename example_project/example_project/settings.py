@@ -90,7 +90,7 @@ if SIMULATED_STRIPE:
 #: restart (or the autoreloader) and the management commands see the same
 #: accounts and payments as the database. None: in memory only (tests).
 SIMULATED_STRIPE_STATE_FILE: Path | None = (
-    Path(env("SIMULATED_STRIPE_STATE_FILE") or BASE_DIR / "var" / "simulated-stripe.pickle")
+    Path(env("SIMULATED_STRIPE_STATE_FILE") or BASE_DIR / "var" / "simulated-stripe.sqlite3")
     if SIMULATED_STRIPE
     else None
 )

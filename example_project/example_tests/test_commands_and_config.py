@@ -128,14 +128,14 @@ def test_settings_choose_the_mode_from_the_environment(tmp_path: Path) -> None:
 def test_the_simulated_stripe_survives_a_restart_through_its_state_file(
     tmp_path: Path, people: Any
 ) -> None:
-    state = SimulatedStateFile(tmp_path / "state.pickle")
+    state = SimulatedStateFile(tmp_path / "state.sqlite3")
     with state.session():
         pass  # saves what the fixtures created (two verified accounts)
     accounts = set(simulated_stripe.accounts)
     assert len(accounts) == 2
 
     simulated_stripe.reset()  # a new process starts with an empty store
-    other_process = SimulatedStateFile(tmp_path / "state.pickle")
+    other_process = SimulatedStateFile(tmp_path / "state.sqlite3")
     with other_process.session():
         assert set(simulated_stripe.accounts) == accounts
         assert simulated_stripe.undelivered == []

@@ -4,10 +4,11 @@ The package's simulated gateway keeps Stripe's side (accounts, payment
 intents, charges, transfers, ...) in process memory. The demo's database
 outlives a process: ``seed_demo`` runs in one process, ``runserver`` in
 another, and the autoreloader restarts the server on every code change. So
-the example saves the simulated store to ``SIMULATED_STRIPE_STATE_FILE``
-after each request (and each command) that changed it, and loads it again
-when another process wrote it. An exclusive file lock serialises processes;
-this is a development convenience, not something to run in production.
+the example saves the simulated store to ``SIMULATED_STRIPE_STATE_FILE`` (a
+small SQLite file holding one pickled snapshot) after each request (and each
+command) that changed it, and loads it again when another process wrote it.
+An exclusive file lock serialises processes; this is a development
+convenience, not something to run in production.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import os
 import pickle
-import tempfile
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +32,7 @@ logger = logging.getLogger("marketplace")
 #: run, faults injected for one process (``fail_next``) and the call log.
 _TRANSIENT = frozenset({"lock", "_outbox", "_request", "_failures", "calls"})
 _FORMAT = 1
+_CREATE = "CREATE TABLE IF NOT EXISTS simulated_stripe_state (id INTEGER PRIMARY KEY, data BLOB)"
 
 
 def _store() -> Any:
@@ -56,7 +57,7 @@ def _fingerprint(store: Any) -> tuple[Any, ...]:
 
 
 class SimulatedStateFile:
-    """The simulated store, mirrored in one pickle file."""
+    """The simulated store, mirrored in one SQLite file."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -68,8 +69,9 @@ class SimulatedStateFile:
     def session(self) -> Iterator[None]:
         """Load the file if another process changed it; save it afterwards if we did."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.with_suffix(self.path.suffix + ".lock")
-        with self._thread_lock, open(lock_path, "a+") as lock_file:
+        # flock() on the SQLite file itself: independent of SQLite's own
+        # (fcntl) locks, and an empty file is an empty SQLite database.
+        with self._thread_lock, open(self.path, "ab") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
                 self._load_if_changed()
@@ -92,10 +94,12 @@ class SimulatedStateFile:
             return
         store = _store()
         try:
-            with open(self.path, "rb") as handle:
-                state = pickle.load(handle)  # our own file, written below
+            state = self._read()
         except Exception:
             logger.exception("Ignoring unreadable simulated Stripe state %s", self.path)
+            self._loaded_mtime = mtime
+            return
+        if state is None:  # an empty file: nothing saved yet
             self._loaded_mtime = mtime
             return
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
@@ -118,17 +122,19 @@ class SimulatedStateFile:
         with store.lock:
             data = {k: v for k, v in store.__dict__.items() if k not in _TRANSIENT}
             payload = pickle.dumps({"format": _FORMAT, "store": data})
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".simulated-stripe-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with contextlib.closing(sqlite3.connect(self.path)) as db, db:
+            db.execute(_CREATE)
+            db.execute("INSERT OR REPLACE INTO simulated_stripe_state VALUES (1, ?)", (payload,))
         self._loaded_mtime = self._mtime()
         self._fingerprint = fingerprint
+
+    def _read(self) -> Any:
+        with contextlib.closing(sqlite3.connect(self.path)) as db:
+            try:
+                row = db.execute("SELECT data FROM simulated_stripe_state WHERE id = 1").fetchone()
+            except sqlite3.OperationalError:  # no table yet: nothing was saved
+                return None
+        return pickle.loads(row[0]) if row else None  # our own file, written above
 
     def forget(self) -> None:
         """Delete the file (``seed_demo --reset``)."""
