@@ -61,6 +61,13 @@ class Command(BaseCommand):
                 "demo_flow needs simulated mode (unset STRIPE_SECRET_KEY): it plays the "
                 "customer's card and Stripe itself."
             )
+        from django.db import connection
+
+        if Task._meta.db_table not in connection.introspection.table_names():
+            raise CommandError(
+                "The database is not migrated: run `manage.py migrate` first "
+                "(bash scripts/run-example.sh does it)."
+            )
         unknown = sorted(set(only or ()) - set(SCENARIOS))
         if unknown:
             raise CommandError(f"Unknown scenario(s): {', '.join(unknown)}")
