@@ -129,15 +129,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="escrow_connect.E014",
             )
         )
-    if isinstance(secret, str) and isinstance(publishable, str) and secret and publishable:
-        if ("_live_" in secret) != ("_live_" in publishable):
-            errors.append(
-                Error(
-                    f"{_key('STRIPE_SECRET_KEY')} and {_key('STRIPE_PUBLISHABLE_KEY')} "
-                    "are from different modes (live and test).",
-                    id="escrow_connect.E015",
-                )
+    both_keys = isinstance(secret, str) and isinstance(publishable, str) and secret and publishable
+    if both_keys and ("_live_" in secret) != ("_live_" in publishable):
+        errors.append(
+            Error(
+                f"{_key('STRIPE_SECRET_KEY')} and {_key('STRIPE_PUBLISHABLE_KEY')} "
+                "are from different modes (live and test).",
+                id="escrow_connect.E015",
             )
+        )
 
     for name in ("WEBHOOK_SECRETS", "CONNECT_WEBHOOK_SECRETS"):
         value = raw(name)

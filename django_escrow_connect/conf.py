@@ -81,7 +81,9 @@ DEFAULTS: dict[str, Any] = {
     "ACCOUNT_OWNER_DETAILS": "django_escrow_connect.accounts.default_owner_details",
     # Callable(user, organization) -> bool: may this user manage the
     # organization's connected account and see its payments?
-    "ORGANIZATION_ADMIN_PREDICATE": "django_escrow_connect.permissions.deny_all_organization_admins",
+    "ORGANIZATION_ADMIN_PREDICATE": (
+        "django_escrow_connect.permissions.deny_all_organization_admins"
+    ),
     # --- Notifications ------------------------------------------------------
     "NOTIFICATION_BACKENDS": [
         "django_escrow_connect.notifications.backends.LoggingBackend",

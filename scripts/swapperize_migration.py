@@ -46,12 +46,16 @@ def main(path: str) -> None:
     )
     source = re.sub(
         r"'swappable': 'ESCROW_CONNECT_([A-Z]+)_MODEL'",
-        lambda m: f"'swappable': swapper.swappable_setting(\"escrow_connect\", \"{NAMES[m.group(1)]}\")",
+        lambda m: (
+            f'\'swappable\': swapper.swappable_setting("escrow_connect", "{NAMES[m.group(1)]}")'
+        ),
         source,
     )
     if "import swapper" not in source:
         source = source.replace(
-            "from django.db import migrations", "import swapper\nfrom django.db import migrations", 1
+            "from django.db import migrations",
+            "import swapper\nfrom django.db import migrations",
+            1,
         )
     if "testapp" in source:
         raise SystemExit(f"{path} still names the test host app")

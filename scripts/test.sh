@@ -181,4 +181,9 @@ if ((!QUICK)); then
     step "pytest postgresql tests.settings" run_pytest postgres-settings tests.settings
     step "pytest postgresql tests.settings_swapped" \
         run_pytest postgres-settings_swapped tests.settings_swapped
+    # The example marketplace: its own settings, views, API, demo_flow and
+    # the headless-Chromium walk through the pages (SQLite).
+    step "example marketplace (scripts/test-example.sh)" \
+        env -u DATABASE_URL bash scripts/test-example.sh \
+        --junit-xml="$RESULTS/example.xml" -o junit_family=xunit2
 fi
