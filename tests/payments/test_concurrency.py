@@ -22,12 +22,17 @@ from tests import factories
 from .conftest import configure, money_calls, stripe_account
 
 THREADS = 16
+#: Each race is run this many times: one lucky interleaving proves little.
+REPEAT = 5
 
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("iteration", range(REPEAT))
 @pytest.mark.parametrize("escrow_strategy", [SEPARATE_CHARGES_AND_TRANSFERS, MANUAL_CAPTURE])
-def test_sixteen_concurrent_confirms_make_one_transfer(settings, stripe, escrow_strategy):
+def test_sixteen_concurrent_confirms_make_one_transfer(
+    settings, stripe, escrow_strategy, iteration
+):
     configure(settings, ESCROW_STRATEGY=escrow_strategy)
     customer = factories.make_user("customer")
     doer = factories.make_user("doer")

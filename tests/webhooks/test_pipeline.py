@@ -94,7 +94,8 @@ def test_duplicate_of_an_ignored_event_does_nothing(deliver: Any) -> None:
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_duplicates_are_processed_once(spy: Spy) -> None:
+@pytest.mark.parametrize("iteration", range(5))  # a race proves more when repeated
+def test_concurrent_duplicates_are_processed_once(spy: Spy, iteration: int) -> None:
     evt = spy_event()
     payload = so.encode(evt)
     header = sign_webhook_payload(payload, PLATFORM_SECRET)
