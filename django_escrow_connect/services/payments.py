@@ -26,7 +26,14 @@ from ..exceptions import GatewayError
 from ..fees import compute_platform_fee
 from ..money import InvalidAmount, validate_minor_amount
 from ..notifications import notify
-from ..states import AccountStatus, EscrowStrategy, IncidentKind, RefundStatus, TransferStatus
+from ..states import (
+    AccountStatus,
+    EscrowStrategy,
+    IncidentKind,
+    RefundStatus,
+    TransferReversalStatus,
+    TransferStatus,
+)
 from ..states import PaymentStatus as S
 from ..terms import TermsUnavailable, get_terms
 from . import errors
@@ -527,7 +534,10 @@ def _reverse_for_refund(payment: Any, amount: int, seq: int) -> errors.ServiceEr
     ).first()
     if transfer is None:
         raise errors.Conflict("No transfer to reverse was found.", code="transfer_missing")
-    key = idempotency_key("payment", payment.pk, "reversal", seq)
+    # Stripe keeps a definite refusal under its key: after one, the next try
+    # needs a new key (a crash or timeout keeps the count, and so the key).
+    refused = payment.transfer_reversals.filter(status=TransferReversalStatus.FAILED).count()
+    key = idempotency_key("payment", payment.pk, "reversal", f"{seq}.{refused}" if refused else seq)
     reversal, _ = model("TransferReversal").objects.get_or_create(
         idempotency_key=key,
         defaults={
