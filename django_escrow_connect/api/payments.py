@@ -43,7 +43,8 @@ from ..services import errors
 from ..services import payments as payment_services
 from ..states import PaymentStatus as S
 from .errors import EscrowAPIView
-from .schema import OpenApiParameter, extend_schema, view_schema
+from .onboarding import ErrorSerializer
+from .schema import OpenApiParameter, OpenApiResponse, extend_schema, view_schema
 
 __all__ = [
     "CustomerDashboardView",
@@ -410,6 +411,27 @@ class CustomerDashboardOutput(serializers.Serializer):
     in_escrow = MoneyTotalOutput(many=True)
 
 
+_ERROR_DESCRIPTIONS = {
+    400: "Invalid input.",
+    402: "The card was declined.",
+    403: "Not signed in, or not allowed to do this to a payment you can see.",
+    404: "No such payment or organization (or not one you may see).",
+    409: "The payment's state does not allow this.",
+    503: "Stripe is not reachable or its answer is pending; retry.",
+}
+
+
+def _errors(*statuses: int) -> dict[int, Any]:
+    """The documented error responses (one shape: ``{"error": {"code", "message"}}``)."""
+    return {
+        code: OpenApiResponse(response=ErrorSerializer, description=_ERROR_DESCRIPTIONS[code])
+        for code in statuses
+    }
+
+
+_READ_ERRORS = _errors(400, 403, 404)
+_ACTION_ERRORS = _errors(400, 402, 403, 404, 409, 503)
+
 _ORGANIZATION_PARAMETER = OpenApiParameter(
     "organization_id",
     str,
@@ -417,7 +439,10 @@ _ORGANIZATION_PARAMETER = OpenApiParameter(
     description="An organization you administer: its payments instead of your own.",
 )
 _LIMIT_PARAMETER = OpenApiParameter(
-    "limit", int, required=False, description=f"Latest payments shown (1-{DASHBOARD_MAX_LIMIT})."
+    "limit",
+    {"type": "integer", "minimum": 1, "maximum": DASHBOARD_MAX_LIMIT},
+    required=False,
+    description=f"Latest payments shown (1-{DASHBOARD_MAX_LIMIT}).",
 )
 
 
@@ -454,7 +479,7 @@ class PaymentCreateView(PaymentAPIView):
 
     @extend_schema(
         request=CreatePaymentRequest,
-        responses={201: PaymentStartOutput, 200: PaymentStartOutput},
+        responses={201: PaymentStartOutput, 200: PaymentStartOutput, **_ACTION_ERRORS},
         summary="Create the escrow payment of a task",
     )
     def post(self, request: Request) -> Response:
@@ -472,7 +497,9 @@ class PaymentDetailView(PaymentAPIView):
     """``GET payments/{payment_id}/``."""
 
     @extend_schema(
-        responses={200: PaymentOutput}, summary="A payment", operation_id="payments_retrieve"
+        responses={200: PaymentOutput, **_READ_ERRORS},
+        summary="A payment",
+        operation_id="payments_retrieve",
     )
     def get(self, request: Request, payment_id: str) -> Response:
         return Response(
@@ -484,7 +511,7 @@ class PaymentListView(PaymentAPIView):
     """``GET payments/?organization_id=&role=customer|task_doer``, newest first."""
 
     @extend_schema(
-        responses={200: PaymentPageOutput},
+        responses={200: PaymentPageOutput, **_READ_ERRORS},
         summary="Payments, newest first",
         operation_id="payments_list",
         parameters=[
@@ -543,7 +570,11 @@ class _PaymentActionView(PaymentAPIView):
 class PaymentConfirmView(_PaymentActionView):
     """``POST payments/confirm/{payment_id}/``: the customer confirms the work; release."""
 
-    @extend_schema(request=None, responses={200: PaymentOutput}, summary="Release a payment")
+    @extend_schema(
+        request=None,
+        responses={200: PaymentOutput, **_ACTION_ERRORS},
+        summary="Release a payment",
+    )
     def post(self, request: Request, payment_id: str) -> Response:
         return super().post(request, payment_id)
 
@@ -556,7 +587,9 @@ class PaymentRefundView(_PaymentActionView):
 
     request_serializer = RefundRequest
 
-    @extend_schema(request=RefundRequest, responses={200: PaymentOutput}, summary="Refund")
+    @extend_schema(
+        request=RefundRequest, responses={200: PaymentOutput, **_ACTION_ERRORS}, summary="Refund"
+    )
     def post(self, request: Request, payment_id: str) -> Response:
         return super().post(request, payment_id)
 
@@ -570,7 +603,11 @@ class PaymentRefundView(_PaymentActionView):
 class PaymentCancelView(_PaymentActionView):
     """``POST payments/{payment_id}/cancel/``: before money moved (or void a hold)."""
 
-    @extend_schema(request=None, responses={200: PaymentOutput}, summary="Cancel a payment")
+    @extend_schema(
+        request=None,
+        responses={200: PaymentOutput, **_ACTION_ERRORS},
+        summary="Cancel a payment",
+    )
     def post(self, request: Request, payment_id: str) -> Response:
         return super().post(request, payment_id)
 
@@ -581,7 +618,11 @@ class PaymentCancelView(_PaymentActionView):
 class PaymentRetryView(_PaymentActionView):
     """``POST payments/{payment_id}/retry/``: pay again after a failed attempt."""
 
-    @extend_schema(request=None, responses={200: PaymentStartOutput}, summary="Retry a payment")
+    @extend_schema(
+        request=None,
+        responses={200: PaymentStartOutput, **_ACTION_ERRORS},
+        summary="Retry a payment",
+    )
     def post(self, request: Request, payment_id: str) -> Response:
         return super().post(request, payment_id)
 
@@ -604,7 +645,7 @@ class TaskDoerDashboardView(PaymentAPIView):
     """``GET dashboard/task-doer/?organization_id=``: account, latest payments, earnings."""
 
     @extend_schema(
-        responses={200: TaskDoerDashboardOutput},
+        responses={200: TaskDoerDashboardOutput, **_READ_ERRORS},
         summary="The task doer's dashboard",
         parameters=[_ORGANIZATION_PARAMETER, _LIMIT_PARAMETER],
     )
@@ -644,7 +685,7 @@ class CustomerDashboardView(PaymentAPIView):
     """``GET dashboard/customer/``: latest payments, total spent net of refunds."""
 
     @extend_schema(
-        responses={200: CustomerDashboardOutput},
+        responses={200: CustomerDashboardOutput, **_READ_ERRORS},
         summary="The customer's dashboard",
         parameters=[_LIMIT_PARAMETER],
     )

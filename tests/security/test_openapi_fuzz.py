@@ -1,0 +1,184 @@
+"""schemathesis against the package's own OpenAPI document, in process (WSGI).
+
+Every operation of ``openapi/`` is fuzzed with schema-valid input (bounded
+and derandomized: the same examples every run) while signed in as user B,
+who has payments of their own. Each response must not be a 5xx, must have a
+documented status and content type, and must match the documented schema.
+Object-level authorization: user A's payment never shows up in anything B
+receives, and every operation that takes a payment id answers 404 to B for
+A's payment, with nothing changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+schemathesis = pytest.importorskip("schemathesis")
+
+from django.core.signals import request_finished, request_started  # noqa: E402
+from django.core.wsgi import get_wsgi_application  # noqa: E402
+from django.db import close_old_connections  # noqa: E402
+from django.test import Client  # noqa: E402
+from hypothesis import HealthCheck, Phase, given  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from schemathesis.checks import not_a_server_error  # noqa: E402
+from schemathesis.specs.openapi.checks import (  # noqa: E402
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests import factories  # noqa: E402
+from tests.payments.conftest import Marketplace  # noqa: E402
+
+from .conftest import snapshot  # noqa: E402
+
+MAX_EXAMPLES = 25
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+CSRF_TOKEN = "s" * 32  # an unmasked secret: cookie and header must agree
+FUZZ_SETTINGS = hypothesis_settings(
+    max_examples=MAX_EXAMPLES,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
+
+
+@pytest.fixture
+def wsgi(settings: Any) -> Iterator[Any]:
+    """The host's WSGI application, sharing the test's database transaction.
+
+    Like Django's test client, keep ``close_old_connections`` from closing
+    the connection the test transaction lives on at the end of each request.
+    """
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "localhost"]  # schemathesis' Host
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        yield get_wsgi_application()
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+
+
+@pytest.fixture(autouse=True)
+def absolute_stripe_urls(monkeypatch: Any) -> None:
+    """Stripe's account and login links are absolute ``https`` URLs (the
+    schema says ``uri``); the simulated Stripe hands out paths on the host so
+    the example project can serve its pages. Make them absolute here."""
+    from django_escrow_connect.gateway import simulated
+
+    for name in ("onboarding_url", "dashboard_url"):
+        path_of = getattr(simulated, name)
+        monkeypatch.setattr(
+            simulated,
+            name,
+            lambda account_id, p=path_of: "https://connect.stripe.test" + p(account_id),
+        )
+
+
+@pytest.fixture
+def two_users(market: Marketplace) -> dict[str, Any]:
+    """B (``market.customer``) with a held payment and a released one; A
+    (``market.other``) with a held payment B must never see."""
+    b_held = market.held_payment()
+    b_released = market.released_payment(to_org=True)
+    a_task = factories.make_task(market.other, payee_user=market.doer)
+    response = market.create(a_task, user=market.other)
+    assert response.status_code == 201, response.content
+    a_payment = market.pay(response.json()["payment_id"])
+    return {
+        "a": a_payment,
+        "b": [b_held, b_released],
+        "unpaid_task": market.task(),
+        "user": market.customer,
+    }
+
+
+def session_of(user: Any) -> dict[str, str]:
+    client = Client()
+    client.force_login(user)
+    return {"sessionid": client.cookies["sessionid"].value, "csrftoken": CSRF_TOKEN}
+
+
+def operations(wsgi_app: Any) -> list[Any]:
+    schema = schemathesis.openapi.from_wsgi("/escrow/openapi/?format=json", wsgi_app)
+    return [result.ok() for result in schema.get_all_operations()]
+
+
+def test_fuzz_every_operation(
+    market: Marketplace, stripe: Any, wsgi: Any, two_users: dict[str, Any]
+) -> None:
+    cookies = session_of(two_users["user"])
+    headers = {"X-CSRFToken": CSRF_TOKEN}
+    secret = str(two_users["a"].pk).encode()
+    ops = operations(wsgi)
+    assert len(ops) >= 12, [op.label for op in ops]
+    seen: dict[str, set[int]] = {}
+
+    def fuzz(label: str, strategy: Any) -> None:
+        @FUZZ_SETTINGS
+        @given(case=strategy)
+        def run(case: Any) -> None:
+            with market.capture(execute=True):
+                response = case.call_and_validate(headers=headers, cookies=cookies, checks=CHECKS)
+            seen.setdefault(label, set()).add(response.status_code)
+            assert secret not in response.content, (label, response.content[:300])
+
+        run()
+
+    own_payments = [str(p.pk) for p in two_users["b"]]
+    for operation in ops:
+        # Random ids only find 404s: half the examples use B's own objects.
+        strategy = operation.as_strategy()
+        if "{payment_id}" in operation.path:
+            strategy |= st.sampled_from(own_payments).flatmap(
+                lambda pk, op=operation: op.as_strategy(path_parameters={"payment_id": pk})
+            )
+        elif operation.path.endswith("/payments/create/"):
+            strategy |= operation.as_strategy(
+                body={"task_id": str(two_users["unpaid_task"].pk)}, media_type="application/json"
+            )
+
+        fuzz(operation.label, strategy)
+
+    assert set(seen) == {op.label for op in ops}
+    # B's own data was reached, not only refusals.
+    for label in (
+        "GET /escrow/payments/",
+        "GET /escrow/dashboard/customer/",
+        "GET /escrow/payments/{payment_id}/",
+        "POST /escrow/payments/create/",
+    ):
+        assert 200 in seen[label], seen
+
+
+def test_user_b_never_gets_user_a_s_payment(
+    market: Marketplace, stripe: Any, wsgi: Any, two_users: dict[str, Any]
+) -> None:
+    cookies = session_of(two_users["user"])
+    headers = {"X-CSRFToken": CSRF_TOKEN}
+    a_id = str(two_users["a"].pk)
+    by_id = [op for op in operations(wsgi) if "{payment_id}" in op.path]
+    assert len(by_id) == 5, [op.label for op in by_id]
+    before, calls_before = snapshot(), len(stripe.calls)
+    for operation in by_id:
+        body = {"body": {}, "media_type": "application/json"} if operation.method == "post" else {}
+        case = operation.Case(path_parameters={"payment_id": a_id}, **body)
+        with market.capture(execute=True):
+            response = case.call_and_validate(headers=headers, cookies=cookies, checks=CHECKS)
+        assert response.status_code == 404, (operation.label, response.content)
+        assert a_id.encode() not in response.content
+    assert snapshot() == before
+    assert len(stripe.calls) == calls_before
