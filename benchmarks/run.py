@@ -1,0 +1,607 @@
+"""Benchmarks of django-escrow-connect on PostgreSQL, in-process.
+
+Run through ``bash scripts/bench.sh`` (starts a throwaway cluster) or, with
+``DATABASE_URL`` pointing at a PostgreSQL server you may create databases on::
+
+    PYTHONPATH=. DJANGO_SETTINGS_MODULE=tests.settings \\
+        .venv/bin/python benchmarks/run.py [--sizes 1000,10000] [--events 200]
+
+It creates a fresh database (``test_<name>``, dropped at the end), migrates it
+and works on it in autocommit mode, as a web process does: no test
+transaction around anything. The gateway is the simulated Stripe; its events
+are collected and then delivered, signed, through the real webhook receiver.
+
+Results: a JSON document on stdout (or ``--output``) and a one-line summary
+per measurement on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test import Client  # noqa: E402
+from django.test.utils import override_settings, setup_test_environment  # noqa: E402
+
+from django_escrow_connect import swappable  # noqa: E402
+from django_escrow_connect.conf import (  # noqa: E402
+    MANUAL_CAPTURE,
+    SEPARATE_CHARGES_AND_TRANSFERS,
+)
+from django_escrow_connect.gateway import simulated  # noqa: E402
+from django_escrow_connect.gateway.signing import sign_webhook_payload  # noqa: E402
+from django_escrow_connect.gateway.simulated import simulated_stripe  # noqa: E402
+from django_escrow_connect.webhooks.receiver import receive  # noqa: E402
+from tests import factories  # noqa: E402
+from tests.payments.conftest import SIMULATED_GATEWAY, Marketplace, stripe_account  # noqa: E402
+from tests.webhooks.conftest import SECRETS, url_for  # noqa: E402
+
+
+def log(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+# --- measuring ----------------------------------------------------------------
+
+
+class QueryCounter:
+    """Counts the SQL statements run on the default connection (cheap: no SQL kept)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.statements: list[str] = []
+
+    def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, ctx: Any):
+        self.count += 1
+        self.statements.append(" ".join(sql.split())[:110])
+        return execute(sql, params, many, ctx)
+
+
+@contextmanager
+def counting() -> Iterator[QueryCounter]:
+    counter = QueryCounter()
+    with connection.execute_wrapper(counter):
+        yield counter
+
+
+def calls_since(mark: int) -> list[str]:
+    return [name for name, _ in simulated_stripe.calls[mark:]]
+
+
+def summary(latencies_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies_ms)
+
+    def pct(p: float) -> float:
+        index = min(len(ordered) - 1, max(0, round(p * (len(ordered) - 1))))
+        return round(ordered[index], 3)
+
+    return {
+        "n": len(ordered),
+        "p50_ms": pct(0.50),
+        "p95_ms": pct(0.95),
+        "mean_ms": round(statistics.fmean(ordered), 3),
+    }
+
+
+class Sample:
+    """Latency, SQL statements and gateway calls of repeated operations, by label."""
+
+    def __init__(self) -> None:
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.queries: dict[str, list[int]] = defaultdict(list)
+        self.calls: dict[str, list[tuple[str, ...]]] = defaultdict(list)
+        self.sql: dict[str, list[str]] = {}
+
+    def measure(self, label: str, operation: Callable[[], Any]) -> Any:
+        mark = len(simulated_stripe.calls)
+        with counting() as counter:
+            started = time.perf_counter()
+            result = operation()
+            elapsed = (time.perf_counter() - started) * 1000
+        self.latency[label].append(elapsed)
+        self.queries[label].append(counter.count)
+        self.calls[label].append(tuple(calls_since(mark)))
+        self.sql.setdefault(label, counter.statements)
+        return result
+
+    def report(self, *, with_sql: bool = False) -> dict[str, Any]:
+        out = {}
+        for label in self.latency:
+            queries = self.queries[label]
+            calls = self.calls[label]
+            distinct_calls = sorted({" + ".join(c) or "-" for c in calls})
+            out[label] = {
+                **summary(self.latency[label]),
+                "queries_min": min(queries),
+                "queries_max": max(queries),
+                "gateway_calls": distinct_calls,
+                "gateway_calls_max": max(len(c) for c in calls),
+            }
+            if with_sql:
+                out[label]["sql_of_first"] = self.sql[label]
+        return out
+
+
+# --- set-up ------------------------------------------------------------------
+
+
+def collector() -> simulated.EventCollector:
+    sink = simulated.EventCollector()
+    simulated.set_event_sink(sink)
+    return sink
+
+
+def deliver_all(sink: simulated.EventCollector) -> None:
+    """Deliver collected events through the receiver (not measured)."""
+    deliveries = list(sink.deliveries)
+    sink.clear()
+    for delivery in deliveries:
+        outcome = receive(delivery.endpoint, delivery.payload, delivery.signature)
+        assert outcome.ok, (delivery.event["type"], outcome)
+
+
+def marketplace() -> Marketplace:
+    customer = factories.make_user("customer")
+    doer = factories.make_user("doer")
+    org_admin = factories.make_user("orgadmin")
+    org_member = factories.make_user("orgmember")
+    organization = factories.make_organization(admins=(org_admin,), members=(org_member,))
+    return Marketplace(
+        capture=lambda execute=True: nullcontext(),  # autocommit: on_commit runs at once
+        customer=customer,
+        doer=doer,
+        org_admin=org_admin,
+        org_member=org_member,
+        organization=organization,
+        other=factories.make_user("other"),
+        staff=factories.make_user("staff", staff=True),
+        doer_account=stripe_account(owner_user=doer),
+        org_account=stripe_account(owner_organization=organization),
+    )
+
+
+def strategy(name: str) -> Any:
+    return override_settings(
+        ESCROW_CONNECT={
+            **settings.ESCROW_CONNECT,
+            "GATEWAY": SIMULATED_GATEWAY,
+            "ESCROW_STRATEGY": name,
+        }
+    )
+
+
+# --- 1. webhook ingest -------------------------------------------------------
+
+
+def event_batch(payments: int) -> list[simulated.Delivery]:
+    """Signed deliveries for ``payments`` new payments (half SCT, half manual
+    capture, each to its own new connected account): the account events of
+    onboarding, then the payment events of a successful card payment."""
+    sink = collector()
+    market = marketplace()
+    deliveries: list[simulated.Delivery] = []
+    for index in range(payments):
+        manual = index % 2 == 1
+        with strategy(MANUAL_CAPTURE if manual else SEPARATE_CHARGES_AND_TRANSFERS):
+            doer = factories.make_user("doer")
+            stripe_account(owner_user=doer)
+            task = factories.make_task(market.customer, payee_user=doer, amount=10_000)
+            response = market.create(task)
+            assert response.status_code == 201, response.content
+            market.pay(response.json()["payment_id"])
+    deliveries.extend(sink.deliveries)
+    sink.clear()
+    return deliveries
+
+
+def resign(delivery: simulated.Delivery) -> str:
+    return sign_webhook_payload(delivery.payload, SECRETS[delivery.endpoint])
+
+
+def bench_webhooks(payments: int) -> dict[str, Any]:
+    log(f"webhooks: preparing {payments} payments' events (receiver) ...")
+    direct = event_batch(payments)
+    log(f"webhooks: preparing {payments} payments' events (HTTP view) ...")
+    via_view = event_batch(payments)
+    types = defaultdict(int)
+    for delivery in direct:
+        types[delivery.event["type"]] += 1
+
+    new = Sample()
+    statuses: dict[str, set[str]] = defaultdict(set)
+    started = time.perf_counter()
+    for delivery in direct:
+        label = f"{delivery.endpoint}:{delivery.event['type']}"
+        outcome = new.measure(label, lambda d=delivery: receive(d.endpoint, d.payload, resign(d)))
+        statuses[label].add(outcome.status)
+    new_elapsed = time.perf_counter() - started
+
+    duplicate = Sample()
+    started = time.perf_counter()
+    for delivery in direct:
+        outcome = duplicate.measure(
+            "duplicate", lambda d=delivery: receive(d.endpoint, d.payload, resign(d))
+        )
+        assert outcome.status == "duplicate", outcome
+    duplicate_elapsed = time.perf_counter() - started
+
+    client = Client(enforce_csrf_checks=True)
+    http = Sample()
+    started = time.perf_counter()
+    for delivery in via_view:
+
+        def post(d: simulated.Delivery = delivery) -> Any:
+            return client.post(
+                url_for(d.endpoint),
+                data=d.payload,
+                content_type="application/json",
+                HTTP_STRIPE_SIGNATURE=resign(d),
+            )
+
+        response = http.measure("new event (HTTP view)", post)
+        assert response.status_code == 200, response.content
+    http_elapsed = time.perf_counter() - started
+
+    all_new = [ms for values in new.latency.values() for ms in values]
+    return {
+        "events_per_payment": round(len(direct) / payments, 2),
+        "event_types": dict(sorted(types.items())),
+        "outcomes": {label: sorted(s) for label, s in sorted(statuses.items())},
+        "new_events": {
+            "events": len(direct),
+            "events_per_second": round(len(direct) / new_elapsed, 1),
+            **summary(all_new),
+            "by_type": dict(sorted(new.report(with_sql=True).items())),
+        },
+        "duplicates": {
+            "events": len(direct),
+            "events_per_second": round(len(direct) / duplicate_elapsed, 1),
+            **duplicate.report(with_sql=True)["duplicate"],
+        },
+        "http_view_new_events": {
+            "events": len(via_view),
+            "events_per_second": round(len(via_view) / http_elapsed, 1),
+            **http.report()["new event (HTTP view)"],
+        },
+    }
+
+
+# --- 2. API endpoints and 3. Stripe calls per use case --------------------------
+
+
+def bench_api(rounds: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    sample = Sample()
+    uses = Sample()
+    sink = collector()
+    market = marketplace()
+    with strategy(SEPARATE_CHARGES_AND_TRANSFERS):
+        for _ in range(rounds):
+            task = market.task()
+            response = sample.measure("POST payments/create/", lambda t=task: market.create(t))
+            assert response.status_code == 201, response.content
+            payment_id = response.json()["payment_id"]
+            market.pay(payment_id)
+            deliver_all(sink)
+            response = sample.measure(
+                "POST payments/confirm/<id>/",
+                lambda p=payment_id: market.post(market.customer, "payment-confirm", payment_id=p),
+            )
+            assert response.status_code == 200, response.content
+            deliver_all(sink)
+            response = sample.measure(
+                "GET payments/<id>/",
+                lambda p=payment_id: market.get(market.customer, "payment-detail", payment_id=p),
+            )
+            assert response.status_code == 200
+            for label, user, name in (
+                ("GET payments/ (customer)", market.customer, "payment-list"),
+                ("GET payments/ (doer)", market.doer, "payment-list"),
+                ("GET dashboard/customer/", market.customer, "dashboard-customer"),
+                ("GET dashboard/task-doer/", market.doer, "dashboard-task-doer"),
+            ):
+                response = sample.measure(label, lambda u=user, n=name: market.get(u, n))
+                assert response.status_code == 200, response.content
+
+        # Stripe calls per use case (events of each step delivered afterwards,
+        # so the handlers' own calls are not counted here).
+        for _ in range(3):
+            task = market.task()
+            response = uses.measure("create payment", lambda t=task: market.create(t))
+            payment_id = response.json()["payment_id"]
+            market.pay(payment_id)
+            deliver_all(sink)
+            uses.measure(
+                "refund before release (partial)",
+                lambda p=payment_id: market.post(
+                    market.doer, "payment-refund", {"amount": 1_000}, payment_id=p
+                ),
+            )
+            deliver_all(sink)
+            uses.measure(
+                "release (confirm)",
+                lambda p=payment_id: market.post(market.customer, "payment-confirm", payment_id=p),
+            )
+            deliver_all(sink)
+            response = uses.measure(
+                "refund after release (partial)",
+                lambda p=payment_id: market.post(
+                    market.doer, "payment-refund", {"amount": 1_000}, payment_id=p
+                ),
+            )
+            assert response.status_code == 200, response.content
+            deliver_all(sink)
+        for _ in range(3):
+            doer = factories.make_user("newdoer")
+            for label in ("onboarding link (first)", "onboarding link (again)"):
+                response = uses.measure(
+                    label,
+                    lambda d=doer: market.post(
+                        d, "stripe-onboarding-link", {"account_type": "individual"}
+                    ),
+                )
+                assert response.status_code in (200, 201), response.content
+                deliver_all(sink)
+        with strategy(MANUAL_CAPTURE):
+            for _ in range(3):
+                task = market.task()
+                response = uses.measure(
+                    "create payment (manual capture)", lambda t=task: market.create(t)
+                )
+                payment_id = response.json()["payment_id"]
+                market.pay(payment_id)
+                deliver_all(sink)
+                uses.measure(
+                    "release (manual capture)",
+                    lambda p=payment_id: market.post(
+                        market.customer, "payment-confirm", payment_id=p
+                    ),
+                )
+                deliver_all(sink)
+    return sample.report(with_sql=True), uses.report()
+
+
+# --- 2b. scaling of lists and dashboards -------------------------------------
+
+
+PAYMENT_STATES = ["held", "released", "refunded", "awaiting_payment", "partially_refunded"]
+
+
+def bulk_payments(market: Marketplace, light: Any, total: int) -> None:
+    """Add payments until the table holds ``total``. One in ten is paid by the
+    benchmark customer, one in ten goes to the benchmark doer (a heavy user
+    each: 10% of the table); the first 20 new rows are paid by ``light`` (a typical
+    user whose own rows do not grow); the rest are between 200 other users.
+    Statuses rotate over held/released/refunded/awaiting/partially refunded.
+    Rows (and their tasks) are bulk-created in chunks of 5,000."""
+    Payment = swappable.load("EscrowPayment")
+    Task = swappable.load("Task")
+    User = type(market.customer)
+    existing = Payment.objects.count()
+    if total <= existing:
+        return
+    light_until = existing + max(0, 20 - Payment.objects.filter(payer=light).count())
+    others = list(User.objects.filter(username__startswith="crowd")[:200])
+    for index in range(len(others), 200):
+        others.append(factories.make_user(f"crowd{index}"))
+
+    def people(i: int) -> tuple[Any, Any]:
+        payer, payee = others[i % 200], others[(i + 7) % 200]
+        if i < light_until:
+            payer = light
+        elif i % 10 == 0:
+            payer = market.customer
+        elif i % 10 == 5:
+            payee = market.doer
+        return payer, payee
+
+    for start in range(existing, total, 5_000):
+        numbers = range(start, min(total, start + 5_000))
+        tasks = Task.objects.bulk_create(
+            [Task(title=f"bulk {i}", customer=people(i)[0]) for i in numbers]
+        )
+        rows = []
+        for i, task in zip(numbers, tasks, strict=True):
+            payer, payee = people(i)
+            pid = uuid.uuid4()
+            rows.append(
+                Payment(
+                    id=pid,
+                    task=task,
+                    payer=payer,
+                    payee_user=payee,
+                    destination_account_id="acct_bulk",
+                    currency="usd",
+                    amount=10_000,
+                    platform_fee=1_000,
+                    strategy=SEPARATE_CHARGES_AND_TRANSFERS,
+                    status=PAYMENT_STATES[(i // 10) % len(PAYMENT_STATES)],
+                    stripe_payment_intent_id=f"pi_bulk_{pid.hex}",
+                    transfer_group=f"escrow_{pid.hex}",
+                )
+            )
+        Payment.objects.bulk_create(rows)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {Payment._meta.db_table}")
+
+
+def captured_queries(operation: Callable[[], Any]) -> list[dict[str, Any]]:
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        operation()
+    return list(captured.captured_queries)
+
+
+def bench_scaling(market: Marketplace, sizes: list[int], rounds: int) -> dict[str, Any]:
+    Payment = swappable.load("EscrowPayment")
+    light = factories.make_user("light")
+    endpoints = (
+        ("GET payments/ (typical customer, 20 rows)", light, "payment-list", {}),
+        ("GET payments/ (heavy customer)", market.customer, "payment-list", {}),
+        (
+            "GET payments/?role=customer (heavy customer)",
+            market.customer,
+            "payment-list",
+            {"role": "customer"},
+        ),
+        ("GET payments/ (heavy doer)", market.doer, "payment-list", {}),
+        (
+            "GET payments/?role=task_doer (heavy doer)",
+            market.doer,
+            "payment-list",
+            {"role": "task_doer"},
+        ),
+        ("GET dashboard/customer/ (heavy customer)", market.customer, "dashboard-customer", {}),
+        ("GET dashboard/task-doer/ (heavy doer)", market.doer, "dashboard-task-doer", {}),
+    )
+    results: dict[str, Any] = {}
+    plans: dict[str, Any] = {}
+    for size in sizes:
+        log(f"scaling: {size} payments ...")
+        started = time.perf_counter()
+        bulk_payments(market, light, size)
+        log(f"scaling: bulk insert took {time.perf_counter() - started:.1f}s")
+        sample = Sample()
+        for label, user, name, params in endpoints:
+            market.get(user, name, **params)  # warm
+            for _ in range(rounds):
+                response = sample.measure(
+                    label, lambda u=user, n=name, p=params: market.get(u, n, **p)
+                )
+                assert response.status_code == 200
+        results[str(size)] = {
+            "payments": Payment.objects.count(),
+            "heavy_customer_payments": Payment.objects.filter(payer=market.customer).count(),
+            "heavy_doer_payments": Payment.objects.filter(payee_user=market.doer).count(),
+            "endpoints": sample.report(),
+        }
+        if size == sizes[-1]:
+            for label, user, name, params in endpoints:
+                queries = captured_queries(lambda u=user, n=name, p=params: market.get(u, n, **p))
+                plans[label] = [
+                    {
+                        "sql": shorten(q["sql"]),
+                        "plan": [shorten(line) for line in plan_of(q["sql"])],
+                    }
+                    for q in queries
+                    if Payment._meta.db_table in q["sql"].split(" WHERE ")[0]
+                ]
+    return {"sizes": results, "explain_at": sizes[-1], "plans": plans}
+
+
+def shorten(text: str, limit: int = 240) -> str:
+    """SQL and plan lines without the long column lists and id arrays."""
+    if text.startswith("SELECT ") and " FROM " in text:
+        columns, rest = text[7:].split(" FROM ", 1)
+        if len(columns) > 60:
+            text = text[:7] + "... FROM " + rest
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def plan_of(sql: str) -> list[str]:
+    # Captured SQL has its parameters inlined (quoted by the backend): re-run as is.
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, TIMING OFF) " + sql)
+        return [row[0] for row in cursor.fetchall()]
+
+
+# --- main ------------------------------------------------------------------------
+
+
+def environment() -> dict[str, Any]:
+    import psycopg
+    import rest_framework
+
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as fh:
+            mem_kb = int(fh.readline().split()[1])
+    except OSError:
+        mem_kb = 0
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        server = cursor.fetchone()[0]
+    return {
+        "cpu": cpu,
+        "nproc": os.cpu_count(),
+        "ram_gb": round(mem_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "djangorestframework": rest_framework.VERSION,
+        "postgresql": server,
+        "psycopg": psycopg.__version__,
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=150, help="payments for the webhook run")
+    parser.add_argument("--rounds", type=int, default=30, help="repetitions per API endpoint")
+    parser.add_argument(
+        "--sizes", default="1000,10000", help="payment table sizes (add 100000 for the full run)"
+    )
+    parser.add_argument("--output", help="write the JSON here as well")
+    parser.add_argument("--keepdb", action="store_true", help="keep the benchmark database")
+    args = parser.parse_args()
+    if connection.vendor != "postgresql":
+        sys.exit("benchmarks need PostgreSQL: set DATABASE_URL (bash scripts/bench.sh does)")
+
+    setup_test_environment()
+    old_name = connection.settings_dict["NAME"]
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=args.keepdb)
+    simulated.reset()
+    try:
+        with override_settings(
+            ESCROW_CONNECT={**settings.ESCROW_CONNECT, "GATEWAY": SIMULATED_GATEWAY}
+        ):
+            result: dict[str, Any] = {"environment": environment()}
+            log(f"environment: {result['environment']}")
+            result["webhooks"] = bench_webhooks(args.events)
+            log(
+                "webhooks: new {events_per_second}/s p50 {p50_ms} ms; ".format(
+                    **result["webhooks"]["new_events"]
+                )
+                + "duplicates {events_per_second}/s".format(**result["webhooks"]["duplicates"])
+            )
+            result["api"], result["stripe_calls"] = bench_api(args.rounds)
+            simulated.reset()
+            simulated.set_event_sink(simulated.EventCollector())
+            market = marketplace()
+            sizes = [int(s) for s in args.sizes.split(",") if s]
+            result["scaling"] = bench_scaling(market, sizes, max(5, args.rounds // 3))
+    finally:
+        simulated.set_event_sink(None)
+        connection.creation.destroy_test_db(old_name, verbosity=0, keepdb=args.keepdb)
+    text = json.dumps(result, indent=1, default=str)
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(text + "\n")
+    sys.stdout.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

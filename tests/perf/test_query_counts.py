@@ -1,0 +1,91 @@
+"""The payment list, detail and dashboards cost the same number of SQL
+queries whatever the size of the payment table (other people's payments and
+one's own). The benchmark (benchmarks/run.py) measures the same at 1k-100k
+rows on PostgreSQL; this is its fast guard, on any database."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from django_escrow_connect import swappable
+from django_escrow_connect.conf import SEPARATE_CHARGES_AND_TRANSFERS
+from tests import factories
+from tests.payments.conftest import market, stripe  # noqa: F401  (fixtures)
+
+STATES = ["held", "released", "refunded", "awaiting_payment", "partially_refunded"]
+
+
+def add_payments(place, count: int) -> None:
+    """``count`` payments: a third the customer's to the doer, a third to the
+    doer's organization, the rest between strangers."""
+    Payment = swappable.load("EscrowPayment")
+    strangers = [factories.make_user("stranger") for _ in range(2)]
+    for index in range(count):
+        kind = index % 3
+        payer = place.customer if kind < 2 else strangers[0]
+        payee = {"payee_user": place.doer} if kind == 0 else {}
+        if kind == 1:
+            payee = {"payee_organization": place.organization}
+        elif kind == 2:
+            payee = {"payee_user": strangers[1]}
+        task = factories.make_task(payer, **payee)
+        pid = uuid.uuid4()
+        Payment.objects.create(
+            id=pid,
+            task=task,
+            payer=payer,
+            destination_account_id="acct_perf",
+            currency="usd",
+            amount=10_000,
+            platform_fee=1_000,
+            strategy=SEPARATE_CHARGES_AND_TRANSFERS,
+            status=STATES[index % len(STATES)],
+            stripe_payment_intent_id=f"pi_perf_{pid.hex}",
+            transfer_group=f"escrow_{pid.hex}",
+            **payee,
+        )
+
+
+def requests(place):
+    org = str(place.organization.pk)
+    newest = swappable.load("EscrowPayment").objects.filter(payer=place.customer).first()
+    return {
+        "list": lambda: place.get(place.customer, "payment-list"),
+        "list as payee": lambda: place.get(place.doer, "payment-list", role="task_doer"),
+        "list of an organization": lambda: place.get(
+            place.org_admin, "payment-list", organization_id=org
+        ),
+        "detail": lambda: place.get(place.customer, "payment-detail", payment_id=newest.pk),
+        "customer dashboard": lambda: place.get(place.customer, "dashboard-customer"),
+        "task-doer dashboard": lambda: place.get(place.doer, "dashboard-task-doer"),
+        "organization dashboard": lambda: place.get(
+            place.org_admin, "dashboard-task-doer", organization_id=org
+        ),
+    }
+
+
+def query_counts(place) -> dict[str, int]:
+    counts = {}
+    for name, request in requests(place).items():
+        with CaptureQueriesContext(connection) as captured:
+            response = request()
+        assert response.status_code == 200, (name, response.content)
+        counts[name] = len(captured)
+    return counts
+
+
+@pytest.mark.django_db
+def test_query_counts_do_not_grow_with_the_table(market):  # noqa: F811
+    add_payments(market, 6)
+    small = query_counts(market)
+    add_payments(market, 45)
+    large = query_counts(market)
+    assert large == small
+    # A fixed, small budget: count + page + three prefetches for a list.
+    assert small["list"] == small["list as payee"] == 5
+    # Dashboards add their totals (and an organization's its admin check).
+    assert max(small.values()) <= 9
