@@ -105,6 +105,13 @@ def create_payment(task_id: Any, user: Any, *, expected_amount: int | None = Non
             raise errors.Forbidden("Only the task's customer can pay for it.")
         if terms.payee_user is not None and terms.payee_user.pk == user.pk:
             raise errors.InvalidInput("You cannot pay for your own task.", code="self_payment")
+        if terms.payee_organization is not None and permissions.is_organization_admin(
+            user, terms.payee_organization
+        ):
+            # Whoever administers the payee organization controls its payouts.
+            raise errors.InvalidInput(
+                "You cannot pay an organization you administer.", code="self_payment"
+            )
         if expected_amount is not None and expected_amount != terms.amount:
             raise errors.InvalidInput(
                 "The amount does not match the accepted bid.", code="amount_mismatch"

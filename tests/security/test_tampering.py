@@ -1,0 +1,240 @@
+"""Hostile input to the payment API: tampered amounts and currencies, paying
+what one should not, refund amounts that are not amounts, and ids that point
+at someone else's objects (IDOR). Every refusal has its exact status and
+leaves the database and the simulated Stripe untouched.
+
+Already proven elsewhere and not repeated here (see docs/security.md):
+``tests/payments/test_create.py`` (a create ``amount`` that differs from the
+task's terms, create amounts that are not positive integers, ``currency``/
+``payee``/``platform_fee`` in a create request, paying one's own task,
+unknown or malformed task ids), ``tests/payments/test_lifecycle.py``
+(creating again once held: 409 ``already_paid``), ``tests/payments/
+test_refunds.py`` (a refund larger than what is left) and the authorization
+matrix (paying or acting on someone else's task or payment).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests import factories
+from tests.payments.conftest import Marketplace
+
+from .conftest import snapshot
+
+PATH_ENDPOINTS = (
+    "payment-detail",
+    "payment-confirm",
+    "payment-refund",
+    "payment-cancel",
+    "payment-retry",
+)
+
+
+class Unchanged:
+    """Asserts that nothing changed in the database or at Stripe."""
+
+    def __init__(self, stripe: Any) -> None:
+        self.stripe = stripe
+        self.rows = snapshot()
+        self.calls = len(stripe.calls)
+
+    def check(self) -> None:
+        assert snapshot() == self.rows
+        assert self.stripe.calls[self.calls :] == []
+
+
+def call(market: Marketplace, user: Any, endpoint: str, payment_id: Any, body: Any = None) -> Any:
+    if endpoint == "payment-detail":
+        return market.get(user, endpoint, payment_id=payment_id)
+    return market.post(user, endpoint, body, payment_id=payment_id)
+
+
+# --- refund amounts -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [0, -1, -10_000, 0.5, 99.99, 1e3, "1e3", "-5", " 5", "5 000", "١٢", "", "abc", True, None,
+     [100], {"value": 100}, 10**20],
+)  # fmt: skip
+def test_a_refund_amount_that_is_not_a_positive_integer_is_400(
+    market: Marketplace, stripe: Any, amount: Any
+) -> None:
+    payment = market.released_payment()
+    unchanged = Unchanged(stripe)
+    response = market.post(market.doer, "payment-refund", {"amount": amount}, payment_id=payment.pk)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] in {"invalid", "invalid_amount"}
+    unchanged.check()
+
+
+@pytest.mark.parametrize("amount", [10_001, 2**31, 2**63, 10**18])
+def test_a_refund_larger_than_the_payment_is_400(
+    market: Marketplace, stripe: Any, amount: int
+) -> None:
+    payment = market.held_payment()
+    unchanged = Unchanged(stripe)
+    response = market.post(market.doer, "payment-refund", {"amount": amount}, payment_id=payment.pk)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "invalid_amount"
+    unchanged.check()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"currency": "jpy"}, {"currency": "usd"}, {"payment_id": "x"}, {"amount_refunded": 0}],
+)
+def test_refund_fields_the_server_decides_are_refused(
+    market: Marketplace, stripe: Any, extra: dict[str, Any]
+) -> None:
+    payment = market.held_payment()
+    unchanged = Unchanged(stripe)
+    response = market.post(
+        market.doer, "payment-refund", {"amount": 100, **extra}, payment_id=payment.pk
+    )
+    assert response.status_code == 400, response.content
+    assert set(response.json()["error"]["fields"]) == set(extra)
+    unchanged.check()
+
+
+# --- currency and amount come from the task ---------------------------------------------
+
+
+def test_the_currency_and_amount_are_the_task_s(market: Marketplace, stripe: Any) -> None:
+    task = market.task(amount=4_000, currency="eur")
+    for body in ({"currency": "usd"}, {"amount": 4_000, "currency": "eur"}):
+        unchanged = Unchanged(stripe)
+        response = market.create(task, **body)
+        assert response.status_code == 400, response.content
+        assert "currency" in response.json()["error"]["fields"]
+        unchanged.check()
+    response = market.create(task, amount=4_000)
+    assert response.status_code == 201, response.content
+    assert (response.json()["amount"], response.json()["currency"]) == (4_000, "eur")
+    (intent,) = stripe.payment_intents.values()
+    assert (intent["amount"], intent["currency"]) == (4_000, "eur")
+
+
+def test_a_query_string_cannot_change_the_amount(market: Marketplace, stripe: Any) -> None:
+    task = market.task(amount=10_000)
+    url = "/escrow/payments/create/?amount=1&currency=jpy"
+    with market.capture(execute=True):
+        response = market.client(market.customer).post(
+            url, {"task_id": str(task.pk)}, format="json"
+        )
+    assert response.status_code == 201, response.content
+    assert (response.json()["amount"], response.json()["currency"]) == (10_000, "usd")
+
+
+# --- paying what one should not ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("payer", ["doer", "other", "org_admin", "staff"])
+def test_paying_someone_else_s_task_is_403(market: Marketplace, stripe: Any, payer: str) -> None:
+    task = market.task(to_org=payer == "org_admin")
+    unchanged = Unchanged(stripe)
+    response = market.create(task, user=getattr(market, payer))
+    assert response.status_code == 403, response.content
+    assert response.json()["error"]["code"] == "forbidden"
+    unchanged.check()
+
+
+def test_paying_one_s_own_organization_s_task_is_refused(market: Marketplace, stripe: Any) -> None:
+    """An admin of the payee organization posting a task to it pays themselves."""
+    task = factories.make_task(market.org_admin, payee_organization=market.organization)
+    unchanged = Unchanged(stripe)
+    response = market.create(task, user=market.org_admin)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "self_payment"
+    unchanged.check()
+
+
+@pytest.mark.parametrize("state", ["held_payment", "released_payment"])
+def test_paying_a_task_twice_is_409(market: Marketplace, stripe: Any, state: str) -> None:
+    payment = getattr(market, state)()
+    unchanged = Unchanged(stripe)
+    response = market.create(payment.task, amount=payment.amount)
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "already_paid"
+    unchanged.check()
+
+
+# --- IDOR on every path id ------------------------------------------------------------------
+
+BAD_IDS = {
+    "random uuid": lambda market, a: str(uuid.uuid4()),
+    "malformed": lambda market, a: "not-a-uuid",
+    "sql": lambda market, a: "1' OR '1'='1",
+    "integer": lambda market, a: "1",
+    "long": lambda market, a: "f" * 300,
+    "task id instead": lambda market, a: str(a.task_id),
+}
+
+
+@pytest.mark.parametrize("endpoint", PATH_ENDPOINTS)
+def test_another_customer_s_payment_is_404_on_every_path(
+    market: Marketplace, stripe: Any, endpoint: str
+) -> None:
+    theirs = market.held_payment()  # market.customer's
+    unchanged = Unchanged(stripe)
+    response = call(market, market.other, endpoint, theirs.pk, {})
+    assert response.status_code == 404, response.content
+    assert response.json()["error"]["code"] == "not_found"
+    assert str(theirs.pk) not in response.content.decode()
+    unchanged.check()
+
+
+@pytest.mark.parametrize("endpoint", PATH_ENDPOINTS)
+@pytest.mark.parametrize("kind", list(BAD_IDS))
+def test_unknown_or_malformed_payment_ids_are_404(
+    market: Marketplace, stripe: Any, endpoint: str, kind: str
+) -> None:
+    payment = market.held_payment()
+    unchanged = Unchanged(stripe)
+    response = call(market, market.staff, endpoint, BAD_IDS[kind](market, payment), {})
+    assert response.status_code == 404, response.content
+    assert response.json()["error"]["code"] == "not_found"
+    unchanged.check()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "method"),
+    [
+        ("payment-list", "get"),
+        ("dashboard-task-doer", "get"),
+        ("stripe-account-status", "get"),
+        ("stripe-dashboard-link", "get"),
+        ("stripe-onboarding-link", "post"),
+        ("stripe-account-session", "post"),
+    ],
+)
+def test_an_organization_one_does_not_administer_is_404(
+    market: Marketplace, stripe: Any, endpoint: str, method: str
+) -> None:
+    """The admin of one organization names another (or a made-up one)."""
+    other_admin = factories.make_user("otheradmin")
+    factories.make_organization(admins=(other_admin,))
+    for organization_id in (str(market.organization.pk), "999999", str(uuid.uuid4()), "x' --"):
+        unchanged = Unchanged(stripe)
+        body: dict[str, Any] = {"organization_id": organization_id}
+        if endpoint == "stripe-onboarding-link":
+            body["account_type"] = "company"
+        client = market.client(other_admin)
+        url = f"/escrow/{_path(endpoint)}"
+        with market.capture(execute=True):
+            if method == "get":
+                response = client.get(url, body)
+            else:
+                response = client.post(url, body, format="json")
+        assert response.status_code == 404, (organization_id, response.content)
+        unchanged.check()
+
+
+def _path(endpoint: str) -> str:
+    from django.urls import reverse
+
+    return reverse(f"escrow_connect:{endpoint}").removeprefix("/escrow/")
