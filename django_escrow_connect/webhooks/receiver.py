@@ -91,6 +91,17 @@ class EndpointSpec:
     def validate_event(self, event: dict[str, Any]) -> None:
         if event.get("object") not in (None, "event"):
             raise WebhookRejected("Not an event object.")
+        # Stored as they are (unique id, type): refuse what a column would
+        # truncate or what would make every later event a duplicate.
+        for key, limit in (("id", 255), ("type", 128)):
+            value = event.get(key)
+            if not isinstance(value, str) or not 0 < len(value) <= limit:
+                raise WebhookRejected(
+                    f"The event's {key!r} is not a string of 1-{limit} characters."
+                )
+        created = event.get("created")
+        if created is not None and (not isinstance(created, int) or isinstance(created, bool)):
+            raise WebhookRejected("The event's 'created' is not a Unix timestamp.")
         data = event.get("data")
         if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
             raise WebhookRejected("The event has no data.object.")
