@@ -554,6 +554,7 @@ def environment() -> dict[str, Any]:
         "postgresql": server,
         "psycopg": psycopg.__version__,
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -593,6 +594,7 @@ def main() -> None:
             market = marketplace()
             sizes = [int(s) for s in args.sizes.split(",") if s]
             result["scaling"] = bench_scaling(market, sizes, max(5, args.rounds // 3))
+            result["environment"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     finally:
         simulated.set_event_sink(None)
         connection.creation.destroy_test_db(old_name, verbosity=0, keepdb=args.keepdb)
