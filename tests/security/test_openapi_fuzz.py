@@ -56,11 +56,12 @@ FUZZ_SETTINGS = hypothesis_settings(
 
 
 @pytest.fixture
-def wsgi(settings: Any) -> Iterator[Any]:
+def wsgi(settings: Any, two_users: dict[str, Any]) -> Iterator[Any]:
     """The host's WSGI application, sharing the test's database transaction.
 
     Like Django's test client, keep ``close_old_connections`` from closing
     the connection the test transaction lives on at the end of each request.
+    (After ``two_users``: the test client reconnects it after each request.)
     """
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "localhost"]  # schemathesis' Host
     request_started.disconnect(close_old_connections)
