@@ -98,7 +98,9 @@ def looks_like_ours(metadata: dict[str, str] | None, transfer_group: str | None 
 
 #: A payment in these states has no money yet: an event about its refund or
 #: dispute arrived before the one that said it was paid, and waits for it.
-NOT_YET_FUNDED = frozenset({S.AWAITING_PAYMENT, S.PROCESSING})
+#: FAILED too: after a decline the customer may pay again, and that charge's
+#: events can arrive before ``payment_intent.succeeded`` makes the payment held.
+NOT_YET_FUNDED = frozenset({S.AWAITING_PAYMENT, S.PROCESSING, S.FAILED})
 
 
 def require_funded(payment: Any, what: str) -> None:

@@ -353,19 +353,16 @@ class PaymentMachine(RuleBasedStateMachine):
                 assert payment.status in ("held", "releasing"), (payment.status, books)
 
 
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("escrow_strategy", [SEPARATE_CHARGES_AND_TRANSFERS, MANUAL_CAPTURE])
-def test_any_interleaving_keeps_the_invariants(
-    settings: Any, stripe: Any, escrow_strategy: str
-) -> None:
-    configure(settings, ESCROW_STRATEGY=escrow_strategy)
+def build_market() -> Marketplace:
+    """The people of the marketplace the machine acts as (once per test)."""
+    from tests.payments.conftest import stripe_account
+
     customer = factories.make_user("customer")
     doer = factories.make_user("doer")
     org_admin = factories.make_user("orgadmin")
     organization = factories.make_organization(admins=(org_admin,))
-    from tests.payments.conftest import stripe_account
 
-    PaymentMachine.market = Marketplace(
+    return Marketplace(
         capture=_nothing,
         customer=customer,
         doer=doer,
@@ -377,6 +374,15 @@ def test_any_interleaving_keeps_the_invariants(
         doer_account=stripe_account(owner_user=doer),
         org_account=None,
     )
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("escrow_strategy", [SEPARATE_CHARGES_AND_TRANSFERS, MANUAL_CAPTURE])
+def test_any_interleaving_keeps_the_invariants(
+    settings: Any, stripe: Any, escrow_strategy: str
+) -> None:
+    configure(settings, ESCROW_STRATEGY=escrow_strategy)
+    PaymentMachine.market = build_market()
     run_state_machine_as_test(
         PaymentMachine,
         settings=hypothesis_settings(
@@ -391,3 +397,35 @@ def test_any_interleaving_keeps_the_invariants(
             phases=PHASES,
         ),
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_dispute_events_before_the_success_of_a_payment_retried_after_a_decline(
+    settings: Any, stripe: Any
+) -> None:
+    """Found by the machine: declined, then paid; the dispute's events (opened,
+    lost) arrive before ``payment_intent.succeeded``. The dispute must still
+    freeze the payment (it was recorded on the failed payment, which then
+    became held with a lost dispute and could be released)."""
+    configure(settings)
+    PaymentMachine.market = build_market()
+    machine = PaymentMachine()
+    machine.start(card="declined", delivered=True, confirmed=False)
+    assert machine.payment().status == "failed"
+    machine.pay("success")
+    machine.open_dispute()
+    machine.close_dispute(won=False)
+    disputes_first = sorted(
+        machine.pending, key=lambda d: not d.event["type"].startswith("charge.dispute.")
+    )
+    machine.pending = []
+    for delivery in disputes_first:
+        machine.delivered.append(delivery)
+        machine.deliver(delivery)
+    machine.deliver_everything()
+    payment = machine.payment()
+    assert payment.status == "dispute_lost"
+    response = machine.post(machine.market.customer, "payment-confirm")
+    assert response.status_code == 409
+    assert stripe_books(stripe, payment)["transfers"] == []
+    machine.teardown()
