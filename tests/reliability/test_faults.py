@@ -19,7 +19,7 @@ Stripe's own books. Every use case is then run against:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from unittest import mock
 
@@ -105,7 +105,6 @@ class UseCase:
     crash_at: str | None = None
     #: escrow_reconcile finishes the operation after a lost answer
     reconciles: bool = False
-    extra_status: dict[str, int] = field(default_factory=dict)
 
 
 def post(market: Any, user: Any, name: str, payment_id: Any = None, body: Any = None) -> Any:
@@ -240,10 +239,6 @@ def cancel_untouched(market: Any, ctx: dict[str, Any], stripe: Any) -> None:
     payment = payment_of(market, ctx)
     assert payment.status == ctx["payment"].status
     assert stripe_books(stripe, payment)["intent"]["status"] != "canceled"
-
-
-def setup_held_manual(market: Any) -> dict[str, Any]:
-    return setup_held(market)
 
 
 def act_void(market: Any, ctx: dict[str, Any]) -> Any:
