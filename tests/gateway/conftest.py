@@ -24,44 +24,16 @@ from typing import Any
 import pytest
 
 from django_escrow_connect.gateway.stripe import StripeGateway
+from tests.stripe_vcr import (
+    FILTER_HEADERS,
+    api_key,
+    form_body_matcher,
+    record_mode,
+    stripe_headers_matcher,
+)
 
 CASSETTE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "cassettes", "gateway")
-
-#: Used when replaying; never valid, so a cassette miss cannot charge anyone.
-REPLAY_API_KEY = "sk_test_cassette_replay_only"
-
-_RECORD_MODES = {"1": "once", "once": "once", "all": "all", "new_episodes": "new_episodes"}
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_STRIPE_HEADERS = ("Idempotency-Key", "Stripe-Version", "Stripe-Account")
-
-
-def record_mode() -> str:
-    value = os.environ.get("ESCROW_CONNECT_RECORD", "").strip().lower()
-    if not value or value in {"0", "no", "false", "none"}:
-        return "none"
-    if value not in _RECORD_MODES:
-        raise pytest.UsageError(
-            f"ESCROW_CONNECT_RECORD={value!r}: use 1/once (new cassettes only) or all"
-        )
-    return _RECORD_MODES[value]
-
-
-RECORDING = record_mode() != "none"
-
-
-def stripe_headers_matcher(live: Any, recorded: Any) -> None:
-    """The request carries the recorded Idempotency-Key, Stripe-Version and Stripe-Account.
-
-    A cassette without ``Idempotency-Key`` is a call where stripe-python adds
-    its own random key (no caller key is passed); any key matches then.
-    """
-    for name in _STRIPE_HEADERS:
-        expected = recorded.headers.get(name)
-        actual = live.headers.get(name)
-        if name == "Idempotency-Key" and expected is None:
-            continue
-        if actual != expected:
-            raise AssertionError(f"{name}: sent {actual!r}, cassette has {expected!r}")
 
 
 def _drop_sdk_idempotency_key(request: Any) -> Any:
@@ -86,15 +58,16 @@ def _scrub_response(response: dict[str, Any]) -> dict[str, Any]:
 
 
 def pytest_recording_configure(config: pytest.Config, vcr: Any) -> None:
-    vcr.register_matcher("stripe_headers", stripe_headers_matcher)
+    vcr.register_matcher("stripe_form_body", form_body_matcher())
+    vcr.register_matcher("stripe_headers", stripe_headers_matcher())
 
 
 @pytest.fixture(scope="session")
 def vcr_config() -> dict[str, Any]:
     return {
         "record_mode": record_mode(),
-        "match_on": ["method", "path", "query", "body", "stripe_headers"],
-        "filter_headers": ["authorization", "x-stripe-client-user-agent", "user-agent"],
+        "match_on": ["method", "path", "query", "stripe_form_body", "stripe_headers"],
+        "filter_headers": FILTER_HEADERS,
         "before_record_request": _drop_sdk_idempotency_key,
         "before_record_response": _scrub_response,
         "decode_compressed_response": True,
@@ -104,17 +77,6 @@ def vcr_config() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def vcr_cassette_dir() -> str:
     return CASSETTE_DIR
-
-
-def api_key() -> str:
-    if not RECORDING:
-        return REPLAY_API_KEY
-    key = os.environ.get("STRIPE_TEST_SECRET_KEY", "")
-    if not key.startswith(("sk_test_", "rk_test_")):
-        raise pytest.UsageError(
-            "Recording needs STRIPE_TEST_SECRET_KEY=sk_test_... (test mode only)"
-        )
-    return key
 
 
 @pytest.fixture

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
 
 import pytest
 from django.urls import reverse
@@ -31,6 +29,7 @@ from django_escrow_connect.gateway.simulated import SimulatedGateway, simulated_
 from django_escrow_connect.gateway.types import PaymentIntentSnapshot
 from django_escrow_connect.services.sync import apply_payment_intent
 from tests import factories
+from tests.stripe_vcr import form_body_matcher, stripe_headers_matcher
 
 SIMULATED_GATEWAY = "django_escrow_connect.gateway.simulated.SimulatedGateway"
 STRATEGIES = (SEPARATE_CHARGES_AND_TRANSFERS, MANUAL_CAPTURE)
@@ -211,39 +210,7 @@ def money_calls(store: Any) -> list[str]:
 # or without dashes) and ``metadata[task_id]`` normalised, so one cassette
 # serves both test hosts; everything else must match exactly.
 
-_UUID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}")
-
-
-def _normalised(text: str) -> str:
-    return _UUID.sub("<uuid>", text)
-
-
-def _form(request: Any) -> list[tuple[str, str]]:
-    body = request.body or b""
-    if isinstance(body, bytes):
-        body = body.decode("utf-8")
-    pairs = parse_qsl(body, keep_blank_values=True)
-    return sorted((k, "<task>" if k == "metadata[task_id]" else _normalised(v)) for k, v in pairs)
-
-
-def escrow_form_body(live: Any, recorded: Any) -> None:
-    """Same form parameters, UUIDs and the task id aside."""
-    if _form(live) != _form(recorded):
-        raise AssertionError(f"form body: sent {_form(live)}, cassette has {_form(recorded)}")
-
-
-def escrow_stripe_headers(live: Any, recorded: Any) -> None:
-    """Same Idempotency-Key (UUIDs aside), Stripe-Version and Stripe-Account."""
-    for name in ("Idempotency-Key", "Stripe-Version", "Stripe-Account"):
-        expected = recorded.headers.get(name)
-        actual = live.headers.get(name)
-        if name == "Idempotency-Key":
-            expected = _normalised(expected) if expected else None
-            actual = _normalised(actual) if actual else None
-        if actual != expected:
-            raise AssertionError(f"{name}: sent {actual!r}, cassette has {expected!r}")
-
 
 def pytest_recording_configure(config: pytest.Config, vcr: Any) -> None:
-    vcr.register_matcher("escrow_form_body", escrow_form_body)
-    vcr.register_matcher("escrow_stripe_headers", escrow_stripe_headers)
+    vcr.register_matcher("escrow_form_body", form_body_matcher(normalise=True))
+    vcr.register_matcher("escrow_stripe_headers", stripe_headers_matcher(normalise=True))

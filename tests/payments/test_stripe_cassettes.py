@@ -5,7 +5,7 @@ The services, the API and ``escrow_reconcile`` talk to the real gateway and
 stripe-python; only HTTP is replayed. Each request must match a cassette
 entry on method, path, query, form body and the Idempotency-Key,
 Stripe-Version and Stripe-Account headers, with payment UUIDs and the task id
-normalised (see ``escrow_form_body`` in conftest.py), and every entry must be
+normalised (see ``form_pairs`` in tests/stripe_vcr.py), and every entry must be
 played. The customer's card payment happens in the browser, so its outcome
 reaches the app the way a lost webhook is recovered: ``escrow_reconcile``
 retrieves the PaymentIntent.
@@ -28,7 +28,7 @@ from django_escrow_connect import swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.terms import EscrowTerms, terms_from_task
 from tests import factories
-from tests.gateway.conftest import api_key, record_mode
+from tests.stripe_vcr import FILTER_HEADERS, api_key, record_mode
 
 CASSETTE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "cassettes", "payments")
 ACCOUNT = "acct_1QzR8tQm5HwJ3uVe"
@@ -46,7 +46,7 @@ def vcr_config() -> dict[str, Any]:
         # ESCROW_CONNECT_RECORD=1 records (see docs/cassettes.md); default: replay only.
         "record_mode": record_mode(),
         "match_on": ["method", "path", "query", "escrow_form_body", "escrow_stripe_headers"],
-        "filter_headers": ["authorization", "x-stripe-client-user-agent", "user-agent"],
+        "filter_headers": FILTER_HEADERS,
         "decode_compressed_response": True,
     }
 
