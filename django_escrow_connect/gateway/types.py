@@ -258,6 +258,8 @@ class PaymentIntentSnapshot:
     #: Manual capture only: when the authorisation lapses. Known only when the
     #: latest charge was expanded (``retrieve_payment_intent(expand_charge=True)``).
     capture_before: datetime | None = None
+    #: When the PaymentIntent was created (before any authorisation of it).
+    created: datetime | None = None
     #: ``code``, ``decline_code``, ``message`` and ``type`` of the last failed attempt.
     last_payment_error: dict[str, str | None] | None = None
     cancellation_reason: str | None = None
@@ -281,6 +283,7 @@ class PaymentIntentSnapshot:
             capture_before=(
                 _card_capture_before(latest_charge) if isinstance(latest_charge, Mapping) else None
             ),
+            created=_datetime(d.get("created")),
             last_payment_error=_last_payment_error(d.get("last_payment_error")),
             cancellation_reason=_opt_str(d.get("cancellation_reason")),
         )

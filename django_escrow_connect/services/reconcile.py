@@ -321,8 +321,17 @@ def capture_expiry(
                     Change(subject, "lapsed; would sync from Stripe", deadline.isoformat())
                 )
                 continue
-            changes.extend(_sync_intent(payment, dry_run=False) or [Change(subject, "lapsed")])
-            continue
+            synced = _sync_intent(payment, dry_run=False)
+            payment = payment_model().objects.get(pk=payment.pk)
+            if synced or payment.status != S.HELD or payment.capture_before <= now:
+                changes.extend(synced or [Change(subject, "lapsed")])
+                continue
+            # Stripe's deadline is later than the one recorded (an estimate
+            # whose charge event never arrived): still a hold, judged anew.
+            deadline = payment.capture_before
+            changes.append(Change(subject, "deadline read from Stripe", deadline.isoformat()))
+            if deadline > horizon:
+                continue
         left = deadline - now
         hours = int(left.total_seconds() // 3600)
         logger.warning(

@@ -18,13 +18,12 @@ from django.db import transaction
 from django.utils import timezone
 from django_fsm import can_proceed
 
-from ..exceptions import GatewayError
 from ..gateway.types import PaymentIntentSnapshot
 from ..notifications import notify
 from ..states import IncidentKind
 from ..states import PaymentStatus as S
 from . import errors
-from .common import gateway, model, payment_model
+from .common import model, payment_model
 from .tasks import sync_task_status
 
 logger = logging.getLogger("django_escrow_connect.sync")
@@ -32,7 +31,9 @@ logger = logging.getLogger("django_escrow_connect.sync")
 __all__ = ["MANUAL_CAPTURE_WINDOW", "apply_payment_intent"]
 
 #: Stripe voids an uncaptured card authorisation after 7 days (customer
-#: initiated). Used only when ``capture_before`` could not be read from Stripe.
+#: initiated). The provisional deadline of a hold whose charge has not been
+#: seen yet is counted from the PaymentIntent's creation, which precedes the
+#: authorisation, so the estimate is never later than Stripe's deadline.
 MANUAL_CAPTURE_WINDOW = timedelta(days=7)
 
 #: Payment states a successful PaymentIntent may still move forward from.
@@ -125,24 +126,33 @@ def _hold(payment: Any, snapshot: PaymentIntentSnapshot) -> None:
 def _authorised(payment: Any, snapshot: PaymentIntentSnapshot) -> None:
     """Manual capture: the card is authorised; the money is held until capture."""
     if payment.status not in _NOT_YET_HELD:
+        if (
+            payment.status == S.HELD
+            and snapshot.capture_before is not None
+            and payment.capture_before != snapshot.capture_before
+        ):
+            # An expanded retrieve (escrow_reconcile) knows Stripe's deadline:
+            # it replaces an estimate.
+            payment.capture_before = snapshot.capture_before
+            payment.save(update_fields=["capture_before", "updated_at"])
         return
-    payment.capture_before = _capture_deadline(snapshot)
+    payment.capture_before = _capture_deadline(payment, snapshot)
     _hold(payment, snapshot)
 
 
-def _capture_deadline(snapshot: PaymentIntentSnapshot) -> Any:
+def _capture_deadline(payment: Any, snapshot: PaymentIntentSnapshot) -> Any:
+    """Stripe's ``capture_before`` if known, else a conservative estimate.
+
+    No Stripe call: a webhook's PaymentIntent names its charge by id only, and
+    the charge's own events (``charge.succeeded``/``charge.updated``, full
+    objects) bring the deadline; :func:`~.transfers.apply_charge` records it,
+    before or after this.
+    """
     if snapshot.capture_before is not None:
         return snapshot.capture_before
-    if snapshot.latest_charge:
-        try:
-            charge = gateway().retrieve_charge(snapshot.latest_charge)
-        except GatewayError:
-            logger.warning("capture_before unknown: charge lookup failed", exc_info=True)
-        else:
-            if charge.capture_before is not None:
-                return charge.capture_before
-    # Not known: assume Stripe's shortest common window from now.
-    return timezone.now() + MANUAL_CAPTURE_WINDOW
+    if payment.capture_before is not None:
+        return payment.capture_before
+    return (snapshot.created or timezone.now()) + MANUAL_CAPTURE_WINDOW
 
 
 def _succeeded(payment: Any, snapshot: PaymentIntentSnapshot) -> None:

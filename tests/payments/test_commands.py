@@ -82,6 +82,21 @@ class TestCaptureExpiry:
         assert payment.status == "canceled"
         assert payment.incidents.get().kind == "capture_expired"
 
+    def test_an_estimated_deadline_is_corrected_from_stripe(self, market, stripe):
+        payment = market.held_payment()
+        charge = stripe.charges[payment.stripe_charge_id]
+        real = charge["payment_method_details"]["card"]["capture_before"]
+        # The recorded deadline passed, but Stripe's has not (the charge event
+        # that carries it never arrived): the hold is still valid.
+        age(payment, capture_before=timezone.now() - timedelta(minutes=5))
+        stripe.calls.clear()
+        output = run(market, "escrow_capture_expiry", "--action", "cancel")
+        payment = market.payment(payment.pk)
+        assert f"{payment.pk}: deadline read from Stripe" in output
+        assert payment.status == "held"
+        assert int(payment.capture_before.timestamp()) == real
+        assert money_calls(stripe) == []  # 7 days left: not canceled
+
 
 class TestAutoRelease:
     @pytest.fixture(autouse=True)

@@ -81,16 +81,53 @@ def test_canceled(deliver: Any, make_payment: Any, stripe: Any, sent: Any) -> No
     assert len(sent.of("payment_canceled")) == 1
 
 
+def authorised_event(scene: Any, *, created: int) -> dict[str, Any]:
+    intent = intent_for(scene, "requires_capture", created=created)
+    return so.event("payment_intent.amount_capturable_updated", intent)
+
+
+def uncaptured_charge_event(scene: Any, *, capture_before: int) -> dict[str, Any]:
+    charge = so.charge(
+        payment_intent=scene.payment.stripe_payment_intent_id, captured=False, amount_captured=0
+    )
+    charge["payment_method_details"]["card"]["capture_before"] = capture_before
+    return so.event("charge.succeeded", charge)
+
+
 def test_manual_capture_authorisation_is_a_hold_with_a_deadline(
     deliver: Any, make_payment: Any, stripe: Any
 ) -> None:
     scene = make_payment(strategy=MANUAL)
-    evt = so.event(
-        "payment_intent.amount_capturable_updated", intent_for(scene, "requires_capture")
+    created = so.now() - 3600
+    assert deliver.platform(authorised_event(scene, created=created)).json()["status"] == (
+        "processed"
     )
-    assert deliver.platform(evt).json()["status"] == "processed"
     assert status_history(scene) == ("held", "payment_in_escrow")
-    assert scene.payment.capture_before is not None
+    # The charge is named by id only: no Stripe call, a conservative estimate
+    # (7 days from the PaymentIntent's creation, which precedes the
+    # authorisation) until the charge's own event brings Stripe's deadline.
+    assert int(scene.payment.capture_before.timestamp()) == created + 7 * 86400
+    assert stripe.calls == []
+
+
+@pytest.mark.parametrize("charge_first", [True, False], ids=["charge-first", "intent-first"])
+def test_the_charge_event_s_deadline_wins_in_either_order(
+    deliver: Any, make_payment: Any, stripe: Any, charge_first: bool
+) -> None:
+    scene = make_payment(strategy=MANUAL, with_charge=False)
+    created = so.now() - 3600
+    deadline = created + 6 * 86400 + 1234
+    events_in_order = [
+        uncaptured_charge_event(scene, capture_before=deadline),
+        authorised_event(scene, created=created),
+    ]
+    if not charge_first:
+        events_in_order.reverse()
+    for evt in events_in_order:
+        assert deliver.platform(evt).json()["status"] == "processed"
+    assert status_history(scene) == ("held", "payment_in_escrow")
+    assert int(scene.payment.capture_before.timestamp()) == deadline
+    assert stripe.calls == []
 
 
 def test_manual_capture_succeeded_is_the_release(
