@@ -59,6 +59,9 @@ from ..exceptions import (
     PermissionDenied,
     ResourceMissing,
 )
+from .arguments import require_amount as _require_amount
+from .arguments import require_id as _require_id
+from .arguments import require_idempotency_key as _require_idempotency_key
 from .signing import sign_webhook_payload, verify_webhook_payload
 from .types import (
     AccountLinkResult,
@@ -123,7 +126,6 @@ ACCOUNT_SESSION_TTL_SECONDS = 1800
 DISPUTE_EVIDENCE_SECONDS = 7 * 24 * 3600
 #: Stripe's dispute fee, in the disputed currency's minor unit (simplified).
 DISPUTE_FEE = 1500
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MAX_AMOUNT = 99_999_999
 #: Stripe's minimum charge amounts for a few currencies (others: 1).
 MINIMUM_CHARGE = {"usd": 50, "eur": 50, "gbp": 30, "cad": 50, "aud": 50, "chf": 50, "jpy": 50}
@@ -2566,24 +2568,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
     return value
-
-
-def _require_idempotency_key(key: str) -> str:
-    if not isinstance(key, str) or not key.strip():
-        raise ValueError("idempotency_key must be a non-empty string supplied by the caller")
-    if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-        raise ValueError(f"idempotency_key is longer than {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
-    return key
-
-
-def _require_id(value: str, name: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} must be a non-empty Stripe id")
-    return value
-
-
-def _require_amount(value: int, name: str, *, allow_zero: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int in the currency's minor unit, not {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else 'positive'}, not {value}")

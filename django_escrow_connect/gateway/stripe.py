@@ -12,13 +12,9 @@ package pins.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import importlib.util
-import json
 import logging
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -35,13 +31,16 @@ from ..exceptions import (
     GatewayError,
     IdempotencyConflict,
     InvalidRequest,
-    InvalidWebhookPayload,
     PermissionDenied,
     RateLimited,
     ResourceMissing,
-    SignatureVerificationFailed,
     TemporarilyUnavailable,
 )
+from . import signing
+from .arguments import require_amount as _require_amount
+from .arguments import require_id as _require_id
+from .arguments import require_idempotency_key as _require_idempotency_key
+from .signing import sign_webhook_payload
 from .types import (
     AccountLinkResult,
     AccountLinkType,
@@ -91,8 +90,6 @@ logger = logging.getLogger(__name__)
 
 Timeout = float | tuple[float, float]
 
-#: Stripe's limit on the length of an ``Idempotency-Key``.
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
 #: Stripe's limit on ``types`` when listing events.
 MAX_EVENT_TYPES = 20
 #: Page size used when auto-paginating list endpoints (Stripe's maximum).
@@ -520,20 +517,6 @@ class StripeGateway:
 # --- webhooks ------------------------------------------------------------------------
 
 
-def sign_webhook_payload(payload: bytes, secret: str, timestamp: int | None = None) -> str:
-    """A valid ``Stripe-Signature`` header for ``payload`` (tests, simulated gateway).
-
-    Same scheme as ``stripe.WebhookSignature.generate_signature_header``:
-    ``t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``, computed over the
-    raw bytes.
-    """
-    if timestamp is None:
-        timestamp = int(time.time())
-    signed = f"{int(timestamp)}.".encode() + bytes(payload)
-    signature = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
-    return f"t={int(timestamp)},v1={signature}"
-
-
 def verify_webhook_payload(
     payload: bytes,
     sig_header: str | None,
@@ -542,54 +525,21 @@ def verify_webhook_payload(
 ) -> dict[str, Any]:
     """Verify a webhook and return its event as a plain dict.
 
-    The ``Stripe-Signature`` header is checked against each of ``secrets``
-    (several are accepted during a rotation; any match counts), and its
-    timestamp must be at most ``tolerance`` seconds old. Raises
-    :class:`SignatureVerificationFailed` (missing/malformed/wrong/stale
-    signature, or no secret configured) and :class:`InvalidWebhookPayload`
-    (body not UTF-8, not JSON, or not an event object) - never
-    ``UnicodeDecodeError`` or ``JSONDecodeError``.
+    The rules of :func:`.signing.verify_webhook_payload` (secrets tried in
+    turn for a rotation, stale timestamps told apart, body checked as UTF-8
+    JSON event), with each signature checked by stripe-python's
+    ``WebhookSignature.verify_header``. Raises
+    :class:`SignatureVerificationFailed` and :class:`InvalidWebhookPayload`.
     """
-    if isinstance(tolerance, bool) or not isinstance(tolerance, int) or tolerance <= 0:
-        raise ValueError("tolerance must be a positive number of seconds")
-    if isinstance(secrets, str):
-        raise TypeError("secrets must be a sequence of signing secrets, not a single string")
-    usable = [secret for secret in secrets if secret and secret.strip()]
-    if not usable:
-        raise SignatureVerificationFailed("No webhook signing secret is configured.")
-    if not sig_header:
-        raise SignatureVerificationFailed("The Stripe-Signature header is missing.")
+    return signing.verify_webhook_payload(
+        payload, sig_header, secrets, tolerance, matches=_signature_valid
+    )
+
+
+def _signature_valid(payload: bytes, header: str, secret: str, tolerance: int | None) -> bool:
     try:
-        # Stripe signs the UTF-8 text of the body; stripe-python would raise
-        # UnicodeDecodeError on anything else.
-        text = bytes(payload).decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidWebhookPayload("The webhook body is not valid UTF-8.") from None
-
-    if not any(_signature_valid(text, sig_header, secret, tolerance) for secret in usable):
-        # Tell a stale (possibly replayed) delivery apart from a wrong signature.
-        if any(_signature_valid(text, sig_header, secret, None) for secret in usable):
-            raise SignatureVerificationFailed(
-                f"The Stripe-Signature timestamp is more than {tolerance} seconds old."
-            )
-        raise SignatureVerificationFailed(
-            "No signature in the Stripe-Signature header matches a configured secret."
-        )
-
-    try:
-        event = json.loads(text)
-    except ValueError:
-        raise InvalidWebhookPayload("The webhook body is not valid JSON.") from None
-    if not isinstance(event, dict):
-        raise InvalidWebhookPayload("The webhook body is not a JSON object.")
-    if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
-        raise InvalidWebhookPayload("The webhook body is not an event (no 'id' or 'type').")
-    return event
-
-
-def _signature_valid(text: str, header: str, secret: str, tolerance: int | None) -> bool:
-    try:
-        stripe.WebhookSignature.verify_header(text, header, secret, tolerance)
+        # Called only after the body was checked to be UTF-8.
+        stripe.WebhookSignature.verify_header(payload.decode("utf-8"), header, secret, tolerance)
     except stripe.SignatureVerificationError:
         return False
     return True
@@ -632,27 +582,6 @@ def _options(
     if stripe_account is not None:
         options["stripe_account"] = _require_id(stripe_account, "stripe_account")
     return options
-
-
-def _require_idempotency_key(key: str) -> str:
-    if not isinstance(key, str) or not key.strip():
-        raise ValueError("idempotency_key must be a non-empty string supplied by the caller")
-    if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-        raise ValueError(f"idempotency_key is longer than {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
-    return key
-
-
-def _require_id(value: str, name: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} must be a non-empty Stripe id")
-    return value
-
-
-def _require_amount(value: int, name: str, *, allow_zero: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int in the currency's minor unit, not {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else 'positive'}, not {value}")
 
 
 def _components(enabled: dict[str, Any]) -> AccountSessionCreateParamsComponents:

@@ -1,0 +1,42 @@
+"""Argument checks shared by every gateway (Stripe's own rules, without ``stripe``).
+
+A gateway refuses a bad argument with ``ValueError``/``TypeError`` before any
+request, so a caller's bug never reaches Stripe (or the simulation) as a
+half-formed call. This module must not import ``stripe``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MAX_IDEMPOTENCY_KEY_LENGTH",
+    "require_amount",
+    "require_id",
+    "require_idempotency_key",
+]
+
+#: Stripe's limit on the length of an ``Idempotency-Key``.
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+def require_idempotency_key(key: str) -> str:
+    """``key`` if it is a usable caller-supplied idempotency key."""
+    if not isinstance(key, str) or not key.strip():
+        raise ValueError("idempotency_key must be a non-empty string supplied by the caller")
+    if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise ValueError(f"idempotency_key is longer than {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+    return key
+
+
+def require_id(value: str, name: str) -> str:
+    """``value`` if it is a non-empty Stripe id."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty Stripe id")
+    return value
+
+
+def require_amount(value: int, name: str, *, allow_zero: bool = False) -> None:
+    """Refuse anything but a positive (or, if allowed, zero) int in minor units."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int in the currency's minor unit, not {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else 'positive'}, not {value}")
