@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import django
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
@@ -243,6 +244,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 )
             )
 
+    errors.extend(_check_email_mailer(raw("EMAIL_MAILER")))
+
     for name in sorted(n for n in DEFAULTS if n in _IMPORTABLE):
         try:
             getattr(escrow_settings, name)
@@ -255,6 +258,34 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 )
             )
     return errors
+
+
+def _check_email_mailer(alias: Any) -> list[Any]:
+    if alias is None:
+        return []
+    if not isinstance(alias, str) or not alias:
+        return [
+            Error(
+                f"{_key('EMAIL_MAILER')} must be a MAILERS alias or None.", id="escrow_connect.E037"
+            )
+        ]
+    if django.VERSION < (6, 1):
+        return [
+            Error(
+                f"{_key('EMAIL_MAILER')} needs Django 6.1 or later (settings.MAILERS).",
+                hint="Remove it; EmailBackend then uses the default email backend.",
+                id="escrow_connect.E037",
+            )
+        ]
+    mailers = getattr(settings, "MAILERS", None)
+    if not isinstance(mailers, dict) or alias not in mailers:
+        return [
+            Error(
+                f"{_key('EMAIL_MAILER')} is {alias!r}, which settings.MAILERS does not define.",
+                id="escrow_connect.E037",
+            )
+        ]
+    return []
 
 
 _IMPORTABLE = {

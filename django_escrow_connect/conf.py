@@ -88,6 +88,9 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFICATION_BACKENDS": [
         "django_escrow_connect.notifications.backends.LoggingBackend",
     ],
+    # Django 6.1+: the MAILERS alias EmailBackend sends with (None: the
+    # default mailer).
+    "EMAIL_MAILER": None,
 }
 
 #: Keys whose values are dotted paths (or lists of them), imported lazily.

@@ -3,6 +3,8 @@ own user, an organization model) and the library's default models."""
 
 import os
 
+import django
+
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 USE_TZ = True
@@ -57,6 +59,14 @@ def _database() -> dict:
 DATABASES = {"default": _database()}
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+if django.VERSION >= (6, 1):
+    # Django 6.1 deprecates sending without MAILERS. The test runner swaps
+    # every alias for the locmem backend (mail.outbox).
+    MAILERS = {
+        "default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"},
+        "escrow": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"},
+    }
 
 ESCROW_CONNECT_TASK_MODEL = "testapp.Task"
 ESCROW_CONNECT_ORGANIZATION_MODEL = "testapp.Organization"

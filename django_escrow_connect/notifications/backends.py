@@ -16,6 +16,8 @@ from django.core.mail import send_mail
 from django.template import TemplateDoesNotExist
 from django.template.loader import render_to_string
 
+from ..conf import escrow_settings
+
 logger = logging.getLogger("django_escrow_connect.events")
 
 
@@ -71,11 +73,16 @@ class EmailBackend(BaseBackend):
             body = render_to_string(f"escrow_connect/email/{event}.txt", context)
         except TemplateDoesNotExist:
             return
+        # Only Django 6.1+ knows ``using``; the system check refuses
+        # EMAIL_MAILER on older versions, so it is passed only when set.
+        mailer = escrow_settings.EMAIL_MAILER
+        options: dict[str, Any] = {"using": mailer} if mailer else {}
         send_mail(
             " ".join(subject.split()),
             body,
             getattr(settings, "DEFAULT_FROM_EMAIL", None),
             sorted(set(recipients)),
+            **options,
         )
 
     def recipients(self, event: str, /, **kwargs: Any) -> list[str]:

@@ -3,6 +3,7 @@ setting to fix."""
 
 from __future__ import annotations
 
+import django
 import pytest
 from django.conf import settings
 from django.core.checks import Error
@@ -126,3 +127,24 @@ def test_a_task_model_without_the_mixin_is_warned_about():
     with override_settings(ESCROW_CONNECT_TASK_MODEL=settings.AUTH_USER_MODEL):
         errors = check_host_models()
     assert [e.id for e in errors] == ["escrow_connect.W002"]
+
+
+DJANGO_61 = django.VERSION >= (6, 1)
+
+
+@pytest.mark.parametrize(
+    ("mailer", "valid"),
+    [
+        (None, True),
+        ("escrow", DJANGO_61),  # defined in tests/settings.py on Django 6.1+
+        ("nowhere", False),
+        ("", False),
+        (["escrow"], False),
+    ],
+)
+def test_email_mailer_must_name_a_mailers_alias(mailer, valid):
+    with settings_with(EMAIL_MAILER=mailer):
+        errors = [e for e in check_settings() if e.id == "escrow_connect.E037"]
+    assert (errors == []) is valid
+    if not valid:
+        assert 'ESCROW_CONNECT["EMAIL_MAILER"]' in messages(errors)[0]

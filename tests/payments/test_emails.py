@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import django
 import pytest
 from django.core import mail
 from django.template.loader import render_to_string
 
 import django_escrow_connect
 from django_escrow_connect.signals import ALL_SIGNALS
+from tests.testapp.mail import AliasRecordingBackend
 
 from .conftest import configure
 
@@ -113,3 +115,21 @@ def test_the_lifecycle_emails_payer_and_payee(market, stripe, settings):
         assert body["client_secret"] not in message.body
         assert body["client_secret"] not in message.subject
     assert "Sent to the doer:     81.00 USD" in mail.outbox[3].body
+
+
+@pytest.mark.skipif(django.VERSION < (6, 1), reason="MAILERS and send_mail(using=) are Django 6.1+")
+def test_emails_go_through_the_configured_mailer(market, stripe, settings):
+    configure(
+        settings,
+        NOTIFICATION_BACKENDS=["django_escrow_connect.notifications.backends.EmailBackend"],
+        EMAIL_MAILER="escrow",
+    )
+    settings.MAILERS = {
+        "default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"},
+        "escrow": {"BACKEND": "tests.testapp.mail.AliasRecordingBackend"},
+    }
+    AliasRecordingBackend.sent.clear()
+    market.create(market.task())
+    assert [alias for alias, _ in AliasRecordingBackend.sent] == ["escrow"]
+    assert AliasRecordingBackend.sent[0][1].subject.startswith("Payment requested")
+    assert mail.outbox == []  # not the default mailer
