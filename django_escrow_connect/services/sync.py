@@ -71,8 +71,13 @@ def apply_payment_intent(snapshot: PaymentIntentSnapshot, *, event_id: str = "")
     """
     Payment = payment_model()
     with transaction.atomic():
+        # The task comes with the payment (its status follows the payment's);
+        # only the payment row is locked.
         payment = (
-            Payment.objects.select_for_update().filter(stripe_payment_intent_id=snapshot.id).first()
+            Payment.objects.select_for_update(of=("self",))
+            .select_related("task")
+            .filter(stripe_payment_intent_id=snapshot.id)
+            .first()
         )
         if payment is None:
             raise errors.UnknownObject(f"No escrow payment has PaymentIntent {snapshot.id}.")

@@ -12,8 +12,16 @@ An event row moves ``received -> processed | ignored | deferred | failed``:
   error and the attempt count are kept, ``webhook_processing_failed`` is
   sent, and the HTTP answer is 500 so that Stripe delivers it again.
 
-Query budget (measured by ``tests/webhooks/test_query_counts.py``): a new
-event costs at most 6 queries here plus its handler's own; a duplicate 2.
+A new delivery processed in the request (``WEBHOOK_PROCESSING="sync"``)
+takes :func:`process_new`: the event row is inserted, already settled, in
+the same transaction as the handler's writes, so the insert is the only
+query the pipeline adds (the row's unique Stripe id is the lock: a
+concurrent delivery's insert waits for this transaction, then fails as a
+duplicate). Everything else (queued events, retries of failed ones,
+deferred ones, replays) takes :func:`process_event`, which locks the row.
+
+Query budget (``tests/webhooks/test_pipeline.py``, ``docs/performance.md``):
+a new event costs 1 query here plus its handler's own; a duplicate 2.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .. import swappable
@@ -175,6 +183,74 @@ def dispatch_recorded(row: RecordedEvent) -> Outcome:
     return outcome_for(status, row.stripe_event_id)
 
 
+class HandlerFailed(Exception):
+    """:func:`process_new`'s handler raised; its writes and the event row were rolled back."""
+
+    def __init__(self, error: Exception, context: EventContext | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.context = context
+
+
+def process_new(event: Any) -> Outcome | None:
+    """Insert a new event (an unsaved row) and handle it in one transaction.
+
+    The row is inserted already marked ``processed`` (or ``ignored`` when no
+    handler takes its type): nobody can see it before the transaction
+    commits, and if the handler raises, the row goes with the rest of the
+    rollback. Returns ``None`` when the event is already recorded (the caller
+    then treats it as a duplicate, or retries a failed one with
+    :func:`process_event`). Raises :class:`HandlerFailed` after a rollback:
+    the caller records the event again and settles the failure with
+    :func:`settle_failure`.
+    """
+    from .registry import handler_for
+
+    handler = handler_for(event.type, event.endpoint)
+    context: EventContext | None = None
+    if handler is None:
+        event.mark_ignored(f"No handler for {event.type} on the {event.endpoint} endpoint.")
+    else:
+        event.mark_processed()
+        context = EventContext(event=event, payload=event.payload)
+    event.attempts = 1
+    try:
+        with transaction.atomic():
+            try:
+                event.save(force_insert=True)
+            except IntegrityError:
+                # The unique Stripe id exists: leaving the block rolls back
+                # (save() marked it for rollback), nothing else ran.
+                return None
+            if handler is not None and context is not None:
+                handler(context)
+    except Exception as exc:  # every failure is recorded by the caller; none is lost
+        raise HandlerFailed(exc, context) from exc
+    _log_settled(event, context)
+    return outcome_for(str(event.status), event.stripe_event_id)
+
+
+def settle_failure(row: RecordedEvent, failed: HandlerFailed) -> Outcome:
+    """Record why :func:`process_new`'s handler did not finish, on the re-recorded row."""
+    if not row.is_pending:  # a concurrent delivery handled it after the rollback
+        return outcome_for(None, row.stripe_event_id)
+    status = _settle_failure(row.pk, failed.error, failed.context)
+    return outcome_for(status, row.stripe_event_id)
+
+
+def _log_settled(event: Any, context: EventContext | None) -> None:
+    logger.info(
+        "webhook %s",
+        event.status,
+        extra=log_extra(
+            event,
+            webhook_status=event.status,
+            payment_id=context.payment_id if context else "",
+            connected_account=(context and context.connected_account) or event.account or "",
+        ),
+    )
+
+
 def outcome_for(status: str | None, event_id: str) -> Outcome:
     if status is None:
         return Outcome(200, "duplicate", "Handled by another delivery.", event_id)
@@ -220,16 +296,7 @@ def process_event(pk: Any, *, statuses: tuple[str, ...] = PENDING) -> str | None
             event.save(update_fields=SETTLED_FIELDS)
     except Exception as exc:  # every failure is recorded; none is lost
         return _settle_failure(pk, exc, context)
-    logger.info(
-        "webhook %s",
-        event.status,
-        extra=log_extra(
-            event,
-            webhook_status=event.status,
-            payment_id=context.payment_id if context else "",
-            connected_account=(context and context.connected_account) or event.account or "",
-        ),
-    )
+    _log_settled(event, context)
     return str(event.status)
 
 

@@ -11,11 +11,11 @@ Order of work, and why:
    the timestamp tolerance, UTF-8 and JSON, then every ``validate_event``
    in the endpoint's class hierarchy (live/test mode, Connect ``account``).
    Each failure is a 4xx with a short reason.
-2. *Record* the event with ``INSERT ... ON CONFLICT DO NOTHING`` on its
-   unique Stripe id: a duplicate delivery, concurrent or later, cannot
-   create a second row.
-3. *Process* it now (``WEBHOOK_PROCESSING="sync"``) or hand it to a task
-   worker (``"task"``); see :mod:`.pipeline`.
+2. *Record* the event once, keyed by its unique Stripe id: a duplicate
+   delivery, concurrent or later, cannot create a second row.
+3. *Process* it now (``WEBHOOK_PROCESSING="sync"``: the insert and the
+   handler's writes commit together, see :func:`.pipeline.process_new`) or
+   hand it to a task worker (``"task"``); see :mod:`.pipeline`.
 """
 
 from __future__ import annotations
@@ -192,39 +192,56 @@ def receive(endpoint: str, payload: bytes, signature_header: str | None) -> Outc
         )
         return Outcome(exc.status_code, "rejected", exc.reason)
 
-    row = record(spec.name, event)
-    return pipeline.dispatch_recorded(row)
+    if escrow_settings.WEBHOOK_PROCESSING == "task":
+        return pipeline.dispatch_recorded(record(spec.name, event))
+    try:
+        outcome = pipeline.process_new(new_event_row(spec.name, event))
+    except pipeline.HandlerFailed as failed:
+        # Rolled back, event row included: record it again, then the failure.
+        return pipeline.settle_failure(record(spec.name, event), failed)
+    if outcome is not None:
+        return outcome
+    # Already recorded: a duplicate, or a failed event that Stripe redelivers.
+    return pipeline.dispatch_recorded(recorded_state(event))
+
+
+def new_event_row(endpoint: str, event: dict[str, Any]) -> Any:
+    """An unsaved WebhookEvent for a verified event."""
+    WebhookEvent = swappable.load("WebhookEvent")
+    obj = event["data"]["object"]
+    created = event.get("created")
+    return WebhookEvent(
+        stripe_event_id=event["id"][:255],
+        type=event["type"][:128],
+        endpoint=endpoint,
+        account=(event.get("account") or "")[:255],
+        livemode=bool(event.get("livemode")),
+        api_version=(event.get("api_version") or "")[:64],
+        object_id=str(obj.get("id") or "")[:255],
+        stripe_created=(
+            datetime.fromtimestamp(created, tz=timezone.utc)
+            if isinstance(created, int) and not isinstance(created, bool)
+            else None
+        ),
+        payload=scrub(event),
+    )
 
 
 def record(endpoint: str, event: dict[str, Any]) -> pipeline.RecordedEvent:
-    """Store a verified event once; the caller learns its current state.
+    """Store a verified event once (as ``received``); the caller learns its current state.
 
     One ``INSERT ... ON CONFLICT DO NOTHING`` and one read of the row's
     state: a concurrent or later duplicate finds the row and does nothing.
     """
     WebhookEvent = swappable.load("WebhookEvent")
+    WebhookEvent.objects.bulk_create([new_event_row(endpoint, event)], ignore_conflicts=True)
+    return recorded_state(event)
+
+
+def recorded_state(event: dict[str, Any]) -> pipeline.RecordedEvent:
+    """The stored row of a verified event (one query)."""
+    WebhookEvent = swappable.load("WebhookEvent")
     obj = event["data"]["object"]
-    created = event.get("created")
-    WebhookEvent.objects.bulk_create(
-        [
-            WebhookEvent(
-                stripe_event_id=event["id"][:255],
-                type=event["type"][:128],
-                endpoint=endpoint,
-                account=(event.get("account") or "")[:255],
-                livemode=bool(event.get("livemode")),
-                api_version=(event.get("api_version") or "")[:64],
-                object_id=str(obj.get("id") or "")[:255],
-                stripe_created=(
-                    datetime.fromtimestamp(created, tz=timezone.utc)
-                    if isinstance(created, int) and not isinstance(created, bool)
-                    else None
-                ),
-                payload=scrub(event),
-            )
-        ],
-        ignore_conflicts=True,
-    )
     row = (
         WebhookEvent.objects.filter(stripe_event_id=event["id"][:255])
         .values_list("pk", "status", "type", "account")

@@ -300,16 +300,7 @@ def test_replay_runs_a_processed_event_again(deliver: Any, spy: Spy) -> None:
 # --------------------------------------------------------------------------
 
 
-def test_new_event_query_budget(deliver: Any, spy: Spy, django_assert_max_num_queries: Any) -> None:
-    with django_assert_max_num_queries(6):
-        assert deliver.platform(spy_event()).status_code == 200
-
-
-def test_duplicate_query_budget(deliver: Any, spy: Spy, django_assert_max_num_queries: Any) -> None:
-    evt = spy_event()
-    deliver.platform(evt)
-    with django_assert_max_num_queries(2):
-        assert deliver.platform(evt).json()["status"] == "duplicate"
+# Query budgets with real transactions are in test_query_budget.py.
 
 
 # --------------------------------------------------------------------------
