@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import django
@@ -245,6 +246,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
 
     errors.extend(_check_email_mailer(raw("EMAIL_MAILER")))
+    prefix = raw("IDEMPOTENCY_KEY_PREFIX")
+    if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}", prefix):
+        errors.append(
+            Error(
+                f"{_key('IDEMPOTENCY_KEY_PREFIX')} must be 1-40 letters, digits, '.', '_' "
+                "or '-' (no ':'), starting with a letter or digit.",
+                id="escrow_connect.E038",
+            )
+        )
 
     for name in sorted(n for n in DEFAULTS if n in _IMPORTABLE):
         try:

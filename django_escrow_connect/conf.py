@@ -44,6 +44,11 @@ DEFAULTS: dict[str, Any] = {
     # Which gateway implementation talks to Stripe (the simulated gateway is
     # for development and demos only; a system check refuses it with DEBUG off).
     "GATEWAY": "django_escrow_connect.gateway.stripe.StripeGateway",
+    # Starts every idempotency key. Give each installation that shares one
+    # Stripe account (staging and a laptop on the same sk_test_ key) its own,
+    # before first use: equal keys would make Stripe replay one install's
+    # answer to the other.
+    "IDEMPOTENCY_KEY_PREFIX": "escrow-connect",
     # --- Webhooks -----------------------------------------------------------
     # Lists, so a secret can be rotated: any one of them may match.
     "WEBHOOK_SECRETS": [],

@@ -18,6 +18,7 @@ This module must not import ``stripe``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from .types import (
@@ -60,6 +61,14 @@ class PaymentGateway(Protocol):
         ...
 
     def retrieve_account(self, account_id: str) -> AccountSnapshot: ...
+
+    def list_accounts(self, *, created_gte: datetime) -> list[AccountSnapshot]:
+        """The platform's connected accounts created at or after ``created_gte``.
+
+        Used to find an account whose creation answer was lost once the
+        creation's idempotency key may have expired (Stripe keeps keys for 24 hours).
+        """
+        ...
 
     def create_account_link(
         self,

@@ -44,6 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NamedTuple, TypeVar, cast
 
 from django.db import transaction
@@ -127,6 +128,8 @@ DISPUTE_EVIDENCE_SECONDS = 7 * 24 * 3600
 #: Stripe's dispute fee, in the disputed currency's minor unit (simplified).
 DISPUTE_FEE = 1500
 MAX_AMOUNT = 99_999_999
+#: Stripe removes idempotency keys once they are at least 24 hours old.
+IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600
 #: Stripe's minimum charge amounts for a few currencies (others: 1).
 MINIMUM_CHARGE = {"usd": 50, "eur": 50, "gbp": 30, "cad": 50, "aud": 50, "chf": 50, "jpy": 50}
 
@@ -316,6 +319,8 @@ class IdempotencyRecord:
     method: str
     fingerprint: str
     response: JSON
+    #: Simulated time of the first use; Stripe prunes keys after 24 hours.
+    created: int = 0
 
 
 @dataclass(frozen=True)
@@ -336,6 +341,7 @@ GATEWAY_METHODS = frozenset(
     {
         "create_account",
         "retrieve_account",
+        "list_accounts",
         "create_account_link",
         "create_login_link",
         "create_account_session",
@@ -526,6 +532,11 @@ class SimulatedStripe:
 
         def run() -> JSON:
             record = self.idempotency.get(idempotency_key)
+            if record is not None and self.now() - record.created >= IDEMPOTENCY_KEY_TTL_SECONDS:
+                # Stripe may prune a key once it is 24 hours old: the same key
+                # is then a new request (the case a lost answer must survive).
+                del self.idempotency[idempotency_key]
+                record = None
             if record is not None:
                 if record.method != method or record.fingerprint != fingerprint:
                     raise self.error(
@@ -538,7 +549,7 @@ class SimulatedStripe:
                 return copy.deepcopy(record.response)
             response = action()
             self.idempotency[idempotency_key] = IdempotencyRecord(
-                method, fingerprint, copy.deepcopy(response)
+                method, fingerprint, copy.deepcopy(response), self.now()
             )
             return response
 
@@ -805,6 +816,17 @@ class SimulatedGateway:
             "retrieve_account", {"account_id": account_id}, lambda: s.account(account_id)
         )
         return AccountSnapshot.from_dict(response)
+
+    def list_accounts(self, *, created_gte: datetime) -> list[AccountSnapshot]:
+        s = self.store
+        since = int(created_gte.timestamp())
+
+        def action() -> list[JSON]:
+            found = [a for a in s.accounts.values() if a["created"] >= since]
+            return _newest_first(found)
+
+        response = s.execute("list_accounts", {"created_gte": since}, action)
+        return [AccountSnapshot.from_dict(a) for a in response]
 
     def create_account_link(
         self,

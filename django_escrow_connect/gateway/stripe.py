@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import stripe
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     from stripe.params import (
         AccountCreateParams,
         AccountLinkCreateParams,
+        AccountListParams,
         AccountSessionCreateParams,
         AccountSessionCreateParamsComponents,
         EventListParams,
@@ -211,6 +213,15 @@ class StripeGateway:
         with translated_errors():
             account = self.client.v1.accounts.retrieve(_require_id(account_id, "account_id"))
         return AccountSnapshot.from_dict(_as_dict(account))
+
+    def list_accounts(self, *, created_gte: datetime) -> list[AccountSnapshot]:
+        params: AccountListParams = {
+            "created": {"gte": int(created_gte.timestamp())},
+            "limit": self.page_size,
+        }
+        with translated_errors():
+            page = self.client.v1.accounts.list(params)
+            return [AccountSnapshot.from_dict(_as_dict(a)) for a in page.auto_paging_iter()]
 
     def create_account_link(
         self,

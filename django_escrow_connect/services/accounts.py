@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, ValidationError
@@ -46,9 +46,15 @@ from ..gateway.types import (
 from ..notifications import notify
 from ..states import AccountStatus, BusinessType
 from . import errors
-from .common import account_model, gateway, idempotency_key, translate
+from .common import KEY_PREFIX, account_model, gateway, idempotency_key, key_prefix, translate
 
 logger = logging.getLogger("django_escrow_connect.accounts")
+
+#: Stripe keeps an idempotency key for at least 24 hours; within this window
+#: a retry's key is sure to replay the first attempt's answer.
+KEY_REPLAY_WINDOW = timedelta(hours=23)
+#: Margin between our clock and Stripe's when searching by creation time.
+CLOCK_SKEW = timedelta(minutes=10)
 
 __all__ = [
     "apply_account_snapshot",
@@ -167,8 +173,13 @@ def _owner_details(owner: Any) -> tuple[str, str]:
 
 def _metadata(account: Any) -> dict[str, str]:
     if account.owner_user_id is not None:
-        return {"escrow_owner": f"user:{account.owner_user_id}"}
-    return {"escrow_owner": f"organization:{account.owner_organization_id}"}
+        metadata = {"escrow_owner": f"user:{account.owner_user_id}"}
+    else:
+        metadata = {"escrow_owner": f"organization:{account.owner_organization_id}"}
+    if key_prefix() != KEY_PREFIX:
+        # Installations sharing a Stripe account tell their accounts apart.
+        metadata["escrow_namespace"] = key_prefix()
+    return metadata
 
 
 def ensure_account(
@@ -241,6 +252,10 @@ def _create_at_stripe(account_pk: Any) -> Any:
         account = Account._default_manager.select_for_update().get(pk=account_pk)
         if account.is_created:
             return account
+        lost = _find_lost_account(account)
+        if lost is not None:
+            _adopt(account, lost)
+            return account
         try:
             snapshot = gateway().create_account(
                 idempotency_key=account.creation_idempotency_key,
@@ -262,14 +277,56 @@ def _create_at_stripe(account_pk: Any) -> Any:
                 },
             )
             raise translate(exc, "create the connected account") from exc
-        account.stripe_account_id = snapshot.id
-        _copy_snapshot(account, snapshot)
-        # synced_at stays empty: every event Stripe sends about the new account
-        # is newer than this answer, whatever our clock says.
-        _settle_status(account)
-        account.save()
+        _adopt(account, snapshot)
         _log(account, "connected account created")
     return account
+
+
+def _adopt(account: Any, snapshot: AccountSnapshot) -> None:
+    account.stripe_account_id = snapshot.id
+    _copy_snapshot(account, snapshot)
+    # synced_at stays empty: every event Stripe sends about the new account
+    # is newer than this answer, whatever our clock says.
+    _settle_status(account)
+    account.save()
+
+
+def _find_lost_account(account: Any) -> AccountSnapshot | None:
+    """The Stripe account an earlier attempt made, once its key may be gone.
+
+    Within :data:`KEY_REPLAY_WINDOW` of the row's creation the creation key
+    still replays Stripe's answer, so nothing is looked up. After that Stripe
+    may have pruned the key, and a retry with it would open a *second*
+    account if the first attempt's answer was lost: the platform's accounts
+    created since the row are searched for this owner's metadata first.
+    """
+    if timezone.now() - account.created_at < KEY_REPLAY_WINDOW:
+        return None
+    wanted = _metadata(account)
+    try:
+        candidates = gateway().list_accounts(created_gte=account.created_at - CLOCK_SKEW)
+    except GatewayError as exc:
+        # Creating blindly could duplicate the account: refuse until Stripe answers.
+        raise translate(exc, "look for the connected account") from exc
+    mine = [
+        snapshot
+        for snapshot in candidates
+        if all(snapshot.metadata.get(key) == value for key, value in wanted.items())
+        and snapshot.metadata.get("escrow_namespace", KEY_PREFIX) == key_prefix()
+    ]
+    if not mine:
+        return None
+    # Stripe lists newest first: the oldest is the one the first attempt made.
+    found = mine[-1]
+    logger.warning(
+        "connected account found at Stripe for a row without its id; adopted",
+        extra={
+            "account_pk": str(account.pk),
+            "stripe_account_id": found.id,
+            "others": [snapshot.id for snapshot in mine[:-1]],
+        },
+    )
+    return found
 
 
 # --------------------------------------------------------------------------

@@ -9,13 +9,19 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from .. import swappable
+from ..conf import escrow_settings
 from ..exceptions import GatewayError
 from ..gateway import get_gateway
 from . import errors
 
 logger = logging.getLogger("django_escrow_connect.services")
 
+#: The default ``IDEMPOTENCY_KEY_PREFIX``.
 KEY_PREFIX = "escrow-connect"
+
+
+def key_prefix() -> str:
+    return str(escrow_settings.IDEMPOTENCY_KEY_PREFIX or KEY_PREFIX)
 
 
 def idempotency_key(kind: str, pk: Any, operation: str, attempt: int | str = 0) -> str:
@@ -23,9 +29,10 @@ def idempotency_key(kind: str, pk: Any, operation: str, attempt: int | str = 0) 
 
     The same row, operation and attempt always give the same key, so a retry
     after a crash or a timeout cannot move money twice; ``attempt`` advances
-    only after Stripe definitely refused the previous one.
+    only after Stripe definitely refused the previous one. The prefix
+    (``IDEMPOTENCY_KEY_PREFIX``) tells installations sharing a Stripe account apart.
     """
-    return f"{KEY_PREFIX}:{kind}:{pk}:{operation}:{attempt}"
+    return f"{key_prefix()}:{kind}:{pk}:{operation}:{attempt}"
 
 
 def payment_model() -> Any:

@@ -75,6 +75,9 @@ def test_the_test_settings_pass():
         ({"DEFAULT_CURRENCY": "dollars"}, "escrow_connect.E033", "DEFAULT_CURRENCY"),
         ({"AUTO_RELEASE_AFTER_DAYS": 0}, "escrow_connect.E034", "AUTO_RELEASE_AFTER_DAYS"),
         ({"CAPTURE_EXPIRY_ACTION": "pray"}, "escrow_connect.E035", "CAPTURE_EXPIRY_ACTION"),
+        ({"IDEMPOTENCY_KEY_PREFIX": "a:b"}, "escrow_connect.E038", "IDEMPOTENCY_KEY_PREFIX"),
+        ({"IDEMPOTENCY_KEY_PREFIX": ""}, "escrow_connect.E038", "IDEMPOTENCY_KEY_PREFIX"),
+        ({"IDEMPOTENCY_KEY_PREFIX": "x" * 41}, "escrow_connect.E038", "IDEMPOTENCY_KEY_PREFIX"),
         (
             {"PLATFORM_FEE_POLICY": "nowhere.fee"},
             "escrow_connect.E040",
@@ -148,3 +151,9 @@ def test_email_mailer_must_name_a_mailers_alias(mailer, valid):
     assert (errors == []) is valid
     if not valid:
         assert 'ESCROW_CONNECT["EMAIL_MAILER"]' in messages(errors)[0]
+
+
+@pytest.mark.parametrize("prefix", ["escrow-connect", "staging", "acme.prod_2", "x" * 40])
+def test_a_valid_idempotency_key_prefix_passes(prefix):
+    with settings_with(IDEMPOTENCY_KEY_PREFIX=prefix):
+        assert "escrow_connect.E038" not in ids(check_settings())

@@ -248,6 +248,33 @@ def test_failed_requests_are_not_stored_under_their_key(sim: SimulatedGateway) -
     assert sim.create_transfer(**kwargs).amount == 9000
 
 
+def test_a_key_replays_for_24_hours_then_is_a_new_request(
+    sim: SimulatedGateway, store: SimulatedStripe
+) -> None:
+    def create() -> str:
+        return sim.create_account(
+            idempotency_key="owner-1", country="US", email=None, business_type=None, metadata={}
+        ).id
+
+    first = create()
+    store.advance_time(24 * 3600 - 1)
+    assert create() == first
+    store.advance_time(1)
+    assert create() != first
+    assert len(store.accounts) == 2
+
+
+def test_list_accounts_created_since_newest_first(
+    sim: SimulatedGateway, store: SimulatedStripe
+) -> None:
+    old = new_account(sim)
+    store.advance_time(3600)
+    since = datetime.fromtimestamp(store.now(), tz=timezone.utc)
+    newer = [new_account(sim), new_account(sim)]
+    assert [a.id for a in sim.list_accounts(created_gte=since)] == newer[::-1]
+    assert old in [a.id for a in sim.list_accounts(created_gte=since - timedelta(hours=2))]
+
+
 def test_idempotency_key_is_required(sim: SimulatedGateway) -> None:
     with pytest.raises(ValueError, match="idempotency_key"):
         sim.create_account(

@@ -91,6 +91,16 @@ class TestConnectedAccounts:
         assert_sent_once(vcr)
 
     @pytest.mark.vcr
+    @pytest.mark.default_cassette("accounts_list_created_since")
+    def test_list_accounts_created_since(self, gateway, vcr):
+        accounts = gateway.list_accounts(created_gte=utc(1793610245))
+
+        assert_sent_once(vcr)
+        assert [a.id for a in accounts] == ["acct_1QzWm4Rk7TbN2pYc", ACCOUNT]
+        assert all(isinstance(a, AccountSnapshot) for a in accounts)
+        assert accounts[1].metadata == {"escrow_owner": "user:42"}
+
+    @pytest.mark.vcr
     @pytest.mark.default_cassette("account_links_create")
     def test_create_account_link(self, gateway, vcr):
         link = gateway.create_account_link(

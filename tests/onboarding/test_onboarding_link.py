@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from django_escrow_connect.exceptions import InvalidRequest, TemporarilyUnavailable
+from django_escrow_connect.gateway.simulated import SimulatedGateway
 
 from .conftest import accounts, calls, client_for, configure, url
 
@@ -284,3 +286,135 @@ class TestCrashRecovery:
 
         assert response.status_code == 409
         assert stripe.accounts == {}
+
+
+DAY = 24 * 3600
+
+
+def age_row(people: Any, seconds: int) -> Any:
+    """Make the owner's account row ``seconds`` older (as if the retry came days later)."""
+    row = accounts().get(owner_user=people.owner)
+    accounts().filter(pk=row.pk).update(created_at=row.created_at - timedelta(seconds=seconds))
+    return row
+
+
+class TestRetryAfterTheKeyMayHaveExpired:
+    """Stripe may prune an idempotency key after 24 hours: a retry with it is then a
+    new request, so a lost answer must be found by listing the platform's accounts."""
+
+    def lose_the_answer(self, stripe: Any, people: Any) -> str:
+        stripe.fail_next(
+            "create_account", TemporarilyUnavailable("Read timed out"), after_effect=True
+        )
+        assert post_link(people.owner, account_type="individual").status_code == 503
+        (made,) = stripe.accounts
+        stripe.advance_time(2 * DAY)
+        age_row(people, 2 * DAY)
+        stripe.calls.clear()
+        return made
+
+    def test_the_account_stripe_made_is_adopted_not_duplicated(self, stripe, people, caplog):
+        made = self.lose_the_answer(stripe, people)
+
+        response = post_link(people.owner, account_type="individual")
+
+        assert response.status_code == 200, response.content
+        assert list(stripe.accounts) == [made]
+        assert calls(stripe) == ["list_accounts", "create_account_link"]
+        row = accounts().get(owner_user=people.owner)
+        assert row.stripe_account_id == made
+        assert row.status == "pending_verification"
+        assert "adopted" in caplog.text
+
+    def test_without_the_search_the_same_key_would_open_a_second_account(self, stripe, people):
+        """The simulated Stripe prunes keys like Stripe: what the search guards against."""
+        made = self.lose_the_answer(stripe, people)
+        row = accounts().get(owner_user=people.owner)
+        again = SimulatedGateway().create_account(
+            idempotency_key=row.creation_idempotency_key,
+            country=row.country,
+            email=row.email or None,
+            business_type=row.business_type,
+            metadata={"escrow_owner": f"user:{people.owner.pk}"},
+        )
+        assert again.id != made
+
+    def test_nothing_found_creates_the_account(self, stripe, people):
+        stripe.fail_next("create_account", TemporarilyUnavailable("Connection timed out"))
+        assert post_link(people.owner, account_type="individual").status_code == 503
+        assert stripe.accounts == {}
+        stripe.advance_time(2 * DAY)
+        age_row(people, 2 * DAY)
+        stripe.calls.clear()
+
+        assert post_link(people.owner, account_type="individual").status_code == 200
+
+        assert calls(stripe) == ["list_accounts", "create_account", "create_account_link"]
+        assert len(stripe.accounts) == 1
+
+    @pytest.mark.parametrize(
+        "metadata",
+        [
+            {"escrow_owner": "user:-1"},  # another owner
+            {"escrow_owner": "USER"},  # filled in below with the owner, another install
+        ],
+        ids=["another-owner", "another-installation"],
+    )
+    def test_someone_else_s_account_is_never_adopted(self, stripe, people, metadata):
+        stripe.fail_next("create_account", TemporarilyUnavailable("Connection timed out"))
+        post_link(people.owner, account_type="individual")
+        if metadata["escrow_owner"] == "USER":
+            metadata = {"escrow_owner": f"user:{people.owner.pk}", "escrow_namespace": "staging"}
+        other = SimulatedGateway().create_account(
+            idempotency_key="another-installation:create",
+            country="US",
+            email=None,
+            business_type="individual",
+            metadata=metadata,
+        )
+        stripe.advance_time(2 * DAY)
+        age_row(people, 2 * DAY)
+
+        assert post_link(people.owner, account_type="individual").status_code == 200
+
+        row = accounts().get(owner_user=people.owner)
+        assert row.stripe_account_id not in ("", other.id)
+        assert len(stripe.accounts) == 2
+
+    def test_stripe_unreachable_for_the_search_creates_nothing(self, stripe, people):
+        stripe.fail_next("create_account", TemporarilyUnavailable("Connection timed out"))
+        post_link(people.owner, account_type="individual")
+        stripe.advance_time(2 * DAY)
+        age_row(people, 2 * DAY)
+        stripe.fail_next("list_accounts", TemporarilyUnavailable("Connection reset"))
+        stripe.calls.clear()
+
+        response = post_link(people.owner, account_type="individual")
+
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "provider_unavailable"
+        assert "create_account" not in calls(stripe)
+        assert stripe.accounts == {}
+
+    def test_a_young_row_relies_on_the_key_and_lists_nothing(self, stripe, people):
+        stripe.fail_next("create_account", TemporarilyUnavailable("Connection timed out"))
+        post_link(people.owner, account_type="individual")
+        age_row(people, 22 * 3600)
+        stripe.calls.clear()
+
+        assert post_link(people.owner, account_type="individual").status_code == 200
+        assert "list_accounts" not in calls(stripe)
+
+
+class TestIdempotencyKeyPrefix:
+    def test_keys_and_metadata_carry_the_installation_s_prefix(self, stripe, people, settings):
+        configure(settings, IDEMPOTENCY_KEY_PREFIX="staging")
+
+        assert post_link(people.owner, account_type="individual").status_code == 200
+
+        _, create = stripe.calls[0]
+        assert create["idempotency_key"] == f"staging:account-owner:user:{people.owner.pk}:create:0"
+        assert create["metadata"] == {
+            "escrow_owner": f"user:{people.owner.pk}",
+            "escrow_namespace": "staging",
+        }

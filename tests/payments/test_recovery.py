@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import BalanceInsufficient, TemporarilyUnavailable
 
-from .conftest import configure, money_calls
+from .conftest import MONEY_CALLS, configure, money_calls
 
 
 def timeout():
@@ -224,3 +224,18 @@ def test_abandoned_checkouts_are_not_looked_up_forever(market, stripe):
     stripe.calls.clear()
     assert "Nothing to reconcile." in reconcile("--older-than", "0")
     assert stripe.calls == []
+
+
+@pytest.mark.parametrize("strategy", [SEPARATE_CHARGES_AND_TRANSFERS, MANUAL_CAPTURE])
+def test_every_key_carries_the_installation_s_prefix(market, stripe, settings, strategy):
+    """Two installations sharing a Stripe account never send each other's keys."""
+    configure(settings, ESCROW_STRATEGY=strategy, IDEMPOTENCY_KEY_PREFIX="staging")
+    payment = market.held_payment()
+    confirm = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+    assert confirm.status_code == 200, confirm.content
+    refund = market.post(market.doer, "payment-refund", {"amount": 1_000}, payment_id=payment.pk)
+    assert refund.status_code in (200, 201), refund.content
+
+    keys = [params["idempotency_key"] for name, params in stripe.calls if name in MONEY_CALLS]
+    assert len(keys) >= 3  # create, release, refund (and the reversal)
+    assert all(key.startswith(f"staging:payment:{payment.pk}:") for key in keys), keys
