@@ -101,6 +101,17 @@ def render(data: dict[str, Any]) -> str:
         )
     out.append("")
 
+    mem = hooks.get("memory_new_events")
+    if mem:
+        out += ["### Memory per new webhook event (peak of Python allocations)", ""]
+        out += [row("New event (endpoint:type)", "n", "p50 KiB", "max KiB")]
+        out += [row(*["---"] * 4)]
+        everything = mem["all"]
+        out.append(row("all", everything["n"], everything["p50_kib"], everything["max_kib"]))
+        for label, entry in mem["by_type"].items():
+            out.append(row(f"`{label}`", entry["n"], entry["p50_kib"], entry["max_kib"]))
+        out.append("")
+
     out += ["### API endpoints (a few payments in the table)", ""]
     out += [row("Endpoint", "n", "p50 ms", "p95 ms", "SQL queries", "gateway calls")]
     out += [row(*["---"] * 6)]
@@ -148,6 +159,15 @@ def render(data: dict[str, Any]) -> str:
         + "."
     )
     out.append("")
+    if "memory_peak_kib" in scaling[sizes[0]]:
+        out += ["### Memory of lists and dashboards as the table grows (peak KiB)", ""]
+        out += [row("Endpoint", *[f"{int(s):,} rows" for s in sizes])]
+        out += [row(*["---"] * (len(sizes) + 1))]
+        for label in scaling[sizes[0]]["memory_peak_kib"]:
+            out.append(row(f"`{label}`", *[scaling[s]["memory_peak_kib"][label] for s in sizes]))
+        out.append("")
+    if "max_rss_mib" in env:
+        out += [f"Process maximum resident set over the whole run: {env['max_rss_mib']} MiB.", ""]
     return "\n".join(out)
 
 

@@ -11,6 +11,10 @@ and works on it in autocommit mode, as a web process does: no test
 transaction around anything. The gateway is the simulated Stripe; its events
 are collected and then delivered, signed, through the real webhook receiver.
 
+Memory is measured in separate passes (``tracemalloc`` slows everything it
+traces, so it never runs during a latency pass): the peak of Python
+allocations during one operation, and the process's maximum resident set.
+
 Results: a JSON document on stdout (or ``--output``) and a one-line summary
 per measurement on stderr.
 """
@@ -21,9 +25,11 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
+import tracemalloc
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -138,6 +144,33 @@ class Sample:
             if with_sql:
                 out[label]["sql_of_first"] = self.sql[label]
         return out
+
+
+def peak_kib(operation: Callable[[], Any]) -> tuple[Any, float]:
+    """The operation's result and the peak of Python allocations while it ran (KiB)."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        result = operation()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, round((peak - before) / 1024, 1)
+
+
+def memory_summary(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "n": len(ordered),
+        "p50_kib": ordered[(len(ordered) - 1) // 2],
+        "max_kib": ordered[-1],
+    }
+
+
+def max_rss_mib() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 # --- set-up ------------------------------------------------------------------
@@ -260,8 +293,20 @@ def bench_webhooks(payments: int) -> dict[str, Any]:
         assert response.status_code == 200, response.content
     http_elapsed = time.perf_counter() - started
 
+    log(f"webhooks: memory pass ({max(payments // 5, 10)} payments' events) ...")
+    memory: dict[str, list[float]] = defaultdict(list)
+    for delivery in event_batch(max(payments // 5, 10)):
+        label = f"{delivery.endpoint}:{delivery.event['type']}"
+        outcome, kib = peak_kib(lambda d=delivery: receive(d.endpoint, d.payload, resign(d)))
+        assert outcome.ok, outcome
+        memory[label].append(kib)
+
     all_new = [ms for values in new.latency.values() for ms in values]
     return {
+        "memory_new_events": {
+            "all": memory_summary([kib for values in memory.values() for kib in values]),
+            "by_type": {label: memory_summary(v) for label, v in sorted(memory.items())},
+        },
         "events_per_payment": round(len(direct) / payments, 2),
         "event_types": dict(sorted(types.items())),
         "outcomes": {label: sorted(s) for label, s in sorted(statuses.items())},
@@ -487,7 +532,13 @@ def bench_scaling(market: Marketplace, sizes: list[int], rounds: int) -> dict[st
                     label, lambda u=user, n=name, p=params: market.get(u, n, **p)
                 )
                 assert response.status_code == 200
+        memory = {}
+        for label, user, name, params in endpoints:
+            response, kib = peak_kib(lambda u=user, n=name, p=params: market.get(u, n, **p))
+            assert response.status_code == 200
+            memory[label] = kib
         results[str(size)] = {
+            "memory_peak_kib": memory,
             "payments": Payment.objects.count(),
             "heavy_customer_payments": Payment.objects.filter(payer=market.customer).count(),
             "heavy_doer_payments": Payment.objects.filter(payee_user=market.doer).count(),
@@ -595,6 +646,7 @@ def main() -> None:
             sizes = [int(s) for s in args.sizes.split(",") if s]
             result["scaling"] = bench_scaling(market, sizes, max(5, args.rounds // 3))
             result["environment"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+            result["environment"]["max_rss_mib"] = max_rss_mib()
     finally:
         simulated.set_event_sink(None)
         connection.creation.destroy_test_db(old_name, verbosity=0, keepdb=args.keepdb)
