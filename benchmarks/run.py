@@ -56,7 +56,12 @@ from django_escrow_connect.gateway.signing import sign_webhook_payload  # noqa: 
 from django_escrow_connect.gateway.simulated import simulated_stripe  # noqa: E402
 from django_escrow_connect.webhooks.receiver import receive  # noqa: E402
 from tests import factories  # noqa: E402
-from tests.payments.conftest import SIMULATED_GATEWAY, Marketplace, stripe_account  # noqa: E402
+from tests.payments.conftest import (  # noqa: E402
+    SIMULATED_GATEWAY,
+    Marketplace,
+    build_marketplace,
+    stripe_account,
+)
 from tests.webhooks.conftest import SECRETS, url_for  # noqa: E402
 
 
@@ -192,23 +197,8 @@ def deliver_all(sink: simulated.EventCollector) -> None:
 
 
 def marketplace() -> Marketplace:
-    customer = factories.make_user("customer")
-    doer = factories.make_user("doer")
-    org_admin = factories.make_user("orgadmin")
-    org_member = factories.make_user("orgmember")
-    organization = factories.make_organization(admins=(org_admin,), members=(org_member,))
-    return Marketplace(
-        capture=lambda execute=True: nullcontext(),  # autocommit: on_commit runs at once
-        customer=customer,
-        doer=doer,
-        org_admin=org_admin,
-        org_member=org_member,
-        organization=organization,
-        other=factories.make_user("other"),
-        staff=factories.make_user("staff", staff=True),
-        doer_account=stripe_account(owner_user=doer),
-        org_account=stripe_account(owner_organization=organization),
-    )
+    # Autocommit: on_commit callbacks run at once, so capturing is a no-op.
+    return build_marketplace(capture=lambda execute=True: nullcontext())
 
 
 def strategy(name: str) -> Any:

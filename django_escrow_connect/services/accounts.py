@@ -311,7 +311,8 @@ def _find_lost_account(account: Any) -> AccountSnapshot | None:
     mine = [
         snapshot
         for snapshot in candidates
-        if all(snapshot.metadata.get(key) == value for key, value in wanted.items())
+        if snapshot.metadata.get("escrow_owner") == wanted["escrow_owner"]
+        # No namespace is the default prefix's: another installation's account never matches.
         and snapshot.metadata.get("escrow_namespace", KEY_PREFIX) == key_prefix()
     ]
     if not mine:

@@ -174,13 +174,22 @@ class Marketplace:
 
 @pytest.fixture
 def market(db: Any, stripe: Any, django_capture_on_commit_callbacks: Any) -> Marketplace:
+    return build_marketplace(capture=django_capture_on_commit_callbacks)
+
+
+def build_marketplace(capture: Any) -> Marketplace:
+    """The people of a marketplace, each doer with an onboarded connected account.
+
+    ``capture`` runs on-commit callbacks (pytest-django's fixture in tests; a
+    no-op in autocommit, as the benchmark runs).
+    """
     customer = factories.make_user("customer")
     doer = factories.make_user("doer")
     org_admin = factories.make_user("orgadmin")
     org_member = factories.make_user("orgmember")
     organization = factories.make_organization(admins=(org_admin,), members=(org_member,))
     return Marketplace(
-        capture=django_capture_on_commit_callbacks,
+        capture=capture,
         customer=customer,
         doer=doer,
         org_admin=org_admin,
