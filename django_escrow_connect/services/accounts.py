@@ -380,10 +380,51 @@ def _due(account: Any) -> set[str]:
     return set(account.requirements_currently_due) | set(account.requirements_past_due)
 
 
-def _is_stale(account: Any, as_of: datetime) -> bool:
+# Ordering Stripe's data. An event carries Stripe's time (``created``, whole
+# seconds, Stripe's clock); a fetch has none, so it is stamped with the
+# package's own clock. The row's ``synced_at`` says which clock stamped it:
+# an event's stamp is a whole second, a fetch's never is (see _fetch_stamp).
+# Like is compared with like; an event within FETCH_DOUBT of a fetch (the
+# same second, give or take the two clocks' skew) cannot be ordered against
+# it, and the account is read from Stripe once instead.
+
+#: An event this close to a fetch (either side) may be older or newer than it.
+FETCH_DOUBT = timedelta(seconds=2)
+
+_APPLY = "apply"
+_STALE = "stale"
+_DOUBT = "doubt"
+
+
+def _fetch_stamp() -> datetime:
+    """Now, on the package's clock, and never a whole second (an event's stamp always is)."""
+    now = timezone.now()
+    return now if now.microsecond else now.replace(microsecond=1)
+
+
+def _is_fetch_stamp(value: datetime) -> bool:
+    return value.microsecond != 0
+
+
+def _stamp(as_of: datetime, *, fetched: bool) -> datetime:
     if timezone.is_naive(as_of):
         raise ValueError("as_of must be a timezone-aware datetime")
-    return account.synced_at is not None and as_of < account.synced_at
+    if fetched:
+        return as_of if as_of.microsecond else as_of.replace(microsecond=1)
+    # Stripe's event times are whole seconds.
+    return as_of.replace(microsecond=0)
+
+
+def _order(account: Any, as_of: datetime, *, fetched: bool = False) -> str:
+    """Whether data stamped ``as_of`` is newer than the row's (apply), older (stale), or
+    cannot be told apart from it (doubt: an event within :data:`FETCH_DOUBT` of a fetch)."""
+    stamp = _stamp(as_of, fetched=fetched)
+    synced = account.synced_at
+    if synced is None:
+        return _APPLY
+    if _is_fetch_stamp(synced) != fetched and abs(stamp - synced) < FETCH_DOUBT:
+        return _DOUBT
+    return _STALE if stamp < synced else _APPLY
 
 
 def _lock_by_stripe_id(account_id: str) -> Any:
@@ -420,9 +461,12 @@ def _notify_changes(
             notify("capability_restricted", account=account, capability=name, status=status)
 
 
-def _apply(account: Any, as_of: datetime, change: Any) -> Any:
-    """Run ``change(account)`` on a locked row unless ``as_of`` is stale; save; notify."""
-    if _is_stale(account, as_of):
+def _apply(account: Any, as_of: datetime, change: Any, *, fetched: bool = False) -> Any:
+    """Run ``change(account)`` on a locked row unless ``as_of`` is stale; save; notify.
+
+    A fetch (``fetched``) is applied when in doubt: it *is* the re-read.
+    """
+    if _order(account, as_of, fetched=fetched) == _STALE:
         _log(account, "stale account data ignored (as of %s)", as_of.isoformat())
         return account
     before = _watched(account)
@@ -430,7 +474,7 @@ def _apply(account: Any, as_of: datetime, change: Any) -> Any:
     previous_due = _due(account)
     previous_capabilities = dict(account.capabilities)
     change(account)
-    account.synced_at = as_of
+    account.synced_at = _stamp(as_of, fetched=fetched)
     _settle_status(account)
     account.save()
     _notify_changes(
@@ -445,12 +489,18 @@ def _apply(account: Any, as_of: datetime, change: Any) -> Any:
     return account
 
 
-def apply_account_snapshot(snapshot: AccountSnapshot, *, as_of: datetime) -> Any:
+def apply_account_snapshot(
+    snapshot: AccountSnapshot, *, as_of: datetime, fetched: bool = False
+) -> Any:
     """Store what Stripe says about an account, as of ``as_of``.
 
-    ``as_of`` is when Stripe produced the data (an event's ``created``, or the
-    time of a fetch). Data older than what the row holds (``synced_at``) is
-    ignored, so events delivered out of order never roll the row back.
+    ``as_of`` is when Stripe produced the data: an event's ``created``, or,
+    with ``fetched=True``, the package's clock when it read the account.
+    Data older than what the row holds (``synced_at``) is ignored, so events
+    delivered out of order never roll the row back. Event times are compared
+    with event times and fetch times with fetch times; an event within
+    :data:`FETCH_DOUBT` of a fetch cannot be ordered against it, so the
+    account is read from Stripe once instead (:func:`refresh_account`).
     Returns the account, or None when no row has this Stripe id (the webhook
     pipeline defers such events).
 
@@ -463,7 +513,21 @@ def apply_account_snapshot(snapshot: AccountSnapshot, *, as_of: datetime) -> Any
         account = _lock_by_stripe_id(snapshot.id)
         if account is None:
             return None
-        return _apply(account, as_of, lambda acc: _copy_snapshot(acc, snapshot))
+        if fetched or _order(account, as_of) != _DOUBT:
+            return _apply(
+                account, as_of, lambda acc: _copy_snapshot(acc, snapshot), fetched=fetched
+            )
+    return _reread(account, as_of)
+
+
+def _reread(account: Any, as_of: datetime) -> Any:
+    """An event that cannot be ordered against the row's fetch: ask Stripe once."""
+    _log(
+        account,
+        "account event as of %s is as old as the last read; reading the account again",
+        as_of.isoformat(),
+    )
+    return refresh_account(account)
 
 
 def apply_capability(account_id: str, capability_name: str, status: str, as_of: datetime) -> Any:
@@ -482,7 +546,9 @@ def apply_capability(account_id: str, capability_name: str, status: str, as_of: 
         account = _lock_by_stripe_id(account_id)
         if account is None:
             return None
-        return _apply(account, as_of, change)
+        if _order(account, as_of) != _DOUBT:
+            return _apply(account, as_of, change)
+    return _reread(account, as_of)
 
 
 def deauthorize_account(account_id: str, *, as_of: datetime | None = None) -> Any:
@@ -499,7 +565,9 @@ def deauthorize_account(account_id: str, *, as_of: datetime | None = None) -> An
             return None
         if account.is_deauthorized:
             return account
-        if as_of is not None and _is_stale(account, as_of):
+        # In doubt (as old as a fetch) the deauthorization wins: a fetch cannot
+        # see it, and paying a disconnected account is the worse mistake.
+        if as_of is not None and _order(account, as_of) == _STALE:
             _log(account, "stale deauthorization ignored (as of %s)", as_of.isoformat())
             return account
         previous_status = account.status
@@ -523,12 +591,12 @@ def reauthorize_account(account_id: str, *, as_of: datetime | None = None) -> An
         account = _lock_by_stripe_id(account_id)
         if account is None:
             return None
-        if as_of is not None and _is_stale(account, as_of):
+        if as_of is not None and _order(account, as_of) == _STALE:
             return account
         previous_status = account.status
         update_fields = ["updated_at"]
         if as_of is not None:
-            account.synced_at = as_of
+            account.synced_at = _stamp(as_of, fetched=False)
             update_fields.append("synced_at")
         if account.is_deauthorized:
             account.reauthorize()
@@ -541,7 +609,7 @@ def reauthorize_account(account_id: str, *, as_of: datetime | None = None) -> An
 
 
 def refresh_account(account: Any) -> Any:
-    """Read the account from Stripe now and apply it (``as_of`` = now).
+    """Read the account from Stripe now and apply it (stamped with the package's clock).
 
     A deauthorized account cannot be read by the platform any more; it is
     returned as stored. So is an account not created at Stripe yet.
@@ -552,7 +620,7 @@ def refresh_account(account: Any) -> Any:
         snapshot = gateway().retrieve_account(account.stripe_account_id)
     except GatewayError as exc:
         raise translate(exc, "read the connected account") from exc
-    updated = apply_account_snapshot(snapshot, as_of=timezone.now())
+    updated = apply_account_snapshot(snapshot, as_of=_fetch_stamp(), fetched=True)
     return updated if updated is not None else account
 
 

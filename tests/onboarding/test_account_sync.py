@@ -8,12 +8,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from django.utils import timezone as django_timezone
 
 from django_escrow_connect.gateway.types import AccountSnapshot
 from django_escrow_connect.services import accounts as services
 from tests import factories
 
-from .conftest import accounts
+from .conftest import accounts, calls, client_for, url
 
 pytestmark = pytest.mark.django_db
 
@@ -283,3 +284,63 @@ class _commit:
 
     def __exit__(self, *exc: Any) -> None:
         self._cm.__exit__(*exc)
+
+
+class TestEventsAgainstAFetch:
+    """A fetch is stamped with the package's clock, an event with Stripe's whole
+    seconds: each is compared with its own kind, and an event as old as a fetch
+    (the same second, give or take FETCH_DOUBT) makes the package read the
+    account once more instead of guessing."""
+
+    @pytest.fixture
+    def fetched(self, stripe, seller, people, monkeypatch):
+        """An onboarded account, read from Stripe at T0 + 0.4 s (package clock)."""
+        response = client_for(people.owner).post(
+            url("stripe-onboarding-link"), {"account_type": "individual"}, format="json"
+        )
+        assert response.status_code == 200
+        row = accounts().get(owner_user=people.owner)
+        seller.complete_onboarding(row.stripe_account_id)
+        monkeypatch.setattr(django_timezone, "now", lambda: T0 + timedelta(milliseconds=400))
+        row = services.refresh_account(row)
+        assert row.status == "verified"
+        assert row.synced_at == T0 + timedelta(milliseconds=400)
+        return row
+
+    def pending(self, account):
+        return AccountSnapshot(id=account.stripe_account_id, **NEW)
+
+    def test_an_event_of_the_fetch_second_is_checked_with_stripe(self, stripe, fetched):
+        before = len(stripe.calls)
+
+        services.apply_account_snapshot(self.pending(fetched), as_of=T0)
+
+        assert calls(stripe)[before:] == ["retrieve_account"]
+        assert reload(fetched).status == "verified"
+
+    def test_a_capability_event_of_the_fetch_second_is_checked_with_stripe(self, stripe, fetched):
+        before = len(stripe.calls)
+
+        services.apply_capability(fetched.stripe_account_id, "transfers", "inactive", T0)
+
+        assert calls(stripe)[before:] == ["retrieve_account"]
+        assert reload(fetched).capabilities["transfers"] == "active"
+
+    def test_an_event_clearly_older_than_the_fetch_is_ignored(self, stripe, fetched):
+        before = len(stripe.calls)
+
+        services.apply_account_snapshot(self.pending(fetched), as_of=T0 - timedelta(minutes=1))
+
+        assert stripe.calls[before:] == []
+        assert reload(fetched).status == "verified"
+
+    def test_an_event_clearly_newer_than_the_fetch_is_applied(self, stripe, fetched):
+        before = len(stripe.calls)
+        later = T0 + timedelta(minutes=1)
+
+        services.apply_account_snapshot(self.pending(fetched), as_of=later)
+
+        assert stripe.calls[before:] == []
+        row = reload(fetched)
+        assert row.status == "pending_verification"
+        assert row.synced_at == later

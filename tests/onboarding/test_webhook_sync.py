@@ -4,9 +4,12 @@ Connect webhook pipeline (signed events from the simulated Stripe)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from django_escrow_connect.gateway import simulated
 
@@ -80,3 +83,38 @@ def test_a_redelivered_old_event_does_not_roll_the_account_back(
         stripe.redeliver(late["id"])
 
     assert accounts().get(pk=account.pk).status == "restricted"
+
+
+@pytest.fixture
+def same_second(stripe: Any, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Stripe's clock stops at a whole second T; the package's reads T + 0.4 s.
+
+    A fetch of the account and the events Stripe then creates share the
+    second T: whole seconds cannot tell which came first.
+    """
+    second = stripe.now()
+    monkeypatch.setattr(type(stripe), "now", lambda self: second)
+    local = datetime.fromtimestamp(second, tz=dt_timezone.utc) + timedelta(milliseconds=400)
+    monkeypatch.setattr(timezone, "now", lambda: local)
+    return second
+
+
+def test_onboarding_finished_in_the_second_of_a_dashboard_link_request_is_applied(
+    account, seller, stripe, people, same_second, django_capture_on_commit_callbacks
+):
+    # The doer asks for the dashboard just before Stripe finishes onboarding:
+    # the account is read from Stripe (still pending) and stamped T + 0.4 s.
+    response = client_for(people.owner).get(url("stripe-dashboard-link"))
+    assert response.status_code == 409
+    assert accounts().get(pk=account.pk).status == "pending_verification"
+
+    # Stripe finishes onboarding in the same second: its events say "T".
+    with django_capture_on_commit_callbacks(execute=True):
+        seller.complete_onboarding(account.stripe_account_id)
+
+    row = accounts().get(pk=account.pk)
+    assert row.status == "verified"
+    assert row.can_transfer
+    updates = [e for e in stripe.events.values() if e["type"] == "account.updated"]
+    assert updates
+    assert all(e["created"] == same_second for e in updates)
