@@ -69,9 +69,11 @@ class Outcome:
     """What happened to one delivery, and the HTTP status Stripe should see.
 
     ``status`` is ``rejected`` (verification failed; nothing stored),
-    ``duplicate`` (already handled, or being handled by a concurrent
-    delivery), ``queued`` (handed to a task worker), or the event's new
-    state: ``processed``, ``ignored``, ``deferred``, ``failed``.
+    ``skipped`` (verified but not for this installation: a test-mode event on
+    a live Connect endpoint; answered 200, nothing stored), ``duplicate``
+    (already handled, or being handled by a concurrent delivery), ``queued``
+    (handed to a task worker), or the event's new state: ``processed``,
+    ``ignored``, ``deferred``, ``failed``.
     """
 
     status_code: int

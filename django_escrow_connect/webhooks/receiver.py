@@ -9,8 +9,10 @@ Order of work, and why:
 1. *Verify* (nothing is written before this passes): body size, the
    ``Stripe-Signature`` against any of the endpoint's secrets (rotation),
    the timestamp tolerance, UTF-8 and JSON, then every ``validate_event``
-   in the endpoint's class hierarchy (live/test mode, Connect ``account``).
-   Each failure is a 4xx with a short reason.
+   in the endpoint's class hierarchy (Connect ``account``...), then the
+   live/test mode. Each failure is a 4xx with a short reason; a test-mode
+   event on a live installation's Connect endpoint is answered 200 and not
+   stored (``skipped``: Stripe sends those to live Connect endpoints).
 2. *Record* the event once, keyed by its unique Stripe id: a duplicate
    delivery, concurrent or later, cannot create a second row.
 3. *Process* it now (``WEBHOOK_PROCESSING="sync"``: the insert and the
@@ -41,6 +43,7 @@ __all__ = [
     "Outcome",
     "PlatformEndpoint",
     "WebhookRejected",
+    "WebhookSkipped",
     "receive",
 ]
 
@@ -52,6 +55,19 @@ class WebhookRejected(Exception):
         super().__init__(reason)
         self.reason = reason
         self.status_code = status_code
+
+
+class WebhookSkipped(Exception):
+    """A genuine delivery this installation does not want: answered 200, nothing stored.
+
+    A live-mode Connect endpoint also receives the *test-mode* events of
+    accounts connected to the platform in both modes. Refusing them would make
+    Stripe retry for days and flag the endpoint as failing.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def live_mode_configured() -> bool:
@@ -70,6 +86,9 @@ class EndpointSpec:
 
     name: str = ""
     secrets_setting: str = ""
+    #: A live-mode installation answers this endpoint's test-mode events 200
+    #: and stores nothing (Stripe sends them to live Connect endpoints).
+    skips_test_events_when_live: bool = False
 
     def secrets(self) -> list[str]:
         value = getattr(escrow_settings, self.secrets_setting) or []
@@ -108,12 +127,23 @@ class EndpointSpec:
         livemode = event.get("livemode")
         if not isinstance(livemode, bool):
             raise WebhookRejected("The event has no livemode flag.")
-        if livemode != live_mode_configured():
-            expected = "live" if live_mode_configured() else "test"
-            raise WebhookRejected(
-                f"A {'live' if livemode else 'test'}-mode event reached a {expected}-mode "
-                "installation."
-            )
+
+    def check_mode(self, event: dict[str, Any]) -> None:
+        """The event's mode must be the installation's (after every validator passed).
+
+        A live installation skips the test-mode events of an endpoint that
+        :attr:`skips_test_events_when_live`; any other mismatch is refused.
+        """
+        livemode = event["livemode"]
+        live = live_mode_configured()
+        if livemode == live:
+            return
+        if live and self.skips_test_events_when_live:
+            raise WebhookSkipped("Test-mode event on a live-mode installation; not recorded.")
+        expected = "live" if live else "test"
+        raise WebhookRejected(
+            f"A {'live' if livemode else 'test'}-mode event reached a {expected}-mode installation."
+        )
 
     def verify(self, payload: bytes, signature_header: str | None) -> dict[str, Any]:
         """The verified event, or :class:`WebhookRejected`."""
@@ -137,6 +167,7 @@ class EndpointSpec:
         if not isinstance(event, dict):
             raise WebhookRejected("The webhook body is not an event.")
         self.run_validators("validate_event", event)
+        self.check_mode(event)
         return event
 
 
@@ -159,6 +190,7 @@ class ConnectEndpoint(EndpointSpec):
 
     name = WebhookEndpoint.CONNECT
     secrets_setting = "CONNECT_WEBHOOK_SECRETS"
+    skips_test_events_when_live = True
 
     def validate_event(self, event: dict[str, Any]) -> None:
         account = event.get("account")
@@ -191,6 +223,13 @@ def receive(endpoint: str, payload: bytes, signature_header: str | None) -> Outc
             extra={"webhook_endpoint": spec.name, "http_status": exc.status_code},
         )
         return Outcome(exc.status_code, "rejected", exc.reason)
+    except WebhookSkipped as exc:
+        logger.debug(
+            "webhook skipped: %s",
+            exc.reason,
+            extra={"webhook_endpoint": spec.name, "http_status": 200},
+        )
+        return Outcome(200, "skipped", exc.reason)
 
     if escrow_settings.WEBHOOK_PROCESSING == "task":
         return pipeline.dispatch_recorded(record(spec.name, event))

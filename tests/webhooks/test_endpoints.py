@@ -46,6 +46,7 @@ class EndpointContract:
     secret: str = ""
     other_secret: str = ""
     secrets_setting: str = ""
+    skips_test_events_when_live: bool = False
 
     def event(self, **kwargs: Any) -> dict[str, Any]:
         """An event of a type nothing handles: recorded, then ignored."""
@@ -182,8 +183,17 @@ class EndpointContract:
             STRIPE_SECRET_KEY="sk_live_escrowconnecttests",
             STRIPE_PUBLISHABLE_KEY="pk_live_escrowconnecttests",
         )
-        self.refused(deliver.post(self.endpoint, self.event(livemode=False)))
+        response = deliver.post(self.endpoint, self.event(livemode=False))
+        if self.skips_test_events_when_live:
+            # Stripe sends a live Connect endpoint the test-mode events of
+            # accounts connected in both modes: acknowledged, never stored.
+            assert response.status_code == 200, response.content
+            assert response.json() == {"received": True, "status": "skipped"}
+            assert events().count() == 0
+        else:
+            self.refused(response)
         assert deliver.post(self.endpoint, self.event(livemode=True)).status_code == 200
+        assert events().count() == 1
 
     @pytest.mark.parametrize("method", ["get", "put", "patch", "delete", "options"])
     def test_only_post(self, deliver: Any, method: str) -> None:
@@ -212,6 +222,7 @@ class TestConnectEndpoint(EndpointContract):
     secret = CONNECT_SECRET
     other_secret = PLATFORM_SECRET
     secrets_setting = "CONNECT_WEBHOOK_SECRETS"
+    skips_test_events_when_live = True
 
     def event(self, obj: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
         kwargs.setdefault("account", "acct_1TestConnected000001")
@@ -219,6 +230,20 @@ class TestConnectEndpoint(EndpointContract):
 
     def test_event_without_account_is_refused(self, deliver: Any) -> None:
         evt = self.event()
+        del evt["account"]
+        self.refused(deliver.post(self.endpoint, evt))
+
+    def test_a_forged_test_event_on_a_live_key_is_still_refused(
+        self, deliver: Any, settings: Any
+    ) -> None:
+        """Only a well-signed, well-formed test-mode event is skipped."""
+        escrow_settings(
+            settings,
+            STRIPE_SECRET_KEY="sk_live_escrowconnecttests",
+            STRIPE_PUBLISHABLE_KEY="pk_live_escrowconnecttests",
+        )
+        self.refused(deliver.post(self.endpoint, self.event(livemode=False), secret="whsec_x"))
+        evt = self.event(livemode=False)
         del evt["account"]
         self.refused(deliver.post(self.endpoint, evt))
 
