@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -98,6 +99,21 @@ def signature_matches(payload: bytes, header: str, secret: str, tolerance: int |
     return not (tolerance and timestamp < time.time() - tolerance)
 
 
+class _NotJSON(ValueError):
+    """Python's json module accepts it; JSON (and PostgreSQL's jsonb) does not."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJSON(f"{name} is not a JSON number.")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJSON(f"the number {text[:40]} is out of range.")
+    return value
+
+
 #: ``(payload, header, secret, tolerance) -> bool``: whether one secret signs the payload.
 SignatureCheck = Callable[[bytes, str, str, "int | None"], bool]
 
@@ -117,8 +133,10 @@ def verify_webhook_payload(
     timestamp must be at most ``tolerance`` seconds old. Raises
     :class:`SignatureVerificationFailed` (missing/malformed/wrong/stale
     signature, or no secret configured) and :class:`InvalidWebhookPayload`
-    (body not UTF-8, not JSON, or not an event object) - never
-    ``UnicodeDecodeError`` or ``JSONDecodeError``.
+    (body not UTF-8, not JSON, nested beyond Python's recursion limit, with
+    ``NaN``/``Infinity`` or a number out of a double's range, or not an event
+    object) - never ``UnicodeDecodeError``, ``JSONDecodeError`` or
+    ``RecursionError``.
 
     ``matches`` checks one secret (default :func:`signature_matches`); the
     Stripe gateway passes stripe-python's own check, so both gateways share
@@ -152,7 +170,11 @@ def verify_webhook_payload(
         )
 
     try:
-        event = json.loads(text)
+        event = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise InvalidWebhookPayload("The webhook body is nested too deeply.") from None
+    except _NotJSON as exc:
+        raise InvalidWebhookPayload(f"The webhook body is not valid JSON: {exc}") from None
     except ValueError:
         raise InvalidWebhookPayload("The webhook body is not valid JSON.") from None
     if not isinstance(event, dict):

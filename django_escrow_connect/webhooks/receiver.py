@@ -23,8 +23,11 @@ Order of work, and why:
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime, timezone
 from typing import Any
+
+from django.db import DataError
 
 from .. import swappable
 from ..conf import escrow_settings
@@ -70,6 +73,38 @@ class WebhookSkipped(Exception):
         self.reason = reason
 
 
+#: Deepest nesting an event may have. Stripe's objects are a handful of levels
+#: deep; anything beyond this is refused (400) before it reaches recursive code
+#: (copying, storing, PostgreSQL's jsonb).
+MAX_EVENT_DEPTH = 64
+#: The last ``created`` a datetime can hold (9999-12-31T23:59:59Z).
+MAX_CREATED = 253_402_300_799
+#: Characters no text column or PostgreSQL jsonb value can store: U+0000 and
+#: lone surrogates (JSON can escape both; neither can be encoded in UTF-8 text).
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+#: What an unstorable character becomes in the stored payload.
+REPLACEMENT_CHARACTER = "\ufffd"
+
+
+def nesting_depth(value: Any) -> int:
+    """How deep ``value`` nests dicts and lists (iterative: no recursion limit)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_EVENT_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def live_mode_configured() -> bool:
     """Whether the configured secret key is a live one (``sk_live_`` / ``rk_live_``)."""
     key = escrow_settings.STRIPE_SECRET_KEY or ""
@@ -108,6 +143,8 @@ class EndpointSpec:
             raise WebhookRejected("Empty body.")
 
     def validate_event(self, event: dict[str, Any]) -> None:
+        if nesting_depth(event) > MAX_EVENT_DEPTH:
+            raise WebhookRejected(f"The event is nested deeper than {MAX_EVENT_DEPTH} levels.")
         if event.get("object") not in (None, "event"):
             raise WebhookRejected("Not an event object.")
         # Stored as they are (unique id, type): refuse what a column would
@@ -118,8 +155,16 @@ class EndpointSpec:
                 raise WebhookRejected(
                     f"The event's {key!r} is not a string of 1-{limit} characters."
                 )
+        for key in ("id", "type", "account", "api_version"):
+            value = event.get(key)
+            if isinstance(value, str) and UNSTORABLE.search(value):
+                raise WebhookRejected(f"The event's {key!r} holds a NUL or an unpaired surrogate.")
         created = event.get("created")
-        if created is not None and (not isinstance(created, int) or isinstance(created, bool)):
+        if created is not None and (
+            not isinstance(created, int)
+            or isinstance(created, bool)
+            or not 0 <= created <= MAX_CREATED
+        ):
             raise WebhookRejected("The event's 'created' is not a Unix timestamp.")
         data = event.get("data")
         if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
@@ -231,6 +276,25 @@ def receive(endpoint: str, payload: bytes, signature_header: str | None) -> Outc
         )
         return Outcome(200, "skipped", exc.reason)
 
+    try:
+        return _record_and_process(spec, event)
+    except DataError as exc:
+        # The database refused the event row itself (a value no column can
+        # hold): a clear 4xx rather than a 500, and the reason in the log.
+        logger.error(
+            "webhook could not be stored: %s",
+            exc,
+            extra={
+                "webhook_endpoint": spec.name,
+                "stripe_event_id": event.get("id"),
+                "event_type": event.get("type"),
+                "http_status": 400,
+            },
+        )
+        return Outcome(400, "rejected", "The event could not be stored.")
+
+
+def _record_and_process(spec: EndpointSpec, event: dict[str, Any]) -> Outcome:
     if escrow_settings.WEBHOOK_PROCESSING == "task":
         return pipeline.dispatch_recorded(record(spec.name, event))
     try:
@@ -247,22 +311,24 @@ def receive(endpoint: str, payload: bytes, signature_header: str | None) -> Outc
 def new_event_row(endpoint: str, event: dict[str, Any]) -> Any:
     """An unsaved WebhookEvent for a verified event."""
     WebhookEvent = swappable.load("WebhookEvent")
-    obj = event["data"]["object"]
+    payload = scrub(event)
+    obj = payload["data"]["object"]
     created = event.get("created")
+    api_version = payload.get("api_version")
     return WebhookEvent(
         stripe_event_id=event["id"][:255],
         type=event["type"][:128],
         endpoint=endpoint,
         account=(event.get("account") or "")[:255],
         livemode=bool(event.get("livemode")),
-        api_version=(event.get("api_version") or "")[:64],
+        api_version=(api_version if isinstance(api_version, str) else "")[:64],
         object_id=str(obj.get("id") or "")[:255],
         stripe_created=(
             datetime.fromtimestamp(created, tz=timezone.utc)
             if isinstance(created, int) and not isinstance(created, bool)
             else None
         ),
-        payload=scrub(event),
+        payload=payload,
     )
 
 
@@ -306,9 +372,21 @@ SCRUBBED_KEYS = frozenset({"client_secret"})
 
 
 def scrub(value: Any) -> Any:
-    """A copy of ``value`` without secrets meant for the browser only."""
+    """A storable copy of ``value``, without secrets meant for the browser only.
+
+    Strings (keys too) lose what no database text can hold: U+0000 and
+    unpaired surrogates become U+FFFD. Handlers read this copy.
+    """
     if isinstance(value, dict):
-        return {k: (None if k in SCRUBBED_KEYS else scrub(v)) for k, v in value.items()}
+        return {_storable(k): (None if k in SCRUBBED_KEYS else scrub(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [scrub(item) for item in value]
+    if isinstance(value, str):
+        return _storable(value)
+    return value
+
+
+def _storable(value: Any) -> Any:
+    if isinstance(value, str) and UNSTORABLE.search(value):
+        return UNSTORABLE.sub(REPLACEMENT_CHARACTER, value)
     return value

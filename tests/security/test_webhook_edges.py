@@ -80,6 +80,8 @@ ODD_FIELDS = [
     ("data.object", None),
     ("data.object", "pi_123"),
     ("created", "yesterday"),
+    ("created", 10**20),
+    ("created", -1),
 ]
 
 
@@ -126,5 +128,147 @@ def test_hostile_signature_headers_are_refused(deliver: Any, header: str) -> Non
     response = deliver.post(
         WebhookEndpoint.PLATFORM, so.event("escrow_test.unhandled", so.charge()), signature=header
     )
+    assert response.status_code == 400, response.content
+    assert events().count() == 0
+
+
+# --------------------------------------------------------------------------
+# Well-signed but hostile bodies: 2xx (recorded) or a clear 4xx, never a 500.
+# The NUL case matters on PostgreSQL, whose jsonb and text columns refuse
+# U+0000; run this file with DATABASE_URL set too.
+# --------------------------------------------------------------------------
+
+
+def _nested(depth: int) -> bytes:
+    """A signed event whose ``data.object.metadata`` is ``depth`` arrays deep."""
+    evt = so.event("escrow_test.unhandled", so.charge(metadata="DEEP"))
+    return so.encode(evt).replace(b'"DEEP"', b"[" * depth + b"]" * depth)
+
+
+@pytest.mark.parametrize("depth", [100, 900, 100_000])
+def test_a_deeply_nested_body_is_refused_not_a_500(
+    deliver: Any,  # noqa: F811
+    depth: int,
+) -> None:
+    response = deliver.post(WebhookEndpoint.PLATFORM, _nested(depth))
+
+    assert response.status_code == 400, response.content
+    error = json.loads(response.content)["error"]
+    assert error["code"] == "invalid_webhook"
+    assert "nested" in error["message"]
+    assert events().count() == 0
+
+
+@pytest.mark.parametrize(
+    "literal", [b"NaN", b"Infinity", b"-Infinity", b"1e999"], ids=lambda v: v.decode()
+)
+def test_a_non_finite_number_is_refused_not_a_500(
+    deliver: Any,  # noqa: F811
+    literal: bytes,
+) -> None:
+    body = so.encode(so.event("escrow_test.unhandled", so.charge(amount="AMOUNT")))
+    response = deliver.post(WebhookEndpoint.PLATFORM, body.replace(b'"AMOUNT"', literal))
+
+    assert response.status_code == 400, response.content
+    assert json.loads(response.content)["error"]["code"] == "invalid_webhook"
+    assert events().count() == 0
+
+
+NUL = "\u0000"
+REPLACEMENT = "\ufffd"
+
+
+@pytest.mark.parametrize("endpoint", [WebhookEndpoint.PLATFORM, WebhookEndpoint.CONNECT])
+def test_a_nul_character_in_a_string_is_recorded_without_it(
+    deliver: Any,  # noqa: F811
+    endpoint: str,
+) -> None:
+    account = ACCOUNT if endpoint == WebhookEndpoint.CONNECT else None
+    obj = so.charge(description=f"a{NUL}b", metadata={f"key{NUL}": f"value{NUL}"})
+    evt = so.event("escrow_test.unhandled", obj, account=account)
+    body = so.encode(evt)
+    assert b"\\u0000" in body
+
+    response = deliver.post(endpoint, body)
+
+    assert response.status_code == 200, response.content
+    row = events().get()
+    assert row.stripe_event_id == evt["id"]
+    stored = row.payload["data"]["object"]
+    assert stored["description"] == f"a{REPLACEMENT}b"
+    assert stored["metadata"] == {f"key{REPLACEMENT}": f"value{REPLACEMENT}"}
+
+
+def test_a_handler_sees_the_payload_without_nul_characters(
+    deliver: Any,  # noqa: F811
+    make_payment: Any,  # noqa: F811
+    stripe: Any,  # noqa: F811
+) -> None:
+    scene = make_payment()
+    error = {**so.card_error(), "message": f"Declined{NUL}!"}
+    intent = intent_for(scene, "requires_payment_method", last_payment_error=error)
+
+    response = deliver.post(
+        WebhookEndpoint.PLATFORM, so.event("payment_intent.payment_failed", intent)
+    )
+
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "processed"
+    assert status_history(scene) == ("failed", "payment_failed")
+    [incident] = scene.payment.incidents.all()
+    assert incident.message == f"Declined{REPLACEMENT}!"
+
+
+def test_an_unpaired_surrogate_is_recorded_without_it(deliver: Any) -> None:  # noqa: F811
+    body = so.encode(so.event("escrow_test.unhandled", so.charge(description="SURROGATE")))
+    body = body.replace(b'"SURROGATE"', b'"a\\ud800b"')
+
+    response = deliver.post(WebhookEndpoint.PLATFORM, body)
+
+    assert response.status_code == 200, response.content
+    assert events().get().payload["data"]["object"]["description"] == f"a{REPLACEMENT}b"
+
+
+def test_an_event_the_database_refuses_is_a_clear_400(
+    deliver: Any,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last line of defence: whatever a column cannot hold is not a 500."""
+    from django.db import DataError
+
+    from django_escrow_connect.webhooks import pipeline
+
+    def refuse(event: Any) -> Any:
+        raise DataError("value too long")
+
+    monkeypatch.setattr(pipeline, "process_new", refuse)
+    response = deliver.post(
+        WebhookEndpoint.PLATFORM, so.event("escrow_test.unhandled", so.charge())
+    )
+
+    assert response.status_code == 400, response.content
+    assert json.loads(response.content)["error"]["code"] == "invalid_webhook"
+    assert events().count() == 0
+
+
+@pytest.mark.parametrize("path", ["id", "type"])
+def test_a_nul_character_in_an_identifier_is_refused(
+    deliver: Any,  # noqa: F811
+    path: str,
+) -> None:
+    evt = so.event("escrow_test.unhandled", so.charge())
+    evt[path] = f"{evt[path]}{NUL}"
+
+    response = deliver.post(WebhookEndpoint.PLATFORM, evt)
+
+    assert response.status_code == 400, response.content
+    assert events().count() == 0
+
+
+def test_a_nul_character_in_the_connected_account_is_refused(deliver: Any) -> None:  # noqa: F811
+    evt = so.event("escrow_test.unhandled", so.payout(), account=f"{ACCOUNT}{NUL}")
+
+    response = deliver.post(WebhookEndpoint.CONNECT, evt)
+
     assert response.status_code == 400, response.content
     assert events().count() == 0
