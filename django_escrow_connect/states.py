@@ -35,7 +35,8 @@ PAYMENT_OPEN_STATES = frozenset(
         PaymentStatus.DISPUTED,
     }
 )
-#: States from which no transition leads anywhere.
+#: States from which no transition leads anywhere (but ``dispute_lost`` leads
+#: back, ``win_appeal``, when an appeal of the dispute is won).
 PAYMENT_FINAL_STATES = frozenset(
     {PaymentStatus.REFUNDED, PaymentStatus.CANCELED, PaymentStatus.DISPUTE_LOST}
 )
@@ -104,10 +105,21 @@ class DisputeStatus(models.TextChoices):
     WON = "won", _("Won")
     LOST = "lost", _("Lost")
     PREVENTED = "prevented", _("Prevented")
+    # API version 2026-10-28.endive: a lost dispute can be appealed; the
+    # appeal ends in ``won`` or, finally, ``lost``.
+    APPEAL_NEEDS_RESPONSE = "appeal_needs_response", _("Appeal: needs response")
+    APPEAL_UNDER_REVIEW = "appeal_under_review", _("Appeal: under review")
 
 
+#: Closed for now: release may go ahead (won, prevented, an inquiry closed) or
+#: the money went back to the customer (lost). A ``lost`` dispute can still be
+#: appealed, which opens it again (:data:`DISPUTE_APPEAL_STATES`).
 DISPUTE_CLOSED_STATES = frozenset(
     {DisputeStatus.WARNING_CLOSED, DisputeStatus.WON, DisputeStatus.LOST, DisputeStatus.PREVENTED}
+)
+#: An appeal of a lost dispute is under way: open (release stays frozen).
+DISPUTE_APPEAL_STATES = frozenset(
+    {DisputeStatus.APPEAL_NEEDS_RESPONSE, DisputeStatus.APPEAL_UNDER_REVIEW}
 )
 
 

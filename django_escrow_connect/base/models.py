@@ -17,6 +17,7 @@ transitions, save and notify on commit.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -30,6 +31,7 @@ from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transi
 
 from .. import permissions
 from ..states import (
+    DISPUTE_APPEAL_STATES,
     DISPUTE_CLOSED_STATES,
     AccountStatus,
     BusinessType,
@@ -112,7 +114,8 @@ class EscrowTaskMixin(ConcurrentTransitionMixin, models.Model):
 
     @transition(
         field=payment_status,
-        source=TaskPaymentStatus.PAYMENT_IN_ESCROW,
+        # From refunded: a released payment's lost dispute, appealed and won.
+        source=[TaskPaymentStatus.PAYMENT_IN_ESCROW, TaskPaymentStatus.REFUNDED],
         target=TaskPaymentStatus.PAYMENT_RELEASED,
     )
     def mark_payment_released(self) -> None:
@@ -629,14 +632,27 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         target=RETURN_VALUE(S.HELD, S.RELEASING, S.RELEASED, S.PARTIALLY_REFUNDED),
     )
     def win_dispute(self) -> str:
+        return self._state_before_dispute()
+
+    @transition(field=status, source=S.DISPUTED, target=S.DISPUTE_LOST)
+    def lose_dispute(self) -> None:
+        # status_before_dispute is kept: an appeal won returns the payment there.
+        pass
+
+    @transition(
+        field=status,
+        source=S.DISPUTE_LOST,
+        target=RETURN_VALUE(S.HELD, S.RELEASING, S.RELEASED, S.PARTIALLY_REFUNDED),
+    )
+    def win_appeal(self) -> str:
+        """The lost dispute was appealed and won: back where it was before the dispute."""
+        return self._state_before_dispute()
+
+    def _state_before_dispute(self) -> str:
         previous = self.status_before_dispute or S.HELD
         self.status_before_dispute = ""
         self.amount_disputed = 0
         return previous
-
-    @transition(field=status, source=S.DISPUTED, target=S.DISPUTE_LOST)
-    def lose_dispute(self) -> None:
-        pass
 
 
 # --------------------------------------------------------------------------
@@ -833,6 +849,10 @@ class AbstractRefund(ConcurrentTransitionMixin, TimestampedModel):
         return stripe_status
 
 
+def _dispute_not_final(dispute: AbstractDispute) -> bool:
+    return not dispute.is_final
+
+
 class AbstractDispute(ConcurrentTransitionMixin, TimestampedModel):
     payment = models.ForeignKey(
         model_name("EscrowPayment"), on_delete=models.PROTECT, related_name="disputes"
@@ -847,6 +867,10 @@ class AbstractDispute(ConcurrentTransitionMixin, TimestampedModel):
     funds_withdrawn = models.BigIntegerField(default=0)
     funds_reinstated = models.BigIntegerField(default=0)
     closed_at = models.DateTimeField(null=True, blank=True)
+    # When the lost dispute's appeal began (the first appeal event's time):
+    # a ``lost`` older than this is the first loss, delivered late; a newer
+    # one is the appeal's final outcome.
+    appealed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         abstract = True
@@ -866,7 +890,19 @@ class AbstractDispute(ConcurrentTransitionMixin, TimestampedModel):
 
     @property
     def is_open(self) -> bool:
+        """Not decided yet: a first-round dispute, or an appeal under way."""
         return self.status not in DISPUTE_CLOSED_STATES
+
+    @property
+    def is_appealed(self) -> bool:
+        return self.appealed_at is not None
+
+    @property
+    def is_final(self) -> bool:
+        """Closed for good: anything closed but a ``lost`` that has not been appealed yet."""
+        if self.is_open:
+            return False
+        return self.status != DisputeStatus.LOST or self.is_appealed
 
     @transition(
         field=status,
@@ -875,12 +911,24 @@ class AbstractDispute(ConcurrentTransitionMixin, TimestampedModel):
             DisputeStatus.WARNING_UNDER_REVIEW,
             DisputeStatus.NEEDS_RESPONSE,
             DisputeStatus.UNDER_REVIEW,
+            # A lost dispute may be appealed (endive), and the appeal decided.
+            DisputeStatus.LOST,
+            DisputeStatus.APPEAL_NEEDS_RESPONSE,
+            DisputeStatus.APPEAL_UNDER_REVIEW,
         ],
         target=RETURN_VALUE(*DisputeStatus.values),
+        conditions=[_dispute_not_final],
     )
-    def apply_stripe_status(self, stripe_status: str) -> str:
+    def apply_stripe_status(self, stripe_status: str, as_of: datetime | None = None) -> str:
+        """Stripe's new status; ``as_of`` is when Stripe reported it (an event's time)."""
+        appealing = stripe_status in DISPUTE_APPEAL_STATES or self.status == DisputeStatus.LOST
+        if appealing and self.appealed_at is None:
+            # An appeal began (or was decided before its first event arrived).
+            self.appealed_at = as_of or timezone.now()
         if stripe_status in DISPUTE_CLOSED_STATES:
             self.closed_at = timezone.now()
+        else:
+            self.closed_at = None
         return stripe_status
 
 

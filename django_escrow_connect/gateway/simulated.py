@@ -435,6 +435,8 @@ class SimulatedStripe:
             self._pending_cards: dict[str, str] = {}
             #: Charges paid with the dispute card: disputed once captured.
             self._dispute_on_capture: set[str] = set()
+            #: Disputes appealed once (a lost appeal cannot be appealed again).
+            self._appealed_disputes: set[str] = set()
             self._time_offset = 0
             self._outbox: list[JSON] | None = None
             self._request: JSON = {"id": None, "idempotency_key": None}
@@ -1955,13 +1957,54 @@ class SimulatedGateway:
         )
         return DisputeSnapshot.from_dict(response)
 
+    def appeal_dispute(self, dispute_id: str, *, submitted: bool = False) -> DisputeSnapshot:
+        """The platform appeals a lost dispute (API version ``2026-10-28.endive``).
+
+        ``lost`` becomes ``appeal_needs_response`` (``submitted=False``) or
+        ``appeal_under_review`` (the appeal's evidence is in; also from
+        ``appeal_needs_response``), with ``charge.dispute.updated``. The
+        network then decides with :meth:`close_dispute`. Only a lost dispute
+        can be appealed, and only once.
+        """
+        s = self.store
+        target = "appeal_under_review" if submitted else "appeal_needs_response"
+
+        def action() -> JSON:
+            dispute = s.get(s.disputes, "dispute", dispute_id, "dispute")
+            allowed = ("lost", "appeal_needs_response") if submitted else ("lost",)
+            if dispute["status"] not in allowed or (
+                dispute["status"] == "lost" and dispute_id in s._appealed_disputes
+            ):
+                raise s.error(
+                    InvalidRequest,
+                    f"Dispute {dispute_id} cannot be appealed ({dispute['status']}).",
+                    param="dispute",
+                )
+            s._appealed_disputes.add(dispute_id)
+            dispute["status"] = target
+            s.emit("charge.dispute.updated", dispute, automatic=True)
+            return dispute
+
+        response = s.execute(
+            "appeal_dispute",
+            {"dispute_id": dispute_id, "submitted": submitted},
+            action,
+            logged=False,
+            stripe_initiated=True,
+        )
+        return DisputeSnapshot.from_dict(response)
+
     def close_dispute(self, dispute_id: str, won: bool) -> DisputeSnapshot:
-        """The card network decided: ``charge.dispute.closed`` (+ ``funds_reinstated`` if won)."""
+        """The card network decided: ``charge.dispute.closed`` (+ ``funds_reinstated`` if won).
+
+        Also decides an appeal (:meth:`appeal_dispute`): won reinstates the
+        funds; lost is final.
+        """
         s = self.store
 
         def action() -> JSON:
             dispute = s.get(s.disputes, "dispute", dispute_id, "dispute")
-            if dispute["status"] in ("won", "lost"):
+            if dispute["status"] in ("won", "lost", "warning_closed", "prevented"):
                 raise s.error(
                     InvalidRequest,
                     f"Dispute {dispute_id} is already closed ({dispute['status']}).",

@@ -6,23 +6,33 @@ is debited the disputed amount and the fee, so a dispute freezes the payment:
 dispute is open), and the outcome moves it on: won (or an inquiry closed)
 back to where it was, lost to ``dispute_lost``.
 
+Appeals (API version ``2026-10-28.endive``): a lost dispute may be appealed
+(``appeal_needs_response``, ``appeal_under_review``), which opens it again
+while the payment stays ``dispute_lost``. An appeal won returns the payment
+to where it was before the dispute (``win_appeal``), so it can be released
+again; an appeal lost is final.
+
 Events come in any order and more than once. A dispute's state only moves
-forward (needs response, under review, closed), and a closed dispute is
-final, so an old ``charge.dispute.updated`` arriving after
-``charge.dispute.closed`` changes nothing.
+forward (needs response, under review, closed; then appeal, appeal under
+review, closed again), and a decided dispute is final, so an old
+``charge.dispute.updated`` arriving after ``charge.dispute.closed`` changes
+nothing. Whether a ``lost`` that arrives during an appeal is the first loss
+delivered late or the appeal's outcome is told by the event's time against
+the appeal's start (``appealed_at``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from django_fsm import can_proceed
 
 from ..gateway.types import DisputeSnapshot
 from ..notifications import notify
-from ..states import DISPUTE_CLOSED_STATES, DisputeStatus
+from ..states import DISPUTE_APPEAL_STATES, DISPUTE_CLOSED_STATES, DisputeStatus
 from ..states import PaymentStatus as S
 from . import errors
 from .common import model
@@ -41,9 +51,47 @@ _RANK = {
     DisputeStatus.WON: 4,
     DisputeStatus.LOST: 4,
     DisputeStatus.PREVENTED: 4,
+    DisputeStatus.APPEAL_NEEDS_RESPONSE: 5,
+    DisputeStatus.APPEAL_UNDER_REVIEW: 6,
 }
+#: ``won`` or ``lost`` deciding an appeal.
+_APPEAL_DECIDED = 7
 #: Closed states in which the platform keeps the money.
 _KEPT = frozenset({DisputeStatus.WON, DisputeStatus.WARNING_CLOSED, DisputeStatus.PREVENTED})
+#: Where an appeal can come from: a lost dispute (or one whose loss we missed).
+_APPEALABLE = frozenset(
+    {
+        DisputeStatus.NEEDS_RESPONSE,
+        DisputeStatus.UNDER_REVIEW,
+        DisputeStatus.LOST,
+        *DISPUTE_APPEAL_STATES,
+    }
+)
+
+
+def _stage(dispute: Any) -> int:
+    """How far along the stored dispute is."""
+    if dispute.is_appealed and dispute.status in (DisputeStatus.WON, DisputeStatus.LOST):
+        return _APPEAL_DECIDED
+    return _RANK.get(dispute.status, -1)
+
+
+def _stage_of(dispute: Any, status: str, as_of: datetime | None) -> int:
+    """How far along Stripe's ``status`` (reported at ``as_of``) is, for this dispute."""
+    current = dispute.status
+    if status in DISPUTE_APPEAL_STATES:
+        return _RANK[status] if current in _APPEALABLE else -1
+    if status == DisputeStatus.WON and (
+        current == DisputeStatus.LOST or current in DISPUTE_APPEAL_STATES
+    ):
+        # Only an appeal turns a lost dispute into a won one.
+        return _APPEAL_DECIDED
+    if status == DisputeStatus.LOST and current in DISPUTE_APPEAL_STATES:
+        # The appeal's outcome, or the first loss delivered late?
+        if as_of is None or dispute.appealed_at is None or as_of > dispute.appealed_at:
+            return _APPEAL_DECIDED
+        return _RANK[DisputeStatus.LOST]
+    return _RANK.get(status, -1)
 
 
 def _log(message: str, *args: Any, payment: Any, event_id: str, level: int = logging.INFO) -> None:
@@ -82,12 +130,16 @@ def apply_dispute(
     *,
     event_id: str = "",
     balance_transactions: Iterable[Mapping[str, Any]] | None = None,
+    as_of: datetime | None = None,
 ) -> Any:
     """Create or update the Dispute row and move its payment.
 
-    Raises :class:`~.errors.UnknownObject` when no payment has the disputed
-    charge or PaymentIntent yet. Notifies ``dispute_opened`` once, when the
-    dispute is first seen open, and ``dispute_closed`` once, when it closes.
+    ``as_of`` is when Stripe reported ``snapshot`` (the event's ``created``);
+    it tells a late first loss from an appeal's loss. Raises
+    :class:`~.errors.UnknownObject` when no payment has the disputed charge
+    or PaymentIntent yet. Notifies ``dispute_opened`` once, when the dispute
+    is first seen open, and ``dispute_closed`` when it closes: once, and once
+    more when an appeal of it is decided.
     """
     payment = lock_payment_for(payment_intent=snapshot.payment_intent, charge=snapshot.charge)
     if payment is None:
@@ -109,24 +161,33 @@ def apply_dispute(
             evidence_due_by=snapshot.evidence_due_by,
         )
         _open(payment, dispute, event_id=event_id)
-    elif not dispute.is_open or _RANK.get(snapshot.status, -1) <= _RANK.get(dispute.status, -1):
-        # Not forward (a closed dispute is final): only the funds may move.
+    elif dispute.is_final or _stage_of(dispute, snapshot.status, as_of) <= _stage(dispute):
+        # Not forward (a decided dispute is final): only the funds may move.
         _update_funds(dispute, balance_transactions)
         return dispute
 
+    was_open = dispute.is_open
     if snapshot.status != dispute.status and can_proceed(dispute.apply_stripe_status):
-        dispute.apply_stripe_status(snapshot.status)
+        dispute.apply_stripe_status(snapshot.status, as_of)
     dispute.amount = snapshot.amount
     dispute.evidence_due_by = snapshot.evidence_due_by or dispute.evidence_due_by
     _set_funds(dispute, balance_transactions)
     dispute.save()
     if not dispute.is_open:
         _close(payment, dispute, event_id=event_id)
+    elif not was_open:
+        _log(
+            "dispute appealed: %s (%s)",
+            dispute.stripe_dispute_id,
+            dispute.status,
+            payment=payment,
+            event_id=event_id,
+        )
     return dispute
 
 
 def _first_state(status: str) -> str:
-    if status not in DISPUTE_CLOSED_STATES:
+    if status not in DISPUTE_CLOSED_STATES and status not in DISPUTE_APPEAL_STATES:
         return status
     if status == DisputeStatus.WARNING_CLOSED:
         return DisputeStatus.WARNING_NEEDS_RESPONSE
@@ -172,14 +233,22 @@ def _open(payment: Any, dispute: Any, *, event_id: str) -> None:
 
 
 def _close(payment: Any, dispute: Any, *, event_id: str) -> None:
-    still_open = payment.disputes.exclude(pk=dispute.pk).exclude(
-        status__in=list(DISPUTE_CLOSED_STATES)
-    )
+    others = payment.disputes.exclude(pk=dispute.pk)
+    still_open = others.exclude(status__in=list(DISPUTE_CLOSED_STATES))
     if payment.status == S.DISPUTED and not still_open.exists():
         if dispute.status in _KEPT:
             payment.win_dispute()
         else:
             payment.lose_dispute()
+        payment.save()
+        sync_task_status(payment)
+    elif (
+        payment.status == S.DISPUTE_LOST
+        and dispute.status in _KEPT
+        # Every other dispute of the payment was decided for the platform.
+        and not others.exclude(status__in=list(_KEPT)).exists()
+    ):
+        payment.win_appeal()
         payment.save()
         sync_task_status(payment)
     _log(

@@ -10,6 +10,7 @@ from django_escrow_connect import swappable
 from django_escrow_connect.services import errors
 from django_escrow_connect.services.payments import release_payment
 from tests.webhooks import stripe_objects as so
+from tests.webhooks.conftest import status_history
 
 pytestmark = pytest.mark.django_db
 
@@ -115,3 +116,161 @@ def test_inquiry_freezes_too(deliver: Any, make_payment: Any, stripe: Any) -> No
 def test_dispute_on_an_unknown_charge_is_deferred(deliver: Any, stripe: Any) -> None:
     evt = so.event("charge.dispute.created", so.dispute(charge="ch_1Unknown"))
     assert deliver.platform(evt).json()["status"] == "deferred"
+
+
+# --------------------------------------------------------------------------
+# Appeals (API version 2026-10-28.endive): lost -> appeal -> won or lost
+# --------------------------------------------------------------------------
+
+
+def lose(deliver: Any, scene: Any, *, at: int) -> dict[str, Any]:
+    dispute = dispute_of(scene)
+    deliver.platform(so.event("charge.dispute.created", dispute, created=at))
+    deliver.platform(
+        so.event("charge.dispute.closed", dict(dispute, status="lost"), created=at + 1)
+    )
+    assert scene.refresh().status == "dispute_lost"
+    return dispute
+
+
+@pytest.mark.parametrize("appeal_status", ["appeal_needs_response", "appeal_under_review"])
+@pytest.mark.parametrize(
+    ("status", "fields", "task_status"),
+    [
+        ("held", {}, "payment_in_escrow"),
+        ("released", {"amount_transferred": 9_000}, "payment_released"),
+    ],
+)
+def test_an_appeal_won_reinstates_the_payment(
+    deliver: Any,
+    make_payment: Any,
+    stripe: Any,
+    sent: Any,
+    appeal_status: str,
+    status: str,
+    fields: dict[str, Any],
+    task_status: str,
+) -> None:
+    scene = make_payment(status, **fields)
+    swappable.load("Task").objects.filter(pk=scene.task.pk).update(payment_status=task_status)
+    t0 = so.now() - 3600
+    dispute = lose(deliver, scene, at=t0)
+    assert status_history(scene) == ("dispute_lost", "refunded")
+
+    appeal = so.event(
+        "charge.dispute.updated", dict(dispute, status=appeal_status), created=t0 + 60
+    )
+    assert deliver.platform(appeal).json()["status"] == "processed"
+    row = the_dispute(scene)
+    assert (row.status, row.is_open, row.closed_at) == (appeal_status, True, None)
+    assert row.appealed_at is not None
+    assert scene.refresh().status == "dispute_lost"
+
+    won = so.event("charge.dispute.closed", dict(dispute, status="won"), created=t0 + 120)
+    assert deliver.platform(won).json()["status"] == "processed"
+
+    row = the_dispute(scene)
+    assert (row.status, row.is_open) == ("won", False)
+    payment = scene.refresh()
+    assert (payment.status, payment.amount_disputed, payment.status_before_dispute) == (
+        status,
+        0,
+        "",
+    )
+    assert status_history(scene) == (status, task_status)
+    assert [n["dispute"].status for n in sent.of("dispute_closed")] == ["lost", "won"]
+
+
+def test_release_is_refused_while_an_appeal_runs(
+    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+) -> None:
+    scene = make_payment("held")
+    t0 = so.now() - 3600
+    dispute = lose(deliver, scene, at=t0)
+    appeal = dict(dispute, status="appeal_under_review")
+    deliver.platform(so.event("charge.dispute.updated", appeal, created=t0 + 60))
+
+    with pytest.raises(errors.TransitionNotAllowed):
+        release_payment(scene.payment.pk, scene.customer)
+    assert stripe.calls == []
+
+
+def test_an_appeal_lost_is_final(deliver: Any, make_payment: Any, stripe: Any, sent: Any) -> None:
+    scene = make_payment("held")
+    t0 = so.now() - 3600
+    dispute = lose(deliver, scene, at=t0)
+    deliver.platform(
+        so.event(
+            "charge.dispute.updated", dict(dispute, status="appeal_needs_response"), created=t0 + 60
+        )
+    )
+    deliver.platform(
+        so.event(
+            "charge.dispute.updated", dict(dispute, status="appeal_under_review"), created=t0 + 90
+        )
+    )
+
+    lost = so.event("charge.dispute.closed", dict(dispute, status="lost"), created=t0 + 120)
+    assert deliver.platform(lost).json()["status"] == "processed"
+    row = the_dispute(scene)
+    assert (row.status, row.is_open, row.is_final) == ("lost", False, True)
+    assert scene.refresh().status == "dispute_lost"
+    assert [n["dispute"].status for n in sent.of("dispute_closed")] == ["lost", "lost"]
+
+    # Nothing moves a dispute whose appeal was decided: not a late appeal
+    # event, not a "won".
+    for late in ("appeal_under_review", "won"):
+        evt = so.event("charge.dispute.updated", dict(dispute, status=late), created=t0 + 150)
+        deliver.platform(evt)
+    assert the_dispute(scene).status == "lost"
+    assert scene.refresh().status == "dispute_lost"
+    assert len(sent.of("dispute_closed")) == 2
+
+
+def test_the_first_loss_delivered_during_the_appeal_changes_nothing(
+    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+) -> None:
+    scene = make_payment("held")
+    t0 = so.now() - 3600
+    dispute = dispute_of(scene)
+    deliver.platform(so.event("charge.dispute.created", dispute, created=t0))
+    first_loss = so.event("charge.dispute.closed", dict(dispute, status="lost"), created=t0 + 1)
+    appeal = so.event(
+        "charge.dispute.updated", dict(dispute, status="appeal_under_review"), created=t0 + 60
+    )
+    # The appeal event arrives first: the payment is frozen, as for any open dispute.
+    deliver.platform(appeal)
+    assert the_dispute(scene).status == "appeal_under_review"
+    assert scene.refresh().status == "disputed"
+
+    # The first loss, older than the appeal, arrives late: the appeal is still open.
+    deliver.platform(first_loss)
+    assert the_dispute(scene).status == "appeal_under_review"
+    assert scene.refresh().status == "disputed"
+
+    deliver.platform(
+        so.event("charge.dispute.closed", dict(dispute, status="won"), created=t0 + 120)
+    )
+    assert scene.refresh().status == "held"
+
+
+def test_a_won_after_a_loss_is_an_appeal_won_even_without_the_appeal_events(
+    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+) -> None:
+    scene = make_payment("released", amount_transferred=9_000)
+    t0 = so.now() - 3600
+    dispute = lose(deliver, scene, at=t0)
+
+    deliver.platform(
+        so.event("charge.dispute.closed", dict(dispute, status="won"), created=t0 + 120)
+    )
+
+    assert the_dispute(scene).status == "won"
+    assert the_dispute(scene).is_appealed
+    assert scene.refresh().status == "released"
+    # The stale first loss, delivered again, changes nothing.
+    deliver.platform(
+        so.event("charge.dispute.closed", dict(dispute, status="lost"), created=t0 + 1)
+    )
+    assert the_dispute(scene).status == "won"
+    assert scene.refresh().status == "released"

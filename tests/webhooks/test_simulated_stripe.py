@@ -16,7 +16,7 @@ import pytest
 from django.core.management import call_command
 
 from django_escrow_connect import swappable
-from django_escrow_connect.exceptions import TemporarilyUnavailable
+from django_escrow_connect.exceptions import InvalidRequest, TemporarilyUnavailable
 from django_escrow_connect.gateway import simulated
 from django_escrow_connect.gateway.simulated import SimulatedGateway
 from django_escrow_connect.services import errors
@@ -87,6 +87,78 @@ def test_a_payment_from_pay_to_dispute_won(
     assert statuses["account.updated"] == "processed"
     assert not events().exclude(status__in=["processed", "ignored"]).exists()
     assert [n["dispute"].status for n in sent.of("dispute_closed")] == ["won"]
+
+
+def test_a_lost_dispute_appealed_and_won_can_be_released(
+    live_sink: Any, django_capture_on_commit_callbacks: Any, sent: Any
+) -> None:
+    """API version 2026-10-28.endive: lost -> appeal -> won reinstates the payment."""
+    capture = django_capture_on_commit_callbacks
+    gateway = SimulatedGateway()
+    customer, doer = factories.make_user("customer"), factories.make_user("doer")
+    with capture(execute=True):
+        acct = simulated_account()
+    factories.make_account(owner_user=doer, stripe_account_id=acct)
+    task = factories.make_task(customer, payee_user=doer, amount=10_000)
+    with capture(execute=True):
+        start = create_payment(task.pk, customer)
+    with capture(execute=True):
+        gateway.confirm_payment_intent(start.payment.stripe_payment_intent_id, "success")
+    Payment = swappable.load("EscrowPayment")
+    payment = Payment.objects.get(pk=start.payment.pk)
+
+    with capture(execute=True):
+        dispute = gateway.open_dispute(payment.stripe_charge_id)
+    with capture(execute=True):
+        gateway.close_dispute(dispute.id, won=False)
+    assert Payment.objects.get(pk=payment.pk).status == "dispute_lost"
+
+    live_sink.advance_time(60)
+    with capture(execute=True):
+        gateway.appeal_dispute(dispute.id)
+    live_sink.advance_time(60)
+    with capture(execute=True):
+        gateway.appeal_dispute(dispute.id, submitted=True)
+    row = swappable.load("Dispute").objects.get(stripe_dispute_id=dispute.id)
+    assert (row.status, row.is_open) == ("appeal_under_review", True)
+    with capture(execute=True), pytest.raises(errors.TransitionNotAllowed):
+        release_payment(payment.pk, customer)
+
+    live_sink.advance_time(60)
+    with capture(execute=True):
+        gateway.close_dispute(dispute.id, won=True)
+    payment = Payment.objects.get(pk=payment.pk)
+    assert payment.status == "held"
+    row.refresh_from_db()
+    assert (row.status, row.funds_withdrawn, row.funds_reinstated) == ("won", 10_000, 10_000)
+
+    with capture(execute=True):
+        release_payment(payment.pk, customer)
+    assert Payment.objects.get(pk=payment.pk).status == "released"
+    assert [n["dispute"].status for n in sent.of("dispute_closed")] == ["lost", "won"]
+    dispute_events = events().filter(type__startswith="charge.dispute.")
+    assert set(dispute_events.values_list("status", flat=True)) == {"processed"}
+
+
+def test_the_simulated_stripe_appeals_only_a_lost_dispute_once(live_sink: Any) -> None:
+    gateway = SimulatedGateway()
+    customer, doer = factories.make_user("customer"), factories.make_user("doer")
+    acct = simulated_account()
+    factories.make_account(owner_user=doer, stripe_account_id=acct)
+    task = factories.make_task(customer, payee_user=doer, amount=10_000)
+    start = create_payment(task.pk, customer)
+    gateway.confirm_payment_intent(start.payment.stripe_payment_intent_id, "success")
+    dispute = gateway.open_dispute(start.payment.stripe_payment_intent_id)
+
+    with pytest.raises(InvalidRequest):
+        gateway.appeal_dispute(dispute.id)  # still open: nothing to appeal
+    gateway.close_dispute(dispute.id, won=False)
+    gateway.appeal_dispute(dispute.id)
+    gateway.close_dispute(dispute.id, won=False)
+    with pytest.raises(InvalidRequest):
+        gateway.appeal_dispute(dispute.id)  # an appeal lost is final
+    with pytest.raises(InvalidRequest):
+        gateway.close_dispute(dispute.id, won=True)
 
 
 def test_refund_whose_answer_was_lost_is_counted_once(

@@ -17,5 +17,6 @@ def dispute(context: EventContext) -> None:
         balance_transactions=balance_transactions
         if isinstance(balance_transactions, list)
         else None,
+        as_of=context.created,
     )
     note_payment(context, result)
