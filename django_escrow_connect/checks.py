@@ -10,7 +10,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-from .conf import DEFAULTS, ESCROW_STRATEGIES, SETTING_NAME, escrow_settings
+from .conf import DEFAULTS, ESCROW_STRATEGIES, SETTING_NAME, STRIPE_API_VERSION, escrow_settings
 from .swappable import setting_name
 
 SIMULATED_GATEWAY = "django_escrow_connect.gateway.simulated.SimulatedGateway"
@@ -164,6 +164,28 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             errors.append(
                 Error(f"{_key(name)} must hold non-empty strings.", id="escrow_connect.E022")
             )
+
+    api_version = raw("WEBHOOK_API_VERSION")
+    if not isinstance(api_version, str):
+        errors.append(
+            Error(
+                f"{_key('WEBHOOK_API_VERSION')} must be a Stripe API version string "
+                f'such as "{STRIPE_API_VERSION}", or empty.',
+                id="escrow_connect.E026",
+            )
+        )
+    elif api_version and api_version != STRIPE_API_VERSION:
+        errors.append(
+            Warning(
+                f"{_key('WEBHOOK_API_VERSION')} says your webhook endpoints send events at "
+                f"API version {api_version}; this package reads {STRIPE_API_VERSION}.",
+                hint="Events of another version are processed, with a warning logged for "
+                "each, and fields that changed shape may be missing. Upgrade each endpoint's "
+                "API version in the Stripe dashboard (docs/webhooks.md, 'API versions'), "
+                "then remove the setting.",
+                id="escrow_connect.W025",
+            )
+        )
 
     tolerance = raw("WEBHOOK_TOLERANCE_SECONDS")
     if not isinstance(tolerance, int) or isinstance(tolerance, bool) or tolerance <= 0:

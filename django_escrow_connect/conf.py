@@ -59,6 +59,10 @@ DEFAULTS: dict[str, Any] = {
     # Django's tasks framework (django.tasks / the django-tasks backport).
     "WEBHOOK_PROCESSING": "sync",
     "WEBHOOK_PAYLOAD_RETENTION_DAYS": 90,
+    # The API version your webhook endpoints are set to in the Stripe
+    # dashboard, when it is not STRIPE_API_VERSION (empty: it is). A system
+    # check (W025) warns while they differ; see docs/webhooks.md.
+    "WEBHOOK_API_VERSION": "",
     # --- Escrow -------------------------------------------------------------
     "ESCROW_STRATEGY": SEPARATE_CHARGES_AND_TRANSFERS,
     "DEFAULT_CURRENCY": "usd",

@@ -90,7 +90,10 @@ def _datetime(value: Any) -> datetime | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"Expected a unix timestamp, got {value!r}")
-    return datetime.fromtimestamp(value, tz=timezone.utc)
+    try:
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"Unix timestamp out of range: {value!r}") from None
 
 
 def _require_datetime(d: Mapping[str, Any], key: str) -> datetime:
@@ -111,9 +114,19 @@ def _id(value: Any) -> str | None:
 
 
 def _str_tuple(value: Any) -> tuple[str, ...]:
-    if not value:
+    if not value or not isinstance(value, (list, tuple)):
         return ()
     return tuple(str(item) for item in value)
+
+
+def _latest_charge(d: Mapping[str, Any]) -> Any:
+    """A PaymentIntent's latest charge: ``latest_charge`` (since 2022-11-15), or the
+    first of the embedded ``charges`` list older API versions render instead."""
+    latest = d.get("latest_charge")
+    if latest is not None or "charges" not in d:
+        return latest
+    data = _mapping(d.get("charges")).get("data")
+    return data[0] if isinstance(data, list) and data else None
 
 
 def _metadata(value: Any) -> dict[str, str]:
@@ -267,7 +280,7 @@ class PaymentIntentSnapshot:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PaymentIntentSnapshot:
         _check_object(d, "payment_intent")
-        latest_charge = d.get("latest_charge")
+        latest_charge = _latest_charge(d)
         return cls(
             id=_require_str(d, "id"),
             status=_require_str(d, "status"),

@@ -60,6 +60,16 @@ class IgnoreEvent(Exception):
     """Raised by a handler: the event is about an object this app does not manage."""
 
 
+class UnparseableEvent(Exception):
+    """Raised by a handler: the event's ``data.object`` cannot be read.
+
+    Usually an event rendered at another API version than the package reads.
+    The event is recorded as ``failed`` with the reason (replay it once the
+    endpoint or the package is upgraded) but answered 200: Stripe delivering
+    the same body again cannot help.
+    """
+
+
 class PayloadPurged(Exception):
     """The event's payload was purged after the retention period."""
 
@@ -144,6 +154,26 @@ def event_model() -> Any:
     return swappable.load("WebhookEvent")
 
 
+def warn_if_other_api_version(event: Any) -> None:
+    """Log a warning when the event was rendered at another API version than the pinned one.
+
+    Called once per event, when it is first processed (a new delivery, a
+    queued event, or one that ``escrow_fetch_missed_events`` recorded: the
+    Events API renders each event at its creation-time version).
+    """
+    from ..conf import STRIPE_API_VERSION
+
+    version = str(getattr(event, "api_version", "") or "")
+    if not version or version == STRIPE_API_VERSION:
+        return
+    logger.warning(
+        "webhook event at API version %s; the package reads %s",
+        version,
+        STRIPE_API_VERSION,
+        extra=log_extra(event, event_api_version=version, expected_api_version=STRIPE_API_VERSION),
+    )
+
+
 def log_extra(event: Any, **more: Any) -> dict[str, Any]:
     """The structured fields every pipeline log line carries."""
     return {
@@ -224,6 +254,7 @@ def process_new(event: Any) -> Outcome | None:
                 # The unique Stripe id exists: leaving the block rolls back
                 # (save() marked it for rollback), nothing else ran.
                 return None
+            warn_if_other_api_version(event)
             if handler is not None and context is not None:
                 handler(context)
     except Exception as exc:  # every failure is recorded by the caller; none is lost
@@ -237,6 +268,9 @@ def settle_failure(row: RecordedEvent, failed: HandlerFailed) -> Outcome:
     if not row.is_pending:  # a concurrent delivery handled it after the rollback
         return outcome_for(None, row.stripe_event_id)
     status = _settle_failure(row.pk, failed.error, failed.context)
+    if status == E.FAILED and isinstance(failed.error, UnparseableEvent):
+        # Recorded as failed, but the same body delivered again cannot help.
+        return Outcome(200, str(status), str(failed.error), row.stripe_event_id)
     return outcome_for(status, row.stripe_event_id)
 
 
@@ -285,6 +319,8 @@ def process_event(pk: Any, *, statuses: tuple[str, ...] = PENDING) -> str | None
             )
             if event is None:
                 return None
+            if event.attempts == 0:
+                warn_if_other_api_version(event)
             handler = handler_for(event.type, event.endpoint)
             if handler is None:
                 event.mark_ignored(f"No handler for {event.type} on the {event.endpoint} endpoint.")

@@ -10,6 +10,7 @@ from django.core.checks import Error
 from django.test import override_settings
 
 from django_escrow_connect.checks import check_host_models, check_settings
+from django_escrow_connect.conf import STRIPE_API_VERSION
 
 
 def settings_with(**changes):
@@ -68,6 +69,12 @@ def test_the_test_settings_pass():
         ({"WEBHOOK_SECRETS": [""]}, "escrow_connect.E022", "WEBHOOK_SECRETS"),
         ({"WEBHOOK_TOLERANCE_SECONDS": 0}, "escrow_connect.E023", "WEBHOOK_TOLERANCE_SECONDS"),
         ({"WEBHOOK_PROCESSING": "celery"}, "escrow_connect.E024", "WEBHOOK_PROCESSING"),
+        (
+            {"WEBHOOK_API_VERSION": "2024-06-20"},
+            "escrow_connect.W025",
+            'ESCROW_CONNECT["WEBHOOK_API_VERSION"]',
+        ),
+        ({"WEBHOOK_API_VERSION": 20241028}, "escrow_connect.E026", "WEBHOOK_API_VERSION"),
         ({"ESCROW_STRATEGY": "escrow"}, "escrow_connect.E030", "ESCROW_STRATEGY"),
         ({"PLATFORM_FEE_BASIS_POINTS": 10.5}, "escrow_connect.E031", "PLATFORM_FEE_BASIS_POINTS"),
         ({"PLATFORM_FEE_BASIS_POINTS": 20000}, "escrow_connect.E031", "PLATFORM_FEE_BASIS_POINTS"),
@@ -93,6 +100,14 @@ def test_misconfiguration_names_the_setting(changes, expected_id, named):
     matching = [e for e in errors if e.id == expected_id]
     assert matching, f"expected {expected_id}, got {ids(errors)}"
     assert any(named in m for m in messages(matching))
+
+
+@pytest.mark.parametrize("version", ["", STRIPE_API_VERSION])
+def test_webhook_api_version_of_the_package_is_not_warned_about(version):
+    with settings_with(WEBHOOK_API_VERSION=version):
+        found = ids(check_settings())
+    assert "escrow_connect.W025" not in found
+    assert "escrow_connect.E026" not in found
 
 
 def test_simulated_gateway_is_refused_when_debug_is_off():

@@ -15,14 +15,30 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from ..pipeline import EventContext, IgnoreEvent
+from ...conf import STRIPE_API_VERSION
+from ..pipeline import EventContext, IgnoreEvent, UnparseableEvent
 
 T = TypeVar("T")
 
+#: What a snapshot parser raises on a shape it cannot read.
+PARSE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, OverflowError, OSError)
+
 
 def snapshot(context: EventContext, snapshot_class: type[T]) -> T:
-    """The event's ``data.object`` parsed into a gateway snapshot."""
-    parsed: Any = snapshot_class.from_dict(context.object)  # type: ignore[attr-defined]
+    """The event's ``data.object`` parsed into a gateway snapshot.
+
+    A shape the parser cannot read (often an event of another API version)
+    raises :class:`UnparseableEvent`: recorded as failed with the reason,
+    answered 200.
+    """
+    try:
+        parsed: Any = snapshot_class.from_dict(context.object)  # type: ignore[attr-defined]
+    except PARSE_ERRORS as exc:
+        version = str(getattr(context.event, "api_version", "") or "unknown")
+        raise UnparseableEvent(
+            f"{context.type}: data.object cannot be read as {snapshot_class.__name__}: {exc} "
+            f"(event API version {version}, package reads {STRIPE_API_VERSION})"
+        ) from exc
     return parsed  # type: ignore[no-any-return]
 
 
