@@ -326,36 +326,6 @@ class ChargeSnapshot:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TransferSnapshot:
-    """A transfer from the platform balance to a connected account."""
-
-    id: str
-    amount: int
-    amount_reversed: int = 0
-    currency: str
-    destination: str | None = None
-    source_transaction: str | None = None
-    transfer_group: str | None = None
-    reversed: bool = False
-    metadata: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TransferSnapshot:
-        _check_object(d, "transfer")
-        return cls(
-            id=_require_str(d, "id"),
-            amount=_int(d.get("amount")),
-            amount_reversed=_int(d.get("amount_reversed")),
-            currency=_require_str(d, "currency"),
-            destination=_id(d.get("destination")),
-            source_transaction=_id(d.get("source_transaction")),
-            transfer_group=_opt_str(d.get("transfer_group")),
-            reversed=_bool(d.get("reversed")),
-            metadata=_metadata(d.get("metadata")),
-        )
-
-
-@dataclass(frozen=True, kw_only=True)
 class TransferReversalSnapshot:
     """Money pulled back from a connected account into the platform balance."""
 
@@ -363,6 +333,7 @@ class TransferReversalSnapshot:
     transfer: str
     amount: int
     currency: str
+    metadata: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TransferReversalSnapshot:
@@ -375,6 +346,45 @@ class TransferReversalSnapshot:
             transfer=transfer,
             amount=_int(d.get("amount")),
             currency=_require_str(d, "currency"),
+            metadata=_metadata(d.get("metadata")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferSnapshot:
+    """A transfer from the platform balance to a connected account."""
+
+    id: str
+    amount: int
+    amount_reversed: int = 0
+    currency: str
+    destination: str | None = None
+    source_transaction: str | None = None
+    transfer_group: str | None = None
+    reversed: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)
+    #: The reversals Stripe embeds in the transfer (its first page, newest first).
+    reversals: tuple[TransferReversalSnapshot, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TransferSnapshot:
+        _check_object(d, "transfer")
+        reversals = _mapping(d.get("reversals")).get("data") or ()
+        return cls(
+            id=_require_str(d, "id"),
+            amount=_int(d.get("amount")),
+            amount_reversed=_int(d.get("amount_reversed")),
+            currency=_require_str(d, "currency"),
+            destination=_id(d.get("destination")),
+            source_transaction=_id(d.get("source_transaction")),
+            transfer_group=_opt_str(d.get("transfer_group")),
+            reversed=_bool(d.get("reversed")),
+            metadata=_metadata(d.get("metadata")),
+            reversals=tuple(
+                TransferReversalSnapshot.from_dict(r)
+                for r in reversals
+                if isinstance(r, Mapping) and r.get("object") == "transfer_reversal"
+            ),
         )
 
 
