@@ -394,6 +394,23 @@ def test_a_refund_in_flight_is_unsettled(market, stripe):
     assert "refund" in unsettled.reason
 
 
+def test_the_audit_as_an_oracle_after_a_lost_refund_answer(strategy, market, stripe):
+    """Stripe refunded after release, the answer was lost: unsettled, then clean."""
+    payment = market.released_payment()
+    stripe.fail_next("create_refund", TemporarilyUnavailable("Read timed out."), after_effect=True)
+    response = market.post(market.staff, "payment-refund", {"amount": 4_000}, payment_id=payment.pk)
+    assert response.status_code == 503
+
+    result = assert_books_balanced(allow_unsettled=True)
+    assert [u.payment_id for u in result.unsettled] == [str(payment.pk)]
+
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", older_than=0, stdout=StringIO())
+    payment = market.payment(payment.pk)
+    assert (payment.status, payment.amount_refunded) == ("partially_refunded", 4_000)
+    assert assert_books_balanced().audited == 1
+
+
 def test_an_impossible_state_is_a_divergence_even_while_unsettled(market, stripe):
     payment = market.held_payment()
     stripe.fail_next(
