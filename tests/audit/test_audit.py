@@ -347,6 +347,82 @@ def test_a_manual_capture_hold_that_lapsed_at_stripe(settings, market, stripe):
     assert "canceled" in hold.detail
 
 
+def _refund_failed_at_stripe(stripe: Any, payment: Any) -> None:
+    refund_id = payment.refunds.get().stripe_refund_id
+    stripe.refunds[refund_id].update(status="failed", failure_reason="expired_or_canceled_card")
+
+
+def _refund_grew_at_stripe(stripe: Any, payment: Any) -> None:
+    stripe.refunds[payment.refunds.get().stripe_refund_id]["amount"] = 12_000
+
+
+def _transfer_gone_at_stripe(stripe: Any, payment: Any) -> None:
+    del stripe.transfers[the_transfer(payment).stripe_transfer_id]
+
+
+def _transfer_elsewhere(stripe: Any, payment: Any) -> None:
+    stripe.transfers[the_transfer(payment).stripe_transfer_id]["destination"] = "acct_elsewhere"
+
+
+def _intent_changed(stripe: Any, payment: Any) -> None:
+    stripe.payment_intents[payment.stripe_payment_intent_id].update(amount=12_000, currency="eur")
+
+
+#: (what Stripe's books say afterwards, the checks that must report it, with amounts)
+STRIPE_CHANGES: dict[str, tuple[Callable[[Any, Any], None], dict[str, tuple[Any, Any]]]] = {
+    "refund failed at Stripe": (
+        _refund_failed_at_stripe,
+        {"refund_status": (3_000, 0), "amount_refunded": (3_000, 0)},
+    ),
+    "refund over the capture": (
+        _refund_grew_at_stripe,
+        {
+            "refunds_exceed_capture": (3_000, 12_000),
+            "refund_amount": (3_000, 12_000),
+            "amount_refunded": (3_000, 12_000),
+            "doer_keeps_refunded_money": (6_300, 6_300),
+        },
+    ),
+    "transfer missing at Stripe": (
+        _transfer_gone_at_stripe,
+        {
+            "transfer_missing_at_stripe": (9_000, None),
+            "amount_transferred": (9_000, 0),
+            # The 2,700 reversed for the refund went with it.
+            "reversal_missing_at_stripe": (2_700, 0),
+            "amount_reversed": (2_700, 0),
+        },
+    ),
+    "transfer to another account": (
+        _transfer_elsewhere,
+        {"transfer_destination": (9_000, 9_000)},
+    ),
+    "PaymentIntent amount and currency": (
+        _intent_changed,
+        {"currency": (10_000, 12_000), "payment_intent_amount": (10_000, 12_000)},
+    ),
+}
+
+
+@pytest.mark.parametrize("change", STRIPE_CHANGES)
+def test_each_check_reports_its_divergence(market, stripe, change):
+    payment = refund(market, market.released_payment(), 3_000)
+    assert audit_books().clean
+    alter, expected = STRIPE_CHANGES[change]
+    with stripe.lock:
+        alter(stripe, payment)
+
+    result = audit_books()
+
+    assert checks(result, payment) == set(expected)
+    for check, amounts in expected.items():
+        found = divergence(result, payment, check)
+        assert (found.app_amount, found.stripe_amount) == amounts, found
+    status, out, _ = run_audit()
+    assert status == 1
+    assert all(f"{payment.pk}: {check}:" in out for check in expected)
+
+
 # --------------------------------------------------------------------------
 # Unsettled: money in flight
 # --------------------------------------------------------------------------
