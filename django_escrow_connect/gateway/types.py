@@ -304,6 +304,12 @@ class ChargeSnapshot:
     #: Null at first for ``capture_method=automatic_async``; filled in later (``charge.updated``).
     balance_transaction: str | None = None
     capture_before: datetime | None = None
+    #: Destination charges: the platform's fee (``None`` when none was set),
+    #: the application fee object's id and the transfer Stripe made.
+    application_fee_amount: int | None = None
+    application_fee: str | None = None
+    transfer: str | None = None
+    transfer_group: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ChargeSnapshot:
@@ -319,6 +325,10 @@ class ChargeSnapshot:
             disputed=_bool(d.get("disputed")),
             balance_transaction=_id(d.get("balance_transaction")),
             capture_before=_card_capture_before(d),
+            application_fee_amount=_opt_int(d.get("application_fee_amount")),
+            application_fee=_id(d.get("application_fee")),
+            transfer=_id(d.get("transfer")),
+            transfer_group=_opt_str(d.get("transfer_group")),
         )
 
 
