@@ -42,7 +42,13 @@ from datetime import datetime
 from typing import Any
 
 from ..exceptions import GatewayError
-from ..states import EscrowStrategy, RefundStatus, TransferReversalStatus, TransferStatus
+from ..states import (
+    UNRESOLVED_OPERATION_STATES,
+    EscrowStrategy,
+    RefundStatus,
+    TransferReversalStatus,
+    TransferStatus,
+)
 from ..states import PaymentStatus as S
 from .common import gateway as default_gateway
 from .common import payment_model
@@ -208,7 +214,7 @@ def audit_books(
     reached = (
         queryset.exclude(stripe_payment_intent_id="")
         .order_by("updated_at", "pk")
-        .prefetch_related("transfers", "transfer_reversals", "refunds")
+        .prefetch_related("transfers", "transfer_reversals", "refunds", "operations")
     )
     if limit is not None:
         reached = reached[:limit]
@@ -235,9 +241,15 @@ def audit_books(
 def _unsettled_reason(payment: Any) -> str | None:
     """Why ``payment``'s money is legitimately in flight, or None when it is settled.
 
-    Uses only the payment and its prefetched rows (no query of its own). The
-    place to add "has a pending money operation in the journal".
+    Uses only the payment and its prefetched rows (no query of its own): an
+    unresolved operation in the journal, or a state that waits for Stripe.
     """
+    for operation in payment.operations.all():
+        if operation.status in UNRESOLVED_OPERATION_STATES:
+            return (
+                f"{operation.get_kind_display().lower()} ({operation.idempotency_key}) "
+                f"{operation.status}: escrow_reconcile settles it"
+            )
     if payment.status == S.RELEASING:
         return "release sent, outcome not known yet (escrow_reconcile finishes it)"
     if payment.status == S.PROCESSING:

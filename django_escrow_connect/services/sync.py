@@ -137,16 +137,26 @@ def _unresolved(payment: Any, kind: str) -> Any:
 
 
 def _amount_mismatch(payment: Any, snapshot: PaymentIntentSnapshot, event_id: str) -> None:
-    incidents = model("PaymentIncident").objects
-    if event_id and incidents.filter(payment=payment, stripe_event_id=event_id).exists():
-        return
-    incidents.create(
+    message = (
+        f"PaymentIntent {snapshot.id} is {snapshot.amount} {snapshot.currency}, "
+        f"the payment is {payment.amount} {payment.currency}."
+    )
+    # One incident per fact: the same mismatch seen again (another event,
+    # every escrow_reconcile run) updates the open incident.
+    open_incident = model("PaymentIncident").objects.filter(
         payment=payment,
         kind=IncidentKind.AMOUNT_MISMATCH,
-        message=(
-            f"PaymentIntent {snapshot.id} is {snapshot.amount} {snapshot.currency}, "
-            f"the payment is {payment.amount} {payment.currency}."
-        ),
+        stripe_payment_intent_id=snapshot.id,
+        resolved_at__isnull=True,
+    )
+    if open_incident.filter(message=message).exists():
+        return
+    if open_incident.update(message=message, updated_at=timezone.now()):
+        return
+    model("PaymentIncident").objects.create(
+        payment=payment,
+        kind=IncidentKind.AMOUNT_MISMATCH,
+        message=message,
         stripe_event_id=event_id,
         stripe_payment_intent_id=snapshot.id,
     )
