@@ -232,12 +232,14 @@ class TestTheJournalItself:
         assert sent["metadata"]["escrow_operation"] == transfer.idempotency_key
 
     def test_a_money_call_inside_a_transaction_is_refused(self, market, stripe, sct):
-        payment = market.held_payment()
-        with pytest.raises(RuntimeError, match="inside a database transaction"):
-            with transaction.atomic():
-                from django_escrow_connect.services.payments import release_payment
+        from django_escrow_connect.services.payments import release_payment
 
-                release_payment(payment.pk, market.customer)
+        payment = market.held_payment()
+        with (
+            pytest.raises(RuntimeError, match="inside a database transaction"),
+            transaction.atomic(),
+        ):
+            release_payment(payment.pk, market.customer)
 
     def test_the_checking_gateway_refuses_a_money_call_inside_a_transaction(self, db):
         with pytest.raises(MoneyCallInTransaction), transaction.atomic():
