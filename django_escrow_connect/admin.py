@@ -208,6 +208,27 @@ class WebhookEventAdmin(ReadOnlyMoneyAdmin):
         return TemplateResponse(request, "escrow_connect/admin/report.html", context)
 
 
+class MoneyOperationAdmin(ReadOnlyMoneyAdmin):
+    """The operation journal: every money call to Stripe, its key and outcome."""
+
+    list_display = (
+        "idempotency_key",
+        "kind",
+        "status",
+        "amount",
+        "currency",
+        "stripe_object_id",
+        "error_code",
+        "sent_count",
+        "created_at",
+        "completed_at",
+    )
+    list_filter = ("status", "kind", "created_at")
+    search_fields = ("=idempotency_key", "=stripe_object_id", "=payment__id", "stripe_request_id")
+    date_hierarchy = "created_at"
+    list_select_related = ("payment",)
+
+
 ADMINS: dict[str, type[admin.ModelAdmin]] = {
     "ConnectedAccount": ConnectedAccountAdmin,
     "EscrowPayment": EscrowPaymentAdmin,
@@ -218,6 +239,7 @@ ADMINS: dict[str, type[admin.ModelAdmin]] = {
     "PaymentIncident": IncidentAdmin,
     "TransferIncident": IncidentAdmin,
     "WebhookEvent": WebhookEventAdmin,
+    "MoneyOperation": MoneyOperationAdmin,
 }
 
 for _name, _admin_class in ADMINS.items():

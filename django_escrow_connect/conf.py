@@ -49,6 +49,10 @@ DEFAULTS: dict[str, Any] = {
     # before first use: equal keys would make Stripe replay one install's
     # answer to the other.
     "IDEMPOTENCY_KEY_PREFIX": "escrow-connect",
+    # How long a money call may still be running in the process that sent
+    # it (None: STRIPE_TIMEOUT x (STRIPE_MAX_NETWORK_RETRIES + 1) + 30 s).
+    # Until then no other request concludes that the call never happened.
+    "MONEY_OPERATION_LEASE_SECONDS": None,
     # --- Webhooks -----------------------------------------------------------
     # Lists, so a secret can be rotated: any one of them may match.
     "WEBHOOK_SECRETS": [],

@@ -65,3 +65,9 @@ class WebhookEvent(base.AbstractWebhookEvent):
     class Meta(base.AbstractWebhookEvent.Meta):
         abstract = False
         swappable = setting_name("WebhookEvent")
+
+
+class MoneyOperation(base.AbstractMoneyOperation):
+    class Meta(base.AbstractMoneyOperation.Meta):
+        abstract = False
+        swappable = setting_name("MoneyOperation")

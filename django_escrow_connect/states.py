@@ -135,6 +135,33 @@ class IncidentKind(models.TextChoices):
     PAYOUT_FAILED = "payout_failed", _("Payout failed")
 
 
+class MoneyOperationKind(models.TextChoices):
+    """The Stripe calls that create a payment or move its money."""
+
+    PAYMENT_INTENT = "payment_intent", _("Create the PaymentIntent")
+    TRANSFER = "transfer", _("Transfer to the doer")
+    CAPTURE = "capture", _("Capture the authorization")
+    REVERSAL = "reversal", _("Reverse a transfer")
+    REFUND = "refund", _("Refund the customer")
+    CANCEL = "cancel", _("Void the authorization")
+
+
+class MoneyOperationStatus(models.TextChoices):
+    # Committed with its idempotency key before Stripe is called; still
+    # pending after a crash during the call.
+    PENDING = "pending", _("Pending")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    FAILED = "failed", _("Failed")
+    # Stripe answered with a timeout or a 5xx: it may or may not have acted.
+    UNKNOWN = "unknown", _("Outcome unknown")
+
+
+#: Operations whose outcome is not settled: at most one per payment.
+UNRESOLVED_OPERATION_STATES = frozenset(
+    {MoneyOperationStatus.PENDING, MoneyOperationStatus.UNKNOWN}
+)
+
+
 class WebhookEndpoint(models.TextChoices):
     PLATFORM = "platform", _("Platform")
     CONNECT = "connect", _("Connect")

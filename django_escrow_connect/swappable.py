@@ -27,6 +27,7 @@ LIBRARY_MODELS = (
     "PaymentIncident",
     "TransferIncident",
     "WebhookEvent",
+    "MoneyOperation",
 )
 
 

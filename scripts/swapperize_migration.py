@@ -20,6 +20,7 @@ NAMES = {
     "PAYMENTINCIDENT": "PaymentIncident",
     "TRANSFERINCIDENT": "TransferIncident",
     "WEBHOOKEVENT": "WebhookEvent",
+    "MONEYOPERATION": "MoneyOperation",
 }
 DEPENDENCIES = """    dependencies = [
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),

@@ -317,6 +317,12 @@ class ChargeSnapshot:
     #: Null at first for ``capture_method=automatic_async``; filled in later (``charge.updated``).
     balance_transaction: str | None = None
     capture_before: datetime | None = None
+    #: Destination charges: the platform's fee (``None`` when none was set),
+    #: the application fee object's id and the transfer Stripe made.
+    application_fee_amount: int | None = None
+    application_fee: str | None = None
+    transfer: str | None = None
+    transfer_group: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ChargeSnapshot:
@@ -332,10 +338,39 @@ class ChargeSnapshot:
             disputed=_bool(d.get("disputed")),
             balance_transaction=_id(d.get("balance_transaction")),
             capture_before=_card_capture_before(d),
+            application_fee_amount=_opt_int(d.get("application_fee_amount")),
+            application_fee=_id(d.get("application_fee")),
+            transfer=_id(d.get("transfer")),
+            transfer_group=_opt_str(d.get("transfer_group")),
         )
 
 
 # --- Money movement ------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferReversalSnapshot:
+    """Money pulled back from a connected account into the platform balance."""
+
+    id: str
+    transfer: str
+    amount: int
+    currency: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TransferReversalSnapshot:
+        _check_object(d, "transfer_reversal")
+        transfer = _id(d.get("transfer"))
+        if transfer is None:
+            raise ValueError("Missing 'transfer' in transfer_reversal")
+        return cls(
+            id=_require_str(d, "id"),
+            transfer=transfer,
+            amount=_int(d.get("amount")),
+            currency=_require_str(d, "currency"),
+            metadata=_metadata(d.get("metadata")),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -351,10 +386,13 @@ class TransferSnapshot:
     transfer_group: str | None = None
     reversed: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
+    #: The reversals Stripe embeds in the transfer (its first page, newest first).
+    reversals: tuple[TransferReversalSnapshot, ...] = ()
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TransferSnapshot:
         _check_object(d, "transfer")
+        reversals = _mapping(d.get("reversals")).get("data") or ()
         return cls(
             id=_require_str(d, "id"),
             amount=_int(d.get("amount")),
@@ -365,29 +403,11 @@ class TransferSnapshot:
             transfer_group=_opt_str(d.get("transfer_group")),
             reversed=_bool(d.get("reversed")),
             metadata=_metadata(d.get("metadata")),
-        )
-
-
-@dataclass(frozen=True, kw_only=True)
-class TransferReversalSnapshot:
-    """Money pulled back from a connected account into the platform balance."""
-
-    id: str
-    transfer: str
-    amount: int
-    currency: str
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TransferReversalSnapshot:
-        _check_object(d, "transfer_reversal")
-        transfer = _id(d.get("transfer"))
-        if transfer is None:
-            raise ValueError("Missing 'transfer' in transfer_reversal")
-        return cls(
-            id=_require_str(d, "id"),
-            transfer=transfer,
-            amount=_int(d.get("amount")),
-            currency=_require_str(d, "currency"),
+            reversals=tuple(
+                TransferReversalSnapshot.from_dict(r)
+                for r in reversals
+                if isinstance(r, Mapping) and r.get("object") == "transfer_reversal"
+            ),
         )
 
 

@@ -70,6 +70,21 @@ class OperationPending(ServiceError):
     code = "operation_pending"
 
 
+class OperationInFlight(Conflict):
+    """Another money operation on the payment is unresolved and Stripe cannot
+    settle it now (its call may still be running, or Stripe did not answer)."""
+
+    code = "operation_pending"
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(
+            message
+            or "An earlier operation on this payment is still in progress at Stripe; "
+            "try again in a moment.",
+            code=code,
+        )
+
+
 class UnknownObject(EscrowConnectError):
     """A Stripe object this app has no row for (yet): the webhook event is
     deferred and retried by the reconcile command."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,14 +27,12 @@ from django.utils import timezone
 
 from ..conf import escrow_settings
 from ..exceptions import GatewayError
-from ..notifications import notify
+from ..states import UNRESOLVED_OPERATION_STATES, RefundStatus, WebhookEventStatus
 from ..states import PaymentStatus as S
-from ..states import RefundStatus, TransferStatus, WebhookEventStatus
-from . import errors
-from .common import gateway, idempotency_key, lock_payment, model, payment_model
+from . import errors, outcomes
+from .common import gateway, model, payment_model
 from .payments import cancel_payment, refund_payment, release_payment
 from .sync import apply_payment_intent
-from .tasks import sync_task_status
 
 logger = logging.getLogger("django_escrow_connect.reconcile")
 
@@ -96,14 +93,26 @@ def reconcile(
 ) -> list[Change]:
     """Finish or correct what a crash, a timeout or a lost webhook left behind."""
     now = now or timezone.now()
+    cutoff = now - older_than
+    changes: list[Change] = []
+    unresolved = model("MoneyOperation").objects.filter(status__in=UNRESOLVED_OPERATION_STATES)
+    if payment_id is not None:
+        unresolved = unresolved.filter(payment_id=payment_id)
+    else:
+        unresolved = unresolved.filter(updated_at__lte=cutoff)
+    for operation in unresolved.order_by("created_at"):
+        changes.extend(_settle(operation, dry_run))
     payments = payment_model().objects.all()
     if payment_id is not None:
         payments = payments.filter(pk=payment_id)
     else:
-        payments = payments.filter(updated_at__lte=now - older_than)
-    changes: list[Change] = []
-    for payment in payments.filter(status=S.RELEASING).order_by("updated_at"):
-        changes.extend(_releasing(payment, dry_run))
+        payments = payments.filter(updated_at__lte=cutoff)
+    # Releases left "releasing" by version 0.1, before the journal existed.
+    legacy = payments.filter(status=S.RELEASING).exclude(
+        operations__status__in=UNRESOLVED_OPERATION_STATES
+    )
+    for payment in legacy.order_by("updated_at"):
+        changes.extend(_retry_release(payment, dry_run))
     stale = payments.filter(status__in=[S.AWAITING_PAYMENT, S.PROCESSING]).exclude(
         stripe_payment_intent_id=""
     )
@@ -111,35 +120,43 @@ def reconcile(
         stale = stale.filter(updated_at__gte=now - STALE_INTENT_MAX_AGE)
     for payment in stale.order_by("updated_at"):
         changes.extend(_sync_intent(payment, dry_run))
-    changes.extend(_refunds(payment_id, dry_run, now - older_than))
+    changes.extend(_refunds(payment_id, dry_run, cutoff))
     if payment_id is None:
         changes.extend(_deferred_events(dry_run))
     return changes
 
 
-def _releasing(payment: Any, dry_run: bool) -> Iterable[Change]:
-    if payment.is_manual_capture:
-        # The capture's answer was lost: Stripe's PaymentIntent says whether it happened.
-        try:
-            intent = gateway().retrieve_payment_intent(payment.stripe_payment_intent_id)
-        except GatewayError as exc:
-            return [_failed(payment.pk, "look up the PaymentIntent", exc)]
-        if intent.status != "requires_capture":
-            if dry_run:
-                return [Change(str(payment.pk), "would apply PaymentIntent", intent.status)]
-            return _apply_intent(payment, intent)
-        return _retry_release(payment, dry_run)
-    try:
-        found = gateway().list_transfers(transfer_group=payment.transfer_group)
-    except GatewayError as exc:
-        return [_failed(payment.pk, "list transfers", exc)]
-    transfers = [t for t in found if t.destination in (None, "", payment.destination_account_id)]
-    if not transfers:
-        return _retry_release(payment, dry_run)
-    transfer = transfers[0]
+def _settle(operation: Any, dry_run: bool) -> list[Change]:
+    """Finish one unresolved money operation from Stripe's facts."""
+    subject = str(operation.payment_id)
+    what = f"{operation.kind} {operation.idempotency_key}"
     if dry_run:
-        return [Change(str(payment.pk), "would mark released", f"transfer {transfer.id} found")]
-    return [_mark_released(payment.pk, transfer)]
+        return [Change(subject, f"would settle {what}", operation.status)]
+    before = _status(operation.payment_id)
+    try:
+        outcomes.drive(operation, wanted=True, look_first=True)
+    except errors.ServiceError as exc:
+        operation.refresh_from_db()
+        if operation.is_unresolved:
+            return [_failed(subject, f"settle {what}", exc)]
+        after = (
+            payment_model().objects.values_list("status", flat=True).get(pk=operation.payment_id)
+        )
+        return [Change(subject, f"{what}: {operation.status}", f"{before} -> {after}", error=True)]
+    after = _status(operation.payment_id)
+    latest = (
+        model("MoneyOperation")
+        .objects.filter(payment_id=operation.payment_id, kind=operation.kind)
+        .order_by("-created_at")
+        .values_list("status", flat=True)
+        .first()
+    )
+    action = f"{before} -> {after}" if before != after else f"{operation.kind} settled"
+    return [Change(subject, action, f"{what}: {latest}")]
+
+
+def _status(payment_id: Any) -> str:
+    return str(payment_model().objects.values_list("status", flat=True).get(pk=payment_id))
 
 
 def _retry_release(payment: Any, dry_run: bool) -> list[Change]:
@@ -155,38 +172,6 @@ def _retry_release(payment: Any, dry_run: bool) -> list[Change]:
             return [Change(str(fresh.pk), f"{before} -> {fresh.status}", exc.message, error=True)]
         return [_failed(payment.pk, "retry the release", exc)]
     return [Change(str(payment.pk), f"{before} -> {payment.status}", "release retried")]
-
-
-def _mark_released(payment_pk: Any, found: Any) -> Change:
-    """Stripe made the transfer but its answer never reached us: record it."""
-    Transfer = model("Transfer")
-    with transaction.atomic():
-        payment = lock_payment(payment_pk)
-        if payment.status != S.RELEASING:
-            return Change(str(payment.pk), "already settled", payment.status)
-        row = payment.transfers.filter(status=TransferStatus.PENDING).first()
-        if row is None:
-            row = Transfer.objects.create(
-                payment=payment,
-                idempotency_key=idempotency_key("payment", payment.pk, "transfer-found", found.id),
-                amount=found.amount,
-                currency=found.currency,
-                destination_account_id=found.destination or payment.destination_account_id,
-                source_transaction=found.source_transaction or payment.stripe_charge_id,
-            )
-        row.mark_created(found.id)
-        if found.amount_reversed:
-            row.apply_reversed_total(found.amount_reversed)
-        row.save()
-        net = payment.amount - payment.amount_refunded
-        payment.release(amount_transferred=found.amount, platform_fee=max(net - found.amount, 0))
-        payment.save()
-        sync_task_status(payment)
-        logger.info("reconcile: transfer %s found; payment released", found.id)
-        notify("payment_released", payment=payment, transfer=row)
-    return Change(
-        str(payment.pk), f"{S.RELEASING} -> {payment.status}", f"transfer {found.id} found"
-    )
 
 
 _NOTHING_TO_APPLY = ("requires_payment_method", "requires_confirmation", "requires_action")
@@ -227,9 +212,13 @@ def _refunds(payment_id: Any, dry_run: bool, cutoff: datetime) -> list[Change]:
     else:
         refunds = refunds.filter(updated_at__lte=cutoff)
     changes: list[Change] = []
+    journaled = model("MoneyOperation").objects.values_list("idempotency_key", flat=True)
     for refund in refunds.order_by("created_at"):
         if not refund.stripe_refund_id:
-            # The refund's answer was lost: send it again with its own key.
+            if journaled.filter(idempotency_key=refund.idempotency_key).exists():
+                continue  # settled above, with its operation
+            # A refund sent by version 0.1 whose answer was lost: the refund
+            # service journals it and sends it again with its own key.
             if dry_run:
                 changes.append(Change(str(refund.payment_id), "would retry refund", str(refund.pk)))
                 continue

@@ -20,10 +20,11 @@ from django_fsm import can_proceed
 
 from ..gateway.types import PaymentIntentSnapshot
 from ..notifications import notify
-from ..states import IncidentKind
+from ..states import UNRESOLVED_OPERATION_STATES, IncidentKind, MoneyOperationKind
 from ..states import PaymentStatus as S
-from . import errors
+from . import errors, outcomes
 from .common import model, payment_model
+from .operations import is_other_installation
 from .tasks import sync_task_status
 
 logger = logging.getLogger("django_escrow_connect.sync")
@@ -80,6 +81,8 @@ def apply_payment_intent(snapshot: PaymentIntentSnapshot, *, event_id: str = "")
             .first()
         )
         if payment is None:
+            payment = _payment_being_created(snapshot)
+        if payment is None:
             raise errors.UnknownObject(f"No escrow payment has PaymentIntent {snapshot.id}.")
         if snapshot.amount != payment.amount or snapshot.currency.lower() != payment.currency:
             _amount_mismatch(payment, snapshot, event_id)
@@ -101,17 +104,59 @@ def apply_payment_intent(snapshot: PaymentIntentSnapshot, *, event_id: str = "")
         return payment
 
 
+def _payment_being_created(snapshot: PaymentIntentSnapshot) -> Any:
+    """The payment whose PaymentIntent creation this is, answer not committed yet.
+
+    The event names the payment in its metadata; the creation's journal entry
+    is still unresolved (the request is between its call and its commit, or
+    crashed there). The event settles it, as the answer would have.
+    """
+    payment_id = snapshot.metadata.get("escrow_payment_id")
+    if not payment_id or is_other_installation(snapshot.metadata):
+        return None
+    payment = (
+        payment_model()
+        .objects.select_for_update(of=("self",))
+        .select_related("task")
+        .filter(pk=payment_id, stripe_payment_intent_id="")
+        .first()
+    )
+    if payment is None:
+        return None
+    operation = payment.operations.filter(
+        kind=MoneyOperationKind.PAYMENT_INTENT, status__in=UNRESOLVED_OPERATION_STATES
+    ).first()
+    if operation is None:
+        return None
+    outcomes.intent_created(payment, operation, snapshot)
+    return payment
+
+
+def _unresolved(payment: Any, kind: str) -> Any:
+    return payment.operations.filter(kind=kind, status__in=UNRESOLVED_OPERATION_STATES).first()
+
+
 def _amount_mismatch(payment: Any, snapshot: PaymentIntentSnapshot, event_id: str) -> None:
-    incidents = model("PaymentIncident").objects
-    if event_id and incidents.filter(payment=payment, stripe_event_id=event_id).exists():
-        return
-    incidents.create(
+    message = (
+        f"PaymentIntent {snapshot.id} is {snapshot.amount} {snapshot.currency}, "
+        f"the payment is {payment.amount} {payment.currency}."
+    )
+    # One incident per fact: the same mismatch seen again (another event,
+    # every escrow_reconcile run) updates the open incident.
+    open_incident = model("PaymentIncident").objects.filter(
         payment=payment,
         kind=IncidentKind.AMOUNT_MISMATCH,
-        message=(
-            f"PaymentIntent {snapshot.id} is {snapshot.amount} {snapshot.currency}, "
-            f"the payment is {payment.amount} {payment.currency}."
-        ),
+        stripe_payment_intent_id=snapshot.id,
+        resolved_at__isnull=True,
+    )
+    if open_incident.filter(message=message).exists():
+        return
+    if open_incident.update(message=message, updated_at=timezone.now()):
+        return
+    model("PaymentIncident").objects.create(
+        payment=payment,
+        kind=IncidentKind.AMOUNT_MISMATCH,
+        message=message,
         stripe_event_id=event_id,
         stripe_payment_intent_id=snapshot.id,
     )
@@ -173,6 +218,11 @@ def _succeeded(payment: Any, snapshot: PaymentIntentSnapshot) -> None:
     # the Stripe dashboard).
     if payment.status in _NOT_YET_HELD:
         _hold(payment, snapshot)
+    capture = _unresolved(payment, MoneyOperationKind.CAPTURE)
+    if capture is not None:
+        # The app's own capture, whose answer was not committed yet.
+        outcomes.capture_done(payment, capture, snapshot)
+        return
     if payment.status in (S.HELD, S.RELEASING) and can_proceed(payment.release):
         if snapshot.latest_charge:
             payment.stripe_charge_id = snapshot.latest_charge
@@ -206,6 +256,11 @@ def _failed(payment: Any, snapshot: PaymentIntentSnapshot, event_id: str) -> Non
 
 
 def _canceled(payment: Any, snapshot: PaymentIntentSnapshot, event_id: str) -> None:
+    void = _unresolved(payment, MoneyOperationKind.CANCEL)
+    if void is not None:
+        # The app's own cancellation, whose answer was not committed yet.
+        outcomes.cancel_done(payment, void, snapshot)
+        return
     if payment.status == S.CANCELED or not can_proceed(payment.cancel):
         if payment.status != S.CANCELED:
             _log(

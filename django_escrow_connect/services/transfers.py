@@ -22,10 +22,18 @@ from django_fsm import can_proceed
 
 from ..gateway.types import ChargeSnapshot, PayoutSnapshot, RefundSnapshot, TransferSnapshot
 from ..notifications import notify
-from ..states import IncidentKind, RefundStatus, TransferStatus
+from ..states import (
+    UNRESOLVED_OPERATION_STATES,
+    IncidentKind,
+    MoneyOperationKind,
+    RefundStatus,
+    TransferStatus,
+)
 from ..states import PaymentStatus as S
-from . import errors
+from . import errors, outcomes
 from .common import account_model, gateway, model, payment_model
+from .operations import is_other_installation
+from .payments import reversal_target
 from .tasks import sync_task_status
 
 logger = logging.getLogger("django_escrow_connect.webhooks")
@@ -87,6 +95,19 @@ def lock_payment_for(
     if not q:
         return None
     return payment_model().objects.select_for_update().filter(q).first()
+
+
+def pending_operation_for(payment: Any, kind: str, metadata: dict[str, str], amount: int) -> Any:
+    """The payment's unresolved operation that made this Stripe object, or None.
+
+    Matched by the ``escrow_operation`` key the object's metadata carries; an
+    object made before the key existed is matched by kind and amount.
+    """
+    key = metadata.get("escrow_operation")
+    candidates = payment.operations.filter(kind=kind, status__in=UNRESOLVED_OPERATION_STATES)
+    if key:
+        return candidates.filter(idempotency_key=key).first()
+    return candidates.filter(amount=amount).first()
 
 
 def looks_like_ours(metadata: dict[str, str] | None, transfer_group: str | None = None) -> bool:
@@ -180,6 +201,8 @@ def apply_refund(snapshot: RefundSnapshot, *, event_id: str = "") -> Any:
     confirm it; a refund that fails gives its amount back to the payment,
     records an incident and sends ``refund_failed``.
     """
+    if is_other_installation(snapshot.metadata):
+        return None
     payment = lock_payment_for(
         payment_intent=snapshot.payment_intent,
         charge=snapshot.charge,
@@ -194,6 +217,13 @@ def _apply_refund_locked(payment: Any, snapshot: RefundSnapshot, *, event_id: st
     Refund = model("Refund")
     refund = Refund.objects.filter(stripe_refund_id=snapshot.id).first()
     if refund is None:
+        operation = pending_operation_for(
+            payment, MoneyOperationKind.REFUND, snapshot.metadata, snapshot.amount
+        )
+        if operation is not None:
+            # The app's own refund, whose answer has not been committed yet
+            # (or was lost in a crash): this event completes it.
+            return outcomes.refund_made(payment, operation, snapshot, event_id=event_id)
         if (
             snapshot.metadata.get("escrow_payment_id")
             and payment.refunds.filter(stripe_refund_id="", status=RefundStatus.PENDING).exists()
@@ -339,6 +369,8 @@ def apply_transfer(snapshot: TransferSnapshot, *, event_id: str = "") -> Any:
         transfer_group=snapshot.transfer_group,
         charge=snapshot.source_transaction,
     )
+    if known_payment is None and is_other_installation(snapshot.metadata):
+        return None
     ours = looks_like_ours(snapshot.metadata, snapshot.transfer_group)
     if _require_payment(payment, f"transfer {snapshot.id}", ours) is None:
         return None
@@ -346,7 +378,25 @@ def apply_transfer(snapshot: TransferSnapshot, *, event_id: str = "") -> Any:
     # has committed its totals by then.
     transfer = Transfer.objects.filter(stripe_transfer_id=snapshot.id).first()
     if transfer is None:
-        transfer = _match_or_record_transfer(payment, snapshot, event_id=event_id)
+        operation = pending_operation_for(
+            payment, MoneyOperationKind.TRANSFER, snapshot.metadata, snapshot.amount
+        )
+        if operation is not None:
+            # The release's own transfer, whose answer was not committed yet
+            # (or was lost): this event finishes the release, whether the
+            # payment is still held or already releasing.
+            transfer = outcomes.transfer_made(payment, operation, snapshot, event_id=event_id)
+        if transfer is None:
+            transfer = _match_or_record_transfer(payment, snapshot, event_id=event_id)
+    for reversal in snapshot.reversals:
+        operation = pending_operation_for(
+            payment, MoneyOperationKind.REVERSAL, reversal.metadata, reversal.amount
+        )
+        if operation is not None and reversal.metadata.get("escrow_operation"):
+            # The app's own reversal (a refund after release) whose answer
+            # was not committed yet: not a reversal "outside the app".
+            outcomes.reversal_made(payment, operation, reversal, event_id=event_id)
+            transfer.refresh_from_db()
     if snapshot.amount_reversed > transfer.amount_reversed:
         _apply_reversals(payment, transfer, snapshot, event_id=event_id)
     return transfer
@@ -425,8 +475,6 @@ def _reversed_by_refunds(payment: Any, total_reversed: int) -> bool:
     """
     if not payment.is_manual_capture:
         return False
-    from .payments import reversal_target
-
     refunds = payment.refunds.filter(status__in=COUNTED_REFUND_STATES).count()
     return total_reversed <= reversal_target(payment, payment.amount_refunded) + refunds
 

@@ -157,6 +157,40 @@ def test_charge_with_null_balance_transaction_and_a_capture_deadline():
     assert charge.capture_before == utc(1794215645)
 
 
+def test_destination_charge_fee_and_transfer():
+    charge = ChargeSnapshot.from_dict(
+        {
+            "id": "ch_2",
+            "object": "charge",
+            "amount": 10000,
+            "amount_captured": 10000,
+            "amount_refunded": 4000,
+            "application_fee": {"id": "fee_1", "object": "application_fee", "amount": 1000},
+            "application_fee_amount": 1000,
+            "currency": "usd",
+            "payment_intent": "pi_2",
+            "transfer": "tr_1",
+            "transfer_group": "escrow-1",
+        }
+    )
+    assert (charge.application_fee_amount, charge.application_fee) == (1000, "fee_1")
+    assert (charge.transfer, charge.transfer_group) == ("tr_1", "escrow-1")
+    platform = ChargeSnapshot.from_dict(
+        {
+            "id": "ch_3",
+            "object": "charge",
+            "amount": 500,
+            "currency": "usd",
+            "application_fee": None,
+            "application_fee_amount": None,
+            "transfer": None,
+        }
+    )
+    assert platform.application_fee_amount is None
+    assert platform.application_fee is None
+    assert platform.transfer is None
+
+
 def test_transfer_reduces_expanded_destination_and_source():
     transfer = TransferSnapshot.from_dict(
         {

@@ -31,7 +31,8 @@ from django_escrow_connect.services.sync import apply_payment_intent
 from tests import factories
 from tests.stripe_vcr import form_body_matcher, stripe_headers_matcher
 
-SIMULATED_GATEWAY = "django_escrow_connect.gateway.simulated.SimulatedGateway"
+#: The simulated gateway, checking that no money call runs inside a transaction.
+SIMULATED_GATEWAY = "tests.checked_gateway.TransactionCheckingGateway"
 STRATEGIES = (SEPARATE_CHARGES_AND_TRANSFERS, MANUAL_CAPTURE)
 #: Calls that move money or create objects at Stripe (the rest only read).
 MONEY_CALLS = (

@@ -104,7 +104,7 @@ def test_a_malformed_body_is_400(market, stripe, body):
     assert set(response.json()) == {"error"}
 
 
-def test_a_stripe_outage_leaves_nothing_behind_and_a_retry_creates_once(market, stripe):
+def test_a_stripe_outage_keeps_the_intent_and_a_retry_creates_once(market, stripe):
     from django_escrow_connect.exceptions import TemporarilyUnavailable
 
     task = market.task()
@@ -115,11 +115,18 @@ def test_a_stripe_outage_leaves_nothing_behind_and_a_retry_creates_once(market, 
     )
     response = market.create(task)
     assert response.status_code == 503
-    assert response.json()["error"]["code"] == "provider_unavailable"
-    assert not payments_of(task).exists()
+    assert response.json()["error"]["code"] == "operation_pending"
+    # The payment and its journal entry were committed before Stripe was
+    # called, so the intent's own event (payment_intent.created) found them
+    # and recorded the PaymentIntent the lost answer named.
+    (payment,) = payments_of(task)
+    assert payment.stripe_payment_intent_id in stripe.payment_intents
+    assert list(payment.operations.values_list("kind", "status")) == [
+        ("payment_intent", "succeeded")
+    ]
 
     response = market.create(task)
-    assert response.status_code == 201
+    assert response.status_code == 200, response.content
     # The same key: Stripe answered with the intent it made the first time.
     assert len(stripe.payment_intents) == 1
     (payment,) = payments_of(task)

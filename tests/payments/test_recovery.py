@@ -65,7 +65,7 @@ class TestTransferAnswerLost:
         payment = self.crash(market, stripe)
         stripe.calls.clear()
         dry = reconcile("--dry-run", "--older-than", "0")
-        assert f"{payment.pk}: would mark released" in dry
+        assert f"{payment.pk}: would settle transfer " in dry
         assert market.payment(payment.pk).status == "releasing"
 
         with market.capture(execute=True):
@@ -199,7 +199,8 @@ def test_a_stripe_outage_during_reconcile_is_reported_and_exits_non_zero(market,
     err = StringIO()
     with pytest.raises(CommandError):
         call_command("escrow_reconcile", "--older-than", "0", stdout=StringIO(), stderr=err)
-    assert "list transfers failed" in err.getvalue()
+    assert f"{payment.pk}: settle transfer " in err.getvalue()
+    assert "Stripe cannot be asked" in err.getvalue()
     assert market.payment(payment.pk).status == "releasing"
 
 

@@ -48,6 +48,23 @@ def test_amount_mismatch_moves_nothing(deliver: Any, make_payment: Any, stripe: 
     assert incident.stripe_event_id == evt["id"]
 
 
+def test_the_same_mismatch_seen_again_is_one_incident(
+    deliver: Any, make_payment: Any, stripe: Any
+) -> None:
+    scene = make_payment()
+    intent = intent_for(scene, "succeeded", amount=1)
+    deliver.platform(so.event("payment_intent.succeeded", intent))
+    deliver.platform(so.event("payment_intent.succeeded", intent))
+    from django_escrow_connect.gateway.types import PaymentIntentSnapshot
+    from django_escrow_connect.services.sync import apply_payment_intent
+
+    # What escrow_reconcile does on each run: apply the intent, no event id.
+    apply_payment_intent(PaymentIntentSnapshot.from_dict(intent))
+    apply_payment_intent(PaymentIntentSnapshot.from_dict(intent))
+    [incident] = incidents(scene)
+    assert incident.kind == "amount_mismatch"
+
+
 def test_currency_mismatch_moves_nothing(deliver: Any, make_payment: Any, stripe: Any) -> None:
     scene = make_payment()
     evt = so.event("payment_intent.succeeded", intent_for(scene, "succeeded", currency="eur"))

@@ -1,0 +1,291 @@
+"""The operation journal: every money call to Stripe in three phases.
+
+A use case that moves money (create, release, refund, reversal, cancel)
+never calls Stripe inside a database transaction. It
+
+1. **commits its intent** (:func:`begin`): a :class:`MoneyOperation` row with
+   the idempotency key and the exact request, plus the payment's in-flight
+   state, in one short transaction that holds the payment's row lock;
+2. **calls Stripe** (:func:`send`) with no transaction open and no lock held;
+3. **commits the outcome** in a second short transaction that locks the
+   payment again and re-checks the operation: a webhook may have finished it
+   in the meantime (every path converges on Stripe's facts).
+
+A crash between 1 and 3 leaves the operation ``pending``. Whoever comes next
+(the same request retried, another operation on the payment, a webhook,
+``escrow_reconcile``) settles it first with :func:`settle`: it looks the
+object up at Stripe when the answer may be lost for good, and otherwise sends
+the same request with the same key, which Stripe answers from its
+idempotency store. A payment has at most one unresolved operation (a unique
+partial index), so two money operations are never in flight at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from ..conf import escrow_settings
+from ..exceptions import GatewayError
+from ..states import UNRESOLVED_OPERATION_STATES, MoneyOperationKind
+from . import errors
+from .common import KEY_PREFIX, gateway, idempotency_key, key_prefix, lock_payment, model
+
+logger = logging.getLogger("django_escrow_connect.operations")
+
+__all__ = [
+    "KEY_WINDOW",
+    "Outcome",
+    "begin",
+    "in_transaction",
+    "lease",
+    "operation_metadata",
+    "send",
+    "unresolved_operation",
+]
+
+K = MoneyOperationKind
+
+#: Stripe may prune an idempotency key after 24 hours; past this age a retry
+#: looks the object up first instead of trusting the key.
+KEY_WINDOW = timedelta(hours=23)
+
+#: The words each kind uses in its idempotency key (kept from 0.1, so keys of
+#: operations started before the journal existed stay the same).
+KEY_WORDS = {
+    K.PAYMENT_INTENT: "intent",
+    K.TRANSFER: "transfer",
+    K.CAPTURE: "capture",
+    K.REVERSAL: "reversal",
+    K.REFUND: "refund",
+    K.CANCEL: "cancel",
+}
+
+
+def operation_model() -> Any:
+    return model("MoneyOperation")
+
+
+def lease() -> timedelta:
+    """How long a sent call may still be running in the process that sent it.
+
+    ``MONEY_OPERATION_LEASE_SECONDS``, or by default the longest the Stripe
+    client can take (timeout x tries) plus a margin. Until it has passed,
+    nobody else concludes that the call did not happen.
+    """
+    configured = escrow_settings.MONEY_OPERATION_LEASE_SECONDS
+    if configured is not None:
+        return timedelta(seconds=float(configured))
+    timeout = escrow_settings.STRIPE_TIMEOUT
+    longest = max(timeout) if isinstance(timeout, (list, tuple)) else float(timeout)
+    tries = int(escrow_settings.STRIPE_MAX_NETWORK_RETRIES) + 1
+    return timedelta(seconds=longest * tries + 30)
+
+
+def in_transaction() -> bool:
+    """Whether code opened a transaction on the default connection.
+
+    A test case's own wrapping transaction (Django's ``TestCase``) is not
+    one: it stands in for the autocommit a real request has.
+    """
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
+        return False
+    blocks = connection.atomic_blocks
+    return not blocks or any(not getattr(b, "_from_testcase", False) for b in blocks)
+
+
+def operation_metadata(payment: Any, key: str = "") -> dict[str, str]:
+    """Metadata every object the package creates at Stripe carries.
+
+    ``escrow_namespace`` (the ``IDEMPOTENCY_KEY_PREFIX``, when it is not the
+    default, as on connected accounts) tells installations that share a
+    Stripe account apart; ``escrow_operation`` names the journal entry, so a
+    lookup or a webhook finds exactly the object one operation made.
+    """
+    metadata = {
+        "escrow_payment_id": str(payment.pk),
+        "task_id": str(payment.task_id),
+        "transfer_group": payment.transfer_group,
+    }
+    if key_prefix() != KEY_PREFIX:
+        metadata["escrow_namespace"] = key_prefix()
+    if key:
+        metadata["escrow_operation"] = key
+    return metadata
+
+
+def is_other_installation(metadata: dict[str, str] | None) -> bool:
+    """An object created by another installation on the same Stripe account."""
+    return (metadata or {}).get("escrow_namespace", KEY_PREFIX) != key_prefix()
+
+
+def unresolved_operation(payment: Any) -> Any:
+    return payment.operations.filter(status__in=UNRESOLVED_OPERATION_STATES).first()
+
+
+def next_key(payment: Any, kind: str) -> tuple[str, int]:
+    """The key for a new operation of ``kind`` (sequence = earlier ones of that kind)."""
+    attempt = payment.operations.filter(kind=kind).count()
+    return idempotency_key("payment", payment.pk, KEY_WORDS[kind], attempt), attempt
+
+
+def begin(
+    payment: Any,
+    kind: str,
+    request: dict[str, Any],
+    *,
+    amount: int | None = None,
+    target_id: str = "",
+    user: Any = None,
+    key: str | None = None,
+    attempt: int | None = None,
+) -> Any:
+    """Phase 1: record the operation (inside the caller's transaction, payment locked)."""
+    if key is None or attempt is None:
+        key, attempt = next_key(payment, kind)
+    try:
+        with transaction.atomic():
+            return operation_model().objects.create(
+                payment=payment,
+                kind=kind,
+                idempotency_key=key,
+                attempt=attempt,
+                amount=amount,
+                currency=payment.currency,
+                request=request,
+                target_id=target_id,
+                sent_count=1,
+                lease_expires_at=timezone.now() + lease(),
+                requested_by=user if getattr(user, "pk", None) else None,
+            )
+    except IntegrityError as exc:
+        # The unique index: another operation on this payment is unresolved.
+        raise errors.OperationInFlight() from exc
+
+
+# --------------------------------------------------------------------------
+# Phase 2: the call
+# --------------------------------------------------------------------------
+
+
+def _call(kind: str) -> Callable[..., Any]:
+    g = gateway()
+    return {
+        K.PAYMENT_INTENT: g.create_payment_intent,
+        K.TRANSFER: g.create_transfer,
+        K.CAPTURE: g.capture_payment_intent,
+        K.REVERSAL: g.create_transfer_reversal,
+        K.REFUND: g.create_refund,
+        K.CANCEL: g.cancel_payment_intent,
+    }[kind]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What Stripe answered to one call: a result, or the error it raised."""
+
+    result: Any = None
+    error: GatewayError | None = None
+
+    @property
+    def unknown(self) -> bool:
+        return self.error is not None and self.error.is_transient
+
+
+def send(operation: Any) -> Outcome:
+    """Phase 2: the Stripe call, with no transaction open and no row lock held."""
+    if in_transaction():
+        raise RuntimeError(
+            "A money call to Stripe must not run inside a database transaction: "
+            "a crash would roll back the record of the call (and its key)."
+        )
+    args: list[Any] = []
+    if operation.kind in (K.CAPTURE, K.CANCEL):
+        args.append(operation.target_id)
+    logger.info(
+        "money call %s sent",
+        operation.kind,
+        extra={
+            "payment_id": str(operation.payment_id),
+            "idempotency_key": operation.idempotency_key,
+            "operation_id": operation.pk,
+        },
+    )
+    try:
+        result = _call(operation.kind)(
+            *args, idempotency_key=operation.idempotency_key, **operation.request
+        )
+    except GatewayError as exc:
+        return Outcome(error=exc)
+    return Outcome(result=result)
+
+
+def record_unknown(operation: Any, exc: GatewayError) -> None:
+    """Stripe may or may not have acted: keep the operation unresolved."""
+    operation.mark_unknown(
+        exc.code or "",
+        exc.message,
+        http_status=exc.http_status,
+        stripe_request_id=exc.request_id or "",
+    )
+    operation.save()
+
+
+def record_failed(operation: Any, exc: GatewayError) -> None:
+    operation.mark_failed(
+        exc.code or "",
+        exc.message,
+        http_status=exc.http_status,
+        stripe_request_id=exc.request_id or "",
+    )
+    operation.save()
+
+
+def lock_operation(payment_id: Any, operation_pk: Any) -> tuple[Any, Any]:
+    """Phase 3 starts here: the payment locked, the operation re-read under it."""
+    payment = lock_payment(payment_id)
+    operation = operation_model().objects.get(pk=operation_pk)
+    return payment, operation
+
+
+# --------------------------------------------------------------------------
+# Settling an operation whose outcome was never committed
+# --------------------------------------------------------------------------
+
+
+def answer_may_be_lost(operation: Any, now: Any = None) -> bool:
+    """Whether the same key may no longer reproduce Stripe's first answer.
+
+    After ~24 hours Stripe may have pruned the key; and a 5xx it answered is
+    itself stored under the key (a replay says only that the first attempt
+    errored). In both cases the object is looked up first.
+    """
+    now = now or timezone.now()
+    if now - operation.created_at >= KEY_WINDOW:
+        return True
+    return operation.http_status is not None and operation.http_status >= 500
+
+
+def lease_expired(operation: Any, now: Any = None) -> bool:
+    now = now or timezone.now()
+    return operation.lease_expires_at is None or operation.lease_expires_at <= now
+
+
+def renew(operation_pk: Any, payment_id: Any) -> Any:
+    """Mark an unresolved operation as being sent again (same key, new lease)."""
+    with transaction.atomic():
+        _, operation = lock_operation(payment_id, operation_pk)
+        if not operation.is_unresolved:
+            return None
+        # Sending the same key again is always safe, even while the first
+        # call may still be running elsewhere: Stripe answers both alike.
+        operation.mark_sending(timezone.now() + lease())
+        operation.save()
+        return operation

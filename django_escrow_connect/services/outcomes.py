@@ -1,0 +1,561 @@
+"""Phase 3 of a money operation: commit what Stripe answered.
+
+One applier per kind and outcome (success, refusal, "never happened"). They
+run with the payment locked and the operation re-read under that lock, and
+are called from three places that must agree: the request that sent the call,
+a webhook carrying the object the call made, and :func:`drive` (a retry, a
+competing operation, ``escrow_reconcile``) after looking the object up at
+Stripe. Whoever comes first settles the operation; the others find it
+settled and change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from django_fsm import can_proceed
+
+from ..exceptions import GatewayError
+from ..notifications import notify
+from ..states import (
+    IncidentKind,
+    MoneyOperationKind,
+    RefundStatus,
+    TransferStatus,
+)
+from ..states import PaymentStatus as S
+from . import errors
+from .common import gateway, model, translate
+from .operations import (
+    Outcome,
+    answer_may_be_lost,
+    begin,
+    lease,
+    lease_expired,
+    lock_operation,
+    next_key,
+    record_failed,
+    record_unknown,
+    renew,
+    send,
+)
+from .tasks import sync_task_status
+
+logger = logging.getLogger("django_escrow_connect.payments")
+
+K = MoneyOperationKind
+
+#: Payment states in which money can be transferred (or captured) to the doer.
+_RELEASABLE = (S.HELD, S.RELEASING)
+
+
+def _log(payment: Any, message: str, *args: Any, level: int = logging.INFO) -> None:
+    logger.log(
+        level,
+        message,
+        *args,
+        extra={
+            "payment_id": str(payment.pk),
+            "payment_status": payment.status,
+            "connected_account": payment.destination_account_id,
+        },
+    )
+
+
+def _row(name: str, operation: Any) -> Any:
+    """The domain row (Transfer, Refund, TransferReversal) an operation created."""
+    return model(name).objects.filter(idempotency_key=operation.idempotency_key).first()
+
+
+# --------------------------------------------------------------------------
+# PaymentIntent creation
+# --------------------------------------------------------------------------
+
+
+def intent_created(payment: Any, operation: Any, intent: Any, *, event_id: str = "") -> None:
+    operation.mark_succeeded(intent.id)
+    operation.save()
+    if not payment.stripe_payment_intent_id:
+        payment.stripe_payment_intent_id = intent.id
+        payment.save(update_fields=["stripe_payment_intent_id", "updated_at"])
+        sync_task_status(payment)
+        _log(payment, "payment created")
+
+
+def intent_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
+    record_failed(operation, exc)
+    _give_up_on_intent(payment, exc.code or "", exc.message)
+    return translate(exc, "create the payment")
+
+
+def intent_not_made(payment: Any, operation: Any) -> None:
+    operation.mark_failed("not_made", "Stripe has no record of this PaymentIntent.")
+    operation.save()
+    _give_up_on_intent(payment, "not_made", "The PaymentIntent was never created.")
+
+
+def _give_up_on_intent(payment: Any, code: str, message: str) -> None:
+    # No money moved and the customer never saw a client secret: the payment
+    # is closed, and the next "pay" starts a new one (a new id, a new key).
+    if not payment.stripe_payment_intent_id and can_proceed(payment.cancel):
+        payment.failure_code = code[:255]
+        payment.failure_message = message
+        payment.cancel()
+        payment.save()
+        sync_task_status(payment)
+
+
+# --------------------------------------------------------------------------
+# Release: transfer (separate charges and transfers) or capture
+# --------------------------------------------------------------------------
+
+
+def transfer_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str = "") -> Any:
+    """Stripe made the release's transfer (answered, looked up, or by webhook)."""
+    operation.mark_succeeded(snapshot.id)
+    operation.save()
+    transfer = _row("Transfer", operation)
+    if transfer is not None and transfer.status == TransferStatus.PENDING:
+        transfer.mark_created(snapshot.id)
+        transfer.save()
+    if payment.status in _RELEASABLE and can_proceed(payment.release):
+        payment.release(amount_transferred=snapshot.amount)
+        payment.save()
+        sync_task_status(payment)
+        _log(payment, "payment released" + (" (confirmed by webhook)" if event_id else ""))
+        notify("payment_released", payment=payment, transfer=transfer)
+    return transfer
+
+
+def capture_done(payment: Any, operation: Any, intent: Any, *, event_id: str = "") -> bool:
+    """The capture's PaymentIntent; False while Stripe is still capturing."""
+    if intent.status != "succeeded":
+        return False
+    operation.mark_succeeded(intent.id)
+    operation.save()
+    if payment.status in _RELEASABLE and can_proceed(payment.release):
+        payment.stripe_charge_id = intent.latest_charge or payment.stripe_charge_id
+        payment.release(amount_transferred=payment.amount - payment.platform_fee)
+        payment.save()
+        sync_task_status(payment)
+        _log(payment, "payment released (captured)")
+        notify("payment_released", payment=payment, transfer=None)
+    return True
+
+
+def release_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
+    """A definite refusal: the money stays held; the next try gets a new key."""
+    record_failed(operation, exc)
+    transfer = _row("Transfer", operation) if operation.kind == K.TRANSFER else None
+    if transfer is not None and transfer.status == TransferStatus.PENDING:
+        transfer.mark_failed(code=exc.code or "", message=exc.message)
+        transfer.save()
+    _release_undone(payment)
+    incident = model("TransferIncident").objects.create(
+        payment=payment,
+        kind=IncidentKind.TRANSFER_FAILED,
+        code=exc.code or "",
+        message=exc.message,
+        stripe_request_id=exc.request_id or "",
+        destination_account_id=payment.destination_account_id,
+        amount=operation.amount if operation.amount is not None else payment.amount,
+        currency=payment.currency,
+    )
+    _log(payment, "release failed: %s", exc.code or exc.message, level=logging.WARNING)
+    notify("transfer_failed", payment=payment, incident=incident)
+    return errors.Conflict(
+        f"Stripe refused the release ({exc.code or 'error'}); the money is still held "
+        "and the release can be retried.",
+        code="release_failed",
+    )
+
+
+def release_not_made(payment: Any, operation: Any) -> None:
+    """Stripe has no transfer (or capture) for the operation and none can come."""
+    operation.mark_failed("not_made", "Stripe has no record of this release.")
+    operation.save()
+    transfer = _row("Transfer", operation) if operation.kind == K.TRANSFER else None
+    if transfer is not None and transfer.status == TransferStatus.PENDING:
+        transfer.mark_failed(code="not_made", message="Stripe has no record of this transfer.")
+        transfer.save()
+    _release_undone(payment)
+    _log(payment, "release was never made at Stripe; the money is held", level=logging.WARNING)
+
+
+def _release_undone(payment: Any) -> None:
+    if payment.status == S.RELEASING:
+        payment.release_failed()
+    else:
+        payment.release_attempts += 1
+    payment.save()
+    sync_task_status(payment)
+
+
+# --------------------------------------------------------------------------
+# Transfer reversals (before a refund after release)
+# --------------------------------------------------------------------------
+
+
+def reversal_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str = "") -> None:
+    operation.mark_succeeded(snapshot.id)
+    operation.save()
+    reversal = _row("TransferReversal", operation)
+    if reversal is not None and can_proceed(reversal.mark_succeeded):
+        reversal.mark_succeeded(snapshot.id)
+        reversal.save()
+    transfer = (
+        model("Transfer").objects.filter(stripe_transfer_id=operation.target_id).first()
+        if operation.target_id
+        else None
+    )
+    if transfer is not None and can_proceed(transfer.apply_reversed_total):
+        before = transfer.amount_reversed
+        transfer.apply_reversed_total(transfer.amount_reversed + snapshot.amount)
+        transfer.save()
+        added = transfer.amount_reversed - before
+    else:
+        added = snapshot.amount
+    room = payment.amount_transferred - payment.amount_reversed
+    payment.amount_reversed += max(0, min(added, room))
+    payment.save()
+
+
+def reversal_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
+    record_failed(operation, exc)
+    reversal = _row("TransferReversal", operation)
+    if reversal is not None and can_proceed(reversal.mark_failed):
+        reversal.mark_failed(code=exc.code or "", message=exc.message)
+        reversal.save()
+    incident = model("TransferIncident").objects.create(
+        payment=payment,
+        kind=IncidentKind.REVERSAL_FAILED,
+        code=exc.code or "",
+        message=exc.message,
+        stripe_request_id=exc.request_id or "",
+        stripe_transfer_id=operation.target_id,
+        destination_account_id=payment.destination_account_id,
+        amount=operation.amount,
+        currency=payment.currency,
+    )
+    notify("transfer_failed", payment=payment, incident=incident)
+    return errors.Conflict(
+        f"The doer's account could not return the money ({exc.code or 'error'}); "
+        "no refund was made.",
+        code="reversal_failed",
+    )
+
+
+def reversal_not_made(payment: Any, operation: Any) -> None:
+    operation.mark_failed("not_made", "Stripe has no record of this reversal.")
+    operation.save()
+    reversal = _row("TransferReversal", operation)
+    if reversal is not None and can_proceed(reversal.mark_failed):
+        reversal.mark_failed(code="not_made", message="Stripe has no record of this reversal.")
+        reversal.save()
+
+
+# --------------------------------------------------------------------------
+# Refunds
+# --------------------------------------------------------------------------
+
+
+def refund_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str = "") -> Any:
+    operation.mark_succeeded(snapshot.id)
+    operation.save()
+    refund = _row("Refund", operation)
+    if refund is None:
+        return None
+    refund.stripe_refund_id = snapshot.id
+    status = snapshot.status or RefundStatus.PENDING
+    if status != refund.status and can_proceed(refund.apply_stripe_status):
+        refund.apply_stripe_status(status, snapshot.failure_reason or "")
+    refund.save()
+    if refund.status in (RefundStatus.FAILED, RefundStatus.CANCELED):
+        return refund
+    if can_proceed(payment.refund):
+        payment.refund(refund.amount)
+        payment.save()
+        sync_task_status(payment)
+        _log(payment, "payment refunded: %s", refund.amount)
+        notify("payment_refunded", payment=payment, refund=refund)
+    return refund
+
+
+def refund_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
+    record_failed(operation, exc)
+    refund = _row("Refund", operation)
+    if refund is not None and can_proceed(refund.apply_stripe_status):
+        refund.apply_stripe_status(RefundStatus.FAILED, exc.code or exc.message)
+        refund.save()
+    model("PaymentIncident").objects.create(
+        payment=payment,
+        kind=IncidentKind.REFUND_FAILED,
+        code=exc.code or "",
+        message=exc.message,
+        stripe_request_id=exc.request_id or "",
+        stripe_payment_intent_id=payment.stripe_payment_intent_id,
+    )
+    return translate(exc, "refund the payment")
+
+
+def refund_not_made(payment: Any, operation: Any) -> None:
+    operation.mark_failed("not_made", "Stripe has no record of this refund.")
+    operation.save()
+    refund = _row("Refund", operation)
+    if refund is not None and can_proceed(refund.apply_stripe_status):
+        refund.apply_stripe_status(RefundStatus.CANCELED, "not_made")
+        refund.save()
+
+
+# --------------------------------------------------------------------------
+# Voiding a manual-capture hold
+# --------------------------------------------------------------------------
+
+
+def cancel_done(payment: Any, operation: Any, intent: Any, *, event_id: str = "") -> bool:
+    if intent.status != "canceled":
+        return False
+    operation.mark_succeeded(intent.id)
+    operation.save()
+    if payment.status != S.CANCELED and can_proceed(payment.cancel):
+        payment.cancel()
+        payment.save()
+        sync_task_status(payment)
+        _log(payment, "hold voided")
+        notify("payment_canceled", payment=payment)
+    return True
+
+
+def cancel_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
+    record_failed(operation, exc)
+    return translate(exc, "void the authorisation")
+
+
+def cancel_not_made(payment: Any, operation: Any) -> None:
+    operation.mark_failed("not_made", "Stripe has no record of this cancellation.")
+    operation.save()
+
+
+# --------------------------------------------------------------------------
+# Dispatch by kind
+# --------------------------------------------------------------------------
+
+_SUCCEEDED: dict[str, Any] = {
+    K.PAYMENT_INTENT: intent_created,
+    K.TRANSFER: transfer_made,
+    K.CAPTURE: capture_done,
+    K.REVERSAL: reversal_made,
+    K.REFUND: refund_made,
+    K.CANCEL: cancel_done,
+}
+_REFUSED: dict[str, Any] = {
+    K.PAYMENT_INTENT: intent_refused,
+    K.TRANSFER: release_refused,
+    K.CAPTURE: release_refused,
+    K.REVERSAL: reversal_refused,
+    K.REFUND: refund_refused,
+    K.CANCEL: cancel_refused,
+}
+_NOT_MADE: dict[str, Any] = {
+    K.PAYMENT_INTENT: intent_not_made,
+    K.TRANSFER: release_not_made,
+    K.CAPTURE: release_not_made,
+    K.REVERSAL: reversal_not_made,
+    K.REFUND: refund_not_made,
+    K.CANCEL: cancel_not_made,
+}
+
+
+def apply_outcome(operation: Any, outcome: Outcome) -> None:
+    """Phase 3: commit the answer; raise the error to show once it is committed."""
+    failure: errors.ServiceError | None = None
+    with transaction.atomic():
+        payment, operation = lock_operation(operation.payment_id, operation.pk)
+        if not operation.is_unresolved:
+            # A webhook (or a concurrent retry) settled it first, from Stripe's facts.
+            return
+        if outcome.error is None:
+            done = _SUCCEEDED[operation.kind](payment, operation, outcome.result)
+            if done is False:
+                operation.mark_unknown("in_progress", "Stripe has not finished the operation.")
+                operation.save()
+                failure = errors.OperationPending(
+                    "Stripe is still processing the operation; it completes by itself."
+                )
+        elif outcome.unknown:
+            record_unknown(operation, outcome.error)
+            _log(
+                payment,
+                "%s outcome unknown: %s",
+                operation.kind,
+                outcome.error.code or outcome.error.message,
+                level=logging.WARNING,
+            )
+            failure = errors.OperationPending(
+                "The request was sent but Stripe did not confirm it; retrying is safe."
+            )
+        else:
+            failure = _REFUSED[operation.kind](payment, operation, outcome.error)
+    if failure is not None:
+        raise failure
+
+
+def execute(operation: Any) -> None:
+    """Phases 2 and 3 of a freshly begun (or renewed) operation."""
+    apply_outcome(operation, send(operation))
+
+
+# --------------------------------------------------------------------------
+# Looking an operation up at Stripe
+# --------------------------------------------------------------------------
+
+
+def lookup(operation: Any) -> Any:
+    """The object ``operation`` made at Stripe, or None when Stripe has none.
+
+    Raises :class:`GatewayError` when Stripe cannot be asked. PaymentIntent
+    creations cannot be looked up (Stripe lists PaymentIntents by customer,
+    not metadata): None.
+    """
+    g = gateway()
+    key = operation.idempotency_key
+    request = operation.request
+    if operation.kind == K.TRANSFER:
+        found = g.list_transfers(transfer_group=request["transfer_group"])
+        return _match(found, key, operation.amount, request.get("destination"))
+    if operation.kind == K.REFUND:
+        refunds = g.list_refunds(payment_intent=request["payment_intent"])
+        return _match(refunds, key, operation.amount, None)
+    if operation.kind == K.REVERSAL:
+        transfer = g.retrieve_transfer(request["transfer_id"])
+        return _match(list(transfer.reversals), key, operation.amount, None)
+    if operation.kind in (K.CAPTURE, K.CANCEL):
+        intent = g.retrieve_payment_intent(operation.target_id)
+        wanted = "succeeded" if operation.kind == K.CAPTURE else "canceled"
+        return intent if intent.status == wanted else None
+    return None
+
+
+def _match(objects: Any, key: str, amount: int | None, destination: str | None) -> Any:
+    """The object the operation made: by its ``escrow_operation`` metadata.
+
+    Objects made before the journal carried the key are matched by amount
+    (and destination) among those not recorded yet.
+    """
+    for obj in objects:
+        if obj.metadata.get("escrow_operation") == key:
+            return obj
+    known = _known_ids()
+    for obj in objects:
+        if obj.metadata.get("escrow_operation"):
+            continue
+        if obj.id in known:
+            continue
+        if amount is not None and obj.amount != amount:
+            continue
+        if destination and getattr(obj, "destination", None) not in (None, destination):
+            continue
+        return obj
+    return None
+
+
+def _known_ids() -> set[str]:
+    # Small: only objects without the operation key (made by 0.1) reach here.
+    return set(
+        model("MoneyOperation")
+        .objects.exclude(stripe_object_id="")
+        .values_list("stripe_object_id", flat=True)[:10000]
+    )
+
+
+# --------------------------------------------------------------------------
+# Settling an unresolved operation
+# --------------------------------------------------------------------------
+
+
+def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
+    """Settle an unresolved operation; no transaction may be open.
+
+    ``wanted``: the caller asks for this very operation (the request retried,
+    ``escrow_reconcile``): it is finished, by sending the same request with
+    the same key. When Stripe may no longer remember that key (older than
+    23 h, or a 5xx stored under it), or with ``look_first``, the object is
+    looked up first; the next attempt gets a new key only if Stripe has
+    nothing and the key may be forgotten.
+
+    Not ``wanted``: another operation waits for the payment. The object is
+    looked up; found, the operation is finished; not found, it is settled as
+    never made once its lease has passed (no process can still be sending
+    it), otherwise the caller is told to wait (409 ``operation_pending``).
+    """
+    if wanted and not look_first and not answer_may_be_lost(operation):
+        renewed = renew(operation.pk, operation.payment_id)
+        if renewed is not None:
+            execute(renewed)
+        return
+    try:
+        found = lookup(operation)
+    except GatewayError as exc:
+        raise errors.OperationInFlight(
+            "An earlier payment operation has not been confirmed and Stripe cannot be "
+            "asked about it right now; try again shortly."
+        ) from exc
+    with transaction.atomic():
+        payment, current = lock_operation(operation.payment_id, operation.pk)
+        if not current.is_unresolved:
+            return
+        if found is not None and _SUCCEEDED[current.kind](payment, current, found) is not False:
+            return
+        if not wanted:
+            if not lease_expired(current):
+                raise errors.OperationInFlight()
+            _NOT_MADE[current.kind](payment, current)
+            return
+        if answer_may_be_lost(current):
+            # Stripe has nothing under a key it may have forgotten: this
+            # attempt never happened; the next one gets a new key.
+            current.mark_failed("not_made", "Stripe has no record of this attempt; sent again.")
+            current.save()
+            key, attempt = next_key(payment, current.kind)
+            request = dict(current.request)
+            if "metadata" in request:
+                request["metadata"] = {**request["metadata"], "escrow_operation": key}
+            successor = begin(
+                payment,
+                current.kind,
+                request,
+                amount=current.amount,
+                target_id=current.target_id,
+                key=key,
+                attempt=attempt,
+            )
+            _rekey_row(current, successor)
+        else:
+            current.mark_sending(timezone.now() + lease())
+            current.save()
+            successor = current
+    execute(successor)
+
+
+def _rekey_row(previous: Any, successor: Any) -> None:
+    """The domain row of a restarted operation follows it to the new key."""
+    name = {
+        K.TRANSFER: "Transfer",
+        K.REFUND: "Refund",
+        K.REVERSAL: "TransferReversal",
+    }.get(previous.kind)
+    if name is not None:
+        model(name).objects.filter(idempotency_key=previous.idempotency_key).update(
+            idempotency_key=successor.idempotency_key
+        )
+
+
+__all__ = [
+    "apply_outcome",
+    "drive",
+    "execute",
+    "lookup",
+]

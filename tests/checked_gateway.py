@@ -1,0 +1,53 @@
+"""The simulated gateway, refusing a money call made inside a transaction.
+
+Every suite that configures the simulated Stripe through
+``tests.payments.conftest.configure`` uses this class, so a service that
+calls Stripe while it holds a row lock (or any transaction whose crash would
+roll back the record of the call) fails the test that exercises it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from django_escrow_connect.gateway.simulated import SimulatedGateway
+from django_escrow_connect.services.operations import in_transaction
+
+#: Calls that create a payment or move money at Stripe (the rest only read).
+MONEY_CALLS = (
+    "create_payment_intent",
+    "capture_payment_intent",
+    "cancel_payment_intent",
+    "create_transfer",
+    "create_transfer_reversal",
+    "create_refund",
+)
+
+
+class MoneyCallInTransaction(AssertionError):
+    pass
+
+
+def _outside_transactions(method: Any) -> Any:
+    @functools.wraps(method)
+    def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if in_transaction():
+            raise MoneyCallInTransaction(
+                f"{method.__name__} called with a database transaction open"
+            )
+        return method(self, *args, **kwargs)
+
+    return checked
+
+
+class TransactionCheckingGateway(SimulatedGateway):
+    pass
+
+
+for _name in MONEY_CALLS:
+    setattr(
+        TransactionCheckingGateway,
+        _name,
+        _outside_transactions(getattr(SimulatedGateway, _name)),
+    )

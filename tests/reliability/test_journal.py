@@ -1,0 +1,297 @@
+"""The operation journal: intent, call, outcome; every path settles from Stripe's facts.
+
+These tests drive the public API (and ``escrow_reconcile``) against the
+simulated Stripe, whose events reach the real webhook receiver. A crash is
+staged as the process would leave it: the journal entry committed (phase 1),
+Stripe's effect made or not, the outcome never committed. The real-process
+crash matrix (tests/crash/) kills a server for the same states.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from django_escrow_connect import swappable
+from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
+from django_escrow_connect.exceptions import TemporarilyUnavailable
+from django_escrow_connect.services import operations
+from django_escrow_connect.testing import assert_books_balanced
+from tests.checked_gateway import MoneyCallInTransaction, TransactionCheckingGateway
+
+from .conftest import assert_money_invariants, configure, stripe_books
+
+pytestmark = pytest.mark.django_db
+
+Operation = swappable.load("MoneyOperation")
+
+
+def journal(payment: Any) -> list[tuple[str, str]]:
+    """The payment's money operations after its creation, oldest first."""
+    return list(
+        payment.operations.exclude(kind="payment_intent")
+        .order_by("created_at")
+        .values_list("kind", "status")
+    )
+
+
+def stage_crashed_release(market: Any, stripe: Any, *, stripe_acted: bool) -> Any:
+    """A confirm whose process died during ``POST /v1/transfers``.
+
+    Phase 1 committed (journal entry, transfer row, payment releasing); the
+    call reached Stripe (``stripe_acted``) or not; nothing after it ran. The
+    transfer's webhook is held back (Stripe delivers it later, or never).
+    """
+    payment = market.held_payment()
+    stripe.fail_next(
+        "create_transfer",
+        TemporarilyUnavailable("worker killed", should_retry=True),
+        after_effect=stripe_acted,
+    )
+    held_back: list[Any] = []
+    from django_escrow_connect.gateway import simulated
+
+    previous = simulated.set_event_sink(lambda *args: held_back.append(args))
+    try:
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+    finally:
+        simulated.set_event_sink(previous)
+    assert response.status_code == 503, response.content
+    # What a SIGKILL leaves: the outcome ("unknown") was never written.
+    Operation.objects.filter(payment=payment.pk, kind="transfer").update(
+        status="pending", error_code="", error_message="", http_status=None
+    )
+    payment = market.payment(payment.pk)
+    assert payment.status == "releasing"
+    assert journal(payment) == [("transfer", "pending")]
+    return payment, held_back
+
+
+def expire_lease(payment: Any) -> None:
+    Operation.objects.filter(payment=payment.pk, status="pending").update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+@pytest.fixture
+def sct(settings: Any, stripe: Any) -> None:
+    configure(settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS)
+
+
+class TestTheScenarioOfIssue11:
+    """Transfer made, worker killed, refund requested: the platform loses nothing."""
+
+    def test_a_refund_finishes_the_release_then_reverses_it(self, market, stripe, sct):
+        payment, _ = stage_crashed_release(market, stripe, stripe_acted=True)
+        expire_lease(payment)
+        response = market.post(market.doer, "payment-refund", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        payment = market.payment(payment.pk)
+        assert payment.status == "refunded"
+        books = assert_money_invariants(stripe, payment)
+        assert len(books["transfers"]) == 1
+        # The doer returned all 9,000 before the customer got 10,000 back.
+        assert books["reversed"] == books["transferred"] == 9_000
+        assert books["refunded"] == 10_000
+        assert journal(payment) == [
+            ("transfer", "succeeded"),
+            ("reversal", "succeeded"),
+            ("refund", "succeeded"),
+        ]
+        assert_books_balanced(payment_id=payment.pk)
+
+    def test_the_webhook_finishes_a_release_that_stayed_held_or_releasing(
+        self, market, stripe, sct
+    ):
+        payment, held_back = stage_crashed_release(market, stripe, stripe_acted=True)
+        from django_escrow_connect.gateway.simulated import get_event_sink
+
+        for args in held_back:
+            get_event_sink()(*args)
+        payment = market.payment(payment.pk)
+        assert payment.status == "released"
+        assert journal(payment) == [("transfer", "succeeded")]
+        (row,) = payment.transfers.all()
+        assert row.status == "created"
+        # Confirming again is an ordinary retry: 200, no second transfer.
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        assert len(stripe_books(stripe, payment)["transfers"]) == 1
+        assert_books_balanced(payment_id=payment.pk)
+
+    def test_confirming_again_after_the_crash_sends_the_same_key(self, market, stripe, sct):
+        payment, _ = stage_crashed_release(market, stripe, stripe_acted=True)
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        payment = market.payment(payment.pk)
+        assert payment.status == "released"
+        assert len(stripe_books(stripe, payment)["transfers"]) == 1
+        (operation,) = payment.operations.filter(kind="transfer")
+        assert operation.sent_count == 2
+        assert operation.idempotency_key.endswith(":transfer:0")
+
+    def test_reconcile_finds_the_transfer_and_finishes(self, market, stripe, sct):
+        payment, _ = stage_crashed_release(market, stripe, stripe_acted=True)
+        stripe.calls.clear()
+        with market.capture(execute=True):
+            call_command("escrow_reconcile", "--older-than", "0", stdout=StringIO())
+        payment = market.payment(payment.pk)
+        assert payment.status == "released"
+        # Looked up by transfer_group; nothing sent again.
+        assert [name for name, _ in stripe.calls] == ["list_transfers"]
+        assert_books_balanced(payment_id=payment.pk)
+
+
+class TestACompetingOperation:
+    """A refund (or cancel) while a release is unresolved decides from Stripe's facts."""
+
+    def test_while_the_release_may_still_be_running_it_is_refused_409(self, market, stripe, sct):
+        payment, _ = stage_crashed_release(market, stripe, stripe_acted=False)
+        response = market.post(market.doer, "payment-refund", payment_id=payment.pk)
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "operation_pending"
+        assert market.payment(payment.pk).amount_refunded == 0
+        assert stripe_books(stripe, payment)["refunded"] == 0
+
+    def test_a_release_stripe_never_saw_is_settled_as_not_made(self, market, stripe, sct):
+        payment, _ = stage_crashed_release(market, stripe, stripe_acted=False)
+        expire_lease(payment)
+        response = market.post(market.doer, "payment-refund", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        payment = market.payment(payment.pk)
+        assert payment.status == "refunded"
+        books = assert_money_invariants(stripe, payment)
+        assert books["transfers"] == []
+        assert journal(payment) == [("transfer", "failed"), ("refund", "succeeded")]
+        assert payment.operations.get(kind="transfer").error_code == "not_made"
+        assert_books_balanced(payment_id=payment.pk)
+
+    def test_stripe_unreachable_refuses_409_and_changes_nothing(self, market, stripe, sct):
+        payment, _ = stage_crashed_release(market, stripe, stripe_acted=True)
+        expire_lease(payment)
+        stripe.fail_next("list_transfers", TemporarilyUnavailable("down", http_status=503))
+        response = market.post(market.doer, "payment-refund", payment_id=payment.pk)
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "operation_pending"
+        assert journal(market.payment(payment.pk)) == [("transfer", "pending")]
+
+
+class TestLostAnswers:
+    def test_a_stored_500_is_looked_up_then_retried_with_the_next_key(self, market, stripe, sct):
+        payment = market.held_payment()
+        stripe.fail_next(
+            "create_transfer", TemporarilyUnavailable("Internal error", http_status=500)
+        )
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 503
+        stripe.calls.clear()
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        payment = market.payment(payment.pk)
+        assert [name for name, _ in stripe.calls][:2] == ["list_transfers", "create_transfer"]
+        assert journal(payment) == [("transfer", "failed"), ("transfer", "succeeded")]
+        attempts = payment.operations.filter(kind="transfer").order_by("created_at")
+        assert list(attempts.values_list("attempt", flat=True)) == [0, 1]
+        assert len(stripe_books(stripe, payment)["transfers"]) == 1
+
+    def test_an_operation_older_than_the_key_window_is_looked_up_first(self, market, stripe, sct):
+        payment, _ = stage_crashed_release(market, stripe, stripe_acted=True)
+        Operation.objects.filter(payment=payment.pk, kind="transfer").update(
+            created_at=timezone.now() - operations.KEY_WINDOW - timedelta(minutes=1)
+        )
+        stripe.advance_time(int(operations.KEY_WINDOW.total_seconds()) + 3600 * 2)
+        stripe.calls.clear()
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        # Found by transfer_group: no new transfer under a forgotten key.
+        assert [name for name, _ in stripe.calls] == ["list_transfers"]
+        assert len(stripe_books(stripe, market.payment(payment.pk))["transfers"]) == 1
+
+
+class TestTheJournalItself:
+    def test_two_unresolved_operations_on_one_payment_are_impossible(self, market, stripe, sct):
+        payment = market.held_payment()
+        Operation.objects.create(payment=payment, kind="transfer", idempotency_key="k1")
+        with pytest.raises(IntegrityError), transaction.atomic():
+            Operation.objects.create(payment=payment, kind="refund", idempotency_key="k2")
+
+    def test_every_money_call_is_journaled_with_its_key_and_result(self, market, stripe, sct):
+        payment = market.released_payment()
+        (create, transfer) = payment.operations.order_by("created_at")
+        assert (create.kind, create.status) == ("payment_intent", "succeeded")
+        assert create.stripe_object_id == payment.stripe_payment_intent_id
+        assert (transfer.kind, transfer.status, transfer.amount) == ("transfer", "succeeded", 9_000)
+        assert transfer.stripe_object_id == payment.transfers.get().stripe_transfer_id
+        (sent,) = stripe_books(stripe, payment)["transfers"]
+        assert sent["metadata"]["escrow_operation"] == transfer.idempotency_key
+
+    def test_a_money_call_inside_a_transaction_is_refused(self, market, stripe, sct):
+        from django_escrow_connect.services.payments import release_payment
+
+        payment = market.held_payment()
+        with (
+            pytest.raises(RuntimeError, match="inside a database transaction"),
+            transaction.atomic(),
+        ):
+            release_payment(payment.pk, market.customer)
+
+    def test_the_checking_gateway_refuses_a_money_call_inside_a_transaction(self, db):
+        with pytest.raises(MoneyCallInTransaction), transaction.atomic():
+            TransactionCheckingGateway().create_refund(
+                idempotency_key="k", payment_intent="pi_x", amount=1, metadata={}
+            )
+
+
+class TestManualCapture:
+    def test_a_crashed_capture_is_finished_by_the_payment_intent_webhook(
+        self, settings, market, stripe
+    ):
+        configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
+        payment = market.held_payment()
+        stripe.fail_next(
+            "capture_payment_intent",
+            TemporarilyUnavailable("worker killed", should_retry=True),
+            after_effect=True,
+        )
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code in (200, 503), response.content
+        payment = market.payment(payment.pk)
+        # payment_intent.succeeded (delivered by the simulated Stripe) settled it.
+        assert payment.status == "released"
+        assert journal(payment)[-1] == ("capture", "succeeded")
+        assert_books_balanced(payment_id=payment.pk)
+
+
+class TestTwoInstallations:
+    def test_payment_ids_differ_per_installation(self, settings, market, stripe):
+        from django_escrow_connect.services.payments import payment_id_for
+
+        task = market.task()
+        default = payment_id_for(task, 0)
+        configure(settings, IDEMPOTENCY_KEY_PREFIX="staging")
+        assert payment_id_for(task, 0) != default
+
+    def test_an_event_about_another_installations_refund_is_ignored(
+        self, settings, market, stripe, sct
+    ):
+        payment = market.held_payment()
+        from django_escrow_connect.gateway.types import RefundSnapshot
+        from django_escrow_connect.services.transfers import apply_refund
+
+        foreign = RefundSnapshot(
+            id="re_foreign",
+            amount=2_000,
+            currency="usd",
+            status="succeeded",
+            payment_intent="pi_foreign",
+            metadata={"escrow_payment_id": str(payment.pk), "escrow_namespace": "staging"},
+        )
+        with transaction.atomic():
+            assert apply_refund(foreign) is None
+        assert market.payment(payment.pk).amount_refunded == 0
