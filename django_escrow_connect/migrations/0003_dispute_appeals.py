@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('escrow_connect', '0001_initial'),
+        ('escrow_connect', '0002_money_operations'),
     ]
 
     operations = [
