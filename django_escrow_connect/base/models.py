@@ -705,6 +705,8 @@ class AbstractMoneyOperation(ConcurrentTransitionMixin, TimestampedModel):
     error_code = models.CharField(_("error code"), max_length=255, blank=True)
     error_message = models.TextField(_("error message"), blank=True)
     http_status = models.PositiveSmallIntegerField(_("HTTP status"), null=True, blank=True)
+    # Stripe's Stripe-Should-Retry answer to the last call (None: not sent).
+    should_retry = models.BooleanField(_("Stripe-Should-Retry"), null=True, blank=True)
     # How often the call was sent (a retry with the same key counts).
     sent_count = models.PositiveIntegerField(_("times sent"), default=0)
     # Until then the call may still be running in another process: nobody
@@ -782,10 +784,12 @@ class AbstractMoneyOperation(ConcurrentTransitionMixin, TimestampedModel):
         *,
         http_status: int | None = None,
         stripe_request_id: str = "",
+        should_retry: bool | None = None,
     ) -> None:
         self.error_code = code[:255]
         self.error_message = message
         self.http_status = http_status
+        self.should_retry = should_retry
         if stripe_request_id:
             self.stripe_request_id = stripe_request_id
 

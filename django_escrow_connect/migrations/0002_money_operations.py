@@ -37,6 +37,7 @@ class Migration(migrations.Migration):
                 ('error_code', models.CharField(blank=True, max_length=255, verbose_name='error code')),
                 ('error_message', models.TextField(blank=True, verbose_name='error message')),
                 ('http_status', models.PositiveSmallIntegerField(blank=True, null=True, verbose_name='HTTP status')),
+                ('should_retry', models.BooleanField(blank=True, null=True, verbose_name='Stripe-Should-Retry')),
                 ('sent_count', models.PositiveIntegerField(default=0, verbose_name='times sent')),
                 ('lease_expires_at', models.DateTimeField(blank=True, null=True, verbose_name='in flight until')),
                 ('completed_at', models.DateTimeField(blank=True, null=True, verbose_name='completed at')),

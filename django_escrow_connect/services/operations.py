@@ -234,6 +234,7 @@ def record_unknown(operation: Any, exc: GatewayError) -> None:
         exc.message,
         http_status=exc.http_status,
         stripe_request_id=exc.request_id or "",
+        should_retry=exc.should_retry,
     )
     operation.save()
 
@@ -263,12 +264,13 @@ def lock_operation(payment_id: Any, operation_pk: Any) -> tuple[Any, Any]:
 def answer_may_be_lost(operation: Any, now: Any = None) -> bool:
     """Whether the same key may no longer reproduce Stripe's first answer.
 
-    After ~24 hours Stripe may have pruned the key; and a 5xx it answered is
+    After ~24 hours Stripe may have pruned the key; a 5xx it answered is
     itself stored under the key (a replay says only that the first attempt
-    errored). In both cases the object is looked up first.
+    errored); and ``Stripe-Should-Retry: false`` says the same request cannot
+    succeed. In each case the object is looked up first.
     """
     now = now or timezone.now()
-    if now - operation.created_at >= KEY_WINDOW:
+    if now - operation.created_at >= KEY_WINDOW or operation.should_retry is False:
         return True
     return operation.http_status is not None and operation.http_status >= 500
 

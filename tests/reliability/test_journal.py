@@ -200,6 +200,24 @@ class TestLostAnswers:
         assert list(attempts.values_list("attempt", flat=True)) == [0, 1]
         assert len(stripe_books(stripe, payment)["transfers"]) == 1
 
+    def test_stripe_should_retry_false_is_looked_up_then_sent_under_the_next_key(
+        self, market, stripe, sct
+    ):
+        payment = market.held_payment()
+        stripe.fail_next(
+            "create_transfer",
+            TemporarilyUnavailable("Conflict", http_status=409, should_retry=False),
+        )
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 503
+        assert payment.operations.get(kind="transfer").should_retry is False
+        stripe.calls.clear()
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        assert [name for name, _ in stripe.calls][:2] == ["list_transfers", "create_transfer"]
+        payment = market.payment(payment.pk)
+        assert journal(payment) == [("transfer", "failed"), ("transfer", "succeeded")]
+
     def test_an_operation_older_than_the_key_window_is_looked_up_first(self, market, stripe, sct):
         payment, _ = stage_crashed_release(market, stripe, stripe_acted=True)
         Operation.objects.filter(payment=payment.pk, kind="transfer").update(
