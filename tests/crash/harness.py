@@ -74,14 +74,17 @@ class World:
     market: Marketplace
     answers: list[Answer] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
-    #: Webhook endpoints (base URLs of installations) events are delivered to.
+    #: Servers (installations' endpoints) Stripe delivers events to.
     servers: list[Server] = field(default_factory=list)
+    #: Answers before this index belong to the set-up (reported only when not 2xx).
+    case_start: int = 0
 
     @classmethod
     def build(cls, shared: SharedStripe, server: Server) -> World:
         with shared.session():
             market = build_marketplace(capture=_NoCapture())
         world = cls(shared=shared, server=server, market=market, servers=[server])
+        server.start_case(os.environ.get("PYTEST_CURRENT_TEST", "a test"))
         world.deliver_in_process()  # onboarding events
         return world
 
@@ -244,6 +247,7 @@ class World:
         Returns the marker (pid, method, when).
         """
         server = server or self.server
+        self.case_start = len(self.answers)
         self.shared.write_plan(method, when)
         server.mark_log(f"crash {method} {when}")
         thread = threading.Thread(target=send, daemon=True)
@@ -268,6 +272,7 @@ class World:
         self, method: str, when: str, send: Any, *, server: Server, hold: float = 30.0
     ) -> dict[str, Any]:
         """Stripe answers ``method`` slower than the worker timeout: gunicorn kills it."""
+        self.case_start = len(self.answers)
         self.shared.write_plan(method, when, hold=hold)
         server.mark_log(f"slow {method} {when}")
         thread = threading.Thread(target=send, daemon=True)
@@ -300,7 +305,11 @@ class World:
 
     def report(self, payment: Any = None) -> str:
         lines = ["steps:"] + [f"  - {step}" for step in self.steps]
-        lines += ["answers:"] + [f"  - {answer}" for answer in self.answers]
+        setup = self.answers[: self.case_start]
+        odd = [a for a in setup if a.status is None or a.status >= 300]
+        lines.append(f"set-up answers: {len(setup)}, {len(odd)} not 2xx")
+        lines += [f"  - {answer}" for answer in odd]
+        lines += ["answers:"] + [f"  - {answer}" for answer in self.answers[self.case_start :]]
         if payment is not None:
             lines.append("app: " + describe_payment(payment))
             books = self.books(payment)
@@ -370,9 +379,20 @@ def assert_books_clean(payment: Any) -> dict[str, Any]:
     payment = World.payment(payment.pk)
     shared = shared_stripe()
     with shared.session() as store:
-        books = assert_money_invariants(store, payment)
+        books = stripe_books(store, payment)
     transfers = books["transfers"]
     kept = books["transferred"] - books["reversed"]
+    captured = books["charge"].get("amount_captured", 0) if books["charge"] else 0
+
+    # Stripe's books alone (said plainly first; then the reliability suite's own check).
+    assert len(transfers) <= 1, f"money sent twice: {len(transfers)} transfers {_ids(transfers)}"
+    assert kept <= payment.amount - books["refunded"], (
+        f"the doer keeps {kept} while the customer got {books['refunded']} of {payment.amount} back"
+    )
+    assert kept <= payment.amount - payment.platform_fee, f"the doer keeps {kept}, over its share"
+    assert books["refunded"] <= captured, f"refunded {books['refunded']}, captured {captured}"
+    with shared.session() as store:
+        assert_money_invariants(store, payment)
     intent = books["intent"].get("status")
     sct = not payment.is_manual_capture
 
@@ -380,9 +400,9 @@ def assert_books_clean(payment: Any) -> dict[str, Any]:
     assert payment.amount_refunded == books["refunded"], (
         f"app refunded {payment.amount_refunded}, Stripe refunded {books['refunded']}"
     )
-    assert payment.amount_transferred == books["transferred"] or (
-        payment.status in ("refunded", "canceled") and books["transferred"] == 0
-    ), f"app transferred {payment.amount_transferred}, Stripe transferred {books['transferred']}"
+    assert payment.amount_transferred == books["transferred"], (
+        f"app transferred {payment.amount_transferred}, Stripe transferred {books['transferred']}"
+    )
     if sct:
         assert payment.amount_reversed == books["reversed"], (
             f"app reversed {payment.amount_reversed}, Stripe reversed {books['reversed']}"
@@ -415,13 +435,21 @@ def assert_books_clean(payment: Any) -> dict[str, Any]:
     # The status against Stripe.
     status = payment.status
     if status in RELEASED_STATES:
-        assert len(transfers) == 1, f"{status} but Stripe's transfers: {transfers}"
-        assert kept > 0, f"{status} but the doer kept nothing: {transfers}"
+        assert len(transfers) == 1, f"{status} but Stripe has {len(transfers)} transfers"
+        assert kept > 0, (
+            f"{status} but Stripe's transfer is fully reversed ({books['reversed']}) "
+            f"and {books['refunded']} refunded"
+        )
         assert intent == "succeeded", f"{status} but the PaymentIntent is {intent}"
     if status in UNRELEASED_STATES:
-        assert transfers == [], f"{status} (never released) but Stripe transferred: {transfers}"
+        assert transfers == [], (
+            f"{status} (never released) but Stripe transferred {books['transferred']} "
+            f"{_ids(transfers)}"
+        )
     if status == "refunded":
-        assert books["refunded"] == payment.amount, f"refunded but Stripe refunded {books}"
+        assert books["refunded"] == payment.amount, (
+            f"refunded but Stripe refunded {books['refunded']} of {payment.amount}"
+        )
         assert kept == 0, f"refunded but the doer kept {kept}"
     if status == "held":
         expected = "succeeded" if sct else "requires_capture"
@@ -433,6 +461,10 @@ def assert_books_clean(payment: Any) -> dict[str, Any]:
     # escrow_audit (issue 11) joins here at merge:
     # call_command("escrow_audit", payment=str(payment.pk)) must exit 0.
     return books
+
+
+def _ids(objects: list[dict[str, Any]]) -> list[str]:
+    return [str(o["id"]) for o in objects]
 
 
 def check_case(world: World, payment: Any, *extra: Any) -> None:

@@ -67,7 +67,10 @@ class Answer:
         if self.status is None:
             return f"{self.label}: no answer ({self.error})"
         text = json.dumps(self.body) if not isinstance(self.body, str) else self.body
-        return f"{self.label}: {self.status} {text[:300]}"
+        if text.lstrip().lower().startswith("<!doctype"):
+            text = "(an HTML error page: see the server log)"
+        text = " ".join(text.split())
+        return f"{self.label}: {self.status} {text[:300]}{' ' + self.error if self.error else ''}"
 
 
 @dataclass
@@ -80,6 +83,7 @@ class Server:
     timeout: int = 30
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    case_offset: int = 0
     _log: Any = field(default=None, repr=False)
 
     def start(self, ready_timeout: float = 30.0) -> Server:
@@ -155,15 +159,24 @@ class Server:
             self._log = None
 
     def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` of what the server logged since :meth:`start_case`."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as log:
+                log.seek(self.case_offset)
+                text = log.read().decode(errors="replace")
         except FileNotFoundError:
             return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(text.splitlines()[-lines:]) or "(nothing logged)"
+
+    def start_case(self, text: str) -> None:
+        """Mark the log: :meth:`log_tail` shows only what follows."""
+        with open(self.log_path, "a") as log:
+            self.case_offset = log.tell()
+            log.write(f"===== {text} =====\n")
 
     def mark_log(self, text: str) -> None:
         with open(self.log_path, "a") as log:
-            log.write(f"\n===== {text} =====\n")
+            log.write(f"===== {text} =====\n")
 
 
 class HttpClient:
