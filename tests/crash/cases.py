@@ -198,10 +198,10 @@ def run_case(
     if slow_server is None:
         world.crash(call.method, crash, lambda: call.send(world, scene))
     else:
-        world.servers.append(slow_server)
-        world.slow(
-            call.method, crash, lambda: call.send(world, scene, slow_server), server=slow_server
-        )
+        # Every request of the case goes to the server whose worker times out.
+        world.server, world.servers = slow_server, [slow_server]
+        slow_server.start_case(f"{call.name} {crash} {order}")
+        world.slow(call.method, crash, lambda: call.send(world, scene), server=slow_server)
     for step in ORDERS[order]:
         follow_up(world, call, scene, step)
 

@@ -23,6 +23,7 @@ from django_escrow_connect.gateway import simulated
 from tests.payments.conftest import configure
 
 from .harness import World
+from .installations import Installation, copy_test_database, drop_database
 from .server import Server, process_gone
 from .shared_stripe import MARKER, SharedStripe, shared_stripe
 
@@ -140,3 +141,29 @@ def world(transactional_db: Any, settings: Any, shared: SharedStripe, servers: S
     """A marketplace on the shared Stripe, and the main server (SCT by default)."""
     configure(settings, GATEWAY=CRASH_GATEWAY)
     return World.build(shared, servers.get("main"))
+
+
+@pytest.fixture
+def slow_server(servers: Servers) -> Server:
+    """A server whose worker gunicorn kills after 2 s (``--timeout 2``)."""
+    return servers.get("slow", timeout=2)
+
+
+@pytest.fixture
+def installation_b(
+    transactional_db: Any, shared: SharedStripe, servers: Servers
+) -> Iterator[Installation]:
+    """A second installation (own database and key prefix) on the same Stripe.
+
+    Request it before ``world``: its database copies the test database while empty.
+    """
+    name = f"{connections['default'].settings_dict['NAME']}_b"
+    copy_test_database(name)
+    installation = Installation(db_name=name, prefix="install_b")
+    try:
+        installation.server = servers.start("b", name, ESCROW_CRASH_KEY_PREFIX=installation.prefix)
+        yield installation
+    finally:
+        servers.stop("b")
+        connections.close_all()
+        drop_database(name)

@@ -62,10 +62,14 @@ class Answer:
     status: int | None
     body: Any = None
     error: str = ""
+    #: gunicorn's own 500 for a worker it killed on timeout (not the application's)
+    worker_timeout: bool = False
 
     def __str__(self) -> str:
         if self.status is None:
             return f"{self.label}: no answer ({self.error})"
+        if self.worker_timeout:
+            return f"{self.label}: {self.status} from gunicorn (worker timeout)"
         text = json.dumps(self.body) if not isinstance(self.body, str) else self.body
         if text.lstrip().lower().startswith("<!doctype"):
             text = "(an HTML error page: see the server log)"
