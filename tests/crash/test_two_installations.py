@@ -28,7 +28,7 @@ def same_task_number(task_b: Any, number: Any) -> Any:
     if task_b.pk == number:
         return task_b
     Task = swappable.load("Task")
-    Task.objects.filter(pk=task_b.pk).update(pk=number)
+    Task.objects.filter(pk=task_b.pk).update(**{Task._meta.pk.attname: number})
     return Task.objects.get(pk=number)
 
 
