@@ -1,0 +1,243 @@
+"""The crash matrix, as data: money calls, crash points and follow-up orders.
+
+A case is (money call, crash point, follow-up order):
+
+- the **money call** is one request of the package's public API that makes
+  one money-moving gateway call (:data:`CALLS`);
+- the **crash point**: the server's worker dies ``before`` Stripe acted
+  (Stripe never heard of it) or ``after`` it acted (the answer is lost);
+- the **follow-up order** (:data:`ORDERS`) is what happens next, in order:
+  ``W`` Stripe's queued webhooks arrive (over HTTP, at the restarted
+  server), ``R`` the client retries the same request, ``F`` the other party
+  attempts a refund or a cancel, ``C`` ``escrow_reconcile`` runs. Webhooks
+  not delivered by a ``W`` never arrive.
+
+:func:`run_case` plays one case and checks it; the test modules only
+parametrize it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
+from tests.payments.conftest import configure
+
+from .harness import World, check_case
+from .server import Answer, Server
+
+SCT, MANUAL = SEPARATE_CHARGES_AND_TRANSFERS, MANUAL_CAPTURE
+
+
+@dataclass
+class Scene:
+    """What one case works on: the task, and its payment once there is one."""
+
+    task: Any
+    payment: Any = None
+    #: the answers to the client's retries of the call that crashed
+    retries: list[Answer] = field(default_factory=list)
+
+
+# --- the requests ---------------------------------------------------------------------
+
+
+def send_create(world: World, scene: Scene, server: Server | None = None) -> Answer:
+    return world.http(
+        world.market.customer, "payment-create", data={"task_id": str(scene.task.pk)}, server=server
+    )
+
+
+def send_confirm(world: World, scene: Scene, server: Server | None = None) -> Answer:
+    return world.http(world.market.customer, "payment-confirm", scene.payment.pk, server=server)
+
+
+def send_refund(world: World, scene: Scene, server: Server | None = None) -> Answer:
+    return world.http(world.market.doer, "payment-refund", scene.payment.pk, server=server)
+
+
+def send_void(world: World, scene: Scene, server: Server | None = None) -> Answer:
+    return world.http(world.market.doer, "payment-cancel", scene.payment.pk, server=server)
+
+
+def send_cancel(world: World, scene: Scene, server: Server | None = None) -> Answer | None:
+    return world.http(world.market.customer, "payment-cancel", scene.payment.pk, server=server)
+
+
+# --- the money calls -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MoneyCall:
+    """One API request that makes one money-moving gateway call."""
+
+    name: str
+    #: the gateway method the worker dies in
+    method: str
+    strategy: str
+    #: the payment's state before the call: "task" (none yet), "held", "released"
+    start: str
+    send: Callable[..., Answer]
+    #: the refund or cancel the other party attempts afterwards ("F")
+    other: Callable[..., Answer | None]
+    #: statuses once the call is finished (by a retry or by escrow_reconcile)
+    done: frozenset[str]
+    #: statuses once the other party's refund or cancel was attempted
+    after_other: frozenset[str]
+
+
+CALLS = [
+    MoneyCall(
+        "create", "create_payment_intent", SCT, "task", send_create, send_cancel,
+        done=frozenset({"awaiting_payment"}), after_other=frozenset({"canceled"}),
+    ),
+    MoneyCall(
+        "release-transfer", "create_transfer", SCT, "held", send_confirm, send_refund,
+        done=frozenset({"released"}), after_other=frozenset({"refunded"}),
+    ),
+    MoneyCall(
+        "release-capture", "capture_payment_intent", MANUAL, "held", send_confirm, send_refund,
+        done=frozenset({"released"}), after_other=frozenset({"refunded", "canceled"}),
+    ),
+    MoneyCall(
+        "refund-held", "create_refund", SCT, "held", send_refund, send_cancel,
+        done=frozenset({"refunded"}), after_other=frozenset({"held", "refunded"}),
+    ),
+    MoneyCall(
+        "refund-released-reversal", "create_transfer_reversal", SCT, "released", send_refund,
+        send_cancel,
+        done=frozenset({"refunded"}), after_other=frozenset({"released", "refunded"}),
+    ),
+    MoneyCall(
+        "refund-released-refund", "create_refund", SCT, "released", send_refund, send_cancel,
+        done=frozenset({"refunded"}), after_other=frozenset({"released", "refunded"}),
+    ),
+    MoneyCall(
+        "cancel-hold", "cancel_payment_intent", MANUAL, "held", send_void, send_refund,
+        done=frozenset({"canceled"}), after_other=frozenset({"canceled"}),
+    ),
+]  # fmt: skip
+BY_NAME = {call.name: call for call in CALLS}
+CRASH_POINTS = ("before", "after")
+
+#: Follow-up orders: W webhooks arrive, R the client retries, F a refund or
+#: cancel is attempted, C escrow_reconcile runs.
+ORDERS: dict[str, tuple[str, ...]] = {
+    "retry": ("R",),
+    "webhook-retry": ("W", "R"),
+    "retry-webhook": ("R", "W"),
+    "reconcile": ("C",),
+    "webhook-reconcile": ("W", "C"),
+    "other": ("F",),
+    "webhook-other": ("W", "F"),
+}
+
+
+# --- playing a case ------------------------------------------------------------------------
+
+
+def set_up(world: World, call: MoneyCall) -> Scene:
+    configure(settings, GATEWAY="tests.crash.gateway.CrashGateway", ESCROW_STRATEGY=call.strategy)
+    if call.start == "task":
+        return Scene(task=world.task())
+    payment = world.held_payment() if call.start == "held" else world.released_payment()
+    return Scene(task=payment.task, payment=payment)
+
+
+def find_payment(world: World, scene: Scene) -> Any:
+    """The payment the case is about (for ``create``: the task's, if any)."""
+    if scene.payment is not None:
+        return world.payment(scene.payment.pk)
+    payments = world.payments_of(scene.task)
+    assert len(payments) <= 1, f"two payments for one task: {payments}"
+    scene.payment = payments[0] if payments else None
+    return scene.payment
+
+
+def follow_up(world: World, call: MoneyCall, scene: Scene, step: str) -> None:
+    if step == "W":
+        world.deliver()
+    elif step == "R":
+        answer = call.send(world, scene)
+        world.steps.append(f"the client retried: {answer}")
+        scene.retries.append(answer)
+        if call.start == "task" and answer.status in (200, 201):
+            scene.payment = world.payment(answer.body["payment_id"])
+    elif step == "F":
+        if find_payment(world, scene) is None:
+            world.steps.append("nothing to refund or cancel: the client never got a payment")
+            return
+        answer = call.other(world, scene)
+        world.steps.append(f"refund/cancel attempted: {answer}")
+    elif step == "C":
+        world.reconcile()
+    else:  # pragma: no cover
+        raise ValueError(step)
+
+
+def expected_statuses(call: MoneyCall, order: tuple[str, ...]) -> frozenset[str]:
+    decisive = [step for step in order if step in "RCF"][-1]
+    return call.after_other if decisive == "F" else call.done
+
+
+def run_case(
+    world: World,
+    call: MoneyCall,
+    crash: str,
+    order: str,
+    *,
+    slow_server: Server | None = None,
+) -> None:
+    """Set up, crash (SIGKILL, or gunicorn's timeout with ``slow_server``), follow up, check."""
+    scene = set_up(world, call)
+    world.steps.append(f"case: {call.name}, worker dies {crash} Stripe acts, then {order}")
+    if slow_server is None:
+        world.crash(call.method, crash, lambda: call.send(world, scene))
+    else:
+        # Every request of the case goes to the server whose worker times out.
+        world.server, world.servers = slow_server, [slow_server]
+        slow_server.start_case(f"{call.name} {crash} {order}")
+        world.slow(call.method, crash, lambda: call.send(world, scene), server=slow_server)
+    for step in ORDERS[order]:
+        follow_up(world, call, scene, step)
+
+    payment = find_payment(world, scene)
+    steps = ORDERS[order]
+
+    def status_as_expected() -> None:
+        expected = expected_statuses(call, steps)
+        if payment is None:
+            # create, and the row never survived the crash: acceptable only when
+            # nobody asked again and Stripe holds no money for it.
+            assert "R" not in steps, "the client retried, and still no payment exists"
+            return
+        status = world.payment(payment.pk).status
+        assert status in expected, f"status {status}, expected one of {sorted(expected)}"
+
+    def one_intent_per_task() -> None:
+        with world.shared.session() as store:
+            intents = [
+                i for i in store.payment_intents.values()
+                if i["metadata"].get("task_id") == str(scene.task.pk)
+            ]  # fmt: skip
+        assert len(intents) <= 1, f"{len(intents)} PaymentIntents for one task"
+        assert all(i["status"] != "succeeded" for i in intents) or payment is not None, intents
+        if payment is not None and "R" in steps:
+            current = world.payment(payment.pk)
+            assert [i["id"] for i in intents] == [current.stripe_payment_intent_id], (
+                f"the payment's intent {current.stripe_payment_intent_id!r} is not Stripe's: "
+                f"{[i['id'] for i in intents]}"
+            )
+
+    def retries_answered() -> None:
+        for answer in scene.retries:
+            # A retry of the call that crashed is an ordinary request: done (2xx),
+            # or refused because the state moved on (409); never a 5xx or no answer.
+            assert answer.status is not None, answer
+            assert answer.status < 300 or answer.status == 409, f"the retry: {answer}"
+
+    check_case(world, payment, retries_answered, status_as_expected, one_intent_per_task)
