@@ -698,6 +698,10 @@ class AbstractMoneyOperation(ConcurrentTransitionMixin, TimestampedModel):
     # The gateway method's keyword arguments, sent again unchanged on a retry
     # (Stripe refuses a key reused with other parameters). No secrets.
     request = models.JSONField(_("request"), default=dict, blank=True)
+    # What the use case does once this operation succeeded, committed with
+    # it: a reversal carries the refund it makes room for ({"refund": amount,
+    # "reason": ...}), so a crash between the two cannot lose the refund.
+    follow_up = models.JSONField(_("follow-up"), default=dict, blank=True)
     # The object the call targets (a transfer to reverse, a PaymentIntent).
     target_id = models.CharField(_("target Stripe id"), max_length=255, blank=True)
     stripe_object_id = models.CharField(_("Stripe object id"), max_length=255, blank=True)

@@ -31,6 +31,7 @@ class Migration(migrations.Migration):
                 ('currency', models.CharField(blank=True, max_length=3, verbose_name='currency')),
                 ('status', django_fsm.FSMField(choices=[('pending', 'Pending'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('unknown', 'Outcome unknown')], default='pending', max_length=16, protected=True, verbose_name='status')),
                 ('request', models.JSONField(blank=True, default=dict, verbose_name='request')),
+                ('follow_up', models.JSONField(blank=True, default=dict, verbose_name='follow-up')),
                 ('target_id', models.CharField(blank=True, max_length=255, verbose_name='target Stripe id')),
                 ('stripe_object_id', models.CharField(blank=True, max_length=255, verbose_name='Stripe object id')),
                 ('stripe_request_id', models.CharField(blank=True, max_length=255, verbose_name='Stripe request id')),

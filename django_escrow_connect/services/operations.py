@@ -146,6 +146,7 @@ def begin(
     user: Any = None,
     key: str | None = None,
     attempt: int | None = None,
+    follow_up: dict[str, Any] | None = None,
 ) -> Any:
     """Phase 1: record the operation (inside the caller's transaction, payment locked)."""
     if key is None or attempt is None:
@@ -161,6 +162,7 @@ def begin(
                 currency=payment.currency,
                 request=request,
                 target_id=target_id,
+                follow_up=follow_up or {},
                 sent_count=1,
                 lease_expires_at=timezone.now() + lease(),
                 requested_by=user if getattr(user, "pk", None) else None,

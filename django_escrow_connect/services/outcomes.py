@@ -37,6 +37,7 @@ from .operations import (
     lease_expired,
     lock_operation,
     next_key,
+    operation_metadata,
     record_failed,
     record_unknown,
     renew,
@@ -221,6 +222,48 @@ def reversal_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str 
     room = payment.amount_transferred - payment.amount_reversed
     payment.amount_reversed += max(0, min(added, room))
     payment.save()
+    refund = operation.follow_up.get("refund")
+    if refund:
+        # The refund this reversal made room for, committed now: whoever
+        # settles the journal next (the request, a retry, escrow_reconcile)
+        # sends it.
+        begin_refund(
+            payment,
+            int(refund),
+            str(operation.follow_up.get("reason") or ""),
+            operation.requested_by,
+        )
+
+
+#: The reasons Stripe accepts on a refund (others are kept locally only).
+STRIPE_REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
+
+
+def begin_refund(payment: Any, amount: int, reason: str, user: Any) -> Any:
+    """Phase 1 of a refund of the charge: its journal entry and Refund row."""
+    key, attempt = next_key(payment, K.REFUND)
+    request = {
+        "payment_intent": payment.stripe_payment_intent_id,
+        "amount": amount,
+        "metadata": operation_metadata(payment, key),
+        "reason": reason if reason in STRIPE_REFUND_REASONS else None,
+        # Destination charges: take the doer's share and the fee back in
+        # proportion, as Stripe does with these two flags.
+        "reverse_transfer": payment.is_manual_capture,
+        "refund_application_fee": payment.is_manual_capture,
+    }
+    operation = begin(
+        payment, K.REFUND, request, amount=amount, user=user, key=key, attempt=attempt
+    )
+    model("Refund").objects.create(
+        payment=payment,
+        idempotency_key=key,
+        amount=amount,
+        currency=payment.currency,
+        reason=reason[:64],
+        requested_by=user if getattr(user, "pk", None) else None,
+    )
+    return operation
 
 
 def reversal_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
@@ -491,6 +534,9 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
     never made once its lease has passed (no process can still be sending
     it), otherwise the caller is told to wait (409 ``operation_pending``).
     """
+    # Money owed back to the customer is never given up for another
+    # operation: a refund (or the reversal before it) is finished instead.
+    wanted = wanted or operation.kind in (K.REFUND, K.REVERSAL)
     if wanted and not look_first and not answer_may_be_lost(operation):
         renewed = renew(operation.pk, operation.payment_id)
         if renewed is not None:

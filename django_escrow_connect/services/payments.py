@@ -489,32 +489,10 @@ def _begin_refund_step(payment: Any, user: Any, amount: int | None, reason: str)
             )
         return _begin_void(payment, user)
     if not payment.is_manual_capture:
-        reversal = _begin_reversal_if_needed(payment, amount, user)
+        reversal = _begin_reversal_if_needed(payment, amount, user, reason)
         if reversal is not None:
             return reversal
-    key, attempt = operations.next_key(payment, K.REFUND)
-    request = {
-        "payment_intent": payment.stripe_payment_intent_id,
-        "amount": amount,
-        "metadata": _metadata(payment, key),
-        "reason": reason if reason in STRIPE_REFUND_REASONS else None,
-        # Destination charges: take the doer's share and the fee back in
-        # proportion, as Stripe does with these two flags.
-        "reverse_transfer": payment.is_manual_capture,
-        "refund_application_fee": payment.is_manual_capture,
-    }
-    operation = operations.begin(
-        payment, K.REFUND, request, amount=amount, user=user, key=key, attempt=attempt
-    )
-    model("Refund").objects.create(
-        payment=payment,
-        idempotency_key=key,
-        amount=amount,
-        currency=payment.currency,
-        reason=reason[:64],
-        requested_by=user if getattr(user, "pk", None) else None,
-    )
-    return operation
+    return outcomes.begin_refund(payment, amount, reason, user)
 
 
 def _adopt_legacy_refund(payment: Any) -> Any:
@@ -552,7 +530,7 @@ def _adopt_legacy_refund(payment: Any) -> Any:
     )
 
 
-STRIPE_REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
+STRIPE_REFUND_REASONS = outcomes.STRIPE_REFUND_REASONS
 
 
 def reversal_target(payment: Any, total_refunded: int, transferred: int | None = None) -> int:
@@ -570,7 +548,7 @@ def reversal_target(payment: Any, total_refunded: int, transferred: int | None =
     return (total_refunded * transferred) // payment.amount
 
 
-def _begin_reversal_if_needed(payment: Any, amount: int, user: Any) -> Any:
+def _begin_reversal_if_needed(payment: Any, amount: int, user: Any, reason: str) -> Any:
     """Phase 1 of the reversal a refund needs first, or None.
 
     Decided from the transfers Stripe made (recorded rows), whatever the
@@ -606,6 +584,9 @@ def _begin_reversal_if_needed(payment: Any, amount: int, user: Any) -> Any:
         user=user,
         key=key,
         attempt=attempt,
+        # The refund is committed with the reversal: a crash between the two
+        # cannot leave the doer's money returned and the customer unpaid.
+        follow_up={"refund": amount, "reason": reason},
     )
     model("TransferReversal").objects.create(
         payment=payment,

@@ -135,6 +135,15 @@ def _settle(operation: Any, dry_run: bool) -> list[Change]:
     before = _status(operation.payment_id)
     try:
         outcomes.drive(operation, wanted=True, look_first=True)
+        # An operation may commit the next one (a reversal, its refund).
+        for _ in range(3):
+            following = model("MoneyOperation").objects.filter(
+                payment_id=operation.payment_id, status__in=UNRESOLVED_OPERATION_STATES
+            )
+            following = following.exclude(pk=operation.pk).first()
+            if following is None:
+                break
+            outcomes.drive(following, wanted=True)
     except errors.ServiceError as exc:
         operation.refresh_from_db()
         if operation.is_unresolved:

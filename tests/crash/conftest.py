@@ -139,7 +139,7 @@ def _kill_blocked(crash_dir: Path) -> None:
 @pytest.fixture
 def world(transactional_db: Any, settings: Any, shared: SharedStripe, servers: Servers) -> World:
     """A marketplace on the shared Stripe, and the main server (SCT by default)."""
-    configure(settings, GATEWAY=CRASH_GATEWAY)
+    configure(settings, GATEWAY=CRASH_GATEWAY, MONEY_OPERATION_LEASE_SECONDS=0)
     return World.build(shared, servers.get("main"))
 
 
