@@ -53,7 +53,8 @@ K = MoneyOperationKind
 _RELEASABLE = (S.HELD, S.RELEASING)
 
 
-def _log(payment: Any, message: str, *args: Any, level: int = logging.INFO) -> None:
+def log_payment(payment: Any, message: str, *args: Any, level: int = logging.INFO) -> None:
+    """A structured log record about one payment (payments logger)."""
     logger.log(
         level,
         message,
@@ -83,7 +84,7 @@ def intent_created(payment: Any, operation: Any, intent: Any, *, event_id: str =
         payment.stripe_payment_intent_id = intent.id
         payment.save(update_fields=["stripe_payment_intent_id", "updated_at"])
         sync_task_status(payment)
-        _log(payment, "payment created")
+        log_payment(payment, "payment created")
 
 
 def intent_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
@@ -126,7 +127,7 @@ def transfer_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str 
         payment.release(amount_transferred=snapshot.amount)
         payment.save()
         sync_task_status(payment)
-        _log(payment, "payment released" + (" (confirmed by webhook)" if event_id else ""))
+        log_payment(payment, "payment released" + (" (confirmed by webhook)" if event_id else ""))
         notify("payment_released", payment=payment, transfer=transfer)
     return transfer
 
@@ -142,7 +143,7 @@ def capture_done(payment: Any, operation: Any, intent: Any, *, event_id: str = "
         payment.release(amount_transferred=payment.amount - payment.platform_fee)
         payment.save()
         sync_task_status(payment)
-        _log(payment, "payment released (captured)")
+        log_payment(payment, "payment released (captured)")
         notify("payment_released", payment=payment, transfer=None)
     return True
 
@@ -165,7 +166,7 @@ def release_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.S
         amount=operation.amount if operation.amount is not None else payment.amount,
         currency=payment.currency,
     )
-    _log(payment, "release failed: %s", exc.code or exc.message, level=logging.WARNING)
+    log_payment(payment, "release failed: %s", exc.code or exc.message, level=logging.WARNING)
     notify("transfer_failed", payment=payment, incident=incident)
     return errors.Conflict(
         f"Stripe refused the release ({exc.code or 'error'}); the money is still held "
@@ -183,7 +184,9 @@ def release_not_made(payment: Any, operation: Any) -> None:
         transfer.mark_failed(code="not_made", message="Stripe has no record of this transfer.")
         transfer.save()
     _release_undone(payment)
-    _log(payment, "release was never made at Stripe; the money is held", level=logging.WARNING)
+    log_payment(
+        payment, "release was never made at Stripe; the money is held", level=logging.WARNING
+    )
 
 
 def _release_undone(payment: Any) -> None:
@@ -322,7 +325,7 @@ def refund_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str = 
         payment.refund(refund.amount)
         payment.save()
         sync_task_status(payment)
-        _log(payment, "payment refunded: %s", refund.amount)
+        log_payment(payment, "payment refunded: %s", refund.amount)
         notify("payment_refunded", payment=payment, refund=refund)
     return refund
 
@@ -367,7 +370,7 @@ def cancel_done(payment: Any, operation: Any, intent: Any, *, event_id: str = ""
         payment.cancel()
         payment.save()
         sync_task_status(payment)
-        _log(payment, "hold voided")
+        log_payment(payment, "hold voided")
         notify("payment_canceled", payment=payment)
     return True
 
@@ -430,7 +433,7 @@ def apply_outcome(operation: Any, outcome: Outcome) -> None:
                 )
         elif outcome.unknown:
             record_unknown(operation, outcome.error)
-            _log(
+            log_payment(
                 payment,
                 "%s outcome unknown: %s",
                 operation.kind,

@@ -13,7 +13,6 @@ looks it up at Stripe first. Money cannot move twice.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -51,8 +50,6 @@ from .common import (
 )
 from .tasks import sync_task_status
 
-logger = logging.getLogger("django_escrow_connect.payments")
-
 K = MoneyOperationKind
 
 #: Namespace for payment ids derived from the task: a retried create after a
@@ -60,17 +57,7 @@ K = MoneyOperationKind
 PAYMENT_ID_NAMESPACE = uuid.UUID("6f1c1a3e-5b0e-4e53-9a55-6c0a1e7f3b21")
 
 
-def _log(payment: Any, message: str, *args: Any, level: int = logging.INFO) -> None:
-    logger.log(
-        level,
-        message,
-        *args,
-        extra={
-            "payment_id": str(payment.pk),
-            "payment_status": payment.status,
-            "connected_account": payment.destination_account_id,
-        },
-    )
+_log = outcomes.log_payment
 
 
 @dataclass(frozen=True)

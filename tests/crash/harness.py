@@ -36,6 +36,7 @@ from django_escrow_connect.gateway.simulated import (
     SimulatedGateway,
     event_endpoint,
 )
+from django_escrow_connect.testing import assert_books_balanced
 from tests.payments.conftest import Marketplace, build_marketplace
 from tests.reliability.conftest import assert_money_invariants, stripe_books
 
@@ -382,7 +383,7 @@ def assert_books_clean(payment: Any) -> dict[str, Any]:
     By the simulated Stripe's own books: at most one transfer, the doer never
     keeps what the customer got back, refunds never exceed the capture; then
     the payment's amounts, status, transfer and refund rows against them.
-    (The place for ``manage.py escrow_audit``, when it exists.)
+    Last, ``escrow_audit``'s verdict (:func:`assert_books_balanced`).
     """
     payment = World.payment(payment.pk)
     shared = shared_stripe()
@@ -466,8 +467,9 @@ def assert_books_clean(payment: Any) -> dict[str, Any]:
         assert intent == "canceled", f"canceled but the PaymentIntent is {intent}"
     if intent == "canceled":
         assert status == "canceled", f"the PaymentIntent is canceled but the payment is {status}"
-    # escrow_audit (issue 11) joins here at merge:
-    # call_command("escrow_audit", payment=str(payment.pk)) must exit 0.
+    # And the package's own oracle: escrow_audit finds no divergence and no
+    # money operation left unsettled.
+    assert_books_balanced(payment_id=payment.pk)
     return books
 
 
