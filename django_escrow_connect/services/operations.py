@@ -147,8 +147,13 @@ def begin(
     key: str | None = None,
     attempt: int | None = None,
     follow_up: dict[str, Any] | None = None,
+    sent: bool = True,
 ) -> Any:
-    """Phase 1: record the operation (inside the caller's transaction, payment locked)."""
+    """Phase 1: record the operation (inside the caller's transaction, payment locked).
+
+    ``sent=False`` records an operation nobody is about to send (the refund a
+    reversal commits for later): ``sent_count`` 0, so nobody waits for it.
+    """
     if key is None or attempt is None:
         key, attempt = next_key(payment, kind)
     try:
@@ -163,7 +168,7 @@ def begin(
                 request=request,
                 target_id=target_id,
                 follow_up=follow_up or {},
-                sent_count=1,
+                sent_count=1 if sent else 0,
                 lease_expires_at=timezone.now() + lease(),
                 requested_by=user if getattr(user, "pk", None) else None,
             )

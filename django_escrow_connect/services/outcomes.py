@@ -12,6 +12,8 @@ settled and change nothing.
 from __future__ import annotations
 
 import logging
+import time
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
@@ -21,11 +23,13 @@ from django_fsm import can_proceed
 from ..exceptions import GatewayError
 from ..notifications import notify
 from ..states import (
+    UNRESOLVED_OPERATION_STATES,
     IncidentKind,
     MoneyOperationKind,
     RefundStatus,
     TransferStatus,
 )
+from ..states import MoneyOperationStatus as OS
 from ..states import PaymentStatus as S
 from . import errors
 from .common import gateway, model, translate
@@ -235,6 +239,7 @@ def reversal_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str 
             int(refund),
             str(operation.follow_up.get("reason") or ""),
             operation.requested_by,
+            sent=False,
         )
 
 
@@ -242,7 +247,7 @@ def reversal_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str 
 STRIPE_REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 
 
-def begin_refund(payment: Any, amount: int, reason: str, user: Any) -> Any:
+def begin_refund(payment: Any, amount: int, reason: str, user: Any, *, sent: bool = True) -> Any:
     """Phase 1 of a refund of the charge: its journal entry and Refund row."""
     key, attempt = next_key(payment, K.REFUND)
     request = {
@@ -256,7 +261,7 @@ def begin_refund(payment: Any, amount: int, reason: str, user: Any) -> Any:
         "refund_application_fee": payment.is_manual_capture,
     }
     operation = begin(
-        payment, K.REFUND, request, amount=amount, user=user, key=key, attempt=attempt
+        payment, K.REFUND, request, amount=amount, user=user, key=key, attempt=attempt, sent=sent
     )
     model("Refund").objects.create(
         payment=payment,
@@ -541,6 +546,8 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
     # operation: a refund (or the reversal before it) is finished instead.
     wanted = wanted or operation.kind in (K.REFUND, K.REVERSAL)
     if wanted and not look_first and not answer_may_be_lost(operation):
+        if _settled_while_waiting(operation):
+            return
         renewed = renew(operation.pk, operation.payment_id)
         if renewed is not None:
             execute(renewed)
@@ -587,6 +594,41 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
             current.save()
             successor = current
     execute(successor)
+
+
+#: How long a repeated request waits for the first one's call to finish
+#: before sending the same key itself (a double click, a concurrent confirm).
+SAME_REQUEST_WAIT_SECONDS = 10.0
+_POLL_SECONDS = 0.05
+
+
+def _settled_while_waiting(operation: Any) -> bool:
+    """Wait (bounded, no transaction open) for a call another process is sending.
+
+    While an operation is ``pending`` within its lease, its first call may
+    still be running: sending the same key again is safe but costs a Stripe
+    call, so the request first waits for that call's outcome. A crashed
+    sender never settles it, and the wait ends with the lease or after
+    :data:`SAME_REQUEST_WAIT_SECONDS`.
+    """
+    if (
+        operation.status != OS.PENDING
+        or operation.sent_count == 0
+        or operation.lease_expires_at is None
+    ):
+        return False
+    deadline = min(
+        operation.lease_expires_at,
+        timezone.now() + timedelta(seconds=SAME_REQUEST_WAIT_SECONDS),
+    )
+    unresolved = model("MoneyOperation").objects.filter(
+        pk=operation.pk, status__in=UNRESOLVED_OPERATION_STATES
+    )
+    while timezone.now() < deadline:
+        if not unresolved.exists():
+            return True
+        time.sleep(_POLL_SECONDS)
+    return not unresolved.exists()
 
 
 def _rekey_row(previous: Any, successor: Any) -> None:
