@@ -32,6 +32,12 @@ dispute_closed = Signal()
 transfer_failed = Signal()
 #: A refund failed after it was requested. (payment, refund)
 refund_failed = Signal()
+#: Stripe Radar holds the payment (a review opened, or an actionable early
+#: fraud warning); release is frozen until it closes. (payment, incident)
+radar_hold_opened = Signal()
+#: A Radar review closed or a fraud warning is no longer actionable; release
+#: is possible again unless another hold or a dispute is open. (payment, incident)
+radar_hold_closed = Signal()
 
 # --- Connected accounts (kwargs: account, plus what is listed) --------------
 #: Stripe sent new status data for an account. (account, previous_status)
@@ -44,6 +50,9 @@ account_requirements_due = Signal()
 capability_restricted = Signal()
 #: A payout to the doer's bank failed. (account, payout)
 payout_failed = Signal()
+#: Stripe marked the doer's bank account ``errored`` (payouts to it fail until
+#: the owner replaces it). (account, external_account)
+external_account_errored = Signal()
 
 # --- Operations --------------------------------------------------------------
 #: A webhook event failed processing; alert staff. (event, error)

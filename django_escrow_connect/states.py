@@ -133,6 +133,14 @@ class IncidentKind(models.TextChoices):
     REVERSAL_FAILED = "reversal_failed", _("Transfer reversal failed")
     REFUND_FAILED = "refund_failed", _("Refund failed")
     PAYOUT_FAILED = "payout_failed", _("Payout failed")
+    # Radar: open while the review is open / the warning is actionable;
+    # ``resolved_at`` is set when it closes. Release refuses while one is open.
+    RADAR_REVIEW = "radar_review", _("Radar review")
+    EARLY_FRAUD_WARNING = "early_fraud_warning", _("Early fraud warning")
+
+
+#: Incident kinds that freeze release while unresolved.
+RADAR_HOLD_KINDS = (IncidentKind.RADAR_REVIEW, IncidentKind.EARLY_FRAUD_WARNING)
 
 
 class MoneyOperationKind(models.TextChoices):

@@ -1104,6 +1104,9 @@ class AbstractPaymentIncident(AbstractIncident):
         model_name("EscrowPayment"), on_delete=models.PROTECT, related_name="incidents"
     )
     stripe_payment_intent_id = models.CharField(max_length=255, blank=True)
+    # The Stripe object the incident is about when it is not the payment
+    # itself: a Radar review (prv_...) or an early fraud warning (issfr_...).
+    stripe_object_id = models.CharField(max_length=255, blank=True, db_index=True)
 
     class Meta(AbstractIncident.Meta):
         abstract = True

@@ -36,7 +36,7 @@ from ..states import (
 )
 from ..states import PaymentStatus as S
 from ..terms import TermsUnavailable, get_terms
-from . import errors, operations, outcomes
+from . import errors, operations, outcomes, radar
 from .common import (
     KEY_PREFIX,
     account_for_payee,
@@ -279,6 +279,7 @@ def release_payment(payment_id: Any, user: Any = None, *, system: bool = False) 
                     )
                 if payment.disputes.exclude(status__in=_CLOSED_DISPUTES).exists():
                     raise errors.TransitionNotAllowed("The payment is disputed; release is frozen.")
+                radar.check_not_held(payment)
                 operation = _begin_release(payment, user)
                 if operation is None:
                     return payment

@@ -485,18 +485,22 @@ def _reversed_by_refunds(payment: Any, total_reversed: int) -> bool:
 
 
 def apply_payout(snapshot: PayoutSnapshot, *, account_id: str, event_id: str = "") -> Any:
-    """``payout.failed`` / ``payout.paid`` on a connected account.
+    """``payout.failed`` / ``.paid`` / ``.canceled`` / ``.updated`` on a connected account.
 
-    A failed payout records a PAYOUT_FAILED incident (on the account's most
-    recent payment, as incidents belong to a payment) and sends
-    ``payout_failed``. A paid payout is only logged.
+    A payout whose status is ``failed`` (from ``payout.failed`` or a
+    ``payout.updated`` carrying it) records a PAYOUT_FAILED incident (on the
+    account's most recent payment, as incidents belong to a payment) and
+    sends ``payout_failed``, once per payout. Any other status (paid,
+    canceled, in_transit, pending) is only logged; a canceled payout leaves
+    the money in the account's balance, so it is logged as a warning.
     """
     account = account_model().objects.filter(stripe_account_id=account_id).first()
     if account is None:
         raise errors.UnknownObject(f"No connected account {account_id} (yet).")
     extra = {"connected_account": account_id, "payout_id": snapshot.id}
     if snapshot.status != "failed":
-        logger.info(
+        logger.log(
+            logging.WARNING if snapshot.status == "canceled" else logging.INFO,
             "payout %s: %s %s",
             snapshot.status,
             snapshot.amount,

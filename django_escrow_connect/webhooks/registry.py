@@ -11,7 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..states import WebhookEndpoint
-from .handlers import accounts, disputes, payments, payouts, refunds, transfers
+from .handlers import (
+    accounts,
+    application_fees,
+    disputes,
+    payments,
+    payouts,
+    radar,
+    refunds,
+    transfers,
+)
 from .pipeline import EventContext
 
 Handler = Callable[[EventContext], None]
@@ -46,6 +55,13 @@ HANDLERS: dict[str, Route] = {
     "charge.dispute.closed": Route(disputes.dispute, PLATFORM),
     "charge.dispute.funds_withdrawn": Route(disputes.dispute, PLATFORM),
     "charge.dispute.funds_reinstated": Route(disputes.dispute, PLATFORM),
+    # --- Radar (platform): release is frozen while one is open -------------------------
+    "review.opened": Route(radar.review, PLATFORM),
+    "review.closed": Route(radar.review, PLATFORM),
+    "radar.early_fraud_warning.created": Route(radar.early_fraud_warning, PLATFORM),
+    "radar.early_fraud_warning.updated": Route(radar.early_fraud_warning, PLATFORM),
+    # --- application fees (platform; destination charges): logged ----------------------
+    "application_fee.refunded": Route(application_fees.refunded, PLATFORM),
     # --- transfers (platform) ----------------------------------------------------------
     "transfer.created": Route(transfers.transfer, PLATFORM),
     "transfer.updated": Route(transfers.transfer, PLATFORM),
@@ -57,10 +73,13 @@ HANDLERS: dict[str, Route] = {
     "capability.updated": Route(accounts.capability_updated, CONNECT),
     "person.updated": Route(accounts.refresh, CONNECT),
     "person.deleted": Route(accounts.refresh, CONNECT),
-    "account.external_account.created": Route(accounts.refresh, CONNECT),
-    "account.external_account.deleted": Route(accounts.refresh, CONNECT),
+    "account.external_account.created": Route(accounts.external_account, CONNECT),
+    "account.external_account.updated": Route(accounts.external_account, CONNECT),
+    "account.external_account.deleted": Route(accounts.external_account, CONNECT),
     "payout.failed": Route(payouts.payout, CONNECT),
     "payout.paid": Route(payouts.payout, CONNECT),
+    "payout.canceled": Route(payouts.payout, CONNECT),
+    "payout.updated": Route(payouts.payout, CONNECT),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from ...gateway.types import AccountSnapshot
+from ...notifications import notify
 from ...services import accounts
 from ...services.errors import UnknownObject
 from ..pipeline import EventContext, log_extra
@@ -60,3 +61,29 @@ def refresh(context: EventContext) -> None:
         extra=log_extra(context.event, object_id=str(context.object.get("id") or "")),
     )
     accounts.refresh_account(account)
+
+
+def external_account(context: EventContext) -> None:
+    """account.external_account.created/updated/deleted: re-read the account,
+    and send ``external_account_errored`` when a bank account became ``errored``.
+
+    Stripe sets ``errored`` when a payout to the bank account failed (closed
+    account, wrong number...): payouts stop until the owner replaces it.
+    """
+    refresh(context)
+    obj = context.object
+    if (
+        context.type != "account.external_account.deleted"
+        and obj.get("object") == "bank_account"
+        and obj.get("status") == "errored"
+        and (context.type.endswith(".created") or "status" in context.previous_attributes)
+    ):
+        account = (
+            accounts.account_model().objects.filter(stripe_account_id=context.account).first()
+        )
+        logger.warning(
+            "bank account errored: %s",
+            obj.get("id") or "",
+            extra=log_extra(context.event, object_id=str(obj.get("id") or "")),
+        )
+        notify("external_account_errored", account=account, external_account=obj)

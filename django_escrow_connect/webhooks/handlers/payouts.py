@@ -9,7 +9,8 @@ from . import snapshot
 
 
 def payout(context: EventContext) -> None:
-    """payout.failed records an incident and notifies; payout.paid is logged."""
+    """payout.failed (or .updated to failed) records an incident and notifies;
+    paid, canceled and other updates are logged."""
     transfers.apply_payout(
         snapshot(context, PayoutSnapshot), account_id=context.account, event_id=context.id
     )

@@ -1,0 +1,149 @@
+"""Apply what Stripe Radar reports: reviews and early fraud warnings.
+
+Both arrive before a chargeback could, and an escrow platform must not pay
+the doer while either is open: release answers 409 (``radar_review_open`` or
+``early_fraud_warning_open``) until it closes. Each is kept as a
+:class:`PaymentIncident` (kind ``radar_review`` / ``early_fraud_warning``,
+``stripe_object_id`` the review or warning id) that is open while
+``resolved_at`` is null.
+
+- ``review.opened`` / ``review.closed``: open while the review's ``open`` is
+  true. Closing (approved, refunded, disputed...) unfreezes; a refund or a
+  dispute then freezes or ends the payment on its own.
+- ``radar.early_fraud_warning.created`` / ``.updated``: open while the
+  warning is ``actionable`` (Stripe: not yet disputed nor fully refunded).
+
+A review or warning only ever closes, so events in any order and repeated
+converge: once resolved, an incident is never reopened. Opening sends
+``radar_hold_opened``; closing an open one sends ``radar_hold_closed``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from django.utils import timezone
+
+from ..notifications import notify
+from ..states import RADAR_HOLD_KINDS, IncidentKind
+from . import errors
+from .common import model
+from .transfers import lock_payment_for
+
+logger = logging.getLogger("django_escrow_connect.webhooks")
+
+#: The 409 code release answers with while a hold of this kind is open.
+FREEZE_CODES = {
+    IncidentKind.RADAR_REVIEW: "radar_review_open",
+    IncidentKind.EARLY_FRAUD_WARNING: "early_fraud_warning_open",
+}
+_FREEZE_MESSAGES = {
+    IncidentKind.RADAR_REVIEW: "Stripe Radar is reviewing this payment; release is frozen.",
+    IncidentKind.EARLY_FRAUD_WARNING: (
+        "The card issuer reported this payment as possibly fraudulent; release is frozen."
+    ),
+}
+
+
+def open_holds(payment: Any) -> Any:
+    """The payment's unresolved Radar incidents."""
+    return model("PaymentIncident").objects.filter(
+        payment=payment, kind__in=list(RADAR_HOLD_KINDS), resolved_at__isnull=True
+    )
+
+
+def check_not_held(payment: Any) -> None:
+    """Raise a 409 :class:`~.errors.Conflict` while Radar holds ``payment``."""
+    hold = open_holds(payment).order_by("created_at").first()
+    if hold is not None:
+        raise errors.Conflict(_FREEZE_MESSAGES[hold.kind], code=FREEZE_CODES[hold.kind])
+
+
+def _str(obj: Mapping[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if isinstance(value, Mapping):  # expanded
+        value = value.get("id")
+    return value if isinstance(value, str) else ""
+
+
+def apply_review(obj: Mapping[str, Any], *, event_id: str = "") -> Any:
+    """``review.opened`` / ``review.closed``. Returns the incident."""
+    is_open = obj.get("open") is True
+    reason = _str(obj, "reason") if is_open else _str(obj, "closed_reason") or _str(obj, "reason")
+    return _apply(
+        obj,
+        kind=IncidentKind.RADAR_REVIEW,
+        is_open=is_open,
+        code=reason,
+        message=f"Radar review {'opened' if is_open else 'closed'}: {reason or 'unknown'}",
+        event_id=event_id,
+    )
+
+
+def apply_early_fraud_warning(obj: Mapping[str, Any], *, event_id: str = "") -> Any:
+    """``radar.early_fraud_warning.created`` / ``.updated``. Returns the incident."""
+    is_open = obj.get("actionable") is True
+    fraud_type = _str(obj, "fraud_type")
+    return _apply(
+        obj,
+        kind=IncidentKind.EARLY_FRAUD_WARNING,
+        is_open=is_open,
+        code=fraud_type,
+        message=f"Early fraud warning ({fraud_type or 'unknown type'})"
+        + ("" if is_open else ": no longer actionable"),
+        event_id=event_id,
+    )
+
+
+def _apply(
+    obj: Mapping[str, Any],
+    *,
+    kind: str,
+    is_open: bool,
+    code: str,
+    message: str,
+    event_id: str,
+) -> Any:
+    object_id = _str(obj, "id")
+    if not object_id:
+        raise ValueError(f"{kind}: the object has no id")
+    payment_intent, charge = _str(obj, "payment_intent"), _str(obj, "charge")
+    payment = lock_payment_for(payment_intent=payment_intent, charge=charge)
+    if payment is None:
+        raise errors.UnknownObject(f"No payment for {kind} {object_id} (yet).")
+    Incident = model("PaymentIncident")
+    incident = Incident.objects.filter(kind=kind, stripe_object_id=object_id).first()
+    extra = {
+        "stripe_event_id": event_id,
+        "payment_id": str(payment.pk),
+        "connected_account": payment.destination_account_id,
+    }
+    if incident is None:
+        incident = Incident.objects.create(
+            payment=payment,
+            kind=kind,
+            code=code[:255],
+            message=message,
+            stripe_event_id=event_id,
+            stripe_payment_intent_id=payment_intent or payment.stripe_payment_intent_id,
+            stripe_object_id=object_id,
+            resolved_at=None if is_open else timezone.now(),
+        )
+        if is_open:
+            logger.warning("%s opened: %s", kind, object_id, extra=extra)
+            notify("radar_hold_opened", payment=payment, incident=incident)
+        else:
+            logger.info("%s recorded closed: %s", kind, object_id, extra=extra)
+        return incident
+    if incident.resolved_at is None and not is_open:
+        # Closes once; a resolved hold is never reopened (Stripe only closes).
+        incident.resolved_at = timezone.now()
+        incident.message = message
+        if code:
+            incident.code = code[:255]
+        incident.save(update_fields=["resolved_at", "message", "code", "updated_at"])
+        logger.info("%s closed: %s", kind, object_id, extra=extra)
+        notify("radar_hold_closed", payment=payment, incident=incident)
+    return incident
