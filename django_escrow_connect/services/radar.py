@@ -30,7 +30,6 @@ from ..notifications import notify
 from ..states import RADAR_HOLD_KINDS, IncidentKind
 from . import errors
 from .common import model
-from .transfers import lock_payment_for
 
 logger = logging.getLogger("django_escrow_connect.webhooks")
 
@@ -106,6 +105,8 @@ def _apply(
     message: str,
     event_id: str,
 ) -> Any:
+    from .transfers import lock_payment_for  # transfers imports payments, which imports us
+
     object_id = _str(obj, "id")
     if not object_id:
         raise ValueError(f"{kind}: the object has no id")
