@@ -14,6 +14,9 @@ from .conf import DEFAULTS, ESCROW_STRATEGIES, SETTING_NAME, STRIPE_API_VERSION,
 from .swappable import setting_name
 
 SIMULATED_GATEWAY = "django_escrow_connect.gateway.simulated.SimulatedGateway"
+_WEBHOOK_SECRET_HINT = (
+    "Add the endpoint's signing secret (whsec_...) from the Stripe dashboard or `stripe listen`."
+)
 
 
 def _key(name: str) -> str:
@@ -152,12 +155,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 )
             )
         elif not value and not simulated:
+            # A first install migrates before Stripe is set up: a warning here,
+            # an error under `check --deploy` (check_deploy_settings).
             errors.append(
-                Error(
-                    f"{_key(name)} is empty, so every event to that endpoint is refused.",
-                    hint="Add the endpoint's signing secret (whsec_...) from the Stripe "
-                    "dashboard or `stripe listen`.",
-                    id="escrow_connect.E021",
+                Warning(
+                    f"{_key(name)} is empty, so every event to that endpoint is refused "
+                    "(HTTP 400) until it is set.",
+                    hint=_WEBHOOK_SECRET_HINT,
+                    id="escrow_connect.W021",
                 )
             )
         elif any(not isinstance(s, str) or not s for s in value):
@@ -256,17 +261,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="escrow_connect.E035",
             )
         )
-    for name in ("ONBOARDING_RETURN_URL", "ONBOARDING_REFRESH_URL"):
-        if not raw(name) and not simulated:
-            errors.append(
-                Warning(
-                    f"{_key(name)} is not set; onboarding links fall back to the "
-                    "package's own pages.",
-                    hint="Set it to an absolute https URL of your site.",
-                    id="escrow_connect.W036",
-                )
-            )
-
     errors.extend(_check_email_mailer(raw("EMAIL_MAILER")))
     prefix = raw("IDEMPOTENCY_KEY_PREFIX")
     if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}", prefix):
@@ -328,3 +322,36 @@ _IMPORTABLE = {
     "ORGANIZATION_ADMIN_PREDICATE",
     "NOTIFICATION_BACKENDS",
 }
+
+
+@register(Tags.security, deploy=True)
+def check_deploy_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """What must be set before going live: run by ``manage.py check --deploy`` only."""
+    raw = escrow_settings.raw
+    if raw("GATEWAY") == SIMULATED_GATEWAY:
+        return []
+    errors: list[Any] = []
+    for name in ("WEBHOOK_SECRETS", "CONNECT_WEBHOOK_SECRETS"):
+        value = raw(name)
+        if isinstance(value, (list, tuple)) and not value:
+            errors.append(
+                Error(
+                    f"{_key(name)} is empty, so every event to that endpoint is refused.",
+                    hint=_WEBHOOK_SECRET_HINT,
+                    id="escrow_connect.E021",
+                )
+            )
+    for name in ("ONBOARDING_RETURN_URL", "ONBOARDING_REFRESH_URL"):
+        if not raw(name):
+            errors.append(
+                Warning(
+                    f"{_key(name)} is not set; onboarding links use the package's own page, "
+                    "built from the request's host and scheme.",
+                    hint="Live-mode account links need https URLs: set "
+                    "SECURE_PROXY_SSL_HEADER behind a TLS proxy, or set this to an absolute "
+                    "https URL of your site. Silence with SILENCED_SYSTEM_CHECKS when the "
+                    "package's page is what you want.",
+                    id="escrow_connect.W036",
+                )
+            )
+    return errors

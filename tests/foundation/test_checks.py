@@ -9,7 +9,11 @@ from django.conf import settings
 from django.core.checks import Error
 from django.test import override_settings
 
-from django_escrow_connect.checks import check_host_models, check_settings
+from django_escrow_connect.checks import (
+    check_deploy_settings,
+    check_host_models,
+    check_settings,
+)
 from django_escrow_connect.conf import STRIPE_API_VERSION
 
 
@@ -63,7 +67,7 @@ def test_the_test_settings_pass():
         ),
         (
             {"CONNECT_WEBHOOK_SECRETS": []},
-            "escrow_connect.E021",
+            "escrow_connect.W021",
             'ESCROW_CONNECT["CONNECT_WEBHOOK_SECRETS"]',
         ),
         ({"WEBHOOK_SECRETS": [""]}, "escrow_connect.E022", "WEBHOOK_SECRETS"),
@@ -90,7 +94,6 @@ def test_the_test_settings_pass():
             "escrow_connect.E040",
             'ESCROW_CONNECT["PLATFORM_FEE_POLICY"]',
         ),
-        ({"ONBOARDING_RETURN_URL": ""}, "escrow_connect.W036", "ONBOARDING_RETURN_URL"),
         ({"STRIPE_SECRETKEY": "typo"}, "escrow_connect.W010", "STRIPE_SECRETKEY"),
     ],
 )
@@ -172,3 +175,39 @@ def test_email_mailer_must_name_a_mailers_alias(mailer, valid):
 def test_a_valid_idempotency_key_prefix_passes(prefix):
     with settings_with(IDEMPOTENCY_KEY_PREFIX=prefix):
         assert "escrow_connect.E038" not in ids(check_settings())
+
+
+def test_first_install_without_webhook_secrets_only_warns():
+    """settings.md: an empty secret list refuses that endpoint's events; a first
+    install can still migrate (a warning), and ``check --deploy`` makes it an error."""
+    from django.core.checks import Warning as CheckWarning
+
+    with settings_with(WEBHOOK_SECRETS=[], CONNECT_WEBHOOK_SECRETS=[]):
+        found = check_settings()
+        deploy = check_deploy_settings()
+    empty = [e for e in found if e.id == "escrow_connect.W021"]
+    assert len(empty) == 2 and all(isinstance(e, CheckWarning) for e in empty)
+    assert not [e for e in found if e.is_serious()]
+    assert sorted(e.id for e in deploy if e.is_serious()) == ["escrow_connect.E021"] * 2
+
+
+def test_empty_onboarding_urls_are_the_documented_default_not_a_warning():
+    """settings.md: empty means the package's own pages; only ``--deploy`` mentions it."""
+    with settings_with(ONBOARDING_RETURN_URL="", ONBOARDING_REFRESH_URL=""):
+        assert "escrow_connect.W036" not in ids(check_settings())
+        deploy = check_deploy_settings()
+    w036 = [e for e in deploy if e.id == "escrow_connect.W036"]
+    assert {m.split()[0] for m in messages(w036)} == {
+        'ESCROW_CONNECT["ONBOARDING_RETURN_URL"]',
+        'ESCROW_CONNECT["ONBOARDING_REFRESH_URL"]',
+    }
+
+
+def test_deploy_check_runs_only_with_deploy(capsys):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    with settings_with(WEBHOOK_SECRETS=[]):
+        call_command("check")  # a warning does not stop a first install
+        with pytest.raises(SystemCheckError, match="E021"):
+            call_command("check", "--deploy")
