@@ -38,6 +38,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .. import permissions, swappable
+from ..conf import escrow_settings
 from ..money import format_money
 from ..services import errors
 from ..services import payments as payment_services
@@ -321,6 +322,9 @@ def serialize_start(start: payment_services.PaymentStart) -> dict[str, Any]:
     return {
         "payment_id": str(payment.pk),
         "client_secret": start.client_secret,
+        # Stripe.js needs both: stripe = Stripe(publishable_key), then
+        # stripe.confirmPayment({clientSecret}).
+        "publishable_key": escrow_settings.STRIPE_PUBLISHABLE_KEY or None,
         "amount": payment.amount,
         "currency": payment.currency,
         "status": payment.status,
@@ -384,6 +388,11 @@ class PaymentStartOutput(serializers.Serializer):
     payment_id = serializers.UUIDField()
     client_secret = serializers.CharField(
         allow_null=True, help_text="For Stripe.js only; never store or log it."
+    )
+    publishable_key = serializers.CharField(
+        allow_null=True,
+        help_text="STRIPE_PUBLISHABLE_KEY (pk_...), for Stripe(...) in the browser; "
+        "null when not configured.",
     )
     amount = serializers.IntegerField()
     currency = serializers.CharField()
