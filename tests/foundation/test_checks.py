@@ -186,7 +186,8 @@ def test_first_install_without_webhook_secrets_only_warns():
         found = check_settings()
         deploy = check_deploy_settings()
     empty = [e for e in found if e.id == "escrow_connect.W021"]
-    assert len(empty) == 2 and all(isinstance(e, CheckWarning) for e in empty)
+    assert len(empty) == 2
+    assert all(isinstance(e, CheckWarning) for e in empty)
     assert not [e for e in found if e.is_serious()]
     assert sorted(e.id for e in deploy if e.is_serious()) == ["escrow_connect.E021"] * 2
 

@@ -161,4 +161,5 @@ if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     for page, onboarding in (("payments.md", False), ("onboarding.md", True)):
         missing, stale = missing_and_stale(page, onboarding)
-        print(f"docs/{page}: missing rows", *missing, f"stale: {stale}", sep="\n")
+        sys.stdout.write("\n".join([f"docs/{page}: missing rows", *missing, f"stale: {stale}"]))
+        sys.stdout.write("\n")

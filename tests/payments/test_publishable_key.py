@@ -25,6 +25,6 @@ def test_template_tag_renders_the_publishable_key(settings):
     assert '"pk_test_escrowconnecttests"' in html
     assert "[pk_test_escrowconnecttests]" in html
     settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "STRIPE_PUBLISHABLE_KEY": ""}
-    assert Template("{% load escrow_stripe %}[{% stripe_publishable_key %}]").render(
-        Context()
-    ) == "[]"
+    assert (
+        Template("{% load escrow_stripe %}[{% stripe_publishable_key %}]").render(Context()) == "[]"
+    )

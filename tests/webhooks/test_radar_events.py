@@ -148,9 +148,7 @@ def test_release_succeeds_once_the_warning_is_no_longer_actionable(
     with pytest.raises(errors.Conflict) as refused:
         release_payment(scene.payment.pk, system=True)
     assert (refused.value.status_code, refused.value.code) == (409, "early_fraud_warning_open")
-    deliver.platform(
-        so.event("radar.early_fraud_warning.updated", dict(warning, actionable=False))
-    )
+    deliver.platform(so.event("radar.early_fraud_warning.updated", dict(warning, actionable=False)))
     # The freeze no longer applies: release goes on to the account check.
     with pytest.raises(errors.ServiceError) as next_step:
         release_payment(scene.payment.pk, system=True)

@@ -78,9 +78,7 @@ def external_account(context: EventContext) -> None:
         and obj.get("status") == "errored"
         and (context.type.endswith(".created") or "status" in context.previous_attributes)
     ):
-        account = (
-            accounts.account_model().objects.filter(stripe_account_id=context.account).first()
-        )
+        account = accounts.account_model().objects.filter(stripe_account_id=context.account).first()
         logger.warning(
             "bank account errored: %s",
             obj.get("id") or "",
