@@ -110,14 +110,28 @@ def fetch_missed_events(
     return results
 
 
+#: The most event types Stripe's Events API takes in one ``types`` filter.
+_TYPES_PER_LIST = 20
+
+
+def _created(event: dict[str, Any]) -> int:
+    created = event.get("created")
+    return created if isinstance(created, int) and not isinstance(created, bool) else 0
+
+
 def _fetch(endpoint: str, created_gte: int, account: str | None) -> FetchResult:
     result = FetchResult(source=account or "platform")
     types = registry.event_types(endpoint)
+    fetched: list[dict[str, Any]] = []
     try:
-        # Stripe lists newest first; process oldest first, as they happened.
-        fetched = list(
-            get_gateway().list_events(created_gte=created_gte, types=types, stripe_account=account)
-        )
+        # Stripe takes at most 20 types per list call: one call per chunk.
+        for start in range(0, len(types), _TYPES_PER_LIST):
+            chunk = types[start : start + _TYPES_PER_LIST]
+            listed = get_gateway().list_events(
+                created_gte=created_gte, types=chunk, stripe_account=account
+            )
+            # Stripe lists newest first; process oldest first, as they happened.
+            fetched.extend(reversed(list(listed)))
     except GatewayError as exc:
         result.error = str(exc)
         logger.warning(
@@ -126,7 +140,8 @@ def _fetch(endpoint: str, created_gte: int, account: str | None) -> FetchResult:
             extra={"connected_account": account or "", "stripe_event_id": "", "payment_id": ""},
         )
         return result
-    for event in reversed(fetched):
+    fetched.sort(key=_created)  # stable: Stripe's order within a second
+    for event in fetched:
         if account is not None and not event.get("account"):
             event = {**event, "account": account}
         data = event.get("data")

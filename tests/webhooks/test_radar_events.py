@@ -290,3 +290,49 @@ def test_application_fee_refunded_is_logged_against_the_payment(
     assert deliver.platform(so.event("application_fee.refunded", other)).json()["status"] == (
         "ignored"
     )
+
+
+def test_fetch_missed_events_asks_for_at_most_20_types_per_call(
+    monkeypatch: Any,
+    make_payment: Any,
+    stripe: Any,
+    sent: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """With Radar and fee events the platform handles more than 20 types, the
+    most Stripe's Events API takes at once: the types are listed in chunks and
+    every handled type is asked for; events are processed oldest first."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from django_escrow_connect.webhooks import operations, registry
+
+    scene = make_payment("held")
+    opened = review(scene)
+    closed = dict(opened, open=False, reason="approved", closed_reason="approved")
+    asked: list[list[str]] = []
+
+    class Gateway:
+        def list_events(self, *, created_gte: int, types: Any, stripe_account: Any) -> Any:
+            if len(types) > 20:
+                raise ValueError("Stripe accepts at most 20 event types at once")
+            asked.append(list(types))
+            now = so.now()
+            # Newest first, as Stripe lists.
+            found = [
+                so.event("review.closed", closed, created=now),
+                so.event("review.opened", opened, created=now - 60),
+            ]
+            return iter([e for e in found if e["type"] in types])
+
+    monkeypatch.setattr(operations, "get_gateway", Gateway)
+    assert len(registry.event_types("platform")) > 20
+    with django_capture_on_commit_callbacks(execute=True):
+        [result] = operations.fetch_missed_events(timezone.now() - timedelta(hours=1))
+    assert result.error == ""
+    assert sorted(t for chunk in asked for t in chunk) == registry.event_types("platform")
+    assert result.seen == 2
+    assert holds(scene) == [("radar_review", opened["id"], False)]
+    # Oldest first: opened, then closed (the other way round sends nothing).
+    assert sent.names() == ["radar_hold_opened", "radar_hold_closed"]
