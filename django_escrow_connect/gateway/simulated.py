@@ -986,12 +986,13 @@ class SimulatedGateway:
                 account["external_accounts"]["total_count"] = 1
             account.update(
                 details_submitted=True,
-                charges_enabled=True,
+                # A recipient account (no card_payments) cannot process charges.
+                charges_enabled="card_payments" in account["capabilities"],
                 payouts_enabled=True,
                 requirements=_requirements([]),
                 future_requirements=_requirements([]),
-                tos_acceptance={"date": now, "ip": "127.0.0.1", "user_agent": "simulated"},
             )
+            account["tos_acceptance"].update(date=now, ip="127.0.0.1", user_agent="simulated")
             account["business_profile"].update(
                 mcc="5734", url="https://seller.example", product_description="Simulated"
             )

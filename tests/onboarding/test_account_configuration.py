@@ -65,9 +65,7 @@ def test_separate_charges_and_transfers_requests_transfers_under_recipient(strip
     assert create["service_agreement"] == "recipient"
 
 
-def test_manual_capture_requests_card_payments_and_transfers_under_full(
-    stripe, people, settings
-):
+def test_manual_capture_requests_card_payments_and_transfers_under_full(stripe, people, settings):
     configure(settings, ESCROW_STRATEGY="manual_capture")
 
     account = open_account(people.owner)
@@ -84,6 +82,7 @@ def test_a_recipient_account_is_ready_with_transfers_alone(stripe, seller, peopl
 
     assert body["status"] == "verified"
     assert body["can_transfer"] is True
+    assert body["charges_enabled"] is False  # a recipient cannot process charges
     assert body["capabilities"] == {"transfers": "active", "card_payments": None}
 
 
@@ -101,9 +100,7 @@ class TestOwnerDetailsHook:
 
         assert agreement(open_account(people.owner)) == "full"
 
-    def test_the_hook_may_ask_for_a_recipient_under_manual_capture(
-        self, hook, people, settings
-    ):
+    def test_the_hook_may_ask_for_a_recipient_under_manual_capture(self, hook, people, settings):
         configure(settings, ESCROW_STRATEGY="manual_capture")
         hook.update(service_agreement="recipient")
 
