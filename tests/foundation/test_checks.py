@@ -91,6 +91,13 @@ def test_the_test_settings_pass():
             'ESCROW_CONNECT["PLATFORM_FEE_POLICY"]',
         ),
         ({"ONBOARDING_RETURN_URL": ""}, "escrow_connect.W036", "ONBOARDING_RETURN_URL"),
+        ({"DESTINATION_ON_BEHALF_OF": "yes"}, "escrow_connect.E039", "DESTINATION_ON_BEHALF_OF"),
+        ({"DESTINATION_ON_BEHALF_OF": 1}, "escrow_connect.E039", "DESTINATION_ON_BEHALF_OF"),
+        (
+            {"DESTINATION_ON_BEHALF_OF": True},
+            "escrow_connect.W039",
+            "DESTINATION_ON_BEHALF_OF",
+        ),
         ({"STRIPE_SECRETKEY": "typo"}, "escrow_connect.W010", "STRIPE_SECRETKEY"),
     ],
 )
@@ -172,3 +179,17 @@ def test_email_mailer_must_name_a_mailers_alias(mailer, valid):
 def test_a_valid_idempotency_key_prefix_passes(prefix):
     with settings_with(IDEMPOTENCY_KEY_PREFIX=prefix):
         assert "escrow_connect.E038" not in ids(check_settings())
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"DESTINATION_ON_BEHALF_OF": False},
+        {"DESTINATION_ON_BEHALF_OF": True, "ESCROW_STRATEGY": "manual_capture"},
+    ],
+)
+def test_destination_on_behalf_of_with_manual_capture_passes(changes):
+    with settings_with(**changes):
+        found = ids(check_settings())
+    assert "escrow_connect.E039" not in found
+    assert "escrow_connect.W039" not in found
