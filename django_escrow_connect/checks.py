@@ -10,7 +10,14 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
-from .conf import DEFAULTS, ESCROW_STRATEGIES, SETTING_NAME, STRIPE_API_VERSION, escrow_settings
+from .conf import (
+    DEFAULTS,
+    ESCROW_STRATEGIES,
+    MANUAL_CAPTURE,
+    SETTING_NAME,
+    STRIPE_API_VERSION,
+    escrow_settings,
+)
 from .swappable import setting_name
 
 SIMULATED_GATEWAY = "django_escrow_connect.gateway.simulated.SimulatedGateway"
@@ -259,6 +266,23 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             Error(
                 f"{_key('CAPTURE_EXPIRY_ACTION')} must be 'warn', 'release' or 'cancel'.",
                 id="escrow_connect.E035",
+            )
+        )
+    on_behalf_of = raw("DESTINATION_ON_BEHALF_OF")
+    if not isinstance(on_behalf_of, bool):
+        errors.append(
+            Error(
+                f"{_key('DESTINATION_ON_BEHALF_OF')} must be True or False.",
+                id="escrow_connect.E039",
+            )
+        )
+    elif on_behalf_of and raw("ESCROW_STRATEGY") != MANUAL_CAPTURE:
+        errors.append(
+            Warning(
+                f"{_key('DESTINATION_ON_BEHALF_OF')} is on but ESCROW_STRATEGY is not "
+                f"{MANUAL_CAPTURE!r}; it only applies to destination charges and is ignored.",
+                hint="Remove it, or use the manual_capture strategy.",
+                id="escrow_connect.W039",
             )
         )
     errors.extend(_check_email_mailer(raw("EMAIL_MAILER")))

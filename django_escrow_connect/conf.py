@@ -86,11 +86,18 @@ DEFAULTS: dict[str, Any] = {
     "CAPTURE_EXPIRY_ACTION": "warn",
     # A payment held or releasing longer than this is reported as stuck.
     "STUCK_PAYMENT_HOURS": 72,
+    # Manual capture only: send on_behalf_of=<connected account> on the
+    # PaymentIntent, making the doer the settlement merchant. Stripe requires
+    # it for destination charges to an account in another region; the account
+    # then needs card_payments (the full service agreement).
+    "DESTINATION_ON_BEHALF_OF": False,
     # --- Connect onboarding -------------------------------------------------
     "ONBOARDING_RETURN_URL": "",
     "ONBOARDING_REFRESH_URL": "",
     "DEFAULT_ACCOUNT_COUNTRY": "US",
-    # Callable(owner) -> {"country": ..., "email": ...} for a new account.
+    # Callable(owner) -> {"country": ..., "email": ...} for a new account;
+    # it may also return "service_agreement" ("full"/"recipient") and
+    # "capabilities" (names to request) to override the strategy's defaults.
     "ACCOUNT_OWNER_DETAILS": "django_escrow_connect.accounts.default_owner_details",
     # Callable(user, organization) -> bool: may this user manage the
     # organization's connected account and see its payments?

@@ -10,8 +10,10 @@ from __future__ import annotations
 __all__ = [
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "require_amount",
+    "require_capabilities",
     "require_id",
     "require_idempotency_key",
+    "require_service_agreement",
 ]
 
 #: Stripe's limit on the length of an ``Idempotency-Key``.
@@ -40,3 +42,24 @@ def require_amount(value: int, name: str, *, allow_zero: bool = False) -> None:
         raise TypeError(f"{name} must be an int in the currency's minor unit, not {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else 'positive'}, not {value}")
+
+
+def require_capabilities(names: object) -> tuple[str, ...]:
+    """The capability names to request, in order, duplicates dropped (at least one)."""
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise TypeError("capabilities must be a list or tuple of capability names")
+    unique: list[str] = []
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ValueError("capabilities must hold non-empty capability names")
+        if name not in unique:
+            unique.append(name)
+    if not unique:
+        raise ValueError("capabilities must name at least one capability")
+    return tuple(unique)
+
+
+def require_service_agreement(value: object) -> None:
+    """Refuse anything but ``"full"``, ``"recipient"`` or None (Stripe's default, full)."""
+    if value not in (None, "full", "recipient"):
+        raise ValueError("service_agreement must be 'full', 'recipient' or None")

@@ -35,6 +35,7 @@ from .types import (
     PaymentIntentSnapshot,
     RefundReason,
     RefundSnapshot,
+    ServiceAgreement,
     TransferReversalSnapshot,
     TransferSnapshot,
 )
@@ -56,8 +57,16 @@ class PaymentGateway(Protocol):
         email: str | None,
         business_type: BusinessType | None,
         metadata: Mapping[str, str],
+        capabilities: Sequence[str] = ("transfers", "card_payments"),
+        service_agreement: ServiceAgreement | None = None,
     ) -> AccountSnapshot:
-        """Create a connected account: Express dashboard, platform pays fees and owns losses."""
+        """Create a connected account: Express dashboard, platform pays fees and owns losses.
+
+        ``capabilities`` are requested (``capabilities[<name>][requested]=true``);
+        ``service_agreement`` is sent as ``tos_acceptance[service_agreement]``
+        (None: Stripe's default, ``full``). A ``recipient`` account cannot
+        request ``card_payments``.
+        """
         ...
 
     def retrieve_account(self, account_id: str) -> AccountSnapshot: ...
@@ -103,7 +112,11 @@ class PaymentGateway(Protocol):
         application_fee_amount: int | None = None,
         description: str | None = None,
         receipt_email: str | None = None,
-    ) -> PaymentIntentSnapshot: ...
+        on_behalf_of: str | None = None,
+    ) -> PaymentIntentSnapshot:
+        """A PaymentIntent; ``on_behalf_of`` makes that connected account the settlement
+        merchant (it needs ``card_payments``)."""
+        ...
 
     def retrieve_payment_intent(
         self, payment_intent_id: str, *, expand_charge: bool = False

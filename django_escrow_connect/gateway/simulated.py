@@ -61,8 +61,10 @@ from ..exceptions import (
     ResourceMissing,
 )
 from .arguments import require_amount as _require_amount
+from .arguments import require_capabilities as _require_capabilities
 from .arguments import require_id as _require_id
 from .arguments import require_idempotency_key as _require_idempotency_key
+from .arguments import require_service_agreement as _require_service_agreement
 from .signing import sign_webhook_payload, verify_webhook_payload
 from .types import (
     AccountLinkResult,
@@ -79,6 +81,7 @@ from .types import (
     PayoutSnapshot,
     RefundReason,
     RefundSnapshot,
+    ServiceAgreement,
     TransferReversalSnapshot,
     TransferSnapshot,
 )
@@ -145,6 +148,19 @@ _CURRENCY_BY_COUNTRY = {
     "SE": "sek", "DK": "dkk", "PL": "pln", "CZ": "czk", "HU": "huf", "RO": "ron",
     "BG": "bgn",
 }  # fmt: skip
+
+#: Stripe's "Europe" for Connect regions: the EEA, the United Kingdom and Switzerland.
+_EUROPE = _EU | {"GB", "CH", "NO", "IS", "LI"}
+
+
+def same_region(platform_country: str, account_country: str) -> bool:
+    """Whether Stripe treats a platform and an account as in the same region.
+
+    Europe (EEA, UK, Switzerland) is one region; elsewhere a region is the country.
+    """
+    a, b = platform_country.upper(), account_country.upper()
+    return a == b or (a in _EUROPE and b in _EUROPE)
+
 
 _CAPTURE_METHODS = ("automatic", "automatic_async", "manual")
 _CANCELLATION_REASONS = ("abandoned", "duplicate", "fraudulent", "requested_by_customer")
@@ -405,6 +421,9 @@ class SimulatedStripe:
     #: Connected accounts' balances: account -> currency -> minor units.
     balances: dict[str, dict[str, int]]
     deauthorized: set[str]
+    #: The platform's country: transfers and destination charges to an account
+    #: in another region follow Stripe's cross-border rules (see :func:`same_region`).
+    platform_country: str
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -429,6 +448,7 @@ class SimulatedStripe:
             self.account_links = {}
             self.balances = {}
             self.deauthorized = set()
+            self.platform_country = "US"
             self._failures: dict[str, list[InjectedFailure]] = {}
             self._owners: dict[str, str] = {}
             #: 3-D Secure in progress: payment intent -> card number.
@@ -783,13 +803,19 @@ class SimulatedGateway:
         email: str | None,
         business_type: BusinessType | None,
         metadata: Mapping[str, str],
+        capabilities: Sequence[str] = ("transfers", "card_payments"),
+        service_agreement: ServiceAgreement | None = None,
     ) -> AccountSnapshot:
+        requested = _require_capabilities(capabilities)
+        _require_service_agreement(service_agreement)
         s = self.store
         params = {
             "country": country,
             "email": email,
             "business_type": business_type,
             "metadata": dict(metadata),
+            "capabilities": list(requested),
+            "service_agreement": service_agreement,
         }
 
         def action() -> JSON:
@@ -801,9 +827,20 @@ class SimulatedGateway:
                     f"Invalid business_type: {business_type!r}",
                     param="business_type",
                 )
+            agreement = service_agreement or "full"
+            if agreement == "recipient" and "card_payments" in requested:
+                raise s.error(
+                    InvalidRequest,
+                    "Accounts under the `recipient` service agreement cannot request the "
+                    "`card_payments` capability. Request only `transfers`, or use the `full` "
+                    "service agreement.",
+                    param="tos_acceptance[service_agreement]",
+                )
             account = _account_object(
                 new_id("acct", 16), country.upper(), email, business_type, metadata, s.now()
             )
+            account["capabilities"] = {name: "inactive" for name in requested}
+            account["tos_acceptance"]["service_agreement"] = agreement
             s.accounts[account["id"]] = account
             s.balances[account["id"]] = {}
             return account
@@ -949,12 +986,13 @@ class SimulatedGateway:
                 account["external_accounts"]["total_count"] = 1
             account.update(
                 details_submitted=True,
-                charges_enabled=True,
+                # A recipient account (no card_payments) cannot process charges.
+                charges_enabled="card_payments" in account["capabilities"],
                 payouts_enabled=True,
                 requirements=_requirements([]),
                 future_requirements=_requirements([]),
-                tos_acceptance={"date": now, "ip": "127.0.0.1", "user_agent": "simulated"},
             )
+            account["tos_acceptance"].update(date=now, ip="127.0.0.1", user_agent="simulated")
             account["business_profile"].update(
                 mcc="5734", url="https://seller.example", product_description="Simulated"
             )
@@ -1067,10 +1105,13 @@ class SimulatedGateway:
         application_fee_amount: int | None = None,
         description: str | None = None,
         receipt_email: str | None = None,
+        on_behalf_of: str | None = None,
     ) -> PaymentIntentSnapshot:
         _require_amount(amount, "amount")
         if destination is not None:
             _require_id(destination, "destination")
+        if on_behalf_of is not None:
+            _require_id(on_behalf_of, "on_behalf_of")
         if application_fee_amount is not None:
             _require_amount(application_fee_amount, "application_fee_amount", allow_zero=True)
         s = self.store
@@ -1085,6 +1126,7 @@ class SimulatedGateway:
             "application_fee_amount": application_fee_amount,
             "description": description,
             "receipt_email": receipt_email,
+            "on_behalf_of": on_behalf_of,
         }
 
         def action() -> JSON:
@@ -1124,9 +1166,13 @@ class SimulatedGateway:
                         "application_fee_amount cannot be greater than amount.",
                         param="application_fee_amount",
                     )
+            if on_behalf_of is not None:
+                self._check_settlement_merchant(s.account(on_behalf_of, "on_behalf_of"))
             if destination is not None:
                 account = s.account(destination, "transfer_data[destination]")
                 self._check_transfers_capability(account, "transfer_data[destination]")
+                if on_behalf_of is None:
+                    self._check_same_region(account, "transfer_data[destination]")
             pi_id = new_id("pi")
             intent = _payment_intent_object(
                 pi_id,
@@ -1141,6 +1187,7 @@ class SimulatedGateway:
                 receipt_email=receipt_email,
                 created=s.now(),
             )
+            intent["on_behalf_of"] = on_behalf_of
             s.payment_intents[pi_id] = intent
             s.emit("payment_intent.created", intent)
             return intent
@@ -1408,6 +1455,43 @@ class SimulatedGateway:
             param="intent",
         )
 
+    def _check_settlement_merchant(self, account: JSON) -> None:
+        """``on_behalf_of``: the account settles the charge, as a full-agreement merchant."""
+        if account["tos_acceptance"].get("service_agreement") == "recipient":
+            raise self.store.error(
+                InvalidRequest,
+                f"The account {account['id']} is under the `recipient` service agreement "
+                "and cannot be the settlement merchant (`on_behalf_of`) of a charge.",
+                param="on_behalf_of",
+            )
+        if account["capabilities"].get("card_payments") != "active":
+            raise self.store.error(
+                InvalidRequest,
+                f"The `on_behalf_of` account {account['id']} must have the `card_payments` "
+                "capability active.",
+                code="insufficient_capabilities_for_transfer",
+                param="on_behalf_of",
+            )
+
+    def _check_same_region(self, account: JSON, param: str, *, recipient_ok: bool = False) -> None:
+        """Stripe moves funds across regions only to ``recipient`` accounts (transfers)
+        or with the connected account as settlement merchant (destination charges)."""
+        if same_region(self.store.platform_country, account["country"]):
+            return
+        if recipient_ok and account["tos_acceptance"].get("service_agreement") == "recipient":
+            return
+        remedy = (
+            "the account must be under the `recipient` service agreement"
+            if recipient_ok
+            else "set `on_behalf_of` to the connected account (the settlement merchant)"
+        )
+        raise self.store.error(
+            InvalidRequest,
+            f"Funds can't be sent to accounts located in {account['country']} from a "
+            f"platform in {self.store.platform_country}: the regions differ, so {remedy}.",
+            param=param,
+        )
+
     def _check_transfers_capability(self, account: JSON, param: str) -> None:
         if account["capabilities"].get("transfers") != "active":
             raise self.store.error(
@@ -1545,6 +1629,7 @@ class SimulatedGateway:
         def action() -> JSON:
             account = s.account(destination, "destination")
             self._check_transfers_capability(account, "destination")
+            self._check_same_region(account, "destination", recipient_ok=True)
             charge = s.get(s.charges, "charge", source_transaction, "source_transaction")
             if charge["status"] != "succeeded" or not charge["captured"]:
                 raise s.error(
@@ -2349,7 +2434,12 @@ def _account_object(
                 "statement_descriptor": None,
             }
         },
-        "tos_acceptance": {"date": None, "ip": None, "user_agent": None},
+        "tos_acceptance": {
+            "date": None,
+            "ip": None,
+            "service_agreement": "full",
+            "user_agent": None,
+        },
         "type": "express",
     }
 

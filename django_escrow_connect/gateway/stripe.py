@@ -39,8 +39,10 @@ from ..exceptions import (
 )
 from . import signing
 from .arguments import require_amount as _require_amount
+from .arguments import require_capabilities as _require_capabilities
 from .arguments import require_id as _require_id
 from .arguments import require_idempotency_key as _require_idempotency_key
+from .arguments import require_service_agreement as _require_service_agreement
 from .signing import sign_webhook_payload
 from .types import (
     AccountLinkResult,
@@ -56,6 +58,7 @@ from .types import (
     PaymentIntentSnapshot,
     RefundReason,
     RefundSnapshot,
+    ServiceAgreement,
     TransferReversalSnapshot,
     TransferSnapshot,
 )
@@ -63,6 +66,7 @@ from .types import (
 if TYPE_CHECKING:
     from stripe.params import (
         AccountCreateParams,
+        AccountCreateParamsCapabilities,
         AccountLinkCreateParams,
         AccountListParams,
         AccountSessionCreateParams,
@@ -186,7 +190,11 @@ class StripeGateway:
         email: str | None,
         business_type: BusinessType | None,
         metadata: Mapping[str, str],
+        capabilities: Sequence[str] = ("transfers", "card_payments"),
+        service_agreement: ServiceAgreement | None = None,
     ) -> AccountSnapshot:
+        requested = _requested_capabilities(capabilities)
+        _require_service_agreement(service_agreement)
         params: AccountCreateParams = {
             "country": country,
             "controller": {
@@ -195,12 +203,11 @@ class StripeGateway:
                 "losses": {"payments": "application"},
                 "requirement_collection": "stripe",
             },
-            "capabilities": {
-                "transfers": {"requested": True},
-                "card_payments": {"requested": True},
-            },
+            "capabilities": requested,
             "metadata": dict(metadata),
         }
+        if service_agreement is not None:
+            params["tos_acceptance"] = {"service_agreement": service_agreement}
         if email:
             params["email"] = email
         if business_type:
@@ -282,6 +289,7 @@ class StripeGateway:
         application_fee_amount: int | None = None,
         description: str | None = None,
         receipt_email: str | None = None,
+        on_behalf_of: str | None = None,
     ) -> PaymentIntentSnapshot:
         _require_amount(amount, "amount")
         if application_fee_amount is not None and destination is None:
@@ -302,6 +310,8 @@ class StripeGateway:
             if application_fee_amount is not None:
                 _require_amount(application_fee_amount, "application_fee_amount", allow_zero=True)
                 params["application_fee_amount"] = application_fee_amount
+        if on_behalf_of is not None:
+            params["on_behalf_of"] = _require_id(on_behalf_of, "on_behalf_of")
         if description:
             params["description"] = description
         if receipt_email:
@@ -597,6 +607,14 @@ def _options(
 
 def _components(enabled: dict[str, Any]) -> AccountSessionCreateParamsComponents:
     return enabled  # type: ignore[return-value]
+
+
+def _requested_capabilities(names: Sequence[str]) -> AccountCreateParamsCapabilities:
+    """``{name: {"requested": True}}`` in the given order."""
+    requested = {name: {"requested": True} for name in _require_capabilities(names)}
+    # Capability names are checked by Stripe; the TypedDict cannot be built
+    # from a runtime list of keys.
+    return requested  # type: ignore[return-value]
 
 
 def _as_dict(obj: stripe.StripeObject) -> dict[str, Any]:

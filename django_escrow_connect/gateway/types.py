@@ -35,6 +35,7 @@ __all__ = [
     "PayoutSnapshot",
     "RefundReason",
     "RefundSnapshot",
+    "ServiceAgreement",
     "TransferReversalSnapshot",
     "TransferSnapshot",
 ]
@@ -44,6 +45,9 @@ AccountLinkType = Literal["account_onboarding", "account_update"]
 CaptureMethod = Literal["automatic", "automatic_async", "manual"]
 CancellationReason = Literal["abandoned", "duplicate", "fraudulent", "requested_by_customer"]
 RefundReason = Literal["duplicate", "fraudulent", "requested_by_customer"]
+#: ``tos_acceptance[service_agreement]`` of a connected account (Stripe: "Service
+#: agreement types"). ``recipient`` accounts cannot request ``card_payments``.
+ServiceAgreement = Literal["full", "recipient"]
 
 
 # --- parsing helpers ---------------------------------------------------------

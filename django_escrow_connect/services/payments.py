@@ -182,6 +182,10 @@ def _new_payment(task: Any, terms: Any) -> tuple[Any, Any]:
         "application_fee_amount": fee if manual else None,
         "description": terms.description[:500] or None,
     }
+    if manual and escrow_settings.DESTINATION_ON_BEHALF_OF is True:
+        # The doer is the settlement merchant (Stripe requires it for a
+        # destination charge to an account in another region).
+        request["on_behalf_of"] = account.stripe_account_id
     operation = operations.begin(
         payment,
         K.PAYMENT_INTENT,

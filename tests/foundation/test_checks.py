@@ -94,6 +94,13 @@ def test_the_test_settings_pass():
             "escrow_connect.E040",
             'ESCROW_CONNECT["PLATFORM_FEE_POLICY"]',
         ),
+        ({"DESTINATION_ON_BEHALF_OF": "yes"}, "escrow_connect.E039", "DESTINATION_ON_BEHALF_OF"),
+        ({"DESTINATION_ON_BEHALF_OF": 1}, "escrow_connect.E039", "DESTINATION_ON_BEHALF_OF"),
+        (
+            {"DESTINATION_ON_BEHALF_OF": True},
+            "escrow_connect.W039",
+            "DESTINATION_ON_BEHALF_OF",
+        ),
         ({"STRIPE_SECRETKEY": "typo"}, "escrow_connect.W010", "STRIPE_SECRETKEY"),
     ],
 )
@@ -212,3 +219,17 @@ def test_deploy_check_runs_only_with_deploy(capsys):
         call_command("check")  # a warning does not stop a first install
         with pytest.raises(SystemCheckError, match="E021"):
             call_command("check", "--deploy")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"DESTINATION_ON_BEHALF_OF": False},
+        {"DESTINATION_ON_BEHALF_OF": True, "ESCROW_STRATEGY": "manual_capture"},
+    ],
+)
+def test_destination_on_behalf_of_with_manual_capture_passes(changes):
+    with settings_with(**changes):
+        found = ids(check_settings())
+    assert "escrow_connect.E039" not in found
+    assert "escrow_connect.W039" not in found

@@ -1234,3 +1234,155 @@ def test_the_call_log_records_gateway_calls_only(
     store.reset()
     assert store.calls == []
     assert store.accounts == {}
+
+
+# --- service agreements, capabilities and regions ----------------------------------
+
+
+def account_in(
+    sim: SimulatedGateway,
+    country: str,
+    *,
+    agreement: Any = None,
+    capabilities: tuple[str, ...] = ("transfers", "card_payments"),
+) -> str:
+    account = sim.create_account(
+        idempotency_key=key(),
+        country=country,
+        email=None,
+        business_type="individual",
+        metadata={},
+        capabilities=capabilities,
+        service_agreement=agreement,
+    )
+    sim.complete_onboarding(account.id)
+    return account.id
+
+
+def test_an_account_requests_the_capabilities_asked_for(
+    sim: SimulatedGateway, store: SimulatedStripe
+) -> None:
+    account = sim.create_account(
+        idempotency_key=key(),
+        country="US",
+        email=None,
+        business_type=None,
+        metadata={},
+        capabilities=("transfers",),
+        service_agreement="recipient",
+    )
+    assert account.capabilities == {"transfers": "inactive"}
+    assert store.accounts[account.id]["tos_acceptance"]["service_agreement"] == "recipient"
+    assert store.accounts[new_account(sim)]["tos_acceptance"]["service_agreement"] == "full"
+
+
+def test_a_recipient_account_cannot_request_card_payments(
+    sim: SimulatedGateway, store: SimulatedStripe
+) -> None:
+    with pytest.raises(InvalidRequest) as exc_info:
+        sim.create_account(
+            idempotency_key=key(),
+            country="US",
+            email=None,
+            business_type=None,
+            metadata={},
+            capabilities=("transfers", "card_payments"),
+            service_agreement="recipient",
+        )
+    assert exc_info.value.param == "tos_acceptance[service_agreement]"
+    assert store.accounts == {}
+
+
+def test_another_service_agreement_with_the_same_key_is_a_conflict(sim: SimulatedGateway) -> None:
+    kwargs: dict[str, Any] = {
+        "idempotency_key": "acct-agreement",
+        "country": "US",
+        "email": None,
+        "business_type": None,
+        "metadata": {},
+        "capabilities": ("transfers",),
+    }
+    sim.create_account(**kwargs, service_agreement="recipient")
+    with pytest.raises(IdempotencyConflict):
+        sim.create_account(**kwargs, service_agreement="full")
+
+
+@pytest.mark.parametrize("bad", ["transfers", (), ("transfers", "")])
+def test_capabilities_must_name_capabilities(sim: SimulatedGateway, bad: Any) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        sim.create_account(
+            idempotency_key=key(),
+            country="US",
+            email=None,
+            business_type=None,
+            metadata={},
+            capabilities=bad,
+        )
+
+
+def test_transfers_across_regions_need_a_recipient_account(sim: SimulatedGateway) -> None:
+    full = account_in(sim, "GB")
+    recipient = account_in(sim, "GB", agreement="recipient", capabilities=("transfers",))
+    charge = paid_intent(sim).latest_charge or ""
+
+    with pytest.raises(InvalidRequest) as exc_info:
+        transfer(sim, full, charge, 1000)
+    assert exc_info.value.param == "destination"
+    assert "recipient" in str(exc_info.value)
+
+    assert transfer(sim, recipient, charge, 1000).destination == recipient
+
+
+def test_europe_is_one_region(sim: SimulatedGateway, store: SimulatedStripe) -> None:
+    store.platform_country = "DE"
+    charge = paid_intent(sim).latest_charge or ""
+    for country in ("FR", "GB", "CH"):
+        assert transfer(sim, account_in(sim, country), charge, 1000).amount == 1000
+    with pytest.raises(InvalidRequest):
+        transfer(sim, account_in(sim, "US"), charge, 1000)
+
+
+def test_destination_charges_across_regions_need_on_behalf_of(sim: SimulatedGateway) -> None:
+    account = account_in(sim, "GB")
+    with pytest.raises(InvalidRequest) as exc_info:
+        new_intent(sim, capture_method="manual", destination=account, fee=100)
+    assert exc_info.value.param == "transfer_data[destination]"
+    assert "on_behalf_of" in str(exc_info.value)
+
+    intent = sim.create_payment_intent(
+        idempotency_key=key(),
+        amount=10_000,
+        currency="usd",
+        transfer_group="task_1",
+        metadata={},
+        capture_method="manual",
+        destination=account,
+        application_fee_amount=100,
+        on_behalf_of=account,
+    )
+    assert sim.retrieve_payment_intent(intent.id).id == intent.id
+    held = sim.confirm_payment_intent(intent.id, CARDS["success"].number)
+    captured = sim.capture_payment_intent(held.id, idempotency_key=key())
+    assert captured.status == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("agreement", "capabilities"),
+    [("recipient", ("transfers",)), ("full", ("transfers",))],
+)
+def test_on_behalf_of_needs_a_full_account_with_card_payments(
+    sim: SimulatedGateway, agreement: str, capabilities: tuple[str, ...]
+) -> None:
+    account = account_in(sim, "US", agreement=agreement, capabilities=capabilities)
+    with pytest.raises(InvalidRequest) as exc_info:
+        sim.create_payment_intent(
+            idempotency_key=key(),
+            amount=10_000,
+            currency="usd",
+            transfer_group="task_1",
+            metadata={},
+            capture_method="manual",
+            destination=account,
+            on_behalf_of=account,
+        )
+    assert exc_info.value.param == "on_behalf_of"

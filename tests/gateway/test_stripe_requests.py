@@ -48,6 +48,8 @@ class TestConnectedAccounts:
             email="maria.lopez@example.com",
             business_type="individual",
             metadata={"owner_id": "42"},
+            capabilities=("transfers",),
+            service_agreement="recipient",
         )
 
         assert_sent_once(vcr)
@@ -55,7 +57,7 @@ class TestConnectedAccounts:
         assert account.id == ACCOUNT
         assert account.country == "US"
         assert account.business_type == "individual"
-        assert account.capabilities == {"card_payments": "inactive", "transfers": "inactive"}
+        assert account.capabilities == {"transfers": "inactive"}
         assert not account.transfers_active
         assert account.charges_enabled is False
         assert account.payouts_enabled is False
@@ -63,6 +65,40 @@ class TestConnectedAccounts:
         assert account.past_due == ()
         assert account.disabled_reason == "requirements.past_due"
         assert account.metadata == {"owner_id": "42"}
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("accounts_create_full")
+    def test_create_a_full_account_with_card_payments(self, gateway, vcr):
+        account = gateway.create_account(
+            idempotency_key="escrow-connect:account:owner-43:create",
+            country="US",
+            email="maria.lopez@example.com",
+            business_type="individual",
+            metadata={"owner_id": "43"},
+            capabilities=("transfers", "card_payments"),
+            service_agreement="full",
+        )
+
+        assert_sent_once(vcr)
+        assert account.capabilities == {"card_payments": "inactive", "transfers": "inactive"}
+
+    @pytest.mark.parametrize(
+        ("capabilities", "agreement"),
+        [("transfers", None), ((), None), (("transfers",), "partial")],
+    )
+    def test_bad_capabilities_or_agreement_are_refused_before_any_request(
+        self, gateway, capabilities, agreement
+    ):
+        with pytest.raises((TypeError, ValueError)):
+            gateway.create_account(
+                idempotency_key="escrow-connect:account:owner-44:create",
+                country="US",
+                email=None,
+                business_type=None,
+                metadata={},
+                capabilities=capabilities,
+                service_agreement=agreement,
+            )
 
     @pytest.mark.vcr
     @pytest.mark.default_cassette("accounts_retrieve")
@@ -187,6 +223,27 @@ class TestPaymentIntents:
         assert intent.id == "pi_3QzSdKPk9xR2vLq71Fq8ZsWb"
         assert intent.capture_method == "manual"
         assert intent.amount_capturable == 0
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("payment_intents_create_on_behalf_of")
+    def test_create_destination_charge_on_behalf_of_the_connected_account(self, gateway, vcr):
+        intent = gateway.create_payment_intent(
+            idempotency_key="escrow-connect:payment:734:create-intent",
+            amount=20000,
+            currency="usd",
+            transfer_group="escrow-payment-734",
+            metadata={"payment_id": "734"},
+            capture_method="manual",
+            destination=ACCOUNT,
+            application_fee_amount=2030,
+            description="Task #59: garden clean-up",
+            receipt_email="customer@example.com",
+            on_behalf_of=ACCOUNT,
+        )
+
+        assert_sent_once(vcr)
+        assert intent.id == "pi_3QzSfRPk9xR2vLq72Hc4YtNe"
+        assert intent.capture_method == "manual"
 
     def test_application_fee_without_destination_is_refused_before_any_request(self, gateway):
         with pytest.raises(ValueError, match="application_fee_amount"):

@@ -73,7 +73,8 @@ def test_a_new_account_is_pending_verification(stripe, people):
     assert body["details_submitted"] is False
     assert "external_account" in body["requirements"]["currently_due"]
     assert set(body["requirements"]) == {"currently_due", "eventually_due", "past_due"}
-    assert body["capabilities"] == {"transfers": "inactive", "card_payments": "inactive"}
+    # Separate charges and transfers (the default): a recipient account, transfers only.
+    assert body["capabilities"] == {"transfers": "inactive", "card_payments": None}
 
 
 def test_status_is_read_from_the_row_unless_refresh_is_asked(stripe, seller, people):
@@ -93,7 +94,7 @@ def test_status_is_read_from_the_row_unless_refresh_is_asked(stripe, seller, peo
     assert fresh["details_submitted"] is True
     assert fresh["disabled_reason"] is None
     assert fresh["requirements"] == {"currently_due": [], "eventually_due": [], "past_due": []}
-    assert fresh["capabilities"] == {"transfers": "active", "card_payments": "active"}
+    assert fresh["capabilities"] == {"transfers": "active", "card_payments": None}
     # And it was stored.
     assert get_status(people.owner).json() == fresh
 
