@@ -33,7 +33,7 @@ from ..states import PaymentStatus as S
 from . import errors, outcomes
 from .common import account_model, gateway, model, payment_model
 from .operations import is_other_installation
-from .payments import reversal_target
+from .payments import doer_share_reversed, is_gross_transfer, reversal_target
 from .tasks import sync_task_status
 
 logger = logging.getLogger("django_escrow_connect.webhooks")
@@ -437,10 +437,18 @@ def _apply_reversals(
     delta = snapshot.amount_reversed - transfer.amount_reversed
     transfer.apply_reversed_total(snapshot.amount_reversed)
     transfer.save()
-    room = payment.amount_transferred - payment.amount_reversed
-    payment.amount_reversed += max(0, min(delta, room))
+    if is_gross_transfer(payment, transfer.amount):
+        # A destination charge's transfer is the whole charge: the doer's
+        # part of the reversal is net of the application fee Stripe returned.
+        share = doer_share_reversed(payment, transfer.amount, transfer.amount_reversed)
+        payment.amount_reversed = max(
+            payment.amount_reversed, min(share, payment.amount_transferred)
+        )
+    else:
+        room = payment.amount_transferred - payment.amount_reversed
+        payment.amount_reversed += max(0, min(delta, room))
     payment.save(update_fields=["amount_reversed", "updated_at"])
-    if _reversed_by_refunds(payment, snapshot.amount_reversed):
+    if _reversed_by_refunds(payment, transfer.amount, snapshot.amount_reversed):
         _log("transfer reversed by a refund: %s", delta, payment=payment, event_id=event_id)
         return
     incident = model("TransferIncident").objects.create(
@@ -465,18 +473,20 @@ def _apply_reversals(
     )
 
 
-def _reversed_by_refunds(payment: Any, total_reversed: int) -> bool:
+def _reversed_by_refunds(payment: Any, transferred: int, total_reversed: int) -> bool:
     """Whether a destination charge's own refunds account for ``total_reversed``.
 
     With manual capture (a destination charge) the app refunds with
-    ``reverse_transfer=true``: Stripe reverses the transfer in proportion to
-    the refund, which is not a reversal "outside the app". Stripe's rounding
-    may differ from ours by one minor unit per refund.
+    ``reverse_transfer=true``: Stripe reverses the transfer (``transferred``,
+    the whole charge) in proportion to the refund, which is not a reversal
+    "outside the app". Stripe's rounding may differ from ours by one minor
+    unit per refund.
     """
     if not payment.is_manual_capture:
         return False
     refunds = payment.refunds.filter(status__in=COUNTED_REFUND_STATES).count()
-    return total_reversed <= reversal_target(payment, payment.amount_refunded) + refunds
+    target = reversal_target(payment, payment.amount_refunded, transferred)
+    return total_reversed <= target + refunds
 
 
 # --------------------------------------------------------------------------
