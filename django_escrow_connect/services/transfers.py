@@ -33,7 +33,12 @@ from ..states import PaymentStatus as S
 from . import errors, outcomes
 from .common import account_model, gateway, model, payment_model
 from .operations import is_other_installation
-from .payments import doer_share_reversed, is_gross_transfer, reversal_target
+from .payments import (
+    application_fee_refunded,
+    doer_share_reversed,
+    is_gross_transfer,
+    reversal_target,
+)
 from .tasks import sync_task_status
 
 logger = logging.getLogger("django_escrow_connect.webhooks")
@@ -487,6 +492,57 @@ def _reversed_by_refunds(payment: Any, transferred: int, total_reversed: int) ->
     refunds = payment.refunds.filter(status__in=COUNTED_REFUND_STATES).count()
     target = reversal_target(payment, payment.amount_refunded, transferred)
     return total_reversed <= target + refunds
+
+
+# --------------------------------------------------------------------------
+# Application fees of destination charges
+# --------------------------------------------------------------------------
+
+
+def apply_application_fee(fee: dict[str, Any], *, event_id: str = "") -> Any:
+    """``application_fee.created|refunded``: a destination charge's fee, checked.
+
+    Stripe takes the fee back from the connected account when it transfers a
+    destination charge, and returns it in proportion with refunds made with
+    ``refund_application_fee``. The payment's books already count both (the
+    doer's share, see :func:`~.payments.doer_share_reversed`); the event is
+    compared with them and a difference is logged (``escrow_audit`` reports
+    it as ``application_fee``). Returns the payment, or None when the charge
+    is not an escrow payment's.
+    """
+    charge = fee.get("charge")
+    charge_id = charge.get("id") if isinstance(charge, dict) else charge
+    if not isinstance(charge_id, str) or not charge_id:
+        return None
+    payment = lock_payment_for(charge=charge_id)
+    if payment is None or not payment.is_manual_capture:
+        return None
+    amount = int(fee.get("amount") or 0)
+    refunded = int(fee.get("amount_refunded") or 0)
+    expected = application_fee_refunded(payment)
+    refunds = payment.refunds.filter(status__in=COUNTED_REFUND_STATES).count()
+    if amount != payment.platform_fee or abs(refunded - expected) > refunds:
+        _log(
+            "application fee %s: %s (refunded %s); the app counts %s (refunded %s)",
+            fee.get("id"),
+            amount,
+            refunded,
+            payment.platform_fee,
+            expected,
+            payment=payment,
+            event_id=event_id,
+            level=logging.WARNING,
+        )
+    else:
+        _log(
+            "application fee %s in step: %s (refunded %s)",
+            fee.get("id"),
+            amount,
+            refunded,
+            payment=payment,
+            event_id=event_id,
+        )
+    return payment
 
 
 # --------------------------------------------------------------------------

@@ -50,6 +50,9 @@ HANDLERS: dict[str, Route] = {
     "transfer.created": Route(transfers.transfer, PLATFORM),
     "transfer.updated": Route(transfers.transfer, PLATFORM),
     "transfer.reversed": Route(transfers.transfer, PLATFORM),
+    # --- application fees of destination charges (platform) -----------------------------
+    "application_fee.created": Route(transfers.application_fee, PLATFORM),
+    "application_fee.refunded": Route(transfers.application_fee, PLATFORM),
     # --- connected accounts (Connect) ---------------------------------------------------
     "account.updated": Route(accounts.account_updated, CONNECT),
     "account.application.authorized": Route(accounts.application_authorized, CONNECT),

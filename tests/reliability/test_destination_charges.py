@@ -119,3 +119,34 @@ def test_a_reversal_beyond_the_refunds_is_still_an_incident(market, stripe, manu
     (incident,) = transfer_incidents(payment)
     assert incident.amount == 1_000
     assert payment.amount_reversed == 5_500
+
+
+def fee_events(kind):
+    return swappable.load("WebhookEvent").objects.filter(type=f"application_fee.{kind}")
+
+
+def test_application_fee_events_are_handled(market, stripe, manual, caplog):
+    payment = market.released_payment()
+    (created,) = fee_events("created")
+    assert created.status == "processed"
+    payment = refund(market, payment, 5_000)
+    (refunded,) = fee_events("refunded")
+    assert refunded.status == "processed"
+    assert not [
+        r
+        for r in caplog.records
+        if r.message.startswith("application fee ") and r.levelname == "WARNING"
+    ]
+
+
+def test_an_application_fee_other_than_the_payment_s_is_logged(market, stripe, manual, caplog):
+    from django_escrow_connect.services import transfers
+
+    payment = market.released_payment()
+    fee = dict(stripe.application_fees[stripe_books(stripe, payment)["charge"]["application_fee"]])
+    fee["amount"] = 900
+    assert transfers.apply_application_fee(fee, event_id="evt_1").pk == payment.pk
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "the app counts 1000" in warning.getMessage()
+    fee["charge"] = "ch_of_another_product"
+    assert transfers.apply_application_fee(fee) is None
