@@ -110,14 +110,33 @@ def fetch_missed_events(
     return results
 
 
+#: Stripe's limit on ``types`` in one list of events.
+MAX_EVENT_TYPES = 20
+
+
+def _list_events(created_gte: int, types: list[str], account: str | None) -> list[dict[str, Any]]:
+    """The events of ``types``, newest first, in lists of at most 20 types each."""
+    gateway = get_gateway()
+    if len(types) <= MAX_EVENT_TYPES:
+        return list(
+            gateway.list_events(created_gte=created_gte, types=types, stripe_account=account)
+        )
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(types), MAX_EVENT_TYPES):
+        chunk = types[start : start + MAX_EVENT_TYPES]
+        for event in gateway.list_events(
+            created_gte=created_gte, types=chunk, stripe_account=account
+        ):
+            found.setdefault(str(event.get("id")), event)
+    return sorted(found.values(), key=lambda event: int(event.get("created") or 0), reverse=True)
+
+
 def _fetch(endpoint: str, created_gte: int, account: str | None) -> FetchResult:
     result = FetchResult(source=account or "platform")
     types = registry.event_types(endpoint)
     try:
         # Stripe lists newest first; process oldest first, as they happened.
-        fetched = list(
-            get_gateway().list_events(created_gte=created_gte, types=types, stripe_account=account)
-        )
+        fetched = _list_events(created_gte, types, account)
     except GatewayError as exc:
         result.error = str(exc)
         logger.warning(
