@@ -282,3 +282,29 @@ def test_report_admin_page_needs_staff(client: Client) -> None:
     client.force_login(user)
     response = client.get(reverse("admin:escrow_connect_webhookevent_report"))
     assert response.status_code == 302
+
+
+def test_missed_events_are_listed_in_groups_of_at_most_twenty_types() -> None:
+    from unittest import mock
+
+    from django_escrow_connect.webhooks import operations, registry
+
+    types = registry.event_types("platform")
+    assert len(types) > operations.MAX_EVENT_TYPES  # else this test proves nothing
+    asked: list[list[str]] = []
+    stored = [
+        {"id": "evt_3", "type": types[-1], "created": 30},
+        {"id": "evt_2", "type": types[0], "created": 20},
+        {"id": "evt_1", "type": types[-1], "created": 10},
+    ]
+
+    class Gateway:
+        def list_events(self, *, created_gte, types, stripe_account):
+            asked.append(list(types))
+            return [e for e in stored if e["type"] in types]
+
+    with mock.patch.object(operations, "get_gateway", return_value=Gateway()):
+        fetched = operations._list_events(0, types, None)
+    assert all(len(chunk) <= operations.MAX_EVENT_TYPES for chunk in asked)
+    assert sorted(t for chunk in asked for t in chunk) == sorted(types)
+    assert [e["id"] for e in fetched] == ["evt_3", "evt_2", "evt_1"]
