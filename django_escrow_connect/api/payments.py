@@ -264,16 +264,7 @@ def serialize_payment(payment: Any) -> dict[str, Any]:
             else None
         ),
         "transfers": [
-            {
-                "stripe_transfer_id": transfer.stripe_transfer_id or None,
-                "status": transfer.status,
-                "amount": transfer.amount,
-                "amount_reversed": transfer.amount_reversed,
-                "currency": transfer.currency,
-                "destination_account_id": transfer.destination_account_id,
-                "created_at": _iso(transfer.created_at),
-            }
-            for transfer in payment.transfers.all()
+            serialize_transfer(payment, transfer) for transfer in payment.transfers.all()
         ],
         "refunds": [
             {
@@ -328,6 +319,32 @@ def serialize_start(start: payment_services.PaymentStart) -> dict[str, Any]:
         "amount": payment.amount,
         "currency": payment.currency,
         "status": payment.status,
+    }
+
+
+def serialize_transfer(payment: Any, transfer: Any) -> dict[str, Any]:
+    """One transfer as Stripe made it.
+
+    A destination charge's transfer (manual capture) is the whole charge;
+    Stripe takes ``application_fee`` back from it and returns
+    ``application_fee_refunded`` with refunds. ``amount - application_fee``
+    is the payment's ``amount_transferred`` and ``amount_reversed -
+    application_fee_refunded`` its ``amount_reversed`` (the doer's share).
+    Both are 0 for a transfer the app made (separate charges and transfers).
+    """
+    gross = payment_services.is_gross_transfer(payment, transfer.amount)
+    return {
+        "stripe_transfer_id": transfer.stripe_transfer_id or None,
+        "status": transfer.status,
+        "amount": transfer.amount,
+        "amount_reversed": transfer.amount_reversed,
+        "application_fee": payment.platform_fee if gross else 0,
+        "application_fee_refunded": (
+            payment_services.application_fee_refunded(payment) if gross else 0
+        ),
+        "currency": transfer.currency,
+        "destination_account_id": transfer.destination_account_id,
+        "created_at": _iso(transfer.created_at),
     }
 
 

@@ -1534,23 +1534,24 @@ class SimulatedGateway:
         intent.update(status="succeeded", amount_received=amount, amount_capturable=0)
         transfer: JSON | None = None
         if intent["transfer_data"] is not None:
-            # Destination charge: Stripe moves amount minus the fee to the account.
+            # Destination charge: Stripe moves the whole amount to the account
+            # and takes the application fee back from it.
             fee = intent["application_fee_amount"] or 0
             destination = intent["transfer_data"]["destination"]
+            transfer = self._new_transfer(
+                amount=amount,
+                currency=charge["currency"],
+                destination=destination,
+                source_transaction=charge["id"],
+                transfer_group=intent["transfer_group"],
+                metadata={},
+            )
+            charge["transfer"] = transfer["id"]
             if fee:
                 fee_object = _application_fee_object(charge, destination, fee, s.now())
                 s.application_fees[fee_object["id"]] = fee_object
                 charge["application_fee"] = fee_object["id"]
-            if amount - fee > 0:
-                transfer = self._new_transfer(
-                    amount=amount - fee,
-                    currency=charge["currency"],
-                    destination=destination,
-                    source_transaction=charge["id"],
-                    transfer_group=intent["transfer_group"],
-                    metadata={},
-                )
-                charge["transfer"] = transfer["id"]
+                s.credit(destination, charge["currency"], -fee)
         if manual:
             s.emit("charge.captured", charge)
         else:
@@ -1558,6 +1559,8 @@ class SimulatedGateway:
         s.emit("payment_intent.succeeded", intent)
         if transfer is not None:
             s.emit("transfer.created", transfer)
+        if charge.get("application_fee"):
+            s.emit("application_fee.created", s.application_fees[charge["application_fee"]])
         if charge["id"] in s._dispute_on_capture:
             s._dispute_on_capture.discard(charge["id"])
             self._open_dispute(charge, "fraudulent")
@@ -1931,8 +1934,6 @@ class SimulatedGateway:
                 remaining = transfer["amount"] - transfer["amount_reversed"]
                 share = _proportion(transfer["amount"], refund_amount, charge["amount_captured"])
                 reversal_amount = remaining if full else min(remaining, share)
-                if reversal_amount:
-                    self._check_reversible(transfer, reversal_amount)
             fee_object: JSON | None = None
             fee_refund = 0
             if refund_application_fee:
@@ -1947,13 +1948,19 @@ class SimulatedGateway:
                 fee_remaining = fee_object["amount"] - fee_object["amount_refunded"]
                 share = _proportion(fee_object["amount"], refund_amount, charge["amount_captured"])
                 fee_refund = fee_remaining if full else min(fee_remaining, share)
+            if transfer is not None and reversal_amount:
+                # The fee refund goes back to the connected account, which
+                # pays the reversal from it and its balance.
+                returned = fee_refund if fee_object is not None else 0
+                self._check_reversible(transfer, reversal_amount - returned)
 
             refund_id = new_id("re")
             reversal: JSON | None = None
-            if transfer is not None and reversal_amount:
-                reversal = self._reverse(transfer, reversal_amount, {}, source_refund=refund_id)
             if fee_object is not None and fee_refund:
                 _refund_application_fee(fee_object, fee_refund, s.now())
+                s.credit(fee_object["account"], fee_object["currency"], fee_refund)
+            if transfer is not None and reversal_amount:
+                reversal = self._reverse(transfer, reversal_amount, {}, source_refund=refund_id)
             refund: JSON = {
                 "id": refund_id,
                 "object": "refund",
@@ -1986,6 +1993,8 @@ class SimulatedGateway:
             s.emit("charge.refunded", charge)
             if transfer is not None and reversal is not None:
                 s.emit("transfer.reversed", transfer)
+            if fee_object is not None and fee_refund:
+                s.emit("application_fee.refunded", fee_object)
             return refund
 
         response = s.execute_idempotent("create_refund", params, idempotency_key, action)

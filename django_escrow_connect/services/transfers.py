@@ -33,7 +33,12 @@ from ..states import PaymentStatus as S
 from . import errors, outcomes
 from .common import account_model, gateway, model, payment_model
 from .operations import is_other_installation
-from .payments import reversal_target
+from .payments import (
+    application_fee_refunded,
+    doer_share_reversed,
+    is_gross_transfer,
+    reversal_target,
+)
 from .tasks import sync_task_status
 
 logger = logging.getLogger("django_escrow_connect.webhooks")
@@ -437,10 +442,18 @@ def _apply_reversals(
     delta = snapshot.amount_reversed - transfer.amount_reversed
     transfer.apply_reversed_total(snapshot.amount_reversed)
     transfer.save()
-    room = payment.amount_transferred - payment.amount_reversed
-    payment.amount_reversed += max(0, min(delta, room))
+    if is_gross_transfer(payment, transfer.amount):
+        # A destination charge's transfer is the whole charge: the doer's
+        # part of the reversal is net of the application fee Stripe returned.
+        share = doer_share_reversed(payment, transfer.amount, transfer.amount_reversed)
+        payment.amount_reversed = max(
+            payment.amount_reversed, min(share, payment.amount_transferred)
+        )
+    else:
+        room = payment.amount_transferred - payment.amount_reversed
+        payment.amount_reversed += max(0, min(delta, room))
     payment.save(update_fields=["amount_reversed", "updated_at"])
-    if _reversed_by_refunds(payment, snapshot.amount_reversed):
+    if _reversed_by_refunds(payment, transfer.amount, snapshot.amount_reversed):
         _log("transfer reversed by a refund: %s", delta, payment=payment, event_id=event_id)
         return
     incident = model("TransferIncident").objects.create(
@@ -465,18 +478,71 @@ def _apply_reversals(
     )
 
 
-def _reversed_by_refunds(payment: Any, total_reversed: int) -> bool:
+def _reversed_by_refunds(payment: Any, transferred: int, total_reversed: int) -> bool:
     """Whether a destination charge's own refunds account for ``total_reversed``.
 
     With manual capture (a destination charge) the app refunds with
-    ``reverse_transfer=true``: Stripe reverses the transfer in proportion to
-    the refund, which is not a reversal "outside the app". Stripe's rounding
-    may differ from ours by one minor unit per refund.
+    ``reverse_transfer=true``: Stripe reverses the transfer (``transferred``,
+    the whole charge) in proportion to the refund, which is not a reversal
+    "outside the app". Stripe's rounding may differ from ours by one minor
+    unit per refund.
     """
     if not payment.is_manual_capture:
         return False
     refunds = payment.refunds.filter(status__in=COUNTED_REFUND_STATES).count()
-    return total_reversed <= reversal_target(payment, payment.amount_refunded) + refunds
+    target = reversal_target(payment, payment.amount_refunded, transferred)
+    return total_reversed <= target + refunds
+
+
+# --------------------------------------------------------------------------
+# Application fees of destination charges
+# --------------------------------------------------------------------------
+
+
+def apply_application_fee(fee: dict[str, Any], *, event_id: str = "") -> Any:
+    """``application_fee.created|refunded``: a destination charge's fee, checked.
+
+    Stripe takes the fee back from the connected account when it transfers a
+    destination charge, and returns it in proportion with refunds made with
+    ``refund_application_fee``. The payment's books already count both (the
+    doer's share, see :func:`~.payments.doer_share_reversed`); the event is
+    compared with them and a difference is logged (``escrow_audit`` reports
+    it as ``application_fee``). Returns the payment, or None when the charge
+    is not an escrow payment's.
+    """
+    charge = fee.get("charge")
+    charge_id = charge.get("id") if isinstance(charge, dict) else charge
+    if not isinstance(charge_id, str) or not charge_id:
+        return None
+    payment = lock_payment_for(charge=charge_id)
+    if payment is None or not payment.is_manual_capture:
+        return None
+    amount = int(fee.get("amount") or 0)
+    refunded = int(fee.get("amount_refunded") or 0)
+    expected = application_fee_refunded(payment)
+    refunds = payment.refunds.filter(status__in=COUNTED_REFUND_STATES).count()
+    if amount != payment.platform_fee or abs(refunded - expected) > refunds:
+        _log(
+            "application fee %s: %s (refunded %s); the app counts %s (refunded %s)",
+            fee.get("id"),
+            amount,
+            refunded,
+            payment.platform_fee,
+            expected,
+            payment=payment,
+            event_id=event_id,
+            level=logging.WARNING,
+        )
+    else:
+        _log(
+            "application fee %s in step: %s (refunded %s)",
+            fee.get("id"),
+            amount,
+            refunded,
+            payment=payment,
+            event_id=event_id,
+        )
+    return payment
 
 
 # --------------------------------------------------------------------------

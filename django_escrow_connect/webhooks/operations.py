@@ -111,7 +111,7 @@ def fetch_missed_events(
 
 
 #: The most event types Stripe's Events API takes in one ``types`` filter.
-_TYPES_PER_LIST = 20
+MAX_EVENT_TYPES = 20
 
 
 def _created(event: dict[str, Any]) -> int:
@@ -125,8 +125,8 @@ def _fetch(endpoint: str, created_gte: int, account: str | None) -> FetchResult:
     fetched: list[dict[str, Any]] = []
     try:
         # Stripe takes at most 20 types per list call: one call per chunk.
-        for start in range(0, len(types), _TYPES_PER_LIST):
-            chunk = types[start : start + _TYPES_PER_LIST]
+        for start in range(0, len(types), MAX_EVENT_TYPES):
+            chunk = types[start : start + MAX_EVENT_TYPES]
             listed = get_gateway().list_events(
                 created_gte=created_gte, types=chunk, stripe_account=account
             )

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from ..states import WebhookEndpoint
 from .handlers import (
     accounts,
-    application_fees,
     disputes,
     payments,
     payouts,
@@ -61,11 +60,13 @@ HANDLERS: dict[str, Route] = {
     "radar.early_fraud_warning.created": Route(radar.early_fraud_warning, PLATFORM),
     "radar.early_fraud_warning.updated": Route(radar.early_fraud_warning, PLATFORM),
     # --- application fees (platform; destination charges): logged ----------------------
-    "application_fee.refunded": Route(application_fees.refunded, PLATFORM),
     # --- transfers (platform) ----------------------------------------------------------
     "transfer.created": Route(transfers.transfer, PLATFORM),
     "transfer.updated": Route(transfers.transfer, PLATFORM),
     "transfer.reversed": Route(transfers.transfer, PLATFORM),
+    # --- application fees of destination charges (platform) -----------------------------
+    "application_fee.created": Route(transfers.application_fee, PLATFORM),
+    "application_fee.refunded": Route(transfers.application_fee, PLATFORM),
     # --- connected accounts (Connect) ---------------------------------------------------
     "account.updated": Route(accounts.account_updated, CONNECT),
     "account.application.authorized": Route(accounts.application_authorized, CONNECT),

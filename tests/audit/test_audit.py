@@ -190,11 +190,15 @@ def test_a_destination_charge_transfer_of_the_full_amount_is_read_as_stripe_make
     configure(settings, ESCROW_STRATEGY=MANUAL)
     payment = market.released_payment()
     transfer = stripe.transfers[the_transfer(payment).stripe_transfer_id]
-    assert transfer["amount"] == 9_000  # the simulated Stripe nets the fee
-    transfer["amount"] = 10_000
-    the_transfer(payment).__class__.objects.filter(pk=the_transfer(payment).pk).update(
-        amount=10_000
-    )
+    assert transfer["amount"] == the_transfer(payment).amount == 10_000
+    assert payment.amount_transferred == 9_000  # the doer's share
+
+    assert audit_books().clean
+
+    # A transfer of the amount less the fee (what the simulated Stripe made
+    # before) is all the doer's, and reads the same.
+    transfer["amount"] = 9_000
+    the_transfer(payment).__class__.objects.filter(pk=the_transfer(payment).pk).update(amount=9_000)
 
     assert audit_books().clean
 

@@ -657,8 +657,8 @@ def test_partial_capture_and_limits(sim: SimulatedGateway) -> None:
     assert refund.amount == 6000
 
 
-def test_destination_charge_capture_transfers_amount_less_fee(
-    sim: SimulatedGateway, events: EventCollector
+def test_destination_charge_capture_transfers_the_whole_amount_and_takes_the_fee_back(
+    sim: SimulatedGateway, store: SimulatedStripe, events: EventCollector
 ) -> None:
     account = new_account(sim)
     intent = paid_intent(
@@ -667,20 +667,33 @@ def test_destination_charge_capture_transfers_amount_less_fee(
     assert sim.list_transfers(transfer_group="task_9") == []
     events.clear()
     sim.capture_payment_intent(intent.id, idempotency_key=key())
-    assert events.types == ["charge.captured", "payment_intent.succeeded", "transfer.created"]
+    assert events.types == [
+        "charge.captured",
+        "payment_intent.succeeded",
+        "transfer.created",
+        "application_fee.created",
+    ]
     (transfer,) = sim.list_transfers(transfer_group="task_9")
-    assert transfer.amount == 9000
+    assert transfer.amount == 10000
     assert transfer.destination == account
     assert transfer.source_transaction == intent.latest_charge
     assert transfer.transfer_group == "task_9"
-    assert TransferSnapshot.from_dict(events.events[-1]["data"]["object"]) == transfer
+    assert TransferSnapshot.from_dict(events.events[-2]["data"]["object"]) == transfer
+    fee = events.events[-1]["data"]["object"]
+    assert (fee["object"], fee["amount"], fee["account"]) == ("application_fee", 1000, account)
+    assert fee["charge"] == intent.latest_charge
+    # The connected account keeps the transfer less the application fee.
+    assert store.balances[account]["usd"] == 9000
 
 
-def test_capture_with_a_new_fee(sim: SimulatedGateway) -> None:
+def test_capture_with_a_new_fee(sim: SimulatedGateway, store: SimulatedStripe) -> None:
     account = new_account(sim)
     intent = paid_intent(sim, capture_method="manual", destination=account, fee=1000, group="g2")
     sim.capture_payment_intent(intent.id, idempotency_key=key(), application_fee_amount=500)
-    assert sim.list_transfers(transfer_group="g2")[0].amount == 9500
+    assert sim.list_transfers(transfer_group="g2")[0].amount == 10000
+    (fee,) = store.application_fees.values()
+    assert fee["amount"] == 500
+    assert store.balances[account]["usd"] == 9500
 
 
 def test_authorisation_lapses_after_seven_days(
@@ -901,21 +914,45 @@ def test_destination_refund_reverses_the_transfer_and_fee_proportionally(
     account = new_account(sim)
     intent = paid_intent(sim, destination=account, fee=1000, group="task_5")
     (made,) = sim.list_transfers(transfer_group="task_5")
-    assert made.amount == 9000
+    assert made.amount == 10000
+    assert store.balances[account]["usd"] == 9000
     events.clear()
     half = refund(sim, intent.id, 5000, reverse_transfer=True, refund_application_fee=True)
-    assert events.types == ["refund.created", "charge.refunded", "transfer.reversed"]
-    assert sim.retrieve_transfer(made.id).amount_reversed == 4500
+    assert events.types == [
+        "refund.created",
+        "charge.refunded",
+        "transfer.reversed",
+        "application_fee.refunded",
+    ]
+    # Half the 10,000 transfer reversed, half the 1,000 fee given back: the
+    # connected account keeps 4,500.
+    assert sim.retrieve_transfer(made.id).amount_reversed == 5000
     reversal_id = store.refunds[half.id]["transfer_reversal"]
     assert store.reversals[reversal_id]["source_refund"] == half.id
     (fee,) = store.application_fees.values()
     assert fee["amount_refunded"] == 500
+    assert events.events[-1]["data"]["object"]["amount_refunded"] == 500
+    assert store.balances[account]["usd"] == 4500
 
     refund(sim, intent.id, None, reverse_transfer=True, refund_application_fee=True)
     after = sim.retrieve_transfer(made.id)
     assert after.reversed
-    assert after.amount_reversed == 9000
+    assert after.amount_reversed == 10000
     assert fee["amount_refunded"] == 1000
+    assert store.balances[account]["usd"] == 0
+
+
+def test_a_destination_refund_without_the_fee_leaves_the_fee_with_the_platform(
+    sim: SimulatedGateway, store: SimulatedStripe, events: EventCollector
+) -> None:
+    account = new_account(sim)
+    intent = paid_intent(sim, destination=account, fee=1000, group="task_6")
+    events.clear()
+    refund(sim, intent.id, 5000, reverse_transfer=True)
+    assert "application_fee.refunded" not in events.types
+    (fee,) = store.application_fees.values()
+    assert fee["amount_refunded"] == 0
+    assert store.balances[account]["usd"] == 4000
 
 
 def test_reverse_transfer_needs_a_destination_charge(sim: SimulatedGateway) -> None:

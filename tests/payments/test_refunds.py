@@ -119,7 +119,16 @@ class TestAfterRelease:
         (transfer,) = [
             t for t in stripe.transfers.values() if t["transfer_group"] == payment.transfer_group
         ]
-        assert transfer["amount_reversed"] == 3_600  # 4,000 of 10,000 of a 9,000 transfer
+        # Stripe transfers the whole charge: 4,000 of 10,000 of the 10,000
+        # transfer is reversed, and 400 of the 1,000 application fee returned.
+        assert transfer["amount_reversed"] == 4_000
+        (fee,) = [
+            f
+            for f in stripe.application_fees.values()
+            if f["charge"] == transfer["source_transaction"]
+        ]
+        assert fee["amount_refunded"] == 400
+        assert stripe.balances[market.doer_account.stripe_account_id]["usd"] == 5_400
 
     def test_a_refund_larger_than_what_is_left_is_refused(self, market, stripe, strategy):
         payment = market.released_payment()

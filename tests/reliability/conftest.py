@@ -58,12 +58,23 @@ def stripe_books(store: Any, payment: Any) -> dict[str, Any]:
         ]
         charge = dict(store.charges.get(intent.get("latest_charge") or "", {}))
         disputes = [dict(d) for d in store.disputes.values() if d["charge"] == charge.get("id")]
+        fee = dict(store.application_fees.get(charge.get("application_fee") or "", {}))
+    # A destination charge's transfer is the whole charge; Stripe takes the
+    # application fee back from the connected account and returns part of it
+    # with refunds. "transferred" and "reversed" are the doer's share, as the
+    # payment's amount_transferred / amount_reversed are.
+    application_fee = fee.get("amount", 0)
+    application_fee_refunded = fee.get("amount_refunded", 0)
     return {
         "intent": dict(intent),
         "charge": charge,
         "transfers": transfers,
-        "transferred": sum(t["amount"] for t in transfers),
-        "reversed": sum(t["amount_reversed"] for t in transfers),
+        "gross_transferred": sum(t["amount"] for t in transfers),
+        "gross_reversed": sum(t["amount_reversed"] for t in transfers),
+        "application_fee": application_fee,
+        "application_fee_refunded": application_fee_refunded,
+        "transferred": sum(t["amount"] for t in transfers) - application_fee,
+        "reversed": sum(t["amount_reversed"] for t in transfers) - application_fee_refunded,
         "refunded": sum(r["amount"] for r in refunds),
         "disputes": disputes,
     }
@@ -73,7 +84,8 @@ def assert_money_invariants(store: Any, payment: Any) -> dict[str, Any]:
     """Money moved at most once for ``payment``, by Stripe's books.
 
     - at most one transfer that is not fully reversed;
-    - what the doer kept (transferred - reversed) never exceeds the doer's
+    - what the doer kept (transferred - reversed, net of a destination
+      charge's application fee and its refunds) never exceeds the doer's
       share (amount - fee), nor what the customer did not get back
       (amount - refunded);
     - refunds never exceed what was captured.

@@ -325,6 +325,14 @@ class PaymentMachine(RuleBasedStateMachine):
             assert payment.amount_transferred == books["transferred"], books
             assert payment.amount_reversed == books["reversed"], books
             assert payment.amount_transferred - payment.amount_reversed == kept
+        elif books["gross_transferred"] and payment.released_at is not None:
+            # A destination charge: the doer's share, net of the application
+            # fee and of what refunds gave back of it (Stripe's rounding may
+            # differ by one minor unit per refund).
+            assert payment.amount_transferred == books["transferred"], books
+            refunds = payment.refunds.filter(status__in=("pending", "succeeded")).count()
+            assert abs(payment.amount_reversed - books["reversed"]) <= refunds, books
+            assert not payment.transfer_incidents.filter(kind="transfer_reversed").exists()
         open_disputes = [d for d in books["disputes"] if d["status"] not in ("won", "lost")]
         recorded = set(payment.disputes.values_list("stripe_dispute_id", "status"))
         assert recorded == {(d["id"], d["status"]) for d in books["disputes"]}, books["disputes"]

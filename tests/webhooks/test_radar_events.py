@@ -260,38 +260,6 @@ def test_payout_canceled_or_updated_is_logged(
     assert any(f"payout {status}" in r.getMessage() for r in caplog.records)
 
 
-def test_application_fee_refunded_is_logged_against_the_payment(
-    deliver: Any, make_payment: Any, stripe: Any, sent: Any, caplog: Any
-) -> None:
-    scene = make_payment("released", strategy="manual_capture", amount_transferred=9_000)
-    fee = {
-        "id": so.new_id("fee"),
-        "object": "application_fee",
-        "account": scene.account.stripe_account_id,
-        "amount": 1_000,
-        "amount_refunded": 500,
-        "application": "ca_test",
-        "balance_transaction": so.new_id("txn"),
-        "charge": scene.payment.stripe_charge_id,
-        "created": so.now(),
-        "currency": "usd",
-        "livemode": False,
-        "originating_transaction": None,
-        "refunded": False,
-        "refunds": {"object": "list", "data": [], "has_more": False, "url": ""},
-    }
-    caplog.set_level("INFO", logger="django_escrow_connect.webhooks")
-    response = deliver.platform(so.event("application_fee.refunded", fee))
-    assert response.json()["status"] == "processed"
-    assert any("application fee refunded: 500 of 1000" in r.getMessage() for r in caplog.records)
-    assert sent.log == []
-
-    other = dict(fee, id=so.new_id("fee"), charge=so.new_id("ch"))
-    assert deliver.platform(so.event("application_fee.refunded", other)).json()["status"] == (
-        "ignored"
-    )
-
-
 def test_fetch_missed_events_asks_for_at_most_20_types_per_call(
     monkeypatch: Any,
     make_payment: Any,

@@ -16,3 +16,9 @@ def transfer(context: EventContext) -> None:
     """transfer.created, transfer.updated, transfer.reversed."""
     result = transfers.apply_transfer(snapshot(context, TransferSnapshot), event_id=context.id)
     note_payment(context, ignore_unless(result, "Not an escrow payment's transfer."))
+
+
+def application_fee(context: EventContext) -> None:
+    """application_fee.created, application_fee.refunded (destination charges)."""
+    result = transfers.apply_application_fee(context.object, event_id=context.id)
+    note_payment(context, ignore_unless(result, "Not an escrow payment's application fee."))
