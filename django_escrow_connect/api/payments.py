@@ -40,7 +40,7 @@ from rest_framework.response import Response
 from .. import permissions, swappable
 from ..conf import escrow_settings
 from ..money import format_money
-from ..services import errors
+from ..services import books, errors
 from ..services import payments as payment_services
 from ..states import PaymentStatus as S
 from .errors import EscrowAPIView
@@ -332,16 +332,14 @@ def serialize_transfer(payment: Any, transfer: Any) -> dict[str, Any]:
     application_fee_refunded`` its ``amount_reversed`` (the doer's share).
     Both are 0 for a transfer the app made (separate charges and transfers).
     """
-    gross = payment_services.is_gross_transfer(payment, transfer.amount)
+    gross = books.is_gross_transfer(payment, transfer.amount)
     return {
         "stripe_transfer_id": transfer.stripe_transfer_id or None,
         "status": transfer.status,
         "amount": transfer.amount,
         "amount_reversed": transfer.amount_reversed,
         "application_fee": payment.platform_fee if gross else 0,
-        "application_fee_refunded": (
-            payment_services.application_fee_refunded(payment) if gross else 0
-        ),
+        "application_fee_refunded": (books.application_fee_refunded(payment) if gross else 0),
         "currency": transfer.currency,
         "destination_account_id": transfer.destination_account_id,
         "created_at": _iso(transfer.created_at),

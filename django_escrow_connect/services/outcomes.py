@@ -31,7 +31,7 @@ from ..states import (
 )
 from ..states import MoneyOperationStatus as OS
 from ..states import PaymentStatus as S
-from . import errors
+from . import books, errors
 from .common import gateway, model, translate
 from .operations import (
     Outcome,
@@ -328,11 +328,37 @@ def refund_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str = 
         return refund
     if can_proceed(payment.refund):
         payment.refund(refund.amount)
+        if operation.request.get("reverse_transfer"):
+            _book_destination_reversal(payment)
         payment.save()
         sync_task_status(payment)
         log_payment(payment, "payment refunded: %s", refund.amount)
         notify("payment_refunded", payment=payment, refund=refund)
     return refund
+
+
+def _book_destination_reversal(payment: Any) -> None:
+    """Count what a destination charge's refund reversed, from the refund's answer.
+
+    Stripe reverses the (whole-charge) transfer and refunds the application
+    fee in proportion to the refund; the app knows the amounts from its own
+    request, so the books are right even if ``transfer.reversed`` never
+    arrives. Totals only grow (an event may already have counted them).
+    """
+    gross = books.destination_refund_reversed(payment)
+    transfer = (
+        payment.transfers.filter(
+            status__in=[TransferStatus.CREATED, TransferStatus.PARTIALLY_REVERSED],
+            amount=payment.amount,
+        )
+        .order_by("created_at")
+        .first()
+    )
+    if transfer is not None and gross > transfer.amount_reversed:
+        transfer.apply_reversed_total(gross)
+        transfer.save()
+    share = books.doer_share_reversed(payment, payment.amount, gross)
+    payment.amount_reversed = max(payment.amount_reversed, min(share, payment.amount_transferred))
 
 
 def refund_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:

@@ -37,6 +37,7 @@ from ..states import (
 from ..states import PaymentStatus as S
 from ..terms import TermsUnavailable, get_terms
 from . import errors, operations, outcomes, radar
+from .books import reversal_target
 from .common import (
     KEY_PREFIX,
     account_for_payee,
@@ -523,65 +524,6 @@ def _adopt_legacy_refund(payment: Any) -> Any:
 
 
 STRIPE_REFUND_REASONS = outcomes.STRIPE_REFUND_REASONS
-
-
-def reversal_target(payment: Any, total_refunded: int, transferred: int | None = None) -> int:
-    """How much of the transfer should be reversed once ``total_refunded`` is.
-
-    Proportional to the refund, like Stripe's ``reverse_transfer``; a full
-    refund reverses everything that was transferred.
-    """
-    if transferred is None:
-        transferred = payment.amount_transferred
-    if transferred <= 0:
-        return 0
-    if total_refunded >= payment.amount:
-        return transferred
-    return (total_refunded * transferred) // payment.amount
-
-
-def is_gross_transfer(payment: Any, transfer_amount: int) -> bool:
-    """Whether a transfer is a destination charge's, made by Stripe in full.
-
-    Stripe transfers a destination charge's whole amount to the connected
-    account and takes the application fee back from it. (Before 0.3 the
-    simulated Stripe transferred the amount less the fee; such a transfer is
-    all the doer's.)
-    """
-    return bool(
-        payment.is_manual_capture and payment.platform_fee and transfer_amount == payment.amount
-    )
-
-
-def application_fee_refunded(payment: Any, total_refunded: int | None = None) -> int:
-    """How much of a destination charge's application fee refunds gave back.
-
-    The app refunds a released destination charge with
-    ``refund_application_fee=true``: Stripe returns the fee in proportion to
-    the refund (all of it with a full refund). Stripe's rounding may differ
-    by one minor unit per refund.
-    """
-    if total_refunded is None:
-        total_refunded = payment.amount_refunded
-    fee = payment.platform_fee
-    if not payment.is_manual_capture or fee <= 0 or total_refunded <= 0:
-        return 0
-    if total_refunded >= payment.amount:
-        return fee
-    return (total_refunded * fee) // payment.amount
-
-
-def doer_share_reversed(payment: Any, transfer_amount: int, transfer_reversed: int) -> int:
-    """The doer's part of what Stripe reversed of a transfer (``amount_reversed``).
-
-    For a destination charge's full transfer this is what Stripe reversed
-    less the application fee Stripe gave back to the connected account with
-    the refunds: half refund of 10,000 with a fee of 1,000 reverses 5,000 and
-    returns 500 of the fee, so the doer gave back 4,500 and keeps 4,500.
-    """
-    if not is_gross_transfer(payment, transfer_amount):
-        return transfer_reversed
-    return max(0, transfer_reversed - application_fee_refunded(payment))
 
 
 def _begin_reversal_if_needed(payment: Any, amount: int, user: Any, reason: str) -> Any:

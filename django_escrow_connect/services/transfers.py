@@ -31,14 +31,14 @@ from ..states import (
 )
 from ..states import PaymentStatus as S
 from . import errors, outcomes
-from .common import account_model, gateway, model, payment_model
-from .operations import is_other_installation
-from .payments import (
+from .books import (
     application_fee_refunded,
     doer_share_reversed,
     is_gross_transfer,
     reversal_target,
 )
+from .common import account_model, gateway, model, payment_model
+from .operations import is_other_installation
 from .tasks import sync_task_status
 
 logger = logging.getLogger("django_escrow_connect.webhooks")

@@ -286,6 +286,30 @@ class TestManualCapture:
         assert_books_balanced(payment_id=payment.pk)
 
 
+    def test_a_refund_counts_the_reversal_stripe_makes_without_its_webhook(
+        self, settings, market, stripe
+    ):
+        """A destination charge's refund reverses the transfer at Stripe; the
+        refund's answer is enough to count it (transfer.reversed may never come)."""
+        configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
+        payment = market.released_payment()
+        from django_escrow_connect.gateway import simulated
+
+        previous = simulated.set_event_sink(lambda *args: None)  # every webhook lost
+        try:
+            response = market.post(
+                market.staff, "payment-refund", {"amount": 5_000}, payment_id=payment.pk
+            )
+        finally:
+            simulated.set_event_sink(previous)
+        assert response.status_code == 200, response.content
+        payment = market.payment(payment.pk)
+        # Stripe reversed 5,000 of the 10,000 transfer and returned 500 of the
+        # fee: the doer gave back 4,500.
+        assert (payment.amount_refunded, payment.amount_reversed) == (5_000, 4_500)
+        assert_books_balanced(payment_id=payment.pk)
+
+
 class TestTwoInstallations:
     def test_payment_ids_differ_per_installation(self, settings, market, stripe):
         from django_escrow_connect.services.payments import payment_id_for
