@@ -20,6 +20,16 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
+__all__ = [
+    "DEFAULTS",
+    "ESCROW_STRATEGIES",
+    "EscrowSettings",
+    "MANUAL_CAPTURE",
+    "SEPARATE_CHARGES_AND_TRANSFERS",
+    "STRIPE_API_VERSION",
+    "escrow_settings",
+]
+
 SETTING_NAME = "ESCROW_CONNECT"
 
 #: The Stripe API version every request pins. Webhook endpoints should be

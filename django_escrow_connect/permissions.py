@@ -10,6 +10,19 @@ from typing import TYPE_CHECKING, Any
 
 from .conf import escrow_settings
 
+__all__ = [
+    "deny_all_organization_admins",
+    "is_authenticated",
+    "is_organization_admin",
+    "is_payee",
+    "is_payer",
+    "is_platform_staff",
+    "may_cancel",
+    "may_refund",
+    "may_release",
+    "may_view",
+]
+
 if TYPE_CHECKING:
     from .base.models import AbstractEscrowPayment
 
@@ -23,20 +36,24 @@ def deny_all_organization_admins(user: Any, organization: Any) -> bool:
 
 
 def is_authenticated(user: Any) -> bool:
+    """A signed-in user (not ``None``, not anonymous)."""
     return bool(user is not None and getattr(user, "is_authenticated", False))
 
 
 def is_platform_staff(user: Any) -> bool:
+    """An active staff member of the platform."""
     return bool(is_authenticated(user) and getattr(user, "is_staff", False) and user.is_active)
 
 
 def is_organization_admin(user: Any, organization: Any) -> bool:
+    """``user`` administers ``organization``, per ``ORGANIZATION_ADMIN_PREDICATE``."""
     if not is_authenticated(user) or organization is None:
         return False
     return bool(escrow_settings.ORGANIZATION_ADMIN_PREDICATE(user, organization))
 
 
 def is_payer(user: Any, payment: AbstractEscrowPayment) -> bool:
+    """The customer who pays ``payment``."""
     return is_authenticated(user) and payment.payer_id == user.pk
 
 
@@ -54,18 +71,22 @@ def is_payee(user: Any, payment: AbstractEscrowPayment) -> bool:
 
 
 def may_release(payment: AbstractEscrowPayment, user: Any) -> bool:
+    """The payer or platform staff may release the held money."""
     return is_payer(user, payment) or is_platform_staff(user)
 
 
 def may_refund(payment: AbstractEscrowPayment, user: Any) -> bool:
+    """Platform staff or the payee may refund."""
     # The customer cannot refund themselves once money is held: that is what
     # disputes and staff are for. The doer may give the money back.
     return is_platform_staff(user) or is_payee(user, payment)
 
 
 def may_cancel(payment: AbstractEscrowPayment, user: Any) -> bool:
+    """The payer, the payee or staff may cancel before money moved."""
     return is_payer(user, payment) or is_platform_staff(user) or is_payee(user, payment)
 
 
 def may_view(payment: AbstractEscrowPayment, user: Any) -> bool:
+    """The payer, the payee or staff may see the payment."""
     return is_payer(user, payment) or is_payee(user, payment) or is_platform_staff(user)

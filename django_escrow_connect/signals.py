@@ -11,6 +11,29 @@ from __future__ import annotations
 
 from django.dispatch import Signal
 
+__all__ = [
+    "ALL_SIGNALS",
+    "account_deauthorized",
+    "account_requirements_due",
+    "account_updated",
+    "capability_restricted",
+    "dispute_closed",
+    "dispute_opened",
+    "external_account_errored",
+    "payment_canceled",
+    "payment_failed",
+    "payment_held",
+    "payment_refunded",
+    "payment_released",
+    "payment_required",
+    "payout_failed",
+    "radar_hold_closed",
+    "radar_hold_opened",
+    "refund_failed",
+    "transfer_failed",
+    "webhook_processing_failed",
+]
+
 # --- Payments (kwargs: payment, plus what is listed) -----------------------
 #: A payment was created and needs the customer to pay. (payment, client_secret)
 payment_required = Signal()

@@ -9,8 +9,34 @@ from __future__ import annotations
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+__all__ = [
+    "AccountStatus",
+    "BusinessType",
+    "DISPUTE_APPEAL_STATES",
+    "DISPUTE_CLOSED_STATES",
+    "DisputeStatus",
+    "EscrowStrategy",
+    "IncidentKind",
+    "MoneyOperationKind",
+    "MoneyOperationStatus",
+    "PAYMENT_FINAL_STATES",
+    "PAYMENT_FUNDED_STATES",
+    "PAYMENT_OPEN_STATES",
+    "PaymentStatus",
+    "RADAR_HOLD_KINDS",
+    "RefundStatus",
+    "TaskPaymentStatus",
+    "TransferReversalStatus",
+    "TransferStatus",
+    "UNRESOLVED_OPERATION_STATES",
+    "WebhookEndpoint",
+    "WebhookEventStatus",
+]
+
 
 class PaymentStatus(models.TextChoices):
+    """States of an escrow payment."""
+
     AWAITING_PAYMENT = "awaiting_payment", _("Awaiting payment")
     PROCESSING = "processing", _("Processing")
     HELD = "held", _("Held in escrow")
@@ -45,6 +71,8 @@ PAYMENT_FUNDED_STATES = frozenset({PaymentStatus.HELD, PaymentStatus.RELEASING})
 
 
 class TaskPaymentStatus(models.TextChoices):
+    """The task's view of its payment (``EscrowTaskMixin.payment_status``)."""
+
     PENDING_PAYMENT = "pending_payment", _("Pending payment")
     PAYMENT_IN_ESCROW = "payment_in_escrow", _("Payment in escrow")
     PAYMENT_RELEASED = "payment_released", _("Payment released")
@@ -53,6 +81,8 @@ class TaskPaymentStatus(models.TextChoices):
 
 
 class AccountStatus(models.TextChoices):
+    """States of a connected account, derived from Stripe's account."""
+
     PENDING_VERIFICATION = "pending_verification", _("Pending verification")
     VERIFIED = "verified", _("Verified")
     RESTRICTED = "restricted", _("Restricted")
@@ -60,11 +90,15 @@ class AccountStatus(models.TextChoices):
 
 
 class BusinessType(models.TextChoices):
+    """Who the connected account belongs to, as Stripe's ``business_type``."""
+
     INDIVIDUAL = "individual", _("Individual")
     COMPANY = "company", _("Company")
 
 
 class EscrowStrategy(models.TextChoices):
+    """How the money is held: separate charges and transfers, or manual capture."""
+
     SEPARATE_CHARGES_AND_TRANSFERS = (
         "separate_charges_and_transfers",
         _("Separate charges and transfers"),
@@ -73,6 +107,8 @@ class EscrowStrategy(models.TextChoices):
 
 
 class TransferStatus(models.TextChoices):
+    """States of a transfer to a payee's connected account."""
+
     # The row exists (with its idempotency key) before Stripe is called.
     PENDING = "pending", _("Pending")
     CREATED = "created", _("Created")
@@ -82,12 +118,16 @@ class TransferStatus(models.TextChoices):
 
 
 class TransferReversalStatus(models.TextChoices):
+    """States of a transfer reversal."""
+
     PENDING = "pending", _("Pending")
     SUCCEEDED = "succeeded", _("Succeeded")
     FAILED = "failed", _("Failed")
 
 
 class RefundStatus(models.TextChoices):
+    """Stripe's refund statuses."""
+
     PENDING = "pending", _("Pending")
     REQUIRES_ACTION = "requires_action", _("Requires action")
     SUCCEEDED = "succeeded", _("Succeeded")
@@ -96,6 +136,8 @@ class RefundStatus(models.TextChoices):
 
 
 class DisputeStatus(models.TextChoices):
+    """Stripe's dispute statuses, inquiries and appeals included."""
+
     # Stripe's own dispute statuses.
     WARNING_NEEDS_RESPONSE = "warning_needs_response", _("Inquiry: needs response")
     WARNING_UNDER_REVIEW = "warning_under_review", _("Inquiry: under review")
@@ -124,6 +166,8 @@ DISPUTE_APPEAL_STATES = frozenset(
 
 
 class IncidentKind(models.TextChoices):
+    """What an incident is about."""
+
     PAYMENT_FAILED = "payment_failed", _("Payment failed")
     PAYMENT_CANCELED = "payment_canceled", _("Payment canceled")
     AMOUNT_MISMATCH = "amount_mismatch", _("Amount or currency mismatch")
@@ -155,6 +199,8 @@ class MoneyOperationKind(models.TextChoices):
 
 
 class MoneyOperationStatus(models.TextChoices):
+    """Where a money operation stands: pending, done, refused or unknown."""
+
     # Committed with its idempotency key before Stripe is called; still
     # pending after a crash during the call.
     PENDING = "pending", _("Pending")
@@ -171,11 +217,15 @@ UNRESOLVED_OPERATION_STATES = frozenset(
 
 
 class WebhookEndpoint(models.TextChoices):
+    """Which webhook endpoint received an event (platform or Connect)."""
+
     PLATFORM = "platform", _("Platform")
     CONNECT = "connect", _("Connect")
 
 
 class WebhookEventStatus(models.TextChoices):
+    """Processing states of a recorded webhook event."""
+
     RECEIVED = "received", _("Received")
     PROCESSED = "processed", _("Processed")
     FAILED = "failed", _("Failed")

@@ -11,6 +11,15 @@ from typing import Any
 
 import swapper
 
+__all__ = [
+    "HOST_MODELS",
+    "LIBRARY_MODELS",
+    "dependency",
+    "load",
+    "model_name",
+    "setting_name",
+]
+
 APP_LABEL = "escrow_connect"
 
 #: Models the host supplies. The task model is required; the organization
@@ -42,6 +51,7 @@ def model_name(model: str) -> str:
 
 
 def dependency(model: str) -> tuple[str, str]:
+    """The migration dependency for ``model`` (its app's first migration), for host migrations."""
     return swapper.dependency(APP_LABEL, model)
 
 

@@ -14,6 +14,13 @@ from typing import Any
 
 from .money import normalize_currency, validate_minor_amount
 
+__all__ = [
+    "EscrowTerms",
+    "TermsUnavailable",
+    "get_terms",
+    "terms_from_task",
+]
+
 
 class TermsUnavailable(Exception):
     """The task cannot be paid for now (no accepted bid, not the payer, ...)."""
@@ -48,6 +55,7 @@ class EscrowTerms:
 
 
 def terms_from_task(task: Any) -> EscrowTerms:
+    """The default terms hook: ask the task (``task.get_escrow_terms()``)."""
     terms = task.get_escrow_terms()
     if not isinstance(terms, EscrowTerms):
         raise TypeError(
@@ -58,6 +66,7 @@ def terms_from_task(task: Any) -> EscrowTerms:
 
 
 def get_terms(task: Any) -> EscrowTerms:
+    """The terms of ``task`` from the configured ``PAYMENT_TERMS`` hook, validated."""
     from .conf import escrow_settings
 
     terms = escrow_settings.PAYMENT_TERMS(task)

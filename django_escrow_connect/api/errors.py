@@ -18,12 +18,20 @@ from rest_framework.views import APIView
 
 from ..services.errors import ServiceError
 
+__all__ = [
+    "EscrowAPIView",
+    "error_response",
+    "handle_exception",
+]
+
 
 def error_response(code: str, message: str, http_status: int, **extra: Any) -> Response:
+    """The API's error body ``{"error": {"code", "message", ...}}`` with ``http_status``."""
     return Response({"error": {"code": code, "message": message, **extra}}, status=http_status)
 
 
 def handle_exception(exc: Exception) -> Response | None:
+    """Map a service or framework error to the API's error format (``None``: not ours)."""
     if isinstance(exc, ServiceError):
         return error_response(exc.code, exc.message, exc.status_code)
     if isinstance(exc, Http404):

@@ -50,6 +50,23 @@ from ..states import (
 )
 from ..swappable import model_name
 
+__all__ = [
+    "AbstractConnectedAccount",
+    "AbstractDispute",
+    "AbstractEscrowPayment",
+    "AbstractIncident",
+    "AbstractMoneyOperation",
+    "AbstractOrganizationPlaceholder",
+    "AbstractPaymentIncident",
+    "AbstractRefund",
+    "AbstractTransfer",
+    "AbstractTransferIncident",
+    "AbstractTransferReversal",
+    "AbstractWebhookEvent",
+    "EscrowTaskMixin",
+    "TimestampedModel",
+]
+
 S = PaymentStatus
 
 
@@ -62,6 +79,8 @@ def _currency_constraint(prefix: str) -> models.CheckConstraint:
 
 
 class TimestampedModel(models.Model):
+    """When a row was created and last changed."""
+
     created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -942,6 +961,8 @@ class AbstractTransferReversal(ConcurrentTransitionMixin, TimestampedModel):
 
 
 class AbstractRefund(ConcurrentTransitionMixin, TimestampedModel):
+    """A refund of (part of) a payment, as Stripe reports it."""
+
     payment = models.ForeignKey(
         model_name("EscrowPayment"), on_delete=models.PROTECT, related_name="refunds"
     )
@@ -1003,6 +1024,8 @@ def _dispute_not_final(dispute: AbstractDispute) -> bool:
 
 
 class AbstractDispute(ConcurrentTransitionMixin, TimestampedModel):
+    """A customer's dispute (or inquiry) of a payment's charge; freezes release while open."""
+
     payment = models.ForeignKey(
         model_name("EscrowPayment"), on_delete=models.PROTECT, related_name="disputes"
     )
@@ -1087,6 +1110,8 @@ class AbstractDispute(ConcurrentTransitionMixin, TimestampedModel):
 
 
 class AbstractIncident(TimestampedModel):
+    """Something that went wrong and needs a person: recorded, never silently retried."""
+
     kind = models.CharField(max_length=32, choices=IncidentKind.choices)
     code = models.CharField(max_length=255, blank=True)
     decline_code = models.CharField(max_length=255, blank=True)
@@ -1100,6 +1125,8 @@ class AbstractIncident(TimestampedModel):
 
 
 class AbstractPaymentIncident(AbstractIncident):
+    """An incident about a payment (failed charge, amount mismatch, Radar hold, ...)."""
+
     payment = models.ForeignKey(
         model_name("EscrowPayment"), on_delete=models.PROTECT, related_name="incidents"
     )
@@ -1118,6 +1145,8 @@ class AbstractPaymentIncident(AbstractIncident):
 
 
 class AbstractTransferIncident(AbstractIncident):
+    """An incident about a transfer to a payee (refused, failed, reversed outside the app)."""
+
     payment = models.ForeignKey(
         model_name("EscrowPayment"), on_delete=models.PROTECT, related_name="transfer_incidents"
     )

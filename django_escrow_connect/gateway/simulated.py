@@ -305,6 +305,7 @@ def set_event_sink(sink: EventSink | None) -> EventSink | None:
 
 
 def get_event_sink() -> EventSink:
+    """The callable the simulated Stripe delivers events to."""
     with _sink_lock:
         sink = _event_sink
     return sink if sink is not None else default_event_sink

@@ -18,10 +18,19 @@ from django.template.loader import render_to_string
 
 from ..conf import escrow_settings
 
+__all__ = [
+    "BaseBackend",
+    "EmailBackend",
+    "LoggingBackend",
+    "describe",
+]
+
 logger = logging.getLogger("django_escrow_connect.events")
 
 
 class BaseBackend:
+    """A notification backend: one method per signal it handles."""
+
     def send(self, event: str, /, **kwargs: Any) -> None:
         raise NotImplementedError
 

@@ -530,6 +530,7 @@ def _destination_share(payment: Any, books: _StripeBooks) -> tuple[int, int, int
 
 
 def render_text(result: AuditResult) -> str:
+    """The audit result as the ``escrow_audit`` command prints it."""
     lines = [
         f"Audited {result.audited} payment(s) against Stripe; "
         f"{result.skipped} never reached Stripe (skipped).",

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+__all__ = [
+    "audit_books_task",
+]
+
 try:  # Django 6
     from django.tasks import task
 except ImportError:  # Django 5.2: the backport

@@ -5,8 +5,25 @@ from __future__ import annotations
 
 from ..exceptions import EscrowConnectError
 
+__all__ = [
+    "AccountNotReady",
+    "Conflict",
+    "Forbidden",
+    "InvalidInput",
+    "NotFound",
+    "OperationInFlight",
+    "OperationPending",
+    "PaymentDeclined",
+    "ProviderUnavailable",
+    "ServiceError",
+    "TransitionNotAllowed",
+    "UnknownObject",
+]
+
 
 class ServiceError(EscrowConnectError):
+    """Base of the errors a use case refuses with: an HTTP status and a stable ``code``."""
+
     status_code = 400
     code = "invalid"
 
@@ -18,16 +35,22 @@ class ServiceError(EscrowConnectError):
 
 
 class InvalidInput(ServiceError):
+    """The request's input is invalid (400)."""
+
     status_code = 400
     code = "invalid"
 
 
 class Forbidden(ServiceError):
+    """The user may not do this (403)."""
+
     status_code = 403
     code = "forbidden"
 
 
 class NotFound(ServiceError):
+    """No such object visible to the user (404)."""
+
     status_code = 404
     code = "not_found"
 
@@ -40,14 +63,20 @@ class Conflict(ServiceError):
 
 
 class TransitionNotAllowed(Conflict):
+    """The object's state does not allow the action (409)."""
+
     code = "transition_not_allowed"
 
 
 class AccountNotReady(Conflict):
+    """The payee's connected account cannot receive money yet (409)."""
+
     code = "account_not_ready"
 
 
 class PaymentDeclined(ServiceError):
+    """Stripe declined the payment (402)."""
+
     status_code = 402
     code = "payment_declined"
 

@@ -51,6 +51,16 @@ from .common import (
 )
 from .tasks import sync_task_status
 
+__all__ = [
+    "PaymentStart",
+    "cancel_payment",
+    "create_payment",
+    "payment_id_for",
+    "refund_payment",
+    "release_payment",
+    "retry_payment",
+]
+
 K = MoneyOperationKind
 
 #: Namespace for payment ids derived from the task: a retried create after a

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from django.db import transaction
 
+__all__ = [
+    "enqueue_event",
+    "process_webhook_event",
+]
+
 try:  # Django 6
     from django.tasks import task
 except ImportError:  # Django 5.2: the backport
