@@ -23,10 +23,10 @@ from django.utils.module_loading import import_string
 __all__ = [
     "DEFAULTS",
     "ESCROW_STRATEGIES",
-    "EscrowSettings",
     "MANUAL_CAPTURE",
     "SEPARATE_CHARGES_AND_TRANSFERS",
     "STRIPE_API_VERSION",
+    "EscrowSettings",
     "escrow_settings",
 ]
 

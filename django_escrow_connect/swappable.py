@@ -42,17 +42,18 @@ LIBRARY_MODELS = (
 
 def setting_name(model: str) -> str:
     """``ESCROW_CONNECT_<MODEL>_MODEL``: the setting that names ``model``."""
-    return swapper.swappable_setting(APP_LABEL, model)
+    return str(swapper.swappable_setting(APP_LABEL, model))
 
 
 def model_name(model: str) -> str:
     """The ``app_label.Model`` string a foreign key should point to."""
-    return swapper.get_model_name(APP_LABEL, model)
+    return str(swapper.get_model_name(APP_LABEL, model))
 
 
 def dependency(model: str) -> tuple[str, str]:
     """The migration dependency for ``model`` (its app's first migration), for host migrations."""
-    return swapper.dependency(APP_LABEL, model)
+    app_label, migration = swapper.dependency(APP_LABEL, model)
+    return str(app_label), str(migration)
 
 
 def load(model: str) -> Any:

@@ -55,8 +55,9 @@ def handle_exception(exc: Exception) -> Response | None:
             value = getattr(exc, "auth_header", None) if header == "WWW-Authenticate" else None
             if value:
                 response[header] = value
-        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-            response["Retry-After"] = str(int(exc.wait))
+        wait = getattr(exc, "wait", None) if isinstance(exc, exceptions.Throttled) else None
+        if wait is not None:
+            response["Retry-After"] = str(int(wait))
         return response
     return None
 
@@ -69,7 +70,7 @@ class EscrowAPIView(APIView):
             # Keep DRF's 401-vs-403 decision (WWW-Authenticate header).
             auth_header = self.get_authenticate_header(self.request)
             if auth_header:
-                exc.auth_header = auth_header  # type: ignore[attr-defined]
+                setattr(exc, "auth_header", auth_header)  # noqa: B010 - DRF reads it back
             else:
                 exc.status_code = status.HTTP_403_FORBIDDEN
         response = handle_exception(exc)

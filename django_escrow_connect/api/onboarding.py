@@ -17,7 +17,7 @@ empty.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.contrib.auth.decorators import login_required
@@ -38,6 +38,8 @@ from ..states import AccountStatus, BusinessType
 from .errors import EscrowAPIView
 from .schema import OpenApiParameter, OpenApiResponse, extend_schema, view_schema
 
+_R = TypeVar("_R", bound=HttpResponse)
+
 NO_STORE = "no-store"
 
 # --------------------------------------------------------------------------
@@ -45,7 +47,7 @@ NO_STORE = "no-store"
 # --------------------------------------------------------------------------
 
 
-class StrictSerializer(serializers.Serializer):
+class StrictSerializer(serializers.Serializer[Any]):
     """Refuses fields it does not know (a typo must not be silently ignored)."""
 
     def to_internal_value(self, data: Any) -> Any:
@@ -95,12 +97,12 @@ class OnboardingLinkRequestSerializer(StrictSerializer):
     organization_id = _organization_id_field()
 
 
-class OnboardingLinkSerializer(serializers.Serializer):
+class OnboardingLinkSerializer(serializers.Serializer[Any]):
     url = serializers.URLField(help_text="Single-use Stripe onboarding URL; redirect to it now.")
     expires_at = serializers.DateTimeField()
 
 
-class RequirementsSerializer(serializers.Serializer):
+class RequirementsSerializer(serializers.Serializer[Any]):
     currently_due = serializers.ListField(
         child=serializers.CharField(), source="requirements_currently_due"
     )
@@ -110,7 +112,7 @@ class RequirementsSerializer(serializers.Serializer):
     past_due = serializers.ListField(child=serializers.CharField(), source="requirements_past_due")
 
 
-class CapabilitiesSerializer(serializers.Serializer):
+class CapabilitiesSerializer(serializers.Serializer[Any]):
     transfers = serializers.CharField(
         source="capabilities.transfers",
         allow_null=True,
@@ -119,7 +121,7 @@ class CapabilitiesSerializer(serializers.Serializer):
     card_payments = serializers.CharField(source="capabilities.card_payments", allow_null=True)
 
 
-class AccountStatusSerializer(serializers.Serializer):
+class AccountStatusSerializer(serializers.Serializer[Any]):
     account_id = serializers.CharField(source="stripe_account_id")
     status = serializers.ChoiceField(choices=AccountStatus.choices)
     is_verified = serializers.BooleanField()
@@ -139,7 +141,7 @@ class AccountStatusSerializer(serializers.Serializer):
         return data
 
 
-class DashboardLinkSerializer(serializers.Serializer):
+class DashboardLinkSerializer(serializers.Serializer[Any]):
     url = serializers.URLField(help_text="Single-use Express dashboard URL; redirect to it now.")
 
 
@@ -152,20 +154,22 @@ class AccountSessionRequestSerializer(StrictSerializer):
     )
 
 
-class AccountSessionSerializer(serializers.Serializer):
+class AccountSessionSerializer(serializers.Serializer[Any]):
     client_secret = serializers.CharField(
         help_text="Give it to Connect.js (fetchClientSecret); never store or log it."
     )
     expires_at = serializers.DateTimeField()
 
 
-class ErrorDetailSerializer(serializers.Serializer):
+class ErrorDetailSerializer(serializers.Serializer[Any]):
     code = serializers.CharField()
     message = serializers.CharField()
-    fields = serializers.DictField(required=False)
+    # DRF's metaclass moves declared fields out of the class body, so this
+    # does not shadow Serializer.fields at runtime; the stubs cannot know.
+    fields = serializers.DictField(required=False)  # type: ignore[assignment]
 
 
-class ErrorSerializer(serializers.Serializer):
+class ErrorSerializer(serializers.Serializer[Any]):
     error = ErrorDetailSerializer()
 
 
@@ -229,7 +233,7 @@ def onboarding_urls(request: HttpRequest, organization: Any = None) -> tuple[str
     return _with_query(refresh_url, params), _with_query(return_url, params)
 
 
-def _validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+def _validated(serializer_class: type[serializers.Serializer[Any]], data: Any) -> dict[str, Any]:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
@@ -244,7 +248,7 @@ def _existing_account(owner_user: Any, owner_organization: Any) -> Any:
     return account
 
 
-def _no_store(response: HttpResponse) -> HttpResponse:
+def _no_store(response: _R) -> _R:
     response["Cache-Control"] = NO_STORE
     return response
 

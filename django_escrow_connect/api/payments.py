@@ -175,7 +175,7 @@ class MinorAmountField(serializers.IntegerField):
         return data
 
 
-class StrictSerializer(serializers.Serializer):
+class StrictSerializer(serializers.Serializer[Any]):
     """Refuses fields it does not declare: nothing the client sends is silently
     ignored (``currency`` or ``payee`` in a create request is an error)."""
 
@@ -211,7 +211,7 @@ class EmptyRequest(StrictSerializer):
     pass
 
 
-def _validated(serializer_class: type[serializers.Serializer], request: Request) -> Any:
+def _validated(serializer_class: type[serializers.Serializer[Any]], request: Request) -> Any:
     data = request.data if request.data is not None else {}
     if hasattr(data, "dict") and not isinstance(data, dict):
         data = data.dict()  # QueryDict from a form or an empty body
@@ -365,13 +365,13 @@ def serialize_account(account: Any) -> dict[str, Any] | None:
 _STATUS_HELP = "One of: " + ", ".join(S.values) + " (docs/state-machine.md)."
 
 
-class MoneyTotalOutput(serializers.Serializer):
+class MoneyTotalOutput(serializers.Serializer[Any]):
     currency = serializers.CharField()
     amount = serializers.IntegerField(help_text="Minor units.")
     formatted = serializers.CharField()
 
 
-class PaymentOutput(serializers.Serializer):
+class PaymentOutput(serializers.Serializer[Any]):
     """Schema-only description of :func:`serialize_payment` (see docs/payments.md)."""
 
     payment_id = serializers.UUIDField()
@@ -399,7 +399,7 @@ class PaymentOutput(serializers.Serializer):
     timestamps = serializers.DictField()
 
 
-class PaymentStartOutput(serializers.Serializer):
+class PaymentStartOutput(serializers.Serializer[Any]):
     payment_id = serializers.UUIDField()
     client_secret = serializers.CharField(
         allow_null=True, help_text="For Stripe.js only; never store or log it."
@@ -414,14 +414,14 @@ class PaymentStartOutput(serializers.Serializer):
     status = serializers.CharField(help_text=_STATUS_HELP)
 
 
-class PaymentPageOutput(serializers.Serializer):
+class PaymentPageOutput(serializers.Serializer[Any]):
     count = serializers.IntegerField()
     next = serializers.URLField(allow_null=True)
     previous = serializers.URLField(allow_null=True)
     results = PaymentOutput(many=True)
 
 
-class TaskDoerDashboardOutput(serializers.Serializer):
+class TaskDoerDashboardOutput(serializers.Serializer[Any]):
     payee = serializers.DictField(child=serializers.CharField())
     account = serializers.DictField(allow_null=True)
     payments = PaymentOutput(many=True)
@@ -429,7 +429,7 @@ class TaskDoerDashboardOutput(serializers.Serializer):
     in_escrow = MoneyTotalOutput(many=True)
 
 
-class CustomerDashboardOutput(serializers.Serializer):
+class CustomerDashboardOutput(serializers.Serializer[Any]):
     payments = PaymentOutput(many=True)
     spent = MoneyTotalOutput(many=True)
     in_escrow = MoneyTotalOutput(many=True)
@@ -570,13 +570,15 @@ class PaymentListView(PaymentAPIView):
         queryset = with_details(queryset.order_by("-created_at", "-pk"))
         paginator = PaymentPagination()
         page = paginator.paginate_queryset(queryset, request, view=self)
+        # paginate_queryset answers None only when pagination is off; it is on here.
+        assert page is not None
         return paginator.get_paginated_response([serialize_payment(p) for p in page])
 
 
 class _PaymentActionView(PaymentAPIView):
     """A POST that changes one payment the user can see."""
 
-    request_serializer: type[serializers.Serializer] = EmptyRequest
+    request_serializer: type[serializers.Serializer[Any]] = EmptyRequest
 
     def post(self, request: Request, payment_id: str) -> Response:
         payment = get_visible_payment(request.user, payment_id)

@@ -51,10 +51,10 @@ try:  # pragma: no branch - which branch runs depends on the environment
 
 except ImportError:  # drf-spectacular is optional
     SPECTACULAR_AVAILABLE = False
-    _AutoSchema = None
-    SpectacularAPIView = None
+    _AutoSchema = None  # type: ignore[misc, assignment]
+    SpectacularAPIView = None  # type: ignore[misc, assignment]
 
-    def extend_schema(*args: Any, **kwargs: Any) -> Callable[[F], F]:  # type: ignore[no-redef]
+    def extend_schema(*args: Any, **kwargs: Any) -> Callable[[F], F]:  # type: ignore[no-redef, unused-ignore]
         """No-op stand-in for drf-spectacular's decorator."""
 
         def decorator(func: F) -> F:
@@ -119,7 +119,7 @@ def only_package_endpoints(endpoints: list[Any], **kwargs: Any) -> list[Any]:
 def _schema_view() -> Any:
     from .. import __version__
 
-    class PackageSchemaView(SpectacularAPIView):  # type: ignore[misc,valid-type]
+    class PackageSchemaView(SpectacularAPIView):  # type: ignore[misc, valid-type, unused-ignore]
         # The document itself is not an endpoint of any document.
         schema = None
 

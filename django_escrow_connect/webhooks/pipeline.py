@@ -147,7 +147,8 @@ class EventContext:
     @property
     def created(self) -> datetime:
         """When Stripe created the event (ordering hint for snapshots)."""
-        return self.event.stripe_created or self.event.received_at
+        created: datetime = self.event.stripe_created or self.event.received_at
+        return created
 
 
 def event_model() -> Any:

@@ -17,7 +17,7 @@ __all__ = [
 try:  # Django 6
     from django.tasks import task
 except ImportError:  # Django 5.2: the backport
-    from django_tasks import task
+    from django_tasks import task  # type: ignore[no-redef, unused-ignore]
 
 from .. import swappable
 from .pipeline import process_event

@@ -22,32 +22,33 @@ PAGE = ROOT / "docs" / "public-api.md"
 BEGIN = "<!-- BEGIN GENERATED: public API (tests/foundation/test_public_api.py) -->"
 END = "<!-- END GENERATED: public API -->"
 
+P = "django_escrow_connect"
 #: What hosts may import, and what each module is for. Anything not here (or
 #: not in its module's ``__all__``) is internal and may change in any release.
 PUBLIC_MODULES: dict[str, str] = {
-    "django_escrow_connect.base.models": "Abstract models to subclass when swapping a model.",
-    "django_escrow_connect.swappable": "Resolve the configured (possibly swapped) models.",
-    "django_escrow_connect.terms": "What a task is paid for: the terms hook's return type.",
-    "django_escrow_connect.fees": "The platform fee policy.",
-    "django_escrow_connect.money": "Amounts in minor units and currency codes.",
-    "django_escrow_connect.states": "State names of every state machine (stored values).",
-    "django_escrow_connect.permissions": "Who may act on a payment; the default hooks.",
-    "django_escrow_connect.conf": "The package's settings, read through `escrow_settings`.",
-    "django_escrow_connect.signals": "Business-event signals, sent on commit.",
-    "django_escrow_connect.exceptions": "Errors raised by gateways and webhook verification.",
-    "django_escrow_connect.services.payments": "Payment use cases: create, release, refund, cancel, retry.",
-    "django_escrow_connect.services.accounts": "Connected-account use cases: onboarding and status.",
-    "django_escrow_connect.services.errors": "Errors the services raise (each maps to one API answer).",
-    "django_escrow_connect.services.reconcile": "Converge local state on Stripe's; auto release; capture expiry.",
-    "django_escrow_connect.services.audit": "Audit the books against Stripe.",
-    "django_escrow_connect.services.audit_tasks": "The audit as a Django task.",
-    "django_escrow_connect.webhooks.tasks": "Webhook processing as Django tasks.",
-    "django_escrow_connect.notifications.backends": "Notification backends to subclass or configure.",
-    "django_escrow_connect.gateway": "The gateway protocol and the configured gateway.",
-    "django_escrow_connect.gateway.types": "What gateways return (snapshots) and accept.",
-    "django_escrow_connect.gateway.simulated": "The simulated Stripe, for development and tests.",
-    "django_escrow_connect.api.errors": "The API's error format, for host views that share it.",
-    "django_escrow_connect.testing": "Assertions for host test suites.",
+    P + ".base.models": "Abstract models to subclass when swapping a model.",
+    P + ".swappable": "Resolve the configured (possibly swapped) models.",
+    P + ".terms": "What a task is paid for: the terms hook's return type.",
+    P + ".fees": "The platform fee policy.",
+    P + ".money": "Amounts in minor units and currency codes.",
+    P + ".states": "State names of every state machine (stored values).",
+    P + ".permissions": "Who may act on a payment; the default hooks.",
+    P + ".conf": "The package's settings, read through `escrow_settings`.",
+    P + ".signals": "Business-event signals, sent on commit.",
+    P + ".exceptions": "Errors raised by gateways and webhook verification.",
+    P + ".services.payments": "Payment use cases: create, release, refund, cancel, retry.",
+    P + ".services.accounts": "Connected-account use cases: onboarding and status.",
+    P + ".services.errors": "Errors the services raise (each maps to one API answer).",
+    P + ".services.reconcile": "Converge local state on Stripe's; auto release; capture expiry.",
+    P + ".services.audit": "Audit the books against Stripe.",
+    P + ".services.audit_tasks": "The audit as a Django task.",
+    P + ".webhooks.tasks": "Webhook processing as Django tasks.",
+    P + ".notifications.backends": "Notification backends to subclass or configure.",
+    P + ".gateway": "The gateway protocol and the configured gateway.",
+    P + ".gateway.types": "What gateways return (snapshots) and accept.",
+    P + ".gateway.simulated": "The simulated Stripe, for development and tests.",
+    P + ".api.errors": "The API's error format, for host views that share it.",
+    P + ".testing": "Assertions for host test suites.",
 }
 
 
@@ -156,4 +157,4 @@ if __name__ == "__main__":  # pragma: no cover - maintenance entry point
     if "--write" in sys.argv:
         PAGE.write_text(new)
     else:
-        print(render())
+        sys.stdout.write(render() + "\n")

@@ -7,6 +7,7 @@ import logging
 from ...gateway.types import AccountSnapshot
 from ...notifications import notify
 from ...services import accounts
+from ...services.common import account_model
 from ...services.errors import UnknownObject
 from ..pipeline import EventContext, log_extra
 from . import snapshot
@@ -42,7 +43,10 @@ def capability_updated(context: EventContext) -> None:
     obj = context.object
     account_id = obj.get("account") if isinstance(obj.get("account"), str) else context.account
     result = accounts.apply_capability(
-        account_id, str(obj.get("id") or ""), str(obj.get("status") or ""), context.created
+        str(account_id or ""),
+        str(obj.get("id") or ""),
+        str(obj.get("status") or ""),
+        context.created,
     )
     _known(result, context)
 
@@ -53,7 +57,7 @@ def refresh(context: EventContext) -> None:
     These events cannot be ordered against ``account.updated``, so the
     account's requirements are fetched from Stripe instead of guessed.
     """
-    account = accounts.account_model().objects.filter(stripe_account_id=context.account).first()
+    account = account_model().objects.filter(stripe_account_id=context.account).first()
     _known(account, context)
     logger.info(
         "%s: refreshing the connected account",
@@ -78,7 +82,7 @@ def external_account(context: EventContext) -> None:
         and obj.get("status") == "errored"
         and (context.type.endswith(".created") or "status" in context.previous_attributes)
     ):
-        account = accounts.account_model().objects.filter(stripe_account_id=context.account).first()
+        account = account_model().objects.filter(stripe_account_id=context.account).first()
         logger.warning(
             "bank account errored: %s",
             obj.get("id") or "",
