@@ -6,13 +6,20 @@ for the few operator actions the services expose, never for editing money.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import swapper
-from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils import timezone
 
+from .services.report import build_report
 from .swappable import APP_LABEL
+from .webhooks.operations import replay_events as replay_webhook_events
 
 
 class ReadOnlyMoneyAdmin(admin.ModelAdmin):
@@ -157,18 +164,12 @@ class WebhookEventAdmin(ReadOnlyMoneyAdmin):
 
     @admin.action(description="Replay selected events", permissions=["change"])
     def replay_events(self, request: HttpRequest, queryset: Any) -> None:
-        from django.contrib import messages
-
-        from .webhooks.operations import replay_events
-
-        counts = replay_events(queryset.values_list("pk", flat=True))
+        counts = replay_webhook_events(queryset.values_list("pk", flat=True))
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         level = messages.WARNING if counts.get("failed") else messages.SUCCESS
         self.message_user(request, f"Replayed: {summary or 'nothing'}.", level)
 
     def get_urls(self) -> list[Any]:
-        from django.urls import path
-
         info = (self.model._meta.app_label, self.model._meta.model_name)
         report = path(
             "report/",
@@ -179,15 +180,6 @@ class WebhookEventAdmin(ReadOnlyMoneyAdmin):
 
     def report_view(self, request: HttpRequest) -> Any:
         """The ``escrow_report`` command's report as a page (``?days=7``, ``?format=json``)."""
-        from datetime import timedelta
-
-        from django.core.exceptions import PermissionDenied
-        from django.http import JsonResponse
-        from django.template.response import TemplateResponse
-        from django.utils import timezone
-
-        from .services.report import build_report
-
         if not self.has_view_permission(request):
             raise PermissionDenied
         try:

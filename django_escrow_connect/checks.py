@@ -10,6 +10,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
+from .base.models import EscrowTaskMixin
 from .conf import (
     DEFAULTS,
     ESCROW_STRATEGIES,
@@ -18,6 +19,7 @@ from .conf import (
     STRIPE_API_VERSION,
     escrow_settings,
 )
+from .money import normalize_currency
 from .swappable import setting_name
 
 SIMULATED_GATEWAY = "django_escrow_connect.gateway.simulated.SimulatedGateway"
@@ -47,8 +49,6 @@ def check_host_models(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     else:
         errors.extend(_check_model_setting(task_setting, task_model, "E002"))
         if not errors:
-            from .base.models import EscrowTaskMixin
-
             model = apps.get_model(task_model)
             if not issubclass(model, EscrowTaskMixin):
                 errors.append(
@@ -243,8 +243,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     try:
-        from .money import normalize_currency
-
         normalize_currency(raw("DEFAULT_CURRENCY"))
     except (ValueError, TypeError, AttributeError):
         errors.append(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .conf import escrow_settings
 from .money import normalize_currency, validate_minor_amount
 
 __all__ = [
@@ -67,8 +68,6 @@ def terms_from_task(task: Any) -> EscrowTerms:
 
 def get_terms(task: Any) -> EscrowTerms:
     """The terms of ``task`` from the configured ``PAYMENT_TERMS`` hook, validated."""
-    from .conf import escrow_settings
-
     terms = escrow_settings.PAYMENT_TERMS(task)
     if not isinstance(terms, EscrowTerms):
         raise TypeError('ESCROW_CONNECT["PAYMENT_TERMS"] must return EscrowTerms')

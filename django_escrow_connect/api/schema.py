@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 from django.urls import path
 
+from .. import __version__
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 try:  # pragma: no branch - which branch runs depends on the environment
@@ -117,8 +119,6 @@ def only_package_endpoints(endpoints: list[Any], **kwargs: Any) -> list[Any]:
 
 
 def _schema_view() -> Any:
-    from .. import __version__
-
     class PackageSchemaView(SpectacularAPIView):  # type: ignore[misc, valid-type, unused-ignore]
         # The document itself is not an endpoint of any document.
         schema = None

@@ -20,7 +20,7 @@ try:  # Django 6
 except ImportError:  # Django 5.2: the backport
     from django_tasks import task
 
-from ..webhooks.operations import parse_since
+from ..dates import parse_since
 from .audit import DEFAULT_BATCH_SIZE, audit_books
 
 

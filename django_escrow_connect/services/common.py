@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 
 from .. import swappable
 from ..conf import escrow_settings
-from ..exceptions import GatewayError
+from ..exceptions import CardDeclined, GatewayError
 from ..gateway import get_gateway
 from . import errors
 
@@ -71,8 +73,6 @@ def account_for_payee(payee_user: Any = None, payee_organization: Any = None) ->
 
 def translate(exc: GatewayError, action: str) -> errors.ServiceError:
     """A gateway failure as the error the caller shows."""
-    from ..exceptions import CardDeclined
-
     if exc.is_transient:
         return errors.ProviderUnavailable(
             f"Stripe is not reachable right now; {action} can be retried safely."
@@ -82,3 +82,36 @@ def translate(exc: GatewayError, action: str) -> errors.ServiceError:
     return errors.Conflict(
         f"Stripe refused to {action}: {exc.message}", code=exc.code or "provider_error"
     )
+
+
+def _uuid_or_none(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def lock_payment_for(
+    *,
+    payment_intent: str | None = None,
+    charge: str | None = None,
+    transfer_group: str | None = None,
+    payment_id: Any = None,
+) -> Any:
+    """The payment any of these Stripe identifiers belongs to, locked; or None.
+
+    One query; call it inside ``transaction.atomic()`` (the pipeline does).
+    """
+    q = Q()
+    if payment_intent:
+        q |= Q(stripe_payment_intent_id=payment_intent)
+    if charge:
+        q |= Q(stripe_charge_id=charge)
+    if transfer_group:
+        q |= Q(transfer_group=transfer_group)
+    pk = _uuid_or_none(payment_id) if payment_id else None
+    if pk is not None:
+        q |= Q(pk=pk)
+    if not q:
+        return None
+    return payment_model().objects.select_for_update().filter(q).first()

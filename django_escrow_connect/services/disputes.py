@@ -39,7 +39,7 @@ from .common import model
 from .tasks import sync_task_status
 from .transfers import lock_payment_for, require_funded
 
-logger = logging.getLogger("django_escrow_connect.webhooks")
+logger = logging.getLogger("django_escrow_connect.services")
 
 #: How far along a dispute is; Stripe never moves a dispute backwards.
 _RANK = {

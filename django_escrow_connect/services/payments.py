@@ -28,6 +28,7 @@ from ..fees import compute_platform_fee
 from ..money import InvalidAmount, validate_minor_amount
 from ..notifications import notify
 from ..states import (
+    DISPUTE_CLOSED_STATES,
     AccountStatus,
     EscrowStrategy,
     MoneyOperationKind,
@@ -403,8 +404,6 @@ def _adopt_legacy_release(payment: Any) -> Any:
 
 
 def _closed_disputes() -> list[str]:
-    from ..states import DISPUTE_CLOSED_STATES
-
     return list(DISPUTE_CLOSED_STATES)
 
 

@@ -29,9 +29,9 @@ from django.utils import timezone
 from ..notifications import notify
 from ..states import RADAR_HOLD_KINDS, IncidentKind
 from . import errors
-from .common import model
+from .common import lock_payment_for, model
 
-logger = logging.getLogger("django_escrow_connect.webhooks")
+logger = logging.getLogger("django_escrow_connect.services")
 
 #: The 409 code release answers with while a hold of this kind is open.
 FREEZE_CODES = {
@@ -105,8 +105,6 @@ def _apply(
     message: str,
     event_id: str,
 ) -> Any:
-    from .transfers import lock_payment_for  # transfers imports payments, which imports us
-
     object_id = _str(obj, "id")
     if not object_id:
         raise ValueError(f"{kind}: the object has no id")

@@ -2,8 +2,11 @@
 
 * :func:`reconcile` (``manage.py escrow_reconcile``): payments whose last
   money-moving call has an unknown outcome (``releasing``), payments still
-  waiting for a PaymentIntent outcome after a while, refunds whose answer was
-  lost, and webhook events deferred because they arrived before their row.
+  waiting for a PaymentIntent outcome after a while, and refunds whose answer
+  was lost. The command then retries webhook events deferred because they
+  arrived before their row
+  (:func:`django_escrow_connect.webhooks.operations.retry_deferred_events`):
+  webhooks sit above the services, so the command composes the two.
 * :func:`capture_expiry` (``manage.py escrow_capture_expiry``): manual-capture
   holds about to lapse (Stripe voids an authorisation at ``capture_before``).
 * :func:`auto_release` (``manage.py escrow_auto_release``): release payments
@@ -16,7 +19,6 @@ services, which reuse the idempotency key of the operation they finish.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,12 +29,13 @@ from django.utils import timezone
 
 from ..conf import escrow_settings
 from ..exceptions import GatewayError
-from ..states import UNRESOLVED_OPERATION_STATES, RefundStatus, WebhookEventStatus
+from ..states import UNRESOLVED_OPERATION_STATES, RefundStatus
 from ..states import PaymentStatus as S
 from . import errors, outcomes
 from .common import gateway, model, payment_model
 from .payments import cancel_payment, refund_payment, release_payment
 from .sync import apply_payment_intent
+from .transfers import apply_refund
 
 logger = logging.getLogger("django_escrow_connect.reconcile")
 
@@ -121,8 +124,6 @@ def reconcile(
     for payment in stale.order_by("updated_at"):
         changes.extend(_sync_intent(payment, dry_run))
     changes.extend(_refunds(payment_id, dry_run, cutoff))
-    if payment_id is None:
-        changes.extend(_deferred_events(dry_run))
     return changes
 
 
@@ -253,8 +254,6 @@ def _refunds(payment_id: Any, dry_run: bool, cutoff: datetime) -> list[Change]:
                 Change(str(refund.payment_id), "would apply refund status", str(snapshot.status))
             )
             continue
-        from .transfers import apply_refund
-
         with transaction.atomic():
             updated = apply_refund(snapshot)
         changes.append(
@@ -264,24 +263,6 @@ def _refunds(payment_id: Any, dry_run: bool, cutoff: datetime) -> list[Change]:
             )
         )
     return changes
-
-
-def _deferred_events(dry_run: bool) -> list[Change]:
-    try:
-        pipeline = importlib.import_module("django_escrow_connect.webhooks.pipeline")
-    except ImportError:
-        return []
-    process_deferred = getattr(pipeline, "process_deferred", None)
-    if process_deferred is None:
-        return []
-    if dry_run:
-        waiting = model("WebhookEvent").objects.filter(status=WebhookEventStatus.DEFERRED).count()
-        return [Change("webhooks", "would retry deferred events", str(waiting))] if waiting else []
-    counts = process_deferred() or {}
-    if not counts:
-        return []
-    summary = ", ".join(f"{status}: {n}" for status, n in sorted(counts.items()))
-    return [Change("webhooks", "deferred events retried", summary)]
 
 
 # --------------------------------------------------------------------------

@@ -14,10 +14,8 @@ caller ignores it.
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
-from django.db.models import Q
 from django_fsm import can_proceed
 
 from ..gateway.types import ChargeSnapshot, PayoutSnapshot, RefundSnapshot, TransferSnapshot
@@ -37,11 +35,11 @@ from .books import (
     is_gross_transfer,
     reversal_target,
 )
-from .common import account_model, gateway, model, payment_model
+from .common import account_model, gateway, lock_payment_for, model, payment_model
 from .operations import is_other_installation
 from .tasks import sync_task_status
 
-logger = logging.getLogger("django_escrow_connect.webhooks")
+logger = logging.getLogger("django_escrow_connect.services")
 
 #: Refund states whose amount is counted in ``payment.amount_refunded``.
 COUNTED_REFUND_STATES = frozenset(
@@ -67,39 +65,6 @@ def _log(message: str, *args: Any, payment: Any = None, event_id: str = "", **ex
 # --------------------------------------------------------------------------
 # Finding the payment an object belongs to
 # --------------------------------------------------------------------------
-
-
-def _uuid_or_none(value: Any) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value))
-    except (TypeError, ValueError, AttributeError):
-        return None
-
-
-def lock_payment_for(
-    *,
-    payment_intent: str | None = None,
-    charge: str | None = None,
-    transfer_group: str | None = None,
-    payment_id: Any = None,
-) -> Any:
-    """The payment any of these Stripe identifiers belongs to, locked; or None.
-
-    One query; call it inside ``transaction.atomic()`` (the pipeline does).
-    """
-    q = Q()
-    if payment_intent:
-        q |= Q(stripe_payment_intent_id=payment_intent)
-    if charge:
-        q |= Q(stripe_charge_id=charge)
-    if transfer_group:
-        q |= Q(transfer_group=transfer_group)
-    pk = _uuid_or_none(payment_id) if payment_id else None
-    if pk is not None:
-        q |= Q(pk=pk)
-    if not q:
-        return None
-    return payment_model().objects.select_for_update().filter(q).first()
 
 
 def pending_operation_for(payment: Any, kind: str, metadata: dict[str, str], amount: int) -> Any:

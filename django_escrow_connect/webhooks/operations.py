@@ -8,7 +8,6 @@ admin's replay action are thin wrappers around these functions.
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,42 +15,32 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
 
 from ..conf import escrow_settings
 from ..exceptions import GatewayError
 from ..gateway import get_gateway
+from ..services.reconcile import Change
 from ..states import WebhookEndpoint
 from ..states import WebhookEventStatus as E
 from . import pipeline, receiver, registry
+from .dispatch import dispatch_recorded
 
 logger = logging.getLogger("django_escrow_connect.webhooks")
 
 #: The Events API reaches back 30 days.
 EVENTS_API_WINDOW = timedelta(days=30)
 
-_RELATIVE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
 
-
-def parse_since(value: str, *, now: datetime | None = None) -> datetime:
-    """``2026-11-01``, ``2026-11-01T12:00:00+00:00``, or relative: ``3d``, ``12h``, ``30m``."""
-    now = now or timezone.now()
-    match = _RELATIVE.match(value)
-    if match:
-        amount, unit = int(match.group(1)), match.group(2)
-        delta = {"d": timedelta(days=amount), "h": timedelta(hours=amount)}.get(
-            unit, timedelta(minutes=amount)
-        )
-        return now - delta
-    parsed = parse_datetime(value)
-    if parsed is None:
-        day = parse_date(value)
-        if day is None:
-            raise ValueError(f"Not a date, a datetime or a duration like 3d/12h: {value!r}")
-        parsed = datetime(day.year, day.month, day.day)
-    if timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, timezone.get_current_timezone())
-    return parsed
+def retry_deferred_events(*, dry_run: bool = False) -> list[Change]:
+    """``escrow_reconcile``'s last step: retry the events that arrived before their object."""
+    if dry_run:
+        waiting = pipeline.event_model().objects.filter(status=E.DEFERRED).count()
+        return [Change("webhooks", "would retry deferred events", str(waiting))] if waiting else []
+    counts = pipeline.process_deferred()
+    if not counts:
+        return []
+    summary = ", ".join(f"{status}: {n}" for status, n in sorted(counts.items()))
+    return [Change("webhooks", "deferred events retried", summary)]
 
 
 # --------------------------------------------------------------------------
@@ -149,7 +138,7 @@ def _fetch(endpoint: str, created_gte: int, account: str | None) -> FetchResult:
             result.outcomes["malformed"] += 1
             continue
         row = receiver.record(endpoint, event)
-        outcome = pipeline.dispatch_recorded(row)
+        outcome = dispatch_recorded(row)
         result.seen += 1
         result.outcomes[outcome.status] += 1
     logger.info(

@@ -28,19 +28,20 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .. import swappable
-from ..conf import escrow_settings
+from ..conf import STRIPE_API_VERSION
 from ..notifications import notify
 from ..services.errors import UnknownObject
 from ..states import WebhookEventStatus as E
+from .context import EventContext, IgnoreEvent, PayloadPurged, UnparseableEvent, log_extra
+from .registry import handler_for
 
 logger = logging.getLogger("django_escrow_connect.webhooks")
 
@@ -54,24 +55,6 @@ DEFERRED_MAX_AGE = timedelta(days=7)
 SETTLED_FIELDS = ["status", "attempts", "last_error", "processed_at"]
 #: How much of an error message the event row keeps.
 ERROR_MAX_CHARS = 2000
-
-
-class IgnoreEvent(Exception):
-    """Raised by a handler: the event is about an object this app does not manage."""
-
-
-class UnparseableEvent(Exception):
-    """Raised by a handler: the event's ``data.object`` cannot be read.
-
-    Usually an event rendered at another API version than the package reads.
-    The event is recorded as ``failed`` with the reason (replay it once the
-    endpoint or the package is upgraded) but answered 200: Stripe delivering
-    the same body again cannot help.
-    """
-
-
-class PayloadPurged(Exception):
-    """The event's payload was purged after the retention period."""
 
 
 @dataclass(frozen=True)
@@ -109,48 +92,6 @@ class RecordedEvent:
     is_pending: bool = False
 
 
-@dataclass
-class EventContext:
-    """What a handler receives: the locked event row and its parsed payload.
-
-    Handlers set :attr:`payment_id` (and :attr:`connected_account` when the
-    event does not name it) so that the pipeline's log lines carry them.
-    """
-
-    event: Any
-    payload: dict[str, Any]
-    payment_id: str = ""
-    connected_account: str = ""
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def id(self) -> str:
-        return str(self.event.stripe_event_id)
-
-    @property
-    def type(self) -> str:
-        return str(self.event.type)
-
-    @property
-    def account(self) -> str:
-        return str(self.event.account or "")
-
-    @property
-    def object(self) -> dict[str, Any]:
-        return dict(self.payload["data"]["object"])
-
-    @property
-    def previous_attributes(self) -> dict[str, Any]:
-        value = self.payload.get("data", {}).get("previous_attributes")
-        return value if isinstance(value, dict) else {}
-
-    @property
-    def created(self) -> datetime:
-        """When Stripe created the event (ordering hint for snapshots)."""
-        created: datetime = self.event.stripe_created or self.event.received_at
-        return created
-
-
 def event_model() -> Any:
     return swappable.load("WebhookEvent")
 
@@ -162,8 +103,6 @@ def warn_if_other_api_version(event: Any) -> None:
     queued event, or one that ``escrow_fetch_missed_events`` recorded: the
     Events API renders each event at its creation-time version).
     """
-    from ..conf import STRIPE_API_VERSION
-
     version = str(getattr(event, "api_version", "") or "")
     if not version or version == STRIPE_API_VERSION:
         return
@@ -175,45 +114,9 @@ def warn_if_other_api_version(event: Any) -> None:
     )
 
 
-def log_extra(event: Any, **more: Any) -> dict[str, Any]:
-    """The structured fields every pipeline log line carries."""
-    return {
-        "stripe_event_id": getattr(event, "stripe_event_id", ""),
-        "event_type": getattr(event, "type", ""),
-        "connected_account": getattr(event, "account", "") or "",
-        "payment_id": "",
-        **more,
-    }
-
-
 # --------------------------------------------------------------------------
 # From a delivery to an outcome
 # --------------------------------------------------------------------------
-
-
-def dispatch_recorded(row: RecordedEvent) -> Outcome:
-    """Process (or enqueue) an event that :func:`receiver.record` just stored."""
-    if not row.is_pending:
-        logger.info(
-            "webhook duplicate: event already %s",
-            row.status,
-            extra=log_extra(row, webhook_status=row.status),
-        )
-        return Outcome(200, "duplicate", f"Already {row.status}.", row.stripe_event_id)
-    if escrow_settings.WEBHOOK_PROCESSING == "task":
-        try:
-            from .tasks import enqueue_event
-        except ImportError as exc:
-            raise ImproperlyConfigured(
-                'ESCROW_CONNECT["WEBHOOK_PROCESSING"] = "task" needs Django\'s tasks '
-                "framework: Django 6, or pip install django-tasks on Django 5.2."
-            ) from exc
-
-        enqueue_event(row.stripe_event_id)
-        logger.info("webhook queued", extra=log_extra(row, webhook_status="queued"))
-        return Outcome(200, "queued", "Queued for processing.", row.stripe_event_id)
-    status = process_event(row.pk)
-    return outcome_for(status, row.stripe_event_id)
 
 
 class HandlerFailed(Exception):
@@ -237,7 +140,6 @@ def process_new(event: Any) -> Outcome | None:
     the caller records the event again and settles the failure with
     :func:`settle_failure`.
     """
-    from .registry import handler_for
 
     handler = handler_for(event.type, event.endpoint)
     context: EventContext | None = None
@@ -307,7 +209,6 @@ def process_event(pk: Any, *, statuses: tuple[str, ...] = PENDING) -> str | None
     ``None`` means another worker holds the row or it is not in ``statuses``
     any more (it was handled meanwhile): nothing was done.
     """
-    from .registry import handler_for
 
     Event = event_model()
     context: EventContext | None = None

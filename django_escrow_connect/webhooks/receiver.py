@@ -35,6 +35,7 @@ from ..exceptions import InvalidWebhookPayload, SignatureVerificationFailed
 from ..gateway import get_gateway
 from ..states import WebhookEndpoint, WebhookEventStatus
 from . import pipeline
+from .dispatch import dispatch_recorded
 from .pipeline import Outcome
 
 logger = logging.getLogger("django_escrow_connect.webhooks")
@@ -296,7 +297,7 @@ def receive(endpoint: str, payload: bytes, signature_header: str | None) -> Outc
 
 def _record_and_process(spec: EndpointSpec, event: dict[str, Any]) -> Outcome:
     if escrow_settings.WEBHOOK_PROCESSING == "task":
-        return pipeline.dispatch_recorded(record(spec.name, event))
+        return dispatch_recorded(record(spec.name, event))
     try:
         outcome = pipeline.process_new(new_event_row(spec.name, event))
     except pipeline.HandlerFailed as failed:
@@ -305,7 +306,7 @@ def _record_and_process(spec: EndpointSpec, event: dict[str, Any]) -> Outcome:
     if outcome is not None:
         return outcome
     # Already recorded: a duplicate, or a failed event that Stripe redelivers.
-    return pipeline.dispatch_recorded(recorded_state(event))
+    return dispatch_recorded(recorded_state(event))
 
 
 def new_event_row(endpoint: str, event: dict[str, Any]) -> Any:

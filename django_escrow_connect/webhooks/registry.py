@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..states import WebhookEndpoint
+from .context import EventContext
 from .handlers import (
     accounts,
     disputes,
@@ -20,7 +21,6 @@ from .handlers import (
     refunds,
     transfers,
 )
-from .pipeline import EventContext
 
 Handler = Callable[[EventContext], None]
 

@@ -11,7 +11,7 @@ import pytest
 
 from django_escrow_connect.conf import STRIPE_API_VERSION
 from django_escrow_connect.gateway.types import AccountSnapshot, PaymentIntentSnapshot
-from django_escrow_connect.webhooks import pipeline
+from django_escrow_connect.webhooks import dispatch, pipeline
 from tests.webhooks import stripe_objects as so
 from tests.webhooks.conftest import events, intent_for, status_history
 
@@ -60,7 +60,7 @@ def test_a_queued_or_fetched_event_is_warned_about_when_first_processed(
     evt = dict(so.event("escrow_test.unhandled", so.charge()), api_version=OLD_VERSION)
     caplog.set_level(logging.INFO, logger=LOGGER)
     row = receiver.record("platform", evt)
-    pipeline.dispatch_recorded(row)
+    dispatch.dispatch_recorded(row)
     pipeline.replay(row.pk)
 
     assert len(version_warnings(caplog)) == 1

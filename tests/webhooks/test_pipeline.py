@@ -21,6 +21,7 @@ from django_escrow_connect.gateway.signing import sign_webhook_payload
 from django_escrow_connect.services.errors import UnknownObject
 from django_escrow_connect.states import WebhookEndpoint
 from django_escrow_connect.webhooks import pipeline, receiver, registry
+from django_escrow_connect.webhooks.context import EventContext
 from tests.webhooks import stripe_objects as so
 from tests.webhooks.conftest import PLATFORM_SECRET, events
 
@@ -37,7 +38,7 @@ class Spy:
         self.atomic_depth: list[int] = []
         self.lock = threading.Lock()
 
-    def __call__(self, context: pipeline.EventContext) -> None:
+    def __call__(self, context: EventContext) -> None:
         with self.lock:
             self.calls.append(context.id)
         self.atomic_depth.append(len(connection.atomic_blocks))
@@ -157,7 +158,7 @@ def test_handler_error_fails_the_event_and_asks_stripe_to_retry(
 def test_handler_writes_are_rolled_back_on_failure(deliver: Any, monkeypatch: Any) -> None:
     from tests import factories
 
-    def half_done(context: pipeline.EventContext) -> None:
+    def half_done(context: EventContext) -> None:
         factories.make_user("written-before-the-crash")
         raise ValueError("boom")
 

@@ -21,7 +21,8 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from django_escrow_connect.webhooks import pipeline, registry
+from django_escrow_connect.webhooks import registry
+from django_escrow_connect.webhooks.context import EventContext
 from tests import factories
 from tests.webhooks import stripe_objects as so
 from tests.webhooks.conftest import MANUAL, events, intent_for, status_history
@@ -110,7 +111,7 @@ def test_a_failed_handler_leaves_a_failed_event_and_no_half_write(
     scene = make_payment()
     users = get_user_model().objects.count()
 
-    def half_then_boom(context: pipeline.EventContext) -> None:
+    def half_then_boom(context: EventContext) -> None:
         factories.make_user("written-by-the-failing-handler")
         raise RuntimeError("boom")
 

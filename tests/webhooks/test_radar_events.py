@@ -251,7 +251,7 @@ def test_payout_canceled_or_updated_is_logged(
     acct = scene.account.stripe_account_id
     payout = so.payout(status=status)
     event_type = "payout.canceled" if status == "canceled" else "payout.updated"
-    caplog.set_level("INFO", logger="django_escrow_connect.webhooks")
+    caplog.set_level("INFO", logger="django_escrow_connect.services")
     assert deliver.connect(so.event(event_type, payout, account=acct)).json()["status"] == (
         "processed"
     )

@@ -21,8 +21,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...dates import parse_since
 from ...services.audit import DEFAULT_BATCH_SIZE, audit_books, render_text
-from ...webhooks.operations import parse_since
 
 #: Exit status when divergences were found.
 EXIT_DIVERGENT = 1

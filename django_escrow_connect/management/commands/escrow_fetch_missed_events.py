@@ -13,8 +13,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ... import swappable
+from ...dates import parse_since
 from ...states import AccountStatus
-from ...webhooks.operations import fetch_missed_events, parse_since
+from ...webhooks.operations import fetch_missed_events
 
 
 class Command(BaseCommand):

@@ -14,6 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...services.reconcile import DEFAULT_OLDER_THAN_MINUTES, reconcile
+from ...webhooks.operations import retry_deferred_events
 
 
 class Command(BaseCommand):
@@ -50,6 +51,9 @@ class Command(BaseCommand):
             payment_id=options["payment"],
             older_than=timedelta(minutes=options["older_than"]),
         )
+        if options["payment"] is None:
+            # Webhooks sit above the services: the command composes both.
+            changes += retry_deferred_events(dry_run=options["dry_run"])
         for change in changes:
             stream = self.stderr if change.error else self.stdout
             stream.write(str(change))

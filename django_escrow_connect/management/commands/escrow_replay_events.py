@@ -12,8 +12,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...dates import parse_since
 from ...states import WebhookEventStatus
-from ...webhooks.operations import parse_since, replay_events
+from ...webhooks.operations import replay_events
 from ...webhooks.pipeline import event_model
 
 

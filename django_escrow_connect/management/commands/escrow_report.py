@@ -16,8 +16,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...dates import parse_since
 from ...services.report import build_report, needs_attention, render_text
-from ...webhooks.operations import parse_since
 
 
 class Command(BaseCommand):

@@ -1,10 +1,10 @@
 """Webhook handlers: one small function per event type, one module per area.
 
-A handler takes the :class:`~..pipeline.EventContext` of a locked event and
+A handler takes the :class:`~..context.EventContext` of a locked event and
 applies it through a service. It raises
 :class:`~django_escrow_connect.services.errors.UnknownObject` when the object
 is one of this app's but its row does not exist yet (the event is deferred),
-:class:`~..pipeline.IgnoreEvent` when the object is none of this app's, and
+:class:`~..context.IgnoreEvent` when the object is none of this app's, and
 lets anything else propagate (the event fails and Stripe retries it).
 
 Which handler answers which event type is decided in one place:
@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from ...conf import STRIPE_API_VERSION
-from ..pipeline import EventContext, IgnoreEvent, UnparseableEvent
+from ..context import EventContext, IgnoreEvent, UnparseableEvent
 
 T = TypeVar("T")
 

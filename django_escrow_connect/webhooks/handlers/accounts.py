@@ -9,7 +9,7 @@ from ...notifications import notify
 from ...services import accounts
 from ...services.common import account_model
 from ...services.errors import UnknownObject
-from ..pipeline import EventContext, log_extra
+from ..context import EventContext, log_extra
 from . import snapshot
 
 logger = logging.getLogger("django_escrow_connect.webhooks")

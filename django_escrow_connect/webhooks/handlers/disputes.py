@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...gateway.types import DisputeSnapshot
 from ...services import disputes
-from ..pipeline import EventContext
+from ..context import EventContext
 from . import note_payment, snapshot
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...gateway.types import ChargeSnapshot, PaymentIntentSnapshot
 from ...services import sync, transfers
-from ..pipeline import EventContext
+from ..context import EventContext
 from . import ignore_unless, note_payment, snapshot
 
 

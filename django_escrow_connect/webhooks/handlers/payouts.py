@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...gateway.types import PayoutSnapshot
 from ...services import transfers
-from ..pipeline import EventContext
+from ..context import EventContext
 from . import snapshot
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...services import radar
-from ..pipeline import EventContext
+from ..context import EventContext
 from . import note_payment
 
 

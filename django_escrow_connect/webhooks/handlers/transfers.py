@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ...gateway.types import TransferSnapshot
 from ...services import transfers
-from ..pipeline import EventContext
+from ..context import EventContext
 from . import ignore_unless, note_payment, snapshot
 
 

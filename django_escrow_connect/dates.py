@@ -1,0 +1,38 @@
+"""Reading the ``--since``/``--until`` arguments of the management commands and tasks.
+
+Its own module because commands, tasks and services all read them, and none of
+those layers should import another's module just for this.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+
+__all__ = ["parse_since"]
+
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
+
+
+def parse_since(value: str, *, now: datetime | None = None) -> datetime:
+    """``2026-11-01``, ``2026-11-01T12:00:00+00:00``, or relative: ``3d``, ``12h``, ``30m``."""
+    now = now or timezone.now()
+    match = _RELATIVE.match(value)
+    if match:
+        amount, unit = int(match.group(1)), match.group(2)
+        delta = {"d": timedelta(days=amount), "h": timedelta(hours=amount)}.get(
+            unit, timedelta(minutes=amount)
+        )
+        return now - delta
+    parsed = parse_datetime(value)
+    if parsed is None:
+        day = parse_date(value)
+        if day is None:
+            raise ValueError(f"Not a date, a datetime or a duration like 3d/12h: {value!r}")
+        parsed = datetime(day.year, day.month, day.day)
+    if timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, timezone.get_current_timezone())
+    return parsed
