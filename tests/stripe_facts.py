@@ -314,9 +314,9 @@ def _balance_transaction(txn: dict[str, Any]) -> list[str]:
     if all(isinstance(v, int) for v in (amount, fee, net)) and net != amount - fee:
         found.append(f"net {net} is not amount {amount} less fee {fee}")
     details = txn.get("fee_details")
-    if isinstance(details, list) and isinstance(fee, int):
-        if sum(d.get("amount", 0) for d in details) != fee:
-            found.append("fee is not the sum of fee_details")
+    fees = sum(d.get("amount", 0) for d in details) if isinstance(details, list) else fee
+    if isinstance(fee, int) and fees != fee:
+        found.append("fee is not the sum of fee_details")
     return found
 
 
@@ -419,7 +419,9 @@ def _across(exchanges: list[Exchange]) -> list[str]:
     dates = [e.date for e in exchanges if e.date is not None]
     if dates != sorted(dates):
         found.append("the responses' Date headers go back in time")
-    request_ids = [e.response_headers["Request-Id"] for e in exchanges if "Request-Id" in e.response_headers]
+    request_ids = [
+        e.response_headers["Request-Id"] for e in exchanges if "Request-Id" in e.response_headers
+    ]
     retried = {e.response_headers.get("Original-Request") for e in exchanges}
     duplicates = {r for r in request_ids if request_ids.count(r) > 1} - retried
     if duplicates:

@@ -194,9 +194,7 @@ def _check_fields(value: dict[str, Any], cls: type, path: str, problems: Problem
     fields = _fields(cls)
     declared_object = getattr(cls, "OBJECT_NAME", None)
     if declared_object is not None and value.get("object") != declared_object:
-        problems.append(
-            f"{path}.object: {declared_object!r} expected, not {value.get('object')!r}"
-        )
+        problems.append(f"{path}.object: {declared_object!r} expected, not {value.get('object')!r}")
     for key, field_value in value.items():
         if key not in fields:
             problems.append(f"{path}.{key}: not a field of {cls.__qualname__}")
@@ -426,7 +424,8 @@ def _resolve(annotation: Any, owner: type) -> Any:
         annotation = annotation.__forward_arg__
     if isinstance(annotation, str):
         module = sys.modules[owner.__module__]
-        return eval(annotation, vars(typing) | vars(module))  # noqa: S307 - stripe's own annotation text
+        # stripe's own annotation text, e.g. "Literal['automatic', 'manual']|str".
+        return eval(annotation, vars(typing) | vars(module))
     return annotation
 
 
@@ -464,7 +463,9 @@ def _param_fault(value: Any, annotation: Any, path: str, owner: type) -> Problem
     ):
         if not isinstance(value, dict):
             return [f"{path}: a hash expected, not {value!r}"]
-        return [f"{path}[{k}]: a string expected" for k, v in value.items() if not isinstance(v, str)]
+        return [
+            f"{path}[{k}]: a string expected" for k, v in value.items() if not isinstance(v, str)
+        ]
     if annotation is bool:
         return [] if value in ("true", "false") else [f"{path}: a bool expected, not {value!r}"]
     if annotation is int:
@@ -480,4 +481,3 @@ def _param_fault(value: Any, annotation: Any, path: str, owner: type) -> Problem
         _check_params(value, annotation, path, found)
         return found
     return [f"{path}: cannot check against {annotation!r}"]
-

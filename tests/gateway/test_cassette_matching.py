@@ -115,11 +115,7 @@ def test_the_request_the_service_sends_is_answered(gateway, vcr):
         (DESTINATION.key(K.CAPTURE), {}),  # one fewer
     ],
 )
-def test_a_gateway_call_that_differs_from_the_cassette_is_not_answered(
-    gateway, vcr, key, request_
-):
+def test_a_gateway_call_that_differs_from_the_cassette_is_not_answered(gateway, vcr, key, request_):
     with pytest.raises(TemporarilyUnavailable, match="CannotOverwriteExistingCassetteException"):
-        send(
-            gateway, K.CAPTURE, request_, key=key, target=DESTINATION.stripe_payment_intent_id
-        )
+        send(gateway, K.CAPTURE, request_, key=key, target=DESTINATION.stripe_payment_intent_id)
     assert vcr.play_count == 0

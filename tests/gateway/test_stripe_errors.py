@@ -42,7 +42,6 @@ from django_escrow_connect.states import MoneyOperationKind as K
 from .service_requests import ACCOUNT, DECLINED, SEPARATE, TOO_SMALL, TRANSFER, send
 
 
-
 def release_transfer(gateway: StripeGateway, amount: int = 11250) -> Any:
     """The release of SEPARATE, as services.payments sends it (same key each time)."""
     key = SEPARATE.key(K.TRANSFER)

@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 import pytest
 
 from django_escrow_connect.conf import MANUAL_CAPTURE
-
 from django_escrow_connect.gateway import (
     AccountLinkResult,
     AccountSessionResult,
@@ -409,7 +408,8 @@ class TestRefunds:
     def test_refund_a_destination_charge_reversing_transfer_and_fee(self, gateway, vcr):
         key = DESTINATION.key(K.REFUND)
         request = refund_request(DESTINATION, 5000, "requested_by_customer", key)
-        assert request["reverse_transfer"] and request["refund_application_fee"]
+        assert request["reverse_transfer"]
+        assert request["refund_application_fee"]
         refund = send(gateway, K.REFUND, request, key=key)
 
         assert_sent_once(vcr)
