@@ -364,14 +364,7 @@ def _create_at_stripe(account_pk: Any) -> Any:
         try:
             snapshot = gateway().create_account(
                 idempotency_key=account.creation_idempotency_key,
-                # Stored on the row at first need: a retry sends exactly the same
-                # parameters, as Stripe requires for a reused key.
-                country=account.country,
-                email=account.email or None,
-                business_type=account.business_type,
-                metadata=_metadata(account),
-                capabilities=configuration.capabilities,
-                service_agreement=configuration.service_agreement,
+                **creation_request(account, configuration),
             )
         except GatewayError as exc:
             logger.warning(
@@ -387,6 +380,22 @@ def _create_at_stripe(account_pk: Any) -> Any:
         _adopt(account, snapshot)
         _log(account, "connected account created")
     return account
+
+
+def creation_request(account: Any, configuration: AccountConfiguration) -> dict[str, Any]:
+    """The ``create_account`` arguments for a row (its key is the row's own).
+
+    Country, email and business type are stored on the row at first need: a
+    retry sends exactly the same parameters, as Stripe requires for a reused key.
+    """
+    return {
+        "country": account.country,
+        "email": account.email or None,
+        "business_type": account.business_type,
+        "metadata": _metadata(account),
+        "capabilities": configuration.capabilities,
+        "service_agreement": configuration.service_agreement,
+    }
 
 
 def _adopt(account: Any, snapshot: AccountSnapshot) -> None:

@@ -182,8 +182,9 @@ def begin(
 # --------------------------------------------------------------------------
 
 
-def _call(kind: str) -> Callable[..., Any]:
-    g = gateway()
+def gateway_method(kind: str, g: Any = None) -> Callable[..., Any]:
+    """The gateway method an operation of ``kind`` calls (on ``g``, or the configured one)."""
+    g = g if g is not None else gateway()
     return {
         K.PAYMENT_INTENT: g.create_payment_intent,
         K.TRANSFER: g.create_transfer,
@@ -192,6 +193,11 @@ def _call(kind: str) -> Callable[..., Any]:
         K.REFUND: g.create_refund,
         K.CANCEL: g.cancel_payment_intent,
     }[kind]
+
+
+def call_arguments(kind: str, target_id: str) -> list[Any]:
+    """The positional arguments of the call: the PaymentIntent a capture or void acts on."""
+    return [target_id] if kind in (K.CAPTURE, K.CANCEL) else []
 
 
 @dataclass(frozen=True)
@@ -213,9 +219,7 @@ def send(operation: Any) -> Outcome:
             "A money call to Stripe must not run inside a database transaction: "
             "a crash would roll back the record of the call (and its key)."
         )
-    args: list[Any] = []
-    if operation.kind in (K.CAPTURE, K.CANCEL):
-        args.append(operation.target_id)
+    args = call_arguments(operation.kind, operation.target_id)
     logger.info(
         "money call %s sent",
         operation.kind,
@@ -226,7 +230,7 @@ def send(operation: Any) -> Outcome:
         },
     )
     try:
-        result = _call(operation.kind)(
+        result = gateway_method(operation.kind)(
             *args, idempotency_key=operation.idempotency_key, **operation.request
         )
     except GatewayError as exc:

@@ -247,10 +247,9 @@ def reversal_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str 
 STRIPE_REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 
 
-def begin_refund(payment: Any, amount: int, reason: str, user: Any, *, sent: bool = True) -> Any:
-    """Phase 1 of a refund of the charge: its journal entry and Refund row."""
-    key, attempt = next_key(payment, K.REFUND)
-    request = {
+def refund_request(payment: Any, amount: int, reason: str, key: str) -> dict[str, Any]:
+    """The refund of the charge (``create_refund``), as the journal stores it."""
+    return {
         "payment_intent": payment.stripe_payment_intent_id,
         "amount": amount,
         "metadata": operation_metadata(payment, key),
@@ -260,6 +259,12 @@ def begin_refund(payment: Any, amount: int, reason: str, user: Any, *, sent: boo
         "reverse_transfer": payment.is_manual_capture,
         "refund_application_fee": payment.is_manual_capture,
     }
+
+
+def begin_refund(payment: Any, amount: int, reason: str, user: Any, *, sent: bool = True) -> Any:
+    """Phase 1 of a refund of the charge: its journal entry and Refund row."""
+    key, attempt = next_key(payment, K.REFUND)
+    request = refund_request(payment, amount, reason, key)
     operation = begin(
         payment, K.REFUND, request, amount=amount, user=user, key=key, attempt=attempt, sent=sent
     )

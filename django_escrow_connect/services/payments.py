@@ -183,25 +183,10 @@ def _new_payment(task: Any, terms: Any) -> tuple[Any, Any]:
             payment.save(force_insert=True)
     except IntegrityError as exc:
         raise errors.Conflict("This task already has a payment.", code="already_paid") from exc
-    manual = strategy == EscrowStrategy.MANUAL_CAPTURE
-    request = {
-        "amount": payment.amount,
-        "currency": payment.currency,
-        "transfer_group": payment.transfer_group,
-        "metadata": operations.operation_metadata(payment),
-        "capture_method": "manual" if manual else "automatic",
-        "destination": account.stripe_account_id if manual else None,
-        "application_fee_amount": fee if manual else None,
-        "description": terms.description[:500] or None,
-    }
-    if manual and escrow_settings.DESTINATION_ON_BEHALF_OF is True:
-        # The doer is the settlement merchant (Stripe requires it for a
-        # destination charge to an account in another region).
-        request["on_behalf_of"] = account.stripe_account_id
     operation = operations.begin(
         payment,
         K.PAYMENT_INTENT,
-        request,
+        payment_intent_request(payment, terms.description),
         amount=payment.amount,
         user=terms.payer,
         key=payment.intent_idempotency_key,
@@ -213,6 +198,57 @@ def _new_payment(task: Any, terms: Any) -> tuple[Any, Any]:
 
 def _metadata(payment: Any, key: str = "") -> dict[str, str]:
     return operations.operation_metadata(payment, key)
+
+
+# The requests below are what the journal stores and phase 2 sends to the
+# gateway (keyword arguments of its method); the gateway's cassette tests
+# build theirs with the same functions, so the two cannot drift apart.
+
+
+def payment_intent_request(payment: Any, description: str) -> dict[str, Any]:
+    """The PaymentIntent a new payment asks for (``create_payment_intent``)."""
+    manual = payment.strategy == EscrowStrategy.MANUAL_CAPTURE
+    request: dict[str, Any] = {
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "transfer_group": payment.transfer_group,
+        "metadata": operations.operation_metadata(payment),
+        "capture_method": "manual" if manual else "automatic",
+        "destination": payment.destination_account_id if manual else None,
+        "application_fee_amount": payment.platform_fee if manual else None,
+        "description": description[:500] or None,
+    }
+    if manual and escrow_settings.DESTINATION_ON_BEHALF_OF is True:
+        # The doer is the settlement merchant (Stripe requires it for a
+        # destination charge to an account in another region).
+        request["on_behalf_of"] = payment.destination_account_id
+    return request
+
+
+def capture_request(payment: Any) -> dict[str, Any]:
+    """The capture that releases a manual-capture payment (``capture_payment_intent``)."""
+    return {"application_fee_amount": payment.platform_fee}
+
+
+def transfer_request(payment: Any, amount: int, destination: str, key: str) -> dict[str, Any]:
+    """The release of a separate-charges payment (``create_transfer``)."""
+    return {
+        "amount": amount,
+        "currency": payment.currency,
+        "destination": destination,
+        "source_transaction": payment.stripe_charge_id,
+        "transfer_group": payment.transfer_group,
+        "metadata": _metadata(payment, key),
+    }
+
+
+def reversal_request(payment: Any, transfer_id: str, amount: int, key: str) -> dict[str, Any]:
+    """Taking the doer's share back before a refund (``create_transfer_reversal``)."""
+    return {"transfer_id": transfer_id, "amount": amount, "metadata": _metadata(payment, key)}
+
+
+#: Voiding a manual-capture hold (``cancel_payment_intent``).
+VOID_REQUEST = {"cancellation_reason": "requested_by_customer"}
 
 
 def _resume(payment: Any, user: Any) -> PaymentStart:
@@ -309,11 +345,10 @@ def release_payment(payment_id: Any, user: Any = None, *, system: bool = False) 
 def _begin_release(payment: Any, user: Any) -> Any:
     """Phase 1 of a release; None when nothing is left to send (released now)."""
     if payment.is_manual_capture:
-        request = {"application_fee_amount": payment.platform_fee}
         operation = operations.begin(
             payment,
             K.CAPTURE,
-            request,
+            capture_request(payment),
             amount=payment.amount,
             target_id=payment.stripe_payment_intent_id,
             user=user,
@@ -340,14 +375,7 @@ def _begin_release(payment: Any, user: Any) -> Any:
             "The charge is not known yet; try again shortly.", code="charge_pending"
         )
     key, attempt = operations.next_key(payment, K.TRANSFER)
-    request = {
-        "amount": amount,
-        "currency": payment.currency,
-        "destination": account.stripe_account_id,
-        "source_transaction": payment.stripe_charge_id,
-        "transfer_group": payment.transfer_group,
-        "metadata": _metadata(payment, key),
-    }
+    request = transfer_request(payment, amount, account.stripe_account_id, key)
     operation = operations.begin(
         payment, K.TRANSFER, request, amount=amount, user=user, key=key, attempt=attempt
     )
@@ -557,15 +585,10 @@ def _begin_reversal_if_needed(payment: Any, amount: int, user: Any, reason: str)
     transfer = next(t for t in live if t.amount > t.amount_reversed)
     needed = min(needed, transfer.amount - transfer.amount_reversed)
     key, attempt = operations.next_key(payment, K.REVERSAL)
-    request = {
-        "transfer_id": transfer.stripe_transfer_id,
-        "amount": needed,
-        "metadata": _metadata(payment, key),
-    }
     operation = operations.begin(
         payment,
         K.REVERSAL,
-        request,
+        reversal_request(payment, transfer.stripe_transfer_id, needed, key),
         amount=needed,
         target_id=transfer.stripe_transfer_id,
         user=user,
@@ -590,7 +613,7 @@ def _begin_void(payment: Any, user: Any) -> Any:
     return operations.begin(
         payment,
         K.CANCEL,
-        {"cancellation_reason": "requested_by_customer"},
+        dict(VOID_REQUEST),
         target_id=payment.stripe_payment_intent_id,
         user=user,
         key=key,

@@ -12,7 +12,11 @@ import pytest
 from vcr.request import Request
 
 from django_escrow_connect.exceptions import TemporarilyUnavailable
+from django_escrow_connect.services.payments import capture_request
+from django_escrow_connect.states import MoneyOperationKind as K
 from tests.stripe_vcr import form_body_matcher, form_pairs, stripe_headers_matcher
+
+from .service_requests import DESTINATION, send
 
 CAPTURE_URI = "https://api.stripe.com/v1/payment_intents/pi_1/capture"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -26,10 +30,24 @@ class TestFormBody:
     def test_parameter_order_does_not_matter(self):
         form_body_matcher()(request(b"a=1&b=2"), request("b=2&a=1"))
 
-    @pytest.mark.parametrize("stored", [b"amount_to_capture=15000", b"a=1&a=2", None])
+    @pytest.mark.parametrize(
+        "stored",
+        [
+            b"amount_to_capture=15000",
+            b"a=1&a=2",
+            None,
+            b"amount_to_capture=1500&application_fee_amount=150",
+        ],
+    )
     def test_a_changed_value_or_parameter_is_a_miss(self, stored):
         with pytest.raises(AssertionError, match="form body"):
             form_body_matcher()(request(b"amount_to_capture=1500"), request(stored))
+
+    def test_a_renamed_metadata_key_is_a_miss(self):
+        with pytest.raises(AssertionError, match="form body"):
+            form_body_matcher(normalise=True)(
+                request("metadata[payment_id]=731"), request("metadata[escrow_payment_id]=731")
+            )
 
     def test_a_request_without_a_body_has_no_parameters(self):
         assert form_pairs(request(None)) == []
@@ -69,21 +87,35 @@ class TestStripeHeaders:
         stripe_headers_matcher()(request(None, **{"Idempotency-Key": "uuid"}), request(None))
 
 
+CAPTURE = capture_request(DESTINATION)
+
+
+@pytest.mark.vcr
+@pytest.mark.default_cassette("payment_intents_capture")
+def test_the_request_the_service_sends_is_answered(gateway, vcr):
+    """The control for the misses below: only their difference makes them miss."""
+    send(
+        gateway,
+        K.CAPTURE,
+        CAPTURE,
+        key=DESTINATION.key(K.CAPTURE),
+        target=DESTINATION.stripe_payment_intent_id,
+    )
+    assert vcr.play_count == 1
+
+
 @pytest.mark.vcr
 @pytest.mark.default_cassette("payment_intents_capture")
 @pytest.mark.parametrize(
-    ("key", "amount"),
+    ("key", "request_"),
     [
-        ("escrow-connect:payment:999:capture", 15000),  # another payment's key
-        ("escrow-connect:payment:732:capture", 14999),  # another amount
+        (DESTINATION.key(K.CAPTURE, 1), CAPTURE),  # another attempt's key
+        (DESTINATION.key(K.CAPTURE), {"application_fee_amount": 2029}),  # another fee
+        (DESTINATION.key(K.CAPTURE), {**CAPTURE, "amount_to_capture": 20000}),  # one more
+        (DESTINATION.key(K.CAPTURE), {}),  # one fewer
     ],
 )
-def test_a_gateway_call_that_differs_from_the_cassette_is_not_answered(gateway, vcr, key, amount):
+def test_a_gateway_call_that_differs_from_the_cassette_is_not_answered(gateway, vcr, key, request_):
     with pytest.raises(TemporarilyUnavailable, match="CannotOverwriteExistingCassetteException"):
-        gateway.capture_payment_intent(
-            "pi_3QzSdKPk9xR2vLq71Fq8ZsWb",
-            idempotency_key=key,
-            amount_to_capture=amount,
-            application_fee_amount=1530,
-        )
+        send(gateway, K.CAPTURE, request_, key=key, target=DESTINATION.stripe_payment_intent_id)
     assert vcr.play_count == 0

@@ -30,51 +30,55 @@ from django_escrow_connect.exceptions import (
     TemporarilyUnavailable,
 )
 from django_escrow_connect.gateway.stripe import StripeGateway, translate_error
+from django_escrow_connect.services.outcomes import refund_request
+from django_escrow_connect.services.payments import (
+    capture_request,
+    payment_intent_request,
+    reversal_request,
+    transfer_request,
+)
+from django_escrow_connect.states import MoneyOperationKind as K
 
-ACCOUNT = "acct_1QzR8tQm5HwJ3uVe"
+from .service_requests import ACCOUNT, DECLINED, SEPARATE, TOO_SMALL, TRANSFER, send
 
 
 def release_transfer(gateway: StripeGateway, amount: int = 11250) -> Any:
-    return gateway.create_transfer(
-        idempotency_key="escrow-connect:payment:731:release",
-        amount=amount,
-        currency="usd",
-        destination=ACCOUNT,
-        source_transaction="ch_3QzSaBPk9xR2vLq70b7TeY5d",
-        transfer_group="escrow-payment-731",
-        metadata={"payment_id": "731"},
-    )
+    """The release of SEPARATE, as services.payments sends it (same key each time)."""
+    key = SEPARATE.key(K.TRANSFER)
+    return send(gateway, K.TRANSFER, transfer_request(SEPARATE, amount, ACCOUNT, key), key=key)
+
+
+def _reverse_everything(gateway: StripeGateway) -> Any:
+    key = SEPARATE.key(K.REVERSAL, 1)
+    return send(gateway, K.REVERSAL, reversal_request(SEPARATE, TRANSFER, 11250, key), key=key)
+
+
+def _refund_before_release(gateway: StripeGateway) -> Any:
+    key = SEPARATE.key(K.REFUND)
+    return send(gateway, K.REFUND, refund_request(SEPARATE, SEPARATE.amount, "", key), key=key)
 
 
 CALLS: dict[str, Callable[[StripeGateway], Any]] = {
-    "capture": lambda g: g.capture_payment_intent(
-        "pi_3QzXh2Pk9xR2vLq71Wd5Kc8T", idempotency_key="escrow-connect:payment:740:capture"
+    "capture": lambda g: send(
+        g,
+        K.CAPTURE,
+        capture_request(DECLINED),
+        key=DECLINED.key(K.CAPTURE),
+        target=DECLINED.stripe_payment_intent_id,
     ),
-    "create_intent": lambda g: g.create_payment_intent(
-        idempotency_key="escrow-connect:payment:741:create-intent",
-        amount=30,
-        currency="usd",
-        transfer_group="escrow-payment-741",
-        metadata={"payment_id": "741"},
-        capture_method="automatic",
+    "create_intent": lambda g: send(
+        g,
+        K.PAYMENT_INTENT,
+        payment_intent_request(TOO_SMALL, ""),
+        key=TOO_SMALL.key(K.PAYMENT_INTENT),
     ),
     "retrieve_account": lambda g: g.retrieve_account(ACCOUNT),
     "retrieve_dispute": lambda g: g.retrieve_dispute("dp_1QzV7kPk9xR2vLq7Jm3Xb9Qe"),
     "retrieve_missing_transfer": lambda g: g.retrieve_transfer("tr_1QzZ0aPk9xR2vLq7Mz9Nq4Xe"),
-    "reverse_transfer": lambda g: g.create_transfer_reversal(
-        transfer_id="tr_1QzTfGPk9xR2vLq7sD4kXq2L",
-        idempotency_key="escrow-connect:refund:90:reverse-transfer",
-        amount=11250,
-        metadata={"refund_id": "90"},
-    ),
+    "reverse_transfer": _reverse_everything,
     "release_changed_amount": lambda g: release_transfer(g, amount=9999),
     "release": release_transfer,
-    "refund": lambda g: g.create_refund(
-        idempotency_key="escrow-connect:refund:91:create",
-        payment_intent="pi_3QzSaBPk9xR2vLq70aH4nM2c",
-        amount=None,
-        metadata={"refund_id": "91"},
-    ),
+    "refund": _refund_before_release,
     "retrieve_intent": lambda g: g.retrieve_payment_intent("pi_3QzSaBPk9xR2vLq70aH4nM2c"),
 }
 

@@ -4,6 +4,10 @@ Every test replays a hand-authored cassette. A cassette only answers a request
 with the same method, path, query, form body, ``Idempotency-Key``,
 ``Stripe-Version`` and ``Stripe-Account``; anything else is a cassette miss and
 the test fails. ``vcr.play_count`` proves the request was actually sent.
+
+The calls are the ones the services make: their arguments come from the
+services' own request functions (see ``service_requests``), so a service
+that changes what it sends no longer matches its cassette here.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from django_escrow_connect.conf import MANUAL_CAPTURE
 from django_escrow_connect.gateway import (
     AccountLinkResult,
     AccountSessionResult,
@@ -25,8 +30,30 @@ from django_escrow_connect.gateway import (
     TransferSnapshot,
 )
 from django_escrow_connect.gateway.stripe import StripeGateway
+from django_escrow_connect.services import accounts as account_services
+from django_escrow_connect.services.outcomes import refund_request
+from django_escrow_connect.services.payments import (
+    VOID_REQUEST,
+    capture_request,
+    payment_intent_request,
+    reversal_request,
+    transfer_request,
+)
+from django_escrow_connect.states import MoneyOperationKind as K
+from django_escrow_connect.states import WebhookEndpoint
+from django_escrow_connect.webhooks import registry
 
-ACCOUNT = "acct_1QzR8tQm5HwJ3uVe"
+from .service_requests import (
+    ACCOUNT,
+    DESCRIPTION,
+    DESTINATION,
+    ON_BEHALF_OF,
+    SEPARATE,
+    TRANSFER,
+    StandInAccount,
+    create_account,
+    send,
+)
 
 
 def utc(timestamp: int) -> datetime:
@@ -42,15 +69,8 @@ class TestConnectedAccounts:
     @pytest.mark.vcr
     @pytest.mark.default_cassette("accounts_create")
     def test_create_account_uses_controller_properties_and_callers_key(self, gateway, vcr):
-        account = gateway.create_account(
-            idempotency_key="escrow-connect:account:owner-42:create",
-            country="US",
-            email="maria.lopez@example.com",
-            business_type="individual",
-            metadata={"owner_id": "42"},
-            capabilities=("transfers",),
-            service_agreement="recipient",
-        )
+        # Separate charges and transfers (the default): transfers, recipient.
+        account = create_account(gateway, StandInAccount(owner_user_id=42))
 
         assert_sent_once(vcr)
         assert isinstance(account, AccountSnapshot)
@@ -62,22 +82,17 @@ class TestConnectedAccounts:
         assert account.charges_enabled is False
         assert account.payouts_enabled is False
         assert "external_account" in account.currently_due
-        assert account.past_due == ()
+        # A new account has no deadline to wait for: what is due is past due.
+        assert account.past_due == account.currently_due
         assert account.disabled_reason == "requirements.past_due"
-        assert account.metadata == {"owner_id": "42"}
+        assert account.metadata == {"escrow_owner": "user:42"}
 
     @pytest.mark.vcr
     @pytest.mark.default_cassette("accounts_create_full")
-    def test_create_a_full_account_with_card_payments(self, gateway, vcr):
-        account = gateway.create_account(
-            idempotency_key="escrow-connect:account:owner-43:create",
-            country="US",
-            email="maria.lopez@example.com",
-            business_type="individual",
-            metadata={"owner_id": "43"},
-            capabilities=("transfers", "card_payments"),
-            service_agreement="full",
-        )
+    def test_create_a_full_account_with_card_payments(self, gateway, vcr, settings):
+        # Manual-capture destination charges: card_payments too, full agreement.
+        settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "ESCROW_STRATEGY": MANUAL_CAPTURE}
+        account = create_account(gateway, StandInAccount(owner_user_id=43))
 
         assert_sent_once(vcr)
         assert account.capabilities == {"card_payments": "inactive", "transfers": "inactive"}
@@ -107,6 +122,7 @@ class TestConnectedAccounts:
 
         assert_sent_once(vcr)
         assert account.transfers_active
+        assert account.capabilities == {"transfers": "active"}
         assert account.payouts_enabled is True
         assert account.details_submitted is True
         assert account.currently_due == ()
@@ -135,13 +151,14 @@ class TestConnectedAccounts:
         assert [a.id for a in accounts] == ["acct_1QzWm4Rk7TbN2pYc", ACCOUNT]
         assert all(isinstance(a, AccountSnapshot) for a in accounts)
         assert accounts[1].metadata == {"escrow_owner": "user:42"}
+        assert accounts[0].metadata == {"escrow_owner": "organization:7"}
 
     @pytest.mark.vcr
     @pytest.mark.default_cassette("account_links_create")
     def test_create_account_link(self, gateway, vcr):
         link = gateway.create_account_link(
             account_id=ACCOUNT,
-            link_type="account_onboarding",
+            link_type=account_services.onboarding_link_type(None),
             refresh_url="https://marketplace.example/onboarding/refresh/",
             return_url="https://marketplace.example/onboarding/return/",
         )
@@ -163,10 +180,9 @@ class TestConnectedAccounts:
 
     @pytest.mark.vcr
     @pytest.mark.default_cassette("account_sessions_create")
-    def test_create_account_session_enables_each_component(self, gateway, vcr):
-        session = gateway.create_account_session(
-            account_id=ACCOUNT, components=("account_onboarding", "notification_banner")
-        )
+    def test_create_account_session_for_embedded_onboarding(self, gateway, vcr):
+        # services.accounts.create_account_session's default components.
+        session = gateway.create_account_session(account_id=ACCOUNT)
 
         assert_sent_once(vcr)
         assert isinstance(session, AccountSessionResult)
@@ -179,14 +195,8 @@ class TestPaymentIntents:
     @pytest.mark.vcr
     @pytest.mark.default_cassette("payment_intents_create_platform")
     def test_create_on_the_platform_for_separate_charges_and_transfers(self, gateway, vcr):
-        intent = gateway.create_payment_intent(
-            idempotency_key="escrow-connect:payment:731:create-intent",
-            amount=12500,
-            currency="USD",
-            transfer_group="escrow-payment-731",
-            metadata={"payment_id": "731", "task_id": "58"},
-            capture_method="automatic_async",
-        )
+        request = payment_intent_request(SEPARATE, "Task #58: logo design")
+        intent = send(gateway, K.PAYMENT_INTENT, request, key=SEPARATE.key(K.PAYMENT_INTENT))
 
         assert_sent_once(vcr)
         assert isinstance(intent, PaymentIntentSnapshot)
@@ -194,30 +204,26 @@ class TestPaymentIntents:
         assert intent.status == "requires_payment_method"
         assert intent.amount == 12500
         assert intent.currency == "usd"
-        assert intent.capture_method == "automatic_async"
-        assert intent.transfer_group == "escrow-payment-731"
+        # Not endive's default automatic_async: the charge's balance
+        # transaction is there as soon as it succeeds.
+        assert intent.capture_method == "automatic"
+        assert intent.transfer_group == SEPARATE.transfer_group
         assert (
             intent.client_secret == "pi_3QzSaBPk9xR2vLq70aH4nM2c_secret_Vb6XqRkE3TzYh8LpW2nC9dUfA"
         )
         assert intent.client_secret not in repr(intent)
         assert intent.latest_charge is None
-        assert intent.metadata == {"payment_id": "731", "task_id": "58"}
+        assert intent.metadata == {
+            "escrow_payment_id": str(SEPARATE.pk),
+            "task_id": "58",
+            "transfer_group": SEPARATE.transfer_group,
+        }
 
     @pytest.mark.vcr
     @pytest.mark.default_cassette("payment_intents_create_destination")
     def test_create_destination_charge_with_manual_capture_and_fee(self, gateway, vcr):
-        intent = gateway.create_payment_intent(
-            idempotency_key="escrow-connect:payment:732:create-intent",
-            amount=20000,
-            currency="usd",
-            transfer_group="escrow-payment-732",
-            metadata={"payment_id": "732"},
-            capture_method="manual",
-            destination=ACCOUNT,
-            application_fee_amount=2030,
-            description="Task #59: garden clean-up",
-            receipt_email="customer@example.com",
-        )
+        request = payment_intent_request(DESTINATION, DESCRIPTION)
+        intent = send(gateway, K.PAYMENT_INTENT, request, key=DESTINATION.key(K.PAYMENT_INTENT))
 
         assert_sent_once(vcr)
         assert intent.id == "pi_3QzSdKPk9xR2vLq71Fq8ZsWb"
@@ -226,20 +232,13 @@ class TestPaymentIntents:
 
     @pytest.mark.vcr
     @pytest.mark.default_cassette("payment_intents_create_on_behalf_of")
-    def test_create_destination_charge_on_behalf_of_the_connected_account(self, gateway, vcr):
-        intent = gateway.create_payment_intent(
-            idempotency_key="escrow-connect:payment:734:create-intent",
-            amount=20000,
-            currency="usd",
-            transfer_group="escrow-payment-734",
-            metadata={"payment_id": "734"},
-            capture_method="manual",
-            destination=ACCOUNT,
-            application_fee_amount=2030,
-            description="Task #59: garden clean-up",
-            receipt_email="customer@example.com",
-            on_behalf_of=ACCOUNT,
-        )
+    def test_create_destination_charge_on_behalf_of_the_connected_account(
+        self, gateway, vcr, settings
+    ):
+        settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "DESTINATION_ON_BEHALF_OF": True}
+        request = payment_intent_request(ON_BEHALF_OF, DESCRIPTION)
+        assert request["on_behalf_of"] == ACCOUNT
+        intent = send(gateway, K.PAYMENT_INTENT, request, key=ON_BEHALF_OF.key(K.PAYMENT_INTENT))
 
         assert_sent_once(vcr)
         assert intent.id == "pi_3QzSfRPk9xR2vLq72Hc4YtNe"
@@ -295,26 +294,29 @@ class TestPaymentIntents:
 
     @pytest.mark.vcr
     @pytest.mark.default_cassette("payment_intents_capture")
-    def test_capture_partial_amount_with_fee(self, gateway, vcr):
-        intent = gateway.capture_payment_intent(
-            "pi_3QzSdKPk9xR2vLq71Fq8ZsWb",
-            idempotency_key="escrow-connect:payment:732:capture",
-            amount_to_capture=15000,
-            application_fee_amount=1530,
+    def test_release_captures_the_hold_with_the_fee(self, gateway, vcr):
+        intent = send(
+            gateway,
+            K.CAPTURE,
+            capture_request(DESTINATION),
+            key=DESTINATION.key(K.CAPTURE),
+            target=DESTINATION.stripe_payment_intent_id,
         )
 
         assert_sent_once(vcr)
         assert intent.status == "succeeded"
-        assert intent.amount_received == 15000
+        assert intent.amount_received == 20000
         assert intent.latest_charge == "ch_3QzSdKPk9xR2vLq71Gm4YvNx"
 
     @pytest.mark.vcr
     @pytest.mark.default_cassette("payment_intents_cancel")
     def test_cancel_voids_the_hold(self, gateway, vcr):
-        intent = gateway.cancel_payment_intent(
-            "pi_3QzSdKPk9xR2vLq71Fq8ZsWb",
-            idempotency_key="escrow-connect:payment:732:cancel",
-            cancellation_reason="requested_by_customer",
+        intent = send(
+            gateway,
+            K.CANCEL,
+            dict(VOID_REQUEST),
+            key=DESTINATION.key(K.CANCEL),
+            target=DESTINATION.stripe_payment_intent_id,
         )
 
         assert_sent_once(vcr)
@@ -352,23 +354,18 @@ class TestTransfers:
     @pytest.mark.vcr
     @pytest.mark.default_cassette("transfers_create")
     def test_create_transfer_from_the_charge(self, gateway, vcr):
-        transfer = gateway.create_transfer(
-            idempotency_key="escrow-connect:payment:731:release",
-            amount=11250,
-            currency="usd",
-            destination=ACCOUNT,
-            source_transaction="ch_3QzSaBPk9xR2vLq70b7TeY5d",
-            transfer_group="escrow-payment-731",
-            metadata={"payment_id": "731"},
-        )
+        key = SEPARATE.key(K.TRANSFER)
+        request = transfer_request(SEPARATE, 11250, ACCOUNT, key)
+        transfer = send(gateway, K.TRANSFER, request, key=key)
 
         assert_sent_once(vcr)
         assert isinstance(transfer, TransferSnapshot)
         assert transfer.id == "tr_1QzTfGPk9xR2vLq7sD4kXq2L"
         assert transfer.destination == ACCOUNT
-        assert transfer.source_transaction == "ch_3QzSaBPk9xR2vLq70b7TeY5d"
+        assert transfer.source_transaction == SEPARATE.stripe_charge_id
         assert transfer.amount == 11250
         assert transfer.reversed is False
+        assert transfer.metadata["escrow_operation"] == key
 
     @pytest.mark.vcr
     @pytest.mark.default_cassette("transfers_retrieve")
@@ -377,13 +374,13 @@ class TestTransfers:
 
         assert_sent_once(vcr)
         assert transfer.amount_reversed == 2000
-        assert transfer.transfer_group == "escrow-payment-731"
+        assert transfer.transfer_group == SEPARATE.transfer_group
 
     @pytest.mark.vcr
     @pytest.mark.default_cassette("transfers_list_two_pages")
     def test_list_transfers_follows_every_page(self, gateway, vcr):
         gateway.page_size = 1
-        transfers = gateway.list_transfers(transfer_group="escrow-payment-731")
+        transfers = gateway.list_transfers(transfer_group=SEPARATE.transfer_group)
 
         assert vcr.play_count == 2
         assert [t.id for t in transfers] == [
@@ -394,11 +391,9 @@ class TestTransfers:
     @pytest.mark.vcr
     @pytest.mark.default_cassette("transfer_reversals_create")
     def test_reverse_part_of_a_transfer(self, gateway, vcr):
-        reversal = gateway.create_transfer_reversal(
-            transfer_id="tr_1QzTfGPk9xR2vLq7sD4kXq2L",
-            idempotency_key="escrow-connect:refund:88:reverse-transfer",
-            amount=2000,
-            metadata={"refund_id": "88"},
+        key = SEPARATE.key(K.REVERSAL)
+        reversal = send(
+            gateway, K.REVERSAL, reversal_request(SEPARATE, TRANSFER, 2000, key), key=key
         )
 
         assert_sent_once(vcr)
@@ -411,15 +406,11 @@ class TestRefunds:
     @pytest.mark.vcr
     @pytest.mark.default_cassette("refunds_create")
     def test_refund_a_destination_charge_reversing_transfer_and_fee(self, gateway, vcr):
-        refund = gateway.create_refund(
-            idempotency_key="escrow-connect:refund:89:create",
-            payment_intent="pi_3QzSdKPk9xR2vLq71Fq8ZsWb",
-            amount=5000,
-            metadata={"refund_id": "89"},
-            reason="requested_by_customer",
-            reverse_transfer=True,
-            refund_application_fee=True,
-        )
+        key = DESTINATION.key(K.REFUND)
+        request = refund_request(DESTINATION, 5000, "requested_by_customer", key)
+        assert request["reverse_transfer"]
+        assert request["refund_application_fee"]
+        refund = send(gateway, K.REFUND, request, key=key)
 
         assert_sent_once(vcr)
         assert isinstance(refund, RefundSnapshot)
@@ -427,7 +418,7 @@ class TestRefunds:
         assert refund.status == "succeeded"
         assert refund.charge == "ch_3QzSdKPk9xR2vLq71Gm4YvNx"
         assert refund.payment_intent == "pi_3QzSdKPk9xR2vLq71Fq8ZsWb"
-        assert refund.metadata == {"refund_id": "89"}
+        assert refund.metadata["escrow_operation"] == key
 
     @pytest.mark.vcr
     @pytest.mark.default_cassette("refunds_retrieve_failed")
@@ -467,10 +458,13 @@ class TestEvents:
     @pytest.mark.vcr
     @pytest.mark.default_cassette("events_list_two_pages")
     def test_list_events_pages_through_everything_since(self, gateway, vcr):
+        # What webhooks.operations.fetch_missed_events asks a connected
+        # account for: the Connect endpoint's event types (disputes of these
+        # charge types are the platform's, never the connected account's).
         gateway.page_size = 2
         events = gateway.list_events(
             created_gte=1793610845,
-            types=["charge.dispute.created", "payout.failed"],
+            types=registry.event_types(WebhookEndpoint.CONNECT),
             stripe_account=ACCOUNT,
         )
         assert vcr.play_count == 1  # the first page is fetched eagerly
