@@ -84,7 +84,7 @@ def may(bound_method: Any, user: Any) -> bool:
     return permission is None or bool(permission(instance, user))
 
 
-def _all(model: type) -> Iterator[Transition]:
+def _all(model: Any) -> Iterator[Transition]:
     for field in model._meta.get_fields():
         if isinstance(field, FSMFieldMixin):
             yield from field.get_all_transitions(model)
