@@ -24,26 +24,6 @@ class PaymentStatus(models.TextChoices):
     DISPUTE_LOST = "dispute_lost", _("Dispute lost")
 
 
-#: States in which the task's money is committed: a second payment for the
-#: same task is refused while one of these (or a terminal success) exists.
-PAYMENT_OPEN_STATES = frozenset(
-    {
-        PaymentStatus.AWAITING_PAYMENT,
-        PaymentStatus.PROCESSING,
-        PaymentStatus.HELD,
-        PaymentStatus.RELEASING,
-        PaymentStatus.DISPUTED,
-    }
-)
-#: States from which no transition leads anywhere (but ``dispute_lost`` leads
-#: back, ``win_appeal``, when an appeal of the dispute is won).
-PAYMENT_FINAL_STATES = frozenset(
-    {PaymentStatus.REFUNDED, PaymentStatus.CANCELED, PaymentStatus.DISPUTE_LOST}
-)
-#: States in which Stripe holds the customer's money on the platform's side.
-PAYMENT_FUNDED_STATES = frozenset({PaymentStatus.HELD, PaymentStatus.RELEASING})
-
-
 class TaskPaymentStatus(models.TextChoices):
     PENDING_PAYMENT = "pending_payment", _("Pending payment")
     PAYMENT_IN_ESCROW = "payment_in_escrow", _("Payment in escrow")

@@ -268,10 +268,6 @@ class AbstractConnectedAccount(ConcurrentTransitionMixin, TimestampedModel):
         )
 
     @property
-    def can_charge(self) -> bool:
-        return self.is_created and not self.is_deauthorized and self.charges_enabled
-
-    @property
     def is_verified(self) -> bool:
         return self.status == AccountStatus.VERIFIED
 
