@@ -55,7 +55,7 @@ def is_payee(user: Any, payment: AbstractEscrowPayment) -> bool:
 # :func:`django_escrow_connect.transitions.may` for every request made on a
 # user's behalf. They are the only definition of who may do what; the system
 # (webhooks, escrow_reconcile, scheduled release) passes no user and is not
-# asked. ``tests/payments/test_permissions.py`` checks each one is enforced.
+# asked. ``tests/payments/test_transition_permissions.py`` checks each is enforced.
 
 
 def may_release(payment: AbstractEscrowPayment, user: Any) -> bool:
