@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .conf import escrow_settings
+from .states import PaymentStatus
 
 __all__ = [
     "deny_all_organization_admins",
@@ -20,6 +21,7 @@ __all__ = [
     "may_cancel",
     "may_refund",
     "may_release",
+    "may_retry",
     "may_view",
 ]
 
@@ -66,8 +68,12 @@ def is_payee(user: Any, payment: AbstractEscrowPayment) -> bool:
     return is_organization_admin(user, payment.payee_organization)
 
 
-# Transition permissions (django-fsm ``permission=``). ``user=None`` means the
-# system itself (webhooks, scheduled release) and is decided by the service.
+# Transition permissions: the ``permission=`` of the payment's transitions
+# (base/models.py), asked by the services through
+# :func:`django_escrow_connect.transitions.may` for every request made on a
+# user's behalf. They are the only definition of who may do what; the system
+# (webhooks, escrow_reconcile, scheduled release) passes no user and is not
+# asked. ``tests/payments/test_transition_permissions.py`` checks each is enforced.
 
 
 def may_release(payment: AbstractEscrowPayment, user: Any) -> bool:
@@ -83,8 +89,22 @@ def may_refund(payment: AbstractEscrowPayment, user: Any) -> bool:
 
 
 def may_cancel(payment: AbstractEscrowPayment, user: Any) -> bool:
-    """The payer, the payee or staff may cancel before money moved."""
+    """The payer, the payee or staff may cancel before money moved.
+
+    A held manual-capture payment is voided, which gives the money back: who
+    may refund decides.
+    """
+    if payment.status == PaymentStatus.HELD and payment.is_manual_capture:
+        # Voiding an authorisation gives the customer's money back: who may
+        # refund decides, not the customer.
+        return may_refund(payment, user)
     return is_payer(user, payment) or is_platform_staff(user) or is_payee(user, payment)
+
+
+def may_retry(payment: AbstractEscrowPayment, user: Any) -> bool:
+    """Only the payer may pay again after a failed attempt."""
+    # Paying again is the customer's own card at work: staff cannot do it.
+    return is_payer(user, payment)
 
 
 def may_view(payment: AbstractEscrowPayment, user: Any) -> bool:

@@ -12,9 +12,6 @@ from django.utils.translation import gettext_lazy as _
 __all__ = [
     "DISPUTE_APPEAL_STATES",
     "DISPUTE_CLOSED_STATES",
-    "PAYMENT_FINAL_STATES",
-    "PAYMENT_FUNDED_STATES",
-    "PAYMENT_OPEN_STATES",
     "RADAR_HOLD_KINDS",
     "UNRESOLVED_OPERATION_STATES",
     "AccountStatus",
@@ -48,26 +45,6 @@ class PaymentStatus(models.TextChoices):
     CANCELED = "canceled", _("Canceled")
     DISPUTED = "disputed", _("Disputed")
     DISPUTE_LOST = "dispute_lost", _("Dispute lost")
-
-
-#: States in which the task's money is committed: a second payment for the
-#: same task is refused while one of these (or a terminal success) exists.
-PAYMENT_OPEN_STATES = frozenset(
-    {
-        PaymentStatus.AWAITING_PAYMENT,
-        PaymentStatus.PROCESSING,
-        PaymentStatus.HELD,
-        PaymentStatus.RELEASING,
-        PaymentStatus.DISPUTED,
-    }
-)
-#: States from which no transition leads anywhere (but ``dispute_lost`` leads
-#: back, ``win_appeal``, when an appeal of the dispute is won).
-PAYMENT_FINAL_STATES = frozenset(
-    {PaymentStatus.REFUNDED, PaymentStatus.CANCELED, PaymentStatus.DISPUTE_LOST}
-)
-#: States in which Stripe holds the customer's money on the platform's side.
-PAYMENT_FUNDED_STATES = frozenset({PaymentStatus.HELD, PaymentStatus.RELEASING})
 
 
 class TaskPaymentStatus(models.TextChoices):

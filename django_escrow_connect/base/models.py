@@ -287,10 +287,6 @@ class AbstractConnectedAccount(ConcurrentTransitionMixin, TimestampedModel):
         )
 
     @property
-    def can_charge(self) -> bool:
-        return self.is_created and not self.is_deauthorized and self.charges_enabled
-
-    @property
     def is_verified(self) -> bool:
         return self.status == AccountStatus.VERIFIED
 
@@ -373,6 +369,12 @@ def _no_open_dispute(payment: AbstractEscrowPayment) -> bool:
 
 def _fully_refundable_left(payment: AbstractEscrowPayment) -> bool:
     return payment.amount_refunded < payment.amount
+
+
+def _nothing_captured(payment: AbstractEscrowPayment) -> bool:
+    # A held manual-capture payment is an authorisation, which can be voided;
+    # money captured by a separate charge goes back by a refund instead.
+    return payment.status != S.HELD or payment.is_manual_capture
 
 
 class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
@@ -525,10 +527,6 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
 
     # -- derived amounts -------------------------------------------------
     @property
-    def amount_net_of_refunds(self) -> int:
-        return self.amount - self.amount_refunded
-
-    @property
     def refundable_amount(self) -> int:
         return self.amount - self.amount_refunded
 
@@ -561,6 +559,19 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         field=status,
         source=[S.AWAITING_PAYMENT, S.PROCESSING, S.FAILED, S.HELD],
         target=S.CANCELED,
+    )
+    def mark_canceled(self) -> None:
+        """Stripe canceled the PaymentIntent: a void the platform asked for, a
+        lapsed authorisation, or a payment Stripe gave up on while processing."""
+        self.canceled_at = timezone.now()
+
+    # -- cancel: asked for on the platform (API, admin, commands) --------------
+    @transition(
+        field=status,
+        # Not while processing: Stripe refuses to cancel a PaymentIntent then.
+        source=[S.AWAITING_PAYMENT, S.FAILED, S.HELD],
+        target=S.CANCELED,
+        conditions=[_nothing_captured],
         permission=permissions.may_cancel,
     )
     def cancel(self) -> None:
@@ -571,7 +582,7 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         field=status,
         source=S.FAILED,
         target=S.AWAITING_PAYMENT,
-        permission=permissions.may_release,
+        permission=permissions.may_retry,
     )
     def retry_payment(self) -> None:
         self.failure_code = ""
@@ -583,10 +594,13 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         source=S.HELD,
         target=S.RELEASING,
         conditions=[_no_open_dispute],
-        permission=permissions.may_release,
     )
     def start_release(self) -> None:
-        """The money-moving call was sent but its outcome is not known yet."""
+        """The money-moving call was sent but its outcome is not known yet.
+
+        Only entered by a release the user was allowed to ask for (``release``'s
+        permission), so it declares none of its own.
+        """
 
     @transition(
         field=status,

@@ -53,9 +53,6 @@ logger = logging.getLogger("django_escrow_connect.payments")
 
 K = MoneyOperationKind
 
-#: Payment states in which money can be transferred (or captured) to the doer.
-_RELEASABLE = (S.HELD, S.RELEASING)
-
 
 def log_payment(payment: Any, message: str, *args: Any, level: int = logging.INFO) -> None:
     """A structured log record about one payment (payments logger)."""
@@ -127,7 +124,7 @@ def transfer_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str 
     if transfer is not None and transfer.status == TransferStatus.PENDING:
         transfer.mark_created(snapshot.id)
         transfer.save()
-    if payment.status in _RELEASABLE and can_proceed(payment.release):
+    if can_proceed(payment.release):
         payment.release(amount_transferred=snapshot.amount)
         payment.save()
         sync_task_status(payment)
@@ -142,7 +139,7 @@ def capture_done(payment: Any, operation: Any, intent: Any, *, event_id: str = "
         return False
     operation.mark_succeeded(intent.id)
     operation.save()
-    if payment.status in _RELEASABLE and can_proceed(payment.release):
+    if can_proceed(payment.release):
         payment.stripe_charge_id = intent.latest_charge or payment.stripe_charge_id
         payment.release(amount_transferred=payment.amount - payment.platform_fee)
         payment.save()
@@ -402,8 +399,8 @@ def cancel_done(payment: Any, operation: Any, intent: Any, *, event_id: str = ""
         return False
     operation.mark_succeeded(intent.id)
     operation.save()
-    if payment.status != S.CANCELED and can_proceed(payment.cancel):
-        payment.cancel()
+    if can_proceed(payment.mark_canceled):
+        payment.mark_canceled()
         payment.save()
         sync_task_status(payment)
         log_payment(payment, "hold voided")

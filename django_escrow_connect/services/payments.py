@@ -37,6 +37,7 @@ from ..states import (
 )
 from ..states import PaymentStatus as S
 from ..terms import TermsUnavailable, get_terms
+from ..transitions import may
 from . import errors, operations, outcomes, radar
 from .books import reversal_target
 from .common import (
@@ -259,7 +260,8 @@ def _resume(payment: Any, user: Any) -> PaymentStart:
     """
     if payment.payer_id != user.pk:
         raise errors.Forbidden("Only the task's customer can pay for it.")
-    if payment.status not in (S.AWAITING_PAYMENT, S.FAILED, S.PROCESSING):
+    if not can_proceed(payment.mark_held):
+        # Held already, or further on: the task is paid for.
         raise errors.Conflict("This task is already paid for.", code="already_paid")
     pending = operations.unresolved_operation(payment)
     created = False
@@ -316,7 +318,7 @@ def release_payment(payment_id: Any, user: Any = None, *, system: bool = False) 
     for _ in _steps():
         with transaction.atomic():
             payment = lock_payment(payment_id)
-            if not system and not permissions.may_release(payment, user):
+            if not system and not may(payment.release, user):
                 raise errors.Forbidden("Only the customer or platform staff can release a payment.")
             if payment.status in (S.RELEASED, S.PARTIALLY_REFUNDED):
                 return payment
@@ -324,12 +326,12 @@ def release_payment(payment_id: Any, user: Any = None, *, system: bool = False) 
             if pending is None:
                 pending = _adopt_legacy_release(payment)
             if pending is None:
-                if payment.status != S.HELD:
+                if not can_proceed(payment.start_release):
                     raise errors.TransitionNotAllowed(
                         f"A payment that is {payment.get_status_display().lower()} "
                         "cannot be released."
                     )
-                if payment.disputes.exclude(status__in=_CLOSED_DISPUTES).exists():
+                if payment.disputes.exclude(status__in=DISPUTE_CLOSED_STATES).exists():
                     raise errors.TransitionNotAllowed("The payment is disputed; release is frozen.")
                 radar.check_not_held(payment)
                 operation = _begin_release(payment, user)
@@ -431,13 +433,6 @@ def _adopt_legacy_release(payment: Any) -> Any:
     )
 
 
-def _closed_disputes() -> list[str]:
-    return list(DISPUTE_CLOSED_STATES)
-
-
-_CLOSED_DISPUTES = _closed_disputes()
-
-
 # --------------------------------------------------------------------------
 # Refund
 # --------------------------------------------------------------------------
@@ -463,7 +458,7 @@ def refund_payment(
     for _ in _steps():
         with transaction.atomic():
             payment = lock_payment(payment_id)
-            if not system and not permissions.may_refund(payment, user):
+            if not system and not may(payment.refund, user):
                 raise errors.Forbidden("Only the doer or platform staff can refund a payment.")
             pending = operations.unresolved_operation(payment) or _adopt_legacy_refund(payment)
             if pending is None:
@@ -633,11 +628,13 @@ def cancel_payment(payment_id: Any, user: Any = None, *, system: bool = False) -
             payment = lock_payment(payment_id)
             if payment.status == S.CANCELED:
                 return payment
-            if not system and not permissions.may_cancel(payment, user):
+            if not system and not may(payment.cancel, user):
+                if payment.status == S.HELD:
+                    raise errors.Forbidden("Only the doer or staff can void money already held.")
                 raise errors.Forbidden("You cannot cancel this payment.")
             pending = operations.unresolved_operation(payment)
             if pending is None:
-                operation = _begin_cancel(payment, user, system)
+                operation = _begin_cancel(payment, user)
                 if operation is None:
                     return payment
         if pending is None:
@@ -647,19 +644,12 @@ def cancel_payment(payment_id: Any, user: Any = None, *, system: bool = False) -
     raise _too_many_steps()
 
 
-def _begin_cancel(payment: Any, user: Any, system: bool) -> Any:
-    cancellable = payment.status in (S.AWAITING_PAYMENT, S.FAILED) or (
-        payment.status == S.HELD and payment.is_manual_capture
-    )
-    if not cancellable or not can_proceed(payment.cancel):
+def _begin_cancel(payment: Any, user: Any) -> Any:
+    if not can_proceed(payment.cancel):
         hint = " Use a refund instead." if payment.status == S.HELD else ""
         raise errors.TransitionNotAllowed(
             f"A payment that is {payment.get_status_display().lower()} cannot be canceled." + hint
         )
-    if payment.status == S.HELD and not (
-        system or permissions.is_platform_staff(user) or permissions.is_payee(user, payment)
-    ):
-        raise errors.Forbidden("Only the doer or staff can void money already held.")
     if not payment.stripe_payment_intent_id:
         payment.cancel()
         payment.save()
@@ -673,9 +663,8 @@ def retry_payment(payment_id: Any, user: Any) -> PaymentStart:
     """After a failed attempt the customer pays again on the same intent."""
     with transaction.atomic():
         payment = lock_payment(payment_id)
-        # Not has_transition_perm(): it is also False when the state does not
-        # allow the transition, which made every non-failed payment a 403.
-        if not permissions.is_payer(user, payment):
+        # Who first (403 in any state), then whether the state allows it (409).
+        if not may(payment.retry_payment, user):
             raise errors.Forbidden("Only the customer can retry a payment.")
         if not can_proceed(payment.retry_payment):
             raise errors.TransitionNotAllowed("Only a failed payment can be retried.")

@@ -27,6 +27,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from .. import transitions
 from ..conf import escrow_settings
 from ..exceptions import GatewayError
 from ..states import UNRESOLVED_OPERATION_STATES, RefundStatus
@@ -116,9 +117,10 @@ def reconcile(
     )
     for payment in legacy.order_by("updated_at"):
         changes.extend(_retry_release(payment, dry_run))
-    stale = payments.filter(status__in=[S.AWAITING_PAYMENT, S.PROCESSING]).exclude(
-        stripe_payment_intent_id=""
-    )
+    # Still waiting for the PaymentIntent's outcome: the states a payment can
+    # still fail from (``mark_failed``'s sources).
+    waiting = transitions.sources(payments.model, "mark_failed")
+    stale = payments.filter(status__in=waiting).exclude(stripe_payment_intent_id="")
     if payment_id is None:
         stale = stale.filter(updated_at__gte=now - STALE_INTENT_MAX_AGE)
     for payment in stale.order_by("updated_at"):

@@ -37,9 +37,6 @@ __all__ = ["MANUAL_CAPTURE_WINDOW", "apply_payment_intent"]
 #: authorisation, so the estimate is never later than Stripe's deadline.
 MANUAL_CAPTURE_WINDOW = timedelta(days=7)
 
-#: Payment states a successful PaymentIntent may still move forward from.
-_NOT_YET_HELD = (S.AWAITING_PAYMENT, S.PROCESSING, S.FAILED)
-
 
 def _log(payment: Any, message: str, *args: Any, level: int = logging.INFO) -> None:
     logger.log(
@@ -89,7 +86,7 @@ def apply_payment_intent(snapshot: PaymentIntentSnapshot, *, event_id: str = "")
             return payment
         status = snapshot.status
         if status == "processing":
-            if payment.status == S.AWAITING_PAYMENT:
+            if can_proceed(payment.mark_processing):
                 payment.mark_processing()
                 payment.save()
                 sync_task_status(payment)
@@ -175,7 +172,7 @@ def _hold(payment: Any, snapshot: PaymentIntentSnapshot) -> None:
 
 def _authorised(payment: Any, snapshot: PaymentIntentSnapshot) -> None:
     """Manual capture: the card is authorised; the money is held until capture."""
-    if payment.status not in _NOT_YET_HELD:
+    if not can_proceed(payment.mark_held):
         if (
             payment.status == S.HELD
             and snapshot.capture_before is not None
@@ -207,7 +204,7 @@ def _capture_deadline(payment: Any, snapshot: PaymentIntentSnapshot) -> Any:
 
 def _succeeded(payment: Any, snapshot: PaymentIntentSnapshot) -> None:
     if not payment.is_manual_capture:
-        if payment.status in _NOT_YET_HELD:
+        if can_proceed(payment.mark_held):
             _hold(payment, snapshot)
         elif not payment.stripe_charge_id and snapshot.latest_charge:
             payment.stripe_charge_id = snapshot.latest_charge
@@ -216,14 +213,14 @@ def _succeeded(payment: Any, snapshot: PaymentIntentSnapshot) -> None:
     # Manual capture: "succeeded" means the authorisation was captured, which
     # is the release itself (a capture whose answer was lost, or one made in
     # the Stripe dashboard).
-    if payment.status in _NOT_YET_HELD:
+    if can_proceed(payment.mark_held):
         _hold(payment, snapshot)
     capture = _unresolved(payment, MoneyOperationKind.CAPTURE)
     if capture is not None:
         # The app's own capture, whose answer was not committed yet.
         outcomes.capture_done(payment, capture, snapshot)
         return
-    if payment.status in (S.HELD, S.RELEASING) and can_proceed(payment.release):
+    if can_proceed(payment.release):
         if snapshot.latest_charge:
             payment.stripe_charge_id = snapshot.latest_charge
         payment.release(amount_transferred=payment.amount - payment.platform_fee)
@@ -261,7 +258,7 @@ def _canceled(payment: Any, snapshot: PaymentIntentSnapshot, event_id: str) -> N
         # The app's own cancellation, whose answer was not committed yet.
         outcomes.cancel_done(payment, void, snapshot)
         return
-    if payment.status == S.CANCELED or not can_proceed(payment.cancel):
+    if not can_proceed(payment.mark_canceled):
         if payment.status != S.CANCELED:
             _log(
                 payment,
@@ -271,7 +268,7 @@ def _canceled(payment: Any, snapshot: PaymentIntentSnapshot, event_id: str) -> N
         return
     # Stripe voided an authorisation that was not captured in time.
     lapsed = payment.status == S.HELD and snapshot.cancellation_reason in ("automatic", "expired")
-    payment.cancel()
+    payment.mark_canceled()
     payment.save()
     if lapsed or snapshot.cancellation_reason not in (None, "requested_by_customer", "abandoned"):
         model("PaymentIncident").objects.create(

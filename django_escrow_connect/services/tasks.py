@@ -7,47 +7,53 @@ from typing import Any
 
 from django_fsm import can_proceed
 
+from .. import transitions
 from ..states import PaymentStatus as S
-from ..states import TaskPaymentStatus as T
 
 logger = logging.getLogger("django_escrow_connect.services")
 
-#: The task state each payment state implies.
-TASK_STATE_FOR = {
-    S.AWAITING_PAYMENT: T.PENDING_PAYMENT,
-    S.PROCESSING: T.PENDING_PAYMENT,
-    S.FAILED: T.PAYMENT_FAILED,
-    S.CANCELED: T.PENDING_PAYMENT,
-    S.HELD: T.PAYMENT_IN_ESCROW,
-    S.RELEASING: T.PAYMENT_IN_ESCROW,
-    S.DISPUTED: None,  # unchanged: the outcome decides
-    S.RELEASED: T.PAYMENT_RELEASED,
-    S.PARTIALLY_REFUNDED: T.PAYMENT_RELEASED,
-    S.REFUNDED: T.REFUNDED,
-    S.DISPUTE_LOST: T.REFUNDED,
+#: The task transitions (``EscrowTaskMixin``) each payment state asks for, in
+#: the order they are tried: the first the task's state allows is applied.
+#: The transitions of one entry lead to the same task state; they differ in
+#: where they leave from (``payment_in_escrow`` is reached from a new payment,
+#: or back from a released or refunded one). An empty entry leaves the task
+#: alone: a disputed payment's outcome decides. Every payment state has an
+#: entry (tests/payments/test_task_status.py); docs/state-machine.md shows it.
+TASK_TRANSITIONS_FOR: dict[str, tuple[str, ...]] = {
+    S.AWAITING_PAYMENT: ("mark_payment_pending",),
+    S.PROCESSING: ("mark_payment_pending",),
+    S.CANCELED: ("mark_payment_pending",),
+    S.FAILED: ("mark_payment_failed",),
+    S.HELD: ("mark_payment_in_escrow", "mark_payment_returned_to_escrow"),
+    S.RELEASING: ("mark_payment_in_escrow", "mark_payment_returned_to_escrow"),
+    S.RELEASED: ("mark_payment_released",),
+    S.PARTIALLY_REFUNDED: ("mark_payment_released",),
+    S.REFUNDED: ("mark_payment_refunded",),
+    S.DISPUTE_LOST: ("mark_payment_refunded",),
+    S.DISPUTED: (),
 }
 
-_TRANSITIONS = (
-    "mark_payment_in_escrow",
-    "mark_payment_released",
-    "mark_payment_failed",
-    "mark_payment_refunded",
-    "mark_payment_pending",
-    "mark_payment_returned_to_escrow",
-)
+
+def task_state_for(task_model: Any, payment_status: str) -> str | None:
+    """The task state ``payment_status`` leads to (None: the task stays as it is)."""
+    names = TASK_TRANSITIONS_FOR[payment_status]
+    if not names:
+        return None
+    (target,) = set().union(*(transitions.targets(task_model, name) for name in names))
+    return str(target)
 
 
 def sync_task_status(payment: Any) -> None:
     """Apply the task transition that matches the payment's state, if any."""
-    target = TASK_STATE_FOR.get(payment.status)
     task = payment.task
-    if target is None or not hasattr(task, "payment_status"):
+    if not hasattr(task, "payment_status"):
         return
-    if task.payment_status == target:
+    target = task_state_for(type(task), payment.status)
+    if target is None or task.payment_status == target:
         return
-    for name in _TRANSITIONS:
+    for name in TASK_TRANSITIONS_FOR[payment.status]:
         method = getattr(task, name)
-        if _target_of(method) == target and can_proceed(method):
+        if can_proceed(method):
             method()
             task.save(update_fields=["payment_status"])
             return
@@ -57,9 +63,3 @@ def sync_task_status(payment: Any) -> None:
         target,
         extra={"payment_id": str(payment.pk), "task_id": str(task.pk)},
     )
-
-
-def _target_of(bound_method: Any) -> Any:
-    meta = bound_method._django_fsm
-    transition = meta.get_transition(meta.field.get_state(bound_method.__self__))
-    return transition.target if transition else None

@@ -87,16 +87,16 @@ def looks_like_ours(metadata: dict[str, str] | None, transfer_group: str | None 
     )
 
 
-#: A payment in these states has no money yet: an event about its refund or
-#: dispute arrived before the one that said it was paid, and waits for it.
-#: FAILED too: after a decline the customer may pay again, and that charge's
-#: events can arrive before ``payment_intent.succeeded`` makes the payment held.
-NOT_YET_FUNDED = frozenset({S.AWAITING_PAYMENT, S.PROCESSING, S.FAILED})
-
-
 def require_funded(payment: Any, what: str) -> None:
-    """Defer an event about money that, locally, has not arrived yet."""
-    if payment.status in NOT_YET_FUNDED:
+    """Defer an event about money that, locally, has not arrived yet.
+
+    A payment that can still become held (``mark_held``) has no money yet: an
+    event about its refund or dispute arrived before the one that said it was
+    paid, and waits for it. Failed too: after a decline the customer may pay
+    again, and that charge's events can arrive before
+    ``payment_intent.succeeded`` makes the payment held.
+    """
+    if can_proceed(payment.mark_held):
         raise errors.UnknownObject(f"{what} arrived before the payment was held; retried later.")
 
 
