@@ -36,7 +36,8 @@ from ..services import accounts as account_services
 from ..services import errors
 from ..states import AccountStatus, BusinessType
 from .errors import EscrowAPIView
-from .schema import OpenApiParameter, OpenApiResponse, extend_schema, view_schema
+from .schema import OpenApiParameter, extend_schema, view_schema
+from .serializers import StrictSerializer, error_responses, validated
 
 _R = TypeVar("_R", bound=HttpResponse)
 
@@ -45,19 +46,6 @@ NO_STORE = "no-store"
 # --------------------------------------------------------------------------
 # Serializers
 # --------------------------------------------------------------------------
-
-
-class StrictSerializer(serializers.Serializer[Any]):
-    """Refuses fields it does not know (a typo must not be silently ignored)."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        if hasattr(data, "keys"):
-            unknown = sorted(set(data.keys()) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError(
-                    {name: ["Unknown field."] for name in unknown}, code="unknown_field"
-                )
-        return super().to_internal_value(data)
 
 
 def _organization_id_field() -> serializers.CharField:
@@ -161,18 +149,6 @@ class AccountSessionSerializer(serializers.Serializer[Any]):
     expires_at = serializers.DateTimeField()
 
 
-class ErrorDetailSerializer(serializers.Serializer[Any]):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    # DRF's metaclass moves declared fields out of the class body, so this
-    # does not shadow Serializer.fields at runtime; the stubs cannot know.
-    fields = serializers.DictField(required=False)  # type: ignore[assignment]
-
-
-class ErrorSerializer(serializers.Serializer[Any]):
-    error = ErrorDetailSerializer()
-
-
 def _errors(*statuses: int) -> dict[int, Any]:
     descriptions = {
         400: "Invalid input.",
@@ -182,10 +158,7 @@ def _errors(*statuses: int) -> dict[int, Any]:
         409: "The account's state does not allow this.",
         503: "Stripe is not reachable; retry.",
     }
-    return {
-        code: OpenApiResponse(response=ErrorSerializer, description=descriptions[code])
-        for code in statuses
-    }
+    return error_responses(descriptions, *statuses)
 
 
 ORGANIZATION_PARAMETER = OpenApiParameter(
@@ -233,12 +206,6 @@ def onboarding_urls(request: HttpRequest, organization: Any = None) -> tuple[str
     return _with_query(refresh_url, params), _with_query(return_url, params)
 
 
-def _validated(serializer_class: type[serializers.Serializer[Any]], data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
-
-
 def _existing_account(owner_user: Any, owner_organization: Any) -> Any:
     account = account_services.get_account(
         owner_user=owner_user, owner_organization=owner_organization
@@ -278,7 +245,7 @@ class OnboardingLinkView(OnboardingAPIView):
         tags=["onboarding"],
     )
     def post(self, request: Request) -> Response:
-        data = _validated(OnboardingLinkRequestSerializer, request.data)
+        data = validated(OnboardingLinkRequestSerializer, request.data)
         owner_user, owner_organization = account_services.resolve_owner(
             request.user, data.get("organization_id")
         )
@@ -306,7 +273,7 @@ class AccountStatusView(OnboardingAPIView):
         tags=["onboarding"],
     )
     def get(self, request: Request) -> Response:
-        query = _validated(AccountStatusQuerySerializer, request.query_params)
+        query = validated(AccountStatusQuerySerializer, request.query_params)
         owner_user, owner_organization = account_services.resolve_owner(
             request.user, query.get("organization_id")
         )
@@ -327,7 +294,7 @@ class DashboardLinkView(OnboardingAPIView):
         tags=["onboarding"],
     )
     def get(self, request: Request) -> Response:
-        query = _validated(OwnerQuerySerializer, request.query_params)
+        query = validated(OwnerQuerySerializer, request.query_params)
         owner_user, owner_organization = account_services.resolve_owner(
             request.user, query.get("organization_id")
         )
@@ -351,7 +318,7 @@ class AccountSessionView(OnboardingAPIView):
         tags=["onboarding"],
     )
     def post(self, request: Request) -> Response:
-        data = _validated(AccountSessionRequestSerializer, request.data)
+        data = validated(AccountSessionRequestSerializer, request.data)
         owner_user, owner_organization = account_services.resolve_owner(
             request.user, data.get("organization_id")
         )

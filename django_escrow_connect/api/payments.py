@@ -30,7 +30,6 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.db.models import F, Prefetch, Q, Sum
-from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
@@ -44,8 +43,15 @@ from ..services import books, errors
 from ..services import payments as payment_services
 from ..states import PaymentStatus as S
 from .errors import EscrowAPIView
-from .onboarding import ErrorSerializer
-from .schema import OpenApiParameter, OpenApiResponse, extend_schema, view_schema
+from .schema import OpenApiParameter, extend_schema, view_schema
+from .serializers import (
+    IsoDateTimeField,
+    MinorAmountField,
+    NullIfBlankCharField,
+    StrictSerializer,
+    error_responses,
+    validated,
+)
 
 __all__ = [
     "CustomerDashboardView",
@@ -155,43 +161,6 @@ def money_totals(queryset: Any, expression: Any) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------
 
 
-class MinorAmountField(serializers.IntegerField):
-    """An amount in minor units: a JSON integer (or a string of digits), never a float."""
-
-    default_error_messages = {
-        "invalid": _("An amount is an integer in the currency's minor unit (cents)."),
-        "min_value": _("The amount must be positive."),
-    }
-
-    def to_internal_value(self, data: Any) -> int:
-        if isinstance(data, bool):
-            self.fail("invalid")
-        if isinstance(data, str) and data.isascii() and data.isdigit():
-            data = int(data)
-        if not isinstance(data, int):
-            self.fail("invalid")
-        if data <= 0:
-            self.fail("min_value")
-        return data
-
-
-class StrictSerializer(serializers.Serializer[Any]):
-    """Refuses fields it does not declare: nothing the client sends is silently
-    ignored (``currency`` or ``payee`` in a create request is an error)."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, dict):
-            raise serializers.ValidationError(
-                {"non_field_errors": ["Send a JSON object."]}, code="invalid"
-            )
-        unknown = sorted(set(data) - set(self.fields))
-        if unknown:
-            raise serializers.ValidationError(
-                {name: ["This field is not accepted."] for name in unknown}, code="unknown_field"
-            )
-        return super().to_internal_value(data)
-
-
 class CreatePaymentRequest(StrictSerializer):
     task_id = serializers.CharField(max_length=64)
     amount = MinorAmountField(
@@ -212,12 +181,7 @@ class EmptyRequest(StrictSerializer):
 
 
 def _validated(serializer_class: type[serializers.Serializer[Any]], request: Request) -> Any:
-    data = request.data if request.data is not None else {}
-    if hasattr(data, "dict") and not isinstance(data, dict):
-        data = data.dict()  # QueryDict from a form or an empty body
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
+    return validated(serializer_class, request.data)
 
 
 # --------------------------------------------------------------------------
@@ -225,104 +189,68 @@ def _validated(serializer_class: type[serializers.Serializer[Any]], request: Req
 # --------------------------------------------------------------------------
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
+#: The payment's amounts, in minor units, each also in ``formatted``.
+AMOUNT_FIELDS = (
+    "amount",
+    "platform_fee",
+    "amount_refunded",
+    "amount_transferred",
+    "amount_reversed",
+    "amount_disputed",
+    "refundable_amount",
+)
+#: When the payment reached each step (null until it does).
+TIMESTAMP_FIELDS = (
+    "created_at",
+    "updated_at",
+    "held_at",
+    "released_at",
+    "refunded_at",
+    "canceled_at",
+    "failed_at",
+    "disputed_at",
+)
+_STATUS_HELP = "One of: " + ", ".join(S.values) + " (docs/state-machine.md)."
 
 
-def serialize_payment(payment: Any) -> dict[str, Any]:
-    """The public shape of a payment (see docs/payments.md)."""
-    currency = payment.currency
-    amounts = {
-        "amount": payment.amount,
-        "platform_fee": payment.platform_fee,
-        "amount_refunded": payment.amount_refunded,
-        "amount_transferred": payment.amount_transferred,
-        "amount_reversed": payment.amount_reversed,
-        "amount_disputed": payment.amount_disputed,
-        "refundable_amount": payment.refundable_amount,
-    }
-    if payment.payee_user_id is not None:
-        payee = {"type": "user", "id": str(payment.payee_user_id)}
-    else:
-        payee = {"type": "organization", "id": str(payment.payee_organization_id)}
-    return {
-        "payment_id": str(payment.pk),
-        "task_id": str(payment.task_id),
-        "status": payment.status,
-        "status_display": str(payment.get_status_display()),
-        "strategy": payment.strategy,
-        "currency": currency,
-        **amounts,
-        "formatted": {name: format_money(value, currency) for name, value in amounts.items()},
-        "payer_id": str(payment.payer_id),
-        "payee": payee,
-        "stripe_payment_intent_id": payment.stripe_payment_intent_id or None,
-        "capture_before": _iso(payment.capture_before),
-        "failure": (
-            {"code": payment.failure_code, "message": payment.failure_message}
-            if payment.failure_code or payment.failure_message
-            else None
-        ),
-        "transfers": [
-            serialize_transfer(payment, transfer) for transfer in payment.transfers.all()
-        ],
-        "refunds": [
-            {
-                "id": str(refund.pk),
-                "stripe_refund_id": refund.stripe_refund_id or None,
-                "status": refund.status,
-                "amount": refund.amount,
-                "currency": refund.currency,
-                "formatted": format_money(refund.amount, refund.currency),
-                "reason": refund.reason,
-                "created_at": _iso(refund.created_at),
-            }
-            for refund in payment.refunds.all()
-        ],
-        "disputes": [
-            {
-                "stripe_dispute_id": dispute.stripe_dispute_id,
-                "status": dispute.status,
-                "amount": dispute.amount,
-                "currency": dispute.currency,
-                "reason": dispute.reason,
-                "evidence_due_by": _iso(dispute.evidence_due_by),
-                "closed_at": _iso(dispute.closed_at),
-            }
-            for dispute in payment.disputes.all()
-        ],
-        "timestamps": {
-            name: _iso(getattr(payment, name))
-            for name in (
-                "created_at",
-                "updated_at",
-                "held_at",
-                "released_at",
-                "refunded_at",
-                "canceled_at",
-                "failed_at",
-                "disputed_at",
-            )
-        },
-    }
+class FormattedAmountsOutput(serializers.Serializer[Any]):
+    """Each amount for people: ``format_money(amount, currency)``."""
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        return {name: serializers.CharField() for name in AMOUNT_FIELDS}
+
+    def to_representation(self, instance: Any) -> dict[str, str]:
+        return {
+            name: format_money(getattr(instance, name), instance.currency) for name in AMOUNT_FIELDS
+        }
 
 
-def serialize_start(start: payment_services.PaymentStart) -> dict[str, Any]:
-    """What the browser needs to collect the card: returned, never stored or logged."""
-    payment = start.payment
-    return {
-        "payment_id": str(payment.pk),
-        "client_secret": start.client_secret,
-        # Stripe.js needs both: stripe = Stripe(publishable_key), then
-        # stripe.confirmPayment({clientSecret}).
-        "publishable_key": escrow_settings.STRIPE_PUBLISHABLE_KEY or None,
-        "amount": payment.amount,
-        "currency": payment.currency,
-        "status": payment.status,
-    }
+class PayeeOutput(serializers.Serializer[Any]):
+    """Who is paid: ``{"type": "user" | "organization", "id"}``."""
+
+    type = serializers.ChoiceField(choices=["user", "organization"])
+    id = serializers.CharField()
+
+    def to_representation(self, instance: Any) -> dict[str, str]:
+        if instance.payee_user_id is not None:
+            return {"type": "user", "id": str(instance.payee_user_id)}
+        return {"type": "organization", "id": str(instance.payee_organization_id)}
 
 
-def serialize_transfer(payment: Any, transfer: Any) -> dict[str, Any]:
+class FailureOutput(serializers.Serializer[Any]):
+    """Why the last attempt failed (Stripe's code and message), or null."""
+
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+    # A nested serializer answering null for its whole object: DRF allows it, the stubs do not.
+    def to_representation(self, instance: Any) -> dict[str, str] | None:  # type: ignore[override]
+        if not (instance.failure_code or instance.failure_message):
+            return None
+        return {"code": instance.failure_code, "message": instance.failure_message}
+
+
+class TransferOutput(serializers.Serializer[Any]):
     """One transfer as Stripe made it.
 
     A destination charge's transfer (manual capture) is the whole charge;
@@ -332,18 +260,115 @@ def serialize_transfer(payment: Any, transfer: Any) -> dict[str, Any]:
     application_fee_refunded`` its ``amount_reversed`` (the doer's share).
     Both are 0 for a transfer the app made (separate charges and transfers).
     """
-    gross = books.is_gross_transfer(payment, transfer.amount)
-    return {
-        "stripe_transfer_id": transfer.stripe_transfer_id or None,
-        "status": transfer.status,
-        "amount": transfer.amount,
-        "amount_reversed": transfer.amount_reversed,
-        "application_fee": payment.platform_fee if gross else 0,
-        "application_fee_refunded": (books.application_fee_refunded(payment) if gross else 0),
-        "currency": transfer.currency,
-        "destination_account_id": transfer.destination_account_id,
-        "created_at": _iso(transfer.created_at),
-    }
+
+    stripe_transfer_id = NullIfBlankCharField()
+    status = serializers.CharField()
+    amount = serializers.IntegerField()
+    amount_reversed = serializers.IntegerField()
+    application_fee = serializers.SerializerMethodField()
+    application_fee_refunded = serializers.SerializerMethodField()
+    currency = serializers.CharField()
+    destination_account_id = serializers.CharField()
+    created_at = IsoDateTimeField()
+
+    # The payment comes from the prefetch that loaded its transfers (Django
+    # caches the parent on each child), so these cost no query.
+    def get_application_fee(self, transfer: Any) -> int:
+        payment = transfer.payment
+        return int(payment.platform_fee) if books.is_gross_transfer(payment, transfer.amount) else 0
+
+    def get_application_fee_refunded(self, transfer: Any) -> int:
+        payment = transfer.payment
+        if not books.is_gross_transfer(payment, transfer.amount):
+            return 0
+        return books.application_fee_refunded(payment)
+
+
+class RefundOutput(serializers.Serializer[Any]):
+    id = serializers.CharField(source="pk")
+    stripe_refund_id = NullIfBlankCharField()
+    status = serializers.CharField()
+    amount = serializers.IntegerField()
+    currency = serializers.CharField()
+    formatted = serializers.SerializerMethodField()
+    reason = serializers.CharField()
+    created_at = IsoDateTimeField()
+
+    def get_formatted(self, refund: Any) -> str:
+        return format_money(refund.amount, refund.currency)
+
+
+class DisputeOutput(serializers.Serializer[Any]):
+    stripe_dispute_id = serializers.CharField()
+    status = serializers.CharField()
+    amount = serializers.IntegerField()
+    currency = serializers.CharField()
+    reason = serializers.CharField()
+    evidence_due_by = IsoDateTimeField(allow_null=True)
+    closed_at = IsoDateTimeField(allow_null=True)
+
+
+class TimestampsOutput(serializers.Serializer[Any]):
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        return {name: IsoDateTimeField(allow_null=True) for name in TIMESTAMP_FIELDS}
+
+
+class PaymentOutput(serializers.Serializer[Any]):
+    """The public shape of a payment (docs/payments.md): the API's answer and its schema."""
+
+    payment_id = serializers.CharField(source="pk")
+    task_id = serializers.CharField()
+    status = serializers.CharField(help_text=_STATUS_HELP)
+    status_display = serializers.CharField(source="get_status_display")
+    strategy = serializers.CharField()
+    currency = serializers.CharField()
+    amount = serializers.IntegerField()
+    platform_fee = serializers.IntegerField()
+    amount_refunded = serializers.IntegerField()
+    amount_transferred = serializers.IntegerField()
+    amount_reversed = serializers.IntegerField()
+    amount_disputed = serializers.IntegerField()
+    refundable_amount = serializers.IntegerField()
+    formatted = FormattedAmountsOutput(source="*")
+    payer_id = serializers.CharField()
+    payee = PayeeOutput(source="*")
+    stripe_payment_intent_id = NullIfBlankCharField()
+    capture_before = IsoDateTimeField(allow_null=True)
+    failure = FailureOutput(source="*", allow_null=True)
+    transfers = TransferOutput(many=True)
+    refunds = RefundOutput(many=True)
+    disputes = DisputeOutput(many=True)
+    timestamps = TimestampsOutput(source="*")
+
+
+def serialize_payment(payment: Any) -> dict[str, Any]:
+    """The public shape of a payment (:class:`PaymentOutput`)."""
+    return dict(PaymentOutput(payment).data)
+
+
+class PaymentStartOutput(serializers.Serializer[Any]):
+    """What the browser needs to collect the card: returned, never stored or logged."""
+
+    payment_id = serializers.CharField(source="payment.pk")
+    client_secret = serializers.CharField(
+        allow_null=True, help_text="For Stripe.js only; never store or log it."
+    )
+    # Stripe.js needs both: stripe = Stripe(publishable_key), then
+    # stripe.confirmPayment({clientSecret}).
+    publishable_key = serializers.SerializerMethodField(
+        help_text="STRIPE_PUBLISHABLE_KEY (pk_...), for Stripe(...) in the browser; "
+        "null when not configured.",
+    )
+    amount = serializers.IntegerField(source="payment.amount")
+    currency = serializers.CharField(source="payment.currency")
+    status = serializers.CharField(source="payment.status", help_text=_STATUS_HELP)
+
+    def get_publishable_key(self, start: Any) -> str | None:
+        return escrow_settings.STRIPE_PUBLISHABLE_KEY or None
+
+
+def serialize_start(start: payment_services.PaymentStart) -> dict[str, Any]:
+    return dict(PaymentStartOutput(start).data)
 
 
 def serialize_account(account: Any) -> dict[str, Any] | None:
@@ -362,56 +387,10 @@ def serialize_account(account: Any) -> dict[str, Any] | None:
     }
 
 
-_STATUS_HELP = "One of: " + ", ".join(S.values) + " (docs/state-machine.md)."
-
-
 class MoneyTotalOutput(serializers.Serializer[Any]):
     currency = serializers.CharField()
     amount = serializers.IntegerField(help_text="Minor units.")
     formatted = serializers.CharField()
-
-
-class PaymentOutput(serializers.Serializer[Any]):
-    """Schema-only description of :func:`serialize_payment` (see docs/payments.md)."""
-
-    payment_id = serializers.UUIDField()
-    task_id = serializers.CharField()
-    status = serializers.CharField(help_text=_STATUS_HELP)
-    status_display = serializers.CharField()
-    strategy = serializers.CharField()
-    currency = serializers.CharField()
-    amount = serializers.IntegerField()
-    platform_fee = serializers.IntegerField()
-    amount_refunded = serializers.IntegerField()
-    amount_transferred = serializers.IntegerField()
-    amount_reversed = serializers.IntegerField()
-    amount_disputed = serializers.IntegerField()
-    refundable_amount = serializers.IntegerField()
-    formatted = serializers.DictField(child=serializers.CharField())
-    payer_id = serializers.CharField()
-    payee = serializers.DictField(child=serializers.CharField())
-    stripe_payment_intent_id = serializers.CharField(allow_null=True)
-    capture_before = serializers.DateTimeField(allow_null=True)
-    failure = serializers.DictField(child=serializers.CharField(), allow_null=True)
-    transfers = serializers.ListField(child=serializers.DictField())
-    refunds = serializers.ListField(child=serializers.DictField())
-    disputes = serializers.ListField(child=serializers.DictField())
-    timestamps = serializers.DictField()
-
-
-class PaymentStartOutput(serializers.Serializer[Any]):
-    payment_id = serializers.UUIDField()
-    client_secret = serializers.CharField(
-        allow_null=True, help_text="For Stripe.js only; never store or log it."
-    )
-    publishable_key = serializers.CharField(
-        allow_null=True,
-        help_text="STRIPE_PUBLISHABLE_KEY (pk_...), for Stripe(...) in the browser; "
-        "null when not configured.",
-    )
-    amount = serializers.IntegerField()
-    currency = serializers.CharField()
-    status = serializers.CharField(help_text=_STATUS_HELP)
 
 
 class PaymentPageOutput(serializers.Serializer[Any]):
@@ -447,10 +426,7 @@ _ERROR_DESCRIPTIONS = {
 
 def _errors(*statuses: int) -> dict[int, Any]:
     """The documented error responses (one shape: ``{"error": {"code", "message"}}``)."""
-    return {
-        code: OpenApiResponse(response=ErrorSerializer, description=_ERROR_DESCRIPTIONS[code])
-        for code in statuses
-    }
+    return error_responses(_ERROR_DESCRIPTIONS, *statuses)
 
 
 _READ_ERRORS = _errors(400, 403, 404)

@@ -35,3 +35,49 @@ def test_payment_endpoints_generate_a_clean_schema(capsys):
         "/escrow/dashboard/customer/",
     ):
         assert path in paths
+
+
+def _properties(schema, component):
+    """A component's properties, ``$ref``s and arrays of ``$ref``s resolved one level."""
+    components = schema["components"]["schemas"]
+    found = {}
+    for name, prop in components[component]["properties"].items():
+        ref = prop.get("$ref") or prop.get("items", {}).get("$ref")
+        if ref is None and "allOf" in prop:
+            ref = prop["allOf"][0]["$ref"]
+        found[name] = ref.rsplit("/", 1)[-1] if ref else None
+    return found
+
+
+@pytest.mark.django_db
+def test_a_payment_answer_has_exactly_the_documented_fields(market, settings):
+    """One serializer is both the answer and the schema: they cannot drift apart."""
+    from drf_spectacular.generators import SchemaGenerator
+
+    from .conftest import configure
+
+    configure(settings, ESCROW_STRATEGY="separate_charges_and_transfers")
+    payment = market.released_payment()
+    assert (
+        market.post(
+            market.staff, "payment-refund", {"amount": 1_000}, payment_id=payment.pk
+        ).status_code
+        == 200
+    )
+    answer = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+    assert answer["transfers"]
+    assert answer["refunds"]
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    documented = _properties(schema, "PaymentOutput")
+    assert list(answer) == list(documented)
+    for name in ("formatted", "payee", "failure", "timestamps"):
+        if answer[name] is not None:
+            assert set(answer[name]) == set(
+                schema["components"]["schemas"][documented[name]]["properties"]
+            ), name
+    for name in ("transfers", "refunds"):
+        nested = schema["components"]["schemas"][documented[name]]["properties"]
+        assert set(answer[name][0]) == set(nested), name
+    # Dates are isoformat() as stored ("+00:00"), as the API always answered.
+    assert answer["timestamps"]["released_at"].endswith("+00:00")

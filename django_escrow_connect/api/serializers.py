@@ -1,0 +1,113 @@
+"""Serializers both API modules share: strict input, amounts, dates, the error shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
+from rest_framework import serializers
+
+from .schema import OpenApiResponse
+
+__all__ = [
+    "ErrorDetailSerializer",
+    "ErrorSerializer",
+    "IsoDateTimeField",
+    "MinorAmountField",
+    "NullIfBlankCharField",
+    "StrictSerializer",
+    "error_responses",
+    "validated",
+]
+
+
+class MinorAmountField(serializers.IntegerField):
+    """An amount in minor units: a JSON integer (or a string of digits), never a float."""
+
+    default_error_messages = {
+        "invalid": _("An amount is an integer in the currency's minor unit (cents)."),
+        "min_value": _("The amount must be positive."),
+    }
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool):
+            self.fail("invalid")
+        if isinstance(data, str) and data.isascii() and data.isdigit():
+            data = int(data)
+        if not isinstance(data, int):
+            self.fail("invalid")
+        if data <= 0:
+            self.fail("min_value")
+        return data
+
+
+class IsoDateTimeField(serializers.DateTimeField):
+    """``datetime.isoformat()`` as stored (UTC as ``+00:00``), not DRF's ``Z`` form.
+
+    The API has always answered ``isoformat()``; clients compare the strings.
+    """
+
+    def to_representation(self, value: Any) -> Any:
+        return value.isoformat() if value is not None else None
+
+
+class NullIfBlankCharField(serializers.CharField):
+    """A text column where blank means "none yet": answered as ``null``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_null", True)
+        super().__init__(**kwargs)
+
+    def to_representation(self, value: Any) -> Any:
+        return str(value) if value else None
+
+
+class StrictSerializer(serializers.Serializer[Any]):
+    """Refuses fields it does not declare: nothing a client sends is silently
+    ignored (``currency`` or ``payee`` in a create request is an error, and so is
+    a typo in a query parameter)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not hasattr(data, "keys"):
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Send a JSON object."]}, code="invalid"
+            )
+        unknown = sorted(set(data.keys()) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {name: ["This field is not accepted."] for name in unknown}, code="unknown_field"
+            )
+        return super().to_internal_value(data)
+
+
+def validated(serializer_class: type[serializers.Serializer[Any]], data: Any) -> dict[str, Any]:
+    """``data`` (a request body or query) checked by ``serializer_class``; 400 otherwise."""
+    if data is None:
+        data = {}
+    if hasattr(data, "dict") and not isinstance(data, dict):
+        data = data.dict()  # a QueryDict: a form body, an empty body or a query string
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+class ErrorDetailSerializer(serializers.Serializer[Any]):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    # DRF's metaclass moves declared fields out of the class body, so this
+    # does not shadow Serializer.fields at runtime; the stubs cannot know.
+    fields = serializers.DictField(required=False)  # type: ignore[assignment]
+
+
+class ErrorSerializer(serializers.Serializer[Any]):
+    """Every error the API answers: ``{"error": {"code", "message", "fields"?}}``."""
+
+    error = ErrorDetailSerializer()
+
+
+def error_responses(descriptions: dict[int, str], *statuses: int) -> dict[int, Any]:
+    """The OpenAPI responses for ``statuses``, all in the one error shape."""
+    return {
+        code: OpenApiResponse(response=ErrorSerializer, description=descriptions[code])
+        for code in statuses
+    }
