@@ -36,7 +36,7 @@ from ..states import DISPUTE_APPEAL_STATES, DISPUTE_CLOSED_STATES, DisputeStatus
 from ..states import PaymentStatus as S
 from . import errors
 from .common import model
-from .tasks import sync_task_status
+from .task_status import sync_task_status
 from .transfers import lock_payment_for, require_funded
 
 logger = logging.getLogger("django_escrow_connect.services")

@@ -47,7 +47,7 @@ from .operations import (
     renew,
     send,
 )
-from .tasks import sync_task_status
+from .task_status import sync_task_status
 
 logger = logging.getLogger("django_escrow_connect.payments")
 

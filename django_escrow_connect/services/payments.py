@@ -51,7 +51,7 @@ from .common import (
     payment_model,
     translate,
 )
-from .tasks import sync_task_status
+from .task_status import sync_task_status
 
 __all__ = [
     "PaymentStart",

@@ -7,10 +7,8 @@
   arrived before their row
   (:func:`django_escrow_connect.webhooks.operations.retry_deferred_events`):
   webhooks sit above the services, so the command composes the two.
-* :func:`capture_expiry` (``manage.py escrow_capture_expiry``): manual-capture
-  holds about to lapse (Stripe voids an authorisation at ``capture_before``).
-* :func:`auto_release` (``manage.py escrow_auto_release``): release payments
-  held longer than ``AUTO_RELEASE_AFTER_DAYS``.
+* :func:`capture_expiry` and :func:`auto_release` live in
+  :mod:`~django_escrow_connect.services.schedules` (importable from here too).
 
 Each returns a list of :class:`Change` (one per payment touched, or that would
 be touched with ``dry_run=True``). Nothing here moves money except through the
@@ -20,7 +18,6 @@ services, which reuse the idempotency key of the operation they finish.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,14 +25,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import transitions
-from ..conf import escrow_settings
 from ..exceptions import GatewayError
 from ..states import UNRESOLVED_OPERATION_STATES, RefundStatus
 from ..states import PaymentStatus as S
 from . import errors, outcomes
+from .changes import Change, failed_change, sync_intent
 from .common import gateway, model, payment_model
-from .payments import cancel_payment, refund_payment, release_payment
-from .sync import apply_payment_intent
+from .payments import refund_payment, release_payment
+from .schedules import auto_release, capture_expiry
 from .transfers import apply_refund
 
 logger = logging.getLogger("django_escrow_connect.reconcile")
@@ -55,32 +52,6 @@ DEFAULT_OLDER_THAN_MINUTES = 30
 #: long (a bank debit can take two weeks); older ones are abandoned checkouts
 #: and are only looked at with ``payment_id``.
 STALE_INTENT_MAX_AGE = timedelta(days=30)
-
-
-@dataclass(frozen=True)
-class Change:
-    """One thing reconcile did (or, in a dry run, would do)."""
-
-    subject: str
-    action: str
-    detail: str = ""
-    error: bool = False
-
-    def __str__(self) -> str:
-        text = f"{self.subject}: {self.action}"
-        return f"{text} ({self.detail})" if self.detail else text
-
-
-def _status_change(payment: Any, before: str) -> Change | None:
-    if payment.status == before:
-        return None
-    return Change(str(payment.pk), f"{before} -> {payment.status}")
-
-
-def _failed(subject: Any, action: str, exc: Exception) -> Change:
-    message = getattr(exc, "message", "") or str(exc)
-    logger.warning("reconcile: %s failed for %s: %s", action, subject, message)
-    return Change(str(subject), f"{action} failed", message, error=True)
 
 
 # --------------------------------------------------------------------------
@@ -124,7 +95,7 @@ def reconcile(
     if payment_id is None:
         stale = stale.filter(updated_at__gte=now - STALE_INTENT_MAX_AGE)
     for payment in stale.order_by("updated_at"):
-        changes.extend(_sync_intent(payment, dry_run))
+        changes.extend(sync_intent(payment, dry_run))
     changes.extend(_refunds(payment_id, dry_run, cutoff))
     return changes
 
@@ -150,7 +121,7 @@ def _settle(operation: Any, dry_run: bool) -> list[Change]:
     except errors.ServiceError as exc:
         operation.refresh_from_db()
         if operation.is_unresolved:
-            return [_failed(subject, f"settle {what}", exc)]
+            return [failed_change(subject, f"settle {what}", exc)]
         after = (
             payment_model().objects.values_list("status", flat=True).get(pk=operation.payment_id)
         )
@@ -182,37 +153,8 @@ def _retry_release(payment: Any, dry_run: bool) -> list[Change]:
         if fresh.status != before:
             # A definite refusal: the money is held again and an incident exists.
             return [Change(str(fresh.pk), f"{before} -> {fresh.status}", exc.message, error=True)]
-        return [_failed(payment.pk, "retry the release", exc)]
+        return [failed_change(payment.pk, "retry the release", exc)]
     return [Change(str(payment.pk), f"{before} -> {payment.status}", "release retried")]
-
-
-_NOTHING_TO_APPLY = ("requires_payment_method", "requires_confirmation", "requires_action")
-
-
-def _sync_intent(payment: Any, dry_run: bool) -> list[Change]:
-    try:
-        intent = gateway().retrieve_payment_intent(
-            payment.stripe_payment_intent_id, expand_charge=payment.is_manual_capture
-        )
-    except GatewayError as exc:
-        return [_failed(payment.pk, "look up the PaymentIntent", exc)]
-    if dry_run:
-        if intent.status in _NOTHING_TO_APPLY and not intent.last_payment_error:
-            return []
-        return [Change(str(payment.pk), "would apply PaymentIntent", intent.status)]
-    return _apply_intent(payment, intent)
-
-
-def _apply_intent(payment: Any, intent: Any) -> list[Change]:
-    before = payment.status
-    try:
-        updated = apply_payment_intent(intent)
-    except errors.UnknownObject as exc:  # pragma: no cover - the row exists
-        return [_failed(payment.pk, "apply the PaymentIntent", exc)]
-    change = _status_change(updated, before)
-    return (
-        [Change(change.subject, change.action, f"PaymentIntent {intent.status}")] if change else []
-    )
 
 
 def _refunds(payment_id: Any, dry_run: bool, cutoff: datetime) -> list[Change]:
@@ -237,7 +179,7 @@ def _refunds(payment_id: Any, dry_run: bool, cutoff: datetime) -> list[Change]:
             try:
                 refund_payment(refund.payment_id, system=True)
             except errors.ServiceError as exc:
-                changes.append(_failed(refund.payment_id, f"retry refund {refund.pk}", exc))
+                changes.append(failed_change(refund.payment_id, f"retry refund {refund.pk}", exc))
                 continue
             refund.refresh_from_db()
             changes.append(
@@ -247,7 +189,7 @@ def _refunds(payment_id: Any, dry_run: bool, cutoff: datetime) -> list[Change]:
         try:
             snapshot = gateway().retrieve_refund(refund.stripe_refund_id)
         except GatewayError as exc:
-            changes.append(_failed(refund.payment_id, f"look up refund {refund.pk}", exc))
+            changes.append(failed_change(refund.payment_id, f"look up refund {refund.pk}", exc))
             continue
         if snapshot.status == refund.status:
             continue
@@ -264,109 +206,4 @@ def _refunds(payment_id: Any, dry_run: bool, cutoff: datetime) -> list[Change]:
                 f"refund {refund.pk}: {refund.status} -> {getattr(updated, 'status', '?')}",
             )
         )
-    return changes
-
-
-# --------------------------------------------------------------------------
-# escrow_capture_expiry
-# --------------------------------------------------------------------------
-
-CAPTURE_EXPIRY_ACTIONS = ("warn", "release", "cancel")
-
-
-def capture_expiry(
-    *, action: str | None = None, dry_run: bool = False, now: datetime | None = None
-) -> list[Change]:
-    """Warn about (and optionally release or void) holds close to ``capture_before``.
-
-    ``action`` defaults to ``CAPTURE_EXPIRY_ACTION``: ``warn`` only reports,
-    ``release`` captures the hold (the doer is paid), ``cancel`` voids it (the
-    customer's card is released). A hold already past its deadline is synced
-    from Stripe instead: Stripe has voided it.
-    """
-    action = action or escrow_settings.CAPTURE_EXPIRY_ACTION
-    if action not in CAPTURE_EXPIRY_ACTIONS:
-        raise ValueError(f"action must be one of {', '.join(CAPTURE_EXPIRY_ACTIONS)}")
-    now = now or timezone.now()
-    horizon = now + timedelta(hours=escrow_settings.CAPTURE_EXPIRY_WARNING_HOURS)
-    holds = payment_model().objects.filter(
-        strategy="manual_capture", status=S.HELD, capture_before__lte=horizon
-    )
-    changes: list[Change] = []
-    for payment in holds.order_by("capture_before"):
-        deadline = payment.capture_before
-        subject = str(payment.pk)
-        if deadline <= now:
-            if dry_run:
-                changes.append(
-                    Change(subject, "lapsed; would sync from Stripe", deadline.isoformat())
-                )
-                continue
-            synced = _sync_intent(payment, dry_run=False)
-            payment = payment_model().objects.get(pk=payment.pk)
-            if synced or payment.status != S.HELD or payment.capture_before <= now:
-                changes.extend(synced or [Change(subject, "lapsed")])
-                continue
-            # Stripe's deadline is later than the one recorded (an estimate
-            # whose charge event never arrived): still a hold, judged anew.
-            deadline = payment.capture_before
-            changes.append(Change(subject, "deadline read from Stripe", deadline.isoformat()))
-            if deadline > horizon:
-                continue
-        left = deadline - now
-        hours = int(left.total_seconds() // 3600)
-        logger.warning(
-            "manual-capture hold expires soon",
-            extra={"payment_id": subject, "capture_before": deadline.isoformat()},
-        )
-        if action == "warn" or dry_run:
-            verb = "expires" if action == "warn" else f"would {action}; expires"
-            changes.append(Change(subject, f"{verb} in {hours}h", deadline.isoformat()))
-            continue
-        try:
-            if action == "release":
-                updated = release_payment(payment.pk, system=True)
-            else:
-                updated = cancel_payment(payment.pk, system=True)
-        except errors.ServiceError as exc:
-            changes.append(_failed(subject, action, exc))
-            continue
-        changes.append(
-            Change(
-                subject, f"{S.HELD} -> {updated.status}", f"{action} before {deadline.isoformat()}"
-            )
-        )
-    return changes
-
-
-# --------------------------------------------------------------------------
-# escrow_auto_release
-# --------------------------------------------------------------------------
-
-
-def auto_release(*, dry_run: bool = False, now: datetime | None = None) -> list[Change] | None:
-    """Release payments held longer than ``AUTO_RELEASE_AFTER_DAYS``.
-
-    Returns None when the setting is None (automatic release is off).
-    Disputed payments are never released (their state is not ``held``).
-    """
-    days = escrow_settings.AUTO_RELEASE_AFTER_DAYS
-    if days is None:
-        return None
-    now = now or timezone.now()
-    due = payment_model().objects.filter(status=S.HELD, held_at__lte=now - timedelta(days=days))
-    changes: list[Change] = []
-    for payment in due.order_by("held_at"):
-        subject = str(payment.pk)
-        if dry_run:
-            changes.append(
-                Change(subject, "would release", f"held since {payment.held_at:%Y-%m-%d}")
-            )
-            continue
-        try:
-            updated = release_payment(payment.pk, system=True)
-        except errors.ServiceError as exc:
-            changes.append(_failed(subject, "release", exc))
-            continue
-        changes.append(Change(subject, f"{S.HELD} -> {updated.status}", f"held {days}+ days"))
     return changes

@@ -37,7 +37,7 @@ from .books import (
 )
 from .common import account_model, gateway, lock_payment_for, model, payment_model
 from .operations import is_other_installation
-from .tasks import sync_task_status
+from .task_status import sync_task_status
 
 logger = logging.getLogger("django_escrow_connect.services")
 

@@ -313,7 +313,7 @@ def task_pay_return(request: HttpRequest, pk: int) -> HttpResponse:
     if payment is not None and intent_id and intent_id == payment.stripe_payment_intent_id:
         # Webhooks (stripe listen) move the payment; reading the intent now
         # only makes the page current if they are slow or not forwarded.
-        from django_escrow_connect.services import sync
+        from django_escrow_connect.services import payment_intents as sync
 
         with contextlib.suppress(Exception):  # if this fails, the webhook does it
             sync.apply_payment_intent(get_gateway().retrieve_payment_intent(intent_id))

@@ -27,7 +27,7 @@ from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRAN
 from django_escrow_connect.gateway import simulated
 from django_escrow_connect.gateway.simulated import SimulatedGateway, simulated_stripe
 from django_escrow_connect.gateway.types import PaymentIntentSnapshot
-from django_escrow_connect.services.sync import apply_payment_intent
+from django_escrow_connect.services.payment_intents import apply_payment_intent
 from tests import factories
 from tests.stripe_vcr import form_body_matcher, stripe_headers_matcher
 

@@ -1,5 +1,5 @@
 """The host task's ``payment_status`` follows its payment through an explicit
-map, payment state -> task transitions (``services.tasks.TASK_TRANSITIONS_FOR``),
+map, payment state -> task transitions (``services.task_status.TASK_TRANSITIONS_FOR``),
 which covers every payment state, names only transitions the task declares,
 and is the table docs/state-machine.md shows."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from django_escrow_connect import swappable, transitions
-from django_escrow_connect.services.tasks import (
+from django_escrow_connect.services.task_status import (
     TASK_TRANSITIONS_FOR,
     sync_task_status,
     task_state_for,

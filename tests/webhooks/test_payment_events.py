@@ -56,7 +56,7 @@ def test_the_same_mismatch_seen_again_is_one_incident(
     deliver.platform(so.event("payment_intent.succeeded", intent))
     deliver.platform(so.event("payment_intent.succeeded", intent))
     from django_escrow_connect.gateway.types import PaymentIntentSnapshot
-    from django_escrow_connect.services.sync import apply_payment_intent
+    from django_escrow_connect.services.payment_intents import apply_payment_intent
 
     # What escrow_reconcile does on each run: apply the intent, no event id.
     apply_payment_intent(PaymentIntentSnapshot.from_dict(intent))

@@ -12,7 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import SETTING_NAME
-from ...services.reconcile import auto_release
+from ...services.schedules import auto_release
 
 
 class Command(BaseCommand):

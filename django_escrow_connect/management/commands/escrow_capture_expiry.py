@@ -13,7 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import escrow_settings
-from ...services.reconcile import CAPTURE_EXPIRY_ACTIONS, capture_expiry
+from ...services.schedules import CAPTURE_EXPIRY_ACTIONS, capture_expiry
 
 
 class Command(BaseCommand):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...gateway.types import ChargeSnapshot, PaymentIntentSnapshot
-from ...services import sync, transfers
+from ...services import payment_intents, transfers
 from ..context import EventContext
 from . import ignore_unless, note_payment, snapshot
 
@@ -18,7 +18,7 @@ def payment_intent(context: EventContext) -> None:
         ignore_unless(
             transfers.lock_payment_for(payment_intent=intent.id), "Not an escrow payment."
         )
-    note_payment(context, sync.apply_payment_intent(intent, event_id=context.id))
+    note_payment(context, payment_intents.apply_payment_intent(intent, event_id=context.id))
 
 
 def charge(context: EventContext) -> None:

@@ -1,4 +1,4 @@
-"""Bring local rows in line with what Stripe says about an object.
+"""Bring a payment in line with what Stripe says about its PaymentIntent.
 
 The webhook handlers (``payment_intent.*``) and the reconcile command both
 call these functions with a snapshot from the gateway
@@ -25,7 +25,7 @@ from ..states import PaymentStatus as S
 from . import errors, outcomes
 from .common import model, payment_model
 from .operations import is_other_installation
-from .tasks import sync_task_status
+from .task_status import sync_task_status
 
 logger = logging.getLogger("django_escrow_connect.sync")
 

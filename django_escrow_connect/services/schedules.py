@@ -1,0 +1,132 @@
+"""Scheduled jobs for held money: capture expiry (manual capture) and auto release.
+
+* :func:`capture_expiry` (``manage.py escrow_capture_expiry``): manual-capture
+  holds about to lapse (Stripe voids an authorisation at ``capture_before``).
+* :func:`auto_release` (``manage.py escrow_auto_release``): release payments
+  held longer than ``AUTO_RELEASE_AFTER_DAYS``.
+
+Both move money only through the payment services.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from ..conf import escrow_settings
+from ..states import PaymentStatus as S
+from . import errors
+from .changes import Change, failed_change, sync_intent
+from .common import payment_model
+from .payments import cancel_payment, release_payment
+
+__all__ = ["CAPTURE_EXPIRY_ACTIONS", "auto_release", "capture_expiry"]
+
+logger = logging.getLogger("django_escrow_connect.reconcile")
+
+
+# --------------------------------------------------------------------------
+# escrow_capture_expiry
+# --------------------------------------------------------------------------
+
+CAPTURE_EXPIRY_ACTIONS = ("warn", "release", "cancel")
+
+
+def capture_expiry(
+    *, action: str | None = None, dry_run: bool = False, now: datetime | None = None
+) -> list[Change]:
+    """Warn about (and optionally release or void) holds close to ``capture_before``.
+
+    ``action`` defaults to ``CAPTURE_EXPIRY_ACTION``: ``warn`` only reports,
+    ``release`` captures the hold (the doer is paid), ``cancel`` voids it (the
+    customer's card is released). A hold already past its deadline is synced
+    from Stripe instead: Stripe has voided it.
+    """
+    action = action or escrow_settings.CAPTURE_EXPIRY_ACTION
+    if action not in CAPTURE_EXPIRY_ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(CAPTURE_EXPIRY_ACTIONS)}")
+    now = now or timezone.now()
+    horizon = now + timedelta(hours=escrow_settings.CAPTURE_EXPIRY_WARNING_HOURS)
+    holds = payment_model().objects.filter(
+        strategy="manual_capture", status=S.HELD, capture_before__lte=horizon
+    )
+    changes: list[Change] = []
+    for payment in holds.order_by("capture_before"):
+        deadline = payment.capture_before
+        subject = str(payment.pk)
+        if deadline <= now:
+            if dry_run:
+                changes.append(
+                    Change(subject, "lapsed; would sync from Stripe", deadline.isoformat())
+                )
+                continue
+            synced = sync_intent(payment, dry_run=False)
+            payment = payment_model().objects.get(pk=payment.pk)
+            if synced or payment.status != S.HELD or payment.capture_before <= now:
+                changes.extend(synced or [Change(subject, "lapsed")])
+                continue
+            # Stripe's deadline is later than the one recorded (an estimate
+            # whose charge event never arrived): still a hold, judged anew.
+            deadline = payment.capture_before
+            changes.append(Change(subject, "deadline read from Stripe", deadline.isoformat()))
+            if deadline > horizon:
+                continue
+        left = deadline - now
+        hours = int(left.total_seconds() // 3600)
+        logger.warning(
+            "manual-capture hold expires soon",
+            extra={"payment_id": subject, "capture_before": deadline.isoformat()},
+        )
+        if action == "warn" or dry_run:
+            verb = "expires" if action == "warn" else f"would {action}; expires"
+            changes.append(Change(subject, f"{verb} in {hours}h", deadline.isoformat()))
+            continue
+        try:
+            if action == "release":
+                updated = release_payment(payment.pk, system=True)
+            else:
+                updated = cancel_payment(payment.pk, system=True)
+        except errors.ServiceError as exc:
+            changes.append(failed_change(subject, action, exc))
+            continue
+        changes.append(
+            Change(
+                subject, f"{S.HELD} -> {updated.status}", f"{action} before {deadline.isoformat()}"
+            )
+        )
+    return changes
+
+
+# --------------------------------------------------------------------------
+# escrow_auto_release
+# --------------------------------------------------------------------------
+
+
+def auto_release(*, dry_run: bool = False, now: datetime | None = None) -> list[Change] | None:
+    """Release payments held longer than ``AUTO_RELEASE_AFTER_DAYS``.
+
+    Returns None when the setting is None (automatic release is off).
+    Disputed payments are never released (their state is not ``held``).
+    """
+    days = escrow_settings.AUTO_RELEASE_AFTER_DAYS
+    if days is None:
+        return None
+    now = now or timezone.now()
+    due = payment_model().objects.filter(status=S.HELD, held_at__lte=now - timedelta(days=days))
+    changes: list[Change] = []
+    for payment in due.order_by("held_at"):
+        subject = str(payment.pk)
+        if dry_run:
+            changes.append(
+                Change(subject, "would release", f"held since {payment.held_at:%Y-%m-%d}")
+            )
+            continue
+        try:
+            updated = release_payment(payment.pk, system=True)
+        except errors.ServiceError as exc:
+            changes.append(failed_change(subject, "release", exc))
+            continue
+        changes.append(Change(subject, f"{S.HELD} -> {updated.status}", f"held {days}+ days"))
+    return changes
