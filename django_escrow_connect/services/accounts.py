@@ -443,7 +443,8 @@ def _find_lost_account(account: Any) -> AccountSnapshot | None:
             "others": [snapshot.id for snapshot in mine[:-1]],
         },
     )
-    return found
+    result: AccountSnapshot | None = found
+    return result
 
 
 # --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ __all__ = [
 try:  # Django 6
     from django.tasks import task
 except ImportError:  # Django 5.2: the backport
-    from django_tasks import task
+    from django_tasks import task  # type: ignore[no-redef, unused-ignore]
 
 from ..dates import parse_since
 from .audit import DEFAULT_BATCH_SIZE, audit_books

@@ -29,8 +29,8 @@ def reversal_target(payment: Any, total_refunded: int, transferred: int | None =
     if transferred <= 0:
         return 0
     if total_refunded >= payment.amount:
-        return transferred
-    return (total_refunded * transferred) // payment.amount
+        return int(transferred)
+    return int((total_refunded * transferred) // payment.amount)
 
 
 def is_gross_transfer(payment: Any, transfer_amount: int) -> bool:
@@ -60,8 +60,8 @@ def application_fee_refunded(payment: Any, total_refunded: int | None = None) ->
     if not payment.is_manual_capture or fee <= 0 or total_refunded <= 0:
         return 0
     if total_refunded >= payment.amount:
-        return fee
-    return (total_refunded * fee) // payment.amount
+        return int(fee)
+    return int((total_refunded * fee) // payment.amount)
 
 
 def doer_share_reversed(payment: Any, transfer_amount: int, transfer_reversed: int) -> int:

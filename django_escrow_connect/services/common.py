@@ -13,7 +13,7 @@ from django.db.models import Q
 from .. import swappable
 from ..conf import escrow_settings
 from ..exceptions import CardDeclined, GatewayError
-from ..gateway import get_gateway
+from ..gateway import PaymentGateway, get_gateway
 from . import errors
 
 logger = logging.getLogger("django_escrow_connect.services")
@@ -49,7 +49,7 @@ def model(name: str) -> Any:
     return swappable.load(name)
 
 
-def gateway() -> Any:
+def gateway() -> PaymentGateway:
     return get_gateway()
 
 

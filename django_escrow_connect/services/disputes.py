@@ -35,14 +35,14 @@ from ..notifications import notify
 from ..states import DISPUTE_APPEAL_STATES, DISPUTE_CLOSED_STATES, DisputeStatus
 from ..states import PaymentStatus as S
 from . import errors
-from .common import model
+from .common import lock_payment_for, model
 from .task_status import sync_task_status
-from .transfers import lock_payment_for, require_funded
+from .transfers import require_funded
 
 logger = logging.getLogger("django_escrow_connect.services")
 
 #: How far along a dispute is; Stripe never moves a dispute backwards.
-_RANK = {
+_RANK: dict[str, int] = {
     DisputeStatus.WARNING_NEEDS_RESPONSE: 0,
     DisputeStatus.WARNING_UNDER_REVIEW: 1,
     DisputeStatus.NEEDS_RESPONSE: 2,

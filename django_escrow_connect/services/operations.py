@@ -58,7 +58,7 @@ KEY_WINDOW = timedelta(hours=23)
 
 #: The words each kind uses in its idempotency key (kept from 0.1, so keys of
 #: operations started before the journal existed stay the same).
-KEY_WORDS = {
+KEY_WORDS: dict[str, str] = {
     K.PAYMENT_INTENT: "intent",
     K.TRANSFER: "transfer",
     K.CAPTURE: "capture",
@@ -185,14 +185,15 @@ def begin(
 def gateway_method(kind: str, g: Any = None) -> Callable[..., Any]:
     """The gateway method an operation of ``kind`` calls (on ``g``, or the configured one)."""
     g = g if g is not None else gateway()
-    return {
+    methods: dict[str, Callable[..., Any]] = {
         K.PAYMENT_INTENT: g.create_payment_intent,
         K.TRANSFER: g.create_transfer,
         K.CAPTURE: g.capture_payment_intent,
         K.REVERSAL: g.create_transfer_reversal,
         K.REFUND: g.create_refund,
         K.CANCEL: g.cancel_payment_intent,
-    }[kind]
+    }
+    return methods[kind]
 
 
 def call_arguments(kind: str, target_id: str) -> list[Any]:

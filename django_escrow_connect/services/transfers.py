@@ -228,7 +228,7 @@ def _apply_refund_locked(payment: Any, snapshot: RefundSnapshot, *, event_id: st
 
 #: A refund's states in the order Stripe moves through them; failed and
 #: canceled are final, and succeeded can still turn into failed.
-_REFUND_RANK = {
+_REFUND_RANK: dict[str, int] = {
     RefundStatus.PENDING: 0,
     RefundStatus.REQUIRES_ACTION: 0,
     RefundStatus.SUCCEEDED: 1,
@@ -456,7 +456,7 @@ def _reversed_by_refunds(payment: Any, transferred: int, total_reversed: int) ->
         return False
     refunds = payment.refunds.filter(status__in=COUNTED_REFUND_STATES).count()
     target = reversal_target(payment, payment.amount_refunded, transferred)
-    return total_reversed <= target + refunds
+    return bool(total_reversed <= target + refunds)
 
 
 # --------------------------------------------------------------------------

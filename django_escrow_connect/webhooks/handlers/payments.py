@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...gateway.types import ChargeSnapshot, PaymentIntentSnapshot
 from ...services import payment_intents, transfers
+from ...services.common import lock_payment_for
 from ..context import EventContext
 from . import ignore_unless, note_payment, snapshot
 
@@ -15,9 +16,7 @@ def payment_intent(context: EventContext) -> None:
         intent.transfer_group or ""
     ).startswith("escrow_"):
         # Not created by this app: a missing row is not "late", it never comes.
-        ignore_unless(
-            transfers.lock_payment_for(payment_intent=intent.id), "Not an escrow payment."
-        )
+        ignore_unless(lock_payment_for(payment_intent=intent.id), "Not an escrow payment.")
     note_payment(context, payment_intents.apply_payment_intent(intent, event_id=context.id))
 
 
