@@ -230,7 +230,10 @@ def test_same_key_on_another_method_is_a_conflict(sim: SimulatedGateway) -> None
         sim.cancel_payment_intent(intent.id, idempotency_key="op-1")
 
 
-def test_failed_requests_are_not_stored_under_their_key(sim: SimulatedGateway) -> None:
+def test_a_refusal_is_stored_under_its_key_and_replayed(
+    sim: SimulatedGateway, store: SimulatedStripe
+) -> None:
+    """Stripe stores the answer of every request that started executing, errors too."""
     account = new_account(sim, ready=False)
     intent = paid_intent(sim)
     kwargs: dict[str, Any] = {
@@ -242,10 +245,106 @@ def test_failed_requests_are_not_stored_under_their_key(sim: SimulatedGateway) -
         "transfer_group": "task_1",
         "metadata": {},
     }
+    with pytest.raises(InvalidRequest) as first:
+        sim.create_transfer(**kwargs)
+    sim.complete_onboarding(account)
+    # The account can receive transfers now, but the key answers as it first did.
+    with pytest.raises(InvalidRequest) as replayed:
+        sim.create_transfer(**kwargs)
+    for attribute in ("code", "message", "param", "http_status", "error_type"):
+        assert getattr(replayed.value, attribute) == getattr(first.value, attribute)
+    assert replayed.value.code == "insufficient_capabilities_for_transfer"
+    assert replayed.value.request_id != first.value.request_id
+    assert store.transfers == {}
+    assert sim.create_transfer(**{**kwargs, "idempotency_key": "release-2"}).amount == 9000
+
+
+def test_a_stored_refusal_is_forgotten_after_24_hours(
+    sim: SimulatedGateway, store: SimulatedStripe
+) -> None:
+    account = new_account(sim, ready=False)
+    charge = paid_intent(sim).latest_charge or ""
+    kwargs: dict[str, Any] = {
+        "idempotency_key": "release-1",
+        "amount": 9000,
+        "currency": "usd",
+        "destination": account,
+        "source_transaction": charge,
+        "transfer_group": "task_1",
+        "metadata": {},
+    }
     with pytest.raises(InvalidRequest):
         sim.create_transfer(**kwargs)
     sim.complete_onboarding(account)
+    store.advance_time(DAY)
     assert sim.create_transfer(**kwargs).amount == 9000
+
+
+def test_parameter_validation_errors_are_not_stored(sim: SimulatedGateway) -> None:
+    """A request that fails validation never started executing: the key stays free."""
+    kwargs: dict[str, Any] = {
+        "idempotency_key": "pay-1",
+        "amount": 10,
+        "currency": "usd",
+        "transfer_group": "task_1",
+        "metadata": {},
+        "capture_method": "automatic",
+    }
+    with pytest.raises(InvalidRequest, match="at least"):
+        sim.create_payment_intent(**kwargs)
+    # Same key, corrected amount: a new request, not a replay nor a conflict.
+    assert sim.create_payment_intent(**{**kwargs, "amount": 5000}).amount == 5000
+
+
+def test_an_access_error_is_not_stored(sim: SimulatedGateway, store: SimulatedStripe) -> None:
+    store.fail_next("create_payment_intent", PermissionDenied("revoked", http_status=403))
+    kwargs: dict[str, Any] = {
+        "idempotency_key": "pay-1",
+        "amount": 5000,
+        "currency": "usd",
+        "transfer_group": "task_1",
+        "metadata": {},
+        "capture_method": "automatic",
+    }
+    with pytest.raises(PermissionDenied):
+        sim.create_payment_intent(**kwargs)
+    assert sim.create_payment_intent(**kwargs).amount == 5000
+
+
+def test_a_stored_500_is_replayed_for_the_same_key(
+    sim: SimulatedGateway, store: SimulatedStripe, events: EventCollector
+) -> None:
+    """fail_next(stored=True): Stripe started, failed with a 500 and kept that answer."""
+    account = new_account(sim)
+    charge = paid_intent(sim).latest_charge or ""
+    events.clear()
+    error = TemporarilyUnavailable("An unknown error occurred", http_status=500)
+    store.fail_next("create_transfer", error, stored=True)
+    kwargs: dict[str, Any] = {
+        "idempotency_key": "release-1",
+        "amount": 9000,
+        "currency": "usd",
+        "destination": account,
+        "source_transaction": charge,
+        "transfer_group": "task_1",
+        "metadata": {},
+    }
+    for _ in range(2):
+        with pytest.raises(TemporarilyUnavailable) as raised:
+            sim.create_transfer(**kwargs)
+        assert raised.value.http_status == 500
+    assert store.transfers == {}
+    assert events.types == []
+    # Looked up (nothing), then sent under a new key: it goes through.
+    assert sim.list_transfers(transfer_group="task_1") == []
+    assert sim.create_transfer(**{**kwargs, "idempotency_key": "release-2"}).amount == 9000
+
+
+def test_a_failure_after_the_effect_cannot_also_be_stored(store: SimulatedStripe) -> None:
+    with pytest.raises(ValueError):
+        store.fail_next(
+            "create_transfer", TemporarilyUnavailable("x"), after_effect=True, stored=True
+        )
 
 
 def test_a_key_replays_for_24_hours_then_is_a_new_request(
