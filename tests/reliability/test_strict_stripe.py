@@ -139,6 +139,8 @@ def test_a_pending_refund_is_counted_once_when_it_succeeds(
 
     settle(market, stripe_refund["id"])
 
+    # refund.updated and charge.refund.updated were both answered 2xx.
+    assert stripe.undelivered == []
     payment = market.payment(payment.pk)
     assert (payment.status, payment.amount_refunded) == ("refunded", 10_000)
     [row] = payment.refunds.all()
@@ -157,6 +159,7 @@ def test_a_refund_that_fails_after_release_converges(market: Any, stripe: Any, s
 
     settle(market, stripe_refund["id"])
 
+    assert stripe.undelivered == []
     payment = market.payment(payment.pk)
     # The doer's share stays reversed (Stripe does not transfer it again);
     # the customer got nothing back, so nothing counts as refunded.
