@@ -53,11 +53,13 @@ from django.urls import NoReverseMatch, reverse
 from .. import conf
 from ..conf import escrow_settings
 from ..exceptions import (
+    AuthenticationFailed,
     BalanceInsufficient,
     GatewayError,
     IdempotencyConflict,
     InvalidRequest,
     PermissionDenied,
+    RateLimited,
     ResourceMissing,
 )
 from .arguments import require_amount as _require_amount
@@ -123,6 +125,9 @@ CONNECT_ENDPOINT = "connect"
 #: given no secret, so it never weakens a configured endpoint.
 SIMULATED_WEBHOOK_SECRET = "whsec_simulated_escrow_connect_not_secret"
 
+#: The API version that replaced a PaymentIntent's ``charges`` list with ``latest_charge``.
+_LATEST_CHARGE_SINCE = "2022-11-15"
+
 #: A card authorisation (manual capture) lapses after seven days.
 AUTHORIZATION_VALIDITY_SECONDS = 7 * 24 * 3600
 ACCOUNT_LINK_TTL_SECONDS = 300
@@ -131,6 +136,9 @@ DISPUTE_EVIDENCE_SECONDS = 7 * 24 * 3600
 #: Stripe's dispute fee, in the disputed currency's minor unit (simplified).
 DISPUTE_FEE = 1500
 MAX_AMOUNT = 99_999_999
+#: Card payments reach the platform's *available* balance this long after
+#: the charge (Stripe's standard US payout schedule: two business days).
+SETTLEMENT_DELAY_SECONDS = 2 * 24 * 3600
 #: Stripe removes idempotency keys once they are at least 24 hours old.
 IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600
 #: Stripe's minimum charge amounts for a few currencies (others: 1).
@@ -162,6 +170,37 @@ def same_region(platform_country: str, account_country: str) -> bool:
     return a == b or (a in _EUROPE and b in _EUROPE)
 
 
+#: The embedded components an AccountSession can enable at API version
+#: ``2026-10-28.endive`` (``components[...]`` of "Create an Account Session";
+#: a test compares it with stripe-python's typed parameters).
+ACCOUNT_SESSION_COMPONENTS = frozenset(
+    {
+        "account_management", "account_onboarding", "balance_report", "balances",
+        "disputes_list", "documents", "financial_account", "financial_account_transactions",
+        "instant_payouts_promotion", "issuing_card", "issuing_cards_list",
+        "notification_banner", "payment_details", "payment_disputes",
+        "payment_method_settings", "payments", "payout_details",
+        "payout_reconciliation_report", "payouts", "payouts_list", "reporting_chart",
+        "tax_registrations", "tax_settings", "terminal_hardware_orders",
+        "terminal_hardware_shop",
+    }
+)  # fmt: skip
+
+#: The controller properties the package creates accounts with (see
+#: :meth:`~django_escrow_connect.gateway.stripe.StripeGateway.create_account`).
+PACKAGE_CONTROLLER: Mapping[str, Any] = {
+    "fees": {"payer": "application"},
+    "losses": {"payments": "application"},
+    "requirement_collection": "stripe",
+    "stripe_dashboard": {"type": "express"},
+}
+_CONTROLLER_CHOICES = {
+    "fees.payer": ("account", "application"),
+    "losses.payments": ("application", "stripe"),
+    "requirement_collection": ("application", "stripe"),
+    "stripe_dashboard.type": ("express", "full", "none"),
+}
+
 _CAPTURE_METHODS = ("automatic", "automatic_async", "manual")
 _CANCELLATION_REASONS = ("abandoned", "duplicate", "fraudulent", "requested_by_customer")
 _REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
@@ -173,6 +212,11 @@ _CANCELABLE = (
     "processing",
 )
 _CONFIRMABLE = ("requires_payment_method", "requires_confirmation", "requires_action")
+#: An inquiry (a pre-dispute "retrieval request"): no money is withdrawn yet.
+_OPEN_INQUIRY_STATUSES = ("warning_needs_response", "warning_under_review")
+#: Dispute statuses that leave a charge refundable: inquiries (a refund closes
+#: them) and disputes that ended in the merchant's favour.
+_REFUNDABLE_DISPUTE_STATUSES = (*_OPEN_INQUIRY_STATUSES, "warning_closed", "won", "prevented")
 
 # --- test cards -----------------------------------------------------------------------
 
@@ -194,7 +238,17 @@ CARDS: dict[str, SimulatedCard] = {
     "disputed": SimulatedCard(
         "4000000000000259", "Visa - succeeds, then the customer disputes it as fraudulent"
     ),
+    # Stripe's "Simulate an asynchronous refund" cards: every other card's
+    # refunds succeed at once.
+    "refund_pending": SimulatedCard(
+        "4000000000007726", "Visa - succeeds; a refund is pending, then succeeds"
+    ),
+    "refund_fails": SimulatedCard(
+        "4000000000005126", "Visa - succeeds; a refund succeeds, then fails"
+    ),
 }
+#: Cards whose charge succeeds (the others decline or ask for authentication).
+_PAYING_SCENARIOS = ("success", "disputed", "refund_pending", "refund_fails")
 _SCENARIO_BY_NUMBER = {card.number: name for name, card in CARDS.items()}
 
 
@@ -332,18 +386,75 @@ def event_endpoint(event: Mapping[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+class StoredError:
+    """An error Stripe answered once a request had started executing."""
+
+    cls: type[GatewayError]
+    message: str
+    code: str | None
+    param: str | None
+    decline_code: str | None
+    http_status: int | None
+    should_retry: bool | None
+    error_type: str | None
+
+    @classmethod
+    def of(cls, exc: GatewayError) -> StoredError:
+        return cls(
+            type(exc),
+            exc.message,
+            exc.code,
+            exc.param,
+            exc.decline_code,
+            exc.http_status,
+            exc.should_retry,
+            exc.error_type,
+        )
+
+    def replay(self, request_id: str | None) -> GatewayError:
+        """The same error again, as a replay answers it (with the new request's id)."""
+        return self.cls(
+            self.message,
+            code=self.code,
+            param=self.param,
+            decline_code=self.decline_code,
+            request_id=request_id,
+            http_status=self.http_status,
+            should_retry=self.should_retry,
+            error_type=self.error_type,
+        )
+
+
+@dataclass(frozen=True)
 class IdempotencyRecord:
     method: str
     fingerprint: str
-    response: JSON
+    #: The first answer: a response, or the error Stripe answered (``error``).
+    response: JSON | None
     #: Simulated time of the first use; Stripe prunes keys after 24 hours.
     created: int = 0
+    error: StoredError | None = None
+
+
+#: Errors Stripe answers before an endpoint starts executing, so nothing is
+#: stored under the key ("Idempotent requests"): authentication and access,
+#: rate limiting, a concurrent request with the same key, a reused key.
+#: Parameter validation is the other such case (``validate`` of
+#: :meth:`SimulatedStripe.execute_idempotent`).
+_NOT_STORED_ERRORS: tuple[type[GatewayError], ...] = (
+    AuthenticationFailed,
+    PermissionDenied,
+    RateLimited,
+    IdempotencyConflict,
+)
 
 
 @dataclass(frozen=True)
 class InjectedFailure:
     error: GatewayError
     after_effect: bool
+    #: Stripe started executing, failed, and stored the error under the key.
+    stored: bool = False
 
 
 @dataclass(frozen=True)
@@ -390,6 +501,7 @@ SIMULATION_METHODS = frozenset(
         "open_dispute",
         "close_dispute",
         "create_payout",
+        "settle_refund",
     }
 )
 
@@ -422,6 +534,15 @@ class SimulatedStripe:
     #: Connected accounts' balances: account -> currency -> minor units.
     balances: dict[str, dict[str, int]]
     deauthorized: set[str]
+    #: API version of each webhook endpoint (``PLATFORM_ENDPOINT`` /
+    #: ``CONNECT_ENDPOINT``) when not the default (see :meth:`endpoint_api_version`).
+    endpoint_api_versions: dict[str, str]
+    #: The platform's settled money: currency -> minor units (may go negative,
+    #: e.g. after a dispute; Stripe then debits the platform's bank).
+    platform_available: dict[str, int]
+    #: The platform's money not settled yet, one entry per captured charge:
+    #: ``{"charge", "currency", "amount", "available_on"}``.
+    platform_pending: list[JSON]
     #: The platform's country: transfers and destination charges to an account
     #: in another region follow Stripe's cross-border rules (see :func:`same_region`).
     platform_country: str
@@ -449,6 +570,9 @@ class SimulatedStripe:
             self.account_links = {}
             self.balances = {}
             self.deauthorized = set()
+            self.endpoint_api_versions = {}
+            self.platform_available = {}
+            self.platform_pending = []
             self.platform_country = "US"
             self._failures: dict[str, list[InjectedFailure]] = {}
             self._owners: dict[str, str] = {}
@@ -456,9 +580,14 @@ class SimulatedStripe:
             self._pending_cards: dict[str, str] = {}
             #: Charges paid with the dispute card: disputed once captured.
             self._dispute_on_capture: set[str] = set()
+            #: Charges paid with an asynchronous-refund card: charge -> scenario.
+            self._async_refunds: dict[str, str] = {}
+            #: Refunds that will still change: refund -> the status they end in.
+            self._unsettled_refunds: dict[str, str] = {}
             #: Disputes appealed once (a lost appeal cannot be appealed again).
             self._appealed_disputes: set[str] = set()
             self._time_offset = 0
+            self._stored_failure: GatewayError | None = None
             self._outbox: list[JSON] | None = None
             self._request: JSON = {"id": None, "idempotency_key": None}
 
@@ -469,7 +598,11 @@ class SimulatedStripe:
         return int(time.time()) + self._time_offset
 
     def advance_time(self, seconds: int) -> None:
-        """Move the simulated clock forward; lapsed authorisations are then canceled."""
+        """Move the simulated clock forward.
+
+        Lapsed authorisations are then canceled, and pending card payments
+        whose ``available_on`` has passed join the platform's available balance.
+        """
         if seconds < 0:
             raise ValueError("the simulated clock only moves forward")
         with self.lock:
@@ -478,21 +611,36 @@ class SimulatedStripe:
 
     # --- faults and the call log ---------------------------------------------------------
 
-    def fail_next(self, method: str, error: GatewayError, *, after_effect: bool = False) -> None:
+    def fail_next(
+        self,
+        method: str,
+        error: GatewayError,
+        *,
+        after_effect: bool = False,
+        stored: bool = False,
+    ) -> None:
         """Make the next call of ``method`` raise ``error``.
 
         ``after_effect=False``: raised before anything happens (the request
-        never reached Stripe). ``after_effect=True``: raised after the call
-        took effect, its response stored under its idempotency key and its
-        events sent (Stripe acted, then the connection timed out). Several
-        failures for one method are raised by successive calls.
+        never reached Stripe; nothing is stored under its key).
+        ``after_effect=True``: raised after the call took effect, its
+        response stored under its idempotency key and its events sent
+        (Stripe acted, then the connection timed out: the stored answer is
+        the success the client never saw). ``stored=True``: Stripe started
+        executing, failed without effect (e.g. a 500) and stored that error
+        under the key: a retry with the same key gets the same error for
+        24 hours. Several failures for one method are raised by successive calls.
         """
         if method not in GATEWAY_METHODS | SIMULATION_METHODS:
             raise ValueError(f"{method!r} is not a method of the simulated gateway")
         if not isinstance(error, GatewayError):
             raise TypeError("gateways raise GatewayError subclasses only")
+        if after_effect and stored:
+            raise ValueError("a failure after the effect stores the success, not the error")
         with self.lock:
-            self._failures.setdefault(method, []).append(InjectedFailure(error, after_effect))
+            self._failures.setdefault(method, []).append(
+                InjectedFailure(error, after_effect, stored)
+            )
 
     def call_count(self, method: str | None = None) -> int:
         """How many gateway calls were made (of ``method``, if given)."""
@@ -524,7 +672,10 @@ class SimulatedStripe:
                     self.calls.append((method, _plain(dict(params))))
                 failure = self._take_failure(method)
                 if failure is not None and not failure.after_effect:
-                    raise failure.error
+                    if not (failure.stored and idempotency_key is not None):
+                        raise failure.error
+                    # execute_idempotent's run() stores it under the key.
+                    self._stored_failure, failure = failure.error, None
                 previous_outbox, previous_request = self._outbox, self._request
                 self._outbox = outbox
                 self._request = {
@@ -533,9 +684,11 @@ class SimulatedStripe:
                 }
                 try:
                     self._expire_authorizations()
+                    self._settle_balances()
                     result = copy.deepcopy(action())
                 finally:
                     self._outbox, self._request = previous_outbox, previous_request
+                    self._stored_failure = None
         finally:
             self._dispatch(outbox)
         if failure is not None:
@@ -548,12 +701,25 @@ class SimulatedStripe:
         params: Mapping[str, Any],
         idempotency_key: str,
         action: Callable[[], JSON],
+        *,
+        validate: Callable[[], None] | None = None,
     ) -> JSON:
-        """:meth:`execute`, answering a repeated key with the stored response."""
+        """:meth:`execute`, answering a repeated key with the stored answer.
+
+        As on Stripe ("Idempotent requests"), the first answer of a request
+        that started executing is stored, whether a response or an error
+        (a refusal such as ``balance_insufficient``, or a 500), and replayed
+        for the same key and parameters for 24 hours. ``validate`` checks the
+        parameters alone, before execution: its errors are not stored, nor
+        are those in :data:`_NOT_STORED_ERRORS`.
+        """
         _require_idempotency_key(idempotency_key)
         fingerprint = json.dumps(_plain(dict(params)), sort_keys=True, default=str)
 
         def run() -> JSON:
+            injected, self._stored_failure = self._stored_failure, None
+            if validate is not None:
+                validate()
             record = self.idempotency.get(idempotency_key)
             if record is not None and self.now() - record.created >= IDEMPOTENCY_KEY_TTL_SECONDS:
                 # Stripe may prune a key once it is 24 hours old: the same key
@@ -569,8 +735,19 @@ class SimulatedStripe:
                         f"'{idempotency_key}' if you meant to execute a different request.",
                         error_type="idempotency_error",
                     )
-                return copy.deepcopy(record.response)
-            response = action()
+                if record.error is not None:
+                    raise record.error.replay(self._request.get("id"))
+                return copy.deepcopy(cast(JSON, record.response))
+            try:
+                if injected is not None:
+                    raise injected
+                response = action()
+            except GatewayError as exc:
+                if not isinstance(exc, _NOT_STORED_ERRORS):
+                    self.idempotency[idempotency_key] = IdempotencyRecord(
+                        method, fingerprint, None, self.now(), StoredError.of(exc)
+                    )
+                raise
             self.idempotency[idempotency_key] = IdempotencyRecord(
                 method, fingerprint, copy.deepcopy(response), self.now()
             )
@@ -623,8 +800,16 @@ class SimulatedStripe:
         previous_attributes: Mapping[str, Any] | None = None,
         automatic: bool = False,
     ) -> JSON:
-        """Record an event about ``obj`` (a Connect event when ``account`` is given)."""
-        data: JSON = {"object": copy.deepcopy(dict(obj))}
+        """Record an event about ``obj`` (a Connect event when ``account`` is given).
+
+        The event is rendered at its endpoint's API version
+        (:meth:`endpoint_api_version`), as Stripe renders an event once, at
+        creation, for the endpoint.
+        """
+        version = self.endpoint_api_version(
+            PLATFORM_ENDPOINT if account is None else CONNECT_ENDPOINT
+        )
+        data: JSON = {"object": self._render(dict(obj), version)}
         if previous_attributes is not None:
             data["previous_attributes"] = copy.deepcopy(dict(previous_attributes))
         event: JSON = {"id": new_id("evt"), "object": "event"}
@@ -632,7 +817,7 @@ class SimulatedStripe:
             event["account"] = account
         event.update(
             {
-                "api_version": conf.STRIPE_API_VERSION,
+                "api_version": version,
                 "created": self.now(),
                 "data": data,
                 "livemode": False,
@@ -651,6 +836,32 @@ class SimulatedStripe:
                 UndeliveredEvent(event_endpoint(event), event["id"], "emitted outside a request")
             )
         return event
+
+    def endpoint_api_version(self, endpoint: str) -> str:
+        """The API version ``endpoint``'s events are rendered at.
+
+        :attr:`endpoint_api_versions` if set for the endpoint, else
+        ``WEBHOOK_API_VERSION`` (the version the host says its endpoints
+        have), else the pinned ``STRIPE_API_VERSION``.
+        """
+        configured = self.endpoint_api_versions.get(endpoint)
+        if configured:
+            return configured
+        return str(escrow_settings.WEBHOOK_API_VERSION or "") or conf.STRIPE_API_VERSION
+
+    def _render(self, obj: JSON, version: str) -> JSON:
+        """``obj`` as an endpoint at ``version`` sees it (deep copy).
+
+        One documented difference is rendered: before ``2022-11-15`` a
+        PaymentIntent embedded its ``charges`` list and had no ``latest_charge``.
+        """
+        rendered = copy.deepcopy(obj)
+        if rendered.get("object") == "payment_intent" and version < _LATEST_CHARGE_SINCE:
+            latest = rendered.pop("latest_charge", None)
+            charge = self.charges.get(latest) if isinstance(latest, str) else None
+            data = [copy.deepcopy(charge)] if charge is not None else []
+            rendered["charges"] = _list(data, f"/v1/charges?payment_intent={rendered['id']}")
+        return rendered
 
     def _dispatch(self, events: list[JSON]) -> None:
         if not events:
@@ -742,6 +953,68 @@ class SimulatedStripe:
         balance = self.balances.setdefault(account_id, {})
         balance[currency] = balance.get(currency, 0) + amount
 
+    # --- the platform's balance -------------------------------------------------------
+
+    def platform_balance(self, currency: str) -> dict[str, int]:
+        """The platform's ``available`` and ``pending`` balance in ``currency``."""
+        currency = currency.lower()
+        with self.lock:
+            self._settle_balances()
+            pending = sum(
+                entry["amount"] for entry in self.platform_pending if entry["currency"] == currency
+            )
+            return {"available": self.platform_available.get(currency, 0), "pending": pending}
+
+    def make_funds_available(self) -> None:
+        """Settle every pending card payment now (as if its ``available_on`` had passed)."""
+        with self.lock:
+            for entry in self.platform_pending:
+                entry["available_on"] = min(entry["available_on"], self.now())
+            self._settle_balances()
+
+    def _settle_balances(self) -> None:
+        now = self.now()
+        still_pending = []
+        for entry in self.platform_pending:
+            if entry["available_on"] <= now:
+                self._credit_available(entry["currency"], entry["amount"])
+            else:
+                still_pending.append(entry)
+        self.platform_pending = still_pending
+
+    def _credit_available(self, currency: str, amount: int) -> None:
+        self.platform_available[currency] = self.platform_available.get(currency, 0) + amount
+
+    def _add_pending(self, charge: JSON, amount: int) -> None:
+        """Money from ``charge`` the platform receives, pending until the charge settles."""
+        for entry in self.platform_pending:
+            if entry["charge"] == charge["id"]:
+                entry["amount"] += amount
+                return
+        available_on = int(charge["created"]) + SETTLEMENT_DELAY_SECONDS
+        if available_on <= self.now():
+            self._credit_available(charge["currency"], amount)
+            return
+        self.platform_pending.append(
+            {
+                "charge": charge["id"],
+                "currency": charge["currency"],
+                "amount": amount,
+                "available_on": available_on,
+            }
+        )
+
+    def _debit_platform(self, currency: str, amount: int, *, charge: str | None = None) -> None:
+        """Money leaves the platform: from ``charge``'s pending funds first, then available."""
+        if charge is not None:
+            for entry in self.platform_pending:
+                if entry["charge"] == charge:
+                    taken = min(entry["amount"], amount)
+                    entry["amount"] -= taken
+                    amount -= taken
+                    break
+        self._credit_available(currency, -amount)
+
     def _expire_authorizations(self) -> None:
         now = self.now()
         for intent in self.payment_intents.values():
@@ -806,10 +1079,23 @@ class SimulatedGateway:
         metadata: Mapping[str, str],
         capabilities: Sequence[str] = ("transfers", "card_payments"),
         service_agreement: ServiceAgreement | None = None,
+        controller: Mapping[str, Any] | None = None,
     ) -> AccountSnapshot:
+        """A connected account with the package's controller properties.
+
+        ``controller`` (not part of the gateway protocol) creates an account
+        with other controller properties, to exercise Stripe's rules about
+        them: login links exist only for Express Dashboard accounts, and
+        ``account_update`` links only when the platform collects requirements
+        (``requirement_collection=application``, which also needs
+        ``stripe_dashboard.type=none`` and the platform paying fees and losses).
+        """
         requested = _require_capabilities(capabilities)
         _require_service_agreement(service_agreement)
         s = self.store
+        wanted_controller = _plain(
+            dict(controller if controller is not None else PACKAGE_CONTROLLER)
+        )
         params = {
             "country": country,
             "email": email,
@@ -818,8 +1104,10 @@ class SimulatedGateway:
             "capabilities": list(requested),
             "service_agreement": service_agreement,
         }
+        if controller is not None:
+            params["controller"] = wanted_controller
 
-        def action() -> JSON:
+        def validate() -> None:
             if not isinstance(country, str) or len(country) != 2 or not country.isalpha():
                 raise s.error(InvalidRequest, f"Country '{country}' is unknown.", param="country")
             if business_type not in (None, "individual", "company"):
@@ -837,17 +1125,54 @@ class SimulatedGateway:
                     "service agreement.",
                     param="tos_acceptance[service_agreement]",
                 )
+            self._check_controller(wanted_controller)
+
+        def action() -> JSON:
+            agreement = service_agreement or "full"
             account = _account_object(
                 new_id("acct", 16), country.upper(), email, business_type, metadata, s.now()
             )
+            account["controller"] = _controller_object(wanted_controller)
+            account["type"] = _account_type(wanted_controller)
             account["capabilities"] = {name: "inactive" for name in requested}
             account["tos_acceptance"]["service_agreement"] = agreement
             s.accounts[account["id"]] = account
             s.balances[account["id"]] = {}
             return account
 
-        response = s.execute_idempotent("create_account", params, idempotency_key, action)
+        response = s.execute_idempotent(
+            "create_account", params, idempotency_key, action, validate=validate
+        )
         return AccountSnapshot.from_dict(response)
+
+    def _check_controller(self, controller: Mapping[str, Any]) -> None:
+        s = self.store
+        settings = _controller_settings(controller)
+        for name, value in settings.items():
+            choices = _CONTROLLER_CHOICES.get(name)
+            param = "controller[" + "][".join(name.split(".")) + "]"
+            if choices is None:
+                raise s.error(InvalidRequest, f"Received unknown parameter: {param}", param=param)
+            if value not in choices:
+                raise s.error(
+                    InvalidRequest,
+                    f"Invalid {param}: must be one of {', '.join(choices)}",
+                    param=param,
+                )
+        if settings.get("requirement_collection") == "application" and (
+            settings.get("stripe_dashboard.type") != "none"
+            or settings.get("fees.payer") != "application"
+            or settings.get("losses.payments") != "application"
+        ):
+            raise s.error(
+                InvalidRequest,
+                "When the platform collects requirements "
+                "(controller[requirement_collection]=application), the account cannot have "
+                "a Stripe Dashboard and the platform must pay fees and losses: set "
+                "controller[stripe_dashboard][type]=none, controller[fees][payer]=application "
+                "and controller[losses][payments]=application.",
+                param="controller[requirement_collection]",
+            )
 
     def retrieve_account(self, account_id: str) -> AccountSnapshot:
         _require_id(account_id, "account_id")
@@ -886,8 +1211,16 @@ class SimulatedGateway:
         }
 
         def action() -> JSON:
-            s.account(account_id)
-            if link_type != "account_onboarding":
+            account = s.account(account_id)
+            platform_collects = account["controller"].get("requirement_collection") == "application"
+            if link_type not in ("account_onboarding", "account_update"):
+                raise s.error(
+                    InvalidRequest,
+                    f"Invalid type: must be one of account_onboarding or account_update "
+                    f"(got {link_type!r}).",
+                    param="type",
+                )
+            if link_type == "account_update" and not platform_collects:
                 raise s.error(
                     InvalidRequest,
                     f"Account links of type {link_type!r} are not available for accounts "
@@ -922,6 +1255,15 @@ class SimulatedGateway:
 
         def action() -> JSON:
             account = s.account(account_id)
+            dashboard = account["controller"].get("stripe_dashboard", {}).get("type")
+            if dashboard != "express":
+                raise s.error(
+                    InvalidRequest,
+                    f"Login links can only be created for accounts that use the Express "
+                    f"Dashboard; {account_id} has controller[stripe_dashboard][type]="
+                    f"{dashboard}.",
+                    param="account",
+                )
             if not account["details_submitted"]:
                 raise s.error(
                     InvalidRequest,
@@ -947,6 +1289,10 @@ class SimulatedGateway:
         s = self.store
 
         def action() -> JSON:
+            unknown = sorted(set(components) - ACCOUNT_SESSION_COMPONENTS)
+            if unknown:
+                param = f"components[{unknown[0]}]"
+                raise s.error(InvalidRequest, f"Received unknown parameter: {param}", param=param)
             s.account(account_id)
             now = s.now()
             # Never stored: the client secret is a short-lived bearer credential.
@@ -1130,7 +1476,7 @@ class SimulatedGateway:
             "on_behalf_of": on_behalf_of,
         }
 
-        def action() -> JSON:
+        def validate() -> None:
             if capture_method not in _CAPTURE_METHODS:
                 raise s.error(
                     InvalidRequest,
@@ -1167,6 +1513,8 @@ class SimulatedGateway:
                         "application_fee_amount cannot be greater than amount.",
                         param="application_fee_amount",
                     )
+
+        def action() -> JSON:
             if on_behalf_of is not None:
                 self._check_settlement_merchant(s.account(on_behalf_of, "on_behalf_of"))
             if destination is not None:
@@ -1193,7 +1541,9 @@ class SimulatedGateway:
             s.emit("payment_intent.created", intent)
             return intent
 
-        response = s.execute_idempotent("create_payment_intent", params, idempotency_key, action)
+        response = s.execute_idempotent(
+            "create_payment_intent", params, idempotency_key, action, validate=validate
+        )
         return PaymentIntentSnapshot.from_dict(response)
 
     def retrieve_payment_intent(
@@ -1239,7 +1589,7 @@ class SimulatedGateway:
             intent["payment_method"] = new_id("pm")
             intent["last_payment_error"] = None
             intent["next_action"] = None
-            if scenario in ("success", "disputed"):
+            if scenario in _PAYING_SCENARIOS:
                 self._authorize(intent, number)
             elif scenario == "authentication_required":
                 s._pending_cards[intent["id"]] = number
@@ -1388,14 +1738,16 @@ class SimulatedGateway:
             "cancellation_reason": cancellation_reason,
         }
 
-        def action() -> JSON:
-            intent = s.get(s.payment_intents, "payment_intent", payment_intent_id, "intent")
+        def validate() -> None:
             if cancellation_reason is not None and cancellation_reason not in _CANCELLATION_REASONS:
                 raise s.error(
                     InvalidRequest,
                     f"Invalid cancellation_reason: {cancellation_reason!r}",
                     param="cancellation_reason",
                 )
+
+        def action() -> JSON:
+            intent = s.get(s.payment_intents, "payment_intent", payment_intent_id, "intent")
             if intent["status"] not in _CANCELABLE:
                 raise self._unexpected_state(intent, "canceled", _CANCELABLE)
             # The authorisation (if any) is released; since API 2025-03-31.basil
@@ -1411,7 +1763,9 @@ class SimulatedGateway:
             s.emit("payment_intent.canceled", intent)
             return intent
 
-        response = s.execute_idempotent("cancel_payment_intent", params, idempotency_key, action)
+        response = s.execute_idempotent(
+            "cancel_payment_intent", params, idempotency_key, action, validate=validate
+        )
         return PaymentIntentSnapshot.from_dict(response)
 
     def retrieve_charge(
@@ -1515,8 +1869,11 @@ class SimulatedGateway:
         s.charges[charge["id"]] = charge
         intent["latest_charge"] = charge["id"]
         intent["payment_method"] = charge["payment_method"]
-        if _SCENARIO_BY_NUMBER.get(number) == "disputed":
+        scenario = _SCENARIO_BY_NUMBER.get(number)
+        if scenario == "disputed":
             s._dispute_on_capture.add(charge["id"])
+        if scenario in ("refund_pending", "refund_fails"):
+            s._async_refunds[charge["id"]] = scenario
         if manual:
             intent.update(status="requires_capture", amount_capturable=intent["amount"])
             s.emit("charge.succeeded", charge)
@@ -1532,6 +1889,7 @@ class SimulatedGateway:
             balance_transaction=new_id("txn"),
             application_fee_amount=intent["application_fee_amount"],
         )
+        s._add_pending(charge, amount)
         intent.update(status="succeeded", amount_received=amount, amount_capturable=0)
         transfer: JSON | None = None
         if intent["transfer_data"] is not None:
@@ -1553,6 +1911,7 @@ class SimulatedGateway:
                 s.application_fees[fee_object["id"]] = fee_object
                 charge["application_fee"] = fee_object["id"]
                 s.credit(destination, charge["currency"], -fee)
+                s._add_pending(charge, fee)
         if manual:
             s.emit("charge.captured", charge)
         else:
@@ -1612,13 +1971,23 @@ class SimulatedGateway:
         amount: int,
         currency: str,
         destination: str,
-        source_transaction: str,
+        source_transaction: str | None,
         transfer_group: str,
         metadata: Mapping[str, str],
     ) -> TransferSnapshot:
+        """A transfer to a connected account.
+
+        With ``source_transaction`` (a charge id, as the package always sends)
+        it is funded by that charge, even while the charge's money is still
+        pending. Without it (allowed here as on Stripe, though not by the
+        gateway protocol), it needs the platform's *available* balance:
+        ``balance_insufficient`` until card payments have settled
+        (:meth:`SimulatedStripe.advance_time`, :meth:`SimulatedStripe.make_funds_available`).
+        """
         _require_amount(amount, "amount")
         _require_id(destination, "destination")
-        _require_id(source_transaction, "source_transaction")
+        if source_transaction is not None:
+            _require_id(source_transaction, "source_transaction")
         s = self.store
         currency = currency.lower()
         params = {
@@ -1634,6 +2003,28 @@ class SimulatedGateway:
             account = s.account(destination, "destination")
             self._check_transfers_capability(account, "destination")
             self._check_same_region(account, "destination", recipient_ok=True)
+            if source_transaction is None:
+                available = s.platform_available.get(currency, 0)
+                if amount > available:
+                    raise s.error(
+                        BalanceInsufficient,
+                        "You have insufficient available funds in your Stripe account. Try "
+                        "adding funds directly to your available balance by creating Charges "
+                        "using the 4000000000000077 test card, or pass `source_transaction` to "
+                        f"fund the transfer from a charge (available: {available} {currency}).",
+                        code="balance_insufficient",
+                        param="amount",
+                    )
+                transfer = self._new_transfer(
+                    amount=amount,
+                    currency=currency,
+                    destination=destination,
+                    source_transaction=None,
+                    transfer_group=transfer_group or None,
+                    metadata=metadata,
+                )
+                s.emit("transfer.created", transfer)
+                return transfer
             charge = s.get(s.charges, "charge", source_transaction, "source_transaction")
             if charge["status"] != "succeeded" or not charge["captured"]:
                 raise s.error(
@@ -1747,7 +2138,7 @@ class SimulatedGateway:
         amount: int,
         currency: str,
         destination: str,
-        source_transaction: str,
+        source_transaction: str | None,
         transfer_group: str | None,
         metadata: Mapping[str, str],
     ) -> JSON:
@@ -1799,6 +2190,7 @@ class SimulatedGateway:
         }
         s._owners[payment_id] = destination
         s.credit(destination, currency, amount)
+        s._debit_platform(currency, amount, charge=source_transaction)
         return transfer
 
     def _check_reversible(self, transfer: JSON, amount: int) -> None:
@@ -1849,6 +2241,7 @@ class SimulatedGateway:
             payment["amount_refunded"] += amount
             payment["refunded"] = payment["amount_refunded"] >= payment["amount"]
         s.credit(transfer["destination"], transfer["currency"], -amount)
+        s._credit_available(transfer["currency"], amount)
         return reversal
 
     # --- refunds --------------------------------------------------------------------------
@@ -1877,10 +2270,12 @@ class SimulatedGateway:
             "refund_application_fee": bool(refund_application_fee),
         }
 
-        def action() -> JSON:
-            intent = s.get(s.payment_intents, "payment_intent", payment_intent, "payment_intent")
+        def validate() -> None:
             if reason is not None and reason not in _REFUND_REASONS:
                 raise s.error(InvalidRequest, f"Invalid reason: {reason!r}", param="reason")
+
+        def action() -> JSON:
+            intent = s.get(s.payment_intents, "payment_intent", payment_intent, "payment_intent")
             if intent["status"] != "succeeded" or not intent["latest_charge"]:
                 hint = (
                     " Cancel it to release the authorisation instead."
@@ -1895,10 +2290,10 @@ class SimulatedGateway:
                     param="payment_intent",
                 )
             charge = s.charges[intent["latest_charge"]]
-            if any(
-                d["charge"] == charge["id"] and d["status"] not in ("won", "warning_closed")
-                for d in s.disputes.values()
-            ):
+            disputes = [d for d in s.disputes.values() if d["charge"] == charge["id"]]
+            # An inquiry does not stop a refund (the refund closes it); a
+            # chargeback, open or lost, does.
+            if any(d["status"] not in _REFUNDABLE_DISPUTE_STATUSES for d in disputes):
                 raise s.error(
                     InvalidRequest,
                     f"Charge {charge['id']} has been charged back; it cannot be refunded.",
@@ -1956,10 +2351,12 @@ class SimulatedGateway:
                 self._check_reversible(transfer, reversal_amount - returned)
 
             refund_id = new_id("re")
+            behaviour = s._async_refunds.get(charge["id"])
             reversal: JSON | None = None
             if fee_object is not None and fee_refund:
                 _refund_application_fee(fee_object, fee_refund, s.now())
                 s.credit(fee_object["account"], fee_object["currency"], fee_refund)
+                s._debit_platform(fee_object["currency"], fee_refund, charge=charge["id"])
             if transfer is not None and reversal_amount:
                 reversal = self._reverse(transfer, reversal_amount, {}, source_refund=refund_id)
             refund: JSON = {
@@ -1978,28 +2375,105 @@ class SimulatedGateway:
                     },
                     "type": "card",
                 },
+                "failure_balance_transaction": None,
+                "failure_reason": None,
                 "livemode": False,
                 "metadata": dict(metadata),
                 "payment_intent": intent["id"],
+                "pending_reason": "processing" if behaviour == "refund_pending" else None,
                 "reason": reason,
                 "receipt_number": None,
                 "source_transfer_reversal": None,
-                "status": "succeeded",
+                "status": "pending" if behaviour == "refund_pending" else "succeeded",
                 "transfer_reversal": reversal["id"] if reversal else None,
             }
+            if behaviour is not None:
+                s._unsettled_refunds[refund_id] = (
+                    "succeeded" if behaviour == "refund_pending" else "failed"
+                )
             s.refunds[refund_id] = refund
+            s._debit_platform(charge["currency"], refund_amount, charge=charge["id"])
             charge["amount_refunded"] += refund_amount
             charge["refunded"] = charge["amount_refunded"] >= charge["amount_captured"]
             s.emit("refund.created", refund)
             s.emit("charge.refunded", charge)
+            for dispute in disputes:
+                if dispute["status"] in _OPEN_INQUIRY_STATUSES:
+                    dispute["status"] = "warning_closed"
+                    dispute["is_charge_refundable"] = False
+                    s.emit("charge.dispute.closed", dispute)
             if transfer is not None and reversal is not None:
                 s.emit("transfer.reversed", transfer)
             if fee_object is not None and fee_refund:
                 s.emit("application_fee.refunded", fee_object)
             return refund
 
-        response = s.execute_idempotent("create_refund", params, idempotency_key, action)
+        response = s.execute_idempotent(
+            "create_refund", params, idempotency_key, action, validate=validate
+        )
         return RefundSnapshot.from_dict(response)
+
+    def settle_refund(self, refund_id: str, *, succeed: bool | None = None) -> RefundSnapshot:
+        """The card network settles a refund: ``refund.updated`` or ``refund.failed``.
+
+        By default a refund ends as its card says (:data:`CARDS`:
+        ``refund_pending`` succeeds, ``refund_fails`` fails); ``succeed``
+        overrides that. A pending refund can succeed or fail; a succeeded
+        one can still fail (live cards do, when the card was closed). A
+        failed refund gives its amount back to the charge and its money back
+        to the platform's balance; a transfer reversed for it stays reversed.
+        Each change also emits ``charge.refund.updated``.
+        """
+        s = self.store
+
+        def action() -> JSON:
+            refund = s.get(s.refunds, "refund", refund_id, "refund")
+            planned = s._unsettled_refunds.pop(refund_id, None)
+            if succeed is None:
+                target = planned or "succeeded"
+            else:
+                target = "succeeded" if succeed else "failed"
+            allowed = ("pending",) if target == "succeeded" else ("pending", "succeeded")
+            if refund["status"] not in allowed:
+                raise s.error(
+                    InvalidRequest,
+                    f"Refund {refund_id} is {refund['status']} and cannot become {target}.",
+                    param="refund",
+                )
+            previous = {"status": refund["status"], "pending_reason": refund["pending_reason"]}
+            refund.update(status=target, pending_reason=None)
+            if target == "failed":
+                previous.update(failure_reason=None, failure_balance_transaction=None)
+                refund.update(
+                    failure_reason="expired_or_canceled_card",
+                    failure_balance_transaction=new_id("txn"),
+                )
+                charge = s.charges[refund["charge"]]
+                charge["amount_refunded"] -= refund["amount"]
+                charge["refunded"] = charge["amount_refunded"] >= charge["amount_captured"]
+                s._credit_available(refund["currency"], refund["amount"])
+                s.emit("refund.failed", refund, previous_attributes=previous, automatic=True)
+            else:
+                s.emit("refund.updated", refund, previous_attributes=previous, automatic=True)
+            s.emit("charge.refund.updated", refund, previous_attributes=previous, automatic=True)
+            return refund
+
+        response = s.execute(
+            "settle_refund",
+            {"refund_id": refund_id, "succeed": succeed},
+            action,
+            logged=False,
+            stripe_initiated=True,
+        )
+        return RefundSnapshot.from_dict(response)
+
+    def settle_refunds(self) -> int:
+        """Settle every refund still due to change, as its card says; returns how many."""
+        with self.store.lock:
+            due = list(self.store._unsettled_refunds)
+        for refund_id in due:
+            self.settle_refund(refund_id)
+        return len(due)
 
     def retrieve_refund(self, refund_id: str) -> RefundSnapshot:
         _require_id(refund_id, "refund_id")
@@ -2025,8 +2499,16 @@ class SimulatedGateway:
 
     # --- disputes and payouts (Stripe's side) ------------------------------------------
 
-    def open_dispute(self, charge_or_intent: str, *, reason: str = "fraudulent") -> DisputeSnapshot:
-        """The customer disputes a captured charge (given by ``ch_...`` or ``pi_...`` id)."""
+    def open_dispute(
+        self, charge_or_intent: str, *, reason: str = "fraudulent", inquiry: bool = False
+    ) -> DisputeSnapshot:
+        """The customer disputes a captured charge (given by ``ch_...`` or ``pi_...`` id).
+
+        ``inquiry=True``: the issuer only asks questions first
+        (``warning_needs_response``; nothing is withdrawn). A refund closes an
+        inquiry (``warning_closed``); :meth:`close_dispute` closes it
+        (``won=True``) or escalates it to a chargeback (``won=False``).
+        """
         s = self.store
 
         def action() -> JSON:
@@ -2041,11 +2523,11 @@ class SimulatedGateway:
                     f"Charge {charge_id} is not captured or is already disputed.",
                     param="charge",
                 )
-            return self._open_dispute(charge, reason)
+            return self._open_dispute(charge, reason, inquiry=inquiry)
 
         response = s.execute(
             "open_dispute",
-            {"charge": charge_or_intent, "reason": reason},
+            {"charge": charge_or_intent, "reason": reason, "inquiry": inquiry},
             action,
             logged=False,
             stripe_initiated=True,
@@ -2105,6 +2587,18 @@ class SimulatedGateway:
                     f"Dispute {dispute_id} is already closed ({dispute['status']}).",
                     param="dispute",
                 )
+            if dispute["status"] in _OPEN_INQUIRY_STATUSES:
+                if won:
+                    dispute.update(status="warning_closed", is_charge_refundable=False)
+                    s.emit("charge.dispute.closed", dispute, automatic=True)
+                else:
+                    # The inquiry becomes a chargeback: now the money is withdrawn.
+                    self._withdraw(dispute)
+                    dispute.update(status="needs_response", is_charge_refundable=False)
+                    dispute["payment_method_details"]["card"]["case_type"] = "chargeback"
+                    s.emit("charge.dispute.updated", dispute, automatic=True)
+                    s.emit("charge.dispute.funds_withdrawn", dispute, automatic=True)
+                return dispute
             dispute["status"] = "won" if won else "lost"
             if won:
                 dispute["balance_transactions"].append(
@@ -2117,6 +2611,7 @@ class SimulatedGateway:
                         now=s.now(),
                     )
                 )
+                s._credit_available(dispute["currency"], dispute["amount"])
             s.emit("charge.dispute.closed", dispute, automatic=True)
             if won:
                 s.emit("charge.dispute.funds_reinstated", dispute, automatic=True)
@@ -2131,7 +2626,22 @@ class SimulatedGateway:
         )
         return DisputeSnapshot.from_dict(response)
 
-    def _open_dispute(self, charge: JSON, reason: str) -> JSON:
+    def _withdraw(self, dispute: JSON) -> None:
+        """A chargeback takes the disputed amount and the dispute fee from the platform."""
+        s = self.store
+        dispute["balance_transactions"].append(
+            _balance_transaction(
+                amount=-dispute["amount"],
+                fee=DISPUTE_FEE,
+                currency=dispute["currency"],
+                source=dispute["id"],
+                description=f"Chargeback withdrawal for {dispute['charge']}",
+                now=s.now(),
+            )
+        )
+        s._credit_available(dispute["currency"], -(dispute["amount"] + DISPUTE_FEE))
+
+    def _open_dispute(self, charge: JSON, reason: str, *, inquiry: bool = False) -> JSON:
         s = self.store
         now = s.now()
         dispute_id = new_id("dp")
@@ -2140,16 +2650,7 @@ class SimulatedGateway:
             "id": dispute_id,
             "object": "dispute",
             "amount": amount,
-            "balance_transactions": [
-                _balance_transaction(
-                    amount=-amount,
-                    fee=DISPUTE_FEE,
-                    currency=charge["currency"],
-                    source=dispute_id,
-                    description=f"Chargeback withdrawal for {charge['id']}",
-                    now=now,
-                )
-            ],
+            "balance_transactions": [],
             "charge": charge["id"],
             "created": now,
             "currency": charge["currency"],
@@ -2167,21 +2668,28 @@ class SimulatedGateway:
                 "past_due": False,
                 "submission_count": 0,
             },
-            "is_charge_refundable": False,
+            "is_charge_refundable": inquiry,
             "livemode": False,
             "metadata": {},
             "payment_intent": charge["payment_intent"],
             "payment_method_details": {
-                "card": {"brand": "visa", "case_type": "chargeback", "network_reason_code": "10.4"},
+                "card": {
+                    "brand": "visa",
+                    "case_type": "inquiry" if inquiry else "chargeback",
+                    "network_reason_code": "10.4",
+                },
                 "type": "card",
             },
             "reason": reason,
-            "status": "needs_response",
+            "status": "warning_needs_response" if inquiry else "needs_response",
         }
         s.disputes[dispute_id] = dispute
         charge["disputed"] = True
+        if not inquiry:
+            self._withdraw(dispute)
         s.emit("charge.dispute.created", dispute, automatic=True)
-        s.emit("charge.dispute.funds_withdrawn", dispute, automatic=True)
+        if not inquiry:
+            s.emit("charge.dispute.funds_withdrawn", dispute, automatic=True)
         return dispute
 
     def create_payout(
@@ -2452,6 +2960,44 @@ def _account_object(
         },
         "type": "express",
     }
+
+
+def _controller_settings(controller: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"fees.payer": "application", ...}`` from nested controller properties."""
+    flat: dict[str, Any] = {}
+    for key, value in controller.items():
+        if isinstance(value, Mapping):
+            for inner, setting in value.items():
+                flat[f"{key}.{inner}"] = setting
+        else:
+            flat[str(key)] = value
+    return flat
+
+
+def _controller_object(controller: Mapping[str, Any]) -> JSON:
+    settings = _controller_settings(controller)
+    return {
+        # Stripe's defaults for what the request leaves out.
+        "fees": {"payer": settings.get("fees.payer", "account")},
+        "is_controller": True,
+        "losses": {"payments": settings.get("losses.payments", "stripe")},
+        "requirement_collection": settings.get("requirement_collection", "stripe"),
+        "stripe_dashboard": {"type": settings.get("stripe_dashboard.type", "full")},
+        "type": "application",
+    }
+
+
+def _account_type(controller: Mapping[str, Any]) -> str:
+    """The legacy ``type`` Stripe reports for controller properties ("none" if none fits)."""
+    c = _controller_object(controller)
+    dashboard = c["stripe_dashboard"]["type"]
+    if dashboard == "express" and c["requirement_collection"] == "stripe":
+        return "express"
+    if dashboard == "none" and c["requirement_collection"] == "application":
+        return "custom"
+    if dashboard == "full" and c["fees"]["payer"] == "account":
+        return "standard"
+    return "none"
 
 
 def _bank_account(account: JSON) -> JSON:

@@ -348,6 +348,7 @@ def _get_or_create_row(owner_user: Any, owner_organization: Any, business_type: 
 
 def _create_at_stripe(account_pk: Any) -> Any:
     Account = account_model()
+    failure: GatewayError | None = None
     with transaction.atomic():
         # The lock serialises concurrent first requests: the loser waits here
         # and then finds the Stripe id the winner stored.
@@ -376,10 +377,48 @@ def _create_at_stripe(account_pk: Any) -> Any:
                     "transient": exc.is_transient,
                 },
             )
-            raise translate(exc, "create the connected account") from exc
-        _adopt(account, snapshot)
-        _log(account, "connected account created")
-    return account
+            failure = exc
+        else:
+            _adopt(account, snapshot)
+            _log(account, "connected account created")
+            return account
+    if _answer_is_stored(failure):
+        _next_creation_key(account)
+    raise translate(failure, "create the connected account") from failure
+
+
+def _answer_is_stored(exc: GatewayError) -> bool:
+    """Whether Stripe answered and keeps that answer under the key.
+
+    Stripe stores the answer of every request that started executing, a
+    refusal or a 500 alike, and replays it for the same key for 24 hours:
+    retrying with that key could only get the same error (and, once the
+    host's configuration changed, an idempotency error). No answer (a
+    timeout), a rate limit or a concurrent request with the key store nothing:
+    the key is kept, so a retry finds what Stripe may have done.
+    """
+    return exc.http_status is not None and exc.http_status not in (409, 429)
+
+
+def _next_creation_key(account: Any) -> None:
+    """Give the row a new creation key, after Stripe answered with an error.
+
+    The next attempt looks for an account made under an earlier key before
+    creating one (:func:`_find_lost_account`): a 500 does not say whether
+    Stripe made it.
+    """
+    current = account.creation_idempotency_key
+    stem, _, attempt = current.rpartition(":")
+    following = f"{stem}:{int(attempt) + 1}" if attempt.isdigit() and stem else f"{current}:1"
+    # Only if nobody rotated it meanwhile (two requests failing at once).
+    account_model()._default_manager.filter(pk=account.pk, creation_idempotency_key=current).update(
+        creation_idempotency_key=following
+    )
+
+
+def _key_was_rotated(account: Any) -> bool:
+    _, _, attempt = account.creation_idempotency_key.rpartition(":")
+    return attempt != "0"
 
 
 def creation_request(account: Any, configuration: AccountConfiguration) -> dict[str, Any]:
@@ -414,9 +453,11 @@ def _find_lost_account(account: Any) -> AccountSnapshot | None:
     still replays Stripe's answer, so nothing is looked up. After that Stripe
     may have pruned the key, and a retry with it would open a *second*
     account if the first attempt's answer was lost: the platform's accounts
-    created since the row are searched for this owner's metadata first.
+    created since the row are searched for this owner's metadata first. The
+    same search runs once the key was replaced after an error answer
+    (:func:`_next_creation_key`).
     """
-    if timezone.now() - account.created_at < KEY_REPLAY_WINDOW:
+    if timezone.now() - account.created_at < KEY_REPLAY_WINDOW and not _key_was_rotated(account):
         return None
     wanted = _metadata(account)
     try:

@@ -230,7 +230,10 @@ def test_same_key_on_another_method_is_a_conflict(sim: SimulatedGateway) -> None
         sim.cancel_payment_intent(intent.id, idempotency_key="op-1")
 
 
-def test_failed_requests_are_not_stored_under_their_key(sim: SimulatedGateway) -> None:
+def test_a_refusal_is_stored_under_its_key_and_replayed(
+    sim: SimulatedGateway, store: SimulatedStripe
+) -> None:
+    """Stripe stores the answer of every request that started executing, errors too."""
     account = new_account(sim, ready=False)
     intent = paid_intent(sim)
     kwargs: dict[str, Any] = {
@@ -242,10 +245,106 @@ def test_failed_requests_are_not_stored_under_their_key(sim: SimulatedGateway) -
         "transfer_group": "task_1",
         "metadata": {},
     }
+    with pytest.raises(InvalidRequest) as first:
+        sim.create_transfer(**kwargs)
+    sim.complete_onboarding(account)
+    # The account can receive transfers now, but the key answers as it first did.
+    with pytest.raises(InvalidRequest) as replayed:
+        sim.create_transfer(**kwargs)
+    for attribute in ("code", "message", "param", "http_status", "error_type"):
+        assert getattr(replayed.value, attribute) == getattr(first.value, attribute)
+    assert replayed.value.code == "insufficient_capabilities_for_transfer"
+    assert replayed.value.request_id != first.value.request_id
+    assert store.transfers == {}
+    assert sim.create_transfer(**{**kwargs, "idempotency_key": "release-2"}).amount == 9000
+
+
+def test_a_stored_refusal_is_forgotten_after_24_hours(
+    sim: SimulatedGateway, store: SimulatedStripe
+) -> None:
+    account = new_account(sim, ready=False)
+    charge = paid_intent(sim).latest_charge or ""
+    kwargs: dict[str, Any] = {
+        "idempotency_key": "release-1",
+        "amount": 9000,
+        "currency": "usd",
+        "destination": account,
+        "source_transaction": charge,
+        "transfer_group": "task_1",
+        "metadata": {},
+    }
     with pytest.raises(InvalidRequest):
         sim.create_transfer(**kwargs)
     sim.complete_onboarding(account)
+    store.advance_time(DAY)
     assert sim.create_transfer(**kwargs).amount == 9000
+
+
+def test_parameter_validation_errors_are_not_stored(sim: SimulatedGateway) -> None:
+    """A request that fails validation never started executing: the key stays free."""
+    kwargs: dict[str, Any] = {
+        "idempotency_key": "pay-1",
+        "amount": 10,
+        "currency": "usd",
+        "transfer_group": "task_1",
+        "metadata": {},
+        "capture_method": "automatic",
+    }
+    with pytest.raises(InvalidRequest, match="at least"):
+        sim.create_payment_intent(**kwargs)
+    # Same key, corrected amount: a new request, not a replay nor a conflict.
+    assert sim.create_payment_intent(**{**kwargs, "amount": 5000}).amount == 5000
+
+
+def test_an_access_error_is_not_stored(sim: SimulatedGateway, store: SimulatedStripe) -> None:
+    store.fail_next("create_payment_intent", PermissionDenied("revoked", http_status=403))
+    kwargs: dict[str, Any] = {
+        "idempotency_key": "pay-1",
+        "amount": 5000,
+        "currency": "usd",
+        "transfer_group": "task_1",
+        "metadata": {},
+        "capture_method": "automatic",
+    }
+    with pytest.raises(PermissionDenied):
+        sim.create_payment_intent(**kwargs)
+    assert sim.create_payment_intent(**kwargs).amount == 5000
+
+
+def test_a_stored_500_is_replayed_for_the_same_key(
+    sim: SimulatedGateway, store: SimulatedStripe, events: EventCollector
+) -> None:
+    """fail_next(stored=True): Stripe started, failed with a 500 and kept that answer."""
+    account = new_account(sim)
+    charge = paid_intent(sim).latest_charge or ""
+    events.clear()
+    error = TemporarilyUnavailable("An unknown error occurred", http_status=500)
+    store.fail_next("create_transfer", error, stored=True)
+    kwargs: dict[str, Any] = {
+        "idempotency_key": "release-1",
+        "amount": 9000,
+        "currency": "usd",
+        "destination": account,
+        "source_transaction": charge,
+        "transfer_group": "task_1",
+        "metadata": {},
+    }
+    for _ in range(2):
+        with pytest.raises(TemporarilyUnavailable) as raised:
+            sim.create_transfer(**kwargs)
+        assert raised.value.http_status == 500
+    assert store.transfers == {}
+    assert events.types == []
+    # Looked up (nothing), then sent under a new key: it goes through.
+    assert sim.list_transfers(transfer_group="task_1") == []
+    assert sim.create_transfer(**{**kwargs, "idempotency_key": "release-2"}).amount == 9000
+
+
+def test_a_failure_after_the_effect_cannot_also_be_stored(store: SimulatedStripe) -> None:
+    with pytest.raises(ValueError, match="stores the success"):
+        store.fail_next(
+            "create_transfer", TemporarilyUnavailable("x"), after_effect=True, stored=True
+        )
 
 
 def test_a_key_replays_for_24_hours_then_is_a_new_request(
@@ -1423,3 +1522,332 @@ def test_on_behalf_of_needs_a_full_account_with_card_payments(
             on_behalf_of=account,
         )
     assert exc_info.value.param == "on_behalf_of"
+
+
+# --- stricter, like Stripe: balances ------------------------------------------------------
+
+
+def test_card_money_is_pending_until_it_settles(
+    sim: SimulatedGateway, store: SimulatedStripe
+) -> None:
+    paid_intent(sim)
+    assert store.platform_balance("usd") == {"available": 0, "pending": 10_000}
+    store.advance_time(2 * DAY - 60)
+    assert store.platform_balance("usd") == {"available": 0, "pending": 10_000}
+    store.advance_time(60)
+    assert store.platform_balance("USD") == {"available": 10_000, "pending": 0}
+
+
+def test_a_transfer_without_source_transaction_needs_the_available_balance(
+    sim: SimulatedGateway, store: SimulatedStripe
+) -> None:
+    account = new_account(sim)
+    paid_intent(sim)
+    kwargs: dict[str, Any] = {
+        "amount": 9000,
+        "currency": "usd",
+        "destination": account,
+        "source_transaction": None,
+        "transfer_group": "task_1",
+        "metadata": {},
+    }
+    with pytest.raises(BalanceInsufficient) as refused:
+        sim.create_transfer(idempotency_key=key(), **kwargs)
+    assert (refused.value.code, refused.value.http_status) == ("balance_insufficient", 400)
+    store.make_funds_available()
+    transfer = sim.create_transfer(idempotency_key=key(), **kwargs)
+    assert transfer.source_transaction is None
+    assert store.platform_balance("usd") == {"available": 1_000, "pending": 0}
+    with pytest.raises(BalanceInsufficient):
+        sim.create_transfer(idempotency_key=key(), **{**kwargs, "amount": 1_001})
+
+
+def test_a_transfer_from_its_source_charge_may_use_pending_money(
+    sim: SimulatedGateway, store: SimulatedStripe
+) -> None:
+    account = new_account(sim)
+    charge = paid_intent(sim).latest_charge or ""
+    sim.create_transfer(
+        idempotency_key=key(),
+        amount=9000,
+        currency="usd",
+        destination=account,
+        source_transaction=charge,
+        transfer_group="task_1",
+        metadata={},
+    )
+    assert store.platform_balance("usd") == {"available": 0, "pending": 1_000}
+
+
+def test_a_chargeback_takes_the_amount_and_the_fee_from_the_available_balance(
+    sim: SimulatedGateway, store: SimulatedStripe
+) -> None:
+    intent = paid_intent(sim)
+    store.make_funds_available()
+    dispute = sim.open_dispute(intent.id)
+    assert store.platform_balance("usd")["available"] == -simulated.DISPUTE_FEE
+    sim.close_dispute(dispute.id, won=True)  # the amount comes back, the fee does not
+    assert store.platform_balance("usd")["available"] == 10_000 - simulated.DISPUTE_FEE
+
+
+# --- stricter, like Stripe: refunds settle later --------------------------------------------
+
+
+def test_a_refund_of_the_pending_refund_card_is_pending_until_settled(
+    sim: SimulatedGateway, store: SimulatedStripe, events: EventCollector
+) -> None:
+    intent = paid_intent(sim, "refund_pending")
+    refund = sim.create_refund(
+        idempotency_key=key(), payment_intent=intent.id, amount=None, metadata={}
+    )
+    assert refund.status == "pending"
+    assert store.refunds[refund.id]["pending_reason"] == "processing"
+    assert store.charges[intent.latest_charge or ""]["amount_refunded"] == 10_000
+    events.clear()
+
+    settled = sim.settle_refund(refund.id)
+
+    assert settled.status == "succeeded"
+    assert events.types == ["refund.updated", "charge.refund.updated"]
+    updated = events.of_type("refund.updated")[0]
+    assert updated["data"]["previous_attributes"]["status"] == "pending"
+    assert updated["request"] == {"id": None, "idempotency_key": None}
+    with pytest.raises(InvalidRequest):
+        sim.settle_refund(refund.id)
+
+
+def test_a_refund_of_the_refund_fails_card_succeeds_then_fails(
+    sim: SimulatedGateway, store: SimulatedStripe, events: EventCollector
+) -> None:
+    intent = paid_intent(sim, "refund_fails")
+    charge_id = intent.latest_charge or ""
+    refund = sim.create_refund(
+        idempotency_key=key(), payment_intent=intent.id, amount=4_000, metadata={}
+    )
+    assert refund.status == "succeeded"
+    assert store.platform_balance("usd")["pending"] == 6_000
+    events.clear()
+
+    assert sim.settle_refunds() == 1
+
+    failed = sim.retrieve_refund(refund.id)
+    assert (failed.status, failed.failure_reason) == ("failed", "expired_or_canceled_card")
+    assert store.refunds[refund.id]["failure_balance_transaction"].startswith("txn_")
+    assert events.types == ["refund.failed", "charge.refund.updated"]
+    assert parse(events.of_type("refund.failed")[0]).status == "failed"
+    charge = store.charges[charge_id]
+    assert (charge["amount_refunded"], charge["refunded"]) == (0, False)
+    # The money comes back to the platform (available: the refund had taken it).
+    balance = store.platform_balance("usd")
+    assert balance["available"] + balance["pending"] == 10_000
+    assert sim.settle_refunds() == 0
+
+
+def test_other_cards_refund_at_once_and_can_still_be_failed(
+    sim: SimulatedGateway, store: SimulatedStripe, events: EventCollector
+) -> None:
+    intent = paid_intent(sim)
+    refund = sim.create_refund(
+        idempotency_key=key(), payment_intent=intent.id, amount=None, metadata={}
+    )
+    assert refund.status == "succeeded"
+    assert sim.settle_refunds() == 0
+    with pytest.raises(InvalidRequest):
+        sim.settle_refund(refund.id)  # already succeeded, and nothing planned
+    assert sim.settle_refund(refund.id, succeed=False).status == "failed"
+
+
+# --- stricter, like Stripe: inquiries and chargebacks ---------------------------------------
+
+
+def test_an_inquiry_withdraws_nothing_and_a_refund_closes_it(
+    sim: SimulatedGateway, store: SimulatedStripe, events: EventCollector
+) -> None:
+    intent = paid_intent(sim)
+    events.clear()
+    inquiry = sim.open_dispute(intent.id, inquiry=True)
+    assert inquiry.status == "warning_needs_response"
+    assert events.types == ["charge.dispute.created"]
+    assert store.platform_balance("usd")["pending"] == 10_000
+
+    sim.create_refund(idempotency_key=key(), payment_intent=intent.id, amount=None, metadata={})
+
+    assert sim.retrieve_dispute(inquiry.id).status == "warning_closed"
+    assert events.types[-1] == "charge.dispute.closed"
+
+
+def test_a_chargeback_blocks_refunds(sim: SimulatedGateway) -> None:
+    intent = paid_intent(sim)
+    dispute = sim.open_dispute(intent.id)
+    with pytest.raises(InvalidRequest) as refused:
+        sim.create_refund(idempotency_key=key(), payment_intent=intent.id, amount=None, metadata={})
+    assert refused.value.code == "charge_disputed"
+    sim.close_dispute(dispute.id, won=True)
+    assert (
+        sim.create_refund(
+            idempotency_key=key(), payment_intent=intent.id, amount=None, metadata={}
+        ).amount
+        == 10_000
+    )
+
+
+def test_an_inquiry_can_escalate_to_a_chargeback(
+    sim: SimulatedGateway, store: SimulatedStripe, events: EventCollector
+) -> None:
+    intent = paid_intent(sim)
+    inquiry = sim.open_dispute(intent.id, inquiry=True)
+    events.clear()
+    chargeback = sim.close_dispute(inquiry.id, won=False)
+    assert chargeback.status == "needs_response"
+    assert events.types == ["charge.dispute.updated", "charge.dispute.funds_withdrawn"]
+    with pytest.raises(InvalidRequest, match="charged back"):
+        sim.create_refund(idempotency_key=key(), payment_intent=intent.id, amount=None, metadata={})
+
+
+# --- stricter, like Stripe: controller properties ------------------------------------------
+
+
+def test_accounts_keep_the_controller_they_were_created_with(sim: SimulatedGateway) -> None:
+    package = sim.store.accounts[new_account(sim, ready=False)]
+    assert package["type"] == "express"
+    assert package["controller"]["stripe_dashboard"] == {"type": "express"}
+    assert package["controller"]["requirement_collection"] == "stripe"
+
+    custom = sim.create_account(
+        idempotency_key=key(),
+        country="US",
+        email=None,
+        business_type="individual",
+        metadata={},
+        controller={
+            "fees": {"payer": "application"},
+            "losses": {"payments": "application"},
+            "requirement_collection": "application",
+            "stripe_dashboard": {"type": "none"},
+        },
+    )
+    stored = sim.store.accounts[custom.id]
+    assert stored["type"] == "custom"
+    assert stored["controller"]["stripe_dashboard"] == {"type": "none"}
+
+
+def test_login_links_only_for_express_dashboard_accounts(sim: SimulatedGateway) -> None:
+    account = sim.create_account(
+        idempotency_key=key(),
+        country="US",
+        email=None,
+        business_type="individual",
+        metadata={},
+        controller={
+            "fees": {"payer": "application"},
+            "losses": {"payments": "application"},
+            "requirement_collection": "application",
+            "stripe_dashboard": {"type": "none"},
+        },
+    ).id
+    sim.complete_onboarding(account)
+    with pytest.raises(InvalidRequest, match="Express Dashboard") as refused:
+        sim.create_login_link(account_id=account)
+    assert refused.value.param == "account"
+    # The platform collects requirements: it may send the seller to update them.
+    link = sim.create_account_link(
+        account_id=account,
+        link_type="account_update",
+        refresh_url="https://example.com/r",
+        return_url="https://example.com/b",
+    )
+    assert link.url
+
+
+@pytest.mark.parametrize(
+    ("controller", "param"),
+    [
+        (
+            {"requirement_collection": "application", "stripe_dashboard": {"type": "express"}},
+            "controller[requirement_collection]",
+        ),
+        ({"stripe_dashboard": {"type": "fancy"}}, "controller[stripe_dashboard][type]"),
+        ({"fees": {"owner": "application"}}, "controller[fees][owner]"),
+    ],
+)
+def test_controller_properties_stripe_refuses(
+    sim: SimulatedGateway, controller: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        sim.create_account(
+            idempotency_key="owner-1",
+            country="US",
+            email=None,
+            business_type=None,
+            metadata={},
+            controller=controller,
+        )
+    assert refused.value.param == param
+    # Refused by validation: the key is not used up.
+    sim.create_account(
+        idempotency_key="owner-1", country="US", email=None, business_type=None, metadata={}
+    )
+
+
+# --- stricter, like Stripe: embedded components ------------------------------------------
+
+
+def test_unknown_account_session_components_are_refused(sim: SimulatedGateway) -> None:
+    account = new_account(sim, ready=False)
+    with pytest.raises(InvalidRequest) as refused:
+        sim.create_account_session(account_id=account, components=["account_onboarding", "wallet"])
+    assert (refused.value.param, refused.value.http_status) == ("components[wallet]", 400)
+    session = sim.create_account_session(
+        account_id=account, components=["account_onboarding", "payouts", "notification_banner"]
+    )
+    assert session.client_secret
+
+
+def test_the_component_names_are_the_pinned_api_versions() -> None:
+    """The list matches stripe-python's typed parameters for the pinned version."""
+    import typing
+
+    import stripe
+    from stripe.params._account_session_create_params import (
+        AccountSessionCreateParamsComponents,
+    )
+
+    assert stripe.api_version == conf.STRIPE_API_VERSION
+    names = set(typing.get_type_hints(AccountSessionCreateParamsComponents))
+    assert names == simulated.ACCOUNT_SESSION_COMPONENTS
+
+
+# --- stricter, like Stripe: events at the endpoint's API version ----------------------------
+
+
+def test_events_carry_the_pinned_version_by_default(
+    sim: SimulatedGateway, events: EventCollector
+) -> None:
+    paid_intent(sim)
+    assert {event["api_version"] for event in events.events} == {conf.STRIPE_API_VERSION}
+
+
+def test_an_older_endpoint_gets_events_in_its_versions_shape(
+    sim: SimulatedGateway, store: SimulatedStripe, events: EventCollector
+) -> None:
+    store.endpoint_api_versions[PLATFORM_ENDPOINT] = "2022-08-01"
+    intent = paid_intent(sim)
+    [succeeded] = events.of_type("payment_intent.succeeded")
+    assert succeeded["api_version"] == "2022-08-01"
+    rendered = succeeded["data"]["object"]
+    assert "latest_charge" not in rendered
+    assert [c["id"] for c in rendered["charges"]["data"]] == [intent.latest_charge]
+    # The package's parser reads the older shape.
+    assert PaymentIntentSnapshot.from_dict(rendered).latest_charge == intent.latest_charge
+    # The Events API answers with the version the event was created at.
+    assert sim.retrieve_event(succeeded["id"])["api_version"] == "2022-08-01"
+    # The API itself answers at the pinned version.
+    assert sim.retrieve_payment_intent(intent.id).latest_charge == intent.latest_charge
+
+
+def test_the_endpoint_version_follows_webhook_api_version(
+    sim: SimulatedGateway, events: EventCollector, settings: Any
+) -> None:
+    settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "WEBHOOK_API_VERSION": "2025-03-31.basil"}
+    new_intent(sim)
+    assert events.events[0]["api_version"] == "2025-03-31.basil"

@@ -1,0 +1,186 @@
+"""The package against a simulated Stripe as strict as Stripe (issue 12).
+
+Stripe stores an error under its idempotency key, settles refunds later
+(and may fail them after they succeeded), and keeps card money pending
+before it is available. These tests drive the public API against the
+simulated Stripe doing all of that, with its events going through the real
+webhook receiver, and check that the app's books converge on Stripe's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from django_escrow_connect import swappable
+from django_escrow_connect.conf import SEPARATE_CHARGES_AND_TRANSFERS
+from django_escrow_connect.exceptions import TemporarilyUnavailable
+from django_escrow_connect.gateway.simulated import SimulatedGateway
+from django_escrow_connect.testing import assert_books_balanced
+
+from .conftest import assert_money_invariants, configure
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def sct(settings: Any, stripe: Any) -> None:
+    configure(settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS)
+
+
+def paid_with(market: Any, card: str) -> Any:
+    response = market.create(market.task())
+    assert response.status_code == 201, response.content
+    payment = market.pay(response.json()["payment_id"], card)
+    assert payment.status == "held"
+    return payment
+
+
+def confirm(market: Any, payment: Any) -> Any:
+    return market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+
+
+def refund(market: Any, payment: Any, **body: Any) -> Any:
+    return market.post(market.doer, "payment-refund", body, payment_id=payment.pk)
+
+
+def stripe_refunds(stripe: Any, payment: Any) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in stripe.refunds.values()
+        if r["payment_intent"] == payment.stripe_payment_intent_id
+    ]
+
+
+def settle(market: Any, refund_id: str) -> None:
+    with market.capture(execute=True):
+        SimulatedGateway().settle_refund(refund_id)
+
+
+def test_a_release_answered_with_a_stored_500_is_looked_up_then_sent_under_a_new_key(
+    market: Any, stripe: Any, sct: None
+) -> None:
+    """Stripe replays a stored 500 for its key: retrying the same key can never succeed."""
+    payment = market.held_payment()
+    stripe.fail_next(
+        "create_transfer",
+        TemporarilyUnavailable("An unknown error occurred", http_status=500),
+        stored=True,
+    )
+    assert confirm(market, payment).status_code == 503
+    [first] = payment.operations.filter(kind="transfer")
+    assert (first.status, first.http_status) == ("unknown", 500)
+    stripe.calls.clear()
+
+    response = confirm(market, payment)
+
+    assert response.status_code == 200, response.content
+    payment = market.payment(payment.pk)
+    assert payment.status == "released"
+    assert [name for name, _ in stripe.calls if name != "retrieve_account"][:2] == [
+        "list_transfers",
+        "create_transfer",
+    ]
+    keys = list(
+        payment.operations.filter(kind="transfer")
+        .order_by("created_at")
+        .values_list("idempotency_key", "status")
+    )
+    assert [status for _, status in keys] == ["failed", "succeeded"]
+    assert keys[0][0] != keys[1][0]
+    assert len(stripe.transfers) == 1
+    assert_money_invariants(stripe, payment)
+    assert_books_balanced(payment_id=payment.pk)
+
+
+def test_a_release_refused_then_made_possible_is_sent_under_a_new_key(
+    market: Any, stripe: Any, sct: None
+) -> None:
+    """The refusal is stored under its key; the next release must not reuse that key."""
+    payment = market.held_payment()
+    doer_account = market.doer_account.stripe_account_id
+    with market.capture(execute=True):
+        SimulatedGateway().require_information(doer_account)
+    assert confirm(market, payment).status_code == 409
+    with market.capture(execute=True):
+        SimulatedGateway().complete_onboarding(doer_account)
+
+    response = confirm(market, payment)
+
+    assert response.status_code == 200, response.content
+    assert market.payment(payment.pk).status == "released"
+    assert_money_invariants(stripe, market.payment(payment.pk))
+
+
+def test_every_release_transfer_names_its_source_charge(
+    market: Any, stripe: Any, sct: None
+) -> None:
+    """Card money is still pending at release: only source_transaction makes it transferable."""
+    payment = market.held_payment()
+    assert stripe.platform_balance("usd") == {"available": 0, "pending": 10_000}
+    assert confirm(market, payment).status_code == 200
+    [(_, params)] = [call for call in stripe.calls if call[0] == "create_transfer"]
+    assert params["source_transaction"] == market.payment(payment.pk).stripe_charge_id
+    assert stripe.platform_balance("usd") == {"available": 0, "pending": 1_000}
+
+
+def test_a_pending_refund_is_counted_once_when_it_succeeds(
+    market: Any, stripe: Any, sct: None
+) -> None:
+    payment = paid_with(market, "refund_pending")
+    assert refund(market, payment).status_code == 200
+    [stripe_refund] = stripe_refunds(stripe, payment)
+    assert stripe_refund["status"] == "pending"
+    payment = market.payment(payment.pk)
+    assert (payment.status, payment.amount_refunded) == ("refunded", 10_000)
+    [row] = payment.refunds.all()
+    assert row.status == "pending"
+
+    settle(market, stripe_refund["id"])
+
+    # refund.updated and charge.refund.updated were both answered 2xx.
+    assert stripe.undelivered == []
+    payment = market.payment(payment.pk)
+    assert (payment.status, payment.amount_refunded) == ("refunded", 10_000)
+    [row] = payment.refunds.all()
+    assert row.status == "succeeded"
+    assert_books_balanced(payment_id=payment.pk)
+
+
+def test_a_refund_that_fails_after_release_converges(market: Any, stripe: Any, sct: None) -> None:
+    """Card 4000000000005126: the refund succeeds, then fails; the money is the platform's."""
+    payment = paid_with(market, "refund_fails")
+    assert confirm(market, payment).status_code == 200
+    assert refund(market, payment).status_code == 200
+    [stripe_refund] = stripe_refunds(stripe, payment)
+    assert stripe_refund["status"] == "succeeded"
+    assert market.payment(payment.pk).status == "refunded"
+
+    settle(market, stripe_refund["id"])
+
+    assert stripe.undelivered == []
+    payment = market.payment(payment.pk)
+    # The doer's share stays reversed (Stripe does not transfer it again);
+    # the customer got nothing back, so nothing counts as refunded.
+    assert (payment.amount_refunded, payment.amount_reversed) == (0, 9_000)
+    assert payment.status == "released"
+    [row] = payment.refunds.all()
+    assert (row.status, row.failure_reason) == ("failed", "expired_or_canceled_card")
+    [incident] = swappable.load("PaymentIncident").objects.filter(payment=payment.pk)
+    assert incident.kind == "refund_failed"
+    assert stripe.charges[payment.stripe_charge_id]["amount_refunded"] == 0
+    assert (
+        stripe.platform_balance("usd")["available"] + stripe.platform_balance("usd")["pending"]
+        == 10_000
+    )
+    assert_money_invariants(stripe, payment)
+    assert_books_balanced(payment_id=payment.pk)
+
+    # Refunding again sends a new refund without reversing the doer a second time.
+    stripe.calls.clear()
+    assert refund(market, payment).status_code == 200
+    assert [name for name, _ in stripe.calls if name.startswith("create_")] == ["create_refund"]
+    payment = market.payment(payment.pk)
+    assert (payment.status, payment.amount_refunded) == ("refunded", 10_000)
+    assert_books_balanced(payment_id=payment.pk)
