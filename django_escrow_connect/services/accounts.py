@@ -418,7 +418,7 @@ def _next_creation_key(account: Any) -> None:
 
 def _key_was_rotated(account: Any) -> bool:
     _, _, attempt = account.creation_idempotency_key.rpartition(":")
-    return attempt != "0"
+    return bool(attempt != "0")
 
 
 def creation_request(account: Any, configuration: AccountConfiguration) -> dict[str, Any]:
