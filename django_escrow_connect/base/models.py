@@ -1,8 +1,8 @@
 """Abstract bases of every model the package stores.
 
 A host that needs an extra field subclasses one of these and names its model
-in ``ESCROW_CONNECT_<MODEL>_MODEL`` (see docs/swapping.md). The concrete
-defaults live in :mod:`django_escrow_connect.models`.
+in ``ESCROW_CONNECT_<MODEL>_MODEL`` (see "Model settings" in docs/settings.md).
+The concrete defaults live in :mod:`django_escrow_connect.models`.
 
 Why the foreign keys run the way they do: only :class:`AbstractEscrowPayment`
 is pointed at by other library models, and it points at no library model

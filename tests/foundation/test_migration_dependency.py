@@ -7,6 +7,7 @@ migrations then wait for it, and the system checks catch a wrong name.
 from __future__ import annotations
 
 import importlib
+import pathlib
 
 import pytest
 from django.conf import settings
@@ -86,3 +87,9 @@ def test_a_task_created_after_the_first_migration_is_warned_about_until_named():
         errors = check_migration_dependencies()
     assert ids(errors) == ["escrow_connect.W005"]
     assert f'{TASK_SETTING} = "0002_task"' in errors[0].hint
+
+
+def test_every_migration_dependency_setting_is_documented():
+    text = (pathlib.Path(__file__).parents[2] / "docs" / "settings.md").read_text()
+    for model in swappable.MIGRATION_DEPENDENCY_MODELS:
+        assert f"`{swappable.migration_dependency_setting(model)}`" in text
