@@ -6,7 +6,6 @@ import re
 from typing import Any
 
 import django
-import swapper
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
@@ -27,6 +26,7 @@ from .swappable import (
     migration_dependency_setting,
     setting_name,
 )
+from .swappable import model_name as swapped_model_name
 
 SIMULATED_GATEWAY = "django_escrow_connect.gateway.simulated.SimulatedGateway"
 _WEBHOOK_SECRET_HINT = (
@@ -110,8 +110,8 @@ def check_migration_dependencies(app_configs: Any = None, **kwargs: Any) -> list
     for model_name in MIGRATION_DEPENDENCY_MODELS:
         name = migration_dependency_setting(model_name)
         version = getattr(settings, name, None)
-        label = swapper.is_swapped(APP_LABEL, model_name)
-        if not label:
+        label = swapped_model_name(model_name)
+        if label == f"{APP_LABEL}.{model_name}":
             if version is not None:
                 errors.append(
                     Warning(
