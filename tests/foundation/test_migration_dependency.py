@@ -93,3 +93,9 @@ def test_every_migration_dependency_setting_is_documented():
     text = (pathlib.Path(__file__).parents[2] / "docs" / "settings.md").read_text()
     for model in swappable.MIGRATION_DEPENDENCY_MODELS:
         assert f"`{swappable.migration_dependency_setting(model)}`" in text
+
+
+def test_nothing_to_check_when_the_packages_migrations_are_disabled():
+    disabled = {"escrow_connect": None, "testapp": None}
+    with override_settings(MIGRATION_MODULES=disabled, **{TASK_SETTING: "0002_task"}):
+        assert check_migration_dependencies() == []
