@@ -285,7 +285,6 @@ class TestManualCapture:
         assert journal(payment)[-1] == ("capture", "succeeded")
         assert_books_balanced(payment_id=payment.pk)
 
-
     def test_a_refund_counts_the_reversal_stripe_makes_without_its_webhook(
         self, settings, market, stripe
     ):
