@@ -7,7 +7,7 @@ for the few operator actions the services expose, never for editing money.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import swapper
 from django.contrib import admin, messages
@@ -21,8 +21,13 @@ from .services.report import build_report
 from .swappable import APP_LABEL
 from .webhooks.operations import replay_events as replay_webhook_events
 
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin[Any]
+else:  # ModelAdmin is generic only in django-stubs
+    _ModelAdmin = admin.ModelAdmin
 
-class ReadOnlyMoneyAdmin(admin.ModelAdmin):
+
+class ReadOnlyMoneyAdmin(_ModelAdmin):
     """Rows that mirror Stripe are written by services and webhooks only."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -221,7 +226,7 @@ class MoneyOperationAdmin(ReadOnlyMoneyAdmin):
     list_select_related = ("payment",)
 
 
-ADMINS: dict[str, type[admin.ModelAdmin]] = {
+ADMINS: dict[str, type[admin.ModelAdmin[Any]]] = {
     "ConnectedAccount": ConnectedAccountAdmin,
     "EscrowPayment": EscrowPaymentAdmin,
     "Transfer": TransferAdmin,

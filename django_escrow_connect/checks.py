@@ -9,6 +9,8 @@ import django
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.operations import CreateModel, RenameModel
 
 from .base.models import EscrowTaskMixin
 from .conf import (
@@ -20,7 +22,13 @@ from .conf import (
     escrow_settings,
 )
 from .money import normalize_currency
-from .swappable import setting_name
+from .swappable import (
+    APP_LABEL,
+    MIGRATION_DEPENDENCY_MODELS,
+    migration_dependency_setting,
+    setting_name,
+)
+from .swappable import model_name as swapped_model_name
 
 SIMULATED_GATEWAY = "django_escrow_connect.gateway.simulated.SimulatedGateway"
 _WEBHOOK_SECRET_HINT = (
@@ -85,6 +93,143 @@ def _check_model_setting(name: str, value: Any, code: str) -> list[Any]:
             )
         ]
     return []
+
+
+@register(Tags.models)
+def check_migration_dependencies(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """The library's migrations wait for the migration that creates each host model.
+
+    By default that is the first migration of the model's app; a host whose
+    model arrives later names the right one in
+    ``ESCROW_CONNECT_<MODEL>_MODEL_MIGRATION_DEPENDENCY``. Reads the migration
+    files only (no database, no graph: a wrong name would make building the
+    graph fail before this check could explain why).
+    """
+    errors: list[Any] = []
+    disk: dict[tuple[str, str], Any] | None = None
+    for model_name in MIGRATION_DEPENDENCY_MODELS:
+        name = migration_dependency_setting(model_name)
+        version = getattr(settings, name, None)
+        label = swapped_model_name(model_name)
+        if label == f"{APP_LABEL}.{model_name}":
+            if version is not None:
+                errors.append(
+                    Warning(
+                        f"{name} is set, but {setting_name(model_name)} names no model "
+                        "of yours, so nothing waits for that migration.",
+                        hint=f"Remove {name}, or set {setting_name(model_name)} too.",
+                        id="escrow_connect.W004",
+                    )
+                )
+            continue
+        try:
+            model = apps.get_model(label)
+        except (LookupError, ValueError):
+            continue  # E002/E003 name the model setting itself.
+        if version is not None and (not isinstance(version, str) or not version):
+            errors.append(
+                Error(
+                    f"{name} must be the name of a migration of the app "
+                    f"{model._meta.app_label!r}, such as '0002_task', not {version!r}.",
+                    id="escrow_connect.E004",
+                )
+            )
+            continue
+        if disk is None:
+            loader = MigrationLoader(None, load=False)
+            loader.load_disk()
+            disk = loader.disk_migrations
+            if not any(key[0] == APP_LABEL for key in disk):
+                # Migrations disabled (MIGRATION_MODULES, as test settings
+                # often do): the tables are made from the models, in no order.
+                return errors
+        errors.extend(_check_dependency_creates(name, model, version, disk))
+    return errors
+
+
+def _check_dependency_creates(
+    name: str, model: Any, version: str | None, disk: dict[tuple[str, str], Any]
+) -> list[Any]:
+    app_label = model._meta.app_label
+    own = {key[1]: migration for key, migration in disk.items() if key[0] == app_label}
+    if not own:
+        # The host has not run makemigrations for its app yet.
+        if version is None:
+            return []
+        return [
+            Error(
+                f"{name} names {app_label}.{version}, but {app_label} has no migrations.",
+                hint=f"Run makemigrations {app_label} before setting {name}.",
+                id="escrow_connect.E004",
+            )
+        ]
+    creators = sorted(n for n, migration in own.items() if _creates(migration, model))
+    if version is None:
+        # What swapper's "__first__" resolves to: the app's root migration.
+        first = sorted(n for n, m in own.items() if all(d[0] != app_label for d in _deps(m)))
+        if not creators or _created_by(first[0], model, own):
+            return []
+        return [
+            Warning(
+                f"{model._meta.label} is created in {app_label}.{creators[0]}, not in its "
+                f"app's first migration, which is what the escrow_connect migrations wait "
+                "for: migrating an empty database fails.",
+                hint=f'Set {name} = "{creators[0]}".',
+                id="escrow_connect.W005",
+            )
+        ]
+    if version not in own:
+        return [
+            Error(
+                f"{name} names {app_label}.{version}, which is not a migration.",
+                hint=f"The migrations of {app_label} are: {', '.join(sorted(own))}.",
+                id="escrow_connect.E004",
+            )
+        ]
+    if not _created_by(version, model, own):
+        return [
+            Error(
+                f"{name} names {app_label}.{version}, but {model._meta.label} does not exist "
+                "yet after it.",
+                hint=(
+                    f'Set it to "{creators[0]}", the migration that creates it.'
+                    if creators
+                    else f"Run makemigrations {app_label}."
+                ),
+                id="escrow_connect.E004",
+            )
+        ]
+    return []
+
+
+def _deps(migration: Any) -> list[tuple[str, str]]:
+    return list(getattr(migration, "dependencies", ()))
+
+
+def _creates(migration: Any, model: Any) -> bool:
+    wanted = model._meta.model_name
+    for operation in migration.operations:
+        if isinstance(operation, CreateModel) and operation.name_lower == wanted:
+            return True
+        if isinstance(operation, RenameModel) and operation.new_name_lower == wanted:
+            return True
+    return False
+
+
+def _created_by(version: str, model: Any, own: dict[str, Any]) -> bool:
+    """Whether ``model`` exists once ``version`` (and what it needs of its app) ran."""
+    app_label = model._meta.app_label
+    seen: set[str] = set()
+    todo = [version]
+    while todo:
+        current = todo.pop()
+        if current in seen or current not in own:
+            continue
+        seen.add(current)
+        if _creates(own[current], model):
+            return True
+        todo.extend(dep[1] for dep in _deps(own[current]) if dep[0] == app_label)
+    return False
 
 
 @register()

@@ -2,7 +2,8 @@
 
 The library never writes a host app label: every foreign key and migration
 dependency goes through these helpers, which read the top-level
-``ESCROW_CONNECT_<MODEL>_MODEL`` settings.
+``ESCROW_CONNECT_<MODEL>_MODEL`` settings (and, for the migration a dependency
+points at, ``ESCROW_CONNECT_<MODEL>_MODEL_MIGRATION_DEPENDENCY``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import swapper
+from django.conf import settings
 
 __all__ = [
     "HOST_MODELS",
@@ -39,6 +41,10 @@ LIBRARY_MODELS = (
     "MoneyOperation",
 )
 
+#: The models the library's migrations depend on (``dependency(...)``): each
+#: can name the migration that creates it, see :func:`dependency`.
+MIGRATION_DEPENDENCY_MODELS = ("Task", "Organization", "EscrowPayment")
+
 
 def setting_name(model: str) -> str:
     """``ESCROW_CONNECT_<MODEL>_MODEL``: the setting that names ``model``."""
@@ -50,9 +56,27 @@ def model_name(model: str) -> str:
     return str(swapper.get_model_name(APP_LABEL, model))
 
 
+def migration_dependency_setting(model: str) -> str:
+    """``ESCROW_CONNECT_<MODEL>_MODEL_MIGRATION_DEPENDENCY``: the migration of the
+    model's app that the library's migrations wait for."""
+    return f"{setting_name(model)}_MIGRATION_DEPENDENCY"
+
+
 def dependency(model: str) -> tuple[str, str]:
-    """The migration dependency for ``model`` (its app's first migration), for host migrations."""
-    app_label, migration = swapper.dependency(APP_LABEL, model)
+    """The migration dependency on the model in use for ``model``.
+
+    swapper's default is the first migration of the model's app, which is
+    wrong for a host whose model arrives in a later migration: a fresh
+    database then cannot resolve the library's foreign keys. Such a host names
+    that migration in ``ESCROW_CONNECT_<MODEL>_MODEL_MIGRATION_DEPENDENCY``.
+    The setting is ignored while the model is the library's own (there is no
+    host migration to wait for); a system check reports that and any name
+    that is not a migration of the model's app.
+    """
+    version = getattr(settings, migration_dependency_setting(model), None)
+    if not swapper.is_swapped(APP_LABEL, model) or not isinstance(version, str):
+        version = None
+    app_label, migration = swapper.dependency(APP_LABEL, model, version=version)
     return str(app_label), str(migration)
 
 

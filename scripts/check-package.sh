@@ -10,7 +10,13 @@
 # 4. a fresh virtualenv (python3) gets the wheel and nothing from this tree; a
 #    minimal host project (app "shop" with a Task model) runs
 #    `django-admin check`, `makemigrations shop`, `migrate` and
-#    `makemigrations --check` on SQLite.
+#    `makemigrations --check` on SQLite;
+# 5. a second host (app "jobs") whose first migration has another model and
+#    whose task model arrives in 0002_task: without
+#    ESCROW_CONNECT_TASK_MODEL_MIGRATION_DEPENDENCY `check` warns (W005) and
+#    `migrate` on an empty database fails; with it set to "0002_task" check
+#    passes and migrate runs from an empty database; a name that comes before
+#    the task model is check error E004.
 #
 # Uses .venv for the build tools (creates it if missing); PYTHON picks the
 # interpreter of the fresh virtualenv (default python3).
@@ -215,6 +221,90 @@ say "django-admin makemigrations --check --dry-run"
 admin makemigrations --check --dry-run
 say "django-admin showmigrations escrow_connect"
 admin showmigrations escrow_connect
+
+say "host whose task model arrives in a later migration (app jobs)"
+LATER="$WORK/later"
+mkdir -p "$LATER/jobs"
+# The first host's settings with app "jobs" for "shop". JOBS_STAGE=1 is the
+# project before it used the package (so its 0001 is made without the task
+# model); JOBS_DB picks the database file; JOBS_TASK_MIGRATION is the setting
+# under test (unset: None, the default).
+{
+    echo "import os"
+    sed -e 's/"shop"/"jobs"/' -e 's/"shop.Task"/"jobs.Task"/' \
+        -e 's/"db.sqlite3"/os.environ["JOBS_DB"]/' "$HOST/hostproject_settings.py"
+    cat <<'EOF'
+ESCROW_CONNECT_TASK_MODEL_MIGRATION_DEPENDENCY = os.environ.get("JOBS_TASK_MIGRATION")
+if os.environ.get("JOBS_STAGE") == "1":
+    INSTALLED_APPS = [
+        app for app in INSTALLED_APPS if app not in ("django_escrow_connect", "rest_framework")
+    ]
+EOF
+} >"$LATER/jobsproject_settings.py"
+grep -q '"jobs.Task"' "$LATER/jobsproject_settings.py" || fail "jobs settings not derived"
+cp "$HOST/hostproject_urls.py" "$LATER/"
+: >"$LATER/jobs/__init__.py"
+cat >"$LATER/jobs/models.py" <<'EOF'
+from django.db import models
+
+
+class Category(models.Model):
+    name = models.CharField(max_length=100)
+EOF
+jobs_admin() {
+    (
+        cd "$LATER"
+        env -u DATABASE_URL -u DJANGO_SETTINGS_MODULE PYTHONPATH="$LATER" \
+            DJANGO_SETTINGS_MODULE=jobsproject_settings \
+            "$WORK/venv/bin/django-admin" "$@"
+    )
+}
+say "jobs: 0001_initial, before the task model"
+JOBS_STAGE=1 JOBS_DB=stage1.sqlite3 jobs_admin makemigrations jobs
+# The task model arrives: the shop's Task (its imports first), now in app jobs.
+{
+    sed -n '1,/^class Task/p' "$HOST/shop/models.py" | sed '$d'
+    sed -n '/^class Category/,$p' "$LATER/jobs/models.py"
+    printf '\n\n'
+    sed -n '/^class Task/,$p' "$HOST/shop/models.py"
+} >"$LATER/jobs/models.new"
+mv "$LATER/jobs/models.new" "$LATER/jobs/models.py"
+say "jobs: 0002_task adds the task model"
+JOBS_DB=stage2.sqlite3 jobs_admin makemigrations jobs --name task
+[[ -f "$LATER/jobs/migrations/0002_task.py" ]] || fail "jobs/migrations/0002_task.py was not made"
+say "jobs: without the setting, check warns (W005) and migrate fails"
+out="$(JOBS_DB=unset.sqlite3 jobs_admin check 2>&1)" || {
+    echo "$out"
+    fail "django-admin check (jobs, setting unset)"
+}
+echo "$out"
+grep -q "escrow_connect.W005" <<<"$out" || fail "check did not warn escrow_connect.W005"
+if JOBS_DB=unset.sqlite3 jobs_admin migrate --no-input >"$WORK/jobs-unset.log" 2>&1; then
+    cat "$WORK/jobs-unset.log"
+    fail "migrate passed without the setting, so this no longer proves it is needed"
+fi
+echo "migrate failed as expected: $(tail -n 1 "$WORK/jobs-unset.log")"
+say "jobs: ESCROW_CONNECT_TASK_MODEL_MIGRATION_DEPENDENCY = \"0002_task\", empty database"
+export JOBS_TASK_MIGRATION=0002_task JOBS_DB=db.sqlite3
+out="$(jobs_admin check 2>&1)" || {
+    echo "$out"
+    fail "django-admin check (jobs)"
+}
+echo "$out"
+if grep -q "escrow_connect.W005" <<<"$out"; then fail "W005 with the setting set"; fi
+jobs_admin migrate --no-input
+jobs_admin makemigrations --check --dry-run
+jobs_admin showmigrations jobs escrow_connect
+say "jobs: a migration before the task model is check error E004"
+if out="$(JOBS_TASK_MIGRATION=0001_initial jobs_admin check 2>&1)"; then
+    echo "$out"
+    fail "check passed with the setting naming 0001_initial"
+fi
+grep -q "escrow_connect.E004" <<<"$out" || {
+    echo "$out"
+    fail "check did not report escrow_connect.E004"
+}
+unset JOBS_TASK_MIGRATION JOBS_DB
 
 echo
 echo "check-package: OK ($(basename "$WHEEL"), $(basename "$SDIST"))"

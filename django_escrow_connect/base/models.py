@@ -1,8 +1,8 @@
 """Abstract bases of every model the package stores.
 
 A host that needs an extra field subclasses one of these and names its model
-in ``ESCROW_CONNECT_<MODEL>_MODEL`` (see docs/swapping.md). The concrete
-defaults live in :mod:`django_escrow_connect.models`.
+in ``ESCROW_CONNECT_<MODEL>_MODEL`` (see "Model settings" in docs/settings.md).
+The concrete defaults live in :mod:`django_escrow_connect.models`.
 
 Why the foreign keys run the way they do: only :class:`AbstractEscrowPayment`
 is pointed at by other library models, and it points at no library model
@@ -217,31 +217,88 @@ class AbstractConnectedAccount(ConcurrentTransitionMixin, TimestampedModel):
     )
     # Blank until Stripe has created the account; the idempotency key is set
     # first, so a retry after a crash finds the account Stripe already made.
-    stripe_account_id = models.CharField(_("Stripe account id"), max_length=255, blank=True)
-    creation_idempotency_key = models.CharField(max_length=255, unique=True)
-    business_type = models.CharField(max_length=16, choices=BusinessType.choices)
-    country = models.CharField(max_length=2, blank=True)
-    email = models.EmailField(blank=True)
-    livemode = models.BooleanField(default=False)
+    stripe_account_id = models.CharField(
+        _("Stripe account id"),
+        max_length=255,
+        blank=True,
+        help_text=_("Stripe's id of the account (acct_...); blank until Stripe has created it."),
+    )
+    creation_idempotency_key = models.CharField(
+        _("creation idempotency key"),
+        max_length=255,
+        unique=True,
+        help_text=_(
+            "Sent with the create call: a retry after a crash finds the account Stripe made."
+        ),
+    )
+    business_type = models.CharField(
+        _("business type"), max_length=16, choices=BusinessType.choices
+    )
+    country = models.CharField(
+        _("country"),
+        max_length=2,
+        blank=True,
+        help_text=_("ISO 3166-1 alpha-2 code of the account's country."),
+    )
+    email = models.EmailField(_("email"), blank=True)
+    livemode = models.BooleanField(
+        _("live mode"), default=False, help_text=_("Off for an account made with a test-mode key.")
+    )
     status = FSMField(
+        _("status"),
         max_length=32,
         choices=AccountStatus.choices,
         default=AccountStatus.PENDING_VERIFICATION,
         protected=True,
         db_index=True,
+        help_text=_("Derived from Stripe's requirements; changed by webhooks and syncs only."),
     )
-    charges_enabled = models.BooleanField(default=False)
-    payouts_enabled = models.BooleanField(default=False)
-    details_submitted = models.BooleanField(default=False)
-    requirements_currently_due = models.JSONField(default=list, blank=True)
-    requirements_eventually_due = models.JSONField(default=list, blank=True)
-    requirements_past_due = models.JSONField(default=list, blank=True)
-    disabled_reason = models.CharField(max_length=255, blank=True)
-    capabilities = models.JSONField(default=dict, blank=True)
+    charges_enabled = models.BooleanField(_("charges enabled"), default=False)
+    payouts_enabled = models.BooleanField(_("payouts enabled"), default=False)
+    details_submitted = models.BooleanField(_("details submitted"), default=False)
+    requirements_currently_due = models.JSONField(
+        _("requirements currently due"),
+        default=list,
+        blank=True,
+        help_text=_("Stripe's list of the information due now."),
+    )
+    requirements_eventually_due = models.JSONField(
+        _("requirements eventually due"), default=list, blank=True
+    )
+    requirements_past_due = models.JSONField(
+        _("requirements past due"),
+        default=list,
+        blank=True,
+        help_text=_("Overdue information: Stripe disables charges or payouts until it is given."),
+    )
+    disabled_reason = models.CharField(
+        _("disabled reason"),
+        max_length=255,
+        blank=True,
+        help_text=_("Stripe's requirements.disabled_reason, if any."),
+    )
+    capabilities = models.JSONField(
+        _("capabilities"),
+        default=dict,
+        blank=True,
+        help_text=_("Stripe's capability states, by name."),
+    )
     # When Stripe produced the data above (event ``created`` or fetch time):
     # an older account.updated never overwrites newer data.
-    synced_at = models.DateTimeField(null=True, blank=True)
-    deauthorized_at = models.DateTimeField(null=True, blank=True)
+    synced_at = models.DateTimeField(
+        _("synced at"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "When Stripe produced the data above; older updates never overwrite newer ones."
+        ),
+    )
+    deauthorized_at = models.DateTimeField(
+        _("deauthorized at"),
+        null=True,
+        blank=True,
+        help_text=_("When the account disconnected from the platform."),
+    )
 
     class Meta:
         abstract = True
@@ -275,7 +332,7 @@ class AbstractConnectedAccount(ConcurrentTransitionMixin, TimestampedModel):
 
     @property
     def is_deauthorized(self) -> bool:
-        return self.status == AccountStatus.DEAUTHORIZED
+        return bool(self.status == AccountStatus.DEAUTHORIZED)
 
     @property
     def can_transfer(self) -> bool:
@@ -288,7 +345,7 @@ class AbstractConnectedAccount(ConcurrentTransitionMixin, TimestampedModel):
 
     @property
     def is_verified(self) -> bool:
-        return self.status == AccountStatus.VERIFIED
+        return bool(self.status == AccountStatus.VERIFIED)
 
     def derived_status(self) -> str:
         """The state the synced Stripe data implies (deauthorization is sticky).
@@ -364,7 +421,7 @@ class AbstractConnectedAccount(ConcurrentTransitionMixin, TimestampedModel):
 
 
 def _no_open_dispute(payment: AbstractEscrowPayment) -> bool:
-    return payment.status != S.DISPUTED
+    return bool(payment.status != S.DISPUTED)
 
 
 def _fully_refundable_left(payment: AbstractEscrowPayment) -> bool:
@@ -411,45 +468,87 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
     )
     # The payee's Stripe account when the payment was made (an id, not a
     # foreign key: see the module docstring).
-    destination_account_id = models.CharField(max_length=255, blank=True)
+    destination_account_id = models.CharField(
+        _("destination account id"),
+        max_length=255,
+        blank=True,
+        help_text=_("The payee's Stripe account (acct_...) when the payment was made."),
+    )
 
     currency = models.CharField(_("currency"), max_length=3)
-    amount = models.BigIntegerField(_("amount (minor units)"))
-    platform_fee = models.BigIntegerField(_("platform fee (minor units)"), default=0)
-    amount_refunded = models.BigIntegerField(default=0)
-    amount_disputed = models.BigIntegerField(default=0)
-    amount_transferred = models.BigIntegerField(default=0)
-    amount_reversed = models.BigIntegerField(default=0)
+    amount = models.BigIntegerField(
+        _("amount (minor units)"), help_text=_("Minor units of the currency (cents for usd).")
+    )
+    platform_fee = models.BigIntegerField(
+        _("platform fee (minor units)"),
+        default=0,
+        help_text=_("The platform's share of the amount, in minor units."),
+    )
+    amount_refunded = models.BigIntegerField(_("amount refunded (minor units)"), default=0)
+    amount_disputed = models.BigIntegerField(_("amount disputed (minor units)"), default=0)
+    amount_transferred = models.BigIntegerField(
+        _("amount transferred (minor units)"),
+        default=0,
+        help_text=_("What was transferred to the payee's account (their share), before reversals."),
+    )
+    amount_reversed = models.BigIntegerField(
+        _("amount reversed (minor units)"),
+        default=0,
+        help_text=_("What was pulled back from the payee's account."),
+    )
 
-    strategy = models.CharField(max_length=40, choices=EscrowStrategy.choices)
+    strategy = models.CharField(_("escrow strategy"), max_length=40, choices=EscrowStrategy.choices)
     status = FSMField(
+        _("status"),
         max_length=32,
         choices=PaymentStatus.choices,
         default=PaymentStatus.AWAITING_PAYMENT,
         protected=True,
+        help_text=_(
+            "Changed only by the payment's transitions (services and webhooks), never by editing."
+        ),
     )
-    status_before_dispute = models.CharField(max_length=32, blank=True)
+    status_before_dispute = models.CharField(
+        _("status before dispute"),
+        max_length=32,
+        blank=True,
+        help_text=_("Where a won dispute returns the payment to."),
+    )
 
-    stripe_payment_intent_id = models.CharField(max_length=255, blank=True)
-    stripe_charge_id = models.CharField(max_length=255, blank=True)
-    transfer_group = models.CharField(max_length=255, unique=True)
+    stripe_payment_intent_id = models.CharField(
+        _("Stripe PaymentIntent id"), max_length=255, blank=True
+    )
+    stripe_charge_id = models.CharField(_("Stripe charge id"), max_length=255, blank=True)
+    transfer_group = models.CharField(
+        _("transfer group"),
+        max_length=255,
+        unique=True,
+        help_text=_("Stripe transfer_group tying the charge to its transfers."),
+    )
     # Keys are stored before the call they protect; attempts only advance
     # after a definite failure, so a crash retried reuses the same key.
-    intent_idempotency_key = models.CharField(max_length=255, blank=True)
-    intent_attempts = models.PositiveIntegerField(default=0)
-    release_attempts = models.PositiveIntegerField(default=0)
+    intent_idempotency_key = models.CharField(
+        _("PaymentIntent idempotency key"), max_length=255, blank=True
+    )
+    intent_attempts = models.PositiveIntegerField(_("PaymentIntent attempts"), default=0)
+    release_attempts = models.PositiveIntegerField(_("release attempts"), default=0)
     # Manual capture: Stripe voids the authorisation at this time.
-    capture_before = models.DateTimeField(null=True, blank=True)
+    capture_before = models.DateTimeField(
+        _("capture before"),
+        null=True,
+        blank=True,
+        help_text=_("Manual capture: when Stripe voids the card authorization."),
+    )
 
-    failure_code = models.CharField(max_length=255, blank=True)
-    failure_message = models.TextField(blank=True)
+    failure_code = models.CharField(_("failure code"), max_length=255, blank=True)
+    failure_message = models.TextField(_("failure message"), blank=True)
 
-    held_at = models.DateTimeField(null=True, blank=True)
-    released_at = models.DateTimeField(null=True, blank=True)
-    refunded_at = models.DateTimeField(null=True, blank=True)
-    canceled_at = models.DateTimeField(null=True, blank=True)
-    failed_at = models.DateTimeField(null=True, blank=True)
-    disputed_at = models.DateTimeField(null=True, blank=True)
+    held_at = models.DateTimeField(_("held at"), null=True, blank=True)
+    released_at = models.DateTimeField(_("released at"), null=True, blank=True)
+    refunded_at = models.DateTimeField(_("refunded at"), null=True, blank=True)
+    canceled_at = models.DateTimeField(_("canceled at"), null=True, blank=True)
+    failed_at = models.DateTimeField(_("failed at"), null=True, blank=True)
+    disputed_at = models.DateTimeField(_("disputed at"), null=True, blank=True)
 
     class Meta:
         abstract = True
@@ -571,8 +670,8 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         # Not while processing: Stripe refuses to cancel a PaymentIntent then.
         source=[S.AWAITING_PAYMENT, S.FAILED, S.HELD],
         target=S.CANCELED,
-        conditions=[_nothing_captured],
-        permission=permissions.may_cancel,
+        conditions=[_nothing_captured],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
+        permission=permissions.may_cancel,  # type: ignore[arg-type]  # fsm stubs: Model, not our model
     )
     def cancel(self) -> None:
         self.canceled_at = timezone.now()
@@ -582,7 +681,7 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         field=status,
         source=S.FAILED,
         target=S.AWAITING_PAYMENT,
-        permission=permissions.may_retry,
+        permission=permissions.may_retry,  # type: ignore[arg-type]  # fsm stubs: Model, not our model
     )
     def retry_payment(self) -> None:
         self.failure_code = ""
@@ -593,7 +692,7 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         field=status,
         source=S.HELD,
         target=S.RELEASING,
-        conditions=[_no_open_dispute],
+        conditions=[_no_open_dispute],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
     )
     def start_release(self) -> None:
         """The money-moving call was sent but its outcome is not known yet.
@@ -606,8 +705,8 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         field=status,
         source=[S.HELD, S.RELEASING],
         target=S.RELEASED,
-        conditions=[_no_open_dispute],
-        permission=permissions.may_release,
+        conditions=[_no_open_dispute],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
+        permission=permissions.may_release,  # type: ignore[arg-type]  # fsm stubs: Model, not our model
     )
     def release(self, amount_transferred: int = 0, platform_fee: int | None = None) -> None:
         self.released_at = timezone.now()
@@ -625,8 +724,8 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         field=status,
         source=[S.HELD, S.RELEASED, S.PARTIALLY_REFUNDED],
         target=RETURN_VALUE(S.HELD, S.PARTIALLY_REFUNDED, S.REFUNDED),
-        conditions=[_fully_refundable_left],
-        permission=permissions.may_refund,
+        conditions=[_fully_refundable_left],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
+        permission=permissions.may_refund,  # type: ignore[arg-type]  # fsm stubs: Model, not our model
     )
     def refund(self, amount: int) -> str:
         """Record ``amount`` more refunded; the state follows the totals."""
@@ -846,23 +945,32 @@ class AbstractTransfer(ConcurrentTransitionMixin, TimestampedModel):
     """Money sent from the platform to the payee's connected account."""
 
     payment = models.ForeignKey(
-        model_name("EscrowPayment"), on_delete=models.PROTECT, related_name="transfers"
+        model_name("EscrowPayment"),
+        verbose_name=_("payment"),
+        on_delete=models.PROTECT,
+        related_name="transfers",
     )
-    stripe_transfer_id = models.CharField(max_length=255, blank=True)
-    idempotency_key = models.CharField(max_length=255, unique=True)
-    amount = models.BigIntegerField()
-    amount_reversed = models.BigIntegerField(default=0)
-    currency = models.CharField(max_length=3)
-    destination_account_id = models.CharField(max_length=255)
-    source_transaction = models.CharField(max_length=255, blank=True)
+    stripe_transfer_id = models.CharField(_("Stripe transfer id"), max_length=255, blank=True)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=255, unique=True)
+    amount = models.BigIntegerField(_("amount (minor units)"))
+    amount_reversed = models.BigIntegerField(_("amount reversed (minor units)"), default=0)
+    currency = models.CharField(_("currency"), max_length=3)
+    destination_account_id = models.CharField(_("destination account id"), max_length=255)
+    source_transaction = models.CharField(
+        _("source transaction"),
+        max_length=255,
+        blank=True,
+        help_text=_("The charge the transfer is funded from (source_transaction)."),
+    )
     status = FSMField(
+        _("status"),
         max_length=32,
         choices=TransferStatus.choices,
         default=TransferStatus.PENDING,
         protected=True,
     )
-    failure_code = models.CharField(max_length=255, blank=True)
-    failure_message = models.TextField(blank=True)
+    failure_code = models.CharField(_("failure code"), max_length=255, blank=True)
+    failure_message = models.TextField(_("failure message"), blank=True)
 
     class Meta:
         abstract = True
@@ -920,21 +1028,25 @@ class AbstractTransferReversal(ConcurrentTransitionMixin, TimestampedModel):
     """Money pulled back from the payee's account (before a refund after release)."""
 
     payment = models.ForeignKey(
-        model_name("EscrowPayment"), on_delete=models.PROTECT, related_name="transfer_reversals"
+        model_name("EscrowPayment"),
+        verbose_name=_("payment"),
+        on_delete=models.PROTECT,
+        related_name="transfer_reversals",
     )
-    stripe_transfer_id = models.CharField(max_length=255)
-    stripe_reversal_id = models.CharField(max_length=255, blank=True)
-    idempotency_key = models.CharField(max_length=255, unique=True)
-    amount = models.BigIntegerField()
-    currency = models.CharField(max_length=3)
+    stripe_transfer_id = models.CharField(_("Stripe transfer id"), max_length=255)
+    stripe_reversal_id = models.CharField(_("Stripe reversal id"), max_length=255, blank=True)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=255, unique=True)
+    amount = models.BigIntegerField(_("amount (minor units)"))
+    currency = models.CharField(_("currency"), max_length=3)
     status = FSMField(
+        _("status"),
         max_length=32,
         choices=TransferReversalStatus.choices,
         default=TransferReversalStatus.PENDING,
         protected=True,
     )
-    failure_code = models.CharField(max_length=255, blank=True)
-    failure_message = models.TextField(blank=True)
+    failure_code = models.CharField(_("failure code"), max_length=255, blank=True)
+    failure_message = models.TextField(_("failure message"), blank=True)
 
     class Meta:
         abstract = True
@@ -978,19 +1090,27 @@ class AbstractRefund(ConcurrentTransitionMixin, TimestampedModel):
     """A refund of (part of) a payment, as Stripe reports it."""
 
     payment = models.ForeignKey(
-        model_name("EscrowPayment"), on_delete=models.PROTECT, related_name="refunds"
+        model_name("EscrowPayment"),
+        verbose_name=_("payment"),
+        on_delete=models.PROTECT,
+        related_name="refunds",
     )
-    stripe_refund_id = models.CharField(max_length=255, blank=True)
-    idempotency_key = models.CharField(max_length=255, unique=True)
-    amount = models.BigIntegerField()
-    currency = models.CharField(max_length=3)
+    stripe_refund_id = models.CharField(_("Stripe refund id"), max_length=255, blank=True)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=255, unique=True)
+    amount = models.BigIntegerField(_("amount (minor units)"))
+    currency = models.CharField(_("currency"), max_length=3)
     status = FSMField(
-        max_length=32, choices=RefundStatus.choices, default=RefundStatus.PENDING, protected=True
+        _("status"),
+        max_length=32,
+        choices=RefundStatus.choices,
+        default=RefundStatus.PENDING,
+        protected=True,
     )
-    reason = models.CharField(max_length=64, blank=True)
-    failure_reason = models.CharField(max_length=255, blank=True)
+    reason = models.CharField(_("reason"), max_length=64, blank=True)
+    failure_reason = models.CharField(_("failure reason"), max_length=255, blank=True)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
+        verbose_name=_("requested by"),
         on_delete=models.SET_NULL,
         null=True,
         blank=True,
@@ -1041,22 +1161,30 @@ class AbstractDispute(ConcurrentTransitionMixin, TimestampedModel):
     """A customer's dispute (or inquiry) of a payment's charge; freezes release while open."""
 
     payment = models.ForeignKey(
-        model_name("EscrowPayment"), on_delete=models.PROTECT, related_name="disputes"
+        model_name("EscrowPayment"),
+        verbose_name=_("payment"),
+        on_delete=models.PROTECT,
+        related_name="disputes",
     )
-    stripe_dispute_id = models.CharField(max_length=255, unique=True)
-    stripe_charge_id = models.CharField(max_length=255)
-    amount = models.BigIntegerField()
-    currency = models.CharField(max_length=3)
-    status = FSMField(max_length=32, choices=DisputeStatus.choices, protected=True)
-    reason = models.CharField(max_length=64, blank=True)
-    evidence_due_by = models.DateTimeField(null=True, blank=True)
-    funds_withdrawn = models.BigIntegerField(default=0)
-    funds_reinstated = models.BigIntegerField(default=0)
-    closed_at = models.DateTimeField(null=True, blank=True)
+    stripe_dispute_id = models.CharField(_("Stripe dispute id"), max_length=255, unique=True)
+    stripe_charge_id = models.CharField(_("Stripe charge id"), max_length=255)
+    amount = models.BigIntegerField(_("amount (minor units)"))
+    currency = models.CharField(_("currency"), max_length=3)
+    status = FSMField(_("status"), max_length=32, choices=DisputeStatus.choices, protected=True)
+    reason = models.CharField(_("reason"), max_length=64, blank=True)
+    evidence_due_by = models.DateTimeField(_("evidence due by"), null=True, blank=True)
+    funds_withdrawn = models.BigIntegerField(_("funds withdrawn (minor units)"), default=0)
+    funds_reinstated = models.BigIntegerField(_("funds reinstated (minor units)"), default=0)
+    closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)
     # When the lost dispute's appeal began (the first appeal event's time):
     # a ``lost`` older than this is the first loss, delivered late; a newer
     # one is the appeal's final outcome.
-    appealed_at = models.DateTimeField(null=True, blank=True)
+    appealed_at = models.DateTimeField(
+        _("appealed at"),
+        null=True,
+        blank=True,
+        help_text=_("When the appeal of the lost dispute began."),
+    )
 
     class Meta:
         abstract = True
@@ -1103,7 +1231,7 @@ class AbstractDispute(ConcurrentTransitionMixin, TimestampedModel):
             DisputeStatus.APPEAL_UNDER_REVIEW,
         ],
         target=RETURN_VALUE(*DisputeStatus.values),
-        conditions=[_dispute_not_final],
+        conditions=[_dispute_not_final],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
     )
     def apply_stripe_status(self, stripe_status: str, as_of: datetime | None = None) -> str:
         """Stripe's new status; ``as_of`` is when Stripe reported it (an event's time)."""
@@ -1126,13 +1254,15 @@ class AbstractDispute(ConcurrentTransitionMixin, TimestampedModel):
 class AbstractIncident(TimestampedModel):
     """Something that went wrong and needs a person: recorded, never silently retried."""
 
-    kind = models.CharField(max_length=32, choices=IncidentKind.choices)
-    code = models.CharField(max_length=255, blank=True)
-    decline_code = models.CharField(max_length=255, blank=True)
-    message = models.TextField(blank=True)
-    stripe_request_id = models.CharField(max_length=255, blank=True)
-    stripe_event_id = models.CharField(max_length=255, blank=True)
-    resolved_at = models.DateTimeField(null=True, blank=True)
+    kind = models.CharField(_("kind"), max_length=32, choices=IncidentKind.choices)
+    code = models.CharField(
+        _("code"), max_length=255, blank=True, help_text=_("Stripe's error or failure code.")
+    )
+    decline_code = models.CharField(_("decline code"), max_length=255, blank=True)
+    message = models.TextField(_("message"), blank=True)
+    stripe_request_id = models.CharField(_("Stripe request id"), max_length=255, blank=True)
+    stripe_event_id = models.CharField(_("Stripe event id"), max_length=255, blank=True)
+    resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
 
     class Meta:
         abstract = True
@@ -1142,12 +1272,25 @@ class AbstractPaymentIncident(AbstractIncident):
     """An incident about a payment (failed charge, amount mismatch, Radar hold, ...)."""
 
     payment = models.ForeignKey(
-        model_name("EscrowPayment"), on_delete=models.PROTECT, related_name="incidents"
+        model_name("EscrowPayment"),
+        verbose_name=_("payment"),
+        on_delete=models.PROTECT,
+        related_name="incidents",
     )
-    stripe_payment_intent_id = models.CharField(max_length=255, blank=True)
+    stripe_payment_intent_id = models.CharField(
+        _("Stripe PaymentIntent id"), max_length=255, blank=True
+    )
     # The Stripe object the incident is about when it is not the payment
     # itself: a Radar review (prv_...) or an early fraud warning (issfr_...).
-    stripe_object_id = models.CharField(max_length=255, blank=True, db_index=True)
+    stripe_object_id = models.CharField(
+        _("Stripe object id"),
+        max_length=255,
+        blank=True,
+        db_index=True,
+        help_text=_(
+            "What the incident is about when not the payment: a Radar review, a fraud warning."
+        ),
+    )
 
     class Meta(AbstractIncident.Meta):
         abstract = True
@@ -1162,13 +1305,18 @@ class AbstractTransferIncident(AbstractIncident):
     """An incident about a transfer to a payee (refused, failed, reversed outside the app)."""
 
     payment = models.ForeignKey(
-        model_name("EscrowPayment"), on_delete=models.PROTECT, related_name="transfer_incidents"
+        model_name("EscrowPayment"),
+        verbose_name=_("payment"),
+        on_delete=models.PROTECT,
+        related_name="transfer_incidents",
     )
-    stripe_transfer_id = models.CharField(max_length=255, blank=True)
-    stripe_payout_id = models.CharField(max_length=255, blank=True)
-    destination_account_id = models.CharField(max_length=255, blank=True)
-    amount = models.BigIntegerField(null=True, blank=True)
-    currency = models.CharField(max_length=3, blank=True)
+    stripe_transfer_id = models.CharField(_("Stripe transfer id"), max_length=255, blank=True)
+    stripe_payout_id = models.CharField(_("Stripe payout id"), max_length=255, blank=True)
+    destination_account_id = models.CharField(
+        _("destination account id"), max_length=255, blank=True
+    )
+    amount = models.BigIntegerField(_("amount (minor units)"), null=True, blank=True)
+    currency = models.CharField(_("currency"), max_length=3, blank=True)
 
     class Meta(AbstractIncident.Meta):
         abstract = True
@@ -1187,28 +1335,48 @@ class AbstractTransferIncident(AbstractIncident):
 class AbstractWebhookEvent(ConcurrentTransitionMixin, models.Model):
     """Every verified Stripe event, once. The unique id refuses duplicates."""
 
-    stripe_event_id = models.CharField(max_length=255, unique=True)
-    type = models.CharField(max_length=128, db_index=True)
-    endpoint = models.CharField(max_length=16, choices=WebhookEndpoint.choices)
-    account = models.CharField(_("connected account id"), max_length=255, blank=True, db_index=True)
-    livemode = models.BooleanField(default=False)
-    api_version = models.CharField(max_length=64, blank=True)
-    object_id = models.CharField(max_length=255, blank=True, db_index=True)
-    stripe_created = models.DateTimeField(null=True, blank=True)
+    stripe_event_id = models.CharField(_("Stripe event id"), max_length=255, unique=True)
+    type = models.CharField(_("type"), max_length=128, db_index=True)
+    endpoint = models.CharField(_("endpoint"), max_length=16, choices=WebhookEndpoint.choices)
+    account = models.CharField(
+        _("connected account id"),
+        max_length=255,
+        blank=True,
+        db_index=True,
+        help_text=_(
+            "The connected account (acct_...) of a Connect event; blank for the platform's."
+        ),
+    )
+    livemode = models.BooleanField(_("live mode"), default=False)
+    api_version = models.CharField(_("API version"), max_length=64, blank=True)
+    object_id = models.CharField(
+        _("object id"),
+        max_length=255,
+        blank=True,
+        db_index=True,
+        help_text=_("The id of the event's data.object."),
+    )
+    stripe_created = models.DateTimeField(_("created at Stripe"), null=True, blank=True)
     # Null once purged after the retention period; the row (and so the
     # duplicate protection) stays.
-    payload = models.JSONField(null=True, blank=True)
+    payload = models.JSONField(
+        _("payload"),
+        null=True,
+        blank=True,
+        help_text=_("The event as received; null once purged after the retention period."),
+    )
     status = FSMField(
+        _("status"),
         max_length=16,
         choices=WebhookEventStatus.choices,
         default=WebhookEventStatus.RECEIVED,
         protected=True,
     )
-    attempts = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True)
-    received_at = models.DateTimeField(default=timezone.now)
-    processed_at = models.DateTimeField(null=True, blank=True)
-    payload_purged_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+    received_at = models.DateTimeField(_("received at"), default=timezone.now)
+    processed_at = models.DateTimeField(_("processed at"), null=True, blank=True)
+    payload_purged_at = models.DateTimeField(_("payload purged at"), null=True, blank=True)
 
     class Meta:
         abstract = True

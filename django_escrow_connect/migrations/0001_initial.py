@@ -9,6 +9,7 @@ import django_fsm
 import uuid
 from django.conf import settings
 import swapper
+from django_escrow_connect import swappable
 from django.db import migrations, models
 
 
@@ -18,11 +19,13 @@ class Migration(migrations.Migration):
 
     dependencies = [
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
-        # Host models, named by settings; never a literal host app label.
-        swapper.dependency("escrow_connect", "Task"),
-        swapper.dependency("escrow_connect", "Organization"),
+        # Host models, named by settings; never a literal host app label. A host
+        # whose model arrives after its app's first migration names that
+        # migration in ESCROW_CONNECT_<MODEL>_MODEL_MIGRATION_DEPENDENCY.
+        swappable.dependency("Task"),
+        swappable.dependency("Organization"),
         # A host that swaps the payment model creates it in its own app.
-        swapper.dependency("escrow_connect", "EscrowPayment"),
+        swappable.dependency("EscrowPayment"),
     ]
 
     operations = [

@@ -5,6 +5,7 @@ import django.utils.timezone
 import django_fsm
 from django.conf import settings
 import swapper
+from django_escrow_connect import swappable
 from django.db import migrations, models
 
 
@@ -14,7 +15,7 @@ class Migration(migrations.Migration):
         ('escrow_connect', '0001_initial'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
         # A host that swaps the payment model creates it in its own app.
-        swapper.dependency("escrow_connect", "EscrowPayment"),
+        swappable.dependency("EscrowPayment"),
     ]
 
     operations = [

@@ -60,3 +60,22 @@ def test_stripe_mirrors_are_read_only(staff_client):
     assert "stripe_account_id" in model_admin.get_readonly_fields(None, account)
     assert not model_admin.has_add_permission(None)
     assert not model_admin.has_delete_permission(None, account)
+
+
+def test_every_field_the_admin_shows_has_a_translatable_label():
+    """The admin shows every field (all read-only): each the library defines
+    has its own verbose_name, marked for translation, not one derived from the
+    field's name. (The library's default models, swapped out or not.)"""
+    from django.apps import apps
+    from django.utils.functional import Promise
+
+    unlabelled = []
+    for name in LIBRARY_MODELS:
+        model = apps.get_model(swappable.APP_LABEL, name)
+        for field in model._meta.fields:
+            if field.auto_created or field.primary_key:
+                continue
+            verbose_name = field.deconstruct()[3].get("verbose_name")
+            if not isinstance(verbose_name, Promise):
+                unlabelled.append(f"{model._meta.label}.{field.name}")
+    assert not unlabelled, unlabelled

@@ -4,6 +4,7 @@ library can be migrated to zero and back."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import pathlib
 
@@ -72,3 +73,78 @@ def test_swapped_payment_model_is_the_hosts():
         )
     else:
         assert Payment._meta.label == "escrow_connect.EscrowPayment"
+
+
+def _swapperize():
+    path = pathlib.Path(__file__).parents[2] / "scripts" / "swapperize_migration.py"
+    spec = importlib.util.spec_from_file_location("swapperize_migration", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.swapperize
+
+
+#: What makemigrations writes under tests.settings for a change that touches
+#: the task and the payment (shape of a generated migration).
+GENERATED = """\
+import django.db.models.deletion
+from django.conf import settings
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ('escrow_connect', '0004_radar'),
+        migrations.swappable_dependency(settings.AUTH_USER_MODEL),
+        migrations.swappable_dependency(settings.ESCROW_CONNECT_ESCROWPAYMENT_MODEL),
+        ('testapp', '0001_initial'),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name='refund',
+            name='task',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='testapp.task'),
+        ),
+        migrations.AddField(
+            model_name='refund',
+            name='payment_copy',
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                to=settings.ESCROW_CONNECT_ESCROWPAYMENT_MODEL,
+            ),
+        ),
+    ]
+"""
+
+
+def test_swapperize_keeps_dependencies_and_replaces_host_references():
+    source = _swapperize()(GENERATED)
+    compile(source, "generated.py", "exec")
+    dependencies = source.split("dependencies = [", 1)[1].split("]\n", 1)[0]
+    assert [line.strip() for line in dependencies.strip().splitlines()] == [
+        "('escrow_connect', '0004_radar'),",
+        "migrations.swappable_dependency(settings.AUTH_USER_MODEL),",
+        'swappable.dependency("EscrowPayment"),',
+        'swappable.dependency("Task"),',
+    ]
+    assert "testapp" not in source
+    assert "settings.ESCROW_CONNECT_" not in source
+    assert 'to=swapper.get_model_name("escrow_connect", "Task")' in source
+    assert 'to=swapper.get_model_name("escrow_connect", "EscrowPayment")' in source
+    assert "import swapper\n" in source
+    assert "from django_escrow_connect import swappable\n" in source
+
+
+def test_swapperize_leaves_the_library_migrations_as_they_are():
+    swapperize = _swapperize()
+    for path in sorted(MIGRATIONS.glob("0*.py")):
+        source = path.read_text()
+        assert swapperize(source) == source, path.name
+
+
+def test_library_migrations_depend_on_host_models_through_the_setting():
+    # swapper.dependency(...) without a version would ignore
+    # ESCROW_CONNECT_<MODEL>_MODEL_MIGRATION_DEPENDENCY.
+    for path in MIGRATIONS.glob("0*.py"):
+        assert "swapper.dependency(" not in path.read_text(), path.name

@@ -72,7 +72,7 @@ RANK = {
     "canceled": 6,
     "dispute_lost": 6,
 }
-#: Backward edges the state machine documents (docs/state-machines.md).
+#: Backward edges the state machine documents (docs/state-machine.md).
 DOCUMENTED_RETURNS = {
     ("failed", "awaiting_payment"),  # retry
     ("processing", "awaiting_payment"),  # 3-D Secure failed: pay again
