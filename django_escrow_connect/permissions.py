@@ -69,7 +69,7 @@ def is_payee(user: Any, payment: AbstractEscrowPayment) -> bool:
 
 
 # Transition permissions: the ``permission=`` of the payment's transitions
-# (base/models.py), asked by the services through
+# (base/models/), asked by the services through
 # :func:`django_escrow_connect.transitions.may` for every request made on a
 # user's behalf. They are the only definition of who may do what; the system
 # (webhooks, escrow_reconcile, scheduled release) passes no user and is not

@@ -1,0 +1,397 @@
+"""The escrow payment: one customer payment for one task."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transition
+
+from ... import permissions
+from ...states import (
+    EscrowStrategy,
+    PaymentStatus,
+)
+from ...swappable import model_name
+from ._common import S, TimestampedModel, _currency_constraint
+
+__all__ = ["AbstractEscrowPayment"]
+
+
+# --------------------------------------------------------------------------
+# Escrow payments
+# --------------------------------------------------------------------------
+
+
+def _no_open_dispute(payment: AbstractEscrowPayment) -> bool:
+    return bool(payment.status != S.DISPUTED)
+
+
+def _fully_refundable_left(payment: AbstractEscrowPayment) -> bool:
+    return payment.amount_refunded < payment.amount
+
+
+def _nothing_captured(payment: AbstractEscrowPayment) -> bool:
+    # A held manual-capture payment is an authorisation, which can be voided;
+    # money captured by a separate charge goes back by a refund instead.
+    return payment.status != S.HELD or payment.is_manual_capture
+
+
+class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
+    """One customer payment for one task, held until released or refunded."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    task = models.ForeignKey(
+        model_name("Task"),
+        verbose_name=_("task"),
+        on_delete=models.PROTECT,
+        related_name="escrow_payments",
+    )
+    payer = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("payer"),
+        on_delete=models.PROTECT,
+        related_name="escrow_payments_made",
+    )
+    payee_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("payee (user)"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="escrow_payments_received",
+    )
+    payee_organization = models.ForeignKey(
+        model_name("Organization"),
+        verbose_name=_("payee (organization)"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="escrow_payments_received",
+    )
+    # The payee's Stripe account when the payment was made (an id, not a
+    # foreign key: see the module docstring).
+    destination_account_id = models.CharField(
+        _("destination account id"),
+        max_length=255,
+        blank=True,
+        help_text=_("The payee's Stripe account (acct_...) when the payment was made."),
+    )
+
+    currency = models.CharField(_("currency"), max_length=3)
+    amount = models.BigIntegerField(
+        _("amount (minor units)"), help_text=_("Minor units of the currency (cents for usd).")
+    )
+    platform_fee = models.BigIntegerField(
+        _("platform fee (minor units)"),
+        default=0,
+        help_text=_("The platform's share of the amount, in minor units."),
+    )
+    amount_refunded = models.BigIntegerField(_("amount refunded (minor units)"), default=0)
+    amount_disputed = models.BigIntegerField(_("amount disputed (minor units)"), default=0)
+    amount_transferred = models.BigIntegerField(
+        _("amount transferred (minor units)"),
+        default=0,
+        help_text=_("What was transferred to the payee's account (their share), before reversals."),
+    )
+    amount_reversed = models.BigIntegerField(
+        _("amount reversed (minor units)"),
+        default=0,
+        help_text=_("What was pulled back from the payee's account."),
+    )
+
+    strategy = models.CharField(_("escrow strategy"), max_length=40, choices=EscrowStrategy.choices)
+    status = FSMField(
+        _("status"),
+        max_length=32,
+        choices=PaymentStatus.choices,
+        default=PaymentStatus.AWAITING_PAYMENT,
+        protected=True,
+        help_text=_(
+            "Changed only by the payment's transitions (services and webhooks), never by editing."
+        ),
+    )
+    status_before_dispute = models.CharField(
+        _("status before dispute"),
+        max_length=32,
+        blank=True,
+        help_text=_("Where a won dispute returns the payment to."),
+    )
+
+    stripe_payment_intent_id = models.CharField(
+        _("Stripe PaymentIntent id"), max_length=255, blank=True
+    )
+    stripe_charge_id = models.CharField(_("Stripe charge id"), max_length=255, blank=True)
+    transfer_group = models.CharField(
+        _("transfer group"),
+        max_length=255,
+        unique=True,
+        help_text=_("Stripe transfer_group tying the charge to its transfers."),
+    )
+    # Keys are stored before the call they protect; attempts only advance
+    # after a definite failure, so a crash retried reuses the same key.
+    intent_idempotency_key = models.CharField(
+        _("PaymentIntent idempotency key"), max_length=255, blank=True
+    )
+    intent_attempts = models.PositiveIntegerField(_("PaymentIntent attempts"), default=0)
+    release_attempts = models.PositiveIntegerField(_("release attempts"), default=0)
+    # Manual capture: Stripe voids the authorisation at this time.
+    capture_before = models.DateTimeField(
+        _("capture before"),
+        null=True,
+        blank=True,
+        help_text=_("Manual capture: when Stripe voids the card authorization."),
+    )
+
+    failure_code = models.CharField(_("failure code"), max_length=255, blank=True)
+    failure_message = models.TextField(_("failure message"), blank=True)
+
+    held_at = models.DateTimeField(_("held at"), null=True, blank=True)
+    released_at = models.DateTimeField(_("released at"), null=True, blank=True)
+    refunded_at = models.DateTimeField(_("refunded at"), null=True, blank=True)
+    canceled_at = models.DateTimeField(_("canceled at"), null=True, blank=True)
+    failed_at = models.DateTimeField(_("failed at"), null=True, blank=True)
+    disputed_at = models.DateTimeField(_("disputed at"), null=True, blank=True)
+
+    class Meta:
+        abstract = True
+        verbose_name = _("escrow payment")
+        verbose_name_plural = _("escrow payments")
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(payee_user__isnull=False, payee_organization__isnull=True)
+                    | Q(payee_user__isnull=True, payee_organization__isnull=False)
+                ),
+                name="escrow_payment_payee_user_xor_organization",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="escrow_payment_amount_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(platform_fee__gte=0) & Q(platform_fee__lte=F("amount")),
+                name="escrow_payment_fee_within_amount",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_refunded__gte=0) & Q(amount_refunded__lte=F("amount")),
+                name="escrow_payment_refunded_within_amount",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_disputed__gte=0) & Q(amount_disputed__lte=F("amount")),
+                name="escrow_payment_disputed_within_amount",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_transferred__gte=0)
+                & Q(amount_transferred__lte=F("amount") - F("platform_fee")),
+                name="escrow_payment_transferred_within_net",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_reversed__gte=0)
+                & Q(amount_reversed__lte=F("amount_transferred")),
+                name="escrow_payment_reversed_within_transferred",
+            ),
+            _currency_constraint("escrow_payment"),
+            models.CheckConstraint(
+                condition=~Q(payer=F("payee_user")) | Q(payee_user__isnull=True),
+                name="escrow_payment_payer_is_not_payee",
+            ),
+            models.UniqueConstraint(
+                fields=["stripe_payment_intent_id"],
+                condition=~Q(stripe_payment_intent_id=""),
+                name="escrow_payment_unique_payment_intent",
+            ),
+            models.UniqueConstraint(
+                fields=["stripe_charge_id"],
+                condition=~Q(stripe_charge_id=""),
+                name="escrow_payment_unique_charge",
+            ),
+            # A task is paid for once: a second payment is possible only
+            # after the first was canceled.
+            models.UniqueConstraint(
+                fields=["task"],
+                condition=~Q(status=PaymentStatus.CANCELED),
+                name="escrow_payment_one_live_payment_per_task",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["payer", "-created_at"], name="escrow_pay_payer_idx"),
+            models.Index(fields=["payee_user", "-created_at"], name="escrow_pay_payee_user_idx"),
+            models.Index(
+                fields=["payee_organization", "-created_at"], name="escrow_pay_payee_org_idx"
+            ),
+            models.Index(fields=["status", "updated_at"], name="escrow_pay_status_idx"),
+            models.Index(fields=["capture_before"], name="escrow_pay_capture_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"payment {self.pk} ({self.status})"
+
+    # -- derived amounts -------------------------------------------------
+    @property
+    def refundable_amount(self) -> int:
+        return self.amount - self.amount_refunded
+
+    @property
+    def payee(self) -> Any:
+        return self.payee_user if self.payee_user_id is not None else self.payee_organization
+
+    @property
+    def is_manual_capture(self) -> bool:
+        return self.strategy == EscrowStrategy.MANUAL_CAPTURE
+
+    # -- transitions driven by Stripe (webhooks, gateway results) ----------
+    @transition(field=status, source=S.AWAITING_PAYMENT, target=S.PROCESSING)
+    def mark_processing(self) -> None:
+        pass
+
+    @transition(field=status, source=[S.AWAITING_PAYMENT, S.PROCESSING, S.FAILED], target=S.HELD)
+    def mark_held(self) -> None:
+        self.held_at = timezone.now()
+        self.failure_code = ""
+        self.failure_message = ""
+
+    @transition(field=status, source=[S.AWAITING_PAYMENT, S.PROCESSING], target=S.FAILED)
+    def mark_failed(self, code: str = "", message: str = "") -> None:
+        self.failed_at = timezone.now()
+        self.failure_code = code[:255]
+        self.failure_message = message
+
+    @transition(
+        field=status,
+        source=[S.AWAITING_PAYMENT, S.PROCESSING, S.FAILED, S.HELD],
+        target=S.CANCELED,
+    )
+    def mark_canceled(self) -> None:
+        """Stripe canceled the PaymentIntent: a void the platform asked for, a
+        lapsed authorisation, or a payment Stripe gave up on while processing."""
+        self.canceled_at = timezone.now()
+
+    # -- cancel: asked for on the platform (API, admin, commands) --------------
+    @transition(
+        field=status,
+        # Not while processing: Stripe refuses to cancel a PaymentIntent then.
+        source=[S.AWAITING_PAYMENT, S.FAILED, S.HELD],
+        target=S.CANCELED,
+        conditions=[_nothing_captured],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
+        permission=permissions.may_cancel,  # type: ignore[arg-type]  # fsm stubs: Model, not our model
+    )
+    def cancel(self) -> None:
+        self.canceled_at = timezone.now()
+
+    # -- the customer tries again after a failed payment ---------------------
+    @transition(
+        field=status,
+        source=S.FAILED,
+        target=S.AWAITING_PAYMENT,
+        permission=permissions.may_retry,  # type: ignore[arg-type]  # fsm stubs: Model, not our model
+    )
+    def retry_payment(self) -> None:
+        self.failure_code = ""
+        self.failure_message = ""
+
+    # -- release -------------------------------------------------------------
+    @transition(
+        field=status,
+        source=S.HELD,
+        target=S.RELEASING,
+        conditions=[_no_open_dispute],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
+    )
+    def start_release(self) -> None:
+        """The money-moving call was sent but its outcome is not known yet.
+
+        Only entered by a release the user was allowed to ask for (``release``'s
+        permission), so it declares none of its own.
+        """
+
+    @transition(
+        field=status,
+        source=[S.HELD, S.RELEASING],
+        target=S.RELEASED,
+        conditions=[_no_open_dispute],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
+        permission=permissions.may_release,  # type: ignore[arg-type]  # fsm stubs: Model, not our model
+    )
+    def release(self, amount_transferred: int = 0, platform_fee: int | None = None) -> None:
+        self.released_at = timezone.now()
+        self.amount_transferred = amount_transferred
+        if platform_fee is not None:
+            self.platform_fee = platform_fee
+
+    @transition(field=status, source=S.RELEASING, target=S.HELD)
+    def release_failed(self) -> None:
+        """The transfer definitely did not happen: the money is still held."""
+        self.release_attempts += 1
+
+    # -- refunds ---------------------------------------------------------------
+    @transition(
+        field=status,
+        source=[S.HELD, S.RELEASED, S.PARTIALLY_REFUNDED],
+        target=RETURN_VALUE(S.HELD, S.PARTIALLY_REFUNDED, S.REFUNDED),
+        conditions=[_fully_refundable_left],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
+        permission=permissions.may_refund,  # type: ignore[arg-type]  # fsm stubs: Model, not our model
+    )
+    def refund(self, amount: int) -> str:
+        """Record ``amount`` more refunded; the state follows the totals."""
+        was_released = self.status in (S.RELEASED, S.PARTIALLY_REFUNDED)
+        self.amount_refunded += amount
+        if self.amount_refunded >= self.amount:
+            self.refunded_at = timezone.now()
+            return S.REFUNDED
+        return S.PARTIALLY_REFUNDED if was_released else S.HELD
+
+    @transition(
+        field=status,
+        source=[S.HELD, S.PARTIALLY_REFUNDED, S.REFUNDED],
+        target=RETURN_VALUE(S.HELD, S.RELEASED, S.PARTIALLY_REFUNDED),
+    )
+    def refund_failed(self, amount: int) -> str:
+        """A refund Stripe could not complete: give its amount back."""
+        self.amount_refunded = max(0, self.amount_refunded - amount)
+        self.refunded_at = None
+        if self.released_at is None:
+            return S.HELD
+        return S.PARTIALLY_REFUNDED if self.amount_refunded else S.RELEASED
+
+    # -- disputes --------------------------------------------------------------
+    @transition(
+        field=status,
+        source=[S.HELD, S.RELEASING, S.RELEASED, S.PARTIALLY_REFUNDED],
+        target=S.DISPUTED,
+    )
+    def open_dispute(self, amount: int) -> None:
+        self.status_before_dispute = self.status
+        self.amount_disputed = amount
+        self.disputed_at = timezone.now()
+
+    @transition(
+        field=status,
+        source=S.DISPUTED,
+        target=RETURN_VALUE(S.HELD, S.RELEASING, S.RELEASED, S.PARTIALLY_REFUNDED),
+    )
+    def win_dispute(self) -> str:
+        return self._state_before_dispute()
+
+    @transition(field=status, source=S.DISPUTED, target=S.DISPUTE_LOST)
+    def lose_dispute(self) -> None:
+        # status_before_dispute is kept: an appeal won returns the payment there.
+        pass
+
+    @transition(
+        field=status,
+        source=S.DISPUTE_LOST,
+        target=RETURN_VALUE(S.HELD, S.RELEASING, S.RELEASED, S.PARTIALLY_REFUNDED),
+    )
+    def win_appeal(self) -> str:
+        """The lost dispute was appealed and won: back where it was before the dispute."""
+        return self._state_before_dispute()
+
+    def _state_before_dispute(self) -> str:
+        previous = self.status_before_dispute or S.HELD
+        self.status_before_dispute = ""
+        self.amount_disputed = 0
+        return previous

@@ -1,0 +1,162 @@
+"""Transfers to the payee's connected account, and their reversals."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import F, Q
+from django.utils.translation import gettext_lazy as _
+from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transition
+
+from ...states import (
+    TransferReversalStatus,
+    TransferStatus,
+)
+from ...swappable import model_name
+from ._common import TimestampedModel, _currency_constraint
+
+__all__ = ["AbstractTransfer", "AbstractTransferReversal"]
+
+
+# --------------------------------------------------------------------------
+# Transfers and reversals
+# --------------------------------------------------------------------------
+
+
+class AbstractTransfer(ConcurrentTransitionMixin, TimestampedModel):
+    """Money sent from the platform to the payee's connected account."""
+
+    payment = models.ForeignKey(
+        model_name("EscrowPayment"),
+        verbose_name=_("payment"),
+        on_delete=models.PROTECT,
+        related_name="transfers",
+    )
+    stripe_transfer_id = models.CharField(_("Stripe transfer id"), max_length=255, blank=True)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=255, unique=True)
+    amount = models.BigIntegerField(_("amount (minor units)"))
+    amount_reversed = models.BigIntegerField(_("amount reversed (minor units)"), default=0)
+    currency = models.CharField(_("currency"), max_length=3)
+    destination_account_id = models.CharField(_("destination account id"), max_length=255)
+    source_transaction = models.CharField(
+        _("source transaction"),
+        max_length=255,
+        blank=True,
+        help_text=_("The charge the transfer is funded from (source_transaction)."),
+    )
+    status = FSMField(
+        _("status"),
+        max_length=32,
+        choices=TransferStatus.choices,
+        default=TransferStatus.PENDING,
+        protected=True,
+    )
+    failure_code = models.CharField(_("failure code"), max_length=255, blank=True)
+    failure_message = models.TextField(_("failure message"), blank=True)
+
+    class Meta:
+        abstract = True
+        verbose_name = _("transfer")
+        verbose_name_plural = _("transfers")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="escrow_transfer_amount_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_reversed__gte=0) & Q(amount_reversed__lte=F("amount")),
+                name="escrow_transfer_reversed_within_amount",
+            ),
+            _currency_constraint("escrow_transfer"),
+            models.UniqueConstraint(
+                fields=["stripe_transfer_id"],
+                condition=~Q(stripe_transfer_id=""),
+                name="escrow_transfer_unique_stripe_id",
+            ),
+            # Exactly-once release, enforced by the database: a payment has at
+            # most one transfer that did not fail.
+            models.UniqueConstraint(
+                fields=["payment"],
+                condition=~Q(status=TransferStatus.FAILED),
+                name="escrow_transfer_one_live_per_payment",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.stripe_transfer_id or f"transfer {self.pk} ({self.status})"
+
+    @transition(field=status, source=TransferStatus.PENDING, target=TransferStatus.CREATED)
+    def mark_created(self, stripe_transfer_id: str) -> None:
+        self.stripe_transfer_id = stripe_transfer_id
+
+    @transition(field=status, source=TransferStatus.PENDING, target=TransferStatus.FAILED)
+    def mark_failed(self, code: str = "", message: str = "") -> None:
+        self.failure_code = code[:255]
+        self.failure_message = message
+
+    @transition(
+        field=status,
+        source=[TransferStatus.CREATED, TransferStatus.PARTIALLY_REVERSED],
+        target=RETURN_VALUE(TransferStatus.PARTIALLY_REVERSED, TransferStatus.REVERSED),
+    )
+    def apply_reversed_total(self, amount_reversed: int) -> str:
+        """Stripe's running total of reversals (never decreases)."""
+        self.amount_reversed = max(self.amount_reversed, min(amount_reversed, self.amount))
+        if self.amount_reversed >= self.amount:
+            return TransferStatus.REVERSED
+        return TransferStatus.PARTIALLY_REVERSED
+
+
+class AbstractTransferReversal(ConcurrentTransitionMixin, TimestampedModel):
+    """Money pulled back from the payee's account (before a refund after release)."""
+
+    payment = models.ForeignKey(
+        model_name("EscrowPayment"),
+        verbose_name=_("payment"),
+        on_delete=models.PROTECT,
+        related_name="transfer_reversals",
+    )
+    stripe_transfer_id = models.CharField(_("Stripe transfer id"), max_length=255)
+    stripe_reversal_id = models.CharField(_("Stripe reversal id"), max_length=255, blank=True)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=255, unique=True)
+    amount = models.BigIntegerField(_("amount (minor units)"))
+    currency = models.CharField(_("currency"), max_length=3)
+    status = FSMField(
+        _("status"),
+        max_length=32,
+        choices=TransferReversalStatus.choices,
+        default=TransferReversalStatus.PENDING,
+        protected=True,
+    )
+    failure_code = models.CharField(_("failure code"), max_length=255, blank=True)
+    failure_message = models.TextField(_("failure message"), blank=True)
+
+    class Meta:
+        abstract = True
+        verbose_name = _("transfer reversal")
+        verbose_name_plural = _("transfer reversals")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="escrow_reversal_amount_positive"
+            ),
+            _currency_constraint("escrow_reversal"),
+            models.UniqueConstraint(
+                fields=["stripe_reversal_id"],
+                condition=~Q(stripe_reversal_id=""),
+                name="escrow_reversal_unique_stripe_id",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.stripe_reversal_id or f"reversal {self.pk} ({self.status})"
+
+    @transition(
+        field=status, source=TransferReversalStatus.PENDING, target=TransferReversalStatus.SUCCEEDED
+    )
+    def mark_succeeded(self, stripe_reversal_id: str) -> None:
+        self.stripe_reversal_id = stripe_reversal_id
+
+    @transition(
+        field=status, source=TransferReversalStatus.PENDING, target=TransferReversalStatus.FAILED
+    )
+    def mark_failed(self, code: str = "", message: str = "") -> None:
+        self.failure_code = code[:255]
+        self.failure_message = message

@@ -1,0 +1,111 @@
+"""The webhook event log."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+
+from ...states import (
+    WebhookEndpoint,
+    WebhookEventStatus,
+)
+
+__all__ = ["AbstractWebhookEvent"]
+
+
+# --------------------------------------------------------------------------
+# Webhook event log
+# --------------------------------------------------------------------------
+
+
+class AbstractWebhookEvent(ConcurrentTransitionMixin, models.Model):
+    """Every verified Stripe event, once. The unique id refuses duplicates."""
+
+    stripe_event_id = models.CharField(_("Stripe event id"), max_length=255, unique=True)
+    type = models.CharField(_("type"), max_length=128, db_index=True)
+    endpoint = models.CharField(_("endpoint"), max_length=16, choices=WebhookEndpoint.choices)
+    account = models.CharField(
+        _("connected account id"),
+        max_length=255,
+        blank=True,
+        db_index=True,
+        help_text=_(
+            "The connected account (acct_...) of a Connect event; blank for the platform's."
+        ),
+    )
+    livemode = models.BooleanField(_("live mode"), default=False)
+    api_version = models.CharField(_("API version"), max_length=64, blank=True)
+    object_id = models.CharField(
+        _("object id"),
+        max_length=255,
+        blank=True,
+        db_index=True,
+        help_text=_("The id of the event's data.object."),
+    )
+    stripe_created = models.DateTimeField(_("created at Stripe"), null=True, blank=True)
+    # Null once purged after the retention period; the row (and so the
+    # duplicate protection) stays.
+    payload = models.JSONField(
+        _("payload"),
+        null=True,
+        blank=True,
+        help_text=_("The event as received; null once purged after the retention period."),
+    )
+    status = FSMField(
+        _("status"),
+        max_length=16,
+        choices=WebhookEventStatus.choices,
+        default=WebhookEventStatus.RECEIVED,
+        protected=True,
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+    received_at = models.DateTimeField(_("received at"), default=timezone.now)
+    processed_at = models.DateTimeField(_("processed at"), null=True, blank=True)
+    payload_purged_at = models.DateTimeField(_("payload purged at"), null=True, blank=True)
+
+    class Meta:
+        abstract = True
+        verbose_name = _("webhook event")
+        verbose_name_plural = _("webhook events")
+        ordering = ["-received_at"]
+        indexes = [
+            models.Index(fields=["status", "received_at"], name="escrow_evt_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.stripe_event_id} {self.type} ({self.status})"
+
+    _PENDING = [
+        WebhookEventStatus.RECEIVED,
+        WebhookEventStatus.FAILED,
+        WebhookEventStatus.DEFERRED,
+    ]
+
+    @transition(field=status, source=_PENDING, target=WebhookEventStatus.PROCESSED)
+    def mark_processed(self) -> None:
+        self.processed_at = timezone.now()
+        self.last_error = ""
+
+    @transition(field=status, source=_PENDING, target=WebhookEventStatus.FAILED)
+    def mark_failed(self, error: str) -> None:
+        self.last_error = error
+
+    @transition(field=status, source=_PENDING, target=WebhookEventStatus.IGNORED)
+    def mark_ignored(self, reason: str = "") -> None:
+        self.processed_at = timezone.now()
+        self.last_error = reason
+
+    @transition(field=status, source=_PENDING, target=WebhookEventStatus.DEFERRED)
+    def mark_deferred(self, reason: str) -> None:
+        self.last_error = reason
+
+    @transition(
+        field=status,
+        source=[WebhookEventStatus.PROCESSED, WebhookEventStatus.IGNORED],
+        target=WebhookEventStatus.RECEIVED,
+    )
+    def reset_for_replay(self) -> None:
+        """An operator asked to process this event again."""
