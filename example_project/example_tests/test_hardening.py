@@ -92,7 +92,7 @@ def test_the_service_refuses_what_the_api_would(people: Any) -> None:
 
 
 HOSTILE_VALUES = [10**20, 2**63, -1, 0, "abc", 1.5, True, None, [], {}, "x" * 10_000]
-HOSTILE_BODIES = [b"not json", b"[1, 2]", b'"x"', b"null", b"\xff\xfe", b"1e999999", b"{"]
+HOSTILE_BODIES = [b"not json", b"[1, 2]", b'"x"', b"null", b"\xff\xfe", b"1e999999", b"{", b"{}"]
 
 
 def test_no_example_api_endpoint_answers_500(people: Any) -> None:
@@ -138,6 +138,25 @@ def test_no_example_api_endpoint_answers_500(people: Any) -> None:
     unexpected = [answer for answer in answers if answer[2] not in (200, 201, 400, 403, 404, 409)]
     assert not unexpected, unexpected
     assert customer.get(f"/api/tasks/{task.pk}/").status_code == 200
+
+
+def test_no_page_answers_500_for_a_huge_id(people: Any) -> None:
+    doer = Client(raise_request_exception=False)
+    doer.force_login(people.doer)
+    answers: list[tuple[str, int, Any]] = []
+    for number in (10**20, 2**63, 0):
+        for url in (f"/tasks/{number}/", f"/tasks/{number}/pay/", f"/tasks/{number}/pay/return/"):
+            answers.append((url, number, doer.get(url)))
+        for url in (
+            f"/tasks/{number}/bid/",
+            f"/tasks/{number}/complete/",
+            f"/tasks/{number}/refund/",
+            f"/tasks/{number}/cancel/",
+            f"/bids/{number}/accept/",
+        ):
+            answers.append((url, number, doer.post(url, {"amount": "1", "currency": "usd"})))
+    statuses = {(url, number): response.status_code for url, number, response in answers}
+    assert all(status in (302, 404) for status in statuses.values()), statuses
 
 
 def test_a_bid_form_above_stripes_maximum_is_refused_with_a_message(people: Any) -> None:
