@@ -487,6 +487,7 @@ _IMPORTABLE = {
     "PAYMENT_TERMS",
     "ACCOUNT_OWNER_DETAILS",
     "ORGANIZATION_ADMIN_PREDICATE",
+    "ADMINISTERED_ORGANIZATIONS",
     "NOTIFICATION_BACKENDS",
 }
 
@@ -521,4 +522,20 @@ def check_deploy_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     id="escrow_connect.W036",
                 )
             )
+    if raw("ORGANIZATION_ADMIN_PREDICATE") != DEFAULTS["ORGANIZATION_ADMIN_PREDICATE"] and not raw(
+        "ADMINISTERED_ORGANIZATIONS"
+    ):
+        errors.append(
+            Warning(
+                f"{_key('ORGANIZATION_ADMIN_PREDICATE')} is set but "
+                f"{_key('ADMINISTERED_ORGANIZATIONS')} is not: a payment whose payee is an "
+                "organization is read first and checked afterwards, so a request for it takes "
+                "measurably longer than one for a payment paid to a person, or for none "
+                "(a timing side channel on payment ids).",
+                hint="Point ADMINISTERED_ORGANIZATIONS at a callable (user) -> QuerySet of the "
+                "organizations the user administers (the predicate's rule in SQL); payment "
+                "lookups then take one scoped query. See docs/security.md.",
+                id="escrow_connect.W041",
+            )
+        )
     return errors

@@ -114,6 +114,11 @@ DEFAULTS: dict[str, Any] = {
     "ORGANIZATION_ADMIN_PREDICATE": (
         "django_escrow_connect.permissions.deny_all_organization_admins"
     ),
+    # Callable(user) -> QuerySet of the organizations the user administers:
+    # the same rule as ORGANIZATION_ADMIN_PREDICATE, in SQL. With it a single
+    # payment is looked up in one scoped query whoever the payee is (no
+    # timing difference for organization payees); None: found, then asked.
+    "ADMINISTERED_ORGANIZATIONS": None,
     # --- Notifications ------------------------------------------------------
     "NOTIFICATION_BACKENDS": [
         "django_escrow_connect.notifications.backends.LoggingBackend",
@@ -131,6 +136,7 @@ IMPORT_STRINGS = frozenset(
         "PAYMENT_TERMS",
         "ACCOUNT_OWNER_DETAILS",
         "ORGANIZATION_ADMIN_PREDICATE",
+        "ADMINISTERED_ORGANIZATIONS",
         "NOTIFICATION_BACKENDS",
     }
 )

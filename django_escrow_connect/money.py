@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Final
 
 __all__ = [
+    "MAX_CHARGE_AMOUNT",
     "MAX_MINOR_AMOUNT",
     "THREE_DECIMAL_CURRENCIES",
     "WHOLE_UNIT_CHARGE_CURRENCIES",
@@ -100,6 +101,13 @@ WHOLE_UNIT_CHARGE_CURRENCIES: Final[frozenset[str]] = frozenset({"isk"})
 #: 64-bit integer, i.e. of Django's ``BigIntegerField``. The bound also stops a
 #: hostile string such as ``"1e999999999"`` from building a gigantic integer.
 MAX_MINOR_AMOUNT: Final[int] = 2**63 - 1
+
+#: Largest charge amount Stripe accepts in most currencies: eight digits of
+#: minor units ("Supported currencies", minimum and maximum charge amounts:
+#: 99999999 is $999,999.99). A few currencies allow more (IDR); a host taking
+#: those checks its own bound. Validate user-entered prices against it before
+#: they are stored, so they fail as a 400, not later at Stripe.
+MAX_CHARGE_AMOUNT: Final[int] = 99_999_999
 
 _CURRENCY_RE: Final = re.compile(r"[a-z]{3}")
 

@@ -79,6 +79,7 @@ ESCROW_CONNECT = {
     "ONBOARDING_RETURN_URL": "https://marketplace.example/onboarding/return/",
     "ONBOARDING_REFRESH_URL": "https://marketplace.example/onboarding/refresh/",
     "ORGANIZATION_ADMIN_PREDICATE": "tests.testapp.models.is_organization_admin",
+    "ADMINISTERED_ORGANIZATIONS": "tests.testapp.models.administered_organizations",
     "STRIPE_MAX_NETWORK_RETRIES": 0,
 }
 

@@ -16,6 +16,7 @@ ESCROW_CONNECT_ESCROWPAYMENT_MODEL = "swappedapp.TrackedEscrowPayment"
 ESCROW_CONNECT = {
     **ESCROW_CONNECT,
     "ORGANIZATION_ADMIN_PREDICATE": "tests.swappedapp.models.is_team_admin",
+    "ADMINISTERED_ORGANIZATIONS": "tests.swappedapp.models.administered_teams",
 }
 
 ESCROW_TEST_HOST = "swappedapp"

@@ -13,11 +13,13 @@ Who sees what (every queryset is filtered in the database):
 * platform staff (``is_staff`` and active) see every payment;
 * admins of a payee organization see that organization's payments. The host's
   ``ORGANIZATION_ADMIN_PREDICATE`` is a per-object callable, so it cannot be
-  turned into SQL. A single payment is fetched by id and the predicate asked
-  once for its organization; a list or dashboard shows an organization's
-  payments when ``organization_id`` is passed and the predicate accepts that
-  one organization. The query count stays constant however many
-  organizations exist, and no admin membership is guessed in SQL.
+  turned into SQL; ``ADMINISTERED_ORGANIZATIONS`` is the same rule as a
+  queryset. A single payment is fetched in one query scoped with it (when it
+  is not set: fetched by id and the predicate asked once for its
+  organization); a list or dashboard shows an organization's payments when
+  ``organization_id`` is passed and the predicate accepts that one
+  organization. The query count stays constant however many organizations
+  exist, and no admin membership is guessed in SQL.
 
 Someone who may not see a payment gets 404, never 403, so ids do not leak.
 """
@@ -29,7 +31,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
-from django.db.models import F, Prefetch, Q, Sum
+from django.db.models import F, Prefetch, Q, QuerySet, Sum
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
@@ -63,6 +65,7 @@ __all__ = [
     "PaymentRefundView",
     "PaymentRetryView",
     "TaskDoerDashboardView",
+    "get_visible_payment",
     "visible_payments",
 ]
 
@@ -109,20 +112,41 @@ def visible_payments(user: Any) -> Any:
 
 
 def get_visible_payment(user: Any, payment_id: Any, *, details: bool = False) -> Any:
-    """The payment ``payment_id`` if ``user`` may see it, else :class:`errors.NotFound`."""
+    """The payment ``payment_id`` if ``user`` may see it, else :class:`errors.NotFound`.
+
+    With ``ADMINISTERED_ORGANIZATIONS`` the whole rule is one query (payer,
+    payee user, or payee organization in the user's administered ones), so an
+    unknown id, someone else's payment and a payment to an organization all
+    take the same queries: payment ids derive from task numbers, and a
+    slower answer for some of them would tell what a 404 hides. Without it
+    the organization's payments are read and the per-object predicate asked.
+    """
     try:
         pk = uuid.UUID(str(payment_id))
     except ValueError:
         raise errors.NotFound("No such payment.") from None
     queryset = _payment_model().objects.filter(pk=pk)
-    if not permissions.is_platform_staff(user):
+    administered = escrow_settings.ADMINISTERED_ORGANIZATIONS
+    # True when the query alone decides: nothing is asked after the fetch.
+    scoped_in_sql = True
+    if permissions.is_platform_staff(user):
+        pass  # staff see every payment
+    elif administered is not None:
+        organizations = administered(user)
+        if isinstance(organizations, QuerySet):
+            organizations = organizations.values("pk")  # a subquery, not a second query
+        queryset = queryset.filter(
+            Q(payer=user) | Q(payee_user=user) | Q(payee_organization__in=organizations)
+        )
+    else:
+        scoped_in_sql = False
         queryset = queryset.filter(
             Q(payer=user) | Q(payee_user=user) | Q(payee_organization__isnull=False)
         )
     if details:
         queryset = with_details(queryset)
     payment = queryset.first()
-    if payment is None or not permissions.may_view(payment, user):
+    if payment is None or not (scoped_in_sql or permissions.may_view(payment, user)):
         raise errors.NotFound("No such payment.")
     return payment
 

@@ -10,6 +10,12 @@ Two modes, chosen by ``STRIPE_SECRET_KEY``:
   Forward webhooks with the Stripe CLI (see docs/example.md).
 
 Live keys are refused: this is a demo.
+
+With ``DJANGO_DEBUG=0`` the settings are what a production deployment of a
+payments site needs (and ``manage.py check --deploy`` is clean but for the
+warnings listed in docs/example.md): a secret key and host names from the
+environment, HTTPS only (secure cookies, HSTS, redirect), persistent database
+connections with health checks, and errors with their traceback on stderr.
 """
 
 from __future__ import annotations
@@ -35,14 +41,44 @@ def env_list(name: str) -> list[str]:
     return [item.strip() for item in env(name).split(",") if item.strip()]
 
 
-DEBUG = env("DJANGO_DEBUG", "1").lower() in ("1", "true", "yes", "on")
-SECRET_KEY = env("DJANGO_SECRET_KEY")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("Set DJANGO_SECRET_KEY when DJANGO_DEBUG is off.")
-    SECRET_KEY = "example-marketplace-insecure-development-key"
+def env_bool(name: str, default: bool) -> bool:
+    value = env(name)
+    if not value:
+        return default
+    return value.lower() in ("1", "true", "yes", "on")
 
-ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]", "testserver", *env_list("ALLOWED_HOSTS")]
+
+def env_int(name: str, default: int) -> int:
+    value = env(name)
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}.") from None
+
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+
+#: Development only; refused when DEBUG is off.
+DEVELOPMENT_SECRET_KEY = "example-marketplace-insecure-development-key"
+SECRET_KEY = env("DJANGO_SECRET_KEY")
+if not DEBUG and (not SECRET_KEY or SECRET_KEY == DEVELOPMENT_SECRET_KEY):
+    raise ImproperlyConfigured(
+        "Set DJANGO_SECRET_KEY to a long random value when DJANGO_DEBUG is off "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+    )
+SECRET_KEY = SECRET_KEY or DEVELOPMENT_SECRET_KEY
+
+if DEBUG:
+    ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]", "testserver", *env_list("ALLOWED_HOSTS")]
+else:
+    # Production answers only for the names it is deployed under.
+    ALLOWED_HOSTS = env_list("ALLOWED_HOSTS")
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured(
+            "Set ALLOWED_HOSTS (comma-separated host names) when DJANGO_DEBUG is off."
+        )
+#: Origins trusted for CSRF on top of the site's own (e.g. https://pay.example.com).
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 #: Where Stripe sends people back after onboarding (absolute URLs).
 SITE_URL = env("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 
@@ -72,6 +108,7 @@ ESCROW_CONNECT = {
     "WEBHOOK_SECRETS": env_list("STRIPE_WEBHOOK_SECRET"),
     "CONNECT_WEBHOOK_SECRETS": env_list("STRIPE_CONNECT_WEBHOOK_SECRET"),
     "ORGANIZATION_ADMIN_PREDICATE": "marketplace.permissions.is_organization_admin",
+    "ADMINISTERED_ORGANIZATIONS": "marketplace.permissions.administered_organizations",
     "ONBOARDING_RETURN_URL": f"{SITE_URL}/onboarding/return/",
     "ONBOARDING_REFRESH_URL": f"{SITE_URL}/onboarding/refresh/",
     "PLATFORM_FEE_BASIS_POINTS": 1000,
@@ -143,7 +180,14 @@ def _database() -> dict:
     import dj_database_url
 
     default = f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"
-    return dj_database_url.parse(env("DATABASE_URL") or default, conn_max_age=0)
+    return dj_database_url.parse(
+        env("DATABASE_URL") or default,
+        # Persistent connections in production (the development server starts
+        # a thread per request, which would only pile connections up).
+        conn_max_age=env_int("DJANGO_CONN_MAX_AGE", 0 if DEBUG else 60),
+        # A connection the database closed meanwhile is replaced, not an error.
+        conn_health_checks=True,
+    )
 
 
 DATABASES = {"default": _database()}
@@ -172,16 +216,59 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
 }
 
+# --- Production security (DEBUG off) ---------------------------------------------------
+if not DEBUG:
+    # HTTPS only. Behind a TLS-terminating proxy, the proxy must set
+    # X-Forwarded-Proto (and drop any value the client sent); set
+    # DJANGO_SECURE_PROXY_SSL_HEADER=0 when Django itself receives HTTPS.
+    if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", True):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    # Preloading is a commitment for every subdomain, for months: opt in.
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+# Django's defaults, stated because a payments site relies on them.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+
+# --- Logging ----------------------------------------------------------------------------
+# Everything goes to stderr, for the process manager or container to collect.
+# Django's default sends request errors to the console only while DEBUG is on
+# (and to mail_admins otherwise): a production 500 would leave no traceback.
+# Here "django" logs to stderr whatever DEBUG says, so an unhandled exception
+# in a view is written with its traceback (django.request, exc_info).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"short": {"format": "%(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "short"}},
+    "formatters": {
+        "short": {"format": "%(levelname)s %(name)s: %(message)s"},
+        "timestamped": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stderr",
+            "formatter": "short" if DEBUG else "timestamped",
+        }
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
+        "django": {
+            "handlers": ["console"],
+            "level": env("DJANGO_LOG_LEVEL", "INFO"),
+            "propagate": False,
+        },
         "django_escrow_connect": {
             "handlers": ["console"],
             "level": env("ESCROW_LOG_LEVEL", "INFO"),
+            "propagate": False,
         },
-        "marketplace": {"handlers": ["console"], "level": "INFO"},
+        "marketplace": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }

@@ -17,24 +17,31 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from django_escrow_connect.api.errors import EscrowAPIView
-from django_escrow_connect.money import format_money
+from django_escrow_connect.money import MAX_CHARGE_AMOUNT, format_money, normalize_currency
 from django_escrow_connect.services import errors
 
 from . import services
+from .forms import DESCRIPTION_MAX_LENGTH
 from .models import Bid, Organization, Task, TaskStatus
 
 
 class TaskInput(serializers.Serializer):
     title = serializers.CharField(max_length=120)
-    description = serializers.CharField(required=False, allow_blank=True, default="")
+    description = serializers.CharField(
+        max_length=DESCRIPTION_MAX_LENGTH, required=False, allow_blank=True, default=""
+    )
 
 
 class BidInput(serializers.Serializer):
     amount = serializers.IntegerField(
-        min_value=1, help_text="Minor units (cents): 12000 is 120.00 USD."
+        min_value=1,
+        max_value=MAX_CHARGE_AMOUNT,
+        help_text=f"Minor units (cents): 12000 is 120.00 USD; at most {MAX_CHARGE_AMOUNT}.",
     )
     currency = serializers.CharField(max_length=3, default="usd")
-    organization_id = serializers.IntegerField(required=False, allow_null=True, default=None)
+    organization_id = serializers.IntegerField(
+        required=False, allow_null=True, default=None, min_value=1, max_value=2**63 - 1
+    )
     message = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
 
     def validate_amount(self, value: Any) -> int:
@@ -43,6 +50,21 @@ class BidInput(serializers.Serializer):
         if isinstance(raw, (float, bool)):
             raise serializers.ValidationError("Send an integer amount in minor units.")
         return int(value)
+
+    def validate_currency(self, value: str) -> str:
+        try:
+            return normalize_currency(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # The same rule as the pages: whole minor units Stripe can charge in
+        # this currency (three-decimal currencies end in 0, ISK whole krónur).
+        try:
+            services.check_bid_amount(attrs["amount"], attrs["currency"])
+        except errors.InvalidInput as exc:
+            raise serializers.ValidationError({"amount": [exc.message]}) from exc
+        return attrs
 
 
 def bid_data(bid: Bid) -> dict[str, Any]:
@@ -68,7 +90,7 @@ def bid_data(bid: Bid) -> dict[str, Any]:
     }
 
 
-def task_data(task: Task, *, with_bids: bool = False) -> dict[str, Any]:
+def task_data(task: Task, *, bids_for: Any = None) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": task.pk,
         "title": task.title,
@@ -79,10 +101,9 @@ def task_data(task: Task, *, with_bids: bool = False) -> dict[str, Any]:
         "created_at": task.created_at.isoformat(),
         "url": task.get_absolute_url(),
     }
-    if with_bids:
-        data["bids"] = [
-            bid_data(b) for b in task.bids.select_related("doer_user", "doer_organization")
-        ]
+    if bids_for is not None:
+        # Only the bids this user may read (services.visible_bids).
+        data["bids"] = [bid_data(b) for b in services.visible_bids(task, bids_for)]
     return data
 
 
@@ -108,12 +129,12 @@ class TaskListView(MarketplaceAPIView):
             serializer.validated_data["title"],
             serializer.validated_data["description"],
         )
-        return Response(task_data(task, with_bids=True), status=status.HTTP_201_CREATED)
+        return Response(task_data(task, bids_for=request.user), status=status.HTTP_201_CREATED)
 
 
 class TaskDetailView(MarketplaceAPIView):
     def get(self, request: Request, pk: int) -> Response:
-        return Response(task_data(services.get_task(pk), with_bids=True))
+        return Response(task_data(services.get_task(pk), bids_for=request.user))
 
 
 class BidCreateView(MarketplaceAPIView):

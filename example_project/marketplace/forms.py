@@ -4,10 +4,19 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm, BaseUserCreationForm
+from django.core.validators import MaxLengthValidator
 
-from django_escrow_connect.money import InvalidAmount, to_minor_units
+from django_escrow_connect.money import (
+    MAX_CHARGE_AMOUNT,
+    InvalidAmount,
+    format_money,
+    to_minor_units,
+)
 
 from .models import Task, User
+
+#: Longest task description accepted, in the pages and the API.
+DESCRIPTION_MAX_LENGTH = 5000
 
 CURRENCIES = [("usd", "USD"), ("eur", "EUR"), ("gbp", "GBP")]
 
@@ -27,6 +36,12 @@ class TaskForm(forms.ModelForm):
         model = Task
         fields = ("title", "description")
         widgets = {"description": forms.Textarea(attrs={"rows": 4})}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The model's TextField is unbounded; the form is not (same as the API).
+        self.fields["description"].max_length = DESCRIPTION_MAX_LENGTH
+        self.fields["description"].validators.append(MaxLengthValidator(DESCRIPTION_MAX_LENGTH))
 
 
 class BidForm(forms.Form):
@@ -57,6 +72,11 @@ class BidForm(forms.Form):
             else:
                 if minor <= 0:
                     self.add_error("amount", "The price must be positive.")
+                elif minor > MAX_CHARGE_AMOUNT:
+                    self.add_error(
+                        "amount",
+                        f"The price can be at most {format_money(MAX_CHARGE_AMOUNT, currency)}.",
+                    )
                 data["amount_minor"] = minor
         data["organization"] = self.organizations.get(data.get("bid_as") or "")
         return data

@@ -19,13 +19,20 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 from django_fsm import can_proceed
 
 from django_escrow_connect import swappable
 from django_escrow_connect.gateway import get_gateway
-from django_escrow_connect.money import InvalidAmount, format_money, normalize_currency
+from django_escrow_connect.money import (
+    MAX_CHARGE_AMOUNT,
+    InvalidAmount,
+    format_money,
+    normalize_currency,
+    validate_minor_amount,
+)
 from django_escrow_connect.services import accounts as account_services
 from django_escrow_connect.services import errors
 from django_escrow_connect.services import payments as payment_services
@@ -134,14 +141,11 @@ def place_bid(
     message: str = "",
 ) -> Bid:
     """``user`` offers to do the task for ``amount`` minor units, alone or for ``organization``."""
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-        raise errors.InvalidInput(
-            "The amount is a positive whole number of minor units.", code="invalid_amount"
-        )
     try:
         currency = normalize_currency(currency)
     except (InvalidAmount, ValueError, TypeError) as exc:
         raise errors.InvalidInput(str(exc), code="invalid_currency") from exc
+    check_bid_amount(amount, currency)
     if organization is not None and not organization.is_member(user):
         raise errors.Forbidden(
             "You can only bid for an organization you belong to.", code="not_a_member"
@@ -175,6 +179,41 @@ def place_bid(
             task=task,
         )
     return bid
+
+
+def check_bid_amount(amount: Any, currency: str) -> int:
+    """A price the customer can actually pay: 1 to Stripe's maximum charge, in minor units.
+
+    Checked before the bid is stored: a bid of 10**20 would not fit the
+    column (a 500), and one above Stripe's maximum would only fail at payment
+    time, after the customer accepted it.
+    """
+    try:
+        validate_minor_amount(amount, currency)
+    except (ValueError, TypeError) as exc:  # InvalidAmount, InvalidCurrency
+        raise errors.InvalidInput(str(exc), code="invalid_amount") from exc
+    if not 1 <= amount <= MAX_CHARGE_AMOUNT:
+        raise errors.InvalidInput(
+            f"The amount must be between 1 and {MAX_CHARGE_AMOUNT} minor units "
+            f"({format_money(MAX_CHARGE_AMOUNT, currency)}).",
+            code="invalid_amount",
+        )
+    return int(amount)
+
+
+def visible_bids(task: Task, user: Any) -> Any:
+    """The bids of ``task`` that ``user`` may read.
+
+    The customer (and staff) see every bid; a doer sees their own bid, and a
+    member of an organization its organization's bid. Others see none: what
+    competitors offered is the customer's business.
+    """
+    bids = task.bids.select_related("doer_user", "doer_organization", "placed_by")
+    if not getattr(user, "is_authenticated", False):
+        return bids.none()
+    if task.customer_id == user.pk or (user.is_staff and user.is_active):
+        return bids
+    return bids.filter(Q(doer_user=user) | Q(doer_organization__memberships__user=user)).distinct()
 
 
 class DoerNotReady(errors.AccountNotReady):

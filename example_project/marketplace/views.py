@@ -29,6 +29,7 @@ from django.views.decorators.http import require_POST
 from django_escrow_connect.api.payments import (
     CustomerDashboardView,
     TaskDoerDashboardView,
+    get_visible_payment,
     serialize_payment,
 )
 from django_escrow_connect.gateway import get_gateway
@@ -152,10 +153,25 @@ def _payment_context(payment: Any) -> dict[str, Any] | None:
     return data
 
 
+def _visible_payment(user: Any, payment: Any) -> Any:
+    """``payment`` if the package's API would show it to ``user``, else None.
+
+    The page asks the same function as ``GET /escrow/payments/<id>/``, so the
+    page and the API agree: a plain member of the payee organization sees
+    neither (only its admins do).
+    """
+    if payment is None or not user.is_authenticated:
+        return None
+    try:
+        return get_visible_payment(user, payment.pk, details=True)
+    except errors.NotFound:
+        return None
+
+
 def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
     task = get_object_or_404(Task.objects.select_related("customer"), pk=pk)
     user = request.user
-    bids = list(task.bids.select_related("doer_user", "doer_organization", "placed_by"))
+    bids = list(services.visible_bids(task, user))
     is_customer = user.is_authenticated and task.customer_id == user.pk
     for bid in bids:
         bid.doer_ready = services.doer_can_be_paid(bid) if is_customer else None
@@ -168,7 +184,7 @@ def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
             if accepted.doer_user_id is not None
             else accepted.doer_organization.is_admin(user)
         )
-    payment = services.current_payment(task)
+    payment = _visible_payment(user, services.current_payment(task))
     can_bid = (
         user.is_authenticated
         and not is_customer
@@ -179,7 +195,6 @@ def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if can_bid:
         account = account_services.get_account(owner_user=user)
         my_readiness = account is not None and account.is_verified
-    can_see_payment = is_customer or is_doer or (user.is_authenticated and user.is_staff)
     context = {
         "task": task,
         "bids": bids,
@@ -187,8 +202,8 @@ def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "is_customer": is_customer,
         "is_doer": is_doer,
         "is_payee_admin": payee_admin or (user.is_authenticated and user.is_staff),
-        "payment": _payment_context(payment) if can_see_payment else None,
-        "payment_obj": payment if can_see_payment else None,
+        "payment": _payment_context(payment),
+        "payment_obj": payment,
         "can_bid": can_bid,
         "bid_form": bid_form,
         "my_payouts_ready": my_readiness,
@@ -304,12 +319,38 @@ def _pay_with_simulated_card(request: HttpRequest, task: Task) -> HttpResponse:
     return redirect(task)
 
 
+#: What Stripe appends to the return_url after 3-D Secure or a redirect-based
+#: payment method. ``payment_intent_client_secret`` must not stay in the URL.
+STRIPE_RETURN_PARAMETERS = ("payment_intent", "payment_intent_client_secret", "redirect_status")
+PAY_RETURN_SESSION_KEY = "marketplace:pay-return"
+
+
 @login_required
 def task_pay_return(request: HttpRequest, pk: int) -> HttpResponse:
-    """Stripe.js sends the customer back here (test mode) after confirming."""
+    """Stripe.js sends the customer back here (test mode) after confirming.
+
+    Stripe's redirect carries ``payment_intent_client_secret`` in the query
+    string, which browser history, ``Referer`` headers and request logs would
+    keep. So the first request only stores the PaymentIntent id and
+    ``redirect_status`` in the session and redirects (303) to this same path
+    without a query; the clean request does the work.
+    """
     task = get_object_or_404(Task, pk=pk, customer=request.user)
+    if any(name in request.GET for name in STRIPE_RETURN_PARAMETERS):
+        request.session[PAY_RETURN_SESSION_KEY] = {
+            "task_id": task.pk,
+            "payment_intent": request.GET.get("payment_intent", "")[:255],
+            "redirect_status": request.GET.get("redirect_status", "")[:32],
+        }
+        response = HttpResponseRedirect(request.path, status=303)
+        response["Cache-Control"] = "no-store"
+        response["Referrer-Policy"] = "no-referrer"
+        return response
+    returned = request.session.pop(PAY_RETURN_SESSION_KEY, None)
+    if not isinstance(returned, dict) or returned.get("task_id") != task.pk:
+        return redirect(task)
     payment = services.current_payment(task)
-    intent_id = request.GET.get("payment_intent", "")
+    intent_id = returned.get("payment_intent", "")
     if payment is not None and intent_id and intent_id == payment.stripe_payment_intent_id:
         # Webhooks (stripe listen) move the payment; reading the intent now
         # only makes the page current if they are slow or not forwarded.
@@ -317,7 +358,7 @@ def task_pay_return(request: HttpRequest, pk: int) -> HttpResponse:
 
         with contextlib.suppress(Exception):  # if this fails, the webhook does it
             sync.apply_payment_intent(get_gateway().retrieve_payment_intent(intent_id))
-    status = request.GET.get("redirect_status", "")
+    status = returned.get("redirect_status", "")
     if status == "succeeded":
         messages.success(request, "Payment received: the money is held in escrow.")
     elif status == "processing":

@@ -43,6 +43,10 @@ def is_team_admin(user, team) -> bool:
     return team.admins.filter(pk=user.pk).exists()
 
 
+def administered_teams(user):
+    return Team.objects.filter(admins=user)
+
+
 class Job(EscrowTaskMixin, models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     summary = models.CharField(max_length=100)

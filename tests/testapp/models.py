@@ -25,6 +25,11 @@ def is_organization_admin(user, organization) -> bool:
     return Membership.objects.filter(organization=organization, user=user, is_admin=True).exists()
 
 
+def administered_organizations(user):
+    """The predicate above as a queryset (ESCROW_CONNECT["ADMINISTERED_ORGANIZATIONS"])."""
+    return Organization.objects.filter(membership__user=user, membership__is_admin=True)
+
+
 class Task(EscrowTaskMixin, models.Model):
     title = models.CharField(max_length=100)
     customer = models.ForeignKey(
