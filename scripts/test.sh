@@ -7,7 +7,7 @@
 #   bash scripts/test.sh --quick -- -x tests/test_money.py
 #
 # It creates .venv with python3 when missing and installs the package there in
-# editable mode with the test, lint and types extras (again whenever
+# editable mode with the test, lint, types and docs extras (again whenever
 # pyproject.toml changes). PostgreSQL is a throwaway cluster from
 # scripts/pg.sh, stopped on exit unless it was already running.
 #
@@ -130,12 +130,12 @@ setup_venv() {
     local stamp="$VENV/.escrow-connect-install" want
     want="$(cksum <pyproject.toml)"
     if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
-        && "$PY" -c "import django_escrow_connect, pytest, ruff, mypy" 2>/dev/null; then
+        && "$PY" -c "import django_escrow_connect, pytest, ruff, mypy, mkdocs" 2>/dev/null; then
         echo "dependencies up to date"
         return 0
     fi
     rm -f "$stamp"
-    "$PY" -m pip install -q -e ".[test,lint,types]" || return 1
+    "$PY" -m pip install -q -e ".[test,lint,types,docs]" || return 1
     printf '%s\n' "$want" >"$stamp"
 }
 
@@ -177,6 +177,8 @@ if ((!QUICK)); then
     # after a merge, `ruff format .` fixes what this reports.
     step "ruff format --check ." "$PY" -m ruff format --check .
     step "mypy" "$PY" -m mypy
+    # The docs site as Read the Docs builds it: a broken link or anchor fails.
+    step "mkdocs build --strict" "$PY" -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
 fi
 step "pytest sqlite tests.settings" run_pytest sqlite-settings tests.settings
 if ((!QUICK)); then
