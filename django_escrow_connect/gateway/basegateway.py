@@ -27,7 +27,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import signing
 from .arguments import (
     require_amount,
     require_capabilities,
@@ -35,6 +34,7 @@ from .arguments import (
     require_idempotency_key,
     require_service_agreement,
 )
+from .signing import signature_matches, verify_webhook_payload
 from .types import (
     AccountLinkResult,
     AccountLinkType,
@@ -506,7 +506,7 @@ class BaseGateway:
         The rules of :func:`.signing.verify_webhook_payload`; each secret is
         checked by :meth:`_webhook_signature_matches`.
         """
-        return signing.verify_webhook_payload(
+        return verify_webhook_payload(
             payload, sig_header, secrets, tolerance, matches=self._webhook_signature_matches
         )
 
@@ -514,7 +514,7 @@ class BaseGateway:
         self, payload: bytes, header: str, secret: str, tolerance: int | None
     ) -> bool:
         """Whether ``header`` signs ``payload`` with ``secret`` (Stripe's ``v1`` scheme)."""
-        return signing.signature_matches(payload, header, secret, tolerance)
+        return signature_matches(payload, header, secret, tolerance)
 
 
 if TYPE_CHECKING:
