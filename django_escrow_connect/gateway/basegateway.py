@@ -64,7 +64,7 @@ MAX_EVENT_TYPES = 20
 
 
 class BaseGateway:
-    """:class:`~django_escrow_connect.gateway.base.PaymentGateway` minus the provider.
+    """Every PaymentGateway method with its argument checks; subclasses add the provider.
 
     Subclass it and implement the ``_<method>`` hooks your provider supports;
     see "Writing a custom gateway" in ``docs/gateways.md``.

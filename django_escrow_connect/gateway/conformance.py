@@ -70,7 +70,7 @@ _DEFAULT: Any = object()
 
 
 class GatewayConformance:
-    """The behaviour every :class:`PaymentGateway` shares; subclass and fill in the hooks."""
+    """Tests of the behaviour every PaymentGateway shares; subclass and fill in the hooks."""
 
     #: Country of the connected accounts the kit creates.
     country: str = "US"
