@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any
 
@@ -21,6 +22,8 @@ from .conf import (
     STRIPE_API_VERSION,
     escrow_settings,
 )
+from .gateway.base import PaymentGateway
+from .gateway.basegateway import BaseGateway
 from .money import normalize_currency
 from .swappable import (
     APP_LABEL,
@@ -490,6 +493,84 @@ _IMPORTABLE = {
     "ADMINISTERED_ORGANIZATIONS",
     "NOTIFICATION_BACKENDS",
 }
+
+
+def _protocol_parameters() -> dict[str, list[str]]:
+    """Each method of PaymentGateway and the names of its parameters (``self`` left out)."""
+    return {
+        name: [p for p in inspect.signature(member).parameters if p != "self"]
+        for name, member in sorted(vars(PaymentGateway).items())
+        if not name.startswith("_") and inspect.isfunction(member)
+    }
+
+
+@register()
+def check_gateway(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """The configured gateway implements every method of PaymentGateway.
+
+    A gateway written against an older release lacks the methods added since
+    (``list_accounts``, say); this finds it at startup instead of at the first
+    call that needs the method, possibly halfway through moving money.
+    """
+    try:
+        gateway = escrow_settings.GATEWAY
+    except ImportError:
+        return []  # E040 reports it.
+    label = getattr(gateway, "__qualname__", repr(gateway))
+    expected = _protocol_parameters()
+    absent = [name for name in expected if not callable(getattr(gateway, name, None))]
+    errors: list[Any] = []
+    if absent:
+        errors.append(
+            Error(
+                f"{_key('GATEWAY')} ({label}) lacks methods of PaymentGateway: "
+                f"{', '.join(absent)}.",
+                hint="Subclass django_escrow_connect.gateway.BaseGateway: it has every method "
+                "and leaves one hook per method to your class (docs/gateways.md).",
+                id="escrow_connect.E041",
+            )
+        )
+    for name, wanted in expected.items():
+        if name in absent:
+            continue
+        try:
+            parameters = inspect.signature(getattr(gateway, name)).parameters
+        except (TypeError, ValueError):
+            continue  # Nothing to compare (a builtin): the conformance kit has to tell.
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            continue
+        missing = [p for p in wanted if p not in parameters]
+        if missing:
+            errors.append(
+                Error(
+                    f"{_key('GATEWAY')} ({label}).{name} does not accept the parameters "
+                    f"{', '.join(missing)} of PaymentGateway.{name}.",
+                    hint="Give the method PaymentGateway's signature; services pass these "
+                    "by keyword.",
+                    id="escrow_connect.E042",
+                )
+            )
+    if isinstance(gateway, type) and issubclass(gateway, BaseGateway):
+        # A hook left to BaseGateway raises NotImplementedError when called:
+        # fine for a method the host never uses, so a warning, not an error.
+        unimplemented = [
+            name
+            for name in expected
+            if hasattr(BaseGateway, f"_{name}")
+            and getattr(gateway, name) is getattr(BaseGateway, name)
+            and getattr(gateway, f"_{name}") is getattr(BaseGateway, f"_{name}")
+        ]
+        if unimplemented:
+            errors.append(
+                Warning(
+                    f"{_key('GATEWAY')} ({label}) leaves these methods to BaseGateway, "
+                    f"which raises NotImplementedError: {', '.join(unimplemented)}.",
+                    hint="Implement the _<method> hook of each, or silence this check with "
+                    "SILENCED_SYSTEM_CHECKS if your marketplace never needs them.",
+                    id="escrow_connect.W041",
+                )
+            )
+    return errors
 
 
 @register(Tags.security, deploy=True)

@@ -4,7 +4,8 @@ Services call :func:`get_gateway` and program against
 :class:`~.base.PaymentGateway`; which implementation answers is the
 ``ESCROW_CONNECT["GATEWAY"]`` setting (by default
 ``django_escrow_connect.gateway.stripe.StripeGateway``, the only module that
-imports ``stripe``, imported lazily through that setting).
+imports ``stripe``, imported lazily through that setting). A custom gateway
+subclasses :class:`~.basegateway.BaseGateway` (docs/gateways.md).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.core.signals import setting_changed
 
 from ..conf import SETTING_NAME, escrow_settings
 from .base import PaymentGateway
+from .basegateway import BaseGateway
 from .types import (
     AccountLinkResult,
     AccountLinkType,
@@ -40,6 +42,7 @@ __all__ = [
     "AccountLinkType",
     "AccountSessionResult",
     "AccountSnapshot",
+    "BaseGateway",
     "BusinessType",
     "CancellationReason",
     "CaptureMethod",

@@ -38,11 +38,7 @@ from ..exceptions import (
     TemporarilyUnavailable,
 )
 from . import signing
-from .arguments import require_amount as _require_amount
-from .arguments import require_capabilities as _require_capabilities
-from .arguments import require_id as _require_id
-from .arguments import require_idempotency_key as _require_idempotency_key
-from .arguments import require_service_agreement as _require_service_agreement
+from .basegateway import BaseGateway
 from .signing import sign_webhook_payload
 from .types import (
     AccountLinkResult,
@@ -96,16 +92,17 @@ logger = logging.getLogger(__name__)
 
 Timeout = float | tuple[float, float]
 
-#: Stripe's limit on ``types`` when listing events.
-MAX_EVENT_TYPES = 20
 #: Page size used when auto-paginating list endpoints (Stripe's maximum).
 PAGE_SIZE = 100
 #: Longer error messages (an HTML error page, say) are cut to this length.
 MAX_ERROR_MESSAGE_LENGTH = 1000
 
 
-class StripeGateway:
+class StripeGateway(BaseGateway):
     """:class:`~django_escrow_connect.gateway.base.PaymentGateway` on Stripe Connect.
+
+    The argument checks are :class:`~.basegateway.BaseGateway`'s; this class
+    implements its hooks with stripe-python.
 
     Configuration comes from ``ESCROW_CONNECT`` (``STRIPE_SECRET_KEY``,
     ``STRIPE_API_BASE``, ``STRIPE_MAX_NETWORK_RETRIES``, ``STRIPE_TIMEOUT``)
@@ -182,7 +179,7 @@ class StripeGateway:
 
     # --- connected accounts -------------------------------------------------
 
-    def create_account(
+    def _create_account(
         self,
         *,
         idempotency_key: str,
@@ -190,11 +187,9 @@ class StripeGateway:
         email: str | None,
         business_type: BusinessType | None,
         metadata: Mapping[str, str],
-        capabilities: Sequence[str] = ("transfers", "card_payments"),
-        service_agreement: ServiceAgreement | None = None,
+        capabilities: tuple[str, ...],
+        service_agreement: ServiceAgreement | None,
     ) -> AccountSnapshot:
-        requested = _requested_capabilities(capabilities)
-        _require_service_agreement(service_agreement)
         params: AccountCreateParams = {
             "country": country,
             "controller": {
@@ -203,7 +198,7 @@ class StripeGateway:
                 "losses": {"payments": "application"},
                 "requirement_collection": "stripe",
             },
-            "capabilities": requested,
+            "capabilities": _requested_capabilities(capabilities),
             "metadata": dict(metadata),
         }
         if service_agreement is not None:
@@ -216,12 +211,12 @@ class StripeGateway:
             account = self.client.v1.accounts.create(params, _options(idempotency_key))
         return AccountSnapshot.from_dict(_as_dict(account))
 
-    def retrieve_account(self, account_id: str) -> AccountSnapshot:
+    def _retrieve_account(self, account_id: str) -> AccountSnapshot:
         with translated_errors():
-            account = self.client.v1.accounts.retrieve(_require_id(account_id, "account_id"))
+            account = self.client.v1.accounts.retrieve(account_id)
         return AccountSnapshot.from_dict(_as_dict(account))
 
-    def list_accounts(self, *, created_gte: datetime) -> list[AccountSnapshot]:
+    def _list_accounts(self, *, created_gte: datetime) -> list[AccountSnapshot]:
         params: AccountListParams = {
             "created": {"gte": int(created_gte.timestamp())},
             "limit": self.page_size,
@@ -230,7 +225,7 @@ class StripeGateway:
             page = self.client.v1.accounts.list(params)
             return [AccountSnapshot.from_dict(_as_dict(a)) for a in page.auto_paging_iter()]
 
-    def create_account_link(
+    def _create_account_link(
         self,
         *,
         account_id: str,
@@ -239,7 +234,7 @@ class StripeGateway:
         return_url: str,
     ) -> AccountLinkResult:
         params: AccountLinkCreateParams = {
-            "account": _require_id(account_id, "account_id"),
+            "account": account_id,
             "type": link_type,
             "refresh_url": refresh_url,
             "return_url": return_url,
@@ -248,24 +243,17 @@ class StripeGateway:
             link = self.client.v1.account_links.create(params)
         return AccountLinkResult.from_dict(_as_dict(link))
 
-    def create_login_link(self, *, account_id: str) -> LoginLinkResult:
+    def _create_login_link(self, *, account_id: str) -> LoginLinkResult:
         with translated_errors():
-            link = self.client.v1.accounts.login_links.create(_require_id(account_id, "account_id"))
+            link = self.client.v1.accounts.login_links.create(account_id)
         return LoginLinkResult.from_dict(_as_dict(link))
 
-    def create_account_session(
-        self,
-        *,
-        account_id: str,
-        components: Sequence[str] = ("account_onboarding",),
+    def _create_account_session(
+        self, *, account_id: str, components: tuple[str, ...]
     ) -> AccountSessionResult:
-        if isinstance(components, str):
-            raise TypeError("components must be a sequence of component names, not a string")
         enabled: dict[str, Any] = {name: {"enabled": True} for name in components}
-        if not enabled:
-            raise ValueError("components must name at least one embedded component")
         params: AccountSessionCreateParams = {
-            "account": _require_id(account_id, "account_id"),
+            "account": account_id,
             # Component names are checked by Stripe; the TypedDict cannot be
             # built from a runtime list of keys.
             "components": _components(enabled),
@@ -276,7 +264,7 @@ class StripeGateway:
 
     # --- payments ---------------------------------------------------------------
 
-    def create_payment_intent(
+    def _create_payment_intent(
         self,
         *,
         idempotency_key: str,
@@ -285,18 +273,12 @@ class StripeGateway:
         transfer_group: str,
         metadata: Mapping[str, str],
         capture_method: CaptureMethod,
-        destination: str | None = None,
-        application_fee_amount: int | None = None,
-        description: str | None = None,
-        receipt_email: str | None = None,
-        on_behalf_of: str | None = None,
+        destination: str | None,
+        application_fee_amount: int | None,
+        description: str | None,
+        receipt_email: str | None,
+        on_behalf_of: str | None,
     ) -> PaymentIntentSnapshot:
-        _require_amount(amount, "amount")
-        if application_fee_amount is not None and destination is None:
-            raise ValueError(
-                "application_fee_amount is only valid with a destination charge; with "
-                "separate charges and transfers, transfer less than was charged instead"
-            )
         params: PaymentIntentCreateParams = {
             "amount": amount,
             "currency": currency.lower(),
@@ -306,12 +288,11 @@ class StripeGateway:
             "metadata": dict(metadata),
         }
         if destination is not None:
-            params["transfer_data"] = {"destination": _require_id(destination, "destination")}
+            params["transfer_data"] = {"destination": destination}
             if application_fee_amount is not None:
-                _require_amount(application_fee_amount, "application_fee_amount", allow_zero=True)
                 params["application_fee_amount"] = application_fee_amount
         if on_behalf_of is not None:
-            params["on_behalf_of"] = _require_id(on_behalf_of, "on_behalf_of")
+            params["on_behalf_of"] = on_behalf_of
         if description:
             params["description"] = description
         if receipt_email:
@@ -320,78 +301,66 @@ class StripeGateway:
             intent = self.client.v1.payment_intents.create(params, _options(idempotency_key))
         return PaymentIntentSnapshot.from_dict(_as_dict(intent))
 
-    def retrieve_payment_intent(
-        self, payment_intent_id: str, *, expand_charge: bool = False
+    def _retrieve_payment_intent(
+        self, payment_intent_id: str, *, expand_charge: bool
     ) -> PaymentIntentSnapshot:
         params: PaymentIntentRetrieveParams = {}
         if expand_charge:
             params["expand"] = ["latest_charge"]
         with translated_errors():
-            intent = self.client.v1.payment_intents.retrieve(
-                _require_id(payment_intent_id, "payment_intent_id"), params
-            )
+            intent = self.client.v1.payment_intents.retrieve(payment_intent_id, params)
         return PaymentIntentSnapshot.from_dict(_as_dict(intent))
 
-    def capture_payment_intent(
+    def _capture_payment_intent(
         self,
         payment_intent_id: str,
         *,
         idempotency_key: str,
-        amount_to_capture: int | None = None,
-        application_fee_amount: int | None = None,
+        amount_to_capture: int | None,
+        application_fee_amount: int | None,
     ) -> PaymentIntentSnapshot:
         params: PaymentIntentCaptureParams = {}
         if amount_to_capture is not None:
-            _require_amount(amount_to_capture, "amount_to_capture")
             params["amount_to_capture"] = amount_to_capture
         if application_fee_amount is not None:
-            _require_amount(application_fee_amount, "application_fee_amount", allow_zero=True)
             params["application_fee_amount"] = application_fee_amount
         with translated_errors():
             intent = self.client.v1.payment_intents.capture(
-                _require_id(payment_intent_id, "payment_intent_id"),
-                params,
-                _options(idempotency_key),
+                payment_intent_id, params, _options(idempotency_key)
             )
         return PaymentIntentSnapshot.from_dict(_as_dict(intent))
 
-    def cancel_payment_intent(
+    def _cancel_payment_intent(
         self,
         payment_intent_id: str,
         *,
         idempotency_key: str,
-        cancellation_reason: CancellationReason | None = None,
+        cancellation_reason: CancellationReason | None,
     ) -> PaymentIntentSnapshot:
         params: PaymentIntentCancelParams = {}
         if cancellation_reason is not None:
             params["cancellation_reason"] = cancellation_reason
         with translated_errors():
             intent = self.client.v1.payment_intents.cancel(
-                _require_id(payment_intent_id, "payment_intent_id"),
-                params,
-                _options(idempotency_key),
+                payment_intent_id, params, _options(idempotency_key)
             )
         return PaymentIntentSnapshot.from_dict(_as_dict(intent))
 
-    def retrieve_charge(
-        self, charge_id: str, *, stripe_account: str | None = None
-    ) -> ChargeSnapshot:
+    def _retrieve_charge(self, charge_id: str, *, stripe_account: str | None) -> ChargeSnapshot:
         with translated_errors():
             charge = self.client.v1.charges.retrieve(
-                _require_id(charge_id, "charge_id"),
-                None,
-                _options(stripe_account=stripe_account),
+                charge_id, None, _options(stripe_account=stripe_account)
             )
         return ChargeSnapshot.from_dict(_as_dict(charge))
 
-    def retrieve_dispute(self, dispute_id: str) -> DisputeSnapshot:
+    def _retrieve_dispute(self, dispute_id: str) -> DisputeSnapshot:
         with translated_errors():
-            dispute = self.client.v1.disputes.retrieve(_require_id(dispute_id, "dispute_id"))
+            dispute = self.client.v1.disputes.retrieve(dispute_id)
         return DisputeSnapshot.from_dict(_as_dict(dispute))
 
     # --- transfers ----------------------------------------------------------------
 
-    def create_transfer(
+    def _create_transfer(
         self,
         *,
         idempotency_key: str,
@@ -402,14 +371,13 @@ class StripeGateway:
         transfer_group: str,
         metadata: Mapping[str, str],
     ) -> TransferSnapshot:
-        _require_amount(amount, "amount")
         params: TransferCreateParams = {
             "amount": amount,
             "currency": currency.lower(),
-            "destination": _require_id(destination, "destination"),
+            "destination": destination,
             # A charge id (ch_...), never a PaymentIntent id: the transfer then
             # waits for that charge's funds instead of failing on the balance.
-            "source_transaction": _require_id(source_transaction, "source_transaction"),
+            "source_transaction": source_transaction,
             "transfer_group": transfer_group,
             "metadata": dict(metadata),
         }
@@ -417,18 +385,18 @@ class StripeGateway:
             transfer = self.client.v1.transfers.create(params, _options(idempotency_key))
         return TransferSnapshot.from_dict(_as_dict(transfer))
 
-    def retrieve_transfer(self, transfer_id: str) -> TransferSnapshot:
+    def _retrieve_transfer(self, transfer_id: str) -> TransferSnapshot:
         with translated_errors():
-            transfer = self.client.v1.transfers.retrieve(_require_id(transfer_id, "transfer_id"))
+            transfer = self.client.v1.transfers.retrieve(transfer_id)
         return TransferSnapshot.from_dict(_as_dict(transfer))
 
-    def list_transfers(self, *, transfer_group: str) -> list[TransferSnapshot]:
+    def _list_transfers(self, *, transfer_group: str) -> list[TransferSnapshot]:
         params: TransferListParams = {"transfer_group": transfer_group, "limit": self.page_size}
         with translated_errors():
             page = self.client.v1.transfers.list(params)
             return [TransferSnapshot.from_dict(_as_dict(t)) for t in page.auto_paging_iter()]
 
-    def create_transfer_reversal(
+    def _create_transfer_reversal(
         self,
         *,
         transfer_id: str,
@@ -438,33 +406,28 @@ class StripeGateway:
     ) -> TransferReversalSnapshot:
         params: TransferReversalCreateParams = {"metadata": dict(metadata)}
         if amount is not None:
-            _require_amount(amount, "amount")
             params["amount"] = amount
         with translated_errors():
             reversal = self.client.v1.transfers.reversals.create(
-                _require_id(transfer_id, "transfer_id"), params, _options(idempotency_key)
+                transfer_id, params, _options(idempotency_key)
             )
         return TransferReversalSnapshot.from_dict(_as_dict(reversal))
 
     # --- refunds --------------------------------------------------------------------
 
-    def create_refund(
+    def _create_refund(
         self,
         *,
         idempotency_key: str,
         payment_intent: str,
         amount: int | None,
         metadata: Mapping[str, str],
-        reason: RefundReason | None = None,
-        reverse_transfer: bool = False,
-        refund_application_fee: bool = False,
+        reason: RefundReason | None,
+        reverse_transfer: bool,
+        refund_application_fee: bool,
     ) -> RefundSnapshot:
-        params: RefundCreateParams = {
-            "payment_intent": _require_id(payment_intent, "payment_intent"),
-            "metadata": dict(metadata),
-        }
+        params: RefundCreateParams = {"payment_intent": payment_intent, "metadata": dict(metadata)}
         if amount is not None:
-            _require_amount(amount, "amount")
             params["amount"] = amount
         if reason is not None:
             params["reason"] = reason
@@ -476,63 +439,47 @@ class StripeGateway:
             refund = self.client.v1.refunds.create(params, _options(idempotency_key))
         return RefundSnapshot.from_dict(_as_dict(refund))
 
-    def retrieve_refund(self, refund_id: str) -> RefundSnapshot:
+    def _retrieve_refund(self, refund_id: str) -> RefundSnapshot:
         with translated_errors():
-            refund = self.client.v1.refunds.retrieve(_require_id(refund_id, "refund_id"))
+            refund = self.client.v1.refunds.retrieve(refund_id)
         return RefundSnapshot.from_dict(_as_dict(refund))
 
-    def list_refunds(self, *, payment_intent: str) -> list[RefundSnapshot]:
-        params: RefundListParams = {
-            "payment_intent": _require_id(payment_intent, "payment_intent"),
-            "limit": self.page_size,
-        }
+    def _list_refunds(self, *, payment_intent: str) -> list[RefundSnapshot]:
+        params: RefundListParams = {"payment_intent": payment_intent, "limit": self.page_size}
         with translated_errors():
             page = self.client.v1.refunds.list(params)
             return [RefundSnapshot.from_dict(_as_dict(r)) for r in page.auto_paging_iter()]
 
     # --- events and webhooks -----------------------------------------------------
 
-    def retrieve_event(self, event_id: str, *, stripe_account: str | None = None) -> dict[str, Any]:
+    def _retrieve_event(self, event_id: str, *, stripe_account: str | None) -> dict[str, Any]:
         with translated_errors():
             event = self.client.v1.events.retrieve(
-                _require_id(event_id, "event_id"),
-                None,
-                _options(stripe_account=stripe_account),
+                event_id, None, _options(stripe_account=stripe_account)
             )
         return _as_dict(event)
 
-    def list_events(
+    def _list_events(
         self,
         *,
         created_gte: int,
-        types: Sequence[str] | None = None,
-        stripe_account: str | None = None,
+        types: tuple[str, ...] | None,
+        stripe_account: str | None,
     ) -> Iterator[dict[str, Any]]:
-        """Events created at or after ``created_gte`` (unix seconds), newest first.
-
-        The first page is fetched now (so errors surface here); later pages
-        are fetched while iterating. The Events API reaches back 30 days.
-        """
-        if isinstance(types, str):
-            raise TypeError("types must be a sequence of event types, not a string")
+        """The first page is fetched now (so errors surface here); later pages
+        are fetched while iterating. The Events API reaches back 30 days."""
         params: EventListParams = {"created": {"gte": int(created_gte)}, "limit": self.page_size}
         if types:
-            if len(types) > MAX_EVENT_TYPES:
-                raise ValueError(f"Stripe accepts at most {MAX_EVENT_TYPES} event types at once")
             params["types"] = list(types)
         with translated_errors():
             page = self.client.v1.events.list(params, _options(stripe_account=stripe_account))
         return _iterate_dicts(page)
 
-    def verify_webhook(
-        self,
-        payload: bytes,
-        sig_header: str | None,
-        secrets: Sequence[str],
-        tolerance: int,
-    ) -> dict[str, Any]:
-        """See :func:`verify_webhook_payload`."""
-        return verify_webhook_payload(payload, sig_header, secrets, tolerance)
+    def _webhook_signature_matches(
+        self, payload: bytes, header: str, secret: str, tolerance: int | None
+    ) -> bool:
+        """stripe-python's own ``WebhookSignature.verify_header``."""
+        return _signature_valid(payload, header, secret, tolerance)
 
 
 # --- webhooks ------------------------------------------------------------------------
@@ -597,11 +544,12 @@ def build_http_client(timeout: Timeout) -> stripe.HTTPClient:
 def _options(
     idempotency_key: str | None = None, *, stripe_account: str | None = None
 ) -> stripe.RequestOptions:
+    # BaseGateway has checked both before the hook was called.
     options: stripe.RequestOptions = {}
     if idempotency_key is not None:
-        options["idempotency_key"] = _require_idempotency_key(idempotency_key)
+        options["idempotency_key"] = idempotency_key
     if stripe_account is not None:
-        options["stripe_account"] = _require_id(stripe_account, "stripe_account")
+        options["stripe_account"] = stripe_account
     return options
 
 
@@ -611,7 +559,7 @@ def _components(enabled: dict[str, Any]) -> AccountSessionCreateParamsComponents
 
 def _requested_capabilities(names: Sequence[str]) -> AccountCreateParamsCapabilities:
     """``{name: {"requested": True}}`` in the given order."""
-    requested = {name: {"requested": True} for name in _require_capabilities(names)}
+    requested = {name: {"requested": True} for name in names}
     # Capability names are checked by Stripe; the TypedDict cannot be built
     # from a runtime list of keys.
     return requested  # type: ignore[return-value]

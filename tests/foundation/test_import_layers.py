@@ -6,7 +6,8 @@ Layers, lowest first; a module may import its own layer and the ones below:
 2. ``gateway``: talks to Stripe (or simulates it);
 3. ``services``: the use cases;
 4. ``webhooks``: turns Stripe's events into service calls;
-5. ``api``, ``admin``, ``management``, ``urls``: the surfaces that compose them.
+5. ``api``, ``admin``, ``management``, ``urls``: the surfaces that compose them;
+   ``apps`` and ``checks`` too (the system checks inspect the configured gateway).
 
 Every import counts, including those inside functions (only ``if
 TYPE_CHECKING:`` blocks are exempt), and so does a module path written as a
@@ -26,6 +27,9 @@ NAME = "django_escrow_connect"
 LAYERS = {"gateway": 2, "services": 3, "webhooks": 4, "api": 5, "admin": 5, "management": 5}
 #: ``testing`` is the host's test kit: it composes the services like a surface does.
 LAYERS |= {"urls": 5, "templatetags": 5, "testing": 5}
+#: The app config and its system checks inspect every layer (the configured
+#: gateway is checked against the gateway protocol), like a surface.
+LAYERS |= {"apps": 5, "checks": 5}
 
 
 def layer(module: str) -> int:

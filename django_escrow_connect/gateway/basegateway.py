@@ -1,0 +1,522 @@
+"""A base class for gateways: the shared argument checks, then one hook per call.
+
+:class:`BaseGateway` implements every method of
+:class:`~django_escrow_connect.gateway.base.PaymentGateway`. Each public
+method refuses a bad argument (:mod:`.arguments`: idempotency key, ids,
+amounts, capabilities, service agreement) with ``ValueError``/``TypeError``
+before anything reaches the provider, then calls its hook, named like the
+method with a leading underscore (``create_account`` -> ``_create_account``),
+with the same keyword arguments, already checked (``capabilities`` as a
+de-duplicated tuple).
+
+A subclass implements the hooks for its provider, nothing else. A hook it
+does not implement raises ``NotImplementedError`` naming the gateway and the
+method, so a method added to the protocol in a later release gets a default
+here and breaks only the call that needs it, not every custom gateway.
+
+Webhook verification is shared too: :meth:`BaseGateway.verify_webhook`
+applies every rule of :func:`.signing.verify_webhook_payload` and asks
+:meth:`BaseGateway._webhook_signature_matches` about each secret.
+
+This module must not import ``stripe``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .arguments import (
+    require_amount,
+    require_capabilities,
+    require_id,
+    require_idempotency_key,
+    require_service_agreement,
+)
+from .signing import signature_matches, verify_webhook_payload
+from .types import (
+    AccountLinkResult,
+    AccountLinkType,
+    AccountSessionResult,
+    AccountSnapshot,
+    BusinessType,
+    CancellationReason,
+    CaptureMethod,
+    ChargeSnapshot,
+    DisputeSnapshot,
+    LoginLinkResult,
+    PaymentIntentSnapshot,
+    RefundReason,
+    RefundSnapshot,
+    ServiceAgreement,
+    TransferReversalSnapshot,
+    TransferSnapshot,
+)
+
+if TYPE_CHECKING:
+    from .base import PaymentGateway
+
+__all__ = ["MAX_EVENT_TYPES", "BaseGateway"]
+
+#: Stripe's limit on ``types`` when listing events.
+MAX_EVENT_TYPES = 20
+
+
+class BaseGateway:
+    """Every PaymentGateway method with its argument checks; subclasses add the provider.
+
+    Subclass it and implement the ``_<method>`` hooks your provider supports;
+    see "Writing a custom gateway" in ``docs/gateways.md``.
+    """
+
+    def _not_implemented(self, method: str) -> NotImplementedError:
+        return NotImplementedError(f"{type(self).__name__} does not implement {method}")
+
+    # --- connected accounts -------------------------------------------------
+
+    def create_account(
+        self,
+        *,
+        idempotency_key: str,
+        country: str,
+        email: str | None,
+        business_type: BusinessType | None,
+        metadata: Mapping[str, str],
+        capabilities: Sequence[str] = ("transfers", "card_payments"),
+        service_agreement: ServiceAgreement | None = None,
+    ) -> AccountSnapshot:
+        require_idempotency_key(idempotency_key)
+        requested = require_capabilities(capabilities)
+        require_service_agreement(service_agreement)
+        return self._create_account(
+            idempotency_key=idempotency_key,
+            country=country,
+            email=email,
+            business_type=business_type,
+            metadata=metadata,
+            capabilities=requested,
+            service_agreement=service_agreement,
+        )
+
+    def _create_account(
+        self,
+        *,
+        idempotency_key: str,
+        country: str,
+        email: str | None,
+        business_type: BusinessType | None,
+        metadata: Mapping[str, str],
+        capabilities: tuple[str, ...],
+        service_agreement: ServiceAgreement | None,
+    ) -> AccountSnapshot:
+        raise self._not_implemented("create_account")
+
+    def retrieve_account(self, account_id: str) -> AccountSnapshot:
+        return self._retrieve_account(require_id(account_id, "account_id"))
+
+    def _retrieve_account(self, account_id: str) -> AccountSnapshot:
+        raise self._not_implemented("retrieve_account")
+
+    def list_accounts(self, *, created_gte: datetime) -> list[AccountSnapshot]:
+        if not isinstance(created_gte, datetime):
+            raise TypeError(f"created_gte must be a datetime, not {created_gte!r}")
+        return self._list_accounts(created_gte=created_gte)
+
+    def _list_accounts(self, *, created_gte: datetime) -> list[AccountSnapshot]:
+        raise self._not_implemented("list_accounts")
+
+    def create_account_link(
+        self,
+        *,
+        account_id: str,
+        link_type: AccountLinkType,
+        refresh_url: str,
+        return_url: str,
+    ) -> AccountLinkResult:
+        return self._create_account_link(
+            account_id=require_id(account_id, "account_id"),
+            link_type=link_type,
+            refresh_url=refresh_url,
+            return_url=return_url,
+        )
+
+    def _create_account_link(
+        self,
+        *,
+        account_id: str,
+        link_type: AccountLinkType,
+        refresh_url: str,
+        return_url: str,
+    ) -> AccountLinkResult:
+        raise self._not_implemented("create_account_link")
+
+    def create_login_link(self, *, account_id: str) -> LoginLinkResult:
+        return self._create_login_link(account_id=require_id(account_id, "account_id"))
+
+    def _create_login_link(self, *, account_id: str) -> LoginLinkResult:
+        raise self._not_implemented("create_login_link")
+
+    def create_account_session(
+        self,
+        *,
+        account_id: str,
+        components: Sequence[str] = ("account_onboarding",),
+    ) -> AccountSessionResult:
+        if isinstance(components, str):
+            raise TypeError("components must be a sequence of component names, not a string")
+        if not components:
+            raise ValueError("components must name at least one embedded component")
+        return self._create_account_session(
+            account_id=require_id(account_id, "account_id"), components=tuple(components)
+        )
+
+    def _create_account_session(
+        self, *, account_id: str, components: tuple[str, ...]
+    ) -> AccountSessionResult:
+        raise self._not_implemented("create_account_session")
+
+    # --- payments ---------------------------------------------------------------
+
+    def create_payment_intent(
+        self,
+        *,
+        idempotency_key: str,
+        amount: int,
+        currency: str,
+        transfer_group: str,
+        metadata: Mapping[str, str],
+        capture_method: CaptureMethod,
+        destination: str | None = None,
+        application_fee_amount: int | None = None,
+        description: str | None = None,
+        receipt_email: str | None = None,
+        on_behalf_of: str | None = None,
+    ) -> PaymentIntentSnapshot:
+        require_idempotency_key(idempotency_key)
+        require_amount(amount, "amount")
+        if application_fee_amount is not None:
+            if destination is None:
+                raise ValueError(
+                    "application_fee_amount is only valid with a destination charge; with "
+                    "separate charges and transfers, transfer less than was charged instead"
+                )
+            require_amount(application_fee_amount, "application_fee_amount", allow_zero=True)
+        if destination is not None:
+            require_id(destination, "destination")
+        if on_behalf_of is not None:
+            require_id(on_behalf_of, "on_behalf_of")
+        return self._create_payment_intent(
+            idempotency_key=idempotency_key,
+            amount=amount,
+            currency=currency,
+            transfer_group=transfer_group,
+            metadata=metadata,
+            capture_method=capture_method,
+            destination=destination,
+            application_fee_amount=application_fee_amount,
+            description=description,
+            receipt_email=receipt_email,
+            on_behalf_of=on_behalf_of,
+        )
+
+    def _create_payment_intent(
+        self,
+        *,
+        idempotency_key: str,
+        amount: int,
+        currency: str,
+        transfer_group: str,
+        metadata: Mapping[str, str],
+        capture_method: CaptureMethod,
+        destination: str | None,
+        application_fee_amount: int | None,
+        description: str | None,
+        receipt_email: str | None,
+        on_behalf_of: str | None,
+    ) -> PaymentIntentSnapshot:
+        raise self._not_implemented("create_payment_intent")
+
+    def retrieve_payment_intent(
+        self, payment_intent_id: str, *, expand_charge: bool = False
+    ) -> PaymentIntentSnapshot:
+        return self._retrieve_payment_intent(
+            require_id(payment_intent_id, "payment_intent_id"), expand_charge=expand_charge
+        )
+
+    def _retrieve_payment_intent(
+        self, payment_intent_id: str, *, expand_charge: bool
+    ) -> PaymentIntentSnapshot:
+        raise self._not_implemented("retrieve_payment_intent")
+
+    def capture_payment_intent(
+        self,
+        payment_intent_id: str,
+        *,
+        idempotency_key: str,
+        amount_to_capture: int | None = None,
+        application_fee_amount: int | None = None,
+    ) -> PaymentIntentSnapshot:
+        require_id(payment_intent_id, "payment_intent_id")
+        require_idempotency_key(idempotency_key)
+        if amount_to_capture is not None:
+            require_amount(amount_to_capture, "amount_to_capture")
+        if application_fee_amount is not None:
+            require_amount(application_fee_amount, "application_fee_amount", allow_zero=True)
+        return self._capture_payment_intent(
+            payment_intent_id,
+            idempotency_key=idempotency_key,
+            amount_to_capture=amount_to_capture,
+            application_fee_amount=application_fee_amount,
+        )
+
+    def _capture_payment_intent(
+        self,
+        payment_intent_id: str,
+        *,
+        idempotency_key: str,
+        amount_to_capture: int | None,
+        application_fee_amount: int | None,
+    ) -> PaymentIntentSnapshot:
+        raise self._not_implemented("capture_payment_intent")
+
+    def cancel_payment_intent(
+        self,
+        payment_intent_id: str,
+        *,
+        idempotency_key: str,
+        cancellation_reason: CancellationReason | None = None,
+    ) -> PaymentIntentSnapshot:
+        require_id(payment_intent_id, "payment_intent_id")
+        require_idempotency_key(idempotency_key)
+        return self._cancel_payment_intent(
+            payment_intent_id,
+            idempotency_key=idempotency_key,
+            cancellation_reason=cancellation_reason,
+        )
+
+    def _cancel_payment_intent(
+        self,
+        payment_intent_id: str,
+        *,
+        idempotency_key: str,
+        cancellation_reason: CancellationReason | None,
+    ) -> PaymentIntentSnapshot:
+        raise self._not_implemented("cancel_payment_intent")
+
+    def retrieve_charge(
+        self, charge_id: str, *, stripe_account: str | None = None
+    ) -> ChargeSnapshot:
+        require_id(charge_id, "charge_id")
+        if stripe_account is not None:
+            require_id(stripe_account, "stripe_account")
+        return self._retrieve_charge(charge_id, stripe_account=stripe_account)
+
+    def _retrieve_charge(self, charge_id: str, *, stripe_account: str | None) -> ChargeSnapshot:
+        raise self._not_implemented("retrieve_charge")
+
+    def retrieve_dispute(self, dispute_id: str) -> DisputeSnapshot:
+        return self._retrieve_dispute(require_id(dispute_id, "dispute_id"))
+
+    def _retrieve_dispute(self, dispute_id: str) -> DisputeSnapshot:
+        raise self._not_implemented("retrieve_dispute")
+
+    # --- transfers ----------------------------------------------------------------
+
+    def create_transfer(
+        self,
+        *,
+        idempotency_key: str,
+        amount: int,
+        currency: str,
+        destination: str,
+        source_transaction: str,
+        transfer_group: str,
+        metadata: Mapping[str, str],
+    ) -> TransferSnapshot:
+        require_idempotency_key(idempotency_key)
+        require_amount(amount, "amount")
+        require_id(destination, "destination")
+        require_id(source_transaction, "source_transaction")
+        return self._create_transfer(
+            idempotency_key=idempotency_key,
+            amount=amount,
+            currency=currency,
+            destination=destination,
+            source_transaction=source_transaction,
+            transfer_group=transfer_group,
+            metadata=metadata,
+        )
+
+    def _create_transfer(
+        self,
+        *,
+        idempotency_key: str,
+        amount: int,
+        currency: str,
+        destination: str,
+        source_transaction: str,
+        transfer_group: str,
+        metadata: Mapping[str, str],
+    ) -> TransferSnapshot:
+        raise self._not_implemented("create_transfer")
+
+    def retrieve_transfer(self, transfer_id: str) -> TransferSnapshot:
+        return self._retrieve_transfer(require_id(transfer_id, "transfer_id"))
+
+    def _retrieve_transfer(self, transfer_id: str) -> TransferSnapshot:
+        raise self._not_implemented("retrieve_transfer")
+
+    def list_transfers(self, *, transfer_group: str) -> list[TransferSnapshot]:
+        return self._list_transfers(transfer_group=transfer_group)
+
+    def _list_transfers(self, *, transfer_group: str) -> list[TransferSnapshot]:
+        raise self._not_implemented("list_transfers")
+
+    def create_transfer_reversal(
+        self,
+        *,
+        transfer_id: str,
+        idempotency_key: str,
+        amount: int | None,
+        metadata: Mapping[str, str],
+    ) -> TransferReversalSnapshot:
+        require_id(transfer_id, "transfer_id")
+        require_idempotency_key(idempotency_key)
+        if amount is not None:
+            require_amount(amount, "amount")
+        return self._create_transfer_reversal(
+            transfer_id=transfer_id,
+            idempotency_key=idempotency_key,
+            amount=amount,
+            metadata=metadata,
+        )
+
+    def _create_transfer_reversal(
+        self,
+        *,
+        transfer_id: str,
+        idempotency_key: str,
+        amount: int | None,
+        metadata: Mapping[str, str],
+    ) -> TransferReversalSnapshot:
+        raise self._not_implemented("create_transfer_reversal")
+
+    # --- refunds --------------------------------------------------------------------
+
+    def create_refund(
+        self,
+        *,
+        idempotency_key: str,
+        payment_intent: str,
+        amount: int | None,
+        metadata: Mapping[str, str],
+        reason: RefundReason | None = None,
+        reverse_transfer: bool = False,
+        refund_application_fee: bool = False,
+    ) -> RefundSnapshot:
+        require_idempotency_key(idempotency_key)
+        require_id(payment_intent, "payment_intent")
+        if amount is not None:
+            require_amount(amount, "amount")
+        return self._create_refund(
+            idempotency_key=idempotency_key,
+            payment_intent=payment_intent,
+            amount=amount,
+            metadata=metadata,
+            reason=reason,
+            reverse_transfer=reverse_transfer,
+            refund_application_fee=refund_application_fee,
+        )
+
+    def _create_refund(
+        self,
+        *,
+        idempotency_key: str,
+        payment_intent: str,
+        amount: int | None,
+        metadata: Mapping[str, str],
+        reason: RefundReason | None,
+        reverse_transfer: bool,
+        refund_application_fee: bool,
+    ) -> RefundSnapshot:
+        raise self._not_implemented("create_refund")
+
+    def retrieve_refund(self, refund_id: str) -> RefundSnapshot:
+        return self._retrieve_refund(require_id(refund_id, "refund_id"))
+
+    def _retrieve_refund(self, refund_id: str) -> RefundSnapshot:
+        raise self._not_implemented("retrieve_refund")
+
+    def list_refunds(self, *, payment_intent: str) -> list[RefundSnapshot]:
+        return self._list_refunds(payment_intent=require_id(payment_intent, "payment_intent"))
+
+    def _list_refunds(self, *, payment_intent: str) -> list[RefundSnapshot]:
+        raise self._not_implemented("list_refunds")
+
+    # --- events and webhooks -----------------------------------------------------
+
+    def retrieve_event(self, event_id: str, *, stripe_account: str | None = None) -> dict[str, Any]:
+        require_id(event_id, "event_id")
+        if stripe_account is not None:
+            require_id(stripe_account, "stripe_account")
+        return self._retrieve_event(event_id, stripe_account=stripe_account)
+
+    def _retrieve_event(self, event_id: str, *, stripe_account: str | None) -> dict[str, Any]:
+        raise self._not_implemented("retrieve_event")
+
+    def list_events(
+        self,
+        *,
+        created_gte: int,
+        types: Sequence[str] | None = None,
+        stripe_account: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Events created at or after ``created_gte`` (unix seconds), newest first."""
+        if isinstance(types, str):
+            raise TypeError("types must be a sequence of event types, not a string")
+        if types and len(types) > MAX_EVENT_TYPES:
+            raise ValueError(f"Stripe accepts at most {MAX_EVENT_TYPES} event types at once")
+        if stripe_account is not None:
+            require_id(stripe_account, "stripe_account")
+        return self._list_events(
+            created_gte=created_gte,
+            types=tuple(types) if types else None,
+            stripe_account=stripe_account,
+        )
+
+    def _list_events(
+        self,
+        *,
+        created_gte: int,
+        types: tuple[str, ...] | None,
+        stripe_account: str | None,
+    ) -> Iterator[dict[str, Any]]:
+        raise self._not_implemented("list_events")
+
+    def verify_webhook(
+        self,
+        payload: bytes,
+        sig_header: str | None,
+        secrets: Sequence[str],
+        tolerance: int,
+    ) -> dict[str, Any]:
+        """Verify ``Stripe-Signature`` against any of ``secrets``; return the parsed event.
+
+        The rules of :func:`.signing.verify_webhook_payload`; each secret is
+        checked by :meth:`_webhook_signature_matches`.
+        """
+        return verify_webhook_payload(
+            payload, sig_header, secrets, tolerance, matches=self._webhook_signature_matches
+        )
+
+    def _webhook_signature_matches(
+        self, payload: bytes, header: str, secret: str, tolerance: int | None
+    ) -> bool:
+        """Whether ``header`` signs ``payload`` with ``secret`` (Stripe's ``v1`` scheme)."""
+        return signature_matches(payload, header, secret, tolerance)
+
+
+if TYPE_CHECKING:
+    # mypy proves the base class satisfies the protocol it exists for.
+    _conforms: type[PaymentGateway] = BaseGateway
