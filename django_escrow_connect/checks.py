@@ -567,7 +567,7 @@ def check_gateway(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     f"which raises NotImplementedError: {', '.join(unimplemented)}.",
                     hint="Implement the _<method> hook of each, or silence this check with "
                     "SILENCED_SYSTEM_CHECKS if your marketplace never needs them.",
-                    id="escrow_connect.W041",
+                    id="escrow_connect.W042",
                 )
             )
     return errors
