@@ -9,16 +9,19 @@ types: they catch these, read ``code`` / ``decline_code`` / ``param`` and ask
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 __all__ = [
-    "AuthenticationFailed",
     "BalanceInsufficient",
     "CardDeclined",
     "EscrowConnectError",
+    "GatewayAuthenticationFailed",
     "GatewayError",
+    "GatewayPermissionDenied",
     "IdempotencyConflict",
     "InvalidRequest",
     "InvalidWebhookPayload",
-    "PermissionDenied",
     "RateLimited",
     "ResourceMissing",
     "SignatureVerificationFailed",
@@ -155,7 +158,7 @@ class BalanceInsufficient(InvalidRequest):
     """The balance cannot cover a transfer, reversal or payout (``balance_insufficient``)."""
 
 
-class AuthenticationFailed(GatewayError):
+class GatewayAuthenticationFailed(GatewayError):
     """The API key is missing, wrong or revoked (HTTP 401)."""
 
     @property
@@ -163,7 +166,7 @@ class AuthenticationFailed(GatewayError):
         return False
 
 
-class PermissionDenied(GatewayError):
+class GatewayPermissionDenied(GatewayError):
     """The key may not perform this request, e.g. a restricted key (HTTP 403)."""
 
     @property
@@ -191,3 +194,24 @@ class SignatureVerificationFailed(EscrowConnectError):
 
 class InvalidWebhookPayload(EscrowConnectError):
     """A webhook body is not UTF-8 encoded JSON describing an object."""
+
+
+#: Names before 0.2: they read like Django's and DRF's own exceptions, which
+#: the same modules often import too.
+_RENAMED = {
+    "AuthenticationFailed": "GatewayAuthenticationFailed",
+    "PermissionDenied": "GatewayPermissionDenied",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The old names still work, with a ``DeprecationWarning`` (removed in 0.3)."""
+    if name in _RENAMED:
+        warnings.warn(
+            f"django_escrow_connect.exceptions.{name} is deprecated; "
+            f"use {_RENAMED[name]} (it will be removed in 0.3)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,13 +26,13 @@ from django.core.exceptions import ImproperlyConfigured
 from .. import conf
 from ..conf import escrow_settings
 from ..exceptions import (
-    AuthenticationFailed,
     BalanceInsufficient,
     CardDeclined,
+    GatewayAuthenticationFailed,
     GatewayError,
+    GatewayPermissionDenied,
     IdempotencyConflict,
     InvalidRequest,
-    PermissionDenied,
     RateLimited,
     ResourceMissing,
     TemporarilyUnavailable,
@@ -617,9 +617,9 @@ def translate_error(exc: stripe.StripeError) -> GatewayError:
     elif code == "resource_missing":
         cls = ResourceMissing
     elif status == 401 or isinstance(exc, stripe.AuthenticationError):
-        cls = AuthenticationFailed
+        cls = GatewayAuthenticationFailed
     elif status == 403 or isinstance(exc, stripe.PermissionError):
-        cls = PermissionDenied
+        cls = GatewayPermissionDenied
     elif status is None or status >= 500 or status == 409:
         # 409 without idempotency_error: a conflicting concurrent request.
         cls = TemporarilyUnavailable

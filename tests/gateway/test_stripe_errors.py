@@ -17,14 +17,14 @@ import pytest
 import stripe
 
 from django_escrow_connect.exceptions import (
-    AuthenticationFailed,
     BalanceInsufficient,
     CardDeclined,
     EscrowConnectError,
+    GatewayAuthenticationFailed,
     GatewayError,
+    GatewayPermissionDenied,
     IdempotencyConflict,
     InvalidRequest,
-    PermissionDenied,
     RateLimited,
     ResourceMissing,
     TemporarilyUnavailable,
@@ -114,7 +114,7 @@ ERROR_CASES = [
     case(
         "error_authentication",
         "retrieve_account",
-        AuthenticationFailed,
+        GatewayAuthenticationFailed,
         http_status=401,
         request_id="req_Ma2Xc6Vr9TkLpQ",
         is_transient=False,
@@ -122,7 +122,7 @@ ERROR_CASES = [
     case(
         "error_permission",
         "retrieve_dispute",
-        PermissionDenied,
+        GatewayPermissionDenied,
         http_status=403,
         is_transient=False,
     ),
