@@ -53,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "STRIPE_TIMEOUT": 30,
     # Which gateway implementation talks to Stripe (the simulated gateway is
     # for development and demos only; a system check refuses it with DEBUG off).
-    "GATEWAY": "django_escrow_connect.gateway.stripe.StripeGateway",
+    "GATEWAY": "django_escrow_connect.gateway.stripe_gateway.StripeGateway",
     # Starts every idempotency key. Give each installation that shares one
     # Stripe account (staging and a laptop on the same sk_test_ key) its own,
     # before first use: equal keys would make Stripe replay one install's

@@ -3,7 +3,7 @@
 Services call :func:`get_gateway` and program against
 :class:`~.base.PaymentGateway`; which implementation answers is the
 ``ESCROW_CONNECT["GATEWAY"]`` setting (by default
-``django_escrow_connect.gateway.stripe.StripeGateway``, the only module that
+``django_escrow_connect.gateway.stripe_gateway.StripeGateway``, the only module that
 imports ``stripe``, imported lazily through that setting). A custom gateway
 subclasses :class:`~.basegateway.BaseGateway` (docs/gateways.md).
 """

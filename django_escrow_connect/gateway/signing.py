@@ -3,7 +3,7 @@
 ``Stripe-Signature: t=<unix>,v1=<hex>`` where ``v1`` is
 HMAC-SHA256(secret, ``"<t>.<raw body>"``). The simulated gateway signs the
 events it delivers and verifies webhooks with these functions; they behave
-like :func:`django_escrow_connect.gateway.stripe.verify_webhook_payload`
+like :func:`django_escrow_connect.gateway.stripe_gateway.verify_webhook_payload`
 (same checks, same exceptions), so a host can switch gateways without its
 webhook endpoint noticing. Tests can sign payloads here without importing
 ``stripe`` either.

@@ -187,7 +187,7 @@ ACCOUNT_SESSION_COMPONENTS = frozenset(
 )  # fmt: skip
 
 #: The controller properties the package creates accounts with (see
-#: :meth:`~django_escrow_connect.gateway.stripe.StripeGateway.create_account`).
+#: :meth:`~django_escrow_connect.gateway.stripe_gateway.StripeGateway.create_account`).
 PACKAGE_CONTROLLER: Mapping[str, Any] = {
     "fees": {"payer": "application"},
     "losses": {"payments": "application"},

@@ -49,7 +49,7 @@ def _check_with(gateway_path):
 
 def test_the_package_gateways_pass():
     assert check_gateway() == []
-    assert _check_with("django_escrow_connect.gateway.stripe.StripeGateway") == []
+    assert _check_with("django_escrow_connect.gateway.stripe_gateway.StripeGateway") == []
     assert _check_with("django_escrow_connect.gateway.simulated.SimulatedGateway") == []
 
 

@@ -105,7 +105,7 @@ STRING_REFERENCES_ALLOWED = {
     ("django_escrow_connect.conf", "django_escrow_connect.fees"),
     ("django_escrow_connect.conf", "django_escrow_connect.permissions"),
     ("django_escrow_connect.conf", "django_escrow_connect.notifications.backends"),
-    ("django_escrow_connect.conf", "django_escrow_connect.gateway.stripe"),
+    ("django_escrow_connect.conf", "django_escrow_connect.gateway.stripe_gateway"),
     ("django_escrow_connect.conf", "django_escrow_connect.gateway.simulated"),
     ("django_escrow_connect.conf", "django_escrow_connect.gateway"),
     ("django_escrow_connect.conf", "django_escrow_connect.accounts"),

@@ -26,3 +26,14 @@ def test_an_unknown_name_is_still_an_attribute_error():
     mod = importlib.import_module("django_escrow_connect.exceptions")
     with pytest.raises(AttributeError):
         mod.NoSuchThing  # noqa: B018
+
+
+def test_the_old_stripe_gateway_module_warns_and_gives_the_same_class():
+    import sys
+
+    from django_escrow_connect.gateway.stripe_gateway import StripeGateway
+
+    sys.modules.pop("django_escrow_connect.gateway.stripe", None)
+    with pytest.warns(DeprecationWarning, match="stripe_gateway"):
+        old = importlib.import_module("django_escrow_connect.gateway.stripe")
+    assert old.StripeGateway is StripeGateway

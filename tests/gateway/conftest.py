@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from django_escrow_connect.gateway.stripe import StripeGateway
+from django_escrow_connect.gateway.stripe_gateway import StripeGateway
 from tests.stripe_vcr import (
     FILTER_HEADERS,
     api_key,

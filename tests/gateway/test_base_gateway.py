@@ -13,7 +13,7 @@ import pytest
 from django_escrow_connect.exceptions import SignatureVerificationFailed
 from django_escrow_connect.gateway import BaseGateway, PaymentGateway
 from django_escrow_connect.gateway.signing import sign_webhook_payload
-from django_escrow_connect.gateway.stripe import StripeGateway
+from django_escrow_connect.gateway.stripe_gateway import StripeGateway
 from django_escrow_connect.gateway.types import AccountSnapshot
 
 

@@ -17,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_escrow_connect import conf
 from django_escrow_connect.gateway import PaymentGateway, get_gateway
-from django_escrow_connect.gateway.stripe import StripeGateway
+from django_escrow_connect.gateway.stripe_gateway import StripeGateway
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT_JSON = {"id": "acct_1QzR8tQm5HwJ3uVe", "object": "account", "capabilities": {}}

@@ -29,7 +29,7 @@ from django_escrow_connect.exceptions import (
     ResourceMissing,
     TemporarilyUnavailable,
 )
-from django_escrow_connect.gateway.stripe import StripeGateway, translate_error
+from django_escrow_connect.gateway.stripe_gateway import StripeGateway, translate_error
 from django_escrow_connect.services.outcomes import refund_request
 from django_escrow_connect.services.payments import (
     capture_request,

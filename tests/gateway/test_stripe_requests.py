@@ -29,7 +29,7 @@ from django_escrow_connect.gateway import (
     TransferReversalSnapshot,
     TransferSnapshot,
 )
-from django_escrow_connect.gateway.stripe import StripeGateway
+from django_escrow_connect.gateway.stripe_gateway import StripeGateway
 from django_escrow_connect.services import accounts as account_services
 from django_escrow_connect.services.outcomes import refund_request
 from django_escrow_connect.services.payments import (

@@ -9,7 +9,7 @@ import pytest
 import stripe
 
 from django_escrow_connect.exceptions import InvalidWebhookPayload, SignatureVerificationFailed
-from django_escrow_connect.gateway.stripe import StripeGateway, sign_webhook_payload
+from django_escrow_connect.gateway.stripe_gateway import StripeGateway, sign_webhook_payload
 
 SECRET = "whsec_platform_current_6f1d2c"
 OLD_SECRET = "whsec_platform_previous_93ab7e"

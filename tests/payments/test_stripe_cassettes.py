@@ -60,7 +60,7 @@ def vcr_cassette_dir() -> str:
 def real_gateway(settings: Any) -> None:
     settings.ESCROW_CONNECT = {
         **settings.ESCROW_CONNECT,
-        "GATEWAY": "django_escrow_connect.gateway.stripe.StripeGateway",
+        "GATEWAY": "django_escrow_connect.gateway.stripe_gateway.StripeGateway",
         "STRIPE_SECRET_KEY": api_key(),
         "STRIPE_MAX_NETWORK_RETRIES": 0,
         "PAYMENT_TERMS": "tests.payments.test_stripe_cassettes.fixed_terms",

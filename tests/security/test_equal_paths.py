@@ -75,7 +75,7 @@ def test_without_the_queryset_the_predicate_still_decides(market, payments, sett
 
 
 def test_deploy_check_asks_for_the_queryset_next_to_a_predicate(settings):
-    configure(settings, GATEWAY="django_escrow_connect.gateway.stripe.StripeGateway")
+    configure(settings, GATEWAY="django_escrow_connect.gateway.stripe_gateway.StripeGateway")
     assert "escrow_connect.W041" not in {e.id for e in check_deploy_settings()}
 
     configure(settings, ADMINISTERED_ORGANIZATIONS=None)

@@ -1,0 +1,665 @@
+"""The Stripe gateway: the only module of the package that imports ``stripe``.
+
+It owns the :class:`stripe.StripeClient` (pinned API version, base address,
+retries, timeout), passes the caller's idempotency keys, converts Stripe's
+objects into the plain types of :mod:`.types` and translates every
+``stripe.StripeError`` into :mod:`django_escrow_connect.exceptions`.
+
+Request parameters are built as stripe-python's typed ``TypedDict`` params
+(``stripe.params.*``), so mypy checks every call against the API version this
+package pins.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import stripe
+from django.core.exceptions import ImproperlyConfigured
+
+from .. import conf
+from ..conf import escrow_settings
+from ..exceptions import (
+    BalanceInsufficient,
+    CardDeclined,
+    GatewayAuthenticationFailed,
+    GatewayError,
+    GatewayPermissionDenied,
+    IdempotencyConflict,
+    InvalidRequest,
+    RateLimited,
+    ResourceMissing,
+    TemporarilyUnavailable,
+)
+from . import signing
+from .basegateway import BaseGateway
+from .signing import sign_webhook_payload
+from .types import (
+    AccountLinkResult,
+    AccountLinkType,
+    AccountSessionResult,
+    AccountSnapshot,
+    BusinessType,
+    CancellationReason,
+    CaptureMethod,
+    ChargeSnapshot,
+    DisputeSnapshot,
+    LoginLinkResult,
+    PaymentIntentSnapshot,
+    RefundReason,
+    RefundSnapshot,
+    ServiceAgreement,
+    TransferReversalSnapshot,
+    TransferSnapshot,
+)
+
+if TYPE_CHECKING:
+    from stripe.params import (
+        AccountCreateParams,
+        AccountCreateParamsCapabilities,
+        AccountLinkCreateParams,
+        AccountListParams,
+        AccountSessionCreateParams,
+        AccountSessionCreateParamsComponents,
+        EventListParams,
+        PaymentIntentCancelParams,
+        PaymentIntentCaptureParams,
+        PaymentIntentCreateParams,
+        PaymentIntentRetrieveParams,
+        RefundCreateParams,
+        RefundListParams,
+        TransferCreateParams,
+        TransferListParams,
+        TransferReversalCreateParams,
+    )
+
+__all__ = [
+    "StripeGateway",
+    "build_http_client",
+    "sign_webhook_payload",
+    "translate_error",
+    "translated_errors",
+    "verify_webhook_payload",
+]
+
+logger = logging.getLogger(__name__)
+
+Timeout = float | tuple[float, float]
+
+#: Page size used when auto-paginating list endpoints (Stripe's maximum).
+PAGE_SIZE = 100
+#: Longer error messages (an HTML error page, say) are cut to this length.
+MAX_ERROR_MESSAGE_LENGTH = 1000
+
+
+class StripeGateway(BaseGateway):
+    """:class:`~django_escrow_connect.gateway.base.PaymentGateway` on Stripe Connect.
+
+    The argument checks are :class:`~.basegateway.BaseGateway`'s; this class
+    implements its hooks with stripe-python.
+
+    Configuration comes from ``ESCROW_CONNECT`` (``STRIPE_SECRET_KEY``,
+    ``STRIPE_API_BASE``, ``STRIPE_MAX_NETWORK_RETRIES``, ``STRIPE_TIMEOUT``)
+    and is read when the client is first needed; each constructor argument
+    overrides its setting. ``http_client`` replaces the transport entirely
+    (its own timeout then applies).
+    """
+
+    #: Page size when auto-paginating list endpoints (Stripe's maximum).
+    page_size: int = PAGE_SIZE
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        max_network_retries: int | None = None,
+        timeout: Timeout | None = None,
+        http_client: stripe.HTTPClient | None = None,
+    ) -> None:
+        self._api_key = api_key
+        self._api_base = api_base
+        self._max_network_retries = max_network_retries
+        self._timeout = timeout
+        self._http_client = http_client
+        self._client: stripe.StripeClient | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<{self.__class__.__name__} api_base={self._resolved_api_base()!r}>"
+
+    # --- client -----------------------------------------------------------------
+
+    @property
+    def client(self) -> stripe.StripeClient:
+        """The lazily created ``StripeClient`` (one per gateway instance)."""
+        client = self._client
+        if client is None:
+            with self._lock:
+                client = self._client
+                if client is None:
+                    client = self._client = self._build_client()
+        return client
+
+    def _resolved_api_base(self) -> str | None:
+        base = self._api_base if self._api_base is not None else escrow_settings.STRIPE_API_BASE
+        return str(base).rstrip("/") if base else None
+
+    def _build_client(self) -> stripe.StripeClient:
+        api_key = self._api_key if self._api_key is not None else escrow_settings.STRIPE_SECRET_KEY
+        if not api_key:
+            raise ImproperlyConfigured(
+                f"{conf.SETTING_NAME}['STRIPE_SECRET_KEY'] is not set: add your Stripe "
+                "secret key (sk_test_... or a restricted rk_... key) to the "
+                f"{conf.SETTING_NAME} setting."
+            )
+        retries = (
+            self._max_network_retries
+            if self._max_network_retries is not None
+            else escrow_settings.STRIPE_MAX_NETWORK_RETRIES
+        )
+        http_client = self._http_client
+        if http_client is None:
+            timeout = self._timeout if self._timeout is not None else escrow_settings.STRIPE_TIMEOUT
+            http_client = build_http_client(timeout)
+        api_base = self._resolved_api_base()
+        return stripe.StripeClient(
+            str(api_key),
+            stripe_version=conf.STRIPE_API_VERSION,
+            base_addresses={"api": api_base, "connect": api_base} if api_base else {},
+            max_network_retries=int(retries),
+            http_client=http_client,
+        )
+
+    # --- connected accounts -------------------------------------------------
+
+    def _create_account(
+        self,
+        *,
+        idempotency_key: str,
+        country: str,
+        email: str | None,
+        business_type: BusinessType | None,
+        metadata: Mapping[str, str],
+        capabilities: tuple[str, ...],
+        service_agreement: ServiceAgreement | None,
+    ) -> AccountSnapshot:
+        params: AccountCreateParams = {
+            "country": country,
+            "controller": {
+                "stripe_dashboard": {"type": "express"},
+                "fees": {"payer": "application"},
+                "losses": {"payments": "application"},
+                "requirement_collection": "stripe",
+            },
+            "capabilities": _requested_capabilities(capabilities),
+            "metadata": dict(metadata),
+        }
+        if service_agreement is not None:
+            params["tos_acceptance"] = {"service_agreement": service_agreement}
+        if email:
+            params["email"] = email
+        if business_type:
+            params["business_type"] = business_type
+        with translated_errors():
+            account = self.client.v1.accounts.create(params, _options(idempotency_key))
+        return AccountSnapshot.from_dict(_as_dict(account))
+
+    def _retrieve_account(self, account_id: str) -> AccountSnapshot:
+        with translated_errors():
+            account = self.client.v1.accounts.retrieve(account_id)
+        return AccountSnapshot.from_dict(_as_dict(account))
+
+    def _list_accounts(self, *, created_gte: datetime) -> list[AccountSnapshot]:
+        params: AccountListParams = {
+            "created": {"gte": int(created_gte.timestamp())},
+            "limit": self.page_size,
+        }
+        with translated_errors():
+            page = self.client.v1.accounts.list(params)
+            return [AccountSnapshot.from_dict(_as_dict(a)) for a in page.auto_paging_iter()]
+
+    def _create_account_link(
+        self,
+        *,
+        account_id: str,
+        link_type: AccountLinkType,
+        refresh_url: str,
+        return_url: str,
+    ) -> AccountLinkResult:
+        params: AccountLinkCreateParams = {
+            "account": account_id,
+            "type": link_type,
+            "refresh_url": refresh_url,
+            "return_url": return_url,
+        }
+        with translated_errors():
+            link = self.client.v1.account_links.create(params)
+        return AccountLinkResult.from_dict(_as_dict(link))
+
+    def _create_login_link(self, *, account_id: str) -> LoginLinkResult:
+        with translated_errors():
+            link = self.client.v1.accounts.login_links.create(account_id)
+        return LoginLinkResult.from_dict(_as_dict(link))
+
+    def _create_account_session(
+        self, *, account_id: str, components: tuple[str, ...]
+    ) -> AccountSessionResult:
+        enabled: dict[str, Any] = {name: {"enabled": True} for name in components}
+        params: AccountSessionCreateParams = {
+            "account": account_id,
+            # Component names are checked by Stripe; the TypedDict cannot be
+            # built from a runtime list of keys.
+            "components": _components(enabled),
+        }
+        with translated_errors():
+            session = self.client.v1.account_sessions.create(params)
+        return AccountSessionResult.from_dict(_as_dict(session))
+
+    # --- payments ---------------------------------------------------------------
+
+    def _create_payment_intent(
+        self,
+        *,
+        idempotency_key: str,
+        amount: int,
+        currency: str,
+        transfer_group: str,
+        metadata: Mapping[str, str],
+        capture_method: CaptureMethod,
+        destination: str | None,
+        application_fee_amount: int | None,
+        description: str | None,
+        receipt_email: str | None,
+        on_behalf_of: str | None,
+    ) -> PaymentIntentSnapshot:
+        params: PaymentIntentCreateParams = {
+            "amount": amount,
+            "currency": currency.lower(),
+            "capture_method": capture_method,
+            "automatic_payment_methods": {"enabled": True},
+            "transfer_group": transfer_group,
+            "metadata": dict(metadata),
+        }
+        if destination is not None:
+            params["transfer_data"] = {"destination": destination}
+            if application_fee_amount is not None:
+                params["application_fee_amount"] = application_fee_amount
+        if on_behalf_of is not None:
+            params["on_behalf_of"] = on_behalf_of
+        if description:
+            params["description"] = description
+        if receipt_email:
+            params["receipt_email"] = receipt_email
+        with translated_errors():
+            intent = self.client.v1.payment_intents.create(params, _options(idempotency_key))
+        return PaymentIntentSnapshot.from_dict(_as_dict(intent))
+
+    def _retrieve_payment_intent(
+        self, payment_intent_id: str, *, expand_charge: bool
+    ) -> PaymentIntentSnapshot:
+        params: PaymentIntentRetrieveParams = {}
+        if expand_charge:
+            params["expand"] = ["latest_charge"]
+        with translated_errors():
+            intent = self.client.v1.payment_intents.retrieve(payment_intent_id, params)
+        return PaymentIntentSnapshot.from_dict(_as_dict(intent))
+
+    def _capture_payment_intent(
+        self,
+        payment_intent_id: str,
+        *,
+        idempotency_key: str,
+        amount_to_capture: int | None,
+        application_fee_amount: int | None,
+    ) -> PaymentIntentSnapshot:
+        params: PaymentIntentCaptureParams = {}
+        if amount_to_capture is not None:
+            params["amount_to_capture"] = amount_to_capture
+        if application_fee_amount is not None:
+            params["application_fee_amount"] = application_fee_amount
+        with translated_errors():
+            intent = self.client.v1.payment_intents.capture(
+                payment_intent_id, params, _options(idempotency_key)
+            )
+        return PaymentIntentSnapshot.from_dict(_as_dict(intent))
+
+    def _cancel_payment_intent(
+        self,
+        payment_intent_id: str,
+        *,
+        idempotency_key: str,
+        cancellation_reason: CancellationReason | None,
+    ) -> PaymentIntentSnapshot:
+        params: PaymentIntentCancelParams = {}
+        if cancellation_reason is not None:
+            params["cancellation_reason"] = cancellation_reason
+        with translated_errors():
+            intent = self.client.v1.payment_intents.cancel(
+                payment_intent_id, params, _options(idempotency_key)
+            )
+        return PaymentIntentSnapshot.from_dict(_as_dict(intent))
+
+    def _retrieve_charge(self, charge_id: str, *, stripe_account: str | None) -> ChargeSnapshot:
+        with translated_errors():
+            charge = self.client.v1.charges.retrieve(
+                charge_id, None, _options(stripe_account=stripe_account)
+            )
+        return ChargeSnapshot.from_dict(_as_dict(charge))
+
+    def _retrieve_dispute(self, dispute_id: str) -> DisputeSnapshot:
+        with translated_errors():
+            dispute = self.client.v1.disputes.retrieve(dispute_id)
+        return DisputeSnapshot.from_dict(_as_dict(dispute))
+
+    # --- transfers ----------------------------------------------------------------
+
+    def _create_transfer(
+        self,
+        *,
+        idempotency_key: str,
+        amount: int,
+        currency: str,
+        destination: str,
+        source_transaction: str,
+        transfer_group: str,
+        metadata: Mapping[str, str],
+    ) -> TransferSnapshot:
+        params: TransferCreateParams = {
+            "amount": amount,
+            "currency": currency.lower(),
+            "destination": destination,
+            # A charge id (ch_...), never a PaymentIntent id: the transfer then
+            # waits for that charge's funds instead of failing on the balance.
+            "source_transaction": source_transaction,
+            "transfer_group": transfer_group,
+            "metadata": dict(metadata),
+        }
+        with translated_errors():
+            transfer = self.client.v1.transfers.create(params, _options(idempotency_key))
+        return TransferSnapshot.from_dict(_as_dict(transfer))
+
+    def _retrieve_transfer(self, transfer_id: str) -> TransferSnapshot:
+        with translated_errors():
+            transfer = self.client.v1.transfers.retrieve(transfer_id)
+        return TransferSnapshot.from_dict(_as_dict(transfer))
+
+    def _list_transfers(self, *, transfer_group: str) -> list[TransferSnapshot]:
+        params: TransferListParams = {"transfer_group": transfer_group, "limit": self.page_size}
+        with translated_errors():
+            page = self.client.v1.transfers.list(params)
+            return [TransferSnapshot.from_dict(_as_dict(t)) for t in page.auto_paging_iter()]
+
+    def _create_transfer_reversal(
+        self,
+        *,
+        transfer_id: str,
+        idempotency_key: str,
+        amount: int | None,
+        metadata: Mapping[str, str],
+    ) -> TransferReversalSnapshot:
+        params: TransferReversalCreateParams = {"metadata": dict(metadata)}
+        if amount is not None:
+            params["amount"] = amount
+        with translated_errors():
+            reversal = self.client.v1.transfers.reversals.create(
+                transfer_id, params, _options(idempotency_key)
+            )
+        return TransferReversalSnapshot.from_dict(_as_dict(reversal))
+
+    # --- refunds --------------------------------------------------------------------
+
+    def _create_refund(
+        self,
+        *,
+        idempotency_key: str,
+        payment_intent: str,
+        amount: int | None,
+        metadata: Mapping[str, str],
+        reason: RefundReason | None,
+        reverse_transfer: bool,
+        refund_application_fee: bool,
+    ) -> RefundSnapshot:
+        params: RefundCreateParams = {"payment_intent": payment_intent, "metadata": dict(metadata)}
+        if amount is not None:
+            params["amount"] = amount
+        if reason is not None:
+            params["reason"] = reason
+        if reverse_transfer:
+            params["reverse_transfer"] = True
+        if refund_application_fee:
+            params["refund_application_fee"] = True
+        with translated_errors():
+            refund = self.client.v1.refunds.create(params, _options(idempotency_key))
+        return RefundSnapshot.from_dict(_as_dict(refund))
+
+    def _retrieve_refund(self, refund_id: str) -> RefundSnapshot:
+        with translated_errors():
+            refund = self.client.v1.refunds.retrieve(refund_id)
+        return RefundSnapshot.from_dict(_as_dict(refund))
+
+    def _list_refunds(self, *, payment_intent: str) -> list[RefundSnapshot]:
+        params: RefundListParams = {"payment_intent": payment_intent, "limit": self.page_size}
+        with translated_errors():
+            page = self.client.v1.refunds.list(params)
+            return [RefundSnapshot.from_dict(_as_dict(r)) for r in page.auto_paging_iter()]
+
+    # --- events and webhooks -----------------------------------------------------
+
+    def _retrieve_event(self, event_id: str, *, stripe_account: str | None) -> dict[str, Any]:
+        with translated_errors():
+            event = self.client.v1.events.retrieve(
+                event_id, None, _options(stripe_account=stripe_account)
+            )
+        return _as_dict(event)
+
+    def _list_events(
+        self,
+        *,
+        created_gte: int,
+        types: tuple[str, ...] | None,
+        stripe_account: str | None,
+    ) -> Iterator[dict[str, Any]]:
+        """The first page is fetched now (so errors surface here); later pages
+        are fetched while iterating. The Events API reaches back 30 days."""
+        params: EventListParams = {"created": {"gte": int(created_gte)}, "limit": self.page_size}
+        if types:
+            params["types"] = list(types)
+        with translated_errors():
+            page = self.client.v1.events.list(params, _options(stripe_account=stripe_account))
+        return _iterate_dicts(page)
+
+    def _webhook_signature_matches(
+        self, payload: bytes, header: str, secret: str, tolerance: int | None
+    ) -> bool:
+        """stripe-python's own ``WebhookSignature.verify_header``."""
+        return _signature_valid(payload, header, secret, tolerance)
+
+
+# --- webhooks ------------------------------------------------------------------------
+
+
+def verify_webhook_payload(
+    payload: bytes,
+    sig_header: str | None,
+    secrets: Sequence[str],
+    tolerance: int,
+) -> dict[str, Any]:
+    """Verify a webhook and return its event as a plain dict.
+
+    The rules of :func:`.signing.verify_webhook_payload` (secrets tried in
+    turn for a rotation, stale timestamps told apart, body checked as UTF-8
+    JSON event), with each signature checked by stripe-python's
+    ``WebhookSignature.verify_header``. Raises
+    :class:`SignatureVerificationFailed` and :class:`InvalidWebhookPayload`.
+    """
+    return signing.verify_webhook_payload(
+        payload, sig_header, secrets, tolerance, matches=_signature_valid
+    )
+
+
+def _signature_valid(payload: bytes, header: str, secret: str, tolerance: int | None) -> bool:
+    try:
+        # Called only after the body was checked to be UTF-8.
+        stripe.WebhookSignature.verify_header(payload.decode("utf-8"), header, secret, tolerance)
+    except stripe.SignatureVerificationError:
+        return False
+    return True
+
+
+# --- transport -------------------------------------------------------------------------
+
+
+def build_http_client(timeout: Timeout) -> stripe.HTTPClient:
+    """An HTTP client for stripe-python that enforces ``timeout`` (seconds).
+
+    stripe-python 16 requires ``requests``, so this is a ``RequestsClient``
+    (``timeout`` may be a ``(connect, read)`` tuple). vcrpy intercepts it.
+    Only if ``requests`` were missing: ``HTTPXClient`` when httpx and anyio
+    are installed, else stripe's urllib client, which has no timeout setting.
+    """
+    if importlib.util.find_spec("requests") is not None:
+        return stripe.RequestsClient(timeout=timeout)
+    if importlib.util.find_spec("httpx") is not None and importlib.util.find_spec("anyio"):
+        return stripe.HTTPXClient(
+            timeout=timeout if isinstance(timeout, (int, float)) else max(timeout)
+        )
+    logger.warning(
+        "Neither requests nor httpx is installed: Stripe requests use urllib and "
+        "%s['STRIPE_TIMEOUT'] is not enforced.",
+        conf.SETTING_NAME,
+    )
+    return stripe.new_default_http_client()
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _options(
+    idempotency_key: str | None = None, *, stripe_account: str | None = None
+) -> stripe.RequestOptions:
+    # BaseGateway has checked both before the hook was called.
+    options: stripe.RequestOptions = {}
+    if idempotency_key is not None:
+        options["idempotency_key"] = idempotency_key
+    if stripe_account is not None:
+        options["stripe_account"] = stripe_account
+    return options
+
+
+def _components(enabled: dict[str, Any]) -> AccountSessionCreateParamsComponents:
+    return enabled  # type: ignore[return-value]
+
+
+def _requested_capabilities(names: Sequence[str]) -> AccountCreateParamsCapabilities:
+    """``{name: {"requested": True}}`` in the given order."""
+    requested = {name: {"requested": True} for name in names}
+    # Capability names are checked by Stripe; the TypedDict cannot be built
+    # from a runtime list of keys.
+    return requested  # type: ignore[return-value]
+
+
+def _as_dict(obj: stripe.StripeObject) -> dict[str, Any]:
+    """The object's JSON as plain dicts and lists (expanded objects included)."""
+    return obj.to_dict(recursive=True, for_json=True)
+
+
+def _iterate_dicts(page: stripe.ListObject[Any]) -> Iterator[dict[str, Any]]:
+    with translated_errors():
+        for obj in page.auto_paging_iter():
+            yield _as_dict(obj)
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Re-raise any ``stripe.StripeError`` as the package's own exception."""
+    try:
+        yield
+    except stripe.StripeError as exc:
+        raise translate_error(exc) from None
+
+
+def translate_error(exc: stripe.StripeError) -> GatewayError:
+    """The package exception for a Stripe error (see ``exceptions`` for the classes)."""
+    body = exc.json_body
+    error: Mapping[str, Any] = {}
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+    code = _str_or_none(error.get("code")) or exc.code
+    error_type = _str_or_none(error.get("type"))
+    status = exc.http_status
+    should_retry = _parse_should_retry(_header(exc.headers, "Stripe-Should-Retry"))
+
+    cls: type[GatewayError]
+    if isinstance(exc, stripe.APIConnectionError):
+        # No (usable) response: timeout, refused or reset connection, TLS failure.
+        cls = TemporarilyUnavailable
+        should_retry = bool(exc.should_retry)
+    elif error_type == "idempotency_error" or isinstance(exc, stripe.IdempotencyError):
+        cls = IdempotencyConflict
+    elif code == "lock_timeout":
+        cls = TemporarilyUnavailable
+    elif status == 429 or isinstance(exc, stripe.RateLimitError):
+        cls = RateLimited
+    elif error_type == "card_error" or isinstance(exc, stripe.CardError):
+        cls = CardDeclined
+    elif code == "balance_insufficient":
+        cls = BalanceInsufficient
+    elif code == "resource_missing":
+        cls = ResourceMissing
+    elif status == 401 or isinstance(exc, stripe.AuthenticationError):
+        cls = GatewayAuthenticationFailed
+    elif status == 403 or isinstance(exc, stripe.PermissionError):
+        cls = GatewayPermissionDenied
+    elif status is None or status >= 500 or status == 409:
+        # 409 without idempotency_error: a conflicting concurrent request.
+        cls = TemporarilyUnavailable
+    elif 400 <= status < 500:
+        cls = InvalidRequest
+    else:
+        cls = GatewayError
+
+    message = _str_or_none(error.get("message")) or _str_or_none(exc.user_message) or ""
+    return cls(
+        message[:MAX_ERROR_MESSAGE_LENGTH],
+        code=code,
+        param=_str_or_none(error.get("param")),
+        decline_code=_str_or_none(error.get("decline_code")),
+        request_id=exc.request_id or _header(exc.headers, "Request-Id"),
+        http_status=status,
+        should_retry=should_retry,
+        error_type=error_type,
+    )
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    """A response header, whatever the case of its name."""
+    if not headers:
+        return None
+    wanted = name.lower()
+    for key, value in headers.items():
+        if str(key).lower() == wanted:
+            return str(value)
+    return None
+
+
+def _parse_should_retry(value: str | None) -> bool | None:
+    lowered = (value or "").strip().lower()
+    if lowered == "true":
+        return True
+    if lowered == "false":
+        return False
+    return None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
