@@ -12,3 +12,8 @@ class EscrowConnectConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
+        from . import observability
+
+        # The observable gauges are registered at start-up, so a metrics
+        # exporter sees them before the first span (no-op without OpenTelemetry).
+        observability.install()

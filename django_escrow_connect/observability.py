@@ -1,0 +1,464 @@
+"""Traces and metrics: optional OpenTelemetry spans, counters a host can export.
+
+The structured log records stay the audit trail; this module adds what a
+dashboard and an alert need:
+
+- :func:`span`: an OpenTelemetry span when ``opentelemetry-api`` is installed
+  (``pip install django-escrow-connect[otel]``) and
+  ``ESCROW_CONNECT["OPENTELEMETRY"]`` is true (the default), else a no-op
+  that allocates nothing. The package opens ``stripe.<method>`` around each
+  gateway call, ``escrow_connect.webhook`` around each event's processing and
+  ``escrow_connect.money_operation`` around each money call.
+- Counters (``escrow_connect.webhook.events``, ``escrow_connect.stripe.requests``,
+  ``escrow_connect.stripe.errors``) and observable gauges
+  (``escrow_connect.incidents.open``, ``escrow_connect.payments.held``,
+  ``escrow_connect.payments.held.oldest_age_seconds``,
+  ``escrow_connect.money_operations.unresolved``) through the OpenTelemetry
+  metrics API, exported by whatever ``MeterProvider`` the host configures.
+- :func:`metrics_snapshot`: the same numbers as a dict without OpenTelemetry
+  (``manage.py escrow_metrics`` prints it as JSON or Prometheus text).
+
+Span attributes are only ``str``, ``int`` and ``bool`` values under names that
+cannot carry a secret: never an API key, a client secret, card data or a
+payload (:func:`safe_attributes` drops anything else). See
+``docs/observability.md`` for the names and for what to alert on.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from django.db.models import Count, Min, Sum
+from django.utils import timezone
+
+from . import __version__, swappable
+from .conf import escrow_settings
+from .states import MoneyOperationStatus, PaymentStatus
+
+__all__ = [
+    "INSTRUMENTATION_NAME",
+    "metrics_snapshot",
+    "record_stripe_error",
+    "record_stripe_request",
+    "record_webhook_event",
+    "reset_counters",
+    "safe_attributes",
+    "span",
+    "tracing_enabled",
+]
+
+logger = logging.getLogger("django_escrow_connect.observability")
+
+#: The tracer and meter name (the OpenTelemetry instrumentation scope).
+INSTRUMENTATION_NAME = "django_escrow_connect"
+
+# Attribute names that could carry a secret, card data or a payload: dropped
+# whatever their value. Values that look like keys or client secrets are
+# dropped too (defence in depth: a caller passing the wrong variable).
+_FORBIDDEN_NAME = re.compile(r"secret|password|token|card|payload|api_key|authorization", re.I)
+_SECRET_VALUE = re.compile(r"^(sk|rk|pk|whsec)_|_secret_")
+#: The longest string attribute kept: ids and codes are short, texts are not.
+MAX_ATTRIBUTE_CHARS = 256
+
+
+def safe_attributes(attributes: Mapping[str, Any]) -> dict[str, str | int | bool]:
+    """The attributes a span may carry: ``str``/``int``/``bool``, nothing secret.
+
+    ``None`` and any other type (dicts, objects: possibly a whole payload) are
+    dropped, not stringified.
+    """
+    safe: dict[str, str | int | bool] = {}
+    for name, value in attributes.items():
+        if _FORBIDDEN_NAME.search(name):
+            continue
+        if isinstance(value, str):
+            if len(value) > MAX_ATTRIBUTE_CHARS or _SECRET_VALUE.search(value):
+                continue
+            safe[name] = value
+        elif isinstance(value, (bool, int)):
+            safe[name] = value
+    return safe
+
+
+# --------------------------------------------------------------------------
+# OpenTelemetry, when installed and wanted
+# --------------------------------------------------------------------------
+
+
+class _Instruments:
+    """The tracer and the metric instruments, created once per process."""
+
+    def __init__(self, trace: Any, metrics: Any) -> None:
+        self.tracer = trace.get_tracer(INSTRUMENTATION_NAME, __version__)
+        meter = metrics.get_meter(INSTRUMENTATION_NAME, __version__)
+        self.webhook_events = meter.create_counter(
+            "escrow_connect.webhook.events",
+            unit="{event}",
+            description="Webhook deliveries and event processings, by event type and outcome.",
+        )
+        self.stripe_requests = meter.create_counter(
+            "escrow_connect.stripe.requests",
+            unit="{request}",
+            description="Calls to the payment gateway, by method.",
+        )
+        self.stripe_errors = meter.create_counter(
+            "escrow_connect.stripe.errors",
+            unit="{error}",
+            description="Gateway calls that raised GatewayError, by method, code and HTTP status.",
+        )
+        meter.create_observable_gauge(
+            "escrow_connect.incidents.open",
+            callbacks=[_observe(metrics, _open_incidents)],
+            unit="{incident}",
+            description="Unresolved payment and transfer incidents, by kind.",
+        )
+        meter.create_observable_gauge(
+            "escrow_connect.payments.held",
+            callbacks=[_observe(metrics, _held_counts)],
+            unit="{payment}",
+            description="Payments held in escrow, by currency.",
+        )
+        meter.create_observable_gauge(
+            "escrow_connect.payments.held.oldest_age_seconds",
+            callbacks=[_observe(metrics, _held_oldest_ages)],
+            unit="s",
+            description="Age of the oldest held payment, by currency.",
+        )
+        meter.create_observable_gauge(
+            "escrow_connect.money_operations.unresolved",
+            callbacks=[_observe(metrics, _unresolved_operations)],
+            unit="{operation}",
+            description="Money calls whose outcome is pending or unknown.",
+        )
+
+
+_instruments: _Instruments | None = None
+_unavailable = False
+_instruments_lock = threading.Lock()
+
+
+def _otel() -> _Instruments | None:
+    """The instruments if OpenTelemetry is installed and enabled, else ``None``.
+
+    The hot path when it is off: one cached setting read, one global read.
+    """
+    if not escrow_settings.OPENTELEMETRY:
+        return None
+    if _instruments is not None:
+        return _instruments
+    return None if _unavailable else _install()
+
+
+def _install() -> _Instruments | None:
+    global _instruments, _unavailable
+    with _instruments_lock:
+        if _instruments is None and not _unavailable:
+            try:
+                from opentelemetry import metrics, trace
+            except ImportError:
+                _unavailable = True
+                return None
+            _instruments = _Instruments(trace, metrics)
+    return _instruments
+
+
+def install() -> None:
+    """Create the tracer and instruments now (the app's ``ready()`` calls this).
+
+    The observable gauges exist from start-up, so an exporter sees them before
+    the first span. Does nothing when OpenTelemetry is absent or turned off.
+    """
+    _otel()
+
+
+class _NoSpan:
+    """What :func:`span` yields when tracing is off: one shared object, no work."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> _NoSpan:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        return None
+
+    def set_attributes(self, **attributes: Any) -> None:
+        return None
+
+
+_NO_SPAN = _NoSpan()
+
+
+class _Span:
+    """A live OpenTelemetry span; :meth:`set_attributes` filters like :func:`safe_attributes`."""
+
+    __slots__ = ("_manager", "_name", "_span", "_tracer", "_attributes")
+
+    def __init__(self, tracer: Any, name: str, attributes: dict[str, Any]) -> None:
+        self._tracer = tracer
+        self._name = name
+        self._attributes = attributes
+        self._manager: Any = None
+        self._span: Any = None
+
+    def __enter__(self) -> _Span:
+        # Exceptions are not recorded with their message and traceback (an
+        # error's text may quote a payload); the type and status say enough
+        # and the log record has the rest.
+        self._manager = self._tracer.start_as_current_span(
+            self._name,
+            attributes=safe_attributes(self._attributes),
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        self._span = self._manager.__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            from opentelemetry.trace import Status, StatusCode
+
+            self._span.set_attribute("error.type", exc_type.__name__)
+            code = getattr(exc, "code", None)
+            if isinstance(code, str) and code:
+                self._span.set_attribute("error.code", code)
+            self._span.set_status(Status(StatusCode.ERROR, exc_type.__name__))
+        self._manager.__exit__(exc_type, exc, tb)
+
+    def set_attributes(self, **attributes: Any) -> None:
+        """Add attributes learned during the work (an outcome, an event type)."""
+        self._span.set_attributes(safe_attributes(attributes))
+
+
+def tracing_enabled() -> bool:
+    """Whether :func:`span` records anything (to skip building attributes when not)."""
+    return _otel() is not None
+
+
+def span(name: str, **attributes: Any) -> _NoSpan | _Span:
+    """A context manager timing ``name`` as an OpenTelemetry span, if enabled.
+
+    Yields an object with ``set_attributes(**attributes)`` for what is known
+    only at the end. An exception leaving the block marks the span as an
+    error (``error.type``, ``error.code``) and propagates unchanged. Without
+    OpenTelemetry, or with ``ESCROW_CONNECT["OPENTELEMETRY"] = False``, it is a
+    shared no-op.
+    """
+    instruments = _otel()
+    if instruments is None:
+        return _NO_SPAN
+    return _Span(instruments.tracer, name, attributes)
+
+
+# --------------------------------------------------------------------------
+# Counters: process-local always, OpenTelemetry when enabled
+# --------------------------------------------------------------------------
+
+_counts_lock = threading.Lock()
+_webhook_events: Counter[tuple[str, str]] = Counter()
+_stripe_requests: Counter[str] = Counter()
+_stripe_errors: Counter[tuple[str, str, str]] = Counter()
+_started_at = time.time()
+
+
+def record_webhook_event(event_type: str | None, outcome: str) -> None:
+    """Count one webhook delivery or event processing and how it ended.
+
+    ``outcome`` is an :class:`~django_escrow_connect.webhooks.receiver.Outcome`
+    status: ``processed``, ``ignored``, ``deferred``, ``failed``,
+    ``duplicate``, ``queued``, ``rejected`` or ``skipped``.
+    """
+    event_type = event_type or "unknown"
+    with _counts_lock:
+        _webhook_events[event_type, outcome] += 1
+    instruments = _otel()
+    if instruments is not None:
+        instruments.webhook_events.add(1, {"event_type": event_type, "outcome": outcome})
+
+
+def record_stripe_request(method: str) -> None:
+    """Count one gateway call."""
+    with _counts_lock:
+        _stripe_requests[method] += 1
+    instruments = _otel()
+    if instruments is not None:
+        instruments.stripe_requests.add(1, {"method": method})
+
+
+def record_stripe_error(method: str, code: str | None, http_status: int | None) -> None:
+    """Count one gateway call that failed, by Stripe's error code and HTTP status.
+
+    A missing code counts as ``"none"``, a missing status (no response: a
+    network error or a timeout) as ``"none"``.
+    """
+    code = code or "none"
+    status = str(http_status) if http_status is not None else "none"
+    with _counts_lock:
+        _stripe_errors[method, code, status] += 1
+    instruments = _otel()
+    if instruments is not None:
+        instruments.stripe_errors.add(1, {"method": method, "code": code, "http_status": status})
+
+
+def reset_counters() -> None:
+    """Zero the process-local counters (tests; a host rotating its own export)."""
+    global _started_at
+    with _counts_lock:
+        _webhook_events.clear()
+        _stripe_requests.clear()
+        _stripe_errors.clear()
+        _started_at = time.time()
+
+
+def _process_counters() -> dict[str, Any]:
+    with _counts_lock:
+        return {
+            "since": _started_at,
+            "webhook_events": [
+                {"event_type": event_type, "outcome": outcome, "count": count}
+                for (event_type, outcome), count in sorted(_webhook_events.items())
+            ],
+            "stripe_requests": [
+                {"method": method, "count": count}
+                for method, count in sorted(_stripe_requests.items())
+            ],
+            "stripe_errors": [
+                {"method": method, "code": code, "http_status": status, "count": count}
+                for (method, code, status), count in sorted(_stripe_errors.items())
+            ],
+        }
+
+
+# --------------------------------------------------------------------------
+# The database snapshot: a constant number of aggregate queries
+# --------------------------------------------------------------------------
+
+
+def _database_snapshot() -> dict[str, Any]:
+    """Open incidents, held payments and unresolved money calls: four queries."""
+    now = timezone.now()
+    incidents: Counter[str] = Counter()
+    for model in ("PaymentIncident", "TransferIncident"):
+        rows = (
+            swappable.load(model)
+            .objects.filter(resolved_at__isnull=True)
+            .order_by()
+            .values("kind")
+            .annotate(count=Count("pk"))
+        )
+        for row in rows:
+            incidents[row["kind"]] += row["count"]
+    held = (
+        swappable.load("EscrowPayment")
+        .objects.filter(status=PaymentStatus.HELD)
+        .order_by()
+        .values("currency")
+        .annotate(count=Count("pk"), amount=Sum("amount"), oldest=Min("held_at"))
+        .order_by("currency")
+    )
+    unresolved = (
+        swappable.load("MoneyOperation")
+        .objects.filter(status__in=[MoneyOperationStatus.PENDING, MoneyOperationStatus.UNKNOWN])
+        .order_by()
+        .values("status")
+        .annotate(count=Count("pk"), oldest=Min("created_at"))
+        .order_by("status")
+    )
+    return {
+        "incidents_open": dict(sorted(incidents.items())),
+        "payments_held": [
+            {
+                "currency": row["currency"],
+                "count": row["count"],
+                "amount": row["amount"] or 0,
+                "oldest_age_seconds": _age(now, row["oldest"]),
+            }
+            for row in held
+        ],
+        "money_operations_unresolved": [
+            {
+                "status": row["status"],
+                "count": row["count"],
+                "oldest_age_seconds": _age(now, row["oldest"]),
+            }
+            for row in unresolved
+        ],
+    }
+
+
+def _age(now: Any, moment: Any) -> int:
+    return max(0, int((now - moment).total_seconds())) if moment is not None else 0
+
+
+def metrics_snapshot() -> dict[str, Any]:
+    """Everything a host may export, as plain data (no OpenTelemetry needed).
+
+    ``incidents_open`` (unresolved incidents by kind), ``payments_held`` (by
+    currency: count, total amount in minor units, age of the oldest in
+    seconds), ``money_operations_unresolved`` (pending/unknown money calls),
+    and this process's counters since it started (or since
+    :func:`reset_counters`): ``webhook_events``, ``stripe_requests``,
+    ``stripe_errors``. The database part costs four aggregate queries however
+    many rows there are.
+    """
+    return {**_database_snapshot(), **_process_counters()}
+
+
+# The gauges' callbacks run at each export, possibly three in a row: they
+# share one database snapshot for a few seconds rather than querying thrice.
+_GAUGE_SNAPSHOT_SECONDS = 5.0
+_gauge_snapshot: tuple[float, dict[str, Any]] | None = None
+
+
+def _gauge_data() -> dict[str, Any] | None:
+    global _gauge_snapshot
+    if not escrow_settings.OPENTELEMETRY:
+        return None
+    cached = _gauge_snapshot
+    if cached is not None and time.monotonic() - cached[0] < _GAUGE_SNAPSHOT_SECONDS:
+        return cached[1]
+    data = _database_snapshot()
+    _gauge_snapshot = (time.monotonic(), data)
+    return data
+
+
+def _open_incidents(data: dict[str, Any]) -> Iterator[tuple[int, dict[str, str]]]:
+    for kind, count in data["incidents_open"].items():
+        yield count, {"kind": kind}
+
+
+def _held_counts(data: dict[str, Any]) -> Iterator[tuple[int, dict[str, str]]]:
+    for row in data["payments_held"]:
+        yield row["count"], {"currency": row["currency"]}
+
+
+def _held_oldest_ages(data: dict[str, Any]) -> Iterator[tuple[int, dict[str, str]]]:
+    for row in data["payments_held"]:
+        yield row["oldest_age_seconds"], {"currency": row["currency"]}
+
+
+def _unresolved_operations(data: dict[str, Any]) -> Iterator[tuple[int, dict[str, str]]]:
+    for row in data["money_operations_unresolved"]:
+        yield row["count"], {"status": row["status"]}
+
+
+def _observe(metrics: Any, read: Any) -> Any:
+    """An observable-gauge callback reading one part of the shared snapshot."""
+
+    def callback(options: Any) -> list[Any]:
+        try:
+            data = _gauge_data()
+        except Exception:  # a failed export must not break the exporter thread
+            logger.exception("escrow metrics snapshot failed")
+            return []
+        if data is None:
+            return []
+        return [metrics.Observation(value, attributes) for value, attributes in read(data)]
+
+    return callback
