@@ -191,6 +191,9 @@ class _NoSpan:
     def set_attributes(self, **attributes: Any) -> None:
         return None
 
+    def set_error(self, error: BaseException | str) -> None:
+        return None
+
 
 _NO_SPAN = _NoSpan()
 
@@ -198,7 +201,7 @@ _NO_SPAN = _NoSpan()
 class _Span:
     """A live OpenTelemetry span; :meth:`set_attributes` filters like :func:`safe_attributes`."""
 
-    __slots__ = ("_manager", "_name", "_span", "_tracer", "_attributes")
+    __slots__ = ("_attributes", "_manager", "_name", "_span", "_tracer")
 
     def __init__(self, tracer: Any, name: str, attributes: dict[str, Any]) -> None:
         self._tracer = tracer
@@ -221,15 +224,29 @@ class _Span:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None:
-            from opentelemetry.trace import Status, StatusCode
+        if exc is not None:
+            self.set_error(exc)
+        self._manager.__exit__(exc_type, exc, tb)
 
-            self._span.set_attribute("error.type", exc_type.__name__)
-            code = getattr(exc, "code", None)
+    def set_error(self, error: BaseException | str) -> None:
+        """Mark the span failed: by an exception (its type, ``code``, HTTP status) or a word.
+
+        The exception's message is not recorded (it may quote a payload).
+        """
+        from opentelemetry.trace import Status, StatusCode
+
+        if isinstance(error, BaseException):
+            kind = type(error).__name__
+            code = getattr(error, "code", None)
             if isinstance(code, str) and code:
                 self._span.set_attribute("error.code", code)
-            self._span.set_status(Status(StatusCode.ERROR, exc_type.__name__))
-        self._manager.__exit__(exc_type, exc, tb)
+            status = getattr(error, "http_status", None)
+            if isinstance(status, int):
+                self._span.set_attribute("error.http_status", status)
+        else:
+            kind = error
+        self._span.set_attribute("error.type", kind)
+        self._span.set_status(Status(StatusCode.ERROR, kind))
 
     def set_attributes(self, **attributes: Any) -> None:
         """Add attributes learned during the work (an outcome, an event type)."""
