@@ -39,7 +39,7 @@ from django.utils import timezone
 
 from . import __version__, swappable
 from .conf import escrow_settings
-from .states import MoneyOperationStatus, PaymentStatus
+from .states import UNRESOLVED_OPERATION_STATES, PaymentStatus
 
 __all__ = [
     "INSTRUMENTATION_NAME",
@@ -47,6 +47,7 @@ __all__ = [
     "record_stripe_error",
     "record_stripe_request",
     "record_webhook_event",
+    "render_prometheus",
     "reset_counters",
     "safe_attributes",
     "span",
@@ -114,25 +115,25 @@ class _Instruments:
         )
         meter.create_observable_gauge(
             "escrow_connect.incidents.open",
-            callbacks=[_observe(metrics, _open_incidents)],
+            callbacks=[_observe(metrics, _incident_observations)],
             unit="{incident}",
             description="Unresolved payment and transfer incidents, by kind.",
         )
         meter.create_observable_gauge(
             "escrow_connect.payments.held",
-            callbacks=[_observe(metrics, _held_counts)],
+            callbacks=[_observe(metrics, _held_observations)],
             unit="{payment}",
             description="Payments held in escrow, by currency.",
         )
         meter.create_observable_gauge(
             "escrow_connect.payments.held.oldest_age_seconds",
-            callbacks=[_observe(metrics, _held_oldest_ages)],
+            callbacks=[_observe(metrics, _held_age_observations)],
             unit="s",
             description="Age of the oldest held payment, by currency.",
         )
         meter.create_observable_gauge(
             "escrow_connect.money_operations.unresolved",
-            callbacks=[_observe(metrics, _unresolved_operations)],
+            callbacks=[_observe(metrics, _unresolved_observations)],
             unit="{operation}",
             description="Money calls whose outcome is pending or unknown.",
         )
@@ -357,9 +358,8 @@ def _process_counters() -> dict[str, Any]:
 # --------------------------------------------------------------------------
 
 
-def _database_snapshot() -> dict[str, Any]:
-    """Open incidents, held payments and unresolved money calls: four queries."""
-    now = timezone.now()
+def _open_incidents() -> dict[str, int]:
+    """Unresolved incidents by kind, payment and transfer incidents together: two queries."""
     incidents: Counter[str] = Counter()
     for model in ("PaymentIncident", "TransferIncident"):
         rows = (
@@ -371,7 +371,13 @@ def _database_snapshot() -> dict[str, Any]:
         )
         for row in rows:
             incidents[row["kind"]] += row["count"]
-    held = (
+    return dict(sorted(incidents.items()))
+
+
+def _payments_held() -> list[dict[str, Any]]:
+    """Held payments by currency: count, total, oldest age. One query."""
+    now = timezone.now()
+    rows = (
         swappable.load("EscrowPayment")
         .objects.filter(status=PaymentStatus.HELD)
         .order_by()
@@ -379,34 +385,36 @@ def _database_snapshot() -> dict[str, Any]:
         .annotate(count=Count("pk"), amount=Sum("amount"), oldest=Min("held_at"))
         .order_by("currency")
     )
-    unresolved = (
+    return [
+        {
+            "currency": row["currency"],
+            "count": row["count"],
+            "amount": row["amount"] or 0,
+            "oldest_age_seconds": _age(now, row["oldest"]),
+        }
+        for row in rows
+    ]
+
+
+def _money_operations_unresolved() -> list[dict[str, Any]]:
+    """Pending and unknown money calls by status, with the oldest's age. One query."""
+    now = timezone.now()
+    rows = (
         swappable.load("MoneyOperation")
-        .objects.filter(status__in=[MoneyOperationStatus.PENDING, MoneyOperationStatus.UNKNOWN])
+        .objects.filter(status__in=UNRESOLVED_OPERATION_STATES)
         .order_by()
         .values("status")
         .annotate(count=Count("pk"), oldest=Min("created_at"))
         .order_by("status")
     )
-    return {
-        "incidents_open": dict(sorted(incidents.items())),
-        "payments_held": [
-            {
-                "currency": row["currency"],
-                "count": row["count"],
-                "amount": row["amount"] or 0,
-                "oldest_age_seconds": _age(now, row["oldest"]),
-            }
-            for row in held
-        ],
-        "money_operations_unresolved": [
-            {
-                "status": row["status"],
-                "count": row["count"],
-                "oldest_age_seconds": _age(now, row["oldest"]),
-            }
-            for row in unresolved
-        ],
-    }
+    return [
+        {
+            "status": row["status"],
+            "count": row["count"],
+            "oldest_age_seconds": _age(now, row["oldest"]),
+        }
+        for row in rows
+    ]
 
 
 def _age(now: Any, moment: Any) -> int:
@@ -418,64 +426,162 @@ def metrics_snapshot() -> dict[str, Any]:
 
     ``incidents_open`` (unresolved incidents by kind), ``payments_held`` (by
     currency: count, total amount in minor units, age of the oldest in
-    seconds), ``money_operations_unresolved`` (pending/unknown money calls),
-    and this process's counters since it started (or since
-    :func:`reset_counters`): ``webhook_events``, ``stripe_requests``,
-    ``stripe_errors``. The database part costs four aggregate queries however
-    many rows there are.
+    seconds), ``money_operations_unresolved`` (pending/unknown money calls by
+    status, with the oldest's age), and this process's counters since it
+    started (or since :func:`reset_counters`): ``webhook_events``,
+    ``stripe_requests``, ``stripe_errors``. The database part costs four
+    aggregate queries however many rows there are.
     """
-    return {**_database_snapshot(), **_process_counters()}
+    return {
+        "incidents_open": _open_incidents(),
+        "payments_held": _payments_held(),
+        "money_operations_unresolved": _money_operations_unresolved(),
+        **_process_counters(),
+    }
 
 
-# The gauges' callbacks run at each export, possibly three in a row: they
-# share one database snapshot for a few seconds rather than querying thrice.
-_GAUGE_SNAPSHOT_SECONDS = 5.0
-_gauge_snapshot: tuple[float, dict[str, Any]] | None = None
+# The gauges' callbacks run at each export (in the exporter's thread, with
+# its own database connection); each reads only its part.
 
 
-def _gauge_data() -> dict[str, Any] | None:
-    global _gauge_snapshot
-    if not escrow_settings.OPENTELEMETRY:
-        return None
-    cached = _gauge_snapshot
-    if cached is not None and time.monotonic() - cached[0] < _GAUGE_SNAPSHOT_SECONDS:
-        return cached[1]
-    data = _database_snapshot()
-    _gauge_snapshot = (time.monotonic(), data)
-    return data
-
-
-def _open_incidents(data: dict[str, Any]) -> Iterator[tuple[int, dict[str, str]]]:
-    for kind, count in data["incidents_open"].items():
+def _incident_observations() -> Iterator[tuple[int, dict[str, str]]]:
+    for kind, count in _open_incidents().items():
         yield count, {"kind": kind}
 
 
-def _held_counts(data: dict[str, Any]) -> Iterator[tuple[int, dict[str, str]]]:
-    for row in data["payments_held"]:
+def _held_observations() -> Iterator[tuple[int, dict[str, str]]]:
+    for row in _payments_held():
         yield row["count"], {"currency": row["currency"]}
 
 
-def _held_oldest_ages(data: dict[str, Any]) -> Iterator[tuple[int, dict[str, str]]]:
-    for row in data["payments_held"]:
+def _held_age_observations() -> Iterator[tuple[int, dict[str, str]]]:
+    for row in _payments_held():
         yield row["oldest_age_seconds"], {"currency": row["currency"]}
 
 
-def _unresolved_operations(data: dict[str, Any]) -> Iterator[tuple[int, dict[str, str]]]:
-    for row in data["money_operations_unresolved"]:
+def _unresolved_observations() -> Iterator[tuple[int, dict[str, str]]]:
+    for row in _money_operations_unresolved():
         yield row["count"], {"status": row["status"]}
 
 
 def _observe(metrics: Any, read: Any) -> Any:
-    """An observable-gauge callback reading one part of the shared snapshot."""
+    """An observable-gauge callback: ``read()``'s values, nothing when turned off."""
 
     def callback(options: Any) -> list[Any]:
+        if not escrow_settings.OPENTELEMETRY:
+            return []
         try:
-            data = _gauge_data()
+            return [metrics.Observation(value, attributes) for value, attributes in read()]
         except Exception:  # a failed export must not break the exporter thread
-            logger.exception("escrow metrics snapshot failed")
+            logger.exception("escrow metrics gauge failed")
             return []
-        if data is None:
-            return []
-        return [metrics.Observation(value, attributes) for value, attributes in read(data)]
 
     return callback
+
+
+# --------------------------------------------------------------------------
+# Prometheus text exposition
+# --------------------------------------------------------------------------
+
+
+def _label(value: Any) -> str:
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{text}"'
+
+
+def _sample(name: str, labels: Mapping[str, Any], value: Any) -> str:
+    inner = ",".join(f"{key}={_label(label)}" for key, label in labels.items())
+    return f"{name}{{{inner}}} {value}" if inner else f"{name} {value}"
+
+
+#: (metric, type, help, snapshot key, label names, value key)
+_PROMETHEUS_FAMILIES = (
+    (
+        "escrow_connect_payments_held",
+        "gauge",
+        "Payments held in escrow.",
+        "payments_held",
+        ("currency",),
+        "count",
+    ),
+    (
+        "escrow_connect_payments_held_amount",
+        "gauge",
+        "Total amount held in escrow, in minor units.",
+        "payments_held",
+        ("currency",),
+        "amount",
+    ),
+    (
+        "escrow_connect_payments_held_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest held payment.",
+        "payments_held",
+        ("currency",),
+        "oldest_age_seconds",
+    ),
+    (
+        "escrow_connect_money_operations_unresolved",
+        "gauge",
+        "Money calls whose outcome is pending or unknown.",
+        "money_operations_unresolved",
+        ("status",),
+        "count",
+    ),
+    (
+        "escrow_connect_money_operations_unresolved_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest unresolved money call.",
+        "money_operations_unresolved",
+        ("status",),
+        "oldest_age_seconds",
+    ),
+    (
+        "escrow_connect_webhook_events_total",
+        "counter",
+        "Webhook deliveries and event processings in this process, by type and outcome.",
+        "webhook_events",
+        ("event_type", "outcome"),
+        "count",
+    ),
+    (
+        "escrow_connect_stripe_requests_total",
+        "counter",
+        "Gateway calls in this process, by method.",
+        "stripe_requests",
+        ("method",),
+        "count",
+    ),
+    (
+        "escrow_connect_stripe_errors_total",
+        "counter",
+        "Gateway calls that failed in this process, by method, code and HTTP status.",
+        "stripe_errors",
+        ("method", "code", "http_status"),
+        "count",
+    ),
+)
+
+
+def render_prometheus(snapshot: Mapping[str, Any]) -> str:
+    """A :func:`metrics_snapshot` in the Prometheus text exposition format (0.0.4).
+
+    For a node-exporter textfile collector fed by cron, or a host's own
+    ``/metrics`` view (served from the web process, the counters are that
+    process's).
+    """
+    lines = [
+        "# HELP escrow_connect_incidents_open Unresolved payment and transfer incidents.",
+        "# TYPE escrow_connect_incidents_open gauge",
+    ]
+    lines += [
+        _sample("escrow_connect_incidents_open", {"kind": kind}, count)
+        for kind, count in snapshot["incidents_open"].items()
+    ]
+    for name, kind, help_text, key, labels, value_key in _PROMETHEUS_FAMILIES:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        lines += [
+            _sample(name, {label: row[label] for label in labels}, row[value_key])
+            for row in snapshot[key]
+        ]
+    return "\n".join(lines) + "\n"
