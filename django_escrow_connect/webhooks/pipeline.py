@@ -140,7 +140,12 @@ def process_new(event: Any) -> Outcome | None:
             "webhook.endpoint": event.endpoint,
         },
     ) as span:
-        outcome = _process_new(event)
+        try:
+            outcome = _process_new(event)
+        except HandlerFailed:
+            # Rolled back: the caller records and settles it (and counts it).
+            span.set_attributes(**{"webhook.outcome": "failed"})
+            raise
         if outcome is None:  # already recorded: the caller goes on, and counts
             span.set_attributes(**{"webhook.outcome": "already_recorded"})
             return None
