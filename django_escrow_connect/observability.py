@@ -13,6 +13,7 @@ dashboard and an alert need:
   ``escrow_connect.stripe.errors``) and observable gauges
   (``escrow_connect.incidents.open``, ``escrow_connect.payments.held``,
   ``escrow_connect.payments.held.oldest_age_seconds``,
+  ``escrow_connect.payments.held.capture_deadline_seconds``,
   ``escrow_connect.money_operations.unresolved``) through the OpenTelemetry
   metrics API, exported by whatever ``MeterProvider`` the host configures.
 - :func:`metrics_snapshot`: the same numbers as a dict without OpenTelemetry
@@ -130,6 +131,12 @@ class _Instruments:
             callbacks=[_observe(metrics, _held_age_observations)],
             unit="s",
             description="Age of the oldest held payment, by currency.",
+        )
+        meter.create_observable_gauge(
+            "escrow_connect.payments.held.capture_deadline_seconds",
+            callbacks=[_observe(metrics, _capture_deadline_observations)],
+            unit="s",
+            description="Manual capture: time left before the soonest held authorization lapses.",
         )
         meter.create_observable_gauge(
             "escrow_connect.money_operations.unresolved",
@@ -375,14 +382,19 @@ def _open_incidents() -> dict[str, int]:
 
 
 def _payments_held() -> list[dict[str, Any]]:
-    """Held payments by currency: count, total, oldest age. One query."""
+    """Held payments by currency: count, total, oldest age, soonest capture deadline. One query."""
     now = timezone.now()
     rows = (
         swappable.load("EscrowPayment")
         .objects.filter(status=PaymentStatus.HELD)
         .order_by()
         .values("currency")
-        .annotate(count=Count("pk"), amount=Sum("amount"), oldest=Min("held_at"))
+        .annotate(
+            count=Count("pk"),
+            amount=Sum("amount"),
+            oldest=Min("held_at"),
+            capture_deadline=Min("capture_before"),
+        )
         .order_by("currency")
     )
     return [
@@ -391,6 +403,13 @@ def _payments_held() -> list[dict[str, Any]]:
             "count": row["count"],
             "amount": row["amount"] or 0,
             "oldest_age_seconds": _age(now, row["oldest"]),
+            # Manual capture: seconds until the soonest authorization lapses
+            # (negative once past); None when no held payment has a deadline.
+            "capture_deadline_seconds": (
+                int((row["capture_deadline"] - now).total_seconds())
+                if row["capture_deadline"] is not None
+                else None
+            ),
         }
         for row in rows
     ]
@@ -426,7 +445,8 @@ def metrics_snapshot() -> dict[str, Any]:
 
     ``incidents_open`` (unresolved incidents by kind), ``payments_held`` (by
     currency: count, total amount in minor units, age of the oldest in
-    seconds), ``money_operations_unresolved`` (pending/unknown money calls by
+    seconds, and with manual capture the seconds left before the soonest
+    ``capture_before``), ``money_operations_unresolved`` (pending/unknown money calls by
     status, with the oldest's age), and this process's counters since it
     started (or since :func:`reset_counters`): ``webhook_events``,
     ``stripe_requests``, ``stripe_errors``. The database part costs four
@@ -457,6 +477,12 @@ def _held_observations() -> Iterator[tuple[int, dict[str, str]]]:
 def _held_age_observations() -> Iterator[tuple[int, dict[str, str]]]:
     for row in _payments_held():
         yield row["oldest_age_seconds"], {"currency": row["currency"]}
+
+
+def _capture_deadline_observations() -> Iterator[tuple[int, dict[str, str]]]:
+    for row in _payments_held():
+        if row["capture_deadline_seconds"] is not None:
+            yield row["capture_deadline_seconds"], {"currency": row["currency"]}
 
 
 def _unresolved_observations() -> Iterator[tuple[int, dict[str, str]]]:
@@ -521,6 +547,14 @@ _PROMETHEUS_FAMILIES = (
         "oldest_age_seconds",
     ),
     (
+        "escrow_connect_payments_held_capture_deadline_seconds",
+        "gauge",
+        "Manual capture: seconds before the soonest held authorization lapses.",
+        "payments_held",
+        ("currency",),
+        "capture_deadline_seconds",
+    ),
+    (
         "escrow_connect_money_operations_unresolved",
         "gauge",
         "Money calls whose outcome is pending or unknown.",
@@ -583,5 +617,6 @@ def render_prometheus(snapshot: Mapping[str, Any]) -> str:
         lines += [
             _sample(name, {label: row[label] for label in labels}, row[value_key])
             for row in snapshot[key]
+            if row[value_key] is not None
         ]
     return "\n".join(lines) + "\n"

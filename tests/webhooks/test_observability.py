@@ -15,7 +15,7 @@ from opentelemetry.trace import StatusCode
 from django_escrow_connect import swappable
 from django_escrow_connect.observability import metrics_snapshot
 from tests.webhooks import stripe_objects as so
-from tests.webhooks.conftest import intent_for
+from tests.webhooks.conftest import MANUAL, intent_for
 
 pytestmark = pytest.mark.django_db
 
@@ -143,6 +143,20 @@ def test_the_gauges_read_the_database(make_payment: Any, otel: Any) -> None:
     assert otel.metric("escrow_connect.incidents.open") == {point(kind="capture_expired"): 1}
 
 
+def test_the_soonest_capture_deadline_is_reported(make_payment: Any, otel: Any) -> None:
+    soon = timezone.now() + timedelta(hours=20)
+    held(make_payment, days=5)  # automatic capture: no deadline
+    make_payment("held", strategy=MANUAL, held_at=timezone.now(), capture_before=soon)
+    make_payment(
+        "held", strategy=MANUAL, held_at=timezone.now(), capture_before=soon + timedelta(days=2)
+    )
+
+    [usd] = metrics_snapshot()["payments_held"]
+    assert 20 * 3600 - 60 < usd["capture_deadline_seconds"] <= 20 * 3600
+    [left] = otel.metric("escrow_connect.payments.held.capture_deadline_seconds").values()
+    assert 20 * 3600 - 60 < left <= 20 * 3600
+
+
 def test_the_gauges_are_empty_when_turned_off(make_payment: Any, otel: Any, settings: Any) -> None:
     held(make_payment, days=1)
     settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "OPENTELEMETRY": False}
@@ -167,5 +181,6 @@ def test_escrow_metrics_prints_json_and_prometheus_text(make_payment: Any) -> No
     assert 'escrow_connect_incidents_open{kind="amount_mismatch"} 1\n' in text
     assert "# TYPE escrow_connect_stripe_errors_total counter\n" in text
     assert "# TYPE escrow_connect_payments_held_oldest_age_seconds gauge\n" in text
+    assert "escrow_connect_payments_held_capture_deadline_seconds{" not in text  # none due
     for line in text.splitlines():
         assert line.startswith("#") or line.split(" ")[-1].isdigit(), line
