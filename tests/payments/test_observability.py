@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
 from django_escrow_connect.exceptions import InvalidRequest
 from django_escrow_connect.observability import metrics_snapshot, safe_attributes, span
 
