@@ -11,4 +11,11 @@ class EscrowConnectConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import (
+            checks,  # noqa: F401  (registers the system checks)
+            observability,
+        )
+
+        # The observable gauges are registered at start-up, so a metrics
+        # exporter sees them before the first span (no-op without OpenTelemetry).
+        observability.install()

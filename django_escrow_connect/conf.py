@@ -126,6 +126,9 @@ DEFAULTS: dict[str, Any] = {
     # Django 6.1+: the MAILERS alias EmailBackend sends with (None: the
     # default mailer).
     "EMAIL_MAILER": None,
+    # Observability: spans and metrics through OpenTelemetry when
+    # opentelemetry-api is installed; False turns them off.
+    "OPENTELEMETRY": True,
 }
 
 #: Keys whose values are dotted paths (or lists of them), imported lazily.

@@ -7,6 +7,8 @@ with ``export "$(bash scripts/pg.sh start)"`` (sets ``DATABASE_URL``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 
@@ -23,3 +25,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def otel_providers() -> Any:
+    """The process's OpenTelemetry SDK (set once: the globals cannot be replaced)."""
+    pytest.importorskip("opentelemetry.sdk")
+    from tests.otel import providers
+
+    return providers()
+
+
+@pytest.fixture
+def otel(otel_providers: Any) -> Any:
+    """In-memory spans (cleared for this test) and metrics; see :mod:`tests.otel`."""
+    otel_providers.exporter.clear()
+    return otel_providers

@@ -18,6 +18,7 @@ from django.core.signals import setting_changed
 from ..conf import SETTING_NAME, escrow_settings
 from .base import PaymentGateway
 from .basegateway import BaseGateway
+from .instrumented import instrumented
 from .types import (
     AccountLinkResult,
     AccountLinkType,
@@ -69,6 +70,8 @@ def get_gateway() -> PaymentGateway:
 
     One instance per configured class is kept (its HTTP connections are
     reused) until ``ESCROW_CONNECT`` changes, e.g. under ``override_settings``.
+    It is an instance of :func:`~.instrumented.instrumented` (the configured
+    class, subclassed to count and trace each call to Stripe).
     """
     global _cached
     gateway_class = escrow_settings.GATEWAY
@@ -79,7 +82,7 @@ def get_gateway() -> PaymentGateway:
         cached = _cached
         if cached is not None and cached[0] is gateway_class:
             return cached[1]
-        gateway = cast(PaymentGateway, gateway_class())
+        gateway = cast(PaymentGateway, instrumented(gateway_class)())
         _cached = (gateway_class, gateway)
         return gateway
 

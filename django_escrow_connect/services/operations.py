@@ -31,6 +31,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from .. import observability
 from ..conf import escrow_settings
 from ..exceptions import GatewayError
 from ..states import UNRESOLVED_OPERATION_STATES, MoneyOperationKind
@@ -38,6 +39,9 @@ from . import errors
 from .common import KEY_PREFIX, gateway, idempotency_key, key_prefix, lock_payment, model
 
 logger = logging.getLogger("django_escrow_connect.operations")
+
+#: The span around one money call (see docs/observability.md).
+MONEY_OPERATION_SPAN = "escrow_connect.money_operation"
 
 __all__ = [
     "KEY_WINDOW",
@@ -230,12 +234,28 @@ def send(operation: Any) -> Outcome:
             "operation_id": operation.pk,
         },
     )
-    try:
-        result = gateway_method(operation.kind)(
-            *args, idempotency_key=operation.idempotency_key, **operation.request
-        )
-    except GatewayError as exc:
-        return Outcome(error=exc)
+    with observability.span(
+        MONEY_OPERATION_SPAN,
+        **{
+            "money_operation.kind": str(operation.kind),
+            "money_operation.id": str(operation.pk),
+            "money_operation.attempt": operation.attempt,
+            "payment.id": str(operation.payment_id),
+        },
+    ) as span:
+        try:
+            result = gateway_method(operation.kind)(
+                *args, idempotency_key=operation.idempotency_key, **operation.request
+            )
+        except GatewayError as exc:
+            outcome = Outcome(error=exc)
+            # unknown: Stripe may have acted (timeout, 5xx); failed: it refused.
+            span.set_attributes(
+                **{"money_operation.outcome": "unknown" if outcome.unknown else "failed"}
+            )
+            span.set_error(exc)
+            return outcome
+        span.set_attributes(**{"money_operation.outcome": "succeeded"})
     return Outcome(result=result)
 
 

@@ -10,6 +10,7 @@ import logging
 
 from django.core.exceptions import ImproperlyConfigured
 
+from .. import observability
 from ..conf import escrow_settings
 from .context import log_extra
 from .pipeline import Outcome, RecordedEvent, outcome_for, process_event
@@ -27,6 +28,7 @@ def dispatch_recorded(row: RecordedEvent) -> Outcome:
             row.status,
             extra=log_extra(row, webhook_status=row.status),
         )
+        observability.record_webhook_event(row.type, "duplicate")
         return Outcome(200, "duplicate", f"Already {row.status}.", row.stripe_event_id)
     if escrow_settings.WEBHOOK_PROCESSING == "task":
         try:
@@ -41,6 +43,7 @@ def dispatch_recorded(row: RecordedEvent) -> Outcome:
 
         enqueue_event(row.stripe_event_id)
         logger.info("webhook queued", extra=log_extra(row, webhook_status="queued"))
+        observability.record_webhook_event(row.type, "queued")
         return Outcome(200, "queued", "Queued for processing.", row.stripe_event_id)
     status = process_event(row.pk)
     return outcome_for(status, row.stripe_event_id)

@@ -35,7 +35,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .. import swappable
+from .. import observability, swappable
 from ..conf import STRIPE_API_VERSION
 from ..notifications import notify
 from ..services.errors import UnknownObject
@@ -55,6 +55,8 @@ DEFERRED_MAX_AGE = timedelta(days=7)
 SETTLED_FIELDS = ["status", "attempts", "last_error", "processed_at"]
 #: How much of an error message the event row keeps.
 ERROR_MAX_CHARS = 2000
+#: The span around one event's processing (see docs/observability.md).
+WEBHOOK_SPAN = "escrow_connect.webhook"
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,30 @@ class HandlerFailed(Exception):
 
 
 def process_new(event: Any) -> Outcome | None:
+    """Insert a new event and handle it: :func:`_process_new`, traced and counted."""
+    with observability.span(
+        WEBHOOK_SPAN,
+        **{
+            "webhook.event_type": event.type,
+            "webhook.event_id": event.stripe_event_id,
+            "webhook.endpoint": event.endpoint,
+        },
+    ) as span:
+        try:
+            outcome = _process_new(event)
+        except HandlerFailed:
+            # Rolled back: the caller records and settles it (and counts it).
+            span.set_attributes(**{"webhook.outcome": "failed"})
+            raise
+        if outcome is None:  # already recorded: the caller goes on, and counts
+            span.set_attributes(**{"webhook.outcome": "already_recorded"})
+            return None
+        span.set_attributes(**{"webhook.outcome": outcome.status})
+    observability.record_webhook_event(event.type, outcome.status)
+    return outcome
+
+
+def _process_new(event: Any) -> Outcome | None:
     """Insert a new event (an unsaved row) and handle it in one transaction.
 
     The row is inserted already marked ``processed`` (or ``ignored`` when no
@@ -169,12 +195,16 @@ def process_new(event: Any) -> Outcome | None:
 def settle_failure(row: RecordedEvent, failed: HandlerFailed) -> Outcome:
     """Record why :func:`process_new`'s handler did not finish, on the re-recorded row."""
     if not row.is_pending:  # a concurrent delivery handled it after the rollback
-        return outcome_for(None, row.stripe_event_id)
-    status = _settle_failure(row.pk, failed.error, failed.context)
-    if status == E.FAILED and isinstance(failed.error, UnparseableEvent):
-        # Recorded as failed, but the same body delivered again cannot help.
-        return Outcome(200, str(status), str(failed.error), row.stripe_event_id)
-    return outcome_for(status, row.stripe_event_id)
+        outcome = outcome_for(None, row.stripe_event_id)
+    else:
+        status = _settle_failure(row.pk, failed.error, failed.context)
+        if status == E.FAILED and isinstance(failed.error, UnparseableEvent):
+            # Recorded as failed, but the same body delivered again cannot help.
+            outcome = Outcome(200, str(status), str(failed.error), row.stripe_event_id)
+        else:
+            outcome = outcome_for(status, row.stripe_event_id)
+    observability.record_webhook_event(row.type, outcome.status)
+    return outcome
 
 
 def _log_settled(event: Any, context: EventContext | None) -> None:
@@ -209,7 +239,19 @@ def process_event(pk: Any, *, statuses: tuple[str, ...] = PENDING) -> str | None
     ``None`` means another worker holds the row or it is not in ``statuses``
     any more (it was handled meanwhile): nothing was done.
     """
+    with observability.span(WEBHOOK_SPAN) as span:
+        seen: dict[str, str] = {}
+        status = _process_event(pk, statuses, seen)
+        outcome = status or "duplicate"
+        span.set_attributes(**seen, **{"webhook.outcome": outcome})
+        if status == E.FAILED:
+            span.set_error("failed")
+    observability.record_webhook_event(seen.get("webhook.event_type"), outcome)
+    return status
 
+
+def _process_event(pk: Any, statuses: tuple[str, ...], seen: dict[str, str]) -> str | None:
+    """:func:`process_event`'s work; ``seen`` receives the event's type and id for the span."""
     Event = event_model()
     context: EventContext | None = None
     try:
@@ -221,6 +263,9 @@ def process_event(pk: Any, *, statuses: tuple[str, ...] = PENDING) -> str | None
             )
             if event is None:
                 return None
+            seen["webhook.event_type"] = event.type
+            seen["webhook.event_id"] = event.stripe_event_id
+            seen["webhook.endpoint"] = event.endpoint
             if event.attempts == 0:
                 warn_if_other_api_version(event)
             handler = handler_for(event.type, event.endpoint)

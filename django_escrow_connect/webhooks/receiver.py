@@ -29,7 +29,7 @@ from typing import Any
 
 from django.db import DataError
 
-from .. import swappable
+from .. import observability, swappable
 from ..conf import escrow_settings
 from ..exceptions import InvalidWebhookPayload, SignatureVerificationFailed
 from ..gateway import get_gateway
@@ -268,6 +268,7 @@ def receive(endpoint: str, payload: bytes, signature_header: str | None) -> Outc
             exc.reason,
             extra={"webhook_endpoint": spec.name, "http_status": exc.status_code},
         )
+        observability.record_webhook_event(None, "rejected")
         return Outcome(exc.status_code, "rejected", exc.reason)
     except WebhookSkipped as exc:
         logger.debug(
@@ -275,6 +276,7 @@ def receive(endpoint: str, payload: bytes, signature_header: str | None) -> Outc
             exc.reason,
             extra={"webhook_endpoint": spec.name, "http_status": 200},
         )
+        observability.record_webhook_event(None, "skipped")
         return Outcome(200, "skipped", exc.reason)
 
     try:
@@ -292,6 +294,7 @@ def receive(endpoint: str, payload: bytes, signature_header: str | None) -> Outc
                 "http_status": 400,
             },
         )
+        observability.record_webhook_event(str(event.get("type") or ""), "rejected")
         return Outcome(400, "rejected", "The event could not be stored.")
 
 

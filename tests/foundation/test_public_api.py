@@ -36,6 +36,7 @@ PUBLIC_MODULES: dict[str, str] = {
     P + ".conf": "The package's settings, read through `escrow_settings`.",
     P + ".signals": "Business-event signals, sent on commit.",
     P + ".exceptions": "Errors raised by gateways and webhook verification.",
+    P + ".observability": "OpenTelemetry spans, counters and the metrics snapshot.",
     P + ".services.payments": "Payment use cases: create, release, refund, cancel, retry.",
     P + ".services.accounts": "Connected-account use cases: onboarding and status.",
     P + ".services.errors": "Errors the services raise (each maps to one API answer).",
