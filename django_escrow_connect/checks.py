@@ -22,7 +22,9 @@ from .conf import (
 from .money import normalize_currency
 from .swappable import setting_name
 
-SIMULATED_GATEWAY = "django_escrow_connect.gateway.simulated.SimulatedGateway"
+SIMULATED_GATEWAY = "django_escrow_connect.simulation.SimulatedGateway"
+#: The simulated gateway's paths: its home, and the deprecated one it had before.
+SIMULATED_GATEWAYS = (SIMULATED_GATEWAY, "django_escrow_connect.gateway.simulated.SimulatedGateway")
 _WEBHOOK_SECRET_HINT = (
     "Add the endpoint's signing secret (whsec_...) from the Stripe dashboard or `stripe listen`."
 )
@@ -104,7 +106,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
 
     gateway = raw("GATEWAY")
-    simulated = gateway == SIMULATED_GATEWAY
+    simulated = gateway in SIMULATED_GATEWAYS
     if simulated and not settings.DEBUG:
         errors.append(
             Error(

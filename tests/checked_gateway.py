@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from django_escrow_connect.gateway.simulated import SimulatedGateway
+from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.services.operations import in_transaction
 
 #: Calls that create a payment or move money at Stripe (the rest only read).

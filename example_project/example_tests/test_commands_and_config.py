@@ -17,7 +17,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.test import override_settings
 
 from django_escrow_connect import swappable
-from django_escrow_connect.gateway.simulated import simulated_stripe
+from django_escrow_connect.simulation import simulated_stripe
 from marketplace.models import Task, TaskStatus, User
 from marketplace.simulated_state import SimulatedStateFile
 
@@ -107,7 +107,7 @@ def _settings_of(env: dict[str, str]) -> str:
 
 def test_settings_choose_the_mode_from_the_environment(tmp_path: Path) -> None:
     simulated = _settings_of({"DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3"})
-    assert simulated.startswith("True django_escrow_connect.gateway.simulated.SimulatedGateway")
+    assert simulated.startswith("True django_escrow_connect.simulation.SimulatedGateway")
     assert "whsec_example_marketplace_simulated_platform" in simulated
     assert "sqlite3" in simulated
 

@@ -174,7 +174,7 @@ def test_the_dashboards_show_the_packages_totals(people: Any) -> None:
 
 
 def test_requirements_due_after_verification_notify_the_doer(people: Any) -> None:
-    from django_escrow_connect.gateway.simulated import SimulatedGateway
+    from django_escrow_connect.simulation import SimulatedGateway
 
     account = account_services.get_account(owner_user=people.doer)
     SimulatedGateway().require_information(account.stripe_account_id)

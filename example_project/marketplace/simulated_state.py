@@ -36,7 +36,7 @@ _CREATE = "CREATE TABLE IF NOT EXISTS simulated_stripe_state (id INTEGER PRIMARY
 
 
 def _store() -> Any:
-    from django_escrow_connect.gateway.simulated import simulated_stripe
+    from django_escrow_connect.simulation import simulated_stripe
 
     return simulated_stripe
 

@@ -31,10 +31,10 @@ from django_escrow_connect.exceptions import (
     SignatureVerificationFailed,
     TemporarilyUnavailable,
 )
-from django_escrow_connect.gateway import simulated
+from django_escrow_connect import simulation as simulated
 from django_escrow_connect.gateway.base import PaymentGateway
 from django_escrow_connect.gateway.signing import sign_webhook_payload
-from django_escrow_connect.gateway.simulated import (
+from django_escrow_connect.simulation import (
     CARDS,
     CONNECT_ENDPOINT,
     PLATFORM_ENDPOINT,
@@ -157,7 +157,7 @@ def test_implements_the_gateway_protocol() -> None:
 
 def test_does_not_import_stripe() -> None:
     code = (
-        "import sys, django_escrow_connect.gateway.simulated, "
+        "import sys, django_escrow_connect.simulation, "
         "django_escrow_connect.gateway.signing; "
         "assert 'stripe' not in sys.modules, 'stripe imported'"
     )

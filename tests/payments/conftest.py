@@ -24,8 +24,8 @@ from rest_framework.test import APIClient
 
 from django_escrow_connect import swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
-from django_escrow_connect.gateway import simulated
-from django_escrow_connect.gateway.simulated import SimulatedGateway, simulated_stripe
+from django_escrow_connect import simulation as simulated
+from django_escrow_connect.simulation import SimulatedGateway, simulated_stripe
 from django_escrow_connect.gateway.types import PaymentIntentSnapshot
 from django_escrow_connect.services.payment_intents import apply_payment_intent
 from tests import factories

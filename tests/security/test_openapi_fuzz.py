@@ -78,7 +78,7 @@ def absolute_stripe_urls(monkeypatch: Any) -> None:
     """Stripe's account and login links are absolute ``https`` URLs (the
     schema says ``uri``); the simulated Stripe hands out paths on the host so
     the example project can serve its pages. Make them absolute here."""
-    from django_escrow_connect.gateway import simulated
+    from django_escrow_connect import simulation as simulated
 
     for name in ("onboarding_url", "dashboard_url"):
         path_of = getattr(simulated, name)

@@ -17,8 +17,8 @@ from django.core.management import call_command
 
 from django_escrow_connect import swappable
 from django_escrow_connect.exceptions import InvalidRequest, TemporarilyUnavailable
-from django_escrow_connect.gateway import simulated
-from django_escrow_connect.gateway.simulated import SimulatedGateway
+from django_escrow_connect import simulation as simulated
+from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.services import errors
 from django_escrow_connect.services.payments import (
     create_payment,
