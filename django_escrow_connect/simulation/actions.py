@@ -29,6 +29,7 @@ from .cards import (
     _SCENARIO_BY_NUMBER,
     CARDS,
 )
+from .links import authentication_url
 from .movements import (
     authorize,
     decline,
@@ -198,7 +199,7 @@ class SimulatedActions:
                     "type": "use_stripe_sdk",
                     "use_stripe_sdk": {
                         "type": "three_d_secure_redirect",
-                        "stripe_js": f"/escrow/simulated/authenticate/{intent['id']}/",
+                        "stripe_js": authentication_url(intent["id"]),
                     },
                 }
                 s.emit("payment_intent.requires_action", intent)

@@ -565,6 +565,15 @@ class SimulatedStripe(EventLog, PlatformBalance):
             )
         return account
 
+    def payouts_of(self, account_id: str) -> list[JSON]:
+        """The payouts of connected account ``account_id``, oldest first (copies)."""
+        with self.lock:
+            return [
+                copy.deepcopy(payout)
+                for payout_id, payout in self.payouts.items()
+                if self._owners.get(payout_id) == account_id
+            ]
+
     def credit(self, account_id: str, currency: str, amount: int) -> None:
         balance = self.balances.setdefault(account_id, {})
         balance[currency] = balance.get(currency, 0) + amount

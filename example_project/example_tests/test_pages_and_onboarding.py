@@ -121,7 +121,7 @@ def test_disconnecting_the_platform_cancels_the_doers_open_tasks(people: Any) ->
     paid = paid_task(people)
     unpaid = accepted_task(people, amount=2500)
     account = account_services.get_account(owner_user=people.doer)
-    dashboard = reverse("simulated_stripe:dashboard", args=[account.stripe_account_id])
+    dashboard = reverse("escrow_simulation:dashboard", args=[account.stripe_account_id])
     doer = client_for(people.doer)
     assert b"Disconnect the marketplace" in doer.get(dashboard).content
 
