@@ -23,7 +23,15 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "django_escrow_connect"
 NAME = "django_escrow_connect"
-LAYERS = {"gateway": 2, "simulation": 2, "services": 3, "webhooks": 4, "api": 5, "admin": 5, "management": 5}
+LAYERS = {
+    "gateway": 2,
+    "simulation": 2,
+    "services": 3,
+    "webhooks": 4,
+    "api": 5,
+    "admin": 5,
+    "management": 5,
+}
 #: ``testing`` is the host's test kit: it composes the services like a surface does.
 LAYERS |= {"urls": 5, "templatetags": 5, "testing": 5}
 

@@ -21,6 +21,7 @@ from django.db import transaction
 from django.test import override_settings
 
 from django_escrow_connect import conf
+from django_escrow_connect import simulation as simulated
 from django_escrow_connect.exceptions import (
     BalanceInsufficient,
     IdempotencyConflict,
@@ -31,9 +32,17 @@ from django_escrow_connect.exceptions import (
     SignatureVerificationFailed,
     TemporarilyUnavailable,
 )
-from django_escrow_connect import simulation as simulated
 from django_escrow_connect.gateway.base import PaymentGateway
 from django_escrow_connect.gateway.signing import sign_webhook_payload
+from django_escrow_connect.gateway.types import (
+    AccountSnapshot,
+    ChargeSnapshot,
+    DisputeSnapshot,
+    PaymentIntentSnapshot,
+    PayoutSnapshot,
+    RefundSnapshot,
+    TransferSnapshot,
+)
 from django_escrow_connect.simulation import (
     CARDS,
     CONNECT_ENDPOINT,
@@ -44,15 +53,6 @@ from django_escrow_connect.simulation import (
     SimulatedStripe,
     onboarding_url,
     set_event_sink,
-)
-from django_escrow_connect.gateway.types import (
-    AccountSnapshot,
-    ChargeSnapshot,
-    DisputeSnapshot,
-    PaymentIntentSnapshot,
-    PayoutSnapshot,
-    RefundSnapshot,
-    TransferSnapshot,
 )
 
 PLATFORM_SECRET = "whsec_platform_test_secret"  # tests/settings.py

@@ -78,7 +78,9 @@ def test_state_survives_a_json_round_trip_into_another_store(events: EventCollec
     assert set(second.store.events) == set(first.store.events)
     assert seller in second.store.deauthorized
     # The same key and parameters replay the stored answer, not a second capture.
-    again = second.capture_payment_intent(idempotency_key="capture-key", payment_intent_id=intent.id)
+    again = second.capture_payment_intent(
+        idempotency_key="capture-key", payment_intent_id=intent.id
+    )
     assert again.status == "succeeded"
     assert second.store.call_count("capture_payment_intent") == 1
     # Faults and the call log belong to the process that set them.
