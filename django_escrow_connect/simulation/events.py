@@ -30,7 +30,8 @@ from .rules import (
     _LATEST_CHARGE_SINCE,
 )
 
-logger = logging.getLogger(__name__)
+#: One logger for the whole simulation: ``django_escrow_connect.simulation``.
+logger = logging.getLogger(__package__)
 
 #: Endpoint names passed to the event sink: events about the platform's own
 #: objects, and Connect events (about connected accounts; they carry ``account``).
