@@ -38,6 +38,11 @@ class SimulatedGateway(SimulatedAccounts, SimulatedPayments, SimulatedTransfers,
     "django_escrow_connect.simulation.SimulatedGateway"}`` (refused by a
     system check when DEBUG is off). Instances are cheap and share
     :data:`simulated_stripe` unless given their own ``store``.
+
+    The protocol's methods come from :mod:`.accounts`, :mod:`.payments` and
+    :mod:`.transfers` (events are here); the other parties' actions
+    (``confirm_payment_intent``, ``complete_onboarding``, ``open_dispute``...)
+    from :mod:`.actions`. All of them act on ``store``.
     """
 
     def __init__(self, store: SimulatedStripe | None = None) -> None:
