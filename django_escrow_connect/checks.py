@@ -33,7 +33,9 @@ from .swappable import (
 )
 from .swappable import model_name as swapped_model_name
 
-SIMULATED_GATEWAY = "django_escrow_connect.gateway.simulated.SimulatedGateway"
+SIMULATED_GATEWAY = "django_escrow_connect.simulation.SimulatedGateway"
+#: The simulated gateway's paths: its home, and the deprecated one it had before.
+SIMULATED_GATEWAYS = (SIMULATED_GATEWAY, "django_escrow_connect.gateway.simulated.SimulatedGateway")
 _WEBHOOK_SECRET_HINT = (
     "Add the endpoint's signing secret (whsec_...) from the Stripe dashboard or `stripe listen`."
 )
@@ -252,7 +254,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
 
     gateway = raw("GATEWAY")
-    simulated = gateway == SIMULATED_GATEWAY
+    simulated = gateway in SIMULATED_GATEWAYS
     if simulated and not settings.DEBUG:
         errors.append(
             Error(
@@ -577,7 +579,7 @@ def check_gateway(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 def check_deploy_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """What must be set before going live: run by ``manage.py check --deploy`` only."""
     raw = escrow_settings.raw
-    if raw("GATEWAY") == SIMULATED_GATEWAY:
+    if raw("GATEWAY") in SIMULATED_GATEWAYS:
         return []
     errors: list[Any] = []
     for name in ("WEBHOOK_SECRETS", "CONNECT_WEBHOOK_SECRETS"):

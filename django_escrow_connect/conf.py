@@ -63,6 +63,10 @@ DEFAULTS: dict[str, Any] = {
     # it (None: STRIPE_TIMEOUT x (STRIPE_MAX_NETWORK_RETRIES + 1) + 30 s).
     # Until then no other request concludes that the call never happened.
     "MONEY_OPERATION_LEASE_SECONDS": None,
+    # Where the simulated gateway delivers its signed events: a callable
+    # (endpoint, payload, signature_header) -> response. Named here so the
+    # simulation (a gateway) never imports the webhook layer above it.
+    "SIMULATED_EVENT_RECEIVER": "django_escrow_connect.webhooks.receiver.receive",
     # --- Webhooks -----------------------------------------------------------
     # Lists, so a secret can be rotated: any one of them may match.
     "WEBHOOK_SECRETS": [],
@@ -135,6 +139,7 @@ DEFAULTS: dict[str, Any] = {
 IMPORT_STRINGS = frozenset(
     {
         "GATEWAY",
+        "SIMULATED_EVENT_RECEIVER",
         "PLATFORM_FEE_POLICY",
         "PAYMENT_TERMS",
         "ACCOUNT_OWNER_DETAILS",

@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from django_escrow_connect.gateway.simulated import SimulatedGateway
 from django_escrow_connect.services.operations import in_transaction
+from django_escrow_connect.simulation import SimulatedGateway
 
 #: Calls that create a payment or move money at Stripe (the rest only read).
 MONEY_CALLS = (

@@ -92,7 +92,7 @@ if STRIPE_SECRET_KEY.startswith(("sk_live_", "rk_live_")):
     )
 #: No secret key: simulated mode.
 SIMULATED_STRIPE = not STRIPE_SECRET_KEY
-SIMULATED_GATEWAY = "django_escrow_connect.gateway.simulated.SimulatedGateway"
+SIMULATED_GATEWAY = "django_escrow_connect.simulation.SimulatedGateway"
 #: Fixed, public webhook secrets of simulated mode: the simulated gateway signs
 #: its events with them and the real webhook pipeline verifies them.
 SIMULATED_WEBHOOK_SECRET = "whsec_example_marketplace_simulated_platform"

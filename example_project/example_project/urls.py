@@ -13,6 +13,9 @@ urlpatterns = [
 
 if settings.SIMULATED_STRIPE:
     # Pages of the simulated Stripe (onboarding, 3-D Secure, Express dashboard),
-    # at the paths the simulated gateway's links point to. Listed after the
-    # package's URLs, so pages the package provides itself take precedence.
-    urlpatterns.insert(2, path("escrow/simulated/", include("marketplace.simulated_urls")))
+    # at the paths the simulated gateway's links point to: the package's, after
+    # the example's own 3-D Secure page, which takes precedence.
+    urlpatterns[2:2] = [
+        path("escrow/simulated/", include("marketplace.simulated_urls")),
+        path("escrow/simulated/", include("django_escrow_connect.simulation.urls")),
+    ]

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from django_escrow_connect.gateway import simulated
-from django_escrow_connect.gateway.simulated import simulated_stripe
+from django_escrow_connect import simulation as simulated
 from django_escrow_connect.services import accounts as account_services
+from django_escrow_connect.simulation import simulated_stripe
 from marketplace import services
 from marketplace.models import Membership, Organization, Task, User
 

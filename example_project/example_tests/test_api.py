@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from django_escrow_connect.gateway.simulated import SimulatedGateway
+from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.states import PaymentStatus
 from marketplace import services
 from marketplace.models import Task, TaskStatus

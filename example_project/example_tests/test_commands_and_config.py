@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +19,8 @@ from django.core.management.base import CommandError
 from django.db.migrations.loader import MigrationLoader
 from django.test import override_settings
 
-from django_escrow_connect import swappable
-from django_escrow_connect.gateway.simulated import simulated_stripe
+from django_escrow_connect import simulation, swappable
+from django_escrow_connect.simulation import simulated_stripe
 from marketplace.models import Task, TaskStatus, User
 from marketplace.simulated_state import SimulatedStateFile
 
@@ -107,7 +110,7 @@ def _settings_of(env: dict[str, str]) -> str:
 
 def test_settings_choose_the_mode_from_the_environment(tmp_path: Path) -> None:
     simulated = _settings_of({"DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3"})
-    assert simulated.startswith("True django_escrow_connect.gateway.simulated.SimulatedGateway")
+    assert simulated.startswith("True django_escrow_connect.simulation.SimulatedGateway")
     assert "whsec_example_marketplace_simulated_platform" in simulated
     assert "sqlite3" in simulated
 
@@ -139,3 +142,8 @@ def test_the_simulated_stripe_survives_a_restart_through_its_state_file(
     with other_process.session():
         assert set(simulated_stripe.accounts) == accounts
         assert simulated_stripe.undelivered == []
+
+    # The file holds the package's public dump_state(), as JSON (no pickled privates).
+    with contextlib.closing(sqlite3.connect(tmp_path / "state.sqlite3")) as db:
+        (saved,) = db.execute("SELECT data FROM simulated_stripe_state").fetchone()
+    assert json.loads(saved) == simulation.dump_state()

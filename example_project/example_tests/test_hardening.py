@@ -17,8 +17,8 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from django_escrow_connect.gateway.simulated import SimulatedGateway
 from django_escrow_connect.money import MAX_CHARGE_AMOUNT
+from django_escrow_connect.simulation import SimulatedGateway
 from marketplace import services
 from marketplace.models import Bid, Task
 

@@ -121,7 +121,7 @@ def test_disconnecting_the_platform_cancels_the_doers_open_tasks(people: Any) ->
     paid = paid_task(people)
     unpaid = accepted_task(people, amount=2500)
     account = account_services.get_account(owner_user=people.doer)
-    dashboard = reverse("simulated_stripe:dashboard", args=[account.stripe_account_id])
+    dashboard = reverse("escrow_simulation:dashboard", args=[account.stripe_account_id])
     doer = client_for(people.doer)
     assert b"Disconnect the marketplace" in doer.get(dashboard).content
 
@@ -174,7 +174,7 @@ def test_the_dashboards_show_the_packages_totals(people: Any) -> None:
 
 
 def test_requirements_due_after_verification_notify_the_doer(people: Any) -> None:
-    from django_escrow_connect.gateway.simulated import SimulatedGateway
+    from django_escrow_connect.simulation import SimulatedGateway
 
     account = account_services.get_account(owner_user=people.doer)
     SimulatedGateway().require_information(account.stripe_account_id)

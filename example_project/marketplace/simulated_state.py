@@ -5,8 +5,9 @@ intents, charges, transfers, ...) in process memory. The demo's database
 outlives a process: ``seed_demo`` runs in one process, ``runserver`` in
 another, and the autoreloader restarts the server on every code change. So
 the example saves the simulated store to ``SIMULATED_STRIPE_STATE_FILE`` (a
-small SQLite file holding one pickled snapshot) after each request (and each
-command) that changed it, and loads it again when another process wrote it.
+small SQLite file holding one JSON snapshot from the package's public
+``dump_state()``) after each request (and each command) that changed it, and
+loads it again (``load_state()``) when another process wrote it.
 An exclusive file lock serialises processes; this is a development
 convenience, not something to run in production.
 """
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
-import pickle
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -26,34 +27,16 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from django_escrow_connect import simulation
+
 logger = logging.getLogger("marketplace")
 
-#: Attributes of the store that are not data: its lock, the request being
-#: run, faults injected for one process (``fail_next``) and the call log.
-_TRANSIENT = frozenset({"lock", "_outbox", "_request", "_failures", "calls"})
-_FORMAT = 1
 _CREATE = "CREATE TABLE IF NOT EXISTS simulated_stripe_state (id INTEGER PRIMARY KEY, data BLOB)"
 
 
-def _store() -> Any:
-    from django_escrow_connect.gateway.simulated import simulated_stripe
-
-    return simulated_stripe
-
-
-def _fingerprint(store: Any) -> tuple[Any, ...]:
-    """Cheap: every change the demo makes emits an event, stores an
-    idempotency key, logs a call or creates an account link."""
-    with store.lock:
-        return (
-            len(store.events),
-            len(store.idempotency),
-            len(store.calls),
-            len(store.accounts),
-            len(store.deauthorized),
-            tuple(sorted((k, v.get("created")) for k, v in store.account_links.items())),
-            getattr(store, "_time_offset", 0),
-        )
+def _fingerprint(state: dict[str, Any]) -> str:
+    """What changed is what was saved: the state itself, as canonical JSON."""
+    return json.dumps(state, sort_keys=True)
 
 
 class SimulatedStateFile:
@@ -63,7 +46,7 @@ class SimulatedStateFile:
         self.path = Path(path)
         self._thread_lock = threading.RLock()
         self._loaded_mtime: int | None = None
-        self._fingerprint: tuple[Any, ...] | None = None
+        self._fingerprint: str | None = None
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
@@ -92,7 +75,6 @@ class SimulatedStateFile:
         mtime = self._mtime()
         if mtime is None or mtime == self._loaded_mtime:
             return
-        store = _store()
         try:
             state = self._read()
         except Exception:
@@ -102,26 +84,20 @@ class SimulatedStateFile:
         if state is None:  # an empty file: nothing saved yet
             self._loaded_mtime = mtime
             return
-        if not isinstance(state, dict) or state.get("format") != _FORMAT:
+        try:
+            simulation.load_state(state)
+        except (ValueError, KeyError, TypeError):
             logger.warning("Ignoring simulated Stripe state of another format: %s", self.path)
             self._loaded_mtime = mtime
             return
-        with store.lock:
-            store.reset()
-            for name, value in state["store"].items():
-                if name in store.__dict__:
-                    setattr(store, name, value)
         self._loaded_mtime = mtime
-        self._fingerprint = _fingerprint(store)
+        self._fingerprint = _fingerprint(simulation.dump_state())
 
     def _save_if_changed(self) -> None:
-        store = _store()
-        fingerprint = _fingerprint(store)
+        fingerprint = _fingerprint(simulation.dump_state())
         if fingerprint == self._fingerprint and self._mtime() is not None:
             return
-        with store.lock:
-            data = {k: v for k, v in store.__dict__.items() if k not in _TRANSIENT}
-            payload = pickle.dumps({"format": _FORMAT, "store": data})
+        payload = fingerprint.encode("utf-8")
         with contextlib.closing(sqlite3.connect(self.path)) as db, db:
             db.execute(_CREATE)
             db.execute("INSERT OR REPLACE INTO simulated_stripe_state VALUES (1, ?)", (payload,))
@@ -134,7 +110,7 @@ class SimulatedStateFile:
                 row = db.execute("SELECT data FROM simulated_stripe_state WHERE id = 1").fetchone()
             except sqlite3.OperationalError:  # no table yet: nothing was saved
                 return None
-        return pickle.loads(row[0]) if row else None  # our own file, written above
+        return json.loads(row[0]) if row else None
 
     def forget(self) -> None:
         """Delete the file (``seed_demo --reset``)."""

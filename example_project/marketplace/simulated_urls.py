@@ -1,7 +1,9 @@
-"""The simulated Stripe's pages, included at ``escrow/simulated/`` in simulated mode.
+"""The example's own simulated 3-D Secure page, at ``escrow/simulated/authenticate/<pi>/``.
 
-The paths are the ones the simulated gateway's links use
-(``/escrow/simulated/onboarding/<acct>/`` and friends).
+Included just before the package's simulated pages
+(``django_escrow_connect.simulation.urls``: onboarding, Express dashboard and
+a generic 3-D Secure page), so this one takes precedence: after the
+challenge it reports the payment's outcome on the task's pages.
 """
 
 from django.urls import path
@@ -11,11 +13,9 @@ from . import simulated_views
 app_name = "simulated_stripe"
 
 urlpatterns = [
-    path("onboarding/<str:account_id>/", simulated_views.onboarding, name="onboarding"),
     path(
         "authenticate/<str:payment_intent_id>/",
         simulated_views.authenticate,
         name="authenticate",
     ),
-    path("dashboard/<str:account_id>/", simulated_views.dashboard, name="dashboard"),
 ]

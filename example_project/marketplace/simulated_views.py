@@ -1,13 +1,12 @@
-"""Stripe's own pages, played by the simulated gateway (simulated mode only).
+"""The example's simulated-mode pages beyond the package's own.
 
-The simulated gateway's links point here:
+The package serves Stripe's pages (``django_escrow_connect.simulation.urls``:
+onboarding, the Express dashboard, a 3-D Secure challenge). The example adds:
 
-* an account link's ``url`` -> ``/escrow/simulated/onboarding/<acct>/``
-  (Stripe-hosted onboarding);
-* a PaymentIntent's 3-D Secure ``next_action`` ->
-  ``/escrow/simulated/authenticate/<pi>/`` (the bank's challenge);
-* a login link's ``url`` -> ``/escrow/simulated/dashboard/<acct>/``
-  (the Express dashboard), where the doer can also disconnect the platform.
+* its own 3-D Secure challenge (``/escrow/simulated/authenticate/<pi>/``,
+  listed before the package's), which reports the outcome on the task pages;
+* a task page's "simulate a dispute" buttons (the customer's bank opens a
+  dispute; the card network decides it).
 
 Each action calls the simulated gateway, which emits the events Stripe
 would send, and those go through the package's real webhook pipeline.
@@ -19,11 +18,11 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from django_escrow_connect import permissions, swappable
+from django_escrow_connect import swappable
 from django_escrow_connect.exceptions import GatewayError
 from django_escrow_connect.gateway import get_gateway
 from django_escrow_connect.money import format_money
@@ -38,48 +37,6 @@ def _gateway() -> Any:
     if not hasattr(gateway, "complete_onboarding"):
         raise Http404("The simulated Stripe pages exist only in simulated mode.")
     return gateway
-
-
-def _own_account(request: HttpRequest, account_id: str) -> Any:
-    """The connected account ``account_id`` if the signed-in user may manage it."""
-    account = (
-        swappable.load("ConnectedAccount").objects.filter(stripe_account_id=account_id).first()
-    )
-    if account is None:
-        raise Http404("No such account.")
-    user = request.user
-    if account.owner_user_id is not None:
-        allowed = account.owner_user_id == user.pk
-    else:
-        allowed = permissions.is_organization_admin(user, account.owner_organization)
-    if not allowed:
-        raise Http404("No such account.")
-    return account
-
-
-@login_required
-def onboarding(request: HttpRequest, account_id: str) -> HttpResponse:
-    gateway = _gateway()
-    account = _own_account(request, account_id)
-    link = gateway.latest_account_link(account_id) or {}
-    if request.method == "POST":
-        action = request.POST.get("action")
-        if action == "complete":
-            try:
-                gateway.complete_onboarding(account_id)
-            except GatewayError as exc:
-                messages.error(request, f"Simulated Stripe refused: {exc}")
-                return redirect("onboarding")
-            target = link.get("return_url")
-        else:  # "leave": like an expired link, Stripe sends people to refresh_url
-            target = link.get("refresh_url")
-        return HttpResponseRedirect(target or "/onboarding/")
-    owner = account.owner_organization or account.owner_user
-    return render(
-        request,
-        "simulated/onboarding.html",
-        {"account": account, "owner": owner, "link": link},
-    )
 
 
 @login_required
@@ -111,54 +68,6 @@ def authenticate(request: HttpRequest, payment_intent_id: str) -> HttpResponse:
         request,
         "simulated/authenticate.html",
         {"payment": payment, "amount": format_money(payment.amount, payment.currency)},
-    )
-
-
-@login_required
-def dashboard(request: HttpRequest, account_id: str) -> HttpResponse:
-    gateway = _gateway()
-    account = _own_account(request, account_id)
-    store = gateway.store
-    if request.method == "POST":
-        action = request.POST.get("action")
-        try:
-            if action == "payout":
-                gateway.create_payout(account_id)
-                messages.success(request, "Simulated payout sent to the bank account.")
-            elif action == "deauthorize":
-                gateway.deauthorize(account_id)
-                messages.warning(request, "You disconnected the marketplace from your account.")
-                return redirect("onboarding")
-        except GatewayError as exc:
-            messages.error(request, f"Simulated Stripe refused: {exc}")
-        return redirect("simulated_stripe:dashboard", account_id=account_id)
-    with store.lock:
-        balances = dict(store.balances.get(account_id, {}))
-        transfers = [t for t in store.transfers.values() if t.get("destination") == account_id]
-        payouts = [p for p in store.payouts.values() if store._owners.get(p["id"]) == account_id]
-    return render(
-        request,
-        "simulated/dashboard.html",
-        {
-            "account": account,
-            "balances": [format_money(amount, cur) for cur, amount in sorted(balances.items())],
-            "transfers": [
-                {
-                    "id": t["id"],
-                    "amount": format_money(t["amount"], t["currency"]),
-                    "reversed": format_money(t.get("amount_reversed", 0), t["currency"]),
-                }
-                for t in reversed(transfers)
-            ],
-            "payouts": [
-                {
-                    "id": p["id"],
-                    "amount": format_money(p["amount"], p["currency"]),
-                    "status": p["status"],
-                }
-                for p in reversed(payouts)
-            ],
-        },
     )
 
 

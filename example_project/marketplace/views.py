@@ -285,7 +285,7 @@ def task_pay(request: HttpRequest, pk: int) -> HttpResponse:
         "failure": payment.failure_message,
     }
     if settings.SIMULATED_STRIPE:
-        from django_escrow_connect.gateway.simulated import CARDS
+        from django_escrow_connect.simulation import CARDS
 
         context["cards"] = [
             {"name": name, "number": card.number, "label": card.label}

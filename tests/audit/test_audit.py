@@ -20,12 +20,12 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from django_escrow_connect import simulation as simulated
 from django_escrow_connect import swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import TemporarilyUnavailable
-from django_escrow_connect.gateway import simulated
-from django_escrow_connect.gateway.simulated import EventCollector, SimulatedGateway
 from django_escrow_connect.services.audit import AuditResult, audit_books
+from django_escrow_connect.simulation import EventCollector, SimulatedGateway
 from django_escrow_connect.testing import assert_books_balanced
 
 from .conftest import configure

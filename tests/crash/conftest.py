@@ -19,7 +19,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connections
 
-from django_escrow_connect.gateway import simulated
+from django_escrow_connect import simulation as simulated
 from tests.payments.conftest import configure
 
 from .harness import World

@@ -29,8 +29,8 @@ from typing import Any
 
 from django.db import connection
 
-from django_escrow_connect.gateway import simulated
-from django_escrow_connect.gateway.simulated import SimulatedGateway
+from django_escrow_connect import simulation as simulated
+from django_escrow_connect.simulation import SimulatedGateway
 
 from .shared_stripe import shared_stripe
 

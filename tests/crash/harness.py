@@ -31,7 +31,7 @@ from rest_framework.test import APIClient
 
 from django_escrow_connect import swappable
 from django_escrow_connect.gateway.signing import sign_webhook_payload
-from django_escrow_connect.gateway.simulated import (
+from django_escrow_connect.simulation import (
     CONNECT_ENDPOINT,
     SimulatedGateway,
     event_endpoint,

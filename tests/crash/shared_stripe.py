@@ -1,6 +1,6 @@
 """The simulated Stripe, shared by the test process and the server processes.
 
-The package's simulated Stripe (:data:`~django_escrow_connect.gateway.simulated.simulated_stripe`)
+The package's simulated Stripe (:data:`~django_escrow_connect.simulation.simulated_stripe`)
 lives in process memory. Here its state is kept in one pickled file in the
 crash directory (``ESCROW_CRASH_DIR``): every gateway call, in any process,
 runs inside :meth:`SharedStripe.session`, which takes an exclusive ``flock``,
@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from django_escrow_connect.gateway.simulated import simulated_stripe
+from django_escrow_connect.simulation import simulated_stripe
 
 #: Attributes of the store that are not Stripe's data.
 _TRANSIENT = frozenset({"lock", "_outbox", "_request", "_failures"})

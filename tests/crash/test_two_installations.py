@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from django_escrow_connect import swappable
-from django_escrow_connect.gateway.simulated import SimulatedGateway
+from django_escrow_connect.simulation import SimulatedGateway
 
 from .harness import World, assert_books_clean, check_case, describe_payment
 

@@ -14,7 +14,7 @@ from django.test import override_settings
 
 from django_escrow_connect.checks import check_gateway
 from django_escrow_connect.gateway import BaseGateway
-from django_escrow_connect.gateway.simulated import SimulatedGateway
+from django_escrow_connect.simulation import SimulatedGateway
 
 HERE = __name__
 
@@ -50,7 +50,7 @@ def _check_with(gateway_path):
 def test_the_package_gateways_pass():
     assert check_gateway() == []
     assert _check_with("django_escrow_connect.gateway.stripe_gateway.StripeGateway") == []
-    assert _check_with("django_escrow_connect.gateway.simulated.SimulatedGateway") == []
+    assert _check_with("django_escrow_connect.simulation.SimulatedGateway") == []
 
 
 def test_a_gateway_without_a_protocol_method_is_an_error_naming_it():

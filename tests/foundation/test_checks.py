@@ -120,8 +120,15 @@ def test_webhook_api_version_of_the_package_is_not_warned_about(version):
     assert "escrow_connect.E026" not in found
 
 
-def test_simulated_gateway_is_refused_when_debug_is_off():
-    simulated = "django_escrow_connect.gateway.simulated.SimulatedGateway"
+@pytest.mark.parametrize(
+    "simulated",
+    [
+        "django_escrow_connect.simulation.SimulatedGateway",
+        # The path it had before it moved, still recognised.
+        "django_escrow_connect.gateway.simulated.SimulatedGateway",
+    ],
+)
+def test_simulated_gateway_is_refused_when_debug_is_off(simulated):
     with settings_with(GATEWAY=simulated), override_settings(DEBUG=False):
         assert "escrow_connect.E011" in ids(check_settings())
     with settings_with(GATEWAY=simulated), override_settings(DEBUG=True):

@@ -3,7 +3,7 @@
 Layers, lowest first; a module may import its own layer and the ones below:
 
 1. foundation: settings, states, money, exceptions, models, signals, hooks;
-2. ``gateway``: talks to Stripe (or simulates it);
+2. ``gateway``: talks to Stripe; ``simulation``: simulates it;
 3. ``services``: the use cases;
 4. ``webhooks``: turns Stripe's events into service calls;
 5. ``api``, ``admin``, ``management``, ``urls``: the surfaces that compose them;
@@ -24,7 +24,15 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "django_escrow_connect"
 NAME = "django_escrow_connect"
-LAYERS = {"gateway": 2, "services": 3, "webhooks": 4, "api": 5, "admin": 5, "management": 5}
+LAYERS = {
+    "gateway": 2,
+    "simulation": 2,
+    "services": 3,
+    "webhooks": 4,
+    "api": 5,
+    "admin": 5,
+    "management": 5,
+}
 #: ``testing`` is the host's test kit: it composes the services like a surface does.
 LAYERS |= {"urls": 5, "templatetags": 5, "testing": 5}
 #: The app config and its system checks inspect every layer (the configured
@@ -106,14 +114,13 @@ STRING_REFERENCES_ALLOWED = {
     ("django_escrow_connect.conf", "django_escrow_connect.permissions"),
     ("django_escrow_connect.conf", "django_escrow_connect.notifications.backends"),
     ("django_escrow_connect.conf", "django_escrow_connect.gateway.stripe_gateway"),
-    ("django_escrow_connect.conf", "django_escrow_connect.gateway.simulated"),
+    ("django_escrow_connect.conf", "django_escrow_connect.webhooks.receiver"),
+    ("django_escrow_connect.conf", "django_escrow_connect.webhooks"),
     ("django_escrow_connect.conf", "django_escrow_connect.gateway"),
     ("django_escrow_connect.conf", "django_escrow_connect.accounts"),
-    # The system check compares the configured gateway with this dotted path.
+    # The system check compares the configured gateway with these dotted paths.
     ("django_escrow_connect.checks", "django_escrow_connect.gateway.simulated"),
-    # Issue 13 point 1 replaces this with a setting naming the receiver.
-    ("django_escrow_connect.gateway.simulated", "django_escrow_connect.webhooks.receiver"),
-    ("django_escrow_connect.gateway.simulated", "django_escrow_connect.webhooks"),
+    ("django_escrow_connect.checks", "django_escrow_connect.simulation"),
 }
 
 

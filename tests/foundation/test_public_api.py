@@ -48,7 +48,7 @@ PUBLIC_MODULES: dict[str, str] = {
     P + ".notifications.backends": "Notification backends to subclass or configure.",
     P + ".gateway": "The gateway protocol and the configured gateway.",
     P + ".gateway.types": "What gateways return (snapshots) and accept.",
-    P + ".gateway.simulated": "The simulated Stripe, for development and tests.",
+    P + ".simulation": "The simulated Stripe, for development and tests.",
     P + ".gateway.conformance": "The test kit a custom gateway runs (docs/gateways.md).",
     P + ".api.errors": "The API's error format, for host views that share it.",
     P + ".testing": "Assertions for host test suites.",

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from django_escrow_connect.gateway.conformance import GatewayConformance
-from django_escrow_connect.gateway.simulated import (
+from django_escrow_connect.simulation import (
     CARDS,
     EventCollector,
     SimulatedGateway,

@@ -21,20 +21,29 @@ from django.db import transaction
 from django.test import override_settings
 
 from django_escrow_connect import conf
+from django_escrow_connect import simulation as simulated
 from django_escrow_connect.exceptions import (
     BalanceInsufficient,
+    GatewayPermissionDenied,
     IdempotencyConflict,
     InvalidRequest,
     InvalidWebhookPayload,
-    PermissionDenied,
     ResourceMissing,
     SignatureVerificationFailed,
     TemporarilyUnavailable,
 )
-from django_escrow_connect.gateway import simulated
 from django_escrow_connect.gateway.base import PaymentGateway
 from django_escrow_connect.gateway.signing import sign_webhook_payload
-from django_escrow_connect.gateway.simulated import (
+from django_escrow_connect.gateway.types import (
+    AccountSnapshot,
+    ChargeSnapshot,
+    DisputeSnapshot,
+    PaymentIntentSnapshot,
+    PayoutSnapshot,
+    RefundSnapshot,
+    TransferSnapshot,
+)
+from django_escrow_connect.simulation import (
     CARDS,
     CONNECT_ENDPOINT,
     PLATFORM_ENDPOINT,
@@ -44,15 +53,6 @@ from django_escrow_connect.gateway.simulated import (
     SimulatedStripe,
     onboarding_url,
     set_event_sink,
-)
-from django_escrow_connect.gateway.types import (
-    AccountSnapshot,
-    ChargeSnapshot,
-    DisputeSnapshot,
-    PaymentIntentSnapshot,
-    PayoutSnapshot,
-    RefundSnapshot,
-    TransferSnapshot,
 )
 
 PLATFORM_SECRET = "whsec_platform_test_secret"  # tests/settings.py
@@ -157,7 +157,7 @@ def test_implements_the_gateway_protocol() -> None:
 
 def test_does_not_import_stripe() -> None:
     code = (
-        "import sys, django_escrow_connect.gateway.simulated, "
+        "import sys, django_escrow_connect.simulation, "
         "django_escrow_connect.gateway.signing; "
         "assert 'stripe' not in sys.modules, 'stripe imported'"
     )
@@ -297,7 +297,7 @@ def test_parameter_validation_errors_are_not_stored(sim: SimulatedGateway) -> No
 
 
 def test_an_access_error_is_not_stored(sim: SimulatedGateway, store: SimulatedStripe) -> None:
-    store.fail_next("create_payment_intent", PermissionDenied("revoked", http_status=403))
+    store.fail_next("create_payment_intent", GatewayPermissionDenied("revoked", http_status=403))
     kwargs: dict[str, Any] = {
         "idempotency_key": "pay-1",
         "amount": 5000,
@@ -306,7 +306,7 @@ def test_an_access_error_is_not_stored(sim: SimulatedGateway, store: SimulatedSt
         "metadata": {},
         "capture_method": "automatic",
     }
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(GatewayPermissionDenied):
         sim.create_payment_intent(**kwargs)
     assert sim.create_payment_intent(**kwargs).amount == 5000
 
@@ -548,7 +548,7 @@ def test_deauthorize_emits_the_event_and_revokes_access(
     assert delivery.event["type"] == "account.application.deauthorized"
     assert delivery.event["account"] == account_id
     assert delivery.event["data"]["object"]["object"] == "application"
-    with pytest.raises(PermissionDenied) as exc_info:
+    with pytest.raises(GatewayPermissionDenied) as exc_info:
         sim.retrieve_account(account_id)
     assert exc_info.value.code == "account_invalid"
 
@@ -1324,10 +1324,10 @@ def test_failure_after_the_effect_replays_on_retry(
 def test_failures_queue_per_method(sim: SimulatedGateway, store: SimulatedStripe) -> None:
     account = new_account(sim)
     store.fail_next("retrieve_account", TemporarilyUnavailable("1"))
-    store.fail_next("retrieve_account", PermissionDenied("2"))
+    store.fail_next("retrieve_account", GatewayPermissionDenied("2"))
     with pytest.raises(TemporarilyUnavailable):
         sim.retrieve_account(account)
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(GatewayPermissionDenied):
         sim.retrieve_account(account)
     assert sim.retrieve_account(account).id == account
 

@@ -19,11 +19,11 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from django_escrow_connect import signals, swappable
-from django_escrow_connect.gateway import simulated
-from django_escrow_connect.gateway.simulated import EventCollector, SimulatedGateway
+from django_escrow_connect import simulation as simulated
+from django_escrow_connect.simulation import EventCollector, SimulatedGateway
 from tests import factories
 
-SIMULATED_GATEWAY = "django_escrow_connect.gateway.simulated.SimulatedGateway"
+SIMULATED_GATEWAY = "django_escrow_connect.simulation.SimulatedGateway"
 
 
 def configure(settings: Any, **overrides: Any) -> None:

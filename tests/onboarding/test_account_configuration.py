@@ -46,7 +46,7 @@ def open_account(user: Any) -> Any:
 
 
 def stripe_account_of(user: Any) -> dict[str, Any]:
-    from django_escrow_connect.gateway.simulated import simulated_stripe
+    from django_escrow_connect.simulation import simulated_stripe
 
     return simulated_stripe.accounts[accounts().get(owner_user=user).stripe_account_id]
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from django_escrow_connect.exceptions import InvalidRequest, TemporarilyUnavailable
-from django_escrow_connect.gateway.simulated import SimulatedGateway
+from django_escrow_connect.simulation import SimulatedGateway
 
 from .conftest import accounts, calls, client_for, configure, url
 

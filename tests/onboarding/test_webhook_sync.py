@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from django_escrow_connect.gateway import simulated
+from django_escrow_connect import simulation as simulated
 
 from .conftest import accounts, client_for, url
 

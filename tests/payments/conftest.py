@@ -22,12 +22,12 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from django_escrow_connect import simulation as simulated
 from django_escrow_connect import swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
-from django_escrow_connect.gateway import simulated
-from django_escrow_connect.gateway.simulated import SimulatedGateway, simulated_stripe
 from django_escrow_connect.gateway.types import PaymentIntentSnapshot
 from django_escrow_connect.services.payment_intents import apply_payment_intent
+from django_escrow_connect.simulation import SimulatedGateway, simulated_stripe
 from tests import factories
 from tests.stripe_vcr import form_body_matcher, stripe_headers_matcher
 

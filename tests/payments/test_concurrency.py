@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from django_escrow_connect import swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
-from django_escrow_connect.gateway.simulated import SimulatedGateway
+from django_escrow_connect.simulation import SimulatedGateway
 from tests import factories
 
 from .conftest import configure, money_calls, stripe_account

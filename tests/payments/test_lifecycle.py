@@ -164,7 +164,7 @@ def test_a_lapsed_authorisation_cancels_the_payment_with_an_incident(market, str
 def test_full_lifecycle_through_the_real_webhook_pipeline(market, stripe, strategy, to_org):
     """The simulated Stripe's signed events go through the package's own
     webhook receiver (every event type, not only payment_intent.*)."""
-    from django_escrow_connect.gateway import simulated
+    from django_escrow_connect import simulation as simulated
 
     simulated.set_event_sink(None)  # the default: webhooks.receiver.receive
     payment = market.released_payment(to_org=to_org)

@@ -8,7 +8,7 @@ from typing import Any
 
 from django_escrow_connect import swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
-from django_escrow_connect.gateway.simulated import SimulatedGateway
+from django_escrow_connect.simulation import SimulatedGateway
 
 from .conftest import configure, money_calls
 

@@ -169,7 +169,7 @@ class TestCaptureAnswerLost:
 
 class TestPaymentOutcomeLost:
     def test_reconcile_applies_a_payment_whose_webhook_never_came(self, market, stripe):
-        from django_escrow_connect.gateway.simulated import SimulatedGateway
+        from django_escrow_connect.simulation import SimulatedGateway
 
         body = market.create(market.task()).json()
         payment = market.payment(body["payment_id"])

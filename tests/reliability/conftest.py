@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from django.db import connections
 
-from django_escrow_connect.gateway import simulated
+from django_escrow_connect import simulation as simulated
 from tests.payments.conftest import Marketplace, configure, market  # noqa: F401
 
 __all__ = [

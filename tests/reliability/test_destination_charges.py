@@ -103,7 +103,7 @@ def test_two_partial_refunds_after_release(market, stripe, manual):
 
 def test_a_reversal_beyond_the_refunds_is_still_an_incident(market, stripe, manual):
     """A reversal made in the dashboard on top of a refund is reported."""
-    from django_escrow_connect.gateway import simulated
+    from django_escrow_connect import simulation as simulated
 
     payment = refund(market, market.released_payment(), 5_000)
     (row,) = payment.transfers.all()

@@ -55,7 +55,7 @@ def stage_crashed_release(market: Any, stripe: Any, *, stripe_acted: bool) -> An
         after_effect=stripe_acted,
     )
     held_back: list[Any] = []
-    from django_escrow_connect.gateway import simulated
+    from django_escrow_connect import simulation as simulated
 
     previous = simulated.set_event_sink(lambda *args: held_back.append(args))
     try:
@@ -110,7 +110,7 @@ class TestTheScenarioOfIssue11:
         self, market, stripe, sct
     ):
         payment, held_back = stage_crashed_release(market, stripe, stripe_acted=True)
-        from django_escrow_connect.gateway.simulated import get_event_sink
+        from django_escrow_connect.simulation import get_event_sink
 
         for args in held_back:
             get_event_sink()(*args)
@@ -292,7 +292,7 @@ class TestManualCapture:
         refund's answer is enough to count it (transfer.reversed may never come)."""
         configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
         payment = market.released_payment()
-        from django_escrow_connect.gateway import simulated
+        from django_escrow_connect import simulation as simulated
 
         previous = simulated.set_event_sink(lambda *args: None)  # every webhook lost
         try:

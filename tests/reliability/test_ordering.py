@@ -39,10 +39,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from django_escrow_connect import simulation as simulated
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import GatewayError
-from django_escrow_connect.gateway import simulated
-from django_escrow_connect.gateway.simulated import Delivery, EventCollector, SimulatedGateway
+from django_escrow_connect.simulation import Delivery, EventCollector, SimulatedGateway
 from django_escrow_connect.states import DISPUTE_CLOSED_STATES
 from django_escrow_connect.webhooks import pipeline, receiver
 from tests import factories

@@ -16,7 +16,7 @@ import pytest
 from django_escrow_connect import swappable
 from django_escrow_connect.conf import SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import TemporarilyUnavailable
-from django_escrow_connect.gateway.simulated import SimulatedGateway
+from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.testing import assert_books_balanced
 
 from .conftest import assert_money_invariants, configure

@@ -78,12 +78,13 @@ def absolute_stripe_urls(monkeypatch: Any) -> None:
     """Stripe's account and login links are absolute ``https`` URLs (the
     schema says ``uri``); the simulated Stripe hands out paths on the host so
     the example project can serve its pages. Make them absolute here."""
-    from django_escrow_connect.gateway import simulated
+    # Patched where the gateway's account methods look them up.
+    from django_escrow_connect.simulation import accounts
 
     for name in ("onboarding_url", "dashboard_url"):
-        path_of = getattr(simulated, name)
+        path_of = getattr(accounts, name)
         monkeypatch.setattr(
-            simulated,
+            accounts,
             name,
             lambda account_id, p=path_of: "https://connect.stripe.test" + p(account_id),
         )

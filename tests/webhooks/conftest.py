@@ -207,14 +207,14 @@ def intent_for(scene: Scene, status: str, **overrides: Any) -> dict[str, Any]:
     return so.payment_intent(**values)
 
 
-SIMULATED_GATEWAY = "django_escrow_connect.gateway.simulated.SimulatedGateway"
+SIMULATED_GATEWAY = "django_escrow_connect.simulation.SimulatedGateway"
 
 
 @pytest.fixture
 def stripe(settings: Any) -> Iterator[Any]:
     """The simulated Stripe as the gateway, empty; its own events are collected,
     not delivered, so each test delivers exactly the events it builds."""
-    from django_escrow_connect.gateway import simulated
+    from django_escrow_connect import simulation as simulated
 
     settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "GATEWAY": SIMULATED_GATEWAY}
     simulated.reset()
@@ -236,7 +236,7 @@ _account_keys = itertools.count(1)
 
 def simulated_account(*, onboarded: bool = True) -> str:
     """A connected account in the simulated Stripe (its events go to the current sink)."""
-    from django_escrow_connect.gateway.simulated import SimulatedGateway
+    from django_escrow_connect.simulation import SimulatedGateway
 
     gateway = SimulatedGateway()
     created = gateway.create_account(

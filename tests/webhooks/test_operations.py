@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from django_escrow_connect import swappable
-from django_escrow_connect.gateway.simulated import SimulatedGateway
+from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.webhooks import registry
 from tests import factories
 from tests.webhooks import stripe_objects as so

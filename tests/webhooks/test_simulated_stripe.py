@@ -15,16 +15,16 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
+from django_escrow_connect import simulation as simulated
 from django_escrow_connect import swappable
 from django_escrow_connect.exceptions import InvalidRequest, TemporarilyUnavailable
-from django_escrow_connect.gateway import simulated
-from django_escrow_connect.gateway.simulated import SimulatedGateway
 from django_escrow_connect.services import errors
 from django_escrow_connect.services.payments import (
     create_payment,
     refund_payment,
     release_payment,
 )
+from django_escrow_connect.simulation import SimulatedGateway
 from tests import factories
 from tests.webhooks.conftest import SIMULATED_GATEWAY, events, simulated_account
 

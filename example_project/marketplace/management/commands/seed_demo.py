@@ -70,7 +70,7 @@ class Command(BaseCommand):
         if reset:
             call_command("flush", interactive=False, verbosity=0)
             if settings.SIMULATED_STRIPE:
-                from django_escrow_connect.gateway.simulated import reset as reset_simulated
+                from django_escrow_connect.simulation import reset as reset_simulated
 
                 current = state_file()
                 if current is not None:
@@ -141,7 +141,7 @@ class Command(BaseCommand):
 
     def _check_simulated_state(self) -> None:
         from django_escrow_connect import swappable
-        from django_escrow_connect.gateway.simulated import simulated_stripe
+        from django_escrow_connect.simulation import simulated_stripe
 
         known = set(simulated_stripe.accounts)
         lost = (

@@ -1,0 +1,270 @@
+"""Connected accounts, as the PaymentGateway protocol asks Stripe for them."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import (
+    InvalidRequest,
+)
+from ..gateway.arguments import require_capabilities as _require_capabilities
+from ..gateway.arguments import require_id as _require_id
+from ..gateway.arguments import require_service_agreement as _require_service_agreement
+from ..gateway.types import (
+    AccountLinkResult,
+    AccountLinkType,
+    AccountSessionResult,
+    AccountSnapshot,
+    BusinessType,
+    LoginLinkResult,
+    ServiceAgreement,
+)
+from .links import (
+    dashboard_url,
+    onboarding_url,
+)
+from .objects import (
+    JSON,
+    _account_object,
+    _account_type,
+    _controller_object,
+    _newest_first,
+    _plain,
+    _random,
+    new_id,
+)
+from .rules import (
+    ACCOUNT_LINK_TTL_SECONDS,
+    ACCOUNT_SESSION_COMPONENTS,
+    ACCOUNT_SESSION_TTL_SECONDS,
+    PACKAGE_CONTROLLER,
+    check_controller,
+)
+
+if TYPE_CHECKING:
+    from .store import SimulatedStripe
+
+
+class SimulatedAccounts:
+    """The gateway's connected-account methods: accounts, links, sessions."""
+
+    store: SimulatedStripe
+
+    def create_account(
+        self,
+        *,
+        idempotency_key: str,
+        country: str,
+        email: str | None,
+        business_type: BusinessType | None,
+        metadata: Mapping[str, str],
+        capabilities: Sequence[str] = ("transfers", "card_payments"),
+        service_agreement: ServiceAgreement | None = None,
+        controller: Mapping[str, Any] | None = None,
+    ) -> AccountSnapshot:
+        """A connected account with the package's controller properties.
+
+        ``controller`` (not part of the gateway protocol) creates an account
+        with other controller properties, to exercise Stripe's rules about
+        them: login links exist only for Express Dashboard accounts, and
+        ``account_update`` links only when the platform collects requirements
+        (``requirement_collection=application``, which also needs
+        ``stripe_dashboard.type=none`` and the platform paying fees and losses).
+        """
+        requested = _require_capabilities(capabilities)
+        _require_service_agreement(service_agreement)
+        s = self.store
+        wanted_controller = _plain(
+            dict(controller if controller is not None else PACKAGE_CONTROLLER)
+        )
+        params = {
+            "country": country,
+            "email": email,
+            "business_type": business_type,
+            "metadata": dict(metadata),
+            "capabilities": list(requested),
+            "service_agreement": service_agreement,
+        }
+        if controller is not None:
+            params["controller"] = wanted_controller
+
+        def validate() -> None:
+            if not isinstance(country, str) or len(country) != 2 or not country.isalpha():
+                raise s.error(InvalidRequest, f"Country '{country}' is unknown.", param="country")
+            if business_type not in (None, "individual", "company"):
+                raise s.error(
+                    InvalidRequest,
+                    f"Invalid business_type: {business_type!r}",
+                    param="business_type",
+                )
+            agreement = service_agreement or "full"
+            if agreement == "recipient" and "card_payments" in requested:
+                raise s.error(
+                    InvalidRequest,
+                    "Accounts under the `recipient` service agreement cannot request the "
+                    "`card_payments` capability. Request only `transfers`, or use the `full` "
+                    "service agreement.",
+                    param="tos_acceptance[service_agreement]",
+                )
+            check_controller(self.store, wanted_controller)
+
+        def action() -> JSON:
+            agreement = service_agreement or "full"
+            account = _account_object(
+                new_id("acct", 16), country.upper(), email, business_type, metadata, s.now()
+            )
+            account["controller"] = _controller_object(wanted_controller)
+            account["type"] = _account_type(wanted_controller)
+            account["capabilities"] = {name: "inactive" for name in requested}
+            account["tos_acceptance"]["service_agreement"] = agreement
+            s.accounts[account["id"]] = account
+            s.balances[account["id"]] = {}
+            return account
+
+        response = s.execute_idempotent(
+            "create_account", params, idempotency_key, action, validate=validate
+        )
+        return AccountSnapshot.from_dict(response)
+
+    def retrieve_account(self, account_id: str) -> AccountSnapshot:
+        _require_id(account_id, "account_id")
+        s = self.store
+        response = s.execute(
+            "retrieve_account", {"account_id": account_id}, lambda: s.account(account_id)
+        )
+        return AccountSnapshot.from_dict(response)
+
+    def list_accounts(self, *, created_gte: datetime) -> list[AccountSnapshot]:
+        s = self.store
+        since = int(created_gte.timestamp())
+
+        def action() -> list[JSON]:
+            found = [a for a in s.accounts.values() if a["created"] >= since]
+            return _newest_first(found)
+
+        response = s.execute("list_accounts", {"created_gte": since}, action)
+        return [AccountSnapshot.from_dict(a) for a in response]
+
+    def create_account_link(
+        self,
+        *,
+        account_id: str,
+        link_type: AccountLinkType,
+        refresh_url: str,
+        return_url: str,
+    ) -> AccountLinkResult:
+        _require_id(account_id, "account_id")
+        s = self.store
+        params = {
+            "account_id": account_id,
+            "link_type": link_type,
+            "refresh_url": refresh_url,
+            "return_url": return_url,
+        }
+
+        def action() -> JSON:
+            account = s.account(account_id)
+            platform_collects = account["controller"].get("requirement_collection") == "application"
+            if link_type not in ("account_onboarding", "account_update"):
+                raise s.error(
+                    InvalidRequest,
+                    f"Invalid type: must be one of account_onboarding or account_update "
+                    f"(got {link_type!r}).",
+                    param="type",
+                )
+            if link_type == "account_update" and not platform_collects:
+                raise s.error(
+                    InvalidRequest,
+                    f"Account links of type {link_type!r} are not available for accounts "
+                    "whose requirements Stripe collects (controller[requirement_collection]"
+                    "=stripe): use account_onboarding, or a login link to the Express "
+                    "Dashboard.",
+                    param="type",
+                )
+            for name, url in (("refresh_url", refresh_url), ("return_url", return_url)):
+                if not isinstance(url, str) or not url.strip():
+                    raise s.error(InvalidRequest, "Not a valid URL", param=name)
+            now = s.now()
+            s.account_links[account_id] = {
+                "type": link_type,
+                "refresh_url": refresh_url,
+                "return_url": return_url,
+                "created": now,
+                "expires_at": now + ACCOUNT_LINK_TTL_SECONDS,
+            }
+            return {
+                "object": "account_link",
+                "created": now,
+                "expires_at": now + ACCOUNT_LINK_TTL_SECONDS,
+                "url": onboarding_url(account_id),
+            }
+
+        return AccountLinkResult.from_dict(s.execute("create_account_link", params, action))
+
+    def create_login_link(self, *, account_id: str) -> LoginLinkResult:
+        _require_id(account_id, "account_id")
+        s = self.store
+
+        def action() -> JSON:
+            account = s.account(account_id)
+            dashboard = account["controller"].get("stripe_dashboard", {}).get("type")
+            if dashboard != "express":
+                raise s.error(
+                    InvalidRequest,
+                    f"Login links can only be created for accounts that use the Express "
+                    f"Dashboard; {account_id} has controller[stripe_dashboard][type]="
+                    f"{dashboard}.",
+                    param="account",
+                )
+            if not account["details_submitted"]:
+                raise s.error(
+                    InvalidRequest,
+                    "Cannot create a login link for an account that has not completed onboarding.",
+                    param="account",
+                )
+            return {"object": "login_link", "created": s.now(), "url": dashboard_url(account_id)}
+
+        response = s.execute("create_login_link", {"account_id": account_id}, action)
+        return LoginLinkResult.from_dict(response)
+
+    def create_account_session(
+        self,
+        *,
+        account_id: str,
+        components: Sequence[str] = ("account_onboarding",),
+    ) -> AccountSessionResult:
+        if isinstance(components, str):
+            raise TypeError("components must be a sequence of component names, not a string")
+        if not components:
+            raise ValueError("components must name at least one embedded component")
+        _require_id(account_id, "account_id")
+        s = self.store
+
+        def action() -> JSON:
+            unknown = sorted(set(components) - ACCOUNT_SESSION_COMPONENTS)
+            if unknown:
+                param = f"components[{unknown[0]}]"
+                raise s.error(InvalidRequest, f"Received unknown parameter: {param}", param=param)
+            s.account(account_id)
+            now = s.now()
+            # Never stored: the client secret is a short-lived bearer credential.
+            return {
+                "object": "account_session",
+                "account": account_id,
+                "client_secret": f"accs_secret__{_random(40)}",
+                "components": {name: {"enabled": True, "features": {}} for name in components},
+                "expires_at": now + ACCOUNT_SESSION_TTL_SECONDS,
+                "livemode": False,
+            }
+
+        params = {"account_id": account_id, "components": list(components)}
+        return AccountSessionResult.from_dict(s.execute("create_account_session", params, action))
+
+    def latest_account_link(self, account_id: str) -> JSON | None:
+        """The last account link's ``return_url``, ``refresh_url``, ``expires_at``..., or None."""
+        with self.store.lock:
+            link = self.store.account_links.get(account_id)
+            return copy.deepcopy(link) if link is not None else None

@@ -1,0 +1,306 @@
+"""PaymentIntents and charges, as the PaymentGateway protocol asks Stripe for them."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from ..exceptions import (
+    InvalidRequest,
+)
+from ..gateway.arguments import require_amount as _require_amount
+from ..gateway.arguments import require_id as _require_id
+from ..gateway.types import (
+    CancellationReason,
+    CaptureMethod,
+    ChargeSnapshot,
+    DisputeSnapshot,
+    PaymentIntentSnapshot,
+)
+from .movements import (
+    capture,
+)
+from .objects import (
+    JSON,
+    _payment_intent_object,
+    new_id,
+)
+from .rules import (
+    _CANCELABLE,
+    _CANCELLATION_REASONS,
+    _CAPTURE_METHODS,
+    MAX_AMOUNT,
+    MINIMUM_CHARGE,
+    check_same_region,
+    check_settlement_merchant,
+    check_transfers_capability,
+    unexpected_state,
+)
+
+if TYPE_CHECKING:
+    from .store import SimulatedStripe
+
+
+class SimulatedPayments:
+    """The gateway's PaymentIntent, charge and dispute lookups and changes."""
+
+    store: SimulatedStripe
+
+    def create_payment_intent(
+        self,
+        *,
+        idempotency_key: str,
+        amount: int,
+        currency: str,
+        transfer_group: str,
+        metadata: Mapping[str, str],
+        capture_method: CaptureMethod,
+        destination: str | None = None,
+        application_fee_amount: int | None = None,
+        description: str | None = None,
+        receipt_email: str | None = None,
+        on_behalf_of: str | None = None,
+    ) -> PaymentIntentSnapshot:
+        _require_amount(amount, "amount")
+        if destination is not None:
+            _require_id(destination, "destination")
+        if on_behalf_of is not None:
+            _require_id(on_behalf_of, "on_behalf_of")
+        if application_fee_amount is not None:
+            _require_amount(application_fee_amount, "application_fee_amount", allow_zero=True)
+        s = self.store
+        currency = currency.lower()
+        params = {
+            "amount": amount,
+            "currency": currency,
+            "transfer_group": transfer_group,
+            "metadata": dict(metadata),
+            "capture_method": capture_method,
+            "destination": destination,
+            "application_fee_amount": application_fee_amount,
+            "description": description,
+            "receipt_email": receipt_email,
+            "on_behalf_of": on_behalf_of,
+        }
+
+        def validate() -> None:
+            if capture_method not in _CAPTURE_METHODS:
+                raise s.error(
+                    InvalidRequest,
+                    f"Invalid capture_method: must be one of {', '.join(_CAPTURE_METHODS)}",
+                    param="capture_method",
+                )
+            minimum = MINIMUM_CHARGE.get(currency, 1)
+            if amount < minimum:
+                raise s.error(
+                    InvalidRequest,
+                    f"Amount must be at least {minimum} {currency} (minor units).",
+                    code="amount_too_small",
+                    param="amount",
+                )
+            if amount > MAX_AMOUNT:
+                raise s.error(
+                    InvalidRequest,
+                    f"Amount must be no more than {MAX_AMOUNT}.",
+                    code="amount_too_large",
+                    param="amount",
+                )
+            if application_fee_amount is not None:
+                if destination is None:
+                    raise s.error(
+                        InvalidRequest,
+                        "Can only apply an application_fee_amount when the PaymentIntent is "
+                        "attempting a direct payment (using an OAuth key or Stripe-Account "
+                        "header) or destination payment (using `transfer_data[destination]`).",
+                        param="application_fee_amount",
+                    )
+                if application_fee_amount > amount:
+                    raise s.error(
+                        InvalidRequest,
+                        "application_fee_amount cannot be greater than amount.",
+                        param="application_fee_amount",
+                    )
+
+        def action() -> JSON:
+            if on_behalf_of is not None:
+                check_settlement_merchant(self.store, s.account(on_behalf_of, "on_behalf_of"))
+            if destination is not None:
+                account = s.account(destination, "transfer_data[destination]")
+                check_transfers_capability(self.store, account, "transfer_data[destination]")
+                if on_behalf_of is None:
+                    check_same_region(self.store, account, "transfer_data[destination]")
+            pi_id = new_id("pi")
+            intent = _payment_intent_object(
+                pi_id,
+                amount=amount,
+                currency=currency,
+                capture_method=capture_method,
+                transfer_group=transfer_group or None,
+                metadata=metadata,
+                destination=destination,
+                application_fee_amount=application_fee_amount,
+                description=description,
+                receipt_email=receipt_email,
+                created=s.now(),
+            )
+            intent["on_behalf_of"] = on_behalf_of
+            s.payment_intents[pi_id] = intent
+            s.emit("payment_intent.created", intent)
+            return intent
+
+        response = s.execute_idempotent(
+            "create_payment_intent", params, idempotency_key, action, validate=validate
+        )
+        return PaymentIntentSnapshot.from_dict(response)
+
+    def retrieve_payment_intent(
+        self, payment_intent_id: str, *, expand_charge: bool = False
+    ) -> PaymentIntentSnapshot:
+        _require_id(payment_intent_id, "payment_intent_id")
+        s = self.store
+
+        def action() -> JSON:
+            intent = copy.deepcopy(
+                s.get(s.payment_intents, "payment_intent", payment_intent_id, "intent")
+            )
+            if expand_charge and intent["latest_charge"]:
+                intent["latest_charge"] = copy.deepcopy(s.charges[intent["latest_charge"]])
+            return intent
+
+        params = {"payment_intent_id": payment_intent_id, "expand_charge": expand_charge}
+        return PaymentIntentSnapshot.from_dict(s.execute("retrieve_payment_intent", params, action))
+
+    def capture_payment_intent(
+        self,
+        payment_intent_id: str,
+        *,
+        idempotency_key: str,
+        amount_to_capture: int | None = None,
+        application_fee_amount: int | None = None,
+    ) -> PaymentIntentSnapshot:
+        _require_id(payment_intent_id, "payment_intent_id")
+        if amount_to_capture is not None:
+            _require_amount(amount_to_capture, "amount_to_capture")
+        if application_fee_amount is not None:
+            _require_amount(application_fee_amount, "application_fee_amount", allow_zero=True)
+        s = self.store
+        params = {
+            "payment_intent_id": payment_intent_id,
+            "amount_to_capture": amount_to_capture,
+            "application_fee_amount": application_fee_amount,
+        }
+
+        def action() -> JSON:
+            intent = s.get(s.payment_intents, "payment_intent", payment_intent_id, "intent")
+            if intent["status"] != "requires_capture":
+                raise unexpected_state(self.store, intent, "captured", ("requires_capture",))
+            amount = intent["amount_capturable"] if amount_to_capture is None else amount_to_capture
+            if amount > intent["amount_capturable"]:
+                raise s.error(
+                    InvalidRequest,
+                    f"The amount to capture ({amount}) is greater than the amount capturable "
+                    f"({intent['amount_capturable']}).",
+                    code="amount_too_large",
+                    param="amount_to_capture",
+                )
+            fee = intent["application_fee_amount"]
+            if application_fee_amount is not None:
+                if intent["transfer_data"] is None:
+                    raise s.error(
+                        InvalidRequest,
+                        "Can only apply an application_fee_amount to a destination payment "
+                        "(using `transfer_data[destination]`).",
+                        param="application_fee_amount",
+                    )
+                fee = application_fee_amount
+            if fee is not None and fee > amount:
+                raise s.error(
+                    InvalidRequest,
+                    "application_fee_amount cannot be greater than the amount captured.",
+                    param="application_fee_amount",
+                )
+            charge = s.charges[intent["latest_charge"]]
+            if intent["transfer_data"] is not None:
+                destination = s.account(intent["transfer_data"]["destination"], "destination")
+                check_transfers_capability(self.store, destination, "transfer_data[destination]")
+            intent["application_fee_amount"] = fee
+            capture(self.store, intent, charge, amount, manual=True)
+            return intent
+
+        response = s.execute_idempotent("capture_payment_intent", params, idempotency_key, action)
+        return PaymentIntentSnapshot.from_dict(response)
+
+    def cancel_payment_intent(
+        self,
+        payment_intent_id: str,
+        *,
+        idempotency_key: str,
+        cancellation_reason: CancellationReason | None = None,
+    ) -> PaymentIntentSnapshot:
+        _require_id(payment_intent_id, "payment_intent_id")
+        s = self.store
+        params = {
+            "payment_intent_id": payment_intent_id,
+            "cancellation_reason": cancellation_reason,
+        }
+
+        def validate() -> None:
+            if cancellation_reason is not None and cancellation_reason not in _CANCELLATION_REASONS:
+                raise s.error(
+                    InvalidRequest,
+                    f"Invalid cancellation_reason: {cancellation_reason!r}",
+                    param="cancellation_reason",
+                )
+
+        def action() -> JSON:
+            intent = s.get(s.payment_intents, "payment_intent", payment_intent_id, "intent")
+            if intent["status"] not in _CANCELABLE:
+                raise unexpected_state(self.store, intent, "canceled", _CANCELABLE)
+            # The authorisation (if any) is released; since API 2025-03-31.basil
+            # this creates no refund and leaves the charge's refund fields alone.
+            intent.update(
+                status="canceled",
+                canceled_at=s.now(),
+                cancellation_reason=cancellation_reason,
+                amount_capturable=0,
+                next_action=None,
+            )
+            s._pending_cards.pop(intent["id"], None)
+            s.emit("payment_intent.canceled", intent)
+            return intent
+
+        response = s.execute_idempotent(
+            "cancel_payment_intent", params, idempotency_key, action, validate=validate
+        )
+        return PaymentIntentSnapshot.from_dict(response)
+
+    def retrieve_charge(
+        self, charge_id: str, *, stripe_account: str | None = None
+    ) -> ChargeSnapshot:
+        _require_id(charge_id, "charge_id")
+        if stripe_account is not None:
+            _require_id(stripe_account, "stripe_account")
+        s = self.store
+
+        def action() -> JSON:
+            if stripe_account is None:
+                return s.get(s.charges, "charge", charge_id, "charge")
+            s.account(stripe_account)
+            charge = s.charges.get(charge_id)
+            if charge is None or s._owners.get(charge_id) != stripe_account:
+                raise s.missing("charge", charge_id, "charge")
+            return charge
+
+        params = {"charge_id": charge_id, "stripe_account": stripe_account}
+        return ChargeSnapshot.from_dict(s.execute("retrieve_charge", params, action))
+
+    def retrieve_dispute(self, dispute_id: str) -> DisputeSnapshot:
+        _require_id(dispute_id, "dispute_id")
+        s = self.store
+        response = s.execute(
+            "retrieve_dispute",
+            {"dispute_id": dispute_id},
+            lambda: s.get(s.disputes, "dispute", dispute_id, "dispute"),
+        )
+        return DisputeSnapshot.from_dict(response)
