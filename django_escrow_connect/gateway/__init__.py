@@ -20,11 +20,11 @@ from .base import PaymentGateway
 from .basegateway import BaseGateway
 from .instrumented import instrumented
 from .types import (
+    AccountBusinessType,
     AccountLinkResult,
     AccountLinkType,
     AccountSessionResult,
     AccountSnapshot,
-    BusinessType,
     CancellationReason,
     CaptureMethod,
     ChargeSnapshot,
@@ -39,12 +39,12 @@ from .types import (
 )
 
 __all__ = [
+    "AccountBusinessType",
     "AccountLinkResult",
     "AccountLinkType",
     "AccountSessionResult",
     "AccountSnapshot",
     "BaseGateway",
-    "BusinessType",
     "CancellationReason",
     "CaptureMethod",
     "ChargeSnapshot",

@@ -22,11 +22,11 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from .types import (
+    AccountBusinessType,
     AccountLinkResult,
     AccountLinkType,
     AccountSessionResult,
     AccountSnapshot,
-    BusinessType,
     CancellationReason,
     CaptureMethod,
     ChargeSnapshot,
@@ -55,7 +55,7 @@ class PaymentGateway(Protocol):
         idempotency_key: str,
         country: str,
         email: str | None,
-        business_type: BusinessType | None,
+        business_type: AccountBusinessType | None,
         metadata: Mapping[str, str],
         capabilities: Sequence[str] = ("transfers", "card_payments"),
         service_agreement: ServiceAgreement | None = None,

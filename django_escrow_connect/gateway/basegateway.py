@@ -36,11 +36,11 @@ from .arguments import (
 )
 from .signing import signature_matches, verify_webhook_payload
 from .types import (
+    AccountBusinessType,
     AccountLinkResult,
     AccountLinkType,
     AccountSessionResult,
     AccountSnapshot,
-    BusinessType,
     CancellationReason,
     CaptureMethod,
     ChargeSnapshot,
@@ -81,7 +81,7 @@ class BaseGateway:
         idempotency_key: str,
         country: str,
         email: str | None,
-        business_type: BusinessType | None,
+        business_type: AccountBusinessType | None,
         metadata: Mapping[str, str],
         capabilities: Sequence[str] = ("transfers", "card_payments"),
         service_agreement: ServiceAgreement | None = None,
@@ -105,7 +105,7 @@ class BaseGateway:
         idempotency_key: str,
         country: str,
         email: str | None,
-        business_type: BusinessType | None,
+        business_type: AccountBusinessType | None,
         metadata: Mapping[str, str],
         capabilities: tuple[str, ...],
         service_agreement: ServiceAgreement | None,

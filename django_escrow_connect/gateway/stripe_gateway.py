@@ -41,11 +41,11 @@ from . import signing
 from .basegateway import BaseGateway
 from .signing import sign_webhook_payload
 from .types import (
+    AccountBusinessType,
     AccountLinkResult,
     AccountLinkType,
     AccountSessionResult,
     AccountSnapshot,
-    BusinessType,
     CancellationReason,
     CaptureMethod,
     ChargeSnapshot,
@@ -185,7 +185,7 @@ class StripeGateway(BaseGateway):
         idempotency_key: str,
         country: str,
         email: str | None,
-        business_type: BusinessType | None,
+        business_type: AccountBusinessType | None,
         metadata: Mapping[str, str],
         capabilities: tuple[str, ...],
         service_agreement: ServiceAgreement | None,

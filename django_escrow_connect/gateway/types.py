@@ -15,17 +15,18 @@ This module must not import ``stripe``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 __all__ = [
+    "AccountBusinessType",
     "AccountLinkResult",
     "AccountLinkType",
     "AccountSessionResult",
     "AccountSnapshot",
-    "BusinessType",
     "CancellationReason",
     "CaptureMethod",
     "ChargeSnapshot",
@@ -40,7 +41,9 @@ __all__ = [
     "TransferSnapshot",
 ]
 
-BusinessType = Literal["individual", "company"]
+#: Stripe's ``business_type`` values the package creates accounts with; the stored
+#: column uses :class:`django_escrow_connect.states.BusinessType` (same values).
+AccountBusinessType = Literal["individual", "company"]
 AccountLinkType = Literal["account_onboarding", "account_update"]
 CaptureMethod = Literal["automatic", "automatic_async", "manual"]
 CancellationReason = Literal["abandoned", "duplicate", "fraudulent", "requested_by_customer"]
@@ -495,3 +498,16 @@ class PayoutSnapshot:
             failure_code=_opt_str(d.get("failure_code")),
             failure_message=_opt_str(d.get("failure_message")),
         )
+
+
+def __getattr__(name: str) -> Any:
+    """``BusinessType`` (before 0.2) still works, with a ``DeprecationWarning`` (removed in 0.3)."""
+    if name == "BusinessType":
+        warnings.warn(
+            "django_escrow_connect.gateway.types.BusinessType is deprecated; use "
+            "AccountBusinessType (states.BusinessType is the stored column's choices)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return AccountBusinessType
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

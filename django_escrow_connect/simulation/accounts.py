@@ -14,11 +14,11 @@ from ..gateway.arguments import require_capabilities as _require_capabilities
 from ..gateway.arguments import require_id as _require_id
 from ..gateway.arguments import require_service_agreement as _require_service_agreement
 from ..gateway.types import (
+    AccountBusinessType,
     AccountLinkResult,
     AccountLinkType,
     AccountSessionResult,
     AccountSnapshot,
-    BusinessType,
     LoginLinkResult,
     ServiceAgreement,
 )
@@ -59,7 +59,7 @@ class SimulatedAccounts:
         idempotency_key: str,
         country: str,
         email: str | None,
-        business_type: BusinessType | None,
+        business_type: AccountBusinessType | None,
         metadata: Mapping[str, str],
         capabilities: Sequence[str] = ("transfers", "card_payments"),
         service_agreement: ServiceAgreement | None = None,

@@ -37,3 +37,15 @@ def test_the_old_stripe_gateway_module_warns_and_gives_the_same_class():
     with pytest.warns(DeprecationWarning, match="stripe_gateway"):
         old = importlib.import_module("django_escrow_connect.gateway.stripe")
     assert old.StripeGateway is StripeGateway
+
+
+def test_the_gateway_business_type_has_one_name_and_the_stored_values():
+    import typing
+
+    from django_escrow_connect.gateway.types import AccountBusinessType
+    from django_escrow_connect.states import BusinessType
+
+    assert set(typing.get_args(AccountBusinessType)) == set(BusinessType.values)
+    mod = importlib.import_module("django_escrow_connect.gateway.types")
+    with pytest.warns(DeprecationWarning, match="AccountBusinessType"):
+        assert mod.BusinessType is AccountBusinessType
