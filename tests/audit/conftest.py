@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from tests.payments.conftest import STRATEGIES, Marketplace, configure, market  # noqa: F401
-from tests.reliability.conftest import stripe  # noqa: F401
+from tests.reliability.conftest import sim_stripe  # noqa: F401
 
 
 @pytest.fixture(params=STRATEGIES)
-def strategy(request: pytest.FixtureRequest, settings: Any, stripe: Any) -> str:  # noqa: F811
+def strategy(request: pytest.FixtureRequest, settings: Any, sim_stripe: Any) -> str:  # noqa: F811
     """Run the test once per escrow strategy."""
     configure(settings, ESCROW_STRATEGY=request.param)
     return str(request.param)

@@ -78,11 +78,11 @@ def webhooks_lost(market: Any) -> Iterator[None]:
         simulated.set_event_sink(previous)
 
 
-def charge_id(stripe: Any, payment: Any) -> str:
-    return str(stripe.payment_intents[payment.stripe_payment_intent_id]["latest_charge"])
+def charge_id(sim_stripe: Any, payment: Any) -> str:
+    return str(sim_stripe.payment_intents[payment.stripe_payment_intent_id]["latest_charge"])
 
 
-def outside_transfer(market: Any, stripe: Any, payment: Any, amount: int, key: str) -> str:
+def outside_transfer(market: Any, sim_stripe: Any, payment: Any, amount: int, key: str) -> str:
     """A transfer made at Stripe (dashboard, another process) in the payment's group."""
     with webhooks_lost(market):
         transfer = SimulatedGateway().create_transfer(
@@ -90,7 +90,7 @@ def outside_transfer(market: Any, stripe: Any, payment: Any, amount: int, key: s
             amount=amount,
             currency=payment.currency,
             destination=market.doer_account.stripe_account_id,
-            source_transaction=charge_id(stripe, payment),
+            source_transaction=charge_id(sim_stripe, payment),
             transfer_group=payment.transfer_group,
             metadata={},
         )
@@ -146,7 +146,7 @@ FLOWS: dict[str, Callable[[Any], Any]] = {
 
 
 @pytest.mark.parametrize("flow", FLOWS)
-def test_books_are_clean_after_a_normal_flow(strategy, market, stripe, flow):
+def test_books_are_clean_after_a_normal_flow(strategy, market, sim_stripe, flow):
     if strategy == MANUAL and flow == "partial_refund_then_release":
         pytest.skip("a manual-capture hold can only be voided in full")
     payment = FLOWS[flow](market)
@@ -160,16 +160,18 @@ def test_books_are_clean_after_a_normal_flow(strategy, market, stripe, flow):
     assert result.audited == 1
     assert result.unsettled == []
     # Stripe was really asked.
-    assert stripe.call_count("retrieve_payment_intent") >= 1
-    assert stripe.call_count("list_transfers") >= 1
-    assert stripe.call_count("list_refunds") >= 1
+    assert sim_stripe.call_count("retrieve_payment_intent") >= 1
+    assert sim_stripe.call_count("list_transfers") >= 1
+    assert sim_stripe.call_count("list_refunds") >= 1
     assert payment.stripe_payment_intent_id
 
 
-def test_manual_capture_release_is_checked_against_the_charge_and_its_fee(settings, market, stripe):
+def test_manual_capture_release_is_checked_against_the_charge_and_its_fee(
+    settings, market, sim_stripe
+):
     configure(settings, ESCROW_STRATEGY=MANUAL)
     payment = refund(market, market.released_payment(), 4_000)
-    charge = stripe.charges[charge_id(stripe, payment)]
+    charge = sim_stripe.charges[charge_id(sim_stripe, payment)]
     assert (charge["amount_captured"], charge["application_fee_amount"]) == (10_000, 1_000)
     assert (payment.amount_transferred, payment.amount_reversed) == (9_000, 3_600)
 
@@ -184,12 +186,12 @@ def test_manual_capture_release_is_checked_against_the_charge_and_its_fee(settin
 
 
 def test_a_destination_charge_transfer_of_the_full_amount_is_read_as_stripe_makes_it(
-    settings, market, stripe
+    settings, market, sim_stripe
 ):
     """Stripe transfers a destination charge in full and takes the fee back."""
     configure(settings, ESCROW_STRATEGY=MANUAL)
     payment = market.released_payment()
-    transfer = stripe.transfers[the_transfer(payment).stripe_transfer_id]
+    transfer = sim_stripe.transfers[the_transfer(payment).stripe_transfer_id]
     assert transfer["amount"] == the_transfer(payment).amount == 10_000
     assert payment.amount_transferred == 9_000  # the doer's share
 
@@ -208,9 +210,9 @@ def test_a_destination_charge_transfer_of_the_full_amount_is_read_as_stripe_make
 # --------------------------------------------------------------------------
 
 
-def test_a_transfer_the_app_does_not_know_about(market, stripe):
+def test_a_transfer_the_app_does_not_know_about(market, sim_stripe):
     payment = market.held_payment()
-    transfer_id = outside_transfer(market, stripe, payment, 2_500, "outside-transfer-1")
+    transfer_id = outside_transfer(market, sim_stripe, payment, 2_500, "outside-transfer-1")
 
     status, out, error = run_audit()
 
@@ -222,10 +224,10 @@ def test_a_transfer_the_app_does_not_know_about(market, stripe):
         assert_books_balanced()
 
 
-def test_a_second_transfer_in_the_same_transfer_group(market, stripe):
+def test_a_second_transfer_in_the_same_transfer_group(market, sim_stripe):
     payment = market.released_payment()
     assert payment.amount_transferred == 9_000
-    second = outside_transfer(market, stripe, payment, 500, "outside-transfer-2")
+    second = outside_transfer(market, sim_stripe, payment, 500, "outside-transfer-2")
 
     result = audit_books()
 
@@ -241,7 +243,7 @@ def test_a_second_transfer_in_the_same_transfer_group(market, stripe):
     assert (total.app_amount, total.stripe_amount) == (9_000, 9_500)
 
 
-def test_a_refund_made_outside_the_app_and_never_recorded(market, stripe):
+def test_a_refund_made_outside_the_app_and_never_recorded(market, sim_stripe):
     payment = market.held_payment()
     with webhooks_lost(market):
         outside = SimulatedGateway().create_refund(
@@ -266,7 +268,7 @@ def test_a_refund_made_outside_the_app_and_never_recorded(market, stripe):
     assert unknown["currency"] == "usd"
 
 
-def test_amount_refunded_off_by_one(market, stripe):
+def test_amount_refunded_off_by_one(market, sim_stripe):
     payment = refund(market, market.released_payment(), 3_000)
     assert audit_books().clean
     swappable.load("EscrowPayment").objects.filter(pk=payment.pk).update(amount_refunded=3_001)
@@ -277,15 +279,15 @@ def test_amount_refunded_off_by_one(market, stripe):
     assert f"{payment.pk}: amount_refunded: app 3001, Stripe 3000 usd" in out
 
 
-def test_a_reversal_the_app_recorded_is_missing_at_stripe(market, stripe):
+def test_a_reversal_the_app_recorded_is_missing_at_stripe(market, sim_stripe):
     payment = refund(market, market.released_payment(), 5_000)
     transfer = the_transfer(payment)
     assert (payment.amount_reversed, transfer.amount_reversed) == (4_500, 4_500)
     assert audit_books().clean
     # Stripe has no reversal of this transfer (say, the answer came from a
     # replayed response of another key).
-    with stripe.lock:
-        stripe.transfers[transfer.stripe_transfer_id].update(amount_reversed=0, reversed=False)
+    with sim_stripe.lock:
+        sim_stripe.transfers[transfer.stripe_transfer_id].update(amount_reversed=0, reversed=False)
 
     result = audit_books()
 
@@ -302,7 +304,7 @@ def test_a_reversal_the_app_recorded_is_missing_at_stripe(market, stripe):
     assert (kept.app_amount, kept.stripe_amount) == (4_500, 9_000)
 
 
-def test_a_reversal_made_at_stripe_that_the_app_never_heard_of(market, stripe):
+def test_a_reversal_made_at_stripe_that_the_app_never_heard_of(market, sim_stripe):
     payment = market.released_payment()
     transfer = the_transfer(payment)
     with webhooks_lost(market):
@@ -320,7 +322,7 @@ def test_a_reversal_made_at_stripe_that_the_app_never_heard_of(market, stripe):
     assert (row.app_amount, row.stripe_amount) == (0, 1_000)
 
 
-def test_a_payment_whose_success_webhook_was_lost(market, stripe):
+def test_a_payment_whose_success_webhook_was_lost(market, sim_stripe):
     response = market.create(market.task())
     payment = market.payment(response.json()["payment_id"])
     with webhooks_lost(market):
@@ -337,11 +339,11 @@ def test_a_payment_whose_success_webhook_was_lost(market, stripe):
     assert_books_balanced()
 
 
-def test_a_manual_capture_hold_that_lapsed_at_stripe(settings, market, stripe):
+def test_a_manual_capture_hold_that_lapsed_at_stripe(settings, market, sim_stripe):
     configure(settings, ESCROW_STRATEGY=MANUAL)
     payment = market.held_payment()
     with webhooks_lost(market):
-        stripe.advance_time(8 * 24 * 3600)
+        sim_stripe.advance_time(8 * 24 * 3600)
         SimulatedGateway().retrieve_payment_intent(payment.stripe_payment_intent_id)
 
     result = audit_books()
@@ -351,25 +353,27 @@ def test_a_manual_capture_hold_that_lapsed_at_stripe(settings, market, stripe):
     assert "canceled" in hold.detail
 
 
-def _refund_failed_at_stripe(stripe: Any, payment: Any) -> None:
+def _refund_failed_at_stripe(sim_stripe: Any, payment: Any) -> None:
     refund_id = payment.refunds.get().stripe_refund_id
-    stripe.refunds[refund_id].update(status="failed", failure_reason="expired_or_canceled_card")
+    sim_stripe.refunds[refund_id].update(status="failed", failure_reason="expired_or_canceled_card")
 
 
-def _refund_grew_at_stripe(stripe: Any, payment: Any) -> None:
-    stripe.refunds[payment.refunds.get().stripe_refund_id]["amount"] = 12_000
+def _refund_grew_at_stripe(sim_stripe: Any, payment: Any) -> None:
+    sim_stripe.refunds[payment.refunds.get().stripe_refund_id]["amount"] = 12_000
 
 
-def _transfer_gone_at_stripe(stripe: Any, payment: Any) -> None:
-    del stripe.transfers[the_transfer(payment).stripe_transfer_id]
+def _transfer_gone_at_stripe(sim_stripe: Any, payment: Any) -> None:
+    del sim_stripe.transfers[the_transfer(payment).stripe_transfer_id]
 
 
-def _transfer_elsewhere(stripe: Any, payment: Any) -> None:
-    stripe.transfers[the_transfer(payment).stripe_transfer_id]["destination"] = "acct_elsewhere"
+def _transfer_elsewhere(sim_stripe: Any, payment: Any) -> None:
+    sim_stripe.transfers[the_transfer(payment).stripe_transfer_id]["destination"] = "acct_elsewhere"
 
 
-def _intent_changed(stripe: Any, payment: Any) -> None:
-    stripe.payment_intents[payment.stripe_payment_intent_id].update(amount=12_000, currency="eur")
+def _intent_changed(sim_stripe: Any, payment: Any) -> None:
+    sim_stripe.payment_intents[payment.stripe_payment_intent_id].update(
+        amount=12_000, currency="eur"
+    )
 
 
 #: (what Stripe's books say afterwards, the checks that must report it, with amounts)
@@ -409,12 +413,12 @@ STRIPE_CHANGES: dict[str, tuple[Callable[[Any, Any], None], dict[str, tuple[Any,
 
 
 @pytest.mark.parametrize("change", STRIPE_CHANGES)
-def test_each_check_reports_its_divergence(market, stripe, change):
+def test_each_check_reports_its_divergence(market, sim_stripe, change):
     payment = refund(market, market.released_payment(), 3_000)
     assert audit_books().clean
     alter, expected = STRIPE_CHANGES[change]
-    with stripe.lock:
-        alter(stripe, payment)
+    with sim_stripe.lock:
+        alter(sim_stripe, payment)
 
     result = audit_books()
 
@@ -432,9 +436,9 @@ def test_each_check_reports_its_divergence(market, stripe, change):
 # --------------------------------------------------------------------------
 
 
-def test_a_release_in_flight_is_unsettled_not_divergent(market, stripe):
+def test_a_release_in_flight_is_unsettled_not_divergent(market, sim_stripe):
     payment = market.held_payment()
-    stripe.fail_next(
+    sim_stripe.fail_next(
         "create_transfer", TemporarilyUnavailable("Read timed out."), after_effect=True
     )
     with webhooks_lost(market):  # the transfer.created webhook would finish it
@@ -460,9 +464,9 @@ def test_a_release_in_flight_is_unsettled_not_divergent(market, stripe):
     assert assert_books_balanced().unsettled == []
 
 
-def test_a_refund_in_flight_is_unsettled(market, stripe):
+def test_a_refund_in_flight_is_unsettled(market, sim_stripe):
     payment = market.held_payment()
-    stripe.fail_next("create_refund", TemporarilyUnavailable("Read timed out."))
+    sim_stripe.fail_next("create_refund", TemporarilyUnavailable("Read timed out."))
     response = market.post(market.doer, "payment-refund", {}, payment_id=payment.pk)
     assert response.status_code == 503
 
@@ -474,11 +478,13 @@ def test_a_refund_in_flight_is_unsettled(market, stripe):
     assert "refund" in unsettled.reason
 
 
-def test_the_audit_as_an_oracle_after_a_lost_refund_answer(strategy, market, stripe):
+def test_the_audit_as_an_oracle_after_a_lost_refund_answer(strategy, market, sim_stripe):
     """Stripe refunded after release, the answer and the webhook were lost:
     unsettled, then clean once reconciled."""
     payment = market.released_payment()
-    stripe.fail_next("create_refund", TemporarilyUnavailable("Read timed out."), after_effect=True)
+    sim_stripe.fail_next(
+        "create_refund", TemporarilyUnavailable("Read timed out."), after_effect=True
+    )
     with webhooks_lost(market):  # refund.created would settle it at once
         response = market.post(
             market.staff, "payment-refund", {"amount": 4_000}, payment_id=payment.pk
@@ -498,16 +504,16 @@ def test_the_audit_as_an_oracle_after_a_lost_refund_answer(strategy, market, str
     assert assert_books_balanced().audited == 1
 
 
-def test_an_impossible_state_is_a_divergence_even_while_unsettled(market, stripe):
+def test_an_impossible_state_is_a_divergence_even_while_unsettled(market, sim_stripe):
     payment = market.held_payment()
-    stripe.fail_next(
+    sim_stripe.fail_next(
         "create_transfer", TemporarilyUnavailable("Read timed out."), after_effect=True
     )
     with webhooks_lost(market):
         market.post(market.customer, "payment-confirm", payment_id=payment.pk)
     payment = market.payment(payment.pk)
     assert payment.status == "releasing"
-    outside_transfer(market, stripe, payment, 500, "outside-transfer-3")
+    outside_transfer(market, sim_stripe, payment, 500, "outside-transfer-3")
 
     status, out, _ = run_audit()
 
@@ -524,7 +530,7 @@ def test_an_impossible_state_is_a_divergence_even_while_unsettled(market, stripe
 # --------------------------------------------------------------------------
 
 
-def test_payment_id_limits_the_audit_to_one_payment(market, stripe):
+def test_payment_id_limits_the_audit_to_one_payment(market, sim_stripe):
     clean = market.released_payment()
     broken = market.released_payment(to_org=True)
     swappable.load("EscrowPayment").objects.filter(pk=broken.pk).update(amount_refunded=1)
@@ -537,7 +543,7 @@ def test_payment_id_limits_the_audit_to_one_payment(market, stripe):
     assert run_audit("--payment-id", "nope")[0] == 1  # CommandError: not a payment id
 
 
-def test_since_and_limit_select_the_payments(market, stripe):
+def test_since_and_limit_select_the_payments(market, sim_stripe):
     market.released_payment()
     market.released_payment(to_org=True)
 
@@ -547,20 +553,20 @@ def test_since_and_limit_select_the_payments(market, stripe):
     assert json.loads(run_audit("--json", "--limit", "1")[1])["audited"] == 1
 
 
-def test_payments_that_never_reached_stripe_are_skipped(market, stripe):
+def test_payments_that_never_reached_stripe_are_skipped(market, sim_stripe):
     payment = market.held_payment()
     swappable.load("EscrowPayment").objects.filter(pk=payment.pk).update(
         stripe_payment_intent_id=""
     )
-    calls = stripe.call_count()
+    calls = sim_stripe.call_count()
 
     result = audit_books()
 
     assert (result.audited, result.skipped, result.clean) == (0, 1, True)
-    assert stripe.call_count() == calls
+    assert sim_stripe.call_count() == calls
 
 
-def test_json_output_shape(market, stripe):
+def test_json_output_shape(market, sim_stripe):
     payment = market.released_payment()
     swappable.load("EscrowPayment").objects.filter(pk=payment.pk).update(amount_refunded=7)
 
@@ -584,9 +590,9 @@ def test_json_output_shape(market, stripe):
     assert report["unsettled"] == report["errors"] == []
 
 
-def test_stripe_unreachable_exits_2_and_names_the_payment(market, stripe):
+def test_stripe_unreachable_exits_2_and_names_the_payment(market, sim_stripe):
     payment = market.held_payment()
-    stripe.fail_next("list_transfers", TemporarilyUnavailable("Service unavailable."))
+    sim_stripe.fail_next("list_transfers", TemporarilyUnavailable("Service unavailable."))
 
     status, out, error = run_audit()
 
@@ -595,7 +601,7 @@ def test_stripe_unreachable_exits_2_and_names_the_payment(market, stripe):
     assert f"{payment.pk}: Service unavailable." in out
 
 
-def test_queries_do_not_grow_with_the_number_of_payments(market, stripe):
+def test_queries_do_not_grow_with_the_number_of_payments(market, sim_stripe):
     refund(market, market.released_payment(), 1_000)
     with CaptureQueriesContext(connection) as one:
         assert audit_books().audited == 1
@@ -611,7 +617,7 @@ def test_queries_do_not_grow_with_the_number_of_payments(market, stripe):
     assert len(batched) <= 1 + 2 * 5
 
 
-def test_the_task_returns_the_result_as_json_data(market, stripe):
+def test_the_task_returns_the_result_as_json_data(market, sim_stripe):
     from django_escrow_connect.services.audit_tasks import audit_books_task
 
     payment = market.released_payment()

@@ -43,7 +43,7 @@ def stripe_events() -> Iterator[EventCollector]:
 
 
 @pytest.fixture
-def stripe(settings: Any, stripe_events: EventCollector) -> Iterator[simulated.SimulatedStripe]:
+def sim_stripe(settings: Any, stripe_events: EventCollector) -> Iterator[simulated.SimulatedStripe]:
     """The simulated Stripe, empty, configured as the package's gateway."""
     configure(settings)
     simulated.reset()
@@ -52,7 +52,7 @@ def stripe(settings: Any, stripe_events: EventCollector) -> Iterator[simulated.S
 
 
 @pytest.fixture
-def seller(stripe: Any) -> SimulatedGateway:
+def seller(sim_stripe: Any) -> SimulatedGateway:
     """The simulated Stripe's side of things: finish onboarding, deauthorize..."""
     return SimulatedGateway()
 
@@ -77,8 +77,8 @@ def accounts() -> Any:
     return swappable.load("ConnectedAccount")._default_manager
 
 
-def calls(stripe: Any) -> list[str]:
-    return [name for name, _ in stripe.calls]
+def calls(sim_stripe: Any) -> list[str]:
+    return [name for name, _ in sim_stripe.calls]
 
 
 @dataclass

@@ -30,7 +30,7 @@ def owner_details(owner: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def hook(settings: Any, stripe: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def hook(settings: Any, sim_stripe: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     configure(settings, ACCOUNT_OWNER_DETAILS=HOOK)
     extra: dict[str, Any] = {}
     monkeypatch.setattr(f"{__name__}.EXTRA", extra)
@@ -55,17 +55,19 @@ def agreement(account: dict[str, Any]) -> str:
     return account["tos_acceptance"]["service_agreement"]
 
 
-def test_separate_charges_and_transfers_requests_transfers_under_recipient(stripe, people):
+def test_separate_charges_and_transfers_requests_transfers_under_recipient(sim_stripe, people):
     account = open_account(people.owner)
 
     assert account["capabilities"] == {"transfers": "inactive"}
     assert agreement(account) == "recipient"
-    _, create = stripe.calls[calls(stripe).index("create_account")]
+    _, create = sim_stripe.calls[calls(sim_stripe).index("create_account")]
     assert create["capabilities"] == ["transfers"]
     assert create["service_agreement"] == "recipient"
 
 
-def test_manual_capture_requests_card_payments_and_transfers_under_full(stripe, people, settings):
+def test_manual_capture_requests_card_payments_and_transfers_under_full(
+    sim_stripe, people, settings
+):
     configure(settings, ESCROW_STRATEGY="manual_capture")
 
     account = open_account(people.owner)
@@ -74,7 +76,7 @@ def test_manual_capture_requests_card_payments_and_transfers_under_full(stripe, 
     assert agreement(account) == "full"
 
 
-def test_a_recipient_account_is_ready_with_transfers_alone(stripe, seller, people):
+def test_a_recipient_account_is_ready_with_transfers_alone(sim_stripe, seller, people):
     account = open_account(people.owner)
     seller.complete_onboarding(account["id"])
 
@@ -121,7 +123,7 @@ class TestOwnerDetailsHook:
             {"service_agreement": "recipient", "capabilities": ["transfers", "card_payments"]},
         ],
     )
-    def test_values_stripe_would_refuse_create_nothing(self, hook, people, stripe, extra):
+    def test_values_stripe_would_refuse_create_nothing(self, hook, people, sim_stripe, extra):
         hook.update(extra)
 
         with pytest.raises(ImproperlyConfigured, match="ACCOUNT_OWNER_DETAILS"):
@@ -130,14 +132,14 @@ class TestOwnerDetailsHook:
             )
 
         assert not accounts().filter(owner_user=people.owner).exists()
-        assert stripe.accounts == {}
+        assert sim_stripe.accounts == {}
 
     @pytest.mark.parametrize(
         "extra",
         [{"service_agreement": "recipient"}, {"capabilities": ["transfers"]}],
     )
     def test_on_behalf_of_needs_a_full_account_with_card_payments(
-        self, hook, people, stripe, settings, extra
+        self, hook, people, sim_stripe, settings, extra
     ):
         configure(settings, ESCROW_STRATEGY="manual_capture", DESTINATION_ON_BEHALF_OF=True)
         hook.update(extra)
@@ -147,4 +149,4 @@ class TestOwnerDetailsHook:
                 url("stripe-onboarding-link"), {"account_type": "individual"}, format="json"
             )
 
-        assert stripe.accounts == {}
+        assert sim_stripe.accounts == {}

@@ -38,15 +38,15 @@ def open_account(user: Any, **body: Any) -> Any:
     return response
 
 
-def test_no_account_yet_is_404_no_account(stripe, people):
+def test_no_account_yet_is_404_no_account(sim_stripe, people):
     response = get_status(people.owner)
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "no_account"
 
 
-def test_an_account_not_created_at_stripe_yet_is_no_account(stripe, people):
-    stripe.fail_next("create_account", TemporarilyUnavailable("timeout"))
+def test_an_account_not_created_at_stripe_yet_is_no_account(sim_stripe, people):
+    sim_stripe.fail_next("create_account", TemporarilyUnavailable("timeout"))
     client_for(people.owner).post(
         url("stripe-onboarding-link"), {"account_type": "individual"}, format="json"
     )
@@ -57,7 +57,7 @@ def test_an_account_not_created_at_stripe_yet_is_no_account(stripe, people):
     assert response.json()["error"]["code"] == "no_account"
 
 
-def test_a_new_account_is_pending_verification(stripe, people):
+def test_a_new_account_is_pending_verification(sim_stripe, people):
     open_account(people.owner)
     account = accounts().get(owner_user=people.owner)
 
@@ -77,18 +77,18 @@ def test_a_new_account_is_pending_verification(stripe, people):
     assert body["capabilities"] == {"transfers": "inactive", "card_payments": None}
 
 
-def test_status_is_read_from_the_row_unless_refresh_is_asked(stripe, seller, people):
+def test_status_is_read_from_the_row_unless_refresh_is_asked(sim_stripe, seller, people):
     open_account(people.owner)
     account = accounts().get(owner_user=people.owner)
     seller.complete_onboarding(account.stripe_account_id)
 
     stored = get_status(people.owner).json()
     assert stored["status"] == "pending_verification"
-    assert "retrieve_account" not in calls(stripe)
+    assert "retrieve_account" not in calls(sim_stripe)
 
     fresh = get_status(people.owner, refresh=1).json()
 
-    assert stripe.call_count("retrieve_account") == 1
+    assert sim_stripe.call_count("retrieve_account") == 1
     assert fresh["status"] == "verified"
     assert fresh["is_verified"] is fresh["can_transfer"] is True
     assert fresh["details_submitted"] is True
@@ -99,7 +99,7 @@ def test_status_is_read_from_the_row_unless_refresh_is_asked(stripe, seller, peo
     assert get_status(people.owner).json() == fresh
 
 
-def test_restricted_account_reports_the_reason(stripe, seller, people):
+def test_restricted_account_reports_the_reason(sim_stripe, seller, people):
     open_account(people.owner)
     account = accounts().get(owner_user=people.owner)
     seller.complete_onboarding(account.stripe_account_id)
@@ -113,9 +113,9 @@ def test_restricted_account_reports_the_reason(stripe, seller, people):
     assert body["can_transfer"] is False
 
 
-def test_refresh_while_stripe_is_down_is_503(stripe, people):
+def test_refresh_while_stripe_is_down_is_503(sim_stripe, people):
     open_account(people.owner)
-    stripe.fail_next("retrieve_account", TemporarilyUnavailable("timeout"))
+    sim_stripe.fail_next("retrieve_account", TemporarilyUnavailable("timeout"))
 
     response = get_status(people.owner, refresh=1)
 
@@ -123,7 +123,7 @@ def test_refresh_while_stripe_is_down_is_503(stripe, people):
     assert response.json()["error"]["code"] == "provider_unavailable"
 
 
-def test_bad_refresh_value_is_400(stripe, people):
+def test_bad_refresh_value_is_400(sim_stripe, people):
     open_account(people.owner)
 
     response = get_status(people.owner, refresh="maybe")
@@ -133,13 +133,13 @@ def test_bad_refresh_value_is_400(stripe, people):
 
 
 class TestRoles:
-    def test_owner_sees_only_their_own_account(self, stripe, people):
+    def test_owner_sees_only_their_own_account(self, sim_stripe, people):
         open_account(people.owner)
 
         assert get_status(people.owner).status_code == 200
         assert get_status(people.stranger).json()["error"]["code"] == "no_account"
 
-    def test_admin_sees_the_organization_account(self, stripe, people):
+    def test_admin_sees_the_organization_account(self, sim_stripe, people):
         org_id = str(people.organization.pk)
         open_account(people.admin, account_type="company", organization_id=org_id)
 
@@ -150,7 +150,7 @@ class TestRoles:
         assert response.json()["account_id"] == account.stripe_account_id
 
     @pytest.mark.parametrize("who", ["member", "stranger", "owner"])
-    def test_non_admins_get_404(self, stripe, people, who):
+    def test_non_admins_get_404(self, sim_stripe, people, who):
         org_id = str(people.organization.pk)
         open_account(people.admin, account_type="company", organization_id=org_id)
 
@@ -158,16 +158,16 @@ class TestRoles:
 
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "organization_not_found"
-        assert "retrieve_account" not in calls(stripe)
+        assert "retrieve_account" not in calls(sim_stripe)
 
     @pytest.mark.parametrize("organization_id", ["nope", "0", "2.5"])
-    def test_unknown_organization_is_404(self, stripe, people, organization_id):
+    def test_unknown_organization_is_404(self, sim_stripe, people, organization_id):
         response = get_status(people.admin, organization_id=organization_id)
 
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "organization_not_found"
 
-    def test_anonymous_is_refused(self, stripe):
+    def test_anonymous_is_refused(self, sim_stripe):
         response = get_status(None)
 
         assert response.status_code in (401, 403)

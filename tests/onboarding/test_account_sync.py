@@ -261,12 +261,14 @@ class TestDeauthorization:
 
         assert reload(account).status == "verified"
 
-    def test_refresh_of_a_deauthorized_account_does_not_call_stripe(self, stripe, account, apply):
+    def test_refresh_of_a_deauthorized_account_does_not_call_stripe(
+        self, sim_stripe, account, apply
+    ):
         services.deauthorize_account(ACCOUNT_ID)
 
         services.refresh_account(reload(account))
 
-        assert stripe.calls == []
+        assert sim_stripe.calls == []
 
     def test_unknown_account_is_none(self, db):
         assert services.deauthorize_account("acct_unknown") is None
@@ -293,7 +295,7 @@ class TestEventsAgainstAFetch:
     account once more instead of guessing."""
 
     @pytest.fixture
-    def fetched(self, stripe, seller, people, monkeypatch):
+    def fetched(self, sim_stripe, seller, people, monkeypatch):
         """An onboarded account, read from Stripe at T0 + 0.4 s (package clock)."""
         response = client_for(people.owner).post(
             url("stripe-onboarding-link"), {"account_type": "individual"}, format="json"
@@ -310,37 +312,39 @@ class TestEventsAgainstAFetch:
     def pending(self, account):
         return AccountSnapshot(id=account.stripe_account_id, **NEW)
 
-    def test_an_event_of_the_fetch_second_is_checked_with_stripe(self, stripe, fetched):
-        before = len(stripe.calls)
+    def test_an_event_of_the_fetch_second_is_checked_with_stripe(self, sim_stripe, fetched):
+        before = len(sim_stripe.calls)
 
         services.apply_account_snapshot(self.pending(fetched), as_of=T0)
 
-        assert calls(stripe)[before:] == ["retrieve_account"]
+        assert calls(sim_stripe)[before:] == ["retrieve_account"]
         assert reload(fetched).status == "verified"
 
-    def test_a_capability_event_of_the_fetch_second_is_checked_with_stripe(self, stripe, fetched):
-        before = len(stripe.calls)
+    def test_a_capability_event_of_the_fetch_second_is_checked_with_stripe(
+        self, sim_stripe, fetched
+    ):
+        before = len(sim_stripe.calls)
 
         services.apply_capability(fetched.stripe_account_id, "transfers", "inactive", T0)
 
-        assert calls(stripe)[before:] == ["retrieve_account"]
+        assert calls(sim_stripe)[before:] == ["retrieve_account"]
         assert reload(fetched).capabilities["transfers"] == "active"
 
-    def test_an_event_clearly_older_than_the_fetch_is_ignored(self, stripe, fetched):
-        before = len(stripe.calls)
+    def test_an_event_clearly_older_than_the_fetch_is_ignored(self, sim_stripe, fetched):
+        before = len(sim_stripe.calls)
 
         services.apply_account_snapshot(self.pending(fetched), as_of=T0 - timedelta(minutes=1))
 
-        assert stripe.calls[before:] == []
+        assert sim_stripe.calls[before:] == []
         assert reload(fetched).status == "verified"
 
-    def test_an_event_clearly_newer_than_the_fetch_is_applied(self, stripe, fetched):
-        before = len(stripe.calls)
+    def test_an_event_clearly_newer_than_the_fetch_is_applied(self, sim_stripe, fetched):
+        before = len(sim_stripe.calls)
         later = T0 + timedelta(minutes=1)
 
         services.apply_account_snapshot(self.pending(fetched), as_of=later)
 
-        assert stripe.calls[before:] == []
+        assert sim_stripe.calls[before:] == []
         row = reload(fetched)
         assert row.status == "pending_verification"
         assert row.synced_at == later

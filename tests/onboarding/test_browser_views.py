@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def package_pages(settings: Any, stripe: Any) -> None:
+def package_pages(settings: Any, sim_stripe: Any) -> None:
     """No host URLs configured: the package's own pages are used."""
     configure(settings, ONBOARDING_REFRESH_URL="", ONBOARDING_RETURN_URL="")
 
@@ -29,10 +29,10 @@ def open_account(user: Any, **body: Any) -> Any:
 
 
 class TestRefresh:
-    def test_mints_a_new_link_and_redirects_to_it(self, stripe, people):
+    def test_mints_a_new_link_and_redirects_to_it(self, sim_stripe, people):
         open_account(people.owner)
         account = accounts().get(owner_user=people.owner)
-        links_before = stripe.call_count("create_account_link")
+        links_before = sim_stripe.call_count("create_account_link")
 
         first = client_for(people.owner).get(url("stripe-onboarding-refresh"))
         second = client_for(people.owner).get(url("stripe-onboarding-refresh"))
@@ -40,13 +40,13 @@ class TestRefresh:
         assert first.status_code == second.status_code == 302
         assert account.stripe_account_id in first["Location"]
         assert first["Cache-Control"] == "no-store"
-        assert stripe.call_count("create_account_link") == links_before + 2
-        assert stripe.call_count("create_account") == 1
-        _, link = stripe.calls[-1]
+        assert sim_stripe.call_count("create_account_link") == links_before + 2
+        assert sim_stripe.call_count("create_account") == 1
+        _, link = sim_stripe.calls[-1]
         assert link["refresh_url"] == "http://testserver/escrow/stripe/onboarding/refresh/"
         assert link["return_url"] == "http://testserver/escrow/stripe/onboarding/return/"
 
-    def test_organization_link_for_its_admin(self, stripe, people):
+    def test_organization_link_for_its_admin(self, sim_stripe, people):
         org_id = str(people.organization.pk)
         open_account(people.admin, account_type="company", organization_id=org_id)
         account = accounts().get(owner_organization=people.organization)
@@ -57,20 +57,20 @@ class TestRefresh:
 
         assert response.status_code == 302
         assert account.stripe_account_id in response["Location"]
-        assert stripe.calls[-1][1]["refresh_url"].endswith(f"?organization_id={org_id}")
+        assert sim_stripe.calls[-1][1]["refresh_url"].endswith(f"?organization_id={org_id}")
 
-    def test_login_required(self, stripe):
+    def test_login_required(self, sim_stripe):
         response = client_for(None).get(url("stripe-onboarding-refresh"))
 
         assert response.status_code == 302
         assert response["Location"].startswith(django_settings.LOGIN_URL)
-        assert stripe.calls == []
+        assert sim_stripe.calls == []
 
     @pytest.mark.parametrize("who", ["member", "stranger"])
-    def test_non_admins_get_a_404_page(self, stripe, people, who):
+    def test_non_admins_get_a_404_page(self, sim_stripe, people, who):
         org_id = str(people.organization.pk)
         open_account(people.admin, account_type="company", organization_id=org_id)
-        before = len(stripe.calls)
+        before = len(sim_stripe.calls)
 
         response = client_for(getattr(people, who)).get(
             url("stripe-onboarding-refresh", organization_id=org_id)
@@ -78,18 +78,18 @@ class TestRefresh:
 
         assert response.status_code == 404
         assert b'data-code="organization_not_found"' in response.content
-        assert len(stripe.calls) == before
+        assert len(sim_stripe.calls) == before
 
-    def test_no_account_is_a_404_page(self, stripe, people):
+    def test_no_account_is_a_404_page(self, sim_stripe, people):
         response = client_for(people.owner).get(url("stripe-onboarding-refresh"))
 
         assert response.status_code == 404
         assert b'data-code="no_account"' in response.content
-        assert stripe.calls == []
+        assert sim_stripe.calls == []
 
-    def test_stripe_down_is_a_503_page(self, stripe, people):
+    def test_stripe_down_is_a_503_page(self, sim_stripe, people):
         open_account(people.owner)
-        stripe.fail_next("create_account_link", TemporarilyUnavailable("timeout"))
+        sim_stripe.fail_next("create_account_link", TemporarilyUnavailable("timeout"))
 
         response = client_for(people.owner).get(url("stripe-onboarding-refresh"))
 
@@ -98,7 +98,7 @@ class TestRefresh:
 
 
 class TestReturn:
-    def test_shows_the_fresh_status(self, stripe, seller, people):
+    def test_shows_the_fresh_status(self, sim_stripe, seller, people):
         open_account(people.owner)
         account = accounts().get(owner_user=people.owner)
         seller.complete_onboarding(account.stripe_account_id)
@@ -110,7 +110,7 @@ class TestReturn:
         assert b"Continue onboarding" not in response.content
         assert accounts().get(pk=account.pk).status == "verified"
 
-    def test_unfinished_onboarding_offers_to_continue(self, stripe, people):
+    def test_unfinished_onboarding_offers_to_continue(self, sim_stripe, people):
         open_account(people.owner)
 
         response = client_for(people.owner).get(url("stripe-onboarding-return"))
@@ -119,9 +119,9 @@ class TestReturn:
         assert b'data-status="pending_verification"' in response.content
         assert b'href="http://testserver/escrow/stripe/onboarding/refresh/"' in response.content
 
-    def test_stripe_down_shows_the_stored_status(self, stripe, people):
+    def test_stripe_down_shows_the_stored_status(self, sim_stripe, people):
         open_account(people.owner)
-        stripe.fail_next("retrieve_account", TemporarilyUnavailable("timeout"))
+        sim_stripe.fail_next("retrieve_account", TemporarilyUnavailable("timeout"))
 
         response = client_for(people.owner).get(url("stripe-onboarding-return"))
 
@@ -129,7 +129,7 @@ class TestReturn:
         assert b'data-status="pending_verification"' in response.content
         assert b"escrow-refresh-failed" in response.content
 
-    def test_organization_status_for_its_admin_only(self, stripe, seller, people):
+    def test_organization_status_for_its_admin_only(self, sim_stripe, seller, people):
         org_id = str(people.organization.pk)
         open_account(people.admin, account_type="company", organization_id=org_id)
 
@@ -143,8 +143,8 @@ class TestReturn:
         assert admin.status_code == 200
         assert member.status_code == 404
 
-    def test_login_required(self, stripe):
+    def test_login_required(self, sim_stripe):
         response = client_for(None).get(url("stripe-onboarding-return"))
 
         assert response.status_code == 302
-        assert stripe.calls == []
+        assert sim_stripe.calls == []

@@ -42,7 +42,7 @@ def run_at_once(work: Callable[[], Any], n: int = THREADS) -> list[Any]:
     return results
 
 
-def test_simultaneous_onboarding_requests_make_one_account(stripe):
+def test_simultaneous_onboarding_requests_make_one_account(sim_stripe):
     owner = factories.make_user("doer")
 
     def request() -> int:
@@ -55,16 +55,16 @@ def test_simultaneous_onboarding_requests_make_one_account(stripe):
 
     assert statuses == [200] * THREADS
     assert accounts().filter(owner_user=owner).count() == 1
-    assert stripe.call_count("create_account") == 1
-    assert len(stripe.accounts) == 1
+    assert sim_stripe.call_count("create_account") == 1
+    assert len(sim_stripe.accounts) == 1
     account = accounts().get(owner_user=owner)
     linked = {
-        kwargs["account_id"] for name, kwargs in stripe.calls if name == "create_account_link"
+        kwargs["account_id"] for name, kwargs in sim_stripe.calls if name == "create_account_link"
     }
     assert linked == {account.stripe_account_id}
 
 
-def test_simultaneous_organization_admins_make_one_account(stripe):
+def test_simultaneous_organization_admins_make_one_account(sim_stripe):
     admins = tuple(factories.make_user(f"admin{i}") for i in range(THREADS))
     organization = factories.make_organization(admins=admins)
     clients = [client_for(admin) for admin in admins]
@@ -85,10 +85,10 @@ def test_simultaneous_organization_admins_make_one_account(stripe):
 
     assert statuses == [200] * THREADS
     assert accounts().filter(owner_organization=organization).count() == 1
-    assert stripe.call_count("create_account") == 1
+    assert sim_stripe.call_count("create_account") == 1
 
 
-def test_ensure_account_from_many_threads_returns_the_same_account(stripe):
+def test_ensure_account_from_many_threads_returns_the_same_account(sim_stripe):
     owner = factories.make_user("doer")
 
     results = run_at_once(
@@ -97,4 +97,4 @@ def test_ensure_account_from_many_threads_returns_the_same_account(stripe):
 
     assert all(not isinstance(result, Exception) for result in results), results
     assert len(set(results)) == 1
-    assert stripe.call_count("create_account") == 1
+    assert sim_stripe.call_count("create_account") == 1

@@ -19,16 +19,16 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def webhooks(stripe: Any) -> Iterator[None]:
+def webhooks(sim_stripe: Any) -> Iterator[None]:
     """Deliver the simulated Stripe's events to the package's webhook receiver."""
     previous = simulated.set_event_sink(None)
     yield
     simulated.set_event_sink(previous)
-    assert stripe.undelivered == []
+    assert sim_stripe.undelivered == []
 
 
 @pytest.fixture
-def account(stripe: Any, webhooks: None, people: Any) -> Any:
+def account(sim_stripe: Any, webhooks: None, people: Any) -> Any:
     response = client_for(people.owner).post(
         url("stripe-onboarding-link"), {"account_type": "individual"}, format="json"
     )
@@ -65,12 +65,12 @@ def test_onboarding_restriction_and_deauthorization_follow_stripe(
 
 
 def test_a_redelivered_old_event_does_not_roll_the_account_back(
-    account, seller, stripe, django_capture_on_commit_callbacks
+    account, seller, sim_stripe, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
         seller.complete_onboarding(account.stripe_account_id)
-    (verified_event,) = [e for e in stripe.events.values() if e["type"] == "account.updated"]
-    stripe.advance_time(60)
+    (verified_event,) = [e for e in sim_stripe.events.values() if e["type"] == "account.updated"]
+    sim_stripe.advance_time(60)
     with django_capture_on_commit_callbacks(execute=True):
         seller.require_information(account.stripe_account_id)
     assert accounts().get(pk=account.pk).status == "restricted"
@@ -78,29 +78,29 @@ def test_a_redelivered_old_event_does_not_roll_the_account_back(
     # Stripe delivers the older "verified" event again, late: a new event id
     # would be processed, so rebuild it as a distinct, older event.
     late = {**verified_event, "id": verified_event["id"] + "late"}
-    stripe.events[late["id"]] = late
+    sim_stripe.events[late["id"]] = late
     with django_capture_on_commit_callbacks(execute=True):
-        stripe.redeliver(late["id"])
+        sim_stripe.redeliver(late["id"])
 
     assert accounts().get(pk=account.pk).status == "restricted"
 
 
 @pytest.fixture
-def same_second(stripe: Any, monkeypatch: pytest.MonkeyPatch) -> int:
+def same_second(sim_stripe: Any, monkeypatch: pytest.MonkeyPatch) -> int:
     """Stripe's clock stops at a whole second T; the package's reads T + 0.4 s.
 
     A fetch of the account and the events Stripe then creates share the
     second T: whole seconds cannot tell which came first.
     """
-    second = stripe.now()
-    monkeypatch.setattr(type(stripe), "now", lambda self: second)
+    second = sim_stripe.now()
+    monkeypatch.setattr(type(sim_stripe), "now", lambda self: second)
     local = datetime.fromtimestamp(second, tz=dt_timezone.utc) + timedelta(milliseconds=400)
     monkeypatch.setattr(timezone, "now", lambda: local)
     return second
 
 
 def test_onboarding_finished_in_the_second_of_a_dashboard_link_request_is_applied(
-    account, seller, stripe, people, same_second, django_capture_on_commit_callbacks
+    account, seller, sim_stripe, people, same_second, django_capture_on_commit_callbacks
 ):
     # The doer asks for the dashboard just before Stripe finishes onboarding:
     # the account is read from Stripe (still pending) and stamped T + 0.4 s.
@@ -115,6 +115,6 @@ def test_onboarding_finished_in_the_second_of_a_dashboard_link_request_is_applie
     row = accounts().get(pk=account.pk)
     assert row.status == "verified"
     assert row.can_transfer
-    updates = [e for e in stripe.events.values() if e["type"] == "account.updated"]
+    updates = [e for e in sim_stripe.events.values() if e["type"] == "account.updated"]
     assert updates
     assert all(e["created"] == same_second for e in updates)

@@ -62,7 +62,7 @@ def configure(settings: Any, **overrides: Any) -> None:
 
 
 @pytest.fixture
-def stripe(settings: Any) -> Iterator[simulated.SimulatedStripe]:
+def sim_stripe(settings: Any) -> Iterator[simulated.SimulatedStripe]:
     """The simulated Stripe, empty, with events applied like webhooks."""
     configure(settings)
     simulated.reset()
@@ -75,7 +75,7 @@ def stripe(settings: Any) -> Iterator[simulated.SimulatedStripe]:
 
 
 @pytest.fixture(params=STRATEGIES)
-def strategy(request: pytest.FixtureRequest, settings: Any, stripe: Any) -> str:
+def strategy(request: pytest.FixtureRequest, settings: Any, sim_stripe: Any) -> str:
     """Run the test once per escrow strategy."""
     configure(settings, ESCROW_STRATEGY=request.param)
     return str(request.param)
@@ -174,7 +174,7 @@ class Marketplace:
 
 
 @pytest.fixture
-def market(db: Any, stripe: Any, django_capture_on_commit_callbacks: Any) -> Marketplace:
+def market(db: Any, sim_stripe: Any, django_capture_on_commit_callbacks: Any) -> Marketplace:
     return build_marketplace(capture=django_capture_on_commit_callbacks)
 
 

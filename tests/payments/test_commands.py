@@ -29,7 +29,7 @@ def age(payment, **fields):
 
 class TestCaptureExpiry:
     @pytest.fixture(autouse=True)
-    def manual(self, settings, stripe):
+    def manual(self, settings, sim_stripe):
         configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE, CAPTURE_EXPIRY_WARNING_HOURS=48)
 
     def soon(self, market, hours=10):
@@ -37,22 +37,22 @@ class TestCaptureExpiry:
         age(payment, capture_before=timezone.now() + timedelta(hours=hours))
         return payment
 
-    def test_nothing_close_to_expiry(self, market, stripe):
+    def test_nothing_close_to_expiry(self, market, sim_stripe):
         market.held_payment()  # expires in 7 days
         assert "No manual-capture hold expires within 48 hours." in run(
             market, "escrow_capture_expiry"
         )
 
-    def test_warn_lists_and_changes_nothing(self, market, stripe, caplog):
+    def test_warn_lists_and_changes_nothing(self, market, sim_stripe, caplog):
         payment = self.soon(market)
-        stripe.calls.clear()
+        sim_stripe.calls.clear()
         output = run(market, "escrow_capture_expiry")
         assert f"{payment.pk}: expires in 9h" in output or f"{payment.pk}: expires in 10h" in output
         assert "manual-capture hold expires soon" in caplog.text
         assert market.payment(payment.pk).status == "held"
-        assert money_calls(stripe) == []
+        assert money_calls(sim_stripe) == []
 
-    def test_release_action_captures(self, market, stripe, settings):
+    def test_release_action_captures(self, market, sim_stripe, settings):
         configure(settings, CAPTURE_EXPIRY_ACTION="release")
         payment = self.soon(market)
         later = market.held_payment()  # 7 days left: not touched
@@ -61,7 +61,7 @@ class TestCaptureExpiry:
         assert market.payment(payment.pk).status == "released"
         assert market.payment(later.pk).status == "held"
 
-    def test_cancel_action_voids_and_dry_run_does_not(self, market, stripe):
+    def test_cancel_action_voids_and_dry_run_does_not(self, market, sim_stripe):
         payment = self.soon(market)
         assert "would cancel" in run(
             market, "escrow_capture_expiry", "--action", "cancel", "--dry-run"
@@ -69,12 +69,12 @@ class TestCaptureExpiry:
         assert market.payment(payment.pk).status == "held"
         output = run(market, "escrow_capture_expiry", "--action", "cancel")
         assert f"{payment.pk}: held -> canceled" in output
-        assert stripe.payment_intents[payment.stripe_payment_intent_id]["status"] == "canceled"
+        assert sim_stripe.payment_intents[payment.stripe_payment_intent_id]["status"] == "canceled"
 
-    def test_a_lapsed_hold_is_synced_from_stripe(self, market, stripe):
+    def test_a_lapsed_hold_is_synced_from_stripe(self, market, sim_stripe):
         payment = market.held_payment()
         with market.capture(execute=False):  # Stripe voids it; the webhook is lost
-            stripe.advance_time(8 * 24 * 3600)
+            sim_stripe.advance_time(8 * 24 * 3600)
         age(payment, capture_before=timezone.now() - timedelta(hours=1))
         output = run(market, "escrow_capture_expiry", "--action", "release")
         assert f"{payment.pk}: held -> canceled" in output
@@ -82,28 +82,28 @@ class TestCaptureExpiry:
         assert payment.status == "canceled"
         assert payment.incidents.get().kind == "capture_expired"
 
-    def test_an_estimated_deadline_is_corrected_from_stripe(self, market, stripe):
+    def test_an_estimated_deadline_is_corrected_from_stripe(self, market, sim_stripe):
         payment = market.held_payment()
-        charge = stripe.charges[payment.stripe_charge_id]
+        charge = sim_stripe.charges[payment.stripe_charge_id]
         real = charge["payment_method_details"]["card"]["capture_before"]
         # The recorded deadline passed, but Stripe's has not (the charge event
         # that carries it never arrived): the hold is still valid.
         age(payment, capture_before=timezone.now() - timedelta(minutes=5))
-        stripe.calls.clear()
+        sim_stripe.calls.clear()
         output = run(market, "escrow_capture_expiry", "--action", "cancel")
         payment = market.payment(payment.pk)
         assert f"{payment.pk}: deadline read from Stripe" in output
         assert payment.status == "held"
         assert int(payment.capture_before.timestamp()) == real
-        assert money_calls(stripe) == []  # 7 days left: not canceled
+        assert money_calls(sim_stripe) == []  # 7 days left: not canceled
 
 
 class TestAutoRelease:
     @pytest.fixture(autouse=True)
-    def sct(self, settings, stripe):
+    def separate_charges(self, settings, sim_stripe):
         configure(settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS)
 
-    def test_off_by_default_and_says_so(self, market, stripe):
+    def test_off_by_default_and_says_so(self, market, sim_stripe):
         payment = market.held_payment()
         age(payment, held_at=timezone.now() - timedelta(days=365))
         output = run(market, "escrow_auto_release")
@@ -111,7 +111,7 @@ class TestAutoRelease:
         assert "nothing done" in output
         assert market.payment(payment.pk).status == "held"
 
-    def test_releases_payments_held_long_enough(self, market, stripe, settings):
+    def test_releases_payments_held_long_enough(self, market, sim_stripe, settings):
         configure(settings, AUTO_RELEASE_AFTER_DAYS=14)
         due = market.held_payment()
         age(due, held_at=timezone.now() - timedelta(days=15))
@@ -120,11 +120,11 @@ class TestAutoRelease:
         assert f"{due.pk}: would release" in run(market, "escrow_auto_release", "--dry-run")
         assert market.payment(due.pk).status == "held"
 
-        stripe.calls.clear()
+        sim_stripe.calls.clear()
         output = run(market, "escrow_auto_release")
         assert f"{due.pk}: held -> released" in output
         assert str(recent.pk) not in output
         assert market.payment(due.pk).status == "released"
         assert market.payment(recent.pk).status == "held"
-        assert money_calls(stripe) == ["create_transfer"]
+        assert money_calls(sim_stripe) == ["create_transfer"]
         assert "No payment is due" in run(market, "escrow_auto_release")

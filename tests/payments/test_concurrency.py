@@ -31,7 +31,7 @@ REPEAT = 5
 @pytest.mark.parametrize("iteration", range(REPEAT))
 @pytest.mark.parametrize("escrow_strategy", [SEPARATE_CHARGES_AND_TRANSFERS, MANUAL_CAPTURE])
 def test_sixteen_concurrent_confirms_make_one_transfer(
-    settings, stripe, escrow_strategy, iteration
+    settings, sim_stripe, escrow_strategy, iteration
 ):
     configure(settings, ESCROW_STRATEGY=escrow_strategy)
     customer = factories.make_user("customer")
@@ -47,7 +47,7 @@ def test_sixteen_concurrent_confirms_make_one_transfer(
     intent_id = Payment.objects.get(pk=payment_id).stripe_payment_intent_id
     SimulatedGateway().confirm_payment_intent(intent_id, "success")  # not in a transaction
     assert Payment.objects.get(pk=payment_id).status == "held"
-    stripe.calls.clear()
+    sim_stripe.calls.clear()
 
     barrier = threading.Barrier(THREADS)
     statuses: list[int] = []
@@ -82,9 +82,9 @@ def test_sixteen_concurrent_confirms_make_one_transfer(
     )
     # The confirms that found the first one's call in flight waited for its
     # outcome instead of sending the same key again: one Stripe call.
-    assert money_calls(stripe) == [expected_call]
+    assert money_calls(sim_stripe) == [expected_call]
     transfers = [
-        t for t in stripe.transfers.values() if t["transfer_group"] == payment.transfer_group
+        t for t in sim_stripe.transfers.values() if t["transfer_group"] == payment.transfer_group
     ]
     assert len(transfers) == 1
     if escrow_strategy == SEPARATE_CHARGES_AND_TRANSFERS:

@@ -15,23 +15,23 @@ def payments_of(task):
     return swappable.load("EscrowPayment").objects.filter(task_id=task.pk)
 
 
-def test_the_amount_the_customer_saw_is_checked_against_the_task(market, stripe):
+def test_the_amount_the_customer_saw_is_checked_against_the_task(market, sim_stripe):
     task = market.task(amount=10_000)
     assert market.create(task, amount=10_000).status_code == 201
 
 
 @pytest.mark.parametrize("amount", [1, 9_999, 10_001, 1_000_000])
-def test_a_tampered_amount_is_refused(market, stripe, amount):
+def test_a_tampered_amount_is_refused(market, sim_stripe, amount):
     task = market.task(amount=10_000)
     response = market.create(task, amount=amount)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "amount_mismatch"
     assert not payments_of(task).exists()
-    assert money_calls(stripe) == []
+    assert money_calls(sim_stripe) == []
 
 
 @pytest.mark.parametrize("amount", [0, -5, 100.5, "100.00", "abc", True, None, [1]])
-def test_an_amount_that_is_not_a_positive_integer_is_invalid(market, stripe, amount):
+def test_an_amount_that_is_not_a_positive_integer_is_invalid(market, sim_stripe, amount):
     task = market.task()
     response = market.create(task, amount=amount)
     assert response.status_code == 400
@@ -45,16 +45,16 @@ def test_an_amount_that_is_not_a_positive_integer_is_invalid(market, stripe, amo
     "extra",
     [{"currency": "jpy"}, {"payee": "someone"}, {"payee_user": 1}, {"platform_fee": 0}],
 )
-def test_fields_the_server_decides_are_refused(market, stripe, extra):
+def test_fields_the_server_decides_are_refused(market, sim_stripe, extra):
     task = market.task()
     response = market.create(task, **extra)
     assert response.status_code == 400
     assert set(response.json()["error"]["fields"]) == set(extra)
     assert not payments_of(task).exists()
-    assert money_calls(stripe) == []
+    assert money_calls(sim_stripe) == []
 
 
-def test_a_later_price_change_does_not_change_an_open_payment(market, stripe):
+def test_a_later_price_change_does_not_change_an_open_payment(market, sim_stripe):
     task = market.task(amount=10_000)
     first = market.create(task).json()
     factories.set_task_price(task, 12_000)
@@ -64,51 +64,51 @@ def test_a_later_price_change_does_not_change_an_open_payment(market, stripe):
     assert market.payment(first["payment_id"]).amount == 10_000
 
 
-def test_paying_for_ones_own_task_is_refused(market, stripe):
+def test_paying_for_ones_own_task_is_refused(market, sim_stripe):
     task = factories.make_task(market.customer, payee_user=market.customer)
     response = market.create(task)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "self_payment"
     assert not payments_of(task).exists()
-    assert money_calls(stripe) == []
+    assert money_calls(sim_stripe) == []
 
 
-def test_a_task_without_an_accepted_offer_cannot_be_paid(market, stripe):
+def test_a_task_without_an_accepted_offer_cannot_be_paid(market, sim_stripe):
     task = factories.make_task(market.customer, amount=None)
     response = market.create(task)
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "no_payment_terms"
 
 
-def test_a_doer_without_a_ready_account_cannot_be_paid(market, stripe):
+def test_a_doer_without_a_ready_account_cannot_be_paid(market, sim_stripe):
     newcomer = factories.make_user("newcomer")
     factories.make_account(owner_user=newcomer, ready=False)
     task = factories.make_task(market.customer, payee_user=newcomer)
     response = market.create(task)
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "account_not_ready"
-    assert money_calls(stripe) == []
+    assert money_calls(sim_stripe) == []
 
 
 @pytest.mark.parametrize("task_id", ["not-a-key", "00000000-0000-0000-0000-000000000000", "0"])
-def test_an_unknown_or_malformed_task_is_404(market, stripe, task_id):
+def test_an_unknown_or_malformed_task_is_404(market, sim_stripe, task_id):
     response = market.post(market.customer, "payment-create", {"task_id": task_id})
     assert response.status_code == 404, response.content
     assert response.json()["error"]["code"] == "not_found"
 
 
 @pytest.mark.parametrize("body", [[], "task", {"task_id": ""}, {}])
-def test_a_malformed_body_is_400(market, stripe, body):
+def test_a_malformed_body_is_400(market, sim_stripe, body):
     response = market.post(market.customer, "payment-create", body)
     assert response.status_code == 400, response.content
     assert set(response.json()) == {"error"}
 
 
-def test_a_stripe_outage_keeps_the_intent_and_a_retry_creates_once(market, stripe):
+def test_a_stripe_outage_keeps_the_intent_and_a_retry_creates_once(market, sim_stripe):
     from django_escrow_connect.exceptions import TemporarilyUnavailable
 
     task = market.task()
-    stripe.fail_next(
+    sim_stripe.fail_next(
         "create_payment_intent",
         TemporarilyUnavailable("timeout", http_status=None),
         after_effect=True,
@@ -120,7 +120,7 @@ def test_a_stripe_outage_keeps_the_intent_and_a_retry_creates_once(market, strip
     # called, so the intent's own event (payment_intent.created) found them
     # and recorded the PaymentIntent the lost answer named.
     (payment,) = payments_of(task)
-    assert payment.stripe_payment_intent_id in stripe.payment_intents
+    assert payment.stripe_payment_intent_id in sim_stripe.payment_intents
     assert list(payment.operations.values_list("kind", "status")) == [
         ("payment_intent", "succeeded")
     ]
@@ -128,6 +128,6 @@ def test_a_stripe_outage_keeps_the_intent_and_a_retry_creates_once(market, strip
     response = market.create(task)
     assert response.status_code == 200, response.content
     # The same key: Stripe answered with the intent it made the first time.
-    assert len(stripe.payment_intents) == 1
+    assert len(sim_stripe.payment_intents) == 1
     (payment,) = payments_of(task)
-    assert payment.stripe_payment_intent_id in stripe.payment_intents
+    assert payment.stripe_payment_intent_id in sim_stripe.payment_intents

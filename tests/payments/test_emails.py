@@ -93,7 +93,7 @@ def test_each_template_renders_plain_text(event):
         assert "EUR" in subject + body
 
 
-def test_the_lifecycle_emails_payer_and_payee(market, stripe, settings):
+def test_the_lifecycle_emails_payer_and_payee(market, sim_stripe, settings):
     configure(
         settings,
         NOTIFICATION_BACKENDS=["django_escrow_connect.notifications.backends.EmailBackend"],
@@ -118,7 +118,7 @@ def test_the_lifecycle_emails_payer_and_payee(market, stripe, settings):
 
 
 @pytest.mark.skipif(django.VERSION < (6, 1), reason="MAILERS and send_mail(using=) are Django 6.1+")
-def test_emails_go_through_the_configured_mailer(market, stripe, settings):
+def test_emails_go_through_the_configured_mailer(market, sim_stripe, settings):
     configure(
         settings,
         NOTIFICATION_BACKENDS=["django_escrow_connect.notifications.backends.EmailBackend"],

@@ -19,7 +19,7 @@ def task_status(payment):
 
 
 @pytest.mark.parametrize("to_org", [False, True], ids=["user-payee", "org-payee"])
-def test_full_lifecycle(market, stripe, strategy, to_org):
+def test_full_lifecycle(market, sim_stripe, strategy, to_org):
     task = market.task(to_org=to_org)
     account = market.org_account if to_org else market.doer_account
 
@@ -30,7 +30,7 @@ def test_full_lifecycle(market, stripe, strategy, to_org):
     assert body["currency"] == "usd"
     assert body["status"] == "awaiting_payment"
     assert body["client_secret"].startswith("pi_")
-    intent = stripe.payment_intents[market.payment(body["payment_id"]).stripe_payment_intent_id]
+    intent = sim_stripe.payment_intents[market.payment(body["payment_id"]).stripe_payment_intent_id]
     assert intent["amount"] == 10_000
     assert intent["capture_method"] == ("manual" if strategy == MANUAL_CAPTURE else "automatic")
     if strategy == MANUAL_CAPTURE:
@@ -50,7 +50,7 @@ def test_full_lifecycle(market, stripe, strategy, to_org):
     else:
         assert payment.capture_before is None
 
-    stripe.calls.clear()
+    sim_stripe.calls.clear()
     confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
     assert confirmed.status_code == 200, confirmed.content
     assert confirmed.json()["status"] == "released"
@@ -60,24 +60,24 @@ def test_full_lifecycle(market, stripe, strategy, to_org):
     assert payment.platform_fee == 1_000
     assert task_status(payment) == "payment_released"
     if strategy == MANUAL_CAPTURE:
-        assert money_calls(stripe) == ["capture_payment_intent"]
-        assert stripe.payment_intents[payment.stripe_payment_intent_id]["status"] == "succeeded"
+        assert money_calls(sim_stripe) == ["capture_payment_intent"]
+        assert sim_stripe.payment_intents[payment.stripe_payment_intent_id]["status"] == "succeeded"
     else:
-        assert money_calls(stripe) == ["create_transfer"]
+        assert money_calls(sim_stripe) == ["create_transfer"]
         (row,) = payment.transfers.all()
         assert row.status == "created"
-        sent = stripe.transfers[row.stripe_transfer_id]
+        sent = sim_stripe.transfers[row.stripe_transfer_id]
         assert sent["amount"] == 9_000
         assert sent["destination"] == account.stripe_account_id
         assert sent["source_transaction"] == payment.stripe_charge_id
         assert sent["transfer_group"] == payment.transfer_group
     (stripe_transfer,) = [
-        t for t in stripe.transfers.values() if t["transfer_group"] == payment.transfer_group
+        t for t in sim_stripe.transfers.values() if t["transfer_group"] == payment.transfer_group
     ]
     # A destination charge's transfer is the whole charge; Stripe takes the
     # application fee back from the connected account.
     assert stripe_transfer["amount"] == (10_000 if strategy == MANUAL_CAPTURE else 9_000)
-    assert stripe.balances[account.stripe_account_id] == {"usd": 9_000}
+    assert sim_stripe.balances[account.stripe_account_id] == {"usd": 9_000}
 
     detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
     assert detail["status"] == "released"
@@ -85,14 +85,14 @@ def test_full_lifecycle(market, stripe, strategy, to_org):
     assert detail["timestamps"]["released_at"] is not None
 
 
-def test_create_calls_stripe_once_and_a_second_create_returns_the_same_payment(market, stripe):
+def test_create_calls_stripe_once_and_a_second_create_returns_the_same_payment(market, sim_stripe):
     task = market.task()
     first = market.create(task)
     second = market.create(task)
     assert (first.status_code, second.status_code) == (201, 200)
     assert first.json()["payment_id"] == second.json()["payment_id"]
     assert first.json()["client_secret"] == second.json()["client_secret"]
-    assert calls(stripe, "create_payment_intent") == ["create_payment_intent"]
+    assert calls(sim_stripe, "create_payment_intent") == ["create_payment_intent"]
     assert swappable.load("EscrowPayment").objects.filter(task_id=task.pk).count() == 1
 
 
@@ -103,7 +103,7 @@ def test_create_after_the_payment_is_held_is_refused(market):
     assert response.json()["error"]["code"] == "already_paid"
 
 
-def test_declined_card_fails_the_payment_and_retry_pays_on_the_same_intent(market, stripe):
+def test_declined_card_fails_the_payment_and_retry_pays_on_the_same_intent(market, sim_stripe):
     body = market.create(market.task()).json()
     payment = market.pay(body["payment_id"], card="declined")
     assert payment.status == "failed"
@@ -117,24 +117,24 @@ def test_declined_card_fails_the_payment_and_retry_pays_on_the_same_intent(marke
     assert retried.json()["status"] == "awaiting_payment"
     assert retried.json()["client_secret"] == body["client_secret"]
     assert market.pay(payment.pk).status == "held"
-    assert calls(stripe, "create_payment_intent") == ["create_payment_intent"]
+    assert calls(sim_stripe, "create_payment_intent") == ["create_payment_intent"]
 
 
-def test_cancel_before_payment_voids_the_intent_and_the_task_can_be_paid_again(market, stripe):
+def test_cancel_before_payment_voids_the_intent_and_the_task_can_be_paid_again(market, sim_stripe):
     task = market.task()
     first = market.create(task).json()
     canceled = market.post(market.customer, "payment-cancel", payment_id=first["payment_id"])
     assert canceled.status_code == 200
     assert canceled.json()["status"] == "canceled"
     pi = market.payment(first["payment_id"]).stripe_payment_intent_id
-    assert stripe.payment_intents[pi]["status"] == "canceled"
+    assert sim_stripe.payment_intents[pi]["status"] == "canceled"
 
     again = market.create(task)
     assert again.status_code == 201
     assert again.json()["payment_id"] != first["payment_id"]
 
 
-def test_manual_capture_hold_can_be_voided_by_the_doer(market, stripe, settings):
+def test_manual_capture_hold_can_be_voided_by_the_doer(market, sim_stripe, settings):
     from .conftest import configure
 
     configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
@@ -142,17 +142,17 @@ def test_manual_capture_hold_can_be_voided_by_the_doer(market, stripe, settings)
     response = market.post(market.doer, "payment-cancel", payment_id=payment.pk)
     assert response.status_code == 200, response.content
     assert market.payment(payment.pk).status == "canceled"
-    assert stripe.payment_intents[payment.stripe_payment_intent_id]["status"] == "canceled"
+    assert sim_stripe.payment_intents[payment.stripe_payment_intent_id]["status"] == "canceled"
     assert market.payment(payment.pk).task.payment_status == "pending_payment"
 
 
-def test_a_lapsed_authorisation_cancels_the_payment_with_an_incident(market, stripe, settings):
+def test_a_lapsed_authorisation_cancels_the_payment_with_an_incident(market, sim_stripe, settings):
     from .conftest import configure
 
     configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
     payment = market.held_payment()
     with market.capture(execute=True):
-        stripe.advance_time(8 * 24 * 3600)
+        sim_stripe.advance_time(8 * 24 * 3600)
     payment = market.payment(payment.pk)
     assert payment.status == "canceled"
     (incident,) = payment.incidents.all()
@@ -161,7 +161,7 @@ def test_a_lapsed_authorisation_cancels_the_payment_with_an_incident(market, str
 
 
 @pytest.mark.parametrize("to_org", [False, True], ids=["user-payee", "org-payee"])
-def test_full_lifecycle_through_the_real_webhook_pipeline(market, stripe, strategy, to_org):
+def test_full_lifecycle_through_the_real_webhook_pipeline(market, sim_stripe, strategy, to_org):
     """The simulated Stripe's signed events go through the package's own
     webhook receiver (every event type, not only payment_intent.*)."""
     from django_escrow_connect import simulation as simulated

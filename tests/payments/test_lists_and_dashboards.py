@@ -13,7 +13,7 @@ from .conftest import configure
 
 
 @pytest.fixture
-def sct(settings, stripe):
+def separate_charges(settings, sim_stripe):
     configure(settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS)
 
 
@@ -24,7 +24,7 @@ def queries_for(request):
     return len(captured), response.json()
 
 
-def test_list_is_newest_first_and_paginated(market, stripe, sct):
+def test_list_is_newest_first_and_paginated(market, sim_stripe, separate_charges):
     made = [str(market.held_payment().pk) for _ in range(3)]
     page = market.get(market.customer, "payment-list", page_size=2).json()
     assert page["count"] == 3
@@ -35,7 +35,7 @@ def test_list_is_newest_first_and_paginated(market, stripe, sct):
     assert market.get(market.customer, "payment-list", page=9).status_code == 404
 
 
-def test_list_query_count_does_not_depend_on_page_size(market, stripe, sct):
+def test_list_query_count_does_not_depend_on_page_size(market, sim_stripe, separate_charges):
     for _ in range(2):
         market.released_payment()
     payment = market.held_payment()
@@ -54,7 +54,9 @@ def test_list_query_count_does_not_depend_on_page_size(market, stripe, sct):
     assert sum(len(p["refunds"]) for p in body["results"]) == 1
 
 
-def test_the_list_query_count_is_fixed(market, stripe, sct, django_assert_num_queries):
+def test_the_list_query_count_is_fixed(
+    market, sim_stripe, separate_charges, django_assert_num_queries
+):
     market.released_payment()
     market.held_payment()
     # count, page, transfers, refunds, disputes
@@ -64,7 +66,7 @@ def test_the_list_query_count_is_fixed(market, stripe, sct, django_assert_num_qu
         market.get(market.customer, "payment-list", page_size=1)
 
 
-def test_task_doer_dashboard_totals_and_constant_queries(market, stripe, sct):
+def test_task_doer_dashboard_totals_and_constant_queries(market, sim_stripe, separate_charges):
     market.released_payment()
     empty_queries, _ = queries_for(lambda: market.get(market.doer, "dashboard-task-doer"))
 
@@ -85,7 +87,7 @@ def test_task_doer_dashboard_totals_and_constant_queries(market, stripe, sct):
     assert market.get(market.doer, "dashboard-task-doer", limit=0).status_code == 400
 
 
-def test_organization_dashboard(market, stripe, sct):
+def test_organization_dashboard(market, sim_stripe, separate_charges):
     market.released_payment(to_org=True)
     market.released_payment()  # to the doer, not the organization
     org = str(market.organization.pk)
@@ -96,7 +98,7 @@ def test_organization_dashboard(market, stripe, sct):
     assert body["earnings"][0]["amount"] == 9_000
 
 
-def test_customer_dashboard_spending_net_of_refunds(market, stripe, sct):
+def test_customer_dashboard_spending_net_of_refunds(market, sim_stripe, separate_charges):
     body = market.get(market.customer, "dashboard-customer").json()
     assert body == {"payments": [], "spent": [], "in_escrow": []}
     market.released_payment()

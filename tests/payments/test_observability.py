@@ -22,7 +22,7 @@ def error_count(entries: list[dict[str, Any]], **match: Any) -> int:
     return sum(e["count"] for e in entries if all(e[k] == v for k, v in match.items()))
 
 
-def test_a_release_traces_the_transfer_inside_its_money_operation(market, stripe, otel):
+def test_a_release_traces_the_transfer_inside_its_money_operation(market, sim_stripe, otel):
     payment = market.held_payment()
     otel.exporter.clear()
 
@@ -40,7 +40,7 @@ def test_a_release_traces_the_transfer_inside_its_money_operation(market, stripe
     assert transfer.status.status_code.name != "ERROR"
 
 
-def test_a_refused_stripe_call_is_counted_by_code_and_marks_the_spans(market, stripe, otel):
+def test_a_refused_stripe_call_is_counted_by_code_and_marks_the_spans(market, sim_stripe, otel):
     payment = market.held_payment()
     key = frozenset(
         {"method": "create_transfer", "code": "balance_insufficient", "http_status": "400"}.items()
@@ -48,7 +48,7 @@ def test_a_refused_stripe_call_is_counted_by_code_and_marks_the_spans(market, st
     before = otel.metric(STRIPE_ERRORS).get(key, 0)
     local_before = error_count(metrics_snapshot()["stripe_errors"], method="create_transfer")
     otel.exporter.clear()
-    stripe.fail_next(
+    sim_stripe.fail_next(
         "create_transfer",
         InvalidRequest("Insufficient funds.", code="balance_insufficient", http_status=400),
     )
@@ -68,7 +68,7 @@ def test_a_refused_stripe_call_is_counted_by_code_and_marks_the_spans(market, st
 
 
 def test_turned_off_no_span_is_made_but_the_process_counters_still_count(
-    market, stripe, otel, settings
+    market, sim_stripe, otel, settings
 ):
     payment = market.held_payment()
     settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "OPENTELEMETRY": False}
@@ -85,7 +85,7 @@ def test_turned_off_no_span_is_made_but_the_process_counters_still_count(
     assert error_count(after, method="create_transfer") == requests + 1
 
 
-def test_no_span_carries_a_secret_or_a_payload(market, stripe, otel):
+def test_no_span_carries_a_secret_or_a_payload(market, sim_stripe, otel):
     otel.exporter.clear()
     response = market.create(market.task())
     client_secret = response.json()["client_secret"]
@@ -156,7 +156,7 @@ def test_without_opentelemetry_installed_spans_are_a_shared_no_op():
     assert result.returncode == 0, result.stderr
 
 
-def test_the_instrumented_gateway_is_still_the_configured_class(market, stripe, monkeypatch):
+def test_the_instrumented_gateway_is_still_the_configured_class(market, sim_stripe, monkeypatch):
     """Hosts check ``isinstance`` / ``hasattr`` and patch the gateway's class in tests."""
     from django_escrow_connect.gateway import get_gateway
     from tests.checked_gateway import TransactionCheckingGateway

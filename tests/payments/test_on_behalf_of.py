@@ -13,10 +13,10 @@ from django_escrow_connect.simulation import SimulatedGateway
 from .conftest import configure, money_calls
 
 
-def intent_of(stripe: Any, response: Any) -> dict[str, Any]:
+def intent_of(sim_stripe: Any, response: Any) -> dict[str, Any]:
     assert response.status_code == 201, response.content
     payment = swappable.load("EscrowPayment").objects.get(pk=response.json()["payment_id"])
-    return stripe.payment_intents[payment.stripe_payment_intent_id]
+    return sim_stripe.payment_intents[payment.stripe_payment_intent_id]
 
 
 def move_doer_to(market: Any, country: str) -> str:
@@ -36,25 +36,25 @@ def move_doer_to(market: Any, country: str) -> str:
     return account.id
 
 
-def test_off_by_default(market, stripe, settings):
+def test_off_by_default(market, sim_stripe, settings):
     configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
 
-    intent = intent_of(stripe, market.create(market.task()))
+    intent = intent_of(sim_stripe, market.create(market.task()))
 
     assert intent["on_behalf_of"] is None
     assert intent["transfer_data"]["destination"] == market.doer_account.stripe_account_id
 
 
-def test_manual_capture_makes_the_doer_the_settlement_merchant(market, stripe, settings):
+def test_manual_capture_makes_the_doer_the_settlement_merchant(market, sim_stripe, settings):
     configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE, DESTINATION_ON_BEHALF_OF=True)
 
     response = market.create(market.task())
-    intent = intent_of(stripe, response)
+    intent = intent_of(sim_stripe, response)
 
     doer = market.doer_account.stripe_account_id
     assert intent["on_behalf_of"] == doer
     assert intent["transfer_data"]["destination"] == doer
-    (request,) = [kw for name, kw in stripe.calls if name == "create_payment_intent"]
+    (request,) = [kw for name, kw in sim_stripe.calls if name == "create_payment_intent"]
     assert request["on_behalf_of"] == doer
     payment = market.pay(response.json()["payment_id"])
     assert payment.status == "held"
@@ -63,7 +63,7 @@ def test_manual_capture_makes_the_doer_the_settlement_merchant(market, stripe, s
     assert market.payment(payment.pk).status == "released"
 
 
-def test_a_doer_in_another_region_needs_on_behalf_of(market, stripe, settings):
+def test_a_doer_in_another_region_needs_on_behalf_of(market, sim_stripe, settings):
     configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
     doer = move_doer_to(market, "GB")
 
@@ -72,24 +72,24 @@ def test_a_doer_in_another_region_needs_on_behalf_of(market, stripe, settings):
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "provider_error"
     assert "on_behalf_of" in refused.json()["error"]["message"]
-    assert stripe.payment_intents == {}
+    assert sim_stripe.payment_intents == {}
 
     configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE, DESTINATION_ON_BEHALF_OF=True)
     response = market.create(market.task())
 
-    assert intent_of(stripe, response)["on_behalf_of"] == doer
+    assert intent_of(sim_stripe, response)["on_behalf_of"] == doer
     payment = market.pay(response.json()["payment_id"])
     assert market.post(market.customer, "payment-confirm", payment_id=payment.pk).status_code == 200
     assert market.payment(payment.pk).status == "released"
 
 
-def test_ignored_with_separate_charges_and_transfers(market, stripe, settings):
+def test_ignored_with_separate_charges_and_transfers(market, sim_stripe, settings):
     configure(
         settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS, DESTINATION_ON_BEHALF_OF=True
     )
 
-    intent = intent_of(stripe, market.create(market.task()))
+    intent = intent_of(sim_stripe, market.create(market.task()))
 
     assert intent["on_behalf_of"] is None
     assert intent["transfer_data"] is None
-    assert "create_transfer" not in money_calls(stripe)
+    assert "create_transfer" not in money_calls(sim_stripe)

@@ -71,12 +71,12 @@ def state_of(payment):
 
 
 @pytest.mark.parametrize(("endpoint", "actor", "expected"), CASES)
-def test_permission_matrix(market, stripe, settings, endpoint, actor, expected):
+def test_permission_matrix(market, sim_stripe, settings, endpoint, actor, expected):
     configure(settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS)
     state, _ = MATRIX[endpoint]
     payment = prepare(market, state, to_org=actor in ("org_admin", "org_member"))
     before = state_of(payment)
-    stripe.calls.clear()
+    sim_stripe.calls.clear()
     user = actor_user(market, actor)
     if endpoint == "payment-detail":
         response = market.get(user, endpoint, payment_id=payment.pk)
@@ -86,18 +86,18 @@ def test_permission_matrix(market, stripe, settings, endpoint, actor, expected):
     if expected != 200:
         assert set(response.json()) == {"error"}
         assert state_of(payment) == before
-        assert money_calls(stripe) == []
+        assert money_calls(sim_stripe) == []
     elif endpoint != "payment-detail":
         assert state_of(payment) != before
 
 
 @pytest.mark.parametrize("actor", ["payee", "other", "staff", "anonymous"])
-def test_only_the_customer_can_create_the_payment(market, stripe, actor):
+def test_only_the_customer_can_create_the_payment(market, sim_stripe, actor):
     task = market.task()
     response = market.create(task, user=actor_user(market, actor))
     assert response.status_code == 403, response.content
     assert not swappable.load("EscrowPayment").objects.filter(task_id=task.pk).exists()
-    assert money_calls(stripe) == []
+    assert money_calls(sim_stripe) == []
 
 
 def test_anonymous_gets_the_error_shape(market):
@@ -113,7 +113,7 @@ class TestVisibility:
         assert response.status_code == 200, response.content
         return {row["payment_id"] for row in response.json()["results"]}
 
-    def test_list_by_role_and_organization(self, market, stripe):
+    def test_list_by_role_and_organization(self, market, sim_stripe):
         to_doer = str(market.held_payment().pk)
         to_org = str(market.held_payment(to_org=True).pk)
         someone_else = market.other
@@ -136,7 +136,7 @@ class TestVisibility:
         assert refused.status_code == 404
         assert market.get(market.customer, "payment-list", role="boss").status_code == 400
 
-    def test_a_malformed_or_unknown_payment_id_is_404(self, market, stripe):
+    def test_a_malformed_or_unknown_payment_id_is_404(self, market, sim_stripe):
         for bad in ("not-a-uuid", "00000000-0000-0000-0000-000000000000"):
             for name in ("payment-detail", "payment-confirm", "payment-refund", "payment-cancel"):
                 if name == "payment-detail":
@@ -146,12 +146,12 @@ class TestVisibility:
                 assert response.status_code == 404, (bad, name, response.content)
                 assert response.json()["error"]["code"] == "not_found"
 
-    def test_a_malformed_or_unknown_organization_is_404(self, market, stripe):
+    def test_a_malformed_or_unknown_organization_is_404(self, market, sim_stripe):
         for bad in ("nope", "00000000-0000-0000-0000-000000000000", "999999"):
             response = market.get(market.staff, "dashboard-task-doer", organization_id=bad)
             assert response.status_code == 404, (bad, response.content)
 
-    def test_dashboards_show_only_ones_own_payments(self, market, stripe):
+    def test_dashboards_show_only_ones_own_payments(self, market, sim_stripe):
         mine = str(market.held_payment().pk)
         market.held_payment(to_org=True)
         doer = market.get(market.doer, "dashboard-task-doer").json()

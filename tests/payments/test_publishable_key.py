@@ -9,7 +9,7 @@ from django.template import Context, Template
 pytestmark = pytest.mark.django_db
 
 
-def test_create_response_carries_the_publishable_key(market, stripe):
+def test_create_response_carries_the_publishable_key(market, sim_stripe):
     created = market.create(market.task())
     assert created.status_code == 201, created.content
     body = created.json()

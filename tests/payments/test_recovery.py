@@ -18,12 +18,14 @@ def timeout():
     return TemporarilyUnavailable("Request timed out", http_status=None)
 
 
-def transfers_in_stripe(stripe, payment):
-    return [t for t in stripe.transfers.values() if t["transfer_group"] == payment.transfer_group]
+def transfers_in_stripe(sim_stripe, payment):
+    return [
+        t for t in sim_stripe.transfers.values() if t["transfer_group"] == payment.transfer_group
+    ]
 
 
 @pytest.fixture
-def sct(settings, stripe):
+def separate_charges(settings, sim_stripe):
     configure(settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS)
 
 
@@ -36,9 +38,9 @@ def reconcile(*args):
 class TestTransferAnswerLost:
     """Stripe made the transfer, then the connection dropped."""
 
-    def crash(self, market, stripe):
+    def crash(self, market, sim_stripe):
         payment = market.held_payment()
-        stripe.fail_next("create_transfer", timeout(), after_effect=True)
+        sim_stripe.fail_next("create_transfer", timeout(), after_effect=True)
         response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "operation_pending"
@@ -46,24 +48,28 @@ class TestTransferAnswerLost:
         assert payment.status == "releasing"
         (row,) = payment.transfers.all()
         assert (row.status, row.stripe_transfer_id) == ("pending", "")
-        assert len(transfers_in_stripe(stripe, payment)) == 1
+        assert len(transfers_in_stripe(sim_stripe, payment)) == 1
         return payment
 
-    def test_a_retry_finishes_the_release_with_exactly_one_transfer(self, market, stripe, sct):
-        payment = self.crash(market, stripe)
+    def test_a_retry_finishes_the_release_with_exactly_one_transfer(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment = self.crash(market, sim_stripe)
         response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert response.status_code == 200, response.content
         payment = market.payment(payment.pk)
         assert payment.status == "released"
-        (sent,) = transfers_in_stripe(stripe, payment)
+        (sent,) = transfers_in_stripe(sim_stripe, payment)
         (row,) = payment.transfers.all()
         assert (row.status, row.stripe_transfer_id) == ("created", sent["id"])
         assert payment.task.payment_status == "payment_released"
-        assert stripe.balances[market.doer_account.stripe_account_id] == {"usd": 9_000}
+        assert sim_stripe.balances[market.doer_account.stripe_account_id] == {"usd": 9_000}
 
-    def test_reconcile_finds_the_transfer_without_sending_another(self, market, stripe, sct):
-        payment = self.crash(market, stripe)
-        stripe.calls.clear()
+    def test_reconcile_finds_the_transfer_without_sending_another(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment = self.crash(market, sim_stripe)
+        sim_stripe.calls.clear()
         dry = reconcile("--dry-run", "--older-than", "0")
         assert f"{payment.pk}: would settle transfer " in dry
         assert market.payment(payment.pk).status == "releasing"
@@ -71,17 +77,17 @@ class TestTransferAnswerLost:
         with market.capture(execute=True):
             output = reconcile("--older-than", "0")
         assert f"{payment.pk}: releasing -> released" in output
-        assert money_calls(stripe) == []
+        assert money_calls(sim_stripe) == []
         payment = market.payment(payment.pk)
         assert payment.status == "released"
         assert payment.amount_transferred == 9_000
         (row,) = payment.transfers.all()
         assert row.status == "created"
-        assert len(transfers_in_stripe(stripe, payment)) == 1
+        assert len(transfers_in_stripe(sim_stripe, payment)) == 1
         assert "Nothing to reconcile." in reconcile("--older-than", "0")
 
-    def test_reconcile_leaves_recent_payments_alone(self, market, stripe, sct):
-        payment = self.crash(market, stripe)
+    def test_reconcile_leaves_recent_payments_alone(self, market, sim_stripe, separate_charges):
+        payment = self.crash(market, sim_stripe)
         assert "Nothing to reconcile." in reconcile()  # default: 30 minutes
         assert market.payment(payment.pk).status == "releasing"
         # --payment reaches one payment whatever its age.
@@ -92,29 +98,29 @@ class TestTransferAnswerLost:
 class TestTransferNeverSent:
     """The request never reached Stripe (a timeout before it was sent)."""
 
-    def test_reconcile_sends_it_with_the_same_key(self, market, stripe, sct):
+    def test_reconcile_sends_it_with_the_same_key(self, market, sim_stripe, separate_charges):
         payment = market.held_payment()
-        stripe.fail_next("create_transfer", timeout())
+        sim_stripe.fail_next("create_transfer", timeout())
         response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert response.status_code == 503
-        assert transfers_in_stripe(stripe, payment) == []
+        assert transfers_in_stripe(sim_stripe, payment) == []
         (row,) = market.payment(payment.pk).transfers.all()
-        stripe.calls.clear()
+        sim_stripe.calls.clear()
         with market.capture(execute=True):
             output = reconcile("--older-than", "0")
         assert "releasing -> released" in output
-        assert money_calls(stripe) == ["create_transfer"]
-        (_, params) = next(c for c in stripe.calls if c[0] == "create_transfer")
+        assert money_calls(sim_stripe) == ["create_transfer"]
+        (_, params) = next(c for c in sim_stripe.calls if c[0] == "create_transfer")
         assert params["idempotency_key"] == row.idempotency_key
-        assert len(transfers_in_stripe(stripe, payment)) == 1
+        assert len(transfers_in_stripe(sim_stripe, payment)) == 1
 
 
 class TestTransferRefused:
     def test_insufficient_balance_records_an_incident_and_keeps_the_money_held(
-        self, market, stripe, sct
+        self, market, sim_stripe, separate_charges
     ):
         payment = market.held_payment()
-        stripe.fail_next(
+        sim_stripe.fail_next(
             "create_transfer",
             BalanceInsufficient(
                 "Insufficient funds.", code="balance_insufficient", http_status=400
@@ -130,12 +136,12 @@ class TestTransferRefused:
         assert (incident.kind, incident.code) == ("transfer_failed", "balance_insufficient")
         (failed,) = payment.transfers.all()
         assert failed.status == "failed"
-        assert transfers_in_stripe(stripe, payment) == []
+        assert transfers_in_stripe(sim_stripe, payment) == []
 
-        stripe.calls.clear()
+        sim_stripe.calls.clear()
         response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert response.status_code == 200, response.content
-        (_, params) = next(c for c in stripe.calls if c[0] == "create_transfer")
+        (_, params) = next(c for c in sim_stripe.calls if c[0] == "create_transfer")
         assert params["idempotency_key"] != failed.idempotency_key
         assert params["idempotency_key"].endswith(":1")
         payment = market.payment(payment.pk)
@@ -144,14 +150,14 @@ class TestTransferRefused:
             "failed",
             "created",
         ]
-        assert len(transfers_in_stripe(stripe, payment)) == 1
+        assert len(transfers_in_stripe(sim_stripe, payment)) == 1
 
 
 class TestCaptureAnswerLost:
-    def test_reconcile_reads_the_intent_and_releases(self, market, stripe, settings):
+    def test_reconcile_reads_the_intent_and_releases(self, market, sim_stripe, settings):
         configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
         payment = market.held_payment()
-        stripe.fail_next("capture_payment_intent", timeout(), after_effect=True)
+        sim_stripe.fail_next("capture_payment_intent", timeout(), after_effect=True)
         with market.capture(execute=False):
             # The capture's own webhook is lost too: only reconcile can tell.
             response = market.client(market.customer).post(
@@ -159,16 +165,16 @@ class TestCaptureAnswerLost:
             )
         assert response.status_code == 503
         assert market.payment(payment.pk).status == "releasing"
-        stripe.calls.clear()
+        sim_stripe.calls.clear()
         with market.capture(execute=True):
             output = reconcile("--older-than", "0")
         assert "releasing -> released" in output
-        assert money_calls(stripe) == []
+        assert money_calls(sim_stripe) == []
         assert market.payment(payment.pk).status == "released"
 
 
 class TestPaymentOutcomeLost:
-    def test_reconcile_applies_a_payment_whose_webhook_never_came(self, market, stripe):
+    def test_reconcile_applies_a_payment_whose_webhook_never_came(self, market, sim_stripe):
         from django_escrow_connect.simulation import SimulatedGateway
 
         body = market.create(market.task()).json()
@@ -184,18 +190,20 @@ class TestPaymentOutcomeLost:
         assert f"{payment.pk}: awaiting_payment -> held" in output
         assert market.payment(payment.pk).status == "held"
 
-    def test_an_unpaid_payment_is_not_reported(self, market, stripe):
+    def test_an_unpaid_payment_is_not_reported(self, market, sim_stripe):
         market.create(market.task())
         assert "Nothing to reconcile." in reconcile("--dry-run", "--older-than", "0")
 
 
-def test_a_stripe_outage_during_reconcile_is_reported_and_exits_non_zero(market, stripe, sct):
+def test_a_stripe_outage_during_reconcile_is_reported_and_exits_non_zero(
+    market, sim_stripe, separate_charges
+):
     from django.core.management.base import CommandError
 
     payment = market.held_payment()
-    stripe.fail_next("create_transfer", timeout(), after_effect=True)
+    sim_stripe.fail_next("create_transfer", timeout(), after_effect=True)
     market.post(market.customer, "payment-confirm", payment_id=payment.pk)
-    stripe.fail_next("list_transfers", timeout())
+    sim_stripe.fail_next("list_transfers", timeout())
     err = StringIO()
     with pytest.raises(CommandError):
         call_command("escrow_reconcile", "--older-than", "0", stdout=StringIO(), stderr=err)
@@ -211,7 +219,7 @@ def test_reconcile_refuses_a_malformed_payment_id(market):
         reconcile("--payment", "nope")
 
 
-def test_abandoned_checkouts_are_not_looked_up_forever(market, stripe):
+def test_abandoned_checkouts_are_not_looked_up_forever(market, sim_stripe):
     from datetime import timedelta
 
     from django.utils import timezone
@@ -222,13 +230,13 @@ def test_abandoned_checkouts_are_not_looked_up_forever(market, stripe):
     swappable.load("EscrowPayment").objects.filter(pk=body["payment_id"]).update(
         updated_at=timezone.now() - timedelta(days=31)
     )
-    stripe.calls.clear()
+    sim_stripe.calls.clear()
     assert "Nothing to reconcile." in reconcile("--older-than", "0")
-    assert stripe.calls == []
+    assert sim_stripe.calls == []
 
 
 @pytest.mark.parametrize("strategy", [SEPARATE_CHARGES_AND_TRANSFERS, MANUAL_CAPTURE])
-def test_every_key_carries_the_installation_s_prefix(market, stripe, settings, strategy):
+def test_every_key_carries_the_installation_s_prefix(market, sim_stripe, settings, strategy):
     """Two installations sharing a Stripe account never send each other's keys."""
     configure(settings, ESCROW_STRATEGY=strategy, IDEMPOTENCY_KEY_PREFIX="staging")
     payment = market.held_payment()
@@ -237,6 +245,6 @@ def test_every_key_carries_the_installation_s_prefix(market, stripe, settings, s
     refund = market.post(market.doer, "payment-refund", {"amount": 1_000}, payment_id=payment.pk)
     assert refund.status_code in (200, 201), refund.content
 
-    keys = [params["idempotency_key"] for name, params in stripe.calls if name in MONEY_CALLS]
+    keys = [params["idempotency_key"] for name, params in sim_stripe.calls if name in MONEY_CALLS]
     assert len(keys) >= 3  # create, release, refund (and the reversal)
     assert all(key.startswith(f"staging:payment:{payment.pk}:") for key in keys), keys

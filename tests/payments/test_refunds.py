@@ -12,12 +12,12 @@ from .conftest import configure, money_calls
 
 
 @pytest.fixture
-def sct(settings, stripe):
+def separate_charges(settings, sim_stripe):
     configure(settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS)
 
 
 @pytest.fixture
-def manual(settings, stripe):
+def manual(settings, sim_stripe):
     configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
 
 
@@ -25,24 +25,26 @@ def refund(market, payment, user=None, **body):
     return market.post(user or market.doer, "payment-refund", body, payment_id=payment.pk)
 
 
-def charge_of(stripe, payment):
-    return stripe.charges[payment.stripe_charge_id]
+def charge_of(sim_stripe, payment):
+    return sim_stripe.charges[payment.stripe_charge_id]
 
 
 class TestBeforeRelease:
-    def test_full_refund_of_a_held_payment_refunds_the_charge(self, market, stripe, sct):
+    def test_full_refund_of_a_held_payment_refunds_the_charge(
+        self, market, sim_stripe, separate_charges
+    ):
         payment = market.held_payment()
         response = refund(market, payment)
         assert response.status_code == 200, response.content
         assert response.json()["status"] == "refunded"
         payment = market.payment(payment.pk)
         assert (payment.status, payment.amount_refunded) == ("refunded", 10_000)
-        assert charge_of(stripe, payment)["amount_refunded"] == 10_000
+        assert charge_of(sim_stripe, payment)["amount_refunded"] == 10_000
         assert payment.task.payment_status == "refunded"
         assert not payment.transfers.exists()
 
     def test_partial_refund_keeps_the_rest_held_and_release_sends_the_net(
-        self, market, stripe, sct
+        self, market, sim_stripe, separate_charges
     ):
         payment = market.held_payment()
         response = refund(market, payment, amount=3_000, reason="requested_by_customer")
@@ -58,18 +60,18 @@ class TestBeforeRelease:
         # 7,000 left; the 10 % fee is taken on what is left.
         assert (payment.amount_transferred, payment.platform_fee) == (6_300, 700)
         (transfer,) = payment.transfers.all()
-        assert stripe.transfers[transfer.stripe_transfer_id]["amount"] == 6_300
+        assert sim_stripe.transfers[transfer.stripe_transfer_id]["amount"] == 6_300
 
-    def test_manual_capture_hold_is_voided_not_refunded(self, market, stripe, manual):
+    def test_manual_capture_hold_is_voided_not_refunded(self, market, sim_stripe, manual):
         payment = market.held_payment()
         response = refund(market, payment)
         assert response.status_code == 200, response.content
         payment = market.payment(payment.pk)
         assert payment.status == "canceled"
-        assert stripe.payment_intents[payment.stripe_payment_intent_id]["status"] == "canceled"
-        assert "create_refund" not in money_calls(stripe)
+        assert sim_stripe.payment_intents[payment.stripe_payment_intent_id]["status"] == "canceled"
+        assert "create_refund" not in money_calls(sim_stripe)
 
-    def test_manual_capture_hold_cannot_be_partly_refunded(self, market, stripe, manual):
+    def test_manual_capture_hold_cannot_be_partly_refunded(self, market, sim_stripe, manual):
         payment = market.held_payment()
         response = refund(market, payment, amount=1_000)
         assert response.status_code == 400
@@ -78,12 +80,14 @@ class TestBeforeRelease:
 
 
 class TestAfterRelease:
-    def test_transfer_is_reversed_before_the_charge_is_refunded(self, market, stripe, sct):
+    def test_transfer_is_reversed_before_the_charge_is_refunded(
+        self, market, sim_stripe, separate_charges
+    ):
         payment = market.released_payment()
-        stripe.calls.clear()
+        sim_stripe.calls.clear()
         response = refund(market, payment, amount=5_000)
         assert response.status_code == 200, response.content
-        assert money_calls(stripe) == ["create_transfer_reversal", "create_refund"]
+        assert money_calls(sim_stripe) == ["create_transfer_reversal", "create_refund"]
         payment = market.payment(payment.pk)
         assert payment.status == "partially_refunded"
         # Proportional: half the charge refunded, half the transfer (9,000) reversed.
@@ -92,73 +96,75 @@ class TestAfterRelease:
         assert (transfer.status, transfer.amount_reversed) == ("partially_reversed", 4_500)
         (reversal,) = payment.transfer_reversals.all()
         assert (reversal.amount, reversal.status) == (4_500, "succeeded")
-        assert stripe.transfers[transfer.stripe_transfer_id]["amount_reversed"] == 4_500
-        assert stripe.balances[market.doer_account.stripe_account_id]["usd"] == 4_500
+        assert sim_stripe.transfers[transfer.stripe_transfer_id]["amount_reversed"] == 4_500
+        assert sim_stripe.balances[market.doer_account.stripe_account_id]["usd"] == 4_500
 
         response = refund(market, payment)  # the rest
         assert response.status_code == 200, response.content
         payment = market.payment(payment.pk)
         assert payment.status == "refunded"
         assert (payment.amount_refunded, payment.amount_reversed) == (10_000, 9_000)
-        assert stripe.balances[market.doer_account.stripe_account_id]["usd"] == 0
-        assert charge_of(stripe, payment)["amount_refunded"] == 10_000
+        assert sim_stripe.balances[market.doer_account.stripe_account_id]["usd"] == 0
+        assert charge_of(sim_stripe, payment)["amount_refunded"] == 10_000
         assert payment.task.payment_status == "refunded"
 
     def test_destination_charge_refund_reverses_the_transfer_at_stripe(
-        self, market, stripe, manual
+        self, market, sim_stripe, manual
     ):
         payment = market.released_payment()
-        stripe.calls.clear()
+        sim_stripe.calls.clear()
         response = refund(market, payment, amount=4_000)
         assert response.status_code == 200, response.content
-        assert money_calls(stripe) == ["create_refund"]
-        (_, params) = next(c for c in stripe.calls if c[0] == "create_refund")
+        assert money_calls(sim_stripe) == ["create_refund"]
+        (_, params) = next(c for c in sim_stripe.calls if c[0] == "create_refund")
         assert params["reverse_transfer"] is True
         assert params["refund_application_fee"] is True
         assert market.payment(payment.pk).status == "partially_refunded"
         (transfer,) = [
-            t for t in stripe.transfers.values() if t["transfer_group"] == payment.transfer_group
+            t
+            for t in sim_stripe.transfers.values()
+            if t["transfer_group"] == payment.transfer_group
         ]
         # Stripe transfers the whole charge: 4,000 of 10,000 of the 10,000
         # transfer is reversed, and 400 of the 1,000 application fee returned.
         assert transfer["amount_reversed"] == 4_000
         (fee,) = [
             f
-            for f in stripe.application_fees.values()
+            for f in sim_stripe.application_fees.values()
             if f["charge"] == transfer["source_transaction"]
         ]
         assert fee["amount_refunded"] == 400
-        assert stripe.balances[market.doer_account.stripe_account_id]["usd"] == 5_400
+        assert sim_stripe.balances[market.doer_account.stripe_account_id]["usd"] == 5_400
 
-    def test_a_refund_larger_than_what_is_left_is_refused(self, market, stripe, strategy):
+    def test_a_refund_larger_than_what_is_left_is_refused(self, market, sim_stripe, strategy):
         payment = market.released_payment()
         assert refund(market, payment, amount=6_000).status_code == 200
-        stripe.calls.clear()
+        sim_stripe.calls.clear()
         response = refund(market, payment, amount=4_001)
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "invalid_amount"
-        assert money_calls(stripe) == []
+        assert money_calls(sim_stripe) == []
         assert market.payment(payment.pk).amount_refunded == 6_000
 
-    def test_a_failed_reversal_makes_no_refund(self, market, stripe, sct):
+    def test_a_failed_reversal_makes_no_refund(self, market, sim_stripe, separate_charges):
         payment = market.released_payment()
         # The doer already paid the money out: nothing left to reverse.
-        stripe.balances[market.doer_account.stripe_account_id]["usd"] = 0
+        sim_stripe.balances[market.doer_account.stripe_account_id]["usd"] = 0
         response = refund(market, payment, amount=5_000)
         assert response.status_code == 409
         assert response.json()["error"]["code"] == "reversal_failed"
         payment = market.payment(payment.pk)
         assert (payment.status, payment.amount_refunded) == ("released", 0)
-        assert "create_refund" not in money_calls(stripe)
+        assert "create_refund" not in money_calls(sim_stripe)
         (incident,) = payment.transfer_incidents.all()
         assert incident.kind == "reversal_failed"
 
     def test_a_refund_stripe_refuses_after_the_reversal_keeps_the_reversal(
-        self, market, stripe, sct
+        self, market, sim_stripe, separate_charges
     ):
         """The reversal moved money at Stripe: it must stay recorded."""
         payment = market.released_payment()
-        stripe.fail_next(
+        sim_stripe.fail_next(
             "create_refund",
             InvalidRequest("Charge is disputed.", code="charge_disputed", http_status=400),
         )
@@ -172,17 +178,19 @@ class TestAfterRelease:
         assert payment.incidents.filter(kind="refund_failed").count() == 1
 
         # Trying again refunds with a new key and reverses nothing more.
-        stripe.calls.clear()
+        sim_stripe.calls.clear()
         response = refund(market, payment, amount=5_000)
         assert response.status_code == 200, response.content
-        assert money_calls(stripe) == ["create_refund"]
+        assert money_calls(sim_stripe) == ["create_refund"]
         payment = market.payment(payment.pk)
         assert (payment.amount_refunded, payment.amount_reversed) == (5_000, 4_500)
 
 
-def test_a_refund_whose_answer_was_lost_is_finished_with_the_same_key(market, stripe, sct):
+def test_a_refund_whose_answer_was_lost_is_finished_with_the_same_key(
+    market, sim_stripe, separate_charges
+):
     payment = market.held_payment()
-    stripe.fail_next(
+    sim_stripe.fail_next(
         "create_refund", TemporarilyUnavailable("timeout", http_status=None), after_effect=True
     )
     response = refund(market, payment, amount=2_000)
@@ -195,6 +203,6 @@ def test_a_refund_whose_answer_was_lost_is_finished_with_the_same_key(market, st
     assert response.status_code == 200, response.content
     row.refresh_from_db()
     assert row.status == "succeeded"
-    assert row.stripe_refund_id in stripe.refunds
-    assert len(stripe.refunds) == 1
+    assert row.stripe_refund_id in sim_stripe.refunds
+    assert len(sim_stripe.refunds) == 1
     assert market.payment(payment.pk).amount_refunded == 2_000

@@ -33,7 +33,7 @@ def recorder():
 
 
 def test_signals_are_sent_on_commit_only(
-    market, stripe, recorder, django_capture_on_commit_callbacks
+    market, sim_stripe, recorder, django_capture_on_commit_callbacks
 ):
     payment = market.held_payment()
     recorder.received.clear()
@@ -52,7 +52,7 @@ def test_signals_are_sent_on_commit_only(
     assert kwargs["transfer"] is None or kwargs["transfer"].payment_id == payment.pk
 
 
-def test_a_rolled_back_operation_sends_nothing(market, stripe, recorder):
+def test_a_rolled_back_operation_sends_nothing(market, sim_stripe, recorder):
     payment = market.held_payment()
     recorder.received.clear()
     # The account cannot receive transfers: the release is refused and rolled back.
@@ -64,7 +64,7 @@ def test_a_rolled_back_operation_sends_nothing(market, stripe, recorder):
     assert recorder.received == []
 
 
-def test_the_lifecycle_sends_each_signal_with_its_arguments(market, stripe, settings, recorder):
+def test_the_lifecycle_sends_each_signal_with_its_arguments(market, sim_stripe, settings, recorder):
     configure(settings, ESCROW_STRATEGY="separate_charges_and_transfers")
     body = market.create(market.task()).json()
     market.pay(body["payment_id"], card="declined")
@@ -87,7 +87,7 @@ def test_the_lifecycle_sends_each_signal_with_its_arguments(market, stripe, sett
     assert all(kwargs["payment"].pk is not None for kwargs in sent.values())
 
 
-def test_a_failing_receiver_does_not_break_the_operation(market, stripe, caplog):
+def test_a_failing_receiver_does_not_break_the_operation(market, sim_stripe, caplog):
     def broken(sender, **kwargs):
         raise RuntimeError("receiver bug")
 

@@ -96,7 +96,7 @@ def put(instance, field, value):
         ("payment_failed", "released", "payment_failed"),
     ],
 )
-def test_the_task_follows_the_payment(market, stripe, task_before, payment_status, task_after):
+def test_the_task_follows_the_payment(market, sim_stripe, task_before, payment_status, task_after):
     payment = market.held_payment()
     task = payment.task
     put(task, "payment_status", task_before)

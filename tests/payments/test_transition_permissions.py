@@ -105,14 +105,14 @@ def books(payment: Any) -> tuple[Any, ...]:
 
 @pytest.mark.parametrize(("name", "service", "state", "strategy", "actor"), CASES)
 def test_the_service_enforces_exactly_the_declared_permission(
-    market, stripe, settings, name, service, state, strategy, actor
+    market, sim_stripe, settings, name, service, state, strategy, actor
 ):
     configure(settings, ESCROW_STRATEGY=strategy)
     payment = prepare(market, state, to_org=actor in ("org_admin", "org_member"))
     user = user_of(market, actor)
     allowed = permission_of(payment_model(), name)(payment, user)
     before = books(payment)
-    stripe.calls.clear()
+    sim_stripe.calls.clear()
 
     with market.capture(execute=True):
         if allowed:
@@ -125,11 +125,11 @@ def test_the_service_enforces_exactly_the_declared_permission(
         assert books(payment) != before
     else:
         assert books(payment) == before
-        assert money_calls(stripe) == []
+        assert money_calls(sim_stripe) == []
 
 
 @pytest.mark.parametrize("name", sorted(REQUESTS))
-def test_each_permission_both_allows_and_refuses_someone(market, stripe, settings, name):
+def test_each_permission_both_allows_and_refuses_someone(market, sim_stripe, settings, name):
     """The cases above test both answers of every permission, not just one."""
     answers = set()
     for _, state, strategy in REQUESTS[name]:
@@ -140,7 +140,7 @@ def test_each_permission_both_allows_and_refuses_someone(market, stripe, setting
     assert answers == {True, False}
 
 
-def test_a_user_who_may_not_ask_is_refused_whatever_the_state(market, stripe):
+def test_a_user_who_may_not_ask_is_refused_whatever_the_state(market, sim_stripe):
     """Who first: the payee confirming a payment not paid yet is 403, not 409."""
     response = market.create(market.task())
     payment = market.payment(response.json()["payment_id"])

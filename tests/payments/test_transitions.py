@@ -22,31 +22,33 @@ def snapshot(payment):
     )
 
 
-def test_releasing_twice_answers_200_with_the_same_state(market, stripe, strategy):
+def test_releasing_twice_answers_200_with_the_same_state(market, sim_stripe, strategy):
     payment = market.released_payment()
     before = snapshot(payment)
-    stripe.calls.clear()
+    sim_stripe.calls.clear()
     response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
     assert response.status_code == 200
     assert response.json()["status"] == "released"
     assert snapshot(payment) == before
-    assert money_calls(stripe) == []
+    assert money_calls(sim_stripe) == []
 
 
-def test_releasing_a_payment_still_awaiting_payment_is_a_conflict(market, stripe, strategy):
+def test_releasing_a_payment_still_awaiting_payment_is_a_conflict(market, sim_stripe, strategy):
     body = market.create(market.task()).json()
     payment = market.payment(body["payment_id"])
     before = snapshot(payment)
-    stripe.calls.clear()
+    sim_stripe.calls.clear()
     response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "transition_not_allowed"
     assert snapshot(payment) == before
-    assert money_calls(stripe) == []
+    assert money_calls(sim_stripe) == []
 
 
 @pytest.mark.parametrize("state", ["canceled", "refunded", "awaiting_payment"])
-def test_refunding_a_payment_with_nothing_to_refund_is_a_conflict(market, stripe, settings, state):
+def test_refunding_a_payment_with_nothing_to_refund_is_a_conflict(
+    market, sim_stripe, settings, state
+):
     configure(settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS)
     body = market.create(market.task()).json()
     payment = market.payment(body["payment_id"])
@@ -57,41 +59,41 @@ def test_refunding_a_payment_with_nothing_to_refund_is_a_conflict(market, stripe
         market.post(market.doer, "payment-refund", payment_id=payment.pk)
     assert market.payment(payment.pk).status == state
     before = snapshot(payment)
-    stripe.calls.clear()
+    sim_stripe.calls.clear()
     response = market.post(market.staff, "payment-refund", {"amount": 100}, payment_id=payment.pk)
     assert response.status_code == 409, response.content
     assert response.json()["error"]["code"] == "transition_not_allowed"
     assert snapshot(payment) == before
-    assert money_calls(stripe) == []
+    assert money_calls(sim_stripe) == []
 
 
-def test_canceling_a_held_payment_with_separate_charges_is_a_conflict(market, stripe, settings):
+def test_canceling_a_held_payment_with_separate_charges_is_a_conflict(market, sim_stripe, settings):
     configure(settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS)
     payment = market.held_payment()
     before = snapshot(payment)
-    stripe.calls.clear()
+    sim_stripe.calls.clear()
     response = market.post(market.staff, "payment-cancel", payment_id=payment.pk)
     assert response.status_code == 409
     assert "refund" in response.json()["error"]["message"].lower()
     assert snapshot(payment) == before
-    assert money_calls(stripe) == []
+    assert money_calls(sim_stripe) == []
 
 
-def test_canceling_a_released_payment_is_a_conflict(market, stripe, strategy):
+def test_canceling_a_released_payment_is_a_conflict(market, sim_stripe, strategy):
     payment = market.released_payment()
     response = market.post(market.staff, "payment-cancel", payment_id=payment.pk)
     assert response.status_code == 409
     assert market.payment(payment.pk).status == "released"
 
 
-def test_retrying_a_payment_that_did_not_fail_is_a_conflict(market, stripe):
+def test_retrying_a_payment_that_did_not_fail_is_a_conflict(market, sim_stripe):
     payment = market.held_payment()
     response = market.post(market.customer, "payment-retry", payment_id=payment.pk)
     assert response.status_code == 409
     assert market.payment(payment.pk).status == "held"
 
 
-def test_a_disputed_payment_is_not_released(market, stripe, settings):
+def test_a_disputed_payment_is_not_released(market, sim_stripe, settings):
     configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
     payment = market.held_payment()
     market.payment(payment.pk)
@@ -106,8 +108,8 @@ def test_a_disputed_payment_is_not_released(market, stripe, settings):
         currency=payment.currency,
         status="needs_response",
     )
-    stripe.calls.clear()
+    sim_stripe.calls.clear()
     response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
     assert response.status_code == 409
     assert market.payment(payment.pk).status == "held"
-    assert money_calls(stripe) == []
+    assert money_calls(sim_stripe) == []

@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django_escrow_connect import swappable
 from django_escrow_connect.conf import SEPARATE_CHARGES_AND_TRANSFERS
 from tests import factories
-from tests.payments.conftest import market, stripe  # noqa: F401  (fixtures)
+from tests.payments.conftest import market, sim_stripe  # noqa: F401  (fixtures)
 
 STATES = ["held", "released", "refunded", "awaiting_payment", "partially_refunded"]
 

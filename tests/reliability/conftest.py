@@ -31,7 +31,7 @@ __all__ = [
 
 
 @pytest.fixture
-def stripe(settings: Any) -> Iterator[simulated.SimulatedStripe]:
+def sim_stripe(settings: Any) -> Iterator[simulated.SimulatedStripe]:
     """The simulated Stripe, empty, delivering events to the real webhook receiver."""
     configure(settings)
     simulated.reset()

@@ -49,7 +49,7 @@ def refunded_at(payment):
     ids=["sct-full", "sct-partial", "manual-full"],
 )
 def test_refund_racing_release_has_one_consistent_outcome(
-    settings, stripe, market, escrow_strategy, refund_amount, iteration
+    settings, sim_stripe, market, escrow_strategy, refund_amount, iteration
 ):
     configure(settings, ESCROW_STRATEGY=escrow_strategy)
     payment = market.held_payment()
@@ -63,7 +63,7 @@ def test_refund_racing_release_has_one_consistent_outcome(
         assert not isinstance(response, BaseException), response
         assert response.status_code in (200, 409), response.content
     payment = market.payment(payment.pk)
-    books = assert_money_invariants(stripe, payment)
+    books = assert_money_invariants(sim_stripe, payment)
     refunded = refund_amount or payment.amount
 
     assert refund.status_code == 200, refund.content

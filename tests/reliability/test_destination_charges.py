@@ -19,7 +19,7 @@ from .conftest import assert_money_invariants, configure, stripe_books
 
 
 @pytest.fixture
-def manual(settings, stripe):
+def manual(settings, sim_stripe):
     configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
 
 
@@ -36,15 +36,15 @@ def transfer_incidents(payment):
     )
 
 
-def test_release_transfers_the_whole_charge_and_takes_the_fee_back(market, stripe, manual):
+def test_release_transfers_the_whole_charge_and_takes_the_fee_back(market, sim_stripe, manual):
     payment = market.released_payment()
-    books = stripe_books(stripe, payment)
+    books = stripe_books(sim_stripe, payment)
     (transfer,) = books["transfers"]
     assert transfer["amount"] == 10_000
-    fee = stripe.application_fees[books["charge"]["application_fee"]]
+    fee = sim_stripe.application_fees[books["charge"]["application_fee"]]
     assert (fee["amount"], fee["amount_refunded"]) == (1_000, 0)
     # The doer's share: the transfer less the application fee.
-    assert stripe.balances[market.doer_account.stripe_account_id]["usd"] == 9_000
+    assert sim_stripe.balances[market.doer_account.stripe_account_id]["usd"] == 9_000
     assert payment.amount_transferred == 9_000
     (row,) = payment.transfers.all()
     assert (row.amount, row.amount_reversed) == (10_000, 0)
@@ -55,16 +55,16 @@ def test_release_transfers_the_whole_charge_and_takes_the_fee_back(market, strip
     assert_books_balanced(payment_id=payment.pk)
 
 
-def test_half_refund_after_release_is_not_a_reversal_outside_the_app(market, stripe, manual):
+def test_half_refund_after_release_is_not_a_reversal_outside_the_app(market, sim_stripe, manual):
     payment = refund(market, market.released_payment(), 5_000)
     assert payment.status == "partially_refunded"
-    books = assert_money_invariants(stripe, payment)
+    books = assert_money_invariants(sim_stripe, payment)
     (transfer,) = books["transfers"]
     # Stripe reverses 5,000 of the 10,000 transfer and gives 500 of the fee back.
     assert transfer["amount_reversed"] == 5_000
-    fee = stripe.application_fees[books["charge"]["application_fee"]]
+    fee = sim_stripe.application_fees[books["charge"]["application_fee"]]
     assert fee["amount_refunded"] == 500
-    assert stripe.balances[market.doer_account.stripe_account_id]["usd"] == 4_500
+    assert sim_stripe.balances[market.doer_account.stripe_account_id]["usd"] == 4_500
     # The app agrees: the doer gave back 4,500 and keeps 4,500.
     assert (payment.amount_refunded, payment.amount_reversed) == (5_000, 4_500)
     assert payment.amount_transferred - payment.amount_reversed == 4_500
@@ -78,22 +78,22 @@ def test_half_refund_after_release_is_not_a_reversal_outside_the_app(market, str
     assert_books_balanced(payment_id=payment.pk)
 
 
-def test_full_refund_after_release_reverses_everything(market, stripe, manual):
+def test_full_refund_after_release_reverses_everything(market, sim_stripe, manual):
     payment = refund(market, market.released_payment())
     assert payment.status == "refunded"
-    books = assert_money_invariants(stripe, payment)
+    books = assert_money_invariants(sim_stripe, payment)
     (transfer,) = books["transfers"]
     assert transfer["amount_reversed"] == 10_000
-    assert stripe.balances[market.doer_account.stripe_account_id]["usd"] == 0
+    assert sim_stripe.balances[market.doer_account.stripe_account_id]["usd"] == 0
     assert (payment.amount_refunded, payment.amount_reversed) == (10_000, 9_000)
     assert not transfer_incidents(payment).exists()
     assert_books_balanced(payment_id=payment.pk)
 
 
-def test_two_partial_refunds_after_release(market, stripe, manual):
+def test_two_partial_refunds_after_release(market, sim_stripe, manual):
     payment = refund(market, market.released_payment(), 3_000)
     payment = refund(market, payment, 2_000)
-    books = assert_money_invariants(stripe, payment)
+    books = assert_money_invariants(sim_stripe, payment)
     (transfer,) = books["transfers"]
     assert transfer["amount_reversed"] == 5_000
     assert (payment.amount_refunded, payment.amount_reversed) == (5_000, 4_500)
@@ -101,7 +101,7 @@ def test_two_partial_refunds_after_release(market, stripe, manual):
     assert_books_balanced(payment_id=payment.pk)
 
 
-def test_a_reversal_beyond_the_refunds_is_still_an_incident(market, stripe, manual):
+def test_a_reversal_beyond_the_refunds_is_still_an_incident(market, sim_stripe, manual):
     """A reversal made in the dashboard on top of a refund is reported."""
     from django_escrow_connect import simulation as simulated
 
@@ -125,7 +125,7 @@ def fee_events(kind):
     return swappable.load("WebhookEvent").objects.filter(type=f"application_fee.{kind}")
 
 
-def test_application_fee_events_are_handled(market, stripe, manual, caplog):
+def test_application_fee_events_are_handled(market, sim_stripe, manual, caplog):
     payment = market.released_payment()
     (created,) = fee_events("created")
     assert created.status == "processed"
@@ -139,11 +139,13 @@ def test_application_fee_events_are_handled(market, stripe, manual, caplog):
     ]
 
 
-def test_an_application_fee_other_than_the_payment_s_is_logged(market, stripe, manual, caplog):
+def test_an_application_fee_other_than_the_payment_s_is_logged(market, sim_stripe, manual, caplog):
     from django_escrow_connect.services import transfers
 
     payment = market.released_payment()
-    fee = dict(stripe.application_fees[stripe_books(stripe, payment)["charge"]["application_fee"]])
+    fee = dict(
+        sim_stripe.application_fees[stripe_books(sim_stripe, payment)["charge"]["application_fee"]]
+    )
     fee["amount"] = 900
     assert transfers.apply_application_fee(fee, event_id="evt_1").pk == payment.pk
     (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]

@@ -126,9 +126,11 @@ def act_create(market: Any, ctx: dict[str, Any]) -> Any:
     return market.create(ctx["task"])
 
 
-def intents_for(stripe: Any, task: Any) -> list[dict[str, Any]]:
+def intents_for(sim_stripe: Any, task: Any) -> list[dict[str, Any]]:
     return [
-        i for i in stripe.payment_intents.values() if i["metadata"].get("task_id") == str(task.pk)
+        i
+        for i in sim_stripe.payment_intents.values()
+        if i["metadata"].get("task_id") == str(task.pk)
     ]
 
 
@@ -136,8 +138,8 @@ def payments_for(task: Any) -> Any:
     return swappable.load("EscrowPayment").objects.filter(task=task)
 
 
-def create_done(market: Any, ctx: dict[str, Any], stripe: Any) -> None:
-    [intent] = intents_for(stripe, ctx["task"])
+def create_done(market: Any, ctx: dict[str, Any], sim_stripe: Any) -> None:
+    [intent] = intents_for(sim_stripe, ctx["task"])
     # A creation Stripe refused leaves its payment canceled (with its journal
     # entry): the retry started a new one.
     [payment] = payments_for(ctx["task"]).exclude(status="canceled")
@@ -145,11 +147,11 @@ def create_done(market: Any, ctx: dict[str, Any], stripe: Any) -> None:
     assert payment.status == "awaiting_payment"
 
 
-def create_untouched(market: Any, ctx: dict[str, Any], stripe: Any) -> None:
+def create_untouched(market: Any, ctx: dict[str, Any], sim_stripe: Any) -> None:
     # The payment and its journal entry are committed before the call; no
     # PaymentIntent exists, so no money can move.
     assert all(not p.stripe_payment_intent_id for p in payments_for(ctx["task"]))
-    assert intents_for(stripe, ctx["task"]) == []
+    assert intents_for(sim_stripe, ctx["task"]) == []
 
 
 # --- release -------------------------------------------------------------------
@@ -163,10 +165,10 @@ def act_release(market: Any, ctx: dict[str, Any]) -> Any:
     return post(market, market.customer, "payment-confirm", ctx["payment"].pk)
 
 
-def release_done(market: Any, ctx: dict[str, Any], stripe: Any) -> None:
+def release_done(market: Any, ctx: dict[str, Any], sim_stripe: Any) -> None:
     payment = payment_of(market, ctx)
     assert payment.status == "released"
-    books = assert_money_invariants(stripe, payment)
+    books = assert_money_invariants(sim_stripe, payment)
     assert len(books["transfers"]) == 1
     assert (
         books["transferred"] == payment.amount_transferred == payment.amount - payment.platform_fee
@@ -174,12 +176,12 @@ def release_done(market: Any, ctx: dict[str, Any], stripe: Any) -> None:
     assert books["intent"]["status"] == "succeeded"
 
 
-def release_untouched(market: Any, ctx: dict[str, Any], stripe: Any) -> None:
+def release_untouched(market: Any, ctx: dict[str, Any], sim_stripe: Any) -> None:
     payment = payment_of(market, ctx)
     # releasing: the outcome of the call is recorded as unknown (by design).
     assert payment.status in ("held", "releasing")
     assert payment.amount_transferred == 0
-    assert stripe_books(stripe, payment)["transfers"] == []
+    assert stripe_books(sim_stripe, payment)["transfers"] == []
 
 
 # --- refund before release -------------------------------------------------------
@@ -189,21 +191,23 @@ def act_refund(market: Any, ctx: dict[str, Any]) -> Any:
     return post(market, market.doer, "payment-refund", ctx["payment"].pk)
 
 
-def refund_done(market: Any, ctx: dict[str, Any], stripe: Any) -> None:
+def refund_done(market: Any, ctx: dict[str, Any], sim_stripe: Any) -> None:
     payment = payment_of(market, ctx)
     assert payment.status == "refunded"
-    books = assert_money_invariants(stripe, payment)
+    books = assert_money_invariants(sim_stripe, payment)
     assert books["refunded"] == payment.amount_refunded == payment.amount
-    succeeded = [r for r in stripe.refunds.values() if r["payment_intent"] == books["intent"]["id"]]
+    succeeded = [
+        r for r in sim_stripe.refunds.values() if r["payment_intent"] == books["intent"]["id"]
+    ]
     assert [r["status"] for r in succeeded if r["status"] != "failed"] == ["succeeded"]
     assert books["transferred"] == books["reversed"] == payment.amount_reversed
 
 
-def refund_untouched(market: Any, ctx: dict[str, Any], stripe: Any) -> None:
+def refund_untouched(market: Any, ctx: dict[str, Any], sim_stripe: Any) -> None:
     payment = payment_of(market, ctx)
     assert payment.amount_refunded == 0
     assert payment.status in ("held", "released")
-    assert stripe_books(stripe, payment)["refunded"] == 0
+    assert stripe_books(sim_stripe, payment)["refunded"] == 0
 
 
 # --- refund after release (reversal, then refund) ----------------------------------
@@ -213,11 +217,11 @@ def setup_released(market: Any) -> dict[str, Any]:
     return {"payment": market.released_payment()}
 
 
-def reversal_untouched(market: Any, ctx: dict[str, Any], stripe: Any) -> None:
-    refund_untouched(market, ctx, stripe)
+def reversal_untouched(market: Any, ctx: dict[str, Any], sim_stripe: Any) -> None:
+    refund_untouched(market, ctx, sim_stripe)
     payment = payment_of(market, ctx)
     assert payment.status == "released"
-    assert payment.amount_reversed == stripe_books(stripe, payment)["reversed"] == 0
+    assert payment.amount_reversed == stripe_books(sim_stripe, payment)["reversed"] == 0
 
 
 # --- cancel ----------------------------------------------------------------------
@@ -233,16 +237,16 @@ def act_cancel(market: Any, ctx: dict[str, Any]) -> Any:
     return post(market, market.customer, "payment-cancel", ctx["payment"].pk)
 
 
-def cancel_done(market: Any, ctx: dict[str, Any], stripe: Any) -> None:
+def cancel_done(market: Any, ctx: dict[str, Any], sim_stripe: Any) -> None:
     payment = payment_of(market, ctx)
     assert payment.status == "canceled"
-    assert stripe_books(stripe, payment)["intent"]["status"] == "canceled"
+    assert stripe_books(sim_stripe, payment)["intent"]["status"] == "canceled"
 
 
-def cancel_untouched(market: Any, ctx: dict[str, Any], stripe: Any) -> None:
+def cancel_untouched(market: Any, ctx: dict[str, Any], sim_stripe: Any) -> None:
     payment = payment_of(market, ctx)
     assert payment.status == ctx["payment"].status
-    assert stripe_books(stripe, payment)["intent"]["status"] != "canceled"
+    assert stripe_books(sim_stripe, payment)["intent"]["status"] != "canceled"
 
 
 def act_void(market: Any, ctx: dict[str, Any]) -> Any:
@@ -267,25 +271,25 @@ def seller_accounts(ctx: dict[str, Any]) -> Any:
     return swappable.load("ConnectedAccount")._default_manager.filter(owner_user=ctx["seller"])
 
 
-def onboard_done(market: Any, ctx: dict[str, Any], stripe: Any) -> None:
+def onboard_done(market: Any, ctx: dict[str, Any], sim_stripe: Any) -> None:
     [account] = seller_accounts(ctx)
     owned = [
         a
-        for a in stripe.accounts.values()
+        for a in sim_stripe.accounts.values()
         if a["metadata"].get("escrow_owner", "").endswith(f":{ctx['seller'].pk}")
     ]
     assert [a["id"] for a in owned] == [account.stripe_account_id]
 
 
-def onboard_untouched(market: Any, ctx: dict[str, Any], stripe: Any) -> None:
+def onboard_untouched(market: Any, ctx: dict[str, Any], sim_stripe: Any) -> None:
     # The row with its idempotency key may exist (stored before the call);
     # a Stripe account may not.
     assert all(not a.stripe_account_id for a in seller_accounts(ctx))
 
 
-def link_untouched(market: Any, ctx: dict[str, Any], stripe: Any) -> None:
+def link_untouched(market: Any, ctx: dict[str, Any], sim_stripe: Any) -> None:
     # The account exists (one); only the link is missing.
-    onboard_done(market, ctx, stripe)
+    onboard_done(market, ctx, sim_stripe)
 
 
 SCT, MANUAL = SEPARATE_CHARGES_AND_TRANSFERS, MANUAL_CAPTURE
@@ -386,9 +390,9 @@ def expected_status(case: UseCase, failure: str) -> set[int]:
 @pytest.mark.parametrize("case", ALL, indirect=True)
 @pytest.mark.parametrize("failure", list(FAILURES))
 def test_stripe_failure_is_answered_cleanly_and_a_retry_succeeds_once(
-    stripe, market, case, scene, failure
+    sim_stripe, market, case, scene, failure
 ):
-    stripe.fail_next(case.method, FAILURES[failure]())
+    sim_stripe.fail_next(case.method, FAILURES[failure]())
 
     response = case.act(market, scene)
 
@@ -396,15 +400,15 @@ def test_stripe_failure_is_answered_cleanly_and_a_retry_succeeds_once(
     error = response.json()["error"]
     assert error["code"]
     assert "sk_test" not in response.content.decode()
-    case.check_untouched(market, scene, stripe)
+    case.check_untouched(market, scene, sim_stripe)
 
     retry = case.act(market, scene)
     assert retry.status_code in (200, 201), retry.content
-    case.check_done(market, scene, stripe)
+    case.check_done(market, scene, sim_stripe)
     # And once more: nothing moves twice.
     again = case.act(market, scene)
     assert again.status_code < 500, again.content
-    case.check_done(market, scene, stripe)
+    case.check_done(market, scene, sim_stripe)
 
 
 @pytest.mark.parametrize(
@@ -412,13 +416,15 @@ def test_stripe_failure_is_answered_cleanly_and_a_retry_succeeds_once(
     [(name, "retry") for name in ALL] + [(name, "reconcile") for name in RECONCILABLE],
     indirect=["case"],
 )
-def test_lost_answer_after_stripe_acted_is_recovered_once(stripe, market, case, scene, recovery):
+def test_lost_answer_after_stripe_acted_is_recovered_once(
+    sim_stripe, market, case, scene, recovery
+):
     """Stripe acted, the answer was lost (a timeout after the effect).
 
     Where nothing was committed (the use case rolled back), only a retry can
     finish it; where "outcome unknown" was committed, reconcile can too.
     """
-    stripe.fail_next(
+    sim_stripe.fail_next(
         case.method, TemporarilyUnavailable("Read timed out.", should_retry=True), after_effect=True
     )
 
@@ -433,16 +439,18 @@ def test_lost_answer_after_stripe_acted_is_recovered_once(stripe, market, case, 
     else:
         with market.capture(execute=True):
             call_command("escrow_reconcile", older_than=0, stdout=_Sink(), stderr=_Sink())
-    case.check_done(market, scene, stripe)
+    case.check_done(market, scene, sim_stripe)
 
 
 @pytest.mark.parametrize("case", CRASHABLE, indirect=True)
-def test_crash_between_stripe_call_and_commit_is_recovered_by_a_retry(stripe, market, case, scene):
+def test_crash_between_stripe_call_and_commit_is_recovered_by_a_retry(
+    sim_stripe, market, case, scene
+):
     """The process dies after Stripe answered, before the transaction commits.
 
     (The onboarding link is not stored: nothing is written after its call.)
     """
-    calls_before = stripe.call_count(case.method)
+    calls_before = sim_stripe.call_count(case.method)
     if case.crash_at == COMMIT_OUTCOME:
         # Crash when committing the outcome of this case's own call (a refund
         # after release commits its reversal's outcome first).
@@ -460,13 +468,13 @@ def test_crash_between_stripe_call_and_commit_is_recovered_by_a_retry(stripe, ma
         patcher = mock.patch(case.crash_at, side_effect=Crash("killed"))
     with patcher, pytest.raises(Crash):
         case.act(market, scene)
-    assert stripe.call_count(case.method) == calls_before + 1  # Stripe did act
+    assert sim_stripe.call_count(case.method) == calls_before + 1  # Stripe did act
 
     retry = case.act(market, scene)
     # 409 only when the object's own webhook already finished the operation
     # (a refunded payment cannot be refunded again).
     assert retry.status_code in (200, 201, 409), retry.content
-    case.check_done(market, scene, stripe)
+    case.check_done(market, scene, sim_stripe)
 
 
 class _Sink:

@@ -41,7 +41,7 @@ def journal(payment: Any) -> list[tuple[str, str]]:
     )
 
 
-def stage_crashed_release(market: Any, stripe: Any, *, stripe_acted: bool) -> Any:
+def stage_crashed_release(market: Any, sim_stripe: Any, *, stripe_acted: bool) -> Any:
     """A confirm whose process died during ``POST /v1/transfers``.
 
     Phase 1 committed (journal entry, transfer row, payment releasing); the
@@ -49,7 +49,7 @@ def stage_crashed_release(market: Any, stripe: Any, *, stripe_acted: bool) -> An
     transfer's webhook is held back (Stripe delivers it later, or never).
     """
     payment = market.held_payment()
-    stripe.fail_next(
+    sim_stripe.fail_next(
         "create_transfer",
         TemporarilyUnavailable("worker killed", should_retry=True),
         after_effect=stripe_acted,
@@ -80,21 +80,23 @@ def expire_lease(payment: Any) -> None:
 
 
 @pytest.fixture
-def sct(settings: Any, stripe: Any) -> None:
+def separate_charges(settings: Any, sim_stripe: Any) -> None:
     configure(settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS)
 
 
 class TestTheScenarioOfIssue11:
     """Transfer made, worker killed, refund requested: the platform loses nothing."""
 
-    def test_a_refund_finishes_the_release_then_reverses_it(self, market, stripe, sct):
-        payment, _ = stage_crashed_release(market, stripe, stripe_acted=True)
+    def test_a_refund_finishes_the_release_then_reverses_it(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment, _ = stage_crashed_release(market, sim_stripe, stripe_acted=True)
         expire_lease(payment)
         response = market.post(market.doer, "payment-refund", payment_id=payment.pk)
         assert response.status_code == 200, response.content
         payment = market.payment(payment.pk)
         assert payment.status == "refunded"
-        books = assert_money_invariants(stripe, payment)
+        books = assert_money_invariants(sim_stripe, payment)
         assert len(books["transfers"]) == 1
         # The doer returned all 9,000 before the customer got 10,000 back.
         assert books["reversed"] == books["transferred"] == 9_000
@@ -107,9 +109,9 @@ class TestTheScenarioOfIssue11:
         assert_books_balanced(payment_id=payment.pk)
 
     def test_the_webhook_finishes_a_release_that_stayed_held_or_releasing(
-        self, market, stripe, sct
+        self, market, sim_stripe, separate_charges
     ):
-        payment, held_back = stage_crashed_release(market, stripe, stripe_acted=True)
+        payment, held_back = stage_crashed_release(market, sim_stripe, stripe_acted=True)
         from django_escrow_connect.simulation import get_event_sink
 
         for args in held_back:
@@ -122,60 +124,68 @@ class TestTheScenarioOfIssue11:
         # Confirming again is an ordinary retry: 200, no second transfer.
         response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert response.status_code == 200, response.content
-        assert len(stripe_books(stripe, payment)["transfers"]) == 1
+        assert len(stripe_books(sim_stripe, payment)["transfers"]) == 1
         assert_books_balanced(payment_id=payment.pk)
 
-    def test_confirming_again_after_the_crash_sends_the_same_key(self, market, stripe, sct):
-        payment, _ = stage_crashed_release(market, stripe, stripe_acted=True)
+    def test_confirming_again_after_the_crash_sends_the_same_key(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment, _ = stage_crashed_release(market, sim_stripe, stripe_acted=True)
         response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert response.status_code == 200, response.content
         payment = market.payment(payment.pk)
         assert payment.status == "released"
-        assert len(stripe_books(stripe, payment)["transfers"]) == 1
+        assert len(stripe_books(sim_stripe, payment)["transfers"]) == 1
         (operation,) = payment.operations.filter(kind="transfer")
         assert operation.sent_count == 2
         assert operation.idempotency_key.endswith(":transfer:0")
 
-    def test_reconcile_finds_the_transfer_and_finishes(self, market, stripe, sct):
-        payment, _ = stage_crashed_release(market, stripe, stripe_acted=True)
-        stripe.calls.clear()
+    def test_reconcile_finds_the_transfer_and_finishes(self, market, sim_stripe, separate_charges):
+        payment, _ = stage_crashed_release(market, sim_stripe, stripe_acted=True)
+        sim_stripe.calls.clear()
         with market.capture(execute=True):
             call_command("escrow_reconcile", "--older-than", "0", stdout=StringIO())
         payment = market.payment(payment.pk)
         assert payment.status == "released"
         # Looked up by transfer_group; nothing sent again.
-        assert [name for name, _ in stripe.calls] == ["list_transfers"]
+        assert [name for name, _ in sim_stripe.calls] == ["list_transfers"]
         assert_books_balanced(payment_id=payment.pk)
 
 
 class TestACompetingOperation:
     """A refund (or cancel) while a release is unresolved decides from Stripe's facts."""
 
-    def test_while_the_release_may_still_be_running_it_is_refused_409(self, market, stripe, sct):
-        payment, _ = stage_crashed_release(market, stripe, stripe_acted=False)
+    def test_while_the_release_may_still_be_running_it_is_refused_409(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment, _ = stage_crashed_release(market, sim_stripe, stripe_acted=False)
         response = market.post(market.doer, "payment-refund", payment_id=payment.pk)
         assert response.status_code == 409, response.content
         assert response.json()["error"]["code"] == "operation_pending"
         assert market.payment(payment.pk).amount_refunded == 0
-        assert stripe_books(stripe, payment)["refunded"] == 0
+        assert stripe_books(sim_stripe, payment)["refunded"] == 0
 
-    def test_a_release_stripe_never_saw_is_settled_as_not_made(self, market, stripe, sct):
-        payment, _ = stage_crashed_release(market, stripe, stripe_acted=False)
+    def test_a_release_stripe_never_saw_is_settled_as_not_made(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment, _ = stage_crashed_release(market, sim_stripe, stripe_acted=False)
         expire_lease(payment)
         response = market.post(market.doer, "payment-refund", payment_id=payment.pk)
         assert response.status_code == 200, response.content
         payment = market.payment(payment.pk)
         assert payment.status == "refunded"
-        books = assert_money_invariants(stripe, payment)
+        books = assert_money_invariants(sim_stripe, payment)
         assert books["transfers"] == []
         assert journal(payment) == [("transfer", "failed"), ("refund", "succeeded")]
         assert payment.operations.get(kind="transfer").error_code == "not_made"
         assert_books_balanced(payment_id=payment.pk)
 
-    def test_stripe_unreachable_refuses_409_and_changes_nothing(self, market, stripe, sct):
-        payment, _ = stage_crashed_release(market, stripe, stripe_acted=True)
+    def test_stripe_unreachable_refuses_409_and_changes_nothing(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment, _ = stage_crashed_release(market, sim_stripe, stripe_acted=True)
         expire_lease(payment)
-        stripe.fail_next("list_transfers", TemporarilyUnavailable("down", http_status=503))
+        sim_stripe.fail_next("list_transfers", TemporarilyUnavailable("down", http_status=503))
         response = market.post(market.doer, "payment-refund", payment_id=payment.pk)
         assert response.status_code == 409, response.content
         assert response.json()["error"]["code"] == "operation_pending"
@@ -183,73 +193,83 @@ class TestACompetingOperation:
 
 
 class TestLostAnswers:
-    def test_a_stored_500_is_looked_up_then_retried_with_the_next_key(self, market, stripe, sct):
+    def test_a_stored_500_is_looked_up_then_retried_with_the_next_key(
+        self, market, sim_stripe, separate_charges
+    ):
         payment = market.held_payment()
-        stripe.fail_next(
+        sim_stripe.fail_next(
             "create_transfer", TemporarilyUnavailable("Internal error", http_status=500)
         )
         response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert response.status_code == 503
-        stripe.calls.clear()
+        sim_stripe.calls.clear()
         response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert response.status_code == 200, response.content
         payment = market.payment(payment.pk)
-        assert [name for name, _ in stripe.calls][:2] == ["list_transfers", "create_transfer"]
+        assert [name for name, _ in sim_stripe.calls][:2] == ["list_transfers", "create_transfer"]
         assert journal(payment) == [("transfer", "failed"), ("transfer", "succeeded")]
         attempts = payment.operations.filter(kind="transfer").order_by("created_at")
         assert list(attempts.values_list("attempt", flat=True)) == [0, 1]
-        assert len(stripe_books(stripe, payment)["transfers"]) == 1
+        assert len(stripe_books(sim_stripe, payment)["transfers"]) == 1
 
     def test_stripe_should_retry_false_is_looked_up_then_sent_under_the_next_key(
-        self, market, stripe, sct
+        self, market, sim_stripe, separate_charges
     ):
         payment = market.held_payment()
-        stripe.fail_next(
+        sim_stripe.fail_next(
             "create_transfer",
             TemporarilyUnavailable("Conflict", http_status=409, should_retry=False),
         )
         response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert response.status_code == 503
         assert payment.operations.get(kind="transfer").should_retry is False
-        stripe.calls.clear()
+        sim_stripe.calls.clear()
         response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert response.status_code == 200, response.content
-        assert [name for name, _ in stripe.calls][:2] == ["list_transfers", "create_transfer"]
+        assert [name for name, _ in sim_stripe.calls][:2] == ["list_transfers", "create_transfer"]
         payment = market.payment(payment.pk)
         assert journal(payment) == [("transfer", "failed"), ("transfer", "succeeded")]
 
-    def test_an_operation_older_than_the_key_window_is_looked_up_first(self, market, stripe, sct):
-        payment, _ = stage_crashed_release(market, stripe, stripe_acted=True)
+    def test_an_operation_older_than_the_key_window_is_looked_up_first(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment, _ = stage_crashed_release(market, sim_stripe, stripe_acted=True)
         Operation.objects.filter(payment=payment.pk, kind="transfer").update(
             created_at=timezone.now() - operations.KEY_WINDOW - timedelta(minutes=1)
         )
-        stripe.advance_time(int(operations.KEY_WINDOW.total_seconds()) + 3600 * 2)
-        stripe.calls.clear()
+        sim_stripe.advance_time(int(operations.KEY_WINDOW.total_seconds()) + 3600 * 2)
+        sim_stripe.calls.clear()
         response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert response.status_code == 200, response.content
         # Found by transfer_group: no new transfer under a forgotten key.
-        assert [name for name, _ in stripe.calls] == ["list_transfers"]
-        assert len(stripe_books(stripe, market.payment(payment.pk))["transfers"]) == 1
+        assert [name for name, _ in sim_stripe.calls] == ["list_transfers"]
+        assert len(stripe_books(sim_stripe, market.payment(payment.pk))["transfers"]) == 1
 
 
 class TestTheJournalItself:
-    def test_two_unresolved_operations_on_one_payment_are_impossible(self, market, stripe, sct):
+    def test_two_unresolved_operations_on_one_payment_are_impossible(
+        self, market, sim_stripe, separate_charges
+    ):
         payment = market.held_payment()
         Operation.objects.create(payment=payment, kind="transfer", idempotency_key="k1")
         with pytest.raises(IntegrityError), transaction.atomic():
             Operation.objects.create(payment=payment, kind="refund", idempotency_key="k2")
 
-    def test_every_money_call_is_journaled_with_its_key_and_result(self, market, stripe, sct):
+    def test_every_money_call_is_journaled_with_its_key_and_result(
+        self, market, sim_stripe, separate_charges
+    ):
         payment = market.released_payment()
         (create, transfer) = payment.operations.order_by("created_at")
         assert (create.kind, create.status) == ("payment_intent", "succeeded")
         assert create.stripe_object_id == payment.stripe_payment_intent_id
         assert (transfer.kind, transfer.status, transfer.amount) == ("transfer", "succeeded", 9_000)
         assert transfer.stripe_object_id == payment.transfers.get().stripe_transfer_id
-        (sent,) = stripe_books(stripe, payment)["transfers"]
+        (sent,) = stripe_books(sim_stripe, payment)["transfers"]
         assert sent["metadata"]["escrow_operation"] == transfer.idempotency_key
 
-    def test_a_money_call_inside_a_transaction_is_refused(self, market, stripe, sct):
+    def test_a_money_call_inside_a_transaction_is_refused(
+        self, market, sim_stripe, separate_charges
+    ):
         from django_escrow_connect.services.payments import release_payment
 
         payment = market.held_payment()
@@ -268,11 +288,11 @@ class TestTheJournalItself:
 
 class TestManualCapture:
     def test_a_crashed_capture_is_finished_by_the_payment_intent_webhook(
-        self, settings, market, stripe
+        self, settings, market, sim_stripe
     ):
         configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
         payment = market.held_payment()
-        stripe.fail_next(
+        sim_stripe.fail_next(
             "capture_payment_intent",
             TemporarilyUnavailable("worker killed", should_retry=True),
             after_effect=True,
@@ -286,7 +306,7 @@ class TestManualCapture:
         assert_books_balanced(payment_id=payment.pk)
 
     def test_a_refund_counts_the_reversal_stripe_makes_without_its_webhook(
-        self, settings, market, stripe
+        self, settings, market, sim_stripe
     ):
         """A destination charge's refund reverses the transfer at Stripe; the
         refund's answer is enough to count it (transfer.reversed may never come)."""
@@ -310,7 +330,7 @@ class TestManualCapture:
 
 
 class TestTwoInstallations:
-    def test_payment_ids_differ_per_installation(self, settings, market, stripe):
+    def test_payment_ids_differ_per_installation(self, settings, market, sim_stripe):
         from django_escrow_connect.services.payments import payment_id_for
 
         task = market.task()
@@ -319,7 +339,7 @@ class TestTwoInstallations:
         assert payment_id_for(task, 0) != default
 
     def test_an_event_about_another_installations_refund_is_ignored(
-        self, settings, market, stripe, sct
+        self, settings, market, sim_stripe, separate_charges
     ):
         payment = market.held_payment()
         from django_escrow_connect.gateway.types import RefundSnapshot

@@ -109,7 +109,7 @@ class PaymentMachine(RuleBasedStateMachine):
         self.pending: list[Delivery] = []
         self.delivered: list[Delivery] = []
         self.statuses: list[str] = []
-        self.stripe = simulated.simulated_stripe
+        self.sim_stripe = simulated.simulated_stripe
         self.seller = SimulatedGateway()
 
     # --- helpers ---------------------------------------------------------------
@@ -182,11 +182,11 @@ class PaymentMachine(RuleBasedStateMachine):
     @rule()
     def confirm(self) -> None:
         disputed = self.open_disputes_known()
-        before = stripe_books(self.stripe, self.payment())
+        before = stripe_books(self.sim_stripe, self.payment())
         response = self.post(self.market.customer, "payment-confirm")
         assert response.status_code in (200, 409, 503), response.content
         if disputed:
-            after = stripe_books(self.stripe, self.payment())
+            after = stripe_books(self.sim_stripe, self.payment())
             assert after["transfers"] == before["transfers"], "released while disputed"
             assert after["intent"].get("status") == before["intent"].get("status")
         self.collect()
@@ -234,7 +234,7 @@ class PaymentMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.payment_id is not None)
     @rule(won=st.booleans())
     def close_dispute(self, won: bool) -> None:
-        books = stripe_books(self.stripe, self.payment())
+        books = stripe_books(self.sim_stripe, self.payment())
         for dispute in books["disputes"]:
             if dispute["status"] not in ("won", "lost"):
                 self.stripe_side(self.seller.close_dispute, dispute["id"], won)
@@ -271,7 +271,7 @@ class PaymentMachine(RuleBasedStateMachine):
         if self.payment_id is None:
             return
         payment = self.payment()
-        assert_money_invariants(self.stripe, payment)
+        assert_money_invariants(self.sim_stripe, payment)
         assert 0 <= payment.amount_refunded <= payment.amount
         assert payment.amount_reversed <= payment.amount_transferred
 
@@ -317,7 +317,7 @@ class PaymentMachine(RuleBasedStateMachine):
 
     def settle(self, payment: Any) -> None:
         """Every event delivered: the row agrees with the simulated Stripe."""
-        books = assert_money_invariants(self.stripe, payment)
+        books = assert_money_invariants(self.sim_stripe, payment)
         intent = books["intent"]
         assert payment.amount_refunded == books["refunded"], (payment.status, books)
         kept = books["transferred"] - books["reversed"]
@@ -387,7 +387,7 @@ def build_market() -> Marketplace:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("escrow_strategy", [SEPARATE_CHARGES_AND_TRANSFERS, MANUAL_CAPTURE])
 def test_any_interleaving_keeps_the_invariants(
-    settings: Any, stripe: Any, escrow_strategy: str
+    settings: Any, sim_stripe: Any, escrow_strategy: str
 ) -> None:
     configure(settings, ESCROW_STRATEGY=escrow_strategy)
     PaymentMachine.market = build_market()
@@ -409,7 +409,7 @@ def test_any_interleaving_keeps_the_invariants(
 
 @pytest.mark.django_db(transaction=True)
 def test_dispute_events_before_the_success_of_a_payment_retried_after_a_decline(
-    settings: Any, stripe: Any
+    settings: Any, sim_stripe: Any
 ) -> None:
     """Found by the machine: declined, then paid; the dispute's events (opened,
     lost) arrive before ``payment_intent.succeeded``. The dispute must still
@@ -435,5 +435,5 @@ def test_dispute_events_before_the_success_of_a_payment_retried_after_a_decline(
     assert payment.status == "dispute_lost"
     response = machine.post(machine.market.customer, "payment-confirm")
     assert response.status_code == 409
-    assert stripe_books(stripe, payment)["transfers"] == []
+    assert stripe_books(sim_stripe, payment)["transfers"] == []
     machine.teardown()

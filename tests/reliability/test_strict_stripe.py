@@ -25,7 +25,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def sct(settings: Any, stripe: Any) -> None:
+def separate_charges(settings: Any, sim_stripe: Any) -> None:
     configure(settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS)
 
 
@@ -45,10 +45,10 @@ def refund(market: Any, payment: Any, **body: Any) -> Any:
     return market.post(market.doer, "payment-refund", body, payment_id=payment.pk)
 
 
-def stripe_refunds(stripe: Any, payment: Any) -> list[dict[str, Any]]:
+def stripe_refunds(sim_stripe: Any, payment: Any) -> list[dict[str, Any]]:
     return [
         r
-        for r in stripe.refunds.values()
+        for r in sim_stripe.refunds.values()
         if r["payment_intent"] == payment.stripe_payment_intent_id
     ]
 
@@ -59,11 +59,11 @@ def settle(market: Any, refund_id: str) -> None:
 
 
 def test_a_release_answered_with_a_stored_500_is_looked_up_then_sent_under_a_new_key(
-    market: Any, stripe: Any, sct: None
+    market: Any, sim_stripe: Any, separate_charges: None
 ) -> None:
     """Stripe replays a stored 500 for its key: retrying the same key can never succeed."""
     payment = market.held_payment()
-    stripe.fail_next(
+    sim_stripe.fail_next(
         "create_transfer",
         TemporarilyUnavailable("An unknown error occurred", http_status=500),
         stored=True,
@@ -71,14 +71,14 @@ def test_a_release_answered_with_a_stored_500_is_looked_up_then_sent_under_a_new
     assert confirm(market, payment).status_code == 503
     [first] = payment.operations.filter(kind="transfer")
     assert (first.status, first.http_status) == ("unknown", 500)
-    stripe.calls.clear()
+    sim_stripe.calls.clear()
 
     response = confirm(market, payment)
 
     assert response.status_code == 200, response.content
     payment = market.payment(payment.pk)
     assert payment.status == "released"
-    assert [name for name, _ in stripe.calls if name != "retrieve_account"][:2] == [
+    assert [name for name, _ in sim_stripe.calls if name != "retrieve_account"][:2] == [
         "list_transfers",
         "create_transfer",
     ]
@@ -89,13 +89,13 @@ def test_a_release_answered_with_a_stored_500_is_looked_up_then_sent_under_a_new
     )
     assert [status for _, status in keys] == ["failed", "succeeded"]
     assert keys[0][0] != keys[1][0]
-    assert len(stripe.transfers) == 1
-    assert_money_invariants(stripe, payment)
+    assert len(sim_stripe.transfers) == 1
+    assert_money_invariants(sim_stripe, payment)
     assert_books_balanced(payment_id=payment.pk)
 
 
 def test_a_release_refused_then_made_possible_is_sent_under_a_new_key(
-    market: Any, stripe: Any, sct: None
+    market: Any, sim_stripe: Any, separate_charges: None
 ) -> None:
     """The refusal is stored under its key; the next release must not reuse that key."""
     payment = market.held_payment()
@@ -110,27 +110,27 @@ def test_a_release_refused_then_made_possible_is_sent_under_a_new_key(
 
     assert response.status_code == 200, response.content
     assert market.payment(payment.pk).status == "released"
-    assert_money_invariants(stripe, market.payment(payment.pk))
+    assert_money_invariants(sim_stripe, market.payment(payment.pk))
 
 
 def test_every_release_transfer_names_its_source_charge(
-    market: Any, stripe: Any, sct: None
+    market: Any, sim_stripe: Any, separate_charges: None
 ) -> None:
     """Card money is still pending at release: only source_transaction makes it transferable."""
     payment = market.held_payment()
-    assert stripe.platform_balance("usd") == {"available": 0, "pending": 10_000}
+    assert sim_stripe.platform_balance("usd") == {"available": 0, "pending": 10_000}
     assert confirm(market, payment).status_code == 200
-    [(_, params)] = [call for call in stripe.calls if call[0] == "create_transfer"]
+    [(_, params)] = [call for call in sim_stripe.calls if call[0] == "create_transfer"]
     assert params["source_transaction"] == market.payment(payment.pk).stripe_charge_id
-    assert stripe.platform_balance("usd") == {"available": 0, "pending": 1_000}
+    assert sim_stripe.platform_balance("usd") == {"available": 0, "pending": 1_000}
 
 
 def test_a_pending_refund_is_counted_once_when_it_succeeds(
-    market: Any, stripe: Any, sct: None
+    market: Any, sim_stripe: Any, separate_charges: None
 ) -> None:
     payment = paid_with(market, "refund_pending")
     assert refund(market, payment).status_code == 200
-    [stripe_refund] = stripe_refunds(stripe, payment)
+    [stripe_refund] = stripe_refunds(sim_stripe, payment)
     assert stripe_refund["status"] == "pending"
     payment = market.payment(payment.pk)
     assert (payment.status, payment.amount_refunded) == ("refunded", 10_000)
@@ -140,7 +140,7 @@ def test_a_pending_refund_is_counted_once_when_it_succeeds(
     settle(market, stripe_refund["id"])
 
     # refund.updated and charge.refund.updated were both answered 2xx.
-    assert stripe.undelivered == []
+    assert sim_stripe.undelivered == []
     payment = market.payment(payment.pk)
     assert (payment.status, payment.amount_refunded) == ("refunded", 10_000)
     [row] = payment.refunds.all()
@@ -148,18 +148,20 @@ def test_a_pending_refund_is_counted_once_when_it_succeeds(
     assert_books_balanced(payment_id=payment.pk)
 
 
-def test_a_refund_that_fails_after_release_converges(market: Any, stripe: Any, sct: None) -> None:
+def test_a_refund_that_fails_after_release_converges(
+    market: Any, sim_stripe: Any, separate_charges: None
+) -> None:
     """Card 4000000000005126: the refund succeeds, then fails; the money is the platform's."""
     payment = paid_with(market, "refund_fails")
     assert confirm(market, payment).status_code == 200
     assert refund(market, payment).status_code == 200
-    [stripe_refund] = stripe_refunds(stripe, payment)
+    [stripe_refund] = stripe_refunds(sim_stripe, payment)
     assert stripe_refund["status"] == "succeeded"
     assert market.payment(payment.pk).status == "refunded"
 
     settle(market, stripe_refund["id"])
 
-    assert stripe.undelivered == []
+    assert sim_stripe.undelivered == []
     payment = market.payment(payment.pk)
     # The doer's share stays reversed (Stripe does not transfer it again);
     # the customer got nothing back, so nothing counts as refunded.
@@ -169,18 +171,19 @@ def test_a_refund_that_fails_after_release_converges(market: Any, stripe: Any, s
     assert (row.status, row.failure_reason) == ("failed", "expired_or_canceled_card")
     [incident] = swappable.load("PaymentIncident").objects.filter(payment=payment.pk)
     assert incident.kind == "refund_failed"
-    assert stripe.charges[payment.stripe_charge_id]["amount_refunded"] == 0
+    assert sim_stripe.charges[payment.stripe_charge_id]["amount_refunded"] == 0
     assert (
-        stripe.platform_balance("usd")["available"] + stripe.platform_balance("usd")["pending"]
+        sim_stripe.platform_balance("usd")["available"]
+        + sim_stripe.platform_balance("usd")["pending"]
         == 10_000
     )
-    assert_money_invariants(stripe, payment)
+    assert_money_invariants(sim_stripe, payment)
     assert_books_balanced(payment_id=payment.pk)
 
     # Refunding again sends a new refund without reversing the doer a second time.
-    stripe.calls.clear()
+    sim_stripe.calls.clear()
     assert refund(market, payment).status_code == 200
-    assert [name for name, _ in stripe.calls if name.startswith("create_")] == ["create_refund"]
+    assert [name for name, _ in sim_stripe.calls if name.startswith("create_")] == ["create_refund"]
     payment = market.payment(payment.pk)
     assert (payment.status, payment.amount_refunded) == ("refunded", 10_000)
     assert_books_balanced(payment_id=payment.pk)

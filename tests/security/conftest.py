@@ -13,7 +13,7 @@ import pytest
 
 from django_escrow_connect import swappable
 from tests import factories
-from tests.payments.conftest import Marketplace, market, stripe  # noqa: F401 (fixtures)
+from tests.payments.conftest import Marketplace, market, sim_stripe  # noqa: F401 (fixtures)
 
 
 @pytest.fixture

@@ -209,7 +209,7 @@ def send(client: APIClient, method: str, url: str, data: dict[str, Any]) -> Any:
 @pytest.mark.parametrize(("payee", "endpoint", "role", "method", "expected"), cells())
 def test_authorization_matrix(
     market: Marketplace,
-    stripe: Any,
+    sim_stripe: Any,
     other_org_admin: Any,
     payee: str,
     endpoint: str,
@@ -224,7 +224,7 @@ def test_authorization_matrix(
     client = APIClient()
     if user is not None:
         client.force_login(user)
-    before, calls_before = snapshot(), len(stripe.calls)
+    before, calls_before = snapshot(), len(sim_stripe.calls)
 
     with market.capture(execute=True):
         response = send(client, method, url, data)
@@ -232,7 +232,7 @@ def test_authorization_matrix(
     assert response.status_code == expected, response.content[:500]
     if expected not in SUCCESS:
         assert snapshot() == before
-        assert len(stripe.calls) == calls_before, stripe.calls[calls_before:]
+        assert len(sim_stripe.calls) == calls_before, sim_stripe.calls[calls_before:]
         if endpoint not in BROWSER_PAGES and response.status_code != 405:
             assert set(response.json()) == {"error"}
     sees_payment = TABLES[payee]["payment-detail"][1][ROLES.index(role)] == 200

@@ -28,7 +28,7 @@ def detail(market, user, payment_id):
 
 
 @pytest.fixture
-def payments(market, stripe):
+def payments(market, sim_stripe):
     return market.held_payment(), market.held_payment(to_org=True)
 
 

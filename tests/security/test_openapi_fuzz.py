@@ -120,7 +120,7 @@ def operations(wsgi_app: Any) -> list[Any]:
 
 
 def test_fuzz_every_operation(
-    market: Marketplace, stripe: Any, wsgi: Any, two_users: dict[str, Any]
+    market: Marketplace, sim_stripe: Any, wsgi: Any, two_users: dict[str, Any]
 ) -> None:
     cookies = session_of(two_users["user"])
     headers = {"X-CSRFToken": CSRF_TOKEN}
@@ -167,14 +167,14 @@ def test_fuzz_every_operation(
 
 
 def test_user_b_never_gets_user_a_s_payment(
-    market: Marketplace, stripe: Any, wsgi: Any, two_users: dict[str, Any]
+    market: Marketplace, sim_stripe: Any, wsgi: Any, two_users: dict[str, Any]
 ) -> None:
     cookies = session_of(two_users["user"])
     headers = {"X-CSRFToken": CSRF_TOKEN}
     a_id = str(two_users["a"].pk)
     by_id = [op for op in operations(wsgi) if "{payment_id}" in op.path]
     assert len(by_id) == 5, [op.label for op in by_id]
-    before, calls_before = snapshot(), len(stripe.calls)
+    before, calls_before = snapshot(), len(sim_stripe.calls)
     for operation in by_id:
         body = {"body": {}, "media_type": "application/json"} if operation.method == "post" else {}
         case = operation.Case(path_parameters={"payment_id": a_id}, **body)
@@ -183,4 +183,4 @@ def test_user_b_never_gets_user_a_s_payment(
         assert response.status_code == 404, (operation.label, response.content)
         assert a_id.encode() not in response.content
     assert snapshot() == before
-    assert len(stripe.calls) == calls_before
+    assert len(sim_stripe.calls) == calls_before

@@ -13,7 +13,7 @@ from django.conf import settings as django_settings
 from tests.payments.conftest import Marketplace
 
 
-def test_no_secret_in_any_log_record(market: Marketplace, stripe: Any, caplog: Any) -> None:
+def test_no_secret_in_any_log_record(market: Marketplace, sim_stripe: Any, caplog: Any) -> None:
     caplog.set_level(logging.DEBUG)
     configured = django_settings.ESCROW_CONNECT
     secrets = {

@@ -37,14 +37,14 @@ PATH_ENDPOINTS = (
 class Unchanged:
     """Asserts that nothing changed in the database or at Stripe."""
 
-    def __init__(self, stripe: Any) -> None:
-        self.stripe = stripe
+    def __init__(self, sim_stripe: Any) -> None:
+        self.sim_stripe = sim_stripe
         self.rows = snapshot()
-        self.calls = len(stripe.calls)
+        self.calls = len(sim_stripe.calls)
 
     def check(self) -> None:
         assert snapshot() == self.rows
-        assert self.stripe.calls[self.calls :] == []
+        assert self.sim_stripe.calls[self.calls :] == []
 
 
 def call(market: Marketplace, user: Any, endpoint: str, payment_id: Any, body: Any = None) -> Any:
@@ -62,10 +62,10 @@ def call(market: Marketplace, user: Any, endpoint: str, payment_id: Any, body: A
      [100], {"value": 100}, 10**20],
 )  # fmt: skip
 def test_a_refund_amount_that_is_not_a_positive_integer_is_400(
-    market: Marketplace, stripe: Any, amount: Any
+    market: Marketplace, sim_stripe: Any, amount: Any
 ) -> None:
     payment = market.released_payment()
-    unchanged = Unchanged(stripe)
+    unchanged = Unchanged(sim_stripe)
     response = market.post(market.doer, "payment-refund", {"amount": amount}, payment_id=payment.pk)
     assert response.status_code == 400, response.content
     assert response.json()["error"]["code"] in {"invalid", "invalid_amount"}
@@ -74,10 +74,10 @@ def test_a_refund_amount_that_is_not_a_positive_integer_is_400(
 
 @pytest.mark.parametrize("amount", [10_001, 2**31, 2**63, 10**18])
 def test_a_refund_larger_than_the_payment_is_400(
-    market: Marketplace, stripe: Any, amount: int
+    market: Marketplace, sim_stripe: Any, amount: int
 ) -> None:
     payment = market.held_payment()
-    unchanged = Unchanged(stripe)
+    unchanged = Unchanged(sim_stripe)
     response = market.post(market.doer, "payment-refund", {"amount": amount}, payment_id=payment.pk)
     assert response.status_code == 400, response.content
     assert response.json()["error"]["code"] == "invalid_amount"
@@ -89,10 +89,10 @@ def test_a_refund_larger_than_the_payment_is_400(
     [{"currency": "jpy"}, {"currency": "usd"}, {"payment_id": "x"}, {"amount_refunded": 0}],
 )
 def test_refund_fields_the_server_decides_are_refused(
-    market: Marketplace, stripe: Any, extra: dict[str, Any]
+    market: Marketplace, sim_stripe: Any, extra: dict[str, Any]
 ) -> None:
     payment = market.held_payment()
-    unchanged = Unchanged(stripe)
+    unchanged = Unchanged(sim_stripe)
     response = market.post(
         market.doer, "payment-refund", {"amount": 100, **extra}, payment_id=payment.pk
     )
@@ -104,10 +104,10 @@ def test_refund_fields_the_server_decides_are_refused(
 # --- currency and amount come from the task ---------------------------------------------
 
 
-def test_the_currency_and_amount_are_the_task_s(market: Marketplace, stripe: Any) -> None:
+def test_the_currency_and_amount_are_the_task_s(market: Marketplace, sim_stripe: Any) -> None:
     task = market.task(amount=4_000, currency="eur")
     for body in ({"currency": "usd"}, {"amount": 4_000, "currency": "eur"}):
-        unchanged = Unchanged(stripe)
+        unchanged = Unchanged(sim_stripe)
         response = market.create(task, **body)
         assert response.status_code == 400, response.content
         assert "currency" in response.json()["error"]["fields"]
@@ -115,11 +115,11 @@ def test_the_currency_and_amount_are_the_task_s(market: Marketplace, stripe: Any
     response = market.create(task, amount=4_000)
     assert response.status_code == 201, response.content
     assert (response.json()["amount"], response.json()["currency"]) == (4_000, "eur")
-    (intent,) = stripe.payment_intents.values()
+    (intent,) = sim_stripe.payment_intents.values()
     assert (intent["amount"], intent["currency"]) == (4_000, "eur")
 
 
-def test_a_query_string_cannot_change_the_amount(market: Marketplace, stripe: Any) -> None:
+def test_a_query_string_cannot_change_the_amount(market: Marketplace, sim_stripe: Any) -> None:
     task = market.task(amount=10_000)
     url = "/escrow/payments/create/?amount=1&currency=jpy"
     with market.capture(execute=True):
@@ -134,19 +134,23 @@ def test_a_query_string_cannot_change_the_amount(market: Marketplace, stripe: An
 
 
 @pytest.mark.parametrize("payer", ["doer", "other", "org_admin", "staff"])
-def test_paying_someone_else_s_task_is_403(market: Marketplace, stripe: Any, payer: str) -> None:
+def test_paying_someone_else_s_task_is_403(
+    market: Marketplace, sim_stripe: Any, payer: str
+) -> None:
     task = market.task(to_org=payer == "org_admin")
-    unchanged = Unchanged(stripe)
+    unchanged = Unchanged(sim_stripe)
     response = market.create(task, user=getattr(market, payer))
     assert response.status_code == 403, response.content
     assert response.json()["error"]["code"] == "forbidden"
     unchanged.check()
 
 
-def test_paying_one_s_own_organization_s_task_is_refused(market: Marketplace, stripe: Any) -> None:
+def test_paying_one_s_own_organization_s_task_is_refused(
+    market: Marketplace, sim_stripe: Any
+) -> None:
     """An admin of the payee organization posting a task to it pays themselves."""
     task = factories.make_task(market.org_admin, payee_organization=market.organization)
-    unchanged = Unchanged(stripe)
+    unchanged = Unchanged(sim_stripe)
     response = market.create(task, user=market.org_admin)
     assert response.status_code == 400, response.content
     assert response.json()["error"]["code"] == "self_payment"
@@ -154,9 +158,9 @@ def test_paying_one_s_own_organization_s_task_is_refused(market: Marketplace, st
 
 
 @pytest.mark.parametrize("state", ["held_payment", "released_payment"])
-def test_paying_a_task_twice_is_409(market: Marketplace, stripe: Any, state: str) -> None:
+def test_paying_a_task_twice_is_409(market: Marketplace, sim_stripe: Any, state: str) -> None:
     payment = getattr(market, state)()
-    unchanged = Unchanged(stripe)
+    unchanged = Unchanged(sim_stripe)
     response = market.create(payment.task, amount=payment.amount)
     assert response.status_code == 409, response.content
     assert response.json()["error"]["code"] == "already_paid"
@@ -177,10 +181,10 @@ BAD_IDS = {
 
 @pytest.mark.parametrize("endpoint", PATH_ENDPOINTS)
 def test_another_customer_s_payment_is_404_on_every_path(
-    market: Marketplace, stripe: Any, endpoint: str
+    market: Marketplace, sim_stripe: Any, endpoint: str
 ) -> None:
     theirs = market.held_payment()  # market.customer's
-    unchanged = Unchanged(stripe)
+    unchanged = Unchanged(sim_stripe)
     response = call(market, market.other, endpoint, theirs.pk, {})
     assert response.status_code == 404, response.content
     assert response.json()["error"]["code"] == "not_found"
@@ -191,10 +195,10 @@ def test_another_customer_s_payment_is_404_on_every_path(
 @pytest.mark.parametrize("endpoint", PATH_ENDPOINTS)
 @pytest.mark.parametrize("kind", list(BAD_IDS))
 def test_unknown_or_malformed_payment_ids_are_404(
-    market: Marketplace, stripe: Any, endpoint: str, kind: str
+    market: Marketplace, sim_stripe: Any, endpoint: str, kind: str
 ) -> None:
     payment = market.held_payment()
-    unchanged = Unchanged(stripe)
+    unchanged = Unchanged(sim_stripe)
     response = call(market, market.staff, endpoint, BAD_IDS[kind](market, payment), {})
     assert response.status_code == 404, response.content
     assert response.json()["error"]["code"] == "not_found"
@@ -213,13 +217,13 @@ def test_unknown_or_malformed_payment_ids_are_404(
     ],
 )
 def test_an_organization_one_does_not_administer_is_404(
-    market: Marketplace, stripe: Any, endpoint: str, method: str
+    market: Marketplace, sim_stripe: Any, endpoint: str, method: str
 ) -> None:
     """The admin of one organization names another (or a made-up one)."""
     other_admin = factories.make_user("otheradmin")
     factories.make_organization(admins=(other_admin,))
     for organization_id in (str(market.organization.pk), "999999", str(uuid.uuid4()), "x' --"):
-        unchanged = Unchanged(stripe)
+        unchanged = Unchanged(sim_stripe)
         body: dict[str, Any] = {"organization_id": organization_id}
         if endpoint == "stripe-onboarding-link":
             body["account_type"] = "company"

@@ -27,8 +27,8 @@ from tests.webhooks.conftest import (  # noqa: F401 (fixtures)
     intent_for,
     make_payment,
     sent,
+    sim_stripe,
     status_history,
-    stripe,
     url_for,
 )
 
@@ -41,7 +41,7 @@ def test_an_exact_replay_is_a_duplicate_and_moves_money_once(
     deliver: Any,  # noqa: F811
     make_payment: Any,  # noqa: F811
     sent: Any,  # noqa: F811
-    stripe: Any,  # noqa: F811
+    sim_stripe: Any,  # noqa: F811
 ) -> None:
     scene = make_payment()
     payload = so.encode(so.event("payment_intent.succeeded", intent_for(scene, "succeeded")))
@@ -54,7 +54,7 @@ def test_an_exact_replay_is_a_duplicate_and_moves_money_once(
     assert events().count() == 1
     assert status_history(scene) == ("held", "payment_in_escrow")
     assert len(sent.of("payment_held")) == 1
-    assert stripe.calls == []
+    assert sim_stripe.calls == []
 
 
 def _odd(evt: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -202,7 +202,7 @@ def test_a_nul_character_in_a_string_is_recorded_without_it(
 def test_a_handler_sees_the_payload_without_nul_characters(
     deliver: Any,  # noqa: F811
     make_payment: Any,  # noqa: F811
-    stripe: Any,  # noqa: F811
+    sim_stripe: Any,  # noqa: F811
 ) -> None:
     scene = make_payment()
     error = {**so.card_error(), "message": f"Declined{NUL}!"}

@@ -211,7 +211,7 @@ SIMULATED_GATEWAY = "django_escrow_connect.simulation.SimulatedGateway"
 
 
 @pytest.fixture
-def stripe(settings: Any) -> Iterator[Any]:
+def sim_stripe(settings: Any) -> Iterator[Any]:
     """The simulated Stripe as the gateway, empty; its own events are collected,
     not delivered, so each test delivers exactly the events it builds."""
     from django_escrow_connect import simulation as simulated

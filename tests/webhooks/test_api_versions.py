@@ -67,7 +67,7 @@ def test_a_queued_or_fetched_event_is_warned_about_when_first_processed(
 
 
 def test_an_object_that_cannot_be_read_is_recorded_failed_and_answered_200(
-    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
     scene = make_payment()
     intent = intent_for(scene, "succeeded")

@@ -24,7 +24,7 @@ def account(db: Any) -> Any:
 
 
 def test_account_updated_restricts_and_asks_for_requirements(
-    deliver: Any, account: Any, stripe: Any, sent: Any
+    deliver: Any, account: Any, sim_stripe: Any, sent: Any
 ) -> None:
     acct = account.stripe_account_id
     snapshot = so.account(
@@ -40,11 +40,11 @@ def test_account_updated_restricts_and_asks_for_requirements(
     assert row.status == "restricted"
     assert row.requirements_past_due == ["external_account"]
     assert [n["account"].pk for n in sent.of("account_requirements_due")] == [row.pk]
-    assert stripe.calls == []
+    assert sim_stripe.calls == []
 
 
 def test_older_account_update_arriving_late_is_ignored(
-    deliver: Any, account: Any, stripe: Any
+    deliver: Any, account: Any, sim_stripe: Any
 ) -> None:
     acct = account.stripe_account_id
     newer = so.event(
@@ -56,7 +56,9 @@ def test_older_account_update_arriving_late_is_ignored(
     assert account_row(acct).payouts_enabled is False
 
 
-def test_deauthorized_then_authorized(deliver: Any, account: Any, stripe: Any, sent: Any) -> None:
+def test_deauthorized_then_authorized(
+    deliver: Any, account: Any, sim_stripe: Any, sent: Any
+) -> None:
     acct = account.stripe_account_id
     gone = so.event("account.application.deauthorized", so.application(), account=acct)
     assert deliver.connect(gone).json()["status"] == "processed"
@@ -71,7 +73,7 @@ def test_deauthorized_then_authorized(deliver: Any, account: Any, stripe: Any, s
     assert account_row(acct).status == "verified"
 
 
-def test_capability_updated(deliver: Any, account: Any, stripe: Any, sent: Any) -> None:
+def test_capability_updated(deliver: Any, account: Any, sim_stripe: Any, sent: Any) -> None:
     acct = account.stripe_account_id
     evt = so.event("capability.updated", so.capability(acct, status="inactive"), account=acct)
     assert deliver.connect(evt).json()["status"] == "processed"
@@ -92,21 +94,21 @@ def test_capability_updated(deliver: Any, account: Any, stripe: Any, sent: Any) 
     ],
 )
 def test_person_and_bank_events_refresh_the_account(
-    deliver: Any, stripe: Any, event_type: str, builder: Any
+    deliver: Any, sim_stripe: Any, event_type: str, builder: Any
 ) -> None:
     acct = simulated_account()
     row = factories.make_account(
         owner_user=factories.make_user("doer"), stripe_account_id=acct, ready=False
     )
-    stripe.calls.clear()
+    sim_stripe.calls.clear()
     evt = so.event(event_type, builder(acct), account=acct)
     assert deliver.connect(evt).json()["status"] == "processed"
-    assert [name for name, _ in stripe.calls] == ["retrieve_account"]
+    assert [name for name, _ in sim_stripe.calls] == ["retrieve_account"]
     row.refresh_from_db()
     assert row.status == "verified"
 
 
-def test_event_for_an_unknown_account_is_deferred(deliver: Any, stripe: Any) -> None:
+def test_event_for_an_unknown_account_is_deferred(deliver: Any, sim_stripe: Any) -> None:
     acct = "acct_1TestNotYetStored"
     evt = so.event("account.updated", so.account(acct), account=acct)
     assert deliver.connect(evt).json()["status"] == "deferred"
@@ -119,7 +121,7 @@ def test_event_for_an_unknown_account_is_deferred(deliver: Any, stripe: Any) -> 
 
 
 def test_payout_failed_records_an_incident_and_notifies(
-    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
     scene = make_payment("released", amount_transferred=9_000)
     acct = scene.account.stripe_account_id
@@ -146,7 +148,7 @@ def test_payout_failed_records_an_incident_and_notifies(
     assert swappable.load("TransferIncident").objects.count() == 1
 
 
-def test_payout_paid_is_logged_only(deliver: Any, account: Any, stripe: Any, sent: Any) -> None:
+def test_payout_paid_is_logged_only(deliver: Any, account: Any, sim_stripe: Any, sent: Any) -> None:
     acct = account.stripe_account_id
     evt = so.event("payout.paid", so.payout(status="paid"), account=acct)
     assert deliver.connect(evt).json()["status"] == "processed"
@@ -154,6 +156,6 @@ def test_payout_paid_is_logged_only(deliver: Any, account: Any, stripe: Any, sen
     assert sent.log == []
 
 
-def test_payout_of_the_platform_itself_is_ignored(deliver: Any, stripe: Any) -> None:
+def test_payout_of_the_platform_itself_is_ignored(deliver: Any, sim_stripe: Any) -> None:
     evt = so.event("payout.failed", so.payout(status="failed"))
     assert deliver.platform(evt).json()["status"] == "ignored"

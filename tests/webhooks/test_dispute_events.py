@@ -32,7 +32,7 @@ def the_dispute(scene: Any) -> Any:
 
 
 def test_dispute_opened_freezes_release(
-    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
     scene = make_payment("held")
     dispute = dispute_of(scene)
@@ -51,11 +51,11 @@ def test_dispute_opened_freezes_release(
 
     with pytest.raises(errors.TransitionNotAllowed):
         release_payment(payment.pk, scene.customer)
-    assert stripe.calls == []
+    assert sim_stripe.calls == []
 
 
 def test_won_dispute_returns_the_payment_to_escrow(
-    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
     scene = make_payment("held")
     dispute = dispute_of(scene)
@@ -77,7 +77,7 @@ def test_won_dispute_returns_the_payment_to_escrow(
     assert len(sent.of("dispute_closed")) == 1
 
 
-def test_lost_dispute(deliver: Any, make_payment: Any, stripe: Any) -> None:
+def test_lost_dispute(deliver: Any, make_payment: Any, sim_stripe: Any) -> None:
     scene = make_payment("released", amount_transferred=9_000)
     dispute = dispute_of(scene)
     deliver.platform(so.event("charge.dispute.created", dispute))
@@ -86,7 +86,7 @@ def test_lost_dispute(deliver: Any, make_payment: Any, stripe: Any) -> None:
     assert scene.refresh().status == "dispute_lost"
 
 
-def test_funds_withdrawn_and_reinstated(deliver: Any, make_payment: Any, stripe: Any) -> None:
+def test_funds_withdrawn_and_reinstated(deliver: Any, make_payment: Any, sim_stripe: Any) -> None:
     scene = make_payment("held")
     dispute = dispute_of(scene)
     deliver.platform(so.event("charge.dispute.created", dispute))
@@ -104,7 +104,7 @@ def test_funds_withdrawn_and_reinstated(deliver: Any, make_payment: Any, stripe:
     assert scene.refresh().status == "held"
 
 
-def test_inquiry_freezes_too(deliver: Any, make_payment: Any, stripe: Any) -> None:
+def test_inquiry_freezes_too(deliver: Any, make_payment: Any, sim_stripe: Any) -> None:
     scene = make_payment("held")
     inquiry = dispute_of(scene, status="warning_needs_response")
     deliver.platform(so.event("charge.dispute.created", inquiry))
@@ -113,7 +113,7 @@ def test_inquiry_freezes_too(deliver: Any, make_payment: Any, stripe: Any) -> No
     assert scene.refresh().status == "held"
 
 
-def test_dispute_on_an_unknown_charge_is_deferred(deliver: Any, stripe: Any) -> None:
+def test_dispute_on_an_unknown_charge_is_deferred(deliver: Any, sim_stripe: Any) -> None:
     evt = so.event("charge.dispute.created", so.dispute(charge="ch_1Unknown"))
     assert deliver.platform(evt).json()["status"] == "deferred"
 
@@ -144,7 +144,7 @@ def lose(deliver: Any, scene: Any, *, at: int) -> dict[str, Any]:
 def test_an_appeal_won_reinstates_the_payment(
     deliver: Any,
     make_payment: Any,
-    stripe: Any,
+    sim_stripe: Any,
     sent: Any,
     appeal_status: str,
     status: str,
@@ -182,7 +182,7 @@ def test_an_appeal_won_reinstates_the_payment(
 
 
 def test_release_is_refused_while_an_appeal_runs(
-    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
     scene = make_payment("held")
     t0 = so.now() - 3600
@@ -192,10 +192,12 @@ def test_release_is_refused_while_an_appeal_runs(
 
     with pytest.raises(errors.TransitionNotAllowed):
         release_payment(scene.payment.pk, scene.customer)
-    assert stripe.calls == []
+    assert sim_stripe.calls == []
 
 
-def test_an_appeal_lost_is_final(deliver: Any, make_payment: Any, stripe: Any, sent: Any) -> None:
+def test_an_appeal_lost_is_final(
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
+) -> None:
     scene = make_payment("held")
     t0 = so.now() - 3600
     dispute = lose(deliver, scene, at=t0)
@@ -228,7 +230,7 @@ def test_an_appeal_lost_is_final(deliver: Any, make_payment: Any, stripe: Any, s
 
 
 def test_the_first_loss_delivered_during_the_appeal_changes_nothing(
-    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
     scene = make_payment("held")
     t0 = so.now() - 3600
@@ -255,7 +257,7 @@ def test_the_first_loss_delivered_during_the_appeal_changes_nothing(
 
 
 def test_a_won_after_a_loss_is_an_appeal_won_even_without_the_appeal_events(
-    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
     scene = make_payment("released", amount_transferred=9_000)
     t0 = so.now() - 3600

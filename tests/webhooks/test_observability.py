@@ -34,7 +34,7 @@ def local_events(event_type: str, outcome: str) -> int:
 
 
 def test_an_event_is_traced_and_counted_by_type_and_outcome(
-    deliver: Any, make_payment: Any, stripe: Any, otel: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, otel: Any
 ) -> None:
     scene = make_payment()
     evt = so.event("payment_intent.succeeded", intent_for(scene, "succeeded"))
@@ -67,7 +67,7 @@ def test_a_rejected_delivery_is_counted(deliver: Any, otel: Any) -> None:
 
 
 def test_a_failed_event_is_an_error_span_and_counted(
-    deliver: Any, make_payment: Any, stripe: Any, otel: Any, monkeypatch: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, otel: Any, monkeypatch: Any
 ) -> None:
     from django_escrow_connect.webhooks import pipeline
 

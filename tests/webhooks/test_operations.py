@@ -103,7 +103,7 @@ def test_admin_replay_action(deliver: Any, flaky: list[int], admin_client: Clien
 
 
 def test_fetch_missed_events_records_and_processes_them(
-    deliver: Any, make_payment: Any, stripe: Any, django_capture_on_commit_callbacks: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     gateway = SimulatedGateway()
     # A connected account finished onboarding; its Connect events were lost.
@@ -153,7 +153,7 @@ def test_fetch_missed_events_records_and_processes_them(
     assert events().count() == recorded
 
 
-def test_fetch_refuses_a_bad_date(stripe: Any) -> None:
+def test_fetch_refuses_a_bad_date(sim_stripe: Any) -> None:
     with pytest.raises(CommandError, match="Not a date"):
         run("escrow_fetch_missed_events", "--since", "last tuesday")
 
@@ -195,7 +195,7 @@ def test_purge_keeps_rows_so_duplicates_are_still_refused(
 
 
 @pytest.fixture
-def busy_marketplace(deliver: Any, make_payment: Any, flaky: list[int], stripe: Any) -> Any:
+def busy_marketplace(deliver: Any, make_payment: Any, flaky: list[int], sim_stripe: Any) -> Any:
     held = make_payment()
     deliver.platform(so.event("payment_intent.succeeded", intent_for(held, "succeeded")))
     failed = make_payment()

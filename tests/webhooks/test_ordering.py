@@ -110,10 +110,10 @@ def check_every_order(
         assert end_state(scene) == expected, [evts[i]["type"] for i in order]
 
 
-def test_payment_events_in_every_order(deliver: Any, make_payment: Any, stripe: Any) -> None:
+def test_payment_events_in_every_order(deliver: Any, make_payment: Any, sim_stripe: Any) -> None:
     check_every_order(deliver, lambda: make_payment(with_charge=False), payment_lifecycle)
-    assert stripe.calls == []
+    assert sim_stripe.calls == []
 
 
-def test_dispute_events_in_every_order(deliver: Any, make_payment: Any, stripe: Any) -> None:
+def test_dispute_events_in_every_order(deliver: Any, make_payment: Any, sim_stripe: Any) -> None:
     check_every_order(deliver, lambda: make_payment("held"), dispute_lifecycle)

@@ -18,7 +18,7 @@ def incidents(scene: Any) -> list[Any]:
     return list(swappable.load("PaymentIncident").objects.filter(payment=scene.payment.pk))
 
 
-def test_processing(deliver: Any, make_payment: Any, stripe: Any) -> None:
+def test_processing(deliver: Any, make_payment: Any, sim_stripe: Any) -> None:
     scene = make_payment()
     evt = so.event("payment_intent.processing", intent_for(scene, "processing"))
     assert deliver.platform(evt).json()["status"] == "processed"
@@ -26,7 +26,7 @@ def test_processing(deliver: Any, make_payment: Any, stripe: Any) -> None:
 
 
 def test_succeeded_holds_the_money_without_calling_stripe(
-    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
     scene = make_payment()
     intent = intent_for(scene, "succeeded")
@@ -35,10 +35,10 @@ def test_succeeded_holds_the_money_without_calling_stripe(
     assert status_history(scene) == ("held", "payment_in_escrow")
     assert scene.payment.stripe_charge_id == intent["latest_charge"]
     assert [kwargs["payment"].pk for kwargs in sent.of("payment_held")] == [scene.payment.pk]
-    assert stripe.calls == []
+    assert sim_stripe.calls == []
 
 
-def test_amount_mismatch_moves_nothing(deliver: Any, make_payment: Any, stripe: Any) -> None:
+def test_amount_mismatch_moves_nothing(deliver: Any, make_payment: Any, sim_stripe: Any) -> None:
     scene = make_payment()
     evt = so.event("payment_intent.succeeded", intent_for(scene, "succeeded", amount=1))
     assert deliver.platform(evt).json()["status"] == "processed"
@@ -49,7 +49,7 @@ def test_amount_mismatch_moves_nothing(deliver: Any, make_payment: Any, stripe: 
 
 
 def test_the_same_mismatch_seen_again_is_one_incident(
-    deliver: Any, make_payment: Any, stripe: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any
 ) -> None:
     scene = make_payment()
     intent = intent_for(scene, "succeeded", amount=1)
@@ -65,7 +65,7 @@ def test_the_same_mismatch_seen_again_is_one_incident(
     assert incident.kind == "amount_mismatch"
 
 
-def test_currency_mismatch_moves_nothing(deliver: Any, make_payment: Any, stripe: Any) -> None:
+def test_currency_mismatch_moves_nothing(deliver: Any, make_payment: Any, sim_stripe: Any) -> None:
     scene = make_payment()
     evt = so.event("payment_intent.succeeded", intent_for(scene, "succeeded", currency="eur"))
     deliver.platform(evt)
@@ -74,7 +74,7 @@ def test_currency_mismatch_moves_nothing(deliver: Any, make_payment: Any, stripe
 
 
 def test_payment_failed_records_stripes_reason(
-    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
     scene = make_payment()
     intent = intent_for(scene, "requires_payment_method", last_payment_error=so.card_error())
@@ -90,7 +90,7 @@ def test_payment_failed_records_stripes_reason(
     assert len(sent.of("payment_failed")) == 1
 
 
-def test_canceled(deliver: Any, make_payment: Any, stripe: Any, sent: Any) -> None:
+def test_canceled(deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any) -> None:
     scene = make_payment()
     intent = intent_for(scene, "canceled", cancellation_reason="abandoned")
     assert deliver.platform(so.event("payment_intent.canceled", intent)).status_code == 200
@@ -112,7 +112,7 @@ def uncaptured_charge_event(scene: Any, *, capture_before: int) -> dict[str, Any
 
 
 def test_manual_capture_authorisation_is_a_hold_with_a_deadline(
-    deliver: Any, make_payment: Any, stripe: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any
 ) -> None:
     scene = make_payment(strategy=MANUAL)
     created = so.now() - 3600
@@ -124,12 +124,12 @@ def test_manual_capture_authorisation_is_a_hold_with_a_deadline(
     # (7 days from the PaymentIntent's creation, which precedes the
     # authorisation) until the charge's own event brings Stripe's deadline.
     assert int(scene.payment.capture_before.timestamp()) == created + 7 * 86400
-    assert stripe.calls == []
+    assert sim_stripe.calls == []
 
 
 @pytest.mark.parametrize("charge_first", [True, False], ids=["charge-first", "intent-first"])
 def test_the_charge_event_s_deadline_wins_in_either_order(
-    deliver: Any, make_payment: Any, stripe: Any, charge_first: bool
+    deliver: Any, make_payment: Any, sim_stripe: Any, charge_first: bool
 ) -> None:
     scene = make_payment(strategy=MANUAL, with_charge=False)
     created = so.now() - 3600
@@ -144,11 +144,11 @@ def test_the_charge_event_s_deadline_wins_in_either_order(
         assert deliver.platform(evt).json()["status"] == "processed"
     assert status_history(scene) == ("held", "payment_in_escrow")
     assert int(scene.payment.capture_before.timestamp()) == deadline
-    assert stripe.calls == []
+    assert sim_stripe.calls == []
 
 
 def test_manual_capture_succeeded_is_the_release(
-    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
     scene = make_payment("held", strategy=MANUAL)
     evt = so.event("payment_intent.succeeded", intent_for(scene, "succeeded"))
@@ -160,7 +160,7 @@ def test_manual_capture_succeeded_is_the_release(
 
 
 def test_charge_event_remembers_the_charge_and_capture_deadline(
-    deliver: Any, make_payment: Any, stripe: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any
 ) -> None:
     scene = make_payment(strategy=MANUAL, with_charge=False)
     deadline = so.now() + 6 * 86400
@@ -172,21 +172,21 @@ def test_charge_event_remembers_the_charge_and_capture_deadline(
     payment = scene.refresh()
     assert payment.stripe_charge_id == charge["id"]
     assert int(payment.capture_before.timestamp()) == deadline
-    assert stripe.calls == []
+    assert sim_stripe.calls == []
 
 
-def test_charge_of_another_product_is_ignored(deliver: Any, stripe: Any) -> None:
+def test_charge_of_another_product_is_ignored(deliver: Any, sim_stripe: Any) -> None:
     evt = so.event("charge.updated", so.charge(payment_intent="pi_1NotAnEscrowPayment"))
     assert deliver.platform(evt).json()["status"] == "ignored"
 
 
-def test_payment_intent_of_another_product_is_ignored(deliver: Any, stripe: Any) -> None:
+def test_payment_intent_of_another_product_is_ignored(deliver: Any, sim_stripe: Any) -> None:
     evt = so.event("payment_intent.succeeded", so.payment_intent(status="succeeded"))
     assert deliver.platform(evt).json()["status"] == "ignored"
 
 
 def test_our_payment_intent_before_its_row_is_deferred(
-    deliver: Any, make_payment: Any, stripe: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any
 ) -> None:
     scene = make_payment()
     intent = intent_for(scene, "succeeded", id=so.new_id("pi"))
@@ -202,7 +202,7 @@ def test_our_payment_intent_before_its_row_is_deferred(
 
 
 def test_charge_refunded_catches_up_with_missing_refund_events(
-    deliver: Any, make_payment: Any, stripe: Any, monkeypatch: Any, sent: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, monkeypatch: Any, sent: Any
 ) -> None:
     scene = make_payment("held")
     payment = scene.payment

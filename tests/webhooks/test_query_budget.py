@@ -74,7 +74,7 @@ def test_a_duplicate_costs_two_queries(deliver: Any) -> None:
 
 @pytest.mark.parametrize("strategy", ["separate_charges_and_transfers", MANUAL])
 def test_a_payment_intent_that_holds_the_money(
-    deliver: Any, make_payment: Any, stripe: Any, strategy: str
+    deliver: Any, make_payment: Any, sim_stripe: Any, strategy: str
 ) -> None:
     scene = make_payment(strategy=strategy)
     status = "requires_capture" if strategy == MANUAL else "succeeded"
@@ -83,7 +83,7 @@ def test_a_payment_intent_that_holds_the_money(
     with statements(at_most=NEW_EVENT_BUDGET):
         assert deliver.platform(evt).json()["status"] == "processed"
     assert status_history(scene) == ("held", "payment_in_escrow")
-    assert stripe.calls == []
+    assert sim_stripe.calls == []
 
 
 def test_a_charge_event(deliver: Any, make_payment: Any) -> None:

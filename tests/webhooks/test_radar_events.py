@@ -69,7 +69,7 @@ def holds(scene: Any) -> list[tuple[str, str, bool]]:
 
 
 def test_open_review_freezes_release_until_it_closes(
-    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
     scene = make_payment("held")
     opened = review(scene)
@@ -83,7 +83,7 @@ def test_open_review_freezes_release_until_it_closes(
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "radar_review_open"
     assert scene.refresh().status == "held"
-    assert stripe.calls == []
+    assert sim_stripe.calls == []
 
     closed = dict(opened, open=False, reason="approved", closed_reason="approved")
     assert deliver.platform(so.event("review.closed", closed)).json()["status"] == "processed"
@@ -94,11 +94,11 @@ def test_open_review_freezes_release_until_it_closes(
     # Unfrozen: the release goes to Stripe (which, empty here, does not know
     # the charge; what matters is that the transfer was asked for).
     confirm(scene)
-    assert "create_transfer" in [name for name, _ in stripe.calls]
+    assert "create_transfer" in [name for name, _ in sim_stripe.calls]
 
 
 def test_a_late_review_opened_does_not_reopen_a_closed_review(
-    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
     scene = make_payment("held")
     opened = review(scene)
@@ -111,7 +111,7 @@ def test_a_late_review_opened_does_not_reopen_a_closed_review(
 
 
 def test_actionable_fraud_warning_freezes_release_until_not_actionable(
-    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
     scene = make_payment("held")
     warning = fraud_warning(scene)
@@ -137,7 +137,7 @@ def test_actionable_fraud_warning_freezes_release_until_not_actionable(
 
 
 def test_release_succeeds_once_the_warning_is_no_longer_actionable(
-    deliver: Any, make_payment: Any, stripe: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any
 ) -> None:
     from django_escrow_connect.services import errors
     from django_escrow_connect.services.payments import release_payment
@@ -155,7 +155,7 @@ def test_release_succeeds_once_the_warning_is_no_longer_actionable(
     assert next_step.value.code not in ("early_fraud_warning_open", "radar_review_open")
 
 
-def test_radar_event_for_an_unknown_charge_is_deferred(deliver: Any, stripe: Any) -> None:
+def test_radar_event_for_an_unknown_charge_is_deferred(deliver: Any, sim_stripe: Any) -> None:
     warning = {
         "id": so.new_id("issfr"),
         "object": "radar.early_fraud_warning",
@@ -192,7 +192,7 @@ def bank_account(account_id: str, **overrides: Any) -> dict[str, Any]:
 
 
 def test_bank_account_errored_sends_external_account_errored(
-    deliver: Any, stripe: Any, sent: Any
+    deliver: Any, sim_stripe: Any, sent: Any
 ) -> None:
     from tests.webhooks.conftest import simulated_account
 
@@ -230,7 +230,7 @@ def test_bank_account_errored_sends_external_account_errored(
 
 
 def test_payout_updated_to_failed_records_an_incident_once(
-    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
     scene = make_payment("released", amount_transferred=9_000)
     acct = scene.account.stripe_account_id
@@ -245,7 +245,7 @@ def test_payout_updated_to_failed_records_an_incident_once(
 
 @pytest.mark.parametrize("status", ["canceled", "in_transit"])
 def test_payout_canceled_or_updated_is_logged(
-    deliver: Any, make_payment: Any, stripe: Any, sent: Any, status: str, caplog: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any, status: str, caplog: Any
 ) -> None:
     scene = make_payment("released", amount_transferred=9_000)
     acct = scene.account.stripe_account_id
@@ -263,7 +263,7 @@ def test_payout_canceled_or_updated_is_logged(
 def test_fetch_missed_events_asks_for_at_most_20_types_per_call(
     monkeypatch: Any,
     make_payment: Any,
-    stripe: Any,
+    sim_stripe: Any,
     sent: Any,
     django_capture_on_commit_callbacks: Any,
 ) -> None:

@@ -28,7 +28,7 @@ def refund_of(scene: Any, **overrides: Any) -> dict[str, Any]:
 
 
 def test_dashboard_refund_becomes_a_refund_row(
-    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
     scene = make_payment("held")
     refund = refund_of(scene, amount=3_000, status="pending", reason="requested_by_customer")
@@ -45,11 +45,11 @@ def test_dashboard_refund_becomes_a_refund_row(
     assert row.status == "succeeded"
     assert scene.refresh().amount_refunded == 3_000
     assert len(sent.of("payment_refunded")) == 1
-    assert stripe.calls == []
+    assert sim_stripe.calls == []
 
 
 def test_full_dashboard_refund_refunds_the_payment(
-    deliver: Any, make_payment: Any, stripe: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any
 ) -> None:
     scene = make_payment("released", amount_transferred=9_000)
     deliver.platform(so.event("refund.created", refund_of(scene, status="succeeded")))
@@ -58,7 +58,7 @@ def test_full_dashboard_refund_refunds_the_payment(
 
 
 def test_refund_that_fails_later_gives_the_amount_back(
-    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
     scene = make_payment("held")
     refund = refund_of(scene, amount=4_000, status="succeeded")
@@ -83,7 +83,7 @@ def test_refund_that_fails_later_gives_the_amount_back(
 
 
 def test_refund_before_the_payment_is_held_waits_for_it(
-    deliver: Any, make_payment: Any, stripe: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any
 ) -> None:
     scene = make_payment(with_charge=True)
     refund = so.event("refund.created", refund_of(scene, amount=1_000, status="succeeded"))
@@ -97,11 +97,11 @@ def test_refund_before_the_payment_is_held_waits_for_it(
     assert (payment.status, payment.amount_refunded) == ("held", 1_000)
 
 
-def test_refund_of_an_unknown_charge_is_ignored(deliver: Any, stripe: Any) -> None:
+def test_refund_of_an_unknown_charge_is_ignored(deliver: Any, sim_stripe: Any) -> None:
     evt = so.event("refund.updated", so.refund(charge="ch_1Other", payment_intent="pi_1Other"))
     assert deliver.platform(evt).json()["status"] == "ignored"
 
 
-def test_refund_with_our_metadata_but_no_payment_is_deferred(deliver: Any, stripe: Any) -> None:
+def test_refund_with_our_metadata_but_no_payment_is_deferred(deliver: Any, sim_stripe: Any) -> None:
     refund = so.refund(metadata={"escrow_payment_id": "8a0c2f2e-6f7e-4c4f-9d53-0c64c5f6d9b1"})
     assert deliver.platform(so.event("refund.created", refund)).json()["status"] == "deferred"

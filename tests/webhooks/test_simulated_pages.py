@@ -32,7 +32,7 @@ def onboarding_link(gateway: SimulatedGateway, account_id: str) -> str:
     ).url
 
 
-def test_onboarding_finishes_the_account_and_returns_to_the_host(stripe: Any) -> None:
+def test_onboarding_finishes_the_account_and_returns_to_the_host(sim_stripe: Any) -> None:
     gateway = SimulatedGateway()
     doer = factories.make_user("doer")
     acct = simulated_account(onboarded=False)
@@ -44,15 +44,15 @@ def test_onboarding_finishes_the_account_and_returns_to_the_host(stripe: Any) ->
     assert b"Set up payouts for" in client_for(doer).get(page).content
     leave = client_for(doer).post(page, {"action": "leave"})
     assert leave.url == "https://host.example/refresh/"
-    assert not stripe.accounts[acct]["details_submitted"]
+    assert not sim_stripe.accounts[acct]["details_submitted"]
 
     done = client_for(doer).post(page, {"action": "complete"})
 
     assert done.url == "https://host.example/return/"
-    assert stripe.accounts[acct]["details_submitted"]
+    assert sim_stripe.accounts[acct]["details_submitted"]
 
 
-def test_an_organizations_account_is_shown_to_its_admins_only(stripe: Any) -> None:
+def test_an_organizations_account_is_shown_to_its_admins_only(sim_stripe: Any) -> None:
     admin, member = factories.make_user("admin"), factories.make_user("member")
     organization = factories.make_organization(admins=(admin,), members=(member,))
     acct = simulated_account(onboarded=False)
@@ -70,7 +70,7 @@ def test_the_pages_do_not_exist_with_the_real_gateway(db: Any) -> None:
     assert client_for(doer).get(simulation.dashboard_url("acct_1Real")).status_code == 404
 
 
-def test_the_dashboard_disconnects_the_platform(stripe: Any) -> None:
+def test_the_dashboard_disconnects_the_platform(sim_stripe: Any) -> None:
     doer = factories.make_user("doer")
     acct = simulated_account()
     factories.make_account(owner_user=doer, stripe_account_id=acct)
@@ -81,13 +81,13 @@ def test_the_dashboard_disconnects_the_platform(stripe: Any) -> None:
     answer = client_for(doer).post(page, {"action": "deauthorize"})
 
     assert answer.url == page
-    assert acct in stripe.deauthorized
+    assert acct in sim_stripe.deauthorized
     again = client_for(doer).get(page)
     assert b"You disconnected the platform" in again.content
     assert b"Disconnect the marketplace" not in again.content
 
 
-def test_the_challenge_authenticates_the_payers_payment(stripe: Any) -> None:
+def test_the_challenge_authenticates_the_payers_payment(sim_stripe: Any) -> None:
     customer, doer = factories.make_user("customer"), factories.make_user("doer")
     acct = simulated_account()
     factories.make_account(owner_user=doer, stripe_account_id=acct)
@@ -95,7 +95,7 @@ def test_the_challenge_authenticates_the_payers_payment(stripe: Any) -> None:
     intent_id = create_payment(task.pk, customer).payment.stripe_payment_intent_id
     intent = SimulatedGateway().confirm_payment_intent(intent_id, "authentication_required")
     assert intent.status == "requires_action"
-    page = stripe.payment_intents[intent_id]["next_action"]["use_stripe_sdk"]["stripe_js"]
+    page = sim_stripe.payment_intents[intent_id]["next_action"]["use_stripe_sdk"]["stripe_js"]
     assert page == f"/escrow/simulated/authenticate/{intent_id}/"
     assert client_for(doer).get(page).status_code == 404  # not the payer
 
@@ -103,10 +103,10 @@ def test_the_challenge_authenticates_the_payers_payment(stripe: Any) -> None:
 
     assert answer.status_code == 302
     assert answer.url == "/tasks/1/"
-    assert stripe.payment_intents[intent_id]["status"] in ("succeeded", "requires_capture")
+    assert sim_stripe.payment_intents[intent_id]["status"] in ("succeeded", "requires_capture")
 
 
-def test_the_challenge_ignores_a_next_page_on_another_site(stripe: Any) -> None:
+def test_the_challenge_ignores_a_next_page_on_another_site(sim_stripe: Any) -> None:
     customer, doer = factories.make_user("customer"), factories.make_user("doer")
     factories.make_account(owner_user=doer, stripe_account_id=simulated_account())
     task = factories.make_task(customer, payee_user=doer, amount=10_000)

@@ -45,18 +45,18 @@ def app_transfer(scene: Any, *, status: str = "created", stripe_id: str = "") ->
 
 
 def test_transfer_the_app_made_changes_nothing(
-    deliver: Any, make_payment: Any, stripe: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any
 ) -> None:
     scene = make_payment("released", amount_transferred=9_000)
     mine = app_transfer(scene, stripe_id=so.new_id("tr"))
     evt = so.event("transfer.created", transfer_of(scene, id=mine.stripe_transfer_id))
     assert deliver.platform(evt).json()["status"] == "processed"
     assert transfers(scene) == [mine]
-    assert stripe.calls == []
+    assert sim_stripe.calls == []
 
 
 def test_destination_charge_transfer_is_recorded_by_transfer_group(
-    deliver: Any, make_payment: Any, stripe: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any
 ) -> None:
     scene = make_payment("released", strategy=MANUAL, amount_transferred=9_000)
     stripe_transfer = transfer_of(scene, source_transaction=None)
@@ -73,7 +73,7 @@ def test_destination_charge_transfer_is_recorded_by_transfer_group(
 
 
 def test_transfer_whose_answer_was_lost_completes_the_release(
-    deliver: Any, make_payment: Any, stripe: Any, sent: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
     scene = make_payment("releasing")
     pending = app_transfer(scene, status="pending")
@@ -87,7 +87,7 @@ def test_transfer_whose_answer_was_lost_completes_the_release(
 
 
 def test_reversal_outside_the_app_is_an_incident(
-    deliver: Any, make_payment: Any, stripe: Any
+    deliver: Any, make_payment: Any, sim_stripe: Any
 ) -> None:
     scene = make_payment("released", amount_transferred=9_000)
     mine = app_transfer(scene, stripe_id=so.new_id("tr"))
@@ -108,7 +108,9 @@ def test_reversal_outside_the_app_is_an_incident(
     assert swappable.load("TransferIncident").objects.count() == 1
 
 
-def test_reversal_the_app_made_is_no_incident(deliver: Any, make_payment: Any, stripe: Any) -> None:
+def test_reversal_the_app_made_is_no_incident(
+    deliver: Any, make_payment: Any, sim_stripe: Any
+) -> None:
     scene = make_payment("partially_refunded", amount_transferred=9_000, amount_refunded=5_000)
     mine = app_transfer(scene, stripe_id=so.new_id("tr"))
     mine.apply_reversed_total(4_500)
@@ -119,11 +121,11 @@ def test_reversal_the_app_made_is_no_incident(deliver: Any, make_payment: Any, s
     assert not swappable.load("TransferIncident").objects.exists()
 
 
-def test_transfer_of_another_product_is_ignored(deliver: Any, stripe: Any) -> None:
+def test_transfer_of_another_product_is_ignored(deliver: Any, sim_stripe: Any) -> None:
     evt = so.event("transfer.created", so.transfer(transfer_group="order_42"))
     assert deliver.platform(evt).json()["status"] == "ignored"
 
 
-def test_our_transfer_group_before_its_payment_is_deferred(deliver: Any, stripe: Any) -> None:
+def test_our_transfer_group_before_its_payment_is_deferred(deliver: Any, sim_stripe: Any) -> None:
     evt = so.event("transfer.created", so.transfer(transfer_group="escrow_0123456789abcdef"))
     assert deliver.platform(evt).json()["status"] == "deferred"
