@@ -36,8 +36,8 @@ from ..states import DISPUTE_APPEAL_STATES, DISPUTE_CLOSED_STATES, DisputeStatus
 from ..states import PaymentStatus as S
 from . import errors
 from .common import lock_payment_for, model
+from .stripe_objects import require_funded
 from .task_status import sync_task_status
-from .transfers import require_funded
 
 logger = logging.getLogger("django_escrow_connect.services")
 

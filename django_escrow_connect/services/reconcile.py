@@ -33,7 +33,7 @@ from .changes import Change, failed_change, sync_intent
 from .common import gateway, model, payment_model
 from .payments import refund_payment, release_payment
 from .schedules import auto_release, capture_expiry
-from .transfers import apply_refund
+from .stripe_objects import apply_refund
 
 logger = logging.getLogger("django_escrow_connect.reconcile")
 

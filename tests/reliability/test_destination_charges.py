@@ -140,7 +140,7 @@ def test_application_fee_events_are_handled(market, sim_stripe, manual, caplog):
 
 
 def test_an_application_fee_other_than_the_payment_s_is_logged(market, sim_stripe, manual, caplog):
-    from django_escrow_connect.services import transfers
+    from django_escrow_connect.services import stripe_objects as transfers
 
     payment = market.released_payment()
     fee = dict(

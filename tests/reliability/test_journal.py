@@ -343,7 +343,7 @@ class TestTwoInstallations:
     ):
         payment = market.held_payment()
         from django_escrow_connect.gateway.types import RefundSnapshot
-        from django_escrow_connect.services.transfers import apply_refund
+        from django_escrow_connect.services.stripe_objects import apply_refund
 
         foreign = RefundSnapshot(
             id="re_foreign",

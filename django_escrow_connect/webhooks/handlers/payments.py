@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...gateway.types import ChargeSnapshot, PaymentIntentSnapshot
-from ...services import payment_intents, transfers
+from ...services import payment_intents, stripe_objects
 from ...services.common import lock_payment_for
 from ..context import EventContext
 from . import ignore_unless, note_payment, snapshot
@@ -22,13 +22,13 @@ def payment_intent(context: EventContext) -> None:
 
 def charge(context: EventContext) -> None:
     """charge.succeeded / charge.updated: remember the charge id (and capture deadline)."""
-    payment = transfers.apply_charge(snapshot(context, ChargeSnapshot), event_id=context.id)
+    payment = stripe_objects.apply_charge(snapshot(context, ChargeSnapshot), event_id=context.id)
     note_payment(context, ignore_unless(payment, "Not an escrow payment's charge."))
 
 
 def charge_refunded(context: EventContext) -> None:
     """charge.refunded: catch up with refunds whose own events are missing."""
-    payment = transfers.apply_charge_refunded(
+    payment = stripe_objects.apply_charge_refunded(
         snapshot(context, ChargeSnapshot), event_id=context.id
     )
     note_payment(context, ignore_unless(payment, "Not an escrow payment's charge."))

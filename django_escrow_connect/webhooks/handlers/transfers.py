@@ -7,18 +7,18 @@ transfer fails synchronously, when the app creates it.
 from __future__ import annotations
 
 from ...gateway.types import TransferSnapshot
-from ...services import transfers
+from ...services import stripe_objects
 from ..context import EventContext
 from . import ignore_unless, note_payment, snapshot
 
 
 def transfer(context: EventContext) -> None:
     """transfer.created, transfer.updated, transfer.reversed."""
-    result = transfers.apply_transfer(snapshot(context, TransferSnapshot), event_id=context.id)
+    result = stripe_objects.apply_transfer(snapshot(context, TransferSnapshot), event_id=context.id)
     note_payment(context, ignore_unless(result, "Not an escrow payment's transfer."))
 
 
 def application_fee(context: EventContext) -> None:
     """application_fee.created, application_fee.refunded (destination charges)."""
-    result = transfers.apply_application_fee(context.object, event_id=context.id)
+    result = stripe_objects.apply_application_fee(context.object, event_id=context.id)
     note_payment(context, ignore_unless(result, "Not an escrow payment's application fee."))

@@ -1,5 +1,5 @@
-"""Apply what Stripe reports about money after the charge: transfers and their
-reversals, refunds (including those made in the Stripe dashboard), charges,
+"""Apply what Stripe reports about a payment's money after the charge: transfers and
+their reversals, refunds (including those made in the Stripe dashboard), charges,
 and payouts of connected accounts.
 
 Webhook handlers call these appliers with the snapshot an event carries. Each
