@@ -132,7 +132,7 @@ def escrow_stripe(settings: Any, django_capture_on_commit_callbacks: Any) -> Ite
 
 @pytest.fixture
 def escrow_onboarded_account(escrow_stripe: EscrowStripe, db: Any) -> Callable[..., Any]:
-    """Make a verified connected account: ``make(owner_user=...)`` or ``make(owner_organization=...)``.
+    """Make a verified connected account: ``make(owner_user=...)`` or ``(owner_organization=...)``.
 
     Goes through the package's onboarding service (``ensure_account``) and the
     simulated onboarding, so the row was created and updated by the real
@@ -192,7 +192,9 @@ def escrow_deliver(escrow_stripe: EscrowStripe) -> Callable[..., Any]:
     def deliver(event: dict[str, Any]) -> Any:
         connect = bool(event.get("account"))
         endpoint = "connect" if connect else "platform"
-        secrets = escrow_settings.CONNECT_WEBHOOK_SECRETS if connect else escrow_settings.WEBHOOK_SECRETS
+        secrets = (
+            escrow_settings.CONNECT_WEBHOOK_SECRETS if connect else escrow_settings.WEBHOOK_SECRETS
+        )
         payload = json.dumps(event).encode("utf-8")
         signature = sign_webhook_payload(payload, secrets[0])
         with escrow_stripe.events():

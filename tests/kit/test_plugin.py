@@ -99,7 +99,9 @@ def test_a_declined_card_is_reported_by_the_held_payment_factory(
     customer, doer = factories.make_user("customer"), factories.make_user("doer")
     escrow_onboarded_account(owner_user=doer)
     with pytest.raises(AssertionError, match="not held"):
-        escrow_held_payment(factories.make_task(customer, payee_user=doer), customer, card="declined")
+        escrow_held_payment(
+            factories.make_task(customer, payee_user=doer), customer, card="declined"
+        )
 
 
 def test_deliver_hands_a_signed_event_to_the_receiver(escrow_deliver, escrow_onboarded_account):
