@@ -17,6 +17,9 @@
 #    `migrate` on an empty database fails; with it set to "0002_task" check
 #    passes and migrate runs from an empty database; a name that comes before
 #    the task model is check error E004.
+# 6. the first host runs a test of its own with only pytest, pytest-django and
+#    the wheel's pytest plugin (escrow_* fixtures): onboard, hold, release, a
+#    host signal receiver, balanced books.
 #
 # Uses .venv for the build tools (creates it if missing); PYTHON picks the
 # interpreter of the fresh virtualenv (default python3).
@@ -221,6 +224,59 @@ say "django-admin makemigrations --check --dry-run"
 admin makemigrations --check --dry-run
 say "django-admin showmigrations escrow_connect"
 admin showmigrations escrow_connect
+
+say "host tests with the package's pytest plugin (docs/testing.md)"
+# Only pytest and pytest-django are added; the fixtures come from the wheel's
+# pytest11 entry point. The test file is the worked example of docs/testing.md.
+"$HOSTPY" -m pip install -q "pytest>=8" "pytest-django>=4.9"
+cat >"$HOST/pytest.ini" <<'EOF'
+[pytest]
+DJANGO_SETTINGS_MODULE = hostproject_settings
+EOF
+cat >"$HOST/test_escrow_flow.py" <<'EOF'
+import pytest
+from django.contrib.auth import get_user_model
+from django.dispatch import receiver
+
+from django_escrow_connect import signals
+from django_escrow_connect.services.payments import release_payment
+from shop.models import Task
+
+released = []
+
+
+@receiver(signals.payment_released)
+def record_release(sender, payment, **kwargs):
+    # The host's own receiver: in a real project, mark the task paid out.
+    released.append(payment.pk)
+
+
+@pytest.mark.django_db
+def test_release_pays_the_doer_and_the_books_balance(
+    escrow_stripe, escrow_onboarded_account, escrow_held_payment, escrow_books_balanced
+):
+    User = get_user_model()
+    customer = User.objects.create_user("customer")
+    doer = User.objects.create_user("doer")
+    escrow_onboarded_account(owner_user=doer)
+    task = Task.objects.create(title="Fix the sink", customer=customer, doer=doer, price=5_000)
+
+    payment = escrow_held_payment(task, customer)
+    assert payment.status == "held"
+
+    with escrow_stripe.events():
+        release_payment(payment.pk, customer)
+
+    payment.refresh_from_db()
+    assert payment.status == "released"
+    assert released == [payment.pk]
+    escrow_books_balanced(allow_unsettled=True)
+EOF
+(
+    cd "$HOST"
+    env -u DATABASE_URL -u DJANGO_SETTINGS_MODULE PYTHONPATH="$HOST" \
+        "$HOSTPY" -m pytest -q -p no:cacheprovider test_escrow_flow.py
+) || fail "the host's tests with the pytest plugin"
 
 say "host whose task model arrives in a later migration (app jobs)"
 LATER="$WORK/later"

@@ -12,6 +12,13 @@ from typing import Any
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The host's test kit: loaded by its pytest11 entry point when the package
+    # is installed from this checkout's metadata, by name otherwise.
+    if not config.pluginmanager.hasplugin("escrow_connect"):
+        config.pluginmanager.import_plugin("django_escrow_connect.pytest_plugin")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from django.conf import settings
 

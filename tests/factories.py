@@ -1,6 +1,9 @@
 """Host-neutral factories: the same tests run against ``tests.testapp`` (an
 ordinary host) and ``tests.swappedapp`` (everything swapped). Tests create
-people, organizations, tasks and accounts only through these functions."""
+people, organizations, tasks and accounts only through these functions.
+
+The package's rows come from the public kit, :mod:`django_escrow_connect.factories`;
+people, organizations and tasks are the test hosts' own models."""
 
 from __future__ import annotations
 
@@ -10,8 +13,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 
+from django_escrow_connect import factories as kit
 from django_escrow_connect import swappable
-from django_escrow_connect.states import AccountStatus
 
 _seq = itertools.count(1)
 HOST = settings.ESCROW_TEST_HOST
@@ -99,20 +102,9 @@ def make_account(
     ready: bool = True,
 ) -> Any:
     """A connected account row; ``ready`` means verified and able to receive."""
-    Account = swappable.load("ConnectedAccount")
-    n = next(_seq)
-    account_id = stripe_account_id or f"acct_1Test{n:011d}"
-    return Account.objects.create(
+    return kit.make_account(
         owner_user=owner_user,
         owner_organization=owner_organization,
-        stripe_account_id=account_id,
-        creation_idempotency_key=f"factory:{account_id}",
-        business_type="individual" if owner_user is not None else "company",
-        country="US",
-        status=AccountStatus.VERIFIED if ready else AccountStatus.PENDING_VERIFICATION,
-        charges_enabled=ready,
-        payouts_enabled=ready,
-        details_submitted=ready,
-        capabilities={"transfers": "active" if ready else "inactive"},
-        requirements_currently_due=[] if ready else ["external_account"],
+        stripe_account_id=stripe_account_id or f"acct_1Test{next(_seq):011d}",
+        ready=ready,
     )

@@ -128,10 +128,21 @@ def test_webhook_api_version_of_the_package_is_not_warned_about(version):
         "django_escrow_connect.gateway.simulated.SimulatedGateway",
     ],
 )
-def test_simulated_gateway_is_refused_when_debug_is_off(simulated):
+def test_simulated_gateway_is_refused_when_debug_is_off(simulated, monkeypatch):
+    from django.core import mail
+
+    # Outside a test run (no test environment, so no mail outbox): production.
+    monkeypatch.delattr(mail, "outbox")
     with settings_with(GATEWAY=simulated), override_settings(DEBUG=False):
         assert "escrow_connect.E011" in ids(check_settings())
     with settings_with(GATEWAY=simulated), override_settings(DEBUG=True):
+        assert "escrow_connect.E011" not in ids(check_settings())
+
+
+def test_simulated_gateway_is_allowed_in_tests_with_debug_off():
+    # pytest-django (like Django's test runner) set up the test environment.
+    simulated = "django_escrow_connect.gateway.simulated.SimulatedGateway"
+    with settings_with(GATEWAY=simulated), override_settings(DEBUG=False):
         assert "escrow_connect.E011" not in ids(check_settings())
 
 

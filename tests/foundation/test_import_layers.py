@@ -34,7 +34,7 @@ LAYERS = {
     "management": 5,
 }
 #: ``testing`` is the host's test kit: it composes the services like a surface does.
-LAYERS |= {"urls": 5, "templatetags": 5, "testing": 5}
+LAYERS |= {"urls": 5, "templatetags": 5, "testing": 5, "pytest_plugin": 5, "factories": 5}
 #: The app config and its system checks inspect every layer (the configured
 #: gateway is checked against the gateway protocol), like a surface.
 LAYERS |= {"apps": 5, "checks": 5}
