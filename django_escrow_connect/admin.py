@@ -16,6 +16,8 @@ from django.http import HttpRequest, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from .services.report import build_report
 from .swappable import APP_LABEL
@@ -167,12 +169,16 @@ class WebhookEventAdmin(ReadOnlyMoneyAdmin):
     # Adds an "Escrow report" button to the event log (webhooks/report page).
     change_list_template = "escrow_connect/admin/webhookevent_change_list.html"
 
-    @admin.action(description="Replay selected events", permissions=["change"])
+    @admin.action(description=_("Replay selected events"), permissions=["change"])
     def replay_events(self, request: HttpRequest, queryset: Any) -> None:
         counts = replay_webhook_events(queryset.values_list("pk", flat=True))
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         level = messages.WARNING if counts.get("failed") else messages.SUCCESS
-        self.message_user(request, f"Replayed: {summary or 'nothing'}.", level)
+        self.message_user(
+            request,
+            gettext("Replayed: %(summary)s.") % {"summary": summary or gettext("nothing")},
+            level,
+        )
 
     def get_urls(self) -> list[Any]:
         info = (self.model._meta.app_label, self.model._meta.model_name)
@@ -197,7 +203,7 @@ class WebhookEventAdmin(ReadOnlyMoneyAdmin):
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
-            "title": "Escrow report",
+            "title": gettext("Escrow report"),
             "report": report,
             "days": days,
             "day_choices": (1, 7, 30, 90),

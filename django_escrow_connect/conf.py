@@ -130,6 +130,9 @@ DEFAULTS: dict[str, Any] = {
     # Django 6.1+: the MAILERS alias EmailBackend sends with (None: the
     # default mailer).
     "EMAIL_MAILER": None,
+    # Callable(user) -> language code or None: the language EmailBackend
+    # writes to that user in; None falls back to settings.LANGUAGE_CODE.
+    "RECIPIENT_LANGUAGE": "django_escrow_connect.notifications.backends.user_language",
     # Observability: spans and metrics through OpenTelemetry when
     # opentelemetry-api is installed; False turns them off.
     "OPENTELEMETRY": True,
@@ -146,6 +149,7 @@ IMPORT_STRINGS = frozenset(
         "ORGANIZATION_ADMIN_PREDICATE",
         "ADMINISTERED_ORGANIZATIONS",
         "NOTIFICATION_BACKENDS",
+        "RECIPIENT_LANGUAGE",
     }
 )
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
+from django.utils.translation import gettext as _
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -35,19 +36,19 @@ def handle_exception(exc: Exception) -> Response | None:
     if isinstance(exc, ServiceError):
         return error_response(exc.code, exc.message, exc.status_code)
     if isinstance(exc, Http404):
-        return error_response("not_found", "Not found.", status.HTTP_404_NOT_FOUND)
+        return error_response("not_found", _("Not found."), status.HTTP_404_NOT_FOUND)
     if isinstance(exc, PermissionDenied):
-        return error_response("forbidden", "Permission denied.", status.HTTP_403_FORBIDDEN)
+        return error_response("forbidden", _("Permission denied."), status.HTTP_403_FORBIDDEN)
     if isinstance(exc, exceptions.ValidationError):
         return error_response(
             "invalid",
-            "The request is not valid.",
+            _("The request is not valid."),
             status.HTTP_400_BAD_REQUEST,
             fields=exc.detail,
         )
     if isinstance(exc, exceptions.APIException):
         detail = exc.detail
-        message = str(detail) if not isinstance(detail, (dict, list)) else "Request refused."
+        message = str(detail) if not isinstance(detail, (dict, list)) else _("Request refused.")
         response = error_response(
             getattr(detail, "code", None) or exc.default_code, message, exc.status_code
         )

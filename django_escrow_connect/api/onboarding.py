@@ -25,6 +25,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.decorators import method_decorator
+from django.utils.translation import gettext as _
 from django.views import View
 from rest_framework import serializers
 from rest_framework.permissions import IsAuthenticated
@@ -211,7 +212,7 @@ def _existing_account(owner_user: Any, owner_organization: Any) -> Any:
         owner_user=owner_user, owner_organization=owner_organization
     )
     if account is None or not account.is_created:
-        raise errors.NotFound("There is no connected account yet.", code="no_account")
+        raise errors.NotFound(_("There is no connected account yet."), code="no_account")
     return account
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.db.models import F, Prefetch, Q, QuerySet, Sum
+from django.utils.translation import gettext as _
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
@@ -124,7 +125,7 @@ def get_visible_payment(user: Any, payment_id: Any, *, details: bool = False) ->
     try:
         pk = uuid.UUID(str(payment_id))
     except ValueError:
-        raise errors.NotFound("No such payment.") from None
+        raise errors.NotFound(_("No such payment.")) from None
     queryset = _payment_model().objects.filter(pk=pk)
     administered = escrow_settings.ADMINISTERED_ORGANIZATIONS
     # True when the query alone decides: nothing is asked after the fetch.
@@ -147,7 +148,7 @@ def get_visible_payment(user: Any, payment_id: Any, *, details: bool = False) ->
         queryset = with_details(queryset)
     payment = queryset.first()
     if payment is None or not (scoped_in_sql or permissions.may_view(payment, user)):
-        raise errors.NotFound("No such payment.")
+        raise errors.NotFound(_("No such payment."))
     return payment
 
 
@@ -157,11 +158,11 @@ def administered_organization(user: Any, organization_id: Any) -> Any:
     try:
         organization = Organization.objects.get(pk=organization_id)
     except (Organization.DoesNotExist, ValueError, TypeError, DjangoValidationError):
-        raise errors.NotFound("No such organization.") from None
+        raise errors.NotFound(_("No such organization.")) from None
     if not (
         permissions.is_platform_staff(user) or permissions.is_organization_admin(user, organization)
     ):
-        raise errors.NotFound("No such organization.")
+        raise errors.NotFound(_("No such organization."))
     return organization
 
 
@@ -550,13 +551,13 @@ class PaymentListView(PaymentAPIView):
         role = request.query_params.get("role") or None
         if role not in (None, "customer", "task_doer"):
             raise errors.InvalidInput(
-                "role must be 'customer' or 'task_doer'.", code="invalid_role"
+                _("role must be 'customer' or 'task_doer'."), code="invalid_role"
             )
         organization_id = request.query_params.get("organization_id") or None
         if organization_id is not None:
             if role == "customer":
                 raise errors.InvalidInput(
-                    "An organization is paid, it does not pay: use role=task_doer.",
+                    _("An organization is paid, it does not pay: use role=task_doer."),
                     code="invalid_role",
                 )
             organization = administered_organization(user, organization_id)
@@ -662,7 +663,8 @@ def _dashboard_limit(request: Request) -> int:
         return DASHBOARD_DEFAULT_LIMIT
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= DASHBOARD_MAX_LIMIT:
         raise errors.InvalidInput(
-            f"limit must be a whole number from 1 to {DASHBOARD_MAX_LIMIT}.", code="invalid_limit"
+            _("limit must be a whole number from 1 to %(max)s.") % {"max": DASHBOARD_MAX_LIMIT},
+            code="invalid_limit",
         )
     return int(raw)
 

@@ -70,12 +70,12 @@ class StrictSerializer(serializers.Serializer[Any]):
     def to_internal_value(self, data: Any) -> Any:
         if not hasattr(data, "keys"):
             raise serializers.ValidationError(
-                {"non_field_errors": ["Send a JSON object."]}, code="invalid"
+                {"non_field_errors": [_("Send a JSON object.")]}, code="invalid"
             )
         unknown = sorted(set(data.keys()) - set(self.fields))
         if unknown:
             raise serializers.ValidationError(
-                {name: ["This field is not accepted."] for name in unknown}, code="unknown_field"
+                {name: [_("This field is not accepted.")] for name in unknown}, code="unknown_field"
             )
         return super().to_internal_value(data)
 

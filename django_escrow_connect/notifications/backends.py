@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.template import TemplateDoesNotExist
 from django.template.loader import render_to_string
+from django.utils import translation
 
 from ..conf import escrow_settings
 
@@ -23,6 +24,7 @@ __all__ = [
     "EmailBackend",
     "LoggingBackend",
     "describe",
+    "user_language",
 ]
 
 logger = logging.getLogger("django_escrow_connect.events")
@@ -70,12 +72,20 @@ class EmailBackend(BaseBackend):
     ``escrow_connect/email/<event>.txt``; events without templates are skipped.
     Recipients: the payer and the payee user for payment events, the owner for
     account events (users without an email address are skipped).
+
+    Each recipient reads the email in their language
+    (``ESCROW_CONNECT["RECIPIENT_LANGUAGE"]``, else ``settings.LANGUAGE_CODE``):
+    one email per language, so people sharing a language share an email.
     """
 
     def send(self, event: str, /, **kwargs: Any) -> None:
-        recipients = [email for email in self.recipients(event, **kwargs) if email]
-        if not recipients:
-            return
+        for language, recipients in sorted(self._recipients_by_language(event, **kwargs).items()):
+            # Notifications run after the commit of whoever caused them; that
+            # request's language is the actor's, not the recipient's.
+            with translation.override(language):
+                self._send_one(event, sorted(recipients), **kwargs)
+
+    def _send_one(self, event: str, recipients: list[str], /, **kwargs: Any) -> None:
         context = {"event": event, **kwargs}
         try:
             subject = render_to_string(f"escrow_connect/email/{event}_subject.txt", context)
@@ -90,11 +100,27 @@ class EmailBackend(BaseBackend):
             " ".join(subject.split()),
             body,
             getattr(settings, "DEFAULT_FROM_EMAIL", None),
-            sorted(set(recipients)),
+            recipients,
             **options,
         )
 
-    def recipients(self, event: str, /, **kwargs: Any) -> list[str]:
+    def _recipients_by_language(self, event: str, /, **kwargs: Any) -> dict[str, set[str]]:
+        default = settings.LANGUAGE_CODE
+        groups: dict[str, set[str]] = {}
+        if type(self).recipients is not EmailBackend.recipients:
+            # A subclass chose the addresses itself: no users, no languages.
+            emails = {email for email in self.recipients(event, **kwargs) if email}
+            return {default: emails} if emails else {}
+        hook = escrow_settings.RECIPIENT_LANGUAGE
+        for person in self.people(event, **kwargs):
+            email = _email_of(person)
+            if email:
+                language = (hook(person) if hook is not None else None) or default
+                groups.setdefault(language, set()).add(email)
+        return groups
+
+    def people(self, event: str, /, **kwargs: Any) -> list[Any]:
+        """The users an event concerns (override to add or drop some)."""
         people: list[Any] = []
         payment = kwargs.get("payment")
         if payment is not None:
@@ -102,7 +128,16 @@ class EmailBackend(BaseBackend):
         account = kwargs.get("account")
         if account is not None:
             people.append(account.owner_user)
-        return [_email_of(person) for person in people if person is not None]
+        return [person for person in people if person is not None]
+
+    def recipients(self, event: str, /, **kwargs: Any) -> list[str]:
+        """The addresses an event is sent to; overriding it sends in ``LANGUAGE_CODE``."""
+        return [_email_of(person) for person in self.people(event, **kwargs)]
+
+
+def user_language(user: Any) -> str | None:
+    """The default ``RECIPIENT_LANGUAGE``: the user's ``language`` attribute, if any."""
+    return getattr(user, "language", None) or None
 
 
 def _email_of(user: Any) -> str:

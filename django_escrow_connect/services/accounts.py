@@ -30,6 +30,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
 from .. import permissions, swappable
@@ -126,11 +127,11 @@ def resolve_owner(user: Any, organization_id: Any = None) -> tuple[Any, Any]:
     model's own primary-key field parses the id.
     """
     if not permissions.is_authenticated(user):
-        raise errors.Forbidden("Sign in to manage a connected account.")
+        raise errors.Forbidden(_("Sign in to manage a connected account."))
     if organization_id is None or organization_id == "":
         return user, None
     Organization = swappable.load("Organization")
-    not_found = errors.NotFound("No such organization.", code="organization_not_found")
+    not_found = errors.NotFound(_("No such organization."), code="organization_not_found")
     try:
         pk = Organization._meta.pk.to_python(organization_id)
         organization = Organization._default_manager.get(pk=pk)
@@ -190,14 +191,18 @@ def ensure_account(
     """
     if business_type not in BusinessType.values:
         raise errors.InvalidInput(
-            f"business_type must be one of {', '.join(BusinessType.values)}.",
+            _("business_type must be one of %(choices)s.")
+            % {"choices": ", ".join(BusinessType.values)},
             code="invalid_business_type",
         )
     account = _get_or_create_row(owner_user, owner_organization, business_type)
     if account.business_type != business_type:
         raise errors.Conflict(
-            f"This connected account was opened as {account.business_type!r}; "
-            "its business type cannot be changed here.",
+            _(
+                "This connected account was opened as %(business_type)r; "
+                "its business type cannot be changed here."
+            )
+            % {"business_type": account.business_type},
             code="business_type_mismatch",
         )
     if account.is_created:
@@ -276,7 +281,7 @@ def _create_at_stripe(account_pk: Any) -> Any:
             return account
     if _answer_is_stored(failure):
         _next_creation_key(account)
-    raise translate(failure, "create the connected account") from failure
+    raise translate(failure, _("create the connected account")) from failure
 
 
 def _answer_is_stored(exc: GatewayError) -> bool:
@@ -356,7 +361,7 @@ def _find_lost_account(account: Any) -> AccountSnapshot | None:
         candidates = gateway().list_accounts(created_gte=account.created_at - CLOCK_SKEW)
     except GatewayError as exc:
         # Creating blindly could duplicate the account: refuse until Stripe answers.
-        raise translate(exc, "look for the connected account") from exc
+        raise translate(exc, _("look for the connected account")) from exc
     mine = [
         snapshot
         for snapshot in candidates
@@ -669,7 +674,7 @@ def refresh_account(account: Any) -> Any:
     try:
         snapshot = gateway().retrieve_account(account.stripe_account_id)
     except GatewayError as exc:
-        raise translate(exc, "read the connected account") from exc
+        raise translate(exc, _("read the connected account")) from exc
     updated = apply_account_snapshot(snapshot, as_of=_fetch_stamp(), fetched=True)
     return updated if updated is not None else account
 
@@ -681,10 +686,10 @@ def refresh_account(account: Any) -> Any:
 
 def _require_usable(account: Any) -> None:
     if account is None or not account.is_created:
-        raise errors.NotFound("There is no connected account yet.", code="no_account")
+        raise errors.NotFound(_("There is no connected account yet."), code="no_account")
     if account.status == AccountStatus.DEAUTHORIZED:
         raise errors.Conflict(
-            "This connected account has been disconnected from the platform.",
+            _("This connected account has been disconnected from the platform."),
             code="account_deauthorized",
         )
 
@@ -712,7 +717,7 @@ def create_onboarding_link(account: Any, *, refresh_url: str, return_url: str) -
             return_url=return_url,
         )
     except GatewayError as exc:
-        raise translate(exc, "create an onboarding link") from exc
+        raise translate(exc, _("create an onboarding link")) from exc
     _log(account, "onboarding link created")
     return link
 
@@ -728,13 +733,13 @@ def create_dashboard_link(account: Any) -> LoginLinkResult:
         account = refresh_account(account)
     if not account.details_submitted:
         raise errors.Conflict(
-            "Finish onboarding before opening the Stripe dashboard.",
+            _("Finish onboarding before opening the Stripe dashboard."),
             code="onboarding_incomplete",
         )
     try:
         link = gateway().create_login_link(account_id=account.stripe_account_id)
     except GatewayError as exc:
-        raise translate(exc, "open the Stripe dashboard") from exc
+        raise translate(exc, _("open the Stripe dashboard")) from exc
     _log(account, "dashboard link created")
     return link
 
@@ -749,6 +754,6 @@ def create_account_session(
             account_id=account.stripe_account_id, components=tuple(components)
         )
     except GatewayError as exc:
-        raise translate(exc, "start an embedded onboarding session") from exc
+        raise translate(exc, _("start an embedded onboarding session")) from exc
     _log(account, "account session created")
     return session

@@ -9,6 +9,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
+from django.utils.translation import gettext as _
 
 from .. import swappable
 from ..conf import escrow_settings
@@ -61,7 +62,7 @@ def lock_payment(payment_id: Any) -> Any:
         return payment_model().objects.select_for_update().get(pk=payment_id)
     except (payment_model().DoesNotExist, ValueError, TypeError, ValidationError) as exc:
         # A malformed UUID raises ValidationError, not ValueError.
-        raise errors.NotFound("No such payment.") from exc
+        raise errors.NotFound(_("No such payment.")) from exc
 
 
 def account_for_payee(payee_user: Any = None, payee_organization: Any = None) -> Any:
@@ -72,15 +73,19 @@ def account_for_payee(payee_user: Any = None, payee_organization: Any = None) ->
 
 
 def translate(exc: GatewayError, action: str) -> errors.ServiceError:
-    """A gateway failure as the error the caller shows."""
+    """A gateway failure as the error the caller shows (``action`` already translated)."""
     if exc.is_transient:
         return errors.ProviderUnavailable(
-            f"Stripe is not reachable right now; {action} can be retried safely."
+            # Translators: action is a phrase such as "refund the payment".
+            _("Stripe is not reachable right now; %(action)s can be retried safely.")
+            % {"action": action}
         )
     if isinstance(exc, CardDeclined):
-        return errors.PaymentDeclined(exc.message or "The card was declined.", code=exc.code)
+        return errors.PaymentDeclined(exc.message or _("The card was declined."), code=exc.code)
     return errors.Conflict(
-        f"Stripe refused to {action}: {exc.message}", code=exc.code or "provider_error"
+        # Translators: action is a phrase such as "refund the payment"; reason is Stripe's.
+        _("Stripe refused to %(action)s: %(reason)s") % {"action": action, "reason": exc.message},
+        code=exc.code or "provider_error",
     )
 
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from django.utils.translation import gettext
+
 from ..exceptions import EscrowConnectError
 
 __all__ = [
@@ -108,8 +110,10 @@ class OperationInFlight(Conflict):
     def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
         super().__init__(
             message
-            or "An earlier operation on this payment is still in progress at Stripe; "
-            "try again in a moment.",
+            or gettext(
+                "An earlier operation on this payment is still in progress at Stripe; "
+                "try again in a moment."
+            ),
             code=code,
         )
 

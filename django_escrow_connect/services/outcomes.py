@@ -18,6 +18,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
 from ..exceptions import GatewayError
@@ -91,7 +92,7 @@ def intent_created(payment: Any, operation: Any, intent: Any, *, event_id: str =
 def intent_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
     record_failed(operation, exc)
     _give_up_on_intent(payment, exc.code or "", exc.message)
-    return translate(exc, "create the payment")
+    return translate(exc, _("create the payment"))
 
 
 def intent_not_made(payment: Any, operation: Any) -> None:
@@ -170,8 +171,11 @@ def release_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.S
     log_payment(payment, "release failed: %s", exc.code or exc.message, level=logging.WARNING)
     notify("transfer_failed", payment=payment, incident=incident)
     return errors.Conflict(
-        f"Stripe refused the release ({exc.code or 'error'}); the money is still held "
-        "and the release can be retried.",
+        _(
+            "Stripe refused the release (%(code)s); the money is still held "
+            "and the release can be retried."
+        )
+        % {"code": exc.code or "error"},
         code="release_failed",
     )
 
@@ -295,8 +299,8 @@ def reversal_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.
     )
     notify("transfer_failed", payment=payment, incident=incident)
     return errors.Conflict(
-        f"The doer's account could not return the money ({exc.code or 'error'}); "
-        "no refund was made.",
+        _("The doer's account could not return the money (%(code)s); no refund was made.")
+        % {"code": exc.code or "error"},
         code="reversal_failed",
     )
 
@@ -377,7 +381,7 @@ def refund_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.Se
         stripe_request_id=exc.request_id or "",
         stripe_payment_intent_id=payment.stripe_payment_intent_id,
     )
-    return translate(exc, "refund the payment")
+    return translate(exc, _("refund the payment"))
 
 
 def refund_not_made(payment: Any, operation: Any) -> None:
@@ -410,7 +414,7 @@ def cancel_done(payment: Any, operation: Any, intent: Any, *, event_id: str = ""
 
 def cancel_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
     record_failed(operation, exc)
-    return translate(exc, "void the authorisation")
+    return translate(exc, _("void the authorisation"))
 
 
 def cancel_not_made(payment: Any, operation: Any) -> None:
@@ -462,7 +466,7 @@ def apply_outcome(operation: Any, outcome: Outcome) -> None:
                 operation.mark_unknown("in_progress", "Stripe has not finished the operation.")
                 operation.save()
                 failure = errors.OperationPending(
-                    "Stripe is still processing the operation; it completes by itself."
+                    _("Stripe is still processing the operation; it completes by itself.")
                 )
         elif outcome.unknown:
             record_unknown(operation, outcome.error)
@@ -474,7 +478,7 @@ def apply_outcome(operation: Any, outcome: Outcome) -> None:
                 level=logging.WARNING,
             )
             failure = errors.OperationPending(
-                "The request was sent but Stripe did not confirm it; retrying is safe."
+                _("The request was sent but Stripe did not confirm it; retrying is safe.")
             )
         else:
             failure = _REFUSED[operation.kind](payment, operation, outcome.error)
@@ -584,8 +588,10 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
         found = lookup(operation)
     except GatewayError as exc:
         raise errors.OperationInFlight(
-            "An earlier payment operation has not been confirmed and Stripe cannot be "
-            "asked about it right now; try again shortly."
+            _(
+                "An earlier payment operation has not been confirmed and Stripe cannot be "
+                "asked about it right now; try again shortly."
+            )
         ) from exc
     with transaction.atomic():
         payment, current = lock_operation(operation.payment_id, operation.pk)

@@ -19,6 +19,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
 from .. import permissions
@@ -103,25 +104,25 @@ def create_payment(task_id: Any, user: Any, *, expected_amount: int | None = Non
             task = Task.objects.select_for_update().get(pk=task_id)
         except (Task.DoesNotExist, ValueError, TypeError, ValidationError) as exc:
             # ValidationError: a malformed value for a UUID primary key.
-            raise errors.NotFound("No such task.") from exc
+            raise errors.NotFound(_("No such task.")) from exc
         try:
             terms = get_terms(task)
         except TermsUnavailable as exc:
             raise errors.Conflict(str(exc), code="no_payment_terms") from exc
         if terms.payer.pk != user.pk:
-            raise errors.Forbidden("Only the task's customer can pay for it.")
+            raise errors.Forbidden(_("Only the task's customer can pay for it."))
         if terms.payee_user is not None and terms.payee_user.pk == user.pk:
-            raise errors.InvalidInput("You cannot pay for your own task.", code="self_payment")
+            raise errors.InvalidInput(_("You cannot pay for your own task."), code="self_payment")
         if terms.payee_organization is not None and permissions.is_organization_admin(
             user, terms.payee_organization
         ):
             # Whoever administers the payee organization controls its payouts.
             raise errors.InvalidInput(
-                "You cannot pay an organization you administer.", code="self_payment"
+                _("You cannot pay an organization you administer."), code="self_payment"
             )
         if expected_amount is not None and expected_amount != terms.amount:
             raise errors.InvalidInput(
-                "The amount does not match the accepted bid.", code="amount_mismatch"
+                _("The amount does not match the accepted bid."), code="amount_mismatch"
             )
 
         Payment = payment_model()
@@ -159,7 +160,7 @@ def _new_payment(task: Any, terms: Any) -> tuple[Any, Any]:
     account = account_for_payee(terms.payee_user, terms.payee_organization)
     if account is None or account.status == AccountStatus.DEAUTHORIZED or not account.can_transfer:
         raise errors.AccountNotReady(
-            "The task doer has no connected account that can receive money yet."
+            _("The task doer has no connected account that can receive money yet.")
         )
     attempt = Payment.objects.filter(task=task, status=S.CANCELED).count()
     payment_id = payment_id_for(task, attempt)
@@ -183,7 +184,7 @@ def _new_payment(task: Any, terms: Any) -> tuple[Any, Any]:
         with transaction.atomic():
             payment.save(force_insert=True)
     except IntegrityError as exc:
-        raise errors.Conflict("This task already has a payment.", code="already_paid") from exc
+        raise errors.Conflict(_("This task already has a payment."), code="already_paid") from exc
     operation = operations.begin(
         payment,
         K.PAYMENT_INTENT,
@@ -259,10 +260,10 @@ def _resume(payment: Any, user: Any) -> PaymentStart:
     (the same request and key: Stripe returns the intent it made, or makes it).
     """
     if payment.payer_id != user.pk:
-        raise errors.Forbidden("Only the task's customer can pay for it.")
+        raise errors.Forbidden(_("Only the task's customer can pay for it."))
     if not can_proceed(payment.mark_held):
         # Held already, or further on: the task is paid for.
-        raise errors.Conflict("This task is already paid for.", code="already_paid")
+        raise errors.Conflict(_("This task is already paid for."), code="already_paid")
     pending = operations.unresolved_operation(payment)
     created = False
     if pending is not None:
@@ -272,7 +273,7 @@ def _resume(payment: Any, user: Any) -> PaymentStart:
         payment.refresh_from_db()
         if payment.status == S.CANCELED:
             raise errors.Conflict(
-                "The payment could not be created at Stripe; start it again.",
+                _("The payment could not be created at Stripe; start it again."),
                 code="payment_not_created",
             )
     client_secret = None
@@ -280,7 +281,7 @@ def _resume(payment: Any, user: Any) -> PaymentStart:
         try:
             intent = gateway().retrieve_payment_intent(payment.stripe_payment_intent_id)
         except GatewayError as exc:
-            raise translate(exc, "look up the payment") from exc
+            raise translate(exc, _("look up the payment")) from exc
         client_secret = intent.client_secret
     return PaymentStart(payment=payment, client_secret=client_secret, created=created)
 
@@ -299,7 +300,9 @@ def _steps() -> range:
 
 
 def _too_many_steps() -> errors.ServiceError:
-    return errors.OperationInFlight("The payment kept changing while this request ran; try again.")
+    return errors.OperationInFlight(
+        _("The payment kept changing while this request ran; try again.")
+    )
 
 
 # --------------------------------------------------------------------------
@@ -315,11 +318,13 @@ def release_payment(payment_id: Any, user: Any = None, *, system: bool = False) 
     release whose call crashed or timed out is finished with the same key; any
     other unresolved operation is settled first.
     """
-    for _ in _steps():
+    for _step in _steps():
         with transaction.atomic():
             payment = lock_payment(payment_id)
             if not system and not may(payment.release, user):
-                raise errors.Forbidden("Only the customer or platform staff can release a payment.")
+                raise errors.Forbidden(
+                    _("Only the customer or platform staff can release a payment.")
+                )
             if payment.status in (S.RELEASED, S.PARTIALLY_REFUNDED):
                 return payment
             pending = operations.unresolved_operation(payment)
@@ -328,11 +333,13 @@ def release_payment(payment_id: Any, user: Any = None, *, system: bool = False) 
             if pending is None:
                 if not can_proceed(payment.start_release):
                     raise errors.TransitionNotAllowed(
-                        f"A payment that is {payment.get_status_display().lower()} "
-                        "cannot be released."
+                        _("A payment that is %(status)s cannot be released.")
+                        % {"status": payment.get_status_display().lower()}
                     )
                 if payment.disputes.exclude(status__in=DISPUTE_CLOSED_STATES).exists():
-                    raise errors.TransitionNotAllowed("The payment is disputed; release is frozen.")
+                    raise errors.TransitionNotAllowed(
+                        _("The payment is disputed; release is frozen.")
+                    )
                 radar.check_not_held(payment)
                 operation = _begin_release(payment, user)
                 if operation is None:
@@ -361,7 +368,9 @@ def _begin_release(payment: Any, user: Any) -> Any:
 
     account = account_for_payee(payment.payee_user, payment.payee_organization)
     if account is None or not account.can_transfer:
-        raise errors.AccountNotReady("The doer's connected account cannot receive transfers now.")
+        raise errors.AccountNotReady(
+            _("The doer's connected account cannot receive transfers now.")
+        )
     net = payment.amount - payment.amount_refunded
     fee = compute_platform_fee(net, payment.currency)
     amount = net - fee
@@ -374,7 +383,7 @@ def _begin_release(payment: Any, user: Any) -> Any:
         return None
     if not payment.stripe_charge_id:
         raise errors.Conflict(
-            "The charge is not known yet; try again shortly.", code="charge_pending"
+            _("The charge is not known yet; try again shortly."), code="charge_pending"
         )
     key, attempt = operations.next_key(payment, K.TRANSFER)
     request = transfer_request(payment, amount, account.stripe_account_id, key)
@@ -455,11 +464,11 @@ def refund_payment(
     made, not from the payment's status. A refund whose call crashed is
     finished with its own key; any other unresolved operation is settled first.
     """
-    for _ in _steps():
+    for _step in _steps():
         with transaction.atomic():
             payment = lock_payment(payment_id)
             if not system and not may(payment.refund, user):
-                raise errors.Forbidden("Only the doer or platform staff can refund a payment.")
+                raise errors.Forbidden(_("Only the doer or platform staff can refund a payment."))
             pending = operations.unresolved_operation(payment) or _adopt_legacy_refund(payment)
             if pending is None:
                 operation = _begin_refund_step(payment, user, amount, reason)
@@ -470,7 +479,8 @@ def refund_payment(
                 and amount != pending.amount
             ):
                 raise errors.Conflict(
-                    f"A refund of {pending.amount} is still unconfirmed; retry it first.",
+                    _("A refund of %(amount)s is still unconfirmed; retry it first.")
+                    % {"amount": pending.amount},
                     code="refund_pending",
                 )
         if pending is None:
@@ -490,7 +500,8 @@ def _begin_refund_step(payment: Any, user: Any, amount: int | None, reason: str)
     # (409), whatever amount was asked for.
     if not can_proceed(payment.refund):
         raise errors.TransitionNotAllowed(
-            f"A payment that is {payment.get_status_display().lower()} cannot be refunded."
+            _("A payment that is %(status)s cannot be refunded.")
+            % {"status": payment.get_status_display().lower()}
         )
     refundable = payment.amount - payment.amount_refunded
     if amount is None:
@@ -501,15 +512,18 @@ def _begin_refund_step(payment: Any, user: Any, amount: int | None, reason: str)
         raise errors.InvalidInput(str(exc), code="invalid_amount") from exc
     if amount <= 0 or amount > refundable:
         raise errors.InvalidInput(
-            f"The refund must be between 1 and {refundable} (minor units).",
+            _("The refund must be between 1 and %(refundable)s (minor units).")
+            % {"refundable": refundable},
             code="invalid_amount",
         )
     captured = payment.status in (S.RELEASED, S.PARTIALLY_REFUNDED)
     if payment.is_manual_capture and not captured:
         if amount != payment.amount:
             raise errors.InvalidInput(
-                "With manual capture a held payment can only be voided in full; "
-                "release it first for a partial refund.",
+                _(
+                    "With manual capture a held payment can only be voided in full; "
+                    "release it first for a partial refund."
+                ),
                 code="partial_refund_unsupported",
             )
         return _begin_void(payment, user)
@@ -623,15 +637,15 @@ def _begin_void(payment: Any, user: Any) -> Any:
 
 def cancel_payment(payment_id: Any, user: Any = None, *, system: bool = False) -> Any:
     """Cancel a payment before money moved (void a manual-capture hold)."""
-    for _ in _steps():
+    for _step in _steps():
         with transaction.atomic():
             payment = lock_payment(payment_id)
             if payment.status == S.CANCELED:
                 return payment
             if not system and not may(payment.cancel, user):
                 if payment.status == S.HELD:
-                    raise errors.Forbidden("Only the doer or staff can void money already held.")
-                raise errors.Forbidden("You cannot cancel this payment.")
+                    raise errors.Forbidden(_("Only the doer or staff can void money already held."))
+                raise errors.Forbidden(_("You cannot cancel this payment."))
             pending = operations.unresolved_operation(payment)
             if pending is None:
                 operation = _begin_cancel(payment, user)
@@ -646,10 +660,12 @@ def cancel_payment(payment_id: Any, user: Any = None, *, system: bool = False) -
 
 def _begin_cancel(payment: Any, user: Any) -> Any:
     if not can_proceed(payment.cancel):
-        hint = " Use a refund instead." if payment.status == S.HELD else ""
-        raise errors.TransitionNotAllowed(
-            f"A payment that is {payment.get_status_display().lower()} cannot be canceled." + hint
-        )
+        status = payment.get_status_display().lower()
+        if payment.status == S.HELD:
+            message = _("A payment that is %(status)s cannot be canceled. Use a refund instead.")
+        else:
+            message = _("A payment that is %(status)s cannot be canceled.")
+        raise errors.TransitionNotAllowed(message % {"status": status})
     if not payment.stripe_payment_intent_id:
         payment.cancel()
         payment.save()
@@ -665,9 +681,9 @@ def retry_payment(payment_id: Any, user: Any) -> PaymentStart:
         payment = lock_payment(payment_id)
         # Who first (403 in any state), then whether the state allows it (409).
         if not may(payment.retry_payment, user):
-            raise errors.Forbidden("Only the customer can retry a payment.")
+            raise errors.Forbidden(_("Only the customer can retry a payment."))
         if not can_proceed(payment.retry_payment):
-            raise errors.TransitionNotAllowed("Only a failed payment can be retried.")
+            raise errors.TransitionNotAllowed(_("Only a failed payment can be retried."))
         payment.retry_payment()
         payment.save()
         sync_task_status(payment)

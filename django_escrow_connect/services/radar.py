@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from ..notifications import notify
 from ..states import RADAR_HOLD_KINDS, IncidentKind
@@ -39,8 +40,10 @@ FREEZE_CODES = {
     IncidentKind.EARLY_FRAUD_WARNING: "early_fraud_warning_open",
 }
 _FREEZE_MESSAGES = {
-    IncidentKind.RADAR_REVIEW: "Stripe Radar is reviewing this payment; release is frozen.",
-    IncidentKind.EARLY_FRAUD_WARNING: (
+    IncidentKind.RADAR_REVIEW: gettext_lazy(
+        "Stripe Radar is reviewing this payment; release is frozen."
+    ),
+    IncidentKind.EARLY_FRAUD_WARNING: gettext_lazy(
         "The card issuer reported this payment as possibly fraudulent; release is frozen."
     ),
 }
@@ -57,7 +60,7 @@ def check_not_held(payment: Any) -> None:
     """Raise a 409 :class:`~.errors.Conflict` while Radar holds ``payment``."""
     hold = open_holds(payment).order_by("created_at").first()
     if hold is not None:
-        raise errors.Conflict(_FREEZE_MESSAGES[hold.kind], code=FREEZE_CODES[hold.kind])
+        raise errors.Conflict(str(_FREEZE_MESSAGES[hold.kind]), code=FREEZE_CODES[hold.kind])
 
 
 def _str(obj: Mapping[str, Any], key: str) -> str:

@@ -9,8 +9,10 @@ import django
 import pytest
 from django.core import mail
 from django.template.loader import render_to_string
+from django.utils import translation
 
 import django_escrow_connect
+from django_escrow_connect.notifications.backends import EmailBackend, user_language
 from django_escrow_connect.signals import ALL_SIGNALS
 from tests.testapp.mail import AliasRecordingBackend
 
@@ -133,3 +135,69 @@ def test_emails_go_through_the_configured_mailer(market, sim_stripe, settings):
     assert [alias for alias, _ in AliasRecordingBackend.sent] == ["escrow"]
     assert AliasRecordingBackend.sent[0][1].subject.startswith("Payment requested")
     assert mail.outbox == []  # not the default mailer
+
+
+def language_by_username(user):
+    """A RECIPIENT_LANGUAGE hook for the tests: the customer reads German."""
+    return "de" if user.email.startswith("customer-") else None
+
+
+def test_each_recipient_reads_the_email_in_their_language(market, stripe, settings):
+    configure(
+        settings,
+        NOTIFICATION_BACKENDS=["django_escrow_connect.notifications.backends.EmailBackend"],
+        RECIPIENT_LANGUAGE="tests.payments.test_emails.language_by_username",
+    )
+    settings.LANGUAGE_CODE = "en"
+    market.create(market.task())
+
+    by_recipient = {tuple(message.to): message for message in mail.outbox}
+    assert set(by_recipient) == {(market.customer.email,), (market.doer.email,)}
+    german = by_recipient[(market.customer.email,)]
+    english = by_recipient[(market.doer.email,)]
+    assert german.subject.startswith("Zahlung angefordert: ")
+    assert german.body.startswith("Hallo,\n\nEine Zahlung von ")
+    assert "Zahlungsreferenz: " in german.body
+    assert english.subject.startswith("Payment requested: 100.00 USD")
+    assert english.body.startswith("Hello,\n\nA payment of 100.00 USD")
+
+
+def test_without_a_language_the_email_is_in_the_site_language_not_the_actors(
+    market, stripe, settings
+):
+    configure(
+        settings,
+        NOTIFICATION_BACKENDS=["django_escrow_connect.notifications.backends.EmailBackend"],
+    )
+    settings.LANGUAGE_CODE = "en"
+    # The request that causes the email runs in German; the recipients have
+    # no language, so they get the site's.
+    with translation.override("de"):
+        market.create(market.task())
+    [message] = mail.outbox
+    assert message.subject.startswith("Payment requested: ")
+    assert sorted(message.to) == sorted([market.customer.email, market.doer.email])
+
+
+def test_the_default_hook_reads_the_users_language_attribute():
+    assert user_language(SimpleNamespace(language="de")) == "de"
+    assert user_language(SimpleNamespace(language="")) is None
+    assert user_language(SimpleNamespace()) is None
+
+
+def test_a_subclass_choosing_addresses_still_gets_one_email(market, stripe, settings):
+    configure(
+        settings,
+        NOTIFICATION_BACKENDS=["tests.payments.test_emails.FixedAddressBackend"],
+        RECIPIENT_LANGUAGE="tests.payments.test_emails.language_by_username",
+    )
+    settings.LANGUAGE_CODE = "en"
+    market.create(market.task())
+    [message] = mail.outbox
+    assert message.to == ["ops@example.com"]
+    assert message.subject.startswith("Payment requested: ")
+
+
+class FixedAddressBackend(EmailBackend):
+    def recipients(self, event, /, **kwargs):
+        return ["ops@example.com"]
