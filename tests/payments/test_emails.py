@@ -142,7 +142,7 @@ def language_by_username(user):
     return "de" if user.email.startswith("customer-") else None
 
 
-def test_each_recipient_reads_the_email_in_their_language(market, stripe, settings):
+def test_each_recipient_reads_the_email_in_their_language(market, sim_stripe, settings):
     configure(
         settings,
         NOTIFICATION_BACKENDS=["django_escrow_connect.notifications.backends.EmailBackend"],
@@ -163,7 +163,7 @@ def test_each_recipient_reads_the_email_in_their_language(market, stripe, settin
 
 
 def test_without_a_language_the_email_is_in_the_site_language_not_the_actors(
-    market, stripe, settings
+    market, sim_stripe, settings
 ):
     configure(
         settings,
@@ -185,7 +185,7 @@ def test_the_default_hook_reads_the_users_language_attribute():
     assert user_language(SimpleNamespace()) is None
 
 
-def test_a_subclass_choosing_addresses_still_gets_one_email(market, stripe, settings):
+def test_a_subclass_choosing_addresses_still_gets_one_email(market, sim_stripe, settings):
     configure(
         settings,
         NOTIFICATION_BACKENDS=["tests.payments.test_emails.FixedAddressBackend"],
