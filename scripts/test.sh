@@ -170,7 +170,27 @@ start_pg() {
     echo "DATABASE_URL=$DATABASE_URL"
 }
 
+# GNU gettext lets tests/foundation/test_translations.py check that makemessages
+# is clean and the committed .mo files are current. Without it those two checks
+# skip, so installing it is best effort (Debian's package, as root) and never
+# fails the run.
+ensure_gettext() {
+    if command -v msgfmt >/dev/null && command -v xgettext >/dev/null; then
+        echo "gettext: $(command -v msgfmt)"
+        return 0
+    fi
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+        (timeout 300 apt-get install -y -q --no-install-recommends gettext >/dev/null 2>&1 \
+            || { timeout 300 apt-get update -q >/dev/null 2>&1 \
+                && timeout 300 apt-get install -y -q --no-install-recommends gettext >/dev/null 2>&1; }) \
+            && { echo "gettext installed"; return 0; }
+    fi
+    echo "gettext not available: the catalog checks will skip"
+    return 0
+}
+
 step "install into $VENV" setup_venv
+step "gettext for the translation checks" ensure_gettext
 if ((!QUICK)); then
     step "ruff check ." "$PY" -m ruff check .
     # The whole tree (ruff's config leaves out only the generated migrations):
