@@ -17,9 +17,9 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 
-from .services.report import build_report
-from .swappable import APP_LABEL
-from .webhooks.operations import replay_events as replay_webhook_events
+from ..services.report import build_report
+from ..swappable import APP_LABEL
+from ..webhooks.operations import replay_events as replay_webhook_events
 
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[Any]
