@@ -56,7 +56,9 @@ class AbstractStaffAction(TimestampedModel):
         verbose_name_plural = _("staff actions")
         ordering = ["-created_at"]
         indexes = [
-            models.Index(fields=["incident_model", "incident_id"], name="escrow_staff_incident_idx"),
+            models.Index(
+                fields=["incident_model", "incident_id"], name="escrow_staff_incident_idx"
+            ),
         ]
 
     def __str__(self) -> str:
