@@ -378,7 +378,7 @@ class StaffActionsMixin:
     """
 
     staff_actions: dict[str, str] = {}
-    change_form_template = "escrow_connect/admin/staff_actions_change_form.html"
+    change_form_template: Any = "escrow_connect/admin/staff_actions_change_form.html"
 
     # ModelAdmin provides these.
     model: Any
