@@ -310,6 +310,7 @@ PAYMENT_ACTIONS: dict[str, PaymentAction] = {
             "up at Stripe and applied (what escrow_reconcile does, for this payment "
             "now).",
             _reconcile,
+            # Finishing an unresolved release or refund sends it to Stripe.
             moves_money=True,
         ),
     )
