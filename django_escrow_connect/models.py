@@ -71,3 +71,9 @@ class MoneyOperation(base.AbstractMoneyOperation):
     class Meta(base.AbstractMoneyOperation.Meta):
         abstract = False
         swappable = setting_name("MoneyOperation")
+
+
+class StaffAction(base.AbstractStaffAction):
+    class Meta(base.AbstractStaffAction.Meta):
+        abstract = False
+        swappable = setting_name("StaffAction")

@@ -23,6 +23,8 @@ __all__ = [
     "MoneyOperationStatus",
     "PaymentStatus",
     "RefundStatus",
+    "StaffActionKind",
+    "StaffActionOutcome",
     "TaskPaymentStatus",
     "TransferReversalStatus",
     "TransferStatus",
@@ -210,3 +212,26 @@ class WebhookEventStatus(models.TextChoices):
     # The event names an object this app has no row for (yet); the reconcile
     # command retries it once the row exists.
     DEFERRED = "deferred", _("Deferred")
+
+
+class StaffActionKind(models.TextChoices):
+    """What a staff member did from the admin (the audit trail's ``action``)."""
+
+    RELEASE = "release", _("Release")
+    REFUND = "refund", _("Refund")
+    CANCEL = "cancel", _("Cancel")
+    RETRY_TRANSFER = "retry_transfer", _("Retry failed transfer")
+    RECONCILE = "reconcile", _("Reconcile")
+    RESOLVE_INCIDENT = "resolve_incident", _("Resolve incident")
+    ANNOTATE_INCIDENT = "annotate_incident", _("Annotate incident")
+    REFRESH_ACCOUNT = "refresh_account", _("Refresh account")
+
+
+class StaffActionOutcome(models.TextChoices):
+    """How a staff action ended."""
+
+    OK = "ok", _("Done")
+    #: The service said no (permission, state, input): nothing was sent.
+    REFUSED = "refused", _("Refused")
+    #: Stripe did not answer, or the outcome is not known yet.
+    ERROR = "error", _("Error")

@@ -39,6 +39,7 @@ LIBRARY_MODELS = (
     "TransferIncident",
     "WebhookEvent",
     "MoneyOperation",
+    "StaffAction",
 )
 
 #: The models the library's migrations depend on (``dependency(...)``): each

@@ -30,6 +30,7 @@ NAMES = {
     "TRANSFERINCIDENT": "TransferIncident",
     "WEBHOOKEVENT": "WebhookEvent",
     "MONEYOPERATION": "MoneyOperation",
+    "STAFFACTION": "StaffAction",
 }
 #: The test host's models (tests/settings.py) and the swappable name of each.
 TEST_HOST = "testapp"

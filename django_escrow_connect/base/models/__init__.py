@@ -22,6 +22,7 @@ from .incidents import AbstractIncident, AbstractPaymentIncident, AbstractTransf
 from .operations import AbstractMoneyOperation
 from .payments import AbstractEscrowPayment
 from .refunds import AbstractDispute, AbstractRefund
+from .staff import AbstractStaffAction
 from .task import AbstractOrganizationPlaceholder, EscrowTaskMixin
 from .transfers import AbstractTransfer, AbstractTransferReversal
 from .webhooks import AbstractWebhookEvent
@@ -35,6 +36,7 @@ __all__ = [
     "AbstractOrganizationPlaceholder",
     "AbstractPaymentIncident",
     "AbstractRefund",
+    "AbstractStaffAction",
     "AbstractTransfer",
     "AbstractTransferIncident",
     "AbstractTransferReversal",

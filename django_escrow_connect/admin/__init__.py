@@ -1,7 +1,10 @@
 """Admin for every library model that is not swapped out.
 
 Stripe ids, amounts and states are read-only: the admin is for looking, and
-for the few operator actions the services expose, never for editing money.
+for the operator actions the services expose (:mod:`.actions`: release,
+refund, cancel, retry a failed transfer, reconcile, resolve or annotate an
+incident, refresh an account), never for editing money. Every action is
+recorded in the staff audit trail (``StaffAction``).
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ from django.http import HttpRequest, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from .services.report import build_report
-from .swappable import APP_LABEL
-from .webhooks.operations import replay_events as replay_webhook_events
+from ..services.report import build_report
+from ..swappable import APP_LABEL
+from ..webhooks.operations import replay_events as replay_webhook_events
+from .actions import AccountActionsMixin, IncidentActionsMixin, PaymentActionsMixin
 
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[Any]
@@ -42,7 +48,7 @@ class ReadOnlyMoneyAdmin(_ModelAdmin):
         return [f.name for f in self.model._meta.fields]
 
 
-class ConnectedAccountAdmin(ReadOnlyMoneyAdmin):
+class ConnectedAccountAdmin(AccountActionsMixin, ReadOnlyMoneyAdmin):
     list_display = (
         "stripe_account_id",
         "owner_user",
@@ -58,7 +64,7 @@ class ConnectedAccountAdmin(ReadOnlyMoneyAdmin):
     list_select_related = ("owner_user", "owner_organization")
 
 
-class EscrowPaymentAdmin(ReadOnlyMoneyAdmin):
+class EscrowPaymentAdmin(PaymentActionsMixin, ReadOnlyMoneyAdmin):
     list_display = (
         "id",
         "task",
@@ -144,11 +150,41 @@ class DisputeAdmin(ChildAdmin):
     search_fields = ("stripe_dispute_id", "stripe_charge_id")
 
 
-class IncidentAdmin(ReadOnlyMoneyAdmin):
+class IncidentAdmin(IncidentActionsMixin, ReadOnlyMoneyAdmin):
     list_display = ("kind", "payment", "code", "message", "created_at", "resolved_at")
-    list_filter = ("kind", "created_at")
+    list_filter = ("kind", "created_at", ("resolved_at", admin.EmptyFieldListFilter))
     search_fields = ("code", "message", "stripe_event_id", "stripe_request_id")
     list_select_related = ("payment",)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [*super().get_readonly_fields(request, obj), "staff_notes"]
+
+    @admin.display(description="Staff notes")
+    def staff_notes(self, obj: Any) -> str:
+        """What staff did and wrote about this incident, oldest first."""
+        notes = (
+            swapper.load_model(APP_LABEL, "StaffAction")
+            .objects.filter(incident_model=obj._meta.label_lower, incident_id=str(obj.pk))
+            .select_related("staff")
+            .order_by("created_at")
+        )
+        return (
+            format_html_join(
+                mark_safe("<br>"),
+                "{} — {} ({}, {}): {}",
+                (
+                    (
+                        f"{note.created_at:%Y-%m-%d %H:%M}",
+                        note.staff,
+                        note.get_action_display(),
+                        note.get_outcome_display(),
+                        note.note,
+                    )
+                    for note in notes
+                ),
+            )
+            or "—"
+        )
 
 
 class WebhookEventAdmin(ReadOnlyMoneyAdmin):
@@ -232,6 +268,36 @@ class MoneyOperationAdmin(ReadOnlyMoneyAdmin):
     list_select_related = ("payment",)
 
 
+class StaffActionAdmin(_ModelAdmin):
+    """The audit trail: readable by staff who may view it, written by actions only."""
+
+    list_display = (
+        "created_at",
+        "staff",
+        "action",
+        "outcome",
+        "payment",
+        "incident_id",
+        "account_id",
+        "amount",
+        "currency",
+        "code",
+    )
+    list_filter = ("action", "outcome", "created_at")
+    search_fields = ("=payment__id", "account_id", "code", "note", "message")
+    date_hierarchy = "created_at"
+    list_select_related = ("staff", "payment")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 ADMINS: dict[str, type[admin.ModelAdmin[Any]]] = {
     "ConnectedAccount": ConnectedAccountAdmin,
     "EscrowPayment": EscrowPaymentAdmin,
@@ -243,6 +309,7 @@ ADMINS: dict[str, type[admin.ModelAdmin[Any]]] = {
     "TransferIncident": IncidentAdmin,
     "WebhookEvent": WebhookEventAdmin,
     "MoneyOperation": MoneyOperationAdmin,
+    "StaffAction": StaffActionAdmin,
 }
 
 for _name, _admin_class in ADMINS.items():

@@ -1,0 +1,580 @@
+"""Staff actions from the admin: confirm, run through the services, report, record.
+
+Every action goes through the same service as the API, with
+``user=request.user``, so the service's own permission (``permissions.may_*``)
+decides as it does for the API; the admin only adds Django's ``change``
+permission on the model as the gate to see the action at all. Each attempt,
+refused ones included, is written to the audit trail (``StaffAction``) after
+the service returned, in a transaction of its own.
+
+Money calls must run with no transaction open: the views that run these
+actions are marked ``non_atomic_requests`` (see ``StaffActionsMixin``), and an
+action refuses (code ``in_transaction``) rather than call Stripe from inside
+one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+
+from .. import permissions, swappable
+from ..exceptions import EscrowConnectError
+from ..fees import compute_platform_fee
+from ..money import format_money
+from ..services import errors
+from ..services.accounts import refresh_account
+from ..services.operations import in_transaction
+from ..services.outcomes import STRIPE_REFUND_REASONS
+from ..services.payments import cancel_payment, refund_payment, release_payment
+from ..services.reconcile import reconcile
+from ..states import PaymentStatus, StaffActionKind, StaffActionOutcome, TransferStatus
+
+__all__ = [
+    "INCIDENT_ACTIONS",
+    "PAYMENT_ACTIONS",
+    "Attempt",
+    "StaffActionsMixin",
+    "record",
+]
+
+K = StaffActionKind
+O = StaffActionOutcome  # noqa: E741 - the outcome's enum, as K is the kind's
+
+CONFIRMATION_TEMPLATE = "escrow_connect/admin/staff_action_confirmation.html"
+
+
+# --------------------------------------------------------------------------
+# Running one attempt and recording it
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one action on one object ended."""
+
+    outcome: str
+    message: str = ""
+    code: str = ""
+
+
+def attempt(call: Callable[[], str], *, moves_money: bool) -> Attempt:
+    """Run ``call``; a service's refusal is an answer, not a crash."""
+    if moves_money and in_transaction():
+        # A request-wide transaction (ATOMIC_REQUESTS on a view not marked
+        # non_atomic) would hold the payment's lock through the Stripe call
+        # and roll back the record of it on any error.
+        return Attempt(
+            O.REFUSED,
+            "A database transaction is open; money actions must run outside one.",
+            "in_transaction",
+        )
+    try:
+        return Attempt(O.OK, call())
+    except errors.ServiceError as exc:
+        # 4xx: the service said no and nothing was sent; 5xx: Stripe did not
+        # answer, or the outcome is not known yet (reconcile finishes it).
+        outcome = O.REFUSED if exc.status_code < 500 else O.ERROR
+        return Attempt(outcome, exc.message, exc.code)
+    except EscrowConnectError as exc:
+        return Attempt(O.ERROR, str(exc), getattr(exc, "code", "") or "error")
+
+
+def record(
+    request: HttpRequest,
+    action: str,
+    result: Attempt,
+    *,
+    payment: Any = None,
+    incident: Any = None,
+    account_id: str = "",
+    amount: int | None = None,
+    currency: str = "",
+    note: str = "",
+) -> Any:
+    """Write one attempt to the audit trail, in its own transaction."""
+    with transaction.atomic():
+        return swappable.load("StaffAction").objects.create(
+            staff=request.user,
+            action=action,
+            payment=payment,
+            incident_model=incident._meta.label_lower if incident is not None else "",
+            incident_id=str(incident.pk) if incident is not None else "",
+            account_id=account_id,
+            amount=amount,
+            currency=currency,
+            outcome=result.outcome,
+            code=result.code,
+            message=result.message[:10_000],
+            note=note,
+        )
+
+
+def report(request: HttpRequest, model_admin: Any, subject: str, result: Attempt) -> None:
+    """Tell the staff member how one attempt ended."""
+    if result.outcome == O.OK:
+        model_admin.message_user(request, f"{subject}: {result.message}", messages.SUCCESS)
+    else:
+        level = messages.WARNING if result.outcome == O.REFUSED else messages.ERROR
+        text = f"{subject}: {result.message} ({result.code})"
+        model_admin.message_user(request, text, level)
+
+
+# --------------------------------------------------------------------------
+# Forms
+# --------------------------------------------------------------------------
+
+
+class NoteForm(forms.Form):
+    note = forms.CharField(
+        label="Note for the audit trail",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+    )
+
+    def __init__(self, *args: Any, objects: list[Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.objects = objects or []
+
+
+class RequiredNoteForm(NoteForm):
+    note = forms.CharField(
+        label="Note for the audit trail",
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+    )
+
+
+class RefundForm(NoteForm):
+    amount = forms.IntegerField(
+        label="Amount (minor units)",
+        min_value=1,
+        required=False,
+        help_text="Empty: everything still refundable on each payment.",
+    )
+    reason = forms.ChoiceField(
+        label="Reason (sent to Stripe)",
+        required=False,
+        choices=[("", "---------"), *((r, r.replace("_", " ")) for r in STRIPE_REFUND_REASONS)],
+    )
+
+    def clean_amount(self) -> int | None:
+        amount: int | None = self.cleaned_data.get("amount")
+        if amount is not None and len(self.objects) != 1:
+            # One amount for several payments in different currencies would
+            # mean different sums of money: partial refunds go one at a time.
+            raise forms.ValidationError("Choose one payment to refund part of it.")
+        return amount
+
+
+# --------------------------------------------------------------------------
+# Payment actions
+# --------------------------------------------------------------------------
+
+
+def _money(amount: int, payment: Any) -> str:
+    return format_money(amount, payment.currency)
+
+
+def _release_lines(payment: Any) -> list[str]:
+    if payment.is_manual_capture:
+        return [f"capture {_money(payment.amount, payment)}"]
+    net = payment.amount - payment.amount_refunded
+    fee = compute_platform_fee(net, payment.currency)
+    return [
+        f"transfer {_money(net - fee, payment)} to {payment.destination_account_id}",
+        f"platform fee {_money(fee, payment)}",
+    ]
+
+
+def _release_amount(payment: Any, data: dict[str, Any]) -> int:
+    if payment.is_manual_capture:
+        return int(payment.amount)
+    net = payment.amount - payment.amount_refunded
+    return int(net - compute_platform_fee(net, payment.currency))
+
+
+def _refund_amount(payment: Any, data: dict[str, Any]) -> int:
+    amount = data.get("amount")
+    return int(amount) if amount is not None else int(payment.refundable_amount)
+
+
+def _outcome(payment: Any) -> str:
+    return f"now {payment.get_status_display().lower()}"
+
+
+def _release(payment: Any, user: Any, data: dict[str, Any]) -> str:
+    return _outcome(release_payment(payment.pk, user))
+
+
+def _retry_transfer(payment: Any, user: Any, data: dict[str, Any]) -> str:
+    # A transfer Stripe refused leaves the money held (``release_failed``):
+    # releasing again sends a new transfer under the next idempotency key.
+    failed = payment.transfers.filter(status=TransferStatus.FAILED).exists()
+    if payment.status != PaymentStatus.HELD or not failed:
+        raise errors.Conflict(
+            "Only a held payment whose transfer failed can have its transfer retried.",
+            code="no_failed_transfer",
+        )
+    return _outcome(release_payment(payment.pk, user))
+
+
+def _refund(payment: Any, user: Any, data: dict[str, Any]) -> str:
+    refunded = refund_payment(
+        payment.pk, user, amount=data.get("amount"), reason=data.get("reason") or ""
+    )
+    return f"{_money(refunded.amount_refunded, refunded)} refunded in all, {_outcome(refunded)}"
+
+
+def _cancel(payment: Any, user: Any, data: dict[str, Any]) -> str:
+    return _outcome(cancel_payment(payment.pk, user))
+
+
+def _reconcile(payment: Any, user: Any, data: dict[str, Any]) -> str:
+    if not permissions.is_platform_staff(user):
+        raise errors.Forbidden("Only platform staff can reconcile a payment.")
+    changes = reconcile(payment_id=payment.pk)
+    failures = [str(change) for change in changes if change.error]
+    if failures:
+        raise errors.ProviderUnavailable("; ".join(failures), code="reconcile_failed")
+    return "; ".join(change.action for change in changes) or "already in line with Stripe"
+
+
+@dataclass(frozen=True)
+class PaymentAction:
+    """One thing staff can do to payments, and how to confirm it."""
+
+    kind: str
+    label: str
+    explanation: str
+    run: Callable[[Any, Any, dict[str, Any]], str]
+    lines: Callable[[Any], list[str]] = field(default=lambda payment: [])
+    amount: Callable[[Any, dict[str, Any]], int | None] = field(default=lambda payment, data: None)
+    form_class: type[NoteForm] = NoteForm
+    moves_money: bool = True
+
+
+PAYMENT_ACTIONS: dict[str, PaymentAction] = {
+    action.kind: action
+    for action in (
+        PaymentAction(
+            K.RELEASE,
+            "Release",
+            "The held money goes to the doer (less the platform fee); with manual "
+            "capture the authorisation is captured.",
+            _release,
+            _release_lines,
+            _release_amount,
+        ),
+        PaymentAction(
+            K.REFUND,
+            "Refund",
+            "Money goes back to the customer. After release the doer's share is "
+            "reversed first; a held manual-capture payment is voided in full.",
+            _refund,
+            lambda payment: [f"refundable {_money(payment.refundable_amount, payment)}"],
+            _refund_amount,
+            RefundForm,
+        ),
+        PaymentAction(
+            K.CANCEL,
+            "Cancel",
+            "The payment is canceled before money moved; a held manual-capture "
+            "authorisation is voided.",
+            _cancel,
+            amount=lambda payment, data: int(payment.amount),
+        ),
+        PaymentAction(
+            K.RETRY_TRANSFER,
+            "Retry failed transfer",
+            "A new transfer of the held money is sent to the doer (a new "
+            "idempotency key): only for held payments whose transfer failed.",
+            _retry_transfer,
+            _release_lines,
+            _release_amount,
+        ),
+        PaymentAction(
+            K.RECONCILE,
+            "Reconcile",
+            "The payment's unfinished operations and its PaymentIntent are looked "
+            "up at Stripe and applied (what escrow_reconcile does, for this payment "
+            "now).",
+            _reconcile,
+            # Finishing an unresolved release or refund sends it to Stripe.
+            moves_money=True,
+        ),
+    )
+}
+
+
+# --------------------------------------------------------------------------
+# Incident actions
+# --------------------------------------------------------------------------
+
+
+def _resolve(incident: Any, note: str) -> str:
+    with transaction.atomic():
+        row = type(incident).objects.select_for_update().get(pk=incident.pk)
+        if row.resolved_at is not None:
+            raise errors.Conflict(
+                f"Already resolved at {row.resolved_at:%Y-%m-%d %H:%M}.", code="already_resolved"
+            )
+        row.resolved_at = timezone.now()
+        row.save(update_fields=["resolved_at", "updated_at"])
+    return "resolved"
+
+
+def _annotate(incident: Any, note: str) -> str:
+    return "note added"
+
+
+@dataclass(frozen=True)
+class IncidentAction:
+    kind: str
+    label: str
+    explanation: str
+    run: Callable[[Any, str], str]
+
+
+INCIDENT_ACTIONS: dict[str, IncidentAction] = {
+    action.kind: action
+    for action in (
+        IncidentAction(
+            K.RESOLVE_INCIDENT,
+            "Resolve",
+            "The incident is marked resolved now; the note says how.",
+            _resolve,
+        ),
+        IncidentAction(
+            K.ANNOTATE_INCIDENT,
+            "Annotate",
+            "The note is added to the incident's audit trail; it stays open.",
+            _annotate,
+        ),
+    )
+}
+
+
+# --------------------------------------------------------------------------
+# The admin side: list actions, per-object buttons, the confirmation page
+# --------------------------------------------------------------------------
+
+
+class StaffActionsMixin:
+    """Staff actions for a ModelAdmin: each a list action and a button on the object.
+
+    Subclasses set ``staff_actions`` (kind -> label) and implement
+    ``describe`` (the confirmation's lines per object), ``form_for`` and
+    ``perform`` (run one attempt on one object, record it, report it).
+    """
+
+    staff_actions: dict[str, str] = {}
+    change_form_template: Any = "escrow_connect/admin/staff_actions_change_form.html"
+
+    # ModelAdmin provides these.
+    model: Any
+    admin_site: Any
+    message_user: Any
+    has_change_permission: Any
+    get_object: Any
+
+    def explanation(self, kind: str) -> str:
+        raise NotImplementedError
+
+    def describe(self, obj: Any, kind: str) -> list[str]:
+        raise NotImplementedError
+
+    def form_for(self, kind: str) -> type[NoteForm]:
+        raise NotImplementedError
+
+    def perform(self, request: HttpRequest, obj: Any, kind: str, data: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    # --- list actions ----------------------------------------------------
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions: dict[str, Any] = super().get_actions(request)  # type: ignore[misc]
+        if not self.has_change_permission(request):
+            return actions
+        for kind, label in self.staff_actions.items():
+            actions[kind] = (self._list_action(kind), kind, f"{label} selected …")
+        return actions
+
+    def _list_action(self, kind: str) -> Callable[..., Any]:
+        def action(model_admin: Any, request: HttpRequest, queryset: Any) -> Any:
+            return self.confirm_or_run(request, list(queryset), kind)
+
+        return action
+
+    # --- the page --------------------------------------------------------
+
+    def confirm_or_run(
+        self, request: HttpRequest, objects: list[Any], kind: str, *, single: bool = False
+    ) -> HttpResponse | None:
+        """The confirmation page, or (on its POST) the action on every object."""
+        form_class = self.form_for(kind)
+        confirmed = request.method == "POST" and "confirm" in request.POST
+        form = form_class(request.POST if confirmed else None, objects=objects)
+        if confirmed and form.is_valid():
+            for obj in objects:
+                self.perform(request, obj, kind, form.cleaned_data)
+            return None
+        opts = self.model._meta
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": opts,
+            "title": f"{self.staff_actions[kind]}: are you sure?",
+            "kind": kind,
+            "label": self.staff_actions[kind],
+            "explanation": self.explanation(kind),
+            "items": [(obj, self.describe(obj, kind)) for obj in objects],
+            "form": form,
+            "single": single,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, CONFIRMATION_TEMPLATE, context)
+
+    def staff_action_view(self, request: HttpRequest, object_id: str, kind: str) -> HttpResponse:
+        """The button on one object's page: confirm, then run and go back."""
+        obj = self.get_object(request, object_id)
+        if obj is None or kind not in self.staff_actions:
+            raise PermissionDenied
+        if not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        response = self.confirm_or_run(request, [obj], kind, single=True)
+        if response is not None:
+            return response
+        opts = self.model._meta
+        return HttpResponseRedirect(
+            reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+        )
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra_context = dict(extra_context or {})
+        if self.has_change_permission(request):
+            extra_context["staff_action_links"] = list(self.staff_actions.items())
+        return super().change_view(request, object_id, form_url, extra_context)  # type: ignore[misc,no-any-return]
+
+    def get_urls(self) -> list[Any]:
+        urls: list[Any] = super().get_urls()  # type: ignore[misc]
+        opts = self.model._meta
+        act = path(
+            "<path:object_id>/staff-action/<str:kind>/",
+            self.admin_site.admin_view(self.staff_action_view),
+            name=f"{opts.app_label}_{opts.model_name}_staff_action",
+        )
+        for pattern in urls:
+            if getattr(pattern, "name", "") == f"{opts.app_label}_{opts.model_name}_changelist":
+                # A host with ATOMIC_REQUESTS would otherwise run the list
+                # actions inside the request's transaction.
+                transaction.non_atomic_requests(pattern.callback)
+        transaction.non_atomic_requests(act.callback)
+        return [act, *urls]
+
+
+class PaymentActionsMixin(StaffActionsMixin):
+    staff_actions = {kind: action.label for kind, action in PAYMENT_ACTIONS.items()}
+
+    def explanation(self, kind: str) -> str:
+        return PAYMENT_ACTIONS[kind].explanation
+
+    def describe(self, obj: Any, kind: str) -> list[str]:
+        return [
+            f"amount {_money(obj.amount, obj)}",
+            f"refunded {_money(obj.amount_refunded, obj)}",
+            obj.get_status_display().lower(),
+            *PAYMENT_ACTIONS[kind].lines(obj),
+        ]
+
+    def form_for(self, kind: str) -> type[NoteForm]:
+        return PAYMENT_ACTIONS[kind].form_class
+
+    def perform(self, request: HttpRequest, obj: Any, kind: str, data: dict[str, Any]) -> None:
+        action = PAYMENT_ACTIONS[kind]
+        result = attempt(
+            lambda: action.run(obj, request.user, data), moves_money=action.moves_money
+        )
+        record(
+            request,
+            kind,
+            result,
+            payment=obj,
+            account_id=obj.destination_account_id,
+            amount=action.amount(obj, data),
+            currency=obj.currency,
+            note=data.get("note", ""),
+        )
+        report(request, self, f"Payment {obj.pk}", result)
+
+
+class IncidentActionsMixin(StaffActionsMixin):
+    staff_actions = {kind: action.label for kind, action in INCIDENT_ACTIONS.items()}
+
+    def explanation(self, kind: str) -> str:
+        return INCIDENT_ACTIONS[kind].explanation
+
+    def describe(self, obj: Any, kind: str) -> list[str]:
+        state = "resolved" if obj.resolved_at else "open"
+        return [obj.get_kind_display(), obj.code or obj.message[:80], state]
+
+    def form_for(self, kind: str) -> type[NoteForm]:
+        return RequiredNoteForm
+
+    def perform(self, request: HttpRequest, obj: Any, kind: str, data: dict[str, Any]) -> None:
+        note = data["note"]
+        result = attempt(lambda: INCIDENT_ACTIONS[kind].run(obj, note), moves_money=False)
+        record(
+            request,
+            kind,
+            result,
+            payment=obj.payment,
+            incident=obj,
+            amount=getattr(obj, "amount", None),
+            currency=getattr(obj, "currency", "") or "",
+            account_id=getattr(obj, "destination_account_id", ""),
+            note=note,
+        )
+        report(request, self, f"Incident {obj.pk}", result)
+
+
+class AccountActionsMixin(StaffActionsMixin):
+    staff_actions = {K.REFRESH_ACCOUNT: "Refresh from Stripe"}
+
+    def explanation(self, kind: str) -> str:
+        return "The account is read from Stripe now and its status and requirements updated."
+
+    def describe(self, obj: Any, kind: str) -> list[str]:
+        return [obj.stripe_account_id or "not created at Stripe", obj.get_status_display()]
+
+    def form_for(self, kind: str) -> type[NoteForm]:
+        return NoteForm
+
+    def perform(self, request: HttpRequest, obj: Any, kind: str, data: dict[str, Any]) -> None:
+        def run() -> str:
+            if not permissions.is_platform_staff(request.user):
+                raise errors.Forbidden("Only platform staff can refresh an account.")
+            if not obj.is_created:
+                raise errors.Conflict(
+                    "The account is not created at Stripe yet.", code="no_account"
+                )
+            return f"now {refresh_account(obj).get_status_display().lower()}"
+
+        result = attempt(run, moves_money=False)
+        record(request, kind, result, account_id=obj.stripe_account_id, note=data.get("note", ""))
+        report(request, self, f"Account {obj.stripe_account_id or obj.pk}", result)

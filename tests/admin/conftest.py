@@ -1,0 +1,3 @@
+"""The payment suite's simulated Stripe and marketplace, for the admin's actions."""
+
+from tests.payments.conftest import market, sim_stripe  # noqa: F401

@@ -1,0 +1,310 @@
+"""Staff act from the admin: confirmed with the amounts, run through the same
+services and permissions as the API, reported, and recorded in the audit trail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import Permission
+from django.db import connection
+from django.urls import reverse
+
+from django_escrow_connect import swappable
+from django_escrow_connect.exceptions import BalanceInsufficient, TemporarilyUnavailable
+from tests import factories
+from tests.payments.conftest import money_calls
+
+pytestmark = pytest.mark.django_db
+
+Payment = swappable.load("EscrowPayment")
+StaffAction = swappable.load("StaffAction")
+
+if not admin.site.is_registered(Payment):
+    # A host that swaps the payment model registers its own admin.
+    pytest.skip("the payment model is swapped", allow_module_level=True)
+
+
+def url(model: Any, name: str, *args: Any) -> str:
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{name}", args=args)
+
+
+@pytest.fixture
+def staff(market):
+    """Platform staff with every Django permission (a superuser)."""
+    market.staff.is_superuser = True
+    market.staff.save()
+    return market.staff
+
+
+@pytest.fixture
+def admin_client(client, staff):
+    client.force_login(staff)
+    return client
+
+
+def list_action(client, market, model, action, objects, **confirm):
+    """POST the changelist action; with ``confirm`` fields, confirm it too."""
+    data: dict[str, Any] = {"action": action, "_selected_action": [str(o.pk) for o in objects]}
+    if confirm:
+        data |= {"confirm": "yes", **confirm}
+    with market.capture(execute=True):
+        return client.post(url(model, "changelist"), data, follow=bool(confirm))
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_release_is_confirmed_with_its_amounts_then_done_and_recorded(admin_client, market, staff):
+    payment = market.held_payment(amount=10_000)
+
+    page = list_action(admin_client, market, Payment, "release", [payment])
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "amount 100.00 USD" in text
+    assert f"to {payment.destination_account_id}" in text
+    assert "platform fee" in text
+    assert market.payment(payment.pk).status == "held"  # nothing happens before confirming
+
+    done = list_action(
+        admin_client, market, Payment, "release", [payment], note="customer unreachable"
+    )
+    assert done.status_code == 200
+    payment = market.payment(payment.pk)
+    assert payment.status == "released"
+    assert any("now released" in m for m in messages_of(done))
+    (entry,) = StaffAction.objects.all()
+    assert (entry.staff, entry.action, entry.outcome) == (staff, "release", "ok")
+    assert entry.payment == payment
+    assert (entry.amount, entry.currency) == (10_000 - payment.platform_fee, "usd")
+    assert entry.note == "customer unreachable"
+
+
+def test_a_refused_release_is_reported_and_recorded_not_a_500(admin_client, market, sim_stripe):
+    response = market.create(market.task())
+    payment = market.payment(response.json()["payment_id"])  # awaiting payment
+
+    done = list_action(admin_client, market, Payment, "release", [payment], note="")
+    assert done.status_code == 200
+    assert any("transition_not_allowed" in m for m in messages_of(done))
+    assert market.payment(payment.pk).status == "awaiting_payment"
+    (entry,) = StaffAction.objects.all()
+    assert (entry.outcome, entry.code) == ("refused", "transition_not_allowed")
+    assert "cannot be released" in entry.message
+    assert money_calls(sim_stripe) == ["create_payment_intent"]
+
+
+def test_a_partial_refund_from_the_payment_page(admin_client, market, staff):
+    payment = market.released_payment(amount=10_000)
+    change = admin_client.get(url(Payment, "change", payment.pk))
+    action_url = url(Payment, "staff_action", payment.pk, "refund")
+    assert action_url in change.content.decode()
+
+    page = admin_client.get(action_url)
+    assert page.status_code == 200
+    assert "refundable 100.00 USD" in page.content.decode()
+
+    with market.capture(execute=True):
+        done = admin_client.post(
+            action_url, {"confirm": "yes", "amount": "2500", "reason": "requested_by_customer"}
+        )
+    assert done.status_code == 302
+    assert done["Location"] == url(Payment, "change", payment.pk)
+    payment = market.payment(payment.pk)
+    assert (payment.amount_refunded, payment.status) == (2500, "partially_refunded")
+    (entry,) = StaffAction.objects.all()
+    assert (entry.action, entry.outcome, entry.amount, entry.staff) == ("refund", "ok", 2500, staff)
+
+
+def test_one_refund_amount_is_for_one_payment(admin_client, market):
+    first, second = market.held_payment(), market.held_payment()
+    page = list_action(admin_client, market, Payment, "refund", [first, second], amount="100")
+    assert "Choose one payment" in page.content.decode()
+    assert {market.payment(p.pk).status for p in (first, second)} == {"held"}
+    assert not StaffAction.objects.exists()
+
+
+def test_cancel_an_unpaid_payment(admin_client, market):
+    payment = market.payment(market.create(market.task()).json()["payment_id"])
+    list_action(admin_client, market, Payment, "cancel", [payment], note="")
+    assert market.payment(payment.pk).status == "canceled"
+    assert StaffAction.objects.get().outcome == "ok"
+
+
+def test_retry_a_failed_transfer(admin_client, market, sim_stripe):
+    payment = market.held_payment()
+    refused = list_action(admin_client, market, Payment, "retry_transfer", [payment], note="")
+    assert any("no_failed_transfer" in m for m in messages_of(refused))
+    assert market.payment(payment.pk).status == "held"
+
+    sim_stripe.fail_next(
+        "create_transfer",
+        BalanceInsufficient("Insufficient funds.", code="balance_insufficient", http_status=400),
+    )
+    response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+    assert response.status_code == 409
+    list_action(admin_client, market, Payment, "retry_transfer", [payment], note="funds settled")
+    payment = market.payment(payment.pk)
+    assert payment.status == "released"
+    assert sorted(t.status for t in payment.transfers.all()) == ["created", "failed"]
+    outcomes = list(StaffAction.objects.order_by("created_at").values_list("code", "outcome"))
+    assert outcomes == [("no_failed_transfer", "refused"), ("", "ok")]
+
+
+def test_reconcile_one_payment_finishes_a_release_whose_answer_was_lost(
+    admin_client, market, sim_stripe
+):
+    payment = market.held_payment()
+    sim_stripe.fail_next(
+        "create_transfer",
+        TemporarilyUnavailable("Request timed out", http_status=None),
+        after_effect=True,
+    )
+    market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+    assert market.payment(payment.pk).status == "releasing"
+
+    done = list_action(admin_client, market, Payment, "reconcile", [payment], note="")
+    assert market.payment(payment.pk).status == "released"
+    assert money_calls(sim_stripe).count("create_transfer") == 1
+    assert StaffAction.objects.get().outcome == "ok"
+    assert any("Payment" in m for m in messages_of(done))
+
+
+def test_money_actions_run_outside_a_request_wide_transaction(admin_client, market, monkeypatch):
+    """With ATOMIC_REQUESTS the admin's views still call Stripe with no
+    transaction open (the checking gateway would raise otherwise)."""
+    payment = market.held_payment()
+    monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", True)
+    done = list_action(admin_client, market, Payment, "release", [payment], note="")
+    assert market.payment(payment.pk).status == "released", messages_of(done)
+
+
+def test_staff_without_the_change_permission_get_no_action(client, market):
+    viewer = factories.make_user("viewer", staff=True)
+    codename = f"view_{Payment._meta.model_name}"
+    viewer.user_permissions.add(Permission.objects.get(codename=codename))
+    client.force_login(viewer)
+    payment = market.held_payment()
+
+    page = client.get(url(Payment, "changelist"))
+    assert page.status_code == 200
+    assert 'value="release"' not in page.content.decode()
+    assert client.get(url(Payment, "staff_action", payment.pk, "release")).status_code == 403
+    with market.capture(execute=True):
+        posted = client.post(url(Payment, "staff_action", payment.pk, "release"), {"confirm": "1"})
+    assert posted.status_code == 403
+    assert market.payment(payment.pk).status == "held"
+    assert not StaffAction.objects.exists()
+
+
+def test_the_service_acts_for_the_staff_member_and_asks_its_own_permission(market):
+    """The action passes the staff member to the service: the journal names
+    them, and the service's ``may_release`` refuses whoever is not staff."""
+    from django_escrow_connect.admin.actions import PAYMENT_ACTIONS, attempt
+
+    payment = market.held_payment()
+    refused = attempt(
+        lambda: PAYMENT_ACTIONS["release"].run(payment, market.other, {}), moves_money=True
+    )
+    assert (refused.outcome, refused.code) == ("refused", "forbidden")
+    with market.capture(execute=True):
+        done = attempt(
+            lambda: PAYMENT_ACTIONS["release"].run(payment, market.staff, {}), moves_money=True
+        )
+    assert done.outcome == "ok"
+    operation = payment.operations.get(kind="transfer")
+    assert operation.requested_by == market.staff
+
+
+def test_the_audit_trail_is_read_only(admin_client, market):
+    payment = market.held_payment()
+    list_action(admin_client, market, Payment, "cancel", [payment], note="")
+    entry = StaffAction.objects.get()
+    assert admin_client.get(url(StaffAction, "changelist")).status_code == 200
+    assert admin_client.get(url(StaffAction, "add")).status_code == 403
+    page = admin_client.get(url(StaffAction, "change", entry.pk))
+    assert page.status_code == 200
+    assert 'name="_save"' not in page.content.decode()
+    assert (
+        admin_client.post(url(StaffAction, "delete", entry.pk), {"post": "yes"}).status_code == 403
+    )
+    assert StaffAction.objects.filter(pk=entry.pk).exists()
+
+
+# --------------------------------------------------------------------------
+# Incidents and accounts
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def incident(market, sim_stripe):
+    payment = market.held_payment()
+    sim_stripe.fail_next(
+        "create_transfer",
+        BalanceInsufficient("Insufficient funds.", code="balance_insufficient", http_status=400),
+    )
+    market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+    return market.payment(payment.pk).transfer_incidents.get()
+
+
+def test_resolve_an_incident_needs_a_note_and_is_recorded(admin_client, market, incident, staff):
+    Incident = type(incident)
+    page = list_action(admin_client, market, Incident, "resolve_incident", [incident], note="")
+    assert "This field is required" in page.content.decode()
+    incident.refresh_from_db()
+    assert incident.resolved_at is None
+
+    list_action(
+        admin_client, market, Incident, "resolve_incident", [incident], note="doer re-onboarded"
+    )
+    incident.refresh_from_db()
+    assert incident.resolved_at is not None
+    again = list_action(admin_client, market, Incident, "resolve_incident", [incident], note="x")
+    assert any("already_resolved" in m for m in messages_of(again))
+
+    entries = StaffAction.objects.order_by("created_at")
+    assert [(e.action, e.outcome) for e in entries] == [
+        ("resolve_incident", "ok"),
+        ("resolve_incident", "refused"),
+    ]
+    assert entries[0].incident_id == str(incident.pk)
+    assert entries[0].incident_model == Incident._meta.label_lower
+    assert (entries[0].staff, entries[0].payment_id) == (staff, incident.payment_id)
+
+
+def test_annotate_keeps_the_incident_open_and_shows_the_note(admin_client, market, incident):
+    Incident = type(incident)
+    action_url = url(Incident, "staff_action", incident.pk, "annotate_incident")
+    done = admin_client.post(action_url, {"confirm": "yes", "note": "asked the doer's bank"})
+    assert done.status_code == 302
+    incident.refresh_from_db()
+    assert incident.resolved_at is None
+    page = admin_client.get(url(Incident, "change", incident.pk))
+    assert "asked the doer&#x27;s bank" in page.content.decode()
+    assert StaffAction.objects.get().action == "annotate_incident"
+
+
+def test_refresh_an_account_from_stripe(admin_client, market, sim_stripe):
+    account = market.doer_account
+    Account = type(account)
+    sim_stripe.calls.clear()
+    done = list_action(admin_client, market, Account, "refresh_account", [account], note="")
+    assert "retrieve_account" in [name for name, _ in sim_stripe.calls]
+    assert any("now" in m for m in messages_of(done))
+    entry = StaffAction.objects.get()
+    assert (entry.action, entry.outcome, entry.account_id) == (
+        "refresh_account",
+        "ok",
+        account.stripe_account_id,
+    )
+
+
+def test_an_account_stripe_does_not_know_is_refused_not_a_500(admin_client, market):
+    account = factories.make_account(owner_user=factories.make_user())  # not at Stripe
+    done = list_action(admin_client, market, type(account), "refresh_account", [account], note="")
+    assert done.status_code == 200
+    assert any("resource_missing" in m for m in messages_of(done))
+    entry = StaffAction.objects.get()
+    assert (entry.outcome, entry.code) == ("refused", "resource_missing")
