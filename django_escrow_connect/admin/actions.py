@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import messages
@@ -28,6 +28,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from .. import permissions, swappable
 from ..exceptions import EscrowConnectError
@@ -40,6 +42,11 @@ from ..services.outcomes import STRIPE_REFUND_REASONS
 from ..services.payments import cancel_payment, refund_payment, release_payment
 from ..services.reconcile import reconcile
 from ..states import PaymentStatus, StaffActionKind, StaffActionOutcome, TransferStatus
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+else:  # only the type checker needs the name
+    StrOrPromise = str
 
 __all__ = [
     "INCIDENT_ACTIONS",
@@ -138,7 +145,7 @@ def report(request: HttpRequest, model_admin: Any, subject: str, result: Attempt
 
 class NoteForm(forms.Form):
     note = forms.CharField(
-        label="Note for the audit trail",
+        label=_("Note for the audit trail"),
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
     )
@@ -157,13 +164,13 @@ class RequiredNoteForm(NoteForm):
 
 class RefundForm(NoteForm):
     amount = forms.IntegerField(
-        label="Amount (minor units)",
+        label=_("Amount (minor units)"),
         min_value=1,
         required=False,
-        help_text="Empty: everything still refundable on each payment.",
+        help_text=_("Empty: everything still refundable on each payment."),
     )
     reason = forms.ChoiceField(
-        label="Reason (sent to Stripe)",
+        label=_("Reason (sent to Stripe)"),
         required=False,
         choices=[("", "---------"), *((r, r.replace("_", " ")) for r in STRIPE_REFUND_REASONS)],
     )
@@ -173,7 +180,7 @@ class RefundForm(NoteForm):
         if amount is not None and len(self.objects) != 1:
             # One amount for several payments in different currencies would
             # mean different sums of money: partial refunds go one at a time.
-            raise forms.ValidationError("Choose one payment to refund part of it.")
+            raise forms.ValidationError(_("Choose one payment to refund part of it."))
         return amount
 
 
@@ -188,12 +195,13 @@ def _money(amount: int, payment: Any) -> str:
 
 def _release_lines(payment: Any) -> list[str]:
     if payment.is_manual_capture:
-        return [f"capture {_money(payment.amount, payment)}"]
+        return [gettext("capture %(amount)s") % {"amount": _money(payment.amount, payment)}]
     net = payment.amount - payment.amount_refunded
     fee = compute_platform_fee(net, payment.currency)
     return [
-        f"transfer {_money(net - fee, payment)} to {payment.destination_account_id}",
-        f"platform fee {_money(fee, payment)}",
+        gettext("transfer %(amount)s to %(account)s")
+        % {"amount": _money(net - fee, payment), "account": payment.destination_account_id},
+        gettext("platform fee %(amount)s") % {"amount": _money(fee, payment)},
     ]
 
 
@@ -210,7 +218,7 @@ def _refund_amount(payment: Any, data: dict[str, Any]) -> int:
 
 
 def _outcome(payment: Any) -> str:
-    return f"now {payment.get_status_display().lower()}"
+    return gettext("now %(status)s") % {"status": payment.get_status_display().lower()}
 
 
 def _release(payment: Any, user: Any, data: dict[str, Any]) -> str:
@@ -223,7 +231,7 @@ def _retry_transfer(payment: Any, user: Any, data: dict[str, Any]) -> str:
     failed = payment.transfers.filter(status=TransferStatus.FAILED).exists()
     if payment.status != PaymentStatus.HELD or not failed:
         raise errors.Conflict(
-            "Only a held payment whose transfer failed can have its transfer retried.",
+            gettext("Only a held payment whose transfer failed can have its transfer retried."),
             code="no_failed_transfer",
         )
     return _outcome(release_payment(payment.pk, user))
@@ -233,7 +241,10 @@ def _refund(payment: Any, user: Any, data: dict[str, Any]) -> str:
     refunded = refund_payment(
         payment.pk, user, amount=data.get("amount"), reason=data.get("reason") or ""
     )
-    return f"{_money(refunded.amount_refunded, refunded)} refunded in all, {_outcome(refunded)}"
+    return gettext("%(amount)s refunded in all, %(outcome)s") % {
+        "amount": _money(refunded.amount_refunded, refunded),
+        "outcome": _outcome(refunded),
+    }
 
 
 def _cancel(payment: Any, user: Any, data: dict[str, Any]) -> str:
@@ -242,12 +253,12 @@ def _cancel(payment: Any, user: Any, data: dict[str, Any]) -> str:
 
 def _reconcile(payment: Any, user: Any, data: dict[str, Any]) -> str:
     if not permissions.is_platform_staff(user):
-        raise errors.Forbidden("Only platform staff can reconcile a payment.")
+        raise errors.Forbidden(gettext("Only platform staff can reconcile a payment."))
     changes = reconcile(payment_id=payment.pk)
     failures = [str(change) for change in changes if change.error]
     if failures:
         raise errors.ProviderUnavailable("; ".join(failures), code="reconcile_failed")
-    return "; ".join(change.action for change in changes) or "already in line with Stripe"
+    return "; ".join(change.action for change in changes) or gettext("already in line with Stripe")
 
 
 @dataclass(frozen=True)
@@ -255,8 +266,8 @@ class PaymentAction:
     """One thing staff can do to payments, and how to confirm it."""
 
     kind: str
-    label: str
-    explanation: str
+    label: StrOrPromise
+    explanation: StrOrPromise
     run: Callable[[Any, Any, dict[str, Any]], str]
     lines: Callable[[Any], list[str]] = field(default=lambda payment: [])
     amount: Callable[[Any, dict[str, Any]], int | None] = field(default=lambda payment, data: None)
@@ -269,46 +280,59 @@ PAYMENT_ACTIONS: dict[str, PaymentAction] = {
     for action in (
         PaymentAction(
             K.RELEASE,
-            "Release",
-            "The held money goes to the doer (less the platform fee); with manual "
-            "capture the authorisation is captured.",
+            _("Release"),
+            _(
+                "The held money goes to the doer (less the platform fee); with manual "
+                "capture the authorisation is captured."
+            ),
             _release,
             _release_lines,
             _release_amount,
         ),
         PaymentAction(
             K.REFUND,
-            "Refund",
-            "Money goes back to the customer. After release the doer's share is "
-            "reversed first; a held manual-capture payment is voided in full.",
+            _("Refund"),
+            _(
+                "Money goes back to the customer. After release the doer's share is "
+                "reversed first; a held manual-capture payment is voided in full."
+            ),
             _refund,
-            lambda payment: [f"refundable {_money(payment.refundable_amount, payment)}"],
+            lambda payment: [
+                gettext("refundable %(amount)s")
+                % {"amount": _money(payment.refundable_amount, payment)}
+            ],
             _refund_amount,
             RefundForm,
         ),
         PaymentAction(
             K.CANCEL,
-            "Cancel",
-            "The payment is canceled before money moved; a held manual-capture "
-            "authorisation is voided.",
+            _("Cancel"),
+            _(
+                "The payment is canceled before money moved; a held manual-capture "
+                "authorisation is voided."
+            ),
             _cancel,
             amount=lambda payment, data: int(payment.amount),
         ),
         PaymentAction(
             K.RETRY_TRANSFER,
-            "Retry failed transfer",
-            "A new transfer of the held money is sent to the doer (a new "
-            "idempotency key): only for held payments whose transfer failed.",
+            _("Retry failed transfer"),
+            _(
+                "A new transfer of the held money is sent to the doer (a new "
+                "idempotency key): only for held payments whose transfer failed."
+            ),
             _retry_transfer,
             _release_lines,
             _release_amount,
         ),
         PaymentAction(
             K.RECONCILE,
-            "Reconcile",
-            "The payment's unfinished operations and its PaymentIntent are looked "
-            "up at Stripe and applied (what escrow_reconcile does, for this payment "
-            "now).",
+            _("Reconcile"),
+            _(
+                "The payment's unfinished operations and its PaymentIntent are looked "
+                "up at Stripe and applied (what escrow_reconcile does, for this payment "
+                "now)."
+            ),
             _reconcile,
             # Finishing an unresolved release or refund sends it to Stripe.
             moves_money=True,
@@ -327,22 +351,24 @@ def _resolve(incident: Any, note: str) -> str:
         row = type(incident).objects.select_for_update().get(pk=incident.pk)
         if row.resolved_at is not None:
             raise errors.Conflict(
-                f"Already resolved at {row.resolved_at:%Y-%m-%d %H:%M}.", code="already_resolved"
+                gettext("Already resolved at %(when)s.")
+                % {"when": f"{row.resolved_at:%Y-%m-%d %H:%M}"},
+                code="already_resolved",
             )
         row.resolved_at = timezone.now()
         row.save(update_fields=["resolved_at", "updated_at"])
-    return "resolved"
+    return gettext("resolved")
 
 
 def _annotate(incident: Any, note: str) -> str:
-    return "note added"
+    return gettext("note added")
 
 
 @dataclass(frozen=True)
 class IncidentAction:
     kind: str
-    label: str
-    explanation: str
+    label: StrOrPromise
+    explanation: StrOrPromise
     run: Callable[[Any, str], str]
 
 
@@ -351,14 +377,14 @@ INCIDENT_ACTIONS: dict[str, IncidentAction] = {
     for action in (
         IncidentAction(
             K.RESOLVE_INCIDENT,
-            "Resolve",
-            "The incident is marked resolved now; the note says how.",
+            _("Resolve"),
+            _("The incident is marked resolved now; the note says how."),
             _resolve,
         ),
         IncidentAction(
             K.ANNOTATE_INCIDENT,
-            "Annotate",
-            "The note is added to the incident's audit trail; it stays open.",
+            _("Annotate"),
+            _("The note is added to the incident's audit trail; it stays open."),
             _annotate,
         ),
     )
@@ -378,7 +404,7 @@ class StaffActionsMixin:
     ``perform`` (run one attempt on one object, record it, report it).
     """
 
-    staff_actions: dict[str, str] = {}
+    staff_actions: dict[str, StrOrPromise] = {}
     change_form_template: Any = "escrow_connect/admin/staff_actions_change_form.html"
 
     # ModelAdmin provides these.
@@ -433,7 +459,7 @@ class StaffActionsMixin:
         context = {
             **self.admin_site.each_context(request),
             "opts": opts,
-            "title": f"{self.staff_actions[kind]}: are you sure?",
+            "title": gettext("%(action)s: are you sure?") % {"action": self.staff_actions[kind]},
             "kind": kind,
             "label": self.staff_actions[kind],
             "explanation": self.explanation(kind),
@@ -492,7 +518,7 @@ class PaymentActionsMixin(StaffActionsMixin):
     staff_actions = {kind: action.label for kind, action in PAYMENT_ACTIONS.items()}
 
     def explanation(self, kind: str) -> str:
-        return PAYMENT_ACTIONS[kind].explanation
+        return str(PAYMENT_ACTIONS[kind].explanation)
 
     def describe(self, obj: Any, kind: str) -> list[str]:
         return [
@@ -520,14 +546,14 @@ class PaymentActionsMixin(StaffActionsMixin):
             currency=obj.currency,
             note=data.get("note", ""),
         )
-        report(request, self, f"Payment {obj.pk}", result)
+        report(request, self, gettext("Payment %(id)s") % {"id": obj.pk}, result)
 
 
 class IncidentActionsMixin(StaffActionsMixin):
     staff_actions = {kind: action.label for kind, action in INCIDENT_ACTIONS.items()}
 
     def explanation(self, kind: str) -> str:
-        return INCIDENT_ACTIONS[kind].explanation
+        return str(INCIDENT_ACTIONS[kind].explanation)
 
     def describe(self, obj: Any, kind: str) -> list[str]:
         state = "resolved" if obj.resolved_at else "open"
@@ -550,14 +576,16 @@ class IncidentActionsMixin(StaffActionsMixin):
             account_id=getattr(obj, "destination_account_id", ""),
             note=note,
         )
-        report(request, self, f"Incident {obj.pk}", result)
+        report(request, self, gettext("Incident %(id)s") % {"id": obj.pk}, result)
 
 
 class AccountActionsMixin(StaffActionsMixin):
-    staff_actions = {K.REFRESH_ACCOUNT: "Refresh from Stripe"}
+    staff_actions = {K.REFRESH_ACCOUNT: _("Refresh from Stripe")}
 
     def explanation(self, kind: str) -> str:
-        return "The account is read from Stripe now and its status and requirements updated."
+        return gettext(
+            "The account is read from Stripe now and its status and requirements updated."
+        )
 
     def describe(self, obj: Any, kind: str) -> list[str]:
         return [obj.stripe_account_id or "not created at Stripe", obj.get_status_display()]
@@ -568,13 +596,18 @@ class AccountActionsMixin(StaffActionsMixin):
     def perform(self, request: HttpRequest, obj: Any, kind: str, data: dict[str, Any]) -> None:
         def run() -> str:
             if not permissions.is_platform_staff(request.user):
-                raise errors.Forbidden("Only platform staff can refresh an account.")
+                raise errors.Forbidden(gettext("Only platform staff can refresh an account."))
             if not obj.is_created:
                 raise errors.Conflict(
-                    "The account is not created at Stripe yet.", code="no_account"
+                    gettext("The account is not created at Stripe yet."), code="no_account"
                 )
             return f"now {refresh_account(obj).get_status_display().lower()}"
 
         result = attempt(run, moves_money=False)
         record(request, kind, result, account_id=obj.stripe_account_id, note=data.get("note", ""))
-        report(request, self, f"Account {obj.stripe_account_id or obj.pk}", result)
+        report(
+            request,
+            self,
+            gettext("Account %(id)s") % {"id": obj.stripe_account_id or obj.pk},
+            result,
+        )

@@ -308,3 +308,19 @@ def test_an_account_stripe_does_not_know_is_refused_not_a_500(admin_client, mark
     assert any("resource_missing" in m for m in messages_of(done))
     entry = StaffAction.objects.get()
     assert (entry.outcome, entry.code) == ("refused", "resource_missing")
+
+
+def test_the_confirmation_and_the_outcome_speak_the_staff_member_s_language(
+    admin_client, market, settings
+):
+    """The admin's language (here the site's, German) is the actions' language too."""
+    payment = market.held_payment(amount=10_000)
+    settings.LANGUAGE_CODE = "de"
+
+    page = list_action(admin_client, market, Payment, "release", [payment])
+    text = page.content.decode()
+    assert "Freigeben: sind Sie sicher?" in text
+    assert "Plattformgebühr" in text
+
+    done = list_action(admin_client, market, Payment, "release", [payment], note="ok")
+    assert any(m.startswith(f"Zahlung {payment.pk}: jetzt ") for m in messages_of(done))
