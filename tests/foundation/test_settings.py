@@ -54,3 +54,15 @@ def test_every_default_is_documented():
     text = (pathlib.Path(__file__).parents[2] / "docs" / "settings.md").read_text()
     missing = [name for name in DEFAULTS if f"`{name}`" not in text]
     assert not missing, f"undocumented settings: {missing}"
+
+
+def test_every_swappable_model_setting_is_documented():
+    from django_escrow_connect.swappable import HOST_MODELS, LIBRARY_MODELS, setting_name
+
+    text = (pathlib.Path(__file__).parents[2] / "docs" / "settings.md").read_text()
+    missing = [
+        setting_name(model)
+        for model in (*HOST_MODELS, *LIBRARY_MODELS)
+        if f"`{setting_name(model)}`" not in text
+    ]
+    assert not missing, f"undocumented model settings: {missing}"
