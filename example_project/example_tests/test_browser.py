@@ -94,13 +94,24 @@ class Page:
 
     def click(self, selector: str) -> None:
         """Click something that submits a form, and wait for the next page."""
-        from selenium.webdriver.support import expected_conditions
+        from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
 
         old_page = self.find("html")
         self.find(selector).click()
         wait = WebDriverWait(self.driver, 20)
-        wait.until(expected_conditions.staleness_of(old_page))
+
+        def left(driver: Any) -> bool:
+            # staleness_of, but newer chromedrivers report a replaced page as
+            # "Node with given id does not belong to the document" (a plain
+            # WebDriverException) instead of a stale element reference.
+            try:
+                old_page.is_enabled()
+            except WebDriverException:
+                return True
+            return False
+
+        wait.until(left)
         # Interacting with a page still loading can fail inside chromedriver
         # ("Cannot find context with specified id"): wait for it to settle.
         wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
