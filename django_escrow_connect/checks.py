@@ -13,6 +13,7 @@ from django.core.checks import Error, Tags, Warning, register
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.operations import CreateModel, RenameModel
 
+from . import embedded
 from .base.models import EscrowTaskMixin
 from .conf import (
     DEFAULTS,
@@ -434,6 +435,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     errors.extend(_check_email_mailer(raw("EMAIL_MAILER")))
+    errors.extend(_check_onboarding_collection(raw))
+    errors.extend(_check_embedded_components(raw))
     prefix = raw("IDEMPOTENCY_KEY_PREFIX")
     if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}", prefix):
         errors.append(
@@ -455,6 +458,164 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     id="escrow_connect.E040",
                 )
             )
+    return errors
+
+
+def _check_onboarding_collection(raw: Any) -> list[Any]:
+    errors: list[Any] = []
+    if raw("ONBOARDING_COLLECT") not in ("currently_due", "eventually_due"):
+        errors.append(
+            Error(
+                f"{_key('ONBOARDING_COLLECT')} must be 'currently_due' or 'eventually_due'.",
+                hint="'eventually_due' asks for everything Stripe will need up front, so "
+                "doers are not sent back to onboarding as more becomes due.",
+                id="escrow_connect.E084",
+            )
+        )
+    if raw("ONBOARDING_FUTURE_REQUIREMENTS") not in ("include", "omit"):
+        errors.append(
+            Error(
+                f"{_key('ONBOARDING_FUTURE_REQUIREMENTS')} must be 'include' or 'omit'.",
+                id="escrow_connect.E084",
+            )
+        )
+    return errors
+
+
+def _check_embedded_components(raw: Any) -> list[Any]:
+    """EMBEDDED_COMPONENTS and EMBEDDED_COMPONENT_FEATURES (docs/onboarding.md)."""
+    errors: list[Any] = []
+    known = ", ".join(embedded.COMPONENT_FEATURES)
+    names = raw("EMBEDDED_COMPONENTS")
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        errors.append(
+            Error(
+                f"{_key('EMBEDDED_COMPONENTS')} must be a list of embedded component names.",
+                hint=f'Write {_key("EMBEDDED_COMPONENTS")} = ["account_onboarding"]; '
+                f"known: {known}.",
+                id="escrow_connect.E080",
+            )
+        )
+        names = []
+    else:
+        unknown = [n for n in names if n not in embedded.COMPONENT_FEATURES]
+        if unknown:
+            errors.append(
+                Error(
+                    f"{_key('EMBEDDED_COMPONENTS')} names components this package does not "
+                    f"offer: {', '.join(map(str, unknown))}.",
+                    hint=f"Known: {known} (Stripe's names).",
+                    id="escrow_connect.E080",
+                )
+            )
+    charge_components = [n for n in names if n in embedded.CHARGE_COMPONENTS]
+    on_behalf_of = raw("DESTINATION_ON_BEHALF_OF") is True
+    if charge_components and not embedded.charge_components_allowed(
+        raw("ESCROW_STRATEGY"), on_behalf_of
+    ):
+        errors.append(
+            Error(
+                f"{_key('EMBEDDED_COMPONENTS')} enables {', '.join(charge_components)}, "
+                "which list the connected account's own charges and disputes; with "
+                f"{_key('ESCROW_STRATEGY')} = {raw('ESCROW_STRATEGY')!r}"
+                + ("" if on_behalf_of else " and no DESTINATION_ON_BEHALF_OF")
+                + " the customer's charge and its disputes are the platform's, so the doer "
+                "would see only bare transfers.",
+                hint="Remove them, or use the manual_capture strategy with "
+                "DESTINATION_ON_BEHALF_OF = True (destination charges on behalf of the doer). "
+                "The API refuses them with 400 component_not_enabled until then.",
+                id="escrow_connect.E081",
+            )
+        )
+    features = raw("EMBEDDED_COMPONENT_FEATURES")
+    if not isinstance(features, dict):
+        errors.append(
+            Error(
+                f"{_key('EMBEDDED_COMPONENT_FEATURES')} must be a dict "
+                "{component: {feature: True/False}}.",
+                id="escrow_connect.E082",
+            )
+        )
+        return errors
+    for component, chosen in features.items():
+        allowed = embedded.COMPONENT_FEATURES.get(component)
+        if allowed is None:
+            errors.append(
+                Error(
+                    f"{_key('EMBEDDED_COMPONENT_FEATURES')} has features for {component!r}, "
+                    "which is not an embedded component this package offers.",
+                    hint=f"Known: {known}.",
+                    id="escrow_connect.E082",
+                )
+            )
+            continue
+        if not isinstance(chosen, dict) or any(not isinstance(v, bool) for v in chosen.values()):
+            errors.append(
+                Error(
+                    f"{_key('EMBEDDED_COMPONENT_FEATURES')}[{component!r}] must map feature "
+                    "names to True or False.",
+                    id="escrow_connect.E082",
+                )
+            )
+            continue
+        unknown_features = sorted(set(chosen) - allowed)
+        if unknown_features:
+            errors.append(
+                Error(
+                    f"{_key('EMBEDDED_COMPONENT_FEATURES')}[{component!r}] names features "
+                    f"Stripe does not have for it: {', '.join(unknown_features)}.",
+                    hint=f"Its features: {', '.join(sorted(allowed)) or 'none'}.",
+                    id="escrow_connect.E082",
+                )
+            )
+        errors.extend(_check_component_features(component, chosen))
+    return errors
+
+
+def _check_component_features(component: str, chosen: dict[str, bool]) -> list[Any]:
+    errors: list[Any] = []
+    key = f"{_key('EMBEDDED_COMPONENT_FEATURES')}[{component!r}]"
+    escrow_owned = sorted(f for f in embedded.ESCROW_OWNED_FEATURES if chosen.get(f) is True)
+    if escrow_owned:
+        errors.append(
+            Error(
+                f"{key} turns on {', '.join(escrow_owned)}: the doer could refund, capture "
+                "or settle a dispute of an escrowed payment outside the package, and the "
+                "payment's state and books would no longer match Stripe.",
+                hint="Leave them off; refunds, release and disputes go through the package's "
+                "services (docs/payments.md).",
+                id="escrow_connect.E083",
+            )
+        )
+    if chosen.get("disable_stripe_user_authentication") is True or (
+        chosen.get("external_account_collection") is False
+    ):
+        errors.append(
+            Error(
+                f"{key} disables Stripe user authentication or external account collection; "
+                "Stripe allows that only for accounts whose requirements the platform "
+                "collects, and the package's accounts leave that to Stripe "
+                "(controller.requirement_collection = stripe).",
+                hint="Remove disable_stripe_user_authentication and "
+                "external_account_collection: Stripe refuses the session otherwise.",
+                id="escrow_connect.E083",
+            )
+        )
+    early = sorted(
+        f for f in ("instant_payouts", "standard_payouts", "edit_payout_schedule") if chosen.get(f)
+    )
+    if early:
+        errors.append(
+            Warning(
+                f"{key} turns on {', '.join(early)}: the doer can move money out of the "
+                "connected account before its schedule. The platform is liable for the "
+                "account's negative balance, and refunding a released payment needs a "
+                "transfer reversal, which fails once the money was paid out.",
+                hint="Keep them off unless you accept recovering such refunds yourself; "
+                "silence with SILENCED_SYSTEM_CHECKS = ['escrow_connect.W080'].",
+                id="escrow_connect.W080",
+            )
+        )
     return errors
 
 

@@ -108,6 +108,18 @@ DEFAULTS: dict[str, Any] = {
     # --- Connect onboarding -------------------------------------------------
     "ONBOARDING_RETURN_URL": "",
     "ONBOARDING_REFRESH_URL": "",
+    # What Stripe-hosted onboarding (AccountLinks) asks for: "currently_due"
+    # (Stripe's default), or "eventually_due" to collect everything Stripe
+    # will need, so doers are not sent back to onboarding again later.
+    "ONBOARDING_COLLECT": "currently_due",
+    # "include" also collects future_requirements (what Stripe will ask for
+    # after an announced rule change); "omit" is Stripe's default.
+    "ONBOARDING_FUTURE_REQUIREMENTS": "omit",
+    # The Connect embedded components POST stripe/account-session/ may enable
+    # (django_escrow_connect.embedded lists them), and per component the
+    # features to send, over the package's safe defaults.
+    "EMBEDDED_COMPONENTS": ["account_onboarding"],
+    "EMBEDDED_COMPONENT_FEATURES": {},
     "DEFAULT_ACCOUNT_COUNTRY": "US",
     # Callable(owner) -> {"country": ..., "email": ...} for a new account;
     # it may also return "service_agreement" ("full"/"recipient") and

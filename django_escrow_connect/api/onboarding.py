@@ -33,6 +33,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from ..conf import escrow_settings
+from ..embedded import COMPONENT_FEATURES
 from ..services import accounts as account_services
 from ..services import errors
 from ..states import AccountStatus, BusinessType
@@ -140,6 +141,20 @@ class AccountSessionRequestSerializer(StrictSerializer):
         choices=BusinessType.choices,
         required=False,
         help_text="Creates the account first when it does not exist yet.",
+    )
+    components = serializers.ListField(
+        # Not a ChoiceField: a name the package does not know answers
+        # unknown_component, one the host did not enable component_not_enabled.
+        child=serializers.CharField(max_length=64),
+        required=False,
+        min_length=1,
+        max_length=len(COMPONENT_FEATURES),
+        help_text=(
+            "Embedded components to enable (Stripe's names: account_onboarding, "
+            "account_management, notification_banner, payouts, balances, documents, "
+            "payments, disputes_list). Each must be in the EMBEDDED_COMPONENTS setting. "
+            "Omit for all of them."
+        ),
     )
 
 
@@ -305,14 +320,19 @@ class DashboardLinkView(OnboardingAPIView):
 
 
 class AccountSessionView(OnboardingAPIView):
-    """An AccountSession for embedded onboarding with Connect.js."""
+    """An AccountSession for Connect embedded components (onboarding, payouts, ...)."""
 
     @extend_schema(
         operation_id="escrow_stripe_account_session_create",
-        summary="Embedded onboarding session",
+        summary="Embedded components session",
         description=(
-            "Returns a short-lived client_secret for Connect.js. The account must exist, "
-            "or account_type must be given to create it."
+            "Returns a short-lived client_secret for Connect.js, enabling the requested "
+            "embedded components (default: every component in the EMBEDDED_COMPONENTS "
+            "setting) with the platform's features. A component the package does not "
+            "offer answers 400 unknown_component; one the platform did not enable (or a "
+            "payments/disputes component while charges are the platform's) answers 400 "
+            "component_not_enabled. The account must exist, or account_type must be given "
+            "to create it."
         ),
         request=AccountSessionRequestSerializer,
         responses={200: AccountSessionSerializer, **_errors(400, 403, 404, 409, 503)},
@@ -320,6 +340,8 @@ class AccountSessionView(OnboardingAPIView):
     )
     def post(self, request: Request) -> Response:
         data = validated(AccountSessionRequestSerializer, request.data)
+        # Refused before an account is created for a request that cannot succeed.
+        components = list(account_services.embedded_session_components(data.get("components")))
         owner_user, owner_organization = account_services.resolve_owner(
             request.user, data.get("organization_id")
         )
@@ -331,7 +353,7 @@ class AccountSessionView(OnboardingAPIView):
             )
         else:
             account = _existing_account(owner_user, owner_organization)
-        session = account_services.create_account_session(account)
+        session = account_services.create_account_session(account, components=components)
         body = AccountSessionSerializer(
             {"client_secret": session.client_secret, "expires_at": session.expires_at}
         ).data

@@ -21,6 +21,7 @@ from .basegateway import BaseGateway
 from .instrumented import instrumented
 from .types import (
     AccountBusinessType,
+    AccountLinkCollect,
     AccountLinkResult,
     AccountLinkType,
     AccountSessionResult,
@@ -29,17 +30,20 @@ from .types import (
     CaptureMethod,
     ChargeSnapshot,
     DisputeSnapshot,
+    FutureRequirements,
     LoginLinkResult,
     PaymentIntentSnapshot,
     PayoutSnapshot,
     RefundReason,
     RefundSnapshot,
+    SessionComponents,
     TransferReversalSnapshot,
     TransferSnapshot,
 )
 
 __all__ = [
     "AccountBusinessType",
+    "AccountLinkCollect",
     "AccountLinkResult",
     "AccountLinkType",
     "AccountSessionResult",
@@ -49,12 +53,14 @@ __all__ = [
     "CaptureMethod",
     "ChargeSnapshot",
     "DisputeSnapshot",
+    "FutureRequirements",
     "LoginLinkResult",
     "PaymentGateway",
     "PaymentIntentSnapshot",
     "PayoutSnapshot",
     "RefundReason",
     "RefundSnapshot",
+    "SessionComponents",
     "TransferReversalSnapshot",
     "TransferSnapshot",
     "get_gateway",

@@ -7,13 +7,17 @@ half-formed call. This module must not import ``stripe``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = [
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "require_amount",
     "require_capabilities",
+    "require_collection",
     "require_id",
     "require_idempotency_key",
     "require_service_agreement",
+    "require_session_components",
 ]
 
 #: Stripe's limit on the length of an ``Idempotency-Key``.
@@ -63,3 +67,43 @@ def require_service_agreement(value: object) -> None:
     """Refuse anything but ``"full"``, ``"recipient"`` or None (Stripe's default, full)."""
     if value not in (None, "full", "recipient"):
         raise ValueError("service_agreement must be 'full', 'recipient' or None")
+
+
+def require_collection(collect: object, future_requirements: object) -> None:
+    """Refuse account-link ``collection_options`` values Stripe does not know."""
+    if collect not in ("currently_due", "eventually_due"):
+        raise ValueError(f"collect must be 'currently_due' or 'eventually_due', not {collect!r}")
+    if future_requirements not in ("include", "omit"):
+        raise ValueError(
+            f"future_requirements must be 'include' or 'omit', not {future_requirements!r}"
+        )
+
+
+def require_session_components(components: object) -> dict[str, dict[str, bool]]:
+    """An AccountSession's components as ``{name: {feature: bool}}``, in the given order.
+
+    ``components`` is a sequence of names (no features: Stripe's defaults) or a
+    mapping of names to features. Whether Stripe knows a name or feature is
+    Stripe's to answer; this refuses only what cannot be sent.
+    """
+    if isinstance(components, str):
+        raise TypeError("components must be a sequence of component names, not a string")
+    if isinstance(components, Mapping):
+        items = list(components.items())
+    elif isinstance(components, (list, tuple)):
+        items = [(name, {}) for name in components]
+    else:
+        raise TypeError("components must be a list of names or a mapping of names to features")
+    if not items:
+        raise ValueError("components must name at least one embedded component")
+    result: dict[str, dict[str, bool]] = {}
+    for name, features in items:
+        if not isinstance(name, str) or not name:
+            raise ValueError("components must hold non-empty component names")
+        if not isinstance(features, Mapping) or any(
+            not isinstance(key, str) or not isinstance(value, bool)
+            for key, value in features.items()
+        ):
+            raise TypeError(f"the features of component {name!r} must map names to True/False")
+        result[name] = dict(features)
+    return result

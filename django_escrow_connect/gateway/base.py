@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from .types import (
     AccountBusinessType,
+    AccountLinkCollect,
     AccountLinkResult,
     AccountLinkType,
     AccountSessionResult,
@@ -31,11 +32,13 @@ from .types import (
     CaptureMethod,
     ChargeSnapshot,
     DisputeSnapshot,
+    FutureRequirements,
     LoginLinkResult,
     PaymentIntentSnapshot,
     RefundReason,
     RefundSnapshot,
     ServiceAgreement,
+    SessionComponents,
     TransferReversalSnapshot,
     TransferSnapshot,
 )
@@ -86,7 +89,12 @@ class PaymentGateway(Protocol):
         link_type: AccountLinkType,
         refresh_url: str,
         return_url: str,
-    ) -> AccountLinkResult: ...
+        collect: AccountLinkCollect = "currently_due",
+        future_requirements: FutureRequirements = "omit",
+    ) -> AccountLinkResult:
+        """A single-use onboarding link; ``collect`` and ``future_requirements``
+        are ``collection_options``, sent only when not Stripe's defaults."""
+        ...
 
     def create_login_link(self, *, account_id: str) -> LoginLinkResult: ...
 
@@ -94,8 +102,11 @@ class PaymentGateway(Protocol):
         self,
         *,
         account_id: str,
-        components: Sequence[str] = ("account_onboarding",),
-    ) -> AccountSessionResult: ...
+        components: Sequence[str] | SessionComponents = ("account_onboarding",),
+    ) -> AccountSessionResult:
+        """An AccountSession enabling ``components``: names (Stripe's default
+        features), or ``{name: {feature: bool}}``."""
+        ...
 
     # --- payments ---------------------------------------------------------------
 

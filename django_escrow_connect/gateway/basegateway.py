@@ -30,13 +30,16 @@ from typing import TYPE_CHECKING, Any
 from .arguments import (
     require_amount,
     require_capabilities,
+    require_collection,
     require_id,
     require_idempotency_key,
     require_service_agreement,
+    require_session_components,
 )
 from .signing import signature_matches, verify_webhook_payload
 from .types import (
     AccountBusinessType,
+    AccountLinkCollect,
     AccountLinkResult,
     AccountLinkType,
     AccountSessionResult,
@@ -45,11 +48,13 @@ from .types import (
     CaptureMethod,
     ChargeSnapshot,
     DisputeSnapshot,
+    FutureRequirements,
     LoginLinkResult,
     PaymentIntentSnapshot,
     RefundReason,
     RefundSnapshot,
     ServiceAgreement,
+    SessionComponents,
     TransferReversalSnapshot,
     TransferSnapshot,
 )
@@ -133,12 +138,17 @@ class BaseGateway:
         link_type: AccountLinkType,
         refresh_url: str,
         return_url: str,
+        collect: AccountLinkCollect = "currently_due",
+        future_requirements: FutureRequirements = "omit",
     ) -> AccountLinkResult:
+        require_collection(collect, future_requirements)
         return self._create_account_link(
             account_id=require_id(account_id, "account_id"),
             link_type=link_type,
             refresh_url=refresh_url,
             return_url=return_url,
+            collect=collect,
+            future_requirements=future_requirements,
         )
 
     def _create_account_link(
@@ -148,6 +158,8 @@ class BaseGateway:
         link_type: AccountLinkType,
         refresh_url: str,
         return_url: str,
+        collect: AccountLinkCollect,
+        future_requirements: FutureRequirements,
     ) -> AccountLinkResult:
         raise self._not_implemented("create_account_link")
 
@@ -161,19 +173,18 @@ class BaseGateway:
         self,
         *,
         account_id: str,
-        components: Sequence[str] = ("account_onboarding",),
+        components: Sequence[str] | SessionComponents = ("account_onboarding",),
     ) -> AccountSessionResult:
-        if isinstance(components, str):
-            raise TypeError("components must be a sequence of component names, not a string")
-        if not components:
-            raise ValueError("components must name at least one embedded component")
         return self._create_account_session(
-            account_id=require_id(account_id, "account_id"), components=tuple(components)
+            account_id=require_id(account_id, "account_id"),
+            components=require_session_components(components),
         )
 
     def _create_account_session(
-        self, *, account_id: str, components: tuple[str, ...]
+        self, *, account_id: str, components: dict[str, dict[str, bool]]
     ) -> AccountSessionResult:
+        # ``components`` iterates as the names in order (what this hook got
+        # before features existed), and maps each name to its features.
         raise self._not_implemented("create_account_session")
 
     # --- payments ---------------------------------------------------------------

@@ -42,6 +42,7 @@ from .basegateway import BaseGateway
 from .signing import sign_webhook_payload
 from .types import (
     AccountBusinessType,
+    AccountLinkCollect,
     AccountLinkResult,
     AccountLinkType,
     AccountSessionResult,
@@ -50,6 +51,7 @@ from .types import (
     CaptureMethod,
     ChargeSnapshot,
     DisputeSnapshot,
+    FutureRequirements,
     LoginLinkResult,
     PaymentIntentSnapshot,
     RefundReason,
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
         AccountCreateParams,
         AccountCreateParamsCapabilities,
         AccountLinkCreateParams,
+        AccountLinkCreateParamsCollectionOptions,
         AccountListParams,
         AccountSessionCreateParams,
         AccountSessionCreateParamsComponents,
@@ -232,6 +235,8 @@ class StripeGateway(BaseGateway):
         link_type: AccountLinkType,
         refresh_url: str,
         return_url: str,
+        collect: AccountLinkCollect,
+        future_requirements: FutureRequirements,
     ) -> AccountLinkResult:
         params: AccountLinkCreateParams = {
             "account": account_id,
@@ -239,6 +244,15 @@ class StripeGateway(BaseGateway):
             "refresh_url": refresh_url,
             "return_url": return_url,
         }
+        # Stripe's defaults are left out, so the default request stays the one
+        # the package always sent.
+        collection: AccountLinkCreateParamsCollectionOptions = {}
+        if collect != "currently_due":
+            collection["fields"] = collect
+        if future_requirements != "omit":
+            collection["future_requirements"] = future_requirements
+        if collection:
+            params["collection_options"] = collection
         with translated_errors():
             link = self.client.v1.account_links.create(params)
         return AccountLinkResult.from_dict(_as_dict(link))
@@ -249,9 +263,12 @@ class StripeGateway(BaseGateway):
         return LoginLinkResult.from_dict(_as_dict(link))
 
     def _create_account_session(
-        self, *, account_id: str, components: tuple[str, ...]
+        self, *, account_id: str, components: dict[str, dict[str, bool]]
     ) -> AccountSessionResult:
-        enabled: dict[str, Any] = {name: {"enabled": True} for name in components}
+        enabled: dict[str, Any] = {
+            name: {"enabled": True, "features": dict(features)} if features else {"enabled": True}
+            for name, features in components.items()
+        }
         params: AccountSessionCreateParams = {
             "account": account_id,
             # Component names are checked by Stripe; the TypedDict cannot be

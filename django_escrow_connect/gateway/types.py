@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 __all__ = [
     "AccountBusinessType",
+    "AccountLinkCollect",
     "AccountLinkResult",
     "AccountLinkType",
     "AccountSessionResult",
@@ -31,12 +32,14 @@ __all__ = [
     "CaptureMethod",
     "ChargeSnapshot",
     "DisputeSnapshot",
+    "FutureRequirements",
     "LoginLinkResult",
     "PaymentIntentSnapshot",
     "PayoutSnapshot",
     "RefundReason",
     "RefundSnapshot",
     "ServiceAgreement",
+    "SessionComponents",
     "TransferReversalSnapshot",
     "TransferSnapshot",
 ]
@@ -45,6 +48,15 @@ __all__ = [
 #: column uses :class:`django_escrow_connect.states.BusinessType` (same values).
 AccountBusinessType = Literal["individual", "company"]
 AccountLinkType = Literal["account_onboarding", "account_update"]
+#: ``collection_options[fields]`` of an account link: which requirements
+#: onboarding collects (Stripe's default: ``currently_due``).
+AccountLinkCollect = Literal["currently_due", "eventually_due"]
+#: ``collection_options[future_requirements]`` of an account link (Stripe's
+#: default: ``omit``).
+FutureRequirements = Literal["include", "omit"]
+#: An AccountSession's components: ``{name: {feature: bool}}``; an empty
+#: features dict leaves every feature at Stripe's default.
+SessionComponents = Mapping[str, Mapping[str, bool]]
 CaptureMethod = Literal["automatic", "automatic_async", "manual"]
 CancellationReason = Literal["abandoned", "duplicate", "fraudulent", "requested_by_customer"]
 RefundReason = Literal["duplicate", "fraudulent", "requested_by_customer"]

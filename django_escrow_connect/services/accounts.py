@@ -33,7 +33,8 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
-from .. import permissions, swappable
+from .. import embedded, permissions, swappable
+from ..conf import escrow_settings
 from ..exceptions import GatewayError
 from ..gateway.types import (
     AccountLinkResult,
@@ -65,6 +66,7 @@ __all__ = [
     "create_dashboard_link",
     "create_onboarding_link",
     "deauthorize_account",
+    "embedded_session_components",
     "ensure_account",
     "get_account",
     "owner_reference",
@@ -715,6 +717,8 @@ def create_onboarding_link(account: Any, *, refresh_url: str, return_url: str) -
             link_type=onboarding_link_type(account),
             refresh_url=refresh_url,
             return_url=return_url,
+            collect=escrow_settings.ONBOARDING_COLLECT,
+            future_requirements=escrow_settings.ONBOARDING_FUTURE_REQUIREMENTS,
         )
     except GatewayError as exc:
         raise translate(exc, _("create an onboarding link")) from exc
@@ -744,16 +748,63 @@ def create_dashboard_link(account: Any) -> LoginLinkResult:
     return link
 
 
+def embedded_session_components(
+    components: Sequence[str] | None = None,
+) -> dict[str, dict[str, bool]]:
+    """``{component: features}`` for a session enabling ``components``.
+
+    None means every component in ``EMBEDDED_COMPONENTS``. A name this
+    package does not know is refused with ``unknown_component``; one the host
+    did not enable, or a payments/disputes component while the escrow
+    strategy keeps charges on the platform, with ``component_not_enabled``
+    (both 400).
+    """
+    names = embedded.enabled_components() if components is None else tuple(components)
+    if not names:
+        raise errors.InvalidInput(
+            _("Name at least one embedded component."), code="unknown_component"
+        )
+    enabled = set(embedded.enabled_components())
+    for name in names:
+        if name not in embedded.COMPONENT_FEATURES:
+            raise errors.InvalidInput(
+                _("%(component)s is not an embedded component this platform offers.")
+                % {"component": name},
+                code="unknown_component",
+            )
+        if name not in enabled:
+            raise errors.InvalidInput(
+                _("The embedded component %(component)s is not enabled on this platform.")
+                % {"component": name},
+                code="component_not_enabled",
+            )
+        if name in embedded.CHARGE_COMPONENTS and not embedded.charge_components_allowed():
+            raise errors.InvalidInput(
+                _(
+                    "The embedded component %(component)s shows a connected account's own "
+                    "charges; with this platform's payments they are the platform's."
+                )
+                % {"component": name},
+                code="component_not_enabled",
+            )
+    return embedded.session_components(tuple(dict.fromkeys(names)))
+
+
 def create_account_session(
-    account: Any, *, components: Sequence[str] = ("account_onboarding",)
+    account: Any, *, components: Sequence[str] | None = None
 ) -> AccountSessionResult:
-    """An embedded-components session; hand ``client_secret`` to Connect.js only."""
+    """An embedded-components session; hand ``client_secret`` to Connect.js only.
+
+    ``components`` are checked by :func:`embedded_session_components` (None:
+    every component in ``EMBEDDED_COMPONENTS``) and sent with their features.
+    """
+    wanted = embedded_session_components(components)
     _require_usable(account)
     try:
         session = gateway().create_account_session(
-            account_id=account.stripe_account_id, components=tuple(components)
+            account_id=account.stripe_account_id, components=wanted
         )
     except GatewayError as exc:
         raise translate(exc, _("start an embedded onboarding session")) from exc
-    _log(account, "account session created")
+    _log(account, "account session created (%s)", ", ".join(wanted))
     return session

@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ..embedded import COMPONENT_FEATURES
 from ..exceptions import (
     InvalidRequest,
 )
 from ..gateway.arguments import require_capabilities as _require_capabilities
+from ..gateway.arguments import require_collection as _require_collection
 from ..gateway.arguments import require_id as _require_id
 from ..gateway.arguments import require_service_agreement as _require_service_agreement
+from ..gateway.arguments import require_session_components as _require_session_components
 from ..gateway.types import (
     AccountBusinessType,
+    AccountLinkCollect,
     AccountLinkResult,
     AccountLinkType,
     AccountSessionResult,
     AccountSnapshot,
+    FutureRequirements,
     LoginLinkResult,
     ServiceAgreement,
+    SessionComponents,
 )
 from .links import (
     dashboard_url,
@@ -155,15 +162,23 @@ class SimulatedAccounts:
         link_type: AccountLinkType,
         refresh_url: str,
         return_url: str,
+        collect: AccountLinkCollect = "currently_due",
+        future_requirements: FutureRequirements = "omit",
     ) -> AccountLinkResult:
         _require_id(account_id, "account_id")
+        _require_collection(collect, future_requirements)
         s = self.store
-        params = {
+        params: JSON = {
             "account_id": account_id,
             "link_type": link_type,
             "refresh_url": refresh_url,
             "return_url": return_url,
         }
+        # Logged like the Stripe gateway sends them: only when not Stripe's defaults.
+        if collect != "currently_due":
+            params["collect"] = collect
+        if future_requirements != "omit":
+            params["future_requirements"] = future_requirements
 
         def action() -> JSON:
             account = s.account(account_id)
@@ -192,6 +207,8 @@ class SimulatedAccounts:
                 "type": link_type,
                 "refresh_url": refresh_url,
                 "return_url": return_url,
+                "collect": collect,
+                "future_requirements": future_requirements,
                 "created": now,
                 "expires_at": now + ACCOUNT_LINK_TTL_SECONDS,
             }
@@ -234,37 +251,97 @@ class SimulatedAccounts:
         self,
         *,
         account_id: str,
-        components: Sequence[str] = ("account_onboarding",),
+        components: Sequence[str] | SessionComponents = ("account_onboarding",),
     ) -> AccountSessionResult:
-        if isinstance(components, str):
-            raise TypeError("components must be a sequence of component names, not a string")
-        if not components:
-            raise ValueError("components must name at least one embedded component")
+        wanted = _require_session_components(components)
         _require_id(account_id, "account_id")
         s = self.store
 
         def action() -> JSON:
-            unknown = sorted(set(components) - ACCOUNT_SESSION_COMPONENTS)
+            unknown = sorted(set(wanted) - ACCOUNT_SESSION_COMPONENTS)
             if unknown:
                 param = f"components[{unknown[0]}]"
                 raise s.error(InvalidRequest, f"Received unknown parameter: {param}", param=param)
-            s.account(account_id)
+            account = s.account(account_id)
+            for name, features in wanted.items():
+                _check_features(s, account, name, features)
             now = s.now()
-            # Never stored: the client secret is a short-lived bearer credential.
+            secret = f"accs_secret__{_random(40)}"
+            # Only a digest is kept, for the stand-in Connect.js to find the
+            # session by: the client secret is a short-lived bearer credential.
+            s.account_sessions[session_digest(secret)] = {
+                "account": account_id,
+                "components": copy.deepcopy(wanted),
+                "expires_at": now + ACCOUNT_SESSION_TTL_SECONDS,
+            }
             return {
                 "object": "account_session",
                 "account": account_id,
-                "client_secret": f"accs_secret__{_random(40)}",
-                "components": {name: {"enabled": True, "features": {}} for name in components},
+                "client_secret": secret,
+                "components": {
+                    name: {"enabled": True, "features": dict(features)}
+                    for name, features in wanted.items()
+                },
                 "expires_at": now + ACCOUNT_SESSION_TTL_SECONDS,
                 "livemode": False,
             }
 
-        params = {"account_id": account_id, "components": list(components)}
+        # The request log keeps the names as before; features only when sent.
+        params: JSON = {"account_id": account_id, "components": list(wanted)}
+        features = {name: f for name, f in wanted.items() if f}
+        if features:
+            params["features"] = copy.deepcopy(features)
         return AccountSessionResult.from_dict(s.execute("create_account_session", params, action))
+
+    def account_session(self, client_secret: str) -> JSON | None:
+        """The live session ``client_secret`` opens (account, components), or None."""
+        if not isinstance(client_secret, str) or not client_secret:
+            return None
+        with self.store.lock:
+            session = self.store.account_sessions.get(session_digest(client_secret))
+            if session is None or session["expires_at"] <= self.store.now():
+                return None
+            return copy.deepcopy(session)
 
     def latest_account_link(self, account_id: str) -> JSON | None:
         """The last account link's ``return_url``, ``refresh_url``, ``expires_at``..., or None."""
         with self.store.lock:
             link = self.store.account_links.get(account_id)
             return copy.deepcopy(link) if link is not None else None
+
+
+def session_digest(client_secret: str) -> str:
+    """What the store keys an account session by, instead of its secret."""
+    return hashlib.sha256(client_secret.encode()).hexdigest()
+
+
+def _check_features(
+    s: SimulatedStripe, account: JSON, component: str, features: Mapping[str, bool]
+) -> None:
+    """Stripe's rules for a component's features (unknown names; what only
+    accounts whose requirements the platform collects may turn off)."""
+    known = COMPONENT_FEATURES.get(component)
+    if known is not None:
+        for feature in features:
+            if feature not in known:
+                param = f"components[{component}][features][{feature}]"
+                raise s.error(InvalidRequest, f"Received unknown parameter: {param}", param=param)
+    platform_collects = account["controller"].get("requirement_collection") == "application"
+    if platform_collects:
+        return
+    if features.get("disable_stripe_user_authentication") is True:
+        param = f"components[{component}][features][disable_stripe_user_authentication]"
+        raise s.error(
+            InvalidRequest,
+            "disable_stripe_user_authentication can only be true for accounts where "
+            "controller.requirement_collection is application.",
+            param=param,
+        )
+    if features.get("external_account_collection") is False:
+        param = f"components[{component}][features][external_account_collection]"
+        raise s.error(
+            InvalidRequest,
+            "external_account_collection can only be false for accounts where the platform "
+            "collects requirements (controller.requirement_collection is application).",
+            param=param,
+        )

@@ -53,6 +53,7 @@ _SAVED_AS_JSON = (
     "application_fees",
     "events",
     "account_links",
+    "account_sessions",
     "balances",
     "endpoint_api_versions",
     "platform_available",
@@ -63,6 +64,8 @@ _SAVED_AS_JSON = (
     "_async_refunds",
     "_unsettled_refunds",
 )
+#: Saved attributes a state file of this version may lack (written before they existed).
+_ADDED_LATER = frozenset({"account_sessions"})
 _SAVED_AS_SETS = ("deauthorized", "_dispute_on_capture", "_appealed_disputes")
 E = TypeVar("E", bound=GatewayError)
 
@@ -232,6 +235,9 @@ class SimulatedStripe(EventLog, PlatformBalance):
     undelivered: list[UndeliveredEvent]
     #: Latest account link per account: return/refresh URLs for the onboarding page.
     account_links: dict[str, JSON]
+    #: Account sessions by the SHA-256 of their client secret (never the secret
+    #: itself): account, components and expiry, for the stand-in Connect.js.
+    account_sessions: dict[str, JSON]
     #: Connected accounts' balances: account -> currency -> minor units.
     balances: dict[str, dict[str, int]]
     deauthorized: set[str]
@@ -269,6 +275,7 @@ class SimulatedStripe(EventLog, PlatformBalance):
             self.calls = []
             self.undelivered = []
             self.account_links = {}
+            self.account_sessions = {}
             self.balances = {}
             self.deauthorized = set()
             self.endpoint_api_versions = {}
@@ -345,6 +352,8 @@ class SimulatedStripe(EventLog, PlatformBalance):
             self.reset()
             self._time_offset = int(data["time_offset"])
             for name in _SAVED_AS_JSON:
+                if name in _ADDED_LATER and name.lstrip("_") not in data:
+                    continue  # a state file saved before it existed: start empty
                 setattr(self, name, copy.deepcopy(data[name.lstrip("_")]))
             for name in _SAVED_AS_SETS:
                 setattr(self, name, set(data[name.lstrip("_")]))

@@ -422,3 +422,60 @@ class TestIdempotencyKeyPrefix:
             "escrow_owner": f"user:{people.owner.pk}",
             "escrow_namespace": "staging",
         }
+
+
+class TestWhatOnboardingCollects:
+    """ONBOARDING_COLLECT / ONBOARDING_FUTURE_REQUIREMENTS: AccountLinks'
+    ``collection_options``, sent only when not Stripe's defaults."""
+
+    def test_by_default_the_link_asks_for_nothing_more(self, sim_stripe, people):
+        post_link(people.owner, account_type="individual")
+
+        _, link = sim_stripe.calls[-1]
+        assert set(link) == {"account_id", "link_type", "refresh_url", "return_url"}
+
+    def test_eventually_due_collects_everything_up_front(self, sim_stripe, settings, people):
+        configure(settings, ONBOARDING_COLLECT="eventually_due")
+
+        response = post_link(people.owner, account_type="individual")
+
+        assert response.status_code == 200, response.content
+        _, link = sim_stripe.calls[-1]
+        assert link["collect"] == "eventually_due"
+        assert "future_requirements" not in link
+        account_id = accounts().get(owner_user=people.owner).stripe_account_id
+        assert SimulatedGateway().latest_account_link(account_id)["collect"] == "eventually_due"
+
+    def test_future_requirements_can_be_included(self, sim_stripe, settings, people):
+        configure(
+            settings, ONBOARDING_COLLECT="eventually_due", ONBOARDING_FUTURE_REQUIREMENTS="include"
+        )
+
+        post_link(people.owner, account_type="individual")
+
+        _, link = sim_stripe.calls[-1]
+        assert (link["collect"], link["future_requirements"]) == ("eventually_due", "include")
+
+    def test_the_refresh_page_mints_links_the_same_way(self, sim_stripe, settings, people):
+        configure(settings, ONBOARDING_COLLECT="eventually_due")
+        post_link(people.owner, account_type="individual")
+        client = client_for(people.owner)
+
+        response = client.get(url("stripe-onboarding-refresh"))
+
+        assert response.status_code == 302
+        _, link = sim_stripe.calls[-1]
+        assert link["collect"] == "eventually_due"
+
+    def test_the_gateway_refuses_values_stripe_does_not_know(self, sim_stripe, people):
+        post_link(people.owner, account_type="individual")
+        account_id = accounts().get(owner_user=people.owner).stripe_account_id
+
+        with pytest.raises(ValueError, match="collect"):
+            SimulatedGateway().create_account_link(
+                account_id=account_id,
+                link_type="account_onboarding",
+                refresh_url="https://example.com/r",
+                return_url="https://example.com/b",
+                collect="everything",  # type: ignore[arg-type]
+            )

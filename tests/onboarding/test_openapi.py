@@ -127,7 +127,12 @@ def test_dashboard_link_and_account_session_shapes(schema):
 
     assert [p["name"] for p in dashboard["parameters"]] == ["organization_id"]
     assert set(response_schema(schema, dashboard, "200")["properties"]) == {"url"}
-    assert set(body_schema(schema, session)["properties"]) == {"organization_id", "account_type"}
+    body = body_schema(schema, session)
+    assert set(body["properties"]) == {"organization_id", "account_type", "components"}
+    assert body["properties"]["components"]["type"] == "array"
+    assert body["properties"]["components"]["items"]["type"] == "string"
+    assert body["properties"]["components"]["minItems"] == 1
+    assert "400" in session["responses"]
     assert set(response_schema(schema, session, "200")["properties"]) == {
         "client_secret",
         "expires_at",
