@@ -251,3 +251,102 @@ def test_destination_on_behalf_of_with_manual_capture_passes(changes):
         found = ids(check_settings())
     assert "escrow_connect.E039" not in found
     assert "escrow_connect.W039" not in found
+
+
+# --- embedded components and onboarding collection (E080-E084, W080) ----------
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected_id", "named"),
+    [
+        ({"EMBEDDED_COMPONENTS": "payouts"}, "escrow_connect.E080", "EMBEDDED_COMPONENTS"),
+        ({"EMBEDDED_COMPONENTS": ["payouts", "wallet"]}, "escrow_connect.E080", "wallet"),
+        ({"EMBEDDED_COMPONENTS": ["payments"]}, "escrow_connect.E081", "payments"),
+        (
+            {"EMBEDDED_COMPONENTS": ["disputes_list"], "ESCROW_STRATEGY": "manual_capture"},
+            "escrow_connect.E081",
+            "DESTINATION_ON_BEHALF_OF",
+        ),
+        ({"EMBEDDED_COMPONENT_FEATURES": []}, "escrow_connect.E082", "EMBEDDED_COMPONENT_FEATURES"),
+        (
+            {"EMBEDDED_COMPONENT_FEATURES": {"wallet": {}}},
+            "escrow_connect.E082",
+            "'wallet'",
+        ),
+        (
+            {"EMBEDDED_COMPONENT_FEATURES": {"payouts": {"instant_payouts": "yes"}}},
+            "escrow_connect.E082",
+            "True or False",
+        ),
+        (
+            {"EMBEDDED_COMPONENT_FEATURES": {"documents": {"instant_payouts": False}}},
+            "escrow_connect.E082",
+            "instant_payouts",
+        ),
+        (
+            {"EMBEDDED_COMPONENT_FEATURES": {"payments": {"refund_management": True}}},
+            "escrow_connect.E083",
+            "refund_management",
+        ),
+        (
+            {
+                "EMBEDDED_COMPONENT_FEATURES": {
+                    "payouts": {"disable_stripe_user_authentication": True}
+                }
+            },
+            "escrow_connect.E083",
+            "requirement_collection",
+        ),
+        (
+            {"EMBEDDED_COMPONENT_FEATURES": {"balances": {"external_account_collection": False}}},
+            "escrow_connect.E083",
+            "external account collection",
+        ),
+        (
+            {"EMBEDDED_COMPONENT_FEATURES": {"payouts": {"instant_payouts": True}}},
+            "escrow_connect.W080",
+            "instant_payouts",
+        ),
+        ({"ONBOARDING_COLLECT": "everything"}, "escrow_connect.E084", "ONBOARDING_COLLECT"),
+        (
+            {"ONBOARDING_FUTURE_REQUIREMENTS": True},
+            "escrow_connect.E084",
+            "ONBOARDING_FUTURE_REQUIREMENTS",
+        ),
+    ],
+)
+def test_embedded_component_misconfiguration_names_the_setting(changes, expected_id, named):
+    with settings_with(**changes):
+        errors = check_settings()
+    matching = [e for e in errors if e.id == expected_id]
+    assert matching, f"expected {expected_id}, got {ids(errors)}"
+    assert any(named in m for m in messages(matching))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {
+            "EMBEDDED_COMPONENTS": [
+                "account_onboarding",
+                "account_management",
+                "notification_banner",
+                "payouts",
+                "balances",
+                "documents",
+            ],
+            "EMBEDDED_COMPONENT_FEATURES": {"payouts": {"external_account_collection": True}},
+            "ONBOARDING_COLLECT": "eventually_due",
+            "ONBOARDING_FUTURE_REQUIREMENTS": "include",
+        },
+        {
+            "EMBEDDED_COMPONENTS": ["payments", "disputes_list"],
+            "ESCROW_STRATEGY": "manual_capture",
+            "DESTINATION_ON_BEHALF_OF": True,
+        },
+    ],
+)
+def test_embedded_components_the_package_allows_pass(changes):
+    with settings_with(**changes):
+        found = ids(check_settings())
+    assert not {i for i in found if i[-3:-1] == "08"}, found

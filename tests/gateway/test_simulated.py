@@ -1817,6 +1817,21 @@ def test_the_component_names_are_the_pinned_api_versions() -> None:
     assert names == simulated.ACCOUNT_SESSION_COMPONENTS
 
 
+def test_the_packages_component_features_are_the_pinned_api_versions() -> None:
+    """Each component's feature names match stripe-python's typed parameters."""
+    import typing
+
+    from stripe.params import _account_session_create_params as params
+
+    from django_escrow_connect import embedded
+
+    components = typing.get_type_hints(params.AccountSessionCreateParamsComponents)
+    for name, features in embedded.COMPONENT_FEATURES.items():
+        features_type = typing.get_type_hints(components[name])["features"]
+        assert set(typing.get_type_hints(features_type)) == features, name
+        assert set(embedded.DEFAULT_FEATURES[name]) <= features, name
+
+
 # --- stricter, like Stripe: events at the endpoint's API version ----------------------------
 
 

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from django_escrow_connect.conf import MANUAL_CAPTURE
+from django_escrow_connect.conf import MANUAL_CAPTURE, escrow_settings
 from django_escrow_connect.gateway import (
     AccountLinkResult,
     AccountSessionResult,
@@ -188,6 +188,72 @@ class TestConnectedAccounts:
         assert isinstance(session, AccountSessionResult)
         assert session.client_secret.startswith("accs_secret__")
         assert session.expires_at == utc(1793612645)
+        assert session.client_secret not in repr(session)
+
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("account_links_create_eventually_due")
+    def test_create_account_link_collecting_everything_up_front(self, gateway, vcr, settings):
+        settings.ESCROW_CONNECT = {
+            **settings.ESCROW_CONNECT,
+            "ONBOARDING_COLLECT": "eventually_due",
+            "ONBOARDING_FUTURE_REQUIREMENTS": "include",
+        }
+        # What services.accounts.create_onboarding_link passes under these settings.
+        link = gateway.create_account_link(
+            account_id=ACCOUNT,
+            link_type=account_services.onboarding_link_type(None),
+            refresh_url="https://marketplace.example/onboarding/refresh/",
+            return_url="https://marketplace.example/onboarding/return/",
+            collect=escrow_settings.ONBOARDING_COLLECT,
+            future_requirements=escrow_settings.ONBOARDING_FUTURE_REQUIREMENTS,
+        )
+
+        assert_sent_once(vcr)
+        assert link.expires_at == utc(1793611205)
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("account_links_create")
+    def test_create_account_link_with_stripes_defaults_sends_no_collection_options(
+        self, gateway, vcr
+    ):
+        # Spelled out, Stripe's defaults still send the request the package always sent.
+        gateway.create_account_link(
+            account_id=ACCOUNT,
+            link_type="account_onboarding",
+            refresh_url="https://marketplace.example/onboarding/refresh/",
+            return_url="https://marketplace.example/onboarding/return/",
+            collect="currently_due",
+            future_requirements="omit",
+        )
+
+        assert_sent_once(vcr)
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("account_sessions_create")
+    def test_the_services_default_session_is_todays_request(self, gateway, vcr):
+        # EMBEDDED_COMPONENTS' default: account_onboarding with Stripe's features.
+        components = account_services.embedded_session_components()
+        gateway.create_account_session(account_id=ACCOUNT, components=components)
+
+        assert_sent_once(vcr)
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("account_sessions_create_payouts")
+    def test_create_account_session_for_the_payouts_page(self, gateway, vcr, settings):
+        settings.ESCROW_CONNECT = {
+            **settings.ESCROW_CONNECT,
+            "EMBEDDED_COMPONENTS": ["account_onboarding", "payouts", "notification_banner"],
+        }
+        components = account_services.embedded_session_components(
+            ["payouts", "notification_banner"]
+        )
+
+        session = gateway.create_account_session(account_id=ACCOUNT, components=components)
+
+        assert_sent_once(vcr)
+        assert isinstance(session, AccountSessionResult)
+        assert session.expires_at == utc(1793612705)
         assert session.client_secret not in repr(session)
 
 
