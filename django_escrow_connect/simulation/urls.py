@@ -16,4 +16,6 @@ urlpatterns = [
     path("onboarding/<str:account_id>/", views.onboarding, name="onboarding"),
     path("dashboard/<str:account_id>/", views.dashboard, name="dashboard"),
     path("authenticate/<str:payment_intent_id>/", views.authenticate, name="authenticate"),
+    path("connect-js/", views.connect_js, name="connect-js"),
+    path("embedded-component/", views.embedded_component, name="embedded-component"),
 ]

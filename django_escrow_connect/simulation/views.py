@@ -8,7 +8,12 @@ Include them where the simulated links point (:mod:`.links`)::
   finishing it completes the account, leaving it follows the link's ``refresh_url``;
 * ``dashboard/<acct>/``: the Express dashboard (a login link's ``url``), where
   the account's owner pays out or disconnects the platform;
-* ``authenticate/<pi>/``: the bank's 3-D Secure challenge.
+* ``authenticate/<pi>/``: the bank's 3-D Secure challenge;
+* ``connect-js/``: a stand-in for Stripe's Connect.js (``StripeConnect.init``,
+  ``loadConnectAndInitialize``), so pages with embedded components work offline;
+* ``embedded-component/``: what the stand-in renders inside a component, for
+  the account of an AccountSession's client secret (its only credential, as
+  with Stripe: it is sent in a POST body, never in a URL).
 
 Each action calls the simulated gateway, which emits the events Stripe would
 send. The pages answer 404 unless the configured gateway is the simulated
@@ -20,22 +25,33 @@ frame them in its own layout.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+    JsonResponse,
+)
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
 
 from .. import permissions, swappable
 from ..exceptions import GatewayError
 from ..gateway import get_gateway
 from ..money import format_money
 from .gateway import SimulatedGateway
-from .links import NAMESPACE
+from .links import NAMESPACE, embedded_component_url
 
-__all__ = ["authenticate", "dashboard", "onboarding"]
+__all__ = ["authenticate", "connect_js", "dashboard", "embedded_component", "onboarding"]
 
 
 def _simulated_gateway() -> SimulatedGateway:
@@ -180,3 +196,91 @@ def authenticate(request: HttpRequest, payment_intent_id: str) -> HttpResponse:
             return HttpResponseRedirect(target)
         context["status"] = intent.status
     return render(request, "escrow_connect/simulation/authenticate.html", context)
+
+
+# --------------------------------------------------------------------------
+# Connect embedded components (a stand-in for Stripe's Connect.js)
+# --------------------------------------------------------------------------
+
+
+@require_GET
+def connect_js(request: HttpRequest) -> HttpResponse:
+    """The stand-in Connect.js: the page's own code runs unchanged against it."""
+    _simulated_gateway()
+    script = render_to_string(
+        "escrow_connect/simulation/connect.js",
+        {"component_url": json.dumps(embedded_component_url())},
+    )
+    response = HttpResponse(script, content_type="text/javascript; charset=utf-8")
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _component_error(message: str, status: int) -> JsonResponse:
+    return JsonResponse({"error": {"message": message}}, status=status)
+
+
+@csrf_exempt  # Authenticated by the session's client secret, not by cookies (like Stripe).
+@require_POST
+def embedded_component(request: HttpRequest) -> HttpResponse:
+    """The content of one embedded component, for the account the client secret opens.
+
+    Body: ``{"client_secret": ..., "component": "payouts"}`` (Connect.js's
+    names, ``notification-banner``, or Stripe's API names). Answers 401 for
+    an unknown or expired secret and 403 for a component the session did not
+    enable, as Connect.js shows a load error then.
+    """
+    gateway = _simulated_gateway()
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return HttpResponseBadRequest("Not JSON.")
+    if not isinstance(body, dict):
+        return HttpResponseBadRequest("Not a JSON object.")
+    session = gateway.account_session(str(body.get("client_secret") or ""))
+    if session is None:
+        return _component_error("This account session is unknown or has expired.", 401)
+    component = str(body.get("component") or "").replace("-", "_")
+    if component not in session["components"]:
+        return _component_error(
+            f"The account session does not enable the {component or '(none)'} component.", 403
+        )
+    account_id = session["account"]
+    store = gateway.store
+    with store.lock:
+        try:
+            account = store.account(account_id)
+        except GatewayError as exc:  # disconnected from the platform since
+            return _component_error(str(exc), 403)
+        balances = dict(store.balances.get(account_id, {}))
+        requirements = account.get("requirements") or {}
+        due = sorted(
+            set(requirements.get("currently_due") or []) | set(requirements.get("past_due") or [])
+        )
+    payouts = store.payouts_of(account_id)
+    features = session["components"][component]
+    html = render_to_string(
+        "escrow_connect/simulation/embedded_component.html",
+        {
+            "component": component,
+            "account_id": account_id,
+            "features": sorted(features.items()),
+            "balances": [format_money(amount, cur) for cur, amount in sorted(balances.items())],
+            "payouts": [
+                {
+                    "id": p["id"],
+                    "amount": format_money(p["amount"], p["currency"]),
+                    "status": p["status"],
+                }
+                for p in reversed(payouts)
+            ],
+            "due": due,
+            "details_submitted": account.get("details_submitted"),
+        },
+        request=request,
+    )
+    answer: dict[str, Any] = {"component": component, "html": html}
+    if component == "notification_banner":
+        # What Connect.js passes to setOnNotificationsChange.
+        answer["notifications"] = {"total": len(due), "actionRequired": len(due)}
+    return JsonResponse(answer)

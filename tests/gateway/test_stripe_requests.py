@@ -190,7 +190,6 @@ class TestConnectedAccounts:
         assert session.expires_at == utc(1793612645)
         assert session.client_secret not in repr(session)
 
-
     @pytest.mark.vcr
     @pytest.mark.default_cassette("account_links_create_eventually_due")
     def test_create_account_link_collecting_everything_up_front(self, gateway, vcr, settings):
