@@ -112,6 +112,8 @@ ESCROW_CONNECT = {
     "ONBOARDING_RETURN_URL": f"{SITE_URL}/onboarding/return/",
     "ONBOARDING_REFRESH_URL": f"{SITE_URL}/onboarding/refresh/",
     "PLATFORM_FEE_BASIS_POINTS": 1000,
+    # The "My payouts" page embeds Stripe's payouts and notification banner.
+    "EMBEDDED_COMPONENTS": ["account_onboarding", "payouts", "notification_banner"],
     "NOTIFICATION_BACKENDS": ["django_escrow_connect.notifications.backends.LoggingBackend"],
 }
 if SIMULATED_STRIPE:

@@ -206,3 +206,32 @@ def test_the_escrow_story_in_a_real_browser(browser: Any, live_server: Any, peop
     assert task.status == TaskStatus.COMPLETED
     assert services.current_payment(task).status == PaymentStatus.RELEASED
     assert Notification.objects.filter(user=people.doer, kind="payment_released").exists()
+
+
+def test_my_payouts_embeds_stripes_components(browser: Any, live_server: Any, people: Any) -> None:
+    """Connect.js (the simulated stand-in) renders the payouts and the banner."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = Page(browser, live_server.url)
+    page.login("doer@example.com")
+    page.click("#nav-my-payouts")
+    assert "My payouts" in page.text("h1")
+
+    def rendered(driver: Any) -> bool:
+        states = driver.execute_script(
+            "return Array.from(document.querySelectorAll("
+            "'stripe-connect-payouts, stripe-connect-notification-banner'"
+            ")).map(e => e.getAttribute('data-state'))"
+        )
+        assert "error" not in states, page.text("main")
+        return bool(states == ["ready", "ready"])
+
+    WebDriverWait(browser, 20).until(rendered)
+    banner = page.text("stripe-connect-notification-banner")
+    assert "nothing needs your attention" in banner
+    payouts = page.text("stripe-connect-payouts")
+    assert "Payouts" in payouts
+    assert "No payouts yet." in payouts
+    assert "instant_payouts: off" in payouts
+    assert page.find("#connect-error").is_displayed() is False
+    page.screenshot("08-my-payouts")

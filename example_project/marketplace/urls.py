@@ -26,6 +26,7 @@ urlpatterns = [
     path("onboarding/refresh/", views.onboarding_refresh, name="onboarding-refresh"),
     path("onboarding/return/", views.onboarding_return, name="onboarding-return"),
     path("onboarding/dashboard/", views.onboarding_dashboard, name="onboarding-dashboard"),
+    path("payouts/", views.my_payouts, name="my-payouts"),
     path("notifications/", views.notifications, name="notifications"),
     path("notifications/read/", views.notifications_read, name="notifications-read"),
 ]

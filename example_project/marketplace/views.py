@@ -581,6 +581,55 @@ def onboarding_dashboard(request: HttpRequest) -> HttpResponse:
     return HttpResponseRedirect(link.url)
 
 
+#: Stripe's Connect.js, loaded in test mode; simulated mode loads the simulated
+#: Stripe's stand-in instead (no network).
+CONNECT_JS = "https://connect-js.stripe.com/v1.0/connect.js"
+MY_PAYOUTS_COMPONENTS = ["payouts", "notification_banner"]
+
+
+@login_required
+def my_payouts(request: HttpRequest) -> HttpResponse:
+    """Stripe's payouts and notification banner, embedded with Connect.js.
+
+    The page only says where the components go: Connect.js asks the
+    package's ``POST /escrow/stripe/account-session/`` for a client secret
+    (with the page's CSRF token), so no secret is ever rendered here.
+    """
+    organizations = list(request.user.administered_organizations())
+    selected = None
+    org_id = request.GET.get("organization_id")
+    if org_id:
+        selected = next((org for org in organizations if str(org.pk) == org_id), None)
+        if selected is None:
+            raise Http404("No such organization.")
+    owner_user = None if selected else request.user
+    account = account_services.get_account(owner_user=owner_user, owner_organization=selected)
+    if settings.SIMULATED_STRIPE:
+        from django_escrow_connect.simulation.links import connect_js_url
+
+        connect_js = connect_js_url()
+    else:
+        connect_js = CONNECT_JS
+    session_body: dict[str, Any] = {"components": MY_PAYOUTS_COMPONENTS}
+    if selected is not None:
+        session_body["organization_id"] = str(selected.pk)
+    return render(
+        request,
+        "marketplace/my_payouts.html",
+        {
+            "account": account if account is not None and account.is_created else None,
+            "organizations": organizations,
+            "selected": selected,
+            "connect_js": connect_js,
+            "connect_config": {
+                "publishableKey": settings.STRIPE_PUBLISHABLE_KEY,
+                "sessionUrl": reverse("escrow_connect:stripe-account-session"),
+                "sessionBody": session_body,
+            },
+        },
+    )
+
+
 # --------------------------------------------------------------------------
 # Notifications
 # --------------------------------------------------------------------------
