@@ -119,6 +119,16 @@ WITH_PAYMENT_ID = {
 }
 # Answers that may change something; every other status is a refusal.
 SUCCESS = {200, 201, 302}
+EMBEDDED = ("payouts", "notification_banner")
+
+
+@pytest.fixture(autouse=True)
+def embedded_payouts(settings: Any) -> None:
+    """The platform offers the payouts page's embedded components."""
+    settings.ESCROW_CONNECT = {
+        **settings.ESCROW_CONNECT,
+        "EMBEDDED_COMPONENTS": ["account_onboarding", *EMBEDDED],
+    }
 
 
 def off_verb(endpoint: str, role: str) -> int:
@@ -193,6 +203,10 @@ def request_for(
         data = {"task_id": str(task.pk)}
     elif endpoint == "stripe-onboarding-link":
         data = {"account_type": "company" if to_org else "individual"}
+    elif endpoint == "stripe-account-session":
+        # Embedded payouts, as the example's "My payouts" page asks for them
+        # (enabled by the embedded_payouts fixture below).
+        data = {"components": list(EMBEDDED)}
     elif endpoint in WEBHOOKS:
         data = {"id": "evt_unsigned", "object": "event", "type": "payment_intent.succeeded"}
     if to_org and endpoint in ORG_SCOPED:
@@ -230,6 +244,8 @@ def test_authorization_matrix(
         response = send(client, method, url, data)
 
     assert response.status_code == expected, response.content[:500]
+    if endpoint == "stripe-account-session" and expected == 200:
+        assert sim_stripe.calls[-1][1]["components"] == list(EMBEDDED)
     if expected not in SUCCESS:
         assert snapshot() == before
         assert len(sim_stripe.calls) == calls_before, sim_stripe.calls[calls_before:]
