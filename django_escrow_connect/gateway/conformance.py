@@ -367,6 +367,35 @@ class GatewayConformance:
         self.expect_type(login, LoginLinkResult, "create_login_link")
         session = g.create_account_session(account_id=account_id)
         self.expect_type(session, AccountSessionResult, "create_account_session")
+        # What ONBOARDING_COLLECT / ONBOARDING_FUTURE_REQUIREMENTS and
+        # EMBEDDED_COMPONENTS make the services send.
+        try:
+            link = g.create_account_link(
+                account_id=account_id,
+                link_type="account_onboarding",
+                refresh_url="https://example.com/refresh",
+                return_url="https://example.com/return",
+                collect="eventually_due",
+                future_requirements="include",
+            )
+        except TypeError as exc:
+            raise AssertionError(
+                f"create_account_link(collect=..., future_requirements=...) failed: {exc!r}"
+            ) from exc
+        self.expect_type(link, AccountLinkResult, "create_account_link(collect='eventually_due')")
+        try:
+            session = g.create_account_session(
+                account_id=account_id,
+                components={
+                    "payouts": {"instant_payouts": False, "standard_payouts": False},
+                    "notification_banner": {},
+                },
+            )
+        except TypeError as exc:
+            raise AssertionError(
+                f"create_account_session(components={{name: features}}) failed: {exc!r}"
+            ) from exc
+        self.expect_type(session, AccountSessionResult, "create_account_session(components={...})")
 
     def test_a_paid_payment_can_be_transferred_and_the_transfer_reversed(self) -> None:
         g = self.gateway

@@ -109,6 +109,20 @@ class LeaksProviderErrors(SimulatedGateway):
         raise KeyError(transfer_id)
 
 
+class OlderOnboardingSignatures(SimulatedGateway):
+    """Written before account links took collection options."""
+
+    def create_account_link(  # type: ignore[override]
+        self, *, account_id: str, link_type: Any, refresh_url: str, return_url: str
+    ) -> Any:
+        return super().create_account_link(
+            account_id=account_id,
+            link_type=link_type,
+            refresh_url=refresh_url,
+            return_url=return_url,
+        )
+
+
 class TrustsWebhooks(SimulatedGateway):
     """Parses the body without checking its signature."""
 
@@ -145,6 +159,11 @@ class TrustsWebhooks(SimulatedGateway):
             "retrieve_account returned dict, not AccountSnapshot",
         ),
         (LeaksProviderErrors, "test_a_missing_object_is_resource_missing", "KeyError"),
+        (
+            OlderOnboardingSignatures,
+            "test_onboarding_links_and_sessions",
+            "create_account_link(collect=..., future_requirements=...) failed",
+        ),
         (
             TrustsWebhooks,
             "test_verify_webhook_accepts_a_signed_event_and_refuses_anything_else",
