@@ -29,7 +29,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-line="$(ESCROW_PG_PORT="${ESCROW_PG_PORT:-55700}" bash "$work/scripts/pg.sh" start)"
+# Production durability: fsync, synchronous_commit and full_page_writes on.
+line="$(ESCROW_PG_DURABLE=1 ESCROW_PG_PORT="${ESCROW_PG_PORT:-55700}" bash "$work/scripts/pg.sh" start)"
 export "${line?}"
 echo "bench.sh: $line" >&2
 
