@@ -108,8 +108,9 @@ def update_returning(
         conditions.append(f"{quote(field.column)} IN ({', '.join(['%s'] * len(values))})")
         params.extend(field.get_db_prep_value(v, connection) for v in values)
     fields = opts.concrete_fields
+    # Identifiers are quoted model metadata, values are parameters.
     sql = (
-        f"UPDATE {quote(opts.db_table)} SET {', '.join(sets)} "
+        f"UPDATE {quote(opts.db_table)} SET {', '.join(sets)} "  # noqa: S608
         f"WHERE {' AND '.join(conditions)} "
         f"RETURNING {', '.join(quote(f.column) for f in fields)}"
     )

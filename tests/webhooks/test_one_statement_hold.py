@@ -123,7 +123,8 @@ def test_the_one_statement_hold_ends_where_the_locked_path_ends(
     assert not any("FOR UPDATE" in q for q in sql)
     assert status_history(fast) == status_history(locked) == ("held", "payment_in_escrow")
     assert columns(fast.payment) == columns(locked.payment)
-    assert fast.payment.stripe_charge_id and locked.payment.stripe_charge_id
+    assert fast.payment.stripe_charge_id
+    assert locked.payment.stripe_charge_id
     assert fast.payment.held_at is not None
     if options.get("strategy") == MANUAL:
         assert fast.payment.capture_before is not None

@@ -141,7 +141,9 @@ def test_an_account_update_writes_only_the_changed_columns(deliver: Any) -> None
         assert deliver.connect(evt).json()["status"] == "processed"
     [update] = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("UPDATE")]
     assigned = update.split(" SET ", 1)[1].split(" WHERE ", 1)[0]
-    assert '"payouts_enabled"' in assigned and '"synced_at"' in assigned
-    assert '"owner_user_id"' not in assigned and '"created_at"' not in assigned
+    assert '"payouts_enabled"' in assigned
+    assert '"synced_at"' in assigned
+    assert '"owner_user_id"' not in assigned
+    assert '"created_at"' not in assigned
     account.refresh_from_db()
     assert account.payouts_enabled is False
