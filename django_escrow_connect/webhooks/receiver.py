@@ -375,7 +375,9 @@ def recorded_state(
     WebhookEvent = swappable.load("WebhookEvent")
     obj = event["data"]["object"]
     row = (
+        # A unique key: no ordering to compile or sort by.
         WebhookEvent.objects.filter(stripe_event_id=event["id"][:255])
+        .order_by()
         .values_list("pk", "status", "type", "account")
         .first()
     )
