@@ -41,7 +41,9 @@ def render_ingest(runs: list[dict[str, Any]]) -> str:
         out.append(row(f"`{phase}`", both(cells), statements))
     out.append("")
     out += ["### Absolute figures (medians of rounds; one cell per run)", ""]
-    out += [row("Phase", "package ev/s", "floor ev/s", "package p50 / p95 ms", "floor p50 / p95 ms")]
+    out += [
+        row("Phase", "package ev/s", "floor ev/s", "package p50 / p95 ms", "floor p50 / p95 ms")
+    ]
     out += [row(*["---"] * 5)]
     for phase in first["phases"]:
         p = [r["phases"][phase] for r in runs]
@@ -89,7 +91,10 @@ def render_api(runs: list[dict[str, Any]]) -> str:
         for size in sizes:
             entries = [r["scaling"]["sizes"][size]["endpoints"][label] for r in runs]
             timing = both(
-                [f"{e['p50_ms_excluding_stripe']} / {e['p95_ms_excluding_stripe']}" for e in entries]
+                [
+                    f"{e['p50_ms_excluding_stripe']} / {e['p95_ms_excluding_stripe']}"
+                    for e in entries
+                ]
             )
             queries = sorted({q for e in entries for q in (e["queries_min"], e["queries_max"])})
             cells.append(f"{timing}; {'-'.join(map(str, queries))} q")
