@@ -123,12 +123,9 @@ def _hold_in_one_statement(snapshot: PaymentIntentSnapshot) -> Any:
     already held, a manual-capture ``succeeded``) or the fast path does not
     apply: the caller then takes the locked read, which handles all of those.
     """
-    if snapshot.status == "succeeded":
-        manual_capture = False
-    elif snapshot.status == "requires_capture":
-        manual_capture = True
-    else:
+    if snapshot.status not in ("succeeded", "requires_capture"):
         return None
+    authorised = snapshot.status == "requires_capture"
     Payment = payment_model()
     if not conditional.usable(Payment, AbstractEscrowPayment, ["mark_held"]):
         return None
@@ -148,7 +145,8 @@ def _hold_in_one_statement(snapshot: PaymentIntentSnapshot) -> Any:
         "amount": snapshot.amount,
         "currency": snapshot.currency.lower(),
     }
-    if manual_capture:
+    where_in: dict[str, Any] = {"status": transitions.sources(Payment, "mark_held")}
+    if authorised:
         # _capture_deadline: Stripe's deadline, else the one already known,
         # else the conservative estimate.
         estimate = (snapshot.created or now) + MANUAL_CAPTURE_WINDOW
@@ -157,20 +155,22 @@ def _hold_in_one_statement(snapshot: PaymentIntentSnapshot) -> Any:
             if snapshot.capture_before is not None
             else conditional.Raw("COALESCE({column}, %s)", (estimate,))
         )
-    where_in: dict[str, Any] = {"status": transitions.sources(Payment, "mark_held")}
-    if not manual_capture:
+    else:
         # A manual-capture payment's "succeeded" is its capture: the locked path.
         where_in["strategy"] = [
             s for s in EscrowStrategy.values if s != EscrowStrategy.MANUAL_CAPTURE
         ]
-    payment = conditional.update_returning(
-        Payment, assignments=assignments, where=where, where_in=where_in
-    )
-    if payment is None:
-        return None
-    task_model = type(payment).task.field.related_model
-    if not move_task_status(task_model, payment.task_id, payment.pk, S.HELD):
-        sync_task_status(payment)
+    # The payment and its task commit together; inside the webhook
+    # pipeline's transaction this adds no savepoint (no round trip).
+    with transaction.atomic(savepoint=False):
+        payment = conditional.update_returning(
+            Payment, assignments=assignments, where=where, where_in=where_in
+        )
+        if payment is None:
+            return None
+        task_model = type(payment).task.field.related_model
+        if not move_task_status(task_model, payment.task_id, payment.pk, S.HELD):
+            sync_task_status(payment)
     _log(payment, "payment held")
     notify("payment_held", payment=payment)
     return payment
