@@ -19,13 +19,18 @@ def row(*cells: Any) -> str:
 
 
 def both(values: list[Any]) -> str:
-    return " / ".join(str(v) for v in values)
+    """One value per run, in run order."""
+    return " ; ".join(str(v) for v in values)
+
+
+def ms(value: float) -> str:
+    return f"{value:.1f}"
 
 
 def render_ingest(runs: list[dict[str, Any]]) -> str:
     out: list[str] = []
     first = runs[0]
-    out += ["### Package / floor (median of rounds, min-max in brackets; one cell per run)", ""]
+    out += ["### Package / floor (median of rounds, min-max in brackets; run 1 ; run 2)", ""]
     out += [row("Phase", "package / floor", "SQL statements (package / floor)")]
     out += [row("---", "---", "---")]
     for phase, figures in first["phases"].items():
@@ -40,7 +45,7 @@ def render_ingest(runs: list[dict[str, Any]]) -> str:
         )
         out.append(row(f"`{phase}`", both(cells), statements))
     out.append("")
-    out += ["### Absolute figures (medians of rounds; one cell per run)", ""]
+    out += ["### Absolute figures (medians of rounds; run 1 ; run 2)", ""]
     out += [
         row("Phase", "package ev/s", "floor ev/s", "package p50 / p95 ms", "floor p50 / p95 ms")
     ]
@@ -52,8 +57,13 @@ def render_ingest(runs: list[dict[str, Any]]) -> str:
                 f"`{phase}`",
                 both([x["package_events_per_second_median"] for x in p]),
                 both([x["floor_events_per_second_median"] for x in p]),
-                both([f"{x['package_p50_ms_median']} / {x['package_p95_ms_median']}" for x in p]),
-                both([f"{x['floor_p50_ms_median']} / {x['floor_p95_ms_median']}" for x in p]),
+                both(
+                    [
+                        f"{ms(x['package_p50_ms_median'])}/{ms(x['package_p95_ms_median'])}"
+                        for x in p
+                    ]
+                ),
+                both([f"{ms(x['floor_p50_ms_median'])}/{ms(x['floor_p95_ms_median'])}" for x in p]),
             )
         )
     out.append("")
@@ -81,7 +91,7 @@ def render_api(runs: list[dict[str, Any]]) -> str:
     sizes = list(runs[0]["scaling"]["sizes"])
     out += [
         "### API requests excluding Stripe, as the table grows "
-        "(p50 / p95 ms, SQL queries; one cell per run)",
+        "(p50/p95 ms per run, run 1 ; run 2, then SQL queries)",
         "",
     ]
     out += [row("Request", *[f"{int(s):,} rows" for s in sizes])]
@@ -92,12 +102,12 @@ def render_api(runs: list[dict[str, Any]]) -> str:
             entries = [r["scaling"]["sizes"][size]["endpoints"][label] for r in runs]
             timing = both(
                 [
-                    f"{e['p50_ms_excluding_stripe']} / {e['p95_ms_excluding_stripe']}"
+                    f"{ms(e['p50_ms_excluding_stripe'])}/{ms(e['p95_ms_excluding_stripe'])}"
                     for e in entries
                 ]
             )
             queries = sorted({q for e in entries for q in (e["queries_min"], e["queries_max"])})
-            cells.append(f"{timing}; {'-'.join(map(str, queries))} q")
+            cells.append(f"{timing}, {'-'.join(map(str, queries))} q")
         out.append(row(f"`{label}`", *cells))
     out.append("")
     out += ["### Stripe calls per use case", ""]
