@@ -1,6 +1,10 @@
-"""Render benchmarks/results/*.json as the Markdown tables of docs/performance.md.
+"""Render benchmark results as the Markdown tables of docs/performance.md.
 
-python benchmarks/report.py benchmarks/results/latest.json > /tmp/tables.md
+    python benchmarks/report.py ingest RUN1.json [RUN2.json ...]   # ratios, then absolutes
+    python benchmarks/report.py api RUN1.json [RUN2.json ...]      # API at each table size
+
+Given several runs, each cell shows the runs' values side by side
+("a / b"), so a reader (and the docs) see at once what the runs agree on.
 """
 
 from __future__ import annotations
@@ -14,163 +18,128 @@ def row(*cells: Any) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def calls(entry: dict[str, Any]) -> str:
-    return ", ".join(entry["gateway_calls"]).replace("-", "none")
+def both(values: list[Any]) -> str:
+    """One value per run, in run order."""
+    return " ; ".join(str(v) for v in values)
 
 
-def queries(entry: dict[str, Any]) -> str:
-    low, high = entry["queries_min"], entry["queries_max"]
-    return str(low) if low == high else f"{low}-{high}"
+def ms(value: float) -> str:
+    return f"{value:.1f}"
 
 
-def render(data: dict[str, Any]) -> str:
+def render_ingest(runs: list[dict[str, Any]]) -> str:
     out: list[str] = []
-    env = data["environment"]
-    out += ["### Machine and versions", ""]
-    out += [row("CPU", "cores", "RAM", "Python", "Django", "DRF", "PostgreSQL", "psycopg")]
-    out += [row(*["---"] * 8)]
-    out += [
-        row(
-            env["cpu"],
-            env["nproc"],
-            f"{env['ram_gb']} GB",
-            env["python"],
-            env["django"],
-            env["djangorestframework"],
-            env["postgresql"],
-            env["psycopg"],
-        ),
-        "",
-    ]
-
-    hooks = data["webhooks"]
-    new, dup, view = hooks["new_events"], hooks["duplicates"], hooks["http_view_new_events"]
-    out += ["### Webhook ingest", ""]
-    out += [row("Deliveries", "events", "events/s", "p50 ms", "p95 ms", "SQL queries")]
-    out += [row(*["---"] * 6)]
-    out += [
-        row(
-            "new, `receive()`",
-            new["events"],
-            new["events_per_second"],
-            new["p50_ms"],
-            new["p95_ms"],
-            "see below",
-        ),
-        row(
-            "new, HTTP view (test client)",
-            view["events"],
-            view["events_per_second"],
-            view["p50_ms"],
-            view["p95_ms"],
-            queries(view),
-        ),
-        row(
-            "duplicate, `receive()`",
-            dup["events"],
-            dup["events_per_second"],
-            dup["p50_ms"],
-            dup["p95_ms"],
-            queries(dup),
-        ),
-        "",
-    ]
-    out += [
-        row(
-            "New event (endpoint:type)",
-            "n",
-            "p50 ms",
-            "p95 ms",
-            "SQL queries",
-            "gateway calls",
-            "outcome",
+    first = runs[0]
+    out += ["### Package / floor (median of rounds, min-max in brackets; run 1 ; run 2)", ""]
+    out += [row("Phase", "package / floor", "SQL statements (package / floor)")]
+    out += [row("---", "---", "---")]
+    for phase, figures in first["phases"].items():
+        cells = [
+            f"{r['phases'][phase]['ratio_median']:.2f} "
+            f"({r['phases'][phase]['ratio_min']:.2f}-{r['phases'][phase]['ratio_max']:.2f})"
+            for r in runs
+        ]
+        statements = (
+            f"{','.join(map(str, figures['package_statements']))} / "
+            f"{','.join(map(str, figures['floor_statements']))}"
         )
-    ]
-    out += [row(*["---"] * 7)]
-    for label, entry in new["by_type"].items():
-        out.append(
-            row(
-                f"`{label}`",
-                entry["n"],
-                entry["p50_ms"],
-                entry["p95_ms"],
-                queries(entry),
-                calls(entry),
-                ", ".join(hooks["outcomes"][label]),
-            )
-        )
+        out.append(row(f"`{phase}`", both(cells), statements))
     out.append("")
-
-    mem = hooks.get("memory_new_events")
-    if mem:
-        out += ["### Memory per new webhook event (peak of Python allocations)", ""]
-        out += [row("New event (endpoint:type)", "n", "p50 KiB", "max KiB")]
-        out += [row(*["---"] * 4)]
-        everything = mem["all"]
-        out.append(row("all", everything["n"], everything["p50_kib"], everything["max_kib"]))
-        for label, entry in mem["by_type"].items():
-            out.append(row(f"`{label}`", entry["n"], entry["p50_kib"], entry["max_kib"]))
-        out.append("")
-
-    out += ["### API endpoints (a few payments in the table)", ""]
-    out += [row("Endpoint", "n", "p50 ms", "p95 ms", "SQL queries", "gateway calls")]
-    out += [row(*["---"] * 6)]
-    for label, entry in data["api"].items():
-        out.append(
-            row(
-                f"`{label}`",
-                entry["n"],
-                entry["p50_ms"],
-                entry["p95_ms"],
-                queries(entry),
-                calls(entry),
-            )
-        )
-    out.append("")
-
-    out += ["### Stripe calls per use case", ""]
-    out += [row("Use case", "Stripe calls", "which", "SQL queries", "p50 ms")]
+    out += ["### Absolute figures (medians of rounds; run 1 ; run 2)", ""]
+    out += [
+        row("Phase", "package ev/s", "floor ev/s", "package p50 / p95 ms", "floor p50 / p95 ms")
+    ]
     out += [row(*["---"] * 5)]
-    for label, entry in data["stripe_calls"].items():
+    for phase in first["phases"]:
+        p = [r["phases"][phase] for r in runs]
         out.append(
-            row(label, entry["gateway_calls_max"], calls(entry), queries(entry), entry["p50_ms"])
+            row(
+                f"`{phase}`",
+                both([x["package_events_per_second_median"] for x in p]),
+                both([x["floor_events_per_second_median"] for x in p]),
+                both(
+                    [
+                        f"{ms(x['package_p50_ms_median'])}/{ms(x['package_p95_ms_median'])}"
+                        for x in p
+                    ]
+                ),
+                both([f"{ms(x['floor_p50_ms_median'])}/{ms(x['floor_p95_ms_median'])}" for x in p]),
+            )
         )
     out.append("")
+    out += ["### Conditions", ""]
+    out += [row("Run", "when", "load before", "load after", "CPUs", "PostgreSQL settings")]
+    out += [row(*["---"] * 6)]
+    for number, r in enumerate(runs, 1):
+        pg = r["postgresql"]
+        out.append(
+            row(
+                number,
+                r["machine"]["when"],
+                r["load_average_before"],
+                r["load_average_after"],
+                r["machine"]["cpu_count"],
+                ", ".join(f"{k}={v}" for k, v in pg.items()),
+            )
+        )
+    out.append("")
+    return "\n".join(out)
 
-    scaling = data["scaling"]["sizes"]
-    sizes = list(scaling)
-    out += ["### Lists and dashboards as the table grows", ""]
-    out += [row("Endpoint", *[f"{int(s):,} rows: queries / p50 ms" for s in sizes])]
+
+def render_api(runs: list[dict[str, Any]]) -> str:
+    out: list[str] = []
+    sizes = list(runs[0]["scaling"]["sizes"])
+    out += [
+        "### API requests excluding Stripe, as the table grows "
+        "(p50/p95 ms per run, run 1 ; run 2, then SQL queries)",
+        "",
+    ]
+    out += [row("Request", *[f"{int(s):,} rows" for s in sizes])]
     out += [row(*["---"] * (len(sizes) + 1))]
-    for label in scaling[sizes[0]]["endpoints"]:
+    for label in runs[0]["scaling"]["sizes"][sizes[0]]["endpoints"]:
         cells = []
         for size in sizes:
-            entry = scaling[size]["endpoints"][label]
-            cells.append(f"{queries(entry)} / {entry['p50_ms']}")
+            entries = [r["scaling"]["sizes"][size]["endpoints"][label] for r in runs]
+            timing = both(
+                [
+                    f"{ms(e['p50_ms_excluding_stripe'])}/{ms(e['p95_ms_excluding_stripe'])}"
+                    for e in entries
+                ]
+            )
+            queries = sorted({q for e in entries for q in (e["queries_min"], e["queries_max"])})
+            cells.append(f"{timing}, {'-'.join(map(str, queries))} q")
         out.append(row(f"`{label}`", *cells))
     out.append("")
-    out.append(
-        "Heavy users' own rows: "
-        + "; ".join(
-            f"{int(s):,}: customer {scaling[s]['heavy_customer_payments']:,}, "
-            f"doer {scaling[s]['heavy_doer_payments']:,}"
-            for s in sizes
+    out += ["### Stripe calls per use case", ""]
+    out += [row("Use case", "Stripe calls", "which")]
+    out += [row(*["---"] * 3)]
+    for label, entry in runs[0]["stripe_calls"].items():
+        out.append(
+            row(label, entry["gateway_calls_max"], ", ".join(entry["gateway_calls"]) or "none")
         )
-        + "."
-    )
     out.append("")
-    if "memory_peak_kib" in scaling[sizes[0]]:
-        out += ["### Memory of lists and dashboards as the table grows (peak KiB)", ""]
-        out += [row("Endpoint", *[f"{int(s):,} rows" for s in sizes])]
-        out += [row(*["---"] * (len(sizes) + 1))]
-        for label in scaling[sizes[0]]["memory_peak_kib"]:
-            out.append(row(f"`{label}`", *[scaling[s]["memory_peak_kib"][label] for s in sizes]))
-        out.append("")
-    if "max_rss_mib" in env:
-        out += [f"Process maximum resident set over the whole run: {env['max_rss_mib']} MiB.", ""]
+    out += ["### Conditions", ""]
+    out += [row("Run", "when", "load start", "load end", "PostgreSQL settings")]
+    out += [row(*["---"] * 5)]
+    for number, r in enumerate(runs, 1):
+        env = r["environment"]
+        out.append(
+            row(
+                number,
+                env["when"],
+                env["load_average_at_start"],
+                env.get("load_average_at_end"),
+                ", ".join(f"{k}={v}" for k, v in env.get("postgresql_settings", {}).items()),
+            )
+        )
+    out.append("")
     return "\n".join(out)
 
 
 if __name__ == "__main__":
-    with open(sys.argv[1]) as fh:
-        sys.stdout.write(render(json.load(fh)))
+    kind, *paths = sys.argv[1:]
+    loaded = []
+    for path in paths:
+        with open(path) as fh:
+            loaded.append(json.load(fh))
+    sys.stdout.write((render_ingest if kind == "ingest" else render_api)(loaded))

@@ -45,6 +45,7 @@ from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import override_settings, setup_test_environment  # noqa: E402
+from django.utils.module_loading import import_string  # noqa: E402
 
 from django_escrow_connect import swappable  # noqa: E402
 from django_escrow_connect.conf import (  # noqa: E402
@@ -93,6 +94,46 @@ def counting() -> Iterator[QueryCounter]:
         yield counter
 
 
+class GatewayClock:
+    """Time spent inside the gateway (the simulated Stripe), to subtract it.
+
+    Each protocol method of the configured gateway class is wrapped once;
+    the figure "excluding Stripe" is the request's time minus this.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.depth = 0
+
+    def install(self, gateway_class: type) -> None:
+        from django_escrow_connect.gateway.instrumented import INSTRUMENTED_METHODS
+
+        for name in INSTRUMENTED_METHODS:
+            method = getattr(gateway_class, name, None)
+            if method is None or getattr(method, "_bench_clocked", False):
+                continue
+            setattr(gateway_class, name, self._clocked(method))
+
+    def _clocked(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        clock = self
+
+        def clocked(*args: Any, **kwargs: Any) -> Any:
+            clock.depth += 1
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                clock.depth -= 1
+                if clock.depth == 0:  # nested calls are counted once
+                    clock.seconds += time.perf_counter() - started
+
+        clocked._bench_clocked = True  # type: ignore[attr-defined]
+        return clocked
+
+
+gateway_clock = GatewayClock()
+
+
 def calls_since(mark: int) -> list[str]:
     return [name for name, _ in simulated_stripe.calls[mark:]]
 
@@ -117,17 +158,20 @@ class Sample:
 
     def __init__(self) -> None:
         self.latency: dict[str, list[float]] = defaultdict(list)
+        self.own: dict[str, list[float]] = defaultdict(list)
         self.queries: dict[str, list[int]] = defaultdict(list)
         self.calls: dict[str, list[tuple[str, ...]]] = defaultdict(list)
         self.sql: dict[str, list[str]] = {}
 
     def measure(self, label: str, operation: Callable[[], Any]) -> Any:
         mark = len(simulated_stripe.calls)
+        in_gateway = gateway_clock.seconds
         with counting() as counter:
             started = time.perf_counter()
             result = operation()
             elapsed = (time.perf_counter() - started) * 1000
         self.latency[label].append(elapsed)
+        self.own[label].append(elapsed - (gateway_clock.seconds - in_gateway) * 1000)
         self.queries[label].append(counter.count)
         self.calls[label].append(tuple(calls_since(mark)))
         self.sql.setdefault(label, counter.statements)
@@ -139,8 +183,11 @@ class Sample:
             queries = self.queries[label]
             calls = self.calls[label]
             distinct_calls = sorted({" + ".join(c) or "-" for c in calls})
+            own = summary(self.own[label])
             out[label] = {
                 **summary(self.latency[label]),
+                "p50_ms_excluding_stripe": own["p50_ms"],
+                "p95_ms_excluding_stripe": own["p95_ms"],
                 "queries_min": min(queries),
                 "queries_max": max(queries),
                 "gateway_calls": distinct_calls,
@@ -509,12 +556,26 @@ def bench_scaling(market: Marketplace, sizes: list[int], rounds: int) -> dict[st
     )
     results: dict[str, Any] = {}
     plans: dict[str, Any] = {}
+    sink = collector()
     for size in sizes:
         log(f"scaling: {size} payments ...")
         started = time.perf_counter()
         bulk_payments(market, light, size)
         log(f"scaling: bulk insert took {time.perf_counter() - started:.1f}s")
         sample = Sample()
+        with strategy(SEPARATE_CHARGES_AND_TRANSFERS):
+            for _ in range(rounds + 1):
+                task = market.task()
+                response = sample.measure("POST payments/create/", lambda t=task: market.create(t))
+                assert response.status_code == 201, response.content
+                sink.clear()
+        newest = Payment.objects.filter(payer=market.customer).order_by("-created_at").first()
+        for _ in range(rounds + 1):
+            response = sample.measure(
+                "GET payments/<id>/",
+                lambda p=newest.pk: market.get(market.customer, "payment-detail", payment_id=p),
+            )
+            assert response.status_code == 200
         for label, user, name, params in endpoints:
             market.get(user, name, **params)  # warm
             for _ in range(rounds):
@@ -582,9 +643,12 @@ def environment() -> dict[str, Any]:
             mem_kb = int(fh.readline().split()[1])
     except OSError:
         mem_kb = 0
+    postgresql = {}
     with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        server = cursor.fetchone()[0]
+        for name in ("server_version", "fsync", "synchronous_commit", "full_page_writes"):
+            cursor.execute(f"SHOW {name}")
+            postgresql[name] = cursor.fetchone()[0]
+    server = postgresql["server_version"]
     return {
         "cpu": cpu,
         "nproc": os.cpu_count(),
@@ -593,6 +657,7 @@ def environment() -> dict[str, Any]:
         "django": django.get_version(),
         "djangorestframework": rest_framework.VERSION,
         "postgresql": server,
+        "postgresql_settings": postgresql,
         "psycopg": psycopg.__version__,
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
@@ -608,13 +673,20 @@ def main() -> None:
     )
     parser.add_argument("--output", help="write the JSON here as well")
     parser.add_argument("--keepdb", action="store_true", help="keep the benchmark database")
+    parser.add_argument(
+        "--skip-webhooks",
+        action="store_true",
+        help="leave out the in-process webhook pass (benchmarks/ingest.py measures ingest)",
+    )
     args = parser.parse_args()
     if connection.vendor != "postgresql":
         sys.exit("benchmarks need PostgreSQL: set DATABASE_URL (bash scripts/bench.sh does)")
 
     setup_test_environment()
     old_name = connection.settings_dict["NAME"]
+    connection.settings_dict.setdefault("TEST", {})["NAME"] = "bench_api"
     connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=args.keepdb)
+    gateway_clock.install(import_string(SIMULATED_GATEWAY))
     simulated.reset()
     try:
         with override_settings(
@@ -622,13 +694,15 @@ def main() -> None:
         ):
             result: dict[str, Any] = {"environment": environment()}
             log(f"environment: {result['environment']}")
-            result["webhooks"] = bench_webhooks(args.events)
-            log(
-                "webhooks: new {events_per_second}/s p50 {p50_ms} ms; ".format(
-                    **result["webhooks"]["new_events"]
+            if not args.skip_webhooks:
+                result["webhooks"] = bench_webhooks(args.events)
+            if "webhooks" in result:
+                log(
+                    "webhooks: new {events_per_second}/s p50 {p50_ms} ms; ".format(
+                        **result["webhooks"]["new_events"]
+                    )
+                    + "duplicates {events_per_second}/s".format(**result["webhooks"]["duplicates"])
                 )
-                + "duplicates {events_per_second}/s".format(**result["webhooks"]["duplicates"])
-            )
             result["api"], result["stripe_calls"] = bench_api(args.rounds)
             simulated.reset()
             simulated.set_event_sink(simulated.EventCollector())

@@ -12,6 +12,8 @@
 # The cluster lives in $PROJECT/.pg/ (gitignored), listens on 127.0.0.1 only,
 # trusts every local connection (user "postgres", no password) and runs with
 # fsync off: it is for tests, never for data you want to keep.
+# ESCROW_PG_DURABLE=1 starts it with production durability instead (fsync,
+# synchronous_commit and full_page_writes on): the benchmark uses that.
 #
 # Port: ESCROW_PG_PORT (default 55432); if that port is taken, the next free
 # one is used. Only stdout carries the DATABASE_URL line; messages go to stderr.
@@ -196,12 +198,15 @@ do_start() {
     if ((IS_ROOT)); then chown "$PG_USER": "$BASE" "$BASE/sock" "$BASE/log"; fi
     # Clear a stale lock left by a killed postmaster (pg_ctl status said no).
     rm -f "$BASE/data/postmaster.pid"
-    local port attempt
+    local port attempt durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    if [[ "${ESCROW_PG_DURABLE:-0}" == 1 ]]; then
+        durability="-c fsync=on -c synchronous_commit=on -c full_page_writes=on"
+    fi
     for attempt in 1 2 3; do
         port="$(pick_port)"
         log "starting on 127.0.0.1:$port"
         if as_owner "$BINDIR/pg_ctl" -D "$BASE/data" -l "$BASE/log/postgres.log" -w -t 60 \
-            -o "-p $port -k $BASE/sock -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100" \
+            -o "-p $port -k $BASE/sock -c listen_addresses=127.0.0.1 $durability -c max_connections=100" \
             start >/dev/null; then
             printf '%s\n' "$port" >"$STATE/port"
             print_url "$port"

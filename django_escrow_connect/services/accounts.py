@@ -518,6 +518,17 @@ def _notify_changes(
             notify("capability_restricted", account=account, capability=name, status=status)
 
 
+def _column_values(account: Any) -> dict[str, Any]:
+    """The row's column values (containers copied: a change may mutate them)."""
+    values = {}
+    for field in account._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        value = getattr(account, field.attname)
+        values[field.attname] = value.copy() if isinstance(value, (list, dict)) else value
+    return values
+
+
 def _apply(account: Any, as_of: datetime, change: Any, *, fetched: bool = False) -> Any:
     """Run ``change(account)`` on a locked row unless ``as_of`` is stale; save; notify.
 
@@ -530,10 +541,13 @@ def _apply(account: Any, as_of: datetime, change: Any, *, fetched: bool = False)
     previous_status = account.status
     previous_due = _due(account)
     previous_capabilities = dict(account.capabilities)
+    columns = _column_values(account)
     change(account)
     account.synced_at = _stamp(as_of, fetched=fetched)
     _settle_status(account)
-    account.save()
+    # Only what changed: an account row is wide (requirements, capabilities).
+    changed = [name for name, value in _column_values(account).items() if columns[name] != value]
+    account.save(update_fields=[*changed, "updated_at"])
     _notify_changes(
         account,
         before=before,
@@ -566,7 +580,9 @@ def apply_account_snapshot(
     were not due before are now currently or past due) and
     ``capability_restricted`` (per capability that left ``active``).
     """
-    with transaction.atomic():
+    # No savepoint: the webhook pipeline's transaction is the unit (a failure
+    # rolls all of it back), and a savepoint costs two round trips.
+    with transaction.atomic(savepoint=False):
         account = _lock_by_stripe_id(snapshot.id)
         if account is None:
             return None

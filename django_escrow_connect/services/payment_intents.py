@@ -18,14 +18,21 @@ from django.db import transaction
 from django.utils import timezone
 from django_fsm import can_proceed
 
+from .. import transitions
+from ..base.models import AbstractEscrowPayment
 from ..gateway.types import PaymentIntentSnapshot
 from ..notifications import notify
-from ..states import UNRESOLVED_OPERATION_STATES, IncidentKind, MoneyOperationKind
+from ..states import (
+    UNRESOLVED_OPERATION_STATES,
+    EscrowStrategy,
+    IncidentKind,
+    MoneyOperationKind,
+)
 from ..states import PaymentStatus as S
-from . import errors, outcomes
+from . import conditional, errors, outcomes
 from .common import model, payment_model
 from .operations import is_other_installation
-from .task_status import sync_task_status
+from .task_status import move_task_status, sync_task_status
 
 logger = logging.getLogger("django_escrow_connect.sync")
 
@@ -67,6 +74,9 @@ def apply_payment_intent(snapshot: PaymentIntentSnapshot, *, event_id: str = "")
     currency that differs from the payment's is recorded as an incident and
     never moves money into escrow.
     """
+    payment = _hold_in_one_statement(snapshot)
+    if payment is not None:
+        return payment
     Payment = payment_model()
     with transaction.atomic():
         # The task comes with the payment (its status follows the payment's);
@@ -99,6 +109,71 @@ def apply_payment_intent(snapshot: PaymentIntentSnapshot, *, event_id: str = "")
         elif status == "canceled":
             _canceled(payment, snapshot, event_id)
         return payment
+
+
+def _hold_in_one_statement(snapshot: PaymentIntentSnapshot) -> Any:
+    """The common case of :func:`apply_payment_intent`, without reading the row first.
+
+    ``succeeded`` (automatic capture) and ``requires_capture`` move a payment
+    that ``mark_held`` may leave from, whose amount and currency match, to
+    ``held``: one conditional ``UPDATE ... RETURNING`` (see
+    :mod:`.conditional`) writing exactly the columns :func:`_authorised` /
+    :func:`_hold` would, then one ``UPDATE`` of the task's status. ``None``
+    when nothing matched (an unknown PaymentIntent, a mismatch, a payment
+    already held, a manual-capture ``succeeded``) or the fast path does not
+    apply: the caller then takes the locked read, which handles all of those.
+    """
+    if snapshot.status not in ("succeeded", "requires_capture"):
+        return None
+    authorised = snapshot.status == "requires_capture"
+    Payment = payment_model()
+    if not conditional.usable(Payment, AbstractEscrowPayment, ["mark_held"]):
+        return None
+    now = timezone.now()
+    # mark_held's body: held_at, and a failure of an earlier attempt forgotten.
+    assignments: dict[str, Any] = {
+        "status": S.HELD,
+        "held_at": now,
+        "failure_code": "",
+        "failure_message": "",
+        "updated_at": now,
+    }
+    if snapshot.latest_charge:
+        assignments["stripe_charge_id"] = snapshot.latest_charge
+    where: dict[str, Any] = {
+        "stripe_payment_intent_id": snapshot.id,
+        "amount": snapshot.amount,
+        "currency": snapshot.currency.lower(),
+    }
+    where_in: dict[str, Any] = {"status": transitions.sources(Payment, "mark_held")}
+    if authorised:
+        # _capture_deadline: Stripe's deadline, else the one already known,
+        # else the conservative estimate.
+        estimate = (snapshot.created or now) + MANUAL_CAPTURE_WINDOW
+        assignments["capture_before"] = (
+            snapshot.capture_before
+            if snapshot.capture_before is not None
+            else conditional.Raw("COALESCE({column}, %s)", (estimate,))
+        )
+    else:
+        # A manual-capture payment's "succeeded" is its capture: the locked path.
+        where_in["strategy"] = [
+            s for s in EscrowStrategy.values if s != EscrowStrategy.MANUAL_CAPTURE
+        ]
+    # The payment and its task commit together; inside the webhook
+    # pipeline's transaction this adds no savepoint (no round trip).
+    with transaction.atomic(savepoint=False):
+        payment = conditional.update_returning(
+            Payment, assignments=assignments, where=where, where_in=where_in
+        )
+        if payment is None:
+            return None
+        task_model = type(payment).task.field.related_model
+        if not move_task_status(task_model, payment.task_id, payment.pk, S.HELD):
+            sync_task_status(payment)
+    _log(payment, "payment held")
+    notify("payment_held", payment=payment)
+    return payment
 
 
 def _payment_being_created(snapshot: PaymentIntentSnapshot) -> Any:

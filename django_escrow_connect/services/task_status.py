@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.core.exceptions import FieldDoesNotExist
 from django_fsm import can_proceed
 
 from .. import transitions
+from ..base.models import EscrowTaskMixin
 from ..states import PaymentStatus as S
+from . import conditional
 
 logger = logging.getLogger("django_escrow_connect.services")
 
@@ -63,3 +66,43 @@ def sync_task_status(payment: Any) -> None:
         target,
         extra={"payment_id": str(payment.pk), "task_id": str(task.pk)},
     )
+
+
+def move_task_status(task_model: Any, task_id: Any, payment_id: Any, payment_status: str) -> bool:
+    """:func:`sync_task_status` in one ``UPDATE``, for a task known only by id.
+
+    The ``WHERE`` admits the source states of the transitions
+    :data:`TASK_TRANSITIONS_FOR` names (they all lead to the same state, so
+    their union is the order-free equivalent of trying them in turn). Returns
+    False, having done nothing, when the fast path does not apply to this
+    task model (:func:`.conditional.usable`): the caller loads the task and
+    calls :func:`sync_task_status`.
+    """
+    names = TASK_TRANSITIONS_FOR[payment_status]
+    try:
+        task_model._meta.get_field("payment_status")
+    except FieldDoesNotExist:
+        return True  # a task without an escrow payment status: nothing to move
+    if not conditional.usable(task_model, EscrowTaskMixin, names):
+        return False
+    target = task_state_for(task_model, payment_status)
+    if target is None:
+        return True
+    allowed = set().union(*(transitions.sources(task_model, name) for name in names))
+    moved = task_model.objects.filter(pk=task_id, payment_status__in=sorted(allowed)).update(
+        payment_status=target
+    )
+    if not moved:
+        # Rare (already there, or a state the transitions do not leave from):
+        # read it to log the second case as sync_task_status does.
+        current = (
+            task_model.objects.filter(pk=task_id).values_list("payment_status", flat=True).first()
+        )
+        if current is not None and current != target:
+            logger.info(
+                "task payment status not changed: no transition from %s to %s",
+                current,
+                target,
+                extra={"payment_id": str(payment_id), "task_id": str(task_id)},
+            )
+    return True

@@ -20,8 +20,10 @@ concurrent delivery's insert waits for this transaction, then fails as a
 duplicate). Everything else (queued events, retries of failed ones,
 deferred ones, replays) takes :func:`process_event`, which locks the row.
 
-Query budget (``tests/webhooks/test_pipeline.py``, ``docs/performance.md``):
-a new event costs 1 query here plus its handler's own; a duplicate 2.
+Query budget (``tests/webhooks/test_query_budget.py``, ``docs/performance.md``):
+the receiver reads whether the event is recorded (1 statement, no
+transaction: all a duplicate costs), then a new event costs 1 query here
+plus its handler's own.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ Order of work, and why:
    event on a live installation's Connect endpoint is answered 200 and not
    stored (``skipped``: Stripe sends those to live Connect endpoints).
 2. *Record* the event once, keyed by its unique Stripe id: a duplicate
-   delivery, concurrent or later, cannot create a second row.
+   delivery, concurrent or later, cannot create a second row. In sync mode a
+   read comes first: an event already stored is answered by it alone.
 3. *Process* it now (``WEBHOOK_PROCESSING="sync"``: the insert and the
    handler's writes commit together, see :func:`.pipeline.process_new`) or
    hand it to a task worker (``"task"``); see :mod:`.pipeline`.
@@ -25,7 +26,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal, overload
 
 from django.db import DataError
 
@@ -301,6 +302,14 @@ def receive(endpoint: str, payload: bytes, signature_header: str | None) -> Outc
 def _record_and_process(spec: EndpointSpec, event: dict[str, Any]) -> Outcome:
     if escrow_settings.WEBHOOK_PROCESSING == "task":
         return dispatch_recorded(record(spec.name, event))
+    # Already recorded? One indexed read, outside any transaction: a duplicate
+    # is answered by it alone (no transaction, no failing insert to roll
+    # back), and a redelivered failed event goes straight to its retry. A
+    # concurrent first delivery that slips past it still meets the unique
+    # insert below.
+    known = recorded_state(event, missing_ok=True)
+    if known is not None:
+        return dispatch_recorded(known)
     try:
         outcome = pipeline.process_new(new_event_row(spec.name, event))
     except pipeline.HandlerFailed as failed:
@@ -347,17 +356,36 @@ def record(endpoint: str, event: dict[str, Any]) -> pipeline.RecordedEvent:
     return recorded_state(event)
 
 
-def recorded_state(event: dict[str, Any]) -> pipeline.RecordedEvent:
-    """The stored row of a verified event (one query)."""
+@overload
+def recorded_state(
+    event: dict[str, Any], *, missing_ok: Literal[False] = False
+) -> pipeline.RecordedEvent: ...
+
+
+@overload
+def recorded_state(
+    event: dict[str, Any], *, missing_ok: Literal[True]
+) -> pipeline.RecordedEvent | None: ...
+
+
+def recorded_state(
+    event: dict[str, Any], *, missing_ok: bool = False
+) -> pipeline.RecordedEvent | None:
+    """The stored row of a verified event (one query); ``None`` if ``missing_ok`` and none."""
     WebhookEvent = swappable.load("WebhookEvent")
     obj = event["data"]["object"]
     row = (
+        # A unique key: no ordering to compile or sort by.
         WebhookEvent.objects.filter(stripe_event_id=event["id"][:255])
+        .order_by()
         .values_list("pk", "status", "type", "account")
         .first()
     )
-    if row is None:  # pragma: no cover - the insert above or an earlier one made it
-        raise RuntimeError(f"Webhook event {event['id']} was not recorded")
+    if row is None:
+        if missing_ok:
+            return None
+        # The insert above or an earlier one made it.
+        raise RuntimeError(f"Webhook event {event['id']} was not recorded")  # pragma: no cover
     pk, status, type_, account = row
     return pipeline.RecordedEvent(
         pk=pk,

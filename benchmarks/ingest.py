@@ -1,0 +1,458 @@
+"""Webhook ingest: the package against the floor, interleaved, on durable PostgreSQL.
+
+Run through ``bash scripts/bench.sh`` (a throwaway cluster with fsync,
+synchronous_commit and full_page_writes on) or, against a PostgreSQL server
+you may create databases on::
+
+    PYTHONPATH=. DJANGO_SETTINGS_MODULE=benchmarks.settings \\
+        .venv/bin/python benchmarks/ingest.py [--events 300] [--rounds 3]
+
+Every phase delivers the same signed payloads, through Django's test client
+(URL resolution, middleware, the view), to the package's webhook view and to
+the floor view (:mod:`benchmarks.floor`: verify + one ``INSERT ... ON
+CONFLICT DO NOTHING``). The two sides alternate in chunks of ``--chunk``
+events, the side that goes first alternating too (ABBA...), so drift in the
+machine's load falls on both. A phase's figure is the ratio of the mean
+request time, package / floor, per round; the report gives the median of the
+rounds and their spread (min-max), then the absolute figures.
+
+Phases, each with fresh rows per round:
+
+- ``payment_intent.succeeded`` (new): holds a payment awaiting payment;
+- ``charge.succeeded`` (new): the charge of a payment already held (the
+  common order: the charge id is already known, nothing to write);
+- ``account.updated`` (new): a connected account in onboarding becomes ready;
+- ``duplicate``: the ``payment_intent.succeeded`` events again;
+- ``payment_intent.succeeded (task mode)``: ``WEBHOOK_PROCESSING="task"``,
+  the request's share only (verify + record + enqueue; the dummy tasks
+  backend keeps the task and nothing runs it).
+
+The gateway is the simulated Stripe: the run fails if any of these events
+makes a Stripe call (each carries its full object).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test import Client  # noqa: E402
+from django.test.utils import override_settings, setup_test_environment  # noqa: E402
+from django.urls import reverse  # noqa: E402
+
+from benchmarks import floor  # noqa: E402
+from django_escrow_connect import simulation, swappable  # noqa: E402
+from django_escrow_connect.conf import SEPARATE_CHARGES_AND_TRANSFERS  # noqa: E402
+from django_escrow_connect.gateway.signing import sign_webhook_payload  # noqa: E402
+from django_escrow_connect.simulation import simulated_stripe  # noqa: E402
+from tests import factories  # noqa: E402
+from tests.payments.conftest import SIMULATED_GATEWAY  # noqa: E402
+from tests.webhooks import stripe_objects as so  # noqa: E402
+from tests.webhooks.conftest import SECRETS, url_for  # noqa: E402
+
+PI = "payment_intent.succeeded"
+CHARGE = "charge.succeeded"
+ACCOUNT = "account.updated"
+DUPLICATE = "duplicate"
+TASK_MODE = "payment_intent.succeeded (task mode)"
+PHASES = (PI, CHARGE, ACCOUNT, DUPLICATE, TASK_MODE)
+#: The package's outcome each phase must give (anything else fails the run).
+EXPECTED = {PI: "processed", CHARGE: "processed", ACCOUNT: "processed", DUPLICATE: "duplicate"}
+EXPECTED[TASK_MODE] = "queued"
+
+
+def log(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+# --- the payloads --------------------------------------------------------------
+
+
+class Delivery:
+    """One event: where it goes on the package's side, and its body."""
+
+    def __init__(self, endpoint: str, event: dict[str, Any]) -> None:
+        self.endpoint = endpoint
+        self.event_id = event["id"]
+        self.body = json.dumps(event).encode()
+
+
+def new_payments(count: int, customer: Any, doer: Any) -> list[Any]:
+    """``count`` payments awaiting payment (bulk-created, one task each)."""
+    Payment = swappable.load("EscrowPayment")
+    Task = swappable.load("Task")
+    tasks = Task.objects.bulk_create(
+        [Task(title=f"bench {i}", customer=customer) for i in range(count)]
+    )
+    rows = []
+    for task in tasks:
+        pid = uuid.uuid4()
+        rows.append(
+            Payment(
+                id=pid,
+                task=task,
+                payer=customer,
+                payee_user=doer,
+                destination_account_id="acct_bench",
+                currency="usd",
+                amount=10_000,
+                platform_fee=1_000,
+                strategy=SEPARATE_CHARGES_AND_TRANSFERS,
+                status="awaiting_payment",
+                stripe_payment_intent_id=f"pi_bench_{pid.hex}",
+                transfer_group=f"escrow_{pid.hex}",
+                intent_idempotency_key=f"bench:{pid}",
+            )
+        )
+    return list(Payment.objects.bulk_create(rows))
+
+
+def intent_event(payment: Any) -> dict[str, Any]:
+    return so.event(
+        PI,
+        so.payment_intent(
+            id=payment.stripe_payment_intent_id,
+            amount=payment.amount,
+            currency=payment.currency,
+            status="succeeded",
+            capture_method="automatic_async",
+            latest_charge=f"ch_bench_{payment.pk.hex}",
+            amount_received=payment.amount,
+            metadata={"escrow_payment_id": str(payment.pk), "task_id": str(payment.task_id)},
+            transfer_group=payment.transfer_group,
+        ),
+    )
+
+
+def charge_event(payment: Any) -> dict[str, Any]:
+    return so.event(
+        CHARGE,
+        so.charge(
+            id=f"ch_bench_{payment.pk.hex}",
+            payment_intent=payment.stripe_payment_intent_id,
+            amount=payment.amount,
+            currency=payment.currency,
+            transfer_group=payment.transfer_group,
+        ),
+    )
+
+
+def round_payloads(count: int, customer: Any, doer: Any) -> dict[str, list[Delivery]]:
+    """Fresh rows and the signed-later deliveries of one round's phases."""
+    payments = new_payments(count, customer, doer)
+    intents = [Delivery("platform", intent_event(p)) for p in payments]
+    accounts = [
+        factories.make_account(owner_user=factories.make_user("bench"), ready=False)
+        for _ in range(count)
+    ]
+    return {
+        PI: intents,
+        CHARGE: [Delivery("platform", charge_event(p)) for p in payments],
+        ACCOUNT: [
+            Delivery(
+                "connect",
+                so.event(ACCOUNT, so.account(a.stripe_account_id), account=a.stripe_account_id),
+            )
+            for a in accounts
+        ],
+        DUPLICATE: intents,
+        TASK_MODE: [
+            Delivery("platform", intent_event(p)) for p in new_payments(count, customer, doer)
+        ],
+    }
+
+
+# --- measuring -----------------------------------------------------------------
+
+
+class Side:
+    """Request times and SQL statements of one side (package or floor) in one phase."""
+
+    def __init__(self) -> None:
+        self.ms: list[float] = []
+        self.statements: list[int] = []
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.ms)
+
+        def pct(p: float) -> float:
+            return round(ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))], 3)
+
+        mean = statistics.fmean(ordered)
+        return {
+            "n": len(ordered),
+            "mean_ms": round(mean, 3),
+            "p50_ms": pct(0.5),
+            "p95_ms": pct(0.95),
+            "events_per_second": round(1000 / mean, 1),
+            "statements": sorted(set(self.statements)),
+        }
+
+
+def timed(side: Side, request: Callable[[], Any]) -> Any:
+    count = 0
+
+    def counter(execute: Callable[..., Any], sql: str, params: Any, many: bool, ctx: Any) -> Any:
+        nonlocal count
+        count += 1
+        return execute(sql, params, many, ctx)
+
+    with connection.execute_wrapper(counter):
+        started = time.perf_counter()
+        result = request()
+        elapsed = time.perf_counter() - started
+    side.ms.append(elapsed * 1000)
+    side.statements.append(count)
+    return result
+
+
+def run_phase(
+    client: Client, phase: str, deliveries: list[Delivery], chunk: int, first: int
+) -> tuple[Side, Side]:
+    """The package's and the floor's request times for ``deliveries``, interleaved."""
+    package, bare = Side(), Side()
+    floor_url = reverse("bench-floor")
+    urls = {endpoint: url_for(endpoint) for endpoint in SECRETS}
+
+    def to_package(d: Delivery) -> None:
+        signature = sign_webhook_payload(d.body, SECRETS[d.endpoint])
+        response = timed(
+            package,
+            lambda: client.post(
+                urls[d.endpoint],
+                data=d.body,
+                content_type="application/json",
+                HTTP_STRIPE_SIGNATURE=signature,
+            ),
+        )
+        status = response.json().get("status")
+        if response.status_code != 200 or status != EXPECTED[phase]:
+            raise AssertionError(f"{phase}: {d.event_id}: {response.status_code} {status}")
+
+    def to_floor(d: Delivery) -> None:
+        signature = sign_webhook_payload(d.body, floor.FLOOR_SECRET)
+        response = timed(
+            bare,
+            lambda: client.post(
+                floor_url,
+                data=d.body,
+                content_type="application/json",
+                HTTP_STRIPE_SIGNATURE=signature,
+            ),
+        )
+        if response.status_code != 200:
+            raise AssertionError(f"floor: {d.event_id}: {response.status_code}")
+
+    calls = len(simulated_stripe.calls)
+    for index, start in enumerate(range(0, len(deliveries), chunk)):
+        block = deliveries[start : start + chunk]
+        order = (to_package, to_floor) if (index + first) % 2 == 0 else (to_floor, to_package)
+        for deliver in order:
+            for d in block:
+                deliver(d)
+    made = simulated_stripe.calls[calls:]
+    if made:
+        raise AssertionError(f"{phase}: Stripe calls for events with full objects: {made[:5]}")
+    return package, bare
+
+
+def task_mode() -> Any:
+    return override_settings(
+        ESCROW_CONNECT={**settings.ESCROW_CONNECT, "WEBHOOK_PROCESSING": "task"}
+    )
+
+
+def clear_task_backend() -> None:
+    try:
+        from django.tasks import default_task_backend  # type: ignore[import-not-found]
+    except ImportError:
+        from django_tasks import default_task_backend
+    default_task_backend.clear()
+
+
+# --- the environment ------------------------------------------------------------
+
+PG_SETTINGS = (
+    "server_version",
+    "fsync",
+    "synchronous_commit",
+    "full_page_writes",
+    "wal_sync_method",
+    "shared_buffers",
+    "max_connections",
+)
+
+
+def pg_settings() -> dict[str, str]:
+    values = {}
+    with connection.cursor() as cursor:
+        for name in PG_SETTINGS:
+            cursor.execute(f"SHOW {name}")
+            values[name] = cursor.fetchone()[0]
+    return values
+
+
+def machine() -> dict[str, Any]:
+    import psycopg
+    import rest_framework
+    import stripe
+
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(
+                (line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")),
+                "",
+            )
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "djangorestframework": rest_framework.VERSION,
+        "stripe": stripe.VERSION,
+        "psycopg": psycopg.__version__,
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# --- the run ------------------------------------------------------------------------
+
+
+def aggregate(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per phase: the median ratio over rounds and its spread, and the absolute figures."""
+    out = {}
+    for phase in PHASES:
+        ratios = [r[phase]["ratio"] for r in rounds]
+        package = [r[phase]["package"] for r in rounds]
+        bare = [r[phase]["floor"] for r in rounds]
+        out[phase] = {
+            "ratio_median": round(statistics.median(ratios), 2),
+            "ratio_min": round(min(ratios), 2),
+            "ratio_max": round(max(ratios), 2),
+            "package_events_per_second_median": statistics.median(
+                p["events_per_second"] for p in package
+            ),
+            "floor_events_per_second_median": statistics.median(
+                f["events_per_second"] for f in bare
+            ),
+            "package_p50_ms_median": statistics.median(p["p50_ms"] for p in package),
+            "package_p95_ms_median": statistics.median(p["p95_ms"] for p in package),
+            "floor_p50_ms_median": statistics.median(f["p50_ms"] for f in bare),
+            "floor_p95_ms_median": statistics.median(f["p95_ms"] for f in bare),
+            "package_statements": sorted({s for p in package for s in p["statements"]}),
+            "floor_statements": sorted({s for f in bare for s in f["statements"]}),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=300, help="events per phase and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--chunk", type=int, default=25, help="events per alternation")
+    parser.add_argument("--output", help="write the JSON here as well")
+    args = parser.parse_args()
+    if connection.vendor != "postgresql":
+        sys.exit("benchmarks need PostgreSQL: set DATABASE_URL (bash scripts/bench.sh does)")
+
+    setup_test_environment()
+    result: dict[str, Any] = {
+        "benchmark": "webhook ingest, package vs floor",
+        "machine": machine(),
+        "load_average_before": loadavg(),
+        "events_per_phase": args.events,
+        "rounds": args.rounds,
+        "chunk": args.chunk,
+    }
+    log(f"ingest: load average before {result['load_average_before']}")
+    old_name = connection.settings_dict["NAME"]
+    # Its own database: a test run on the same server keeps test_<name>.
+    connection.settings_dict.setdefault("TEST", {})["NAME"] = "bench_ingest"
+    connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    simulation.reset()
+    try:
+        with override_settings(
+            ESCROW_CONNECT={**settings.ESCROW_CONNECT, "GATEWAY": SIMULATED_GATEWAY}
+        ):
+            result["postgresql"] = pg_settings()
+            log(f"ingest: PostgreSQL {result['postgresql']}")
+            floor.create_table()
+            customer = factories.make_user("bench-customer")
+            doer = factories.make_user("bench-doer")
+            client = Client(enforce_csrf_checks=True)
+            log("ingest: warm-up round (not recorded) ...")
+            warm = round_payloads(max(args.chunk, 20), customer, doer)
+            for phase in PHASES:
+                with task_mode() if phase == TASK_MODE else override_settings():
+                    run_phase(client, phase, warm[phase], args.chunk, 0)
+            clear_task_backend()
+            rounds = []
+            for number in range(args.rounds):
+                payloads = round_payloads(args.events, customer, doer)
+                with connection.cursor() as cursor:
+                    cursor.execute("CHECKPOINT")
+                outcome: dict[str, Any] = {}
+                for phase in PHASES:
+                    with task_mode() if phase == TASK_MODE else override_settings():
+                        package, bare = run_phase(
+                            client, phase, payloads[phase], args.chunk, number
+                        )
+                    clear_task_backend()
+                    p, f = package.summary(), bare.summary()
+                    outcome[phase] = {
+                        "package": p,
+                        "floor": f,
+                        "ratio": round(p["mean_ms"] / f["mean_ms"], 3),
+                    }
+                    log(
+                        f"ingest: round {number + 1} {phase}: package {p['events_per_second']}/s "
+                        f"({p['statements']} SQL), floor {f['events_per_second']}/s, "
+                        f"ratio {outcome[phase]['ratio']}"
+                    )
+                rounds.append(outcome)
+            result["rounds_detail"] = rounds
+            result["phases"] = aggregate(rounds)
+            result["load_average_after"] = loadavg()
+    finally:
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+    log(f"ingest: load average after {result['load_average_after']}")
+    for phase, figures in result["phases"].items():
+        log(
+            f"{phase:40} package/floor {figures['ratio_median']:.2f} "
+            f"({figures['ratio_min']:.2f}-{figures['ratio_max']:.2f}); "
+            f"package {figures['package_events_per_second_median']}/s, "
+            f"floor {figures['floor_events_per_second_median']}/s"
+        )
+    text = json.dumps(result, indent=1, default=str)
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(text + "\n")
+    sys.stdout.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
