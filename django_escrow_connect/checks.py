@@ -488,7 +488,7 @@ def check_task_backend(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         return []
     try:
         backend = process_webhook_event.get_backend()
-    except Exception as exc:  # noqa: BLE001 - any misconfigured TASKS is the host's to fix
+    except Exception as exc:  # any misconfigured TASKS is the host's to fix
         return [
             Warning(
                 f"The task backend for webhook processing cannot be loaded: {exc}",

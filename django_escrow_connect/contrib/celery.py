@@ -47,8 +47,11 @@ try:  # Django 6
     from django.tasks.backends.base import BaseTaskBackend
     from django.tasks.signals import task_enqueued
 except ImportError:  # Django 5.2: the backport
-    from django_tasks import TaskResult, TaskResultStatus  # type: ignore[no-redef, unused-ignore]
-    from django_tasks.backends.base import (  # type: ignore[no-redef, unused-ignore]
+    from django_tasks import (  # type: ignore[assignment, no-redef, unused-ignore]
+        TaskResult,
+        TaskResultStatus,
+    )
+    from django_tasks.backends.base import (  # type: ignore[assignment, no-redef, unused-ignore]
         BaseTaskBackend,
     )
     from django_tasks.signals import task_enqueued  # type: ignore[no-redef, unused-ignore]
@@ -65,7 +68,7 @@ DEFAULT_QUEUE = "default"
 RUN_DJANGO_TASK = "django_escrow_connect.run_django_task"
 
 
-@shared_task(
+@shared_task(  # type: ignore[untyped-decorator, unused-ignore]
     name=RUN_DJANGO_TASK,
     autoretry_for=(DatabaseError,),
     retry_backoff=True,
@@ -120,7 +123,7 @@ class CeleryBackend(BaseTaskBackend):
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
         self.validate_task(task)
         result_id = str(uuid.uuid4())
-        result = TaskResult(
+        result: Any = TaskResult(
             task=task,
             id=result_id,
             status=TaskResultStatus.READY,

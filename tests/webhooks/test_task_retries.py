@@ -10,18 +10,30 @@ import pytest
 from django.core.checks import run_checks
 from django.utils import timezone
 
+from django_escrow_connect.webhooks import registry
 from django_escrow_connect.webhooks.tasks import process_webhook_event, retry_delay
-from tests.webhooks.test_pipeline import (  # noqa: F401 - fixtures
+from tests.webhooks.test_pipeline import (
     BACKENDS,
+    SPY,
     Spy,
-    spy,
     spy_event,
     status_of,
-    task_processing,
     tasks_framework,
 )
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def spy(monkeypatch: Any) -> Spy:
+    handler = Spy()
+    monkeypatch.setitem(registry.HANDLERS, SPY, registry.Route(handler, registry.PLATFORM))
+    return handler
+
+
+@pytest.fixture
+def task_processing(settings: Any) -> None:
+    settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "WEBHOOK_PROCESSING": "task"}
 
 
 @pytest.fixture
@@ -51,8 +63,10 @@ def test_a_failed_event_is_retried_with_backoff_then_left_failed(
     assert process_webhook_event.call(*first.args) == "failed"
     [_, retry] = deferring_backend.results
     assert retry.args == [evt["id"], 1]
-    assert before + timedelta(seconds=10) <= retry.task.run_after <= timezone.now() + timedelta(
-        seconds=10
+    assert (
+        before + timedelta(seconds=10)
+        <= retry.task.run_after
+        <= timezone.now() + timedelta(seconds=10)
     )
 
     assert process_webhook_event.call(*retry.args) == "failed"

@@ -115,7 +115,7 @@ class WorkerPool:
 
 @pytest.fixture
 def worker_pool(tmp_path: Path, settings: Any) -> Iterator[Callable[[str, int], WorkerPool]]:
-    """``worker_pool(engine, n)``: this test process enqueues on ``engine``; the pool is not started."""
+    """``worker_pool(engine, n)``: this process enqueues on ``engine``; start the pool yourself."""
     pools: list[WorkerPool] = []
 
     def make(engine: str, size: int) -> WorkerPool:

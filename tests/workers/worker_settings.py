@@ -20,10 +20,14 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {
         # Only the pipeline's settled lines (they carry webhook_status).
-        "settled": {"()": "django.utils.log.CallbackFilter",
-                    "callback": lambda record: hasattr(record, "webhook_status")},
+        "settled": {
+            "()": "django.utils.log.CallbackFilter",
+            "callback": lambda record: hasattr(record, "webhook_status"),
+        },
     },
-    "formatters": {"settled": {"format": "SETTLED %(created).6f %(stripe_event_id)s %(webhook_status)s"}},
+    "formatters": {
+        "settled": {"format": "SETTLED %(created).6f %(stripe_event_id)s %(webhook_status)s"}
+    },
     "handlers": {
         "null": {"class": "logging.NullHandler"},
         "settled": {
@@ -42,5 +46,6 @@ LOGGING = {
 # Workers keep their connection: with CONN_MAX_AGE = 0 each task would open
 # a new one (both engines call close_old_connections around every task),
 # which costs more than processing the event (docs/scale.md).
-DATABASES = {"default": {**_base.DATABASES["default"], "CONN_MAX_AGE": 600,
-                         "CONN_HEALTH_CHECKS": True}}
+DATABASES = {
+    "default": {**_base.DATABASES["default"], "CONN_MAX_AGE": 600, "CONN_HEALTH_CHECKS": True}
+}

@@ -10,16 +10,23 @@ from django.utils import timezone
 
 pytest.importorskip("celery")
 
-from django_escrow_connect.contrib.celery import (  # noqa: E402
+from django_escrow_connect.contrib.celery import (
     RUN_DJANGO_TASK,
     CeleryBackend,
     run_django_task,
 )
-from django_escrow_connect.webhooks.tasks import process_webhook_event  # noqa: E402
-from tests.webhooks.conftest import deliver  # noqa: E402, F401 - a fixture
-from tests.webhooks.test_pipeline import Spy, spy, spy_event, status_of  # noqa: E402, F401
+from django_escrow_connect.webhooks import registry
+from django_escrow_connect.webhooks.tasks import process_webhook_event
+from tests.webhooks.test_pipeline import SPY, Spy, spy_event, status_of
 
 BACKEND = "django_escrow_connect.contrib.celery.CeleryBackend"
+
+
+@pytest.fixture
+def spy(monkeypatch: Any) -> Spy:
+    handler = Spy()
+    monkeypatch.setitem(registry.HANDLERS, SPY, registry.Route(handler, registry.PLATFORM))
+    return handler
 
 
 class FakeCelery:
