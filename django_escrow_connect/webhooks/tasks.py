@@ -64,9 +64,10 @@ def process_webhook_event(stripe_event_id: str, retry_of_attempt: int = 0) -> st
         statuses: tuple[str, ...] = (E.FAILED,)
     elif row["status"] == E.RECEIVED:
         statuses = (E.RECEIVED,)
-    elif row["status"] == E.FAILED and row["attempts"] >= _max_attempts():
-        # Delivered again after the worker gave up (a resend from the Stripe
-        # dashboard, escrow_fetch_missed_events): one more try.
+    elif row["status"] == E.FAILED and not _retries_under_way(row["attempts"]):
+        # Delivered again after the worker gave up, or on a backend that
+        # cannot retry (a resend from the Stripe dashboard,
+        # escrow_fetch_missed_events): one more try.
         statuses = (E.FAILED,)
     else:
         return None
@@ -80,6 +81,15 @@ def process_webhook_event(stripe_event_id: str, retry_of_attempt: int = 0) -> st
 
 def _max_attempts() -> int:
     return int(escrow_settings.WEBHOOK_TASK_MAX_ATTEMPTS)
+
+
+def _can_defer() -> bool:
+    return bool(getattr(process_webhook_event.get_backend(), "supports_defer", False))
+
+
+def _retries_under_way(attempts: int) -> bool:
+    """Whether a failed event with ``attempts`` tries has a retry scheduled."""
+    return attempts < _max_attempts() and _can_defer()
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -108,7 +118,7 @@ def _schedule_retry(pk: object) -> None:
             extra=extra,
         )
         return
-    if not getattr(process_webhook_event.get_backend(), "supports_defer", False):
+    if not _can_defer():
         # System check W095 says so at startup; the event waits for a replay.
         return
     delay = retry_delay(event.attempts)

@@ -147,3 +147,19 @@ def test_check_is_quiet_with_a_deferring_backend(settings: Any, deferring_backen
 def test_retry_settings_are_checked(settings: Any, key: str, value: Any, check: str) -> None:
     settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, key: value}
     assert check in _ids()
+
+
+def test_without_a_deferring_backend_a_new_delivery_retries_at_once(
+    deliver: Any, spy: Spy, settings: Any, task_processing: None
+) -> None:
+    # The immediate backend runs the task in the request and cannot defer:
+    # no retry is scheduled, so Stripe's (or an operator's) next delivery
+    # processes the failed event again, as in sync mode.
+    settings.TASKS = {"default": {"BACKEND": f"{BACKENDS}.immediate.ImmediateBackend"}}
+    spy.raise_ = [RuntimeError("boom")]
+    evt = spy_event()
+    deliver.platform(evt)
+    assert status_of(evt).status == "failed"
+    deliver.platform(evt)
+    assert status_of(evt).status == "processed"
+    assert spy.calls == [evt["id"], evt["id"]]
