@@ -10,6 +10,7 @@ from django.utils import timezone
 
 pytest.importorskip("celery")
 
+from django_escrow_connect.contrib import celery as celery_adapter
 from django_escrow_connect.contrib.celery import (
     RUN_DJANGO_TASK,
     CeleryBackend,
@@ -78,7 +79,12 @@ def test_other_queue_names_are_celery_queues(settings: Any) -> None:
 
 
 @pytest.mark.django_db
-def test_the_worker_side_runs_the_django_task(deliver: Any, spy: Spy, settings: Any) -> None:
+def test_the_worker_side_runs_the_django_task(
+    deliver: Any, spy: Spy, settings: Any, monkeypatch: Any
+) -> None:
+    # A real worker drops stale connections around each task; here the task
+    # runs inside the test's transaction, which that would close.
+    monkeypatch.setattr(celery_adapter, "close_old_connections", lambda: None)
     settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "WEBHOOK_PROCESSING": "task"}
     settings.TASKS = {"default": {"BACKEND": BACKEND}}
     backend = process_webhook_event.get_backend()
