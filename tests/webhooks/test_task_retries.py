@@ -163,3 +163,10 @@ def test_without_a_deferring_backend_a_new_delivery_retries_at_once(
     deliver.platform(evt)
     assert status_of(evt).status == "processed"
     assert spy.calls == [evt["id"], evt["id"]]
+
+
+def test_check_warns_when_the_task_backend_cannot_be_loaded(
+    settings: Any, task_processing: None
+) -> None:
+    settings.TASKS = {"default": {"BACKEND": "nowhere.NoBackend"}}
+    assert "escrow_connect.W096" in _ids()
