@@ -366,6 +366,23 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="escrow_connect.E024",
             )
         )
+    attempts = raw("WEBHOOK_TASK_MAX_ATTEMPTS")
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+        errors.append(
+            Error(
+                f"{_key('WEBHOOK_TASK_MAX_ATTEMPTS')} must be an int of at least 1 "
+                "(1: no retry by the task worker).",
+                id="escrow_connect.E095",
+            )
+        )
+    delay = raw("WEBHOOK_TASK_RETRY_DELAY")
+    if not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay < 0:
+        errors.append(
+            Error(
+                f"{_key('WEBHOOK_TASK_RETRY_DELAY')} must be a number of seconds, 0 or more.",
+                id="escrow_connect.E096",
+            )
+        )
     if raw("ESCROW_STRATEGY") not in ESCROW_STRATEGIES:
         errors.append(
             Error(
@@ -617,6 +634,43 @@ def _check_component_features(component: str, chosen: dict[str, bool]) -> list[A
             )
         )
     return errors
+
+
+@register()
+def check_task_backend(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Task mode retries a failed event later: the task backend must be able to defer."""
+    raw = escrow_settings.raw
+    attempts = raw("WEBHOOK_TASK_MAX_ATTEMPTS")
+    if raw("WEBHOOK_PROCESSING") != "task" or not isinstance(attempts, int) or attempts < 2:
+        return []
+    try:
+        from .webhooks.tasks import process_webhook_event
+    except ImportError:  # no tasks framework: dispatch raises ImproperlyConfigured
+        return []
+    try:
+        backend = process_webhook_event.get_backend()
+    except Exception as exc:  # any misconfigured TASKS is the host's to fix
+        return [
+            Warning(
+                f"The task backend for webhook processing cannot be loaded: {exc}",
+                hint="Check the TASKS setting.",
+                id="escrow_connect.W096",
+            )
+        ]
+    if getattr(backend, "supports_defer", False):
+        return []
+    return [
+        Warning(
+            f"{_key('WEBHOOK_TASK_MAX_ATTEMPTS')} is {attempts}, but the task backend "
+            f"{type(backend).__name__} cannot defer a task: a failed event is not retried "
+            "by the worker and stays failed until escrow_replay_events (Stripe does not "
+            "redeliver it: the request already answered 200).",
+            hint="Use a backend that supports run_after (django-tasks-db, "
+            "django_escrow_connect.contrib.celery.CeleryBackend), or set "
+            f"{_key('WEBHOOK_TASK_MAX_ATTEMPTS')} to 1 to silence this.",
+            id="escrow_connect.W095",
+        )
+    ]
 
 
 def _check_email_mailer(alias: Any) -> list[Any]:

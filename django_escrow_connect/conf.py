@@ -76,6 +76,12 @@ DEFAULTS: dict[str, Any] = {
     # "sync" processes an event in the request; "task" enqueues it through
     # Django's tasks framework (django.tasks / the django-tasks backport).
     "WEBHOOK_PROCESSING": "sync",
+    # Task mode: how many times a worker processes a failing event (the first
+    # try included) before leaving it ``failed`` for escrow_replay_events, and
+    # the first retry's delay in seconds (it doubles on each retry). Needs a
+    # task backend that can defer (django-tasks-db, the Celery adapter).
+    "WEBHOOK_TASK_MAX_ATTEMPTS": 5,
+    "WEBHOOK_TASK_RETRY_DELAY": 30,
     "WEBHOOK_PAYLOAD_RETENTION_DAYS": 90,
     # The API version your webhook endpoints are set to in the Stripe
     # dashboard, when it is not STRIPE_API_VERSION (empty: it is). A system

@@ -9,10 +9,13 @@
 # It creates .venv with python3 when missing and installs the package there in
 # editable mode with the test, lint, types and docs extras (again whenever
 # pyproject.toml changes). PostgreSQL is a throwaway cluster from
-# scripts/pg.sh, stopped on exit unless it was already running.
+# scripts/pg.sh, stopped on exit unless it was already running; Redis (the
+# Celery broker of the real-worker tests, tests/workers) likewise comes from
+# scripts/redis.sh, which installs Debian's redis-server when it is missing.
 #
 # Environment: PYTHON (interpreter for a new venv, default python3),
-# ESCROW_VENV (default .venv), ESCROW_PG_PORT (see scripts/pg.sh).
+# ESCROW_VENV (default .venv), ESCROW_PG_PORT (see scripts/pg.sh),
+# ESCROW_REDIS_PORT (see scripts/redis.sh).
 set -euo pipefail
 
 PROJECT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,6 +45,7 @@ PY="$VENV/bin/python"
 RESULTS="$(mktemp -d "${TMPDIR:-/tmp}/escrow-test.XXXXXX")"
 SUMMARY=()
 PG_STARTED=0
+REDIS_STARTED=0
 CURRENT=""
 
 export PYTHONPATH="$PROJECT${PYTHONPATH:+:$PYTHONPATH}"
@@ -55,6 +59,9 @@ finish() {
     set +e
     if ((PG_STARTED)); then
         bash scripts/pg.sh stop >/dev/null 2>&1 || echo "warning: could not stop PostgreSQL" >&2
+    fi
+    if ((REDIS_STARTED)); then
+        bash scripts/redis.sh stop >/dev/null 2>&1 || echo "warning: could not stop Redis" >&2
     fi
     if [[ -n "$CURRENT" ]]; then
         SUMMARY+=("FAIL  $CURRENT")
@@ -135,6 +142,8 @@ setup_venv() {
         return 0
     fi
     rm -f "$stamp"
+    # The test extra includes the real task engines (django-tasks-db, Celery,
+    # the Redis client) that tests/workers drives in the PostgreSQL stage.
     "$PY" -m pip install -q -e ".[test,lint,types,docs]" || return 1
     printf '%s\n' "$want" >"$stamp"
 }
@@ -170,6 +179,28 @@ start_pg() {
     echo "DATABASE_URL=$DATABASE_URL"
 }
 
+# Redis for the Celery worker tests (tests/workers). scripts/redis.sh installs
+# Debian's redis-server as root when it is missing; only when that is
+# impossible (exit 3) do those tests skip, saying so. Any other failure fails.
+start_redis() {
+    if bash scripts/redis.sh status >/dev/null 2>&1; then
+        echo "reusing the Redis server that is already running (it is left running)"
+    else
+        REDIS_STARTED=1
+    fi
+    local line rc=0
+    line="$(bash scripts/redis.sh start)" || rc=$?
+    if ((rc == 3)); then
+        REDIS_STARTED=0
+        echo "Redis could not be installed: the Celery worker tests will SKIP"
+        return 0
+    fi
+    ((rc == 0)) || return "$rc"
+    REDIS_URL="${line#REDIS_URL=}"
+    export REDIS_URL
+    echo "REDIS_URL=$REDIS_URL"
+}
+
 # GNU gettext lets tests/foundation/test_translations.py check that makemessages
 # is clean and the committed .mo files are current. Without it those two checks
 # skip, so installing it is best effort (Debian's package, as root) and never
@@ -203,6 +234,7 @@ fi
 step "pytest sqlite tests.settings" run_pytest sqlite-settings tests.settings
 if ((!QUICK)); then
     step "start postgresql (scripts/pg.sh)" start_pg
+    step "start redis (scripts/redis.sh)" start_redis
     step "pytest postgresql tests.settings" run_pytest postgres-settings tests.settings
     step "pytest postgresql tests.settings_swapped" \
         run_pytest postgres-settings_swapped tests.settings_swapped

@@ -1,6 +1,7 @@
 """Test settings: a host project with ordinary models (integer keys, Django's
 own user, an organization model) and the library's default models."""
 
+import importlib.util
 import os
 
 import django
@@ -22,6 +23,11 @@ INSTALLED_APPS = [
     "django_escrow_connect",
     "tests.testapp",
 ]
+
+if importlib.util.find_spec("django_tasks_db"):
+    # The database task backend's tables, for the real-worker tests
+    # (tests/workers); nothing else uses it.
+    INSTALLED_APPS.append("django_tasks_db")
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

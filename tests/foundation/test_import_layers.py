@@ -38,6 +38,9 @@ LAYERS |= {"urls": 5, "templatetags": 5, "testing": 5, "pytest_plugin": 5, "fact
 #: The app config and its system checks inspect every layer (the configured
 #: gateway is checked against the gateway protocol), like a surface.
 LAYERS |= {"apps": 5, "checks": 5}
+#: The periodic jobs as tasks compose services and webhooks, like the commands;
+#: contrib adapts third-party engines and may be used by any surface.
+LAYERS |= {"tasks": 5, "contrib": 5}
 
 
 def layer(module: str) -> int:

@@ -46,6 +46,8 @@ PUBLIC_MODULES: dict[str, str] = {
     P + ".services.audit": "Audit the books against Stripe.",
     P + ".services.audit_tasks": "The audit as a Django task.",
     P + ".webhooks.tasks": "Webhook processing as Django tasks.",
+    P + ".tasks": "The periodic jobs as Django tasks (reconcile, audit, purge...).",
+    P + ".contrib.celery": "A `django.tasks` backend that runs tasks on Celery.",
     P + ".notifications.backends": "Notification backends to subclass or configure.",
     P + ".gateway": "The gateway protocol and the configured gateway.",
     P + ".gateway.types": "What gateways return (snapshots) and accept.",

@@ -1,0 +1,127 @@
+"""The periodic jobs as Django tasks, for a scheduler to enqueue.
+
+Each task calls the same service as its management command, so a cron line
+running the command and a Celery beat entry enqueueing the task do the same
+work (``docs/scale.md`` has both schedules). Each returns a JSON-ready
+summary; when some of the work failed (a payment Stripe refused to
+release, a source whose events could not be listed) it raises
+:class:`PeriodicJobFailed` *after* the rest was done and committed, so the
+task engine records the run as failed and monitoring sees it.
+
+``django.tasks`` on Django 6, the ``django-tasks`` backport before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+try:  # Django 6
+    from django.tasks import task
+except ImportError:  # Django 5.2: the backport
+    from django_tasks import task  # type: ignore[no-redef, unused-ignore]
+
+from . import swappable
+from .dates import parse_since
+from .services.audit_tasks import audit_books_task
+from .services.changes import Change
+from .services.reconcile import DEFAULT_OLDER_THAN_MINUTES, reconcile
+from .services.schedules import auto_release, capture_expiry
+from .states import AccountStatus
+from .webhooks.operations import fetch_missed_events, purge_payloads, retry_deferred_events
+
+__all__ = [
+    "PeriodicJobFailed",
+    "audit_books_task",
+    "auto_release_task",
+    "capture_expiry_task",
+    "fetch_missed_events_task",
+    "purge_event_payloads_task",
+    "reconcile_task",
+]
+
+
+class PeriodicJobFailed(Exception):
+    """Part of a periodic job failed; ``summary`` is what the task would have returned."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+def _summary(changes: Sequence[Change]) -> dict[str, Any]:
+    return {
+        "changes": [str(change) for change in changes if not change.error],
+        "errors": [str(change) for change in changes if change.error],
+    }
+
+
+def _finish(job: str, summary: dict[str, Any]) -> dict[str, Any]:
+    if summary["errors"]:
+        raise PeriodicJobFailed(
+            f"{job}: {len(summary['errors'])} failed: " + "; ".join(summary["errors"]), summary
+        )
+    return summary
+
+
+@task()
+def reconcile_task(older_than_minutes: int = DEFAULT_OLDER_THAN_MINUTES) -> dict[str, Any]:
+    """``escrow_reconcile``: finish interrupted operations, then retry deferred events."""
+    changes = reconcile(older_than=timedelta(minutes=older_than_minutes))
+    changes += retry_deferred_events()
+    return _finish("reconcile", _summary(changes))
+
+
+@task()
+def capture_expiry_task(action: str | None = None) -> dict[str, Any]:
+    """``escrow_capture_expiry``: holds close to ``capture_before`` (``CAPTURE_EXPIRY_ACTION``)."""
+    return _finish("capture expiry", _summary(capture_expiry(action=action)))
+
+
+@task()
+def auto_release_task() -> dict[str, Any]:
+    """``escrow_auto_release``: release payments held past ``AUTO_RELEASE_AFTER_DAYS``.
+
+    ``{"enabled": False}`` when the setting is None (automatic release is off).
+    """
+    changes = auto_release()
+    if changes is None:
+        return {"enabled": False, "changes": [], "errors": []}
+    return _finish("auto release", {"enabled": True, **_summary(changes)})
+
+
+@task()
+def fetch_missed_events_task(since: str = "1d", all_accounts: bool = True) -> dict[str, Any]:
+    """``escrow_fetch_missed_events --since 1d [--all-accounts]``: record events that never arrived.
+
+    ``all_accounts``: also each connected account's events (one Events API
+    listing per account: keep the schedule sparse on a large platform).
+    """
+    accounts: list[str] = []
+    if all_accounts:
+        accounts = list(
+            swappable.load("ConnectedAccount")
+            .objects.exclude(stripe_account_id="")
+            .exclude(status=AccountStatus.DEAUTHORIZED)
+            .values_list("stripe_account_id", flat=True)
+        )
+    results = fetch_missed_events(parse_since(since), accounts=accounts)
+    summary: dict[str, Any] = {
+        "sources": {
+            result.source: {"seen": result.seen, "outcomes": dict(result.outcomes)}
+            for result in results
+            if not result.error
+        },
+        "errors": [f"{result.source}: {result.error}" for result in results if result.error],
+    }
+    failed = sum(result.outcomes.get("failed", 0) for result in results)
+    if failed:
+        summary["errors"].append(f"{failed} events failed processing")
+    return _finish("fetch missed events", summary)
+
+
+@task()
+def purge_event_payloads_task(days: int | None = None) -> dict[str, Any]:
+    """``escrow_purge_event_payloads``: null settled events' payloads past the retention."""
+    return {"purged": purge_payloads(days), "errors": []}
