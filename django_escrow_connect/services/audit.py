@@ -83,6 +83,7 @@ _CAPTURED_STATES = frozenset(
     {
         S.HELD,
         S.RELEASING,
+        S.PARTIALLY_RELEASED,
         S.RELEASED,
         S.PARTIALLY_REFUNDED,
         S.REFUNDED,

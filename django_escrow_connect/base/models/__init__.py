@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from ._common import TimestampedModel
 from .accounts import AbstractConnectedAccount
+from .milestones import AbstractEscrowMilestone, AbstractEscrowPayee, AbstractEscrowRelease
 from .incidents import AbstractIncident, AbstractPaymentIncident, AbstractTransferIncident
 from .operations import AbstractMoneyOperation
 from .payments import AbstractEscrowPayment
@@ -30,7 +31,10 @@ from .webhooks import AbstractWebhookEvent
 __all__ = [
     "AbstractConnectedAccount",
     "AbstractDispute",
+    "AbstractEscrowMilestone",
+    "AbstractEscrowPayee",
     "AbstractEscrowPayment",
+    "AbstractEscrowRelease",
     "AbstractIncident",
     "AbstractMoneyOperation",
     "AbstractOrganizationPlaceholder",
