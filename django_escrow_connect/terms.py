@@ -22,9 +22,9 @@ __all__ = [
     "EscrowTerms",
     "MilestoneTerms",
     "PayeeShare",
-    "split_amount",
     "TermsUnavailable",
     "get_terms",
+    "split_amount",
     "terms_from_task",
 ]
 
@@ -170,9 +170,13 @@ class EscrowTerms:
             raise ValueError("EscrowTerms.payees basis_points must sum to 10000 (100 %)")
         seen = set()
         for payee in self.payees:
-            key = ("user", payee.user.pk) if payee.user is not None else (
-                "organization",
-                payee.organization.pk,
+            key = (
+                ("user", payee.user.pk)
+                if payee.user is not None
+                else (
+                    "organization",
+                    payee.organization.pk,
+                )
             )
             if key in seen:
                 raise ValueError("EscrowTerms.payees lists a payee twice")

@@ -218,5 +218,10 @@ class Migration(migrations.Migration):
             model_name='escrowrelease',
             constraint=models.UniqueConstraint(condition=models.Q(('milestone__isnull', False)), fields=('milestone',), name='escrow_release_one_per_milestone'),
         ),
+        migrations.AddField(
+            model_name='escrowpayment',
+            name='released_in_parts',
+            field=models.BooleanField(default=False, help_text='Milestones, several payees or a partial release: released by releases, one transfer per payee each.', verbose_name='released in parts'),
+        ),
         migrations.RunPython(released_amounts, migrations.RunPython.noop),
     ]

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from ._common import TimestampedModel
 from .accounts import AbstractConnectedAccount
-from .milestones import AbstractEscrowMilestone, AbstractEscrowPayee, AbstractEscrowRelease
 from .incidents import AbstractIncident, AbstractPaymentIncident, AbstractTransferIncident
+from .milestones import AbstractEscrowMilestone, AbstractEscrowPayee, AbstractEscrowRelease
 from .operations import AbstractMoneyOperation
 from .payments import AbstractEscrowPayment
 from .refunds import AbstractDispute, AbstractRefund

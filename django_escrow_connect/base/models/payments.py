@@ -113,6 +113,14 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         ),
     )
 
+    released_in_parts = models.BooleanField(
+        _("released in parts"),
+        default=False,
+        help_text=_(
+            "Milestones, several payees or a partial release: released by releases, "
+            "one transfer per payee each."
+        ),
+    )
     strategy = models.CharField(_("escrow strategy"), max_length=40, choices=EscrowStrategy.choices)
     status = FSMField(
         _("status"),
@@ -356,6 +364,7 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         ``platform_fee`` is the payment's fee so far: what the releases took
         plus the fee on what is still held.
         """
+        self.released_in_parts = True
         self.amount_released += amount
         self.platform_fee = platform_fee
 
