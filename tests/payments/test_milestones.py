@@ -8,6 +8,7 @@ from datetime import date
 from typing import Any
 
 import pytest
+from django.urls import reverse
 
 from django_escrow_connect import signals
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
@@ -259,9 +260,6 @@ class TestMilestones:
     def test_the_doer_marks_a_milestone_delivered(self, market):
         payment = held(market, milestones=three_milestones())
         first = payment.milestones.order_by("position").first()
-        url_args = {"payment_id": payment.pk}
-        from django.urls import reverse
-
         url = reverse("escrow_connect:milestone-deliver", args=[str(payment.pk), str(first.pk)])
         with market.capture(execute=True):
             customer = market.client(market.customer).post(url, {}, format="json")
@@ -270,7 +268,6 @@ class TestMilestones:
             response = market.client(market.doer).post(url, {}, format="json")
         assert response.status_code == 200, response.content
         assert response.json()["milestones"][0]["status"] == "delivered"
-        assert url_args
 
 
 # --------------------------------------------------------------------------
@@ -294,7 +291,7 @@ class TestPartialAmounts:
         payment = held(market)
         response = release(market, payment, amount=amount)
         assert response.status_code == 400
-        assert response.json()["error"]["code"] in ("invalid_amount", "invalid_input")
+        assert response.json()["error"]["code"] in ("invalid", "invalid_amount")
 
     def test_milestone_and_amount_together_are_400(self, market):
         payment = held(market)
@@ -307,9 +304,7 @@ class TestPartialAmounts:
             market.staff, "payment-refund", {"amount": 6_000}, payment_id=payment.pk
         )
         assert response.status_code == 200, response.content
-        assert sim_stripe.calls_of("create_transfer_reversal") == [] if hasattr(
-            sim_stripe, "calls_of"
-        ) else True
+        assert [c for c in sim_stripe.calls if c[0] == "create_transfer_reversal"] == []
         payment = market.payment(payment.pk)
         assert payment.amount_reversed == 0
         assert payment.amount_refunded == 6_000
