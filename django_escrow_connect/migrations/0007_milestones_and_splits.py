@@ -223,5 +223,10 @@ class Migration(migrations.Migration):
             name='released_in_parts',
             field=models.BooleanField(default=False, help_text='Milestones, several payees or a partial release: released by releases, one transfer per payee each.', verbose_name='released in parts'),
         ),
+        migrations.AddField(
+            model_name='dispute',
+            name='released_when_opened',
+            field=models.JSONField(blank=True, default=dict, help_text='A payment released in parts: the releases and transfers already made when the dispute opened (Stripe debits the platform, not these transfers).', verbose_name='released when opened'),
+        ),
         migrations.RunPython(released_amounts, migrations.RunPython.noop),
     ]

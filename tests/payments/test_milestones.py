@@ -449,3 +449,56 @@ class TestSplit:
         assert payment.amount_refunded == 6_000
         assert payment.amount_released == 4_000
         assert payment.amount_held == 0
+
+
+# --------------------------------------------------------------------------
+# Disputes
+# --------------------------------------------------------------------------
+
+
+def dispute_event(payment: Any, status: str = "needs_response", dispute_id: str = "") -> Any:
+    from django.db import transaction
+
+    from django_escrow_connect.gateway.types import DisputeSnapshot
+    from django_escrow_connect.services.disputes import apply_dispute
+    from tests.webhooks import stripe_objects as so
+
+    obj = so.dispute(
+        charge=payment.stripe_charge_id,
+        payment_intent=payment.stripe_payment_intent_id,
+        amount=payment.amount,
+        currency=payment.currency,
+        status=status,
+        **({"id": dispute_id} if dispute_id else {}),
+    )
+    with transaction.atomic():
+        return apply_dispute(DisputeSnapshot.from_dict(obj))
+
+
+@pytest.mark.usefixtures("split")
+class TestDisputes:
+    def test_a_dispute_freezes_the_rest_and_records_what_was_out(self, market, sim_stripe):
+        payment = held(market, milestones=three_milestones())
+        design, build, _launch = payment.milestones.order_by("position")
+        release(market, payment, milestone_id=design.pk)
+        with market.capture(execute=True):
+            dispute = dispute_event(market.payment(payment.pk))
+        payment = market.payment(payment.pk)
+        assert payment.status == "disputed"
+        assert payment.status_before_dispute == "partially_released"
+        out = dispute.released_when_opened
+        assert out["amount_released"] == 2_000
+        assert out["amount_held"] == 8_000
+        (made,) = out["releases"]
+        assert made["milestone_id"] == design.pk
+        assert made["transfers"] == [payment.transfers.get().stripe_transfer_id]
+
+        response = release(market, payment, milestone_id=build.pk)
+        assert response.status_code == 409
+        # No automatic reversal: Stripe debits the platform's balance.
+        assert [c for c in sim_stripe.calls if c[0] == "create_transfer_reversal"] == []
+
+        with market.capture(execute=True):
+            dispute_event(payment, status="won", dispute_id=dispute.stripe_dispute_id)
+        assert market.payment(payment.pk).status == "partially_released"
+        assert release(market, payment, milestone_id=build.pk).status_code == 200
