@@ -64,7 +64,92 @@ class ConnectedAccountAdmin(AccountActionsMixin, ReadOnlyMoneyAdmin):
     list_select_related = ("owner_user", "owner_organization")
 
 
+if TYPE_CHECKING:
+    _TabularInline = admin.TabularInline[Any, Any]
+else:
+    _TabularInline = admin.TabularInline
+
+
+class _ReadOnlyInline(_TabularInline):
+    """Rows of a payment, shown on it: written by services only."""
+
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def _model(name: str) -> Any:
+    return swapper.load_model(APP_LABEL, name, require_ready=False)
+
+
+class MilestoneInline(_ReadOnlyInline):
+    model = _model("EscrowMilestone")
+    fields = readonly_fields = (
+        "position",
+        "name",
+        "amount",
+        "currency",
+        "status",
+        "due_date",
+        "delivered_at",
+        "released_at",
+    )
+
+
+class PayeeInline(_ReadOnlyInline):
+    model = _model("EscrowPayee")
+    fields = readonly_fields = (
+        "position",
+        "user",
+        "organization",
+        "basis_points",
+        "amount",
+        "destination_account_id",
+    )
+
+
+class ReleaseInline(_ReadOnlyInline):
+    model = _model("EscrowRelease")
+    fields = readonly_fields = (
+        "position",
+        "milestone",
+        "amount",
+        "platform_fee",
+        "allocations",
+        "status",
+        "requested_by",
+        "released_at",
+    )
+
+
+class PayeeTransferInline(_ReadOnlyInline):
+    """Every transfer of the payment, with its release and payee (split payments)."""
+
+    model = _model("Transfer")
+    fields = readonly_fields = (
+        "stripe_transfer_id",
+        "release",
+        "payee",
+        "amount",
+        "amount_reversed",
+        "destination_account_id",
+        "status",
+        "failure_code",
+        "created_at",
+    )
+
+
 class EscrowPaymentAdmin(PaymentActionsMixin, ReadOnlyMoneyAdmin):
+    inlines = (MilestoneInline, PayeeInline, ReleaseInline, PayeeTransferInline)
     list_display = (
         "id",
         "task",

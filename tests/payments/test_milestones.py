@@ -502,3 +502,42 @@ class TestDisputes:
             dispute_event(payment, status="won", dispute_id=dispute.stripe_dispute_id)
         assert market.payment(payment.pk).status == "partially_released"
         assert release(market, payment, milestone_id=build.pk).status_code == 200
+
+
+# --------------------------------------------------------------------------
+# Automatic release of delivered milestones
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("split")
+class TestMilestoneAutoRelease:
+    def test_a_delivered_milestone_is_released_after_its_delay(self, market, sim_stripe):
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from django_escrow_connect.services.schedules import auto_release
+
+        payment = held(
+            market,
+            milestones=[
+                MilestoneTerms("Design", 4_000, auto_release_after=timedelta(days=3)),
+                MilestoneTerms("Build", 6_000),
+            ],
+        )
+        design, _build = payment.milestones.order_by("position")
+        # Not delivered: nothing is due (and the payment-level policy is off).
+        assert auto_release(now=timezone.now() + timedelta(days=30)) is None
+        url = reverse("escrow_connect:milestone-deliver", args=[str(payment.pk), str(design.pk)])
+        with market.capture(execute=True):
+            assert market.client(market.doer).post(url, {}, format="json").status_code == 200
+        assert auto_release(now=timezone.now() + timedelta(days=2)) is None
+        with market.capture(execute=True):
+            changes = auto_release(now=timezone.now() + timedelta(days=3, minutes=1))
+        assert len(changes) == 1
+        payment = market.payment(payment.pk)
+        assert payment.status == "partially_released"
+        assert payment.amount_released == 4_000
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [3_600]
+        # Released once: running again changes nothing.
+        assert auto_release(now=timezone.now() + timedelta(days=10)) is None
