@@ -41,7 +41,8 @@ def test_the_payment_page_shows_milestones_releases_and_each_payees_transfer(
     page = admin_client.get(url(Payment, "change", payment.pk))
     assert page.status_code == 200
     html = page.content.decode()
-    assert "Design" in html and "Build" in html
+    assert "Design" in html
+    assert "Build" in html
     for transfer in payment.transfers.all():
         assert transfer.stripe_transfer_id in html
     assert "1800" in html  # each payee's half of 3,600 net

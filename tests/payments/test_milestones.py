@@ -74,9 +74,7 @@ def held(market: Any, amount: int = 10_000, **extra: Any) -> Any:
 
 
 def release(market: Any, payment: Any, user: Any = None, **body: Any) -> Any:
-    return market.post(
-        user or market.customer, "payment-release", body, payment_id=payment.pk
-    )
+    return market.post(user or market.customer, "payment-release", body, payment_id=payment.pk)
 
 
 def three_milestones() -> list[MilestoneTerms]:
@@ -380,7 +378,9 @@ class TestSplit:
         payment = held(market, payees=team(market, partner))
         sim_stripe.fail_next(
             "create_transfer",
-            BalanceInsufficient("Insufficient funds.", code="balance_insufficient", http_status=400),
+            BalanceInsufficient(
+                "Insufficient funds.", code="balance_insufficient", http_status=400
+            ),
         )
         response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert response.status_code == 409
