@@ -58,7 +58,7 @@ def assert_split_invariants(store: Any, payment: Any) -> dict[str, Any]:
 class SplitPaymentMachine(PaymentMachine):
     partner: Any = None
     #: Transfers seen across the run: the run must have released something.
-    payee_transfers_seen: set[str] = set()  # noqa: RUF012
+    payee_transfers_seen: set[str] = set()
 
     def __init__(self) -> None:
         super().__init__()
