@@ -94,7 +94,7 @@ DEFAULTS: dict[str, Any] = {
     "PAYMENT_TERMS": "django_escrow_connect.terms.terms_from_task",
     # Refunds beyond what a split payment still holds: how much of which
     # payee's transfer is reversed (latest release first, payees in proportion).
-    "REVERSAL_POLICY": "django_escrow_connect.services.releases.proportional_reversals",
+    "REVERSAL_POLICY": "django_escrow_connect.terms.proportional_reversals",
     # None: payments are released only when the customer (or staff) confirms.
     "AUTO_RELEASE_AFTER_DAYS": None,
     # Manual-capture holds: warn this many hours before capture_before, and

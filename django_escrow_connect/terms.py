@@ -24,6 +24,7 @@ __all__ = [
     "PayeeShare",
     "TermsUnavailable",
     "get_terms",
+    "proportional_reversals",
     "split_amount",
     "terms_from_task",
 ]
@@ -111,6 +112,14 @@ def split_amount(total: int, weights: Sequence[int]) -> list[int]:
     for i in order[:left]:
         shares[i] += 1
     return shares
+
+
+def proportional_reversals(*, release: Any, transfers: Sequence[Any], amount: int) -> list[int]:
+    """The default ``REVERSAL_POLICY``: ``amount`` over a release's transfers in
+    proportion to what each payee received (:func:`split_amount`)."""
+    if not transfers:
+        return []
+    return split_amount(amount, [t.amount for t in transfers])
 
 
 @dataclass(frozen=True)

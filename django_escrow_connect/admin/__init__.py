@@ -194,6 +194,21 @@ class TransferAdmin(ChildAdmin):
     search_fields = ("stripe_transfer_id", "destination_account_id", "idempotency_key")
 
 
+class MilestoneAdmin(ChildAdmin):
+    list_display = ("payment", "position", "name", "amount", "currency", "status", "due_date")
+    search_fields = ("name",)
+
+
+class PayeeAdmin(ReadOnlyMoneyAdmin):
+    list_display = ("payment", "position", "user", "organization", "basis_points", "amount")
+    list_select_related = ("payment", "user", "organization")
+    raw_id_fields = ("payment",)
+
+
+class ReleaseAdmin(ChildAdmin):
+    list_display = ("payment", "position", "milestone", "amount", "platform_fee", "status")
+
+
 class TransferReversalAdmin(ChildAdmin):
     list_display = (
         "stripe_reversal_id",
@@ -386,6 +401,9 @@ class StaffActionAdmin(_ModelAdmin):
 ADMINS: dict[str, type[admin.ModelAdmin[Any]]] = {
     "ConnectedAccount": ConnectedAccountAdmin,
     "EscrowPayment": EscrowPaymentAdmin,
+    "EscrowMilestone": MilestoneAdmin,
+    "EscrowPayee": PayeeAdmin,
+    "EscrowRelease": ReleaseAdmin,
     "Transfer": TransferAdmin,
     "TransferReversal": TransferReversalAdmin,
     "Refund": RefundAdmin,

@@ -34,7 +34,6 @@ from ..states import (
     ReleaseStatus,
     TransferStatus,
 )
-from ..states import PaymentStatus as S
 from ..terms import BASIS_POINTS_WHOLE, split_amount
 from ..transitions import may
 from . import errors, operations, outcomes, radar
@@ -45,7 +44,6 @@ __all__ = [
     "auto_release_due",
     "check_split_terms",
     "deliver_milestone",
-    "proportional_reversals",
     "record_split_terms",
     "release_in_parts",
     "reversal_plan",
@@ -195,7 +193,7 @@ def release_in_parts(
     for _step in range(16 + 4 * _payee_count(payment_id)):
         with transaction.atomic():
             payment = lock_payment(payment_id)
-            if not system and not may(payment.release, user):
+            if not system and not may(payment.release_part, user):
                 raise errors.Forbidden(
                     _("Only the customer or platform staff can release a payment.")
                 )
@@ -435,14 +433,6 @@ def _finish_payment(payment: Any) -> None:
 # --------------------------------------------------------------------------
 
 
-def proportional_reversals(*, release: Any, transfers: list[Any], amount: int) -> list[int]:
-    """The default ``REVERSAL_POLICY``: ``amount`` over the release's transfers
-    in proportion to what each payee received (largest remainder)."""
-    if not transfers:
-        return []
-    return split_amount(amount, [t.amount for t in transfers])
-
-
 def reversal_plan(payment: Any, total_refunded: int) -> list[tuple[Any, int]]:
     """The reversals a split payment needs once ``total_refunded`` is refunded.
 
@@ -494,10 +484,7 @@ def deliver_milestone(payment_id: Any, milestone_id: Any, user: Any) -> Any:
             raise errors.NotFound(_("No such milestone on this payment."))
         if milestone.status == MilestoneStatus.DELIVERED:
             return milestone
-        if not can_proceed(milestone.mark_delivered) or payment.status not in (
-            S.HELD,
-            S.PARTIALLY_RELEASED,
-        ):
+        if not can_proceed(milestone.mark_delivered) or not can_proceed(payment.release_part):
             raise errors.TransitionNotAllowed(_("This milestone cannot be marked delivered now."))
         milestone.mark_delivered()
         milestone.save()

@@ -120,6 +120,4 @@ def test_milestones_and_payees_have_exactly_the_documented_fields(market, settin
     for name in ("milestones", "payees"):
         assert set(answer[name][0]) == set(components[documented[name]]["properties"]), name
     payee_transfer = _properties(schema, documented["payees"])["transfers"]
-    assert set(answer["payees"][0]["transfers"][0]) == set(
-        components[payee_transfer]["properties"]
-    )
+    assert set(answer["payees"][0]["transfers"][0]) == set(components[payee_transfer]["properties"])
