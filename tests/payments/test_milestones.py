@@ -541,3 +541,56 @@ class TestMilestoneAutoRelease:
         assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [3_600]
         # Released once: running again changes nothing.
         assert auto_release(now=timezone.now() + timedelta(days=10)) is None
+
+
+# --------------------------------------------------------------------------
+# The fee policy receives the split
+# --------------------------------------------------------------------------
+
+SEEN_BY_POLICY: list[dict[str, Any]] = []
+
+
+def split_aware_fee(amount: int, currency: str, *, payees: Any = None, payment: Any = None) -> int:
+    """5 % per payee: a policy that prices a split by its payees."""
+    SEEN_BY_POLICY.append({"amount": amount, "payees": payees, "payment": payment})
+    count = len(payees) if payees else 1
+    return amount * 5 * count // 100
+
+
+class TestFeePolicy:
+    def test_a_policy_that_accepts_payees_receives_them(
+        self, market, settings, sim_stripe, partner
+    ):
+        configure(
+            settings,
+            ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS,
+            PAYMENT_TERMS="tests.payments.test_milestones.split_terms",
+            PLATFORM_FEE_POLICY="tests.payments.test_milestones.split_aware_fee",
+        )
+        SEEN_BY_POLICY.clear()
+        payment = held(market, payees=team(market, partner))
+        EXTRA.clear()
+        assert SEEN_BY_POLICY[-1]["payees"] is None  # at creation: no split yet
+        market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        release_call = SEEN_BY_POLICY[-1]
+        assert [p.user for p in release_call["payees"]] == [market.doer, partner]
+        assert release_call["payment"].pk == payment.pk
+        # 10 % (two payees): 9,000 net split 60/40.
+        made = sorted(t["amount"] for t in transfers_in_stripe(sim_stripe, payment))
+        assert made == [3_600, 5_400]
+        assert market.payment(payment.pk).platform_fee == 1_000
+
+    def test_a_two_argument_policy_still_works_for_a_split(
+        self, market, settings, sim_stripe, partner
+    ):
+        configure(
+            settings,
+            ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS,
+            PAYMENT_TERMS="tests.payments.test_milestones.split_terms",
+            PLATFORM_FEE_POLICY=lambda amount, currency: amount // 20,
+        )
+        payment = held(market, payees=team(market, partner))
+        EXTRA.clear()
+        body = market.post(market.customer, "payment-confirm", payment_id=payment.pk).json()
+        assert body["status"] == "released"
+        assert body["platform_fee"] == 500
