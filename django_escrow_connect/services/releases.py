@@ -189,8 +189,9 @@ def release_in_parts(
     asked = _Ask(milestone_id, amount)
     failures: list[errors.ServiceError] = []
     refused: set[tuple[int, int]] = set()
-    # Bounded: each step settles, sends or creates something.
-    for _step in range(16 + 4 * _payee_count(payment_id)):
+    # Bounded: each step settles or sends one transfer (at most one per
+    # payee and release, twice when an unresolved one is settled first).
+    for _step in range(_step_budget(payment_id)):
         with transaction.atomic():
             payment = lock_payment(payment_id)
             if not system and not may(payment.release_part, user):
@@ -231,8 +232,10 @@ class _Ask:
         self.created = False
 
 
-def _payee_count(payment_id: Any) -> int:
-    return int(model("EscrowPayee").objects.filter(payment_id=payment_id).count())
+def _step_budget(payment_id: Any) -> int:
+    payees = model("EscrowPayee").objects.filter(payment_id=payment_id).count()
+    milestones = model("EscrowMilestone").objects.filter(payment_id=payment_id).count()
+    return int(16 + 2 * max(payees, 1) * max(milestones, 1))
 
 
 def _next_step(
