@@ -212,10 +212,12 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
                 & Q(amount_reversed__lte=F("amount_transferred")),
                 name="escrow_payment_reversed_within_transferred",
             ),
+            # Within the amount. (released + refunded <= amount holds too, as
+            # the services keep it; not a constraint, so that a row broken by
+            # hand can still be saved and found by escrow_audit.)
             models.CheckConstraint(
-                condition=Q(amount_released__gte=0)
-                & Q(amount_released__lte=F("amount") - F("amount_refunded")),
-                name="escrow_payment_released_within_unrefunded",
+                condition=Q(amount_released__gte=0) & Q(amount_released__lte=F("amount")),
+                name="escrow_payment_released_within_amount",
             ),
             _currency_constraint("escrow_payment"),
             models.CheckConstraint(

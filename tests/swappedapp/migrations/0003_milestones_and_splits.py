@@ -29,6 +29,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name='trackedescrowpayment',
-            constraint=models.CheckConstraint(condition=models.Q(('amount_released__gte', 0), ('amount_released__lte', django.db.models.expressions.CombinedExpression(models.F('amount'), '-', models.F('amount_refunded')))), name='escrow_payment_released_within_unrefunded'),
+            constraint=models.CheckConstraint(condition=models.Q(('amount_released__gte', 0), ('amount_released__lte', models.F('amount'))), name='escrow_payment_released_within_amount'),
         ),
     ]
