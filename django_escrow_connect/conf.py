@@ -98,6 +98,9 @@ DEFAULTS: dict[str, Any] = {
     # Where the amount, currency and parties of a payment come from: a
     # callable taking the task (never the request).
     "PAYMENT_TERMS": "django_escrow_connect.terms.terms_from_task",
+    # Refunds beyond what a split payment still holds: how much of which
+    # payee's transfer is reversed (latest release first, payees in proportion).
+    "REVERSAL_POLICY": "django_escrow_connect.terms.proportional_reversals",
     # None: payments are released only when the customer (or staff) confirms.
     "AUTO_RELEASE_AFTER_DAYS": None,
     # Manual-capture holds: warn this many hours before capture_before, and
@@ -163,6 +166,7 @@ IMPORT_STRINGS = frozenset(
         "SIMULATED_EVENT_RECEIVER",
         "PLATFORM_FEE_POLICY",
         "PAYMENT_TERMS",
+        "REVERSAL_POLICY",
         "ACCOUNT_OWNER_DETAILS",
         "ORGANIZATION_ADMIN_PREDICATE",
         "ADMINISTERED_ORGANIZATIONS",

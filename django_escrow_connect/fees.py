@@ -11,7 +11,9 @@ host-supplied policy returns before it can reach Stripe.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -56,8 +58,13 @@ def default_fee_policy(amount: int, currency: str) -> int:
     return fee
 
 
-def compute_platform_fee(amount: int, currency: str) -> int:
+def compute_platform_fee(amount: int, currency: str, **context: Any) -> int:
     """Return the platform fee for a payment, using the configured policy.
+
+    ``context`` describes a release of a split payment (``payment`` and
+    ``payees``, see docs/splits.md); it is passed to a policy that accepts
+    those keyword arguments (or ``**kwargs``) and left out for one that
+    takes only ``(amount, currency)``, so existing policies keep working.
 
     ``ESCROW_CONNECT["PLATFORM_FEE_POLICY"]`` is a callable (or dotted path
     to one) taking ``(amount, currency)`` with the currency already
@@ -74,7 +81,7 @@ def compute_platform_fee(amount: int, currency: str) -> int:
     if not callable(policy):
         raise ImproperlyConfigured(f"{setting} must be a callable, got {policy!r}.")
 
-    fee = policy(amount, code)
+    fee = policy(amount, code, **_accepted(policy, context))
     if isinstance(fee, bool) or not isinstance(fee, int):
         raise ImproperlyConfigured(
             f"{setting} must return an int in minor units, "
@@ -91,6 +98,19 @@ def compute_platform_fee(amount: int, currency: str) -> int:
             f"{code.upper()} amounts must end in 0 for Stripe."
         )
     return fee
+
+
+def _accepted(policy: Any, context: dict[str, Any]) -> dict[str, Any]:
+    """The part of ``context`` the policy's signature takes."""
+    if not context:
+        return {}
+    try:
+        parameters = inspect.signature(policy).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return context
+    return {k: v for k, v in context.items() if k in parameters}
 
 
 def _require_non_negative_int(amount: object) -> None:

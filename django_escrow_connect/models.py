@@ -25,6 +25,24 @@ class EscrowPayment(base.AbstractEscrowPayment):
         swappable = setting_name("EscrowPayment")
 
 
+class EscrowMilestone(base.AbstractEscrowMilestone):
+    class Meta(base.AbstractEscrowMilestone.Meta):
+        abstract = False
+        swappable = setting_name("EscrowMilestone")
+
+
+class EscrowPayee(base.AbstractEscrowPayee):
+    class Meta(base.AbstractEscrowPayee.Meta):
+        abstract = False
+        swappable = setting_name("EscrowPayee")
+
+
+class EscrowRelease(base.AbstractEscrowRelease):
+    class Meta(base.AbstractEscrowRelease.Meta):
+        abstract = False
+        swappable = setting_name("EscrowRelease")
+
+
 class Transfer(base.AbstractTransfer):
     class Meta(base.AbstractTransfer.Meta):
         abstract = False

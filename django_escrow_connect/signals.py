@@ -20,6 +20,8 @@ __all__ = [
     "dispute_closed",
     "dispute_opened",
     "external_account_errored",
+    "milestone_released",
+    "payee_transfer_failed",
     "payment_canceled",
     "payment_failed",
     "payment_held",
@@ -41,6 +43,12 @@ payment_required = Signal()
 payment_held = Signal()
 #: The money was released to the doer's connected account. (payment, transfer)
 payment_released = Signal()
+#: A milestone's release is done: every payee's transfer was made.
+#: (payment, milestone, transfers)
+milestone_released = Signal()
+#: Stripe refused one payee's transfer of a split release; the other payees'
+#: transfers stand and releasing again resends this one. (payment, transfer, payee)
+payee_transfer_failed = Signal()
 #: A refund was made. (payment, refund)
 payment_refunded = Signal()
 #: A payment attempt failed. (payment, incident)

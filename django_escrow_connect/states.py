@@ -19,10 +19,12 @@ __all__ = [
     "DisputeStatus",
     "EscrowStrategy",
     "IncidentKind",
+    "MilestoneStatus",
     "MoneyOperationKind",
     "MoneyOperationStatus",
     "PaymentStatus",
     "RefundStatus",
+    "ReleaseStatus",
     "StaffActionKind",
     "StaffActionOutcome",
     "TaskPaymentStatus",
@@ -39,6 +41,9 @@ class PaymentStatus(models.TextChoices):
     AWAITING_PAYMENT = "awaiting_payment", _("Awaiting payment")
     PROCESSING = "processing", _("Processing")
     HELD = "held", _("Held in escrow")
+    #: Part of the money went to the payee(s) (a milestone or an amount);
+    #: the rest is still held.
+    PARTIALLY_RELEASED = "partially_released", _("Partially released")
     RELEASING = "releasing", _("Releasing")
     RELEASED = "released", _("Released")
     PARTIALLY_REFUNDED = "partially_refunded", _("Partially refunded")
@@ -94,6 +99,26 @@ class TransferStatus(models.TextChoices):
     FAILED = "failed", _("Failed")
     PARTIALLY_REVERSED = "partially_reversed", _("Partially reversed")
     REVERSED = "reversed", _("Reversed")
+
+
+class MilestoneStatus(models.TextChoices):
+    """States of one milestone of a payment."""
+
+    HELD = "held", _("Held")
+    #: The doer says the work is done (starts the milestone's auto-release clock).
+    DELIVERED = "delivered", _("Delivered")
+    RELEASED = "released", _("Released")
+    REFUNDED = "refunded", _("Refunded")
+    CANCELED = "canceled", _("Canceled")
+
+
+class ReleaseStatus(models.TextChoices):
+    """States of one release (a milestone or an amount) of a split payment."""
+
+    #: Some payee transfers are not made yet (sending, or refused: retryable).
+    PENDING = "pending", _("Pending")
+    #: Every payee's transfer was made.
+    RELEASED = "released", _("Released")
 
 
 class TransferReversalStatus(models.TextChoices):

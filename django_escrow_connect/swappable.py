@@ -31,6 +31,9 @@ HOST_MODELS = ("Task", "Organization")
 LIBRARY_MODELS = (
     "ConnectedAccount",
     "EscrowPayment",
+    "EscrowMilestone",
+    "EscrowPayee",
+    "EscrowRelease",
     "Transfer",
     "TransferReversal",
     "Refund",

@@ -9,16 +9,23 @@ prefers not to put this on the model names its own callable in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 from .conf import escrow_settings
 from .money import normalize_currency, validate_minor_amount
 
 __all__ = [
+    "BASIS_POINTS_WHOLE",
     "EscrowTerms",
+    "MilestoneTerms",
+    "PayeeShare",
     "TermsUnavailable",
     "get_terms",
+    "proportional_reversals",
+    "split_amount",
     "terms_from_task",
 ]
 
@@ -27,12 +34,108 @@ class TermsUnavailable(Exception):
     """The task cannot be paid for now (no accepted bid, not the payer, ...)."""
 
 
+#: 10000 basis points = 100 % of a release's net.
+BASIS_POINTS_WHOLE = 10_000
+
+
+@dataclass(frozen=True)
+class MilestoneTerms:
+    """One milestone of a task: a part of the amount released on its own.
+
+    ``amount`` is in minor units. ``auto_release_after`` (off when None)
+    releases the milestone that long after the doer marked it delivered.
+    """
+
+    name: str
+    amount: int
+    due_date: date | None = None
+    auto_release_after: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("MilestoneTerms.name must not be empty")
+        if isinstance(self.amount, bool) or not isinstance(self.amount, int) or self.amount <= 0:
+            raise ValueError("MilestoneTerms.amount must be a positive int in minor units")
+        if self.auto_release_after is not None and self.auto_release_after <= timedelta(0):
+            raise ValueError("MilestoneTerms.auto_release_after must be positive")
+
+
+@dataclass(frozen=True)
+class PayeeShare:
+    """One payee of a split payment and their share of each release's net.
+
+    Exactly one of ``user`` and ``organization``; exactly one of
+    ``basis_points`` (of the net, 10000 = 100 %) and ``amount`` (minor units
+    of the whole payment's net, the amount less the platform fee). All
+    payees of one payment use the same kind of share.
+    """
+
+    user: Any = None
+    organization: Any = None
+    basis_points: int | None = None
+    amount: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.user is None) == (self.organization is None):
+            raise ValueError("PayeeShare needs exactly one of user and organization")
+        if (self.basis_points is None) == (self.amount is None):
+            raise ValueError("PayeeShare needs exactly one of basis_points and amount")
+        share = self.basis_points if self.basis_points is not None else self.amount
+        if isinstance(share, bool) or not isinstance(share, int) or share <= 0:
+            raise ValueError("PayeeShare shares must be positive ints")
+
+    @property
+    def payee(self) -> Any:
+        return self.user if self.user is not None else self.organization
+
+    @property
+    def weight(self) -> int:
+        """What the split is proportional to (basis points or amount)."""
+        return int(self.basis_points if self.basis_points is not None else self.amount or 0)
+
+
+def split_amount(total: int, weights: Sequence[int]) -> list[int]:
+    """Split ``total`` minor units in proportion to ``weights``, exactly.
+
+    Largest remainder: each share is first rounded down; the minor units
+    left over go one each to the shares with the largest fractional
+    remainder, ties to the earlier share (the first payee). The result
+    always sums to ``total``.
+    """
+    whole = sum(weights)
+    if total < 0 or whole <= 0 or any(w < 0 for w in weights):
+        raise ValueError("split_amount needs a non-negative total and positive weights")
+    shares = [total * w // whole for w in weights]
+    remainders = [total * w % whole for w in weights]
+    left = total - sum(shares)
+    order = sorted(range(len(weights)), key=lambda i: (-remainders[i], i))
+    for i in order[:left]:
+        shares[i] += 1
+    return shares
+
+
+def proportional_reversals(*, release: Any, transfers: Sequence[Any], amount: int) -> list[int]:
+    """The default ``REVERSAL_POLICY``: ``amount`` over a release's transfers in
+    proportion to what each payee received (:func:`split_amount`)."""
+    if not transfers:
+        return []
+    return split_amount(amount, [t.amount for t in transfers])
+
+
 @dataclass(frozen=True)
 class EscrowTerms:
     """Who pays whom, how much, in which currency.
 
     ``amount`` is an int in the currency's minor unit. Exactly one of
-    ``payee_user`` and ``payee_organization`` is set.
+    ``payee_user`` and ``payee_organization`` is set, or neither when
+    ``payees`` lists several (the first payee then stands for the payment's
+    payee in lists and permissions).
+
+    ``milestones`` (optional) divide the amount into parts released one by
+    one; their amounts sum to ``amount``. ``payees`` (optional) split every
+    release between several payees; their shares cover exactly 100 % of the
+    net (see :class:`PayeeShare` and :func:`split_amount`). Terms with
+    neither behave exactly as before milestones existed.
     """
 
     payer: Any
@@ -41,14 +144,63 @@ class EscrowTerms:
     payee_user: Any = None
     payee_organization: Any = None
     description: str = ""
+    milestones: Sequence[MilestoneTerms] = ()
+    payees: Sequence[PayeeShare] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "milestones", tuple(self.milestones))
+        object.__setattr__(self, "payees", tuple(self.payees))
+        if self.payees and self.payee_user is None and self.payee_organization is None:
+            first = self.payees[0]
+            object.__setattr__(self, "payee_user", first.user)
+            object.__setattr__(self, "payee_organization", first.organization)
         if (self.payee_user is None) == (self.payee_organization is None):
             raise ValueError("EscrowTerms needs exactly one of payee_user and payee_organization")
         object.__setattr__(self, "currency", normalize_currency(self.currency))
         validate_minor_amount(self.amount, self.currency)
         if self.amount <= 0:
             raise ValueError("EscrowTerms.amount must be positive")
+        if self.milestones:
+            for milestone in self.milestones:
+                validate_minor_amount(milestone.amount, self.currency)
+            if sum(m.amount for m in self.milestones) != self.amount:
+                raise ValueError("EscrowTerms.milestones must sum to amount")
+        if self.payees:
+            self._validate_payees()
+
+    def _validate_payees(self) -> None:
+        first = self.payees[0]
+        if (first.user, first.organization) != (self.payee_user, self.payee_organization):
+            raise ValueError("EscrowTerms.payee_user/payee_organization must be the first payee")
+        by_points = [p.basis_points is not None for p in self.payees]
+        if any(by_points) and not all(by_points):
+            raise ValueError("EscrowTerms.payees must all use basis_points or all use amount")
+        if all(by_points) and sum(p.weight for p in self.payees) != BASIS_POINTS_WHOLE:
+            raise ValueError("EscrowTerms.payees basis_points must sum to 10000 (100 %)")
+        seen = set()
+        for payee in self.payees:
+            key = (
+                ("user", payee.user.pk)
+                if payee.user is not None
+                else (
+                    "organization",
+                    payee.organization.pk,
+                )
+            )
+            if key in seen:
+                raise ValueError("EscrowTerms.payees lists a payee twice")
+            seen.add(key)
+        # Amount shares must cover the net exactly; the net needs the fee
+        # policy, so create_payment checks it (payees_by_amount).
+
+    @property
+    def payees_by_amount(self) -> bool:
+        return bool(self.payees) and self.payees[0].amount is not None
+
+    @property
+    def is_split(self) -> bool:
+        """Several payees, or milestones: released by the split release path."""
+        return len(self.payees) > 1 or bool(self.milestones)
 
     @property
     def payee(self) -> Any:

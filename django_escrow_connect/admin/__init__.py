@@ -64,7 +64,92 @@ class ConnectedAccountAdmin(AccountActionsMixin, ReadOnlyMoneyAdmin):
     list_select_related = ("owner_user", "owner_organization")
 
 
+if TYPE_CHECKING:
+    _TabularInline = admin.TabularInline[Any, Any]
+else:
+    _TabularInline = admin.TabularInline
+
+
+class _ReadOnlyInline(_TabularInline):
+    """Rows of a payment, shown on it: written by services only."""
+
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def _model(name: str) -> Any:
+    return swapper.load_model(APP_LABEL, name, require_ready=False)
+
+
+class MilestoneInline(_ReadOnlyInline):
+    model = _model("EscrowMilestone")
+    fields = readonly_fields = (
+        "position",
+        "name",
+        "amount",
+        "currency",
+        "status",
+        "due_date",
+        "delivered_at",
+        "released_at",
+    )
+
+
+class PayeeInline(_ReadOnlyInline):
+    model = _model("EscrowPayee")
+    fields = readonly_fields = (
+        "position",
+        "user",
+        "organization",
+        "basis_points",
+        "amount",
+        "destination_account_id",
+    )
+
+
+class ReleaseInline(_ReadOnlyInline):
+    model = _model("EscrowRelease")
+    fields = readonly_fields = (
+        "position",
+        "milestone",
+        "amount",
+        "platform_fee",
+        "allocations",
+        "status",
+        "requested_by",
+        "released_at",
+    )
+
+
+class PayeeTransferInline(_ReadOnlyInline):
+    """Every transfer of the payment, with its release and payee (split payments)."""
+
+    model = _model("Transfer")
+    fields = readonly_fields = (
+        "stripe_transfer_id",
+        "release",
+        "payee",
+        "amount",
+        "amount_reversed",
+        "destination_account_id",
+        "status",
+        "failure_code",
+        "created_at",
+    )
+
+
 class EscrowPaymentAdmin(PaymentActionsMixin, ReadOnlyMoneyAdmin):
+    inlines = (MilestoneInline, PayeeInline, ReleaseInline, PayeeTransferInline)
     list_display = (
         "id",
         "task",
@@ -107,6 +192,21 @@ class TransferAdmin(ChildAdmin):
         "created_at",
     )
     search_fields = ("stripe_transfer_id", "destination_account_id", "idempotency_key")
+
+
+class MilestoneAdmin(ChildAdmin):
+    list_display = ("payment", "position", "name", "amount", "currency", "status", "due_date")
+    search_fields = ("name",)
+
+
+class PayeeAdmin(ReadOnlyMoneyAdmin):
+    list_display = ("payment", "position", "user", "organization", "basis_points", "amount")
+    list_select_related = ("payment", "user", "organization")
+    raw_id_fields = ("payment",)
+
+
+class ReleaseAdmin(ChildAdmin):
+    list_display = ("payment", "position", "milestone", "amount", "platform_fee", "status")
 
 
 class TransferReversalAdmin(ChildAdmin):
@@ -301,6 +401,9 @@ class StaffActionAdmin(_ModelAdmin):
 ADMINS: dict[str, type[admin.ModelAdmin[Any]]] = {
     "ConnectedAccount": ConnectedAccountAdmin,
     "EscrowPayment": EscrowPaymentAdmin,
+    "EscrowMilestone": MilestoneAdmin,
+    "EscrowPayee": PayeeAdmin,
+    "EscrowRelease": ReleaseAdmin,
     "Transfer": TransferAdmin,
     "TransferReversal": TransferReversalAdmin,
     "Refund": RefundAdmin,

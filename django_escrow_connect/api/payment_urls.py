@@ -23,6 +23,16 @@ urlpatterns = [
         name="payment-refund",
     ),
     path(
+        "payments/<str:payment_id>/release/",
+        views.PaymentReleaseView.as_view(),
+        name="payment-release",
+    ),
+    path(
+        "payments/<str:payment_id>/milestones/<str:milestone_id>/deliver/",
+        views.MilestoneDeliverView.as_view(),
+        name="milestone-deliver",
+    ),
+    path(
         "payments/<str:payment_id>/cancel/",
         views.PaymentCancelView.as_view(),
         name="payment-cancel",

@@ -44,6 +44,7 @@ from ..conf import escrow_settings
 from ..money import format_money
 from ..services import books, errors
 from ..services import payments as payment_services
+from ..services import releases as release_services
 from ..states import PaymentStatus as S
 from .errors import EscrowAPIView
 from .schema import OpenApiParameter, extend_schema, view_schema
@@ -58,12 +59,14 @@ from .serializers import (
 
 __all__ = [
     "CustomerDashboardView",
+    "MilestoneDeliverView",
     "PaymentCancelView",
     "PaymentConfirmView",
     "PaymentCreateView",
     "PaymentDetailView",
     "PaymentListView",
     "PaymentRefundView",
+    "PaymentReleaseView",
     "PaymentRetryView",
     "TaskDoerDashboardView",
     "get_visible_payment",
@@ -76,12 +79,13 @@ EARNING_STATES = (S.RELEASED, S.PARTIALLY_REFUNDED)
 SPENDING_STATES = (
     S.HELD,
     S.RELEASING,
+    S.PARTIALLY_RELEASED,
     S.RELEASED,
     S.PARTIALLY_REFUNDED,
     S.REFUNDED,
     S.DISPUTED,
 )
-ESCROW_STATES = (S.HELD, S.RELEASING)
+ESCROW_STATES = (S.HELD, S.RELEASING, S.PARTIALLY_RELEASED)
 DASHBOARD_DEFAULT_LIMIT = 10
 DASHBOARD_MAX_LIMIT = 50
 
@@ -98,6 +102,15 @@ def _payment_model() -> Any:
 def with_details(queryset: Any) -> Any:
     """Everything a serialized payment shows, in a fixed number of queries."""
     return queryset.prefetch_related(
+        Prefetch(
+            "milestones", queryset=swappable.load("EscrowMilestone").objects.order_by("position")
+        ),
+        Prefetch("payees", queryset=swappable.load("EscrowPayee").objects.order_by("position")),
+        Prefetch(
+            "payees__transfers",
+            queryset=swappable.load("Transfer").objects.order_by("created_at"),
+            to_attr="transfer_list",
+        ),
         Prefetch("transfers", queryset=swappable.load("Transfer").objects.order_by("created_at")),
         Prefetch("refunds", queryset=swappable.load("Refund").objects.order_by("created_at")),
         Prefetch("disputes", queryset=swappable.load("Dispute").objects.order_by("created_at")),
@@ -109,7 +122,13 @@ def visible_payments(user: Any) -> Any:
     queryset = _payment_model().objects.all()
     if permissions.is_platform_staff(user):
         return queryset
-    return queryset.filter(Q(payer=user) | Q(payee_user=user))
+    return queryset.filter(Q(payer=user) | Q(payee_user=user) | _split_payee_of(user))
+
+
+def _split_payee_of(user: Any) -> Q:
+    """Payments ``user`` is one of several payees of (a subquery, no extra query)."""
+    payees = swappable.load("EscrowPayee").objects.filter(user=user).values("payment_id")
+    return Q(pk__in=payees)
 
 
 def get_visible_payment(user: Any, payment_id: Any, *, details: bool = False) -> Any:
@@ -137,12 +156,18 @@ def get_visible_payment(user: Any, payment_id: Any, *, details: bool = False) ->
         if isinstance(organizations, QuerySet):
             organizations = organizations.values("pk")  # a subquery, not a second query
         queryset = queryset.filter(
-            Q(payer=user) | Q(payee_user=user) | Q(payee_organization__in=organizations)
+            Q(payer=user)
+            | Q(payee_user=user)
+            | _split_payee_of(user)
+            | Q(payee_organization__in=organizations)
         )
     else:
         scoped_in_sql = False
         queryset = queryset.filter(
-            Q(payer=user) | Q(payee_user=user) | Q(payee_organization__isnull=False)
+            Q(payer=user)
+            | Q(payee_user=user)
+            | _split_payee_of(user)
+            | Q(payee_organization__isnull=False)
         )
     if details:
         queryset = with_details(queryset)
@@ -203,6 +228,22 @@ class RefundRequest(StrictSerializer):
 
 class EmptyRequest(StrictSerializer):
     pass
+
+
+class ReleaseRequest(StrictSerializer):
+    """``{}`` (everything held), ``{"milestone_id"}`` or ``{"amount"}``: not both."""
+
+    milestone_id = serializers.IntegerField(
+        required=False, min_value=1, help_text="A milestone of the payment (its id)."
+    )
+    amount = MinorAmountField(
+        required=False, help_text="Minor units, at most what is still held (no milestones)."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "milestone_id" in attrs and "amount" in attrs:
+            raise serializers.ValidationError(_("Give a milestone or an amount, not both."))
+        return attrs
 
 
 def _validated(serializer_class: type[serializers.Serializer[Any]], request: Request) -> Any:
@@ -333,6 +374,46 @@ class DisputeOutput(serializers.Serializer[Any]):
     closed_at = IsoDateTimeField(allow_null=True)
 
 
+class MilestoneOutput(serializers.Serializer[Any]):
+    """One milestone of the payment (docs/milestones.md)."""
+
+    id = serializers.IntegerField(source="pk")
+    name = serializers.CharField()
+    amount = serializers.IntegerField()
+    currency = serializers.CharField()
+    status = serializers.CharField()
+    due_date = serializers.DateField(allow_null=True)
+    delivered_at = IsoDateTimeField(allow_null=True)
+    released_at = IsoDateTimeField(allow_null=True)
+
+
+class PayeeTransferOutput(serializers.Serializer[Any]):
+    """One of a payee's transfers (one per release)."""
+
+    release_id = serializers.IntegerField(allow_null=True)
+    stripe_transfer_id = NullIfBlankCharField()
+    status = serializers.CharField()
+    amount = serializers.IntegerField()
+    amount_reversed = serializers.IntegerField()
+
+
+class SplitPayeeOutput(serializers.Serializer[Any]):
+    """One payee of a split payment, their share and their transfers' status."""
+
+    id = serializers.IntegerField(source="pk")
+    type = serializers.SerializerMethodField()
+    party_id = serializers.SerializerMethodField()
+    basis_points = serializers.IntegerField(allow_null=True)
+    amount = serializers.IntegerField(allow_null=True)
+    transfers = PayeeTransferOutput(many=True, source="transfer_list")
+
+    def get_type(self, payee: Any) -> str:
+        return "user" if payee.user_id is not None else "organization"
+
+    def get_party_id(self, payee: Any) -> str:
+        return str(payee.user_id if payee.user_id is not None else payee.organization_id)
+
+
 class TimestampsOutput(serializers.Serializer[Any]):
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
         return {name: IsoDateTimeField(allow_null=True) for name in TIMESTAMP_FIELDS}
@@ -353,6 +434,10 @@ class PaymentOutput(serializers.Serializer[Any]):
     amount_transferred = serializers.IntegerField()
     amount_reversed = serializers.IntegerField()
     amount_disputed = serializers.IntegerField()
+    amount_released = serializers.IntegerField(
+        help_text="Gross amount released to the payee(s), less refunds taken back from it."
+    )
+    amount_held = serializers.IntegerField(help_text="Still in escrow.")
     refundable_amount = serializers.IntegerField()
     formatted = FormattedAmountsOutput(source="*")
     payer_id = serializers.CharField()
@@ -361,6 +446,10 @@ class PaymentOutput(serializers.Serializer[Any]):
     capture_before = IsoDateTimeField(allow_null=True)
     failure = FailureOutput(source="*", allow_null=True)
     transfers = TransferOutput(many=True)
+    milestones = MilestoneOutput(many=True)
+    payees = SplitPayeeOutput(
+        many=True, help_text="Empty unless the payment has milestones or several payees."
+    )
     refunds = RefundOutput(many=True)
     disputes = DisputeOutput(many=True)
     timestamps = TimestampsOutput(source="*")
@@ -617,6 +706,45 @@ class PaymentConfirmView(_PaymentActionView):
 
     def act(self, request: Request, payment: Any, data: Any) -> Response:
         return self.respond(payment_services.release_payment(payment.pk, request.user))
+
+
+class PaymentReleaseView(_PaymentActionView):
+    """``POST payments/{payment_id}/release/`` ``{}`` | ``{milestone_id}`` | ``{amount}``."""
+
+    request_serializer = ReleaseRequest
+
+    @extend_schema(
+        request=ReleaseRequest,
+        responses={200: PaymentOutput, **_ACTION_ERRORS},
+        summary="Release a milestone, an amount, or everything held",
+    )
+    def post(self, request: Request, payment_id: str) -> Response:
+        return super().post(request, payment_id)
+
+    def act(self, request: Request, payment: Any, data: Any) -> Response:
+        released = payment_services.release_payment(
+            payment.pk,
+            request.user,
+            milestone_id=data.get("milestone_id"),
+            amount=data.get("amount"),
+        )
+        return self.respond(released)
+
+
+class MilestoneDeliverView(PaymentAPIView):
+    """``POST payments/{payment_id}/milestones/{milestone_id}/deliver/``: the doer is done."""
+
+    @extend_schema(
+        request=None,
+        responses={200: PaymentOutput, **_ACTION_ERRORS},
+        summary="Mark a milestone delivered",
+    )
+    def post(self, request: Request, payment_id: str, milestone_id: str) -> Response:
+        payment = get_visible_payment(request.user, payment_id)
+        validated(EmptyRequest, request.data)
+        release_services.deliver_milestone(payment.pk, milestone_id, request.user)
+        fresh = with_details(_payment_model().objects.filter(pk=payment.pk)).get()
+        return Response(serialize_payment(fresh))
 
 
 class PaymentRefundView(_PaymentActionView):

@@ -51,7 +51,7 @@ def describe(**kwargs: Any) -> dict[str, Any]:
     account = kwargs.get("account")
     if account is not None:
         fields.update(connected_account=account.stripe_account_id, account_status=account.status)
-    for name in ("refund", "dispute", "transfer", "incident"):
+    for name in ("refund", "dispute", "transfer", "incident", "milestone", "payee"):
         obj = kwargs.get(name)
         if obj is not None:
             fields[f"{name}_id"] = str(obj.pk)
@@ -125,6 +125,10 @@ class EmailBackend(BaseBackend):
         payment = kwargs.get("payment")
         if payment is not None:
             people += [payment.payer, payment.payee_user]
+        payee = kwargs.get("payee")
+        if payee is not None and getattr(payee, "user", None) not in people:
+            # One of several payees of a split payment (payee_transfer_failed).
+            people.append(payee.user)
         account = kwargs.get("account")
         if account is not None:
             people.append(account.owner_user)

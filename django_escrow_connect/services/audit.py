@@ -83,6 +83,7 @@ _CAPTURED_STATES = frozenset(
     {
         S.HELD,
         S.RELEASING,
+        S.PARTIALLY_RELEASED,
         S.RELEASED,
         S.PARTIALLY_REFUNDED,
         S.REFUNDED,
@@ -327,7 +328,23 @@ def _impossible(payment: Any, books: _StripeBooks) -> list[Divergence]:
         found.append(Divergence(str(payment.pk), check, app, stripe, payment.currency, "", detail))
 
     live = [t for t in books.transfers if t.amount_reversed < t.amount]
-    if len(live) > 1:
+    if payment.released_in_parts:
+        # One transfer per release and payee: two for the same pair is money
+        # sent twice (its metadata names the pair).
+        seen: dict[tuple[str, str], int] = {}
+        for transfer in books.transfers:
+            metadata = transfer.metadata or {}
+            pair = (metadata.get("escrow_release_id", ""), metadata.get("escrow_payee", ""))
+            seen[pair] = seen.get(pair, 0) + 1
+        twice = sorted(pair for pair, count in seen.items() if count > 1)
+        if twice:
+            add(
+                "multiple_live_transfers",
+                payment.amount_transferred,
+                sum(t.amount - t.amount_reversed for t in live),
+                f"several transfers for (release, payee) {twice}",
+            )
+    elif len(live) > 1:
         add(
             "multiple_live_transfers",
             payment.amount_transferred,

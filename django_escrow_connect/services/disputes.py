@@ -214,6 +214,9 @@ def _set_funds(dispute: Any, balance_transactions: Any) -> None:
 
 
 def _open(payment: Any, dispute: Any, *, event_id: str) -> None:
+    if payment.released_in_parts and not dispute.released_when_opened:
+        dispute.released_when_opened = _released_so_far(payment)
+        dispute.save(update_fields=["released_when_opened", "updated_at"])
     if can_proceed(payment.open_dispute):
         payment.open_dispute(dispute.amount)
         payment.save()
@@ -230,6 +233,30 @@ def _open(payment: Any, dispute: Any, *, event_id: str) -> None:
         )
     _log("dispute opened: %s", dispute.stripe_dispute_id, payment=payment, event_id=event_id)
     notify("dispute_opened", payment=payment, dispute=dispute)
+
+
+def _released_so_far(payment: Any) -> dict[str, Any]:
+    """What a payment released in parts had paid out when a dispute opened.
+
+    Recorded as a fact, not acted on: Stripe takes a dispute on a separate
+    charge from the platform's balance; whether to reverse payees' transfers
+    is the platform's decision (refund_payment), not automatic.
+    """
+    return {
+        "amount_released": payment.amount_released,
+        "amount_held": payment.amount_held,
+        "releases": [
+            {
+                "release_id": release.pk,
+                "milestone_id": release.milestone_id,
+                "amount": release.amount,
+                "transfers": [
+                    t.stripe_transfer_id for t in release.transfers.all() if t.stripe_transfer_id
+                ],
+            }
+            for release in payment.releases.prefetch_related("transfers").order_by("position")
+        ],
+    }
 
 
 def _close(payment: Any, dispute: Any, *, event_id: str) -> None:

@@ -28,6 +28,7 @@ from ..states import (
     IncidentKind,
     MoneyOperationKind,
     RefundStatus,
+    ReleaseStatus,
     TransferStatus,
 )
 from ..states import MoneyOperationStatus as OS
@@ -122,6 +123,8 @@ def transfer_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str 
     operation.mark_succeeded(snapshot.id)
     operation.save()
     transfer = _row("Transfer", operation)
+    if transfer is not None and transfer.release_id is not None:
+        return split_transfer_made(payment, transfer, snapshot, event_id=event_id)
     if transfer is not None and transfer.status == TransferStatus.PENDING:
         transfer.mark_created(snapshot.id)
         transfer.save()
@@ -132,6 +135,73 @@ def transfer_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str 
         log_payment(payment, "payment released" + (" (confirmed by webhook)" if event_id else ""))
         notify("payment_released", payment=payment, transfer=transfer)
     return transfer
+
+
+def split_transfer_made(payment: Any, transfer: Any, snapshot: Any, *, event_id: str = "") -> Any:
+    """One payee's transfer of a release was made; the release (and the
+    payment) complete when the last one is."""
+    if transfer.status == TransferStatus.PENDING:
+        transfer.mark_created(snapshot.id)
+        transfer.save()
+        room = payment.amount - payment.platform_fee - payment.amount_transferred
+        payment.amount_transferred += max(0, min(transfer.amount, room))
+        payment.save()
+        log_payment(
+            payment,
+            "payee transfer made: %s" + (" (confirmed by webhook)" if event_id else ""),
+            snapshot.id,
+        )
+    release = transfer.release
+    if finish_release(payment, release):
+        _finish_split_payment(payment)
+    return transfer
+
+
+def finish_release(payment: Any, release: Any) -> bool:
+    """Mark ``release`` released once every payee's transfer was made."""
+    if release.status == ReleaseStatus.RELEASED:
+        return True
+    made = set(
+        release.transfers.filter(
+            status__in=[
+                TransferStatus.CREATED,
+                TransferStatus.PARTIALLY_REVERSED,
+                TransferStatus.REVERSED,
+            ]
+        ).values_list("payee_id", flat=True)
+    )
+    if any(int(k) not in made for k, v in release.allocations.items() if int(v) > 0):
+        return False
+    release.mark_released()
+    release.save()
+    milestone = release.milestone
+    if milestone is not None and can_proceed(milestone.mark_released):
+        milestone.mark_released()
+        milestone.save()
+    transfers = list(release.transfers.filter(status=TransferStatus.CREATED))
+    log_payment(payment, "release %s done", release.position)
+    if milestone is not None:
+        notify("milestone_released", payment=payment, milestone=milestone, transfers=transfers)
+    return True
+
+
+def _finish_split_payment(payment: Any) -> None:
+    if payment.amount_held > 0 or payment.amount_released <= 0:
+        return
+    if payment.releases.filter(status=ReleaseStatus.PENDING).exists():
+        return
+    payment_fully_released(payment)
+
+
+def payment_fully_released(payment: Any) -> None:
+    """A split payment's last release is done: the payment is released."""
+    if payment.status != S.PARTIALLY_RELEASED or not can_proceed(payment.release):
+        return
+    payment.release()
+    payment.save()
+    sync_task_status(payment)
+    log_payment(payment, "payment released (all releases done)")
+    notify("payment_released", payment=payment, transfer=None)
 
 
 def capture_done(payment: Any, operation: Any, intent: Any, *, event_id: str = "") -> bool:
@@ -157,6 +227,8 @@ def release_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.S
     if transfer is not None and transfer.status == TransferStatus.PENDING:
         transfer.mark_failed(code=exc.code or "", message=exc.message)
         transfer.save()
+    if transfer is not None and transfer.release_id is not None:
+        return _split_transfer_refused(payment, operation, transfer, exc)
     _release_undone(payment)
     incident = model("TransferIncident").objects.create(
         payment=payment,
@@ -180,6 +252,37 @@ def release_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.S
     )
 
 
+def _split_transfer_refused(
+    payment: Any, operation: Any, transfer: Any, exc: GatewayError
+) -> errors.ServiceError:
+    """One payee's transfer refused: the others stand; this one is retryable alone."""
+    payment.release_attempts += 1
+    payment.save(update_fields=["release_attempts", "updated_at"])
+    incident = model("TransferIncident").objects.create(
+        payment=payment,
+        kind=IncidentKind.TRANSFER_FAILED,
+        code=exc.code or "",
+        message=exc.message,
+        stripe_request_id=exc.request_id or "",
+        destination_account_id=transfer.destination_account_id,
+        amount=transfer.amount,
+        currency=payment.currency,
+    )
+    log_payment(
+        payment, "payee transfer refused: %s", exc.code or exc.message, level=logging.WARNING
+    )
+    notify("payee_transfer_failed", payment=payment, transfer=transfer, payee=transfer.payee)
+    notify("transfer_failed", payment=payment, incident=incident)
+    return errors.Conflict(
+        _(
+            "Stripe refused a payee's transfer (%(code)s); the other payees were paid and "
+            "this one can be retried by releasing again."
+        )
+        % {"code": exc.code or "error"},
+        code="release_failed",
+    )
+
+
 def release_not_made(payment: Any, operation: Any) -> None:
     """Stripe has no transfer (or capture) for the operation and none can come."""
     operation.mark_failed("not_made", "Stripe has no record of this release.")
@@ -188,6 +291,9 @@ def release_not_made(payment: Any, operation: Any) -> None:
     if transfer is not None and transfer.status == TransferStatus.PENDING:
         transfer.mark_failed(code="not_made", message="Stripe has no record of this transfer.")
         transfer.save()
+    if transfer is not None and transfer.release_id is not None:
+        # Still owed to that payee: the next release request sends it again.
+        return
     _release_undone(payment)
     log_payment(
         payment, "release was never made at Stripe; the money is held", level=logging.WARNING
@@ -682,5 +788,8 @@ __all__ = [
     "apply_outcome",
     "drive",
     "execute",
+    "finish_release",
     "lookup",
+    "payment_fully_released",
+    "split_transfer_made",
 ]

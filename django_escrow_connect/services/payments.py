@@ -39,7 +39,7 @@ from ..states import (
 from ..states import PaymentStatus as S
 from ..terms import TermsUnavailable, get_terms
 from ..transitions import may
-from . import errors, operations, outcomes, radar
+from . import errors, operations, outcomes, radar, releases
 from .books import reversal_target
 from .common import (
     KEY_PREFIX,
@@ -166,6 +166,7 @@ def _new_payment(task: Any, terms: Any) -> tuple[Any, Any]:
     payment_id = payment_id_for(task, attempt)
     strategy = escrow_settings.ESCROW_STRATEGY
     fee = compute_platform_fee(terms.amount, terms.currency)
+    split_accounts = releases.check_split_terms(terms, fee, strategy) if terms.is_split else None
     payment = Payment(
         id=payment_id,
         task=task,
@@ -178,6 +179,7 @@ def _new_payment(task: Any, terms: Any) -> tuple[Any, Any]:
         platform_fee=fee,
         strategy=strategy,
         transfer_group=f"escrow_{payment_id.hex}",
+        released_in_parts=split_accounts is not None,
     )
     payment.intent_idempotency_key = idempotency_key("payment", payment.pk, "intent", 0)
     try:
@@ -185,6 +187,8 @@ def _new_payment(task: Any, terms: Any) -> tuple[Any, Any]:
             payment.save(force_insert=True)
     except IntegrityError as exc:
         raise errors.Conflict(_("This task already has a payment."), code="already_paid") from exc
+    if split_accounts is not None:
+        releases.record_split_terms(payment, terms, split_accounts)
     operation = operations.begin(
         payment,
         K.PAYMENT_INTENT,
@@ -310,8 +314,20 @@ def _too_many_steps() -> errors.ServiceError:
 # --------------------------------------------------------------------------
 
 
-def release_payment(payment_id: Any, user: Any = None, *, system: bool = False) -> Any:
+def release_payment(
+    payment_id: Any,
+    user: Any = None,
+    *,
+    system: bool = False,
+    milestone_id: Any = None,
+    amount: int | None = None,
+) -> Any:
     """Send the held money (less the platform fee) to the doer. Exactly once.
+
+    With neither ``milestone_id`` nor ``amount`` everything still held is
+    released. A milestone or an amount releases that part (see
+    docs/milestones.md); payments with milestones or several payees are
+    released by :mod:`.releases`, one transfer per payee.
 
     A payment already released is returned unchanged: a repeated confirm is
     not an error. ``system=True`` is for the automatic-release policy. A
@@ -327,6 +343,14 @@ def release_payment(payment_id: Any, user: Any = None, *, system: bool = False) 
                 )
             if payment.status in (S.RELEASED, S.PARTIALLY_REFUNDED):
                 return payment
+            in_parts = payment.released_in_parts or milestone_id is not None or amount is not None
+            if in_parts and payment.is_manual_capture:
+                raise errors.InvalidInput(
+                    _("A manual-capture payment is captured once: it is released in full."),
+                    code="split_unsupported",
+                )
+            if in_parts and payment.status != S.RELEASING:
+                break
             pending = operations.unresolved_operation(payment)
             if pending is None:
                 pending = _adopt_legacy_release(payment)
@@ -348,7 +372,11 @@ def release_payment(payment_id: Any, user: Any = None, *, system: bool = False) 
             outcomes.execute(operation)
             return payment_model().objects.get(pk=payment_id)
         outcomes.drive(pending, wanted=pending.kind in (K.TRANSFER, K.CAPTURE))
-    raise _too_many_steps()
+    else:
+        raise _too_many_steps()
+    return releases.release_in_parts(
+        payment_id, user, system=system, milestone_id=milestone_id, amount=amount
+    )
 
 
 def _begin_release(payment: Any, user: Any) -> Any:
@@ -464,7 +492,8 @@ def refund_payment(
     made, not from the payment's status. A refund whose call crashed is
     finished with its own key; any other unresolved operation is settled first.
     """
-    for _step in _steps():
+    # A split payment may need one reversal per payee and release first.
+    for _step in range(_MAX_STEPS * 4):
         with transaction.atomic():
             payment = lock_payment(payment_id)
             if not system and not may(payment.refund, user):
@@ -577,7 +606,10 @@ def _begin_reversal_if_needed(payment: Any, amount: int, user: Any, reason: str)
 
     Decided from the transfers Stripe made (recorded rows), whatever the
     payment's status says: a release confirmed only by a webhook counts.
+    A payment released in parts follows :func:`.releases.reversal_plan`.
     """
+    if payment.released_in_parts:
+        return _begin_split_reversal(payment, amount, user, reason)
     live = list(
         payment.transfers.filter(
             status__in=[TransferStatus.CREATED, TransferStatus.PARTIALLY_REVERSED]
@@ -606,6 +638,36 @@ def _begin_reversal_if_needed(payment: Any, amount: int, user: Any, reason: str)
         # The refund is committed with the reversal: a crash between the two
         # cannot leave the doer's money returned and the customer unpaid.
         follow_up={"refund": amount, "reason": reason},
+    )
+    model("TransferReversal").objects.create(
+        payment=payment,
+        idempotency_key=key,
+        stripe_transfer_id=transfer.stripe_transfer_id,
+        amount=needed,
+        currency=payment.currency,
+    )
+    return operation
+
+
+def _begin_split_reversal(payment: Any, amount: int, user: Any, reason: str) -> Any:
+    """The next reversal of a split payment's refund; the last one carries the refund."""
+    plan = releases.reversal_plan(payment, payment.amount_refunded + amount)
+    if not plan:
+        return None
+    transfer, needed = plan[0]
+    key, attempt = operations.next_key(payment, K.REVERSAL)
+    operation = operations.begin(
+        payment,
+        K.REVERSAL,
+        reversal_request(payment, transfer.stripe_transfer_id, needed, key),
+        amount=needed,
+        target_id=transfer.stripe_transfer_id,
+        user=user,
+        key=key,
+        attempt=attempt,
+        # Only the last reversal commits the refund with it: the customer is
+        # refunded once every payee's share is back.
+        follow_up={"refund": amount, "reason": reason} if len(plan) == 1 else None,
     )
     model("TransferReversal").objects.create(
         payment=payment,

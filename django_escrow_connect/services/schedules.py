@@ -107,13 +107,41 @@ def capture_expiry(
 def auto_release(*, dry_run: bool = False, now: datetime | None = None) -> list[Change] | None:
     """Release payments held longer than ``AUTO_RELEASE_AFTER_DAYS``.
 
-    Returns None when the setting is None (automatic release is off).
-    Disputed payments are never released (their state is not ``held``).
+    Also releases each delivered milestone whose own ``auto_release_after``
+    (from the terms; off by default) has passed since the doer marked it
+    delivered (docs/milestones.md), whatever the setting says.
+
+    Returns None when the setting is None (automatic release is off) and no
+    milestone is due. Disputed payments are never released (their state is
+    not ``held``; a milestone's release refuses while a dispute is open).
     """
     days = escrow_settings.AUTO_RELEASE_AFTER_DAYS
-    if days is None:
-        return None
     now = now or timezone.now()
+    milestone_changes = _release_due_milestones(dry_run=dry_run, now=now)
+    if days is None:
+        return milestone_changes or None
+    return milestone_changes + _release_held_payments(days, dry_run=dry_run, now=now)
+
+
+def _release_due_milestones(*, dry_run: bool, now: datetime) -> list[Change]:
+    from .releases import auto_release_due
+
+    changes: list[Change] = []
+    for payment_id, milestone_id in auto_release_due(now):
+        subject = f"{payment_id} milestone {milestone_id}"
+        if dry_run:
+            changes.append(Change(subject, "would release", "delivered, auto-release time passed"))
+            continue
+        try:
+            updated = release_payment(payment_id, system=True, milestone_id=milestone_id)
+        except errors.ServiceError as exc:
+            changes.append(failed_change(subject, "release", exc))
+            continue
+        changes.append(Change(subject, f"delivered -> {updated.status}", "milestone auto-release"))
+    return changes
+
+
+def _release_held_payments(days: int, *, dry_run: bool, now: datetime) -> list[Change]:
     due = payment_model().objects.filter(status=S.HELD, held_at__lte=now - timedelta(days=days))
     changes: list[Change] = []
     for payment in due.order_by("held_at"):

@@ -373,7 +373,18 @@ def apply_transfer(snapshot: TransferSnapshot, *, event_id: str = "") -> Any:
 
 
 def _match_or_record_transfer(payment: Any, snapshot: TransferSnapshot, *, event_id: str) -> Any:
-    pending = payment.transfers.filter(status=TransferStatus.PENDING).first()
+    release_id = (snapshot.metadata or {}).get("escrow_release_id")
+    if release_id:
+        # One payee's transfer of a payment released in parts: its own row
+        # (by release and payee), never another payee's of the same amount.
+        split = payment.transfers.filter(
+            status=TransferStatus.PENDING,
+            release_id=_int_or_none(release_id),
+            payee_id=_int_or_none((snapshot.metadata or {}).get("escrow_payee")),
+        ).first()
+        if split is not None and split.amount == snapshot.amount:
+            return outcomes.split_transfer_made(payment, split, snapshot, event_id=event_id)
+    pending = payment.transfers.filter(status=TransferStatus.PENDING, release__isnull=True).first()
     if pending is not None and pending.amount == snapshot.amount:
         pending.mark_created(snapshot.id)
         pending.save()
@@ -397,6 +408,13 @@ def _match_or_record_transfer(payment: Any, snapshot: TransferSnapshot, *, event
     )
     _log("transfer recorded: %s", snapshot.id, payment=payment, event_id=event_id)
     return transfer
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _apply_reversals(

@@ -29,6 +29,8 @@ TASK_TRANSITIONS_FOR: dict[str, tuple[str, ...]] = {
     S.FAILED: ("mark_payment_failed",),
     S.HELD: ("mark_payment_in_escrow", "mark_payment_returned_to_escrow"),
     S.RELEASING: ("mark_payment_in_escrow", "mark_payment_returned_to_escrow"),
+    # Part of the money is still held: the task is not paid out yet.
+    S.PARTIALLY_RELEASED: ("mark_payment_in_escrow", "mark_payment_returned_to_escrow"),
     S.RELEASED: ("mark_payment_released",),
     S.PARTIALLY_REFUNDED: ("mark_payment_released",),
     S.REFUNDED: ("mark_payment_refunded",),

@@ -64,6 +64,17 @@ def send_void(world: World, scene: Scene, server: Server | None = None) -> Answe
     return world.http(world.market.doer, "payment-cancel", scene.payment.pk, server=server)
 
 
+def send_release_milestone(world: World, scene: Scene, server: Server | None = None) -> Answer:
+    milestone = scene.payment.milestones.order_by("position").first()
+    return world.http(
+        world.market.customer,
+        "payment-release",
+        scene.payment.pk,
+        data={"milestone_id": milestone.pk},
+        server=server,
+    )
+
+
 def send_cancel(world: World, scene: Scene, server: Server | None = None) -> Answer | None:
     return world.http(world.market.customer, "payment-cancel", scene.payment.pk, server=server)
 
@@ -79,7 +90,8 @@ class MoneyCall:
     #: the gateway method the worker dies in
     method: str
     strategy: str
-    #: the payment's state before the call: "task" (none yet), "held", "released"
+    #: the payment's state before the call: "task" (none yet), "held", "released";
+    #: "held-milestones" (three milestones), "held-split" (two payees)
     start: str
     send: Callable[..., Answer]
     #: the refund or cancel the other party attempts afterwards ("F")
@@ -88,6 +100,8 @@ class MoneyCall:
     done: frozenset[str]
     #: statuses once the other party's refund or cancel was attempted
     after_other: frozenset[str]
+    #: calls of ``method`` that go through before the one the worker dies in
+    skip: int = 0
 
 
 CALLS = [
@@ -120,6 +134,18 @@ CALLS = [
         "cancel-hold", "cancel_payment_intent", MANUAL, "held", send_void, send_refund,
         done=frozenset({"canceled"}), after_other=frozenset({"canceled"}),
     ),
+    # A partial release: the first of three milestones.
+    MoneyCall(
+        "release-milestone", "create_transfer", SCT, "held-milestones", send_release_milestone,
+        send_refund,
+        done=frozenset({"partially_released"}), after_other=frozenset({"refunded"}),
+    ),
+    # A split release killed between the two payees' transfers.
+    MoneyCall(
+        "release-split-second-payee", "create_transfer", SCT, "held-split", send_confirm,
+        send_refund,
+        done=frozenset({"released"}), after_other=frozenset({"refunded"}), skip=1,
+    ),
 ]  # fmt: skip
 BY_NAME = {call.name: call for call in CALLS}
 CRASH_POINTS = ("before", "after")
@@ -144,8 +170,49 @@ def set_up(world: World, call: MoneyCall) -> Scene:
     configure(settings, GATEWAY="tests.crash.gateway.CrashGateway", ESCROW_STRATEGY=call.strategy)
     if call.start == "task":
         return Scene(task=world.task())
+    if call.start in ("held-milestones", "held-split"):
+        payment = held_in_parts(world, call.start)
+        return Scene(task=payment.task, payment=payment)
     payment = world.held_payment() if call.start == "held" else world.released_payment()
     return Scene(task=payment.task, payment=payment)
+
+
+def held_in_parts(world: World, start: str) -> Any:
+    """A held payment whose terms have milestones or two payees (set up in process:
+    the server never reads terms, only the rows they made)."""
+    from django_escrow_connect.terms import MilestoneTerms, PayeeShare
+    from tests import factories
+    from tests.payments.conftest import stripe_account
+    from tests.payments.test_milestones import EXTRA
+
+    configure(
+        settings,
+        GATEWAY="tests.crash.gateway.CrashGateway",
+        PAYMENT_TERMS="tests.payments.test_milestones.split_terms",
+    )
+    task = world.task()
+    if start == "held-milestones":
+        EXTRA[task.pk] = {
+            "milestones": [
+                MilestoneTerms("Design", 2_000),
+                MilestoneTerms("Build", 5_000),
+                MilestoneTerms("Launch", 3_000),
+            ]
+        }
+    else:
+        with world.shared.session():
+            partner = factories.make_user("partner")
+            stripe_account(owner_user=partner)
+        world.deliver_in_process()
+        EXTRA[task.pk] = {
+            "payees": [
+                PayeeShare(user=world.market.doer, basis_points=6_000),
+                PayeeShare(user=partner, basis_points=4_000),
+            ]
+        }
+    payment = world.pay(world.create(task))
+    assert payment.status == "held", payment.status
+    return payment
 
 
 def find_payment(world: World, scene: Scene) -> Any:
@@ -196,7 +263,7 @@ def run_case(
     scene = set_up(world, call)
     world.steps.append(f"case: {call.name}, worker dies {crash} Stripe acts, then {order}")
     if slow_server is None:
-        world.crash(call.method, crash, lambda: call.send(world, scene))
+        world.crash(call.method, crash, lambda: call.send(world, scene), skip=call.skip)
     else:
         # Every request of the case goes to the server whose worker times out.
         world.server, world.servers = slow_server, [slow_server]

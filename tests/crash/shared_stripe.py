@@ -147,13 +147,19 @@ class SharedStripe:
 
     # --- the crash plan -------------------------------------------------------------
 
-    def write_plan(self, method: str, when: str, *, hold: float = 20.0) -> None:
-        """The next ``method`` call in a server blocks ``when`` (before/after) Stripe acts."""
+    def write_plan(self, method: str, when: str, *, hold: float = 20.0, skip: int = 0) -> None:
+        """The next ``method`` call in a server blocks ``when`` (before/after) Stripe acts.
+
+        ``skip``: that many ``method`` calls go through first (the second
+        payee's transfer of a split release, say).
+        """
         assert when in ("before", "after"), when
         for name in (FIRED, MARKER):
             with contextlib.suppress(FileNotFoundError):
                 (self.directory / name).unlink()
-        _write_json(self.directory / PLAN, {"method": method, "when": when, "hold": hold})
+        _write_json(
+            self.directory / PLAN, {"method": method, "when": when, "hold": hold, "skip": skip}
+        )
 
     def take_plan(self, method: str) -> dict[str, Any] | None:
         """The plan for ``method``, consumed (only one call ever takes it), or None."""
@@ -163,6 +169,10 @@ class SharedStripe:
         except (FileNotFoundError, ValueError):
             return None
         if plan.get("method") != method:
+            return None
+        if plan.get("skip", 0) > 0:
+            # Calls in one request are sequential: no other taker races this.
+            _write_json(path, {**plan, "skip": plan["skip"] - 1})
             return None
         try:
             os.rename(path, self.directory / FIRED)  # atomic: one taker

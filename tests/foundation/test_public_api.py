@@ -38,6 +38,7 @@ PUBLIC_MODULES: dict[str, str] = {
     P + ".exceptions": "Errors raised by gateways and webhook verification.",
     P + ".observability": "OpenTelemetry spans, counters and the metrics snapshot.",
     P + ".services.payments": "Payment use cases: create, release, refund, cancel, retry.",
+    P + ".services.releases": "Releases in parts: milestones, amounts, split payouts.",
     P + ".services.accounts": "Connected-account use cases: onboarding and status.",
     P + ".embedded": "Connect embedded components: which are offered, with which features.",
     P + ".services.errors": "Errors the services raise (each maps to one API answer).",

@@ -59,10 +59,35 @@ def test_the_list_query_count_is_fixed(
 ):
     market.released_payment()
     market.held_payment()
-    # count, page, transfers, refunds, disputes
-    with django_assert_num_queries(5):
+    # count, page, milestones, payees, transfers, refunds, disputes (the
+    # payees' transfers only when the page has payees: see below)
+    with django_assert_num_queries(7):
         market.get(market.customer, "payment-list")
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(7):
+        market.get(market.customer, "payment-list", page_size=1)
+
+
+def test_a_page_of_payments_released_in_parts_costs_one_more_query(
+    market, sim_stripe, settings, django_assert_num_queries
+):
+    from django_escrow_connect.terms import MilestoneTerms
+
+    from .conftest import configure
+    from .test_milestones import EXTRA, held
+
+    configure(
+        settings,
+        ESCROW_STRATEGY="separate_charges_and_transfers",
+        PAYMENT_TERMS="tests.payments.test_milestones.split_terms",
+    )
+    for _ in range(3):
+        payment = held(market, milestones=[MilestoneTerms("A", 4_000), MilestoneTerms("B", 6_000)])
+        market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+    EXTRA.clear()
+    # ... plus the payees' transfers: the same for one payment or a page of them.
+    with django_assert_num_queries(8):
+        market.get(market.customer, "payment-list")
+    with django_assert_num_queries(8):
         market.get(market.customer, "payment-list", page_size=1)
 
 

@@ -31,6 +31,8 @@ def test_payment_endpoints_generate_a_clean_schema(capsys):
         "/escrow/payments/{payment_id}/refund/",
         "/escrow/payments/{payment_id}/cancel/",
         "/escrow/payments/{payment_id}/retry/",
+        "/escrow/payments/{payment_id}/release/",
+        "/escrow/payments/{payment_id}/milestones/{milestone_id}/deliver/",
         "/escrow/dashboard/task-doer/",
         "/escrow/dashboard/customer/",
     ):
@@ -81,3 +83,41 @@ def test_a_payment_answer_has_exactly_the_documented_fields(market, settings):
         assert set(answer[name][0]) == set(nested), name
     # Dates are isoformat() as stored ("+00:00"), as the API always answered.
     assert answer["timestamps"]["released_at"].endswith("+00:00")
+
+
+@pytest.mark.django_db
+def test_milestones_and_payees_have_exactly_the_documented_fields(market, settings):
+    from drf_spectacular.generators import SchemaGenerator
+
+    from django_escrow_connect.terms import MilestoneTerms, PayeeShare
+    from tests import factories
+
+    from .conftest import configure, stripe_account
+    from .test_milestones import EXTRA, held
+
+    configure(
+        settings,
+        ESCROW_STRATEGY="separate_charges_and_transfers",
+        PAYMENT_TERMS="tests.payments.test_milestones.split_terms",
+    )
+    partner = factories.make_user("partner")
+    stripe_account(owner_user=partner)
+    payment = held(
+        market,
+        milestones=[MilestoneTerms("A", 4_000), MilestoneTerms("B", 6_000)],
+        payees=[
+            PayeeShare(user=market.doer, basis_points=5_000),
+            PayeeShare(user=partner, basis_points=5_000),
+        ],
+    )
+    EXTRA.clear()
+    market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+    answer = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    components = schema["components"]["schemas"]
+    documented = _properties(schema, "PaymentOutput")
+    assert list(answer) == list(documented)
+    for name in ("milestones", "payees"):
+        assert set(answer[name][0]) == set(components[documented[name]]["properties"]), name
+    payee_transfer = _properties(schema, documented["payees"])["transfers"]
+    assert set(answer["payees"][0]["transfers"][0]) == set(components[payee_transfer]["properties"])

@@ -85,7 +85,51 @@ def test_query_counts_do_not_grow_with_the_table(market):  # noqa: F811
     add_payments(market, 45)
     large = query_counts(market)
     assert large == small
-    # A fixed, small budget: count + page + three prefetches for a list.
-    assert small["list"] == small["list as payee"] == 5
+    # A fixed, small budget: count + page + five prefetches for a list
+    # (transfers, refunds, disputes, milestones, payees; the payees'
+    # transfers only when a page has payees).
+    assert small["list"] == small["list as payee"] == 7
     # Dashboards add their totals (and an organization's its admin check).
-    assert max(small.values()) <= 9
+    assert max(small.values()) <= 11
+
+
+def release_queries(market, settings, payees: int) -> int:  # noqa: F811
+    """Queries of ``POST payments/confirm/`` of a one-milestone payment split ``payees`` ways."""
+    from django_escrow_connect.terms import MilestoneTerms, PayeeShare
+    from tests.payments.conftest import configure, stripe_account
+    from tests.payments.test_milestones import EXTRA, held
+
+    configure(
+        settings,
+        ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS,
+        PAYMENT_TERMS="tests.payments.test_milestones.split_terms",
+    )
+    people = [market.doer]
+    for _ in range(payees - 1):
+        person = factories.make_user("partner")
+        stripe_account(owner_user=person)
+        people.append(person)
+    shares = [10_000 // payees] * payees
+    shares[0] += 10_000 - sum(shares)
+    payment = held(
+        market,
+        milestones=[MilestoneTerms("All", 9_000)],
+        payees=[PayeeShare(user=p, basis_points=b) for p, b in zip(people, shares, strict=True)],
+        amount=9_000,
+    )
+    with CaptureQueriesContext(connection) as captured:
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "released"
+    EXTRA.clear()
+    return len(captured)
+
+
+@pytest.mark.django_db
+def test_a_split_release_costs_a_constant_number_of_queries_per_payee(market, settings):  # noqa: F811
+    one, two, three = (release_queries(market, settings, n) for n in (1, 2, 3))
+    per_payee = two - one
+    assert per_payee > 0
+    assert three - two == per_payee, (one, two, three)
+    # O(payees), with a small constant: one payee's transfer is its three phases.
+    assert per_payee <= 30, per_payee

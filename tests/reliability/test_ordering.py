@@ -66,6 +66,7 @@ RANK = {
     "failed": 1,
     "held": 2,
     "releasing": 3,
+    "partially_released": 3,
     "released": 4,
     "partially_refunded": 5,
     "refunded": 6,
@@ -83,10 +84,11 @@ DOCUMENTED_RETURNS = {
     ("refunded", "released"),  # refund_failed after release
     ("refunded", "partially_refunded"),
     ("partially_refunded", "released"),
+    ("refunded", "partially_released"),  # refund_failed of a payment released in parts
 }
 
 #: open_dispute's sources: a dispute can open whenever the money was captured.
-DISPUTABLE = {"held", "releasing", "released", "partially_refunded"}
+DISPUTABLE = {"held", "releasing", "partially_released", "released", "partially_refunded"}
 
 CARDS = ["success", "declined", "authentication_required", "disputed"]
 

@@ -25,6 +25,7 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from django_escrow_connect import swappable
 from tests.payments.conftest import Marketplace
 
 from .conftest import snapshot
@@ -66,6 +67,8 @@ ORG_SCOPED = {
 USER_PAYEE = {
     "payment-create":          ("POST", (201, 403, 403, 403, 403, 403, 403, 403)),
     "payment-confirm":         ("POST", (200, 404, 403, 404, 404, 404, 200, 403)),
+    "payment-release":         ("POST", (200, 404, 403, 404, 404, 404, 200, 403)),
+    "milestone-deliver":       ("POST", (403, 404, 200, 404, 404, 404, 403, 403)),
     "payment-detail":          ("GET",  (200, 404, 200, 404, 404, 404, 200, 403)),
     "payment-list":            ("GET",  (200, 200, 200, 200, 200, 200, 200, 403)),
     "payment-refund":          ("POST", (403, 404, 200, 404, 404, 404, 200, 403)),
@@ -88,6 +91,8 @@ USER_PAYEE = {
 ORGANIZATION_PAYEE = {
     "payment-create":          ("POST", (201, 403, 403, 403, 403, 403, 403, 403)),
     "payment-confirm":         ("POST", (200, 404, 404, 403, 404, 404, 200, 403)),
+    "payment-release":         ("POST", (200, 404, 404, 403, 404, 404, 200, 403)),
+    "milestone-deliver":       ("POST", (403, 404, 404, 200, 404, 404, 403, 403)),
     "payment-detail":          ("GET",  (200, 404, 404, 200, 404, 404, 200, 403)),
     "payment-list":            ("GET",  (404, 404, 404, 200, 404, 404, 200, 403)),
     "payment-refund":          ("POST", (403, 404, 404, 200, 404, 404, 200, 403)),
@@ -112,6 +117,7 @@ WEBHOOKS = {"stripe-webhook", "stripe-webhook-connect"}
 PUBLIC = {"openapi-schema"}
 WITH_PAYMENT_ID = {
     "payment-confirm",
+    "payment-release",
     "payment-detail",
     "payment-refund",
     "payment-cancel",
@@ -194,10 +200,14 @@ def prepare(market: Marketplace, endpoint: str, *, to_org: bool) -> tuple[Any, A
 def request_for(
     market: Marketplace, endpoint: str, payment: Any, task: Any, *, to_org: bool
 ) -> tuple[str, dict[str, Any]]:
-    url = reverse(
-        f"escrow_connect:{endpoint}",
-        args=[str(payment.pk)] if endpoint in WITH_PAYMENT_ID else [],
-    )
+    args = [str(payment.pk)] if endpoint in WITH_PAYMENT_ID else []
+    if endpoint == "milestone-deliver":
+        # A milestone of the payment (as split terms would have made it).
+        milestone = swappable.load("EscrowMilestone").objects.create(
+            payment=payment, position=0, name="All", amount=payment.amount, currency="usd"
+        )
+        args = [str(payment.pk), str(milestone.pk)]
+    url = reverse(f"escrow_connect:{endpoint}", args=args)
     data: dict[str, Any] = {}
     if endpoint == "payment-create":
         data = {"task_id": str(task.pk)}

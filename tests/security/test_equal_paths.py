@@ -54,8 +54,8 @@ def test_everyone_who_may_see_it_takes_the_same_queries(market, payments):
         "admin of the payee organization": detail(market, market.org_admin, to_org.pk),
         "staff": detail(market, market.staff, to_org.pk),
     }
-    # The payment, then its transfers, refunds and disputes.
-    assert set(answers.values()) == {(200, 4)}, answers
+    # The payment, then its milestones, payees, transfers, refunds and disputes.
+    assert set(answers.values()) == {(200, 6)}, answers
 
 
 def test_actions_refuse_in_the_same_single_query(market, payments, django_assert_num_queries):

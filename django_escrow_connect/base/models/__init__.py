@@ -19,6 +19,7 @@ from __future__ import annotations
 from ._common import TimestampedModel
 from .accounts import AbstractConnectedAccount
 from .incidents import AbstractIncident, AbstractPaymentIncident, AbstractTransferIncident
+from .milestones import AbstractEscrowMilestone, AbstractEscrowPayee, AbstractEscrowRelease
 from .operations import AbstractMoneyOperation
 from .payments import AbstractEscrowPayment
 from .refunds import AbstractDispute, AbstractRefund
@@ -30,7 +31,10 @@ from .webhooks import AbstractWebhookEvent
 __all__ = [
     "AbstractConnectedAccount",
     "AbstractDispute",
+    "AbstractEscrowMilestone",
+    "AbstractEscrowPayee",
     "AbstractEscrowPayment",
+    "AbstractEscrowRelease",
     "AbstractIncident",
     "AbstractMoneyOperation",
     "AbstractOrganizationPlaceholder",

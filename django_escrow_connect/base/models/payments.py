@@ -104,7 +104,23 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         default=0,
         help_text=_("What was pulled back from the payee's account."),
     )
+    amount_released = models.BigIntegerField(
+        _("amount released (minor units)"),
+        default=0,
+        help_text=_(
+            "Gross amount out of escrow to the payee(s), less what refunds took back: "
+            "released + refunded + held = amount."
+        ),
+    )
 
+    released_in_parts = models.BooleanField(
+        _("released in parts"),
+        default=False,
+        help_text=_(
+            "Milestones, several payees or a partial release: released by releases, "
+            "one transfer per payee each."
+        ),
+    )
     strategy = models.CharField(_("escrow strategy"), max_length=40, choices=EscrowStrategy.choices)
     status = FSMField(
         _("status"),
@@ -196,6 +212,13 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
                 & Q(amount_reversed__lte=F("amount_transferred")),
                 name="escrow_payment_reversed_within_transferred",
             ),
+            # Within the amount. (released + refunded <= amount holds too, as
+            # the services keep it; not a constraint, so that a row broken by
+            # hand can still be saved and found by escrow_audit.)
+            models.CheckConstraint(
+                condition=Q(amount_released__gte=0) & Q(amount_released__lte=F("amount")),
+                name="escrow_payment_released_within_amount",
+            ),
             _currency_constraint("escrow_payment"),
             models.CheckConstraint(
                 condition=~Q(payer=F("payee_user")) | Q(payee_user__isnull=True),
@@ -236,6 +259,11 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
     @property
     def refundable_amount(self) -> int:
         return self.amount - self.amount_refunded
+
+    @property
+    def amount_held(self) -> int:
+        """Still in escrow: neither released nor refunded."""
+        return int(self.amount - self.amount_released - self.amount_refunded)
 
     @property
     def payee(self) -> Any:
@@ -311,16 +339,36 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
 
     @transition(
         field=status,
-        source=[S.HELD, S.RELEASING],
+        source=[S.HELD, S.RELEASING, S.PARTIALLY_RELEASED],
         target=S.RELEASED,
         conditions=[_no_open_dispute],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
         permission=permissions.may_release,  # type: ignore[arg-type]  # fsm stubs: Model, not our model
     )
     def release(self, amount_transferred: int = 0, platform_fee: int | None = None) -> None:
         self.released_at = timezone.now()
-        self.amount_transferred = amount_transferred
+        if self.status != S.PARTIALLY_RELEASED:
+            # A split payment counts its transfers one by one (release_part).
+            self.amount_transferred = amount_transferred
         if platform_fee is not None:
             self.platform_fee = platform_fee
+        self.amount_released = self.amount - self.amount_refunded
+
+    @transition(
+        field=status,
+        source=[S.HELD, S.PARTIALLY_RELEASED],
+        target=S.PARTIALLY_RELEASED,
+        conditions=[_no_open_dispute],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
+        permission=permissions.may_release,  # type: ignore[arg-type]  # fsm stubs: Model, not our model
+    )
+    def release_part(self, amount: int, platform_fee: int) -> None:
+        """``amount`` (gross) leaves escrow for a release of a split payment.
+
+        ``platform_fee`` is the payment's fee so far: what the releases took
+        plus the fee on what is still held.
+        """
+        self.released_in_parts = True
+        self.amount_released += amount
+        self.platform_fee = platform_fee
 
     @transition(field=status, source=S.RELEASING, target=S.HELD)
     def release_failed(self) -> None:
@@ -330,8 +378,8 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
     # -- refunds ---------------------------------------------------------------
     @transition(
         field=status,
-        source=[S.HELD, S.RELEASED, S.PARTIALLY_REFUNDED],
-        target=RETURN_VALUE(S.HELD, S.PARTIALLY_REFUNDED, S.REFUNDED),
+        source=[S.HELD, S.PARTIALLY_RELEASED, S.RELEASED, S.PARTIALLY_REFUNDED],
+        target=RETURN_VALUE(S.HELD, S.PARTIALLY_RELEASED, S.PARTIALLY_REFUNDED, S.REFUNDED),
         conditions=[_fully_refundable_left],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
         permission=permissions.may_refund,  # type: ignore[arg-type]  # fsm stubs: Model, not our model
     )
@@ -339,28 +387,33 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         """Record ``amount`` more refunded; the state follows the totals."""
         was_released = self.status in (S.RELEASED, S.PARTIALLY_REFUNDED)
         self.amount_refunded += amount
+        # A refund takes what is held first; beyond that it takes back
+        # released money (the transfers were reversed before it).
+        self.amount_released = max(0, min(self.amount_released, self.amount - self.amount_refunded))
         if self.amount_refunded >= self.amount:
             self.refunded_at = timezone.now()
             return S.REFUNDED
+        if self.status == S.PARTIALLY_RELEASED:
+            return S.PARTIALLY_RELEASED
         return S.PARTIALLY_REFUNDED if was_released else S.HELD
 
     @transition(
         field=status,
-        source=[S.HELD, S.PARTIALLY_REFUNDED, S.REFUNDED],
-        target=RETURN_VALUE(S.HELD, S.RELEASED, S.PARTIALLY_REFUNDED),
+        source=[S.HELD, S.PARTIALLY_RELEASED, S.PARTIALLY_REFUNDED, S.REFUNDED],
+        target=RETURN_VALUE(S.HELD, S.PARTIALLY_RELEASED, S.RELEASED, S.PARTIALLY_REFUNDED),
     )
     def refund_failed(self, amount: int) -> str:
-        """A refund Stripe could not complete: give its amount back."""
+        """A refund Stripe could not complete: give its amount back (to escrow)."""
         self.amount_refunded = max(0, self.amount_refunded - amount)
         self.refunded_at = None
         if self.released_at is None:
-            return S.HELD
+            return S.PARTIALLY_RELEASED if self.amount_released else S.HELD
         return S.PARTIALLY_REFUNDED if self.amount_refunded else S.RELEASED
 
     # -- disputes --------------------------------------------------------------
     @transition(
         field=status,
-        source=[S.HELD, S.RELEASING, S.RELEASED, S.PARTIALLY_REFUNDED],
+        source=[S.HELD, S.RELEASING, S.PARTIALLY_RELEASED, S.RELEASED, S.PARTIALLY_REFUNDED],
         target=S.DISPUTED,
     )
     def open_dispute(self, amount: int) -> None:
@@ -371,7 +424,9 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
     @transition(
         field=status,
         source=S.DISPUTED,
-        target=RETURN_VALUE(S.HELD, S.RELEASING, S.RELEASED, S.PARTIALLY_REFUNDED),
+        target=RETURN_VALUE(
+            S.HELD, S.RELEASING, S.PARTIALLY_RELEASED, S.RELEASED, S.PARTIALLY_REFUNDED
+        ),
     )
     def win_dispute(self) -> str:
         return self._state_before_dispute()
@@ -384,7 +439,9 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
     @transition(
         field=status,
         source=S.DISPUTE_LOST,
-        target=RETURN_VALUE(S.HELD, S.RELEASING, S.RELEASED, S.PARTIALLY_REFUNDED),
+        target=RETURN_VALUE(
+            S.HELD, S.RELEASING, S.PARTIALLY_RELEASED, S.RELEASED, S.PARTIALLY_REFUNDED
+        ),
     )
     def win_appeal(self) -> str:
         """The lost dispute was appealed and won: back where it was before the dispute."""

@@ -115,6 +115,17 @@ class AbstractDispute(ConcurrentTransitionMixin, TimestampedModel):
     status = FSMField(_("status"), max_length=32, choices=DisputeStatus.choices, protected=True)
     reason = models.CharField(_("reason"), max_length=64, blank=True)
     evidence_due_by = models.DateTimeField(_("evidence due by"), null=True, blank=True)
+    # On separate charges a dispute debits the platform's balance, never the
+    # payees' transfers: this records which releases were already out.
+    released_when_opened = models.JSONField(
+        _("released when opened"),
+        default=dict,
+        blank=True,
+        help_text=_(
+            "A payment released in parts: the releases and transfers already made when "
+            "the dispute opened (Stripe debits the platform, not these transfers)."
+        ),
+    )
     funds_withdrawn = models.BigIntegerField(_("funds withdrawn (minor units)"), default=0)
     funds_reinstated = models.BigIntegerField(_("funds reinstated (minor units)"), default=0)
     closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)

@@ -31,6 +31,23 @@ class AbstractTransfer(ConcurrentTransitionMixin, TimestampedModel):
         on_delete=models.PROTECT,
         related_name="transfers",
     )
+    # Set only on a split payment's transfers (one per release and payee).
+    release = models.ForeignKey(
+        model_name("EscrowRelease"),
+        verbose_name=_("release"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="transfers",
+    )
+    payee = models.ForeignKey(
+        model_name("EscrowPayee"),
+        verbose_name=_("payee"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="transfers",
+    )
     stripe_transfer_id = models.CharField(_("Stripe transfer id"), max_length=255, blank=True)
     idempotency_key = models.CharField(_("idempotency key"), max_length=255, unique=True)
     amount = models.BigIntegerField(_("amount (minor units)"))
@@ -71,12 +88,22 @@ class AbstractTransfer(ConcurrentTransitionMixin, TimestampedModel):
                 condition=~Q(stripe_transfer_id=""),
                 name="escrow_transfer_unique_stripe_id",
             ),
-            # Exactly-once release, enforced by the database: a payment has at
-            # most one transfer that did not fail.
+            # Exactly-once release, enforced by the database: a payment
+            # released in one transfer has at most one that did not fail ...
             models.UniqueConstraint(
                 fields=["payment"],
-                condition=~Q(status=TransferStatus.FAILED),
+                condition=~Q(status=TransferStatus.FAILED) & Q(release__isnull=True),
                 name="escrow_transfer_one_live_per_payment",
+            ),
+            # ... and a split payment at most one per release and payee.
+            models.UniqueConstraint(
+                fields=["release", "payee"],
+                condition=~Q(status=TransferStatus.FAILED) & Q(release__isnull=False),
+                name="escrow_transfer_one_live_per_release_payee",
+            ),
+            models.CheckConstraint(
+                condition=Q(release__isnull=True) | Q(payee__isnull=False),
+                name="escrow_transfer_release_has_payee",
             ),
         ]
 

@@ -1,0 +1,516 @@
+"""Releasing a payment in parts (milestones, amounts) and to several payees.
+
+A payment whose terms list milestones or several payees is released by
+*releases* (:class:`~django_escrow_connect.base.models.AbstractEscrowRelease`):
+each takes a gross amount out of escrow, keeps its share of the platform fee
+and sends the rest to the payees in one transfer each. The amounts, the fee
+and the per-payee allocation are fixed when the release is created, before
+any transfer, so a retry or a crash recovery resends exactly the same.
+
+Each payee's transfer is its own money operation with its own idempotency key
+(per release and payee), in the three phases of :mod:`.operations`: intent
+committed with the payment locked, the Stripe call with no transaction open,
+the outcome committed (:mod:`.outcomes`). Transfers go one after another; a
+refused one leaves the others done and is resent alone by the next release
+request. See docs/milestones.md and docs/splits.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils.translation import gettext as _
+from django_fsm import can_proceed
+
+from ..fees import compute_platform_fee
+from ..money import InvalidAmount, validate_minor_amount
+from ..states import (
+    DISPUTE_CLOSED_STATES,
+    AccountStatus,
+    EscrowStrategy,
+    MilestoneStatus,
+    MoneyOperationKind,
+    ReleaseStatus,
+    TransferStatus,
+)
+from ..terms import BASIS_POINTS_WHOLE, split_amount
+from ..transitions import may
+from . import errors, operations, outcomes, radar
+from .common import account_for_payee, idempotency_key, lock_payment, model, payment_model
+from .task_status import sync_task_status
+
+__all__ = [
+    "auto_release_due",
+    "check_split_terms",
+    "deliver_milestone",
+    "record_split_terms",
+    "release_in_parts",
+    "reversal_plan",
+    "split_transfer_request",
+]
+
+K = MoneyOperationKind
+
+#: Transfers that count as made (or being made) for a (release, payee).
+_LIVE = (TransferStatus.PENDING, TransferStatus.CREATED, TransferStatus.PARTIALLY_REVERSED,
+         TransferStatus.REVERSED)  # fmt: skip
+_MADE = (TransferStatus.CREATED, TransferStatus.PARTIALLY_REVERSED, TransferStatus.REVERSED)
+
+
+# --------------------------------------------------------------------------
+# Creating a split payment (from create_payment, payment locked)
+# --------------------------------------------------------------------------
+
+
+def check_split_terms(terms: Any, fee: int, strategy: str) -> list[Any]:
+    """Refuse terms a split payment cannot honour; the payees' accounts, in order.
+
+    Manual capture is one capture of a destination charge (one transfer,
+    implied by the charge): neither milestones nor several payees fit it.
+    """
+    if strategy == EscrowStrategy.MANUAL_CAPTURE:
+        raise errors.InvalidInput(
+            _(
+                "Milestones and split payouts need the separate charges and transfers "
+                "strategy; manual capture releases the whole payment to one payee."
+            ),
+            code="split_unsupported",
+        )
+    if terms.payees_by_amount and sum(p.weight for p in terms.payees) != terms.amount - fee:
+        raise errors.InvalidInput(
+            _("The payees' amounts must add up to the amount less the platform fee (%(net)s).")
+            % {"net": terms.amount - fee},
+            code="split_mismatch",
+        )
+    accounts = []
+    for share in terms.payees or ():
+        account = account_for_payee(share.user, share.organization)
+        if account is None or account.status == AccountStatus.DEAUTHORIZED:
+            raise errors.AccountNotReady(
+                _("Every payee needs a connected account that can receive money.")
+            )
+        accounts.append(account)
+    return accounts
+
+
+def record_split_terms(payment: Any, terms: Any, accounts: list[Any]) -> None:
+    """The payment's milestone and payee rows, from its terms."""
+    Payee = model("EscrowPayee")
+    if terms.payees:
+        Payee.objects.bulk_create(
+            Payee(
+                payment=payment,
+                position=position,
+                user=share.user,
+                organization=share.organization,
+                basis_points=share.basis_points,
+                amount=share.amount,
+                destination_account_id=account.stripe_account_id,
+            )
+            for position, (share, account) in enumerate(zip(terms.payees, accounts, strict=True))
+        )
+    else:
+        _single_payee(payment)
+    Milestone = model("EscrowMilestone")
+    Milestone.objects.bulk_create(
+        Milestone(
+            payment=payment,
+            position=position,
+            name=milestone.name[:255],
+            amount=milestone.amount,
+            currency=payment.currency,
+            due_date=milestone.due_date,
+            auto_release_after=milestone.auto_release_after,
+        )
+        for position, milestone in enumerate(terms.milestones)
+    )
+
+
+def _single_payee(payment: Any) -> Any:
+    """The payee row of a payment with one payee (all of every release)."""
+    return model("EscrowPayee").objects.create(
+        payment=payment,
+        position=0,
+        user=payment.payee_user,
+        organization=payment.payee_organization,
+        basis_points=BASIS_POINTS_WHOLE,
+        destination_account_id=payment.destination_account_id,
+    )
+
+
+# --------------------------------------------------------------------------
+# The request a payee's transfer sends
+# --------------------------------------------------------------------------
+
+
+def split_transfer_request(
+    payment: Any, release: Any, payee: Any, amount: int, destination: str, key: str
+) -> dict[str, Any]:
+    """One payee's transfer of one release (``create_transfer``).
+
+    Same charge (``source_transaction``) and ``transfer_group`` as a
+    one-transfer release; the metadata also names the release and the payee,
+    so a webhook or a lookup matches it to its row.
+    """
+    metadata = operations.operation_metadata(payment, key)
+    metadata["escrow_release_id"] = str(release.pk)
+    metadata["escrow_payee"] = str(payee.pk)
+    return {
+        "amount": amount,
+        "currency": payment.currency,
+        "destination": destination,
+        "source_transaction": payment.stripe_charge_id,
+        "transfer_group": payment.transfer_group,
+        "metadata": metadata,
+    }
+
+
+# --------------------------------------------------------------------------
+# Release
+# --------------------------------------------------------------------------
+
+
+def release_in_parts(
+    payment_id: Any,
+    user: Any = None,
+    *,
+    system: bool = False,
+    milestone_id: Any = None,
+    amount: int | None = None,
+) -> Any:
+    """Release a milestone, an amount, or everything still held (neither given).
+
+    Transfers left unsent or refused by an earlier request are sent first;
+    releasing a milestone already released changes nothing. Raises the first
+    refusal (409 ``release_failed``) after every other payee's transfer was
+    tried.
+    """
+    asked = _Ask(milestone_id, amount)
+    failures: list[errors.ServiceError] = []
+    refused: set[tuple[int, int]] = set()
+    # Bounded: each step settles or sends one transfer (at most one per
+    # payee and release, twice when an unresolved one is settled first).
+    for _step in range(_step_budget(payment_id)):
+        with transaction.atomic():
+            payment = lock_payment(payment_id)
+            if not system and not may(payment.release_part, user):
+                raise errors.Forbidden(
+                    _("Only the customer or platform staff can release a payment.")
+                )
+            pending = operations.unresolved_operation(payment)
+            if pending is None:
+                step = _next_step(payment, user, asked, refused, failed=bool(failures))
+        if pending is not None:
+            outcomes.drive(pending, wanted=pending.kind == K.TRANSFER)
+            continue
+        if step is None:
+            break
+        operation, slot = step
+        try:
+            outcomes.execute(operation)
+        except errors.Conflict as exc:
+            if exc.code != "release_failed":
+                raise
+            failures.append(exc)
+            refused.add(slot)
+    else:
+        raise errors.OperationInFlight(
+            _("The payment kept changing while this request ran; try again.")
+        )
+    if failures:
+        raise failures[0]
+    return payment_model().objects.get(pk=payment_id)
+
+
+class _Ask:
+    """What one request asked for, and whether its release exists yet."""
+
+    def __init__(self, milestone_id: Any, amount: int | None) -> None:
+        self.milestone_id = milestone_id
+        self.amount = amount
+        self.created = False
+
+
+def _step_budget(payment_id: Any) -> int:
+    payees = model("EscrowPayee").objects.filter(payment_id=payment_id).count()
+    milestones = model("EscrowMilestone").objects.filter(payment_id=payment_id).count()
+    return int(16 + 2 * max(payees, 1) * max(milestones, 1))
+
+
+def _next_step(
+    payment: Any, user: Any, asked: _Ask, refused: set[tuple[int, int]], *, failed: bool
+) -> tuple[Any, tuple[int, int]] | None:
+    """Phase 1 of the next transfer, or None when the request is done.
+
+    Runs with the payment locked. Finishes releases already begun before it
+    creates the one asked for.
+    """
+    while True:
+        step = _next_transfer(payment, user, refused)
+        if step is not None:
+            return step
+        if failed or asked.created:
+            _finish_payment(payment)
+            return None
+        release = _create_release(payment, user, asked)
+        if release is None:
+            _finish_payment(payment)
+            return None
+
+
+def _next_transfer(
+    payment: Any, user: Any, refused: set[tuple[int, int]]
+) -> tuple[Any, tuple[int, int]] | None:
+    releases = list(payment.releases.filter(status=ReleaseStatus.PENDING).order_by("position"))
+    if not releases:
+        return None
+    payees = {p.pk: p for p in payment.payees.all()}
+    for release in releases:
+        live = set(release.transfers.filter(status__in=_LIVE).values_list("payee_id", flat=True))
+        for payee_id, share in _allocations(release):
+            if payee_id in live or (release.pk, payee_id) in refused:
+                continue
+            return _begin_transfer(payment, release, payees[payee_id], share, user), (
+                release.pk,
+                payee_id,
+            )
+        if not any((release.pk, p) in refused for p, _share in _allocations(release)):
+            outcomes.finish_release(payment, release)
+    return None
+
+
+def _allocations(release: Any) -> list[tuple[int, int]]:
+    return [(int(k), int(v)) for k, v in release.allocations.items() if int(v) > 0]
+
+
+def _begin_transfer(payment: Any, release: Any, payee: Any, share: int, user: Any) -> Any:
+    account = account_for_payee(payee.user, payee.organization)
+    if account is None or not account.can_transfer:
+        raise errors.AccountNotReady(_("A payee's connected account cannot receive transfers now."))
+    attempt = release.transfers.filter(payee=payee).count()
+    key = idempotency_key(
+        "payment", payment.pk, f"release{release.position}-payee{payee.position}", attempt
+    )
+    request = split_transfer_request(payment, release, payee, share, account.stripe_account_id, key)
+    operation = operations.begin(
+        payment, K.TRANSFER, request, amount=share, user=user, key=key, attempt=attempt
+    )
+    model("Transfer").objects.create(
+        payment=payment,
+        release=release,
+        payee=payee,
+        idempotency_key=key,
+        amount=share,
+        currency=payment.currency,
+        destination_account_id=account.stripe_account_id,
+        source_transaction=payment.stripe_charge_id,
+    )
+    return operation
+
+
+def _create_release(payment: Any, user: Any, asked: _Ask) -> Any:
+    """The release this request asked for, with its fee and allocation; None if nothing is."""
+    asked.created = True
+    milestones = list(payment.milestones.all())
+    held = payment.amount_held
+    milestone = None
+    if asked.milestone_id is not None:
+        milestone = next((m for m in milestones if str(m.pk) == str(asked.milestone_id)), None)
+        if milestone is None:
+            raise errors.NotFound(_("No such milestone on this payment."))
+        if milestone.status in (MilestoneStatus.RELEASED, MilestoneStatus.REFUNDED):
+            return None  # released already (or refunded): nothing changes
+        gross = milestone.amount
+    elif asked.amount is not None:
+        if milestones:
+            raise errors.InvalidInput(
+                _("This payment is released by milestone; name the milestone."),
+                code="release_by_milestone",
+            )
+        gross = _valid_amount(payment, asked.amount, held)
+    else:
+        if held <= 0:
+            return None
+        milestone = next(
+            (
+                m
+                for m in milestones
+                if m.status in (MilestoneStatus.HELD, MilestoneStatus.DELIVERED)
+            ),
+            None,
+        )
+        gross = milestone.amount if milestone is not None else held
+        if milestone is not None:
+            # Everything: one milestone per step, in order, each its own release.
+            asked.created = False
+    gross = min(gross, held)
+    if gross <= 0:
+        return None
+    _check_releasable(payment)
+    if not payment.stripe_charge_id:
+        raise errors.Conflict(
+            _("The charge is not known yet; try again shortly."), code="charge_pending"
+        )
+    payees = list(payment.payees.all()) or [_single_payee(payment)]
+    for payee in payees:
+        account = account_for_payee(payee.user, payee.organization)
+        if account is None or not account.can_transfer:
+            raise errors.AccountNotReady(
+                _("Every payee's connected account must be able to receive transfers.")
+            )
+    releases = list(payment.releases.all())
+    taken = sum(r.platform_fee for r in releases)
+    final = gross == held
+    fee = _release_fee(payment, gross, payees, final=final, taken=taken)
+    shares = split_amount(gross - fee, [p.weight for p in payees])
+    release = model("EscrowRelease").objects.create(
+        payment=payment,
+        milestone=milestone,
+        position=len(releases),
+        amount=gross,
+        platform_fee=fee,
+        currency=payment.currency,
+        allocations={str(p.pk): s for p, s in zip(payees, shares, strict=True)},
+        requested_by=user if getattr(user, "pk", None) else None,
+    )
+    held_after = held - gross
+    rest_fee = compute_platform_fee(held_after, payment.currency) if held_after > 0 else 0
+    payment.release_part(gross, taken + fee + rest_fee)
+    payment.save()
+    sync_task_status(payment)
+    outcomes.log_payment(payment, "release %s of %s created", release.position, gross)
+    return release
+
+
+def _valid_amount(payment: Any, amount: Any, held: int) -> int:
+    try:
+        validate_minor_amount(amount, payment.currency)
+    except (InvalidAmount, TypeError) as exc:
+        raise errors.InvalidInput(str(exc), code="invalid_amount") from exc
+    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount <= held:
+        raise errors.InvalidInput(
+            _("The release must be between 1 and %(held)s (minor units).") % {"held": held},
+            code="invalid_amount",
+        )
+    return amount
+
+
+def _check_releasable(payment: Any) -> None:
+    if not can_proceed(payment.release_part):
+        raise errors.TransitionNotAllowed(
+            _("A payment that is %(status)s cannot be released.")
+            % {"status": payment.get_status_display().lower()}
+        )
+    if payment.disputes.exclude(status__in=DISPUTE_CLOSED_STATES).exists():
+        raise errors.TransitionNotAllowed(_("The payment is disputed; release is frozen."))
+    radar.check_not_held(payment)
+
+
+def _release_fee(payment: Any, gross: int, payees: list[Any], *, final: bool, taken: int) -> int:
+    """The platform fee of one release.
+
+    Each release pays the fee policy's fee on its gross amount; the last one
+    pays what is left of the fee on everything released, so the releases'
+    fees add up to the fee on the whole (no rounding drift).
+    """
+    context = {"payees": payees, "payment": payment}
+    if not final:
+        return compute_platform_fee(gross, payment.currency, **context)
+    whole = payment.amount - payment.amount_refunded
+    total = compute_platform_fee(whole, payment.currency, **context)
+    return max(0, min(gross, total - taken))
+
+
+def _finish_payment(payment: Any) -> None:
+    """Nothing held and every release done: the payment is released."""
+    if payment.amount_held > 0 or payment.amount_released <= 0:
+        return
+    if payment.releases.filter(status=ReleaseStatus.PENDING).exists():
+        return
+    outcomes.payment_fully_released(payment)
+
+
+# --------------------------------------------------------------------------
+# Refunds beyond what is held: which transfers to reverse
+# --------------------------------------------------------------------------
+
+
+def reversal_plan(payment: Any, total_refunded: int) -> list[tuple[Any, int]]:
+    """The reversals a split payment needs once ``total_refunded`` is refunded.
+
+    A refund takes what is still held first. What it takes beyond that comes
+    out of the releases, the latest first; of each release it reverses the
+    payees' share of the part refunded (its net in proportion to its gross),
+    divided between the payees by ``REVERSAL_POLICY``. Deterministic in the
+    totals: after a crash the same plan follows, less what was reversed.
+    """
+    from ..conf import escrow_settings
+
+    releases = list(payment.releases.order_by("-position"))
+    released = sum(r.amount for r in releases)
+    overflow = max(0, total_refunded - (payment.amount - released))
+    plan: list[tuple[Any, int]] = []
+    for release in releases:
+        if overflow <= 0:
+            break
+        part = min(overflow, release.amount)
+        overflow -= part
+        transfers = list(release.transfers.filter(status__in=_MADE).order_by("payee__position"))
+        out = sum(t.amount for t in transfers)
+        target = out if part >= release.amount else min(out, part * release.net // release.amount)
+        shares = escrow_settings.REVERSAL_POLICY(
+            release=release, transfers=transfers, amount=target
+        )
+        for transfer, share in zip(transfers, shares, strict=True):
+            need = min(int(share), transfer.amount) - transfer.amount_reversed
+            if need > 0:
+                plan.append((transfer, need))
+    return plan
+
+
+# --------------------------------------------------------------------------
+# Delivery (the doer marks a milestone done)
+# --------------------------------------------------------------------------
+
+
+def deliver_milestone(payment_id: Any, milestone_id: Any, user: Any) -> Any:
+    """The doer marks a milestone delivered (starts its auto-release clock)."""
+    from ..permissions import is_payee
+
+    with transaction.atomic():
+        payment = lock_payment(payment_id)
+        if not (is_payee(user, payment) or _is_split_payee(payment, user)):
+            raise errors.Forbidden(_("Only the doer can mark a milestone delivered."))
+        milestone = payment.milestones.filter(pk=_int_or_none(milestone_id)).first()
+        if milestone is None:
+            raise errors.NotFound(_("No such milestone on this payment."))
+        if milestone.status == MilestoneStatus.DELIVERED:
+            return milestone
+        if not can_proceed(milestone.mark_delivered) or not can_proceed(payment.release_part):
+            raise errors.TransitionNotAllowed(_("This milestone cannot be marked delivered now."))
+        milestone.mark_delivered()
+        milestone.save()
+    return milestone
+
+
+def _is_split_payee(payment: Any, user: Any) -> bool:
+    return bool(getattr(user, "pk", None)) and payment.payees.filter(user=user).exists()
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def auto_release_due(now: Any) -> list[tuple[Any, Any]]:
+    """(payment id, milestone id) of delivered milestones whose auto-release time passed."""
+    due = []
+    for milestone in model("EscrowMilestone").objects.filter(
+        status=MilestoneStatus.DELIVERED, auto_release_after__isnull=False
+    ):
+        if milestone.auto_release_at is not None and milestone.auto_release_at <= now:
+            due.append((milestone.payment_id, milestone.pk))
+    return due

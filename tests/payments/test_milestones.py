@@ -1,0 +1,596 @@
+"""Milestones, partial releases and split payouts (docs/milestones.md, docs/splits.md),
+through the API and the signals, on the simulated Stripe."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date
+from typing import Any
+
+import pytest
+from django.urls import reverse
+
+from django_escrow_connect import signals
+from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
+from django_escrow_connect.exceptions import BalanceInsufficient
+from django_escrow_connect.terms import (
+    EscrowTerms,
+    MilestoneTerms,
+    PayeeShare,
+    split_amount,
+    terms_from_task,
+)
+from tests import factories
+
+from .conftest import configure, stripe_account
+
+#: Per task: what the test's terms add to the task's own (milestones, payees).
+EXTRA: dict[Any, dict[str, Any]] = {}
+
+
+def split_terms(task: Any) -> EscrowTerms:
+    """The ``PAYMENT_TERMS`` hook of these tests: the task's terms plus ``EXTRA``."""
+    terms = terms_from_task(task)
+    extra = EXTRA.get(task.pk)
+    return dataclasses.replace(terms, **extra) if extra else terms
+
+
+@pytest.fixture
+def split(settings: Any, sim_stripe: Any) -> Any:
+    configure(
+        settings,
+        ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS,
+        PAYMENT_TERMS="tests.payments.test_milestones.split_terms",
+        PLATFORM_FEE_BASIS_POINTS=1000,
+    )
+    EXTRA.clear()
+    yield
+    EXTRA.clear()
+
+
+@pytest.fixture
+def partner(market: Any) -> Any:
+    """A second doer (a subcontractor) with an onboarded account."""
+    user = factories.make_user("partner")
+    stripe_account(owner_user=user)
+    return user
+
+
+def transfers_in_stripe(sim_stripe: Any, payment: Any) -> list[dict[str, Any]]:
+    return [
+        t for t in sim_stripe.transfers.values() if t["transfer_group"] == payment.transfer_group
+    ]
+
+
+def held(market: Any, amount: int = 10_000, **extra: Any) -> Any:
+    task = market.task(amount=amount)
+    if extra:
+        EXTRA[task.pk] = extra
+    response = market.create(task)
+    assert response.status_code == 201, response.content
+    payment = market.pay(response.json()["payment_id"])
+    assert payment.status == "held"
+    return payment
+
+
+def release(market: Any, payment: Any, user: Any = None, **body: Any) -> Any:
+    return market.post(user or market.customer, "payment-release", body, payment_id=payment.pk)
+
+
+def three_milestones() -> list[MilestoneTerms]:
+    return [
+        MilestoneTerms("Design", 2_000, due_date=date(2027, 1, 15)),
+        MilestoneTerms("Build", 5_000),
+        MilestoneTerms("Launch", 3_000),
+    ]
+
+
+class Received:
+    """Signals sent during a test (kwargs of each)."""
+
+    def __init__(self, signal: Any) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.signal = signal
+        signal.connect(self.receive)
+
+    def receive(self, sender: Any, **kwargs: Any) -> None:
+        kwargs.pop("signal", None)
+        self.calls.append(kwargs)
+
+    def close(self) -> None:
+        self.signal.disconnect(self.receive)
+
+
+@pytest.fixture
+def milestone_signals() -> Any:
+    received = Received(signals.milestone_released)
+    yield received
+    received.close()
+
+
+@pytest.fixture
+def payee_failures() -> Any:
+    received = Received(signals.payee_transfer_failed)
+    yield received
+    received.close()
+
+
+# --------------------------------------------------------------------------
+# Terms
+# --------------------------------------------------------------------------
+
+
+class TestTerms:
+    def test_split_amount_is_exact_with_the_remainder_to_the_largest_then_first(self):
+        assert split_amount(100, [1, 1, 1]) == [34, 33, 33]
+        assert split_amount(101, [1, 1, 1]) == [34, 34, 33]
+        assert split_amount(9_000, [6_000, 4_000]) == [5_400, 3_600]
+        assert split_amount(7, [3_333, 3_333, 3_334]) == [2, 2, 3]
+        for total in range(0, 50):
+            assert sum(split_amount(total, [5, 3, 2])) == total
+
+    def test_milestones_must_sum_to_the_amount(self):
+        user = object()
+        with pytest.raises(ValueError, match="sum to amount"):
+            EscrowTerms(
+                payer=user,
+                amount=10_000,
+                currency="usd",
+                payee_user=user,
+                milestones=[MilestoneTerms("A", 1_000)],
+            )
+
+    def test_basis_points_must_cover_the_whole_net(self, market, partner):
+        with pytest.raises(ValueError, match="10000"):
+            EscrowTerms(
+                payer=market.customer,
+                amount=10_000,
+                currency="usd",
+                payees=[
+                    PayeeShare(user=market.doer, basis_points=6_000),
+                    PayeeShare(user=partner, basis_points=3_000),
+                ],
+            )
+
+    def test_a_share_is_basis_points_or_an_amount_not_both(self, market):
+        with pytest.raises(ValueError, match="exactly one of basis_points and amount"):
+            PayeeShare(user=market.doer, basis_points=5_000, amount=100)
+
+    def test_the_first_payee_is_the_payee(self, market, partner):
+        terms = EscrowTerms(
+            payer=market.customer,
+            amount=10_000,
+            currency="usd",
+            payees=[
+                PayeeShare(user=market.doer, basis_points=6_000),
+                PayeeShare(user=partner, basis_points=4_000),
+            ],
+        )
+        assert terms.payee_user == market.doer
+        assert terms.is_split
+
+
+# --------------------------------------------------------------------------
+# Milestones
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("split")
+class TestMilestones:
+    def test_detail_lists_the_milestones(self, market):
+        payment = held(market, milestones=three_milestones())
+        body = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert [(m["name"], m["amount"], m["status"]) for m in body["milestones"]] == [
+            ("Design", 2_000, "held"),
+            ("Build", 5_000, "held"),
+            ("Launch", 3_000, "held"),
+        ]
+        assert body["milestones"][0]["due_date"] == "2027-01-15"
+        assert body["amount_held"] == 10_000
+        assert body["amount_released"] == 0
+
+    def test_release_milestone_by_milestone(self, market, sim_stripe, milestone_signals):
+        payment = held(market, milestones=three_milestones())
+        design, build, launch = payment.milestones.order_by("position")
+
+        response = release(market, payment, milestone_id=design.pk)
+        assert response.status_code == 200, response.content
+        body = response.json()
+        assert body["status"] == "partially_released"
+        assert body["amount_released"] == 2_000
+        assert body["amount_held"] == 8_000
+        # 10 % fee on the milestone: 1,800 to the doer.
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [1_800]
+        assert body["milestones"][0]["status"] == "released"
+        (call,) = milestone_signals.calls
+        assert call["milestone"].pk == design.pk
+        assert [t.amount for t in call["transfers"]] == [1_800]
+
+        # Idempotent: releasing a released milestone changes nothing.
+        again = release(market, payment, milestone_id=design.pk)
+        assert again.status_code == 200
+        assert len(transfers_in_stripe(sim_stripe, payment)) == 1
+
+        assert release(market, payment, milestone_id=launch.pk).json()["amount_held"] == 5_000
+        final = release(market, payment, milestone_id=build.pk).json()
+        assert final["status"] == "released"
+        assert final["amount_held"] == 0
+        assert final["amount_released"] == 10_000
+        made = [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)]
+        assert made == [1_800, 2_700, 4_500]
+        payment = market.payment(payment.pk)
+        assert payment.platform_fee == 1_000
+        assert payment.amount_transferred == 9_000
+        # Every transfer from the one charge, in the payment's transfer group.
+        for transfer in transfers_in_stripe(sim_stripe, payment):
+            assert transfer["source_transaction"] == payment.stripe_charge_id
+        assert len(milestone_signals.calls) == 3
+
+    def test_confirm_releases_every_milestone_still_held(self, market, sim_stripe):
+        payment = held(market, milestones=three_milestones())
+        first = payment.milestones.order_by("position").first()
+        release(market, payment, milestone_id=first.pk)
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        body = response.json()
+        assert body["status"] == "released"
+        assert [m["status"] for m in body["milestones"]] == ["released"] * 3
+        assert sum(t["amount"] for t in transfers_in_stripe(sim_stripe, payment)) == 9_000
+
+    def test_an_amount_cannot_be_released_from_a_milestone_payment(self, market):
+        payment = held(market, milestones=three_milestones())
+        response = release(market, payment, amount=1_000)
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "release_by_milestone"
+
+    def test_an_unknown_milestone_is_404(self, market):
+        payment = held(market, milestones=three_milestones())
+        response = release(market, payment, milestone_id=999_999)
+        assert response.status_code == 404
+
+    def test_only_the_customer_or_staff_release(self, market):
+        payment = held(market, milestones=three_milestones())
+        first = payment.milestones.order_by("position").first()
+        assert release(market, payment, market.doer, milestone_id=first.pk).status_code == 403
+        assert release(market, payment, market.other, milestone_id=first.pk).status_code == 404
+        assert release(market, payment, market.staff, milestone_id=first.pk).status_code == 200
+
+    def test_the_doer_marks_a_milestone_delivered(self, market):
+        payment = held(market, milestones=three_milestones())
+        first = payment.milestones.order_by("position").first()
+        url = reverse("escrow_connect:milestone-deliver", args=[str(payment.pk), str(first.pk)])
+        with market.capture(execute=True):
+            customer = market.client(market.customer).post(url, {}, format="json")
+        assert customer.status_code == 403
+        with market.capture(execute=True):
+            response = market.client(market.doer).post(url, {}, format="json")
+        assert response.status_code == 200, response.content
+        assert response.json()["milestones"][0]["status"] == "delivered"
+
+
+# --------------------------------------------------------------------------
+# Partial amounts on a one-payee payment
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("split")
+class TestPartialAmounts:
+    def test_release_forty_percent_then_the_rest(self, market, sim_stripe):
+        payment = held(market)
+        body = release(market, payment, amount=4_000).json()
+        assert body["status"] == "partially_released"
+        assert body["amount_held"] == 6_000
+        body = release(market, payment).json()
+        assert body["status"] == "released"
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [3_600, 5_400]
+
+    @pytest.mark.parametrize("amount", [0, -5, 10_001, 1.5, "ten"])
+    def test_invalid_amounts_are_400(self, market, amount):
+        payment = held(market)
+        response = release(market, payment, amount=amount)
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] in ("invalid", "invalid_amount")
+
+    def test_milestone_and_amount_together_are_400(self, market):
+        payment = held(market)
+        assert release(market, payment, amount=1, milestone_id=1).status_code == 400
+
+    def test_refund_within_held_touches_no_transfer(self, market, sim_stripe):
+        payment = held(market)
+        release(market, payment, amount=4_000)
+        response = market.post(
+            market.staff, "payment-refund", {"amount": 6_000}, payment_id=payment.pk
+        )
+        assert response.status_code == 200, response.content
+        assert [c for c in sim_stripe.calls if c[0] == "create_transfer_reversal"] == []
+        payment = market.payment(payment.pk)
+        assert payment.amount_reversed == 0
+        assert payment.amount_refunded == 6_000
+        assert payment.amount_released == 4_000
+        assert payment.amount_held == 0
+
+    def test_manual_capture_refuses_partial_release(self, market, settings):
+        configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
+        payment = held(market)
+        response = release(market, payment, amount=1_000)
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "split_unsupported"
+
+
+# --------------------------------------------------------------------------
+# Split payouts
+# --------------------------------------------------------------------------
+
+
+def team(market: Any, partner: Any) -> list[PayeeShare]:
+    return [
+        PayeeShare(user=market.doer, basis_points=6_000),
+        PayeeShare(user=partner, basis_points=4_000),
+    ]
+
+
+@pytest.mark.usefixtures("split")
+class TestSplit:
+    def test_one_transfer_per_payee_with_its_share(self, market, sim_stripe, partner):
+        payment = held(market, payees=team(market, partner))
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        body = response.json()
+        assert body["status"] == "released"
+        made = transfers_in_stripe(sim_stripe, payment)
+        assert sorted(t["amount"] for t in made) == [3_600, 5_400]
+        assert {t["metadata"]["escrow_payee"] for t in made} == {
+            str(p["id"]) for p in body["payees"]
+        }
+        assert [[t["status"] for t in p["transfers"]] for p in body["payees"]] == [
+            ["created"],
+            ["created"],
+        ]
+
+    def test_the_second_payee_sees_the_payment(self, market, partner):
+        payment = held(market, payees=team(market, partner))
+        response = market.get(partner, "payment-detail", payment_id=payment.pk)
+        assert response.status_code == 200
+
+    def test_amount_shares_must_add_up_to_the_net(self, market, partner):
+        task = market.task(amount=10_000)
+        EXTRA[task.pk] = {
+            "payees": [
+                PayeeShare(user=market.doer, amount=5_000),
+                PayeeShare(user=partner, amount=5_000),
+            ]
+        }
+        response = market.create(task)
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "split_mismatch"
+
+    def test_manual_capture_refuses_a_split_at_creation(self, market, partner, settings):
+        configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
+        task = market.task(amount=10_000)
+        EXTRA[task.pk] = {"payees": team(market, partner)}
+        response = market.create(task)
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "split_unsupported"
+
+    def test_a_refused_payee_transfer_leaves_the_other_done_and_is_retried_alone(
+        self, market, sim_stripe, partner, payee_failures
+    ):
+        payment = held(market, payees=team(market, partner))
+        sim_stripe.fail_next(
+            "create_transfer",
+            BalanceInsufficient(
+                "Insufficient funds.", code="balance_insufficient", http_status=400
+            ),
+        )
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "release_failed"
+        made = transfers_in_stripe(sim_stripe, payment)
+        assert [t["amount"] for t in made] == [3_600]  # the partner's went through
+        payment = market.payment(payment.pk)
+        assert payment.status == "partially_released"
+        (incident,) = payment.transfer_incidents.all()
+        assert incident.code == "balance_insufficient"
+        (failure,) = payee_failures.calls
+        assert failure["payee"].user == market.doer
+        assert failure["transfer"].amount == 5_400
+
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        assert response.json()["status"] == "released"
+        made = transfers_in_stripe(sim_stripe, payment)
+        assert sorted(t["amount"] for t in made) == [3_600, 5_400]
+        creates = [c for c in sim_stripe.calls if c[0] == "create_transfer"]
+        # Two successful transfers, one refused: the retry sent only the refused one.
+        assert len(creates) == 3
+
+    def test_milestones_and_split_combine(self, market, sim_stripe, partner):
+        payment = held(market, milestones=three_milestones(), payees=team(market, partner))
+        first = payment.milestones.order_by("position").first()
+        release(market, payment, milestone_id=first.pk)
+        assert sorted(t["amount"] for t in transfers_in_stripe(sim_stripe, payment)) == [
+            720,
+            1_080,
+        ]
+        body = market.post(market.customer, "payment-confirm", payment_id=payment.pk).json()
+        assert body["status"] == "released"
+        made = transfers_in_stripe(sim_stripe, payment)
+        assert len(made) == 6
+        assert sum(t["amount"] for t in made) == 9_000
+
+    def test_full_refund_after_release_reverses_each_payee_latest_release_first(
+        self, market, sim_stripe, partner
+    ):
+        payment = held(market, milestones=three_milestones(), payees=team(market, partner))
+        market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        response = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        payment = market.payment(payment.pk)
+        assert payment.status == "refunded"
+        assert payment.amount_reversed == payment.amount_transferred == 9_000
+        for transfer in payment.transfers.all():
+            assert transfer.amount_reversed == transfer.amount
+        reversals = [c for c in sim_stripe.calls if c[0] == "create_transfer_reversal"]
+        assert len(reversals) == 6
+        latest = payment.releases.order_by("-position").first()
+        latest_ids = {t.stripe_transfer_id for t in latest.transfers.all()}
+        assert {reversals[0][1]["transfer_id"], reversals[1][1]["transfer_id"]} == latest_ids
+
+    def test_refund_beyond_held_reverses_proportionally(self, market, sim_stripe, partner):
+        payment = held(market, payees=team(market, partner))
+        release(market, payment, amount=5_000)  # 4,500 net: 2,700 + 1,800
+        response = market.post(
+            market.staff, "payment-refund", {"amount": 6_000}, payment_id=payment.pk
+        )
+        assert response.status_code == 200, response.content
+        payment = market.payment(payment.pk)
+        # 5,000 held refunded first; 1,000 of the release: 900 net reversed 540/360.
+        assert sorted(t.amount_reversed for t in payment.transfers.all()) == [360, 540]
+        assert payment.amount_refunded == 6_000
+        assert payment.amount_released == 4_000
+        assert payment.amount_held == 0
+
+
+# --------------------------------------------------------------------------
+# Disputes
+# --------------------------------------------------------------------------
+
+
+def dispute_event(payment: Any, status: str = "needs_response", dispute_id: str = "") -> Any:
+    from django.db import transaction
+
+    from django_escrow_connect.gateway.types import DisputeSnapshot
+    from django_escrow_connect.services.disputes import apply_dispute
+    from tests.webhooks import stripe_objects as so
+
+    obj = so.dispute(
+        charge=payment.stripe_charge_id,
+        payment_intent=payment.stripe_payment_intent_id,
+        amount=payment.amount,
+        currency=payment.currency,
+        status=status,
+        **({"id": dispute_id} if dispute_id else {}),
+    )
+    with transaction.atomic():
+        return apply_dispute(DisputeSnapshot.from_dict(obj))
+
+
+@pytest.mark.usefixtures("split")
+class TestDisputes:
+    def test_a_dispute_freezes_the_rest_and_records_what_was_out(self, market, sim_stripe):
+        payment = held(market, milestones=three_milestones())
+        design, build, _launch = payment.milestones.order_by("position")
+        release(market, payment, milestone_id=design.pk)
+        with market.capture(execute=True):
+            dispute = dispute_event(market.payment(payment.pk))
+        payment = market.payment(payment.pk)
+        assert payment.status == "disputed"
+        assert payment.status_before_dispute == "partially_released"
+        out = dispute.released_when_opened
+        assert out["amount_released"] == 2_000
+        assert out["amount_held"] == 8_000
+        (made,) = out["releases"]
+        assert made["milestone_id"] == design.pk
+        assert made["transfers"] == [payment.transfers.get().stripe_transfer_id]
+
+        response = release(market, payment, milestone_id=build.pk)
+        assert response.status_code == 409
+        # No automatic reversal: Stripe debits the platform's balance.
+        assert [c for c in sim_stripe.calls if c[0] == "create_transfer_reversal"] == []
+
+        with market.capture(execute=True):
+            dispute_event(payment, status="won", dispute_id=dispute.stripe_dispute_id)
+        assert market.payment(payment.pk).status == "partially_released"
+        assert release(market, payment, milestone_id=build.pk).status_code == 200
+
+
+# --------------------------------------------------------------------------
+# Automatic release of delivered milestones
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("split")
+class TestMilestoneAutoRelease:
+    def test_a_delivered_milestone_is_released_after_its_delay(self, market, sim_stripe):
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from django_escrow_connect.services.schedules import auto_release
+
+        payment = held(
+            market,
+            milestones=[
+                MilestoneTerms("Design", 4_000, auto_release_after=timedelta(days=3)),
+                MilestoneTerms("Build", 6_000),
+            ],
+        )
+        design, _build = payment.milestones.order_by("position")
+        # Not delivered: nothing is due (and the payment-level policy is off).
+        assert auto_release(now=timezone.now() + timedelta(days=30)) is None
+        url = reverse("escrow_connect:milestone-deliver", args=[str(payment.pk), str(design.pk)])
+        with market.capture(execute=True):
+            assert market.client(market.doer).post(url, {}, format="json").status_code == 200
+        assert auto_release(now=timezone.now() + timedelta(days=2)) is None
+        with market.capture(execute=True):
+            changes = auto_release(now=timezone.now() + timedelta(days=3, minutes=1))
+        assert len(changes) == 1
+        payment = market.payment(payment.pk)
+        assert payment.status == "partially_released"
+        assert payment.amount_released == 4_000
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [3_600]
+        # Released once: running again changes nothing.
+        assert auto_release(now=timezone.now() + timedelta(days=10)) is None
+
+
+# --------------------------------------------------------------------------
+# The fee policy receives the split
+# --------------------------------------------------------------------------
+
+SEEN_BY_POLICY: list[dict[str, Any]] = []
+
+
+def split_aware_fee(amount: int, currency: str, *, payees: Any = None, payment: Any = None) -> int:
+    """5 % per payee: a policy that prices a split by its payees."""
+    SEEN_BY_POLICY.append({"amount": amount, "payees": payees, "payment": payment})
+    count = len(payees) if payees else 1
+    return amount * 5 * count // 100
+
+
+class TestFeePolicy:
+    def test_a_policy_that_accepts_payees_receives_them(
+        self, market, settings, sim_stripe, partner
+    ):
+        configure(
+            settings,
+            ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS,
+            PAYMENT_TERMS="tests.payments.test_milestones.split_terms",
+            PLATFORM_FEE_POLICY="tests.payments.test_milestones.split_aware_fee",
+        )
+        SEEN_BY_POLICY.clear()
+        payment = held(market, payees=team(market, partner))
+        EXTRA.clear()
+        assert SEEN_BY_POLICY[-1]["payees"] is None  # at creation: no split yet
+        market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        release_call = SEEN_BY_POLICY[-1]
+        assert [p.user for p in release_call["payees"]] == [market.doer, partner]
+        assert release_call["payment"].pk == payment.pk
+        # 10 % (two payees): 9,000 net split 60/40.
+        made = sorted(t["amount"] for t in transfers_in_stripe(sim_stripe, payment))
+        assert made == [3_600, 5_400]
+        assert market.payment(payment.pk).platform_fee == 1_000
+
+    def test_a_two_argument_policy_still_works_for_a_split(
+        self, market, settings, sim_stripe, partner
+    ):
+        configure(
+            settings,
+            ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS,
+            PAYMENT_TERMS="tests.payments.test_milestones.split_terms",
+            PLATFORM_FEE_POLICY=lambda amount, currency: amount // 20,
+        )
+        payment = held(market, payees=team(market, partner))
+        EXTRA.clear()
+        body = market.post(market.customer, "payment-confirm", payment_id=payment.pk).json()
+        assert body["status"] == "released"
+        assert body["platform_fee"] == 500
