@@ -24,6 +24,7 @@ from .payments import AbstractEscrowPayment
 from .refunds import AbstractDispute, AbstractRefund
 from .staff import AbstractStaffAction
 from .task import AbstractOrganizationPlaceholder, EscrowTaskMixin
+from .tips import AbstractEscrowTip, AbstractEscrowTipTransfer
 from .transfers import AbstractTransfer, AbstractTransferReversal
 from .webhooks import AbstractWebhookEvent
 
@@ -31,6 +32,8 @@ __all__ = [
     "AbstractConnectedAccount",
     "AbstractDispute",
     "AbstractEscrowPayment",
+    "AbstractEscrowTip",
+    "AbstractEscrowTipTransfer",
     "AbstractIncident",
     "AbstractMoneyOperation",
     "AbstractOrganizationPlaceholder",
