@@ -101,9 +101,7 @@ class AbstractEscrowTip(ConcurrentTransitionMixin, TimestampedModel):
 
     # From failed too: after a decline the customer may confirm the same
     # PaymentIntent again, and Stripe's "succeeded" is the fact that counts.
-    @transition(
-        field=status, source=[T.AWAITING_PAYMENT, T.PROCESSING, T.FAILED], target=T.PAID
-    )
+    @transition(field=status, source=[T.AWAITING_PAYMENT, T.PROCESSING, T.FAILED], target=T.PAID)
     def mark_paid(self, charge_id: str = "") -> None:
         if charge_id:
             self.stripe_charge_id = charge_id
@@ -116,7 +114,9 @@ class AbstractEscrowTip(ConcurrentTransitionMixin, TimestampedModel):
         self.failure_code = code[:255]
         self.failure_message = message
 
-    @transition(field=status, source=[T.AWAITING_PAYMENT, T.PROCESSING, T.FAILED], target=T.CANCELED)
+    @transition(
+        field=status, source=[T.AWAITING_PAYMENT, T.PROCESSING, T.FAILED], target=T.CANCELED
+    )
     def mark_canceled(self, code: str = "") -> None:
         if code:
             self.failure_code = code[:255]
