@@ -64,7 +64,73 @@ class ConnectedAccountAdmin(AccountActionsMixin, ReadOnlyMoneyAdmin):
     list_select_related = ("owner_user", "owner_organization")
 
 
+if TYPE_CHECKING:
+    _TabularInline = admin.TabularInline[Any, Any]
+else:
+    _TabularInline = admin.TabularInline
+
+
+class ReadOnlyInline(_TabularInline):
+    """Rows shown with their parent, never edited there."""
+
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class EscrowTipInline(ReadOnlyInline):
+    """The payment's tips (docs/tips.md), each with its transfers."""
+
+    model = swapper.load_model(APP_LABEL, "EscrowTip", require_ready=False)
+    fields = (
+        "amount",
+        "currency",
+        "platform_fee",
+        "status",
+        "stripe_payment_intent_id",
+        "tip_transfers",
+        "failure_code",
+        "created_at",
+        "paid_at",
+        "transferred_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description=_("transfers"))
+    def tip_transfers(self, tip: Any) -> str:
+        return (
+            ", ".join(
+                f"{t.stripe_transfer_id or t.idempotency_key}: {t.amount} -> "
+                f"{t.destination_account_id} ({t.status})"
+                for t in tip.transfers.all()
+            )
+            or "-"
+        )
+
+
+class EscrowTipTransferInline(ReadOnlyInline):
+    model = swapper.load_model(APP_LABEL, "EscrowTipTransfer", require_ready=False)
+    fields = (
+        "destination_account_id",
+        "amount",
+        "currency",
+        "status",
+        "stripe_transfer_id",
+        "idempotency_key",
+        "failure_code",
+        "created_at",
+    )
+    readonly_fields = fields
+
+
 class EscrowPaymentAdmin(PaymentActionsMixin, ReadOnlyMoneyAdmin):
+    inlines = [EscrowTipInline]
     list_display = (
         "id",
         "task",
@@ -298,6 +364,19 @@ class StaffActionAdmin(_ModelAdmin):
         return False
 
 
+class EscrowTipAdmin(ChildAdmin):
+    list_display = ("id", "payment", "amount", "currency", "platform_fee", "status", "created_at")
+    search_fields = ("=id", "stripe_payment_intent_id", "stripe_charge_id")
+    inlines = [EscrowTipTransferInline]
+
+
+class EscrowTipTransferAdmin(ReadOnlyMoneyAdmin):
+    list_display = ("stripe_transfer_id", "tip", "amount", "currency", "status", "created_at")
+    list_filter = ("status", "currency", "created_at")
+    search_fields = ("stripe_transfer_id", "idempotency_key", "destination_account_id")
+    raw_id_fields = ("tip",)
+
+
 ADMINS: dict[str, type[admin.ModelAdmin[Any]]] = {
     "ConnectedAccount": ConnectedAccountAdmin,
     "EscrowPayment": EscrowPaymentAdmin,
@@ -310,6 +389,8 @@ ADMINS: dict[str, type[admin.ModelAdmin[Any]]] = {
     "WebhookEvent": WebhookEventAdmin,
     "MoneyOperation": MoneyOperationAdmin,
     "StaffAction": StaffActionAdmin,
+    "EscrowTip": EscrowTipAdmin,
+    "EscrowTipTransfer": EscrowTipTransferAdmin,
 }
 
 for _name, _admin_class in ADMINS.items():

@@ -613,3 +613,59 @@ def apply_tip_transfer(snapshot: TransferSnapshot, *, event_id: str = "") -> Any
         row.save()
         _mark_transferred_if_done(tip_model().objects.select_for_update().get(pk=row.tip_id))
     return row
+
+
+# --------------------------------------------------------------------------
+# escrow_reconcile: tips a crash or a lost event left behind
+# --------------------------------------------------------------------------
+
+
+def reconcile_tips(
+    *, dry_run: bool = False, payment_id: Any = None, cutoff: Any = None
+) -> list[Any]:
+    """Transfer paid tips whose transfer never ran; catch up with tip PaymentIntents.
+
+    A tip left ``paid`` (a crash after the payment was recorded, before or
+    during the transfer, or an operation in the way) is transferred: the
+    journal has already settled its unresolved operation, so the same key
+    is not sent twice. A tip still awaiting its payment is looked up (a lost
+    ``payment_intent.succeeded``). Refused transfers (``transfer_failed``)
+    wait for staff (``retry-transfer``), like a refused release.
+    """
+    from .changes import Change, failed_change
+
+    tips = tip_model().objects.all()
+    if payment_id is not None:
+        tips = tips.filter(payment_id=payment_id)
+    elif cutoff is not None:
+        tips = tips.filter(updated_at__lte=cutoff)
+    changes: list[Any] = []
+    waiting = tips.filter(status__in=[T.AWAITING_PAYMENT, T.PROCESSING]).exclude(
+        stripe_payment_intent_id=""
+    )
+    for tip in waiting.order_by("created_at"):
+        if dry_run:
+            changes.append(Change(str(tip.payment_id), "would look up tip", str(tip.pk)))
+            continue
+        try:
+            from .common import gateway
+
+            snapshot = gateway().retrieve_payment_intent(tip.stripe_payment_intent_id)
+        except GatewayError as exc:
+            changes.append(failed_change(tip.payment_id, f"look up tip {tip.pk}", exc))
+            continue
+        with transaction.atomic():
+            after = apply_tip_payment_intent(snapshot)
+        if after is not None and after.status != tip.status:
+            changes.append(Change(str(tip.payment_id), f"tip {tip.pk}: {tip.status} -> {after.status}"))
+    for tip in tips.filter(status=T.PAID).order_by("created_at"):
+        if dry_run:
+            changes.append(Change(str(tip.payment_id), "would transfer tip", str(tip.pk)))
+            continue
+        try:
+            after = transfer_tip(tip.pk)
+        except errors.ServiceError as exc:
+            changes.append(failed_change(tip.payment_id, f"transfer tip {tip.pk}", exc))
+            continue
+        changes.append(Change(str(tip.payment_id), f"tip {tip.pk}: paid -> {after.status}"))
+    return changes

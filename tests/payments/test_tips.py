@@ -280,3 +280,89 @@ def test_calls_helper_still_counts(market):
     from django_escrow_connect.simulation import simulated_stripe
 
     assert calls(simulated_stripe, "create_payment_intent")[-1] == "create_payment_intent"
+
+
+def test_reconcile_transfers_a_tip_whose_transfer_answer_was_lost(market, escrow_stripe):
+    from django_escrow_connect.exceptions import TemporarilyUnavailable
+    from django_escrow_connect.services.reconcile import reconcile
+
+    payment = market.released_payment()
+    tip_id = add_tip(market, payment, 800).json()["id"]
+    # Stripe made the transfer, then the connection dropped: outcome unknown.
+    escrow_stripe.store.fail_next(
+        "create_transfer", TemporarilyUnavailable("timeout", http_status=None), after_effect=True
+    )
+    from django_escrow_connect import simulation
+    from django_escrow_connect.webhooks.receiver import receive
+
+    def losing_transfer_events(endpoint, payload, signature):
+        if json.loads(payload)["type"].startswith("transfer."):
+            return None  # the transfer's own event is lost too
+        return receive(endpoint, payload, signature)
+
+    previous = simulation.set_event_sink(losing_transfer_events)
+    try:
+        pay_tip(market, tip_id)
+    finally:
+        simulation.set_event_sink(previous)
+    tip = Tip().objects.get(pk=tip_id)
+    assert tip.status == "paid"
+    made = len(escrow_calls("create_transfer"))
+    with market.capture(execute=True):
+        reconcile(payment_id=payment.pk)
+    tip.refresh_from_db()
+    assert tip.status == "transferred"
+    (row,) = tip.transfers.all()
+    assert row.status == "created"
+    # Found at Stripe, or sent again with the same key: one transfer at Stripe.
+    tip_transfers = [
+        t
+        for t in escrow_stripe.store.transfers.values()
+        if t["metadata"].get("escrow_tip_id") == tip_id
+    ]
+    assert len(tip_transfers) == 1
+    assert len(escrow_calls("create_transfer")) - made <= 1
+
+
+def test_reconcile_catches_up_with_a_lost_payment_event(market):
+    from django_escrow_connect.services.reconcile import reconcile
+
+    payment = market.released_payment()
+    tip_id = add_tip(market, payment, 900).json()["id"]
+    tip = Tip().objects.get(pk=tip_id)
+    # The customer pays; every event of it is lost.
+    SimulatedGateway().confirm_payment_intent(tip.stripe_payment_intent_id, "success")
+    assert Tip().objects.get(pk=tip_id).status == "awaiting_payment"
+    with market.capture(execute=True):
+        reconcile(payment_id=payment.pk)
+    tip.refresh_from_db()
+    assert tip.status == "transferred"
+    assert tip.transfers.get().status == "created"
+
+
+def test_the_admin_shows_tips_on_the_payment(market, client):
+    from django.contrib import admin
+
+    Payment = swappable.load("EscrowPayment")
+    if not admin.site.is_registered(Payment):
+        pytest.skip("the payment model is swapped")
+    payment = market.released_payment()
+    tip = pay_tip(market, add_tip(market, payment, 321).json()["id"])
+    market.staff.is_superuser = True
+    market.staff.save()
+    client.force_login(market.staff)
+    page = client.get(
+        reverse(
+            f"admin:{Payment._meta.app_label}_{Payment._meta.model_name}_change",
+            args=[payment.pk],
+        )
+    )
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert tip.stripe_payment_intent_id in html
+    assert tip.transfers.get().stripe_transfer_id in html
+    tip_page = client.get(
+        reverse(f"admin:{Tip()._meta.app_label}_{Tip()._meta.model_name}_change", args=[tip.pk])
+    )
+    assert tip_page.status_code == 200
+    assert tip.transfers.get().idempotency_key in tip_page.content.decode()
