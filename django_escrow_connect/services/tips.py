@@ -591,6 +591,11 @@ def apply_tip_transfer(snapshot: TransferSnapshot, *, event_id: str = "") -> Any
     The payment's transfers and totals are never touched. The app's own
     transfer whose answer was not committed is finished by the event.
     """
+    with transaction.atomic():
+        return _apply_tip_transfer(snapshot, event_id=event_id)
+
+
+def _apply_tip_transfer(snapshot: TransferSnapshot, *, event_id: str) -> Any:
     if operations.is_other_installation(snapshot.metadata):
         return None
     Row = tip_transfer_model()
@@ -654,10 +659,11 @@ def reconcile_tips(
         except GatewayError as exc:
             changes.append(failed_change(tip.payment_id, f"look up tip {tip.pk}", exc))
             continue
-        with transaction.atomic():
-            after = apply_tip_payment_intent(snapshot)
+        after = apply_tip_payment_intent(snapshot)
         if after is not None and after.status != tip.status:
-            changes.append(Change(str(tip.payment_id), f"tip {tip.pk}: {tip.status} -> {after.status}"))
+            changes.append(
+                Change(str(tip.payment_id), f"tip {tip.pk}: {tip.status} -> {after.status}")
+            )
     for tip in tips.filter(status=T.PAID).order_by("created_at"):
         if dry_run:
             changes.append(Change(str(tip.payment_id), "would transfer tip", str(tip.pk)))

@@ -68,7 +68,8 @@ def test_a_tip_is_charged_on_its_own_intent_and_transferred_in_full(market, rece
     response = add_tip(market, payment, 700)
     assert response.status_code == 201, response.content
     body = response.json()
-    assert body["amount"] == 700 and body["currency"] == "usd"
+    assert body["amount"] == 700
+    assert body["currency"] == "usd"
     assert body["status"] == "awaiting_payment"
     assert body["client_secret"]
     tip = Tip().objects.get(pk=body["id"])
@@ -78,13 +79,16 @@ def test_a_tip_is_charged_on_its_own_intent_and_transferred_in_full(market, rece
     tip = pay_tip(market, tip.pk)
     assert tip.status == "transferred"
     (row,) = tip.transfers.all()
-    assert row.status == "created" and row.stripe_transfer_id
+    assert row.status == "created"
+    assert row.stripe_transfer_id
     # No platform fee by default: the whole tip goes to the payee.
-    assert row.amount == 700 and tip.platform_fee == 0
+    assert row.amount == 700
+    assert tip.platform_fee == 0
     assert row.destination_account_id == payment.destination_account_id
     # The transfer is funded by the tip's charge, in the tip's own group.
     created = [a for n, a in escrow_calls("create_transfer") if a["amount"] == 700]
-    assert created and created[0]["source_transaction"] == tip.stripe_charge_id
+    assert created
+    assert created[0]["source_transaction"] == tip.stripe_charge_id
     assert created[0]["transfer_group"] == tip.transfer_group
 
     payment.refresh_from_db()
@@ -199,9 +203,7 @@ def test_duplicate_and_late_events_change_nothing(market, escrow_stripe, escrow_
     assert payment.transfers.count() == 1
 
 
-def test_a_refused_tip_transfer_is_an_incident_and_can_be_retried(
-    market, escrow_stripe, received
-):
+def test_a_refused_tip_transfer_is_an_incident_and_can_be_retried(market, escrow_stripe, received):
     payment = market.released_payment()
     tip_id = add_tip(market, payment, 600).json()["id"]
     escrow_stripe.store.fail_next(
@@ -212,7 +214,8 @@ def test_a_refused_tip_transfer_is_an_incident_and_can_be_retried(
     assert tip.status == "transfer_failed"
     assert tip.failure_code == "balance_insufficient"
     incident = payment.transfer_incidents.get()
-    assert incident.kind == "transfer_failed" and str(tip.pk) in incident.message
+    assert incident.kind == "transfer_failed"
+    assert str(tip.pk) in incident.message
     assert [s for s, _ in received] == [signals.tip_paid, signals.tip_transfer_failed]
 
     url = reverse("escrow_connect:payment-tip-retry-transfer", args=[str(payment.pk), tip_id])
