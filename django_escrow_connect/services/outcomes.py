@@ -32,7 +32,8 @@ from ..states import (
 )
 from ..states import MoneyOperationStatus as OS
 from ..states import PaymentStatus as S
-from . import books, errors, tips
+from . import books, errors
+from . import tip_outcomes as tips
 from .common import gateway, model, translate
 from .operations import (
     Outcome,

@@ -33,35 +33,34 @@ from typing import Any
 
 from django.db import transaction
 from django.utils.translation import gettext as _
-from django_fsm import can_proceed
 
 from ..exceptions import GatewayError
 from ..fees import compute_tip_fee
-from ..gateway.types import PaymentIntentSnapshot, TransferSnapshot
+from ..gateway.types import PaymentIntentSnapshot
 from ..money import InvalidAmount, validate_minor_amount
-from ..notifications import notify
-from ..states import (
-    UNRESOLVED_OPERATION_STATES,
-    IncidentKind,
-    MoneyOperationKind,
-    TipStatus,
-    TipTransferStatus,
-)
+from ..states import MoneyOperationKind, TipStatus, TipTransferStatus
 from ..states import PaymentStatus as S
-from . import errors, operations
-from .common import idempotency_key, lock_payment, model, translate
+from . import errors, operations, outcomes, tip_outcomes
+from .changes import Change, failed_change
+from .common import gateway, idempotency_key, lock_payment
+from .tip_outcomes import (
+    log_tip,
+    mark_transferred_if_done,
+    parse_uuid,
+    tip_intent_request,
+    tip_model,
+    tip_recipients,
+    tip_transfer_model,
+    tip_transfer_request,
+)
 
 __all__ = [
     "TIPPABLE_PAYMENT_STATES",
     "TipStart",
-    "apply_tip_payment_intent",
-    "apply_tip_transfer",
     "create_tip",
     "max_tip_amount",
     "retry_tip_transfer",
-    "tip_intent_request",
     "tip_recipients",
-    "tip_transfer_request",
     "transfer_tip",
 ]
 
@@ -76,14 +75,6 @@ TIPPABLE_PAYMENT_STATES: tuple[str, ...] = (S.RELEASED, S.PARTIALLY_REFUNDED)
 
 #: How many unresolved operations one tip request settles before giving up.
 _MAX_STEPS = 6
-
-
-def tip_model() -> Any:
-    return model("EscrowTip")
-
-
-def tip_transfer_model() -> Any:
-    return model("EscrowTipTransfer")
 
 
 @dataclass(frozen=True)
@@ -102,60 +93,6 @@ def max_tip_amount(currency: str) -> int | None:
     table = escrow_settings.TIP_MAX_AMOUNT or {}
     value = table.get(currency.lower()) if isinstance(table, dict) else None
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def tip_recipients(tip: Any) -> list[tuple[str, int]]:
-    """Who receives a tip and how much: ``[(connected account id, amount)]``.
-
-    The one place that decides it. Today the payment's payee receives the
-    whole tip less the platform's ``TIP_FEE`` share; a payment split between
-    several payees would return one entry per payee here (the amounts must
-    add up to ``tip.amount - tip.platform_fee``). An entry of 0 is left out.
-    """
-    net = tip.amount - tip.platform_fee
-    return [(tip.payment.destination_account_id, net)] if net > 0 else []
-
-
-def _log(tip: Any, message: str, *args: Any, level: int = logging.INFO) -> None:
-    logger.log(
-        level,
-        message,
-        *args,
-        extra={"payment_id": str(tip.payment_id), "tip_id": str(tip.pk), "tip_status": tip.status},
-    )
-
-
-# --------------------------------------------------------------------------
-# Requests (what the journal stores and the gateway is called with)
-# --------------------------------------------------------------------------
-
-
-def _metadata(tip: Any, key: str) -> dict[str, str]:
-    return {**operations.operation_metadata(tip.payment, key), "escrow_tip_id": str(tip.pk)}
-
-
-def tip_intent_request(tip: Any) -> dict[str, Any]:
-    """The tip's PaymentIntent (``create_payment_intent``): charged on the platform."""
-    return {
-        "amount": tip.amount,
-        "currency": tip.currency,
-        "transfer_group": tip.transfer_group,
-        "metadata": _metadata(tip, tip.intent_idempotency_key),
-        "capture_method": "automatic",
-        "description": f"Tip for {tip.payment.task}"[:500],
-    }
-
-
-def tip_transfer_request(tip: Any, destination: str, amount: int, key: str) -> dict[str, Any]:
-    """One recipient's share of a tip (``create_transfer``), funded by the tip's charge."""
-    return {
-        "amount": amount,
-        "currency": tip.currency,
-        "destination": destination,
-        "source_transaction": tip.stripe_charge_id,
-        "transfer_group": tip.transfer_group,
-        "metadata": _metadata(tip, key),
-    }
 
 
 # --------------------------------------------------------------------------
@@ -182,16 +119,16 @@ def create_tip(payment_id: Any, user: Any, amount: Any) -> TipStart:
         if pending is not None:
             # Something else is in flight on the payment: settle it first (a
             # tip creation left by a crash included; it is not this one).
-            from . import outcomes
-
             outcomes.drive(pending, wanted=False)
             continue
-        from . import outcomes
-
         outcome = operations.send(operation)
         outcomes.apply_outcome(operation, outcome)
         tip.refresh_from_db()
-        _log(tip, "tip created")
+        log_tip(tip, "tip created")
+        if tip.status == T.PAID:
+            # Stripe answered that it charged the tip already: transfer it now.
+            _transfer_after_commit(tip.pk)
+            tip.refresh_from_db()
         return TipStart(tip=tip, client_secret=outcome.result.client_secret)
     raise errors.OperationInFlight(
         _("The payment kept changing while this request ran; try again.")
@@ -239,235 +176,6 @@ def _begin_tip(payment: Any, user: Any, amount: Any) -> tuple[Any, Any]:
     return tip, operation
 
 
-# --------------------------------------------------------------------------
-# Phase 3 appliers (called by outcomes with the payment locked)
-# --------------------------------------------------------------------------
-
-
-def _tip_of(operation: Any) -> Any:
-    if operation.kind == K.TIP_INTENT:
-        return (
-            tip_model()
-            .objects.select_for_update()
-            .filter(intent_idempotency_key=operation.idempotency_key)
-            .first()
-        )
-    row = _transfer_row(operation)
-    return tip_model().objects.select_for_update().get(pk=row.tip_id) if row is not None else None
-
-
-def _transfer_row(operation: Any) -> Any:
-    return (
-        tip_transfer_model()
-        .objects.select_for_update()
-        .filter(idempotency_key=operation.idempotency_key)
-        .first()
-    )
-
-
-def tip_intent_created(payment: Any, operation: Any, intent: Any, *, event_id: str = "") -> None:
-    operation.mark_succeeded(intent.id)
-    operation.save()
-    tip = _tip_of(operation)
-    if tip is None:
-        return
-    if not tip.stripe_payment_intent_id:
-        tip.stripe_payment_intent_id = intent.id
-        tip.save(update_fields=["stripe_payment_intent_id", "updated_at"])
-    _apply_intent_status(payment, tip, intent, event_id=event_id)
-
-
-def tip_intent_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
-    operations.record_failed(operation, exc)
-    _give_up_on_tip(_tip_of(operation), exc.code or "", exc.message)
-    return translate(exc, _("create the tip"))
-
-
-def tip_intent_not_made(payment: Any, operation: Any) -> None:
-    operation.mark_failed("not_made", "Stripe has no record of this PaymentIntent.")
-    operation.save()
-    _give_up_on_tip(_tip_of(operation), "not_made", "The PaymentIntent was never created.")
-
-
-def _give_up_on_tip(tip: Any, code: str, message: str) -> None:
-    # Nothing was charged: the customer never had a client secret. Should
-    # Stripe report the PaymentIntent after all, its events find the tip.
-    if tip is not None and can_proceed(tip.mark_canceled):
-        tip.failure_message = message
-        tip.mark_canceled(code)
-        tip.save()
-
-
-def tip_transfer_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str = "") -> Any:
-    operation.mark_succeeded(snapshot.id)
-    operation.save()
-    row = _transfer_row(operation)
-    if row is None:
-        return None
-    if can_proceed(row.mark_created):
-        row.mark_created(snapshot.id)
-        row.save()
-    tip = tip_model().objects.select_for_update().get(pk=row.tip_id)
-    _mark_transferred_if_done(tip)
-    return row
-
-
-def tip_transfer_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
-    """Stripe refused a tip transfer: the money stays on the platform, retryable."""
-    operations.record_failed(operation, exc)
-    row = _transfer_row(operation)
-    if row is not None and can_proceed(row.mark_failed):
-        row.mark_failed(code=exc.code or "", message=exc.message)
-        row.save()
-    tip = _tip_of(operation)
-    incident = model("TransferIncident").objects.create(
-        payment=payment,
-        kind=IncidentKind.TRANSFER_FAILED,
-        code=exc.code or "",
-        message=f"Tip {tip.pk if tip is not None else '?'}: {exc.message}",
-        stripe_request_id=exc.request_id or "",
-        destination_account_id=operation.request.get("destination", ""),
-        amount=operation.amount,
-        currency=payment.currency,
-    )
-    if tip is not None and can_proceed(tip.mark_transfer_failed):
-        tip.mark_transfer_failed(exc.code or "", exc.message)
-        tip.save()
-        _log(tip, "tip transfer failed: %s", exc.code or exc.message, level=logging.WARNING)
-        notify("tip_transfer_failed", payment=payment, tip=tip, incident=incident)
-    return errors.Conflict(
-        _(
-            "Stripe refused the tip's transfer (%(code)s); the tip is kept "
-            "and the transfer can be retried."
-        )
-        % {"code": exc.code or "error"},
-        code="tip_transfer_failed",
-    )
-
-
-def tip_transfer_not_made(payment: Any, operation: Any) -> None:
-    """Stripe has no such transfer: the tip stays paid; the next attempt gets a new key."""
-    operation.mark_failed("not_made", "Stripe has no record of this transfer.")
-    operation.save()
-    row = _transfer_row(operation)
-    if row is not None and can_proceed(row.mark_failed):
-        row.mark_failed(code="not_made", message="Stripe has no record of this transfer.")
-        row.save()
-
-
-def lookup_tip_intent(operation: Any, g: Any) -> Any:
-    """The tip's PaymentIntent when an event already named it, else None.
-
-    Stripe cannot list PaymentIntents by metadata; a PaymentIntent that was
-    made but never recorded reaches the tip through its own events.
-    """
-    tip = tip_model().objects.filter(intent_idempotency_key=operation.idempotency_key).first()
-    if tip is None or not tip.stripe_payment_intent_id:
-        return None
-    return g.retrieve_payment_intent(tip.stripe_payment_intent_id)
-
-
-def _mark_transferred_if_done(tip: Any) -> None:
-    if tip.status not in (T.PAID, T.TRANSFER_FAILED):
-        return
-    live = {
-        (t.destination_account_id, t.amount)
-        for t in tip.transfers.filter(status=TipTransferStatus.CREATED)
-    }
-    if all((account, amount) in live for account, amount in tip_recipients(tip)):
-        tip.mark_transferred()
-        tip.save()
-        _log(tip, "tip transferred")
-
-
-# --------------------------------------------------------------------------
-# Stripe's facts about the tip's PaymentIntent (webhooks, the answer, reconcile)
-# --------------------------------------------------------------------------
-
-
-def apply_tip_payment_intent(snapshot: PaymentIntentSnapshot, *, event_id: str = "") -> Any:
-    """A ``payment_intent.*`` event of a tip: bring the tip in line; return it.
-
-    Runs inside the webhook's transaction. The payment's own state is never
-    touched. Raises :class:`~.errors.UnknownObject` when the tip row does not
-    exist (yet): the event is deferred.
-    """
-    tip_id = snapshot.metadata.get("escrow_tip_id")
-    if operations.is_other_installation(snapshot.metadata):
-        return None
-    tip = tip_model().objects.filter(pk=_uuid(tip_id)).first() if tip_id else None
-    if tip is None:
-        tip = tip_model().objects.filter(stripe_payment_intent_id=snapshot.id).first()
-    if tip is None:
-        raise errors.UnknownObject(f"No tip has PaymentIntent {snapshot.id} (yet).")
-    payment = lock_payment(tip.payment_id)
-    tip = tip_model().objects.select_for_update().get(pk=tip.pk)
-    if not tip.stripe_payment_intent_id:
-        operation = payment.operations.filter(
-            idempotency_key=tip.intent_idempotency_key, status__in=UNRESOLVED_OPERATION_STATES
-        ).first()
-        if operation is not None:
-            # The creation's answer was not committed (in flight, or lost in
-            # a crash): this event settles it, as the answer would have.
-            tip_intent_created(payment, operation, snapshot, event_id=event_id)
-            return tip_model().objects.get(pk=tip.pk)
-        tip.stripe_payment_intent_id = snapshot.id
-        tip.save(update_fields=["stripe_payment_intent_id", "updated_at"])
-    _apply_intent_status(payment, tip, snapshot, event_id=event_id)
-    return tip
-
-
-def _uuid(value: Any) -> Any:
-    import uuid
-
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
-
-
-def _apply_intent_status(payment: Any, tip: Any, intent: Any, *, event_id: str = "") -> None:
-    if intent.amount != tip.amount or str(intent.currency).lower() != tip.currency:
-        # Never transfer money that does not match the tip.
-        _log(tip, "tip PaymentIntent amount mismatch: %s", intent.id, level=logging.ERROR)
-        model("PaymentIncident").objects.get_or_create(
-            payment=payment,
-            kind=IncidentKind.AMOUNT_MISMATCH,
-            stripe_payment_intent_id=intent.id,
-            resolved_at__isnull=True,
-            defaults={
-                "message": f"Tip PaymentIntent {intent.id} is {intent.amount} {intent.currency}, "
-                f"the tip is {tip.amount} {tip.currency}.",
-                "stripe_event_id": event_id,
-            },
-        )
-        return
-    status = intent.status
-    if status == "processing" and can_proceed(tip.mark_processing):
-        tip.mark_processing()
-        tip.save()
-    elif status == "succeeded":
-        if can_proceed(tip.mark_paid):
-            tip.mark_paid(intent.latest_charge or "")
-            tip.save()
-            _log(tip, "tip paid")
-            notify("tip_paid", payment=payment, tip=tip)
-            tip_pk = tip.pk
-            transaction.on_commit(lambda: _transfer_after_commit(tip_pk))
-        elif not tip.stripe_charge_id and intent.latest_charge:
-            tip.stripe_charge_id = intent.latest_charge
-            tip.save(update_fields=["stripe_charge_id", "updated_at"])
-    elif status == "requires_payment_method" and intent.last_payment_error:
-        if can_proceed(tip.mark_failed):
-            error = intent.last_payment_error or {}
-            tip.mark_failed(error.get("code") or "", error.get("message") or "")
-            tip.save()
-            _log(tip, "tip payment failed: %s", tip.failure_code)
-    elif status == "canceled" and can_proceed(tip.mark_canceled):
-        tip.mark_canceled(intent.cancellation_reason or "")
-        tip.save()
-
-
 def _transfer_after_commit(tip_pk: Any) -> None:
     """Transfer a tip that has just been paid; a failure is left for a retry.
 
@@ -498,8 +206,6 @@ def transfer_tip(tip_id: Any) -> Any:
     twice (a unique index on the live transfer per recipient, and the key).
     A tip that is not ``paid`` is returned unchanged.
     """
-    from . import outcomes
-
     payment_id = tip_model().objects.values_list("payment_id", flat=True).get(pk=tip_id)
     for _step in range(_MAX_STEPS + len(_recipients_of(tip_id))):
         with transaction.atomic():
@@ -556,7 +262,7 @@ def _begin_next_transfer(payment: Any, tip: Any) -> Any:
             idempotency_key=key,
         )
         return operation
-    _mark_transferred_if_done(tip)
+    mark_transferred_if_done(tip)
     return None
 
 
@@ -565,7 +271,7 @@ def retry_tip_transfer(tip_id: Any, user: Any = None, *, system: bool = False) -
     if not system and not getattr(user, "is_staff", False):
         raise errors.Forbidden(_("Only platform staff can retry a tip transfer."))
     with transaction.atomic():
-        tip = tip_model().objects.filter(pk=_uuid(tip_id)).first()
+        tip = tip_model().objects.filter(pk=parse_uuid(tip_id)).first()
         if tip is None:
             raise errors.NotFound(_("No such tip."))
         lock_payment(tip.payment_id)
@@ -578,46 +284,6 @@ def retry_tip_transfer(tip_id: Any, user: Any = None, *, system: bool = False) -
                 _("Only a paid tip whose transfer failed can be retried.")
             )
     return transfer_tip(tip.pk)
-
-
-# --------------------------------------------------------------------------
-# Stripe's facts about tip transfers (transfer.* events)
-# --------------------------------------------------------------------------
-
-
-def apply_tip_transfer(snapshot: TransferSnapshot, *, event_id: str = "") -> Any:
-    """A ``transfer.*`` event of a tip transfer: confirm the row; return it.
-
-    The payment's transfers and totals are never touched. The app's own
-    transfer whose answer was not committed is finished by the event.
-    """
-    with transaction.atomic():
-        return _apply_tip_transfer(snapshot, event_id=event_id)
-
-
-def _apply_tip_transfer(snapshot: TransferSnapshot, *, event_id: str) -> Any:
-    if operations.is_other_installation(snapshot.metadata):
-        return None
-    Row = tip_transfer_model()
-    row = Row.objects.filter(stripe_transfer_id=snapshot.id).first()
-    key = snapshot.metadata.get("escrow_operation", "")
-    if row is None and key:
-        row = Row.objects.filter(idempotency_key=key).first()
-    if row is None:
-        raise errors.UnknownObject(f"No tip transfer for {snapshot.id} (yet).")
-    tip = tip_model().objects.get(pk=row.tip_id)
-    payment = lock_payment(tip.payment_id)
-    row = Row.objects.select_for_update().get(pk=row.pk)
-    if row.status == TipTransferStatus.PENDING:
-        operation = payment.operations.filter(
-            idempotency_key=row.idempotency_key, status__in=UNRESOLVED_OPERATION_STATES
-        ).first()
-        if operation is not None:
-            return tip_transfer_made(payment, operation, snapshot, event_id=event_id)
-        row.mark_created(snapshot.id)
-        row.save()
-        _mark_transferred_if_done(tip_model().objects.select_for_update().get(pk=row.tip_id))
-    return row
 
 
 # --------------------------------------------------------------------------
@@ -637,8 +303,6 @@ def reconcile_tips(
     ``payment_intent.succeeded``). Refused transfers (``transfer_failed``)
     wait for staff (``retry-transfer``), like a refused release.
     """
-    from .changes import Change, failed_change
-
     tips = tip_model().objects.all()
     if payment_id is not None:
         tips = tips.filter(payment_id=payment_id)
@@ -653,8 +317,6 @@ def reconcile_tips(
             changes.append(Change(str(tip.payment_id), "would look up tip", str(tip.pk)))
             continue
         try:
-            from .common import gateway
-
             snapshot = gateway().retrieve_payment_intent(tip.stripe_payment_intent_id)
         except GatewayError as exc:
             changes.append(failed_change(tip.payment_id, f"look up tip {tip.pk}", exc))
@@ -675,3 +337,18 @@ def reconcile_tips(
             continue
         changes.append(Change(str(tip.payment_id), f"tip {tip.pk}: paid -> {after.status}"))
     return changes
+
+
+def apply_tip_payment_intent(snapshot: PaymentIntentSnapshot, *, event_id: str = "") -> Any:
+    """A ``payment_intent.*`` event of a tip (:func:`.tip_outcomes.apply_tip_payment_intent`),
+    and the transfer of a tip it found paid, once the event's transaction commits.
+
+    Scheduling the transfer again for a tip already being transferred is
+    harmless: :func:`transfer_tip` finishes the journal's operation with its
+    own key and never begins a second transfer to the same recipient.
+    """
+    tip = tip_outcomes.apply_tip_payment_intent(snapshot, event_id=event_id)
+    if tip is not None and tip.status == T.PAID:
+        tip_pk = tip.pk
+        transaction.on_commit(lambda: _transfer_after_commit(tip_pk))
+    return tip

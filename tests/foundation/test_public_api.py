@@ -38,6 +38,7 @@ PUBLIC_MODULES: dict[str, str] = {
     P + ".exceptions": "Errors raised by gateways and webhook verification.",
     P + ".observability": "OpenTelemetry spans, counters and the metrics snapshot.",
     P + ".services.payments": "Payment use cases: create, release, refund, cancel, retry.",
+    P + ".services.tips": "Tips on released payments: add, transfer, retry (docs/tips.md).",
     P + ".services.accounts": "Connected-account use cases: onboarding and status.",
     P + ".services.errors": "Errors the services raise (each maps to one API answer).",
     P + ".services.reconcile": "Converge local state on Stripe's facts (`escrow_reconcile`).",
