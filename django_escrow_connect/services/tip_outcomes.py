@@ -252,6 +252,11 @@ def apply_tip_payment_intent(snapshot: PaymentIntentSnapshot, *, event_id: str =
     touched. Raises :class:`~.errors.UnknownObject` when the tip row does not
     exist (yet): the event is deferred.
     """
+    with transaction.atomic():
+        return _apply_tip_payment_intent(snapshot, event_id=event_id)
+
+
+def _apply_tip_payment_intent(snapshot: PaymentIntentSnapshot, *, event_id: str) -> Any:
     tip_id = snapshot.metadata.get("escrow_tip_id")
     if operations.is_other_installation(snapshot.metadata):
         return None
