@@ -103,7 +103,8 @@ def assert_tips_clean(world: World, payment: Any) -> None:
         assert len(sent) <= 1, f"tip {tip.pk} transferred {len(sent)} times"
         live = {t.stripe_transfer_id for t in tip.transfers.exclude(status="failed")}
         if tip.status == "transferred":
-            assert {t["id"] for t in sent} == live and len(sent) == 1, (tip.status, sent, live)
+            assert len(sent) == 1, (tip.status, sent)
+            assert {t["id"] for t in sent} == live, (sent, live)
         if tip.status in ("awaiting_payment", "processing", "failed", "canceled"):
             assert not sent, f"tip {tip.pk} is {tip.status} but Stripe transferred {sent}"
             assert not charged.get(str(tip.pk)), f"tip {tip.pk} is {tip.status} but was charged"
