@@ -18,8 +18,9 @@ After every step: money moved at most once (Stripe's books), each tip was
 charged at most once and transferred at most once (never more than its
 charge less refunds), refunds never exceed what was paid, the payment's
 state never went backwards except by a documented edge, and no release
-happened while the app knew of an open dispute. After the last step every held-back event is delivered, and the
-payment row must agree with the simulated Stripe.
+happened while the app knew of an open dispute. After the last step every
+held-back event is delivered (and, for tips, ``escrow_reconcile`` run), and
+the payment and tip rows must agree with the simulated Stripe.
 
 Bounded for CI: ``MAX_EXAMPLES`` examples of up to ``STEPS`` steps,
 derandomized (the same sequences on every run).
