@@ -83,7 +83,8 @@ def tip_intent_request(tip: Any) -> dict[str, Any]:
         "transfer_group": tip.transfer_group,
         "metadata": _metadata(tip, tip.intent_idempotency_key),
         "capture_method": "automatic",
-        "description": f"Tip for {tip.payment.task}"[:500],
+        # Ids only: no task title (personal data) in Stripe, and stable across hosts.
+        "description": f"Tip on escrow payment {tip.payment_id}",
     }
 
 
