@@ -31,7 +31,7 @@ def test_a_tip_is_charged_and_transferred(
     settings,
     real_gateway,
     vcr,
-    django_capture_on_commit_callbacks,  # noqa: F811
+    django_capture_on_commit_callbacks,
 ):
     strategy_setting(settings, SEPARATE_CHARGES_AND_TRANSFERS)
     settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "TIP_MAX_AMOUNT": {"usd": 5_000}}
