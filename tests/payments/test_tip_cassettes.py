@@ -29,7 +29,7 @@ from .test_stripe_cassettes import (  # noqa: F401 (fixtures)
 def test_a_tip_is_charged_and_transferred(
     db,
     settings,
-    real_gateway,
+    real_gateway,  # noqa: F811
     vcr,
     django_capture_on_commit_callbacks,
 ):
