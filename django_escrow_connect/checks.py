@@ -451,6 +451,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="escrow_connect.W039",
             )
         )
+    errors.extend(_check_tips(raw("TIP_MAX_AMOUNT")))
     errors.extend(_check_email_mailer(raw("EMAIL_MAILER")))
     errors.extend(_check_onboarding_collection(raw))
     errors.extend(_check_embedded_components(raw))
@@ -673,6 +674,40 @@ def check_task_backend(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     ]
 
 
+def _check_tips(limits: Any) -> list[Any]:
+    """TIP_MAX_AMOUNT (E060) and a TIP_FEE that is not a callable (E061)."""
+    found: list[Any] = []
+    valid = isinstance(limits, dict) and all(
+        isinstance(code, str)
+        and re.fullmatch(r"[a-z]{3}", code)
+        and isinstance(bound, int)
+        and not isinstance(bound, bool)
+        and bound >= 1
+        for code, bound in limits.items()
+    )
+    if not valid:
+        found.append(
+            Error(
+                f"{_key('TIP_MAX_AMOUNT')} must map lowercase currency codes to the largest "
+                "tip in that currency's minor units (a positive int).",
+                hint='For example {"usd": 10000}; {} turns tips off.',
+                id="escrow_connect.E060",
+            )
+        )
+    try:
+        fee = escrow_settings.TIP_FEE
+    except ImportError:
+        return found  # E040 names the path that cannot be imported.
+    if not callable(fee):
+        found.append(
+            Error(
+                f"{_key('TIP_FEE')} must be a callable (amount, currency) -> int.",
+                id="escrow_connect.E061",
+            )
+        )
+    return found
+
+
 def _check_email_mailer(alias: Any) -> list[Any]:
     if alias is None:
         return []
@@ -704,6 +739,7 @@ def _check_email_mailer(alias: Any) -> list[Any]:
 _IMPORTABLE = {
     "GATEWAY",
     "PLATFORM_FEE_POLICY",
+    "TIP_FEE",
     "PAYMENT_TERMS",
     "ACCOUNT_OWNER_DETAILS",
     "ORGANIZATION_ADMIN_PREDICATE",

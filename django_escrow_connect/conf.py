@@ -114,6 +114,13 @@ DEFAULTS: dict[str, Any] = {
     # it for destination charges to an account in another region; the account
     # then needs card_payments (the full service agreement).
     "DESTINATION_ON_BEHALF_OF": False,
+    # --- Tips (docs/tips.md) ----------------------------------------------------
+    # The largest tip per currency, in that currency's minor units
+    # ({"usd": 10000, "jpy": 10000}); a payment in a currency without an
+    # entry takes no tips. Empty (the default): tips are off.
+    "TIP_MAX_AMOUNT": {},
+    # Callable(amount, currency) -> int: what the platform keeps of a tip.
+    "TIP_FEE": "django_escrow_connect.fees.no_tip_fee",
     # --- Connect onboarding -------------------------------------------------
     "ONBOARDING_RETURN_URL": "",
     "ONBOARDING_REFRESH_URL": "",
@@ -165,6 +172,7 @@ IMPORT_STRINGS = frozenset(
         "GATEWAY",
         "SIMULATED_EVENT_RECEIVER",
         "PLATFORM_FEE_POLICY",
+        "TIP_FEE",
         "PAYMENT_TERMS",
         "REVERSAL_POLICY",
         "ACCOUNT_OWNER_DETAILS",

@@ -24,7 +24,7 @@ from django_escrow_connect.money import (
     normalize_currency,
 )
 
-__all__ = ["compute_platform_fee", "default_fee_policy"]
+__all__ = ["compute_platform_fee", "compute_tip_fee", "default_fee_policy", "no_tip_fee"]
 
 #: 10000 basis points = 100 %.
 BASIS_POINTS_PER_WHOLE = 10_000
@@ -74,10 +74,25 @@ def compute_platform_fee(amount: int, currency: str, **context: Any) -> int:
     ``bool``), between 0 and ``amount``, and end in 0 for three-decimal
     currencies. Anything else raises :class:`ImproperlyConfigured`.
     """
+    return _checked_fee("PLATFORM_FEE_POLICY", amount, currency, context)
+
+
+def no_tip_fee(amount: int, currency: str) -> int:
+    """The default ``TIP_FEE``: the whole tip goes to the payee(s)."""
+    return 0
+
+
+def compute_tip_fee(amount: int, currency: str) -> int:
+    """What the platform keeps of a tip: ``TIP_FEE(amount, currency)``, checked like
+    :func:`compute_platform_fee` (an int between 0 and the amount, Stripe-valid)."""
+    return _checked_fee("TIP_FEE", amount, currency, {})
+
+
+def _checked_fee(name: str, amount: int, currency: str, context: dict[str, Any]) -> int:
     code = normalize_currency(currency)
     _require_non_negative_int(amount)
-    setting = f'{SETTING_NAME}["PLATFORM_FEE_POLICY"]'
-    policy = escrow_settings.PLATFORM_FEE_POLICY
+    setting = f'{SETTING_NAME}["{name}"]'
+    policy = getattr(escrow_settings, name)
     if not callable(policy):
         raise ImproperlyConfigured(f"{setting} must be a callable, got {policy!r}.")
 

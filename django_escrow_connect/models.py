@@ -95,3 +95,15 @@ class StaffAction(base.AbstractStaffAction):
     class Meta(base.AbstractStaffAction.Meta):
         abstract = False
         swappable = setting_name("StaffAction")
+
+
+class EscrowTip(base.AbstractEscrowTip):
+    class Meta(base.AbstractEscrowTip.Meta):
+        abstract = False
+        swappable = setting_name("EscrowTip")
+
+
+class EscrowTipTransfer(base.AbstractEscrowTipTransfer):
+    class Meta(base.AbstractEscrowTipTransfer.Meta):
+        abstract = False
+        swappable = setting_name("EscrowTipTransfer")

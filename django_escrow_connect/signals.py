@@ -32,6 +32,8 @@ __all__ = [
     "radar_hold_closed",
     "radar_hold_opened",
     "refund_failed",
+    "tip_paid",
+    "tip_transfer_failed",
     "transfer_failed",
     "webhook_processing_failed",
 ]
@@ -69,6 +71,12 @@ radar_hold_opened = Signal()
 #: A Radar review closed or a fraud warning is no longer actionable; release
 #: is possible again unless another hold or a dispute is open. (payment, incident)
 radar_hold_closed = Signal()
+#: The customer's tip was charged (Stripe says its PaymentIntent succeeded);
+#: its transfer follows. (payment, tip)
+tip_paid = Signal()
+#: Stripe refused a tip's transfer; the tip stays on the platform and the
+#: transfer can be retried. (payment, tip, incident)
+tip_transfer_failed = Signal()
 
 # --- Connected accounts (kwargs: account, plus what is listed) --------------
 #: Stripe sent new status data for an account. (account, previous_status)

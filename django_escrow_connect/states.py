@@ -28,6 +28,8 @@ __all__ = [
     "StaffActionKind",
     "StaffActionOutcome",
     "TaskPaymentStatus",
+    "TipStatus",
+    "TipTransferStatus",
     "TransferReversalStatus",
     "TransferStatus",
     "WebhookEndpoint",
@@ -200,6 +202,30 @@ class MoneyOperationKind(models.TextChoices):
     REVERSAL = "reversal", _("Reverse a transfer")
     REFUND = "refund", _("Refund the customer")
     CANCEL = "cancel", _("Void the authorization")
+    # A tip: its own PaymentIntent, and its transfer to each recipient.
+    TIP_INTENT = "tip_intent", _("Create a tip's PaymentIntent")
+    TIP_TRANSFER = "tip_transfer", _("Transfer a tip")
+
+
+class TipStatus(models.TextChoices):
+    """Where a tip stands: charged on its own PaymentIntent, then transferred."""
+
+    AWAITING_PAYMENT = "awaiting_payment", _("Awaiting payment")
+    PROCESSING = "processing", _("Processing")
+    PAID = "paid", _("Paid")
+    TRANSFERRED = "transferred", _("Transferred")
+    # Stripe refused a tip transfer: the money is on the platform; retryable.
+    TRANSFER_FAILED = "transfer_failed", _("Transfer failed")
+    FAILED = "failed", _("Failed")
+    CANCELED = "canceled", _("Canceled")
+
+
+class TipTransferStatus(models.TextChoices):
+    """One tip transfer to one recipient."""
+
+    PENDING = "pending", _("Pending")
+    CREATED = "created", _("Created")
+    FAILED = "failed", _("Failed")
 
 
 class MoneyOperationStatus(models.TextChoices):

@@ -43,6 +43,8 @@ LIBRARY_MODELS = (
     "WebhookEvent",
     "MoneyOperation",
     "StaffAction",
+    "EscrowTip",
+    "EscrowTipTransfer",
 )
 
 #: The models the library's migrations depend on (``dependency(...)``): each

@@ -34,6 +34,8 @@ NAMES = {
     "WEBHOOKEVENT": "WebhookEvent",
     "MONEYOPERATION": "MoneyOperation",
     "STAFFACTION": "StaffAction",
+    "ESCROWTIP": "EscrowTip",
+    "ESCROWTIPTRANSFER": "EscrowTipTransfer",
 }
 #: The test host's models (tests/settings.py) and the swappable name of each.
 TEST_HOST = "testapp"

@@ -70,12 +70,12 @@ else:
     _TabularInline = admin.TabularInline
 
 
-class _ReadOnlyInline(_TabularInline):
-    """Rows of a payment, shown on it: written by services only."""
+class ReadOnlyInline(_TabularInline):
+    """Rows shown with their parent (written by services only), never edited there."""
 
     extra = 0
     can_delete = False
-    show_change_link = False
+    show_change_link = True
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -91,7 +91,7 @@ def _model(name: str) -> Any:
     return swapper.load_model(APP_LABEL, name, require_ready=False)
 
 
-class MilestoneInline(_ReadOnlyInline):
+class MilestoneInline(ReadOnlyInline):
     model = _model("EscrowMilestone")
     fields = readonly_fields = (
         "position",
@@ -105,7 +105,7 @@ class MilestoneInline(_ReadOnlyInline):
     )
 
 
-class PayeeInline(_ReadOnlyInline):
+class PayeeInline(ReadOnlyInline):
     model = _model("EscrowPayee")
     fields = readonly_fields = (
         "position",
@@ -117,7 +117,7 @@ class PayeeInline(_ReadOnlyInline):
     )
 
 
-class ReleaseInline(_ReadOnlyInline):
+class ReleaseInline(ReadOnlyInline):
     model = _model("EscrowRelease")
     fields = readonly_fields = (
         "position",
@@ -131,7 +131,7 @@ class ReleaseInline(_ReadOnlyInline):
     )
 
 
-class PayeeTransferInline(_ReadOnlyInline):
+class PayeeTransferInline(ReadOnlyInline):
     """Every transfer of the payment, with its release and payee (split payments)."""
 
     model = _model("Transfer")
@@ -148,8 +148,53 @@ class PayeeTransferInline(_ReadOnlyInline):
     )
 
 
+class EscrowTipInline(ReadOnlyInline):
+    """The payment's tips (docs/tips.md), each with its transfers."""
+
+    model = swapper.load_model(APP_LABEL, "EscrowTip", require_ready=False)
+    fields = (
+        "amount",
+        "currency",
+        "platform_fee",
+        "status",
+        "stripe_payment_intent_id",
+        "tip_transfers",
+        "failure_code",
+        "created_at",
+        "paid_at",
+        "transferred_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description=_("transfers"))
+    def tip_transfers(self, tip: Any) -> str:
+        return (
+            ", ".join(
+                f"{t.stripe_transfer_id or t.idempotency_key}: {t.amount} -> "
+                f"{t.destination_account_id} ({t.status})"
+                for t in tip.transfers.all()
+            )
+            or "-"
+        )
+
+
+class EscrowTipTransferInline(ReadOnlyInline):
+    model = swapper.load_model(APP_LABEL, "EscrowTipTransfer", require_ready=False)
+    fields = (
+        "destination_account_id",
+        "amount",
+        "currency",
+        "status",
+        "stripe_transfer_id",
+        "idempotency_key",
+        "failure_code",
+        "created_at",
+    )
+    readonly_fields = fields
+
+
 class EscrowPaymentAdmin(PaymentActionsMixin, ReadOnlyMoneyAdmin):
-    inlines = (MilestoneInline, PayeeInline, ReleaseInline, PayeeTransferInline)
+    inlines = (MilestoneInline, PayeeInline, ReleaseInline, PayeeTransferInline, EscrowTipInline)
     list_display = (
         "id",
         "task",
@@ -398,6 +443,19 @@ class StaffActionAdmin(_ModelAdmin):
         return False
 
 
+class EscrowTipAdmin(ChildAdmin):
+    list_display = ("id", "payment", "amount", "currency", "platform_fee", "status", "created_at")
+    search_fields = ("=id", "stripe_payment_intent_id", "stripe_charge_id")
+    inlines = [EscrowTipTransferInline]
+
+
+class EscrowTipTransferAdmin(ReadOnlyMoneyAdmin):
+    list_display = ("stripe_transfer_id", "tip", "amount", "currency", "status", "created_at")
+    list_filter = ("status", "currency", "created_at")
+    search_fields = ("stripe_transfer_id", "idempotency_key", "destination_account_id")
+    raw_id_fields = ("tip",)
+
+
 ADMINS: dict[str, type[admin.ModelAdmin[Any]]] = {
     "ConnectedAccount": ConnectedAccountAdmin,
     "EscrowPayment": EscrowPaymentAdmin,
@@ -413,6 +471,8 @@ ADMINS: dict[str, type[admin.ModelAdmin[Any]]] = {
     "WebhookEvent": WebhookEventAdmin,
     "MoneyOperation": MoneyOperationAdmin,
     "StaffAction": StaffActionAdmin,
+    "EscrowTip": EscrowTipAdmin,
+    "EscrowTipTransfer": EscrowTipTransferAdmin,
 }
 
 for _name, _admin_class in ADMINS.items():

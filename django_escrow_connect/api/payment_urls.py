@@ -7,6 +7,7 @@ malformed id is a JSON 404 like any other unknown payment.
 from django.urls import path
 
 from . import payments as views
+from . import tips as tip_views
 
 urlpatterns = [
     path("payments/", views.PaymentListView.as_view(), name="payment-list"),
@@ -41,6 +42,16 @@ urlpatterns = [
         "payments/<str:payment_id>/retry/",
         views.PaymentRetryView.as_view(),
         name="payment-retry",
+    ),
+    path(
+        "payments/<str:payment_id>/tips/",
+        tip_views.TipListCreateView.as_view(),
+        name="payment-tips",
+    ),
+    path(
+        "payments/<str:payment_id>/tips/<str:tip_id>/retry-transfer/",
+        tip_views.TipRetryTransferView.as_view(),
+        name="payment-tip-retry-transfer",
     ),
     path(
         "dashboard/task-doer/",

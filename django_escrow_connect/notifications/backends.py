@@ -51,7 +51,7 @@ def describe(**kwargs: Any) -> dict[str, Any]:
     account = kwargs.get("account")
     if account is not None:
         fields.update(connected_account=account.stripe_account_id, account_status=account.status)
-    for name in ("refund", "dispute", "transfer", "incident", "milestone", "payee"):
+    for name in ("refund", "dispute", "transfer", "incident", "milestone", "payee", "tip"):
         obj = kwargs.get(name)
         if obj is not None:
             fields[f"{name}_id"] = str(obj.pk)

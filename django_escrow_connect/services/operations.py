@@ -69,6 +69,9 @@ KEY_WORDS: dict[str, str] = {
     K.REVERSAL: "reversal",
     K.REFUND: "refund",
     K.CANCEL: "cancel",
+    # Tips key their calls by the tip (services/tips.py), not by the payment.
+    K.TIP_INTENT: "tip-intent",
+    K.TIP_TRANSFER: "tip-transfer",
 }
 
 
@@ -196,6 +199,8 @@ def gateway_method(kind: str, g: Any = None) -> Callable[..., Any]:
         K.REVERSAL: g.create_transfer_reversal,
         K.REFUND: g.create_refund,
         K.CANCEL: g.cancel_payment_intent,
+        K.TIP_INTENT: g.create_payment_intent,
+        K.TIP_TRANSFER: g.create_transfer,
     }
     return methods[kind]
 

@@ -34,6 +34,7 @@ from ..states import (
 from ..states import MoneyOperationStatus as OS
 from ..states import PaymentStatus as S
 from . import books, errors
+from . import tip_outcomes as tips
 from .common import gateway, model, translate
 from .operations import (
     Outcome,
@@ -539,6 +540,8 @@ _SUCCEEDED: dict[str, Any] = {
     K.REVERSAL: reversal_made,
     K.REFUND: refund_made,
     K.CANCEL: cancel_done,
+    K.TIP_INTENT: tips.tip_intent_created,
+    K.TIP_TRANSFER: tips.tip_transfer_made,
 }
 _REFUSED: dict[str, Any] = {
     K.PAYMENT_INTENT: intent_refused,
@@ -547,6 +550,8 @@ _REFUSED: dict[str, Any] = {
     K.REVERSAL: reversal_refused,
     K.REFUND: refund_refused,
     K.CANCEL: cancel_refused,
+    K.TIP_INTENT: tips.tip_intent_refused,
+    K.TIP_TRANSFER: tips.tip_transfer_refused,
 }
 _NOT_MADE: dict[str, Any] = {
     K.PAYMENT_INTENT: intent_not_made,
@@ -555,6 +560,8 @@ _NOT_MADE: dict[str, Any] = {
     K.REVERSAL: reversal_not_made,
     K.REFUND: refund_not_made,
     K.CANCEL: cancel_not_made,
+    K.TIP_INTENT: tips.tip_intent_not_made,
+    K.TIP_TRANSFER: tips.tip_transfer_not_made,
 }
 
 
@@ -612,7 +619,9 @@ def lookup(operation: Any) -> Any:
     g = gateway()
     key = operation.idempotency_key
     request = operation.request
-    if operation.kind == K.TRANSFER:
+    if operation.kind == K.TIP_INTENT:
+        return tips.lookup_tip_intent(operation, g)
+    if operation.kind in (K.TRANSFER, K.TIP_TRANSFER):
         found = g.list_transfers(transfer_group=request["transfer_group"])
         return _match(found, key, operation.amount, request.get("destination"))
     if operation.kind == K.REFUND:
@@ -710,6 +719,13 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
                 raise errors.OperationInFlight()
             _NOT_MADE[current.kind](payment, current)
             return
+        if answer_may_be_lost(current) and current.kind == K.TIP_INTENT:
+            # A tip's PaymentIntent cannot be looked up by its key: sending it
+            # again under a new key could make a second one. The tip is given
+            # up (nothing was charged without the customer); should the first
+            # exist after all, its events find the tip.
+            _NOT_MADE[current.kind](payment, current)
+            return
         if answer_may_be_lost(current):
             # Stripe has nothing under a key it may have forgotten: this
             # attempt never happened; the next one gets a new key.
@@ -777,6 +793,7 @@ def _rekey_row(previous: Any, successor: Any) -> None:
         K.TRANSFER: "Transfer",
         K.REFUND: "Refund",
         K.REVERSAL: "TransferReversal",
+        K.TIP_TRANSFER: "EscrowTipTransfer",
     }.get(previous.kind)
     if name is not None:
         model(name).objects.filter(idempotency_key=previous.idempotency_key).update(

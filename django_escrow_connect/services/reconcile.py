@@ -28,7 +28,7 @@ from .. import transitions
 from ..exceptions import GatewayError
 from ..states import UNRESOLVED_OPERATION_STATES, RefundStatus
 from ..states import PaymentStatus as S
-from . import errors, outcomes
+from . import errors, outcomes, tips
 from .changes import Change, failed_change, sync_intent
 from .common import gateway, model, payment_model
 from .payments import refund_payment, release_payment
@@ -97,6 +97,7 @@ def reconcile(
     for payment in stale.order_by("updated_at"):
         changes.extend(sync_intent(payment, dry_run))
     changes.extend(_refunds(payment_id, dry_run, cutoff))
+    changes.extend(tips.reconcile_tips(dry_run=dry_run, payment_id=payment_id, cutoff=cutoff))
     return changes
 
 

@@ -28,6 +28,8 @@ ESCROW_CONNECT = {
     # interrupted call belongs to a worker that was killed, so none can still
     # be running: a competing request may settle it at once.
     "MONEY_OPERATION_LEASE_SECONDS": 0,
+    # Tips on (tests/crash/test_tips.py).
+    "TIP_MAX_AMOUNT": {"usd": 10_000},
 }
 if os.environ.get("ESCROW_CRASH_KEY_PREFIX"):
     ESCROW_CONNECT["IDEMPOTENCY_KEY_PREFIX"] = os.environ["ESCROW_CRASH_KEY_PREFIX"]

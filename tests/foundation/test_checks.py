@@ -102,6 +102,13 @@ def test_the_test_settings_pass():
             "DESTINATION_ON_BEHALF_OF",
         ),
         ({"STRIPE_SECRETKEY": "typo"}, "escrow_connect.W010", "STRIPE_SECRETKEY"),
+        ({"TIP_MAX_AMOUNT": 500}, "escrow_connect.E060", "TIP_MAX_AMOUNT"),
+        ({"TIP_MAX_AMOUNT": {"USD": 500}}, "escrow_connect.E060", "TIP_MAX_AMOUNT"),
+        ({"TIP_MAX_AMOUNT": {"usd": 0}}, "escrow_connect.E060", "TIP_MAX_AMOUNT"),
+        ({"TIP_MAX_AMOUNT": {"usd": 5.0}}, "escrow_connect.E060", "TIP_MAX_AMOUNT"),
+        ({"TIP_MAX_AMOUNT": {"usd": True}}, "escrow_connect.E060", "TIP_MAX_AMOUNT"),
+        ({"TIP_FEE": "nowhere.fee"}, "escrow_connect.E040", 'ESCROW_CONNECT["TIP_FEE"]'),
+        ({"TIP_FEE": 5}, "escrow_connect.E061", "TIP_FEE"),
     ],
 )
 def test_misconfiguration_names_the_setting(changes, expected_id, named):
@@ -350,3 +357,10 @@ def test_embedded_components_the_package_allows_pass(changes):
     with settings_with(**changes):
         found = ids(check_settings())
     assert not {i for i in found if i[-3:-1] == "08"}, found
+
+
+def test_a_valid_tip_configuration_passes():
+    with settings_with(TIP_MAX_AMOUNT={"usd": 10_000, "jpy": 10_000}):
+        found = ids(check_settings())
+    assert "escrow_connect.E060" not in found
+    assert "escrow_connect.E061" not in found

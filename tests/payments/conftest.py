@@ -27,6 +27,7 @@ from django_escrow_connect import swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.gateway.types import PaymentIntentSnapshot
 from django_escrow_connect.services.payment_intents import apply_payment_intent
+from django_escrow_connect.services.tips import apply_tip_payment_intent
 from django_escrow_connect.simulation import SimulatedGateway, simulated_stripe
 from tests import factories
 from tests.stripe_vcr import form_body_matcher, stripe_headers_matcher
@@ -50,6 +51,10 @@ def payment_intent_sink(endpoint: str, payload: bytes, signature: str) -> None:
     event = json.loads(payload)
     if event["type"].startswith("payment_intent."):
         snapshot = PaymentIntentSnapshot.from_dict(event["data"]["object"])
+        if snapshot.metadata.get("escrow_tip_id"):
+            # A tip's PaymentIntent, routed as the webhook handler does.
+            apply_tip_payment_intent(snapshot, event_id=event["id"])
+            return
         apply_payment_intent(snapshot, event_id=event["id"])
 
 

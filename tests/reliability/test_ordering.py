@@ -10,11 +10,17 @@ Stripe delivers the resulting events: the simulated Stripe's event sink
 webhook receiver gets next (out of order), and may deliver any earlier
 event again (duplicates).
 
-After every step: money moved at most once (Stripe's books), refunds never
-exceed what was paid, the payment's state never went backwards except by a
-documented edge, and no release happened while the app knew of an open
-dispute. After the last step every held-back event is delivered, and the
-payment row must agree with the simulated Stripe.
+The customer may also add tips once the payment is released, and pay each
+at Stripe (its own PaymentIntent; the transfer follows its
+``payment_intent.succeeded``).
+
+After every step: money moved at most once (Stripe's books), each tip was
+charged at most once and transferred at most once (never more than its
+charge less refunds), refunds never exceed what was paid, the payment's
+state never went backwards except by a documented edge, and no release
+happened while the app knew of an open dispute. After the last step every
+held-back event is delivered (and, for tips, ``escrow_reconcile`` run), and
+the payment and tip rows must agree with the simulated Stripe.
 
 Bounded for CI: ``MAX_EXAMPLES`` examples of up to ``STEPS`` steps,
 derandomized (the same sequences on every run).
@@ -113,6 +119,7 @@ class PaymentMachine(RuleBasedStateMachine):
         self.statuses: list[str] = []
         self.sim_stripe = simulated.simulated_stripe
         self.seller = SimulatedGateway()
+        self.tip_ids: list[str] = []
 
     # --- helpers ---------------------------------------------------------------
 
@@ -216,6 +223,24 @@ class PaymentMachine(RuleBasedStateMachine):
         assert response.status_code in (200, 409), response.content
         self.collect()
 
+    @precondition(lambda self: self.payment_id is not None)
+    @rule(amount=st.sampled_from([100, 250]))
+    def tip(self, amount: int) -> None:
+        """The customer adds a tip (refused unless the payment is released)."""
+        response = self.post(self.market.customer, "payment-tips", {"amount": amount})
+        assert response.status_code in (201, 409, 503), response.content
+        if response.status_code == 201:
+            self.tip_ids.append(response.json()["id"])
+        self.collect()
+
+    @precondition(lambda self: self.tip_ids)
+    @rule(data=st.data(), card=st.sampled_from(["success", "success", "declined"]))
+    def pay_tip(self, data: st.DataObject, card: str) -> None:
+        tip_id = data.draw(st.sampled_from(self.tip_ids), label="tip")
+        intent = tip_model().objects.get(pk=tip_id).stripe_payment_intent_id
+        if intent:
+            self.stripe_side(self.seller.confirm_payment_intent, intent, card)
+
     # --- the customer and the card network at Stripe -------------------------------
 
     @precondition(lambda self: self.payment_id is not None)
@@ -278,6 +303,11 @@ class PaymentMachine(RuleBasedStateMachine):
         assert payment.amount_reversed <= payment.amount_transferred
 
     @invariant()
+    def each_tip_charged_once_and_transferred_at_most_once(self) -> None:
+        for tip_id in self.tip_ids:
+            assert_tip_invariants(self.sim_stripe, tip_model().objects.get(pk=tip_id))
+
+    @invariant()
     def state_never_regresses(self) -> None:
         if self.payment_id is None:
             return
@@ -306,6 +336,8 @@ class PaymentMachine(RuleBasedStateMachine):
                 self.deliver_everything()
                 for payment_id in self.payment_ids:
                     self.settle(self.market.payment(payment_id))
+                for tip_id in self.tip_ids:
+                    self.settle_tip(tip_id)
         finally:
             simulated.set_event_sink(None)
 
@@ -316,6 +348,23 @@ class PaymentMachine(RuleBasedStateMachine):
             self.collect()
             if not self.pending:
                 break
+
+    def settle_tip(self, tip_id: str) -> None:
+        """Every event delivered, and reconcile run: the tip agrees with Stripe."""
+        from django_escrow_connect.services.tips import reconcile_tips
+
+        tip = tip_model().objects.get(pk=tip_id)
+        reconcile_tips(payment_id=tip.payment_id)
+        self.deliver_everything()
+        tip.refresh_from_db()
+        books = assert_tip_invariants(self.sim_stripe, tip)
+        intent = books["intents"][0] if books["intents"] else {}
+        if intent.get("status") == "succeeded":
+            assert tip.status == "transferred", (tip.status, books)
+            assert sum(t["amount"] for t in books["transfers"]) == tip.amount - tip.platform_fee
+        else:
+            assert tip.status in ("awaiting_payment", "processing", "failed", "canceled")
+            assert not books["transfers"], books
 
     def settle(self, payment: Any) -> None:
         """Every event delivered: the row agrees with the simulated Stripe."""
@@ -363,6 +412,52 @@ class PaymentMachine(RuleBasedStateMachine):
                 assert payment.status in ("held", "releasing"), (payment.status, books)
 
 
+def tip_model() -> Any:
+    from django_escrow_connect import swappable
+
+    return swappable.load("EscrowTip")
+
+
+def tip_books(store: Any, tip: Any) -> dict[str, Any]:
+    """What the simulated Stripe holds for a tip: its intents, charges, transfers."""
+    tip_id = str(tip.pk)
+    with store.lock:
+        intents = [
+            dict(i)
+            for i in store.payment_intents.values()
+            if i["metadata"].get("escrow_tip_id") == tip_id
+        ]
+        charges = [
+            dict(c)
+            for c in store.charges.values()
+            if c.get("payment_intent") in {i["id"] for i in intents}
+            and c.get("status") == "succeeded"
+            and c.get("captured")
+        ]
+        transfers = [
+            dict(t)
+            for t in store.transfers.values()
+            if t["metadata"].get("escrow_tip_id") == tip_id
+        ]
+    return {"intents": intents, "charges": charges, "transfers": transfers}
+
+
+def assert_tip_invariants(store: Any, tip: Any) -> dict[str, Any]:
+    """Charged once, transferred at most once per recipient, never more than charged."""
+    books = tip_books(store, tip)
+    assert len(books["intents"]) <= 1, books["intents"]
+    assert len(books["charges"]) <= 1, books["charges"]
+    charged = sum(c["amount"] - c.get("amount_refunded", 0) for c in books["charges"])
+    assert charged <= tip.amount
+    transferred = sum(t["amount"] - t["amount_reversed"] for t in books["transfers"])
+    assert transferred <= charged, (transferred, charged, books)
+    destinations = [t["destination"] for t in books["transfers"]]
+    assert len(destinations) == len(set(destinations)), books["transfers"]
+    live = tip.transfers.exclude(status="failed")
+    assert live.count() == live.values("destination_account_id").distinct().count()
+    return books
+
+
 def build_market() -> Marketplace:
     """The people of the marketplace the machine acts as (once per test)."""
     from tests.payments.conftest import stripe_account
@@ -391,7 +486,7 @@ def build_market() -> Marketplace:
 def test_any_interleaving_keeps_the_invariants(
     settings: Any, sim_stripe: Any, escrow_strategy: str
 ) -> None:
-    configure(settings, ESCROW_STRATEGY=escrow_strategy)
+    configure(settings, ESCROW_STRATEGY=escrow_strategy, TIP_MAX_AMOUNT={"usd": 1_000})
     PaymentMachine.market = build_market()
     run_state_machine_as_test(
         PaymentMachine,

@@ -49,4 +49,6 @@ def snapshot() -> dict[str, Any]:
         "refunds": rows("Refund", "status", "amount"),
         "accounts": rows("ConnectedAccount", "stripe_account_id", "status", "updated_at"),
         "events": rows("WebhookEvent", "status"),
+        "tips": rows("EscrowTip", "status", "amount", "stripe_payment_intent_id"),
+        "tip_transfers": rows("EscrowTipTransfer", "status", "amount"),
     }

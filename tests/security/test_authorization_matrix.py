@@ -47,7 +47,14 @@ STATE = {
     "payment-create": None,
     "payment-cancel": "awaiting_payment",
     "payment-retry": "failed",
+    "payment-tips-list": "released",
+    "payment-tips-create": "released",
+    "payment-tip-retry-transfer": "released",
 }
+# Rows of the tables that share one URL (name) but not the verb.
+URL_NAME = {"payment-tips-list": "payment-tips", "payment-tips-create": "payment-tips"}
+#: Verbs an endpoint answers to besides its row's (documented by another row).
+OTHER_VERBS = {"payment-tips-list": {"POST"}, "payment-tips-create": {"GET"}}
 DEFAULT_STATE = "held"
 
 # Endpoints scoped to a payee: in the organization scenario they are asked
@@ -74,6 +81,10 @@ USER_PAYEE = {
     "payment-refund":          ("POST", (403, 404, 200, 404, 404, 404, 200, 403)),
     "payment-cancel":          ("POST", (200, 404, 200, 404, 404, 404, 200, 403)),
     "payment-retry":           ("POST", (200, 404, 403, 404, 404, 404, 403, 403)),
+    "payment-tips-list":       ("GET",  (200, 404, 200, 404, 404, 404, 200, 403)),
+    "payment-tips-create":     ("POST", (201, 404, 403, 404, 404, 404, 403, 403)),
+    # Staff only; this tip is not one whose transfer failed: 409 after the check.
+    "payment-tip-retry-transfer": ("POST", (403, 404, 403, 404, 404, 404, 409, 403)),
     "dashboard-task-doer":     ("GET",  (200, 200, 200, 200, 200, 200, 200, 403)),
     "dashboard-customer":      ("GET",  (200, 200, 200, 200, 200, 200, 200, 403)),
     "stripe-onboarding-link":  ("POST", (200, 200, 200, 200, 200, 200, 200, 403)),
@@ -98,6 +109,9 @@ ORGANIZATION_PAYEE = {
     "payment-refund":          ("POST", (403, 404, 404, 200, 404, 404, 200, 403)),
     "payment-cancel":          ("POST", (200, 404, 404, 200, 404, 404, 200, 403)),
     "payment-retry":           ("POST", (200, 404, 404, 403, 404, 404, 403, 403)),
+    "payment-tips-list":       ("GET",  (200, 404, 404, 200, 404, 404, 200, 403)),
+    "payment-tips-create":     ("POST", (201, 404, 404, 403, 404, 404, 403, 403)),
+    "payment-tip-retry-transfer": ("POST", (403, 404, 404, 403, 404, 404, 409, 403)),
     "dashboard-task-doer":     ("GET",  (404, 404, 404, 200, 404, 404, 200, 403)),
     "dashboard-customer":      ("GET",  (200, 200, 200, 200, 200, 200, 200, 403)),
     "stripe-onboarding-link":  ("POST", (404, 404, 404, 200, 404, 404, 404, 403)),
@@ -122,6 +136,8 @@ WITH_PAYMENT_ID = {
     "payment-refund",
     "payment-cancel",
     "payment-retry",
+    "payment-tips-list",
+    "payment-tips-create",
 }
 # Answers that may change something; every other status is a refusal.
 SUCCESS = {200, 201, 302}
@@ -152,6 +168,8 @@ def cells() -> list[Any]:
         for endpoint, (verb, statuses) in table.items():
             for role, status in zip(ROLES, statuses, strict=True):
                 for method in VERBS:
+                    if method in OTHER_VERBS.get(endpoint, ()):
+                        continue
                     expected = status if method == verb else off_verb(endpoint, role)
                     params.append(
                         pytest.param(
@@ -188,6 +206,14 @@ def prepare(market: Marketplace, endpoint: str, *, to_org: bool) -> tuple[Any, A
     task = None
     if state is None:
         task = market.task(to_org=to_org)
+    elif state == "released":
+        payment = market.released_payment(to_org=to_org)
+        if endpoint == "payment-tip-retry-transfer":
+            # A tip the customer has not paid yet: nothing to retry.
+            response = market.post(
+                market.customer, "payment-tips", {"amount": 100}, payment_id=payment.pk
+            )
+            assert response.status_code == 201, response.content
     elif state != "held":
         response = market.create(market.task(to_org=to_org))
         payment = market.payment(response.json()["payment_id"])
@@ -207,9 +233,13 @@ def request_for(
             payment=payment, position=0, name="All", amount=payment.amount, currency="usd"
         )
         args = [str(payment.pk), str(milestone.pk)]
-    url = reverse(f"escrow_connect:{endpoint}", args=args)
+    if endpoint == "payment-tip-retry-transfer":
+        args = [str(payment.pk), str(payment.tips.get().pk)]
+    url = reverse(f"escrow_connect:{URL_NAME.get(endpoint, endpoint)}", args=args)
     data: dict[str, Any] = {}
-    if endpoint == "payment-create":
+    if endpoint == "payment-tips-create":
+        data = {"amount": 100}
+    elif endpoint == "payment-create":
         data = {"task_id": str(task.pk)}
     elif endpoint == "stripe-onboarding-link":
         data = {"account_type": "company" if to_org else "individual"}
@@ -228,6 +258,13 @@ def send(client: APIClient, method: str, url: str, data: dict[str, Any]) -> Any:
     if method == "GET":
         return client.get(url, data)
     return client.generic(method, url, json.dumps(data), content_type="application/json")
+
+
+@pytest.fixture(autouse=True)
+def tips_allowed(settings: Any, sim_stripe: Any) -> None:
+    from tests.payments.conftest import configure
+
+    configure(settings, TIP_MAX_AMOUNT={"usd": 10_000})
 
 
 @pytest.mark.parametrize(("payee", "endpoint", "role", "method", "expected"), cells())

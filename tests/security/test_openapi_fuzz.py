@@ -90,6 +90,14 @@ def absolute_stripe_urls(monkeypatch: Any) -> None:
         )
 
 
+@pytest.fixture(autouse=True)
+def tips_allowed(settings: Any, sim_stripe: Any) -> None:
+    """Tips are on, so the tip endpoints answer 201 too, not only refusals."""
+    from tests.payments.conftest import configure
+
+    configure(settings, TIP_MAX_AMOUNT={"usd": 10_000})
+
+
 @pytest.fixture
 def two_users(market: Marketplace) -> dict[str, Any]:
     """B (``market.customer``) with a held payment and a released one; A
@@ -173,14 +181,18 @@ def test_user_b_never_gets_user_a_s_payment(
     headers = {"X-CSRFToken": CSRF_TOKEN}
     a_id = str(two_users["a"].pk)
     by_id = [op for op in operations(wsgi) if "{payment_id}" in op.path]
-    assert len(by_id) == 7, [op.label for op in by_id]
+    assert len(by_id) == 10, [op.label for op in by_id]
     before, calls_before = snapshot(), len(sim_stripe.calls)
     for operation in by_id:
         body = {"body": {}, "media_type": "application/json"} if operation.method == "post" else {}
-        path = {"payment_id": a_id}
+        if operation.path.endswith("/tips/") and operation.method == "post":
+            body = {"body": {"amount": 100}, "media_type": "application/json"}
+        path_parameters = {"payment_id": a_id}
         if "{milestone_id}" in operation.path:
-            path["milestone_id"] = "1"
-        case = operation.Case(path_parameters=path, **body)
+            path_parameters["milestone_id"] = "1"
+        if "{tip_id}" in operation.path:
+            path_parameters["tip_id"] = "00000000-0000-0000-0000-000000000001"
+        case = operation.Case(path_parameters=path_parameters, **body)
         with market.capture(execute=True):
             response = case.call_and_validate(headers=headers, cookies=cookies, checks=CHECKS)
         assert response.status_code == 404, (operation.label, response.content)

@@ -25,6 +25,7 @@ from .payments import AbstractEscrowPayment
 from .refunds import AbstractDispute, AbstractRefund
 from .staff import AbstractStaffAction
 from .task import AbstractOrganizationPlaceholder, EscrowTaskMixin
+from .tips import AbstractEscrowTip, AbstractEscrowTipTransfer
 from .transfers import AbstractTransfer, AbstractTransferReversal
 from .webhooks import AbstractWebhookEvent
 
@@ -35,6 +36,8 @@ __all__ = [
     "AbstractEscrowPayee",
     "AbstractEscrowPayment",
     "AbstractEscrowRelease",
+    "AbstractEscrowTip",
+    "AbstractEscrowTipTransfer",
     "AbstractIncident",
     "AbstractMoneyOperation",
     "AbstractOrganizationPlaceholder",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...gateway.types import ChargeSnapshot, PaymentIntentSnapshot
-from ...services import payment_intents, stripe_objects
+from ...services import payment_intents, stripe_objects, tips
 from ...services.common import lock_payment_for
 from ..context import EventContext
 from . import ignore_unless, note_payment, snapshot
@@ -12,6 +12,13 @@ from . import ignore_unless, note_payment, snapshot
 def payment_intent(context: EventContext) -> None:
     """processing, succeeded, amount_capturable_updated, payment_failed, canceled."""
     intent = snapshot(context, PaymentIntentSnapshot)
+    if intent.metadata.get("escrow_tip_id"):
+        # A tip's own PaymentIntent: it moves the tip, never the payment.
+        note_payment(
+            context,
+            ignore_unless(tips.apply_tip_payment_intent(intent, event_id=context.id), "Not ours."),
+        )
+        return
     if not intent.metadata.get("escrow_payment_id") and not (
         intent.transfer_group or ""
     ).startswith("escrow_"):

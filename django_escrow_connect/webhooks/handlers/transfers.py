@@ -7,14 +7,20 @@ transfer fails synchronously, when the app creates it.
 from __future__ import annotations
 
 from ...gateway.types import TransferSnapshot
-from ...services import stripe_objects
+from ...services import stripe_objects, tip_outcomes
 from ..context import EventContext
 from . import ignore_unless, note_payment, snapshot
 
 
 def transfer(context: EventContext) -> None:
     """transfer.created, transfer.updated, transfer.reversed."""
-    result = stripe_objects.apply_transfer(snapshot(context, TransferSnapshot), event_id=context.id)
+    transfer_snapshot = snapshot(context, TransferSnapshot)
+    if transfer_snapshot.metadata.get("escrow_tip_id"):
+        # A tip's transfer: it is not the payment's release.
+        row = tip_outcomes.apply_tip_transfer(transfer_snapshot, event_id=context.id)
+        note_payment(context, ignore_unless(row and row.tip.payment, "Not ours."))
+        return
+    result = stripe_objects.apply_transfer(transfer_snapshot, event_id=context.id)
     note_payment(context, ignore_unless(result, "Not an escrow payment's transfer."))
 
 

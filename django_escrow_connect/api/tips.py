@@ -1,0 +1,140 @@
+"""The tip API: the customer adds a tip to a released payment; both parties list them.
+
+``POST payments/{payment_id}/tips/`` ``{amount}`` creates a tip (its own
+PaymentIntent) and answers 201 with the tip and the ``client_secret`` the
+customer's browser confirms it with. ``GET payments/{payment_id}/tips/`` lists
+the payment's tips to whoever may see the payment (payer, payee, staff);
+``POST payments/{payment_id}/tips/{tip_id}/retry-transfer/`` is for staff,
+after Stripe refused a tip's transfer. See docs/tips.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from .. import swappable
+from ..conf import escrow_settings
+from ..services import errors
+from ..services import tips as tip_services
+from ..states import TipStatus
+from .payments import PaymentAPIView, get_visible_payment
+from .schema import extend_schema
+from .serializers import MinorAmountField, StrictSerializer, error_responses, validated
+
+__all__ = ["TipListCreateView", "TipRetryTransferView"]
+
+_ERROR_DESCRIPTIONS = {
+    400: "Invalid input (codes: invalid_amount, tips_unavailable).",
+    402: "The card was declined.",
+    403: "Not signed in, or not the payer (or not staff, for a retry).",
+    404: "No such payment or tip (or not one you may see).",
+    409: "The payment or tip does not allow this now (codes: not_tippable, operation_pending, "
+    "tip_transfer_failed, transition_not_allowed).",
+    503: "Stripe is not reachable or its answer is pending; retry.",
+}
+
+
+class CreateTipRequest(StrictSerializer):
+    amount = MinorAmountField(
+        help_text="The tip in the payment's currency's minor units; at most "
+        "TIP_MAX_AMOUNT for that currency."
+    )
+
+
+class EmptyRequest(StrictSerializer):
+    pass
+
+
+class TipOutput(serializers.Serializer[Any]):
+    id = serializers.CharField(source="pk")
+    payment_id = serializers.CharField()
+    amount = serializers.IntegerField()
+    currency = serializers.CharField()
+    platform_fee = serializers.IntegerField()
+    status = serializers.CharField(help_text="One of: " + ", ".join(TipStatus.values) + ".")
+    created_at = serializers.DateTimeField()
+    paid_at = serializers.DateTimeField(allow_null=True)
+    transferred_at = serializers.DateTimeField(allow_null=True)
+
+
+class TipStartOutput(TipOutput):
+    """A new tip, and what the browser needs to pay it: returned, never stored or logged."""
+
+    client_secret = serializers.CharField(
+        allow_null=True, help_text="For Stripe.js only (confirm the tip); never store or log it."
+    )
+    publishable_key = serializers.SerializerMethodField(
+        help_text="STRIPE_PUBLISHABLE_KEY, for Stripe(...) in the browser; null when not set."
+    )
+
+    def get_publishable_key(self, tip: Any) -> str | None:
+        return escrow_settings.STRIPE_PUBLISHABLE_KEY or None
+
+
+class TipListOutput(serializers.Serializer[Any]):
+    results = TipOutput(many=True)
+
+
+_CREATE_ERRORS = error_responses(_ERROR_DESCRIPTIONS, 400, 402, 403, 404, 409, 503)
+_READ_ERRORS = error_responses(_ERROR_DESCRIPTIONS, 403, 404)
+
+
+class TipListCreateView(PaymentAPIView):
+    """``GET|POST payments/{payment_id}/tips/``."""
+
+    @extend_schema(
+        responses={200: TipListOutput, **_READ_ERRORS},
+        summary="A payment's tips",
+        operation_id="payments_tips_list",
+    )
+    def get(self, request: Request, payment_id: str) -> Response:
+        payment = get_visible_payment(request.user, payment_id)
+        tips = swappable.load("EscrowTip").objects.filter(payment=payment).order_by("created_at")
+        return Response({"results": TipOutput(tips, many=True).data})
+
+    @extend_schema(
+        request=CreateTipRequest,
+        responses={201: TipStartOutput, **_CREATE_ERRORS},
+        summary="Add a tip to a released payment",
+        operation_id="payments_tips_create",
+    )
+    def post(self, request: Request, payment_id: str) -> Response:
+        payment = get_visible_payment(request.user, payment_id)
+        data = validated(CreateTipRequest, request.data)
+        start = tip_services.create_tip(payment.pk, request.user, data["amount"])
+        body = dict(TipStartOutput(start.tip).data)
+        body["client_secret"] = start.client_secret
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class TipRetryTransferView(PaymentAPIView):
+    """``POST payments/{payment_id}/tips/{tip_id}/retry-transfer/`` (staff)."""
+
+    @extend_schema(
+        request=None,
+        responses={200: TipOutput, **_CREATE_ERRORS},
+        summary="Retry a tip's failed transfer (staff)",
+        operation_id="payments_tips_retry_transfer",
+    )
+    def post(self, request: Request, payment_id: str, tip_id: str) -> Response:
+        payment = get_visible_payment(request.user, payment_id)
+        validated(EmptyRequest, request.data)
+        try:
+            pk = uuid.UUID(str(tip_id))
+        except ValueError:
+            raise errors.NotFound(_no_tip()) from None
+        if not swappable.load("EscrowTip").objects.filter(pk=pk, payment=payment).exists():
+            raise errors.NotFound(_no_tip())
+        tip = tip_services.retry_tip_transfer(pk, request.user)
+        return Response(TipOutput(tip).data)
+
+
+def _no_tip() -> str:
+    from django.utils.translation import gettext as _
+
+    return _("No such tip.")

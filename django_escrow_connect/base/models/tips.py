@@ -1,0 +1,198 @@
+"""Tips: money the customer adds after release, charged and transferred on its own.
+
+A tip is never part of the escrowed payment: it has its own PaymentIntent
+(so the payment's amount, refunds and books stay what they were) and its
+own transfers, one per recipient (:func:`~django_escrow_connect.services.tips.tip_recipients`).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+
+from ...states import TipStatus, TipTransferStatus
+from ...swappable import model_name
+from ._common import TimestampedModel, _currency_constraint
+
+__all__ = ["AbstractEscrowTip", "AbstractEscrowTipTransfer"]
+
+T = TipStatus
+
+
+class AbstractEscrowTip(ConcurrentTransitionMixin, TimestampedModel):
+    """A tip on a released payment: its own PaymentIntent, then transfers."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    payment = models.ForeignKey(
+        model_name("EscrowPayment"),
+        verbose_name=_("payment"),
+        on_delete=models.PROTECT,
+        related_name="tips",
+    )
+    payer = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("payer"),
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    amount = models.BigIntegerField(_("amount (minor units)"))
+    currency = models.CharField(_("currency"), max_length=3)
+    # What the platform keeps of the tip (TIP_FEE policy; none by default).
+    platform_fee = models.BigIntegerField(_("platform fee (minor units)"), default=0)
+    status = FSMField(
+        _("status"),
+        max_length=32,
+        choices=TipStatus.choices,
+        default=TipStatus.AWAITING_PAYMENT,
+        protected=True,
+    )
+    stripe_payment_intent_id = models.CharField(
+        _("Stripe PaymentIntent id"), max_length=255, blank=True
+    )
+    stripe_charge_id = models.CharField(_("Stripe charge id"), max_length=255, blank=True)
+    intent_idempotency_key = models.CharField(
+        _("PaymentIntent idempotency key"), max_length=255, unique=True
+    )
+    paid_at = models.DateTimeField(_("paid at"), null=True, blank=True)
+    transferred_at = models.DateTimeField(_("transferred at"), null=True, blank=True)
+    failure_code = models.CharField(_("failure code"), max_length=255, blank=True)
+    failure_message = models.TextField(_("failure message"), blank=True)
+
+    class Meta:
+        abstract = True
+        verbose_name = _("tip")
+        verbose_name_plural = _("tips")
+        ordering = ["created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="escrow_tip_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(platform_fee__gte=0) & Q(platform_fee__lte=models.F("amount")),
+                name="escrow_tip_fee_within_amount",
+            ),
+            _currency_constraint("escrow_tip"),
+            models.UniqueConstraint(
+                fields=["stripe_payment_intent_id"],
+                condition=~Q(stripe_payment_intent_id=""),
+                name="escrow_tip_unique_payment_intent",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"tip {self.amount} {self.currency} ({self.status})"
+
+    @property
+    def transfer_group(self) -> str:
+        """The tip's own transfer group: one business action, apart from the payment's.
+
+        The payment's group holds exactly the payment's transfer (the books
+        audit compares it with the charge); a tip is money of its own.
+        """
+        return f"escrow_tip_{self.pk.hex}"
+
+    @transition(field=status, source=T.AWAITING_PAYMENT, target=T.PROCESSING)
+    def mark_processing(self) -> None:
+        pass
+
+    # From failed too: after a decline the customer may confirm the same
+    # PaymentIntent again, and Stripe's "succeeded" is the fact that counts.
+    @transition(field=status, source=[T.AWAITING_PAYMENT, T.PROCESSING, T.FAILED], target=T.PAID)
+    def mark_paid(self, charge_id: str = "") -> None:
+        if charge_id:
+            self.stripe_charge_id = charge_id
+        self.failure_code = ""
+        self.failure_message = ""
+        self.paid_at = timezone.now()
+
+    @transition(field=status, source=[T.AWAITING_PAYMENT, T.PROCESSING], target=T.FAILED)
+    def mark_failed(self, code: str = "", message: str = "") -> None:
+        self.failure_code = code[:255]
+        self.failure_message = message
+
+    @transition(
+        field=status, source=[T.AWAITING_PAYMENT, T.PROCESSING, T.FAILED], target=T.CANCELED
+    )
+    def mark_canceled(self, code: str = "") -> None:
+        if code:
+            self.failure_code = code[:255]
+
+    @transition(field=status, source=[T.PAID, T.TRANSFER_FAILED], target=T.TRANSFERRED)
+    def mark_transferred(self) -> None:
+        self.transferred_at = timezone.now()
+        self.failure_code = ""
+        self.failure_message = ""
+
+    @transition(field=status, source=T.PAID, target=T.TRANSFER_FAILED)
+    def mark_transfer_failed(self, code: str = "", message: str = "") -> None:
+        self.failure_code = code[:255]
+        self.failure_message = message
+
+    @transition(field=status, source=T.TRANSFER_FAILED, target=T.PAID)
+    def retry_transfer(self) -> None:
+        """Staff or the payer asked to send the failed transfer again."""
+
+
+class AbstractEscrowTipTransfer(ConcurrentTransitionMixin, TimestampedModel):
+    """A tip's transfer to one recipient's connected account."""
+
+    tip = models.ForeignKey(
+        model_name("EscrowTip"),
+        verbose_name=_("tip"),
+        on_delete=models.PROTECT,
+        related_name="transfers",
+    )
+    destination_account_id = models.CharField(_("destination account id"), max_length=255)
+    amount = models.BigIntegerField(_("amount (minor units)"))
+    currency = models.CharField(_("currency"), max_length=3)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=255, unique=True)
+    stripe_transfer_id = models.CharField(_("Stripe transfer id"), max_length=255, blank=True)
+    status = FSMField(
+        _("status"),
+        max_length=32,
+        choices=TipTransferStatus.choices,
+        default=TipTransferStatus.PENDING,
+        protected=True,
+    )
+    failure_code = models.CharField(_("failure code"), max_length=255, blank=True)
+    failure_message = models.TextField(_("failure message"), blank=True)
+
+    class Meta:
+        abstract = True
+        verbose_name = _("tip transfer")
+        verbose_name_plural = _("tip transfers")
+        ordering = ["created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(amount__gt=0), name="escrow_tip_transfer_amount_positive"
+            ),
+            _currency_constraint("escrow_tip_transfer"),
+            models.UniqueConstraint(
+                fields=["stripe_transfer_id"],
+                condition=~Q(stripe_transfer_id=""),
+                name="escrow_tip_transfer_unique_stripe_id",
+            ),
+            # Each recipient is paid a tip at most once, by the database:
+            # only failed attempts can sit beside the live one.
+            models.UniqueConstraint(
+                fields=["tip", "destination_account_id"],
+                condition=~Q(status=TipTransferStatus.FAILED),
+                name="escrow_tip_transfer_one_live_per_recipient",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.stripe_transfer_id or f"tip transfer {self.pk} ({self.status})"
+
+    @transition(field=status, source=TipTransferStatus.PENDING, target=TipTransferStatus.CREATED)
+    def mark_created(self, stripe_transfer_id: str) -> None:
+        self.stripe_transfer_id = stripe_transfer_id
+
+    @transition(field=status, source=TipTransferStatus.PENDING, target=TipTransferStatus.FAILED)
+    def mark_failed(self, code: str = "", message: str = "") -> None:
+        self.failure_code = code[:255]
+        self.failure_message = message

@@ -1,0 +1,354 @@
+"""Tips: the customer adds money on a released payment, for the payee(s).
+
+A tip is charged on a PaymentIntent of its own (never added to the escrowed
+payment: its amount, refunds and books stay what they were) and, once Stripe
+says it succeeded, transferred to each recipient with ``source_transaction``
+= the tip's charge, less the ``TIP_FEE`` policy (none by default).
+
+Both Stripe calls are money operations of the payment's journal
+(:mod:`.operations`), kinds ``tip_intent`` and ``tip_transfer``: the key and
+request are committed first, Stripe is called with no transaction open, the
+outcome is committed after. The journal's rule holds: a payment has at most
+one unresolved operation, so a tip waits for (or settles) whatever else is
+in flight on its payment, and the other way round.
+
+The customer is always present: the tip's PaymentIntent is created without
+a payment method and its ``client_secret`` goes back to the browser, which
+confirms it like the payment itself (3-D Secure included). Charging a saved
+payment method off-session would need the payment to have saved it with the
+customer's consent (a Customer and ``setup_future_usage``), which the
+package does not do yet (docs/tips.md).
+
+Whatever happens, the rows converge on Stripe's facts: ``payment_intent.*``
+events carrying ``escrow_tip_id`` and ``transfer.*`` events of tip transfers
+update the tip, never the payment's state; ``escrow_reconcile`` finishes a
+tip whose call or transfer a crash interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.utils.translation import gettext as _
+
+from ..exceptions import GatewayError
+from ..fees import compute_tip_fee
+from ..gateway.types import PaymentIntentSnapshot
+from ..money import InvalidAmount, validate_minor_amount
+from ..states import MoneyOperationKind, TipStatus, TipTransferStatus
+from ..states import PaymentStatus as S
+from . import errors, operations, outcomes, tip_outcomes
+from .changes import Change, failed_change
+from .common import gateway, idempotency_key, lock_payment
+from .tip_outcomes import (
+    log_tip,
+    mark_transferred_if_done,
+    parse_uuid,
+    tip_intent_request,
+    tip_model,
+    tip_recipients,
+    tip_transfer_model,
+    tip_transfer_request,
+)
+
+__all__ = [
+    "TIPPABLE_PAYMENT_STATES",
+    "TipStart",
+    "create_tip",
+    "max_tip_amount",
+    "retry_tip_transfer",
+    "tip_recipients",
+    "transfer_tip",
+]
+
+logger = logging.getLogger("django_escrow_connect.payments")
+
+K = MoneyOperationKind
+T = TipStatus
+
+#: The payment states a tip may be added in: the doer has been paid. (A
+#: partial release, when the package has one, belongs here too.)
+TIPPABLE_PAYMENT_STATES: tuple[str, ...] = (S.RELEASED, S.PARTIALLY_RELEASED, S.PARTIALLY_REFUNDED)
+
+#: How many unresolved operations one tip request settles before giving up.
+_MAX_STEPS = 6
+
+
+@dataclass(frozen=True)
+class TipStart:
+    """A new tip and what the customer's browser needs to pay it: never stored."""
+
+    tip: Any
+    #: The PaymentIntent's client secret, for the customer to confirm the tip.
+    client_secret: str | None
+
+
+def max_tip_amount(currency: str) -> int | None:
+    """The largest tip in ``currency`` (minor units), or None: no tips in it."""
+    from ..conf import escrow_settings
+
+    table = escrow_settings.TIP_MAX_AMOUNT or {}
+    value = table.get(currency.lower()) if isinstance(table, dict) else None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+# --------------------------------------------------------------------------
+# Adding a tip
+# --------------------------------------------------------------------------
+
+
+def create_tip(payment_id: Any, user: Any, amount: Any) -> TipStart:
+    """The payer adds a tip of ``amount`` minor units to a released payment.
+
+    Several tips per payment are allowed, each on its own PaymentIntent. The
+    tip and its PaymentIntent operation are committed before Stripe is
+    called; the answer's client secret is returned for the customer to
+    confirm the tip, and ``payment_intent.succeeded`` then transfers it.
+    """
+    for _step in range(_MAX_STEPS):
+        with transaction.atomic():
+            payment = lock_payment(payment_id)
+            if payment.payer_id != getattr(user, "pk", None):
+                raise errors.Forbidden(_("Only the customer who paid can add a tip."))
+            pending = operations.unresolved_operation(payment)
+            if pending is None:
+                tip, operation = _begin_tip(payment, user, amount)
+        if pending is not None:
+            # Something else is in flight on the payment: settle it first (a
+            # tip creation left by a crash included; it is not this one).
+            outcomes.drive(pending, wanted=False)
+            continue
+        outcome = operations.send(operation)
+        outcomes.apply_outcome(operation, outcome)
+        tip.refresh_from_db()
+        log_tip(tip, "tip created")
+        if tip.status == T.PAID:
+            # Stripe answered that it charged the tip already: transfer it now.
+            _transfer_after_commit(tip.pk)
+            tip.refresh_from_db()
+        return TipStart(tip=tip, client_secret=outcome.result.client_secret)
+    raise errors.OperationInFlight(
+        _("The payment kept changing while this request ran; try again.")
+    )
+
+
+def _begin_tip(payment: Any, user: Any, amount: Any) -> tuple[Any, Any]:
+    if payment.status not in TIPPABLE_PAYMENT_STATES:
+        raise errors.TransitionNotAllowed(
+            _("A tip can be added only once the payment is released."), code="not_tippable"
+        )
+    limit = max_tip_amount(payment.currency)
+    if limit is None:
+        raise errors.InvalidInput(
+            _("Tips are not available for payments in this currency."), code="tips_unavailable"
+        )
+    try:
+        validate_minor_amount(amount, payment.currency)
+    except (InvalidAmount, TypeError) as exc:
+        raise errors.InvalidInput(str(exc), code="invalid_amount") from exc
+    if not 1 <= amount <= limit:
+        raise errors.InvalidInput(
+            _("A tip must be between 1 and %(limit)s (minor units).") % {"limit": limit},
+            code="invalid_amount",
+        )
+    Tip = tip_model()
+    tip = Tip(
+        payment=payment,
+        payer=user,
+        amount=amount,
+        currency=payment.currency,
+        platform_fee=compute_tip_fee(amount, payment.currency),
+    )
+    tip.intent_idempotency_key = idempotency_key("tip", tip.pk, "intent", 0)
+    tip.save(force_insert=True)
+    operation = operations.begin(
+        payment,
+        K.TIP_INTENT,
+        tip_intent_request(tip),
+        amount=amount,
+        user=user,
+        key=tip.intent_idempotency_key,
+        attempt=0,
+    )
+    return tip, operation
+
+
+def _transfer_after_commit(tip_pk: Any) -> None:
+    """Transfer a tip that has just been paid; a failure is left for a retry.
+
+    Runs after the commit that recorded the payment (no transaction open). A
+    crash or an error here leaves the tip ``paid`` (or its transfer
+    operation pending): ``escrow_reconcile`` transfers it.
+    """
+    try:
+        transfer_tip(tip_pk)
+    except errors.ServiceError as exc:
+        logger.warning(
+            "tip transfer not done now: %s",
+            exc.message,
+            extra={"tip_id": str(tip_pk), "code": exc.code},
+        )
+
+
+# --------------------------------------------------------------------------
+# Transferring a paid tip
+# --------------------------------------------------------------------------
+
+
+def transfer_tip(tip_id: Any) -> Any:
+    """Send a paid tip to its recipients, one transfer each; return the tip.
+
+    Each transfer is a journaled money operation with its own key
+    (``tip:<id>:transfer-<account>:<attempt>``); a recipient is never paid
+    twice (a unique index on the live transfer per recipient, and the key).
+    A tip that is not ``paid`` is returned unchanged.
+    """
+    payment_id = tip_model().objects.values_list("payment_id", flat=True).get(pk=tip_id)
+    for _step in range(_MAX_STEPS + len(_recipients_of(tip_id))):
+        with transaction.atomic():
+            payment = lock_payment(payment_id)
+            tip = tip_model().objects.select_for_update().get(pk=tip_id)
+            if tip.status != T.PAID:
+                return tip
+            pending = operations.unresolved_operation(payment)
+            if pending is None:
+                operation = _begin_next_transfer(payment, tip)
+                if operation is None:
+                    return tip_model().objects.get(pk=tip_id)
+        if pending is None:
+            outcomes.execute(operation)
+        else:
+            outcomes.drive(pending, wanted=pending.kind == K.TIP_TRANSFER)
+    raise errors.OperationInFlight(
+        _("The payment kept changing while this request ran; try again.")
+    )
+
+
+def _recipients_of(tip_id: Any) -> list[tuple[str, int]]:
+    return tip_recipients(tip_model().objects.select_related("payment").get(pk=tip_id))
+
+
+def _begin_next_transfer(payment: Any, tip: Any) -> Any:
+    """Phase 1 of the next recipient's transfer; None (tip transferred) when none is left."""
+    for destination, amount in tip_recipients(tip):
+        done = tip.transfers.filter(
+            destination_account_id=destination,
+            status__in=[TipTransferStatus.PENDING, TipTransferStatus.CREATED],
+        )
+        if done.exists():
+            continue
+        if not tip.stripe_charge_id:
+            raise errors.Conflict(
+                _("The tip's charge is not known yet; try again shortly."), code="charge_pending"
+            )
+        attempt = tip.transfers.filter(destination_account_id=destination).count()
+        key = idempotency_key("tip", tip.pk, f"transfer-{destination}", attempt)
+        operation = operations.begin(
+            payment,
+            K.TIP_TRANSFER,
+            tip_transfer_request(tip, destination, amount, key),
+            amount=amount,
+            key=key,
+            attempt=attempt,
+        )
+        tip_transfer_model().objects.create(
+            tip=tip,
+            destination_account_id=destination,
+            amount=amount,
+            currency=tip.currency,
+            idempotency_key=key,
+        )
+        return operation
+    mark_transferred_if_done(tip)
+    return None
+
+
+def retry_tip_transfer(tip_id: Any, user: Any = None, *, system: bool = False) -> Any:
+    """Send a tip whose transfer Stripe refused again (staff, or ``system``)."""
+    if not system and not getattr(user, "is_staff", False):
+        raise errors.Forbidden(_("Only platform staff can retry a tip transfer."))
+    with transaction.atomic():
+        tip = tip_model().objects.filter(pk=parse_uuid(tip_id)).first()
+        if tip is None:
+            raise errors.NotFound(_("No such tip."))
+        lock_payment(tip.payment_id)
+        tip = tip_model().objects.select_for_update().get(pk=tip.pk)
+        if tip.status == T.TRANSFER_FAILED:
+            tip.retry_transfer()
+            tip.save()
+        elif tip.status != T.PAID:
+            raise errors.TransitionNotAllowed(
+                _("Only a paid tip whose transfer failed can be retried.")
+            )
+    return transfer_tip(tip.pk)
+
+
+# --------------------------------------------------------------------------
+# escrow_reconcile: tips a crash or a lost event left behind
+# --------------------------------------------------------------------------
+
+
+def reconcile_tips(
+    *, dry_run: bool = False, payment_id: Any = None, cutoff: Any = None
+) -> list[Any]:
+    """Transfer paid tips whose transfer never ran; catch up with tip PaymentIntents.
+
+    A tip left ``paid`` (a crash after the payment was recorded, before or
+    during the transfer, or an operation in the way) is transferred: the
+    journal has already settled its unresolved operation, so the same key
+    is not sent twice. A tip still awaiting its payment is looked up (a lost
+    ``payment_intent.succeeded``). Refused transfers (``transfer_failed``)
+    wait for staff (``retry-transfer``), like a refused release.
+    """
+    tips = tip_model().objects.all()
+    if payment_id is not None:
+        tips = tips.filter(payment_id=payment_id)
+    elif cutoff is not None:
+        tips = tips.filter(updated_at__lte=cutoff)
+    changes: list[Any] = []
+    waiting = tips.filter(status__in=[T.AWAITING_PAYMENT, T.PROCESSING]).exclude(
+        stripe_payment_intent_id=""
+    )
+    for tip in waiting.order_by("created_at"):
+        if dry_run:
+            changes.append(Change(str(tip.payment_id), "would look up tip", str(tip.pk)))
+            continue
+        try:
+            snapshot = gateway().retrieve_payment_intent(tip.stripe_payment_intent_id)
+        except GatewayError as exc:
+            changes.append(failed_change(tip.payment_id, f"look up tip {tip.pk}", exc))
+            continue
+        after = apply_tip_payment_intent(snapshot)
+        if after is not None and after.status != tip.status:
+            changes.append(
+                Change(str(tip.payment_id), f"tip {tip.pk}: {tip.status} -> {after.status}")
+            )
+    for tip in tips.filter(status=T.PAID).order_by("created_at"):
+        if dry_run:
+            changes.append(Change(str(tip.payment_id), "would transfer tip", str(tip.pk)))
+            continue
+        try:
+            after = transfer_tip(tip.pk)
+        except errors.ServiceError as exc:
+            changes.append(failed_change(tip.payment_id, f"transfer tip {tip.pk}", exc))
+            continue
+        changes.append(Change(str(tip.payment_id), f"tip {tip.pk}: paid -> {after.status}"))
+    return changes
+
+
+def apply_tip_payment_intent(snapshot: PaymentIntentSnapshot, *, event_id: str = "") -> Any:
+    """A ``payment_intent.*`` event of a tip (:func:`.tip_outcomes.apply_tip_payment_intent`),
+    and the transfer of a tip it found paid, once the event's transaction commits.
+
+    Scheduling the transfer again for a tip already being transferred is
+    harmless: :func:`transfer_tip` finishes the journal's operation with its
+    own key and never begins a second transfer to the same recipient.
+    """
+    tip = tip_outcomes.apply_tip_payment_intent(snapshot, event_id=event_id)
+    if tip is not None and tip.status == T.PAID:
+        tip_pk = tip.pk
+        transaction.on_commit(lambda: _transfer_after_commit(tip_pk))
+    return tip

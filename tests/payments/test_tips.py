@@ -1,0 +1,371 @@
+"""Tips: the customer adds money on a released payment, charged on its own
+PaymentIntent and transferred to the payee, through the real webhook pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from django_escrow_connect import signals, swappable
+from django_escrow_connect.exceptions import BalanceInsufficient
+from django_escrow_connect.simulation import SimulatedGateway
+
+from .conftest import build_marketplace, calls, configure
+
+TIP_LIMIT = 5_000
+
+
+@pytest.fixture
+def market(db, escrow_stripe, settings, django_capture_on_commit_callbacks):
+    """The marketplace, with Stripe's events going through the webhook receiver."""
+    configure(settings, TIP_MAX_AMOUNT={"usd": TIP_LIMIT})
+    return build_marketplace(capture=django_capture_on_commit_callbacks)
+
+
+@pytest.fixture
+def received():
+    seen = []
+
+    def receiver(sender, signal, **kwargs):
+        seen.append((signal, kwargs))
+
+    for signal in (signals.tip_paid, signals.tip_transfer_failed):
+        signal.connect(receiver, weak=False)
+    yield seen
+    for signal in (signals.tip_paid, signals.tip_transfer_failed):
+        signal.disconnect(receiver)
+
+
+def Tip():
+    return swappable.load("EscrowTip")
+
+
+def tips_url(payment):
+    return reverse("escrow_connect:payment-tips", args=[str(payment.pk)])
+
+
+def add_tip(market, payment, amount=500, user="customer"):
+    user = market.customer if user == "customer" else user
+    with market.capture(execute=True):
+        return market.client(user).post(tips_url(payment), {"amount": amount}, format="json")
+
+
+def pay_tip(market, tip_id, card="success"):
+    tip = Tip().objects.get(pk=tip_id)
+    with market.capture(execute=True):
+        SimulatedGateway().confirm_payment_intent(tip.stripe_payment_intent_id, card)
+    return Tip().objects.get(pk=tip_id)
+
+
+def test_a_tip_is_charged_on_its_own_intent_and_transferred_in_full(market, received):
+    payment = market.released_payment()
+    before = (payment.amount_transferred, payment.transfers.count(), payment.status)
+
+    response = add_tip(market, payment, 700)
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["amount"] == 700
+    assert body["currency"] == "usd"
+    assert body["status"] == "awaiting_payment"
+    assert body["client_secret"]
+    tip = Tip().objects.get(pk=body["id"])
+    assert tip.stripe_payment_intent_id
+    assert tip.stripe_payment_intent_id != payment.stripe_payment_intent_id
+
+    tip = pay_tip(market, tip.pk)
+    assert tip.status == "transferred"
+    (row,) = tip.transfers.all()
+    assert row.status == "created"
+    assert row.stripe_transfer_id
+    # No platform fee by default: the whole tip goes to the payee.
+    assert row.amount == 700
+    assert tip.platform_fee == 0
+    assert row.destination_account_id == payment.destination_account_id
+    # The transfer is funded by the tip's charge, in the tip's own group.
+    created = [a for n, a in escrow_calls("create_transfer") if a["amount"] == 700]
+    assert created
+    assert created[0]["source_transaction"] == tip.stripe_charge_id
+    assert created[0]["transfer_group"] == tip.transfer_group
+
+    payment.refresh_from_db()
+    assert (payment.amount_transferred, payment.transfers.count(), payment.status) == before
+    assert [s for s, _ in received] == [signals.tip_paid]
+    assert received[0][1]["tip"].pk == tip.pk
+    assert received[0][1]["payment"].pk == payment.pk
+
+
+def escrow_calls(name):
+    from django_escrow_connect.simulation import simulated_stripe
+
+    return [(n, args) for n, args in simulated_stripe.calls if n == name]
+
+
+def test_the_tip_fee_policy_keeps_the_platform_share(market, settings):
+    configure(settings, TIP_FEE=lambda amount, currency: amount // 10)
+    payment = market.released_payment()
+    tip = pay_tip(market, add_tip(market, payment, 1_000).json()["id"])
+    assert tip.status == "transferred"
+    assert tip.platform_fee == 100
+    assert [t.amount for t in tip.transfers.all()] == [900]
+
+
+def test_several_tips_each_get_their_own_intent(market):
+    payment = market.released_payment()
+    first = add_tip(market, payment, 100).json()
+    second = add_tip(market, payment, 200).json()
+    assert first["id"] != second["id"]
+    intents = set(Tip().objects.values_list("stripe_payment_intent_id", flat=True))
+    assert len(intents) == 2
+    listing = market.get(market.doer, "payment-tips", payment_id=payment.pk)
+    assert listing.status_code == 200
+    assert [t["amount"] for t in listing.json()["results"]] == [100, 200]
+    assert "client_secret" not in listing.json()["results"][0]
+
+
+@pytest.mark.parametrize(
+    ("amount", "code"),
+    [(0, "invalid"), (-5, "invalid"), ("1.5", "invalid"), (TIP_LIMIT + 1, "invalid_amount")],
+)
+def test_tip_amount_bounds(market, amount, code):
+    payment = market.released_payment()
+    response = add_tip(market, payment, amount)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == code
+    assert not Tip().objects.exists()
+
+
+def test_the_largest_tip_is_allowed(market):
+    payment = market.released_payment()
+    assert add_tip(market, payment, TIP_LIMIT).status_code == 201
+
+
+def test_no_tips_in_a_currency_without_a_limit(market, settings):
+    configure(settings, TIP_MAX_AMOUNT={"eur": 100})
+    payment = market.released_payment()
+    response = add_tip(market, payment, 50)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "tips_unavailable"
+
+
+def test_only_a_released_payment_takes_tips(market):
+    payment = market.held_payment()
+    response = add_tip(market, payment, 100)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "not_tippable"
+
+
+def test_who_may_tip_and_see_tips(market):
+    payment = market.released_payment()
+    assert add_tip(market, payment, 100, user=market.doer).status_code == 403
+    assert add_tip(market, payment, 100, user=market.staff).status_code == 403
+    assert add_tip(market, payment, 100, user=market.other).status_code == 404
+    assert market.get(market.other, "payment-tips", payment_id=payment.pk).status_code == 404
+    assert market.get(market.customer, "payment-tips", payment_id=payment.pk).status_code == 200
+    assert market.get(market.staff, "payment-tips", payment_id=payment.pk).status_code == 200
+    assert market.client(None).get(tips_url(payment)).status_code in (401, 403)
+
+
+def test_a_declined_tip_fails_and_can_be_paid_again(market, received):
+    payment = market.released_payment()
+    tip_id = add_tip(market, payment, 300).json()["id"]
+    tip = pay_tip(market, tip_id, "declined")
+    assert tip.status == "failed"
+    assert tip.failure_code
+    assert received == []
+    tip = pay_tip(market, tip_id, "success")
+    assert tip.status == "transferred"
+
+
+def test_duplicate_and_late_events_change_nothing(market, escrow_stripe, escrow_deliver, received):
+    payment = market.released_payment()
+    tip = pay_tip(market, add_tip(market, payment, 400).json()["id"])
+    assert tip.status == "transferred"
+    events = [
+        e
+        for e in escrow_stripe.store.events.values()
+        if e["data"]["object"].get("metadata", {}).get("escrow_tip_id") == str(tip.pk)
+    ]
+    assert {e["type"] for e in events} >= {"payment_intent.succeeded", "transfer.created"}
+    transfers_before = escrow_calls("create_transfer")
+    for event in reversed(events):  # every one again, newest first
+        again = {**event, "id": event["id"] + "_again"}
+        assert escrow_deliver(again).status_code == 200
+    tip.refresh_from_db()
+    assert tip.status == "transferred"
+    assert tip.transfers.count() == 1
+    assert escrow_calls("create_transfer") == transfers_before
+    assert len(received) == 1
+    payment.refresh_from_db()
+    assert payment.transfers.count() == 1
+
+
+def test_a_refused_tip_transfer_is_an_incident_and_can_be_retried(market, escrow_stripe, received):
+    payment = market.released_payment()
+    tip_id = add_tip(market, payment, 600).json()["id"]
+    escrow_stripe.store.fail_next(
+        "create_transfer",
+        BalanceInsufficient("Insufficient funds.", code="balance_insufficient", http_status=400),
+    )
+    tip = pay_tip(market, tip_id)
+    assert tip.status == "transfer_failed"
+    assert tip.failure_code == "balance_insufficient"
+    incident = payment.transfer_incidents.get()
+    assert incident.kind == "transfer_failed"
+    assert str(tip.pk) in incident.message
+    assert [s for s, _ in received] == [signals.tip_paid, signals.tip_transfer_failed]
+
+    url = reverse("escrow_connect:payment-tip-retry-transfer", args=[str(payment.pk), tip_id])
+    with market.capture(execute=True):
+        assert market.client(market.customer).post(url, {}, format="json").status_code == 403
+    with market.capture(execute=True):
+        response = market.client(market.staff).post(url, {}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "transferred"
+    tip.refresh_from_db()
+    assert [t.status for t in tip.transfers.order_by("created_at")] == ["failed", "created"]
+    keys = [t.idempotency_key for t in tip.transfers.order_by("created_at")]
+    assert keys[0] != keys[1]
+
+
+def test_tip_creation_query_budget(market):
+    payment = market.released_payment()
+    with CaptureQueriesContext(connection) as queries:
+        assert add_tip(market, payment, 100).status_code == 201
+    assert len(queries) <= 30, "\n".join(q["sql"] for q in queries.captured_queries)
+
+
+def test_openapi_documents_the_tip_endpoints():
+    pytest.importorskip("drf_spectacular")
+    from drf_spectacular.generators import SchemaGenerator
+
+    paths = SchemaGenerator().get_schema(request=None, public=True)["paths"]
+    assert set(paths["/escrow/payments/{payment_id}/tips/"]) >= {"get", "post"}
+    retry = "/escrow/payments/{payment_id}/tips/{tip_id}/retry-transfer/"
+    assert "post" in paths[retry]
+
+
+def test_unknown_tip_events_are_deferred_not_lost(market, escrow_deliver):
+    event = {
+        "id": "evt_tip_unknown",
+        "object": "event",
+        "type": "payment_intent.succeeded",
+        "api_version": "2026-10-28.endive",
+        "created": 1_800_000_000,
+        "livemode": False,
+        "data": {
+            "object": {
+                "id": "pi_tip_unknown",
+                "object": "payment_intent",
+                "amount": 100,
+                "amount_received": 100,
+                "currency": "usd",
+                "status": "succeeded",
+                "latest_charge": "ch_x",
+                "metadata": {"escrow_tip_id": "00000000-0000-0000-0000-000000000001"},
+            }
+        },
+    }
+    assert escrow_deliver(event).status_code == 200
+    from django_escrow_connect.states import WebhookEventStatus
+
+    row = swappable.load("WebhookEvent").objects.get(stripe_event_id="evt_tip_unknown")
+    assert row.status == WebhookEventStatus.DEFERRED
+
+
+def test_calls_helper_still_counts(market):
+    # The simulated store records tip calls like any other.
+    payment = market.released_payment()
+    add_tip(market, payment, 100)
+    from django_escrow_connect.simulation import simulated_stripe
+
+    assert calls(simulated_stripe, "create_payment_intent")[-1] == "create_payment_intent"
+
+
+def test_reconcile_transfers_a_tip_whose_transfer_answer_was_lost(market, escrow_stripe):
+    from django_escrow_connect.exceptions import TemporarilyUnavailable
+    from django_escrow_connect.services.reconcile import reconcile
+
+    payment = market.released_payment()
+    tip_id = add_tip(market, payment, 800).json()["id"]
+    # Stripe made the transfer, then the connection dropped: outcome unknown.
+    escrow_stripe.store.fail_next(
+        "create_transfer", TemporarilyUnavailable("timeout", http_status=None), after_effect=True
+    )
+    from django_escrow_connect import simulation
+    from django_escrow_connect.webhooks.receiver import receive
+
+    def losing_transfer_events(endpoint, payload, signature):
+        if json.loads(payload)["type"].startswith("transfer."):
+            return None  # the transfer's own event is lost too
+        return receive(endpoint, payload, signature)
+
+    previous = simulation.set_event_sink(losing_transfer_events)
+    try:
+        pay_tip(market, tip_id)
+    finally:
+        simulation.set_event_sink(previous)
+    tip = Tip().objects.get(pk=tip_id)
+    assert tip.status == "paid"
+    made = len(escrow_calls("create_transfer"))
+    with market.capture(execute=True):
+        reconcile(payment_id=payment.pk)
+    tip.refresh_from_db()
+    assert tip.status == "transferred"
+    (row,) = tip.transfers.all()
+    assert row.status == "created"
+    # Found at Stripe, or sent again with the same key: one transfer at Stripe.
+    tip_transfers = [
+        t
+        for t in escrow_stripe.store.transfers.values()
+        if t["metadata"].get("escrow_tip_id") == tip_id
+    ]
+    assert len(tip_transfers) == 1
+    assert len(escrow_calls("create_transfer")) - made <= 1
+
+
+def test_reconcile_catches_up_with_a_lost_payment_event(market):
+    from django_escrow_connect.services.reconcile import reconcile
+
+    payment = market.released_payment()
+    tip_id = add_tip(market, payment, 900).json()["id"]
+    tip = Tip().objects.get(pk=tip_id)
+    # The customer pays; every event of it is lost.
+    SimulatedGateway().confirm_payment_intent(tip.stripe_payment_intent_id, "success")
+    assert Tip().objects.get(pk=tip_id).status == "awaiting_payment"
+    with market.capture(execute=True):
+        reconcile(payment_id=payment.pk)
+    tip.refresh_from_db()
+    assert tip.status == "transferred"
+    assert tip.transfers.get().status == "created"
+
+
+def test_the_admin_shows_tips_on_the_payment(market, client):
+    from django.contrib import admin
+
+    Payment = swappable.load("EscrowPayment")
+    if not admin.site.is_registered(Payment):
+        pytest.skip("the payment model is swapped")
+    payment = market.released_payment()
+    tip = pay_tip(market, add_tip(market, payment, 321).json()["id"])
+    market.staff.is_superuser = True
+    market.staff.save()
+    client.force_login(market.staff)
+    page = client.get(
+        reverse(
+            f"admin:{Payment._meta.app_label}_{Payment._meta.model_name}_change",
+            args=[payment.pk],
+        )
+    )
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert tip.stripe_payment_intent_id in html
+    assert tip.transfers.get().stripe_transfer_id in html
+    tip_page = client.get(
+        reverse(f"admin:{Tip()._meta.app_label}_{Tip()._meta.model_name}_change", args=[tip.pk])
+    )
+    assert tip_page.status_code == 200
+    assert tip.transfers.get().idempotency_key in tip_page.content.decode()
