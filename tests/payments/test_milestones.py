@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
-from django_escrow_connect import signals
+from django_escrow_connect import signals, swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import BalanceInsufficient
+from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.terms import (
     EscrowTerms,
     MilestoneTerms,
@@ -594,3 +595,33 @@ class TestFeePolicy:
         body = market.post(market.customer, "payment-confirm", payment_id=payment.pk).json()
         assert body["status"] == "released"
         assert body["platform_fee"] == 500
+
+
+@pytest.mark.usefixtures("split")
+class TestSplitTips:
+    def test_a_tip_is_shared_like_the_net_exactly(self, market, sim_stripe, partner, settings):
+        configure(settings, TIP_MAX_AMOUNT={"usd": 5_000})
+        payment = held(market, payees=team(market, partner))
+        confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert confirmed.status_code == 200, confirmed.content
+
+        # 60/40 of 1,001 cents: 600.6 and 400.4, the odd cent to the larger remainder.
+        response = market.post(
+            market.customer, "payment-tips", {"amount": 1_001}, payment_id=payment.pk
+        )
+        assert response.status_code == 201, response.content
+        tip = swappable.load("EscrowTip").objects.get(pk=response.json()["id"])
+        with market.capture(execute=True):
+            SimulatedGateway().confirm_payment_intent(tip.stripe_payment_intent_id, "success")
+        tip.refresh_from_db()
+
+        assert tip.status == "transferred"
+        payees = {p.destination_account_id: p for p in payment.payees.all()}
+        shares = {t.destination_account_id: t.amount for t in tip.transfers.all()}
+        assert set(shares) == set(payees)
+        by_position = {payees[d].position: amount for d, amount in shares.items()}
+        assert by_position == {0: 601, 1: 400}
+        made = [
+            t for t in sim_stripe.transfers.values() if t["transfer_group"] == tip.transfer_group
+        ]
+        assert sorted(t["amount"] for t in made) == [400, 601]
