@@ -16,7 +16,7 @@ from typing import Any, cast
 from django.core.signals import setting_changed
 
 from ..conf import SETTING_NAME, escrow_settings
-from .base import PaymentGateway
+from .base import AccountsV2Gateway, PaymentGateway
 from .basegateway import BaseGateway
 from .instrumented import instrumented
 from .types import (
@@ -40,6 +40,7 @@ from .types import (
 
 __all__ = [
     "AccountBusinessType",
+    "AccountsV2Gateway",
     "AccountLinkResult",
     "AccountLinkType",
     "AccountSessionResult",

@@ -52,6 +52,8 @@ _SAVED_AS_JSON = (
     "payouts",
     "application_fees",
     "events",
+    "thin_events",
+    "v2_accounts",
     "account_links",
     "balances",
     "endpoint_api_versions",
@@ -225,6 +227,10 @@ class SimulatedStripe(EventLog, PlatformBalance):
     payouts: dict[str, JSON]
     application_fees: dict[str, JSON]
     events: dict[str, JSON]
+    #: Thin (v2) events, by id; delivered to the thin endpoint.
+    thin_events: dict[str, JSON]
+    #: What only Accounts v2 has, per v2 account id (its v1 view is in ``accounts``).
+    v2_accounts: dict[str, JSON]
     idempotency: dict[str, IdempotencyRecord]
     #: ``(method, kwargs)`` of every gateway call the application made, in order.
     calls: list[tuple[str, dict[str, Any]]]
@@ -265,6 +271,8 @@ class SimulatedStripe(EventLog, PlatformBalance):
             self.payouts = {}
             self.application_fees = {}
             self.events = {}
+            self.thin_events = {}
+            self.v2_accounts = {}
             self.idempotency = {}
             self.calls = []
             self.undelivered = []
@@ -345,7 +353,8 @@ class SimulatedStripe(EventLog, PlatformBalance):
             self.reset()
             self._time_offset = int(data["time_offset"])
             for name in _SAVED_AS_JSON:
-                setattr(self, name, copy.deepcopy(data[name.lstrip("_")]))
+                # A state saved before a collection existed keeps reset()'s empty one.
+                setattr(self, name, copy.deepcopy(data.get(name.lstrip("_"), getattr(self, name))))
             for name in _SAVED_AS_SETS:
                 setattr(self, name, set(data[name.lstrip("_")]))
             self.idempotency = idempotency

@@ -1,8 +1,8 @@
-"""Webhook routes: one endpoint per Stripe webhook kind, each with its own secret."""
+"""Webhook routes: one endpoint per Stripe webhook kind (platform, Connect, thin), each with its own secret."""
 
 from django.urls import path
 
-from .views import ConnectWebhookView, PlatformWebhookView
+from .views import ConnectWebhookView, PlatformWebhookView, ThinWebhookView
 
 urlpatterns = [
     path("stripe/webhook/", PlatformWebhookView.as_view(), name="stripe-webhook"),
@@ -11,4 +11,5 @@ urlpatterns = [
         ConnectWebhookView.as_view(),
         name="stripe-webhook-connect",
     ),
+    path("stripe/webhook/thin/", ThinWebhookView.as_view(), name="stripe-webhook-thin"),
 ]
