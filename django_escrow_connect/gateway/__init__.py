@@ -40,11 +40,11 @@ from .types import (
 
 __all__ = [
     "AccountBusinessType",
-    "AccountsV2Gateway",
     "AccountLinkResult",
     "AccountLinkType",
     "AccountSessionResult",
     "AccountSnapshot",
+    "AccountsV2Gateway",
     "BaseGateway",
     "CancellationReason",
     "CaptureMethod",

@@ -34,6 +34,7 @@ from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
 from .. import permissions, swappable
+from ..conf import ACCOUNTS_V2, escrow_settings
 from ..exceptions import GatewayError
 from ..gateway.types import (
     AccountLinkResult,
@@ -42,7 +43,6 @@ from ..gateway.types import (
     AccountSnapshot,
     LoginLinkResult,
 )
-from ..conf import ACCOUNTS_V2, escrow_settings
 from ..notifications import notify
 from ..states import AccountsApi, AccountStatus, BusinessType
 from . import errors

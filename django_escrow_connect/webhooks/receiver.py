@@ -385,7 +385,7 @@ def is_thin(event: dict[str, Any]) -> bool:
 
 
 def object_id(event: dict[str, Any]) -> str:
-    """The id of what a verified event is about: ``data.object``, or a thin event's related object."""
+    """The id of what a verified event is about (a thin event's: its related object)."""
     if is_thin(event):
         related = event.get("related_object")
         return str(related.get("id") or "") if isinstance(related, dict) else ""

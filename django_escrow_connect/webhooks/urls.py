@@ -1,4 +1,7 @@
-"""Webhook routes: one endpoint per Stripe webhook kind (platform, Connect, thin), each with its own secret."""
+"""Webhook routes: one endpoint per kind of Stripe delivery (platform, Connect, thin).
+
+Each has its own signing secrets.
+"""
 
 from django.urls import path
 
