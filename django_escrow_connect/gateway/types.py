@@ -238,8 +238,8 @@ class AccountSnapshot:
           ``stripe_balance.stripe_transfers`` status (what a ``/v1/transfers``
           to the account needs); ``capabilities["card_payments"]``: the
           merchant configuration's ``card_payments`` status, when it has one.
-          v2 statuses (``active``, ``pending``, ``restricted``, ``rejected``,
-          ``unsupported``) are kept as they are: only ``active`` counts.
+          In v1's words: ``active`` and ``pending`` as they are, anything else
+          (``restricted``, ``rejected``, ``unsupported``) ``inactive``.
         - ``charges_enabled``: merchant ``card_payments`` is active.
         - ``payouts_enabled``: recipient ``stripe_balance.payouts`` is active;
           without that capability in the answer, ``stripe_transfers`` is.
@@ -248,8 +248,10 @@ class AccountSnapshot:
           await Stripe (not the user) are verification in progress, not due.
           ``eventually_due`` holds every requirement awaiting the user (v1's
           ``eventually_due`` includes the currently due ones too).
-        - ``details_submitted``: nothing awaiting the user is currently or
-          past due (v2 has no such flag; this is what it meant in v1).
+        - ``details_submitted``: the owner accepted Stripe's terms in
+          onboarding (``identity.attestations.terms_of_service.account.date``),
+          or nothing awaiting the user is currently or past due (v2 has no
+          such flag). Like v1's, it stays true when requirements come later.
         - ``disabled_reason``: v1's vocabulary, while ``stripe_transfers`` is
           not active: ``rejected.<reason>`` for a rejection,
           ``requirements.past_due``, or ``requirements.pending_verification``.
@@ -269,7 +271,7 @@ class AccountSnapshot:
         for name, capability in (("transfers", transfers), ("card_payments", card_payments)):
             status = capability.get("status")
             if isinstance(status, str):
-                capabilities[name] = status
+                capabilities[name] = status if status in ("active", "pending") else "inactive"
 
         due: dict[str, list[str]] = {"currently_due": [], "eventually_due": [], "past_due": []}
         awaiting_stripe = False
@@ -283,11 +285,14 @@ class AccountSnapshot:
                 awaiting_stripe = True
                 continue
             deadline = _mapping(entry.get("minimum_deadline")).get("status")
+            # v1's currently_due includes what is past due.
             if deadline in ("currently_due", "past_due"):
-                due[str(deadline)].append(description)
+                due["currently_due"].append(description)
+            if deadline == "past_due":
+                due["past_due"].append(description)
             due["eventually_due"].append(description)
 
-        transfers_status = capabilities.get("transfers")
+        transfers_status = transfers.get("status")
         disabled_reason: str | None = None
         if transfers_status != "active":
             rejection = next(
@@ -313,6 +318,8 @@ class AccountSnapshot:
             else transfers_status == "active"
         )
         entity_type = identity.get("entity_type")
+        terms = _mapping(_mapping(identity.get("attestations")).get("terms_of_service"))
+        terms_accepted = _mapping(terms.get("account")).get("date")
         return cls(
             id=_require_str(d, "id"),
             country=_opt_str(identity.get("country")),
@@ -320,7 +327,7 @@ class AccountSnapshot:
             business_type=entity_type if entity_type in ("individual", "company") else None,
             charges_enabled=capabilities.get("card_payments") == "active",
             payouts_enabled=payouts_enabled,
-            details_submitted=not (due["currently_due"] or due["past_due"]),
+            details_submitted=bool(terms_accepted) or not due["currently_due"],
             currently_due=tuple(due["currently_due"]),
             eventually_due=tuple(due["eventually_due"]),
             past_due=tuple(due["past_due"]),

@@ -79,6 +79,7 @@ def render_v2_account(account: JSON, extra: Mapping[str, Any]) -> JSON:
             }
         )
     capabilities = account["capabilities"]
+    tos = account.get("tos_acceptance") or {}
     closed = bool(extra.get("closed"))
     transfers = _capability(capabilities.get("transfers"))
     payouts = _capability("active" if account["payouts_enabled"] else "inactive")
@@ -116,6 +117,19 @@ def render_v2_account(account: JSON, extra: Mapping[str, Any]) -> JSON:
         "display_name": None,
         "future_requirements": None,
         "identity": {
+            "attestations": {
+                "terms_of_service": {
+                    "account": (
+                        {
+                            "date": iso_time(tos["date"]),
+                            "ip": tos.get("ip"),
+                            "user_agent": tos.get("user_agent"),
+                        }
+                        if tos.get("date")
+                        else None
+                    )
+                }
+            },
             "country": account["country"],
             "entity_type": account["business_type"],
         },
