@@ -63,7 +63,7 @@ def stripe_events() -> Iterator[EventCollector]:
 def sim_stripe(
     settings: Any, stripe_events: EventCollector, accounts_api: str
 ) -> Iterator[simulated.SimulatedStripe]:
-    """The simulated Stripe, empty, configured as the package's gateway (in ``accounts_api`` mode)."""
+    """The simulated Stripe, empty, as the package's gateway, in ``accounts_api`` mode."""
     configure(settings, ACCOUNTS_API=accounts_api, THIN_WEBHOOK_SECRETS=[THIN_SECRET])
     simulated.reset()
     yield simulated.simulated_stripe
