@@ -222,7 +222,7 @@ class SimulatedAccountsV2:
             return render_v2_account(account, extra)
 
         response = s.execute_idempotent(
-            "create_account_v2", params, idempotency_key, action, validate=validate
+            "create_account_v2", params, idempotency_key, action, validate=validate, v2=True
         )
         return AccountSnapshot.from_v2_dict(response)
 

@@ -191,6 +191,12 @@ GATEWAY_METHODS = frozenset(
         "list_refunds",
         "retrieve_event",
         "list_events",
+        # Accounts v2 and thin events (the AccountsV2Gateway protocol).
+        "create_account_v2",
+        "retrieve_account_v2",
+        "list_accounts_v2",
+        "create_account_link_v2",
+        "list_thin_events",
     }
 )
 #: Simulated customer/Stripe actions; fault-injectable, not recorded in ``calls``.
@@ -205,6 +211,7 @@ SIMULATION_METHODS = frozenset(
         "close_dispute",
         "create_payout",
         "settle_refund",
+        "close_account_v2",
     }
 )
 
@@ -466,6 +473,7 @@ class SimulatedStripe(EventLog, PlatformBalance):
         action: Callable[[], JSON],
         *,
         validate: Callable[[], None] | None = None,
+        v2: bool = False,
     ) -> JSON:
         """:meth:`execute`, answering a repeated key with the stored answer.
 
@@ -475,6 +483,10 @@ class SimulatedStripe(EventLog, PlatformBalance):
         for the same key and parameters for 24 hours. ``validate`` checks the
         parameters alone, before execution: its errors are not stored, nor
         are those in :data:`_NOT_STORED_ERRORS`.
+
+        ``v2``: a ``/v2`` endpoint. Stripe documents that a v2 retry does not
+        repeat what succeeded but finishes failed work: a stored 5xx is not
+        replayed, the retry runs (a refusal, 4xx, still is).
         """
         _require_idempotency_key(idempotency_key)
         fingerprint = json.dumps(_plain(dict(params)), sort_keys=True, default=str)
@@ -498,9 +510,13 @@ class SimulatedStripe(EventLog, PlatformBalance):
                         f"'{idempotency_key}' if you meant to execute a different request.",
                         error_type="idempotency_error",
                     )
-                if record.error is not None:
+                if record.error is not None and v2 and (record.error.http_status or 0) >= 500:
+                    del self.idempotency[idempotency_key]
+                    record = None
+                elif record.error is not None:
                     raise record.error.replay(self._request.get("id"))
-                return copy.deepcopy(cast(JSON, record.response))
+                else:
+                    return copy.deepcopy(cast(JSON, record.response))
             try:
                 if injected is not None:
                     raise injected
