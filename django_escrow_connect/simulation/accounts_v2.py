@@ -174,6 +174,13 @@ class SimulatedAccountsV2:
         """A v2 account with the recipient (and, for ``*_payments``, merchant) configuration."""
         _require_idempotency_key(idempotency_key)
         requested = _require_capabilities(capabilities)
+        for name in requested:
+            if name != "transfers" and not name.endswith("_payments"):
+                # As BaseGateway: refused before the request.
+                raise ValueError(
+                    f"Capability {name!r} has no Accounts v2 equivalent the package knows: "
+                    "use 'transfers' and '*_payments' capabilities."
+                )
         s = self.store
         params = {
             "identity": {"country": country, "entity_type": business_type},
@@ -192,11 +199,6 @@ class SimulatedAccountsV2:
                     InvalidRequest,
                     f"Invalid entity_type: {business_type!r}",
                     param="identity.entity_type",
-                )
-            unknown = [n for n in requested if n != "transfers" and not n.endswith("_payments")]
-            if unknown:
-                raise s.error(
-                    InvalidRequest, f"Unknown capability {unknown[0]!r}", param="configuration"
                 )
 
         def action() -> JSON:
