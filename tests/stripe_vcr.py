@@ -11,7 +11,6 @@ state anyway.
 from __future__ import annotations
 
 import json
-
 import os
 import re
 from typing import Any
