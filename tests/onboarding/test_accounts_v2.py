@@ -392,3 +392,161 @@ class TestThinEvents:
         (transfer,) = sim_stripe.transfers.values()
         assert transfer["destination"] == account.stripe_account_id
         assert not event_log().filter(status__in=["failed", "deferred"]).exists()
+
+
+class TestCommands:
+    def test_fetch_missed_events_records_the_thin_events_that_never_arrived(
+        self, sim_stripe, seller, people, stripe_events, django_capture_on_commit_callbacks
+    ):
+        from django.core.management import call_command
+
+        # The events are collected, never delivered (the endpoint was down).
+        post_link(people.owner, account_type="individual")
+        account = accounts().get(owner_user=people.owner)
+        seller.complete_onboarding(account.stripe_account_id)
+        assert accounts().get(pk=account.pk).status == "pending_verification"
+        sim_stripe.calls.clear()
+
+        from io import StringIO
+
+        out = StringIO()
+        with django_capture_on_commit_callbacks(execute=True):
+            call_command("escrow_fetch_missed_events", "--since", "1d", "--no-platform", stdout=out)
+
+        assert "thin events: 2 events, 2 new (2 processed)" in out.getvalue()
+        assert calls(sim_stripe) == ["list_thin_events", *["retrieve_account_v2"] * 2]
+        assert accounts().get(pk=account.pk).status == "verified"
+        assert event_log().filter(thin=True).count() == 2
+
+        out = StringIO()
+        call_command("escrow_fetch_missed_events", "--since", "1d", "--no-platform", stdout=out)
+        assert "thin events: 2 events, 0 new (2 duplicate)" in out.getvalue()
+
+    @pytest.mark.accounts_api("v1")
+    def test_fetch_missed_events_skips_thin_events_without_v2_accounts(self, sim_stripe, people):
+        from io import StringIO
+
+        from django.core.management import call_command
+
+        post_link(people.owner, account_type="individual")
+        out = StringIO()
+        call_command("escrow_fetch_missed_events", "--no-platform", stdout=out)
+        assert "thin events" not in out.getvalue()
+        call_command("escrow_fetch_missed_events", "--no-platform", "--thin-events", stdout=out)
+        assert "thin events: 0 events" in out.getvalue()
+
+    def test_the_report_counts_accounts_per_api_and_explains_switching(
+        self, sim_stripe, settings, people
+    ):
+        import json
+        from io import StringIO
+
+        from django.core.management import call_command
+
+        configure(settings, ACCOUNTS_API="v1")
+        post_link(people.owner, account_type="individual")
+        configure(settings, ACCOUNTS_API="v2")
+        post_link(people.stranger, account_type="individual")
+
+        out = StringIO()
+        call_command("escrow_accounts_api_report", "--list", stdout=out)
+        text = out.getvalue()
+        assert "ACCOUNTS_API = 'v2'" in text
+        assert "Accounts v1: 1 accounts" in text
+        assert "Accounts v2: 1 accounts" in text
+        assert "keeps the API it was created with" in text
+        assert accounts().get(owner_user=people.owner).stripe_account_id in text
+
+        out = StringIO()
+        call_command("escrow_accounts_api_report", "--json", stdout=out)
+        report = json.loads(out.getvalue())
+        assert report["accounts"] == {"v1": 1, "v2": 1}
+        assert report["accounts_api_setting"] == "v2"
+
+
+class TestMapping:
+    """AccountSnapshot.from_v2_dict: the v2 account in v1's words."""
+
+    def account(self, **parts: Any) -> dict[str, Any]:
+        return {"id": "acct_1", "object": "v2.core.account", "created": None, **parts}
+
+    def test_a_rejected_recipient_is_restricted_in_v1_words(self):
+        from django_escrow_connect.gateway.types import AccountSnapshot
+
+        snapshot = AccountSnapshot.from_v2_dict(
+            self.account(
+                configuration={
+                    "recipient": {
+                        "capabilities": {
+                            "stripe_balance": {
+                                "stripe_transfers": {
+                                    "status": "rejected",
+                                    "status_details": [{"code": "rejected_fraud"}],
+                                }
+                            }
+                        }
+                    }
+                }
+            )
+        )
+        assert snapshot.capabilities == {"transfers": "inactive"}
+        assert snapshot.disabled_reason == "rejected.fraud"
+        assert snapshot.payouts_enabled is False
+
+    def test_requirements_awaiting_stripe_are_verification_not_due(self):
+        from django_escrow_connect.gateway.types import AccountSnapshot
+
+        snapshot = AccountSnapshot.from_v2_dict(
+            self.account(
+                requirements={
+                    "entries": [
+                        {
+                            "awaiting_action_from": "stripe",
+                            "description": "identity.individual.verification.document",
+                            "minimum_deadline": {"status": "currently_due"},
+                        },
+                        {
+                            "awaiting_action_from": "user",
+                            "description": "identity.individual.id_number",
+                            "minimum_deadline": {"status": "eventually_due"},
+                        },
+                    ]
+                },
+                configuration={
+                    "recipient": {
+                        "capabilities": {
+                            "stripe_balance": {"stripe_transfers": {"status": "pending"}}
+                        }
+                    }
+                },
+            )
+        )
+        assert snapshot.currently_due == snapshot.past_due == ()
+        assert snapshot.eventually_due == ("identity.individual.id_number",)
+        assert snapshot.details_submitted is True
+        assert snapshot.disabled_reason == "requirements.pending_verification"
+        assert snapshot.capabilities == {"transfers": "pending"}
+
+    def test_the_merchant_configuration_gives_card_payments_and_charges(self):
+        from django_escrow_connect.gateway.types import AccountSnapshot
+
+        active = {"status": "active", "status_details": []}
+        snapshot = AccountSnapshot.from_v2_dict(
+            self.account(
+                configuration={
+                    "merchant": {"capabilities": {"card_payments": active}},
+                    "recipient": {"capabilities": {"stripe_balance": {"stripe_transfers": active}}},
+                },
+                closed=True,
+            )
+        )
+        assert snapshot.capabilities == {"card_payments": "active", "transfers": "active"}
+        assert snapshot.charges_enabled is True
+        assert snapshot.payouts_enabled is True  # no payouts capability in the answer
+        assert snapshot.closed is True
+
+    def test_a_v1_object_is_refused(self):
+        from django_escrow_connect.gateway.types import AccountSnapshot
+
+        with pytest.raises(ValueError, match="v2.core.account"):
+            AccountSnapshot.from_v2_dict({"id": "acct_1", "object": "account"})
