@@ -548,5 +548,5 @@ class TestMapping:
     def test_a_v1_object_is_refused(self):
         from django_escrow_connect.gateway.types import AccountSnapshot
 
-        with pytest.raises(ValueError, match="v2.core.account"):
+        with pytest.raises(ValueError, match=r"v2\.core\.account"):
             AccountSnapshot.from_v2_dict({"id": "acct_1", "object": "account"})
