@@ -16,6 +16,8 @@ from django.db.migrations.operations import CreateModel, RenameModel
 from . import embedded
 from .base.models import EscrowTaskMixin
 from .conf import (
+    ACCOUNTS_APIS,
+    ACCOUNTS_V2,
     DEFAULTS,
     ESCROW_STRATEGIES,
     MANUAL_CAPTURE,
@@ -23,7 +25,7 @@ from .conf import (
     STRIPE_API_VERSION,
     escrow_settings,
 )
-from .gateway.base import PaymentGateway
+from .gateway.base import AccountsV2Gateway, PaymentGateway
 from .gateway.basegateway import BaseGateway
 from .money import normalize_currency
 from .swappable import (
@@ -299,6 +301,45 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 f"{_key('STRIPE_SECRET_KEY')} and {_key('STRIPE_PUBLISHABLE_KEY')} "
                 "are from different modes (live and test).",
                 id="escrow_connect.E015",
+            )
+        )
+
+    accounts_api = raw("ACCOUNTS_API")
+    if accounts_api not in ACCOUNTS_APIS:
+        errors.append(
+            Error(
+                f'{_key("ACCOUNTS_API")} is {accounts_api!r}; it must be "v1" or "v2".',
+                hint="v1 creates connected accounts with /v1/accounts (every release so far); "
+                "v2 with /v2/core/accounts, as Stripe advises new platforms. See "
+                "docs/onboarding.md, 'Accounts v1 or v2'.",
+                id="escrow_connect.E070",
+            )
+        )
+    thin_secrets = raw("THIN_WEBHOOK_SECRETS")
+    if isinstance(thin_secrets, str) or not isinstance(thin_secrets, (list, tuple)):
+        errors.append(
+            Error(
+                f"{_key('THIN_WEBHOOK_SECRETS')} must be a list of signing secrets (for rotation).",
+                hint=f'Write {_key("THIN_WEBHOOK_SECRETS")} = ["whsec_..."].',
+                id="escrow_connect.E072",
+            )
+        )
+    elif any(not isinstance(s, str) or not s for s in thin_secrets):
+        errors.append(
+            Error(
+                f"{_key('THIN_WEBHOOK_SECRETS')} must hold non-empty strings.",
+                id="escrow_connect.E072",
+            )
+        )
+    elif accounts_api == ACCOUNTS_V2 and not thin_secrets and not simulated:
+        errors.append(
+            Warning(
+                f'{_key("ACCOUNTS_API")} is "v2" but {_key("THIN_WEBHOOK_SECRETS")} is '
+                "empty: Accounts v2 changes arrive only as thin events, which are refused "
+                "(HTTP 400) until it is set, so accounts are updated only when read.",
+                hint="Create an event destination with thin payloads for the v2 account events "
+                "(docs/webhooks.md, 'Thin events') and add its signing secret.",
+                id="escrow_connect.W071",
             )
         )
 
@@ -803,6 +844,24 @@ def check_gateway(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     id="escrow_connect.E042",
                 )
             )
+    if escrow_settings.raw("ACCOUNTS_API") == ACCOUNTS_V2:
+        lacking = [
+            name
+            for name in sorted(vars(AccountsV2Gateway))
+            if not name.startswith("_")
+            and inspect.isfunction(vars(AccountsV2Gateway)[name])
+            and not callable(getattr(gateway, name, None))
+        ]
+        if lacking:
+            errors.append(
+                Error(
+                    f'{_key("ACCOUNTS_API")} is "v2" but {_key("GATEWAY")} ({label}) lacks '
+                    f"the Accounts v2 methods: {', '.join(lacking)}.",
+                    hint="Subclass django_escrow_connect.gateway.BaseGateway and implement "
+                    'their hooks, or keep ACCOUNTS_API = "v1".',
+                    id="escrow_connect.E071",
+                )
+            )
     if isinstance(gateway, type) and issubclass(gateway, BaseGateway):
         # A hook left to BaseGateway raises NotImplementedError when called:
         # fine for a method the host never uses, so a warning, not an error.
@@ -856,6 +915,28 @@ def check_deploy_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     id="escrow_connect.E021",
                 )
             )
+    if raw("ACCOUNTS_API") == ACCOUNTS_V2 and raw("THIN_WEBHOOK_SECRETS") == []:
+        errors.append(
+            Error(
+                f"{_key('THIN_WEBHOOK_SECRETS')} is empty, so no Accounts v2 change reaches "
+                "the package (thin events are refused).",
+                hint="Create the event destination (docs/webhooks.md, 'Thin events') and add "
+                "its signing secret.",
+                id="escrow_connect.E073",
+            )
+        )
+    user_settings = getattr(settings, SETTING_NAME, None) or {}
+    if "ACCOUNTS_API" not in user_settings:
+        errors.append(
+            Warning(
+                f"{_key('ACCOUNTS_API')} is not set: new connected accounts are created with "
+                "Accounts v1 (the default, so existing installations do not change).",
+                hint="Stripe advises Accounts v2 for new Connect platforms: a new installation "
+                'sets ACCOUNTS_API = "v2"; an existing one sets "v1" explicitly (or "v2" '
+                "after reading docs/onboarding.md, 'Accounts v1 or v2').",
+                id="escrow_connect.W070",
+            )
+        )
     for name in ("ONBOARDING_RETURN_URL", "ONBOARDING_REFRESH_URL"):
         if not raw(name):
             errors.append(

@@ -21,6 +21,9 @@ from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 __all__ = [
+    "ACCOUNTS_APIS",
+    "ACCOUNTS_V1",
+    "ACCOUNTS_V2",
     "DEFAULTS",
     "ESCROW_STRATEGIES",
     "MANUAL_CAPTURE",
@@ -39,6 +42,11 @@ STRIPE_API_VERSION = "2026-10-28.endive"
 SEPARATE_CHARGES_AND_TRANSFERS = "separate_charges_and_transfers"
 MANUAL_CAPTURE = "manual_capture"
 ESCROW_STRATEGIES = (SEPARATE_CHARGES_AND_TRANSFERS, MANUAL_CAPTURE)
+
+#: ``ACCOUNTS_API`` values: Stripe's Accounts v1 (``/v1/accounts``) or v2 (``/v2/core/accounts``).
+ACCOUNTS_V1 = "v1"
+ACCOUNTS_V2 = "v2"
+ACCOUNTS_APIS = (ACCOUNTS_V1, ACCOUNTS_V2)
 
 DEFAULTS: dict[str, Any] = {
     # --- Stripe credentials and transport -------------------------------
@@ -71,6 +79,9 @@ DEFAULTS: dict[str, Any] = {
     # Lists, so a secret can be rotated: any one of them may match.
     "WEBHOOK_SECRETS": [],
     "CONNECT_WEBHOOK_SECRETS": [],
+    # The event destination that delivers thin events (Accounts v2 changes:
+    # ``v2.core.account...``) to ``stripe/webhook/thin/``; its own secrets.
+    "THIN_WEBHOOK_SECRETS": [],
     "WEBHOOK_TOLERANCE_SECONDS": 300,
     "WEBHOOK_MAX_BODY_BYTES": 512 * 1024,
     # "sync" processes an event in the request; "task" enqueues it through
@@ -137,6 +148,12 @@ DEFAULTS: dict[str, Any] = {
     "EMBEDDED_COMPONENTS": ["account_onboarding"],
     "EMBEDDED_COMPONENT_FEATURES": {},
     "DEFAULT_ACCOUNT_COUNTRY": "US",
+    # Which Stripe API creates new connected accounts: "v1" (/v1/accounts
+    # with controller properties, the behaviour of every release so far) or
+    # "v2" (/v2/core/accounts with the recipient configuration; Stripe's
+    # advice for new platforms). Existing accounts keep the API they were
+    # created with. See docs/onboarding.md, "Accounts v1 or v2".
+    "ACCOUNTS_API": "v1",
     # Callable(owner) -> {"country": ..., "email": ...} for a new account;
     # it may also return "service_agreement" ("full"/"recipient") and
     # "capabilities" (names to request) to override the strategy's defaults.

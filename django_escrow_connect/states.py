@@ -15,6 +15,7 @@ __all__ = [
     "RADAR_HOLD_KINDS",
     "UNRESOLVED_OPERATION_STATES",
     "AccountStatus",
+    "AccountsApi",
     "BusinessType",
     "DisputeStatus",
     "EscrowStrategy",
@@ -247,10 +248,20 @@ UNRESOLVED_OPERATION_STATES = frozenset(
 
 
 class WebhookEndpoint(models.TextChoices):
-    """Which webhook endpoint received an event (platform or Connect)."""
+    """Which webhook endpoint received an event (platform, Connect, or thin events)."""
 
     PLATFORM = "platform", _("Platform")
     CONNECT = "connect", _("Connect")
+    # An event destination with thin payloads (v2 events: a type and the
+    # related object's id; the object is fetched when processing).
+    THIN = "thin", _("Thin events")
+
+
+class AccountsApi(models.TextChoices):
+    """Which Stripe Accounts API created (and reads) a connected account."""
+
+    V1 = "v1", _("Accounts v1")
+    V2 = "v2", _("Accounts v2")
 
 
 class WebhookEventStatus(models.TextChoices):

@@ -13,6 +13,11 @@ import pytest
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "accounts_api(*apis): run an onboarding test only with these ACCOUNTS_API values "
+        "(tests/onboarding/conftest.py runs it with both by default)",
+    )
     # The host's test kit: loaded by its pytest11 entry point when the package
     # is installed from this checkout's metadata, by name otherwise.
     if not config.pluginmanager.hasplugin("escrow_connect"):

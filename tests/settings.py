@@ -82,6 +82,7 @@ ESCROW_CONNECT = {
     "STRIPE_PUBLISHABLE_KEY": "pk_test_escrowconnecttests",
     "WEBHOOK_SECRETS": ["whsec_platform_test_secret"],
     "CONNECT_WEBHOOK_SECRETS": ["whsec_connect_test_secret"],
+    "THIN_WEBHOOK_SECRETS": ["whsec_thin_test_secret"],
     "ONBOARDING_RETURN_URL": "https://marketplace.example/onboarding/return/",
     "ONBOARDING_REFRESH_URL": "https://marketplace.example/onboarding/refresh/",
     "ORGANIZATION_ADMIN_PREDICATE": "tests.testapp.models.is_organization_admin",

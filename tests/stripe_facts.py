@@ -75,7 +75,7 @@ ID_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
 #: own deterministic Idempotency-Key (links and sessions use the SDK's).
 KEYED_POSTS = re.compile(
     r"/v1/(accounts|payment_intents(/pi_\w+/(capture|cancel))?|transfers"
-    r"(/tr_\w+/reversals)?|refunds)"
+    r"(/tr_\w+/reversals)?|refunds)|/v2/core/accounts"
 )
 REQUEST_ID = re.compile(r"req_[A-Za-z0-9]{14}")
 

@@ -20,6 +20,7 @@ objects. It does not know which fields a given response must contain.
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import sys
 import types
@@ -29,8 +30,9 @@ from urllib.parse import parse_qsl
 
 import stripe
 import typing_extensions
-from stripe._object_classes import OBJECT_CLASSES
+from stripe._object_classes import OBJECT_CLASSES, V2_OBJECT_CLASSES
 from stripe._stripe_object import StripeObject, UntypedStripeObject
+from stripe.events._event_classes import get_v2_event_class
 
 __all__ = [
     "PARAMS_BY_ROUTE",
@@ -68,6 +70,12 @@ PARAMS_BY_ROUTE: dict[tuple[str, str], str] = {
     ("GET", r"/v1/refunds/(re|pyr)_\w+"): "RefundRetrieveParams",
     ("GET", r"/v1/events"): "EventListParams",
     ("GET", r"/v1/events/evt_\w+"): "EventRetrieveParams",
+    # Accounts v2 and thin events: JSON bodies, params in stripe.params.v2.core.
+    ("POST", r"/v2/core/accounts"): "v2.core.AccountCreateParams",
+    ("GET", r"/v2/core/accounts"): "v2.core.AccountListParams",
+    ("GET", r"/v2/core/accounts/acct_\w+"): "v2.core.AccountRetrieveParams",
+    ("POST", r"/v2/core/account_links"): "v2.core.AccountLinkCreateParams",
+    ("GET", r"/v2/core/events"): "v2.core.EventListParams",
 }
 
 #: The keys of ``RequestOptions`` (api key, idempotency key, Stripe-Account...)
@@ -88,7 +96,7 @@ def resource_class(object_name: str) -> type[StripeObject] | None:
     """The stripe-python class for an ``object`` name (``"payment_intent"``...)."""
     if object_name in {"list", "search_result"}:
         return None
-    entry = OBJECT_CLASSES.get(object_name)
+    entry = OBJECT_CLASSES.get(object_name) or V2_OBJECT_CLASSES.get(object_name)
     if entry is None:
         return None
     module, name = entry
@@ -159,11 +167,40 @@ def _check_object(value: dict[str, Any], path: str, problems: Problems) -> None:
     if name == "list":
         _check_list(value, None, path, problems)
         return
+    if name is None and "data" in value and set(value) <= _V2_LIST_FIELDS:
+        _check_v2_list(value, path, problems)
+        return
     cls = resource_class(name) if isinstance(name, str) else None
     if cls is None:
         problems.append(f"{path}.object: {name!r} is not an object stripe-python knows")
         return
+    if name == "v2.core.event":
+        # A thin event's fields (related_object...) are declared per type.
+        typed = get_v2_event_class(str(value.get("type") or ""))
+        if typed is StripeObject:
+            problems.append(f"{path}.type: {value.get('type')!r} is not a v2 event type")
+            return
+        cls = typed
     _check_fields(value, cls, path, problems)
+
+
+#: A /v2 list answer (stripe.v2.ListObject): no ``object``, page URLs instead of has_more.
+_V2_LIST_FIELDS = frozenset({"data", "next_page_url", "previous_page_url"})
+
+
+def _check_v2_list(value: dict[str, Any], path: str, problems: Problems) -> None:
+    for key in ("next_page_url", "previous_page_url"):
+        if value.get(key) is not None and not str(value[key]).startswith("/v2/"):
+            problems.append(f"{path}.{key}: a /v2/ path or null expected")
+    data = value.get("data")
+    if not isinstance(data, list):
+        problems.append(f"{path}.data: a list expected")
+        return
+    for index, entry in enumerate(data):
+        if isinstance(entry, dict):
+            _check_object(entry, f"{path}.data[{index}]", problems)
+        else:
+            problems.append(f"{path}.data[{index}]: an object expected")
 
 
 def _check_list(value: dict[str, Any], item: Any, path: str, problems: Problems) -> None:
@@ -353,7 +390,8 @@ def params_class(method: str, path: str) -> type | None:
     """The ``stripe.params`` TypedDict of a call, from its method and path."""
     for (route_method, pattern), name in PARAMS_BY_ROUTE.items():
         if route_method == method.upper() and re.fullmatch(pattern, path):
-            params: type = getattr(stripe.params, name)
+            module, _, attribute = f"stripe.params.{name}".rpartition(".")
+            params: type = getattr(importlib.import_module(module), attribute)
             return params
     return None
 
@@ -394,7 +432,11 @@ def request_problems(method: str, path: str, encoded: str) -> Problems:
     if params is None:
         return [f"{method} {path}: no params TypedDict mapped (see PARAMS_BY_ROUTE)"]
     problems: Problems = []
-    _check_params(form_tree(encoded), params, "params", problems, top=True)
+    # A /v2 POST sends JSON; a GET (v1 or v2) and a v1 POST a form or query string.
+    tree = json.loads(encoded) if encoded.lstrip().startswith("{") else form_tree(encoded)
+    if path.startswith("/v2/") and "page" in tree:
+        tree.pop("page")  # a next_page_url's opaque cursor, not a parameter
+    _check_params(tree, params, "params", problems, top=True)
     return problems
 
 
@@ -466,10 +508,14 @@ def _param_fault(value: Any, annotation: Any, path: str, owner: type) -> Problem
         return [
             f"{path}[{k}]: a string expected" for k, v in value.items() if not isinstance(v, str)
         ]
+    # A form or query string carries text; a /v2 JSON body carries JSON's own types.
     if annotation is bool:
-        return [] if value in ("true", "false") else [f"{path}: a bool expected, not {value!r}"]
+        ok = value in ("true", "false") or isinstance(value, bool)
+        return [] if ok else [f"{path}: a bool expected, not {value!r}"]
     if annotation is int:
-        ok = isinstance(value, str) and bool(_INT.fullmatch(value))
+        ok = (isinstance(value, str) and bool(_INT.fullmatch(value))) or (
+            isinstance(value, int) and not isinstance(value, bool)
+        )
         return [] if ok else [f"{path}: an int expected, not {value!r}"]
     if annotation is float:
         ok = isinstance(value, str) and bool(re.fullmatch(r"-?\d+(\.\d+)?", value))

@@ -16,7 +16,7 @@ from typing import Any, cast
 from django.core.signals import setting_changed
 
 from ..conf import SETTING_NAME, escrow_settings
-from .base import PaymentGateway
+from .base import AccountsV2Gateway, PaymentGateway
 from .basegateway import BaseGateway
 from .instrumented import instrumented
 from .types import (
@@ -48,6 +48,7 @@ __all__ = [
     "AccountLinkType",
     "AccountSessionResult",
     "AccountSnapshot",
+    "AccountsV2Gateway",
     "BaseGateway",
     "CancellationReason",
     "CaptureMethod",

@@ -43,7 +43,7 @@ from .types import (
     TransferSnapshot,
 )
 
-__all__ = ["PaymentGateway"]
+__all__ = ["AccountsV2Gateway", "PaymentGateway"]
 
 
 @runtime_checkable
@@ -224,3 +224,45 @@ class PaymentGateway(Protocol):
     ) -> dict[str, Any]:
         """Verify ``Stripe-Signature`` against any of ``secrets``; return the parsed event."""
         ...
+
+
+@runtime_checkable
+class AccountsV2Gateway(PaymentGateway, Protocol):
+    """A gateway that also speaks Accounts v2 and thin events (``ACCOUNTS_API = "v2"``).
+
+    A separate protocol, so gateways written for v1 stay complete
+    :class:`PaymentGateway` implementations; a system check (E071) requires
+    these methods only when ``ACCOUNTS_API`` is ``"v2"``.
+    :class:`~.basegateway.BaseGateway` has all of them (one hook each).
+    """
+
+    def create_account_v2(
+        self,
+        *,
+        idempotency_key: str,
+        country: str,
+        email: str | None,
+        business_type: AccountBusinessType | None,
+        metadata: Mapping[str, str],
+        capabilities: Sequence[str] = ("transfers",),
+    ) -> AccountSnapshot: ...
+
+    def retrieve_account_v2(self, account_id: str) -> AccountSnapshot: ...
+
+    def list_accounts_v2(self) -> list[AccountSnapshot]: ...
+
+    def create_account_link_v2(
+        self,
+        *,
+        account_id: str,
+        link_type: AccountLinkType,
+        refresh_url: str,
+        return_url: str,
+    ) -> AccountLinkResult: ...
+
+    def list_thin_events(
+        self,
+        *,
+        created_gte: datetime,
+        types: Sequence[str] | None = None,
+    ) -> Iterator[dict[str, Any]]: ...

@@ -60,7 +60,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:
-    from .base import PaymentGateway
+    from .base import AccountsV2Gateway, PaymentGateway
 
 __all__ = ["MAX_EVENT_TYPES", "BaseGateway"]
 
@@ -186,6 +186,101 @@ class BaseGateway:
         # ``components`` iterates as the names in order (what this hook got
         # before features existed), and maps each name to its features.
         raise self._not_implemented("create_account_session")
+
+    # --- connected accounts through Accounts v2 (/v2/core/accounts) -------------
+
+    def create_account_v2(
+        self,
+        *,
+        idempotency_key: str,
+        country: str,
+        email: str | None,
+        business_type: AccountBusinessType | None,
+        metadata: Mapping[str, str],
+        capabilities: Sequence[str] = ("transfers",),
+    ) -> AccountSnapshot:
+        """An Accounts v2 account: ``recipient`` configuration, ``merchant`` if asked for.
+
+        ``capabilities`` uses v1's names, so the owner-details hook means the
+        same in both modes: ``transfers`` is the recipient configuration's
+        ``stripe_balance.stripe_transfers``; a ``*_payments`` name (such as
+        ``card_payments``) is requested on the merchant configuration. The
+        Express dashboard, and the platform collecting fees and bearing
+        losses, as v1's controller properties.
+        """
+        require_idempotency_key(idempotency_key)
+        requested = require_capabilities(capabilities)
+        for name in requested:
+            if name != "transfers" and not name.endswith("_payments"):
+                raise ValueError(
+                    f"Capability {name!r} has no Accounts v2 equivalent the package knows: "
+                    "use 'transfers' and '*_payments' capabilities."
+                )
+        return self._create_account_v2(
+            idempotency_key=idempotency_key,
+            country=country,
+            email=email,
+            business_type=business_type,
+            metadata=metadata,
+            capabilities=requested,
+        )
+
+    def _create_account_v2(
+        self,
+        *,
+        idempotency_key: str,
+        country: str,
+        email: str | None,
+        business_type: AccountBusinessType | None,
+        metadata: Mapping[str, str],
+        capabilities: tuple[str, ...],
+    ) -> AccountSnapshot:
+        raise self._not_implemented("create_account_v2")
+
+    def retrieve_account_v2(self, account_id: str) -> AccountSnapshot:
+        """The account with its configurations, identity and requirements included."""
+        return self._retrieve_account_v2(require_id(account_id, "account_id"))
+
+    def _retrieve_account_v2(self, account_id: str) -> AccountSnapshot:
+        raise self._not_implemented("retrieve_account_v2")
+
+    def list_accounts_v2(self) -> list[AccountSnapshot]:
+        """The platform's open accounts with the ``recipient`` configuration.
+
+        Accounts v2 cannot filter by creation time or metadata: every page is
+        read. Only top-level fields are filled (id, metadata, created, closed):
+        the list answers without configurations or requirements.
+        """
+        return self._list_accounts_v2()
+
+    def _list_accounts_v2(self) -> list[AccountSnapshot]:
+        raise self._not_implemented("list_accounts_v2")
+
+    def create_account_link_v2(
+        self,
+        *,
+        account_id: str,
+        link_type: AccountLinkType,
+        refresh_url: str,
+        return_url: str,
+    ) -> AccountLinkResult:
+        """A v2 account link (``/v2/core/account_links``, ``use_case.type = link_type``)."""
+        return self._create_account_link_v2(
+            account_id=require_id(account_id, "account_id"),
+            link_type=link_type,
+            refresh_url=refresh_url,
+            return_url=return_url,
+        )
+
+    def _create_account_link_v2(
+        self,
+        *,
+        account_id: str,
+        link_type: AccountLinkType,
+        refresh_url: str,
+        return_url: str,
+    ) -> AccountLinkResult:
+        raise self._not_implemented("create_account_link_v2")
 
     # --- payments ---------------------------------------------------------------
 
@@ -505,6 +600,32 @@ class BaseGateway:
     ) -> Iterator[dict[str, Any]]:
         raise self._not_implemented("list_events")
 
+    def list_thin_events(
+        self,
+        *,
+        created_gte: datetime,
+        types: Sequence[str] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Thin (v2) events created at or after ``created_gte`` (``/v2/core/events``).
+
+        Each is a ``v2.core.event`` as an event destination delivers it (the
+        related object's id, no snapshot). ``types``: at most 20, as in v1.
+        """
+        if isinstance(types, str):
+            raise TypeError("types must be a sequence of event types, not a string")
+        if not isinstance(created_gte, datetime) or created_gte.tzinfo is None:
+            raise TypeError(f"created_gte must be an aware datetime, not {created_gte!r}")
+        if types and len(types) > MAX_EVENT_TYPES:
+            raise ValueError(f"Stripe accepts at most {MAX_EVENT_TYPES} event types at once")
+        return self._list_thin_events(
+            created_gte=created_gte, types=tuple(types) if types else None
+        )
+
+    def _list_thin_events(
+        self, *, created_gte: datetime, types: tuple[str, ...] | None
+    ) -> Iterator[dict[str, Any]]:
+        raise self._not_implemented("list_thin_events")
+
     def verify_webhook(
         self,
         payload: bytes,
@@ -531,3 +652,4 @@ class BaseGateway:
 if TYPE_CHECKING:
     # mypy proves the base class satisfies the protocol it exists for.
     _conforms: type[PaymentGateway] = BaseGateway
+    _conforms_v2: type[AccountsV2Gateway] = BaseGateway

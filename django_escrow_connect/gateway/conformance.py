@@ -42,7 +42,7 @@ from ..exceptions import (
     ResourceMissing,
     SignatureVerificationFailed,
 )
-from .base import PaymentGateway
+from .base import AccountsV2Gateway, PaymentGateway
 from .signing import sign_webhook_payload
 from .types import (
     AccountLinkResult,
@@ -57,7 +57,7 @@ from .types import (
     TransferSnapshot,
 )
 
-__all__ = ["GatewayConformance"]
+__all__ = ["AccountsV2Conformance", "GatewayConformance"]
 
 #: Keys every gateway must refuse: blank, whitespace, too long, not a string.
 BAD_IDEMPOTENCY_KEYS: tuple[Any, ...] = ("", "   ", "k" * 256, None)
@@ -535,3 +535,110 @@ class GatewayConformance:
         }
         for what, call in refusals.items():
             self.expect_error(SignatureVerificationFailed, call, f"verify_webhook of {what}")
+
+
+class AccountsV2Conformance(GatewayConformance):
+    """:class:`GatewayConformance` plus Accounts v2 and thin events (``ACCOUNTS_API = "v2"``).
+
+    Subclass this one instead when your gateway implements
+    :class:`~django_escrow_connect.gateway.base.AccountsV2Gateway`; the hooks
+    are the same (``complete_onboarding`` also receives v2 accounts).
+    """
+
+    @property
+    def v2_gateway(self) -> AccountsV2Gateway:
+        found = self.gateway
+        if not isinstance(found, AccountsV2Gateway):
+            raise AssertionError(
+                f"{type(found).__name__} lacks the AccountsV2Gateway methods "
+                "(create_account_v2, retrieve_account_v2, list_accounts_v2, "
+                "create_account_link_v2, list_thin_events)"
+            )
+        return found
+
+    def create_account_v2(self, *, key: Any = _DEFAULT, email: str = "seller@example.com") -> Any:
+        return self.v2_gateway.create_account_v2(
+            idempotency_key=self.new_key() if key is _DEFAULT else key,
+            country=self.country,
+            email=email,
+            business_type="individual",
+            metadata={"conformance": "v2"},
+            capabilities=("transfers",),
+        )
+
+    def test_v2_creation_refuses_bad_keys_and_capabilities_before_a_request(self) -> None:
+        for key in BAD_IDEMPOTENCY_KEYS:
+            with self.refused(ValueError, TypeError, what=f"create_account_v2 with key {key!r}"):
+                self.create_account_v2(key=key)
+        with self.refused(ValueError, what="create_account_v2 with a capability v2 lacks"):
+            self.v2_gateway.create_account_v2(
+                idempotency_key=self.new_key(),
+                country=self.country,
+                email=None,
+                business_type="individual",
+                metadata={},
+                capabilities=(
+                    "transfers",
+                    "legacy_payments_capability_x",
+                    "tax_reporting_us_1099_k",
+                ),
+            )
+
+    def test_v2_account_answers_a_repeated_key_and_is_read_and_listed(self) -> None:
+        key = self.new_key()
+        first = self.create_account_v2(key=key)
+        self.expect_type(first, AccountSnapshot, "create_account_v2")
+        again = self.create_account_v2(key=key)
+        if again.id != first.id:
+            raise AssertionError(
+                f"create_account_v2 with a repeated key made a second account ({again.id})"
+            )
+        self.expect_error(
+            IdempotencyConflict,
+            lambda: self.create_account_v2(key=key, email="other@example.com"),
+            "create_account_v2 with a repeated key and other parameters",
+        )
+        read = self.v2_gateway.retrieve_account_v2(first.id)
+        self.expect_type(read, AccountSnapshot, "retrieve_account_v2")
+        if read.id != first.id or read.metadata.get("conformance") != "v2":
+            raise AssertionError(f"retrieve_account_v2 answered another account: {read!r}")
+        listed = {snapshot.id: snapshot for snapshot in self.v2_gateway.list_accounts_v2()}
+        if first.id not in listed or listed[first.id].metadata.get("conformance") != "v2":
+            raise AssertionError("list_accounts_v2 does not list the new account with its metadata")
+
+    def test_v2_onboarding_link_and_missing_account(self) -> None:
+        account = self.create_account_v2()
+        link = self.v2_gateway.create_account_link_v2(
+            account_id=account.id,
+            link_type="account_onboarding",
+            refresh_url="https://example.com/refresh",
+            return_url="https://example.com/return",
+        )
+        self.expect_type(link, AccountLinkResult, "create_account_link_v2")
+        self.expect_error(
+            ResourceMissing,
+            lambda: self.v2_gateway.retrieve_account_v2("acct_conformanceMissing0"),
+            "retrieve_account_v2 of an unknown account",
+        )
+
+    def test_v2_account_reaches_transfers_after_onboarding(self) -> None:
+        account = self.create_account_v2()
+        self.complete_onboarding(self.gateway, account.id)
+        read = self.v2_gateway.retrieve_account_v2(account.id)
+        if not read.transfers_active:
+            raise AssertionError(
+                f"an onboarded v2 account has capabilities {read.capabilities!r}, "
+                "no active 'transfers' (stripe_balance.stripe_transfers)"
+            )
+
+    def test_thin_events_are_plain_dicts(self) -> None:
+        self.create_account_v2()
+        with self.refused(TypeError, what="list_thin_events with types as one string"):
+            self.v2_gateway.list_thin_events(
+                created_gte=datetime.now(timezone.utc), types="v2.core.account.closed"
+            )
+        since = datetime.now(timezone.utc) - timedelta(hours=1)
+        for event in self.v2_gateway.list_thin_events(created_gte=since):
+            self.expect_type(event, dict, "list_thin_events item")
+            if event.get("object") != "v2.core.event":
+                raise AssertionError(f"list_thin_events listed a non-thin event: {event!r}")

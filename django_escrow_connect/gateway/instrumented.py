@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import observability
 from ..exceptions import GatewayError
-from .base import PaymentGateway
+from .base import AccountsV2Gateway, PaymentGateway
 
 __all__ = ["INSTRUMENTED_METHODS", "instrumented"]
 
@@ -27,7 +27,8 @@ __all__ = ["INSTRUMENTED_METHODS", "instrumented"]
 #: webhook hot path; the webhook span covers it).
 INSTRUMENTED_METHODS = frozenset(
     name
-    for name, value in vars(PaymentGateway).items()
+    for protocol in (PaymentGateway, AccountsV2Gateway)
+    for name, value in vars(protocol).items()
     if not name.startswith("_") and callable(value) and name != "verify_webhook"
 )
 

@@ -115,6 +115,21 @@ def _datetime(value: Any) -> datetime | None:
         raise ValueError(f"Unix timestamp out of range: {value!r}") from None
 
 
+def _rfc3339(value: Any) -> datetime | None:
+    """A v2 timestamp (RFC 3339, UTC, e.g. ``2025-03-27T17:15:18.000Z``) as an aware datetime."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"Expected an RFC 3339 timestamp, got {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"Not an RFC 3339 timestamp: {value!r}") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"RFC 3339 timestamp without a time zone: {value!r}")
+    return parsed.astimezone(timezone.utc)
+
+
 def _require_datetime(d: Mapping[str, Any], key: str) -> datetime:
     value = _datetime(d.get(key))
     if value is None:
@@ -185,6 +200,11 @@ class AccountSnapshot:
     capabilities: dict[str, str] = field(default_factory=dict)
     default_currency: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    #: When Stripe created the account (None when the answer did not say).
+    created: datetime | None = None
+    #: An Accounts v2 account that was closed (``closed: true``): it takes no
+    #: transfers any more. Accounts v1 has no such flag (always False).
+    closed: bool = False
 
     @property
     def transfers_active(self) -> bool:
@@ -216,6 +236,119 @@ class AccountSnapshot:
             capabilities=capabilities,
             default_currency=_opt_str(d.get("default_currency")),
             metadata=_metadata(d.get("metadata")),
+            created=_datetime(d.get("created")),
+        )
+
+    @classmethod
+    def from_v2_dict(cls, d: Mapping[str, Any]) -> AccountSnapshot:
+        """An Accounts v2 account (``v2.core.account``) on the same fields as a v1 one.
+
+        Accounts v2 has configurations instead of v1's flat readiness fields;
+        they are mapped so the rest of the package sees no difference:
+
+        - ``capabilities["transfers"]``: the recipient configuration's
+          ``stripe_balance.stripe_transfers`` status (what a ``/v1/transfers``
+          to the account needs); ``capabilities["card_payments"]``: the
+          merchant configuration's ``card_payments`` status, when it has one.
+          In v1's words: ``active`` and ``pending`` as they are, anything else
+          (``restricted``, ``rejected``, ``unsupported``) ``inactive``.
+        - ``charges_enabled``: merchant ``card_payments`` is active.
+        - ``payouts_enabled``: recipient ``stripe_balance.payouts`` is active;
+          without that capability in the answer, ``stripe_transfers`` is.
+        - requirements: each entry's ``description`` (the machine-readable
+          requirement) under its ``minimum_deadline.status``; entries that
+          await Stripe (not the user) are verification in progress, not due.
+          ``eventually_due`` holds every requirement awaiting the user (v1's
+          ``eventually_due`` includes the currently due ones too).
+        - ``details_submitted``: the owner accepted Stripe's terms in
+          onboarding (``identity.attestations.terms_of_service.account.date``),
+          or nothing awaiting the user is currently or past due (v2 has no
+          such flag). Like v1's, it stays true when requirements come later.
+        - ``disabled_reason``: v1's vocabulary, while ``stripe_transfers`` is
+          not active: ``rejected.<reason>`` for a rejection,
+          ``requirements.past_due``, or ``requirements.pending_verification``.
+
+        Parts the answer leaves out (``include`` not asked for) read as empty.
+        """
+        _check_object(d, "v2.core.account")
+        identity = _mapping(d.get("identity"))
+        configuration = _mapping(d.get("configuration"))
+        recipient = _mapping(_mapping(configuration.get("recipient")).get("capabilities"))
+        balance = _mapping(recipient.get("stripe_balance"))
+        transfers = _mapping(balance.get("stripe_transfers"))
+        payouts = _mapping(balance.get("payouts"))
+        merchant = _mapping(_mapping(configuration.get("merchant")).get("capabilities"))
+        card_payments = _mapping(merchant.get("card_payments"))
+        capabilities: dict[str, str] = {}
+        for name, capability in (("transfers", transfers), ("card_payments", card_payments)):
+            status = capability.get("status")
+            if isinstance(status, str):
+                capabilities[name] = status if status in ("active", "pending") else "inactive"
+
+        due: dict[str, list[str]] = {"currently_due": [], "eventually_due": [], "past_due": []}
+        awaiting_stripe = False
+        entries = _mapping(d.get("requirements")).get("entries")
+        for entry in entries if isinstance(entries, list) else []:
+            entry = _mapping(entry)
+            description = entry.get("description")
+            if not isinstance(description, str) or not description:
+                continue
+            if entry.get("awaiting_action_from") == "stripe":
+                awaiting_stripe = True
+                continue
+            deadline = _mapping(entry.get("minimum_deadline")).get("status")
+            # v1's currently_due includes what is past due.
+            if deadline in ("currently_due", "past_due"):
+                due["currently_due"].append(description)
+            if deadline == "past_due":
+                due["past_due"].append(description)
+            due["eventually_due"].append(description)
+
+        transfers_status = transfers.get("status")
+        disabled_reason: str | None = None
+        if transfers_status != "active":
+            rejection = next(
+                (
+                    str(detail.get("code"))
+                    for detail in transfers.get("status_details") or ()
+                    if isinstance(detail, Mapping)
+                    and str(detail.get("code") or "").startswith("rejected_")
+                ),
+                None,
+            )
+            if transfers_status == "rejected" or rejection:
+                reason = (rejection or "rejected_other").removeprefix("rejected_")
+                disabled_reason = f"rejected.{reason}"
+            elif due["past_due"]:
+                disabled_reason = "requirements.past_due"
+            elif awaiting_stripe:
+                disabled_reason = "requirements.pending_verification"
+        payouts_status = payouts.get("status")
+        payouts_enabled = (
+            payouts_status == "active"
+            if isinstance(payouts_status, str)
+            else transfers_status == "active"
+        )
+        entity_type = identity.get("entity_type")
+        terms = _mapping(_mapping(identity.get("attestations")).get("terms_of_service"))
+        terms_accepted = _mapping(terms.get("account")).get("date")
+        return cls(
+            id=_require_str(d, "id"),
+            country=_opt_str(identity.get("country")),
+            email=_opt_str(d.get("contact_email")),
+            business_type=entity_type if entity_type in ("individual", "company") else None,
+            charges_enabled=capabilities.get("card_payments") == "active",
+            payouts_enabled=payouts_enabled,
+            details_submitted=bool(terms_accepted) or not due["currently_due"],
+            currently_due=tuple(due["currently_due"]),
+            eventually_due=tuple(due["eventually_due"]),
+            past_due=tuple(due["past_due"]),
+            disabled_reason=disabled_reason,
+            capabilities=capabilities,
+            default_currency=_opt_str(_mapping(d.get("defaults")).get("currency")),
+            metadata=_metadata(d.get("metadata")),
+            created=_rfc3339(d.get("created")),
+            closed=d.get("closed") is True,
         )
 
 
@@ -230,6 +363,15 @@ class AccountLinkResult:
     def from_dict(cls, d: Mapping[str, Any]) -> AccountLinkResult:
         _check_object(d, "account_link")
         return cls(url=_require_str(d, "url"), expires_at=_require_datetime(d, "expires_at"))
+
+    @classmethod
+    def from_v2_dict(cls, d: Mapping[str, Any]) -> AccountLinkResult:
+        """A v2 account link (``v2.core.account_link``; ``expires_at`` is RFC 3339)."""
+        _check_object(d, "v2.core.account_link")
+        expires_at = _rfc3339(d.get("expires_at"))
+        if expires_at is None:
+            raise ValueError("Missing 'expires_at' in v2.core.account_link")
+        return cls(url=_require_str(d, "url"), expires_at=expires_at)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,7 +34,7 @@ from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
 from .. import embedded, permissions, swappable
-from ..conf import escrow_settings
+from ..conf import ACCOUNTS_V2, escrow_settings
 from ..exceptions import GatewayError
 from ..gateway.types import (
     AccountLinkResult,
@@ -44,10 +44,18 @@ from ..gateway.types import (
     LoginLinkResult,
 )
 from ..notifications import notify
-from ..states import AccountStatus, BusinessType
+from ..states import AccountsApi, AccountStatus, BusinessType
 from . import errors
 from .account_configuration import AccountConfiguration, account_configuration
-from .common import KEY_PREFIX, account_model, gateway, idempotency_key, key_prefix, translate
+from .common import (
+    KEY_PREFIX,
+    account_model,
+    accounts_v2_gateway,
+    gateway,
+    idempotency_key,
+    key_prefix,
+    translate,
+)
 
 logger = logging.getLogger("django_escrow_connect.accounts")
 
@@ -62,12 +70,14 @@ __all__ = [
     "account_configuration",
     "apply_account_snapshot",
     "apply_capability",
+    "apply_fetched_account",
     "create_account_session",
     "create_dashboard_link",
     "create_onboarding_link",
     "deauthorize_account",
     "embedded_session_components",
     "ensure_account",
+    "fetch_account",
     "get_account",
     "owner_reference",
     "reauthorize_account",
@@ -230,6 +240,11 @@ def _get_or_create_row(owner_user: Any, owner_organization: Any, business_type: 
     )
     defaults = {
         "creation_idempotency_key": key,
+        # Fixed now: the account is created, read and linked through this API
+        # even if ACCOUNTS_API changes later.
+        "accounts_api": (
+            AccountsApi.V2 if escrow_settings.ACCOUNTS_API == ACCOUNTS_V2 else AccountsApi.V1
+        ),
         "business_type": business_type,
         "country": configuration.country,
         "email": configuration.email,
@@ -262,10 +277,16 @@ def _create_at_stripe(account_pk: Any) -> Any:
         # and the hook, which must not change while an account is being created.
         configuration = account_configuration(_owner(account))
         try:
-            snapshot = gateway().create_account(
-                idempotency_key=account.creation_idempotency_key,
-                **creation_request(account, configuration),
-            )
+            if _is_v2(account):
+                snapshot = accounts_v2_gateway().create_account_v2(
+                    idempotency_key=account.creation_idempotency_key,
+                    **creation_request_v2(account, configuration),
+                )
+            else:
+                snapshot = gateway().create_account(
+                    idempotency_key=account.creation_idempotency_key,
+                    **creation_request(account, configuration),
+                )
         except GatewayError as exc:
             logger.warning(
                 "connected account creation failed",
@@ -281,22 +302,32 @@ def _create_at_stripe(account_pk: Any) -> Any:
             _adopt(account, snapshot)
             _log(account, "connected account created")
             return account
-    if _answer_is_stored(failure):
+    if _answer_is_stored(failure, v2=_is_v2(account)):
         _next_creation_key(account)
     raise translate(failure, _("create the connected account")) from failure
 
 
-def _answer_is_stored(exc: GatewayError) -> bool:
+def _answer_is_stored(exc: GatewayError, *, v2: bool = False) -> bool:
     """Whether Stripe answered and keeps that answer under the key.
 
-    Stripe stores the answer of every request that started executing, a
+    v1: Stripe stores the answer of every request that started executing, a
     refusal or a 500 alike, and replays it for the same key for 24 hours:
     retrying with that key could only get the same error (and, once the
     host's configuration changed, an idempotency error). No answer (a
     timeout), a rate limit or a concurrent request with the key store nothing:
     the key is kept, so a retry finds what Stripe may have done.
+
+    v2 (``v2``): Stripe documents that a retry with the key does not repeat
+    what succeeded and *finishes* failed or partially failed work, so after a
+    5xx the key is kept (a retry completes the one account instead of risking
+    a second). A refusal (4xx) is final for those parameters: a new key lets
+    a corrected configuration through.
     """
-    return exc.http_status is not None and exc.http_status not in (409, 429)
+    if exc.http_status is None or exc.http_status in (409, 429):
+        return False
+    if v2:
+        return exc.http_status < 500
+    return True
 
 
 def _next_creation_key(account: Any) -> None:
@@ -336,6 +367,26 @@ def creation_request(account: Any, configuration: AccountConfiguration) -> dict[
     }
 
 
+def _is_v2(account: Any) -> bool:
+    return bool(account.accounts_api == AccountsApi.V2)
+
+
+def creation_request_v2(account: Any, configuration: AccountConfiguration) -> dict[str, Any]:
+    """The ``create_account_v2`` arguments for a row (same rule as :func:`creation_request`).
+
+    No service agreement: in Accounts v2 the configurations say it (a
+    ``recipient``-only account is a recipient; ``card_payments`` adds the
+    ``merchant`` configuration, the full agreement).
+    """
+    return {
+        "country": account.country,
+        "email": account.email or None,
+        "business_type": account.business_type,
+        "metadata": _metadata(account),
+        "capabilities": configuration.capabilities,
+    }
+
+
 def _adopt(account: Any, snapshot: AccountSnapshot) -> None:
     account.stripe_account_id = snapshot.id
     _copy_snapshot(account, snapshot)
@@ -359,8 +410,22 @@ def _find_lost_account(account: Any) -> AccountSnapshot | None:
     if timezone.now() - account.created_at < KEY_REPLAY_WINDOW and not _key_was_rotated(account):
         return None
     wanted = _metadata(account)
+    since = account.created_at - CLOCK_SKEW
     try:
-        candidates = gateway().list_accounts(created_gte=account.created_at - CLOCK_SKEW)
+        if _is_v2(account):
+            # Accounts v2 lists without a creation or metadata filter: every
+            # open recipient account is read and filtered here.
+            candidates = sorted(
+                (
+                    snapshot
+                    for snapshot in accounts_v2_gateway().list_accounts_v2()
+                    if snapshot.created is None or snapshot.created >= since
+                ),
+                key=lambda snapshot: snapshot.created or since,
+                reverse=True,
+            )
+        else:
+            candidates = gateway().list_accounts(created_gte=since)
     except GatewayError as exc:
         # Creating blindly could duplicate the account: refuse until Stripe answers.
         raise translate(exc, _("look for the connected account")) from exc
@@ -373,8 +438,14 @@ def _find_lost_account(account: Any) -> AccountSnapshot | None:
     ]
     if not mine:
         return None
-    # Stripe lists newest first: the oldest is the one the first attempt made.
+    # Newest first: the oldest is the one the first attempt made.
     found = mine[-1]
+    if _is_v2(account):
+        # The list answers without configurations or requirements: read it whole.
+        try:
+            found = accounts_v2_gateway().retrieve_account_v2(found.id)
+        except GatewayError as exc:
+            raise translate(exc, _("look for the connected account")) from exc
     logger.warning(
         "connected account found at Stripe for a row without its id; adopted",
         extra={
@@ -681,6 +752,35 @@ def reauthorize_account(account_id: str, *, as_of: datetime | None = None) -> An
     return account
 
 
+def fetch_account(account: Any) -> tuple[datetime, AccountSnapshot]:
+    """Read the account from Stripe through the API that created it.
+
+    Returns the fetch's stamp (the package's clock, taken *before* the
+    request, so a later fetch always orders after an earlier one) and the
+    snapshot. Raises the gateway's error untranslated.
+    """
+    stamp = _fetch_stamp()
+    if _is_v2(account):
+        return stamp, accounts_v2_gateway().retrieve_account_v2(account.stripe_account_id)
+    return stamp, gateway().retrieve_account(account.stripe_account_id)
+
+
+def apply_fetched_account(snapshot: AccountSnapshot, *, fetched_at: datetime) -> Any:
+    """Apply an account read from Stripe at ``fetched_at`` (see :func:`fetch_account`).
+
+    The latest read wins (a read stamped before the row's last one is
+    ignored). A closed Accounts v2 account (``closed``) takes no transfers
+    any more: it is deauthorized, as an account that disconnected the
+    platform (``account_deauthorized``). Returns the account, or None for an
+    unknown Stripe id.
+    """
+    updated = apply_account_snapshot(snapshot, as_of=fetched_at, fetched=True)
+    if updated is not None and snapshot.closed and not updated.is_deauthorized:
+        _log(updated, "connected account closed at Stripe")
+        updated = deauthorize_account(snapshot.id)
+    return updated
+
+
 def refresh_account(account: Any) -> Any:
     """Read the account from Stripe now and apply it (stamped with the package's clock).
 
@@ -690,10 +790,10 @@ def refresh_account(account: Any) -> Any:
     if not account.is_created or account.is_deauthorized:
         return account
     try:
-        snapshot = gateway().retrieve_account(account.stripe_account_id)
+        stamp, snapshot = fetch_account(account)
     except GatewayError as exc:
         raise translate(exc, _("read the connected account")) from exc
-    updated = apply_account_snapshot(snapshot, as_of=_fetch_stamp(), fetched=True)
+    updated = apply_fetched_account(snapshot, fetched_at=stamp)
     return updated if updated is not None else account
 
 
@@ -728,14 +828,23 @@ def create_onboarding_link(account: Any, *, refresh_url: str, return_url: str) -
     """A new single-use Stripe-hosted onboarding link (it expires within minutes)."""
     _require_usable(account)
     try:
-        link = gateway().create_account_link(
-            account_id=account.stripe_account_id,
-            link_type=onboarding_link_type(account),
-            refresh_url=refresh_url,
-            return_url=return_url,
-            collect=escrow_settings.ONBOARDING_COLLECT,
-            future_requirements=escrow_settings.ONBOARDING_FUTURE_REQUIREMENTS,
-        )
+        if _is_v2(account):
+            # Accounts v2 links: ONBOARDING_COLLECT is not sent yet (docs/onboarding.md).
+            link = accounts_v2_gateway().create_account_link_v2(
+                account_id=account.stripe_account_id,
+                link_type=onboarding_link_type(account),
+                refresh_url=refresh_url,
+                return_url=return_url,
+            )
+        else:
+            link = gateway().create_account_link(
+                account_id=account.stripe_account_id,
+                link_type=onboarding_link_type(account),
+                refresh_url=refresh_url,
+                return_url=return_url,
+                collect=escrow_settings.ONBOARDING_COLLECT,
+                future_requirements=escrow_settings.ONBOARDING_FUTURE_REQUIREMENTS,
+            )
     except GatewayError as exc:
         raise translate(exc, _("create an onboarding link")) from exc
     _log(account, "onboarding link created")

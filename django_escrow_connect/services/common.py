@@ -6,7 +6,7 @@ import logging
 import uuid
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.utils.translation import gettext as _
@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 from .. import swappable
 from ..conf import escrow_settings
 from ..exceptions import CardDeclined, GatewayError
-from ..gateway import PaymentGateway, get_gateway
+from ..gateway import AccountsV2Gateway, PaymentGateway, get_gateway
 from . import errors
 
 logger = logging.getLogger("django_escrow_connect.services")
@@ -52,6 +52,18 @@ def model(name: str) -> Any:
 
 def gateway() -> PaymentGateway:
     return get_gateway()
+
+
+def accounts_v2_gateway() -> AccountsV2Gateway:
+    """The gateway, for an Accounts v2 call (E071 refuses a gateway without them at startup)."""
+    configured = get_gateway()
+    if not isinstance(configured, AccountsV2Gateway):
+        raise ImproperlyConfigured(
+            f"The gateway {type(configured).__qualname__} has no Accounts v2 methods "
+            "(create_account_v2, ...): subclass django_escrow_connect.gateway.BaseGateway "
+            "and implement them, or keep ESCROW_CONNECT['ACCOUNTS_API'] = 'v1'."
+        )
+    return configured
 
 
 def lock_payment(payment_id: Any) -> Any:

@@ -24,6 +24,7 @@ from ..gateway.signing import sign_webhook_payload
 from .objects import (
     JSON,
     _list,
+    iso_time,
     new_id,
 )
 from .rules import (
@@ -37,6 +38,8 @@ logger = logging.getLogger(__package__)
 #: objects, and Connect events (about connected accounts; they carry ``account``).
 PLATFORM_ENDPOINT = "platform"
 CONNECT_ENDPOINT = "connect"
+#: Thin (v2) events go to an event destination of their own.
+THIN_ENDPOINT = "thin"
 
 #: Signs simulated events when ``WEBHOOK_SECRETS`` / ``CONNECT_WEBHOOK_SECRETS``
 #: is empty; :meth:`SimulatedGateway.verify_webhook` accepts it only when it is
@@ -137,7 +140,10 @@ def get_event_sink() -> EventSink:
 
 def signing_secret(endpoint: str) -> str:
     """The secret the simulated Stripe signs ``endpoint``'s events with."""
-    name = "CONNECT_WEBHOOK_SECRETS" if endpoint == CONNECT_ENDPOINT else "WEBHOOK_SECRETS"
+    name = {
+        CONNECT_ENDPOINT: "CONNECT_WEBHOOK_SECRETS",
+        THIN_ENDPOINT: "THIN_WEBHOOK_SECRETS",
+    }.get(endpoint, "WEBHOOK_SECRETS")
     configured = escrow_settings.raw(name) or []
     if isinstance(configured, str):
         configured = [configured]
@@ -149,6 +155,8 @@ def signing_secret(endpoint: str) -> str:
 
 def event_endpoint(event: Mapping[str, Any]) -> str:
     """Which webhook endpoint receives ``event``."""
+    if event.get("object") == "v2.core.event":
+        return THIN_ENDPOINT
     return CONNECT_ENDPOINT if event.get("account") else PLATFORM_ENDPOINT
 
 
@@ -167,6 +175,7 @@ class EventLog:
 
     lock: RLock
     events: dict[str, JSON]
+    thin_events: dict[str, JSON]
     charges: dict[str, JSON]
     undelivered: list[UndeliveredEvent]
     endpoint_api_versions: dict[str, str]
@@ -217,6 +226,39 @@ class EventLog:
         else:  # pragma: no cover - every emitting path runs inside execute()
             self.undelivered.append(
                 UndeliveredEvent(event_endpoint(event), event["id"], "emitted outside a request")
+            )
+        return event
+
+    def emit_thin(self, event_type: str, account_id: str) -> JSON:
+        """Record a thin event about a v2 account: its type and the account's id, no data.
+
+        The shape an event destination delivers (``v2.core.event`` with a
+        ``related_object``); the receiver fetches the account to learn more.
+        """
+        event: JSON = {
+            "id": new_id("evt", 24),
+            "object": "v2.core.event",
+            "type": event_type,
+            "created": iso_time(self.now()),
+            "livemode": False,
+            "context": None,
+            "reason": (
+                {"type": "request", "request": dict(self._request)}
+                if self._request.get("id")
+                else None
+            ),
+            "related_object": {
+                "id": account_id,
+                "type": "v2.core.account",
+                "url": f"/v2/core/accounts/{account_id}",
+            },
+        }
+        self.thin_events[event["id"]] = event
+        if self._outbox is not None:
+            self._outbox.append(copy.deepcopy(event))
+        else:  # pragma: no cover - every emitting path runs inside execute()
+            self.undelivered.append(
+                UndeliveredEvent(THIN_ENDPOINT, event["id"], "emitted outside a request")
             )
         return event
 
@@ -297,7 +339,7 @@ class EventLog:
     def redeliver(self, event_id: str) -> bool:
         """Deliver a stored event again (Stripe's at-least-once delivery, or a retry)."""
         with self.lock:
-            event = copy.deepcopy(self.events.get(event_id))
+            event = copy.deepcopy(self.events.get(event_id) or self.thin_events.get(event_id))
         if event is None:
             raise KeyError(event_id)
         return self.deliver(event)

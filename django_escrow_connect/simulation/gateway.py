@@ -10,6 +10,7 @@ from ..gateway.signing import verify_webhook_payload
 from .accounts import (
     SimulatedAccounts,
 )
+from .accounts_v2 import SimulatedAccountsV2
 from .actions import (
     SimulatedActions,
 )
@@ -31,7 +32,13 @@ from .transfers import (
 )
 
 
-class SimulatedGateway(SimulatedAccounts, SimulatedPayments, SimulatedTransfers, SimulatedActions):
+class SimulatedGateway(
+    SimulatedAccounts,
+    SimulatedAccountsV2,
+    SimulatedPayments,
+    SimulatedTransfers,
+    SimulatedActions,
+):
     """:class:`~django_escrow_connect.gateway.base.PaymentGateway` without Stripe or money.
 
     Configure with ``ESCROW_CONNECT = {"GATEWAY":

@@ -321,6 +321,15 @@ def emit_account_changes(
     if not previous:
         return
     account_id = account["id"]
+    if account_id in s.v2_accounts:
+        # Accounts v2 changes are announced only as thin events.
+        if "requirements" in previous or "details_submitted" in previous:
+            s.emit_thin("v2.core.account[requirements].updated", account_id)
+        if capabilities:
+            s.emit_thin(
+                "v2.core.account[configuration.recipient].capability_status_updated", account_id
+            )
+        return
     s.emit("account.updated", account, account=account_id, previous_attributes=previous)
     for name in capabilities:
         s.emit(

@@ -8,6 +8,7 @@ import secrets as pysecrets
 import string
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from .cards import (
@@ -31,6 +32,12 @@ def _random(length: int) -> str:
 def new_id(prefix: str, length: int = 24) -> str:
     """A Stripe-looking id: ``pi_3Pq...``."""
     return f"{prefix}_{_random(length)}"
+
+
+def iso_time(unix: int) -> str:
+    """Simulated unix seconds as a v2 timestamp (RFC 3339, milliseconds, UTC)."""
+    moment = datetime.fromtimestamp(unix, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def _list(data: list[JSON], url: str) -> JSON:

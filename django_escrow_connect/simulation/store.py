@@ -52,6 +52,8 @@ _SAVED_AS_JSON = (
     "payouts",
     "application_fees",
     "events",
+    "thin_events",
+    "v2_accounts",
     "account_links",
     "account_sessions",
     "balances",
@@ -64,8 +66,6 @@ _SAVED_AS_JSON = (
     "_async_refunds",
     "_unsettled_refunds",
 )
-#: Saved attributes a state file of this version may lack (written before they existed).
-_ADDED_LATER = frozenset({"account_sessions"})
 _SAVED_AS_SETS = ("deauthorized", "_dispute_on_capture", "_appealed_disputes")
 E = TypeVar("E", bound=GatewayError)
 
@@ -192,6 +192,12 @@ GATEWAY_METHODS = frozenset(
         "list_refunds",
         "retrieve_event",
         "list_events",
+        # Accounts v2 and thin events (the AccountsV2Gateway protocol).
+        "create_account_v2",
+        "retrieve_account_v2",
+        "list_accounts_v2",
+        "create_account_link_v2",
+        "list_thin_events",
     }
 )
 #: Simulated customer/Stripe actions; fault-injectable, not recorded in ``calls``.
@@ -206,6 +212,7 @@ SIMULATION_METHODS = frozenset(
         "close_dispute",
         "create_payout",
         "settle_refund",
+        "close_account_v2",
     }
 )
 
@@ -228,6 +235,10 @@ class SimulatedStripe(EventLog, PlatformBalance):
     payouts: dict[str, JSON]
     application_fees: dict[str, JSON]
     events: dict[str, JSON]
+    #: Thin (v2) events, by id; delivered to the thin endpoint.
+    thin_events: dict[str, JSON]
+    #: What only Accounts v2 has, per v2 account id (its v1 view is in ``accounts``).
+    v2_accounts: dict[str, JSON]
     idempotency: dict[str, IdempotencyRecord]
     #: ``(method, kwargs)`` of every gateway call the application made, in order.
     calls: list[tuple[str, dict[str, Any]]]
@@ -271,6 +282,8 @@ class SimulatedStripe(EventLog, PlatformBalance):
             self.payouts = {}
             self.application_fees = {}
             self.events = {}
+            self.thin_events = {}
+            self.v2_accounts = {}
             self.idempotency = {}
             self.calls = []
             self.undelivered = []
@@ -352,9 +365,8 @@ class SimulatedStripe(EventLog, PlatformBalance):
             self.reset()
             self._time_offset = int(data["time_offset"])
             for name in _SAVED_AS_JSON:
-                if name in _ADDED_LATER and name.lstrip("_") not in data:
-                    continue  # a state file saved before it existed: start empty
-                setattr(self, name, copy.deepcopy(data[name.lstrip("_")]))
+                # A state saved before a collection existed keeps reset()'s empty one.
+                setattr(self, name, copy.deepcopy(data.get(name.lstrip("_"), getattr(self, name))))
             for name in _SAVED_AS_SETS:
                 setattr(self, name, set(data[name.lstrip("_")]))
             self.idempotency = idempotency
@@ -466,6 +478,7 @@ class SimulatedStripe(EventLog, PlatformBalance):
         action: Callable[[], JSON],
         *,
         validate: Callable[[], None] | None = None,
+        v2: bool = False,
     ) -> JSON:
         """:meth:`execute`, answering a repeated key with the stored answer.
 
@@ -475,6 +488,10 @@ class SimulatedStripe(EventLog, PlatformBalance):
         for the same key and parameters for 24 hours. ``validate`` checks the
         parameters alone, before execution: its errors are not stored, nor
         are those in :data:`_NOT_STORED_ERRORS`.
+
+        ``v2``: a ``/v2`` endpoint. Stripe documents that a v2 retry does not
+        repeat what succeeded but finishes failed work: a stored 5xx is not
+        replayed, the retry runs (a refusal, 4xx, still is).
         """
         _require_idempotency_key(idempotency_key)
         fingerprint = json.dumps(_plain(dict(params)), sort_keys=True, default=str)
@@ -498,9 +515,13 @@ class SimulatedStripe(EventLog, PlatformBalance):
                         f"'{idempotency_key}' if you meant to execute a different request.",
                         error_type="idempotency_error",
                     )
-                if record.error is not None:
+                if record.error is not None and v2 and (record.error.http_status or 0) >= 500:
+                    del self.idempotency[idempotency_key]
+                    record = None
+                elif record.error is not None:
                     raise record.error.replay(self._request.get("id"))
-                return copy.deepcopy(cast(JSON, record.response))
+                else:
+                    return copy.deepcopy(cast(JSON, record.response))
             try:
                 if injected is not None:
                     raise injected

@@ -7,9 +7,12 @@ without importing each other: imports in ``webhooks/`` flow one way,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
+
+T = TypeVar("T")
 
 __all__ = ["EventContext", "IgnoreEvent", "PayloadPurged", "UnparseableEvent", "log_extra"]
 
@@ -45,6 +48,21 @@ class EventContext:
     payment_id: str = ""
     connected_account: str = ""
     notes: list[str] = field(default_factory=list)
+    #: What a thin event's handler fetched from Stripe, by key: one request per
+    #: event and processing attempt (a retry reads again: the latest state wins).
+    fetched: dict[str, Any] = field(default_factory=dict)
+
+    def fetch_once(self, key: str, fetch: Callable[[], T]) -> T:
+        """``fetch()``'s answer, asked of Stripe at most once for this event."""
+        if key not in self.fetched:
+            self.fetched[key] = fetch()
+        return cast(T, self.fetched[key])
+
+    @property
+    def related_object_id(self) -> str:
+        """A thin event's ``related_object.id`` (blank for a snapshot event)."""
+        related = self.payload.get("related_object")
+        return str(related.get("id") or "") if isinstance(related, dict) else ""
 
     @property
     def id(self) -> str:

@@ -12,15 +12,18 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.utils import timezone
 
-from ..conf import escrow_settings
+from .. import swappable
+from ..conf import ACCOUNTS_V2, escrow_settings
 from ..exceptions import GatewayError
 from ..gateway import get_gateway
+from ..services.common import accounts_v2_gateway
 from ..services.reconcile import Change
-from ..states import WebhookEndpoint
+from ..states import AccountsApi, WebhookEndpoint
 from ..states import WebhookEventStatus as E
 from . import pipeline, receiver, registry
 from .dispatch import dispatch_recorded
@@ -80,12 +83,16 @@ def fetch_missed_events(
     *,
     accounts: Sequence[str] = (),
     include_platform: bool = True,
+    include_thin: bool | None = None,
 ) -> list[FetchResult]:
     """Record and process the events of the handled types created since ``since``.
 
     Reads Stripe's Events API (it reaches back 30 days, so ``since`` is
-    clamped to that) for the platform and for each connected account named.
-    Events already in the log cost two queries and change nothing.
+    clamped to that) for the platform and for each connected account named,
+    and the v2 Events API (``/v2/core/events``) for thin events:
+    ``include_thin`` None means when Accounts v2 is in use (``ACCOUNTS_API``
+    is ``"v2"``, or an account was created with it). Events already in the
+    log cost two queries and change nothing.
     """
     oldest = timezone.now() - EVENTS_API_WINDOW
     if since < oldest:
@@ -96,7 +103,68 @@ def fetch_missed_events(
         results.append(_fetch(WebhookEndpoint.PLATFORM, created_gte, None))
     for account in accounts:
         results.append(_fetch(WebhookEndpoint.CONNECT, created_gte, account))
+    if include_thin is None:
+        include_thin = accounts_v2_in_use()
+    if include_thin:
+        results.append(_fetch_thin(since))
     return results
+
+
+def accounts_v2_in_use() -> bool:
+    """Whether thin events can concern this installation's accounts."""
+    if escrow_settings.ACCOUNTS_API == ACCOUNTS_V2:
+        return True
+    return bool(
+        swappable.load("ConnectedAccount")
+        ._default_manager.filter(accounts_api=AccountsApi.V2)
+        .exists()
+    )
+
+
+#: The label of the thin events' results.
+THIN_SOURCE = "thin events"
+
+
+def _fetch_thin(since: datetime) -> FetchResult:
+    result = FetchResult(source=THIN_SOURCE)
+    types = registry.event_types(WebhookEndpoint.THIN)
+    fetched: list[dict[str, Any]] = []
+    try:
+        gateway = accounts_v2_gateway()
+        for start in range(0, len(types), MAX_EVENT_TYPES):
+            chunk = types[start : start + MAX_EVENT_TYPES]
+            fetched.extend(gateway.list_thin_events(created_gte=since, types=chunk))
+    except GatewayError as exc:
+        result.error = str(exc)
+        logger.warning(
+            "could not list thin events: %s",
+            exc,
+            extra={"connected_account": "", "stripe_event_id": "", "payment_id": ""},
+        )
+        return result
+    oldest = datetime.min.replace(tzinfo=dt_timezone.utc)
+    # Oldest first, as they happened (each one only says "read the account again").
+    fetched.sort(key=lambda event: receiver.thin_created(event) or oldest)
+    for event in fetched:
+        if (
+            not receiver.is_thin(event)
+            or not isinstance(event.get("id"), str)
+            or not isinstance(event.get("type"), str)
+            or receiver.thin_created(event) is None
+        ):
+            result.outcomes["malformed"] += 1
+            continue
+        row = receiver.record(WebhookEndpoint.THIN, event)
+        outcome = dispatch_recorded(row)
+        result.seen += 1
+        result.outcomes[outcome.status] += 1
+    logger.info(
+        "fetched missed thin events: %s seen, %s new",
+        result.seen,
+        result.recorded,
+        extra={"connected_account": "", "stripe_event_id": "", "payment_id": ""},
+    )
+    return result
 
 
 #: The most event types Stripe's Events API takes in one ``types`` filter.

@@ -47,6 +47,7 @@ __all__ = [
     "EndpointSpec",
     "Outcome",
     "PlatformEndpoint",
+    "ThinEndpoint",
     "WebhookRejected",
     "WebhookSkipped",
     "receive",
@@ -126,6 +127,9 @@ class EndpointSpec:
     #: A live-mode installation answers this endpoint's test-mode events 200
     #: and stores nothing (Stripe sends them to live Connect endpoints).
     skips_test_events_when_live: bool = False
+    #: Thin (v2) events: ``v2.core.event`` with a ``related_object`` and an
+    #: RFC 3339 ``created``, instead of a snapshot in ``data.object``.
+    thin: bool = False
 
     def secrets(self) -> list[str]:
         value = getattr(escrow_settings, self.secrets_setting) or []
@@ -147,7 +151,7 @@ class EndpointSpec:
     def validate_event(self, event: dict[str, Any]) -> None:
         if nesting_depth(event) > MAX_EVENT_DEPTH:
             raise WebhookRejected(f"The event is nested deeper than {MAX_EVENT_DEPTH} levels.")
-        if event.get("object") not in (None, "event"):
+        if event.get("object") not in ((THIN_EVENT_OBJECT,) if self.thin else (None, "event")):
             raise WebhookRejected("Not an event object.")
         # Stored as they are (unique id, type): refuse what a column would
         # truncate or what would make every later event a duplicate.
@@ -161,6 +165,15 @@ class EndpointSpec:
             value = event.get(key)
             if isinstance(value, str) and UNSTORABLE.search(value):
                 raise WebhookRejected(f"The event's {key!r} holds a NUL or an unpaired surrogate.")
+        if self.thin:
+            self._validate_thin(event)
+        else:
+            self._validate_snapshot(event)
+        livemode = event.get("livemode")
+        if not isinstance(livemode, bool):
+            raise WebhookRejected("The event has no livemode flag.")
+
+    def _validate_snapshot(self, event: dict[str, Any]) -> None:
         created = event.get("created")
         if created is not None and (
             not isinstance(created, int)
@@ -171,9 +184,29 @@ class EndpointSpec:
         data = event.get("data")
         if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
             raise WebhookRejected("The event has no data.object.")
-        livemode = event.get("livemode")
-        if not isinstance(livemode, bool):
-            raise WebhookRejected("The event has no livemode flag.")
+
+    def _validate_thin(self, event: dict[str, Any]) -> None:
+        if thin_created(event) is None:
+            raise WebhookRejected("The event's 'created' is not an RFC 3339 timestamp.")
+        related = event.get("related_object")
+        if related is not None:
+            if not isinstance(related, dict):
+                raise WebhookRejected("The event's 'related_object' is not an object.")
+            for key in ("id", "type"):
+                value = related.get(key)
+                if not isinstance(value, str) or not 0 < len(value) <= 255:
+                    raise WebhookRejected(
+                        f"The event's related_object.{key} is not a string of 1-255 characters."
+                    )
+                if UNSTORABLE.search(value):
+                    raise WebhookRejected(
+                        f"The event's related_object.{key} holds a NUL or an unpaired surrogate."
+                    )
+        context = event.get("context")
+        if context is not None and (
+            not isinstance(context, str) or len(context) > 255 or UNSTORABLE.search(context)
+        ):
+            raise WebhookRejected("The event's 'context' is not an account id.")
 
     def check_mode(self, event: dict[str, Any]) -> None:
         """The event's mode must be the installation's (after every validator passed).
@@ -245,14 +278,31 @@ class ConnectEndpoint(EndpointSpec):
             raise WebhookRejected("A Connect event must name its connected 'account'.")
 
 
+class ThinEndpoint(EndpointSpec):
+    """Thin events from an event destination (Accounts v2: ``v2.core.account...``).
+
+    The payload says what changed and names the related object; processing
+    fetches the object from Stripe (:mod:`.handlers.thin`). The signature is
+    Stripe's usual ``Stripe-Signature`` (what ``parse_event_notification``
+    verifies), with the destination's own secrets. A live destination may
+    also deliver connected accounts' test-mode events: answered 200, not stored.
+    """
+
+    name = WebhookEndpoint.THIN
+    secrets_setting = "THIN_WEBHOOK_SECRETS"
+    skips_test_events_when_live = True
+    thin = True
+
+
 ENDPOINTS: dict[str, EndpointSpec] = {
     WebhookEndpoint.PLATFORM: PlatformEndpoint(),
     WebhookEndpoint.CONNECT: ConnectEndpoint(),
+    WebhookEndpoint.THIN: ThinEndpoint(),
 }
 
 
 def receive(endpoint: str, payload: bytes, signature_header: str | None) -> Outcome:
-    """Verify, record and process one delivery for ``endpoint`` (platform/connect).
+    """Verify, record and process one delivery for ``endpoint`` (platform/connect/thin).
 
     Never raises for a bad delivery: the :class:`Outcome` carries the HTTP
     status. A processing error is ``failed`` with status 500 so that Stripe
@@ -321,26 +371,69 @@ def _record_and_process(spec: EndpointSpec, event: dict[str, Any]) -> Outcome:
     return dispatch_recorded(recorded_state(event))
 
 
+#: The ``object`` of a thin event.
+THIN_EVENT_OBJECT = "v2.core.event"
+
+
+def thin_created(event: dict[str, Any]) -> datetime | None:
+    """A thin event's ``created`` (RFC 3339) as an aware datetime, or None if it is not one."""
+    value = event.get("created")
+    if not isinstance(value, str) or not 0 < len(value) <= 64:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.astimezone(timezone.utc)
+
+
+def is_thin(event: dict[str, Any]) -> bool:
+    return event.get("object") == THIN_EVENT_OBJECT
+
+
+def object_id(event: dict[str, Any]) -> str:
+    """The id of what a verified event is about (a thin event's: its related object)."""
+    if is_thin(event):
+        related = event.get("related_object")
+        return str(related.get("id") or "") if isinstance(related, dict) else ""
+    return str(event["data"]["object"].get("id") or "")
+
+
+def _event_account(event: dict[str, Any]) -> str:
+    """The connected account an event is about (blank: the platform's own)."""
+    if not is_thin(event):
+        return str(event.get("account") or "")
+    related = event.get("related_object")
+    if isinstance(related, dict) and related.get("type") == "v2.core.account":
+        return str(related.get("id") or "")
+    # Objects inside a connected account carry its id as their context.
+    return str(event.get("context") or "")
+
+
 def new_event_row(endpoint: str, event: dict[str, Any]) -> Any:
-    """An unsaved WebhookEvent for a verified event."""
+    """An unsaved WebhookEvent for a verified event (snapshot or thin)."""
     WebhookEvent = swappable.load("WebhookEvent")
     payload = scrub(event)
-    obj = payload["data"]["object"]
     created = event.get("created")
     api_version = payload.get("api_version")
+    if is_thin(event):
+        stripe_created = thin_created(event)
+    elif isinstance(created, int) and not isinstance(created, bool):
+        stripe_created = datetime.fromtimestamp(created, tz=timezone.utc)
+    else:
+        stripe_created = None
     return WebhookEvent(
         stripe_event_id=event["id"][:255],
         type=event["type"][:128],
         endpoint=endpoint,
-        account=(event.get("account") or "")[:255],
+        account=_event_account(event)[:255],
         livemode=bool(event.get("livemode")),
+        thin=is_thin(event),
         api_version=(api_version if isinstance(api_version, str) else "")[:64],
-        object_id=str(obj.get("id") or "")[:255],
-        stripe_created=(
-            datetime.fromtimestamp(created, tz=timezone.utc)
-            if isinstance(created, int) and not isinstance(created, bool)
-            else None
-        ),
+        object_id=object_id(payload)[:255],
+        stripe_created=stripe_created,
         payload=payload,
     )
 
@@ -373,7 +466,6 @@ def recorded_state(
 ) -> pipeline.RecordedEvent | None:
     """The stored row of a verified event (one query); ``None`` if ``missing_ok`` and none."""
     WebhookEvent = swappable.load("WebhookEvent")
-    obj = event["data"]["object"]
     row = (
         # A unique key: no ordering to compile or sort by.
         WebhookEvent.objects.filter(stripe_event_id=event["id"][:255])
@@ -393,7 +485,7 @@ def recorded_state(
         type=type_,
         account=account,
         status=status,
-        object_id=str(obj.get("id") or ""),
+        object_id=object_id(event),
         is_pending=status in (WebhookEventStatus.RECEIVED, WebhookEventStatus.FAILED),
     )
 

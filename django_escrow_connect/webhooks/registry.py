@@ -19,6 +19,7 @@ from .handlers import (
     payouts,
     radar,
     refunds,
+    thin,
     transfers,
 )
 
@@ -26,6 +27,7 @@ Handler = Callable[[EventContext], None]
 
 PLATFORM = frozenset({WebhookEndpoint.PLATFORM})
 CONNECT = frozenset({WebhookEndpoint.CONNECT})
+THIN = frozenset({WebhookEndpoint.THIN})
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,15 @@ HANDLERS: dict[str, Route] = {
     "payout.paid": Route(payouts.payout, CONNECT),
     "payout.canceled": Route(payouts.payout, CONNECT),
     "payout.updated": Route(payouts.payout, CONNECT),
+    # --- Accounts v2 (thin events, event destination): read the account again -----------
+    "v2.core.account[requirements].updated": Route(thin.account_changed, THIN),
+    "v2.core.account[configuration.recipient].capability_status_updated": Route(
+        thin.account_changed, THIN
+    ),
+    "v2.core.account[configuration.merchant].capability_status_updated": Route(
+        thin.account_changed, THIN
+    ),
+    "v2.core.account.closed": Route(thin.account_changed, THIN),
 }
 
 

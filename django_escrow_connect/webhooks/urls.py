@@ -1,8 +1,11 @@
-"""Webhook routes: one endpoint per Stripe webhook kind, each with its own secret."""
+"""Webhook routes: one endpoint per kind of Stripe delivery (platform, Connect, thin).
+
+Each has its own signing secrets.
+"""
 
 from django.urls import path
 
-from .views import ConnectWebhookView, PlatformWebhookView
+from .views import ConnectWebhookView, PlatformWebhookView, ThinWebhookView
 
 urlpatterns = [
     path("stripe/webhook/", PlatformWebhookView.as_view(), name="stripe-webhook"),
@@ -11,4 +14,5 @@ urlpatterns = [
         ConnectWebhookView.as_view(),
         name="stripe-webhook-connect",
     ),
+    path("stripe/webhook/thin/", ThinWebhookView.as_view(), name="stripe-webhook-thin"),
 ]

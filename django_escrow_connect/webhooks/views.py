@@ -1,4 +1,4 @@
-"""The two HTTP endpoints Stripe posts events to.
+"""The HTTP endpoints Stripe posts events to (platform, Connect, thin events).
 
 Both are thin: they bound and read the raw body, then hand it to
 :func:`~.receiver.receive`, which verifies, records and processes. Like
@@ -86,6 +86,12 @@ class ConnectWebhookView(StripeWebhookView):
     """``POST stripe/webhook/connect/``: events of connected accounts."""
 
     endpoint = WebhookEndpoint.CONNECT
+
+
+class ThinWebhookView(StripeWebhookView):
+    """``POST stripe/webhook/thin/``: thin (v2) events from an event destination."""
+
+    endpoint = WebhookEndpoint.THIN
 
 
 def respond(outcome: Outcome) -> JsonResponse:

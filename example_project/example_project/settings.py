@@ -97,6 +97,7 @@ SIMULATED_GATEWAY = "django_escrow_connect.simulation.SimulatedGateway"
 #: its events with them and the real webhook pipeline verifies them.
 SIMULATED_WEBHOOK_SECRET = "whsec_example_marketplace_simulated_platform"
 SIMULATED_CONNECT_WEBHOOK_SECRET = "whsec_example_marketplace_simulated_connect"
+SIMULATED_THIN_WEBHOOK_SECRET = "whsec_example_marketplace_simulated_thin"
 
 ESCROW_CONNECT_TASK_MODEL = "marketplace.Task"
 ESCROW_CONNECT_ORGANIZATION_MODEL = "marketplace.Organization"
@@ -107,6 +108,10 @@ ESCROW_CONNECT = {
     "STRIPE_API_BASE": env("STRIPE_API_BASE") or None,
     "WEBHOOK_SECRETS": env_list("STRIPE_WEBHOOK_SECRET"),
     "CONNECT_WEBHOOK_SECRETS": env_list("STRIPE_CONNECT_WEBHOOK_SECRET"),
+    # ESCROW_ACCOUNTS_API=v2 creates doers' accounts with Accounts v2; their
+    # changes then arrive as thin events (STRIPE_THIN_WEBHOOK_SECRET).
+    "ACCOUNTS_API": env("ESCROW_ACCOUNTS_API") or "v1",
+    "THIN_WEBHOOK_SECRETS": env_list("STRIPE_THIN_WEBHOOK_SECRET"),
     "ORGANIZATION_ADMIN_PREDICATE": "marketplace.permissions.is_organization_admin",
     "ADMINISTERED_ORGANIZATIONS": "marketplace.permissions.administered_organizations",
     "ONBOARDING_RETURN_URL": f"{SITE_URL}/onboarding/return/",
@@ -122,6 +127,7 @@ if SIMULATED_STRIPE:
             "GATEWAY": SIMULATED_GATEWAY,
             "WEBHOOK_SECRETS": [SIMULATED_WEBHOOK_SECRET],
             "CONNECT_WEBHOOK_SECRETS": [SIMULATED_CONNECT_WEBHOOK_SECRET],
+            "THIN_WEBHOOK_SECRETS": [SIMULATED_THIN_WEBHOOK_SECRET],
         }
     )
 

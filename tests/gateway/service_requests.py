@@ -140,6 +140,15 @@ class StandInAccount:
         return idempotency_key("account-owner", owner, "create", 0)
 
 
+def create_account_v2(gateway: Any, account: StandInAccount) -> Any:
+    """The same call with ``ACCOUNTS_API = "v2"`` (``services.accounts.creation_request_v2``)."""
+    configuration = accounts.account_configuration(object())
+    return gateway.create_account_v2(
+        idempotency_key=account.creation_idempotency_key,
+        **accounts.creation_request_v2(account, configuration),
+    )
+
+
 def create_account(gateway: Any, account: StandInAccount) -> Any:
     """``services.accounts._create_at_stripe``'s call, with the strategy's configuration."""
     configuration = accounts.account_configuration(object())

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from django_escrow_connect.gateway.conformance import GatewayConformance
+from django_escrow_connect.gateway.conformance import AccountsV2Conformance, GatewayConformance
 from django_escrow_connect.simulation import (
     CARDS,
     EventCollector,
@@ -52,6 +52,35 @@ class SimulatedConformance(GatewayConformance):
 
 class TestSimulatedGatewayConforms(SimulatedConformance):
     """Collected by pytest: every kit test against the simulated gateway."""
+
+
+class TestSimulatedGatewayConformsWithAccountsV2(AccountsV2Conformance):
+    """The Accounts v2 kit against the simulated gateway (v1 tests included)."""
+
+    def make_gateway(self) -> SimulatedGateway:
+        return SimulatedGateway(SimulatedStripe())
+
+    def complete_onboarding(self, gateway: Any, account_id: str) -> None:
+        gateway.complete_onboarding(account_id)
+
+    def pay(self, gateway: Any, payment_intent_id: str) -> None:
+        gateway.confirm_payment_intent(payment_intent_id, CARDS["success"].number)
+
+    def provider_call_count(self, gateway: Any) -> int:
+        return int(gateway.store.call_count())
+
+
+def test_a_v1_only_gateway_fails_the_v2_kit_clearly() -> None:
+    class V1Only(SimulatedConformance):
+        gateway_class = type(
+            "V1OnlyGateway",
+            (SimulatedGateway,),
+            {"create_account_v2": None},
+        )
+
+    kit = type("Kit", (AccountsV2Conformance, V1Only), {})()
+    with pytest.raises(AssertionError, match="lacks the AccountsV2Gateway methods"):
+        kit.test_v2_account_reaches_transfers_after_onboarding()
 
 
 KIT_TESTS = sorted(name for name in dir(GatewayConformance) if name.startswith("test_"))

@@ -52,6 +52,7 @@ from .service_requests import (
     TRANSFER,
     StandInAccount,
     create_account,
+    create_account_v2,
     send,
 )
 
@@ -63,6 +64,98 @@ def utc(timestamp: int) -> datetime:
 def assert_sent_once(cassette) -> None:
     assert cassette.play_count == 1
     assert cassette.all_played
+
+
+class TestAccountsV2:
+    """``ACCOUNTS_API = "v2"``: /v2/core requests (JSON bodies), answers mapped onto v1's fields."""
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("accounts_v2_create")
+    def test_create_sends_the_recipient_configuration_and_the_owners_key(self, gateway, vcr):
+        account = create_account_v2(gateway, StandInAccount(owner_user_id=42))
+
+        assert_sent_once(vcr)
+        assert isinstance(account, AccountSnapshot)
+        assert account.id == ACCOUNT
+        assert account.country == "US"
+        assert account.business_type == "individual"
+        assert account.email == "maria.lopez@example.com"
+        assert account.capabilities == {"transfers": "inactive"}
+        assert not account.transfers_active
+        assert account.payouts_enabled is False
+        assert account.charges_enabled is False
+        assert account.details_submitted is False
+        assert "identity.individual.dob" in account.currently_due
+        assert account.past_due == account.currently_due
+        assert account.disabled_reason == "requirements.past_due"
+        assert account.metadata == {"escrow_owner": "user:42"}
+        assert account.created == utc(1793610845)
+        assert account.closed is False
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("accounts_v2_retrieve")
+    def test_retrieve_includes_configurations_and_maps_readiness(self, gateway, vcr):
+        account = gateway.retrieve_account_v2(ACCOUNT)
+
+        assert_sent_once(vcr)
+        assert account.transfers_active
+        assert account.payouts_enabled is True
+        assert account.details_submitted is True
+        assert account.currently_due == account.past_due == ()
+        assert account.disabled_reason is None
+        assert account.default_currency == "usd"
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("accounts_v2_list")
+    def test_list_reads_every_page_of_recipient_accounts(self, gateway, vcr):
+        listed = gateway.list_accounts_v2()
+
+        assert vcr.play_count == 2
+        assert [a.id for a in listed] == [ACCOUNT, "acct_1QzR9aBc4DeF5gHi"]
+        assert listed[0].metadata == {"escrow_owner": "user:42"}
+        assert listed[0].created == utc(1793610845)
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("account_links_v2_create")
+    def test_onboarding_link_uses_the_account_onboarding_use_case(self, gateway, vcr):
+        link = gateway.create_account_link_v2(
+            account_id=ACCOUNT,
+            link_type=account_services.onboarding_link_type(None),
+            refresh_url="https://marketplace.example/onboarding/refresh/",
+            return_url="https://marketplace.example/onboarding/return/",
+        )
+
+        assert_sent_once(vcr)
+        assert isinstance(link, AccountLinkResult)
+        assert link.url.startswith("https://accounts.stripe.com/r/")
+        assert link.expires_at == utc(1793611146)
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("events_v2_list")
+    def test_thin_events_of_the_handled_types_are_listed(self, gateway, vcr):
+        events = list(
+            gateway.list_thin_events(
+                created_gte=utc(1793577600), types=registry.event_types(WebhookEndpoint.THIN)
+            )
+        )
+
+        assert_sent_once(vcr)
+        assert [e["type"] for e in events] == [
+            "v2.core.account[configuration.recipient].capability_status_updated",
+            "v2.core.account[requirements].updated",
+        ]
+        assert all(e["related_object"]["id"] == ACCOUNT for e in events)
+
+    def test_a_capability_v2_lacks_is_refused_before_any_request(self, gateway):
+        with pytest.raises(ValueError, match="no Accounts v2 equivalent"):
+            gateway.create_account_v2(
+                idempotency_key="escrow-connect:account-owner:user:44:create:0",
+                country="US",
+                email=None,
+                business_type=None,
+                metadata={},
+                capabilities=("transfers", "tax_reporting_us_1099_k"),
+            )
 
 
 class TestConnectedAccounts:

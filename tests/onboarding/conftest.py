@@ -2,6 +2,11 @@
 a marketplace (a doer, an organization with an admin and a plain member, a
 stranger) and helpers that call the onboarding API the way a browser does.
 
+Every test that uses the simulated Stripe runs twice, once per Stripe
+Accounts API (``ACCOUNTS_API`` "v1" and "v2", the ``accounts_api``
+parameter): hosts and the API must see no difference. A test about one API's
+own requests or events is marked ``@pytest.mark.accounts_api("v1")``.
+
 Events the simulated Stripe emits are *collected*, not applied: these tests
 decide when the account is synced (``?refresh=1``, the return page, or the
 service functions the webhook handlers call). ``test_webhook_sync.py`` runs
@@ -24,6 +29,18 @@ from django_escrow_connect.simulation import EventCollector, SimulatedGateway
 from tests import factories
 
 SIMULATED_GATEWAY = "django_escrow_connect.simulation.SimulatedGateway"
+#: Both Stripe Accounts APIs the package creates accounts with.
+ACCOUNTS_APIS = ("v1", "v2")
+#: The thin-event destination's secret in these tests.
+THIN_SECRET = "whsec_thin_test_secret"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run each test that uses the simulated Stripe once per Accounts API."""
+    if "accounts_api" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("accounts_api")
+    metafunc.parametrize("accounts_api", marker.args if marker else ACCOUNTS_APIS)
 
 
 def configure(settings: Any, **overrides: Any) -> None:
@@ -43,9 +60,11 @@ def stripe_events() -> Iterator[EventCollector]:
 
 
 @pytest.fixture
-def sim_stripe(settings: Any, stripe_events: EventCollector) -> Iterator[simulated.SimulatedStripe]:
-    """The simulated Stripe, empty, configured as the package's gateway."""
-    configure(settings)
+def sim_stripe(
+    settings: Any, stripe_events: EventCollector, accounts_api: str
+) -> Iterator[simulated.SimulatedStripe]:
+    """The simulated Stripe, empty, as the package's gateway, in ``accounts_api`` mode."""
+    configure(settings, ACCOUNTS_API=accounts_api, THIN_WEBHOOK_SECRETS=[THIN_SECRET])
     simulated.reset()
     yield simulated.simulated_stripe
     simulated.reset()

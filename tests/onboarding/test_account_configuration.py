@@ -55,6 +55,7 @@ def agreement(account: dict[str, Any]) -> str:
     return account["tos_acceptance"]["service_agreement"]
 
 
+@pytest.mark.accounts_api("v1")  # asserts v1 requests or events
 def test_separate_charges_and_transfers_requests_transfers_under_recipient(sim_stripe, people):
     account = open_account(people.owner)
 

@@ -21,6 +21,7 @@ def creation_keys(sim_stripe: Any) -> list[str]:
     ]
 
 
+@pytest.mark.accounts_api("v1")  # asserts v1 requests or events
 def test_a_refused_creation_is_retried_under_a_new_key(sim_stripe: Any, people: Any) -> None:
     sim_stripe.fail_next(
         "create_account",
@@ -41,6 +42,7 @@ def test_a_refused_creation_is_retried_under_a_new_key(sim_stripe: Any, people: 
     assert accounts().get(owner_user=people.owner).creation_idempotency_key == second
 
 
+@pytest.mark.accounts_api("v1")  # asserts v1 requests or events
 def test_after_a_500_the_retry_looks_for_the_account_before_a_new_key(
     sim_stripe: Any, people: Any
 ) -> None:
@@ -58,6 +60,7 @@ def test_after_a_500_the_retry_looks_for_the_account_before_a_new_key(
     assert len(sim_stripe.accounts) == 1
 
 
+@pytest.mark.accounts_api("v1")  # asserts v1 requests or events
 def test_a_timeout_keeps_the_key(sim_stripe: Any, people: Any) -> None:
     """No answer: Stripe may have acted, and only the same key finds out safely."""
     sim_stripe.fail_next(

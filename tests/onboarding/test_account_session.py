@@ -25,6 +25,7 @@ def test_without_an_account_is_404_no_account(sim_stripe, people):
     assert sim_stripe.calls == []
 
 
+@pytest.mark.accounts_api("v1")  # asserts v1 requests or events
 def test_account_type_creates_the_account_first(sim_stripe, people):
     response = post_session(people.owner, account_type="individual")
 
@@ -36,6 +37,7 @@ def test_account_type_creates_the_account_first(sim_stripe, people):
     assert session["components"] == ["account_onboarding"]
 
 
+@pytest.mark.accounts_api("v1")  # asserts v1 requests or events
 def test_existing_account_gets_a_session_and_the_secret_is_not_kept(sim_stripe, people, caplog):
     post_session(people.owner, account_type="individual")
     caplog.set_level(logging.DEBUG)

@@ -45,6 +45,7 @@ def test_no_account_yet_is_404_no_account(sim_stripe, people):
     assert response.json()["error"]["code"] == "no_account"
 
 
+@pytest.mark.accounts_api("v1")  # asserts v1 requests or events
 def test_an_account_not_created_at_stripe_yet_is_no_account(sim_stripe, people):
     sim_stripe.fail_next("create_account", TemporarilyUnavailable("timeout"))
     client_for(people.owner).post(
@@ -77,6 +78,7 @@ def test_a_new_account_is_pending_verification(sim_stripe, people):
     assert body["capabilities"] == {"transfers": "inactive", "card_payments": None}
 
 
+@pytest.mark.accounts_api("v1")  # asserts v1 requests or events
 def test_status_is_read_from_the_row_unless_refresh_is_asked(sim_stripe, seller, people):
     open_account(people.owner)
     account = accounts().get(owner_user=people.owner)
@@ -113,6 +115,7 @@ def test_restricted_account_reports_the_reason(sim_stripe, seller, people):
     assert body["can_transfer"] is False
 
 
+@pytest.mark.accounts_api("v1")  # asserts v1 requests or events
 def test_refresh_while_stripe_is_down_is_503(sim_stripe, people):
     open_account(people.owner)
     sim_stripe.fail_next("retrieve_account", TemporarilyUnavailable("timeout"))

@@ -312,6 +312,7 @@ class TestEventsAgainstAFetch:
     def pending(self, account):
         return AccountSnapshot(id=account.stripe_account_id, **NEW)
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_an_event_of_the_fetch_second_is_checked_with_stripe(self, sim_stripe, fetched):
         before = len(sim_stripe.calls)
 
@@ -320,6 +321,7 @@ class TestEventsAgainstAFetch:
         assert calls(sim_stripe)[before:] == ["retrieve_account"]
         assert reload(fetched).status == "verified"
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_a_capability_event_of_the_fetch_second_is_checked_with_stripe(
         self, sim_stripe, fetched
     ):

@@ -29,6 +29,7 @@ def open_account(user: Any, **body: Any) -> Any:
 
 
 class TestRefresh:
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_mints_a_new_link_and_redirects_to_it(self, sim_stripe, people):
         open_account(people.owner)
         account = accounts().get(owner_user=people.owner)
@@ -46,6 +47,7 @@ class TestRefresh:
         assert link["refresh_url"] == "http://testserver/escrow/stripe/onboarding/refresh/"
         assert link["return_url"] == "http://testserver/escrow/stripe/onboarding/return/"
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_organization_link_for_its_admin(self, sim_stripe, people):
         org_id = str(people.organization.pk)
         open_account(people.admin, account_type="company", organization_id=org_id)
@@ -87,6 +89,7 @@ class TestRefresh:
         assert b'data-code="no_account"' in response.content
         assert sim_stripe.calls == []
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_stripe_down_is_a_503_page(self, sim_stripe, people):
         open_account(people.owner)
         sim_stripe.fail_next("create_account_link", TemporarilyUnavailable("timeout"))
@@ -119,6 +122,7 @@ class TestReturn:
         assert b'data-status="pending_verification"' in response.content
         assert b'href="http://testserver/escrow/stripe/onboarding/refresh/"' in response.content
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_stripe_down_shows_the_stored_status(self, sim_stripe, people):
         open_account(people.owner)
         sim_stripe.fail_next("retrieve_account", TemporarilyUnavailable("timeout"))

@@ -48,6 +48,7 @@ def test_before_onboarding_is_409_and_no_login_link_is_made(sim_stripe, people):
     assert "create_login_link" not in calls(sim_stripe)
 
 
+@pytest.mark.accounts_api("v1")  # asserts v1 requests or events
 def test_after_onboarding_returns_a_login_link_even_before_the_webhook(sim_stripe, seller, people):
     account = open_account(people.owner)
     seller.complete_onboarding(account.stripe_account_id)

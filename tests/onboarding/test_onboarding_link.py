@@ -20,6 +20,7 @@ def post_link(user: Any, **body: Any) -> Any:
 
 
 class TestOwnAccount:
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_first_request_creates_the_account_then_the_link(self, sim_stripe, people):
         response = post_link(people.owner, account_type="individual")
 
@@ -44,6 +45,7 @@ class TestOwnAccount:
         assert link["account_id"] == account.stripe_account_id
         assert link["link_type"] == "account_onboarding"
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_second_request_reuses_the_account(self, sim_stripe, people):
         first = post_link(people.owner, account_type="individual")
         second = post_link(people.owner, account_type="individual")
@@ -54,6 +56,7 @@ class TestOwnAccount:
         assert len(sim_stripe.accounts) == 1
         assert calls(sim_stripe) == ["create_account", "create_account_link", "create_account_link"]
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_onboarded_account_still_gets_an_onboarding_link(self, sim_stripe, seller, people):
         # account_update links are refused for Express-dashboard accounts.
         post_link(people.owner, account_type="individual")
@@ -66,6 +69,7 @@ class TestOwnAccount:
         assert response.status_code == 200
         assert sim_stripe.calls[-1][1]["link_type"] == "account_onboarding"
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_configured_return_and_refresh_urls_are_sent_to_stripe(
         self, sim_stripe, people, settings
     ):
@@ -75,6 +79,7 @@ class TestOwnAccount:
         assert link["refresh_url"] == settings.ESCROW_CONNECT["ONBOARDING_REFRESH_URL"]
         assert link["return_url"] == settings.ESCROW_CONNECT["ONBOARDING_RETURN_URL"]
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_package_pages_are_used_when_no_urls_are_configured(self, sim_stripe, people, settings):
         configure(settings, ONBOARDING_REFRESH_URL="", ONBOARDING_RETURN_URL="")
 
@@ -84,6 +89,7 @@ class TestOwnAccount:
         assert link["refresh_url"] == "http://testserver/escrow/stripe/onboarding/refresh/"
         assert link["return_url"] == "http://testserver/escrow/stripe/onboarding/return/"
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_business_type_cannot_change_silently(self, sim_stripe, people):
         post_link(people.owner, account_type="individual")
 
@@ -94,6 +100,7 @@ class TestOwnAccount:
         assert sim_stripe.call_count("create_account") == 1
         assert accounts().get(owner_user=people.owner).business_type == "individual"
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_deauthorized_account_gets_no_link(self, sim_stripe, seller, people):
         post_link(people.owner, account_type="individual")
         account = accounts().get(owner_user=people.owner)
@@ -160,6 +167,7 @@ class TestOrganizationAccount:
         # The admin's own account is a different one, made only when asked for.
         assert not accounts().filter(owner_user=people.admin).exists()
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_admin_personal_and_organization_accounts_are_separate(self, sim_stripe, people):
         org_id = str(people.organization.pk)
         post_link(people.admin, account_type="company", organization_id=org_id)
@@ -169,6 +177,7 @@ class TestOrganizationAccount:
         assert sim_stripe.call_count("create_account") == 2
         assert accounts().count() == 2
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_organization_id_travels_in_the_return_and_refresh_urls(self, sim_stripe, people):
         org_id = str(people.organization.pk)
         post_link(people.admin, account_type="company", organization_id=org_id)
@@ -229,6 +238,7 @@ def _unused_pk(people: Any) -> str:
 
 
 class TestCrashRecovery:
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_retry_after_a_timeout_before_stripe_acted_makes_one_account(self, sim_stripe, people):
         sim_stripe.fail_next("create_account", TemporarilyUnavailable("Connection timed out"))
 
@@ -246,6 +256,7 @@ class TestCrashRecovery:
         assert len(sim_stripe.accounts) == 1
         assert accounts().get(pk=row.pk).stripe_account_id in sim_stripe.accounts
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_retry_after_stripe_acted_but_the_answer_was_lost_reuses_its_account(
         self, sim_stripe, people
     ):
@@ -269,6 +280,7 @@ class TestCrashRecovery:
         assert len(keys) == 2
         assert len(set(keys)) == 1
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_owner_details_are_fixed_at_first_need(self, sim_stripe, people, settings):
         # A retry must send the same parameters with the same key.
         sim_stripe.fail_next("create_account", TemporarilyUnavailable("Connection reset"))
@@ -280,6 +292,7 @@ class TestCrashRecovery:
         first, second = (kwargs for name, kwargs in sim_stripe.calls if name == "create_account")
         assert first == second
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_stripe_refusal_is_a_409_and_nothing_is_created_at_stripe(self, sim_stripe, people):
         sim_stripe.fail_next(
             "create_account",
@@ -317,6 +330,7 @@ class TestRetryAfterTheKeyMayHaveExpired:
         sim_stripe.calls.clear()
         return made
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_the_account_stripe_made_is_adopted_not_duplicated(self, sim_stripe, people, caplog):
         made = self.lose_the_answer(sim_stripe, people)
 
@@ -330,6 +344,7 @@ class TestRetryAfterTheKeyMayHaveExpired:
         assert row.status == "pending_verification"
         assert "adopted" in caplog.text
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_without_the_search_the_same_key_would_open_a_second_account(self, sim_stripe, people):
         """The simulated Stripe prunes keys like Stripe: what the search guards against."""
         made = self.lose_the_answer(sim_stripe, people)
@@ -343,6 +358,7 @@ class TestRetryAfterTheKeyMayHaveExpired:
         )
         assert again.id != made
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_nothing_found_creates_the_account(self, sim_stripe, people):
         sim_stripe.fail_next("create_account", TemporarilyUnavailable("Connection timed out"))
         assert post_link(people.owner, account_type="individual").status_code == 503
@@ -364,6 +380,7 @@ class TestRetryAfterTheKeyMayHaveExpired:
         ],
         ids=["another-owner", "another-installation"],
     )
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_someone_else_s_account_is_never_adopted(self, sim_stripe, people, metadata):
         sim_stripe.fail_next("create_account", TemporarilyUnavailable("Connection timed out"))
         post_link(people.owner, account_type="individual")
@@ -385,6 +402,7 @@ class TestRetryAfterTheKeyMayHaveExpired:
         assert row.stripe_account_id not in ("", other.id)
         assert len(sim_stripe.accounts) == 2
 
+    @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
     def test_stripe_unreachable_for_the_search_creates_nothing(self, sim_stripe, people):
         sim_stripe.fail_next("create_account", TemporarilyUnavailable("Connection timed out"))
         post_link(people.owner, account_type="individual")

@@ -64,6 +64,7 @@ def test_onboarding_restriction_and_deauthorization_follow_stripe(
     assert "account_deauthorized" in signal_log.names()
 
 
+@pytest.mark.accounts_api("v1")  # asserts v1 requests or events
 def test_a_redelivered_old_event_does_not_roll_the_account_back(
     account, seller, sim_stripe, django_capture_on_commit_callbacks
 ):
@@ -99,6 +100,7 @@ def same_second(sim_stripe: Any, monkeypatch: pytest.MonkeyPatch) -> int:
     return second
 
 
+@pytest.mark.accounts_api("v1")  # asserts v1 requests or events
 def test_onboarding_finished_in_the_second_of_a_dashboard_link_request_is_applied(
     account, seller, sim_stripe, people, same_second, django_capture_on_commit_callbacks
 ):

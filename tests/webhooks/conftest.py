@@ -24,10 +24,16 @@ from tests.webhooks import stripe_objects as so
 
 PLATFORM_SECRET = "whsec_platform_test_secret"
 CONNECT_SECRET = "whsec_connect_test_secret"
-SECRETS = {WebhookEndpoint.PLATFORM: PLATFORM_SECRET, WebhookEndpoint.CONNECT: CONNECT_SECRET}
+THIN_SECRET = "whsec_thin_test_secret"
+SECRETS = {
+    WebhookEndpoint.PLATFORM: PLATFORM_SECRET,
+    WebhookEndpoint.CONNECT: CONNECT_SECRET,
+    WebhookEndpoint.THIN: THIN_SECRET,
+}
 URL_NAMES = {
     WebhookEndpoint.PLATFORM: "escrow_connect:stripe-webhook",
     WebhookEndpoint.CONNECT: "escrow_connect:stripe-webhook-connect",
+    WebhookEndpoint.THIN: "escrow_connect:stripe-webhook-thin",
 }
 
 

@@ -54,6 +54,35 @@ def event(
     return evt
 
 
+def thin_event(
+    type_: str,
+    related_id: str | None = "acct_1TestConnected000001",
+    *,
+    related_type: str = "v2.core.account",
+    created: str = "2026-11-20T10:00:00.000Z",
+    livemode: bool = False,
+    event_id: str | None = None,
+    context: str | None = None,
+) -> dict[str, Any]:
+    """A thin event as an event destination delivers it (docs: "Account event types")."""
+    evt: dict[str, Any] = {
+        "id": event_id or new_id("evt"),
+        "object": "v2.core.event",
+        "type": type_,
+        "created": created,
+        "livemode": livemode,
+        "context": context,
+        "reason": None,
+    }
+    if related_id is not None:
+        evt["related_object"] = {
+            "id": related_id,
+            "type": related_type,
+            "url": f"/v2/core/accounts/{related_id}",
+        }
+    return evt
+
+
 def encode(evt: dict[str, Any]) -> bytes:
     return json.dumps(evt, indent=2).encode("utf-8")
 

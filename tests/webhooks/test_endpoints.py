@@ -1,8 +1,8 @@
-"""What both webhook endpoints promise, proven once and run against each.
+"""What the webhook endpoints promise, proven once and run against each.
 
 :class:`EndpointContract` is the shared case (like django-anymail's
-``WebhookTestCase``): every check runs for the platform endpoint and for the
-Connect endpoint. Every refused delivery must answer 4xx *and* leave the
+``WebhookTestCase``): every check runs for the platform endpoint, the
+Connect endpoint and the thin-event endpoint. Every refused delivery must answer 4xx *and* leave the
 event log empty. Requests go through ``Client(enforce_csrf_checks=True)``
 with ``ATOMIC_REQUESTS = True``, as in a strict host project.
 """
@@ -21,7 +21,13 @@ from django.urls import resolve
 
 from django_escrow_connect.states import WebhookEndpoint
 from tests.webhooks import stripe_objects as so
-from tests.webhooks.conftest import CONNECT_SECRET, PLATFORM_SECRET, events, url_for
+from tests.webhooks.conftest import (
+    CONNECT_SECRET,
+    PLATFORM_SECRET,
+    THIN_SECRET,
+    events,
+    url_for,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -255,3 +261,79 @@ class TestConnectEndpoint(EndpointContract):
         response = deliver.post(self.endpoint, evt)
         assert response.json()["status"] == "ignored"
         assert events().get().status == "ignored"
+
+
+class TestThinEndpoint(EndpointContract):
+    """``stripe/webhook/thin/``: an event destination with thin payloads."""
+
+    endpoint = WebhookEndpoint.THIN
+    secret = THIN_SECRET
+    other_secret = CONNECT_SECRET
+    secrets_setting = "THIN_WEBHOOK_SECRETS"
+    skips_test_events_when_live = True
+
+    def event(self, obj: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+        return so.thin_event("v2.escrow_test.unhandled", **kwargs)
+
+    def test_signed_event_is_recorded_once(self, deliver: Any) -> None:
+        evt = self.event()
+        response = deliver.post(self.endpoint, evt)
+        assert response.status_code == 200, response.content
+        assert response.json() == {"received": True, "status": "ignored", "event": evt["id"]}
+        row = events().get()
+        assert (row.stripe_event_id, row.type, row.endpoint) == (evt["id"], evt["type"], "thin")
+        assert row.thin is True
+        assert row.object_id == row.account == "acct_1TestConnected000001"
+        assert row.stripe_created.isoformat() == "2026-11-20T10:00:00+00:00"
+        assert row.payload == evt
+
+    def test_client_secrets_are_not_stored(self, deliver: Any) -> None:
+        """A thin payload has no object, so no secret: it is stored as it came."""
+        evt = {**self.event(), "client_secret": "pi_123_secret_456"}
+        assert deliver.post(self.endpoint, evt).status_code == 200
+        assert events().get().payload["client_secret"] is None
+
+    def test_json_but_not_an_event(self, deliver: Any) -> None:
+        self.refused(deliver.post(self.endpoint, b'[{"id": "evt_1", "type": "x"}]'))
+        for broken in (
+            {"object": "event"},  # a snapshot event's object
+            {"created": 1763632800},  # v1's unix seconds
+            {"created": "yesterday"},
+            {"related_object": "acct_1TestConnected000001"},
+            {"related_object": {"id": "", "type": "v2.core.account"}},
+            {"context": ["acct_1"]},
+        ):
+            self.refused(deliver.post(self.endpoint, {**self.event(), **broken}))
+
+    def test_a_snapshot_event_is_refused(self, deliver: Any) -> None:
+        evt = so.event("account.updated", so.payout(), account="acct_1TestConnected000001")
+        self.refused(deliver.post(self.endpoint, evt))
+
+    def test_a_thin_event_is_refused_on_the_connect_endpoint(self, deliver: Any) -> None:
+        evt = {**self.event(), "account": "acct_1TestConnected000001"}
+        response = deliver.post(WebhookEndpoint.CONNECT, evt)
+        self.refused(response)
+
+    def test_a_duplicate_delivery_is_recorded_once(self, deliver: Any) -> None:
+        evt = self.event()
+        first = deliver.post(self.endpoint, evt)
+        again = deliver.post(self.endpoint, evt)
+        assert (first.status_code, again.status_code) == (200, 200)
+        assert again.json()["status"] == "duplicate"
+        assert events().count() == 1
+
+    def test_a_handled_type_for_an_unknown_account_is_deferred(self, deliver: Any) -> None:
+        evt = so.thin_event("v2.core.account[requirements].updated")
+        response = deliver.post(self.endpoint, evt)
+        assert response.status_code == 200, response.content
+        assert response.json()["status"] == "deferred"
+        assert events().get().status == "deferred"
+
+    def test_a_handled_type_about_another_object_is_ignored(self, deliver: Any) -> None:
+        evt = so.thin_event(
+            "v2.core.account[requirements].updated",
+            "person_1",
+            related_type="v2.core.account_person",
+        )
+        response = deliver.post(self.endpoint, evt)
+        assert response.json()["status"] == "ignored"

@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transition
 
 from ...states import (
+    AccountsApi,
     AccountStatus,
     BusinessType,
 )
@@ -63,6 +64,16 @@ class AbstractConnectedAccount(ConcurrentTransitionMixin, TimestampedModel):
     )
     business_type = models.CharField(
         _("business type"), max_length=16, choices=BusinessType.choices
+    )
+    # Fixed when the row is made (ACCOUNTS_API at the time): the account is
+    # read, linked and updated through the API that created it, whatever the
+    # setting says later. Rows from before the setting existed are v1.
+    accounts_api = models.CharField(
+        _("accounts API"),
+        max_length=2,
+        choices=AccountsApi.choices,
+        default=AccountsApi.V1,
+        help_text=_("The Stripe Accounts API (v1 or v2) the account was created with."),
     )
     country = models.CharField(
         _("country"),

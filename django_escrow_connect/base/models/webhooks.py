@@ -32,17 +32,26 @@ class AbstractWebhookEvent(ConcurrentTransitionMixin, models.Model):
         blank=True,
         db_index=True,
         help_text=_(
-            "The connected account (acct_...) of a Connect event; blank for the platform's."
+            "The connected account (acct_...) of a Connect or thin account event; blank for "
+            "the platform's."
         ),
     )
     livemode = models.BooleanField(_("live mode"), default=False)
+    thin = models.BooleanField(
+        _("thin event"),
+        default=False,
+        help_text=_(
+            "A thin (v2) event: the payload names the related object, which is fetched "
+            "from Stripe when the event is processed."
+        ),
+    )
     api_version = models.CharField(_("API version"), max_length=64, blank=True)
     object_id = models.CharField(
         _("object id"),
         max_length=255,
         blank=True,
         db_index=True,
-        help_text=_("The id of the event's data.object."),
+        help_text=_("The id of the event's data.object (a thin event's related object)."),
     )
     stripe_created = models.DateTimeField(_("created at Stripe"), null=True, blank=True)
     # Null once purged after the retention period; the row (and so the

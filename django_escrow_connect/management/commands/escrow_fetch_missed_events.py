@@ -3,7 +3,9 @@
 Lists the handled event types from Stripe's Events API (which reaches back 30
 days) and records and processes every event the log does not have yet, for
 the platform and, with ``--account`` or ``--all-accounts``, for connected
-accounts. Safe to run often: known events cost two queries and do nothing.
+accounts, and thin events from the v2 Events API when Accounts v2 is in use
+(or with ``--thin-events``). Safe to run often: known events cost two queries
+and do nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +42,22 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-platform", action="store_true", help="Skip the platform's own events."
         )
+        thin = parser.add_mutually_exclusive_group()
+        thin.add_argument(
+            "--thin-events",
+            dest="thin",
+            action="store_const",
+            const=True,
+            default=None,
+            help="Also list thin (v2) events (default: when Accounts v2 is in use).",
+        )
+        thin.add_argument(
+            "--no-thin-events",
+            dest="thin",
+            action="store_const",
+            const=False,
+            help="Skip thin (v2) events.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -58,6 +76,7 @@ class Command(BaseCommand):
             since,
             accounts=list(dict.fromkeys(accounts)),
             include_platform=not options["no_platform"],
+            include_thin=options["thin"],
         )
         failed = 0
         unreachable = 0
