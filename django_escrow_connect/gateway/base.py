@@ -258,6 +258,8 @@ class AccountsV2Gateway(PaymentGateway, Protocol):
         link_type: AccountLinkType,
         refresh_url: str,
         return_url: str,
+        collect: AccountLinkCollect = "currently_due",
+        future_requirements: FutureRequirements = "omit",
     ) -> AccountLinkResult: ...
 
     def list_thin_events(

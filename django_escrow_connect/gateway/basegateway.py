@@ -263,13 +263,22 @@ class BaseGateway:
         link_type: AccountLinkType,
         refresh_url: str,
         return_url: str,
+        collect: AccountLinkCollect = "currently_due",
+        future_requirements: FutureRequirements = "omit",
     ) -> AccountLinkResult:
-        """A v2 account link (``/v2/core/account_links``, ``use_case.type = link_type``)."""
+        """A v2 account link (``/v2/core/account_links``, ``use_case.type = link_type``).
+
+        ``collect`` and ``future_requirements`` are the use case's
+        ``collection_options`` (``ONBOARDING_COLLECT``), as for v1 links.
+        """
+        require_collection(collect, future_requirements)
         return self._create_account_link_v2(
             account_id=require_id(account_id, "account_id"),
             link_type=link_type,
             refresh_url=refresh_url,
             return_url=return_url,
+            collect=collect,
+            future_requirements=future_requirements,
         )
 
     def _create_account_link_v2(
@@ -279,6 +288,8 @@ class BaseGateway:
         link_type: AccountLinkType,
         refresh_url: str,
         return_url: str,
+        collect: AccountLinkCollect,
+        future_requirements: FutureRequirements,
     ) -> AccountLinkResult:
         raise self._not_implemented("create_account_link_v2")
 

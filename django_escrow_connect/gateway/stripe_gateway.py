@@ -94,6 +94,15 @@ if TYPE_CHECKING:
         AccountLinkCreateParams as AccountLinkV2CreateParams,
     )
     from stripe.params.v2.core import (
+        AccountLinkCreateParamsUseCaseAccountOnboarding as AccountLinkV2Onboarding,
+    )
+    from stripe.params.v2.core import (
+        AccountLinkCreateParamsUseCaseAccountOnboardingCollectionOptions as AccountLinkV2Collection,
+    )
+    from stripe.params.v2.core import (
+        AccountLinkCreateParamsUseCaseAccountUpdate as AccountLinkV2Update,
+    )
+    from stripe.params.v2.core import (
         AccountListParams as AccountV2ListParams,
     )
     from stripe.params.v2.core import (
@@ -378,25 +387,37 @@ class StripeGateway(BaseGateway):
         link_type: AccountLinkType,
         refresh_url: str,
         return_url: str,
+        collect: AccountLinkCollect,
+        future_requirements: FutureRequirements,
     ) -> AccountLinkResult:
         # No ``configurations``: since 2026-09-30.endive Stripe decides which
         # configurations need onboarding, and refuses the parameter.
+        # Collection options only when they differ from Stripe's defaults, so
+        # the default request stays the one earlier releases sent.
+        collection: AccountLinkV2Collection = {}
+        if collect != "currently_due":
+            collection["fields"] = collect
+        if future_requirements != "omit":
+            collection["future_requirements"] = future_requirements
         params: AccountLinkV2CreateParams
         if link_type == "account_update":
+            update: AccountLinkV2Update = {"refresh_url": refresh_url, "return_url": return_url}
+            if collection:
+                update["collection_options"] = collection
             params = {
                 "account": account_id,
-                "use_case": {
-                    "type": "account_update",
-                    "account_update": {"refresh_url": refresh_url, "return_url": return_url},
-                },
+                "use_case": {"type": "account_update", "account_update": update},
             }
         else:
+            onboarding: AccountLinkV2Onboarding = {
+                "refresh_url": refresh_url,
+                "return_url": return_url,
+            }
+            if collection:
+                onboarding["collection_options"] = collection
             params = {
                 "account": account_id,
-                "use_case": {
-                    "type": "account_onboarding",
-                    "account_onboarding": {"refresh_url": refresh_url, "return_url": return_url},
-                },
+                "use_case": {"type": "account_onboarding", "account_onboarding": onboarding},
             }
         with translated_errors():
             link = self.client.v2.core.account_links.create(params)

@@ -829,12 +829,13 @@ def create_onboarding_link(account: Any, *, refresh_url: str, return_url: str) -
     _require_usable(account)
     try:
         if _is_v2(account):
-            # Accounts v2 links: ONBOARDING_COLLECT is not sent yet (docs/onboarding.md).
             link = accounts_v2_gateway().create_account_link_v2(
                 account_id=account.stripe_account_id,
                 link_type=onboarding_link_type(account),
                 refresh_url=refresh_url,
                 return_url=return_url,
+                collect=escrow_settings.ONBOARDING_COLLECT,
+                future_requirements=escrow_settings.ONBOARDING_FUTURE_REQUIREMENTS,
             )
         else:
             link = gateway().create_account_link(

@@ -24,13 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import InvalidRequest
 from ..gateway.arguments import require_capabilities as _require_capabilities
+from ..gateway.arguments import require_collection as _require_collection
 from ..gateway.arguments import require_id as _require_id
 from ..gateway.arguments import require_idempotency_key as _require_idempotency_key
 from ..gateway.types import (
     AccountBusinessType,
+    AccountLinkCollect,
     AccountLinkResult,
     AccountLinkType,
     AccountSnapshot,
+    FutureRequirements,
 )
 from .links import onboarding_url
 from .objects import JSON, _account_object, _newest_first, iso_time, new_id
@@ -272,15 +275,24 @@ class SimulatedAccountsV2:
         link_type: AccountLinkType,
         refresh_url: str,
         return_url: str,
+        collect: AccountLinkCollect = "currently_due",
+        future_requirements: FutureRequirements = "omit",
     ) -> AccountLinkResult:
         _require_id(account_id, "account_id")
+        _require_collection(collect, future_requirements)
         s = self.store
+        use_case: JSON = {"refresh_url": refresh_url, "return_url": return_url}
+        # Sent (and logged) like the Stripe gateway: only when not Stripe's defaults.
+        collection: JSON = {}
+        if collect != "currently_due":
+            collection["fields"] = collect
+        if future_requirements != "omit":
+            collection["future_requirements"] = future_requirements
+        if collection:
+            use_case["collection_options"] = collection
         params = {
             "account": account_id,
-            "use_case": {
-                "type": link_type,
-                link_type: {"refresh_url": refresh_url, "return_url": return_url},
-            },
+            "use_case": {"type": link_type, link_type: use_case},
         }
 
         def action() -> JSON:

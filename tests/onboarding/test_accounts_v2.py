@@ -69,6 +69,23 @@ class TestCreation:
         assert row.status == "pending_verification"
         assert row.capabilities == {"transfers": "inactive"}
 
+    def test_links_collect_eventually_due_when_the_platform_asks(
+        self, sim_stripe, settings, people
+    ):
+        configure(
+            settings,
+            ONBOARDING_COLLECT="eventually_due",
+            ONBOARDING_FUTURE_REQUIREMENTS="include",
+        )
+
+        assert post_link(people.owner, account_type="individual").status_code == 200
+
+        (link,) = call_params(sim_stripe, "create_account_link_v2")
+        assert link["use_case"]["account_onboarding"]["collection_options"] == {
+            "fields": "eventually_due",
+            "future_requirements": "include",
+        }
+
     def test_manual_capture_adds_the_merchant_configuration(self, sim_stripe, settings, people):
         configure(settings, ESCROW_STRATEGY="manual_capture")
 
