@@ -442,6 +442,7 @@ class TestIdempotencyKeyPrefix:
         }
 
 
+@pytest.mark.accounts_api("v1")  # v2 links: test_accounts_v2.py
 class TestWhatOnboardingCollects:
     """ONBOARDING_COLLECT / ONBOARDING_FUTURE_REQUIREMENTS: AccountLinks'
     ``collection_options``, sent only when not Stripe's defaults."""
