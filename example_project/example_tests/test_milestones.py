@@ -53,7 +53,9 @@ def test_the_customer_releases_each_milestone_from_the_task_page(
 
     page = client.get(f"/tasks/{task.pk}/").content.decode()
     assert page.count('class="small release-milestone"') == 3
-    assert "Pia Partner" in page and "40 %" in page and "60 %" in page
+    assert "with Pia Partner (40 %)" in page
+    assert "3 milestones: Design 60.00 USD" in page
+    assert "60 %" in page
 
     # Each payee's share of each release's net (10 % fee, 60/40).
     expected = [(3240, 2160), (4860, 3240), (2700, 1800)]

@@ -241,7 +241,8 @@ class Task(EscrowTaskMixin, models.Model):
         )
 
     def is_doer(self, user: Any) -> bool:
-        """``user`` does this task: the accepted bidder (or its organization's member) or partner."""
+        """``user`` does this task: the accepted bidder (or its organization's
+        member), or the bid's team partner."""
         bid = self.accepted_bid
         if bid is None or not getattr(user, "is_authenticated", False):
             return False

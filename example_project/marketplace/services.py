@@ -446,7 +446,9 @@ def release_milestone(task_id: Any, user: Any, milestone_id: Any) -> Any:
     """
     task = get_task(task_id)
     if task.customer_id != user.pk and not user.is_staff:
-        raise errors.Forbidden("Only the task's customer can release a milestone.", code="not_customer")
+        raise errors.Forbidden(
+            "Only the task's customer can release a milestone.", code="not_customer"
+        )
     payment = current_payment(task)
     if payment is None:
         raise errors.Conflict("This task has no payment to release.", code="no_payment")
