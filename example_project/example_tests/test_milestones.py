@@ -79,6 +79,23 @@ def test_the_customer_releases_each_milestone_from_the_task_page(
     assert "Completed. The payment was released" in page
 
 
+def test_confirming_the_work_releases_every_milestone_left(people: People, partner: Any) -> None:
+    task = team_task(people, partner)
+    payment = services.current_payment(task)
+    first = payment.milestones.order_by("position").first()
+    client = client_for(people.customer)
+    client.post(f"/tasks/{task.pk}/milestones/{first.pk}/release/")
+
+    client.post(f"/tasks/{task.pk}/complete/")
+
+    payment.refresh_from_db()
+    task.refresh_from_db()
+    assert set(payment.milestones.values_list("status", flat=True)) == {"released"}
+    assert payment.status == PaymentStatus.RELEASED
+    assert task.status == TaskStatus.COMPLETED
+    assert payment.transfers.count() == 6
+
+
 def test_only_the_customer_releases_a_milestone(people: People, partner: Any) -> None:
     task = team_task(people, partner)
     milestone = services.current_payment(task).milestones.order_by("position").first()
