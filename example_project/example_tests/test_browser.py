@@ -235,3 +235,56 @@ def test_my_payouts_embeds_stripes_components(browser: Any, live_server: Any, pe
     assert "instant_payouts: off" in payouts
     assert page.find("#connect-error").is_displayed() is False
     page.screenshot("08-my-payouts")
+
+
+def test_milestones_released_one_by_one_in_a_real_browser(
+    browser: Any, live_server: Any, people: Any
+) -> None:
+    """A two-person team bid in three milestones: pay once, release step by step."""
+    from .conftest import make_user, verify
+
+    partner = make_user("partner@example.com", "Pia Partner")
+    verify(owner_user=partner)
+    task = services.post_task(people.customer, "Build a small online shop")
+    services.place_bid(
+        task.pk,
+        people.doer,
+        amount=20000,
+        milestones=[("Design", 6000), ("Build", 9000), ("Launch", 5000)],
+        partner=partner,
+        partner_basis_points=4000,
+    )
+    page = Page(browser, live_server.url)
+
+    # The customer accepts the team's bid and pays 200.00 USD once, up front.
+    page.login("customer@example.com")
+    page.open(f"/tasks/{task.pk}/")
+    page.click('button.accept-bid[data-doer="Dana Doer"]')
+    assert "200.00 USD" in page.text("#pay-amount")
+    page.find("#card-success").click()
+    page.click("#pay-submit")
+    assert "held in escrow" in page.text(".messages")
+    assert page.text("#milestones").count("held") == 3
+    page.screenshot("09-milestones-held")
+
+    # Milestone by milestone: each release pays both payees their share of its net.
+    shares = [("32.40 USD", "21.60 USD"), ("48.60 USD", "32.40 USD"), ("27.00 USD", "18.00 USD")]
+    for number, (doer_share, partner_share) in enumerate(shares, start=1):
+        page.click(f"#release-milestone-{number}")
+        assert "Milestone released" in page.text(".messages")
+        assert "released" in page.text(f"#milestone-{number} .milestone-status")
+        assert f"{doer_share} created" in page.text("#payee-1")
+        assert "Dana Doer" in page.text("#payee-1")
+        assert f"{partner_share} created" in page.text("#payee-2")
+        assert "Pia Partner" in page.text("#payee-2")
+        page.screenshot(f"1{number - 1}-milestone-{number}-released")
+    assert "Completed" in page.text("#task-status")
+    assert "Released" in page.text("#payment-status")
+
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED
+    payment = services.current_payment(task)
+    assert payment.status == PaymentStatus.RELEASED
+    assert sorted(t.amount for t in payment.transfers.all()) == sorted(
+        [3240, 2160, 4860, 3240, 2700, 1800]
+    )

@@ -21,6 +21,7 @@ from django.test import override_settings
 
 from django_escrow_connect import simulation, swappable
 from django_escrow_connect.simulation import simulated_stripe
+from marketplace import services
 from marketplace.models import Task, TaskStatus, User
 from marketplace.simulated_state import SimulatedStateFile
 
@@ -46,8 +47,18 @@ def test_seed_demo_creates_every_state_once() -> None:
         TaskStatus.COMPLETED,
     }
     Account = swappable.load("ConnectedAccount")
-    assert sorted(Account.objects.values_list("status", flat=True)) == ["verified", "verified"]
+    assert sorted(Account.objects.values_list("status", flat=True)) == ["verified"] * 3
     assert "Demo data ready" in out.getvalue()
+    # The milestone task: paid, three milestones held, split between a team of two.
+    shop = Task.objects.get(title="Build a small online shop")
+    assert shop.status == TaskStatus.IN_PROGRESS
+    payment = services.current_payment(shop)
+    assert [(m.name, m.amount, m.status) for m in payment.milestones.order_by("position")] == [
+        ("Design", 6000, "held"),
+        ("Build", 9000, "held"),
+        ("Launch", 5000, "held"),
+    ]
+    assert sorted(p.basis_points for p in payment.payees.all()) == [4000, 6000]
 
 
 def test_demo_flow_runs_every_scenario() -> None:

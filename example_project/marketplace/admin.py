@@ -32,7 +32,17 @@ class OrganizationAdmin(admin.ModelAdmin):
 class BidInline(admin.TabularInline):
     model = Bid
     extra = 0
-    fields = ["doer_user", "doer_organization", "amount", "currency", "accepted", "accepted_at"]
+    fields = [
+        "doer_user",
+        "doer_organization",
+        "partner_user",
+        "partner_basis_points",
+        "amount",
+        "currency",
+        "milestones",
+        "accepted",
+        "accepted_at",
+    ]
     readonly_fields = fields
 
 

@@ -17,6 +17,7 @@ class DemoUser(NamedTuple):
 DEMO_USERS = (
     DemoUser("customer@example.com", "Casey Customer", "customer: posts and pays for tasks"),
     DemoUser("doer@example.com", "Dana Doer", "task doer with a verified Stripe account"),
+    DemoUser("partner@example.com", "Pia Partner", "Dana's team partner (verified account)"),
     DemoUser("admin@acme.example", "Ada Admin", "admin of Acme Studio (verified account)"),
     DemoUser("member@acme.example", "Milo Member", "member of Acme Studio"),
     DemoUser("newbie@example.com", "Nico Newcomer", "task doer who has not onboarded yet"),

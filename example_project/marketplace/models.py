@@ -22,7 +22,13 @@ from django_fsm import FSMField, transition
 from django_escrow_connect.base.models import EscrowTaskMixin
 from django_escrow_connect.money import format_money
 from django_escrow_connect.states import TaskPaymentStatus
-from django_escrow_connect.terms import EscrowTerms, TermsUnavailable
+from django_escrow_connect.terms import (
+    BASIS_POINTS_WHOLE,
+    EscrowTerms,
+    MilestoneTerms,
+    PayeeShare,
+    TermsUnavailable,
+)
 
 # --------------------------------------------------------------------------
 # People
@@ -204,20 +210,44 @@ class Task(EscrowTaskMixin, models.Model):
         bid = self.accepted_bid
         if bid is None:
             raise TermsUnavailable("The task has no accepted bid yet.")
+        description = f"Task #{self.pk}: {self.title}"
+        milestones = [MilestoneTerms(m["name"], int(m["amount"])) for m in bid.milestones or ()]
+        if bid.partner_user_id is None:
+            return EscrowTerms(
+                payer=self.customer,
+                amount=bid.amount,
+                currency=bid.currency,
+                payee_user=bid.doer_user,
+                payee_organization=bid.doer_organization,
+                description=description,
+                milestones=milestones,
+            )
+        # A team bid: the bidder keeps what the partner's share leaves over.
+        partner_points = int(bid.partner_basis_points or 0)
         return EscrowTerms(
             payer=self.customer,
             amount=bid.amount,
             currency=bid.currency,
-            payee_user=bid.doer_user,
-            payee_organization=bid.doer_organization,
-            description=f"Task #{self.pk}: {self.title}",
+            description=description,
+            milestones=milestones,
+            payees=[
+                PayeeShare(
+                    user=bid.doer_user,
+                    organization=bid.doer_organization,
+                    basis_points=BASIS_POINTS_WHOLE - partner_points,
+                ),
+                PayeeShare(user=bid.partner_user, basis_points=partner_points),
+            ],
         )
 
     def is_doer(self, user: Any) -> bool:
-        """``user`` does this task: the accepted bidder, or a member of its organization."""
+        """``user`` does this task: the accepted bidder (or its organization's
+        member), or the bid's team partner."""
         bid = self.accepted_bid
         if bid is None or not getattr(user, "is_authenticated", False):
             return False
+        if bid.partner_user_id == user.pk:
+            return True
         if bid.doer_user_id is not None:
             return bid.doer_user_id == user.pk
         return bid.doer_organization.is_member(user)
@@ -280,6 +310,19 @@ class Bid(models.Model):
     placed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="bids_placed"
     )
+    #: Optional ``[{"name": ..., "amount": <minor units>}, ...]`` summing to
+    #: ``amount``: the customer releases the payment milestone by milestone.
+    milestones = models.JSONField(default=list, blank=True)
+    #: Optional second member of a team bid, paid ``partner_basis_points`` of
+    #: every release's net (10000 = 100 %); the doer gets the rest.
+    partner_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="partner_bids",
+    )
+    partner_basis_points = models.PositiveIntegerField(null=True, blank=True)
     accepted = models.BooleanField(default=False)
     accepted_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -295,6 +338,17 @@ class Bid(models.Model):
                 name="bid_doer_user_xor_organization",
             ),
             models.CheckConstraint(condition=Q(amount__gt=0), name="bid_amount_positive"),
+            models.CheckConstraint(
+                condition=(
+                    Q(partner_user__isnull=True, partner_basis_points__isnull=True)
+                    | Q(
+                        partner_user__isnull=False,
+                        partner_basis_points__gt=0,
+                        partner_basis_points__lt=BASIS_POINTS_WHOLE,
+                    )
+                ),
+                name="bid_partner_with_share",
+            ),
             models.UniqueConstraint(
                 fields=["task"], condition=Q(accepted=True), name="one_accepted_bid_per_task"
             ),
@@ -310,6 +364,10 @@ class Bid(models.Model):
     @property
     def formatted_amount(self) -> str:
         return format_money(self.amount, self.currency)
+
+    @property
+    def is_team_bid(self) -> bool:
+        return self.partner_user_id is not None
 
 
 # --------------------------------------------------------------------------

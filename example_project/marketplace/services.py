@@ -115,8 +115,14 @@ def doer_account(bid: Bid) -> Any:
 
 
 def doer_can_be_paid(bid: Bid) -> bool:
+    """The doer (and, for a team bid, the partner) has a verified connected account."""
     account = doer_account(bid)
-    return account is not None and account.is_verified
+    if account is None or not account.is_verified:
+        return False
+    if bid.partner_user_id is None:
+        return True
+    partner = account_services.get_account(owner_user=bid.partner_user)
+    return partner is not None and partner.is_verified
 
 
 # --------------------------------------------------------------------------
@@ -139,20 +145,39 @@ def place_bid(
     currency: str = "usd",
     organization: Organization | None = None,
     message: str = "",
+    milestones: list[tuple[str, int]] | None = None,
+    partner: Any = None,
+    partner_basis_points: int | None = None,
 ) -> Bid:
-    """``user`` offers to do the task for ``amount`` minor units, alone or for ``organization``."""
+    """``user`` offers to do the task for ``amount`` minor units, alone or for ``organization``.
+
+    ``milestones`` (name, minor units) divide the amount into parts the
+    customer releases one by one; ``partner`` makes it a team bid, the
+    partner being paid ``partner_basis_points`` of each release's net.
+    """
     try:
         currency = normalize_currency(currency)
     except (InvalidAmount, ValueError, TypeError) as exc:
         raise errors.InvalidInput(str(exc), code="invalid_currency") from exc
     check_bid_amount(amount, currency)
+    milestone_rows = _milestone_rows(milestones or [], amount, currency)
+    if partner is not None:
+        if partner.pk == user.pk:
+            raise errors.InvalidInput("Your partner must be someone else.", code="invalid_partner")
+        if not isinstance(partner_basis_points, int) or not 0 < partner_basis_points < 10_000:
+            raise errors.InvalidInput(
+                "The partner's share must be between 1 and 9999 basis points.",
+                code="invalid_partner_share",
+            )
+    else:
+        partner_basis_points = None
     if organization is not None and not organization.is_member(user):
         raise errors.Forbidden(
             "You can only bid for an organization you belong to.", code="not_a_member"
         )
     with transaction.atomic():
         task = lock_task(task_id)
-        if task.customer_id == user.pk:
+        if task.customer_id in (user.pk, getattr(partner, "pk", None)):
             raise errors.Forbidden("You cannot bid on your own task.", code="own_task")
         if task.status not in (TaskStatus.CREATED, TaskStatus.BIDDING):
             raise errors.Conflict("This task no longer takes bids.", code="bidding_closed")
@@ -167,6 +192,9 @@ def place_bid(
             currency=currency,
             message=message[:300],
             placed_by=user,
+            milestones=milestone_rows,
+            partner_user=partner,
+            partner_basis_points=partner_basis_points,
             **doer,
         )
         if can_proceed(task.open_bidding):
@@ -179,6 +207,23 @@ def place_bid(
             task=task,
         )
     return bid
+
+
+def _milestone_rows(
+    milestones: list[tuple[str, int]], amount: int, currency: str
+) -> list[dict[str, Any]]:
+    """The bid's milestones as stored; refused unless they add up to the bid."""
+    rows = []
+    for name, part in milestones:
+        name = (name or "").strip()
+        if not name:
+            raise errors.InvalidInput("Every milestone needs a name.", code="invalid_milestone")
+        rows.append({"name": name[:80], "amount": check_bid_amount(part, currency)})
+    if rows and sum(row["amount"] for row in rows) != amount:
+        raise errors.InvalidInput(
+            "The milestones must add up to the bid's amount.", code="milestones_mismatch"
+        )
+    return rows
 
 
 def check_bid_amount(amount: Any, currency: str) -> int:
@@ -208,12 +253,14 @@ def visible_bids(task: Task, user: Any) -> Any:
     member of an organization its organization's bid. Others see none: what
     competitors offered is the customer's business.
     """
-    bids = task.bids.select_related("doer_user", "doer_organization", "placed_by")
+    bids = task.bids.select_related("doer_user", "doer_organization", "placed_by", "partner_user")
     if not getattr(user, "is_authenticated", False):
         return bids.none()
     if task.customer_id == user.pk or (user.is_staff and user.is_active):
         return bids
-    return bids.filter(Q(doer_user=user) | Q(doer_organization__memberships__user=user)).distinct()
+    return bids.filter(
+        Q(doer_user=user) | Q(partner_user=user) | Q(doer_organization__memberships__user=user)
+    ).distinct()
 
 
 class DoerNotReady(errors.AccountNotReady):
@@ -388,6 +435,27 @@ def complete_task(task_id: Any, user: Any) -> Task:
         raise errors.Conflict("This task has no payment to release.", code="no_payment")
     payment_services.release_payment(payment.pk, user)
     return mark_completed(task.pk)
+
+
+def release_milestone(task_id: Any, user: Any, milestone_id: Any) -> Any:
+    """The customer approves one milestone: its part goes to the payee(s).
+
+    The package checks that the milestone belongs to the payment and that
+    ``user`` may release it; once the last milestone is released the task is
+    completed.
+    """
+    task = get_task(task_id)
+    if task.customer_id != user.pk and not user.is_staff:
+        raise errors.Forbidden(
+            "Only the task's customer can release a milestone.", code="not_customer"
+        )
+    payment = current_payment(task)
+    if payment is None:
+        raise errors.Conflict("This task has no payment to release.", code="no_payment")
+    payment = payment_services.release_payment(payment.pk, user, milestone_id=milestone_id)
+    if payment.status == PaymentStatus.RELEASED:
+        mark_completed(task.pk)
+    return payment
 
 
 def mark_completed(task_id: Any) -> Task:

@@ -15,6 +15,11 @@ urlpatterns = [
     path("tasks/<int:pk>/pay/", views.task_pay, name="task-pay"),
     path("tasks/<int:pk>/pay/return/", views.task_pay_return, name="task-pay-return"),
     path("tasks/<int:pk>/complete/", views.task_complete, name="task-complete"),
+    path(
+        "tasks/<int:pk>/milestones/<int:milestone_id>/release/",
+        views.task_release_milestone,
+        name="task-release-milestone",
+    ),
     path("tasks/<int:pk>/refund/", views.task_refund, name="task-refund"),
     path("tasks/<int:pk>/cancel/", views.task_cancel, name="task-cancel"),
     path("tasks/<int:task_id>/simulate-dispute/", simulated_views.dispute, name="task-dispute"),

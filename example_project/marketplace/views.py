@@ -145,11 +145,22 @@ def task_new(request: HttpRequest) -> HttpResponse:
     return render(request, "marketplace/task_new.html", {"form": form})
 
 
-def _payment_context(payment: Any) -> dict[str, Any] | None:
+def _payment_context(payment: Any, bid: Bid | None = None) -> dict[str, Any] | None:
     if payment is None:
         return None
     data = serialize_payment(payment)
     data["is_held"] = payment.status in (PaymentStatus.HELD, PaymentStatus.RELEASING)
+    # The API names payees by id; the page shows who they are.
+    names: dict[tuple[str, str], Any] = {}
+    if bid is not None:
+        if bid.doer_user_id is not None:
+            names["user", str(bid.doer_user_id)] = bid.doer_user
+        else:
+            names["organization", str(bid.doer_organization_id)] = bid.doer_organization
+        if bid.partner_user_id is not None:
+            names["user", str(bid.partner_user_id)] = bid.partner_user
+    for payee in data["payees"]:
+        payee["name"] = names.get((payee["type"], payee["party_id"]), payee["party_id"])
     return data
 
 
@@ -202,7 +213,7 @@ def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "is_customer": is_customer,
         "is_doer": is_doer,
         "is_payee_admin": payee_admin or (user.is_authenticated and user.is_staff),
-        "payment": _payment_context(payment),
+        "payment": _payment_context(payment, accepted),
         "payment_obj": payment,
         "can_bid": can_bid,
         "bid_form": bid_form,
@@ -378,6 +389,19 @@ def task_complete(request: HttpRequest, pk: int) -> HttpResponse:
         _fail(request, exc)
     else:
         messages.success(request, "Work confirmed: the payment was released to the doer.")
+    return redirect("task-detail", pk=pk)
+
+
+@login_required
+@require_POST
+def task_release_milestone(request: HttpRequest, pk: int, milestone_id: int) -> HttpResponse:
+    """The customer releases one milestone (the package's release, by milestone id)."""
+    try:
+        services.release_milestone(pk, request.user, milestone_id)
+    except errors.ServiceError as exc:
+        _fail(request, exc)
+    else:
+        messages.success(request, "Milestone released: its part was sent to the doer(s).")
     return redirect("task-detail", pk=pk)
 
 

@@ -12,3 +12,12 @@ def money(amount: int, currency: str) -> str:
         return format_money(int(amount), currency)
     except (TypeError, ValueError):
         return ""
+
+
+@register.filter
+def percent_of_basis_points(basis_points: int) -> str:
+    """``{{ 6000|percent_of_basis_points }}``: a payee's share as "60 %" (10000 = 100 %)."""
+    try:
+        return f"{int(basis_points) / 100:g} %"
+    except (TypeError, ValueError):
+        return ""

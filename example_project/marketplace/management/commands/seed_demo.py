@@ -28,6 +28,11 @@ from ...simulated_state import simulated_session, state_file
 
 ORGANIZATION = "Acme Studio"
 
+MILESTONE_TASK = "Build a small online shop"
+#: Dana Doer and Pia Partner bid as a team: Pia gets 40 % of each release's net.
+TEAM_PARTNER_BASIS_POINTS = 4_000
+MILESTONES = (("Design", 6_000), ("Build", 9_000), ("Launch", 5_000))
+
 #: (title, description, how far it goes, who does it)
 TASKS = (
     (
@@ -50,6 +55,12 @@ TASKS = (
     ),
     ("Translate a brochure into Spanish", "Four pages, marketing tone.", "in_progress", "org"),
     ("Photograph 20 products", "White background, square crops.", "completed", "doer"),
+    (
+        MILESTONE_TASK,
+        "Design, build and launch; paid milestone by milestone.",
+        "in_progress",
+        "team",
+    ),
 )
 
 
@@ -109,6 +120,7 @@ class Command(BaseCommand):
         if settings.SIMULATED_STRIPE:
             self._check_simulated_state()
             self._verified_account(owner_user=people["doer"], business_type="individual")
+            self._verified_account(owner_user=people["partner"], business_type="individual")
             self._verified_account(owner_organization=acme, business_type="company")
         else:
             self.stdout.write(
@@ -162,6 +174,20 @@ class Command(BaseCommand):
         self, task: Task, target: str, doer: str | None, people: dict[str, Any], acme: Any
     ) -> None:
         if target == "created":
+            return
+        if doer == "team":
+            bid = services.place_bid(
+                task.pk,
+                people["doer"],
+                amount=sum(amount for _, amount in MILESTONES),
+                currency="usd",
+                message="Pia and I, in three milestones.",
+                milestones=list(MILESTONES),
+                partner=people["partner"],
+                partner_basis_points=TEAM_PARTNER_BASIS_POINTS,
+            )
+            services.accept_bid(bid.pk, task.customer)
+            services.pay_with_simulated_card(task.pk, task.customer, "success")
             return
         services.place_bid(
             task.pk, people["newbie"], amount=9500, currency="usd", message="I can start today."
