@@ -268,6 +268,39 @@ class TestMilestones:
         assert response.status_code == 200, response.content
         assert response.json()["milestones"][0]["status"] == "delivered"
 
+    def test_refunding_all_held_money_refunds_the_held_milestones(self, market, sim_stripe):
+        payment = held(market, milestones=three_milestones())
+        design = payment.milestones.order_by("position").first()
+        release(market, payment, milestone_id=design.pk)
+        response = market.post(
+            market.staff, "payment-refund", {"amount": 8_000}, payment_id=payment.pk
+        )
+        assert response.status_code == 200, response.content
+        body = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert [m["status"] for m in body["milestones"]] == ["released", "refunded", "refunded"]
+        # Released, then the rest refunded: nothing left to release.
+        assert body["status"] == "partially_refunded"
+        assert body["amount_held"] == 0
+        assert body["amount_released"] == 2_000
+        # Releasing it again is the idempotent answer of a released payment.
+        assert release(market, payment).status_code == 200
+        assert len(transfers_in_stripe(sim_stripe, payment)) == 1
+
+    def test_a_partial_refund_of_held_money_refunds_the_latest_milestones(self, market):
+        payment = held(market, milestones=three_milestones())
+        response = market.post(
+            market.staff, "payment-refund", {"amount": 4_000}, payment_id=payment.pk
+        )
+        assert response.status_code == 200, response.content
+        body = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        # Launch (3,000) is wholly refunded; Build keeps what is left of it.
+        assert [m["status"] for m in body["milestones"]] == ["held", "held", "refunded"]
+        assert body["status"] == "held"
+        final = release(market, payment).json()
+        assert final["status"] == "released"
+        assert [m["status"] for m in final["milestones"]] == ["released", "released", "refunded"]
+        assert final["amount_released"] == 6_000
+
 
 # --------------------------------------------------------------------------
 # Partial amounts on a one-payee payment
