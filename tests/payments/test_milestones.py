@@ -329,6 +329,12 @@ class TestPartialAmounts:
         payment = held(market)
         assert release(market, payment, amount=1, milestone_id=1).status_code == 400
 
+    def test_the_doer_earns_what_a_partial_release_paid_out(self, market):
+        payment = held(market)
+        release(market, payment, amount=4_000)
+        body = market.get(market.doer, "dashboard-task-doer").json()
+        assert body["earnings"] == [{"currency": "usd", "amount": 3_600, "formatted": "36.00 USD"}]
+
     def test_refund_within_held_touches_no_transfer(self, market, sim_stripe):
         payment = held(market)
         release(market, payment, amount=4_000)
@@ -380,6 +386,22 @@ class TestSplit:
             ["created"],
             ["created"],
         ]
+
+    def test_each_payee_earns_its_own_transfers_released_so_far(self, market, partner):
+        payment = held(market, payees=team(market, partner))
+        body = release(market, payment, amount=4_000).json()
+        assert body["status"] == "partially_released"
+
+        def earned(user: Any) -> list[int]:
+            response = market.get(user, "dashboard-task-doer")
+            return [row["amount"] for row in response.json()["earnings"]]
+
+        # 4,000 less the 10 % fee, shared 60/40: paid out, though more is held.
+        assert earned(market.doer) == [2_160]
+        assert earned(partner) == [1_440]
+        release(market, payment)
+        assert earned(market.doer) == [5_400]
+        assert earned(partner) == [3_600]
 
     def test_the_second_payee_sees_the_payment(self, market, partner):
         payment = held(market, payees=team(market, partner))
