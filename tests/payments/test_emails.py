@@ -238,3 +238,20 @@ def test_a_released_milestone_is_emailed_with_what_was_sent(market, sim_stripe, 
     assert "Milestone amount:  20.00 USD" in message.body
     assert "Sent to a doer:    18.00 USD" in message.body
     assert sorted(message.to) == sorted([market.customer.email, market.doer.email])
+
+
+@pytest.mark.parametrize(
+    ("event", "german"),
+    [
+        ("milestone_released", "Meilenstein „Design <v1>“ für „Logo <design> for Bloom & Co“"),
+        ("payee_transfer_failed", "Transfer an einen Zahlungsempfänger"),
+        ("tip_paid", "Trinkgeld von 5.00 EUR"),
+        ("tip_transfer_failed", "Das Trinkgeld für"),
+    ],
+)
+def test_the_split_and_tip_emails_are_translated(event, german):
+    with translation.override("de"):
+        subject = render_to_string(f"escrow_connect/email/{event}_subject.txt", context())
+        body = render_to_string(f"escrow_connect/email/{event}.txt", context())
+    assert german in subject
+    assert "Hallo" in body
