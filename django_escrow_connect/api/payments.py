@@ -46,6 +46,7 @@ from ..services import books, errors
 from ..services import payments as payment_services
 from ..services import releases as release_services
 from ..states import PaymentStatus as S
+from ..states import TransferStatus
 from .errors import EscrowAPIView
 from .schema import OpenApiParameter, extend_schema, view_schema
 from .serializers import (
@@ -73,8 +74,15 @@ __all__ = [
     "visible_payments",
 ]
 
-#: Where earnings come from: money that reached the doer and stayed there.
-EARNING_STATES = (S.RELEASED, S.PARTIALLY_REFUNDED)
+#: Where earnings come from: money that reached the doer and stayed there
+#: (a payment released in parts has paid out its releases so far).
+EARNING_STATES = (S.RELEASED, S.PARTIALLY_RELEASED, S.PARTIALLY_REFUNDED)
+#: A payee's transfers that reached its account (a reversal is subtracted).
+PAID_TRANSFER_STATES = (
+    TransferStatus.CREATED,
+    TransferStatus.PARTIALLY_REVERSED,
+    TransferStatus.REVERSED,
+)
 #: Money the customer was charged (or has authorised) and did not get back.
 SPENDING_STATES = (
     S.HELD,
@@ -189,6 +197,39 @@ def administered_organization(user: Any, organization_id: Any) -> Any:
     ):
         raise errors.NotFound(_("No such organization."))
     return organization
+
+
+def earnings_totals(payee_filter: Q, payee_row_filter: Q) -> list[dict[str, Any]]:
+    """What a payee earned, per currency, in two queries whatever the data.
+
+    A payment released in parts (milestones, amounts, several payees) pays each
+    payee by its own transfers, so the payee's earnings are those transfers
+    less their reversals: a secondary payee earns its share, the first payee
+    not the others'. A payment released at once counts its one transfer
+    (``amount_transferred``, which is net of a destination charge's fee).
+    """
+    whole = money_totals(
+        _payment_model().objects.filter(
+            payee_filter, status__in=EARNING_STATES, released_in_parts=False
+        ),
+        F("amount_transferred") - F("amount_reversed"),
+    )
+    in_parts = money_totals(
+        swappable.load("Transfer").objects.filter(
+            payee_row_filter,
+            status__in=PAID_TRANSFER_STATES,
+            payment__released_in_parts=True,
+            payment__status__in=EARNING_STATES,
+        ),
+        F("amount") - F("amount_reversed"),
+    )
+    totals: dict[str, int] = {}
+    for row in (*whole, *in_parts):
+        totals[row["currency"]] = totals.get(row["currency"], 0) + row["amount"]
+    return [
+        {"currency": currency, "amount": amount, "formatted": format_money(amount, currency)}
+        for currency, amount in sorted(totals.items())
+    ]
 
 
 def money_totals(queryset: Any, expression: Any) -> list[dict[str, Any]]:
@@ -825,20 +866,21 @@ class TaskDoerDashboardView(PaymentAPIView):
             payee = {"type": "organization", "id": str(organization.pk)}
             payments = _payment_model().objects.filter(payee_organization=organization)
             account = Account.objects.filter(owner_organization=organization).first()
+            earnings = earnings_totals(
+                Q(payee_organization=organization), Q(payee__organization=organization)
+            )
         else:
             payee = {"type": "user", "id": str(user.pk)}
             payments = _payment_model().objects.filter(payee_user=user)
             account = Account.objects.filter(owner_user=user).first()
+            earnings = earnings_totals(Q(payee_user=user), Q(payee__user=user))
         latest = with_details(payments.order_by("-created_at", "-pk"))[:limit]
         return Response(
             {
                 "payee": payee,
                 "account": serialize_account(account),
                 "payments": serialize_payments(latest),
-                "earnings": money_totals(
-                    payments.filter(status__in=EARNING_STATES),
-                    F("amount_transferred") - F("amount_reversed"),
-                ),
+                "earnings": earnings,
                 "in_escrow": money_totals(
                     payments.filter(status__in=ESCROW_STATES),
                     F("amount") - F("amount_refunded") - F("platform_fee"),

@@ -26,6 +26,7 @@ from ..notifications import notify
 from ..states import (
     UNRESOLVED_OPERATION_STATES,
     IncidentKind,
+    MilestoneStatus,
     MoneyOperationKind,
     RefundStatus,
     ReleaseStatus,
@@ -441,6 +442,7 @@ def refund_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str = 
         return refund
     if can_proceed(payment.refund):
         payment.refund(refund.amount)
+        mark_refunded_milestones(payment)
         if operation.request.get("reverse_transfer"):
             _book_destination_reversal(payment)
         payment.save()
@@ -448,6 +450,33 @@ def refund_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str = 
         log_payment(payment, "payment refunded: %s", refund.amount)
         notify("payment_refunded", payment=payment, refund=refund)
     return refund
+
+
+def mark_refunded_milestones(payment: Any) -> list[Any]:
+    """Mark ``refunded`` the still-held milestones a refund left without money.
+
+    Call after ``payment.refund()``. A refund takes held money first, and the
+    held money is the milestones' not yet released (those with no release), so
+    what they add up to beyond ``amount_held`` was refunded: the latest ones
+    that fit wholly in that shortfall become ``refunded`` (all of them once
+    nothing is held). A milestone only partly refunded stays held; its release
+    sends what is left of it (a release never takes more than is held).
+    """
+    still_held = list(
+        payment.milestones.filter(
+            status__in=[MilestoneStatus.HELD, MilestoneStatus.DELIVERED], releases__isnull=True
+        ).order_by("-position")
+    )
+    shortfall = sum(m.amount for m in still_held) - payment.amount_held
+    refunded = []
+    for milestone in still_held:
+        if shortfall <= 0 or milestone.amount > shortfall:
+            break
+        milestone.mark_refunded()
+        milestone.save()
+        shortfall -= milestone.amount
+        refunded.append(milestone)
+    return refunded
 
 
 def _book_destination_reversal(payment: Any) -> None:
@@ -807,6 +836,7 @@ __all__ = [
     "execute",
     "finish_release",
     "lookup",
+    "mark_refunded_milestones",
     "payment_fully_released",
     "split_transfer_made",
 ]

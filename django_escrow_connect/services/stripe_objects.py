@@ -284,6 +284,7 @@ def _record_outside_refund(payment: Any, snapshot: RefundSnapshot, *, event_id: 
 
 def _count_refund(payment: Any, refund: Any, *, event_id: str) -> None:
     payment.refund(refund.amount)
+    outcomes.mark_refunded_milestones(payment)
     payment.save()
     sync_task_status(payment)
     _log("payment refunded: %s", refund.amount, payment=payment, event_id=event_id)

@@ -33,6 +33,10 @@ MAIN_EVENTS = {
     "dispute_closed",
     "transfer_failed",
     "refund_failed",
+    "milestone_released",
+    "payee_transfer_failed",
+    "tip_paid",
+    "tip_transfer_failed",
 }
 
 
@@ -74,6 +78,11 @@ def context():
         "incident": SimpleNamespace(code="balance_insufficient"),
         "account": SimpleNamespace(stripe_account_id="acct_1QzR8tQm5HwJ3uVe"),
         "payout": SimpleNamespace(amount=9_000, currency="eur", failure_message="Account closed."),
+        "milestone": SimpleNamespace(name="Design <v1>", amount=2_000, currency="eur"),
+        "transfers": [SimpleNamespace(amount=1_800, currency="eur")],
+        "transfer": SimpleNamespace(amount=1_080, currency="eur", failure_code="account_closed"),
+        "payee": SimpleNamespace(user=None),
+        "tip": SimpleNamespace(amount=500, currency="eur", platform_fee=50),
     }
 
 
@@ -90,7 +99,7 @@ def test_each_template_renders_plain_text(event):
         assert "&lt;" not in text
         assert "secret" not in text
         assert "{{" not in text
-    if event.startswith(("payment", "dispute", "transfer", "refund")):
+    if event.startswith(("payment", "dispute", "transfer", "refund", "milestone", "payee", "tip")):
         assert "Bloom & Co" in subject + body
         assert "EUR" in subject + body
 
@@ -201,3 +210,48 @@ def test_a_subclass_choosing_addresses_still_gets_one_email(market, sim_stripe, 
 class FixedAddressBackend(EmailBackend):
     def recipients(self, event, /, **kwargs):
         return ["ops@example.com"]
+
+
+def test_a_released_milestone_is_emailed_with_what_was_sent(market, sim_stripe, settings):
+    from .test_milestones import EXTRA, held, three_milestones
+
+    configure(
+        settings,
+        NOTIFICATION_BACKENDS=["django_escrow_connect.notifications.backends.EmailBackend"],
+        ESCROW_STRATEGY="separate_charges_and_transfers",
+        PAYMENT_TERMS="tests.payments.test_milestones.split_terms",
+        PLATFORM_FEE_BASIS_POINTS=1000,
+    )
+    EXTRA.clear()
+    try:
+        payment = held(market, milestones=three_milestones())
+    finally:
+        EXTRA.clear()
+    design = payment.milestones.order_by("position").first()
+    mail.outbox.clear()
+    response = market.post(
+        market.customer, "payment-release", {"milestone_id": design.pk}, payment_id=payment.pk
+    )
+    assert response.status_code == 200, response.content
+    (message,) = [m for m in mail.outbox if "Milestone" in m.subject]
+    assert message.subject.startswith('Milestone "Design" released')
+    assert "Milestone amount:  20.00 USD" in message.body
+    assert "Sent to a doer:    18.00 USD" in message.body
+    assert sorted(message.to) == sorted([market.customer.email, market.doer.email])
+
+
+@pytest.mark.parametrize(
+    ("event", "german"),
+    [
+        ("milestone_released", "Meilenstein „Design <v1>“ für „Logo <design> for Bloom & Co“"),
+        ("payee_transfer_failed", "Transfer an einen Zahlungsempfänger"),
+        ("tip_paid", "Trinkgeld von 5.00 EUR"),
+        ("tip_transfer_failed", "Das Trinkgeld für"),
+    ],
+)
+def test_the_split_and_tip_emails_are_translated(event, german):
+    with translation.override("de"):
+        subject = render_to_string(f"escrow_connect/email/{event}_subject.txt", context())
+        body = render_to_string(f"escrow_connect/email/{event}.txt", context())
+    assert german in subject
+    assert "Hallo" in body

@@ -268,6 +268,39 @@ class TestMilestones:
         assert response.status_code == 200, response.content
         assert response.json()["milestones"][0]["status"] == "delivered"
 
+    def test_refunding_all_held_money_refunds_the_held_milestones(self, market, sim_stripe):
+        payment = held(market, milestones=three_milestones())
+        design = payment.milestones.order_by("position").first()
+        release(market, payment, milestone_id=design.pk)
+        response = market.post(
+            market.staff, "payment-refund", {"amount": 8_000}, payment_id=payment.pk
+        )
+        assert response.status_code == 200, response.content
+        body = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert [m["status"] for m in body["milestones"]] == ["released", "refunded", "refunded"]
+        # Released, then the rest refunded: nothing left to release.
+        assert body["status"] == "partially_refunded"
+        assert body["amount_held"] == 0
+        assert body["amount_released"] == 2_000
+        # Releasing it again is the idempotent answer of a released payment.
+        assert release(market, payment).status_code == 200
+        assert len(transfers_in_stripe(sim_stripe, payment)) == 1
+
+    def test_a_partial_refund_of_held_money_refunds_the_latest_milestones(self, market):
+        payment = held(market, milestones=three_milestones())
+        response = market.post(
+            market.staff, "payment-refund", {"amount": 4_000}, payment_id=payment.pk
+        )
+        assert response.status_code == 200, response.content
+        body = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        # Launch (3,000) is wholly refunded; Build keeps what is left of it.
+        assert [m["status"] for m in body["milestones"]] == ["held", "held", "refunded"]
+        assert body["status"] == "held"
+        final = release(market, payment).json()
+        assert final["status"] == "released"
+        assert [m["status"] for m in final["milestones"]] == ["released", "released", "refunded"]
+        assert final["amount_released"] == 6_000
+
 
 # --------------------------------------------------------------------------
 # Partial amounts on a one-payee payment
@@ -295,6 +328,12 @@ class TestPartialAmounts:
     def test_milestone_and_amount_together_are_400(self, market):
         payment = held(market)
         assert release(market, payment, amount=1, milestone_id=1).status_code == 400
+
+    def test_the_doer_earns_what_a_partial_release_paid_out(self, market):
+        payment = held(market)
+        release(market, payment, amount=4_000)
+        body = market.get(market.doer, "dashboard-task-doer").json()
+        assert body["earnings"] == [{"currency": "usd", "amount": 3_600, "formatted": "36.00 USD"}]
 
     def test_refund_within_held_touches_no_transfer(self, market, sim_stripe):
         payment = held(market)
@@ -347,6 +386,22 @@ class TestSplit:
             ["created"],
             ["created"],
         ]
+
+    def test_each_payee_earns_its_own_transfers_released_so_far(self, market, partner):
+        payment = held(market, payees=team(market, partner))
+        body = release(market, payment, amount=4_000).json()
+        assert body["status"] == "partially_released"
+
+        def earned(user: Any) -> list[int]:
+            response = market.get(user, "dashboard-task-doer")
+            return [row["amount"] for row in response.json()["earnings"]]
+
+        # 4,000 less the 10 % fee, shared 60/40: paid out, though more is held.
+        assert earned(market.doer) == [2_160]
+        assert earned(partner) == [1_440]
+        release(market, payment)
+        assert earned(market.doer) == [5_400]
+        assert earned(partner) == [3_600]
 
     def test_the_second_payee_sees_the_payment(self, market, partner):
         payment = held(market, payees=team(market, partner))

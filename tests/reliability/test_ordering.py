@@ -91,6 +91,8 @@ DOCUMENTED_RETURNS = {
     ("refunded", "partially_refunded"),
     ("partially_refunded", "released"),
     ("refunded", "partially_released"),  # refund_failed of a payment released in parts
+    # refund_failed of a payment released in parts whose held rest was refunded
+    ("partially_refunded", "partially_released"),
 }
 
 #: open_dispute's sources: a dispute can open whenever the money was captured.

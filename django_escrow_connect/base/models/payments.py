@@ -394,7 +394,9 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
             self.refunded_at = timezone.now()
             return S.REFUNDED
         if self.status == S.PARTIALLY_RELEASED:
-            return S.PARTIALLY_RELEASED
+            # Released in parts and the rest refunded: nothing is left to
+            # release, so it ends as a released payment partly refunded.
+            return S.PARTIALLY_RELEASED if self.amount_held else S.PARTIALLY_REFUNDED
         return S.PARTIALLY_REFUNDED if was_released else S.HELD
 
     @transition(
