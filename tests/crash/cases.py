@@ -91,7 +91,8 @@ class MoneyCall:
     method: str
     strategy: str
     #: the payment's state before the call: "task" (none yet), "held", "released";
-    #: "held-milestones" (three milestones), "held-split" (two payees)
+    #: "held-milestones" (three milestones), "held-split" (two payees),
+    #: "released-split" (two payees, both paid)
     start: str
     send: Callable[..., Answer]
     #: the refund or cancel the other party attempts afterwards ("F")
@@ -146,6 +147,12 @@ CALLS = [
         send_refund,
         done=frozenset({"released"}), after_other=frozenset({"refunded"}), skip=1,
     ),
+    # A refund of a released split payment killed in the second payee's reversal.
+    MoneyCall(
+        "refund-split-second-reversal", "create_transfer_reversal", SCT, "released-split",
+        send_refund, send_cancel,
+        done=frozenset({"refunded"}), after_other=frozenset({"released", "refunded"}), skip=1,
+    ),
 ]  # fmt: skip
 BY_NAME = {call.name: call for call in CALLS}
 CRASH_POINTS = ("before", "after")
@@ -172,6 +179,14 @@ def set_up(world: World, call: MoneyCall) -> Scene:
         return Scene(task=world.task())
     if call.start in ("held-milestones", "held-split"):
         payment = held_in_parts(world, call.start)
+        return Scene(task=payment.task, payment=payment)
+    if call.start == "released-split":
+        payment = held_in_parts(world, "held-split")
+        answer = world.api(world.market.customer, "payment-confirm", payment.pk)
+        assert answer.status == 200, answer
+        world.deliver_in_process()
+        payment = world.payment(payment.pk)
+        assert payment.status == "released", payment.status
         return Scene(task=payment.task, payment=payment)
     payment = world.held_payment() if call.start == "held" else world.released_payment()
     return Scene(task=payment.task, payment=payment)
