@@ -424,6 +424,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="escrow_connect.E096",
             )
         )
+    requeue_after = raw("WEBHOOK_REQUEUE_AFTER_MINUTES")
+    if not isinstance(requeue_after, int) or isinstance(requeue_after, bool) or requeue_after < 1:
+        errors.append(
+            Error(
+                f"{_key('WEBHOOK_REQUEUE_AFTER_MINUTES')} must be an int of at least 1 (minutes).",
+                hint="Longer than your task queue's usual wait; 15 by default.",
+                id="escrow_connect.E115",
+            )
+        )
     if raw("ESCROW_STRATEGY") not in ESCROW_STRATEGIES:
         errors.append(
             Error(

@@ -93,6 +93,9 @@ DEFAULTS: dict[str, Any] = {
     # task backend that can defer (django-tasks-db, the Celery adapter).
     "WEBHOOK_TASK_MAX_ATTEMPTS": 5,
     "WEBHOOK_TASK_RETRY_DELAY": 30,
+    # Task mode: escrow_requeue_stuck_events enqueues again the events still
+    # ``received`` this many minutes after they arrived (a lost queue message).
+    "WEBHOOK_REQUEUE_AFTER_MINUTES": 15,
     "WEBHOOK_PAYLOAD_RETENTION_DAYS": 90,
     # The API version your webhook endpoints are set to in the Stripe
     # dashboard, when it is not STRIPE_API_VERSION (empty: it is). A system

@@ -29,7 +29,12 @@ from .services.changes import Change
 from .services.reconcile import DEFAULT_OLDER_THAN_MINUTES, reconcile
 from .services.schedules import auto_release, capture_expiry
 from .states import AccountStatus
-from .webhooks.operations import fetch_missed_events, purge_payloads, retry_deferred_events
+from .webhooks.operations import (
+    fetch_missed_events,
+    purge_payloads,
+    requeue_stuck_events,
+    retry_deferred_events,
+)
 
 __all__ = [
     "PeriodicJobFailed",
@@ -39,6 +44,7 @@ __all__ = [
     "fetch_missed_events_task",
     "purge_event_payloads_task",
     "reconcile_task",
+    "requeue_stuck_events_task",
 ]
 
 
@@ -125,3 +131,16 @@ def fetch_missed_events_task(since: str = "1d", all_accounts: bool = True) -> di
 def purge_event_payloads_task(days: int | None = None) -> dict[str, Any]:
     """``escrow_purge_event_payloads``: null settled events' payloads past the retention."""
     return {"purged": purge_payloads(days), "errors": []}
+
+
+@task()
+def requeue_stuck_events_task(older_than_minutes: int | None = None) -> dict[str, Any]:
+    """``escrow_requeue_stuck_events``: enqueue again events a worker never took.
+
+    ``{"enabled": False}`` unless ``WEBHOOK_PROCESSING`` is ``"task"``.
+    """
+    older_than = None if older_than_minutes is None else timedelta(minutes=older_than_minutes)
+    ids = requeue_stuck_events(older_than)
+    if ids is None:
+        return {"enabled": False, "requeued": [], "errors": []}
+    return {"enabled": True, "requeued": ids, "errors": []}

@@ -31,7 +31,8 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
-from django.db.models import F, Prefetch, Q, QuerySet, Sum
+from django.db.models import F, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils.translation import gettext as _
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
@@ -197,6 +198,30 @@ def administered_organization(user: Any, organization_id: Any) -> Any:
     ):
         raise errors.NotFound(_("No such organization."))
     return organization
+
+
+#: What a payment still holds (``amount_held``): a payment released in parts
+#: (``partially_released``) no longer holds what its releases took.
+HELD = F("amount") - F("amount_released") - F("amount_refunded")
+
+
+def held_net_of_fee() -> Any:
+    """The payee's share of what a payment holds, as a database expression.
+
+    ``platform_fee`` is the fee the releases took plus the fee on what is
+    held, so the releases' own fees are added back. A subquery inside the one
+    aggregate keeps the dashboard's query count the same whatever the tables
+    hold.
+    """
+    taken_by_releases = (
+        swappable.load("EscrowRelease")
+        .objects.filter(payment=OuterRef("pk"))
+        .order_by()
+        .values("payment")
+        .annotate(taken=Sum("platform_fee"))
+        .values("taken")
+    )
+    return HELD - F("platform_fee") + Coalesce(Subquery(taken_by_releases), Value(0))
 
 
 def earnings_totals(payee_filter: Q, payee_row_filter: Q) -> list[dict[str, Any]]:
@@ -882,8 +907,7 @@ class TaskDoerDashboardView(PaymentAPIView):
                 "payments": serialize_payments(latest),
                 "earnings": earnings,
                 "in_escrow": money_totals(
-                    payments.filter(status__in=ESCROW_STATES),
-                    F("amount") - F("amount_refunded") - F("platform_fee"),
+                    payments.filter(status__in=ESCROW_STATES), held_net_of_fee()
                 ),
             }
         )
@@ -907,8 +931,6 @@ class CustomerDashboardView(PaymentAPIView):
                 "spent": money_totals(
                     payments.filter(status__in=SPENDING_STATES), F("amount") - F("amount_refunded")
                 ),
-                "in_escrow": money_totals(
-                    payments.filter(status__in=ESCROW_STATES), F("amount") - F("amount_refunded")
-                ),
+                "in_escrow": money_totals(payments.filter(status__in=ESCROW_STATES), HELD),
             }
         )

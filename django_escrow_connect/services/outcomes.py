@@ -77,6 +77,38 @@ def _row(name: str, operation: Any) -> Any:
     return model(name).objects.filter(idempotency_key=operation.idempotency_key).first()
 
 
+def _release_transfer_failed(operation: Any, code: str, message: str) -> Any:
+    """The release's Transfer row (if it made one), failed while still pending."""
+    transfer = _row("Transfer", operation) if operation.kind == K.TRANSFER else None
+    if transfer is not None and transfer.status == TransferStatus.PENDING:
+        transfer.mark_failed(code=code, message=message)
+        transfer.save()
+    return transfer
+
+
+def _reversal_failed(operation: Any, code: str, message: str) -> None:
+    reversal = _row("TransferReversal", operation)
+    if reversal is not None and can_proceed(reversal.mark_failed):
+        reversal.mark_failed(code=code, message=message)
+        reversal.save()
+
+
+def _transfer_incident(
+    payment: Any, exc: GatewayError, *, destination_account_id: str, amount: int
+) -> Any:
+    """A refused transfer, for staff (the payment's, or one payee's)."""
+    return model("TransferIncident").objects.create(
+        payment=payment,
+        kind=IncidentKind.TRANSFER_FAILED,
+        code=exc.code or "",
+        message=exc.message,
+        stripe_request_id=exc.request_id or "",
+        destination_account_id=destination_account_id,
+        amount=amount,
+        currency=payment.currency,
+    )
+
+
 # --------------------------------------------------------------------------
 # PaymentIntent creation
 # --------------------------------------------------------------------------
@@ -225,22 +257,15 @@ def capture_done(payment: Any, operation: Any, intent: Any, *, event_id: str = "
 def release_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
     """A definite refusal: the money stays held; the next try gets a new key."""
     record_failed(operation, exc)
-    transfer = _row("Transfer", operation) if operation.kind == K.TRANSFER else None
-    if transfer is not None and transfer.status == TransferStatus.PENDING:
-        transfer.mark_failed(code=exc.code or "", message=exc.message)
-        transfer.save()
+    transfer = _release_transfer_failed(operation, exc.code or "", exc.message)
     if transfer is not None and transfer.release_id is not None:
         return _split_transfer_refused(payment, operation, transfer, exc)
     _release_undone(payment)
-    incident = model("TransferIncident").objects.create(
-        payment=payment,
-        kind=IncidentKind.TRANSFER_FAILED,
-        code=exc.code or "",
-        message=exc.message,
-        stripe_request_id=exc.request_id or "",
+    incident = _transfer_incident(
+        payment,
+        exc,
         destination_account_id=payment.destination_account_id,
         amount=operation.amount if operation.amount is not None else payment.amount,
-        currency=payment.currency,
     )
     log_payment(payment, "release failed: %s", exc.code or exc.message, level=logging.WARNING)
     notify("transfer_failed", payment=payment, incident=incident)
@@ -260,15 +285,8 @@ def _split_transfer_refused(
     """One payee's transfer refused: the others stand; this one is retryable alone."""
     payment.release_attempts += 1
     payment.save(update_fields=["release_attempts", "updated_at"])
-    incident = model("TransferIncident").objects.create(
-        payment=payment,
-        kind=IncidentKind.TRANSFER_FAILED,
-        code=exc.code or "",
-        message=exc.message,
-        stripe_request_id=exc.request_id or "",
-        destination_account_id=transfer.destination_account_id,
-        amount=transfer.amount,
-        currency=payment.currency,
+    incident = _transfer_incident(
+        payment, exc, destination_account_id=transfer.destination_account_id, amount=transfer.amount
     )
     log_payment(
         payment, "payee transfer refused: %s", exc.code or exc.message, level=logging.WARNING
@@ -289,10 +307,9 @@ def release_not_made(payment: Any, operation: Any) -> None:
     """Stripe has no transfer (or capture) for the operation and none can come."""
     operation.mark_failed("not_made", "Stripe has no record of this release.")
     operation.save()
-    transfer = _row("Transfer", operation) if operation.kind == K.TRANSFER else None
-    if transfer is not None and transfer.status == TransferStatus.PENDING:
-        transfer.mark_failed(code="not_made", message="Stripe has no record of this transfer.")
-        transfer.save()
+    transfer = _release_transfer_failed(
+        operation, "not_made", "Stripe has no record of this transfer."
+    )
     if transfer is not None and transfer.release_id is not None:
         # Still owed to that payee: the next release request sends it again.
         return
@@ -390,10 +407,7 @@ def begin_refund(payment: Any, amount: int, reason: str, user: Any, *, sent: boo
 
 def reversal_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
     record_failed(operation, exc)
-    reversal = _row("TransferReversal", operation)
-    if reversal is not None and can_proceed(reversal.mark_failed):
-        reversal.mark_failed(code=exc.code or "", message=exc.message)
-        reversal.save()
+    _reversal_failed(operation, exc.code or "", exc.message)
     incident = model("TransferIncident").objects.create(
         payment=payment,
         kind=IncidentKind.REVERSAL_FAILED,
@@ -416,10 +430,7 @@ def reversal_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.
 def reversal_not_made(payment: Any, operation: Any) -> None:
     operation.mark_failed("not_made", "Stripe has no record of this reversal.")
     operation.save()
-    reversal = _row("TransferReversal", operation)
-    if reversal is not None and can_proceed(reversal.mark_failed):
-        reversal.mark_failed(code="not_made", message="Stripe has no record of this reversal.")
-        reversal.save()
+    _reversal_failed(operation, "not_made", "Stripe has no record of this reversal.")
 
 
 # --------------------------------------------------------------------------

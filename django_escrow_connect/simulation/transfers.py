@@ -86,6 +86,7 @@ class SimulatedTransfers:
             account = s.account(destination, "destination")
             check_transfers_capability(self.store, account, "destination")
             check_same_region(self.store, account, "destination", recipient_ok=True)
+            # Funded from the platform's available balance, or from a charge.
             if source_transaction is None:
                 available = s.platform_available.get(currency, 0)
                 if amount > available:
@@ -98,41 +99,31 @@ class SimulatedTransfers:
                         code="balance_insufficient",
                         param="amount",
                     )
-                transfer = new_transfer(
-                    self.store,
-                    amount=amount,
-                    currency=currency,
-                    destination=destination,
-                    source_transaction=None,
-                    transfer_group=transfer_group or None,
-                    metadata=metadata,
-                )
-                s.emit("transfer.created", transfer)
-                return transfer
-            charge = s.get(s.charges, "charge", source_transaction, "source_transaction")
-            if charge["status"] != "succeeded" or not charge["captured"]:
-                raise s.error(
-                    InvalidRequest,
-                    f"The source_transaction {source_transaction} has not been captured; "
-                    "only a captured charge can fund a transfer.",
-                    param="source_transaction",
-                )
-            if charge["currency"] != currency:
-                raise s.error(
-                    InvalidRequest,
-                    f"The currency of the transfer ({currency}) must match the currency of "
-                    f"the source_transaction ({charge['currency']}).",
-                    param="currency",
-                )
-            available = source_available(self.store, charge)
-            if amount > available:
-                raise s.error(
-                    BalanceInsufficient,
-                    f"Insufficient funds: the transfer amount ({amount}) exceeds what the "
-                    f"source_transaction {source_transaction} can still cover ({available}).",
-                    code="balance_insufficient",
-                    param="amount",
-                )
+            else:
+                charge = s.get(s.charges, "charge", source_transaction, "source_transaction")
+                if charge["status"] != "succeeded" or not charge["captured"]:
+                    raise s.error(
+                        InvalidRequest,
+                        f"The source_transaction {source_transaction} has not been captured; "
+                        "only a captured charge can fund a transfer.",
+                        param="source_transaction",
+                    )
+                if charge["currency"] != currency:
+                    raise s.error(
+                        InvalidRequest,
+                        f"The currency of the transfer ({currency}) must match the currency "
+                        f"of the source_transaction ({charge['currency']}).",
+                        param="currency",
+                    )
+                available = source_available(self.store, charge)
+                if amount > available:
+                    raise s.error(
+                        BalanceInsufficient,
+                        f"Insufficient funds: the transfer amount ({amount}) exceeds what the "
+                        f"source_transaction {source_transaction} can still cover ({available}).",
+                        code="balance_insufficient",
+                        param="amount",
+                    )
             transfer = new_transfer(
                 self.store,
                 amount=amount,

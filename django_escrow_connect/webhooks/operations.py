@@ -1,8 +1,9 @@
-"""Operator actions on the event log: replay, catch up, purge.
+"""Operator actions on the event log: replay, catch up, re-enqueue, purge.
 
 The management commands (``escrow_replay_events``,
-``escrow_fetch_missed_events``, ``escrow_purge_event_payloads``) and the
-admin's replay action are thin wrappers around these functions.
+``escrow_fetch_missed_events``, ``escrow_requeue_stuck_events``,
+``escrow_purge_event_payloads``) and the admin's replay action are thin
+wrappers around these functions.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from .. import swappable
@@ -216,6 +218,63 @@ def _fetch(endpoint: str, created_gte: int, account: str | None) -> FetchResult:
         extra={"connected_account": account or "", "stripe_event_id": "", "payment_id": ""},
     )
     return result
+
+
+# --------------------------------------------------------------------------
+# Task mode: events whose queue message was lost
+# --------------------------------------------------------------------------
+
+
+def stuck_events(older_than: timedelta) -> Any:
+    """Events still ``received`` ``older_than`` after they arrived, oldest first."""
+    cutoff = timezone.now() - older_than
+    return (
+        pipeline.event_model()
+        .objects.filter(status=E.RECEIVED, received_at__lt=cutoff)
+        .order_by("received_at", "pk")
+    )
+
+
+def requeue_stuck_events(
+    older_than: timedelta | None = None, *, limit: int = 1000, dry_run: bool = False
+) -> list[str] | None:
+    """Enqueue again the events a worker never took; returns their Stripe ids.
+
+    Task mode only (``None`` otherwise: a request processes its own event,
+    and Stripe redelivers one whose request died). The request enqueues an
+    event once its row commits; a broker that loses that message (a Redis
+    restart without persistence, a purged queue) leaves the row ``received``
+    for ever. An event whose message is merely late in a long queue is
+    enqueued twice, which is harmless: the worker locks the row and
+    processes only an event still ``received`` (or failed), so the second
+    task finds it settled and does nothing. ``older_than`` (default
+    ``WEBHOOK_REQUEUE_AFTER_MINUTES``) should exceed the queue's usual wait.
+    """
+    if escrow_settings.WEBHOOK_PROCESSING != "task":
+        return None
+    if older_than is None:
+        older_than = timedelta(minutes=int(escrow_settings.WEBHOOK_REQUEUE_AFTER_MINUTES))
+    ids = [
+        str(i) for i in stuck_events(older_than).values_list("stripe_event_id", flat=True)[:limit]
+    ]
+    if dry_run or not ids:
+        return ids
+    try:
+        from .tasks import process_webhook_event
+    except ImportError as exc:  # the same message as dispatch's
+        raise ImproperlyConfigured(
+            'ESCROW_CONNECT["WEBHOOK_PROCESSING"] = "task" needs Django\'s tasks '
+            "framework: Django 6, or pip install django-tasks on Django 5.2."
+        ) from exc
+    for stripe_event_id in ids:
+        process_webhook_event.enqueue(stripe_event_id)
+    logger.warning(
+        "re-enqueued %d webhook events left received for more than %s (lost queue messages?)",
+        len(ids),
+        older_than,
+        extra={"connected_account": "", "stripe_event_id": "", "payment_id": ""},
+    )
+    return ids
 
 
 # --------------------------------------------------------------------------

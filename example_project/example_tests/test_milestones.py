@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.contrib.messages import get_messages
+from django.urls import reverse
 
 from django_escrow_connect.services import errors
 from django_escrow_connect.states import PaymentStatus
 from marketplace import services
-from marketplace.models import Task, TaskStatus
+from marketplace.models import Notification, Task, TaskStatus
 
 from .conftest import People, client_for, make_user, verify
 
@@ -126,3 +128,106 @@ def test_milestones_must_add_up_to_the_bid(people: People) -> None:
         services.place_bid(task.pk, people.doer, amount=20000, milestones=[("Design", 6000)])
 
     assert refused.value.code == "milestones_mismatch"
+
+
+# --------------------------------------------------------------------------
+# The bid form: milestones and a team partner, checked on the server
+# --------------------------------------------------------------------------
+
+
+def post_bid(client: Any, task: Task, **fields: str) -> list[str]:
+    """Post the task page's bid form; the flash messages it answered with."""
+    response = client.post(
+        reverse("task-bid", args=[task.pk]),
+        {"amount": "200.00", "currency": "usd", "bid_as": "me", **fields},
+    )
+    assert response.status_code == 302
+    return [str(message) for message in get_messages(response.wsgi_request)]
+
+
+FORM_MILESTONES = {
+    "milestone_1_name": "Design",
+    "milestone_1_amount": "60.00",
+    "milestone_2_name": "Build",
+    "milestone_2_amount": "90.00",
+    "milestone_3_name": "Launch",
+    "milestone_3_amount": "50.00",
+}
+
+
+def test_the_bid_form_places_a_team_bid_in_milestones_that_becomes_the_terms(
+    people: People, partner: Any
+) -> None:
+    task = services.post_task(people.customer, "Build a small online shop")
+    page = client_for(people.doer).get(f"/tasks/{task.pk}/").content.decode()
+    assert 'name="milestone_1_name"' in page
+    assert 'name="partner_email"' in page
+
+    texts = post_bid(
+        client_for(people.doer),
+        task,
+        **FORM_MILESTONES,
+        partner_email="PARTNER@example.com",
+        partner_basis_points="4000",
+    )
+
+    assert "Your bid was sent to the customer." in texts
+    bid = task.bids.get()
+    assert bid.milestones == [
+        {"name": "Design", "amount": 6000},
+        {"name": "Build", "amount": 9000},
+        {"name": "Launch", "amount": 5000},
+    ]
+    assert (bid.partner_user, bid.partner_basis_points) == (partner, 4000)
+    # The task's terms follow: three milestones, the doer 60 %, the partner 40 %.
+    services.accept_bid(bid.pk, people.customer)
+    task.refresh_from_db()
+    terms = task.get_escrow_terms()
+    assert [(m.name, m.amount) for m in terms.milestones] == MILESTONES
+    assert [(p.user, p.basis_points) for p in terms.payees] == [
+        (people.doer, 6000),
+        (partner, 4000),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({**FORM_MILESTONES, "milestone_3_amount": "40.00"}, "add up to 190.00 USD"),
+        ({"milestone_1_name": "Design"}, "needs both a name and a price"),
+        ({"milestone_1_name": "Design", "milestone_1_amount": "abc"}, "Milestone 1 price"),
+        ({"partner_email": "nobody@example.com", "partner_basis_points": "4000"}, "sign up"),
+        ({"partner_email": "doer@example.com", "partner_basis_points": "4000"}, "someone else"),
+        ({"partner_email": "partner@example.com"}, "Give the partner's share"),
+        ({"partner_email": "partner@example.com", "partner_basis_points": "10000"}, "9999"),
+        ({"partner_basis_points": "4000"}, "Name the partner"),
+    ],
+)
+def test_the_bid_form_refuses_milestones_or_a_partner_that_do_not_hold(
+    people: People, partner: Any, fields: dict[str, str], message: str
+) -> None:
+    task = services.post_task(people.customer, "Build a small online shop")
+
+    texts = post_bid(client_for(people.doer), task, **fields)
+
+    assert any(message in text for text in texts), texts
+    assert not task.bids.exists()
+
+
+def test_a_partner_without_payouts_is_told_to_onboard(people: People) -> None:
+    task = services.post_task(people.customer, "Build a small online shop")
+
+    texts = post_bid(
+        client_for(people.doer),
+        task,
+        partner_email=people.newbie.email,
+        partner_basis_points="2500",
+    )
+
+    assert any("Nico Newcomer has not set up payouts yet" in text for text in texts), texts
+    assert task.bids.get().partner_user == people.newbie
+    [notice] = Notification.objects.filter(
+        user=people.newbie, kind=Notification.Kind.ONBOARDING_NEEDED
+    )
+    assert "named you as team partner" in notice.message
+    assert notice.url == reverse("onboarding")

@@ -44,8 +44,17 @@ class TaskForm(forms.ModelForm):
         self.fields["description"].validators.append(MaxLengthValidator(DESCRIPTION_MAX_LENGTH))
 
 
+#: How many milestone rows the bid form offers (rows left empty are ignored).
+BID_MILESTONE_ROWS = 4
+
+
 class BidForm(forms.Form):
-    """A bid in major units ("25.00"), converted exactly to minor units."""
+    """A bid in major units ("25.00"), converted exactly to minor units.
+
+    Optionally in milestones (name and price rows adding up to the bid: the
+    customer releases them one by one) and with one team partner, named by
+    email and paid ``partner_basis_points`` of each release's net.
+    """
 
     amount = forms.CharField(
         label="Your price", max_length=20, widget=forms.TextInput(attrs={"placeholder": "120.00"})
@@ -53,23 +62,53 @@ class BidForm(forms.Form):
     currency = forms.ChoiceField(choices=CURRENCIES, initial="usd")
     bid_as = forms.ChoiceField(label="Bid as", choices=[("me", "Myself")])
     message = forms.CharField(max_length=300, required=False, widget=forms.TextInput())
+    partner_email = forms.EmailField(
+        label="Team partner (email, optional)",
+        required=False,
+        help_text="Someone with an account here, paid a share of each release.",
+    )
+    partner_basis_points = forms.IntegerField(
+        label="Partner's share (basis points: 4000 = 40 %)",
+        required=False,
+        min_value=1,
+        max_value=9999,
+    )
 
     def __init__(self, *args: Any, user: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.user = user
         self.organizations = {str(org.pk): org for org in (user.organizations() if user else [])}
         self.fields["bid_as"].choices = [("me", "Myself")] + [
             (pk, f"{org.name} (organization)") for pk, org in self.organizations.items()
+        ]
+        for row in range(1, BID_MILESTONE_ROWS + 1):
+            self.fields[f"milestone_{row}_name"] = forms.CharField(
+                label=f"Milestone {row} (optional)", max_length=80, required=False
+            )
+            self.fields[f"milestone_{row}_amount"] = forms.CharField(
+                label=f"Milestone {row} price", max_length=20, required=False
+            )
+
+    def main_fields(self) -> list[Any]:
+        return [self[name] for name in ("amount", "currency", "bid_as", "message")]
+
+    def partner_fields(self) -> list[Any]:
+        return [self["partner_email"], self["partner_basis_points"]]
+
+    def milestone_rows(self) -> list[tuple[Any, Any]]:
+        """The (name, price) bound fields, for the template's table."""
+        return [
+            (self[f"milestone_{row}_name"], self[f"milestone_{row}_amount"])
+            for row in range(1, BID_MILESTONE_ROWS + 1)
         ]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         raw, currency = data.get("amount"), data.get("currency")
+        minor = None
         if raw and currency:
-            try:
-                minor = to_minor_units(raw.replace(",", ""), currency)
-            except (InvalidAmount, TypeError, ValueError) as exc:
-                self.add_error("amount", str(exc))
-            else:
+            minor = self._minor_units("amount", raw, currency)
+            if minor is not None:
                 if minor <= 0:
                     self.add_error("amount", "The price must be positive.")
                 elif minor > MAX_CHARGE_AMOUNT:
@@ -79,7 +118,70 @@ class BidForm(forms.Form):
                     )
                 data["amount_minor"] = minor
         data["organization"] = self.organizations.get(data.get("bid_as") or "")
+        data["milestones"] = self._clean_milestones(data, minor, currency)
+        data["partner"] = self._clean_partner(data)
         return data
+
+    def _minor_units(self, field: str, raw: str, currency: str) -> int | None:
+        try:
+            return to_minor_units(raw.replace(",", ""), currency)
+        except (InvalidAmount, TypeError, ValueError) as exc:
+            self.add_error(field, str(exc))
+            return None
+
+    def _clean_milestones(
+        self, data: dict[str, Any], amount: int | None, currency: str | None
+    ) -> list[tuple[str, int]]:
+        """Filled rows as (name, minor units); they must add up to the bid exactly."""
+        milestones: list[tuple[str, int]] = []
+        for row in range(1, BID_MILESTONE_ROWS + 1):
+            name = (data.get(f"milestone_{row}_name") or "").strip()
+            raw = (data.get(f"milestone_{row}_amount") or "").strip()
+            if not name and not raw:
+                continue
+            if not name or not raw:
+                self.add_error(
+                    f"milestone_{row}_name", "A milestone needs both a name and a price."
+                )
+                continue
+            if not currency:
+                continue
+            part = self._minor_units(f"milestone_{row}_amount", raw, currency)
+            if part is None:
+                continue
+            if part <= 0:
+                self.add_error(f"milestone_{row}_amount", "A milestone's price must be positive.")
+                continue
+            milestones.append((name, part))
+        if milestones and amount is not None and not self.errors:
+            total = sum(part for _, part in milestones)
+            if total != amount:
+                self.add_error(
+                    None,
+                    f"The milestones add up to {format_money(total, currency or '')}, "
+                    f"not the bid's {format_money(amount, currency or '')}.",
+                )
+        return milestones
+
+    def _clean_partner(self, data: dict[str, Any]) -> User | None:
+        email = data.get("partner_email")
+        points = data.get("partner_basis_points")
+        if not email:
+            if points is not None:
+                self.add_error("partner_email", "Name the partner who gets this share.")
+            return None
+        partner = User.objects.filter(email__iexact=email, is_active=True).first()
+        if partner is None:
+            self.add_error(
+                "partner_email", "Nobody has an account with this email: ask them to sign up."
+            )
+            return None
+        if self.user is not None and partner.pk == self.user.pk:
+            self.add_error("partner_email", "Your partner must be someone else.")
+            return None
+        if points is None:
+            self.add_error("partner_basis_points", "Give the partner's share.")
+        return partner
 
 
 class OnboardingForm(forms.Form):

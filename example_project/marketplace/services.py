@@ -209,6 +209,28 @@ def place_bid(
     return bid
 
 
+def tell_partner_to_onboard(bid: Bid) -> bool:
+    """Ask a team bid's partner without a verified account to onboard; True if asked.
+
+    The bid stands, but the customer cannot accept it until the partner can
+    be paid (:func:`doer_can_be_paid`): better they hear it now.
+    """
+    if bid.partner_user_id is None:
+        return False
+    account = account_services.get_account(owner_user=bid.partner_user)
+    if account is not None and account.is_verified:
+        return False
+    notify_user(
+        bid.partner_user,
+        Notification.Kind.ONBOARDING_NEEDED,
+        f"{bid.placed_by} named you as team partner on a bid for “{bid.task.title}”: "
+        "set up payouts (Stripe onboarding) so the bid can be accepted and you can be paid.",
+        task=bid.task,
+        url=onboarding_url(),
+    )
+    return True
+
+
 def _milestone_rows(
     milestones: list[tuple[str, int]], amount: int, currency: str
 ) -> list[dict[str, Any]]:

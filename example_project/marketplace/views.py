@@ -236,18 +236,27 @@ def task_bid(request: HttpRequest, pk: int) -> HttpResponse:
             messages.error(request, f"{label or 'Bid'}: {' '.join(problems)}")
         return redirect(task)
     try:
-        services.place_bid(
+        bid = services.place_bid(
             task.pk,
             request.user,
             amount=form.cleaned_data["amount_minor"],
             currency=form.cleaned_data["currency"],
             organization=form.cleaned_data["organization"],
             message=form.cleaned_data.get("message", ""),
+            milestones=form.cleaned_data["milestones"],
+            partner=form.cleaned_data["partner"],
+            partner_basis_points=form.cleaned_data.get("partner_basis_points"),
         )
     except errors.ServiceError as exc:
         _fail(request, exc)
     else:
         messages.success(request, "Your bid was sent to the customer.")
+        if services.tell_partner_to_onboard(bid):
+            messages.warning(
+                request,
+                f"{bid.partner_user} has not set up payouts yet: they were asked to complete "
+                "Stripe onboarding. The customer cannot accept this bid until they do.",
+            )
     return redirect(task)
 
 

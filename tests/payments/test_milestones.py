@@ -335,6 +335,17 @@ class TestPartialAmounts:
         body = market.get(market.doer, "dashboard-task-doer").json()
         assert body["earnings"] == [{"currency": "usd", "amount": 3_600, "formatted": "36.00 USD"}]
 
+    def test_in_escrow_counts_only_what_is_still_held(self, market):
+        payment = held(market)
+        release(market, payment, amount=4_000)
+        doer = market.get(market.doer, "dashboard-task-doer").json()
+        # 6,000 held, less the 10% fee on it (the release's 400 was its own).
+        assert doer["in_escrow"] == [{"currency": "usd", "amount": 5_400, "formatted": "54.00 USD"}]
+        customer = market.get(market.customer, "dashboard-customer").json()
+        assert customer["in_escrow"] == [
+            {"currency": "usd", "amount": 6_000, "formatted": "60.00 USD"}
+        ]
+
     def test_refund_within_held_touches_no_transfer(self, market, sim_stripe):
         payment = held(market)
         release(market, payment, amount=4_000)

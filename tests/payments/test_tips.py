@@ -369,3 +369,23 @@ def test_the_admin_shows_tips_on_the_payment(market, client):
     )
     assert tip_page.status_code == 200
     assert tip.transfers.get().idempotency_key in tip_page.content.decode()
+
+
+@pytest.mark.parametrize("model_name", ["EscrowTipTransfer", "Transfer"])
+def test_every_transfer_model_has_the_shared_transitions_on_its_own_states(model_name):
+    """Both transfer models inherit pending -> created/failed from one base;
+    each keeps its own states (a tip transfer is never reversed)."""
+    model = swappable.load(model_name)
+    field = model._meta.get_field("status")
+    transitions = {t.name: (t.source, t.target) for t in field.get_all_transitions(model)}
+    assert transitions["mark_created"] == ("pending", "created")
+    assert transitions["mark_failed"] == ("pending", "failed")
+    expected = {"pending", "created", "failed"}
+    if model_name == "Transfer":
+        expected |= {"partially_reversed", "reversed"}
+    assert {value for value, _label in field.choices} == expected
+    row = model(amount=1, currency="usd")
+    assert {t.name for t in row.get_available_status_transitions()} == {
+        "mark_created",
+        "mark_failed",
+    }

@@ -19,6 +19,7 @@ from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 from ...states import TipStatus, TipTransferStatus
 from ...swappable import model_name
 from ._common import TimestampedModel, _currency_constraint
+from .transfers import AbstractStripeTransfer, stripe_transfer_constraints, stripe_transfer_status
 
 __all__ = ["AbstractEscrowTip", "AbstractEscrowTipTransfer"]
 
@@ -137,7 +138,7 @@ class AbstractEscrowTip(ConcurrentTransitionMixin, TimestampedModel):
         """Staff or the payer asked to send the failed transfer again."""
 
 
-class AbstractEscrowTipTransfer(ConcurrentTransitionMixin, TimestampedModel):
+class AbstractEscrowTipTransfer(AbstractStripeTransfer):
     """A tip's transfer to one recipient's connected account."""
 
     tip = models.ForeignKey(
@@ -146,20 +147,10 @@ class AbstractEscrowTipTransfer(ConcurrentTransitionMixin, TimestampedModel):
         on_delete=models.PROTECT,
         related_name="transfers",
     )
-    destination_account_id = models.CharField(_("destination account id"), max_length=255)
-    amount = models.BigIntegerField(_("amount (minor units)"))
-    currency = models.CharField(_("currency"), max_length=3)
-    idempotency_key = models.CharField(_("idempotency key"), max_length=255, unique=True)
-    stripe_transfer_id = models.CharField(_("Stripe transfer id"), max_length=255, blank=True)
-    status = FSMField(
-        _("status"),
-        max_length=32,
-        choices=TipTransferStatus.choices,
-        default=TipTransferStatus.PENDING,
-        protected=True,
-    )
-    failure_code = models.CharField(_("failure code"), max_length=255, blank=True)
-    failure_message = models.TextField(_("failure message"), blank=True)
+    # A tip transfer is never reversed: pending, created or failed only.
+    status = stripe_transfer_status(TipTransferStatus)
+
+    str_label = "tip transfer"
 
     class Meta:
         abstract = True
@@ -167,15 +158,7 @@ class AbstractEscrowTipTransfer(ConcurrentTransitionMixin, TimestampedModel):
         verbose_name_plural = _("tip transfers")
         ordering = ["created_at"]
         constraints = [
-            models.CheckConstraint(
-                condition=Q(amount__gt=0), name="escrow_tip_transfer_amount_positive"
-            ),
-            _currency_constraint("escrow_tip_transfer"),
-            models.UniqueConstraint(
-                fields=["stripe_transfer_id"],
-                condition=~Q(stripe_transfer_id=""),
-                name="escrow_tip_transfer_unique_stripe_id",
-            ),
+            *stripe_transfer_constraints("escrow_tip_transfer"),
             # Each recipient is paid a tip at most once, by the database:
             # only failed attempts can sit beside the live one.
             models.UniqueConstraint(
@@ -184,15 +167,3 @@ class AbstractEscrowTipTransfer(ConcurrentTransitionMixin, TimestampedModel):
                 name="escrow_tip_transfer_one_live_per_recipient",
             ),
         ]
-
-    def __str__(self) -> str:
-        return self.stripe_transfer_id or f"tip transfer {self.pk} ({self.status})"
-
-    @transition(field=status, source=TipTransferStatus.PENDING, target=TipTransferStatus.CREATED)
-    def mark_created(self, stripe_transfer_id: str) -> None:
-        self.stripe_transfer_id = stripe_transfer_id
-
-    @transition(field=status, source=TipTransferStatus.PENDING, target=TipTransferStatus.FAILED)
-    def mark_failed(self, code: str = "", message: str = "") -> None:
-        self.failure_code = code[:255]
-        self.failure_message = message

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from typing import cast
+
 from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
@@ -14,7 +17,13 @@ from ...states import (
 from ...swappable import model_name
 from ._common import TimestampedModel, _currency_constraint
 
-__all__ = ["AbstractTransfer", "AbstractTransferReversal"]
+__all__ = [
+    "AbstractStripeTransfer",
+    "AbstractTransfer",
+    "AbstractTransferReversal",
+    "stripe_transfer_constraints",
+    "stripe_transfer_status",
+]
 
 
 # --------------------------------------------------------------------------
@@ -22,7 +31,77 @@ __all__ = ["AbstractTransfer", "AbstractTransferReversal"]
 # --------------------------------------------------------------------------
 
 
-class AbstractTransfer(ConcurrentTransitionMixin, TimestampedModel):
+class AbstractStripeTransfer(ConcurrentTransitionMixin, TimestampedModel):
+    """What every transfer to a connected account shares: a payment's or a tip's.
+
+    The row exists (with its idempotency key) before Stripe is called; the
+    transfer is then either created (with Stripe's id) or failed.
+    """
+
+    stripe_transfer_id = models.CharField(_("Stripe transfer id"), max_length=255, blank=True)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=255, unique=True)
+    amount = models.BigIntegerField(_("amount (minor units)"))
+    currency = models.CharField(_("currency"), max_length=3)
+    destination_account_id = models.CharField(_("destination account id"), max_length=255)
+    status = FSMField(
+        _("status"),
+        max_length=32,
+        choices=TransferStatus.choices,
+        default=TransferStatus.PENDING,
+        protected=True,
+    )
+    failure_code = models.CharField(_("failure code"), max_length=255, blank=True)
+    failure_message = models.TextField(_("failure message"), blank=True)
+
+    # What __str__ calls a row that has no Stripe id yet.
+    str_label = "transfer"
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return self.stripe_transfer_id or f"{self.str_label} {self.pk} ({self.status})"
+
+    @transition(field=status, source=TransferStatus.PENDING, target=TransferStatus.CREATED)
+    def mark_created(self, stripe_transfer_id: str) -> None:
+        self.stripe_transfer_id = stripe_transfer_id
+
+    @transition(field=status, source=TransferStatus.PENDING, target=TransferStatus.FAILED)
+    def mark_failed(self, code: str = "", message: str = "") -> None:
+        self.failure_code = code[:255]
+        self.failure_message = message
+
+
+def stripe_transfer_status(choices: type[models.TextChoices]) -> FSMField:
+    """The shared ``status`` field, narrowed to a subclass's own choices.
+
+    A copy, not a new field: django-fsm hands a transition to a model's
+    field only when the field is the one the transition was declared on, or
+    a copy of it (same name and creation counter). A fresh ``FSMField`` would
+    leave :meth:`AbstractStripeTransfer.mark_created` and ``mark_failed``
+    unknown to the subclass's ``get_available_status_transitions``.
+    ``choices`` must keep the base's pending/created/failed values.
+    """
+    field = cast(FSMField, copy.deepcopy(AbstractStripeTransfer._meta.get_field("status")))
+    field.choices = list(choices.choices)
+    field.default = choices("pending")
+    return field
+
+
+def stripe_transfer_constraints(prefix: str) -> list[models.BaseConstraint]:
+    """The constraints every transfer table has, named after ``prefix``."""
+    return [
+        models.CheckConstraint(condition=Q(amount__gt=0), name=f"{prefix}_amount_positive"),
+        _currency_constraint(prefix),
+        models.UniqueConstraint(
+            fields=["stripe_transfer_id"],
+            condition=~Q(stripe_transfer_id=""),
+            name=f"{prefix}_unique_stripe_id",
+        ),
+    ]
+
+
+class AbstractTransfer(AbstractStripeTransfer):
     """Money sent from the platform to the payee's connected account."""
 
     payment = models.ForeignKey(
@@ -48,45 +127,23 @@ class AbstractTransfer(ConcurrentTransitionMixin, TimestampedModel):
         blank=True,
         related_name="transfers",
     )
-    stripe_transfer_id = models.CharField(_("Stripe transfer id"), max_length=255, blank=True)
-    idempotency_key = models.CharField(_("idempotency key"), max_length=255, unique=True)
-    amount = models.BigIntegerField(_("amount (minor units)"))
     amount_reversed = models.BigIntegerField(_("amount reversed (minor units)"), default=0)
-    currency = models.CharField(_("currency"), max_length=3)
-    destination_account_id = models.CharField(_("destination account id"), max_length=255)
     source_transaction = models.CharField(
         _("source transaction"),
         max_length=255,
         blank=True,
         help_text=_("The charge the transfer is funded from (source_transaction)."),
     )
-    status = FSMField(
-        _("status"),
-        max_length=32,
-        choices=TransferStatus.choices,
-        default=TransferStatus.PENDING,
-        protected=True,
-    )
-    failure_code = models.CharField(_("failure code"), max_length=255, blank=True)
-    failure_message = models.TextField(_("failure message"), blank=True)
 
     class Meta:
         abstract = True
         verbose_name = _("transfer")
         verbose_name_plural = _("transfers")
         constraints = [
-            models.CheckConstraint(
-                condition=Q(amount__gt=0), name="escrow_transfer_amount_positive"
-            ),
+            *stripe_transfer_constraints("escrow_transfer"),
             models.CheckConstraint(
                 condition=Q(amount_reversed__gte=0) & Q(amount_reversed__lte=F("amount")),
                 name="escrow_transfer_reversed_within_amount",
-            ),
-            _currency_constraint("escrow_transfer"),
-            models.UniqueConstraint(
-                fields=["stripe_transfer_id"],
-                condition=~Q(stripe_transfer_id=""),
-                name="escrow_transfer_unique_stripe_id",
             ),
             # Exactly-once release, enforced by the database: a payment
             # released in one transfer has at most one that did not fail ...
@@ -107,20 +164,9 @@ class AbstractTransfer(ConcurrentTransitionMixin, TimestampedModel):
             ),
         ]
 
-    def __str__(self) -> str:
-        return self.stripe_transfer_id or f"transfer {self.pk} ({self.status})"
-
-    @transition(field=status, source=TransferStatus.PENDING, target=TransferStatus.CREATED)
-    def mark_created(self, stripe_transfer_id: str) -> None:
-        self.stripe_transfer_id = stripe_transfer_id
-
-    @transition(field=status, source=TransferStatus.PENDING, target=TransferStatus.FAILED)
-    def mark_failed(self, code: str = "", message: str = "") -> None:
-        self.failure_code = code[:255]
-        self.failure_message = message
-
+    # By name: the field object belongs to the base (see stripe_transfer_status).
     @transition(
-        field=status,
+        field="status",
         source=[TransferStatus.CREATED, TransferStatus.PARTIALLY_REVERSED],
         target=RETURN_VALUE(TransferStatus.PARTIALLY_REVERSED, TransferStatus.REVERSED),
     )

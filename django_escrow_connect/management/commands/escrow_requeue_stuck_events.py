@@ -1,0 +1,61 @@
+"""``manage.py escrow_requeue_stuck_events``: enqueue again the webhook events
+a worker never took (``WEBHOOK_PROCESSING = "task"``).
+
+An event still ``received`` ``--older-than`` minutes (default
+``WEBHOOK_REQUEUE_AFTER_MINUTES``, 15) after it arrived lost its queue
+message; it is enqueued again. The worker processes an event once however
+many tasks name it, so one merely waiting in a long queue is safe to
+enqueue twice. Run it every 10 minutes. In sync mode it does nothing and
+says so.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...conf import SETTING_NAME, escrow_settings
+from ...webhooks.operations import requeue_stuck_events
+
+
+class Command(BaseCommand):
+    help = "Enqueue again the webhook events still 'received' after a while (task mode)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--older-than",
+            type=int,
+            metavar="MINUTES",
+            help="Minutes since arrival (default: WEBHOOK_REQUEUE_AFTER_MINUTES, 15).",
+        )
+        parser.add_argument(
+            "--limit", type=int, default=1000, help="At most this many events (oldest first)."
+        )
+        parser.add_argument("--dry-run", action="store_true", help="Only list them.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        minutes = options["older_than"]
+        if minutes is None:
+            minutes = escrow_settings.WEBHOOK_REQUEUE_AFTER_MINUTES
+        if int(minutes) < 1:
+            raise CommandError("--older-than must be at least 1 minute.")
+        if options["limit"] < 1:
+            raise CommandError("--limit must be at least 1.")
+        ids = requeue_stuck_events(
+            timedelta(minutes=int(minutes)), limit=options["limit"], dry_run=options["dry_run"]
+        )
+        if ids is None:
+            self.stdout.write(
+                f'{SETTING_NAME}["WEBHOOK_PROCESSING"] is not "task": each request processes '
+                "its own event; nothing done."
+            )
+            return
+        if not ids:
+            self.stdout.write(f"No webhook event is still received after {minutes} minutes.")
+            return
+        verb = "Would re-enqueue" if options["dry_run"] else "Re-enqueued"
+        self.stdout.write(f"{verb} {len(ids)} events received more than {minutes} minutes ago:")
+        for stripe_event_id in ids:
+            self.stdout.write(f"  {stripe_event_id}")
