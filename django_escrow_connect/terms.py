@@ -242,7 +242,9 @@ class EscrowTerms:
         parties and payees' shares, so its payment is an ordinary one.
         """
         milestone = self.milestones[index - 1]
-        description = f"{self.description}: {milestone.name}" if self.description else milestone.name
+        description = (
+            f"{self.description}: {milestone.name}" if self.description else milestone.name
+        )
         return replace(
             self,
             amount=milestone.amount,

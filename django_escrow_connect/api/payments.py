@@ -709,7 +709,9 @@ class PaymentListView(PaymentAPIView):
                 "task_id",
                 str,
                 required=False,
-                description="Only this task's payments (each milestone's, when funded per milestone).",
+                description=(
+                    "Only this task's payments (each milestone's, when funded per milestone)."
+                ),
             ),
         ],
     )

@@ -155,7 +155,7 @@ def create_payment(
             payment, operation = _new_payment(
                 task,
                 part_terms,
-                funded_milestone=milestone if terms.funded_per_milestone else 0,
+                funded_milestone=(milestone or 0) if terms.funded_per_milestone else 0,
                 milestone_count=len(terms.milestones) if terms.funded_per_milestone else 0,
             )
     if existing is not None:

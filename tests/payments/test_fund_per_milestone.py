@@ -81,7 +81,10 @@ class TestTerms:
                 amount=10_000,
                 currency="usd",
                 milestones=three_milestones(),
-                payees=[PayeeShare(user=market.doer, amount=4_500), PayeeShare(user=partner, amount=4_500)],
+                payees=[
+                    PayeeShare(user=market.doer, amount=4_500),
+                    PayeeShare(user=partner, amount=4_500),
+                ],
                 funding=FUND_PER_MILESTONE,
             )
 
@@ -106,7 +109,11 @@ class TestTerms:
             funding=FUND_PER_MILESTONE,
         )
         part = terms.for_milestone(2)
-        assert (part.amount, part.description, part.funding) == (5_000, "Website: Build", "up_front")
+        assert (part.amount, part.description, part.funding) == (
+            5_000,
+            "Website: Build",
+            "up_front",
+        )
         assert [m.name for m in part.milestones] == ["Build"]
 
 
@@ -305,9 +312,7 @@ class TestSequence:
         # Milestone 2 is paid for already: nothing is due.
         assert funding_due.calls == []
 
-    def test_the_next_part_created_while_one_is_held_leaves_the_task_in_escrow(
-        self, market
-    ):
+    def test_the_next_part_created_while_one_is_held_leaves_the_task_in_escrow(self, market):
         task = per_milestone_task(market)
         fund(market, task, 1)
         assert market.create(task, milestone=2).status_code == 201
@@ -359,4 +364,3 @@ class TestSequence:
         fund(market, task, 2)
         body = market.get(market.customer, "payment-list", task_id=str(task.pk)).json()
         assert sorted(p["funded_milestone"] for p in body["results"]) == [1, 2]
-
