@@ -163,11 +163,23 @@ def create_payment(
 
     outcome = operations.send(operation)
     outcomes.apply_outcome(operation, outcome)
-    payment.refresh_from_db()
+    payment = _reread(payment)
     _log(payment, "payment created")
     client_secret = outcome.result.client_secret
     notify("payment_required", payment=payment, client_secret=client_secret)
     return PaymentStart(payment=payment, client_secret=client_secret, created=True)
+
+
+def _reread(payment: Any) -> Any:
+    """The payment as committed now: a new instance, not ``refresh_from_db()``.
+
+    django-fsm-2's ``refresh_from_db`` lifts the status field's protection
+    on the field object, which all threads share: another thread's refresh
+    ending meanwhile puts it back mid-way and the first one raises
+    "Direct status modification is not allowed" (seen with concurrent
+    creates in one process, tests/payments/test_concurrency.py).
+    """
+    return payment_model().objects.get(pk=payment.pk)
 
 
 def _mixed_funding() -> errors.ServiceError:
@@ -419,7 +431,7 @@ def _resume(payment: Any, user: Any) -> PaymentStart:
         outcomes.drive(pending, wanted=pending.kind == K.PAYMENT_INTENT)
         # This request finished the creation an earlier one started.
         created = pending.kind == K.PAYMENT_INTENT
-        payment.refresh_from_db()
+        payment = _reread(payment)
         if payment.status == S.CANCELED:
             raise errors.Conflict(
                 _("The payment could not be created at Stripe; start it again."),
