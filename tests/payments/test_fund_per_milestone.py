@@ -344,6 +344,8 @@ class TestSequence:
         assert [t["amount_reversed"] for t in transfers_in_stripe(sim_stripe, first)] == [0]
         refunds = [r for r in sim_stripe.refunds.values()]
         assert [r["amount"] for r in refunds] == [5_000]
+        # Nothing held, part 2 refunded: the task follows the part that changed.
+        assert task_status(task) == T.REFUNDED
 
     def test_a_split_applies_to_each_part(self, market, sim_stripe, partner):  # noqa: F811
         task = per_milestone_task(
@@ -362,5 +364,14 @@ class TestSequence:
         task = per_milestone_task(market)
         fund(market, task, 1)
         fund(market, task, 2)
+        other = market.held_payment()
         body = market.get(market.customer, "payment-list", task_id=str(task.pk)).json()
         assert sorted(p["funded_milestone"] for p in body["results"]) == [1, 2]
+        # Without the filter the other task's payment is listed too.
+        everything = market.get(market.customer, "payment-list").json()["results"]
+        assert str(other.pk) in {p["payment_id"] for p in everything}
+
+    def test_a_malformed_task_id_is_400(self, market):
+        response = market.get(market.customer, "payment-list", task_id="not-a-number")
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "invalid_task_id"
