@@ -48,10 +48,15 @@ def task_state_for(task_model: Any, payment_status: str) -> str | None:
     return str(target)
 
 
-#: A part of a task funded per milestone in these states holds money in escrow.
-_IN_ESCROW = frozenset({S.HELD, S.RELEASING, S.PARTIALLY_RELEASED})
-#: ... and in these, its milestone was paid out.
-_PAID_OUT = frozenset({S.RELEASED, S.PARTIALLY_REFUNDED})
+#: A part of a task funded per milestone in these states holds money in
+#: escrow (they put a task in escrow) ...
+_IN_ESCROW = frozenset(
+    s for s, names in TASK_TRANSITIONS_FOR.items() if names == TASK_TRANSITIONS_FOR[S.HELD]
+)
+#: ... and in these its milestone was paid out (they release a task).
+_PAID_OUT = frozenset(
+    s for s, names in TASK_TRANSITIONS_FOR.items() if names == TASK_TRANSITIONS_FOR[S.RELEASED]
+)
 
 
 def task_payment_state(payment: Any) -> str:
