@@ -19,3 +19,11 @@ class EscrowConnectConfig(AppConfig):
         # The observable gauges are registered at start-up, so a metrics
         # exporter sees them before the first span (no-op without OpenTelemetry).
         observability.install()
+
+        from . import signals
+        from .services import payments
+
+        # Funding per milestone: a released milestone announces the next one.
+        signals.payment_released.connect(
+            payments.announce_next_milestone, dispatch_uid="escrow_connect.next_milestone"
+        )

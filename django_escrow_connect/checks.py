@@ -20,6 +20,7 @@ from .conf import (
     ACCOUNTS_V2,
     DEFAULTS,
     ESCROW_STRATEGIES,
+    FUND_NEXT_MILESTONE_RULES,
     MANUAL_CAPTURE,
     SETTING_NAME,
     STRIPE_API_VERSION,
@@ -431,6 +432,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 f"{_key('WEBHOOK_REQUEUE_AFTER_MINUTES')} must be an int of at least 1 (minutes).",
                 hint="Longer than your task queue's usual wait; 15 by default.",
                 id="escrow_connect.E115",
+            )
+        )
+    if raw("FUND_NEXT_MILESTONE") not in FUND_NEXT_MILESTONE_RULES:
+        errors.append(
+            Error(
+                f"{_key('FUND_NEXT_MILESTONE')} must be one of "
+                f"{', '.join(FUND_NEXT_MILESTONE_RULES)}.",
+                id="escrow_connect.E100",
             )
         )
     if raw("ESCROW_STRATEGY") not in ESCROW_STRATEGIES:

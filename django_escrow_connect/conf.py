@@ -26,6 +26,7 @@ __all__ = [
     "ACCOUNTS_V2",
     "DEFAULTS",
     "ESCROW_STRATEGIES",
+    "FUND_NEXT_MILESTONE_RULES",
     "MANUAL_CAPTURE",
     "SEPARATE_CHARGES_AND_TRANSFERS",
     "STRIPE_API_VERSION",
@@ -42,6 +43,10 @@ STRIPE_API_VERSION = "2026-10-28.endive"
 SEPARATE_CHARGES_AND_TRANSFERS = "separate_charges_and_transfers"
 MANUAL_CAPTURE = "manual_capture"
 ESCROW_STRATEGIES = (SEPARATE_CHARGES_AND_TRANSFERS, MANUAL_CAPTURE)
+
+#: ``FUND_NEXT_MILESTONE`` values: when milestone k of terms funded per
+#: milestone may be paid for (k-1 held, k-1 released, or in any order).
+FUND_NEXT_MILESTONE_RULES = ("when_held", "on_release", "any_time")
 
 #: ``ACCOUNTS_API`` values: Stripe's Accounts v1 (``/v1/accounts``) or v2 (``/v2/core/accounts``).
 ACCOUNTS_V1 = "v1"
@@ -117,6 +122,11 @@ DEFAULTS: dict[str, Any] = {
     "REVERSAL_POLICY": "django_escrow_connect.terms.proportional_reversals",
     # None: payments are released only when the customer (or staff) confirms.
     "AUTO_RELEASE_AFTER_DAYS": None,
+    # Terms funded per milestone (docs/milestones.md): when the customer may
+    # pay for milestone k. "when_held": once milestone k-1's payment is held
+    # (or further on); "on_release": once milestone k-1 is released;
+    # "any_time": in any order.
+    "FUND_NEXT_MILESTONE": "when_held",
     # Manual-capture holds: warn this many hours before capture_before, and
     # what the expiry command does with a hold about to lapse.
     "CAPTURE_EXPIRY_WARNING_HOURS": 48,

@@ -20,6 +20,7 @@ __all__ = [
     "dispute_closed",
     "dispute_opened",
     "external_account_errored",
+    "milestone_funding_due",
     "milestone_released",
     "payee_transfer_failed",
     "payment_canceled",
@@ -48,6 +49,11 @@ payment_released = Signal()
 #: A milestone's release is done: every payee's transfer was made.
 #: (payment, milestone, transfers)
 milestone_released = Signal()
+#: Terms funded per milestone: a milestone's payment was released and the
+#: next milestone is not paid for yet; prompt the customer (nothing is
+#: charged by itself). (payment: the released one, task, milestone_index:
+#: 1-based, amount: minor units)
+milestone_funding_due = Signal()
 #: Stripe refused one payee's transfer of a split release; the other payees'
 #: transfers stand and releasing again resends this one. (payment, transfer, payee)
 payee_transfer_failed = Signal()

@@ -10,7 +10,7 @@ prefers not to put this on the model names its own callable in
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -19,6 +19,9 @@ from .money import normalize_currency, validate_minor_amount
 
 __all__ = [
     "BASIS_POINTS_WHOLE",
+    "FUNDING_MODES",
+    "FUND_PER_MILESTONE",
+    "FUND_UP_FRONT",
     "EscrowTerms",
     "MilestoneTerms",
     "PayeeShare",
@@ -36,6 +39,12 @@ class TermsUnavailable(Exception):
 
 #: 10000 basis points = 100 % of a release's net.
 BASIS_POINTS_WHOLE = 10_000
+
+#: ``EscrowTerms.funding``: one PaymentIntent for the whole task, released
+#: milestone by milestone (the default), or one per milestone.
+FUND_UP_FRONT = "up_front"
+FUND_PER_MILESTONE = "per_milestone"
+FUNDING_MODES = (FUND_UP_FRONT, FUND_PER_MILESTONE)
 
 
 @dataclass(frozen=True)
@@ -136,6 +145,12 @@ class EscrowTerms:
     release between several payees; their shares cover exactly 100 % of the
     net (see :class:`PayeeShare` and :func:`split_amount`). Terms with
     neither behave exactly as before milestones existed.
+
+    ``funding`` is :data:`FUND_UP_FRONT` (one payment for the whole amount)
+    or :data:`FUND_PER_MILESTONE` (each milestone paid for on its own, see
+    docs/milestones.md): that needs milestones, and payees' shares in basis
+    points (an amount share is of the whole task's net, which no single
+    milestone's payment has).
     """
 
     payer: Any
@@ -146,6 +161,7 @@ class EscrowTerms:
     description: str = ""
     milestones: Sequence[MilestoneTerms] = ()
     payees: Sequence[PayeeShare] = ()
+    funding: str = FUND_UP_FRONT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "milestones", tuple(self.milestones))
@@ -167,6 +183,15 @@ class EscrowTerms:
                 raise ValueError("EscrowTerms.milestones must sum to amount")
         if self.payees:
             self._validate_payees()
+        if self.funding not in FUNDING_MODES:
+            raise ValueError(f"EscrowTerms.funding must be one of {', '.join(FUNDING_MODES)}")
+        if self.funding == FUND_PER_MILESTONE:
+            if not self.milestones:
+                raise ValueError("EscrowTerms.funding per_milestone needs milestones")
+            if self.payees_by_amount:
+                raise ValueError(
+                    "EscrowTerms.funding per_milestone needs payees' shares in basis_points"
+                )
 
     def _validate_payees(self) -> None:
         first = self.payees[0]
@@ -205,6 +230,28 @@ class EscrowTerms:
     @property
     def payee(self) -> Any:
         return self.payee_user if self.payee_user is not None else self.payee_organization
+
+    @property
+    def funded_per_milestone(self) -> bool:
+        return self.funding == FUND_PER_MILESTONE
+
+    def for_milestone(self, index: int) -> EscrowTerms:
+        """The terms of the ``index``-th milestone (1-based) paid for on its own.
+
+        Its amount is the milestone's; it has that one milestone and the same
+        parties and payees' shares, so its payment is an ordinary one.
+        """
+        milestone = self.milestones[index - 1]
+        description = (
+            f"{self.description}: {milestone.name}" if self.description else milestone.name
+        )
+        return replace(
+            self,
+            amount=milestone.amount,
+            milestones=(milestone,),
+            description=description,
+            funding=FUND_UP_FRONT,
+        )
 
 
 def terms_from_task(task: Any) -> EscrowTerms:

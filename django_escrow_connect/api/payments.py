@@ -283,6 +283,15 @@ class CreatePaymentRequest(StrictSerializer):
         required=False,
         help_text="Optional: the amount the customer saw. It must equal the task's terms.",
     )
+    # Its range is the terms' (1 to the number of milestones): the service
+    # checks it, with its own error code.
+    milestone = serializers.IntegerField(
+        required=False,
+        help_text=(
+            "Terms funded per milestone: which milestone (1-based) this payment pays for. "
+            "Not allowed for terms paid up front."
+        ),
+    )
 
 
 class RefundRequest(StrictSerializer):
@@ -513,12 +522,21 @@ class PaymentOutput(serializers.Serializer[Any]):
     failure = FailureOutput(source="*", allow_null=True)
     transfers = TransferOutput(many=True)
     milestones = MilestoneOutput(many=True)
+    funded_milestone = serializers.SerializerMethodField(
+        help_text=(
+            "Terms funded per milestone: the milestone (1-based) this payment pays for; "
+            "null for a payment of the whole task."
+        )
+    )
     payees = SplitPayeeOutput(
         many=True, help_text="Empty unless the payment has milestones or several payees."
     )
     refunds = RefundOutput(many=True)
     disputes = DisputeOutput(many=True)
     timestamps = TimestampsOutput(source="*")
+
+    def get_funded_milestone(self, payment: Any) -> int | None:
+        return payment.funded_milestone or None
 
 
 def serialize_payment(payment: Any) -> dict[str, Any]:
@@ -675,7 +693,10 @@ class PaymentCreateView(PaymentAPIView):
     def post(self, request: Request) -> Response:
         data = _validated(CreatePaymentRequest, request)
         start = payment_services.create_payment(
-            data["task_id"], request.user, expected_amount=data.get("amount")
+            data["task_id"],
+            request.user,
+            expected_amount=data.get("amount"),
+            milestone=data.get("milestone"),
         )
         return Response(
             serialize_start(start),
@@ -709,6 +730,14 @@ class PaymentListView(PaymentAPIView):
             _ORGANIZATION_PARAMETER,
             OpenApiParameter("page", int, required=False),
             OpenApiParameter("page_size", int, required=False),
+            OpenApiParameter(
+                "task_id",
+                str,
+                required=False,
+                description=(
+                    "Only this task's payments (each milestone's, when funded per milestone)."
+                ),
+            ),
         ],
     )
     def get(self, request: Request) -> Response:
@@ -733,6 +762,12 @@ class PaymentListView(PaymentAPIView):
             queryset = _payment_model().objects.filter(payee_user=user)
         else:
             queryset = visible_payments(user)
+        task_id = request.query_params.get("task_id") or None
+        if task_id is not None:
+            try:
+                queryset = queryset.filter(task_id=task_id)
+            except (ValueError, TypeError, DjangoValidationError):
+                raise errors.InvalidInput(_("No such task."), code="invalid_task_id") from None
         queryset = with_details(queryset.order_by("-created_at", "-pk"))
         paginator = PaymentPagination()
         page = paginator.paginate_queryset(queryset, request, view=self)

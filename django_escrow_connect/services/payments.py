@@ -27,7 +27,7 @@ from ..conf import escrow_settings
 from ..exceptions import GatewayError
 from ..fees import compute_platform_fee
 from ..money import InvalidAmount, validate_minor_amount
-from ..notifications import notify
+from ..notifications import deliver, notify
 from ..states import (
     DISPUTE_CLOSED_STATES,
     AccountStatus,
@@ -56,6 +56,7 @@ from .task_status import sync_task_status
 
 __all__ = [
     "PaymentStart",
+    "announce_next_milestone",
     "cancel_payment",
     "create_payment",
     "payment_id_for",
@@ -89,13 +90,23 @@ class PaymentStart:
 # --------------------------------------------------------------------------
 
 
-def create_payment(task_id: Any, user: Any, *, expected_amount: int | None = None) -> PaymentStart:
+def create_payment(
+    task_id: Any,
+    user: Any,
+    *,
+    expected_amount: int | None = None,
+    milestone: int | None = None,
+) -> PaymentStart:
     """Create (or return the open) payment for a task, with its PaymentIntent.
 
     The amount, currency and parties come from the task's terms, never from
     the request; ``expected_amount`` is only compared with them. The payment
     and its PaymentIntent operation are committed before Stripe is called: a
     crash during the call leaves them for the retry (same id, same key).
+
+    Terms funded per milestone pay for one milestone at a time: ``milestone``
+    (1-based) names it, and the payment is that milestone's alone (its amount,
+    its id, its key); see docs/milestones.md.
     """
     Task = model("Task")
     with transaction.atomic():
@@ -120,50 +131,194 @@ def create_payment(task_id: Any, user: Any, *, expected_amount: int | None = Non
             raise errors.InvalidInput(
                 _("You cannot pay an organization you administer."), code="self_payment"
             )
-        if expected_amount is not None and expected_amount != terms.amount:
+        Payment = payment_model()
+        live = Payment.objects.filter(task=task).exclude(status=S.CANCELED)
+        if terms.funded_per_milestone:
+            existing, part_terms = _milestone_part(task, terms, milestone, live)
+        else:
+            if milestone is not None:
+                raise errors.InvalidInput(
+                    _("This task is paid for up front, not milestone by milestone."),
+                    code="not_funded_per_milestone",
+                )
+            # One query, as before: the up-front payment, or a part funded
+            # per milestone when the terms changed mode (refused below).
+            existing = live.order_by("funded_milestone").first()
+            if existing is not None and existing.funded_milestone:
+                raise _mixed_funding()
+            part_terms = terms
+        if expected_amount is not None and expected_amount != part_terms.amount:
             raise errors.InvalidInput(
                 _("The amount does not match the accepted bid."), code="amount_mismatch"
             )
-
-        Payment = payment_model()
-        existing = Payment.objects.filter(task=task).exclude(status=S.CANCELED).first()
         if existing is None:
-            payment, operation = _new_payment(task, terms)
+            payment, operation = _new_payment(
+                task,
+                part_terms,
+                funded_milestone=(milestone or 0) if terms.funded_per_milestone else 0,
+                milestone_count=len(terms.milestones) if terms.funded_per_milestone else 0,
+            )
     if existing is not None:
         return _resume(existing, user)
 
     outcome = operations.send(operation)
     outcomes.apply_outcome(operation, outcome)
-    payment.refresh_from_db()
+    payment = _reread(payment)
     _log(payment, "payment created")
     client_secret = outcome.result.client_secret
     notify("payment_required", payment=payment, client_secret=client_secret)
     return PaymentStart(payment=payment, client_secret=client_secret, created=True)
 
 
-def payment_id_for(task: Any, attempt: int) -> uuid.UUID:
+def _reread(payment: Any) -> Any:
+    """The payment as committed now: a new instance, not ``refresh_from_db()``.
+
+    django-fsm-2's ``refresh_from_db`` lifts the status field's protection
+    on the field object, which all threads share: another thread's refresh
+    ending meanwhile puts it back mid-way and the first one raises
+    "Direct status modification is not allowed" (seen with concurrent
+    creates in one process, tests/payments/test_concurrency.py).
+    """
+    return payment_model().objects.get(pk=payment.pk)
+
+
+def _mixed_funding() -> errors.ServiceError:
+    return errors.Conflict(
+        _(
+            "This task already has a payment funded the other way (up front or per "
+            "milestone); one task is funded one way."
+        ),
+        code="funding_mode_mismatch",
+    )
+
+
+#: A part's payment at least this far along lets the next milestone be
+#: funded under ``FUND_NEXT_MILESTONE = "when_held"``.
+_FUNDED_STATES = frozenset(
+    {
+        S.HELD,
+        S.RELEASING,
+        S.PARTIALLY_RELEASED,
+        S.RELEASED,
+        S.PARTIALLY_REFUNDED,
+        S.REFUNDED,
+        S.DISPUTED,
+        S.DISPUTE_LOST,
+    }
+)
+_RELEASED_STATES = frozenset({S.RELEASED, S.PARTIALLY_REFUNDED})
+
+
+def _milestone_part(task: Any, terms: Any, milestone: Any, live: Any) -> tuple[Any, Any]:
+    """The open payment of milestone ``milestone`` (or None) and its terms.
+
+    Runs under the task's lock: the mode check and the order rule read every
+    live part of the task, so two concurrent creates cannot both pass them.
+    """
+    if milestone is None:
+        raise errors.InvalidInput(
+            _("This task is paid for milestone by milestone: say which milestone."),
+            code="milestone_required",
+        )
+    count = len(terms.milestones)
+    if isinstance(milestone, bool) or not isinstance(milestone, int) or not 1 <= milestone <= count:
+        raise errors.InvalidInput(
+            _("The milestone must be a number from 1 to %(count)s.") % {"count": count},
+            code="milestone_out_of_range",
+        )
+    parts = {p.funded_milestone: p for p in live}
+    if 0 in parts:
+        raise _mixed_funding()
+    existing = parts.get(milestone)
+    if existing is None and milestone > 1:
+        rule = escrow_settings.FUND_NEXT_MILESTONE
+        previous = parts.get(milestone - 1)
+        status = previous.status if previous is not None else None
+        if rule == "on_release" and status not in _RELEASED_STATES:
+            raise errors.Conflict(
+                _("Milestone %(previous)s must be released before milestone %(index)s is paid for.")
+                % {"previous": milestone - 1, "index": milestone},
+                code="previous_milestone_unpaid",
+            )
+        if rule == "when_held" and status not in _FUNDED_STATES:
+            raise errors.Conflict(
+                _("Milestone %(previous)s must be paid for before milestone %(index)s.")
+                % {"previous": milestone - 1, "index": milestone},
+                code="previous_milestone_unpaid",
+            )
+    return existing, terms.for_milestone(milestone)
+
+
+def announce_next_milestone(sender: Any = None, *, payment: Any, **kwargs: Any) -> None:
+    """Receiver of ``payment_released``: send ``milestone_funding_due``.
+
+    For a milestone funded on its own whose next milestone has no payment
+    yet (none, or only canceled ones). Connected by the app config; it runs
+    after the release committed, as every signal does.
+    """
+    index = payment.funded_milestone + 1
+    if not payment.funded_milestone or index > payment.milestone_count:
+        return
+    task = payment.task
+    funded = (
+        payment_model()
+        .objects.filter(task_id=payment.task_id, funded_milestone=index)
+        .exclude(status=S.CANCELED)
+        .exists()
+    )
+    if funded:
+        return
+    try:
+        terms = get_terms(task)
+    except TermsUnavailable:
+        _log(payment, "milestone %s is due but the task has no terms now", index)
+        return
+    if not terms.funded_per_milestone or index > len(terms.milestones):
+        return
+    deliver(
+        "milestone_funding_due",
+        payment=payment,
+        task=task,
+        milestone_index=index,
+        amount=terms.milestones[index - 1].amount,
+    )
+
+
+def payment_id_for(task: Any, attempt: int, funded_milestone: int = 0) -> uuid.UUID:
     """The id of a task's ``attempt``-th payment: the same on every retry.
 
     Installations that share a Stripe account (each with its own
     ``IDEMPOTENCY_KEY_PREFIX``) derive different ids, so their transfer
     groups and metadata never collide. The default prefix keeps 0.1's ids.
+    A milestone funded on its own (``funded_milestone`` k) has ids of its
+    own, and so its own idempotency keys.
     """
     name = f"{task._meta.label_lower}:{task.pk}:{attempt}"
+    if funded_milestone:
+        name = f"{task._meta.label_lower}:{task.pk}:milestone-{funded_milestone}:{attempt}"
     if key_prefix() != KEY_PREFIX:
         name = f"{key_prefix()}:{name}"
     return uuid.uuid5(PAYMENT_ID_NAMESPACE, name)
 
 
-def _new_payment(task: Any, terms: Any) -> tuple[Any, Any]:
-    """Phase 1 of a new payment: the row and its PaymentIntent operation."""
+def _new_payment(
+    task: Any, terms: Any, *, funded_milestone: int = 0, milestone_count: int = 0
+) -> tuple[Any, Any]:
+    """Phase 1 of a new payment: the row and its PaymentIntent operation.
+
+    ``terms`` are the payment's own: a milestone funded on its own passes
+    :meth:`~..terms.EscrowTerms.for_milestone`'s.
+    """
     Payment = payment_model()
     account = account_for_payee(terms.payee_user, terms.payee_organization)
     if account is None or account.status == AccountStatus.DEAUTHORIZED or not account.can_transfer:
         raise errors.AccountNotReady(
             _("The task doer has no connected account that can receive money yet.")
         )
-    attempt = Payment.objects.filter(task=task, status=S.CANCELED).count()
-    payment_id = payment_id_for(task, attempt)
+    attempt = Payment.objects.filter(
+        task=task, funded_milestone=funded_milestone, status=S.CANCELED
+    ).count()
+    payment_id = payment_id_for(task, attempt, funded_milestone)
     strategy = escrow_settings.ESCROW_STRATEGY
     fee = compute_platform_fee(terms.amount, terms.currency)
     split_accounts = releases.check_split_terms(terms, fee, strategy) if terms.is_split else None
@@ -180,6 +335,8 @@ def _new_payment(task: Any, terms: Any) -> tuple[Any, Any]:
         strategy=strategy,
         transfer_group=f"escrow_{payment_id.hex}",
         released_in_parts=split_accounts is not None,
+        funded_milestone=funded_milestone,
+        milestone_count=milestone_count,
     )
     payment.intent_idempotency_key = idempotency_key("payment", payment.pk, "intent", 0)
     try:
@@ -274,7 +431,7 @@ def _resume(payment: Any, user: Any) -> PaymentStart:
         outcomes.drive(pending, wanted=pending.kind == K.PAYMENT_INTENT)
         # This request finished the creation an earlier one started.
         created = pending.kind == K.PAYMENT_INTENT
-        payment.refresh_from_db()
+        payment = _reread(payment)
         if payment.status == S.CANCELED:
             raise errors.Conflict(
                 _("The payment could not be created at Stripe; start it again."),

@@ -48,15 +48,73 @@ def task_state_for(task_model: Any, payment_status: str) -> str | None:
     return str(target)
 
 
+#: A part of a task funded per milestone in these states holds money in
+#: escrow (they put a task in escrow) ...
+_IN_ESCROW = frozenset(
+    s for s, names in TASK_TRANSITIONS_FOR.items() if names == TASK_TRANSITIONS_FOR[S.HELD]
+)
+#: ... and in these its milestone was paid out (they release a task).
+_PAID_OUT = frozenset(
+    s for s, names in TASK_TRANSITIONS_FOR.items() if names == TASK_TRANSITIONS_FOR[S.RELEASED]
+)
+
+
+def task_payment_state(payment: Any) -> str:
+    """The payment state the task follows when ``payment`` changed.
+
+    The payment's own, except for a task funded per milestone (several
+    payments, one per milestone: docs/milestones.md), whose task follows
+    all of them:
+
+    * a part disputed: the task stays as it is (the dispute decides);
+    * any part holding money: in escrow (``held``);
+    * a part paid out while some milestone is not: the next part awaits
+      payment (``awaiting_payment``: the task is pending payment again);
+    * every milestone paid out: released;
+    * otherwise the changed part's own state (failed, refunded, ...).
+
+    The webhook fast path (:func:`move_task_status`) moves the task only for
+    a payment becoming held, which this rule maps to ``held`` for every part
+    (the part itself holds money): both paths agree without it reading the
+    other parts.
+    """
+    if not payment.funded_milestone:
+        return str(payment.status)
+    status = str(payment.status)
+    if status == S.DISPUTED or status in _IN_ESCROW:
+        return status if status == S.DISPUTED else S.HELD
+    parts = dict(
+        type(payment)
+        .objects.filter(task_id=payment.task_id, funded_milestone__gt=0)
+        .exclude(status=S.CANCELED)
+        .values_list("funded_milestone", "status")
+    )
+    # The changed part as this process sees it (saved or not yet).
+    parts[payment.funded_milestone] = status
+    if status == S.CANCELED:
+        parts.pop(payment.funded_milestone)
+    if any(s in _IN_ESCROW for s in parts.values()):
+        return S.HELD
+    if any(s == S.DISPUTED for s in parts.values()):
+        return S.DISPUTED
+    if status in _PAID_OUT:
+        every = range(1, payment.milestone_count + 1)
+        if all(parts.get(k) in _PAID_OUT for k in every):
+            return status
+        return S.AWAITING_PAYMENT
+    return status
+
+
 def sync_task_status(payment: Any) -> None:
     """Apply the task transition that matches the payment's state, if any."""
     task = payment.task
     if not hasattr(task, "payment_status"):
         return
-    target = task_state_for(type(task), payment.status)
+    state = task_payment_state(payment)
+    target = task_state_for(type(task), state)
     if target is None or task.payment_status == target:
         return
-    for name in TASK_TRANSITIONS_FOR[payment.status]:
+    for name in TASK_TRANSITIONS_FOR[state]:
         method = getattr(task, name)
         if can_proceed(method):
             method()
@@ -79,6 +137,10 @@ def move_task_status(task_model: Any, task_id: Any, payment_id: Any, payment_sta
     False, having done nothing, when the fast path does not apply to this
     task model (:func:`.conditional.usable`): the caller loads the task and
     calls :func:`sync_task_status`.
+
+    It does not read the task's other payments: use it only for a state
+    :func:`task_payment_state` maps to itself for a part funded per
+    milestone too (a part becoming ``held``, what the webhook fast path moves).
     """
     names = TASK_TRANSITIONS_FOR[payment_status]
     try:

@@ -41,15 +41,20 @@ class Scene:
     payment: Any = None
     #: the answers to the client's retries of the call that crashed
     retries: list[Answer] = field(default_factory=list)
+    #: funding per milestone: the milestone the call creates the payment of
+    milestone: int | None = None
+    #: payments (and their PaymentIntents) of the task made before the call
+    earlier: list[Any] = field(default_factory=list)
 
 
 # --- the requests ---------------------------------------------------------------------
 
 
 def send_create(world: World, scene: Scene, server: Server | None = None) -> Answer:
-    return world.http(
-        world.market.customer, "payment-create", data={"task_id": str(scene.task.pk)}, server=server
-    )
+    data: dict[str, Any] = {"task_id": str(scene.task.pk)}
+    if scene.milestone is not None:
+        data["milestone"] = scene.milestone
+    return world.http(world.market.customer, "payment-create", data=data, server=server)
 
 
 def send_confirm(world: World, scene: Scene, server: Server | None = None) -> Answer:
@@ -92,7 +97,8 @@ class MoneyCall:
     strategy: str
     #: the payment's state before the call: "task" (none yet), "held", "released";
     #: "held-milestones" (three milestones), "held-split" (two payees),
-    #: "released-split" (two payees, both paid)
+    #: "released-split" (two payees, both paid), "milestone-1-held" (a task
+    #: funded per milestone whose first milestone's payment is held)
     start: str
     send: Callable[..., Answer]
     #: the refund or cancel the other party attempts afterwards ("F")
@@ -141,6 +147,13 @@ CALLS = [
         send_refund,
         done=frozenset({"partially_released"}), after_other=frozenset({"refunded"}),
     ),
+    # Funding per milestone: creating milestone 2's payment (the create case
+    # above, on a task whose milestone 1 is paid for already).
+    MoneyCall(
+        "create-milestone-2", "create_payment_intent", SCT, "milestone-1-held", send_create,
+        send_cancel,
+        done=frozenset({"awaiting_payment"}), after_other=frozenset({"canceled"}),
+    ),
     # A split release killed between the two payees' transfers.
     MoneyCall(
         "release-split-second-payee", "create_transfer", SCT, "held-split", send_confirm,
@@ -177,6 +190,8 @@ def set_up(world: World, call: MoneyCall) -> Scene:
     configure(settings, GATEWAY="tests.crash.gateway.CrashGateway", ESCROW_STRATEGY=call.strategy)
     if call.start == "task":
         return Scene(task=world.task())
+    if call.start == "milestone-1-held":
+        return milestone_one_held(world)
     if call.start in ("held-milestones", "held-split"):
         payment = held_in_parts(world, call.start)
         return Scene(task=payment.task, payment=payment)
@@ -230,12 +245,38 @@ def held_in_parts(world: World, start: str) -> Any:
     return payment
 
 
+def milestone_one_held(world: World) -> Scene:
+    """A task funded per milestone (tests/crash/terms.py) whose milestone 1 is held;
+    the case creates milestone 2's payment."""
+    from tests.crash.terms import PER_MILESTONE
+
+    configure(
+        settings,
+        GATEWAY="tests.crash.gateway.CrashGateway",
+        PAYMENT_TERMS="tests.crash.terms.crash_terms",
+    )
+    task = world.task()
+    title = "summary" if hasattr(task, "summary") else "title"  # the swapped host's job
+    type(task).objects.filter(pk=task.pk).update(
+        **{title: f"{PER_MILESTONE} {getattr(task, title)}"}
+    )
+    task.refresh_from_db()
+    answer = world.api(
+        world.market.customer, "payment-create", data={"task_id": str(task.pk), "milestone": 1}
+    )
+    assert answer.status == 201, answer
+    first = world.pay(world.payment(answer.body["payment_id"]))
+    assert first.status == "held", first.status
+    return Scene(task=task, milestone=2, earlier=[first])
+
+
 def find_payment(world: World, scene: Scene) -> Any:
     """The payment the case is about (for ``create``: the task's, if any)."""
     if scene.payment is not None:
         return world.payment(scene.payment.pk)
-    payments = world.payments_of(scene.task)
-    assert len(payments) <= 1, f"two payments for one task: {payments}"
+    earlier = {p.pk for p in scene.earlier}
+    payments = [p for p in world.payments_of(scene.task) if p.pk not in earlier]
+    assert len(payments) <= 1, f"two payments for one task (or milestone): {payments}"
     scene.payment = payments[0] if payments else None
     return scene.payment
 
@@ -301,10 +342,11 @@ def run_case(
         assert status in expected, f"status {status}, expected one of {sorted(expected)}"
 
     def one_intent_per_task() -> None:
+        earlier = {p.stripe_payment_intent_id for p in scene.earlier}
         with world.shared.session() as store:
             intents = [
                 i for i in store.payment_intents.values()
-                if i["metadata"].get("task_id") == str(scene.task.pk)
+                if i["metadata"].get("task_id") == str(scene.task.pk) and i["id"] not in earlier
             ]  # fmt: skip
         assert len(intents) <= 1, f"{len(intents)} PaymentIntents for one task"
         assert all(i["status"] != "succeeded" for i in intents) or payment is not None, intents

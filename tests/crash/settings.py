@@ -28,6 +28,8 @@ ESCROW_CONNECT = {
     # interrupted call belongs to a worker that was killed, so none can still
     # be running: a competing request may settle it at once.
     "MONEY_OPERATION_LEASE_SECONDS": 0,
+    # Tasks titled "per-milestone ..." are funded per milestone (tests/crash/terms.py).
+    "PAYMENT_TERMS": "tests.crash.terms.crash_terms",
     # Tips on (tests/crash/test_tips.py).
     "TIP_MAX_AMOUNT": {"usd": 10_000},
 }

@@ -80,6 +80,7 @@ def test_the_test_settings_pass():
         ),
         ({"WEBHOOK_API_VERSION": 20241028}, "escrow_connect.E026", "WEBHOOK_API_VERSION"),
         ({"ESCROW_STRATEGY": "escrow"}, "escrow_connect.E030", "ESCROW_STRATEGY"),
+        ({"FUND_NEXT_MILESTONE": "later"}, "escrow_connect.E100", "FUND_NEXT_MILESTONE"),
         ({"PLATFORM_FEE_BASIS_POINTS": 10.5}, "escrow_connect.E031", "PLATFORM_FEE_BASIS_POINTS"),
         ({"PLATFORM_FEE_BASIS_POINTS": 20000}, "escrow_connect.E031", "PLATFORM_FEE_BASIS_POINTS"),
         ({"PLATFORM_FEE_FIXED": {"usd": -1}}, "escrow_connect.E032", "PLATFORM_FEE_FIXED"),

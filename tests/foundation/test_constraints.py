@@ -92,6 +92,17 @@ def test_one_live_payment_per_task(parties):
     assert_rejected(payment_row(*parties))
 
 
+def test_one_live_payment_per_milestone_funded_on_its_own(parties):
+    payment_row(*parties, funded_milestone=1, milestone_count=2).save(force_insert=True)
+    # Another milestone of the same task is another part.
+    payment_row(*parties, funded_milestone=2, milestone_count=2).save(force_insert=True)
+    assert_rejected(payment_row(*parties, funded_milestone=1, milestone_count=2))
+
+
+def test_a_funded_milestone_is_one_of_the_tasks(parties):
+    assert_rejected(payment_row(*parties, funded_milestone=3, milestone_count=2))
+
+
 def test_a_canceled_payment_leaves_room_for_a_new_one(parties):
     payment_row(*parties, status=PaymentStatus.CANCELED).save(force_insert=True)
     payment_row(*parties).save(force_insert=True)

@@ -89,3 +89,72 @@ def test_sixteen_concurrent_confirms_make_one_transfer(
     assert len(transfers) == 1
     if escrow_strategy == SEPARATE_CHARGES_AND_TRANSFERS:
         assert payment.transfers.count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("iteration", range(REPEAT))
+def test_concurrent_creates_of_one_milestone_make_one_payment(settings, sim_stripe, iteration):
+    """Funding per milestone: the same milestone's "pay", clicked in sixteen
+    requests at once, creates one payment and one PaymentIntent."""
+    from django_escrow_connect.terms import FUND_PER_MILESTONE
+
+    from .test_milestones import EXTRA, three_milestones
+
+    configure(
+        settings,
+        PAYMENT_TERMS="tests.payments.test_milestones.split_terms",
+        FUND_NEXT_MILESTONE="any_time",
+    )
+    customer = factories.make_user("customer")
+    doer = factories.make_user("doer")
+    stripe_account(owner_user=doer)
+    task = factories.make_task(customer, payee_user=doer)
+    EXTRA[task.pk] = {"milestones": three_milestones(), "funding": FUND_PER_MILESTONE}
+    barrier = threading.Barrier(THREADS)
+    answers: list[tuple[int, str]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def create() -> None:
+        try:
+            own = APIClient()
+            own.force_authenticate(customer)
+            barrier.wait(timeout=30)
+            response = own.post(
+                "/escrow/payments/create/",
+                {"task_id": str(task.pk), "milestone": 2},
+                format="json",
+            )
+            with lock:
+                answers.append((response.status_code, response.json()["payment_id"]))
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+        finally:
+            connections.close_all()
+
+    try:
+        threads = [threading.Thread(target=create) for _ in range(THREADS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        EXTRA.pop(task.pk, None)
+    assert not errors, errors
+    # One created it (201); the others returned it (200), or finished the
+    # creation the first one had begun (201 too: the same payment and intent).
+    statuses = [status for status, _id in answers]
+    assert len(statuses) == THREADS
+    assert set(statuses) <= {200, 201}, statuses
+    assert len({payment_id for _status, payment_id in answers}) == 1
+    Payment = swappable.load("EscrowPayment")
+    (payment,) = Payment.objects.filter(task=task)
+    assert (payment.funded_milestone, payment.amount) == (2, 5_000)
+    # A request that found the creation committed but not sent yet sends the
+    # same request with the same key: Stripe makes one PaymentIntent.
+    intents = [
+        i for i in sim_stripe.payment_intents.values() if i["metadata"]["task_id"] == str(task.pk)
+    ]
+    assert [i["id"] for i in intents] == [payment.stripe_payment_intent_id]

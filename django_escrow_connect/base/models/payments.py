@@ -121,6 +121,21 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
             "one transfer per payee each."
         ),
     )
+    # Funding per milestone (docs/milestones.md): each milestone is paid for
+    # by its own payment, an ordinary one, so every money path applies to it.
+    funded_milestone = models.PositiveSmallIntegerField(
+        _("funded milestone"),
+        default=0,
+        help_text=_(
+            "0: the payment funds the whole task; k: it funds the task's k-th milestone "
+            "(1-based) alone."
+        ),
+    )
+    milestone_count = models.PositiveSmallIntegerField(
+        _("milestones of the task"),
+        default=0,
+        help_text=_("Funding per milestone: how many milestones the task has (0 otherwise)."),
+    )
     strategy = models.CharField(_("escrow strategy"), max_length=40, choices=EscrowStrategy.choices)
     status = FSMField(
         _("status"),
@@ -234,12 +249,18 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
                 condition=~Q(stripe_charge_id=""),
                 name="escrow_payment_unique_charge",
             ),
-            # A task is paid for once: a second payment is possible only
-            # after the first was canceled.
+            # A task (or one milestone of a task funded per milestone) is
+            # paid for once: a second payment is possible only after the
+            # first was canceled. Mixing the two modes on one task is
+            # refused by create_payment under the task's lock.
             models.UniqueConstraint(
-                fields=["task"],
+                fields=["task", "funded_milestone"],
                 condition=~Q(status=PaymentStatus.CANCELED),
-                name="escrow_payment_one_live_payment_per_task",
+                name="escrow_payment_one_live_payment_per_task_part",
+            ),
+            models.CheckConstraint(
+                condition=Q(funded_milestone__lte=F("milestone_count")),
+                name="escrow_payment_funded_milestone_within_count",
             ),
         ]
         indexes = [
