@@ -91,8 +91,11 @@ def move_task_status(task_model: Any, task_id: Any, payment_id: Any, payment_sta
     if target is None:
         return True
     allowed = set().union(*(transitions.sources(task_model, name) for name in names))
-    moved = task_model.objects.filter(pk=task_id, payment_status__in=sorted(allowed)).update(
-        payment_status=target
+    moved = conditional.update_count(
+        task_model,
+        assignments={"payment_status": target},
+        where={"pk": task_id},
+        where_in={"payment_status": allowed},
     )
     if not moved:
         # Rare (already there, or a state the transitions do not leave from):
