@@ -98,6 +98,88 @@ def update_returning(
     return from_row(model, connection, rows[0])
 
 
+@dataclass(frozen=True)
+class Follow:
+    """A second conditional ``UPDATE``, of the row a changed row's foreign key names.
+
+    ``via`` is the foreign key's field name on the first model; the followed
+    row is matched by its primary key and ``where_in`` (field names of
+    ``model``), and gets ``assignments`` (plain values).
+    """
+
+    model: Any
+    via: str
+    assignments: dict[str, Any]
+    where_in: dict[str, Iterable[Any]]
+
+
+#: Backends where one statement can update two tables (a data-modifying
+#: ``WITH``): SQLite's ``WITH`` takes a ``SELECT`` only.
+FOLLOW_VENDORS = frozenset({"postgresql"})
+
+
+def can_follow(model: Any) -> bool:
+    """Whether :func:`update_returning_and_follow` works on ``model``'s database."""
+    return connections[router.db_for_write(model)].vendor in FOLLOW_VENDORS
+
+
+def update_returning_and_follow(
+    model: Any,
+    *,
+    assignments: dict[str, Any],
+    where: dict[str, Any],
+    where_in: dict[str, Iterable[Any]],
+    follow: Follow,
+) -> tuple[Any | None, int]:
+    """:func:`update_returning`, and ``follow`` for the changed row, in one statement.
+
+    ``WITH changed AS (UPDATE ... RETURNING ...), followed AS (UPDATE ...
+    WHERE pk IN (SELECT fk FROM changed) ... RETURNING 1) SELECT changed.*,
+    (SELECT count(*) FROM followed) FROM changed``: one round trip instead of
+    two. Both updates run on the same snapshot and lock their rows as two
+    separate ``UPDATE`` statements would (each re-checks its ``WHERE`` on a
+    row a concurrent transaction changed). Returns the changed row (None when
+    nothing matched; then nothing was followed either) and how many rows the
+    follow-up changed. PostgreSQL only (:func:`can_follow`).
+    """
+    connection = connections[router.db_for_write(model)]
+    where_in = {name: sorted(set(values)) for name, values in where_in.items()}
+    follow_in = {name: sorted(set(values)) for name, values in follow.where_in.items()}
+    first = _statement(model, connection.alias, assignments, where, where_in, returning=True)
+    quote = connection.ops.quote_name
+    opts = model._meta
+    followed_by = (
+        f"{quote(follow.model._meta.pk.column)} IN "
+        f"(SELECT {quote(opts.get_field(follow.via).column)} FROM changed)"
+    )
+    second = _statement(
+        follow.model,
+        connection.alias,
+        follow.assignments,
+        {},
+        follow_in,
+        returning=False,
+        condition=followed_by,
+    )
+    columns = ", ".join(quote(f.column) for f in opts.concrete_fields)
+    sql = (
+        f"WITH changed AS ({first.sql}), "
+        f"followed AS ({second.sql} RETURNING 1) "
+        f"SELECT {columns}, (SELECT count(*) FROM followed) FROM changed"  # noqa: S608
+    )
+    params = first.params(connection, assignments, where, where_in)
+    params += second.params(connection, follow.assignments, {}, follow_in)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if not rows:
+        return None, 0
+    if len(rows) > 1:  # pragma: no cover - callers match on a unique column
+        raise RuntimeError(f"{opts.label}: a conditional update matched {len(rows)} rows")
+    *row, followed = rows[0]
+    return from_row(model, connection, tuple(row)), int(followed)
+
+
 def update_count(
     model: Any,
     *,
@@ -171,6 +253,7 @@ def _statement(
     where_in: dict[str, Iterable[Any]],
     *,
     returning: bool,
+    condition: str = "",
 ) -> _Statement:
     # The shape: which columns, which are SQL (and which SQL), how many
     # values each IN has. Everything else is a parameter.
@@ -182,7 +265,7 @@ def _statement(
         tuple(where),
         tuple((name, len(list(values))) for name, values in where_in.items()),
     )
-    return _build(model, alias, shape, returning)
+    return _build(model, alias, shape, returning, condition)
 
 
 @functools.lru_cache(maxsize=512)
@@ -191,7 +274,9 @@ def _build(
     alias: str,
     shape: tuple[tuple[tuple[str, str | None], ...], tuple[str, ...], tuple[tuple[str, int], ...]],
     returning: bool,
+    condition: str,
 ) -> _Statement:
+    """The statement of a shape; ``condition`` is SQL without parameters, ANDed first."""
     set_shape, where_names, in_shape = shape
     opts = model._meta
     quote = connections[alias].ops.quote_name
@@ -210,17 +295,16 @@ def _build(
         else:
             set_sql.append(f"{column} = %s")
             sets.append((field, None))
-    conditions: list[str] = []
+    conditions: list[str] = [condition] if condition else []
     wheres = tuple(field_of(name) for name in where_names)
     conditions.extend(f"{quote(field.column)} = %s" for field in wheres)
     where_ins = tuple(field_of(name) for name, _count in in_shape)
     for field, (_name, count) in zip(where_ins, in_shape, strict=True):
         conditions.append(f"{quote(field.column)} IN ({', '.join(['%s'] * count)})")
     # Identifiers are quoted model metadata, values are parameters.
-    sql = (
-        f"UPDATE {quote(opts.db_table)} SET {', '.join(set_sql)} "  # noqa: S608
-        f"WHERE {' AND '.join(conditions)}"
-    )
+    sql = f"UPDATE {quote(opts.db_table)} SET {', '.join(set_sql)}"  # noqa: S608
+    if conditions:
+        sql += f" WHERE {' AND '.join(conditions)}"
     if returning:
         sql += f" RETURNING {', '.join(quote(f.column) for f in opts.concrete_fields)}"
     return _Statement(sql=sql, sets=tuple(sets), wheres=wheres, where_ins=where_ins)
