@@ -86,10 +86,10 @@ def update_returning(
     row matched. At most one row may match (callers filter on a unique column).
     """
     connection = connections[router.db_for_write(model)]
-    where_in = {name: sorted(set(values)) for name, values in where_in.items()}
-    statement = _statement(model, connection.alias, assignments, where, where_in, returning=True)
+    in_lists = {name: sorted(set(values)) for name, values in where_in.items()}
+    statement = _statement(model, connection.alias, assignments, where, in_lists, returning=True)
     with connection.cursor() as cursor:
-        cursor.execute(statement.sql, statement.params(connection, assignments, where, where_in))
+        cursor.execute(statement.sql, statement.params(connection, assignments, where, in_lists))
         rows = cursor.fetchall()
     if not rows:
         return None
@@ -143,13 +143,13 @@ def update_returning_and_follow(
     follow-up changed. PostgreSQL only (:func:`can_follow`).
     """
     connection = connections[router.db_for_write(model)]
-    where_in = {name: sorted(set(values)) for name, values in where_in.items()}
+    in_lists = {name: sorted(set(values)) for name, values in where_in.items()}
     follow_in = {name: sorted(set(values)) for name, values in follow.where_in.items()}
-    first = _statement(model, connection.alias, assignments, where, where_in, returning=True)
+    first = _statement(model, connection.alias, assignments, where, in_lists, returning=True)
     quote = connection.ops.quote_name
     opts = model._meta
     followed_by = (
-        f"{quote(follow.model._meta.pk.column)} IN "
+        f"{quote(follow.model._meta.pk.column)} IN "  # noqa: S608
         f"(SELECT {quote(opts.get_field(follow.via).column)} FROM changed)"
     )
     second = _statement(
@@ -162,12 +162,13 @@ def update_returning_and_follow(
         condition=followed_by,
     )
     columns = ", ".join(quote(f.column) for f in opts.concrete_fields)
+    # Identifiers are quoted model metadata, values are parameters.
     sql = (
-        f"WITH changed AS ({first.sql}), "
+        f"WITH changed AS ({first.sql}), "  # noqa: S608
         f"followed AS ({second.sql} RETURNING 1) "
-        f"SELECT {columns}, (SELECT count(*) FROM followed) FROM changed"  # noqa: S608
+        f"SELECT {columns}, (SELECT count(*) FROM followed) FROM changed"
     )
-    params = first.params(connection, assignments, where, where_in)
+    params = first.params(connection, assignments, where, in_lists)
     params += second.params(connection, follow.assignments, {}, follow_in)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -192,10 +193,10 @@ def update_count(
     What ``filter(...).update(...)`` does, without compiling a query each time.
     """
     connection = connections[router.db_for_write(model)]
-    where_in = {name: sorted(set(values)) for name, values in where_in.items()}
-    statement = _statement(model, connection.alias, assignments, where, where_in, returning=False)
+    in_lists = {name: sorted(set(values)) for name, values in where_in.items()}
+    statement = _statement(model, connection.alias, assignments, where, in_lists, returning=False)
     with connection.cursor() as cursor:
-        cursor.execute(statement.sql, statement.params(connection, assignments, where, where_in))
+        cursor.execute(statement.sql, statement.params(connection, assignments, where, in_lists))
         return int(cursor.rowcount)
 
 
@@ -230,7 +231,7 @@ class _Statement:
         connection: Any,
         assignments: dict[str, Any],
         where: dict[str, Any],
-        where_in: dict[str, Iterable[Any]],
+        where_in: dict[str, list[Any]],
     ) -> list[Any]:
         params: list[Any] = []
         for (field, _raw), value in zip(self.sets, assignments.values(), strict=True):
@@ -250,7 +251,7 @@ def _statement(
     alias: str,
     assignments: dict[str, Any],
     where: dict[str, Any],
-    where_in: dict[str, Iterable[Any]],
+    where_in: dict[str, list[Any]],
     *,
     returning: bool,
     condition: str = "",
@@ -263,7 +264,7 @@ def _statement(
             for name, value in assignments.items()
         ),
         tuple(where),
-        tuple((name, len(list(values))) for name, values in where_in.items()),
+        tuple((name, len(values)) for name, values in where_in.items()),
     )
     return _build(model, alias, shape, returning, condition)
 

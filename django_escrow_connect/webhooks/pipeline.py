@@ -272,7 +272,7 @@ def _insert_statement(model: Any, connection: Any) -> tuple[str, list[Any], list
             connection
         )
         found = per_model[model] = (sql, fields, converters, pk_column)
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def settle_failure(row: RecordedEvent, failed: HandlerFailed) -> Outcome:

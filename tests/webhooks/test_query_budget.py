@@ -45,6 +45,8 @@ def hold_budget() -> int:
     """A ``payment_intent`` that holds the money: the payment and its task in
     one statement on PostgreSQL (a data-modifying ``WITH``), two on SQLite."""
     return PIPELINE_STATEMENTS + (1 if connection.vendor == "postgresql" else 2)
+
+
 _TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK")
 
 
