@@ -9,6 +9,12 @@ state never moves backwards, and the row lock the ``UPDATE`` takes serialises
 concurrent deliveries exactly like the locked read did (the second one finds
 the row in the target state and matches nothing).
 
+On PostgreSQL, :func:`update_returning_and_follow` also moves the row a
+changed row's foreign key names (the payment's task) in the same statement
+(a data-modifying ``WITH``). Statements are built once per model and shape
+and cached: compiling the same query through the ORM on every webhook event
+cost more than running it.
+
 A caller that gets ``None`` back falls back to the locked read, which handles
 everything else (an unknown row, an amount mismatch, a repeated event, a state
 the transition does not leave from).

@@ -23,7 +23,7 @@ deferred ones, replays) takes :func:`process_event`, which locks the row.
 Query budget (``tests/webhooks/test_query_budget.py``, ``docs/performance.md``):
 the receiver reads whether the event is recorded (1 statement, no
 transaction: all a duplicate costs), then a new event costs 1 query here
-plus its handler's own.
+(:func:`insert_new`) plus its handler's own.
 """
 
 from __future__ import annotations
