@@ -17,6 +17,7 @@ apply transitions without a user and skip the permission.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,7 +33,14 @@ def declared(model: Any, name: str) -> list[Transition]:
     :class:`LookupError` when ``model`` has no such transition.
     """
     model = model if isinstance(model, type) else type(model)
-    found = [transition for transition in _all(model) if transition.name == name]
+    return list(_declared(model, name))
+
+
+@functools.cache
+def _declared(model: type, name: str) -> tuple[Transition, ...]:
+    # The declarations are made when the class is created and never change:
+    # read them once per model (the webhook hot path asks on every event).
+    found = tuple(transition for transition in _all(model) if transition.name == name)
     if not found:
         raise LookupError(f"{model.__name__} declares no transition {name!r}")
     return found
@@ -40,13 +48,23 @@ def declared(model: Any, name: str) -> list[Transition]:
 
 def sources(model: Any, name: str) -> frozenset[str]:
     """The states transition ``name`` leaves from."""
-    return frozenset(str(transition.source) for transition in declared(model, name))
+    return _sources(model if isinstance(model, type) else type(model), name)
+
+
+@functools.cache
+def _sources(model: type, name: str) -> frozenset[str]:
+    return frozenset(str(transition.source) for transition in _declared(model, name))
 
 
 def targets(model: Any, name: str) -> frozenset[str]:
     """The states transition ``name`` can lead to (every one a ``RETURN_VALUE`` allows)."""
+    return _targets(model if isinstance(model, type) else type(model), name)
+
+
+@functools.cache
+def _targets(model: type, name: str) -> frozenset[str]:
     found: set[str] = set()
-    for transition in declared(model, name):
+    for transition in _declared(model, name):
         target = transition.target
         allowed = getattr(target, "allowed_states", None)
         found.update(str(state) for state in (allowed if allowed else (target,)))

@@ -32,7 +32,7 @@ from ..states import PaymentStatus as S
 from . import conditional, errors, outcomes
 from .common import model, payment_model
 from .operations import is_other_installation
-from .task_status import move_task_status, sync_task_status
+from .task_status import log_unmoved, move_task_status, sync_task_status, task_move
 
 logger = logging.getLogger("django_escrow_connect.sync")
 
@@ -160,6 +160,30 @@ def _hold_in_one_statement(snapshot: PaymentIntentSnapshot) -> Any:
         where_in["strategy"] = [
             s for s in EscrowStrategy.values if s != EscrowStrategy.MANUAL_CAPTURE
         ]
+    task_model = Payment.task.field.related_model
+    task = task_move(task_model, S.HELD)
+    if task is not None and conditional.can_follow(Payment):
+        # PostgreSQL: the payment and its task in one statement.
+        target, allowed = task
+        payment, moved = conditional.update_returning_and_follow(
+            Payment,
+            assignments=assignments,
+            where=where,
+            where_in=where_in,
+            follow=conditional.Follow(
+                task_model,
+                via="task",
+                assignments={"payment_status": target},
+                where_in={"payment_status": allowed},
+            ),
+        )
+        if payment is None:
+            return None
+        if not moved:
+            log_unmoved(task_model, payment.task_id, payment.pk, target)
+        _log(payment, "payment held")
+        notify("payment_held", payment=payment)
+        return payment
     # The payment and its task commit together; inside the webhook
     # pipeline's transaction this adds no savepoint (no round trip).
     with transaction.atomic(savepoint=False):
@@ -168,7 +192,6 @@ def _hold_in_one_statement(snapshot: PaymentIntentSnapshot) -> Any:
         )
         if payment is None:
             return None
-        task_model = type(payment).task.field.related_model
         if not move_task_status(task_model, payment.task_id, payment.pk, S.HELD):
             sync_task_status(payment)
     _log(payment, "payment held")

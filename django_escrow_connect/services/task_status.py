@@ -153,20 +153,48 @@ def move_task_status(task_model: Any, task_id: Any, payment_id: Any, payment_sta
     if target is None:
         return True
     allowed = set().union(*(transitions.sources(task_model, name) for name in names))
-    moved = task_model.objects.filter(pk=task_id, payment_status__in=sorted(allowed)).update(
-        payment_status=target
+    moved = conditional.update_count(
+        task_model,
+        assignments={"payment_status": target},
+        where={"pk": task_id},
+        where_in={"payment_status": allowed},
     )
     if not moved:
-        # Rare (already there, or a state the transitions do not leave from):
-        # read it to log the second case as sync_task_status does.
-        current = (
-            task_model.objects.filter(pk=task_id).values_list("payment_status", flat=True).first()
-        )
-        if current is not None and current != target:
-            logger.info(
-                "task payment status not changed: no transition from %s to %s",
-                current,
-                target,
-                extra={"payment_id": str(payment_id), "task_id": str(task_id)},
-            )
+        log_unmoved(task_model, task_id, payment_id, target)
     return True
+
+
+def task_move(task_model: Any, payment_status: str) -> tuple[str, frozenset[str]] | None:
+    """What :func:`move_task_status` would write: the target and the states it leaves from.
+
+    ``None`` when its single ``UPDATE`` is not the whole answer (no payment
+    status on the task, a transition the host overrides or listens to, no
+    target): the caller then calls :func:`move_task_status` as usual. Lets
+    a caller fold the task's ``UPDATE`` into its own statement
+    (:func:`.conditional.update_returning_and_follow`).
+    """
+    names = TASK_TRANSITIONS_FOR[payment_status]
+    try:
+        task_model._meta.get_field("payment_status")
+    except FieldDoesNotExist:
+        return None
+    if not conditional.usable(task_model, EscrowTaskMixin, names):
+        return None
+    target = task_state_for(task_model, payment_status)
+    if target is None:
+        return None
+    return target, frozenset().union(*(transitions.sources(task_model, name) for name in names))
+
+
+def log_unmoved(task_model: Any, task_id: Any, payment_id: Any, target: str) -> None:
+    """The task's status did not move: log it if no transition leads to ``target``."""
+    # Rare (already there, or a state the transitions do not leave from):
+    # read it to log the second case as sync_task_status does.
+    current = task_model.objects.filter(pk=task_id).values_list("payment_status", flat=True).first()
+    if current is not None and current != target:
+        logger.info(
+            "task payment status not changed: no transition from %s to %s",
+            current,
+            target,
+            extra={"payment_id": str(payment_id), "task_id": str(task_id)},
+        )

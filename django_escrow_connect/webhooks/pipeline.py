@@ -23,21 +23,24 @@ deferred ones, replays) takes :func:`process_event`, which locks the row.
 Query budget (``tests/webhooks/test_query_budget.py``, ``docs/performance.md``):
 the receiver reads whether the event is recorded (1 statement, no
 transaction: all a duplicate costs), then a new event costs 1 query here
-plus its handler's own.
+(:func:`insert_new`) plus its handler's own.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
+from django.db.models import signals
 from django.utils import timezone
 
 from .. import observability, swappable
+from ..base.models.webhooks import AbstractWebhookEvent
 from ..conf import STRIPE_API_VERSION
 from ..notifications import notify
 from ..services.errors import UnknownObject
@@ -57,6 +60,8 @@ DEFERRED_MAX_AGE = timedelta(days=7)
 SETTLED_FIELDS = ["status", "attempts", "last_error", "processed_at"]
 #: How much of an error message the event row keeps.
 ERROR_MAX_CHARS = 2000
+#: ``save`` of the package's event model (a host's override takes the ORM path).
+_BASE_SAVE = AbstractWebhookEvent.save
 #: The span around one event's processing (see docs/observability.md).
 WEBHOOK_SPAN = "escrow_connect.webhook"
 
@@ -179,11 +184,8 @@ def _process_new(event: Any) -> Outcome | None:
     event.attempts = 1
     try:
         with transaction.atomic():
-            try:
-                event.save(force_insert=True)
-            except IntegrityError:
-                # The unique Stripe id exists: leaving the block rolls back
-                # (save() marked it for rollback), nothing else ran.
+            if not insert_new(event):
+                # The unique Stripe id exists: nothing was written, nothing else ran.
                 return None
             warn_if_other_api_version(event)
             if handler is not None and context is not None:
@@ -192,6 +194,85 @@ def _process_new(event: Any) -> Outcome | None:
         raise HandlerFailed(exc, context) from exc
     _log_settled(event, context)
     return outcome_for(str(event.status), event.stripe_event_id)
+
+
+def insert_new(event: Any) -> bool:
+    """Insert an unsaved event row; False (nothing written) if its Stripe id is recorded.
+
+    One ``INSERT ... ON CONFLICT (stripe_event_id) DO NOTHING RETURNING pk``,
+    built once per model (:func:`_insert_statement`): a conflict is an answer,
+    not an error to roll back, and the ORM's per-call compilation of the
+    insert is skipped. A concurrent insert of the same id waits for the other
+    transaction and then does nothing, as the unique index makes the ORM's
+    insert fail. Where that is not equivalent to ``save()`` (a host listens
+    to ``pre_save``/``post_save`` for its event model or overrides ``save``,
+    or the database cannot return from an insert) it is ``save()``.
+    """
+    model = type(event)
+    connection = connections[router.db_for_write(model)]
+    statement = _insert_statement(model, connection)
+    if statement is None:
+        try:
+            event.save(force_insert=True, using=connection.alias)
+        except IntegrityError:
+            # save() marked the caller's transaction for rollback: leaving it
+            # rolls back, and nothing else ran.
+            return False
+        return True
+    sql, fields, converters, pk_column = statement
+    params = [field.get_db_prep_save(field.pre_save(event, True), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    pk = row[0]
+    for converter in converters:
+        pk = converter(pk, pk_column, connection)
+    event.pk = pk
+    event._state.adding = False
+    event._state.db = connection.alias
+    # django-fsm's ConcurrentTransitionMixin: a later save() compares with this.
+    update_initial_state = getattr(event, "_update_initial_state", None)
+    if update_initial_state is not None:
+        update_initial_state()
+    return True
+
+
+#: Per connection, per event model: :func:`insert_new`'s statement (None: use save()).
+_INSERTS: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def _insert_statement(model: Any, connection: Any) -> tuple[str, list[Any], list[Any], Any] | None:
+    if (
+        connection.vendor not in ("postgresql", "sqlite")
+        or not connection.features.can_return_columns_from_insert
+        or signals.pre_save.has_listeners(model)
+        or signals.post_save.has_listeners(model)
+        or model.save is not _BASE_SAVE
+    ):
+        return None  # checked on every call: listeners come and go
+    per_model = _INSERTS.setdefault(connection, {})
+    found = per_model.get(model)
+    if found is None:
+        opts = model._meta
+        quote = connection.ops.quote_name
+        # What Model._do_insert sends: every local concrete field but an
+        # auto-incremented primary key (the database assigns it).
+        fields = [f for f in opts.local_concrete_fields if f is not opts.auto_field]
+        sql = (
+            f"INSERT INTO {quote(opts.db_table)} "  # noqa: S608
+            f"({', '.join(quote(f.column) for f in fields)}) "
+            f"VALUES ({', '.join(['%s'] * len(fields))}) "
+            f"ON CONFLICT ({quote(opts.get_field('stripe_event_id').column)}) DO NOTHING "
+            f"RETURNING {quote(opts.pk.column)}"
+        )
+        pk_column = opts.pk.get_col(opts.db_table)
+        converters = connection.ops.get_db_converters(pk_column) + opts.pk.get_db_converters(
+            connection
+        )
+        found = per_model[model] = (sql, fields, converters, pk_column)
+    return found
 
 
 def settle_failure(row: RecordedEvent, failed: HandlerFailed) -> Outcome:

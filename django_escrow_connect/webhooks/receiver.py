@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import logging
 import re
+import weakref
 from datetime import datetime, timezone
 from typing import Any, Literal, overload
 
-from django.db import DataError
+from django.db import DataError, connections, router
 
 from .. import observability, swappable
 from ..conf import escrow_settings
@@ -466,19 +467,21 @@ def recorded_state(
 ) -> pipeline.RecordedEvent | None:
     """The stored row of a verified event (one query); ``None`` if ``missing_ok`` and none."""
     WebhookEvent = swappable.load("WebhookEvent")
-    row = (
-        # A unique key: no ordering to compile or sort by.
-        WebhookEvent.objects.filter(stripe_event_id=event["id"][:255])
-        .order_by()
-        .values_list("pk", "status", "type", "account")
-        .first()
-    )
+    connection = connections[router.db_for_read(WebhookEvent)]
+    sql, pk_converters, pk_column = _state_query(WebhookEvent, connection)
+    # Raw SQL built once per model: this read is all a duplicate costs, and
+    # compiling the same queryset on every delivery cost more than running it.
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [event["id"][:255]])
+        row = cursor.fetchone()
     if row is None:
         if missing_ok:
             return None
         # The insert above or an earlier one made it.
         raise RuntimeError(f"Webhook event {event['id']} was not recorded")  # pragma: no cover
     pk, status, type_, account = row
+    for converter in pk_converters:
+        pk = converter(pk, pk_column, connection)
     return pipeline.RecordedEvent(
         pk=pk,
         stripe_event_id=event["id"],
@@ -488,6 +491,33 @@ def recorded_state(
         object_id=object_id(event),
         is_pending=status in (WebhookEventStatus.RECEIVED, WebhookEventStatus.FAILED),
     )
+
+
+#: Per connection, per event model: the state query, and how its pk is converted.
+_STATE_QUERIES: weakref.WeakKeyDictionary[Any, dict[Any, tuple[str, list[Any], Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _state_query(model: Any, connection: Any) -> tuple[str, list[Any], Any]:
+    per_model = _STATE_QUERIES.setdefault(connection, {})
+    found = per_model.get(model)
+    if found is None:
+        opts = model._meta
+        quote = connection.ops.quote_name
+        columns = ", ".join(
+            quote(opts.get_field(name).column) for name in ("status", "type", "account")
+        )
+        sql = (
+            f"SELECT {quote(opts.pk.column)}, {columns} FROM {quote(opts.db_table)} "  # noqa: S608
+            f"WHERE {quote(opts.get_field('stripe_event_id').column)} = %s"
+        )
+        pk_column = opts.pk.get_col(opts.db_table)
+        converters = connection.ops.get_db_converters(pk_column) + opts.pk.get_db_converters(
+            connection
+        )
+        found = per_model[model] = (sql, converters, pk_column)
+    return found
 
 
 #: Keys never kept in the event log (a PaymentIntent's client_secret lets a

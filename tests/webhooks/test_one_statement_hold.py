@@ -179,3 +179,47 @@ def test_a_manual_capture_succeeded_is_its_capture_not_a_hold(
     assert deliver.platform(evt).json()["status"] == "processed"
     assert scene.refresh().status == "released"
     assert sent.of("payment_held") == []
+
+
+def test_a_task_state_no_transition_leaves_from_is_logged_and_left(
+    deliver: Any, make_payment: Any, sim_stripe: Any, caplog: Any
+) -> None:
+    """The payment is held; the task's ``UPDATE`` (one statement with the payment's
+    on PostgreSQL) matches nothing and says why, as ``sync_task_status`` does."""
+    scene = make_payment()
+    swappable.load("Task").objects.filter(pk=scene.task.pk).update(payment_status="on_hold")
+    evt = so.event("payment_intent.succeeded", intent_for(scene, "succeeded"))
+    with caplog.at_level("INFO", logger="django_escrow_connect.services"):
+        assert deliver.platform(evt).json()["status"] == "processed"
+    assert status_history(scene) == ("held", "on_hold")
+    assert "no transition from on_hold to payment_in_escrow" in caplog.text
+
+
+def test_a_task_already_in_escrow_stays_and_nothing_is_logged(
+    deliver: Any, make_payment: Any, sim_stripe: Any, caplog: Any
+) -> None:
+    scene = make_payment()
+    swappable.load("Task").objects.filter(pk=scene.task.pk).update(
+        payment_status="payment_in_escrow"
+    )
+    evt = so.event("payment_intent.succeeded", intent_for(scene, "succeeded"))
+    with caplog.at_level("INFO", logger="django_escrow_connect.services"):
+        assert deliver.platform(evt).json()["status"] == "processed"
+    assert status_history(scene) == ("held", "payment_in_escrow")
+    assert "no transition" not in caplog.text
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="a data-modifying WITH is PostgreSQL's"
+)
+def test_on_postgresql_the_payment_and_its_task_move_in_one_statement(
+    deliver: Any, make_payment: Any, sim_stripe: Any
+) -> None:
+    scene = make_payment()
+    evt = so.event("payment_intent.succeeded", intent_for(scene, "succeeded"))
+    with CaptureQueriesContext(connection) as captured:
+        assert deliver.platform(evt).json()["status"] == "processed"
+    updates = [q["sql"] for q in captured.captured_queries if "UPDATE" in q["sql"]]
+    assert len(updates) == 1
+    assert updates[0].startswith("WITH changed AS (UPDATE")
+    assert status_history(scene) == ("held", "payment_in_escrow")
