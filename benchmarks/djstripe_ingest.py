@@ -34,7 +34,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -281,9 +280,8 @@ def run(payloads: dict[str, Any], chunk: int, stub: Stub) -> dict[str, Any]:
         for number, round_ in enumerate(payloads["rounds"]):
             phases = {**round_["phases"], DUPLICATE: round_["phases"][PI]}
             warmup = round_["warmup"]
-            log(
-                f"djstripe: {'warm-up round (not recorded)' if warmup else f'round {len(rounds) + 1}'} ..."
-            )
+            label = "warm-up round (not recorded)" if warmup else f"round {len(rounds) + 1}"
+            log(f"djstripe: {label} ...")
             if not warmup:
                 with connection.cursor() as cursor:
                     cursor.execute("CHECKPOINT")
@@ -300,9 +298,9 @@ def run(payloads: dict[str, Any], chunk: int, stub: Stub) -> dict[str, Any]:
                     "stripe_fetches_per_event": round(fetches / p["n"], 2),
                 }
                 log(
-                    f"djstripe: round {len(rounds) + 1} {phase}: dj-stripe {p['events_per_second']}/s "
-                    f"({p['statements']} SQL, {fetches} fetches), floor {f['events_per_second']}/s, "
-                    f"ratio {outcome[phase]['ratio']}"
+                    f"djstripe: {label} {phase}: dj-stripe {p['events_per_second']}/s "
+                    f"({p['statements']} SQL, {fetches} fetches), "
+                    f"floor {f['events_per_second']}/s, ratio {outcome[phase]['ratio']}"
                 )
             if not warmup:
                 rounds.append(outcome)

@@ -27,7 +27,7 @@ def _database() -> dict[str, object]:
     }
 
 
-SECRET_KEY = "bench-djstripe-not-secret"  # noqa: S105
+SECRET_KEY = "bench-djstripe-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 USE_TZ = True
@@ -48,7 +48,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # dj-stripe 2.11's configuration: test mode, a (fake) secret key the stub accepts,
 # webhook validation by signature (the WebhookEndpoint rows hold the secrets).
 STRIPE_LIVE_MODE = False
-STRIPE_TEST_SECRET_KEY = "sk_test_benchdjstripe00000000000000"  # noqa: S105
+STRIPE_TEST_SECRET_KEY = "sk_test_benchdjstripe00000000000000"
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
 STRIPE_API_HOST = os.environ.get("DJSTRIPE_BENCH_API_HOST", "http://127.0.0.1:9")

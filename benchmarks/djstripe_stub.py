@@ -118,7 +118,7 @@ class StubHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: StubServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def reply(self, status: int, body: dict[str, Any]) -> None:
@@ -130,7 +130,7 @@ class StubHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         path = urlsplit(self.path).path
         if path == "/__stats":
             with self.server.lock:
@@ -159,7 +159,7 @@ class StubHandler(BaseHTTPRequestHandler):
             return
         self.reply(200, obj)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         with self.server.lock:
