@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PACKAGE_RUN = FIXTURES / "ingest-run.json"
@@ -77,3 +79,56 @@ def test_without_a_peer_file_the_report_has_no_peer_column() -> None:
     header = table_rows(text, "Package / floor")["Phase"]
     assert header == ["Phase", "package / floor", "SQL statements (package / floor)"]
     assert "dj-stripe" not in text
+
+
+def test_the_dj_stripe_stub_answers_from_the_replayed_events_and_counts_misses() -> None:
+    """benchmarks/djstripe_stub.py: what dj-stripe retrieves comes from the payloads."""
+    import json
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from benchmarks.djstripe_stub import StubServer, index_objects
+    from tests.webhooks import stripe_objects as so
+
+    charge = so.charge(payment_intent="pi_replayed")
+    events = [
+        so.event("payment_intent.succeeded", so.payment_intent(id="pi_replayed")),
+        so.event("charge.succeeded", charge),
+        so.event("account.updated", so.account("acct_replayed"), account="acct_replayed"),
+    ]
+    payloads = {
+        "rounds": [
+            {"phases": {e["type"]: [{"endpoint": "platform", "body": json.dumps(e)}]}}
+            for e in events
+        ]
+    }
+    server = StubServer(index_objects(payloads))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def get(path: str) -> dict:
+        with urllib.request.urlopen(base + path) as response:
+            return json.load(response)
+
+    try:
+        assert get("/v1/payment_intents/pi_replayed")["id"] == "pi_replayed"
+        assert get(f"/v1/charges/{charge['id']}") == charge
+        assert get("/v1/accounts/acct_replayed?expand[]=x")["id"] == "acct_replayed"
+        assert get(f"/v1/events/{events[0]['id']}") == events[0]
+        # Derived from the charge that names them (the events carry only their ids).
+        txn = get(f"/v1/balance_transactions/{charge['balance_transaction']}")
+        assert (txn["source"], txn["amount"]) == (charge["id"], charge["amount"])
+        assert get(f"/v1/payment_methods/{charge['payment_method']}")["card"]["last4"] == "4242"
+        assert get("/v1/account")["id"] == "acct_bench_platform"
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            get("/v1/customers/cus_unknown")
+        assert missing.value.code == 404
+        assert json.load(missing.value)["error"]["code"] == "resource_missing"
+        stats = get("/__stats")
+        assert stats["misses"] == ["GET /v1/customers/cus_unknown"]
+        assert stats["served"]["GET /v1/charges/<id>"] == 1
+        assert stats["served"]["GET /v1/account"] == 1
+    finally:
+        server.shutdown()
+        server.server_close()
