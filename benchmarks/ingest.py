@@ -178,6 +178,18 @@ def round_payloads(count: int, customer: Any, doer: Any) -> dict[str, list[Deliv
     }
 
 
+def payloads_for_replay(payloads: dict[str, list[Delivery]], *, warmup: bool) -> dict[str, Any]:
+    """One round's new events, byte for byte, for a peer run (the duplicates are the
+    ``payment_intent.succeeded`` bodies again; task mode is the package's own)."""
+    return {
+        "warmup": warmup,
+        "phases": {
+            phase: [{"endpoint": d.endpoint, "body": d.body.decode()} for d in payloads[phase]]
+            for phase in (PI, CHARGE, ACCOUNT)
+        },
+    }
+
+
 # --- measuring -----------------------------------------------------------------
 
 
@@ -375,7 +387,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=25, help="events per alternation")
     parser.add_argument("--output", help="write the JSON here as well")
+    parser.add_argument(
+        "--payloads-out",
+        help="write every round's event bodies here (benchmarks/djstripe_ingest.py replays them)",
+    )
     args = parser.parse_args()
+    replay: list[dict[str, Any]] = []
     if connection.vendor != "postgresql":
         sys.exit("benchmarks need PostgreSQL: set DATABASE_URL (bash scripts/bench.sh does)")
 
@@ -406,6 +423,7 @@ def main() -> None:
             client = Client(enforce_csrf_checks=True)
             log("ingest: warm-up round (not recorded) ...")
             warm = round_payloads(max(args.chunk, 20), customer, doer)
+            replay.append(payloads_for_replay(warm, warmup=True))
             for phase in PHASES:
                 with task_mode() if phase == TASK_MODE else override_settings():
                     run_phase(client, phase, warm[phase], args.chunk, 0)
@@ -413,6 +431,7 @@ def main() -> None:
             rounds = []
             for number in range(args.rounds):
                 payloads = round_payloads(args.events, customer, doer)
+                replay.append(payloads_for_replay(payloads, warmup=False))
                 with connection.cursor() as cursor:
                     cursor.execute("CHECKPOINT")
                 outcome: dict[str, Any] = {}
@@ -448,6 +467,9 @@ def main() -> None:
             f"floor {figures['floor_events_per_second_median']}/s"
         )
     text = json.dumps(result, indent=1, default=str)
+    if args.payloads_out:
+        with open(args.payloads_out, "w") as fh:
+            json.dump({"chunk": args.chunk, "rounds": replay}, fh)
     if args.output:
         with open(args.output, "w") as fh:
             fh.write(text + "\n")

@@ -1,10 +1,14 @@
 """Render benchmark results as the Markdown tables of docs/performance.md.
 
     python benchmarks/report.py ingest RUN1.json [RUN2.json ...]   # ratios, then absolutes
+    python benchmarks/report.py ingest RUN.json DJSTRIPE.json      # with dj-stripe's column
     python benchmarks/report.py api RUN1.json [RUN2.json ...]      # API at each table size
 
 Given several runs, each cell shows the runs' values side by side
 ("a / b"), so a reader (and the docs) see at once what the runs agree on.
+Results of ``benchmarks/djstripe_ingest.py`` among the ingest files are the
+peer: dj-stripe / floor (measured against the same floor, on the same
+payloads) is printed beside the package's ratio, phase by phase.
 """
 
 from __future__ import annotations
@@ -27,29 +31,66 @@ def ms(value: float) -> str:
     return f"{value:.1f}"
 
 
-def render_ingest(runs: list[dict[str, Any]]) -> str:
+def is_peer(result: dict[str, Any]) -> bool:
+    """A dj-stripe result (benchmarks/djstripe_ingest.py) rather than the package's."""
+    return "peer" in result
+
+
+def ratio(figures: dict[str, Any]) -> str:
+    return f"{figures['ratio_median']:.2f} ({figures['ratio_min']:.2f}-{figures['ratio_max']:.2f})"
+
+
+def statements(values: list[int]) -> str:
+    return ",".join(map(str, values))
+
+
+def render_ingest(results: list[dict[str, Any]]) -> str:
+    runs = [r for r in results if not is_peer(r)]
+    peers = [r for r in results if is_peer(r)]
+    name = peers[0]["peer"] if peers else ""
     out: list[str] = []
     first = runs[0]
+
+    def peer_cells(phase: str, cell: Any) -> list[str]:
+        """The peer's cells of ``phase`` (a dash where it has no such phase)."""
+        if not peers:
+            return []
+        values = [cell(p["phases"][phase]) if phase in p["phases"] else "—" for p in peers]
+        return [both(values)]
+
     out += ["### Package / floor (median of rounds, min-max in brackets; run 1 ; run 2)", ""]
-    out += [row("Phase", "package / floor", "SQL statements (package / floor)")]
-    out += [row("---", "---", "---")]
-    for phase, figures in first["phases"].items():
-        cells = [
-            f"{r['phases'][phase]['ratio_median']:.2f} "
-            f"({r['phases'][phase]['ratio_min']:.2f}-{r['phases'][phase]['ratio_max']:.2f})"
-            for r in runs
+    header = ["Phase", "package / floor", "SQL statements (package / floor)"]
+    if peers:
+        header += [
+            f"{name} / floor",
+            f"{name} / floor, its Stripe fetches left out",
+            f"SQL statements ({name})",
+            f"Stripe fetches ({name})",
         ]
-        statements = (
-            f"{','.join(map(str, figures['package_statements']))} / "
-            f"{','.join(map(str, figures['floor_statements']))}"
+    out += [row(*header), row(*["---"] * len(header))]
+    for phase, figures in first["phases"].items():
+        cells = [ratio(r["phases"][phase]) for r in runs]
+        sql = (
+            f"{statements(figures['package_statements'])} / "
+            f"{statements(figures['floor_statements'])}"
         )
-        out.append(row(f"`{phase}`", both(cells), statements))
+        out.append(
+            row(
+                f"`{phase}`",
+                both(cells),
+                sql,
+                *peer_cells(phase, ratio),
+                *peer_cells(phase, lambda f: f"{f['ratio_excluding_fetches_median']:.2f}"),
+                *peer_cells(phase, lambda f: statements(f["djstripe_statements"])),
+                *peer_cells(phase, lambda f: f["stripe_fetches_per_event"]),
+            )
+        )
     out.append("")
     out += ["### Absolute figures (medians of rounds; run 1 ; run 2)", ""]
-    out += [
-        row("Phase", "package ev/s", "floor ev/s", "package p50 / p95 ms", "floor p50 / p95 ms")
-    ]
-    out += [row(*["---"] * 5)]
+    header = ["Phase", "package ev/s", "floor ev/s", "package p50 / p95 ms", "floor p50 / p95 ms"]
+    if peers:
+        header += [f"{name} ev/s", f"{name} p50 / p95 ms", f"floor ev/s ({name} run)"]
+    out += [row(*header), row(*["---"] * len(header))]
     for phase in first["phases"]:
         p = [r["phases"][phase] for r in runs]
         out.append(
@@ -64,13 +105,23 @@ def render_ingest(runs: list[dict[str, Any]]) -> str:
                     ]
                 ),
                 both([f"{ms(x['floor_p50_ms_median'])}/{ms(x['floor_p95_ms_median'])}" for x in p]),
+                *peer_cells(phase, lambda f: f["djstripe_events_per_second_median"]),
+                *peer_cells(
+                    phase,
+                    lambda f: (
+                        f"{ms(f['djstripe_p50_ms_median'])}/{ms(f['djstripe_p95_ms_median'])}"
+                    ),
+                ),
+                *peer_cells(phase, lambda f: f["floor_events_per_second_median"]),
             )
         )
     out.append("")
     out += ["### Conditions", ""]
     out += [row("Run", "when", "load before", "load after", "CPUs", "PostgreSQL settings")]
     out += [row(*["---"] * 6)]
-    for number, r in enumerate(runs, 1):
+    labelled = [(str(n), r) for n, r in enumerate(runs, 1)]
+    labelled += [(f"{name} {n}", r) for n, r in enumerate(peers, 1)]
+    for number, r in labelled:
         pg = r["postgresql"]
         out.append(
             row(
