@@ -258,6 +258,12 @@ class CreatePaymentRequest(StrictSerializer):
         required=False,
         help_text="Optional: the amount the customer saw. It must equal the task's terms.",
     )
+    save_payment_method = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="The customer agrees to save the card for later tips charged without them "
+        "(needs SAVE_PAYMENT_METHODS; otherwise 400 saving_payment_methods_off).",
+    )
 
 
 class RefundRequest(StrictSerializer):
@@ -650,7 +656,10 @@ class PaymentCreateView(PaymentAPIView):
     def post(self, request: Request) -> Response:
         data = _validated(CreatePaymentRequest, request)
         start = payment_services.create_payment(
-            data["task_id"], request.user, expected_amount=data.get("amount")
+            data["task_id"],
+            request.user,
+            expected_amount=data.get("amount"),
+            save_payment_method=data.get("save_payment_method", False),
         )
         return Response(
             serialize_start(start),

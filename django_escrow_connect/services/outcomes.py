@@ -34,7 +34,7 @@ from ..states import (
 )
 from ..states import MoneyOperationStatus as OS
 from ..states import PaymentStatus as S
-from . import books, errors
+from . import books, errors, saved_methods
 from . import tip_outcomes as tips
 from .common import gateway, model, translate
 from .operations import (
@@ -102,6 +102,19 @@ def intent_not_made(payment: Any, operation: Any) -> None:
     operation.mark_failed("not_made", "Stripe has no record of this PaymentIntent.")
     operation.save()
     _give_up_on_intent(payment, "not_made", "The PaymentIntent was never created.")
+
+
+def customer_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
+    """Stripe refused the payer's Customer: the payment is closed like a refused PaymentIntent."""
+    record_failed(operation, exc)
+    _give_up_on_intent(payment, exc.code or "", exc.message)
+    return translate(exc, _("create the payment"))
+
+
+def customer_not_made(payment: Any, operation: Any) -> None:
+    operation.mark_failed("not_made", "Stripe has no record of this Customer.")
+    operation.save()
+    _give_up_on_intent(payment, "not_made", "The payer's Customer was never created.")
 
 
 def _give_up_on_intent(payment: Any, code: str, message: str) -> None:
@@ -571,6 +584,7 @@ _SUCCEEDED: dict[str, Any] = {
     K.CANCEL: cancel_done,
     K.TIP_INTENT: tips.tip_intent_created,
     K.TIP_TRANSFER: tips.tip_transfer_made,
+    K.CUSTOMER: saved_methods.customer_created,
 }
 _REFUSED: dict[str, Any] = {
     K.PAYMENT_INTENT: intent_refused,
@@ -581,6 +595,7 @@ _REFUSED: dict[str, Any] = {
     K.CANCEL: cancel_refused,
     K.TIP_INTENT: tips.tip_intent_refused,
     K.TIP_TRANSFER: tips.tip_transfer_refused,
+    K.CUSTOMER: customer_refused,
 }
 _NOT_MADE: dict[str, Any] = {
     K.PAYMENT_INTENT: intent_not_made,
@@ -591,6 +606,7 @@ _NOT_MADE: dict[str, Any] = {
     K.CANCEL: cancel_not_made,
     K.TIP_INTENT: tips.tip_intent_not_made,
     K.TIP_TRANSFER: tips.tip_transfer_not_made,
+    K.CUSTOMER: customer_not_made,
 }
 
 
@@ -643,7 +659,9 @@ def lookup(operation: Any) -> Any:
 
     Raises :class:`GatewayError` when Stripe cannot be asked. PaymentIntent
     creations cannot be looked up (Stripe lists PaymentIntents by customer,
-    not metadata): None.
+    not metadata): None. Nor can a Customer (Stripe's search by metadata is
+    not immediately consistent): None, so a wanted one is sent again with
+    its key, which returns the Customer already made.
     """
     g = gateway()
     key = operation.idempotency_key

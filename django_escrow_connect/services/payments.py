@@ -19,6 +19,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
@@ -39,7 +40,7 @@ from ..states import (
 from ..states import PaymentStatus as S
 from ..terms import TermsUnavailable, get_terms
 from ..transitions import may
-from . import errors, operations, outcomes, radar, releases
+from . import errors, operations, outcomes, radar, releases, saved_methods
 from .books import reversal_target
 from .common import (
     KEY_PREFIX,
@@ -89,14 +90,27 @@ class PaymentStart:
 # --------------------------------------------------------------------------
 
 
-def create_payment(task_id: Any, user: Any, *, expected_amount: int | None = None) -> PaymentStart:
+def create_payment(
+    task_id: Any,
+    user: Any,
+    *,
+    expected_amount: int | None = None,
+    save_payment_method: bool = False,
+) -> PaymentStart:
     """Create (or return the open) payment for a task, with its PaymentIntent.
 
     The amount, currency and parties come from the task's terms, never from
     the request; ``expected_amount`` is only compared with them. The payment
     and its PaymentIntent operation are committed before Stripe is called: a
     crash during the call leaves them for the retry (same id, same key).
+
+    ``save_payment_method``: the payer agrees to save the card for later
+    off-session charges (tips); allowed when ``SAVE_PAYMENT_METHODS`` is on.
+    A payer without a Stripe Customer yet gets one first, a journaled call
+    of its own (:mod:`.saved_methods`).
     """
+    if save_payment_method:
+        saved_methods.check_saving_allowed()
     Task = model("Task")
     with transaction.atomic():
         try:
@@ -128,10 +142,17 @@ def create_payment(task_id: Any, user: Any, *, expected_amount: int | None = Non
         Payment = payment_model()
         existing = Payment.objects.filter(task=task).exclude(status=S.CANCELED).first()
         if existing is None:
-            payment, operation = _new_payment(task, terms)
+            payment, operation = _new_payment(task, terms, save_payment_method)
     if existing is not None:
         return _resume(existing, user)
 
+    if operation.kind == K.CUSTOMER:
+        # Its outcome commits the PaymentIntent operation that uses the Customer.
+        outcomes.apply_outcome(operation, operations.send(operation))
+        operation = operations.unresolved_operation(payment)
+        if operation is None or operation.kind != K.PAYMENT_INTENT:
+            # A webhook cannot settle it: the PaymentIntent was not sent yet.
+            raise errors.OperationInFlight()
     outcome = operations.send(operation)
     outcomes.apply_outcome(operation, outcome)
     payment.refresh_from_db()
@@ -154,8 +175,13 @@ def payment_id_for(task: Any, attempt: int) -> uuid.UUID:
     return uuid.uuid5(PAYMENT_ID_NAMESPACE, name)
 
 
-def _new_payment(task: Any, terms: Any) -> tuple[Any, Any]:
-    """Phase 1 of a new payment: the row and its PaymentIntent operation."""
+def _new_payment(task: Any, terms: Any, save_payment_method: bool = False) -> tuple[Any, Any]:
+    """Phase 1 of a new payment: the row and its PaymentIntent operation.
+
+    With the payer's consent to save the card and no Customer of theirs
+    known yet, the operation is the Customer's creation instead; its
+    outcome begins the PaymentIntent's.
+    """
     Payment = payment_model()
     account = account_for_payee(terms.payee_user, terms.payee_organization)
     if account is None or account.status == AccountStatus.DEAUTHORIZED or not account.can_transfer:
@@ -181,6 +207,9 @@ def _new_payment(task: Any, terms: Any) -> tuple[Any, Any]:
         transfer_group=f"escrow_{payment_id.hex}",
         released_in_parts=split_accounts is not None,
     )
+    if save_payment_method:
+        payment.payment_method_consent_at = timezone.now()
+        payment.stripe_customer_id = saved_methods.known_customer(terms.payer)
     payment.intent_idempotency_key = idempotency_key("payment", payment.pk, "intent", 0)
     try:
         with transaction.atomic():
@@ -189,6 +218,20 @@ def _new_payment(task: Any, terms: Any) -> tuple[Any, Any]:
         raise errors.Conflict(_("This task already has a payment."), code="already_paid") from exc
     if split_accounts is not None:
         releases.record_split_terms(payment, terms, split_accounts)
+    if save_payment_method and not payment.stripe_customer_id:
+        key = idempotency_key("payment", payment.pk, "customer", 0)
+        operation = operations.begin(
+            payment,
+            K.CUSTOMER,
+            saved_methods.customer_request(payment, key),
+            user=terms.payer,
+            key=key,
+            attempt=0,
+            # What the PaymentIntent operation, begun by the outcome, needs.
+            follow_up={"description": terms.description},
+        )
+        sync_task_status(payment)
+        return payment, operation
     operation = operations.begin(
         payment,
         K.PAYMENT_INTENT,
@@ -228,6 +271,11 @@ def payment_intent_request(payment: Any, description: str) -> dict[str, Any]:
         # The doer is the settlement merchant (Stripe requires it for a
         # destination charge to an account in another region).
         request["on_behalf_of"] = payment.destination_account_id
+    if payment.payment_method_consent_at is not None and payment.stripe_customer_id:
+        # The payer agreed: Stripe saves the card to their Customer for tips
+        # charged without them. Without consent the request is what it was.
+        request["customer"] = payment.stripe_customer_id
+        request["setup_future_usage"] = "off_session"
     return request
 
 
@@ -270,10 +318,15 @@ def _resume(payment: Any, user: Any) -> PaymentStart:
         raise errors.Conflict(_("This task is already paid for."), code="already_paid")
     pending = operations.unresolved_operation(payment)
     created = False
+    creating = (K.CUSTOMER, K.PAYMENT_INTENT)
     if pending is not None:
-        outcomes.drive(pending, wanted=pending.kind == K.PAYMENT_INTENT)
+        outcomes.drive(pending, wanted=pending.kind in creating)
         # This request finished the creation an earlier one started.
-        created = pending.kind == K.PAYMENT_INTENT
+        created = pending.kind in creating
+        following = operations.unresolved_operation(payment)
+        if pending.kind == K.CUSTOMER and following is not None:
+            # The Customer's outcome began the PaymentIntent: finish it too.
+            outcomes.drive(following, wanted=following.kind == K.PAYMENT_INTENT)
         payment.refresh_from_db()
         if payment.status == S.CANCELED:
             raise errors.Conflict(
