@@ -72,6 +72,8 @@ class TipStartOutput(TipOutput):
     )
     confirmation = serializers.ChoiceField(
         choices=["off_session", "customer"],
+        # Not a tip attribute: the view sets it from the service's answer.
+        default="customer",
         help_text="off_session: the saved card was charged, nothing to confirm; customer: "
         "the customer confirms the tip with client_secret (no saved card, or Stripe "
         "needs the customer: authentication_required or a decline).",

@@ -213,6 +213,9 @@ GATEWAY_METHODS = frozenset(
         "list_refunds",
         "retrieve_event",
         "list_events",
+        # Saved payment methods (off-session tips).
+        "create_customer",
+        "detach_payment_method",
         # Accounts v2 and thin events (the AccountsV2Gateway protocol).
         "create_account_v2",
         "retrieve_account_v2",
