@@ -115,7 +115,8 @@ def test_a_refused_customer_closes_the_payment(market):
         "create_customer", InvalidRequest("Invalid request.", http_status=400)
     )
     response = market.create(market.task(), save_payment_method=True)
-    assert response.status_code == 400, response.content
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "provider_error"
     payment = swappable.load("EscrowPayment").objects.get()
     assert payment.status == "canceled"
     assert calls("create_payment_intent") == []
