@@ -42,6 +42,7 @@ __all__ = [
     "RefundSnapshot",
     "ServiceAgreement",
     "SessionComponents",
+    "SetupFutureUsage",
     "TransferReversalSnapshot",
     "TransferSnapshot",
 ]

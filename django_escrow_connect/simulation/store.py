@@ -128,11 +128,8 @@ class StoredError:
         error_class = getattr(exceptions, str(data["class"]), None)
         if not (isinstance(error_class, type) and issubclass(error_class, GatewayError)):
             raise ValueError(f"not a gateway error: {data['class']!r}")
-        return cls(
-            error_class,
-            *(data[key] for key in _STORED_ERROR_FIELDS),
-            data.get("payment_intent_id"),
-        )
+        fields: dict[str, Any] = {key: data[key] for key in _STORED_ERROR_FIELDS}
+        return cls(error_class, **fields, payment_intent_id=data.get("payment_intent_id"))
 
     def replay(self, request_id: str | None, store: Any = None) -> GatewayError:
         """The same error again, as a replay answers it (with the new request's id).

@@ -87,7 +87,8 @@ def test_without_consent_the_payment_intent_request_is_unchanged(market):
     payment = market.pay(response.json()["payment_id"])
     assert calls("create_customer") == []
     (request,) = calls("create_payment_intent")
-    assert "customer" not in request and "setup_future_usage" not in request
+    assert "customer" not in request
+    assert "setup_future_usage" not in request
     assert payment.payment_method_consent_at is None
     assert payment.saved_payment_method_id == ""
 
@@ -142,7 +143,8 @@ def test_a_tip_is_charged_on_the_saved_card_without_the_customer(market):
     request = calls("create_payment_intent")[-1]
     assert request["customer"] == payment.stripe_customer_id
     assert request["payment_method"] == payment.saved_payment_method_id
-    assert request["off_session"] is True and request["confirm"] is True
+    assert request["off_session"] is True
+    assert request["confirm"] is True
 
 
 @pytest.mark.parametrize(
