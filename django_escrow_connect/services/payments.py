@@ -227,8 +227,8 @@ def _new_payment(task: Any, terms: Any, save_payment_method: bool = False) -> tu
             user=terms.payer,
             key=key,
             attempt=0,
-            # What the PaymentIntent operation, begun by the outcome, needs.
-            follow_up={"description": terms.description},
+            # The PaymentIntent's request; the outcome adds the Customer and begins it.
+            follow_up={"intent_request": payment_intent_request(payment, terms.description)},
         )
         sync_task_status(payment)
         return payment, operation

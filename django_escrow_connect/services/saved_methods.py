@@ -93,9 +93,12 @@ def customer_request(payment: Any, key: str) -> dict[str, Any]:
 
 
 def customer_created(payment: Any, operation: Any, customer: Any, *, event_id: str = "") -> None:
-    """Keep the Customer and commit the PaymentIntent operation that uses it."""
-    from .payments import payment_intent_request
+    """Keep the Customer and commit the PaymentIntent operation that uses it.
 
+    The operation's ``follow_up`` holds the PaymentIntent's request as
+    ``create_payment`` built it before the Customer existed; it only lacks
+    the Customer and the card's saving.
+    """
     operation.mark_succeeded(customer.id)
     operation.save()
     if not payment.stripe_customer_id:
@@ -107,10 +110,15 @@ def customer_created(payment: Any, operation: Any, customer: Any, *, event_id: s
         return
     if payment.status != PaymentStatus.AWAITING_PAYMENT:
         return
+    request = {
+        **operation.follow_up["intent_request"],
+        "customer": payment.stripe_customer_id,
+        "setup_future_usage": "off_session",
+    }
     operations.begin(
         payment,
         K.PAYMENT_INTENT,
-        payment_intent_request(payment, operation.follow_up.get("description", "")),
+        request,
         amount=payment.amount,
         user=operation.requested_by,
         key=payment.intent_idempotency_key,
