@@ -739,6 +739,10 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
     # Money owed back to the customer is never given up for another
     # operation: a refund (or the reversal before it) is finished instead.
     wanted = wanted or operation.kind in (K.REFUND, K.REVERSAL)
+    # A tip charged off-session on the saved card is never given up either:
+    # Stripe may have charged it without the customer, who asked for it; the
+    # same key finishes it (it is the customer's request, not a second one).
+    wanted = wanted or tips.charged_off_session(operation)
     if wanted and not look_first and not answer_may_be_lost(operation):
         if _settled_while_waiting(operation):
             return
