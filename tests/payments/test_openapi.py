@@ -21,7 +21,8 @@ def test_payment_endpoints_generate_a_clean_schema(capsys):
     create = paths["/escrow/payments/create/"]["post"]
     ref = create["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     request = schema["components"]["schemas"][ref.rsplit("/", 1)[-1]]
-    assert set(request["properties"]) == {"task_id", "amount"}  # no currency, no payee
+    # No currency, no payee; the consent to save the card is the customer's own.
+    assert set(request["properties"]) == {"task_id", "amount", "save_payment_method"}
     assert request["properties"]["amount"]["type"] == "integer"
     listing = paths["/escrow/payments/"]["get"]
     assert {p["name"] for p in listing["parameters"]} >= {"role", "organization_id", "page"}
