@@ -145,6 +145,10 @@ DEFAULTS: dict[str, Any] = {
     "TIP_MAX_AMOUNT": {},
     # Callable(amount, currency) -> int: what the platform keeps of a tip.
     "TIP_FEE": "django_escrow_connect.fees.no_tip_fee",
+    # Whether a payer may ask to save the payment's card for later
+    # off-session charges (tips). Off by default: the host must show the
+    # consent text Stripe requires for off-session use (docs/tips.md).
+    "SAVE_PAYMENT_METHODS": False,
     # --- Connect onboarding -------------------------------------------------
     "ONBOARDING_RETURN_URL": "",
     "ONBOARDING_REFRESH_URL": "",

@@ -52,7 +52,12 @@ class GatewayError(EscrowConnectError):
     - ``should_retry``: the provider's ``Stripe-Should-Retry`` hint (``True`` /
       ``False``), or ``None`` when it gave none;
     - ``error_type``: Stripe's ``error.type`` (``card_error``,
-      ``invalid_request_error``, ``idempotency_error``, ``api_error``).
+      ``invalid_request_error``, ``idempotency_error``, ``api_error``);
+    - ``payment_intent``: the PaymentIntent a confirming request left behind
+      (a :class:`~django_escrow_connect.gateway.types.PaymentIntentSnapshot`,
+      Stripe's ``error.payment_intent``): an off-session charge that needs
+      the customer (``authentication_required``) or was declined still made
+      one, which the customer can confirm. ``None`` for other errors.
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class GatewayError(EscrowConnectError):
         http_status: int | None = None,
         should_retry: bool | None = None,
         error_type: str | None = None,
+        payment_intent: Any = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -76,6 +82,7 @@ class GatewayError(EscrowConnectError):
         self.http_status = http_status
         self.should_retry = should_retry
         self.error_type = error_type
+        self.payment_intent = payment_intent
 
     @property
     def is_transient(self) -> bool:

@@ -206,6 +206,9 @@ class MoneyOperationKind(models.TextChoices):
     # A tip: its own PaymentIntent, and its transfer to each recipient.
     TIP_INTENT = "tip_intent", _("Create a tip's PaymentIntent")
     TIP_TRANSFER = "tip_transfer", _("Transfer a tip")
+    # Not money, but a Stripe call a crash must not repeat under a new key:
+    # the payer's Customer, for a payment that saves its payment method.
+    CUSTOMER = "customer", _("Create the payer's Stripe Customer")
 
 
 class TipStatus(models.TextChoices):

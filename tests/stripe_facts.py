@@ -36,6 +36,7 @@ ID_PREFIXES: dict[str, tuple[str, ...]] = {
     "bank_account": ("ba_",),
     "card": ("card_",),
     "charge": ("ch_", "py_"),
+    "customer": ("cus_",),
     "dispute": ("dp_", "du_"),
     "event": ("evt_",),
     "fee_refund": ("fr_",),
@@ -50,6 +51,9 @@ ID_PREFIXES: dict[str, tuple[str, ...]] = {
 #: Fields that hold the id of another object, and the prefixes it may have.
 ID_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("payment_intent", "latest_charge"): ("ch_",),
+    ("payment_intent", "customer"): ("cus_",),
+    ("payment_intent", "payment_method"): ("pm_",),
+    ("payment_method", "customer"): ("cus_",),
     ("charge", "payment_intent"): ("pi_",),
     ("charge", "balance_transaction"): ("txn_",),
     ("charge", "source_transfer"): ("tr_",),
@@ -74,7 +78,7 @@ ID_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
 #: POSTs that move money or create an account: the package always passes its
 #: own deterministic Idempotency-Key (links and sessions use the SDK's).
 KEYED_POSTS = re.compile(
-    r"/v1/(accounts|payment_intents(/pi_\w+/(capture|cancel))?|transfers"
+    r"/v1/(accounts|customers|payment_intents(/pi_\w+/(capture|cancel))?|transfers"
     r"(/tr_\w+/reversals)?|refunds)|/v2/core/accounts"
 )
 REQUEST_ID = re.compile(r"req_[A-Za-z0-9]{14}")

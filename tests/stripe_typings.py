@@ -59,6 +59,8 @@ PARAMS_BY_ROUTE: dict[tuple[str, str], str] = {
     ("GET", r"/v1/payment_intents/pi_\w+"): "PaymentIntentRetrieveParams",
     ("POST", r"/v1/payment_intents/pi_\w+/capture"): "PaymentIntentCaptureParams",
     ("POST", r"/v1/payment_intents/pi_\w+/cancel"): "PaymentIntentCancelParams",
+    ("POST", r"/v1/customers"): "CustomerCreateParams",
+    ("POST", r"/v1/payment_methods/pm_\w+/detach"): "PaymentMethodDetachParams",
     ("GET", r"/v1/charges/(ch|py)_\w+"): "ChargeRetrieveParams",
     ("GET", r"/v1/disputes/(dp|du)_\w+"): "DisputeRetrieveParams",
     ("POST", r"/v1/transfers"): "TransferCreateParams",

@@ -49,6 +49,11 @@ urlpatterns = [
         name="payment-tips",
     ),
     path(
+        "payments/<str:payment_id>/saved-payment-method/",
+        tip_views.SavedPaymentMethodView.as_view(),
+        name="payment-saved-payment-method",
+    ),
+    path(
         "payments/<str:payment_id>/tips/<str:tip_id>/retry-transfer/",
         tip_views.TipRetryTransferView.as_view(),
         name="payment-tip-retry-transfer",

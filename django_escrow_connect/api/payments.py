@@ -292,6 +292,12 @@ class CreatePaymentRequest(StrictSerializer):
             "Not allowed for terms paid up front."
         ),
     )
+    save_payment_method = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="The customer agrees to save the card for later tips charged without them "
+        "(needs SAVE_PAYMENT_METHODS; otherwise 400 saving_payment_methods_off).",
+    )
 
 
 class RefundRequest(StrictSerializer):
@@ -697,6 +703,7 @@ class PaymentCreateView(PaymentAPIView):
             request.user,
             expected_amount=data.get("amount"),
             milestone=data.get("milestone"),
+            save_payment_method=data.get("save_payment_method", False),
         )
         return Response(
             serialize_start(start),

@@ -19,14 +19,14 @@ from rest_framework.response import Response
 
 from .. import swappable
 from ..conf import escrow_settings
-from ..services import errors
+from ..services import errors, saved_methods
 from ..services import tips as tip_services
 from ..states import TipStatus
 from .payments import PaymentAPIView, get_visible_payment
 from .schema import extend_schema
 from .serializers import MinorAmountField, StrictSerializer, error_responses, validated
 
-__all__ = ["TipListCreateView", "TipRetryTransferView"]
+__all__ = ["SavedPaymentMethodView", "TipListCreateView", "TipRetryTransferView"]
 
 _ERROR_DESCRIPTIONS = {
     400: "Invalid input (codes: invalid_amount, tips_unavailable).",
@@ -34,7 +34,7 @@ _ERROR_DESCRIPTIONS = {
     403: "Not signed in, or not the payer (or not staff, for a retry).",
     404: "No such payment or tip (or not one you may see).",
     409: "The payment or tip does not allow this now (codes: not_tippable, operation_pending, "
-    "tip_transfer_failed, transition_not_allowed).",
+    "tip_transfer_failed, transition_not_allowed, no_saved_payment_method).",
     503: "Stripe is not reachable or its answer is pending; retry.",
 }
 
@@ -66,7 +66,17 @@ class TipStartOutput(TipOutput):
     """A new tip, and what the browser needs to pay it: returned, never stored or logged."""
 
     client_secret = serializers.CharField(
-        allow_null=True, help_text="For Stripe.js only (confirm the tip); never store or log it."
+        allow_null=True,
+        help_text="For Stripe.js only (confirm the tip); never store or log it. Null when "
+        "the saved card was charged off-session.",
+    )
+    confirmation = serializers.ChoiceField(
+        choices=["off_session", "customer"],
+        # Not a tip attribute: the view sets it from the service's answer.
+        default="customer",
+        help_text="off_session: the saved card was charged, nothing to confirm; customer: "
+        "the customer confirms the tip with client_secret (no saved card, or Stripe "
+        "needs the customer: authentication_required or a decline).",
     )
     publishable_key = serializers.SerializerMethodField(
         help_text="STRIPE_PUBLISHABLE_KEY, for Stripe(...) in the browser; null when not set."
@@ -109,7 +119,23 @@ class TipListCreateView(PaymentAPIView):
         start = tip_services.create_tip(payment.pk, request.user, data["amount"])
         body = dict(TipStartOutput(start.tip).data)
         body["client_secret"] = start.client_secret
+        body["confirmation"] = start.confirmation
         return Response(body, status=status.HTTP_201_CREATED)
+
+
+class SavedPaymentMethodView(PaymentAPIView):
+    """``DELETE payments/{payment_id}/saved-payment-method/``: the payer withdraws consent."""
+
+    @extend_schema(
+        request=None,
+        responses={204: None, **error_responses(_ERROR_DESCRIPTIONS, 403, 404, 409, 503)},
+        summary="Withdraw consent to the saved card (and detach it at Stripe)",
+        operation_id="payments_saved_payment_method_destroy",
+    )
+    def delete(self, request: Request, payment_id: str) -> Response:
+        payment = get_visible_payment(request.user, payment_id)
+        saved_methods.withdraw_saved_payment_method(payment.pk, request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class TipRetryTransferView(PaymentAPIView):

@@ -31,14 +31,17 @@ from .types import (
     CancellationReason,
     CaptureMethod,
     ChargeSnapshot,
+    CustomerSnapshot,
     DisputeSnapshot,
     FutureRequirements,
     LoginLinkResult,
     PaymentIntentSnapshot,
+    PaymentMethodSnapshot,
     RefundReason,
     RefundSnapshot,
     ServiceAgreement,
     SessionComponents,
+    SetupFutureUsage,
     TransferReversalSnapshot,
     TransferSnapshot,
 )
@@ -124,9 +127,28 @@ class PaymentGateway(Protocol):
         description: str | None = None,
         receipt_email: str | None = None,
         on_behalf_of: str | None = None,
+        customer: str | None = None,
+        setup_future_usage: SetupFutureUsage | None = None,
+        payment_method: str | None = None,
+        off_session: bool = False,
+        confirm: bool = False,
     ) -> PaymentIntentSnapshot:
         """A PaymentIntent; ``on_behalf_of`` makes that connected account the settlement
-        merchant (it needs ``card_payments``)."""
+        merchant (it needs ``card_payments``). ``customer`` with
+        ``setup_future_usage`` saves the card the customer pays with;
+        ``customer``, ``payment_method``, ``off_session`` and ``confirm``
+        charge a saved card without the customer (a refusal raises, with the
+        PaymentIntent it made in ``GatewayError.payment_intent``)."""
+        ...
+
+    def create_customer(
+        self, *, idempotency_key: str, metadata: Mapping[str, str], description: str | None = None
+    ) -> CustomerSnapshot:
+        """A Customer to save a payer's card to (ids in metadata, no personal data)."""
+        ...
+
+    def detach_payment_method(self, payment_method_id: str) -> PaymentMethodSnapshot:
+        """Detach a saved PaymentMethod from its Customer: it can no longer be charged."""
         ...
 
     def retrieve_payment_intent(

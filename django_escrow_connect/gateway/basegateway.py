@@ -47,14 +47,17 @@ from .types import (
     CancellationReason,
     CaptureMethod,
     ChargeSnapshot,
+    CustomerSnapshot,
     DisputeSnapshot,
     FutureRequirements,
     LoginLinkResult,
     PaymentIntentSnapshot,
+    PaymentMethodSnapshot,
     RefundReason,
     RefundSnapshot,
     ServiceAgreement,
     SessionComponents,
+    SetupFutureUsage,
     TransferReversalSnapshot,
     TransferSnapshot,
 )
@@ -309,9 +312,21 @@ class BaseGateway:
         description: str | None = None,
         receipt_email: str | None = None,
         on_behalf_of: str | None = None,
+        customer: str | None = None,
+        setup_future_usage: SetupFutureUsage | None = None,
+        payment_method: str | None = None,
+        off_session: bool = False,
+        confirm: bool = False,
     ) -> PaymentIntentSnapshot:
         require_idempotency_key(idempotency_key)
         require_amount(amount, "amount")
+        check_saved_payment_method_arguments(
+            customer=customer,
+            setup_future_usage=setup_future_usage,
+            payment_method=payment_method,
+            off_session=off_session,
+            confirm=confirm,
+        )
         if application_fee_amount is not None:
             if destination is None:
                 raise ValueError(
@@ -335,6 +350,11 @@ class BaseGateway:
             description=description,
             receipt_email=receipt_email,
             on_behalf_of=on_behalf_of,
+            customer=customer,
+            setup_future_usage=setup_future_usage,
+            payment_method=payment_method,
+            off_session=off_session,
+            confirm=confirm,
         )
 
     def _create_payment_intent(
@@ -351,8 +371,34 @@ class BaseGateway:
         description: str | None,
         receipt_email: str | None,
         on_behalf_of: str | None,
+        customer: str | None,
+        setup_future_usage: SetupFutureUsage | None,
+        payment_method: str | None,
+        off_session: bool,
+        confirm: bool,
     ) -> PaymentIntentSnapshot:
         raise self._not_implemented("create_payment_intent")
+
+    # --- saved payment methods ----------------------------------------------------
+
+    def create_customer(
+        self, *, idempotency_key: str, metadata: Mapping[str, str], description: str | None = None
+    ) -> CustomerSnapshot:
+        require_idempotency_key(idempotency_key)
+        return self._create_customer(
+            idempotency_key=idempotency_key, metadata=metadata, description=description
+        )
+
+    def _create_customer(
+        self, *, idempotency_key: str, metadata: Mapping[str, str], description: str | None
+    ) -> CustomerSnapshot:
+        raise self._not_implemented("create_customer")
+
+    def detach_payment_method(self, payment_method_id: str) -> PaymentMethodSnapshot:
+        return self._detach_payment_method(require_id(payment_method_id, "payment_method_id"))
+
+    def _detach_payment_method(self, payment_method_id: str) -> PaymentMethodSnapshot:
+        raise self._not_implemented("detach_payment_method")
 
     def retrieve_payment_intent(
         self, payment_intent_id: str, *, expand_charge: bool = False
@@ -664,3 +710,37 @@ if TYPE_CHECKING:
     # mypy proves the base class satisfies the protocol it exists for.
     _conforms: type[PaymentGateway] = BaseGateway
     _conforms_v2: type[AccountsV2Gateway] = BaseGateway
+
+
+def check_saved_payment_method_arguments(
+    *,
+    customer: str | None,
+    setup_future_usage: str | None,
+    payment_method: str | None,
+    off_session: bool,
+    confirm: bool,
+) -> None:
+    """Refuse a PaymentIntent that saves or reuses a card without what Stripe needs.
+
+    Saving (``setup_future_usage``) needs the Customer the card is saved to;
+    charging a saved card off-session needs the Customer, the card and an
+    immediate confirmation (nobody is there to confirm it later).
+    """
+    if customer is not None:
+        require_id(customer, "customer")
+    if payment_method is not None:
+        require_id(payment_method, "payment_method")
+    if setup_future_usage is not None:
+        if setup_future_usage not in ("off_session", "on_session"):
+            raise ValueError("setup_future_usage must be 'off_session' or 'on_session'")
+        if customer is None:
+            raise ValueError("setup_future_usage needs the customer the card is saved to")
+    if off_session:
+        if not (confirm and payment_method and customer):
+            raise ValueError(
+                "an off-session PaymentIntent needs customer, payment_method and confirm=True"
+            )
+        if setup_future_usage is not None:
+            raise ValueError("an off-session charge reuses a saved card: no setup_future_usage")
+    if confirm and payment_method is None:
+        raise ValueError("confirm=True needs the payment_method to confirm with")

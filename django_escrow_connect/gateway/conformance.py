@@ -50,6 +50,7 @@ from .types import (
     AccountSnapshot,
     CaptureMethod,
     ChargeSnapshot,
+    CustomerSnapshot,
     LoginLinkResult,
     PaymentIntentSnapshot,
     RefundSnapshot,
@@ -227,6 +228,7 @@ class GatewayConformance:
             "create_refund": lambda k: g.create_refund(
                 idempotency_key=k, payment_intent="pi_conformance", amount=None, metadata={}
             ),
+            "create_customer": lambda k: g.create_customer(idempotency_key=k, metadata={}),
         }
         for name, call in calls.items():
             for bad in BAD_IDEMPOTENCY_KEYS:
@@ -352,6 +354,62 @@ class GatewayConformance:
             lambda: self.create_payment_intent(key=key, amount=self.amount + 1),
             "create_payment_intent with a used key and another amount",
         )
+
+    def test_saved_card_arguments_are_refused_before_a_request(self) -> None:
+        g = self.gateway
+        refused: dict[str, dict[str, Any]] = {
+            "setup_future_usage without customer": {"setup_future_usage": "off_session"},
+            "off_session without confirm": {
+                "customer": "cus_conformance",
+                "payment_method": "pm_conformance",
+                "off_session": True,
+            },
+            "off_session without payment_method": {
+                "customer": "cus_conformance",
+                "off_session": True,
+                "confirm": True,
+            },
+            "confirm without payment_method": {"confirm": True},
+        }
+        for what, extra in refused.items():
+            with self.refused(ValueError, what=f"create_payment_intent({what})"):
+                g.create_payment_intent(
+                    idempotency_key=self.new_key(),
+                    amount=self.amount,
+                    currency=self.currency,
+                    transfer_group="conformance",
+                    metadata={},
+                    capture_method="automatic",
+                    **extra,
+                )
+        with self.refused(ValueError, TypeError, what="detach_payment_method('')"):
+            g.detach_payment_method("")
+
+    def test_create_customer_answers_a_repeated_key_with_the_same_customer(self) -> None:
+        key = self.new_key()
+        customer = self.gateway.create_customer(idempotency_key=key, metadata={"conformance": "1"})
+        self.expect_type(customer, CustomerSnapshot, "create_customer")
+        again = self.gateway.create_customer(idempotency_key=key, metadata={"conformance": "1"})
+        if again.id != customer.id:
+            raise AssertionError(
+                f"create_customer with the same key created {again.id} after {customer.id}"
+            )
+        intent = self.gateway.create_payment_intent(
+            idempotency_key=self.new_key(),
+            amount=self.amount,
+            currency=self.currency,
+            transfer_group="conformance",
+            metadata={},
+            capture_method="automatic",
+            customer=customer.id,
+            setup_future_usage="off_session",
+        )
+        if intent.customer != customer.id or intent.setup_future_usage != "off_session":
+            raise AssertionError(
+                "create_payment_intent(customer=..., setup_future_usage='off_session') "
+                f"answered customer={intent.customer!r}, "
+                f"setup_future_usage={intent.setup_future_usage!r}"
+            )
 
     def test_onboarding_links_and_sessions(self) -> None:
         account_id = self.onboarded_account()

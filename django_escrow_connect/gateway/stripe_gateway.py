@@ -50,13 +50,16 @@ from .types import (
     CancellationReason,
     CaptureMethod,
     ChargeSnapshot,
+    CustomerSnapshot,
     DisputeSnapshot,
     FutureRequirements,
     LoginLinkResult,
     PaymentIntentSnapshot,
+    PaymentMethodSnapshot,
     RefundReason,
     RefundSnapshot,
     ServiceAgreement,
+    SetupFutureUsage,
     TransferReversalSnapshot,
     TransferSnapshot,
 )
@@ -70,11 +73,13 @@ if TYPE_CHECKING:
         AccountListParams,
         AccountSessionCreateParams,
         AccountSessionCreateParamsComponents,
+        CustomerCreateParams,
         EventListParams,
         PaymentIntentCancelParams,
         PaymentIntentCaptureParams,
         PaymentIntentCreateParams,
         PaymentIntentRetrieveParams,
+        PaymentMethodDetachParams,
         RefundCreateParams,
         RefundListParams,
         TransferCreateParams,
@@ -439,15 +444,34 @@ class StripeGateway(BaseGateway):
         description: str | None,
         receipt_email: str | None,
         on_behalf_of: str | None,
+        customer: str | None,
+        setup_future_usage: SetupFutureUsage | None,
+        payment_method: str | None,
+        off_session: bool,
+        confirm: bool,
     ) -> PaymentIntentSnapshot:
         params: PaymentIntentCreateParams = {
             "amount": amount,
             "currency": currency.lower(),
             "capture_method": capture_method,
-            "automatic_payment_methods": {"enabled": True},
+            # Nobody can follow a redirect off-session (and Stripe wants a
+            # return_url for a confirmed PaymentIntent that allows them).
+            "automatic_payment_methods": (
+                {"enabled": True, "allow_redirects": "never"} if off_session else {"enabled": True}
+            ),
             "transfer_group": transfer_group,
             "metadata": dict(metadata),
         }
+        if customer is not None:
+            params["customer"] = customer
+        if setup_future_usage is not None:
+            params["setup_future_usage"] = setup_future_usage
+        if payment_method is not None:
+            params["payment_method"] = payment_method
+        if off_session:
+            params["off_session"] = True
+        if confirm:
+            params["confirm"] = True
         if destination is not None:
             params["transfer_data"] = {"destination": destination}
             if application_fee_amount is not None:
@@ -461,6 +485,22 @@ class StripeGateway(BaseGateway):
         with translated_errors():
             intent = self.client.v1.payment_intents.create(params, _options(idempotency_key))
         return PaymentIntentSnapshot.from_dict(_as_dict(intent))
+
+    def _create_customer(
+        self, *, idempotency_key: str, metadata: Mapping[str, str], description: str | None
+    ) -> CustomerSnapshot:
+        params: CustomerCreateParams = {"metadata": dict(metadata)}
+        if description:
+            params["description"] = description
+        with translated_errors():
+            customer = self.client.v1.customers.create(params, _options(idempotency_key))
+        return CustomerSnapshot.from_dict(_as_dict(customer))
+
+    def _detach_payment_method(self, payment_method_id: str) -> PaymentMethodSnapshot:
+        params: PaymentMethodDetachParams = {}
+        with translated_errors():
+            method = self.client.v1.payment_methods.detach(payment_method_id, params)
+        return PaymentMethodSnapshot.from_dict(_as_dict(method))
 
     def _retrieve_payment_intent(
         self, payment_intent_id: str, *, expand_charge: bool
@@ -823,6 +863,7 @@ def translate_error(exc: stripe.StripeError) -> GatewayError:
         cls = GatewayError
 
     message = _str_or_none(error.get("message")) or _str_or_none(exc.user_message) or ""
+    intent = error.get("payment_intent")
     return cls(
         message[:MAX_ERROR_MESSAGE_LENGTH],
         code=code,
@@ -832,6 +873,11 @@ def translate_error(exc: stripe.StripeError) -> GatewayError:
         http_status=status,
         should_retry=should_retry,
         error_type=error_type,
+        # An off-session confirmation Stripe refused still made this
+        # PaymentIntent; the customer can confirm it (docs/tips.md).
+        payment_intent=PaymentIntentSnapshot.from_dict(intent)
+        if isinstance(intent, dict)
+        else None,
     )
 
 

@@ -31,15 +31,18 @@ __all__ = [
     "CancellationReason",
     "CaptureMethod",
     "ChargeSnapshot",
+    "CustomerSnapshot",
     "DisputeSnapshot",
     "FutureRequirements",
     "LoginLinkResult",
     "PaymentIntentSnapshot",
+    "PaymentMethodSnapshot",
     "PayoutSnapshot",
     "RefundReason",
     "RefundSnapshot",
     "ServiceAgreement",
     "SessionComponents",
+    "SetupFutureUsage",
     "TransferReversalSnapshot",
     "TransferSnapshot",
 ]
@@ -60,6 +63,8 @@ SessionComponents = Mapping[str, Mapping[str, bool]]
 CaptureMethod = Literal["automatic", "automatic_async", "manual"]
 CancellationReason = Literal["abandoned", "duplicate", "fraudulent", "requested_by_customer"]
 RefundReason = Literal["duplicate", "fraudulent", "requested_by_customer"]
+#: ``setup_future_usage`` of a PaymentIntent that saves its payment method.
+SetupFutureUsage = Literal["off_session", "on_session"]
 #: ``tos_acceptance[service_agreement]`` of a connected account (Stripe: "Service
 #: agreement types"). ``recipient`` accounts cannot request ``card_payments``.
 ServiceAgreement = Literal["full", "recipient"]
@@ -437,6 +442,11 @@ class PaymentIntentSnapshot:
     #: ``code``, ``decline_code``, ``message`` and ``type`` of the last failed attempt.
     last_payment_error: dict[str, str | None] | None = None
     cancellation_reason: str | None = None
+    #: The PaymentMethod used (an id); with ``setup_future_usage`` it is saved
+    #: to ``customer`` once the PaymentIntent succeeds.
+    payment_method: str | None = None
+    customer: str | None = None
+    setup_future_usage: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PaymentIntentSnapshot:
@@ -460,6 +470,40 @@ class PaymentIntentSnapshot:
             created=_datetime(d.get("created")),
             last_payment_error=_last_payment_error(d.get("last_payment_error")),
             cancellation_reason=_opt_str(d.get("cancellation_reason")),
+            payment_method=_id(d.get("payment_method")),
+            customer=_id(d.get("customer")),
+            setup_future_usage=_opt_str(d.get("setup_future_usage")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CustomerSnapshot:
+    """A Customer: the payer a saved payment method belongs to (ids only, no personal data)."""
+
+    id: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CustomerSnapshot:
+        _check_object(d, "customer")
+        return cls(id=_require_str(d, "id"), metadata=_metadata(d.get("metadata")))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentMethodSnapshot:
+    """A PaymentMethod; ``customer`` is None once it is detached."""
+
+    id: str
+    type: str | None = None
+    customer: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PaymentMethodSnapshot:
+        _check_object(d, "payment_method")
+        return cls(
+            id=_require_str(d, "id"),
+            type=_opt_str(d.get("type")),
+            customer=_id(d.get("customer")),
         )
 
 

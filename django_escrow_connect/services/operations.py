@@ -72,6 +72,7 @@ KEY_WORDS: dict[str, str] = {
     # Tips key their calls by the tip (services/tips.py), not by the payment.
     K.TIP_INTENT: "tip-intent",
     K.TIP_TRANSFER: "tip-transfer",
+    K.CUSTOMER: "customer",
 }
 
 
@@ -201,6 +202,7 @@ def gateway_method(kind: str, g: Any = None) -> Callable[..., Any]:
         K.CANCEL: g.cancel_payment_intent,
         K.TIP_INTENT: g.create_payment_intent,
         K.TIP_TRANSFER: g.create_transfer,
+        K.CUSTOMER: g.create_customer,
     }
     return methods[kind]
 

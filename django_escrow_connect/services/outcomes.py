@@ -34,7 +34,7 @@ from ..states import (
 )
 from ..states import MoneyOperationStatus as OS
 from ..states import PaymentStatus as S
-from . import books, errors
+from . import books, errors, saved_methods
 from . import tip_outcomes as tips
 from .common import gateway, model, translate
 from .operations import (
@@ -134,6 +134,19 @@ def intent_not_made(payment: Any, operation: Any) -> None:
     operation.mark_failed("not_made", "Stripe has no record of this PaymentIntent.")
     operation.save()
     _give_up_on_intent(payment, "not_made", "The PaymentIntent was never created.")
+
+
+def customer_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
+    """Stripe refused the payer's Customer: the payment is closed like a refused PaymentIntent."""
+    record_failed(operation, exc)
+    _give_up_on_intent(payment, exc.code or "", exc.message)
+    return translate(exc, _("create the payment"))
+
+
+def customer_not_made(payment: Any, operation: Any) -> None:
+    operation.mark_failed("not_made", "Stripe has no record of this Customer.")
+    operation.save()
+    _give_up_on_intent(payment, "not_made", "The payer's Customer was never created.")
 
 
 def _give_up_on_intent(payment: Any, code: str, message: str) -> None:
@@ -582,6 +595,7 @@ _SUCCEEDED: dict[str, Any] = {
     K.CANCEL: cancel_done,
     K.TIP_INTENT: tips.tip_intent_created,
     K.TIP_TRANSFER: tips.tip_transfer_made,
+    K.CUSTOMER: saved_methods.customer_created,
 }
 _REFUSED: dict[str, Any] = {
     K.PAYMENT_INTENT: intent_refused,
@@ -592,6 +606,7 @@ _REFUSED: dict[str, Any] = {
     K.CANCEL: cancel_refused,
     K.TIP_INTENT: tips.tip_intent_refused,
     K.TIP_TRANSFER: tips.tip_transfer_refused,
+    K.CUSTOMER: customer_refused,
 }
 _NOT_MADE: dict[str, Any] = {
     K.PAYMENT_INTENT: intent_not_made,
@@ -602,6 +617,7 @@ _NOT_MADE: dict[str, Any] = {
     K.CANCEL: cancel_not_made,
     K.TIP_INTENT: tips.tip_intent_not_made,
     K.TIP_TRANSFER: tips.tip_transfer_not_made,
+    K.CUSTOMER: customer_not_made,
 }
 
 
@@ -654,7 +670,9 @@ def lookup(operation: Any) -> Any:
 
     Raises :class:`GatewayError` when Stripe cannot be asked. PaymentIntent
     creations cannot be looked up (Stripe lists PaymentIntents by customer,
-    not metadata): None.
+    not metadata): None. Nor can a Customer (Stripe's search by metadata is
+    not immediately consistent): None, so a wanted one is sent again with
+    its key, which returns the Customer already made.
     """
     g = gateway()
     key = operation.idempotency_key
@@ -732,6 +750,10 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
     # Money owed back to the customer is never given up for another
     # operation: a refund (or the reversal before it) is finished instead.
     wanted = wanted or operation.kind in (K.REFUND, K.REVERSAL)
+    # A tip charged off-session on the saved card is never given up either:
+    # Stripe may have charged it without the customer, who asked for it; the
+    # same key finishes it (it is the customer's request, not a second one).
+    wanted = wanted or tips.charged_off_session(operation)
     if wanted and not look_first and not answer_may_be_lost(operation):
         if _settled_while_waiting(operation):
             return

@@ -29,7 +29,7 @@ from ..states import (
     MoneyOperationKind,
 )
 from ..states import PaymentStatus as S
-from . import conditional, errors, outcomes
+from . import conditional, errors, outcomes, saved_methods
 from .common import model, payment_model
 from .operations import is_other_installation
 from .task_status import log_unmoved, move_task_status, sync_task_status, task_move
@@ -102,8 +102,10 @@ def apply_payment_intent(snapshot: PaymentIntentSnapshot, *, event_id: str = "")
                 sync_task_status(payment)
         elif status == "requires_capture":
             _authorised(payment, snapshot)
+            saved_methods.record_saved_payment_method(payment, snapshot)
         elif status == "succeeded":
             _succeeded(payment, snapshot)
+            saved_methods.record_saved_payment_method(payment, snapshot)
         elif status == "requires_payment_method" and snapshot.last_payment_error:
             _failed(payment, snapshot, event_id)
         elif status == "canceled":
@@ -124,6 +126,9 @@ def _hold_in_one_statement(snapshot: PaymentIntentSnapshot) -> Any:
     apply: the caller then takes the locked read, which handles all of those.
     """
     if snapshot.status not in ("succeeded", "requires_capture"):
+        return None
+    if snapshot.setup_future_usage and snapshot.payment_method:
+        # A card saved for later: the locked path records it (saved_methods).
         return None
     authorised = snapshot.status == "requires_capture"
     Payment = payment_model()

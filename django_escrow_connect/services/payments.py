@@ -19,6 +19,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
@@ -39,7 +40,7 @@ from ..states import (
 from ..states import PaymentStatus as S
 from ..terms import TermsUnavailable, get_terms
 from ..transitions import may
-from . import errors, operations, outcomes, radar, releases
+from . import errors, operations, outcomes, radar, releases, saved_methods
 from .books import reversal_target
 from .common import (
     KEY_PREFIX,
@@ -96,6 +97,7 @@ def create_payment(
     *,
     expected_amount: int | None = None,
     milestone: int | None = None,
+    save_payment_method: bool = False,
 ) -> PaymentStart:
     """Create (or return the open) payment for a task, with its PaymentIntent.
 
@@ -107,7 +109,14 @@ def create_payment(
     Terms funded per milestone pay for one milestone at a time: ``milestone``
     (1-based) names it, and the payment is that milestone's alone (its amount,
     its id, its key); see docs/milestones.md.
+
+    ``save_payment_method``: the payer agrees to save the card for later
+    off-session charges (tips); allowed when ``SAVE_PAYMENT_METHODS`` is on.
+    A payer without a Stripe Customer yet gets one first, a journaled call
+    of its own (:mod:`.saved_methods`).
     """
+    if save_payment_method:
+        saved_methods.check_saving_allowed()
     Task = model("Task")
     with transaction.atomic():
         try:
@@ -157,10 +166,18 @@ def create_payment(
                 part_terms,
                 funded_milestone=(milestone or 0) if terms.funded_per_milestone else 0,
                 milestone_count=len(terms.milestones) if terms.funded_per_milestone else 0,
+                save_payment_method=save_payment_method,
             )
     if existing is not None:
         return _resume(existing, user)
 
+    if operation.kind == K.CUSTOMER:
+        # Its outcome commits the PaymentIntent operation that uses the Customer.
+        outcomes.apply_outcome(operation, operations.send(operation))
+        operation = operations.unresolved_operation(payment)
+        if operation is None or operation.kind != K.PAYMENT_INTENT:
+            # A webhook cannot settle it: the PaymentIntent was not sent yet.
+            raise errors.OperationInFlight()
     outcome = operations.send(operation)
     outcomes.apply_outcome(operation, outcome)
     payment = _reread(payment)
@@ -302,12 +319,21 @@ def payment_id_for(task: Any, attempt: int, funded_milestone: int = 0) -> uuid.U
 
 
 def _new_payment(
-    task: Any, terms: Any, *, funded_milestone: int = 0, milestone_count: int = 0
+    task: Any,
+    terms: Any,
+    *,
+    funded_milestone: int = 0,
+    milestone_count: int = 0,
+    save_payment_method: bool = False,
 ) -> tuple[Any, Any]:
     """Phase 1 of a new payment: the row and its PaymentIntent operation.
 
     ``terms`` are the payment's own: a milestone funded on its own passes
     :meth:`~..terms.EscrowTerms.for_milestone`'s.
+
+    With the payer's consent to save the card and no Customer of theirs
+    known yet, the operation is the Customer's creation instead; its
+    outcome begins the PaymentIntent's.
     """
     Payment = payment_model()
     account = account_for_payee(terms.payee_user, terms.payee_organization)
@@ -338,6 +364,9 @@ def _new_payment(
         funded_milestone=funded_milestone,
         milestone_count=milestone_count,
     )
+    if save_payment_method:
+        payment.payment_method_consent_at = timezone.now()
+        payment.stripe_customer_id = saved_methods.known_customer(terms.payer)
     payment.intent_idempotency_key = idempotency_key("payment", payment.pk, "intent", 0)
     try:
         with transaction.atomic():
@@ -346,6 +375,20 @@ def _new_payment(
         raise errors.Conflict(_("This task already has a payment."), code="already_paid") from exc
     if split_accounts is not None:
         releases.record_split_terms(payment, terms, split_accounts)
+    if save_payment_method and not payment.stripe_customer_id:
+        key = idempotency_key("payment", payment.pk, "customer", 0)
+        operation = operations.begin(
+            payment,
+            K.CUSTOMER,
+            saved_methods.customer_request(payment, key),
+            user=terms.payer,
+            key=key,
+            attempt=0,
+            # The PaymentIntent's request; the outcome adds the Customer and begins it.
+            follow_up={"intent_request": payment_intent_request(payment, terms.description)},
+        )
+        sync_task_status(payment)
+        return payment, operation
     operation = operations.begin(
         payment,
         K.PAYMENT_INTENT,
@@ -385,6 +428,11 @@ def payment_intent_request(payment: Any, description: str) -> dict[str, Any]:
         # The doer is the settlement merchant (Stripe requires it for a
         # destination charge to an account in another region).
         request["on_behalf_of"] = payment.destination_account_id
+    if payment.payment_method_consent_at is not None and payment.stripe_customer_id:
+        # The payer agreed: Stripe saves the card to their Customer for tips
+        # charged without them. Without consent the request is what it was.
+        request["customer"] = payment.stripe_customer_id
+        request["setup_future_usage"] = "off_session"
     return request
 
 
@@ -427,10 +475,15 @@ def _resume(payment: Any, user: Any) -> PaymentStart:
         raise errors.Conflict(_("This task is already paid for."), code="already_paid")
     pending = operations.unresolved_operation(payment)
     created = False
+    creating = (K.CUSTOMER, K.PAYMENT_INTENT)
     if pending is not None:
-        outcomes.drive(pending, wanted=pending.kind == K.PAYMENT_INTENT)
+        outcomes.drive(pending, wanted=pending.kind in creating)
         # This request finished the creation an earlier one started.
-        created = pending.kind == K.PAYMENT_INTENT
+        created = pending.kind in creating
+        following = operations.unresolved_operation(payment)
+        if pending.kind == K.CUSTOMER and following is not None:
+            # The Customer's outcome began the PaymentIntent: finish it too.
+            outcomes.drive(following, wanted=following.kind == K.PAYMENT_INTENT)
         payment = _reread(payment)
         if payment.status == S.CANCELED:
             raise errors.Conflict(

@@ -92,8 +92,13 @@ def _metadata(tip: Any, key: str) -> dict[str, str]:
 
 
 def tip_intent_request(tip: Any) -> dict[str, Any]:
-    """The tip's PaymentIntent (``create_payment_intent``): charged on the platform."""
-    return {
+    """The tip's PaymentIntent (``create_payment_intent``): charged on the platform.
+
+    When the payment saved the payer's card with their consent (not
+    withdrawn), the tip is charged on it at once, off-session; otherwise
+    the customer confirms it in the browser.
+    """
+    request: dict[str, Any] = {
         "amount": tip.amount,
         "currency": tip.currency,
         "transfer_group": tip.transfer_group,
@@ -102,6 +107,20 @@ def tip_intent_request(tip: Any) -> dict[str, Any]:
         # Ids only: no task title (personal data) in Stripe, and stable across hosts.
         "description": f"Tip on escrow payment {tip.payment_id}",
     }
+    saved = tip.payment.off_session_payment_method
+    if saved:
+        request.update(
+            customer=tip.payment.stripe_customer_id,
+            payment_method=saved,
+            off_session=True,
+            confirm=True,
+        )
+    return request
+
+
+def charged_off_session(operation: Any) -> bool:
+    """Whether a tip's PaymentIntent operation charges the saved card without the customer."""
+    return bool(operation.request.get("off_session"))
 
 
 def tip_transfer_request(tip: Any, destination: str, amount: int, key: str) -> dict[str, Any]:
@@ -154,7 +173,15 @@ def tip_intent_created(payment: Any, operation: Any, intent: Any, *, event_id: s
     _apply_intent_status(payment, tip, intent, event_id=event_id)
 
 
-def tip_intent_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
+def tip_intent_refused(
+    payment: Any, operation: Any, exc: GatewayError
+) -> errors.ServiceError | None:
+    if exc.payment_intent is not None and charged_off_session(operation):
+        # The saved card needs the customer (authentication_required) or was
+        # declined: Stripe made the PaymentIntent all the same, and the
+        # customer can confirm it on-session. It is the tip's PaymentIntent.
+        tip_intent_created(payment, operation, exc.payment_intent)
+        return None
     operations.record_failed(operation, exc)
     _give_up_on_tip(_tip_of(operation), exc.code or "", exc.message)
     return translate(exc, _("create the tip"))

@@ -12,12 +12,14 @@ outcome is committed after. The journal's rule holds: a payment has at most
 one unresolved operation, so a tip waits for (or settles) whatever else is
 in flight on its payment, and the other way round.
 
-The customer is always present: the tip's PaymentIntent is created without
-a payment method and its ``client_secret`` goes back to the browser, which
-confirms it like the payment itself (3-D Secure included). Charging a saved
-payment method off-session would need the payment to have saved it with the
-customer's consent (a Customer and ``setup_future_usage``), which the
-package does not do yet (docs/tips.md).
+When the payment saved the payer's card with their consent
+(:mod:`.saved_methods`), the tip's PaymentIntent is charged on it at once,
+off-session (``customer``, ``payment_method``, ``off_session``,
+``confirm``). Otherwise, or when Stripe needs the customer after all
+(``authentication_required``, a decline: the error carries the
+PaymentIntent it made), the ``client_secret`` goes back to the browser,
+which confirms that PaymentIntent like the payment itself (3-D Secure
+included).
 
 Whatever happens, the rows converge on Stripe's facts: ``payment_intent.*``
 events carrying ``escrow_tip_id`` and ``transfer.*`` events of tip transfers
@@ -44,6 +46,7 @@ from . import errors, operations, outcomes, tip_outcomes
 from .changes import Change, failed_change
 from .common import gateway, idempotency_key, lock_payment
 from .tip_outcomes import (
+    charged_off_session,
     log_tip,
     mark_transferred_if_done,
     parse_uuid,
@@ -82,8 +85,12 @@ class TipStart:
     """A new tip and what the customer's browser needs to pay it: never stored."""
 
     tip: Any
-    #: The PaymentIntent's client secret, for the customer to confirm the tip.
+    #: The PaymentIntent's client secret, for the customer to confirm the tip;
+    #: None when it was charged off-session.
     client_secret: str | None
+    #: Who confirms the tip's PaymentIntent: ``"off_session"`` (charged on the
+    #: saved card, nothing for the browser to do) or ``"customer"``.
+    confirmation: str = "customer"
 
 
 def max_tip_amount(currency: str) -> int | None:
@@ -129,10 +136,25 @@ def create_tip(payment_id: Any, user: Any, amount: Any) -> TipStart:
             # Stripe answered that it charged the tip already: transfer it now.
             _transfer_after_commit(tip.pk)
             tip.refresh_from_db()
-        return TipStart(tip=tip, client_secret=outcome.result.client_secret)
+        return _start(tip, operation, outcome)
     raise errors.OperationInFlight(
         _("The payment kept changing while this request ran; try again.")
     )
+
+
+def _start(tip: Any, operation: Any, outcome: Any) -> TipStart:
+    """The answer: nothing for the browser when the saved card paid the tip."""
+    intent = outcome.result if outcome.error is None else outcome.error.payment_intent
+    if charged_off_session(operation) and tip.status in (
+        T.PAID,
+        T.PROCESSING,
+        T.TRANSFERRED,
+        T.TRANSFER_FAILED,
+    ):
+        return TipStart(tip=tip, client_secret=None, confirmation="off_session")
+    # Charged off-session and refused (the error carries the PaymentIntent),
+    # or never off-session: the customer confirms this PaymentIntent.
+    return TipStart(tip=tip, client_secret=getattr(intent, "client_secret", None))
 
 
 def _begin_tip(payment: Any, user: Any, amount: Any) -> tuple[Any, Any]:

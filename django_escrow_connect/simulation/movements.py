@@ -45,6 +45,8 @@ def authorize(
     s.charges[charge["id"]] = charge
     intent["latest_charge"] = charge["id"]
     intent["payment_method"] = charge["payment_method"]
+    if intent.get("setup_future_usage") and intent.get("customer"):
+        save_payment_method(s, charge["payment_method"], intent["customer"], number)
     scenario = _SCENARIO_BY_NUMBER.get(number)
     if scenario == "disputed":
         s._dispute_on_capture.add(charge["id"])
@@ -56,6 +58,23 @@ def authorize(
         s.emit("payment_intent.amount_capturable_updated", intent)
     else:
         capture(s, intent, charge, intent["amount"], manual=False)
+
+
+def save_payment_method(s: SimulatedStripe, method_id: str, customer: str, number: str) -> JSON:
+    """Stripe attaches the card of a PaymentIntent with ``setup_future_usage`` to its customer."""
+    method: JSON = {
+        "id": method_id,
+        "object": "payment_method",
+        "type": "card",
+        "customer": customer,
+        "card": {"brand": "visa", "last4": number[-4:], "exp_month": 12, "exp_year": 2034},
+        "created": s.now(),
+        "livemode": False,
+        "metadata": {},
+    }
+    s.payment_methods[method_id] = method
+    s._payment_method_cards[method_id] = number
+    return method
 
 
 def capture(s: SimulatedStripe, intent: JSON, charge: JSON, amount: int, *, manual: bool) -> None:

@@ -312,7 +312,7 @@ def _charge_object(intent: JSON, number: str, now: int, *, authenticated: bool =
         },
         "paid": True,
         "payment_intent": intent["id"],
-        "payment_method": new_id("pm"),
+        "payment_method": intent.get("payment_method") or new_id("pm"),
         "payment_method_details": {
             "card": {
                 "amount_authorized": intent["amount"],

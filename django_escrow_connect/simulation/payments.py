@@ -7,19 +7,27 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ..exceptions import (
+    CardDeclined,
     InvalidRequest,
 )
 from ..gateway.arguments import require_amount as _require_amount
 from ..gateway.arguments import require_id as _require_id
+from ..gateway.basegateway import check_saved_payment_method_arguments
 from ..gateway.types import (
     CancellationReason,
     CaptureMethod,
     ChargeSnapshot,
+    CustomerSnapshot,
     DisputeSnapshot,
     PaymentIntentSnapshot,
+    PaymentMethodSnapshot,
+    SetupFutureUsage,
 )
+from .cards import _PAYING_SCENARIOS, _SCENARIO_BY_NUMBER, CARDS
 from .movements import (
+    authorize,
     capture,
+    decline,
 )
 from .objects import (
     JSON,
@@ -61,8 +69,20 @@ class SimulatedPayments:
         description: str | None = None,
         receipt_email: str | None = None,
         on_behalf_of: str | None = None,
+        customer: str | None = None,
+        setup_future_usage: SetupFutureUsage | None = None,
+        payment_method: str | None = None,
+        off_session: bool = False,
+        confirm: bool = False,
     ) -> PaymentIntentSnapshot:
         _require_amount(amount, "amount")
+        check_saved_payment_method_arguments(
+            customer=customer,
+            setup_future_usage=setup_future_usage,
+            payment_method=payment_method,
+            off_session=off_session,
+            confirm=confirm,
+        )
         if destination is not None:
             _require_id(destination, "destination")
         if on_behalf_of is not None:
@@ -83,6 +103,16 @@ class SimulatedPayments:
             "receipt_email": receipt_email,
             "on_behalf_of": on_behalf_of,
         }
+        # Only what was asked: the requests of 0.x (no saved card) fingerprint as before.
+        for name, value in (
+            ("customer", customer),
+            ("setup_future_usage", setup_future_usage),
+            ("payment_method", payment_method),
+            ("off_session", off_session or None),
+            ("confirm", confirm or None),
+        ):
+            if value is not None:
+                params[name] = value
 
         def validate() -> None:
             if capture_method not in _CAPTURE_METHODS:
@@ -145,14 +175,64 @@ class SimulatedPayments:
                 created=s.now(),
             )
             intent["on_behalf_of"] = on_behalf_of
+            if customer is not None:
+                s.get(s.customers, "customer", customer, "customer")
+                intent["customer"] = customer
+                intent["setup_future_usage"] = setup_future_usage
             s.payment_intents[pi_id] = intent
             s.emit("payment_intent.created", intent)
+            if confirm and payment_method is not None and customer is not None:
+                charge_saved_payment_method(s, intent, payment_method, customer)
             return intent
 
         response = s.execute_idempotent(
             "create_payment_intent", params, idempotency_key, action, validate=validate
         )
         return PaymentIntentSnapshot.from_dict(response)
+
+    def create_customer(
+        self, *, idempotency_key: str, metadata: Mapping[str, str], description: str | None = None
+    ) -> CustomerSnapshot:
+        s = self.store
+        params = {"metadata": dict(metadata), "description": description}
+
+        def action() -> JSON:
+            customer: JSON = {
+                "id": new_id("cus", 14),
+                "object": "customer",
+                "created": s.now(),
+                "description": description,
+                "email": None,
+                "livemode": False,
+                "metadata": dict(metadata),
+                "name": None,
+            }
+            s.customers[customer["id"]] = customer
+            return customer
+
+        response = s.execute_idempotent("create_customer", params, idempotency_key, action)
+        return CustomerSnapshot.from_dict(response)
+
+    def detach_payment_method(self, payment_method_id: str) -> PaymentMethodSnapshot:
+        _require_id(payment_method_id, "payment_method_id")
+        s = self.store
+
+        def action() -> JSON:
+            method = s.get(s.payment_methods, "payment_method", payment_method_id, "payment_method")
+            if method.get("customer") is None:
+                raise s.error(
+                    InvalidRequest,
+                    "The payment method you provided is not attached to a customer so "
+                    "detachment is impossible.",
+                    code="payment_method_unexpected_state",
+                )
+            method["customer"] = None
+            return method
+
+        response = s.execute(
+            "detach_payment_method", {"payment_method_id": payment_method_id}, action
+        )
+        return PaymentMethodSnapshot.from_dict(response)
 
     def retrieve_payment_intent(
         self, payment_intent_id: str, *, expand_charge: bool = False
@@ -304,3 +384,68 @@ class SimulatedPayments:
             lambda: s.get(s.disputes, "dispute", dispute_id, "dispute"),
         )
         return DisputeSnapshot.from_dict(response)
+
+
+#: Stripe's test PaymentMethods (``pm_card_*``) that can be charged off-session
+#: without a checkout first, and the card each one stands for.
+TEST_PAYMENT_METHODS: dict[str, str] = {
+    "pm_card_visa": CARDS["success"].number,
+    # Stripe's 4000 0027 6000 3184: authentication on every payment, off-session too.
+    "pm_card_authenticationRequired": "4000002760003184",
+    "pm_card_chargeDeclined": CARDS["declined"].number,
+    "pm_card_visa_chargeDeclined": CARDS["declined"].number,
+}
+
+
+def charge_saved_payment_method(
+    s: SimulatedStripe, intent: JSON, payment_method: str, customer: str
+) -> None:
+    """``confirm=True, off_session=True`` with a saved card: charged now, or a card error.
+
+    As on Stripe, a card that needs its holder (``authentication_required``)
+    or a decline leaves the PaymentIntent in ``requires_payment_method`` and
+    the 402 error carries it (``error.payment_intent``): the customer can
+    confirm it on-session.
+    """
+    number = TEST_PAYMENT_METHODS.get(payment_method)
+    if number is None:
+        method = s.get(s.payment_methods, "payment_method", payment_method, "payment_method")
+        if method.get("customer") != customer:
+            raise s.error(
+                InvalidRequest,
+                f"The provided PaymentMethod {payment_method} does not belong to the "
+                f"Customer {customer}.",
+                param="payment_method",
+            )
+        number = s._payment_method_cards.get(payment_method, CARDS["success"].number)
+    intent["payment_method"] = payment_method
+    scenario = _SCENARIO_BY_NUMBER.get(number)
+    if scenario in _PAYING_SCENARIOS or scenario == "authentication_required":
+        # A card set up with 3-D Secure (4000 0025 0000 3155) is exempt off-session.
+        authorize(s, intent, number)
+        intent["payment_method"] = payment_method
+        return
+    if number == TEST_PAYMENT_METHODS["pm_card_authenticationRequired"]:
+        message = "Your card was declined. This transaction requires authentication."
+        intent.update(
+            status="requires_payment_method",
+            last_payment_error={
+                "code": "authentication_required",
+                "decline_code": "authentication_required",
+                "doc_url": "https://docs.stripe.com/error-codes/authentication-required",
+                "message": message,
+                "param": None,
+                "payment_method": {"id": payment_method, "object": "payment_method"},
+                "type": "card_error",
+            },
+        )
+        s.emit("payment_intent.payment_failed", intent)
+        code, decline_code = "authentication_required", "authentication_required"
+    else:
+        message = "Your card was declined."
+        decline(s, intent, number, "generic_decline", message)
+        code, decline_code = "card_declined", "generic_decline"
+    error = s.error(CardDeclined, message, code=code, http_status=402, error_type="card_error")
+    error.decline_code = decline_code
+    error.payment_intent = PaymentIntentSnapshot.from_dict(intent)
+    raise error

@@ -20,6 +20,7 @@ from ..exceptions import (
     ResourceMissing,
 )
 from ..gateway.arguments import require_idempotency_key as _require_idempotency_key
+from ..gateway.types import PaymentIntentSnapshot
 from .balances import (
     PlatformBalance,
 )
@@ -44,6 +45,8 @@ STATE_VERSION = 1
 _SAVED_AS_JSON = (
     "accounts",
     "payment_intents",
+    "customers",
+    "payment_methods",
     "charges",
     "transfers",
     "reversals",
@@ -63,6 +66,7 @@ _SAVED_AS_JSON = (
     "platform_country",
     "_owners",
     "_pending_cards",
+    "_payment_method_cards",
     "_async_refunds",
     "_unsettled_refunds",
 )
@@ -94,6 +98,8 @@ class StoredError:
     http_status: int | None
     should_retry: bool | None
     error_type: str | None
+    #: The id of the PaymentIntent a refused confirmation left (replayed as it is now).
+    payment_intent_id: str | None = None
 
     @classmethod
     def of(cls, exc: GatewayError) -> StoredError:
@@ -106,6 +112,7 @@ class StoredError:
             exc.http_status,
             exc.should_retry,
             exc.error_type,
+            exc.payment_intent.id if exc.payment_intent is not None else None,
         )
 
     def as_data(self) -> JSON:
@@ -113,6 +120,7 @@ class StoredError:
         return {
             "class": self.cls.__name__,
             **{key: getattr(self, key) for key in _STORED_ERROR_FIELDS},
+            "payment_intent_id": self.payment_intent_id,
         }
 
     @classmethod
@@ -120,10 +128,19 @@ class StoredError:
         error_class = getattr(exceptions, str(data["class"]), None)
         if not (isinstance(error_class, type) and issubclass(error_class, GatewayError)):
             raise ValueError(f"not a gateway error: {data['class']!r}")
-        return cls(error_class, *(data[key] for key in _STORED_ERROR_FIELDS))
+        fields: dict[str, Any] = {key: data[key] for key in _STORED_ERROR_FIELDS}
+        return cls(error_class, **fields, payment_intent_id=data.get("payment_intent_id"))
 
-    def replay(self, request_id: str | None) -> GatewayError:
-        """The same error again, as a replay answers it (with the new request's id)."""
+    def replay(self, request_id: str | None, store: Any = None) -> GatewayError:
+        """The same error again, as a replay answers it (with the new request's id).
+
+        A card error that left a PaymentIntent carries it again, as the store
+        has it now (Stripe replays the first body; the id is what matters).
+        """
+        intent = None
+        if self.payment_intent_id and store is not None:
+            found = store.payment_intents.get(self.payment_intent_id)
+            intent = PaymentIntentSnapshot.from_dict(found) if found is not None else None
         return self.cls(
             self.message,
             code=self.code,
@@ -133,6 +150,7 @@ class StoredError:
             http_status=self.http_status,
             should_retry=self.should_retry,
             error_type=self.error_type,
+            payment_intent=intent,
         )
 
 
@@ -192,6 +210,9 @@ GATEWAY_METHODS = frozenset(
         "list_refunds",
         "retrieve_event",
         "list_events",
+        # Saved payment methods (off-session tips).
+        "create_customer",
+        "detach_payment_method",
         # Accounts v2 and thin events (the AccountsV2Gateway protocol).
         "create_account_v2",
         "retrieve_account_v2",
@@ -227,6 +248,9 @@ class SimulatedStripe(EventLog, PlatformBalance):
 
     accounts: dict[str, JSON]
     payment_intents: dict[str, JSON]
+    #: Customers and the PaymentMethods saved to them (``customer`` None once detached).
+    customers: dict[str, JSON]
+    payment_methods: dict[str, JSON]
     charges: dict[str, JSON]
     transfers: dict[str, JSON]
     reversals: dict[str, JSON]
@@ -274,6 +298,8 @@ class SimulatedStripe(EventLog, PlatformBalance):
         with self.lock:
             self.accounts = {}
             self.payment_intents = {}
+            self.customers = {}
+            self.payment_methods = {}
             self.charges = {}
             self.transfers = {}
             self.reversals = {}
@@ -299,6 +325,8 @@ class SimulatedStripe(EventLog, PlatformBalance):
             self._owners: dict[str, str] = {}
             #: 3-D Secure in progress: payment intent -> card number.
             self._pending_cards: dict[str, str] = {}
+            #: Saved cards: payment method -> the card number it charges.
+            self._payment_method_cards: dict[str, str] = {}
             #: Charges paid with the dispute card: disputed once captured.
             self._dispute_on_capture: set[str] = set()
             #: Charges paid with an asynchronous-refund card: charge -> scenario.
@@ -519,7 +547,7 @@ class SimulatedStripe(EventLog, PlatformBalance):
                     del self.idempotency[idempotency_key]
                     record = None
                 elif record.error is not None:
-                    raise record.error.replay(self._request.get("id"))
+                    raise record.error.replay(self._request.get("id"), self)
                 else:
                     return copy.deepcopy(cast(JSON, record.response))
             try:

@@ -43,6 +43,8 @@ MONEY_CALLS = frozenset(
         "create_transfer",
         "create_transfer_reversal",
         "create_refund",
+        # Not money, but journaled like it: a retry must not make a second Customer.
+        "create_customer",
     }
 )
 

@@ -32,6 +32,8 @@ ESCROW_CONNECT = {
     "PAYMENT_TERMS": "tests.crash.terms.crash_terms",
     # Tips on (tests/crash/test_tips.py).
     "TIP_MAX_AMOUNT": {"usd": 10_000},
+    # Saved cards (tests/crash/test_saved_payment_methods.py).
+    "SAVE_PAYMENT_METHODS": True,
 }
 if os.environ.get("ESCROW_CRASH_KEY_PREFIX"):
     ESCROW_CONNECT["IDEMPOTENCY_KEY_PREFIX"] = os.environ["ESCROW_CRASH_KEY_PREFIX"]

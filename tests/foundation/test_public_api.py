@@ -40,6 +40,8 @@ PUBLIC_MODULES: dict[str, str] = {
     P + ".services.payments": "Payment use cases: create, release, refund, cancel, retry.",
     P + ".services.releases": "Releases in parts: milestones, amounts, split payouts.",
     P + ".services.tips": "Tips on released payments: add, transfer, retry (docs/tips.md).",
+    P + ".services.saved_methods": "Saved cards for off-session tips: consent, Customer, "
+    "withdrawal.",
     P + ".services.accounts": "Connected-account use cases: onboarding and status.",
     P + ".embedded": "Connect embedded components: which are offered, with which features.",
     P + ".services.errors": "Errors the services raise (each maps to one API answer).",

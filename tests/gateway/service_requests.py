@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
@@ -41,6 +42,16 @@ class StandInPayment:
     stripe_payment_intent_id: str = ""
     stripe_charge_id: str = ""
     destination_account_id: str = ACCOUNT
+    # Saved payment methods (services.saved_methods).
+    payer_id: int = 7
+    payment_method_consent_at: Any = None
+    stripe_customer_id: str = ""
+    saved_payment_method_id: str = ""
+
+    @property
+    def off_session_payment_method(self) -> str:
+        consented = self.payment_method_consent_at is not None and self.stripe_customer_id
+        return self.saved_payment_method_id if consented else ""
 
     @property
     def transfer_group(self) -> str:
@@ -106,6 +117,57 @@ TOO_SMALL = StandInPayment(
     currency="usd",
     strategy=SEPARATE_CHARGES_AND_TRANSFERS,
     platform_fee=3,
+)
+
+#: A payment whose payer agreed to save the card: Customer, then the PaymentIntent.
+SAVING = StandInPayment(
+    pk=uuid.UUID("5d6e7f8a-9b0c-5d1e-8f2a-3b4c5d6e7f8a"),
+    task_id=63,
+    amount=12500,
+    currency="usd",
+    strategy=SEPARATE_CHARGES_AND_TRANSFERS,
+    platform_fee=1250,
+    stripe_payment_intent_id="pi_3RbK2mPk9xR2vLq70Sv4Hc8D",
+    payment_method_consent_at=datetime(2026, 11, 8, 9, 0, tzinfo=timezone.utc),
+    stripe_customer_id="cus_RbK1xQm7Tz4Wdn",
+    saved_payment_method_id="pm_1RbK3nPk9xR2vLq7Yt5Ue2Fq",
+)
+CUSTOMER = "cus_RbK1xQm7Tz4Wdn"
+
+
+@dataclass
+class StandInTip:
+    """The fields of an ``EscrowTip`` ``tip_intent_request`` reads."""
+
+    pk: uuid.UUID
+    payment: StandInPayment
+    amount: int
+    currency: str = "usd"
+
+    @property
+    def payment_id(self) -> uuid.UUID:
+        return self.payment.pk
+
+    @property
+    def transfer_group(self) -> str:
+        return f"escrow_tip_{self.pk.hex}"
+
+    @property
+    def intent_idempotency_key(self) -> str:
+        return idempotency_key("tip", self.pk, "intent", 0)
+
+
+#: A tip on SAVING, charged on the saved card off-session.
+OFF_SESSION_TIP = StandInTip(
+    pk=uuid.UUID("8f9a0b1c-2d3e-5f4a-8b5c-6d7e8f9a0b1c"), payment=SAVING, amount=500
+)
+#: The same on a card Stripe wants authenticated (pm_card_authenticationRequired).
+AUTHENTICATION_TIP = StandInTip(
+    pk=uuid.UUID("1a2b3c4d-5e6f-5a7b-8c9d-0e1f2a3b4c5d"),
+    payment=StandInPayment(
+        **{**SAVING.__dict__, "saved_payment_method_id": "pm_1RbK5pPk9xR2vLq7Qw8Er3Ty"}
+    ),
+    amount=300,
 )
 
 #: The first transfer of SEPARATE (what its release made).

@@ -17,14 +17,17 @@ from datetime import datetime, timezone
 import pytest
 
 from django_escrow_connect.conf import MANUAL_CAPTURE, escrow_settings
+from django_escrow_connect.exceptions import CardDeclined
 from django_escrow_connect.gateway import (
     AccountLinkResult,
     AccountSessionResult,
     AccountSnapshot,
     ChargeSnapshot,
+    CustomerSnapshot,
     DisputeSnapshot,
     LoginLinkResult,
     PaymentIntentSnapshot,
+    PaymentMethodSnapshot,
     RefundSnapshot,
     TransferReversalSnapshot,
     TransferSnapshot,
@@ -39,15 +42,21 @@ from django_escrow_connect.services.payments import (
     reversal_request,
     transfer_request,
 )
+from django_escrow_connect.services.saved_methods import customer_request
+from django_escrow_connect.services.tip_outcomes import tip_intent_request
 from django_escrow_connect.states import MoneyOperationKind as K
 from django_escrow_connect.states import WebhookEndpoint
 from django_escrow_connect.webhooks import registry
 
 from .service_requests import (
     ACCOUNT,
+    AUTHENTICATION_TIP,
+    CUSTOMER,
     DESCRIPTION,
     DESTINATION,
+    OFF_SESSION_TIP,
     ON_BEHALF_OF,
+    SAVING,
     SEPARATE,
     TRANSFER,
     StandInAccount,
@@ -639,3 +648,75 @@ class TestEvents:
     def test_list_events_refuses_more_than_twenty_types(self, gateway):
         with pytest.raises(ValueError, match="20"):
             gateway.list_events(created_gte=0, types=[f"type.{i}" for i in range(21)])
+
+
+class TestSavedPaymentMethods:
+    """The payer's Customer, a PaymentIntent that saves the card, tips charged off-session."""
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("customers_create")
+    def test_create_customer_with_ids_only_and_the_operation_s_key(self, gateway, vcr):
+        key = SAVING.key(K.CUSTOMER)
+        customer = send(gateway, K.CUSTOMER, customer_request(SAVING, key), key=key)
+
+        assert_sent_once(vcr)
+        assert isinstance(customer, CustomerSnapshot)
+        assert customer.id == CUSTOMER
+        assert customer.metadata["escrow_payer_id"] == "7"
+        assert customer.metadata["escrow_operation"] == key
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("payment_intents_create_saving_card")
+    def test_create_a_payment_intent_that_saves_the_card(self, gateway, vcr):
+        request = payment_intent_request(SAVING, "Task #63: fence repair")
+        intent = send(gateway, K.PAYMENT_INTENT, request, key=SAVING.key(K.PAYMENT_INTENT))
+
+        assert_sent_once(vcr)
+        assert intent.customer == CUSTOMER
+        assert intent.setup_future_usage == "off_session"
+        assert intent.status == "requires_payment_method"
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("payment_intents_create_off_session")
+    def test_charge_a_tip_on_the_saved_card_off_session(self, gateway, vcr):
+        tip = OFF_SESSION_TIP
+        intent = send(
+            gateway, K.TIP_INTENT, tip_intent_request(tip), key=tip.intent_idempotency_key
+        )
+
+        assert_sent_once(vcr)
+        assert intent.status == "succeeded"
+        assert intent.latest_charge == "ch_3RbL4qPk9xR2vLq70Pd7Ke1F"
+        assert intent.payment_method == SAVING.saved_payment_method_id
+        assert intent.customer == CUSTOMER
+
+    @pytest.mark.vcr(record_mode="none")
+    @pytest.mark.default_cassette("error_authentication_required_off_session")
+    def test_an_off_session_charge_that_needs_the_customer_carries_its_payment_intent(
+        self, gateway, vcr
+    ):
+        tip = AUTHENTICATION_TIP
+        with pytest.raises(CardDeclined) as excinfo:
+            send(gateway, K.TIP_INTENT, tip_intent_request(tip), key=tip.intent_idempotency_key)
+
+        assert_sent_once(vcr)
+        error = excinfo.value
+        assert error.code == "authentication_required"
+        assert error.http_status == 402
+        assert not error.is_transient
+        intent = error.payment_intent
+        assert isinstance(intent, PaymentIntentSnapshot)
+        assert intent.id == "pi_3RbM6sPk9xR2vLq71Qe8Lf2G"
+        assert intent.status == "requires_payment_method"
+        assert intent.client_secret
+        assert intent.last_payment_error["code"] == "authentication_required"
+
+    @pytest.mark.vcr
+    @pytest.mark.default_cassette("payment_methods_detach")
+    def test_detach_the_saved_card(self, gateway, vcr):
+        method = gateway.detach_payment_method(SAVING.saved_payment_method_id)
+
+        assert_sent_once(vcr)
+        assert isinstance(method, PaymentMethodSnapshot)
+        assert method.id == SAVING.saved_payment_method_id
+        assert method.customer is None

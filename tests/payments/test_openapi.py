@@ -21,8 +21,9 @@ def test_payment_endpoints_generate_a_clean_schema(capsys):
     create = paths["/escrow/payments/create/"]["post"]
     ref = create["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     request = schema["components"]["schemas"][ref.rsplit("/", 1)[-1]]
-    # No currency, no payee: the terms say them.
-    assert set(request["properties"]) == {"task_id", "amount", "milestone"}
+    # No currency, no payee: the terms say them; the consent to save the card is the
+    # customer's own.
+    assert set(request["properties"]) == {"task_id", "amount", "milestone", "save_payment_method"}
     assert request["properties"]["amount"]["type"] == "integer"
     listing = paths["/escrow/payments/"]["get"]
     assert {p["name"] for p in listing["parameters"]} >= {"role", "organization_id", "page"}

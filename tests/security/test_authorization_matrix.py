@@ -85,6 +85,8 @@ USER_PAYEE = {
     "payment-tips-create":     ("POST", (201, 404, 403, 404, 404, 404, 403, 403)),
     # Staff only; this tip is not one whose transfer failed: 409 after the check.
     "payment-tip-retry-transfer": ("POST", (403, 404, 403, 404, 404, 404, 409, 403)),
+    # Payer or staff; this payment saved no card: 409 after the check.
+    "payment-saved-payment-method": ("DELETE", (409, 404, 403, 404, 404, 404, 409, 403)),
     "dashboard-task-doer":     ("GET",  (200, 200, 200, 200, 200, 200, 200, 403)),
     "dashboard-customer":      ("GET",  (200, 200, 200, 200, 200, 200, 200, 403)),
     "stripe-onboarding-link":  ("POST", (200, 200, 200, 200, 200, 200, 200, 403)),
@@ -112,6 +114,7 @@ ORGANIZATION_PAYEE = {
     "payment-tips-list":       ("GET",  (200, 404, 404, 200, 404, 404, 200, 403)),
     "payment-tips-create":     ("POST", (201, 404, 404, 403, 404, 404, 403, 403)),
     "payment-tip-retry-transfer": ("POST", (403, 404, 404, 403, 404, 404, 409, 403)),
+    "payment-saved-payment-method": ("DELETE", (409, 404, 404, 403, 404, 404, 409, 403)),
     "dashboard-task-doer":     ("GET",  (404, 404, 404, 200, 404, 404, 200, 403)),
     "dashboard-customer":      ("GET",  (200, 200, 200, 200, 200, 200, 200, 403)),
     "stripe-onboarding-link":  ("POST", (404, 404, 404, 200, 404, 404, 404, 403)),
@@ -138,6 +141,7 @@ WITH_PAYMENT_ID = {
     "payment-retry",
     "payment-tips-list",
     "payment-tips-create",
+    "payment-saved-payment-method",
 }
 # Answers that may change something; every other status is a refusal.
 SUCCESS = {200, 201, 302}

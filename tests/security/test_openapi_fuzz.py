@@ -181,7 +181,8 @@ def test_user_b_never_gets_user_a_s_payment(
     headers = {"X-CSRFToken": CSRF_TOKEN}
     a_id = str(two_users["a"].pk)
     by_id = [op for op in operations(wsgi) if "{payment_id}" in op.path]
-    assert len(by_id) == 10, [op.label for op in by_id]
+    # DELETE saved-payment-method included: user B learns nothing of A's card either.
+    assert len(by_id) == 11, [op.label for op in by_id]
     before, calls_before = snapshot(), len(sim_stripe.calls)
     for operation in by_id:
         body = {"body": {}, "media_type": "application/json"} if operation.method == "post" else {}

@@ -182,6 +182,30 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
     failure_code = models.CharField(_("failure code"), max_length=255, blank=True)
     failure_message = models.TextField(_("failure message"), blank=True)
 
+    # Saving the card for off-session tips (docs/tips.md): the payer's
+    # consent is the audit trail of every later charge without them.
+    payment_method_consent_at = models.DateTimeField(
+        _("consent to save the payment method at"),
+        null=True,
+        blank=True,
+        help_text=_("When the payer agreed to save the card for later charges (tips)."),
+    )
+    payment_method_consent_withdrawn_at = models.DateTimeField(
+        _("consent withdrawn at"), null=True, blank=True
+    )
+    stripe_customer_id = models.CharField(
+        _("Stripe Customer id"),
+        max_length=255,
+        blank=True,
+        help_text=_("The payer's Customer, reused by the payer's later payments."),
+    )
+    saved_payment_method_id = models.CharField(
+        _("saved PaymentMethod id"),
+        max_length=255,
+        blank=True,
+        help_text=_("The card Stripe saved for off-session charges; empty once withdrawn."),
+    )
+
     held_at = models.DateTimeField(_("held at"), null=True, blank=True)
     released_at = models.DateTimeField(_("released at"), null=True, blank=True)
     refunded_at = models.DateTimeField(_("refunded at"), null=True, blank=True)
@@ -289,6 +313,21 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
     @property
     def payee(self) -> Any:
         return self.payee_user if self.payee_user_id is not None else self.payee_organization
+
+    @property
+    def saves_payment_method(self) -> bool:
+        """The payer agreed to save the card and has not withdrawn that consent."""
+        return (
+            self.payment_method_consent_at is not None
+            and self.payment_method_consent_withdrawn_at is None
+        )
+
+    @property
+    def off_session_payment_method(self) -> str:
+        """The saved card a tip may be charged on without the payer, or ""."""
+        if self.saves_payment_method and self.stripe_customer_id:
+            return self.saved_payment_method_id
+        return ""
 
     @property
     def is_manual_capture(self) -> bool:
