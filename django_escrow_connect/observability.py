@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from django.db.models import Count, Min, Sum
+from django.db.models import Count, F, Min, Sum
 from django.utils import timezone
 
 from . import __version__, swappable
@@ -381,17 +381,31 @@ def _open_incidents() -> dict[str, int]:
     return dict(sorted(incidents.items()))
 
 
+#: Statuses in which the platform still holds (part of) the customer's money.
+_HOLDING_STATUSES = (
+    PaymentStatus.HELD,
+    PaymentStatus.RELEASING,
+    PaymentStatus.PARTIALLY_RELEASED,
+)
+
+
 def _payments_held() -> list[dict[str, Any]]:
-    """Held payments by currency: count, total, oldest age, soonest capture deadline. One query."""
+    """Payments still holding money, by currency: count, amount still held,
+    oldest age, soonest capture deadline. One query.
+
+    A milestone release leaves a payment partially released and a release in
+    flight leaves it releasing; both still hold the part not yet paid out or
+    refunded, so the amount is what remains, not the gross charge.
+    """
     now = timezone.now()
     rows = (
         swappable.load("EscrowPayment")
-        .objects.filter(status=PaymentStatus.HELD)
+        .objects.filter(status__in=_HOLDING_STATUSES)
         .order_by()
         .values("currency")
         .annotate(
             count=Count("pk"),
-            amount=Sum("amount"),
+            amount=Sum(F("amount") - F("amount_released") - F("amount_refunded")),
             oldest=Min("held_at"),
             capture_deadline=Min("capture_before"),
         )

@@ -237,10 +237,15 @@ def test_my_payouts_embeds_stripes_components(browser: Any, live_server: Any, pe
     page.screenshot("08-my-payouts")
 
 
+@pytest.mark.parametrize("per_milestone", [False, True], ids=["up_front", "per_milestone"])
 def test_milestones_released_one_by_one_in_a_real_browser(
-    browser: Any, live_server: Any, people: Any
+    browser: Any, live_server: Any, people: Any, per_milestone: bool
 ) -> None:
-    """A two-person team bid in three milestones: pay once, release step by step."""
+    """A two-person team bid in three milestones, released step by step.
+
+    Paid once up front, or (``per_milestone``) each milestone paid for when it
+    comes up, from the task page's "Pay milestone k".
+    """
     from .conftest import make_user, verify
 
     partner = make_user("partner@example.com", "Pia Partner")
@@ -253,38 +258,57 @@ def test_milestones_released_one_by_one_in_a_real_browser(
         milestones=[("Design", 6000), ("Build", 9000), ("Launch", 5000)],
         partner=partner,
         partner_basis_points=4000,
+        fund_per_milestone=per_milestone,
     )
     page = Page(browser, live_server.url)
+    shot = "per-milestone-" if per_milestone else ""
 
-    # The customer accepts the team's bid and pays 200.00 USD once, up front.
+    # The customer accepts the team's bid and pays: 200.00 USD once, up front,
+    # or the first milestone's 60.00 USD.
     page.login("customer@example.com")
     page.open(f"/tasks/{task.pk}/")
     page.click('button.accept-bid[data-doer="Dana Doer"]')
-    assert "200.00 USD" in page.text("#pay-amount")
+    assert ("60.00 USD" if per_milestone else "200.00 USD") in page.text("#pay-amount")
     page.find("#card-success").click()
     page.click("#pay-submit")
     assert "held in escrow" in page.text(".messages")
-    assert page.text("#milestones").count("held") == 3
-    page.screenshot("09-milestones-held")
+    if per_milestone:
+        assert "Held in escrow" in page.text("#part-1 .part-status")
+        assert "Not paid yet" in page.text("#part-2 .part-status")
+    else:
+        assert page.text("#milestones").count("held") == 3
+    page.screenshot(f"{shot}09-milestones-held")
 
     # Milestone by milestone: each release pays both payees their share of its net.
     shares = [("32.40 USD", "21.60 USD"), ("48.60 USD", "32.40 USD"), ("27.00 USD", "18.00 USD")]
     for number, (doer_share, partner_share) in enumerate(shares, start=1):
-        page.click(f"#release-milestone-{number}")
-        assert "Milestone released" in page.text(".messages")
-        assert "released" in page.text(f"#milestone-{number} .milestone-status")
+        if per_milestone:
+            if number > 1:
+                page.click("#pay-milestone-button")
+                assert f"Milestone {number} of 3" in page.text("#pay-milestone")
+                page.find("#card-success").click()
+                page.click("#pay-submit")
+                assert "held in escrow" in page.text(".messages")
+            page.click(f"#release-part-{number}")
+            assert "Milestone released" in page.text(".messages")
+            assert "Released" in page.text(f"#part-{number} .part-status")
+        else:
+            page.click(f"#release-milestone-{number}")
+            assert "Milestone released" in page.text(".messages")
+            assert "released" in page.text(f"#milestone-{number} .milestone-status")
+        # The payment panel shows the newest payment: the milestone's own part.
         assert f"{doer_share} created" in page.text("#payee-1")
         assert "Dana Doer" in page.text("#payee-1")
         assert f"{partner_share} created" in page.text("#payee-2")
         assert "Pia Partner" in page.text("#payee-2")
-        page.screenshot(f"1{number - 1}-milestone-{number}-released")
+        page.screenshot(f"{shot}1{number - 1}-milestone-{number}-released")
     assert "Completed" in page.text("#task-status")
     assert "Released" in page.text("#payment-status")
 
     task.refresh_from_db()
     assert task.status == TaskStatus.COMPLETED
-    payment = services.current_payment(task)
-    assert payment.status == PaymentStatus.RELEASED
-    assert sorted(t.amount for t in payment.transfers.all()) == sorted(
-        [3240, 2160, 4860, 3240, 2700, 1800]
-    )
+    payments = list(services.payment_model().objects.filter(task=task))
+    assert len(payments) == (3 if per_milestone else 1)
+    assert {payment.status for payment in payments} == {PaymentStatus.RELEASED}
+    transfers = [t.amount for payment in payments for t in payment.transfers.all()]
+    assert sorted(transfers) == sorted([3240, 2160, 4860, 3240, 2700, 1800])

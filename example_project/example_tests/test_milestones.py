@@ -201,6 +201,7 @@ def test_the_bid_form_places_a_team_bid_in_milestones_that_becomes_the_terms(
         ({"partner_email": "partner@example.com"}, "Give the partner's share"),
         ({"partner_email": "partner@example.com", "partner_basis_points": "10000"}, "9999"),
         ({"partner_basis_points": "4000"}, "Name the partner"),
+        ({"fund_per_milestone": "on"}, "Funding per milestone needs milestones"),
     ],
 )
 def test_the_bid_form_refuses_milestones_or_a_partner_that_do_not_hold(
@@ -231,3 +232,123 @@ def test_a_partner_without_payouts_is_told_to_onboard(people: People) -> None:
     )
     assert "named you as team partner" in notice.message
     assert notice.url == reverse("onboarding")
+
+
+# --------------------------------------------------------------------------
+# Funding per milestone: the customer pays each milestone when it comes up
+# --------------------------------------------------------------------------
+
+
+def test_the_bid_form_offers_funding_per_milestone_which_becomes_the_terms(
+    people: People, partner: Any
+) -> None:
+    task = services.post_task(people.customer, "Build a small online shop")
+    page = client_for(people.doer).get(f"/tasks/{task.pk}/").content.decode()
+    assert 'name="fund_per_milestone"' in page
+
+    texts = post_bid(client_for(people.doer), task, **FORM_MILESTONES, fund_per_milestone="on")
+
+    assert "Your bid was sent to the customer." in texts
+    bid = task.bids.get()
+    assert bid.fund_per_milestone
+    services.accept_bid(bid.pk, people.customer)
+    task.refresh_from_db()
+    terms = task.get_escrow_terms()
+    assert terms.funding == "per_milestone"
+    assert [(m.name, m.amount) for m in terms.milestones] == MILESTONES
+    page = client_for(people.customer).get(f"/tasks/{task.pk}/").content.decode()
+    assert "3 milestones, funded one by one" in page
+
+
+def pay_milestone(client: Any, task: Task, index: int) -> list[str]:
+    """Open the payment page of milestone ``index`` and pay with the simulated card."""
+    page = client.get(reverse("task-pay", args=[task.pk]), {"milestone": index})
+    if page.status_code == 200:
+        assert f"Milestone {index} of 3" in page.content.decode()
+    response = client.post(
+        reverse("task-pay", args=[task.pk]), {"card": "success", "milestone": str(index)}
+    )
+    assert response.status_code == 302
+    return [str(message) for message in get_messages(response.wsgi_request)]
+
+
+def part_status(client: Any, task: Task, index: int) -> str:
+    page = client.get(f"/tasks/{task.pk}/").content.decode()
+    marker = f'<tr id="part-{index}" data-status="'
+    return page.split(marker, 1)[1].split('"', 1)[0]
+
+
+def test_the_customer_pays_and_releases_milestone_by_milestone(
+    people: People, partner: Any, settings: Any
+) -> None:
+    # The package's order rule decides; the page only asks it.
+    settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "FUND_NEXT_MILESTONE": "on_release"}
+    task = services.post_task(people.customer, "Build a small online shop")
+    bid = services.place_bid(
+        task.pk,
+        people.doer,
+        amount=20000,
+        milestones=MILESTONES,
+        partner=partner,
+        partner_basis_points=4000,
+        fund_per_milestone=True,
+    )
+    services.accept_bid(bid.pk, people.customer)
+    client = client_for(people.customer)
+    page = client.get(f"/tasks/{task.pk}/").content.decode()
+    assert "Pay milestone 1" in page
+    assert page.count("Not paid yet") == 3
+
+    assert "Payment received: the money is held in escrow." in pay_milestone(client, task, 1)
+
+    task.refresh_from_db()
+    assert task.status == TaskStatus.IN_PROGRESS
+    [first] = services.payment_model().objects.filter(task=task)
+    assert (first.funded_milestone, first.amount, first.status) == (1, 6000, "held")
+    assert part_status(client, task, 1) == "held"
+    assert part_status(client, task, 2) == "unpaid"
+    assert "Pay milestone 2" in client.get(f"/tasks/{task.pk}/").content.decode()
+
+    # on_release: milestone 2 waits for milestone 1's release; the package says so.
+    texts = pay_milestone(client, task, 2)
+    assert "Milestone 1 must be released before milestone 2 is paid for." in texts, texts
+    assert not services.payment_model().objects.filter(task=task, funded_milestone=2).exists()
+
+    for index, amount in enumerate((6000, 9000, 5000), start=1):
+        if index > 1:
+            [due] = Notification.objects.filter(
+                user=people.customer, kind=Notification.Kind.MILESTONE_FUNDING_DUE
+            ).order_by("-pk")[:1]
+            assert f"Milestone {index} of “{task.title}” is next: pay {amount / 100:.2f} USD" in (
+                due.message
+            )
+            assert due.url == f"/tasks/{task.pk}/pay/?milestone={index}"
+            assert pay_milestone(client, task, index)[-1].startswith("Payment received")
+        payment = services.payment_model().objects.get(task=task, funded_milestone=index)
+        assert (payment.amount, payment.status) == (amount, PaymentStatus.HELD)
+        milestone = payment.milestones.get()
+        page = client.get(f"/tasks/{task.pk}/").content.decode()
+        assert f'id="release-part-{index}"' in page
+
+        response = client.post(f"/tasks/{task.pk}/milestones/{milestone.pk}/release/")
+
+        assert response.status_code == 302
+        payment.refresh_from_db()
+        task.refresh_from_db()
+        assert payment.status == PaymentStatus.RELEASED
+        assert part_status(client, task, index) == "released"
+        # Each part pays its two payees (60/40) out of its own net.
+        assert payment.transfers.count() == 2
+        if index < 3:
+            assert task.status == TaskStatus.IN_PROGRESS
+            assert f"Pay milestone {index + 1}" in client.get(f"/tasks/{task.pk}/").content.decode()
+
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED
+    assert task.payment_status == "payment_released"
+    assert (
+        Notification.objects.filter(
+            user=people.customer, kind=Notification.Kind.MILESTONE_FUNDING_DUE
+        ).count()
+        == 2
+    )

@@ -62,6 +62,12 @@ class BidForm(forms.Form):
     currency = forms.ChoiceField(choices=CURRENCIES, initial="usd")
     bid_as = forms.ChoiceField(label="Bid as", choices=[("me", "Myself")])
     message = forms.CharField(max_length=300, required=False, widget=forms.TextInput())
+    fund_per_milestone = forms.BooleanField(
+        label="Fund per milestone",
+        required=False,
+        help_text="The customer pays each milestone when it comes up, not the whole price "
+        "up front.",
+    )
     partner_email = forms.EmailField(
         label="Team partner (email, optional)",
         required=False,
@@ -119,6 +125,8 @@ class BidForm(forms.Form):
                 data["amount_minor"] = minor
         data["organization"] = self.organizations.get(data.get("bid_as") or "")
         data["milestones"] = self._clean_milestones(data, minor, currency)
+        if data.get("fund_per_milestone") and not data["milestones"]:
+            self.add_error("fund_per_milestone", "Funding per milestone needs milestones.")
         data["partner"] = self._clean_partner(data)
         return data
 

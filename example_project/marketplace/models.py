@@ -24,6 +24,8 @@ from django_escrow_connect.money import format_money
 from django_escrow_connect.states import TaskPaymentStatus
 from django_escrow_connect.terms import (
     BASIS_POINTS_WHOLE,
+    FUND_PER_MILESTONE,
+    FUND_UP_FRONT,
     EscrowTerms,
     MilestoneTerms,
     PayeeShare,
@@ -212,6 +214,7 @@ class Task(EscrowTaskMixin, models.Model):
             raise TermsUnavailable("The task has no accepted bid yet.")
         description = f"Task #{self.pk}: {self.title}"
         milestones = [MilestoneTerms(m["name"], int(m["amount"])) for m in bid.milestones or ()]
+        funding = FUND_PER_MILESTONE if bid.funds_per_milestone else FUND_UP_FRONT
         if bid.partner_user_id is None:
             return EscrowTerms(
                 payer=self.customer,
@@ -221,6 +224,7 @@ class Task(EscrowTaskMixin, models.Model):
                 payee_organization=bid.doer_organization,
                 description=description,
                 milestones=milestones,
+                funding=funding,
             )
         # A team bid: the bidder keeps what the partner's share leaves over.
         partner_points = int(bid.partner_basis_points or 0)
@@ -230,6 +234,7 @@ class Task(EscrowTaskMixin, models.Model):
             currency=bid.currency,
             description=description,
             milestones=milestones,
+            funding=funding,
             payees=[
                 PayeeShare(
                     user=bid.doer_user,
@@ -313,6 +318,9 @@ class Bid(models.Model):
     #: Optional ``[{"name": ..., "amount": <minor units>}, ...]`` summing to
     #: ``amount``: the customer releases the payment milestone by milestone.
     milestones = models.JSONField(default=list, blank=True)
+    #: With milestones: the customer pays each milestone when it comes up
+    #: (one escrow payment per milestone) instead of the whole price up front.
+    fund_per_milestone = models.BooleanField(default=False)
     #: Optional second member of a team bid, paid ``partner_basis_points`` of
     #: every release's net (10000 = 100 %); the doer gets the rest.
     partner_user = models.ForeignKey(
@@ -369,6 +377,11 @@ class Bid(models.Model):
     def is_team_bid(self) -> bool:
         return self.partner_user_id is not None
 
+    @property
+    def funds_per_milestone(self) -> bool:
+        """The customer pays milestone by milestone (only a bid with milestones can)."""
+        return bool(self.fund_per_milestone and self.milestones)
+
 
 # --------------------------------------------------------------------------
 # Notifications
@@ -390,6 +403,7 @@ class Notification(models.Model):
         DISPUTE = "dispute", "Dispute"
         BID = "bid", "Bids"
         ONBOARDING_NEEDED = "onboarding_needed", "Set up payouts"
+        MILESTONE_FUNDING_DUE = "milestone_funding_due", "Milestone to pay"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"

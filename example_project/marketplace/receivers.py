@@ -89,6 +89,24 @@ def payment_released(sender: Any, payment: Any, transfer: Any = None, **kwargs: 
     )
 
 
+@receiver(signals.milestone_funding_due, dispatch_uid="marketplace.milestone_funding_due")
+def milestone_funding_due(
+    sender: Any, payment: Any, task: Any, milestone_index: int, amount: int, **kwargs: Any
+) -> None:
+    # The package never charges the customer by itself (no saved card): the
+    # customer is asked to pay for the next milestone, linked to its payment page.
+    from django.urls import reverse
+
+    _tell(
+        [payment.payer],
+        K.MILESTONE_FUNDING_DUE,
+        f"Milestone {milestone_index} of “{task.title}” is next: pay {_money(payment, amount)} "
+        "into escrow so the work can go on.",
+        payment,
+        url=f"{reverse('task-pay', args=[task.pk])}?milestone={milestone_index}",
+    )
+
+
 @receiver(signals.payment_failed, dispatch_uid="marketplace.payment_failed")
 def payment_failed(sender: Any, payment: Any, incident: Any = None, **kwargs: Any) -> None:
     from django.urls import reverse

@@ -148,12 +148,14 @@ def place_bid(
     milestones: list[tuple[str, int]] | None = None,
     partner: Any = None,
     partner_basis_points: int | None = None,
+    fund_per_milestone: bool = False,
 ) -> Bid:
     """``user`` offers to do the task for ``amount`` minor units, alone or for ``organization``.
 
     ``milestones`` (name, minor units) divide the amount into parts the
-    customer releases one by one; ``partner`` makes it a team bid, the
-    partner being paid ``partner_basis_points`` of each release's net.
+    customer releases one by one; with ``fund_per_milestone`` the customer
+    also pays them one by one. ``partner`` makes it a team bid, the partner
+    being paid ``partner_basis_points`` of each release's net.
     """
     try:
         currency = normalize_currency(currency)
@@ -161,6 +163,10 @@ def place_bid(
         raise errors.InvalidInput(str(exc), code="invalid_currency") from exc
     check_bid_amount(amount, currency)
     milestone_rows = _milestone_rows(milestones or [], amount, currency)
+    if fund_per_milestone and not milestone_rows:
+        raise errors.InvalidInput(
+            "Funding per milestone needs milestones.", code="fund_per_milestone_needs_milestones"
+        )
     if partner is not None:
         if partner.pk == user.pk:
             raise errors.InvalidInput("Your partner must be someone else.", code="invalid_partner")
@@ -195,6 +201,7 @@ def place_bid(
             milestones=milestone_rows,
             partner_user=partner,
             partner_basis_points=partner_basis_points,
+            fund_per_milestone=fund_per_milestone,
             **doer,
         )
         if can_proceed(task.open_bidding):
@@ -346,29 +353,119 @@ def accept_bid(bid_id: Any, user: Any) -> Bid:
 # --------------------------------------------------------------------------
 
 
+def funded_per_milestone(task: Task) -> bool:
+    """The accepted bid has the customer pay milestone by milestone."""
+    bid = task.accepted_bid
+    return bid is not None and bid.funds_per_milestone
+
+
+def milestone_payments(task: Task) -> dict[int, Any]:
+    """A task funded per milestone: its live payment of each milestone, by 1-based index."""
+    payments = (
+        payment_model()
+        .objects.filter(task=task, funded_milestone__isnull=False)
+        .exclude(status=PaymentStatus.CANCELED)
+        .prefetch_related("milestones")
+    )
+    return {payment.funded_milestone: payment for payment in payments}
+
+
+#: A milestone's payment in these states still waits for the customer's card.
+UNPAID = (PaymentStatus.AWAITING_PAYMENT, PaymentStatus.FAILED)
+
+
+def next_milestone_to_pay(task: Task) -> int | None:
+    """The first milestone (1-based) nobody has paid for yet, or None.
+
+    Whether it may be paid for now (``FUND_NEXT_MILESTONE``) is the package's
+    answer when the customer tries: the page does not guess the rule.
+    """
+    bid = task.accepted_bid
+    if bid is None or not bid.funds_per_milestone:
+        return None
+    payments = milestone_payments(task)
+    for index in range(1, len(bid.milestones) + 1):
+        payment = payments.get(index)
+        if payment is None or payment.status in UNPAID:
+            return index
+    return None
+
+
+def milestone_parts(task: Task) -> list[dict[str, Any]]:
+    """A task funded per milestone: each milestone with its payment's state, for the page."""
+    bid = task.accepted_bid
+    if bid is None or not bid.funds_per_milestone:
+        return []
+    payments = milestone_payments(task)
+    parts = []
+    for index, row in enumerate(bid.milestones, start=1):
+        payment = payments.get(index)
+        milestone = payment.milestones.all()[0] if payment is not None else None
+        parts.append(
+            {
+                "index": index,
+                "name": row["name"],
+                "amount": format_money(int(row["amount"]), bid.currency),
+                "payment": payment,
+                "status": payment.status if payment is not None else "unpaid",
+                "status_display": (
+                    payment.get_status_display() if payment is not None else "Not paid yet"
+                ),
+                "milestone": milestone,
+                "releasable": milestone is not None
+                and milestone.status in ("held", "delivered")
+                and payment.status in (PaymentStatus.HELD, PaymentStatus.PARTIALLY_RELEASED),
+            }
+        )
+    return parts
+
+
 def start_payment(
-    task_id: Any, user: Any, *, retry_failed: bool = False
+    task_id: Any, user: Any, *, retry_failed: bool = False, milestone: int | None = None
 ) -> payment_services.PaymentStart:
     """Create (or resume) the task's escrow payment.
 
     A failed payment keeps its PaymentIntent, which can be confirmed again;
     with ``retry_failed`` it first goes back to ``awaiting_payment`` (the
     customer is trying another card now).
+
+    A task funded per milestone pays one milestone at a time: ``milestone``
+    (1-based; by default the first one not paid for) names it, also while
+    the work is in progress. The package decides whether it may be paid for
+    now (``FUND_NEXT_MILESTONE``) and refuses with its own 409 message.
     """
     task = get_task(task_id)
     if task.customer_id != user.pk:
         raise errors.Forbidden("Only the task's customer can pay for it.", code="not_customer")
-    if task.status != TaskStatus.BID_ACCEPTED:
+    bid = task.accepted_bid
+    per_milestone = bid is not None and bid.funds_per_milestone
+    payable = (TaskStatus.BID_ACCEPTED, TaskStatus.IN_PROGRESS) if per_milestone else ()
+    if task.status != TaskStatus.BID_ACCEPTED and task.status not in payable:
         raise errors.Conflict(
             f"A task that is {task.get_status_display().lower()} is not waiting for payment.",
             code="not_payable",
         )
-    payment = current_payment(task)
+    if not per_milestone:
+        payment = current_payment(task)
+        if retry_failed and payment is not None and payment.status == PaymentStatus.FAILED:
+            return payment_services.retry_payment(payment.pk, user)
+        return payment_services.create_payment(
+            task.pk, user, expected_amount=bid.amount if bid is not None else None
+        )
+    assert bid is not None
+    if milestone is None:
+        milestone = next_milestone_to_pay(task)
+        if milestone is None:
+            raise errors.Conflict("Every milestone is paid for.", code="already_paid")
+    payment = milestone_payments(task).get(milestone)
     if retry_failed and payment is not None and payment.status == PaymentStatus.FAILED:
         return payment_services.retry_payment(payment.pk, user)
-    bid = task.accepted_bid
+    # The package checks the index (400 milestone_out_of_range) and the order.
+    expected = None
+    if 1 <= milestone <= len(bid.milestones):
+        expected = int(bid.milestones[milestone - 1]["amount"])
     return payment_services.create_payment(
-        task.pk, user, expected_amount=bid.amount if bid is not None else None
+        task.pk, user, expected_amount=expected, milestone=milestone
     )
 
 
@@ -390,7 +487,9 @@ def simulated_gateway() -> Any:
     return gateway
 
 
-def pay_with_simulated_card(task_id: Any, user: Any, card: str) -> CardOutcome:
+def pay_with_simulated_card(
+    task_id: Any, user: Any, card: str, *, milestone: int | None = None
+) -> CardOutcome:
     """The customer's browser confirms the PaymentIntent with a simulated test card.
 
     In Stripe test mode Stripe.js does this; here the simulated gateway plays
@@ -398,7 +497,7 @@ def pay_with_simulated_card(task_id: Any, user: Any, card: str) -> CardOutcome:
     the payment (held, failed) exactly as real webhooks would.
     """
     gateway = simulated_gateway()
-    start = start_payment(task_id, user, retry_failed=True)
+    start = start_payment(task_id, user, retry_failed=True, milestone=milestone)
     payment = start.payment
     intent = gateway.confirm_payment_intent(payment.stripe_payment_intent_id, card)
     return _card_outcome(payment, intent)
@@ -471,7 +570,14 @@ def release_milestone(task_id: Any, user: Any, milestone_id: Any) -> Any:
         raise errors.Forbidden(
             "Only the task's customer can release a milestone.", code="not_customer"
         )
-    payment = current_payment(task)
+    # Funded per milestone, each milestone has its own payment (and a later
+    # one may already be paid for): release through the milestone's payment.
+    payment = (
+        payment_model()
+        .objects.filter(task=task, milestones__pk=milestone_id)
+        .exclude(status=PaymentStatus.CANCELED)
+        .first()
+    ) or current_payment(task)
     if payment is None:
         raise errors.Conflict("This task has no payment to release.", code="no_payment")
     payment = payment_services.release_payment(payment.pk, user, milestone_id=milestone_id)

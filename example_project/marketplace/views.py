@@ -202,6 +202,8 @@ def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
         and task.status in (TaskStatus.CREATED, TaskStatus.BIDDING)
     )
     bid_form = BidForm(user=user) if can_bid else None
+    # Funded per milestone: each part's state, and the next one to pay for.
+    parts = services.milestone_parts(task) if is_customer or payment is not None else []
     my_readiness = None
     if can_bid:
         account = account_services.get_account(owner_user=user)
@@ -215,6 +217,12 @@ def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "is_payee_admin": payee_admin or (user.is_authenticated and user.is_staff),
         "payment": _payment_context(payment, accepted),
         "payment_obj": payment,
+        "milestone_parts": parts,
+        "next_milestone": (
+            services.next_milestone_to_pay(task)
+            if is_customer and task.status in (TaskStatus.BID_ACCEPTED, TaskStatus.IN_PROGRESS)
+            else None
+        ),
         "can_bid": can_bid,
         "bid_form": bid_form,
         "my_payouts_ready": my_readiness,
@@ -246,6 +254,7 @@ def task_bid(request: HttpRequest, pk: int) -> HttpResponse:
             milestones=form.cleaned_data["milestones"],
             partner=form.cleaned_data["partner"],
             partner_basis_points=form.cleaned_data.get("partner_basis_points"),
+            fund_per_milestone=form.cleaned_data.get("fund_per_milestone", False),
         )
     except errors.ServiceError as exc:
         _fail(request, exc)
@@ -288,10 +297,11 @@ def bid_accept(request: HttpRequest, pk: int) -> HttpResponse:
 def task_pay(request: HttpRequest, pk: int) -> HttpResponse:
     """The payment page: Stripe's Payment Element, or the simulated cards."""
     task = get_object_or_404(Task, pk=pk)
+    milestone = _milestone_index(request.POST if request.method == "POST" else request.GET)
     if request.method == "POST":
-        return _pay_with_simulated_card(request, task)
+        return _pay_with_simulated_card(request, task, milestone)
     try:
-        start = services.start_payment(task.pk, request.user)
+        start = services.start_payment(task.pk, request.user, milestone=milestone)
     except errors.ServiceError as exc:
         _fail(request, exc)
         return redirect(task)
@@ -303,6 +313,7 @@ def task_pay(request: HttpRequest, pk: int) -> HttpResponse:
         "amount": format_money(payment.amount, payment.currency),
         "fee": format_money(payment.platform_fee, payment.currency),
         "failure": payment.failure_message,
+        "milestone": payment.funded_milestone,
     }
     if settings.SIMULATED_STRIPE:
         from django_escrow_connect.simulation import CARDS
@@ -320,21 +331,43 @@ def task_pay(request: HttpRequest, pk: int) -> HttpResponse:
     return response
 
 
-def _pay_with_simulated_card(request: HttpRequest, task: Task) -> HttpResponse:
+def _milestone_index(data: Any) -> int | None:
+    """The ``milestone`` (1-based) a task funded per milestone pays for; None if not given.
+
+    A malformed value is passed on as 0, which the package refuses
+    (``milestone_out_of_range``) with its own message.
+    """
+    raw = data.get("milestone", "")
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return 0
+
+
+def _pay_again_url(task: Task, milestone: int | None) -> str:
+    url = reverse("task-pay", args=[task.pk])
+    return f"{url}?milestone={milestone}" if milestone else url
+
+
+def _pay_with_simulated_card(
+    request: HttpRequest, task: Task, milestone: int | None
+) -> HttpResponse:
     card = request.POST.get("card", "")
     try:
-        result = services.pay_with_simulated_card(task.pk, request.user, card)
+        result = services.pay_with_simulated_card(task.pk, request.user, card, milestone=milestone)
     except errors.ServiceError as exc:
         _fail(request, exc)
         return redirect(task)
     except ValueError as exc:
         messages.error(request, str(exc))
-        return redirect("task-pay", pk=task.pk)
+        return redirect(_pay_again_url(task, milestone))
     if result.outcome == "requires_action":
         return redirect("simulated_stripe:authenticate", payment_intent_id=result.payment_intent_id)
     if result.outcome == "declined":
         messages.error(request, f"Payment declined: {result.message}")
-        return redirect("task-pay", pk=task.pk)
+        return redirect(_pay_again_url(task, milestone))
     messages.success(request, result.message)
     return redirect(task)
 
@@ -369,9 +402,17 @@ def task_pay_return(request: HttpRequest, pk: int) -> HttpResponse:
     returned = request.session.pop(PAY_RETURN_SESSION_KEY, None)
     if not isinstance(returned, dict) or returned.get("task_id") != task.pk:
         return redirect(task)
-    payment = services.current_payment(task)
     intent_id = returned.get("payment_intent", "")
-    if payment is not None and intent_id and intent_id == payment.stripe_payment_intent_id:
+    # Funded per milestone the task has several payments: the one confirmed
+    # is the one with this PaymentIntent.
+    payment = (
+        services.payment_model()
+        .objects.filter(task=task, stripe_payment_intent_id=intent_id)
+        .first()
+        if intent_id
+        else None
+    )
+    if payment is not None:
         # Webhooks (stripe listen) move the payment; reading the intent now
         # only makes the page current if they are slow or not forwarded.
         from django_escrow_connect.services import payment_intents as sync

@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from django_escrow_connect import swappable
-from django_escrow_connect.observability import metrics_snapshot
+from django_escrow_connect.observability import metrics_snapshot, render_prometheus
 from tests.webhooks import stripe_objects as so
 from tests.webhooks.conftest import MANUAL, intent_for
 
@@ -127,6 +127,31 @@ def test_the_snapshot_aggregates_in_a_constant_number_of_queries(
     by_currency = {row["currency"]: row for row in snapshot["payments_held"]}
     assert by_currency["usd"]["count"] + by_currency["eur"]["count"] == 50
     assert by_currency["usd"]["oldest_age_seconds"] >= 3 * 86400
+
+
+def test_the_held_amount_is_what_is_still_held(make_payment: Any) -> None:
+    """A milestone release or a release in flight still holds the rest of the money."""
+    held(make_payment, days=1, amount=10_000)
+    now = timezone.now()
+    make_payment(
+        "partially_released", held_at=now, amount=9_000, amount_released=3_000, platform_fee=0
+    )
+    make_payment(
+        "releasing",
+        held_at=now,
+        amount=5_000,
+        amount_released=1_000,
+        amount_refunded=500,
+        platform_fee=0,
+    )
+    make_payment("released", held_at=now, amount=7_000, amount_released=7_000, platform_fee=0)
+    make_payment("partially_refunded", held_at=now, amount=4_000, amount_refunded=4_000)
+
+    [usd] = metrics_snapshot()["payments_held"]
+    assert (usd["count"], usd["amount"]) == (3, 10_000 + 6_000 + 3_500)
+
+    text = render_prometheus(metrics_snapshot())
+    assert 'escrow_connect_payments_held_amount{currency="usd"} 19500\n' in text
 
 
 def test_the_gauges_read_the_database(make_payment: Any, otel: Any) -> None:
