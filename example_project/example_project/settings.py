@@ -117,6 +117,12 @@ ESCROW_CONNECT = {
     "ONBOARDING_RETURN_URL": f"{SITE_URL}/onboarding/return/",
     "ONBOARDING_REFRESH_URL": f"{SITE_URL}/onboarding/refresh/",
     "PLATFORM_FEE_BASIS_POINTS": 1000,
+    # Tips after a release: the largest tip per currency, in minor units.
+    "TIP_MAX_AMOUNT": {"usd": 10_000, "eur": 10_000, "gbp": 10_000},
+    # The pay page offers to save the card for tips (an unticked checkbox
+    # with the consent text of docs/tips.md); only then are tips charged
+    # off-session.
+    "SAVE_PAYMENT_METHODS": True,
     # The "My payouts" page embeds Stripe's payouts and notification banner.
     "EMBEDDED_COMPONENTS": ["account_onboarding", "payouts", "notification_banner"],
     "NOTIFICATION_BACKENDS": ["django_escrow_connect.notifications.backends.LoggingBackend"],

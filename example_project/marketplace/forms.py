@@ -197,3 +197,30 @@ class OnboardingForm(forms.Form):
         choices=[("individual", "Individual"), ("company", "Company")], initial="individual"
     )
     organization_id = forms.CharField(required=False, widget=forms.HiddenInput())
+
+
+class TipForm(forms.Form):
+    """A tip in the payment's currency, major units ("5.00"), converted exactly to minor units.
+
+    Only the format is checked here: the bound (``TIP_MAX_AMOUNT``) is the
+    package's, and its refusal is shown as it words it.
+    """
+
+    amount = forms.CharField(
+        label="Tip", max_length=20, widget=forms.TextInput(attrs={"placeholder": "5.00"})
+    )
+
+    def __init__(self, *args: Any, currency: str = "usd", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.currency = currency
+        self.currency_code = currency.upper()
+
+    def clean_amount(self) -> int:
+        raw = self.cleaned_data["amount"].strip().replace(",", "")
+        try:
+            minor = to_minor_units(raw, self.currency)
+        except (InvalidAmount, TypeError, ValueError) as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        if minor <= 0:
+            raise forms.ValidationError("A tip must be positive.")
+        return minor

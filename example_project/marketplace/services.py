@@ -36,7 +36,8 @@ from django_escrow_connect.money import (
 from django_escrow_connect.services import accounts as account_services
 from django_escrow_connect.services import errors
 from django_escrow_connect.services import payments as payment_services
-from django_escrow_connect.states import PaymentStatus
+from django_escrow_connect.services import tips as tip_services
+from django_escrow_connect.states import PaymentStatus, TipStatus
 
 from .models import OPEN_TASK_STATES, Bid, Notification, Organization, Task, TaskStatus
 
@@ -421,7 +422,12 @@ def milestone_parts(task: Task) -> list[dict[str, Any]]:
 
 
 def start_payment(
-    task_id: Any, user: Any, *, retry_failed: bool = False, milestone: int | None = None
+    task_id: Any,
+    user: Any,
+    *,
+    retry_failed: bool = False,
+    milestone: int | None = None,
+    save_payment_method: bool = False,
 ) -> payment_services.PaymentStart:
     """Create (or resume) the task's escrow payment.
 
@@ -433,6 +439,11 @@ def start_payment(
     (1-based; by default the first one not paid for) names it, also while
     the work is in progress. The package decides whether it may be paid for
     now (``FUND_NEXT_MILESTONE``) and refuses with its own 409 message.
+
+    ``save_payment_method``: the customer ticked "Save my card for tips"
+    next to the consent text; the package records when (the audit trail of
+    every later off-session tip). A payment already created keeps the
+    choice it was created with.
     """
     task = get_task(task_id)
     if task.customer_id != user.pk:
@@ -450,7 +461,10 @@ def start_payment(
         if retry_failed and payment is not None and payment.status == PaymentStatus.FAILED:
             return payment_services.retry_payment(payment.pk, user)
         return payment_services.create_payment(
-            task.pk, user, expected_amount=bid.amount if bid is not None else None
+            task.pk,
+            user,
+            expected_amount=bid.amount if bid is not None else None,
+            save_payment_method=save_payment_method,
         )
     assert bid is not None
     if milestone is None:
@@ -465,7 +479,11 @@ def start_payment(
     if 1 <= milestone <= len(bid.milestones):
         expected = int(bid.milestones[milestone - 1]["amount"])
     return payment_services.create_payment(
-        task.pk, user, expected_amount=expected, milestone=milestone
+        task.pk,
+        user,
+        expected_amount=expected,
+        milestone=milestone,
+        save_payment_method=save_payment_method,
     )
 
 
@@ -488,7 +506,12 @@ def simulated_gateway() -> Any:
 
 
 def pay_with_simulated_card(
-    task_id: Any, user: Any, card: str, *, milestone: int | None = None
+    task_id: Any,
+    user: Any,
+    card: str,
+    *,
+    milestone: int | None = None,
+    save_payment_method: bool = False,
 ) -> CardOutcome:
     """The customer's browser confirms the PaymentIntent with a simulated test card.
 
@@ -497,7 +520,13 @@ def pay_with_simulated_card(
     the payment (held, failed) exactly as real webhooks would.
     """
     gateway = simulated_gateway()
-    start = start_payment(task_id, user, retry_failed=True, milestone=milestone)
+    start = start_payment(
+        task_id,
+        user,
+        retry_failed=True,
+        milestone=milestone,
+        save_payment_method=save_payment_method,
+    )
     payment = start.payment
     intent = gateway.confirm_payment_intent(payment.stripe_payment_intent_id, card)
     return _card_outcome(payment, intent)
@@ -509,7 +538,18 @@ def complete_simulated_authentication(
     """The customer passes (or fails) the simulated 3-D Secure challenge."""
     gateway = simulated_gateway()
     payment = payment_model().objects.filter(stripe_payment_intent_id=payment_intent_id).first()
-    if payment is None or payment.payer_id != user.pk:
+    if payment is None:
+        # A tip's PaymentIntent (a tip confirmed with a 3-D Secure card).
+        tip = (
+            tip_model()
+            .objects.filter(stripe_payment_intent_id=payment_intent_id, payer_id=user.pk)
+            .first()
+        )
+        if tip is None:
+            raise errors.NotFound("No such payment.")
+        intent = gateway.complete_authentication(payment_intent_id, succeed=approve)
+        return _tip_outcome(tip, intent)
+    if payment.payer_id != user.pk:
         raise errors.NotFound("No such payment.")
     intent = gateway.complete_authentication(payment_intent_id, succeed=approve)
     return _card_outcome(payment, intent)
@@ -530,6 +570,100 @@ def _card_outcome(payment: Any, intent: Any) -> CardOutcome:
     return CardOutcome(
         payment=payment, outcome=outcome, message=message, payment_intent_id=intent.id
     )
+
+
+# --------------------------------------------------------------------------
+# Tips
+# --------------------------------------------------------------------------
+
+
+def tip_model() -> Any:
+    return swappable.load("EscrowTip")
+
+
+def tippable_payment(task: Task) -> Any:
+    """The task's newest payment that takes tips (released, even in part), or None.
+
+    Funded per milestone a task has one payment per milestone: a tip goes on
+    the latest one released. The package checks the state again under lock.
+    """
+    return (
+        payment_model()
+        .objects.filter(task=task, status__in=tip_services.TIPPABLE_PAYMENT_STATES)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def task_tips(task: Task) -> Any:
+    """Every tip added on the task's payments, oldest first."""
+    return tip_model().objects.filter(payment__task=task).order_by("created_at")
+
+
+def add_tip(task_id: Any, user: Any, amount: int) -> tip_services.TipStart:
+    """The customer tips the doer ``amount`` minor units, in the payment's currency.
+
+    The package decides how it is charged: on the card the customer agreed
+    to save (``confirmation == "off_session"``, paid already) or by the
+    customer confirming its PaymentIntent (``"customer"``). It checks who
+    may tip and the bound (``TIP_MAX_AMOUNT``) and answers with its own
+    messages.
+    """
+    task = get_task(task_id)
+    if task.customer_id != user.pk:
+        raise errors.Forbidden("Only the task's customer can add a tip.", code="not_customer")
+    payment = tippable_payment(task)
+    if payment is None:
+        raise errors.Conflict(
+            "A tip can be added only once the payment is released.", code="not_tippable"
+        )
+    return tip_services.create_tip(payment.pk, user, amount)
+
+
+#: A tip in these states still waits for the customer to confirm it.
+TIP_UNPAID = (TipStatus.AWAITING_PAYMENT, TipStatus.FAILED)
+
+
+def customer_tip(task_id: Any, tip_id: Any, user: Any) -> Any:
+    """The task's tip ``tip_id`` if ``user`` added it; NotFound for everyone else."""
+    tip = (
+        tip_model()
+        .objects.filter(pk=tip_id, payment__task_id=task_id, payer_id=user.pk)
+        .select_related("payment")
+        .first()
+    )
+    if tip is None:
+        raise errors.NotFound("No such tip.", code="tip_not_found")
+    return tip
+
+
+def pay_tip_with_simulated_card(task_id: Any, tip_id: Any, user: Any, card: str) -> CardOutcome:
+    """The customer confirms a tip's PaymentIntent with a simulated card.
+
+    The same confirmation as the pay page's (:func:`pay_with_simulated_card`):
+    the simulated gateway plays Stripe.js, and its ``payment_intent.*``
+    events make the tip paid (and transferred) through the package's
+    webhook pipeline. A declined tip can be confirmed again.
+    """
+    gateway = simulated_gateway()
+    tip = customer_tip(task_id, tip_id, user)
+    if tip.status not in TIP_UNPAID:
+        raise errors.Conflict("This tip is not waiting for payment.", code="tip_not_payable")
+    intent = gateway.confirm_payment_intent(tip.stripe_payment_intent_id, card)
+    return _tip_outcome(tip, intent)
+
+
+def _tip_outcome(tip: Any, intent: Any) -> CardOutcome:
+    tip.refresh_from_db()
+    outcome = _card_outcome(tip.payment, intent)
+    if outcome.outcome == "succeeded":
+        outcome = CardOutcome(
+            payment=tip.payment,
+            outcome="succeeded",
+            message=f"Tip of {format_money(tip.amount, tip.currency)} paid: thank you!",
+            payment_intent_id=intent.id,
+        )
+    return outcome
 
 
 # --------------------------------------------------------------------------

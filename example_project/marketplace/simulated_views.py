@@ -49,7 +49,7 @@ def authenticate(request: HttpRequest, payment_intent_id: str) -> HttpResponse:
         .first()
     )
     if payment is None:
-        raise Http404("No such payment.")
+        return _authenticate_tip(request, payment_intent_id)
     if request.method == "POST":
         approve = request.POST.get("action") == "approve"
         try:
@@ -68,6 +68,38 @@ def authenticate(request: HttpRequest, payment_intent_id: str) -> HttpResponse:
         request,
         "simulated/authenticate.html",
         {"payment": payment, "amount": format_money(payment.amount, payment.currency)},
+    )
+
+
+def _authenticate_tip(request: HttpRequest, payment_intent_id: str) -> HttpResponse:
+    """The 3-D Secure challenge of a tip the customer confirms with a simulated card."""
+    tip = (
+        services.tip_model()
+        .objects.filter(stripe_payment_intent_id=payment_intent_id, payer=request.user)
+        .select_related("payment__task")
+        .first()
+    )
+    if tip is None:
+        raise Http404("No such payment.")
+    task = tip.payment.task
+    if request.method == "POST":
+        approve = request.POST.get("action") == "approve"
+        try:
+            result = services.complete_simulated_authentication(
+                payment_intent_id, request.user, approve
+            )
+        except (errors.ServiceError, GatewayError) as exc:
+            messages.error(request, str(getattr(exc, "message", exc)))
+            return redirect(task)
+        if result.outcome == "succeeded":
+            messages.success(request, result.message)
+            return redirect(task)
+        messages.error(request, f"Authentication failed: {result.message}")
+        return redirect("task-tip-pay", pk=task.pk, tip_id=tip.pk)
+    return render(
+        request,
+        "simulated/authenticate.html",
+        {"payment": tip.payment, "amount": format_money(tip.amount, tip.currency)},
     )
 
 

@@ -20,6 +20,8 @@ urlpatterns = [
         views.task_release_milestone,
         name="task-release-milestone",
     ),
+    path("tasks/<int:pk>/tips/", views.task_tip, name="task-tip"),
+    path("tasks/<int:pk>/tips/<uuid:tip_id>/pay/", views.task_tip_pay, name="task-tip-pay"),
     path("tasks/<int:pk>/refund/", views.task_refund, name="task-refund"),
     path("tasks/<int:pk>/cancel/", views.task_cancel, name="task-cancel"),
     path("tasks/<int:task_id>/simulate-dispute/", simulated_views.dispute, name="task-dispute"),

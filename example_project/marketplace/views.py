@@ -16,6 +16,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -40,7 +41,7 @@ from django_escrow_connect.states import PaymentStatus
 
 from . import services
 from .demo import DEMO_EMAILS, DEMO_PASSWORD, DEMO_USERS
-from .forms import BidForm, LoginForm, OnboardingForm, SignupForm, TaskForm
+from .forms import BidForm, LoginForm, OnboardingForm, SignupForm, TaskForm, TipForm
 from .models import Bid, Organization, Task, TaskStatus, User
 
 # --------------------------------------------------------------------------
@@ -225,12 +226,23 @@ def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
         ),
         "can_bid": can_bid,
         "bid_form": bid_form,
+        # Tips: listed to whoever sees the payment; the form to the customer only.
+        "tips": list(services.task_tips(task)) if is_customer or payment is not None else [],
+        "tip_form": _tip_form(task) if is_customer else None,
         "my_payouts_ready": my_readiness,
         "notifications": (
             task.notifications.filter(user=user)[:5] if user.is_authenticated else []
         ),
     }
     return render(request, "marketplace/task_detail.html", context)
+
+
+def _tip_form(task: Task, data: Any = None) -> TipForm | None:
+    """The "Add a tip" form while the task has a released payment, else None."""
+    payment = services.tippable_payment(task)
+    if payment is None:
+        return None
+    return TipForm(data, currency=payment.currency)
 
 
 @login_required
@@ -355,8 +367,12 @@ def _pay_with_simulated_card(
     request: HttpRequest, task: Task, milestone: int | None
 ) -> HttpResponse:
     card = request.POST.get("card", "")
+    # Ticked next to the consent text only: an unticked box is not sent.
+    save_card = request.POST.get("save_card") == "on"
     try:
-        result = services.pay_with_simulated_card(task.pk, request.user, card, milestone=milestone)
+        result = services.pay_with_simulated_card(
+            task.pk, request.user, card, milestone=milestone, save_payment_method=save_card
+        )
     except errors.ServiceError as exc:
         _fail(request, exc)
         return redirect(task)
@@ -370,6 +386,111 @@ def _pay_with_simulated_card(
         return redirect(_pay_again_url(task, milestone))
     messages.success(request, result.message)
     return redirect(task)
+
+
+@login_required
+@require_POST
+def task_tip(request: HttpRequest, pk: int) -> HttpResponse:
+    """The customer adds a tip: charged on the saved card, or confirmed next."""
+    task = get_object_or_404(Task, pk=pk)
+    if task.customer_id != request.user.pk:
+        # Who sees the payment learns they may not tip (403); others, nothing (404).
+        if _visible_payment(request.user, services.current_payment(task)) is None:
+            raise Http404("No such task.")
+        raise PermissionDenied("Only the task's customer can add a tip.")
+    form = _tip_form(task, request.POST)
+    if form is None:
+        messages.error(request, "A tip can be added only once the payment is released.")
+        return redirect(task)
+    if not form.is_valid():
+        for problems in form.errors.values():
+            for problem in problems:
+                messages.error(request, f"Tip: {problem}")
+        return redirect(task)
+    try:
+        start = services.add_tip(task.pk, request.user, form.cleaned_data["amount"])
+    except errors.ServiceError as exc:
+        _fail(request, exc)
+        return redirect(task)
+    tip = start.tip
+    if start.confirmation == "off_session":
+        messages.success(
+            request,
+            f"Tip paid with your saved card: {format_money(tip.amount, tip.currency)} "
+            "goes to the doer.",
+        )
+        return redirect(task)
+    if tip.failure_message:
+        # The saved card needed the customer after all (3-D Secure, decline).
+        messages.info(request, f"Your saved card was not charged: {tip.failure_message}")
+    if settings.SIMULATED_STRIPE:
+        return redirect("task-tip-pay", pk=task.pk, tip_id=tip.pk)
+    # Stripe.js confirms the tip with the client secret of this answer only:
+    # it is never stored, so the page is rendered now, not after a redirect.
+    return _tip_pay_page(request, task, tip, client_secret=start.client_secret)
+
+
+@login_required
+def task_tip_pay(request: HttpRequest, pk: int, tip_id: str) -> HttpResponse:
+    """The customer confirms a tip with a simulated card, as on the pay page."""
+    task = get_object_or_404(Task, pk=pk)
+    try:
+        tip = services.customer_tip(task.pk, tip_id, request.user)
+    except errors.NotFound as exc:
+        raise Http404("No such tip.") from exc
+    if request.method == "POST":
+        try:
+            result = services.pay_tip_with_simulated_card(
+                task.pk, tip.pk, request.user, request.POST.get("card", "")
+            )
+        except errors.ServiceError as exc:
+            _fail(request, exc)
+            return redirect(task)
+        except ValueError as exc:
+            messages.error(request, str(exc))
+            return redirect("task-tip-pay", pk=task.pk, tip_id=tip.pk)
+        if result.outcome == "requires_action":
+            return redirect(
+                "simulated_stripe:authenticate", payment_intent_id=result.payment_intent_id
+            )
+        if result.outcome == "declined":
+            messages.error(request, f"Tip declined: {result.message}")
+            return redirect("task-tip-pay", pk=task.pk, tip_id=tip.pk)
+        messages.success(request, result.message)
+        return redirect(task)
+    if tip.status not in services.TIP_UNPAID:
+        messages.info(request, f"This tip is {tip.get_status_display().lower()}.")
+        return redirect(task)
+    if not settings.SIMULATED_STRIPE:
+        # The client secret is not kept: add the tip again to confirm one.
+        return redirect(task)
+    return _tip_pay_page(request, task, tip)
+
+
+def _tip_pay_page(
+    request: HttpRequest, task: Task, tip: Any, *, client_secret: str | None = None
+) -> HttpResponse:
+    context: dict[str, Any] = {
+        "task": task,
+        "tip": tip,
+        "amount": format_money(tip.amount, tip.currency),
+        "failure": tip.failure_message,
+    }
+    if settings.SIMULATED_STRIPE:
+        from django_escrow_connect.simulation import CARDS
+
+        context["cards"] = [
+            {"name": name, "number": card.number, "label": card.label}
+            for name, card in CARDS.items()
+        ]
+    else:
+        context["client_secret"] = client_secret
+        context["return_url"] = request.build_absolute_uri(
+            reverse("task-pay-return", args=[task.pk])
+        )
+    response = render(request, "marketplace/task_tip_pay.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 #: What Stripe appends to the return_url after 3-D Secure or a redirect-based
@@ -420,6 +541,20 @@ def task_pay_return(request: HttpRequest, pk: int) -> HttpResponse:
         with contextlib.suppress(Exception):  # if this fails, the webhook does it
             sync.apply_payment_intent(get_gateway().retrieve_payment_intent(intent_id))
     status = returned.get("redirect_status", "")
+    is_tip = (
+        payment is None
+        and bool(intent_id)
+        and services.task_tips(task).filter(stripe_payment_intent_id=intent_id).exists()
+    )
+    if is_tip:
+        # A tip confirmed with Stripe.js: its webhook makes it paid.
+        if status == "succeeded":
+            messages.success(request, "Tip paid: thank you!")
+        elif status == "processing":
+            messages.info(request, "Your tip is processing.")
+        elif status:
+            messages.error(request, "The tip did not go through. Add it again to try another card.")
+        return redirect(task)
     if status == "succeeded":
         messages.success(request, "Payment received: the money is held in escrow.")
     elif status == "processing":
