@@ -40,6 +40,17 @@ from typing import Any
 from urllib.request import urlopen
 
 HERE = Path(__file__).resolve().parent
+# Run as a script by dj-stripe's venv: the project root makes ``benchmarks`` importable.
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks.measure import (  # noqa: E402
+    Side,
+    loadavg,
+    pg_settings,
+    ratio_spread,
+    side_medians,
+)
+
 PI = "payment_intent.succeeded"
 CHARGE = "charge.succeeded"
 ACCOUNT = "account.updated"
@@ -93,34 +104,6 @@ class Stub:
 # --- measuring -----------------------------------------------------------------
 
 
-class Side:
-    """Request times and SQL statements of one side (dj-stripe or floor) in one phase."""
-
-    def __init__(self) -> None:
-        self.ms: list[float] = []
-        self.statements: list[int] = []
-        #: Time in stripe-python's HTTP client (the stub's round trips) per request.
-        self.fetch_ms: list[float] = []
-
-    def summary(self) -> dict[str, Any]:
-        ordered = sorted(self.ms)
-
-        def pct(p: float) -> float:
-            return round(ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))], 3)
-
-        mean = statistics.fmean(ordered)
-        return {
-            "n": len(ordered),
-            "mean_ms": round(mean, 3),
-            "p50_ms": pct(0.5),
-            "p95_ms": pct(0.95),
-            "events_per_second": round(1000 / mean, 1),
-            "statements": sorted(set(self.statements)),
-            "statements_mean": round(statistics.fmean(self.statements), 2),
-            "fetch_ms_mean": round(statistics.fmean(self.fetch_ms), 3),
-        }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--payloads", required=True, help="benchmarks/ingest.py --payloads-out")
@@ -134,7 +117,6 @@ def main() -> None:
     try:
         os.environ["DJANGO_SETTINGS_MODULE"] = "benchmarks.djstripe_settings"
         os.environ["DJSTRIPE_BENCH_API_HOST"] = stub.base
-        sys.path.insert(0, str(HERE.parent))
         result = run(payloads, chunk, stub)
     finally:
         stub.stop()
@@ -344,59 +326,21 @@ def aggregate(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Per phase: the median ratio over rounds and its spread, and the absolute figures."""
     out = {}
     for phase in PHASES:
-        ratios = [r[phase]["ratio"] for r in rounds]
         peer = [r[phase]["djstripe"] for r in rounds]
-        bare = [r[phase]["floor"] for r in rounds]
         out[phase] = {
-            "ratio_median": round(statistics.median(ratios), 2),
-            "ratio_min": round(min(ratios), 2),
-            "ratio_max": round(max(ratios), 2),
+            **ratio_spread([r[phase]["ratio"] for r in rounds]),
             "ratio_excluding_fetches_median": round(
                 statistics.median(r[phase]["ratio_excluding_fetches"] for r in rounds), 2
             ),
             "djstripe_fetch_ms_mean_median": statistics.median(p["fetch_ms_mean"] for p in peer),
-            "djstripe_events_per_second_median": statistics.median(
-                p["events_per_second"] for p in peer
-            ),
-            "floor_events_per_second_median": statistics.median(
-                f["events_per_second"] for f in bare
-            ),
-            "djstripe_p50_ms_median": statistics.median(p["p50_ms"] for p in peer),
-            "djstripe_p95_ms_median": statistics.median(p["p95_ms"] for p in peer),
-            "floor_p50_ms_median": statistics.median(f["p50_ms"] for f in bare),
-            "floor_p95_ms_median": statistics.median(f["p95_ms"] for f in bare),
-            "djstripe_statements": sorted({s for p in peer for s in p["statements"]}),
+            **side_medians("djstripe", peer),
             "djstripe_statements_mean": round(
                 statistics.fmean(p["statements_mean"] for p in peer), 2
             ),
-            "floor_statements": sorted({s for f in bare for s in f["statements"]}),
+            **side_medians("floor", (r[phase]["floor"] for r in rounds)),
             "stripe_fetches_per_event": max(r[phase]["stripe_fetches_per_event"] for r in rounds),
         }
     return out
-
-
-PG_SETTINGS = (
-    "server_version",
-    "fsync",
-    "synchronous_commit",
-    "full_page_writes",
-    "wal_sync_method",
-    "shared_buffers",
-    "max_connections",
-)
-
-
-def pg_settings(connection: Any) -> dict[str, str]:
-    values = {}
-    with connection.cursor() as cursor:
-        for name in PG_SETTINGS:
-            cursor.execute(f"SHOW {name}")
-            values[name] = cursor.fetchone()[0]
-    return values
-
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 import uuid
@@ -56,6 +55,13 @@ from django.test.utils import override_settings, setup_test_environment  # noqa:
 from django.urls import reverse  # noqa: E402
 
 from benchmarks import floor  # noqa: E402
+from benchmarks.measure import (  # noqa: E402
+    Side,
+    loadavg,
+    pg_settings,
+    ratio_spread,
+    side_medians,
+)
 from django_escrow_connect import simulation, swappable  # noqa: E402
 from django_escrow_connect.conf import SEPARATE_CHARGES_AND_TRANSFERS  # noqa: E402
 from django_escrow_connect.gateway.signing import sign_webhook_payload  # noqa: E402
@@ -193,30 +199,6 @@ def payloads_for_replay(payloads: dict[str, list[Delivery]], *, warmup: bool) ->
 # --- measuring -----------------------------------------------------------------
 
 
-class Side:
-    """Request times and SQL statements of one side (package or floor) in one phase."""
-
-    def __init__(self) -> None:
-        self.ms: list[float] = []
-        self.statements: list[int] = []
-
-    def summary(self) -> dict[str, Any]:
-        ordered = sorted(self.ms)
-
-        def pct(p: float) -> float:
-            return round(ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))], 3)
-
-        mean = statistics.fmean(ordered)
-        return {
-            "n": len(ordered),
-            "mean_ms": round(mean, 3),
-            "p50_ms": pct(0.5),
-            "p95_ms": pct(0.95),
-            "events_per_second": round(1000 / mean, 1),
-            "statements": sorted(set(self.statements)),
-        }
-
-
 def timed(side: Side, request: Callable[[], Any]) -> Any:
     count = 0
 
@@ -300,25 +282,6 @@ def clear_task_backend() -> None:
 
 # --- the environment ------------------------------------------------------------
 
-PG_SETTINGS = (
-    "server_version",
-    "fsync",
-    "synchronous_commit",
-    "full_page_writes",
-    "wal_sync_method",
-    "shared_buffers",
-    "max_connections",
-)
-
-
-def pg_settings() -> dict[str, str]:
-    values = {}
-    with connection.cursor() as cursor:
-        for name in PG_SETTINGS:
-            cursor.execute(f"SHOW {name}")
-            values[name] = cursor.fetchone()[0]
-    return values
-
 
 def machine() -> dict[str, Any]:
     import psycopg
@@ -347,38 +310,19 @@ def machine() -> dict[str, Any]:
     }
 
 
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
 # --- the run ------------------------------------------------------------------------
 
 
 def aggregate(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Per phase: the median ratio over rounds and its spread, and the absolute figures."""
-    out = {}
-    for phase in PHASES:
-        ratios = [r[phase]["ratio"] for r in rounds]
-        package = [r[phase]["package"] for r in rounds]
-        bare = [r[phase]["floor"] for r in rounds]
-        out[phase] = {
-            "ratio_median": round(statistics.median(ratios), 2),
-            "ratio_min": round(min(ratios), 2),
-            "ratio_max": round(max(ratios), 2),
-            "package_events_per_second_median": statistics.median(
-                p["events_per_second"] for p in package
-            ),
-            "floor_events_per_second_median": statistics.median(
-                f["events_per_second"] for f in bare
-            ),
-            "package_p50_ms_median": statistics.median(p["p50_ms"] for p in package),
-            "package_p95_ms_median": statistics.median(p["p95_ms"] for p in package),
-            "floor_p50_ms_median": statistics.median(f["p50_ms"] for f in bare),
-            "floor_p95_ms_median": statistics.median(f["p95_ms"] for f in bare),
-            "package_statements": sorted({s for p in package for s in p["statements"]}),
-            "floor_statements": sorted({s for f in bare for s in f["statements"]}),
+    return {
+        phase: {
+            **ratio_spread([r[phase]["ratio"] for r in rounds]),
+            **side_medians("package", (r[phase]["package"] for r in rounds)),
+            **side_medians("floor", (r[phase]["floor"] for r in rounds)),
         }
-    return out
+        for phase in PHASES
+    }
 
 
 def main() -> None:
@@ -415,7 +359,7 @@ def main() -> None:
         with override_settings(
             ESCROW_CONNECT={**settings.ESCROW_CONNECT, "GATEWAY": SIMULATED_GATEWAY}
         ):
-            result["postgresql"] = pg_settings()
+            result["postgresql"] = pg_settings(connection)
             log(f"ingest: PostgreSQL {result['postgresql']}")
             floor.create_table()
             customer = factories.make_user("bench-customer")
