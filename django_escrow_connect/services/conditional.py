@@ -149,14 +149,50 @@ def update_returning_and_follow(
     follow-up changed. PostgreSQL only (:func:`can_follow`).
     """
     connection = connections[router.db_for_write(model)]
+    ctes, params = follow_ctes(
+        model, assignments=assignments, where=where, where_in=where_in, follow=follow
+    )
+    columns = ", ".join(changed_columns(model, connection))
+    # Identifiers are quoted model metadata, values are parameters.
+    sql = f"WITH {ctes} SELECT {columns}, (SELECT count(*) FROM followed) FROM changed"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if not rows:
+        return None, 0
+    if len(rows) > 1:  # pragma: no cover - callers match on a unique column
+        raise RuntimeError(f"{model._meta.label}: a conditional update matched {len(rows)} rows")
+    *row, followed = rows[0]
+    return from_row(model, connection, tuple(row)), int(followed)
+
+
+def follow_ctes(
+    model: Any,
+    *,
+    assignments: dict[str, Any],
+    where: dict[str, Any],
+    where_in: dict[str, Iterable[Any]],
+    follow: Follow,
+    condition: str = "",
+) -> tuple[str, list[Any]]:
+    """The two ``WITH`` items of :func:`update_returning_and_follow`, and their parameters.
+
+    ``changed AS (UPDATE ... RETURNING <every column>), followed AS (UPDATE
+    ... RETURNING 1)``: a caller that adds items of its own (the webhook
+    pipeline's event insert, :mod:`..webhooks.shortcuts`) selects from
+    ``changed`` (its columns: :func:`changed_columns`) and ``followed``.
+    ``condition`` (SQL without parameters) is ANDed to the first ``WHERE``.
+    """
+    connection = connections[router.db_for_write(model)]
     in_lists = {name: sorted(set(values)) for name, values in where_in.items()}
     follow_in = {name: sorted(set(values)) for name, values in follow.where_in.items()}
-    first = _statement(model, connection.alias, assignments, where, in_lists, returning=True)
+    first = _statement(
+        model, connection.alias, assignments, where, in_lists, returning=True, condition=condition
+    )
     quote = connection.ops.quote_name
-    opts = model._meta
     followed_by = (
         f"{quote(follow.model._meta.pk.column)} IN "  # noqa: S608
-        f"(SELECT {quote(opts.get_field(follow.via).column)} FROM changed)"
+        f"(SELECT {quote(model._meta.get_field(follow.via).column)} FROM changed)"
     )
     second = _statement(
         follow.model,
@@ -167,24 +203,15 @@ def update_returning_and_follow(
         returning=False,
         condition=followed_by,
     )
-    columns = ", ".join(quote(f.column) for f in opts.concrete_fields)
-    # Identifiers are quoted model metadata, values are parameters.
-    sql = (
-        f"WITH changed AS ({first.sql}), "  # noqa: S608
-        f"followed AS ({second.sql} RETURNING 1) "
-        f"SELECT {columns}, (SELECT count(*) FROM followed) FROM changed"
-    )
     params = first.params(connection, assignments, where, in_lists)
     params += second.params(connection, follow.assignments, {}, follow_in)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    if not rows:
-        return None, 0
-    if len(rows) > 1:  # pragma: no cover - callers match on a unique column
-        raise RuntimeError(f"{opts.label}: a conditional update matched {len(rows)} rows")
-    *row, followed = rows[0]
-    return from_row(model, connection, tuple(row)), int(followed)
+    return f"changed AS ({first.sql}), followed AS ({second.sql} RETURNING 1)", params
+
+
+def changed_columns(model: Any, connection: Any) -> list[str]:
+    """The quoted columns an ``UPDATE ... RETURNING`` of ``model`` returns (:func:`from_row`'s)."""
+    quote = connection.ops.quote_name
+    return [quote(f.column) for f in model._meta.concrete_fields]
 
 
 def update_count(

@@ -11,10 +11,11 @@ snapshot that would move a payment backwards (``processing`` after
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.utils import timezone
 from django_fsm import can_proceed
 
@@ -32,6 +33,7 @@ from ..states import PaymentStatus as S
 from . import conditional, errors, outcomes, saved_methods
 from .common import model, payment_model
 from .operations import is_other_installation
+from .shortcut import Shortcut
 from .task_status import log_unmoved, move_task_status, sync_task_status, task_move
 
 logger = logging.getLogger("django_escrow_connect.sync")
@@ -113,17 +115,27 @@ def apply_payment_intent(snapshot: PaymentIntentSnapshot, *, event_id: str = "")
         return payment
 
 
-def _hold_in_one_statement(snapshot: PaymentIntentSnapshot) -> Any:
-    """The common case of :func:`apply_payment_intent`, without reading the row first.
+@dataclass(frozen=True)
+class _Hold:
+    """The conditional ``UPDATE`` that holds a payment, and its task's move."""
+
+    assignments: dict[str, Any]
+    where: dict[str, Any]
+    where_in: dict[str, Any]
+    task_model: Any
+    #: The task's target and the states it leaves from (None: move it with the ORM).
+    task: tuple[str, frozenset[str]] | None
+
+
+def _hold_spec(snapshot: PaymentIntentSnapshot) -> _Hold | None:
+    """The common case of :func:`apply_payment_intent` as one conditional ``UPDATE``.
 
     ``succeeded`` (automatic capture) and ``requires_capture`` move a payment
     that ``mark_held`` may leave from, whose amount and currency match, to
-    ``held``: one conditional ``UPDATE ... RETURNING`` (see
-    :mod:`.conditional`) writing exactly the columns :func:`_authorised` /
-    :func:`_hold` would, then one ``UPDATE`` of the task's status. ``None``
-    when nothing matched (an unknown PaymentIntent, a mismatch, a payment
-    already held, a manual-capture ``succeeded``) or the fast path does not
-    apply: the caller then takes the locked read, which handles all of those.
+    ``held``, writing exactly the columns :func:`_authorised` / :func:`_hold`
+    would. ``None`` when the fast path does not apply (the locked read then
+    handles everything: an unknown PaymentIntent, a mismatch, a payment
+    already held, a manual-capture ``succeeded``, a card being saved).
     """
     if snapshot.status not in ("succeeded", "requires_capture"):
         return None
@@ -166,38 +178,94 @@ def _hold_in_one_statement(snapshot: PaymentIntentSnapshot) -> Any:
             s for s in EscrowStrategy.values if s != EscrowStrategy.MANUAL_CAPTURE
         ]
     task_model = Payment.task.field.related_model
-    task = task_move(task_model, S.HELD)
-    if task is not None and conditional.can_follow(Payment):
+    return _Hold(assignments, where, where_in, task_model, task_move(task_model, S.HELD))
+
+
+def _follow_task(hold: _Hold) -> conditional.Follow:
+    assert hold.task is not None
+    target, allowed = hold.task
+    return conditional.Follow(
+        hold.task_model,
+        via="task",
+        assignments={"payment_status": target},
+        where_in={"payment_status": allowed},
+    )
+
+
+def _held(hold: _Hold, payment: Any, moved: int) -> Any:
+    """After the one statement held ``payment``: log and notify (on commit)."""
+    if not moved and hold.task is not None:
+        log_unmoved(hold.task_model, payment.task_id, payment.pk, hold.task[0])
+    _log(payment, "payment held")
+    notify("payment_held", payment=payment)
+    return payment
+
+
+def hold_shortcut(snapshot: PaymentIntentSnapshot, *, condition: str) -> Shortcut | None:
+    """The hold as ``WITH`` items the webhook pipeline joins to the event's insert.
+
+    PostgreSQL only (the payment and its task in one statement). The event is
+    recorded ``processed`` only when ``changed`` has the payment; otherwise it
+    is recorded ``received`` and the handler runs as usual (:mod:`..webhooks.shortcuts`).
+    """
+    hold = _hold_spec(snapshot)
+    Payment = payment_model()
+    if hold is None or hold.task is None or not conditional.can_follow(Payment):
+        return None
+    ctes, params = conditional.follow_ctes(
+        Payment,
+        assignments=hold.assignments,
+        where=hold.where,
+        where_in=hold.where_in,
+        follow=_follow_task(hold),
+        condition=condition,
+    )
+    connection = connections[router.db_for_write(Payment)]
+    columns = [f"changed.{column}" for column in conditional.changed_columns(Payment, connection)]
+    columns.append("(SELECT count(*) FROM followed)")
+
+    def finish(values: tuple[Any, ...]) -> Any:
+        *row, moved = values
+        payment = conditional.from_row(Payment, connection, tuple(row))
+        return _held(hold, payment, int(moved))
+
+    return Shortcut(
+        ctes=ctes,
+        params=params,
+        applied="EXISTS (SELECT 1 FROM changed)",
+        joins="LEFT JOIN changed ON TRUE",
+        columns=columns,
+        finish=finish,
+    )
+
+
+def _hold_in_one_statement(snapshot: PaymentIntentSnapshot) -> Any:
+    """:func:`_hold_spec`'s update, without reading the row first; None if it does not apply."""
+    hold = _hold_spec(snapshot)
+    if hold is None:
+        return None
+    Payment = payment_model()
+    if hold.task is not None and conditional.can_follow(Payment):
         # PostgreSQL: the payment and its task in one statement.
-        target, allowed = task
         payment, moved = conditional.update_returning_and_follow(
             Payment,
-            assignments=assignments,
-            where=where,
-            where_in=where_in,
-            follow=conditional.Follow(
-                task_model,
-                via="task",
-                assignments={"payment_status": target},
-                where_in={"payment_status": allowed},
-            ),
+            assignments=hold.assignments,
+            where=hold.where,
+            where_in=hold.where_in,
+            follow=_follow_task(hold),
         )
         if payment is None:
             return None
-        if not moved:
-            log_unmoved(task_model, payment.task_id, payment.pk, target)
-        _log(payment, "payment held")
-        notify("payment_held", payment=payment)
-        return payment
+        return _held(hold, payment, moved)
     # The payment and its task commit together; inside the webhook
     # pipeline's transaction this adds no savepoint (no round trip).
     with transaction.atomic(savepoint=False):
         payment = conditional.update_returning(
-            Payment, assignments=assignments, where=where, where_in=where_in
+            Payment, assignments=hold.assignments, where=hold.where, where_in=hold.where_in
         )
         if payment is None:
             return None
-        if not move_task_status(task_model, payment.task_id, payment.pk, S.HELD):
+        if not move_task_status(hold.task_model, payment.task_id, payment.pk, S.HELD):
             sync_task_status(payment)
     _log(payment, "payment held")
     notify("payment_held", payment=payment)

@@ -192,7 +192,7 @@ def _process_new(event: Any) -> Outcome | None:
                 handler(context)
     except Exception as exc:  # every failure is recorded by the caller; none is lost
         raise HandlerFailed(exc, context) from exc
-    _log_settled(event, context)
+    log_settled(event, context)
     return outcome_for(str(event.status), event.stripe_event_id)
 
 
@@ -243,15 +243,23 @@ def insert_new(event: Any) -> bool:
 _INSERTS: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
 
 
+def insert_statement_usable(model: Any, connection: Any) -> bool:
+    """Whether an insert built from ``model``'s metadata is equivalent to ``save()``.
+
+    Checked on every call: listeners come and go.
+    """
+    return (
+        connection.vendor in ("postgresql", "sqlite")
+        and connection.features.can_return_columns_from_insert
+        and not signals.pre_save.has_listeners(model)
+        and not signals.post_save.has_listeners(model)
+        and model.save is _BASE_SAVE
+    )
+
+
 def _insert_statement(model: Any, connection: Any) -> tuple[str, list[Any], list[Any], Any] | None:
-    if (
-        connection.vendor not in ("postgresql", "sqlite")
-        or not connection.features.can_return_columns_from_insert
-        or signals.pre_save.has_listeners(model)
-        or signals.post_save.has_listeners(model)
-        or model.save is not _BASE_SAVE
-    ):
-        return None  # checked on every call: listeners come and go
+    if not insert_statement_usable(model, connection):
+        return None
     per_model = _INSERTS.setdefault(connection, {})
     found = per_model.get(model)
     if found is None:
@@ -290,7 +298,7 @@ def settle_failure(row: RecordedEvent, failed: HandlerFailed) -> Outcome:
     return outcome
 
 
-def _log_settled(event: Any, context: EventContext | None) -> None:
+def log_settled(event: Any, context: EventContext | None) -> None:
     logger.info(
         "webhook %s",
         event.status,
@@ -364,7 +372,7 @@ def _process_event(pk: Any, statuses: tuple[str, ...], seen: dict[str, str]) -> 
             event.save(update_fields=SETTLED_FIELDS)
     except Exception as exc:  # every failure is recorded; none is lost
         return _settle_failure(pk, exc, context)
-    _log_settled(event, context)
+    log_settled(event, context)
     return str(event.status)
 
 

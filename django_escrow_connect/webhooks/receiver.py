@@ -29,14 +29,14 @@ import weakref
 from datetime import datetime, timezone
 from typing import Any, Literal, overload
 
-from django.db import DataError, connections, router
+from django.db import DatabaseError, DataError, connections, router
 
 from .. import observability, swappable
 from ..conf import escrow_settings
 from ..exceptions import InvalidWebhookPayload, SignatureVerificationFailed
 from ..gateway import get_gateway
 from ..states import WebhookEndpoint, WebhookEventStatus
-from . import pipeline
+from . import pipeline, shortcuts
 from .dispatch import dispatch_recorded
 from .pipeline import Outcome
 
@@ -361,6 +361,25 @@ def _record_and_process(spec: EndpointSpec, event: dict[str, Any]) -> Outcome:
     known = recorded_state(event, missing_ok=True)
     if known is not None:
         return dispatch_recorded(known)
+    shortcut = shortcuts.plan(spec.name, event)
+    if shortcut is not None:
+        # The handler's common case and the event's insert in one statement
+        # (webhooks/shortcuts.py); whatever it does not settle goes on as a
+        # recorded event.
+        try:
+            found = shortcuts.process(new_event_row(spec.name, event), shortcut, object_id(event))
+        except DatabaseError as exc:
+            # Nothing was written (one statement, rolled back): the usual path
+            # records and reports whatever the database objects to.
+            logger.warning(
+                "webhook shortcut failed; taking the usual path: %s",
+                exc,
+                extra={"stripe_event_id": event.get("id"), "event_type": event.get("type")},
+            )
+        else:
+            if isinstance(found, Outcome):
+                return found
+            return dispatch_recorded(found if found is not None else recorded_state(event))
     try:
         outcome = pipeline.process_new(new_event_row(spec.name, event))
     except pipeline.HandlerFailed as failed:
@@ -443,10 +462,31 @@ def record(endpoint: str, event: dict[str, Any]) -> pipeline.RecordedEvent:
     """Store a verified event once (as ``received``); the caller learns its current state.
 
     One ``INSERT ... ON CONFLICT DO NOTHING`` and one read of the row's
-    state: a concurrent or later duplicate finds the row and does nothing.
+    state (one statement on PostgreSQL): a concurrent or later duplicate
+    finds the row and does nothing.
     """
     WebhookEvent = swappable.load("WebhookEvent")
-    WebhookEvent.objects.bulk_create([new_event_row(endpoint, event)], ignore_conflicts=True)
+    row = new_event_row(endpoint, event)
+    connection = connections[router.db_for_write(WebhookEvent)]
+    if connection.vendor == "postgresql" and pipeline.insert_statement_usable(
+        WebhookEvent, connection
+    ):
+        # Insert and state read in one statement (webhooks/shortcuts.py).
+        found = shortcuts.record(row, None, object_id(event))
+        if found.inserted:
+            return pipeline.RecordedEvent(
+                pk=found.pk,
+                stripe_event_id=row.stripe_event_id,
+                type=row.type,
+                account=row.account,
+                status=WebhookEventStatus.RECEIVED,
+                object_id=row.object_id,
+                is_pending=True,
+            )
+        if found.recorded is not None:
+            return found.recorded
+        return recorded_state(event)
+    WebhookEvent.objects.bulk_create([row], ignore_conflicts=True)
     return recorded_state(event)
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from ..services.shortcut import Shortcut
 from ..states import WebhookEndpoint
 from .context import EventContext
 from .handlers import (
@@ -24,6 +26,8 @@ from .handlers import (
 )
 
 Handler = Callable[[EventContext], None]
+#: ``(payload, condition) -> Shortcut | None``: see :mod:`.shortcuts`.
+ShortcutPlanner = Callable[[dict[str, Any], str], Shortcut | None]
 
 PLATFORM = frozenset({WebhookEndpoint.PLATFORM})
 CONNECT = frozenset({WebhookEndpoint.CONNECT})
@@ -34,17 +38,23 @@ THIN = frozenset({WebhookEndpoint.THIN})
 class Route:
     handler: Handler
     endpoints: frozenset[str]
+    #: The handler's common case as SQL joined to the event's insert, when it has one.
+    shortcut: ShortcutPlanner | None = None
 
 
 HANDLERS: dict[str, Route] = {
     # --- payments (platform) ---------------------------------------------------
     "payment_intent.processing": Route(payments.payment_intent, PLATFORM),
-    "payment_intent.succeeded": Route(payments.payment_intent, PLATFORM),
-    "payment_intent.amount_capturable_updated": Route(payments.payment_intent, PLATFORM),
+    "payment_intent.succeeded": Route(
+        payments.payment_intent, PLATFORM, payments.payment_intent_shortcut
+    ),
+    "payment_intent.amount_capturable_updated": Route(
+        payments.payment_intent, PLATFORM, payments.payment_intent_shortcut
+    ),
     "payment_intent.payment_failed": Route(payments.payment_intent, PLATFORM),
     "payment_intent.canceled": Route(payments.payment_intent, PLATFORM),
-    "charge.succeeded": Route(payments.charge, PLATFORM),
-    "charge.updated": Route(payments.charge, PLATFORM),
+    "charge.succeeded": Route(payments.charge, PLATFORM, payments.charge_shortcut),
+    "charge.updated": Route(payments.charge, PLATFORM, payments.charge_shortcut),
     "charge.refunded": Route(payments.charge_refunded, PLATFORM),
     # --- refunds (platform) --------------------------------------------------------
     "refund.created": Route(refunds.refund, PLATFORM),
@@ -100,6 +110,13 @@ def handler_for(event_type: str, endpoint: str) -> Handler | None:
     if route is None or endpoint not in route.endpoints:
         return None
     return route.handler
+
+
+def shortcut_for(event_type: str, endpoint: str) -> ShortcutPlanner | None:
+    route = HANDLERS.get(event_type)
+    if route is None or endpoint not in route.endpoints:
+        return None
+    return route.shortcut
 
 
 def event_types(endpoint: str) -> list[str]:

@@ -255,3 +255,13 @@ def simulated_account(*, onboarded: bool = True) -> str:
     if onboarded:
         gateway.complete_onboarding(created.id)
     return created.id
+
+
+def shortcut_taken(event_type: str, endpoint: str = "platform") -> bool:
+    """Whether a new event of this type takes the one-statement shortcut here
+    (PostgreSQL and a handler with one; see django_escrow_connect/webhooks/shortcuts.py)."""
+    from django.db import connection
+
+    from django_escrow_connect.webhooks.registry import shortcut_for
+
+    return connection.vendor == "postgresql" and shortcut_for(event_type, endpoint) is not None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ...gateway.types import ChargeSnapshot, PaymentIntentSnapshot
 from ...services import payment_intents, stripe_objects, tips
 from ...services.common import lock_payment_for
+from ...services.shortcut import Shortcut
 from ..context import EventContext
-from . import ignore_unless, note_payment, snapshot
+from . import PARSE_ERRORS, ignore_unless, note_payment, snapshot
 
 
 def payment_intent(context: EventContext) -> None:
@@ -39,3 +42,32 @@ def charge_refunded(context: EventContext) -> None:
         snapshot(context, ChargeSnapshot), event_id=context.id
     )
     note_payment(context, ignore_unless(payment, "Not an escrow payment's charge."))
+
+
+# --- shortcuts: the common case in the event's own statement (webhooks/shortcuts.py) ---
+
+
+def _is_ours(intent: PaymentIntentSnapshot) -> bool:
+    return bool(intent.metadata.get("escrow_payment_id")) or (
+        intent.transfer_group or ""
+    ).startswith("escrow_")
+
+
+def payment_intent_shortcut(payload: dict[str, Any], condition: str) -> Shortcut | None:
+    """:func:`payment_intent` when it holds an escrow payment (not a tip's PaymentIntent)."""
+    try:
+        intent = PaymentIntentSnapshot.from_dict(payload["data"]["object"])
+    except PARSE_ERRORS:
+        return None  # the handler reports it
+    if intent.metadata.get("escrow_tip_id") or not _is_ours(intent):
+        return None
+    return payment_intents.hold_shortcut(intent, condition=condition)
+
+
+def charge_shortcut(payload: dict[str, Any], condition: str) -> Shortcut | None:
+    """:func:`charge` when the charge is already recorded on its payment."""
+    try:
+        charge = ChargeSnapshot.from_dict(payload["data"]["object"])
+    except PARSE_ERRORS:
+        return None
+    return stripe_objects.charge_shortcut(charge, condition=condition)
