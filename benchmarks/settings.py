@@ -15,7 +15,3 @@ except ImportError:
     _TASKS_PACKAGE = "django_tasks"
 TASKS = {"default": {"BACKEND": f"{_TASKS_PACKAGE}.backends.dummy.DummyBackend"}}
 
-if os.environ.get("BENCH_PREPARED") == "1":  # noqa: F405
-    DATABASES["default"].setdefault("OPTIONS", {}).update(  # noqa: F405
-        {"server_side_binding": True, "prepare_threshold": 5}
-    )

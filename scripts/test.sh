@@ -148,17 +148,22 @@ setup_venv() {
     printf '%s\n' "$want" >"$stamp"
 }
 
-# run_pytest LABEL SETTINGS: one pytest run in a subshell (so its environment
-# does not leak); exit code 5 (nothing collected) counts as a failure.
+# run_pytest LABEL SETTINGS [PATH...]: one pytest run in a subshell (so its
+# environment does not leak); exit code 5 (nothing collected) counts as a failure.
 run_pytest() {
     local label="$1" settings="$2" rc=0
+    shift 2
     (
         export DJANGO_SETTINGS_MODULE="$settings"
         if [[ "$label" == sqlite* ]]; then
             unset DATABASE_URL
         fi
+        if [[ "$label" == *prepared* ]]; then
+            # tests/settings.py: server-side binding and prepared statements.
+            export ESCROW_PG_PREPARED=1
+        fi
         exec "$PY" -m pytest -q --junit-xml="$RESULTS/$label.xml" -o junit_family=xunit2 \
-            ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"}
+            ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"} "$@"
     ) || rc=$?
     if ((rc == 5)); then
         echo "error: pytest collected no tests ($label)" >&2
@@ -238,6 +243,10 @@ if ((!QUICK)); then
     step "pytest postgresql tests.settings" run_pytest postgres-settings tests.settings
     step "pytest postgresql tests.settings_swapped" \
         run_pytest postgres-settings_swapped tests.settings_swapped
+    # The raw SQL of the webhook pipeline and the services under server-side
+    # binding with prepared statements (docs/scale.md's recommended setting).
+    step "pytest postgresql prepared statements (webhooks, payments)" \
+        run_pytest postgres-prepared tests.settings tests/webhooks tests/payments
     # The example marketplace: its own settings, views, API, demo_flow and
     # the headless-Chromium walk through the pages (SQLite).
     step "example marketplace (scripts/test-example.sh)" \

@@ -59,7 +59,15 @@ def _database() -> dict:
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
     import dj_database_url
 
-    return dj_database_url.parse(url, conn_max_age=0)
+    database = dj_database_url.parse(url, conn_max_age=0)
+    if os.environ.get("ESCROW_PG_PREPARED") == "1":
+        # Server-side binding with prepared statements (psycopg prepares a
+        # statement on its 5th use): the configuration docs/scale.md
+        # recommends without a transaction-pooling connection pooler.
+        database.setdefault("OPTIONS", {}).update(
+            {"server_side_binding": True, "prepare_threshold": 5}
+        )
+    return database
 
 
 DATABASES = {"default": _database()}

@@ -17,8 +17,10 @@ Order of work, and why:
    delivery, concurrent or later, cannot create a second row. In sync mode a
    read comes first: an event already stored is answered by it alone.
 3. *Process* it now (``WEBHOOK_PROCESSING="sync"``: the insert and the
-   handler's writes commit together, see :func:`.pipeline.process_new`) or
-   hand it to a task worker (``"task"``); see :mod:`.pipeline`.
+   handler's writes commit together, see :func:`.pipeline.process_new`; on
+   PostgreSQL a handler's common case may be one statement with the insert,
+   :mod:`.shortcuts`) or hand it to a task worker (``"task"``); see
+   :mod:`.pipeline`.
 """
 
 from __future__ import annotations
