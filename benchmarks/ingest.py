@@ -360,6 +360,13 @@ def main() -> None:
             ESCROW_CONNECT={**settings.ESCROW_CONNECT, "GATEWAY": SIMULATED_GATEWAY}
         ):
             result["postgresql"] = pg_settings(connection)
+            # How statements reach the server (ESCROW_PG_PREPARED=1: docs/scale.md).
+            options = connection.settings_dict.get("OPTIONS", {})
+            result["postgresql"]["client"] = (
+                f"server-side binding, prepared on use {options['prepare_threshold']}"
+                if options.get("server_side_binding") and options.get("prepare_threshold")
+                else "client-side binding, no prepared statements (Django's default)"
+            )
             log(f"ingest: PostgreSQL {result['postgresql']}")
             floor.create_table()
             customer = factories.make_user("bench-customer")

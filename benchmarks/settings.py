@@ -14,4 +14,3 @@ try:  # Django 6 ships the framework; Django 5.2 uses the django-tasks backport.
 except ImportError:
     _TASKS_PACKAGE = "django_tasks"
 TASKS = {"default": {"BACKEND": f"{_TASKS_PACKAGE}.backends.dummy.DummyBackend"}}
-

@@ -8,6 +8,10 @@
 #   bash scripts/bench.sh djstripe [args] # ingest, then dj-stripe 2.11 on the same payloads
 #                                         # (benchmarks/djstripe_ingest.py, in its own venv)
 #
+# ESCROW_PG_PREPARED=1 runs both sides with server-side binding and prepared
+# statements (tests/settings.py; docs/scale.md recommends it without a
+# transaction-pooling pooler); the results say which ("client" in "postgresql").
+#
 # Results: benchmarks/results/ingest-latest.json and benchmarks/results/latest.json
 # (override the directory with BENCH_RESULTS); the djstripe target adds
 # benchmarks/results/djstripe-latest.json. Not part of CI's test command.
