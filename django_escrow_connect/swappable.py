@@ -12,6 +12,7 @@ from typing import Any
 
 import swapper
 from django.conf import settings
+from django.core.signals import setting_changed
 
 __all__ = [
     "HOST_MODELS",
@@ -88,4 +89,20 @@ def dependency(model: str) -> tuple[str, str]:
 
 def load(model: str) -> Any:
     """The model class in use for ``model`` (the host's, if swapped)."""
-    return swapper.load_model(APP_LABEL, model)
+    found = _LOADED.get(model)
+    if found is None:
+        # Looked up on every webhook event and request: swapper reads the
+        # settings and the app registry each time; the answer only changes
+        # with the settings (override_settings in tests: _forget).
+        found = _LOADED[model] = swapper.load_model(APP_LABEL, model)
+    return found
+
+
+_LOADED: dict[str, Any] = {}
+
+
+def _forget(**kwargs: Any) -> None:
+    _LOADED.clear()
+
+
+setting_changed.connect(_forget)

@@ -210,8 +210,13 @@ def follow_ctes(
 
 def changed_columns(model: Any, connection: Any) -> list[str]:
     """The quoted columns an ``UPDATE ... RETURNING`` of ``model`` returns (:func:`from_row`'s)."""
-    quote = connection.ops.quote_name
-    return [quote(f.column) for f in model._meta.concrete_fields]
+    return list(_changed_columns(model, connection.alias))
+
+
+@functools.lru_cache(maxsize=64)
+def _changed_columns(model: Any, alias: str) -> tuple[str, ...]:
+    quote = connections[alias].ops.quote_name
+    return tuple(quote(f.column) for f in model._meta.concrete_fields)
 
 
 def update_count(

@@ -137,9 +137,9 @@ def process(row: Any, shortcut: Shortcut, object_id: str) -> Outcome | RecordedE
         warn_if_other_api_version(row)
         context = EventContext(event=row, payload=row.payload)
         note_payment(context, shortcut.finish(found.values))
-        span.set_attributes(**{"webhook.outcome": E.PROCESSED})
+        span.set_attributes(**{"webhook.outcome": str(E.PROCESSED)})
     log_settled(row, context)
-    observability.record_webhook_event(row.type, E.PROCESSED)
+    observability.record_webhook_event(row.type, str(E.PROCESSED))
     return outcome_for(E.PROCESSED, row.stripe_event_id)
 
 
