@@ -174,6 +174,10 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "payouts_enabled": False,
         },
     ),
+    "another event of the same second": (
+        {"ready": True, "synced_at": T},
+        {"requirements": PAST_DUE},
+    ),
     "after a fetch long enough ago": (
         {"ready": False, "synced_at": T - timedelta(seconds=2, microseconds=1)},
         {},
