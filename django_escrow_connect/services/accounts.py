@@ -13,7 +13,10 @@ Stripe is called, and the Stripe call runs with that row locked, so
 Stripe's data reaches the row through :func:`apply_account_snapshot` (from
 ``account.updated`` webhooks, or :func:`refresh_account`), which never lets an
 older snapshot overwrite newer data, then moves the account's state with the
-``apply_stripe_status`` transition and notifies on commit.
+``apply_stripe_status`` transition and notifies on commit. On PostgreSQL a
+new ``account.updated`` that would be applied is written in the statement
+that records the event (:func:`account_snapshot_shortcut`), with the same
+outcome.
 
 Link and session secrets (``AccountLink.url``, ``LoginLink.url``,
 ``AccountSession.client_secret``) are returned to the caller and never stored
