@@ -13,7 +13,10 @@ Stripe is called, and the Stripe call runs with that row locked, so
 Stripe's data reaches the row through :func:`apply_account_snapshot` (from
 ``account.updated`` webhooks, or :func:`refresh_account`), which never lets an
 older snapshot overwrite newer data, then moves the account's state with the
-``apply_stripe_status`` transition and notifies on commit.
+``apply_stripe_status`` transition and notifies on commit. On PostgreSQL a
+new ``account.updated`` that would be applied is written in the statement
+that records the event (:func:`account_snapshot_shortcut`), with the same
+outcome.
 
 Link and session secrets (``AccountLink.url``, ``LoginLink.url``,
 ``AccountSession.client_secret``) are returned to the caller and never stored
@@ -22,18 +25,22 @@ or logged.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
+from django.db.models import signals
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
-from .. import embedded, permissions, swappable
+from .. import embedded, permissions, swappable, transitions
+from ..base.models import AbstractConnectedAccount
 from ..conf import ACCOUNTS_V2, escrow_settings
 from ..exceptions import GatewayError
 from ..gateway.types import (
@@ -45,7 +52,7 @@ from ..gateway.types import (
 )
 from ..notifications import notify
 from ..states import AccountsApi, AccountStatus, BusinessType
-from . import errors
+from . import conditional, errors
 from .account_configuration import AccountConfiguration, account_configuration
 from .common import (
     KEY_PREFIX,
@@ -56,6 +63,7 @@ from .common import (
     key_prefix,
     translate,
 )
+from .shortcut import Shortcut
 
 logger = logging.getLogger("django_escrow_connect.accounts")
 
@@ -463,19 +471,30 @@ def _find_lost_account(account: Any) -> AccountSnapshot | None:
 # --------------------------------------------------------------------------
 
 
-def _copy_snapshot(account: Any, snapshot: AccountSnapshot) -> None:
-    account.charges_enabled = snapshot.charges_enabled
-    account.payouts_enabled = snapshot.payouts_enabled
-    account.details_submitted = snapshot.details_submitted
-    account.requirements_currently_due = list(snapshot.currently_due)
-    account.requirements_eventually_due = list(snapshot.eventually_due)
-    account.requirements_past_due = list(snapshot.past_due)
-    account.disabled_reason = (snapshot.disabled_reason or "")[:255]
-    account.capabilities = dict(snapshot.capabilities)
+def _snapshot_values(snapshot: AccountSnapshot) -> dict[str, Any]:
+    """The row's fields a snapshot sets (by attname): :func:`_copy_snapshot`'s and
+    :func:`account_snapshot_shortcut`'s one list. Country and email only when
+    Stripe said them (an answer without them keeps the row's)."""
+    values: dict[str, Any] = {
+        "charges_enabled": snapshot.charges_enabled,
+        "payouts_enabled": snapshot.payouts_enabled,
+        "details_submitted": snapshot.details_submitted,
+        "requirements_currently_due": list(snapshot.currently_due),
+        "requirements_eventually_due": list(snapshot.eventually_due),
+        "requirements_past_due": list(snapshot.past_due),
+        "disabled_reason": (snapshot.disabled_reason or "")[:255],
+        "capabilities": dict(snapshot.capabilities),
+    }
     if snapshot.country:
-        account.country = snapshot.country.upper()[:2]
+        values["country"] = snapshot.country.upper()[:2]
     if snapshot.email:
-        account.email = snapshot.email
+        values["email"] = snapshot.email
+    return values
+
+
+def _copy_snapshot(account: Any, snapshot: AccountSnapshot) -> None:
+    for name, value in _snapshot_values(snapshot).items():
+        setattr(account, name, value)
 
 
 def _settle_status(account: Any) -> None:
@@ -555,6 +574,22 @@ def _order(account: Any, as_of: datetime, *, fetched: bool = False) -> str:
     return _STALE if stamp < synced else _APPLY
 
 
+def _applies_sql(synced: str) -> str:
+    """:func:`_order` of an event (not a fetch) as SQL: true when it says apply.
+
+    ``synced`` is the quoted ``synced_at`` column; the two parameters are the
+    event's stamp minus :data:`FETCH_DOUBT`, then the stamp. Apply when the row
+    was never synced, or was synced at least FETCH_DOUBT before the event (not
+    stale, not in doubt whichever clock stamped it), or at or before it by an
+    event's clock (a whole second, :func:`_is_fetch_stamp`: never in doubt).
+    The epoch is the same in every session time zone.
+    """
+    return (
+        f"({synced} IS NULL OR {synced} <= %s OR ({synced} <= %s "
+        f"AND floor(EXTRACT(EPOCH FROM {synced})) = EXTRACT(EPOCH FROM {synced})))"
+    )
+
+
 def _lock_by_stripe_id(account_id: str) -> Any:
     if not account_id:
         return None
@@ -608,10 +643,7 @@ def _apply(account: Any, as_of: datetime, change: Any, *, fetched: bool = False)
     if _order(account, as_of, fetched=fetched) == _STALE:
         _log(account, "stale account data ignored (as of %s)", as_of.isoformat())
         return account
-    before = _watched(account)
-    previous_status = account.status
-    previous_due = _due(account)
-    previous_capabilities = dict(account.capabilities)
+    before = _Before.of(account)
     columns = _column_values(account)
     change(account)
     account.synced_at = _stamp(as_of, fetched=fetched)
@@ -619,16 +651,35 @@ def _apply(account: Any, as_of: datetime, change: Any, *, fetched: bool = False)
     # Only what changed: an account row is wide (requirements, capabilities).
     changed = [name for name, value in _column_values(account).items() if columns[name] != value]
     account.save(update_fields=[*changed, "updated_at"])
+    _announce(account, before)
+    return account
+
+
+@dataclass(frozen=True)
+class _Before:
+    """What :func:`_announce` compares a changed account with."""
+
+    watched: dict[str, Any]
+    status: str
+    due: set[str]
+    capabilities: dict[str, str]
+
+    @classmethod
+    def of(cls, account: Any) -> _Before:
+        return cls(_watched(account), account.status, _due(account), dict(account.capabilities))
+
+
+def _announce(account: Any, before: _Before) -> None:
+    """Notify (on commit) and log what an applied change did to ``account``."""
     _notify_changes(
         account,
-        before=before,
-        previous_status=previous_status,
-        previous_due=previous_due,
-        previous_capabilities=previous_capabilities,
+        before=before.watched,
+        previous_status=before.status,
+        previous_due=before.due,
+        previous_capabilities=before.capabilities,
     )
-    if account.status != previous_status:
-        _log(account, "connected account %s -> %s", previous_status, account.status)
-    return account
+    if account.status != before.status:
+        _log(account, "connected account %s -> %s", before.status, account.status)
 
 
 def apply_account_snapshot(
@@ -672,6 +723,143 @@ def _reread(account: Any, as_of: datetime) -> Any:
         as_of.isoformat(),
     )
     return refresh_account(account)
+
+
+def account_snapshot_shortcut(
+    snapshot: AccountSnapshot, *, as_of: datetime, condition: str
+) -> Shortcut | None:
+    """An ``account.updated`` event's :func:`apply_account_snapshot` as ``WITH`` items.
+
+    For the webhook pipeline, which joins them to the event's insert
+    (:mod:`..webhooks.shortcuts`); ``condition`` is ANDed to the lock's
+    ``WHERE``. ``account_locked`` locks the row (``FOR UPDATE``: under a
+    concurrent change it waits, re-checks its ``WHERE`` on the newest row
+    version and returns that version) where the locked read would apply the
+    snapshot and move the state: the row exists, :func:`_order` says apply
+    (:func:`_applies_sql`) and ``apply_stripe_status`` leaves its state.
+    ``account_set`` writes the snapshot, ``synced_at`` and the state
+    ``derived_status()`` gives for the snapshot's fields (computed here, on an
+    unsaved copy), unless the row already holds exactly this event's data (a
+    concurrent delivery of the same event committed first: nothing to do).
+    After the commit the same notifications and log line as :func:`_apply`.
+
+    None (the locked read then runs, as always) where that would not be the
+    same as ``save()``: not PostgreSQL, receivers of the account's
+    ``pre_save``/``post_save`` or of django-fsm's transition signals, a
+    transition or status rule the host overrides.
+    """
+    Account = account_model()
+    connection = connections[router.db_for_write(Account)]
+    if connection.vendor != "postgresql" or not snapshot.id or timezone.is_naive(as_of):
+        return None
+    if signals.pre_save.has_listeners(Account) or signals.post_save.has_listeners(Account):
+        return None  # the write must be save()'s
+    if not conditional.usable(Account, AbstractConnectedAccount, ["apply_stripe_status"]):
+        return None
+    if any(
+        getattr(Account, name) is not getattr(AbstractConnectedAccount, name)
+        for name in _STATUS_RULES
+    ):
+        return None  # derived_status() might read more than the snapshot's fields
+    values = _snapshot_values(snapshot)
+    synced = Account()
+    _copy_snapshot(synced, snapshot)
+    stamp = _stamp(as_of, fetched=False)
+    assignments = {
+        **values,
+        "synced_at": stamp,
+        "status": synced.derived_status(),
+        "updated_at": timezone.now(),
+    }
+    sources = sorted(transitions.sources(Account, "apply_stripe_status"))
+    sql = _shortcut_sql(
+        Account, connection.alias, tuple(assignments), tuple(values), len(sources), condition
+    )
+    opts = Account._meta
+
+    def prep(name: str, value: Any) -> Any:
+        return opts.get_field(name).get_db_prep_save(value, connection)
+
+    synced_at = opts.get_field("synced_at")
+    params = [
+        snapshot.id,
+        *sources,
+        synced_at.get_db_prep_value(stamp - FETCH_DOUBT, connection),
+        synced_at.get_db_prep_value(stamp, connection),
+        *(prep(name, value) for name, value in assignments.items()),
+        synced_at.get_db_prep_value(stamp, connection),
+        *(prep(name, value) for name, value in values.items()),
+    ]
+    width = len(opts.concrete_fields)
+
+    def finish(row: tuple[Any, ...]) -> None:
+        before = conditional.from_row(Account, connection, tuple(row[:width]))
+        after = conditional.from_row(Account, connection, tuple(row[width:]))
+        _announce(after, _Before.of(before))
+        # The pipeline's log line names the event's account, as the handler's does.
+
+    return Shortcut(
+        ctes=sql.ctes,
+        params=params,
+        applied="EXISTS (SELECT 1 FROM account_set)",
+        joins="LEFT JOIN account_locked ON TRUE LEFT JOIN account_set ON TRUE",
+        columns=sql.columns,
+        finish=finish,
+    )
+
+
+#: What derived_status() is made of: a host that overrides one keeps the locked read.
+_STATUS_RULES = ("derived_status", "_status_from_stripe_data")
+
+
+@dataclass(frozen=True)
+class _ShortcutSql:
+    ctes: str
+    columns: list[str]
+
+
+@functools.lru_cache(maxsize=64)
+def _shortcut_sql(
+    model: Any,
+    alias: str,
+    assigned: tuple[str, ...],
+    compared: tuple[str, ...],
+    sources: int,
+    condition: str,
+) -> _ShortcutSql:
+    """:func:`account_snapshot_shortcut`'s SQL, built once per shape (which fields are set)."""
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    opts = model._meta
+
+    def column(name: str) -> str:
+        return str(quote(opts.get_field(name).column))
+
+    table = quote(opts.db_table)
+    pk = quote(opts.pk.column)
+    every = conditional.changed_columns(model, connection)
+    synced = column("synced_at")
+    # Identifiers are quoted model metadata, values are parameters.
+    locked = (
+        f"account_locked AS (SELECT {', '.join(every)} FROM {table} "  # noqa: S608
+        f"WHERE {condition} AND {column('stripe_account_id')} = %s "
+        f"AND {column('status')} IN ({', '.join(['%s'] * sources)}) "
+        f"AND {_applies_sql(synced)} FOR UPDATE)"
+    )
+    sets = ", ".join(f"{column(name)} = %s" for name in assigned)
+    held = ", ".join(f"account_locked.{column(name)}" for name in compared)
+    given = ", ".join(
+        f"CAST(%s AS {opts.get_field(name).db_type(connection)})" for name in compared
+    )
+    changed = (
+        f"account_set AS (UPDATE {table} SET {sets} FROM account_locked "  # noqa: S608
+        f"WHERE {table}.{pk} = account_locked.{pk} "
+        f"AND (account_locked.{synced} IS DISTINCT FROM %s "
+        f"OR ROW({held}) IS DISTINCT FROM ROW({given})) "
+        f"RETURNING {', '.join(f'{table}.{c}' for c in every)})"
+    )
+    columns = [f"account_locked.{c}" for c in every] + [f"account_set.{c}" for c in every]
+    return _ShortcutSql(f"{locked}, {changed}", columns)
 
 
 def apply_capability(account_id: str, capability_name: str, status: str, as_of: datetime) -> Any:

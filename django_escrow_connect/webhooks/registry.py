@@ -80,7 +80,7 @@ HANDLERS: dict[str, Route] = {
     "application_fee.created": Route(transfers.application_fee, PLATFORM),
     "application_fee.refunded": Route(transfers.application_fee, PLATFORM),
     # --- connected accounts (Connect) ---------------------------------------------------
-    "account.updated": Route(accounts.account_updated, CONNECT),
+    "account.updated": Route(accounts.account_updated, CONNECT, accounts.account_updated_shortcut),
     "account.application.authorized": Route(accounts.application_authorized, CONNECT),
     "account.application.deauthorized": Route(accounts.application_deauthorized, CONNECT),
     "capability.updated": Route(accounts.capability_updated, CONNECT),

@@ -62,7 +62,8 @@ def test_the_types_with_a_shortcut() -> None:
     assert shortcut_taken("charge.succeeded")
     assert shortcut_taken("charge.updated")
     assert not shortcut_taken("payment_intent.succeeded", WebhookEndpoint.CONNECT)
-    assert not shortcut_taken("account.updated", WebhookEndpoint.CONNECT)
+    assert shortcut_taken("account.updated", WebhookEndpoint.CONNECT)
+    assert not shortcut_taken("capability.updated", WebhookEndpoint.CONNECT)
 
 
 @pytest.mark.parametrize("strategy", ["separate_charges_and_transfers", MANUAL])

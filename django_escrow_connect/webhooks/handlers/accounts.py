@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
+from typing import Any
 
+from django.db import router
+
+from ... import swappable
 from ...gateway.types import AccountSnapshot
 from ...notifications import notify
 from ...services import accounts
 from ...services.common import account_model
 from ...services.errors import UnknownObject
+from ...services.shortcut import Shortcut
 from ..context import EventContext, log_extra
-from . import snapshot
+from . import PARSE_ERRORS, snapshot
 
 logger = logging.getLogger("django_escrow_connect.webhooks")
 
@@ -89,3 +95,22 @@ def external_account(context: EventContext) -> None:
             extra=log_extra(context.event, object_id=str(obj.get("id") or "")),
         )
         notify("external_account_errored", account=account, external_account=obj)
+
+
+# --- shortcut: the common case in the event's own statement (webhooks/shortcuts.py) ---
+
+
+def account_updated_shortcut(payload: dict[str, Any], condition: str) -> Shortcut | None:
+    """:func:`account_updated` when it applies the snapshot to a known account."""
+    created = payload.get("created")
+    if not isinstance(created, int) or isinstance(created, bool):
+        return None  # ordered by when it is received: known only once recorded
+    try:
+        account = AccountSnapshot.from_dict(payload["data"]["object"])
+        as_of = datetime.fromtimestamp(created, tz=timezone.utc)
+    except PARSE_ERRORS:
+        return None  # the handler reports it
+    # One statement: the account and the event log in the same database.
+    if router.db_for_write(account_model()) != router.db_for_write(swappable.load("WebhookEvent")):
+        return None
+    return accounts.account_snapshot_shortcut(account, as_of=as_of, condition=condition)
