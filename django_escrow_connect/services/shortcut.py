@@ -1,8 +1,8 @@
 """A webhook handler's common case, as SQL that commits with the event's insert.
 
 A new event whose handler would make exactly one conditional change (hold a
-payment, find a charge already recorded) costs one statement in all on
-PostgreSQL: the read of the event's recorded state, the handler's change and
+payment, find or record a charge, apply an account snapshot) costs one
+statement after the duplicate check on PostgreSQL: the read of the event's recorded state, the handler's change and
 the event's insert are ``WITH`` items of one autocommitted statement
 (:mod:`..webhooks.shortcuts` builds it). The handler's change is guarded by
 ``condition`` (the event is not recorded yet), so a duplicate changes

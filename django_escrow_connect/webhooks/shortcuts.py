@@ -5,8 +5,9 @@ A delivery in sync mode first needs to know whether its event is recorded
 in a transaction: five round trips to PostgreSQL for the commonest events
 (read, ``BEGIN``, insert, the handler's ``UPDATE``, ``COMMIT``). When the
 handler's common case is one conditional change (a
-:class:`~..services.shortcut.Shortcut`: hold a payment, find a charge already
-recorded), all of it is one autocommitted statement::
+:class:`~..services.shortcut.Shortcut`: hold a payment, find or record a
+charge, apply an ``account.updated`` snapshot), the read's miss is followed
+by one autocommitted statement::
 
     WITH recorded AS (SELECT pk, status, type, account FROM event WHERE stripe_event_id = %s),
          <the handler's WITH items, each guarded by NOT EXISTS (SELECT 1 FROM recorded)>,
@@ -27,9 +28,11 @@ What each delivery ends with:
   met the unique id: nothing was written; the recorded state is answered as
   the separate read answered it (a duplicate, or a failed event's retry).
 - *a concurrent first delivery*: both statements see no row; the handler's
-  conditional ``UPDATE`` waits for the other's row lock and then matches
-  nothing (the row left the source states), and the insert waits and does
-  nothing. No row and no insert: the state is read once more.
+  change waits for the other's row lock and then changes nothing (each
+  shortcut's ``WHERE`` says why: a payment left the source states, a charge
+  id is no longer blank, an account already holds exactly this event's
+  data), and the insert waits and does nothing. No row and no insert: the
+  state is read once more.
 
 PostgreSQL only (data-modifying ``WITH``), and only where the event insert is
 equivalent to ``save()`` (:func:`.pipeline.insert_statement_usable`).
