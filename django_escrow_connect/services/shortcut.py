@@ -2,8 +2,9 @@
 
 A new event whose handler would make exactly one conditional change (hold a
 payment, find or record a charge, apply an account snapshot) costs one
-statement after the duplicate check on PostgreSQL: the read of the event's recorded state, the handler's change and
-the event's insert are ``WITH`` items of one autocommitted statement
+statement after the duplicate check on PostgreSQL: the read of the event's
+recorded state, the handler's change and the event's insert are ``WITH``
+items of one autocommitted statement
 (:mod:`..webhooks.shortcuts` builds it). The handler's change is guarded by
 ``condition`` (the event is not recorded yet), so a duplicate changes
 nothing; the event is recorded ``processed`` only when :attr:`Shortcut.applied`
