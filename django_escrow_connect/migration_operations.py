@@ -155,15 +155,17 @@ class _FieldIndexOperation(Operation):
         found = self._models(app_label, schema_editor, to_state, from_state)
         if found is None:
             return
-        to_model, from_model = found
-        schema_editor.alter_field(
-            to_model,
-            from_model._meta.get_field(self.name),
-            to_model._meta.get_field(self.name),
-        )
+        previous, current = found
+        # The Meta index goes first: on SQLite altering the field rebuilds the
+        # table from the previous state, which no longer has it.
         added = self._added()
         if added is not None:
             added.database_backwards(app_label, schema_editor, from_state, to_state)
+        schema_editor.alter_field(
+            previous,
+            current._meta.get_field(self.name),
+            previous._meta.get_field(self.name),
+        )
 
 
 class UniqueToConstraint(_FieldIndexOperation):
@@ -255,7 +257,10 @@ class DropForeignKeyIndex(_FieldIndexOperation):
             for name in self._column_indexes(schema_editor, model, column, index=True, unique=False)
             if name not in declared
         ]
-        if len(names) != 1:
+        # None: already gone (nothing to do, and the fallback would re-validate
+        # the foreign key); several: not a schema this package made.
+        if len(names) > 1:
             return False
-        schema_editor.execute(f"DROP INDEX {schema_editor.quote_name(names[0])}")
+        for name in names:
+            schema_editor.execute(f"DROP INDEX {schema_editor.quote_name(name)}")
         return True
