@@ -91,9 +91,14 @@ class _FieldIndexOperation(Operation):
             if info["columns"] == [column] and all(info.get(k) == v for k, v in kind.items())
         )
 
-    def _drop_like_index(self, schema_editor: BaseDatabaseSchemaEditor, model: Any) -> None:
+    def _like_index_name(self, schema_editor: BaseDatabaseSchemaEditor, model: Any) -> str:
+        """The name Django's PostgreSQL schema editor gave the field's ``_like`` index."""
         column = model._meta.get_field(self.name).column
-        like = schema_editor._create_index_name(model._meta.db_table, [column], suffix="_like")
+        editor: Any = schema_editor  # _create_index_name is not in the stubs
+        return str(editor._create_index_name(model._meta.db_table, [column], suffix="_like"))
+
+    def _drop_like_index(self, schema_editor: BaseDatabaseSchemaEditor, model: Any) -> None:
+        like = self._like_index_name(schema_editor, model)
         schema_editor.execute(f"DROP INDEX IF EXISTS {schema_editor.quote_name(like)}")
 
     def _rename(
@@ -101,7 +106,7 @@ class _FieldIndexOperation(Operation):
     ) -> bool:
         """Rename the column's one index matching ``kind``; False when there is not exactly one."""
         column = model._meta.get_field(self.name).column
-        like = schema_editor._create_index_name(model._meta.db_table, [column], suffix="_like")
+        like = self._like_index_name(schema_editor, model)
         names = [n for n in self._column_indexes(schema_editor, model, column, **kind) if n != like]
         if len(names) != 1:
             return False
