@@ -28,6 +28,8 @@ P = "django_escrow_connect"
 PUBLIC_MODULES: dict[str, str] = {
     P + ".base.models": "Abstract models to subclass when swapping a model.",
     P + ".swappable": "Resolve the configured (possibly swapped) models.",
+    P + ".migration_operations": "Migration operations that move a field's index without a "
+    "rebuild.",
     P + ".terms": "What a task is paid for: the terms hook's return type.",
     P + ".fees": "The platform fee policy.",
     P + ".money": "Amounts in minor units and currency codes.",

@@ -57,7 +57,6 @@ class AbstractConnectedAccount(ConcurrentTransitionMixin, TimestampedModel):
     creation_idempotency_key = models.CharField(
         _("creation idempotency key"),
         max_length=255,
-        unique=True,
         help_text=_(
             "Sent with the create call: a retry after a crash finds the account Stripe made."
         ),
@@ -91,7 +90,6 @@ class AbstractConnectedAccount(ConcurrentTransitionMixin, TimestampedModel):
         choices=AccountStatus.choices,
         default=AccountStatus.PENDING_VERIFICATION,
         protected=True,
-        db_index=True,
         help_text=_("Derived from Stripe's requirements; changed by webhooks and syncs only."),
     )
     charges_enabled = models.BooleanField(_("charges enabled"), default=False)
@@ -145,7 +143,13 @@ class AbstractConnectedAccount(ConcurrentTransitionMixin, TimestampedModel):
         abstract = True
         verbose_name = _("connected account")
         verbose_name_plural = _("connected accounts")
+        # Uniqueness and indexes here rather than on the fields: no "_like"
+        # index on PostgreSQL (see AbstractWebhookEvent).
+        indexes = [models.Index(fields=["status"], name="escrow_account_status_idx")]
         constraints = [
+            models.UniqueConstraint(
+                fields=["creation_idempotency_key"], name="escrow_account_unique_creation_key"
+            ),
             models.CheckConstraint(
                 condition=(
                     Q(owner_user__isnull=False, owner_organization__isnull=True)

@@ -54,7 +54,6 @@ class AbstractPaymentIncident(AbstractIncident):
         _("Stripe object id"),
         max_length=255,
         blank=True,
-        db_index=True,
         help_text=_(
             "What the incident is about when not the payment: a Radar review, a fraud warning."
         ),
@@ -64,6 +63,9 @@ class AbstractPaymentIncident(AbstractIncident):
         abstract = True
         verbose_name = _("payment incident")
         verbose_name_plural = _("payment incidents")
+        # Indexed here rather than db_index=True: no "_like" index on
+        # PostgreSQL (see AbstractWebhookEvent).
+        indexes = [models.Index(fields=["stripe_object_id"], name="escrow_incident_object_idx")]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.code or self.message[:40]}"

@@ -33,6 +33,7 @@ class AbstractEscrowMilestone(ConcurrentTransitionMixin, TimestampedModel):
         verbose_name=_("payment"),
         on_delete=models.PROTECT,
         related_name="milestones",
+        db_index=False,  # escrow_milestone_unique_position (payment, position) leads with it
     )
     position = models.PositiveSmallIntegerField(_("position"))
     name = models.CharField(_("name"), max_length=255)
@@ -101,6 +102,7 @@ class AbstractEscrowPayee(TimestampedModel):
         verbose_name=_("payment"),
         on_delete=models.PROTECT,
         related_name="payees",
+        db_index=False,  # escrow_payee_unique_position (payment, position) leads with it
     )
     position = models.PositiveSmallIntegerField(_("position"))
     user = models.ForeignKey(
@@ -177,6 +179,7 @@ class AbstractEscrowRelease(TimestampedModel):
         verbose_name=_("payment"),
         on_delete=models.PROTECT,
         related_name="releases",
+        db_index=False,  # escrow_release_unique_position (payment, position) leads with it
     )
     milestone = models.ForeignKey(
         model_name("EscrowMilestone"),

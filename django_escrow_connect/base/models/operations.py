@@ -46,7 +46,7 @@ class AbstractMoneyOperation(ConcurrentTransitionMixin, TimestampedModel):
         related_name="operations",
     )
     kind = models.CharField(_("kind"), max_length=32, choices=MoneyOperationKind.choices)
-    idempotency_key = models.CharField(_("idempotency key"), max_length=255, unique=True)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=255)
     # Advances only after Stripe definitely refused (or errored on) the
     # previous attempt: the next attempt needs a new key.
     attempt = models.PositiveIntegerField(_("attempt"), default=0)
@@ -96,6 +96,10 @@ class AbstractMoneyOperation(ConcurrentTransitionMixin, TimestampedModel):
         verbose_name_plural = _("money operations")
         ordering = ["-created_at"]
         constraints = [
+            # Unique through Meta.constraints, not unique=True: see AbstractWebhookEvent.
+            models.UniqueConstraint(
+                fields=["idempotency_key"], name="escrow_operation_unique_idempotency_key"
+            ),
             # Two money operations on one payment are never in flight at once.
             models.UniqueConstraint(
                 fields=["payment"],

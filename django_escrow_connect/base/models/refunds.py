@@ -38,7 +38,7 @@ class AbstractRefund(ConcurrentTransitionMixin, TimestampedModel):
         related_name="refunds",
     )
     stripe_refund_id = models.CharField(_("Stripe refund id"), max_length=255, blank=True)
-    idempotency_key = models.CharField(_("idempotency key"), max_length=255, unique=True)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=255)
     amount = models.BigIntegerField(_("amount (minor units)"))
     currency = models.CharField(_("currency"), max_length=3)
     status = FSMField(
@@ -64,6 +64,10 @@ class AbstractRefund(ConcurrentTransitionMixin, TimestampedModel):
         verbose_name = _("refund")
         verbose_name_plural = _("refunds")
         constraints = [
+            # Unique through Meta.constraints, not unique=True: see AbstractWebhookEvent.
+            models.UniqueConstraint(
+                fields=["idempotency_key"], name="escrow_refund_unique_idempotency_key"
+            ),
             models.CheckConstraint(condition=Q(amount__gt=0), name="escrow_refund_amount_positive"),
             _currency_constraint("escrow_refund"),
             models.UniqueConstraint(
@@ -108,7 +112,7 @@ class AbstractDispute(ConcurrentTransitionMixin, TimestampedModel):
         on_delete=models.PROTECT,
         related_name="disputes",
     )
-    stripe_dispute_id = models.CharField(_("Stripe dispute id"), max_length=255, unique=True)
+    stripe_dispute_id = models.CharField(_("Stripe dispute id"), max_length=255)
     stripe_charge_id = models.CharField(_("Stripe charge id"), max_length=255)
     amount = models.BigIntegerField(_("amount (minor units)"))
     currency = models.CharField(_("currency"), max_length=3)
@@ -144,6 +148,10 @@ class AbstractDispute(ConcurrentTransitionMixin, TimestampedModel):
         verbose_name = _("dispute")
         verbose_name_plural = _("disputes")
         constraints = [
+            # Unique through Meta.constraints, not unique=True: see AbstractWebhookEvent.
+            models.UniqueConstraint(
+                fields=["stripe_dispute_id"], name="escrow_dispute_unique_stripe_id"
+            ),
             models.CheckConstraint(condition=Q(amount__gte=0), name="escrow_dispute_amount_nonneg"),
             models.CheckConstraint(
                 condition=Q(funds_withdrawn__gte=0) & Q(funds_reinstated__gte=0),

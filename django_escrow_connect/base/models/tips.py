@@ -57,9 +57,7 @@ class AbstractEscrowTip(ConcurrentTransitionMixin, TimestampedModel):
         _("Stripe PaymentIntent id"), max_length=255, blank=True
     )
     stripe_charge_id = models.CharField(_("Stripe charge id"), max_length=255, blank=True)
-    intent_idempotency_key = models.CharField(
-        _("PaymentIntent idempotency key"), max_length=255, unique=True
-    )
+    intent_idempotency_key = models.CharField(_("PaymentIntent idempotency key"), max_length=255)
     paid_at = models.DateTimeField(_("paid at"), null=True, blank=True)
     transferred_at = models.DateTimeField(_("transferred at"), null=True, blank=True)
     failure_code = models.CharField(_("failure code"), max_length=255, blank=True)
@@ -71,6 +69,10 @@ class AbstractEscrowTip(ConcurrentTransitionMixin, TimestampedModel):
         verbose_name_plural = _("tips")
         ordering = ["created_at"]
         constraints = [
+            # Unique through Meta.constraints, not unique=True: see AbstractWebhookEvent.
+            models.UniqueConstraint(
+                fields=["intent_idempotency_key"], name="escrow_tip_unique_intent_key"
+            ),
             models.CheckConstraint(condition=Q(amount__gt=0), name="escrow_tip_amount_positive"),
             models.CheckConstraint(
                 condition=Q(platform_fee__gte=0) & Q(platform_fee__lte=models.F("amount")),

@@ -39,7 +39,7 @@ class AbstractStripeTransfer(ConcurrentTransitionMixin, TimestampedModel):
     """
 
     stripe_transfer_id = models.CharField(_("Stripe transfer id"), max_length=255, blank=True)
-    idempotency_key = models.CharField(_("idempotency key"), max_length=255, unique=True)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=255)
     amount = models.BigIntegerField(_("amount (minor units)"))
     currency = models.CharField(_("currency"), max_length=3)
     destination_account_id = models.CharField(_("destination account id"), max_length=255)
@@ -91,6 +91,10 @@ def stripe_transfer_status(choices: type[models.TextChoices]) -> FSMField:
 def stripe_transfer_constraints(prefix: str) -> list[models.BaseConstraint]:
     """The constraints every transfer table has, named after ``prefix``."""
     return [
+        # Unique through Meta.constraints, not unique=True: see AbstractWebhookEvent.
+        models.UniqueConstraint(
+            fields=["idempotency_key"], name=f"{prefix}_unique_idempotency_key"
+        ),
         models.CheckConstraint(condition=Q(amount__gt=0), name=f"{prefix}_amount_positive"),
         _currency_constraint(prefix),
         models.UniqueConstraint(
@@ -189,7 +193,7 @@ class AbstractTransferReversal(ConcurrentTransitionMixin, TimestampedModel):
     )
     stripe_transfer_id = models.CharField(_("Stripe transfer id"), max_length=255)
     stripe_reversal_id = models.CharField(_("Stripe reversal id"), max_length=255, blank=True)
-    idempotency_key = models.CharField(_("idempotency key"), max_length=255, unique=True)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=255)
     amount = models.BigIntegerField(_("amount (minor units)"))
     currency = models.CharField(_("currency"), max_length=3)
     status = FSMField(
@@ -207,6 +211,10 @@ class AbstractTransferReversal(ConcurrentTransitionMixin, TimestampedModel):
         verbose_name = _("transfer reversal")
         verbose_name_plural = _("transfer reversals")
         constraints = [
+            # Unique through Meta.constraints, not unique=True: see AbstractWebhookEvent.
+            models.UniqueConstraint(
+                fields=["idempotency_key"], name="escrow_reversal_unique_idempotency_key"
+            ),
             models.CheckConstraint(
                 condition=Q(amount__gt=0), name="escrow_reversal_amount_positive"
             ),

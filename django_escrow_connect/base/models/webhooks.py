@@ -23,14 +23,16 @@ __all__ = ["AbstractWebhookEvent"]
 class AbstractWebhookEvent(ConcurrentTransitionMixin, models.Model):
     """Every verified Stripe event, once. The unique id refuses duplicates."""
 
-    stripe_event_id = models.CharField(_("Stripe event id"), max_length=255, unique=True)
-    type = models.CharField(_("type"), max_length=128, db_index=True)
+    # Unique and indexed through Meta, not the field: a field's unique=True or
+    # db_index=True also brings a varchar_pattern_ops ("_like") index on
+    # PostgreSQL, written on every insert and used by nothing here.
+    stripe_event_id = models.CharField(_("Stripe event id"), max_length=255)
+    type = models.CharField(_("type"), max_length=128)
     endpoint = models.CharField(_("endpoint"), max_length=16, choices=WebhookEndpoint.choices)
     account = models.CharField(
         _("connected account id"),
         max_length=255,
         blank=True,
-        db_index=True,
         help_text=_(
             "The connected account (acct_...) of a Connect or thin account event; blank for "
             "the platform's."
@@ -50,7 +52,6 @@ class AbstractWebhookEvent(ConcurrentTransitionMixin, models.Model):
         _("object id"),
         max_length=255,
         blank=True,
-        db_index=True,
         help_text=_("The id of the event's data.object (a thin event's related object)."),
     )
     stripe_created = models.DateTimeField(_("created at Stripe"), null=True, blank=True)
@@ -80,8 +81,18 @@ class AbstractWebhookEvent(ConcurrentTransitionMixin, models.Model):
         verbose_name = _("webhook event")
         verbose_name_plural = _("webhook events")
         ordering = ["-received_at"]
+        constraints = [
+            # The receiver's INSERT ... ON CONFLICT (stripe_event_id) needs a
+            # unique index on exactly this column.
+            models.UniqueConstraint(
+                fields=["stripe_event_id"], name="escrow_event_unique_stripe_id"
+            ),
+        ]
         indexes = [
             models.Index(fields=["status", "received_at"], name="escrow_evt_status_idx"),
+            models.Index(fields=["type"], name="escrow_evt_type_idx"),
+            models.Index(fields=["account"], name="escrow_evt_account_idx"),
+            models.Index(fields=["object_id"], name="escrow_evt_object_idx"),
         ]
 
     def __str__(self) -> str:
