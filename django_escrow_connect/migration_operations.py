@@ -173,8 +173,42 @@ class _FieldIndexOperation(Operation):
         )
 
 
-class UniqueToConstraint(_FieldIndexOperation):
+class _MoveToMeta(_FieldIndexOperation):
+    """The field's own index becomes a ``Meta`` constraint or index, renamed in place.
+
+    Subclasses name the keyword their target travels under (``constraint`` or
+    ``index``: what the migration file passes) and whether it is unique.
+    """
+
+    target_kwarg = ""
+    unique = False
+
+    def _target(self) -> Any:
+        return getattr(self, self.target_kwarg)
+
+    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
+        kwargs = {
+            "model_name": self.model_name,
+            "name": self.name,
+            "field": self.field,
+            self.target_kwarg: self._target(),
+        }
+        return self.__class__.__name__, [], kwargs
+
+    def _forwards_in_place(self, schema_editor: BaseDatabaseSchemaEditor, model: Any) -> bool:
+        # RENAME CONSTRAINT renames its index too: the uniqueness is never absent.
+        name = str(self._target().name)
+        if not self._rename(schema_editor, model, name, unique=self.unique, index=not self.unique):
+            return False
+        self._drop_like_index(schema_editor, model)
+        return True
+
+
+class UniqueToConstraint(_MoveToMeta):
     """``unique=True`` on ``name`` becomes the single-column ``constraint``."""
+
+    target_kwarg = "constraint"
+    unique = True
 
     def __init__(
         self,
@@ -189,28 +223,14 @@ class UniqueToConstraint(_FieldIndexOperation):
     def _added(self) -> Operation:
         return AddConstraint(model_name=self.model_name, constraint=self.constraint)
 
-    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
-        kwargs = {
-            "model_name": self.model_name,
-            "name": self.name,
-            "field": self.field,
-            "constraint": self.constraint,
-        }
-        return self.__class__.__name__, [], kwargs
-
     def describe(self) -> str:
         return f"Move unique {self.model_name}.{self.name} to constraint {self.constraint.name}"
 
-    def _forwards_in_place(self, schema_editor: BaseDatabaseSchemaEditor, model: Any) -> bool:
-        # RENAME CONSTRAINT renames its index too: the uniqueness is never absent.
-        if not self._rename(schema_editor, model, self.constraint.name, unique=True, index=False):
-            return False
-        self._drop_like_index(schema_editor, model)
-        return True
 
-
-class IndexToMeta(_FieldIndexOperation):
+class IndexToMeta(_MoveToMeta):
     """``db_index=True`` on ``name`` becomes the single-column ``index``."""
+
+    target_kwarg = "index"
 
     def __init__(
         self, model_name: str, name: str, field: models.Field[Any, Any], index: models.Index
@@ -221,23 +241,8 @@ class IndexToMeta(_FieldIndexOperation):
     def _added(self) -> Operation:
         return AddIndex(model_name=self.model_name, index=self.index)
 
-    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
-        kwargs = {
-            "model_name": self.model_name,
-            "name": self.name,
-            "field": self.field,
-            "index": self.index,
-        }
-        return self.__class__.__name__, [], kwargs
-
     def describe(self) -> str:
         return f"Move the index of {self.model_name}.{self.name} to {self.index.name}"
-
-    def _forwards_in_place(self, schema_editor: BaseDatabaseSchemaEditor, model: Any) -> bool:
-        if not self._rename(schema_editor, model, str(self.index.name), index=True, unique=False):
-            return False
-        self._drop_like_index(schema_editor, model)
-        return True
 
 
 class DropForeignKeyIndex(_FieldIndexOperation):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -265,3 +266,23 @@ def shortcut_taken(event_type: str, endpoint: str = "platform") -> bool:
     from django_escrow_connect.webhooks.registry import shortcut_for
 
     return connection.vendor == "postgresql" and shortcut_for(event_type, endpoint) is not None
+
+
+@contextmanager
+def fsm_listener(model: str = "EscrowPayment") -> Iterator[list[str]]:
+    """A host's django-fsm ``post_transition`` receiver on ``model``: the
+    package then takes the locked read (the usual path), not a conditional
+    ``UPDATE`` or a shortcut. Yields the transitions it saw."""
+    from django_fsm.signals import post_transition
+
+    seen: list[str] = []
+
+    def on_transition(sender: Any, instance: Any, name: str, **kwargs: Any) -> None:
+        seen.append(name)
+
+    sender = swappable.load(model)
+    post_transition.connect(on_transition, sender=sender, weak=False)
+    try:
+        yield seen
+    finally:
+        post_transition.disconnect(on_transition, sender=sender)

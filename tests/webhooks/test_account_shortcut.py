@@ -15,8 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +23,6 @@ import pytest
 from django.db import connection, transaction
 from django.db.models.signals import pre_save
 from django.test.utils import CaptureQueriesContext
-from django_fsm.signals import post_transition
 
 from django_escrow_connect import swappable
 from django_escrow_connect.gateway.signing import sign_webhook_payload
@@ -33,7 +31,7 @@ from django_escrow_connect.webhooks import receiver
 from tests import factories
 from tests.reliability.conftest import run_concurrently
 from tests.webhooks import stripe_objects as so
-from tests.webhooks.conftest import CONNECT_SECRET, events, simulated_account
+from tests.webhooks.conftest import CONNECT_SECRET, events, fsm_listener, simulated_account
 from tests.webhooks.test_shortcuts import settled, statements
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
@@ -89,22 +87,6 @@ def columns(account: Any) -> dict[str, Any]:
         for field in row._meta.concrete_fields
         if field.attname not in UNCOMPARED
     }
-
-
-@contextmanager
-def fsm_listener() -> Iterator[list[str]]:
-    """A host's django-fsm receiver on the account model (forces the locked read)."""
-    seen: list[str] = []
-
-    def on_transition(sender: Any, instance: Any, name: str, **kwargs: Any) -> None:
-        seen.append(name)
-
-    model = swappable.load("ConnectedAccount")
-    post_transition.connect(on_transition, sender=model, weak=False)
-    try:
-        yield seen
-    finally:
-        post_transition.disconnect(on_transition, sender=model)
 
 
 def signals_of(sent: Any, account: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -208,7 +190,7 @@ def test_the_shortcut_ends_where_the_locked_read_ends(
                     "processed"
                 )
             else:
-                with fsm_listener() as transitions_seen:
+                with fsm_listener("ConnectedAccount") as transitions_seen:
                     assert deliver.connect(account_event(account, **event_fields)).json()[
                         "status"
                     ] == ("processed")

@@ -9,19 +9,16 @@ signals (they need the instance and the transition call): connecting a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django_fsm.signals import post_transition
 
 from django_escrow_connect import swappable
 from tests.webhooks import stripe_objects as so
-from tests.webhooks.conftest import MANUAL, SCT, intent_for, status_history
+from tests.webhooks.conftest import MANUAL, SCT, fsm_listener, intent_for, status_history
 
 pytestmark = pytest.mark.django_db
 
@@ -40,22 +37,6 @@ UNCOMPARED = {
     "updated_at",
     "held_at",
 }
-
-
-@contextmanager
-def fsm_listener() -> Iterator[list[str]]:
-    """A host's django-fsm receiver on the payment model (forces the locked path)."""
-    seen: list[str] = []
-
-    def receiver(sender: Any, instance: Any, name: str, **kwargs: Any) -> None:
-        seen.append(name)
-
-    model = swappable.load("EscrowPayment")
-    post_transition.connect(receiver, sender=model, weak=False)
-    try:
-        yield seen
-    finally:
-        post_transition.disconnect(receiver, sender=model)
 
 
 def columns(payment: Any) -> dict[str, Any]:

@@ -29,13 +29,12 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django_fsm.signals import post_transition
 
 from django_escrow_connect.webhooks import registry
 from django_escrow_connect.webhooks.context import EventContext
 from tests import factories
 from tests.webhooks import stripe_objects as so
-from tests.webhooks.conftest import MANUAL, events, intent_for, status_history
+from tests.webhooks.conftest import MANUAL, events, fsm_listener, intent_for, status_history
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -58,20 +57,6 @@ def hold_budget() -> int:
 
 
 _TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK")
-
-
-@contextmanager
-def fsm_listener(model: Any) -> Iterator[None]:
-    """A host's django-fsm receiver on ``model``: the locked read's path, not a shortcut."""
-
-    def receiver(sender: Any, **kwargs: Any) -> None:
-        pass
-
-    post_transition.connect(receiver, sender=model, weak=False)
-    try:
-        yield
-    finally:
-        post_transition.disconnect(receiver, sender=model)
 
 
 @contextmanager
@@ -181,7 +166,7 @@ def test_an_account_update_writes_only_the_changed_columns(deliver: Any) -> None
     account = factories.make_account(owner_user=factories.make_user("doer"))
     acct = account.stripe_account_id
     evt = so.event("account.updated", so.account(acct, payouts_enabled=False), account=acct)
-    with fsm_listener(type(account)), CaptureQueriesContext(connection) as captured:
+    with fsm_listener("ConnectedAccount"), CaptureQueriesContext(connection) as captured:
         assert deliver.connect(evt).json()["status"] == "processed"
     [update] = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("UPDATE")]
     assigned = update.split(" SET ", 1)[1].split(" WHERE ", 1)[0]
