@@ -147,7 +147,12 @@ class _FieldIndexOperation(Operation):
         )
 
     def _forwards_in_place(self, schema_editor: BaseDatabaseSchemaEditor, model: Any) -> bool:
-        raise NotImplementedError
+        """Do the change by renaming/dropping on PostgreSQL; False: Django's plan instead.
+
+        Every operation below overrides it; without an override the safe
+        answer is Django's own (rebuilding) plan.
+        """
+        return False
 
     def database_backwards(
         self,

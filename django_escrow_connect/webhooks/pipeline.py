@@ -98,7 +98,23 @@ class RecordedEvent:
     account: str
     status: str
     object_id: str = ""
-    is_pending: bool = False
+
+    @property
+    def is_pending(self) -> bool:
+        """Whether processing may pick it up (:data:`PENDING`)."""
+        return self.status in PENDING
+
+    @classmethod
+    def inserted(cls, row: Any, pk: Any, object_id: str = "") -> RecordedEvent:
+        """The event row an insert just made (``received``), from the unsaved ``row``."""
+        return cls(
+            pk=pk,
+            stripe_event_id=row.stripe_event_id,
+            type=row.type,
+            account=row.account,
+            status=E.RECEIVED,
+            object_id=object_id or row.object_id,
+        )
 
 
 def event_model() -> Any:

@@ -37,7 +37,7 @@ from .. import observability, swappable
 from ..conf import escrow_settings
 from ..exceptions import InvalidWebhookPayload, SignatureVerificationFailed
 from ..gateway import get_gateway
-from ..states import WebhookEndpoint, WebhookEventStatus
+from ..states import WebhookEndpoint
 from . import pipeline, shortcuts
 from .dispatch import dispatch_recorded
 from .pipeline import Outcome
@@ -476,15 +476,7 @@ def record(endpoint: str, event: dict[str, Any]) -> pipeline.RecordedEvent:
         # Insert and state read in one statement (webhooks/shortcuts.py).
         found = shortcuts.record(row, None, object_id(event))
         if found.inserted:
-            return pipeline.RecordedEvent(
-                pk=found.pk,
-                stripe_event_id=row.stripe_event_id,
-                type=row.type,
-                account=row.account,
-                status=WebhookEventStatus.RECEIVED,
-                object_id=row.object_id,
-                is_pending=True,
-            )
+            return pipeline.RecordedEvent.inserted(row, found.pk)
         if found.recorded is not None:
             return found.recorded
         return recorded_state(event)
@@ -531,7 +523,6 @@ def recorded_state(
         account=account,
         status=status,
         object_id=object_id(event),
-        is_pending=status in (WebhookEventStatus.RECEIVED, WebhookEventStatus.FAILED),
     )
 
 

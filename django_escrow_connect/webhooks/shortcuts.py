@@ -124,15 +124,7 @@ def process(row: Any, shortcut: Shortcut, object_id: str) -> Outcome | RecordedE
             return found.recorded
         if not found.applied:
             span.set_attributes(**{"webhook.outcome": "recorded"})
-            return RecordedEvent(
-                pk=found.pk,
-                stripe_event_id=row.stripe_event_id,
-                type=row.type,
-                account=row.account,
-                status=E.RECEIVED,
-                object_id=object_id,
-                is_pending=True,
-            )
+            return RecordedEvent.inserted(row, found.pk, object_id)
         row.pk = found.pk
         row._state.adding = False
         row.mark_processed()
@@ -219,7 +211,6 @@ def record(row: Any, shortcut: Shortcut | None, object_id: str) -> Recorded:
             account=account,
             status=status,
             object_id=object_id,
-            is_pending=status in (E.RECEIVED, E.FAILED),
         ),
         (),
     )
