@@ -165,21 +165,23 @@ def begin(
     if key is None or attempt is None:
         key, attempt = next_key(payment, kind)
     try:
-        with transaction.atomic():
-            return operation_model().objects.create(
-                payment=payment,
-                kind=kind,
-                idempotency_key=key,
-                attempt=attempt,
-                amount=amount,
-                currency=payment.currency,
-                request=request,
-                target_id=target_id,
-                follow_up=follow_up or {},
-                sent_count=1 if sent else 0,
-                lease_expires_at=timezone.now() + lease(),
-                requested_by=user if getattr(user, "pk", None) else None,
-            )
+        # No savepoint of its own (two statements): the error ends the
+        # caller's phase-1 transaction, which must not commit without its
+        # operation anyway.
+        return operation_model().objects.create(
+            payment=payment,
+            kind=kind,
+            idempotency_key=key,
+            attempt=attempt,
+            amount=amount,
+            currency=payment.currency,
+            request=request,
+            target_id=target_id,
+            follow_up=follow_up or {},
+            sent_count=1 if sent else 0,
+            lease_expires_at=timezone.now() + lease(),
+            requested_by=user if getattr(user, "pk", None) else None,
+        )
     except IntegrityError as exc:
         # The unique index: another operation on this payment is unresolved.
         raise errors.OperationInFlight() from exc

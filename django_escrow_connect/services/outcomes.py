@@ -115,12 +115,13 @@ def _transfer_incident(
 
 
 def intent_created(payment: Any, operation: Any, intent: Any, *, event_id: str = "") -> None:
+    # The payment's state does not change here (it awaits payment, as phase 1
+    # left it, and phase 1 moved the task): no task sync, no read of the task.
     operation.mark_succeeded(intent.id)
     operation.save()
     if not payment.stripe_payment_intent_id:
         payment.stripe_payment_intent_id = intent.id
         payment.save(update_fields=["stripe_payment_intent_id", "updated_at"])
-        sync_task_status(payment)
         log_payment(payment, "payment created")
 
 
@@ -621,14 +622,18 @@ _NOT_MADE: dict[str, Any] = {
 }
 
 
-def apply_outcome(operation: Any, outcome: Outcome) -> None:
-    """Phase 3: commit the answer; raise the error to show once it is committed."""
+def apply_outcome(operation: Any, outcome: Outcome) -> Any:
+    """Phase 3: commit the answer; raise the error to show once it is committed.
+
+    Returns the payment as committed: the instance read under its lock here
+    (so a caller needs no read of its own afterwards).
+    """
     failure: errors.ServiceError | None = None
     with transaction.atomic():
         payment, operation = lock_operation(operation.payment_id, operation.pk)
         if not operation.is_unresolved:
             # A webhook (or a concurrent retry) settled it first, from Stripe's facts.
-            return
+            return payment
         if outcome.error is None:
             done = _SUCCEEDED[operation.kind](payment, operation, outcome.result)
             if done is False:
@@ -653,6 +658,7 @@ def apply_outcome(operation: Any, outcome: Outcome) -> None:
             failure = _REFUSED[operation.kind](payment, operation, outcome.error)
     if failure is not None:
         raise failure
+    return payment
 
 
 def execute(operation: Any) -> None:

@@ -179,8 +179,8 @@ def create_payment(
             # A webhook cannot settle it: the PaymentIntent was not sent yet.
             raise errors.OperationInFlight()
     outcome = operations.send(operation)
-    outcomes.apply_outcome(operation, outcome)
-    payment = _reread(payment)
+    # The payment as phase 3 committed it: read under its lock, a new instance.
+    payment = outcomes.apply_outcome(operation, outcome)
     _log(payment, "payment created")
     client_secret = outcome.result.client_secret
     notify("payment_required", payment=payment, client_secret=client_secret)
@@ -369,8 +369,9 @@ def _new_payment(
         payment.stripe_customer_id = saved_methods.known_customer(terms.payer)
     payment.intent_idempotency_key = idempotency_key("payment", payment.pk, "intent", 0)
     try:
-        with transaction.atomic():
-            payment.save(force_insert=True)
+        # No savepoint of its own: create_payment's transaction rolls back
+        # whole on this error, and a savepoint costs two statements.
+        payment.save(force_insert=True)
     except IntegrityError as exc:
         raise errors.Conflict(_("This task already has a payment."), code="already_paid") from exc
     if split_accounts is not None:

@@ -135,3 +135,32 @@ def test_a_split_release_costs_a_constant_number_of_queries_per_payee(market, se
     assert three - two == per_payee, (one, two, three)
     # O(payees), with a small constant: one payee's transfer is its three phases.
     assert per_payee <= 30, per_payee
+
+
+@pytest.mark.django_db(transaction=True)
+def test_creating_a_payment_costs_a_fixed_number_of_statements(market):  # noqa: F811
+    """``POST payments/create/`` in autocommit, as a web process runs it.
+
+    Phase 1 (one transaction): the task locked, the terms (the test host
+    reads its accepted bid and both users), the open payment, the payee's
+    account, the attempt number, the payment and its operation inserted.
+    Phase 3 (one transaction): the payment and the operation locked, both
+    updated. No savepoints, and the committed payment is not read again.
+    """
+    from django_escrow_connect import simulation
+
+    add_payments(market, 6)
+    task = market.task()
+    # The request's own statements: the simulated Stripe's events wait.
+    events = []
+    previous = simulation.set_event_sink(lambda *event: events.append(event))
+    try:
+        with CaptureQueriesContext(connection) as captured:
+            response = market.create(task)
+    finally:
+        simulation.set_event_sink(previous)
+    assert response.status_code == 201, response.content
+    assert events, "the simulated Stripe sent no event"
+    statements = [q["sql"] for q in captured if q["sql"] not in ("BEGIN", "COMMIT")]
+    assert not [s for s in statements if "SAVEPOINT" in s], statements
+    assert len(statements) == 13, "\n".join(statements)
