@@ -47,14 +47,14 @@ from django.test import Client  # noqa: E402
 from django.test.utils import override_settings, setup_test_environment  # noqa: E402
 from django.utils.module_loading import import_string  # noqa: E402
 
+from django_escrow_connect import simulation as simulated  # noqa: E402
 from django_escrow_connect import swappable  # noqa: E402
 from django_escrow_connect.conf import (  # noqa: E402
     MANUAL_CAPTURE,
     SEPARATE_CHARGES_AND_TRANSFERS,
 )
-from django_escrow_connect.gateway import simulated  # noqa: E402
 from django_escrow_connect.gateway.signing import sign_webhook_payload  # noqa: E402
-from django_escrow_connect.gateway.simulated import simulated_stripe  # noqa: E402
+from django_escrow_connect.simulation import simulated_stripe  # noqa: E402
 from django_escrow_connect.webhooks.receiver import receive  # noqa: E402
 from tests import factories  # noqa: E402
 from tests.payments.conftest import (  # noqa: E402

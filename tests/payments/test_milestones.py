@@ -419,6 +419,15 @@ class TestSplit:
         response = market.get(partner, "payment-detail", payment_id=payment.pk)
         assert response.status_code == 200
 
+    def test_the_second_payee_lists_the_payment_and_no_other(self, market, partner):
+        market.held_payment()  # the doer's alone
+        payment = held(market, payees=team(market, partner))
+        listed = market.get(partner, "payment-list").json()
+        assert [p["payment_id"] for p in listed["results"]] == [str(payment.pk)]
+        assert listed["count"] == 1
+        assert market.get(market.doer, "payment-list").json()["count"] == 2
+        assert market.get(market.other, "payment-list").json()["count"] == 0
+
     def test_amount_shares_must_add_up_to_the_net(self, market, partner):
         task = market.task(amount=10_000)
         EXTRA[task.pk] = {

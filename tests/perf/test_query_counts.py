@@ -164,3 +164,31 @@ def test_creating_a_payment_costs_a_fixed_number_of_statements(market):  # noqa:
     statements = [q["sql"] for q in captured if q["sql"] not in ("BEGIN", "COMMIT")]
     assert not [s for s in statements if "SAVEPOINT" in s], statements
     assert len(statements) == 13, "\n".join(statements)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_a_users_list_reads_the_payment_table_by_index(market):  # noqa: F811
+    """``GET payments/`` (no role) follows the user's payments, not the table.
+
+    The rule is ``payer = u OR payee_user = u OR id in the user's split
+    payee rows``; written ``id IN (subquery)`` the last arm made PostgreSQL
+    scan every payment (a hashed subplan it tests row by row). With the
+    planner told to avoid sequential scans, the count and the page must
+    still come from indexes: a bitmap OR of the three arms.
+    """
+    add_payments(market, 30)
+    Payment = swappable.load("EscrowPayment")
+    table = Payment._meta.db_table
+    with CaptureQueriesContext(connection) as captured:
+        response = market.get(market.doer, "payment-list")
+    assert response.status_code == 200, response.content
+    reads = [q["sql"] for q in captured if f'FROM "{table}" WHERE' in q["sql"]]
+    assert len(reads) == 2, reads  # the count and the page
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        for sql in reads:
+            cursor.execute(f"EXPLAIN {sql}")
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert f"Seq Scan on {table}" not in plan, plan
+            assert "BitmapOr" in plan, plan
