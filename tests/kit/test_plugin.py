@@ -30,7 +30,7 @@ def test_the_plugin_defines_only_fixtures_nothing_autouse(request):
 def test_escrow_stripe_switches_the_gateway_and_starts_empty(escrow_stripe, settings):
     from django_escrow_connect.conf import escrow_settings
     from django_escrow_connect.gateway import get_gateway
-    from django_escrow_connect.gateway.simulated import SimulatedGateway
+    from django_escrow_connect.simulation import SimulatedGateway
 
     assert isinstance(get_gateway(), SimulatedGateway)
     assert escrow_stripe.store.accounts == {}
