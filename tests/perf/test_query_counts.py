@@ -157,15 +157,15 @@ def test_creating_a_payment_costs_a_fixed_number_of_statements(market):  # noqa:
         get_terms(type(task).objects.get(pk=task.pk))
     host_terms = len(host) - 1  # less the task's own read
     # The request's own statements: the simulated Stripe's events wait.
-    events = []
-    previous = simulation.set_event_sink(lambda *event: events.append(event))
+    events = simulation.EventCollector()
+    previous = simulation.set_event_sink(events)
     try:
         with CaptureQueriesContext(connection) as captured:
             response = market.create(task)
     finally:
         simulation.set_event_sink(previous)
     assert response.status_code == 201, response.content
-    assert events, "the simulated Stripe sent no event"
+    assert events.types == ["payment_intent.created"], events.types
     statements = [q["sql"] for q in captured if q["sql"] not in ("BEGIN", "COMMIT")]
     assert not [s for s in statements if "SAVEPOINT" in s], statements
     assert len(statements) == 10 + host_terms, "\n".join(statements)
