@@ -200,18 +200,25 @@ def payloads_for_replay(payloads: dict[str, list[Delivery]], *, warmup: bool) ->
 
 
 def timed(side: Side, request: Callable[[], Any]) -> Any:
+    """Time one request: in all, and inside the database driver's ``execute``."""
     count = 0
+    in_database = 0.0
 
     def counter(execute: Callable[..., Any], sql: str, params: Any, many: bool, ctx: Any) -> Any:
-        nonlocal count
+        nonlocal count, in_database
         count += 1
-        return execute(sql, params, many, ctx)
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, ctx)
+        finally:
+            in_database += time.perf_counter() - started
 
     with connection.execute_wrapper(counter):
         started = time.perf_counter()
         result = request()
         elapsed = time.perf_counter() - started
     side.ms.append(elapsed * 1000)
+    side.db_ms.append(in_database * 1000)
     side.statements.append(count)
     return result
 

@@ -33,6 +33,10 @@ class Side:
         self.statements: list[int] = []
         #: Time in stripe-python's HTTP client per request (the peer's Stripe fetches).
         self.fetch_ms: list[float] = []
+        #: Time inside the database driver's ``execute`` per request (the
+        #: round trips, the server's work and the commit): what is left of a
+        #: request without it is Python on the client's side.
+        self.db_ms: list[float] = []
 
     def summary(self) -> dict[str, Any]:
         ordered = sorted(self.ms)
@@ -52,6 +56,9 @@ class Side:
         }
         if self.fetch_ms:
             out["fetch_ms_mean"] = round(statistics.fmean(self.fetch_ms), 3)
+        if self.db_ms:
+            out["db_ms_mean"] = round(statistics.fmean(self.db_ms), 3)
+            out["python_ms_mean"] = round(mean - out["db_ms_mean"], 3)
         return out
 
 
@@ -74,6 +81,14 @@ def side_medians(name: str, summaries: Iterable[dict[str, Any]]) -> dict[str, An
         f"{name}_p50_ms_median": statistics.median(s["p50_ms"] for s in rounds),
         f"{name}_p95_ms_median": statistics.median(s["p95_ms"] for s in rounds),
         f"{name}_statements": sorted({n for s in rounds for n in s["statements"]}),
+        **(
+            {
+                f"{name}_db_ms_median": statistics.median(s["db_ms_mean"] for s in rounds),
+                f"{name}_python_ms_median": statistics.median(s["python_ms_mean"] for s in rounds),
+            }
+            if all("db_ms_mean" in s for s in rounds)
+            else {}
+        ),
     }
 
 

@@ -58,7 +58,11 @@ def render_ingest(results: list[dict[str, Any]]) -> str:
         values = [cell(p["phases"][phase]) if phase in p["phases"] else "—" for p in peers]
         return [both(values)]
 
-    out += ["### Package / floor (median of rounds, min-max in brackets; run 1 ; run 2)", ""]
+    out += [
+        "### Package / floor "
+        "(median of rounds, min-max in brackets; runs in order, separated by semicolons)",
+        "",
+    ]
     header = ["Phase", "package / floor", "SQL statements (package / floor)"]
     if peers:
         header += [
@@ -86,7 +90,7 @@ def render_ingest(results: list[dict[str, Any]]) -> str:
             )
         )
     out.append("")
-    out += ["### Absolute figures (medians of rounds; run 1 ; run 2)", ""]
+    out += ["### Absolute figures (medians of rounds; runs in order, separated by semicolons)", ""]
     header = ["Phase", "package ev/s", "floor ev/s", "package p50 / p95 ms", "floor p50 / p95 ms"]
     if peers:
         header += [f"{name} ev/s", f"{name} p50 / p95 ms", f"floor ev/s ({name} run)"]
@@ -116,6 +120,8 @@ def render_ingest(results: list[dict[str, Any]]) -> str:
             )
         )
     out.append("")
+    if all("package_db_ms_median" in r["phases"][phase] for r in runs for phase in r["phases"]):
+        out += split_table(runs)
     out += ["### Conditions", ""]
     out += [row("Run", "when", "load before", "load after", "CPUs", "PostgreSQL settings")]
     out += [row(*["---"] * 6)]
@@ -137,12 +143,47 @@ def render_ingest(results: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def split_table(runs: list[dict[str, Any]]) -> list[str]:
+    """Mean ms per request inside the driver's ``execute`` and outside it, per side."""
+    out = [
+        "### Inside the database driver and outside it "
+        "(mean ms per request, medians of rounds; runs in order, separated by semicolons)",
+        "",
+    ]
+    header = [
+        "Phase",
+        "package: in `execute`",
+        "package: outside",
+        "floor: in `execute`",
+        "floor: outside",
+    ]
+    out += [row(*header), row(*["---"] * len(header))]
+    for phase in runs[0]["phases"]:
+        p = [r["phases"][phase] for r in runs]
+        out.append(
+            row(
+                f"`{phase}`",
+                *(
+                    both([ms2(x[f"{side}_{part}_ms_median"]) for x in p])
+                    for side in ("package", "floor")
+                    for part in ("db", "python")
+                ),
+            )
+        )
+    out.append("")
+    return out
+
+
+def ms2(value: float) -> str:
+    return f"{value:.2f}"
+
+
 def render_api(runs: list[dict[str, Any]]) -> str:
     out: list[str] = []
     sizes = list(runs[0]["scaling"]["sizes"])
     out += [
         "### API requests excluding Stripe, as the table grows "
-        "(p50/p95 ms per run, run 1 ; run 2, then SQL queries)",
+        "(p50/p95 ms per run, runs in order, separated by semicolons, then SQL queries)",
         "",
     ]
     out += [row("Request", *[f"{int(s):,} rows" for s in sizes])]

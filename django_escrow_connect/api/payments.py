@@ -30,7 +30,7 @@ import uuid
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.db.models import F, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.db.models.lookups import In
@@ -129,10 +129,17 @@ def with_details(queryset: Any) -> Any:
 
 def visible_payments(user: Any) -> Any:
     """Payments ``user`` may list without naming an organization."""
-    queryset = _payment_model().objects.all()
+    condition = Q()
+    for arm in visible_to(user):
+        condition |= arm
+    return _payment_model().objects.filter(condition)
+
+
+def visible_to(user: Any) -> list[Q]:
+    """The conditions, any of which lets ``user`` list a payment (staff: all payments)."""
     if permissions.is_platform_staff(user):
-        return queryset
-    return queryset.filter(Q(payer=user) | Q(payee_user=user) | _split_payee_of(user))
+        return [Q()]
+    return [Q(payer=user), Q(payee_user=user), _split_payee_of(user)]
 
 
 def _split_payee_of(user: Any) -> Q:
@@ -158,6 +165,82 @@ class _InArray(In):
         if connection.vendor == "postgresql" and not self.rhs_is_direct_value():
             return f"= ANY(ARRAY{rhs})"
         return str(super().get_rhs_op(connection, rhs))
+
+
+#: A list's order: newest first, the primary key breaking ties.
+NEWEST_FIRST = ("-created_at", "-pk")
+
+
+class NewestOfArms:
+    """Payments matching any of several conditions, newest first, page by page.
+
+    What the paginator is given for a user's list without ``role``: the
+    count is one query on the ORed conditions (a bitmap OR of index scans),
+    and a page ``[start:stop]`` reads the payments whose ids are in the
+    ``UNION`` of each condition's newest ``stop`` rows, then sorts those
+    (at most ``stop`` per condition). Each condition walks its own index
+    (``payer``, ``payee_user``: ``(party, -created_at)``) only as far as the
+    page needs, so the page's cost follows the page, not how many payments
+    the user has: read as one ``ORDER BY ... LIMIT`` over the OR, PostgreSQL
+    gathers and sorts all of a heavy user's rows for the newest 20
+    (docs/performance.md). ``narrow`` (e.g. one task's) applies to each.
+
+    PostgreSQL only (a ``LIMIT`` inside a ``UNION``'s arms): elsewhere
+    :func:`newest_first` returns the plain ORed queryset.
+    """
+
+    #: The paginator does not warn about an unordered list: this one is.
+    ordered = True
+
+    def __init__(self, arms: list[Q], narrow: Q, prepare: Any = None) -> None:
+        self.arms = arms
+        self.narrow = narrow
+        self.prepare = prepare or (lambda queryset: queryset)
+
+    def _matching(self) -> Any:
+        condition = Q()
+        for arm in self.arms:
+            condition |= arm
+        return _payment_model().objects.filter(condition).filter(self.narrow)
+
+    def count(self) -> int:
+        return int(self._matching().count())
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __getitem__(self, index: slice) -> list[Any]:
+        if not isinstance(index, slice) or index.step is not None:
+            raise TypeError("NewestOfArms takes a slice [start:stop]")
+        start, stop = index.start or 0, index.stop
+        if stop is None or start < 0 or stop < start:
+            raise ValueError("NewestOfArms takes a bounded, non-negative slice")
+        if stop == start:
+            return []
+        Payment = _payment_model()
+        newest = [
+            Payment.objects.filter(arm)
+            .filter(self.narrow)
+            .order_by(*NEWEST_FIRST)
+            .values("pk")[:stop]
+            for arm in self.arms
+        ]
+        candidates = newest[0].union(*newest[1:])
+        page = Payment.objects.filter(pk__in=candidates).order_by(*NEWEST_FIRST)[start:stop]
+        return list(self.prepare(page))
+
+
+def newest_first(arms: list[Q], narrow: Q, *, prepare: Any = None) -> Any:
+    """Payments matching any of ``arms`` and ``narrow``, newest first, for a paginator."""
+    Payment = _payment_model()
+    connection = connections[router.db_for_read(Payment)]
+    if len(arms) > 1 and connection.features.supports_slicing_ordering_in_compound:
+        return NewestOfArms(arms, narrow, prepare)
+    condition = Q()
+    for arm in arms:
+        condition |= arm
+    queryset = Payment.objects.filter(condition).filter(narrow).order_by(*NEWEST_FIRST)
+    return (prepare or (lambda q: q))(queryset)
 
 
 def get_visible_payment(user: Any, payment_id: Any, *, details: bool = False) -> Any:
@@ -782,22 +865,25 @@ class PaymentListView(PaymentAPIView):
                     code="invalid_role",
                 )
             organization = administered_organization(user, organization_id)
-            queryset = _payment_model().objects.filter(payee_organization=organization)
+            arms = [Q(payee_organization=organization)]
         elif role == "customer":
-            queryset = _payment_model().objects.filter(payer=user)
+            arms = [Q(payer=user)]
         elif role == "task_doer":
-            queryset = _payment_model().objects.filter(payee_user=user)
+            arms = [Q(payee_user=user)]
         else:
-            queryset = visible_payments(user)
+            arms = visible_to(user)
+        narrow = Q()
         task_id = request.query_params.get("task_id") or None
         if task_id is not None:
             try:
-                queryset = queryset.filter(task_id=task_id)
+                # Builds the lookup (no query): an id no task can have is refused here.
+                _payment_model().objects.filter(task_id=task_id)
             except (ValueError, TypeError, DjangoValidationError):
                 raise errors.InvalidInput(_("No such task."), code="invalid_task_id") from None
-        queryset = with_details(queryset.order_by("-created_at", "-pk"))
+            narrow = Q(task_id=task_id)
+        payments = newest_first(arms, narrow, prepare=with_details)
         paginator = PaymentPagination()
-        page = paginator.paginate_queryset(queryset, request, view=self)
+        page = paginator.paginate_queryset(payments, request, view=self)
         # paginate_queryset answers None only when pagination is off; it is on here.
         assert page is not None
         return paginator.get_paginated_response(serialize_payments(page))

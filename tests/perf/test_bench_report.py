@@ -132,3 +132,27 @@ def test_the_dj_stripe_stub_answers_from_the_replayed_events_and_counts_misses()
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_time_inside_the_driver_and_outside_it_is_a_table_of_its_own(tmp_path: Path) -> None:
+    import json
+
+    run = json.loads(PACKAGE_RUN.read_text())
+    assert "Inside the database driver" not in report(PACKAGE_RUN)  # older results: no table
+    for figures in run["phases"].values():
+        figures.update(
+            package_db_ms_median=2.5,
+            package_python_ms_median=1.75,
+            floor_db_ms_median=0.5,
+            floor_python_ms_median=0.625,
+        )
+    with_split = tmp_path / "ingest-run.json"
+    with_split.write_text(json.dumps(run))
+    rows = table_rows(report(with_split), "Inside the database driver")
+    assert rows["Phase"][1:] == [
+        "package: in `execute`",
+        "package: outside",
+        "floor: in `execute`",
+        "floor: outside",
+    ]
+    assert rows["`duplicate`"][1:] == ["2.50", "1.75", "0.50", "0.62"]
