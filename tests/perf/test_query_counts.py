@@ -6,12 +6,12 @@ rows on PostgreSQL; this is its fast guard, on any database."""
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from django_escrow_connect import factories as kit
 from django_escrow_connect import swappable
 from django_escrow_connect.conf import SEPARATE_CHARGES_AND_TRANSFERS
 from tests import factories
@@ -23,22 +23,11 @@ STATES = ["held", "released", "refunded", "awaiting_payment", "partially_refunde
 def add_payment(payer, *, status: str = "held", split_with=(), **payee):
     """One payment of ``payer`` to ``payee`` (``payee_user`` or
     ``payee_organization``), its task, and ``split_with`` as further payees."""
-    Payment = swappable.load("EscrowPayment")
-    task = factories.make_task(payer, **payee)
-    pid = uuid.uuid4()
-    payment = Payment.objects.create(
-        id=pid,
-        task=task,
-        payer=payer,
-        destination_account_id="acct_perf",
-        currency="usd",
-        amount=10_000,
-        platform_fee=1_000,
-        strategy=SEPARATE_CHARGES_AND_TRANSFERS,
+    payment = kit.make_payment(
+        factories.make_task(payer, **payee),
         status=status,
-        stripe_payment_intent_id=f"pi_perf_{pid.hex}",
-        transfer_group=f"escrow_{pid.hex}",
-        **payee,
+        strategy=SEPARATE_CHARGES_AND_TRANSFERS,
+        platform_fee=1_000,
     )
     Payee = swappable.load("EscrowPayee")
     for position, user in enumerate(split_with, 1):
