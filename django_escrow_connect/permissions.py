@@ -6,7 +6,7 @@ predicate named in ``ESCROW_CONNECT["ORGANIZATION_ADMIN_PREDICATE"]``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .conf import escrow_settings
 from .states import PaymentStatus
@@ -14,6 +14,7 @@ from .states import PaymentStatus
 __all__ = [
     "deny_all_organization_admins",
     "is_authenticated",
+    "is_one_of_the_payees",
     "is_organization_admin",
     "is_payee",
     "is_payer",
@@ -68,6 +69,26 @@ def is_payee(user: Any, payment: AbstractEscrowPayment) -> bool:
     return is_organization_admin(user, payment.payee_organization)
 
 
+def is_one_of_the_payees(user: Any, payment: AbstractEscrowPayment) -> bool:
+    """A payee of a payment shared by several (splits): the user, or an admin of the organization.
+
+    The first payee is also the payment's own payee (:func:`is_payee`); the
+    others are only in its payee rows. Being one of them lets a user see the
+    payment, not act on it: a refund or a cancel gives back the whole
+    payment, which one payee of several may not decide.
+    """
+    if not is_authenticated(user):
+        return False
+    # The reverse accessor of the payee model (swappable), unknown to the abstract type.
+    for payee in cast(Any, payment).payees.all():
+        if payee.user_id is not None:
+            if payee.user_id == user.pk:
+                return True
+        elif is_organization_admin(user, payee.organization):
+            return True
+    return False
+
+
 # Transition permissions: the ``permission=`` of the payment's transitions
 # (base/models/), asked by the services through
 # :func:`django_escrow_connect.transitions.may` for every request made on a
@@ -108,5 +129,10 @@ def may_retry(payment: AbstractEscrowPayment, user: Any) -> bool:
 
 
 def may_view(payment: AbstractEscrowPayment, user: Any) -> bool:
-    """The payer, the payee or staff may see the payment."""
-    return is_payer(user, payment) or is_payee(user, payment) or is_platform_staff(user)
+    """The payer, a payee (of several too) or staff may see the payment."""
+    return (
+        is_payer(user, payment)
+        or is_payee(user, payment)
+        or is_platform_staff(user)
+        or is_one_of_the_payees(user, payment)
+    )

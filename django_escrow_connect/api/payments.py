@@ -144,8 +144,18 @@ def visible_to(user: Any) -> list[Q]:
 
 def _split_payee_of(user: Any) -> Q:
     """Payments ``user`` is one of several payees of (a subquery, no extra query)."""
+    return _paying(Q(user=user))
+
+
+def _split_payee_organization_in(organizations: Any) -> Q:
+    """Payments one of ``organizations`` is one of several payees of (a subquery)."""
+    return _paying(Q(organization__in=organizations))
+
+
+def _paying(payee: Q) -> Q:
+    """Payments with a payee row matching ``payee``, as ``pk = ANY(ARRAY(subquery))``."""
     # No ORDER BY (the payee's default ordering joins the payment table).
-    payees = swappable.load("EscrowPayee").objects.filter(user=user).order_by().values("payment_id")
+    payees = swappable.load("EscrowPayee").objects.filter(payee).order_by().values("payment_id")
     return Q(_InArray(F("pk"), payees))
 
 
@@ -272,6 +282,7 @@ def get_visible_payment(user: Any, payment_id: Any, *, details: bool = False) ->
             | Q(payee_user=user)
             | _split_payee_of(user)
             | Q(payee_organization__in=organizations)
+            | _split_payee_organization_in(organizations)
         )
     else:
         scoped_in_sql = False
@@ -280,6 +291,7 @@ def get_visible_payment(user: Any, payment_id: Any, *, details: bool = False) ->
             | Q(payee_user=user)
             | _split_payee_of(user)
             | Q(payee_organization__isnull=False)
+            | _paying(Q(organization__isnull=False))
         )
     if details:
         queryset = with_details(queryset)
@@ -865,11 +877,14 @@ class PaymentListView(PaymentAPIView):
                     code="invalid_role",
                 )
             organization = administered_organization(user, organization_id)
-            arms = [Q(payee_organization=organization)]
+            arms = [
+                Q(payee_organization=organization),
+                _split_payee_organization_in([organization.pk]),
+            ]
         elif role == "customer":
             arms = [Q(payer=user)]
         elif role == "task_doer":
-            arms = [Q(payee_user=user)]
+            arms = [Q(payee_user=user), _split_payee_of(user)]
         else:
             arms = visible_to(user)
         narrow = Q()

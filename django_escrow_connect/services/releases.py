@@ -476,11 +476,11 @@ def reversal_plan(payment: Any, total_refunded: int) -> list[tuple[Any, int]]:
 
 def deliver_milestone(payment_id: Any, milestone_id: Any, user: Any) -> Any:
     """The doer marks a milestone delivered (starts its auto-release clock)."""
-    from ..permissions import is_payee
+    from ..permissions import is_one_of_the_payees, is_payee
 
     with transaction.atomic():
         payment = lock_payment(payment_id)
-        if not (is_payee(user, payment) or _is_split_payee(payment, user)):
+        if not (is_payee(user, payment) or is_one_of_the_payees(user, payment)):
             raise errors.Forbidden(_("Only the doer can mark a milestone delivered."))
         milestone = payment.milestones.filter(pk=_int_or_none(milestone_id)).first()
         if milestone is None:
@@ -492,10 +492,6 @@ def deliver_milestone(payment_id: Any, milestone_id: Any, user: Any) -> Any:
         milestone.mark_delivered()
         milestone.save()
     return milestone
-
-
-def _is_split_payee(payment: Any, user: Any) -> bool:
-    return bool(getattr(user, "pk", None)) and payment.payees.filter(user=user).exists()
 
 
 def _int_or_none(value: Any) -> int | None:

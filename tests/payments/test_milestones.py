@@ -428,6 +428,82 @@ class TestSplit:
         assert market.get(market.doer, "payment-list").json()["count"] == 2
         assert market.get(market.other, "payment-list").json()["count"] == 0
 
+    def test_the_second_payee_lists_the_payment_as_a_task_doer(self, market, partner):
+        market.held_payment()  # the doer's alone
+        payment = held(market, payees=team(market, partner))
+
+        def as_doer(user: Any) -> list[str]:
+            body = market.get(user, "payment-list", role="task_doer").json()
+            return [p["payment_id"] for p in body["results"]]
+
+        assert as_doer(partner) == [str(payment.pk)]
+        assert len(as_doer(market.doer)) == 2
+        assert market.get(partner, "payment-list", role="customer").json()["count"] == 0
+
+    @pytest.mark.parametrize("in_sql", [True, False], ids=["administered", "predicate"])
+    def test_a_later_payee_sees_the_payment_but_may_not_give_it_back(
+        self, market, partner, settings, in_sql
+    ):
+        if not in_sql:  # without ADMINISTERED_ORGANIZATIONS the predicate decides
+            configure(settings, ADMINISTERED_ORGANIZATIONS=None)
+        payment = held(market, payees=team(market, partner))
+        seen = market.get(partner, "payment-detail", payment_id=payment.pk)
+        assert seen.status_code == 200, seen.content
+        assert [p["party_id"] for p in seen.json()["payees"]] == [
+            str(market.doer.pk),
+            str(partner.pk),
+        ]
+        # Seeing is not deciding: a refund gives the whole payment back.
+        refused = market.post(partner, "payment-refund", {}, payment_id=payment.pk)
+        assert refused.status_code == 403, refused.content
+        assert market.get(market.other, "payment-detail", payment_id=payment.pk).status_code == 404
+
+    @pytest.mark.parametrize("in_sql", [True, False], ids=["administered", "predicate"])
+    def test_an_organization_among_the_payees_is_shown_the_payment(self, market, settings, in_sql):
+        if not in_sql:
+            configure(settings, ADMINISTERED_ORGANIZATIONS=None)
+        payment = held(
+            market,
+            payees=[
+                PayeeShare(user=market.doer, basis_points=6_000),
+                PayeeShare(organization=market.organization, basis_points=4_000),
+            ],
+        )
+        detail = market.get(market.org_admin, "payment-detail", payment_id=payment.pk)
+        assert detail.status_code == 200, detail.content
+        organization = str(market.organization.pk)
+        listed = market.get(market.org_admin, "payment-list", organization_id=organization)
+        assert [p["payment_id"] for p in listed.json()["results"]] == [str(payment.pk)]
+        # A member who does not administer it sees neither.
+        hidden = market.get(market.org_member, "payment-detail", payment_id=payment.pk)
+        assert hidden.status_code == 404
+        refused = market.get(market.org_member, "payment-list", organization_id=organization)
+        assert refused.status_code == 404
+
+    def test_every_payee_may_mark_a_milestone_delivered(self, market, partner):
+        payment = held(
+            market,
+            milestones=three_milestones(),
+            payees=[
+                PayeeShare(user=market.doer, basis_points=5_000),
+                PayeeShare(user=partner, basis_points=3_000),
+                PayeeShare(organization=market.organization, basis_points=2_000),
+            ],
+        )
+        milestones = list(payment.milestones.order_by("position"))
+
+        def deliver(user: Any, milestone: Any) -> int:
+            url = reverse(
+                "escrow_connect:milestone-deliver", args=[str(payment.pk), str(milestone.pk)]
+            )
+            with market.capture(execute=True):
+                return market.client(user).post(url, {}, format="json").status_code
+
+        assert deliver(partner, milestones[0]) == 200
+        assert deliver(market.org_admin, milestones[1]) == 200
+        assert deliver(market.org_member, milestones[2]) == 404
+        assert deliver(market.customer, milestones[2]) == 403
+
     def test_amount_shares_must_add_up_to_the_net(self, market, partner):
         task = market.task(amount=10_000)
         EXTRA[task.pk] = {
