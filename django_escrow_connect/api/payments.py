@@ -26,6 +26,8 @@ Someone who may not see a payment gets 404, never 403, so ids do not leak.
 
 from __future__ import annotations
 
+import functools
+import operator
 import uuid
 from typing import Any
 
@@ -129,10 +131,12 @@ def with_details(queryset: Any) -> Any:
 
 def visible_payments(user: Any) -> Any:
     """Payments ``user`` may list without naming an organization."""
-    condition = Q()
-    for arm in visible_to(user):
-        condition |= arm
-    return _payment_model().objects.filter(condition)
+    return _payment_model().objects.filter(_any_of(visible_to(user)))
+
+
+def _any_of(conditions: list[Q]) -> Q:
+    """The conditions ORed."""
+    return functools.reduce(operator.or_, conditions, Q())
 
 
 def visible_to(user: Any) -> list[Q]:
@@ -184,8 +188,10 @@ NEWEST_FIRST = ("-created_at", "-pk")
 class NewestOfArms:
     """Payments matching any of several conditions, newest first, page by page.
 
-    What the paginator is given for a user's list without ``role``: the
-    count is one query on the ORed conditions (a bitmap OR of index scans),
+    What the paginator is given for a list under several conditions (a
+    user's without ``role``: payer, payee, split payee; ``role=task_doer`` and
+    an organization's: payee, split payee): the count is one query on the
+    ORed conditions (a bitmap OR of index scans),
     and a page ``[start:stop]`` reads the payments whose ids are in the
     ``UNION`` of each condition's newest ``stop`` rows, then sorts those
     (at most ``stop`` per condition). Each condition walks its own index
@@ -202,19 +208,13 @@ class NewestOfArms:
     #: The paginator does not warn about an unordered list: this one is.
     ordered = True
 
-    def __init__(self, arms: list[Q], narrow: Q, prepare: Any = None) -> None:
+    def __init__(self, arms: list[Q], narrow: Q, prepare: Any) -> None:
         self.arms = arms
         self.narrow = narrow
-        self.prepare = prepare or (lambda queryset: queryset)
-
-    def _matching(self) -> Any:
-        condition = Q()
-        for arm in self.arms:
-            condition |= arm
-        return _payment_model().objects.filter(condition).filter(self.narrow)
+        self.prepare = prepare
 
     def count(self) -> int:
-        return int(self._matching().count())
+        return int(_payment_model().objects.filter(_any_of(self.arms)).filter(self.narrow).count())
 
     def __len__(self) -> int:
         return self.count()
@@ -240,17 +240,16 @@ class NewestOfArms:
         return list(self.prepare(page))
 
 
-def newest_first(arms: list[Q], narrow: Q, *, prepare: Any = None) -> Any:
-    """Payments matching any of ``arms`` and ``narrow``, newest first, for a paginator."""
+def newest_first(arms: list[Q], narrow: Q, *, prepare: Any) -> Any:
+    """Payments matching any of ``arms`` and ``narrow``, newest first, for a paginator.
+
+    ``prepare`` finishes a queryset of the page (e.g. :func:`with_details`).
+    """
     Payment = _payment_model()
     connection = connections[router.db_for_read(Payment)]
     if len(arms) > 1 and connection.features.supports_slicing_ordering_in_compound:
         return NewestOfArms(arms, narrow, prepare)
-    condition = Q()
-    for arm in arms:
-        condition |= arm
-    queryset = Payment.objects.filter(condition).filter(narrow).order_by(*NEWEST_FIRST)
-    return (prepare or (lambda q: q))(queryset)
+    return prepare(Payment.objects.filter(_any_of(arms)).filter(narrow).order_by(*NEWEST_FIRST))
 
 
 def get_visible_payment(user: Any, payment_id: Any, *, details: bool = False) -> Any:
