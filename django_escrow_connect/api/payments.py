@@ -33,8 +33,18 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connections, router, transaction
-from django.db.models import F, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import (
+    BigIntegerField,
+    F,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce, Floor
 from django.db.models.lookups import In
 from django.utils.translation import gettext as _
 from rest_framework import serializers, status
@@ -320,7 +330,7 @@ HELD = F("amount") - F("amount_released") - F("amount_refunded")
 
 
 def held_net_of_fee() -> Any:
-    """The payee's share of what a payment holds, as a database expression.
+    """The payees' part of what a payment holds, as a database expression.
 
     ``platform_fee`` is the fee the releases took plus the fee on what is
     held, so the releases' own fees are added back. A subquery inside the one
@@ -336,6 +346,44 @@ def held_net_of_fee() -> Any:
         .values("taken")
     )
     return HELD - F("platform_fee") + Coalesce(Subquery(taken_by_releases), Value(0))
+
+
+def _weights(payees: Q) -> Any:
+    """The summed shares (basis points or amounts) of a payment's payee rows matching ``payees``."""
+    weight = Coalesce("basis_points", "amount", output_field=BigIntegerField())
+    return (
+        swappable.load("EscrowPayee")
+        .objects.filter(payees, payment=OuterRef("pk"))
+        .order_by()
+        .values("payment")
+        .annotate(total=Sum(weight))
+        .values("total")
+    )
+
+
+def in_escrow_for_payee(arms: list[Q], payee_rows: Q) -> list[dict[str, Any]]:
+    """What escrow holds for a payee, per currency, in one query whatever the data.
+
+    ``arms`` select the payments the payee is paid by (first payee, or one of
+    several); ``payee_rows`` select the payee's own payee rows. A payment
+    without payee rows (one payee, no milestones) holds its whole net for its
+    payee. A payment with payee rows (several payees, or milestones) holds
+    for each payee their share of the held net: the net times the payee's
+    share (basis points or amount) over all its payees' shares, rounded down.
+    A release divides its own net exactly (largest remainder,
+    :func:`~django_escrow_connect.terms.split_amount`), so a payee may receive
+    up to one minor unit per release more than shown.
+    """
+    one = Value(1, output_field=BigIntegerField())
+    share = Floor(
+        held_net_of_fee()
+        * Coalesce(Subquery(_weights(payee_rows)), one)
+        / Coalesce(Subquery(_weights(Q())), one),
+        output_field=BigIntegerField(),
+    )
+    return money_totals(
+        _payment_model().objects.filter(_any_of(arms), status__in=ESCROW_STATES), share
+    )
 
 
 def earnings_totals(payee_filter: Q, payee_row_filter: Q) -> list[dict[str, Any]]:
@@ -1051,26 +1099,30 @@ class TaskDoerDashboardView(PaymentAPIView):
         if organization_id is not None:
             organization = administered_organization(user, organization_id)
             payee = {"type": "organization", "id": str(organization.pk)}
-            payments = _payment_model().objects.filter(payee_organization=organization)
+            # The first payee, or one of several (the same arms as the list's).
+            arms = [
+                Q(payee_organization=organization),
+                _split_payee_organization_in([organization.pk]),
+            ]
             account = Account.objects.filter(owner_organization=organization).first()
+            payee_rows = Q(organization=organization)
             earnings = earnings_totals(
                 Q(payee_organization=organization), Q(payee__organization=organization)
             )
         else:
             payee = {"type": "user", "id": str(user.pk)}
-            payments = _payment_model().objects.filter(payee_user=user)
+            arms = [Q(payee_user=user), _split_payee_of(user)]
             account = Account.objects.filter(owner_user=user).first()
+            payee_rows = Q(user=user)
             earnings = earnings_totals(Q(payee_user=user), Q(payee__user=user))
-        latest = with_details(payments.order_by("-created_at", "-pk"))[:limit]
+        latest = newest_first(arms, Q(), prepare=with_details)[:limit]
         return Response(
             {
                 "payee": payee,
                 "account": serialize_account(account),
                 "payments": serialize_payments(latest),
                 "earnings": earnings,
-                "in_escrow": money_totals(
-                    payments.filter(status__in=ESCROW_STATES), held_net_of_fee()
-                ),
+                "in_escrow": in_escrow_for_payee(arms, payee_rows),
             }
         )
 

@@ -440,6 +440,70 @@ class TestSplit:
         assert len(as_doer(market.doer)) == 2
         assert market.get(partner, "payment-list", role="customer").json()["count"] == 0
 
+    def test_each_payees_dashboard_shows_the_payment_and_their_share_in_escrow(
+        self, market, partner
+    ):
+        market.held_payment()  # the doer's alone: 10,000 less the 10 % fee
+        payment = held(market, payees=team(market, partner))
+
+        def dashboard(user: Any) -> tuple[list[str], list[int]]:
+            response = market.get(user, "dashboard-task-doer")
+            assert response.status_code == 200, response.content
+            body = response.json()
+            return (
+                [p["payment_id"] for p in body["payments"]],
+                [row["amount"] for row in body["in_escrow"]],
+            )
+
+        # 9,000 net shared 60/40; the first payee is not shown the partner's part.
+        assert dashboard(partner) == ([str(payment.pk)], [3_600])
+        shown, held_for_doer = dashboard(market.doer)
+        assert shown[0] == str(payment.pk)
+        assert len(shown) == 2
+        assert held_for_doer == [9_000 + 5_400]
+
+        release(market, payment, amount=4_000)  # 6,000 held: 5,400 net
+        assert dashboard(partner) == ([str(payment.pk)], [2_160])
+        assert dashboard(market.doer)[1] == [9_000 + 3_240]
+        release(market, payment)
+        assert dashboard(partner) == ([str(payment.pk)], [])
+
+    def test_a_share_in_escrow_is_rounded_down(self, market, partner):
+        payment = held(market, amount=10_010, payees=team(market, partner))
+        net = payment.amount - payment.platform_fee
+        assert net == 9_009  # 60/40: 5,405.4 and 3,603.6
+
+        def in_escrow(user: Any) -> list[int]:
+            body = market.get(user, "dashboard-task-doer").json()
+            return [row["amount"] for row in body["in_escrow"]]
+
+        assert in_escrow(market.doer) == [5_405]
+        assert in_escrow(partner) == [3_603]
+        # The release divides the net exactly: the odd unit goes to the larger remainder.
+        confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert confirmed.status_code == 200, confirmed.content
+        earned = market.get(partner, "dashboard-task-doer").json()["earnings"]
+        assert [row["amount"] for row in earned] == [3_604]
+
+    def test_an_organizations_dashboard_shows_its_share_by_amount(self, market):
+        payment = held(
+            market,
+            payees=[
+                PayeeShare(user=market.doer, amount=6_500),
+                PayeeShare(organization=market.organization, amount=2_500),
+            ],
+        )
+        response = market.get(
+            market.org_admin, "dashboard-task-doer", organization_id=str(market.organization.pk)
+        )
+        assert response.status_code == 200, response.content
+        body = response.json()
+        assert [p["payment_id"] for p in body["payments"]] == [str(payment.pk)]
+        assert body["in_escrow"] == [{"currency": "usd", "amount": 2_500, "formatted": "25.00 USD"}]
+        doer = market.get(market.doer, "dashboard-task-doer").json()
+        assert [row["amount"] for row in doer["in_escrow"]] == [6_500]
+        assert market.get(market.other, "dashboard-task-doer").json()["in_escrow"] == []
+
     @pytest.mark.parametrize("in_sql", [True, False], ids=["administered", "predicate"])
     def test_a_later_payee_sees_the_payment_but_may_not_give_it_back(
         self, market, partner, settings, in_sql
