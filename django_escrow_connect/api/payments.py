@@ -35,7 +35,9 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connections, router, transaction
 from django.db.models import (
     BigIntegerField,
+    Case,
     F,
+    FilteredRelation,
     OuterRef,
     Prefetch,
     Q,
@@ -43,6 +45,7 @@ from django.db.models import (
     Subquery,
     Sum,
     Value,
+    When,
 )
 from django.db.models.functions import Coalesce, Floor
 from django.db.models.lookups import In
@@ -348,41 +351,40 @@ def held_net_of_fee() -> Any:
     return HELD - F("platform_fee") + Coalesce(Subquery(taken_by_releases), Value(0))
 
 
-def _weights(payees: Q) -> Any:
-    """The summed shares (basis points or amounts) of a payment's payee rows matching ``payees``."""
-    weight = Coalesce("basis_points", "amount", output_field=BigIntegerField())
-    return (
-        swappable.load("EscrowPayee")
-        .objects.filter(payees, payment=OuterRef("pk"))
-        .order_by()
-        .values("payment")
-        .annotate(total=Sum(weight))
-        .values("total")
-    )
-
-
-def in_escrow_for_payee(arms: list[Q], payee_rows: Q) -> list[dict[str, Any]]:
+def in_escrow_for_payee(arms: list[Q], own_row: Q) -> list[dict[str, Any]]:
     """What escrow holds for a payee, per currency, in one query whatever the data.
 
     ``arms`` select the payments the payee is paid by (first payee, or one of
-    several); ``payee_rows`` select the payee's own payee rows. A payment
-    without payee rows (one payee, no milestones) holds its whole net for its
-    payee. A payment with payee rows (several payees, or milestones) holds
-    for each payee their share of the held net: the net times the payee's
-    share (basis points or amount) over all its payees' shares, rounded down.
-    A release divides its own net exactly (largest remainder,
-    :func:`~django_escrow_connect.terms.split_amount`), so a payee may receive
-    up to one minor unit per release more than shown.
+    several); ``own_row`` selects the payee's own payee rows (e.g.
+    ``Q(payees__user=user)``). A payment without payee rows (one payee, no
+    milestones) holds its whole net for its payee. A payment with payee rows
+    (several payees, or milestones) holds for each payee their share of the
+    held net: the net times the payee's share (basis points or amount) over
+    all its payees' shares, rounded down. A release divides its own net
+    exactly (largest remainder, :func:`~django_escrow_connect.terms.split_amount`),
+    so a payee may receive up to one minor unit per release more than shown.
     """
-    one = Value(1, output_field=BigIntegerField())
-    share = Floor(
-        held_net_of_fee()
-        * Coalesce(Subquery(_weights(payee_rows)), one)
-        / Coalesce(Subquery(_weights(Q())), one),
+    # The payee's own row is a LEFT JOIN (no subquery per payment); the
+    # payees' total is read only for the payments that have rows.
+    weight = Coalesce("own_row__basis_points", "own_row__amount", output_field=BigIntegerField())
+    all_weights = (
+        swappable.load("EscrowPayee")
+        .objects.filter(payment=OuterRef("pk"))
+        .order_by()
+        .values("payment")
+        .annotate(total=Sum(Coalesce("basis_points", "amount", output_field=BigIntegerField())))
+        .values("total")
+    )
+    share = Case(
+        When(own_row__id__isnull=True, then=held_net_of_fee()),
+        default=Floor(held_net_of_fee() * weight / Subquery(all_weights)),
         output_field=BigIntegerField(),
     )
     return money_totals(
-        _payment_model().objects.filter(_any_of(arms), status__in=ESCROW_STATES), share
+        _payment_model()
+        .objects.annotate(own_row=FilteredRelation("payees", condition=own_row))
+        .filter(_any_of(arms), status__in=ESCROW_STATES),
+        share,
     )
 
 
@@ -1105,7 +1107,7 @@ class TaskDoerDashboardView(PaymentAPIView):
                 _split_payee_organization_in([organization.pk]),
             ]
             account = Account.objects.filter(owner_organization=organization).first()
-            payee_rows = Q(organization=organization)
+            own_row = Q(payees__organization=organization)
             earnings = earnings_totals(
                 Q(payee_organization=organization), Q(payee__organization=organization)
             )
@@ -1113,7 +1115,7 @@ class TaskDoerDashboardView(PaymentAPIView):
             payee = {"type": "user", "id": str(user.pk)}
             arms = [Q(payee_user=user), _split_payee_of(user)]
             account = Account.objects.filter(owner_user=user).first()
-            payee_rows = Q(user=user)
+            own_row = Q(payees__user=user)
             earnings = earnings_totals(Q(payee_user=user), Q(payee__user=user))
         latest = newest_first(arms, Q(), prepare=with_details)[:limit]
         return Response(
@@ -1122,7 +1124,7 @@ class TaskDoerDashboardView(PaymentAPIView):
                 "account": serialize_account(account),
                 "payments": serialize_payments(latest),
                 "earnings": earnings,
-                "in_escrow": in_escrow_for_payee(arms, payee_rows),
+                "in_escrow": in_escrow_for_payee(arms, own_row),
             }
         )
 
