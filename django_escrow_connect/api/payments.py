@@ -156,17 +156,17 @@ def visible_to(user: Any) -> list[Q]:
     """The conditions, any of which lets ``user`` list a payment (staff: all payments)."""
     if permissions.is_platform_staff(user):
         return [Q()]
-    return [Q(payer=user), Q(payee_user=user), _split_payee_of(user)]
+    return [Q(payer=user), *_paid_to_user(user)]
 
 
-def _split_payee_of(user: Any) -> Q:
-    """Payments ``user`` is one of several payees of (a subquery, no extra query)."""
-    return _paying(Q(user=user))
+def _paid_to_user(user: Any) -> list[Q]:
+    """Payments ``user`` is paid by: as their payee, or as one of several (payee rows)."""
+    return [Q(payee_user=user), _paying(Q(user=user))]
 
 
-def _split_payee_organization_in(organizations: Any) -> Q:
-    """Payments one of ``organizations`` is one of several payees of (a subquery)."""
-    return _paying(Q(organization__in=organizations))
+def _paid_to_organization(organization: Any) -> list[Q]:
+    """Payments ``organization`` is paid by: as their payee, or as one of several."""
+    return [Q(payee_organization=organization), _paying(Q(organization=organization))]
 
 
 def _paying(payee: Q) -> Q:
@@ -290,18 +290,14 @@ def get_visible_payment(user: Any, payment_id: Any, *, details: bool = False) ->
         if isinstance(organizations, QuerySet):
             organizations = organizations.values("pk")  # a subquery, not a second query
         queryset = queryset.filter(
-            Q(payer=user)
-            | Q(payee_user=user)
-            | _split_payee_of(user)
+            _any_of(visible_to(user))
             | Q(payee_organization__in=organizations)
-            | _split_payee_organization_in(organizations)
+            | _paying(Q(organization__in=organizations))
         )
     else:
         scoped_in_sql = False
         queryset = queryset.filter(
-            Q(payer=user)
-            | Q(payee_user=user)
-            | _split_payee_of(user)
+            _any_of(visible_to(user))
             | Q(payee_organization__isnull=False)
             | _paying(Q(organization__isnull=False))
         )
@@ -375,9 +371,10 @@ def in_escrow_for_payee(arms: list[Q], own_row: Q) -> list[dict[str, Any]]:
         .annotate(total=Sum(Coalesce("basis_points", "amount", output_field=BigIntegerField())))
         .values("total")
     )
+    net = held_net_of_fee()
     share = Case(
-        When(own_row__id__isnull=True, then=held_net_of_fee()),
-        default=Floor(held_net_of_fee() * weight / Subquery(all_weights)),
+        When(own_row__id__isnull=True, then=net),
+        default=Floor(net * weight / Subquery(all_weights)),
         output_field=BigIntegerField(),
     )
     return money_totals(
@@ -926,14 +923,11 @@ class PaymentListView(PaymentAPIView):
                     code="invalid_role",
                 )
             organization = administered_organization(user, organization_id)
-            arms = [
-                Q(payee_organization=organization),
-                _split_payee_organization_in([organization.pk]),
-            ]
+            arms = _paid_to_organization(organization)
         elif role == "customer":
             arms = [Q(payer=user)]
         elif role == "task_doer":
-            arms = [Q(payee_user=user), _split_payee_of(user)]
+            arms = _paid_to_user(user)
         else:
             arms = visible_to(user)
         narrow = Q()
@@ -1101,11 +1095,7 @@ class TaskDoerDashboardView(PaymentAPIView):
         if organization_id is not None:
             organization = administered_organization(user, organization_id)
             payee = {"type": "organization", "id": str(organization.pk)}
-            # The first payee, or one of several (the same arms as the list's).
-            arms = [
-                Q(payee_organization=organization),
-                _split_payee_organization_in([organization.pk]),
-            ]
+            arms = _paid_to_organization(organization)
             account = Account.objects.filter(owner_organization=organization).first()
             own_row = Q(payees__organization=organization)
             earnings = earnings_totals(
@@ -1113,7 +1103,7 @@ class TaskDoerDashboardView(PaymentAPIView):
             )
         else:
             payee = {"type": "user", "id": str(user.pk)}
-            arms = [Q(payee_user=user), _split_payee_of(user)]
+            arms = _paid_to_user(user)
             account = Account.objects.filter(owner_user=user).first()
             own_row = Q(payees__user=user)
             earnings = earnings_totals(Q(payee_user=user), Q(payee__user=user))
