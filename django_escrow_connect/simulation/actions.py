@@ -83,7 +83,10 @@ class SimulatedActions:
                 requirements=_requirements([]),
                 future_requirements=_requirements([]),
             )
-            account["tos_acceptance"].update(date=now, ip="127.0.0.1", user_agent="simulated")
+            if account["tos_acceptance"].get("date") is None:
+                # Accepted once: onboarding again does not move the date (nor, with a
+                # clock that crossed a second, emit an account.updated for it).
+                account["tos_acceptance"].update(date=now, ip="127.0.0.1", user_agent="simulated")
             account["business_profile"].update(
                 mcc="5734", url="https://seller.example", product_description="Simulated"
             )
