@@ -3,6 +3,7 @@
     python benchmarks/report.py ingest RUN1.json [RUN2.json ...]   # ratios, then absolutes
     python benchmarks/report.py ingest RUN.json DJSTRIPE.json      # with dj-stripe's column
     python benchmarks/report.py api RUN1.json [RUN2.json ...]      # API at each table size
+    python benchmarks/report.py statements RUN1.json [RUN2.json ...]  # per statement
 
 Given several runs, each cell shows the runs' values side by side
 ("a / b"), so a reader (and the docs) see at once what the runs agree on.
@@ -228,10 +229,60 @@ def render_api(runs: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+#: The columns of the statements table: (heading, the measure in benchmarks/statements.py).
+STATEMENT_COLUMNS = (
+    ("quoting", "quoting_ms"),
+    ("round trip", "round_trip_ms"),
+    ("parse and transfer", "parse_and_transfer_ms"),
+    ("plan", "plan_ms"),
+    ("execution", "execution_ms"),
+    ("commit and driver", "commit_ms"),
+    ("in all (autocommit)", "autocommit_ms"),
+)
+
+
+def render_statements(runs: list[dict[str, Any]]) -> str:
+    """Per phase and statement, the medians of ``benchmarks/statements.py`` (ms, WAL kB)."""
+    out = [
+        "Medians per statement, ms (WAL in kB); runs in order, separated by semicolons.",
+        "",
+        row(
+            "Phase",
+            "statement",
+            *(heading for heading, _ in STATEMENT_COLUMNS),
+            "WAL kB",
+            "SQL chars / parameters",
+        ),
+        row(*["---"] * (len(STATEMENT_COLUMNS) + 4)),
+    ]
+    for phase, kinds in runs[0]["phases"].items():
+        for kind, first in kinds.items():
+            figures = [r["phases"][phase][kind] for r in runs]
+            writes = first["wal_bytes"] > 0
+            cells = [
+                both(f"{f[key]:.2f}" for f in figures) if writes or key != "commit_ms" else "—"
+                for _, key in STATEMENT_COLUMNS
+            ]
+            out.append(
+                row(
+                    f"`{phase}`",
+                    kind,
+                    *cells,
+                    both(f"{f['wal_bytes'] / 1000:.1f}" for f in figures),
+                    f"{first['sql_chars']:.0f} / {first['parameters']:.0f}",
+                )
+            )
+    out.append("")
+    return "\n".join(out)
+
+
+RENDERERS = {"ingest": render_ingest, "api": render_api, "statements": render_statements}
+
+
 if __name__ == "__main__":
     kind, *paths = sys.argv[1:]
     loaded = []
     for path in paths:
         with open(path) as fh:
             loaded.append(json.load(fh))
-    sys.stdout.write((render_ingest if kind == "ingest" else render_api)(loaded))
+    sys.stdout.write(RENDERERS[kind](loaded))

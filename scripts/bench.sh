@@ -7,6 +7,8 @@
 #   bash scripts/bench.sh api [args]      # only the API run (benchmarks/run.py)
 #   bash scripts/bench.sh djstripe [args] # ingest, then dj-stripe 2.11 on the same payloads
 #                                         # (benchmarks/djstripe_ingest.py, in its own venv)
+#   bash scripts/bench.sh statements [args] # where each webhook statement's time goes
+#                                         # (benchmarks/statements.py; a diagnostic, no ratios)
 #
 # ESCROW_PG_PREPARED=1 runs both sides with server-side binding and prepared
 # statements (tests/settings.py; docs/scale.md recommends it without a
@@ -14,7 +16,8 @@
 #
 # Results: benchmarks/results/ingest-latest.json and benchmarks/results/latest.json
 # (override the directory with BENCH_RESULTS); the djstripe target adds
-# benchmarks/results/djstripe-latest.json. Not part of CI's test command.
+# benchmarks/results/djstripe-latest.json, the statements target writes
+# benchmarks/results/statements-latest.json. Not part of CI's test command.
 #
 # dj-stripe 2.11 needs stripe<16 (the package needs 16), so its run has a venv of
 # its own, built here from PyPI on first use and cached in DJSTRIPE_VENV (default
@@ -33,7 +36,9 @@ if [[ -z "$PYTHON" ]]; then
 fi
 RESULTS="${BENCH_RESULTS:-$PROJECT/benchmarks/results}"
 what="all"
-if [[ "${1:-}" == ingest || "${1:-}" == api || "${1:-}" == djstripe ]]; then what="$1"; shift; fi
+case "${1:-}" in
+    ingest | api | djstripe | statements) what="$1"; shift ;;
+esac
 
 # The peer's venv first: a failure here should not cost a cluster and an ingest run
 # before the user learns that dj-stripe cannot be measured.
@@ -73,6 +78,12 @@ echo "bench.sh: $line" >&2
 mkdir -p "$RESULTS"
 cd "$PROJECT"
 export PYTHONPATH="$PROJECT${PYTHONPATH:+:$PYTHONPATH}" DJANGO_SETTINGS_MODULE=benchmarks.settings
+if [[ "$what" == statements ]]; then
+    "$PYTHON" benchmarks/statements.py --output "$RESULTS/statements-latest.json" "$@" >/dev/null
+    echo "bench.sh: results in $RESULTS/statements-latest.json" >&2
+    echo "bench.sh: the table: $PYTHON benchmarks/report.py statements $RESULTS/statements-latest.json" >&2
+    exit 0
+fi
 if [[ "$what" != api ]]; then
     replay=()
     if [[ -n "$djstripe_python" ]]; then replay=(--payloads-out "$work/payloads.json"); fi
