@@ -36,6 +36,7 @@ from django.db import connections, router, transaction
 from django.db.models import (
     BigIntegerField,
     Case,
+    Exists,
     F,
     FilteredRelation,
     OuterRef,
@@ -63,7 +64,7 @@ from ..services import books, errors
 from ..services import payments as payment_services
 from ..services import releases as release_services
 from ..states import PaymentStatus as S
-from ..states import TransferStatus
+from ..states import ReleaseStatus, TransferStatus
 from .errors import EscrowAPIView
 from .schema import OpenApiParameter, extend_schema, view_schema
 from .serializers import (
@@ -383,6 +384,48 @@ def in_escrow_for_payee(arms: list[Q], own_row: Q) -> list[dict[str, Any]]:
         .filter(_any_of(arms), status__in=ESCROW_STATES),
         share,
     )
+
+
+def refused_shares_for_payee(payee_row_filter: Q) -> list[dict[str, Any]]:
+    """A payee's shares that a release could not transfer, per currency: one query.
+
+    When Stripe refuses one payee's transfer of a split release, the release
+    has left escrow (``amount_released``) but the share is still on the
+    platform's balance, and the next release request sends it again. Until
+    then it counts as the payee's, in escrow. ``payee_row_filter`` selects
+    the payee's transfers by their payee row (e.g. ``Q(payee__user=user)``).
+    Each refused share counts once: the latest refused attempt of a
+    (release, payee) with no live transfer after it.
+    """
+    Transfer = swappable.load("Transfer")
+    same_share = Transfer.objects.filter(release=OuterRef("release"), payee=OuterRef("payee"))
+    live = same_share.exclude(status=TransferStatus.FAILED)
+    refused_later = same_share.filter(status=TransferStatus.FAILED).filter(
+        Q(created_at__gt=OuterRef("created_at"))
+        | Q(created_at=OuterRef("created_at"), pk__gt=OuterRef("pk"))
+    )
+    return money_totals(
+        Transfer.objects.filter(
+            payee_row_filter,
+            status=TransferStatus.FAILED,
+            release__status=ReleaseStatus.PENDING,
+            payment__status__in=ESCROW_STATES,
+        ).filter(~Exists(live), ~Exists(refused_later)),
+        F("amount"),
+    )
+
+
+def added_up(*totals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-currency totals added up, in currency order, without the zeros."""
+    amounts: dict[str, int] = {}
+    for rows in totals:
+        for row in rows:
+            amounts[row["currency"]] = amounts.get(row["currency"], 0) + row["amount"]
+    return [
+        {"currency": currency, "amount": amount, "formatted": format_money(amount, currency)}
+        for currency, amount in sorted(amounts.items())
+        if amount
+    ]
 
 
 def earnings_totals(payee_filter: Q, payee_row_filter: Q) -> list[dict[str, Any]]:
@@ -1098,15 +1141,15 @@ class TaskDoerDashboardView(PaymentAPIView):
             arms = _paid_to_organization(organization)
             account = Account.objects.filter(owner_organization=organization).first()
             own_row = Q(payees__organization=organization)
-            earnings = earnings_totals(
-                Q(payee_organization=organization), Q(payee__organization=organization)
-            )
+            own_transfers = Q(payee__organization=organization)
+            earnings = earnings_totals(Q(payee_organization=organization), own_transfers)
         else:
             payee = {"type": "user", "id": str(user.pk)}
             arms = _paid_to_user(user)
             account = Account.objects.filter(owner_user=user).first()
             own_row = Q(payees__user=user)
-            earnings = earnings_totals(Q(payee_user=user), Q(payee__user=user))
+            own_transfers = Q(payee__user=user)
+            earnings = earnings_totals(Q(payee_user=user), own_transfers)
         latest = newest_first(arms, Q(), prepare=with_details)[:limit]
         return Response(
             {
@@ -1114,7 +1157,9 @@ class TaskDoerDashboardView(PaymentAPIView):
                 "account": serialize_account(account),
                 "payments": serialize_payments(latest),
                 "earnings": earnings,
-                "in_escrow": in_escrow_for_payee(arms, own_row),
+                "in_escrow": added_up(
+                    in_escrow_for_payee(arms, own_row), refused_shares_for_payee(own_transfers)
+                ),
             }
         )
 

@@ -485,6 +485,45 @@ class TestSplit:
         earned = market.get(partner, "dashboard-task-doer").json()["earnings"]
         assert [row["amount"] for row in earned] == [3_604]
 
+    def test_a_refused_share_stays_in_the_payees_escrow_until_it_is_sent(
+        self, market, sim_stripe, partner
+    ):
+        payment = held(market, payees=team(market, partner))
+
+        def refuse_next_transfer() -> None:
+            sim_stripe.fail_next(
+                "create_transfer",
+                BalanceInsufficient(
+                    "Insufficient funds.", code="balance_insufficient", http_status=400
+                ),
+            )
+
+        def figures(user: Any) -> tuple[list[int], list[int]]:
+            body = market.get(user, "dashboard-task-doer").json()
+            return (
+                [row["amount"] for row in body["in_escrow"]],
+                [row["amount"] for row in body["earnings"]],
+            )
+
+        refuse_next_transfer()
+        confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert confirmed.status_code == 409, confirmed.content
+        # The release left escrow; the doer's 5,400 did not reach them, the
+        # partner's 3,600 did.
+        assert figures(market.doer) == ([5_400], [])
+        assert figures(partner) == ([], [3_600])
+
+        # Refused again: two failed attempts, one share.
+        refuse_next_transfer()
+        confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert confirmed.status_code == 409, confirmed.content
+        assert figures(market.doer) == ([5_400], [])
+
+        confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert confirmed.status_code == 200, confirmed.content
+        assert figures(market.doer) == ([], [5_400])
+        assert figures(partner) == ([], [3_600])
+
     def test_an_organizations_dashboard_shows_its_share_by_amount(self, market):
         payment = held(
             market,

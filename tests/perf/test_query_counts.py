@@ -97,8 +97,9 @@ def test_query_counts_do_not_grow_with_the_table(market):  # noqa: F811
     assert small["list"] == small["list as payee"] == 7
     # Dashboards add their totals (and an organization's its admin check);
     # a doer's earnings are two totals: payments released at once, and the
-    # payee's own transfers of payments released in parts.
-    assert max(small.values()) <= 12
+    # payee's own transfers of payments released in parts; its escrow is two
+    # too: the held shares, and the shares a refused transfer left behind.
+    assert max(small.values()) <= 13
 
 
 def release_queries(market, settings, payees: int) -> int:  # noqa: F811
