@@ -32,13 +32,14 @@ import uuid
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import connections, router, transaction
+from django.db import NotSupportedError, connections, router, transaction
 from django.db.models import (
     BigIntegerField,
     Case,
     Exists,
     F,
     FilteredRelation,
+    Func,
     OuterRef,
     Prefetch,
     Q,
@@ -386,33 +387,83 @@ def in_escrow_for_payee(arms: list[Q], own_row: Q) -> list[dict[str, Any]]:
     )
 
 
-def refused_shares_for_payee(payee_row_filter: Q) -> list[dict[str, Any]]:
-    """A payee's shares that a release could not transfer, per currency: one query.
+class AllocatedTo(Func):
+    """A release's allocation to one payee row: ``allocations[str(payee_id)]``, 0 if none.
 
-    When Stripe refuses one payee's transfer of a split release, the release
-    has left escrow (``amount_released``) but the share is still on the
-    platform's balance, and the next release request sends it again. Until
-    then it counts as the payee's, in escrow. ``payee_row_filter`` selects
-    the payee's transfers by their payee row (e.g. ``Q(payee__user=user)``).
-    Each refused share counts once: the latest refused attempt of a
-    (release, payee) with no live transfer after it.
+    ``allocations`` is the JSON object a release stores before any transfer
+    (payee row id to minor units). The key is another column, so this is a
+    per-database JSON lookup: PostgreSQL and SQLite, the databases the package
+    supports.
     """
-    Transfer = swappable.load("Transfer")
-    same_share = Transfer.objects.filter(release=OuterRef("release"), payee=OuterRef("payee"))
-    live = same_share.exclude(status=TransferStatus.FAILED)
-    refused_later = same_share.filter(status=TransferStatus.FAILED).filter(
-        Q(created_at__gt=OuterRef("created_at"))
-        | Q(created_at=OuterRef("created_at"), pk__gt=OuterRef("pk"))
+
+    output_field = BigIntegerField()
+
+    def __init__(self, allocations: Any, payee_id: Any) -> None:
+        super().__init__(allocations, payee_id)
+
+    def _lookup(self, compiler: Any, connection: Any, pattern: str) -> tuple[str, list[Any]]:
+        allocations, payee_id = self.get_source_expressions()
+        document, document_params = compiler.compile(allocations)
+        key, key_params = compiler.compile(payee_id)
+        return pattern.format(document=document, key=key), [*document_params, *key_params]
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, Any]:
+        return self._lookup(
+            compiler,
+            connection,
+            "COALESCE(CAST(jsonb_extract_path_text({document}, CAST({key} AS text)) AS bigint), 0)",
+        )
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, Any]:
+        return self._lookup(
+            compiler,
+            connection,
+            "COALESCE(CAST(json_extract({document}, '$.\"' || {key} || '\"') AS INTEGER), 0)",
+        )
+
+    def as_sql(
+        self,
+        compiler: Any,
+        connection: Any,
+        function: str | None = None,
+        template: str | None = None,
+        arg_joiner: str | None = None,
+        **extra_context: Any,
+    ) -> Any:
+        raise NotSupportedError(
+            f"A release's allocation is read on PostgreSQL and SQLite, not {connection.vendor}."
+        )
+
+
+def unsent_shares_for_payee(payee: dict[str, Any]) -> list[dict[str, Any]]:
+    """A payee's shares of releases not transferred to them yet, per currency: one query.
+
+    A release of a split payment leaves escrow when it starts
+    (``amount_released``); each payee's share (the release's
+    ``allocations``) then goes out as its own transfer. Until that transfer
+    is made (in flight after a timeout, refused by Stripe, or not sent yet
+    because an earlier payee's was not settled) the share is still on the
+    platform's balance, and the next release request sends it: it counts as
+    the payee's, in escrow. ``payee`` names the payee's rows by their fields
+    (``{"user": user}`` or ``{"organization": organization}``). One row per
+    (pending release, payee row): a share counts once, however many
+    attempts were refused.
+    """
+    own = Q(**{f"payment__payees__{name}": value for name, value in payee.items()})
+    made = swappable.load("Transfer").objects.filter(
+        release=OuterRef("pk"), payee=OuterRef("own__pk"), status__in=PAID_TRANSFER_STATES
     )
-    return money_totals(
-        Transfer.objects.filter(
-            payee_row_filter,
-            status=TransferStatus.FAILED,
-            release__status=ReleaseStatus.PENDING,
+    pending = (
+        swappable.load("EscrowRelease")
+        .objects.annotate(own=FilteredRelation("payment__payees", condition=own))
+        .filter(
+            own__isnull=False,
+            status=ReleaseStatus.PENDING,
             payment__status__in=ESCROW_STATES,
-        ).filter(~Exists(live), ~Exists(refused_later)),
-        F("amount"),
+        )
+        .filter(~Exists(made))
     )
+    return money_totals(pending, AllocatedTo("allocations", "own__pk"))
 
 
 def added_up(*totals: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1141,15 +1192,17 @@ class TaskDoerDashboardView(PaymentAPIView):
             arms = _paid_to_organization(organization)
             account = Account.objects.filter(owner_organization=organization).first()
             own_row = Q(payees__organization=organization)
-            own_transfers = Q(payee__organization=organization)
-            earnings = earnings_totals(Q(payee_organization=organization), own_transfers)
+            own_payee: dict[str, Any] = {"organization": organization}
+            earnings = earnings_totals(
+                Q(payee_organization=organization), Q(payee__organization=organization)
+            )
         else:
             payee = {"type": "user", "id": str(user.pk)}
             arms = _paid_to_user(user)
             account = Account.objects.filter(owner_user=user).first()
             own_row = Q(payees__user=user)
-            own_transfers = Q(payee__user=user)
-            earnings = earnings_totals(Q(payee_user=user), own_transfers)
+            own_payee = {"user": user}
+            earnings = earnings_totals(Q(payee_user=user), Q(payee__user=user))
         latest = newest_first(arms, Q(), prepare=with_details)[:limit]
         return Response(
             {
@@ -1158,7 +1211,7 @@ class TaskDoerDashboardView(PaymentAPIView):
                 "payments": serialize_payments(latest),
                 "earnings": earnings,
                 "in_escrow": added_up(
-                    in_escrow_for_payee(arms, own_row), refused_shares_for_payee(own_transfers)
+                    in_escrow_for_payee(arms, own_row), unsent_shares_for_payee(own_payee)
                 ),
             }
         )

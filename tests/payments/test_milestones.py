@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from django_escrow_connect import signals, swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
-from django_escrow_connect.exceptions import BalanceInsufficient
+from django_escrow_connect.exceptions import BalanceInsufficient, TemporarilyUnavailable
 from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.terms import (
     EscrowTerms,
@@ -524,6 +524,30 @@ class TestSplit:
         assert figures(market.doer) == ([], [5_400])
         assert figures(partner) == ([], [3_600])
 
+    def test_shares_of_a_release_cut_short_by_a_timeout_stay_in_escrow(
+        self, market, sim_stripe, partner
+    ):
+        payment = held(market, payees=team(market, partner))
+
+        def in_escrow(user: Any) -> list[int]:
+            body = market.get(user, "dashboard-task-doer").json()
+            return [row["amount"] for row in body["in_escrow"]]
+
+        # The doer's transfer times out (Stripe did not make it): it is in
+        # flight, and the partner's is not sent until it is settled.
+        sim_stripe.fail_next(
+            "create_transfer", TemporarilyUnavailable("Request timed out", http_status=None)
+        )
+        confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert confirmed.status_code == 503, confirmed.content
+        assert market.payment(payment.pk).amount_held == 0
+        assert in_escrow(market.doer) == [5_400]
+        assert in_escrow(partner) == [3_600]
+
+        confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert confirmed.status_code == 200, confirmed.content
+        assert in_escrow(market.doer) == in_escrow(partner) == []
+
     def test_an_organizations_dashboard_shows_its_share_by_amount(self, market):
         payment = held(
             market,
@@ -542,6 +566,39 @@ class TestSplit:
         doer = market.get(market.doer, "dashboard-task-doer").json()
         assert [row["amount"] for row in doer["in_escrow"]] == [6_500]
         assert market.get(market.other, "dashboard-task-doer").json()["in_escrow"] == []
+
+    def test_an_organizations_refused_share_stays_in_its_escrow(self, market, sim_stripe):
+        # The organization first, so that its transfer is the one refused.
+        payment = held(
+            market,
+            payee_user=None,
+            payee_organization=market.organization,
+            payees=[
+                PayeeShare(organization=market.organization, amount=2_500),
+                PayeeShare(user=market.doer, amount=6_500),
+            ],
+        )
+        sim_stripe.fail_next(
+            "create_transfer",
+            BalanceInsufficient(
+                "Insufficient funds.", code="balance_insufficient", http_status=400
+            ),
+        )
+        confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert confirmed.status_code == 409, confirmed.content
+
+        def figures(user: Any, **params: Any) -> tuple[list[int], list[int]]:
+            body = market.get(user, "dashboard-task-doer", **params).json()
+            return (
+                [row["amount"] for row in body["in_escrow"]],
+                [row["amount"] for row in body["earnings"]],
+            )
+
+        organization = str(market.organization.pk)
+        assert figures(market.org_admin, organization_id=organization) == ([2_500], [])
+        assert figures(market.doer) == ([], [6_500])
+        # The admin's own dashboard (as a user) is not the organization's.
+        assert figures(market.org_admin) == ([], [])
 
     @pytest.mark.parametrize("in_sql", [True, False], ids=["administered", "predicate"])
     def test_a_later_payee_sees_the_payment_but_may_not_give_it_back(
