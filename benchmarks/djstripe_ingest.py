@@ -45,6 +45,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.measure import (  # noqa: E402
     Side,
+    emit,
     loadavg,
     pg_settings,
     ratio_spread,
@@ -130,11 +131,7 @@ def main() -> None:
             f"{figures['djstripe_statements_mean']} SQL, "
             f"{figures['stripe_fetches_per_event']} Stripe fetches per event"
         )
-    text = json.dumps(result, indent=1, default=str)
-    if args.output:
-        with open(args.output, "w") as fh:
-            fh.write(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit(result, args.output)
 
 
 def run(payloads: dict[str, Any], chunk: int, stub: Stub) -> dict[str, Any]:

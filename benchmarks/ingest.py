@@ -57,6 +57,7 @@ from django.urls import reverse  # noqa: E402
 from benchmarks import floor  # noqa: E402
 from benchmarks.measure import (  # noqa: E402
     Side,
+    emit,
     loadavg,
     pg_settings,
     ratio_spread,
@@ -424,14 +425,10 @@ def main() -> None:
             f"package {figures['package_events_per_second_median']}/s, "
             f"floor {figures['floor_events_per_second_median']}/s"
         )
-    text = json.dumps(result, indent=1, default=str)
     if args.payloads_out:
         with open(args.payloads_out, "w") as fh:
             json.dump({"chunk": args.chunk, "rounds": replay}, fh)
-    if args.output:
-        with open(args.output, "w") as fh:
-            fh.write(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit(result, args.output)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ is what makes their ratios comparable.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -99,6 +101,15 @@ def pg_settings(connection: Any) -> dict[str, str]:
             cursor.execute(f"SHOW {name}")
             values[name] = cursor.fetchone()[0]
     return values
+
+
+def emit(result: dict[str, Any], output: str | None) -> None:
+    """A run's JSON on stdout, and in ``output`` too when given."""
+    text = json.dumps(result, indent=1, default=str)
+    if output:
+        with open(output, "w") as fh:
+            fh.write(text + "\n")
+    sys.stdout.write(text + "\n")
 
 
 def loadavg() -> list[float]:

@@ -22,7 +22,6 @@ per measurement on stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -47,6 +46,7 @@ from django.test import Client  # noqa: E402
 from django.test.utils import override_settings, setup_test_environment  # noqa: E402
 from django.utils.module_loading import import_string  # noqa: E402
 
+from benchmarks.measure import emit  # noqa: E402
 from django_escrow_connect import simulation as simulated  # noqa: E402
 from django_escrow_connect import swappable  # noqa: E402
 from django_escrow_connect.conf import (  # noqa: E402
@@ -719,11 +719,7 @@ def main() -> None:
     finally:
         simulated.set_event_sink(None)
         connection.creation.destroy_test_db(old_name, verbosity=0, keepdb=args.keepdb)
-    text = json.dumps(result, indent=1, default=str)
-    if args.output:
-        with open(args.output, "w") as fh:
-            fh.write(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit(result, args.output)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ It needs Django's default client-side binding (it explains what that sends).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -60,7 +59,7 @@ from benchmarks.ingest import (
     run_phase,
     task_mode,
 )
-from benchmarks.measure import loadavg, pg_settings
+from benchmarks.measure import emit, loadavg, pg_settings
 
 #: What is measured per statement (ms but for the two counts).
 MEASURES = (
@@ -229,11 +228,7 @@ def main() -> None:
             result["load_average_after"] = loadavg()
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
-    text = json.dumps(result, indent=1, default=str)
-    if args.output:
-        with open(args.output, "w") as fh:
-            fh.write(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit(result, args.output)
 
 
 if __name__ == "__main__":

@@ -449,21 +449,25 @@ def unsent_shares_for_payee(payee: dict[str, Any]) -> list[dict[str, Any]]:
     (pending release, payee row): a share counts once, however many
     attempts were refused.
     """
-    own = Q(**{f"payment__payees__{name}": value for name, value in payee.items()})
+    own_rows = swappable.load("EscrowPayee").objects.filter(**payee).order_by()
+    # Terms refuse a payee listed twice, so a payment has at most one row of
+    # this payee: a scalar subquery, no join that could multiply releases.
+    own_row = Subquery(own_rows.filter(payment=OuterRef("payment")).values("pk")[:1])
     made = swappable.load("Transfer").objects.filter(
-        release=OuterRef("pk"), payee=OuterRef("own__pk"), status__in=PAID_TRANSFER_STATES
+        release=OuterRef("pk"), payee=OuterRef("own_row"), status__in=PAID_TRANSFER_STATES
     )
     pending = (
         swappable.load("EscrowRelease")
-        .objects.annotate(own=FilteredRelation("payment__payees", condition=own))
-        .filter(
-            own__isnull=False,
+        .objects.filter(
+            # Driven by the payee's own rows (indexed), not by every pending release.
+            payment__in=own_rows.values("payment"),
             status=ReleaseStatus.PENDING,
             payment__status__in=ESCROW_STATES,
         )
+        .annotate(own_row=own_row)
         .filter(~Exists(made))
     )
-    return money_totals(pending, AllocatedTo("allocations", "own__pk"))
+    return money_totals(pending, AllocatedTo("allocations", "own_row"))
 
 
 def added_up(*totals: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -34,12 +34,17 @@ def diagnosis() -> Any:
     return Diagnosis()
 
 
+def a_hold(make_payment: Any) -> tuple[Any, dict[str, Any]]:
+    """A payment awaiting payment, and the event that holds it."""
+    scene = make_payment()
+    return scene, so.event("payment_intent.succeeded", intent_for(scene, "succeeded"))
+
+
 @on_postgresql
 def test_a_diagnosed_hold_still_holds_once_and_each_statement_is_measured(
     transactional_db: Any, deliver: Any, make_payment: Any, sim_stripe: Any
 ) -> None:
-    scene = make_payment()
-    evt = so.event("payment_intent.succeeded", intent_for(scene, "succeeded"))
+    scene, evt = a_hold(make_payment)
     measured = diagnosis()
     with connection.execute_wrapper(measured):
         assert deliver.platform(evt).json()["status"] == "processed"
@@ -64,8 +69,7 @@ def test_a_diagnosed_hold_still_holds_once_and_each_statement_is_measured(
 def test_a_duplicate_is_measured_as_its_read_alone(
     transactional_db: Any, deliver: Any, make_payment: Any, sim_stripe: Any
 ) -> None:
-    scene = make_payment()
-    evt = so.event("payment_intent.succeeded", intent_for(scene, "succeeded"))
+    _scene, evt = a_hold(make_payment)
     deliver.platform(evt)
     measured = diagnosis()
     with connection.execute_wrapper(measured):
