@@ -34,13 +34,14 @@ makes a Stripe call (each carries its full object).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import django
@@ -280,6 +281,43 @@ def task_mode() -> Any:
     )
 
 
+def phase_settings(phase: str) -> Any:
+    """The settings ``phase`` runs under (task mode's own; the others as configured)."""
+    return task_mode() if phase == TASK_MODE else override_settings()
+
+
+@contextlib.contextmanager
+def bench_database(name: str) -> Iterator[None]:
+    """A database of its own (a test run on the same server keeps test_<name>),
+    the simulated Stripe as the gateway; dropped afterwards."""
+    old_name = connection.settings_dict["NAME"]
+    connection.settings_dict.setdefault("TEST", {})["NAME"] = name
+    connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    simulation.reset()
+    try:
+        with override_settings(
+            ESCROW_CONNECT={**settings.ESCROW_CONNECT, "GATEWAY": SIMULATED_GATEWAY}
+        ):
+            yield
+    finally:
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
+def warmed_up(chunk: int) -> tuple[Client, Any, Any, dict[str, list[Delivery]]]:
+    """The floor's table, the parties and a client, after a warm-up round of every
+    phase (not recorded); the warm-up's payloads too (the peer replays them)."""
+    floor.create_table()
+    customer = factories.make_user("bench-customer")
+    doer = factories.make_user("bench-doer")
+    client = Client(enforce_csrf_checks=True)
+    warm = round_payloads(max(chunk, 20), customer, doer)
+    for phase in PHASES:
+        with phase_settings(phase):
+            run_phase(client, phase, warm[phase], chunk, 0)
+    clear_task_backend()
+    return client, customer, doer, warm
+
+
 def clear_task_backend() -> None:
     try:
         from django.tasks import default_task_backend  # type: ignore[import-not-found]
@@ -358,65 +396,45 @@ def main() -> None:
         "chunk": args.chunk,
     }
     log(f"ingest: load average before {result['load_average_before']}")
-    old_name = connection.settings_dict["NAME"]
-    # Its own database: a test run on the same server keeps test_<name>.
-    connection.settings_dict.setdefault("TEST", {})["NAME"] = "bench_ingest"
-    connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    simulation.reset()
-    try:
-        with override_settings(
-            ESCROW_CONNECT={**settings.ESCROW_CONNECT, "GATEWAY": SIMULATED_GATEWAY}
-        ):
-            result["postgresql"] = pg_settings(connection)
-            # How statements reach the server (ESCROW_PG_PREPARED=1: docs/scale.md).
-            options = connection.settings_dict.get("OPTIONS", {})
-            result["postgresql"]["client"] = (
-                f"server-side binding, prepared on use {options['prepare_threshold']}"
-                if options.get("server_side_binding") and options.get("prepare_threshold")
-                else "client-side binding, no prepared statements (Django's default)"
-            )
-            log(f"ingest: PostgreSQL {result['postgresql']}")
-            floor.create_table()
-            customer = factories.make_user("bench-customer")
-            doer = factories.make_user("bench-doer")
-            client = Client(enforce_csrf_checks=True)
-            log("ingest: warm-up round (not recorded) ...")
-            warm = round_payloads(max(args.chunk, 20), customer, doer)
-            replay.append(payloads_for_replay(warm, warmup=True))
+    with bench_database("bench_ingest"):
+        result["postgresql"] = pg_settings(connection)
+        # How statements reach the server (ESCROW_PG_PREPARED=1: docs/scale.md).
+        options = connection.settings_dict.get("OPTIONS", {})
+        result["postgresql"]["client"] = (
+            f"server-side binding, prepared on use {options['prepare_threshold']}"
+            if options.get("server_side_binding") and options.get("prepare_threshold")
+            else "client-side binding, no prepared statements (Django's default)"
+        )
+        log(f"ingest: PostgreSQL {result['postgresql']}")
+        log("ingest: warm-up round (not recorded) ...")
+        client, customer, doer, warm = warmed_up(args.chunk)
+        replay.append(payloads_for_replay(warm, warmup=True))
+        rounds = []
+        for number in range(args.rounds):
+            payloads = round_payloads(args.events, customer, doer)
+            replay.append(payloads_for_replay(payloads, warmup=False))
+            with connection.cursor() as cursor:
+                cursor.execute("CHECKPOINT")
+            outcome: dict[str, Any] = {}
             for phase in PHASES:
-                with task_mode() if phase == TASK_MODE else override_settings():
-                    run_phase(client, phase, warm[phase], args.chunk, 0)
-            clear_task_backend()
-            rounds = []
-            for number in range(args.rounds):
-                payloads = round_payloads(args.events, customer, doer)
-                replay.append(payloads_for_replay(payloads, warmup=False))
-                with connection.cursor() as cursor:
-                    cursor.execute("CHECKPOINT")
-                outcome: dict[str, Any] = {}
-                for phase in PHASES:
-                    with task_mode() if phase == TASK_MODE else override_settings():
-                        package, bare = run_phase(
-                            client, phase, payloads[phase], args.chunk, number
-                        )
-                    clear_task_backend()
-                    p, f = package.summary(), bare.summary()
-                    outcome[phase] = {
-                        "package": p,
-                        "floor": f,
-                        "ratio": round(p["mean_ms"] / f["mean_ms"], 3),
-                    }
-                    log(
-                        f"ingest: round {number + 1} {phase}: package {p['events_per_second']}/s "
-                        f"({p['statements']} SQL), floor {f['events_per_second']}/s, "
-                        f"ratio {outcome[phase]['ratio']}"
-                    )
-                rounds.append(outcome)
-            result["rounds_detail"] = rounds
-            result["phases"] = aggregate(rounds)
-            result["load_average_after"] = loadavg()
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
+                with phase_settings(phase):
+                    package, bare = run_phase(client, phase, payloads[phase], args.chunk, number)
+                clear_task_backend()
+                p, f = package.summary(), bare.summary()
+                outcome[phase] = {
+                    "package": p,
+                    "floor": f,
+                    "ratio": round(p["mean_ms"] / f["mean_ms"], 3),
+                }
+                log(
+                    f"ingest: round {number + 1} {phase}: package {p['events_per_second']}/s "
+                    f"({p['statements']} SQL), floor {f['events_per_second']}/s, "
+                    f"ratio {outcome[phase]['ratio']}"
+                )
+            rounds.append(outcome)
+        result["rounds_detail"] = rounds
+        result["phases"] = aggregate(rounds)
+        result["load_average_after"] = loadavg()
     log(f"ingest: load average after {result['load_average_after']}")
     for phase, figures in result["phases"].items():
         log(

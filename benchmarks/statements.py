@@ -43,21 +43,20 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from django.db import connection
-from django.test import Client
-from django.test.utils import override_settings, setup_test_environment
+from django.test.utils import setup_test_environment
 
 from benchmarks import ingest  # sets up Django
 from benchmarks.ingest import (
     PHASES,
-    TASK_MODE,
+    bench_database,
     clear_task_backend,
     log,
     machine,
+    phase_settings,
     round_payloads,
     run_phase,
-    task_mode,
+    warmed_up,
 )
 from benchmarks.measure import emit, loadavg, pg_settings
 
@@ -191,43 +190,23 @@ def main() -> None:
         "load_average_before": loadavg(),
         "events_per_phase": args.events,
     }
-    old_name = connection.settings_dict["NAME"]
-    connection.settings_dict.setdefault("TEST", {})["NAME"] = "bench_statements"
-    connection.creation.create_test_db(verbosity=0, autoclobber=True)
-    ingest.simulation.reset()
-    try:
-        with override_settings(
-            ESCROW_CONNECT={**settings.ESCROW_CONNECT, "GATEWAY": ingest.SIMULATED_GATEWAY}
-        ):
-            result["postgresql"] = pg_settings(connection)
-            log(f"statements: PostgreSQL {result['postgresql']}")
-            ingest.floor.create_table()
-            customer = ingest.factories.make_user("bench-customer")
-            doer = ingest.factories.make_user("bench-doer")
-            client = Client(enforce_csrf_checks=True)
-            warm = round_payloads(max(args.chunk, 20), customer, doer)
-            for phase in PHASES:
-                with task_mode() if phase == TASK_MODE else override_settings():
-                    run_phase(client, phase, warm[phase], args.chunk, 0)
+    with bench_database("bench_statements"):
+        result["postgresql"] = pg_settings(connection)
+        log(f"statements: PostgreSQL {result['postgresql']}")
+        client, customer, doer, _warm = warmed_up(args.chunk)
+        payloads = round_payloads(args.events, customer, doer)
+        with connection.cursor() as cursor:
+            cursor.execute("CHECKPOINT")
+        result["phases"] = {}
+        for phase in PHASES:
+            diagnosis = Diagnosis()
+            with phase_settings(phase), connection.execute_wrapper(diagnosis):
+                run_phase(client, phase, payloads[phase], args.chunk, 0)
             clear_task_backend()
-            payloads = round_payloads(args.events, customer, doer)
-            with connection.cursor() as cursor:
-                cursor.execute("CHECKPOINT")
-            result["phases"] = {}
-            for phase in PHASES:
-                diagnosis = Diagnosis()
-                with (
-                    task_mode() if phase == TASK_MODE else override_settings(),
-                    connection.execute_wrapper(diagnosis),
-                ):
-                    run_phase(client, phase, payloads[phase], args.chunk, 0)
-                clear_task_backend()
-                result["phases"][phase] = diagnosis.medians()
-                for kind, figures in result["phases"][phase].items():
-                    log(f"statements: {phase}: {kind}: {figures}")
-            result["load_average_after"] = loadavg()
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
+            result["phases"][phase] = diagnosis.medians()
+            for kind, figures in result["phases"][phase].items():
+                log(f"statements: {phase}: {kind}: {figures}")
+        result["load_average_after"] = loadavg()
     emit(result, args.output)
 
 
