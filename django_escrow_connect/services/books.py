@@ -18,19 +18,33 @@ __all__ = [
 ]
 
 
-def reversal_target(payment: Any, total_refunded: int, transferred: int | None = None) -> int:
-    """How much of the transfer should be reversed once ``total_refunded`` is.
+def reversal_target(
+    payment: Any,
+    total_refunded: int,
+    transferred: int | None = None,
+    released: int | None = None,
+) -> int:
+    """How much of the transfers should be reversed once ``total_refunded`` is.
 
-    Proportional to the refund, like Stripe's ``reverse_transfer``; a full
-    refund reverses everything that was transferred.
+    A refund takes first what the transfers never carried: money still held,
+    or refunded before the release (``payment.amount - released``). Only what
+    it takes beyond that comes out of the transfers, in proportion to the
+    gross they were released from (``released``; the whole payment unless
+    given), like Stripe's ``reverse_transfer``. A refund of all of it reverses
+    everything that was transferred.
     """
     if transferred is None:
         transferred = payment.amount_transferred
-    if transferred <= 0:
+    if released is None:
+        released = payment.amount
+    if transferred <= 0 or released <= 0:
         return 0
-    if total_refunded >= payment.amount:
+    from_transfers = total_refunded - (payment.amount - released)
+    if from_transfers <= 0:
+        return 0
+    if from_transfers >= released:
         return int(transferred)
-    return int((total_refunded * transferred) // payment.amount)
+    return int((from_transfers * transferred) // released)
 
 
 def is_gross_transfer(payment: Any, transfer_amount: int) -> bool:

@@ -830,7 +830,11 @@ def _begin_reversal_if_needed(payment: Any, amount: int, user: Any, reason: str)
         return None
     transferred = sum(t.amount for t in live)
     reversed_total = sum(t.amount_reversed for t in live)
-    needed = reversal_target(payment, payment.amount_refunded + amount, transferred)
+    # The release transferred what was left after earlier refunds, less the
+    # fee on it (_begin_release): a refund made before the release never
+    # reached the doer, so it must not be taken back from them.
+    released = min(payment.amount, transferred + payment.platform_fee)
+    needed = reversal_target(payment, payment.amount_refunded + amount, transferred, released)
     needed -= reversed_total
     if needed <= 0:
         return None

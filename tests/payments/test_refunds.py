@@ -108,6 +108,34 @@ class TestAfterRelease:
         assert charge_of(sim_stripe, payment)["amount_refunded"] == 10_000
         assert payment.task.payment_status == "refunded"
 
+    @pytest.mark.parametrize(
+        ("after", "reversed_"),
+        [
+            # Half of the 7,000 released: half of its 6,300 transfer.
+            (3_500, 3_150),
+            (100, 90),
+            # All that is left: the whole transfer.
+            (7_000, 6_300),
+        ],
+    )
+    def test_a_refund_made_before_the_release_is_not_taken_back_from_the_doer(
+        self, market, sim_stripe, separate_charges, after, reversed_
+    ):
+        payment = market.held_payment()
+        assert refund(market, payment, amount=3_000).status_code == 200
+        market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        payment = market.payment(payment.pk)
+        # 7,000 released, less the 10 % fee on it.
+        assert (payment.status, payment.amount_transferred) == ("released", 6_300)
+
+        response = refund(market, payment, amount=after)
+        assert response.status_code == 200, response.content
+        payment = market.payment(payment.pk)
+        assert (payment.amount_refunded, payment.amount_reversed) == (3_000 + after, reversed_)
+        account = market.doer_account.stripe_account_id
+        assert sim_stripe.balances[account]["usd"] == 6_300 - reversed_
+        assert charge_of(sim_stripe, payment)["amount_refunded"] == 3_000 + after
+
     def test_destination_charge_refund_reverses_the_transfer_at_stripe(
         self, market, sim_stripe, manual
     ):
