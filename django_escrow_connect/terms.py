@@ -124,11 +124,16 @@ def split_amount(total: int, weights: Sequence[int]) -> list[int]:
 
 
 def proportional_reversals(*, release: Any, transfers: Sequence[Any], amount: int) -> list[int]:
-    """The default ``REVERSAL_POLICY``: ``amount`` over a release's transfers in
-    proportion to what each payee received (:func:`split_amount`)."""
+    """The default ``REVERSAL_POLICY``: ``amount`` over a release's payees in
+    proportion to each one's allocation of it (:func:`split_amount`)."""
     if not transfers:
         return []
-    return split_amount(amount, [t.amount for t in transfers])
+    # The allocation, not the transfer: a payee paid after a refund got less
+    # than it, and the division must not change with who was paid when.
+    allocations = getattr(release, "allocations", None) or {}
+    return split_amount(
+        amount, [int(allocations.get(str(t.payee_id), t.amount)) for t in transfers]
+    )
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Any
 
@@ -205,8 +206,12 @@ def split_transfer_made(payment: Any, transfer: Any, snapshot: Any, *, event_id:
     return transfer
 
 
-def finish_release(payment: Any, release: Any) -> bool:
-    """Mark ``release`` released once every payee's transfer was made."""
+def finish_release(payment: Any, release: Any, nothing_owed: Collection[int] = ()) -> bool:
+    """Mark ``release`` released once every payee's transfer was made.
+
+    ``nothing_owed``: payees (ids) not paid yet whose whole share a refund
+    took back (:mod:`.releases`); no transfer of theirs is waited for.
+    """
     if release.status == ReleaseStatus.RELEASED:
         return True
     made = set(
@@ -218,6 +223,7 @@ def finish_release(payment: Any, release: Any) -> bool:
             ]
         ).values_list("payee_id", flat=True)
     )
+    made.update(nothing_owed)
     if any(int(k) not in made for k, v in release.allocations.items() if int(v) > 0):
         return False
     release.mark_released()

@@ -35,6 +35,7 @@ from ..states import (
     EscrowStrategy,
     MoneyOperationKind,
     RefundStatus,
+    ReleaseStatus,
     TransferStatus,
 )
 from ..states import PaymentStatus as S
@@ -552,7 +553,9 @@ def release_payment(
                 raise errors.Forbidden(
                     _("Only the customer or platform staff can release a payment.")
                 )
-            if payment.status in (S.RELEASED, S.PARTIALLY_REFUNDED):
+            if payment.status == S.RELEASED or (
+                payment.status == S.PARTIALLY_REFUNDED and not _owes_payees(payment)
+            ):
                 return payment
             in_parts = payment.released_in_parts or milestone_id is not None or amount is not None
             if in_parts and payment.is_manual_capture:
@@ -587,6 +590,18 @@ def release_payment(
         raise _too_many_steps()
     return releases.release_in_parts(
         payment_id, user, system=system, milestone_id=milestone_id, amount=amount
+    )
+
+
+def _owes_payees(payment: Any) -> bool:
+    """A release of a payment released in parts still has transfers to send.
+
+    A refund after a payee's transfer was refused leaves the payment
+    ``partially_refunded`` with that release pending: what the refund left of
+    the share is still the payee's, and releasing again sends it.
+    """
+    return bool(
+        payment.released_in_parts and payment.releases.filter(status=ReleaseStatus.PENDING).exists()
     )
 
 

@@ -3,21 +3,23 @@
 A payment whose terms list milestones or several payees is released by
 *releases* (:class:`~django_escrow_connect.base.models.AbstractEscrowRelease`):
 each takes a gross amount out of escrow, keeps its share of the platform fee
-and sends the rest to the payees in one transfer each. The amounts, the fee
-and the per-payee allocation are fixed when the release is created, before
-any transfer, so a retry or a crash recovery resends exactly the same.
+(cumulative, see :func:`_release_fee`) and sends the rest to the payees in
+one transfer each. The amounts, the fee and the per-payee allocation are
+fixed when the release is created, before any transfer, so a retry or a
+crash recovery resends exactly the same.
 
 Each payee's transfer is its own money operation with its own idempotency key
 (per release and payee), in the three phases of :mod:`.operations`: intent
 committed with the payment locked, the Stripe call with no transaction open,
 the outcome committed (:mod:`.outcomes`). Transfers go one after another; a
 refused one leaves the others done and is resent alone by the next release
-request. See docs/milestones.md and docs/splits.md.
+request, checked like a new release (no dispute, no Radar hold) and less what
+a refund since took of it. See docs/milestones.md and docs/splits.md.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 from django.db import transaction
 from django.utils.translation import gettext as _
@@ -31,6 +33,7 @@ from ..states import (
     EscrowStrategy,
     MilestoneStatus,
     MoneyOperationKind,
+    PaymentStatus,
     ReleaseStatus,
     TransferStatus,
 )
@@ -266,18 +269,61 @@ def _next_transfer(
     if not releases:
         return None
     payees = {p.pk: p for p in payment.payees.all()}
+    # What refunds already took of each unpaid share (committed refunds only:
+    # a refund still under way has reversed nothing it would count on here).
+    borne = _borne_by_unpaid(payment, payees)
     for release in releases:
         live = set(release.transfers.filter(status__in=_LIVE).values_list("payee_id", flat=True))
+        taken = borne.get(release.pk, {})
+        nothing_owed: set[int] = set()
         for payee_id, share in _allocations(release):
-            if payee_id in live or (release.pk, payee_id) in refused:
+            if payee_id in live:
                 continue
-            return _begin_transfer(payment, release, payees[payee_id], share, user), (
+            due = share - taken.get(payee_id, 0)
+            if due <= 0:
+                nothing_owed.add(payee_id)
+                continue
+            if (release.pk, payee_id) in refused:
+                continue
+            # The release was allowed when it was made; this transfer moves
+            # money now, so the payment must allow it now (no dispute, no
+            # Radar hold, not refunded).
+            _check_sendable(payment)
+            return _begin_transfer(payment, release, payees[payee_id], due, user), (
                 release.pk,
                 payee_id,
             )
-        if not any((release.pk, p) in refused for p, _share in _allocations(release)):
-            outcomes.finish_release(payment, release)
+        if any((release.pk, p) in refused for p, _share in _allocations(release)):
+            continue
+        if nothing_owed and _wholly_refunded(payment, release):
+            _close_refunded_release(payment, release)
+        else:
+            outcomes.finish_release(payment, release, nothing_owed)
     return None
+
+
+def _wholly_refunded(payment: Any, release: Any) -> bool:
+    return any(
+        r.pk == release.pk and part >= r.amount
+        for r, part in _refunded_parts(payment, payment.amount_refunded)
+    )
+
+
+def _close_refunded_release(payment: Any, release: Any) -> None:
+    """A pending release a refund took back whole: nothing is left to send.
+
+    Its payees paid gave their transfers back and the others are owed
+    nothing, so the release is over (``released``: no transfer is awaited)
+    and its milestone, all of whose money went back, is ``refunded``; no
+    ``milestone_released`` is sent.
+    """
+    release.mark_released()
+    release.save()
+    milestone = release.milestone
+    if milestone is not None and can_proceed(milestone.mark_refunded):
+        milestone.mark_refunded()
+        milestone.save()
+    outcomes.log_payment(payment, "release %s closed: refunded whole", release.position)
 
 
 def _allocations(release: Any) -> list[tuple[int, int]]:
@@ -313,7 +359,9 @@ def _create_release(payment: Any, user: Any, asked: _Ask) -> Any:
     """The release this request asked for, with its fee and allocation; None if nothing is."""
     asked.created = True
     milestones = list(payment.milestones.all())
+    releases = list(payment.releases.all())
     held = payment.amount_held
+    left = _milestones_left(milestones, releases, held)
     milestone = None
     if asked.milestone_id is not None:
         milestone = next((m for m in milestones if str(m.pk) == str(asked.milestone_id)), None)
@@ -321,7 +369,7 @@ def _create_release(payment: Any, user: Any, asked: _Ask) -> Any:
             raise errors.NotFound(_("No such milestone on this payment."))
         if milestone.status in (MilestoneStatus.RELEASED, MilestoneStatus.REFUNDED):
             return None  # released already (or refunded): nothing changes
-        gross = milestone.amount
+        gross = left.get(milestone.pk, 0)
     elif asked.amount is not None:
         if milestones:
             raise errors.InvalidInput(
@@ -332,15 +380,9 @@ def _create_release(payment: Any, user: Any, asked: _Ask) -> Any:
     else:
         if held <= 0:
             return None
-        milestone = next(
-            (
-                m
-                for m in milestones
-                if m.status in (MilestoneStatus.HELD, MilestoneStatus.DELIVERED)
-            ),
-            None,
-        )
-        gross = milestone.amount if milestone is not None else held
+        # The next milestone still held (none with a release yet), in order.
+        milestone = next((m for m in milestones if m.pk in left), None)
+        gross = left.get(milestone.pk, 0) if milestone is not None else held
         if milestone is not None:
             # Everything: one milestone per step, in order, each its own release.
             asked.created = False
@@ -359,10 +401,10 @@ def _create_release(payment: Any, user: Any, asked: _Ask) -> Any:
             raise errors.AccountNotReady(
                 _("Every payee's connected account must be able to receive transfers.")
             )
-    releases = list(payment.releases.all())
+    before = sum(r.amount for r in releases)
     taken = sum(r.platform_fee for r in releases)
-    final = gross == held
-    fee = _release_fee(payment, gross, payees, final=final, taken=taken)
+    context = {"payees": payees, "payment": payment}
+    fee = _release_fee(payment, gross, context, before=before, taken=taken)
     shares = split_amount(gross - fee, [p.weight for p in payees])
     release = model("EscrowRelease").objects.create(
         payment=payment,
@@ -374,9 +416,14 @@ def _create_release(payment: Any, user: Any, asked: _Ask) -> Any:
         allocations={str(p.pk): s for p, s in zip(payees, shares, strict=True)},
         requested_by=user if getattr(user, "pk", None) else None,
     )
+    # The payment's fee: what the releases took, and what releasing the rest
+    # would add (the same cumulative rule).
     held_after = held - gross
-    rest_fee = compute_platform_fee(held_after, payment.currency) if held_after > 0 else 0
-    payment.release_part(gross, taken + fee + rest_fee)
+    expected = taken + fee
+    if held_after > 0:
+        whole = compute_platform_fee(before + gross + held_after, payment.currency, **context)
+        expected = max(expected, whole)
+    payment.release_part(gross, expected)
     payment.save()
     sync_task_status(payment)
     outcomes.log_payment(payment, "release %s of %s created", release.position, gross)
@@ -397,29 +444,84 @@ def _valid_amount(payment: Any, amount: Any, held: int) -> int:
 
 
 def _check_releasable(payment: Any) -> None:
+    """A new release may be made (409 otherwise)."""
     if not can_proceed(payment.release_part):
-        raise errors.TransitionNotAllowed(
-            _("A payment that is %(status)s cannot be released.")
-            % {"status": payment.get_status_display().lower()}
-        )
+        _refuse_state(payment)
+    _check_not_frozen(payment)
+
+
+#: The states in which a pending release's transfers may still be sent: the
+#: states ``release_part`` leaves, and a payment partly refunded after it
+#: (its pending releases still owe the payees what the refund left them).
+_SENDABLE = (PaymentStatus.PARTIALLY_RELEASED, PaymentStatus.PARTIALLY_REFUNDED)
+
+
+def _check_sendable(payment: Any) -> None:
+    """A pending release's transfer may be sent now: the checks of a new
+    release, except that a payment partly refunded still pays what it owes."""
+    if payment.status not in _SENDABLE:
+        _refuse_state(payment)
+    _check_not_frozen(payment)
+
+
+def _refuse_state(payment: Any) -> NoReturn:
+    raise errors.TransitionNotAllowed(
+        _("A payment that is %(status)s cannot be released.")
+        % {"status": payment.get_status_display().lower()}
+    )
+
+
+def _check_not_frozen(payment: Any) -> None:
     if payment.disputes.exclude(status__in=DISPUTE_CLOSED_STATES).exists():
         raise errors.TransitionNotAllowed(_("The payment is disputed; release is frozen."))
     radar.check_not_held(payment)
 
 
-def _release_fee(payment: Any, gross: int, payees: list[Any], *, final: bool, taken: int) -> int:
-    """The platform fee of one release.
+def _release_fee(
+    payment: Any, gross: int, context: dict[str, Any], *, before: int, taken: int
+) -> int:
+    """The platform fee of one release: cumulative.
 
-    Each release pays the fee policy's fee on its gross amount; the last one
-    pays what is left of the fee on everything released, so the releases'
-    fees add up to the fee on the whole (no rounding drift).
+    ``before`` is the gross of the earlier releases and ``taken`` their
+    fees. A release pays the fee on everything released so far, itself
+    included, less the fees the earlier releases paid: so after any number
+    of releases their fees add up exactly to the fee on what they released
+    together (the fee on the whole once everything is released), whatever a
+    fixed part or the rounding would add per release. Only stored amounts go
+    in (the earlier releases' rows and this gross), so recomputing after a
+    crash gives the same fee. Never below 0 nor above the release's gross
+    (a policy whose fee shrinks as the amount grows could otherwise ask it).
     """
-    context = {"payees": payees, "payment": payment}
-    if not final:
-        return compute_platform_fee(gross, payment.currency, **context)
-    whole = payment.amount - payment.amount_refunded
-    total = compute_platform_fee(whole, payment.currency, **context)
-    return max(0, min(gross, total - taken))
+    cumulative = compute_platform_fee(before + gross, payment.currency, **context)
+    return max(0, min(gross, cumulative - taken))
+
+
+def _milestones_left(milestones: list[Any], releases: list[Any], held: int) -> dict[Any, int]:
+    """What each milestone not released yet can still release, by id.
+
+    The held money is the milestones' with no release; a refund took what
+    they add up to beyond ``amount_held``, from the latest of them first (as
+    :func:`.outcomes.mark_refunded_milestones` marks them): a milestone
+    partly refunded releases what is left of it.
+    """
+    released = {r.milestone_id for r in releases}
+    still_held = sorted(
+        (
+            m
+            for m in milestones
+            if m.status in (MilestoneStatus.HELD, MilestoneStatus.DELIVERED)
+            and m.pk not in released
+        ),
+        key=lambda m: m.position,
+        reverse=True,
+    )
+    shortfall = max(0, sum(m.amount for m in still_held) - held)
+    left = {}
+    for milestone in still_held:
+        refunded = min(shortfall, milestone.amount)
+        shortfall -= refunded
+        left[milestone.pk] = milestone.amount - refunded
+    return left
 
 
 def _finish_payment(payment: Any) -> None:
@@ -440,33 +542,101 @@ def reversal_plan(payment: Any, total_refunded: int) -> list[tuple[Any, int]]:
     """The reversals a split payment needs once ``total_refunded`` is refunded.
 
     A refund takes what is still held first. What it takes beyond that comes
-    out of the releases, the latest first; of each release it reverses the
+    out of the releases, the latest first; of each release it takes back the
     payees' share of the part refunded (its net in proportion to its gross),
-    divided between the payees by ``REVERSAL_POLICY``. Deterministic in the
-    totals: after a crash the same plan follows, less what was reversed.
+    divided between the payees of its allocation by ``REVERSAL_POLICY``. A
+    payee already paid gives their part back by a reversal; a payee not paid
+    yet bears it by a smaller transfer (:func:`_borne_by_unpaid`), not by
+    another payee's reversal. Deterministic in the totals: after a crash the
+    same plan follows, less what was reversed.
     """
-    from ..conf import escrow_settings
+    plan: list[tuple[Any, int]] = []
+    payees = {p.pk: p for p in payment.payees.all()}
+    for release, part in _refunded_parts(payment, total_refunded):
+        made = _made_by_payee(release)
+        for payee_id, allocation, share in _refund_shares(payment, release, part, made, payees):
+            transfer = made.get(payee_id)
+            if transfer is None:
+                continue  # not paid yet: their next transfer is smaller
+            # Already given back: what their transfer was short of the
+            # allocation (a refund came before it), and what was reversed.
+            given = allocation - transfer.amount + transfer.amount_reversed
+            need = min(share - given, transfer.amount - transfer.amount_reversed)
+            if need > 0:
+                plan.append((transfer, need))
+    return plan
 
+
+def _borne_by_unpaid(payment: Any, payees: dict[int, Any]) -> dict[int, dict[int, int]]:
+    """``{release id: {payee id: share}}``: what the refunds made so far took of
+    the shares not paid yet; such a payee's transfer is their allocation less this."""
+    borne: dict[int, dict[int, int]] = {}
+    for release, part in _refunded_parts(payment, payment.amount_refunded):
+        if release.status != ReleaseStatus.PENDING:
+            continue
+        made = _made_by_payee(release)
+        borne[release.pk] = {
+            payee_id: share
+            for payee_id, _allocation, share in _refund_shares(payment, release, part, made, payees)
+            if payee_id not in made
+        }
+    return borne
+
+
+def _refunded_parts(payment: Any, total_refunded: int) -> list[tuple[Any, int]]:
+    """(release, gross refunded of it), latest release first, once ``total_refunded`` is."""
     releases = list(payment.releases.order_by("-position"))
     released = sum(r.amount for r in releases)
     overflow = max(0, total_refunded - (payment.amount - released))
-    plan: list[tuple[Any, int]] = []
+    parts = []
     for release in releases:
         if overflow <= 0:
             break
         part = min(overflow, release.amount)
         overflow -= part
-        transfers = list(release.transfers.filter(status__in=_MADE).order_by("payee__position"))
-        out = sum(t.amount for t in transfers)
-        target = out if part >= release.amount else min(out, part * release.net // release.amount)
-        shares = escrow_settings.REVERSAL_POLICY(
-            release=release, transfers=transfers, amount=target
+        parts.append((release, part))
+    return parts
+
+
+def _made_by_payee(release: Any) -> dict[int, Any]:
+    return {t.payee_id: t for t in release.transfers.filter(status__in=_MADE)}
+
+
+def _refund_shares(
+    payment: Any, release: Any, part: int, made: dict[int, Any], payees: dict[int, Any]
+) -> list[tuple[int, int, int]]:
+    """(payee id, allocation, share) of what refunding ``part`` of ``release``
+    takes from each payee of its allocation, in payee order.
+
+    The policy sees one transfer per payee: the one made, or (not paid yet)
+    an unsaved one of the payee's allocation. Each share is kept between 0
+    and the payee's allocation.
+    """
+    from ..conf import escrow_settings
+
+    target = release.net if part >= release.amount else part * release.net // release.amount
+    allocations = sorted(
+        ((payee_id, share) for payee_id, share in _allocations(release) if payee_id in payees),
+        key=lambda item: payees[item[0]].position,
+    )
+    Transfer = model("Transfer")
+    transfers = [
+        made.get(payee_id)
+        or Transfer(
+            payment=payment,
+            release=release,
+            payee=payees[payee_id],
+            amount=allocation,
+            currency=release.currency,
+            destination_account_id=payees[payee_id].destination_account_id,
         )
-        for transfer, share in zip(transfers, shares, strict=True):
-            need = min(int(share), transfer.amount) - transfer.amount_reversed
-            if need > 0:
-                plan.append((transfer, need))
-    return plan
+        for payee_id, allocation in allocations
+    ]
+    shares = escrow_settings.REVERSAL_POLICY(release=release, transfers=transfers, amount=target)
+    return [
+        (payee_id, allocation, max(0, min(int(share), allocation)))
+        for (payee_id, allocation), share in zip(allocations, shares, strict=True)
+    ]
 
 
 # --------------------------------------------------------------------------

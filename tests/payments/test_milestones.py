@@ -301,6 +301,29 @@ class TestMilestones:
         assert [m["status"] for m in final["milestones"]] == ["released", "released", "refunded"]
         assert final["amount_released"] == 6_000
 
+    def test_a_partly_refunded_milestone_releases_only_what_is_left_of_it(self, market, sim_stripe):
+        payment = held(market, milestones=three_milestones())
+        response = market.post(
+            market.staff, "payment-refund", {"amount": 4_000}, payment_id=payment.pk
+        )
+        assert response.status_code == 200, response.content
+        design, build, launch = market.payment(payment.pk).milestones.order_by("position")
+        assert launch.status == "refunded"
+        # Build first: 1,000 of it was refunded, it releases the 4,000 left.
+        body = release(market, payment, milestone_id=build.pk).json()
+        assert body["amount_released"] == 4_000
+        assert body["amount_held"] == 2_000
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [3_600]
+        # Design keeps all of its 2,000.
+        body = release(market, payment, milestone_id=design.pk).json()
+        assert body["status"] == "released"
+        assert [m["status"] for m in body["milestones"]] == ["released", "released", "refunded"]
+        released = market.payment(payment.pk).releases.order_by("position")
+        assert [(r.milestone_id, r.amount) for r in released] == [
+            (build.pk, 4_000),
+            (design.pk, 2_000),
+        ]
+
 
 # --------------------------------------------------------------------------
 # Partial amounts on a one-payee payment
@@ -360,6 +383,37 @@ class TestPartialAmounts:
         assert payment.amount_released == 4_000
         assert payment.amount_held == 0
 
+    def test_the_fees_of_releases_in_parts_add_up_to_the_fee_on_the_whole(
+        self, market, sim_stripe, settings
+    ):
+        # 10 % + 30 cents fixed: fee(10,000) = 1,030, fee(1,000) = 130.
+        configure(settings, PLATFORM_FEE_FIXED={"usd": 30})
+        payment = held(market)
+        for _ in range(10):
+            assert release(market, payment, amount=1_000).status_code == 200
+        payment = market.payment(payment.pk)
+        assert payment.status == "released"
+        fees = [r.platform_fee for r in payment.releases.order_by("position")]
+        # Each release pays the fee on everything released so far less the
+        # fees already paid: the fixed part once, not once per release.
+        assert fees == [130] + [100] * 9
+        assert payment.platform_fee == 1_030
+        made = [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)]
+        assert sum(made) == payment.amount_transferred == 10_000 - 1_030
+
+    def test_rounding_never_makes_the_fees_of_releases_drift(self, market, sim_stripe):
+        # 10 % rounded half up: fee(1,005) = 101 each time would take 909 of 9,050.
+        payment = held(market, amount=9_050)
+        for _ in range(9):
+            assert release(market, payment, amount=1_005).status_code == 200
+        body = release(market, payment).json()  # the last 5
+        assert body["status"] == "released"
+        assert body["platform_fee"] == 905
+        fees = [r.platform_fee for r in market.payment(payment.pk).releases.order_by("position")]
+        assert fees == [101, 100, 101, 100, 101, 100, 101, 100, 101, 0]
+        made = [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)]
+        assert sum(made) == 9_050 - 905
+
     def test_manual_capture_refuses_partial_release(self, market, settings):
         configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
         payment = held(market)
@@ -371,6 +425,13 @@ class TestPartialAmounts:
 # --------------------------------------------------------------------------
 # Split payouts
 # --------------------------------------------------------------------------
+
+
+def refuse_next_transfer(sim_stripe: Any) -> None:
+    sim_stripe.fail_next(
+        "create_transfer",
+        BalanceInsufficient("Insufficient funds.", code="balance_insufficient", http_status=400),
+    )
 
 
 def team(market: Any, partner: Any) -> list[PayeeShare]:
@@ -715,6 +776,130 @@ class TestSplit:
         creates = [c for c in sim_stripe.calls if c[0] == "create_transfer"]
         # Two successful transfers, one refused: the retry sent only the refused one.
         assert len(creates) == 3
+
+    @pytest.mark.parametrize("freeze", ["dispute", "radar_review"])
+    def test_a_refused_share_is_not_resent_while_the_payment_is_frozen(
+        self, market, sim_stripe, partner, freeze
+    ):
+        from django.db import transaction
+
+        from django_escrow_connect.services.radar import apply_review
+        from tests.webhooks.test_radar_events import review
+
+        payment = held(market, payees=team(market, partner))
+        refuse_next_transfer(sim_stripe)
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 409  # the doer's 5,400 refused, the partner's sent
+        payment = market.payment(payment.pk)
+        with market.capture(execute=True):
+            if freeze == "dispute":
+                dispute = dispute_event(payment)
+            else:
+                opened = review(dataclasses.make_dataclass("Scene", ["payment"])(payment))
+                with transaction.atomic():
+                    apply_review(opened)
+
+        for ask in ("payment-confirm", "payment-release"):
+            response = market.post(market.customer, ask, payment_id=payment.pk)
+            assert response.status_code == 409, response.content
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [3_600]
+        assert market.payment(payment.pk).transfers.filter(amount=5_400).count() == 1  # refused
+
+        # Once the freeze is over the share is sent.
+        with market.capture(execute=True):
+            if freeze == "dispute":
+                dispute_event(payment, status="won", dispute_id=dispute.stripe_dispute_id)
+            else:
+                with transaction.atomic():
+                    apply_review({**opened, "open": False, "closed_reason": "approved"})
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        assert response.json()["status"] == "released"
+        assert sorted(t["amount"] for t in transfers_in_stripe(sim_stripe, payment)) == [
+            3_600,
+            5_400,
+        ]
+
+    @pytest.mark.parametrize("milestones", [False, True])
+    def test_a_refused_share_is_never_sent_after_a_full_refund(
+        self, market, sim_stripe, partner, milestone_signals, milestones
+    ):
+        extra = {"milestones": three_milestones()} if milestones else {}
+        payment = held(market, payees=team(market, partner), **extra)
+        refuse_next_transfer(sim_stripe)
+        first = payment.milestones.order_by("position").first()
+        response = release(market, payment, **({"milestone_id": first.pk} if milestones else {}))
+        assert response.status_code == 409
+        paid = 720 if milestones else 3_600  # the partner's 40 % of 1,800 or 9,000
+        with market.capture(execute=True):
+            response = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        reversals = [c[1]["amount"] for c in sim_stripe.calls if c[0] == "create_transfer_reversal"]
+        assert reversals == [paid]  # the partner's; the doer was never paid
+        calls = len(sim_stripe.calls)
+
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        assert [c[0] for c in sim_stripe.calls[calls:]] == []
+        payment = market.payment(payment.pk)
+        assert payment.status == "refunded"
+        assert payment.amount_transferred == payment.amount_reversed == paid
+        # Nothing is owed on the release any more: it is closed, nothing sent;
+        # its milestone's money all went back.
+        assert payment.releases.get().status == "released"
+        if milestones:
+            assert {m.status for m in payment.milestones.all()} == {"refunded"}
+        assert milestone_signals.calls == []
+
+    def test_a_refund_after_a_refused_share_is_shared_by_every_payee(
+        self, market, sim_stripe, partner
+    ):
+        payment = held(market, payees=team(market, partner))
+        refuse_next_transfer(sim_stripe)
+        assert (
+            market.post(market.customer, "payment-confirm", payment_id=payment.pk).status_code
+            == 409
+        )
+        with market.capture(execute=True):
+            response = market.post(
+                market.staff, "payment-refund", {"amount": 1_000}, payment_id=payment.pk
+            )
+        assert response.status_code == 200, response.content
+        # 900 of the 9,000 net comes back, 60/40: the partner (paid) gives 360
+        # back; the doer (not paid yet) bears 540 by a smaller transfer.
+        reversals = [c[1]["amount"] for c in sim_stripe.calls if c[0] == "create_transfer_reversal"]
+        assert reversals == [360]
+        assert market.payment(payment.pk).status == "partially_refunded"
+
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        assert response.json()["status"] == "partially_refunded"
+        made = sorted(t["amount"] for t in transfers_in_stripe(sim_stripe, payment))
+        assert made == [3_600, 4_860]
+        payment = market.payment(payment.pk)
+        assert payment.releases.get().status == "released"
+        assert payment.amount_transferred == 8_460
+        assert payment.amount_reversed == 360
+        # The payees keep 8,100: the 9,000 net less the 900 refunded of it.
+        assert payment.amount_transferred - payment.amount_reversed == 8_100
+        # Releasing again sends nothing more.
+        assert (
+            market.post(market.customer, "payment-confirm", payment_id=payment.pk).status_code
+            == 200
+        )
+        assert len(transfers_in_stripe(sim_stripe, payment)) == 2
+
+        # A full refund later takes the rest back from each by reversal.
+        with market.capture(execute=True):
+            response = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        payment = market.payment(payment.pk)
+        assert payment.status == "refunded"
+        assert sorted(t.amount_reversed for t in payment.transfers.filter(status="reversed")) == [
+            3_600,
+            4_860,
+        ]
+        assert payment.amount_reversed == payment.amount_transferred == 8_460
 
     def test_milestones_and_split_combine(self, market, sim_stripe, partner):
         payment = held(market, milestones=three_milestones(), payees=team(market, partner))
