@@ -739,7 +739,11 @@ def apply_account_snapshot(
         account = _lock_by_stripe_id(snapshot.id)
         if account is None:
             return None
-        if fetched or _order(account, as_of) != _DOUBT:
+        if (
+            fetched
+            or _order(account, as_of) != _DOUBT
+            or _newer_but_for_one_part(account, as_of, snapshot)
+        ):
             return _apply(
                 account, as_of, lambda acc: _copy_snapshot(acc, snapshot), fetched=fetched
             )
@@ -751,6 +755,24 @@ def apply_account_snapshot(
 
 def _holds(account: Any, values: dict[str, Any]) -> bool:
     return all(getattr(account, name) == value for name, value in values.items())
+
+
+def _newer_but_for_one_part(account: Any, as_of: datetime, snapshot: AccountSnapshot) -> bool:
+    """Whether a snapshot of the second of the row's one-part event can be applied.
+
+    A one-part event is applied only when it is newer than everything the row
+    holds (:func:`_order` says apply), so a snapshot of its very second is
+    newer than the row but for that part: a capability (an authorization
+    changes none of the snapshot's fields). When the snapshot's capabilities
+    are the row's, it cannot undo it. Otherwise which is newer is not known.
+    """
+    synced: datetime | None = account.synced_at
+    return (
+        synced is not None
+        and _is_partial_stamp(synced)
+        and _stamp(as_of, fetched=False) == synced.replace(microsecond=0)
+        and dict(snapshot.capabilities) == account.capabilities
+    )
 
 
 def _reread(account: Any, as_of: datetime) -> Any:

@@ -470,3 +470,24 @@ class TestEventsThatCannotBeOrdered:
 
         assert calls(sim_stripe)[before:] == ["retrieve_account"]
         assert reload(synced).capabilities["transfers"] == "active"
+
+    def test_a_snapshot_of_a_capability_events_second_that_agrees_is_applied(
+        self, sim_stripe, synced
+    ):
+        """The capability event was newer than everything the row held: a snapshot
+        of its second is newer than the rest, and it says the same of the
+        capabilities. No need to ask Stripe."""
+        acct = synced.stripe_account_id
+        services.apply_capability(acct, "transfers", "inactive", T0 + timedelta(seconds=10))
+        before = len(sim_stripe.calls)
+
+        self.apply(
+            synced,
+            T0 + timedelta(seconds=10),
+            **{**RESTRICTED, "capabilities": {"transfers": "inactive", "card_payments": "active"}},
+        )
+
+        assert sim_stripe.calls[before:] == []
+        row = reload(synced)
+        assert (row.status, row.synced_at) == ("restricted", T0 + timedelta(seconds=10))
+        assert row.requirements_past_due == ["individual.verification.document"]
