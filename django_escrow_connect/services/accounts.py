@@ -529,14 +529,28 @@ def _due(account: Any) -> set[str]:
 
 # Ordering Stripe's data. An event carries Stripe's time (``created``, whole
 # seconds, Stripe's clock); a fetch has none, so it is stamped with the
-# package's own clock. The row's ``synced_at`` says which clock stamped it:
-# an event's stamp is a whole second, a fetch's never is (see _fetch_stamp).
-# Like is compared with like; an event within FETCH_DOUBT of a fetch (the
-# same second, give or take the two clocks' skew) cannot be ordered against
-# it, and the account is read from Stripe once instead.
+# package's own clock. The row's ``synced_at`` says what stamped it, by its
+# microseconds (no other column is needed):
+#
+# - 0: an ``account.updated``, the whole account as of that second;
+# - 1 (_PARTIAL): an event about one part of the account (``capability.updated``,
+#   ``account.application.authorized``) as of that second; the rest of the row
+#   is older, by how much is not known;
+# - any other: a fetch (_fetch_stamp never gives 0 or 1).
+#
+# Like is compared with like. An event of a later second than the row's event
+# is newer; one of an earlier second is older than a whole snapshot (stale) but
+# cannot be ordered against the rest of a row whose latest event was a partial
+# one; two events of the same second cannot be ordered at all (Stripe emits
+# several per second during onboarding). An event within FETCH_DOUBT of a fetch
+# (the same second, give or take the two clocks' skew) cannot be ordered
+# against it either. What cannot be ordered is read from Stripe once instead.
 
 #: An event this close to a fetch (either side) may be older or newer than it.
 FETCH_DOUBT = timedelta(seconds=2)
+
+#: ``synced_at``'s microseconds after an event about one part of the account.
+_PARTIAL = 1
 
 _APPLY = "apply"
 _STALE = "stale"
@@ -544,49 +558,60 @@ _DOUBT = "doubt"
 
 
 def _fetch_stamp() -> datetime:
-    """Now, on the package's clock, and never a whole second (an event's stamp always is)."""
-    now = timezone.now()
-    return now if now.microsecond else now.replace(microsecond=1)
+    """Now, on the package's clock, never with an event's microseconds (0 or 1)."""
+    return _stamp(timezone.now(), fetched=True)
 
 
 def _is_fetch_stamp(value: datetime) -> bool:
-    return value.microsecond != 0
+    return value.microsecond > _PARTIAL
 
 
-def _stamp(as_of: datetime, *, fetched: bool) -> datetime:
+def _is_partial_stamp(value: datetime) -> bool:
+    return value.microsecond == _PARTIAL
+
+
+def _stamp(as_of: datetime, *, fetched: bool, partial: bool = False) -> datetime:
     if timezone.is_naive(as_of):
         raise ValueError("as_of must be a timezone-aware datetime")
     if fetched:
-        return as_of if as_of.microsecond else as_of.replace(microsecond=1)
+        return as_of if _is_fetch_stamp(as_of) else as_of.replace(microsecond=_PARTIAL + 1)
     # Stripe's event times are whole seconds.
-    return as_of.replace(microsecond=0)
+    return as_of.replace(microsecond=_PARTIAL if partial else 0)
 
 
 def _order(account: Any, as_of: datetime, *, fetched: bool = False) -> str:
     """Whether data stamped ``as_of`` is newer than the row's (apply), older (stale), or
-    cannot be told apart from it (doubt: an event within :data:`FETCH_DOUBT` of a fetch)."""
+    cannot be ordered against it (doubt: see the rules above)."""
     stamp = _stamp(as_of, fetched=fetched)
     synced = account.synced_at
     if synced is None:
         return _APPLY
-    if _is_fetch_stamp(synced) != fetched and abs(stamp - synced) < FETCH_DOUBT:
+    if fetched or _is_fetch_stamp(synced):
+        if _is_fetch_stamp(synced) != fetched and abs(stamp - synced) < FETCH_DOUBT:
+            return _DOUBT
+        return _STALE if stamp < synced else _APPLY
+    held = synced.replace(microsecond=0)
+    if stamp > held:
+        return _APPLY
+    if stamp == held or _is_partial_stamp(synced):
         return _DOUBT
-    return _STALE if stamp < synced else _APPLY
+    return _STALE
 
 
 def _applies_sql(synced: str) -> str:
-    """:func:`_order` of an event (not a fetch) as SQL: true when it says apply.
+    """:func:`_order` of an ``account.updated`` (not a fetch) as SQL: true when it says apply.
 
     ``synced`` is the quoted ``synced_at`` column; the two parameters are the
     event's stamp minus :data:`FETCH_DOUBT`, then the stamp. Apply when the row
     was never synced, or was synced at least FETCH_DOUBT before the event (not
-    stale, not in doubt whichever clock stamped it), or at or before it by an
-    event's clock (a whole second, :func:`_is_fetch_stamp`: never in doubt).
-    The epoch is the same in every session time zone.
+    stale, not in doubt whichever kind stamped it), or by an event (a whole
+    second, or one microsecond past it: :data:`_PARTIAL`) of an earlier second.
+    Not in the same second: that is the handler's (a read from Stripe). The
+    seconds field's microseconds are the same in every session time zone.
     """
     return (
-        f"({synced} IS NULL OR {synced} <= %s OR ({synced} <= %s "
-        f"AND floor(EXTRACT(EPOCH FROM {synced})) = EXTRACT(EPOCH FROM {synced})))"
+        f"({synced} IS NULL OR {synced} <= %s OR ({synced} < %s "
+        f"AND mod(EXTRACT(MICROSECONDS FROM {synced})::bigint, 1000000) <= {_PARTIAL}))"
     )
 
 
@@ -635,10 +660,13 @@ def _column_values(account: Any) -> dict[str, Any]:
     return values
 
 
-def _apply(account: Any, as_of: datetime, change: Any, *, fetched: bool = False) -> Any:
+def _apply(
+    account: Any, as_of: datetime, change: Any, *, fetched: bool = False, partial: bool = False
+) -> Any:
     """Run ``change(account)`` on a locked row unless ``as_of`` is stale; save; notify.
 
     A fetch (``fetched``) is applied when in doubt: it *is* the re-read.
+    ``partial``: ``change`` sets one part of the account (see :data:`_PARTIAL`).
     """
     if _order(account, as_of, fetched=fetched) == _STALE:
         _log(account, "stale account data ignored (as of %s)", as_of.isoformat())
@@ -646,7 +674,7 @@ def _apply(account: Any, as_of: datetime, change: Any, *, fetched: bool = False)
     before = _Before.of(account)
     columns = _column_values(account)
     change(account)
-    account.synced_at = _stamp(as_of, fetched=fetched)
+    account.synced_at = _stamp(as_of, fetched=fetched, partial=partial)
     _settle_status(account)
     # Only what changed: an account row is wide (requirements, capabilities).
     changed = [name for name, value in _column_values(account).items() if columns[name] != value]
@@ -691,9 +719,12 @@ def apply_account_snapshot(
     with ``fetched=True``, the package's clock when it read the account.
     Data older than what the row holds (``synced_at``) is ignored, so events
     delivered out of order never roll the row back. Event times are compared
-    with event times and fetch times with fetch times; an event within
-    :data:`FETCH_DOUBT` of a fetch cannot be ordered against it, so the
-    account is read from Stripe once instead (:func:`refresh_account`).
+    with event times and fetch times with fetch times. An event that cannot be
+    ordered against the row's data (the same second as the row's event, older
+    than a ``capability.updated`` or ``account.application.authorized`` that
+    changed only part of the row, or within :data:`FETCH_DOUBT` of a fetch) is
+    not guessed at: the account is read from Stripe once instead
+    (:func:`refresh_account`), unless the snapshot says what the row holds.
     Returns the account, or None when no row has this Stripe id (the webhook
     pipeline defers such events).
 
@@ -708,18 +739,48 @@ def apply_account_snapshot(
         account = _lock_by_stripe_id(snapshot.id)
         if account is None:
             return None
-        if fetched or _order(account, as_of) != _DOUBT:
+        if (
+            fetched
+            or _order(account, as_of) != _DOUBT
+            or _newer_but_for_one_part(account, as_of, snapshot)
+        ):
             return _apply(
                 account, as_of, lambda acc: _copy_snapshot(acc, snapshot), fetched=fetched
             )
+        if _holds(account, _snapshot_values(snapshot)):
+            # Older or newer, it changes nothing: no need to ask Stripe.
+            return account
     return _reread(account, as_of)
 
 
+def _holds(account: Any, values: dict[str, Any]) -> bool:
+    return all(getattr(account, name) == value for name, value in values.items())
+
+
+def _newer_but_for_one_part(account: Any, as_of: datetime, snapshot: AccountSnapshot) -> bool:
+    """Whether a snapshot of the second of the row's one-part event can be applied.
+
+    A one-part event is applied only when it is newer than everything the row
+    holds (:func:`_order` says apply), so a snapshot of its very second is
+    newer than the row but for that part: a capability (an authorization
+    changes none of the snapshot's fields). When the snapshot's capabilities
+    are the row's, it cannot undo it. Otherwise which is newer is not known.
+    """
+    synced: datetime | None = account.synced_at
+    return (
+        synced is not None
+        and _is_partial_stamp(synced)
+        and _stamp(as_of, fetched=False) == synced.replace(microsecond=0)
+        and dict(snapshot.capabilities) == account.capabilities
+    )
+
+
 def _reread(account: Any, as_of: datetime) -> Any:
-    """An event that cannot be ordered against the row's fetch: ask Stripe once."""
+    """An event that cannot be ordered against the row's data: ask Stripe once."""
     _log(
         account,
-        "account event as of %s is as old as the last read; reading the account again",
+        "account event as of %s cannot be ordered against the stored data; "
+        "reading the account again",
         as_of.isoformat(),
     )
     return refresh_account(account)
@@ -739,8 +800,9 @@ def account_snapshot_shortcut(
     (:func:`_applies_sql`) and ``apply_stripe_status`` leaves its state.
     ``account_set`` writes the snapshot, ``synced_at`` and the state
     ``derived_status()`` gives for the snapshot's fields (computed here, on an
-    unsaved copy), unless the row already holds exactly this event's data (a
-    concurrent delivery of the same event committed first: nothing to do).
+    unsaved copy). A concurrent delivery of the same event that committed
+    first left the row synced in the event's second: the lock's ``WHERE`` no
+    longer matches, and nothing is written.
     After the commit the same notifications and log line as :func:`_apply`.
 
     None (the locked read then runs, as always) where that would not be the
@@ -772,9 +834,7 @@ def account_snapshot_shortcut(
         "updated_at": timezone.now(),
     }
     sources = sorted(transitions.sources(Account, "apply_stripe_status"))
-    sql = _shortcut_sql(
-        Account, connection.alias, tuple(assignments), tuple(values), len(sources), condition
-    )
+    sql = _shortcut_sql(Account, connection.alias, tuple(assignments), len(sources), condition)
     opts = Account._meta
 
     def prep(name: str, value: Any) -> Any:
@@ -787,8 +847,6 @@ def account_snapshot_shortcut(
         synced_at.get_db_prep_value(stamp - FETCH_DOUBT, connection),
         synced_at.get_db_prep_value(stamp, connection),
         *(prep(name, value) for name, value in assignments.items()),
-        synced_at.get_db_prep_value(stamp, connection),
-        *(prep(name, value) for name, value in values.items()),
     ]
     width = len(opts.concrete_fields)
 
@@ -823,7 +881,6 @@ def _shortcut_sql(
     model: Any,
     alias: str,
     assigned: tuple[str, ...],
-    compared: tuple[str, ...],
     sources: int,
     condition: str,
 ) -> _ShortcutSql:
@@ -847,15 +904,9 @@ def _shortcut_sql(
         f"AND {_applies_sql(synced)} FOR UPDATE)"
     )
     sets = ", ".join(f"{column(name)} = %s" for name in assigned)
-    held = ", ".join(f"account_locked.{column(name)}" for name in compared)
-    given = ", ".join(
-        f"CAST(%s AS {opts.get_field(name).db_type(connection)})" for name in compared
-    )
     changed = (
         f"account_set AS (UPDATE {table} SET {sets} FROM account_locked "  # noqa: S608
         f"WHERE {table}.{pk} = account_locked.{pk} "
-        f"AND (account_locked.{synced} IS DISTINCT FROM %s "
-        f"OR ROW({held}) IS DISTINCT FROM ROW({given})) "
         f"RETURNING {', '.join(f'{table}.{c}' for c in every)})"
     )
     columns = [f"account_locked.{c}" for c in every] + [f"account_set.{c}" for c in every]
@@ -865,21 +916,31 @@ def _shortcut_sql(
 def apply_capability(account_id: str, capability_name: str, status: str, as_of: datetime) -> Any:
     """``capability.updated``: one capability's new status (None for unknown accounts).
 
-    The row's ``synced_at`` moves to ``as_of``: an older ``account.updated``
-    arriving later cannot turn an inactive ``transfers`` capability back on.
+    The row's ``synced_at`` moves to ``as_of``, marked as one part of the
+    account (:data:`_PARTIAL`): an older ``account.updated`` arriving later is
+    not applied blindly (it could turn an inactive ``transfers`` capability
+    back on) nor dropped (its other fields may be newer than the row's): it
+    makes the package read the account from Stripe. An event that cannot be
+    ordered against the row's data (same second, older than another partial
+    event, as old as a fetch) reads the account too, unless the row already
+    holds this status.
     """
+    name, value = str(capability_name), str(status)
 
     def change(account: Any) -> None:
         capabilities = dict(account.capabilities)
-        capabilities[str(capability_name)] = str(status)
+        capabilities[name] = value
         account.capabilities = capabilities
 
     with transaction.atomic():
         account = _lock_by_stripe_id(account_id)
         if account is None:
             return None
-        if _order(account, as_of) != _DOUBT:
-            return _apply(account, as_of, change)
+        order = _order(account, as_of)
+        if order != _DOUBT:
+            return _apply(account, as_of, change, partial=True)
+        if account.capabilities.get(name) == value:
+            return account  # older or newer, it changes nothing
     return _reread(account, as_of)
 
 
@@ -888,7 +949,9 @@ def deauthorize_account(account_id: str, *, as_of: datetime | None = None) -> An
 
     No payment goes to the account any more. Idempotent: a repeated event
     changes nothing and notifies nothing. With ``as_of``, an event older than
-    the row's newest data (e.g. a re-authorization) is ignored.
+    the row's newest data (e.g. a re-authorization) is ignored, and
+    ``deauthorized_at`` is the event's time: :func:`reauthorize_account`
+    ignores an authorization older than it.
     Returns the account, or None for an unknown account id.
     """
     with transaction.atomic():
@@ -897,39 +960,65 @@ def deauthorize_account(account_id: str, *, as_of: datetime | None = None) -> An
             return None
         if account.is_deauthorized:
             return account
-        # In doubt (as old as a fetch) the deauthorization wins: a fetch cannot
-        # see it, and paying a disconnected account is the worse mistake.
-        if as_of is not None and _order(account, as_of) == _STALE:
+        # In doubt (the same second as the row's data, as old as a fetch) the
+        # deauthorization wins: a fetch cannot see it, and paying a
+        # disconnected account is the worse mistake.
+        if as_of is not None and _superseded(account, as_of):
             _log(account, "stale deauthorization ignored (as of %s)", as_of.isoformat())
             return account
         previous_status = account.status
         account.deauthorize()
+        if as_of is not None:
+            account.deauthorized_at = _stamp(as_of, fetched=False)
         account.save()
         _log(account, "connected account deauthorized (was %s)", previous_status)
         notify("account_deauthorized", account=account)
     return account
 
 
+def _superseded(account: Any, as_of: datetime) -> bool:
+    """Whether the row holds data Stripe produced after the event of ``as_of``.
+
+    Stripe sends nothing about an account that disconnected the platform, so
+    any later event shows it connected again: a deauthorization older than
+    that is over. Whole snapshots and partial events alike.
+    """
+    synced: datetime | None = account.synced_at
+    if synced is not None and not _is_fetch_stamp(synced):
+        return _stamp(as_of, fetched=False) < synced.replace(microsecond=0)
+    return _order(account, as_of) == _STALE
+
+
 def reauthorize_account(account_id: str, *, as_of: datetime | None = None) -> Any:
     """``account.application.authorized``: the platform is connected (again).
 
     A deauthorized account returns to the state its synced data implies
-    (``account_updated`` with ``previous_status="deauthorized"``). With
-    ``as_of``, the row's ``synced_at`` moves forward so that a deauthorization
-    event older than this one, delivered late, is ignored.
+    (``account_updated`` with ``previous_status="deauthorized"``), unless the
+    event is not newer than the deauthorization (``deauthorized_at``): an
+    older authorization delivered late is ignored. With ``as_of``, the row's
+    ``synced_at`` moves forward (marked as one part of the account,
+    :data:`_PARTIAL`, as :func:`apply_capability` does) so that a
+    deauthorization event older than this one, delivered late, is ignored,
+    and an older ``account.updated`` makes the package read the account.
     Returns the account, or None for an unknown account id.
     """
     with transaction.atomic():
         account = _lock_by_stripe_id(account_id)
         if account is None:
             return None
-        if as_of is not None and _order(account, as_of) == _STALE:
-            return account
+        if as_of is not None and account.is_deauthorized:
+            since = account.deauthorized_at
+            # The same second: the deauthorization wins, as in deauthorize_account.
+            if since is not None and _stamp(as_of, fetched=False) <= since:
+                _log(account, "stale authorization ignored (as of %s)", as_of.isoformat())
+                return account
         previous_status = account.status
         update_fields = ["updated_at"]
-        if as_of is not None:
-            account.synced_at = _stamp(as_of, fetched=False)
+        if as_of is not None and _order(account, as_of) == _APPLY:
+            account.synced_at = _stamp(as_of, fetched=False, partial=True)
             update_fields.append("synced_at")
+        elif not account.is_deauthorized:
+            return account  # nothing to record: the row holds data as new as this
         if account.is_deauthorized:
             account.reauthorize()
             update_fields += ["status", "deauthorized_at"]

@@ -156,8 +156,12 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "payouts_enabled": False,
         },
     ),
-    "another event of the same second": (
-        {"ready": True, "synced_at": T},
+    "an event of the second before": (
+        {"ready": True, "synced_at": T - timedelta(seconds=1)},
+        {"requirements": PAST_DUE},
+    ),
+    "after a capability event of the second before": (
+        {"ready": True, "synced_at": T - timedelta(seconds=1) + timedelta(microseconds=1)},
         {"requirements": PAST_DUE},
     ),
     "after a fetch long enough ago": (
@@ -245,6 +249,35 @@ def test_an_event_in_doubt_is_checked_with_stripe(deliver: Any, sim_stripe: Any)
     row = accounts().get(pk=account.pk)
     assert row.status == "verified"
     assert row.synced_at > T + timedelta(seconds=1)
+    assert settled(evt) == ("processed", 1, True, "")
+
+
+@pytest.mark.parametrize(
+    "synced_at",
+    [
+        pytest.param(T, id="an account.updated of the same second"),
+        pytest.param(T + timedelta(microseconds=1), id="a capability event of the same second"),
+        pytest.param(
+            T + timedelta(seconds=5, microseconds=1), id="a capability event of a later second"
+        ),
+    ],
+)
+def test_an_event_that_cannot_be_ordered_is_checked_with_stripe(
+    deliver: Any, sim_stripe: Any, synced_at: datetime
+) -> None:
+    """The row's data is of the event's second, or partly newer (a
+    ``capability.updated``): the handler reads the account from Stripe."""
+    acct = simulated_account()  # onboarded at Stripe
+    account = make_account(stripe_account_id=acct, ready=True, synced_at=synced_at)
+    evt = account_event(account, requirements=PAST_DUE)
+    before = len(sim_stripe.calls)
+    with CaptureQueriesContext(connection) as captured:
+        assert deliver.connect(evt).json()["status"] == "processed"
+    assert any("FOR UPDATE" in q and q.startswith("SELECT") for q in statements(captured))
+    assert [name for name, _ in sim_stripe.calls[before:]] == ["retrieve_account"]
+    row = accounts().get(pk=account.pk)
+    assert (row.status, row.requirements_past_due) == ("verified", [])
+    assert row.synced_at > T + timedelta(seconds=5)
     assert settled(evt) == ("processed", 1, True, "")
 
 

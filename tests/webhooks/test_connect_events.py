@@ -84,6 +84,128 @@ def test_capability_updated(deliver: Any, account: Any, sim_stripe: Any, sent: A
     assert (notice["capability"], notice["status"]) == ("transfers", "inactive")
 
 
+# --- events that cannot be ordered against the stored data: Stripe is asked ---
+
+#: A whole second a minute ago: the account's row is synced by an event then.
+SYNCED = so.now() - 60
+
+RESTRICTED = dict(
+    payouts_enabled=False,
+    capabilities={"card_payments": "inactive", "transfers": "active"},
+    requirements=so.requirements(
+        currently_due=["individual.id_number"],
+        past_due=["individual.id_number"],
+        disabled_reason="requirements.past_due",
+    ),
+)
+
+
+@pytest.fixture
+def at_stripe(deliver: Any, sim_stripe: Any) -> str:
+    """An account onboarded at the simulated Stripe, its row verified by an
+    ``account.updated`` of :data:`SYNCED`."""
+    acct = simulated_account()
+    factories.make_account(
+        owner_user=factories.make_user("doer"), stripe_account_id=acct, ready=False
+    )
+    deliver.connect(so.event("account.updated", so.account(acct), account=acct, created=SYNCED))
+    assert account_row(acct).status == "verified"
+    sim_stripe.calls.clear()
+    return acct
+
+
+def restrict_at_stripe(acct: str) -> None:
+    """Stripe disables payouts: ``individual.id_number`` is past due."""
+    from django_escrow_connect.simulation import SimulatedGateway
+
+    SimulatedGateway().require_information(acct, ["individual.id_number"])
+
+
+def test_a_capability_event_does_not_hide_an_older_account_update(
+    deliver: Any, at_stripe: str, sim_stripe: Any, sent: Any
+) -> None:
+    """account.updated at +10 s (payouts disabled, id_number past due) and
+    capability.updated (card_payments) at +11 s, delivered in reverse order."""
+    acct = at_stripe
+    restrict_at_stripe(acct)
+    older = so.event(
+        "account.updated", so.account(acct, **RESTRICTED), account=acct, created=SYNCED + 10
+    )
+    newer = so.event(
+        "capability.updated",
+        so.capability(acct, "card_payments", "inactive"),
+        account=acct,
+        created=SYNCED + 11,
+    )
+    assert deliver.connect(newer).json()["status"] == "processed"
+    assert sim_stripe.calls == []
+    assert deliver.connect(older).json()["status"] == "processed"
+    # Which of the two is newer for the other fields is not known: Stripe is asked.
+    assert [name for name, _ in sim_stripe.calls] == ["retrieve_account"]
+    row = account_row(acct)
+    assert (row.status, row.payouts_enabled) == ("restricted", False)
+    assert row.requirements_past_due == ["individual.id_number"]
+    assert row.capabilities["card_payments"] == "inactive"
+    assert sent.of("account_requirements_due")
+
+
+def test_an_authorization_does_not_hide_an_older_account_update(
+    deliver: Any, at_stripe: str, sim_stripe: Any
+) -> None:
+    acct = at_stripe
+    restrict_at_stripe(acct)
+    authorized = so.event(
+        "account.application.authorized", so.application(), account=acct, created=SYNCED + 20
+    )
+    older = so.event(
+        "account.updated", so.account(acct, **RESTRICTED), account=acct, created=SYNCED + 10
+    )
+    deliver.connect(authorized)
+    deliver.connect(older)
+    assert account_row(acct).status == "restricted"
+
+
+def test_an_older_authorization_after_a_newer_deauthorization_is_ignored(
+    deliver: Any, account: Any, sim_stripe: Any, sent: Any
+) -> None:
+    acct = account.stripe_account_id
+    deliver.connect(so.event("account.updated", so.account(acct), account=acct, created=SYNCED))
+    gone = so.event(
+        "account.application.deauthorized", so.application(), account=acct, created=SYNCED + 20
+    )
+    back = so.event(
+        "account.application.authorized", so.application(), account=acct, created=SYNCED + 10
+    )
+    deliver.connect(gone)
+    sent.log.clear()
+    assert deliver.connect(back).json()["status"] == "processed"
+    assert account_row(acct).status == "deauthorized"
+    assert sent.log == []
+
+
+def test_account_updates_of_one_second_delivered_out_of_order_ask_stripe(
+    deliver: Any, at_stripe: str, sim_stripe: Any
+) -> None:
+    """Stripe's order in one second: restricted, then verified; delivered the
+    other way round. Stripe's created is whole seconds: the two cannot be
+    ordered, so the account is read."""
+    acct = at_stripe
+    first = so.event(
+        "account.updated",
+        so.account(acct, capabilities={"card_payments": "inactive", "transfers": "inactive"}),
+        account=acct,
+        created=SYNCED + 1,
+    )
+    second = so.event("account.updated", so.account(acct), account=acct, created=SYNCED + 1)
+    deliver.connect(second)
+    assert sim_stripe.calls == []
+    deliver.connect(first)
+    assert [name for name, _ in sim_stripe.calls] == ["retrieve_account"]
+    row = account_row(acct)
+    assert (row.status, row.capabilities["transfers"]) == ("verified", "active")
+    assert row.can_transfer
+
+
 @pytest.mark.parametrize(
     ("event_type", "builder"),
     [
