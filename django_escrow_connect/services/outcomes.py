@@ -177,13 +177,47 @@ def transfer_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str 
     if transfer is not None and transfer.status == TransferStatus.PENDING:
         transfer.mark_created(snapshot.id)
         transfer.save()
-    if can_proceed(payment.release):
-        payment.release(amount_transferred=snapshot.amount)
+    if record_release(payment, amount_transferred=snapshot.amount):
         payment.save()
         sync_task_status(payment)
-        log_payment(payment, "payment released" + (" (confirmed by webhook)" if event_id else ""))
+        log_payment(
+            payment,
+            "payment released"
+            + _during_dispute(payment)
+            + (" (confirmed by webhook)" if event_id else ""),
+        )
         notify("payment_released", payment=payment, transfer=transfer)
     return transfer
+
+
+def record_release(payment: Any, amount_transferred: int = 0) -> bool:
+    """Apply a release Stripe made to the payment's books (not saved); False if none applies.
+
+    Stripe's fact wins over a dispute that opened after the transfer (or
+    capture) was sent: the release is recorded while the payment stays
+    frozen, and the dispute's close returns it to ``released``. Without
+    that the operation would be settled with the payment's books saying
+    nothing was released, and a won dispute would return it to
+    ``releasing`` with nothing left to finish.
+    """
+    if can_proceed(payment.release):
+        payment.release(amount_transferred=amount_transferred)
+    elif can_proceed(payment.release_during_dispute):
+        payment.release_during_dispute(amount_transferred=amount_transferred)
+    else:
+        return False
+    return True
+
+
+def _during_dispute(payment: Any) -> str:
+    return " during a dispute" if payment.status in (S.DISPUTED, S.DISPUTE_LOST) else ""
+
+
+def settled_state(payment: Any) -> str:
+    """The payment's state, or the one an open or lost dispute froze it in."""
+    if payment.status in (S.DISPUTED, S.DISPUTE_LOST):
+        return str(payment.status_before_dispute or S.HELD)
+    return str(payment.status)
 
 
 def split_transfer_made(payment: Any, transfer: Any, snapshot: Any, *, event_id: str = "") -> Any:
@@ -248,13 +282,16 @@ def _finish_split_payment(payment: Any) -> None:
 
 
 def payment_fully_released(payment: Any) -> None:
-    """A split payment's last release is done: the payment is released."""
-    if payment.status != S.PARTIALLY_RELEASED or not can_proceed(payment.release):
+    """A split payment's last release is done: the payment is released.
+
+    Also when a dispute opened while its last transfer was unconfirmed: the
+    dispute's close then returns the payment to ``released``.
+    """
+    if settled_state(payment) != S.PARTIALLY_RELEASED or not record_release(payment):
         return
-    payment.release()
     payment.save()
     sync_task_status(payment)
-    log_payment(payment, "payment released (all releases done)")
+    log_payment(payment, "payment released (all releases done)" + _during_dispute(payment))
     notify("payment_released", payment=payment, transfer=None)
 
 
@@ -264,12 +301,11 @@ def capture_done(payment: Any, operation: Any, intent: Any, *, event_id: str = "
         return False
     operation.mark_succeeded(intent.id)
     operation.save()
-    if can_proceed(payment.release):
+    if record_release(payment, amount_transferred=payment.amount - payment.platform_fee):
         payment.stripe_charge_id = intent.latest_charge or payment.stripe_charge_id
-        payment.release(amount_transferred=payment.amount - payment.platform_fee)
         payment.save()
         sync_task_status(payment)
-        log_payment(payment, "payment released (captured)")
+        log_payment(payment, "payment released (captured)" + _during_dispute(payment))
         notify("payment_released", payment=payment, transfer=None)
     return True
 
@@ -340,7 +376,9 @@ def release_not_made(payment: Any, operation: Any) -> None:
 
 
 def _release_undone(payment: Any) -> None:
-    if payment.status == S.RELEASING:
+    # Also when a dispute opened meanwhile: its close returns the payment to
+    # held, not to a releasing with nothing left to finish.
+    if can_proceed(payment.release_failed):
         payment.release_failed()
     else:
         payment.release_attempts += 1
@@ -471,8 +509,7 @@ def refund_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str = 
     refund.save()
     if refund.status in (RefundStatus.FAILED, RefundStatus.CANCELED):
         return refund
-    if can_proceed(payment.refund):
-        payment.refund(refund.amount)
+    if record_refund(payment, refund.amount):
         mark_refunded_milestones(payment)
         if operation.request.get("reverse_transfer"):
             _book_destination_reversal(payment)
@@ -481,6 +518,25 @@ def refund_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str = 
         log_payment(payment, "payment refunded: %s", refund.amount)
         notify("payment_refunded", payment=payment, refund=refund)
     return refund
+
+
+def record_refund(payment: Any, amount: int) -> bool:
+    """Count a refund Stripe made in the payment's books (not saved); False if it cannot be.
+
+    Stripe's fact whatever the payment's state: a refund confirmed while a
+    dispute is open (Stripe refunds a charge under an inquiry; or the
+    refund was sent before the dispute) is counted, and the dispute's close
+    returns the payment to the state the totals lead to. (A refund asked for
+    through the API is still refused while a dispute is open: ``refund``'s
+    sources.)
+    """
+    if can_proceed(payment.refund):
+        payment.refund(amount)
+    elif can_proceed(payment.refund_during_dispute):
+        payment.refund_during_dispute(amount)
+    else:
+        return False
+    return True
 
 
 def mark_refunded_milestones(payment: Any) -> list[Any]:
@@ -883,5 +939,8 @@ __all__ = [
     "lookup",
     "mark_refunded_milestones",
     "payment_fully_released",
+    "record_refund",
+    "record_release",
+    "settled_state",
     "split_transfer_made",
 ]

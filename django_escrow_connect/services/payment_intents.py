@@ -391,10 +391,9 @@ def _succeeded(payment: Any, snapshot: PaymentIntentSnapshot) -> None:
         # The app's own capture, whose answer was not committed yet.
         outcomes.capture_done(payment, capture, snapshot)
         return
-    if can_proceed(payment.release):
+    if outcomes.record_release(payment, amount_transferred=payment.amount - payment.platform_fee):
         if snapshot.latest_charge:
             payment.stripe_charge_id = snapshot.latest_charge
-        payment.release(amount_transferred=payment.amount - payment.platform_fee)
         payment.save()
         sync_task_status(payment)
         _log(payment, "payment released (capture confirmed by Stripe)")

@@ -199,8 +199,14 @@ def _refunds(payment_id: Any, dry_run: bool, cutoff: datetime) -> list[Change]:
                 Change(str(refund.payment_id), "would apply refund status", str(snapshot.status))
             )
             continue
-        with transaction.atomic():
-            updated = apply_refund(snapshot)
+        try:
+            with transaction.atomic():
+                updated = apply_refund(snapshot)
+        except errors.UnknownObject as exc:
+            # The payment's release is still unconfirmed (it could not be
+            # settled above): the refund waits for it, until the next run.
+            changes.append(failed_change(refund.payment_id, f"apply refund {refund.pk}", exc))
+            continue
         changes.append(
             Change(
                 str(refund.payment_id),

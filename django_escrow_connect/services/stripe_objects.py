@@ -297,14 +297,32 @@ def _apply_refund_locked(payment: Any, snapshot: RefundSnapshot, *, event_id: st
         return refund
     if not can_proceed(refund.apply_stripe_status):
         return refund
+    if was_counted != (stripe_status in COUNTED_REFUND_STATES):
+        require_release_settled(payment, f"Refund {snapshot.id}")
     refund.apply_stripe_status(stripe_status, snapshot.failure_reason or "")
     refund.save()
     now_counted = refund.status in COUNTED_REFUND_STATES
     if was_counted and not now_counted:
         _refund_failed(payment, refund, event_id=event_id)
-    elif now_counted and not was_counted and can_proceed(payment.refund):
+    elif now_counted and not was_counted:
         _count_refund(payment, refund, event_id=event_id)
     return refund
+
+
+def require_release_settled(payment: Any, what: str) -> None:
+    """Defer a refund's change to the books while the payment's release is unconfirmed.
+
+    Whether a refund takes held money or money released to the doer depends
+    on whether the transfer in flight was made. Its outcome (the retry, its
+    webhook, ``escrow_reconcile``) comes first; the deferred event is then
+    applied to a payment that is held or released (frozen by a dispute
+    that opened meanwhile, or not).
+    """
+    if outcomes.settled_state(payment) == S.RELEASING:
+        raise errors.UnknownObject(
+            f"{what} changes a payment whose release is not confirmed yet; "
+            "retried once the release is settled."
+        )
 
 
 #: A refund's states in the order Stripe moves through them; failed and
@@ -329,6 +347,8 @@ def _moves_forward(current: str, reported: str) -> bool:
 def _record_outside_refund(payment: Any, snapshot: RefundSnapshot, *, event_id: str) -> Any:
     """A refund the app did not make (e.g. in the Stripe dashboard)."""
     status = snapshot.status if snapshot.status in RefundStatus.values else RefundStatus.PENDING
+    if status in COUNTED_REFUND_STATES:
+        require_release_settled(payment, f"Refund {snapshot.id}")
     refund = model("Refund").objects.create(
         payment=payment,
         stripe_refund_id=snapshot.id,
@@ -347,12 +367,8 @@ def _record_outside_refund(payment: Any, snapshot: RefundSnapshot, *, event_id: 
         level=logging.WARNING,
     )
     if refund.status in COUNTED_REFUND_STATES:
-        if (
-            can_proceed(payment.refund)
-            and payment.amount_refunded + refund.amount <= payment.amount
-        ):
-            _count_refund(payment, refund, event_id=event_id)
-        else:
+        fits = payment.amount_refunded + refund.amount <= payment.amount
+        if not (fits and _count_refund(payment, refund, event_id=event_id)):
             _log(
                 "refund not applied to a %s payment",
                 payment.status,
@@ -363,13 +379,16 @@ def _record_outside_refund(payment: Any, snapshot: RefundSnapshot, *, event_id: 
     return refund
 
 
-def _count_refund(payment: Any, refund: Any, *, event_id: str) -> None:
-    payment.refund(refund.amount)
+def _count_refund(payment: Any, refund: Any, *, event_id: str) -> bool:
+    """Count ``refund`` in the payment's books, whatever its state; False if it cannot be."""
+    if not outcomes.record_refund(payment, refund.amount):
+        return False
     outcomes.mark_refunded_milestones(payment)
     payment.save()
     sync_task_status(payment)
     _log("payment refunded: %s", refund.amount, payment=payment, event_id=event_id)
     notify("payment_refunded", payment=payment, refund=refund)
+    return True
 
 
 def _refund_failed(payment: Any, refund: Any, *, event_id: str) -> None:
@@ -470,9 +489,11 @@ def _match_or_record_transfer(payment: Any, snapshot: TransferSnapshot, *, event
     if pending is not None and pending.amount == snapshot.amount:
         pending.mark_created(snapshot.id)
         pending.save()
-        if payment.status == S.RELEASING:
-            # The app's transfer call timed out; Stripe made the transfer.
-            payment.release(amount_transferred=pending.amount)
+        if outcomes.settled_state(payment) == S.RELEASING and outcomes.record_release(
+            payment, amount_transferred=pending.amount
+        ):
+            # The app's transfer call timed out; Stripe made the transfer
+            # (recorded during a dispute that opened meanwhile too).
             payment.save()
             sync_task_status(payment)
             _log("release confirmed by webhook", payment=payment, event_id=event_id)

@@ -1000,6 +1000,49 @@ class TestDisputes:
         assert market.payment(payment.pk).status == "partially_released"
         assert release(market, payment, milestone_id=build.pk).status_code == 200
 
+    def test_a_last_transfer_confirmed_during_the_dispute_releases_the_payment(
+        self, market, sim_stripe, partner
+    ):
+        from io import StringIO
+
+        from django.core.management import call_command
+
+        payment = held(market, payees=team(market, partner))
+        sim_stripe.fail_next(
+            "create_transfer",
+            BalanceInsufficient(
+                "Insufficient funds.", code="balance_insufficient", http_status=400
+            ),
+        )
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 409  # the doer's 5,400 refused, the partner's 3,600 sent
+        # Sent again; Stripe makes it but the answer is lost.
+        sim_stripe.fail_next(
+            "create_transfer",
+            TemporarilyUnavailable("timed out", http_status=None),
+            after_effect=True,
+        )
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 503
+        with market.capture(execute=True):
+            dispute = dispute_event(market.payment(payment.pk))
+        assert market.payment(payment.pk).status_before_dispute == "partially_released"
+
+        with market.capture(execute=True):
+            call_command("escrow_reconcile", "--older-than", "0", stdout=StringIO())
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_transferred) == ("disputed", 9_000)
+        assert payment.released_at is not None
+
+        with market.capture(execute=True):
+            dispute_event(payment, status="won", dispute_id=dispute.stripe_dispute_id)
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_held) == ("released", 0)
+        assert sorted(t["amount"] for t in transfers_in_stripe(sim_stripe, payment)) == [
+            3_600,
+            5_400,
+        ]
+
 
 # --------------------------------------------------------------------------
 # Automatic release of delivered milestones

@@ -9,19 +9,23 @@ crash matrix (tests/crash/) kills a server for the same states.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from io import StringIO
 from typing import Any
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from django_escrow_connect import simulation as simulated
 from django_escrow_connect import swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
-from django_escrow_connect.exceptions import TemporarilyUnavailable
+from django_escrow_connect.exceptions import BalanceInsufficient, TemporarilyUnavailable
 from django_escrow_connect.services import operations
+from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.testing import assert_books_balanced
 from tests.checked_gateway import MoneyCallInTransaction, TransactionCheckingGateway
 
@@ -327,6 +331,212 @@ class TestManualCapture:
         # fee: the doer gave back 4,500.
         assert (payment.amount_refunded, payment.amount_reversed) == (5_000, 4_500)
         assert_books_balanced(payment_id=payment.pk)
+
+
+@contextmanager
+def webhooks_lost() -> Iterator[None]:
+    """Stripe's events of what happens inside are never delivered."""
+    previous = simulated.set_event_sink(lambda *args: None)
+    try:
+        yield
+    finally:
+        simulated.set_event_sink(previous)
+
+
+def run_reconcile(market: Any) -> str:
+    """``escrow_reconcile``'s report; it exits non-zero when something failed."""
+    out = StringIO()
+    with market.capture(execute=True):
+        try:
+            call_command("escrow_reconcile", "--older-than", "0", stdout=out, stderr=out)
+        except CommandError as exc:
+            out.write(f"[{exc}]")
+    return out.getvalue()
+
+
+def webhook_events(kind: str) -> list[str]:
+    return list(
+        swappable.load("WebhookEvent").objects.filter(type=kind).values_list("status", flat=True)
+    )
+
+
+class TestADisputeOpenedMeanwhile:
+    """A dispute opens while Stripe's answer to a release or refund is unknown:
+    what Stripe did is booked, and the dispute's close returns the payment to
+    where those facts lead."""
+
+    @pytest.mark.parametrize("won", [True, False], ids=["won", "lost"])
+    def test_a_transfer_confirmed_during_the_dispute_is_booked_as_released(
+        self, market, sim_stripe, separate_charges, won
+    ):
+        payment, _ = stage_crashed_release(market, sim_stripe, stripe_acted=True)
+        with market.capture(execute=True):
+            dispute = SimulatedGateway().open_dispute(payment.stripe_payment_intent_id)
+        assert market.payment(payment.pk).status == "disputed"
+
+        assert "transfer settled" in run_reconcile(market)
+        payment = market.payment(payment.pk)
+        # The doer has the 9,000: booked, while the payment stays frozen.
+        assert (payment.status, payment.amount_transferred, payment.amount_released) == (
+            "disputed",
+            9_000,
+            10_000,
+        )
+        assert payment.released_at is not None
+        assert journal(payment) == [("transfer", "succeeded")]
+
+        with market.capture(execute=True):
+            SimulatedGateway().close_dispute(dispute.id, won)
+        payment = market.payment(payment.pk)
+        if not won:
+            assert (payment.status, payment.amount_transferred) == ("dispute_lost", 9_000)
+            return
+        assert payment.status == "released"
+        assert payment.task.payment_status == "payment_released"
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        assert "Nothing to reconcile." in run_reconcile(market)
+        assert len(stripe_books(sim_stripe, payment)["transfers"]) == 1
+        assert_books_balanced(payment_id=payment.pk)
+
+    def test_a_capture_confirmed_during_the_dispute_is_booked_as_released(
+        self, settings, market, sim_stripe
+    ):
+        configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
+        payment = market.held_payment()
+        sim_stripe.fail_next(
+            "capture_payment_intent", TemporarilyUnavailable("timed out"), after_effect=True
+        )
+        with webhooks_lost():
+            response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 503, response.content
+        with market.capture(execute=True):
+            dispute = SimulatedGateway().open_dispute(payment.stripe_payment_intent_id)
+        assert market.payment(payment.pk).status == "disputed"
+
+        run_reconcile(market)
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_transferred) == ("disputed", 9_000)
+        assert journal(payment) == [("capture", "succeeded")]
+        with market.capture(execute=True):
+            SimulatedGateway().close_dispute(dispute.id, True)
+        assert market.payment(payment.pk).status == "released"
+
+    def test_a_release_refused_during_the_dispute_is_held_again_when_it_is_won(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment, _ = stage_crashed_release(market, sim_stripe, stripe_acted=False)
+        with market.capture(execute=True):
+            dispute = SimulatedGateway().open_dispute(payment.stripe_payment_intent_id)
+        sim_stripe.fail_next(
+            "create_transfer",
+            BalanceInsufficient(
+                "Insufficient funds.", code="balance_insufficient", http_status=400
+            ),
+        )
+        assert "releasing" not in run_reconcile(market)
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_transferred) == ("disputed", 0)
+        assert journal(payment) == [("transfer", "failed")]
+
+        with market.capture(execute=True):
+            SimulatedGateway().close_dispute(dispute.id, True)
+        assert market.payment(payment.pk).status == "held"
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_transferred) == ("released", 9_000)
+        assert len(stripe_books(sim_stripe, payment)["transfers"]) == 1
+
+    def test_a_refund_confirmed_during_an_inquiry_is_counted(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment = market.held_payment()
+        sim_stripe.fail_next(
+            "create_refund", TemporarilyUnavailable("timed out"), after_effect=True
+        )
+        with webhooks_lost():
+            response = market.post(
+                market.doer, "payment-refund", {"amount": 3_000}, payment_id=payment.pk
+            )
+        assert response.status_code == 503, response.content
+        with market.capture(execute=True):
+            inquiry = SimulatedGateway().open_dispute(
+                payment.stripe_payment_intent_id, inquiry=True
+            )
+        assert market.payment(payment.pk).status == "disputed"
+
+        run_reconcile(market)
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_refunded) == ("disputed", 3_000)
+        assert journal(payment) == [("refund", "succeeded")]
+
+        with market.capture(execute=True):
+            SimulatedGateway().close_dispute(inquiry.id, True)
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_refunded, payment.amount_held) == (
+            "held",
+            3_000,
+            7_000,
+        )
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        assert stripe_books(sim_stripe, payment)["transferred"] == 6_300
+        assert_books_balanced(payment_id=payment.pk)
+
+    def test_a_dashboard_refund_during_an_inquiry_refunds_the_payment(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment = market.held_payment()
+        with market.capture(execute=True):
+            SimulatedGateway().open_dispute(payment.stripe_payment_intent_id, inquiry=True)
+        # The API refuses a refund while a dispute is open...
+        response = market.post(market.doer, "payment-refund", payment_id=payment.pk)
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "transition_not_allowed"
+
+        # ...but a refund made at Stripe counts; it also closes the inquiry.
+        with market.capture(execute=True):
+            SimulatedGateway().create_refund(
+                payment_intent=payment.stripe_payment_intent_id,
+                amount=10_000,
+                idempotency_key="dashboard-refund",
+                metadata={},
+            )
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_refunded, payment.amount_held) == (
+            "refunded",
+            10_000,
+            0,
+        )
+        assert payment.task.payment_status == "refunded"
+        assert_books_balanced(payment_id=payment.pk)
+
+    def test_a_dashboard_refund_waits_for_an_unconfirmed_release(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment, _ = stage_crashed_release(market, sim_stripe, stripe_acted=True)
+        with market.capture(execute=True):
+            SimulatedGateway().create_refund(
+                payment_intent=payment.stripe_payment_intent_id,
+                amount=1_000,
+                idempotency_key="dashboard-refund",
+                metadata={},
+            )
+        # Whether it takes held or released money depends on the transfer.
+        assert webhook_events("refund.created") == ["deferred"]
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_refunded) == ("releasing", 0)
+
+        run_reconcile(market)
+        assert webhook_events("refund.created") == ["processed"]
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_refunded, payment.amount_transferred) == (
+            "partially_refunded",
+            1_000,
+            9_000,
+        )
+        assert payment.amount_released + payment.amount_refunded == payment.amount
 
 
 class TestTwoInstallations:

@@ -187,3 +187,58 @@ def test_a_refund_that_fails_after_release_converges(
     payment = market.payment(payment.pk)
     assert (payment.status, payment.amount_refunded) == ("refunded", 10_000)
     assert_books_balanced(payment_id=payment.pk)
+
+
+def test_a_refund_made_before_release_that_fails_after_it_is_given_back(
+    market: Any, sim_stripe: Any, separate_charges: None
+) -> None:
+    """Refunded in part while held, then released: the refund's failure still counts."""
+    payment = paid_with(market, "refund_fails")
+    assert refund(market, payment, amount=3_000).status_code == 200
+    assert confirm(market, payment).status_code == 200
+    payment = market.payment(payment.pk)
+    assert (payment.status, payment.amount_refunded, payment.amount_transferred) == (
+        "released",
+        3_000,
+        6_300,
+    )
+    [stripe_refund] = stripe_refunds(sim_stripe, payment)
+
+    settle(market, stripe_refund["id"])
+
+    assert sim_stripe.undelivered == []
+    payment = market.payment(payment.pk)
+    # The 3,000 never reached the doer: back on the platform's balance, held.
+    assert (payment.status, payment.amount_refunded, payment.amount_held) == (
+        "released",
+        0,
+        3_000,
+    )
+    [incident] = swappable.load("PaymentIncident").objects.filter(payment=payment.pk)
+    assert incident.kind == "refund_failed"
+    assert_money_invariants(sim_stripe, payment)
+    assert_books_balanced(payment_id=payment.pk)
+
+
+def test_a_refund_that_fails_during_a_dispute_is_given_back(
+    market: Any, sim_stripe: Any, separate_charges: None
+) -> None:
+    payment = paid_with(market, "refund_fails")
+    assert refund(market, payment, amount=4_000).status_code == 200
+    with market.capture(execute=True):
+        dispute = SimulatedGateway().open_dispute(payment.stripe_payment_intent_id)
+    [stripe_refund] = stripe_refunds(sim_stripe, payment)
+
+    settle(market, stripe_refund["id"])
+
+    payment = market.payment(payment.pk)
+    assert (payment.status, payment.amount_refunded) == ("disputed", 0)
+    assert payment.incidents.filter(kind="refund_failed").count() == 1
+    with market.capture(execute=True):
+        SimulatedGateway().close_dispute(dispute.id, True)
+    payment = market.payment(payment.pk)
+    assert (payment.status, payment.amount_held) == ("held", 10_000)
+    # The whole net goes to the doer, not the net of a refund that failed.
+    assert confirm(market, payment).status_code == 200
+    assert market.payment(payment.pk).amount_transferred == 9_000
+    assert_books_balanced(payment_id=payment.pk)

@@ -36,6 +36,35 @@ def _fully_refundable_left(payment: AbstractEscrowPayment) -> bool:
     return payment.amount_refunded < payment.amount
 
 
+def _frozen(payment: AbstractEscrowPayment) -> bool:
+    """An open or lost dispute decides the payment's state (``disputed``, ``dispute_lost``)."""
+    return payment.status in (S.DISPUTED, S.DISPUTE_LOST)
+
+
+def _settled_state(payment: AbstractEscrowPayment) -> str:
+    """The state the payment is in, or returns to when its dispute closes in its favour."""
+    if _frozen(payment):
+        return str(payment.status_before_dispute or S.HELD)
+    return str(payment.status)
+
+
+def _release_unsettled(payment: AbstractEscrowPayment) -> bool:
+    # The release's transfer (or capture) was sent and Stripe's answer is
+    # not known yet, also when a dispute opened meanwhile.
+    return _settled_state(payment) == S.RELEASING
+
+
+def _releasable_before_dispute(payment: AbstractEscrowPayment) -> bool:
+    # Where ``release`` leaves from; the dispute froze the payment there.
+    return _settled_state(payment) in (S.HELD, S.RELEASING, S.PARTIALLY_RELEASED)
+
+
+def _release_settled(payment: AbstractEscrowPayment) -> bool:
+    # A refund counts against held or released money depending on whether
+    # the release in flight was made: it waits for the release's outcome.
+    return not _release_unsettled(payment)
+
+
 def _nothing_captured(payment: AbstractEscrowPayment) -> bool:
     # A held manual-capture payment is an authorisation, which can be voided;
     # money captured by a separate charge goes back by a refund instead.
@@ -413,8 +442,30 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         permission=permissions.may_release,  # type: ignore[arg-type]  # fsm stubs: Model, not our model
     )
     def release(self, amount_transferred: int = 0, platform_fee: int | None = None) -> None:
+        self._record_release(str(self.status), amount_transferred, platform_fee)
+
+    @transition(
+        field=status,
+        source=[S.DISPUTED, S.DISPUTE_LOST],
+        target=RETURN_VALUE(S.DISPUTED, S.DISPUTE_LOST),
+        conditions=[_releasable_before_dispute],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
+    )
+    def release_during_dispute(
+        self, amount_transferred: int = 0, platform_fee: int | None = None
+    ) -> str:
+        """Stripe made a release sent before the dispute opened (its answer came late).
+
+        Stripe's fact is recorded as ``release`` records it; the payment stays
+        frozen, and a dispute won (or an appeal won) returns it to ``released``.
+        """
+        self._record_release(_settled_state(self), amount_transferred, platform_fee)
+        return self._settle(S.RELEASED)
+
+    def _record_release(
+        self, previous: str, amount_transferred: int, platform_fee: int | None
+    ) -> None:
         self.released_at = timezone.now()
-        if self.status != S.PARTIALLY_RELEASED:
+        if previous != S.PARTIALLY_RELEASED:
             # A split payment counts its transfers one by one (release_part).
             self.amount_transferred = amount_transferred
         if platform_fee is not None:
@@ -438,10 +489,20 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         self.amount_released += amount
         self.platform_fee = platform_fee
 
-    @transition(field=status, source=S.RELEASING, target=S.HELD)
-    def release_failed(self) -> None:
-        """The transfer definitely did not happen: the money is still held."""
+    @transition(
+        field=status,
+        source=[S.RELEASING, S.DISPUTED, S.DISPUTE_LOST],
+        target=RETURN_VALUE(S.HELD, S.DISPUTED, S.DISPUTE_LOST),
+        conditions=[_release_unsettled],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
+    )
+    def release_failed(self) -> str:
+        """The transfer definitely did not happen: the money is still held.
+
+        When a dispute opened meanwhile the payment stays frozen, and the
+        dispute's close returns it to ``held``.
+        """
         self.release_attempts += 1
+        return self._settle(S.HELD)
 
     # -- refunds ---------------------------------------------------------------
     @transition(
@@ -453,7 +514,26 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
     )
     def refund(self, amount: int) -> str:
         """Record ``amount`` more refunded; the state follows the totals."""
-        was_released = self.status in (S.RELEASED, S.PARTIALLY_REFUNDED)
+        return self._record_refund(str(self.status), amount)
+
+    @transition(
+        field=status,
+        source=[S.DISPUTED, S.DISPUTE_LOST],
+        target=RETURN_VALUE(S.DISPUTED, S.DISPUTE_LOST),
+        conditions=[_fully_refundable_left, _release_settled],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
+    )
+    def refund_during_dispute(self, amount: int) -> str:
+        """A refund Stripe made while a dispute is open or lost: counted as ``refund`` counts it.
+
+        Stripe refunds a charge under an inquiry, and a refund sent before
+        the dispute opened may be confirmed after. The payment stays frozen;
+        the dispute's close returns it to the state the totals lead to
+        (``refunded`` when all of it was refunded).
+        """
+        return self._settle(self._record_refund(_settled_state(self), amount))
+
+    def _record_refund(self, previous: str, amount: int) -> str:
+        was_released = previous in (S.RELEASED, S.PARTIALLY_REFUNDED)
         self.amount_refunded += amount
         # A refund takes what is held first; beyond that it takes back
         # released money (the transfers were reversed before it).
@@ -461,7 +541,7 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         if self.amount_refunded >= self.amount:
             self.refunded_at = timezone.now()
             return S.REFUNDED
-        if self.status == S.PARTIALLY_RELEASED:
+        if previous == S.PARTIALLY_RELEASED:
             # Released in parts and the rest refunded: nothing is left to
             # release, so it ends as a released payment partly refunded.
             return S.PARTIALLY_RELEASED if self.amount_held else S.PARTIALLY_REFUNDED
@@ -469,16 +549,44 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
 
     @transition(
         field=status,
-        source=[S.HELD, S.PARTIALLY_RELEASED, S.PARTIALLY_REFUNDED, S.REFUNDED],
-        target=RETURN_VALUE(S.HELD, S.PARTIALLY_RELEASED, S.RELEASED, S.PARTIALLY_REFUNDED),
+        source=[
+            S.HELD,
+            S.PARTIALLY_RELEASED,
+            S.RELEASED,
+            S.PARTIALLY_REFUNDED,
+            S.REFUNDED,
+            S.DISPUTED,
+            S.DISPUTE_LOST,
+        ],
+        target=RETURN_VALUE(
+            S.HELD,
+            S.PARTIALLY_RELEASED,
+            S.RELEASED,
+            S.PARTIALLY_REFUNDED,
+            S.DISPUTED,
+            S.DISPUTE_LOST,
+        ),
+        conditions=[_release_settled],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
     )
     def refund_failed(self, amount: int) -> str:
-        """A refund Stripe could not complete: give its amount back (to escrow)."""
+        """A refund Stripe could not complete: give its amount back (to escrow).
+
+        The money is back in the platform's balance: counted as held
+        (``amount_held``), not as released, since what a refund after release
+        reversed from the doer stays reversed. A released payment stays
+        released (or partially refunded) and the refund can be asked again.
+        During a dispute the payment stays frozen and returns to that state
+        when the dispute closes in its favour.
+        """
+        previous = _settled_state(self)
         self.amount_refunded = max(0, self.amount_refunded - amount)
         self.refunded_at = None
         if self.released_at is None:
-            return S.PARTIALLY_RELEASED if self.amount_released else S.HELD
-        return S.PARTIALLY_REFUNDED if self.amount_refunded else S.RELEASED
+            return self._settle(S.PARTIALLY_RELEASED if self.amount_released else S.HELD)
+        if previous == S.RELEASED:
+            # Its refunds were all made before the release: it stays released.
+            return self._settle(S.RELEASED)
+        return self._settle(S.PARTIALLY_REFUNDED if self.amount_refunded else S.RELEASED)
 
     # -- disputes --------------------------------------------------------------
     @transition(
@@ -495,7 +603,7 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         field=status,
         source=S.DISPUTED,
         target=RETURN_VALUE(
-            S.HELD, S.RELEASING, S.PARTIALLY_RELEASED, S.RELEASED, S.PARTIALLY_REFUNDED
+            S.HELD, S.RELEASING, S.PARTIALLY_RELEASED, S.RELEASED, S.PARTIALLY_REFUNDED, S.REFUNDED
         ),
     )
     def win_dispute(self) -> str:
@@ -510,7 +618,7 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         field=status,
         source=S.DISPUTE_LOST,
         target=RETURN_VALUE(
-            S.HELD, S.RELEASING, S.PARTIALLY_RELEASED, S.RELEASED, S.PARTIALLY_REFUNDED
+            S.HELD, S.RELEASING, S.PARTIALLY_RELEASED, S.RELEASED, S.PARTIALLY_REFUNDED, S.REFUNDED
         ),
     )
     def win_appeal(self) -> str:
@@ -522,3 +630,11 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         self.status_before_dispute = ""
         self.amount_disputed = 0
         return previous
+
+    def _settle(self, state: str) -> str:
+        """``state`` is where Stripe's news leads; a dispute keeps the payment
+        frozen and returns it there when it closes in the platform's favour."""
+        if _frozen(self):
+            self.status_before_dispute = state
+            return str(self.status)
+        return state
