@@ -185,6 +185,19 @@ def test_payment_intent_of_another_product_is_ignored(deliver: Any, sim_stripe: 
     assert deliver.platform(evt).json()["status"] == "ignored"
 
 
+def test_payment_intent_of_another_installation_is_ignored_not_deferred(
+    deliver: Any, make_payment: Any, sim_stripe: Any
+) -> None:
+    # Staging and production on one Stripe account: the other one's
+    # PaymentIntent names a payment of its own database, never of this one.
+    scene = make_payment()
+    intent = intent_for(scene, "succeeded", id=so.new_id("pi"))
+    intent["metadata"]["escrow_namespace"] = "staging"
+    evt = so.event("payment_intent.succeeded", intent)
+    assert deliver.platform(evt).json()["status"] == "ignored"
+    assert scene.refresh().status == scene.payment.status
+
+
 def test_our_payment_intent_before_its_row_is_deferred(
     deliver: Any, make_payment: Any, sim_stripe: Any
 ) -> None:
