@@ -159,6 +159,26 @@ def test_manual_capture_succeeded_is_the_release(
     assert len(sent.of("payment_released")) == 1
 
 
+def test_manual_capture_captured_in_part_is_an_incident_not_a_release(
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
+) -> None:
+    # Captured for 4,000 of 10,000 in the Stripe dashboard: Stripe gave the
+    # other 6,000 back to the customer; the whole amount is not released.
+    scene = make_payment("held", strategy=MANUAL)
+    intent = intent_for(scene, "succeeded", amount_received=4_000)
+    assert deliver.platform(so.event("payment_intent.succeeded", intent)).status_code == 200
+    payment = scene.refresh()
+    assert (payment.status, payment.amount_released, payment.amount_transferred) == ("held", 0, 0)
+    (incident,) = incidents(scene)
+    assert incident.kind == "amount_mismatch"
+    assert "captured for 4000 usd outside the app" in incident.message
+    assert not sent.of("payment_released")
+    # Another event about it (charge.captured's PaymentIntent, a replay): one incident.
+    deliver.platform(so.event("payment_intent.succeeded", intent))
+    assert len(incidents(scene)) == 1
+    assert scene.refresh().status == "held"
+
+
 def test_charge_event_remembers_the_charge_and_capture_deadline(
     deliver: Any, make_payment: Any, sim_stripe: Any
 ) -> None:
