@@ -51,8 +51,13 @@ def deliver(event: str, /, **kwargs: Any) -> None:
 
 
 def _backends() -> list[Any]:
+    configured = escrow_settings.NOTIFICATION_BACKENDS or []
+    if not isinstance(configured, (list, tuple)):
+        # One dotted path instead of a list of them: that one backend
+        # (iterating the class would raise, after the money moved).
+        configured = [configured]
     backends = []
-    for backend_class in escrow_settings.NOTIFICATION_BACKENDS or []:
+    for backend_class in configured:
         try:
             backends.append(backend_class())
         except Exception:

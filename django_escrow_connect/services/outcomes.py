@@ -299,6 +299,21 @@ def capture_done(payment: Any, operation: Any, intent: Any, *, event_id: str = "
     """The capture's PaymentIntent; False while Stripe is still capturing."""
     if intent.status != "succeeded":
         return False
+    # payment_intents imports this module.
+    from .payment_intents import captured_in_part
+
+    if captured_in_part(payment, intent, event_id=event_id):
+        # The app captures the whole authorisation: this capture was made
+        # outside the app, and is no release (the incident says why).
+        operation.mark_failed(
+            "captured_outside_app", "Captured for another amount outside the app."
+        )
+        operation.save()
+        if can_proceed(payment.release_failed):
+            payment.release_failed()
+            payment.save()
+            sync_task_status(payment)
+        return True
     operation.mark_succeeded(intent.id)
     operation.save()
     if record_release(payment, amount_transferred=payment.amount - payment.platform_fee):

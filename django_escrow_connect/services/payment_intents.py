@@ -65,7 +65,9 @@ def apply_payment_intent(snapshot: PaymentIntentSnapshot, *, event_id: str = "")
     ``processing``              awaiting payment -> processing
     ``succeeded`` (automatic)   -> held (the charge id is kept for the transfer)
     ``requires_capture``        -> held, with ``capture_before``
-    ``succeeded`` (manual)      held/releasing -> released (capture confirmed)
+    ``succeeded`` (manual)      held/releasing -> released (capture confirmed);
+                                captured for less than the amount (outside
+                                the app): held + incident, no release
     ``requires_payment_method`` with ``last_payment_error``: -> failed + incident
     ``canceled``                -> canceled (+ incident if Stripe canceled it,
                                 e.g. an authorisation that lapsed)
@@ -106,7 +108,7 @@ def apply_payment_intent(snapshot: PaymentIntentSnapshot, *, event_id: str = "")
             _authorised(payment, snapshot)
             saved_methods.record_saved_payment_method(payment, snapshot)
         elif status == "succeeded":
-            _succeeded(payment, snapshot)
+            _succeeded(payment, snapshot, event_id)
             saved_methods.record_saved_payment_method(payment, snapshot)
         elif status == "requires_payment_method" and snapshot.last_payment_error:
             _failed(payment, snapshot, event_id)
@@ -304,8 +306,10 @@ def _unresolved(payment: Any, kind: str) -> Any:
     return payment.operations.filter(kind=kind, status__in=UNRESOLVED_OPERATION_STATES).first()
 
 
-def _amount_mismatch(payment: Any, snapshot: PaymentIntentSnapshot, event_id: str) -> None:
-    message = (
+def _amount_mismatch(
+    payment: Any, snapshot: PaymentIntentSnapshot, event_id: str, message: str = ""
+) -> None:
+    message = message or (
         f"PaymentIntent {snapshot.id} is {snapshot.amount} {snapshot.currency}, "
         f"the payment is {payment.amount} {payment.currency}."
     )
@@ -329,6 +333,38 @@ def _amount_mismatch(payment: Any, snapshot: PaymentIntentSnapshot, event_id: st
         stripe_payment_intent_id=snapshot.id,
     )
     _log(payment, "payment intent amount mismatch", level=logging.ERROR)
+
+
+def captured_in_part(payment: Any, snapshot: Any, *, event_id: str = "") -> bool:
+    """Whether a manual-capture PaymentIntent was captured for another amount than the payment's.
+
+    The app captures the whole authorisation; a capture made in the Stripe
+    dashboard may take less (``amount_received`` < ``amount``). Stripe then
+    releases the rest of the authorisation to the customer, transfers only
+    what was captured to the doer and caps the application fee at it. The
+    books cannot say that without a captured amount of their own: counting
+    the rest as refunded would make every later refund, reversal and
+    application-fee share (computed in proportion to the payment's amount)
+    wrong. So such a capture is never recorded as the release: an
+    ``amount_mismatch`` incident says what Stripe did, and the payment stays
+    where it was for staff to settle.
+    """
+    if snapshot.amount_received == payment.amount:
+        return False
+    uncaptured = payment.amount - snapshot.amount_received
+    _amount_mismatch(
+        payment,
+        snapshot,
+        event_id,
+        message=(
+            f"PaymentIntent {snapshot.id} was captured for {snapshot.amount_received} "
+            f"{payment.currency} outside the app, the payment is {payment.amount} "
+            f"{payment.currency}: Stripe released the other {uncaptured} to the customer "
+            "and transferred only what was captured. The payment is not marked released; "
+            "settle it by hand."
+        ),
+    )
+    return True
 
 
 def _hold(payment: Any, snapshot: PaymentIntentSnapshot) -> None:
@@ -373,7 +409,7 @@ def _capture_deadline(payment: Any, snapshot: PaymentIntentSnapshot) -> Any:
     return (snapshot.created or timezone.now()) + MANUAL_CAPTURE_WINDOW
 
 
-def _succeeded(payment: Any, snapshot: PaymentIntentSnapshot) -> None:
+def _succeeded(payment: Any, snapshot: PaymentIntentSnapshot, event_id: str) -> None:
     if not payment.is_manual_capture:
         if can_proceed(payment.mark_held):
             _hold(payment, snapshot)
@@ -388,10 +424,15 @@ def _succeeded(payment: Any, snapshot: PaymentIntentSnapshot) -> None:
         _hold(payment, snapshot)
     capture = _unresolved(payment, MoneyOperationKind.CAPTURE)
     if capture is not None:
-        # The app's own capture, whose answer was not committed yet.
-        outcomes.capture_done(payment, capture, snapshot)
+        # The app's own capture, whose answer was not committed yet (or, for
+        # less than the whole amount, one made outside the app meanwhile).
+        outcomes.capture_done(payment, capture, snapshot, event_id=event_id)
         return
-    if outcomes.record_release(payment, amount_transferred=payment.amount - payment.platform_fee):
+    # A capture for less than the whole amount is no release (captured_in_part
+    # records why); Stripe's release is recorded, also during a dispute.
+    if not captured_in_part(payment, snapshot, event_id=event_id) and outcomes.record_release(
+        payment, amount_transferred=payment.amount - payment.platform_fee
+    ):
         if snapshot.latest_charge:
             payment.stripe_charge_id = snapshot.latest_charge
         payment.save()

@@ -29,6 +29,7 @@ transaction: all a duplicate costs), then a new event costs 1 query here
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from collections import Counter
 from dataclasses import dataclass
@@ -56,6 +57,11 @@ PENDING = (E.RECEIVED, E.FAILED)
 #: A deferred event waits for :func:`process_deferred`; after this long the
 #: object it names is not coming and the event is ignored.
 DEFERRED_MAX_AGE = timedelta(days=7)
+#: How many deferred events one :func:`process_deferred` run retries at most,
+#: and how long it may start new ones: a run's work is bounded, and the
+#: round robin brings every deferred event its turn within a few runs.
+DEFERRED_BATCH = 500
+DEFERRED_TIME_BUDGET = timedelta(minutes=2)
 #: The columns processing changes (the payload is never written back).
 SETTLED_FIELDS = ["status", "attempts", "last_error", "processed_at"]
 #: How much of an error message the event row keeps.
@@ -435,8 +441,19 @@ def _settle_failure(pk: Any, exc: Exception, context: EventContext | None) -> st
 # --------------------------------------------------------------------------
 
 
-def process_deferred(limit: int = 100) -> dict[str, int]:
-    """Retry deferred events (oldest first); give up on those past their age.
+def process_deferred(
+    limit: int = DEFERRED_BATCH, *, time_budget: timedelta = DEFERRED_TIME_BUDGET
+) -> dict[str, int]:
+    """Retry deferred events, the least tried first; give up on those past their age.
+
+    Every retry of an event that stays deferred counts an attempt, so the
+    order (attempts, then arrival) is a round robin: events about objects
+    that never come (a dispute on a charge that is no escrow payment's, an
+    account this platform does not manage) go behind those tried less often,
+    and an event deferred since the last run is retried in this one however
+    many old ones wait. One run tries at most ``limit`` events and starts
+    none after ``time_budget``; the rest keep their place (they were tried
+    least) for the next run and are counted as ``postponed``.
 
     Returns how many ended in each state. The reconcile command calls this.
     """
@@ -444,11 +461,20 @@ def process_deferred(limit: int = 100) -> dict[str, int]:
     cutoff = timezone.now() - DEFERRED_MAX_AGE
     pks = list(
         Event.objects.filter(status=E.DEFERRED)
-        .order_by("received_at")
+        .order_by("attempts", "received_at", "pk")
         .values_list("pk", "received_at")[:limit]
     )
     counts: Counter[str] = Counter()
-    for pk, received_at in pks:
+    deadline = time.monotonic() + time_budget.total_seconds()
+    for done, (pk, received_at) in enumerate(pks):
+        if time.monotonic() >= deadline:
+            counts["postponed"] += len(pks) - done
+            logger.warning(
+                "deferred events: time budget of %s s spent; %d left for the next run",
+                time_budget.total_seconds(),
+                len(pks) - done,
+            )
+            break
         status = process_event(pk, statuses=(E.DEFERRED,))
         if status == E.DEFERRED and received_at < cutoff:
             status = _give_up(pk)

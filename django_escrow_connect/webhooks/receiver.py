@@ -135,8 +135,30 @@ class EndpointSpec:
     thin: bool = False
 
     def secrets(self) -> list[str]:
-        value = getattr(escrow_settings, self.secrets_setting) or []
+        """The configured signing secrets; empty (every delivery refused) if misconfigured.
+
+        Only a list or tuple is read. A bare string (``"whsec_..."`` without
+        brackets) would otherwise be iterated character by character, and an
+        event signed with the one-character secret ``"w"`` would verify: it is
+        refused as a whole instead (:meth:`secrets_problem` says why, system
+        check E020/E072 too).
+        """
+        value = getattr(escrow_settings, self.secrets_setting)
+        if not isinstance(value, (list, tuple)):
+            return []
         return [secret for secret in value if isinstance(secret, str) and secret]
+
+    def secrets_problem(self) -> str:
+        """Why :meth:`secrets` is empty: the reason every delivery is refused."""
+        setting = f"ESCROW_CONNECT[{self.secrets_setting!r}]"
+        value = getattr(escrow_settings, self.secrets_setting)
+        if value and not isinstance(value, (list, tuple)):
+            return (
+                f"{setting} is a {type(value).__name__}, not a list of signing secrets; "
+                f"no secret of the {self.name} endpoint is used until it is a list "
+                '(["whsec_..."]).'
+            )
+        return f"No signing secret configured for the {self.name} endpoint ({setting})."
 
     def run_validators(self, method: str, *args: Any) -> None:
         for klass in reversed(type(self).__mro__):
@@ -233,10 +255,7 @@ class EndpointSpec:
         self.run_validators("validate_payload", payload)
         secrets = self.secrets()
         if not secrets:
-            raise WebhookRejected(
-                f"No signing secret configured for the {self.name} endpoint "
-                f"(ESCROW_CONNECT[{self.secrets_setting!r}])."
-            )
+            raise WebhookRejected(self.secrets_problem())
         tolerance = int(escrow_settings.WEBHOOK_TOLERANCE_SECONDS or 0)
         if tolerance <= 0:
             # Never disable the replay window: 0 would accept any old delivery.

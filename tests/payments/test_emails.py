@@ -128,6 +128,15 @@ def test_the_lifecycle_emails_payer_and_payee(market, sim_stripe, settings):
     assert "Sent to the doer:     81.00 USD" in mail.outbox[3].body
 
 
+def test_one_backend_named_without_a_list_is_that_backend(market, sim_stripe, settings):
+    configure(
+        settings,
+        NOTIFICATION_BACKENDS="django_escrow_connect.notifications.backends.EmailBackend",
+    )
+    market.create(market.task())
+    assert [m.subject[:17] for m in mail.outbox] == ["Payment requested"]
+
+
 @pytest.mark.skipif(django.VERSION < (6, 1), reason="MAILERS and send_mail(using=) are Django 6.1+")
 def test_emails_go_through_the_configured_mailer(market, sim_stripe, settings):
     configure(

@@ -173,6 +173,63 @@ class TestCaptureAnswerLost:
         assert market.payment(payment.pk).status == "released"
 
 
+class TestCapturedInTheDashboard:
+    """A capture made outside the app for less than the authorisation."""
+
+    def capture_in_dashboard(self, market, payment, amount, *, webhook=True):
+        from django_escrow_connect.simulation import SimulatedGateway
+
+        with market.capture(execute=webhook):
+            SimulatedGateway().capture_payment_intent(
+                payment.stripe_payment_intent_id,
+                idempotency_key="dashboard-capture",
+                amount_to_capture=amount,
+            )
+
+    def assert_not_released(self, market, payment, before):
+        payment = market.payment(payment.pk)
+        assert payment.status == before
+        assert (payment.amount_released, payment.amount_transferred) == (0, 0)
+        (incident,) = payment.incidents.all()
+        assert incident.kind == "amount_mismatch"
+        assert "captured for 4000 usd outside the app" in incident.message
+        assert "released the other 6000 to the customer" in incident.message
+        return payment
+
+    def test_a_partial_capture_is_an_incident_not_a_full_release(
+        self, market, sim_stripe, settings
+    ):
+        configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
+        payment = market.held_payment(amount=10_000)
+        self.capture_in_dashboard(market, payment, 4_000)
+        self.assert_not_released(market, payment, "held")
+        # Seen again (reconcile reads the PaymentIntent): still one incident.
+        with market.capture(execute=True):
+            reconcile("--older-than", "0", "--payment", str(payment.pk))
+        self.assert_not_released(market, payment, "held")
+
+    def test_the_apps_capture_whose_answer_was_lost_is_not_a_full_release_either(
+        self, market, sim_stripe, settings
+    ):
+        # No process is still sending the capture once it answered.
+        configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE, MONEY_OPERATION_LEASE_SECONDS=0)
+        payment = market.held_payment(amount=10_000)
+        # The app's capture failed at Stripe with a 500 (no effect); the
+        # dashboard's succeeded (its webhook lost too), so reconcile looks the
+        # capture up and finds the PaymentIntent succeeded.
+        error = TemporarilyUnavailable("Internal error", http_status=500)
+        sim_stripe.fail_next("capture_payment_intent", error, stored=True)
+        with market.capture(execute=False):
+            response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 503
+        self.capture_in_dashboard(market, payment, 4_000, webhook=False)
+        with market.capture(execute=True):
+            reconcile("--older-than", "0")
+        payment = self.assert_not_released(market, payment, "held")
+        capture = payment.operations.get(kind="capture")
+        assert (capture.status, capture.error_code) == ("failed", "captured_outside_app")
+
+
 class TestPaymentOutcomeLost:
     def test_reconcile_applies_a_payment_whose_webhook_never_came(self, market, sim_stripe):
         from django_escrow_connect.simulation import SimulatedGateway

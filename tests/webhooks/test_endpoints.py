@@ -135,6 +135,22 @@ class EndpointContract:
         escrow_settings(settings, **{self.secrets_setting: []})
         self.refused(deliver.post(self.endpoint, self.event()))
 
+    @pytest.mark.parametrize("signed_with", ["w", "whsec_string_setting"])
+    def test_a_string_setting_is_no_secret_at_all(
+        self, deliver: Any, settings: Any, caplog: Any, signed_with: str
+    ) -> None:
+        # A bare string is not read as its characters (an event signed with
+        # "w" verified), nor as one secret: every delivery is refused and the
+        # log says why (system check E020/E072 reports it too).
+        escrow_settings(settings, **{self.secrets_setting: "whsec_string_setting"})
+        with caplog.at_level("WARNING", logger="django_escrow_connect.webhooks"):
+            response = deliver.post(self.endpoint, self.event(), secret=signed_with)
+        self.refused(response)
+        message = response.json()["error"]["message"]
+        assert "not a list of signing secrets" in message
+        assert self.secrets_setting in message
+        assert any("not a list of signing secrets" in r.getMessage() for r in caplog.records)
+
     # --- refused: body --------------------------------------------------------------------
 
     def test_declared_body_over_limit_is_not_read(self, deliver: Any, settings: Any) -> None:

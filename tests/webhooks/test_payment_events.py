@@ -159,6 +159,26 @@ def test_manual_capture_succeeded_is_the_release(
     assert len(sent.of("payment_released")) == 1
 
 
+def test_manual_capture_captured_in_part_is_an_incident_not_a_release(
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
+) -> None:
+    # Captured for 4,000 of 10,000 in the Stripe dashboard: Stripe gave the
+    # other 6,000 back to the customer; the whole amount is not released.
+    scene = make_payment("held", strategy=MANUAL)
+    intent = intent_for(scene, "succeeded", amount_received=4_000)
+    assert deliver.platform(so.event("payment_intent.succeeded", intent)).status_code == 200
+    payment = scene.refresh()
+    assert (payment.status, payment.amount_released, payment.amount_transferred) == ("held", 0, 0)
+    (incident,) = incidents(scene)
+    assert incident.kind == "amount_mismatch"
+    assert "captured for 4000 usd outside the app" in incident.message
+    assert not sent.of("payment_released")
+    # Another event about it (charge.captured's PaymentIntent, a replay): one incident.
+    deliver.platform(so.event("payment_intent.succeeded", intent))
+    assert len(incidents(scene)) == 1
+    assert scene.refresh().status == "held"
+
+
 def test_charge_event_remembers_the_charge_and_capture_deadline(
     deliver: Any, make_payment: Any, sim_stripe: Any
 ) -> None:
@@ -183,6 +203,19 @@ def test_charge_of_another_product_is_ignored(deliver: Any, sim_stripe: Any) -> 
 def test_payment_intent_of_another_product_is_ignored(deliver: Any, sim_stripe: Any) -> None:
     evt = so.event("payment_intent.succeeded", so.payment_intent(status="succeeded"))
     assert deliver.platform(evt).json()["status"] == "ignored"
+
+
+def test_payment_intent_of_another_installation_is_ignored_not_deferred(
+    deliver: Any, make_payment: Any, sim_stripe: Any
+) -> None:
+    # Staging and production on one Stripe account: the other one's
+    # PaymentIntent names a payment of its own database, never of this one.
+    scene = make_payment()
+    intent = intent_for(scene, "succeeded", id=so.new_id("pi"))
+    intent["metadata"]["escrow_namespace"] = "staging"
+    evt = so.event("payment_intent.succeeded", intent)
+    assert deliver.platform(evt).json()["status"] == "ignored"
+    assert scene.refresh().status == scene.payment.status
 
 
 def test_our_payment_intent_before_its_row_is_deferred(

@@ -201,6 +201,63 @@ def test_deferred_too_long_is_ignored(deliver: Any, spy: Spy) -> None:
     assert "Gave up" in row.last_error
 
 
+@pytest.fixture
+def waiting(monkeypatch: Any) -> Any:
+    """A handler that defers its event until the test says its object arrived."""
+
+    class Waiting:
+        arrived: set[str] = set()
+        tried: list[str] = []
+
+        def __call__(self, context: EventContext) -> None:
+            self.tried.append(context.id)
+            if context.id not in self.arrived:
+                raise UnknownObject(f"No object for {context.id} (yet).")
+
+    handler = Waiting()
+    monkeypatch.setitem(registry.HANDLERS, SPY, registry.Route(handler, registry.PLATFORM))
+    return handler
+
+
+def test_deferred_events_that_never_resolve_do_not_starve_newer_ones(
+    deliver: Any, waiting: Any
+) -> None:
+    # Three events about objects that never come, older and already retried...
+    stuck = [spy_event() for _ in range(3)]
+    for evt in stuck:
+        assert deliver.platform(evt).json()["status"] == "deferred"
+    events().update(received_at=timezone.now() - timedelta(days=1))
+    assert pipeline.process_deferred(limit=3) == {"deferred": 3}
+    # ... and one deferred since, whose object has arrived now.
+    late = spy_event()
+    assert deliver.platform(late).json()["status"] == "deferred"
+    waiting.arrived.add(late["id"])
+    waiting.tried.clear()
+
+    # A run that has room for three retries the one tried least first.
+    assert pipeline.process_deferred(limit=3) == {"processed": 1, "deferred": 2}
+    assert waiting.tried[0] == late["id"]
+    assert status_of(late).status == "processed"
+    # Round robin: the next run tries the stuck event left out of this one first.
+    left_out = next(e["id"] for e in stuck if e["id"] not in waiting.tried)
+    waiting.tried.clear()
+    pipeline.process_deferred(limit=1)
+    assert waiting.tried == [left_out]
+    assert {status_of(e).attempts for e in stuck} == {3}
+
+
+def test_deferred_retries_stop_at_the_time_budget(deliver: Any, waiting: Any) -> None:
+    evt = spy_event()
+    deliver.platform(evt)
+    waiting.arrived.add(evt["id"])
+    waiting.tried.clear()
+
+    assert pipeline.process_deferred(time_budget=timedelta(0)) == {"postponed": 1}
+    assert waiting.tried == []
+    assert (status_of(evt).status, status_of(evt).attempts) == ("deferred", 1)
+    assert pipeline.process_deferred() == {"processed": 1}
+
+
 def test_purged_payload_fails_instead_of_guessing(deliver: Any, spy: Spy) -> None:
     spy.raise_.append(RuntimeError("first attempt"))
     evt = spy_event()

@@ -7,6 +7,7 @@ from typing import Any
 from ...gateway.types import ChargeSnapshot, PaymentIntentSnapshot
 from ...services import payment_intents, stripe_objects, tips
 from ...services.common import lock_payment_for
+from ...services.operations import is_other_installation
 from ...services.shortcut import Shortcut
 from ..context import EventContext
 from . import PARSE_ERRORS, ignore_unless, note_payment, snapshot
@@ -22,11 +23,14 @@ def payment_intent(context: EventContext) -> None:
             ignore_unless(tips.apply_tip_payment_intent(intent, event_id=context.id), "Not ours."),
         )
         return
-    if not intent.metadata.get("escrow_payment_id") and not (
-        intent.transfer_group or ""
-    ).startswith("escrow_"):
+    if not _is_ours(intent):
         # Not created by this app: a missing row is not "late", it never comes.
         ignore_unless(lock_payment_for(payment_intent=intent.id), "Not an escrow payment.")
+    elif is_other_installation(intent.metadata):
+        # Another installation's on the same Stripe account (its own
+        # escrow_namespace): no row of this one will ever have it, so it is
+        # not deferred for seven days.
+        ignore_unless(lock_payment_for(payment_intent=intent.id), "Another installation's payment.")
     note_payment(context, payment_intents.apply_payment_intent(intent, event_id=context.id))
 
 
