@@ -30,7 +30,12 @@ def test_a_tampered_amount_is_refused(market, sim_stripe, amount):
     assert money_calls(sim_stripe) == []
 
 
-@pytest.mark.parametrize("amount", [0, -5, 100.5, "100.00", "abc", True, None, [1]])
+@pytest.mark.parametrize(
+    "amount",
+    # More digits than any amount has, a string of them past Python's
+    # 4300-digit int() limit included.
+    [0, -5, 100.5, "100.00", "abc", True, None, [1], "9" * 20, "9" * 5000],
+)
 def test_an_amount_that_is_not_a_positive_integer_is_invalid(market, sim_stripe, amount):
     task = market.task()
     response = market.create(task, amount=amount)

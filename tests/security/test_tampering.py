@@ -59,7 +59,7 @@ def call(market: Marketplace, user: Any, endpoint: str, payment_id: Any, body: A
 @pytest.mark.parametrize(
     "amount",
     [0, -1, -10_000, 0.5, 99.99, 1e3, "1e3", "-5", " 5", "5 000", "١٢", "", "abc", True, None,
-     [100], {"value": 100}, 10**20],
+     [100], {"value": 100}, 10**20, "9" * 20, "9" * 5000],
 )  # fmt: skip
 def test_a_refund_amount_that_is_not_a_positive_integer_is_400(
     market: Marketplace, sim_stripe: Any, amount: Any
@@ -69,6 +69,22 @@ def test_a_refund_amount_that_is_not_a_positive_integer_is_400(
     response = market.post(market.doer, "payment-refund", {"amount": amount}, payment_id=payment.pk)
     assert response.status_code == 400, response.content
     assert response.json()["error"]["code"] in {"invalid", "invalid_amount"}
+    unchanged.check()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "state"),
+    [("payment-release", "held_payment"), ("payment-tips", "released_payment")],
+)
+def test_an_amount_string_past_python_s_int_limit_is_400(
+    market: Marketplace, sim_stripe: Any, endpoint: str, state: str
+) -> None:
+    """5000 digits: int() refuses more than 4300, which was a 500."""
+    payment = getattr(market, state)()
+    unchanged = Unchanged(sim_stripe)
+    response = market.post(market.customer, endpoint, {"amount": "9" * 5000}, payment_id=payment.pk)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "invalid"
     unchanged.check()
 
 
@@ -242,3 +258,36 @@ def _path(endpoint: str) -> str:
     from django.urls import reverse
 
     return reverse(f"escrow_connect:{endpoint}").removeprefix("/escrow/")
+
+
+# --- bodies the JSON parser cannot take ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["payment-create", "payment-refund", "payment-tips", "stripe-onboarding-link"],
+)
+def test_a_body_nested_past_the_recursion_limit_is_400(
+    market: Marketplace, sim_stripe: Any, endpoint: str
+) -> None:
+    """``json`` recurses per level: RecursionError escaped DRF's parser (a 500)."""
+    payment = market.released_payment()
+    unchanged = Unchanged(sim_stripe)
+    url = "/escrow/" + (
+        _path(endpoint)
+        if endpoint.startswith("stripe-") or endpoint == "payment-create"
+        else _payment_path(endpoint, payment.pk)
+    )
+    with market.capture(execute=True):
+        response = market.client(market.customer).post(
+            url, "[" * 100_000 + "]" * 100_000, content_type="application/json"
+        )
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "parse_error"
+    unchanged.check()
+
+
+def _payment_path(endpoint: str, payment_id: Any) -> str:
+    from django.urls import reverse
+
+    return reverse(f"escrow_connect:{endpoint}", args=[str(payment_id)]).removeprefix("/escrow/")
