@@ -124,13 +124,20 @@ def create_payment(
             task = Task.objects.select_for_update().get(pk=task_id)
         except (Task.DoesNotExist, ValueError, TypeError, ValidationError) as exc:
             # ValidationError: a malformed value for a UUID primary key.
-            raise errors.NotFound(_("No such task.")) from exc
+            raise _no_such_task() from exc
+        # Access first: anyone but the task's customer gets the answer of a
+        # task that does not exist, whatever the task's state, so a stranger
+        # cannot tell a task with an accepted bid from one without (or from
+        # no task at all) by the status code.
         try:
             terms = get_terms(task)
         except TermsUnavailable as exc:
+            payer = getattr(exc, "payer", None)
+            if payer is None or payer.pk != user.pk:
+                raise _no_such_task() from exc
             raise errors.Conflict(str(exc), code="no_payment_terms") from exc
         if terms.payer.pk != user.pk:
-            raise errors.Forbidden(_("Only the task's customer can pay for it."))
+            raise _no_such_task()
         if terms.payee_user is not None and terms.payee_user.pk == user.pk:
             raise errors.InvalidInput(_("You cannot pay for your own task."), code="self_payment")
         if terms.payee_organization is not None and permissions.is_organization_admin(
@@ -185,6 +192,11 @@ def create_payment(
     client_secret = outcome.result.client_secret
     notify("payment_required", payment=payment, client_secret=client_secret)
     return PaymentStart(payment=payment, client_secret=client_secret, created=True)
+
+
+def _no_such_task() -> errors.ServiceError:
+    """What a create for a task that is not the user's to pay answers: 404."""
+    return errors.NotFound(_("No such task."))
 
 
 def _reread(payment: Any) -> Any:

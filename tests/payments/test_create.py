@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from django_escrow_connect import swappable
+from django_escrow_connect.terms import TermsUnavailable
 from tests import factories
 
-from .conftest import money_calls
+from .conftest import configure, money_calls
 
 
 def payments_of(task):
@@ -67,6 +68,28 @@ def test_a_later_price_change_does_not_change_an_open_payment(market, sim_stripe
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "amount_mismatch"
     assert market.payment(first["payment_id"]).amount == 10_000
+
+
+def test_the_customer_is_told_why_a_task_cannot_be_paid_yet(market, sim_stripe):
+    """The hook names the payer: only they learn there is no accepted bid (409)."""
+    task = factories.make_task(market.customer, amount=None)
+    response = market.create(task)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "no_payment_terms"
+    assert market.create(task, user=market.other).status_code == 404
+
+
+def terms_without_a_payer(task):
+    raise TermsUnavailable("Not yet.")
+
+
+def test_terms_unavailable_without_a_payer_is_a_404_for_everyone(market, sim_stripe, settings):
+    configure(settings, PAYMENT_TERMS=f"{__name__}.terms_without_a_payer")
+    task = market.task()
+    for user in (market.customer, market.other):
+        response = market.create(task, user=user)
+        assert response.status_code == 404, response.content
+        assert response.json()["error"] == {"code": "not_found", "message": "No such task."}
 
 
 def test_paying_for_ones_own_task_is_refused(market, sim_stripe):

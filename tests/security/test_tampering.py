@@ -150,14 +150,32 @@ def test_a_query_string_cannot_change_the_amount(market: Marketplace, sim_stripe
 
 
 @pytest.mark.parametrize("payer", ["doer", "other", "org_admin", "staff"])
-def test_paying_someone_else_s_task_is_403(
+def test_paying_someone_else_s_task_is_404(
     market: Marketplace, sim_stripe: Any, payer: str
 ) -> None:
     task = market.task(to_org=payer == "org_admin")
     unchanged = Unchanged(sim_stripe)
     response = market.create(task, user=getattr(market, payer))
-    assert response.status_code == 403, response.content
-    assert response.json()["error"]["code"] == "forbidden"
+    assert response.status_code == 404, response.content
+    assert response.json()["error"] == {"code": "not_found", "message": "No such task."}
+    unchanged.check()
+
+
+@pytest.mark.parametrize("payer", ["doer", "other", "staff"])
+def test_a_stranger_cannot_tell_whether_a_task_has_an_accepted_bid(
+    market: Marketplace, sim_stripe: Any, payer: str
+) -> None:
+    """Someone else's task with terms, without, and no task at all: one answer."""
+    with_terms = market.task()
+    without_terms = factories.make_task(market.customer, amount=None)
+    unchanged = Unchanged(sim_stripe)
+    answers = [
+        market.post(getattr(market, payer), "payment-create", {"task_id": task_id})
+        for task_id in (with_terms.pk, without_terms.pk, 10**9)
+    ]
+    assert {(r.status_code, r.content) for r in answers} == {
+        (404, b'{"error":{"code":"not_found","message":"No such task."}}')
+    }
     unchanged.check()
 
 
