@@ -27,7 +27,7 @@ from .. import permissions
 from ..conf import escrow_settings
 from ..exceptions import GatewayError
 from ..fees import compute_platform_fee
-from ..money import InvalidAmount, validate_minor_amount
+from ..money import InvalidAmount, format_money, validate_minor_amount
 from ..notifications import deliver, notify
 from ..states import (
     DISPUTE_CLOSED_STATES,
@@ -167,6 +167,23 @@ def create_payment(
             raise errors.InvalidInput(
                 _("The amount does not match the accepted bid."), code="amount_mismatch"
             )
+        if existing is not None and _charges_other_terms(existing, part_terms):
+            # The open payment keeps the amount it was created with; handing
+            # it back would charge the old price for the new terms. Updating
+            # the PaymentIntent's amount (Stripe allows it until it is
+            # confirmed) would be a money operation of its own, with a new
+            # fee and new shares: the customer cancels and creates again.
+            raise errors.Conflict(
+                _(
+                    "The price changed since this task's payment was started "
+                    "(%(old)s, now %(new)s): cancel that payment to pay the new price."
+                )
+                % {
+                    "old": format_money(existing.amount, existing.currency),
+                    "new": format_money(part_terms.amount, part_terms.currency),
+                },
+                code="terms_changed",
+            )
         if existing is None:
             payment, operation = _new_payment(
                 task,
@@ -197,6 +214,18 @@ def create_payment(
 def _no_such_task() -> errors.ServiceError:
     """What a create for a task that is not the user's to pay answers: 404."""
     return errors.NotFound(_("No such task."))
+
+
+#: An open payment the customer may still confirm: its amount is what they
+#: would pay next. One already confirmed (``processing``) is returned as is.
+_UNCONFIRMED_STATES = frozenset({S.AWAITING_PAYMENT, S.FAILED})
+
+
+def _charges_other_terms(payment: Any, terms: Any) -> bool:
+    """Whether the open ``payment`` would charge other than ``terms`` (the price changed)."""
+    return payment.status in _UNCONFIRMED_STATES and (
+        payment.amount != terms.amount or payment.currency != terms.currency
+    )
 
 
 def _reread(payment: Any) -> Any:

@@ -70,6 +70,34 @@ def test_a_later_price_change_does_not_change_an_open_payment(market, sim_stripe
     assert market.payment(first["payment_id"]).amount == 10_000
 
 
+@pytest.mark.parametrize("body", [{"amount": 12_000}, {}])
+def test_the_open_payment_at_the_old_price_is_not_handed_back(market, sim_stripe, body):
+    """The price changed while the payment awaits payment: 409, not the old PaymentIntent."""
+    task = market.task(amount=10_000)
+    first = market.create(task).json()
+    # At the same price the open payment is the answer (200, same payment).
+    again = market.create(task, amount=10_000)
+    assert (again.status_code, again.json()["payment_id"]) == (200, first["payment_id"])
+    factories.set_task_price(task, 12_000)
+    sim_stripe.calls.clear()
+    response = market.create(task, **body)
+    assert response.status_code == 409, response.content
+    error = response.json()["error"]
+    assert error["code"] == "terms_changed"
+    assert "100.00 USD, now 120.00 USD" in error["message"]
+    assert sim_stripe.calls == []
+    assert market.payment(first["payment_id"]).status == "awaiting_payment"
+
+    # Cancelling the open payment lets the customer pay the new price.
+    market.post(market.customer, "payment-cancel", payment_id=first["payment_id"])
+    sim_stripe.calls.clear()
+    response = market.create(task, amount=12_000)
+    assert response.status_code == 201, response.content
+    assert response.json()["amount"] == 12_000
+    assert response.json()["payment_id"] != first["payment_id"]
+    assert [name for name, _ in sim_stripe.calls] == ["create_payment_intent"]
+
+
 def test_the_customer_is_told_why_a_task_cannot_be_paid_yet(market, sim_stripe):
     """The hook names the payer: only they learn there is no accepted bid (409)."""
     task = factories.make_task(market.customer, amount=None)
