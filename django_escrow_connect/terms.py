@@ -34,7 +34,18 @@ __all__ = [
 
 
 class TermsUnavailable(Exception):
-    """The task cannot be paid for now (no accepted bid, not the payer, ...)."""
+    """The task cannot be paid for now (no accepted bid, already paid, ...).
+
+    ``payer``: who pays for the task once it can be paid (its customer),
+    when the hook knows. Only that user is told why (the API's ``409
+    no_payment_terms`` with this message); anyone else, and everyone when
+    ``payer`` is not given, gets the answer of a task that does not exist
+    (``404``), so a stranger cannot learn whether a task has an accepted bid.
+    """
+
+    def __init__(self, *args: Any, payer: Any = None) -> None:
+        super().__init__(*args)
+        self.payer = payer
 
 
 #: 10000 basis points = 100 % of a release's net.

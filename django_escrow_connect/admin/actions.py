@@ -34,7 +34,7 @@ from django.utils.translation import gettext_lazy as _
 from .. import permissions, swappable
 from ..exceptions import EscrowConnectError
 from ..fees import compute_platform_fee
-from ..money import format_money
+from ..money import MAX_MINOR_AMOUNT, format_money
 from ..services import errors
 from ..services.accounts import refresh_account
 from ..services.operations import in_transaction
@@ -166,6 +166,10 @@ class RefundForm(NoteForm):
     amount = forms.IntegerField(
         label=_("Amount (minor units)"),
         min_value=1,
+        # The audit trail's column (a BigIntegerField) holds the amount of
+        # every attempt, refused ones included: a larger number is refused
+        # here, before anything is attempted.
+        max_value=MAX_MINOR_AMOUNT,
         required=False,
         help_text=_("Empty: everything still refundable on each payment."),
     )

@@ -14,6 +14,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.utils.translation import gettext as _
 from rest_framework import exceptions, status
+from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -63,8 +64,35 @@ def handle_exception(exc: Exception) -> Response | None:
     return None
 
 
+class _NestingSafeParser(BaseParser):
+    """One of the view's parsers, with a document nested too deeply as a 400.
+
+    ``json`` decodes nested arrays and objects by recursion: ``[[[...]]]``
+    deeper than Python's recursion limit raises ``RecursionError``, which
+    DRF's ``JSONParser`` does not turn into a ``ParseError`` (it catches
+    ``ValueError`` only), so the request would end in a 500.
+    """
+
+    def __init__(self, parser: BaseParser) -> None:
+        self.parser = parser
+        self.media_type = parser.media_type
+        self.renderer_class = getattr(parser, "renderer_class", None)
+
+    def parse(self, stream: Any, media_type: Any = None, parser_context: Any = None) -> Any:
+        try:
+            return self.parser.parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError(_("The request body is nested too deeply.")) from None
+
+
 class EscrowAPIView(APIView):
     """Base of every API view in the package: the error shape above."""
+
+    def get_parsers(self) -> list[BaseParser]:
+        # The parsers the host configured (DEFAULT_PARSER_CLASSES, or the
+        # view's parser_classes), each guarded: the host's settings stay as
+        # they are.
+        return [_NestingSafeParser(parser) for parser in super().get_parsers()]
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):

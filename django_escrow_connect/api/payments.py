@@ -1031,18 +1031,30 @@ class PaymentListView(PaymentAPIView):
         narrow = Q()
         task_id = request.query_params.get("task_id") or None
         if task_id is not None:
-            try:
-                # Builds the lookup (no query): an id no task can have is refused here.
-                _payment_model().objects.filter(task_id=task_id)
-            except (ValueError, TypeError, DjangoValidationError):
-                raise errors.InvalidInput(_("No such task."), code="invalid_task_id") from None
-            narrow = Q(task_id=task_id)
+            narrow = Q(task_id=_task_key(task_id))
         payments = newest_first(arms, narrow, prepare=with_details)
         paginator = PaymentPagination()
         page = paginator.paginate_queryset(payments, request, view=self)
         # paginate_queryset answers None only when pagination is off; it is on here.
         assert page is not None
         return paginator.get_paginated_response(serialize_payments(page))
+
+
+def _task_key(raw: str) -> Any:
+    """``raw`` as a task's primary key, else 400 ``invalid_task_id``.
+
+    An id no task can have is refused before any query, beyond the
+    column's range included: SQLite cannot bind an integer past 64 bits
+    (``OverflowError``, a 500), and PostgreSQL's ``integer`` ends at 2**31.
+    """
+    field = _payment_model()._meta.get_field("task").target_field
+    try:
+        value = field.to_python(raw)
+        # The range validators of an integer key (the database's bounds).
+        field.run_validators(value)
+    except (ValueError, TypeError, DjangoValidationError):
+        raise errors.InvalidInput(_("No such task."), code="invalid_task_id") from None
+    return value
 
 
 class _PaymentActionView(PaymentAPIView):
@@ -1169,12 +1181,20 @@ def _dashboard_limit(request: Request) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return DASHBOARD_DEFAULT_LIMIT
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= DASHBOARD_MAX_LIMIT:
+    # The length bound keeps int() away from Python's 4300-digit conversion
+    # limit (a ValueError past it); leading zeros are still a number.
+    digits = raw.lstrip("0")
+    if (
+        not raw.isascii()
+        or not raw.isdigit()
+        or len(digits) > len(str(DASHBOARD_MAX_LIMIT))
+        or not 1 <= int(digits or "0") <= DASHBOARD_MAX_LIMIT
+    ):
         raise errors.InvalidInput(
             _("limit must be a whole number from 1 to %(max)s.") % {"max": DASHBOARD_MAX_LIMIT},
             code="invalid_limit",
         )
-    return int(raw)
+    return int(digits)
 
 
 class TaskDoerDashboardView(PaymentAPIView):

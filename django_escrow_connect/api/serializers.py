@@ -7,6 +7,7 @@ from typing import Any
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
+from ..money import MAX_MINOR_AMOUNT
 from .schema import OpenApiResponse
 
 __all__ = [
@@ -33,7 +34,13 @@ class MinorAmountField(serializers.IntegerField):
         if isinstance(data, bool):
             self.fail("invalid")
         if isinstance(data, str) and data.isascii() and data.isdigit():
-            data = int(data)
+            # Leading zeros aside, more digits than the largest amount (a
+            # BigIntegerField's) is not an amount; the bound keeps int() below
+            # Python's 4300-digit conversion limit (a ValueError, a 500).
+            stripped = data.lstrip("0")
+            if len(stripped) > len(str(MAX_MINOR_AMOUNT)):
+                self.fail("invalid")
+            data = int(stripped or "0")
         if not isinstance(data, int):
             self.fail("invalid")
         if data <= 0:

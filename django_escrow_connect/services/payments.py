@@ -27,7 +27,7 @@ from .. import permissions
 from ..conf import escrow_settings
 from ..exceptions import GatewayError
 from ..fees import compute_platform_fee
-from ..money import InvalidAmount, validate_minor_amount
+from ..money import InvalidAmount, format_money, validate_minor_amount
 from ..notifications import deliver, notify
 from ..states import (
     DISPUTE_CLOSED_STATES,
@@ -125,13 +125,20 @@ def create_payment(
             task = Task.objects.select_for_update().get(pk=task_id)
         except (Task.DoesNotExist, ValueError, TypeError, ValidationError) as exc:
             # ValidationError: a malformed value for a UUID primary key.
-            raise errors.NotFound(_("No such task.")) from exc
+            raise _no_such_task() from exc
+        # Access first: anyone but the task's customer gets the answer of a
+        # task that does not exist, whatever the task's state, so a stranger
+        # cannot tell a task with an accepted bid from one without (or from
+        # no task at all) by the status code.
         try:
             terms = get_terms(task)
         except TermsUnavailable as exc:
+            payer = getattr(exc, "payer", None)
+            if payer is None or payer.pk != user.pk:
+                raise _no_such_task() from exc
             raise errors.Conflict(str(exc), code="no_payment_terms") from exc
         if terms.payer.pk != user.pk:
-            raise errors.Forbidden(_("Only the task's customer can pay for it."))
+            raise _no_such_task()
         if terms.payee_user is not None and terms.payee_user.pk == user.pk:
             raise errors.InvalidInput(_("You cannot pay for your own task."), code="self_payment")
         if terms.payee_organization is not None and permissions.is_organization_admin(
@@ -161,6 +168,23 @@ def create_payment(
             raise errors.InvalidInput(
                 _("The amount does not match the accepted bid."), code="amount_mismatch"
             )
+        if existing is not None and _charges_other_terms(existing, part_terms):
+            # The open payment keeps the amount it was created with; handing
+            # it back would charge the old price for the new terms. Updating
+            # the PaymentIntent's amount (Stripe allows it until it is
+            # confirmed) would be a money operation of its own, with a new
+            # fee and new shares: the customer cancels and creates again.
+            raise errors.Conflict(
+                _(
+                    "The price changed since this task's payment was started "
+                    "(%(old)s, now %(new)s): cancel that payment to pay the new price."
+                )
+                % {
+                    "old": format_money(existing.amount, existing.currency),
+                    "new": format_money(part_terms.amount, part_terms.currency),
+                },
+                code="terms_changed",
+            )
         if existing is None:
             payment, operation = _new_payment(
                 task,
@@ -186,6 +210,23 @@ def create_payment(
     client_secret = outcome.result.client_secret
     notify("payment_required", payment=payment, client_secret=client_secret)
     return PaymentStart(payment=payment, client_secret=client_secret, created=True)
+
+
+def _no_such_task() -> errors.ServiceError:
+    """What a create for a task that is not the user's to pay answers: 404."""
+    return errors.NotFound(_("No such task."))
+
+
+#: An open payment the customer may still confirm: its amount is what they
+#: would pay next. One already confirmed (``processing``) is returned as is.
+_UNCONFIRMED_STATES = frozenset({S.AWAITING_PAYMENT, S.FAILED})
+
+
+def _charges_other_terms(payment: Any, terms: Any) -> bool:
+    """Whether the open ``payment`` would charge other than ``terms`` (the price changed)."""
+    return payment.status in _UNCONFIRMED_STATES and (
+        payment.amount != terms.amount or payment.currency != terms.currency
+    )
 
 
 def _reread(payment: Any) -> Any:

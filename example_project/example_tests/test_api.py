@@ -113,3 +113,23 @@ def test_bidding_for_an_organization_needs_membership(people: Any) -> None:
     )
     assert ok.status_code == 201
     assert ok.json()["doer"]["type"] == "organization"
+
+
+def test_a_bid_in_a_currency_the_pages_do_not_offer_is_400(people: Any) -> None:
+    """The bid form's currencies (USD, EUR, GBP) are the API's too."""
+    task = services.post_task(people.customer, "Logo")
+    doer = api_for(people.doer)
+    for currency in ("zzz", "kwd", "jpy"):
+        refused = doer.post(
+            f"/api/tasks/{task.pk}/bids/", {"amount": 1000, "currency": currency}, format="json"
+        )
+        assert refused.status_code == 400, currency
+        error = refused.json()["error"]
+        assert error["code"] == "invalid"
+        assert "usd, eur, gbp" in str(error["fields"]["currency"])
+    assert not task.bids.exists()
+
+    ok = doer.post(
+        f"/api/tasks/{task.pk}/bids/", {"amount": 1000, "currency": "EUR"}, format="json"
+    )
+    assert (ok.status_code, ok.json()["currency"]) == (201, "eur")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
+from django_escrow_connect.simulation import simulated_stripe
 from django_escrow_connect.states import PaymentStatus
 from marketplace import services
 from marketplace.models import Bid, Notification, Task, TaskStatus
@@ -58,7 +59,7 @@ def test_the_whole_story_through_the_pages(people: Any) -> None:
     assert b"client_secret" not in page.content
     assert b"_secret_" not in page.content
     assert page["Cache-Control"] == "no-store"
-    assert payment_of(task).status == PaymentStatus.AWAITING_PAYMENT
+    assert payment_of(task) is None  # opening the page creates nothing
 
     response = customer.post(reverse("task-pay", args=[task.pk]), {"card": "success"}, follow=True)
     assert "Payment received: the money is held in escrow." in messages_of(response)
@@ -130,6 +131,23 @@ def test_only_the_customer_accepts_and_pays(people: Any) -> None:
     assert payment_of(task) is None
     detail = stranger.get(reverse("task-detail", args=[task.pk]))
     assert b"payment-panel" not in detail.content
+
+
+@pytest.mark.parametrize("simulated", [True, False])
+def test_opening_the_pay_page_creates_no_payment(people: Any, simulated: bool) -> None:
+    """A GET (a link, a prefetch, a crawler) must not create a PaymentIntent."""
+    from django.test import override_settings
+
+    task = accepted_task(people)
+    calls = len(simulated_stripe.calls)
+    customer = client_for(people.customer)
+    with override_settings(SIMULATED_STRIPE=simulated, STRIPE_PUBLISHABLE_KEY="pk_test_example"):
+        page = customer.get(reverse("task-pay", args=[task.pk]))
+        assert customer.head(reverse("task-pay", args=[task.pk])).status_code == 200
+    assert page.status_code == 200
+    assert "120.00 USD" in page.content.decode()
+    assert payment_of(task) is None
+    assert simulated_stripe.calls[calls:] == []
 
 
 def test_a_declined_card_then_a_good_one(people: Any) -> None:
@@ -245,7 +263,7 @@ def test_a_refused_transfer_keeps_the_money_held_and_can_be_retried(
 def test_cancelling_before_payment_cancels_the_unpaid_payment(people: Any) -> None:
     task = accepted_task(people)
     customer = client_for(people.customer)
-    customer.get(reverse("task-pay", args=[task.pk]))  # creates the payment
+    services.start_payment(task.pk, people.customer)  # the payment, not paid yet
     payment = payment_of(task)
 
     customer.post(reverse("task-cancel", args=[task.pk]))
@@ -269,9 +287,17 @@ def test_in_test_mode_the_payment_page_uses_stripe_js(people: Any) -> None:
     from django.test import override_settings
 
     task = accepted_task(people)
+    customer = client_for(people.customer)
     with override_settings(SIMULATED_STRIPE=False, STRIPE_PUBLISHABLE_KEY="pk_test_example"):
-        page = client_for(people.customer).get(reverse("task-pay", args=[task.pk]))
+        # Opening the page shows the price and a button; nothing is created.
+        opened = customer.get(reverse("task-pay", args=[task.pk]))
+        assert payment_of(task) is None
+        assert 'id="pay-start"' in opened.content.decode()
+        assert "client_secret" not in opened.context
+        assert b'name="save_card"' in opened.content  # consent before the PaymentIntent
+        page = customer.post(reverse("task-pay", args=[task.pk]))
     html = page.content.decode()
+    assert page["Cache-Control"] == "no-store"
     assert '<script src="https://js.stripe.com/v3/"></script>' in html
     assert "STRIPE TEST MODE" in html
     assert "SIMULATED MODE" not in html

@@ -21,8 +21,11 @@ from django_escrow_connect.money import MAX_CHARGE_AMOUNT, format_money, normali
 from django_escrow_connect.services import errors
 
 from . import services
-from .forms import DESCRIPTION_MAX_LENGTH
+from .forms import CURRENCIES, DESCRIPTION_MAX_LENGTH
 from .models import Bid, Organization, Task, TaskStatus
+
+#: The currencies a bid may be in: the HTML bid form's.
+BID_CURRENCIES = tuple(code for code, _label in CURRENCIES)
 
 
 class TaskInput(serializers.Serializer):
@@ -53,9 +56,16 @@ class BidInput(serializers.Serializer):
 
     def validate_currency(self, value: str) -> str:
         try:
-            return normalize_currency(value)
+            code = normalize_currency(value)
         except ValueError as exc:
             raise serializers.ValidationError(str(exc)) from exc
+        # The pages' list (BidForm): a bid in another currency could not be
+        # paid or tipped here (TIP_MAX_AMOUNT lists these three).
+        if code not in BID_CURRENCIES:
+            raise serializers.ValidationError(
+                f"The currency must be one of {', '.join(BID_CURRENCIES)}."
+            )
+        return code
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # The same rule as the pages: whole minor units Stripe can charge in

@@ -211,7 +211,7 @@ class Task(EscrowTaskMixin, models.Model):
         """The accepted bid decides the amount, the currency and the payee."""
         bid = self.accepted_bid
         if bid is None:
-            raise TermsUnavailable("The task has no accepted bid yet.")
+            raise TermsUnavailable("The task has no accepted bid yet.", payer=self.customer)
         description = f"Task #{self.pk}: {self.title}"
         milestones = [MilestoneTerms(m["name"], int(m["amount"])) for m in bid.milestones or ()]
         funding = FUND_PER_MILESTONE if bid.funds_per_milestone else FUND_UP_FRONT

@@ -421,6 +421,70 @@ def milestone_parts(task: Task) -> list[dict[str, Any]]:
     return parts
 
 
+@dataclass(frozen=True)
+class PaymentPart:
+    """What the customer pays next for a task: the whole task, or one milestone."""
+
+    task: Task
+    bid: Bid | None
+    #: 1-based, for a task funded per milestone; None when paid up front.
+    milestone: int | None
+    #: The amount the customer saw on the bid (minor units), None if unknown.
+    amount: int | None
+    currency: str
+    #: The part's live payment (awaiting payment, failed, ...), None before the first try.
+    payment: Any
+
+    @property
+    def milestone_name(self) -> str:
+        if self.bid is None or self.milestone is None:
+            return ""
+        if not 1 <= self.milestone <= len(self.bid.milestones):
+            return ""
+        return str(self.bid.milestones[self.milestone - 1]["name"])
+
+
+def payment_part(task_id: Any, user: Any, *, milestone: int | None = None) -> PaymentPart:
+    """What ``user`` would pay for the task now: read only, nothing is created.
+
+    The pay page shows it on GET; :func:`start_payment` (a POST) creates the
+    payment. The same refusals as paying: not the customer (403), a task
+    not waiting for payment (409), every milestone paid for (409).
+    """
+    task = get_task(task_id)
+    if task.customer_id != user.pk:
+        raise errors.Forbidden("Only the task's customer can pay for it.", code="not_customer")
+    bid = task.accepted_bid
+    per_milestone = bid is not None and bid.funds_per_milestone
+    payable = (TaskStatus.BID_ACCEPTED, TaskStatus.IN_PROGRESS) if per_milestone else ()
+    if task.status != TaskStatus.BID_ACCEPTED and task.status not in payable:
+        raise errors.Conflict(
+            f"A task that is {task.get_status_display().lower()} is not waiting for payment.",
+            code="not_payable",
+        )
+    currency = bid.currency if bid is not None else ""
+    if not per_milestone:
+        amount = bid.amount if bid is not None else None
+        return PaymentPart(task, bid, None, amount, currency, current_payment(task))
+    assert bid is not None
+    if milestone is None:
+        milestone = next_milestone_to_pay(task)
+        if milestone is None:
+            raise errors.Conflict("Every milestone is paid for.", code="already_paid")
+    count = len(bid.milestones)
+    if not 1 <= milestone <= count:
+        # The package's own refusal (and message) for an index out of range.
+        raise errors.InvalidInput(
+            f"The milestone must be a number from 1 to {count}.", code="milestone_out_of_range"
+        )
+    # Whether it may be paid for now (FUND_NEXT_MILESTONE) is the package's
+    # answer when the customer pays.
+    expected = int(bid.milestones[milestone - 1]["amount"])
+    return PaymentPart(
+        task, bid, milestone, expected, currency, milestone_payments(task).get(milestone)
+    )
+
+
 def start_payment(
     task_id: Any,
     user: Any,
@@ -445,44 +509,15 @@ def start_payment(
     every later off-session tip). A payment already created keeps the
     choice it was created with.
     """
-    task = get_task(task_id)
-    if task.customer_id != user.pk:
-        raise errors.Forbidden("Only the task's customer can pay for it.", code="not_customer")
-    bid = task.accepted_bid
-    per_milestone = bid is not None and bid.funds_per_milestone
-    payable = (TaskStatus.BID_ACCEPTED, TaskStatus.IN_PROGRESS) if per_milestone else ()
-    if task.status != TaskStatus.BID_ACCEPTED and task.status not in payable:
-        raise errors.Conflict(
-            f"A task that is {task.get_status_display().lower()} is not waiting for payment.",
-            code="not_payable",
-        )
-    if not per_milestone:
-        payment = current_payment(task)
-        if retry_failed and payment is not None and payment.status == PaymentStatus.FAILED:
-            return payment_services.retry_payment(payment.pk, user)
-        return payment_services.create_payment(
-            task.pk,
-            user,
-            expected_amount=bid.amount if bid is not None else None,
-            save_payment_method=save_payment_method,
-        )
-    assert bid is not None
-    if milestone is None:
-        milestone = next_milestone_to_pay(task)
-        if milestone is None:
-            raise errors.Conflict("Every milestone is paid for.", code="already_paid")
-    payment = milestone_payments(task).get(milestone)
+    part = payment_part(task_id, user, milestone=milestone)
+    payment = part.payment
     if retry_failed and payment is not None and payment.status == PaymentStatus.FAILED:
         return payment_services.retry_payment(payment.pk, user)
-    # The package checks the index (400 milestone_out_of_range) and the order.
-    expected = None
-    if 1 <= milestone <= len(bid.milestones):
-        expected = int(bid.milestones[milestone - 1]["amount"])
     return payment_services.create_payment(
-        task.pk,
+        part.task.pk,
         user,
-        expected_amount=expected,
-        milestone=milestone,
+        expected_amount=part.amount,
+        milestone=part.milestone,
         save_payment_method=save_payment_method,
     )
 

@@ -25,7 +25,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from django_escrow_connect.api.payments import (
     CustomerDashboardView,
@@ -33,6 +33,7 @@ from django_escrow_connect.api.payments import (
     get_visible_payment,
     serialize_payment,
 )
+from django_escrow_connect.fees import compute_platform_fee
 from django_escrow_connect.gateway import get_gateway
 from django_escrow_connect.money import format_money
 from django_escrow_connect.services import accounts as account_services
@@ -306,26 +307,51 @@ def bid_accept(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
+@require_http_methods(["GET", "HEAD", "POST"])
 def task_pay(request: HttpRequest, pk: int) -> HttpResponse:
-    """The payment page: Stripe's Payment Element, or the simulated cards."""
+    """The payment page: Stripe's Payment Element, or the simulated cards.
+
+    A GET only shows what the customer is about to pay: creating the
+    payment and its PaymentIntent is a POST (a link, a prefetch or a
+    crawler must not start a payment). In simulated mode the POST picks a
+    card and pays; in test mode the POST creates (or resumes) the payment
+    and answers with the Payment Element for its client secret, which is
+    never stored (the tip page works the same way).
+    """
     task = get_object_or_404(Task, pk=pk)
     milestone = _milestone_index(request.POST if request.method == "POST" else request.GET)
-    if request.method == "POST":
+    if request.method == "POST" and settings.SIMULATED_STRIPE:
         return _pay_with_simulated_card(request, task, milestone)
     try:
-        start = services.start_payment(task.pk, request.user, milestone=milestone)
+        part = services.payment_part(task.pk, request.user, milestone=milestone)
+        start = None
+        if request.method == "POST":
+            start = services.start_payment(
+                task.pk,
+                request.user,
+                milestone=milestone,
+                save_payment_method=request.POST.get("save_card") == "on",
+            )
     except errors.ServiceError as exc:
         _fail(request, exc)
         return redirect(task)
-    payment = start.payment
+    payment = start.payment if start is not None else part.payment
+    if payment is not None:
+        amount, currency = payment.amount, payment.currency
+        fee, milestone_index = payment.platform_fee, payment.funded_milestone
+    else:
+        # Nothing created yet: the accepted bid's price and the fee it will bear.
+        amount, currency = part.amount or 0, part.currency
+        fee, milestone_index = compute_platform_fee(amount, currency), part.milestone or 0
     context: dict[str, Any] = {
         "task": task,
-        "bid": task.accepted_bid,
+        "bid": part.bid,
         "payment": payment,
-        "amount": format_money(payment.amount, payment.currency),
-        "fee": format_money(payment.platform_fee, payment.currency),
-        "failure": payment.failure_message,
-        "milestone": payment.funded_milestone,
+        "amount": format_money(amount, currency),
+        "fee": format_money(fee, currency),
+        "failure": payment.failure_message if payment is not None else "",
+        "milestone": milestone_index,
+        "milestone_name": part.milestone_name,
     }
     if settings.SIMULATED_STRIPE:
         from django_escrow_connect.simulation import CARDS
@@ -334,7 +360,7 @@ def task_pay(request: HttpRequest, pk: int) -> HttpResponse:
             {"name": name, "number": card.number, "label": card.label}
             for name, card in CARDS.items()
         ]
-    else:
+    elif start is not None:
         # Handed to Stripe.js only; never stored or logged.
         context["client_secret"] = start.client_secret
         context["return_url"] = request.build_absolute_uri(reverse("task-pay-return", args=[pk]))

@@ -118,6 +118,33 @@ def test_a_partial_refund_from_the_payment_page(admin_client, market, staff):
     assert (entry.action, entry.outcome, entry.amount, entry.staff) == ("refund", "ok", 2500, staff)
 
 
+def test_a_refund_beyond_the_audit_column_is_refused_by_the_form(
+    admin_client, market, sim_stripe, staff
+):
+    """2**63 fits no amount column: the form says so (it was a 500, and the
+    attempt went unrecorded). The largest amount that fits is the service's
+    to refuse, and that refusal is recorded."""
+    payment = market.released_payment(amount=10_000)
+    action_url = url(Payment, "staff_action", payment.pk, "refund")
+    sim_stripe.calls.clear()
+    with market.capture(execute=True):
+        page = admin_client.post(action_url, {"confirm": "yes", "amount": str(2**63), "reason": ""})
+    assert page.status_code == 200
+    assert "less than or equal to 9223372036854775807" in page.content.decode()
+    assert not StaffAction.objects.exists()
+
+    with market.capture(execute=True):
+        done = admin_client.post(
+            action_url, {"confirm": "yes", "amount": str(2**63 - 1), "reason": ""}
+        )
+    assert done.status_code == 302
+    (entry,) = StaffAction.objects.all()
+    assert (entry.action, entry.outcome, entry.code) == ("refund", "refused", "invalid_amount")
+    assert (entry.amount, entry.staff) == (2**63 - 1, staff)
+    assert market.payment(payment.pk).amount_refunded == 0
+    assert sim_stripe.calls == []
+
+
 def test_one_refund_amount_is_for_one_payment(admin_client, market):
     first, second = market.held_payment(), market.held_payment()
     page = list_action(admin_client, market, Payment, "refund", [first, second], amount="100")

@@ -31,6 +31,7 @@ DYNAMIC = {
 #: What every API view answers for framework errors (``api/errors.py``).
 API_WIDE = {
     (400, "invalid"),
+    (400, "parse_error"),
     (401, "not_authenticated"),
     (403, "forbidden"),
     (404, "not_found"),

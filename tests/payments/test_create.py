@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from django_escrow_connect import swappable
+from django_escrow_connect.terms import TermsUnavailable
 from tests import factories
 
-from .conftest import money_calls
+from .conftest import configure, money_calls
 
 
 def payments_of(task):
@@ -30,7 +31,12 @@ def test_a_tampered_amount_is_refused(market, sim_stripe, amount):
     assert money_calls(sim_stripe) == []
 
 
-@pytest.mark.parametrize("amount", [0, -5, 100.5, "100.00", "abc", True, None, [1]])
+@pytest.mark.parametrize(
+    "amount",
+    # More digits than any amount has, a string of them past Python's
+    # 4300-digit int() limit included.
+    [0, -5, 100.5, "100.00", "abc", True, None, [1], "9" * 20, "9" * 5000],
+)
 def test_an_amount_that_is_not_a_positive_integer_is_invalid(market, sim_stripe, amount):
     task = market.task()
     response = market.create(task, amount=amount)
@@ -62,6 +68,56 @@ def test_a_later_price_change_does_not_change_an_open_payment(market, sim_stripe
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "amount_mismatch"
     assert market.payment(first["payment_id"]).amount == 10_000
+
+
+@pytest.mark.parametrize("body", [{"amount": 12_000}, {}])
+def test_the_open_payment_at_the_old_price_is_not_handed_back(market, sim_stripe, body):
+    """The price changed while the payment awaits payment: 409, not the old PaymentIntent."""
+    task = market.task(amount=10_000)
+    first = market.create(task).json()
+    # At the same price the open payment is the answer (200, same payment).
+    again = market.create(task, amount=10_000)
+    assert (again.status_code, again.json()["payment_id"]) == (200, first["payment_id"])
+    factories.set_task_price(task, 12_000)
+    sim_stripe.calls.clear()
+    response = market.create(task, **body)
+    assert response.status_code == 409, response.content
+    error = response.json()["error"]
+    assert error["code"] == "terms_changed"
+    assert "100.00 USD, now 120.00 USD" in error["message"]
+    assert sim_stripe.calls == []
+    assert market.payment(first["payment_id"]).status == "awaiting_payment"
+
+    # Cancelling the open payment lets the customer pay the new price.
+    market.post(market.customer, "payment-cancel", payment_id=first["payment_id"])
+    sim_stripe.calls.clear()
+    response = market.create(task, amount=12_000)
+    assert response.status_code == 201, response.content
+    assert response.json()["amount"] == 12_000
+    assert response.json()["payment_id"] != first["payment_id"]
+    assert [name for name, _ in sim_stripe.calls] == ["create_payment_intent"]
+
+
+def test_the_customer_is_told_why_a_task_cannot_be_paid_yet(market, sim_stripe):
+    """The hook names the payer: only they learn there is no accepted bid (409)."""
+    task = factories.make_task(market.customer, amount=None)
+    response = market.create(task)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "no_payment_terms"
+    assert market.create(task, user=market.other).status_code == 404
+
+
+def terms_without_a_payer(task):
+    raise TermsUnavailable("Not yet.")
+
+
+def test_terms_unavailable_without_a_payer_is_a_404_for_everyone(market, sim_stripe, settings):
+    configure(settings, PAYMENT_TERMS=f"{__name__}.terms_without_a_payer")
+    task = market.task()
+    for user in (market.customer, market.other):
+        response = market.create(task, user=user)
+        assert response.status_code == 404, response.content
+        assert response.json()["error"] == {"code": "not_found", "message": "No such task."}
 
 
 def test_paying_for_ones_own_task_is_refused(market, sim_stripe):

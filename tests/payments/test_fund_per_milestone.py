@@ -375,3 +375,11 @@ class TestSequence:
         response = market.get(market.customer, "payment-list", task_id="not-a-number")
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "invalid_task_id"
+
+    @pytest.mark.parametrize("task_id", [str(2**63), "9" * 30])
+    def test_a_task_id_beyond_the_column_is_400(self, market, task_id):
+        # SQLite cannot bind an integer past 64 bits: it was a 500.
+        market.held_payment()
+        response = market.get(market.customer, "payment-list", task_id=task_id)
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["code"] == "invalid_task_id"

@@ -112,6 +112,17 @@ def test_task_doer_dashboard_totals_and_constant_queries(market, sim_stripe, sep
     assert market.get(market.doer, "dashboard-task-doer", limit=0).status_code == 400
 
 
+@pytest.mark.parametrize("name", ["dashboard-customer", "dashboard-task-doer"])
+def test_a_dashboard_limit_with_many_digits_is_400(market, sim_stripe, name):
+    # 5000 digits: past Python's 4300-digit int() limit (it was a 500).
+    for limit in ("9" * 5000, "0" * 30 + "51", "99999999999999999999"):
+        response = market.get(market.customer, name, limit=limit)
+        assert response.status_code == 400, limit
+        assert response.json()["error"]["code"] == "invalid_limit"
+    # Leading zeros are still a number in range.
+    assert market.get(market.customer, name, limit="0" * 30 + "1").status_code == 200
+
+
 def test_organization_dashboard(market, sim_stripe, separate_charges):
     market.released_payment(to_org=True)
     market.released_payment()  # to the doer, not the organization

@@ -72,7 +72,7 @@ ORG_SCOPED = {
 
 #                                     payer oth.cust payee admin member oth.adm staff anon
 USER_PAYEE = {
-    "payment-create":          ("POST", (201, 403, 403, 403, 403, 403, 403, 403)),
+    "payment-create":          ("POST", (201, 404, 404, 404, 404, 404, 404, 403)),
     "payment-confirm":         ("POST", (200, 404, 403, 404, 404, 404, 200, 403)),
     "payment-release":         ("POST", (200, 404, 403, 404, 404, 404, 200, 403)),
     "milestone-deliver":       ("POST", (403, 404, 200, 404, 404, 404, 403, 403)),
@@ -102,7 +102,7 @@ USER_PAYEE = {
 
 #                                     payer oth.cust payee admin member oth.adm staff anon
 ORGANIZATION_PAYEE = {
-    "payment-create":          ("POST", (201, 403, 403, 403, 403, 403, 403, 403)),
+    "payment-create":          ("POST", (201, 404, 404, 404, 404, 404, 404, 403)),
     "payment-confirm":         ("POST", (200, 404, 404, 403, 404, 404, 200, 403)),
     "payment-release":         ("POST", (200, 404, 404, 403, 404, 404, 200, 403)),
     "milestone-deliver":       ("POST", (403, 404, 404, 200, 404, 404, 403, 403)),

@@ -59,7 +59,7 @@ def call(market: Marketplace, user: Any, endpoint: str, payment_id: Any, body: A
 @pytest.mark.parametrize(
     "amount",
     [0, -1, -10_000, 0.5, 99.99, 1e3, "1e3", "-5", " 5", "5 000", "١٢", "", "abc", True, None,
-     [100], {"value": 100}, 10**20],
+     [100], {"value": 100}, 10**20, "9" * 20, "9" * 5000],
 )  # fmt: skip
 def test_a_refund_amount_that_is_not_a_positive_integer_is_400(
     market: Marketplace, sim_stripe: Any, amount: Any
@@ -69,6 +69,22 @@ def test_a_refund_amount_that_is_not_a_positive_integer_is_400(
     response = market.post(market.doer, "payment-refund", {"amount": amount}, payment_id=payment.pk)
     assert response.status_code == 400, response.content
     assert response.json()["error"]["code"] in {"invalid", "invalid_amount"}
+    unchanged.check()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "state"),
+    [("payment-release", "held_payment"), ("payment-tips", "released_payment")],
+)
+def test_an_amount_string_past_python_s_int_limit_is_400(
+    market: Marketplace, sim_stripe: Any, endpoint: str, state: str
+) -> None:
+    """5000 digits: int() refuses more than 4300, which was a 500."""
+    payment = getattr(market, state)()
+    unchanged = Unchanged(sim_stripe)
+    response = market.post(market.customer, endpoint, {"amount": "9" * 5000}, payment_id=payment.pk)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "invalid"
     unchanged.check()
 
 
@@ -134,14 +150,32 @@ def test_a_query_string_cannot_change_the_amount(market: Marketplace, sim_stripe
 
 
 @pytest.mark.parametrize("payer", ["doer", "other", "org_admin", "staff"])
-def test_paying_someone_else_s_task_is_403(
+def test_paying_someone_else_s_task_is_404(
     market: Marketplace, sim_stripe: Any, payer: str
 ) -> None:
     task = market.task(to_org=payer == "org_admin")
     unchanged = Unchanged(sim_stripe)
     response = market.create(task, user=getattr(market, payer))
-    assert response.status_code == 403, response.content
-    assert response.json()["error"]["code"] == "forbidden"
+    assert response.status_code == 404, response.content
+    assert response.json()["error"] == {"code": "not_found", "message": "No such task."}
+    unchanged.check()
+
+
+@pytest.mark.parametrize("payer", ["doer", "other", "staff"])
+def test_a_stranger_cannot_tell_whether_a_task_has_an_accepted_bid(
+    market: Marketplace, sim_stripe: Any, payer: str
+) -> None:
+    """Someone else's task with terms, without, and no task at all: one answer."""
+    with_terms = market.task()
+    without_terms = factories.make_task(market.customer, amount=None)
+    unchanged = Unchanged(sim_stripe)
+    answers = [
+        market.post(getattr(market, payer), "payment-create", {"task_id": task_id})
+        for task_id in (with_terms.pk, without_terms.pk, 10**9)
+    ]
+    assert {(r.status_code, r.content) for r in answers} == {
+        (404, b'{"error":{"code":"not_found","message":"No such task."}}')
+    }
     unchanged.check()
 
 
@@ -242,3 +276,36 @@ def _path(endpoint: str) -> str:
     from django.urls import reverse
 
     return reverse(f"escrow_connect:{endpoint}").removeprefix("/escrow/")
+
+
+# --- bodies the JSON parser cannot take ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["payment-create", "payment-refund", "payment-tips", "stripe-onboarding-link"],
+)
+def test_a_body_nested_past_the_recursion_limit_is_400(
+    market: Marketplace, sim_stripe: Any, endpoint: str
+) -> None:
+    """``json`` recurses per level: RecursionError escaped DRF's parser (a 500)."""
+    payment = market.released_payment()
+    unchanged = Unchanged(sim_stripe)
+    url = "/escrow/" + (
+        _path(endpoint)
+        if endpoint.startswith("stripe-") or endpoint == "payment-create"
+        else _payment_path(endpoint, payment.pk)
+    )
+    with market.capture(execute=True):
+        response = market.client(market.customer).post(
+            url, "[" * 100_000 + "]" * 100_000, content_type="application/json"
+        )
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "parse_error"
+    unchanged.check()
+
+
+def _payment_path(endpoint: str, payment_id: Any) -> str:
+    from django.urls import reverse
+
+    return reverse(f"escrow_connect:{endpoint}", args=[str(payment_id)]).removeprefix("/escrow/")

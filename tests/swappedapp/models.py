@@ -60,7 +60,7 @@ class Job(EscrowTaskMixin, models.Model):
 
     def get_escrow_terms(self) -> EscrowTerms:
         if self.price is None or (self.worker_id is None and self.worker_team_id is None):
-            raise TermsUnavailable("The job has no agreed price and worker.")
+            raise TermsUnavailable("The job has no agreed price and worker.", payer=self.client)
         return EscrowTerms(
             payer=self.client,
             amount=self.price,

@@ -42,7 +42,7 @@ class Task(EscrowTaskMixin, models.Model):
     def get_escrow_terms(self) -> EscrowTerms:
         bid = self.bids.filter(accepted=True).first()
         if bid is None:
-            raise TermsUnavailable("The task has no accepted bid.")
+            raise TermsUnavailable("The task has no accepted bid.", payer=self.customer)
         return EscrowTerms(
             payer=self.customer,
             amount=bid.amount,

@@ -45,7 +45,8 @@ class EscrowTaskMixin(ConcurrentTransitionMixin, models.Model):
         """Return :class:`django_escrow_connect.terms.EscrowTerms` for this task.
 
         Raise :class:`django_escrow_connect.terms.TermsUnavailable` while the
-        task cannot be paid for (no accepted bid, already paid, ...).
+        task cannot be paid for (no accepted bid, already paid, ...), with
+        ``payer=`` the task's customer: only they are told why.
         """
         raise NotImplementedError(
             f"{type(self).__name__} must implement get_escrow_terms(), or set "
