@@ -210,14 +210,7 @@ def record_release(payment: Any, amount_transferred: int = 0) -> bool:
 
 
 def _during_dispute(payment: Any) -> str:
-    return " during a dispute" if payment.status in (S.DISPUTED, S.DISPUTE_LOST) else ""
-
-
-def settled_state(payment: Any) -> str:
-    """The payment's state, or the one an open or lost dispute froze it in."""
-    if payment.status in (S.DISPUTED, S.DISPUTE_LOST):
-        return str(payment.status_before_dispute or S.HELD)
-    return str(payment.status)
+    return " during a dispute" if payment.frozen_by_dispute else ""
 
 
 def split_transfer_made(payment: Any, transfer: Any, snapshot: Any, *, event_id: str = "") -> Any:
@@ -287,7 +280,7 @@ def payment_fully_released(payment: Any) -> None:
     Also when a dispute opened while its last transfer was unconfirmed: the
     dispute's close then returns the payment to ``released``.
     """
-    if settled_state(payment) != S.PARTIALLY_RELEASED or not record_release(payment):
+    if payment.settled_status != S.PARTIALLY_RELEASED or not record_release(payment):
         return
     payment.save()
     sync_task_status(payment)
@@ -299,9 +292,6 @@ def capture_done(payment: Any, operation: Any, intent: Any, *, event_id: str = "
     """The capture's PaymentIntent; False while Stripe is still capturing."""
     if intent.status != "succeeded":
         return False
-    # payment_intents imports this module.
-    from .payment_intents import captured_in_part
-
     if captured_in_part(payment, intent, event_id=event_id):
         # The app captures the whole authorisation: this capture was made
         # outside the app, and is no release (the incident says why).
@@ -322,6 +312,65 @@ def capture_done(payment: Any, operation: Any, intent: Any, *, event_id: str = "
         sync_task_status(payment)
         log_payment(payment, "payment released (captured)" + _during_dispute(payment))
         notify("payment_released", payment=payment, transfer=None)
+    return True
+
+
+def record_amount_mismatch(payment: Any, snapshot: Any, event_id: str, message: str = "") -> None:
+    message = message or (
+        f"PaymentIntent {snapshot.id} is {snapshot.amount} {snapshot.currency}, "
+        f"the payment is {payment.amount} {payment.currency}."
+    )
+    # One incident per fact: the same mismatch seen again (another event,
+    # every escrow_reconcile run) updates the open incident.
+    open_incident = model("PaymentIncident").objects.filter(
+        payment=payment,
+        kind=IncidentKind.AMOUNT_MISMATCH,
+        stripe_payment_intent_id=snapshot.id,
+        resolved_at__isnull=True,
+    )
+    if open_incident.filter(message=message).exists():
+        return
+    if open_incident.update(message=message, updated_at=timezone.now()):
+        return
+    model("PaymentIncident").objects.create(
+        payment=payment,
+        kind=IncidentKind.AMOUNT_MISMATCH,
+        message=message,
+        stripe_event_id=event_id,
+        stripe_payment_intent_id=snapshot.id,
+    )
+    log_payment(payment, "payment intent amount mismatch", level=logging.ERROR)
+
+
+def captured_in_part(payment: Any, snapshot: Any, *, event_id: str = "") -> bool:
+    """Whether a manual-capture PaymentIntent was captured for another amount than the payment's.
+
+    The app captures the whole authorisation; a capture made in the Stripe
+    dashboard may take less (``amount_received`` < ``amount``). Stripe then
+    releases the rest of the authorisation to the customer, transfers only
+    what was captured to the doer and caps the application fee at it. The
+    books cannot say that without a captured amount of their own: counting
+    the rest as refunded would make every later refund, reversal and
+    application-fee share (computed in proportion to the payment's amount)
+    wrong. So such a capture is never recorded as the release: an
+    ``amount_mismatch`` incident says what Stripe did, and the payment stays
+    where it was for staff to settle.
+    """
+    if snapshot.amount_received == payment.amount:
+        return False
+    uncaptured = payment.amount - snapshot.amount_received
+    record_amount_mismatch(
+        payment,
+        snapshot,
+        event_id,
+        message=(
+            f"PaymentIntent {snapshot.id} was captured for {snapshot.amount_received} "
+            f"{payment.currency} outside the app, the payment is {payment.amount} "
+            f"{payment.currency}: Stripe released the other {uncaptured} to the customer "
+            "and transferred only what was captured. The payment is not marked released; "
+            "settle it by hand."
+        ),
+    )
     return True
 
 
@@ -948,14 +997,15 @@ def _rekey_row(previous: Any, successor: Any) -> None:
 
 __all__ = [
     "apply_outcome",
+    "captured_in_part",
     "drive",
     "execute",
     "finish_release",
     "lookup",
     "mark_refunded_milestones",
     "payment_fully_released",
+    "record_amount_mismatch",
     "record_refund",
     "record_release",
-    "settled_state",
     "split_transfer_made",
 ]

@@ -96,7 +96,7 @@ def apply_payment_intent(snapshot: PaymentIntentSnapshot, *, event_id: str = "")
         if payment is None:
             raise errors.UnknownObject(f"No escrow payment has PaymentIntent {snapshot.id}.")
         if snapshot.amount != payment.amount or snapshot.currency.lower() != payment.currency:
-            _amount_mismatch(payment, snapshot, event_id)
+            outcomes.record_amount_mismatch(payment, snapshot, event_id)
             return payment
         status = snapshot.status
         if status == "processing":
@@ -306,67 +306,6 @@ def _unresolved(payment: Any, kind: str) -> Any:
     return payment.operations.filter(kind=kind, status__in=UNRESOLVED_OPERATION_STATES).first()
 
 
-def _amount_mismatch(
-    payment: Any, snapshot: PaymentIntentSnapshot, event_id: str, message: str = ""
-) -> None:
-    message = message or (
-        f"PaymentIntent {snapshot.id} is {snapshot.amount} {snapshot.currency}, "
-        f"the payment is {payment.amount} {payment.currency}."
-    )
-    # One incident per fact: the same mismatch seen again (another event,
-    # every escrow_reconcile run) updates the open incident.
-    open_incident = model("PaymentIncident").objects.filter(
-        payment=payment,
-        kind=IncidentKind.AMOUNT_MISMATCH,
-        stripe_payment_intent_id=snapshot.id,
-        resolved_at__isnull=True,
-    )
-    if open_incident.filter(message=message).exists():
-        return
-    if open_incident.update(message=message, updated_at=timezone.now()):
-        return
-    model("PaymentIncident").objects.create(
-        payment=payment,
-        kind=IncidentKind.AMOUNT_MISMATCH,
-        message=message,
-        stripe_event_id=event_id,
-        stripe_payment_intent_id=snapshot.id,
-    )
-    _log(payment, "payment intent amount mismatch", level=logging.ERROR)
-
-
-def captured_in_part(payment: Any, snapshot: Any, *, event_id: str = "") -> bool:
-    """Whether a manual-capture PaymentIntent was captured for another amount than the payment's.
-
-    The app captures the whole authorisation; a capture made in the Stripe
-    dashboard may take less (``amount_received`` < ``amount``). Stripe then
-    releases the rest of the authorisation to the customer, transfers only
-    what was captured to the doer and caps the application fee at it. The
-    books cannot say that without a captured amount of their own: counting
-    the rest as refunded would make every later refund, reversal and
-    application-fee share (computed in proportion to the payment's amount)
-    wrong. So such a capture is never recorded as the release: an
-    ``amount_mismatch`` incident says what Stripe did, and the payment stays
-    where it was for staff to settle.
-    """
-    if snapshot.amount_received == payment.amount:
-        return False
-    uncaptured = payment.amount - snapshot.amount_received
-    _amount_mismatch(
-        payment,
-        snapshot,
-        event_id,
-        message=(
-            f"PaymentIntent {snapshot.id} was captured for {snapshot.amount_received} "
-            f"{payment.currency} outside the app, the payment is {payment.amount} "
-            f"{payment.currency}: Stripe released the other {uncaptured} to the customer "
-            "and transferred only what was captured. The payment is not marked released; "
-            "settle it by hand."
-        ),
-    )
-    return True
-
-
 def _hold(payment: Any, snapshot: PaymentIntentSnapshot) -> None:
     if snapshot.latest_charge:
         payment.stripe_charge_id = snapshot.latest_charge
@@ -430,7 +369,9 @@ def _succeeded(payment: Any, snapshot: PaymentIntentSnapshot, event_id: str) -> 
         return
     # A capture for less than the whole amount is no release (captured_in_part
     # records why); Stripe's release is recorded, also during a dispute.
-    if not captured_in_part(payment, snapshot, event_id=event_id) and outcomes.record_release(
+    if not outcomes.captured_in_part(
+        payment, snapshot, event_id=event_id
+    ) and outcomes.record_release(
         payment, amount_transferred=payment.amount - payment.platform_fee
     ):
         if snapshot.latest_charge:

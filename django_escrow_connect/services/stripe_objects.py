@@ -318,7 +318,7 @@ def require_release_settled(payment: Any, what: str) -> None:
     applied to a payment that is held or released (frozen by a dispute
     that opened meanwhile, or not).
     """
-    if outcomes.settled_state(payment) == S.RELEASING:
+    if payment.settled_status == S.RELEASING:
         raise errors.UnknownObject(
             f"{what} changes a payment whose release is not confirmed yet; "
             "retried once the release is settled."
@@ -489,7 +489,7 @@ def _match_or_record_transfer(payment: Any, snapshot: TransferSnapshot, *, event
     if pending is not None and pending.amount == snapshot.amount:
         pending.mark_created(snapshot.id)
         pending.save()
-        if outcomes.settled_state(payment) == S.RELEASING and outcomes.record_release(
+        if payment.settled_status == S.RELEASING and outcomes.record_release(
             payment, amount_transferred=pending.amount
         ):
             # The app's transfer call timed out; Stripe made the transfer

@@ -343,6 +343,16 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         return self.amount - self.amount_refunded
 
     @property
+    def frozen_by_dispute(self) -> bool:
+        """An open or lost dispute decides the state (``disputed``, ``dispute_lost``)."""
+        return _frozen(self)
+
+    @property
+    def settled_status(self) -> str:
+        """The state the payment is in, or returns to when its dispute closes in its favour."""
+        return _settled_state(self)
+
+    @property
     def amount_held(self) -> int:
         """Still in escrow: neither released nor refunded."""
         return int(self.amount - self.amount_released - self.amount_refunded)
