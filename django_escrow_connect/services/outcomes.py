@@ -37,7 +37,7 @@ from ..states import MoneyOperationStatus as OS
 from ..states import PaymentStatus as S
 from . import books, errors, saved_methods
 from . import tip_outcomes as tips
-from .common import gateway, model, translate
+from .common import gateway, model, payment_model, translate
 from .operations import (
     Outcome,
     answer_may_be_lost,
@@ -864,15 +864,26 @@ def _known_ids() -> set[str]:
 # --------------------------------------------------------------------------
 
 
+#: The calls that move held money to the doer.
+_RELEASE_KINDS = frozenset({K.TRANSFER, K.CAPTURE})
+
+
+def _frozen_by_dispute(operation: Any) -> bool:
+    payment = payment_model().objects.only("status").get(pk=operation.payment_id)
+    return bool(payment.frozen_by_dispute)
+
+
 def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
     """Settle an unresolved operation; no transaction may be open.
 
     ``wanted``: the caller asks for this very operation (the request retried,
     ``escrow_reconcile``): it is finished, by sending the same request with
-    the same key. When Stripe may no longer remember that key (older than
-    23 h, or a 5xx stored under it), or with ``look_first``, the object is
-    looked up first; the next attempt gets a new key only if Stripe has
-    nothing and the key may be forgotten.
+    the same key; not a release's transfer or capture while a dispute is
+    open, which is only looked up (as when not ``wanted``). When Stripe may
+    no longer remember that key (older than 23 h, or a 5xx stored under
+    it), or with ``look_first``, the object is looked up first; the next
+    attempt gets a new key only if Stripe has nothing and the key may be
+    forgotten.
 
     Not ``wanted``: another operation waits for the payment. The object is
     looked up; found, the operation is finished; not found, it is settled as
@@ -886,6 +897,12 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
     # Stripe may have charged it without the customer, who asked for it; the
     # same key finishes it (it is the customer's request, not a second one).
     wanted = wanted or tips.charged_off_session(operation)
+    if wanted and operation.kind in _RELEASE_KINDS and _frozen_by_dispute(operation):
+        # A dispute opened while the release's answer was unknown: what Stripe
+        # did is learnt (and booked), but nothing is sent while it is open;
+        # not found once the lease has passed, the release was never made and
+        # the dispute's close returns the payment to held.
+        wanted = False
     if wanted and not look_first and not answer_may_be_lost(operation):
         if _settled_while_waiting(operation):
             return

@@ -23,11 +23,12 @@ from django.utils import timezone
 from django_escrow_connect import simulation as simulated
 from django_escrow_connect import swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
-from django_escrow_connect.exceptions import BalanceInsufficient, TemporarilyUnavailable
+from django_escrow_connect.exceptions import TemporarilyUnavailable
 from django_escrow_connect.services import operations
 from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.testing import assert_books_balanced
 from tests.checked_gateway import MoneyCallInTransaction, TransactionCheckingGateway
+from tests.payments.conftest import money_calls
 
 from .conftest import assert_money_invariants, configure, stripe_books
 
@@ -422,22 +423,24 @@ class TestADisputeOpenedMeanwhile:
             SimulatedGateway().close_dispute(dispute.id, True)
         assert market.payment(payment.pk).status == "released"
 
-    def test_a_release_refused_during_the_dispute_is_held_again_when_it_is_won(
+    def test_a_release_never_made_is_not_sent_during_the_dispute(
         self, market, sim_stripe, separate_charges
     ):
         payment, _ = stage_crashed_release(market, sim_stripe, stripe_acted=False)
         with market.capture(execute=True):
             dispute = SimulatedGateway().open_dispute(payment.stripe_payment_intent_id)
-        sim_stripe.fail_next(
-            "create_transfer",
-            BalanceInsufficient(
-                "Insufficient funds.", code="balance_insufficient", http_status=400
-            ),
-        )
-        assert "releasing" not in run_reconcile(market)
+        sim_stripe.calls.clear()
+        # Stripe is asked what it did, but the transfer is not sent again
+        # while the dispute is open (the same key would make it now).
+        run_reconcile(market)
+        assert journal(market.payment(payment.pk))[0][1] != "succeeded"
+        expire_lease(payment)
+        run_reconcile(market)
+        assert "create_transfer" not in money_calls(sim_stripe)
         payment = market.payment(payment.pk)
         assert (payment.status, payment.amount_transferred) == ("disputed", 0)
         assert journal(payment) == [("transfer", "failed")]
+        assert stripe_books(sim_stripe, payment)["transfers"] == []
 
         with market.capture(execute=True):
             SimulatedGateway().close_dispute(dispute.id, True)
