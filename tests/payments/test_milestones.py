@@ -551,14 +551,6 @@ class TestSplit:
     ):
         payment = held(market, payees=team(market, partner))
 
-        def refuse_next_transfer() -> None:
-            sim_stripe.fail_next(
-                "create_transfer",
-                BalanceInsufficient(
-                    "Insufficient funds.", code="balance_insufficient", http_status=400
-                ),
-            )
-
         def figures(user: Any) -> tuple[list[int], list[int]]:
             body = market.get(user, "dashboard-task-doer").json()
             return (
@@ -566,7 +558,7 @@ class TestSplit:
                 [row["amount"] for row in body["earnings"]],
             )
 
-        refuse_next_transfer()
+        refuse_next_transfer(sim_stripe)
         confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert confirmed.status_code == 409, confirmed.content
         # The release left escrow; the doer's 5,400 did not reach them, the
@@ -575,7 +567,7 @@ class TestSplit:
         assert figures(partner) == ([], [3_600])
 
         # Refused again: two failed attempts, one share.
-        refuse_next_transfer()
+        refuse_next_transfer(sim_stripe)
         confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert confirmed.status_code == 409, confirmed.content
         assert figures(market.doer) == ([5_400], [])
@@ -639,12 +631,7 @@ class TestSplit:
                 PayeeShare(user=market.doer, amount=6_500),
             ],
         )
-        sim_stripe.fail_next(
-            "create_transfer",
-            BalanceInsufficient(
-                "Insufficient funds.", code="balance_insufficient", http_status=400
-            ),
-        )
+        refuse_next_transfer(sim_stripe)
         confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert confirmed.status_code == 409, confirmed.content
 
@@ -749,12 +736,7 @@ class TestSplit:
         self, market, sim_stripe, partner, payee_failures
     ):
         payment = held(market, payees=team(market, partner))
-        sim_stripe.fail_next(
-            "create_transfer",
-            BalanceInsufficient(
-                "Insufficient funds.", code="balance_insufficient", http_status=400
-            ),
-        )
+        refuse_next_transfer(sim_stripe)
         response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert response.status_code == 409
         assert response.json()["error"]["code"] == "release_failed"
@@ -1008,12 +990,7 @@ class TestDisputes:
         from django.core.management import call_command
 
         payment = held(market, payees=team(market, partner))
-        sim_stripe.fail_next(
-            "create_transfer",
-            BalanceInsufficient(
-                "Insufficient funds.", code="balance_insufficient", http_status=400
-            ),
-        )
+        refuse_next_transfer(sim_stripe)
         response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert response.status_code == 409  # the doer's 5,400 refused, the partner's 3,600 sent
         # Sent again; Stripe makes it but the answer is lost.

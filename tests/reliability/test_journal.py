@@ -78,6 +78,18 @@ def stage_crashed_release(market: Any, sim_stripe: Any, *, stripe_acted: bool) -
     return payment, held_back
 
 
+def open_dispute(market: Any, payment: Any, *, inquiry: bool = False) -> Any:
+    """Stripe opens a dispute (or an inquiry) on the payment's charge; its events run."""
+    with market.capture(execute=True):
+        return SimulatedGateway().open_dispute(payment.stripe_payment_intent_id, inquiry=inquiry)
+
+
+def close_dispute(market: Any, dispute: Any, *, won: bool) -> None:
+    """Stripe closes ``dispute``, won or lost; its events run."""
+    with market.capture(execute=True):
+        SimulatedGateway().close_dispute(dispute.id, won)
+
+
 def expire_lease(payment: Any) -> None:
     Operation.objects.filter(payment=payment.pk, status="pending").update(
         lease_expires_at=timezone.now() - timedelta(seconds=1)
@@ -371,8 +383,7 @@ class TestADisputeOpenedMeanwhile:
         self, market, sim_stripe, separate_charges, won
     ):
         payment, _ = stage_crashed_release(market, sim_stripe, stripe_acted=True)
-        with market.capture(execute=True):
-            dispute = SimulatedGateway().open_dispute(payment.stripe_payment_intent_id)
+        dispute = open_dispute(market, payment)
         assert market.payment(payment.pk).status == "disputed"
 
         assert "transfer settled" in run_reconcile(market)
@@ -386,8 +397,7 @@ class TestADisputeOpenedMeanwhile:
         assert payment.released_at is not None
         assert journal(payment) == [("transfer", "succeeded")]
 
-        with market.capture(execute=True):
-            SimulatedGateway().close_dispute(dispute.id, won)
+        close_dispute(market, dispute, won=won)
         payment = market.payment(payment.pk)
         if not won:
             assert (payment.status, payment.amount_transferred) == ("dispute_lost", 9_000)
@@ -411,24 +421,21 @@ class TestADisputeOpenedMeanwhile:
         with webhooks_lost():
             response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert response.status_code == 503, response.content
-        with market.capture(execute=True):
-            dispute = SimulatedGateway().open_dispute(payment.stripe_payment_intent_id)
+        dispute = open_dispute(market, payment)
         assert market.payment(payment.pk).status == "disputed"
 
         run_reconcile(market)
         payment = market.payment(payment.pk)
         assert (payment.status, payment.amount_transferred) == ("disputed", 9_000)
         assert journal(payment) == [("capture", "succeeded")]
-        with market.capture(execute=True):
-            SimulatedGateway().close_dispute(dispute.id, True)
+        close_dispute(market, dispute, won=True)
         assert market.payment(payment.pk).status == "released"
 
     def test_a_release_never_made_is_not_sent_during_the_dispute(
         self, market, sim_stripe, separate_charges
     ):
         payment, _ = stage_crashed_release(market, sim_stripe, stripe_acted=False)
-        with market.capture(execute=True):
-            dispute = SimulatedGateway().open_dispute(payment.stripe_payment_intent_id)
+        dispute = open_dispute(market, payment)
         sim_stripe.calls.clear()
         # Stripe is asked what it did, but the transfer is not sent again
         # while the dispute is open (the same key would make it now).
@@ -442,8 +449,7 @@ class TestADisputeOpenedMeanwhile:
         assert journal(payment) == [("transfer", "failed")]
         assert stripe_books(sim_stripe, payment)["transfers"] == []
 
-        with market.capture(execute=True):
-            SimulatedGateway().close_dispute(dispute.id, True)
+        close_dispute(market, dispute, won=True)
         assert market.payment(payment.pk).status == "held"
         response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert response.status_code == 200, response.content
@@ -463,10 +469,7 @@ class TestADisputeOpenedMeanwhile:
                 market.doer, "payment-refund", {"amount": 3_000}, payment_id=payment.pk
             )
         assert response.status_code == 503, response.content
-        with market.capture(execute=True):
-            inquiry = SimulatedGateway().open_dispute(
-                payment.stripe_payment_intent_id, inquiry=True
-            )
+        inquiry = open_dispute(market, payment, inquiry=True)
         assert market.payment(payment.pk).status == "disputed"
 
         run_reconcile(market)
@@ -474,8 +477,7 @@ class TestADisputeOpenedMeanwhile:
         assert (payment.status, payment.amount_refunded) == ("disputed", 3_000)
         assert journal(payment) == [("refund", "succeeded")]
 
-        with market.capture(execute=True):
-            SimulatedGateway().close_dispute(inquiry.id, True)
+        close_dispute(market, inquiry, won=True)
         payment = market.payment(payment.pk)
         assert (payment.status, payment.amount_refunded, payment.amount_held) == (
             "held",
@@ -491,8 +493,7 @@ class TestADisputeOpenedMeanwhile:
         self, market, sim_stripe, separate_charges
     ):
         payment = market.held_payment()
-        with market.capture(execute=True):
-            SimulatedGateway().open_dispute(payment.stripe_payment_intent_id, inquiry=True)
+        open_dispute(market, payment, inquiry=True)
         # The API refuses a refund while a dispute is open...
         response = market.post(market.doer, "payment-refund", payment_id=payment.pk)
         assert response.status_code == 409, response.content
