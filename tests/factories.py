@@ -88,10 +88,25 @@ def make_task(
 def set_task_price(task: Any, amount: int) -> None:
     """Change the agreed amount after the fact (as a host might)."""
     if HOST == "swappedapp":
-        task.price = amount
-        task.save(update_fields=["price"])
+        # An update, not save(): the instance's payment status may be stale.
+        type(task).objects.filter(pk=task.pk).update(price=amount)
     else:
         task.bids.filter(accepted=True).update(amount=amount)
+
+
+def set_task_customer(task: Any, user: Any) -> None:
+    """Hand the task to another customer after the fact (as a host might)."""
+    field = "client" if HOST == "swappedapp" else "customer"
+    # An update, not save(): the instance's payment status may be stale.
+    type(task).objects.filter(pk=task.pk).update(**{field: user})
+
+
+def withdraw_terms(task: Any) -> None:
+    """Take the task's price away (no accepted bid): its terms are unavailable."""
+    if HOST == "swappedapp":
+        type(task).objects.filter(pk=task.pk).update(price=None)
+    else:
+        task.bids.filter(accepted=True).update(accepted=False)
 
 
 def make_account(

@@ -168,23 +168,8 @@ def create_payment(
             raise errors.InvalidInput(
                 _("The amount does not match the accepted bid."), code="amount_mismatch"
             )
-        if existing is not None and _charges_other_terms(existing, part_terms):
-            # The open payment keeps the amount it was created with; handing
-            # it back would charge the old price for the new terms. Updating
-            # the PaymentIntent's amount (Stripe allows it until it is
-            # confirmed) would be a money operation of its own, with a new
-            # fee and new shares: the customer cancels and creates again.
-            raise errors.Conflict(
-                _(
-                    "The price changed since this task's payment was started "
-                    "(%(old)s, now %(new)s): cancel that payment to pay the new price."
-                )
-                % {
-                    "old": format_money(existing.amount, existing.currency),
-                    "new": format_money(part_terms.amount, part_terms.currency),
-                },
-                code="terms_changed",
-            )
+        if existing is not None:
+            _refuse_other_terms(existing, part_terms)
         if existing is None:
             payment, operation = _new_payment(
                 task,
@@ -222,11 +207,42 @@ def _no_such_task() -> errors.ServiceError:
 _UNCONFIRMED_STATES = frozenset({S.AWAITING_PAYMENT, S.FAILED})
 
 
-def _charges_other_terms(payment: Any, terms: Any) -> bool:
-    """Whether the open ``payment`` would charge other than ``terms`` (the price changed)."""
-    return payment.status in _UNCONFIRMED_STATES and (
-        payment.amount != terms.amount or payment.currency != terms.currency
-    )
+def _refuse_other_terms(payment: Any, terms: Any) -> None:
+    """Refuse to hand back (or retry) ``payment`` when it no longer matches ``terms``.
+
+    An open payment keeps the amount and payer it was created with: handing
+    it back after the price changed would charge the old price for the new
+    terms. Updating the PaymentIntent's amount (Stripe allows it until it is
+    confirmed) would be a money operation of its own, with a new fee and new
+    shares: the payment is canceled and created again. One already confirmed
+    (``processing``) or paid is not the new terms' business: it is answered
+    as it stands.
+    """
+    if payment.payer_id != terms.payer.pk:
+        if payment.status not in _UNCONFIRMED_STATES:
+            raise errors.Conflict(_("This task is already paid for."), code="already_paid")
+        # The task changed hands: its customer's payment is not this one.
+        raise errors.Conflict(
+            _(
+                "This task's payment was started by another customer: it must be "
+                "canceled (by them or by the platform) before the task is paid again."
+            ),
+            code="terms_changed",
+        )
+    if payment.status not in _UNCONFIRMED_STATES:
+        return
+    if payment.amount != terms.amount or payment.currency != terms.currency:
+        raise errors.Conflict(
+            _(
+                "The price changed since this task's payment was started "
+                "(%(old)s, now %(new)s): cancel that payment to pay the new price."
+            )
+            % {
+                "old": format_money(payment.amount, payment.currency),
+                "new": format_money(terms.amount, terms.currency),
+            },
+            code="terms_changed",
+        )
 
 
 def _reread(payment: Any) -> Any:
@@ -1017,7 +1033,31 @@ def retry_payment(payment_id: Any, user: Any) -> PaymentStart:
             raise errors.Forbidden(_("Only the customer can retry a payment."))
         if not can_proceed(payment.retry_payment):
             raise errors.TransitionNotAllowed(_("Only a failed payment can be retried."))
+        # The new attempt confirms the same PaymentIntent, at the amount it
+        # was created with: only while that is still the task's price and
+        # customer (a retry is no way around create's ``terms_changed``).
+        _refuse_other_terms(payment, _current_terms(payment))
         payment.retry_payment()
         payment.save()
         sync_task_status(payment)
     return _resume(payment, user)
+
+
+def _current_terms(payment: Any) -> Any:
+    """The task's terms now, for the part ``payment`` pays (its milestone, or all)."""
+    try:
+        terms = get_terms(payment.task)
+    except TermsUnavailable as exc:
+        # The payer asked (checked before): they are told why.
+        raise errors.Conflict(str(exc), code="no_payment_terms") from exc
+    if terms.funded_per_milestone != bool(payment.funded_milestone) or (
+        payment.funded_milestone > len(terms.milestones)
+    ):
+        raise errors.Conflict(
+            _(
+                "How this task is funded changed since its payment was started: "
+                "cancel that payment to pay on the new terms."
+            ),
+            code="terms_changed",
+        )
+    return terms.for_milestone(payment.funded_milestone) if payment.funded_milestone else terms

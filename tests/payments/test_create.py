@@ -98,6 +98,95 @@ def test_the_open_payment_at_the_old_price_is_not_handed_back(market, sim_stripe
     assert [name for name, _ in sim_stripe.calls] == ["create_payment_intent"]
 
 
+def failed_payment(market, task):
+    """The task's payment, declined at the first attempt: ``failed``."""
+    body = market.create(task).json()
+    payment = market.pay(body["payment_id"], card="declined")
+    assert payment.status == "failed"
+    return payment
+
+
+def retry(market, payment, user=None):
+    return market.post(user or market.customer, "payment-retry", payment_id=payment.pk)
+
+
+class TestRetryAfterTheTermsChanged:
+    """A retry confirms the same PaymentIntent at its amount: only on the same terms."""
+
+    def test_a_retry_at_the_old_price_is_refused(self, market, sim_stripe):
+        task = market.task(amount=10_000)
+        payment = failed_payment(market, task)
+        factories.set_task_price(task, 12_000)
+        sim_stripe.calls.clear()
+        response = retry(market, payment)
+        assert response.status_code == 409, response.content
+        error = response.json()["error"]
+        assert error["code"] == "terms_changed"
+        assert "100.00 USD, now 120.00 USD" in error["message"]
+        assert sim_stripe.calls == []
+        assert market.payment(payment.pk).status == "failed"
+
+        # Cancelling it lets the customer pay the new price.
+        canceled = market.post(market.customer, "payment-cancel", payment_id=payment.pk)
+        assert canceled.status_code == 200, canceled.content
+        response = market.create(task, amount=12_000)
+        assert response.status_code == 201, response.content
+        assert market.pay(response.json()["payment_id"]).amount == 12_000
+
+    def test_a_retry_at_the_same_price_pays(self, market, sim_stripe):
+        task = market.task(amount=10_000)
+        payment = failed_payment(market, task)
+        factories.set_task_price(task, 10_000)
+        response = retry(market, payment)
+        assert response.status_code == 200, response.content
+        assert market.pay(payment.pk).status == "held"
+
+    def test_a_retry_when_the_task_cannot_be_paid_any_more_is_refused(self, market, sim_stripe):
+        task = market.task(amount=10_000)
+        payment = failed_payment(market, task)
+        factories.withdraw_terms(task)
+        response = retry(market, payment)
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "no_payment_terms"
+        assert market.payment(payment.pk).status == "failed"
+
+    def test_after_the_task_changed_hands_neither_customer_pays_on_the_old_payment(
+        self, market, sim_stripe
+    ):
+        task = market.task(amount=10_000)
+        payment = failed_payment(market, task)
+        factories.set_task_customer(task, market.other)
+        sim_stripe.calls.clear()
+
+        # The earlier customer may not pay for a task that is no longer theirs.
+        response = retry(market, payment)
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "terms_changed"
+        # The new customer is told why, not refused as a stranger (403).
+        response = market.create(task, user=market.other)
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "terms_changed"
+        assert "another customer" in response.json()["error"]["message"]
+        assert sim_stripe.calls == []
+        assert market.payment(payment.pk).status == "failed"
+
+        # Once the earlier customer cancels it, the new one pays.
+        canceled = market.post(market.customer, "payment-cancel", payment_id=payment.pk)
+        assert canceled.status_code == 200, canceled.content
+        response = market.create(task, user=market.other)
+        assert response.status_code == 201, response.content
+        assert market.payment(response.json()["payment_id"]).payer_id == market.other.pk
+
+    def test_a_task_paid_by_its_earlier_customer_is_already_paid_for_the_new_one(
+        self, market, sim_stripe
+    ):
+        payment = market.held_payment()
+        factories.set_task_customer(payment.task, market.other)
+        response = market.create(payment.task, user=market.other)
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "already_paid"
+
+
 def test_the_customer_is_told_why_a_task_cannot_be_paid_yet(market, sim_stripe):
     """The hook names the payer: only they learn there is no accepted bid (409)."""
     task = factories.make_task(market.customer, amount=None)

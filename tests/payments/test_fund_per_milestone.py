@@ -4,6 +4,7 @@ Stripe's webhooks and the signals."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -159,6 +160,39 @@ class TestCreate:
         assert again.status_code == 200, again.content
         assert again.json()["payment_id"] == first.json()["payment_id"]
         assert money_calls(sim_stripe).count("create_payment_intent") == 1
+
+    def test_a_retry_after_the_milestones_price_changed_is_refused(self, market, sim_stripe):
+        """A declined milestone is paid again on its PaymentIntent only at its price."""
+        task = per_milestone_task(market)
+        created = market.create(task, milestone=1)
+        assert created.status_code == 201, created.content
+        payment = market.pay(created.json()["payment_id"], card="declined")
+        assert payment.status == "failed"
+        # Same total, another division: the first milestone costs more now.
+        EXTRA[task.pk]["milestones"] = [
+            dataclasses.replace(m, amount=a)
+            for m, a in zip(three_milestones(), (3_000, 4_000, 3_000), strict=True)
+        ]
+        sim_stripe.calls.clear()
+        response = market.post(market.customer, "payment-retry", payment_id=payment.pk)
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "terms_changed"
+        assert "20.00 USD, now 30.00 USD" in response.json()["error"]["message"]
+        assert sim_stripe.calls == []
+        # A milestone whose price stayed is retried as before.
+        EXTRA[task.pk]["milestones"] = three_milestones()
+        response = market.post(market.customer, "payment-retry", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+
+    def test_a_retry_after_the_task_is_funded_up_front_is_refused(self, market, sim_stripe):
+        task = per_milestone_task(market)
+        created = market.create(task, milestone=1)
+        payment = market.pay(created.json()["payment_id"], card="declined")
+        EXTRA[task.pk]["funding"] = "up_front"
+        response = market.post(market.customer, "payment-retry", payment_id=payment.pk)
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "terms_changed"
+        assert market.payment(payment.pk).status == "failed"
 
     def test_a_create_of_a_paid_milestone_is_409(self, market):
         task = per_milestone_task(market)
