@@ -113,6 +113,11 @@ SPENDING_STATES = (
     S.DISPUTED,
 )
 ESCROW_STATES = (S.HELD, S.RELEASING, S.PARTIALLY_RELEASED)
+#: Where a pending release may still owe a payee a share: a refund beyond
+#: what was held leaves a payment released in parts ``partially_refunded``,
+#: and the next release request still sends what the refund left of a share
+#: not sent yet (docs/splits.md).
+OWING_STATES = (*ESCROW_STATES, S.PARTIALLY_REFUNDED)
 DASHBOARD_DEFAULT_LIMIT = 10
 DASHBOARD_MAX_LIMIT = 50
 
@@ -436,7 +441,7 @@ class AllocatedTo(Func):
 
 
 def unsent_shares_for_payee(payee: dict[str, Any]) -> list[dict[str, Any]]:
-    """A payee's shares of releases not transferred to them yet, per currency: one query.
+    """A payee's shares of releases not transferred to them yet, per currency.
 
     A release of a split payment leaves escrow when it starts
     (``amount_released``); each payee's share (the release's
@@ -448,6 +453,13 @@ def unsent_shares_for_payee(payee: dict[str, Any]) -> list[dict[str, Any]]:
     (``{"user": user}`` or ``{"organization": organization}``). One row per
     (pending release, payee row): a share counts once, however many
     attempts were refused.
+
+    A refund beyond what a payment held takes its part of a share not sent
+    yet too (``REVERSAL_POLICY``, a Python callable): for a payment with
+    refunds the amount is what
+    :func:`~django_escrow_connect.services.releases.shares_owed` says the next
+    release sends, the same figure. One query, and four more when some of
+    the shares are on payments with refunds, whatever the data.
     """
     own_rows = swappable.load("EscrowPayee").objects.filter(**payee).order_by()
     # Terms refuse a payee listed twice, so a payment has at most one row of
@@ -462,12 +474,26 @@ def unsent_shares_for_payee(payee: dict[str, Any]) -> list[dict[str, Any]]:
             # Driven by the payee's own rows (indexed), not by every pending release.
             payment__in=own_rows.values("payment"),
             status=ReleaseStatus.PENDING,
-            payment__status__in=ESCROW_STATES,
+            payment__status__in=OWING_STATES,
         )
-        .annotate(own_row=own_row)
-        .filter(~Exists(made))
+        .annotate(own_row=own_row, share=AllocatedTo("allocations", "own_row"))
+        .filter(~Exists(made), share__gt=0)
+        .order_by()
+        .values("pk", "payment_id", "own_row", "currency", "share", "payment__amount_refunded")
     )
-    return money_totals(pending, AllocatedTo("allocations", "own_row"))
+    rows = list(pending)
+    refunded = {row["payment_id"] for row in rows if row["payment__amount_refunded"]}
+    owed = release_services.shares_owed(refunded) if refunded else {}
+    totals: dict[str, int] = {}
+    for row in rows:
+        share = row["share"]
+        if row["payment_id"] in refunded:
+            share = owed.get(row["pk"], {}).get(row["own_row"], 0)
+        totals[row["currency"]] = totals.get(row["currency"], 0) + share
+    return [
+        {"currency": currency, "amount": amount, "formatted": format_money(amount, currency)}
+        for currency, amount in sorted(totals.items())
+    ]
 
 
 def added_up(*totals: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -19,9 +19,11 @@ a refund since took of it. See docs/milestones.md and docs/splits.md.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, NoReturn
 
 from django.db import transaction
+from django.db.models import Prefetch
 from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
@@ -274,12 +276,8 @@ def _next_transfer(
     borne = _borne_by_unpaid(payment, payees)
     for release in releases:
         live = set(release.transfers.filter(status__in=_LIVE).values_list("payee_id", flat=True))
-        taken = borne.get(release.pk, {})
         nothing_owed: set[int] = set()
-        for payee_id, share in _allocations(release):
-            if payee_id in live:
-                continue
-            due = share - taken.get(payee_id, 0)
+        for payee_id, due in _left_to_send(release, borne, skip=live):
             if due <= 0:
                 nothing_owed.add(payee_id)
                 continue
@@ -328,6 +326,68 @@ def _close_refunded_release(payment: Any, release: Any) -> None:
 
 def _allocations(release: Any) -> list[tuple[int, int]]:
     return [(int(k), int(v)) for k, v in release.allocations.items() if int(v) > 0]
+
+
+def _left_to_send(
+    release: Any, borne: dict[int, dict[int, int]], *, skip: Collection[int]
+) -> list[tuple[int, int]]:
+    """(payee id, what their transfer of ``release`` sends) for its payees not in
+    ``skip``: the allocation less what refunds took of it (``borne``, from
+    :func:`_borne_by_unpaid`); 0 or less when they are owed nothing."""
+    taken = borne.get(release.pk, {})
+    return [
+        (payee_id, share - taken.get(payee_id, 0))
+        for payee_id, share in _allocations(release)
+        if payee_id not in skip
+    ]
+
+
+def shares_owed(payment_ids: Collection[Any]) -> dict[int, dict[int, int]]:
+    """``{release id: {payee id: amount}}``: what the pending releases of these
+    payments still owe the payees no transfer was made to.
+
+    The amount is what the next release request sends that payee
+    (:func:`_next_transfer`): their allocation less what the refunds made so
+    far took of it; a payee owed nothing is left out. A transfer in flight
+    counts as not made (it was sent with this amount: a refund waits for it
+    to be settled). ``REVERSAL_POLICY`` divides a refund, and it is Python,
+    so this is not SQL; it reads the payments, their releases (latest
+    first), the releases' made transfers and the payees in four queries
+    however many payments there are (the dashboards' query count stays
+    fixed).
+    """
+    payments = (
+        payment_model()
+        .objects.filter(pk__in=list(payment_ids))
+        .prefetch_related(
+            Prefetch(
+                "releases",
+                queryset=model("EscrowRelease").objects.order_by("-position"),
+                to_attr="latest_first",
+            ),
+            Prefetch(
+                "latest_first__transfers",
+                queryset=model("Transfer").objects.filter(status__in=_MADE).order_by(),
+                to_attr="made",
+            ),
+            Prefetch("payees", queryset=model("EscrowPayee").objects.order_by(), to_attr="rows"),
+        )
+    )
+    owed: dict[int, dict[int, int]] = {}
+    for payment in payments:
+        made = {r.pk: {t.payee_id: t for t in r.made} for r in payment.latest_first}
+        borne = _borne_by_unpaid(
+            payment, {p.pk: p for p in payment.rows}, payment.latest_first, made
+        )
+        for release in payment.latest_first:
+            if release.status != ReleaseStatus.PENDING:
+                continue
+            owed[release.pk] = {
+                payee_id: due
+                for payee_id, due in _left_to_send(release, borne, skip=made[release.pk])
+                if due > 0
+            }
+    return owed
 
 
 def _begin_transfer(payment: Any, release: Any, payee: Any, share: int, user: Any) -> Any:
@@ -567,14 +627,27 @@ def reversal_plan(payment: Any, total_refunded: int) -> list[tuple[Any, int]]:
     return plan
 
 
-def _borne_by_unpaid(payment: Any, payees: dict[int, Any]) -> dict[int, dict[int, int]]:
+def _borne_by_unpaid(
+    payment: Any,
+    payees: dict[int, Any],
+    releases: list[Any] | None = None,
+    made_by_release: dict[int, dict[int, Any]] | None = None,
+) -> dict[int, dict[int, int]]:
     """``{release id: {payee id: share}}``: what the refunds made so far took of
-    the shares not paid yet; such a payee's transfer is their allocation less this."""
+    the shares not paid yet; such a payee's transfer is their allocation less this.
+
+    ``releases`` (every release of the payment) and ``made_by_release``
+    (``{release id: {payee id: transfer made}}``) are what :func:`shares_owed`
+    loaded for many payments at once; without them they are read here.
+    """
     borne: dict[int, dict[int, int]] = {}
-    for release, part in _refunded_parts(payment, payment.amount_refunded):
+    for release, part in _refunded_parts(payment, payment.amount_refunded, releases):
         if release.status != ReleaseStatus.PENDING:
             continue
-        made = _made_by_payee(release)
+        if made_by_release is None:
+            made = _made_by_payee(release)
+        else:
+            made = made_by_release.get(release.pk, {})
         borne[release.pk] = {
             payee_id: share
             for payee_id, _allocation, share in _refund_shares(payment, release, part, made, payees)
@@ -583,9 +656,17 @@ def _borne_by_unpaid(payment: Any, payees: dict[int, Any]) -> dict[int, dict[int
     return borne
 
 
-def _refunded_parts(payment: Any, total_refunded: int) -> list[tuple[Any, int]]:
-    """(release, gross refunded of it), latest release first, once ``total_refunded`` is."""
-    releases = list(payment.releases.order_by("-position"))
+def _refunded_parts(
+    payment: Any, total_refunded: int, releases: list[Any] | None = None
+) -> list[tuple[Any, int]]:
+    """(release, gross refunded of it), latest release first, once ``total_refunded`` is.
+
+    ``releases``: every release of the payment, when already loaded.
+    """
+    if releases is None:
+        releases = list(payment.releases.order_by("-position"))
+    else:
+        releases = sorted(releases, key=lambda r: r.position, reverse=True)
     released = sum(r.amount for r in releases)
     overflow = max(0, total_refunded - (payment.amount - released))
     parts = []

@@ -883,6 +883,114 @@ class TestSplit:
         ]
         assert payment.amount_reversed == payment.amount_transferred == 8_460
 
+    def test_a_refund_after_a_refused_share_leaves_the_dashboards_what_is_sent(
+        self, market, sim_stripe, partner
+    ):
+        payment = held(market, payees=team(market, partner))
+
+        def figures(user: Any) -> tuple[list[int], list[int]]:
+            body = market.get(user, "dashboard-task-doer").json()
+            return (
+                [row["amount"] for row in body["in_escrow"]],
+                [row["amount"] for row in body["earnings"]],
+            )
+
+        refuse_next_transfer(sim_stripe)
+        confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert confirmed.status_code == 409, confirmed.content
+        with market.capture(execute=True):
+            response = market.post(
+                market.staff, "payment-refund", {"amount": 1_000}, payment_id=payment.pk
+            )
+        assert response.status_code == 200, response.content
+        assert response.json()["status"] == "partially_refunded"
+        # 900 of the net comes back 60/40: the doer's unsent 5,400 bears 540,
+        # the partner's 3,600 gave 360 back.
+        assert figures(market.doer) == ([4_860], [])
+        assert figures(partner) == ([], [3_240])
+
+        calls = len(sim_stripe.calls)
+        confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert confirmed.status_code == 200, confirmed.content
+        sent = [c[1]["amount"] for c in sim_stripe.calls[calls:] if c[0] == "create_transfer"]
+        assert sent == [4_860]  # what the doer's dashboard showed in escrow
+        assert figures(market.doer) == ([], [4_860])
+        assert figures(partner) == ([], [3_240])
+
+    def test_a_refused_share_stays_in_escrow_when_a_refund_takes_the_rest_held(
+        self, market, sim_stripe, partner
+    ):
+        payment = held(market, milestones=three_milestones(), payees=team(market, partner))
+        first = payment.milestones.order_by("position").first()
+        refuse_next_transfer(sim_stripe)
+        response = release(market, payment, milestone_id=first.pk)
+        assert response.status_code == 409, response.content
+        # The 8,000 still held goes back: nothing of the release is refunded,
+        # but the payment is now partially refunded.
+        with market.capture(execute=True):
+            response = market.post(
+                market.staff, "payment-refund", {"amount": 8_000}, payment_id=payment.pk
+            )
+        assert response.status_code == 200, response.content
+        assert response.json()["status"] == "partially_refunded"
+
+        def in_escrow(user: Any) -> list[int]:
+            body = market.get(user, "dashboard-task-doer").json()
+            return [row["amount"] for row in body["in_escrow"]]
+
+        # The doer's 60 % of the first milestone's 1,800 net.
+        assert in_escrow(market.doer) == [1_080]
+        assert in_escrow(partner) == []
+        calls = len(sim_stripe.calls)
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        sent = [c[1]["amount"] for c in sim_stripe.calls[calls:] if c[0] == "create_transfer"]
+        assert sent == [1_080]
+        assert in_escrow(market.doer) == []
+
+    def test_a_refund_after_an_organizations_refused_share_leaves_it_what_is_sent(
+        self, market, sim_stripe
+    ):
+        # The organization first, so that its transfer is the one refused.
+        payment = held(
+            market,
+            payee_user=None,
+            payee_organization=market.organization,
+            payees=[
+                PayeeShare(organization=market.organization, amount=2_500),
+                PayeeShare(user=market.doer, amount=6_500),
+            ],
+        )
+        organization = str(market.organization.pk)
+
+        def figures(user: Any, **params: Any) -> tuple[list[int], list[int]]:
+            body = market.get(user, "dashboard-task-doer", **params).json()
+            return (
+                [row["amount"] for row in body["in_escrow"]],
+                [row["amount"] for row in body["earnings"]],
+            )
+
+        refuse_next_transfer(sim_stripe)
+        confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert confirmed.status_code == 409, confirmed.content
+        with market.capture(execute=True):
+            response = market.post(
+                market.staff, "payment-refund", {"amount": 1_000}, payment_id=payment.pk
+            )
+        assert response.status_code == 200, response.content
+        # 900 of the net comes back 2,500/6,500: the organization's unsent
+        # share bears 250, the doer gave 650 back.
+        assert figures(market.org_admin, organization_id=organization) == ([2_250], [])
+        assert figures(market.doer) == ([], [5_850])
+
+        calls = len(sim_stripe.calls)
+        confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert confirmed.status_code == 200, confirmed.content
+        sent = [c[1]["amount"] for c in sim_stripe.calls[calls:] if c[0] == "create_transfer"]
+        assert sent == [2_250]
+        assert figures(market.org_admin, organization_id=organization) == ([], [2_250])
+        assert figures(market.doer) == ([], [5_850])
+
     def test_milestones_and_split_combine(self, market, sim_stripe, partner):
         payment = held(market, milestones=three_milestones(), payees=team(market, partner))
         first = payment.milestones.order_by("position").first()
