@@ -61,6 +61,7 @@ from .common import (
     gateway,
     idempotency_key,
     key_prefix,
+    read_first,
     translate,
 )
 from .shortcut import Shortcut
@@ -711,7 +712,11 @@ def _announce(account: Any, before: _Before) -> None:
 
 
 def apply_account_snapshot(
-    snapshot: AccountSnapshot, *, as_of: datetime, fetched: bool = False
+    snapshot: AccountSnapshot,
+    *,
+    as_of: datetime,
+    fetched: bool = False,
+    reads: dict[str, Any] | None = None,
 ) -> Any:
     """Store what Stripe says about an account, as of ``as_of``.
 
@@ -725,6 +730,9 @@ def apply_account_snapshot(
     changed only part of the row, or within :data:`FETCH_DOUBT` of a fetch) is
     not guessed at: the account is read from Stripe once instead
     (:func:`refresh_account`), unless the snapshot says what the row holds.
+    Never with the row locked: called without ``reads``, the read follows
+    this function's own transaction (call it with none open); the webhook
+    pipeline passes ``reads`` (see :func:`_read_again`).
     Returns the account, or None when no row has this Stripe id (the webhook
     pipeline defers such events).
 
@@ -750,6 +758,8 @@ def apply_account_snapshot(
         if _holds(account, _snapshot_values(snapshot)):
             # Older or newer, it changes nothing: no need to ask Stripe.
             return account
+        if reads is not None:
+            return _read_again(account, as_of, reads)
     return _reread(account, as_of)
 
 
@@ -776,14 +786,35 @@ def _newer_but_for_one_part(account: Any, as_of: datetime, snapshot: AccountSnap
 
 
 def _reread(account: Any, as_of: datetime) -> Any:
-    """An event that cannot be ordered against the row's data: ask Stripe once."""
+    """An event that cannot be ordered against the row's data: ask Stripe once.
+
+    After the caller's transaction: no lock is held while Stripe answers.
+    """
+    _log_reread(account, as_of)
+    return refresh_account(account)
+
+
+def _log_reread(account: Any, as_of: datetime) -> None:
     _log(
         account,
         "account event as of %s cannot be ordered against the stored data; "
         "reading the account again",
         as_of.isoformat(),
     )
-    return refresh_account(account)
+
+
+def _read_again(account: Any, as_of: datetime, reads: dict[str, Any]) -> Any:
+    """:func:`_reread` in the webhook pipeline, ``account`` locked in its transaction.
+
+    The read is the pipeline's, with no transaction open
+    (:func:`refresh_account` with ``reads``); the handler then runs again
+    and, if the event still cannot be ordered against the row (it is checked
+    again under the lock: the row may have moved while Stripe answered), the
+    answer is applied here like any read: the latest read wins.
+    """
+    if _read_key(account) not in reads:
+        _log_reread(account, as_of)
+    return refresh_account(account, reads=reads)
 
 
 def account_snapshot_shortcut(
@@ -913,7 +944,14 @@ def _shortcut_sql(
     return _ShortcutSql(f"{locked}, {changed}", columns)
 
 
-def apply_capability(account_id: str, capability_name: str, status: str, as_of: datetime) -> Any:
+def apply_capability(
+    account_id: str,
+    capability_name: str,
+    status: str,
+    as_of: datetime,
+    *,
+    reads: dict[str, Any] | None = None,
+) -> Any:
     """``capability.updated``: one capability's new status (None for unknown accounts).
 
     The row's ``synced_at`` moves to ``as_of``, marked as one part of the
@@ -923,7 +961,8 @@ def apply_capability(account_id: str, capability_name: str, status: str, as_of: 
     makes the package read the account from Stripe. An event that cannot be
     ordered against the row's data (same second, older than another partial
     event, as old as a fetch) reads the account too, unless the row already
-    holds this status.
+    holds this status; never with the row locked (``reads``: as
+    :func:`apply_account_snapshot`).
     """
     name, value = str(capability_name), str(status)
 
@@ -941,6 +980,8 @@ def apply_capability(account_id: str, capability_name: str, status: str, as_of: 
             return _apply(account, as_of, change, partial=True)
         if account.capabilities.get(name) == value:
             return account  # older or newer, it changes nothing
+        if reads is not None:
+            return _read_again(account, as_of, reads)
     return _reread(account, as_of)
 
 
@@ -1058,20 +1099,39 @@ def apply_fetched_account(snapshot: AccountSnapshot, *, fetched_at: datetime) ->
     return updated
 
 
-def refresh_account(account: Any) -> Any:
+def refresh_account(account: Any, *, reads: dict[str, Any] | None = None) -> Any:
     """Read the account from Stripe now and apply it (stamped with the package's clock).
 
     A deauthorized account cannot be read by the platform any more; it is
     returned as stored. So is an account not created at Stripe yet.
+
+    ``reads``: in the webhook pipeline's transaction, Stripe is not asked
+    here. The first call raises :class:`~.errors.ReadFirst` and the pipeline
+    reads the account with no transaction open; the handler's next run
+    applies the answer (see :func:`~.common.read_first`).
     """
     if not account.is_created or account.is_deauthorized:
         return account
-    try:
-        stamp, snapshot = fetch_account(account)
-    except GatewayError as exc:
-        raise translate(exc, _("read the connected account")) from exc
+    if reads is None:
+        stamp, snapshot = _fetch_or_explain(account)
+    else:
+        read = functools.partial(_fetch_or_explain, account)
+        stamp, snapshot = read_first(reads, _read_key(account), read)
     updated = apply_fetched_account(snapshot, fetched_at=stamp)
     return updated if updated is not None else account
+
+
+def _read_key(account: Any) -> str:
+    """Under which key the webhook pipeline keeps a read of ``account`` (``reads``)."""
+    return f"account:{account.stripe_account_id}"
+
+
+def _fetch_or_explain(account: Any) -> tuple[datetime, AccountSnapshot]:
+    """:func:`fetch_account`, a gateway error translated for the caller to show."""
+    try:
+        return fetch_account(account)
+    except GatewayError as exc:
+        raise translate(exc, _("read the connected account")) from exc
 
 
 # --------------------------------------------------------------------------

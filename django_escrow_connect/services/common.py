@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import transaction
@@ -18,6 +19,8 @@ from ..gateway import AccountsV2Gateway, PaymentGateway, get_gateway
 from . import errors
 
 logger = logging.getLogger("django_escrow_connect.services")
+
+T = TypeVar("T")
 
 #: The default ``IDEMPOTENCY_KEY_PREFIX``.
 KEY_PREFIX = "escrow-connect"
@@ -132,3 +135,19 @@ def lock_payment_for(
     if not q:
         return None
     return payment_model().objects.select_for_update().filter(q).first()
+
+
+def read_first(reads: dict[str, Any], key: str, read: Callable[[], T]) -> T:
+    """Stripe's answer to ``read()`` from ``reads``, or :class:`~.errors.ReadFirst`.
+
+    For an applier that runs in the webhook pipeline's transaction with a row
+    locked: the pipeline keeps the answers of the reads it made before this
+    attempt (``EventContext.fetched``) in ``reads``. A missing one raises
+    ``ReadFirst``: the pipeline rolls back, reads Stripe with no transaction
+    open, and runs the handler again, which finds the answer here and applies
+    it under its lock, after checking the row again (it may have moved while
+    Stripe was asked).
+    """
+    if key in reads:
+        return cast(T, reads[key])
+    raise errors.ReadFirst(key, read)

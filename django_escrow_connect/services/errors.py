@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.utils.translation import gettext
 
 from ..exceptions import EscrowConnectError
@@ -17,6 +20,7 @@ __all__ = [
     "OperationPending",
     "PaymentDeclined",
     "ProviderUnavailable",
+    "ReadFirst",
     "ServiceError",
     "TransitionNotAllowed",
     "UnknownObject",
@@ -121,3 +125,22 @@ class OperationInFlight(Conflict):
 class UnknownObject(EscrowConnectError):
     """A Stripe object this app has no row for (yet): the webhook event is
     deferred and retried by the reconcile command."""
+
+
+class ReadFirst(EscrowConnectError):
+    """A webhook's applier needs an answer from Stripe it must not ask for under its locks.
+
+    Raised inside the webhook pipeline's transaction, with the payment or
+    account row locked: asking Stripe there would hold the lock and the
+    transaction for as long as Stripe takes, and a Stripe error would roll
+    the event back. The pipeline rolls the transaction back (nothing is
+    written, no lock is held), calls :attr:`read` with no transaction open,
+    keeps its answer under :attr:`key` and runs the handler again, which
+    checks the row again under its lock and applies the answer (see
+    :func:`~.common.read_first`).
+    """
+
+    def __init__(self, key: str, read: Callable[[], Any]) -> None:
+        super().__init__(f"Stripe must be read first: {key}")
+        self.key = key
+        self.read = read

@@ -13,6 +13,7 @@ caller ignores it.
 
 from __future__ import annotations
 
+import functools
 import logging
 from types import SimpleNamespace
 from typing import Any
@@ -40,7 +41,14 @@ from .books import (
     is_gross_transfer,
     reversal_target,
 )
-from .common import account_model, gateway, lock_payment_for, model, payment_model
+from .common import (
+    account_model,
+    gateway,
+    lock_payment_for,
+    model,
+    payment_model,
+    read_first,
+)
 from .operations import is_other_installation
 from .shortcut import Shortcut
 from .task_status import sync_task_status
@@ -220,23 +228,36 @@ def charge_shortcut(snapshot: ChargeSnapshot, *, condition: str) -> Shortcut | N
     )
 
 
-def apply_charge_refunded(snapshot: ChargeSnapshot, *, event_id: str = "") -> Any:
+def apply_charge_refunded(
+    snapshot: ChargeSnapshot, *, reads: dict[str, Any], event_id: str = ""
+) -> Any:
     """``charge.refunded``: the charge's running refund total.
 
     Refunds are not embedded in the charge (API version 2026-10-28), so when
     Stripe's total is ahead of what the refund events told us, the charge's
-    refunds are listed once and applied one by one.
+    refunds are listed once and applied one by one. The list is not asked
+    for under the payment's lock: the first attempt raises
+    :class:`~.errors.ReadFirst`, the webhook pipeline lists the refunds with
+    no transaction open and runs the handler again, which compares the totals
+    again (refund events may have caught up meanwhile) before applying the
+    list (``reads``, see :func:`~.common.read_first`).
     """
     payment = lock_payment_for(payment_intent=snapshot.payment_intent, charge=snapshot.id)
     if payment is None:
         return None
     if snapshot.amount_refunded <= payment.amount_refunded:
         return payment
-    if not payment.stripe_payment_intent_id:
+    intent = payment.stripe_payment_intent_id
+    if not intent:
         return payment
-    for refund in gateway().list_refunds(payment_intent=payment.stripe_payment_intent_id):
+    refunds = read_first(reads, f"refunds:{intent}", functools.partial(_list_refunds, intent))
+    for refund in refunds:
         _apply_refund_locked(payment, refund, event_id=event_id)
     return payment
+
+
+def _list_refunds(payment_intent: str) -> list[RefundSnapshot]:
+    return list(gateway().list_refunds(payment_intent=payment_intent))
 
 
 # --------------------------------------------------------------------------

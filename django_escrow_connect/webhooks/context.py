@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
+from ..services.errors import ReadFirst
+
 T = TypeVar("T")
 
 __all__ = ["EventContext", "IgnoreEvent", "PayloadPurged", "UnparseableEvent", "log_extra"]
@@ -48,14 +50,21 @@ class EventContext:
     payment_id: str = ""
     connected_account: str = ""
     notes: list[str] = field(default_factory=list)
-    #: What a thin event's handler fetched from Stripe, by key: one request per
-    #: event and processing attempt (a retry reads again: the latest state wins).
+    #: What was read from Stripe for this event, by key: one request per event
+    #: and processing attempt (a retry reads again: the latest state wins).
+    #: The pipeline makes each read with no transaction open and puts the
+    #: answer here (``ReadFirst``, :meth:`fetch_once`, :mod:`.pipeline`).
     fetched: dict[str, Any] = field(default_factory=dict)
 
     def fetch_once(self, key: str, fetch: Callable[[], T]) -> T:
-        """``fetch()``'s answer, asked of Stripe at most once for this event."""
+        """``fetch()``'s answer, asked of Stripe at most once for this event.
+
+        Never inside the handler's transaction: without the answer yet, this
+        raises ``ReadFirst``; the pipeline rolls back, calls ``fetch()`` with
+        no transaction open and runs the handler again, which finds it here.
+        """
         if key not in self.fetched:
-            self.fetched[key] = fetch()
+            raise ReadFirst(key, fetch)
         return cast(T, self.fetched[key])
 
     @property

@@ -12,6 +12,14 @@ An event row moves ``received -> processed | ignored | deferred | failed``:
   error and the attempt count are kept, ``webhook_processing_failed`` is
   sent, and the HTTP answer is 500 so that Stripe delivers it again.
 
+A handler that needs an answer from Stripe raises
+:class:`~django_escrow_connect.services.errors.ReadFirst` instead of asking
+under its row locks: the transaction rolls back, the read is made with no
+transaction open (:func:`make_read`; a failed read fails the event, nothing
+written) and the handler runs again in a new transaction with the answer in
+``EventContext.fetched``, checking its rows again. Only events that need a
+read take this second round.
+
 A new delivery processed in the request (``WEBHOOK_PROCESSING="sync"``)
 takes :func:`process_new`: the event row is inserted, already settled, in
 the same transaction as the handler's writes, so the insert is the only
@@ -44,7 +52,7 @@ from .. import observability, swappable
 from ..base.models.webhooks import AbstractWebhookEvent
 from ..conf import STRIPE_API_VERSION
 from ..notifications import notify
-from ..services.errors import UnknownObject
+from ..services.errors import ReadFirst, UnknownObject
 from ..states import WebhookEventStatus as E
 from .context import EventContext, IgnoreEvent, PayloadPurged, UnparseableEvent, log_extra
 from .registry import handler_for
@@ -204,18 +212,60 @@ def _process_new(event: Any) -> Outcome | None:
         event.mark_processed()
         context = EventContext(event=event, payload=event.payload)
     event.attempts = 1
-    try:
-        with transaction.atomic():
-            if not insert_new(event):
-                # The unique Stripe id exists: nothing was written, nothing else ran.
-                return None
-            warn_if_other_api_version(event)
-            if handler is not None and context is not None:
-                handler(context)
-    except Exception as exc:  # every failure is recorded by the caller; none is lost
-        raise HandlerFailed(exc, context) from exc
+    first_round = True
+    while True:
+        try:
+            with transaction.atomic():
+                if not insert_new(event):
+                    # The unique Stripe id exists: nothing was written, nothing else ran.
+                    return None
+                if first_round:
+                    warn_if_other_api_version(event)
+                if handler is not None and context is not None:
+                    handler(context)
+        except ReadFirst as needed:
+            # Rolled back, the event row too: Stripe is asked with no
+            # transaction open, then the event is inserted and handled again.
+            _forget_insert(event)
+            first_round = False
+            try:
+                make_read(context.fetched if context else {}, needed)
+            except Exception as exc:  # a failed read fails the event, as a handler error
+                raise HandlerFailed(exc, context) from exc
+            continue
+        except Exception as exc:  # every failure is recorded by the caller; none is lost
+            raise HandlerFailed(exc, context) from exc
+        break
     log_settled(event, context)
     return outcome_for(str(event.status), event.stripe_event_id)
+
+
+def _forget_insert(event: Any) -> None:
+    """Make ``event`` unsaved again after its insert was rolled back."""
+    if event._meta.auto_field is not None:
+        event.pk = None
+    event._state.adding = True
+
+
+#: How many reads from Stripe (:class:`ReadFirst`) one processing of an event
+#: may make: each answer is kept for the processing, so a handler needs one per
+#: object it reads; more means a handler that keeps asking.
+MAX_READS = 4
+
+
+def make_read(reads: dict[str, Any], needed: ReadFirst) -> None:
+    """Make the read a handler asked for (:class:`ReadFirst`) and keep its answer in ``reads``.
+
+    Called with no transaction open (the handler's was rolled back): no row
+    lock is held while Stripe answers, and a Stripe error is the event's
+    failure, with nothing written. The handler then runs again in a new
+    transaction, finds the answer in ``EventContext.fetched`` and applies it
+    after checking its row again under the lock.
+    """
+    if needed.key in reads or len(reads) >= MAX_READS:
+        # Asking again for an answer it has (or without end) would never finish.
+        raise RuntimeError(f"The handler asked Stripe once too often ({needed.key}).")
+    reads[needed.key] = needed.read()
 
 
 def insert_new(event: Any) -> bool:
@@ -367,33 +417,48 @@ def _process_event(pk: Any, statuses: tuple[str, ...], seen: dict[str, str]) -> 
     """:func:`process_event`'s work; ``seen`` receives the event's type and id for the span."""
     Event = event_model()
     context: EventContext | None = None
-    try:
-        with transaction.atomic():
-            event = (
-                Event.objects.select_for_update(skip_locked=True)
-                .filter(pk=pk, status__in=statuses)
-                .first()
-            )
-            if event is None:
-                return None
-            seen["webhook.event_type"] = event.type
-            seen["webhook.event_id"] = event.stripe_event_id
-            seen["webhook.endpoint"] = event.endpoint
-            if event.attempts == 0:
-                warn_if_other_api_version(event)
-            handler = handler_for(event.type, event.endpoint)
-            if handler is None:
-                event.mark_ignored(f"No handler for {event.type} on the {event.endpoint} endpoint.")
-            else:
-                if event.payload is None:
-                    raise PayloadPurged("The payload was purged; fetch the event from Stripe.")
-                context = EventContext(event=event, payload=event.payload)
-                handler(context)
-                event.mark_processed()
-            event.attempts += 1
-            event.save(update_fields=SETTLED_FIELDS)
-    except Exception as exc:  # every failure is recorded; none is lost
-        return _settle_failure(pk, exc, context)
+    # Answers to the handler's reads (ReadFirst), kept across its rounds.
+    reads: dict[str, Any] = {}
+    while True:
+        try:
+            with transaction.atomic():
+                event = (
+                    Event.objects.select_for_update(skip_locked=True)
+                    .filter(pk=pk, status__in=statuses)
+                    .first()
+                )
+                if event is None:
+                    return None
+                seen["webhook.event_type"] = event.type
+                seen["webhook.event_id"] = event.stripe_event_id
+                seen["webhook.endpoint"] = event.endpoint
+                if event.attempts == 0 and not reads:
+                    warn_if_other_api_version(event)
+                handler = handler_for(event.type, event.endpoint)
+                if handler is None:
+                    event.mark_ignored(
+                        f"No handler for {event.type} on the {event.endpoint} endpoint."
+                    )
+                else:
+                    if event.payload is None:
+                        raise PayloadPurged("The payload was purged; fetch the event from Stripe.")
+                    context = EventContext(event=event, payload=event.payload, fetched=reads)
+                    handler(context)
+                    event.mark_processed()
+                event.attempts += 1
+                event.save(update_fields=SETTLED_FIELDS)
+        except ReadFirst as needed:
+            # Rolled back, and the event row unlocked: Stripe is asked with no
+            # transaction open, then the event is locked (if still pending:
+            # another worker may have taken it meanwhile) and handled again.
+            try:
+                make_read(reads, needed)
+            except Exception as exc:  # a failed read fails the event, as a handler error
+                return _settle_failure(pk, exc, context)
+            continue
+        except Exception as exc:  # every failure is recorded; none is lost
+            return _settle_failure(pk, exc, context)
+        break
     log_settled(event, context)
     return str(event.status)
 

@@ -17,6 +17,7 @@ import pytest
 from django_escrow_connect import simulation as simulated
 from django_escrow_connect.exceptions import InvalidRequest, TemporarilyUnavailable
 from django_escrow_connect.simulation import SimulatedGateway
+from tests.checked_gateway import ReadInTransaction, outside_transactions
 
 from .conftest import accounts, calls, client_for, configure, url
 from .test_onboarding_link import DAY, age_row, post_link
@@ -332,6 +333,21 @@ class TestThinEvents:
         handled = event_log().filter(thin=True, status="processed").count()
         assert handled == 2  # requirements, and the recipient capability status
         assert calls(sim_stripe) == ["retrieve_account_v2"] * handled
+
+    def test_the_account_is_read_with_no_transaction_open(
+        self, account, seller, sim_stripe, monkeypatch, django_capture_on_commit_callbacks
+    ):
+        """Not inside the event's transaction: a slow Stripe holds no lock and
+        keeps no concurrent delivery of the event waiting."""
+        checked = outside_transactions(SimulatedGateway.retrieve_account_v2, ReadInTransaction)
+        monkeypatch.setattr(SimulatedGateway, "retrieve_account_v2", checked)
+        with django_capture_on_commit_callbacks(execute=True):
+            seller.complete_onboarding(account.stripe_account_id)
+
+        thin = event_log().filter(thin=True)
+        assert not thin.filter(status="failed").exists(), thin.values_list("last_error")
+        assert thin.filter(status="processed").count() == 2
+        assert accounts().get(pk=account.pk).status == "verified"
 
     def test_an_old_thin_event_delivered_late_reads_the_current_state(
         self, account, seller, sim_stripe, django_capture_on_commit_callbacks

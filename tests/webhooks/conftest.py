@@ -231,6 +231,29 @@ def sim_stripe(settings: Any) -> Iterator[Any]:
     simulated.reset()
 
 
+@pytest.fixture
+def reads_checked(sim_stripe: Any, monkeypatch: Any) -> Any:
+    """:func:`sim_stripe`, whose catch-up reads (``WEBHOOK_READS``) raise
+    ``ReadInTransaction`` when called with a transaction open: the event then
+    fails, with that error as its ``last_error``."""
+    from django_escrow_connect.simulation import SimulatedGateway
+    from tests.checked_gateway import WEBHOOK_READS, ReadInTransaction, outside_transactions
+
+    for name in WEBHOOK_READS:
+        method = outside_transactions(getattr(SimulatedGateway, name), ReadInTransaction)
+        monkeypatch.setattr(SimulatedGateway, name, method)
+    return sim_stripe
+
+
+def task_backends() -> str:
+    """The module of Django's task backends (``django.tasks``, or the django-tasks backport)."""
+    try:
+        import django.tasks as tasks_framework
+    except ImportError:  # Django 5.2
+        import django_tasks as tasks_framework  # type: ignore[no-redef, unused-ignore]
+    return f"{tasks_framework.__name__}.backends"
+
+
 def status_history(scene: Scene) -> tuple[str, str]:
     """The payment's and the task's state, fresh from the database."""
     payment = scene.refresh()

@@ -7,9 +7,13 @@ from typing import Any
 import pytest
 
 from django_escrow_connect import swappable
+from django_escrow_connect.exceptions import TemporarilyUnavailable
+from django_escrow_connect.gateway.signing import sign_webhook_payload
+from django_escrow_connect.states import WebhookEndpoint
+from django_escrow_connect.webhooks import receiver
 from tests import factories
 from tests.webhooks import stripe_objects as so
-from tests.webhooks.conftest import events, simulated_account
+from tests.webhooks.conftest import CONNECT_SECRET, events, simulated_account
 
 pytestmark = pytest.mark.django_db
 
@@ -206,6 +210,73 @@ def test_account_updates_of_one_second_delivered_out_of_order_ask_stripe(
     assert row.can_transfer
 
 
+def test_an_account_update_that_cannot_be_ordered_reads_stripe_with_no_transaction_open(
+    deliver: Any, at_stripe: str, reads_checked: Any
+) -> None:
+    """The account is read with no transaction open and its row unlocked: a
+    slow Stripe blocks nobody, and a failed read leaves the event to retry
+    with nothing written."""
+    acct = at_stripe
+    restrict_at_stripe(acct)
+    second = so.event("account.updated", so.account(acct), account=acct, created=SYNCED + 1)
+    first = so.event(
+        "account.updated", so.account(acct, **RESTRICTED), account=acct, created=SYNCED + 1
+    )
+    deliver.connect(second)
+    reads_checked.fail_next("retrieve_account", TemporarilyUnavailable("timed out"))
+    assert deliver.connect(first).status_code == 500
+    recorded = events().get(stripe_event_id=first["id"])
+    assert (recorded.status, recorded.last_error.split(":")[0]) == ("failed", "ProviderUnavailable")
+    row = account_row(acct)
+    assert (row.status, row.payouts_enabled) == ("verified", True)
+
+    reads_checked.calls.clear()
+    assert deliver.connect(first).json()["status"] == "processed"  # delivered again
+    assert [name for name, _ in reads_checked.calls] == ["retrieve_account"]
+    recorded = events().get(stripe_event_id=first["id"])
+    assert (recorded.status, recorded.last_error) == ("processed", "")
+    row = account_row(acct)
+    assert (row.status, row.payouts_enabled) == ("restricted", False)
+    assert row.requirements_past_due == ["individual.id_number"]
+
+
+def test_a_capability_event_in_doubt_is_checked_again_after_the_read(
+    deliver: Any, at_stripe: str, reads_checked: Any, monkeypatch: Any
+) -> None:
+    """capability.updated of the second the row was synced in: the account is
+    read with no transaction open. A newer account.updated applied while
+    Stripe answers makes the capability event stale: it is ignored, as it
+    would have been had the two arrived in that order."""
+    from django_escrow_connect.simulation import SimulatedGateway
+
+    acct = at_stripe
+    restrict_at_stripe(acct)
+    newer = so.event(
+        "account.updated", so.account(acct, **RESTRICTED), account=acct, created=SYNCED + 30
+    )
+    retrieve_account = SimulatedGateway.retrieve_account  # refuses a transaction (reads_checked)
+
+    def newer_event_meanwhile(self: Any, account_id: str) -> Any:
+        payload = so.encode(newer)
+        header = sign_webhook_payload(payload, CONNECT_SECRET)
+        assert receiver.receive(WebhookEndpoint.CONNECT, payload, header).status == "processed"
+        return retrieve_account(self, account_id)
+
+    monkeypatch.setattr(SimulatedGateway, "retrieve_account", newer_event_meanwhile)
+    capability = so.event(
+        "capability.updated",
+        so.capability(acct, "transfers", "inactive"),
+        account=acct,
+        created=SYNCED,
+    )
+    assert deliver.connect(capability).json()["status"] == "processed"
+    assert [name for name, _ in reads_checked.calls] == ["retrieve_account"]
+    assert events().get(stripe_event_id=newer["id"]).status == "processed"
+    row = account_row(acct)
+    assert (row.status, row.payouts_enabled) == ("restricted", False)
+    assert row.capabilities == {"card_payments": "inactive", "transfers": "active"}
+
+
 @pytest.mark.parametrize(
     ("event_type", "builder"),
     [
@@ -216,16 +287,17 @@ def test_account_updates_of_one_second_delivered_out_of_order_ask_stripe(
     ],
 )
 def test_person_and_bank_events_refresh_the_account(
-    deliver: Any, sim_stripe: Any, event_type: str, builder: Any
+    deliver: Any, reads_checked: Any, event_type: str, builder: Any
 ) -> None:
+    """Read with no transaction open (``reads_checked``)."""
     acct = simulated_account()
     row = factories.make_account(
         owner_user=factories.make_user("doer"), stripe_account_id=acct, ready=False
     )
-    sim_stripe.calls.clear()
+    reads_checked.calls.clear()
     evt = so.event(event_type, builder(acct), account=acct)
     assert deliver.connect(evt).json()["status"] == "processed"
-    assert [name for name, _ in sim_stripe.calls] == ["retrieve_account"]
+    assert [name for name, _ in reads_checked.calls] == ["retrieve_account"]
     row.refresh_from_db()
     assert row.status == "verified"
 

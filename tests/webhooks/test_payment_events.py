@@ -7,9 +7,22 @@ from typing import Any
 import pytest
 
 from django_escrow_connect import swappable
+from django_escrow_connect.exceptions import TemporarilyUnavailable
+from django_escrow_connect.gateway.signing import sign_webhook_payload
 from django_escrow_connect.gateway.types import RefundSnapshot
+from django_escrow_connect.simulation import SimulatedGateway
+from django_escrow_connect.states import WebhookEndpoint
+from django_escrow_connect.webhooks import receiver
+from tests.checked_gateway import ReadInTransaction, outside_transactions
 from tests.webhooks import stripe_objects as so
-from tests.webhooks.conftest import MANUAL, events, intent_for, status_history
+from tests.webhooks.conftest import (
+    MANUAL,
+    PLATFORM_SECRET,
+    events,
+    intent_for,
+    status_history,
+    task_backends,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -269,6 +282,71 @@ def test_charge_refunded_catches_up_with_missing_refund_events(
     deliver.platform(so.event("charge.refunded", charge))
     assert listed == [payment.stripe_payment_intent_id]
     assert scene.refresh().amount_refunded == 2_500
+
+
+@pytest.mark.parametrize("processing", ["sync", "task"])
+def test_charge_refunded_lists_the_refunds_with_no_transaction_open(
+    deliver: Any,
+    make_payment: Any,
+    sim_stripe: Any,
+    monkeypatch: Any,
+    sent: Any,
+    settings: Any,
+    processing: str,
+) -> None:
+    """The refunds are not listed under the payment's lock: a slow Stripe
+    blocks nobody, a failed list leaves the event to retry with nothing
+    written, and what changed while Stripe answered counts once."""
+    if processing == "task":
+        settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "WEBHOOK_PROCESSING": "task"}
+        settings.TASKS = {"default": {"BACKEND": f"{task_backends()}.immediate.ImmediateBackend"}}
+    scene = make_payment("held")
+    payment = scene.payment
+    refund = so.refund(
+        amount=2_500,
+        status="succeeded",
+        payment_intent=payment.stripe_payment_intent_id,
+        charge=payment.stripe_charge_id,
+    )
+    answers: list[Any] = [TemporarilyUnavailable("Stripe did not answer in time.")]
+
+    def list_refunds(self: Any, *, payment_intent: str) -> list[RefundSnapshot]:
+        if answers:
+            raise answers.pop(0)
+        # The refund's own event arrives while Stripe answers: the payment's
+        # row is not locked, so it is applied now.
+        payload = so.encode(so.event("refund.created", refund))
+        header = sign_webhook_payload(payload, PLATFORM_SECRET)
+        assert receiver.receive(WebhookEndpoint.PLATFORM, payload, header).ok
+        return [RefundSnapshot.from_dict(refund)]
+
+    checked = outside_transactions(list_refunds, ReadInTransaction)
+    monkeypatch.setattr(SimulatedGateway, "list_refunds", checked)
+    charge = so.charge(
+        id=payment.stripe_charge_id,
+        payment_intent=payment.stripe_payment_intent_id,
+        amount_refunded=2_500,
+    )
+    evt = so.event("charge.refunded", charge)
+
+    deliver.platform(evt)
+    row = events().get(stripe_event_id=evt["id"])
+    assert (row.status, row.last_error) == (
+        "failed",
+        "TemporarilyUnavailable: Stripe did not answer in time.",
+    )
+    assert scene.refresh().amount_refunded == 0
+    assert not swappable.load("Refund").objects.exists()
+
+    deliver.platform(evt)  # Stripe delivers it again
+    row = events().get(stripe_event_id=evt["id"])
+    assert (row.status, row.last_error) == ("processed", "")
+    assert answers == []
+    payment = scene.refresh()
+    assert (payment.status, payment.amount_refunded) == ("held", 2_500)
+    [recorded] = swappable.load("Refund").objects.all()
+    assert (recorded.stripe_refund_id, recorded.amount) == (refund["id"], 2_500)
+    assert len(sent.of("payment_refunded")) == 1
 
 
 def stripe_gateway() -> Any:

@@ -170,6 +170,61 @@ def test_handler_writes_are_rolled_back_on_failure(deliver: Any, monkeypatch: An
     assert get_user_model().objects.count() == before
 
 
+@pytest.mark.parametrize("path", ["new", "replay"])
+def test_a_read_the_handler_asks_for_is_made_outside_its_transaction(
+    deliver: Any, monkeypatch: Any, path: str
+) -> None:
+    """A handler that needs Stripe's answer under its locks raises ReadFirst:
+    its writes are rolled back, the read is made with no transaction open,
+    and the handler runs again with the answer. One that keeps asking fails."""
+    from django.contrib.auth import get_user_model
+
+    from django_escrow_connect.services.errors import ReadFirst
+    from django_escrow_connect.services.operations import in_transaction
+    from tests import factories
+
+    made: list[bool] = []
+    rounds: list[dict[str, Any]] = []
+
+    def read() -> str:
+        made.append(in_transaction())
+        return "answer"
+
+    def needs_a_read(context: EventContext) -> None:
+        rounds.append(dict(context.fetched))
+        factories.make_user(f"round-{len(rounds)}")
+        if "thing" not in context.fetched:
+            raise ReadFirst("thing", read)
+
+    def handle_with(handler: Any) -> None:
+        monkeypatch.setitem(registry.HANDLERS, SPY, registry.Route(handler, registry.PLATFORM))
+
+    handle_with(needs_a_read)
+    users_before = get_user_model().objects.count()
+    evt = spy_event()
+    if path == "replay":
+        handle_with(lambda context: None)
+        deliver.platform(evt)
+        handle_with(needs_a_read)
+        assert pipeline.replay(status_of(evt).pk) == "processed"
+    else:
+        assert deliver.platform(evt).json()["status"] == "processed"
+    assert made == [False]
+    assert rounds == [{}, {"thing": "answer"}]
+    # The first round's user was rolled back with its transaction.
+    assert get_user_model().objects.count() == users_before + 1
+
+    def keeps_asking(context: EventContext) -> None:
+        raise ReadFirst(f"thing-{len(context.fetched)}", read)
+
+    handle_with(keeps_asking)
+    other = spy_event()
+    assert deliver.platform(other).status_code == 500
+    row = status_of(other)
+    assert row.status == "failed"
+    assert row.last_error.startswith("RuntimeError: The handler asked Stripe once too often")
+
+
 def test_unknown_object_defers_then_reconcile_processes_it(deliver: Any, spy: Spy) -> None:
     spy.raise_.append(UnknownObject("No payment for pi_123 (yet)."))
     evt = spy_event()

@@ -30,7 +30,7 @@ def _known(result: object, context: EventContext) -> None:
 def account_updated(context: EventContext) -> None:
     """account.updated: the account's readiness, as of the event's creation."""
     result = accounts.apply_account_snapshot(
-        snapshot(context, AccountSnapshot), as_of=context.created
+        snapshot(context, AccountSnapshot), as_of=context.created, reads=context.fetched
     )
     _known(result, context)
 
@@ -53,6 +53,7 @@ def capability_updated(context: EventContext) -> None:
         str(obj.get("id") or ""),
         str(obj.get("status") or ""),
         context.created,
+        reads=context.fetched,
     )
     _known(result, context)
 
@@ -61,16 +62,18 @@ def refresh(context: EventContext) -> None:
     """person.* and account.external_account.*: re-read the account.
 
     These events cannot be ordered against ``account.updated``, so the
-    account's requirements are fetched from Stripe instead of guessed.
+    account's requirements are fetched from Stripe instead of guessed; by the
+    pipeline, with no transaction open (``reads``).
     """
     account = account_model().objects.filter(stripe_account_id=context.account).first()
     _known(account, context)
-    logger.info(
-        "%s: refreshing the connected account",
-        context.type,
-        extra=log_extra(context.event, object_id=str(context.object.get("id") or "")),
-    )
-    accounts.refresh_account(account)
+    if not context.fetched:  # once, not again when the handler runs with Stripe's answer
+        logger.info(
+            "%s: refreshing the connected account",
+            context.type,
+            extra=log_extra(context.event, object_id=str(context.object.get("id") or "")),
+        )
+    accounts.refresh_account(account, reads=context.fetched)
 
 
 def external_account(context: EventContext) -> None:

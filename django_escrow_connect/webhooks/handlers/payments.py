@@ -43,7 +43,7 @@ def charge(context: EventContext) -> None:
 def charge_refunded(context: EventContext) -> None:
     """charge.refunded: catch up with refunds whose own events are missing."""
     payment = stripe_objects.apply_charge_refunded(
-        snapshot(context, ChargeSnapshot), event_id=context.id
+        snapshot(context, ChargeSnapshot), reads=context.fetched, event_id=context.id
     )
     note_payment(context, ignore_unless(payment, "Not an escrow payment's charge."))
 

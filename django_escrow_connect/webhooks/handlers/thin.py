@@ -2,8 +2,9 @@
 
 A thin event carries no snapshot, only its type and the related object's id.
 Every handled type is processed the same way: the account is fetched from
-Stripe once for the event (:meth:`EventContext.fetch_once`), through the API
-that created it, and applied like any read (:func:`accounts.apply_fetched_account`):
+Stripe once for the event (:meth:`EventContext.fetch_once`: by the pipeline,
+with no transaction open), through the API that created it, and applied like
+any read (:func:`accounts.apply_fetched_account`):
 the latest read wins, so duplicates and any delivery order end in Stripe's
 current state. A failed fetch raises, and the event fails and is retried like
 any processing failure.
