@@ -330,9 +330,12 @@ def administered_organization(user: Any, organization_id: Any) -> Any:
     return organization
 
 
+#: What the customer is charged (``amount_charged``): the amount, or what a
+#: capture for less took (``amount_captured``; the rest was never charged).
+CHARGED = Coalesce(F("amount_captured"), F("amount"))
 #: What a payment still holds (``amount_held``): a payment released in parts
 #: (``partially_released``) no longer holds what its releases took.
-HELD = F("amount") - F("amount_released") - F("amount_refunded")
+HELD = CHARGED - F("amount_released") - F("amount_refunded")
 
 
 def held_net_of_fee() -> Any:
@@ -800,6 +803,13 @@ class PaymentOutput(serializers.Serializer[Any]):
     amount_transferred = serializers.IntegerField()
     amount_reversed = serializers.IntegerField()
     amount_disputed = serializers.IntegerField()
+    amount_captured = serializers.IntegerField(
+        allow_null=True,
+        help_text=(
+            "Null: the whole amount (once captured). Set when a manual-capture hold was "
+            "captured for less outside the app; the rest was never charged."
+        ),
+    )
     amount_released = serializers.IntegerField(
         help_text="Gross amount released to the payee(s), less refunds taken back from it."
     )
@@ -1283,7 +1293,7 @@ class CustomerDashboardView(PaymentAPIView):
             {
                 "payments": serialize_payments(latest),
                 "spent": money_totals(
-                    payments.filter(status__in=SPENDING_STATES), F("amount") - F("amount_refunded")
+                    payments.filter(status__in=SPENDING_STATES), CHARGED - F("amount_refunded")
                 ),
                 "in_escrow": money_totals(payments.filter(status__in=ESCROW_STATES), HELD),
             }

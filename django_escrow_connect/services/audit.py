@@ -7,7 +7,8 @@ transfers, reversals and refunds, asks Stripe for the PaymentIntent, its
 charge, the transfers of the payment's ``transfer_group`` and the refunds of
 the PaymentIntent, and compares:
 
-- the PaymentIntent: amount, currency, amount captured (and, for a
+- the PaymentIntent: amount, currency, amount captured (the payment's
+  ``amount_captured`` when a capture took less than the amount; and, for a
   manual-capture hold, that the authorisation is still there);
 - the refunds: each Stripe refund against the app's Refund row with its id
   (known, same amount, both counted or both failed/canceled), and the total
@@ -419,11 +420,11 @@ def _compare(payment: Any, books: _StripeBooks) -> list[Divergence]:
 
 
 def _app_captured(payment: Any, manual: bool) -> int:
-    """What the app believes the charge captured."""
+    """What the app believes the charge captured (``amount_captured`` when less than all)."""
     if manual:
         # Authorised while held; capturing is the release.
-        return int(payment.amount) if payment.released_at is not None else 0
-    return int(payment.amount) if payment.status in _CAPTURED_STATES else 0
+        return payment.amount_charged if payment.released_at is not None else 0
+    return payment.amount_charged if payment.status in _CAPTURED_STATES else 0
 
 
 def _charge_id(books: _StripeBooks) -> str:

@@ -3,6 +3,11 @@
 Pure functions of a payment's amounts (no queries, no Stripe calls), shared
 by the use cases, the outcomes of their Stripe calls and the webhook
 appliers, so all three count a reversal or a destination charge's fee alike.
+
+The whole is ``payment.amount_charged``: the amount, or what a capture for
+less took (a manual-capture hold captured in part outside the app). Stripe
+counts a charge's refunds, and the transfer reversals and application-fee
+refunds they make, against the charge's ``amount_captured``.
 """
 
 from __future__ import annotations
@@ -27,19 +32,20 @@ def reversal_target(
     """How much of the transfers should be reversed once ``total_refunded`` is.
 
     A refund takes first what the transfers never carried: money still held,
-    or refunded before the release (``payment.amount - released``). Only what
-    it takes beyond that comes out of the transfers, in proportion to the
-    gross they were released from (``released``; the whole payment unless
-    given), like Stripe's ``reverse_transfer``. A refund of all of it reverses
-    everything that was transferred.
+    or refunded before the release (``payment.amount_charged - released``).
+    Only what it takes beyond that comes out of the transfers, in proportion
+    to the gross they were released from (``released``; the whole payment
+    unless given), like Stripe's ``reverse_transfer``. A refund of all of it
+    reverses everything that was transferred.
     """
+    charged = payment.amount_charged
     if transferred is None:
         transferred = payment.amount_transferred
     if released is None:
-        released = payment.amount
+        released = charged
     if transferred <= 0 or released <= 0:
         return 0
-    from_transfers = total_refunded - (payment.amount - released)
+    from_transfers = total_refunded - (charged - released)
     if from_transfers <= 0:
         return 0
     if from_transfers >= released:
@@ -50,13 +56,16 @@ def reversal_target(
 def is_gross_transfer(payment: Any, transfer_amount: int) -> bool:
     """Whether a transfer is a destination charge's, made by Stripe in full.
 
-    Stripe transfers a destination charge's whole amount to the connected
-    account and takes the application fee back from it. (Before 0.3 the
+    Stripe transfers a destination charge's whole amount (what was captured)
+    to the connected account and takes the application fee back from it.
+    (Before 0.3 the
     simulated Stripe transferred the amount less the fee; such a transfer is
     all the doer's.)
     """
     return bool(
-        payment.is_manual_capture and payment.platform_fee and transfer_amount == payment.amount
+        payment.is_manual_capture
+        and payment.platform_fee
+        and transfer_amount == payment.amount_charged
     )
 
 
@@ -73,9 +82,10 @@ def application_fee_refunded(payment: Any, total_refunded: int | None = None) ->
     fee = payment.platform_fee
     if not payment.is_manual_capture or fee <= 0 or total_refunded <= 0:
         return 0
-    if total_refunded >= payment.amount:
+    charged = payment.amount_charged
+    if total_refunded >= charged:
         return int(fee)
-    return int((total_refunded * fee) // payment.amount)
+    return int((total_refunded * fee) // charged)
 
 
 def doer_share_reversed(payment: Any, transfer_amount: int, transfer_reversed: int) -> int:
@@ -99,4 +109,4 @@ def destination_refund_reversed(payment: Any) -> int:
     in proportion to the refunds. Stripe's rounding may differ by one minor
     unit per refund; its ``transfer.reversed`` event then corrects the total.
     """
-    return reversal_target(payment, payment.amount_refunded, payment.amount)
+    return reversal_target(payment, payment.amount_refunded, payment.amount_charged)

@@ -190,7 +190,13 @@ def transfer_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str 
     return transfer
 
 
-def record_release(payment: Any, amount_transferred: int = 0) -> bool:
+def record_release(
+    payment: Any,
+    amount_transferred: int = 0,
+    *,
+    platform_fee: int | None = None,
+    amount_captured: int | None = None,
+) -> bool:
     """Apply a release Stripe made to the payment's books (not saved); False if none applies.
 
     Stripe's fact wins over a dispute that opened after the transfer (or
@@ -200,10 +206,15 @@ def record_release(payment: Any, amount_transferred: int = 0) -> bool:
     nothing was released, and a won dispute would return it to
     ``releasing`` with nothing left to finish.
     """
+    amounts = {
+        "amount_transferred": amount_transferred,
+        "platform_fee": platform_fee,
+        "amount_captured": amount_captured,
+    }
     if can_proceed(payment.release):
-        payment.release(amount_transferred=amount_transferred)
+        payment.release(**amounts)
     elif can_proceed(payment.release_during_dispute):
-        payment.release_during_dispute(amount_transferred=amount_transferred)
+        payment.release_during_dispute(**amounts)
     else:
         return False
     return True
@@ -292,26 +303,31 @@ def capture_done(payment: Any, operation: Any, intent: Any, *, event_id: str = "
     """The capture's PaymentIntent; False while Stripe is still capturing."""
     if intent.status != "succeeded":
         return False
-    if captured_in_part(payment, intent, event_id=event_id):
+    if intent.amount_received != payment.amount:
         # The app captures the whole authorisation: this capture was made
-        # outside the app, and is no release (the incident says why).
+        # outside the app, and the app's own call made nothing.
         operation.mark_failed(
             "captured_outside_app", "Captured for another amount outside the app."
         )
         operation.save()
-        if can_proceed(payment.release_failed):
-            payment.release_failed()
-            payment.save()
-            sync_task_status(payment)
-        return True
-    operation.mark_succeeded(intent.id)
-    operation.save()
-    if record_release(payment, amount_transferred=payment.amount - payment.platform_fee):
-        payment.stripe_charge_id = intent.latest_charge or payment.stripe_charge_id
-        payment.save()
-        sync_task_status(payment)
-        log_payment(payment, "payment released (captured)" + _during_dispute(payment))
-        notify("payment_released", payment=payment, transfer=None)
+        if not record_capture(payment, intent, event_id=event_id):
+            # Captured for more than the payment (no release is booked):
+            # the money is held as far as the books go, for staff to settle.
+            if can_proceed(payment.release_failed):
+                payment.release_failed()
+                payment.save()
+                sync_task_status(payment)
+            return True
+    else:
+        operation.mark_succeeded(intent.id)
+        operation.save()
+        if not record_capture(payment, intent, event_id=event_id):
+            return True
+    payment.stripe_charge_id = intent.latest_charge or payment.stripe_charge_id
+    payment.save()
+    sync_task_status(payment)
+    log_payment(payment, "payment released (captured)" + _during_dispute(payment))
+    notify("payment_released", payment=payment, transfer=None)
     return True
 
 
@@ -342,36 +358,57 @@ def record_amount_mismatch(payment: Any, snapshot: Any, event_id: str, message: 
     log_payment(payment, "payment intent amount mismatch", level=logging.ERROR)
 
 
-def captured_in_part(payment: Any, snapshot: Any, *, event_id: str = "") -> bool:
-    """Whether a manual-capture PaymentIntent was captured for another amount than the payment's.
+def record_capture(payment: Any, snapshot: Any, *, event_id: str = "") -> bool:
+    """Book a manual-capture PaymentIntent's capture as the release (not saved).
 
-    The app captures the whole authorisation; a capture made in the Stripe
-    dashboard may take less (``amount_received`` < ``amount``). Stripe then
-    releases the rest of the authorisation to the customer, transfers only
-    what was captured to the doer and caps the application fee at it. The
-    books cannot say that without a captured amount of their own: counting
-    the rest as refunded would make every later refund, reversal and
-    application-fee share (computed in proportion to the payment's amount)
-    wrong. So such a capture is never recorded as the release: an
-    ``amount_mismatch`` incident says what Stripe did, and the payment stays
-    where it was for staff to settle.
+    False when no release applies (already booked, or the payment cannot be
+    released) or the capture took more than the payment (see below).
+
+    The app captures the whole authorisation. A capture made outside the app
+    (the Stripe dashboard) may take less (``amount_received`` < ``amount``):
+    Stripe releases the rest of the authorisation to the customer's card
+    (no Refund, no ``charge.refunded`` since API 2025-03-31), transfers what
+    was captured to the doer's account and caps the application fee at it.
+    That is a release of what was captured: it is booked so, with
+    ``amount_captured``, the uncaptured rest counted neither held nor
+    refunded; later refunds, reversals and fee shares are counted against
+    the captured amount as Stripe counts them. An ``amount_mismatch``
+    incident tells staff it happened. A capture for more than the payment
+    (overcapture) cannot be booked: incident only, nothing released.
     """
-    if snapshot.amount_received == payment.amount:
+    captured = snapshot.amount_received
+    if captured == payment.amount:
+        return record_release(payment, amount_transferred=payment.amount - payment.platform_fee)
+    if captured > payment.amount:
+        record_amount_mismatch(
+            payment,
+            snapshot,
+            event_id,
+            message=(
+                f"PaymentIntent {snapshot.id} was captured for {captured} {payment.currency} "
+                f"outside the app, more than the payment's {payment.amount} "
+                f"{payment.currency}. The payment is not marked released; settle it by hand."
+            ),
+        )
         return False
-    uncaptured = payment.amount - snapshot.amount_received
+    # The message names only Stripe's facts: the same capture seen again
+    # (a replay, escrow_reconcile) finds the same open incident.
     record_amount_mismatch(
         payment,
         snapshot,
         event_id,
         message=(
-            f"PaymentIntent {snapshot.id} was captured for {snapshot.amount_received} "
-            f"{payment.currency} outside the app, the payment is {payment.amount} "
-            f"{payment.currency}: Stripe released the other {uncaptured} to the customer "
-            "and transferred only what was captured. The payment is not marked released; "
-            "settle it by hand."
+            f"PaymentIntent {snapshot.id} was captured for {captured} {payment.currency} "
+            f"outside the app, the payment is {payment.amount} {payment.currency}: "
+            f"Stripe released the other {payment.amount - captured} to the customer "
+            "and transferred only what was captured. The payment is booked as released "
+            f"for {captured} (amount_captured); only that can be refunded."
         ),
     )
-    return True
+    fee = min(payment.platform_fee, captured)
+    return record_release(
+        payment, amount_transferred=captured - fee, platform_fee=fee, amount_captured=captured
+    )
 
 
 def release_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
@@ -639,10 +676,11 @@ def _book_destination_reversal(payment: Any) -> None:
     arrives. Totals only grow (an event may already have counted them).
     """
     gross = books.destination_refund_reversed(payment)
+    charged = payment.amount_charged
     transfer = (
         payment.transfers.filter(
             status__in=[TransferStatus.CREATED, TransferStatus.PARTIALLY_REVERSED],
-            amount=payment.amount,
+            amount=charged,
         )
         .order_by("created_at")
         .first()
@@ -650,7 +688,7 @@ def _book_destination_reversal(payment: Any) -> None:
     if transfer is not None and gross > transfer.amount_reversed:
         transfer.apply_reversed_total(gross)
         transfer.save()
-    share = books.doer_share_reversed(payment, payment.amount, gross)
+    share = books.doer_share_reversed(payment, charged, gross)
     payment.amount_reversed = max(payment.amount_reversed, min(share, payment.amount_transferred))
 
 
@@ -1014,7 +1052,6 @@ def _rekey_row(previous: Any, successor: Any) -> None:
 
 __all__ = [
     "apply_outcome",
-    "captured_in_part",
     "drive",
     "execute",
     "finish_release",
@@ -1022,6 +1059,7 @@ __all__ = [
     "mark_refunded_milestones",
     "payment_fully_released",
     "record_amount_mismatch",
+    "record_capture",
     "record_refund",
     "record_release",
     "split_transfer_made",

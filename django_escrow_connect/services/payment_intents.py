@@ -67,7 +67,8 @@ def apply_payment_intent(snapshot: PaymentIntentSnapshot, *, event_id: str = "")
     ``requires_capture``        -> held, with ``capture_before``
     ``succeeded`` (manual)      held/releasing -> released (capture confirmed);
                                 captured for less than the amount (outside
-                                the app): held + incident, no release
+                                the app): released for what was captured
+                                (``amount_captured``) + incident
     ``requires_payment_method`` with ``last_payment_error``: -> failed + incident
     ``canceled``                -> canceled (+ incident if Stripe canceled it,
                                 e.g. an authorisation that lapsed)
@@ -367,13 +368,9 @@ def _succeeded(payment: Any, snapshot: PaymentIntentSnapshot, event_id: str) -> 
         # less than the whole amount, one made outside the app meanwhile).
         outcomes.capture_done(payment, capture, snapshot, event_id=event_id)
         return
-    # A capture for less than the whole amount is no release (captured_in_part
-    # records why); Stripe's release is recorded, also during a dispute.
-    if not outcomes.captured_in_part(
-        payment, snapshot, event_id=event_id
-    ) and outcomes.record_release(
-        payment, amount_transferred=payment.amount - payment.platform_fee
-    ):
+    # Stripe's release is recorded, also during a dispute; a capture for less
+    # than the whole amount releases what it took (record_capture says how).
+    if outcomes.record_capture(payment, snapshot, event_id=event_id):
         if snapshot.latest_charge:
             payment.stripe_charge_id = snapshot.latest_charge
         payment.save()

@@ -815,7 +815,8 @@ def _begin_refund_step(payment: Any, user: Any, amount: int | None, reason: str)
             _("A payment that is %(status)s cannot be refunded.")
             % {"status": payment.get_status_display().lower()}
         )
-    refundable = payment.amount - payment.amount_refunded
+    # What was charged (less when a capture took less) and not refunded yet.
+    refundable = payment.refundable_amount
     if amount is None:
         amount = refundable
     try:

@@ -388,7 +388,9 @@ def _record_outside_refund(payment: Any, snapshot: RefundSnapshot, *, event_id: 
         level=logging.WARNING,
     )
     if refund.status in COUNTED_REFUND_STATES:
-        fits = payment.amount_refunded + refund.amount <= payment.amount
+        # Within what was charged: before API 2025-03-31 a capture for less
+        # made a Refund of the uncaptured rest, which was never charged.
+        fits = payment.amount_refunded + refund.amount <= payment.amount_charged
         if not (fits and _count_refund(payment, refund, event_id=event_id)):
             _log(
                 "refund not applied to a %s payment",

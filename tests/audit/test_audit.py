@@ -205,6 +205,32 @@ def test_a_destination_charge_transfer_of_the_full_amount_is_read_as_stripe_make
     assert audit_books().clean
 
 
+def test_a_capture_for_less_made_in_the_dashboard_is_audited_against_what_was_captured(
+    settings, market, sim_stripe
+):
+    configure(settings, ESCROW_STRATEGY=MANUAL)
+    payment = market.held_payment()
+    with market.capture(execute=True):
+        SimulatedGateway().capture_payment_intent(
+            payment.stripe_payment_intent_id,
+            idempotency_key="dashboard-capture",
+            amount_to_capture=4_000,
+        )
+    payment = market.payment(payment.pk)
+    assert (payment.status, payment.amount_captured) == ("released", 4_000)
+    status, out, _ = run_audit("--payment-id", str(payment.pk))
+    assert (status, out.splitlines()[-1]) == (0, "The books agree with Stripe.")
+
+    payment = refund(market, payment, 1_000)
+    assert audit_books().clean
+
+    # Books that count the whole amount as captured disagree with Stripe's charge.
+    swappable.load("EscrowPayment").objects.filter(pk=payment.pk).update(amount_captured=None)
+    found = divergence(audit_books(), payment, "amount_captured")
+    assert (found.app_amount, found.stripe_amount) == (10_000, 4_000)
+    assert found.stripe_object == charge_id(sim_stripe, payment)
+
+
 # --------------------------------------------------------------------------
 # Divergences
 # --------------------------------------------------------------------------

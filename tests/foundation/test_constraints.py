@@ -62,6 +62,9 @@ def test_a_valid_payment_is_accepted(parties):
         ("amount_refunded", 10_001),
         ("amount_disputed", 10_001),
         ("amount_transferred", 9_001),
+        # Null says "all of it": a capture of the whole amount is not stored.
+        ("amount_captured", 10_000),
+        ("amount_captured", -1),
         ("currency", "USD"),
         ("currency", "us"),
         ("currency", "usdx"),
@@ -69,6 +72,10 @@ def test_a_valid_payment_is_accepted(parties):
 )
 def test_payment_amount_and_currency_invariants(parties, field, value):
     assert_rejected(payment_row(*parties, **{field: value}))
+
+
+def test_a_capture_for_less_than_the_amount_is_accepted(parties):
+    payment_row(*parties, amount_captured=4_000).save(force_insert=True)
 
 
 def test_reversed_cannot_exceed_transferred(parties):

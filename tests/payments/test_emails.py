@@ -52,6 +52,7 @@ def context():
         pk="5ca6a3e3-6f25-5d3f-a384-214184658f8f",
         task="Logo <design> for Bloom & Co",
         amount=10_000,
+        amount_charged=10_000,
         platform_fee=1_000,
         amount_refunded=2_500,
         amount_transferred=9_000,
@@ -126,6 +127,31 @@ def test_the_lifecycle_emails_payer_and_payee(market, sim_stripe, settings):
         assert body["client_secret"] not in message.body
         assert body["client_secret"] not in message.subject
     assert "Sent to the doer:     81.00 USD" in mail.outbox[3].body
+
+
+def test_a_release_captured_for_less_is_emailed_with_what_the_customer_paid(
+    market, sim_stripe, settings
+):
+    from django_escrow_connect.simulation import SimulatedGateway
+
+    configure(
+        settings,
+        NOTIFICATION_BACKENDS=["django_escrow_connect.notifications.backends.EmailBackend"],
+        ESCROW_STRATEGY="manual_capture",
+    )
+    payment = market.held_payment()
+    mail.outbox.clear()
+    # Staff capture 40.00 of the 100.00 hold in the Stripe dashboard.
+    with market.capture(execute=True):
+        SimulatedGateway().capture_payment_intent(
+            payment.stripe_payment_intent_id,
+            idempotency_key="dashboard-capture",
+            amount_to_capture=4_000,
+        )
+    (released,) = [m for m in mail.outbox if " released for " in m.subject]
+    assert released.subject.startswith("30.00 USD released")
+    assert "Paid by the customer: 40.00 USD" in released.body
+    assert "Sent to the doer:     30.00 USD" in released.body
 
 
 def test_one_backend_named_without_a_list_is_that_backend(market, sim_stripe, settings):

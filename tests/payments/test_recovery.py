@@ -3,10 +3,12 @@ forgotten, and the release can be finished by a retry or by reconcile."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import BalanceInsufficient, TemporarilyUnavailable
@@ -186,29 +188,35 @@ class TestCapturedInTheDashboard:
                 amount_to_capture=amount,
             )
 
-    def assert_not_released(self, market, payment, before):
+    def assert_released_for_what_was_captured(self, market, payment):
         payment = market.payment(payment.pk)
-        assert payment.status == before
-        assert (payment.amount_released, payment.amount_transferred) == (0, 0)
+        assert payment.status == "released"
+        assert (payment.amount_captured, payment.amount_released, payment.amount_held) == (
+            4_000,
+            4_000,
+            0,
+        )
+        # Stripe transferred the 4,000 and took the 1,000 fee back from it.
+        assert (payment.amount_transferred, payment.platform_fee) == (3_000, 1_000)
         (incident,) = payment.incidents.all()
         assert incident.kind == "amount_mismatch"
         assert "captured for 4000 usd outside the app" in incident.message
         assert "released the other 6000 to the customer" in incident.message
         return payment
 
-    def test_a_partial_capture_is_an_incident_not_a_full_release(
+    def test_a_partial_capture_is_booked_as_the_release_of_what_was_captured(
         self, market, sim_stripe, settings
     ):
         configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
         payment = market.held_payment(amount=10_000)
         self.capture_in_dashboard(market, payment, 4_000)
-        self.assert_not_released(market, payment, "held")
-        # Seen again (reconcile reads the PaymentIntent): still one incident.
+        self.assert_released_for_what_was_captured(market, payment)
+        # Seen again (reconcile reads the PaymentIntent): booked once, one incident.
         with market.capture(execute=True):
             reconcile("--older-than", "0", "--payment", str(payment.pk))
-        self.assert_not_released(market, payment, "held")
+        self.assert_released_for_what_was_captured(market, payment)
 
-    def test_the_apps_capture_whose_answer_was_lost_is_not_a_full_release_either(
+    def test_the_apps_capture_whose_answer_was_lost_is_settled_by_the_partial_one(
         self, market, sim_stripe, settings
     ):
         # No process is still sending the capture once it answered.
@@ -223,11 +231,36 @@ class TestCapturedInTheDashboard:
             response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert response.status_code == 503
         self.capture_in_dashboard(market, payment, 4_000, webhook=False)
+        sim_stripe.calls.clear()
         with market.capture(execute=True):
-            reconcile("--older-than", "0")
-        payment = self.assert_not_released(market, payment, "held")
+            output = reconcile("--older-than", "0")
+        assert "releasing -> released" in output
+        # Looked up, not sent again.
+        assert money_calls(sim_stripe) == []
+        payment = self.assert_released_for_what_was_captured(market, payment)
+        # The app's own call made nothing; Stripe's capture is what was booked.
         capture = payment.operations.get(kind="capture")
         assert (capture.status, capture.error_code) == ("failed", "captured_outside_app")
+
+    def test_a_hold_whose_capture_was_never_heard_of_is_booked_by_capture_expiry(
+        self, market, sim_stripe, settings
+    ):
+        # A payment still held although Stripe captured part of it (its events
+        # were lost, or an earlier version left it held with an incident):
+        # once its deadline passes, escrow_capture_expiry reads the
+        # PaymentIntent and books what Stripe did.
+        configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
+        payment = market.held_payment(amount=10_000)
+        self.capture_in_dashboard(market, payment, 4_000, webhook=False)
+        assert market.payment(payment.pk).status == "held"
+        type(payment).objects.filter(pk=payment.pk).update(
+            capture_before=timezone.now() - timedelta(hours=1)
+        )
+        out = StringIO()
+        with market.capture(execute=True):
+            call_command("escrow_capture_expiry", stdout=out)
+        assert f"{payment.pk}: held -> released" in out.getvalue()
+        self.assert_released_for_what_was_captured(market, payment)
 
 
 class TestPaymentOutcomeLost:

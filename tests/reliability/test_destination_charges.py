@@ -152,3 +152,101 @@ def test_an_application_fee_other_than_the_payment_s_is_logged(market, sim_strip
     assert "the app counts 1000" in warning.getMessage()
     fee["charge"] = "ch_of_another_product"
     assert transfers.apply_application_fee(fee) is None
+
+
+# --------------------------------------------------------------------------
+# A capture for less than the hold, made in the Stripe dashboard
+# --------------------------------------------------------------------------
+
+
+def capture_in_dashboard(market, payment, amount):
+    """Staff capture part of the hold in the Stripe dashboard, outside the app."""
+    from django_escrow_connect import simulation as simulated
+
+    with market.capture(execute=True):
+        simulated.SimulatedGateway().capture_payment_intent(
+            payment.stripe_payment_intent_id,
+            idempotency_key="dashboard-capture",
+            amount_to_capture=amount,
+        )
+    return market.payment(payment.pk)
+
+
+def test_a_capture_for_less_in_the_dashboard_is_the_release_of_what_was_captured(
+    market, sim_stripe, manual
+):
+    payment = capture_in_dashboard(market, market.held_payment(), 4_000)
+    books = assert_money_invariants(sim_stripe, payment)
+    # Stripe: 4,000 captured and transferred, the fee taken back from it; the
+    # other 6,000 went back to the card without a refund.
+    assert (books["charge"]["amount_captured"], books["charge"]["amount_refunded"]) == (4_000, 0)
+    (transfer,) = books["transfers"]
+    assert transfer["amount"] == 4_000
+    assert sim_stripe.balances[market.doer_account.stripe_account_id]["usd"] == 3_000
+    # The app: released for what was captured; nothing is left held.
+    assert payment.status == "released"
+    assert (payment.amount_captured, payment.amount_released, payment.amount_held) == (
+        4_000,
+        4_000,
+        0,
+    )
+    assert (payment.amount_transferred, payment.platform_fee, payment.refundable_amount) == (
+        3_000,
+        1_000,
+        4_000,
+    )
+    (incident,) = payment.incidents.all()
+    assert incident.kind == IncidentKind.AMOUNT_MISMATCH
+    assert "released the other 6000 to the customer" in incident.message
+    (row,) = payment.transfers.all()
+    assert row.amount == 4_000
+    shown = market.get(market.doer, "payment-detail", payment_id=payment.pk).json()
+    assert (shown["amount"], shown["amount_captured"], shown["amount_held"]) == (10_000, 4_000, 0)
+    (item,) = shown["transfers"]
+    assert item["amount"] - item["application_fee"] == shown["amount_transferred"] == 3_000
+    assert_books_balanced(payment_id=payment.pk)
+    # The customer's confirm now answers as for any released payment, and
+    # sends nothing: Stripe's capture was the release.
+    sim_stripe.calls.clear()
+    response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "released"
+    assert [c for c in sim_stripe.calls if c[0] == "capture_payment_intent"] == []
+    assert market.payment(payment.pk).amount_released == 4_000
+
+
+def test_refunds_after_a_capture_for_less_count_against_what_was_captured(
+    market, sim_stripe, manual
+):
+    payment = capture_in_dashboard(market, market.held_payment(), 4_000)
+    # More than was captured: a clear 400, nothing sent, nothing written.
+    response = market.post(market.doer, "payment-refund", {"amount": 4_001}, payment_id=payment.pk)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "invalid_amount"
+    assert not payment.refunds.exists()
+
+    payment = refund(market, payment, 2_000)
+    assert payment.status == "partially_refunded"
+    books = assert_money_invariants(sim_stripe, payment)
+    (transfer,) = books["transfers"]
+    # Half of the capture: half of the transfer reversed, half of the fee back.
+    assert transfer["amount_reversed"] == 2_000
+    fee = sim_stripe.application_fees[books["charge"]["application_fee"]]
+    assert fee["amount_refunded"] == 500
+    assert (payment.amount_refunded, payment.amount_reversed, payment.refundable_amount) == (
+        2_000,
+        1_500,
+        2_000,
+    )
+    assert not transfer_incidents(payment).exists()
+    assert_books_balanced(payment_id=payment.pk)
+
+    payment = refund(market, payment)  # the rest of what was captured
+    assert payment.status == "refunded"
+    books = assert_money_invariants(sim_stripe, payment)
+    assert books["charge"]["amount_refunded"] == 4_000
+    assert sim_stripe.balances[market.doer_account.stripe_account_id]["usd"] == 0
+    assert (payment.amount_refunded, payment.amount_reversed) == (4_000, 3_000)
+    assert (payment.amount_released, payment.amount_held, payment.refundable_amount) == (0, 0, 0)
+    assert not transfer_incidents(payment).exists()
+    assert_books_balanced(payment_id=payment.pk)

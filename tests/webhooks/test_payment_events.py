@@ -172,24 +172,58 @@ def test_manual_capture_succeeded_is_the_release(
     assert len(sent.of("payment_released")) == 1
 
 
-def test_manual_capture_captured_in_part_is_an_incident_not_a_release(
-    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
+@pytest.mark.parametrize(
+    ("captured", "fee"),
+    [(4_000, 1_000), (500, 500)],
+    ids=["fee-within", "fee-capped-at-the-capture"],
+)
+def test_manual_capture_captured_in_part_releases_what_was_captured(
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any, captured: int, fee: int
 ) -> None:
-    # Captured for 4,000 of 10,000 in the Stripe dashboard: Stripe gave the
-    # other 6,000 back to the customer; the whole amount is not released.
+    # Captured for less than 10,000 in the Stripe dashboard: Stripe gave the
+    # rest back to the customer (no refund), transferred what it captured to
+    # the doer and capped the application fee (1,000) at it.
     scene = make_payment("held", strategy=MANUAL)
-    intent = intent_for(scene, "succeeded", amount_received=4_000)
+    intent = intent_for(scene, "succeeded", amount_received=captured)
     assert deliver.platform(so.event("payment_intent.succeeded", intent)).status_code == 200
     payment = scene.refresh()
-    assert (payment.status, payment.amount_released, payment.amount_transferred) == ("held", 0, 0)
+    assert (payment.status, payment.amount_captured, payment.amount_uncaptured) == (
+        "released",
+        captured,
+        10_000 - captured,
+    )
+    assert (payment.amount_released, payment.amount_held, payment.refundable_amount) == (
+        captured,
+        0,
+        captured,
+    )
+    assert (payment.platform_fee, payment.amount_transferred) == (fee, captured - fee)
+    assert payment.stripe_charge_id == intent["latest_charge"]
     (incident,) = incidents(scene)
     assert incident.kind == "amount_mismatch"
-    assert "captured for 4000 usd outside the app" in incident.message
-    assert not sent.of("payment_released")
-    # Another event about it (charge.captured's PaymentIntent, a replay): one incident.
+    assert f"captured for {captured} usd outside the app" in incident.message
+    assert [kwargs["payment"].pk for kwargs in sent.of("payment_released")] == [payment.pk]
+    assert sim_stripe.calls == []
+    # Another event about it (charge.captured's PaymentIntent, a replay):
+    # booked once, one incident, one notification.
     deliver.platform(so.event("payment_intent.succeeded", intent))
     assert len(incidents(scene)) == 1
-    assert scene.refresh().status == "held"
+    assert len(sent.of("payment_released")) == 1
+    assert scene.refresh().amount_released == captured
+
+
+def test_manual_capture_captured_for_more_than_the_payment_is_an_incident_not_a_release(
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
+) -> None:
+    # An overcapture the books cannot hold: nothing is booked, staff settle it.
+    scene = make_payment("held", strategy=MANUAL)
+    intent = intent_for(scene, "succeeded", amount_received=12_000)
+    assert deliver.platform(so.event("payment_intent.succeeded", intent)).status_code == 200
+    payment = scene.refresh()
+    assert (payment.status, payment.amount_released, payment.amount_captured) == ("held", 0, None)
+    (incident,) = incidents(scene)
+    assert "captured for 12000 usd outside the app, more than" in incident.message
+    assert not sent.of("payment_released")
 
 
 def test_charge_event_remembers_the_charge_and_capture_deadline(

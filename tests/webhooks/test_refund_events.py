@@ -8,7 +8,7 @@ import pytest
 
 from django_escrow_connect import swappable
 from tests.webhooks import stripe_objects as so
-from tests.webhooks.conftest import events, intent_for
+from tests.webhooks.conftest import MANUAL, events, intent_for
 
 pytestmark = pytest.mark.django_db
 
@@ -55,6 +55,37 @@ def test_full_dashboard_refund_refunds_the_payment(
     deliver.platform(so.event("refund.created", refund_of(scene, status="succeeded")))
     payment = scene.refresh()
     assert (payment.status, payment.amount_refunded) == ("refunded", 10_000)
+
+
+def test_after_a_capture_for_less_a_dashboard_refund_counts_within_what_was_captured(
+    deliver: Any, make_payment: Any, sim_stripe: Any
+) -> None:
+    # Captured for 4,000 of 10,000 in the dashboard (booked as released).
+    scene = make_payment(
+        "released",
+        strategy=MANUAL,
+        amount_captured=4_000,
+        amount_released=4_000,
+        amount_transferred=3_000,
+    )
+    # A Refund of the uncaptured 6,000 (what Stripe made before API
+    # 2025-03-31) gives back nothing that was charged: recorded, not counted.
+    rest = refund_of(scene, amount=6_000, status="succeeded", reason="expired_uncaptured_charge")
+    deliver.platform(so.event("refund.created", rest))
+    payment = scene.refresh()
+    assert (payment.status, payment.amount_refunded, payment.refundable_amount) == (
+        "released",
+        0,
+        4_000,
+    )
+    # A refund of what was captured refunds the payment.
+    deliver.platform(so.event("refund.created", refund_of(scene, amount=4_000, status="succeeded")))
+    payment = scene.refresh()
+    assert (payment.status, payment.amount_refunded, payment.amount_released) == (
+        "refunded",
+        4_000,
+        0,
+    )
 
 
 def test_refund_that_fails_later_gives_the_amount_back(

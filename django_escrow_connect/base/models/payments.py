@@ -33,7 +33,7 @@ def _no_open_dispute(payment: AbstractEscrowPayment) -> bool:
 
 
 def _fully_refundable_left(payment: AbstractEscrowPayment) -> bool:
-    return payment.amount_refunded < payment.amount
+    return payment.amount_refunded < payment.amount_charged
 
 
 def _frozen(payment: AbstractEscrowPayment) -> bool:
@@ -144,6 +144,21 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         help_text=_(
             "Gross amount out of escrow to the payee(s), less what refunds took back: "
             "released + refunded + held = amount."
+        ),
+    )
+    # Null is "the whole amount" (once captured), which is what every payment
+    # captured so far had: the app captures everything, and a capture for less
+    # was never booked before this field. So no existing row (nor a host's
+    # swapped model) needs a data migration, and only a capture for less made
+    # outside the app (manual capture, in the Stripe dashboard) writes it.
+    amount_captured = models.BigIntegerField(
+        _("amount captured (minor units)"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "Set only when Stripe captured less than the amount (a manual-capture hold "
+            "captured in part outside the app; Stripe released the rest of the "
+            "authorization to the customer). Empty: the whole amount, once captured."
         ),
     )
 
@@ -295,6 +310,12 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
                 condition=Q(amount_released__gte=0) & Q(amount_released__lte=F("amount")),
                 name="escrow_payment_released_within_amount",
             ),
+            # Less than the amount or nothing: one way to say "all of it".
+            models.CheckConstraint(
+                condition=Q(amount_captured__isnull=True)
+                | (Q(amount_captured__gte=0) & Q(amount_captured__lt=F("amount"))),
+                name="escrow_payment_captured_below_amount",
+            ),
             _currency_constraint("escrow_payment"),
             models.CheckConstraint(
                 condition=~Q(payer=F("payee_user")) | Q(payee_user__isnull=True),
@@ -339,8 +360,26 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
 
     # -- derived amounts -------------------------------------------------
     @property
+    def amount_charged(self) -> int:
+        """What the books count the payment as: the amount, or what a capture for less took.
+
+        A manual-capture hold captured in part outside the app charged the
+        customer only ``amount_captured``; Stripe released the rest of the
+        authorisation to the card (no refund: ``amount_uncaptured``). Held,
+        released and refunded money add up to this, and refunds, reversals
+        and the application fee's share are counted against it, as Stripe
+        counts them against the charge's ``amount_captured``.
+        """
+        return int(self.amount if self.amount_captured is None else self.amount_captured)
+
+    @property
+    def amount_uncaptured(self) -> int:
+        """What a capture for less left with the customer (never charged, never refunded)."""
+        return int(self.amount - self.amount_charged)
+
+    @property
     def refundable_amount(self) -> int:
-        return self.amount - self.amount_refunded
+        return self.amount_charged - self.amount_refunded
 
     @property
     def frozen_by_dispute(self) -> bool:
@@ -354,8 +393,8 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
 
     @property
     def amount_held(self) -> int:
-        """Still in escrow: neither released nor refunded."""
-        return int(self.amount - self.amount_released - self.amount_refunded)
+        """Still in escrow: neither released nor refunded (nor left uncaptured)."""
+        return int(self.amount_charged - self.amount_released - self.amount_refunded)
 
     @property
     def payee(self) -> Any:
@@ -451,8 +490,14 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         conditions=[_no_open_dispute],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
         permission=permissions.may_release,  # type: ignore[arg-type]  # fsm stubs: Model, not our model
     )
-    def release(self, amount_transferred: int = 0, platform_fee: int | None = None) -> None:
-        self._record_release(str(self.status), amount_transferred, platform_fee)
+    def release(
+        self,
+        amount_transferred: int = 0,
+        platform_fee: int | None = None,
+        amount_captured: int | None = None,
+    ) -> None:
+        """``amount_captured``: Stripe captured less than the amount (see the field)."""
+        self._record_release(str(self.status), amount_transferred, platform_fee, amount_captured)
 
     @transition(
         field=status,
@@ -461,26 +506,37 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         conditions=[_releasable_before_dispute],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
     )
     def release_during_dispute(
-        self, amount_transferred: int = 0, platform_fee: int | None = None
+        self,
+        amount_transferred: int = 0,
+        platform_fee: int | None = None,
+        amount_captured: int | None = None,
     ) -> str:
         """Stripe made a release sent before the dispute opened (its answer came late).
 
         Stripe's fact is recorded as ``release`` records it; the payment stays
         frozen, and a dispute won (or an appeal won) returns it to ``released``.
         """
-        self._record_release(_settled_state(self), amount_transferred, platform_fee)
+        self._record_release(
+            _settled_state(self), amount_transferred, platform_fee, amount_captured
+        )
         return self._settle(S.RELEASED)
 
     def _record_release(
-        self, previous: str, amount_transferred: int, platform_fee: int | None
+        self,
+        previous: str,
+        amount_transferred: int,
+        platform_fee: int | None,
+        amount_captured: int | None = None,
     ) -> None:
         self.released_at = timezone.now()
+        if amount_captured is not None and amount_captured < self.amount:
+            self.amount_captured = amount_captured
         if previous != S.PARTIALLY_RELEASED:
             # A split payment counts its transfers one by one (release_part).
             self.amount_transferred = amount_transferred
         if platform_fee is not None:
             self.platform_fee = platform_fee
-        self.amount_released = self.amount - self.amount_refunded
+        self.amount_released = max(0, self.amount_charged - self.amount_refunded)
 
     @transition(
         field=status,
@@ -547,8 +603,10 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         self.amount_refunded += amount
         # A refund takes what is held first; beyond that it takes back
         # released money (the transfers were reversed before it).
-        self.amount_released = max(0, min(self.amount_released, self.amount - self.amount_refunded))
-        if self.amount_refunded >= self.amount:
+        self.amount_released = max(
+            0, min(self.amount_released, self.amount_charged - self.amount_refunded)
+        )
+        if self.amount_refunded >= self.amount_charged:
             self.refunded_at = timezone.now()
             return S.REFUNDED
         if previous == S.PARTIALLY_RELEASED:
