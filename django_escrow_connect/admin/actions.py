@@ -41,7 +41,13 @@ from ..services.operations import in_transaction
 from ..services.outcomes import STRIPE_REFUND_REASONS
 from ..services.payments import cancel_payment, refund_payment, release_payment
 from ..services.reconcile import reconcile
-from ..states import PaymentStatus, StaffActionKind, StaffActionOutcome, TransferStatus
+from ..states import (
+    RADAR_HOLD_KINDS,
+    PaymentStatus,
+    StaffActionKind,
+    StaffActionOutcome,
+    TransferStatus,
+)
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -358,6 +364,18 @@ def _resolve(incident: Any, note: str) -> str:
                 gettext("Already resolved at %(when)s.")
                 % {"when": f"{row.resolved_at:%Y-%m-%d %H:%M}"},
                 code="already_resolved",
+            )
+        if row.kind in RADAR_HOLD_KINDS:
+            # An open Radar hold freezes release (services/radar.py) until
+            # Stripe closes the review or the warning stops being actionable;
+            # resolved by hand it would let the money go while Stripe still
+            # has it open, and a resolved hold is never reopened.
+            raise errors.Conflict(
+                gettext(
+                    "Stripe Radar still holds this payment: it is resolved when Stripe "
+                    "closes the review or the warning (handle it in the Stripe dashboard)."
+                ),
+                code="radar_hold_open",
             )
         row.resolved_at = timezone.now()
         row.save(update_fields=["resolved_at", "updated_at"])
