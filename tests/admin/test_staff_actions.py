@@ -396,3 +396,44 @@ def test_an_open_radar_hold_is_not_resolved_from_the_admin(admin_client, market,
         admin_client, market, Incident, "annotate_incident", [incident], note="asked Stripe"
     )
     assert StaffAction.objects.filter(action="annotate_incident", outcome="ok").exists()
+
+
+def test_saving_a_read_only_page_writes_nothing(admin_client, market):
+    """Every field is read-only, yet the page offered *Save*, and saving wrote
+    the whole row back as read, without a lock: a refund, a transfer or a
+    charge id committed by a webhook or a service between that read and the
+    write was undone (and ``updated_at``, reconcile's clock, moved). Saving is
+    refused; the staff actions stay available."""
+    import re
+
+    from django.db.models.signals import pre_save
+
+    payment = market.held_payment()
+    account = market.doer_account
+    for obj in (payment, account):
+        model = type(obj)
+        change_url = url(model, "change", obj.pk)
+        page = admin_client.get(change_url)
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert 'name="_save"' not in html
+        assert 'name="_continue"' not in html
+        hidden = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html))
+        before = model.objects.get(pk=obj.pk).updated_at
+        saved: list[Any] = []
+
+        def spy(sender: Any, instance: Any, **kwargs: Any) -> None:
+            saved.append(instance)  # noqa: B023 - each loop's own list
+
+        pre_save.connect(spy, sender=model, weak=False)
+        try:
+            response = admin_client.post(change_url, {**hidden, "_save": "Save"})
+        finally:
+            pre_save.disconnect(spy, sender=model)
+        assert response.status_code == 403, model
+        assert saved == []
+        assert model.objects.get(pk=obj.pk).updated_at == before
+
+    assert url(Payment, "staff_action", payment.pk, "release") in (
+        admin_client.get(url(Payment, "change", payment.pk)).content.decode()
+    )
