@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-__all__ = ["parse_since"]
+__all__ = ["check_period", "parse_since"]
 
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
 
@@ -23,10 +23,15 @@ def parse_since(value: str, *, now: datetime | None = None) -> datetime:
     match = _RELATIVE.match(value)
     if match:
         amount, unit = int(match.group(1)), match.group(2)
-        delta = {"d": timedelta(days=amount), "h": timedelta(hours=amount)}.get(
-            unit, timedelta(minutes=amount)
-        )
-        return now - delta
+        try:
+            delta = {"d": timedelta(days=amount), "h": timedelta(hours=amount)}.get(
+                unit, timedelta(minutes=amount)
+            )
+            return now - delta
+        except OverflowError:
+            # Callers turn a ValueError into their usual error (a command's
+            # CommandError); an OverflowError would be a traceback.
+            raise ValueError(f"Out of range (no date is that long ago): {value!r}") from None
     parsed = parse_datetime(value)
     if parsed is None:
         day = parse_date(value)
@@ -36,3 +41,15 @@ def parse_since(value: str, *, now: datetime | None = None) -> datetime:
     if timezone.is_naive(parsed):
         parsed = timezone.make_aware(parsed, timezone.get_current_timezone())
     return parsed
+
+
+def check_period(what: str, **period: int) -> None:
+    """Raise ValueError when ``timedelta(**period)`` ago is before any date.
+
+    For the commands' ``--days`` and ``--older-than``: ``OverflowError`` would
+    otherwise be a traceback, from the timedelta or from the subtraction.
+    """
+    try:
+        timezone.now() - timedelta(**period)
+    except OverflowError:
+        raise ValueError(f"{what} is out of range (no date is that long ago).") from None

@@ -47,6 +47,27 @@ class ReadOnlyMoneyAdmin(_ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [f.name for f in self.model._meta.fields]
 
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> Any:
+        if request.method == "POST":
+            # Every field is read-only, so a save has nothing to change: it
+            # would only write the whole row back as read, without a lock,
+            # undoing what a webhook or a service committed in between.
+            # (The staff actions post to their own pages.)
+            raise PermissionDenied
+        extra_context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+        }
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
 
 class ConnectedAccountAdmin(AccountActionsMixin, ReadOnlyMoneyAdmin):
     list_display = (

@@ -41,7 +41,15 @@ from ..services.operations import in_transaction
 from ..services.outcomes import STRIPE_REFUND_REASONS
 from ..services.payments import cancel_payment, refund_payment, release_payment
 from ..services.reconcile import reconcile
-from ..states import PaymentStatus, StaffActionKind, StaffActionOutcome, TransferStatus
+from ..states import (
+    RADAR_HOLD_KINDS,
+    MoneyOperationKind,
+    PaymentStatus,
+    ReleaseStatus,
+    StaffActionKind,
+    StaffActionOutcome,
+    TransferStatus,
+)
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -200,6 +208,8 @@ def _money(amount: int, payment: Any) -> str:
 def _release_lines(payment: Any) -> list[str]:
     if payment.is_manual_capture:
         return [gettext("capture %(amount)s") % {"amount": _money(payment.amount, payment)}]
+    if payment.released_in_parts:
+        return _split_release_lines(payment)
     net = payment.amount - payment.amount_refunded
     fee = compute_platform_fee(net, payment.currency)
     return [
@@ -209,9 +219,34 @@ def _release_lines(payment: Any) -> list[str]:
     ]
 
 
-def _release_amount(payment: Any, data: dict[str, Any]) -> int:
+def _split_release_lines(payment: Any) -> list[str]:
+    """A payment released in parts (milestones, several payees, an amount).
+
+    What is still held goes out as releases of its own (one per milestone
+    left), each less its share of the platform fee and split between the
+    payees; transfers of earlier releases not sent yet go first. The whole
+    payment's net to one account would be neither the sum nor the place.
+    """
+    accounts = sorted(
+        {p.destination_account_id for p in payment.payees.all() if p.destination_account_id}
+    ) or [payment.destination_account_id]
+    lines = []
+    if payment.amount_held > 0:
+        lines.append(
+            gettext("release %(amount)s still held, less the platform fee, to %(accounts)s")
+            % {"amount": _money(payment.amount_held, payment), "accounts": ", ".join(accounts)}
+        )
+    if payment.releases.filter(status=ReleaseStatus.PENDING).exists():
+        lines.append(gettext("transfers of earlier releases not sent yet are sent first"))
+    return lines
+
+
+def _release_amount(payment: Any, data: dict[str, Any]) -> int | None:
     if payment.is_manual_capture:
         return int(payment.amount)
+    if payment.released_in_parts:
+        # Known only once sent: perform() records the transfers begun.
+        return None
     net = payment.amount - payment.amount_refunded
     return int(net - compute_platform_fee(net, payment.currency))
 
@@ -265,6 +300,17 @@ def _reconcile(payment: Any, user: Any, data: dict[str, Any]) -> str:
     return "; ".join(change.action for change in changes) or gettext("already in line with Stripe")
 
 
+def _transfers_begun(payment: Any, user: Any, before: set[Any]) -> int | None:
+    """What the transfers this staff member's attempt began add up to (None: none)."""
+    amounts = (
+        payment.operations.filter(kind=MoneyOperationKind.TRANSFER, requested_by=user)
+        .exclude(pk__in=before)
+        .values_list("amount", flat=True)
+    )
+    sent = [int(amount) for amount in amounts if amount is not None]
+    return sum(sent) if sent else None
+
+
 @dataclass(frozen=True)
 class PaymentAction:
     """One thing staff can do to payments, and how to confirm it."""
@@ -277,6 +323,9 @@ class PaymentAction:
     amount: Callable[[Any, dict[str, Any]], int | None] = field(default=lambda payment, data: None)
     form_class: type[NoteForm] = NoteForm
     moves_money: bool = True
+    #: Releases of a payment released in parts: the audit trail's amount is
+    #: the sum of the transfers this attempt began (known only afterwards).
+    counts_transfers: bool = False
 
 
 PAYMENT_ACTIONS: dict[str, PaymentAction] = {
@@ -292,6 +341,7 @@ PAYMENT_ACTIONS: dict[str, PaymentAction] = {
             _release,
             _release_lines,
             _release_amount,
+            counts_transfers=True,
         ),
         PaymentAction(
             K.REFUND,
@@ -328,6 +378,7 @@ PAYMENT_ACTIONS: dict[str, PaymentAction] = {
             _retry_transfer,
             _release_lines,
             _release_amount,
+            counts_transfers=True,
         ),
         PaymentAction(
             K.RECONCILE,
@@ -358,6 +409,18 @@ def _resolve(incident: Any, note: str) -> str:
                 gettext("Already resolved at %(when)s.")
                 % {"when": f"{row.resolved_at:%Y-%m-%d %H:%M}"},
                 code="already_resolved",
+            )
+        if row.kind in RADAR_HOLD_KINDS:
+            # An open Radar hold freezes release (services/radar.py) until
+            # Stripe closes the review or the warning stops being actionable;
+            # resolved by hand it would let the money go while Stripe still
+            # has it open, and a resolved hold is never reopened.
+            raise errors.Conflict(
+                gettext(
+                    "Stripe Radar still holds this payment: it is resolved when Stripe "
+                    "closes the review or the warning (handle it in the Stripe dashboard)."
+                ),
+                code="radar_hold_open",
             )
         row.resolved_at = timezone.now()
         row.save(update_fields=["resolved_at", "updated_at"])
@@ -537,16 +600,21 @@ class PaymentActionsMixin(StaffActionsMixin):
 
     def perform(self, request: HttpRequest, obj: Any, kind: str, data: dict[str, Any]) -> None:
         action = PAYMENT_ACTIONS[kind]
+        amount = action.amount(obj, data)
+        in_parts = action.counts_transfers and obj.released_in_parts and not obj.is_manual_capture
+        before = set(obj.operations.values_list("pk", flat=True)) if in_parts else set()
         result = attempt(
             lambda: action.run(obj, request.user, data), moves_money=action.moves_money
         )
+        if in_parts:
+            amount = _transfers_begun(obj, request.user, before)
         record(
             request,
             kind,
             result,
             payment=obj,
             account_id=obj.destination_account_id,
-            amount=action.amount(obj, data),
+            amount=amount,
             currency=obj.currency,
             note=data.get("note", ""),
         )

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.utils import timezone
 
 from ..conf import escrow_settings
+from ..states import DISPUTE_CLOSED_STATES
 from ..states import PaymentStatus as S
-from . import errors
+from . import errors, radar
 from .changes import Change, failed_change, sync_intent
 from .common import payment_model
 from .payments import cancel_payment, release_payment
@@ -130,7 +132,9 @@ def _release_due_milestones(*, dry_run: bool, now: datetime) -> list[Change]:
     for payment_id, milestone_id in auto_release_due(now):
         subject = f"{payment_id} milestone {milestone_id}"
         if dry_run:
-            changes.append(Change(subject, "would release", "delivered, auto-release time passed"))
+            changes.append(
+                _dry_run_release(payment_id, subject, "delivered, auto-release time passed")
+            )
             continue
         try:
             updated = release_payment(payment_id, system=True, milestone_id=milestone_id)
@@ -148,7 +152,7 @@ def _release_held_payments(days: int, *, dry_run: bool, now: datetime) -> list[C
         subject = str(payment.pk)
         if dry_run:
             changes.append(
-                Change(subject, "would release", f"held since {payment.held_at:%Y-%m-%d}")
+                _dry_run_release(payment.pk, subject, f"held since {payment.held_at:%Y-%m-%d}")
             )
             continue
         try:
@@ -158,3 +162,24 @@ def _release_held_payments(days: int, *, dry_run: bool, now: datetime) -> list[C
             continue
         changes.append(Change(subject, f"{S.HELD} -> {updated.status}", f"held {days}+ days"))
     return changes
+
+
+def _dry_run_release(payment_id: Any, subject: str, detail: str) -> Change:
+    """What a dry run says of a release due: ``would release``, or why it would be refused.
+
+    Release refuses while the payment is frozen (an open dispute, an open
+    Radar review or early fraud warning); a dry run that listed those as
+    ``would release`` would promise what the real run then reports failed.
+    """
+    payment = payment_model().objects.get(pk=payment_id)
+    refusal = ""
+    if payment.disputes.exclude(status__in=DISPUTE_CLOSED_STATES).exists():
+        refusal = "dispute_open"
+    else:
+        try:
+            radar.check_not_held(payment)
+        except errors.ServiceError as exc:
+            refusal = exc.code
+    if refusal:
+        return Change(subject, f"would not release ({refusal})", detail)
+    return Change(subject, "would release", detail)

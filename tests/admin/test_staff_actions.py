@@ -351,3 +351,89 @@ def test_the_confirmation_and_the_outcome_speak_the_staff_member_s_language(
 
     done = list_action(admin_client, market, Payment, "release", [payment], note="ok")
     assert any(m.startswith(f"Zahlung {payment.pk}: jetzt ") for m in messages_of(done))
+
+
+@pytest.mark.parametrize("hold", ["review", "fraud_warning"])
+def test_an_open_radar_hold_is_not_resolved_from_the_admin(admin_client, market, hold):
+    """Resolving a Radar incident by hand lifted the release freeze while
+    Stripe's review (or the actionable warning) was still open; a later
+    ``review.closed`` or update cannot reopen a resolved incident. Stripe
+    closes a Radar hold: the admin refuses, and the release stays frozen."""
+    import dataclasses
+
+    from django.db import transaction
+
+    from django_escrow_connect.services.radar import apply_early_fraud_warning, apply_review
+    from tests.webhooks.test_radar_events import fraud_warning, review
+
+    payment = market.held_payment()
+    scene = dataclasses.make_dataclass("Scene", ["payment"])(payment)
+    with market.capture(execute=True), transaction.atomic():
+        if hold == "review":
+            incident = apply_review(review(scene))
+        else:
+            incident = apply_early_fraud_warning(fraud_warning(scene))
+    Incident = type(incident)
+
+    done = list_action(
+        admin_client, market, Incident, "resolve_incident", [incident], note="looks fine to me"
+    )
+    assert any("radar_hold_open" in m for m in messages_of(done))
+    incident.refresh_from_db()
+    assert incident.resolved_at is None
+    entry = StaffAction.objects.get()
+    assert (entry.action, entry.outcome, entry.code) == (
+        "resolve_incident",
+        "refused",
+        "radar_hold_open",
+    )
+    response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+    assert response.status_code == 409, response.content
+    assert market.payment(payment.pk).status == "held"
+
+    # Annotating it is still possible: the note goes to the audit trail.
+    list_action(
+        admin_client, market, Incident, "annotate_incident", [incident], note="asked Stripe"
+    )
+    assert StaffAction.objects.filter(action="annotate_incident", outcome="ok").exists()
+
+
+def test_saving_a_read_only_page_writes_nothing(admin_client, market):
+    """Every field is read-only, yet the page offered *Save*, and saving wrote
+    the whole row back as read, without a lock: a refund, a transfer or a
+    charge id committed by a webhook or a service between that read and the
+    write was undone (and ``updated_at``, reconcile's clock, moved). Saving is
+    refused; the staff actions stay available."""
+    import re
+
+    from django.db.models.signals import pre_save
+
+    payment = market.held_payment()
+    account = market.doer_account
+    for obj in (payment, account):
+        model = type(obj)
+        change_url = url(model, "change", obj.pk)
+        page = admin_client.get(change_url)
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert 'name="_save"' not in html
+        assert 'name="_continue"' not in html
+        hidden = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html))
+        before = model.objects.get(pk=obj.pk).updated_at
+        saved: list[Any] = []
+
+        def spy(sender: Any, instance: Any, **kwargs: Any) -> None:
+            saved.append(instance)  # noqa: B023 - each loop's own list
+
+        pre_save.connect(spy, sender=model, weak=False)
+        try:
+            response = admin_client.post(change_url, {**hidden, "_save": "Save"})
+        finally:
+            pre_save.disconnect(spy, sender=model)
+        assert response.status_code == 403, model
+        assert saved == []
+        assert model.objects.get(pk=obj.pk).updated_at == before
+
+    assert url(Payment, "staff_action", payment.pk, "release") in (
+        admin_client.get(url(Payment, "change", payment.pk)).content.decode()
+    )

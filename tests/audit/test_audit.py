@@ -569,6 +569,12 @@ def test_payment_id_limits_the_audit_to_one_payment(market, sim_stripe):
     assert run_audit("--payment-id", "nope")[0] == 1  # CommandError: not a payment id
 
 
+def test_a_period_beyond_any_date_is_refused(market):
+    """``--since 99999999d`` was an ``OverflowError``'s traceback."""
+    status, _out, message = run_audit("--since", "99999999d")
+    assert (status, "out of range" in message.lower()) == (1, True)
+
+
 def test_since_and_limit_select_the_payments(market, sim_stripe):
     market.released_payment()
     market.released_payment(to_org=True)

@@ -128,3 +128,46 @@ class TestAutoRelease:
         assert market.payment(recent.pk).status == "held"
         assert money_calls(sim_stripe) == ["create_transfer"]
         assert "No payment is due" in run(market, "escrow_auto_release")
+
+
+class TestAutoReleaseDryRunTellsTheTruth:
+    @pytest.fixture(autouse=True)
+    def separate_charges(self, settings, sim_stripe):
+        configure(
+            settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS, AUTO_RELEASE_AFTER_DAYS=14
+        )
+
+    def test_a_payment_radar_holds_is_not_listed_as_would_release(self, market, sim_stripe):
+        """A held payment under an open Radar review is due by age, but release
+        refuses it (``radar_review_open``). ``--dry-run`` said ``would release``
+        all the same; it now says the release would be refused, and why, as
+        the real run then reports."""
+        import dataclasses
+
+        from django.db import transaction
+
+        from django_escrow_connect.services.radar import apply_review
+        from tests.webhooks.test_radar_events import review
+
+        frozen = market.held_payment()
+        free = market.held_payment()
+        for payment in (frozen, free):
+            age(payment, held_at=timezone.now() - timedelta(days=15))
+        scene = dataclasses.make_dataclass("Scene", ["payment"])(frozen)
+        with market.capture(execute=True), transaction.atomic():
+            apply_review(review(scene))
+
+        dry = run(market, "escrow_auto_release", "--dry-run")
+        assert f"{free.pk}: would release" in dry
+        assert f"{frozen.pk}: would release" not in dry
+        assert f"{frozen.pk}: would not release (radar_review_open)" in dry
+
+        sim_stripe.calls.clear()
+        out = StringIO()
+        with market.capture(execute=True), pytest.raises(Exception, match="could not be released"):
+            call_command("escrow_auto_release", stdout=out, stderr=out)
+        assert f"{frozen.pk}: release failed" in out.getvalue()
+        assert "radar" in out.getvalue().lower()
+        assert market.payment(frozen.pk).status == "held"
+        assert market.payment(free.pk).status == "released"
+        assert money_calls(sim_stripe) == ["create_transfer"]

@@ -309,6 +309,15 @@ def test_reconcile_refuses_a_malformed_payment_id(market):
         reconcile("--payment", "nope")
 
 
+def test_reconcile_refuses_a_period_beyond_any_date(market):
+    """``--older-than`` past what a date holds was an ``OverflowError``'s traceback."""
+    from django.core.management.base import CommandError
+
+    for args in (["--older-than", "9999999999999"], ["--older-than", "9999999999999", "--dry-run"]):
+        with pytest.raises(CommandError, match="out of range"):
+            reconcile(*args)
+
+
 def test_abandoned_checkouts_are_not_looked_up_forever(market, sim_stripe):
     from datetime import timedelta
 

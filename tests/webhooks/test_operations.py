@@ -282,3 +282,27 @@ def test_report_admin_page_needs_staff(client: Client) -> None:
     client.force_login(user)
     response = client.get(reverse("admin:escrow_connect_webhookevent_report"))
     assert response.status_code == 302
+
+
+# --------------------------------------------------------------------------
+# Arguments out of range
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["escrow_replay_events", "--limit", "-1"],
+        ["escrow_purge_event_payloads", "--days", "9999999999"],
+        ["escrow_purge_event_payloads", "--days", "9999999999", "--dry-run"],
+        ["escrow_fetch_missed_events", "--since", "99999999d", "--no-platform"],
+        ["escrow_report", "--since", "99999999d"],
+        ["escrow_replay_events", "--since", "99999999d"],
+    ],
+)
+def test_an_argument_out_of_range_is_a_command_error_not_a_traceback(args: list[str]) -> None:
+    """A negative ``--limit`` (queryset slicing) and a period beyond what a
+    date can hold (``OverflowError``) crashed with a traceback; they are
+    refused with the command's usual error (exit status 1) and nothing runs."""
+    with pytest.raises(CommandError):
+        run(*args)

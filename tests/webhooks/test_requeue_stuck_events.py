@@ -141,7 +141,15 @@ def test_nothing_to_do_in_sync_mode(deliver: Any, spy: Spy, settings: Any) -> No
     assert spy.calls == []
 
 
-@pytest.mark.parametrize("args", [["--older-than", "0"], ["--limit", "0"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--older-than", "0"],
+        ["--limit", "0"],
+        # Beyond what a date can hold: it was an OverflowError's traceback.
+        ["--older-than", "9999999999999"],
+    ],
+)
 def test_bad_arguments_are_refused(queue: Any, args: list[str]) -> None:
     with pytest.raises(CommandError):
         requeue(*args)

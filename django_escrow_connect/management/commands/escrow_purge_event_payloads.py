@@ -13,6 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import escrow_settings
+from ...dates import check_period
 from ...webhooks.operations import purge_payloads, purgeable_events
 
 
@@ -33,6 +34,10 @@ class Command(BaseCommand):
             days = escrow_settings.WEBHOOK_PAYLOAD_RETENTION_DAYS
         if days is None or int(days) < 1:
             raise CommandError("The retention must be at least one day.")
+        try:
+            check_period("The retention", days=int(days))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         if options["dry_run"]:
             count = purgeable_events(days).count()
             self.stdout.write(f"Would purge the payload of {count} events older than {days} days.")

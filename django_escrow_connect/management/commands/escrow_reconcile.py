@@ -13,6 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...dates import check_period
 from ...services.reconcile import DEFAULT_OLDER_THAN_MINUTES, reconcile
 from ...webhooks.operations import retry_deferred_events
 
@@ -39,6 +40,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["older_than"] < 0:
             raise CommandError("--older-than must be zero or more minutes.")
+        try:
+            check_period("--older-than", minutes=options["older_than"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         if options["payment"] is not None:
             try:
                 options["payment"] = uuid.UUID(options["payment"])

@@ -17,6 +17,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import SETTING_NAME, escrow_settings
+from ...dates import check_period
 from ...webhooks.operations import requeue_stuck_events
 
 
@@ -41,6 +42,10 @@ class Command(BaseCommand):
             minutes = escrow_settings.WEBHOOK_REQUEUE_AFTER_MINUTES
         if int(minutes) < 1:
             raise CommandError("--older-than must be at least 1 minute.")
+        try:
+            check_period("--older-than", minutes=int(minutes))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         if options["limit"] < 1:
             raise CommandError("--limit must be at least 1.")
         ids = requeue_stuck_events(
