@@ -486,6 +486,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="escrow_connect.E034",
             )
         )
+    retention = raw("WEBHOOK_PAYLOAD_RETENTION_DAYS")
+    if not isinstance(retention, int) or isinstance(retention, bool) or retention < 1:
+        # Below a day the purge would strip payloads of events just processed
+        # (the command, the task and purge_payloads refuse it at run time).
+        errors.append(
+            Error(
+                f"{_key('WEBHOOK_PAYLOAD_RETENTION_DAYS')} must be a positive int (days).",
+                id="escrow_connect.E036",
+            )
+        )
     if raw("CAPTURE_EXPIRY_ACTION") not in ("warn", "release", "cancel"):
         errors.append(
             Error(

@@ -129,8 +129,16 @@ def fetch_missed_events_task(since: str = "1d", all_accounts: bool = True) -> di
 
 @task()
 def purge_event_payloads_task(days: int | None = None) -> dict[str, Any]:
-    """``escrow_purge_event_payloads``: null settled events' payloads past the retention."""
-    return {"purged": purge_payloads(days), "errors": []}
+    """``escrow_purge_event_payloads``: null settled events' payloads past the retention.
+
+    A retention under one day (the argument or the setting) purges nothing
+    and fails the run (:class:`PeriodicJobFailed`), as the command refuses it.
+    """
+    try:
+        purged = purge_payloads(days)
+    except ValueError as exc:
+        return _finish("purge_event_payloads", {"purged": 0, "errors": [str(exc)]})
+    return {"purged": purged, "errors": []}
 
 
 @task()

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from .. import swappable
 from ..conf import ACCOUNTS_V2, escrow_settings
+from ..dates import check_period
 from ..exceptions import GatewayError
 from ..gateway import get_gateway
 from ..services.common import accounts_v2_gateway
@@ -288,7 +289,17 @@ PURGEABLE = (E.PROCESSED, E.IGNORED)
 
 
 def purgeable_events(days: int | None = None) -> Any:
+    """Settled events received more than ``days`` (default: the setting) ago.
+
+    Raises ``ValueError`` for a retention under one day or past any date:
+    every caller (the command, the task, a host's own schedule) is refused
+    alike, so a misconfigured retention never strips the payload of an event
+    processed a moment ago.
+    """
     days = escrow_settings.WEBHOOK_PAYLOAD_RETENTION_DAYS if days is None else days
+    if days is None or isinstance(days, bool) or int(days) < 1:
+        raise ValueError(f"The retention must be at least one day (got {days!r}).")
+    check_period("The retention", days=int(days))
     cutoff = timezone.now() - timedelta(days=int(days))
     return pipeline.event_model().objects.filter(
         received_at__lt=cutoff, status__in=PURGEABLE, payload__isnull=False

@@ -87,6 +87,16 @@ def test_the_test_settings_pass():
         ({"DEFAULT_CURRENCY": "dollars"}, "escrow_connect.E033", "DEFAULT_CURRENCY"),
         ({"AUTO_RELEASE_AFTER_DAYS": 0}, "escrow_connect.E034", "AUTO_RELEASE_AFTER_DAYS"),
         ({"CAPTURE_EXPIRY_ACTION": "pray"}, "escrow_connect.E035", "CAPTURE_EXPIRY_ACTION"),
+        (
+            {"WEBHOOK_PAYLOAD_RETENTION_DAYS": 0},
+            "escrow_connect.E036",
+            "WEBHOOK_PAYLOAD_RETENTION_DAYS",
+        ),
+        (
+            {"WEBHOOK_PAYLOAD_RETENTION_DAYS": None},
+            "escrow_connect.E036",
+            "WEBHOOK_PAYLOAD_RETENTION_DAYS",
+        ),
         ({"IDEMPOTENCY_KEY_PREFIX": "a:b"}, "escrow_connect.E038", "IDEMPOTENCY_KEY_PREFIX"),
         ({"IDEMPOTENCY_KEY_PREFIX": ""}, "escrow_connect.E038", "IDEMPOTENCY_KEY_PREFIX"),
         ({"IDEMPOTENCY_KEY_PREFIX": "x" * 41}, "escrow_connect.E038", "IDEMPOTENCY_KEY_PREFIX"),

@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 from io import StringIO
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -187,6 +188,26 @@ def test_purge_keeps_rows_so_duplicates_are_still_refused(
     response = deliver.platform(old_done)
     assert response.json()["status"] == "duplicate"
     assert events().count() == 3
+
+
+@pytest.mark.parametrize("retention", [0, -1])
+def test_the_purge_task_refuses_a_retention_under_a_day(
+    deliver: Any, settings: Any, retention: int
+) -> None:
+    """Else the payload of every settled event would go, one processed a moment ago too."""
+    from django_escrow_connect import tasks
+
+    deliver.platform(so.event("customer.created", {"id": "cus_1", "object": "customer"}))
+    settings.ESCROW_CONNECT = {
+        **settings.ESCROW_CONNECT,
+        "WEBHOOK_PAYLOAD_RETENTION_DAYS": retention,
+    }
+    with pytest.raises(tasks.PeriodicJobFailed, match="at least one day") as failed:
+        tasks.purge_event_payloads_task.call()
+    assert failed.value.summary == {"purged": 0, "errors": [ANY]}
+    with pytest.raises(tasks.PeriodicJobFailed, match="at least one day"):
+        tasks.purge_event_payloads_task.call(days=retention)
+    assert events().filter(payload__isnull=True).count() == 0
 
 
 # --------------------------------------------------------------------------
