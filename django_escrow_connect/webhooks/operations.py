@@ -46,7 +46,11 @@ def retry_deferred_events(*, dry_run: bool = False) -> list[Change]:
     if not counts:
         return []
     summary = ", ".join(f"{status}: {n}" for status, n in sorted(counts.items()))
-    return [Change("webhooks", "deferred events retried", summary)]
+    # An event whose handler raised is left ``failed`` for escrow_replay_events:
+    # the run reports an error (the command exits non-zero, the task raises),
+    # so a cron or task monitor sees it and not only the signal's receivers.
+    failed = counts.get(E.FAILED, 0)
+    return [Change("webhooks", "deferred events retried", summary, error=bool(failed))]
 
 
 # --------------------------------------------------------------------------

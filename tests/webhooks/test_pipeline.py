@@ -243,6 +243,25 @@ def test_unknown_object_defers_then_reconcile_processes_it(deliver: Any, spy: Sp
     assert len(spy.calls) == 2
 
 
+def test_reconcile_exits_non_zero_when_a_deferred_event_fails_on_retry(
+    deliver: Any, spy: Spy
+) -> None:
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    spy.raise_.extend([UnknownObject("No payment for pi_123 (yet)."), RuntimeError("boom")])
+    evt = spy_event()
+    assert deliver.platform(evt).json()["status"] == "deferred"
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError, match="Some operations failed"):
+        call_command("escrow_reconcile", "--older-than", "0", stdout=out, stderr=err)
+    assert "deferred events retried (failed: 1)" in err.getvalue()
+    assert status_of(evt).status == "failed"
+    # Nothing failed in the next run: exit 0.
+    call_command("escrow_reconcile", "--older-than", "0", stdout=out, stderr=err)
+
+
 def test_deferred_too_long_is_ignored(deliver: Any, spy: Spy) -> None:
     spy.raise_.extend([UnknownObject("late"), UnknownObject("still late")])
     evt = spy_event()
