@@ -31,9 +31,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from ..exceptions import GatewayError
@@ -44,7 +47,7 @@ from ..states import MoneyOperationKind, TipStatus, TipTransferStatus
 from ..states import PaymentStatus as S
 from . import errors, operations, outcomes, tip_outcomes
 from .changes import Change, failed_change
-from .common import gateway, idempotency_key, lock_payment
+from .common import account_model, gateway, idempotency_key, lock_payment
 from .tip_outcomes import (
     charged_off_session,
     log_tip,
@@ -75,6 +78,12 @@ T = TipStatus
 #: The payment states a tip may be added in: the doer has been paid. (A
 #: partial release, when the package has one, belongs here too.)
 TIPPABLE_PAYMENT_STATES: tuple[str, ...] = (S.RELEASED, S.PARTIALLY_RELEASED, S.PARTIALLY_REFUNDED)
+
+#: A failed tip is looked up by ``escrow_reconcile`` for this long after it
+#: last changed (as long as a payment awaiting its PaymentIntent's outcome,
+#: ``reconcile.STALE_INTENT_MAX_AGE``); older ones are abandoned and only
+#: looked at with ``payment_id``.
+FAILED_TIP_LOOKUP_MAX_AGE = timedelta(days=30)
 
 #: How many unresolved operations one tip request settles before giving up.
 _MAX_STEPS = 6
@@ -184,6 +193,7 @@ def _begin_tip(payment: Any, user: Any, amount: Any) -> tuple[Any, Any]:
         currency=payment.currency,
         platform_fee=compute_tip_fee(amount, payment.currency),
     )
+    _require_recipients_ready(tip)
     tip.intent_idempotency_key = idempotency_key("tip", tip.pk, "intent", 0)
     tip.save(force_insert=True)
     operation = operations.begin(
@@ -196,6 +206,26 @@ def _begin_tip(payment: Any, user: Any, amount: Any) -> tuple[Any, Any]:
         attempt=0,
     )
     return tip, operation
+
+
+def _require_recipients_ready(tip: Any) -> None:
+    """Refuse a tip (nothing written, nothing charged) that could not be transferred.
+
+    The customer's card is charged before the transfer is sent: a recipient
+    whose account Stripe would refuse (deauthorized since the release, or
+    its ``transfers`` capability no longer active) would leave the tip on
+    the platform. Checked like a release checks its payees.
+    """
+    destinations = {destination for destination, _amount in tip_recipients(tip)}
+    ready = {
+        account.stripe_account_id
+        for account in account_model().objects.filter(stripe_account_id__in=destinations)
+        if account.can_transfer
+    }
+    if destinations - ready:
+        raise errors.AccountNotReady(
+            _("Every payee's connected account must be able to receive transfers.")
+        )
 
 
 def _transfer_after_commit(tip_pk: Any) -> None:
@@ -321,9 +351,11 @@ def reconcile_tips(
     A tip left ``paid`` (a crash after the payment was recorded, before or
     during the transfer, or an operation in the way) is transferred: the
     journal has already settled its unresolved operation, so the same key
-    is not sent twice. A tip still awaiting its payment is looked up (a lost
-    ``payment_intent.succeeded``). Refused transfers (``transfer_failed``)
-    wait for staff (``retry-transfer``), like a refused release.
+    is not sent twice. A tip still awaiting its payment, or failed (the
+    customer may pay it again) within :data:`FAILED_TIP_LOOKUP_MAX_AGE`, is
+    looked up (a lost ``payment_intent.succeeded``). Refused transfers
+    (``transfer_failed``) wait for staff (``retry-transfer``), like a
+    refused release.
     """
     tips = tip_model().objects.all()
     if payment_id is not None:
@@ -331,7 +363,13 @@ def reconcile_tips(
     elif cutoff is not None:
         tips = tips.filter(updated_at__lte=cutoff)
     changes: list[Any] = []
-    waiting = tips.filter(status__in=[T.AWAITING_PAYMENT, T.PROCESSING]).exclude(
+    # A failed tip can still be paid: the customer may confirm the same
+    # PaymentIntent again (no new request reaches the app), and that
+    # success's event can be lost too. Abandoned ones are left alone.
+    failed = Q(status=T.FAILED)
+    if payment_id is None:
+        failed &= Q(updated_at__gte=timezone.now() - FAILED_TIP_LOOKUP_MAX_AGE)
+    waiting = tips.filter(Q(status__in=[T.AWAITING_PAYMENT, T.PROCESSING]) | failed).exclude(
         stripe_payment_intent_id=""
     )
     for tip in waiting.order_by("created_at"):
