@@ -34,7 +34,7 @@ _ERROR_DESCRIPTIONS = {
     403: "Not signed in, or not the payer (or not staff, for a retry).",
     404: "No such payment or tip (or not one you may see).",
     409: "The payment or tip does not allow this now (codes: not_tippable, operation_pending, "
-    "tip_transfer_failed, transition_not_allowed, no_saved_payment_method).",
+    "tip_transfer_failed, transition_not_allowed, no_saved_payment_method, account_not_ready).",
     503: "Stripe is not reachable or its answer is pending; retry.",
 }
 

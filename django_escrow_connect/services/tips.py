@@ -31,9 +31,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from ..exceptions import GatewayError
@@ -44,7 +47,7 @@ from ..states import MoneyOperationKind, TipStatus, TipTransferStatus
 from ..states import PaymentStatus as S
 from . import errors, operations, outcomes, tip_outcomes
 from .changes import Change, failed_change
-from .common import gateway, idempotency_key, lock_payment
+from .common import account_model, gateway, idempotency_key, lock_payment, translate
 from .tip_outcomes import (
     charged_off_session,
     log_tip,
@@ -75,6 +78,12 @@ T = TipStatus
 #: The payment states a tip may be added in: the doer has been paid. (A
 #: partial release, when the package has one, belongs here too.)
 TIPPABLE_PAYMENT_STATES: tuple[str, ...] = (S.RELEASED, S.PARTIALLY_RELEASED, S.PARTIALLY_REFUNDED)
+
+#: A failed tip is looked up by ``escrow_reconcile`` for this long after it
+#: last changed (as long as a payment awaiting its PaymentIntent's outcome,
+#: ``reconcile.STALE_INTENT_MAX_AGE``); older ones are abandoned and only
+#: looked at with ``payment_id``.
+FAILED_TIP_LOOKUP_MAX_AGE = timedelta(days=30)
 
 #: How many unresolved operations one tip request settles before giving up.
 _MAX_STEPS = 6
@@ -114,8 +123,15 @@ def create_tip(payment_id: Any, user: Any, amount: Any) -> TipStart:
     tip and its PaymentIntent operation are committed before Stripe is
     called; the answer's client secret is returned for the customer to
     confirm the tip, and ``payment_intent.succeeded`` then transfers it.
+
+    The same request again (same payer, same amount) while that tip's
+    PaymentIntent operation is unresolved finishes it with its key and
+    answers that tip: it never makes a second one. An off-session charge
+    whose answer is unknown is answered with the tip as it stands (not a
+    503), so nobody is invited to add it again.
     """
     for _step in range(_MAX_STEPS):
+        retried = None
         with transaction.atomic():
             payment = lock_payment(payment_id)
             if payment.payer_id != getattr(user, "pk", None):
@@ -123,13 +139,35 @@ def create_tip(payment_id: Any, user: Any, amount: Any) -> TipStart:
             pending = operations.unresolved_operation(payment)
             if pending is None:
                 tip, operation = _begin_tip(payment, user, amount)
+            else:
+                retried = _unanswered_tip(pending, user, amount)
+        if retried is not None:
+            # The same request again while the first one's answer is unknown
+            # (a timeout, a crash; the answer said retrying is safe): it
+            # finishes that tip with its own key. A second tip would charge
+            # a saved card twice.
+            try:
+                outcomes.drive(pending, wanted=True)
+            except errors.OperationPending:
+                if not charged_off_session(pending):
+                    raise
+                return _charge_pending(retried.pk)
+            start = _answer_again(retried.pk, pending)
+            if start is not None:
+                return start
+            continue  # Stripe never made it: this request adds the tip.
         if pending is not None:
             # Something else is in flight on the payment: settle it first (a
-            # tip creation left by a crash included; it is not this one).
+            # tip creation of another amount, left by a crash, included).
             outcomes.drive(pending, wanted=False)
             continue
         outcome = operations.send(operation)
-        outcomes.apply_outcome(operation, outcome)
+        try:
+            outcomes.apply_outcome(operation, outcome)
+        except errors.OperationPending:
+            if not charged_off_session(operation):
+                raise  # nothing can be charged without the customer: retrying is safe
+            return _charge_pending(tip.pk)
         tip.refresh_from_db()
         log_tip(tip, "tip created")
         if tip.status == T.PAID:
@@ -142,19 +180,69 @@ def create_tip(payment_id: Any, user: Any, amount: Any) -> TipStart:
     )
 
 
+def _charge_pending(tip_pk: Any) -> TipStart:
+    """The answer while Stripe's answer to an off-session charge is unknown.
+
+    The saved card may have been charged. A 503 would invite the customer to
+    add the tip again, a second charge; the tip exists and converges on its
+    own (its webhook, the same request again, ``escrow_reconcile``: the same
+    key).
+    """
+    tip = tip_model().objects.get(pk=tip_pk)
+    log_tip(tip, "tip created, Stripe's answer pending")
+    return TipStart(tip=tip, client_secret=None, confirmation="off_session")
+
+
+#: The states of a tip the saved card was charged for (or is being charged for).
+_CHARGED = (T.PAID, T.PROCESSING, T.TRANSFERRED, T.TRANSFER_FAILED)
+
+
 def _start(tip: Any, operation: Any, outcome: Any) -> TipStart:
     """The answer: nothing for the browser when the saved card paid the tip."""
     intent = outcome.result if outcome.error is None else outcome.error.payment_intent
-    if charged_off_session(operation) and tip.status in (
-        T.PAID,
-        T.PROCESSING,
-        T.TRANSFERRED,
-        T.TRANSFER_FAILED,
-    ):
+    if charged_off_session(operation) and tip.status in _CHARGED:
         return TipStart(tip=tip, client_secret=None, confirmation="off_session")
     # Charged off-session and refused (the error carries the PaymentIntent),
     # or never off-session: the customer confirms this PaymentIntent.
     return TipStart(tip=tip, client_secret=getattr(intent, "client_secret", None))
+
+
+def _unanswered_tip(pending: Any, user: Any, amount: Any) -> Any:
+    """The tip ``pending`` creates when it is this request's: same payer, same amount.
+
+    Called with the payment locked. None when ``pending`` is anything else.
+    """
+    if pending.kind != K.TIP_INTENT or pending.amount != amount:
+        return None
+    tip = tip_model().objects.filter(intent_idempotency_key=pending.idempotency_key).first()
+    if tip is None or tip.payer_id != getattr(user, "pk", None):
+        return None
+    return tip
+
+
+def _answer_again(tip_pk: Any, operation: Any) -> TipStart | None:
+    """The answer the first request would have given, now that its call is settled.
+
+    None when Stripe never made the PaymentIntent (the tip was given up).
+    A read at Stripe gives the client secret back when the customer
+    confirms the tip; no transaction is open.
+    """
+    tip = tip_model().objects.get(pk=tip_pk)
+    if tip.status == T.CANCELED:
+        return None
+    log_tip(tip, "tip creation answered again")
+    if tip.status == T.PAID:
+        _transfer_after_commit(tip.pk)
+        tip.refresh_from_db()
+    if charged_off_session(operation) and tip.status in _CHARGED:
+        return TipStart(tip=tip, client_secret=None, confirmation="off_session")
+    if not tip.stripe_payment_intent_id:
+        raise errors.OperationInFlight()
+    try:
+        intent = gateway().retrieve_payment_intent(tip.stripe_payment_intent_id)
+    except GatewayError as exc:
+        raise translate(exc, _("create the tip")) from exc
+    return TipStart(tip=tip, client_secret=intent.client_secret)
 
 
 def _begin_tip(payment: Any, user: Any, amount: Any) -> tuple[Any, Any]:
@@ -184,6 +272,7 @@ def _begin_tip(payment: Any, user: Any, amount: Any) -> tuple[Any, Any]:
         currency=payment.currency,
         platform_fee=compute_tip_fee(amount, payment.currency),
     )
+    _require_recipients_ready(tip)
     tip.intent_idempotency_key = idempotency_key("tip", tip.pk, "intent", 0)
     tip.save(force_insert=True)
     operation = operations.begin(
@@ -196,6 +285,26 @@ def _begin_tip(payment: Any, user: Any, amount: Any) -> tuple[Any, Any]:
         attempt=0,
     )
     return tip, operation
+
+
+def _require_recipients_ready(tip: Any) -> None:
+    """Refuse a tip (nothing written, nothing charged) that could not be transferred.
+
+    The customer's card is charged before the transfer is sent: a recipient
+    whose account Stripe would refuse (deauthorized since the release, or
+    its ``transfers`` capability no longer active) would leave the tip on
+    the platform. Checked like a release checks its payees.
+    """
+    destinations = {destination for destination, _amount in tip_recipients(tip)}
+    ready = {
+        account.stripe_account_id
+        for account in account_model().objects.filter(stripe_account_id__in=destinations)
+        if account.can_transfer
+    }
+    if destinations - ready:
+        raise errors.AccountNotReady(
+            _("Every payee's connected account must be able to receive transfers.")
+        )
 
 
 def _transfer_after_commit(tip_pk: Any) -> None:
@@ -321,9 +430,11 @@ def reconcile_tips(
     A tip left ``paid`` (a crash after the payment was recorded, before or
     during the transfer, or an operation in the way) is transferred: the
     journal has already settled its unresolved operation, so the same key
-    is not sent twice. A tip still awaiting its payment is looked up (a lost
-    ``payment_intent.succeeded``). Refused transfers (``transfer_failed``)
-    wait for staff (``retry-transfer``), like a refused release.
+    is not sent twice. A tip still awaiting its payment, or failed (the
+    customer may pay it again) within :data:`FAILED_TIP_LOOKUP_MAX_AGE`, is
+    looked up (a lost ``payment_intent.succeeded``). Refused transfers
+    (``transfer_failed``) wait for staff (``retry-transfer``), like a
+    refused release.
     """
     tips = tip_model().objects.all()
     if payment_id is not None:
@@ -331,7 +442,13 @@ def reconcile_tips(
     elif cutoff is not None:
         tips = tips.filter(updated_at__lte=cutoff)
     changes: list[Any] = []
-    waiting = tips.filter(status__in=[T.AWAITING_PAYMENT, T.PROCESSING]).exclude(
+    # A failed tip can still be paid: the customer may confirm the same
+    # PaymentIntent again (no new request reaches the app), and that
+    # success's event can be lost too. Abandoned ones are left alone.
+    failed = Q(status=T.FAILED)
+    if payment_id is None:
+        failed &= Q(updated_at__gte=timezone.now() - FAILED_TIP_LOOKUP_MAX_AGE)
+    waiting = tips.filter(Q(status__in=[T.AWAITING_PAYMENT, T.PROCESSING]) | failed).exclude(
         stripe_payment_intent_id=""
     )
     for tip in waiting.order_by("created_at"):

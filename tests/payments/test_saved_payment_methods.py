@@ -3,6 +3,8 @@ without the customer, and Stripe's refusals fall back to the customer confirming
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.urls import reverse
 
@@ -299,3 +301,134 @@ def test_openapi_documents_the_saved_payment_method_endpoint():
     tip = paths["/escrow/payments/{payment_id}/tips/"]["post"]["responses"]["201"]
     ref = tip["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
     assert "confirmation" in schema["components"]["schemas"][ref]["properties"]
+
+
+# --------------------------------------------------------------------------
+# An off-session tip whose answer was lost
+# --------------------------------------------------------------------------
+
+
+def _tip_intents(store, state="succeeded"):
+    return [
+        i
+        for i in store.payment_intents.values()
+        if i["metadata"].get("escrow_tip_id") and i["status"] == state
+    ]
+
+
+def test_a_tip_whose_answer_was_lost_is_answered_not_refused(market, escrow_stripe):
+    from django_escrow_connect.exceptions import TemporarilyUnavailable
+
+    payment = saved_payment(market)
+    # Stripe charged the card, then the connection dropped: the answer is unknown.
+    escrow_stripe.store.fail_next(
+        "create_payment_intent",
+        TemporarilyUnavailable("timeout", http_status=None),
+        after_effect=True,
+    )
+
+    response = add_tip(market, payment, 400)
+
+    # Not a 503 inviting the customer to add the tip again (a second charge):
+    # the tip exists, and Stripe's answer arrives by itself.
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["confirmation"] == "off_session"
+    assert body["client_secret"] is None
+    assert body["status"] == "awaiting_payment"
+    (tip,) = Tip().objects.all()
+    assert body["id"] == str(tip.pk)
+    assert tip.status == "transferred"  # payment_intent.succeeded, then the transfer
+    assert len(_tip_intents(escrow_stripe.store)) == 1
+
+
+def test_the_same_tip_asked_again_before_stripe_confirmed_it_is_charged_once(market, escrow_stripe):
+    import json
+
+    from django_escrow_connect import simulation
+    from django_escrow_connect.exceptions import TemporarilyUnavailable
+    from django_escrow_connect.webhooks.receiver import receive
+
+    payment = saved_payment(market)
+    escrow_stripe.store.fail_next(
+        "create_payment_intent",
+        TemporarilyUnavailable("timeout", http_status=None),
+        after_effect=True,
+    )
+
+    def slow_tip_events(endpoint, payload, signature):
+        if json.loads(payload)["type"].startswith(("payment_intent.", "charge.")):
+            return None  # not delivered yet
+        return receive(endpoint, payload, signature)
+
+    previous = simulation.set_event_sink(slow_tip_events)
+    try:
+        first = add_tip(market, payment, 400)
+        # The customer asks again (a double click, a client retry after a
+        # dropped connection) while the charge is unconfirmed.
+        again = add_tip(market, payment, 400)
+    finally:
+        simulation.set_event_sink(previous)
+
+    assert first.status_code == again.status_code == 201, (first.content, again.content)
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["confirmation"] == "off_session"
+    (tip,) = Tip().objects.all()
+    # The same key again: Stripe answered with the charge it made the first time.
+    assert tip.status == "transferred"
+    assert len(_tip_intents(escrow_stripe.store)) == 1
+    assert [t.amount for t in tip.transfers.all()] == [400]
+
+
+def test_a_tip_given_up_while_stripe_charged_it_follows_stripe_s_late_event(
+    market, escrow_stripe, escrow_deliver
+):
+    import json
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from django_escrow_connect import simulation
+    from django_escrow_connect.exceptions import TemporarilyUnavailable
+    from django_escrow_connect.webhooks.receiver import receive
+
+    payment = saved_payment(market)
+    escrow_stripe.store.fail_next(
+        "create_payment_intent",
+        TemporarilyUnavailable("timeout", http_status=None),
+        after_effect=True,
+    )
+    held_back = []
+
+    def late_tip_events(endpoint, payload, signature):
+        event = json.loads(payload)
+        if event["type"].startswith(("payment_intent.", "charge.")):
+            held_back.append(event)  # Stripe retries these later
+            return None
+        return receive(endpoint, payload, signature)
+
+    previous = simulation.set_event_sink(late_tip_events)
+    try:
+        assert add_tip(market, payment, 400).status_code == 201
+    finally:
+        simulation.set_event_sink(previous)
+    # A day later Stripe may have forgotten the key, and the PaymentIntent
+    # cannot be looked up by it: escrow_reconcile gives the tip up.
+    Operation().objects.filter(kind="tip_intent").update(
+        created_at=timezone.now() - timedelta(hours=25),
+        lease_expires_at=timezone.now() - timedelta(hours=24),
+    )
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=io.StringIO())
+    (tip,) = Tip().objects.all()
+    assert tip.status == "canceled"
+
+    # Stripe's retried event says the saved card was charged: that fact wins.
+    (succeeded,) = [e for e in held_back if e["type"] == "payment_intent.succeeded"]
+    assert escrow_deliver(succeeded).status_code == 200
+
+    tip.refresh_from_db()
+    assert tip.status == "transferred"
+    assert tip.stripe_payment_intent_id == succeeded["data"]["object"]["id"]
+    assert [t.amount for t in tip.transfers.all()] == [400]

@@ -3,6 +3,7 @@ PaymentIntent and transferred to the payee, through the real webhook pipeline.""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -389,3 +390,45 @@ def test_every_transfer_model_has_the_shared_transitions_on_its_own_states(model
         "mark_created",
         "mark_failed",
     }
+
+
+@pytest.mark.parametrize("why", ["deauthorized", "transfers_inactive"])
+def test_no_tip_is_charged_for_a_doer_who_cannot_receive_it(market, why):
+    payment = market.released_payment()
+    if why == "deauthorized":
+        # The doer disconnected the platform after the release (the webhook).
+        with market.capture(execute=True):
+            SimulatedGateway().deauthorize(market.doer_account.stripe_account_id)
+    else:
+        market.doer_account.capabilities = {"transfers": "inactive"}
+        market.doer_account.save()
+    intents_before = len(escrow_calls("create_payment_intent"))
+
+    response = add_tip(market, payment, 500)
+
+    # Refused before any money moves: the customer is not charged for a tip
+    # whose transfer Stripe would refuse (it would sit on the platform).
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "account_not_ready"
+    assert not Tip().objects.exists()
+    assert not swappable.load("MoneyOperation").objects.filter(kind="tip_intent").exists()
+    assert len(escrow_calls("create_payment_intent")) == intents_before
+
+
+def test_reconcile_catches_up_with_a_failed_tip_paid_again(market):
+    from django.core.management import call_command
+
+    payment = market.released_payment()
+    tip_id = add_tip(market, payment, 300).json()["id"]
+    tip = pay_tip(market, tip_id, "declined")
+    assert tip.status == "failed"
+    # The customer confirms the same PaymentIntent again; its events are lost.
+    SimulatedGateway().confirm_payment_intent(tip.stripe_payment_intent_id, "success")
+    assert Tip().objects.get(pk=tip_id).status == "failed"
+
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=io.StringIO())
+
+    tip.refresh_from_db()
+    assert tip.status == "transferred"
+    assert tip.transfers.get().status == "created"

@@ -104,7 +104,16 @@ class AbstractEscrowTip(ConcurrentTransitionMixin, TimestampedModel):
 
     # From failed too: after a decline the customer may confirm the same
     # PaymentIntent again, and Stripe's "succeeded" is the fact that counts.
-    @transition(field=status, source=[T.AWAITING_PAYMENT, T.PROCESSING, T.FAILED], target=T.PAID)
+    # From canceled as well: a tip is given up when its PaymentIntent's
+    # creation cannot be confirmed (the key may be forgotten after 24 hours,
+    # and Stripe cannot look a PaymentIntent up by it), yet an off-session
+    # charge may have been made; a PaymentIntent Stripe canceled never
+    # succeeds, so "succeeded" can only mean the customer was charged.
+    @transition(
+        field=status,
+        source=[T.AWAITING_PAYMENT, T.PROCESSING, T.FAILED, T.CANCELED],
+        target=T.PAID,
+    )
     def mark_paid(self, charge_id: str = "") -> None:
         if charge_id:
             self.stripe_charge_id = charge_id
