@@ -427,6 +427,15 @@ class TestPartialAmounts:
 # --------------------------------------------------------------------------
 
 
+def figures(market: Any, user: Any, **params: Any) -> tuple[list[int], list[int]]:
+    """``user``'s task-doer dashboard: (``in_escrow``, ``earnings``) amounts."""
+    body = market.get(user, "dashboard-task-doer", **params).json()
+    return (
+        [row["amount"] for row in body["in_escrow"]],
+        [row["amount"] for row in body["earnings"]],
+    )
+
+
 def refuse_next_transfer(sim_stripe: Any) -> None:
     sim_stripe.fail_next(
         "create_transfer",
@@ -439,6 +448,22 @@ def team(market: Any, partner: Any) -> list[PayeeShare]:
         PayeeShare(user=market.doer, basis_points=6_000),
         PayeeShare(user=partner, basis_points=4_000),
     ]
+
+
+def refused_then_refunded(market: Any, sim_stripe: Any, partner: Any) -> Any:
+    """A payment split 60/40 between the doer and ``partner`` whose release
+    sent the partner's 3,600 but not the doer's 5,400 (refused), then a
+    refund of 1,000: the doer is owed 5,400 less their 540 of it."""
+    payment = held(market, payees=team(market, partner))
+    refuse_next_transfer(sim_stripe)
+    confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+    assert confirmed.status_code == 409, confirmed.content
+    with market.capture(execute=True):
+        response = market.post(
+            market.staff, "payment-refund", {"amount": 1_000}, payment_id=payment.pk
+        )
+    assert response.status_code == 200, response.content
+    return payment
 
 
 @pytest.mark.usefixtures("split")
@@ -551,31 +576,24 @@ class TestSplit:
     ):
         payment = held(market, payees=team(market, partner))
 
-        def figures(user: Any) -> tuple[list[int], list[int]]:
-            body = market.get(user, "dashboard-task-doer").json()
-            return (
-                [row["amount"] for row in body["in_escrow"]],
-                [row["amount"] for row in body["earnings"]],
-            )
-
         refuse_next_transfer(sim_stripe)
         confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert confirmed.status_code == 409, confirmed.content
         # The release left escrow; the doer's 5,400 did not reach them, the
         # partner's 3,600 did.
-        assert figures(market.doer) == ([5_400], [])
-        assert figures(partner) == ([], [3_600])
+        assert figures(market, market.doer) == ([5_400], [])
+        assert figures(market, partner) == ([], [3_600])
 
         # Refused again: two failed attempts, one share.
         refuse_next_transfer(sim_stripe)
         confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert confirmed.status_code == 409, confirmed.content
-        assert figures(market.doer) == ([5_400], [])
+        assert figures(market, market.doer) == ([5_400], [])
 
         confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert confirmed.status_code == 200, confirmed.content
-        assert figures(market.doer) == ([], [5_400])
-        assert figures(partner) == ([], [3_600])
+        assert figures(market, market.doer) == ([], [5_400])
+        assert figures(market, partner) == ([], [3_600])
 
     def test_shares_of_a_release_cut_short_by_a_timeout_stay_in_escrow(
         self, market, sim_stripe, partner
@@ -635,18 +653,11 @@ class TestSplit:
         confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert confirmed.status_code == 409, confirmed.content
 
-        def figures(user: Any, **params: Any) -> tuple[list[int], list[int]]:
-            body = market.get(user, "dashboard-task-doer", **params).json()
-            return (
-                [row["amount"] for row in body["in_escrow"]],
-                [row["amount"] for row in body["earnings"]],
-            )
-
         organization = str(market.organization.pk)
-        assert figures(market.org_admin, organization_id=organization) == ([2_500], [])
-        assert figures(market.doer) == ([], [6_500])
+        assert figures(market, market.org_admin, organization_id=organization) == ([2_500], [])
+        assert figures(market, market.doer) == ([], [6_500])
         # The admin's own dashboard (as a user) is not the organization's.
-        assert figures(market.org_admin) == ([], [])
+        assert figures(market, market.org_admin) == ([], [])
 
     @pytest.mark.parametrize("in_sql", [True, False], ids=["administered", "predicate"])
     def test_a_later_payee_sees_the_payment_but_may_not_give_it_back(
@@ -886,36 +897,20 @@ class TestSplit:
     def test_a_refund_after_a_refused_share_leaves_the_dashboards_what_is_sent(
         self, market, sim_stripe, partner
     ):
-        payment = held(market, payees=team(market, partner))
-
-        def figures(user: Any) -> tuple[list[int], list[int]]:
-            body = market.get(user, "dashboard-task-doer").json()
-            return (
-                [row["amount"] for row in body["in_escrow"]],
-                [row["amount"] for row in body["earnings"]],
-            )
-
-        refuse_next_transfer(sim_stripe)
-        confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
-        assert confirmed.status_code == 409, confirmed.content
-        with market.capture(execute=True):
-            response = market.post(
-                market.staff, "payment-refund", {"amount": 1_000}, payment_id=payment.pk
-            )
-        assert response.status_code == 200, response.content
-        assert response.json()["status"] == "partially_refunded"
+        payment = refused_then_refunded(market, sim_stripe, partner)
+        assert market.payment(payment.pk).status == "partially_refunded"
         # 900 of the net comes back 60/40: the doer's unsent 5,400 bears 540,
         # the partner's 3,600 gave 360 back.
-        assert figures(market.doer) == ([4_860], [])
-        assert figures(partner) == ([], [3_240])
+        assert figures(market, market.doer) == ([4_860], [])
+        assert figures(market, partner) == ([], [3_240])
 
         calls = len(sim_stripe.calls)
         confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert confirmed.status_code == 200, confirmed.content
         sent = [c[1]["amount"] for c in sim_stripe.calls[calls:] if c[0] == "create_transfer"]
         assert sent == [4_860]  # what the doer's dashboard showed in escrow
-        assert figures(market.doer) == ([], [4_860])
-        assert figures(partner) == ([], [3_240])
+        assert figures(market, market.doer) == ([], [4_860])
+        assert figures(market, partner) == ([], [3_240])
 
     def test_a_refused_share_stays_in_escrow_when_a_refund_takes_the_rest_held(
         self, market, sim_stripe, partner
@@ -963,13 +958,6 @@ class TestSplit:
         )
         organization = str(market.organization.pk)
 
-        def figures(user: Any, **params: Any) -> tuple[list[int], list[int]]:
-            body = market.get(user, "dashboard-task-doer", **params).json()
-            return (
-                [row["amount"] for row in body["in_escrow"]],
-                [row["amount"] for row in body["earnings"]],
-            )
-
         refuse_next_transfer(sim_stripe)
         confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert confirmed.status_code == 409, confirmed.content
@@ -980,16 +968,16 @@ class TestSplit:
         assert response.status_code == 200, response.content
         # 900 of the net comes back 2,500/6,500: the organization's unsent
         # share bears 250, the doer gave 650 back.
-        assert figures(market.org_admin, organization_id=organization) == ([2_250], [])
-        assert figures(market.doer) == ([], [5_850])
+        assert figures(market, market.org_admin, organization_id=organization) == ([2_250], [])
+        assert figures(market, market.doer) == ([], [5_850])
 
         calls = len(sim_stripe.calls)
         confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert confirmed.status_code == 200, confirmed.content
         sent = [c[1]["amount"] for c in sim_stripe.calls[calls:] if c[0] == "create_transfer"]
         assert sent == [2_250]
-        assert figures(market.org_admin, organization_id=organization) == ([], [2_250])
-        assert figures(market.doer) == ([], [5_850])
+        assert figures(market, market.org_admin, organization_id=organization) == ([], [2_250])
+        assert figures(market, market.doer) == ([], [5_850])
 
     def test_milestones_and_split_combine(self, market, sim_stripe, partner):
         payment = held(market, milestones=three_milestones(), payees=team(market, partner))

@@ -144,28 +144,6 @@ def test_a_split_release_costs_a_constant_number_of_queries_per_payee(market, se
     assert per_payee <= 30, per_payee
 
 
-def add_refused_and_refunded(market, sim_stripe, partner) -> None:  # noqa: F811
-    """A payment split 60/40 between the doer and ``partner`` whose release
-    sent the partner's 3,600 but not the doer's 5,400 (refused), then a
-    refund of 1,000: the doer is owed 5,400 less their 540 of it."""
-    from django_escrow_connect.terms import PayeeShare
-    from tests.payments.test_milestones import held, refuse_next_transfer
-
-    payees = [
-        PayeeShare(user=market.doer, basis_points=6_000),
-        PayeeShare(user=partner, basis_points=4_000),
-    ]
-    payment = held(market, payees=payees)
-    refuse_next_transfer(sim_stripe)
-    response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
-    assert response.status_code == 409, response.content
-    with market.capture(execute=True):
-        response = market.post(
-            market.staff, "payment-refund", {"amount": 1_000}, payment_id=payment.pk
-        )
-    assert response.status_code == 200, response.content
-
-
 @pytest.mark.django_db
 def test_shares_a_refund_left_unsent_cost_the_same_queries_however_many(
     market,  # noqa: F811
@@ -175,7 +153,7 @@ def test_shares_a_refund_left_unsent_cost_the_same_queries_however_many(
     """The task-doer dashboard reads what refunds left of unsent shares (the
     ``REVERSAL_POLICY``'s division, in Python) in a fixed number of queries."""
     from tests.payments.conftest import configure, stripe_account
-    from tests.payments.test_milestones import EXTRA
+    from tests.payments.test_milestones import EXTRA, refused_then_refunded
 
     configure(
         settings,
@@ -193,11 +171,11 @@ def test_shares_a_refund_left_unsent_cost_the_same_queries_however_many(
         return len(captured), [row["amount"] for row in response.json()["in_escrow"]]
 
     try:
-        add_refused_and_refunded(market, sim_stripe, partner)
+        refused_then_refunded(market, sim_stripe, partner)
         one, owed = dashboard()
         assert owed == [4_860]
         for _ in range(2):
-            add_refused_and_refunded(market, sim_stripe, partner)
+            refused_then_refunded(market, sim_stripe, partner)
         three, owed = dashboard()
         assert owed == [3 * 4_860]
     finally:
