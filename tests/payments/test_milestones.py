@@ -455,6 +455,12 @@ def refused_then_refunded(market: Any, sim_stripe: Any, partner: Any) -> Any:
     sent the partner's 3,600 but not the doer's 5,400 (refused), then a
     refund of 1,000: the doer is owed 5,400 less their 540 of it."""
     payment = held(market, payees=team(market, partner))
+    refuse_then_refund(market, sim_stripe, payment)
+    return payment
+
+
+def refuse_then_refund(market: Any, sim_stripe: Any, payment: Any) -> None:
+    """The first payee's transfer of ``payment``'s release is refused; staff then refund 1,000."""
     refuse_next_transfer(sim_stripe)
     confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
     assert confirmed.status_code == 409, confirmed.content
@@ -463,7 +469,6 @@ def refused_then_refunded(market: Any, sim_stripe: Any, partner: Any) -> Any:
             market.staff, "payment-refund", {"amount": 1_000}, payment_id=payment.pk
         )
     assert response.status_code == 200, response.content
-    return payment
 
 
 @pytest.mark.usefixtures("split")
@@ -958,14 +963,7 @@ class TestSplit:
         )
         organization = str(market.organization.pk)
 
-        refuse_next_transfer(sim_stripe)
-        confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
-        assert confirmed.status_code == 409, confirmed.content
-        with market.capture(execute=True):
-            response = market.post(
-                market.staff, "payment-refund", {"amount": 1_000}, payment_id=payment.pk
-            )
-        assert response.status_code == 200, response.content
+        refuse_then_refund(market, sim_stripe, payment)
         # 900 of the net comes back 2,500/6,500: the organization's unsent
         # share bears 250, the doer gave 650 back.
         assert figures(market, market.org_admin, organization_id=organization) == ([2_250], [])
