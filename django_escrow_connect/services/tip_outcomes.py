@@ -289,17 +289,18 @@ def lock_tip_for(*, payment_intent: str | None, charge: str | None) -> tuple[Any
     """``(payment, tip)`` of the tip with this PaymentIntent or charge, both locked; or None.
 
     For Stripe objects about a charge (disputes, Radar) that may be a tip's
-    rather than a payment's. The payment is locked first, as every tip
-    applier does, so the two never wait on each other in opposite orders.
+    rather than a payment's. By the PaymentIntent when the object names one
+    (a tip's always does; it is indexed, the charge id is not), else by the
+    charge. The payment is locked first, as every tip applier does, so the
+    two never wait on each other in opposite orders.
     """
-    q = Q()
     if payment_intent:
-        q |= Q(stripe_payment_intent_id=payment_intent)
-    if charge:
-        q |= Q(stripe_charge_id=charge)
-    if not q:
+        found = Q(stripe_payment_intent_id=payment_intent)
+    elif charge:
+        found = Q(stripe_charge_id=charge)
+    else:
         return None
-    tip = tip_model().objects.filter(q).first()
+    tip = tip_model().objects.filter(found).first()
     if tip is None:
         return None
     payment = lock_payment(tip.payment_id)
