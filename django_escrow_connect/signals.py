@@ -33,6 +33,8 @@ __all__ = [
     "radar_hold_closed",
     "radar_hold_opened",
     "refund_failed",
+    "tip_dispute_closed",
+    "tip_dispute_opened",
     "tip_paid",
     "tip_transfer_failed",
     "transfer_failed",
@@ -83,6 +85,11 @@ tip_paid = Signal()
 #: Stripe refused a tip's transfer; the tip stays on the platform and the
 #: transfer can be retried. (payment, tip, incident)
 tip_transfer_failed = Signal()
+#: The customer's bank disputed a tip's charge: Stripe debits the platform
+#: for it (and its fee); the tip's transfers stand. (payment, tip, dispute)
+tip_dispute_opened = Signal()
+#: A tip's dispute closed; ``dispute.status`` is won or lost. (payment, tip, dispute)
+tip_dispute_closed = Signal()
 
 # --- Connected accounts (kwargs: account, plus what is listed) --------------
 #: Stripe sent new status data for an account. (account, previous_status)

@@ -19,6 +19,14 @@ review, closed again), and a decided dispute is final, so an old
 nothing. Whether a ``lost`` that arrives during an appeal is the first loss
 delivered late or the appeal's outcome is told by the event's time against
 the appeal's start (``appealed_at``).
+
+A tip's charge (docs/tips.md) is disputed the same way, and Stripe debits
+the platform for it too. Its Dispute row belongs to the tip's payment (the
+charge is the tip's; ``released_when_opened`` names the tip and what it had
+sent), follows the same forward-only rules and freezes the payment's
+release while open, but never moves the payment's state: the payment's own
+charge is not disputed. It sends ``tip_dispute_opened`` and
+``tip_dispute_closed`` instead.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from ..gateway.types import DisputeSnapshot
 from ..notifications import notify
 from ..states import DISPUTE_APPEAL_STATES, DISPUTE_CLOSED_STATES, DisputeStatus
 from ..states import PaymentStatus as S
-from . import errors
+from . import errors, tip_outcomes
 from .common import lock_payment_for, model
 from .stripe_objects import require_funded
 from .task_status import sync_task_status
@@ -142,16 +150,25 @@ def apply_dispute(
     more when an appeal of it is decided.
     """
     payment = lock_payment_for(payment_intent=snapshot.payment_intent, charge=snapshot.charge)
+    tip = None
     if payment is None:
-        raise errors.UnknownObject(f"No payment for the charge of dispute {snapshot.id} (yet).")
+        found = tip_outcomes.lock_tip_for(
+            payment_intent=snapshot.payment_intent, charge=snapshot.charge
+        )
+        if found is None:
+            raise errors.UnknownObject(f"No payment for the charge of dispute {snapshot.id} (yet).")
+        payment, tip = found
     Dispute = model("Dispute")
     dispute = Dispute.objects.filter(stripe_dispute_id=snapshot.id).first()
     if dispute is None:
-        require_funded(payment, f"Dispute {snapshot.id}")
+        if tip is None:
+            require_funded(payment, f"Dispute {snapshot.id}")
+        else:
+            tip_outcomes.require_tip_paid(tip, f"Dispute {snapshot.id}")
         dispute = Dispute.objects.create(
             payment=payment,
             stripe_dispute_id=snapshot.id,
-            stripe_charge_id=snapshot.charge or payment.stripe_charge_id,
+            stripe_charge_id=snapshot.charge or (tip or payment).stripe_charge_id,
             amount=snapshot.amount,
             currency=snapshot.currency,
             # Opened in its first known state; a closed one is closed below,
@@ -160,7 +177,10 @@ def apply_dispute(
             reason=(snapshot.reason or "")[:64],
             evidence_due_by=snapshot.evidence_due_by,
         )
-        _open(payment, dispute, event_id=event_id)
+        if tip is None:
+            _open(payment, dispute, event_id=event_id)
+        else:
+            _open_tip(payment, tip, dispute, event_id=event_id)
     elif dispute.is_final or _stage_of(dispute, snapshot.status, as_of) <= _stage(dispute):
         # Not forward (a decided dispute is final): only the funds may move.
         _update_funds(dispute, balance_transactions)
@@ -174,7 +194,10 @@ def apply_dispute(
     _set_funds(dispute, balance_transactions)
     dispute.save()
     if not dispute.is_open:
-        _close(payment, dispute, event_id=event_id)
+        if tip is None:
+            _close(payment, dispute, event_id=event_id)
+        else:
+            _close_tip(payment, tip, dispute, event_id=event_id)
     elif not was_open:
         _log(
             "dispute appealed: %s (%s)",
@@ -260,7 +283,11 @@ def _released_so_far(payment: Any) -> dict[str, Any]:
 
 
 def _close(payment: Any, dispute: Any, *, event_id: str) -> None:
-    others = payment.disputes.exclude(pk=dispute.pk)
+    # The payment's own disputes only: a dispute of one of its tips' charges
+    # never moved the payment, so it must not keep it disputed either.
+    others = payment.disputes.exclude(pk=dispute.pk).exclude(
+        stripe_charge_id__in=payment.tips.exclude(stripe_charge_id="").values("stripe_charge_id")
+    )
     still_open = others.exclude(status__in=list(DISPUTE_CLOSED_STATES))
     if payment.status == S.DISPUTED and not still_open.exists():
         if dispute.status in _KEPT:
@@ -286,3 +313,35 @@ def _close(payment: Any, dispute: Any, *, event_id: str) -> None:
         event_id=event_id,
     )
     notify("dispute_closed", payment=payment, dispute=dispute)
+
+
+def _open_tip(payment: Any, tip: Any, dispute: Any, *, event_id: str) -> None:
+    # Stripe has debited the platform for the tip's disputed amount and fee,
+    # while the tip's transfers to the payees stand: recorded, not reversed
+    # (as for a payment's releases, recovering it is the platform's call).
+    dispute.released_when_opened = tip_outcomes.tip_paid_out(tip)
+    dispute.save(update_fields=["released_when_opened", "updated_at"])
+    if not tip.stripe_charge_id and dispute.stripe_charge_id:
+        tip.stripe_charge_id = dispute.stripe_charge_id
+        tip.save(update_fields=["stripe_charge_id", "updated_at"])
+    _log(
+        "tip dispute opened: %s (tip %s)",
+        dispute.stripe_dispute_id,
+        tip.pk,
+        payment=payment,
+        event_id=event_id,
+        level=logging.WARNING,
+    )
+    notify("tip_dispute_opened", payment=payment, tip=tip, dispute=dispute)
+
+
+def _close_tip(payment: Any, tip: Any, dispute: Any, *, event_id: str) -> None:
+    _log(
+        "tip dispute closed: %s (%s, tip %s)",
+        dispute.stripe_dispute_id,
+        dispute.status,
+        tip.pk,
+        payment=payment,
+        event_id=event_id,
+    )
+    notify("tip_dispute_closed", payment=payment, tip=tip, dispute=dispute)

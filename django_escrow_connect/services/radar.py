@@ -16,6 +16,11 @@ the doer while either is open: release answers 409 (``radar_review_open`` or
 A review or warning only ever closes, so events in any order and repeated
 converge: once resolved, an incident is never reopened. Opening sends
 ``radar_hold_opened``; closing an open one sends ``radar_hold_closed``.
+
+A review or warning of a tip's charge (docs/tips.md) is the same incident
+on the tip's payment (its ``stripe_payment_intent_id`` the tip's, its
+message naming the tip), freezing that payment's release while open; the
+signals carry ``tip`` as well.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from django.utils.translation import gettext_lazy
 
 from ..notifications import notify
 from ..states import RADAR_HOLD_KINDS, IncidentKind
-from . import errors
+from . import errors, tip_outcomes
 from .common import lock_payment_for, model
 
 logger = logging.getLogger("django_escrow_connect.services")
@@ -113,8 +118,16 @@ def _apply(
         raise ValueError(f"{kind}: the object has no id")
     payment_intent, charge = _str(obj, "payment_intent"), _str(obj, "charge")
     payment = lock_payment_for(payment_intent=payment_intent, charge=charge)
+    signal_extra: dict[str, Any] = {}
     if payment is None:
-        raise errors.UnknownObject(f"No payment for {kind} {object_id} (yet).")
+        found = tip_outcomes.lock_tip_for(payment_intent=payment_intent, charge=charge)
+        if found is None:
+            raise errors.UnknownObject(f"No payment for {kind} {object_id} (yet).")
+        payment, tip = found
+        # The same customer, and off-session the same card, as the payment.
+        message = f"Tip {tip.pk}: {message}"
+        payment_intent = payment_intent or tip.stripe_payment_intent_id
+        signal_extra["tip"] = tip
     Incident = model("PaymentIncident")
     incident = Incident.objects.filter(kind=kind, stripe_object_id=object_id).first()
     extra = {
@@ -135,7 +148,7 @@ def _apply(
         )
         if is_open:
             logger.warning("%s opened: %s", kind, object_id, extra=extra)
-            notify("radar_hold_opened", payment=payment, incident=incident)
+            notify("radar_hold_opened", payment=payment, incident=incident, **signal_extra)
         else:
             logger.info("%s recorded closed: %s", kind, object_id, extra=extra)
         return incident
@@ -147,5 +160,5 @@ def _apply(
             incident.code = code[:255]
         incident.save(update_fields=["resolved_at", "message", "code", "updated_at"])
         logger.info("%s closed: %s", kind, object_id, extra=extra)
-        notify("radar_hold_closed", payment=payment, incident=incident)
+        notify("radar_hold_closed", payment=payment, incident=incident, **signal_extra)
     return incident

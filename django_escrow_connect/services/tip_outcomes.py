@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
@@ -282,6 +283,54 @@ def mark_transferred_if_done(tip: Any) -> None:
         tip.mark_transferred()
         tip.save()
         log_tip(tip, "tip transferred")
+
+
+def lock_tip_for(*, payment_intent: str | None, charge: str | None) -> tuple[Any, Any] | None:
+    """``(payment, tip)`` of the tip with this PaymentIntent or charge, both locked; or None.
+
+    For Stripe objects about a charge (disputes, Radar) that may be a tip's
+    rather than a payment's. By the PaymentIntent when the object names one
+    (a tip's always does; it is indexed, the charge id is not), else by the
+    charge. The payment is locked first, as every tip applier does, so the
+    two never wait on each other in opposite orders.
+    """
+    if payment_intent:
+        found = Q(stripe_payment_intent_id=payment_intent)
+    elif charge:
+        found = Q(stripe_charge_id=charge)
+    else:
+        return None
+    tip = tip_model().objects.filter(found).first()
+    if tip is None:
+        return None
+    payment = lock_payment(tip.payment_id)
+    return payment, tip_model().objects.select_for_update().get(pk=tip.pk)
+
+
+def require_tip_paid(tip: Any, what: str) -> None:
+    """Defer an event about a tip's money that, locally, has not arrived yet.
+
+    Like :func:`~.stripe_objects.require_funded` for a payment: a tip that
+    can still become paid has not seen Stripe's ``succeeded`` yet, and the
+    event waits for it.
+    """
+    if can_proceed(tip.mark_paid):
+        raise errors.UnknownObject(f"{what} arrived before the tip was paid; retried later.")
+
+
+def tip_paid_out(tip: Any) -> dict[str, Any]:
+    """What a tip had sent to its recipients: recorded on its dispute, not acted on."""
+    return {
+        "tip_id": str(tip.pk),
+        "transfers": [
+            {
+                "transfer": row.stripe_transfer_id,
+                "destination": row.destination_account_id,
+                "amount": row.amount,
+            }
+            for row in tip.transfers.filter(status=TipTransferStatus.CREATED).order_by("created_at")
+        ],
+    }
 
 
 # --------------------------------------------------------------------------

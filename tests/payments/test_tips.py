@@ -3,6 +3,7 @@ PaymentIntent and transferred to the payee, through the real webhook pipeline.""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
@@ -432,3 +433,214 @@ def test_reconcile_catches_up_with_a_failed_tip_paid_again(market):
     tip.refresh_from_db()
     assert tip.status == "transferred"
     assert tip.transfers.get().status == "created"
+
+
+@pytest.fixture
+def tip_signals():
+    seen = []
+
+    def receiver(sender, signal, **kwargs):
+        seen.append((signal, kwargs))
+
+    watched = [
+        getattr(signals, name)
+        for name in (
+            "tip_dispute_opened",
+            "tip_dispute_closed",
+            "dispute_opened",
+            "dispute_closed",
+            "radar_hold_opened",
+            "radar_hold_closed",
+        )
+        if hasattr(signals, name)
+    ]
+    for signal in watched:
+        signal.connect(receiver, weak=False)
+    yield seen
+    for signal in watched:
+        signal.disconnect(receiver)
+
+
+def webhook_statuses(*types):
+    return {
+        e.type: e.status
+        for e in swappable.load("WebhookEvent")
+        .objects.filter(type__in=types)
+        .order_by("received_at")
+    }
+
+
+def test_a_dispute_on_a_tips_charge_is_recorded_and_signalled(market, tip_signals):
+    payment = market.released_payment()
+    tip = pay_tip(market, add_tip(market, payment, 800).json()["id"])
+    assert tip.status == "transferred"
+
+    with market.capture(execute=True):
+        opened = SimulatedGateway().open_dispute(tip.stripe_charge_id)
+
+    # Not deferred for days and given up: the tip's dispute is processed.
+    assert webhook_statuses("charge.dispute.created", "charge.dispute.funds_withdrawn") == {
+        "charge.dispute.created": "processed",
+        "charge.dispute.funds_withdrawn": "processed",
+    }
+    dispute = payment.disputes.get()
+    assert dispute.stripe_dispute_id == opened.id
+    assert dispute.stripe_charge_id == tip.stripe_charge_id
+    assert (dispute.amount, dispute.currency, dispute.status) == (800, "usd", "needs_response")
+    # Stripe debited the platform; what the tip had sent to the doer is kept.
+    assert dispute.funds_withdrawn == 800
+    (row,) = tip.transfers.all()
+    assert dispute.released_when_opened == {
+        "tip_id": str(tip.pk),
+        "transfers": [
+            {
+                "transfer": row.stripe_transfer_id,
+                "destination": row.destination_account_id,
+                "amount": 800,
+            }
+        ],
+    }
+    # The payment's own charge is not disputed: its state and books stay.
+    payment.refresh_from_db()
+    assert (payment.status, payment.amount_disputed) == ("released", 0)
+    assert [s for s, _ in tip_signals] == [signals.tip_dispute_opened]
+    kwargs = tip_signals[0][1]
+    assert (kwargs["payment"].pk, kwargs["tip"].pk, kwargs["dispute"].pk) == (
+        payment.pk,
+        tip.pk,
+        dispute.pk,
+    )
+
+    with market.capture(execute=True):
+        SimulatedGateway().close_dispute(opened.id, won=False)
+
+    assert webhook_statuses("charge.dispute.closed") == {"charge.dispute.closed": "processed"}
+    dispute.refresh_from_db()
+    assert dispute.status == "lost"
+    assert dispute.closed_at is not None
+    payment.refresh_from_db()
+    assert payment.status == "released"
+    # Never reversed by itself (docs/tips.md): the tip stays transferred.
+    tip.refresh_from_db()
+    assert tip.status == "transferred"
+    assert [s for s, _ in tip_signals] == [signals.tip_dispute_opened, signals.tip_dispute_closed]
+    assert tip_signals[1][1]["tip"].pk == tip.pk
+    assert tip_signals[1][1]["dispute"].status == "lost"
+
+
+def test_the_payments_own_dispute_closes_while_a_tips_dispute_is_open(market, tip_signals):
+    payment = market.released_payment()
+    tip = pay_tip(market, add_tip(market, payment, 500).json()["id"])
+    with market.capture(execute=True):
+        SimulatedGateway().open_dispute(tip.stripe_charge_id)
+        own = SimulatedGateway().open_dispute(payment.stripe_charge_id)
+    payment.refresh_from_db()
+    assert payment.status == "disputed"
+    assert payment.amount_disputed == payment.amount
+
+    with market.capture(execute=True):
+        SimulatedGateway().close_dispute(own.id, won=True)
+
+    # The tip's open dispute does not keep the payment disputed.
+    payment.refresh_from_db()
+    assert payment.status == "released"
+    assert sorted(d.status for d in payment.disputes.all()) == ["needs_response", "won"]
+
+
+def test_an_early_fraud_warning_on_a_tips_charge_is_an_incident(
+    market, escrow_deliver, tip_signals
+):
+    payment = market.released_payment()
+    tip = pay_tip(market, add_tip(market, payment, 600).json()["id"])
+    warning = {
+        "id": "issfr_tip_1",
+        "object": "radar.early_fraud_warning",
+        "actionable": True,
+        "charge": tip.stripe_charge_id,
+        "created": 1_800_000_000,
+        "fraud_type": "made_with_stolen_card",
+        "livemode": False,
+        "payment_intent": tip.stripe_payment_intent_id,
+    }
+
+    def event(event_id, type_, obj):
+        return {
+            "id": event_id,
+            "object": "event",
+            "type": type_,
+            "api_version": "2026-10-28.endive",
+            "created": 1_800_000_000,
+            "livemode": False,
+            "data": {"object": obj},
+        }
+
+    response = escrow_deliver(event("evt_tip_efw", "radar.early_fraud_warning.created", warning))
+    assert response.status_code == 200
+    assert webhook_statuses("radar.early_fraud_warning.created") == {
+        "radar.early_fraud_warning.created": "processed"
+    }
+    incident = payment.incidents.get()
+    assert incident.kind == "early_fraud_warning"
+    assert incident.stripe_object_id == "issfr_tip_1"
+    assert incident.stripe_payment_intent_id == tip.stripe_payment_intent_id
+    assert incident.code == "made_with_stolen_card"
+    assert str(tip.pk) in incident.message
+    assert incident.resolved_at is None
+    assert [s for s, _ in tip_signals] == [signals.radar_hold_opened]
+    assert tip_signals[0][1]["tip"].pk == tip.pk
+    assert tip_signals[0][1]["incident"].pk == incident.pk
+
+    escrow_deliver(
+        event(
+            "evt_tip_efw_2", "radar.early_fraud_warning.updated", {**warning, "actionable": False}
+        )
+    )
+    incident.refresh_from_db()
+    assert incident.resolved_at is not None
+    assert [s for s, _ in tip_signals] == [signals.radar_hold_opened, signals.radar_hold_closed]
+    payment.refresh_from_db()
+    assert payment.status == "released"
+
+
+def two_milestones(task):
+    """``PAYMENT_TERMS`` for the freeze test: the task's terms, paid in two milestones."""
+    from django_escrow_connect.terms import MilestoneTerms, terms_from_task
+
+    return dataclasses.replace(
+        terms_from_task(task),
+        milestones=[MilestoneTerms("Design", 4_000), MilestoneTerms("Build", 6_000)],
+    )
+
+
+def test_a_tips_open_dispute_freezes_the_rest_of_the_payment(market, settings):
+    from django_escrow_connect.conf import SEPARATE_CHARGES_AND_TRANSFERS
+
+    configure(
+        settings,
+        ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS,
+        PAYMENT_TERMS="tests.payments.test_tips.two_milestones",
+    )
+    payment = market.held_payment()
+    design, build = payment.milestones.order_by("position")
+    release = {"payment_id": payment.pk}
+    response = market.post(
+        market.customer, "payment-release", {"milestone_id": design.pk}, **release
+    )
+    assert response.json()["status"] == "partially_released", response.content
+    tip = pay_tip(market, add_tip(market, payment, 500).json()["id"])
+    with market.capture(execute=True):
+        opened = SimulatedGateway().open_dispute(tip.stripe_charge_id)
+
+    response = market.post(
+        market.customer, "payment-release", {"milestone_id": build.pk}, **release
+    )
+    assert response.status_code == 409, response.content
+    assert market.payment(payment.pk).status == "partially_released"
+
+    with market.capture(execute=True):
+        SimulatedGateway().close_dispute(opened.id, won=True)
+    response = market.post(
+        market.customer, "payment-release", {"milestone_id": build.pk}, **release
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "released"
