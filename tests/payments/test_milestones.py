@@ -450,6 +450,22 @@ def team(market: Any, partner: Any) -> list[PayeeShare]:
     ]
 
 
+def held_for_the_organization_first(market: Any) -> Any:
+    """A held payment split 2,500 / 6,500 between the organization and the doer.
+
+    The organization first, so that its transfer is the one a refusal hits.
+    """
+    return held(
+        market,
+        payee_user=None,
+        payee_organization=market.organization,
+        payees=[
+            PayeeShare(organization=market.organization, amount=2_500),
+            PayeeShare(user=market.doer, amount=6_500),
+        ],
+    )
+
+
 def refused_then_refunded(market: Any, sim_stripe: Any, partner: Any) -> Any:
     """A payment split 60/40 between the doer and ``partner`` whose release
     sent the partner's 3,600 but not the doer's 5,400 (refused), then a
@@ -644,16 +660,7 @@ class TestSplit:
         assert market.get(market.other, "dashboard-task-doer").json()["in_escrow"] == []
 
     def test_an_organizations_refused_share_stays_in_its_escrow(self, market, sim_stripe):
-        # The organization first, so that its transfer is the one refused.
-        payment = held(
-            market,
-            payee_user=None,
-            payee_organization=market.organization,
-            payees=[
-                PayeeShare(organization=market.organization, amount=2_500),
-                PayeeShare(user=market.doer, amount=6_500),
-            ],
-        )
+        payment = held_for_the_organization_first(market)
         refuse_next_transfer(sim_stripe)
         confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert confirmed.status_code == 409, confirmed.content
@@ -951,16 +958,7 @@ class TestSplit:
     def test_a_refund_after_an_organizations_refused_share_leaves_it_what_is_sent(
         self, market, sim_stripe
     ):
-        # The organization first, so that its transfer is the one refused.
-        payment = held(
-            market,
-            payee_user=None,
-            payee_organization=market.organization,
-            payees=[
-                PayeeShare(organization=market.organization, amount=2_500),
-                PayeeShare(user=market.doer, amount=6_500),
-            ],
-        )
+        payment = held_for_the_organization_first(market)
         organization = str(market.organization.pk)
 
         refuse_then_refund(market, sim_stripe, payment)
