@@ -15,12 +15,30 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "UNCAPTURED_REFUND_REASON",
     "application_fee_refunded",
     "destination_refund_reversed",
     "doer_share_reversed",
     "is_gross_transfer",
+    "refunds_uncaptured_money",
     "reversal_target",
 ]
+
+#: The reason Stripe gives the refunds it makes itself: of an authorisation it
+#: released, never of money it charged. Before API 2025-03-31 a capture for
+#: less (and a void) made such a Refund of the uncaptured rest and counted it
+#: in the charge's ``amount_refunded``.
+UNCAPTURED_REFUND_REASON = "expired_uncaptured_charge"
+
+
+def refunds_uncaptured_money(reason: str | None) -> bool:
+    """Whether a refund with ``reason`` gave back an uncaptured authorisation.
+
+    Such a refund moved no money (the customer was never charged it): it is
+    recorded, never counted in ``amount_refunded``, and the audit leaves it
+    out of Stripe's refunded total.
+    """
+    return reason == UNCAPTURED_REFUND_REASON
 
 
 def reversal_target(
