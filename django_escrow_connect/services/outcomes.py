@@ -551,15 +551,20 @@ STRIPE_REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 
 def refund_request(payment: Any, amount: int, reason: str, key: str) -> dict[str, Any]:
     """The refund of the charge (``create_refund``), as the journal stores it."""
+    # Destination charges: take the doer's share and the fee back in
+    # proportion, as Stripe does with these two flags. Not for money already
+    # on the platform's balance (held): a refund after release that failed
+    # left its reversal and fee refund made, and refunding that money again
+    # must not take it from the doer a second time. (A refund reaching past
+    # the held money is refused before this: _begin_refund_step.)
+    reverse = bool(payment.is_manual_capture and amount > payment.amount_held)
     return {
         "payment_intent": payment.stripe_payment_intent_id,
         "amount": amount,
         "metadata": operation_metadata(payment, key),
         "reason": reason if reason in STRIPE_REFUND_REASONS else None,
-        # Destination charges: take the doer's share and the fee back in
-        # proportion, as Stripe does with these two flags.
-        "reverse_transfer": payment.is_manual_capture,
-        "refund_application_fee": payment.is_manual_capture,
+        "reverse_transfer": reverse,
+        "refund_application_fee": reverse,
     }
 
 

@@ -41,6 +41,7 @@ from .books import (
     is_gross_transfer,
     refunds_uncaptured_money,
     reversal_target,
+    taken_back_by_refunds,
 )
 from .common import (
     account_model,
@@ -616,7 +617,8 @@ def _reversed_by_refunds(payment: Any, transferred: int, total_reversed: int) ->
     if not payment.is_manual_capture:
         return False
     refunds = payment.refunds.filter(status__in=COUNTED_REFUND_STATES).count()
-    target = reversal_target(payment, payment.amount_refunded, transferred)
+    # A refund that failed after Stripe made it left its reversal made.
+    target = reversal_target(payment, taken_back_by_refunds(payment), transferred)
     return bool(total_reversed <= target + refunds)
 
 
