@@ -36,6 +36,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from django.db.models import Count, F, Min, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from . import __version__, swappable
@@ -405,7 +406,13 @@ def _payments_held() -> list[dict[str, Any]]:
         .values("currency")
         .annotate(
             count=Count("pk"),
-            amount=Sum(F("amount") - F("amount_released") - F("amount_refunded")),
+            # amount_held: what was charged (less after a capture for
+            # less) neither released nor refunded.
+            amount=Sum(
+                Coalesce(F("amount_captured"), F("amount"))
+                - F("amount_released")
+                - F("amount_refunded")
+            ),
             oldest=Min("held_at"),
             capture_deadline=Min("capture_before"),
         )

@@ -447,6 +447,10 @@ class PaymentIntentSnapshot:
     payment_method: str | None = None
     customer: str | None = None
     setup_future_usage: str | None = None
+    #: Destination charges: the application fee Stripe takes (``None`` when
+    #: none was set). A capture may set another one (the Stripe dashboard
+    #: does), so after a capture this is Stripe's figure, not the app's.
+    application_fee_amount: int | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PaymentIntentSnapshot:
@@ -473,6 +477,7 @@ class PaymentIntentSnapshot:
             payment_method=_id(d.get("payment_method")),
             customer=_id(d.get("customer")),
             setup_future_usage=_opt_str(d.get("setup_future_usage")),
+            application_fee_amount=_opt_int(d.get("application_fee_amount")),
         )
 
 

@@ -12,7 +12,9 @@ the PaymentIntent, and compares:
   manual-capture hold, that the authorisation is still there);
 - the refunds: each Stripe refund against the app's Refund row with its id
   (known, same amount, both counted or both failed/canceled), and the total
-  of Stripe's non-failed, non-canceled refunds against ``amount_refunded``;
+  of Stripe's non-failed, non-canceled refunds against ``amount_refunded``
+  (a Refund of an uncaptured authorisation, which Stripe made before API
+  2025-03-31 after a capture for less, gave back nothing charged: left out);
 - the transfers: each Stripe transfer against the app's Transfer row with
   its id (known, amount, ``amount_reversed``, destination, currency), the
   totals against ``amount_transferred`` / ``amount_reversed``, and the app's
@@ -51,6 +53,7 @@ from ..states import (
     TransferStatus,
 )
 from ..states import PaymentStatus as S
+from .books import refunds_uncaptured_money
 from .common import gateway as default_gateway
 from .common import payment_model
 
@@ -287,9 +290,24 @@ class _StripeBooks:
         return int(self.intent.amount_received)
 
     @property
+    def live_refunds(self) -> list[Any]:
+        """Refunds of charged money that are not failed or canceled.
+
+        Before API 2025-03-31 a capture for less made a Refund of the
+        uncaptured rest (and counted it in the charge's ``amount_refunded``):
+        the customer was never charged it, and the app records it without
+        counting it, so it is left out here too.
+        """
+        return [
+            r
+            for r in self.refunds
+            if r.status not in _DEAD_STRIPE_REFUNDS and not refunds_uncaptured_money(r.reason)
+        ]
+
+    @property
     def refunded(self) -> int:
-        """Non-failed, non-canceled refunds (pending ones count, as in the app)."""
-        return sum(r.amount for r in self.refunds if r.status not in _DEAD_STRIPE_REFUNDS)
+        """What the live refunds gave back (pending ones count, as in the app)."""
+        return sum(r.amount for r in self.live_refunds)
 
     @property
     def transferred(self) -> int:
@@ -356,7 +374,8 @@ def _impossible(payment: Any, books: _StripeBooks) -> list[Divergence]:
     if books.transferred > captured:
         add(
             "transfers_exceed_capture",
-            payment.amount,
+            # What the app believes was charged (less after a capture for less).
+            payment.amount_charged,
             books.transferred,
             f"transferred {books.transferred} of {captured} captured",
         )
@@ -439,7 +458,7 @@ def _compare_refunds(payment: Any, books: _StripeBooks, add: Any) -> None:
         stripe_live = refund.status not in _DEAD_STRIPE_REFUNDS
         row = by_id.get(refund.id)
         if row is None:
-            if stripe_live:
+            if stripe_live and not refunds_uncaptured_money(refund.reason):
                 add("refund_unknown_to_app", None, refund.amount, refund.id)
             continue
         if row.amount != refund.amount:
@@ -538,7 +557,7 @@ def _destination_share(payment: Any, books: _StripeBooks) -> tuple[int, int, int
     reversed_share = (
         books.reversed if transferred == share else (books.reversed * share) // transferred
     )
-    refunds = sum(1 for r in books.refunds if r.status not in _DEAD_STRIPE_REFUNDS)
+    refunds = len(books.live_refunds)
     return share, reversed_share, refunds
 
 

@@ -15,12 +15,31 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "UNCAPTURED_REFUND_REASON",
     "application_fee_refunded",
     "destination_refund_reversed",
     "doer_share_reversed",
     "is_gross_transfer",
+    "refunds_uncaptured_money",
     "reversal_target",
+    "taken_back_by_refunds",
 ]
+
+#: The reason Stripe gives the refunds it makes itself: of an authorisation it
+#: released, never of money it charged. Before API 2025-03-31 a capture for
+#: less (and a void) made such a Refund of the uncaptured rest and counted it
+#: in the charge's ``amount_refunded``.
+UNCAPTURED_REFUND_REASON = "expired_uncaptured_charge"
+
+
+def refunds_uncaptured_money(reason: str | None) -> bool:
+    """Whether a refund with ``reason`` gave back an uncaptured authorisation.
+
+    Such a refund moved no money (the customer was never charged it): it is
+    recorded, never counted in ``amount_refunded``, and the audit leaves it
+    out of Stripe's refunded total.
+    """
+    return reason == UNCAPTURED_REFUND_REASON
 
 
 def reversal_target(
@@ -69,16 +88,34 @@ def is_gross_transfer(payment: Any, transfer_amount: int) -> bool:
     )
 
 
+def taken_back_by_refunds(payment: Any) -> int:
+    """What a destination charge's refunds took back from its transfer and fee.
+
+    A released destination charge is refunded with ``reverse_transfer`` and
+    ``refund_application_fee``: Stripe reverses the transfer and returns the
+    fee as it makes the refund. When that refund fails later, Stripe gives
+    its amount back to the platform's balance, but the reversal and the fee
+    refund stay made. So what the refunds took back is everything no longer
+    released (``amount_charged - amount_released``): what is refunded, and
+    what a failed refund left on the platform's balance (held). Before the
+    release it is what is refunded.
+    """
+    if payment.released_at is None:
+        return int(payment.amount_refunded)
+    return max(int(payment.amount_refunded), int(payment.amount_charged - payment.amount_released))
+
+
 def application_fee_refunded(payment: Any, total_refunded: int | None = None) -> int:
     """How much of a destination charge's application fee refunds gave back.
 
     The app refunds a released destination charge with
     ``refund_application_fee=true``: Stripe returns the fee in proportion to
-    the refund (all of it with a full refund). Stripe's rounding may differ
-    by one minor unit per refund.
+    the refund (all of it with a full refund), and keeps it returned when the
+    refund fails later (:func:`taken_back_by_refunds`). Stripe's rounding may
+    differ by one minor unit per refund.
     """
     if total_refunded is None:
-        total_refunded = payment.amount_refunded
+        total_refunded = taken_back_by_refunds(payment)
     fee = payment.platform_fee
     if not payment.is_manual_capture or fee <= 0 or total_refunded <= 0:
         return 0
@@ -109,4 +146,4 @@ def destination_refund_reversed(payment: Any) -> int:
     in proportion to the refunds. Stripe's rounding may differ by one minor
     unit per refund; its ``transfer.reversed`` event then corrects the total.
     """
-    return reversal_target(payment, payment.amount_refunded, payment.amount_charged)
+    return reversal_target(payment, taken_back_by_refunds(payment), payment.amount_charged)

@@ -369,6 +369,8 @@ def record_capture(payment: Any, snapshot: Any, *, event_id: str = "") -> bool:
     Stripe releases the rest of the authorisation to the customer's card
     (no Refund, no ``charge.refunded`` since API 2025-03-31), transfers what
     was captured to the doer's account and caps the application fee at it.
+    The fee booked is Stripe's, the PaymentIntent's ``application_fee_amount``
+    (the capture may have set another one), whatever was captured.
     That is a release of what was captured: it is booked so, with
     ``amount_captured``, the uncaptured rest counted neither held nor
     refunded; later refunds, reversals and fee shares are counted against
@@ -377,8 +379,9 @@ def record_capture(payment: Any, snapshot: Any, *, event_id: str = "") -> bool:
     (overcapture) cannot be booked: incident only, nothing released.
     """
     captured = snapshot.amount_received
+    fee = _captured_fee(payment, snapshot, captured)
     if captured == payment.amount:
-        return record_release(payment, amount_transferred=payment.amount - payment.platform_fee)
+        return record_release(payment, amount_transferred=payment.amount - fee, platform_fee=fee)
     if captured > payment.amount:
         record_amount_mismatch(
             payment,
@@ -405,10 +408,24 @@ def record_capture(payment: Any, snapshot: Any, *, event_id: str = "") -> bool:
             f"for {captured} (amount_captured); only that can be refunded."
         ),
     )
-    fee = min(payment.platform_fee, captured)
     return record_release(
         payment, amount_transferred=captured - fee, platform_fee=fee, amount_captured=captured
     )
+
+
+def _captured_fee(payment: Any, snapshot: Any, captured: int) -> int:
+    """The application fee Stripe took on a capture of ``captured``.
+
+    Stripe's figure when the PaymentIntent carries it: a capture may set
+    another fee than the one the app asked for at creation (the Stripe
+    dashboard lets staff change it when capturing for less), and the charge
+    Stripe books is the truth the audit compares with. Stripe caps the fee
+    at what was captured. Only a PaymentIntent without the field (an older
+    payload, a fee never set) falls back to the app's fee, capped alike.
+    """
+    stripe_fee = getattr(snapshot, "application_fee_amount", None)
+    fee = payment.platform_fee if stripe_fee is None else int(stripe_fee)
+    return max(0, min(fee, captured))
 
 
 def release_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
@@ -534,15 +551,20 @@ STRIPE_REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
 
 def refund_request(payment: Any, amount: int, reason: str, key: str) -> dict[str, Any]:
     """The refund of the charge (``create_refund``), as the journal stores it."""
+    # Destination charges: take the doer's share and the fee back in
+    # proportion, as Stripe does with these two flags. Not for money already
+    # on the platform's balance (held): a refund after release that failed
+    # left its reversal and fee refund made, and refunding that money again
+    # must not take it from the doer a second time. (A refund reaching past
+    # the held money is refused before this: _begin_refund_step.)
+    reverse = bool(payment.is_manual_capture and amount > payment.amount_held)
     return {
         "payment_intent": payment.stripe_payment_intent_id,
         "amount": amount,
         "metadata": operation_metadata(payment, key),
         "reason": reason if reason in STRIPE_REFUND_REASONS else None,
-        # Destination charges: take the doer's share and the fee back in
-        # proportion, as Stripe does with these two flags.
-        "reverse_transfer": payment.is_manual_capture,
-        "refund_application_fee": payment.is_manual_capture,
+        "reverse_transfer": reverse,
+        "refund_application_fee": reverse,
     }
 
 

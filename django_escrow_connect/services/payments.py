@@ -840,6 +840,20 @@ def _begin_refund_step(payment: Any, user: Any, amount: int | None, reason: str)
                 code="partial_refund_unsupported",
             )
         return _begin_void(payment, user)
+    if payment.is_manual_capture and 0 < payment.amount_held < amount:
+        # A released destination charge holds money only after a refund that
+        # failed: its reversal stays made, so that money is refunded without
+        # reversing the doer again, while a refund of the rest reverses
+        # (Stripe's reverse_transfer takes no amount). One refund cannot do
+        # both: ask for the held part first.
+        raise errors.InvalidInput(
+            _(
+                "%(held)s of this payment is back on the platform's balance after a "
+                "refund failed; refund at most that first, then the rest."
+            )
+            % {"held": payment.amount_held},
+            code="invalid_amount",
+        )
     if not payment.is_manual_capture:
         reversal = _begin_reversal_if_needed(payment, amount, user, reason)
         if reversal is not None:

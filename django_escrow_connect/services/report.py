@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, Q, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .. import swappable
@@ -75,11 +76,14 @@ def _payments(since: datetime, until: datetime) -> dict[str, Any]:
         .objects.filter(kind="payment_failed", created_at__gte=since, created_at__lt=until)
         .count()
     )
+    # What the customers were charged: a manual-capture hold captured for
+    # less (amount_captured) charged only that; the rest of the
+    # authorisation went back to the card and was never funded.
     volume = {
         str(row["currency"]): int(row["total"] or 0)
         for row in payments.filter(held_at__isnull=False)
         .values("currency")
-        .annotate(total=Sum("amount"))
+        .annotate(total=Sum(Coalesce(F("amount_captured"), F("amount"))))
     }
     return {
         "total": sum(by_status.values()),

@@ -39,7 +39,9 @@ from .books import (
     application_fee_refunded,
     doer_share_reversed,
     is_gross_transfer,
+    refunds_uncaptured_money,
     reversal_target,
+    taken_back_by_refunds,
 )
 from .common import (
     account_model,
@@ -318,11 +320,17 @@ def _apply_refund_locked(payment: Any, snapshot: RefundSnapshot, *, event_id: st
         return refund
     if not can_proceed(refund.apply_stripe_status):
         return refund
-    if was_counted != (stripe_status in COUNTED_REFUND_STATES):
+    # A refund of an uncaptured authorisation is never counted (see
+    # _record_outside_refund): its changes give back nothing. Stripe's
+    # reason decides, not the row's (a local reason is free text).
+    uncaptured = refunds_uncaptured_money(snapshot.reason)
+    if not uncaptured and was_counted != (stripe_status in COUNTED_REFUND_STATES):
         require_release_settled(payment, f"Refund {snapshot.id}")
     refund.apply_stripe_status(stripe_status, snapshot.failure_reason or "")
     refund.save()
     now_counted = refund.status in COUNTED_REFUND_STATES
+    if uncaptured:
+        return refund
     if was_counted and not now_counted:
         _refund_failed(payment, refund, event_id=event_id)
     elif now_counted and not was_counted:
@@ -368,7 +376,7 @@ def _moves_forward(current: str, reported: str) -> bool:
 def _record_outside_refund(payment: Any, snapshot: RefundSnapshot, *, event_id: str) -> Any:
     """A refund the app did not make (e.g. in the Stripe dashboard)."""
     status = snapshot.status if snapshot.status in RefundStatus.values else RefundStatus.PENDING
-    if status in COUNTED_REFUND_STATES:
+    if status in COUNTED_REFUND_STATES and not refunds_uncaptured_money(snapshot.reason):
         require_release_settled(payment, f"Refund {snapshot.id}")
     refund = model("Refund").objects.create(
         payment=payment,
@@ -388,10 +396,20 @@ def _record_outside_refund(payment: Any, snapshot: RefundSnapshot, *, event_id: 
         level=logging.WARNING,
     )
     if refund.status in COUNTED_REFUND_STATES:
-        # Within what was charged: before API 2025-03-31 a capture for less
-        # made a Refund of the uncaptured rest, which was never charged.
+        # Before API 2025-03-31 a capture for less made a Refund of the
+        # uncaptured rest (Stripe's own reason marks it), which was never
+        # charged: whatever its amount, and whether or not the capture is
+        # booked yet, it gives back nothing the books count. Any other
+        # refund counts within what was charged.
         fits = payment.amount_refunded + refund.amount <= payment.amount_charged
-        if not (fits and _count_refund(payment, refund, event_id=event_id)):
+        if refunds_uncaptured_money(snapshot.reason):
+            _log(
+                "refund of an uncaptured authorisation recorded, not counted: %s",
+                snapshot.id,
+                payment=payment,
+                event_id=event_id,
+            )
+        elif not (fits and _count_refund(payment, refund, event_id=event_id)):
             _log(
                 "refund not applied to a %s payment",
                 payment.status,
@@ -599,7 +617,8 @@ def _reversed_by_refunds(payment: Any, transferred: int, total_reversed: int) ->
     if not payment.is_manual_capture:
         return False
     refunds = payment.refunds.filter(status__in=COUNTED_REFUND_STATES).count()
-    target = reversal_target(payment, payment.amount_refunded, transferred)
+    # A refund that failed after Stripe made it left its reversal made.
+    target = reversal_target(payment, taken_back_by_refunds(payment), transferred)
     return bool(total_reversed <= target + refunds)
 
 

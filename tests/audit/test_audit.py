@@ -231,6 +231,70 @@ def test_a_capture_for_less_made_in_the_dashboard_is_audited_against_what_was_ca
     assert found.stripe_object == charge_id(sim_stripe, payment)
 
 
+def test_a_refund_of_the_uncaptured_rest_is_left_out_of_stripe_s_refunds(
+    settings, market, sim_stripe
+):
+    """Before API 2025-03-31 Stripe refunded the uncaptured rest of a capture for less."""
+    from tests.webhooks import stripe_objects as so
+
+    configure(settings, ESCROW_STRATEGY=MANUAL)
+    payment = market.held_payment()
+    with market.capture(execute=True):
+        SimulatedGateway().capture_payment_intent(
+            payment.stripe_payment_intent_id,
+            idempotency_key="dashboard-capture",
+            amount_to_capture=4_000,
+        )
+        # The Refund of the 6,000 never charged, counted in the charge's
+        # amount_refunded, with the reason Stripe gives its own refunds.
+        charge = sim_stripe.charges[charge_id(sim_stripe, payment)]
+        rest = so.refund(
+            amount=6_000,
+            status="succeeded",
+            reason="expired_uncaptured_charge",
+            charge=charge["id"],
+            payment_intent=payment.stripe_payment_intent_id,
+        )
+
+        def refund_the_rest() -> Any:
+            sim_stripe.refunds[rest["id"]] = rest
+            charge["amount_refunded"] += 6_000
+            sim_stripe.emit("refund.created", rest, automatic=True)
+            return rest
+
+        sim_stripe.execute(
+            "refund_uncaptured_rest", {}, refund_the_rest, logged=False, stripe_initiated=True
+        )
+    payment = market.payment(payment.pk)
+    assert (payment.status, payment.amount_refunded, payment.refundable_amount) == (
+        "released",
+        0,
+        4_000,
+    )
+    assert payment.refunds.get().stripe_refund_id == rest["id"]  # recorded
+    status, out, _ = run_audit("--payment-id", str(payment.pk))
+    assert (status, out.splitlines()[-1]) == (0, "The books agree with Stripe."), out
+
+    # Its webhook lost: still no divergence (it moved no charged money).
+    payment.refunds.all().delete()
+    assert audit_books().clean
+
+
+def test_transfers_over_a_capture_for_less_name_what_the_app_charged(settings, market, sim_stripe):
+    configure(settings, ESCROW_STRATEGY=MANUAL)
+    payment = market.held_payment()
+    with market.capture(execute=True):
+        SimulatedGateway().capture_payment_intent(
+            payment.stripe_payment_intent_id,
+            idempotency_key="dashboard-capture",
+            amount_to_capture=4_000,
+        )
+    payment = market.payment(payment.pk)
+    sim_stripe.transfers[the_transfer(payment).stripe_transfer_id]["amount"] = 5_000
+    found = divergence(audit_books(), payment, "transfers_exceed_capture")
+    assert (found.app_amount, found.stripe_amount) == (4_000, 5_000)
+
+
 # --------------------------------------------------------------------------
 # Divergences
 # --------------------------------------------------------------------------

@@ -159,7 +159,7 @@ def test_an_application_fee_other_than_the_payment_s_is_logged(market, sim_strip
 # --------------------------------------------------------------------------
 
 
-def capture_in_dashboard(market, payment, amount):
+def capture_in_dashboard(market, payment, amount, application_fee_amount=None):
     """Staff capture part of the hold in the Stripe dashboard, outside the app."""
     from django_escrow_connect import simulation as simulated
 
@@ -168,6 +168,7 @@ def capture_in_dashboard(market, payment, amount):
             payment.stripe_payment_intent_id,
             idempotency_key="dashboard-capture",
             amount_to_capture=amount,
+            application_fee_amount=application_fee_amount,
         )
     return market.payment(payment.pk)
 
@@ -213,6 +214,19 @@ def test_a_capture_for_less_in_the_dashboard_is_the_release_of_what_was_captured
     assert response.json()["status"] == "released"
     assert [c for c in sim_stripe.calls if c[0] == "capture_payment_intent"] == []
     assert market.payment(payment.pk).amount_released == 4_000
+
+
+def test_a_capture_for_less_books_the_application_fee_stripe_took(market, sim_stripe, manual):
+    # Staff lowered the fee too when capturing 4,000 of 10,000 (fee 1,000).
+    payment = capture_in_dashboard(market, market.held_payment(), 4_000, application_fee_amount=400)
+    books = assert_money_invariants(sim_stripe, payment)
+    assert books["charge"]["application_fee_amount"] == 400
+    assert sim_stripe.balances[market.doer_account.stripe_account_id]["usd"] == 3_600
+    # The books take Stripe's fee, not the app's fee capped at the capture.
+    assert (payment.platform_fee, payment.amount_transferred) == (400, 3_600)
+    shown = market.get(market.doer, "payment-detail", payment_id=payment.pk).json()
+    assert shown["amount_transferred"] == 3_600
+    assert_books_balanced(payment_id=payment.pk)
 
 
 def test_refunds_after_a_capture_for_less_count_against_what_was_captured(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from django_escrow_connect import swappable
-from django_escrow_connect.conf import SEPARATE_CHARGES_AND_TRANSFERS
+from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import TemporarilyUnavailable
 from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.testing import assert_books_balanced
@@ -186,6 +186,77 @@ def test_a_refund_that_fails_after_release_converges(
     assert [name for name, _ in sim_stripe.calls if name.startswith("create_")] == ["create_refund"]
     payment = market.payment(payment.pk)
     assert (payment.status, payment.amount_refunded) == ("refunded", 10_000)
+    assert_books_balanced(payment_id=payment.pk)
+
+
+def test_a_destination_charge_refund_that_fails_after_release_is_not_reversed_twice(
+    settings: Any, market: Any, sim_stripe: Any
+) -> None:
+    """The refund's transfer reversal and fee refund stay made when it fails.
+
+    The reversed money is on the platform's balance, so the refund sent
+    again must not reverse the doer's transfer (nor return the fee) again.
+    """
+    configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
+    payment = paid_with(market, "refund_fails")
+    assert confirm(market, payment).status_code == 200
+    assert refund(market, payment, amount=5_000).status_code == 200
+    [stripe_refund] = stripe_refunds(sim_stripe, payment)
+    doer = market.doer_account.stripe_account_id
+    assert sim_stripe.balances[doer]["usd"] == 4_500
+
+    settle(market, stripe_refund["id"])
+
+    payment = market.payment(payment.pk)
+    [transfer] = payment.transfers.all()
+    stripe_transfer = sim_stripe.transfers[transfer.stripe_transfer_id]
+    # Stripe's facts: the reversal (5,000, of which 500 of the fee went back
+    # to the doer's account) stays made; the refund's 5,000 is back on the
+    # platform's balance.
+    assert stripe_transfer["amount_reversed"] == 5_000
+    assert sim_stripe.balances[doer]["usd"] == 4_500
+    assert (payment.status, payment.amount_refunded, payment.amount_reversed) == (
+        "released",
+        0,
+        4_500,
+    )
+    assert (payment.amount_released, payment.amount_held) == (5_000, 5_000)
+    assert_books_balanced(payment_id=payment.pk)
+
+    # One refund cannot take both the held money and more of the transfer:
+    # a clear 400, nothing sent, nothing written.
+    sim_stripe.calls.clear()
+    response = refund(market, payment)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "invalid_amount"
+    assert sim_stripe.calls == []
+    assert payment.refunds.count() == 1
+
+    # Refunding it again refunds from the platform's balance: no second
+    # reversal of the doer's transfer, no second fee refund.
+    assert refund(market, payment, amount=5_000).status_code == 200
+    assert stripe_transfer["amount_reversed"] == 5_000
+    assert sim_stripe.balances[doer]["usd"] == 4_500
+    payment = market.payment(payment.pk)
+    assert (payment.status, payment.amount_refunded, payment.amount_reversed) == (
+        "partially_refunded",
+        5_000,
+        4_500,
+    )
+    assert (payment.amount_released, payment.amount_held) == (5_000, 0)
+    assert_money_invariants(sim_stripe, payment)
+    assert_books_balanced(payment_id=payment.pk)
+
+    # The rest reverses the rest of the transfer, as any refund after release.
+    assert refund(market, payment).status_code == 200
+    assert stripe_transfer["amount_reversed"] == 10_000
+    assert sim_stripe.balances[doer]["usd"] == 0
+    payment = market.payment(payment.pk)
+    assert (payment.status, payment.amount_refunded, payment.amount_reversed) == (
+        "refunded",
+        10_000,
+        9_000,
+    )
     assert_books_balanced(payment_id=payment.pk)
 
 

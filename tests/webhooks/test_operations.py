@@ -19,7 +19,7 @@ from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.webhooks import registry
 from tests import factories
 from tests.webhooks import stripe_objects as so
-from tests.webhooks.conftest import events, intent_for, simulated_account
+from tests.webhooks.conftest import MANUAL, events, intent_for, simulated_account
 
 pytestmark = pytest.mark.django_db
 
@@ -264,6 +264,24 @@ def test_report_json(busy_marketplace: Any) -> None:
     assert report["accounts_with_requirements_due"]["items"][0]["currently_due"] == [
         "external_account"
     ]
+
+
+def test_report_funded_volume_counts_what_was_charged(make_payment: Any) -> None:
+    # A manual-capture hold of 10,000 captured for 4,000 in the dashboard
+    # charged the customer 4,000: the other 6,000 never left their card.
+    make_payment(
+        "released",
+        strategy=MANUAL,
+        amount_captured=4_000,
+        amount_released=4_000,
+        amount_transferred=3_000,
+        held_at=timezone.now(),
+    )
+    make_payment("held", amount=2_500, platform_fee=250, held_at=timezone.now())
+    report = json.loads(run("escrow_report", "--format", "json"))
+    assert report["payments"]["funded"] == 2
+    assert report["payments"]["funded_volume"] == {"usd": 6_500}
+    assert "funded volume: usd: 6500" in run("escrow_report")
 
 
 def test_report_text_and_check(busy_marketplace: Any) -> None:

@@ -88,6 +88,43 @@ def test_after_a_capture_for_less_a_dashboard_refund_counts_within_what_was_capt
     )
 
 
+def test_a_refund_of_an_uncaptured_rest_smaller_than_the_capture_is_not_counted(
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
+) -> None:
+    # Captured for 6,000 of 10,000: the uncaptured 4,000 would fit in what
+    # was charged, yet it was never charged.
+    scene = make_payment(
+        "released",
+        strategy=MANUAL,
+        amount_captured=6_000,
+        amount_released=6_000,
+        amount_transferred=5_000,
+    )
+    rest = refund_of(scene, amount=4_000, status="pending", reason="expired_uncaptured_charge")
+    deliver.platform(so.event("refund.created", rest))
+    deliver.platform(so.event("refund.updated", dict(rest, status="succeeded")))
+    [row] = refunds(scene)
+    assert (row.stripe_refund_id, row.status) == (rest["id"], "succeeded")
+    payment = scene.refresh()
+    assert (payment.status, payment.amount_refunded, payment.refundable_amount) == (
+        "released",
+        0,
+        6_000,
+    )
+    assert sent.of("payment_refunded") == []
+
+
+def test_a_refund_of_the_uncaptured_rest_before_the_capture_is_booked_is_not_counted(
+    deliver: Any, make_payment: Any, sim_stripe: Any
+) -> None:
+    # Its event arrives while the payment still shows the hold.
+    scene = make_payment("held", strategy=MANUAL)
+    rest = refund_of(scene, amount=4_000, status="succeeded", reason="expired_uncaptured_charge")
+    deliver.platform(so.event("refund.created", rest))
+    payment = scene.refresh()
+    assert (payment.status, payment.amount_refunded, payment.amount_held) == ("held", 0, 10_000)
+
+
 def test_refund_that_fails_later_gives_the_amount_back(
     deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
