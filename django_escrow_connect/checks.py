@@ -116,6 +116,12 @@ def check_migration_dependencies(app_configs: Any = None, **kwargs: Any) -> list
     """
     errors: list[Any] = []
     disk: dict[tuple[str, str], Any] | None = None
+    migrated_apps: set[str] = set()
+    unmigrated: set[str] = set()
+    # Only migrate (and `check --database`) passes databases: there an app
+    # without migrations is about to fail; makemigrations, which creates them,
+    # must not be stopped by the same error.
+    migrating = bool(kwargs.get("databases"))
     for model_name in MIGRATION_DEPENDENCY_MODELS:
         name = migration_dependency_setting(model_name)
         version = getattr(settings, name, None)
@@ -148,12 +154,40 @@ def check_migration_dependencies(app_configs: Any = None, **kwargs: Any) -> list
             loader = MigrationLoader(None, load=False)
             loader.load_disk()
             disk = loader.disk_migrations
+            migrated_apps = set(loader.migrated_apps)
             if not any(key[0] == APP_LABEL for key in disk):
                 # Migrations disabled (MIGRATION_MODULES, as test settings
                 # often do): the tables are made from the models, in no order.
                 return errors
+        if migrating and version is None and model._meta.app_label not in unmigrated:
+            missing = _check_app_has_migrations(model, disk, migrated_apps)
+            if missing:
+                unmigrated.add(model._meta.app_label)  # one error per app, not per model
+            errors.extend(missing)
         errors.extend(_check_dependency_creates(name, model, version, disk))
     return errors
+
+
+def _check_app_has_migrations(
+    model: Any, disk: dict[tuple[str, str], Any], migrated_apps: set[str]
+) -> list[Any]:
+    """Before migrate: the escrow_connect migrations wait for the model's app's first one.
+
+    An app with a migrations package but no migration in it (``startapp``,
+    then ``migrate`` without ``makemigrations``) makes Django stop with
+    *Dependency on app with no migrations*, which does not say what to run.
+    """
+    app_label = model._meta.app_label
+    if app_label not in migrated_apps or any(key[0] == app_label for key in disk):
+        return []
+    return [
+        Error(
+            f"{model._meta.label} has no migration yet, and the escrow_connect "
+            f"migrations wait for the first migration of {app_label!r}.",
+            hint=f"Run `python manage.py makemigrations {app_label}` first, then migrate.",
+            id="escrow_connect.E005",
+        )
+    ]
 
 
 def _check_dependency_creates(
@@ -162,7 +196,8 @@ def _check_dependency_creates(
     app_label = model._meta.app_label
     own = {key[1]: migration for key, migration in disk.items() if key[0] == app_label}
     if not own:
-        # The host has not run makemigrations for its app yet.
+        # The host has not run makemigrations for its app yet (E005 stops
+        # migrate until it has).
         if version is None:
             return []
         return [

@@ -7,10 +7,13 @@ migrations then wait for it, and the system checks catch a wrong name.
 from __future__ import annotations
 
 import importlib
+import io
 import pathlib
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from django_escrow_connect import swappable
@@ -99,3 +102,21 @@ def test_nothing_to_check_when_the_packages_migrations_are_disabled():
     disabled = {"escrow_connect": None, "testapp": None}
     with override_settings(MIGRATION_MODULES=disabled, **{TASK_SETTING: "0002_task"}):
         assert check_migration_dependencies() == []
+
+
+@pytest.mark.django_db
+def test_migrate_before_makemigrations_names_the_command_to_run():
+    # README/installation: a host that runs migrate right after startapp got
+    # Django's "Dependency on app with no migrations: testapp" traceback.
+    empty = {"testapp": "tests.foundation.empty_task_migrations"}
+    with override_settings(MIGRATION_MODULES=empty):
+        with pytest.raises(SystemCheckError) as raised:
+            call_command("migrate", skip_checks=False, verbosity=0)
+        message = str(raised.value)
+        assert "escrow_connect.E005" in message
+        assert "makemigrations testapp" in message
+        # makemigrations and a plain check, which come first, are not stopped.
+        call_command("check", stdout=io.StringIO())
+        call_command(
+            "makemigrations", "testapp", dry_run=True, skip_checks=False, stdout=io.StringIO()
+        )

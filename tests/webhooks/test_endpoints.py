@@ -19,6 +19,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.db import connections
 from django.urls import resolve
 
+from django_escrow_connect.simulation import SIMULATED_WEBHOOK_SECRET
 from django_escrow_connect.states import WebhookEndpoint
 from tests.webhooks import stripe_objects as so
 from tests.webhooks.conftest import (
@@ -134,6 +135,21 @@ class EndpointContract:
     def test_no_secret_configured(self, deliver: Any, settings: Any) -> None:
         escrow_settings(settings, **{self.secrets_setting: []})
         self.refused(deliver.post(self.endpoint, self.event()))
+
+    def test_simulated_gateway_without_secrets_takes_only_its_own_events(
+        self, deliver: Any, settings: Any, sim_stripe: Any
+    ) -> None:
+        # docs/simulated.md: a development host on the simulated Stripe sets no
+        # whsec_; the simulation signs with its own secret, and only that one
+        # verifies. A bare string is still refused as a whole.
+        escrow_settings(settings, **{self.secrets_setting: "whsec_string_setting"})
+        self.refused(deliver.post(self.endpoint, self.event(), secret=SIMULATED_WEBHOOK_SECRET))
+        escrow_settings(settings, **{self.secrets_setting: []})
+        self.refused(deliver.post(self.endpoint, self.event()))
+        evt = self.event()
+        response = deliver.post(self.endpoint, evt, secret=SIMULATED_WEBHOOK_SECRET)
+        assert response.status_code == 200, response.content
+        assert events().get().stripe_event_id == evt["id"]
 
     @pytest.mark.parametrize("signed_with", ["w", "whsec_string_setting"])
     def test_a_string_setting_is_no_secret_at_all(

@@ -1,0 +1,1 @@
+"""The testapp host's migrations package before its first makemigrations: empty."""
