@@ -616,6 +616,38 @@ def test_the_dispute_admin_shows_and_filters_a_tips_dispute(market, client):
     assert tip_page in page.content.decode()
 
 
+def test_a_tips_dispute_is_emailed_to_the_customer_and_the_doer(market, settings):
+    from django.core import mail
+
+    configure(
+        settings,
+        TIP_MAX_AMOUNT={"usd": TIP_LIMIT},
+        NOTIFICATION_BACKENDS=["django_escrow_connect.notifications.backends.EmailBackend"],
+    )
+    payment = market.released_payment()
+    tip = pay_tip(market, add_tip(market, payment, 800).json()["id"])
+    mail.outbox.clear()
+
+    with market.capture(execute=True):
+        opened = SimulatedGateway().open_dispute(tip.stripe_charge_id)
+    with market.capture(execute=True):
+        SimulatedGateway().close_dispute(opened.id, won=False)
+
+    task = str(payment.task)
+    assert [m.subject for m in mail.outbox] == [
+        f'The tip for "{task}" is disputed',
+        f'Tip dispute lost: "{task}"',
+    ]
+    opened_mail, closed_mail = mail.outbox
+    for message in mail.outbox:
+        assert sorted(message.to) == sorted([market.customer.email, market.doer.email])
+        assert f"Tip reference: {tip.pk}" in message.body
+        assert f"Payment reference: {payment.pk}" in message.body
+    assert "disputed the tip of 8.00 USD" in opened_mail.body
+    assert "The payment itself is not disputed" in opened_mail.body
+    assert "The disputed 8.00 USD went back to the customer." in closed_mail.body
+
+
 def test_an_early_fraud_warning_on_a_tips_charge_is_an_incident(
     market, escrow_deliver, tip_signals
 ):
