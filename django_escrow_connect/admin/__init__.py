@@ -301,10 +301,13 @@ class RefundAdmin(ChildAdmin):
     search_fields = ("stripe_refund_id", "idempotency_key")
 
 
-class DisputeAdmin(ChildAdmin):
+# ChildAdmin's settings plus the tip; not its subclass, whose attributes mypy types as
+# those exact tuples.
+class DisputeAdmin(ReadOnlyMoneyAdmin):
     list_display = (
         "stripe_dispute_id",
         "payment",
+        "tip",
         "amount",
         "currency",
         "status",
@@ -312,8 +315,11 @@ class DisputeAdmin(ChildAdmin):
         "evidence_due_by",
         "closed_at",
     )
-    list_filter = ("status", "reason", "currency")
+    # Not empty: a dispute of a tip's charge, which never moves the payment.
+    list_filter = ("status", "reason", "currency", ("tip", admin.EmptyFieldListFilter))
     search_fields = ("stripe_dispute_id", "stripe_charge_id")
+    list_select_related = ("payment", "tip")
+    raw_id_fields = ("payment", "tip")
 
 
 class IncidentAdmin(IncidentActionsMixin, ReadOnlyMoneyAdmin):

@@ -735,6 +735,12 @@ class RefundOutput(serializers.Serializer[Any]):
 
 class DisputeOutput(serializers.Serializer[Any]):
     stripe_dispute_id = serializers.CharField()
+    tip = serializers.CharField(
+        source="tip_id",
+        allow_null=True,
+        help_text="The id of the tip whose charge is disputed (as the tips endpoint gives it); "
+        "null for a dispute of the payment's own charge.",
+    )
     status = serializers.CharField()
     amount = serializers.IntegerField()
     currency = serializers.CharField()

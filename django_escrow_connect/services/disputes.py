@@ -21,8 +21,8 @@ delivered late or the appeal's outcome is told by the event's time against
 the appeal's start (``appealed_at``).
 
 A tip's charge (docs/tips.md) is disputed the same way, and Stripe debits
-the platform for it too. Its Dispute row belongs to the tip's payment (the
-charge is the tip's; ``released_when_opened`` names the tip and what it had
+the platform for it too. Its Dispute row belongs to the tip's payment and
+names the tip (``tip``; ``released_when_opened`` lists what the tip had
 sent), follows the same forward-only rules and freezes the payment's
 release while open, but never moves the payment's state: the payment's own
 charge is not disputed. It sends ``tip_dispute_opened`` and
@@ -167,6 +167,7 @@ def apply_dispute(
             tip_outcomes.require_tip_paid(tip, f"Dispute {snapshot.id}")
         dispute = Dispute.objects.create(
             payment=payment,
+            tip=tip,
             stripe_dispute_id=snapshot.id,
             stripe_charge_id=snapshot.charge or (tip or payment).stripe_charge_id,
             amount=snapshot.amount,
@@ -285,9 +286,7 @@ def _released_so_far(payment: Any) -> dict[str, Any]:
 def _close(payment: Any, dispute: Any, *, event_id: str) -> None:
     # The payment's own disputes only: a dispute of one of its tips' charges
     # never moved the payment, so it must not keep it disputed either.
-    others = payment.disputes.exclude(pk=dispute.pk).exclude(
-        stripe_charge_id__in=payment.tips.exclude(stripe_charge_id="").values("stripe_charge_id")
-    )
+    others = payment.disputes.exclude(pk=dispute.pk).filter(tip__isnull=True)
     still_open = others.exclude(status__in=list(DISPUTE_CLOSED_STATES))
     if payment.status == S.DISPUTED and not still_open.exists():
         if dispute.status in _KEPT:

@@ -117,6 +117,8 @@ def _open_disputes() -> dict[str, Any]:
         {
             "dispute": d.stripe_dispute_id,
             "payment": str(d.payment_id),
+            # A tip's dispute (docs/tips.md): the payment itself is not disputed.
+            "tip": str(d.tip_id) if d.tip_id is not None else None,
             "status": d.status,
             "amount": d.amount,
             "currency": d.currency,
@@ -250,7 +252,9 @@ def render_text(report: dict[str, Any]) -> str:
         "",
         f"Open disputes: {disputes['count']}",
         *(
-            f"  {d['dispute']} payment {d['payment']} {d['status']} {d['amount']} "
+            f"  {d['dispute']} payment {d['payment']}"
+            + (f" tip {d['tip']}" if d["tip"] else "")
+            + f" {d['status']} {d['amount']} "
             f"{d['currency']} evidence due {d['evidence_due_by'] or '-'}"
             for d in disputes["items"]
         ),

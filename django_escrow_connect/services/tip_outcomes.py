@@ -319,9 +319,11 @@ def require_tip_paid(tip: Any, what: str) -> None:
 
 
 def tip_paid_out(tip: Any) -> dict[str, Any]:
-    """What a tip had sent to its recipients: recorded on its dispute, not acted on."""
+    """What a tip had sent to its recipients: recorded on its dispute, not acted on.
+
+    The tip itself is the dispute's ``tip``.
+    """
     return {
-        "tip_id": str(tip.pk),
         "transfers": [
             {
                 "transfer": row.stripe_transfer_id,

@@ -43,6 +43,69 @@ def test_migrate_to_zero_and_back():
     assert "Applying escrow_connect.0001_initial" in out.getvalue()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_0014_gives_the_tip_disputes_recorded_before_it_their_tip():
+    """Before 0014 a tip's dispute was told apart by its charge id only; the
+    data migration sets ``tip`` on those rows, and only on those."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    from django_escrow_connect import factories as escrow_factories
+    from tests import factories
+
+    before = [("escrow_connect", "0013_captured_amount")]
+    MigrationExecutor(connection).migrate(before)
+    old_apps = MigrationExecutor(connection).loader.project_state(before).apps
+    OldDispute = old_apps.get_model("escrow_connect", "Dispute")
+    Tip = swappable.load("EscrowTip")  # its table is the same before and after
+
+    customer, doer = factories.make_user("customer"), factories.make_user("doer")
+    payments = [
+        escrow_factories.make_payment(
+            factories.make_task(customer, payee_user=doer), status="released"
+        )
+        for _ in range(2)
+    ]
+    tips = [
+        Tip.objects.create(
+            payment=payment,
+            payer=customer,
+            amount=500,
+            currency="usd",
+            stripe_payment_intent_id=f"pi_tip_{n}",
+            stripe_charge_id=f"ch_tip_{n}",
+            intent_idempotency_key=f"tip-key-{n}",
+        )
+        for n, payment in enumerate(payments)
+    ]
+
+    def dispute(dispute_id: str, payment: object, charge: str) -> None:
+        OldDispute.objects.create(
+            payment_id=payment.pk,  # type: ignore[attr-defined]
+            stripe_dispute_id=dispute_id,
+            stripe_charge_id=charge,
+            amount=500,
+            currency="usd",
+            status="needs_response",
+        )
+
+    dispute("du_own", payments[0], payments[0].stripe_charge_id)
+    dispute("du_tip_0", payments[0], "ch_tip_0")
+    dispute("du_tip_1", payments[1], "ch_tip_1")
+    # The charge of another payment's tip: not a tip of this payment.
+    dispute("du_elsewhere", payments[0], "ch_tip_1")
+
+    MigrationExecutor(connection).migrate([("escrow_connect", "0014_dispute_tip")])
+
+    tip_of = dict(swappable.load("Dispute").objects.values_list("stripe_dispute_id", "tip_id"))
+    assert tip_of == {
+        "du_own": None,
+        "du_tip_0": tips[0].pk,
+        "du_tip_1": tips[1].pk,
+        "du_elsewhere": None,
+    }
+
+
 def test_foreign_keys_point_at_the_models_in_use():
     Payment = swappable.load("EscrowPayment")
     Task = swappable.load("Task")

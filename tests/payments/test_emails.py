@@ -37,6 +37,8 @@ MAIN_EVENTS = {
     "payee_transfer_failed",
     "tip_paid",
     "tip_transfer_failed",
+    "tip_dispute_opened",
+    "tip_dispute_closed",
 }
 
 
@@ -83,7 +85,9 @@ def context():
         "transfers": [SimpleNamespace(amount=1_800, currency="eur")],
         "transfer": SimpleNamespace(amount=1_080, currency="eur", failure_code="account_closed"),
         "payee": SimpleNamespace(user=None),
-        "tip": SimpleNamespace(amount=500, currency="eur", platform_fee=50),
+        "tip": SimpleNamespace(
+            pk="0b8f4c1e-2d3a-4e5f-9a6b-7c8d9e0f1a2b", amount=500, currency="eur", platform_fee=50
+        ),
     }
 
 
@@ -282,6 +286,8 @@ def test_a_released_milestone_is_emailed_with_what_was_sent(market, sim_stripe, 
         ("payee_transfer_failed", "Transfer an einen Zahlungsempfänger"),
         ("tip_paid", "Trinkgeld von 5.00 EUR"),
         ("tip_transfer_failed", "Das Trinkgeld für"),
+        ("tip_dispute_opened", "Das Trinkgeld für „Logo <design> for Bloom & Co“ wird angefochten"),
+        ("tip_dispute_closed", "Trinkgeld-Anfechtung lost: „Logo <design> for Bloom & Co“"),
     ],
 )
 def test_the_split_and_tip_emails_are_translated(event, german):

@@ -485,13 +485,14 @@ def test_a_dispute_on_a_tips_charge_is_recorded_and_signalled(market, tip_signal
     }
     dispute = payment.disputes.get()
     assert dispute.stripe_dispute_id == opened.id
+    assert dispute.tip == tip
+    assert list(tip.disputes.all()) == [dispute]
     assert dispute.stripe_charge_id == tip.stripe_charge_id
     assert (dispute.amount, dispute.currency, dispute.status) == (800, "usd", "needs_response")
     # Stripe debited the platform; what the tip had sent to the doer is kept.
     assert dispute.funds_withdrawn == 800
     (row,) = tip.transfers.all()
     assert dispute.released_when_opened == {
-        "tip_id": str(tip.pk),
         "transfers": [
             {
                 "transfer": row.stripe_transfer_id,
@@ -545,6 +546,106 @@ def test_the_payments_own_dispute_closes_while_a_tips_dispute_is_open(market, ti
     payment.refresh_from_db()
     assert payment.status == "released"
     assert sorted(d.status for d in payment.disputes.all()) == ["needs_response", "won"]
+
+
+def a_tips_dispute_and_the_payments_own(market):
+    """A released payment with a paid tip; both charges disputed: (payment, tip, tip's, own)."""
+    payment = market.released_payment()
+    tip = pay_tip(market, add_tip(market, payment, 500).json()["id"])
+    with market.capture(execute=True):
+        of_tip = SimulatedGateway().open_dispute(tip.stripe_charge_id, reason="duplicate")
+        own = SimulatedGateway().open_dispute(payment.stripe_charge_id)
+    return payment, tip, of_tip.id, own.id
+
+
+def test_the_payment_detail_marks_a_tips_dispute_with_the_tip(market):
+    payment, tip, of_tip, own = a_tips_dispute_and_the_payments_own(market)
+
+    response = market.get(market.customer, "payment-detail", payment_id=payment.pk)
+
+    assert response.status_code == 200, response.content
+    disputes = {d["stripe_dispute_id"]: d for d in response.json()["disputes"]}
+    # The tip as the tips endpoint names it; null for the payment's own charge.
+    (listed,) = market.client(market.customer).get(tips_url(payment)).json()["results"]
+    assert disputes[of_tip]["tip"] == listed["id"] == str(tip.pk)
+    assert (disputes[of_tip]["amount"], disputes[of_tip]["reason"]) == (500, "duplicate")
+    assert disputes[own]["tip"] is None
+
+
+def test_the_report_names_the_tip_of_an_open_dispute(market):
+    from django.core.management import call_command
+
+    payment, tip, of_tip, own = a_tips_dispute_and_the_payments_own(market)
+
+    out = io.StringIO()
+    call_command("escrow_report", "--format", "json", stdout=out)
+    items = {d["dispute"]: d for d in json.loads(out.getvalue())["open_disputes"]["items"]}
+    assert (items[of_tip]["payment"], items[of_tip]["tip"]) == (str(payment.pk), str(tip.pk))
+    assert items[own]["tip"] is None
+    out = io.StringIO()
+    call_command("escrow_report", stdout=out)
+    assert f"{of_tip} payment {payment.pk} tip {tip.pk} needs_response" in out.getvalue()
+    assert f"{own} payment {payment.pk} needs_response" in out.getvalue()
+
+
+def test_the_dispute_admin_shows_and_filters_a_tips_dispute(market, client):
+    from django.contrib import admin
+
+    Dispute = swappable.load("Dispute")
+    if not admin.site.is_registered(Dispute):
+        pytest.skip("the dispute model is swapped: the host registers its admin")
+    _payment, tip, of_tip, own = a_tips_dispute_and_the_payments_own(market)
+    market.staff.is_superuser = True
+    market.staff.save()
+    client.force_login(market.staff)
+    changelist = reverse("admin:escrow_connect_dispute_changelist")
+
+    tips_only = client.get(changelist, {"tip__isempty": "0"}).content.decode()
+    own_only = client.get(changelist, {"tip__isempty": "1"}).content.decode()
+
+    assert of_tip in tips_only
+    assert own not in tips_only
+    assert str(tip) in tips_only  # the tip column
+    assert own in own_only
+    assert of_tip not in own_only
+    dispute = Dispute.objects.get(stripe_dispute_id=of_tip)
+    page = client.get(reverse("admin:escrow_connect_dispute_change", args=[dispute.pk]))
+    assert page.status_code == 200
+    # The change page links the tip.
+    tip_page = reverse(f"admin:{tip._meta.app_label}_{tip._meta.model_name}_change", args=[tip.pk])
+    assert tip_page in page.content.decode()
+
+
+def test_a_tips_dispute_is_emailed_to_the_customer_and_the_doer(market, settings):
+    from django.core import mail
+
+    configure(
+        settings,
+        TIP_MAX_AMOUNT={"usd": TIP_LIMIT},
+        NOTIFICATION_BACKENDS=["django_escrow_connect.notifications.backends.EmailBackend"],
+    )
+    payment = market.released_payment()
+    tip = pay_tip(market, add_tip(market, payment, 800).json()["id"])
+    mail.outbox.clear()
+
+    with market.capture(execute=True):
+        opened = SimulatedGateway().open_dispute(tip.stripe_charge_id)
+    with market.capture(execute=True):
+        SimulatedGateway().close_dispute(opened.id, won=False)
+
+    task = str(payment.task)
+    assert [m.subject for m in mail.outbox] == [
+        f'The tip for "{task}" is disputed',
+        f'Tip dispute lost: "{task}"',
+    ]
+    opened_mail, closed_mail = mail.outbox
+    for message in mail.outbox:
+        assert sorted(message.to) == sorted([market.customer.email, market.doer.email])
+        assert f"Tip reference: {tip.pk}" in message.body
+        assert f"Payment reference: {payment.pk}" in message.body
+    assert "disputed the tip of 8.00 USD" in opened_mail.body
+    assert "The payment itself is not disputed" in opened_mail.body
+    assert "The disputed 8.00 USD went back to the customer." in closed_mail.body
 
 
 def test_an_early_fraud_warning_on_a_tips_charge_is_an_incident(

@@ -104,13 +104,27 @@ def _dispute_not_final(dispute: AbstractDispute) -> bool:
 
 
 class AbstractDispute(ConcurrentTransitionMixin, TimestampedModel):
-    """A customer's dispute (or inquiry) of a payment's charge; freezes release while open."""
+    """A dispute (or inquiry) of a payment's charge or of its tip's; freezes release while open."""
 
     payment = models.ForeignKey(
         model_name("EscrowPayment"),
         verbose_name=_("payment"),
         on_delete=models.PROTECT,
         related_name="disputes",
+    )
+    # A tip's charge is disputed on the tip's payment (docs/tips.md), but it
+    # never moves the payment: this tells the two apart without matching
+    # charge ids. Null for the payment's own charge.
+    tip = models.ForeignKey(
+        model_name("EscrowTip"),
+        verbose_name=_("tip"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="disputes",
+        help_text=_(
+            "The tip whose charge is disputed; empty for a dispute of the payment's own charge."
+        ),
     )
     stripe_dispute_id = models.CharField(_("Stripe dispute id"), max_length=255)
     stripe_charge_id = models.CharField(_("Stripe charge id"), max_length=255)
