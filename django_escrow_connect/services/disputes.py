@@ -43,7 +43,7 @@ from ..notifications import notify
 from ..states import DISPUTE_APPEAL_STATES, DISPUTE_CLOSED_STATES, DisputeStatus
 from ..states import PaymentStatus as S
 from . import errors, tip_outcomes
-from .common import lock_payment_for, model
+from .common import lock_payment_for, model, open_disputes
 from .stripe_objects import require_funded
 from .task_status import sync_task_status
 
@@ -288,7 +288,7 @@ def _close(payment: Any, dispute: Any, *, event_id: str) -> None:
     others = payment.disputes.exclude(pk=dispute.pk).exclude(
         stripe_charge_id__in=payment.tips.exclude(stripe_charge_id="").values("stripe_charge_id")
     )
-    still_open = others.exclude(status__in=list(DISPUTE_CLOSED_STATES))
+    still_open = open_disputes(others)
     if payment.status == S.DISPUTED and not still_open.exists():
         if dispute.status in _KEPT:
             payment.win_dispute()
