@@ -145,6 +145,34 @@ def test_admin_replay_runs_outside_a_request_wide_transaction(
     assert events().get().status == "processed"
 
 
+def test_admin_replay_inside_a_transaction_replays_nothing(
+    deliver: Any, flaky: list[int], admin_user: Any, rf: Any
+) -> None:
+    """A host that wraps the admin in a transaction some other way (not
+    ATOMIC_REQUESTS): the confirmed replay refuses instead of running there."""
+    from django.contrib import admin
+    from django.contrib.messages import get_messages
+    from django.contrib.messages.storage.fallback import FallbackStorage
+    from django.db import transaction
+
+    deliver.platform(so.event(FLAKY, so.charge()))
+    flaky[0] = 0
+    Event = swappable.load("WebhookEvent")
+    model_admin = admin.site._registry[Event]
+    request = rf.post("/", {"confirm": "yes"})
+    request.user = admin_user
+    request.session = {}
+    request._messages = FallbackStorage(request)
+    with transaction.atomic():
+        answer = model_admin.replay_events(request, Event.objects.all())
+    assert answer is None
+    assert [str(m) for m in get_messages(request)] == [
+        "Nothing replayed: a database transaction is open, and replaying must run "
+        "outside one (its handlers read Stripe) (in_transaction)."
+    ]
+    assert (events().get().status, events().get().attempts) == ("failed", 1)
+
+
 # --------------------------------------------------------------------------
 # escrow_fetch_missed_events
 # --------------------------------------------------------------------------
