@@ -28,7 +28,7 @@ from .conf import (
 )
 from .gateway.base import AccountsV2Gateway, PaymentGateway
 from .gateway.basegateway import BaseGateway
-from .money import normalize_currency
+from .money import MAX_CHARGE_AMOUNT, normalize_currency
 from .swappable import (
     APP_LABEL,
     MIGRATION_DEPENDENCY_MODELS,
@@ -798,6 +798,19 @@ def _check_tips(limits: Any) -> list[Any]:
                 id="escrow_connect.E060",
             )
         )
+    else:
+        # A tip is charged on its own PaymentIntent: a bound above what Stripe
+        # charges would let tips through that Stripe then refuses.
+        too_large = sorted(code for code, bound in limits.items() if bound > MAX_CHARGE_AMOUNT)
+        if too_large:
+            found.append(
+                Error(
+                    f"{_key('TIP_MAX_AMOUNT')} allows more than Stripe charges in one "
+                    f"payment ({MAX_CHARGE_AMOUNT} minor units) for: {', '.join(too_large)}.",
+                    hint=f"Lower those entries to {MAX_CHARGE_AMOUNT} or less.",
+                    id="escrow_connect.E060",
+                )
+            )
     try:
         fee = escrow_settings.TIP_FEE
     except ImportError:

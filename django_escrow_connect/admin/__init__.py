@@ -13,8 +13,11 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import swapper
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -24,10 +27,16 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from ..services.operations import in_transaction
 from ..services.report import build_report
 from ..swappable import APP_LABEL
 from ..webhooks.operations import replay_events as replay_webhook_events
-from .actions import AccountActionsMixin, IncidentActionsMixin, PaymentActionsMixin
+from .actions import (
+    CONFIRMATION_TEMPLATE,
+    AccountActionsMixin,
+    IncidentActionsMixin,
+    PaymentActionsMixin,
+)
 
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[Any]
@@ -378,8 +387,29 @@ class WebhookEventAdmin(ReadOnlyMoneyAdmin):
     change_list_template = "escrow_connect/admin/webhookevent_change_list.html"
 
     @admin.action(description=_("Replay selected events"), permissions=["change"])
-    def replay_events(self, request: HttpRequest, queryset: Any) -> None:
-        counts = replay_webhook_events(queryset.values_list("pk", flat=True))
+    def replay_events(self, request: HttpRequest, queryset: Any) -> TemplateResponse | None:
+        """Confirm (the events listed), then process them again, oldest first.
+
+        Replaying runs the handlers: they move payments and may read Stripe
+        (``ReadFirst``) or finish a transfer, so it must run with no
+        transaction open, as ``escrow_replay_events`` does. The changelist is
+        marked ``non_atomic_requests`` (``get_urls``); inside a transaction
+        anyway (a host's middleware) it refuses rather than run.
+        """
+        events = list(queryset.order_by("received_at", "pk"))
+        if "confirm" not in request.POST:
+            return self._confirm_replay(request, events)
+        if in_transaction():
+            self.message_user(
+                request,
+                gettext(
+                    "Nothing replayed: a database transaction is open, and replaying "
+                    "must run outside one (its handlers read Stripe) (in_transaction)."
+                ),
+                messages.ERROR,
+            )
+            return None
+        counts = replay_webhook_events(event.pk for event in events)
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         level = messages.WARNING if counts.get("failed") else messages.SUCCESS
         self.message_user(
@@ -387,6 +417,35 @@ class WebhookEventAdmin(ReadOnlyMoneyAdmin):
             gettext("Replayed: %(summary)s.") % {"summary": summary or gettext("nothing")},
             level,
         )
+        return None
+
+    def _confirm_replay(self, request: HttpRequest, events: list[Any]) -> TemplateResponse:
+        """The confirmation page: each event selected, and what replaying it does."""
+        label = gettext("Replay selected events")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": gettext("%(action)s: are you sure?") % {"action": label},
+            "kind": "replay_events",
+            "label": label,
+            "explanation": gettext(
+                "Each event is processed again, oldest first, whatever its state: its "
+                "handler compares it with the current state, so an event already applied "
+                "changes nothing. What escrow_replay_events --event does."
+            ),
+            "items": [(event, self._replay_lines(event)) for event in events],
+            "form": forms.Form(),
+            "single": False,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, CONFIRMATION_TEMPLATE, context)
+
+    @staticmethod
+    def _replay_lines(event: Any) -> list[str]:
+        lines = [gettext("%(n)s attempts") % {"n": event.attempts}]
+        if event.last_error:
+            lines.append(event.last_error[:120])
+        return lines
 
     def get_urls(self) -> list[Any]:
         info = (self.model._meta.app_label, self.model._meta.model_name)
@@ -395,7 +454,13 @@ class WebhookEventAdmin(ReadOnlyMoneyAdmin):
             self.admin_site.admin_view(self.report_view),
             name=f"{info[0]}_{info[1]}_report",
         )
-        return [report, *super().get_urls()]
+        urls = super().get_urls()
+        for pattern in urls:
+            if getattr(pattern, "name", "") == f"{info[0]}_{info[1]}_changelist":
+                # The replay action runs webhook handlers, which must run with
+                # no transaction open: not inside ATOMIC_REQUESTS' one.
+                transaction.non_atomic_requests(pattern.callback)
+        return [report, *urls]
 
     def report_view(self, request: HttpRequest) -> Any:
         """The ``escrow_report`` command's report as a page (``?days=7``, ``?format=json``)."""

@@ -8,12 +8,14 @@ need not change their global ``EXCEPTION_HANDLER``.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.utils.translation import gettext as _
 from rest_framework import exceptions, status
+from rest_framework.exceptions import ErrorDetail
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -45,11 +47,15 @@ def handle_exception(exc: Exception) -> Response | None:
             "invalid",
             _("The request is not valid."),
             status.HTTP_400_BAD_REQUEST,
-            fields=exc.detail,
+            fields=_encodable(exc.detail),
         )
     if isinstance(exc, exceptions.APIException):
         detail = exc.detail
-        message = str(detail) if not isinstance(detail, (dict, list)) else _("Request refused.")
+        message = (
+            _replace_surrogates(str(detail))
+            if not isinstance(detail, (dict, list))
+            else _("Request refused.")
+        )
         response = error_response(
             getattr(detail, "code", None) or exc.default_code, message, exc.status_code
         )
@@ -62,6 +68,32 @@ def handle_exception(exc: Exception) -> Response | None:
             response["Retry-After"] = str(int(wait))
         return response
     return None
+
+
+def _replace_surrogates(text: str) -> str:
+    return _SURROGATES.sub("\ufffd", text)
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _encodable(detail: Any) -> Any:
+    """A validation error's detail with lone surrogates replaced by U+FFFD.
+
+    JSON may carry a lone surrogate (``"\\ud800"``), which no UTF-8 text can
+    hold. DRF's messages repeat what was sent (an unknown field's name, ``"x"
+    is not a valid choice``), and rendering such a message as UTF-8 raised
+    ``UnicodeEncodeError``: the 400 became a 500.
+    """
+    if isinstance(detail, dict):
+        return {_replace_surrogates(str(k)): _encodable(v) for k, v in detail.items()}
+    if isinstance(detail, list):
+        return [_encodable(item) for item in detail]
+    if isinstance(detail, ErrorDetail):
+        return ErrorDetail(_replace_surrogates(str(detail)), code=detail.code)
+    if isinstance(detail, str):
+        return _replace_surrogates(detail)
+    return detail
 
 
 class _NestingSafeParser(BaseParser):

@@ -16,6 +16,7 @@ from .. import swappable
 from ..conf import escrow_settings
 from ..exceptions import CardDeclined, GatewayError
 from ..gateway import AccountsV2Gateway, PaymentGateway, get_gateway
+from ..states import DISPUTE_CLOSED_STATES
 from . import errors
 
 logger = logging.getLogger("django_escrow_connect.services")
@@ -78,6 +79,17 @@ def lock_payment(payment_id: Any) -> Any:
     except (payment_model().DoesNotExist, ValueError, TypeError, ValidationError) as exc:
         # A malformed UUID raises ValidationError, not ValueError.
         raise errors.NotFound(_("No such payment.")) from exc
+
+
+def open_disputes(disputes: Any) -> Any:
+    """The disputes of ``disputes`` (a Dispute queryset or manager) not decided yet.
+
+    One definition of "open" for every check that freezes a payment or lists
+    what still needs an answer: a first-round dispute, or an appeal under way
+    (``AbstractDispute.is_open`` for one row). A helper, not a manager method,
+    because a host's swapped Dispute may declare its own manager.
+    """
+    return disputes.exclude(status__in=list(DISPUTE_CLOSED_STATES))
 
 
 def account_for_payee(payee_user: Any = None, payee_organization: Any = None) -> Any:

@@ -43,7 +43,7 @@ from ..notifications import notify
 from ..states import DISPUTE_APPEAL_STATES, DISPUTE_CLOSED_STATES, DisputeStatus
 from ..states import PaymentStatus as S
 from . import errors, tip_outcomes
-from .common import lock_payment_for, model
+from .common import lock_payment_for, model, open_disputes
 from .stripe_objects import require_funded
 from .task_status import sync_task_status
 
@@ -287,7 +287,7 @@ def _close(payment: Any, dispute: Any, *, event_id: str) -> None:
     # The payment's own disputes only: a dispute of one of its tips' charges
     # never moved the payment, so it must not keep it disputed either.
     others = payment.disputes.exclude(pk=dispute.pk).filter(tip__isnull=True)
-    still_open = others.exclude(status__in=list(DISPUTE_CLOSED_STATES))
+    still_open = open_disputes(others)
     if payment.status == S.DISPUTED and not still_open.exists():
         if dispute.status in _KEPT:
             payment.win_dispute()

@@ -30,7 +30,6 @@ from ..fees import compute_platform_fee
 from ..money import InvalidAmount, format_money, validate_minor_amount
 from ..notifications import deliver, notify
 from ..states import (
-    DISPUTE_CLOSED_STATES,
     AccountStatus,
     EscrowStrategy,
     MoneyOperationKind,
@@ -51,6 +50,7 @@ from .common import (
     key_prefix,
     lock_payment,
     model,
+    open_disputes,
     payment_model,
     translate,
 )
@@ -631,7 +631,7 @@ def release_payment(
                         _("A payment that is %(status)s cannot be released.")
                         % {"status": payment.get_status_display().lower()}
                     )
-                if payment.disputes.exclude(status__in=DISPUTE_CLOSED_STATES).exists():
+                if open_disputes(payment.disputes).exists():
                     raise errors.TransitionNotAllowed(
                         _("The payment is disputed; release is frozen.")
                     )

@@ -30,7 +30,6 @@ from django_fsm import can_proceed
 from ..fees import compute_platform_fee
 from ..money import InvalidAmount, validate_minor_amount
 from ..states import (
-    DISPUTE_CLOSED_STATES,
     AccountStatus,
     EscrowStrategy,
     MilestoneStatus,
@@ -42,7 +41,14 @@ from ..states import (
 from ..terms import BASIS_POINTS_WHOLE, split_amount
 from ..transitions import may
 from . import errors, operations, outcomes, radar
-from .common import account_for_payee, idempotency_key, lock_payment, model, payment_model
+from .common import (
+    account_for_payee,
+    idempotency_key,
+    lock_payment,
+    model,
+    open_disputes,
+    payment_model,
+)
 from .task_status import sync_task_status
 
 __all__ = [
@@ -532,7 +538,7 @@ def _refuse_state(payment: Any) -> NoReturn:
 
 
 def _check_not_frozen(payment: Any) -> None:
-    if payment.disputes.exclude(status__in=DISPUTE_CLOSED_STATES).exists():
+    if open_disputes(payment.disputes).exists():
         raise errors.TransitionNotAllowed(_("The payment is disputed; release is frozen."))
     radar.check_not_held(payment)
 

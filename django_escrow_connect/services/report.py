@@ -17,8 +17,9 @@ from django.utils import timezone
 
 from .. import swappable
 from ..conf import escrow_settings
-from ..states import DISPUTE_CLOSED_STATES, AccountStatus, PaymentStatus
+from ..states import AccountStatus, PaymentStatus
 from ..states import WebhookEventStatus as E
+from .common import open_disputes
 
 #: Rows listed per section (the counts are always complete).
 LIST_LIMIT = 50
@@ -108,10 +109,8 @@ def _transfers(since: datetime, until: datetime) -> dict[str, Any]:
 
 
 def _open_disputes() -> dict[str, Any]:
-    disputes = (
-        swappable.load("Dispute")
-        .objects.exclude(status__in=list(DISPUTE_CLOSED_STATES))
-        .order_by("evidence_due_by", "created_at")
+    disputes = open_disputes(swappable.load("Dispute").objects).order_by(
+        "evidence_due_by", "created_at"
     )
     items = [
         {

@@ -17,11 +17,10 @@ from typing import Any
 from django.utils import timezone
 
 from ..conf import escrow_settings
-from ..states import DISPUTE_CLOSED_STATES
 from ..states import PaymentStatus as S
 from . import errors, radar
 from .changes import Change, failed_change, sync_intent
-from .common import payment_model
+from .common import open_disputes, payment_model
 from .payments import cancel_payment, release_payment
 
 __all__ = ["CAPTURE_EXPIRY_ACTIONS", "auto_release", "capture_expiry"]
@@ -173,7 +172,7 @@ def _dry_run_release(payment_id: Any, subject: str, detail: str) -> Change:
     """
     payment = payment_model().objects.get(pk=payment_id)
     refusal = ""
-    if payment.disputes.exclude(status__in=DISPUTE_CLOSED_STATES).exists():
+    if open_disputes(payment.disputes).exists():
         refusal = "dispute_open"
     else:
         try:

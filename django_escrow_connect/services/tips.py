@@ -42,7 +42,7 @@ from django.utils.translation import gettext as _
 from ..exceptions import GatewayError
 from ..fees import compute_tip_fee
 from ..gateway.types import PaymentIntentSnapshot
-from ..money import InvalidAmount, validate_minor_amount
+from ..money import MAX_CHARGE_AMOUNT, InvalidAmount, validate_minor_amount
 from ..states import MoneyOperationKind, TipStatus, TipTransferStatus
 from ..states import PaymentStatus as S
 from . import errors, operations, outcomes, tip_outcomes
@@ -103,12 +103,19 @@ class TipStart:
 
 
 def max_tip_amount(currency: str) -> int | None:
-    """The largest tip in ``currency`` (minor units), or None: no tips in it."""
+    """The largest tip in ``currency`` (minor units), or None: no tips in it.
+
+    Never more than Stripe charges in one payment (``MAX_CHARGE_AMOUNT``): an
+    entry above it is ``E060``, and should the check be silenced a larger tip
+    is still refused here (a 400), not by Stripe after the tip is recorded.
+    """
     from ..conf import escrow_settings
 
     table = escrow_settings.TIP_MAX_AMOUNT or {}
     value = table.get(currency.lower()) if isinstance(table, dict) else None
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    return min(int(value), MAX_CHARGE_AMOUNT)
 
 
 # --------------------------------------------------------------------------

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from ..services.errors import ReadFirst
+from ..services.common import read_first
 
 T = TypeVar("T")
 
@@ -63,9 +63,7 @@ class EventContext:
         raises ``ReadFirst``; the pipeline rolls back, calls ``fetch()`` with
         no transaction open and runs the handler again, which finds it here.
         """
-        if key not in self.fetched:
-            raise ReadFirst(key, fetch)
-        return cast(T, self.fetched[key])
+        return read_first(self.fetched, key, fetch)
 
     @property
     def related_object_id(self) -> str:

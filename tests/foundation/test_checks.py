@@ -118,6 +118,8 @@ def test_the_test_settings_pass():
         ({"TIP_MAX_AMOUNT": {"usd": 0}}, "escrow_connect.E060", "TIP_MAX_AMOUNT"),
         ({"TIP_MAX_AMOUNT": {"usd": 5.0}}, "escrow_connect.E060", "TIP_MAX_AMOUNT"),
         ({"TIP_MAX_AMOUNT": {"usd": True}}, "escrow_connect.E060", "TIP_MAX_AMOUNT"),
+        # Above Stripe's largest charge (8 digits of minor units).
+        ({"TIP_MAX_AMOUNT": {"usd": 100_000_000}}, "escrow_connect.E060", "usd"),
         ({"TIP_FEE": "nowhere.fee"}, "escrow_connect.E040", 'ESCROW_CONNECT["TIP_FEE"]'),
         ({"TIP_FEE": 5}, "escrow_connect.E061", "TIP_FEE"),
     ],
@@ -371,7 +373,7 @@ def test_embedded_components_the_package_allows_pass(changes):
 
 
 def test_a_valid_tip_configuration_passes():
-    with settings_with(TIP_MAX_AMOUNT={"usd": 10_000, "jpy": 10_000}):
+    with settings_with(TIP_MAX_AMOUNT={"usd": 10_000, "jpy": 10_000, "eur": 99_999_999}):
         found = ids(check_settings())
     assert "escrow_connect.E060" not in found
     assert "escrow_connect.E061" not in found

@@ -14,6 +14,7 @@ from django.urls import reverse
 
 from django_escrow_connect import signals, swappable
 from django_escrow_connect.exceptions import BalanceInsufficient
+from django_escrow_connect.money import MAX_CHARGE_AMOUNT
 from django_escrow_connect.simulation import SimulatedGateway
 
 from .conftest import build_marketplace, calls, configure
@@ -143,6 +144,17 @@ def test_tip_amount_bounds(market, amount, code):
 def test_the_largest_tip_is_allowed(market):
     payment = market.released_payment()
     assert add_tip(market, payment, TIP_LIMIT).status_code == 201
+
+
+def test_a_tip_above_stripes_largest_charge_is_refused_before_stripe(market, settings):
+    # A bound above Stripe's largest charge (E060, silenced) still stops there.
+    configure(settings, TIP_MAX_AMOUNT={"usd": MAX_CHARGE_AMOUNT * 10})
+    payment = market.released_payment()
+    response = add_tip(market, payment, MAX_CHARGE_AMOUNT + 1)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "invalid_amount"
+    assert not Tip().objects.exists()
+    assert not payment.operations.filter(kind="tip_intent").exists()
 
 
 def test_no_tips_in_a_currency_without_a_limit(market, settings):

@@ -15,10 +15,12 @@ matrix (paying or acting on someone else's task or payment).
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 import pytest
+from django.urls import reverse
 
 from tests import factories
 from tests.payments.conftest import Marketplace
@@ -309,3 +311,201 @@ def _payment_path(endpoint: str, payment_id: Any) -> str:
     from django.urls import reverse
 
     return reverse(f"escrow_connect:{endpoint}", args=[str(payment_id)]).removeprefix("/escrow/")
+
+
+# --- hostile values in every input of every endpoint -------------------------------------
+
+#: JSON values no input of the API takes as they are: wrong types, integers past
+#: 64 bits, non-finite and exponent numbers as strings, NUL bytes (PostgreSQL
+#: refuses NUL in text: a query with one is an error, not an empty answer),
+#: non-ASCII and over-long strings.
+HOSTILE_JSON: list[Any] = [
+    10**20, -(10**20), 2**63, 2**31, -1, 0, 1.5, True, None, [], {}, [1], {"a": 1},
+    # Sent as the bare NaN / Infinity tokens, which JSON does not have.
+    float("nan"), float("inf"), float("-inf"),
+    "NaN", "Infinity", "-Infinity", "1e999", "\x00", "1\x00", "a\x00b", "\x00" * 300,
+    "\ud800", "é€😀", "١٢", "x" * 10_000, "", " ", "99999999999999999999",
+    # As a whole body: fields no endpoint takes, named in the 400 (a lone
+    # surrogate cannot be written as UTF-8).
+    {"\ud800": 1}, {"\x00": 1}, {"é" * 1000: 1},
+]  # fmt: skip
+#: The same for query strings and URL path segments (always strings).
+HOSTILE_TEXT: list[str] = [
+    "99999999999999999999", "-99999999999999999999", "9" * 5000, "-1", "0", "1.5", "NaN",
+    "Infinity", "1e999", "\x00", "1\x00", "a\x00b", "é€😀", "١٢", "x" * 5000, " ", "[]",
+    "null", "true", "%00",
+]  # fmt: skip
+
+
+def _valid_anyway(name: str | None, value: Any) -> bool:
+    """Whether ``value`` is, for all its looks, a valid request for that input."""
+    if name is None:  # the whole body: no body, or an empty object
+        return value is None or value == {}
+    if name == "save_payment_method":
+        return value == 0 and not isinstance(value, bool)  # 0 is false
+    if name == "organization_id":
+        return value in (None, "", " ")  # blank: the user's own account
+    if name == "reason":  # free text for the audit trail (only Stripe's reasons are sent)
+        text = str(value)
+        valid_type = isinstance(value, (str, int, float)) and not isinstance(value, bool)
+        return valid_type and "\x00" not in text and 0 < len(text.strip()) <= 64
+    return False
+
+
+#: (endpoint, who asks, the payment it acts on, the body's other fields, the field).
+BODY_INPUTS = [
+    ("payment-create", "customer", None, {"task_id": "TASK"}, "amount"),
+    ("payment-create", "customer", None, {"task_id": "TASK"}, "milestone"),
+    ("payment-create", "customer", None, {"task_id": "TASK"}, "save_payment_method"),
+    ("payment-create", "customer", None, {}, "task_id"),
+    ("payment-refund", "staff", "held_payment", {}, "amount"),
+    ("payment-refund", "staff", "held_payment", {}, "reason"),
+    ("payment-release", "staff", "held_payment", {}, "milestone_id"),
+    ("payment-release", "staff", "held_payment", {}, "amount"),
+    ("payment-tips", "customer", "released_payment", {}, "amount"),
+    ("stripe-onboarding-link", "doer", None, {"account_type": "individual"}, "organization_id"),
+    ("stripe-onboarding-link", "doer", None, {}, "account_type"),
+    ("stripe-account-session", "doer", None, {}, "organization_id"),
+    ("stripe-account-session", "doer", None, {}, "account_type"),
+    ("stripe-account-session", "doer", None, {}, "components"),
+    # The whole body: a JSON value that is not an object.
+    ("payment-confirm", "customer", "held_payment", None, None),
+    ("payment-cancel", "customer", "held_payment", None, None),
+    ("payment-retry", "customer", "held_payment", None, None),
+    ("payment-create", "customer", None, None, None),
+]
+
+#: (endpoint, who asks, the query's parameter).
+QUERY_INPUTS = [
+    ("payment-list", "customer", "role"),
+    ("payment-list", "customer", "organization_id"),
+    ("payment-list", "customer", "page"),
+    ("payment-list", "customer", "page_size"),
+    ("payment-list", "customer", "task_id"),
+    ("dashboard-task-doer", "doer", "limit"),
+    ("dashboard-task-doer", "doer", "organization_id"),
+    ("dashboard-customer", "customer", "limit"),
+    ("stripe-account-status", "doer", "organization_id"),
+    ("stripe-account-status", "doer", "refresh"),
+    ("stripe-dashboard-link", "doer", "organization_id"),
+    ("stripe-onboarding-refresh", "doer", "organization_id"),
+    ("stripe-onboarding-return", "doer", "organization_id"),
+]
+
+#: (endpoint, method, who asks, the payment's state, which path segment is hostile).
+PATH_INPUTS = [
+    ("payment-detail", "get", "customer", "held_payment", "payment_id"),
+    ("payment-confirm", "post", "customer", "held_payment", "payment_id"),
+    ("payment-release", "post", "staff", "held_payment", "payment_id"),
+    ("payment-refund", "post", "staff", "held_payment", "payment_id"),
+    ("payment-cancel", "post", "customer", "held_payment", "payment_id"),
+    ("payment-retry", "post", "customer", "held_payment", "payment_id"),
+    ("payment-tips", "post", "customer", "released_payment", "payment_id"),
+    ("payment-tips", "get", "customer", "released_payment", "payment_id"),
+    ("payment-saved-payment-method", "delete", "customer", "released_payment", "payment_id"),
+    ("milestone-deliver", "post", "doer", "held_payment", "milestone_id"),
+    ("payment-tip-retry-transfer", "post", "staff", "released_payment", "tip_id"),
+]
+
+
+def _quiet_client(market: Marketplace, user: Any) -> Any:
+    """An API client answering a server error as a 500 (not raising it), signed in as ``user``."""
+    from rest_framework.test import APIClient
+
+    client = APIClient(raise_request_exception=False)
+    client.force_login(user)  # the onboarding pages are plain Django views
+    return client
+
+
+def _refused_cleanly(response: Any, unchanged: Unchanged, *, json_error: bool = True) -> None:
+    """A 4xx in the API's error shape (the pages: their own) that left nothing behind."""
+    assert 400 <= response.status_code < 500, (response.status_code, response.content[:300])
+    if json_error:
+        assert set(response.json()) == {"error"}, response.content[:300]
+    unchanged.check()
+
+
+@pytest.fixture
+def tips_on(settings: Any, sim_stripe: Any) -> None:
+    from tests.payments.conftest import configure
+
+    configure(settings, TIP_MAX_AMOUNT={"usd": 10_000})
+
+
+@pytest.mark.parametrize(("endpoint", "who", "state", "base", "name"), BODY_INPUTS)
+def test_hostile_body_values_are_a_4xx_on_every_endpoint(
+    market: Marketplace,
+    sim_stripe: Any,
+    tips_on: None,
+    endpoint: str,
+    who: str,
+    state: str | None,
+    base: dict[str, Any] | None,
+    name: str | None,
+) -> None:
+    """Never a 500, whatever the JSON: each hostile value of each input is a 4xx
+    with nothing written and nothing sent to Stripe."""
+    payment = getattr(market, state)() if state else None
+    task = market.task()
+    user = getattr(market, who)
+    client = _quiet_client(market, user)
+    args = [str(payment.pk)] if payment is not None else []
+    url = reverse(f"escrow_connect:{endpoint}", args=args)
+    for value in HOSTILE_JSON:
+        if base is None:
+            body: Any = value
+        else:
+            body = {k: str(task.pk) if v == "TASK" else v for k, v in base.items()}
+            body[name] = value
+        unchanged = Unchanged(sim_stripe)
+        with market.capture(execute=True):
+            response = client.post(url, json.dumps(body), content_type="application/json")
+        if response.status_code < 400 and _valid_anyway(name, value):
+            continue
+        _refused_cleanly(response, unchanged)
+
+
+@pytest.mark.parametrize(("endpoint", "who", "name"), QUERY_INPUTS)
+def test_hostile_query_values_are_never_a_server_error(
+    market: Marketplace, sim_stripe: Any, endpoint: str, who: str, name: str
+) -> None:
+    """A query parameter the view cannot use is a 4xx (or ignored: a page size
+    past the maximum is the maximum); never a 500, nothing written."""
+    market.released_payment(to_org=True)
+    user = getattr(market, who)
+    client = _quiet_client(market, user)
+    url = reverse(f"escrow_connect:{endpoint}")
+    page = endpoint.startswith("stripe-onboarding-r")
+    for value in HOSTILE_TEXT:
+        unchanged = Unchanged(sim_stripe)
+        with market.capture(execute=True):
+            response = client.get(url, {name: value})
+        if response.status_code < 400:
+            continue  # ignored, or a valid reading of the value
+        _refused_cleanly(response, unchanged, json_error=not page)
+
+
+@pytest.mark.parametrize(("endpoint", "method", "who", "state", "segment"), PATH_INPUTS)
+def test_hostile_path_ids_are_a_404(
+    market: Marketplace,
+    sim_stripe: Any,
+    tips_on: None,
+    endpoint: str,
+    method: str,
+    who: str,
+    state: str,
+    segment: str,
+) -> None:
+    payment = getattr(market, state)()
+    client = _quiet_client(market, getattr(market, who))
+    for value in HOSTILE_TEXT:
+        ids = {"payment_id": str(payment.pk), "milestone_id": "1", "tip_id": str(uuid.uuid4())}
+        ids[segment] = value
+        second = {"milestone-deliver": "milestone_id", "payment-tip-retry-transfer": "tip_id"}
+        args = [ids["payment_id"]] + ([ids[second[endpoint]]] if endpoint in second else [])
+        url = reverse(f"escrow_connect:{endpoint}", args=args)
+        unchanged = Unchanged(sim_stripe)
+        with market.capture(execute=True):
+            response = getattr(client, method)(url, {}, format="json")
+        assert response.status_code == 404, (value[:20], response.status_code, response.content)
+        _refused_cleanly(response, unchanged)

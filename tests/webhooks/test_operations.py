@@ -84,18 +84,93 @@ def test_replay_selects_by_id_type_and_date(deliver: Any, flaky: list[int]) -> N
         run("escrow_replay_events", "--event", "evt_missing")
 
 
-def test_admin_replay_action(deliver: Any, flaky: list[int], admin_client: Client) -> None:
+def admin_replay(client: Client, rows: list[Any], *, confirm: bool) -> Any:
+    data: dict[str, Any] = {"action": "replay_events", "_selected_action": [r.pk for r in rows]}
+    if confirm:
+        data["confirm"] = "yes"
+    url = reverse("admin:escrow_connect_webhookevent_changelist")
+    return client.post(url, data, follow=confirm)
+
+
+def test_admin_replay_action_is_confirmed_then_done(
+    deliver: Any, flaky: list[int], admin_client: Client
+) -> None:
     evt = so.event(FLAKY, so.charge())
     deliver.platform(evt)
     flaky[0] = 0
     row = events().get()
-    url = reverse("admin:escrow_connect_webhookevent_changelist")
-    response = admin_client.post(
-        url, {"action": "replay_events", "_selected_action": [row.pk]}, follow=True
-    )
+
+    page = admin_replay(admin_client, [row], confirm=False)
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "are you sure?" in text
+    assert evt["id"] in text
+    assert "downstream unavailable" in text  # why it failed
+    assert 'name="confirm"' in text
+    assert f'name="_selected_action" value="{row.pk}"' in text
+    # Nothing is replayed before the confirmation.
+    assert (events().get().status, events().get().attempts) == ("failed", 1)
+
+    response = admin_replay(admin_client, [row], confirm=True)
     assert response.status_code == 200
     assert "Replayed: 1 processed." in response.content.decode()
     assert events().get().status == "processed"
+
+
+def test_admin_replay_runs_outside_a_request_wide_transaction(
+    deliver: Any, flaky: list[int], admin_client: Client, monkeypatch: Any
+) -> None:
+    """A handler's read of Stripe (ReadFirst) is made with no transaction open,
+    as by escrow_replay_events, not inside ATOMIC_REQUESTS' transaction."""
+    from django.db import connection
+
+    from django_escrow_connect.services.operations import in_transaction
+
+    deliver.platform(so.event(FLAKY, so.charge()))
+    row = events().get()
+    reads: list[bool] = []
+
+    def read() -> str:
+        reads.append(in_transaction())
+        return "answer"
+
+    def handler(context: Any) -> None:
+        context.fetch_once("charge", read)
+
+    monkeypatch.setitem(registry.HANDLERS, FLAKY, registry.Route(handler, registry.PLATFORM))
+    monkeypatch.setitem(connection.settings_dict, "ATOMIC_REQUESTS", True)
+    response = admin_replay(admin_client, [row], confirm=True)
+    assert "Replayed: 1 processed." in response.content.decode()
+    assert reads == [False]
+    assert events().get().status == "processed"
+
+
+def test_admin_replay_inside_a_transaction_replays_nothing(
+    deliver: Any, flaky: list[int], admin_user: Any, rf: Any
+) -> None:
+    """A host that wraps the admin in a transaction some other way (not
+    ATOMIC_REQUESTS): the confirmed replay refuses instead of running there."""
+    from django.contrib import admin
+    from django.contrib.messages import get_messages
+    from django.contrib.messages.storage.fallback import FallbackStorage
+    from django.db import transaction
+
+    deliver.platform(so.event(FLAKY, so.charge()))
+    flaky[0] = 0
+    Event = swappable.load("WebhookEvent")
+    model_admin = admin.site._registry[Event]
+    request = rf.post("/", {"confirm": "yes"})
+    request.user = admin_user
+    request.session = {}
+    request._messages = FallbackStorage(request)
+    with transaction.atomic():
+        answer = model_admin.replay_events(request, Event.objects.all())
+    assert answer is None
+    assert [str(m) for m in get_messages(request)] == [
+        "Nothing replayed: a database transaction is open, and replaying must run "
+        "outside one (its handlers read Stripe) (in_transaction)."
+    ]
+    assert (events().get().status, events().get().attempts) == ("failed", 1)
 
 
 # --------------------------------------------------------------------------
