@@ -38,6 +38,28 @@ from .actions import (
     PaymentActionsMixin,
 )
 
+# Public (docs/admin.md): a host that swaps a model registers it with one of
+# these classes, or a subclass, since the package registers only its own.
+__all__ = [
+    "ADMINS",
+    "ConnectedAccountAdmin",
+    "DisputeAdmin",
+    "EscrowPaymentAdmin",
+    "EscrowTipAdmin",
+    "EscrowTipTransferAdmin",
+    "IncidentAdmin",
+    "MilestoneAdmin",
+    "MoneyOperationAdmin",
+    "PayeeAdmin",
+    "ReadOnlyMoneyAdmin",
+    "RefundAdmin",
+    "ReleaseAdmin",
+    "StaffActionAdmin",
+    "TransferAdmin",
+    "TransferReversalAdmin",
+    "WebhookEventAdmin",
+]
+
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[Any]
 else:  # ModelAdmin is generic only in django-stubs
@@ -79,6 +101,8 @@ class ReadOnlyMoneyAdmin(_ModelAdmin):
 
 
 class ConnectedAccountAdmin(AccountActionsMixin, ReadOnlyMoneyAdmin):
+    """Connected accounts: status, requirements, and the refresh action."""
+
     list_display = (
         "stripe_account_id",
         "owner_user",
@@ -224,6 +248,8 @@ class EscrowTipTransferInline(ReadOnlyInline):
 
 
 class EscrowPaymentAdmin(PaymentActionsMixin, ReadOnlyMoneyAdmin):
+    """Payments with their milestones, payees, releases and tips; the staff actions."""
+
     inlines = (MilestoneInline, PayeeInline, ReleaseInline, PayeeTransferInline, EscrowTipInline)
     list_display = (
         "id",
@@ -256,6 +282,8 @@ class ChildAdmin(ReadOnlyMoneyAdmin):
 
 
 class TransferAdmin(ChildAdmin):
+    """Transfers to connected accounts."""
+
     list_display = (
         "stripe_transfer_id",
         "payment",
@@ -270,21 +298,29 @@ class TransferAdmin(ChildAdmin):
 
 
 class MilestoneAdmin(ChildAdmin):
+    """A payment's milestones (funding or release per milestone)."""
+
     list_display = ("payment", "position", "name", "amount", "currency", "status", "due_date")
     search_fields = ("name",)
 
 
 class PayeeAdmin(ReadOnlyMoneyAdmin):
+    """A payment's payees and their allocations (splits)."""
+
     list_display = ("payment", "position", "user", "organization", "basis_points", "amount")
     list_select_related = ("payment", "user", "organization")
     raw_id_fields = ("payment",)
 
 
 class ReleaseAdmin(ChildAdmin):
+    """Releases of a payment in parts."""
+
     list_display = ("payment", "position", "milestone", "amount", "platform_fee", "status")
 
 
 class TransferReversalAdmin(ChildAdmin):
+    """Reversals of transfers, the app's and those made outside it."""
+
     list_display = (
         "stripe_reversal_id",
         "stripe_transfer_id",
@@ -298,6 +334,8 @@ class TransferReversalAdmin(ChildAdmin):
 
 
 class RefundAdmin(ChildAdmin):
+    """Refunds, the app's and those made outside it."""
+
     list_display = (
         "stripe_refund_id",
         "payment",
@@ -313,6 +351,8 @@ class RefundAdmin(ChildAdmin):
 # ChildAdmin's settings plus the tip; not its subclass, whose attributes mypy types as
 # those exact tuples.
 class DisputeAdmin(ReadOnlyMoneyAdmin):
+    """Disputes: the payment's own and its tips' (``tip``), with what was out when each opened."""
+
     list_display = (
         "stripe_dispute_id",
         "payment",
@@ -332,6 +372,8 @@ class DisputeAdmin(ReadOnlyMoneyAdmin):
 
 
 class IncidentAdmin(IncidentActionsMixin, ReadOnlyMoneyAdmin):
+    """Payment and transfer incidents, with the resolve and annotate actions."""
+
     list_display = ("kind", "payment", "code", "message", "created_at", "resolved_at")
     list_filter = ("kind", "created_at", ("resolved_at", admin.EmptyFieldListFilter))
     search_fields = ("code", "message", "stripe_event_id", "stripe_request_id")
@@ -369,6 +411,8 @@ class IncidentAdmin(IncidentActionsMixin, ReadOnlyMoneyAdmin):
 
 
 class WebhookEventAdmin(ReadOnlyMoneyAdmin):
+    """Received webhook events, with the replay action and the escrow report."""
+
     list_display = (
         "stripe_event_id",
         "type",
@@ -536,18 +580,23 @@ class StaffActionAdmin(_ModelAdmin):
 
 
 class EscrowTipAdmin(ChildAdmin):
+    """Tips on released payments."""
+
     list_display = ("id", "payment", "amount", "currency", "platform_fee", "status", "created_at")
     search_fields = ("=id", "stripe_payment_intent_id", "stripe_charge_id")
     inlines = [EscrowTipTransferInline]
 
 
 class EscrowTipTransferAdmin(ReadOnlyMoneyAdmin):
+    """The transfers that sent a tip to its payees."""
+
     list_display = ("stripe_transfer_id", "tip", "amount", "currency", "status", "created_at")
     list_filter = ("status", "currency", "created_at")
     search_fields = ("stripe_transfer_id", "idempotency_key", "destination_account_id")
     raw_id_fields = ("tip",)
 
 
+#: Which admin class the package registers for each library model (by model name).
 ADMINS: dict[str, type[admin.ModelAdmin[Any]]] = {
     "ConnectedAccount": ConnectedAccountAdmin,
     "EscrowPayment": EscrowPaymentAdmin,

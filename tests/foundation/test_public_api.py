@@ -60,6 +60,7 @@ PUBLIC_MODULES: dict[str, str] = {
     P + ".simulation": "The simulated Stripe, for development and tests.",
     P + ".gateway.conformance": "The test kit a custom gateway runs (docs/gateways.md).",
     P + ".api.errors": "The API's error format, for host views that share it.",
+    P + ".admin": "The admin classes, to register a swapped model with (docs/admin.md).",
     P + ".testing": "Assertions for host test suites.",
     P + ".pytest_plugin": "The pytest plugin: `escrow_*` fixtures (docs/testing.md).",
     P + ".factories": "Rows of the package's models for tests, without Stripe.",
