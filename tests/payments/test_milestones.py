@@ -8,6 +8,7 @@ from datetime import date
 from typing import Any
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 
 from django_escrow_connect import signals, swappable
@@ -1020,6 +1021,43 @@ class TestSplit:
         assert payment.amount_refunded == 6_000
         assert payment.amount_released == 4_000
         assert payment.amount_held == 0
+
+    @pytest.mark.parametrize(
+        "policy", ["each_whole_allocation", "one_share_for_two_payees", "float_shares"]
+    )
+    def test_a_reversal_policy_answer_that_moves_the_wrong_money_is_refused_before_stripe(
+        self, market, sim_stripe, partner, settings, policy
+    ):
+        configure(settings, REVERSAL_POLICY=f"tests.payments.test_milestones.{policy}")
+        payment = held(market, payees=team(market, partner))
+        release(market, payment, amount=5_000)  # 4,500 net: 2,700 + 1,800
+        with pytest.raises(ImproperlyConfigured, match="REVERSAL_POLICY"):
+            # 1,000 of the release refunded: 900 of its net may come back, no more.
+            market.post(market.staff, "payment-refund", {"amount": 6_000}, payment_id=payment.pk)
+        payment = market.payment(payment.pk)
+        money = [
+            c for c in sim_stripe.calls if c[0] in ("create_transfer_reversal", "create_refund")
+        ]
+        assert money == []
+        assert sorted(t.amount_reversed for t in payment.transfers.all()) == [0, 0]
+        assert (payment.amount_refunded, payment.amount_reversed) == (0, 0)
+        assert not payment.refunds.exists()
+        assert payment.status == "partially_released"
+
+
+def each_whole_allocation(*, release: Any, transfers: Any, amount: int) -> list[int]:
+    """A ``REVERSAL_POLICY`` that takes every payee's whole share, whatever is refunded."""
+    return [t.amount for t in transfers]
+
+
+def one_share_for_two_payees(*, release: Any, transfers: Any, amount: int) -> list[int]:
+    """A ``REVERSAL_POLICY`` answering one share for a release of two payees."""
+    return [amount]
+
+
+def float_shares(*, release: Any, transfers: Any, amount: int) -> list[Any]:
+    """A ``REVERSAL_POLICY`` computing shares in floats."""
+    return [amount * 0.6, amount * 0.4]
 
 
 # --------------------------------------------------------------------------
