@@ -27,7 +27,7 @@ from .. import permissions
 from ..conf import escrow_settings
 from ..exceptions import GatewayError
 from ..fees import compute_platform_fee
-from ..money import InvalidAmount, format_money, validate_minor_amount
+from ..money import InvalidAmount, amount_step, format_money, validate_minor_amount
 from ..notifications import deliver, notify
 from ..states import (
     DISPUTE_CLOSED_STATES,
@@ -908,6 +908,9 @@ def _begin_reversal_if_needed(payment: Any, amount: int, user: Any, reason: str)
     # reached the doer, so it must not be taken back from them.
     released = min(payment.amount, transferred + payment.platform_fee)
     needed = reversal_target(payment, payment.amount_refunded + amount, transferred, released)
+    # Prorated, so rounded down to an amount Stripe accepts (three-decimal
+    # currencies: a multiple of 10); a full refund's target is the transfer.
+    needed -= needed % amount_step(payment.currency)
     needed -= reversed_total
     if needed <= 0:
         return None

@@ -29,7 +29,7 @@ from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
 from ..fees import compute_platform_fee
-from ..money import InvalidAmount, validate_minor_amount
+from ..money import InvalidAmount, amount_step, validate_minor_amount
 from ..states import (
     DISPUTE_CLOSED_STATES,
     AccountStatus,
@@ -466,7 +466,9 @@ def _create_release(payment: Any, user: Any, asked: _Ask) -> Any:
     taken = sum(r.platform_fee for r in releases)
     context = {"payees": payees, "payment": payment}
     fee = _release_fee(payment, gross, context, before=before, taken=taken)
-    shares = split_amount(gross - fee, [p.weight for p in payees])
+    shares = split_amount(
+        gross - fee, [p.weight for p in payees], unit=amount_step(payment.currency)
+    )
     release = model("EscrowRelease").objects.create(
         payment=payment,
         milestone=milestone,
@@ -696,7 +698,11 @@ def _refund_shares(
     """
     from ..conf import escrow_settings
 
+    step = amount_step(release.currency)
     target = release.net if part >= release.amount else part * release.net // release.amount
+    # Prorated, so rounded down to an amount Stripe accepts (three-decimal
+    # currencies: a multiple of 10); the whole release's net already is one.
+    target -= target % step
     allocations = sorted(
         ((payee_id, share) for payee_id, share in _allocations(release) if payee_id in payees),
         key=lambda item: payees[item[0]].position,
@@ -748,6 +754,11 @@ def _check_reversal_shares(shares: Any, allocations: list[int], target: int, cur
             raise ImproperlyConfigured(
                 f"{setting} returned {share} for a payee whose allocation is {allocation}; "
                 "each share must be between 0 and the allocation."
+            )
+        if share % amount_step(currency):
+            raise ImproperlyConfigured(
+                f"{setting} returned {share} {currency}; {currency.upper()} amounts must "
+                "end in 0 for Stripe."
             )
     if sum(shares) > target:
         raise ImproperlyConfigured(

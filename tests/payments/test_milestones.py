@@ -1022,6 +1022,24 @@ class TestSplit:
         assert payment.amount_released == 4_000
         assert payment.amount_held == 0
 
+    def test_three_decimal_shares_and_reversals_are_amounts_stripe_accepts(
+        self, market, sim_stripe, partner
+    ):
+        task = market.task(currency="kwd")
+        EXTRA[task.pk] = {"payees": team(market, partner)}
+        payment = market.pay(market.create(task).json()["payment_id"])
+        release(market, payment, amount=1_100)  # 990 fils net: 594 + 396 in proportion
+        made = sorted(t["amount"] for t in transfers_in_stripe(sim_stripe, payment))
+        assert made == [400, 590]  # KWD amounts end in 0 at Stripe; they still add up
+        response = market.post(
+            market.staff, "payment-refund", {"amount": 9_230}, payment_id=payment.pk
+        )
+        assert response.status_code == 200, response.content
+        # 8,900 held refunded first, then 330 of the release: 297 of its net, 290 in 10s.
+        reversals = [c[1]["amount"] for c in sim_stripe.calls if c[0] == "create_transfer_reversal"]
+        assert sorted(reversals) == [120, 170]
+        assert market.payment(payment.pk).amount_reversed == 290
+
     @pytest.mark.parametrize(
         "policy", ["each_whole_allocation", "one_share_for_two_payees", "float_shares"]
     )
@@ -1271,3 +1289,24 @@ class TestSplitTips:
             t for t in sim_stripe.transfers.values() if t["transfer_group"] == tip.transfer_group
         ]
         assert sorted(t["amount"] for t in made) == [400, 601]
+
+    def test_a_three_decimal_tip_is_shared_in_amounts_stripe_accepts(
+        self, market, sim_stripe, partner, settings
+    ):
+        configure(settings, TIP_MAX_AMOUNT={"kwd": 5_000})
+        task = market.task(currency="kwd")
+        EXTRA[task.pk] = {"payees": team(market, partner)}
+        payment = market.pay(market.create(task).json()["payment_id"])
+        market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        response = market.post(
+            market.customer, "payment-tips", {"amount": 1_010}, payment_id=payment.pk
+        )
+        assert response.status_code == 201, response.content
+        tip = swappable.load("EscrowTip").objects.get(pk=response.json()["id"])
+        with market.capture(execute=True):
+            SimulatedGateway().confirm_payment_intent(tip.stripe_payment_intent_id, "success")
+        made = [
+            t for t in sim_stripe.transfers.values() if t["transfer_group"] == tip.transfer_group
+        ]
+        # 60/40 of 1,010 fils is 606 and 404; KWD amounts end in 0 at Stripe.
+        assert sorted(t["amount"] for t in made) == [400, 610]
