@@ -776,7 +776,7 @@ def refund_payment(
     finished with its own key; any other unresolved operation is settled first.
     """
     # A split payment may need one reversal per payee and release first.
-    for _step in range(_MAX_STEPS * 4):
+    for _step in range(_refund_step_budget(payment_id)):
         with transaction.atomic():
             payment = lock_payment(payment_id)
             if not system and not may(payment.refund, user):
@@ -804,6 +804,19 @@ def refund_payment(
         if pending.kind == K.REFUND:
             return payment_model().objects.get(pk=payment_id)
     raise _too_many_steps()
+
+
+def _refund_step_budget(payment_id: Any) -> int:
+    """How many steps one refund request may take: settling what other
+    operations left unresolved, plus one reversal per transfer still
+    carrying money. A fixed bound stopped a split payment's full refund
+    after its 16th reversal, with the payees' money back at the platform and
+    the customer not refunded (the refund is committed with the last one)."""
+    live = model("Transfer").objects.filter(
+        payment_id=payment_id,
+        status__in=[TransferStatus.CREATED, TransferStatus.PARTIALLY_REVERSED],
+    )
+    return _MAX_STEPS * 4 + int(live.count())
 
 
 def _begin_refund_step(payment: Any, user: Any, amount: int | None, reason: str) -> Any:

@@ -1008,6 +1008,22 @@ class TestSplit:
         latest_ids = {t.stripe_transfer_id for t in latest.transfers.all()}
         assert {reversals[0][1]["transfer_id"], reversals[1][1]["transfer_id"]} == latest_ids
 
+    def test_a_full_refund_needing_many_reversals_is_made_in_one_request(
+        self, market, sim_stripe, partner
+    ):
+        eight = [MilestoneTerms(f"Part {n}", 1_250) for n in range(1, 9)]
+        payment = held(market, milestones=eight, payees=team(market, partner))
+        body = market.post(market.customer, "payment-confirm", payment_id=payment.pk).json()
+        assert body["status"] == "released"
+        # 16 transfers to reverse (8 releases, 2 payees) before the refund itself.
+        response = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        payment = market.payment(payment.pk)
+        assert payment.status == "refunded"
+        assert payment.amount_refunded == 10_000
+        assert payment.amount_reversed == payment.amount_transferred == 9_000
+        assert len([c for c in sim_stripe.calls if c[0] == "create_transfer_reversal"]) == 16
+
     def test_refund_beyond_held_reverses_proportionally(self, market, sim_stripe, partner):
         payment = held(market, payees=team(market, partner))
         release(market, payment, amount=5_000)  # 4,500 net: 2,700 + 1,800
