@@ -992,6 +992,11 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
                 target_id=current.target_id,
                 key=key,
                 attempt=attempt,
+                # What the operation commits on success goes with it (the
+                # refund a reversal makes room for): without it the payee's
+                # money came back and the customer was never refunded.
+                follow_up=current.follow_up,
+                user=current.requested_by,
             )
             _rekey_row(current, successor)
         else:
