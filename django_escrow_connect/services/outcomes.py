@@ -516,15 +516,17 @@ def reversal_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str 
     payment.save()
     refund = operation.follow_up.get("refund")
     if refund:
-        # The refund this reversal made room for, committed now: whoever
+        from .payments import continue_refund
+
+        # The refund this reversal made room for (or, for a split payment,
+        # the next payee's reversal before it), committed now: whoever
         # settles the journal next (the request, a retry, escrow_reconcile)
         # sends it.
-        begin_refund(
+        continue_refund(
             payment,
             int(refund),
             str(operation.follow_up.get("reason") or ""),
             operation.requested_by,
-            sent=False,
         )
 
 

@@ -13,6 +13,7 @@ looks it up at Stripe first. Money cannot move twice.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -953,8 +954,10 @@ def _begin_reversal_if_needed(payment: Any, amount: int, user: Any, reason: str)
     return operation
 
 
-def _begin_split_reversal(payment: Any, amount: int, user: Any, reason: str) -> Any:
-    """The next reversal of a split payment's refund; the last one carries the refund."""
+def _begin_split_reversal(
+    payment: Any, amount: int, user: Any, reason: str, *, sent: bool = True
+) -> Any:
+    """The next reversal of a split payment's refund, carrying the refund."""
     plan = releases.reversal_plan(payment, payment.amount_refunded + amount)
     if not plan:
         return None
@@ -969,9 +972,13 @@ def _begin_split_reversal(payment: Any, amount: int, user: Any, reason: str) -> 
         user=user,
         key=key,
         attempt=attempt,
-        # Only the last reversal commits the refund with it: the customer is
-        # refunded once every payee's share is back.
-        follow_up={"refund": amount, "reason": reason} if len(plan) == 1 else None,
+        # Every reversal carries the refund: its outcome commits the next
+        # step (the next reversal, or after the last one the refund, see
+        # continue_refund), so a request cut short after any of them is
+        # finished by a retry, the webhook or escrow_reconcile, and the
+        # customer is refunded once every payee's share is back.
+        follow_up={"refund": amount, "reason": reason},
+        sent=sent,
     )
     model("TransferReversal").objects.create(
         payment=payment,
@@ -981,6 +988,25 @@ def _begin_split_reversal(payment: Any, amount: int, user: Any, reason: str) -> 
         currency=payment.currency,
     )
     return operation
+
+
+def continue_refund(payment: Any, amount: int, reason: str, user: Any) -> Any:
+    """Phase 1 of what follows a refund's reversal (payment locked): the next
+    reversal of a split payment, or the refund itself; committed, not sent.
+    """
+    if payment.released_in_parts:
+        try:
+            plan = releases.reversal_plan(payment, payment.amount_refunded + amount)
+        except Exception as exc:
+            # REVERSAL_POLICY is the host's and may raise (a refused consent,
+            # a misconfiguration). The reversal just made must be committed
+            # whatever it does: nothing follows it here, and the refund
+            # request, planning its next step itself, reports the error.
+            _log(payment, "refund not continued: %r", exc, level=logging.WARNING)
+            return None
+        if plan:
+            return _begin_split_reversal(payment, amount, user, reason, sent=False)
+    return outcomes.begin_refund(payment, amount, reason, user, sent=False)
 
 
 def _begin_void(payment: Any, user: Any) -> Any:

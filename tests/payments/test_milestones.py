@@ -1024,6 +1024,31 @@ class TestSplit:
         assert payment.amount_reversed == payment.amount_transferred == 9_000
         assert len([c for c in sim_stripe.calls if c[0] == "create_transfer_reversal"]) == 16
 
+    def test_a_refund_cut_short_in_its_first_reversal_is_finished_by_reconcile(
+        self, market, sim_stripe, partner, settings
+    ):
+        from io import StringIO
+
+        from django.core.management import call_command
+
+        payment = held(market, payees=team(market, partner))
+        market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        # The first payee's reversal is made but its answer is lost; the
+        # request ends there (503) with the second reversal and the refund unsent.
+        sim_stripe.fail_next(
+            "create_transfer_reversal",
+            TemporarilyUnavailable("timed out", http_status=None),
+            after_effect=True,
+        )
+        response = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+        assert response.status_code == 503, response.content
+        with market.capture(execute=True):
+            call_command("escrow_reconcile", "--older-than", "0", stdout=StringIO())
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_refunded) == ("refunded", 10_000)
+        assert payment.amount_reversed == payment.amount_transferred == 9_000
+        assert sim_stripe.charges[payment.stripe_charge_id]["amount_refunded"] == 10_000
+
     def test_refund_beyond_held_reverses_proportionally(self, market, sim_stripe, partner):
         payment = held(market, payees=team(market, partner))
         release(market, payment, amount=5_000)  # 4,500 net: 2,700 + 1,800
