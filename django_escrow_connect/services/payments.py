@@ -13,7 +13,6 @@ looks it up at Stripe first. Money cannot move twice.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -954,59 +953,25 @@ def _begin_reversal_if_needed(payment: Any, amount: int, user: Any, reason: str)
     return operation
 
 
-def _begin_split_reversal(
-    payment: Any, amount: int, user: Any, reason: str, *, sent: bool = True
-) -> Any:
-    """The next reversal of a split payment's refund, carrying the refund."""
+def _begin_split_reversal(payment: Any, amount: int, user: Any, reason: str) -> Any:
+    """The first reversal of a split payment's refund, carrying the rest of it."""
     plan = releases.reversal_plan(payment, payment.amount_refunded + amount)
     if not plan:
         return None
     transfer, needed = plan[0]
-    key, attempt = operations.next_key(payment, K.REVERSAL)
-    operation = operations.begin(
-        payment,
-        K.REVERSAL,
-        reversal_request(payment, transfer.stripe_transfer_id, needed, key),
-        amount=needed,
-        target_id=transfer.stripe_transfer_id,
-        user=user,
-        key=key,
-        attempt=attempt,
-        # Every reversal carries the refund: its outcome commits the next
-        # step (the next reversal, or after the last one the refund, see
-        # continue_refund), so a request cut short after any of them is
-        # finished by a retry, the webhook or escrow_reconcile, and the
-        # customer is refunded once every payee's share is back.
-        follow_up={"refund": amount, "reason": reason},
-        sent=sent,
+    # The refund and the reversals still to make after this one: each
+    # reversal's outcome commits the next (and after the last, the refund,
+    # see outcomes.reversal_made), so a request cut short after any of them
+    # is finished by a retry, the webhook or escrow_reconcile, and the
+    # customer is refunded once every payee's share is back.
+    follow_up = {
+        "refund": amount,
+        "reason": reason,
+        "next": [[t.stripe_transfer_id, need] for t, need in plan[1:]],
+    }
+    return outcomes.begin_reversal(
+        payment, transfer.stripe_transfer_id, needed, user, follow_up=follow_up
     )
-    model("TransferReversal").objects.create(
-        payment=payment,
-        idempotency_key=key,
-        stripe_transfer_id=transfer.stripe_transfer_id,
-        amount=needed,
-        currency=payment.currency,
-    )
-    return operation
-
-
-def continue_refund(payment: Any, amount: int, reason: str, user: Any) -> Any:
-    """Phase 1 of what follows a refund's reversal (payment locked): the next
-    reversal of a split payment, or the refund itself; committed, not sent.
-    """
-    if payment.released_in_parts:
-        try:
-            plan = releases.reversal_plan(payment, payment.amount_refunded + amount)
-        except Exception as exc:
-            # REVERSAL_POLICY is the host's and may raise (a refused consent,
-            # a misconfiguration). The reversal just made must be committed
-            # whatever it does: nothing follows it here, and the refund
-            # request, planning its next step itself, reports the error.
-            _log(payment, "refund not continued: %r", exc, level=logging.WARNING)
-            return None
-        if plan:
-            return _begin_split_reversal(payment, amount, user, reason, sent=False)
-    return outcomes.begin_refund(payment, amount, reason, user, sent=False)
 
 
 def _begin_void(payment: Any, user: Any) -> Any:
