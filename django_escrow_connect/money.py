@@ -29,6 +29,7 @@ __all__ = [
     "InvalidAmount",
     "InvalidCurrency",
     "Money",
+    "amount_step",
     "currency_exponent",
     "format_money",
     "from_minor_units",
@@ -151,6 +152,17 @@ def currency_exponent(currency: str) -> int:
     if code in THREE_DECIMAL_CURRENCIES:
         return 3
     return 2
+
+
+def amount_step(currency: str) -> int:
+    """The step an amount the package computes must be a multiple of: 10 for
+    three-decimal currencies (Stripe requires their last digit to be 0, see
+    :func:`validate_minor_amount`), 1 for every other.
+
+    For amounts divided or prorated here (a split's shares, a reversal's
+    part of a refund), so each one Stripe receives is one it accepts.
+    """
+    return 10 if normalize_currency(currency) in THREE_DECIMAL_CURRENCIES else 1
 
 
 def to_minor_units(amount: Decimal | int | str, currency: str) -> int:

@@ -15,7 +15,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from .conf import escrow_settings
-from .money import normalize_currency, validate_minor_amount
+from .money import amount_step, normalize_currency, validate_minor_amount
 
 __all__ = [
     "BASIS_POINTS_WHOLE",
@@ -114,23 +114,32 @@ class PayeeShare:
         return int(self.basis_points if self.basis_points is not None else self.amount or 0)
 
 
-def split_amount(total: int, weights: Sequence[int]) -> list[int]:
+def split_amount(total: int, weights: Sequence[int], *, unit: int = 1) -> list[int]:
     """Split ``total`` minor units in proportion to ``weights``, exactly.
 
     Largest remainder: each share is first rounded down; the minor units
     left over go one each to the shares with the largest fractional
     remainder, ties to the earlier share (the first payee). The result
     always sums to ``total``.
+
+    ``unit`` (:func:`~django_escrow_connect.money.amount_step`: 10 for a
+    three-decimal currency, whose Stripe amounts end in 0) is what the shares
+    move in: ``total`` is split in whole units, and only what it has beyond a
+    multiple of ``unit`` (nothing, for an amount Stripe accepts) is added to
+    the share that took the first leftover unit.
     """
     whole = sum(weights)
-    if total < 0 or whole <= 0 or any(w < 0 for w in weights):
+    if total < 0 or whole <= 0 or any(w < 0 for w in weights) or unit < 1:
         raise ValueError("split_amount needs a non-negative total and positive weights")
-    shares = [total * w // whole for w in weights]
-    remainders = [total * w % whole for w in weights]
-    left = total - sum(shares)
+    units, odd = divmod(total, unit)
+    shares = [units * w // whole for w in weights]
+    remainders = [units * w % whole for w in weights]
+    left = units - sum(shares)
     order = sorted(range(len(weights)), key=lambda i: (-remainders[i], i))
     for i in order[:left]:
         shares[i] += 1
+    shares = [share * unit for share in shares]
+    shares[order[0]] += odd
     return shares
 
 
@@ -143,7 +152,9 @@ def proportional_reversals(*, release: Any, transfers: Sequence[Any], amount: in
     # than it, and the division must not change with who was paid when.
     allocations = getattr(release, "allocations", None) or {}
     return split_amount(
-        amount, [int(allocations.get(str(t.payee_id), t.amount)) for t in transfers]
+        amount,
+        [int(allocations.get(str(t.payee_id), t.amount)) for t in transfers],
+        unit=amount_step(release.currency),
     )
 
 

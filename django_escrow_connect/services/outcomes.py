@@ -533,16 +533,72 @@ def reversal_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str 
     payment.save()
     refund = operation.follow_up.get("refund")
     if refund:
-        # The refund this reversal made room for, committed now: whoever
+        # The refund this reversal made room for (or, for a split payment,
+        # the next payee's reversal before it), committed now: whoever
         # settles the journal next (the request, a retry, escrow_reconcile)
         # sends it.
-        begin_refund(
-            payment,
-            int(refund),
-            str(operation.follow_up.get("reason") or ""),
-            operation.requested_by,
-            sent=False,
-        )
+        _continue_refund(payment, operation)
+
+
+def _continue_refund(payment: Any, operation: Any) -> Any:
+    """Phase 1 of what follows a refund's reversal: the next reversal of the
+    plan its follow-up carries, or the refund; committed, not sent."""
+    follow_up = operation.follow_up
+    refund, reason = int(follow_up["refund"]), str(follow_up.get("reason") or "")
+    for index, (transfer_id, amount) in enumerate(follow_up.get("next") or []):
+        transfer = model("Transfer").objects.filter(stripe_transfer_id=transfer_id).first()
+        # At most what the transfer still carries: a reversal made outside
+        # the app since the plan was made cannot be asked twice.
+        room = transfer.amount - transfer.amount_reversed if transfer is not None else 0
+        if min(int(amount), room) > 0:
+            rest = {**follow_up, "next": follow_up["next"][index + 1 :]}
+            return begin_reversal(
+                payment,
+                transfer_id,
+                min(int(amount), room),
+                operation.requested_by,
+                follow_up=rest,
+                sent=False,
+            )
+    return begin_refund(payment, refund, reason, operation.requested_by, sent=False)
+
+
+def begin_reversal(
+    payment: Any,
+    transfer_id: str,
+    amount: int,
+    user: Any,
+    *,
+    follow_up: dict[str, Any] | None = None,
+    sent: bool = True,
+) -> Any:
+    """Phase 1 of a transfer reversal before a refund: its journal entry and row."""
+    key, attempt = next_key(payment, K.REVERSAL)
+    request = {
+        "transfer_id": transfer_id,
+        "amount": amount,
+        "metadata": operation_metadata(payment, key),
+    }
+    operation = begin(
+        payment,
+        K.REVERSAL,
+        request,
+        amount=amount,
+        target_id=transfer_id,
+        user=user,
+        key=key,
+        attempt=attempt,
+        follow_up=follow_up,
+        sent=sent,
+    )
+    model("TransferReversal").objects.create(
+        payment=payment,
+        idempotency_key=key,
+        stripe_transfer_id=transfer_id,
+        amount=amount,
+        currency=payment.currency,
+    )
+    return operation
 
 
 #: The reasons Stripe accepts on a refund (others are kept locally only).
@@ -1014,6 +1070,11 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
                 target_id=current.target_id,
                 key=key,
                 attempt=attempt,
+                # What the operation commits on success goes with it (the
+                # refund a reversal makes room for): without it the payee's
+                # money came back and the customer was never refunded.
+                follow_up=current.follow_up,
+                user=current.requested_by,
             )
             _rekey_row(current, successor)
         else:

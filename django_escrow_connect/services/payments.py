@@ -27,7 +27,7 @@ from .. import permissions
 from ..conf import escrow_settings
 from ..exceptions import GatewayError
 from ..fees import compute_platform_fee
-from ..money import InvalidAmount, format_money, validate_minor_amount
+from ..money import InvalidAmount, amount_step, format_money, validate_minor_amount
 from ..notifications import deliver, notify
 from ..states import (
     AccountStatus,
@@ -776,7 +776,7 @@ def refund_payment(
     finished with its own key; any other unresolved operation is settled first.
     """
     # A split payment may need one reversal per payee and release first.
-    for _step in range(_MAX_STEPS * 4):
+    for _step in range(_refund_step_budget(payment_id)):
         with transaction.atomic():
             payment = lock_payment(payment_id)
             if not system and not may(payment.refund, user):
@@ -804,6 +804,19 @@ def refund_payment(
         if pending.kind == K.REFUND:
             return payment_model().objects.get(pk=payment_id)
     raise _too_many_steps()
+
+
+def _refund_step_budget(payment_id: Any) -> int:
+    """How many steps one refund request may take: settling what other
+    operations left unresolved, plus one reversal per transfer still
+    carrying money. A fixed bound stopped a split payment's full refund
+    after its 16th reversal, with the payees' money back at the platform and
+    the customer not refunded (the refund is committed with the last one)."""
+    live = model("Transfer").objects.filter(
+        payment_id=payment_id,
+        status__in=[TransferStatus.CREATED, TransferStatus.PARTIALLY_REVERSED],
+    )
+    return _MAX_STEPS * 4 + int(live.count())
 
 
 def _begin_refund_step(payment: Any, user: Any, amount: int | None, reason: str) -> Any:
@@ -922,6 +935,9 @@ def _begin_reversal_if_needed(payment: Any, amount: int, user: Any, reason: str)
     # reached the doer, so it must not be taken back from them.
     released = min(payment.amount, transferred + payment.platform_fee)
     needed = reversal_target(payment, payment.amount_refunded + amount, transferred, released)
+    # Prorated, so rounded down to an amount Stripe accepts (three-decimal
+    # currencies: a multiple of 10); a full refund's target is the transfer.
+    needed -= needed % amount_step(payment.currency)
     needed -= reversed_total
     if needed <= 0:
         return None
@@ -952,33 +968,24 @@ def _begin_reversal_if_needed(payment: Any, amount: int, user: Any, reason: str)
 
 
 def _begin_split_reversal(payment: Any, amount: int, user: Any, reason: str) -> Any:
-    """The next reversal of a split payment's refund; the last one carries the refund."""
+    """The first reversal of a split payment's refund, carrying the rest of it."""
     plan = releases.reversal_plan(payment, payment.amount_refunded + amount)
     if not plan:
         return None
     transfer, needed = plan[0]
-    key, attempt = operations.next_key(payment, K.REVERSAL)
-    operation = operations.begin(
-        payment,
-        K.REVERSAL,
-        reversal_request(payment, transfer.stripe_transfer_id, needed, key),
-        amount=needed,
-        target_id=transfer.stripe_transfer_id,
-        user=user,
-        key=key,
-        attempt=attempt,
-        # Only the last reversal commits the refund with it: the customer is
-        # refunded once every payee's share is back.
-        follow_up={"refund": amount, "reason": reason} if len(plan) == 1 else None,
+    # The refund and the reversals still to make after this one: each
+    # reversal's outcome commits the next (and after the last, the refund,
+    # see outcomes.reversal_made), so a request cut short after any of them
+    # is finished by a retry, the webhook or escrow_reconcile, and the
+    # customer is refunded once every payee's share is back.
+    follow_up = {
+        "refund": amount,
+        "reason": reason,
+        "next": [[t.stripe_transfer_id, need] for t, need in plan[1:]],
+    }
+    return outcomes.begin_reversal(
+        payment, transfer.stripe_transfer_id, needed, user, follow_up=follow_up
     )
-    model("TransferReversal").objects.create(
-        payment=payment,
-        idempotency_key=key,
-        stripe_transfer_id=transfer.stripe_transfer_id,
-        amount=needed,
-        currency=payment.currency,
-    )
-    return operation
 
 
 def _begin_void(payment: Any, user: Any) -> Any:

@@ -22,13 +22,14 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any, NoReturn
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import Prefetch
 from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
 from ..fees import compute_platform_fee
-from ..money import InvalidAmount, validate_minor_amount
+from ..money import InvalidAmount, amount_step, validate_minor_amount
 from ..states import (
     AccountStatus,
     EscrowStrategy,
@@ -471,7 +472,9 @@ def _create_release(payment: Any, user: Any, asked: _Ask) -> Any:
     taken = sum(r.platform_fee for r in releases)
     context = {"payees": payees, "payment": payment}
     fee = _release_fee(payment, gross, context, before=before, taken=taken)
-    shares = split_amount(gross - fee, [p.weight for p in payees])
+    shares = split_amount(
+        gross - fee, [p.weight for p in payees], unit=amount_step(payment.currency)
+    )
     release = model("EscrowRelease").objects.create(
         payment=payment,
         milestone=milestone,
@@ -701,7 +704,11 @@ def _refund_shares(
     """
     from ..conf import escrow_settings
 
+    step = amount_step(release.currency)
     target = release.net if part >= release.amount else part * release.net // release.amount
+    # Prorated, so rounded down to an amount Stripe accepts (three-decimal
+    # currencies: a multiple of 10); the whole release's net already is one.
+    target -= target % step
     allocations = sorted(
         ((payee_id, share) for payee_id, share in _allocations(release) if payee_id in payees),
         key=lambda item: payees[item[0]].position,
@@ -720,10 +727,50 @@ def _refund_shares(
         for payee_id, allocation in allocations
     ]
     shares = escrow_settings.REVERSAL_POLICY(release=release, transfers=transfers, amount=target)
+    _check_reversal_shares(shares, [a for _p, a in allocations], target, release.currency)
     return [
-        (payee_id, allocation, max(0, min(int(share), allocation)))
+        (payee_id, allocation, share)
         for (payee_id, allocation), share in zip(allocations, shares, strict=True)
     ]
+
+
+def _check_reversal_shares(shares: Any, allocations: list[int], target: int, currency: str) -> None:
+    """Refuse a ``REVERSAL_POLICY`` answer that would move the wrong money.
+
+    Checked before anything is written or sent: shares above ``target`` in
+    total would take more from the payees than the refund gives back (the
+    platform would keep the difference), a float would be truncated, and a
+    list of the wrong length would pair shares with the wrong payees. Like a
+    bad fee policy this is the host's configuration error, so it is raised as
+    :class:`~django.core.exceptions.ImproperlyConfigured`, not clamped.
+    """
+    setting = 'ESCROW_CONNECT["REVERSAL_POLICY"]'
+    if not isinstance(shares, list | tuple) or len(shares) != len(allocations):
+        raise ImproperlyConfigured(
+            f"{setting} must return a list of {len(allocations)} ints (one per transfer), "
+            f"got {shares!r}."
+        )
+    for share, allocation in zip(shares, allocations, strict=True):
+        if isinstance(share, bool) or not isinstance(share, int):
+            raise ImproperlyConfigured(
+                f"{setting} must return ints in minor units, got {type(share).__name__} "
+                f"({share!r})."
+            )
+        if not 0 <= share <= allocation:
+            raise ImproperlyConfigured(
+                f"{setting} returned {share} for a payee whose allocation is {allocation}; "
+                "each share must be between 0 and the allocation."
+            )
+        if share % amount_step(currency):
+            raise ImproperlyConfigured(
+                f"{setting} returned {share} {currency}; {currency.upper()} amounts must "
+                "end in 0 for Stripe."
+            )
+    if sum(shares) > target:
+        raise ImproperlyConfigured(
+            f"{setting} returned {list(shares)} ({sum(shares)} in all) for a refund that "
+            f"takes {target} {currency} back; the shares must not add up to more."
+        )
 
 
 # --------------------------------------------------------------------------

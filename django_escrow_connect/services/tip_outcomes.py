@@ -21,6 +21,7 @@ from django_fsm import can_proceed
 
 from ..exceptions import GatewayError
 from ..gateway.types import PaymentIntentSnapshot, TransferSnapshot
+from ..money import amount_step
 from ..notifications import notify
 from ..states import (
     UNRESOLVED_OPERATION_STATES,
@@ -66,7 +67,7 @@ def tip_recipients(tip: Any) -> list[tuple[str, int]]:
         destination = payees[0].destination_account_id if payees else ""
         return [(destination or tip.payment.destination_account_id, net)]
     weights = [p.basis_points if p.basis_points is not None else p.amount for p in payees]
-    shares = split_amount(net, weights)
+    shares = split_amount(net, weights, unit=amount_step(tip.currency))
     return [
         (payee.destination_account_id, share)
         for payee, share in zip(payees, shares, strict=True)

@@ -160,6 +160,13 @@ CALLS = [
         send_refund,
         done=frozenset({"released"}), after_other=frozenset({"refunded"}), skip=1,
     ),
+    # A refund of a released split payment killed in the first payee's
+    # reversal: the second reversal and the refund are still to come.
+    MoneyCall(
+        "refund-split-first-reversal", "create_transfer_reversal", SCT, "released-split",
+        send_refund, send_cancel,
+        done=frozenset({"refunded"}), after_other=frozenset({"released", "refunded"}),
+    ),
     # A refund of a released split payment killed in the second payee's reversal.
     MoneyCall(
         "refund-split-second-reversal", "create_transfer_reversal", SCT, "released-split",

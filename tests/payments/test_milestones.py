@@ -8,6 +8,7 @@ from datetime import date
 from typing import Any
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 
 from django_escrow_connect import signals, swappable
@@ -1007,6 +1008,47 @@ class TestSplit:
         latest_ids = {t.stripe_transfer_id for t in latest.transfers.all()}
         assert {reversals[0][1]["transfer_id"], reversals[1][1]["transfer_id"]} == latest_ids
 
+    def test_a_full_refund_needing_many_reversals_is_made_in_one_request(
+        self, market, sim_stripe, partner
+    ):
+        eight = [MilestoneTerms(f"Part {n}", 1_250) for n in range(1, 9)]
+        payment = held(market, milestones=eight, payees=team(market, partner))
+        body = market.post(market.customer, "payment-confirm", payment_id=payment.pk).json()
+        assert body["status"] == "released"
+        # 16 transfers to reverse (8 releases, 2 payees) before the refund itself.
+        response = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        payment = market.payment(payment.pk)
+        assert payment.status == "refunded"
+        assert payment.amount_refunded == 10_000
+        assert payment.amount_reversed == payment.amount_transferred == 9_000
+        assert len([c for c in sim_stripe.calls if c[0] == "create_transfer_reversal"]) == 16
+
+    def test_a_refund_cut_short_in_its_first_reversal_is_finished_by_reconcile(
+        self, market, sim_stripe, partner, settings
+    ):
+        from io import StringIO
+
+        from django.core.management import call_command
+
+        payment = held(market, payees=team(market, partner))
+        market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        # The first payee's reversal is made but its answer is lost; the
+        # request ends there (503) with the second reversal and the refund unsent.
+        sim_stripe.fail_next(
+            "create_transfer_reversal",
+            TemporarilyUnavailable("timed out", http_status=None),
+            after_effect=True,
+        )
+        response = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+        assert response.status_code == 503, response.content
+        with market.capture(execute=True):
+            call_command("escrow_reconcile", "--older-than", "0", stdout=StringIO())
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_refunded) == ("refunded", 10_000)
+        assert payment.amount_reversed == payment.amount_transferred == 9_000
+        assert sim_stripe.charges[payment.stripe_charge_id]["amount_refunded"] == 10_000
+
     def test_refund_beyond_held_reverses_proportionally(self, market, sim_stripe, partner):
         payment = held(market, payees=team(market, partner))
         release(market, payment, amount=5_000)  # 4,500 net: 2,700 + 1,800
@@ -1020,6 +1062,61 @@ class TestSplit:
         assert payment.amount_refunded == 6_000
         assert payment.amount_released == 4_000
         assert payment.amount_held == 0
+
+    def test_three_decimal_shares_and_reversals_are_amounts_stripe_accepts(
+        self, market, sim_stripe, partner
+    ):
+        task = market.task(currency="kwd")
+        EXTRA[task.pk] = {"payees": team(market, partner)}
+        payment = market.pay(market.create(task).json()["payment_id"])
+        release(market, payment, amount=1_100)  # 990 fils net: 594 + 396 in proportion
+        made = sorted(t["amount"] for t in transfers_in_stripe(sim_stripe, payment))
+        assert made == [400, 590]  # KWD amounts end in 0 at Stripe; they still add up
+        response = market.post(
+            market.staff, "payment-refund", {"amount": 9_230}, payment_id=payment.pk
+        )
+        assert response.status_code == 200, response.content
+        # 8,900 held refunded first, then 330 of the release: 297 of its net, 290 in 10s.
+        reversals = [c[1]["amount"] for c in sim_stripe.calls if c[0] == "create_transfer_reversal"]
+        assert sorted(reversals) == [120, 170]
+        assert market.payment(payment.pk).amount_reversed == 290
+
+    @pytest.mark.parametrize(
+        "policy", ["each_whole_allocation", "one_share_for_two_payees", "float_shares"]
+    )
+    def test_a_reversal_policy_answer_that_moves_the_wrong_money_is_refused_before_stripe(
+        self, market, sim_stripe, partner, settings, policy
+    ):
+        configure(settings, REVERSAL_POLICY=f"tests.payments.test_milestones.{policy}")
+        payment = held(market, payees=team(market, partner))
+        release(market, payment, amount=5_000)  # 4,500 net: 2,700 + 1,800
+        with pytest.raises(ImproperlyConfigured, match="REVERSAL_POLICY"):
+            # 1,000 of the release refunded: 900 of its net may come back, no more.
+            market.post(market.staff, "payment-refund", {"amount": 6_000}, payment_id=payment.pk)
+        payment = market.payment(payment.pk)
+        money = [
+            c for c in sim_stripe.calls if c[0] in ("create_transfer_reversal", "create_refund")
+        ]
+        assert money == []
+        assert sorted(t.amount_reversed for t in payment.transfers.all()) == [0, 0]
+        assert (payment.amount_refunded, payment.amount_reversed) == (0, 0)
+        assert not payment.refunds.exists()
+        assert payment.status == "partially_released"
+
+
+def each_whole_allocation(*, release: Any, transfers: Any, amount: int) -> list[int]:
+    """A ``REVERSAL_POLICY`` that takes every payee's whole share, whatever is refunded."""
+    return [t.amount for t in transfers]
+
+
+def one_share_for_two_payees(*, release: Any, transfers: Any, amount: int) -> list[int]:
+    """A ``REVERSAL_POLICY`` answering one share for a release of two payees."""
+    return [amount]
+
+
+def float_shares(*, release: Any, transfers: Any, amount: int) -> list[Any]:
+    """A ``REVERSAL_POLICY`` computing shares in floats."""
+    return [amount * 0.6, amount * 0.4]
 
 
 # --------------------------------------------------------------------------
@@ -1233,3 +1330,24 @@ class TestSplitTips:
             t for t in sim_stripe.transfers.values() if t["transfer_group"] == tip.transfer_group
         ]
         assert sorted(t["amount"] for t in made) == [400, 601]
+
+    def test_a_three_decimal_tip_is_shared_in_amounts_stripe_accepts(
+        self, market, sim_stripe, partner, settings
+    ):
+        configure(settings, TIP_MAX_AMOUNT={"kwd": 5_000})
+        task = market.task(currency="kwd")
+        EXTRA[task.pk] = {"payees": team(market, partner)}
+        payment = market.pay(market.create(task).json()["payment_id"])
+        market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        response = market.post(
+            market.customer, "payment-tips", {"amount": 1_010}, payment_id=payment.pk
+        )
+        assert response.status_code == 201, response.content
+        tip = swappable.load("EscrowTip").objects.get(pk=response.json()["id"])
+        with market.capture(execute=True):
+            SimulatedGateway().confirm_payment_intent(tip.stripe_payment_intent_id, "success")
+        made = [
+            t for t in sim_stripe.transfers.values() if t["transfer_group"] == tip.transfer_group
+        ]
+        # 60/40 of 1,010 fils is 606 and 404; KWD amounts end in 0 at Stripe.
+        assert sorted(t["amount"] for t in made) == [400, 610]

@@ -155,6 +155,28 @@ class TestTransferRefused:
         assert len(transfers_in_stripe(sim_stripe, payment)) == 1
 
 
+class TestReversalAnsweredWithA500:
+    """A refund after release whose reversal Stripe answered with a 500 (stored
+    under its key): ``escrow_reconcile`` sends it again under a new key."""
+
+    def test_reconcile_makes_the_reversal_and_then_the_refund(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment = market.released_payment()
+        error = TemporarilyUnavailable("Internal error", http_status=500)
+        sim_stripe.fail_next("create_transfer_reversal", error, stored=True)
+        response = market.post(
+            market.doer, "payment-refund", {"amount": 5_000}, payment_id=payment.pk
+        )
+        assert response.status_code == 503, response.content
+        with market.capture(execute=True):
+            reconcile("--older-than", "0")
+        payment = market.payment(payment.pk)
+        assert (payment.amount_reversed, payment.amount_refunded) == (4_500, 5_000)
+        assert payment.status == "partially_refunded"
+        assert sim_stripe.charges[payment.stripe_charge_id]["amount_refunded"] == 5_000
+
+
 class TestCaptureAnswerLost:
     def test_reconcile_reads_the_intent_and_releases(self, market, sim_stripe, settings):
         configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
