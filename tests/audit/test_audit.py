@@ -210,13 +210,7 @@ def test_a_capture_for_less_made_in_the_dashboard_is_audited_against_what_was_ca
 ):
     configure(settings, ESCROW_STRATEGY=MANUAL)
     payment = market.held_payment()
-    with market.capture(execute=True):
-        SimulatedGateway().capture_payment_intent(
-            payment.stripe_payment_intent_id,
-            idempotency_key="dashboard-capture",
-            amount_to_capture=4_000,
-        )
-    payment = market.payment(payment.pk)
+    payment = market.capture_in_dashboard(payment, 4_000)
     assert (payment.status, payment.amount_captured) == ("released", 4_000)
     status, out, _ = run_audit("--payment-id", str(payment.pk))
     assert (status, out.splitlines()[-1]) == (0, "The books agree with Stripe.")
@@ -239,12 +233,8 @@ def test_a_refund_of_the_uncaptured_rest_is_left_out_of_stripe_s_refunds(
 
     configure(settings, ESCROW_STRATEGY=MANUAL)
     payment = market.held_payment()
+    payment = market.capture_in_dashboard(payment, 4_000)
     with market.capture(execute=True):
-        SimulatedGateway().capture_payment_intent(
-            payment.stripe_payment_intent_id,
-            idempotency_key="dashboard-capture",
-            amount_to_capture=4_000,
-        )
         # The Refund of the 6,000 never charged, counted in the charge's
         # amount_refunded, with the reason Stripe gives its own refunds.
         charge = sim_stripe.charges[charge_id(sim_stripe, payment)]
@@ -283,13 +273,7 @@ def test_a_refund_of_the_uncaptured_rest_is_left_out_of_stripe_s_refunds(
 def test_transfers_over_a_capture_for_less_name_what_the_app_charged(settings, market, sim_stripe):
     configure(settings, ESCROW_STRATEGY=MANUAL)
     payment = market.held_payment()
-    with market.capture(execute=True):
-        SimulatedGateway().capture_payment_intent(
-            payment.stripe_payment_intent_id,
-            idempotency_key="dashboard-capture",
-            amount_to_capture=4_000,
-        )
-    payment = market.payment(payment.pk)
+    payment = market.capture_in_dashboard(payment, 4_000)
     sim_stripe.transfers[the_transfer(payment).stripe_transfer_id]["amount"] = 5_000
     found = divergence(audit_books(), payment, "transfers_exceed_capture")
     assert (found.app_amount, found.stripe_amount) == (4_000, 5_000)

@@ -152,6 +152,26 @@ class Marketplace:
         assert response.status_code == 200, response.content
         return self.payment(payment.pk)
 
+    def capture_in_dashboard(
+        self,
+        payment: Any,
+        amount: int,
+        *,
+        webhook: bool = True,
+        application_fee_amount: int | None = None,
+    ) -> Any:
+        """Staff capture ``amount`` of a manual-capture hold in the Stripe
+        dashboard, outside the app; its webhooks are delivered unless
+        ``webhook=False``. The payment, read again."""
+        with self.capture(execute=webhook):
+            SimulatedGateway().capture_payment_intent(
+                payment.stripe_payment_intent_id,
+                idempotency_key="dashboard-capture",
+                amount_to_capture=amount,
+                application_fee_amount=application_fee_amount,
+            )
+        return self.payment(payment.pk)
+
     @staticmethod
     def payment(payment_id: Any) -> Any:
         return swappable.load("EscrowPayment").objects.get(pk=payment_id)

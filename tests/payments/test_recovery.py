@@ -200,16 +200,6 @@ class TestCaptureAnswerLost:
 class TestCapturedInTheDashboard:
     """A capture made outside the app for less than the authorisation."""
 
-    def capture_in_dashboard(self, market, payment, amount, *, webhook=True):
-        from django_escrow_connect.simulation import SimulatedGateway
-
-        with market.capture(execute=webhook):
-            SimulatedGateway().capture_payment_intent(
-                payment.stripe_payment_intent_id,
-                idempotency_key="dashboard-capture",
-                amount_to_capture=amount,
-            )
-
     def assert_released_for_what_was_captured(self, market, payment):
         payment = market.payment(payment.pk)
         assert payment.status == "released"
@@ -231,7 +221,7 @@ class TestCapturedInTheDashboard:
     ):
         configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
         payment = market.held_payment(amount=10_000)
-        self.capture_in_dashboard(market, payment, 4_000)
+        market.capture_in_dashboard(payment, 4_000)
         self.assert_released_for_what_was_captured(market, payment)
         # Seen again (reconcile reads the PaymentIntent): booked once, one incident.
         with market.capture(execute=True):
@@ -252,7 +242,7 @@ class TestCapturedInTheDashboard:
         with market.capture(execute=False):
             response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert response.status_code == 503
-        self.capture_in_dashboard(market, payment, 4_000, webhook=False)
+        market.capture_in_dashboard(payment, 4_000, webhook=False)
         sim_stripe.calls.clear()
         with market.capture(execute=True):
             output = reconcile("--older-than", "0")
@@ -273,7 +263,7 @@ class TestCapturedInTheDashboard:
         # PaymentIntent and books what Stripe did.
         configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
         payment = market.held_payment(amount=10_000)
-        self.capture_in_dashboard(market, payment, 4_000, webhook=False)
+        market.capture_in_dashboard(payment, 4_000, webhook=False)
         assert market.payment(payment.pk).status == "held"
         type(payment).objects.filter(pk=payment.pk).update(
             capture_before=timezone.now() - timedelta(hours=1)

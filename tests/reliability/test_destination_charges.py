@@ -159,24 +159,10 @@ def test_an_application_fee_other_than_the_payment_s_is_logged(market, sim_strip
 # --------------------------------------------------------------------------
 
 
-def capture_in_dashboard(market, payment, amount, application_fee_amount=None):
-    """Staff capture part of the hold in the Stripe dashboard, outside the app."""
-    from django_escrow_connect import simulation as simulated
-
-    with market.capture(execute=True):
-        simulated.SimulatedGateway().capture_payment_intent(
-            payment.stripe_payment_intent_id,
-            idempotency_key="dashboard-capture",
-            amount_to_capture=amount,
-            application_fee_amount=application_fee_amount,
-        )
-    return market.payment(payment.pk)
-
-
 def test_a_capture_for_less_in_the_dashboard_is_the_release_of_what_was_captured(
     market, sim_stripe, manual
 ):
-    payment = capture_in_dashboard(market, market.held_payment(), 4_000)
+    payment = market.capture_in_dashboard(market.held_payment(), 4_000)
     books = assert_money_invariants(sim_stripe, payment)
     # Stripe: 4,000 captured and transferred, the fee taken back from it; the
     # other 6,000 went back to the card without a refund.
@@ -218,7 +204,7 @@ def test_a_capture_for_less_in_the_dashboard_is_the_release_of_what_was_captured
 
 def test_a_capture_for_less_books_the_application_fee_stripe_took(market, sim_stripe, manual):
     # Staff lowered the fee too when capturing 4,000 of 10,000 (fee 1,000).
-    payment = capture_in_dashboard(market, market.held_payment(), 4_000, application_fee_amount=400)
+    payment = market.capture_in_dashboard(market.held_payment(), 4_000, application_fee_amount=400)
     books = assert_money_invariants(sim_stripe, payment)
     assert books["charge"]["application_fee_amount"] == 400
     assert sim_stripe.balances[market.doer_account.stripe_account_id]["usd"] == 3_600
@@ -232,7 +218,7 @@ def test_a_capture_for_less_books_the_application_fee_stripe_took(market, sim_st
 def test_refunds_after_a_capture_for_less_count_against_what_was_captured(
     market, sim_stripe, manual
 ):
-    payment = capture_in_dashboard(market, market.held_payment(), 4_000)
+    payment = market.capture_in_dashboard(market.held_payment(), 4_000)
     # More than was captured: a clear 400, nothing sent, nothing written.
     response = market.post(market.doer, "payment-refund", {"amount": 4_001}, payment_id=payment.pk)
     assert response.status_code == 400, response.content
