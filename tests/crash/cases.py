@@ -97,7 +97,9 @@ class MoneyCall:
     strategy: str
     #: the payment's state before the call: "task" (none yet), "held", "released";
     #: "held-milestones" (three milestones), "held-split" (two payees),
-    #: "released-split" (two payees, both paid), "milestone-1-held" (a task
+    #: "released-split" (two payees, both paid), "released-split-3" (three
+    #: payees, all paid), "refused-split" (two payees, the doer's transfer
+    #: refused, the partner's made), "milestone-1-held" (a task
     #: funded per milestone whose first milestone's payment is held)
     start: str
     send: Callable[..., Answer]
@@ -173,6 +175,26 @@ CALLS = [
         send_refund, send_cancel,
         done=frozenset({"refunded"}), after_other=frozenset({"released", "refunded"}), skip=1,
     ),
+    # A refund of a released split payment killed in its last step, the refund
+    # itself: both reversals are made, the customer is not refunded yet.
+    MoneyCall(
+        "refund-split-refund", "create_refund", SCT, "released-split", send_refund, send_cancel,
+        done=frozenset({"refunded"}), after_other=frozenset({"released", "refunded"}),
+    ),
+    # A refund of a payment released to three payees killed in the middle
+    # reversal: one reversal made, one and the refund still to come.
+    MoneyCall(
+        "refund-split-middle-reversal", "create_transfer_reversal", SCT, "released-split-3",
+        send_refund, send_cancel,
+        done=frozenset({"refunded"}), after_other=frozenset({"released", "refunded"}), skip=1,
+    ),
+    # A refund after a refused share (the doer's transfer refused, the partner's
+    # made) killed in the partner's reversal: the doer's share is never sent.
+    MoneyCall(
+        "refund-split-refused-share", "create_transfer_reversal", SCT, "refused-split",
+        send_refund, send_cancel,
+        done=frozenset({"refunded"}), after_other=frozenset({"partially_released", "refunded"}),
+    ),
 ]  # fmt: skip
 BY_NAME = {call.name: call for call in CALLS}
 CRASH_POINTS = ("before", "after")
@@ -202,13 +224,16 @@ def set_up(world: World, call: MoneyCall) -> Scene:
     if call.start in ("held-milestones", "held-split"):
         payment = held_in_parts(world, call.start)
         return Scene(task=payment.task, payment=payment)
-    if call.start == "released-split":
-        payment = held_in_parts(world, "held-split")
+    if call.start in ("released-split", "released-split-3"):
+        payment = held_in_parts(world, call.start.replace("released", "held"))
         answer = world.api(world.market.customer, "payment-confirm", payment.pk)
         assert answer.status == 200, answer
         world.deliver_in_process()
         payment = world.payment(payment.pk)
         assert payment.status == "released", payment.status
+        return Scene(task=payment.task, payment=payment)
+    if call.start == "refused-split":
+        payment = refused_share(world)
         return Scene(task=payment.task, payment=payment)
     payment = world.held_payment() if call.start == "held" else world.released_payment()
     return Scene(task=payment.task, payment=payment)
@@ -237,18 +262,45 @@ def held_in_parts(world: World, start: str) -> Any:
             ]
         }
     else:
+        # Two payees (60/40), or three (50/30/20) for "held-split-3".
+        names = ["partner", "second_partner"] if start == "held-split-3" else ["partner"]
         with world.shared.session():
-            partner = factories.make_user("partner")
-            stripe_account(owner_user=partner)
+            partners = [factories.make_user(name) for name in names]
+            for partner in partners:
+                stripe_account(owner_user=partner)
         world.deliver_in_process()
+        points = [5_000, 3_000, 2_000] if len(partners) == 2 else [6_000, 4_000]
         EXTRA[task.pk] = {
             "payees": [
-                PayeeShare(user=world.market.doer, basis_points=6_000),
-                PayeeShare(user=partner, basis_points=4_000),
+                PayeeShare(user=user, basis_points=share)
+                for user, share in zip([world.market.doer, *partners], points, strict=True)
             ]
         }
     payment = world.pay(world.create(task))
     assert payment.status == "held", payment.status
+    return payment
+
+
+def refused_share(world: World) -> Any:
+    """A payment split 60/40 between the doer and a partner whose release sent the
+    partner's 3,600 but not the doer's 5,400: Stripe refused it (balance_insufficient)."""
+    from django_escrow_connect.exceptions import BalanceInsufficient
+
+    payment = held_in_parts(world, "held-split")
+    with world.shared.session() as store:
+        # One session around the confirm: an injected failure is not shared
+        # between processes, it lives in this process's store until the call.
+        refusal = BalanceInsufficient(
+            "Insufficient funds.", code="balance_insufficient", http_status=400
+        )
+        store.fail_next("create_transfer", refusal)
+        answer = world.api(world.market.customer, "payment-confirm", payment.pk)
+    assert answer.status == 409, answer
+    world.deliver_in_process()
+    payment = world.payment(payment.pk)
+    assert payment.status == "partially_released", payment.status
+    made = sorted(t.amount for t in payment.transfers.exclude(status="failed"))
+    assert made == [3_600], made
     return payment
 
 
