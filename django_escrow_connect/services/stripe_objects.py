@@ -469,6 +469,9 @@ def apply_transfer(snapshot: TransferSnapshot, *, event_id: str = "") -> Any:
     - A transfer the app sent but whose answer was lost completes the release.
     - A reversal the app did not make becomes a TRANSFER_REVERSED incident,
       and the reversed totals follow Stripe's.
+    - A transfer made outside the app on top of the payment's own (one live
+      transfer per payment) is logged and left to ``escrow_audit``
+      (``transfer_unknown_to_app``); the payment is returned, not a Transfer.
     """
     Transfer = model("Transfer")
     known_payment = (
@@ -500,6 +503,10 @@ def apply_transfer(snapshot: TransferSnapshot, *, event_id: str = "") -> Any:
             transfer = outcomes.transfer_made(payment, operation, snapshot, event_id=event_id)
         if transfer is None:
             transfer = _match_or_record_transfer(payment, snapshot, event_id=event_id)
+        if transfer is None:
+            # Made outside the app on top of the payment's own transfer:
+            # processed (the payment's), left out of the books.
+            return payment
     for reversal in snapshot.reversals:
         operation = pending_operation_for(
             payment, MoneyOperationKind.REVERSAL, reversal.metadata, reversal.amount
@@ -540,6 +547,23 @@ def _match_or_record_transfer(payment: Any, snapshot: TransferSnapshot, *, event
             _log("release confirmed by webhook", payment=payment, event_id=event_id)
             notify("payment_released", payment=payment, transfer=pending)
         return pending
+    live = payment.transfers.filter(release__isnull=True).exclude(status=TransferStatus.FAILED)
+    if live.exists():
+        # A transfer made outside the app (the Stripe dashboard) in the
+        # payment's transfer group, on top of the payment's own: not escrow
+        # money, and a payment paid to one payee has one live transfer (a
+        # constraint). Left out of the books, logged; escrow_audit reports it
+        # (transfer_unknown_to_app) for staff to settle with the doer.
+        _log(
+            "transfer made outside the app left out of the books: %s (%s %s)",
+            snapshot.id,
+            snapshot.amount,
+            snapshot.currency,
+            payment=payment,
+            event_id=event_id,
+            level=logging.WARNING,
+        )
+        return None
     transfer = model("Transfer").objects.create(
         payment=payment,
         stripe_transfer_id=snapshot.id,

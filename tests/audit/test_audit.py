@@ -317,6 +317,35 @@ def test_a_second_transfer_in_the_same_transfer_group(market, sim_stripe):
     assert (total.app_amount, total.stripe_amount) == (9_000, 9_500)
 
 
+def test_a_second_transfer_whose_webhook_arrives_is_left_to_the_audit(market, sim_stripe):
+    """Its ``transfer.created`` is processed (it used to fail with a 500 on the
+    one-live-transfer constraint, for every redelivery); the transfer is not
+    booked as the payment's, which a refund still reverses alone."""
+    payment = market.released_payment()
+    with market.capture(execute=True):
+        second = SimulatedGateway().create_transfer(
+            idempotency_key="outside-transfer-3",
+            amount=500,
+            currency=payment.currency,
+            destination=market.doer_account.stripe_account_id,
+            source_transaction=charge_id(sim_stripe, payment),
+            transfer_group=payment.transfer_group,
+            metadata={},
+        )
+
+    event = swappable.load("WebhookEvent").objects.get(
+        type="transfer.created", payload__data__object__id=second.id
+    )
+    assert event.status == "processed", event.last_error
+    assert [t.amount for t in payment.transfers.all()] == [9_000]
+    assert checks(audit_books(), payment) == {
+        "multiple_live_transfers",
+        "transfer_unknown_to_app",
+        "amount_transferred",
+    }
+    assert refund(market, payment).status == "refunded"
+
+
 def test_a_refund_made_outside_the_app_and_never_recorded(market, sim_stripe):
     payment = market.held_payment()
     with webhooks_lost(market):
