@@ -47,6 +47,10 @@ class StandInPayment:
     payment_method_consent_at: Any = None
     stripe_customer_id: str = ""
     saved_payment_method_id: str = ""
+    # Money on the platform's balance after a refund after release failed
+    # (outcomes.refund_request sends a destination charge's refund of it
+    # without reversing the doer again): none in these requests.
+    amount_held: int = 0
 
     @property
     def off_session_payment_method(self) -> str:
