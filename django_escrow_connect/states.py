@@ -290,6 +290,7 @@ class StaffActionKind(models.TextChoices):
     RESOLVE_INCIDENT = "resolve_incident", _("Resolve incident")
     ANNOTATE_INCIDENT = "annotate_incident", _("Annotate incident")
     REFRESH_ACCOUNT = "refresh_account", _("Refresh account")
+    REPLAY_EVENT = "replay_event", _("Replay webhook event")
 
 
 class StaffActionOutcome(models.TextChoices):

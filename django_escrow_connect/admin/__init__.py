@@ -29,13 +29,16 @@ from django.utils.translation import gettext_lazy as _
 
 from ..services.operations import in_transaction
 from ..services.report import build_report
+from ..states import StaffActionKind, StaffActionOutcome
 from ..swappable import APP_LABEL
-from ..webhooks.operations import replay_events as replay_webhook_events
+from ..webhooks.operations import replay_event as replay_webhook_event
 from .actions import (
     CONFIRMATION_TEMPLATE,
     AccountActionsMixin,
+    Attempt,
     IncidentActionsMixin,
     PaymentActionsMixin,
+    record,
 )
 
 # Public (docs/admin.md): a host that swaps a model registers it with one of
@@ -410,6 +413,15 @@ class IncidentAdmin(IncidentActionsMixin, ReadOnlyMoneyAdmin):
         )
 
 
+def _record_replay(request: HttpRequest, result: Attempt) -> None:
+    """The audit trail's entry for one replayed event (``replay_event``).
+
+    The message names the event (``evt_...``, its type) and its state after
+    the replay; the staff action list's search finds it by the event's id.
+    """
+    record(request, StaffActionKind.REPLAY_EVENT, result)
+
+
 class WebhookEventAdmin(ReadOnlyMoneyAdmin):
     """Received webhook events, with the replay action and the escrow report."""
 
@@ -444,16 +456,25 @@ class WebhookEventAdmin(ReadOnlyMoneyAdmin):
         if "confirm" not in request.POST:
             return self._confirm_replay(request, events)
         if in_transaction():
-            self.message_user(
-                request,
-                gettext(
-                    "Nothing replayed: a database transaction is open, and replaying "
-                    "must run outside one (its handlers read Stripe) (in_transaction)."
-                ),
-                messages.ERROR,
+            refusal = gettext(
+                "Nothing replayed: a database transaction is open, and replaying "
+                "must run outside one (its handlers read Stripe) (in_transaction)."
             )
+            for event in events:
+                text = f"{event.stripe_event_id} ({event.type}): {refusal}"
+                _record_replay(request, Attempt(StaffActionOutcome.REFUSED, text, "in_transaction"))
+            self.message_user(request, refusal, messages.ERROR)
             return None
-        counts = replay_webhook_events(event.pk for event in events)
+        counts: dict[str, int] = {}
+        for event in events:
+            status = replay_webhook_event(event.pk)
+            counts[status] = counts.get(status, 0) + 1
+            # Each replay is a staff action on money's state (handlers move
+            # payments): the audit trail says who replayed what, and how it ended.
+            outcome = StaffActionOutcome.ERROR if status == "failed" else StaffActionOutcome.OK
+            message = f"{event.stripe_event_id} ({event.type}): {status}"
+            code = "event_failed" if status == "failed" else ""
+            _record_replay(request, Attempt(outcome, message, code))
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         level = messages.WARNING if counts.get("failed") else messages.SUCCESS
         self.message_user(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .arguments import (
     require_amount,
@@ -77,6 +77,14 @@ class BaseGateway:
     Subclass it and implement the ``_<method>`` hooks your provider supports;
     see "Writing a custom gateway" in ``docs/gateways.md``.
     """
+
+    #: Whether :meth:`verify_webhook` verifies events when no signing secret is
+    #: configured (``secrets`` empty), with a secret of its own. A real
+    #: provider never does: the webhook receiver refuses every delivery to an
+    #: endpoint without secrets unless the gateway says so (the simulated
+    #: gateway does, for development). Read with ``getattr``: a gateway that
+    #: implements the protocol without this class need not define it.
+    verifies_without_configured_secrets: ClassVar[bool] = False
 
     def _not_implemented(self, method: str) -> NotImplementedError:
         return NotImplementedError(f"{type(self).__name__} does not implement {method}")

@@ -52,6 +52,11 @@ class SimulatedGateway(
     from :mod:`.actions`. All of them act on ``store``.
     """
 
+    #: It signs its events with :data:`SIMULATED_WEBHOOK_SECRET` and accepts
+    #: that one secret when none is configured (:meth:`verify_webhook`), so a
+    #: development host needs no ``whsec_`` setting.
+    verifies_without_configured_secrets = True
+
     def __init__(self, store: SimulatedStripe | None = None) -> None:
         self.store = store if store is not None else simulated_stripe
 

@@ -58,11 +58,17 @@ def retry_deferred_events(*, dry_run: bool = False) -> list[Change]:
 # --------------------------------------------------------------------------
 
 
+def replay_event(pk: Any) -> str:
+    """Process one event again (whatever its state); returns its new state.
+
+    ``"skipped"`` when the event is gone or another worker holds it.
+    """
+    return pipeline.replay(pk) or "skipped"
+
+
 def replay_events(pks: Iterable[Any]) -> dict[str, int]:
     """Process each event again (whatever its state); returns the new states counted."""
-    counts: Counter[str] = Counter()
-    for pk in pks:
-        counts[pipeline.replay(pk) or "skipped"] += 1
+    counts: Counter[str] = Counter(replay_event(pk) for pk in pks)
     return dict(counts)
 
 

@@ -160,24 +160,21 @@ class EndpointSpec:
             )
         return f"No signing secret configured for the {self.name} endpoint ({setting})."
 
-    def _simulated_without_secrets(self, gateway: Any) -> bool:
-        """Whether an empty secrets setting is left to the simulated gateway.
+    def _left_to_gateway(self, gateway: Any) -> bool:
+        """Whether an empty secrets setting is left to the gateway's own secret.
 
-        With no secret configured the simulated Stripe signs its events with
-        its own development secret and its ``verify_webhook`` accepts that one
-        secret only (so a development host needs no ``whsec_`` setting, and
-        system check W021 stays quiet). Refusing here first would drop every
-        event it sends. A bare string stays refused: that is a mistake to fix,
-        not an empty setting. The simulated gateway never runs with ``DEBUG``
-        off outside tests (system check E011).
+        A gateway that verifies its events without configured secrets says so
+        (``verifies_without_configured_secrets``: the simulated one, which signs
+        with its development secret, so a development host needs no
+        ``whsec_`` setting and system check W021 stays quiet). Refusing here
+        first would drop every event it sends. A bare string stays refused:
+        that is a mistake to fix, not an empty setting. The simulated gateway
+        never runs with ``DEBUG`` off outside tests (system check E011).
         """
         value = getattr(escrow_settings, self.secrets_setting)
         if value and not isinstance(value, (list, tuple)):
             return False
-        # Imported here: the webhook layer needs the simulation only in this case.
-        from ..simulation.gateway import SimulatedGateway
-
-        return isinstance(gateway, SimulatedGateway)
+        return getattr(gateway, "verifies_without_configured_secrets", False) is True
 
     def run_validators(self, method: str, *args: Any) -> None:
         for klass in reversed(type(self).__mro__):
@@ -274,7 +271,7 @@ class EndpointSpec:
         self.run_validators("validate_payload", payload)
         secrets = self.secrets()
         gateway = get_gateway()
-        if not secrets and not self._simulated_without_secrets(gateway):
+        if not secrets and not self._left_to_gateway(gateway):
             raise WebhookRejected(self.secrets_problem())
         tolerance = int(escrow_settings.WEBHOOK_TOLERANCE_SECONDS or 0)
         if tolerance <= 0:

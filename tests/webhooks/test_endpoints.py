@@ -19,7 +19,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.db import connections
 from django.urls import resolve
 
-from django_escrow_connect.simulation import SIMULATED_WEBHOOK_SECRET
+from django_escrow_connect.simulation import SIMULATED_WEBHOOK_SECRET, SimulatedGateway
 from django_escrow_connect.states import WebhookEndpoint
 from tests.webhooks import stripe_objects as so
 from tests.webhooks.conftest import (
@@ -31,6 +31,12 @@ from tests.webhooks.conftest import (
 )
 
 pytestmark = pytest.mark.django_db
+
+
+class SimulationWithoutOwnSecret(SimulatedGateway):
+    """A gateway that never verifies without a configured secret."""
+
+    verifies_without_configured_secrets = False
 
 
 @pytest.fixture(autouse=True)
@@ -150,6 +156,21 @@ class EndpointContract:
         response = deliver.post(self.endpoint, evt, secret=SIMULATED_WEBHOOK_SECRET)
         assert response.status_code == 200, response.content
         assert events().get().stripe_event_id == evt["id"]
+
+    def test_without_secrets_it_is_the_gateway_that_decides(
+        self, deliver: Any, settings: Any, sim_stripe: Any
+    ) -> None:
+        # Not the gateway's class: a simulation that says it does not verify
+        # without configured secrets gets nothing through an empty setting.
+        escrow_settings(
+            settings,
+            GATEWAY=f"{__name__}.SimulationWithoutOwnSecret",
+            **{self.secrets_setting: []},
+        )
+        response = deliver.post(self.endpoint, self.event(), secret=SIMULATED_WEBHOOK_SECRET)
+        self.refused(response)
+        assert "No signing secret configured" in response.json()["error"]["message"]
+        assert not events().exists()
 
     @pytest.mark.parametrize("signed_with", ["w", "whsec_string_setting"])
     def test_a_string_setting_is_no_secret_at_all(

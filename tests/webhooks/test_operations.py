@@ -111,10 +111,33 @@ def test_admin_replay_action_is_confirmed_then_done(
     # Nothing is replayed before the confirmation.
     assert (events().get().status, events().get().attempts) == ("failed", 1)
 
+    assert not swappable.load("StaffAction").objects.exists()
+
     response = admin_replay(admin_client, [row], confirm=True)
     assert response.status_code == 200
     assert "Replayed: 1 processed." in response.content.decode()
     assert events().get().status == "processed"
+    # Who replayed what, and how it ended, is in the staff audit trail.
+    entry = swappable.load("StaffAction").objects.get()
+    assert (entry.staff, entry.action, entry.outcome, entry.code) == (
+        response.wsgi_request.user,
+        "replay_event",
+        "ok",
+        "",
+    )
+    assert entry.message == f"{evt['id']} ({FLAKY}): processed"
+
+
+def test_admin_replay_of_an_event_that_fails_again_is_audited_as_an_error(
+    deliver: Any, flaky: list[int], admin_client: Client
+) -> None:
+    evt = so.event(FLAKY, so.charge())
+    deliver.platform(evt)  # fails: flaky stays failing
+    response = admin_replay(admin_client, [events().get()], confirm=True)
+    assert "Replayed: 1 failed." in response.content.decode()
+    entry = swappable.load("StaffAction").objects.get()
+    assert (entry.action, entry.outcome, entry.code) == ("replay_event", "error", "event_failed")
+    assert entry.message == f"{evt['id']} ({FLAKY}): failed"
 
 
 def test_admin_replay_runs_outside_a_request_wide_transaction(
@@ -171,6 +194,13 @@ def test_admin_replay_inside_a_transaction_replays_nothing(
         "outside one (its handlers read Stripe) (in_transaction)."
     ]
     assert (events().get().status, events().get().attempts) == ("failed", 1)
+    entry = swappable.load("StaffAction").objects.get()
+    assert (entry.staff, entry.action, entry.outcome, entry.code) == (
+        admin_user,
+        "replay_event",
+        "refused",
+        "in_transaction",
+    )
 
 
 # --------------------------------------------------------------------------
