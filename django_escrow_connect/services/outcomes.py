@@ -784,6 +784,12 @@ def refund_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.Se
         stripe_request_id=exc.request_id or "",
         stripe_payment_intent_id=payment.stripe_payment_intent_id,
     )
+    if refund is not None:
+        # As transfer_failed for a refused transfer: the 409 reaches only the
+        # requester (nobody, when escrow_reconcile sent it again), and after
+        # a release the reversal stays made, so the customer is owed money
+        # that now sits on the platform's balance.
+        notify("refund_failed", payment=payment, refund=refund)
     return translate(exc, _("refund the payment"))
 
 

@@ -359,3 +359,213 @@ def test_every_key_carries_the_installation_s_prefix(market, sim_stripe, setting
     keys = [params["idempotency_key"] for name, params in sim_stripe.calls if name in MONEY_CALLS]
     assert len(keys) >= 3  # create, release, refund (and the reversal)
     assert all(key.startswith(f"staging:payment:{payment.pk}:") for key in keys), keys
+
+
+# --------------------------------------------------------------------------
+# Operator drills: each failure recovered exactly as docs/recovery.md says,
+# with Stripe's events delivered through the package's real webhook receiver.
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def real_webhooks(separate_charges, sim_stripe):
+    """Every event of the simulated Stripe reaches the webhook receiver, as in production."""
+    from django_escrow_connect import simulation
+
+    previous = simulation.set_event_sink(None)
+    yield sim_stripe
+    simulation.set_event_sink(previous)
+
+
+def stripe_books(sim_stripe, payment):
+    transfers = transfers_in_stripe(sim_stripe, payment)
+    return {
+        "transferred": sum(t["amount"] for t in transfers),
+        "reversed": sum(t["amount_reversed"] for t in transfers),
+        "refunded": sim_stripe.charges[payment.stripe_charge_id]["amount_refunded"],
+    }
+
+
+def audit():
+    out = StringIO()
+    call_command("escrow_audit", stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+class TestOperatorDrills:
+    def test_events_missed_while_the_endpoint_was_down_for_three_days(self, market, real_webhooks):
+        """recovery.md, *When the webhook endpoint was down*: fetch what was
+        missed, then reconcile and audit."""
+        from django_escrow_connect import simulation
+
+        gateway = simulation.SimulatedGateway()
+        released = market.released_payment()
+        unpaid = market.create(market.task(amount=5_000)).json()["payment_id"]
+        missed = []
+        simulation.set_event_sink(lambda *delivery: missed.append(delivery))
+        try:
+            # While the endpoint answers nothing: a customer pays, another
+            # disputes a released payment, the doer's account is restricted.
+            market.pay(unpaid)
+            with market.capture(execute=True):
+                gateway.open_dispute(released.stripe_charge_id)
+                gateway.require_information(market.doer_account.stripe_account_id)
+        finally:
+            simulation.set_event_sink(None)
+        assert missed
+        assert market.payment(unpaid).status == "awaiting_payment"
+        assert market.payment(released.pk).status == "released"
+
+        out = StringIO()
+        with market.capture(execute=True):
+            call_command(
+                "escrow_fetch_missed_events", "--since", "3d", "--all-accounts", stdout=out
+            )
+        assert market.payment(unpaid).status == "held"
+        assert market.payment(released.pk).status == "disputed"
+        market.doer_account.refresh_from_db()
+        assert market.doer_account.status == "restricted"
+        assert "Nothing to reconcile." in reconcile("--older-than", "0")
+        assert "The books agree with Stripe." in audit()
+
+    def test_a_transfer_refused_for_a_lost_transfers_capability(
+        self, market, real_webhooks, client
+    ):
+        """recovery.md, *When a transfer fails*: the account's webhook was
+        missed, Stripe refuses; refresh the account, the doer onboards, confirm."""
+        from django.urls import reverse
+
+        from django_escrow_connect import simulation, swappable
+
+        gateway = simulation.SimulatedGateway()
+        account = market.doer_account
+        payment = market.held_payment()
+        with market.capture(execute=False):  # its events never arrive
+            gateway.require_information(account.stripe_account_id)
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "release_failed"
+        payment = market.payment(payment.pk)
+        assert payment.status == "held"
+        (incident,) = payment.transfer_incidents.all()
+        assert incident.code == "insufficient_capabilities_for_transfer"
+        account.refresh_from_db()
+        assert account.status == "verified"  # the app could not know
+
+        # Staff: Connected accounts -> Refresh from Stripe.
+        market.staff.is_superuser = True
+        market.staff.save()
+        client.force_login(market.staff)
+        Account = swappable.load("ConnectedAccount")
+        changelist = reverse(
+            f"admin:{Account._meta.app_label}_{Account._meta.model_name}_changelist"
+        )
+        data = {"action": "refresh_account", "_selected_action": [str(account.pk)]}
+        with market.capture(execute=True):
+            client.post(changelist, {**data, "confirm": "yes", "note": "release refused"})
+        account.refresh_from_db()
+        assert (account.status, account.can_transfer) == ("restricted", False)
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.json()["error"]["code"] == "account_not_ready"
+
+        # The doer finishes onboarding (its webhooks arrive); confirm again.
+        with market.capture(execute=True):
+            gateway.complete_onboarding(account.stripe_account_id)
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        payment = market.payment(payment.pk)
+        assert payment.status == "released"
+        assert stripe_books(real_webhooks, payment)["transferred"] == 9_000
+        assert sorted(t.status for t in payment.transfers.all()) == ["created", "failed"]
+
+    def test_payouts_disabled_does_not_hold_a_release(self, market, real_webhooks):
+        """A `restricted` account whose transfers capability is active still
+        receives the transfer; the money waits in its Stripe balance."""
+        from django_escrow_connect.services.accounts import refresh_account
+
+        account = market.doer_account
+        payment = market.held_payment()
+        real_webhooks.accounts[account.stripe_account_id]["payouts_enabled"] = False
+        with market.capture(execute=True):
+            refresh_account(account)
+        account.refresh_from_db()
+        assert (account.status, account.can_transfer) == ("restricted", True)
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        assert real_webhooks.balances[account.stripe_account_id] == {"usd": 9_000}
+
+    def test_a_lost_dispute_after_release(self, market, real_webhooks):
+        """recovery.md, *When a dispute is lost*: the platform bears it; a
+        reversal made in the Stripe dashboard is booked from its webhook."""
+        from django_escrow_connect import simulation
+
+        gateway = simulation.SimulatedGateway()
+        payment = market.released_payment()
+        with market.capture(execute=True):
+            dispute = gateway.open_dispute(payment.stripe_charge_id)
+            gateway.close_dispute(dispute.id, won=False)
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_transferred, payment.amount_reversed) == (
+            "dispute_lost",
+            9_000,
+            0,
+        )
+        response = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "transition_not_allowed"
+        assert "The books agree with Stripe." in audit()
+
+        (transfer,) = payment.transfers.all()
+        with market.capture(execute=True):
+            gateway.create_transfer_reversal(
+                transfer_id=transfer.stripe_transfer_id,
+                amount=9_000,
+                idempotency_key="dashboard-reversal",
+                metadata={},
+            )
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_reversed) == ("dispute_lost", 9_000)
+        (incident,) = payment.transfer_incidents.all()
+        assert incident.kind == "transfer_reversed"
+        assert stripe_books(real_webhooks, payment)["reversed"] == 9_000
+        assert "The books agree with Stripe." in audit()
+
+    def test_a_host_transition_receiver_raising_during_a_release(self, market, real_webhooks):
+        """recovery.md, *When a host's receiver raises*: the transfer is made,
+        its outcome rolled back; fix the receiver, then reconcile and replay."""
+        from django_fsm.signals import post_transition
+
+        from django_escrow_connect import swappable
+
+        Payment = swappable.load("EscrowPayment")
+        broken = [True]
+
+        def receiver(sender, instance, name, source, target, **kwargs):
+            if broken[0] and target == "released":
+                raise RuntimeError("host bug")
+
+        post_transition.connect(receiver, sender=Payment, weak=False)
+        try:
+            payment = market.held_payment()
+            with pytest.raises(RuntimeError, match="host bug"):
+                market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+            payment = market.payment(payment.pk)
+            assert payment.status == "releasing"
+            assert len(transfers_in_stripe(real_webhooks, payment)) == 1
+            events = swappable.load("WebhookEvent").objects
+            assert events.get(type="transfer.created").status == "failed"
+
+            broken[0] = False
+            real_webhooks.calls.clear()
+            with market.capture(execute=True):
+                assert "releasing -> released" in reconcile("--older-than", "0")
+                call_command("escrow_replay_events", stdout=StringIO())
+            # Stripe's own redelivery of the 500 it was answered.
+            real_webhooks.deliver_undelivered()
+        finally:
+            post_transition.disconnect(receiver, sender=Payment)
+        assert money_calls(real_webhooks) == []
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_transferred) == ("released", 9_000)
+        assert events.get(type="transfer.created").status == "processed"
+        assert len(transfers_in_stripe(real_webhooks, payment)) == 1

@@ -64,6 +64,32 @@ def test_a_rolled_back_operation_sends_nothing(market, sim_stripe, recorder):
     assert recorder.received == []
 
 
+def test_a_refund_stripe_refuses_sends_refund_failed(market, sim_stripe, settings, recorder):
+    """After a release the reversal stays made: the customer is owed money now
+    on the platform's balance, and only the requester saw the 409."""
+    from django_escrow_connect.exceptions import InvalidRequest
+
+    configure(settings, ESCROW_STRATEGY="separate_charges_and_transfers")
+    payment = market.released_payment()
+    recorder.received.clear()
+    sim_stripe.fail_next(
+        "create_refund",
+        InvalidRequest(
+            "Charge expired for refund.", code="charge_expired_for_refund", http_status=400
+        ),
+    )
+    response = market.post(market.doer, "payment-refund", {}, payment_id=payment.pk)
+    assert response.status_code == 409
+    assert recorder.names() == ["refund_failed"]
+    (_, kwargs) = recorder.received[0]
+    assert kwargs["payment"].pk == payment.pk
+    assert kwargs["payment"].amount_reversed == 9_000
+    assert (kwargs["refund"].status, kwargs["refund"].failure_reason) == (
+        "failed",
+        "charge_expired_for_refund",
+    )
+
+
 def test_the_lifecycle_sends_each_signal_with_its_arguments(market, sim_stripe, settings, recorder):
     configure(settings, ESCROW_STRATEGY="separate_charges_and_transfers")
     body = market.create(market.task()).json()
