@@ -28,7 +28,7 @@ from .conf import (
 )
 from .gateway.base import AccountsV2Gateway, PaymentGateway
 from .gateway.basegateway import BaseGateway
-from .money import MAX_CHARGE_AMOUNT, normalize_currency
+from .money import MAX_CHARGE_AMOUNT, amount_step, amount_step_rule, normalize_currency
 from .swappable import (
     APP_LABEL,
     MIGRATION_DEPENDENCY_MODELS,
@@ -504,6 +504,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="escrow_connect.E032",
             )
         )
+    else:
+        errors.extend(_off_step("PLATFORM_FEE_FIXED", fixed, "escrow_connect.W032"))
     try:
         normalize_currency(raw("DEFAULT_CURRENCY"))
     except (ValueError, TypeError, AttributeError):
@@ -811,6 +813,7 @@ def _check_tips(limits: Any) -> list[Any]:
                     id="escrow_connect.E060",
                 )
             )
+        found.extend(_off_step("TIP_MAX_AMOUNT", limits, "escrow_connect.W060"))
     try:
         fee = escrow_settings.TIP_FEE
     except ImportError:
@@ -823,6 +826,35 @@ def _check_tips(limits: Any) -> list[Any]:
             )
         )
     return found
+
+
+def _off_step(name: str, table: dict[Any, int], check_id: str) -> list[Any]:
+    """A warning for a per-currency amount off the currency's ``amount_step``.
+
+    A warning, not an error: nothing off the step reaches Stripe (the default
+    fee is rounded down to the step, and a tip must be on it however large
+    the bound), but the part off the step is silently never charged or
+    allowed, which is unlikely to be what the setting meant.
+    """
+    off = []
+    for key, value in table.items():
+        try:
+            code = normalize_currency(key)
+        except (TypeError, ValueError):
+            continue  # E032 / E060 name a bad code.
+        if value % amount_step(code):
+            off.append(f"{code} ({value}: {amount_step_rule(code)})")
+    if not off:
+        return []
+    return [
+        Warning(
+            f"{_key(name)} has amounts Stripe does not take in their currency: "
+            f"{'; '.join(sorted(off))}.",
+            hint="The part off the step is never charged (a fixed fee) or allowed (a tip "
+            "bound): give those entries in whole steps (money.amount_step).",
+            id=check_id,
+        )
+    ]
 
 
 def _check_email_mailer(alias: Any) -> list[Any]:

@@ -19,8 +19,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 from django_escrow_connect.conf import SETTING_NAME, escrow_settings
 from django_escrow_connect.money import (
-    THREE_DECIMAL_CURRENCIES,
     InvalidAmount,
+    amount_step,
+    amount_step_rule,
     normalize_currency,
 )
 
@@ -42,9 +43,11 @@ def default_fee_policy(amount: int, currency: str) -> int:
     * The total is clamped to ``[0, amount]``: the platform can never keep
       more than was paid, and a negative fixed fee (a subsidy) cannot turn
       into a negative fee.
-    * For three-decimal currencies the fee is rounded *down* to a multiple of
-      10, because Stripe requires such amounts to end in 0; rounding down
-      keeps the fee within the clamp and favours the seller.
+    * The fee is then rounded *down* to the currency's
+      :func:`~django_escrow_connect.money.amount_step` (a multiple of 10 in a
+      three-decimal currency, of 100 - whole krónur - in ISK), because Stripe
+      refuses other amounts there; rounding down keeps the fee within the
+      clamp and favours the seller.
     """
     code = normalize_currency(currency)
     _require_non_negative_int(amount)
@@ -53,9 +56,7 @@ def default_fee_policy(amount: int, currency: str) -> int:
 
     fee = (amount * basis_points + BASIS_POINTS_PER_WHOLE // 2) // BASIS_POINTS_PER_WHOLE
     fee = min(max(fee + fixed, 0), amount)
-    if code in THREE_DECIMAL_CURRENCIES:
-        fee -= fee % 10
-    return fee
+    return fee - fee % amount_step(code)
 
 
 def compute_platform_fee(amount: int, currency: str, **context: Any) -> int:
@@ -71,8 +72,10 @@ def compute_platform_fee(amount: int, currency: str, **context: Any) -> int:
     normalised. Its result is validated here rather than trusted, because a
     wrong fee is only discovered when Stripe refuses a transfer or, worse,
     when a seller is paid the wrong amount: it must be an ``int`` (not a
-    ``bool``), between 0 and ``amount``, and end in 0 for three-decimal
-    currencies. Anything else raises :class:`ImproperlyConfigured`.
+    ``bool``), between 0 and ``amount``, and a multiple of the currency's
+    :func:`~django_escrow_connect.money.amount_step` (ending in 0 in a
+    three-decimal currency, whole krónur in ISK). Anything else raises
+    :class:`ImproperlyConfigured`.
     """
     return _checked_fee("PLATFORM_FEE_POLICY", amount, currency, context)
 
@@ -107,10 +110,9 @@ def _checked_fee(name: str, amount: int, currency: str, context: dict[str, Any])
             f"{setting} returned {fee} for {amount} {code}; "
             f"the fee must be between 0 and the amount."
         )
-    if code in THREE_DECIMAL_CURRENCIES and fee % 10:
+    if fee % amount_step(code):
         raise ImproperlyConfigured(
-            f"{setting} returned {fee} for {amount} {code}; "
-            f"{code.upper()} amounts must end in 0 for Stripe."
+            f"{setting} returned {fee} for {amount} {code}; {amount_step_rule(code)}."
         )
     return fee
 

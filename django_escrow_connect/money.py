@@ -30,6 +30,7 @@ __all__ = [
     "InvalidCurrency",
     "Money",
     "amount_step",
+    "amount_step_rule",
     "currency_exponent",
     "format_money",
     "from_minor_units",
@@ -155,14 +156,40 @@ def currency_exponent(currency: str) -> int:
 
 
 def amount_step(currency: str) -> int:
-    """The step an amount the package computes must be a multiple of: 10 for
-    three-decimal currencies (Stripe requires their last digit to be 0, see
-    :func:`validate_minor_amount`), 1 for every other.
+    """The step (in minor units) every amount Stripe receives in ``currency``
+    must be a multiple of: 10 for three-decimal currencies (Stripe requires
+    their last digit to be 0), 100 for ISK (whole krónur, see
+    :data:`WHOLE_UNIT_CHARGE_CURRENCIES`), 1 for every other.
 
-    For amounts divided or prorated here (a split's shares, a reversal's
-    part of a refund), so each one Stripe receives is one it accepts.
+    The one definition of that rule: :func:`validate_minor_amount` checks
+    client amounts against it, and the amounts computed here (a split's
+    shares, a fee, a reversal's part of a refund) are divided, rounded and
+    checked in it, so each one Stripe receives is one it accepts.
     """
-    return 10 if normalize_currency(currency) in THREE_DECIMAL_CURRENCIES else 1
+    code = normalize_currency(currency)
+    if code in THREE_DECIMAL_CURRENCIES:
+        return 10
+    if code in WHOLE_UNIT_CHARGE_CURRENCIES:
+        return 100
+    return 1
+
+
+def amount_step_rule(currency: str) -> str:
+    """The rule :func:`amount_step` stands for, in words, for error messages:
+    ``"KWD amounts must end in 0 (...)"``; empty for a step of 1."""
+    code = normalize_currency(currency)
+    step = amount_step(code)
+    if step == 1:
+        return ""
+    if code in THREE_DECIMAL_CURRENCIES:
+        return (
+            f"{code.upper()} amounts must end in 0 (Stripe requires the last of the three "
+            "decimals to be zero)"
+        )
+    return (
+        f"{code.upper()} amounts must be whole units (divisible by {step} in minor units, "
+        f"Stripe no longer accepts fractional {code.upper()})"
+    )
 
 
 def to_minor_units(amount: Decimal | int | str, currency: str) -> int:
@@ -282,16 +309,11 @@ def validate_minor_amount(amount: int, currency: str) -> int:
     code = normalize_currency(currency)
     if amount < 0:
         raise InvalidAmount(f"Amount must not be negative, got {amount}.")
-    if code in THREE_DECIMAL_CURRENCIES and amount % 10:
+    step = amount_step(code)
+    if amount % step:
+        below = amount - amount % step
         raise InvalidAmount(
-            f"{code.upper()} amounts must end in 0 (Stripe requires the last of the three "
-            f"decimals to be zero); got {amount}. Round to {amount // 10 * 10} "
-            f"or {amount // 10 * 10 + 10}."
-        )
-    if code in WHOLE_UNIT_CHARGE_CURRENCIES and amount % 100:
-        raise InvalidAmount(
-            f"{code.upper()} amounts must be whole units (divisible by 100 in minor units, "
-            f"Stripe no longer accepts fractional {code.upper()}); got {amount}."
+            f"{amount_step_rule(code)}; got {amount}. Round to {below} or {below + step}."
         )
     return amount
 

@@ -15,7 +15,13 @@ from datetime import date, timedelta
 from typing import Any
 
 from .conf import escrow_settings
-from .money import amount_step, normalize_currency, validate_minor_amount
+from .money import (
+    InvalidAmount,
+    amount_step,
+    amount_step_rule,
+    normalize_currency,
+    validate_minor_amount,
+)
 
 __all__ = [
     "BASIS_POINTS_WHOLE",
@@ -123,7 +129,8 @@ def split_amount(total: int, weights: Sequence[int], *, unit: int = 1) -> list[i
     always sums to ``total``.
 
     ``unit`` (:func:`~django_escrow_connect.money.amount_step`: 10 for a
-    three-decimal currency, whose Stripe amounts end in 0) is what the shares
+    three-decimal currency, whose Stripe amounts end in 0, 100 for ISK, whose
+    Stripe amounts are whole krónur) is what the shares
     move in: ``total`` is split in whole units, and only what it has beyond a
     multiple of ``unit`` (nothing, for an amount Stripe accepts) is added to
     the share that took the first leftover unit.
@@ -229,6 +236,15 @@ class EscrowTerms:
             raise ValueError("EscrowTerms.payees must all use basis_points or all use amount")
         if all(by_points) and sum(p.weight for p in self.payees) != BASIS_POINTS_WHOLE:
             raise ValueError("EscrowTerms.payees basis_points must sum to 10000 (100 %)")
+        step = amount_step(self.currency)
+        for payee in self.payees:
+            # An agreed amount is what the payee expects to be paid: one
+            # Stripe cannot send (a fraction of a króna, a KWD amount not
+            # ending in 0) would only be approximated by the division.
+            if payee.amount is not None and payee.amount % step:
+                raise InvalidAmount(
+                    f"EscrowTerms.payees amount {payee.amount}: {amount_step_rule(self.currency)}."
+                )
         seen = set()
         for payee in self.payees:
             key = (

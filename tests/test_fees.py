@@ -12,7 +12,7 @@ from django.test import override_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
-from django_escrow_connect.fees import compute_platform_fee, default_fee_policy
+from django_escrow_connect.fees import compute_platform_fee, compute_tip_fee, default_fee_policy
 from django_escrow_connect.money import InvalidAmount, InvalidCurrency
 
 
@@ -157,39 +157,45 @@ def test_default_policy_rejects_invalid_currency() -> None:
         default_fee_policy(1000, "dollar")
 
 
-# --- three-decimal currencies --------------------------------------------------
+# --- three-decimal currencies and ISK: the fee in the step Stripe accepts ------
 
 
 @pytest.mark.parametrize(
-    ("amount", "basis_points", "fixed", "expected"),
+    ("currency", "amount", "basis_points", "fixed", "expected"),
     [
-        (1235, 1000, 0, 120),  # 123.5 -> 124 -> 120
-        (1000, 1000, 5, 100),  # 100 + 5 -> 100
-        (1000, 1000, 10, 110),
-        (1235, 10000, 0, 1230),  # clamped to the amount, then down to ...0
-        (9, 10000, 0, 0),
+        ("kwd", 1235, 1000, 0, 120),  # 123.5 -> 124 -> 120
+        ("kwd", 1000, 1000, 5, 100),  # 100 + 5 -> 100
+        ("kwd", 1000, 1000, 10, 110),
+        ("kwd", 1235, 10000, 0, 1230),  # clamped to the amount, then down to ...0
+        ("kwd", 9, 10000, 0, 0),
+        ("isk", 123400, 700, 0, 8600),  # 7 % of 1,234 kr is 86.38 kr -> 86 kr
+        ("isk", 10000, 1000, 50, 1000),  # 10 kr + 0.50 kr -> 10 kr
+        ("isk", 10000, 1000, 150, 1100),  # 10 kr + 1.50 kr -> 11 kr
+        ("isk", 150, 10000, 0, 100),  # clamped to the amount, then down to whole krónur
+        ("isk", 99, 10000, 0, 0),
     ],
 )
-def test_three_decimal_fee_rounds_down_to_multiple_of_ten(
-    amount: int, basis_points: int, fixed: int, expected: int
+def test_fee_rounds_down_to_the_amount_step(
+    currency: str, amount: int, basis_points: int, fixed: int, expected: int
 ) -> None:
-    settings = {"PLATFORM_FEE_BASIS_POINTS": basis_points, "PLATFORM_FEE_FIXED": {"kwd": fixed}}
+    settings = {"PLATFORM_FEE_BASIS_POINTS": basis_points, "PLATFORM_FEE_FIXED": {currency: fixed}}
     with escrow(**settings):
-        assert default_fee_policy(amount, "kwd") == expected
+        assert default_fee_policy(amount, currency) == expected
 
 
 @given(
     st.integers(min_value=0, max_value=10**12),
     st.integers(min_value=0, max_value=10000),
-    st.sampled_from(["bhd", "jod", "kwd", "omr", "tnd"]),
+    st.sampled_from(["bhd", "jod", "kwd", "omr", "tnd", "isk"]),
 )
-def test_three_decimal_fee_always_ends_in_zero(
+def test_fee_is_always_a_multiple_of_the_amount_step(
     amount: int, basis_points: int, currency: str
 ) -> None:
+    step = 100 if currency == "isk" else 10  # whole krónur; three decimals end in 0
     with escrow(PLATFORM_FEE_BASIS_POINTS=basis_points):
         fee = default_fee_policy(amount, currency)
-    assert fee % 10 == 0
-    assert reference_fee(amount, basis_points) - 10 < fee <= reference_fee(amount, basis_points)
+    assert fee % step == 0
+    assert reference_fee(amount, basis_points) - step < fee <= reference_fee(amount, basis_points)
 
 
 def test_two_decimal_fee_is_not_rounded_to_ten() -> None:
@@ -233,26 +239,30 @@ def test_override_settings_change_is_picked_up() -> None:
 
 
 @pytest.mark.parametrize(
-    ("policy", "amount", "currency"),
+    ("name", "policy", "amount", "currency", "message"),
     [
-        (lambda amount, currency: -1, 1000, "usd"),
-        (lambda amount, currency: amount + 1, 1000, "usd"),
-        (lambda amount, currency: True, 1000, "usd"),
-        (lambda amount, currency: 1.5, 1000, "usd"),
-        (lambda amount, currency: "5", 1000, "usd"),
-        (lambda amount, currency: None, 1000, "usd"),
-        (lambda amount, currency: Decimal(5), 1000, "usd"),
-        (lambda amount, currency: 125, 1000, "kwd"),
+        ("PLATFORM_FEE_POLICY", lambda amount, currency: -1, 1000, "usd", "between 0"),
+        ("PLATFORM_FEE_POLICY", lambda amount, currency: amount + 1, 1000, "usd", "between 0"),
+        ("PLATFORM_FEE_POLICY", lambda amount, currency: True, 1000, "usd", "an int"),
+        ("PLATFORM_FEE_POLICY", lambda amount, currency: 1.5, 1000, "usd", "an int"),
+        ("PLATFORM_FEE_POLICY", lambda amount, currency: "5", 1000, "usd", "an int"),
+        ("PLATFORM_FEE_POLICY", lambda amount, currency: None, 1000, "usd", "an int"),
+        ("PLATFORM_FEE_POLICY", lambda amount, currency: Decimal(5), 1000, "usd", "an int"),
+        ("PLATFORM_FEE_POLICY", lambda amount, currency: 125, 1000, "kwd", "must end in 0"),
+        # 7 % of 1,234 kr is 86.38 kr: not an amount Stripe takes in ISK.
+        ("PLATFORM_FEE_POLICY", lambda a, c: a * 7 // 100, 123400, "isk", "whole units"),
+        ("TIP_FEE", lambda amount, currency: amount // 10, 1500, "isk", "whole units"),
     ],
 )
 def test_invalid_policy_result_is_improperly_configured(
-    policy: Callable[[int, str], object], amount: int, currency: str
+    name: str, policy: Callable[[int, str], object], amount: int, currency: str, message: str
 ) -> None:
+    compute = compute_tip_fee if name == "TIP_FEE" else compute_platform_fee
     with (
-        escrow(PLATFORM_FEE_POLICY=policy),
-        pytest.raises(ImproperlyConfigured, match=r'ESCROW_CONNECT\["PLATFORM_FEE_POLICY"\]'),
+        escrow(**{name: policy}),
+        pytest.raises(ImproperlyConfigured, match=rf'ESCROW_CONNECT\["{name}"\].*{message}'),
     ):
-        compute_platform_fee(amount, currency)
+        compute(amount, currency)
 
 
 @pytest.mark.parametrize("fee", [0, 500, 1000])

@@ -16,6 +16,7 @@ from django_escrow_connect.money import (
     InvalidAmount,
     InvalidCurrency,
     Money,
+    amount_step,
     currency_exponent,
     format_money,
     from_minor_units,
@@ -75,6 +76,15 @@ def test_three_decimal_currencies_match_stripe_list() -> None:
 )
 def test_currency_exponent(currency: str, exponent: int) -> None:
     assert currency_exponent(currency) == exponent
+
+
+def test_amount_step_is_the_multiple_stripe_requires() -> None:
+    # Three-decimal amounts end in 0; ISK amounts are whole krónur (two
+    # decimals in the API, but Stripe refuses fractions); the rest any unit.
+    steps = {code: amount_step(code) for code in ("usd", "jpy", "huf", "kwd", "tnd", "isk", "ISK")}
+    assert steps == {
+        "usd": 1, "jpy": 1, "huf": 1, "kwd": 10, "tnd": 10, "isk": 100, "ISK": 100
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("usd", "usd"), ("USD", "usd"), (" Eur\n", "eur")])
@@ -287,6 +297,7 @@ def test_validate_minor_amount_accepts(amount: int, currency: str) -> None:
         (1, "omr", "end in 0"),
         (1235, "KWD", "end in 0"),
         (550, "isk", "whole units"),
+        (550, "isk", "Round to 500 or 600"),
         (True, "usd", "int"),
         (10.0, "usd", "int"),
         ("10", "usd", "int"),

@@ -369,7 +369,9 @@ def in_escrow_for_payee(arms: list[Q], own_row: Q) -> list[dict[str, Any]]:
     all its payees' shares, rounded down. A release divides its own net
     exactly (largest remainder, :func:`~django_escrow_connect.terms.split_amount`),
     so a payee may receive up to one minor unit per release more than shown
-    (three-decimal currencies: shares in steps of 10, up to 10 more or 9 less).
+    (shares move in steps of :func:`~django_escrow_connect.money.amount_step`:
+    three-decimal currencies in steps of 10, up to 10 more or 9 less; ISK in
+    steps of 100, up to 100 more or 99 less).
     """
     # The payee's own row is a LEFT JOIN (no subquery per payment); the
     # payees' total is read only for the payments that have rows.

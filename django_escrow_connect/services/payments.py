@@ -935,8 +935,9 @@ def _begin_reversal_if_needed(payment: Any, amount: int, user: Any, reason: str)
     # reached the doer, so it must not be taken back from them.
     released = min(payment.amount, transferred + payment.platform_fee)
     needed = reversal_target(payment, payment.amount_refunded + amount, transferred, released)
-    # Prorated, so rounded down to an amount Stripe accepts (three-decimal
-    # currencies: a multiple of 10); a full refund's target is the transfer.
+    # Prorated, so rounded down to an amount Stripe accepts (amount_step: a
+    # multiple of 10 in a three-decimal currency, of 100 in ISK); a full
+    # refund's target is the transfer.
     needed -= needed % amount_step(payment.currency)
     needed -= reversed_total
     if needed <= 0:

@@ -29,7 +29,7 @@ from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
 from ..fees import compute_platform_fee
-from ..money import InvalidAmount, amount_step, validate_minor_amount
+from ..money import InvalidAmount, amount_step, amount_step_rule, validate_minor_amount
 from ..states import (
     AccountStatus,
     EscrowStrategy,
@@ -706,8 +706,9 @@ def _refund_shares(
 
     step = amount_step(release.currency)
     target = release.net if part >= release.amount else part * release.net // release.amount
-    # Prorated, so rounded down to an amount Stripe accepts (three-decimal
-    # currencies: a multiple of 10); the whole release's net already is one.
+    # Prorated, so rounded down to an amount Stripe accepts (amount_step: a
+    # multiple of 10 in a three-decimal currency, of 100 in ISK); the whole
+    # release's net already is one.
     target -= target % step
     allocations = sorted(
         ((payee_id, share) for payee_id, share in _allocations(release) if payee_id in payees),
@@ -763,8 +764,7 @@ def _check_reversal_shares(shares: Any, allocations: list[int], target: int, cur
             )
         if share % amount_step(currency):
             raise ImproperlyConfigured(
-                f"{setting} returned {share} {currency}; {currency.upper()} amounts must "
-                "end in 0 for Stripe."
+                f"{setting} returned {share} {currency}; {amount_step_rule(currency)}."
             )
     if sum(shares) > target:
         raise ImproperlyConfigured(

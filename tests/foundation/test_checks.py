@@ -84,6 +84,9 @@ def test_the_test_settings_pass():
         ({"PLATFORM_FEE_BASIS_POINTS": 10.5}, "escrow_connect.E031", "PLATFORM_FEE_BASIS_POINTS"),
         ({"PLATFORM_FEE_BASIS_POINTS": 20000}, "escrow_connect.E031", "PLATFORM_FEE_BASIS_POINTS"),
         ({"PLATFORM_FEE_FIXED": {"usd": -1}}, "escrow_connect.E032", "PLATFORM_FEE_FIXED"),
+        # Off the step Stripe takes: the default fee is rounded down past them.
+        ({"PLATFORM_FEE_FIXED": {"ISK": 50}}, "escrow_connect.W032", "isk (50: ISK amounts"),
+        ({"PLATFORM_FEE_FIXED": {"kwd": 5}}, "escrow_connect.W032", "kwd (5: KWD amounts"),
         ({"DEFAULT_CURRENCY": "dollars"}, "escrow_connect.E033", "DEFAULT_CURRENCY"),
         ({"AUTO_RELEASE_AFTER_DAYS": 0}, "escrow_connect.E034", "AUTO_RELEASE_AFTER_DAYS"),
         ({"CAPTURE_EXPIRY_ACTION": "pray"}, "escrow_connect.E035", "CAPTURE_EXPIRY_ACTION"),
@@ -120,6 +123,9 @@ def test_the_test_settings_pass():
         ({"TIP_MAX_AMOUNT": {"usd": True}}, "escrow_connect.E060", "TIP_MAX_AMOUNT"),
         # Above Stripe's largest charge (8 digits of minor units).
         ({"TIP_MAX_AMOUNT": {"usd": 100_000_000}}, "escrow_connect.E060", "usd"),
+        # A tip must be on the step: the part of the bound off it is never allowed.
+        ({"TIP_MAX_AMOUNT": {"isk": 1_050}}, "escrow_connect.W060", "isk (1050: ISK amounts"),
+        ({"TIP_MAX_AMOUNT": {"kwd": 5_005}}, "escrow_connect.W060", "kwd (5005: KWD amounts"),
         ({"TIP_FEE": "nowhere.fee"}, "escrow_connect.E040", 'ESCROW_CONNECT["TIP_FEE"]'),
         ({"TIP_FEE": 5}, "escrow_connect.E061", "TIP_FEE"),
     ],

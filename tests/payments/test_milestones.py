@@ -14,6 +14,7 @@ from django.urls import reverse
 from django_escrow_connect import signals, swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import BalanceInsufficient, TemporarilyUnavailable
+from django_escrow_connect.money import InvalidAmount
 from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.terms import (
     EscrowTerms,
@@ -151,6 +152,28 @@ class TestTerms:
                 payees=[
                     PayeeShare(user=market.doer, basis_points=6_000),
                     PayeeShare(user=partner, basis_points=3_000),
+                ],
+            )
+
+    @pytest.mark.parametrize(
+        ("currency", "shares", "rule"),
+        [
+            ("kwd", (5_005, 3_995), "KWD amounts must end in 0"),
+            ("isk", (5_050, 3_950), "ISK amounts must be whole units"),
+        ],
+    )
+    def test_an_agreed_amount_share_must_be_one_stripe_can_send(
+        self, market, partner, currency, shares, rule
+    ):
+        # 9,000 is the net of 10,000 at the 10 % fee: only the step is wrong.
+        with pytest.raises(InvalidAmount, match=rule):
+            EscrowTerms(
+                payer=market.customer,
+                amount=10_000,
+                currency=currency,
+                payees=[
+                    PayeeShare(user=market.doer, amount=shares[0]),
+                    PayeeShare(user=partner, amount=shares[1]),
                 ],
             )
 
@@ -1063,23 +1086,37 @@ class TestSplit:
         assert payment.amount_released == 4_000
         assert payment.amount_held == 0
 
-    def test_three_decimal_shares_and_reversals_are_amounts_stripe_accepts(
-        self, market, sim_stripe, partner
+    @pytest.mark.parametrize(
+        ("currency", "gross", "shares", "refunded", "reversals"),
+        [
+            # 990 fils net: 594 + 396 in proportion; KWD amounts end in 0 at
+            # Stripe. Then 8,900 held is refunded first, and 330 of the
+            # release: 297 of its net, 290 in steps of 10.
+            ("kwd", 1_100, [400, 590], 9_230, [120, 170]),
+            # The fee on 23 kr is 2 kr (2.30 rounded down to whole krónur):
+            # 21 kr net, 12.60 + 8.40 in proportion, in whole krónur at
+            # Stripe. Then 77 kr held is refunded first, and 10 kr of the
+            # release: 9.13 of its net, 9 kr in whole krónur.
+            ("isk", 2_300, [800, 1_300], 8_700, [300, 600]),
+        ],
+    )
+    def test_shares_and_reversals_are_amounts_stripe_accepts(
+        self, market, sim_stripe, partner, currency, gross, shares, refunded, reversals
     ):
-        task = market.task(currency="kwd")
+        task = market.task(currency=currency)
         EXTRA[task.pk] = {"payees": team(market, partner)}
         payment = market.pay(market.create(task).json()["payment_id"])
-        release(market, payment, amount=1_100)  # 990 fils net: 594 + 396 in proportion
+        release(market, payment, amount=gross)
         made = sorted(t["amount"] for t in transfers_in_stripe(sim_stripe, payment))
-        assert made == [400, 590]  # KWD amounts end in 0 at Stripe; they still add up
+        assert made == shares  # they still add up to the release's net
+        assert sum(made) == market.payment(payment.pk).releases.get().net
         response = market.post(
-            market.staff, "payment-refund", {"amount": 9_230}, payment_id=payment.pk
+            market.staff, "payment-refund", {"amount": refunded}, payment_id=payment.pk
         )
         assert response.status_code == 200, response.content
-        # 8,900 held refunded first, then 330 of the release: 297 of its net, 290 in 10s.
-        reversals = [c[1]["amount"] for c in sim_stripe.calls if c[0] == "create_transfer_reversal"]
-        assert sorted(reversals) == [120, 170]
-        assert market.payment(payment.pk).amount_reversed == 290
+        made = [c[1]["amount"] for c in sim_stripe.calls if c[0] == "create_transfer_reversal"]
+        assert sorted(made) == reversals
+        assert market.payment(payment.pk).amount_reversed == sum(reversals)
 
     @pytest.mark.parametrize(
         "policy", ["each_whole_allocation", "one_share_for_two_payees", "float_shares"]
@@ -1331,16 +1368,25 @@ class TestSplitTips:
         ]
         assert sorted(t["amount"] for t in made) == [400, 601]
 
-    def test_a_three_decimal_tip_is_shared_in_amounts_stripe_accepts(
-        self, market, sim_stripe, partner, settings
+    @pytest.mark.parametrize(
+        ("currency", "amount", "shares"),
+        [
+            # 60/40 of 1,010 fils is 606 and 404; KWD amounts end in 0 at Stripe.
+            ("kwd", 1_010, [400, 610]),
+            # 60/40 of 11 kr is 6.60 and 4.40; ISK amounts are whole krónur at Stripe.
+            ("isk", 1_100, [400, 700]),
+        ],
+    )
+    def test_a_tip_is_shared_in_amounts_stripe_accepts(
+        self, market, sim_stripe, partner, settings, currency, amount, shares
     ):
-        configure(settings, TIP_MAX_AMOUNT={"kwd": 5_000})
-        task = market.task(currency="kwd")
+        configure(settings, TIP_MAX_AMOUNT={currency: 5_000})
+        task = market.task(currency=currency)
         EXTRA[task.pk] = {"payees": team(market, partner)}
         payment = market.pay(market.create(task).json()["payment_id"])
         market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         response = market.post(
-            market.customer, "payment-tips", {"amount": 1_010}, payment_id=payment.pk
+            market.customer, "payment-tips", {"amount": amount}, payment_id=payment.pk
         )
         assert response.status_code == 201, response.content
         tip = swappable.load("EscrowTip").objects.get(pk=response.json()["id"])
@@ -1349,5 +1395,4 @@ class TestSplitTips:
         made = [
             t for t in sim_stripe.transfers.values() if t["transfer_group"] == tip.transfer_group
         ]
-        # 60/40 of 1,010 fils is 606 and 404; KWD amounts end in 0 at Stripe.
-        assert sorted(t["amount"] for t in made) == [400, 610]
+        assert sorted(t["amount"] for t in made) == shares

@@ -136,23 +136,31 @@ class TestAfterRelease:
         assert sim_stripe.balances[account]["usd"] == 6_300 - reversed_
         assert charge_of(sim_stripe, payment)["amount_refunded"] == 3_000 + after
 
-    def test_a_three_decimal_reversal_is_rounded_down_to_an_amount_stripe_accepts(
-        self, market, sim_stripe, separate_charges
+    @pytest.mark.parametrize(
+        ("currency", "amount", "first", "rest"),
+        [
+            # A third of the 9,000 fils transfer is 2,997: KWD amounts end in 0 at Stripe.
+            ("kwd", 3_330, 2_990, 6_010),
+            # 33 % of the 90 kr transfer is 29.70 kr: ISK amounts are whole krónur at Stripe.
+            ("isk", 3_300, 2_900, 6_100),
+        ],
+    )
+    def test_a_prorated_reversal_is_rounded_down_to_an_amount_stripe_accepts(
+        self, market, sim_stripe, separate_charges, currency, amount, first, rest
     ):
-        response = market.create(market.task(currency="kwd"))
+        response = market.create(market.task(currency=currency))
         payment = market.pay(response.json()["payment_id"])
         market.post(market.customer, "payment-confirm", payment_id=payment.pk)
-        response = refund(market, payment, amount=3_330)
+        response = refund(market, payment, amount=amount)
         assert response.status_code == 200, response.content
-        # A third of the 9,000 fils transfer is 2,997: KWD amounts end in 0 at Stripe.
         reversals = [c[1]["amount"] for c in sim_stripe.calls if c[0] == "create_transfer_reversal"]
-        assert reversals == [2_990]
+        assert reversals == [first]
         payment = market.payment(payment.pk)
-        assert (payment.amount_refunded, payment.amount_reversed) == (3_330, 2_990)
+        assert (payment.amount_refunded, payment.amount_reversed) == (amount, first)
 
         assert refund(market, payment).status_code == 200  # the rest: the whole transfer
         reversals = [c[1]["amount"] for c in sim_stripe.calls if c[0] == "create_transfer_reversal"]
-        assert reversals == [2_990, 6_010]
+        assert reversals == [first, rest]
         assert market.payment(payment.pk).amount_reversed == 9_000
 
     def test_destination_charge_refund_reverses_the_transfer_at_stripe(
