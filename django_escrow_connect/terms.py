@@ -9,10 +9,13 @@ prefers not to put this on the model names its own callable in
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
+
+from django.utils.translation import gettext
 
 from .conf import escrow_settings
 from .money import (
@@ -29,6 +32,7 @@ __all__ = [
     "FUND_PER_MILESTONE",
     "FUND_UP_FRONT",
     "EscrowTerms",
+    "InvalidTerms",
     "MilestoneTerms",
     "PayeeShare",
     "TermsUnavailable",
@@ -37,6 +41,27 @@ __all__ = [
     "split_amount",
     "terms_from_task",
 ]
+
+
+logger = logging.getLogger("django_escrow_connect.payments")
+
+
+class InvalidTerms(InvalidAmount):
+    """:class:`EscrowTerms` with an amount Stripe cannot charge or send.
+
+    The amounts come from the host's data (a bid, a milestone, an agreed
+    share a user typed): one that is not a whole króna, a three-decimal
+    amount not ending in 0, zero. Raised by :class:`EscrowTerms` with its
+    ``payer``, so :func:`get_terms` can tell that user why (the API's ``409
+    no_payment_terms``) instead of failing the request; validate prices where
+    users enter them (:func:`~django_escrow_connect.money.validate_minor_amount`)
+    so it never happens. An :class:`~django_escrow_connect.money.InvalidAmount`
+    (and so a ``ValueError``), as before.
+    """
+
+    def __init__(self, *args: Any, payer: Any = None) -> None:
+        super().__init__(*args)
+        self.payer = payer
 
 
 class TermsUnavailable(Exception):
@@ -198,6 +223,14 @@ class EscrowTerms:
     funding: str = FUND_UP_FRONT
 
     def __post_init__(self) -> None:
+        try:
+            self._validate()
+        except InvalidTerms:
+            raise
+        except InvalidAmount as exc:
+            raise InvalidTerms(str(exc), payer=self.payer) from exc
+
+    def _validate(self) -> None:
         object.__setattr__(self, "milestones", tuple(self.milestones))
         object.__setattr__(self, "payees", tuple(self.payees))
         if self.payees and self.payee_user is None and self.payee_organization is None:
@@ -209,7 +242,7 @@ class EscrowTerms:
         object.__setattr__(self, "currency", normalize_currency(self.currency))
         validate_minor_amount(self.amount, self.currency)
         if self.amount <= 0:
-            raise ValueError("EscrowTerms.amount must be positive")
+            raise InvalidAmount("EscrowTerms.amount must be positive")
         if self.milestones:
             for milestone in self.milestones:
                 validate_minor_amount(milestone.amount, self.currency)
@@ -310,7 +343,17 @@ def terms_from_task(task: Any) -> EscrowTerms:
 
 def get_terms(task: Any) -> EscrowTerms:
     """The terms of ``task`` from the configured ``PAYMENT_TERMS`` hook, validated."""
-    terms = escrow_settings.PAYMENT_TERMS(task)
+    try:
+        terms = escrow_settings.PAYMENT_TERMS(task)
+    except InvalidTerms as exc:
+        # A price from the host's data Stripe cannot charge: the customer is
+        # told (409), nothing is written, and the host is told to validate
+        # prices where users enter them.
+        logger.error("Task %s cannot be paid, its terms are invalid: %s", task.pk, exc)
+        raise TermsUnavailable(
+            gettext("This task's price cannot be paid as it stands: %(reason)s") % {"reason": exc},
+            payer=exc.payer,
+        ) from exc
     if not isinstance(terms, EscrowTerms):
         raise TypeError('ESCROW_CONNECT["PAYMENT_TERMS"] must return EscrowTerms')
     return terms

@@ -196,6 +196,29 @@ def test_the_customer_is_told_why_a_task_cannot_be_paid_yet(market, sim_stripe):
     assert market.create(task, user=market.other).status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("amount", "currency", "why"),
+    [(123_450, "isk", "whole units"), (12_345, "kwd", "must end in 0"), (0, "usd", "positive")],
+)
+def test_a_price_stripe_cannot_charge_is_a_409_for_the_customer(
+    market, sim_stripe, caplog, amount, currency, why
+):
+    """A price typed by a user and not validated by the host (1,234.50 kr):
+    the customer is told why, a stranger gets 404, nothing is written or sent."""
+    task = market.task(amount=amount, currency=currency)
+    with caplog.at_level("ERROR", logger="django_escrow_connect.payments"):
+        response = market.create(task)
+    assert response.status_code == 409, response.content
+    error = response.json()["error"]
+    assert error["code"] == "no_payment_terms"
+    assert "cannot be paid as it stands" in error["message"]
+    assert why in error["message"]
+    assert any("its terms are invalid" in r.getMessage() for r in caplog.records)
+    assert market.create(task, user=market.other).status_code == 404
+    assert not payments_of(task).exists()
+    assert money_calls(sim_stripe) == []
+
+
 def terms_without_a_payer(task):
     raise TermsUnavailable("Not yet.")
 
