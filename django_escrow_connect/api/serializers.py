@@ -10,7 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from ..money import MAX_MINOR_AMOUNT
-from ..services.errors import InvalidInput
+from ..services import errors
 from .schema import OpenApiParameter, OpenApiResponse
 
 __all__ = [
@@ -130,7 +130,7 @@ def idempotency_key(request: Any) -> str:
     if raw is None:
         return ""
     if not isinstance(raw, str) or not _IDEMPOTENCY_KEY.fullmatch(raw):
-        raise InvalidInput(
+        raise errors.InvalidInput(
             gettext("The Idempotency-Key header must be 1 to 255 printable ASCII characters."),
             code="invalid_idempotency_key",
         )
