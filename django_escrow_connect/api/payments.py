@@ -1146,16 +1146,21 @@ class PaymentReleaseView(_PaymentActionView):
         request=ReleaseRequest,
         responses={200: PaymentOutput, **_ACTION_ERRORS},
         summary="Release a milestone, an amount, or everything held",
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
     )
     def post(self, request: Request, payment_id: str) -> Response:
         return super().post(request, payment_id)
 
     def act(self, request: Request, payment: Any, data: Any) -> Response:
+        # A release by amount sent again is a second release: the client's
+        # key tells a retry from a new request (a milestone or everything
+        # held is released once whatever the key).
         released = payment_services.release_payment(
             payment.pk,
             request.user,
             milestone_id=data.get("milestone_id"),
             amount=data.get("amount"),
+            request_key=idempotency_key(request),
         )
         return self.respond(released)
 

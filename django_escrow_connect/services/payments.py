@@ -591,6 +591,7 @@ def release_payment(
     system: bool = False,
     milestone_id: Any = None,
     amount: int | None = None,
+    request_key: str = "",
 ) -> Any:
     """Send the held money (less the platform fee) to the doer. Exactly once.
 
@@ -602,7 +603,8 @@ def release_payment(
     A payment already released is returned unchanged: a repeated confirm is
     not an error. ``system=True`` is for the automatic-release policy. A
     release whose call crashed or timed out is finished with the same key; any
-    other unresolved operation is settled first.
+    other unresolved operation is settled first. ``request_key``: the client's
+    ``Idempotency-Key`` of a release by ``amount`` (:func:`.releases.release_in_parts`).
     """
     for _step in _steps():
         with transaction.atomic():
@@ -647,7 +649,12 @@ def release_payment(
     else:
         raise _too_many_steps()
     return releases.release_in_parts(
-        payment_id, user, system=system, milestone_id=milestone_id, amount=amount
+        payment_id,
+        user,
+        system=system,
+        milestone_id=milestone_id,
+        amount=amount,
+        request_key=request_key,
     )
 
 

@@ -376,6 +376,38 @@ class TestPartialAmounts:
         payment = held(market)
         assert release(market, payment, amount=1, milestone_id=1).status_code == 400
 
+    def test_a_keyed_release_by_amount_sent_again_releases_once(self, market, sim_stripe):
+        """A release by amount sent again would release as much again: with
+        the same Idempotency-Key it is answered (or finished), never repeated."""
+        payment = held(market)
+
+        def keyed(amount: int, key: str = "release-40") -> Any:
+            return market.post(
+                market.customer,
+                "payment-release",
+                {"amount": amount},
+                payment_id=payment.pk,
+                headers={"Idempotency-Key": key},
+            )
+
+        sim_stripe.fail_next("create_transfer", TemporarilyUnavailable("timeout", http_status=None))
+        assert keyed(4_000).status_code == 503  # the transfer's answer lost
+        finished = keyed(4_000)
+        assert finished.status_code == 200, finished.content
+        again = keyed(4_000)
+        assert again.status_code == 200, again.content
+        body = again.json()
+        assert (body["status"], body["amount_held"]) == ("partially_released", 6_000)
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [3_600]
+        assert market.payment(payment.pk).releases.count() == 1
+
+        reused = keyed(3_000)
+        assert reused.status_code == 400, reused.content
+        assert reused.json()["error"]["code"] == "idempotency_key_reused"
+        # A new user action, a new key: a release of its own.
+        assert keyed(3_000, "release-30").status_code == 200
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [3_600, 2_700]
+
     def test_the_doer_earns_what_a_partial_release_paid_out(self, market):
         payment = held(market)
         release(market, payment, amount=4_000)
