@@ -69,11 +69,13 @@ from ..states import ReleaseStatus, TransferStatus
 from .errors import EscrowAPIView
 from .schema import OpenApiParameter, extend_schema, view_schema
 from .serializers import (
+    IDEMPOTENCY_KEY_PARAMETER,
     IsoDateTimeField,
     MinorAmountField,
     NullIfBlankCharField,
     StrictSerializer,
     error_responses,
+    idempotency_key,
     validated,
 )
 
@@ -1144,16 +1146,21 @@ class PaymentReleaseView(_PaymentActionView):
         request=ReleaseRequest,
         responses={200: PaymentOutput, **_ACTION_ERRORS},
         summary="Release a milestone, an amount, or everything held",
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
     )
     def post(self, request: Request, payment_id: str) -> Response:
         return super().post(request, payment_id)
 
     def act(self, request: Request, payment: Any, data: Any) -> Response:
+        # A release by amount sent again is a second release: the client's
+        # key tells a retry from a new request (a milestone or everything
+        # held is released once whatever the key).
         released = payment_services.release_payment(
             payment.pk,
             request.user,
             milestone_id=data.get("milestone_id"),
             amount=data.get("amount"),
+            request_key=idempotency_key(request),
         )
         return self.respond(released)
 
@@ -1180,14 +1187,23 @@ class PaymentRefundView(_PaymentActionView):
     request_serializer = RefundRequest
 
     @extend_schema(
-        request=RefundRequest, responses={200: PaymentOutput, **_ACTION_ERRORS}, summary="Refund"
+        request=RefundRequest,
+        responses={200: PaymentOutput, **_ACTION_ERRORS},
+        summary="Refund",
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
     )
     def post(self, request: Request, payment_id: str) -> Response:
         return super().post(request, payment_id)
 
     def act(self, request: Request, payment: Any, data: Any) -> Response:
+        # A partial refund sent again is a second refund: the client's key
+        # tells a retry from a new request.
         refunded = payment_services.refund_payment(
-            payment.pk, request.user, amount=data.get("amount"), reason=data.get("reason", "")
+            payment.pk,
+            request.user,
+            amount=data.get("amount"),
+            reason=data.get("reason", ""),
+            request_key=idempotency_key(request),
         )
         return self.respond(refunded)
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from ..money import MAX_MINOR_AMOUNT
-from .schema import OpenApiResponse
+from ..services import errors
+from .schema import OpenApiParameter, OpenApiResponse
 
 __all__ = [
+    "IDEMPOTENCY_KEY_PARAMETER",
     "ErrorDetailSerializer",
     "ErrorSerializer",
     "IsoDateTimeField",
@@ -18,6 +22,7 @@ __all__ = [
     "NullIfBlankCharField",
     "StrictSerializer",
     "error_responses",
+    "idempotency_key",
     "validated",
 ]
 
@@ -96,6 +101,40 @@ def validated(serializer_class: type[serializers.Serializer[Any]], data: Any) ->
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
+
+
+#: 1-255 printable ASCII characters, as Stripe's own keys.
+_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+
+#: The OpenAPI description of the header, on the endpoints that take it.
+IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description=(
+        "Optional, 1-255 printable ASCII characters (a new UUID per user action). "
+        "Sent again with the same request, it never repeats it: the first answer is "
+        "given again. See docs/payments.md, Retrying a request safely."
+    ),
+)
+
+
+def idempotency_key(request: Any) -> str:
+    """The request's ``Idempotency-Key`` header: ``""`` when absent, else 1-255
+    printable ASCII characters (400 ``invalid_idempotency_key``, nothing done).
+
+    The key is the client's and opaque: it is never logged or sent to Stripe.
+    """
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None:
+        return ""
+    if not isinstance(raw, str) or not _IDEMPOTENCY_KEY.fullmatch(raw):
+        raise errors.InvalidInput(
+            gettext("The Idempotency-Key header must be 1 to 255 printable ASCII characters."),
+            code="invalid_idempotency_key",
+        )
+    return raw
 
 
 class ErrorDetailSerializer(serializers.Serializer[Any]):

@@ -24,12 +24,20 @@ from ..services import tips as tip_services
 from ..states import TipStatus
 from .payments import PaymentAPIView, get_visible_payment
 from .schema import extend_schema
-from .serializers import MinorAmountField, StrictSerializer, error_responses, validated
+from .serializers import (
+    IDEMPOTENCY_KEY_PARAMETER,
+    MinorAmountField,
+    StrictSerializer,
+    error_responses,
+    idempotency_key,
+    validated,
+)
 
 __all__ = ["SavedPaymentMethodView", "TipListCreateView", "TipRetryTransferView"]
 
 _ERROR_DESCRIPTIONS = {
-    400: "Invalid input (codes: invalid_amount, tips_unavailable).",
+    400: "Invalid input (codes: invalid_amount, tips_unavailable, invalid_idempotency_key, "
+    "idempotency_key_reused).",
     402: "The card was declined.",
     403: "Not signed in, or not the payer (or not staff, for a retry).",
     404: "No such payment or tip (or not one you may see).",
@@ -112,11 +120,16 @@ class TipListCreateView(PaymentAPIView):
         responses={201: TipStartOutput, **_CREATE_ERRORS},
         summary="Add a tip to a released payment",
         operation_id="payments_tips_create",
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
     )
     def post(self, request: Request, payment_id: str) -> Response:
         payment = get_visible_payment(request.user, payment_id)
         data = validated(CreateTipRequest, request.data)
-        start = tip_services.create_tip(payment.pk, request.user, data["amount"])
+        # A tip sent again is a second tip (a second charge of a saved card):
+        # the client's key tells a retry from a new request.
+        start = tip_services.create_tip(
+            payment.pk, request.user, data["amount"], request_key=idempotency_key(request)
+        )
         body = dict(TipStartOutput(start.tip).data)
         body["client_secret"] = start.client_secret
         body["confirmation"] = start.confirmation

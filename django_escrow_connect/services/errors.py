@@ -14,6 +14,7 @@ __all__ = [
     "AccountNotReady",
     "Conflict",
     "Forbidden",
+    "IdempotencyKeyReused",
     "InvalidInput",
     "NotFound",
     "OperationInFlight",
@@ -45,6 +46,22 @@ class InvalidInput(ServiceError):
 
     status_code = 400
     code = "invalid"
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """An ``Idempotency-Key`` sent again with another request (400): nothing is done."""
+
+    code = "idempotency_key_reused"
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(
+            message
+            or gettext(
+                "This Idempotency-Key was already used for another request on this payment; "
+                "use a new key for a new request."
+            ),
+            code=code,
+        )
 
 
 class Forbidden(ServiceError):

@@ -50,6 +50,7 @@ __all__ = [
     "in_transaction",
     "lease",
     "operation_metadata",
+    "request_operations",
     "send",
     "unresolved_operation",
 ]
@@ -138,6 +139,34 @@ def unresolved_operation(payment: Any) -> Any:
     return payment.operations.filter(status__in=UNRESOLVED_OPERATION_STATES).first()
 
 
+def request_operations(payment: Any, user: Any, request_key: str) -> list[Any]:
+    """The operations an API request sent with ``Idempotency-Key: request_key`` began.
+
+    Scoped to the payment and the user who sent it: another user's key, or
+    the same key on another payment, is another request. Oldest first (the
+    first is the one the request itself began; the others followed from it).
+    Read with the payment locked: the lock orders two identical requests, so
+    the second one finds what the first committed.
+    """
+    if not request_key or not getattr(user, "pk", None):
+        return []
+    return list(
+        payment.operations.filter(request_key=request_key, requested_by=user).order_by(
+            "created_at", "pk"
+        )
+    )
+
+
+def is_request_operation(operation: Any, user: Any, request_key: str) -> bool:
+    """Whether ``operation`` belongs to the request ``user`` sent with ``request_key``."""
+    return bool(
+        request_key
+        and operation is not None
+        and operation.request_key == request_key
+        and operation.requested_by_id == getattr(user, "pk", None)
+    )
+
+
 def next_key(payment: Any, kind: str) -> tuple[str, int]:
     """The key for a new operation of ``kind`` (sequence = earlier ones of that kind)."""
     attempt = payment.operations.filter(kind=kind).count()
@@ -156,11 +185,14 @@ def begin(
     attempt: int | None = None,
     follow_up: dict[str, Any] | None = None,
     sent: bool = True,
+    request_key: str = "",
 ) -> Any:
     """Phase 1: record the operation (inside the caller's transaction, payment locked).
 
     ``sent=False`` records an operation nobody is about to send (the refund a
     reversal commits for later): ``sent_count`` 0, so nobody waits for it.
+    ``request_key``: the client's ``Idempotency-Key`` of the request this
+    operation belongs to, committed with it (see :func:`request_operations`).
     """
     if key is None or attempt is None:
         key, attempt = next_key(payment, kind)
@@ -181,6 +213,7 @@ def begin(
             sent_count=1 if sent else 0,
             lease_expires_at=timezone.now() + lease(),
             requested_by=user if getattr(user, "pk", None) else None,
+            request_key=request_key,
         )
     except IntegrityError as exc:
         # The unique index: another operation on this payment is unresolved.

@@ -559,8 +559,18 @@ def _continue_refund(payment: Any, operation: Any) -> Any:
                 operation.requested_by,
                 follow_up=rest,
                 sent=False,
+                request_key=operation.request_key,
             )
-    return begin_refund(payment, refund, reason, operation.requested_by, sent=False)
+    # The client's key rides along like the requester: a retry of the request
+    # finds the whole chain and never begins a second one.
+    return begin_refund(
+        payment,
+        refund,
+        reason,
+        operation.requested_by,
+        sent=False,
+        request_key=operation.request_key,
+    )
 
 
 def begin_reversal(
@@ -571,6 +581,7 @@ def begin_reversal(
     *,
     follow_up: dict[str, Any] | None = None,
     sent: bool = True,
+    request_key: str = "",
 ) -> Any:
     """Phase 1 of a transfer reversal before a refund: its journal entry and row."""
     key, attempt = next_key(payment, K.REVERSAL)
@@ -590,6 +601,7 @@ def begin_reversal(
         attempt=attempt,
         follow_up=follow_up,
         sent=sent,
+        request_key=request_key,
     )
     model("TransferReversal").objects.create(
         payment=payment,
@@ -624,12 +636,28 @@ def refund_request(payment: Any, amount: int, reason: str, key: str) -> dict[str
     }
 
 
-def begin_refund(payment: Any, amount: int, reason: str, user: Any, *, sent: bool = True) -> Any:
+def begin_refund(
+    payment: Any,
+    amount: int,
+    reason: str,
+    user: Any,
+    *,
+    sent: bool = True,
+    request_key: str = "",
+) -> Any:
     """Phase 1 of a refund of the charge: its journal entry and Refund row."""
     key, attempt = next_key(payment, K.REFUND)
     request = refund_request(payment, amount, reason, key)
     operation = begin(
-        payment, K.REFUND, request, amount=amount, user=user, key=key, attempt=attempt, sent=sent
+        payment,
+        K.REFUND,
+        request,
+        amount=amount,
+        user=user,
+        key=key,
+        attempt=attempt,
+        sent=sent,
+        request_key=request_key,
     )
     model("Refund").objects.create(
         payment=payment,
@@ -1081,6 +1109,8 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
                 # money came back and the customer was never refunded.
                 follow_up=current.follow_up,
                 user=current.requested_by,
+                # Still the same client request: its retry must find this one.
+                request_key=current.request_key,
             )
             _rekey_row(current, successor)
         else:

@@ -33,6 +33,7 @@ from ..states import (
     AccountStatus,
     EscrowStrategy,
     MoneyOperationKind,
+    MoneyOperationStatus,
     RefundStatus,
     ReleaseStatus,
     TransferStatus,
@@ -590,6 +591,7 @@ def release_payment(
     system: bool = False,
     milestone_id: Any = None,
     amount: int | None = None,
+    request_key: str = "",
 ) -> Any:
     """Send the held money (less the platform fee) to the doer. Exactly once.
 
@@ -601,7 +603,8 @@ def release_payment(
     A payment already released is returned unchanged: a repeated confirm is
     not an error. ``system=True`` is for the automatic-release policy. A
     release whose call crashed or timed out is finished with the same key; any
-    other unresolved operation is settled first.
+    other unresolved operation is settled first. ``request_key``: the client's
+    ``Idempotency-Key`` of a release by ``amount`` (:func:`.releases.release_in_parts`).
     """
     for _step in _steps():
         with transaction.atomic():
@@ -646,7 +649,12 @@ def release_payment(
     else:
         raise _too_many_steps()
     return releases.release_in_parts(
-        payment_id, user, system=system, milestone_id=milestone_id, amount=amount
+        payment_id,
+        user,
+        system=system,
+        milestone_id=milestone_id,
+        amount=amount,
+        request_key=request_key,
     )
 
 
@@ -765,6 +773,7 @@ def refund_payment(
     amount: int | None = None,
     reason: str = "",
     system: bool = False,
+    request_key: str = "",
 ) -> Any:
     """Give money back to the customer, in full or in part.
 
@@ -774,36 +783,107 @@ def refund_payment(
     refund is made. Whether to reverse is decided from the transfers Stripe
     made, not from the payment's status. A refund whose call crashed is
     finished with its own key; any other unresolved operation is settled first.
+
+    ``request_key``: the client's ``Idempotency-Key``. Every operation the
+    request begins carries it; the same key again from the same user on this
+    payment finishes what is unresolved of that request and answers as the
+    first one did, never refunding twice; with another amount or reason it is
+    refused (400 ``idempotency_key_reused``). Without a key, the same amount
+    again is taken for the same request only while its refund is unresolved.
     """
     # A split payment may need one reversal per payee and release first.
     for _step in range(_refund_step_budget(payment_id)):
+        answered = False
         with transaction.atomic():
             payment = lock_payment(payment_id)
             if not system and not may(payment.refund, user):
                 raise errors.Forbidden(_("Only the doer or platform staff can refund a payment."))
-            pending = operations.unresolved_operation(payment) or _adopt_legacy_refund(payment)
-            if pending is None:
-                operation = _begin_refund_step(payment, user, amount, reason)
-            elif (
-                pending.kind == K.REFUND
-                and amount is not None
-                and pending.amount is not None
-                and amount != pending.amount
-            ):
-                raise errors.Conflict(
-                    _("A refund of %(amount)s is still unconfirmed; retry it first.")
-                    % {"amount": pending.amount},
-                    code="refund_pending",
-                )
+            earlier = operations.request_operations(payment, user, request_key)
+            if earlier:
+                _require_same_refund(payment, earlier, amount, reason)
+            pending = operations.unresolved_operation(payment)
+            mine = operations.is_request_operation(pending, user, request_key)
+            if earlier and not mine:
+                # This request was carried out (nothing of it is unresolved):
+                # answer it again; another request's operation is not its own.
+                answered = True
+            else:
+                pending = pending or _adopt_legacy_refund(payment)
+                if pending is None:
+                    operation = _begin_refund_step(payment, user, amount, reason, request_key)
+                elif (
+                    not request_key
+                    and pending.kind == K.REFUND
+                    and amount is not None
+                    and pending.amount is not None
+                    and amount != pending.amount
+                ):
+                    raise errors.Conflict(
+                        _("A refund of %(amount)s is still unconfirmed; retry it first.")
+                        % {"amount": pending.amount},
+                        code="refund_pending",
+                    )
+        if answered:
+            return _refund_answered_again(payment_id, earlier)
         if pending is None:
             outcomes.execute(operation)
             if operation.kind != K.REVERSAL:
                 return payment_model().objects.get(pk=payment_id)
             continue  # the reversal is done: now the refund itself
         outcomes.drive(pending, wanted=pending.kind in (K.REFUND, K.REVERSAL))
-        if pending.kind == K.REFUND:
+        # Without a key an unresolved refund is taken for this request (same
+        # amount); with one, another request's refund is settled first and
+        # this request's own is begun on the next step.
+        if pending.kind == K.REFUND and (not request_key or mine):
             return payment_model().objects.get(pk=payment_id)
     raise _too_many_steps()
+
+
+def _require_same_refund(payment: Any, earlier: list[Any], amount: int | None, reason: str) -> None:
+    """Refuse an ``Idempotency-Key`` already used for another request (nothing written).
+
+    The same refund: the same amount (or again none: everything that was
+    refundable then) and the same reason. A void (manual capture, held)
+    records no reason, so its reason is not compared.
+    """
+    first = earlier[0]
+    recorded_reason: str | None = None
+    if first.kind == K.REVERSAL and first.follow_up.get("refund"):
+        recorded_amount = int(first.follow_up["refund"])
+        recorded_reason = str(first.follow_up.get("reason") or "")
+    elif first.kind == K.REFUND:
+        recorded_amount = first.amount
+        refund = (
+            model("Refund")
+            .objects.filter(idempotency_key__in=[op.idempotency_key for op in earlier])
+            .order_by("created_at")
+            .first()
+        )
+        recorded_reason = refund.reason if refund is not None else None
+    elif first.kind == K.CANCEL:
+        recorded_amount = payment.amount
+    else:
+        raise errors.IdempotencyKeyReused()
+    if amount is not None and amount != recorded_amount:
+        raise errors.IdempotencyKeyReused()
+    if recorded_reason is not None and (reason or "")[:64] != recorded_reason:
+        raise errors.IdempotencyKeyReused()
+
+
+def _refund_answered_again(payment_id: Any, earlier: list[Any]) -> Any:
+    """What the first request answered, its operations all resolved: the
+    payment as it stands now, or the error Stripe's refusal gave."""
+    last = operations.operation_model().objects.get(pk=earlier[-1].pk)
+    if last.status == MoneyOperationStatus.FAILED:
+        if last.kind == K.REVERSAL:
+            raise errors.Conflict(
+                _("The doer's account could not return the money (%(code)s); no refund was made.")
+                % {"code": last.error_code or "error"},
+                code="reversal_failed",
+            )
+        action = _("refund the payment") if last.kind == K.REFUND else _("void the authorisation")
+        raise translate(GatewayError(last.error_message, code=last.error_code or None), action)
+    return payment_model().objects.get(pk=payment_id)
 
 
 def _refund_step_budget(payment_id: Any) -> int:
@@ -819,7 +899,9 @@ def _refund_step_budget(payment_id: Any) -> int:
     return _MAX_STEPS * 4 + int(live.count())
 
 
-def _begin_refund_step(payment: Any, user: Any, amount: int | None, reason: str) -> Any:
+def _begin_refund_step(
+    payment: Any, user: Any, amount: int | None, reason: str, request_key: str = ""
+) -> Any:
     """Phase 1 of the next step of a refund: a reversal, the refund, or a void."""
     # The state first: refunding a canceled or refunded payment is a conflict
     # (409), whatever amount was asked for.
@@ -852,7 +934,7 @@ def _begin_refund_step(payment: Any, user: Any, amount: int | None, reason: str)
                 ),
                 code="partial_refund_unsupported",
             )
-        return _begin_void(payment, user)
+        return _begin_void(payment, user, request_key)
     if payment.is_manual_capture and 0 < payment.amount_held < amount:
         # A released destination charge holds money only after a refund that
         # failed: its reversal stays made, so that money is refunded without
@@ -868,10 +950,10 @@ def _begin_refund_step(payment: Any, user: Any, amount: int | None, reason: str)
             code="invalid_amount",
         )
     if not payment.is_manual_capture:
-        reversal = _begin_reversal_if_needed(payment, amount, user, reason)
+        reversal = _begin_reversal_if_needed(payment, amount, user, reason, request_key)
         if reversal is not None:
             return reversal
-    return outcomes.begin_refund(payment, amount, reason, user)
+    return outcomes.begin_refund(payment, amount, reason, user, request_key=request_key)
 
 
 def _adopt_legacy_refund(payment: Any) -> Any:
@@ -912,7 +994,9 @@ def _adopt_legacy_refund(payment: Any) -> Any:
 STRIPE_REFUND_REASONS = outcomes.STRIPE_REFUND_REASONS
 
 
-def _begin_reversal_if_needed(payment: Any, amount: int, user: Any, reason: str) -> Any:
+def _begin_reversal_if_needed(
+    payment: Any, amount: int, user: Any, reason: str, request_key: str = ""
+) -> Any:
     """Phase 1 of the reversal a refund needs first, or None.
 
     Decided from the transfers Stripe made (recorded rows), whatever the
@@ -920,7 +1004,7 @@ def _begin_reversal_if_needed(payment: Any, amount: int, user: Any, reason: str)
     A payment released in parts follows :func:`.releases.reversal_plan`.
     """
     if payment.released_in_parts:
-        return _begin_split_reversal(payment, amount, user, reason)
+        return _begin_split_reversal(payment, amount, user, reason, request_key)
     live = list(
         payment.transfers.filter(
             status__in=[TransferStatus.CREATED, TransferStatus.PARTIALLY_REVERSED]
@@ -957,6 +1041,7 @@ def _begin_reversal_if_needed(payment: Any, amount: int, user: Any, reason: str)
         # The refund is committed with the reversal: a crash between the two
         # cannot leave the doer's money returned and the customer unpaid.
         follow_up={"refund": amount, "reason": reason},
+        request_key=request_key,
     )
     model("TransferReversal").objects.create(
         payment=payment,
@@ -968,7 +1053,9 @@ def _begin_reversal_if_needed(payment: Any, amount: int, user: Any, reason: str)
     return operation
 
 
-def _begin_split_reversal(payment: Any, amount: int, user: Any, reason: str) -> Any:
+def _begin_split_reversal(
+    payment: Any, amount: int, user: Any, reason: str, request_key: str = ""
+) -> Any:
     """The first reversal of a split payment's refund, carrying the rest of it."""
     plan = releases.reversal_plan(payment, payment.amount_refunded + amount)
     if not plan:
@@ -985,11 +1072,16 @@ def _begin_split_reversal(payment: Any, amount: int, user: Any, reason: str) -> 
         "next": [[t.stripe_transfer_id, need] for t, need in plan[1:]],
     }
     return outcomes.begin_reversal(
-        payment, transfer.stripe_transfer_id, needed, user, follow_up=follow_up
+        payment,
+        transfer.stripe_transfer_id,
+        needed,
+        user,
+        follow_up=follow_up,
+        request_key=request_key,
     )
 
 
-def _begin_void(payment: Any, user: Any) -> Any:
+def _begin_void(payment: Any, user: Any, request_key: str = "") -> Any:
     key, attempt = operations.next_key(payment, K.CANCEL)
     return operations.begin(
         payment,
@@ -999,6 +1091,7 @@ def _begin_void(payment: Any, user: Any) -> Any:
         user=user,
         key=key,
         attempt=attempt,
+        request_key=request_key,
     )
 
 

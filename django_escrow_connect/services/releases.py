@@ -190,6 +190,7 @@ def release_in_parts(
     system: bool = False,
     milestone_id: Any = None,
     amount: int | None = None,
+    request_key: str = "",
 ) -> Any:
     """Release a milestone, an amount, or everything still held (neither given).
 
@@ -197,8 +198,14 @@ def release_in_parts(
     releasing a milestone already released changes nothing. Raises the first
     refusal (409 ``release_failed``) after every other payee's transfer was
     tried.
+
+    ``request_key``: the client's ``Idempotency-Key`` of a release by
+    ``amount`` (the one request a repeat would carry out twice), committed on
+    the transfers of the release it creates. The same key again from the same
+    user finishes that release and never creates another one (400
+    ``idempotency_key_reused`` with another amount).
     """
-    asked = _Ask(milestone_id, amount)
+    asked = _Ask(milestone_id, amount, request_key if amount is not None else "")
     failures: list[errors.ServiceError] = []
     refused: set[tuple[int, int]] = set()
     # Bounded: each step settles or sends one transfer (at most one per
@@ -210,6 +217,11 @@ def release_in_parts(
                 raise errors.Forbidden(
                     _("Only the customer or platform staff can release a payment.")
                 )
+            earlier = operations.request_operations(payment, user, asked.request_key)
+            if earlier:
+                # This request's release exists: finish it, never make another.
+                asked.release_pk = _require_same_release(earlier, asked).pk
+                asked.created = True
             pending = operations.unresolved_operation(payment)
             if pending is None:
                 step = _next_step(payment, user, asked, refused, failed=bool(failures))
@@ -238,10 +250,33 @@ def release_in_parts(
 class _Ask:
     """What one request asked for, and whether its release exists yet."""
 
-    def __init__(self, milestone_id: Any, amount: int | None) -> None:
+    def __init__(self, milestone_id: Any, amount: int | None, request_key: str = "") -> None:
         self.milestone_id = milestone_id
         self.amount = amount
         self.created = False
+        self.request_key = request_key
+        #: the release this request created (its transfers carry the key)
+        self.release_pk: Any = None
+
+
+def _require_same_release(earlier: list[Any], asked: _Ask) -> Any:
+    """The release a keyed request created; an ``Idempotency-Key`` already used
+    for another request is refused (nothing written)."""
+    transfer = (
+        model("Transfer")
+        .objects.filter(idempotency_key__in=[op.idempotency_key for op in earlier])
+        .select_related("release")
+        .first()
+    )
+    release = transfer.release if transfer is not None else None
+    if (
+        any(op.kind != K.TRANSFER for op in earlier)
+        or release is None
+        or release.milestone_id is not None
+        or release.amount != asked.amount
+    ):
+        raise errors.IdempotencyKeyReused()
+    return release
 
 
 def _step_budget(payment_id: Any) -> int:
@@ -259,7 +294,7 @@ def _next_step(
     creates the one asked for.
     """
     while True:
-        step = _next_transfer(payment, user, refused)
+        step = _next_transfer(payment, user, refused, asked)
         if step is not None:
             return step
         if failed or asked.created:
@@ -269,10 +304,11 @@ def _next_step(
         if release is None:
             _finish_payment(payment)
             return None
+        asked.release_pk = release.pk
 
 
 def _next_transfer(
-    payment: Any, user: Any, refused: set[tuple[int, int]]
+    payment: Any, user: Any, refused: set[tuple[int, int]], asked: _Ask | None = None
 ) -> tuple[Any, tuple[int, int]] | None:
     releases = list(payment.releases.filter(status=ReleaseStatus.PENDING).order_by("position"))
     if not releases:
@@ -294,7 +330,11 @@ def _next_transfer(
             # money now, so the payment must allow it now (no dispute, no
             # Radar hold, not refunded).
             _check_sendable(payment)
-            return _begin_transfer(payment, release, payees[payee_id], due, user), (
+            # Only the release this request created is its own: an earlier
+            # one it finishes on the way belongs to another request.
+            mine = asked is not None and asked.release_pk == release.pk
+            key = asked.request_key if mine and asked is not None else ""
+            return _begin_transfer(payment, release, payees[payee_id], due, user, key), (
                 release.pk,
                 payee_id,
             )
@@ -397,7 +437,9 @@ def shares_owed(payment_ids: Collection[Any]) -> dict[int, dict[int, int]]:
     return owed
 
 
-def _begin_transfer(payment: Any, release: Any, payee: Any, share: int, user: Any) -> Any:
+def _begin_transfer(
+    payment: Any, release: Any, payee: Any, share: int, user: Any, request_key: str = ""
+) -> Any:
     account = account_for_payee(payee.user, payee.organization)
     if account is None or not account.can_transfer:
         raise errors.AccountNotReady(_("A payee's connected account cannot receive transfers now."))
@@ -407,7 +449,14 @@ def _begin_transfer(payment: Any, release: Any, payee: Any, share: int, user: An
     )
     request = split_transfer_request(payment, release, payee, share, account.stripe_account_id, key)
     operation = operations.begin(
-        payment, K.TRANSFER, request, amount=share, user=user, key=key, attempt=attempt
+        payment,
+        K.TRANSFER,
+        request,
+        amount=share,
+        user=user,
+        key=key,
+        attempt=attempt,
+        request_key=request_key,
     )
     model("Transfer").objects.create(
         payment=payment,

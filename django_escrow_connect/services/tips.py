@@ -44,6 +44,7 @@ from ..fees import compute_tip_fee
 from ..gateway.types import PaymentIntentSnapshot
 from ..money import MAX_CHARGE_AMOUNT, InvalidAmount, validate_minor_amount
 from ..states import MoneyOperationKind, TipStatus, TipTransferStatus
+from ..states import MoneyOperationStatus as OS
 from ..states import PaymentStatus as S
 from . import errors, operations, outcomes, tip_outcomes
 from .changes import Change, failed_change
@@ -123,7 +124,7 @@ def max_tip_amount(currency: str) -> int | None:
 # --------------------------------------------------------------------------
 
 
-def create_tip(payment_id: Any, user: Any, amount: Any) -> TipStart:
+def create_tip(payment_id: Any, user: Any, amount: Any, *, request_key: str = "") -> TipStart:
     """The payer adds a tip of ``amount`` minor units to a released payment.
 
     Several tips per payment are allowed, each on its own PaymentIntent. The
@@ -136,18 +137,38 @@ def create_tip(payment_id: Any, user: Any, amount: Any) -> TipStart:
     answers that tip: it never makes a second one. An off-session charge
     whose answer is unknown is answered with the tip as it stands (not a
     503), so nobody is invited to add it again.
+
+    ``request_key``: the client's ``Idempotency-Key``, committed on the tip's
+    PaymentIntent operation. The same key again from the same payer on this
+    payment never adds a second tip, whenever it comes: it finishes that
+    tip's call if it is unresolved and answers that tip (400
+    ``idempotency_key_reused`` with another amount). With a key, an
+    unresolved tip of the same amount without it is another request's.
     """
     for _step in range(_MAX_STEPS):
         retried = None
+        answered = None
         with transaction.atomic():
             payment = lock_payment(payment_id)
             if payment.payer_id != getattr(user, "pk", None):
                 raise errors.Forbidden(_("Only the customer who paid can add a tip."))
+            earlier = operations.request_operations(payment, user, request_key)
+            if earlier:
+                _require_same_tip(earlier, amount)
             pending = operations.unresolved_operation(payment)
-            if pending is None:
-                tip, operation = _begin_tip(payment, user, amount)
-            else:
+            if not request_key:
+                if pending is None:
+                    tip, operation = _begin_tip(payment, user, amount)
+                else:
+                    retried = _unanswered_tip(pending, user, amount)
+            elif operations.is_request_operation(pending, user, request_key):
                 retried = _unanswered_tip(pending, user, amount)
+            elif earlier and not _never_made(earlier[-1]):
+                answered = earlier[-1]
+            elif pending is None:
+                tip, operation = _begin_tip(payment, user, amount, request_key)
+        if answered is not None:
+            return _tip_answered_again(answered)
         if retried is not None:
             # The same request again while the first one's answer is unknown
             # (a timeout, a crash; the answer said retrying is safe): it
@@ -252,7 +273,43 @@ def _answer_again(tip_pk: Any, operation: Any) -> TipStart | None:
     return TipStart(tip=tip, client_secret=intent.client_secret)
 
 
-def _begin_tip(payment: Any, user: Any, amount: Any) -> tuple[Any, Any]:
+def _require_same_tip(earlier: list[Any], amount: Any) -> None:
+    """Refuse an ``Idempotency-Key`` already used for another request (nothing written)."""
+    if any(op.kind != K.TIP_INTENT or op.amount != amount for op in earlier):
+        raise errors.IdempotencyKeyReused()
+
+
+def _never_made(operation: Any) -> bool:
+    """Stripe never made the tip's PaymentIntent: the request was not carried out.
+
+    As without a key, the same request then adds the tip (nothing was charged).
+    """
+    return bool(operation.status == OS.FAILED and operation.error_code == "not_made")
+
+
+def _tip_answered_again(operation: Any) -> TipStart:
+    """The answer to a keyed request whose tip call is settled: that tip again.
+
+    Stripe's refusal is answered again as the first request was; a tip
+    canceled since (its PaymentIntent was) is answered as it stands, with
+    nothing to confirm.
+    """
+    fresh = operations.operation_model().objects.get(pk=operation.pk)
+    tip = tip_model().objects.filter(intent_idempotency_key=fresh.idempotency_key).first()
+    if fresh.status == OS.FAILED or tip is None:
+        raise translate(
+            GatewayError(fresh.error_message, code=fresh.error_code or None), _("create the tip")
+        )
+    if tip.status == T.CANCELED:
+        return TipStart(tip=tip, client_secret=None)
+    start = _answer_again(tip.pk, fresh)
+    if start is None:
+        # Canceled in the meantime (its PaymentIntent's event): as it stands.
+        return TipStart(tip=tip_model().objects.get(pk=tip.pk), client_secret=None)
+    return start
+
+
+def _begin_tip(payment: Any, user: Any, amount: Any, request_key: str = "") -> tuple[Any, Any]:
     if payment.status not in TIPPABLE_PAYMENT_STATES:
         raise errors.TransitionNotAllowed(
             _("A tip can be added only once the payment is released."), code="not_tippable"
@@ -290,6 +347,7 @@ def _begin_tip(payment: Any, user: Any, amount: Any) -> tuple[Any, Any]:
         user=user,
         key=tip.intent_idempotency_key,
         attempt=0,
+        request_key=request_key,
     )
     return tip, operation
 

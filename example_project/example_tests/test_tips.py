@@ -84,6 +84,28 @@ def test_saved_card_tip_is_paid_off_session_and_transferred_to_the_doer(people: 
     assert b"Transferred" in response.content
 
 
+def test_the_tip_form_sent_again_charges_the_saved_card_once(people: Any) -> None:
+    """The form carries a key per rendering: the browser sending the same
+    POST again (a reload after a timeout) is answered, not a second charge."""
+    task = released_task(people, save_card=True)
+    customer = client_for(people.customer)
+    page = customer.get(reverse("task-detail", args=[task.pk]))
+    key = page.context["tip_form"]["request_key"].value()
+    assert key
+    assert f'name="request_key" value="{key}"'.encode() in page.content
+
+    data = {"amount": "5.25", "request_key": key}
+    customer.post(reverse("task-tip", args=[task.pk]), data)
+    again = customer.post(reverse("task-tip", args=[task.pk]), data, follow=True)
+
+    assert "Tip paid with your saved card: 5.25 USD goes to the doer." in messages_of(again)
+    [tip] = tips_of(task)
+    assert tip.status == TipStatus.TRANSFERRED
+    # A new rendering of the form, a new key: a tip of its own.
+    fresh = customer.get(reverse("task-detail", args=[task.pk]))
+    assert fresh.context["tip_form"]["request_key"].value() != key
+
+
 def test_tip_without_saved_card_is_confirmed_on_its_own_page(people: Any) -> None:
     task = released_task(people, save_card=False)
     customer = client_for(people.customer)

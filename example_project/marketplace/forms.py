@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django import forms
@@ -208,6 +209,13 @@ class TipForm(forms.Form):
 
     amount = forms.CharField(
         label="Tip", max_length=20, widget=forms.TextInput(attrs={"placeholder": "5.00"})
+    )
+    # One key per rendering of the form (one user action): a browser that
+    # sends the same POST again (a reload after a timeout) sends the same
+    # key, and the package answers that tip instead of charging a second one
+    # (docs/payments.md, "Retrying a request safely").
+    request_key = forms.CharField(
+        required=False, max_length=255, widget=forms.HiddenInput, initial=lambda: uuid.uuid4().hex
     )
 
     def __init__(self, *args: Any, currency: str = "usd", **kwargs: Any) -> None:

@@ -635,7 +635,9 @@ def task_tips(task: Task) -> Any:
     return tip_model().objects.filter(payment__task=task).order_by("created_at")
 
 
-def add_tip(task_id: Any, user: Any, amount: int) -> tip_services.TipStart:
+def add_tip(
+    task_id: Any, user: Any, amount: int, *, request_key: str = ""
+) -> tip_services.TipStart:
     """The customer tips the doer ``amount`` minor units, in the payment's currency.
 
     The package decides how it is charged: on the card the customer agreed
@@ -652,7 +654,7 @@ def add_tip(task_id: Any, user: Any, amount: int) -> tip_services.TipStart:
         raise errors.Conflict(
             "A tip can be added only once the payment is released.", code="not_tippable"
         )
-    return tip_services.create_tip(payment.pk, user, amount)
+    return tip_services.create_tip(payment.pk, user, amount, request_key=request_key)
 
 
 #: A tip in these states still waits for the customer to confirm it.

@@ -434,7 +434,12 @@ def task_tip(request: HttpRequest, pk: int) -> HttpResponse:
                 messages.error(request, f"Tip: {problem}")
         return redirect(task)
     try:
-        start = services.add_tip(task.pk, request.user, form.cleaned_data["amount"])
+        start = services.add_tip(
+            task.pk,
+            request.user,
+            form.cleaned_data["amount"],
+            request_key=form.cleaned_data["request_key"],
+        )
     except errors.ServiceError as exc:
         _fail(request, exc)
         return redirect(task)

@@ -65,6 +65,23 @@ def send_refund(world: World, scene: Scene, server: Server | None = None) -> Ans
     return world.http(world.market.doer, "payment-refund", scene.payment.pk, server=server)
 
 
+#: The partial refund the keyed case asks for, and the client's key for it.
+KEYED_REFUND = 3_000
+KEYED_REFUND_KEY = "7d1e4b0a-crash-matrix-refund"
+
+
+def send_keyed_partial_refund(world: World, scene: Scene, server: Server | None = None) -> Answer:
+    """A partial refund with an Idempotency-Key: the retry sends the same key."""
+    return world.http(
+        world.market.doer,
+        "payment-refund",
+        scene.payment.pk,
+        data={"amount": KEYED_REFUND},
+        headers={"Idempotency-Key": KEYED_REFUND_KEY},
+        server=server,
+    )
+
+
 def send_void(world: World, scene: Scene, server: Server | None = None) -> Answer:
     return world.http(world.market.doer, "payment-cancel", scene.payment.pk, server=server)
 
@@ -111,6 +128,9 @@ class MoneyCall:
     after_other: frozenset[str]
     #: calls of ``method`` that go through before the one the worker dies in
     skip: int = 0
+    #: a keyed partial refund: what Stripe refunds, once, however often the
+    #: client sends it (it sends it once more after every follow-up order)
+    refunded: int | None = None
 
 
 CALLS = [
@@ -194,6 +214,16 @@ CALLS = [
         "refund-split-refused-share", "create_transfer_reversal", SCT, "refused-split",
         send_refund, send_cancel,
         done=frozenset({"refunded"}), after_other=frozenset({"partially_released", "refunded"}),
+    ),
+    # A partial refund sent with an Idempotency-Key, killed in the refund
+    # itself (the reversal made): its retry with the same key finishes that
+    # refund, or answers it once it is finished, and never refunds again.
+    MoneyCall(
+        "refund-keyed-partial", "create_refund", SCT, "released", send_keyed_partial_refund,
+        send_cancel,
+        done=frozenset({"partially_refunded"}),
+        after_other=frozenset({"released", "partially_refunded"}),
+        refunded=KEYED_REFUND,
     ),
 ]  # fmt: skip
 BY_NAME = {call.name: call for call in CALLS}
@@ -386,6 +416,10 @@ def run_case(
         world.slow(call.method, crash, lambda: call.send(world, scene), server=slow_server)
     for step in ORDERS[order]:
         follow_up(world, call, scene, step)
+    if call.refunded is not None:
+        # Whatever happened, the client sends the same keyed request once
+        # more (its answer lost again): answered, never a second refund.
+        follow_up(world, call, scene, "R")
 
     payment = find_payment(world, scene)
     steps = ORDERS[order]
@@ -423,4 +457,18 @@ def run_case(
             assert answer.status is not None, answer
             assert answer.status < 300 or answer.status == 409, f"the retry: {answer}"
 
-    check_case(world, payment, retries_answered, status_as_expected, one_intent_per_task)
+    def refunded_once() -> None:
+        if call.refunded is None or payment is None:
+            return
+        with world.shared.session() as store:
+            refunds = [
+                r["amount"]
+                for r in store.refunds.values()
+                if r.get("payment_intent") == payment.stripe_payment_intent_id
+            ]
+        # The request's one refund, finished by the last retry at the latest.
+        assert refunds == [call.refunded], f"Stripe refunded {refunds}, asked {call.refunded}"
+
+    check_case(
+        world, payment, retries_answered, status_as_expected, one_intent_per_task, refunded_once
+    )

@@ -126,6 +126,7 @@ class World:
         server: Server | None = None,
         label: str = "",
         timeout: float = 30.0,
+        headers: dict[str, str] | None = None,
     ) -> Answer:
         """POST to the package's API over HTTP (a real server process)."""
         server = server or self.server
@@ -135,6 +136,7 @@ class World:
             self.url(name, payment_id),
             user=user,
             data=data or {},
+            headers=headers,
             label=label or f"{name} (http {server.name})",
             timeout=timeout,
         )

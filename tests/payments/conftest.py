@@ -187,11 +187,20 @@ class Marketplace:
         return self.clients[user]
 
     def post(
-        self, user: Any, name: str, data: Any = None, *, payment_id: Any = None, **kwargs: Any
+        self,
+        user: Any,
+        name: str,
+        data: Any = None,
+        *,
+        payment_id: Any = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> Any:
         url = reverse(f"escrow_connect:{name}", args=[str(payment_id)] if payment_id else [])
         with self.capture(execute=True):
-            return self.client(user).post(url, data if data is not None else {}, format="json")
+            return self.client(user).post(
+                url, data if data is not None else {}, format="json", headers=headers
+            )
 
     def get(self, user: Any, name: str, *, payment_id: Any = None, **params: Any) -> Any:
         url = reverse(f"escrow_connect:{name}", args=[str(payment_id)] if payment_id else [])

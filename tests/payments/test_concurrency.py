@@ -158,3 +158,79 @@ def test_concurrent_creates_of_one_milestone_make_one_payment(settings, sim_stri
         i for i in sim_stripe.payment_intents.values() if i["metadata"]["task_id"] == str(task.pk)
     ]
     assert [i["id"] for i in intents] == [payment.stripe_payment_intent_id]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("iteration", range(REPEAT))
+def test_concurrent_keyed_partial_refunds_make_one_refund(settings, sim_stripe, iteration):
+    """One partial refund, sent sixteen times at once with the same
+    Idempotency-Key (a client retrying after a proxy timeout while the first
+    is still running): the payment row lock orders them, the first commits
+    its reversal with the key, the others find it; one reversal and one
+    refund at Stripe."""
+    configure(settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS)
+    customer = factories.make_user("customer")
+    doer = factories.make_user("doer")
+    stripe_account(owner_user=doer)
+    task = factories.make_task(customer, payee_user=doer)
+    client = APIClient()
+    client.force_authenticate(customer)
+    created = client.post("/escrow/payments/create/", {"task_id": str(task.pk)}, format="json")
+    assert created.status_code == 201, created.content
+    payment_id = created.json()["payment_id"]
+    Payment = swappable.load("EscrowPayment")
+    intent_id = Payment.objects.get(pk=payment_id).stripe_payment_intent_id
+    SimulatedGateway().confirm_payment_intent(intent_id, "success")
+    confirmed = client.post(f"/escrow/payments/confirm/{payment_id}/", {}, format="json")
+    assert confirmed.status_code == 200, confirmed.content
+    sim_stripe.calls.clear()
+
+    barrier = threading.Barrier(THREADS)
+    answers: list[tuple[int, int]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def client_for(user: object) -> APIClient:
+        own = APIClient()
+        own.force_authenticate(user)
+        return own
+
+    def refund() -> None:
+        try:
+            own = client_for(doer)
+            barrier.wait(timeout=30)
+            response = own.post(
+                f"/escrow/payments/{payment_id}/refund/",
+                {"amount": 3_000},
+                format="json",
+                headers={"Idempotency-Key": "3f0c9a52-refund"},
+            )
+            with lock:
+                answers.append((response.status_code, response.json().get("amount_refunded")))
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=refund) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert answers == [(200, 3_000)] * THREADS
+    # And once more after all of them: answered, nothing sent.
+    late = client_for(doer).post(
+        f"/escrow/payments/{payment_id}/refund/",
+        {"amount": 3_000},
+        format="json",
+        headers={"Idempotency-Key": "3f0c9a52-refund"},
+    )
+    assert (late.status_code, late.json()["amount_refunded"]) == (200, 3_000)
+    payment = Payment.objects.get(pk=payment_id)
+    assert (payment.amount_refunded, payment.amount_reversed) == (3_000, 2_700)
+    assert money_calls(sim_stripe).count("create_transfer_reversal") == 1
+    assert len(sim_stripe.refunds) == 1
+    assert payment.refunds.count() == 1

@@ -376,6 +376,38 @@ class TestPartialAmounts:
         payment = held(market)
         assert release(market, payment, amount=1, milestone_id=1).status_code == 400
 
+    def test_a_keyed_release_by_amount_sent_again_releases_once(self, market, sim_stripe):
+        """A release by amount sent again would release as much again: with
+        the same Idempotency-Key it is answered (or finished), never repeated."""
+        payment = held(market)
+
+        def keyed(amount: int, key: str = "release-40") -> Any:
+            return market.post(
+                market.customer,
+                "payment-release",
+                {"amount": amount},
+                payment_id=payment.pk,
+                headers={"Idempotency-Key": key},
+            )
+
+        sim_stripe.fail_next("create_transfer", TemporarilyUnavailable("timeout", http_status=None))
+        assert keyed(4_000).status_code == 503  # the transfer's answer lost
+        finished = keyed(4_000)
+        assert finished.status_code == 200, finished.content
+        again = keyed(4_000)
+        assert again.status_code == 200, again.content
+        body = again.json()
+        assert (body["status"], body["amount_held"]) == ("partially_released", 6_000)
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [3_600]
+        assert market.payment(payment.pk).releases.count() == 1
+
+        reused = keyed(3_000)
+        assert reused.status_code == 400, reused.content
+        assert reused.json()["error"]["code"] == "idempotency_key_reused"
+        # A new user action, a new key: a release of its own.
+        assert keyed(3_000, "release-30").status_code == 200
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [3_600, 2_700]
+
     def test_the_doer_earns_what_a_partial_release_paid_out(self, market):
         payment = held(market)
         release(market, payment, amount=4_000)
@@ -929,6 +961,42 @@ class TestSplit:
             4_860,
         ]
         assert payment.amount_reversed == payment.amount_transferred == 8_460
+
+    def test_a_keyed_refund_cut_short_is_finished_by_its_retry_never_begun_again(
+        self, market, sim_stripe, partner
+    ):
+        """A split refund is a chain (a reversal per payee, then the refund):
+        its Idempotency-Key names the whole chain, so a retry after it ended
+        answers instead of beginning another one."""
+        payment = held(market, payees=team(market, partner))
+        confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert confirmed.status_code == 200, confirmed.content
+        sim_stripe.calls.clear()
+        sim_stripe.fail_next("create_refund", TemporarilyUnavailable("timeout", http_status=None))
+
+        def refund_again() -> Any:
+            return market.post(
+                market.staff,
+                "payment-refund",
+                {"amount": 5_000},
+                payment_id=payment.pk,
+                headers={"Idempotency-Key": "split-refund-1"},
+            )
+
+        assert refund_again().status_code == 503  # both reversals made, the refund unsent
+        finished = refund_again()
+        assert finished.status_code == 200, finished.content
+        again = refund_again()
+        assert again.status_code == 200, again.content
+        assert again.json()["amount_refunded"] == 5_000
+
+        refund_calls = [c[1] for c in sim_stripe.calls if c[0] == "create_refund"]
+        assert len({c["metadata"]["escrow_operation"] for c in refund_calls}) == 1
+        reversals = [c[1]["amount"] for c in sim_stripe.calls if c[0] == "create_transfer_reversal"]
+        assert sorted(reversals) == [1_800, 2_700]  # half of each share, once
+        payment = market.payment(payment.pk)
+        assert (payment.amount_refunded, payment.amount_reversed) == (5_000, 4_500)
+        assert payment.operations.filter(request_key="split-refund-1").count() == 3
 
     def test_a_refund_after_a_refused_share_leaves_the_dashboards_what_is_sent(
         self, market, sim_stripe, partner

@@ -261,3 +261,217 @@ def test_a_refund_whose_answer_was_lost_is_finished_with_the_same_key(
     assert row.stripe_refund_id in sim_stripe.refunds
     assert len(sim_stripe.refunds) == 1
     assert market.payment(payment.pk).amount_refunded == 2_000
+
+
+# --------------------------------------------------------------------------
+# Idempotency-Key: a partial refund retried after its answer was lost
+# --------------------------------------------------------------------------
+
+
+def keyed_refund(market, payment, key, user=None, **body):
+    return market.post(
+        user or market.doer,
+        "payment-refund",
+        body,
+        payment_id=payment.pk,
+        headers={"Idempotency-Key": key},
+    )
+
+
+def journal(payment):
+    """What a request wrote: the operations and refund rows of the payment."""
+    return (
+        swappable.load("MoneyOperation").objects.filter(payment=payment).count(),
+        swappable.load("Refund").objects.filter(payment=payment).count(),
+    )
+
+
+class TestIdempotencyKey:
+    @pytest.mark.parametrize(
+        ("strategy", "released"),
+        [
+            (SEPARATE_CHARGES_AND_TRANSFERS, False),
+            (SEPARATE_CHARGES_AND_TRANSFERS, True),
+            # A held manual-capture payment is only voided in full.
+            (MANUAL_CAPTURE, True),
+        ],
+    )
+    def test_the_same_keyed_refund_after_it_succeeded_refunds_once(
+        self, market, sim_stripe, settings, strategy, released
+    ):
+        configure(settings, ESCROW_STRATEGY=strategy)
+        payment = market.released_payment() if released else market.held_payment()
+        first = keyed_refund(market, payment, "order-42-refund-1", amount=3_000, reason="x")
+        assert first.status_code == 200, first.content
+        made = money_calls(sim_stripe)
+        written = journal(payment)
+
+        # The answer was lost (a proxy timeout); the client sends it again.
+        again = keyed_refund(market, payment, "order-42-refund-1", amount=3_000, reason="x")
+
+        assert again.status_code == 200, again.content
+        assert again.json()["amount_refunded"] == first.json()["amount_refunded"] == 3_000
+        assert money_calls(sim_stripe) == made  # nothing more sent to Stripe
+        assert journal(payment) == written
+        payment = market.payment(payment.pk)
+        assert payment.amount_refunded == 3_000
+        assert len(sim_stripe.refunds) == 1
+        if released and strategy == SEPARATE_CHARGES_AND_TRANSFERS:
+            # The doer was reversed once, not twice.
+            assert payment.amount_reversed == 2_700
+
+    def test_a_full_refund_sent_again_with_its_key_answers_the_refunded_payment(
+        self, market, sim_stripe, strategy
+    ):
+        payment = market.released_payment()
+        assert keyed_refund(market, payment, "k-full").status_code == 200
+        again = keyed_refund(market, payment, "k-full")
+        # Not 409 transition_not_allowed: the request was carried out.
+        assert again.status_code == 200, again.content
+        assert again.json()["status"] == "refunded"
+
+    def test_a_keyed_refund_whose_answer_was_lost_is_finished_with_the_same_stripe_key(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment = market.released_payment()
+        sim_stripe.fail_next(
+            "create_refund", TemporarilyUnavailable("timeout", http_status=None), after_effect=True
+        )
+        response = keyed_refund(market, payment, "k-lost", amount=2_000)
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "operation_pending"
+
+        again = keyed_refund(market, payment, "k-lost", amount=2_000)
+        assert again.status_code == 200, again.content
+        refund_calls = [p for name, p in sim_stripe.calls if name == "create_refund"]
+        assert len(refund_calls) == 2
+        keys = {p["metadata"]["escrow_operation"] for p in refund_calls}
+        assert len(keys) == 1  # the same Stripe key: Stripe answered from its store
+        assert len(sim_stripe.refunds) == 1
+        assert money_calls(sim_stripe).count("create_transfer_reversal") == 1
+        payment = market.payment(payment.pk)
+        assert (payment.amount_refunded, payment.amount_reversed) == (2_000, 1_800)
+
+        # And once more: answered, nothing sent.
+        sim_stripe.calls.clear()
+        assert keyed_refund(market, payment, "k-lost", amount=2_000).status_code == 200
+        assert money_calls(sim_stripe) == []
+
+    @pytest.mark.parametrize(
+        "body", [{"amount": 2_001}, {"amount": 2_000, "reason": "other"}], ids=["amount", "reason"]
+    )
+    def test_a_key_reused_for_another_refund_is_refused_and_writes_nothing(
+        self, market, sim_stripe, separate_charges, body
+    ):
+        payment = market.released_payment()
+        assert keyed_refund(market, payment, "k-used", amount=2_000).status_code == 200
+        written = journal(payment)
+        sim_stripe.calls.clear()
+
+        response = keyed_refund(market, payment, "k-used", **body)
+
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["code"] == "idempotency_key_reused"
+        assert money_calls(sim_stripe) == []
+        assert journal(payment) == written
+        assert market.payment(payment.pk).amount_refunded == 2_000
+
+    def test_a_refund_key_used_for_a_refund_of_a_held_void_is_compared_by_amount(
+        self, market, sim_stripe, manual
+    ):
+        payment = market.held_payment()
+        assert keyed_refund(market, payment, "k-void").status_code == 200
+        assert market.payment(payment.pk).status == "canceled"
+        again = keyed_refund(market, payment, "k-void", amount=10_000)
+        assert again.status_code == 200, again.content
+        other = keyed_refund(market, payment, "k-void", amount=5_000)
+        assert other.json()["error"]["code"] == "idempotency_key_reused"
+
+    @pytest.mark.parametrize(
+        "key", ["", "x" * 256, "caf\u00e9", "tab\there"], ids=["empty", "long", "latin1", "control"]
+    )
+    def test_an_invalid_key_is_refused_before_anything_is_written(
+        self, market, sim_stripe, separate_charges, key
+    ):
+        payment = market.released_payment()
+        written = journal(payment)
+        sim_stripe.calls.clear()
+        response = keyed_refund(market, payment, key, amount=1_000)
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["code"] == "invalid_idempotency_key"
+        assert money_calls(sim_stripe) == []
+        assert journal(payment) == written
+
+    def test_the_longest_key_is_accepted(self, market, sim_stripe, separate_charges):
+        payment = market.held_payment()
+        key = "k" * 255
+        assert keyed_refund(market, payment, key, amount=1_000).status_code == 200
+        assert keyed_refund(market, payment, key, amount=1_000).status_code == 200
+        assert market.payment(payment.pk).amount_refunded == 1_000
+
+    def test_another_users_key_and_another_payments_key_are_other_requests(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment = market.held_payment()
+        other_payment = market.held_payment()
+        assert keyed_refund(market, payment, "same", amount=1_000).status_code == 200
+        # Staff send the same key: their own request, a refund of its own.
+        assert keyed_refund(market, payment, "same", market.staff, amount=1_000).status_code == 200
+        assert keyed_refund(market, other_payment, "same", amount=1_000).status_code == 200
+        # Each of the three sent again: answered, nothing refunded twice.
+        assert keyed_refund(market, payment, "same", amount=1_000).status_code == 200
+        assert keyed_refund(market, payment, "same", market.staff, amount=1_000).status_code == 200
+        assert keyed_refund(market, other_payment, "same", amount=1_000).status_code == 200
+        assert market.payment(payment.pk).amount_refunded == 2_000
+        assert market.payment(other_payment.pk).amount_refunded == 1_000
+
+    def test_a_refused_keyed_refund_is_answered_again_with_its_refusal(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment = market.released_payment()
+        # The doer already paid the money out: nothing left to reverse.
+        sim_stripe.balances[market.doer_account.stripe_account_id]["usd"] = 0
+        first = keyed_refund(market, payment, "k-refused", amount=5_000)
+        assert first.status_code == 409
+        assert first.json()["error"]["code"] == "reversal_failed"
+        sim_stripe.balances[market.doer_account.stripe_account_id]["usd"] = 9_000
+        sim_stripe.calls.clear()
+
+        again = keyed_refund(market, payment, "k-refused", amount=5_000)
+
+        # Stripe's model: the same key answers the same refusal; trying again
+        # is a new request, with a new key.
+        assert again.status_code == 409
+        assert again.json()["error"]["code"] == "reversal_failed"
+        assert money_calls(sim_stripe) == []
+        assert keyed_refund(market, payment, "k-new", amount=5_000).status_code == 200
+        assert market.payment(payment.pk).amount_refunded == 5_000
+
+    def test_with_a_key_another_requests_unresolved_refund_is_not_taken_for_this_one(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment = market.held_payment()
+        sim_stripe.fail_next(
+            "create_refund", TemporarilyUnavailable("timeout", http_status=None), after_effect=True
+        )
+        assert keyed_refund(market, payment, "first", amount=1_000).status_code == 503
+        # A new user action (a new key) for the same amount: the first refund
+        # is finished with its own Stripe key, then this one is made.
+        response = keyed_refund(market, payment, "second", amount=1_000)
+        assert response.status_code == 200, response.content
+        assert market.payment(payment.pk).amount_refunded == 2_000
+        assert len(sim_stripe.refunds) == 2
+        # Each key answers its own request from now on.
+        sim_stripe.calls.clear()
+        assert keyed_refund(market, payment, "first", amount=1_000).status_code == 200
+        assert keyed_refund(market, payment, "second", amount=1_000).status_code == 200
+        assert money_calls(sim_stripe) == []
+
+    def test_the_key_is_not_sent_to_stripe(self, market, sim_stripe, separate_charges):
+        payment = market.released_payment()
+        sim_stripe.calls.clear()
+        assert keyed_refund(market, payment, "secret-ish-key", amount=1_000).status_code == 200
+        assert "secret-ish-key" not in repr(sim_stripe.calls)
+        operations = swappable.load("MoneyOperation").objects.filter(request_key="secret-ish-key")
+        assert {op.kind for op in operations} == {"reversal", "refund"}
+        assert all("secret-ish-key" not in op.idempotency_key for op in operations)

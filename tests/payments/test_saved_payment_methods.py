@@ -47,10 +47,13 @@ def saved_payment(market, *, card="success"):
     return market.payment(payment.pk)
 
 
-def add_tip(market, payment, amount=500):
+def add_tip(market, payment, amount=500, key=None):
     url = reverse("escrow_connect:payment-tips", args=[str(payment.pk)])
+    headers = {"Idempotency-Key": key} if key is not None else None
     with market.capture(execute=True):
-        return market.client(market.customer).post(url, {"amount": amount}, format="json")
+        return market.client(market.customer).post(
+            url, {"amount": amount}, format="json", headers=headers
+        )
 
 
 def withdraw(market, payment, user=None):
@@ -432,3 +435,48 @@ def test_a_tip_given_up_while_stripe_charged_it_follows_stripe_s_late_event(
     assert tip.status == "transferred"
     assert tip.stripe_payment_intent_id == succeeded["data"]["object"]["id"]
     assert [t.amount for t in tip.transfers.all()] == [400]
+
+
+def test_an_off_session_tip_sent_again_with_its_key_charges_the_card_once(market, escrow_stripe):
+    """The answer to a charged tip is lost (a 502 from a proxy); the client
+    retries with the same Idempotency-Key: that tip, not a second charge."""
+    payment = saved_payment(market)
+    first = add_tip(market, payment, 400, key="tip-4f1c")
+    assert first.status_code == 201, first.content
+
+    again = add_tip(market, payment, 400, key="tip-4f1c")
+
+    assert again.status_code == 201, again.content
+    body = again.json()
+    assert (body["id"], body["confirmation"], body["client_secret"]) == (
+        first.json()["id"],
+        "off_session",
+        None,
+    )
+    assert len(_tip_intents(escrow_stripe.store)) == 1
+    assert len(calls("create_payment_intent")) == 2  # the payment's own and the tip's
+    (tip,) = Tip().objects.all()
+    assert tip.status == "transferred"
+
+
+def test_a_keyed_off_session_tip_whose_answer_was_lost_is_finished_with_its_stripe_key(
+    market, escrow_stripe
+):
+    from django_escrow_connect.exceptions import TemporarilyUnavailable
+
+    payment = saved_payment(market)
+    escrow_stripe.store.fail_next(
+        "create_payment_intent",
+        TemporarilyUnavailable("timeout", http_status=None),
+        after_effect=True,
+    )
+    first = add_tip(market, payment, 400, key="tip-lost")
+    assert first.status_code == 201, first.content
+
+    later = add_tip(market, payment, 400, key="tip-lost")
+    assert later.status_code == 201, later.content
+    assert later.json()["id"] == first.json()["id"]
+    tip_calls = [c for c in calls("create_payment_intent") if c["metadata"].get("escrow_tip_id")]
+    assert len({c["metadata"]["escrow_operation"] for c in tip_calls}) == 1
+    assert len(_tip_intents(escrow_stripe.store)) == 1
+    assert Tip().objects.count() == 1

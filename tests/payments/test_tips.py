@@ -51,10 +51,13 @@ def tips_url(payment):
     return reverse("escrow_connect:payment-tips", args=[str(payment.pk)])
 
 
-def add_tip(market, payment, amount=500, user="customer"):
+def add_tip(market, payment, amount=500, user="customer", key=None):
     user = market.customer if user == "customer" else user
+    headers = {"Idempotency-Key": key} if key is not None else None
     with market.capture(execute=True):
-        return market.client(user).post(tips_url(payment), {"amount": amount}, format="json")
+        return market.client(user).post(
+            tips_url(payment), {"amount": amount}, format="json", headers=headers
+        )
 
 
 def pay_tip(market, tip_id, card="success"):
@@ -755,3 +758,84 @@ def test_a_tips_open_dispute_freezes_the_rest_of_the_payment(market, settings):
     )
     assert response.status_code == 200, response.content
     assert response.json()["status"] == "released"
+
+
+# --------------------------------------------------------------------------
+# Idempotency-Key: the same tip request again never adds a second tip
+# --------------------------------------------------------------------------
+
+
+def tip_journal(payment):
+    return (
+        Tip().objects.filter(payment=payment).count(),
+        swappable.load("MoneyOperation").objects.filter(payment=payment).count(),
+    )
+
+
+def test_a_keyed_tip_sent_again_after_it_succeeded_is_answered_not_added(market):
+    payment = market.released_payment()
+    first = add_tip(market, payment, 300, key="tip-click-1")
+    assert first.status_code == 201, first.content
+    written = tip_journal(payment)
+    intents = len(escrow_calls("create_payment_intent"))
+
+    again = add_tip(market, payment, 300, key="tip-click-1")
+
+    assert again.status_code == 201, again.content
+    assert again.json()["id"] == first.json()["id"]
+    # The customer still confirms that same PaymentIntent.
+    assert again.json()["client_secret"] == first.json()["client_secret"]
+    assert again.json()["confirmation"] == "customer"
+    assert tip_journal(payment) == written
+    assert len(escrow_calls("create_payment_intent")) == intents
+
+    # Paid, then asked again: still that tip, nothing more charged.
+    assert pay_tip(market, first.json()["id"]).status == "transferred"
+    late = add_tip(market, payment, 300, key="tip-click-1")
+    assert late.status_code == 201, late.content
+    assert (late.json()["id"], late.json()["status"]) == (first.json()["id"], "transferred")
+    assert tip_journal(payment)[0] == 1
+    # A new user action, a new key: a tip of its own.
+    assert add_tip(market, payment, 300, key="tip-click-2").json()["id"] != first.json()["id"]
+    assert tip_journal(payment)[0] == 2
+
+
+def test_a_tip_key_reused_for_another_amount_is_refused_and_writes_nothing(market):
+    payment = market.released_payment()
+    assert add_tip(market, payment, 300, key="tip-k").status_code == 201
+    written = tip_journal(payment)
+    intents = len(escrow_calls("create_payment_intent"))
+
+    response = add_tip(market, payment, 301, key="tip-k")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "idempotency_key_reused"
+    assert tip_journal(payment) == written
+    assert len(escrow_calls("create_payment_intent")) == intents
+
+
+def test_another_users_key_is_another_request(market):
+    payment = market.released_payment()
+    refunded = market.post(
+        market.doer,
+        "payment-refund",
+        {"amount": 1_000},
+        payment_id=payment.pk,
+        headers={"Idempotency-Key": "shared"},
+    )
+    assert refunded.status_code == 200, refunded.content
+    # The doer's key is the doer's: the customer's request is their own (not
+    # 400 idempotency_key_reused for a key the doer used for a refund).
+    assert add_tip(market, payment, 300, key="shared").status_code == 201
+    assert add_tip(market, payment, 300, key="shared").status_code == 201
+    assert tip_journal(payment)[0] == 1
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256, "\u00e9t\u00e9"], ids=["empty", "long", "latin1"])
+def test_an_invalid_tip_key_is_refused_before_anything_is_written(market, key):
+    payment = market.released_payment()
+    written = tip_journal(payment)
+    response = add_tip(market, payment, 300, key=key)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "invalid_idempotency_key"
+    assert tip_journal(payment) == written

@@ -89,6 +89,22 @@ class AbstractMoneyOperation(ConcurrentTransitionMixin, TimestampedModel):
         blank=True,
         related_name="+",
     )
+    # The client's Idempotency-Key of the API request that began this
+    # operation, on every operation that request begins (a refund's
+    # reversals and the refund, an operation restarted under a new Stripe
+    # key): a retry of the request finds them and answers instead of
+    # refunding or tipping again. Opaque, never sent to Stripe; kept as
+    # long as the row. Empty: no key was sent.
+    request_key = models.CharField(
+        _("client request key"),
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=_(
+            "The Idempotency-Key header of the API request that began this operation "
+            "(empty: none was sent)."
+        ),
+    )
 
     class Meta:
         abstract = True
