@@ -9,6 +9,7 @@ payment and answer 200 with the same state.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 from django.db import connections
@@ -26,14 +27,9 @@ THREADS = 16
 REPEAT = 5
 
 
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("iteration", range(REPEAT))
-@pytest.mark.parametrize("escrow_strategy", [SEPARATE_CHARGES_AND_TRANSFERS, MANUAL_CAPTURE])
-def test_sixteen_concurrent_confirms_make_one_transfer(
-    settings, sim_stripe, escrow_strategy, iteration
-):
-    configure(settings, ESCROW_STRATEGY=escrow_strategy)
+def held_through_the_api() -> tuple[Any, Any, APIClient, Any]:
+    """A payment created and paid as a customer does it, held:
+    ``(customer, doer, the customer's client, payment id)``."""
     customer = factories.make_user("customer")
     doer = factories.make_user("doer")
     stripe_account(owner_user=doer)
@@ -47,6 +43,19 @@ def test_sixteen_concurrent_confirms_make_one_transfer(
     intent_id = Payment.objects.get(pk=payment_id).stripe_payment_intent_id
     SimulatedGateway().confirm_payment_intent(intent_id, "success")  # not in a transaction
     assert Payment.objects.get(pk=payment_id).status == "held"
+    return customer, doer, client, payment_id
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("iteration", range(REPEAT))
+@pytest.mark.parametrize("escrow_strategy", [SEPARATE_CHARGES_AND_TRANSFERS, MANUAL_CAPTURE])
+def test_sixteen_concurrent_confirms_make_one_transfer(
+    settings, sim_stripe, escrow_strategy, iteration
+):
+    configure(settings, ESCROW_STRATEGY=escrow_strategy)
+    customer, _doer, _client, payment_id = held_through_the_api()
+    Payment = swappable.load("EscrowPayment")
     sim_stripe.calls.clear()
 
     barrier = threading.Barrier(THREADS)
@@ -170,18 +179,8 @@ def test_concurrent_keyed_partial_refunds_make_one_refund(settings, sim_stripe, 
     its reversal with the key, the others find it; one reversal and one
     refund at Stripe."""
     configure(settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS)
-    customer = factories.make_user("customer")
-    doer = factories.make_user("doer")
-    stripe_account(owner_user=doer)
-    task = factories.make_task(customer, payee_user=doer)
-    client = APIClient()
-    client.force_authenticate(customer)
-    created = client.post("/escrow/payments/create/", {"task_id": str(task.pk)}, format="json")
-    assert created.status_code == 201, created.content
-    payment_id = created.json()["payment_id"]
+    _customer, doer, client, payment_id = held_through_the_api()
     Payment = swappable.load("EscrowPayment")
-    intent_id = Payment.objects.get(pk=payment_id).stripe_payment_intent_id
-    SimulatedGateway().confirm_payment_intent(intent_id, "success")
     confirmed = client.post(f"/escrow/payments/confirm/{payment_id}/", {}, format="json")
     assert confirmed.status_code == 200, confirmed.content
     sim_stripe.calls.clear()
