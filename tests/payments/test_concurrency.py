@@ -19,6 +19,7 @@ from django_escrow_connect import swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.simulation import SimulatedGateway
 from tests import factories
+from tests.reliability.conftest import run_concurrently
 
 from .conftest import configure, money_calls, stripe_account
 
@@ -185,39 +186,22 @@ def test_concurrent_keyed_partial_refunds_make_one_refund(settings, sim_stripe, 
     assert confirmed.status_code == 200, confirmed.content
     sim_stripe.calls.clear()
 
-    barrier = threading.Barrier(THREADS)
-    answers: list[tuple[int, int]] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
     def client_for(user: object) -> APIClient:
         own = APIClient()
         own.force_authenticate(user)
         return own
 
-    def refund() -> None:
-        try:
-            own = client_for(doer)
-            barrier.wait(timeout=30)
-            response = own.post(
-                f"/escrow/payments/{payment_id}/refund/",
-                {"amount": 3_000},
-                format="json",
-                headers={"Idempotency-Key": "3f0c9a52-refund"},
-            )
-            with lock:
-                answers.append((response.status_code, response.json().get("amount_refunded")))
-        except BaseException as exc:
-            with lock:
-                errors.append(exc)
-        finally:
-            connections.close_all()
+    def refund() -> tuple[int, int]:
+        response = client_for(doer).post(
+            f"/escrow/payments/{payment_id}/refund/",
+            {"amount": 3_000},
+            format="json",
+            headers={"Idempotency-Key": "3f0c9a52-refund"},
+        )
+        return response.status_code, response.json().get("amount_refunded")
 
-    threads = [threading.Thread(target=refund) for _ in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    answers = run_concurrently(*[refund] * THREADS)
+    errors = [answer for answer in answers if isinstance(answer, BaseException)]
     assert not errors, errors
     assert answers == [(200, 3_000)] * THREADS
     # And once more after all of them: answered, nothing sent.
