@@ -82,6 +82,25 @@ def send_keyed_partial_refund(world: World, scene: Scene, server: Server | None 
     )
 
 
+#: The release by amount the keyed case asks for (of 10,000 held, 10% fee: a
+#: transfer of 3,600), and the client's key for it.
+KEYED_RELEASE = 4_000
+KEYED_RELEASE_TRANSFER = 3_600
+KEYED_RELEASE_KEY = "5c2f9e61-crash-matrix-release"
+
+
+def send_keyed_release_amount(world: World, scene: Scene, server: Server | None = None) -> Answer:
+    """A release by amount with an Idempotency-Key: the retry sends the same key."""
+    return world.http(
+        world.market.customer,
+        "payment-release",
+        scene.payment.pk,
+        data={"amount": KEYED_RELEASE},
+        headers={"Idempotency-Key": KEYED_RELEASE_KEY},
+        server=server,
+    )
+
+
 def send_void(world: World, scene: Scene, server: Server | None = None) -> Answer:
     return world.http(world.market.doer, "payment-cancel", scene.payment.pk, server=server)
 
@@ -131,6 +150,14 @@ class MoneyCall:
     #: a keyed partial refund: what Stripe refunds, once, however often the
     #: client sends it (it sends it once more after every follow-up order)
     refunded: int | None = None
+    #: a keyed release by amount: the one transfer Stripe makes for it, however
+    #: often the client sends it (once more after every follow-up order)
+    transferred: int | None = None
+
+    @property
+    def keyed(self) -> bool:
+        """The request carries an Idempotency-Key: the client sends it once more at the end."""
+        return self.refunded is not None or self.transferred is not None
 
 
 CALLS = [
@@ -224,6 +251,16 @@ CALLS = [
         done=frozenset({"partially_refunded"}),
         after_other=frozenset({"released", "partially_refunded"}),
         refunded=KEYED_REFUND,
+    ),
+    # A release by amount sent with an Idempotency-Key, killed in its transfer:
+    # its retry with the same key finishes that release, or answers it once
+    # it is finished, and never releases again. The other party's refund
+    # takes everything back (the doer returns what the release sent).
+    MoneyCall(
+        "release-keyed-amount", "create_transfer", SCT, "held", send_keyed_release_amount,
+        send_refund,
+        done=frozenset({"partially_released"}), after_other=frozenset({"refunded"}),
+        transferred=KEYED_RELEASE_TRANSFER,
     ),
 ]  # fmt: skip
 BY_NAME = {call.name: call for call in CALLS}
@@ -416,9 +453,10 @@ def run_case(
         world.slow(call.method, crash, lambda: call.send(world, scene), server=slow_server)
     for step in ORDERS[order]:
         follow_up(world, call, scene, step)
-    if call.refunded is not None:
+    if call.keyed:
         # Whatever happened, the client sends the same keyed request once
-        # more (its answer lost again): answered, never a second refund.
+        # more (its answer lost again): answered, never a second refund or
+        # release.
         follow_up(world, call, scene, "R")
 
     payment = find_payment(world, scene)
@@ -469,6 +507,30 @@ def run_case(
         # The request's one refund, finished by the last retry at the latest.
         assert refunds == [call.refunded], f"Stripe refunded {refunds}, asked {call.refunded}"
 
+    def released_once() -> None:
+        if call.transferred is None or payment is None:
+            return
+        with world.shared.session() as store:
+            transfers = [
+                t["amount"]
+                for t in store.transfers.values()
+                if t.get("transfer_group") == payment.transfer_group
+            ]
+        # The request's one transfer, finished by the last retry at the latest;
+        # none only when the refund came first and found Stripe had not made it
+        # (then nothing is owed: the refund took the released part back).
+        expected = [] if crash == "before" and "F" in steps else [call.transferred]
+        assert transfers == expected, f"Stripe transferred {transfers}, expected {expected}"
+        releases = [(r.amount, r.status) for r in world.payment(payment.pk).releases.all()]
+        assert len(releases) == 1, f"one keyed request made the releases {releases}"
+        assert releases[0][0] == KEYED_RELEASE, releases
+
     check_case(
-        world, payment, retries_answered, status_as_expected, one_intent_per_task, refunded_once
+        world,
+        payment,
+        retries_answered,
+        status_as_expected,
+        one_intent_per_task,
+        refunded_once,
+        released_once,
     )

@@ -13,6 +13,11 @@ client's retry ``R``, ``escrow_reconcile`` ``C``):
   never given up: Stripe may have charged the card without the customer, so
   it is finished with the same key, at most one PaymentIntent per tip, and
   whatever Stripe charged is the tip's.
+- ``keyed off-session tip``: the same request with an ``Idempotency-Key``,
+  killed in ``create_payment_intent`` or in the tip's ``create_transfer``
+  (made in the same request once the card is charged); every retry, and one
+  more after the follow-ups, sends the same key: one tip, one charge, one
+  transfer (``test_tips.run_keyed_tip``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,16 @@ from django.conf import settings
 from tests.payments.conftest import configure
 
 from .harness import World, check_case
-from .test_tips import ORDERS, TIP, Tip, assert_tips_clean, post, tip_books, tips_url
+from .test_tips import (
+    ORDERS,
+    TIP,
+    Tip,
+    assert_tips_clean,
+    post,
+    run_keyed_tip,
+    tip_books,
+    tips_url,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -136,3 +150,12 @@ def test_off_session_tip_crash(world: World, crash: str, order: str) -> None:
         assert crashed.stripe_payment_intent_id in charged
 
     check_case(world, payment, lambda: assert_tips_clean(world, payment), crashed_tip_finished)
+
+
+@pytest.mark.parametrize("order", list(ORDERS))
+@pytest.mark.parametrize("crash", ["before", "after"])
+@pytest.mark.parametrize("method", ["create_payment_intent", "create_transfer"])
+def test_keyed_off_session_tip_crash(world: World, method: str, crash: str, order: str) -> None:
+    configure(settings, TIP_MAX_AMOUNT={"usd": 10_000}, SAVE_PAYMENT_METHODS=True)
+    payment = released_saving_payment(world)
+    run_keyed_tip(world, payment, method, crash, order, off_session=True)

@@ -14,6 +14,14 @@ Then Stripe's queued webhooks arrive (``W``), the client or staff retries
 one PaymentIntent per tip and never a charge without the customer, at most one
 transfer per tip, never more than its charge; the tip row agrees with Stripe;
 the payment's own books are untouched (``escrow_audit``).
+
+``keyed-tip``: the same ``POST payments/{id}/tips/`` with an
+``Idempotency-Key`` dies in ``create_payment_intent``; every retry (and one
+more after the follow-ups, whatever they were) sends the same key. Each
+answer is that one tip; the customer pays it with the client secret of the
+last answer, and Stripe holds exactly one tip charge and one tip transfer.
+:func:`run_keyed_tip` is shared with the off-session case
+(``test_saved_payment_methods``).
 """
 
 from __future__ import annotations
@@ -46,9 +54,16 @@ def Tip() -> Any:
     return swappable.load("EscrowTip")
 
 
-def post(world: World, user: Any, path: str, data: Any = None, label: str = "") -> Answer:
+def post(
+    world: World,
+    user: Any,
+    path: str,
+    data: Any = None,
+    label: str = "",
+    headers: dict[str, str] | None = None,
+) -> Answer:
     return HttpClient(world.server, world.answers).request(
-        "POST", path, user=user, data=data or {}, label=label or f"{path} (http)"
+        "POST", path, user=user, data=data or {}, headers=headers, label=label or f"{path} (http)"
     )
 
 
@@ -196,3 +211,89 @@ def test_tip_transfer_crash(world: World, crash: str, order: str) -> None:
         assert current.transfers.filter(status="created").count() == 1
 
     check_case(world, payment, lambda: assert_tips_clean(world, payment), tip_transferred_once)
+
+
+# --- keyed-tip ----------------------------------------------------------------------
+
+#: The client's key for the keyed tip request.
+TIP_KEY = "9a4d2c7e-crash-tip"
+
+
+def send_keyed_tip(world: World, payment: Any, label: str) -> Answer:
+    return post(
+        world,
+        world.market.customer,
+        tips_url(payment),
+        {"amount": TIP},
+        label,
+        headers={"Idempotency-Key": TIP_KEY},
+    )
+
+
+def run_keyed_tip(
+    world: World, payment: Any, method: str, crash: str, order: str, *, off_session: bool
+) -> None:
+    """A keyed tip killed in ``method``, followed up, sent once more; then checked.
+
+    On-session the customer then confirms the tip's PaymentIntent with the
+    client secret of the last answer (Stripe's events arrive); off-session
+    the saved card was charged, and the keyed requests alone must have
+    transferred the tip.
+    """
+    world.steps.append(
+        f"case: keyed tip, worker dies in {method} {crash} Stripe acts, then {order}"
+    )
+    world.crash(method, crash, lambda: send_keyed_tip(world, payment, "keyed tip (crashing)"))
+    answers: list[Answer] = []
+    for step in [*ORDERS[order], "R"]:
+        # The last "R": whatever happened, the client sends the same keyed
+        # request once more (its answer lost again).
+        if step == "W":
+            world.deliver()
+        elif step == "R":
+            answer = send_keyed_tip(world, payment, "keyed tip again")
+            answers.append(answer)
+            world.steps.append(f"the customer sent the keyed tip again: {answer}")
+        else:
+            world.reconcile()
+    tips = list(Tip().objects.filter(payment=payment).order_by("created_at"))
+    last = answers[-1]
+    if not off_session and last.status == 201 and last.body.get("client_secret") and tips:
+        # The customer pays the tip the answer names, in the browser.
+        tip = Tip().objects.get(pk=last.body["id"])
+        with world.shared.session():
+            SimulatedGateway().confirm_payment_intent(tip.stripe_payment_intent_id, "success")
+        world.deliver()
+
+    def one_tip_charged_and_transferred_once() -> None:
+        for answer in answers:
+            assert answer.status == 201, answer
+        # One key, one tip: every answer is the tip the crashed request began.
+        assert len(tips) == 1, f"one keyed request made {len(tips)} tips"
+        (tip,) = tips
+        assert {a.body["id"] for a in answers} == {str(tip.pk)}, answers
+        if off_session:
+            assert all(a.body["confirmation"] == "off_session" for a in answers), answers
+        else:
+            assert last.body["client_secret"].startswith(f"{tip.stripe_payment_intent_id}_"), last
+        books = tip_books(world, payment)
+        assert [c["amount"] for c in books["charges"]] == [TIP], f"charges {books['charges']}"
+        assert [t["amount"] for t in books["transfers"]] == [TIP], f"sent {books['transfers']}"
+        current = Tip().objects.get(pk=tip.pk)
+        assert current.status == "transferred", current.status
+        assert current.transfers.filter(status="created").count() == 1
+
+    check_case(
+        world,
+        payment,
+        lambda: assert_tips_clean(world, payment),
+        one_tip_charged_and_transferred_once,
+    )
+
+
+@pytest.mark.parametrize("order", list(ORDERS))
+@pytest.mark.parametrize("crash", ["before", "after"])
+def test_keyed_tip_crash(world: World, crash: str, order: str) -> None:
+    configure(settings, TIP_MAX_AMOUNT={"usd": 10_000})
+    payment = world.released_payment()
+    run_keyed_tip(world, payment, "create_payment_intent", crash, order, off_session=False)
