@@ -3,7 +3,8 @@
 ``POST payments/{payment_id}/tips/`` ``{amount}`` creates a tip (its own
 PaymentIntent) and answers 201 with the tip and the ``client_secret`` the
 customer's browser confirms it with. ``GET payments/{payment_id}/tips/`` lists
-the payment's tips to whoever may see the payment (payer, payee, staff);
+the payment's tips, each with the disputes of its charge, to whoever may see
+the payment (payer, payee, staff);
 ``POST payments/{payment_id}/tips/{tip_id}/retry-transfer/`` is for staff,
 after Stripe refused a tip's transfer. See docs/tips.md.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.db.models import Prefetch, prefetch_related_objects
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -22,7 +24,7 @@ from ..conf import escrow_settings
 from ..services import errors, saved_methods
 from ..services import tips as tip_services
 from ..states import TipStatus
-from .payments import PaymentAPIView, get_visible_payment
+from .payments import DisputeOutput, PaymentAPIView, get_visible_payment
 from .schema import extend_schema
 from .serializers import (
     IDEMPOTENCY_KEY_PARAMETER,
@@ -68,6 +70,14 @@ class TipOutput(serializers.Serializer[Any]):
     created_at = serializers.DateTimeField()
     paid_at = serializers.DateTimeField(allow_null=True)
     transferred_at = serializers.DateTimeField(allow_null=True)
+    # The payment's own representation of a dispute: the customer and the
+    # payee see a tip's chargeback where they look at the tip, not only on
+    # the payment (where it is listed too, with its ``tip``).
+    disputes = DisputeOutput(
+        many=True,
+        help_text="The disputes of the tip's charge, oldest first (as the payment's "
+        "disputes show them); empty if it was never disputed.",
+    )
 
 
 class TipStartOutput(TipOutput):
@@ -112,7 +122,13 @@ class TipListCreateView(PaymentAPIView):
     )
     def get(self, request: Request, payment_id: str) -> Response:
         payment = get_visible_payment(request.user, payment_id)
-        tips = swappable.load("EscrowTip").objects.filter(payment=payment).order_by("created_at")
+        tips = (
+            swappable.load("EscrowTip")
+            .objects.filter(payment=payment)
+            .order_by("created_at")
+            # One query for every listed tip's disputes, however many tips.
+            .prefetch_related(_tip_disputes())
+        )
         return Response({"results": TipOutput(tips, many=True).data})
 
     @extend_schema(
@@ -130,6 +146,8 @@ class TipListCreateView(PaymentAPIView):
         start = tip_services.create_tip(
             payment.pk, request.user, data["amount"], request_key=idempotency_key(request)
         )
+        # A keyed retry may answer an older tip, which may have been disputed.
+        prefetch_related_objects([start.tip], _tip_disputes())
         body = dict(TipStartOutput(start.tip).data)
         body["client_secret"] = start.client_secret
         body["confirmation"] = start.confirmation
@@ -170,7 +188,15 @@ class TipRetryTransferView(PaymentAPIView):
         if not swappable.load("EscrowTip").objects.filter(pk=pk, payment=payment).exists():
             raise errors.NotFound(_no_tip())
         tip = tip_services.retry_tip_transfer(pk, request.user)
+        prefetch_related_objects([tip], _tip_disputes())
         return Response(TipOutput(tip).data)
+
+
+def _tip_disputes() -> Prefetch[Any]:
+    """A tip's disputes in :class:`TipOutput`'s order (oldest first), in one query."""
+    return Prefetch(
+        "disputes", queryset=swappable.load("Dispute").objects.order_by("created_at", "pk")
+    )
 
 
 def _no_tip() -> str:

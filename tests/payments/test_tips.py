@@ -587,6 +587,60 @@ def test_the_payment_detail_marks_a_tips_dispute_with_the_tip(market):
     assert disputes[own]["tip"] is None
 
 
+def test_the_tips_list_shows_each_tips_disputes_to_whoever_may_see_the_tips(market):
+    payment = market.released_payment()
+    undisputed = pay_tip(market, add_tip(market, payment, 300).json()["id"])
+    tip = pay_tip(market, add_tip(market, payment, 500).json()["id"])
+    with market.capture(execute=True):
+        of_tip = SimulatedGateway().open_dispute(tip.stripe_charge_id, reason="duplicate").id
+        SimulatedGateway().open_dispute(payment.stripe_charge_id)
+    detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+    shown_on_payment = {d["stripe_dispute_id"]: d for d in detail["disputes"]}
+
+    for user in (market.customer, market.doer, market.staff):
+        response = market.get(user, "payment-tips", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        tips = {t["id"]: t for t in response.json()["results"]}
+        # The tip's own dispute, as the payment shows it; never the payment's own.
+        assert tips[str(tip.pk)]["disputes"] == [shown_on_payment[of_tip]]
+        assert tips[str(undisputed.pk)]["disputes"] == []
+    (shown,) = tips[str(tip.pk)]["disputes"]
+    assert (shown["tip"], shown["status"], shown["amount"], shown["currency"]) == (
+        str(tip.pk),
+        "needs_response",
+        500,
+        "usd",
+    )
+    assert shown["reason"] == "duplicate"
+    assert shown["evidence_due_by"] is not None
+    assert shown["closed_at"] is None
+    assert market.get(market.other, "payment-tips", payment_id=payment.pk).status_code == 404
+
+    with market.capture(execute=True):
+        SimulatedGateway().close_dispute(of_tip, won=False)
+    response = market.get(market.customer, "payment-tips", payment_id=payment.pk)
+    (closed,) = {t["id"]: t for t in response.json()["results"]}[str(tip.pk)]["disputes"]
+    assert closed["status"] == "lost"
+    assert closed["closed_at"] is not None
+
+
+def test_a_tip_request_sent_again_answers_the_tips_disputes(market):
+    payment = market.released_payment()
+    first = add_tip(market, payment, 700, key="7b0c6a1e-2f3d-4c5b-8a9e-0d1f2a3b4c5d")
+    tip = pay_tip(market, first.json()["id"])
+    assert first.json()["disputes"] == []
+    with market.capture(execute=True):
+        opened = SimulatedGateway().open_dispute(tip.stripe_charge_id)
+
+    again = add_tip(market, payment, 700, key="7b0c6a1e-2f3d-4c5b-8a9e-0d1f2a3b4c5d")
+
+    assert again.status_code == 201, again.content
+    assert again.json()["id"] == str(tip.pk)
+    assert [(d["stripe_dispute_id"], d["status"]) for d in again.json()["disputes"]] == [
+        (opened.id, "needs_response")
+    ]
+
+
 def test_the_report_names_the_tip_of_an_open_dispute(market):
     from django.core.management import call_command
 

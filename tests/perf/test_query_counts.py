@@ -102,6 +102,51 @@ def test_query_counts_do_not_grow_with_the_table(market):  # noqa: F811
     assert max(small.values()) <= 13
 
 
+def add_tips(payment, count: int, *, disputed: bool) -> None:
+    """``count`` transferred tips on ``payment``, each with a dispute if ``disputed``."""
+    Tip = swappable.load("EscrowTip")
+    for _ in range(count):
+        tip = Tip.objects.create(
+            payment=payment,
+            payer_id=payment.payer_id,
+            amount=500,
+            currency=payment.currency,
+            status="transferred",
+            intent_idempotency_key=kit.stripe_id("tipkey"),
+            stripe_payment_intent_id=kit.stripe_id("pi"),
+            stripe_charge_id=kit.stripe_id("ch"),
+        )
+        if disputed:
+            kit.make_dispute(payment, tip=tip, amount=500, stripe_charge_id=tip.stripe_charge_id)
+
+
+@pytest.mark.django_db
+def test_a_payments_tips_and_their_disputes_cost_the_same_queries_however_many(market):  # noqa: F811
+    """``GET payments/{id}/tips/`` reads the tips' disputes in one query,
+    whatever the number of tips, of disputes, and of other payments' tips."""
+    mine = add_payment(market.customer, status="released", payee_user=market.doer)
+    add_tips(mine, 1, disputed=True)
+
+    def tips_list() -> tuple[int, list[dict]]:
+        with CaptureQueriesContext(connection) as captured:
+            response = market.get(market.customer, "payment-tips", payment_id=mine.pk)
+        assert response.status_code == 200, response.content
+        return len(captured), response.json()["results"]
+
+    small, tips = tips_list()
+    assert [len(tip["disputes"]) for tip in tips] == [1]
+    add_tips(mine, 4, disputed=True)
+    add_tips(mine, 2, disputed=False)
+    stranger = factories.make_user("stranger")
+    for _ in range(3):
+        add_tips(add_payment(stranger, status="released", payee_user=market.doer), 2, disputed=True)
+    large, tips = tips_list()
+    assert sorted(len(tip["disputes"]) for tip in tips) == [0, 0, 1, 1, 1, 1, 1]
+    assert large == small
+    # The payment (and whether the user may see it), its tips, their disputes.
+    assert small <= 3, small
+
+
 def release_queries(market, settings, payees: int) -> int:  # noqa: F811
     """Queries of ``POST payments/confirm/`` of a one-milestone payment split ``payees`` ways."""
     from django_escrow_connect.terms import MilestoneTerms, PayeeShare
