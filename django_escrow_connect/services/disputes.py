@@ -160,6 +160,13 @@ def apply_dispute(
         payment, tip = found
     Dispute = model("Dispute")
     dispute = Dispute.objects.filter(stripe_dispute_id=snapshot.id).first()
+    if dispute is not None and tip is not None and dispute.tip_id is None:
+        # A tip's dispute recorded before ``dispute.tip`` was filled (a host
+        # that swaps Dispute or EscrowTip and skipped the upgrade's query):
+        # named now, so the payment's detail, the tips API and the report
+        # stop showing it as the payment's own.
+        Dispute.objects.filter(pk=dispute.pk).update(tip=tip)
+        dispute.tip = tip
     if dispute is None:
         if tip is None:
             require_funded(payment, f"Dispute {snapshot.id}")

@@ -624,6 +624,29 @@ def test_the_tips_list_shows_each_tips_disputes_to_whoever_may_see_the_tips(mark
     assert closed["closed_at"] is not None
 
 
+def test_a_tips_dispute_recorded_without_its_tip_is_named_on_its_next_event(market):
+    # A dispute recorded before dispute.tip existed (a swapped host that
+    # skipped the upgrade's query) is shown as the payment's own until the
+    # next event of that dispute names its tip.
+    payment = market.released_payment()
+    tip = pay_tip(market, add_tip(market, payment, 600).json()["id"])
+    with market.capture(execute=True):
+        opened = SimulatedGateway().open_dispute(tip.stripe_charge_id)
+    swappable.load("Dispute").objects.filter(stripe_dispute_id=opened.id).update(tip=None)
+    before = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+    assert [d["tip"] for d in before["disputes"]] == [None]
+
+    with market.capture(execute=True):
+        SimulatedGateway().close_dispute(opened.id, won=True)
+
+    after = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+    assert [(d["tip"], d["status"]) for d in after["disputes"]] == [(str(tip.pk), "won")]
+    (listed,) = market.get(market.customer, "payment-tips", payment_id=payment.pk).json()["results"]
+    assert [d["stripe_dispute_id"] for d in listed["disputes"]] == [opened.id]
+    payment.refresh_from_db()
+    assert payment.status == "released"
+
+
 def test_a_tip_request_sent_again_answers_the_tips_disputes(market):
     payment = market.released_payment()
     first = add_tip(market, payment, 700, key="7b0c6a1e-2f3d-4c5b-8a9e-0d1f2a3b4c5d")
