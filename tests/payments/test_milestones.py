@@ -134,7 +134,7 @@ class TestTerms:
 
     def test_milestones_must_sum_to_the_amount(self):
         user = object()
-        with pytest.raises(ValueError, match="sum to amount"):
+        with pytest.raises(ValueError, match="sum to amount") as refused:
             EscrowTerms(
                 payer=user,
                 amount=10_000,
@@ -142,6 +142,13 @@ class TestTerms:
                 payee_user=user,
                 milestones=[MilestoneTerms("A", 1_000)],
             )
+        # The host's code is wrong, not a price: no 409 for the customer.
+        assert not isinstance(refused.value, InvalidAmount)
+
+    def test_a_milestone_amount_that_is_not_an_int_is_the_hosts_error(self):
+        with pytest.raises(ValueError, match="must be an int in minor units") as refused:
+            MilestoneTerms("A", 1_000.0)  # type: ignore[arg-type]
+        assert not isinstance(refused.value, InvalidAmount)
 
     def test_basis_points_must_cover_the_whole_net(self, market, partner):
         with pytest.raises(ValueError, match="10000"):
