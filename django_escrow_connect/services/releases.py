@@ -58,6 +58,7 @@ __all__ = [
     "deliver_milestone",
     "record_split_terms",
     "release_in_parts",
+    "require_same_release",
     "reversal_plan",
     "split_transfer_request",
 ]
@@ -257,6 +258,22 @@ class _Ask:
         self.request_key = request_key
         #: the release this request created (its transfers carry the key)
         self.release_pk: Any = None
+
+
+def require_same_release(payment: Any, user: Any, amount: int | None, request_key: str) -> None:
+    """Refuse (400 ``idempotency_key_reused``) a keyed release by ``amount``
+    whose key ``user`` already used on ``payment`` for another request.
+
+    For a caller that answers without reaching :func:`release_in_parts` (a
+    payment released by now answers 200 as it stands): the same key with
+    another amount is refused whatever the payment's state, as for refunds
+    and tips. Run with the payment locked.
+    """
+    if amount is None:
+        return  # the key is read only for a release by amount
+    earlier = operations.request_operations(payment, user, request_key)
+    if earlier:
+        _require_same_release(earlier, _Ask(None, amount, request_key))
 
 
 def _require_same_release(earlier: list[Any], asked: _Ask) -> Any:

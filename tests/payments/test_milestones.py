@@ -415,6 +415,36 @@ class TestPartialAmounts:
         assert keyed(3_000, "release-30").status_code == 200
         assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [3_600, 2_700]
 
+    def test_a_key_reused_for_another_amount_is_refused_once_all_is_released(
+        self, market, sim_stripe
+    ):
+        """A payment released by now answers a keyed retry 200 only when it is
+        the same request: the same key with another amount is 400, as for
+        refunds and tips, whatever the payment's state."""
+        payment = held(market)
+
+        def keyed(amount: int) -> Any:
+            return market.post(
+                market.customer,
+                "payment-release",
+                {"amount": amount},
+                payment_id=payment.pk,
+                headers={"Idempotency-Key": "release-40"},
+            )
+
+        assert keyed(4_000).status_code == 200
+        assert release(market, payment).json()["status"] == "released"
+        sim_stripe.calls.clear()
+
+        reused = keyed(3_000)
+        assert reused.status_code == 400, reused.content
+        assert reused.json()["error"]["code"] == "idempotency_key_reused"
+        again = keyed(4_000)
+        assert again.status_code == 200, again.content
+        assert (again.json()["status"], again.json()["amount_released"]) == ("released", 10_000)
+        assert sim_stripe.calls == []
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [3_600, 5_400]
+
     def test_the_doer_earns_what_a_partial_release_paid_out(self, market):
         payment = held(market)
         release(market, payment, amount=4_000)
