@@ -29,7 +29,13 @@ from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
 from ..fees import compute_platform_fee
-from ..money import InvalidAmount, amount_step, amount_step_rule, validate_minor_amount
+from ..money import (
+    InvalidAmount,
+    amount_step,
+    amount_step_rule,
+    format_money,
+    validate_minor_amount,
+)
 from ..states import (
     AccountStatus,
     EscrowStrategy,
@@ -541,6 +547,23 @@ def _create_release(payment: Any, user: Any, asked: _Ask) -> Any:
     shares = split_amount(
         gross - fee, [p.weight for p in payees], unit=amount_step(payment.currency)
     )
+    if asked.amount is not None and not any(shares):
+        # All fee (a fixed fee above a small release): it would take the
+        # amount out of escrow and send no transfer, and only a transfer
+        # records the request's Idempotency-Key (a release has no column for
+        # it), so a retry would release as much again. A release by amount
+        # is meant to pay the payees: refused, keyed or not, before anything
+        # is written. A milestone or everything held (repeat-safe) still
+        # releases such a remainder, or escrow could never be emptied.
+        raise errors.InvalidInput(
+            _(
+                "All of this release (%(amount)s) would be the platform fee and "
+                "nothing would reach the payees: release a larger amount, or "
+                "everything still held."
+            )
+            % {"amount": format_money(gross, payment.currency)},
+            code="invalid_amount",
+        )
     release = model("EscrowRelease").objects.create(
         payment=payment,
         milestone=milestone,

@@ -445,6 +445,42 @@ class TestPartialAmounts:
         assert sim_stripe.calls == []
         assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [3_600, 5_400]
 
+    @pytest.mark.parametrize("headers", [{"Idempotency-Key": "release-20"}, None])
+    def test_a_release_by_amount_that_would_all_be_fee_is_refused(
+        self, market, sim_stripe, settings, headers
+    ):
+        """10 % + 30 cents: a release of 20 cents is all fee and sends no
+        transfer, the only row its Idempotency-Key could be kept on, so a retry
+        would release 20 more. Refused, keyed or not, nothing written."""
+        configure(settings, PLATFORM_FEE_FIXED={"usd": 30})
+        payment = held(market)
+        sim_stripe.calls.clear()
+        for _attempt in range(2):
+            response = market.post(
+                market.customer,
+                "payment-release",
+                {"amount": 20},
+                payment_id=payment.pk,
+                headers=headers,
+            )
+            assert response.status_code == 400, response.content
+            error = response.json()["error"]
+            assert error["code"] == "invalid_amount"
+            assert "(0.20 USD) would be the platform fee" in error["message"]
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_held, payment.amount_released) == (
+            "held",
+            10_000,
+            0,
+        )
+        assert not payment.releases.exists()
+        assert not payment.operations.filter(kind="transfer").exists()
+        assert sim_stripe.calls == []
+        # A release that pays the payee something goes ahead: 130 of fee.
+        body = release(market, payment, amount=1_000).json()
+        assert (body["amount_released"], body["amount_held"]) == (1_000, 9_000)
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [870]
+
     def test_the_doer_earns_what_a_partial_release_paid_out(self, market):
         payment = held(market)
         release(market, payment, amount=4_000)
