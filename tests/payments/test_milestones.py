@@ -32,9 +32,16 @@ EXTRA: dict[Any, dict[str, Any]] = {}
 
 
 def split_terms(task: Any) -> EscrowTerms:
-    """The ``PAYMENT_TERMS`` hook of these tests: the task's terms plus ``EXTRA``."""
+    """The ``PAYMENT_TERMS`` hook of these tests: the task's terms plus ``EXTRA``.
+
+    ``EXTRA[pk]["typed_milestones"]``: (name, amount) pairs the hook makes
+    into milestones, as a host does from what its users typed.
+    """
     terms = terms_from_task(task)
-    extra = EXTRA.get(task.pk)
+    extra = dict(EXTRA.get(task.pk) or {})
+    typed = extra.pop("typed_milestones", None)
+    if typed is not None:
+        extra["milestones"] = [MilestoneTerms(name, int(amount)) for name, amount in typed]
     return dataclasses.replace(terms, **extra) if extra else terms
 
 
