@@ -93,8 +93,14 @@ FUNDING_MODES = (FUND_UP_FRONT, FUND_PER_MILESTONE)
 class MilestoneTerms:
     """One milestone of a task: a part of the amount released on its own.
 
-    ``amount`` is in minor units. ``auto_release_after`` (off when None)
-    releases the milestone that long after the doer marked it delivered.
+    ``amount`` is an int in minor units. ``auto_release_after`` (off when
+    None) releases the milestone that long after the doer marked it delivered.
+
+    Only the type of ``amount`` is checked here (``ValueError``: the host's
+    code must pass an int). Its value is checked by the :class:`EscrowTerms`
+    the milestone is given to, which knows the currency and the payer: a
+    zero, negative or off-step amount (from a price a user typed) is an
+    :class:`InvalidTerms` the payer is told about, not a failed request.
     """
 
     name: str
@@ -105,8 +111,8 @@ class MilestoneTerms:
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("MilestoneTerms.name must not be empty")
-        if isinstance(self.amount, bool) or not isinstance(self.amount, int) or self.amount <= 0:
-            raise ValueError("MilestoneTerms.amount must be a positive int in minor units")
+        if isinstance(self.amount, bool) or not isinstance(self.amount, int):
+            raise ValueError("MilestoneTerms.amount must be an int in minor units")
         if self.auto_release_after is not None and self.auto_release_after <= timedelta(0):
             raise ValueError("MilestoneTerms.auto_release_after must be positive")
 
@@ -200,7 +206,9 @@ class EscrowTerms:
     payee in lists and permissions).
 
     ``milestones`` (optional) divide the amount into parts released one by
-    one; their amounts sum to ``amount``. ``payees`` (optional) split every
+    one; their amounts sum to ``amount`` (``ValueError`` otherwise), and each
+    is positive and one Stripe can charge (:class:`InvalidTerms` otherwise,
+    as for ``amount``). ``payees`` (optional) split every
     release between several payees; their shares cover exactly 100 % of the
     net (see :class:`PayeeShare` and :func:`split_amount`). Terms with
     neither behave exactly as before milestones existed.
@@ -245,7 +253,7 @@ class EscrowTerms:
             raise InvalidAmount("EscrowTerms.amount must be positive")
         if self.milestones:
             for milestone in self.milestones:
-                validate_minor_amount(milestone.amount, self.currency)
+                self._validate_milestone_amount(milestone)
             if sum(m.amount for m in self.milestones) != self.amount:
                 raise ValueError("EscrowTerms.milestones must sum to amount")
         if self.payees:
@@ -259,6 +267,18 @@ class EscrowTerms:
                 raise ValueError(
                     "EscrowTerms.funding per_milestone needs payees' shares in basis_points"
                 )
+
+    def _validate_milestone_amount(self, milestone: MilestoneTerms) -> None:
+        # Checked before the sum: amounts a user typed (0 and 10,000 of
+        # 10,000) can add up and still not be payable.
+        try:
+            validate_minor_amount(milestone.amount, self.currency)
+        except InvalidAmount as exc:
+            raise InvalidAmount(f"Milestone {milestone.name!r}: {exc}") from exc
+        if milestone.amount <= 0:
+            raise InvalidAmount(
+                f"Milestone {milestone.name!r}: amount must be positive, got {milestone.amount}."
+            )
 
     def _validate_payees(self) -> None:
         first = self.payees[0]

@@ -613,6 +613,9 @@ def release_payment(
                 raise errors.Forbidden(
                     _("Only the customer or platform staff can release a payment.")
                 )
+            # Before the answer of a payment released by now: a key used for
+            # another amount is refused in every state, not answered 200.
+            releases.require_same_release(payment, user, amount, request_key)
             if payment.status == S.RELEASED or (
                 payment.status == S.PARTIALLY_REFUNDED and not _owes_payees(payment)
             ):

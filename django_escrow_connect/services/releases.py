@@ -29,7 +29,13 @@ from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
 from ..fees import compute_platform_fee
-from ..money import InvalidAmount, amount_step, amount_step_rule, validate_minor_amount
+from ..money import (
+    InvalidAmount,
+    amount_step,
+    amount_step_rule,
+    format_money,
+    validate_minor_amount,
+)
 from ..states import (
     AccountStatus,
     EscrowStrategy,
@@ -58,6 +64,7 @@ __all__ = [
     "deliver_milestone",
     "record_split_terms",
     "release_in_parts",
+    "require_same_release",
     "reversal_plan",
     "split_transfer_request",
 ]
@@ -257,6 +264,22 @@ class _Ask:
         self.request_key = request_key
         #: the release this request created (its transfers carry the key)
         self.release_pk: Any = None
+
+
+def require_same_release(payment: Any, user: Any, amount: int | None, request_key: str) -> None:
+    """Refuse (400 ``idempotency_key_reused``) a keyed release by ``amount``
+    whose key ``user`` already used on ``payment`` for another request.
+
+    For a caller that answers without reaching :func:`release_in_parts` (a
+    payment released by now answers 200 as it stands): the same key with
+    another amount is refused whatever the payment's state, as for refunds
+    and tips. Run with the payment locked.
+    """
+    if amount is None:
+        return  # the key is read only for a release by amount
+    earlier = operations.request_operations(payment, user, request_key)
+    if earlier:
+        _require_same_release(earlier, _Ask(None, amount, request_key))
 
 
 def _require_same_release(earlier: list[Any], asked: _Ask) -> Any:
@@ -524,6 +547,23 @@ def _create_release(payment: Any, user: Any, asked: _Ask) -> Any:
     shares = split_amount(
         gross - fee, [p.weight for p in payees], unit=amount_step(payment.currency)
     )
+    if asked.amount is not None and not any(shares):
+        # All fee (a fixed fee above a small release): it would take the
+        # amount out of escrow and send no transfer, and only a transfer
+        # records the request's Idempotency-Key (a release has no column for
+        # it), so a retry would release as much again. A release by amount
+        # is meant to pay the payees: refused, keyed or not, before anything
+        # is written. A milestone or everything held (repeat-safe) still
+        # releases such a remainder, or escrow could never be emptied.
+        raise errors.InvalidInput(
+            _(
+                "All of this release (%(amount)s) would be the platform fee and "
+                "nothing would reach the payees: release a larger amount, or "
+                "everything still held."
+            )
+            % {"amount": format_money(gross, payment.currency)},
+            code="invalid_amount",
+        )
     release = model("EscrowRelease").objects.create(
         payment=payment,
         milestone=milestone,

@@ -3,10 +3,20 @@ from the request."""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 
 from django_escrow_connect import swappable
-from django_escrow_connect.terms import TermsUnavailable
+from django_escrow_connect.conf import SEPARATE_CHARGES_AND_TRANSFERS
+from django_escrow_connect.terms import (
+    FUND_PER_MILESTONE,
+    FUND_UP_FRONT,
+    MilestoneTerms,
+    TermsUnavailable,
+    terms_from_task,
+)
 from tests import factories
 
 from .conftest import configure, money_calls
@@ -215,6 +225,58 @@ def test_a_price_stripe_cannot_charge_is_a_409_for_the_customer(
     assert why in error["message"]
     assert any("its terms are invalid" in r.getMessage() for r in caplog.records)
     assert market.create(task, user=market.other).status_code == 404
+    assert not payments_of(task).exists()
+    assert money_calls(sim_stripe) == []
+
+
+#: Per task: its milestones as the host stores them, amounts typed by users.
+TYPED_MILESTONES: dict[Any, dict[str, Any]] = {}
+
+
+def terms_with_typed_milestones(task):
+    """A terms hook that builds the milestones from what users typed, as the
+    example project's does from a bid (``MilestoneTerms(name, int(amount))``),
+    without validating the amounts first."""
+    typed = TYPED_MILESTONES[task.pk]
+    milestones = [MilestoneTerms(name, int(amount)) for name, amount in typed["milestones"]]
+    return dataclasses.replace(
+        terms_from_task(task), milestones=milestones, funding=typed["funding"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("currency", "milestones", "why"),
+    [
+        ("usd", [("Design", "0"), ("Build", "10000")], "amount must be positive, got 0"),
+        ("usd", [("Design", "-1000"), ("Build", "11000")], "must not be negative"),
+        ("kwd", [("Design", "2345"), ("Build", "7655")], "must end in 0"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("funding", "body"), [(FUND_UP_FRONT, {}), (FUND_PER_MILESTONE, {"milestone": 1})]
+)
+def test_a_milestone_amount_stripe_cannot_charge_is_a_409_for_the_customer(
+    market, sim_stripe, settings, caplog, currency, milestones, why, funding, body
+):
+    """A milestone's price typed by a user and not validated by the host: as
+    for the task's price, the customer is told which milestone and why, a
+    stranger gets 404, nothing is written or sent (not a 500)."""
+    configure(
+        settings,
+        ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS,
+        PAYMENT_TERMS=f"{__name__}.terms_with_typed_milestones",
+    )
+    task = market.task(amount=10_000, currency=currency)
+    TYPED_MILESTONES[task.pk] = {"milestones": milestones, "funding": funding}
+    with caplog.at_level("ERROR", logger="django_escrow_connect.payments"):
+        response = market.create(task, **body)
+    assert response.status_code == 409, response.content
+    error = response.json()["error"]
+    assert error["code"] == "no_payment_terms"
+    assert "cannot be paid as it stands: Milestone 'Design'" in error["message"]
+    assert why in error["message"]
+    assert any("its terms are invalid" in r.getMessage() for r in caplog.records)
+    assert market.create(task, user=market.other, **body).status_code == 404
     assert not payments_of(task).exists()
     assert money_calls(sim_stripe) == []
 

@@ -334,6 +334,36 @@ class TestSequence:
         assert len(funding_due.calls) == 2  # nothing after the last milestone
         assert [t["amount"] for t in transfers_in_stripe(sim_stripe, third)] == [2_700]
 
+    def test_a_next_milestone_amount_stripe_cannot_charge_is_told_when_it_is_funded(
+        self, market, sim_stripe, funding_due, caplog
+    ):
+        """The host's milestones change while the first is held, a user typing
+        0 for the next: the release goes through (the next milestone is not
+        announced), and funding that milestone is 409 for the customer."""
+        task = market.task(amount=10_000)
+        EXTRA[task.pk] = {
+            "typed_milestones": [("Design", "2000"), ("Build", "5000"), ("Launch", "3000")],
+            "funding": FUND_PER_MILESTONE,
+        }
+        first = fund(market, task, 1)
+        EXTRA[task.pk]["typed_milestones"] = [
+            ("Design", "2000"),
+            ("Build", "0"),
+            ("Launch", "8000"),
+        ]
+        with caplog.at_level("ERROR"):
+            response = release(market, first)
+        assert response.status_code == 200, response.content
+        assert response.json()["status"] == "released"
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, first)] == [1_800]
+        # The receiver that announces the next milestone did not fail on it.
+        assert not [r for r in caplog.records if "receiver failed" in r.getMessage()]
+        assert funding_due.calls == []
+        response = market.create(task, milestone=2)
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "no_payment_terms"
+        assert "Milestone 'Build': amount must be positive" in response.json()["error"]["message"]
+
     def test_a_part_held_keeps_the_task_in_escrow_while_another_is_released(
         self, market, settings, funding_due
     ):

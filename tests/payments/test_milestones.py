@@ -32,9 +32,16 @@ EXTRA: dict[Any, dict[str, Any]] = {}
 
 
 def split_terms(task: Any) -> EscrowTerms:
-    """The ``PAYMENT_TERMS`` hook of these tests: the task's terms plus ``EXTRA``."""
+    """The ``PAYMENT_TERMS`` hook of these tests: the task's terms plus ``EXTRA``.
+
+    ``EXTRA[pk]["typed_milestones"]``: (name, amount) pairs the hook makes
+    into milestones, as a host does from what its users typed.
+    """
     terms = terms_from_task(task)
-    extra = EXTRA.get(task.pk)
+    extra = dict(EXTRA.get(task.pk) or {})
+    typed = extra.pop("typed_milestones", None)
+    if typed is not None:
+        extra["milestones"] = [MilestoneTerms(name, int(amount)) for name, amount in typed]
     return dataclasses.replace(terms, **extra) if extra else terms
 
 
@@ -134,7 +141,7 @@ class TestTerms:
 
     def test_milestones_must_sum_to_the_amount(self):
         user = object()
-        with pytest.raises(ValueError, match="sum to amount"):
+        with pytest.raises(ValueError, match="sum to amount") as refused:
             EscrowTerms(
                 payer=user,
                 amount=10_000,
@@ -142,6 +149,13 @@ class TestTerms:
                 payee_user=user,
                 milestones=[MilestoneTerms("A", 1_000)],
             )
+        # The host's code is wrong, not a price: no 409 for the customer.
+        assert not isinstance(refused.value, InvalidAmount)
+
+    def test_a_milestone_amount_that_is_not_an_int_is_the_hosts_error(self):
+        with pytest.raises(ValueError, match="must be an int in minor units") as refused:
+            MilestoneTerms("A", 1_000.0)  # type: ignore[arg-type]
+        assert not isinstance(refused.value, InvalidAmount)
 
     def test_basis_points_must_cover_the_whole_net(self, market, partner):
         with pytest.raises(ValueError, match="10000"):
@@ -407,6 +421,72 @@ class TestPartialAmounts:
         # A new user action, a new key: a release of its own.
         assert keyed(3_000, "release-30").status_code == 200
         assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [3_600, 2_700]
+
+    def test_a_key_reused_for_another_amount_is_refused_once_all_is_released(
+        self, market, sim_stripe
+    ):
+        """A payment released by now answers a keyed retry 200 only when it is
+        the same request: the same key with another amount is 400, as for
+        refunds and tips, whatever the payment's state."""
+        payment = held(market)
+
+        def keyed(amount: int) -> Any:
+            return market.post(
+                market.customer,
+                "payment-release",
+                {"amount": amount},
+                payment_id=payment.pk,
+                headers={"Idempotency-Key": "release-40"},
+            )
+
+        assert keyed(4_000).status_code == 200
+        assert release(market, payment).json()["status"] == "released"
+        sim_stripe.calls.clear()
+
+        reused = keyed(3_000)
+        assert reused.status_code == 400, reused.content
+        assert reused.json()["error"]["code"] == "idempotency_key_reused"
+        again = keyed(4_000)
+        assert again.status_code == 200, again.content
+        assert (again.json()["status"], again.json()["amount_released"]) == ("released", 10_000)
+        assert sim_stripe.calls == []
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [3_600, 5_400]
+
+    @pytest.mark.parametrize("headers", [{"Idempotency-Key": "release-20"}, None])
+    def test_a_release_by_amount_that_would_all_be_fee_is_refused(
+        self, market, sim_stripe, settings, headers
+    ):
+        """10 % + 30 cents: a release of 20 cents is all fee and sends no
+        transfer, the only row its Idempotency-Key could be kept on, so a retry
+        would release 20 more. Refused, keyed or not, nothing written."""
+        configure(settings, PLATFORM_FEE_FIXED={"usd": 30})
+        payment = held(market)
+        sim_stripe.calls.clear()
+        for _attempt in range(2):
+            response = market.post(
+                market.customer,
+                "payment-release",
+                {"amount": 20},
+                payment_id=payment.pk,
+                headers=headers,
+            )
+            assert response.status_code == 400, response.content
+            error = response.json()["error"]
+            assert error["code"] == "invalid_amount"
+            assert "(0.20 USD) would be the platform fee" in error["message"]
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_held, payment.amount_released) == (
+            "held",
+            10_000,
+            0,
+        )
+        assert not payment.releases.exists()
+        assert not payment.operations.filter(kind="transfer").exists()
+        assert sim_stripe.calls == []
+        # A release that pays the payee something goes ahead: 130 of fee.
+        body = release(market, payment, amount=1_000).json()
+        assert (body["amount_released"], body["amount_held"]) == (1_000, 9_000)
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [870]
 
     def test_the_doer_earns_what_a_partial_release_paid_out(self, market):
         payment = held(market)
