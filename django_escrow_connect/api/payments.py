@@ -335,8 +335,11 @@ def administered_organization(user: Any, organization_id: Any) -> Any:
 #: What the customer is charged (``amount_charged``): the amount, or what a
 #: capture for less took (``amount_captured``; the rest was never charged).
 CHARGED = Coalesce(F("amount_captured"), F("amount"))
-#: What a payment still holds (``amount_held``): a payment released in parts
-#: (``partially_released``) no longer holds what its releases took.
+#: What a payment in one of :data:`ESCROW_STATES` still holds (``amount_held``):
+#: a payment released in parts (``partially_released``) no longer holds what
+#: its releases took. Only summed over those states: what a lost dispute took
+#: (``amount_lost``) comes off ``dispute_lost`` payments alone, which are never
+#: counted in escrow (nothing of them can be released any more).
 HELD = CHARGED - F("amount_released") - F("amount_refunded")
 
 
@@ -824,7 +827,14 @@ class PaymentOutput(serializers.Serializer[Any]):
     amount_released = serializers.IntegerField(
         help_text="Gross amount released to the payee(s), less refunds taken back from it."
     )
-    amount_held = serializers.IntegerField(help_text="Still in escrow.")
+    amount_held = serializers.IntegerField(
+        help_text="Still in escrow: amount_released + amount_refunded + amount_held "
+        "+ amount_lost is the amount charged."
+    )
+    amount_lost = serializers.IntegerField(
+        help_text="What a lost dispute took out of escrow (Stripe debited the platform); "
+        "0 unless the status is dispute_lost."
+    )
     refundable_amount = serializers.IntegerField()
     formatted = FormattedAmountsOutput(source="*")
     payer_id = serializers.CharField()

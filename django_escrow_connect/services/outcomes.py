@@ -278,7 +278,9 @@ def finish_release(payment: Any, release: Any, nothing_owed: Collection[int] = (
 
 
 def _finish_split_payment(payment: Any) -> None:
-    if payment.amount_held > 0 or payment.amount_released <= 0:
+    # Leaving a lost dispute aside: what it took is not released, and a won
+    # appeal gives it back to escrow (amount_held_before_loss).
+    if payment.amount_held_before_loss > 0 or payment.amount_released <= 0:
         return
     if payment.releases.filter(status=ReleaseStatus.PENDING).exists():
         return
@@ -761,7 +763,8 @@ def mark_refunded_milestones(payment: Any) -> list[Any]:
             status__in=[MilestoneStatus.HELD, MilestoneStatus.DELIVERED], releases__isnull=True
         ).order_by("-position")
     )
-    shortfall = sum(m.amount for m in still_held) - payment.amount_held
+    # A refund, not a lost dispute, is what leaves milestones without money.
+    shortfall = sum(m.amount for m in still_held) - payment.amount_held_before_loss
     refunded = []
     for milestone in still_held:
         if shortfall <= 0 or milestone.amount > shortfall:

@@ -684,7 +684,8 @@ def _milestones_left(milestones: list[Any], releases: list[Any], held: int) -> d
 
 def _finish_payment(payment: Any) -> None:
     """Nothing held and every release done: the payment is released."""
-    if payment.amount_held > 0 or payment.amount_released <= 0:
+    # As _finish_split_payment: money a lost dispute took was never released.
+    if payment.amount_held_before_loss > 0 or payment.amount_released <= 0:
         return
     if payment.releases.filter(status=ReleaseStatus.PENDING).exists():
         return

@@ -416,7 +416,12 @@ def assert_books_clean(payment: Any) -> dict[str, Any]:
         with shared.session() as store:
             assert_money_invariants(store, payment)
     held = payment.amount - payment.amount_released - payment.amount_refunded
-    assert held == payment.amount_held >= 0, "released + refunded + held != charged"
+    # A lost dispute took its part of what was held (amount_lost).
+    assert held == payment.amount_held + payment.amount_lost, (
+        "released + refunded + held + lost != charged"
+    )
+    assert payment.amount_held >= 0
+    assert payment.amount_lost >= 0
     intent = books["intent"].get("status")
     sct = not payment.is_manual_capture
 

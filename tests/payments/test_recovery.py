@@ -386,6 +386,19 @@ def stripe_books(sim_stripe, payment):
     }
 
 
+def books_of(shown):
+    """A payment's books as the API shows them; they add up to what was charged."""
+    books = (
+        shown["status"],
+        shown["amount_released"],
+        shown["amount_refunded"],
+        shown["amount_held"],
+        shown["amount_lost"],
+    )
+    assert sum(books[1:]) == shown["amount"], books
+    return books
+
+
 def audit():
     out = StringIO()
     call_command("escrow_audit", stdout=out, stderr=StringIO())
@@ -528,6 +541,76 @@ class TestOperatorDrills:
         (incident,) = payment.transfer_incidents.all()
         assert incident.kind == "transfer_reversed"
         assert stripe_books(real_webhooks, payment)["reversed"] == 9_000
+        assert "The books agree with Stripe." in audit()
+
+    def test_a_dispute_lost_while_held_leaves_nothing_in_escrow(self, market, real_webhooks):
+        """recovery.md, *When a dispute is lost*, before the release: Stripe
+        took the held money, so the payment holds nothing (amount_lost)
+        wherever it is read; a won appeal gives it back to escrow."""
+        import json
+
+        from django_escrow_connect import simulation
+        from django_escrow_connect.observability import metrics_snapshot
+
+        gateway = simulation.SimulatedGateway()
+        payment = market.held_payment()
+        with market.capture(execute=True):
+            dispute = gateway.open_dispute(payment.stripe_charge_id)
+            gateway.close_dispute(dispute.id, won=False)
+
+        detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert books_of(detail) == ("dispute_lost", 0, 0, 0, 10_000)
+        (row,) = market.get(market.doer, "payment-list").json()["results"]
+        assert books_of(row) == books_of(detail)
+        customer = market.get(market.customer, "dashboard-customer").json()
+        assert [books_of(p) for p in customer["payments"]] == [books_of(detail)]
+        assert (customer["in_escrow"], customer["spent"]) == ([], [])
+        doer = market.get(market.doer, "dashboard-task-doer").json()
+        assert [books_of(p) for p in doer["payments"]] == [books_of(detail)]
+        assert (doer["in_escrow"], doer["earnings"]) == ([], [])
+        assert metrics_snapshot()["payments_held"] == []
+        out = StringIO()
+        call_command("escrow_report", "--format", "json", stdout=out)
+        report = json.loads(out.getvalue())
+        assert report["payments"]["by_status"] == {"dispute_lost": 1}
+        assert report["open_disputes"]["count"] == 0
+        assert "The books agree with Stripe." in audit()
+
+        # Appealed: the money is still with the customer until the appeal is won.
+        with market.capture(execute=True):
+            gateway.appeal_dispute(dispute.id, submitted=True)
+        detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert books_of(detail) == ("dispute_lost", 0, 0, 0, 10_000)
+        with market.capture(execute=True):
+            gateway.close_dispute(dispute.id, won=True)
+        detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert books_of(detail) == ("held", 0, 0, 10_000, 0)
+        assert "The books agree with Stripe." in audit()
+
+    def test_a_dispute_lost_after_a_partial_release_takes_what_was_held(
+        self, market, real_webhooks
+    ):
+        """recovery.md, *When a dispute is lost*, after a partial release:
+        escrow loses what it still held; the released part stays released
+        (Stripe took the rest of the disputed amount from the platform)."""
+        from django_escrow_connect import simulation
+
+        gateway = simulation.SimulatedGateway()
+        payment = market.held_payment()
+        response = market.post(
+            market.customer, "payment-release", {"amount": 4_000}, payment_id=payment.pk
+        )
+        assert response.status_code == 200, response.content
+        with market.capture(execute=True):
+            dispute = gateway.open_dispute(payment.stripe_charge_id)
+            gateway.close_dispute(dispute.id, won=False)
+        assert dispute.amount == 10_000
+
+        detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert books_of(detail) == ("dispute_lost", 4_000, 0, 0, 6_000)
+        doer = market.get(market.doer, "dashboard-task-doer").json()
+        assert [books_of(p) for p in doer["payments"]] == [books_of(detail)]
+        assert doer["in_escrow"] == []
         assert "The books agree with Stripe." in audit()
 
     def test_a_host_transition_receiver_raising_during_a_release(self, market, real_webhooks):

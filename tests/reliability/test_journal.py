@@ -410,6 +410,36 @@ class TestADisputeOpenedMeanwhile:
         assert len(stripe_books(sim_stripe, payment)["transfers"]) == 1
         assert_books_balanced(payment_id=payment.pk)
 
+    def test_a_partial_release_confirmed_after_the_dispute_was_lost_releases_no_more(
+        self, market, sim_stripe, separate_charges
+    ):
+        """What the lost dispute took (the 6,000 still held) is not released
+        when the transfer of the 4,000 sent before it is confirmed."""
+        payment = market.held_payment()
+        sim_stripe.fail_next(
+            "create_transfer", TemporarilyUnavailable("timed out"), after_effect=True
+        )
+        with webhooks_lost():
+            response = market.post(
+                market.customer, "payment-release", {"amount": 4_000}, payment_id=payment.pk
+            )
+        assert response.status_code == 503, response.content
+        dispute = open_dispute(market, payment)
+        close_dispute(market, dispute, won=False)
+        assert market.payment(payment.pk).status == "dispute_lost"
+
+        assert "transfer settled" in run_reconcile(market)
+        shown = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert (
+            shown["status"],
+            shown["amount_transferred"],
+            shown["amount_released"],
+            shown["amount_held"],
+            shown["amount_lost"],
+        ) == ("dispute_lost", 3_600, 4_000, 0, 6_000)
+        assert stripe_books(sim_stripe, payment)["transferred"] == 3_600
+        assert_books_balanced(payment_id=payment.pk)
+
     def test_a_capture_confirmed_during_the_dispute_is_booked_as_released(
         self, settings, market, sim_stripe
     ):

@@ -49,7 +49,13 @@ def assert_split_invariants(store: Any, payment: Any) -> dict[str, Any]:
     captured = books["charge"].get("amount_captured", 0) if books["charge"] else 0
     assert books["refunded"] <= captured, books
     held = payment.amount - payment.amount_released - payment.amount_refunded
-    assert held == payment.amount_held >= 0, (payment.amount_released, payment.amount_refunded)
+    # A lost dispute took its part of what was held (amount_lost).
+    assert held == payment.amount_held + payment.amount_lost, (
+        payment.amount_released,
+        payment.amount_refunded,
+    )
+    assert payment.amount_held >= 0
+    assert payment.amount_lost >= 0
     gross = sum(r.amount for r in payment.releases.all())
     assert payment.amount_released == min(gross, payment.amount - payment.amount_refunded)
     return books

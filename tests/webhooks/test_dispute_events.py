@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from rest_framework.test import APIClient
 
 from django_escrow_connect import swappable
 from django_escrow_connect.services import errors
@@ -84,6 +85,44 @@ def test_lost_dispute(deliver: Any, make_payment: Any, sim_stripe: Any) -> None:
     assert scene.refresh().status == "disputed"
     deliver.platform(so.event("charge.dispute.closed", dict(dispute, status="lost")))
     assert scene.refresh().status == "dispute_lost"
+
+
+def test_a_partial_dispute_lost_takes_only_the_disputed_amount_out_of_escrow(
+    deliver: Any, make_payment: Any, sim_stripe: Any
+) -> None:
+    scene = make_payment("held")
+    client = APIClient()
+    client.force_authenticate(scene.customer)
+
+    def shown() -> tuple[str, int, int, int]:
+        body = client.get(f"/escrow/payments/{scene.payment.pk}/").json()
+        assert (
+            body["amount_released"]
+            + body["amount_refunded"]
+            + body["amount_held"]
+            + body["amount_lost"]
+            == body["amount"]
+        )
+        return body["status"], body["amount_disputed"], body["amount_held"], body["amount_lost"]
+
+    t0 = so.now() - 3600
+    dispute = dispute_of(scene, amount=3_000)
+    deliver.platform(so.event("charge.dispute.created", dispute, created=t0))
+    # Open: undecided, the money counts as held (frozen) until the outcome.
+    assert shown() == ("disputed", 3_000, 10_000, 0)
+    deliver.platform(
+        so.event("charge.dispute.closed", dict(dispute, status="lost"), created=t0 + 1)
+    )
+    assert shown() == ("dispute_lost", 3_000, 7_000, 3_000)
+
+    # An appeal under way leaves the money with the customer; won, it is back.
+    appeal = dict(dispute, status="appeal_under_review")
+    deliver.platform(so.event("charge.dispute.updated", appeal, created=t0 + 60))
+    assert shown() == ("dispute_lost", 3_000, 7_000, 3_000)
+    deliver.platform(
+        so.event("charge.dispute.closed", dict(dispute, status="won"), created=t0 + 120)
+    )
+    assert shown() == ("held", 0, 10_000, 0)
 
 
 def test_funds_withdrawn_and_reinstated(deliver: Any, make_payment: Any, sim_stripe: Any) -> None:

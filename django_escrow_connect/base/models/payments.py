@@ -14,6 +14,8 @@ from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transi
 
 from ... import permissions
 from ...states import (
+    DISPUTE_APPEAL_STATES,
+    DisputeStatus,
     EscrowStrategy,
     PaymentStatus,
 )
@@ -30,6 +32,11 @@ __all__ = ["AbstractEscrowPayment"]
 
 def _no_open_dispute(payment: AbstractEscrowPayment) -> bool:
     return bool(payment.status != S.DISPUTED)
+
+
+#: A dispute of the payment's charge in these states has the disputed amount
+#: with the customer: lost, or lost and appealed (until the appeal is won).
+_LOST_DISPUTE_STATES = frozenset({DisputeStatus.LOST, *DISPUTE_APPEAL_STATES})
 
 
 def _fully_refundable_left(payment: AbstractEscrowPayment) -> bool:
@@ -393,8 +400,46 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
 
     @property
     def amount_held(self) -> int:
-        """Still in escrow: neither released nor refunded (nor left uncaptured)."""
+        """Still in escrow: neither released nor refunded (nor left uncaptured), nor
+        taken by a lost dispute (:attr:`amount_lost`).
+
+        ``amount_held + amount_released + amount_refunded + amount_lost`` is
+        ``amount_charged``.
+        """
+        return self.amount_held_before_loss - self.amount_lost
+
+    @property
+    def amount_held_before_loss(self) -> int:
+        """What escrow holds leaving a lost dispute aside: ``amount_held + amount_lost``.
+
+        A won appeal gives the lost money back to escrow, so where a frozen
+        payment returns to (``status_before_dispute``) and whether its
+        releases are all done are decided on this figure, not on
+        :attr:`amount_held`. The two differ only while ``dispute_lost``.
+        """
         return int(self.amount_charged - self.amount_released - self.amount_refunded)
+
+    @property
+    def amount_lost(self) -> int:
+        """What a lost dispute took out of escrow: 0 unless ``dispute_lost``.
+
+        Stripe debits the platform's balance by the disputed amount (the
+        payment's own charge's disputes decided ``lost``, or appealed and not
+        won yet). Escrow loses what it still held of that, at most: a dispute
+        lost after a release takes the rest from the platform's own money,
+        while the doer keeps the transfer (docs/recovery.md). A partial
+        dispute leaves the rest held. Reads the payment's disputes (prefetched
+        by the API), so a payment in any other state costs no query.
+        """
+        if self.status != S.DISPUTE_LOST:
+            return 0
+        disputes: Any = self.disputes.all()  # type: ignore[attr-defined]  # reverse accessor of the swappable Dispute
+        taken = 0
+        for dispute in disputes:
+            # A tip's dispute takes the tip's money, never the payment's.
+            if dispute.tip_id is None and dispute.status in _LOST_DISPUTE_STATES:
+                taken += int(dispute.amount)
+        return max(0, min(taken, self.amount_held_before_loss))
 
     @property
     def payee(self) -> Any:
@@ -612,7 +657,8 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         if previous == S.PARTIALLY_RELEASED:
             # Released in parts and the rest refunded: nothing is left to
             # release, so it ends as a released payment partly refunded.
-            return S.PARTIALLY_RELEASED if self.amount_held else S.PARTIALLY_REFUNDED
+            # Before any loss: a won appeal returns the payment to this state.
+            return S.PARTIALLY_RELEASED if self.amount_held_before_loss else S.PARTIALLY_REFUNDED
         return S.PARTIALLY_REFUNDED if was_released else S.HELD
 
     @transition(
