@@ -499,7 +499,10 @@ def _create_release(payment: Any, user: Any, asked: _Ask) -> Any:
     asked.created = True
     milestones = list(payment.milestones.all())
     releases = list(payment.releases.all())
-    held = payment.amount_held
+    # Leaving a lost dispute aside, so a payment whose dispute was lost gets
+    # to _check_releasable's 409 rather than "nothing left" (200) or "too
+    # much" (400); a won appeal gives that money back to escrow.
+    held = payment.amount_held_before_loss
     left = _milestones_left(milestones, releases, held)
     milestone = None
     if asked.milestone_id is not None:

@@ -612,6 +612,15 @@ class TestOperatorDrills:
         assert [books_of(p) for p in doer["payments"]] == [books_of(detail)]
         assert doer["in_escrow"] == []
         assert "The books agree with Stripe." in audit()
+        # Nothing of it can be released any more: refused as the docs say
+        # (409), not answered as if nothing were left (200) or the amount
+        # were too large (400).
+        for body in ({}, {"amount": 1_000}):
+            refused = market.post(market.customer, "payment-release", body, payment_id=payment.pk)
+            assert refused.status_code == 409, (body, refused.content)
+            assert refused.json()["error"]["code"] == "transition_not_allowed"
+        after = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert books_of(after) == books_of(detail)
 
     def test_a_host_transition_receiver_raising_during_a_release(self, market, real_webhooks):
         """recovery.md, *When a host's receiver raises*: the transfer is made,
