@@ -613,12 +613,13 @@ def release_payment(
                 raise errors.Forbidden(
                     _("Only the customer or platform staff can release a payment.")
                 )
-            # Before the answer of a payment released by now: a key used for
-            # another amount is refused in every state, not answered 200.
-            releases.require_same_release(payment, user, amount, request_key)
             if payment.status == S.RELEASED or (
                 payment.status == S.PARTIALLY_REFUNDED and not _owes_payees(payment)
             ):
+                # Answered here, without release_in_parts (which checks the
+                # key on every other path): a key used for another amount is
+                # refused, not answered 200.
+                releases.require_same_release(payment, user, amount, request_key)
                 return payment
             in_parts = payment.released_in_parts or milestone_id is not None or amount is not None
             if in_parts and payment.is_manual_capture:
