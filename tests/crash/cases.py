@@ -65,40 +65,36 @@ def send_refund(world: World, scene: Scene, server: Server | None = None) -> Ans
     return world.http(world.market.doer, "payment-refund", scene.payment.pk, server=server)
 
 
+def keyed_request(role: str, url: str, amount: int, key: str) -> Callable[..., Answer]:
+    """A sender of one request with ``{"amount": amount}`` and an Idempotency-Key:
+    every send (the first and each retry) carries the same key."""
+
+    def send(world: World, scene: Scene, server: Server | None = None) -> Answer:
+        return world.http(
+            getattr(world.market, role),
+            url,
+            scene.payment.pk,
+            data={"amount": amount},
+            headers={"Idempotency-Key": key},
+            server=server,
+        )
+
+    return send
+
+
 #: The partial refund the keyed case asks for, and the client's key for it.
 KEYED_REFUND = 3_000
-KEYED_REFUND_KEY = "7d1e4b0a-crash-matrix-refund"
-
-
-def send_keyed_partial_refund(world: World, scene: Scene, server: Server | None = None) -> Answer:
-    """A partial refund with an Idempotency-Key: the retry sends the same key."""
-    return world.http(
-        world.market.doer,
-        "payment-refund",
-        scene.payment.pk,
-        data={"amount": KEYED_REFUND},
-        headers={"Idempotency-Key": KEYED_REFUND_KEY},
-        server=server,
-    )
-
+send_keyed_partial_refund = keyed_request(
+    "doer", "payment-refund", KEYED_REFUND, "7d1e4b0a-crash-matrix-refund"
+)
 
 #: The release by amount the keyed case asks for (of 10,000 held, 10% fee: a
 #: transfer of 3,600), and the client's key for it.
 KEYED_RELEASE = 4_000
 KEYED_RELEASE_TRANSFER = 3_600
-KEYED_RELEASE_KEY = "5c2f9e61-crash-matrix-release"
-
-
-def send_keyed_release_amount(world: World, scene: Scene, server: Server | None = None) -> Answer:
-    """A release by amount with an Idempotency-Key: the retry sends the same key."""
-    return world.http(
-        world.market.customer,
-        "payment-release",
-        scene.payment.pk,
-        data={"amount": KEYED_RELEASE},
-        headers={"Idempotency-Key": KEYED_RELEASE_KEY},
-        server=server,
-    )
+send_keyed_release_amount = keyed_request(
+    "customer", "payment-release", KEYED_RELEASE, "5c2f9e61-crash-matrix-release"
+)
 
 
 def send_void(world: World, scene: Scene, server: Server | None = None) -> Answer:
