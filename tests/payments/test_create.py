@@ -151,6 +151,24 @@ class TestRetryAfterTheTermsChanged:
         assert response.json()["error"]["code"] == "no_payment_terms"
         assert market.payment(payment.pk).status == "failed"
 
+    @pytest.mark.usefixtures("split")
+    def test_a_retry_when_a_milestone_a_user_typed_cannot_be_paid_is_refused(
+        self, market, sim_stripe, caplog
+    ):
+        task = market.task(amount=10_000)
+        EXTRA[task.pk] = {"typed_milestones": [("Design", "2000"), ("Build", "8000")]}
+        payment = failed_payment(market, task)
+        EXTRA[task.pk] = {"typed_milestones": [("Design", "2000"), ("", "8000")]}
+        sim_stripe.calls.clear()
+        with caplog.at_level("ERROR", logger="django_escrow_connect.payments"):
+            response = retry(market, payment)
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "no_payment_terms"
+        assert "Milestone 2 has no name." in response.json()["error"]["message"]
+        assert any("its terms are invalid" in r.getMessage() for r in caplog.records)
+        assert market.payment(payment.pk).status == "failed"
+        assert sim_stripe.calls == []
+
     def test_after_the_task_changed_hands_neither_customer_pays_on_the_old_payment(
         self, market, sim_stripe
     ):
