@@ -47,14 +47,17 @@ logger = logging.getLogger("django_escrow_connect.payments")
 
 
 class InvalidTerms(InvalidAmount):
-    """:class:`EscrowTerms` with an amount Stripe cannot charge or send.
+    """:class:`EscrowTerms` with a value that cannot be paid as it stands.
 
-    The amounts come from the host's data (a bid, a milestone, an agreed
-    share a user typed): one that is not a whole króna, a three-decimal
-    amount not ending in 0, zero. Raised by :class:`EscrowTerms` with its
-    ``payer``, so :func:`get_terms` can tell that user why (the API's ``409
-    no_payment_terms``) instead of failing the request; validate prices where
-    users enter them (:func:`~django_escrow_connect.money.validate_minor_amount`)
+    The values come from the host's data (a bid, a milestone, an agreed
+    share a user typed): an amount Stripe cannot charge or send (not a whole
+    króna, a three-decimal amount not ending in 0, zero), a milestone with
+    an empty or blank name, an ``auto_release_after`` that is not positive,
+    a payee's share that is not positive. Raised by :class:`EscrowTerms` with
+    its ``payer``, so :func:`get_terms` can tell that user why (the API's
+    ``409 no_payment_terms``) instead of failing the request; validate these
+    where users enter them
+    (:func:`~django_escrow_connect.money.validate_minor_amount` for prices)
     so it never happens. An :class:`~django_escrow_connect.money.InvalidAmount`
     (and so a ``ValueError``), as before.
     """
@@ -96,11 +99,13 @@ class MilestoneTerms:
     ``amount`` is an int in minor units. ``auto_release_after`` (off when
     None) releases the milestone that long after the doer marked it delivered.
 
-    Only the type of ``amount`` is checked here (``ValueError``: the host's
-    code must pass an int). Its value is checked by the :class:`EscrowTerms`
-    the milestone is given to, which knows the currency and the payer: a
-    zero, negative or off-step amount (from a price a user typed) is an
-    :class:`InvalidTerms` the payer is told about, not a failed request.
+    Only the types are checked here (``ValueError``: the host's code must
+    pass a str name, an int amount, a timedelta or None). The values are
+    checked by the :class:`EscrowTerms` the milestone is given to, which
+    knows the currency and the payer: an empty or blank name, a zero,
+    negative or off-step amount, an ``auto_release_after`` of zero or less
+    (values a user typed) are an :class:`InvalidTerms` the payer is told
+    about, not a failed request.
     """
 
     name: str
@@ -109,12 +114,14 @@ class MilestoneTerms:
     auto_release_after: timedelta | None = None
 
     def __post_init__(self) -> None:
-        if not self.name:
-            raise ValueError("MilestoneTerms.name must not be empty")
+        if not isinstance(self.name, str):
+            raise ValueError("MilestoneTerms.name must be a str")
         if isinstance(self.amount, bool) or not isinstance(self.amount, int):
             raise ValueError("MilestoneTerms.amount must be an int in minor units")
-        if self.auto_release_after is not None and self.auto_release_after <= timedelta(0):
-            raise ValueError("MilestoneTerms.auto_release_after must be positive")
+        if self.auto_release_after is not None and not isinstance(
+            self.auto_release_after, timedelta
+        ):
+            raise ValueError("MilestoneTerms.auto_release_after must be a timedelta or None")
 
 
 @dataclass(frozen=True)
@@ -123,8 +130,11 @@ class PayeeShare:
 
     Exactly one of ``user`` and ``organization``; exactly one of
     ``basis_points`` (of the net, 10000 = 100 %) and ``amount`` (minor units
-    of the whole payment's net, the amount less the platform fee). All
-    payees of one payment use the same kind of share.
+    of the whole payment's net, the amount less the platform fee), an int
+    (``ValueError`` otherwise). All payees of one payment use the same kind
+    of share. The share's value is checked by the :class:`EscrowTerms` it is
+    given to: one of zero or less (a share a user typed) is an
+    :class:`InvalidTerms` its payer is told about.
     """
 
     user: Any = None
@@ -138,8 +148,8 @@ class PayeeShare:
         if (self.basis_points is None) == (self.amount is None):
             raise ValueError("PayeeShare needs exactly one of basis_points and amount")
         share = self.basis_points if self.basis_points is not None else self.amount
-        if isinstance(share, bool) or not isinstance(share, int) or share <= 0:
-            raise ValueError("PayeeShare shares must be positive ints")
+        if isinstance(share, bool) or not isinstance(share, int):
+            raise ValueError("PayeeShare shares must be ints")
 
     @property
     def payee(self) -> Any:
@@ -207,11 +217,14 @@ class EscrowTerms:
 
     ``milestones`` (optional) divide the amount into parts released one by
     one; their amounts sum to ``amount`` (``ValueError`` otherwise), and each
-    is positive and one Stripe can charge (:class:`InvalidTerms` otherwise,
-    as for ``amount``). ``payees`` (optional) split every
-    release between several payees; their shares cover exactly 100 % of the
-    net (see :class:`PayeeShare` and :func:`split_amount`). Terms with
-    neither behave exactly as before milestones existed.
+    has a name that is not blank, an amount that is positive and one Stripe
+    can charge, and an ``auto_release_after`` that is None or positive
+    (:class:`InvalidTerms` otherwise, as for ``amount``). ``payees``
+    (optional) split every release between several payees; each share is
+    positive (:class:`InvalidTerms` otherwise) and together they cover
+    exactly 100 % of the net (see :class:`PayeeShare` and
+    :func:`split_amount`). Terms with neither behave exactly as before
+    milestones existed.
 
     ``funding`` is :data:`FUND_UP_FRONT` (one payment for the whole amount)
     or :data:`FUND_PER_MILESTONE` (each milestone paid for on its own, see
@@ -252,8 +265,8 @@ class EscrowTerms:
         if self.amount <= 0:
             raise InvalidAmount("EscrowTerms.amount must be positive")
         if self.milestones:
-            for milestone in self.milestones:
-                self._validate_milestone_amount(milestone)
+            for number, milestone in enumerate(self.milestones, start=1):
+                self._validate_milestone(number, milestone)
             if sum(m.amount for m in self.milestones) != self.amount:
                 raise ValueError("EscrowTerms.milestones must sum to amount")
         if self.payees:
@@ -268,9 +281,15 @@ class EscrowTerms:
                     "EscrowTerms.funding per_milestone needs payees' shares in basis_points"
                 )
 
-    def _validate_milestone_amount(self, milestone: MilestoneTerms) -> None:
+    def _validate_milestone(self, number: int, milestone: MilestoneTerms) -> None:
         # Checked before the sum: amounts a user typed (0 and 10,000 of
-        # 10,000) can add up and still not be payable.
+        # 10,000) can add up and still not be payable. The name first: the
+        # other messages name the milestone by it.
+        if not milestone.name.strip():
+            raise InvalidTerms(
+                gettext("Milestone %(number)d has no name.") % {"number": number},
+                payer=self.payer,
+            )
         try:
             validate_minor_amount(milestone.amount, self.currency)
         except InvalidAmount as exc:
@@ -278,6 +297,16 @@ class EscrowTerms:
         if milestone.amount <= 0:
             raise InvalidAmount(
                 f"Milestone {milestone.name!r}: amount must be positive, got {milestone.amount}."
+            )
+        delay = milestone.auto_release_after
+        if delay is not None and delay <= timedelta(0):
+            raise InvalidTerms(
+                gettext(
+                    "Milestone %(name)s: the delay before its automatic release must be "
+                    "positive, got %(delay)s."
+                )
+                % {"name": repr(milestone.name), "delay": delay},
+                payer=self.payer,
             )
 
     def _validate_payees(self) -> None:
@@ -287,6 +316,15 @@ class EscrowTerms:
         by_points = [p.basis_points is not None for p in self.payees]
         if any(by_points) and not all(by_points):
             raise ValueError("EscrowTerms.payees must all use basis_points or all use amount")
+        for number, payee in enumerate(self.payees, start=1):
+            # Before the sum: a partner's share typed as 0 (and the lead's
+            # 100 %) adds up and still pays that payee nothing.
+            if payee.weight <= 0:
+                raise InvalidTerms(
+                    gettext("Payee %(number)d: the share must be positive, got %(share)d.")
+                    % {"number": number, "share": payee.weight},
+                    payer=self.payer,
+                )
         if all(by_points) and sum(p.weight for p in self.payees) != BASIS_POINTS_WHOLE:
             raise ValueError("EscrowTerms.payees basis_points must sum to 10000 (100 %)")
         step = amount_step(self.currency)

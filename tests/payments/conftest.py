@@ -246,6 +246,26 @@ def money_calls(store: Any) -> list[str]:
     return calls(store, *MONEY_CALLS)
 
 
+def assert_terms_refused(
+    market: Marketplace, sim_stripe: Any, caplog: Any, task: Any, reason: str, **body: Any
+) -> None:
+    """Creating ``task``'s payment whose terms hold a value a user typed that
+    cannot be paid (``InvalidTerms``): the customer gets ``409
+    no_payment_terms`` saying ``reason``, a stranger ``404``; an error is
+    logged; no payment is written and Stripe is not called (not a 500)."""
+    with caplog.at_level("ERROR", logger="django_escrow_connect.payments"):
+        response = market.create(task, **body)
+    assert response.status_code == 409, response.content
+    error = response.json()["error"]
+    assert error["code"] == "no_payment_terms"
+    assert "cannot be paid as it stands" in error["message"]
+    assert reason in error["message"]
+    assert any("its terms are invalid" in r.getMessage() for r in caplog.records)
+    assert market.create(task, user=market.other, **body).status_code == 404
+    assert not swappable.load("EscrowPayment").objects.filter(task_id=task.pk).exists()
+    assert money_calls(sim_stripe) == []
+
+
 # --- cassettes (tests/cassettes/payments/) -----------------------------------------
 #
 # A payment's id is derived from its task (uuid5 of the task's model and pk),

@@ -3,23 +3,14 @@ from the request."""
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import pytest
 
 from django_escrow_connect import swappable
-from django_escrow_connect.conf import SEPARATE_CHARGES_AND_TRANSFERS
-from django_escrow_connect.terms import (
-    FUND_PER_MILESTONE,
-    FUND_UP_FRONT,
-    MilestoneTerms,
-    TermsUnavailable,
-    terms_from_task,
-)
+from django_escrow_connect.terms import FUND_PER_MILESTONE, FUND_UP_FRONT, TermsUnavailable
 from tests import factories
 
-from .conftest import configure, money_calls
+from .conftest import assert_terms_refused, configure, money_calls
+from .test_milestones import EXTRA, split  # noqa: F401  (fixtures)
 
 
 def payments_of(task):
@@ -160,6 +151,24 @@ class TestRetryAfterTheTermsChanged:
         assert response.json()["error"]["code"] == "no_payment_terms"
         assert market.payment(payment.pk).status == "failed"
 
+    @pytest.mark.usefixtures("split")
+    def test_a_retry_when_a_milestone_a_user_typed_cannot_be_paid_is_refused(
+        self, market, sim_stripe, caplog
+    ):
+        task = market.task(amount=10_000)
+        EXTRA[task.pk] = {"typed_milestones": [("Design", "2000"), ("Build", "8000")]}
+        payment = failed_payment(market, task)
+        EXTRA[task.pk] = {"typed_milestones": [("Design", "2000"), ("", "8000")]}
+        sim_stripe.calls.clear()
+        with caplog.at_level("ERROR", logger="django_escrow_connect.payments"):
+            response = retry(market, payment)
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "no_payment_terms"
+        assert "Milestone 2 has no name." in response.json()["error"]["message"]
+        assert any("its terms are invalid" in r.getMessage() for r in caplog.records)
+        assert market.payment(payment.pk).status == "failed"
+        assert sim_stripe.calls == []
+
     def test_after_the_task_changed_hands_neither_customer_pays_on_the_old_payment(
         self, market, sim_stripe
     ):
@@ -216,69 +225,49 @@ def test_a_price_stripe_cannot_charge_is_a_409_for_the_customer(
     """A price typed by a user and not validated by the host (1,234.50 kr):
     the customer is told why, a stranger gets 404, nothing is written or sent."""
     task = market.task(amount=amount, currency=currency)
-    with caplog.at_level("ERROR", logger="django_escrow_connect.payments"):
-        response = market.create(task)
-    assert response.status_code == 409, response.content
-    error = response.json()["error"]
-    assert error["code"] == "no_payment_terms"
-    assert "cannot be paid as it stands" in error["message"]
-    assert why in error["message"]
-    assert any("its terms are invalid" in r.getMessage() for r in caplog.records)
-    assert market.create(task, user=market.other).status_code == 404
-    assert not payments_of(task).exists()
-    assert money_calls(sim_stripe) == []
-
-
-#: Per task: its milestones as the host stores them, amounts typed by users.
-TYPED_MILESTONES: dict[Any, dict[str, Any]] = {}
-
-
-def terms_with_typed_milestones(task):
-    """A terms hook that builds the milestones from what users typed, as the
-    example project's does from a bid (``MilestoneTerms(name, int(amount))``),
-    without validating the amounts first."""
-    typed = TYPED_MILESTONES[task.pk]
-    milestones = [MilestoneTerms(name, int(amount)) for name, amount in typed["milestones"]]
-    return dataclasses.replace(
-        terms_from_task(task), milestones=milestones, funding=typed["funding"]
-    )
+    assert_terms_refused(market, sim_stripe, caplog, task, why)
 
 
 @pytest.mark.parametrize(
     ("currency", "milestones", "why"),
     [
-        ("usd", [("Design", "0"), ("Build", "10000")], "amount must be positive, got 0"),
-        ("usd", [("Design", "-1000"), ("Build", "11000")], "must not be negative"),
-        ("kwd", [("Design", "2345"), ("Build", "7655")], "must end in 0"),
+        (
+            "usd",
+            [("Design", "0"), ("Build", "10000")],
+            "Milestone 'Design': amount must be positive, got 0",
+        ),
+        ("usd", [("Design", "-1000"), ("Build", "11000")], "Milestone 'Design': Amount must not"),
+        ("kwd", [("Design", "2345"), ("Build", "7655")], "Milestone 'Design': KWD amounts"),
+        ("usd", [("", "2000"), ("Build", "8000")], "Milestone 1 has no name."),
+        ("usd", [("Design", "2000"), ("  ", "8000")], "Milestone 2 has no name."),
+        (
+            "usd",
+            [("Design", "2000", "0"), ("Build", "8000")],
+            "Milestone 'Design': the delay before its automatic release must be positive, "
+            "got 0:00:00.",
+        ),
+        (
+            "usd",
+            [("Design", "2000"), ("Build", "8000", "-3")],
+            "Milestone 'Build': the delay before its automatic release must be positive, "
+            "got -3 days, 0:00:00.",
+        ),
     ],
 )
 @pytest.mark.parametrize(
     ("funding", "body"), [(FUND_UP_FRONT, {}), (FUND_PER_MILESTONE, {"milestone": 1})]
 )
-def test_a_milestone_amount_stripe_cannot_charge_is_a_409_for_the_customer(
-    market, sim_stripe, settings, caplog, currency, milestones, why, funding, body
+@pytest.mark.usefixtures("split")
+def test_a_milestone_a_user_typed_that_cannot_be_paid_is_a_409_for_the_customer(
+    market, sim_stripe, caplog, currency, milestones, why, funding, body
 ):
-    """A milestone's price typed by a user and not validated by the host: as
-    for the task's price, the customer is told which milestone and why, a
-    stranger gets 404, nothing is written or sent (not a 500)."""
-    configure(
-        settings,
-        ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS,
-        PAYMENT_TERMS=f"{__name__}.terms_with_typed_milestones",
-    )
+    """A milestone's price, name or auto-release delay typed by a user and
+    not validated by the host: as for the task's price, the customer is told
+    which milestone and why, a stranger gets 404, nothing is written or sent
+    (not a 500)."""
     task = market.task(amount=10_000, currency=currency)
-    TYPED_MILESTONES[task.pk] = {"milestones": milestones, "funding": funding}
-    with caplog.at_level("ERROR", logger="django_escrow_connect.payments"):
-        response = market.create(task, **body)
-    assert response.status_code == 409, response.content
-    error = response.json()["error"]
-    assert error["code"] == "no_payment_terms"
-    assert "cannot be paid as it stands: Milestone 'Design'" in error["message"]
-    assert why in error["message"]
-    assert any("its terms are invalid" in r.getMessage() for r in caplog.records)
-    assert market.create(task, user=market.other, **body).status_code == 404
-    assert not payments_of(task).exists()
-    assert money_calls(sim_stripe) == []
+    EXTRA[task.pk] = {"typed_milestones": milestones, "funding": funding}
+    assert_terms_refused(market, sim_stripe, caplog, task, why, **body)
 
 
 def terms_without_a_payer(task):

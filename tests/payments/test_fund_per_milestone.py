@@ -334,35 +334,53 @@ class TestSequence:
         assert len(funding_due.calls) == 2  # nothing after the last milestone
         assert [t["amount"] for t in transfers_in_stripe(sim_stripe, third)] == [2_700]
 
-    def test_a_next_milestone_amount_stripe_cannot_charge_is_told_when_it_is_funded(
-        self, market, sim_stripe, funding_due, caplog
+    @pytest.mark.parametrize(
+        ("next_milestones", "why"),
+        [
+            (
+                [("Build", "0"), ("Launch", "8000")],
+                "Milestone 'Build': amount must be positive, got 0.",
+            ),
+            ([(" ", "5000"), ("Launch", "3000")], "Milestone 2 has no name."),
+            (
+                [("Build", "5000", "-1"), ("Launch", "3000")],
+                "Milestone 'Build': the delay before its automatic release must be positive",
+            ),
+        ],
+    )
+    def test_a_next_milestone_a_user_typed_that_cannot_be_paid_is_told_when_it_is_funded(
+        self, market, sim_stripe, funding_due, caplog, next_milestones, why
     ):
         """The host's milestones change while the first is held, a user typing
-        0 for the next: the release goes through (the next milestone is not
-        announced), and funding that milestone is 409 for the customer."""
+        a value that cannot be paid into the next: the release goes through
+        (the next milestone is not announced), and funding that milestone is
+        409 for the customer (404 for anyone else), nothing written."""
         task = market.task(amount=10_000)
         EXTRA[task.pk] = {
             "typed_milestones": [("Design", "2000"), ("Build", "5000"), ("Launch", "3000")],
             "funding": FUND_PER_MILESTONE,
         }
         first = fund(market, task, 1)
-        EXTRA[task.pk]["typed_milestones"] = [
-            ("Design", "2000"),
-            ("Build", "0"),
-            ("Launch", "8000"),
-        ]
+        EXTRA[task.pk]["typed_milestones"] = [("Design", "2000"), *next_milestones]
         with caplog.at_level("ERROR"):
             response = release(market, first)
         assert response.status_code == 200, response.content
         assert response.json()["status"] == "released"
         assert [t["amount"] for t in transfers_in_stripe(sim_stripe, first)] == [1_800]
-        # The receiver that announces the next milestone did not fail on it.
+        # The receiver that announces the next milestone did not fail on it:
+        # it logged why and announced nothing.
         assert not [r for r in caplog.records if "receiver failed" in r.getMessage()]
+        assert any(why in r.getMessage() for r in caplog.records)
         assert funding_due.calls == []
+        sim_stripe.calls.clear()
         response = market.create(task, milestone=2)
         assert response.status_code == 409, response.content
         assert response.json()["error"]["code"] == "no_payment_terms"
-        assert "Milestone 'Build': amount must be positive" in response.json()["error"]["message"]
+        assert why in response.json()["error"]["message"]
+        assert market.create(task, user=market.other, milestone=2).status_code == 404
+        listed = market.get(market.customer, "payment-list", task_id=str(task.pk)).json()
+        assert [p["funded_milestone"] for p in listed["results"]] == [1]
+        assert money_calls(sim_stripe) == []
 
     def test_a_part_held_keeps_the_task_in_escrow_while_another_is_released(
         self, market, settings, funding_due

@@ -4,7 +4,7 @@ through the API and the signals, on the simulated Stripe."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -25,7 +25,7 @@ from django_escrow_connect.terms import (
 )
 from tests import factories
 
-from .conftest import configure, stripe_account
+from .conftest import assert_terms_refused, configure, stripe_account
 
 #: Per task: what the test's terms add to the task's own (milestones, payees).
 EXTRA: dict[Any, dict[str, Any]] = {}
@@ -34,15 +34,21 @@ EXTRA: dict[Any, dict[str, Any]] = {}
 def split_terms(task: Any) -> EscrowTerms:
     """The ``PAYMENT_TERMS`` hook of these tests: the task's terms plus ``EXTRA``.
 
-    ``EXTRA[pk]["typed_milestones"]``: (name, amount) pairs the hook makes
-    into milestones, as a host does from what its users typed.
+    ``EXTRA[pk]["typed_milestones"]``: (name, amount) or (name, amount,
+    days before its automatic release) rows the hook makes into milestones
+    without validating them, as a host does from what its users typed.
     """
     terms = terms_from_task(task)
     extra = dict(EXTRA.get(task.pk) or {})
     typed = extra.pop("typed_milestones", None)
     if typed is not None:
-        extra["milestones"] = [MilestoneTerms(name, int(amount)) for name, amount in typed]
+        extra["milestones"] = [typed_milestone(*row) for row in typed]
     return dataclasses.replace(terms, **extra) if extra else terms
+
+
+def typed_milestone(name: str, amount: str, days: str | None = None) -> MilestoneTerms:
+    auto_release_after = None if days is None else timedelta(days=int(days))
+    return MilestoneTerms(name, int(amount), auto_release_after=auto_release_after)
 
 
 @pytest.fixture
@@ -152,9 +158,23 @@ class TestTerms:
         # The host's code is wrong, not a price: no 409 for the customer.
         assert not isinstance(refused.value, InvalidAmount)
 
-    def test_a_milestone_amount_that_is_not_an_int_is_the_hosts_error(self):
-        with pytest.raises(ValueError, match="must be an int in minor units") as refused:
-            MilestoneTerms("A", 1_000.0)  # type: ignore[arg-type]
+    @pytest.mark.parametrize(
+        ("make", "error"),
+        [
+            (lambda: MilestoneTerms("A", 1_000.0), "amount must be an int in minor units"),
+            (lambda: MilestoneTerms(None, 1_000), "name must be a str"),
+            (
+                lambda: MilestoneTerms("A", 1_000, auto_release_after=7),
+                "auto_release_after must be a timedelta or None",
+            ),
+            (lambda: PayeeShare(user=object(), basis_points=50.0), "shares must be ints"),
+        ],
+    )
+    def test_a_value_of_the_wrong_type_is_the_hosts_error(self, make, error):
+        # Wrong types come from the host's code, not from what a user typed:
+        # no 409 for the customer.
+        with pytest.raises(ValueError, match=error) as refused:
+            make()
         assert not isinstance(refused.value, InvalidAmount)
 
     def test_basis_points_must_cover_the_whole_net(self, market, partner):
@@ -882,6 +902,28 @@ class TestSplit:
         response = market.create(task)
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "split_mismatch"
+
+    @pytest.mark.parametrize(
+        ("kind", "shares", "why"),
+        [
+            ("basis_points", (10_000, 0), "Payee 2: the share must be positive, got 0."),
+            ("basis_points", (11_000, -1_000), "Payee 2: the share must be positive, got -1000."),
+            ("amount", (9_000, 0), "Payee 2: the share must be positive, got 0."),
+        ],
+    )
+    def test_a_share_a_user_typed_that_is_not_positive_is_a_409_for_the_customer(
+        self, market, sim_stripe, caplog, partner, kind, shares, why
+    ):
+        """A partner's share typed as 0 (the lead keeping 100 %) adds up and
+        still pays the partner nothing: the customer is told, not a 500."""
+        task = market.task(amount=10_000)
+        EXTRA[task.pk] = {
+            "payees": [
+                PayeeShare(user=market.doer, **{kind: shares[0]}),
+                PayeeShare(user=partner, **{kind: shares[1]}),
+            ]
+        }
+        assert_terms_refused(market, sim_stripe, caplog, task, why)
 
     def test_manual_capture_refuses_a_split_at_creation(self, market, partner, settings):
         configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
