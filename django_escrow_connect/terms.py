@@ -20,6 +20,7 @@ from django.utils.translation import gettext
 from .conf import escrow_settings
 from .money import (
     InvalidAmount,
+    InvalidCurrency,
     amount_step,
     amount_step_rule,
     normalize_currency,
@@ -50,7 +51,8 @@ class InvalidTerms(InvalidAmount):
     """:class:`EscrowTerms` with a value that cannot be paid as it stands.
 
     The values come from the host's data (a bid, a milestone, an agreed
-    share a user typed): an amount Stripe cannot charge or send (not a whole
+    share a user typed): a currency code that is not three letters, an
+    amount Stripe cannot charge or send (not a whole
     króna, a three-decimal amount not ending in 0, zero), a milestone with
     an empty or blank name, an ``auto_release_after`` that is not positive,
     a payee's share that is not positive. Raised by :class:`EscrowTerms` with
@@ -248,7 +250,9 @@ class EscrowTerms:
             self._validate()
         except InvalidTerms:
             raise
-        except InvalidAmount as exc:
+        except (InvalidAmount, InvalidCurrency) as exc:
+            # A currency a user picked can be malformed as a price can be
+            # mistyped: the payer is told, the request does not fail.
             raise InvalidTerms(str(exc), payer=self.payer) from exc
 
     def _validate(self) -> None:

@@ -217,7 +217,12 @@ def test_the_customer_is_told_why_a_task_cannot_be_paid_yet(market, sim_stripe):
 
 @pytest.mark.parametrize(
     ("amount", "currency", "why"),
-    [(123_450, "isk", "whole units"), (12_345, "kwd", "must end in 0"), (0, "usd", "positive")],
+    [
+        (123_450, "isk", "whole units"),
+        (12_345, "kwd", "must end in 0"),
+        (0, "usd", "positive"),
+        (1_000, "u$d", "Invalid currency code 'u$d'"),
+    ],
 )
 def test_a_price_stripe_cannot_charge_is_a_409_for_the_customer(
     market, sim_stripe, caplog, amount, currency, why
