@@ -342,7 +342,10 @@ def test_a_stripe_outage_keeps_the_intent_and_a_retry_creates_once(market, sim_s
     assert response.json()["error"]["code"] == "operation_pending"
     # The payment and its journal entry were committed before Stripe was
     # called, so the intent's own event (payment_intent.created) found them
-    # and recorded the PaymentIntent the lost answer named.
+    # and recorded the PaymentIntent the lost answer named. That is this
+    # module's sink, which applies every payment_intent.* event: the webhook
+    # pipeline ignores payment_intent.created (test_recovery.py, the drill
+    # of a lost creation, finishes it with escrow_reconcile instead).
     (payment,) = payments_of(task)
     assert payment.stripe_payment_intent_id in sim_stripe.payment_intents
     assert list(payment.operations.values_list("kind", "status")) == [

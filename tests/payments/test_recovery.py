@@ -661,3 +661,27 @@ class TestOperatorDrills:
         assert (payment.status, payment.amount_transferred) == ("released", 9_000)
         assert events.get(type="transfer.created").status == "processed"
         assert len(transfers_in_stripe(real_webhooks, payment)) == 1
+
+    def test_a_payment_intent_creation_whose_answer_was_lost(self, market, real_webhooks):
+        """recovery.md, *The operation journal*: Stripe made the PaymentIntent,
+        the answer was lost; its ``payment_intent.created`` event is ignored,
+        and ``escrow_reconcile`` sends the creation again with the same key."""
+        from django_escrow_connect import swappable
+
+        task = market.task()
+        real_webhooks.fail_next("create_payment_intent", timeout(), after_effect=True)
+        response = market.create(task)
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "operation_pending"
+        events = swappable.load("WebhookEvent").objects
+        assert events.get(type="payment_intent.created").status == "ignored"
+        (payment,) = swappable.load("EscrowPayment").objects.filter(task_id=task.pk)
+        assert payment.stripe_payment_intent_id == ""
+        assert list(payment.operations.values_list("status", flat=True)) == ["unknown"]
+
+        with market.capture(execute=True):
+            out = reconcile("--payment", str(payment.pk))
+        assert ":intent:0: succeeded" in out, out
+        payment = market.payment(payment.pk)
+        assert list(real_webhooks.payment_intents) == [payment.stripe_payment_intent_id]
+        assert market.pay(payment.pk).status == "held"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +32,16 @@ from tests.webhooks.conftest import (
 )
 
 pytestmark = pytest.mark.django_db
+
+
+def docs_stripe_signature() -> Any:
+    """``stripe_signature`` as docs/webhooks.md defines it, from its first code block there."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
+    section = docs.split("### A signed event by hand", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # the documented snippet, nothing else
+    return namespace["stripe_signature"]
 
 
 class SimulationWithoutOwnSecret(SimulatedGateway):
@@ -64,6 +75,11 @@ class EndpointContract:
     def event(self, **kwargs: Any) -> dict[str, Any]:
         """An event of a type nothing handles: recorded, then ignored."""
         raise NotImplementedError
+
+    def refused_again(self, response: Any) -> None:
+        """Refused, with earlier deliveries of the test still in the log."""
+        assert response.status_code == 400, response.content
+        assert json.loads(response.content)["error"]["code"] == "invalid_webhook"
 
     def refused(self, response: Any, status: int = 400) -> None:
         assert response.status_code == status, response.content
@@ -156,6 +172,26 @@ class EndpointContract:
         response = deliver.post(self.endpoint, evt, secret=SIMULATED_WEBHOOK_SECRET)
         assert response.status_code == 200, response.content
         assert events().get().stripe_event_id == evt["id"]
+
+    def test_an_event_signed_by_hand_as_the_docs_show(
+        self, deliver: Any, settings: Any, sim_stripe: Any
+    ) -> None:
+        # docs/webhooks.md, "A signed event by hand": the recipe, run as
+        # written, against a configured secret and the simulation's own.
+        from django_escrow_connect.simulation import signing_secret
+
+        stripe_signature = docs_stripe_signature()
+        for secrets in ([self.secret], []):
+            escrow_settings(settings, **{self.secrets_setting: secrets})
+            evt = self.event()
+            body = so.encode(evt)
+            secret = signing_secret(self.endpoint)
+            response = deliver.post(self.endpoint, body, signature=stripe_signature(body, secret))
+            assert response.status_code == 200, response.content
+            assert response.json()["status"] == "ignored"
+            assert events().filter(stripe_event_id=evt["id"]).exists()
+        forged = stripe_signature(body, "whsec_not_the_endpoints")
+        self.refused_again(deliver.post(self.endpoint, self.event(), signature=forged))
 
     def test_without_secrets_it_is_the_gateway_that_decides(
         self, deliver: Any, settings: Any, sim_stripe: Any
