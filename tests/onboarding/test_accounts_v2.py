@@ -22,6 +22,13 @@ from tests.checked_gateway import ReadInTransaction, outside_transactions
 from .conftest import accounts, calls, client_for, configure, url
 from .test_onboarding_link import DAY, age_row, post_link
 
+
+class SimulationWithoutOwnSecret(SimulatedGateway):
+    """A gateway that, like Stripe's, verifies only with configured secrets."""
+
+    verifies_without_configured_secrets = False
+
+
 pytestmark = [pytest.mark.django_db, pytest.mark.accounts_api("v2")]
 
 RETURN_URL = "https://marketplace.example/onboarding/return/"
@@ -489,6 +496,20 @@ class TestCommands:
         assert "Accounts v2: 1 accounts" in text
         assert "keeps the API it was created with" in text
         assert accounts().get(owner_user=people.owner).stripe_account_id in text
+        assert "THIN_WEBHOOK_SECRETS is set (v2 accounts need it)." in text
+
+        def thin_line(**overrides: Any) -> str:
+            configure(settings, ACCOUNTS_API="v2", THIN_WEBHOOK_SECRETS=[], **overrides)
+            out = StringIO()
+            call_command("escrow_accounts_api_report", stdout=out)
+            (line,) = [ln for ln in out.getvalue().splitlines() if ln.startswith("  THIN_WEBHOOK")]
+            return line.strip()
+
+        # The simulation signs its own thin events: the setting is not missing.
+        assert thin_line().startswith("THIN_WEBHOOK_SECRETS is not set; not needed with this")
+        assert thin_line(GATEWAY=f"{__name__}.SimulationWithoutOwnSecret") == (
+            "THIN_WEBHOOK_SECRETS is NOT set (v2 accounts need it)."
+        )
 
         out = StringIO()
         call_command("escrow_accounts_api_report", "--json", stdout=out)

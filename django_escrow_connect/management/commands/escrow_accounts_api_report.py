@@ -17,6 +17,7 @@ from django.db.models import Count
 
 from ... import swappable
 from ...conf import ACCOUNTS_V2, escrow_settings
+from ...gateway import get_gateway
 from ...states import AccountsApi
 
 #: What Stripe documents about v1 and v2 accounts side by side, and what the
@@ -92,8 +93,7 @@ class Command(BaseCommand):
                 "with the API recorded on the row)"
             )
         if counts[AccountsApi.V2] or setting == ACCOUNTS_V2:
-            thin = "set" if escrow_settings.THIN_WEBHOOK_SECRETS else "NOT set"
-            self.stdout.write(f"  THIN_WEBHOOK_SECRETS is {thin} (v2 accounts need it).")
+            self.stdout.write(f"  {_thin_secrets_line()}")
         for row in listed:
             self.stdout.write(
                 f"  {row['stripe_account_id'] or '(not created)'}  {row['accounts_api']}  "
@@ -101,3 +101,19 @@ class Command(BaseCommand):
             )
         self.stdout.write("")
         self.stdout.write(SWITCHING)
+
+
+def _thin_secrets_line() -> str:
+    """Whether the thin-event endpoint v2 accounts report to can verify its events."""
+    if escrow_settings.THIN_WEBHOOK_SECRETS:
+        return "THIN_WEBHOOK_SECRETS is set (v2 accounts need it)."
+    # The simulated gateway signs its thin events with its own secret, as
+    # the receiver knows (``verifies_without_configured_secrets``): telling a
+    # developer the setting is missing would send them after a key they do
+    # not need.
+    if getattr(get_gateway(), "verifies_without_configured_secrets", False) is True:
+        return (
+            "THIN_WEBHOOK_SECRETS is not set; not needed with this gateway, which signs "
+            "its own thin events (set it before going live: v2 accounts need it)."
+        )
+    return "THIN_WEBHOOK_SECRETS is NOT set (v2 accounts need it)."
