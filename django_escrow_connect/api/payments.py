@@ -49,7 +49,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Coalesce, Floor
+from django.db.models.functions import Coalesce, Floor, Greatest
 from django.db.models.lookups import In
 from django.utils.translation import gettext as _
 from rest_framework import serializers, status
@@ -64,8 +64,8 @@ from ..money import format_money
 from ..services import books, errors
 from ..services import payments as payment_services
 from ..services import releases as release_services
+from ..states import DISPUTE_APPEAL_STATES, DisputeStatus, ReleaseStatus, TransferStatus
 from ..states import PaymentStatus as S
-from ..states import ReleaseStatus, TransferStatus
 from .errors import EscrowAPIView
 from .schema import OpenApiParameter, extend_schema, view_schema
 from .serializers import (
@@ -96,7 +96,9 @@ __all__ = [
 ]
 
 #: Where earnings come from: money that reached the doer and stayed there
-#: (a payment released in parts has paid out its releases so far).
+#: (a payment released in parts has paid out its releases so far). A payment
+#: a dispute froze counts as the state it was in (:func:`settled_in`): the
+#: doer keeps a transfer made before a dispute, also one lost.
 EARNING_STATES = (S.RELEASED, S.PARTIALLY_RELEASED, S.PARTIALLY_REFUNDED)
 #: A payee's transfers that reached its account (a reversal is subtracted).
 PAID_TRANSFER_STATES = (
@@ -104,7 +106,8 @@ PAID_TRANSFER_STATES = (
     TransferStatus.PARTIALLY_REVERSED,
     TransferStatus.REVERSED,
 )
-#: Money the customer was charged (or has authorised) and did not get back.
+#: Money the customer was charged (or has authorised) and did not get back:
+#: a ``dispute_lost`` payment less what its dispute gave back (:func:`spent`).
 SPENDING_STATES = (
     S.HELD,
     S.RELEASING,
@@ -113,8 +116,12 @@ SPENDING_STATES = (
     S.PARTIALLY_REFUNDED,
     S.REFUNDED,
     S.DISPUTED,
+    S.DISPUTE_LOST,
 )
 ESCROW_STATES = (S.HELD, S.RELEASING, S.PARTIALLY_RELEASED)
+#: A dispute decides these payments' state; ``status_before_dispute`` is the
+#: state they return to when it closes in the platform's favour.
+FROZEN_STATES = (S.DISPUTED, S.DISPUTE_LOST)
 #: Where a pending release may still owe a payee a share: a refund beyond
 #: what was held leaves a payment released in parts ``partially_refunded``,
 #: and the next release request still sends what the refund left of a share
@@ -335,12 +342,78 @@ def administered_organization(user: Any, organization_id: Any) -> Any:
 #: What the customer is charged (``amount_charged``): the amount, or what a
 #: capture for less took (``amount_captured``; the rest was never charged).
 CHARGED = Coalesce(F("amount_captured"), F("amount"))
-#: What a payment in one of :data:`ESCROW_STATES` still holds (``amount_held``):
-#: a payment released in parts (``partially_released``) no longer holds what
-#: its releases took. Only summed over those states: what a lost dispute took
-#: (``amount_lost``) comes off ``dispute_lost`` payments alone, which are never
-#: counted in escrow (nothing of them can be released any more).
+#: What a payment holds leaving a lost dispute aside
+#: (``amount_held_before_loss``): a payment released in parts
+#: (``partially_released``) no longer holds what its releases took. It is
+#: ``amount_held`` on every payment but a ``dispute_lost`` one
+#: (:func:`held_after_loss`).
 HELD = CHARGED - F("amount_released") - F("amount_refunded")
+
+#: A dispute of the payment's own charge in these states gave the disputed
+#: amount back to the customer: lost, or lost and appealed (until the appeal
+#: is won). The states ``amount_lost`` reads.
+_LOST_DISPUTES = (DisputeStatus.LOST, *DISPUTE_APPEAL_STATES)
+
+
+def _lost_to_disputes() -> Any:
+    """What the payment's own lost disputes gave back to the customer (0 if none).
+
+    A correlated subquery inside the one aggregate, so a dashboard total
+    stays one query whatever the tables hold. A tip's dispute takes the
+    tip's money, never the payment's.
+    """
+    lost = (
+        swappable.load("Dispute")
+        .objects.filter(payment=OuterRef("pk"), tip__isnull=True, status__in=_LOST_DISPUTES)
+        .order_by()
+        .values("payment")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+    return Coalesce(Subquery(lost), Value(0), output_field=BigIntegerField())
+
+
+def _lost_payment(then: Any, default: Any) -> Case:
+    # amount_lost is 0 unless dispute_lost: other payments cost no subquery.
+    return Case(
+        When(status=S.DISPUTE_LOST, then=then), default=default, output_field=BigIntegerField()
+    )
+
+
+def held_after_loss() -> Case:
+    """``amount_held`` of any payment, as a database expression.
+
+    A lost dispute takes what it took out of what was held (``amount_lost``,
+    at most all of it); a partial dispute leaves the rest held.
+    """
+    return _lost_payment(Greatest(HELD - _lost_to_disputes(), Value(0)), HELD)
+
+
+def spent() -> Case:
+    """What the customer spent on a payment, as a database expression.
+
+    Charged less refunded, and less the disputed amount a lost dispute gave
+    back to the customer: all of it, also what a release had paid out (the
+    platform bore that). Never below 0: a refund confirmed after the loss
+    may have given back more (docs/recovery.md).
+    """
+    return _lost_payment(
+        Greatest(CHARGED - F("amount_refunded") - _lost_to_disputes(), Value(0)),
+        CHARGED - F("amount_refunded"),
+    )
+
+
+def settled_in(states: tuple[str, ...], prefix: str = "") -> Q:
+    """Payments in ``states``, and those a dispute froze (:data:`FROZEN_STATES`) in one of them.
+
+    A frozen payment counts as the state its dispute returns it to when it
+    closes in the platform's favour (``status_before_dispute``, blank: held).
+    ``prefix`` reaches the payment from another model (``"payment__"``).
+    """
+    before = (*states, "") if S.HELD in states else states
+    return Q(**{f"{prefix}status__in": states}) | Q(
+        **{f"{prefix}status__in": FROZEN_STATES, f"{prefix}status_before_dispute__in": before}
+    )
 
 
 def held_net_of_fee() -> Any:
@@ -527,20 +600,23 @@ def earnings_totals(payee_filter: Q, payee_row_filter: Q) -> list[dict[str, Any]
     payee by its own transfers, so the payee's earnings are those transfers
     less their reversals: a secondary payee earns its share, the first payee
     not the others'. A payment released at once counts its one transfer
-    (``amount_transferred``, which is net of a destination charge's fee).
+    (``amount_transferred``, which is net of a destination charge's fee). A
+    payment a dispute froze counts as the state the dispute returns it to
+    (:func:`settled_in`): the payee keeps what was transferred before the
+    dispute, also when it is lost.
     """
     whole = money_totals(
         _payment_model().objects.filter(
-            payee_filter, status__in=EARNING_STATES, released_in_parts=False
+            payee_filter, settled_in(EARNING_STATES), released_in_parts=False
         ),
         F("amount_transferred") - F("amount_reversed"),
     )
     in_parts = money_totals(
         swappable.load("Transfer").objects.filter(
             payee_row_filter,
+            settled_in(EARNING_STATES, prefix="payment__"),
             status__in=PAID_TRANSFER_STATES,
             payment__released_in_parts=True,
-            payment__status__in=EARNING_STATES,
         ),
         F("amount") - F("amount_reversed"),
     )
@@ -835,7 +911,11 @@ class PaymentOutput(serializers.Serializer[Any]):
         help_text="What a lost dispute took out of escrow (Stripe debited the platform); "
         "0 unless the status is dispute_lost."
     )
-    refundable_amount = serializers.IntegerField()
+    refundable_amount = serializers.IntegerField(
+        help_text="What a refund may ask for now: the amount charged less amount_refunded; "
+        "0 while a dispute decides the payment (disputed, dispute_lost), whose refund is "
+        "refused (409)."
+    )
     formatted = FormattedAmountsOutput(source="*")
     payer_id = serializers.CharField()
     payee = PayeeOutput(source="*")
@@ -934,14 +1014,34 @@ class TaskDoerDashboardOutput(serializers.Serializer[Any]):
     payee = serializers.DictField(child=serializers.CharField())
     account = serializers.DictField(allow_null=True)
     payments = PaymentOutput(many=True)
-    earnings = MoneyTotalOutput(many=True)
-    in_escrow = MoneyTotalOutput(many=True)
+    earnings = MoneyTotalOutput(
+        many=True,
+        help_text="Transferred to the payee less reversed, per currency; a transfer made "
+        "before a dispute counts while it is open and after it is lost.",
+    )
+    in_escrow = MoneyTotalOutput(
+        many=True,
+        help_text="Per currency: the payee's share of what held, releasing and partially "
+        "released payments hold, less the platform fee, and of releases not transferred "
+        "yet. Not a disputed or dispute_lost payment's amount_held: the app releases "
+        "nothing of it while a dispute decides it (counted again when the dispute or its "
+        "appeal is won).",
+    )
 
 
 class CustomerDashboardOutput(serializers.Serializer[Any]):
     payments = PaymentOutput(many=True)
-    spent = MoneyTotalOutput(many=True)
-    in_escrow = MoneyTotalOutput(many=True)
+    spent = MoneyTotalOutput(
+        many=True,
+        help_text="Charged less refunded, per currency; a dispute_lost payment less the "
+        "disputed amount its lost dispute gave back (never below 0).",
+    )
+    in_escrow = MoneyTotalOutput(
+        many=True,
+        help_text="The sum of amount_held of the payments not released yet, per currency: "
+        "held, releasing and partially released, also while a dispute decides them "
+        "(disputed, dispute_lost).",
+    )
 
 
 _ERROR_DESCRIPTIONS = {
@@ -1327,9 +1427,13 @@ class CustomerDashboardView(PaymentAPIView):
         return Response(
             {
                 "payments": serialize_payments(latest),
-                "spent": money_totals(
-                    payments.filter(status__in=SPENDING_STATES), CHARGED - F("amount_refunded")
+                # added_up leaves out a currency whose total is 0 (e.g. all
+                # of it back with the customer by refunds or a lost dispute).
+                "spent": added_up(
+                    money_totals(payments.filter(status__in=SPENDING_STATES), spent())
                 ),
-                "in_escrow": money_totals(payments.filter(status__in=ESCROW_STATES), HELD),
+                "in_escrow": added_up(
+                    money_totals(payments.filter(settled_in(ESCROW_STATES)), held_after_loss())
+                ),
             }
         )

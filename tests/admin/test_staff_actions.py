@@ -118,6 +118,40 @@ def test_a_partial_refund_from_the_payment_page(admin_client, market, staff):
     assert (entry.action, entry.outcome, entry.amount, entry.staff) == ("refund", "ok", 2500, staff)
 
 
+def test_a_refund_of_a_lost_dispute_offers_nothing_and_is_refused(admin_client, market, staff):
+    """Stripe refuses to refund a charged-back charge: the page says nothing is
+    refundable, and a refund of "everything refundable" is refused, recorded
+    with that amount (it was the whole charge)."""
+    from django_escrow_connect import simulation
+
+    payment = market.released_payment(amount=10_000)
+    gateway = simulation.SimulatedGateway()
+    previous = simulation.set_event_sink(None)  # its events reach the webhook receiver
+    try:
+        with market.capture(execute=True):
+            dispute = gateway.open_dispute(payment.stripe_charge_id)
+            gateway.close_dispute(dispute.id, won=False)
+    finally:
+        simulation.set_event_sink(previous)
+    assert market.payment(payment.pk).status == "dispute_lost"
+    action_url = url(Payment, "staff_action", payment.pk, "refund")
+
+    page = admin_client.get(action_url)
+    assert page.status_code == 200
+    assert "refundable 0.00 USD" in page.content.decode()
+    with market.capture(execute=True):
+        done = admin_client.post(action_url, {"confirm": "yes", "amount": "", "reason": ""})
+    assert done.status_code == 302
+    (entry,) = StaffAction.objects.all()
+    assert (entry.action, entry.outcome, entry.code) == (
+        "refund",
+        "refused",
+        "transition_not_allowed",
+    )
+    assert (entry.amount, entry.staff) == (0, staff)
+    assert market.payment(payment.pk).status == "dispute_lost"
+
+
 def test_a_refund_beyond_the_audit_column_is_refused_by_the_form(
     admin_client, market, sim_stripe, staff
 ):

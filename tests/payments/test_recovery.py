@@ -611,6 +611,10 @@ class TestOperatorDrills:
         doer = market.get(market.doer, "dashboard-task-doer").json()
         assert [books_of(p) for p in doer["payments"]] == [books_of(detail)]
         assert doer["in_escrow"] == []
+        # The doer keeps the release's transfer; the customer got all of it back.
+        assert [e["amount"] for e in doer["earnings"]] == [3_600]
+        customer = market.get(market.customer, "dashboard-customer").json()
+        assert (customer["spent"], customer["in_escrow"]) == ([], [])
         assert "The books agree with Stripe." in audit()
         # Nothing of it can be released any more: refused as the docs say
         # (409), not answered as if nothing were left (200) or the amount

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from django.urls import reverse
 from rest_framework.test import APIClient
 
 from django_escrow_connect import swappable
@@ -315,3 +317,99 @@ def test_a_won_after_a_loss_is_an_appeal_won_even_without_the_appeal_events(
     )
     assert the_dispute(scene).status == "won"
     assert scene.refresh().status == "released"
+
+
+# --------------------------------------------------------------------------
+# What the payment and the dashboards say while a dispute decides the payment
+# --------------------------------------------------------------------------
+
+
+def usd(amount: int) -> list[dict[str, Any]]:
+    """A dashboard total in usd ([] for 0: a zero total is left out)."""
+    return [{"currency": "usd", "amount": amount, "formatted": f"{amount / 100:.2f} USD"}] * bool(
+        amount
+    )
+
+
+@dataclass
+class Books:
+    """A payment and its dashboards as the API shows them to its customer and doer."""
+
+    status: str
+    amount_held: int
+    amount_lost: int
+    refundable_amount: int
+    spent: list[dict[str, Any]]
+    customer_in_escrow: list[dict[str, Any]]
+    earnings: list[dict[str, Any]]
+    doer_in_escrow: list[dict[str, Any]]
+
+
+def books(scene: Any) -> Books:
+    def client(user: Any) -> APIClient:
+        api = APIClient()
+        api.force_authenticate(user)
+        return api
+
+    detail = client(scene.customer).get(f"/escrow/payments/{scene.payment.pk}/").json()
+    customer = client(scene.customer).get(reverse("escrow_connect:dashboard-customer")).json()
+    doer = client(scene.doer).get(reverse("escrow_connect:dashboard-task-doer")).json()
+    # The dashboards list the payment as the detail shows it.
+    assert customer["payments"] == doer["payments"] == [detail]
+    return Books(
+        detail["status"],
+        detail["amount_held"],
+        detail["amount_lost"],
+        detail["refundable_amount"],
+        customer["spent"],
+        customer["in_escrow"],
+        doer["earnings"],
+        doer["in_escrow"],
+    )
+
+
+def test_a_partial_dispute_open_lost_appealed_and_won_in_the_books_and_dashboards(
+    deliver: Any, make_payment: Any, sim_stripe: Any
+) -> None:
+    """10,000 held, 7,000 disputed. The customer's dashboard sums the
+    payment's amount_held, and spent is what the customer did not get back;
+    nothing is refundable while the dispute decides the payment (a refund is
+    409); the doer's in_escrow leaves out what the app releases nothing of."""
+    scene = make_payment("held")
+    assert books(scene) == Books(
+        "held", 10_000, 0, 10_000, usd(10_000), usd(10_000), [], usd(9_000)
+    )
+    t0 = so.now() - 3600
+    dispute = dispute_of(scene, amount=7_000)
+    deliver.platform(so.event("charge.dispute.created", dispute, created=t0))
+    assert books(scene) == Books("disputed", 10_000, 0, 0, usd(10_000), usd(10_000), [], [])
+
+    deliver.platform(
+        so.event("charge.dispute.closed", dict(dispute, status="lost"), created=t0 + 1)
+    )
+    lost = Books("dispute_lost", 3_000, 7_000, 0, usd(3_000), usd(3_000), [], [])
+    assert books(scene) == lost
+    appeal = dict(dispute, status="appeal_under_review")
+    deliver.platform(so.event("charge.dispute.updated", appeal, created=t0 + 60))
+    assert books(scene) == lost
+
+    deliver.platform(
+        so.event("charge.dispute.closed", dict(dispute, status="won"), created=t0 + 120)
+    )
+    assert books(scene) == Books(
+        "held", 10_000, 0, 10_000, usd(10_000), usd(10_000), [], usd(9_000)
+    )
+
+
+def test_a_dispute_lost_after_the_release_leaves_the_doer_s_earnings(
+    deliver: Any, make_payment: Any, sim_stripe: Any
+) -> None:
+    """The customer got all of it back: spent 0. The doer keeps the transfer
+    (the platform bore the loss): it stays in the doer's earnings."""
+    scene = make_payment("released", amount_transferred=9_000, amount_released=10_000)
+    assert books(scene) == Books("released", 0, 0, 10_000, usd(10_000), [], usd(9_000), [])
+    dispute = dispute_of(scene)
+    deliver.platform(so.event("charge.dispute.created", dispute))
+    assert books(scene) == Books("disputed", 0, 0, 0, usd(10_000), [], usd(9_000), [])
+    deliver.platform(so.event("charge.dispute.closed", dict(dispute, status="lost")))
+    assert books(scene) == Books("dispute_lost", 0, 0, 0, [], [], usd(9_000), [])

@@ -386,6 +386,16 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
 
     @property
     def refundable_amount(self) -> int:
+        """What a refund may ask for now: charged less refunded, 0 while a dispute
+        decides the payment (``disputed``, ``dispute_lost``).
+
+        A refund of a frozen payment is refused (``409``): Stripe refuses to
+        refund a charged-back charge (``charge_disputed``), and while a dispute
+        is open its outcome decides where the money goes. A dispute (or
+        appeal) won gives the figure back.
+        """
+        if _frozen(self):
+            return 0
         return self.amount_charged - self.amount_refunded
 
     @property
