@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 __all__ = [
     "DISPUTE_APPEAL_STATES",
     "DISPUTE_CLOSED_STATES",
+    "DISPUTE_LOST_STATES",
     "RADAR_HOLD_KINDS",
     "UNRESOLVED_OPERATION_STATES",
     "AccountStatus",
@@ -170,6 +171,10 @@ DISPUTE_CLOSED_STATES = frozenset(
 DISPUTE_APPEAL_STATES = frozenset(
     {DisputeStatus.APPEAL_NEEDS_RESPONSE, DisputeStatus.APPEAL_UNDER_REVIEW}
 )
+#: The disputed amount went back to the customer: lost, or lost and appealed
+#: until the appeal is won. What a payment's ``amount_lost`` and the
+#: dashboards' totals count as taken by a dispute.
+DISPUTE_LOST_STATES = frozenset({DisputeStatus.LOST, *DISPUTE_APPEAL_STATES})
 
 
 class IncidentKind(models.TextChoices):

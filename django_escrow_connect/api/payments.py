@@ -64,7 +64,7 @@ from ..money import format_money
 from ..services import books, errors
 from ..services import payments as payment_services
 from ..services import releases as release_services
-from ..states import DISPUTE_APPEAL_STATES, DisputeStatus, ReleaseStatus, TransferStatus
+from ..states import DISPUTE_LOST_STATES, ReleaseStatus, TransferStatus
 from ..states import PaymentStatus as S
 from .errors import EscrowAPIView
 from .schema import OpenApiParameter, extend_schema, view_schema
@@ -349,11 +349,6 @@ CHARGED = Coalesce(F("amount_captured"), F("amount"))
 #: (:func:`held_after_loss`).
 HELD = CHARGED - F("amount_released") - F("amount_refunded")
 
-#: A dispute of the payment's own charge in these states gave the disputed
-#: amount back to the customer: lost, or lost and appealed (until the appeal
-#: is won). The states ``amount_lost`` reads.
-_LOST_DISPUTES = (DisputeStatus.LOST, *DISPUTE_APPEAL_STATES)
-
 
 def _lost_to_disputes() -> Any:
     """What the payment's own lost disputes gave back to the customer (0 if none).
@@ -364,7 +359,7 @@ def _lost_to_disputes() -> Any:
     """
     lost = (
         swappable.load("Dispute")
-        .objects.filter(payment=OuterRef("pk"), tip__isnull=True, status__in=_LOST_DISPUTES)
+        .objects.filter(payment=OuterRef("pk"), tip__isnull=True, status__in=DISPUTE_LOST_STATES)
         .order_by()
         .values("payment")
         .annotate(total=Sum("amount"))

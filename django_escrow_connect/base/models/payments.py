@@ -14,8 +14,7 @@ from django_fsm import RETURN_VALUE, ConcurrentTransitionMixin, FSMField, transi
 
 from ... import permissions
 from ...states import (
-    DISPUTE_APPEAL_STATES,
-    DisputeStatus,
+    DISPUTE_LOST_STATES,
     EscrowStrategy,
     PaymentStatus,
 )
@@ -32,11 +31,6 @@ __all__ = ["AbstractEscrowPayment"]
 
 def _no_open_dispute(payment: AbstractEscrowPayment) -> bool:
     return bool(payment.status != S.DISPUTED)
-
-
-#: A dispute of the payment's charge in these states has the disputed amount
-#: with the customer: lost, or lost and appealed (until the appeal is won).
-_LOST_DISPUTE_STATES = frozenset({DisputeStatus.LOST, *DISPUTE_APPEAL_STATES})
 
 
 def _fully_refundable_left(payment: AbstractEscrowPayment) -> bool:
@@ -447,7 +441,7 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         taken = 0
         for dispute in disputes:
             # A tip's dispute takes the tip's money, never the payment's.
-            if dispute.tip_id is None and dispute.status in _LOST_DISPUTE_STATES:
+            if dispute.tip_id is None and dispute.status in DISPUTE_LOST_STATES:
                 taken += int(dispute.amount)
         return max(0, min(taken, self.amount_held_before_loss))
 
