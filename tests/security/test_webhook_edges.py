@@ -272,3 +272,70 @@ def test_a_nul_character_in_the_connected_account_is_refused(deliver: Any) -> No
 
     assert response.status_code == 400, response.content
     assert events().count() == 0
+
+
+#: Longer than any Stripe id (255 characters): no id column holds it.
+TOO_LONG = "x" * 256
+
+
+def _intent(scene: Any, **overrides: Any) -> tuple[str, dict[str, Any]]:
+    return "payment_intent.succeeded", intent_for(scene, "succeeded", **overrides)
+
+
+def _of_charge(scene: Any) -> dict[str, Any]:
+    payment = scene.payment
+    return {"payment_intent": payment.stripe_payment_intent_id, "charge": payment.stripe_charge_id}
+
+
+#: (the payment's state, the event) with a value no column can hold.
+UNSTORABLE_OBJECTS = {
+    "amount past 64 bits": ("awaiting_payment", lambda s: _intent(s, amount=10**30)),
+    "latest_charge too long": ("awaiting_payment", lambda s: _intent(s, latest_charge=TOO_LONG)),
+    "refund id too long": (
+        "held",
+        lambda s: ("refund.created", so.refund(id=TOO_LONG, **_of_charge(s))),
+    ),
+    "dispute id too long": (
+        "held",
+        lambda s: ("charge.dispute.created", so.dispute(id=TOO_LONG, **_of_charge(s))),
+    ),
+    "transfer id too long": (
+        "held",
+        lambda s: (
+            "transfer.created",
+            so.transfer(
+                id=TOO_LONG,
+                transfer_group=s.payment.transfer_group,
+                destination=s.payment.destination_account_id,
+            ),
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UNSTORABLE_OBJECTS))
+def test_an_object_no_column_can_hold_is_recorded_failed_not_a_500(
+    deliver: Any,  # noqa: F811
+    make_payment: Any,  # noqa: F811
+    sim_stripe: Any,  # noqa: F811
+    sent: Any,  # noqa: F811
+    case: str,
+) -> None:
+    """An id longer than Stripe's (PostgreSQL: varchar(255)) or an amount past
+    64 bits (SQLite cannot bind it) failed the handler on every delivery: 500,
+    and Stripe retried for days. The parser refuses them: recorded failed,
+    answered 200, nothing applied (the same as any object it cannot read)."""
+    state, build = UNSTORABLE_OBJECTS[case]
+    scene = make_payment(state)
+    before = status_history(scene)
+    event_type, obj = build(scene)
+
+    response = deliver.post(WebhookEndpoint.PLATFORM, so.event(event_type, obj))
+
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "failed"
+    row = events().get()
+    assert row.status == "failed"
+    assert "cannot be read" in row.last_error
+    assert status_history(scene) == before
+    assert sent.names() == ["webhook_processing_failed"]
