@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from ..money import MAX_MINOR_AMOUNT
+
 __all__ = [
     "AccountBusinessType",
     "AccountLinkCollect",
@@ -88,6 +90,23 @@ def _require_str(d: Mapping[str, Any], key: str) -> str:
     return value
 
 
+#: The longest id Stripe gives an object (its API upgrade policy: ids never
+#: exceed 255 characters), and the length of every id column.
+MAX_ID_LENGTH = 255
+
+
+def _require_id(d: Mapping[str, Any], key: str) -> str:
+    """A Stripe id: a string of 1-255 characters.
+
+    A longer one is no Stripe id, and storing it would fail on PostgreSQL
+    (``varchar(255)``): a signed event carrying one kept answering 500.
+    """
+    value = _require_str(d, key)
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"{key!r} in {d.get('object') or 'object'} is longer than a Stripe id")
+    return value
+
+
 def _opt_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -97,6 +116,9 @@ def _int(value: Any, default: int = 0) -> int:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"Expected an integer amount, got {value!r}")
+    if abs(value) > MAX_MINOR_AMOUNT:
+        # Beyond every amount column (64 bits): SQLite cannot even bind it.
+        raise ValueError(f"Amount out of range: {value!r}")
     return value
 
 
@@ -143,13 +165,20 @@ def _require_datetime(d: Mapping[str, Any], key: str) -> datetime:
 
 
 def _id(value: Any) -> str | None:
-    """The id of an expandable field: a plain id string, or an expanded object."""
-    if isinstance(value, str):
-        return value
+    """The id of an expandable field: a plain id string, or an expanded object.
+
+    A string longer than any Stripe id is refused (``ValueError``), as in
+    :func:`_require_id`.
+    """
     if isinstance(value, Mapping):
-        inner = value.get("id")
-        return inner if isinstance(inner, str) else None
-    return None
+        value = value.get("id")
+    if not isinstance(value, str):
+        return None
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(
+            f"Not a Stripe id (longer than {MAX_ID_LENGTH} characters): {value[:32]!r}"
+        )
+    return value
 
 
 def _str_tuple(value: Any) -> tuple[str, ...]:
@@ -227,7 +256,7 @@ class AccountSnapshot:
             if isinstance(value, str):
                 capabilities[str(name)] = value
         return cls(
-            id=_require_str(d, "id"),
+            id=_require_id(d, "id"),
             country=_opt_str(d.get("country")),
             email=_opt_str(d.get("email")),
             business_type=_opt_str(d.get("business_type")),
@@ -338,7 +367,7 @@ class AccountSnapshot:
         terms = _mapping(_mapping(identity.get("attestations")).get("terms_of_service"))
         terms_accepted = _mapping(terms.get("account")).get("date")
         return cls(
-            id=_require_str(d, "id"),
+            id=_require_id(d, "id"),
             country=_opt_str(identity.get("country")),
             email=_opt_str(d.get("contact_email")),
             business_type=entity_type if entity_type in ("individual", "company") else None,
@@ -457,7 +486,7 @@ class PaymentIntentSnapshot:
         _check_object(d, "payment_intent")
         latest_charge = _latest_charge(d)
         return cls(
-            id=_require_str(d, "id"),
+            id=_require_id(d, "id"),
             status=_require_str(d, "status"),
             amount=_int(d.get("amount")),
             amount_received=_int(d.get("amount_received")),
@@ -491,7 +520,7 @@ class CustomerSnapshot:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CustomerSnapshot:
         _check_object(d, "customer")
-        return cls(id=_require_str(d, "id"), metadata=_metadata(d.get("metadata")))
+        return cls(id=_require_id(d, "id"), metadata=_metadata(d.get("metadata")))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -506,7 +535,7 @@ class PaymentMethodSnapshot:
     def from_dict(cls, d: Mapping[str, Any]) -> PaymentMethodSnapshot:
         _check_object(d, "payment_method")
         return cls(
-            id=_require_str(d, "id"),
+            id=_require_id(d, "id"),
             type=_opt_str(d.get("type")),
             customer=_id(d.get("customer")),
         )
@@ -538,7 +567,7 @@ class ChargeSnapshot:
     def from_dict(cls, d: Mapping[str, Any]) -> ChargeSnapshot:
         _check_object(d, "charge")
         return cls(
-            id=_require_str(d, "id"),
+            id=_require_id(d, "id"),
             payment_intent=_id(d.get("payment_intent")),
             amount=_int(d.get("amount")),
             amount_captured=_int(d.get("amount_captured")),
@@ -575,7 +604,7 @@ class TransferReversalSnapshot:
         if transfer is None:
             raise ValueError("Missing 'transfer' in transfer_reversal")
         return cls(
-            id=_require_str(d, "id"),
+            id=_require_id(d, "id"),
             transfer=transfer,
             amount=_int(d.get("amount")),
             currency=_require_str(d, "currency"),
@@ -604,7 +633,7 @@ class TransferSnapshot:
         _check_object(d, "transfer")
         reversals = _mapping(d.get("reversals")).get("data") or ()
         return cls(
-            id=_require_str(d, "id"),
+            id=_require_id(d, "id"),
             amount=_int(d.get("amount")),
             amount_reversed=_int(d.get("amount_reversed")),
             currency=_require_str(d, "currency"),
@@ -639,7 +668,7 @@ class RefundSnapshot:
     def from_dict(cls, d: Mapping[str, Any]) -> RefundSnapshot:
         _check_object(d, "refund")
         return cls(
-            id=_require_str(d, "id"),
+            id=_require_id(d, "id"),
             amount=_int(d.get("amount")),
             currency=_require_str(d, "currency"),
             status=_opt_str(d.get("status")),
@@ -668,7 +697,7 @@ class DisputeSnapshot:
     def from_dict(cls, d: Mapping[str, Any]) -> DisputeSnapshot:
         _check_object(d, "dispute")
         return cls(
-            id=_require_str(d, "id"),
+            id=_require_id(d, "id"),
             charge=_id(d.get("charge")),
             payment_intent=_id(d.get("payment_intent")),
             amount=_int(d.get("amount")),
@@ -694,7 +723,7 @@ class PayoutSnapshot:
     def from_dict(cls, d: Mapping[str, Any]) -> PayoutSnapshot:
         _check_object(d, "payout")
         return cls(
-            id=_require_str(d, "id"),
+            id=_require_id(d, "id"),
             amount=_int(d.get("amount")),
             currency=_require_str(d, "currency"),
             status=_require_str(d, "status"),

@@ -61,8 +61,19 @@ def _simulated_gateway() -> SimulatedGateway:
     return gateway
 
 
+def _check_id(object_id: str, what: str) -> None:
+    """404 for an id in the URL with a NUL (no Stripe id has one).
+
+    PostgreSQL refuses a NUL in any text it is sent: looking such an id up
+    was a 500, not the page's 404.
+    """
+    if "\x00" in object_id:
+        raise Http404(f"No such {what}.")
+
+
 def _managed_account(request: HttpRequest, account_id: str) -> Any:
     """The connected account ``account_id`` if the signed-in user may manage it."""
+    _check_id(account_id, "account")
     account = (
         swappable.load("ConnectedAccount").objects.filter(stripe_account_id=account_id).first()
     )
@@ -169,6 +180,7 @@ def authenticate(request: HttpRequest, payment_intent_id: str) -> HttpResponse:
     given, else the page shows the payment's new status.
     """
     gateway = _simulated_gateway()
+    _check_id(payment_intent_id, "payment")
     payment = (
         swappable.load("EscrowPayment")
         .objects.filter(stripe_payment_intent_id=payment_intent_id, payer=request.user)

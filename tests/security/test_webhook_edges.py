@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from django_escrow_connect.conf import MANUAL_CAPTURE
 from django_escrow_connect.gateway.signing import sign_webhook_payload
 from django_escrow_connect.states import WebhookEndpoint
 from tests.webhooks import stripe_objects as so
@@ -272,3 +273,99 @@ def test_a_nul_character_in_the_connected_account_is_refused(deliver: Any) -> No
 
     assert response.status_code == 400, response.content
     assert events().count() == 0
+
+
+#: Longer than any Stripe id (255 characters): no id column holds it.
+TOO_LONG = "x" * 256
+
+
+def _intent(scene: Any, **overrides: Any) -> tuple[str, dict[str, Any]]:
+    return "payment_intent.succeeded", intent_for(scene, "succeeded", **overrides)
+
+
+def _of_charge(scene: Any) -> dict[str, Any]:
+    payment = scene.payment
+    return {"payment_intent": payment.stripe_payment_intent_id, "charge": payment.stripe_charge_id}
+
+
+def _fee(scene: Any, **overrides: Any) -> tuple[str, dict[str, Any]]:
+    payment = scene.payment
+    fee = {
+        "id": so.new_id("fee"),
+        "object": "application_fee",
+        "amount": payment.platform_fee,
+        "amount_refunded": 0,
+        "charge": payment.stripe_charge_id,
+        "currency": payment.currency,
+    }
+    return "application_fee.created", {**fee, **overrides}
+
+
+def _funds_withdrawn(scene: Any, amount: int) -> tuple[str, dict[str, Any]]:
+    dispute = so.dispute(**_of_charge(scene))
+    dispute["balance_transactions"] = [so.balance_transaction(amount)]
+    return "charge.dispute.funds_withdrawn", dispute
+
+
+HELD = {"status": "held"}
+#: (the payment, the event) with a value the handler cannot read or no column can hold.
+UNREADABLE_OBJECTS = {
+    "amount past 64 bits": ({}, lambda s: _intent(s, amount=10**30)),
+    "latest_charge too long": ({}, lambda s: _intent(s, latest_charge=TOO_LONG)),
+    "refund id too long": (
+        HELD,
+        lambda s: ("refund.created", so.refund(id=TOO_LONG, **_of_charge(s))),
+    ),
+    "dispute id too long": (
+        HELD,
+        lambda s: ("charge.dispute.created", so.dispute(id=TOO_LONG, **_of_charge(s))),
+    ),
+    "transfer id too long": (
+        HELD,
+        lambda s: (
+            "transfer.created",
+            so.transfer(
+                id=TOO_LONG,
+                transfer_group=s.payment.transfer_group,
+                destination=s.payment.destination_account_id,
+            ),
+        ),
+    ),
+    "dispute funds past 64 bits": (HELD, lambda s: _funds_withdrawn(s, -(10**30))),
+    "application fee of '1e3'": (
+        {"status": "released", "strategy": MANUAL_CAPTURE},
+        lambda s: _fee(s, amount="1e3"),
+    ),
+    "application fee refunded as a list": (
+        {"status": "released", "strategy": MANUAL_CAPTURE},
+        lambda s: _fee(s, amount_refunded=[100]),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UNREADABLE_OBJECTS))
+def test_an_object_the_handler_cannot_read_is_recorded_failed_not_a_500(
+    deliver: Any,  # noqa: F811
+    make_payment: Any,  # noqa: F811
+    sim_stripe: Any,  # noqa: F811
+    sent: Any,  # noqa: F811
+    case: str,
+) -> None:
+    """An id longer than Stripe's (PostgreSQL: varchar(255)), an amount past
+    64 bits (SQLite cannot bind it) or an amount that is not an integer failed
+    the handler on every delivery: 500, and Stripe retried for days. They are
+    refused as unreadable: recorded failed, answered 200, nothing applied."""
+    payment_fields, build = UNREADABLE_OBJECTS[case]
+    scene = make_payment(**payment_fields)
+    before = status_history(scene)
+    event_type, obj = build(scene)
+
+    response = deliver.post(WebhookEndpoint.PLATFORM, so.event(event_type, obj))
+
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "failed"
+    row = events().get()
+    assert row.status == "failed"
+    assert "cannot be read" in row.last_error
+    assert status_history(scene) == before
+    assert sent.names() == ["webhook_processing_failed"]

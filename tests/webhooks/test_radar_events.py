@@ -170,6 +170,36 @@ def test_radar_event_for_an_unknown_charge_is_deferred(deliver: Any, sim_stripe:
     assert deliver.platform(evt).json()["status"] == "deferred"
 
 
+@pytest.mark.parametrize(
+    ("event_type", "build"),
+    [("review.opened", review), ("radar.early_fraud_warning.created", fraud_warning)],
+)
+@pytest.mark.parametrize("object_id", [None, "", 123, "x" * 256], ids=lambda v: repr(v)[:12])
+def test_a_radar_object_without_a_stripe_id_is_recorded_failed_not_a_500(
+    deliver: Any,
+    make_payment: Any,
+    sim_stripe: Any,
+    sent: Any,
+    event_type: str,
+    build: Any,
+    object_id: Any,
+) -> None:
+    """No id (or one no Stripe object has, longer than its column) raised a
+    ValueError (a DataError on PostgreSQL) in the handler: a 500 on every
+    delivery, for a body Stripe sending again cannot mend."""
+    scene = make_payment("held")
+
+    response = deliver.platform(so.event(event_type, build(scene, id=object_id)))
+
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "failed"
+    row = swappable.load("WebhookEvent").objects.get()
+    assert row.status == "failed"
+    assert "no Stripe id" in row.last_error
+    assert holds(scene) == []
+    assert sent.names() == ["webhook_processing_failed"]
+
+
 def bank_account(account_id: str, **overrides: Any) -> dict[str, Any]:
     obj: dict[str, Any] = {
         "id": so.new_id("ba"),

@@ -120,3 +120,20 @@ def test_the_challenge_ignores_a_next_page_on_another_site(sim_stripe: Any) -> N
 
     assert answer.status_code == 200
     assert b"requires_payment_method" in answer.content
+
+
+@pytest.mark.parametrize("object_id", ["\x00", "acct_1\x00b"])
+def test_a_nul_in_the_url_s_id_is_a_404_on_every_page(sim_stripe: Any, object_id: str) -> None:
+    """A NUL in the URL's id was a 500 on PostgreSQL (it refuses NUL in text),
+    not the 404 of an unknown account or payment."""
+    customer = factories.make_user("customer")
+    client = Client(raise_request_exception=False)
+    client.force_login(customer)
+    pages = (
+        simulation.onboarding_url,
+        simulation.dashboard_url,
+        simulation.links.authentication_url,
+    )
+    for page in pages:
+        for method in (client.get, client.post):
+            assert method(page(object_id)).status_code == 404, (page.__name__, method)

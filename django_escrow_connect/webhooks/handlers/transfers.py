@@ -9,7 +9,7 @@ from __future__ import annotations
 from ...gateway.types import TransferSnapshot
 from ...services import stripe_objects, tip_outcomes
 from ..context import EventContext
-from . import ignore_unless, note_payment, snapshot
+from . import check_amounts, ignore_unless, note_payment, snapshot
 
 
 def transfer(context: EventContext) -> None:
@@ -26,5 +26,9 @@ def transfer(context: EventContext) -> None:
 
 def application_fee(context: EventContext) -> None:
     """application_fee.created, application_fee.refunded (destination charges)."""
-    result = stripe_objects.apply_application_fee(context.object, event_id=context.id)
+    fee = context.object
+    check_amounts(
+        context, {"amount": fee.get("amount"), "amount_refunded": fee.get("amount_refunded")}
+    )
+    result = stripe_objects.apply_application_fee(fee, event_id=context.id)
     note_payment(context, ignore_unless(result, "Not an escrow payment's application fee."))
