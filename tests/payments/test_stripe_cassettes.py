@@ -43,7 +43,8 @@ def fixed_terms(task: Any) -> EscrowTerms:
 @pytest.fixture(scope="module")
 def vcr_config() -> dict[str, Any]:
     return {
-        # ESCROW_CONNECT_RECORD=1 records (see docs/cassettes.md); default: replay only.
+        # ESCROW_CONNECT_RECORD=all re-records, 1 records missing cassettes only
+        # (see docs/cassettes.md); default: replay only.
         "record_mode": record_mode(),
         "match_on": ["method", "path", "query", "escrow_form_body", "escrow_stripe_headers"],
         "filter_headers": FILTER_HEADERS,

@@ -97,6 +97,7 @@ USER_PAYEE = {
     "stripe-onboarding-return": ("GET", (404, 404, 200, 404, 404, 404, 404, 302)),
     "stripe-webhook":          ("POST", (400, 400, 400, 400, 400, 400, 400, 400)),
     "stripe-webhook-connect":  ("POST", (400, 400, 400, 400, 400, 400, 400, 400)),
+    "stripe-webhook-thin":     ("POST", (400, 400, 400, 400, 400, 400, 400, 400)),
     "openapi-schema":          ("GET",  (200, 200, 200, 200, 200, 200, 200, 200)),
 }  # fmt: skip
 
@@ -125,12 +126,13 @@ ORGANIZATION_PAYEE = {
     "stripe-onboarding-return": ("GET", (404, 404, 404, 200, 404, 404, 404, 302)),
     "stripe-webhook":          ("POST", (400, 400, 400, 400, 400, 400, 400, 400)),
     "stripe-webhook-connect":  ("POST", (400, 400, 400, 400, 400, 400, 400, 400)),
+    "stripe-webhook-thin":     ("POST", (400, 400, 400, 400, 400, 400, 400, 400)),
     "openapi-schema":          ("GET",  (200, 200, 200, 200, 200, 200, 200, 200)),
 }  # fmt: skip
 
 TABLES = {"user": USER_PAYEE, "organization": ORGANIZATION_PAYEE}
 BROWSER_PAGES = {"stripe-onboarding-refresh", "stripe-onboarding-return"}
-WEBHOOKS = {"stripe-webhook", "stripe-webhook-connect"}
+WEBHOOKS = {"stripe-webhook", "stripe-webhook-connect", "stripe-webhook-thin"}
 PUBLIC = {"openapi-schema"}
 WITH_PAYMENT_ID = {
     "payment-confirm",
