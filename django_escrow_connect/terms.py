@@ -61,12 +61,21 @@ class InvalidTerms(InvalidAmount):
     where users enter them
     (:func:`~django_escrow_connect.money.validate_minor_amount` for prices)
     so it never happens. An :class:`~django_escrow_connect.money.InvalidAmount`
-    (and so a ``ValueError``), as before.
+    (and so a ``ValueError``), as before; for a malformed currency code also
+    an :class:`~django_escrow_connect.money.InvalidCurrency`, as before.
     """
 
     def __init__(self, *args: Any, payer: Any = None) -> None:
         super().__init__(*args)
         self.payer = payer
+
+
+class _InvalidCurrencyTerms(InvalidTerms, InvalidCurrency):
+    """:class:`InvalidTerms` for a currency code that is not three letters.
+
+    Also an :class:`~django_escrow_connect.money.InvalidCurrency`, which
+    :class:`EscrowTerms` raised for it before it became ``InvalidTerms``.
+    """
 
 
 class TermsUnavailable(Exception):
@@ -250,9 +259,12 @@ class EscrowTerms:
             self._validate()
         except InvalidTerms:
             raise
-        except (InvalidAmount, InvalidCurrency) as exc:
+        except InvalidCurrency as exc:
             # A currency a user picked can be malformed as a price can be
-            # mistyped: the payer is told, the request does not fail.
+            # mistyped: the payer is told, the request does not fail. Still an
+            # InvalidCurrency for host code that catches that.
+            raise _InvalidCurrencyTerms(str(exc), payer=self.payer) from exc
+        except InvalidAmount as exc:
             raise InvalidTerms(str(exc), payer=self.payer) from exc
 
     def _validate(self) -> None:

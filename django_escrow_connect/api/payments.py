@@ -1018,9 +1018,9 @@ class TaskDoerDashboardOutput(serializers.Serializer[Any]):
         many=True,
         help_text="Per currency: the payee's share of what held, releasing and partially "
         "released payments hold, less the platform fee, and of releases not transferred "
-        "yet. Not a disputed or dispute_lost payment's amount_held: the app releases "
-        "nothing of it while a dispute decides it (counted again when the dispute or its "
-        "appeal is won).",
+        "yet. Nothing of a disputed or dispute_lost payment (its amount_held, a share "
+        "not transferred yet): the app releases and transfers nothing of it while a "
+        "dispute decides it (counted again when the dispute or its appeal is won).",
     )
 
 

@@ -14,10 +14,11 @@ from django.urls import reverse
 from django_escrow_connect import signals, swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import BalanceInsufficient, TemporarilyUnavailable
-from django_escrow_connect.money import InvalidAmount
+from django_escrow_connect.money import InvalidAmount, InvalidCurrency
 from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.terms import (
     EscrowTerms,
+    InvalidTerms,
     MilestoneTerms,
     PayeeShare,
     split_amount,
@@ -176,6 +177,14 @@ class TestTerms:
         with pytest.raises(ValueError, match=error) as refused:
             make()
         assert not isinstance(refused.value, InvalidAmount)
+
+    def test_a_malformed_currency_is_told_to_the_payer_and_still_an_invalid_currency(self, market):
+        # A currency picked in a free-text field: the payer gets the 409
+        # (test_create.py), and host code catching InvalidCurrency still does.
+        with pytest.raises(InvalidCurrency, match="u\\$d") as refused:
+            EscrowTerms(payer=market.customer, amount=1_000, currency="u$d", payee_user=market.doer)
+        assert isinstance(refused.value, InvalidTerms)
+        assert refused.value.payer == market.customer
 
     def test_basis_points_must_cover_the_whole_net(self, market, partner):
         with pytest.raises(ValueError, match="10000"):

@@ -9,6 +9,7 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from django_escrow_connect import factories as kit
 from django_escrow_connect import swappable
 from django_escrow_connect.services import errors
 from django_escrow_connect.services.payments import release_payment
@@ -399,6 +400,32 @@ def test_a_partial_dispute_open_lost_appealed_and_won_in_the_books_and_dashboard
     assert books(scene) == Books(
         "held", 10_000, 0, 10_000, usd(10_000), usd(10_000), [], usd(9_000)
     )
+
+
+def test_a_tip_s_lost_dispute_takes_nothing_of_the_payment_in_the_books(
+    deliver: Any, make_payment: Any, sim_stripe: Any
+) -> None:
+    """A 500 tip's charge was disputed and lost as well as 7,000 of the
+    payment's: the tip's money is not the payment's, so the payment's books
+    and the customer's totals count only its own dispute."""
+    scene = make_payment("held")
+    tip = swappable.load("EscrowTip").objects.create(
+        payment=scene.payment,
+        payer_id=scene.payment.payer_id,
+        amount=500,
+        currency="usd",
+        status="transferred",
+        intent_idempotency_key=kit.stripe_id("tipkey"),
+        stripe_payment_intent_id=kit.stripe_id("pi"),
+        stripe_charge_id=kit.stripe_id("ch"),
+    )
+    kit.make_dispute(
+        scene.payment, tip=tip, amount=500, status="lost", stripe_charge_id=tip.stripe_charge_id
+    )
+    dispute = dispute_of(scene, amount=7_000)
+    deliver.platform(so.event("charge.dispute.created", dispute))
+    deliver.platform(so.event("charge.dispute.closed", dict(dispute, status="lost")))
+    assert books(scene) == Books("dispute_lost", 3_000, 7_000, 0, usd(3_000), usd(3_000), [], [])
 
 
 def test_a_dispute_lost_after_the_release_leaves_the_doer_s_earnings(

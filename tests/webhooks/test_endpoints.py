@@ -190,8 +190,12 @@ class EndpointContract:
             assert response.status_code == 200, response.content
             assert response.json()["status"] == "ignored"
             assert events().filter(stripe_event_id=evt["id"]).exists()
-        forged = stripe_signature(body, "whsec_not_the_endpoints")
-        self.refused_again(deliver.post(self.endpoint, self.event(), signature=forged))
+        # The recipe with another secret: refused, and nothing is recorded.
+        forged_event = self.event()
+        forged_body = so.encode(forged_event)
+        forged = stripe_signature(forged_body, "whsec_not_the_endpoints")
+        self.refused_again(deliver.post(self.endpoint, forged_body, signature=forged))
+        assert not events().filter(stripe_event_id=forged_event["id"]).exists()
 
     def test_without_secrets_it_is_the_gateway_that_decides(
         self, deliver: Any, settings: Any, sim_stripe: Any
