@@ -899,10 +899,19 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def auto_release_due(now: Any) -> list[tuple[Any, Any]]:
-    """(payment id, milestone id) of delivered milestones whose auto-release time passed."""
+    """(payment id, milestone id) of delivered milestones whose auto-release time passed.
+
+    Not those of a ``dispute_lost`` payment: nothing of it can be released,
+    and nothing an operator does changes that (an appeal won does, and makes
+    them due again), so listing them failed every scheduled run for good. A
+    payment whose dispute is open is listed: its release is refused and
+    reported until the dispute is decided (docs/milestones.md).
+    """
     due = []
-    for milestone in model("EscrowMilestone").objects.filter(
-        status=MilestoneStatus.DELIVERED, auto_release_after__isnull=False
+    for milestone in (
+        model("EscrowMilestone")
+        .objects.filter(status=MilestoneStatus.DELIVERED, auto_release_after__isnull=False)
+        .exclude(payment__status=PaymentStatus.DISPUTE_LOST)
     ):
         if milestone.auto_release_at is not None and milestone.auto_release_at <= now:
             due.append((milestone.payment_id, milestone.pk))

@@ -1484,6 +1484,54 @@ class TestMilestoneAutoRelease:
         # Released once: running again changes nothing.
         assert auto_release(now=timezone.now() + timedelta(days=10)) is None
 
+    def test_a_due_milestone_of_a_lost_dispute_is_not_a_failure_on_every_run(
+        self, market, sim_stripe
+    ):
+        """Nothing of a ``dispute_lost`` payment can be released, and nothing an
+        operator does makes it releasable: its delivered milestone is not due
+        (the scheduled command failed on every run, for good). An appeal won
+        makes it due again. A dispute still open is reported as a failure,
+        as documented: it waits for the platform's response."""
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from django_escrow_connect.services.schedules import auto_release
+
+        payment = held(
+            market,
+            milestones=[
+                MilestoneTerms("Design", 4_000, auto_release_after=timedelta(days=3)),
+                MilestoneTerms("Build", 6_000),
+            ],
+        )
+        design, _build = payment.milestones.order_by("position")
+        url = reverse("escrow_connect:milestone-deliver", args=[str(payment.pk), str(design.pk)])
+        with market.capture(execute=True):
+            assert market.client(market.doer).post(url, {}, format="json").status_code == 200
+            dispute = dispute_event(market.payment(payment.pk))
+        later = timezone.now() + timedelta(days=4)
+        (open_one,) = auto_release(now=later)
+        assert open_one.error
+        assert "dispute" in str(open_one).lower()
+
+        with market.capture(execute=True):
+            dispute_event(payment, status="lost", dispute_id=dispute.stripe_dispute_id)
+        assert market.payment(payment.pk).status == "dispute_lost"
+        assert auto_release(now=later) is None
+        assert transfers_in_stripe(sim_stripe, payment) == []
+
+        with market.capture(execute=True):
+            appeal = "appeal_under_review"
+            dispute_event(payment, status=appeal, dispute_id=dispute.stripe_dispute_id)
+        assert market.payment(payment.pk).status == "dispute_lost"
+        assert auto_release(now=later) is None
+        with market.capture(execute=True):
+            dispute_event(payment, status="won", dispute_id=dispute.stripe_dispute_id)
+            (released,) = auto_release(now=later)
+        assert not released.error, released
+        assert market.payment(payment.pk).amount_released == 4_000
+
 
 # --------------------------------------------------------------------------
 # The fee policy receives the split
