@@ -146,7 +146,7 @@ class AbstractEscrowTip(ConcurrentTransitionMixin, TimestampedModel):
 
     @transition(field=status, source=T.TRANSFER_FAILED, target=T.PAID)
     def retry_transfer(self) -> None:
-        """Staff or the payer asked to send the failed transfer again."""
+        """Staff (or the system) asked to send the failed transfer again."""
 
 
 class AbstractEscrowTipTransfer(AbstractStripeTransfer):
