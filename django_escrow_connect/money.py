@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
+from django.apps import apps
+from django.conf import settings
+from django.utils.translation import gettext
+
 __all__ = [
     "MAX_CHARGE_AMOUNT",
     "MAX_MINOR_AMOUNT",
@@ -114,6 +118,35 @@ MAX_CHARGE_AMOUNT: Final[int] = 99_999_999
 _CURRENCY_RE: Final = re.compile(r"[a-z]{3}")
 
 
+def gettext_noop(message: str) -> str:
+    """Mark ``message`` for ``makemessages`` only. Django's own reads the
+    settings, and this module must import without them (scripts, settings
+    files): only :func:`_` below translates, when it can."""
+    return message
+
+
+# The rules of amount_step() in words: marked for translation here, said in
+# English by amount_step_rule() (system checks, settings errors) and in the
+# request's language by validate_minor_amount(), whose messages reach clients.
+_ENDS_IN_ZERO: Final = gettext_noop(
+    "%(currency)s amounts must end in 0 (Stripe requires the last of the three decimals to be zero)"
+)
+_WHOLE_UNITS: Final = gettext_noop(
+    "%(currency)s amounts must be whole units (divisible by %(step)s in minor units, "
+    "Stripe no longer accepts fractional %(currency)s)"
+)
+
+
+def _(message: str) -> str:
+    """``gettext(message)``, or ``message`` where Django's translations are not
+    set up (a script using this module without settings, an import-time
+    call): a bad amount must stay an :class:`InvalidAmount` there, not turn
+    into ``ImproperlyConfigured`` or ``AppRegistryNotReady``."""
+    if not (settings.configured and apps.ready):
+        return message
+    return gettext(message)
+
+
 class InvalidCurrency(ValueError):
     """A currency code is not three ASCII letters."""
 
@@ -177,19 +210,18 @@ def amount_step(currency: str) -> int:
 def amount_step_rule(currency: str) -> str:
     """The rule :func:`amount_step` stands for, in words, for error messages:
     ``"KWD amounts must end in 0 (...)"``; empty for a step of 1."""
+    return _step_rule(currency, translate=False)
+
+
+def _step_rule(currency: str, *, translate: bool) -> str:
     code = normalize_currency(currency)
     step = amount_step(code)
     if step == 1:
         return ""
-    if code in THREE_DECIMAL_CURRENCIES:
-        return (
-            f"{code.upper()} amounts must end in 0 (Stripe requires the last of the three "
-            "decimals to be zero)"
-        )
-    return (
-        f"{code.upper()} amounts must be whole units (divisible by {step} in minor units, "
-        f"Stripe no longer accepts fractional {code.upper()})"
-    )
+    rule = _ENDS_IN_ZERO if code in THREE_DECIMAL_CURRENCIES else _WHOLE_UNITS
+    if translate:
+        rule = _(rule)
+    return rule % {"currency": code.upper(), "step": step}
 
 
 def to_minor_units(amount: Decimal | int | str, currency: str) -> int:
@@ -302,18 +334,27 @@ def validate_minor_amount(amount: int, currency: str) -> int:
 
     Zero is allowed; Stripe's per-currency minimum charge is not checked.
     """
+    # The messages reach API clients (a refund's, a release's, a tip's
+    # amount; a price in a task's terms): in the request's language.
     if isinstance(amount, bool) or not isinstance(amount, int):
         raise InvalidAmount(
-            f"Amount must be an int in minor units, not {type(amount).__name__} ({amount!r})."
+            _("Amount must be an int in minor units, not %(type)s (%(amount)s).")
+            % {"type": type(amount).__name__, "amount": repr(amount)}
         )
     code = normalize_currency(currency)
     if amount < 0:
-        raise InvalidAmount(f"Amount must not be negative, got {amount}.")
+        raise InvalidAmount(_("Amount must not be negative, got %(amount)d.") % {"amount": amount})
     step = amount_step(code)
     if amount % step:
         below = amount - amount % step
         raise InvalidAmount(
-            f"{amount_step_rule(code)}; got {amount}. Round to {below} or {below + step}."
+            _("%(rule)s; got %(amount)d. Round to %(below)d or %(above)d.")
+            % {
+                "rule": _step_rule(code, translate=True),
+                "amount": amount,
+                "below": below,
+                "above": below + step,
+            }
         )
     return amount
 

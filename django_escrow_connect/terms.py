@@ -22,7 +22,6 @@ from .money import (
     InvalidAmount,
     InvalidCurrency,
     amount_step,
-    amount_step_rule,
     normalize_currency,
     validate_minor_amount,
 )
@@ -262,8 +261,13 @@ class EscrowTerms:
         except InvalidCurrency as exc:
             # A currency a user picked can be malformed as a price can be
             # mistyped: the payer is told, the request does not fail. Still an
-            # InvalidCurrency for host code that catches that.
-            raise _InvalidCurrencyTerms(str(exc), payer=self.payer) from exc
+            # InvalidCurrency for host code that catches that. Said here, not
+            # by normalize_currency(), to be in the payer's language.
+            raise _InvalidCurrencyTerms(
+                gettext("Invalid currency code %(code)s: expected three letters.")
+                % {"code": repr(self.currency)},
+                payer=self.payer,
+            ) from exc
         except InvalidAmount as exc:
             raise InvalidTerms(str(exc), payer=self.payer) from exc
 
@@ -279,7 +283,9 @@ class EscrowTerms:
         object.__setattr__(self, "currency", normalize_currency(self.currency))
         validate_minor_amount(self.amount, self.currency)
         if self.amount <= 0:
-            raise InvalidAmount("EscrowTerms.amount must be positive")
+            raise InvalidAmount(
+                gettext("The amount must be positive, got %(amount)d.") % {"amount": self.amount}
+            )
         if self.milestones:
             for number, milestone in enumerate(self.milestones, start=1):
                 self._validate_milestone(number, milestone)
@@ -309,10 +315,14 @@ class EscrowTerms:
         try:
             validate_minor_amount(milestone.amount, self.currency)
         except InvalidAmount as exc:
-            raise InvalidAmount(f"Milestone {milestone.name!r}: {exc}") from exc
+            raise InvalidAmount(
+                gettext("Milestone %(name)s: %(reason)s")
+                % {"name": repr(milestone.name), "reason": exc}
+            ) from exc
         if milestone.amount <= 0:
             raise InvalidAmount(
-                f"Milestone {milestone.name!r}: amount must be positive, got {milestone.amount}."
+                gettext("Milestone %(name)s: amount must be positive, got %(amount)d.")
+                % {"name": repr(milestone.name), "amount": milestone.amount}
             )
         delay = milestone.auto_release_after
         if delay is not None and delay <= timedelta(0):
@@ -343,15 +353,18 @@ class EscrowTerms:
                 )
         if all(by_points) and sum(p.weight for p in self.payees) != BASIS_POINTS_WHOLE:
             raise ValueError("EscrowTerms.payees basis_points must sum to 10000 (100 %)")
-        step = amount_step(self.currency)
-        for payee in self.payees:
+        for number, payee in enumerate(self.payees, start=1):
             # An agreed amount is what the payee expects to be paid: one
             # Stripe cannot send (a fraction of a króna, a KWD amount not
             # ending in 0) would only be approximated by the division.
-            if payee.amount is not None and payee.amount % step:
+            if payee.amount is None:
+                continue
+            try:
+                validate_minor_amount(payee.amount, self.currency)
+            except InvalidAmount as exc:
                 raise InvalidAmount(
-                    f"EscrowTerms.payees amount {payee.amount}: {amount_step_rule(self.currency)}."
-                )
+                    gettext("Payee %(number)d: %(reason)s") % {"number": number, "reason": exc}
+                ) from exc
         seen = set()
         for payee in self.payees:
             key = (

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from decimal import Decimal
 
 import pytest
@@ -409,3 +412,25 @@ def test_money_arithmetic_with_non_money_raises_type_error(other: object) -> Non
 @given(minor_amounts, minor_amounts, any_currency)
 def test_money_add_then_subtract_is_identity(a: int, b: int, currency: str) -> None:
     assert (Money(a, currency) + Money(b, currency)) - Money(b, currency) == Money(a, currency)
+
+
+@pytest.mark.parametrize(
+    "setup",
+    ["", "from django.conf import settings; settings.configure()\n"],
+    ids=["no settings", "apps not loaded"],
+)
+def test_validate_minor_amount_works_where_django_is_not_set_up(setup: str) -> None:
+    """Its messages are translated where Django's translations work; a script
+    using this module without settings (or before the apps are loaded) still
+    gets an InvalidAmount, in English, not ImproperlyConfigured."""
+    script = (
+        f"{setup}from django_escrow_connect.money import InvalidAmount, validate_minor_amount\n"
+        "try:\n    validate_minor_amount(1235, 'kwd')\n"
+        "except InvalidAmount as exc:\n    print(exc)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("KWD amounts must end in 0 (Stripe requires"), result.stdout
