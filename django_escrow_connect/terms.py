@@ -54,7 +54,9 @@ class InvalidTerms(InvalidAmount):
     amount Stripe cannot charge or send (not a whole
     króna, a three-decimal amount not ending in 0, zero), a milestone with
     an empty or blank name, an ``auto_release_after`` that is not positive,
-    a payee's share that is not positive. Raised by :class:`EscrowTerms` with
+    milestones that do not add up to the amount, a payee's share that is not
+    positive, shares in basis points that do not add up to 100 %, a payee
+    listed twice. Raised by :class:`EscrowTerms` with
     its ``payer``, so :func:`get_terms` can tell that user why (the API's
     ``409 no_payment_terms``) instead of failing the request; validate these
     where users enter them
@@ -226,15 +228,16 @@ class EscrowTerms:
     payee in lists and permissions).
 
     ``milestones`` (optional) divide the amount into parts released one by
-    one; their amounts sum to ``amount`` (``ValueError`` otherwise), and each
+    one; their amounts sum to ``amount``, and each
     has a name that is not blank, an amount that is positive and one Stripe
     can charge, and an ``auto_release_after`` that is None or positive
     (:class:`InvalidTerms` otherwise, as for ``amount``). ``payees``
-    (optional) split every release between several payees; each share is
-    positive (:class:`InvalidTerms` otherwise) and together they cover
-    exactly 100 % of the net (see :class:`PayeeShare` and
-    :func:`split_amount`). Terms with neither behave exactly as before
-    milestones existed.
+    (optional) split every release between several payees, none listed
+    twice; each share is positive and shares in basis points add up to
+    10000 (:class:`InvalidTerms` otherwise); amount shares must cover
+    exactly the net, which ``create_payment`` checks (``400
+    split_mismatch``; see :class:`PayeeShare` and :func:`split_amount`).
+    Terms with neither behave exactly as before milestones existed.
 
     ``funding`` is :data:`FUND_UP_FRONT` (one payment for the whole amount)
     or :data:`FUND_PER_MILESTONE` (each milestone paid for on its own, see
@@ -289,8 +292,14 @@ class EscrowTerms:
         if self.milestones:
             for number, milestone in enumerate(self.milestones, start=1):
                 self._validate_milestone(number, milestone)
-            if sum(m.amount for m in self.milestones) != self.amount:
-                raise ValueError("EscrowTerms.milestones must sum to amount")
+            total = sum(m.amount for m in self.milestones)
+            if total != self.amount:
+                # Milestone prices a user typed beside a task's price.
+                raise InvalidTerms(
+                    gettext("The milestones add up to %(total)d, not to the amount %(amount)d.")
+                    % {"total": total, "amount": self.amount},
+                    payer=self.payer,
+                )
         if self.payees:
             self._validate_payees()
         if self.funding not in FUNDING_MODES:
@@ -351,8 +360,16 @@ class EscrowTerms:
                     % {"number": number, "share": payee.weight},
                     payer=self.payer,
                 )
-        if all(by_points) and sum(p.weight for p in self.payees) != BASIS_POINTS_WHOLE:
-            raise ValueError("EscrowTerms.payees basis_points must sum to 10000 (100 %)")
+        points = sum(p.weight for p in self.payees)
+        if all(by_points) and points != BASIS_POINTS_WHOLE:
+            # Partners' percentages a user typed (60 % and 30 %).
+            raise InvalidTerms(
+                gettext(
+                    "The payees' shares add up to %(total)s basis points, not to 10000 (100 %%)."
+                )
+                % {"total": points},
+                payer=self.payer,
+            )
         for number, payee in enumerate(self.payees, start=1):
             # An agreed amount is what the payee expects to be paid: one
             # Stripe cannot send (a fraction of a króna, a KWD amount not
@@ -366,7 +383,7 @@ class EscrowTerms:
                     gettext("Payee %(number)d: %(reason)s") % {"number": number, "reason": exc}
                 ) from exc
         seen = set()
-        for payee in self.payees:
+        for number, payee in enumerate(self.payees, start=1):
             key = (
                 ("user", payee.user.pk)
                 if payee.user is not None
@@ -376,7 +393,11 @@ class EscrowTerms:
                 )
             )
             if key in seen:
-                raise ValueError("EscrowTerms.payees lists a payee twice")
+                # The same partner picked twice in a form.
+                raise InvalidTerms(
+                    gettext("Payee %(number)d is listed twice.") % {"number": number},
+                    payer=self.payer,
+                )
             seen.add(key)
         # Amount shares must cover the net exactly; the net needs the fee
         # policy, so create_payment checks it (payees_by_amount).

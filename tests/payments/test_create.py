@@ -244,6 +244,11 @@ def test_a_price_stripe_cannot_charge_is_a_409_for_the_customer(
         ("usd", [("Design", "-1000"), ("Build", "11000")], "Milestone 'Design': Amount must not"),
         ("kwd", [("Design", "2345"), ("Build", "7655")], "Milestone 'Design': KWD amounts"),
         ("usd", [("", "2000"), ("Build", "8000")], "Milestone 1 has no name."),
+        (
+            "usd",
+            [("Design", "2000"), ("Build", "7000")],
+            "The milestones add up to 9000, not to the amount 10000.",
+        ),
         ("usd", [("Design", "2000"), ("  ", "8000")], "Milestone 2 has no name."),
         (
             "usd",

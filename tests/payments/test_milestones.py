@@ -148,7 +148,9 @@ class TestTerms:
 
     def test_milestones_must_sum_to_the_amount(self):
         user = object()
-        with pytest.raises(ValueError, match="sum to amount") as refused:
+        with pytest.raises(
+            InvalidTerms, match="add up to 1000, not to the amount 10000"
+        ) as refused:
             EscrowTerms(
                 payer=user,
                 amount=10_000,
@@ -156,8 +158,9 @@ class TestTerms:
                 payee_user=user,
                 milestones=[MilestoneTerms("A", 1_000)],
             )
-        # The host's code is wrong, not a price: no 409 for the customer.
-        assert not isinstance(refused.value, InvalidAmount)
+        # Milestone prices a user typed beside the task's: the payer is told
+        # (the 409 of test_create.py), as for a price Stripe cannot charge.
+        assert refused.value.payer is user
 
     @pytest.mark.parametrize(
         ("make", "error"),
@@ -187,7 +190,7 @@ class TestTerms:
         assert refused.value.payer == market.customer
 
     def test_basis_points_must_cover_the_whole_net(self, market, partner):
-        with pytest.raises(ValueError, match="10000"):
+        with pytest.raises(InvalidTerms, match="add up to 9000 basis points, not to 10000"):
             EscrowTerms(
                 payer=market.customer,
                 amount=10_000,
@@ -918,6 +921,11 @@ class TestSplit:
             ("basis_points", (10_000, 0), "Payee 2: the share must be positive, got 0."),
             ("basis_points", (11_000, -1_000), "Payee 2: the share must be positive, got -1000."),
             ("amount", (9_000, 0), "Payee 2: the share must be positive, got 0."),
+            (
+                "basis_points",
+                (6_000, 3_000),
+                "The payees' shares add up to 9000 basis points, not to 10000 (100 %).",
+            ),
         ],
     )
     def test_a_share_a_user_typed_that_is_not_positive_is_a_409_for_the_customer(
@@ -933,6 +941,19 @@ class TestSplit:
             ]
         }
         assert_terms_refused(market, sim_stripe, caplog, task, why)
+
+    def test_a_partner_picked_twice_is_a_409_for_the_customer(
+        self, market, sim_stripe, caplog, partner
+    ):
+        task = market.task(amount=10_000)
+        EXTRA[task.pk] = {
+            "payees": [
+                PayeeShare(user=market.doer, basis_points=5_000),
+                PayeeShare(user=partner, basis_points=2_500),
+                PayeeShare(user=partner, basis_points=2_500),
+            ]
+        }
+        assert_terms_refused(market, sim_stripe, caplog, task, "Payee 3 is listed twice.")
 
     def test_manual_capture_refuses_a_split_at_creation(self, market, partner, settings):
         configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
