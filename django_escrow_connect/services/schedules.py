@@ -17,7 +17,7 @@ from typing import Any
 from django.utils import timezone
 
 from ..conf import escrow_settings
-from ..states import IncidentKind
+from ..states import IncidentKind, MoneyOperationKind, MoneyOperationStatus
 from ..states import PaymentStatus as S
 from . import errors, radar
 from .changes import Change, failed_change, sync_intent
@@ -198,11 +198,33 @@ def _not_released(subject: str, exc: errors.ServiceError) -> Change:
 
 
 def _refused_release(payment_id: Any) -> Any:
-    """The payment's open ``transfer_failed`` incident (Stripe refused its release), if any."""
+    """The open ``transfer_failed`` incident of the payment's refused last release, if any.
+
+    The payment's latest release operation (a transfer or a capture) failed
+    with Stripe's refusal, and the incident that refusal recorded (created
+    with it, so not before it began) is still open. A tip's refused transfer
+    is no release operation and keeps no release waiting.
+    """
+    latest = (
+        model("MoneyOperation")
+        .objects.filter(
+            payment_id=payment_id,
+            kind__in=[MoneyOperationKind.TRANSFER, MoneyOperationKind.CAPTURE],
+        )
+        .order_by("-created_at")
+        .first()
+    )
+    if latest is None or latest.status != MoneyOperationStatus.FAILED:
+        return None
+    if latest.error_code == "not_made":  # never reached Stripe: nothing was refused
+        return None
     return (
         model("TransferIncident")
         .objects.filter(
-            payment_id=payment_id, kind=IncidentKind.TRANSFER_FAILED, resolved_at__isnull=True
+            payment_id=payment_id,
+            kind=IncidentKind.TRANSFER_FAILED,
+            resolved_at__isnull=True,
+            created_at__gte=latest.created_at,
         )
         .order_by("-created_at")
         .first()
