@@ -17,10 +17,11 @@ from typing import Any
 from django.utils import timezone
 
 from ..conf import escrow_settings
+from ..states import IncidentKind, MoneyOperationKind, MoneyOperationStatus
 from ..states import PaymentStatus as S
 from . import errors, radar
 from .changes import Change, failed_change, sync_intent
-from .common import open_disputes, payment_model
+from .common import model, open_disputes, payment_model
 from .payments import cancel_payment, release_payment
 
 __all__ = ["CAPTURE_EXPIRY_ACTIONS", "auto_release", "capture_expiry"]
@@ -115,6 +116,14 @@ def auto_release(*, dry_run: bool = False, now: datetime | None = None) -> list[
     Returns None when the setting is None (automatic release is off) and no
     milestone is due. Disputed payments are never released (their state is
     not ``held``; a milestone's release refuses while a dispute is open).
+
+    A release that cannot succeed until someone acts is reported on an
+    informational line, not as a failure, so the hourly run does not fail
+    (nor call Stripe, nor record an incident) every time for as long as it
+    lasts: a payee whose connected account cannot receive money
+    (``account_not_ready``: disconnected, transfers inactive), and a payment
+    whose last release Stripe refused (an open ``transfer_failed``
+    incident: staff retry the failed transfer or resolve the incident).
     """
     days = escrow_settings.AUTO_RELEASE_AFTER_DAYS
     now = now or timezone.now()
@@ -135,8 +144,15 @@ def _release_due_milestones(*, dry_run: bool, now: datetime) -> list[Change]:
                 _dry_run_release(payment_id, subject, "delivered, auto-release time passed")
             )
             continue
+        waiting = _waits_for_staff(payment_id, subject)
+        if waiting is not None:
+            changes.append(waiting)
+            continue
         try:
             updated = release_payment(payment_id, system=True, milestone_id=milestone_id)
+        except errors.AccountNotReady as exc:
+            changes.append(_not_released(subject, exc))
+            continue
         except errors.ServiceError as exc:
             changes.append(failed_change(subject, "release", exc))
             continue
@@ -154,13 +170,85 @@ def _release_held_payments(days: int, *, dry_run: bool, now: datetime) -> list[C
                 _dry_run_release(payment.pk, subject, f"held since {payment.held_at:%Y-%m-%d}")
             )
             continue
+        waiting = _waits_for_staff(payment.pk, subject)
+        if waiting is not None:
+            changes.append(waiting)
+            continue
         try:
             updated = release_payment(payment.pk, system=True)
+        except errors.AccountNotReady as exc:
+            changes.append(_not_released(subject, exc))
+            continue
         except errors.ServiceError as exc:
             changes.append(failed_change(subject, "release", exc))
             continue
         changes.append(Change(subject, f"{S.HELD} -> {updated.status}", f"held {days}+ days"))
     return changes
+
+
+def _not_released(subject: str, exc: errors.ServiceError) -> Change:
+    """A payee's account cannot receive money: refused before any Stripe call.
+
+    Informational: only the doer (finishing onboarding, reconnecting) or
+    staff (a refund) change it, and the payment stays listed for staff
+    (``escrow_report``'s stuck payments, the connected account's state).
+    """
+    logger.info("auto release: %s not released (%s)", subject, exc.code)
+    return Change(subject, f"not released ({exc.code})", exc.message)
+
+
+def _refused_release(payment_id: Any) -> Any:
+    """The open ``transfer_failed`` incident of the payment's refused last release, if any.
+
+    The payment's latest release operation (a transfer or a capture) failed
+    with Stripe's refusal, and the incident that refusal recorded (created
+    with it, so not before it began) is still open. A tip's refused transfer
+    is no release operation and keeps no release waiting.
+    """
+    latest = (
+        model("MoneyOperation")
+        .objects.filter(
+            payment_id=payment_id,
+            kind__in=[MoneyOperationKind.TRANSFER, MoneyOperationKind.CAPTURE],
+        )
+        .order_by("-created_at")
+        .first()
+    )
+    if latest is None or latest.status != MoneyOperationStatus.FAILED:
+        return None
+    if latest.error_code == "not_made":  # never reached Stripe: nothing was refused
+        return None
+    return (
+        model("TransferIncident")
+        .objects.filter(
+            payment_id=payment_id,
+            kind=IncidentKind.TRANSFER_FAILED,
+            resolved_at__isnull=True,
+            created_at__gte=latest.created_at,
+        )
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def _waits_for_staff(payment_id: Any, subject: str, verb: str = "not released") -> Change | None:
+    """An informational line when Stripe refused the payment's last release.
+
+    Sending it again every run would be refused alike (an account Stripe will
+    not pay, whose change the app may not have heard of), each time a Stripe
+    call and a new incident: the release waits for staff, who retry the
+    failed transfer (docs/recovery.md) or resolve the incident, after which
+    the next run tries again.
+    """
+    incident = _refused_release(payment_id)
+    if incident is None:
+        return None
+    code = incident.code or IncidentKind.TRANSFER_FAILED
+    return Change(
+        subject,
+        f"{verb} ({code})",
+        "Stripe refused its last release: retry the failed transfer or resolve the incident",
+    )
 
 
 def _dry_run_release(payment_id: Any, subject: str, detail: str) -> Change:
@@ -171,6 +259,9 @@ def _dry_run_release(payment_id: Any, subject: str, detail: str) -> Change:
     ``would release`` would promise what the real run then reports failed.
     """
     payment = payment_model().objects.get(pk=payment_id)
+    waiting = _waits_for_staff(payment_id, subject, verb="would not release")
+    if waiting is not None:
+        return waiting
     refusal = ""
     if open_disputes(payment.disputes).exists():
         refusal = "dispute_open"

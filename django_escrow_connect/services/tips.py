@@ -35,7 +35,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -80,11 +79,13 @@ T = TipStatus
 #: partial release, when the package has one, belongs here too.)
 TIPPABLE_PAYMENT_STATES: tuple[str, ...] = (S.RELEASED, S.PARTIALLY_RELEASED, S.PARTIALLY_REFUNDED)
 
-#: A failed tip is looked up by ``escrow_reconcile`` for this long after it
-#: last changed (as long as a payment awaiting its PaymentIntent's outcome,
+#: A tip awaiting its payment, processing or failed is looked up by
+#: ``escrow_reconcile`` for this long after it last changed (as long as a
+#: payment awaiting its PaymentIntent's outcome,
 #: ``reconcile.STALE_INTENT_MAX_AGE``); older ones are abandoned and only
-#: looked at with ``payment_id``.
-FAILED_TIP_LOOKUP_MAX_AGE = timedelta(days=30)
+#: looked at with ``payment_id``: a customer who never pays would otherwise
+#: cost a Stripe request on every run, for ever.
+TIP_LOOKUP_MAX_AGE = timedelta(days=30)
 
 #: How many unresolved operations one tip request settles before giving up.
 _MAX_STEPS = 6
@@ -496,8 +497,9 @@ def reconcile_tips(
     during the transfer, or an operation in the way) is transferred: the
     journal has already settled its unresolved operation, so the same key
     is not sent twice. A tip still awaiting its payment, or failed (the
-    customer may pay it again) within :data:`FAILED_TIP_LOOKUP_MAX_AGE`, is
-    looked up (a lost ``payment_intent.succeeded``). Refused transfers
+    customer may pay it again), that changed within
+    :data:`TIP_LOOKUP_MAX_AGE` is looked up (a lost
+    ``payment_intent.succeeded``). Refused transfers
     (``transfer_failed``) wait for staff (``retry-transfer``), like a
     refused release.
     """
@@ -509,13 +511,13 @@ def reconcile_tips(
     changes: list[Any] = []
     # A failed tip can still be paid: the customer may confirm the same
     # PaymentIntent again (no new request reaches the app), and that
-    # success's event can be lost too. Abandoned ones are left alone.
-    failed = Q(status=T.FAILED)
-    if payment_id is None:
-        failed &= Q(updated_at__gte=timezone.now() - FAILED_TIP_LOOKUP_MAX_AGE)
-    waiting = tips.filter(Q(status__in=[T.AWAITING_PAYMENT, T.PROCESSING]) | failed).exclude(
+    # success's event can be lost too. Abandoned ones (a tip never paid
+    # stays ``awaiting_payment``) are left alone.
+    waiting = tips.filter(status__in=[T.AWAITING_PAYMENT, T.PROCESSING, T.FAILED]).exclude(
         stripe_payment_intent_id=""
     )
+    if payment_id is None:
+        waiting = waiting.filter(updated_at__gte=timezone.now() - TIP_LOOKUP_MAX_AGE)
     for tip in waiting.order_by("created_at"):
         if dry_run:
             changes.append(Change(str(tip.payment_id), "would look up tip", str(tip.pk)))

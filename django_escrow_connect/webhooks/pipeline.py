@@ -53,6 +53,7 @@ from ..base.models.webhooks import AbstractWebhookEvent
 from ..conf import STRIPE_API_VERSION
 from ..notifications import notify
 from ..services.errors import ReadFirst, UnknownObject
+from ..states import UNREADABLE_EVENT_ERROR_PREFIX
 from ..states import WebhookEventStatus as E
 from .context import EventContext, IgnoreEvent, PayloadPurged, UnparseableEvent, log_extra
 from .registry import handler_for
@@ -463,6 +464,11 @@ def _process_event(pk: Any, statuses: tuple[str, ...], seen: dict[str, str]) -> 
     return str(event.status)
 
 
+def unreadable(events: Any) -> Any:
+    """The failed ``events`` whose object could not be read (:class:`UnparseableEvent`)."""
+    return events.filter(status=E.FAILED, last_error__startswith=UNREADABLE_EVENT_ERROR_PREFIX)
+
+
 def _settle_failure(pk: Any, exc: Exception, context: EventContext | None) -> str | None:
     """Record why the handler did not finish; its writes were rolled back."""
     Event = event_model()
@@ -489,6 +495,8 @@ def _settle_failure(pk: Any, exc: Exception, context: EventContext | None) -> st
                 "webhook deferred: %s", message, extra={**extra, "webhook_status": "deferred"}
             )
         else:
+            # The class name first: UNREADABLE_EVENT_ERROR_PREFIX finds the
+            # events no replay can help.
             error = f"{type(exc).__name__}: {message}"[:ERROR_MAX_CHARS]
             event.mark_failed(error)
             logger.error(

@@ -129,6 +129,64 @@ class TestAutoRelease:
         assert money_calls(sim_stripe) == ["create_transfer"]
         assert "No payment is due" in run(market, "escrow_auto_release")
 
+    def test_a_payee_who_cannot_be_paid_is_reported_not_failed_every_run(
+        self, market, sim_stripe, settings
+    ):
+        """The doer's account cannot receive transfers after the payment was
+        held: its release was refused before any Stripe call on every hourly
+        run, and the command failed every run for as long as the account
+        stays so. It is now an informational line; the payment stays listed
+        by ``escrow_report`` (stuck payments) for staff."""
+        configure(settings, AUTO_RELEASE_AFTER_DAYS=14, STUCK_PAYMENT_HOURS=24)
+        stuck = market.held_payment()
+        age(stuck, held_at=timezone.now() - timedelta(days=15))
+        market.doer_account.capabilities = {"transfers": "inactive"}
+        market.doer_account.save()
+        sim_stripe.calls.clear()
+
+        for _run in range(2):
+            output = run(market, "escrow_auto_release")  # no CommandError
+            assert f"{stuck.pk}: not released (account_not_ready)" in output
+        assert market.payment(stuck.pk).status == "held"
+        assert money_calls(sim_stripe) == []
+        assert str(stuck.pk) in run(market, "escrow_report", "--format", "json")
+
+    def test_a_release_stripe_refused_is_not_sent_again_every_run(
+        self, market, sim_stripe, settings
+    ):
+        """The doer disconnected the platform and its webhook was lost: Stripe
+        refused the automatic release, and every hourly run sent it again, was
+        refused again, recorded one more incident and failed, for ever. The
+        refusal is reported once; later runs leave the payment to staff (an
+        informational line) until the incident is resolved."""
+        from django_escrow_connect.simulation import SimulatedGateway
+
+        configure(settings, AUTO_RELEASE_AFTER_DAYS=14)
+        stuck = market.held_payment()
+        age(stuck, held_at=timezone.now() - timedelta(days=15))
+        SimulatedGateway().deauthorize(market.doer_account.stripe_account_id)
+        sim_stripe.calls.clear()
+
+        out = StringIO()
+        with market.capture(execute=True), pytest.raises(Exception, match="could not be released"):
+            call_command("escrow_auto_release", stdout=out, stderr=out)
+        assert f"{stuck.pk}: release failed" in out.getvalue()
+        for _run in range(2):
+            output = run(market, "escrow_auto_release")  # no CommandError
+            assert f"{stuck.pk}: not released (" in output
+            assert "retry the failed transfer or resolve the incident" in output
+        assert "would not release" in run(market, "escrow_auto_release", "--dry-run")
+        assert money_calls(sim_stripe) == ["create_transfer"]
+        incidents = swappable.load("TransferIncident").objects.filter(payment_id=stuck.pk)
+        assert incidents.count() == 1
+        assert market.payment(stuck.pk).status == "held"
+
+        # Staff resolve the incident: the next run tries again.
+        incidents.update(resolved_at=timezone.now())
+        with pytest.raises(Exception, match="could not be released"):
+            run(market, "escrow_auto_release")
+        assert money_calls(sim_stripe) == ["create_transfer", "create_transfer"]
+
 
 class TestAutoReleaseDryRunTellsTheTruth:
     @pytest.fixture(autouse=True)

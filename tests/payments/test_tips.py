@@ -450,6 +450,35 @@ def test_reconcile_catches_up_with_a_failed_tip_paid_again(market):
     assert tip.transfers.get().status == "created"
 
 
+@pytest.mark.parametrize("paid", ["never", "declined"])
+def test_abandoned_tips_are_not_looked_up_on_every_reconcile_for_ever(market, paid):
+    """A tip the customer never paid stayed ``awaiting_payment`` and cost a
+    Stripe request on every scheduled run, for ever; after 30 days untouched
+    it is left alone, as an abandoned checkout (and a failed tip) is."""
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from django_escrow_connect.simulation import simulated_stripe
+
+    payment = market.released_payment()
+    tip_id = add_tip(market, payment, 400).json()["id"]
+    if paid == "declined":
+        pay_tip(market, tip_id, "declined")
+    Tip().objects.filter(pk=tip_id).update(updated_at=timezone.now() - timedelta(days=31))
+    simulated_stripe.calls.clear()
+
+    out = io.StringIO()
+    call_command("escrow_reconcile", "--older-than", "0", stdout=out)
+
+    assert "Nothing to reconcile." in out.getvalue()
+    assert simulated_stripe.calls == []
+    # Named, it is still looked up (an operator's question).
+    call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=io.StringIO())
+    assert [name for name, _ in simulated_stripe.calls] == ["retrieve_payment_intent"]
+
+
 @pytest.fixture
 def tip_signals():
     seen = []

@@ -84,6 +84,36 @@ def test_replay_selects_by_id_type_and_date(deliver: Any, flaky: list[int]) -> N
         run("escrow_replay_events", "--event", "evt_missing")
 
 
+def test_scheduled_replay_leaves_an_unreadable_event_alone(deliver: Any) -> None:
+    """An event whose object cannot be read fails the same way on every replay:
+    the hourly ``escrow_replay_events`` failed on every run, for good, and no
+    operator action cleared it. The default run now leaves it alone (one
+    informational line); named, or with ``--unreadable``, it is replayed
+    (after an upgrade), and the report still lists it without alerting."""
+    unreadable = so.event("payment_intent.succeeded", so.payment_intent(amount=10**30))
+    assert deliver.platform(unreadable).status_code == 200
+    row = events().get()
+    assert row.status == "failed"
+
+    for _run in range(2):
+        out = run("escrow_replay_events")
+        assert "No events to replay." in out
+        assert "1 failed event whose object cannot be read is left alone" in out
+    assert events().get().attempts == 1
+
+    with pytest.raises(CommandError, match="failed again"):
+        run("escrow_replay_events", "--unreadable")
+    with pytest.raises(CommandError, match="failed again"):
+        run("escrow_replay_events", "--event", unreadable["id"])
+    assert events().get().attempts == 3
+
+    report = json.loads(run("escrow_report", "--format", "json"))
+    assert report["webhook_events"]["failed"] == 0
+    assert report["webhook_events"]["unreadable"] == 1
+    assert [e["event"] for e in report["webhook_events"]["unresolved"]] == [unreadable["id"]]
+    run("escrow_report", "--check")  # does not exit 1
+
+
 def admin_replay(client: Client, rows: list[Any], *, confirm: bool) -> Any:
     data: dict[str, Any] = {"action": "replay_events", "_selected_action": [r.pk for r in rows]}
     if confirm:

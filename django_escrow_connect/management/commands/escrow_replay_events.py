@@ -1,9 +1,13 @@
 """``manage.py escrow_replay_events``: process recorded webhook events again.
 
-By default every *failed* event is retried. ``--event evt_...`` replays the
-named events whatever their state (handlers compare with the current state,
-so replaying an event that was applied changes nothing); ``--type`` and
-``--since`` narrow the selection; ``--status`` picks other states.
+By default every *failed* event is retried, but those whose object could not
+be read (another API version, a value no column holds): the same body fails
+every replay alike, so a scheduled run would fail for ever; they are counted
+on one line, and replayed with ``--unreadable`` or by name once the package
+or the endpoint is upgraded. ``--event evt_...`` replays the named events
+whatever their state (handlers compare with the current state, so replaying
+an event that was applied changes nothing); ``--type`` and ``--since``
+narrow the selection; ``--status`` picks other states.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ...dates import parse_since
 from ...states import WebhookEventStatus
 from ...webhooks.operations import replay_events
-from ...webhooks.pipeline import event_model
+from ...webhooks.pipeline import event_model, unreadable
 
 
 class Command(BaseCommand):
@@ -32,6 +36,11 @@ class Command(BaseCommand):
             action="append",
             choices=list(WebhookEventStatus.values),
             help="Only events in this state (default: failed; with --event: any).",
+        )
+        parser.add_argument(
+            "--unreadable",
+            action="store_true",
+            help="Also the failed events whose object could not be read (after an upgrade).",
         )
         parser.add_argument("--limit", type=int, default=1000, help="At most this many events.")
         parser.add_argument("--dry-run", action="store_true", help="Only list what would replay.")
@@ -55,6 +64,15 @@ class Command(BaseCommand):
                 events = events.filter(received_at__gte=parse_since(options["since"]))
             except ValueError as exc:
                 raise CommandError(str(exc)) from exc
+        if not options["event"] and not options["unreadable"]:
+            left_alone = unreadable(events).count()
+            if left_alone:
+                events = events.exclude(pk__in=unreadable(events).values("pk"))
+                self.stdout.write(
+                    f"{left_alone} failed event{'s' if left_alone != 1 else ''} whose object "
+                    f"cannot be read {'are' if left_alone != 1 else 'is'} left alone (a replay "
+                    "fails alike until an upgrade; then --unreadable)."
+                )
         selected = list(
             events.order_by("received_at").values_list("pk", "stripe_event_id", "type", "status")[
                 : options["limit"]
