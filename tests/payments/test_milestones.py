@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
+from django.utils import timezone
 
 from django_escrow_connect import signals, swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import BalanceInsufficient, TemporarilyUnavailable
 from django_escrow_connect.money import InvalidAmount, InvalidCurrency
+from django_escrow_connect.services.schedules import auto_release
 from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.terms import (
     EscrowTerms,
@@ -1472,28 +1474,29 @@ class TestDisputes:
 # --------------------------------------------------------------------------
 
 
+def design_released_after_three_days() -> list[MilestoneTerms]:
+    """Design (4,000) released 3 days after delivery, Build (6,000) by hand."""
+    return [
+        MilestoneTerms("Design", 4_000, auto_release_after=timedelta(days=3)),
+        MilestoneTerms("Build", 6_000),
+    ]
+
+
+def deliver_first_milestone(market: Any, payment: Any) -> None:
+    """The doer marks the payment's first milestone delivered (API)."""
+    first = payment.milestones.order_by("position").first()
+    url = reverse("escrow_connect:milestone-deliver", args=[str(payment.pk), str(first.pk)])
+    with market.capture(execute=True):
+        assert market.client(market.doer).post(url, {}, format="json").status_code == 200
+
+
 @pytest.mark.usefixtures("split")
 class TestMilestoneAutoRelease:
     def test_a_delivered_milestone_is_released_after_its_delay(self, market, sim_stripe):
-        from datetime import timedelta
-
-        from django.utils import timezone
-
-        from django_escrow_connect.services.schedules import auto_release
-
-        payment = held(
-            market,
-            milestones=[
-                MilestoneTerms("Design", 4_000, auto_release_after=timedelta(days=3)),
-                MilestoneTerms("Build", 6_000),
-            ],
-        )
-        design, _build = payment.milestones.order_by("position")
+        payment = held(market, milestones=design_released_after_three_days())
         # Not delivered: nothing is due (and the payment-level policy is off).
         assert auto_release(now=timezone.now() + timedelta(days=30)) is None
-        url = reverse("escrow_connect:milestone-deliver", args=[str(payment.pk), str(design.pk)])
-        with market.capture(execute=True):
-            assert market.client(market.doer).post(url, {}, format="json").status_code == 200
+        deliver_first_milestone(market, payment)
         assert auto_release(now=timezone.now() + timedelta(days=2)) is None
         with market.capture(execute=True):
             changes = auto_release(now=timezone.now() + timedelta(days=3, minutes=1))
@@ -1513,23 +1516,9 @@ class TestMilestoneAutoRelease:
         (the scheduled command failed on every run, for good). An appeal won
         makes it due again. A dispute still open is reported as a failure,
         as documented: it waits for the platform's response."""
-        from datetime import timedelta
-
-        from django.utils import timezone
-
-        from django_escrow_connect.services.schedules import auto_release
-
-        payment = held(
-            market,
-            milestones=[
-                MilestoneTerms("Design", 4_000, auto_release_after=timedelta(days=3)),
-                MilestoneTerms("Build", 6_000),
-            ],
-        )
-        design, _build = payment.milestones.order_by("position")
-        url = reverse("escrow_connect:milestone-deliver", args=[str(payment.pk), str(design.pk)])
+        payment = held(market, milestones=design_released_after_three_days())
+        deliver_first_milestone(market, payment)
         with market.capture(execute=True):
-            assert market.client(market.doer).post(url, {}, format="json").status_code == 200
             dispute = dispute_event(market.payment(payment.pk))
         later = timezone.now() + timedelta(days=4)
         (open_one,) = auto_release(now=later)
