@@ -15,8 +15,6 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
 
-from django.utils.translation import gettext
-
 from .conf import escrow_settings
 from .money import (
     InvalidAmount,
@@ -25,6 +23,10 @@ from .money import (
     normalize_currency,
     validate_minor_amount,
 )
+
+# Django's gettext once settings and apps are ready, the English text before
+# (terms made in a script or at import time stay an InvalidAmount).
+from .money import _ as gettext
 
 __all__ = [
     "BASIS_POINTS_WHOLE",

@@ -434,3 +434,28 @@ def test_validate_minor_amount_works_where_django_is_not_set_up(setup: str) -> N
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("KWD amounts must end in 0 (Stripe requires"), result.stdout
+
+
+def test_terms_a_script_makes_before_the_apps_are_loaded_are_refused_in_english() -> None:
+    """``EscrowTerms`` words its refusals with the same guarded translation:
+    terms made before the apps are loaded are an InvalidTerms (still an
+    InvalidCurrency for a malformed code), not AppRegistryNotReady."""
+    script = (
+        "from django.conf import settings; settings.configure()\n"
+        "from django_escrow_connect.money import InvalidCurrency\n"
+        "from django_escrow_connect.terms import EscrowTerms, InvalidTerms\n"
+        "for amount, currency in ((0, 'usd'), (1000, 'u$d')):\n"
+        "    try:\n"
+        "        EscrowTerms(payer=None, payee_user=object(), amount=amount, currency=currency)\n"
+        "    except InvalidTerms as exc:\n"
+        "        print(isinstance(exc, InvalidCurrency), exc)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "False The amount must be positive, got 0.",
+        "True Invalid currency code 'u$d': expected three letters.",
+    ]

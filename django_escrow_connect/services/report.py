@@ -11,13 +11,18 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, DateTimeField, Exists, ExpressionWrapper, F, OuterRef, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .. import swappable
 from ..conf import escrow_settings
-from ..states import UNREADABLE_EVENT_ERROR_PREFIX, AccountStatus, PaymentStatus
+from ..states import (
+    UNREADABLE_EVENT_ERROR_PREFIX,
+    AccountStatus,
+    MilestoneStatus,
+    PaymentStatus,
+)
 from ..states import WebhookEventStatus as E
 from .common import open_disputes
 
@@ -131,11 +136,31 @@ def _open_disputes() -> dict[str, Any]:
 def _stuck_payments(now: datetime) -> dict[str, Any]:
     hours = int(escrow_settings.STUCK_PAYMENT_HOURS)
     cutoff = now - timedelta(hours=hours)
+    # A payment released in parts waits for its next milestone as long as
+    # the doer takes: stuck only when a delivered milestone is overdue for
+    # its automatic release (escrow_auto_release reports a payee who cannot
+    # be paid, or a release Stripe refused, without failing every run).
+    overdue_milestone = (
+        swappable.load("EscrowMilestone")
+        .objects.filter(
+            payment=OuterRef("pk"),
+            status=MilestoneStatus.DELIVERED,
+            auto_release_after__isnull=False,
+            delivered_at__isnull=False,
+        )
+        .annotate(
+            due_at=ExpressionWrapper(
+                F("delivered_at") + F("auto_release_after"), output_field=DateTimeField()
+            )
+        )
+        .filter(due_at__lt=cutoff)
+    )
     stuck = (
         swappable.load("EscrowPayment")
         .objects.filter(
             Q(status=PaymentStatus.HELD, held_at__lt=cutoff)
             | Q(status=PaymentStatus.RELEASING, updated_at__lt=cutoff)
+            | Q(Exists(overdue_milestone), status=PaymentStatus.PARTIALLY_RELEASED)
         )
         .order_by("updated_at")
     )

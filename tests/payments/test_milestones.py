@@ -1508,6 +1508,62 @@ class TestMilestoneAutoRelease:
         # Released once: running again changes nothing.
         assert auto_release(now=timezone.now() + timedelta(days=10)) is None
 
+    def test_an_overdue_milestone_the_payee_cannot_be_paid_for_is_a_stuck_payment(
+        self, market, sim_stripe, settings
+    ):
+        """The doer's account stopped receiving transfers after the first
+        milestone was released: the delivered second one is not released, on
+        an informational line of every hourly run (not a failure). The payment
+        released in parts is listed as stuck, and ``escrow_report --check``
+        fails, once the milestone is overdue for longer than
+        ``STUCK_PAYMENT_HOURS`` (it said nothing: the hourly failure was the
+        only alert)."""
+        from io import StringIO
+
+        from django.core.management import CommandError, call_command
+
+        configure(settings, STUCK_PAYMENT_HOURS=24)
+        payment = held(
+            market,
+            milestones=[
+                MilestoneTerms("Design", 4_000, auto_release_after=timedelta(days=3)),
+                MilestoneTerms("Build", 6_000, auto_release_after=timedelta(days=3)),
+            ],
+        )
+        deliver_first_milestone(market, payment)
+        with market.capture(execute=True):
+            auto_release(now=timezone.now() + timedelta(days=4))
+        assert market.payment(payment.pk).status == "partially_released"
+        build = payment.milestones.order_by("position")[1]
+        url = reverse("escrow_connect:milestone-deliver", args=[str(payment.pk), str(build.pk)])
+        with market.capture(execute=True):
+            assert market.client(market.doer).post(url, {}, format="json").status_code == 200
+        market.doer_account.capabilities = {"transfers": "inactive"}
+        market.doer_account.save()
+
+        def report_check() -> str:
+            out = StringIO()
+            call_command("escrow_report", "--check", stdout=out)
+            return out.getvalue()
+
+        assert str(payment.pk) not in report_check()  # waiting for the doer's work: fine
+        # Delivered 3 days and 2 hours ago: due 2 hours ago, not yet stuck.
+        payment.milestones.filter(pk=build.pk).update(
+            delivered_at=timezone.now() - timedelta(days=3, hours=2)
+        )
+        (waiting,) = auto_release()
+        assert (waiting.action, waiting.error) == ("not released (account_not_ready)", False)
+        assert str(payment.pk) not in report_check()
+        # Overdue for longer than STUCK_PAYMENT_HOURS: the report says so.
+        payment.milestones.filter(pk=build.pk).update(
+            delivered_at=timezone.now() - timedelta(days=4, hours=1)
+        )
+        with pytest.raises(CommandError, match="needs attention"):
+            report_check()
+        out = StringIO()
+        call_command("escrow_report", "--format", "json", stdout=out)
+        assert str(payment.pk) in out.getvalue()
+
     def test_a_due_milestone_of_a_lost_dispute_is_not_a_failure_on_every_run(
         self, market, sim_stripe
     ):
