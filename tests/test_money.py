@@ -414,6 +414,16 @@ def test_money_add_then_subtract_is_identity(a: int, b: int, currency: str) -> N
     assert (Money(a, currency) + Money(b, currency)) - Money(b, currency) == Money(a, currency)
 
 
+def run_without_django_settings(script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` in a fresh interpreter without DJANGO_SETTINGS_MODULE; it must succeed."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 @pytest.mark.parametrize(
     "setup",
     ["", "from django.conf import settings; settings.configure()\n"],
@@ -428,11 +438,7 @@ def test_validate_minor_amount_works_where_django_is_not_set_up(setup: str) -> N
         "try:\n    validate_minor_amount(1235, 'kwd')\n"
         "except InvalidAmount as exc:\n    print(exc)\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_without_django_settings(script)
     assert result.stdout.startswith("KWD amounts must end in 0 (Stripe requires"), result.stdout
 
 
@@ -450,11 +456,7 @@ def test_terms_a_script_makes_before_the_apps_are_loaded_are_refused_in_english(
         "    except InvalidTerms as exc:\n"
         "        print(isinstance(exc, InvalidCurrency), exc)\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_without_django_settings(script)
     assert result.stdout.splitlines() == [
         "False The amount must be positive, got 0.",
         "True Invalid currency code 'u$d': expected three letters.",
