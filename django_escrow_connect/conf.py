@@ -289,3 +289,9 @@ def _reload(*, setting: str, **kwargs: Any) -> None:
 
 
 setting_changed.connect(_reload)
+
+
+def live_mode_configured() -> bool:
+    """Whether the configured secret key is a live one (``sk_live_`` / ``rk_live_``)."""
+    key = escrow_settings.STRIPE_SECRET_KEY or ""
+    return isinstance(key, str) and key.startswith(("sk_live_", "rk_live_"))

@@ -24,6 +24,7 @@ from ..conf import ACCOUNTS_V2, escrow_settings
 from ..dates import check_period
 from ..exceptions import GatewayError
 from ..gateway import get_gateway
+from ..services import accounts
 from ..services.common import accounts_v2_gateway
 from ..services.reconcile import Change
 from ..states import AccountsApi, WebhookEndpoint
@@ -84,6 +85,9 @@ class FetchResult:
     outcomes: Counter[str] = field(default_factory=Counter)
     #: Why Stripe could not list this source's events (the others still run).
     error: str = ""
+    #: Stripe refused the platform access to this connected account, and a
+    #: read of it confirmed: it is deauthorized now (no more events to list).
+    deauthorized: bool = False
 
     @property
     def recorded(self) -> int:
@@ -209,6 +213,10 @@ def _fetch(endpoint: str, created_gte: int, account: str | None) -> FetchResult:
             exc,
             extra={"connected_account": account or "", "stripe_event_id": "", "payment_id": ""},
         )
+        if account is not None and exc.code == accounts.ACCESS_REFUSED:
+            # The owner disconnected the platform and the deauthorization
+            # event was lost: without this, every run fails on this account.
+            result.deauthorized = accounts.lost_access(account)
         return result
     fetched.sort(key=_created)  # stable: Stripe's order within a second
     for event in fetched:

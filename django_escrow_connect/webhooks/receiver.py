@@ -34,7 +34,7 @@ from typing import Any, Literal, overload
 from django.db import DatabaseError, DataError, connections, router
 
 from .. import observability, swappable
-from ..conf import escrow_settings
+from ..conf import escrow_settings, live_mode_configured
 from ..exceptions import InvalidWebhookPayload, SignatureVerificationFailed
 from ..gateway import get_gateway
 from ..states import WebhookEndpoint
@@ -109,12 +109,6 @@ def nesting_depth(value: Any) -> int:
             return deepest
         stack.extend((child, depth + 1) for child in children)
     return deepest
-
-
-def live_mode_configured() -> bool:
-    """Whether the configured secret key is a live one (``sk_live_`` / ``rk_live_``)."""
-    key = escrow_settings.STRIPE_SECRET_KEY or ""
-    return isinstance(key, str) and key.startswith(("sk_live_", "rk_live_"))
 
 
 class EndpointSpec:

@@ -13,6 +13,7 @@ from django.urls import reverse
 
 from django_escrow_connect import swappable
 from django_escrow_connect.exceptions import BalanceInsufficient, TemporarilyUnavailable
+from django_escrow_connect.simulation import SimulatedGateway
 from tests import factories
 from tests.payments.conftest import money_calls
 
@@ -360,6 +361,20 @@ def test_refresh_an_account_from_stripe(admin_client, market, sim_stripe):
         "ok",
         account.stripe_account_id,
     )
+
+
+def test_refreshing_an_account_that_disconnected_unheard_deauthorizes_it(admin_client, market):
+    # The doer disconnected the platform; the deauthorization event was lost.
+    account = market.doer_account
+    SimulatedGateway().deauthorize(account.stripe_account_id)
+    account.refresh_from_db()
+    assert account.status == "verified"
+    done = list_action(admin_client, market, type(account), "refresh_account", [account], note="")
+    assert any("now deauthorized" in m for m in messages_of(done))
+    account.refresh_from_db()
+    assert account.status == "deauthorized"
+    entry = StaffAction.objects.get()
+    assert (entry.action, entry.outcome) == ("refresh_account", "ok")
 
 
 def test_an_account_stripe_does_not_know_is_refused_not_a_500(admin_client, market):
