@@ -99,6 +99,20 @@ def account_for_payee(payee_user: Any = None, payee_organization: Any = None) ->
     return Account.objects.filter(owner_organization=payee_organization).first()
 
 
+def transfer_account(payee_user: Any, payee_organization: Any, refusal: str) -> Any:
+    """The payee's connected account, if Stripe will accept a transfer to it now.
+
+    Else :class:`~.errors.AccountNotReady` (409 ``account_not_ready``) with
+    ``refusal``: no account, disconnected, or transfers not active. A
+    release checks it before anything is written or sent, and
+    ``escrow_auto_release --dry-run`` by the same rule.
+    """
+    account = account_for_payee(payee_user, payee_organization)
+    if account is None or not account.can_transfer:
+        raise errors.AccountNotReady(refusal)
+    return account
+
+
 def translate(exc: GatewayError, action: str) -> errors.ServiceError:
     """A gateway failure as the error the caller shows (``action`` already translated)."""
     if exc.is_transient:

@@ -53,6 +53,7 @@ from .common import (
     model,
     open_disputes,
     payment_model,
+    transfer_account,
     translate,
 )
 from .task_status import sync_task_status
@@ -689,11 +690,11 @@ def _begin_release(payment: Any, user: Any) -> Any:
         payment.save()
         return operation
 
-    account = account_for_payee(payment.payee_user, payment.payee_organization)
-    if account is None or not account.can_transfer:
-        raise errors.AccountNotReady(
-            _("The doer's connected account cannot receive transfers now.")
-        )
+    account = transfer_account(
+        payment.payee_user,
+        payment.payee_organization,
+        _("The doer's connected account cannot receive transfers now."),
+    )
     net = payment.amount - payment.amount_refunded
     fee = compute_platform_fee(net, payment.currency)
     amount = net - fee

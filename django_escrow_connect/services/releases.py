@@ -55,11 +55,13 @@ from .common import (
     model,
     open_disputes,
     payment_model,
+    transfer_account,
 )
 from .task_status import sync_task_status
 
 __all__ = [
     "auto_release_due",
+    "check_payees_ready",
     "check_split_terms",
     "deliver_milestone",
     "record_split_terms",
@@ -463,9 +465,11 @@ def shares_owed(payment_ids: Collection[Any]) -> dict[int, dict[int, int]]:
 def _begin_transfer(
     payment: Any, release: Any, payee: Any, share: int, user: Any, request_key: str = ""
 ) -> Any:
-    account = account_for_payee(payee.user, payee.organization)
-    if account is None or not account.can_transfer:
-        raise errors.AccountNotReady(_("A payee's connected account cannot receive transfers now."))
+    account = transfer_account(
+        payee.user,
+        payee.organization,
+        _("A payee's connected account cannot receive transfers now."),
+    )
     attempt = release.transfers.filter(payee=payee).count()
     key = idempotency_key(
         "payment", payment.pk, f"release{release.position}-payee{payee.position}", attempt
@@ -536,13 +540,8 @@ def _create_release(payment: Any, user: Any, asked: _Ask) -> Any:
         raise errors.Conflict(
             _("The charge is not known yet; try again shortly."), code="charge_pending"
         )
+    check_payees_ready(payment)
     payees = list(payment.payees.all()) or [_single_payee(payment)]
-    for payee in payees:
-        account = account_for_payee(payee.user, payee.organization)
-        if account is None or not account.can_transfer:
-            raise errors.AccountNotReady(
-                _("Every payee's connected account must be able to receive transfers.")
-            )
     before = sum(r.amount for r in releases)
     taken = sum(r.platform_fee for r in releases)
     context = {"payees": payees, "payment": payment}
@@ -589,6 +588,27 @@ def _create_release(payment: Any, user: Any, asked: _Ask) -> Any:
     sync_task_status(payment)
     outcomes.log_payment(payment, "release %s of %s created", release.position, gross)
     return release
+
+
+def check_payees_ready(payment: Any) -> None:
+    """Refuse (409 ``account_not_ready``) while a payee's account cannot receive a transfer.
+
+    What a release checks of every payee (the doer, or each payee of a
+    split) before any Stripe call; reads only, so ``escrow_auto_release
+    --dry-run`` tells what the real run will do. A manual-capture payment
+    sends no transfer (its capture pays the doer's destination charge).
+    """
+    if payment.is_manual_capture:
+        return
+    parties = [(payee.user, payee.organization) for payee in payment.payees.all()] or [
+        (payment.payee_user, payment.payee_organization)
+    ]
+    for user, organization in parties:
+        transfer_account(
+            user,
+            organization,
+            _("Every payee's connected account must be able to receive transfers."),
+        )
 
 
 def _valid_amount(payment: Any, amount: Any, held: int) -> int:

@@ -23,6 +23,7 @@ from . import errors, radar
 from .changes import Change, failed_change, sync_intent
 from .common import model, open_disputes, payment_model
 from .payments import cancel_payment, release_payment
+from .releases import auto_release_due, check_payees_ready
 
 __all__ = ["CAPTURE_EXPIRY_ACTIONS", "auto_release", "capture_expiry"]
 
@@ -134,8 +135,6 @@ def auto_release(*, dry_run: bool = False, now: datetime | None = None) -> list[
 
 
 def _release_due_milestones(*, dry_run: bool, now: datetime) -> list[Change]:
-    from .releases import auto_release_due
-
     changes: list[Change] = []
     for payment_id, milestone_id in auto_release_due(now):
         subject = f"{payment_id} milestone {milestone_id}"
@@ -255,8 +254,10 @@ def _dry_run_release(payment_id: Any, subject: str, detail: str) -> Change:
     """What a dry run says of a release due: ``would release``, or why it would be refused.
 
     Release refuses while the payment is frozen (an open dispute, an open
-    Radar review or early fraud warning); a dry run that listed those as
-    ``would release`` would promise what the real run then reports failed.
+    Radar review or early fraud warning), and while a payee's account
+    cannot receive money (``account_not_ready``, the real run's
+    informational line); a dry run that listed those as ``would release``
+    would promise what the real run then does not do. Reads only.
     """
     payment = payment_model().objects.get(pk=payment_id)
     waiting = _waits_for_staff(payment_id, subject, verb="would not release")
@@ -268,6 +269,7 @@ def _dry_run_release(payment_id: Any, subject: str, detail: str) -> Change:
     else:
         try:
             radar.check_not_held(payment)
+            check_payees_ready(payment)
         except errors.ServiceError as exc:
             refusal = exc.code
     if refusal:

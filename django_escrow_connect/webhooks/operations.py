@@ -88,6 +88,11 @@ class FetchResult:
     #: Stripe refused the platform access to this connected account, and a
     #: read of it confirmed: it is deauthorized now (no more events to list).
     deauthorized: bool = False
+    #: The known failed events left as they are (their pks; counted
+    #: ``duplicate``), and how many of them failed because their object
+    #: could not be read.
+    left_alone: list[Any] = field(default_factory=list)
+    unreadable: int = 0
 
     @property
     def recorded(self) -> int:
@@ -108,8 +113,13 @@ def fetch_missed_events(
     clamped to that) for the platform and for each connected account named,
     and the v2 Events API (``/v2/core/events``) for thin events:
     ``include_thin`` None means when Accounts v2 is in use (``ACCOUNTS_API``
-    is ``"v2"``, or an account was created with it). Events already in the
-    log cost two queries and change nothing.
+    is ``"v2"``, or an account was created with it).
+
+    Events already in the log cost two queries and change nothing, failed
+    ones included: retrying those is ``escrow_replay_events``'s (which
+    leaves alone the ones whose object cannot be read); each result lists
+    them (``left_alone``) and counts the unreadable ones. A known event
+    still ``received`` (never processed) is processed, as a delivery would.
     """
     oldest = timezone.now() - EVENTS_API_WINDOW
     if since < oldest:
@@ -171,10 +181,8 @@ def _fetch_thin(since: datetime) -> FetchResult:
         ):
             result.outcomes["malformed"] += 1
             continue
-        row = receiver.record(WebhookEndpoint.THIN, event)
-        outcome = dispatch_recorded(row)
-        result.seen += 1
-        result.outcomes[outcome.status] += 1
+        _settle(result, receiver.record(WebhookEndpoint.THIN, event))
+    _count_unreadable(result)
     logger.info(
         "fetched missed thin events: %s seen, %s new",
         result.seen,
@@ -226,10 +234,8 @@ def _fetch(endpoint: str, created_gte: int, account: str | None) -> FetchResult:
         if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
             result.outcomes["malformed"] += 1
             continue
-        row = receiver.record(endpoint, event)
-        outcome = dispatch_recorded(row)
-        result.seen += 1
-        result.outcomes[outcome.status] += 1
+        _settle(result, receiver.record(endpoint, event))
+    _count_unreadable(result)
     logger.info(
         "fetched missed events: %s seen, %s new",
         result.seen,
@@ -237,6 +243,29 @@ def _fetch(endpoint: str, created_gte: int, account: str | None) -> FetchResult:
         extra={"connected_account": account or "", "stripe_event_id": "", "payment_id": ""},
     )
     return result
+
+
+def _settle(result: FetchResult, row: pipeline.RecordedEvent) -> None:
+    """Process an event the log did not have (or never processed); leave a known one as it is.
+
+    A known failed event was processed again on every run while it was
+    within ``--since``: one whose object cannot be read failed alike every
+    time, and the hourly run failed (exit 1) for as long. Retrying failed
+    events is ``escrow_replay_events``'s, and ``escrow_report`` lists them.
+    """
+    result.seen += 1
+    if row.status == E.FAILED:
+        result.outcomes["duplicate"] += 1
+        result.left_alone.append(row.pk)
+        return
+    result.outcomes[dispatch_recorded(row).status] += 1
+
+
+def _count_unreadable(result: FetchResult) -> None:
+    """How many of the known failed events could not be read (one query, only if any)."""
+    if result.left_alone:
+        events = pipeline.event_model().objects.filter(pk__in=result.left_alone)
+        result.unreadable = pipeline.unreadable(events).count()
 
 
 # --------------------------------------------------------------------------

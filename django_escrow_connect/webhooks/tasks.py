@@ -66,8 +66,8 @@ def process_webhook_event(stripe_event_id: str, retry_of_attempt: int = 0) -> st
         statuses = (E.RECEIVED,)
     elif row["status"] == E.FAILED and not _retries_under_way(row["attempts"]):
         # Delivered again after the worker gave up, or on a backend that
-        # cannot retry (a resend from the Stripe dashboard,
-        # escrow_fetch_missed_events): one more try.
+        # cannot retry (a resend from the Stripe dashboard): one more try.
+        # escrow_fetch_missed_events leaves known failed events alone.
         statuses = (E.FAILED,)
     else:
         return None

@@ -16,9 +16,13 @@ import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from io import StringIO
 from typing import Any
 
 import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from rest_framework.test import APIClient
 
@@ -244,6 +248,23 @@ def calls(store: Any, *names: str) -> list[str]:
 
 def money_calls(store: Any) -> list[str]:
     return calls(store, *MONEY_CALLS)
+
+
+def auto_release_dry_run(market: Marketplace, store: Any) -> str:
+    """``escrow_auto_release --dry-run``'s output, once proven read-only:
+    not one Stripe call (reads included), not one row written."""
+    out = StringIO()
+    store.calls.clear()
+    with CaptureQueriesContext(connection) as queries, market.capture(execute=True):
+        call_command("escrow_auto_release", "--dry-run", stdout=out, stderr=out)
+    writes = [q["sql"] for q in queries if q["sql"].split(None, 1)[0].upper() in WRITES]
+    assert writes == []
+    assert calls(store) == []
+    return out.getvalue()
+
+
+#: The SQL statements that write.
+WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 
 
 def assert_terms_refused(

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django_escrow_connect import swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 
-from .conftest import configure, money_calls
+from .conftest import auto_release_dry_run, configure, money_calls
 
 
 def run(market, name, *args):
@@ -229,3 +229,31 @@ class TestAutoReleaseDryRunTellsTheTruth:
         assert market.payment(frozen.pk).status == "held"
         assert market.payment(free.pk).status == "released"
         assert money_calls(sim_stripe) == ["create_transfer"]
+
+    @pytest.mark.parametrize(
+        "unready",
+        [{"capabilities": {"transfers": "inactive"}}, {"status": "deauthorized"}],
+        ids=["transfers_inactive", "deauthorized"],
+    )
+    def test_a_payee_who_cannot_be_paid_is_listed_as_the_real_run_reports_it(
+        self, market, sim_stripe, unready
+    ):
+        """The doer's account cannot receive money: the real run refuses the
+        release before any Stripe call and says ``not released
+        (account_not_ready)``, but ``--dry-run`` said ``would release``. It
+        now says the release would not happen, and why, still reading only."""
+        stuck = market.held_payment()
+        age(stuck, held_at=timezone.now() - timedelta(days=15))
+        dry = auto_release_dry_run(market, sim_stripe)
+        assert f"{stuck.pk}: would release" in dry  # the account is ready: the control
+
+        swappable.load("ConnectedAccount").objects.filter(pk=market.doer_account.pk).update(
+            **unready
+        )
+        dry = auto_release_dry_run(market, sim_stripe)
+        assert f"{stuck.pk}: would not release (account_not_ready)" in dry
+        assert "would release" not in dry
+        output = run(market, "escrow_auto_release")  # no CommandError
+        assert f"{stuck.pk}: not released (account_not_ready)" in output
+        assert market.payment(stuck.pk).status == "held"
+        assert money_calls(sim_stripe) == []

@@ -289,6 +289,38 @@ def test_fetch_missed_events_records_and_processes_them(
     assert events().count() == recorded
 
 
+def test_fetch_leaves_known_failed_events_to_replay(
+    deliver: Any, flaky: list[int], sim_stripe: Any
+) -> None:
+    """A failed event Stripe still listed within ``--since`` was processed
+    again on every run: one whose object cannot be read failed alike each
+    time, and the hourly run exited 1 for as long as it stayed in the window
+    (although ``escrow_replay_events`` leaves it alone). Known events of
+    every state now change nothing; the failed ones are left to
+    ``escrow_replay_events``, on an informational line."""
+    unreadable = so.event("payment_intent.succeeded", so.payment_intent(amount=10**30))
+    broken = so.event(FLAKY, so.charge())
+    assert deliver.platform(unreadable).status_code == 200
+    assert deliver.platform(broken).status_code == 500
+    for evt in (unreadable, broken):
+        sim_stripe.events[evt["id"]] = evt  # Stripe lists both
+    logged = list(events().order_by("pk").values_list("status", "attempts", "last_error"))
+    assert [(status, attempts) for status, attempts, _ in logged] == [("failed", 1)] * 2
+
+    for _run in range(2):
+        out = run("escrow_fetch_missed_events", "--since", "1d")  # no CommandError
+        assert "platform: 2 events, 0 new (2 duplicate)" in out
+        assert "platform: 2 known failed events left alone" in out
+        assert "1 whose object cannot be read fails alike until an upgrade" in out
+    assert list(events().order_by("pk").values_list("status", "attempts", "last_error")) == logged
+
+    flaky[0] = 0  # the handler's trouble is over: the replay retries it
+    assert "Replayed 1 events: 1 processed." in run("escrow_replay_events")
+    out = run("escrow_fetch_missed_events", "--since", "1d")
+    assert "platform: 1 known failed event left alone" in out
+    assert events().get(stripe_event_id=unreadable["id"]).attempts == 1
+
+
 def test_fetch_refuses_a_bad_date(sim_stripe: Any) -> None:
     with pytest.raises(CommandError, match="Not a date"):
         run("escrow_fetch_missed_events", "--since", "last tuesday")

@@ -5,7 +5,9 @@ days) and records and processes every event the log does not have yet, for
 the platform and, with ``--account`` or ``--all-accounts``, for connected
 accounts, and thin events from the v2 Events API when Accounts v2 is in use
 (or with ``--thin-events``). Safe to run often: known events cost two queries
-and do nothing.
+and do nothing. Known failed events are left to ``escrow_replay_events``,
+counted on one informational line per source (those whose object cannot be
+read apart: no replay helps them until an upgrade).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ... import swappable
 from ...dates import parse_since
 from ...states import AccountStatus
-from ...webhooks.operations import fetch_missed_events
+from ...webhooks.operations import FetchResult, fetch_missed_events
 
 
 class Command(BaseCommand):
@@ -98,9 +100,27 @@ class Command(BaseCommand):
                 f"{result.source}: {result.seen} events, {result.recorded} new"
                 + (f" ({outcomes})" if outcomes else "")
             )
+            if result.left_alone:
+                self.stdout.write(f"{result.source}: {_left_alone(result)}")
             failed += result.outcomes.get("failed", 0)
         if failed or unreachable:
             raise CommandError(
                 f"{failed} events failed processing, {unreachable} sources could not be "
                 "listed; see above and the event log."
             )
+
+
+def _left_alone(result: FetchResult) -> str:
+    """The informational line on the known failed events a run left as they are."""
+    known = len(result.left_alone)
+    line = (
+        f"{known} known failed event{'s' if known != 1 else ''} left alone "
+        "(escrow_replay_events retries failed events"
+    )
+    if result.unreadable:
+        line += (
+            f"; {result.unreadable} whose object cannot be read fail"
+            f"{'s' if result.unreadable == 1 else ''} alike until an upgrade, "
+            "then escrow_replay_events --unreadable"
+        )
+    return line + ")."
