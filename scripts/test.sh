@@ -27,7 +27,8 @@ while (($#)); do
     case "$1" in
         --quick) QUICK=1 ;;
         -h | --help)
-            sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            # The opening comment up to the first line of code (no line numbers to go stale).
+            sed -n '2,/^[^#]/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
             exit 0
             ;;
         --)
