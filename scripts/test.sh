@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it:
 #
-#   bash scripts/test.sh            # lint, types, SQLite, then PostgreSQL (both settings)
-#   bash scripts/test.sh --quick    # SQLite only (tests.settings), no lint or types
+#   bash scripts/test.sh            # lint, types, docs, SQLite, PostgreSQL (both settings), example
+#   bash scripts/test.sh --quick    # SQLite only (tests.settings), no lint, types or docs
 #   bash scripts/test.sh -k refund  # extra arguments go to every pytest run
 #   bash scripts/test.sh --quick -- -x tests/test_money.py
 #
