@@ -254,7 +254,8 @@ main() {
     case "$cmd" in
         start | stop | env | url | status) ;;
         -h | --help | help)
-            sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            # The opening comment up to the first line of code (no line numbers to go stale).
+            sed -n '2,/^[^#]/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
             return
             ;;
         *)

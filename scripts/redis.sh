@@ -3,6 +3,7 @@
 #
 #   bash scripts/redis.sh start   # install if needed, start; prints REDIS_URL=...
 #   bash scripts/redis.sh env     # print REDIS_URL=... of the running server
+#   bash scripts/redis.sh url     # print the bare URL
 #   bash scripts/redis.sh status  # exit 0 when running
 #   bash scripts/redis.sh stop    # stop it and delete its directory
 #
@@ -136,7 +137,8 @@ main() {
         stop) ;;
         env | url | status) ;;
         -h | --help | help)
-            sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            # The opening comment up to the first line of code (no line numbers to go stale).
+            sed -n '2,/^[^#]/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
             return
             ;;
         *)

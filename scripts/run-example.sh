@@ -21,7 +21,8 @@ cd "$PROJECT"
 
 case "${1:-}" in
     -h | --help)
-        sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        # The opening comment up to the first line of code (no line numbers to go stale).
+        sed -n '2,/^[^#]/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
         exit 0
         ;;
 esac

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it:
 #
-#   bash scripts/test.sh            # lint, types, SQLite, then PostgreSQL (both settings)
-#   bash scripts/test.sh --quick    # SQLite only (tests.settings), no lint or types
+#   bash scripts/test.sh            # lint, types, docs, SQLite, PostgreSQL (both settings), example
+#   bash scripts/test.sh --quick    # SQLite only (tests.settings), no lint, types or docs
 #   bash scripts/test.sh -k refund  # extra arguments go to every pytest run
 #   bash scripts/test.sh --quick -- -x tests/test_money.py
 #
@@ -27,7 +27,8 @@ while (($#)); do
     case "$1" in
         --quick) QUICK=1 ;;
         -h | --help)
-            sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            # The opening comment up to the first line of code (no line numbers to go stale).
+            sed -n '2,/^[^#]/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
             exit 0
             ;;
         --)
