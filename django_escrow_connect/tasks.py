@@ -22,14 +22,13 @@ try:  # Django 6
 except ImportError:  # Django 5.2: the backport
     from django_tasks import task  # type: ignore[no-redef, unused-ignore]
 
-from . import swappable
 from .dates import parse_since
 from .services.audit_tasks import audit_books_task
 from .services.changes import Change
 from .services.reconcile import DEFAULT_OLDER_THAN_MINUTES, reconcile
 from .services.schedules import auto_release, capture_expiry
-from .states import AccountStatus
 from .webhooks.operations import (
+    connected_account_ids,
     fetch_missed_events,
     purge_payloads,
     requeue_stuck_events,
@@ -104,22 +103,23 @@ def fetch_missed_events_task(since: str = "1d", all_accounts: bool = True) -> di
     ``all_accounts``: also each connected account's events (one Events API
     listing per account: keep the schedule sparse on a large platform).
     """
-    accounts: list[str] = []
-    if all_accounts:
-        accounts = list(
-            swappable.load("ConnectedAccount")
-            .objects.exclude(stripe_account_id="")
-            .exclude(status=AccountStatus.DEAUTHORIZED)
-            .values_list("stripe_account_id", flat=True)
-        )
+    accounts = connected_account_ids() if all_accounts else []
     results = fetch_missed_events(parse_since(since), accounts=accounts)
     summary: dict[str, Any] = {
         "sources": {
-            result.source: {"seen": result.seen, "outcomes": dict(result.outcomes)}
+            result.source: {
+                "seen": result.seen,
+                "outcomes": dict(result.outcomes),
+                "left_alone": len(result.left_alone),
+                "unreadable": result.unreadable,
+            }
             for result in results
             if not result.error
         },
-        "errors": [f"{result.source}: {result.error}" for result in results if result.error],
+        # Stripe refused the platform access and the account is deauthorized
+        # now: Stripe's answer applied, not a failure (as the command).
+        "deauthorized": [result.source for result in results if result.deauthorized],
+        "errors": [f"{result.source}: {result.error}" for result in results if result.unlisted],
     }
     failed = sum(result.outcomes.get("failed", 0) for result in results)
     if failed:

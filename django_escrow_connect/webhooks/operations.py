@@ -27,7 +27,7 @@ from ..gateway import get_gateway
 from ..services import accounts
 from ..services.common import accounts_v2_gateway
 from ..services.reconcile import Change
-from ..states import AccountsApi, WebhookEndpoint
+from ..states import AccountsApi, AccountStatus, WebhookEndpoint
 from ..states import WebhookEventStatus as E
 from . import pipeline, receiver, registry
 from .dispatch import dispatch_recorded
@@ -98,6 +98,28 @@ class FetchResult:
     def recorded(self) -> int:
         """Events that were not in the log before."""
         return self.seen - self.outcomes.get("duplicate", 0)
+
+    @property
+    def unlisted(self) -> bool:
+        """Stripe could not list this source's events, for a reason someone must look at.
+
+        Not an account Stripe's refusal deauthorized: that answer is applied.
+        """
+        return bool(self.error) and not self.deauthorized
+
+
+def connected_account_ids() -> list[str]:
+    """The accounts ``--all-accounts`` lists: created at Stripe, not deauthorized.
+
+    A deauthorized account's events cannot be listed any more (Stripe
+    refuses the platform access).
+    """
+    return list(
+        swappable.load("ConnectedAccount")
+        ._default_manager.exclude(stripe_account_id="")
+        .exclude(status=AccountStatus.DEAUTHORIZED)
+        .values_list("stripe_account_id", flat=True)
+    )
 
 
 def fetch_missed_events(

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
+from django_escrow_connect import tasks
+
 from .conftest import accounts, client_for, configure, url
 from .test_account_status import get_status, open_account
 
@@ -163,3 +165,22 @@ def test_a_dashboard_link_before_the_webhook_finds_the_platform_disconnected(
     assert response.status_code == 409, response.content
     assert response.json()["error"]["code"] == "account_deauthorized"
     assert sim_stripe.call_count("create_login_link") == 0
+
+
+def test_the_scheduled_task_applies_it_as_the_command_does(
+    connected: Any, seller: Any, settings: Any, committed: Any
+) -> None:
+    seller.deauthorize(connected.stripe_account_id)
+    configure(settings, STRIPE_SECRET_KEY="sk_live_" + "x" * 24)
+    # With a key of the other mode the source is a failure, and the run fails.
+    with pytest.raises(tasks.PeriodicJobFailed, match=connected.stripe_account_id):
+        committed(tasks.fetch_missed_events_task.call, since="1d")
+    assert accounts().get(pk=connected.pk).status == "verified"
+
+    configure(settings, STRIPE_SECRET_KEY="sk_test_" + "x" * 24)
+    summary = committed(tasks.fetch_missed_events_task.call, since="1d")
+
+    assert summary["deauthorized"] == [connected.stripe_account_id]
+    assert summary["errors"] == []
+    assert connected.stripe_account_id not in summary["sources"]
+    assert accounts().get(pk=connected.pk).status == "deauthorized"

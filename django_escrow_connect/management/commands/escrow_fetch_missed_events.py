@@ -16,10 +16,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ... import swappable
 from ...dates import parse_since
-from ...states import AccountStatus
-from ...webhooks.operations import FetchResult, fetch_missed_events
+from ...webhooks.operations import FetchResult, connected_account_ids, fetch_missed_events
 
 
 class Command(BaseCommand):
@@ -68,12 +66,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         accounts = list(options["account"])
         if options["all_accounts"]:
-            accounts += list(
-                swappable.load("ConnectedAccount")
-                .objects.exclude(stripe_account_id="")
-                .exclude(status=AccountStatus.DEAUTHORIZED)
-                .values_list("stripe_account_id", flat=True)
-            )
+            accounts += connected_account_ids()
         results = fetch_missed_events(
             since,
             accounts=list(dict.fromkeys(accounts)),
