@@ -1110,12 +1110,13 @@ def cancel_payment(payment_id: Any, user: Any = None, *, system: bool = False) -
     for _step in _steps():
         with transaction.atomic():
             payment = lock_payment(payment_id)
-            if payment.status == S.CANCELED:
-                return payment
+            # Who first, whatever the state: a canceled payment too.
             if not system and not may(payment.cancel, user):
                 if payment.status == S.HELD:
                     raise errors.Forbidden(_("Only the doer or staff can void money already held."))
                 raise errors.Forbidden(_("You cannot cancel this payment."))
+            if payment.status == S.CANCELED:
+                return payment
             pending = operations.unresolved_operation(payment)
             if pending is None:
                 operation = _begin_cancel(payment, user)

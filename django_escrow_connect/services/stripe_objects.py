@@ -19,7 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from django.db import connections, router
-from django.db.models import signals
+from django.db.models import Q, signals
 from django.utils import timezone
 from django_fsm import can_proceed
 
@@ -708,7 +708,8 @@ def apply_payout(snapshot: PayoutSnapshot, *, account_id: str, event_id: str = "
     A payout whose status is ``failed`` (from ``payout.failed`` or a
     ``payout.updated`` carrying it) records a PAYOUT_FAILED incident (on the
     account's most recent payment, as incidents belong to a payment) and
-    sends ``payout_failed``, once per payout. Any other status (paid,
+    sends ``payout_failed``, once per payout (the incident is how a second
+    event about it is recognised). Any other status (paid,
     canceled, in_transit, pending) is only logged; a canceled payout leaves
     the money in the account's balance, so it is logged as a warning.
     """
@@ -731,12 +732,7 @@ def apply_payout(snapshot: PayoutSnapshot, *, account_id: str, event_id: str = "
         kind=IncidentKind.PAYOUT_FAILED, stripe_payout_id=snapshot.id
     ).exists():
         return account
-    payment = (
-        payment_model()
-        .objects.filter(destination_account_id=account_id)
-        .order_by("-released_at", "-created_at")
-        .first()
-    )
+    payment = _latest_payment_to(account_id)
     if payment is not None:
         Incident.objects.create(
             payment=payment,
@@ -760,3 +756,17 @@ def apply_payout(snapshot: PayoutSnapshot, *, account_id: str, event_id: str = "
     )
     notify("payout_failed", account=account, payout=snapshot)
     return account
+
+
+def _latest_payment_to(account_id: str) -> Any:
+    """The most recent payment that paid ``account_id``: as its destination,
+    or as one of its payees (a split's second payee is no payment's destination)."""
+    paid_as_payee = model("EscrowPayee").objects.filter(destination_account_id=account_id)
+    return (
+        payment_model()
+        .objects.filter(
+            Q(destination_account_id=account_id) | Q(pk__in=paid_as_payee.values("payment_id"))
+        )
+        .order_by("-released_at", "-created_at")
+        .first()
+    )

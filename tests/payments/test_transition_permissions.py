@@ -155,3 +155,14 @@ def test_a_user_who_may_not_ask_is_refused_whatever_the_state(market, sim_stripe
         release_payment(payment.pk, market.doer)
     with pytest.raises(errors.TransitionNotAllowed):
         release_payment(payment.pk, market.customer)
+
+
+def test_a_user_who_may_not_cancel_is_refused_once_the_payment_is_canceled_too(market, sim_stripe):
+    """Who first, also for a payment already canceled: no 200 for someone who may not ask."""
+    response = market.create(market.task())
+    payment = cancel_payment(response.json()["payment_id"], market.customer)
+    assert payment.status == "canceled"
+    with pytest.raises(errors.Forbidden):
+        cancel_payment(payment.pk, market.other)
+    # Who may cancel is answered the payment as it is (a repeat is not an error).
+    assert cancel_payment(payment.pk, market.customer).status == "canceled"

@@ -273,6 +273,33 @@ def test_payout_updated_to_failed_records_an_incident_once(
     assert len(sent.of("payout_failed")) == 1
 
 
+def test_a_failed_payout_of_a_second_payee_records_an_incident_once(
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
+) -> None:
+    """A split's second payee is no payment's destination: the incident goes
+    on the payment that paid them, and so ``payout_failed`` is sent once."""
+    scene = make_payment("released", released_in_parts=True, amount_transferred=9_000)
+    partner = factories.make_account(owner_user=factories.make_user("partner"))
+    acct = partner.stripe_account_id
+    Payee = swappable.load("EscrowPayee")
+    for position, (user, account) in enumerate(
+        [(scene.doer, scene.account), (partner.owner_user, partner)], 1
+    ):
+        Payee.objects.create(
+            payment=scene.payment,
+            position=position,
+            user=user,
+            basis_points=5_000,
+            destination_account_id=account.stripe_account_id,
+        )
+    payout = so.payout(status="failed", failure_code="account_closed")
+    assert deliver.connect(so.event("payout.updated", payout, account=acct)).status_code == 200
+    assert deliver.connect(so.event("payout.failed", payout, account=acct)).status_code == 200
+    [incident] = swappable.load("TransferIncident").objects.all()
+    assert (incident.payment_id, incident.destination_account_id) == (scene.payment.pk, acct)
+    assert len(sent.of("payout_failed")) == 1
+
+
 @pytest.mark.parametrize("status", ["canceled", "in_transit"])
 def test_payout_canceled_or_updated_is_logged(
     deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any, status: str, caplog: Any
