@@ -21,6 +21,7 @@ from .conf import (
     DEFAULTS,
     ESCROW_STRATEGIES,
     FUND_NEXT_MILESTONE_RULES,
+    IMPORT_STRINGS,
     MANUAL_CAPTURE,
     SETTING_NAME,
     STRIPE_API_VERSION,
@@ -571,7 +572,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
 
-    for name in sorted(n for n in DEFAULTS if n in _IMPORTABLE):
+    # Every dotted-path setting, from the list conf imports by: a hand-kept
+    # list here missed the hooks added later (REVERSAL_POLICY,
+    # RECIPIENT_LANGUAGE), whose typo then surfaced only when first used.
+    for name in sorted(IMPORT_STRINGS):
         try:
             getattr(escrow_settings, name)
         except ImportError as exc:
@@ -883,18 +887,6 @@ def _check_email_mailer(alias: Any) -> list[Any]:
             )
         ]
     return []
-
-
-_IMPORTABLE = {
-    "GATEWAY",
-    "PLATFORM_FEE_POLICY",
-    "TIP_FEE",
-    "PAYMENT_TERMS",
-    "ACCOUNT_OWNER_DETAILS",
-    "ORGANIZATION_ADMIN_PREDICATE",
-    "ADMINISTERED_ORGANIZATIONS",
-    "NOTIFICATION_BACKENDS",
-}
 
 
 def _protocol_parameters() -> dict[str, list[str]]:

@@ -127,6 +127,22 @@ def test_the_test_settings_pass():
         ({"TIP_MAX_AMOUNT": {"isk": 1_050}}, "escrow_connect.W060", "isk (1050: ISK amounts"),
         ({"TIP_MAX_AMOUNT": {"kwd": 5_005}}, "escrow_connect.W060", "kwd (5005: KWD amounts"),
         ({"TIP_FEE": "nowhere.fee"}, "escrow_connect.E040", 'ESCROW_CONNECT["TIP_FEE"]'),
+        # Every dotted-path setting, the hooks added after the first ones too.
+        (
+            {"REVERSAL_POLICY": "nowhere.policy"},
+            "escrow_connect.E040",
+            'ESCROW_CONNECT["REVERSAL_POLICY"]',
+        ),
+        (
+            {"RECIPIENT_LANGUAGE": "nowhere.language"},
+            "escrow_connect.E040",
+            'ESCROW_CONNECT["RECIPIENT_LANGUAGE"]',
+        ),
+        (
+            {"SIMULATED_EVENT_RECEIVER": "nowhere.receive"},
+            "escrow_connect.E040",
+            'ESCROW_CONNECT["SIMULATED_EVENT_RECEIVER"]',
+        ),
         ({"TIP_FEE": 5}, "escrow_connect.E061", "TIP_FEE"),
     ],
 )
