@@ -31,6 +31,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from .. import permissions
 from ..conf import escrow_settings
 from ..exceptions import GatewayError
 from ..gateway.types import PaymentIntentSnapshot
@@ -169,7 +170,7 @@ def withdraw_saved_payment_method(payment_id: Any, user: Any) -> Any:
     """
     with transaction.atomic():
         payment = lock_payment(payment_id)
-        if payment.payer_id != getattr(user, "pk", None) and not getattr(user, "is_staff", False):
+        if not permissions.is_payer(user, payment) and not permissions.is_platform_staff(user):
             raise errors.Forbidden(
                 _("Only the customer who paid can withdraw the saved payment method.")
             )

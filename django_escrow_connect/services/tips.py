@@ -38,6 +38,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from .. import permissions
 from ..exceptions import GatewayError
 from ..fees import compute_tip_fee
 from ..gateway.types import PaymentIntentSnapshot
@@ -465,7 +466,7 @@ def _begin_next_transfer(payment: Any, tip: Any) -> Any:
 
 def retry_tip_transfer(tip_id: Any, user: Any = None, *, system: bool = False) -> Any:
     """Send a tip whose transfer Stripe refused again (staff, or ``system``)."""
-    if not system and not getattr(user, "is_staff", False):
+    if not system and not permissions.is_platform_staff(user):
         raise errors.Forbidden(_("Only platform staff can retry a tip transfer."))
     with transaction.atomic():
         tip = tip_model().objects.filter(pk=parse_uuid(tip_id)).first()

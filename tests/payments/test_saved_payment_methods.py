@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from django_escrow_connect import swappable
 from django_escrow_connect.gateway.types import PaymentIntentSnapshot
-from django_escrow_connect.services import saved_methods
+from django_escrow_connect.services import errors, saved_methods
 from django_escrow_connect.simulation import SimulatedGateway, simulated_stripe
 
 from .conftest import build_marketplace, configure
@@ -213,6 +213,18 @@ def test_only_the_payer_withdraws_and_only_a_saving_payment(market):
     response = withdraw(market, plain)
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "no_saved_payment_method"
+
+
+def test_staff_who_are_not_active_may_not_withdraw_through_the_service(market):
+    # The API shows them no payment (404); the service, which hosts call too,
+    # asks the same question: platform staff means active staff.
+    payment = saved_payment(market)
+    market.staff.is_active = False
+    market.staff.save(update_fields=["is_active"])
+    with pytest.raises(errors.Forbidden):
+        saved_methods.withdraw_saved_payment_method(payment.pk, market.staff)
+    payment.refresh_from_db()
+    assert payment.payment_method_consent_withdrawn_at is None
 
 
 def test_a_failed_detach_is_sent_again_by_the_next_withdrawal(market):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import uuid
 
 import pytest
 from django.db import connection
@@ -15,6 +16,8 @@ from django.urls import reverse
 from django_escrow_connect import signals, swappable
 from django_escrow_connect.exceptions import BalanceInsufficient
 from django_escrow_connect.money import MAX_CHARGE_AMOUNT
+from django_escrow_connect.services import errors
+from django_escrow_connect.services import tips as tip_services
 from django_escrow_connect.simulation import SimulatedGateway
 
 from .conftest import build_marketplace, calls, configure
@@ -246,6 +249,14 @@ def test_a_refused_tip_transfer_is_an_incident_and_can_be_retried(market, escrow
     assert [t.status for t in tip.transfers.order_by("created_at")] == ["failed", "created"]
     keys = [t.idempotency_key for t in tip.transfers.order_by("created_at")]
     assert keys[0] != keys[1]
+
+
+def test_staff_who_are_not_active_may_not_retry_a_tip_transfer_through_the_service(market):
+    # Refused before the tip is even looked up: platform staff means active staff.
+    market.staff.is_active = False
+    market.staff.save(update_fields=["is_active"])
+    with pytest.raises(errors.Forbidden):
+        tip_services.retry_tip_transfer(uuid.uuid4(), market.staff)
 
 
 def test_tip_creation_query_budget(market):
