@@ -1,6 +1,7 @@
 """The scripts under scripts/ explain themselves: ``--help`` prints the
 comment at the top of the file (usage, environment variables), all of it and
-nothing of the code below, so the header is the one place to keep current."""
+nothing of the code below, so the header is the one place to keep current.
+The example scripts use the venv ``ESCROW_VENV`` names, absolute or relative."""
 
 from __future__ import annotations
 
