@@ -427,17 +427,18 @@ def test_a_top_level_setting_the_dict_sets_too_is_not_warned_about():
         # The package's real top-level settings (swapper's), were a key named
         # like their tail. tests/settings*.py set them.
         ("TASK_MODEL", "ESCROW_CONNECT_TASK_MODEL"),
-        ("ESCROWPAYMENT_MODEL_MIGRATION_DEPENDENCY", None),
+        (
+            "ESCROWPAYMENT_MODEL_MIGRATION_DEPENDENCY",
+            "ESCROW_CONNECT_ESCROWPAYMENT_MODEL_MIGRATION_DEPENDENCY",
+        ),
     ],
 )
 def test_django_and_model_settings_are_never_misplaced_package_settings(
     key, top_level, monkeypatch
 ):
     from django_escrow_connect.conf import DEFAULTS
-    from django_escrow_connect.swappable import migration_dependency_setting
 
     monkeypatch.setitem(DEFAULTS, key, None)
-    top_level = top_level or migration_dependency_setting("EscrowPayment")
     with override_settings(**{top_level: getattr(settings, top_level, "0001_initial")}):
         found = check_settings()
     assert "escrow_connect.W011" not in ids(found), messages(found)
