@@ -8,7 +8,7 @@ from typing import Any
 
 import django
 from django.apps import apps
-from django.conf import settings
+from django.conf import global_settings, settings
 from django.core.checks import Error, Tags, Warning, register
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.operations import CreateModel, RenameModel
@@ -32,6 +32,8 @@ from .gateway.basegateway import BaseGateway
 from .money import MAX_CHARGE_AMOUNT, amount_step, amount_step_rule, normalize_currency
 from .swappable import (
     APP_LABEL,
+    HOST_MODELS,
+    LIBRARY_MODELS,
     MIGRATION_DEPENDENCY_MODELS,
     migration_dependency_setting,
     setting_name,
@@ -292,6 +294,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="escrow_connect.W010",
             )
         )
+    errors.extend(_check_misplaced_settings(user or {}))
 
     gateway = raw("GATEWAY")
     simulated = gateway in SIMULATED_GATEWAYS
@@ -983,6 +986,70 @@ def check_gateway(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 )
             )
     return errors
+
+
+def _package_top_level_settings() -> frozenset[str]:
+    """The package's top-level ``ESCROW_CONNECT_*`` settings: what swapper reads
+    while Django loads models, before the dict could be (``ESCROW_CONNECT_<MODEL>_MODEL``,
+    and ``..._MODEL_MIGRATION_DEPENDENCY``)."""
+    models = (*HOST_MODELS, *LIBRARY_MODELS)
+    return frozenset(
+        {
+            *(setting_name(model) for model in models),
+            *(migration_dependency_setting(model) for model in MIGRATION_DEPENDENCY_MODELS),
+        }
+    )
+
+
+def _misplaced_key(name: str) -> str | None:
+    """The ``ESCROW_CONNECT`` key a top-level setting ``name`` was meant to be, if any.
+
+    ``ESCROW_STRATEGY`` itself, or the key behind the package's prefix:
+    ``ESCROW_CONNECT_ESCROW_STRATEGY``, and ``ESCROW_CONNECT_STRATEGY``
+    (the prefix already says "escrow"; no other key starts with ``ESCROW_``).
+    """
+    if name in DEFAULTS:
+        return name
+    prefix = f"{SETTING_NAME}_"
+    if not name.startswith(prefix) or name in _package_top_level_settings():
+        return None
+    rest = name.removeprefix(prefix)
+    for key in (rest, f"ESCROW_{rest}"):
+        if key in DEFAULTS:
+            return key
+    return None
+
+
+def _check_misplaced_settings(user: dict[str, Any]) -> list[Any]:
+    """W011: a package setting written at the top level of settings.py.
+
+    The package reads only the ``ESCROW_CONNECT`` dict, so such a setting
+    would leave the key at its default without a word. Not reported: Django's
+    own settings (no key of DEFAULTS is one today; a future Django setting of
+    the same name is Django's), and a key the dict sets as well (the host
+    configured it where it is read; the top-level one is the host's own, or
+    another app's, such as a STRIPE_SECRET_KEY read by its own code).
+    """
+    django_settings = set(dir(global_settings))
+    found: list[Any] = []
+    for name in sorted(dir(settings)):
+        if not name.isupper() or name in django_settings:
+            continue
+        key = _misplaced_key(name)
+        if key is None or key in user:
+            continue
+        hint = f'Move it into the {SETTING_NAME} dict as "{key}".'
+        if name == key:
+            hint += f" If another app reads the top-level {name}, set it in {SETTING_NAME} too."
+        found.append(
+            Warning(
+                f"{name} is set at the top level of your settings, where "
+                f"django-escrow-connect does not read it: {_key(key)} keeps its default.",
+                hint=hint,
+                id="escrow_connect.W011",
+            )
+        )
+    return found
 
 
 def _in_test_environment() -> bool:

@@ -11,9 +11,10 @@
 # sk_test_ keys it uses Stripe test mode (see docs/example.md).
 #
 # Environment: PORT, HOST (default 127.0.0.1), PYTHON (interpreter for a new
-# venv, default python3), ESCROW_VENV (default .venv), DATABASE_URL,
-# STRIPE_SECRET_KEY, STRIPE_PUBLISHABLE_KEY, STRIPE_WEBHOOK_SECRET,
-# STRIPE_CONNECT_WEBHOOK_SECRET, STRIPE_API_BASE, SITE_URL.
+# venv, default python3), ESCROW_VENV (default .venv; absolute, or relative to
+# the checkout), DATABASE_URL, STRIPE_SECRET_KEY, STRIPE_PUBLISHABLE_KEY,
+# STRIPE_WEBHOOK_SECRET, STRIPE_CONNECT_WEBHOOK_SECRET, STRIPE_API_BASE,
+# SITE_URL.
 set -euo pipefail
 
 PROJECT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +31,9 @@ esac
 PORT="${1:-${PORT:-8000}}"
 HOST="${HOST:-127.0.0.1}"
 VENV="${ESCROW_VENV:-.venv}"
+# Absolute, so that "$PY" still names it from another directory (the
+# import check below runs in /tmp); a relative ESCROW_VENV is the checkout's.
+[[ "$VENV" == /* ]] || VENV="$PROJECT/$VENV"
 PY="$VENV/bin/python"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 export SITE_URL="${SITE_URL:-http://$HOST:$PORT}"
@@ -48,7 +52,7 @@ fi
 stamp="$VENV/.escrow-example-install"
 want="$(cksum <pyproject.toml)"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]] \
-    || ! (cd /tmp && "$PROJECT/$PY" -c "import django_escrow_connect, dj_database_url, rest_framework") 2>/dev/null; then
+    || ! (cd /tmp && "$PY" -c "import django_escrow_connect, dj_database_url, rest_framework") 2>/dev/null; then
     echo "==> installing django-escrow-connect (editable) with its test extra into $VENV"
     "$PY" -m pip install -q -e ".[test]"
     printf '%s\n' "$want" >"$stamp"

@@ -11,14 +11,18 @@
 # impossible the browser test is skipped with the reason. Never downloads a
 # browser build. Set EXAMPLE_NO_APT=1 to skip the apt-get step.
 #
-# Environment: ESCROW_VENV (default .venv; created and installed like
-# scripts/run-example.sh does when missing), DATABASE_URL (default: in-memory
-# SQLite), EXAMPLE_SCREENSHOT_DIR (default /tmp/example-screenshots).
+# Environment: ESCROW_VENV (default .venv; absolute, or relative to the
+# checkout; created and installed like scripts/run-example.sh does when
+# missing), DATABASE_URL (default: in-memory SQLite), EXAMPLE_SCREENSHOT_DIR
+# (default /tmp/example-screenshots).
 set -euo pipefail
 
 PROJECT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$PROJECT"
 VENV="${ESCROW_VENV:-.venv}"
+# Absolute, so that "$PY" still names it from another directory (the
+# import check below runs in /tmp); a relative ESCROW_VENV is the checkout's.
+[[ "$VENV" == /* ]] || VENV="$PROJECT/$VENV"
 PY="$VENV/bin/python"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 export PYTHONDONTWRITEBYTECODE=1
@@ -27,7 +31,7 @@ if [[ ! -x "$PY" ]]; then
     "${PYTHON:-python3}" -m venv "$VENV"
     "$PY" -m pip install -q --upgrade pip
 fi
-if ! (cd /tmp && "$PROJECT/$PY" -c "import django_escrow_connect, dj_database_url, pytest_django") 2>/dev/null; then
+if ! (cd /tmp && "$PY" -c "import django_escrow_connect, dj_database_url, pytest_django") 2>/dev/null; then
     "$PY" -m pip install -q -e ".[test]"
 fi
 if ! "$PY" -c "import selenium" 2>/dev/null; then

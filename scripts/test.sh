@@ -14,8 +14,8 @@
 # scripts/redis.sh, which installs Debian's redis-server when it is missing.
 #
 # Environment: PYTHON (interpreter for a new venv, default python3),
-# ESCROW_VENV (default .venv), ESCROW_PG_PORT (see scripts/pg.sh),
-# ESCROW_REDIS_PORT (see scripts/redis.sh).
+# ESCROW_VENV (default .venv; absolute, or relative to the checkout),
+# ESCROW_PG_PORT (see scripts/pg.sh), ESCROW_REDIS_PORT (see scripts/redis.sh).
 set -euo pipefail
 
 PROJECT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

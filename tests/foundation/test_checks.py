@@ -399,3 +399,62 @@ def test_a_valid_tip_configuration_passes():
         found = ids(check_settings())
     assert "escrow_connect.E060" not in found
     assert "escrow_connect.E061" not in found
+
+
+@pytest.mark.parametrize(
+    ("top_level", "key"),
+    [
+        ("ESCROW_STRATEGY", "ESCROW_STRATEGY"),
+        ("PLATFORM_FEE_BASIS_POINTS", "PLATFORM_FEE_BASIS_POINTS"),
+        ("STRIPE_PUBLISHABLE_KEY", "STRIPE_PUBLISHABLE_KEY"),
+        ("ESCROW_CONNECT_WEBHOOK_SECRETS", "WEBHOOK_SECRETS"),
+        ("ESCROW_CONNECT_ESCROW_STRATEGY", "ESCROW_STRATEGY"),
+        ("ESCROW_CONNECT_STRATEGY", "ESCROW_STRATEGY"),
+    ],
+)
+def test_a_package_setting_at_the_top_level_is_warned_about(top_level, key):
+    """settings.md: the package reads only the ESCROW_CONNECT dict."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    with settings_with(**{key: _DELETE}), override_settings(**{top_level: "manual_capture"}):
+        call_command("check", stdout=StringIO(), stderr=out)
+    found = [line for line in out.getvalue().splitlines() if "escrow_connect.W011" in line]
+    assert len(found) == 1, out.getvalue()
+    assert f"{top_level} is set at the top level" in found[0]
+    assert f'ESCROW_CONNECT["{key}"] keeps its default' in found[0]
+    assert f'Move it into the ESCROW_CONNECT dict as "{key}"' in out.getvalue()
+
+
+def test_a_top_level_setting_the_dict_sets_too_is_not_warned_about():
+    """A host's own STRIPE_SECRET_KEY (for its own code) that the dict is given too."""
+    key = settings.ESCROW_CONNECT["STRIPE_SECRET_KEY"]
+    with override_settings(STRIPE_SECRET_KEY=key, ESCROW_CONNECT_STRIPE_SECRET_KEY=key):
+        assert "escrow_connect.W011" not in ids(check_settings())
+
+
+@pytest.mark.parametrize(
+    ("key", "top_level"),
+    [
+        # Django's own setting, were a key of DEFAULTS ever named like one.
+        ("TIME_ZONE", "TIME_ZONE"),
+        # The package's real top-level settings (swapper's), were a key named
+        # like their tail. tests/settings*.py set them.
+        ("TASK_MODEL", "ESCROW_CONNECT_TASK_MODEL"),
+        (
+            "ESCROWPAYMENT_MODEL_MIGRATION_DEPENDENCY",
+            "ESCROW_CONNECT_ESCROWPAYMENT_MODEL_MIGRATION_DEPENDENCY",
+        ),
+    ],
+)
+def test_django_and_model_settings_are_never_misplaced_package_settings(
+    key, top_level, monkeypatch
+):
+    from django_escrow_connect.conf import DEFAULTS
+
+    monkeypatch.setitem(DEFAULTS, key, None)
+    with override_settings(**{top_level: getattr(settings, top_level, "0001_initial")}):
+        found = check_settings()
+    assert "escrow_connect.W011" not in ids(found), messages(found)
