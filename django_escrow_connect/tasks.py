@@ -116,10 +116,7 @@ def fetch_missed_events_task(since: str = "1d", all_accounts: bool = True) -> di
             for result in results
             if not result.error
         },
-        # Stripe refused the platform access and the account is deauthorized
-        # now: Stripe's answer applied, not a failure (as the command).
-        "deauthorized": [result.source for result in results if result.deauthorized],
-        "errors": [f"{result.source}: {result.error}" for result in results if result.unlisted],
+        "errors": [f"{result.source}: {result.error}" for result in results if result.error],
     }
     failed = sum(result.outcomes.get("failed", 0) for result in results)
     if failed:

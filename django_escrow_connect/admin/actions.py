@@ -651,6 +651,33 @@ class IncidentActionsMixin(StaffActionsMixin):
         report(request, self, gettext("Incident %(id)s") % {"id": obj.pk}, result)
 
 
+class RefreshAccountForm(NoteForm):
+    """A refresh, and staff's answer to a lost ``account.application.*`` event.
+
+    Neither box is the default: Stripe refuses a key of another platform or
+    mode with the same ``account_invalid``, and may still answer reads of an
+    account that disconnected; a person who knows which it is decides.
+    """
+
+    deauthorize_if_refused = forms.BooleanField(
+        label=_("Mark deauthorized if Stripe refuses access"),
+        required=False,
+        help_text=_(
+            "When Stripe answers account_invalid (the owner disconnected the platform and the "
+            "deauthorization event was lost), deauthorize the account as that event would. Only "
+            "if other accounts are read fine: a wrong key is refused the same way."
+        ),
+    )
+    reauthorize_if_read = forms.BooleanField(
+        label=_("Mark connected again if Stripe reads a deauthorized account"),
+        required=False,
+        help_text=_(
+            "To undo a deauthorization made here by mistake. Stripe may still answer reads of an "
+            "account that disconnected: only when you know the platform is connected."
+        ),
+    )
+
+
 class AccountActionsMixin(StaffActionsMixin):
     staff_actions = {K.REFRESH_ACCOUNT: _("Refresh from Stripe")}
 
@@ -663,7 +690,7 @@ class AccountActionsMixin(StaffActionsMixin):
         return [obj.stripe_account_id or "not created at Stripe", obj.get_status_display()]
 
     def form_for(self, kind: str) -> type[NoteForm]:
-        return NoteForm
+        return RefreshAccountForm
 
     def perform(self, request: HttpRequest, obj: Any, kind: str, data: dict[str, Any]) -> None:
         def run() -> str:
@@ -673,7 +700,12 @@ class AccountActionsMixin(StaffActionsMixin):
                 raise errors.Conflict(
                     gettext("The account is not created at Stripe yet."), code="no_account"
                 )
-            return f"now {refresh_account(obj).get_status_display().lower()}"
+            refreshed = refresh_account(
+                obj,
+                deauthorize_if_refused=bool(data.get("deauthorize_if_refused")),
+                reauthorize_if_read=bool(data.get("reauthorize_if_read")),
+            )
+            return f"now {refreshed.get_status_display().lower()}"
 
         result = attempt(run, moves_money=False)
         record(request, kind, result, account_id=obj.stripe_account_id, note=data.get("note", ""))

@@ -41,8 +41,8 @@ from django_fsm import can_proceed
 
 from .. import embedded, permissions, swappable, transitions
 from ..base.models import AbstractConnectedAccount
-from ..conf import ACCOUNTS_V2, escrow_settings, live_mode_configured
-from ..exceptions import GatewayError
+from ..conf import ACCOUNTS_V2, escrow_settings
+from ..exceptions import GatewayError, GatewayPermissionDenied
 from ..gateway.types import (
     AccountLinkResult,
     AccountLinkType,
@@ -77,6 +77,7 @@ CLOCK_SKEW = timedelta(minutes=10)
 __all__ = [
     "ACCESS_REFUSED",
     "AccountConfiguration",
+    "access_refused",
     "account_configuration",
     "apply_account_snapshot",
     "apply_capability",
@@ -89,7 +90,6 @@ __all__ = [
     "ensure_account",
     "fetch_account",
     "get_account",
-    "lost_access",
     "owner_reference",
     "reauthorize_account",
     "refresh_account",
@@ -1101,44 +1101,44 @@ def apply_fetched_account(snapshot: AccountSnapshot, *, fetched_at: datetime) ->
     return updated
 
 
-def refresh_account(account: Any, *, reads: dict[str, Any] | None = None) -> Any:
+def refresh_account(
+    account: Any,
+    *,
+    reads: dict[str, Any] | None = None,
+    deauthorize_if_refused: bool = False,
+    reauthorize_if_read: bool = False,
+) -> Any:
     """Read the account from Stripe now and apply it (stamped with the package's clock).
 
-    An account not created at Stripe yet is returned as stored.
-
-    Whether the platform may still read the account is Stripe's fact, and a
-    refresh applies it both ways: when Stripe refuses the platform access
-    (``403 account_invalid``: the owner disconnected the platform, and the
-    ``account.application.deauthorized`` event never arrived), the account
-    is deauthorized (``account_deauthorized``), unless the configured key's
-    mode is not the account's (Stripe answers the same for an id the key
-    cannot see at all). A deauthorized account that Stripe reads again is
-    connected: it is reauthorized (``account_updated``) and the read applied;
-    one Stripe does not read (whatever the error) is returned as stored.
+    A deauthorized account cannot be read by the platform any more; it is
+    returned as stored. So is an account not created at Stripe yet.
 
     ``reads``: in the webhook pipeline's transaction, Stripe is not asked
     here. The first call raises :class:`~.errors.ReadFirst` and the pipeline
     reads the account with no transaction open; the handler's next run
-    applies the answer (see :func:`~.common.read_first`). A deauthorized
-    account is returned as stored there: its events come from Stripe, which
-    sends the authorization event when the platform is connected again.
+    applies the answer (see :func:`~.common.read_first`).
+
+    Staff's answers to a lost ``account.application.*`` event (the admin's
+    *Refresh from Stripe*, never the API): with ``deauthorize_if_refused``, a
+    read Stripe refuses with ``403 account_invalid`` deauthorizes the account
+    as ``account.application.deauthorized`` would; with
+    ``reauthorize_if_read``, a deauthorized account is read too, and one that
+    Stripe answers (not ``closed``) is reauthorized and the read applied.
+    Neither is automatic: Stripe answers ``account_invalid`` as well for a key
+    of another platform or mode, and may still answer reads of an account
+    that disconnected, so a person who knows which it is decides.
     """
-    if not account.is_created:
+    if not account.is_created or (account.is_deauthorized and not reauthorize_if_read):
         return account
     if reads is None:
         try:
             stamp, snapshot = fetch_account(account)
         except GatewayError as exc:
-            if account.is_deauthorized:
-                return account  # still not readable (or not now): as stored
-            if access_refused(account, exc):
+            if deauthorize_if_refused and not account.is_deauthorized and access_refused(exc):
                 return _lost_access(account, exc)
             raise translate(exc, _("read the connected account")) from exc
-        if account.is_deauthorized and not snapshot.closed:
-            _log(account, "Stripe reads the deauthorized account again: connected")
-            reauthorize_account(account.stripe_account_id)
-    elif account.is_deauthorized:
-        return account
+        if account.is_deauthorized:
+            return _reconnect(account, stamp, snapshot)
     else:
         read = functools.partial(_fetch_or_explain, account)
         stamp, snapshot = read_first(reads, _read_key(account), read)
@@ -1146,49 +1146,40 @@ def refresh_account(account: Any, *, reads: dict[str, Any] | None = None) -> Any
     return updated if updated is not None else account
 
 
-#: Stripe's code when the key has no access to a connected account (403).
+def _reconnect(account: Any, stamp: datetime, snapshot: AccountSnapshot) -> Any:
+    """Staff confirmed: Stripe reads the deauthorized ``account``, so connect it again.
+
+    The read is stored first (the status stays deauthorized meanwhile), so
+    that the status the reauthorization derives is the read's. A ``closed``
+    Accounts v2 account stays deauthorized.
+    """
+    updated = apply_fetched_account(snapshot, fetched_at=stamp) or account
+    if snapshot.closed:
+        return updated
+    _log(account, "Stripe reads the deauthorized account: reauthorized by staff")
+    return reauthorize_account(account.stripe_account_id) or updated
+
+
+#: Stripe's code when the key has no access to a connected account (403):
+#: "does not have access to account ... (or that account does not exist).
+#: Application access may have been revoked."
 ACCESS_REFUSED = "account_invalid"
 
 
-def access_refused(account: Any, exc: GatewayError) -> bool:
-    """Whether ``exc`` says the platform lost access to ``account`` (see :func:`refresh_account`).
-
-    Stripe's ``account_invalid`` says "the key does not have access to the
-    account (or that account does not exist)": it means the platform lost
-    the account only when the key is of the account's mode. A test-mode
-    account read with a live key (or the other way round) is a
-    configuration error, and must not disconnect anything.
-    """
-    return exc.code == ACCESS_REFUSED and bool(account.livemode) == live_mode_configured()
+def access_refused(exc: GatewayError) -> bool:
+    """Whether Stripe refused the platform access to a connected account."""
+    return isinstance(exc, GatewayPermissionDenied) and exc.code == ACCESS_REFUSED
 
 
 def _lost_access(account: Any, exc: GatewayError) -> Any:
-    """Stripe refuses the platform access to ``account``: deauthorize it, as the event would."""
+    """Staff confirmed: Stripe refuses the platform access, so deauthorize as the event would."""
     _log(
         account,
-        "Stripe refuses the platform access to the account (%s): deauthorizing it",
+        "Stripe refuses the platform access to the account (%s): deauthorized by staff",
         exc.code,
         level=logging.WARNING,
     )
     return deauthorize_account(account.stripe_account_id) or account
-
-
-def lost_access(stripe_account_id: str) -> bool:
-    """Stripe refused a request on this account: whether the platform lost it, read now.
-
-    For a caller that got ``account_invalid`` elsewhere (listing the
-    account's events): the account is read from Stripe as
-    :func:`refresh_account` does, which deauthorizes it when Stripe refuses
-    the read too. False for an unknown id, or when the read fails otherwise.
-    """
-    account = account_model()._default_manager.filter(stripe_account_id=stripe_account_id).first()
-    if account is None:
-        return False
-    try:
-        account = refresh_account(account)
-    except errors.ServiceError:
-        return False
-    return bool(account.is_deauthorized)
 
 
 def _read_key(account: Any) -> str:
@@ -1268,7 +1259,6 @@ def create_dashboard_link(account: Any) -> LoginLinkResult:
     _require_usable(account)
     if not account.details_submitted:
         account = refresh_account(account)
-        _require_usable(account)  # the read may find the platform disconnected
     if not account.details_submitted:
         raise errors.Conflict(
             _("Finish onboarding before opening the Stripe dashboard."),

@@ -85,9 +85,6 @@ class FetchResult:
     outcomes: Counter[str] = field(default_factory=Counter)
     #: Why Stripe could not list this source's events (the others still run).
     error: str = ""
-    #: Stripe refused the platform access to this connected account, and a
-    #: read of it confirmed: it is deauthorized now (no more events to list).
-    deauthorized: bool = False
     #: The known failed events left as they are (their pks; counted
     #: ``duplicate``), and how many of them failed because their object
     #: could not be read.
@@ -98,14 +95,6 @@ class FetchResult:
     def recorded(self) -> int:
         """Events that were not in the log before."""
         return self.seen - self.outcomes.get("duplicate", 0)
-
-    @property
-    def unlisted(self) -> bool:
-        """Stripe could not list this source's events, for a reason someone must look at.
-
-        Not an account Stripe's refusal deauthorized: that answer is applied.
-        """
-        return bool(self.error) and not self.deauthorized
 
 
 def connected_account_ids() -> list[str]:
@@ -214,6 +203,16 @@ def _fetch_thin(since: datetime) -> FetchResult:
     return result
 
 
+#: What to do about an account whose events Stripe refuses to list (``account_invalid``).
+#: Not done automatically: Stripe answers the same to a key of another
+#: platform or mode, which would disconnect every account.
+ACCESS_REFUSED_HINT = (
+    " (Stripe refuses the platform access to this account. If its owner disconnected the "
+    "platform and the account.application.deauthorized event was lost, mark it deauthorized: "
+    "Connected accounts > Refresh from Stripe in the admin, with 'Mark deauthorized if Stripe "
+    "refuses access'. If every account is refused, check STRIPE_SECRET_KEY.)"
+)
+
 #: The most event types Stripe's Events API takes in one ``types`` filter.
 MAX_EVENT_TYPES = 20
 
@@ -238,15 +237,13 @@ def _fetch(endpoint: str, created_gte: int, account: str | None) -> FetchResult:
             fetched.extend(reversed(list(listed)))
     except GatewayError as exc:
         result.error = str(exc)
+        if account is not None and accounts.access_refused(exc):
+            result.error += ACCESS_REFUSED_HINT
         logger.warning(
             "could not list events: %s",
             exc,
             extra={"connected_account": account or "", "stripe_event_id": "", "payment_id": ""},
         )
-        if account is not None and exc.code == accounts.ACCESS_REFUSED:
-            # The owner disconnected the platform and the deauthorization
-            # event was lost: without this, every run fails on this account.
-            result.deauthorized = accounts.lost_access(account)
         return result
     fetched.sort(key=_created)  # stable: Stripe's order within a second
     for event in fetched:

@@ -11,7 +11,7 @@ from django.contrib.auth.models import Permission
 from django.db import connection
 from django.urls import reverse
 
-from django_escrow_connect import swappable
+from django_escrow_connect import signals, swappable
 from django_escrow_connect.exceptions import BalanceInsufficient, TemporarilyUnavailable
 from django_escrow_connect.simulation import SimulatedGateway
 from tests import factories
@@ -363,18 +363,106 @@ def test_refresh_an_account_from_stripe(admin_client, market, sim_stripe):
     )
 
 
-def test_refreshing_an_account_that_disconnected_unheard_deauthorizes_it(admin_client, market):
-    # The doer disconnected the platform; the deauthorization event was lost.
+@pytest.fixture
+def received():
+    """The account signals sent, as ``(signal, kwargs)``."""
+    seen = []
+
+    def receiver(sender, signal, **kwargs):
+        seen.append((signal, kwargs))
+
+    account_signals = (signals.account_deauthorized, signals.account_updated)
+    for signal in account_signals:
+        signal.connect(receiver, weak=False)
+    yield seen
+    for signal in account_signals:
+        signal.disconnect(receiver)
+
+
+def disconnected_unheard(market):
+    """The doer disconnects the platform; the deauthorization event is lost."""
     account = market.doer_account
     SimulatedGateway().deauthorize(account.stripe_account_id)
     account.refresh_from_db()
     assert account.status == "verified"
-    done = list_action(admin_client, market, type(account), "refresh_account", [account], note="")
+    return account
+
+
+def refresh(admin_client, market, account, **boxes):
+    return list_action(
+        admin_client, market, type(account), "refresh_account", [account], note="", **boxes
+    )
+
+
+def test_staff_mark_an_account_stripe_refuses_access_to_deauthorized(
+    admin_client, market, received
+):
+    account = disconnected_unheard(market)
+    done = refresh(admin_client, market, account, deauthorize_if_refused="on")
     assert any("now deauthorized" in m for m in messages_of(done))
     account.refresh_from_db()
     assert account.status == "deauthorized"
+    assert account.deauthorized_at is not None
+    assert [s for s, _ in received] == [signals.account_deauthorized]
     entry = StaffAction.objects.get()
     assert (entry.action, entry.outcome) == ("refresh_account", "ok")
+
+
+def test_without_the_box_a_refused_refresh_changes_nothing(admin_client, market, received):
+    # Stripe refuses a key of another platform or mode with the same code:
+    # never deauthorized without a person's decision.
+    account = disconnected_unheard(market)
+    done = refresh(admin_client, market, account)
+    assert any("account_invalid" in m for m in messages_of(done))
+    account.refresh_from_db()
+    assert account.status == "verified"
+    assert received == []
+    entry = StaffAction.objects.get()
+    assert (entry.outcome, entry.code) == ("refused", "account_invalid")
+
+
+def test_the_box_on_an_account_stripe_reads_is_a_plain_refresh(admin_client, market, received):
+    account = market.doer_account
+    done = refresh(admin_client, market, account, deauthorize_if_refused="on")
+    assert any("now verified" in m for m in messages_of(done))
+    account.refresh_from_db()
+    assert account.status == "verified"
+    assert signals.account_deauthorized not in [s for s, _ in received]
+
+
+def test_staff_undo_a_deauthorization_when_stripe_reads_the_account(
+    admin_client, market, sim_stripe, received
+):
+    # Deauthorized here by mistake: Stripe still gives the platform access.
+    account = market.doer_account
+    account.deauthorize()
+    account.save()
+    sim_stripe.calls.clear()
+    refresh(admin_client, market, account)  # without the box: as stored, no Stripe call
+    assert sim_stripe.calls == []
+    account.refresh_from_db()
+    assert account.status == "deauthorized"
+
+    done = refresh(admin_client, market, account, reauthorize_if_read="on")
+
+    assert any("now verified" in m for m in messages_of(done))
+    account.refresh_from_db()
+    assert (account.status, account.deauthorized_at) == ("verified", None)
+    # The read is stored (its data changed), then the account reconnected.
+    sent = [kwargs for s, kwargs in received if s is signals.account_updated]
+    assert [kwargs["previous_status"] for kwargs in sent] == ["deauthorized", "deauthorized"]
+    assert sent[-1]["account"].status == "verified"
+
+
+def test_undoing_a_deauthorization_stripe_confirms_is_refused(admin_client, market, received):
+    account = disconnected_unheard(market)
+    account.deauthorize()
+    account.save()
+    done = refresh(admin_client, market, account, reauthorize_if_read="on")
+    assert any("account_invalid" in m for m in messages_of(done))
+    account.refresh_from_db()
+    assert account.status == "deauthorized"
+    assert received == []
 
 
 def test_an_account_stripe_does_not_know_is_refused_not_a_500(admin_client, market):

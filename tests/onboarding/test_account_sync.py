@@ -262,17 +262,14 @@ class TestDeauthorization:
         assert row.deauthorized_at == T0 + timedelta(seconds=20)
         assert signal_log.sent == []
 
-    def test_refresh_of_a_deauthorized_account_stripe_cannot_read_keeps_it(
+    def test_refresh_of_a_deauthorized_account_does_not_call_stripe(
         self, sim_stripe, account, apply
     ):
-        # Stripe does not know the account (resource_missing): whatever the
-        # error, a deauthorized account is returned as stored, not an error.
         services.deauthorize_account(ACCOUNT_ID)
 
-        row = services.refresh_account(reload(account))
+        services.refresh_account(reload(account))
 
-        assert [name for name, _ in sim_stripe.calls] == ["retrieve_account"]
-        assert row.status == "deauthorized"
+        assert sim_stripe.calls == []
 
     def test_unknown_account_is_none(self, db):
         assert services.deauthorize_account("acct_unknown") is None

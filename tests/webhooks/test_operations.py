@@ -321,6 +321,25 @@ def test_fetch_leaves_known_failed_events_to_replay(
     assert events().get(stripe_event_id=unreadable["id"]).attempts == 1
 
 
+def test_fetch_tells_what_to_do_about_an_account_stripe_refuses(sim_stripe: Any) -> None:
+    # The owner disconnected the platform and the deauthorization event was
+    # lost: Stripe refuses to list the account's events (account_invalid).
+    acct = simulated_account()
+    account = factories.make_account(owner_user=factories.make_user("doer"), stripe_account_id=acct)
+    SimulatedGateway().deauthorize(acct)
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError, match="1 sources could not be listed"):
+        call_command(
+            "escrow_fetch_missed_events", "--no-platform", "--account", acct, stdout=out, stderr=err
+        )
+    assert f"{acct}: Stripe could not list events" in err.getvalue()
+    assert "Refresh from Stripe" in err.getvalue()
+    assert "'Mark deauthorized if Stripe refuses access'" in err.getvalue()
+    # Never decided by the command: a wrong key is refused the same way.
+    account.refresh_from_db()
+    assert account.status != "deauthorized"
+
+
 def test_fetch_refuses_a_bad_date(sim_stripe: Any) -> None:
     with pytest.raises(CommandError, match="Not a date"):
         run("escrow_fetch_missed_events", "--since", "last tuesday")

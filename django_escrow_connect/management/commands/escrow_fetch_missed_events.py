@@ -76,14 +76,6 @@ class Command(BaseCommand):
         failed = 0
         unreachable = 0
         for result in results:
-            if result.deauthorized:
-                # Not a failure: Stripe's answer is applied, and the next
-                # --all-accounts run no longer lists this account.
-                self.stdout.write(
-                    f"{result.source}: Stripe refuses the platform access (account_invalid): "
-                    "the account is deauthorized"
-                )
-                continue
             if result.error:
                 self.stderr.write(f"{result.source}: Stripe could not list events: {result.error}")
                 unreachable += 1
