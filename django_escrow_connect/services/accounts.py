@@ -41,7 +41,7 @@ from django_fsm import can_proceed
 
 from .. import embedded, permissions, swappable, transitions
 from ..base.models import AbstractConnectedAccount
-from ..conf import ACCOUNTS_V2, escrow_settings
+from ..conf import ACCOUNTS_V2, escrow_settings, live_mode_configured
 from ..exceptions import GatewayError, GatewayPermissionDenied
 from ..gateway.types import (
     AccountLinkResult,
@@ -259,6 +259,8 @@ def _get_or_create_row(owner_user: Any, owner_organization: Any, business_type: 
         "business_type": business_type,
         "country": configuration.country,
         "email": configuration.email,
+        # Stripe's Account object has no livemode: the key creating it decides.
+        "livemode": live_mode_configured(),
     }
     try:
         # get_or_create retries the read when a concurrent insert won the race.

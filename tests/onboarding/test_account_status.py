@@ -8,7 +8,7 @@ import pytest
 
 from django_escrow_connect.exceptions import TemporarilyUnavailable
 
-from .conftest import accounts, calls, client_for, url
+from .conftest import accounts, calls, client_for, configure, url
 
 pytestmark = pytest.mark.django_db
 
@@ -76,6 +76,16 @@ def test_a_new_account_is_pending_verification(sim_stripe, people):
     assert set(body["requirements"]) == {"currently_due", "eventually_due", "past_due"}
     # Separate charges and transfers (the default): a recipient account, transfers only.
     assert body["capabilities"] == {"transfers": "inactive", "card_payments": None}
+
+
+@pytest.mark.parametrize(("key", "livemode"), [("sk_test_x", False), ("sk_live_x", True)])
+def test_a_new_account_has_the_mode_of_the_key_that_created_it(
+    sim_stripe, people, settings, key, livemode
+):
+    # Stripe's Account object has no livemode: the row records the key's.
+    configure(settings, STRIPE_SECRET_KEY=key)
+    open_account(people.owner)
+    assert accounts().get(owner_user=people.owner).livemode is livemode
 
 
 @pytest.mark.accounts_api("v1")  # asserts v1 requests or events
