@@ -584,6 +584,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     errors.extend(_check_email_mailer(raw("EMAIL_MAILER")))
+    errors.extend(_check_onboarding_urls(raw))
     errors.extend(_check_onboarding_collection(raw))
     country = raw("DEFAULT_ACCOUNT_COUNTRY")
     if not isinstance(country, str) or not re.fullmatch(r"[A-Za-z]{2}", country):
@@ -749,13 +750,15 @@ def _check_report_horizons(raw: Any) -> list[Any]:
     return errors
 
 
-def _check_onboarding_collection(raw: Any) -> list[Any]:
+def _check_onboarding_urls(raw: Any) -> list[Any]:
+    """ONBOARDING_RETURN_URL and ONBOARDING_REFRESH_URL (E086)."""
     errors: list[Any] = []
     for name in ("ONBOARDING_RETURN_URL", "ONBOARDING_REFRESH_URL"):
         url = raw(name)
-        if url != "" and _http_url(url) is None:
+        if url not in ("", None) and _http_url(url) is None:
             # Sent to Stripe as it is (organization_id added to its query):
             # Stripe refuses a relative URL, and a non-string fails here.
+            # None, like "", means the package's own page (read as falsy).
             errors.append(
                 Error(
                     f"{_key(name)} must be empty (the package's own page) or an absolute "
@@ -764,6 +767,11 @@ def _check_onboarding_collection(raw: Any) -> list[Any]:
                     id="escrow_connect.E086",
                 )
             )
+    return errors
+
+
+def _check_onboarding_collection(raw: Any) -> list[Any]:
+    errors: list[Any] = []
     if raw("ONBOARDING_COLLECT") not in ("currently_due", "eventually_due"):
         errors.append(
             Error(

@@ -219,6 +219,7 @@ def test_misconfiguration_names_the_setting(changes, expected_id, named):
         {"SAVE_PAYMENT_METHODS": True},
         {"DEFAULT_ACCOUNT_COUNTRY": "fr"},  # upper-cased where used
         {"ONBOARDING_RETURN_URL": "http://127.0.0.1:8000/onboarding/return/?via=stripe"},
+        {"ONBOARDING_REFRESH_URL": None},  # as "": the package's own page
         {"OPENTELEMETRY": False},
     ],
 )
