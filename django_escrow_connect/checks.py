@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
 import django
 from django.apps import apps
@@ -343,6 +345,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="escrow_connect.E015",
             )
         )
+    errors.extend(_check_stripe_transport(raw))
 
     accounts_api = raw("ACCOUNTS_API")
     if accounts_api not in ACCOUNTS_APIS:
@@ -438,6 +441,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 f"{_key('WEBHOOK_TOLERANCE_SECONDS')} must be a positive number of seconds.",
                 hint="0 would disable replay protection; Stripe's default is 300.",
                 id="escrow_connect.E023",
+            )
+        )
+    max_body = raw("WEBHOOK_MAX_BODY_BYTES")
+    if not _is_int(max_body) or max_body < 1:
+        errors.append(
+            Error(
+                f"{_key('WEBHOOK_MAX_BODY_BYTES')} must be a positive int (bytes).",
+                hint="Stripe's events are a few KiB; the default is 524288 (512 KiB).",
+                id="escrow_connect.E027",
             )
         )
     if raw("WEBHOOK_PROCESSING") not in ("sync", "task"):
@@ -544,6 +556,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="escrow_connect.E035",
             )
         )
+    errors.extend(_check_report_horizons(raw))
     on_behalf_of = raw("DESTINATION_ON_BEHALF_OF")
     if not isinstance(on_behalf_of, bool):
         errors.append(
@@ -562,8 +575,33 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     errors.extend(_check_tips(raw("TIP_MAX_AMOUNT")))
+    if not isinstance(raw("SAVE_PAYMENT_METHODS"), bool):
+        # Read as a truth value: "False" or "no" would let payers save cards.
+        errors.append(
+            Error(
+                f"{_key('SAVE_PAYMENT_METHODS')} must be True or False.",
+                id="escrow_connect.E062",
+            )
+        )
     errors.extend(_check_email_mailer(raw("EMAIL_MAILER")))
+    errors.extend(_check_onboarding_urls(raw))
     errors.extend(_check_onboarding_collection(raw))
+    country = raw("DEFAULT_ACCOUNT_COUNTRY")
+    if not isinstance(country, str) or not re.fullmatch(r"[A-Za-z]{2}", country):
+        errors.append(
+            Error(
+                f"{_key('DEFAULT_ACCOUNT_COUNTRY')} must be a two-letter ISO 3166-1 country "
+                f'code such as "US", not {country!r}.',
+                hint="Creating a connected account for an owner without a country of their "
+                "own fails otherwise.",
+                id="escrow_connect.E085",
+            )
+        )
+    if not isinstance(raw("OPENTELEMETRY"), bool):
+        # Read as a truth value: "false" would leave telemetry on.
+        errors.append(
+            Error(f"{_key('OPENTELEMETRY')} must be True or False.", id="escrow_connect.E050")
+        )
     errors.extend(_check_embedded_components(raw))
     prefix = raw("IDEMPOTENCY_KEY_PREFIX")
     if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}", prefix):
@@ -587,6 +625,146 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                     f"{_key(name)} cannot be imported: {exc}",
                     hint="Give a dotted path to an importable object.",
                     id="escrow_connect.E040",
+                )
+            )
+    return errors
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """An int or a finite float: what ``timedelta`` and the HTTP client take as seconds."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_stripe_transport(raw: Any) -> list[Any]:
+    """STRIPE_API_BASE (E016), STRIPE_MAX_NETWORK_RETRIES (E017), STRIPE_TIMEOUT (E018)
+    and MONEY_OPERATION_LEASE_SECONDS (E019).
+
+    A wrong value here does not fail at startup: every Stripe call would fail
+    as if Stripe were unreachable, or the lease of a money call would be
+    wrong (or raise), so these are reported before the first call.
+    """
+    errors: list[Any] = _check_api_base(raw("STRIPE_API_BASE"))
+    retries = raw("STRIPE_MAX_NETWORK_RETRIES")
+    if not _is_int(retries) or retries < 0:
+        errors.append(
+            Error(
+                f"{_key('STRIPE_MAX_NETWORK_RETRIES')} must be an int, 0 or more.",
+                hint="0: no retry by the Stripe client; the default is 2.",
+                id="escrow_connect.E017",
+            )
+        )
+    timeout = raw("STRIPE_TIMEOUT")
+    # requests takes one number for both, or a (connect, read) tuple; a list
+    # is refused at the first call, and None (no timeout) leaves the money
+    # operations' lease without a bound.
+    parts = timeout if isinstance(timeout, tuple) and len(timeout) == 2 else (timeout,)
+    if not all(_is_number(part) and part > 0 for part in parts):
+        errors.append(
+            Error(
+                f"{_key('STRIPE_TIMEOUT')} must be a positive number of seconds, or a "
+                "(connect, read) tuple of two.",
+                hint="For example 30 (the default) or (3.05, 30).",
+                id="escrow_connect.E018",
+            )
+        )
+    lease = raw("MONEY_OPERATION_LEASE_SECONDS")
+    if lease is not None and (not _is_number(lease) or lease < 0):
+        errors.append(
+            Error(
+                f"{_key('MONEY_OPERATION_LEASE_SECONDS')} must be None or a number of "
+                "seconds, 0 or more.",
+                hint="None derives it from STRIPE_TIMEOUT and STRIPE_MAX_NETWORK_RETRIES.",
+                id="escrow_connect.E019",
+            )
+        )
+    return errors
+
+
+def _check_api_base(base: Any) -> list[Any]:
+    """None or "": Stripe's own address; else the http(s) address the client's paths follow."""
+    if base is None or base == "":
+        return []
+    parts = _http_url(base)
+    if parts is None or parts.query or parts.fragment:
+        return [
+            Error(
+                f"{_key('STRIPE_API_BASE')} must be None or an http(s) URL such as "
+                f'"http://localhost:12111", not {base!r}.',
+                id="escrow_connect.E016",
+            )
+        ]
+    if re.search(r"/v[12]/*$", parts.path):
+        # The client appends /v1/... (and /v2/...) itself: the request would
+        # go to /v1/v1/..., which Stripe and stripe-mock answer with 404.
+        return [
+            Error(
+                f"{_key('STRIPE_API_BASE')} ends with an API version path ({parts.path}); "
+                "the Stripe client adds /v1 or /v2 to every request itself.",
+                hint=f'Write "{parts.scheme}://{parts.netloc}" instead.',
+                id="escrow_connect.E016",
+            )
+        ]
+    return []
+
+
+def _http_url(value: Any) -> SplitResult | None:
+    """``value`` split into its parts if it is an absolute http(s) URL, else None."""
+    if not isinstance(value, str):
+        return None
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts
+
+
+def _check_report_horizons(raw: Any) -> list[Any]:
+    """CAPTURE_EXPIRY_WARNING_HOURS (E101) and STUCK_PAYMENT_HOURS (E102)."""
+    errors: list[Any] = []
+    warning_hours = raw("CAPTURE_EXPIRY_WARNING_HOURS")
+    if not _is_number(warning_hours) or warning_hours <= 0:
+        # 0 or less: a hold is only found once it has lapsed, so it is never
+        # warned about, released or cancelled in time.
+        errors.append(
+            Error(
+                f"{_key('CAPTURE_EXPIRY_WARNING_HOURS')} must be a positive number of hours.",
+                hint="Longer than the interval escrow_capture_expiry runs at; 48 by default.",
+                id="escrow_connect.E101",
+            )
+        )
+    stuck_hours = raw("STUCK_PAYMENT_HOURS")
+    if not _is_int(stuck_hours) or stuck_hours < 1:
+        errors.append(
+            Error(
+                f"{_key('STUCK_PAYMENT_HOURS')} must be an int of at least 1 (hours).",
+                id="escrow_connect.E102",
+            )
+        )
+    return errors
+
+
+def _check_onboarding_urls(raw: Any) -> list[Any]:
+    """ONBOARDING_RETURN_URL and ONBOARDING_REFRESH_URL (E086)."""
+    errors: list[Any] = []
+    for name in ("ONBOARDING_RETURN_URL", "ONBOARDING_REFRESH_URL"):
+        url = raw(name)
+        if url not in ("", None) and _http_url(url) is None:
+            # Sent to Stripe as it is (organization_id added to its query):
+            # Stripe refuses a relative URL, and a non-string fails here.
+            # None, like "", means the package's own page (read as falsy).
+            errors.append(
+                Error(
+                    f"{_key(name)} must be empty (the package's own page) or an absolute "
+                    f"http(s) URL, not {url!r}.",
+                    hint="For example https://marketplace.example/onboarding/return/.",
+                    id="escrow_connect.E086",
                 )
             )
     return errors

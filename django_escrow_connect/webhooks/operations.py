@@ -362,14 +362,31 @@ def purgeable_events(days: int | None = None) -> Any:
     alike, so a misconfigured retention never strips the payload of an event
     processed a moment ago.
     """
-    days = escrow_settings.WEBHOOK_PAYLOAD_RETENTION_DAYS if days is None else days
-    if days is None or isinstance(days, bool) or int(days) < 1:
-        raise ValueError(f"The retention must be at least one day (got {days!r}).")
-    check_period("The retention", days=int(days))
-    cutoff = timezone.now() - timedelta(days=int(days))
+    whole = _retention_days(
+        escrow_settings.WEBHOOK_PAYLOAD_RETENTION_DAYS if days is None else days
+    )
+    cutoff = timezone.now() - timedelta(days=whole)
     return pipeline.event_model().objects.filter(
         received_at__lt=cutoff, status__in=PURGEABLE, payload__isnull=False
     )
+
+
+def _retention_days(days: Any) -> int:
+    """The retention as whole days, or ValueError naming the value.
+
+    A value system check E036 reports can still get here (``call_command``
+    and ``--skip-checks`` skip the checks): a bool, a string that is no
+    number or a list is refused like a retention under a day, not with a
+    TypeError or int()'s message.
+    """
+    try:
+        whole = None if isinstance(days, bool) else int(days)
+    except (TypeError, ValueError):
+        whole = None
+    if whole is None or whole < 1:
+        raise ValueError(f"The retention must be at least one day, in whole days (got {days!r}).")
+    check_period("The retention", days=whole)
+    return whole
 
 
 def purge_payloads(days: int | None = None) -> int:

@@ -14,7 +14,7 @@ from django_escrow_connect.checks import (
     check_host_models,
     check_settings,
 )
-from django_escrow_connect.conf import STRIPE_API_VERSION
+from django_escrow_connect.conf import DEFAULTS, IMPORT_STRINGS, STRIPE_API_VERSION
 
 
 def settings_with(**changes):
@@ -144,6 +144,52 @@ def test_the_test_settings_pass():
             'ESCROW_CONNECT["SIMULATED_EVENT_RECEIVER"]',
         ),
         ({"TIP_FEE": 5}, "escrow_connect.E061", "TIP_FEE"),
+        # Read only where used: a Stripe call failing as if Stripe were
+        # down, a 500, a traceback in a command, or a silently wrong value.
+        ({"STRIPE_API_BASE": "localhost:12111"}, "escrow_connect.E016", "STRIPE_API_BASE"),
+        ({"STRIPE_API_BASE": 12111}, "escrow_connect.E016", "STRIPE_API_BASE"),
+        ({"STRIPE_API_BASE": "http://localhost:port"}, "escrow_connect.E016", "STRIPE_API_BASE"),
+        # The client adds /v1 itself: every request would go to /v1/v1/...
+        (
+            {"STRIPE_API_BASE": "https://api.stripe.com/v1/"},
+            "escrow_connect.E016",
+            'Write "https://api.stripe.com" instead',
+        ),
+        ({"STRIPE_MAX_NETWORK_RETRIES": -1}, "escrow_connect.E017", "STRIPE_MAX_NETWORK_RETRIES"),
+        ({"STRIPE_MAX_NETWORK_RETRIES": "2"}, "escrow_connect.E017", "STRIPE_MAX_NETWORK_RETRIES"),
+        ({"STRIPE_MAX_NETWORK_RETRIES": True}, "escrow_connect.E017", "STRIPE_MAX_NETWORK_RETRIES"),
+        ({"STRIPE_TIMEOUT": None}, "escrow_connect.E018", 'ESCROW_CONNECT["STRIPE_TIMEOUT"]'),
+        ({"STRIPE_TIMEOUT": 0}, "escrow_connect.E018", "STRIPE_TIMEOUT"),
+        ({"STRIPE_TIMEOUT": "30"}, "escrow_connect.E018", "STRIPE_TIMEOUT"),
+        ({"STRIPE_TIMEOUT": [5, 30]}, "escrow_connect.E018", "STRIPE_TIMEOUT"),
+        ({"STRIPE_TIMEOUT": (5, 0)}, "escrow_connect.E018", "STRIPE_TIMEOUT"),
+        (
+            {"MONEY_OPERATION_LEASE_SECONDS": -5},
+            "escrow_connect.E019",
+            'ESCROW_CONNECT["MONEY_OPERATION_LEASE_SECONDS"]',
+        ),
+        ({"MONEY_OPERATION_LEASE_SECONDS": "60"}, "escrow_connect.E019", "LEASE_SECONDS"),
+        ({"MONEY_OPERATION_LEASE_SECONDS": True}, "escrow_connect.E019", "LEASE_SECONDS"),
+        ({"WEBHOOK_MAX_BODY_BYTES": "512"}, "escrow_connect.E027", "WEBHOOK_MAX_BODY_BYTES"),
+        ({"WEBHOOK_MAX_BODY_BYTES": 0}, "escrow_connect.E027", "WEBHOOK_MAX_BODY_BYTES"),
+        ({"WEBHOOK_MAX_BODY_BYTES": 1.5}, "escrow_connect.E027", "WEBHOOK_MAX_BODY_BYTES"),
+        (
+            {"CAPTURE_EXPIRY_WARNING_HOURS": "48"},
+            "escrow_connect.E101",
+            'ESCROW_CONNECT["CAPTURE_EXPIRY_WARNING_HOURS"]',
+        ),
+        ({"CAPTURE_EXPIRY_WARNING_HOURS": 0}, "escrow_connect.E101", "WARNING_HOURS"),
+        ({"CAPTURE_EXPIRY_WARNING_HOURS": True}, "escrow_connect.E101", "WARNING_HOURS"),
+        ({"STUCK_PAYMENT_HOURS": "72"}, "escrow_connect.E102", "STUCK_PAYMENT_HOURS"),
+        ({"STUCK_PAYMENT_HOURS": 0}, "escrow_connect.E102", "STUCK_PAYMENT_HOURS"),
+        ({"STUCK_PAYMENT_HOURS": 0.5}, "escrow_connect.E102", "STUCK_PAYMENT_HOURS"),
+        # Read as truth values: "False" would turn them on.
+        ({"SAVE_PAYMENT_METHODS": "False"}, "escrow_connect.E062", "SAVE_PAYMENT_METHODS"),
+        ({"SAVE_PAYMENT_METHODS": 1}, "escrow_connect.E062", "SAVE_PAYMENT_METHODS"),
+        ({"OPENTELEMETRY": "false"}, "escrow_connect.E050", 'ESCROW_CONNECT["OPENTELEMETRY"]'),
+        ({"DEFAULT_ACCOUNT_COUNTRY": "USA"}, "escrow_connect.E085", "DEFAULT_ACCOUNT_COUNTRY"),
+        ({"DEFAULT_ACCOUNT_COUNTRY": ""}, "escrow_connect.E085", "DEFAULT_ACCOUNT_COUNTRY"),
+        ({"DEFAULT_ACCOUNT_COUNTRY": None}, "escrow_connect.E085", "DEFAULT_ACCOUNT_COUNTRY"),
     ],
 )
 def test_misconfiguration_names_the_setting(changes, expected_id, named):
@@ -152,6 +198,47 @@ def test_misconfiguration_names_the_setting(changes, expected_id, named):
     matching = [e for e in errors if e.id == expected_id]
     assert matching, f"expected {expected_id}, got {ids(errors)}"
     assert any(named in m for m in messages(matching))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        # Values the package's own settings, tests and example use.
+        {"STRIPE_API_BASE": None},
+        {"STRIPE_API_BASE": ""},
+        {"STRIPE_API_BASE": "http://127.0.0.1:12111/"},
+        {"STRIPE_API_BASE": "https://proxy.example/stripe"},  # the client's paths follow it
+        {"STRIPE_MAX_NETWORK_RETRIES": 0},
+        {"STRIPE_TIMEOUT": 0.3},
+        {"STRIPE_TIMEOUT": (3.05, 27)},  # requests' (connect, read)
+        {"MONEY_OPERATION_LEASE_SECONDS": 0},
+        {"MONEY_OPERATION_LEASE_SECONDS": 90.5},
+        {"WEBHOOK_MAX_BODY_BYTES": 10},
+        {"CAPTURE_EXPIRY_WARNING_HOURS": 1.5},
+        {"STUCK_PAYMENT_HOURS": 24},
+        {"SAVE_PAYMENT_METHODS": True},
+        {"DEFAULT_ACCOUNT_COUNTRY": "fr"},  # upper-cased where used
+        {"ONBOARDING_RETURN_URL": "http://127.0.0.1:8000/onboarding/return/?via=stripe"},
+        {"ONBOARDING_REFRESH_URL": None},  # as "": the package's own page
+        {"OPENTELEMETRY": False},
+    ],
+)
+def test_values_that_work_pass(changes):
+    with settings_with(**changes):
+        assert check_settings() == []
+
+
+def test_a_malformed_value_of_every_key_is_reported():
+    """settings.md: a malformed value of any key is reported by ``manage.py
+    check``, naming the key; a dotted path by E040, every other key by its own
+    check. A value no key accepts stands in for any malformed one."""
+    unchecked = []
+    for name in sorted(set(DEFAULTS) - IMPORT_STRINGS):
+        with settings_with(**{name: object()}):
+            errors = [e for e in check_settings() if e.is_serious()]
+        if not any(f'ESCROW_CONNECT["{name}"]' in m for m in messages(errors)):
+            unchecked.append(name)
+    assert unchecked == []
 
 
 @pytest.mark.parametrize("version", ["", STRIPE_API_VERSION])
@@ -355,6 +442,13 @@ def test_destination_on_behalf_of_with_manual_capture_passes(changes):
             "escrow_connect.E084",
             "ONBOARDING_FUTURE_REQUIREMENTS",
         ),
+        # Stripe refuses a relative URL; a non-string fails for an organization.
+        (
+            {"ONBOARDING_RETURN_URL": "/onboarding/return/"},
+            "escrow_connect.E086",
+            'ESCROW_CONNECT["ONBOARDING_RETURN_URL"]',
+        ),
+        ({"ONBOARDING_REFRESH_URL": 123}, "escrow_connect.E086", "ONBOARDING_REFRESH_URL"),
     ],
 )
 def test_embedded_component_misconfiguration_names_the_setting(changes, expected_id, named):

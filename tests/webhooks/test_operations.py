@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from io import StringIO
 from typing import Any
@@ -376,7 +377,7 @@ def test_purge_keeps_rows_so_duplicates_are_still_refused(
     assert events().count() == 3
 
 
-@pytest.mark.parametrize("retention", [0, -1])
+@pytest.mark.parametrize("retention", [0, -1, True, "abc", [30]])
 def test_the_purge_task_refuses_a_retention_under_a_day(
     deliver: Any, settings: Any, retention: int
 ) -> None:
@@ -393,6 +394,24 @@ def test_the_purge_task_refuses_a_retention_under_a_day(
     assert failed.value.summary == {"purged": 0, "errors": [ANY]}
     with pytest.raises(tasks.PeriodicJobFailed, match="at least one day"):
         tasks.purge_event_payloads_task.call(days=retention)
+    assert events().filter(payload__isnull=True).count() == 0
+
+
+@pytest.mark.parametrize("retention", [0, True, "abc", [30]])
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_the_purge_command_refuses_a_malformed_retention_setting(
+    deliver: Any, settings: Any, retention: Any, dry_run: list[str]
+) -> None:
+    """E036 reports it, but call_command (a host's scheduler) and --skip-checks
+    run the command without the checks: a CommandError, not a traceback."""
+    deliver.platform(so.event("customer.created", {"id": "cus_1", "object": "customer"}))
+    events().update(received_at=timezone.now() - timedelta(days=400))
+    settings.ESCROW_CONNECT = {
+        **settings.ESCROW_CONNECT,
+        "WEBHOOK_PAYLOAD_RETENTION_DAYS": retention,
+    }
+    with pytest.raises(CommandError, match=f"at least one day.*got {re.escape(repr(retention))}"):
+        run("escrow_purge_event_payloads", *dry_run)
     assert events().filter(payload__isnull=True).count() == 0
 
 
