@@ -263,6 +263,14 @@ def auto_release_dry_run(market: Marketplace, store: Any) -> str:
     return out.getvalue()
 
 
+def auto_release_run(market: Marketplace) -> str:
+    """``escrow_auto_release``'s output, for a run that must not fail (no ``CommandError``)."""
+    out = StringIO()
+    with market.capture(execute=True):
+        call_command("escrow_auto_release", stdout=out, stderr=out)
+    return out.getvalue()
+
+
 #: The SQL statements that write.
 WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 

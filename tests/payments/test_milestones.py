@@ -28,7 +28,13 @@ from django_escrow_connect.terms import (
 )
 from tests import factories
 
-from .conftest import assert_terms_refused, auto_release_dry_run, configure, stripe_account
+from .conftest import (
+    assert_terms_refused,
+    auto_release_dry_run,
+    auto_release_run,
+    configure,
+    stripe_account,
+)
 
 #: Per task: what the test's terms add to the task's own (milestones, payees).
 EXTRA: dict[Any, dict[str, Any]] = {}
@@ -1570,10 +1576,6 @@ class TestMilestoneAutoRelease:
         """A delivered milestone is due but the doer's account cannot receive
         transfers: the real run reports ``not released (account_not_ready)``,
         and ``--dry-run`` said ``would release``."""
-        from io import StringIO
-
-        from django.core.management import call_command
-
         payment = held(market, milestones=design_released_after_three_days())
         deliver_first_milestone(market, payment)
         payment.milestones.filter(status="delivered").update(
@@ -1587,10 +1589,7 @@ class TestMilestoneAutoRelease:
         market.doer_account.save()
         dry = auto_release_dry_run(market, sim_stripe)
         assert f"{subject}: would not release (account_not_ready)" in dry
-        out = StringIO()
-        with market.capture(execute=True):
-            call_command("escrow_auto_release", stdout=out, stderr=out)  # no CommandError
-        assert f"{subject}: not released (account_not_ready)" in out.getvalue()
+        assert f"{subject}: not released (account_not_ready)" in auto_release_run(market)
         assert transfers_in_stripe(sim_stripe, payment) == []
 
     def test_a_dry_run_says_a_split_whose_other_payee_cannot_be_paid_would_not_be_released(
@@ -1599,10 +1598,6 @@ class TestMilestoneAutoRelease:
         """The doer's account is ready, the partner's (40 %) is not: the real
         run refuses the whole release before any transfer, as it does for a
         single payee, and ``--dry-run`` said ``would release``."""
-        from io import StringIO
-
-        from django.core.management import call_command
-
         configure(settings, AUTO_RELEASE_AFTER_DAYS=14)
         payment = held(market, payees=team(market, partner))
         swappable.load("EscrowPayment").objects.filter(pk=payment.pk).update(
@@ -1615,10 +1610,7 @@ class TestMilestoneAutoRelease:
         )
         dry = auto_release_dry_run(market, sim_stripe)
         assert f"{payment.pk}: would not release (account_not_ready)" in dry
-        out = StringIO()
-        with market.capture(execute=True):
-            call_command("escrow_auto_release", stdout=out, stderr=out)  # no CommandError
-        assert f"{payment.pk}: not released (account_not_ready)" in out.getvalue()
+        assert f"{payment.pk}: not released (account_not_ready)" in auto_release_run(market)
         assert market.payment(payment.pk).status == "held"
         assert transfers_in_stripe(sim_stripe, payment) == []
 
