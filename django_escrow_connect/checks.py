@@ -619,10 +619,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     for name in sorted(IMPORT_STRINGS):
         try:
             getattr(escrow_settings, name)
-        except ImportError as exc:
+        except Exception as exc:  # a host module may fail otherwise: report it, do not crash
+            reason = str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
             errors.append(
                 Error(
-                    f"{_key(name)} cannot be imported: {exc}",
+                    f"{_key(name)} cannot be imported: {reason}",
                     hint="Give a dotted path to an importable object.",
                     id="escrow_connect.E040",
                 )

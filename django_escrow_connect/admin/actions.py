@@ -677,6 +677,24 @@ class RefreshAccountForm(NoteForm):
         ),
     )
 
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        boxes = cleaned.get("deauthorize_if_refused") or cleaned.get("reauthorize_if_read")
+        if boxes and len(self.objects) != 1:
+            # With a wrong key every account is refused alike: one decision
+            # for a whole selection would disconnect them all.
+            raise forms.ValidationError(
+                _("Choose one account to mark deauthorized or connected again.")
+            )
+        return cleaned
+
+    @staticmethod
+    def ticked(data: dict[str, Any]) -> str:
+        """The boxes ticked, for the audit trail's message."""
+        boxes = ("deauthorize_if_refused", "reauthorize_if_read")
+        names = [name for name in boxes if data.get(name)]
+        return f" ({', '.join(names)})" if names else ""
+
 
 class AccountActionsMixin(StaffActionsMixin):
     staff_actions = {K.REFRESH_ACCOUNT: _("Refresh from Stripe")}
@@ -705,7 +723,8 @@ class AccountActionsMixin(StaffActionsMixin):
                 deauthorize_if_refused=bool(data.get("deauthorize_if_refused")),
                 reauthorize_if_read=bool(data.get("reauthorize_if_read")),
             )
-            return f"now {refreshed.get_status_display().lower()}"
+            status = refreshed.get_status_display().lower()
+            return f"now {status}{RefreshAccountForm.ticked(data)}"
 
         result = attempt(run, moves_money=False)
         record(request, kind, result, account_id=obj.stripe_account_id, note=data.get("note", ""))

@@ -1261,6 +1261,7 @@ def create_dashboard_link(account: Any) -> LoginLinkResult:
     _require_usable(account)
     if not account.details_submitted:
         account = refresh_account(account)
+        _require_usable(account)  # the read may find it closed (Accounts v2): deauthorized
     if not account.details_submitted:
         raise errors.Conflict(
             _("Finish onboarding before opening the Stripe dashboard."),

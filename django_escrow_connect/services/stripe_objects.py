@@ -19,7 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from django.db import connections, router
-from django.db.models import Q, signals
+from django.db.models import signals
 from django.utils import timezone
 from django_fsm import can_proceed
 
@@ -707,7 +707,7 @@ def apply_payout(snapshot: PayoutSnapshot, *, account_id: str, event_id: str = "
 
     A payout whose status is ``failed`` (from ``payout.failed`` or a
     ``payout.updated`` carrying it) records a PAYOUT_FAILED incident (on the
-    account's most recent payment, as incidents belong to a payment) and
+    payment that most recently paid the account, as incidents belong to a payment) and
     sends ``payout_failed``, once per payout (the incident is how a second
     event about it is recognised). Any other status (paid,
     canceled, in_transit, pending) is only logged; a canceled payout leaves
@@ -727,6 +727,10 @@ def apply_payout(snapshot: PayoutSnapshot, *, account_id: str, event_id: str = "
             extra={"stripe_event_id": event_id, "payment_id": "", **extra},
         )
         return account
+    # Stripe sends payout.updated and payout.failed together: the account's
+    # row lock makes the second wait for the first's incident, which it then
+    # sees (once per payout, also with concurrent deliveries or workers).
+    account = account_model().objects.select_for_update().get(pk=account.pk)
     Incident = model("TransferIncident")
     if Incident.objects.filter(
         kind=IncidentKind.PAYOUT_FAILED, stripe_payout_id=snapshot.id
@@ -759,14 +763,30 @@ def apply_payout(snapshot: PayoutSnapshot, *, account_id: str, event_id: str = "
 
 
 def _latest_payment_to(account_id: str) -> Any:
-    """The most recent payment that paid ``account_id``: as its destination,
-    or as one of its payees (a split's second payee is no payment's destination)."""
-    paid_as_payee = model("EscrowPayee").objects.filter(destination_account_id=account_id)
-    return (
-        payment_model()
-        .objects.filter(
-            Q(destination_account_id=account_id) | Q(pk__in=paid_as_payee.values("payment_id"))
-        )
-        .order_by("-released_at", "-created_at")
+    """The payment that most recently paid ``account_id``, or None if none did.
+
+    Money reaches an account by a transfer (a release of separate charges,
+    any payee of a split: ``Transfer`` rows, sent) or by a manual-capture
+    payment's destination charge (released: ``released_at``, the account its
+    destination). The newer of the two; a payment that never paid the
+    account (canceled, still held) is not one. Two queries of one row each.
+    """
+    sent = (
+        model("Transfer")
+        .objects.filter(destination_account_id=account_id, status=TransferStatus.CREATED)
+        .order_by("-created_at")
+        .values_list("created_at", "payment_id")
         .first()
     )
+    released = (
+        payment_model()
+        .objects.filter(destination_account_id=account_id, released_at__isnull=False)
+        .order_by("-released_at")
+        .values_list("released_at", "pk")
+        .first()
+    )
+    found = [row for row in (sent, released) if row is not None]
+    if not found:
+        return None
+    _when, payment_id = max(found, key=lambda row: row[0])
+    return payment_model().objects.get(pk=payment_id)

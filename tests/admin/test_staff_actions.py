@@ -406,6 +406,35 @@ def test_staff_mark_an_account_stripe_refuses_access_to_deauthorized(
     assert [s for s, _ in received] == [signals.account_deauthorized]
     entry = StaffAction.objects.get()
     assert (entry.action, entry.outcome) == ("refresh_account", "ok")
+    assert entry.message == "now deauthorized (deauthorize_if_refused)"  # the decision, audited
+
+
+def test_the_boxes_are_for_one_account_at_a_time(admin_client, market, received):
+    # With a wrong key every account is refused alike: ticking the box on a
+    # selection would disconnect them all.
+    account = disconnected_unheard(market)
+    Account = type(account)
+    selection = [account, market.org_account]
+    for box in ("deauthorize_if_refused", "reauthorize_if_read"):
+        page = list_action(
+            admin_client, market, Account, "refresh_account", selection, note="", **{box: "on"}
+        )
+        assert "Choose one account" in page.content.decode()
+    assert set(Account.objects.values_list("status", flat=True)) == {"verified"}
+    assert received == []
+    assert not StaffAction.objects.exists()
+
+
+def test_a_box_on_an_error_other_than_a_refused_access_changes_nothing(
+    admin_client, market, sim_stripe, received
+):
+    account = market.doer_account
+    sim_stripe.fail_next("retrieve_account", TemporarilyUnavailable("timeout"))
+    done = refresh(admin_client, market, account, deauthorize_if_refused="on")
+    assert any("provider_unavailable" in m for m in messages_of(done))
+    account.refresh_from_db()
+    assert account.status == "verified"
+    assert received == []
 
 
 def test_without_the_box_a_refused_refresh_changes_nothing(admin_client, market, received):

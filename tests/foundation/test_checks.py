@@ -143,6 +143,12 @@ def test_the_test_settings_pass():
             "escrow_connect.E040",
             'ESCROW_CONNECT["SIMULATED_EVENT_RECEIVER"]',
         ),
+        # A module that fails on import otherwise is reported too, not a traceback.
+        (
+            {"REVERSAL_POLICY": "tests.foundation.hook_that_raises.policy"},
+            "escrow_connect.E040",
+            "ImproperlyConfigured: this hook needs a setting of its own",
+        ),
         ({"TIP_FEE": 5}, "escrow_connect.E061", "TIP_FEE"),
         # Read only where used: a Stripe call failing as if Stripe were
         # down, a 500, a traceback in a command, or a silently wrong value.

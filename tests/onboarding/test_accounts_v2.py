@@ -262,6 +262,38 @@ class TestStatus:
         assert body["payouts_enabled"] is True
         assert body["capabilities"]["transfers"] == "active"
 
+    def test_a_dashboard_link_that_finds_the_account_closed_is_409_and_makes_no_link(
+        self, sim_stripe, seller, people
+    ):
+        # Onboarding not submitted as far as the row knows: the link reads the
+        # account first, and Stripe reports it closed (the event not applied yet).
+        post_link(people.owner, account_type="individual")
+        account = accounts().get(owner_user=people.owner)
+        seller.close_account_v2(account.stripe_account_id)
+
+        response = client_for(people.owner).get(url("stripe-dashboard-link"))
+
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "account_deauthorized"
+        assert "create_login_link" not in calls(sim_stripe)
+        assert accounts().get(pk=account.pk).status == "deauthorized"
+
+    def test_staff_cannot_reconnect_an_account_stripe_reports_closed(
+        self, sim_stripe, seller, people
+    ):
+        from django_escrow_connect.services.accounts import refresh_account
+
+        post_link(people.owner, account_type="individual")
+        account = accounts().get(owner_user=people.owner)
+        seller.close_account_v2(account.stripe_account_id)
+        assert refresh_account(account).status == "deauthorized"  # read: closed
+
+        row = refresh_account(accounts().get(pk=account.pk), reauthorize_if_read=True)
+
+        assert calls(sim_stripe)[-1] == "retrieve_account_v2"
+        assert row.status == "deauthorized"
+        assert accounts().get(pk=account.pk).status == "deauthorized"
+
     def test_a_stripe_outage_on_refresh_is_503(self, sim_stripe, people):
         post_link(people.owner, account_type="individual")
         sim_stripe.fail_next("retrieve_account_v2", TemporarilyUnavailable("timeout"))

@@ -7,11 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
+from django_escrow_connect import factories as kit
 from django_escrow_connect import swappable
 from tests import factories
 from tests.webhooks import stripe_objects as so
+from tests.webhooks.conftest import MANUAL
 
 pytestmark = pytest.mark.django_db
 
@@ -263,6 +266,7 @@ def test_payout_updated_to_failed_records_an_incident_once(
     deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
     scene = make_payment("released", amount_transferred=9_000)
+    kit.make_transfer(scene.payment)  # what paid the account
     acct = scene.account.stripe_account_id
     payout = so.payout(status="failed", failure_code="account_closed")
     evt = so.event("payout.updated", payout, account=acct)
@@ -292,12 +296,45 @@ def test_a_failed_payout_of_a_second_payee_records_an_incident_once(
             basis_points=5_000,
             destination_account_id=account.stripe_account_id,
         )
+    # The partner's share, sent (the doer's transfer would belong to a release row too).
+    kit.make_transfer(scene.payment, amount=4_500, destination_account_id=acct)
     payout = so.payout(status="failed", failure_code="account_closed")
     assert deliver.connect(so.event("payout.updated", payout, account=acct)).status_code == 200
     assert deliver.connect(so.event("payout.failed", payout, account=acct)).status_code == 200
     [incident] = swappable.load("TransferIncident").objects.all()
     assert (incident.payment_id, incident.destination_account_id) == (scene.payment.pk, acct)
     assert len(sent.of("payout_failed")) == 1
+
+
+def test_a_payment_that_never_paid_the_account_gets_no_payout_incident(
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
+) -> None:
+    """The incident goes on a payment that paid the account: not on a newer
+    one still held (on PostgreSQL it sorted first: no released_at) nor on a
+    canceled one."""
+    paid = make_payment("released", amount_transferred=9_000)
+    kit.make_transfer(paid.payment)
+    acct = paid.account.stripe_account_id
+    for status in ("held", "canceled"):
+        make_payment(status, destination_account_id=acct)
+    payout = so.payout(status="failed", failure_code="account_closed")
+    assert deliver.connect(so.event("payout.failed", payout, account=acct)).status_code == 200
+    [incident] = swappable.load("TransferIncident").objects.all()
+    assert incident.payment_id == paid.payment.pk
+    assert len(sent.of("payout_failed")) == 1
+
+
+def test_a_released_manual_capture_payment_is_what_paid_the_account(
+    deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
+) -> None:
+    """A destination charge pays the account with no transfer row: the
+    payment released to it is found by its ``released_at``."""
+    scene = make_payment("released", strategy=MANUAL, released_at=timezone.now())
+    acct = scene.account.stripe_account_id
+    payout = so.payout(status="failed", failure_code="account_closed")
+    assert deliver.connect(so.event("payout.failed", payout, account=acct)).status_code == 200
+    [incident] = swappable.load("TransferIncident").objects.all()
+    assert incident.payment_id == scene.payment.pk
 
 
 @pytest.mark.parametrize("status", ["canceled", "in_transit"])
