@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from django_escrow_connect import factories as kit
 from django_escrow_connect import swappable
 from django_escrow_connect.exceptions import TemporarilyUnavailable
 from django_escrow_connect.gateway.signing import sign_webhook_payload
@@ -318,6 +319,7 @@ def test_payout_failed_records_an_incident_and_notifies(
     deliver: Any, make_payment: Any, sim_stripe: Any, sent: Any
 ) -> None:
     scene = make_payment("released", amount_transferred=9_000)
+    kit.make_transfer(scene.payment)  # what paid the account
     acct = scene.account.stripe_account_id
     payout = so.payout(
         status="failed",
