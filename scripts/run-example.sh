@@ -73,9 +73,9 @@ cat <<MSG
 
   Example marketplace: $SITE_URL/
   Mode: $mode
-  Demo people (one-click login on $SITE_URL/login/, password demo-password):
-    customer@example.com   doer@example.com   admin@acme.example   newbie@example.com
-  Headless tour of every flow: $PY example_project/manage.py demo_flow
+  Demo people (listed above by seed_demo; one-click login on $SITE_URL/login/,
+  password demo-password), for example customer@example.com and doer@example.com
+  Headless tour of every flow: (cd $PROJECT && $PY example_project/manage.py demo_flow)
 
 MSG
 exec "${MANAGE[@]}" runserver "$HOST:$PORT"
