@@ -545,7 +545,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         # (the command, the task and purge_payloads refuse it at run time).
         errors.append(
             Error(
-                f"{_key('WEBHOOK_PAYLOAD_RETENTION_DAYS')} must be a positive int (days).",
+                f"{_key('WEBHOOK_PAYLOAD_RETENTION_DAYS')} must be a whole number of days, "
+                "an int of at least 1 (not a fraction such as 2.5).",
                 id="escrow_connect.E036",
             )
         )

@@ -100,6 +100,7 @@ def test_the_test_settings_pass():
             "escrow_connect.E036",
             "WEBHOOK_PAYLOAD_RETENTION_DAYS",
         ),
+        ({"WEBHOOK_PAYLOAD_RETENTION_DAYS": 2.5}, "escrow_connect.E036", "whole number of days"),
         ({"IDEMPOTENCY_KEY_PREFIX": "a:b"}, "escrow_connect.E038", "IDEMPOTENCY_KEY_PREFIX"),
         ({"IDEMPOTENCY_KEY_PREFIX": ""}, "escrow_connect.E038", "IDEMPOTENCY_KEY_PREFIX"),
         ({"IDEMPOTENCY_KEY_PREFIX": "x" * 41}, "escrow_connect.E038", "IDEMPOTENCY_KEY_PREFIX"),
