@@ -32,6 +32,7 @@ from .conf import (
 from .gateway.base import AccountsV2Gateway, PaymentGateway
 from .gateway.basegateway import BaseGateway
 from .money import MAX_CHARGE_AMOUNT, amount_step, amount_step_rule, normalize_currency
+from .services.payment_intents import MANUAL_CAPTURE_WINDOW
 from .swappable import (
     APP_LABEL,
     HOST_MODELS,
@@ -545,7 +546,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         # (the command, the task and purge_payloads refuse it at run time).
         errors.append(
             Error(
-                f"{_key('WEBHOOK_PAYLOAD_RETENTION_DAYS')} must be a positive int (days).",
+                f"{_key('WEBHOOK_PAYLOAD_RETENTION_DAYS')} must be a whole number of days, "
+                "an int of at least 1 (not a fraction such as 2.5).",
                 id="escrow_connect.E036",
             )
         )
@@ -730,12 +732,27 @@ def _check_report_horizons(raw: Any) -> list[Any]:
     """CAPTURE_EXPIRY_WARNING_HOURS (E101) and STUCK_PAYMENT_HOURS (E102)."""
     errors: list[Any] = []
     warning_hours = raw("CAPTURE_EXPIRY_WARNING_HOURS")
+    lifetime_hours = int(MANUAL_CAPTURE_WINDOW.total_seconds() // 3600)
     if not _is_number(warning_hours) or warning_hours <= 0:
         # 0 or less: a hold is only found once it has lapsed, so it is never
         # warned about, released or cancelled in time.
         errors.append(
             Error(
                 f"{_key('CAPTURE_EXPIRY_WARNING_HOURS')} must be a positive number of hours.",
+                hint="Longer than the interval escrow_capture_expiry runs at; 48 by default.",
+                id="escrow_connect.E101",
+            )
+        )
+    elif warning_hours >= lifetime_hours:
+        # Every hold lapses within the window from the moment it is authorised:
+        # each would be reported (or released or cancelled) on the next run.
+        # The package never asks Stripe for extended authorisations.
+        errors.append(
+            Error(
+                f"{_key('CAPTURE_EXPIRY_WARNING_HOURS')} must be under {lifetime_hours} hours: "
+                "a card authorisation for manual capture lapses "
+                f"{MANUAL_CAPTURE_WINDOW.days} days after it is made, so every held payment "
+                "would be about to lapse at once.",
                 hint="Longer than the interval escrow_capture_expiry runs at; 48 by default.",
                 id="escrow_connect.E101",
             )

@@ -9,6 +9,7 @@ wrappers around these functions.
 from __future__ import annotations
 
 import logging
+import numbers
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -377,13 +378,14 @@ def _retention_days(days: Any) -> int:
     A value system check E036 reports can still get here (``call_command``
     and ``--skip-checks`` skip the checks): a bool, a string that is no
     number or a list is refused like a retention under a day, not with a
-    TypeError or int()'s message.
+    TypeError or int()'s message; so is a fraction (``2.5``), which int()
+    would cut to fewer days than the operator asked for.
     """
     try:
         whole = None if isinstance(days, bool) else int(days)
     except (TypeError, ValueError):
         whole = None
-    if whole is None or whole < 1:
+    if whole is None or whole < 1 or (isinstance(days, numbers.Real) and whole != days):
         raise ValueError(f"The retention must be at least one day, in whole days (got {days!r}).")
     check_period("The retention", days=whole)
     return whole

@@ -16,6 +16,7 @@ from django_escrow_connect.exceptions import BalanceInsufficient, TemporarilyUna
 from django_escrow_connect.simulation import SimulatedGateway
 from tests import factories
 from tests.payments.conftest import money_calls
+from tests.webhooks import stripe_objects as so
 
 pytestmark = pytest.mark.django_db
 
@@ -603,3 +604,67 @@ def test_saving_a_read_only_page_writes_nothing(admin_client, market):
     assert url(Payment, "staff_action", payment.pk, "release") in (
         admin_client.get(url(Payment, "change", payment.pk)).content.decode()
     )
+
+
+def authorization_event(account, kind, seconds_from_now):
+    """``account.application.<kind>``, created ``seconds_from_now`` (negative: before now)."""
+    return so.event(
+        f"account.application.{kind}",
+        so.application(),
+        account=account.stripe_account_id,
+        created=so.now() + seconds_from_now,
+    )
+
+
+def test_an_older_authorization_delivered_late_does_not_undo_staff_s_deauthorization(
+    admin_client, market, deliver
+):
+    # The owner reconnected, then disconnected: both events lost, the older
+    # one delivered after staff applied the deauthorization.
+    account = disconnected_unheard(market)
+    reconnected_before = authorization_event(account, "authorized", -60)
+    refresh(admin_client, market, account, deauthorize_if_refused="on")
+
+    assert deliver.connect(reconnected_before).json()["status"] == "processed"
+    account.refresh_from_db()
+    assert account.status == "deauthorized"
+
+    # An authorization newer than the staff action reconnects it, as usual.
+    deliver.connect(authorization_event(account, "authorized", +5))
+    account.refresh_from_db()
+    assert account.status == "verified"
+
+
+def test_an_older_deauthorization_delivered_late_does_not_undo_staff_s_reconnection(
+    admin_client, market, deliver
+):
+    account = market.doer_account
+    account.deauthorize()
+    account.save()
+    disconnected_before = authorization_event(account, "deauthorized", -60)
+    refresh(admin_client, market, account, reauthorize_if_read="on")
+
+    assert deliver.connect(disconnected_before).json()["status"] == "processed"
+    account.refresh_from_db()
+    assert account.status == "verified"
+
+    deliver.connect(authorization_event(account, "deauthorized", +5))
+    account.refresh_from_db()
+    assert account.status == "deauthorized"
+
+
+def test_a_deauthorization_of_the_second_of_staff_s_reconnection_wins(
+    admin_client, market, deliver
+):
+    # Which is newer cannot be told across the two clocks: as everywhere, the
+    # deauthorization wins (paying a disconnected account is the worse mistake).
+    account = market.doer_account
+    account.deauthorize()
+    account.save()
+    refresh(admin_client, market, account, reauthorize_if_read="on")
+    account.refresh_from_db()
+    assert account.status == "verified"
+
+    deliver.connect(authorization_event(account, "deauthorized", 0))
+    account.refresh_from_db()
+    assert account.status == "deauthorized"

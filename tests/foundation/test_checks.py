@@ -100,6 +100,7 @@ def test_the_test_settings_pass():
             "escrow_connect.E036",
             "WEBHOOK_PAYLOAD_RETENTION_DAYS",
         ),
+        ({"WEBHOOK_PAYLOAD_RETENTION_DAYS": 2.5}, "escrow_connect.E036", "whole number of days"),
         ({"IDEMPOTENCY_KEY_PREFIX": "a:b"}, "escrow_connect.E038", "IDEMPOTENCY_KEY_PREFIX"),
         ({"IDEMPOTENCY_KEY_PREFIX": ""}, "escrow_connect.E038", "IDEMPOTENCY_KEY_PREFIX"),
         ({"IDEMPOTENCY_KEY_PREFIX": "x" * 41}, "escrow_connect.E038", "IDEMPOTENCY_KEY_PREFIX"),
@@ -186,6 +187,9 @@ def test_the_test_settings_pass():
         ),
         ({"CAPTURE_EXPIRY_WARNING_HOURS": 0}, "escrow_connect.E101", "WARNING_HOURS"),
         ({"CAPTURE_EXPIRY_WARNING_HOURS": True}, "escrow_connect.E101", "WARNING_HOURS"),
+        # A card authorisation lasts 7 days: every hold would be about to lapse.
+        ({"CAPTURE_EXPIRY_WARNING_HOURS": 168}, "escrow_connect.E101", "under 168 hours"),
+        ({"CAPTURE_EXPIRY_WARNING_HOURS": 24 * 30}, "escrow_connect.E101", "under 168 hours"),
         ({"STUCK_PAYMENT_HOURS": "72"}, "escrow_connect.E102", "STUCK_PAYMENT_HOURS"),
         ({"STUCK_PAYMENT_HOURS": 0}, "escrow_connect.E102", "STUCK_PAYMENT_HOURS"),
         ({"STUCK_PAYMENT_HOURS": 0.5}, "escrow_connect.E102", "STUCK_PAYMENT_HOURS"),
@@ -221,6 +225,7 @@ def test_misconfiguration_names_the_setting(changes, expected_id, named):
         {"MONEY_OPERATION_LEASE_SECONDS": 90.5},
         {"WEBHOOK_MAX_BODY_BYTES": 10},
         {"CAPTURE_EXPIRY_WARNING_HOURS": 1.5},
+        {"CAPTURE_EXPIRY_WARNING_HOURS": 167.5},
         {"STUCK_PAYMENT_HOURS": 24},
         {"SAVE_PAYMENT_METHODS": True},
         {"DEFAULT_ACCOUNT_COUNTRY": "fr"},  # upper-cased where used

@@ -364,8 +364,10 @@ def test_purge_keeps_rows_so_duplicates_are_still_refused(
         received_at=timezone.now() - timedelta(days=31)
     )
 
-    assert "Would purge the payload of 1 events" in run("escrow_purge_event_payloads", "--dry-run")
-    assert "Purged the payload of 1 events older than 30 days" in run("escrow_purge_event_payloads")
+    assert "Would purge the payload of 1 event older than 30 days." in run(
+        "escrow_purge_event_payloads", "--dry-run"
+    )
+    assert "Purged the payload of 1 event older than 30 days." in run("escrow_purge_event_payloads")
     purged = events().get(stripe_event_id=old_done["id"])
     assert purged.payload is None
     assert purged.payload_purged_at is not None
@@ -377,7 +379,16 @@ def test_purge_keeps_rows_so_duplicates_are_still_refused(
     assert events().count() == 3
 
 
-@pytest.mark.parametrize("retention", [0, -1, True, "abc", [30]])
+def test_the_purge_command_counts_in_words(deliver: Any) -> None:
+    for name in ("customer.created", "customer.updated"):
+        deliver.platform(so.event(name, {"id": "cus_1", "object": "customer"}))
+    events().update(received_at=timezone.now() - timedelta(days=2))
+
+    dry = run("escrow_purge_event_payloads", "--days", "1", "--dry-run")
+    assert "Would purge the payload of 2 events older than 1 day." in dry
+
+
+@pytest.mark.parametrize("retention", [0, -1, True, "abc", [30], 2.5])
 def test_the_purge_task_refuses_a_retention_under_a_day(
     deliver: Any, settings: Any, retention: int
 ) -> None:
@@ -397,7 +408,7 @@ def test_the_purge_task_refuses_a_retention_under_a_day(
     assert events().filter(payload__isnull=True).count() == 0
 
 
-@pytest.mark.parametrize("retention", [0, True, "abc", [30]])
+@pytest.mark.parametrize("retention", [0, True, "abc", [30], 2.5])
 @pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
 def test_the_purge_command_refuses_a_malformed_retention_setting(
     deliver: Any, settings: Any, retention: Any, dry_run: list[str]

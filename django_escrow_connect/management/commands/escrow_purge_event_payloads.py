@@ -35,9 +35,17 @@ class Command(BaseCommand):
             events = purgeable_events(days)
         except ValueError as exc:  # the setting, when checks were skipped; --days out of range
             raise CommandError(str(exc)) from None
+        # Accepted: a whole number of days (a string such as "30" once checks were skipped).
+        days = int(days)
         if options["dry_run"]:
             count = events.count()
-            self.stdout.write(f"Would purge the payload of {count} events older than {days} days.")
+            self.stdout.write(f"Would purge the payload of {_older_than(count, days)}.")
             return
         count = purge_payloads(days)
-        self.stdout.write(f"Purged the payload of {count} events older than {days} days.")
+        self.stdout.write(f"Purged the payload of {_older_than(count, days)}.")
+
+
+def _older_than(count: int, days: int) -> str:
+    """``1 event older than 1 day``: operators read (and grep) the command's English output."""
+    events = "event" if count == 1 else "events"
+    return f"{count} {events} older than {days} {'day' if days == 1 else 'days'}"
