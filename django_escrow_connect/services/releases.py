@@ -206,7 +206,8 @@ def release_in_parts(
     Transfers left unsent or refused by an earlier request are sent first;
     releasing a milestone already released changes nothing. Raises the first
     refusal (409 ``release_failed``) after every other payee's transfer was
-    tried.
+    tried. A manual-capture payment is refused (400 ``split_unsupported``):
+    its capture releases it whole (:func:`.payments.release_payment`).
 
     ``request_key``: the client's ``Idempotency-Key`` of a release by
     ``amount`` (the one request a repeat would carry out twice), committed on
@@ -225,6 +226,13 @@ def release_in_parts(
             if not system and not may(payment.release_part, user):
                 raise errors.Forbidden(
                     _("Only the customer or platform staff can release a payment.")
+                )
+            if payment.is_manual_capture:
+                # Its charge is only authorised until the capture, which pays
+                # the doer: a part would be a transfer no charge funds.
+                raise errors.InvalidInput(
+                    _("A manual-capture payment is captured once: it is released in full."),
+                    code="split_unsupported",
                 )
             earlier = operations.request_operations(payment, user, asked.request_key)
             if earlier:

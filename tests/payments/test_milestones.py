@@ -16,6 +16,8 @@ from django_escrow_connect import signals, swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import BalanceInsufficient, TemporarilyUnavailable
 from django_escrow_connect.money import InvalidAmount, InvalidCurrency
+from django_escrow_connect.services import errors
+from django_escrow_connect.services.releases import release_in_parts
 from django_escrow_connect.services.schedules import auto_release
 from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.terms import (
@@ -664,6 +666,22 @@ class TestPartialAmounts:
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "split_unsupported"
         assert market.payment(payment.pk).status == state
+        assert sim_stripe.calls == []
+
+    def test_release_in_parts_refuses_a_manual_capture_payment(self, market, sim_stripe, settings):
+        """The service itself, not only the API's path to it: a part of a
+        manual-capture payment would be a transfer from a charge that is only
+        authorised (its capture pays the doer; nothing else may)."""
+        configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
+        payment = held(market)
+        sim_stripe.calls.clear()
+        with pytest.raises(errors.InvalidInput) as refused:
+            release_in_parts(payment.pk, market.customer, amount=1_000)
+        assert refused.value.code == "split_unsupported"
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_released) == ("held", 0)
+        assert not payment.releases.exists()
+        assert not payment.payees.exists()
         assert sim_stripe.calls == []
 
 
