@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -602,9 +602,12 @@ def release_payment(
     released by :mod:`.releases`, one transfer per payee.
 
     A payment already released is returned unchanged: a repeated confirm is
-    not an error. ``system=True`` is for the automatic-release policy. A
-    release whose call crashed or timed out is finished with the same key; any
-    other unresolved operation is settled first. ``request_key``: the client's
+    not an error. A new release by ``amount`` of it is (409
+    ``transition_not_allowed``): it asks for money to move; only the keyed
+    retry of the release by amount that released it is returned unchanged.
+    ``system=True`` is for the automatic-release policy. A release whose call
+    crashed or timed out is finished with the same key; any other unresolved
+    operation is settled first. ``request_key``: the client's
     ``Idempotency-Key`` of a release by ``amount`` (:func:`.releases.release_in_parts`).
     """
     for _step in _steps():
@@ -614,20 +617,26 @@ def release_payment(
                 raise errors.Forbidden(
                     _("Only the customer or platform staff can release a payment.")
                 )
+            in_parts = payment.released_in_parts or milestone_id is not None or amount is not None
+            if in_parts and payment.is_manual_capture:
+                # Whatever its state: a part of a capture is never released.
+                raise errors.InvalidInput(
+                    _("A manual-capture payment is captured once: it is released in full."),
+                    code="split_unsupported",
+                )
             if payment.status == S.RELEASED or (
                 payment.status == S.PARTIALLY_REFUNDED and not _owes_payees(payment)
             ):
                 # Answered here, without release_in_parts (which checks the
                 # key on every other path): a key used for another amount is
                 # refused, not answered 200.
-                releases.require_same_release(payment, user, amount, request_key)
+                replay = releases.require_same_release(payment, user, amount, request_key)
+                if amount is not None and not replay:
+                    # A new release by amount asks for money to move: a 200
+                    # would tell the client it did. Only its keyed retry is
+                    # answered as the payment stands.
+                    _refuse_release(payment)
                 return payment
-            in_parts = payment.released_in_parts or milestone_id is not None or amount is not None
-            if in_parts and payment.is_manual_capture:
-                raise errors.InvalidInput(
-                    _("A manual-capture payment is captured once: it is released in full."),
-                    code="split_unsupported",
-                )
             if in_parts and payment.status != S.RELEASING:
                 break
             pending = operations.unresolved_operation(payment)
@@ -635,10 +644,7 @@ def release_payment(
                 pending = _adopt_legacy_release(payment)
             if pending is None:
                 if not can_proceed(payment.start_release):
-                    raise errors.TransitionNotAllowed(
-                        _("A payment that is %(status)s cannot be released.")
-                        % {"status": payment.get_status_display().lower()}
-                    )
+                    _refuse_release(payment)
                 if open_disputes(payment.disputes).exists():
                     raise errors.TransitionNotAllowed(
                         _("The payment is disputed; release is frozen.")
@@ -660,6 +666,13 @@ def release_payment(
         milestone_id=milestone_id,
         amount=amount,
         request_key=request_key,
+    )
+
+
+def _refuse_release(payment: Any) -> NoReturn:
+    raise errors.TransitionNotAllowed(
+        _("A payment that is %(status)s cannot be released.")
+        % {"status": payment.get_status_display().lower()}
     )
 
 

@@ -206,7 +206,8 @@ def release_in_parts(
     Transfers left unsent or refused by an earlier request are sent first;
     releasing a milestone already released changes nothing. Raises the first
     refusal (409 ``release_failed``) after every other payee's transfer was
-    tried.
+    tried. A manual-capture payment is refused (400 ``split_unsupported``):
+    its capture releases it whole (:func:`.payments.release_payment`).
 
     ``request_key``: the client's ``Idempotency-Key`` of a release by
     ``amount`` (the one request a repeat would carry out twice), committed on
@@ -225,6 +226,13 @@ def release_in_parts(
             if not system and not may(payment.release_part, user):
                 raise errors.Forbidden(
                     _("Only the customer or platform staff can release a payment.")
+                )
+            if payment.is_manual_capture:
+                # Its charge is only authorised until the capture, which pays
+                # the doer: a part would be a transfer no charge funds.
+                raise errors.InvalidInput(
+                    _("A manual-capture payment is captured once: it is released in full."),
+                    code="split_unsupported",
                 )
             earlier = operations.request_operations(payment, user, asked.request_key)
             if earlier:
@@ -268,20 +276,23 @@ class _Ask:
         self.release_pk: Any = None
 
 
-def require_same_release(payment: Any, user: Any, amount: int | None, request_key: str) -> None:
-    """Refuse (400 ``idempotency_key_reused``) a keyed release by ``amount``
-    whose key ``user`` already used on ``payment`` for another request.
+def require_same_release(payment: Any, user: Any, amount: int | None, request_key: str) -> bool:
+    """Whether ``request_key`` is the key of an earlier release by ``amount``
+    ``user`` asked on ``payment`` (its retry); refuse (400
+    ``idempotency_key_reused``) a key used for another request.
 
     For a caller that answers without reaching :func:`release_in_parts` (a
-    payment released by now answers 200 as it stands): the same key with
-    another amount is refused whatever the payment's state, as for refunds
-    and tips. Run with the payment locked.
+    payment released by now answers a retry 200 as it stands, and refuses a
+    new release by amount): the same key with another amount is refused
+    whatever the payment's state, as for refunds and tips. Run with the
+    payment locked.
     """
     if amount is None:
-        return  # the key is read only for a release by amount
+        return False  # the key is read only for a release by amount
     earlier = operations.request_operations(payment, user, request_key)
     if earlier:
         _require_same_release(earlier, _Ask(None, amount, request_key))
+    return bool(earlier)
 
 
 def _require_same_release(earlier: list[Any], asked: _Ask) -> Any:
@@ -522,6 +533,10 @@ def _create_release(payment: Any, user: Any, asked: _Ask) -> Any:
                 _("This payment is released by milestone; name the milestone."),
                 code="release_by_milestone",
             )
+        if not can_proceed(payment.release_part):
+            # Refused for its state (refunded, ...), as a release of
+            # everything is, not as an amount above the nothing it holds.
+            _refuse_state(payment)
         gross = _valid_amount(payment, asked.amount, held)
     else:
         if held <= 0:

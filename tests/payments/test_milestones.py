@@ -16,6 +16,8 @@ from django_escrow_connect import signals, swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import BalanceInsufficient, TemporarilyUnavailable
 from django_escrow_connect.money import InvalidAmount, InvalidCurrency
+from django_escrow_connect.services import errors
+from django_escrow_connect.services.releases import release_in_parts
 from django_escrow_connect.services.schedules import auto_release
 from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.terms import (
@@ -590,12 +592,97 @@ class TestPartialAmounts:
         made = [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)]
         assert sum(made) == 9_050 - 905
 
-    def test_manual_capture_refuses_partial_release(self, market, settings):
+    @pytest.mark.parametrize("headers", [{"Idempotency-Key": "release-10"}, None])
+    @pytest.mark.parametrize("ended", ["released", "partially_refunded"])
+    def test_a_new_release_by_amount_once_the_release_is_over_is_409(
+        self, market, sim_stripe, headers, ended
+    ):
+        """A release by amount asks for money to move: a payment released by
+        now (also one partly refunded since) answers it 409 as a release of a
+        refunded payment is answered, never 200 as if 1,000 had moved. Only a
+        keyed retry of an earlier release by amount is answered 200 (see
+        test_a_key_reused_for_another_amount_is_refused_once_all_is_released)."""
+        payment = held(market)
+        if ended == "released":
+            assert release(market, payment).status_code == 200
+        else:
+            assert release(market, payment, amount=4_000).status_code == 200
+            refund = market.post(
+                market.staff, "payment-refund", {"amount": 6_000}, payment_id=payment.pk
+            )
+            assert refund.status_code == 200, refund.content
+        before = market.payment(payment.pk)
+        assert before.status == ended
+        sim_stripe.calls.clear()
+
+        response = market.post(
+            market.customer,
+            "payment-release",
+            {"amount": 1_000},
+            payment_id=payment.pk,
+            headers=headers,
+        )
+        assert response.status_code == 409, response.content
+        error = response.json()["error"]
+        assert error["code"] == "transition_not_allowed"
+        assert error["message"] == (
+            f"A payment that is {before.get_status_display().lower()} cannot be released."
+        )
+        after = market.payment(payment.pk)
+        assert (after.status, after.amount_released, after.amount_transferred) == (
+            before.status,
+            before.amount_released,
+            before.amount_transferred,
+        )
+        assert after.releases.count() == before.releases.count()
+        assert not after.operations.filter(request_key="release-10").exists()
+        assert sim_stripe.calls == []
+
+    def test_a_release_by_amount_of_a_refunded_payment_is_409_as_any_release(
+        self, market, sim_stripe
+    ):
+        """Refused for the payment's state, as a release of everything is, not
+        as an amount above the nothing it holds (400)."""
+        payment = held(market)
+        refund = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+        assert refund.json()["status"] == "refunded"
+        for body in ({"amount": 1_000}, {}):
+            response = release(market, payment, **body)
+            assert response.status_code == 409, response.content
+            assert response.json()["error"] == {
+                "code": "transition_not_allowed",
+                "message": "A payment that is refunded cannot be released.",
+            }
+        assert not market.payment(payment.pk).releases.exists()
+
+    @pytest.mark.parametrize("state", ["held", "released"])
+    def test_manual_capture_refuses_partial_release(self, market, sim_stripe, settings, state):
         configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
         payment = held(market)
+        if state == "released":
+            assert release(market, payment).json()["status"] == "released"
+        sim_stripe.calls.clear()
         response = release(market, payment, amount=1_000)
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "split_unsupported"
+        assert market.payment(payment.pk).status == state
+        assert sim_stripe.calls == []
+
+    def test_release_in_parts_refuses_a_manual_capture_payment(self, market, sim_stripe, settings):
+        """The service itself, not only the API's path to it: a part of a
+        manual-capture payment would be a transfer from a charge that is only
+        authorised (its capture pays the doer; nothing else may)."""
+        configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
+        payment = held(market)
+        sim_stripe.calls.clear()
+        with pytest.raises(errors.InvalidInput) as refused:
+            release_in_parts(payment.pk, market.customer, amount=1_000)
+        assert refused.value.code == "split_unsupported"
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_released) == ("held", 0)
+        assert not payment.releases.exists()
+        assert not payment.payees.exists()
+        assert sim_stripe.calls == []
 
 
 # --------------------------------------------------------------------------
