@@ -604,7 +604,7 @@ def release_payment(
     A payment already released is returned unchanged: a repeated confirm is
     not an error. A new release by ``amount`` of it is (409
     ``transition_not_allowed``): it asks for money to move; only the keyed
-    retry of the release by amount that released it is returned unchanged.
+    retry of an earlier release by amount of it is returned unchanged.
     ``system=True`` is for the automatic-release policy. A release whose call
     crashed or timed out is finished with the same key; any other unresolved
     operation is settled first. ``request_key``: the client's

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
+from decimal import Decimal
 from io import StringIO
 from typing import Any
 from unittest.mock import ANY
@@ -388,7 +389,7 @@ def test_the_purge_command_counts_in_words(deliver: Any) -> None:
     assert "Would purge the payload of 2 events older than 1 day." in dry
 
 
-@pytest.mark.parametrize("retention", [0, -1, True, "abc", [30], 2.5])
+@pytest.mark.parametrize("retention", [0, -1, True, "abc", [30], 2.5, Decimal("2.5"), float("inf")])
 def test_the_purge_task_refuses_a_retention_under_a_day(
     deliver: Any, settings: Any, retention: int
 ) -> None:
@@ -408,7 +409,7 @@ def test_the_purge_task_refuses_a_retention_under_a_day(
     assert events().filter(payload__isnull=True).count() == 0
 
 
-@pytest.mark.parametrize("retention", [0, True, "abc", [30], 2.5])
+@pytest.mark.parametrize("retention", [0, True, "abc", [30], 2.5, Decimal("2.5"), float("inf")])
 @pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
 def test_the_purge_command_refuses_a_malformed_retention_setting(
     deliver: Any, settings: Any, retention: Any, dry_run: list[str]
