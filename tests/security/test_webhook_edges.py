@@ -369,3 +369,22 @@ def test_an_object_the_handler_cannot_read_is_recorded_failed_not_a_500(
     assert "cannot be read" in row.last_error
     assert status_history(scene) == before
     assert sent.names() == ["webhook_processing_failed"]
+
+
+@pytest.mark.parametrize(
+    "created",
+    ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"],
+    ids=["before year 1 in UTC", "after year 9999 in UTC"],
+)
+def test_a_thin_event_created_off_the_calendar_is_refused(
+    deliver: Any,  # noqa: F811
+    created: str,
+) -> None:
+    """A valid RFC 3339 time whose UTC moment no ``datetime`` can hold."""
+    evt = so.thin_event("v2.escrow_test.unhandled", created=created)
+
+    response = deliver.post(WebhookEndpoint.THIN, evt)
+
+    assert response.status_code == 400, response.content
+    assert json.loads(response.content)["error"]["code"] == "invalid_webhook"
+    assert events().count() == 0
