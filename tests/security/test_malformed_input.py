@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
+from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from django.urls import reverse
 
 from tests.payments.conftest import Marketplace
@@ -136,6 +138,21 @@ def test_a_body_that_is_not_a_json_object_is_refused(endpoints: Endpoints, sim_s
             content_type="application/x-www-form-urlencoded",
         )
         refused(endpoints, user, "post", url, data=b"\xff\xfe{}", content_type="text/plain")
+
+
+def test_a_form_past_django_s_limits_is_a_400_in_the_error_shape(
+    endpoints: Endpoints, settings: Any
+) -> None:
+    """Django refuses such a form with its own HTML 400; the API answers JSON."""
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 5
+    fields = {f"field{i}": "1" for i in range(6)}
+    for user, url, _fields in endpoints.posts():
+        for data, content_type in (
+            (urlencode(fields), "application/x-www-form-urlencoded"),
+            (encode_multipart(BOUNDARY, fields), MULTIPART_CONTENT),
+        ):
+            response = refused(endpoints, user, "post", url, data=data, content_type=content_type)
+            assert response.json()["error"]["code"] == "parse_error"
 
 
 @pytest.mark.parametrize(
