@@ -388,3 +388,47 @@ def test_a_thin_event_created_off_the_calendar_is_refused(
     assert response.status_code == 400, response.content
     assert json.loads(response.content)["error"]["code"] == "invalid_webhook"
     assert events().count() == 0
+
+
+LONGER_THAN_A_CODE_COLUMN = "x" * 300  # the incident's code columns hold 255
+
+
+@pytest.mark.parametrize(
+    ("event_type", "status", "fields"),
+    [
+        (
+            "payment_intent.payment_failed",
+            "requires_payment_method",
+            {"last_payment_error": {**so.card_error(), "code": LONGER_THAN_A_CODE_COLUMN}},
+        ),
+        (
+            "payment_intent.payment_failed",
+            "requires_payment_method",
+            {"last_payment_error": {**so.card_error(), "decline_code": LONGER_THAN_A_CODE_COLUMN}},
+        ),
+        ("payment_intent.canceled", "canceled", {"cancellation_reason": LONGER_THAN_A_CODE_COLUMN}),
+    ],
+    ids=["error code", "decline code", "cancellation reason"],
+)
+def test_a_code_longer_than_its_column_is_recorded_cut(
+    deliver: Any,  # noqa: F811
+    make_payment: Any,  # noqa: F811
+    sim_stripe: Any,  # noqa: F811
+    event_type: str,
+    status: str,
+    fields: dict[str, Any],
+) -> None:
+    """PostgreSQL refuses a string longer than its column (SQLite stores it):
+    the event failed there, a 500 Stripe retried for days, and the payment
+    never changed. Cut as the payment's own ``failure_code`` is."""
+    scene = make_payment()
+    intent = intent_for(scene, status, **fields)
+
+    response = deliver.post(WebhookEndpoint.PLATFORM, so.event(event_type, intent))
+
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "processed"
+    [incident] = scene.payment.incidents.all()
+    assert incident.code in ("card_declined", LONGER_THAN_A_CODE_COLUMN[:255])
+    assert incident.decline_code in ("insufficient_funds", "", LONGER_THAN_A_CODE_COLUMN[:255])
+    assert scene.refresh().status in ("failed", "canceled")
