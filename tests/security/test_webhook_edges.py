@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from django_escrow_connect import factories as kit
+from django_escrow_connect import swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE
 from django_escrow_connect.gateway.signing import sign_webhook_payload
 from django_escrow_connect.states import WebhookEndpoint
@@ -332,6 +334,16 @@ UNREADABLE_OBJECTS = {
         ),
     ),
     "dispute funds past 64 bits": (HELD, lambda s: _funds_withdrawn(s, -(10**30))),
+    # A currency column holds three lowercase letters (a check constraint on
+    # most tables, varchar(3) on PostgreSQL everywhere).
+    "refund currency not a currency": (
+        HELD,
+        lambda s: ("refund.created", so.refund(currency="usdx", **_of_charge(s))),
+    ),
+    "dispute currency not a currency": (
+        HELD,
+        lambda s: ("charge.dispute.created", so.dispute(currency="dollars", **_of_charge(s))),
+    ),
     "application fee of '1e3'": (
         {"status": "released", "strategy": MANUAL_CAPTURE},
         lambda s: _fee(s, amount="1e3"),
@@ -432,3 +444,23 @@ def test_a_code_longer_than_its_column_is_recorded_cut(
     assert incident.code in ("card_declined", LONGER_THAN_A_CODE_COLUMN[:255])
     assert incident.decline_code in ("insufficient_funds", "", LONGER_THAN_A_CODE_COLUMN[:255])
     assert scene.refresh().status in ("failed", "canceled")
+
+
+def test_a_payout_in_no_currency_is_recorded_failed_not_a_500(
+    deliver: Any,  # noqa: F811
+    make_payment: Any,  # noqa: F811
+    sim_stripe: Any,  # noqa: F811
+) -> None:
+    """PostgreSQL refused the payout's incident (``currency`` is varchar(3)):
+    500 on every delivery. Unreadable instead, like any other such object."""
+    scene = make_payment("released", amount_transferred=9_000)
+    kit.make_transfer(scene.payment)
+    payout = so.payout(status="failed", failure_code="account_closed", currency="usdx")
+    evt = so.event("payout.failed", payout, account=scene.account.stripe_account_id)
+
+    response = deliver.post(WebhookEndpoint.CONNECT, evt)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "failed"
+    assert "cannot be read" in events().get().last_error
+    assert not swappable.load("TransferIncident").objects.exists()
