@@ -11,7 +11,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404
 from django.utils.translation import gettext as _
 from rest_framework import exceptions, status
@@ -97,12 +102,19 @@ def _encodable(detail: Any) -> Any:
 
 
 class _NestingSafeParser(BaseParser):
-    """One of the view's parsers, with a document nested too deeply as a 400.
+    """One of the view's parsers, with a document nested too deeply or a form
+    past Django's limits as a 400 in the API's error shape.
 
     ``json`` decodes nested arrays and objects by recursion: ``[[[...]]]``
     deeper than Python's recursion limit raises ``RecursionError``, which
     DRF's ``JSONParser`` does not turn into a ``ParseError`` (it catches
     ``ValueError`` only), so the request would end in a 500.
+
+    A form body with more fields or files than ``DATA_UPLOAD_MAX_NUMBER_FIELDS``
+    / ``DATA_UPLOAD_MAX_NUMBER_FILES`` (or, multipart, larger than
+    ``DATA_UPLOAD_MAX_MEMORY_SIZE``) raises a ``SuspiciousOperation`` that
+    DRF leaves to Django: a 400, but Django's HTML page, not this API's
+    ``{"error": ...}`` body.
     """
 
     def __init__(self, parser: BaseParser) -> None:
@@ -115,6 +127,10 @@ class _NestingSafeParser(BaseParser):
             return self.parser.parse(stream, media_type, parser_context)
         except RecursionError:
             raise exceptions.ParseError(_("The request body is nested too deeply.")) from None
+        except (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent):
+            raise exceptions.ParseError(
+                _("The request body has too many fields or is too large.")
+            ) from None
 
 
 class EscrowAPIView(APIView):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from ..money import MAX_MINOR_AMOUNT
+from ..money import MAX_MINOR_AMOUNT, normalize_currency
 
 __all__ = [
     "AccountBusinessType",
@@ -93,6 +93,16 @@ def _require_str(d: Mapping[str, Any], key: str) -> str:
 #: The longest id Stripe gives an object (its API upgrade policy: ids never
 #: exceed 255 characters), and the length of every id column.
 MAX_ID_LENGTH = 255
+
+
+def _require_currency(d: Mapping[str, Any]) -> str:
+    """``d["currency"]``: three ASCII letters, lowercased as every column stores it.
+
+    Anything else is no currency Stripe sends, and no currency column holds
+    it (a check constraint; ``varchar(3)`` on PostgreSQL): a signed event
+    carrying one kept answering 500.
+    """
+    return normalize_currency(_require_str(d, "currency"))
 
 
 def _require_id(d: Mapping[str, Any], key: str) -> str:
@@ -491,7 +501,7 @@ class PaymentIntentSnapshot:
             amount=_int(d.get("amount")),
             amount_received=_int(d.get("amount_received")),
             amount_capturable=_int(d.get("amount_capturable")),
-            currency=_require_str(d, "currency"),
+            currency=_require_currency(d),
             client_secret=_opt_str(d.get("client_secret")),
             latest_charge=_id(latest_charge),
             capture_method=_opt_str(d.get("capture_method")),
@@ -572,7 +582,7 @@ class ChargeSnapshot:
             amount=_int(d.get("amount")),
             amount_captured=_int(d.get("amount_captured")),
             amount_refunded=_int(d.get("amount_refunded")),
-            currency=_require_str(d, "currency"),
+            currency=_require_currency(d),
             refunded=_bool(d.get("refunded")),
             disputed=_bool(d.get("disputed")),
             balance_transaction=_id(d.get("balance_transaction")),
@@ -607,7 +617,7 @@ class TransferReversalSnapshot:
             id=_require_id(d, "id"),
             transfer=transfer,
             amount=_int(d.get("amount")),
-            currency=_require_str(d, "currency"),
+            currency=_require_currency(d),
             metadata=_metadata(d.get("metadata")),
         )
 
@@ -636,7 +646,7 @@ class TransferSnapshot:
             id=_require_id(d, "id"),
             amount=_int(d.get("amount")),
             amount_reversed=_int(d.get("amount_reversed")),
-            currency=_require_str(d, "currency"),
+            currency=_require_currency(d),
             destination=_id(d.get("destination")),
             source_transaction=_id(d.get("source_transaction")),
             transfer_group=_opt_str(d.get("transfer_group")),
@@ -670,7 +680,7 @@ class RefundSnapshot:
         return cls(
             id=_require_id(d, "id"),
             amount=_int(d.get("amount")),
-            currency=_require_str(d, "currency"),
+            currency=_require_currency(d),
             status=_opt_str(d.get("status")),
             payment_intent=_id(d.get("payment_intent")),
             charge=_id(d.get("charge")),
@@ -701,7 +711,7 @@ class DisputeSnapshot:
             charge=_id(d.get("charge")),
             payment_intent=_id(d.get("payment_intent")),
             amount=_int(d.get("amount")),
-            currency=_require_str(d, "currency"),
+            currency=_require_currency(d),
             status=_require_str(d, "status"),
             reason=_opt_str(d.get("reason")),
             evidence_due_by=_datetime(_mapping(d.get("evidence_details")).get("due_by")),
@@ -725,7 +735,7 @@ class PayoutSnapshot:
         return cls(
             id=_require_id(d, "id"),
             amount=_int(d.get("amount")),
-            currency=_require_str(d, "currency"),
+            currency=_require_currency(d),
             status=_require_str(d, "status"),
             failure_code=_opt_str(d.get("failure_code")),
             failure_message=_opt_str(d.get("failure_message")),

@@ -390,8 +390,10 @@ def _failed(payment: Any, snapshot: PaymentIntentSnapshot, event_id: str) -> Non
     incident = model("PaymentIncident").objects.create(
         payment=payment,
         kind=IncidentKind.PAYMENT_FAILED,
-        code=code,
-        decline_code=error.get("decline_code") or "",
+        # Cut to their columns, as mark_failed cuts the payment's code:
+        # PostgreSQL refuses a longer string, and the event would fail for good.
+        code=code[:255],
+        decline_code=(error.get("decline_code") or "")[:255],
         message=message,
         stripe_event_id=event_id,
         stripe_payment_intent_id=snapshot.id,
@@ -423,7 +425,7 @@ def _canceled(payment: Any, snapshot: PaymentIntentSnapshot, event_id: str) -> N
         model("PaymentIncident").objects.create(
             payment=payment,
             kind=IncidentKind.CAPTURE_EXPIRED if lapsed else IncidentKind.PAYMENT_CANCELED,
-            code=snapshot.cancellation_reason or "",
+            code=(snapshot.cancellation_reason or "")[:255],
             message=(
                 "The card authorisation lapsed before it was captured."
                 if lapsed

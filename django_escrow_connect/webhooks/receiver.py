@@ -434,11 +434,13 @@ def thin_created(event: dict[str, Any]) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            return None
+        # OverflowError: a valid time whose UTC moment is before year 1 or
+        # after 9999 (``0001-01-01T00:00:00+14:00``) was a 500.
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
         return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.astimezone(timezone.utc)
 
 
 def is_thin(event: dict[str, Any]) -> bool:

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from django_escrow_connect import factories as kit
+from django_escrow_connect import swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE
 from django_escrow_connect.gateway.signing import sign_webhook_payload
 from django_escrow_connect.states import WebhookEndpoint
@@ -332,6 +334,16 @@ UNREADABLE_OBJECTS = {
         ),
     ),
     "dispute funds past 64 bits": (HELD, lambda s: _funds_withdrawn(s, -(10**30))),
+    # A currency column holds three lowercase letters (a check constraint on
+    # most tables, varchar(3) on PostgreSQL everywhere).
+    "refund currency not a currency": (
+        HELD,
+        lambda s: ("refund.created", so.refund(currency="usdx", **_of_charge(s))),
+    ),
+    "dispute currency not a currency": (
+        HELD,
+        lambda s: ("charge.dispute.created", so.dispute(currency="dollars", **_of_charge(s))),
+    ),
     "application fee of '1e3'": (
         {"status": "released", "strategy": MANUAL_CAPTURE},
         lambda s: _fee(s, amount="1e3"),
@@ -369,3 +381,86 @@ def test_an_object_the_handler_cannot_read_is_recorded_failed_not_a_500(
     assert "cannot be read" in row.last_error
     assert status_history(scene) == before
     assert sent.names() == ["webhook_processing_failed"]
+
+
+@pytest.mark.parametrize(
+    "created",
+    ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"],
+    ids=["before year 1 in UTC", "after year 9999 in UTC"],
+)
+def test_a_thin_event_created_off_the_calendar_is_refused(
+    deliver: Any,  # noqa: F811
+    created: str,
+) -> None:
+    """A valid RFC 3339 time whose UTC moment no ``datetime`` can hold."""
+    evt = so.thin_event("v2.escrow_test.unhandled", created=created)
+
+    response = deliver.post(WebhookEndpoint.THIN, evt)
+
+    assert response.status_code == 400, response.content
+    assert json.loads(response.content)["error"]["code"] == "invalid_webhook"
+    assert events().count() == 0
+
+
+LONGER_THAN_A_CODE_COLUMN = "x" * 300  # the incident's code columns hold 255
+
+
+@pytest.mark.parametrize(
+    ("event_type", "status", "fields"),
+    [
+        (
+            "payment_intent.payment_failed",
+            "requires_payment_method",
+            {"last_payment_error": {**so.card_error(), "code": LONGER_THAN_A_CODE_COLUMN}},
+        ),
+        (
+            "payment_intent.payment_failed",
+            "requires_payment_method",
+            {"last_payment_error": {**so.card_error(), "decline_code": LONGER_THAN_A_CODE_COLUMN}},
+        ),
+        ("payment_intent.canceled", "canceled", {"cancellation_reason": LONGER_THAN_A_CODE_COLUMN}),
+    ],
+    ids=["error code", "decline code", "cancellation reason"],
+)
+def test_a_code_longer_than_its_column_is_recorded_cut(
+    deliver: Any,  # noqa: F811
+    make_payment: Any,  # noqa: F811
+    sim_stripe: Any,  # noqa: F811
+    event_type: str,
+    status: str,
+    fields: dict[str, Any],
+) -> None:
+    """PostgreSQL refuses a string longer than its column (SQLite stores it):
+    the event failed there, a 500 Stripe retried for days, and the payment
+    never changed. Cut as the payment's own ``failure_code`` is."""
+    scene = make_payment()
+    intent = intent_for(scene, status, **fields)
+
+    response = deliver.post(WebhookEndpoint.PLATFORM, so.event(event_type, intent))
+
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "processed"
+    [incident] = scene.payment.incidents.all()
+    assert incident.code in ("card_declined", LONGER_THAN_A_CODE_COLUMN[:255])
+    assert incident.decline_code in ("insufficient_funds", "", LONGER_THAN_A_CODE_COLUMN[:255])
+    assert scene.refresh().status in ("failed", "canceled")
+
+
+def test_a_payout_in_no_currency_is_recorded_failed_not_a_500(
+    deliver: Any,  # noqa: F811
+    make_payment: Any,  # noqa: F811
+    sim_stripe: Any,  # noqa: F811
+) -> None:
+    """PostgreSQL refused the payout's incident (``currency`` is varchar(3)):
+    500 on every delivery. Unreadable instead, like any other such object."""
+    scene = make_payment("released", amount_transferred=9_000)
+    kit.make_transfer(scene.payment)
+    payout = so.payout(status="failed", failure_code="account_closed", currency="usdx")
+    evt = so.event("payout.failed", payout, account=scene.account.stripe_account_id)
+
+    response = deliver.post(WebhookEndpoint.CONNECT, evt)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "failed"
+    assert "cannot be read" in events().get().last_error
+    assert not swappable.load("TransferIncident").objects.exists()

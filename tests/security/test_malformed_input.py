@@ -1,0 +1,319 @@
+"""Malformed input schemathesis does not send, on every endpoint that reads any.
+
+A body that is not a JSON object, numbers past 64 bits, floats and booleans
+where an integer is due, NUL characters (PostgreSQL refuses them in text),
+very long and non-ASCII strings, junk in query strings, path ids and the
+``Idempotency-Key`` header. Each is refused with a 4xx in the API's error
+shape, and nothing is written (no row changed, no Stripe call). Run it on
+PostgreSQL too (``DATABASE_URL``): that is where a NUL or an out-of-range
+integer reaching a query ends in a 500.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
+from django.urls import reverse
+
+from tests.payments.conftest import Marketplace
+
+from .conftest import snapshot
+
+pytestmark = pytest.mark.django_db
+
+#: Not an integer amount, or not one any column holds. Raw JSON text: ``1e3``
+#: and ``10.0`` are numbers ``json.dumps`` would never write.
+NOT_AN_AMOUNT = [
+    "9223372036854775808",  # 2**63: past a bigint
+    "1000000000000000000000000000000",  # 10**30
+    "-1",
+    "0",
+    "10.5",
+    "1e3",
+    "100.0",
+    "true",
+    "null",
+    '"\\u0000"',
+    '"12\\u0000"',
+    '"\\u0661\\u0662"',  # Arabic-Indic digits: str.isdigit() says yes
+    '"' + "9" * 5000 + '"',
+    "[100]",
+    '{"value": 100}',
+]
+#: Text no key or id is: a NUL, an unpaired surrogate, far too long.
+NOT_AN_ID = [
+    '"\\u0000"',
+    '"1\\u0000"',
+    '"\\ud800"',
+    '"' + "x" * 10_000 + '"',
+    '"\\u00fc\\u00f1\\u00ef"',
+    "9223372036854775808",
+    "1000000000000000000000000000000",
+    '"9223372036854775808"',
+    '"-1"',
+    '"1.5"',
+    "1.5",
+    "true",
+    "[]",
+    "{}",
+]
+#: What even free text refuses (a reason is cut to 64 characters, not refused).
+FREE_TEXT_REFUSES = ['"\\u0000"', '"1\\u0000"', '"\\ud800"', "true", "[]", "{}"]
+#: Bodies that are not a JSON object, sent as ``application/json``. (``null``
+#: is not here: the API reads it as an empty body, like ``{}``.)
+NOT_AN_OBJECT = ["{", "not json", "[]", "[1, 2]", "1", '"text"', "true", '{"a": 1}}', "\ufeff{}"]
+
+
+class Endpoints:
+    """Who may call each endpoint, and on what, so a refusal is the input's."""
+
+    def __init__(self, market: Marketplace, sim_stripe: Any) -> None:
+        self.market = market
+        self.stripe = sim_stripe
+        self.held = market.held_payment()
+        self.released = market.released_payment()
+        self.task = market.task()
+
+    def url(self, name: str, *args: Any) -> str:
+        return reverse(f"escrow_connect:{name}", args=[str(a) for a in args])
+
+    def posts(self) -> list[tuple[Any, str, dict[str, str]]]:
+        """(user, url, {field: valid JSON text}) of every POST with a body."""
+        m = self.market
+        return [
+            (m.customer, self.url("payment-create"), {"task_id": json.dumps(str(self.task.pk))}),
+            (m.doer, self.url("payment-refund", self.held.pk), {"amount": "100", "reason": '""'}),
+            (m.customer, self.url("payment-release", self.held.pk), {"amount": "100"}),
+            (m.customer, self.url("payment-tips", self.released.pk), {"amount": "100"}),
+            (m.customer, self.url("payment-confirm", self.held.pk), {}),
+            (m.customer, self.url("payment-cancel", self.held.pk), {}),
+            (m.customer, self.url("payment-retry", self.held.pk), {}),
+            (m.doer, self.url("stripe-onboarding-link"), {"account_type": '"individual"'}),
+            (m.doer, self.url("stripe-account-session"), {}),
+        ]
+
+
+@pytest.fixture
+def endpoints(market: Marketplace, settings: Any, sim_stripe: Any) -> Endpoints:
+    from tests.payments.conftest import configure
+
+    configure(settings, TIP_MAX_AMOUNT={"usd": 10_000})
+    return Endpoints(market, sim_stripe)
+
+
+def refused(endpoints: Endpoints, user: Any, method: str, url: str, **kwargs: Any) -> Any:
+    """The response to a request that must be refused: a 4xx in the error
+    shape, with nothing written and Stripe not called."""
+    before, calls_before = snapshot(), len(endpoints.stripe.calls)
+    market = endpoints.market
+    with market.capture(execute=True):
+        response = getattr(market.client(user), method)(url, **kwargs)
+    assert 400 <= response.status_code < 500, (url, kwargs, response.status_code, response.content)
+    assert "code" in response.json()["error"], response.content
+    assert snapshot() == before, (url, kwargs)
+    assert len(endpoints.stripe.calls) == calls_before, (url, kwargs)
+    return response
+
+
+def with_field(fields: dict[str, str], name: str, raw: str) -> str:
+    """A JSON object's text: ``fields`` (values as JSON text) with ``name`` set to ``raw``."""
+    members = {**fields, name: raw}
+    return "{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in members.items()) + "}"
+
+
+def test_a_body_that_is_not_a_json_object_is_refused(endpoints: Endpoints, sim_stripe: Any) -> None:
+    for user, url, _fields in endpoints.posts():
+        for body in NOT_AN_OBJECT:
+            refused(endpoints, user, "post", url, data=body, content_type="application/json")
+        refused(
+            endpoints,
+            user,
+            "post",
+            url,
+            data="amount=100&task_id=1",
+            content_type="application/x-www-form-urlencoded",
+        )
+        refused(endpoints, user, "post", url, data=b"\xff\xfe{}", content_type="text/plain")
+
+
+def test_a_form_past_django_s_limits_is_a_400_in_the_error_shape(
+    endpoints: Endpoints, settings: Any
+) -> None:
+    """Django refuses such a form with its own HTML 400; the API answers JSON."""
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 5
+    fields = {f"field{i}": "1" for i in range(6)}
+    for user, url, _fields in endpoints.posts():
+        for data, content_type in (
+            (urlencode(fields), "application/x-www-form-urlencoded"),
+            (encode_multipart(BOUNDARY, fields), MULTIPART_CONTENT),
+        ):
+            response = refused(endpoints, user, "post", url, data=data, content_type=content_type)
+            assert response.json()["error"]["code"] == "parse_error"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "field"),
+    [
+        ("payment-create", "amount"),
+        ("payment-create", "milestone"),
+        ("payment-refund", "amount"),
+        ("payment-release", "amount"),
+        ("payment-release", "milestone_id"),
+        ("payment-tips", "amount"),
+    ],
+)
+def test_an_integer_field_refuses_what_is_not_an_amount(
+    endpoints: Endpoints, sim_stripe: Any, endpoint: str, field: str
+) -> None:
+    user, url, fields = next(p for p in endpoints.posts() if p[1].endswith(_suffix(endpoint)))
+    if field == "amount" and endpoint == "payment-create":
+        fields = {**fields, "amount": "10000"}
+    for raw in NOT_AN_AMOUNT:
+        if field == "milestone" and raw in ("100.0", "1e3"):
+            continue  # a whole float is a milestone number to DRF; the task has none
+        body = with_field(fields, field, raw)
+        refused(endpoints, user, "post", url, data=body, content_type="application/json")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "field"),
+    [
+        ("payment-create", "task_id"),
+        ("payment-refund", "reason"),
+        ("stripe-onboarding-link", "account_type"),
+        ("stripe-onboarding-link", "organization_id"),
+        ("stripe-account-session", "organization_id"),
+        ("stripe-account-session", "account_type"),
+    ],
+)
+def test_a_text_field_refuses_what_no_value_of_it_is(
+    endpoints: Endpoints, sim_stripe: Any, endpoint: str, field: str
+) -> None:
+    user, url, fields = next(p for p in endpoints.posts() if p[1].endswith(_suffix(endpoint)))
+    for raw in NOT_AN_ID:
+        if field == "reason" and raw not in FREE_TEXT_REFUSES:
+            continue  # a reason is free text: numbers and long text are reasons
+        body = with_field(fields, field, raw)
+        refused(endpoints, user, "post", url, data=body, content_type="application/json")
+
+
+def test_components_refuse_what_is_not_a_list_of_names(
+    endpoints: Endpoints, sim_stripe: Any
+) -> None:
+    url = endpoints.url("stripe-account-session")
+    for raw in [
+        '["\\u0000"]',
+        '["x\\u0000"]',
+        '["' + "x" * 1000 + '"]',
+        "[1]",
+        "[[]]",
+        '"x"',
+        "[]",
+    ]:
+        body = with_field({}, "components", raw)
+        refused(
+            endpoints,
+            endpoints.market.doer,
+            "post",
+            url,
+            data=body,
+            content_type="application/json",
+        )
+
+
+JUNK_QUERY_VALUES = [
+    "\x00",
+    "1\x00",
+    "-1",
+    "0",
+    "9223372036854775808",
+    "1" * 5000,
+    "1.5",
+    "\u00fc",
+    "' OR 1=1 --",
+]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "param"),
+    [
+        ("payment-list", "page"),
+        ("payment-list", "page_size"),
+        ("payment-list", "role"),
+        ("payment-list", "organization_id"),
+        ("payment-list", "task_id"),
+        ("payment-list", "ordering"),
+        ("dashboard-customer", "limit"),
+        ("dashboard-task-doer", "limit"),
+        ("dashboard-task-doer", "organization_id"),
+        ("stripe-account-status", "organization_id"),
+        ("stripe-account-status", "refresh"),
+        ("stripe-dashboard-link", "organization_id"),
+    ],
+)
+def test_junk_in_a_query_string_is_never_a_500(
+    endpoints: Endpoints, sim_stripe: Any, endpoint: str, param: str
+) -> None:
+    """Refused (4xx), or for a parameter that only narrows or pages, an answer
+    (``page_size=-1`` is the default page size, ``ordering`` is not read):
+    never a 500, and nothing written either way."""
+    market = endpoints.market
+    user = market.doer if "doer" in endpoint or endpoint.startswith("stripe") else market.customer
+    url = endpoints.url(endpoint)
+    for value in JUNK_QUERY_VALUES:
+        before = snapshot()
+        response = market.client(user).get(url, {param: value})
+        assert response.status_code < 500, (param, value, response.content)
+        if response.status_code >= 400:
+            assert "code" in response.json()["error"], response.content
+        assert snapshot() == before, (param, value)
+
+
+def test_a_path_id_that_is_no_id_is_a_404(endpoints: Endpoints, sim_stripe: Any) -> None:
+    market = endpoints.market
+    for bad in ["0", "-1", "9223372036854775808", "x" * 300, "%00", "1%000", "%C3%BC", "1.5"]:
+        for name in ("payment-detail", "payment-confirm", "payment-tips"):
+            url = endpoints.url(name, "PLACEHOLDER").replace("PLACEHOLDER", bad)
+            for method in ("get", "post"):
+                response = market.client(market.customer).generic(method.upper(), url)
+                assert response.status_code in (404, 405), (url, response.content)
+        held = str(endpoints.held.pk)
+        for name, args in (
+            ("milestone-deliver", (held, "PLACEHOLDER")),
+            ("payment-tip-retry-transfer", (held, "PLACEHOLDER")),
+        ):
+            url = endpoints.url(name, *args).replace("PLACEHOLDER", bad)
+            refused(endpoints, market.staff if "tip" in name else market.doer, "post", url)
+
+
+@pytest.mark.parametrize("key", ["k" * 256, "\u00fcber", "a\x00b", "a\tb", "", " " * 300, "\u2028"])
+def test_a_malformed_idempotency_key_is_refused(
+    endpoints: Endpoints, sim_stripe: Any, key: str
+) -> None:
+    market = endpoints.market
+    for user, name, payment, body in (
+        (market.doer, "payment-refund", endpoints.held, {"amount": 100}),
+        (market.customer, "payment-release", endpoints.held, {"amount": 100}),
+        (market.customer, "payment-tips", endpoints.released, {"amount": 100}),
+    ):
+        url = endpoints.url(name, payment.pk)
+        response = refused(
+            endpoints, user, "post", url, data=body, format="json", headers={"Idempotency-Key": key}
+        )
+        if key:
+            assert response.json()["error"]["code"] == "invalid_idempotency_key"
+
+
+def _suffix(endpoint: str) -> str:
+    return {
+        "payment-create": "/payments/create/",
+        "payment-refund": "/refund/",
+        "payment-release": "/release/",
+        "payment-tips": "/tips/",
+        "stripe-onboarding-link": "/stripe/onboarding-link/",
+        "stripe-account-session": "/stripe/account-session/",
+    }[endpoint]
