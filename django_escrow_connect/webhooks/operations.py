@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
@@ -386,7 +386,8 @@ def _retention_days(days: Any) -> int:
     except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite float
         whole = None
     # numbers.Number, not Real: a Decimal("2.5") is a fraction too.
-    if whole is None or whole < 1 or (isinstance(days, numbers.Number) and whole != days):
+    fraction = isinstance(days, numbers.Number) and bool(whole != cast(Any, days))
+    if whole is None or whole < 1 or fraction:
         raise ValueError(f"The retention must be at least one day, in whole days (got {days!r}).")
     check_period("The retention", days=whole)
     return whole
