@@ -189,6 +189,31 @@ def test_one_refund_amount_is_for_one_payment(admin_client, market):
     assert not StaffAction.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("model_name", "action", "selected"),
+    [
+        ("EscrowPayment", "release", "junk"),
+        ("EscrowPayment", "refund", "1"),  # another model's integer id for a UUID
+        ("ConnectedAccount", "refresh_account", str(2**70)),  # past any integer column
+        ("ConnectedAccount", "refresh_account", "1\x00"),
+    ],
+)
+def test_a_selection_of_ids_that_cannot_exist_is_refused_not_a_500(
+    admin_client, market, sim_stripe, model_name, action, selected
+):
+    """Django filters the list by the posted ids before the action runs: an
+    id that is none of this model's (text, an integer for a UUID, 2**70, NUL)
+    was a ValidationError or an OverflowError there, a 500."""
+    market.held_payment()
+    model = swappable.load(model_name)
+    sim_stripe.calls.clear()
+    done = list_action(admin_client, market, model, action, [], _selected_action=selected, note="n")
+    assert done.status_code == 200
+    assert any("Nothing was done" in m for m in messages_of(done))
+    assert not StaffAction.objects.exists()
+    assert sim_stripe.calls == []
+
+
 def test_cancel_an_unpaid_payment(admin_client, market):
     payment = market.payment(market.create(market.task()).json()["payment_id"])
     list_action(admin_client, market, Payment, "cancel", [payment], note="")
