@@ -16,8 +16,9 @@ import swapper
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import DataError, transaction
 from django.http import HttpRequest, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -90,7 +91,22 @@ def _is_primary_key(model: Any, value: str) -> bool:
     return True
 
 
-class ReadOnlyMoneyAdmin(_ModelAdmin):
+class _LookupsFromTheQueryString(_ModelAdmin):
+    """The changelist's query string is input: a value no query can use is a bad lookup."""
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        # Django refuses most malformed lookups (a redirect to ``?e=1``), but
+        # not a date hierarchy day past 9999-12-31 (OverflowError while it
+        # computes the next day), a year no datetime holds
+        # (``created_at__year=99999``: ValueError when the query is built), or
+        # a value the database refuses (NUL on PostgreSQL): those were 500s.
+        try:
+            return super().get_changelist_instance(request)
+        except (OverflowError, ValueError, DataError) as exc:
+            raise IncorrectLookupParameters(exc) from exc
+
+
+class ReadOnlyMoneyAdmin(_LookupsFromTheQueryString):
     """Rows that mirror Stripe are written by services and webhooks only."""
 
     def response_action(self, request: HttpRequest, queryset: Any) -> Any:
@@ -615,7 +631,7 @@ class MoneyOperationAdmin(ReadOnlyMoneyAdmin):
     list_select_related = ("payment",)
 
 
-class StaffActionAdmin(_ModelAdmin):
+class StaffActionAdmin(_LookupsFromTheQueryString):
     """The audit trail: readable by staff who may view it, written by actions only."""
 
     list_display = (

@@ -306,6 +306,31 @@ def test_the_service_acts_for_the_staff_member_and_asks_its_own_permission(marke
     assert operation.requested_by == market.staff
 
 
+@pytest.mark.parametrize(
+    ("model_name", "query"),
+    [
+        # The date hierarchy's last day, month and year: the next one is past 9999.
+        (
+            "EscrowPayment",
+            {"created_at__year": "9999", "created_at__month": "12", "created_at__day": "31"},
+        ),
+        ("StaffAction", {"created_at__year": "9999", "created_at__month": "12"}),
+        ("WebhookEvent", {"received_at__year": "9999"}),
+        # A year no datetime holds, on a list without a date hierarchy.
+        ("ConnectedAccount", {"created_at__year": "99999"}),
+    ],
+)
+def test_a_changelist_query_no_date_can_answer_is_a_bad_lookup_not_a_500(
+    admin_client, market, model_name, query
+):
+    """Django refuses a malformed lookup in the query string with a redirect
+    to ``?e=1``, but a date past 9999 raised OverflowError or ValueError:
+    the package's lists treat them alike."""
+    page = admin_client.get(url(swappable.load(model_name), "changelist"), query)
+    assert page.status_code == 302
+    assert page.url.endswith("?e=1")
+
+
 def test_the_audit_trail_is_read_only(admin_client, market):
     payment = market.held_payment()
     list_action(admin_client, market, Payment, "cancel", [payment], note="")
