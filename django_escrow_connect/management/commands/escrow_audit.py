@@ -23,7 +23,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...dates import parse_since
 from ...services.audit import DEFAULT_BATCH_SIZE, audit_books, render_text
-from ..counts import check_count
+from ..arguments import MAX_BATCH, check_count
 
 #: Exit status when divergences were found.
 EXIT_DIVERGENT = 1
@@ -71,7 +71,7 @@ class Command(BaseCommand):
                 raise CommandError(str(exc)) from exc
         if options["limit"] is not None:
             check_count("--limit", options["limit"], minimum=0)
-        check_count("--batch-size", options["batch_size"], minimum=1)
+        check_count("--batch-size", options["batch_size"], minimum=1, maximum=MAX_BATCH)
         result = audit_books(
             payment_id=payment_id,
             since=since,

@@ -20,7 +20,7 @@ from ...dates import parse_since
 from ...states import WebhookEventStatus
 from ...webhooks.operations import replay_events
 from ...webhooks.pipeline import event_model, unreadable
-from ..counts import check_count
+from ..arguments import check_count, check_text
 
 
 class Command(BaseCommand):
@@ -48,6 +48,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         check_count("--limit", options["limit"], minimum=1)
+        check_text("--event", options["event"])
+        check_text("--type", options["type"])
         events = event_model().objects.all()
         if options["event"]:
             events = events.filter(stripe_event_id__in=options["event"])

@@ -19,7 +19,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ...conf import SETTING_NAME, escrow_settings
 from ...dates import check_period
 from ...webhooks.operations import requeue_stuck_events
-from ..counts import check_count
+from ..arguments import check_count
 
 
 class Command(BaseCommand):
