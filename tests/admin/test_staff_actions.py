@@ -330,6 +330,9 @@ def test_a_changelist_lookup_no_query_can_answer_is_a_bad_lookup_not_a_500(
     and a NUL byte on PostgreSQL a DataError: the package's lists treat them
     alike."""
     page = admin_client.get(url(swappable.load(model_name), "changelist"), query)
+    if any("\x00" in value for value in query.values()) and connection.vendor != "postgresql":
+        assert page.status_code == 200  # SQLite stores NUL: a lookup that matches nothing
+        return
     assert page.status_code == 302
     assert page.url.endswith("?e=1")
 
