@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -38,8 +39,16 @@ def parse_since(value: str, *, now: datetime | None = None) -> datetime:
         if day is None:
             raise ValueError(f"Not a date, a datetime or a duration like 3d/12h: {value!r}")
         parsed = datetime(day.year, day.month, day.day)
-    if timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, timezone.get_current_timezone())
+    try:
+        if timezone.is_naive(parsed):
+            parsed = timezone.make_aware(parsed, timezone.get_current_timezone())
+        # The database stores UTC: a time whose UTC is before year 1 or after
+        # 9999 (0001-01-01T00:00+05:00) would be an OverflowError there.
+        parsed.astimezone(dt_timezone.utc)
+    except OverflowError:
+        raise ValueError(
+            f"Out of range (not a date in years 1 to 9999 in UTC): {value!r}"
+        ) from None
     return parsed
 
 

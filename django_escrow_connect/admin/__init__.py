@@ -16,9 +16,10 @@ import swapper
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.core.exceptions import PermissionDenied
-from django.db import transaction
-from django.http import HttpRequest, JsonResponse
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import DataError, transaction
+from django.http import HttpRequest, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
@@ -78,8 +79,50 @@ def _points_nowhere(model: Any) -> bool:
     )
 
 
-class ReadOnlyMoneyAdmin(_ModelAdmin):
+def _is_primary_key(model: Any, value: str) -> bool:
+    """Whether ``value`` can be a primary key of ``model`` (a UUID, an id in range)."""
+    field = model._meta.pk
+    if "\x00" in value:  # PostgreSQL refuses NUL in any text it is sent
+        return False
+    try:
+        field.run_validators(field.to_python(value))
+    except (ValidationError, ValueError, TypeError):
+        return False
+    return True
+
+
+class _LookupsFromTheQueryString(_ModelAdmin):
+    """The changelist's query string is input: a value no query can use is a bad lookup."""
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        # Django refuses most malformed lookups (a redirect to ``?e=1``), but
+        # not a date hierarchy day past 9999-12-31 (OverflowError while it
+        # computes the next day), a year no datetime holds
+        # (``created_at__year=99999``: ValueError when the query is built), or
+        # a value the database refuses (NUL on PostgreSQL): those were 500s.
+        try:
+            return super().get_changelist_instance(request)
+        except (OverflowError, ValueError, DataError) as exc:
+            raise IncorrectLookupParameters(exc) from exc
+
+
+class ReadOnlyMoneyAdmin(_LookupsFromTheQueryString):
     """Rows that mirror Stripe are written by services and webhooks only."""
+
+    def response_action(self, request: HttpRequest, queryset: Any) -> Any:
+        # Django filters the changelist by the posted ids before the action
+        # runs: one that is no id of this model ("junk", another model's
+        # integer id for a UUID, 2**70) was a ValidationError or an
+        # OverflowError there, a 500. It is refused, and nothing is done.
+        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        if not all(_is_primary_key(self.model, value) for value in selected):
+            self.message_user(
+                request,
+                gettext("The selection names rows that do not exist. Nothing was done."),
+                messages.WARNING,
+            )
+            return HttpResponseRedirect(request.get_full_path())
+        return super().response_action(request, queryset)
 
     def check(self, **kwargs: Any) -> list[Any]:
         # A model setting naming no installed model (escrow_connect.E002/E003
@@ -588,7 +631,7 @@ class MoneyOperationAdmin(ReadOnlyMoneyAdmin):
     list_select_related = ("payment",)
 
 
-class StaffActionAdmin(_ModelAdmin):
+class StaffActionAdmin(_LookupsFromTheQueryString):
     """The audit trail: readable by staff who may view it, written by actions only."""
 
     list_display = (

@@ -189,6 +189,31 @@ def test_one_refund_amount_is_for_one_payment(admin_client, market):
     assert not StaffAction.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("model_name", "action", "selected"),
+    [
+        ("EscrowPayment", "release", "junk"),
+        ("EscrowPayment", "refund", "1"),  # another model's integer id for a UUID
+        ("ConnectedAccount", "refresh_account", str(2**70)),  # past any integer column
+        ("ConnectedAccount", "refresh_account", "1\x00"),
+    ],
+)
+def test_a_selection_of_ids_that_cannot_exist_is_refused_not_a_500(
+    admin_client, market, sim_stripe, model_name, action, selected
+):
+    """Django filters the list by the posted ids before the action runs: an
+    id that is none of this model's (text, an integer for a UUID, 2**70, NUL)
+    was a ValidationError or an OverflowError there, a 500."""
+    market.held_payment()
+    model = swappable.load(model_name)
+    sim_stripe.calls.clear()
+    done = list_action(admin_client, market, model, action, [], _selected_action=selected, note="n")
+    assert done.status_code == 200
+    assert any("Nothing was done" in m for m in messages_of(done))
+    assert not StaffAction.objects.exists()
+    assert sim_stripe.calls == []
+
+
 def test_cancel_an_unpaid_payment(admin_client, market):
     payment = market.payment(market.create(market.task()).json()["payment_id"])
     list_action(admin_client, market, Payment, "cancel", [payment], note="")
@@ -279,6 +304,37 @@ def test_the_service_acts_for_the_staff_member_and_asks_its_own_permission(marke
     assert done.outcome == "ok"
     operation = payment.operations.get(kind="transfer")
     assert operation.requested_by == market.staff
+
+
+@pytest.mark.parametrize(
+    ("model_name", "query"),
+    [
+        # The date hierarchy's last day, month and year: the next one is past 9999.
+        (
+            "EscrowPayment",
+            {"created_at__year": "9999", "created_at__month": "12", "created_at__day": "31"},
+        ),
+        ("StaffAction", {"created_at__year": "9999", "created_at__month": "12"}),
+        ("WebhookEvent", {"received_at__year": "9999"}),
+        # A year no datetime holds, on a list without a date hierarchy.
+        ("ConnectedAccount", {"created_at__year": "99999"}),
+        # PostgreSQL refuses NUL in any text it is sent (a DataError).
+        ("EscrowPayment", {"status__exact": "held\x00"}),
+    ],
+)
+def test_a_changelist_lookup_no_query_can_answer_is_a_bad_lookup_not_a_500(
+    admin_client, market, model_name, query
+):
+    """Django refuses a malformed lookup in the query string with a redirect
+    to ``?e=1``, but a date past 9999 raised OverflowError or ValueError,
+    and a NUL byte on PostgreSQL a DataError: the package's lists treat them
+    alike."""
+    page = admin_client.get(url(swappable.load(model_name), "changelist"), query)
+    if any("\x00" in value for value in query.values()) and connection.vendor != "postgresql":
+        assert page.status_code == 200  # SQLite stores NUL: a lookup that matches nothing
+        return
+    assert page.status_code == 302
+    assert page.url.endswith("?e=1")
 
 
 def test_the_audit_trail_is_read_only(admin_client, market):

@@ -554,11 +554,25 @@ def test_report_admin_page_needs_staff(client: Client) -> None:
         ["escrow_fetch_missed_events", "--since", "99999999d", "--no-platform"],
         ["escrow_report", "--since", "99999999d"],
         ["escrow_replay_events", "--since", "99999999d"],
+        # A LIMIT past a signed 64-bit integer (database, batch slicing).
+        ["escrow_replay_events", "--limit", str(2**63)],
+        ["escrow_requeue_stuck_events", "--limit", str(2**63)],
+        ["escrow_audit", "--limit", str(2**63)],
+        ["escrow_audit", "--batch-size", str(2**31)],  # PostgreSQL's FETCH: 32 bits
+        # A NUL byte: PostgreSQL refuses it in any text (a DataError).
+        ["escrow_replay_events", "--event", "evt_\x00"],
+        ["escrow_replay_events", "--type", "charge.\x00", "--dry-run"],
+        # A date with an offset whose UTC falls before year 1 or after 9999.
+        ["escrow_report", "--since", "0001-01-01T00:00:00+05:00"],
+        ["escrow_replay_events", "--since", "9999-12-31T23:59:59-05:00"],
+        ["escrow_audit", "--since", "9999-12-31T23:59:59-05:00"],
     ],
 )
 def test_an_argument_out_of_range_is_a_command_error_not_a_traceback(args: list[str]) -> None:
-    """A negative ``--limit`` (queryset slicing) and a period beyond what a
-    date can hold (``OverflowError``) crashed with a traceback; they are
-    refused with the command's usual error (exit status 1) and nothing runs."""
+    """A negative ``--limit`` (queryset slicing), one past what a LIMIT (or
+    a batch past what PostgreSQL's FETCH) takes, a NUL byte (PostgreSQL's
+    DataError), and a period or a date beyond what a date can hold
+    (``OverflowError``) crashed with a traceback; they are refused with the
+    command's usual error (exit status 1) and nothing runs."""
     with pytest.raises(CommandError):
         run(*args)

@@ -23,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...dates import parse_since
 from ...services.audit import DEFAULT_BATCH_SIZE, audit_books, render_text
+from ..arguments import MAX_BATCH, check_count
 
 #: Exit status when divergences were found.
 EXIT_DIVERGENT = 1
@@ -68,10 +69,9 @@ class Command(BaseCommand):
                 since = parse_since(options["since"])
             except ValueError as exc:
                 raise CommandError(str(exc)) from exc
-        if options["limit"] is not None and options["limit"] < 0:
-            raise CommandError("--limit must be zero or more.")
-        if options["batch_size"] < 1:
-            raise CommandError("--batch-size must be at least 1.")
+        if options["limit"] is not None:
+            check_count("--limit", options["limit"], minimum=0)
+        check_count("--batch-size", options["batch_size"], minimum=1, maximum=MAX_BATCH)
         result = audit_books(
             payment_id=payment_id,
             since=since,

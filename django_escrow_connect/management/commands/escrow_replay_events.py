@@ -20,6 +20,7 @@ from ...dates import parse_since
 from ...states import WebhookEventStatus
 from ...webhooks.operations import replay_events
 from ...webhooks.pipeline import event_model, unreadable
+from ..arguments import check_count, check_text
 
 
 class Command(BaseCommand):
@@ -46,8 +47,9 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Only list what would replay.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["limit"] < 1:
-            raise CommandError("--limit must be at least 1.")
+        check_count("--limit", options["limit"], minimum=1)
+        check_text("--event", options["event"])
+        check_text("--type", options["type"])
         events = event_model().objects.all()
         if options["event"]:
             events = events.filter(stripe_event_id__in=options["event"])

@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ...conf import SETTING_NAME, escrow_settings
 from ...dates import check_period
 from ...webhooks.operations import requeue_stuck_events
+from ..arguments import check_count
 
 
 class Command(BaseCommand):
@@ -46,8 +47,7 @@ class Command(BaseCommand):
             check_period("--older-than", minutes=int(minutes))
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        if options["limit"] < 1:
-            raise CommandError("--limit must be at least 1.")
+        check_count("--limit", options["limit"], minimum=1)
         ids = requeue_stuck_events(
             timedelta(minutes=int(minutes)), limit=options["limit"], dry_run=options["dry_run"]
         )

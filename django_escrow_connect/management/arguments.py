@@ -1,0 +1,36 @@
+"""Checks of the commands' arguments that argparse's types do not make.
+
+A value out of range here failed later with a traceback, after the command
+had begun reading: a count past what the database takes, a NUL byte
+PostgreSQL refuses in any text it is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.core.management.base import CommandError
+
+__all__ = ["MAX_BATCH", "MAX_COUNT", "check_count", "check_text"]
+
+#: The largest count a LIMIT takes (a signed 64-bit integer).
+MAX_COUNT = 2**63 - 1
+#: The largest batch PostgreSQL's FETCH takes (a server-side cursor reads
+#: ``--batch-size`` rows at a time; its count is a signed 32-bit integer).
+MAX_BATCH = 2**31 - 1
+
+
+def check_count(option: str, value: int, *, minimum: int, maximum: int = MAX_COUNT) -> None:
+    """Raise ``CommandError`` unless ``minimum <= value <= maximum``."""
+    if value < minimum:
+        more = "zero or more" if minimum == 0 else f"at least {minimum}"
+        raise CommandError(f"{option} must be {more}.")
+    if value > maximum:
+        raise CommandError(f"{option} must be at most {maximum}.")
+
+
+def check_text(option: str, values: Iterable[str]) -> None:
+    """Raise ``CommandError`` when a value holds a NUL byte (no id or name does)."""
+    for value in values:
+        if "\x00" in value:
+            raise CommandError(f"{option} {value!r} holds a NUL byte.")
