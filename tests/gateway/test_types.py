@@ -283,3 +283,30 @@ def test_reversal_dispute_and_payout():
 def test_malformed_objects_raise_value_error(cls, data, match):
     with pytest.raises(ValueError, match=match):
         cls.from_dict(data)
+
+
+#: The smallest object each snapshot with a currency reads (its other fields optional).
+MINIMAL_WITH_CURRENCY = {
+    PaymentIntentSnapshot: {"id": "pi_1", "object": "payment_intent", "status": "succeeded"},
+    ChargeSnapshot: {"id": "ch_1", "object": "charge"},
+    TransferSnapshot: {"id": "tr_1", "object": "transfer"},
+    TransferReversalSnapshot: {"id": "trr_1", "object": "transfer_reversal", "transfer": "tr_1"},
+    RefundSnapshot: {"id": "re_1", "object": "refund"},
+    DisputeSnapshot: {"id": "dp_1", "object": "dispute", "status": "lost"},
+    PayoutSnapshot: {"id": "po_1", "object": "payout", "status": "paid"},
+}
+
+
+@pytest.mark.parametrize("cls", list(MINIMAL_WITH_CURRENCY), ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize(("sent", "read"), [("usd", "usd"), ("USD", "usd"), ("jpy", "jpy")])
+def test_a_currency_is_read_as_three_lower_case_letters(cls, sent, read):
+    assert cls.from_dict({**MINIMAL_WITH_CURRENCY[cls], "currency": sent}).currency == read
+
+
+@pytest.mark.parametrize("cls", list(MINIMAL_WITH_CURRENCY), ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("sent", ["usdx", "us", "", "u$d", None, 840])
+def test_a_currency_that_is_not_three_letters_is_unreadable(cls, sent):
+    """No currency column holds it (a check constraint, varchar(3)): the event
+    is recorded failed and answered 200, not a 500 on every delivery."""
+    with pytest.raises(ValueError, match="currency"):
+        cls.from_dict({**MINIMAL_WITH_CURRENCY[cls], "currency": sent})

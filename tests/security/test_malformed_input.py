@@ -276,9 +276,18 @@ def test_junk_in_a_query_string_is_never_a_500(
 def test_a_path_id_that_is_no_id_is_a_404(endpoints: Endpoints, sim_stripe: Any) -> None:
     market = endpoints.market
     for bad in ["0", "-1", "9223372036854775808", "x" * 300, "%00", "1%000", "%C3%BC", "1.5"]:
-        for name in ("payment-detail", "payment-confirm", "payment-tips"):
+        for name in (
+            "payment-detail",
+            "payment-confirm",
+            "payment-tips",
+            "payment-refund",
+            "payment-release",
+            "payment-cancel",
+            "payment-retry",
+            "payment-saved-payment-method",
+        ):
             url = endpoints.url(name, "PLACEHOLDER").replace("PLACEHOLDER", bad)
-            for method in ("get", "post"):
+            for method in ("get", "post", "delete"):
                 response = market.client(market.customer).generic(method.upper(), url)
                 assert response.status_code in (404, 405), (url, response.content)
         held = str(endpoints.held.pk)
