@@ -9,6 +9,7 @@ recorded in the staff audit trail (``StaffAction``).
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import DataError, transaction
+from django.db import DataError, router, transaction
 from django.http import HttpRequest, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -64,6 +65,8 @@ __all__ = [
     "WebhookEventAdmin",
 ]
 
+logger = logging.getLogger("django_escrow_connect.admin")
+
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[Any]
 else:  # ModelAdmin is generic only in django-stubs
@@ -101,8 +104,20 @@ class _LookupsFromTheQueryString(_ModelAdmin):
         # (``created_at__year=99999``: ValueError when the query is built), or
         # a value the database refuses (NUL on PostgreSQL): those were 500s.
         try:
-            return super().get_changelist_instance(request)
+            # A savepoint: a value the database refuses aborts it alone, not
+            # a transaction the request may run in (ATOMIC_REQUESTS, a
+            # middleware), which would fail on its next statement.
+            with transaction.atomic(using=router.db_for_read(self.model)):
+                return super().get_changelist_instance(request)
         except (OverflowError, ValueError, DataError) as exc:
+            # Logged with its traceback: the same errors from a host's
+            # get_queryset override would otherwise look like a bad lookup.
+            logger.warning(
+                "admin list refused as a bad lookup: %s",
+                exc,
+                exc_info=True,
+                extra={"model": self.model._meta.label, "query": request.GET.urlencode()},
+            )
             raise IncorrectLookupParameters(exc) from exc
 
 

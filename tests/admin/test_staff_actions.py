@@ -320,6 +320,10 @@ def test_the_service_acts_for_the_staff_member_and_asks_its_own_permission(marke
         ("ConnectedAccount", {"created_at__year": "99999"}),
         # PostgreSQL refuses NUL in any text it is sent (a DataError).
         ("EscrowPayment", {"status__exact": "held\x00"}),
+        # A regular expression the server refuses (a DataError raised by
+        # PostgreSQL itself, inside the test's transaction: only the
+        # savepoint around the list is aborted).
+        ("MoneyOperation", {"stripe_request_id__regex": "("}),
     ],
 )
 def test_a_changelist_lookup_no_query_can_answer_is_a_bad_lookup_not_a_500(
@@ -329,12 +333,18 @@ def test_a_changelist_lookup_no_query_can_answer_is_a_bad_lookup_not_a_500(
     to ``?e=1``, but a date past 9999 raised OverflowError or ValueError,
     and a NUL byte on PostgreSQL a DataError: the package's lists treat them
     alike."""
+    if connection.vendor != "postgresql":
+        if any("regex" in key for key in query):
+            pytest.skip("SQLite reads a regular expression in Python, not in the server")
+        if any("\x00" in value for value in query.values()):
+            page = admin_client.get(url(swappable.load(model_name), "changelist"), query)
+            assert page.status_code == 200  # SQLite stores NUL: a lookup that matches nothing
+            return
     page = admin_client.get(url(swappable.load(model_name), "changelist"), query)
-    if any("\x00" in value for value in query.values()) and connection.vendor != "postgresql":
-        assert page.status_code == 200  # SQLite stores NUL: a lookup that matches nothing
-        return
     assert page.status_code == 302
     assert page.url.endswith("?e=1")
+    # The request's transaction is still usable.
+    assert admin_client.get(url(swappable.load(model_name), "changelist")).status_code == 200
 
 
 def test_the_audit_trail_is_read_only(admin_client, market):
