@@ -122,12 +122,6 @@ def check_migration_dependencies(app_configs: Any = None, **kwargs: Any) -> list
     """
     errors: list[Any] = []
     disk: dict[tuple[str, str], Any] | None = None
-    migrated_apps: set[str] = set()
-    unmigrated: set[str] = set()
-    # Only migrate (and `check --database`) passes databases: there an app
-    # without migrations is about to fail; makemigrations, which creates them,
-    # must not be stopped by the same error.
-    migrating = bool(kwargs.get("databases"))
     for model_name in MIGRATION_DEPENDENCY_MODELS:
         name = migration_dependency_setting(model_name)
         version = getattr(settings, name, None)
@@ -157,43 +151,75 @@ def check_migration_dependencies(app_configs: Any = None, **kwargs: Any) -> list
             )
             continue
         if disk is None:
-            loader = MigrationLoader(None, load=False)
-            loader.load_disk()
-            disk = loader.disk_migrations
-            migrated_apps = set(loader.migrated_apps)
-            if not any(key[0] == APP_LABEL for key in disk):
-                # Migrations disabled (MIGRATION_MODULES, as test settings
-                # often do): the tables are made from the models, in no order.
+            disk, _ = _disk_migrations()
+            if disk is None:
                 return errors
-        if migrating and version is None and model._meta.app_label not in unmigrated:
-            missing = _check_app_has_migrations(model, disk, migrated_apps)
-            if missing:
-                unmigrated.add(model._meta.app_label)  # one error per app, not per model
-            errors.extend(missing)
         errors.extend(_check_dependency_creates(name, model, version, disk))
     return errors
 
 
-def _check_app_has_migrations(
-    model: Any, disk: dict[tuple[str, str], Any], migrated_apps: set[str]
+def _disk_migrations() -> tuple[dict[tuple[str, str], Any] | None, set[str]]:
+    """The migration files on disk and the apps that have a migrations package.
+
+    None when the package's own migrations are disabled (MIGRATION_MODULES, as
+    test settings often do): the tables are then made from the models, in no
+    order, so no dependency matters.
+    """
+    loader = MigrationLoader(None, load=False)
+    loader.load_disk()
+    if not any(key[0] == APP_LABEL for key in loader.disk_migrations):
+        return None, set()
+    return loader.disk_migrations, set(loader.migrated_apps)
+
+
+# Tagged "database" so that only migrate (and `check --database`) runs it:
+# there an app without migrations is about to fail, while makemigrations,
+# which creates them, must not be stopped by the same error. Django 6.1 hands
+# every check all the databases, so `databases` alone no longer tells migrate
+# from a plain check; Django 5.2 and 6.0 run database checks always, with
+# databases=None unless a database was asked for.
+@register(Tags.database)
+def check_host_apps_have_migrations(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
 ) -> list[Any]:
-    """Before migrate: the escrow_connect migrations wait for the model's app's first one.
+    """Before migrate: the escrow_connect migrations wait for each host app's first one.
 
     An app with a migrations package but no migration in it (``startapp``,
     then ``migrate`` without ``makemigrations``) makes Django stop with
     *Dependency on app with no migrations*, which does not say what to run.
     """
-    app_label = model._meta.app_label
-    if app_label not in migrated_apps or any(key[0] == app_label for key in disk):
+    if not databases:
         return []
-    return [
-        Error(
-            f"{model._meta.label} has no migration yet, and the escrow_connect "
-            f"migrations wait for the first migration of {app_label!r}.",
-            hint=f"Run `python manage.py makemigrations {app_label}` first, then migrate.",
-            id="escrow_connect.E005",
+    disk, migrated_apps = _disk_migrations()
+    if disk is None:
+        return []
+    errors: list[Any] = []
+    reported: set[str] = set()  # one error per app, not per model
+    for model_name in MIGRATION_DEPENDENCY_MODELS:
+        label = swapped_model_name(model_name)
+        if label == f"{APP_LABEL}.{model_name}":
+            continue
+        if getattr(settings, migration_dependency_setting(model_name), None) is not None:
+            continue  # check_migration_dependencies judges a named migration.
+        try:
+            model = apps.get_model(label)
+        except (LookupError, ValueError):
+            continue  # E002/E003 name the model setting itself.
+        app_label = model._meta.app_label
+        if app_label in reported or app_label not in migrated_apps:
+            continue
+        if any(key[0] == app_label for key in disk):
+            continue
+        reported.add(app_label)
+        errors.append(
+            Error(
+                f"{model._meta.label} has no migration yet, and the escrow_connect "
+                f"migrations wait for the first migration of {app_label!r}.",
+                hint=f"Run `python manage.py makemigrations {app_label}` first, then migrate.",
+                id="escrow_connect.E005",
+            )
         )
-    ]
+    return errors
 
 
 def _check_dependency_creates(

@@ -495,8 +495,17 @@ class StaffActionsMixin:
 
     # --- list actions ----------------------------------------------------
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions: dict[str, Any] = super().get_actions(request)  # type: ignore[misc]
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        # Django 6.1 asks once per page (ActionLocation.CHANGE_LIST or
+        # CHANGE_FORM) and deprecates an override without the parameter; 5.2
+        # and 6.0 know only the change list and never pass it. The staff
+        # actions are list actions: a change form has its own buttons.
+        if action_location is None:
+            actions: dict[str, Any] = super().get_actions(request)  # type: ignore[misc]
+        else:
+            actions = super().get_actions(request, action_location=action_location)  # type: ignore[misc]
+            if getattr(action_location, "value", action_location) != "CHANGE_LIST":
+                return actions
         if not self.has_change_permission(request):
             return actions
         for kind, label in self.staff_actions.items():
