@@ -430,6 +430,33 @@ def test_annotate_keeps_the_incident_open_and_shows_the_note(admin_client, marke
     assert StaffAction.objects.get().action == "annotate_incident"
 
 
+@pytest.mark.parametrize("action", ["resolve_incident", "annotate_incident"])
+def test_a_note_longer_than_the_form_takes_is_refused_by_the_form(
+    admin_client, market, incident, action
+):
+    """The audit trail's note is a TextField: 200,000 characters were stored
+    whole. The form refuses a note past 2,000 and nothing is done."""
+    action_url = url(type(incident), "staff_action", incident.pk, action)
+    page = admin_client.post(action_url, {"confirm": "yes", "note": "x" * 200_000})
+    assert page.status_code == 200
+    assert "at most 2000 characters (it has 200000)" in page.content.decode()
+    incident.refresh_from_db()
+    assert incident.resolved_at is None
+    assert not StaffAction.objects.exists()
+
+    done = admin_client.post(action_url, {"confirm": "yes", "note": "x" * 2_000})
+    assert done.status_code == 302
+    assert StaffAction.objects.get().note == "x" * 2_000
+
+
+def test_an_optional_note_is_bounded_too(admin_client, market):
+    payment = market.held_payment()
+    page = list_action(admin_client, market, Payment, "release", [payment], note="x" * 2_001)
+    assert "at most 2000 characters (it has 2001)" in page.content.decode()
+    assert market.payment(payment.pk).status == "held"
+    assert not StaffAction.objects.exists()
+
+
 def test_refresh_an_account_from_stripe(admin_client, market, sim_stripe):
     account = market.doer_account
     Account = type(account)
