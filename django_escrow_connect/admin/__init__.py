@@ -10,6 +10,7 @@ recorded in the staff audit trail (``StaffAction``).
 from __future__ import annotations
 
 import logging
+import re
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import DataError, router, transaction
+from django.db import DataError, connections, router, transaction
 from django.http import HttpRequest, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -94,6 +95,32 @@ def _is_primary_key(model: Any, value: str) -> bool:
     return True
 
 
+#: How SQLite's REGEXP (Django's, in Python) sees each regex lookup's value.
+_SQLITE_PATTERNS = {"regex": "", "iregex": "(?i)"}
+
+
+def _check_python_patterns(request: HttpRequest) -> None:
+    """ValueError for a ``__regex``/``__iregex`` value Python cannot compile.
+
+    SQLite has no regular expressions: Django registers ``re.search`` as its
+    REGEXP function, and a pattern ``re`` refuses fails inside SQLite, on the
+    first row it reads, as an ``OperationalError`` ("user-defined function
+    raised exception") no different from a database that fails. So the
+    pattern is compiled here first, as that function would compile it.
+    """
+    for key in request.GET:
+        prefix = _SQLITE_PATTERNS.get(key.rpartition("__")[2])
+        if prefix is None:
+            continue
+        for value in request.GET.getlist(key):
+            try:
+                re.compile(prefix + value)
+            # OverflowError: a repeat count past what re takes (a{4294967296});
+            # RecursionError: thousands of nested groups.
+            except (re.error, OverflowError, RecursionError) as exc:
+                raise ValueError(f"{key}: not a regular expression ({exc})") from exc
+
+
 class _LookupsFromTheQueryString(_ModelAdmin):
     """The changelist's query string is input: a value no query can use is a bad lookup."""
 
@@ -101,13 +128,18 @@ class _LookupsFromTheQueryString(_ModelAdmin):
         # Django refuses most malformed lookups (a redirect to ``?e=1``), but
         # not a date hierarchy day past 9999-12-31 (OverflowError while it
         # computes the next day), a year no datetime holds
-        # (``created_at__year=99999``: ValueError when the query is built), or
-        # a value the database refuses (NUL on PostgreSQL): those were 500s.
+        # (``created_at__year=99999``: ValueError when the query is built), a
+        # value the database refuses (NUL, a malformed regular expression on
+        # PostgreSQL), or a regular expression SQLite's Python REGEXP cannot
+        # compile: those were 500s.
+        using = router.db_for_read(self.model)
         try:
+            if connections[using].vendor == "sqlite":
+                _check_python_patterns(request)
             # A savepoint: a value the database refuses aborts it alone, not
             # a transaction the request may run in (ATOMIC_REQUESTS, a
             # middleware), which would fail on its next statement.
-            with transaction.atomic(using=router.db_for_read(self.model)):
+            with transaction.atomic(using=using):
                 return super().get_changelist_instance(request)
         except (OverflowError, ValueError, DataError) as exc:
             # Logged with its traceback: the same errors from a host's

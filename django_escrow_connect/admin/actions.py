@@ -151,10 +151,17 @@ def report(request: HttpRequest, model_admin: Any, subject: str, result: Attempt
 # --------------------------------------------------------------------------
 
 
+#: The longest staff note the forms take. The audit trail's column is a
+#: TextField (no limit): a pasted log of 200,000 characters was stored whole
+#: and shown whole on every page that lists the notes.
+MAX_NOTE_LENGTH = 2_000
+
+
 class NoteForm(forms.Form):
     note = forms.CharField(
         label=_("Note for the audit trail"),
         required=False,
+        max_length=MAX_NOTE_LENGTH,
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
     )
 
@@ -166,6 +173,7 @@ class NoteForm(forms.Form):
 class RequiredNoteForm(NoteForm):
     note = forms.CharField(
         label="Note for the audit trail",
+        max_length=MAX_NOTE_LENGTH,
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
     )
 

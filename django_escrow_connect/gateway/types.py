@@ -164,7 +164,10 @@ def _rfc3339(value: Any) -> datetime | None:
         raise ValueError(f"Not an RFC 3339 timestamp: {value!r}") from None
     if parsed.tzinfo is None:
         raise ValueError(f"RFC 3339 timestamp without a time zone: {value!r}")
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00: its UTC is before year 1
+        raise ValueError(f"RFC 3339 timestamp whose UTC is off the calendar: {value!r}") from None
 
 
 def _require_datetime(d: Mapping[str, Any], key: str) -> datetime:

@@ -363,17 +363,17 @@ def purgeable_events(days: int | None = None) -> Any:
     alike, so a misconfigured retention never strips the payload of an event
     processed a moment ago.
     """
-    whole = _retention_days(
-        escrow_settings.WEBHOOK_PAYLOAD_RETENTION_DAYS if days is None else days
-    )
-    cutoff = timezone.now() - timedelta(days=whole)
+    cutoff = timezone.now() - timedelta(days=retention_days(days))
     return pipeline.event_model().objects.filter(
         received_at__lt=cutoff, status__in=PURGEABLE, payload__isnull=False
     )
 
 
-def _retention_days(days: Any) -> int:
-    """The retention as whole days, or ValueError naming the value.
+def retention_days(days: Any = None) -> int:
+    """The retention (``days``, default: the setting) as whole days, or ValueError naming it.
+
+    The one place that reads and converts it: the command prints the number
+    this returns rather than converting the value a second time.
 
     A value system check E036 reports can still get here (``call_command``
     and ``--skip-checks`` skip the checks): a bool, a string that is no
@@ -381,6 +381,8 @@ def _retention_days(days: Any) -> int:
     TypeError or int()'s message; so is a fraction (``2.5``), which int()
     would cut to fewer days than the operator asked for.
     """
+    if days is None:
+        days = escrow_settings.WEBHOOK_PAYLOAD_RETENTION_DAYS
     try:
         whole = None if isinstance(days, bool) else int(days)
     except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite float

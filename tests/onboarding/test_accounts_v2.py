@@ -636,3 +636,16 @@ class TestMapping:
 
         with pytest.raises(ValueError, match=r"v2\.core\.account"):
             AccountSnapshot.from_v2_dict({"id": "acct_1", "object": "account"})
+
+    @pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-05:00"])
+    def test_a_time_whose_utc_is_off_the_calendar_is_unreadable(self, moment):
+        """An RFC 3339 time with an offset taking its UTC before year 1 or past
+        9999 raised OverflowError, not the ValueError of every other answer
+        the parsers cannot read."""
+        from django_escrow_connect.gateway.types import AccountLinkResult, AccountSnapshot
+
+        with pytest.raises(ValueError, match="off the calendar"):
+            AccountSnapshot.from_v2_dict(self.account(created=moment))
+        link = {"object": "v2.core.account_link", "url": "https://x.test", "expires_at": moment}
+        with pytest.raises(ValueError, match="off the calendar"):
+            AccountLinkResult.from_v2_dict(link)

@@ -12,7 +12,9 @@ from unittest.mock import ANY
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -566,6 +568,8 @@ def test_report_admin_page_needs_staff(client: Client) -> None:
         ["escrow_report", "--since", "0001-01-01T00:00:00+05:00"],
         ["escrow_replay_events", "--since", "9999-12-31T23:59:59-05:00"],
         ["escrow_audit", "--since", "9999-12-31T23:59:59-05:00"],
+        # Refused before --event is looked up (it was read first).
+        ["escrow_replay_events", "--event", "evt_1", "--since", "not a date"],
     ],
 )
 def test_an_argument_out_of_range_is_a_command_error_not_a_traceback(args: list[str]) -> None:
@@ -573,6 +577,7 @@ def test_an_argument_out_of_range_is_a_command_error_not_a_traceback(args: list[
     a batch past what PostgreSQL's FETCH) takes, a NUL byte (PostgreSQL's
     DataError), and a period or a date beyond what a date can hold
     (``OverflowError``) crashed with a traceback; they are refused with the
-    command's usual error (exit status 1) and nothing runs."""
-    with pytest.raises(CommandError):
+    command's usual error (exit status 1) before any query."""
+    with CaptureQueriesContext(connection) as queries, pytest.raises(CommandError):
         run(*args)
+    assert [query["sql"] for query in queries] == []

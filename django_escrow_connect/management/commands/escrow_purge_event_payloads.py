@@ -12,8 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...conf import escrow_settings
-from ...webhooks.operations import purge_payloads, purgeable_events
+from ...webhooks.operations import purge_payloads, purgeable_events, retention_days
 
 
 class Command(BaseCommand):
@@ -28,17 +27,14 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Only count.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        days = options["days"]
-        if days is None:
-            days = escrow_settings.WEBHOOK_PAYLOAD_RETENTION_DAYS
         try:
-            events = purgeable_events(days)
+            # A whole number of days (the setting may be a string such as
+            # "30" once checks were skipped), converted in one place only.
+            days = retention_days(options["days"])
         except ValueError as exc:  # the setting, when checks were skipped; --days out of range
             raise CommandError(str(exc)) from None
-        # Accepted: a whole number of days (a string such as "30" once checks were skipped).
-        days = int(days)
         if options["dry_run"]:
-            count = events.count()
+            count = purgeable_events(days).count()
             self.stdout.write(f"Would purge the payload of {_older_than(count, days)}.")
             return
         count = purge_payloads(days)

@@ -50,6 +50,14 @@ class Command(BaseCommand):
         check_count("--limit", options["limit"], minimum=1)
         check_text("--event", options["event"])
         check_text("--type", options["type"])
+        # Every argument is checked before the first query: a bad --since
+        # was refused only after --event had been looked up.
+        since = None
+        if options["since"]:
+            try:
+                since = parse_since(options["since"])
+            except ValueError as exc:
+                raise CommandError(str(exc)) from exc
         events = event_model().objects.all()
         if options["event"]:
             events = events.filter(stripe_event_id__in=options["event"])
@@ -61,11 +69,8 @@ class Command(BaseCommand):
             events = events.filter(status__in=statuses)
         if options["type"]:
             events = events.filter(type__in=options["type"])
-        if options["since"]:
-            try:
-                events = events.filter(received_at__gte=parse_since(options["since"]))
-            except ValueError as exc:
-                raise CommandError(str(exc)) from exc
+        if since is not None:
+            events = events.filter(received_at__gte=since)
         if not options["event"] and not options["unreadable"]:
             left_alone = unreadable(events).count()
             if left_alone:
