@@ -43,12 +43,18 @@ from ..exceptions import GatewayError
 from ..fees import compute_tip_fee
 from ..gateway.types import PaymentIntentSnapshot
 from ..money import MAX_CHARGE_AMOUNT, InvalidAmount, validate_minor_amount
-from ..states import MoneyOperationKind, TipStatus, TipTransferStatus
+from ..states import (
+    DISPUTE_CLOSED_STATES,
+    DISPUTE_LOST_STATES,
+    MoneyOperationKind,
+    TipStatus,
+    TipTransferStatus,
+)
 from ..states import MoneyOperationStatus as OS
 from ..states import PaymentStatus as S
 from . import errors, operations, outcomes, tip_outcomes
 from .changes import Change, failed_change
-from .common import account_model, gateway, idempotency_key, lock_payment, translate
+from .common import account_model, gateway, idempotency_key, lock_payment, model, translate
 from .tip_outcomes import (
     charged_off_session,
     log_tip,
@@ -87,6 +93,11 @@ TIPPABLE_PAYMENT_STATES: tuple[str, ...] = (S.RELEASED, S.PARTIALLY_RELEASED, S.
 #: looked at with ``payment_id``: a customer who never pays would otherwise
 #: cost a Stripe request on every run, for ever.
 TIP_LOOKUP_MAX_AGE = timedelta(days=30)
+
+#: How a dispute of a tip's charge ends with the platform keeping the money
+#: (won, an inquiry closed, prevented). Any other dispute (open, or lost
+#: and possibly appealed) means Stripe has taken the tip from the platform.
+_DISPUTE_KEPT_STATES = sorted(DISPUTE_CLOSED_STATES - DISPUTE_LOST_STATES)
 
 #: How many unresolved operations one tip request settles before giving up.
 _MAX_STEPS = 6
@@ -402,7 +413,9 @@ def transfer_tip(tip_id: Any) -> Any:
     Each transfer is a journaled money operation with its own key
     (``tip:<id>:transfer-<account>:<attempt>``); a recipient is never paid
     twice (a unique index on the live transfer per recipient, and the key).
-    A tip that is not ``paid`` is returned unchanged.
+    A tip that is not ``paid`` is returned unchanged. Raises
+    :class:`~.errors.TransitionNotAllowed` before a new transfer while a
+    dispute of the tip's charge is open or lost.
     """
     payment_id = tip_model().objects.values_list("payment_id", flat=True).get(pk=tip_id)
     for _step in range(_MAX_STEPS + len(_recipients_of(tip_id))):
@@ -425,6 +438,30 @@ def transfer_tip(tip_id: Any) -> Any:
     )
 
 
+def _disputed_tips() -> Any:
+    """Tips whose charge has a dispute open, or lost: Stripe has taken their money back."""
+    return (
+        model("Dispute")
+        .objects.filter(tip__isnull=False)
+        .exclude(status__in=_DISPUTE_KEPT_STATES)
+        .values("tip")
+    )
+
+
+def _require_charge_kept(tip: Any) -> None:
+    """Refuse to send a tip whose charge Stripe has debited the platform for.
+
+    A dispute of the tip's charge takes the tip's amount from the platform's
+    balance while it is open, and for good when lost: a transfer now would
+    pay the doer money the customer is getting back. Like a payment's
+    release, it waits for the dispute to be decided for the platform (docs/tips.md).
+    """
+    if _disputed_tips().filter(tip=tip.pk).exists():
+        raise errors.TransitionNotAllowed(
+            _("The tip's charge is disputed; its transfer is frozen.")
+        )
+
+
 def _recipients_of(tip_id: Any) -> list[tuple[str, int]]:
     return tip_recipients(tip_model().objects.select_related("payment").get(pk=tip_id))
 
@@ -438,6 +475,7 @@ def _begin_next_transfer(payment: Any, tip: Any) -> Any:
         )
         if done.exists():
             continue
+        _require_charge_kept(tip)
         if not tip.stripe_charge_id:
             raise errors.Conflict(
                 _("The tip's charge is not known yet; try again shortly."), code="charge_pending"
@@ -465,7 +503,11 @@ def _begin_next_transfer(payment: Any, tip: Any) -> Any:
 
 
 def retry_tip_transfer(tip_id: Any, user: Any = None, *, system: bool = False) -> Any:
-    """Send a tip whose transfer Stripe refused again (staff, or ``system``)."""
+    """Send a tip whose transfer Stripe refused again (staff, or ``system``).
+
+    Refused (:class:`~.errors.TransitionNotAllowed`, the tip unchanged) while a
+    dispute of the tip's charge is open or lost.
+    """
     if not system and not permissions.is_platform_staff(user):
         raise errors.Forbidden(_("Only platform staff can retry a tip transfer."))
     with transaction.atomic():
@@ -475,6 +517,8 @@ def retry_tip_transfer(tip_id: Any, user: Any = None, *, system: bool = False) -
         lock_payment(tip.payment_id)
         tip = tip_model().objects.select_for_update().get(pk=tip.pk)
         if tip.status == T.TRANSFER_FAILED:
+            # Before the tip leaves transfer_failed: a refusal writes nothing.
+            _require_charge_kept(tip)
             tip.retry_transfer()
             tip.save()
         elif tip.status != T.PAID:
@@ -533,7 +577,10 @@ def reconcile_tips(
             changes.append(
                 Change(str(tip.payment_id), f"tip {tip.pk}: {tip.status} -> {after.status}")
             )
-    for tip in tips.filter(status=T.PAID).order_by("created_at"):
+    # A tip whose charge is disputed waits for the dispute (and is not
+    # reported as failing on every run meanwhile).
+    paid = tips.filter(status=T.PAID).exclude(pk__in=_disputed_tips())
+    for tip in paid.order_by("created_at"):
         if dry_run:
             changes.append(Change(str(tip.payment_id), "would transfer tip", str(tip.pk)))
             continue

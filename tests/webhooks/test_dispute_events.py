@@ -15,6 +15,7 @@ from django_escrow_connect.services import errors
 from django_escrow_connect.services.payments import release_payment
 from tests.webhooks import stripe_objects as so
 from tests.webhooks.conftest import status_history
+from tests.webhooks.test_refund_events import refund_of
 
 pytestmark = pytest.mark.django_db
 
@@ -440,3 +441,82 @@ def test_a_dispute_lost_after_the_release_leaves_the_doer_s_earnings(
     assert books(scene) == Books("disputed", 0, 0, 0, usd(10_000), [], usd(9_000), [])
     deliver.platform(so.event("charge.dispute.closed", dict(dispute, status="lost")))
     assert books(scene) == Books("dispute_lost", 0, 0, 0, [], [], usd(9_000), [])
+
+
+# --------------------------------------------------------------------------
+# Edges: an inquiry or dispute closed for the platform at once, a refund
+# delivered after the loss (Stripe's facts: docs/recovery.md)
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("opened", "closed"),
+    [("warning_needs_response", "warning_closed"), ("needs_response", "won")],
+)
+@pytest.mark.parametrize(
+    ("status", "fields"),
+    [
+        ("held", {}),
+        ("partially_released", {"amount_released": 4_000, "amount_transferred": 3_600}),
+    ],
+)
+def test_a_dispute_closed_for_the_platform_right_after_it_opened_leaves_the_payment_as_it_was(
+    deliver: Any,
+    make_payment: Any,
+    sim_stripe: Any,
+    sent: Any,
+    opened: str,
+    closed: str,
+    status: str,
+    fields: dict[str, Any],
+) -> None:
+    """An inquiry the customer drops (warning_closed) or a chargeback withdrawn
+    (won) at once: back where it was, its books untouched, nothing reversed."""
+    scene = make_payment(status, **fields)
+    before = books(scene)
+    dispute = dispute_of(scene, status=opened)
+    deliver.platform(so.event("charge.dispute.created", dispute))
+    deliver.platform(so.event("charge.dispute.closed", dict(dispute, status=closed)))
+
+    payment = scene.refresh()
+    assert (payment.status, payment.amount_disputed, payment.status_before_dispute) == (
+        status,
+        0,
+        "",
+    )
+    assert books(scene) == before
+    assert [n["dispute"].status for n in sent.of("dispute_closed")] == [closed]
+    assert sim_stripe.calls == []
+
+
+def test_a_refund_made_before_a_lost_dispute_and_delivered_after_it_is_not_lost_twice(
+    deliver: Any, make_payment: Any, sim_stripe: Any
+) -> None:
+    """3,000 refunded, then the whole 10,000 disputed (the issuer did not know
+    of the refund) and lost. Stripe gives the refunded part back ("partially
+    won", status lost): the customer got 3,000 as a refund and 7,000 from the
+    dispute. The refund's events arrive after the loss, twice."""
+    scene = make_payment("held")
+    t0 = so.now() - 3600
+    dispute = dispute_of(scene)
+    deliver.platform(so.event("charge.dispute.created", dispute, created=t0))
+    deliver.platform(
+        so.event("charge.dispute.closed", dict(dispute, status="lost"), created=t0 + 1)
+    )
+    assert books(scene) == Books("dispute_lost", 0, 10_000, 0, [], [], [], [])
+
+    refund = refund_of(scene, amount=3_000, status="succeeded", created=t0 - 60)
+    for _ in range(2):
+        deliver.platform(so.event("refund.created", refund, created=t0 + 10))
+        deliver.platform(so.event("refund.updated", refund, created=t0 + 11))
+
+    payment = scene.refresh()
+    assert (payment.amount_refunded, payment.amount_lost, payment.amount_held) == (3_000, 7_000, 0)
+    assert books(scene) == Books("dispute_lost", 0, 7_000, 0, [], [], [], [])
+
+    # The refund fails after all: the dispute took all of it after all.
+    failed = dict(refund, status="failed", failure_reason="expired_or_canceled_card")
+    deliver.platform(so.event("refund.updated", failed, created=t0 + 20))
+    payment = scene.refresh()
+    assert (payment.amount_refunded, payment.amount_lost, payment.amount_held) == (0, 10_000, 0)
+    assert sim_stripe.calls == []
