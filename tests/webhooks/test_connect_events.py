@@ -74,8 +74,13 @@ def test_deauthorized_then_authorized(
     back = so.event(
         "account.application.authorized", so.application(), account=acct, created=so.now() + 5
     )
+    sent.log.clear()
     deliver.connect(back)
     assert account_row(acct).status == "verified"
+    assert [(n["previous_status"], n["account"].status) for n in sent.of("account_updated")] == [
+        ("deauthorized", "verified")
+    ]
+    assert sent.names() == ["account_updated"]
 
 
 def test_capability_updated(deliver: Any, account: Any, sim_stripe: Any, sent: Any) -> None:
