@@ -1151,15 +1151,34 @@ def refresh_account(
 def _reconnect(account: Any, stamp: datetime, snapshot: AccountSnapshot) -> Any:
     """Staff confirmed: Stripe reads the deauthorized ``account``, so connect it again.
 
-    The read is stored first (the status stays deauthorized meanwhile), so
-    that the status the reauthorization derives is the read's. A ``closed``
-    Accounts v2 account stays deauthorized.
+    The read and the reconnection are one change of the locked row, so the
+    status the reauthorization derives is the read's, and receivers hear of
+    it once (``account_updated`` with ``previous_status="deauthorized"``),
+    not once for the read and once more for the status. A ``closed``
+    Accounts v2 account stays deauthorized (the read is stored).
     """
-    updated = apply_fetched_account(snapshot, fetched_at=stamp) or account
     if snapshot.closed:
-        return updated
+        return apply_fetched_account(snapshot, fetched_at=stamp) or account
     _log(account, "Stripe reads the deauthorized account: reauthorized by staff")
+    with transaction.atomic():
+        locked = _lock_by_stripe_id(account.stripe_account_id)
+        if (
+            locked is not None
+            and locked.is_deauthorized
+            and _order(locked, stamp, fetched=True) != _STALE
+        ):
+            return _apply(locked, stamp, functools.partial(_reconnected, snapshot), fetched=True)
+    # Connected again meanwhile (the read is a plain one, the reauthorization
+    # changes nothing), or a newer read is stored (this one is ignored, the
+    # reauthorization is the one change): one notification either way.
+    updated = apply_fetched_account(snapshot, fetched_at=stamp) or account
     return reauthorize_account(account.stripe_account_id) or updated
+
+
+def _reconnected(snapshot: AccountSnapshot, account: Any) -> None:
+    """:func:`_reconnect`'s change: the read's data, then the status they imply."""
+    _copy_snapshot(account, snapshot)
+    account.reauthorize()
 
 
 #: Stripe's code when the key has no access to a connected account (403):

@@ -492,7 +492,12 @@ def received():
     def receiver(sender, signal, **kwargs):
         seen.append((signal, kwargs))
 
-    account_signals = (signals.account_deauthorized, signals.account_updated)
+    account_signals = (
+        signals.account_deauthorized,
+        signals.account_updated,
+        signals.account_requirements_due,
+        signals.capability_restricted,
+    )
     for signal in account_signals:
         signal.connect(receiver, weak=False)
     yield seen
@@ -598,10 +603,41 @@ def test_staff_undo_a_deauthorization_when_stripe_reads_the_account(
     assert any("now verified" in m for m in messages_of(done))
     account.refresh_from_db()
     assert (account.status, account.deauthorized_at) == ("verified", None)
-    # The read is stored (its data changed), then the account reconnected.
-    sent = [kwargs for s, kwargs in received if s is signals.account_updated]
-    assert [kwargs["previous_status"] for kwargs in sent] == ["deauthorized", "deauthorized"]
-    assert sent[-1]["account"].status == "verified"
+    # The read (its data changed) and the reconnection are one change.
+    assert updates(received) == [("deauthorized", "verified")]
+
+
+def updates(received):
+    """``(previous_status, status)`` of each ``account_updated`` sent."""
+    return [
+        (kwargs["previous_status"], kwargs["account"].status)
+        for s, kwargs in received
+        if s is signals.account_updated
+    ]
+
+
+def test_a_reconnection_by_staff_is_announced_once_and_a_later_change_again(
+    admin_client, market, received
+):
+    account = market.doer_account
+    account.deauthorize()
+    account.save()
+    # What the read finds differs from the row: Stripe restricted the account.
+    SimulatedGateway().require_information(account.stripe_account_id)
+
+    refresh(admin_client, market, account, reauthorize_if_read="on")
+
+    account.refresh_from_db()
+    assert account.status == "restricted"
+    assert updates(received) == [("deauthorized", "restricted")]
+    sent = [s for s, _ in received]
+    assert sent.count(signals.account_requirements_due) == 1
+    assert signals.account_deauthorized not in sent
+
+    received.clear()
+    SimulatedGateway().complete_onboarding(account.stripe_account_id)
+    refresh(admin_client, market, account)
+    assert updates(received) == [("restricted", "verified")]
 
 
 def test_undoing_a_deauthorization_stripe_confirms_is_refused(admin_client, market, received):

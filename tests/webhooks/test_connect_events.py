@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from django_escrow_connect import factories as kit
 from django_escrow_connect import swappable
@@ -74,8 +76,13 @@ def test_deauthorized_then_authorized(
     back = so.event(
         "account.application.authorized", so.application(), account=acct, created=so.now() + 5
     )
+    sent.log.clear()
     deliver.connect(back)
     assert account_row(acct).status == "verified"
+    assert [(n["previous_status"], n["account"].status) for n in sent.of("account_updated")] == [
+        ("deauthorized", "verified")
+    ]
+    assert sent.names() == ["account_updated"]
 
 
 def test_capability_updated(deliver: Any, account: Any, sim_stripe: Any, sent: Any) -> None:
@@ -342,6 +349,40 @@ def test_payout_failed_records_an_incident_and_notifies(
     # Another event about the same payout records no second incident.
     deliver.connect(so.event("payout.failed", payout, account=acct))
     assert swappable.load("TransferIncident").objects.count() == 1
+
+
+def test_payout_failed_finds_the_payment_that_paid_the_account_by_index(
+    deliver: Any, make_payment: Any, sim_stripe: Any
+) -> None:
+    """Which payment most recently paid the account is read from the indexes
+    on ``destination_account_id``, not by scanning every transfer and payment."""
+    scene = make_payment("released", amount_transferred=9_000)
+    kit.make_transfer(scene.payment)
+    acct = scene.account.stripe_account_id
+    tables = {swappable.load(name)._meta.db_table for name in ("Transfer", "EscrowPayment")}
+    with CaptureQueriesContext(connection) as captured:
+        evt = so.event("payout.failed", so.payout(status="failed"), account=acct)
+        assert deliver.connect(evt).json()["status"] == "processed"
+    lookups = {
+        table: q["sql"]
+        for q in captured
+        for table in tables
+        if q["sql"].startswith("SELECT") and f'"{table}"."destination_account_id" = ' in q["sql"]
+    }
+    assert set(lookups) == tables, [q["sql"] for q in captured]
+    for table, sql in lookups.items():
+        assert not full_scans(sql, table), sql
+
+
+def full_scans(sql: str, table: str) -> list[str]:
+    """The steps of ``sql``'s plan that read all of ``table``."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_seqscan = off")  # even on a tiny table
+            cursor.execute(f"EXPLAIN {sql}")
+            return [row[0] for row in cursor.fetchall() if f"Seq Scan on {table}" in row[0]]
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
+        return [row[-1] for row in cursor.fetchall() if row[-1].startswith(f"SCAN {table}")]
 
 
 def test_payout_paid_is_logged_only(deliver: Any, account: Any, sim_stripe: Any, sent: Any) -> None:

@@ -354,6 +354,11 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
             ),
             models.Index(fields=["status", "updated_at"], name="escrow_pay_status_idx"),
             models.Index(fields=["capture_before"], name="escrow_pay_capture_idx"),
+            # A payout.failed: the manual-capture payment that most recently
+            # paid the account (services.stripe_objects._latest_payment_to).
+            models.Index(
+                fields=["destination_account_id", "-released_at"], name="escrow_pay_dest_idx"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -143,6 +143,13 @@ class AbstractTransfer(AbstractStripeTransfer):
         abstract = True
         verbose_name = _("transfer")
         verbose_name_plural = _("transfers")
+        indexes = [
+            # A payout.failed finds the payment that most recently paid the
+            # account (services.stripe_objects._latest_payment_to).
+            models.Index(
+                fields=["destination_account_id", "-created_at"], name="escrow_transfer_dest_idx"
+            ),
+        ]
         constraints = [
             *stripe_transfer_constraints("escrow_transfer"),
             models.CheckConstraint(
