@@ -157,13 +157,26 @@ def report(request: HttpRequest, model_admin: Any, subject: str, result: Attempt
 MAX_NOTE_LENGTH = 2_000
 
 
+class NoteField(forms.CharField):
+    """A staff note: line breaks stored as ``\n``, at most :data:`MAX_NOTE_LENGTH`.
+
+    Browsers send a textarea's line breaks as ``\r\n`` but count them as
+    one character against its ``maxlength``: without this a note the page
+    accepted would be refused as too long.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("label", _("Note for the audit trail"))
+        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 3, "cols": 60}))
+        super().__init__(max_length=MAX_NOTE_LENGTH, **kwargs)
+
+    def to_python(self, value: Any) -> Any:
+        value = super().to_python(value)
+        return value.replace("\r\n", "\n") if isinstance(value, str) else value
+
+
 class NoteForm(forms.Form):
-    note = forms.CharField(
-        label=_("Note for the audit trail"),
-        required=False,
-        max_length=MAX_NOTE_LENGTH,
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-    )
+    note = NoteField(required=False)
 
     def __init__(self, *args: Any, objects: list[Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -171,11 +184,7 @@ class NoteForm(forms.Form):
 
 
 class RequiredNoteForm(NoteForm):
-    note = forms.CharField(
-        label="Note for the audit trail",
-        max_length=MAX_NOTE_LENGTH,
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-    )
+    note = NoteField()
 
 
 class RefundForm(NoteForm):

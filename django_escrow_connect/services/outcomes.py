@@ -1032,7 +1032,8 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
     ``wanted``: the caller asks for this very operation (the request retried,
     ``escrow_reconcile``): it is finished, by sending the same request with
     the same key; not a release's transfer or capture while a dispute is
-    open, which is only looked up (as when not ``wanted``). When Stripe may
+    open, nor a tip's transfer while its charge is disputed (open or lost),
+    which is only looked up (as when not ``wanted``). When Stripe may
     no longer remember that key (older than 23 h, or a 5xx stored under
     it), or with ``look_first``, the object is looked up first; the next
     attempt gets a new key only if Stripe has nothing and the key may be
@@ -1055,6 +1056,11 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
         # did is learnt (and booked), but nothing is sent while it is open;
         # not found once the lease has passed, the release was never made and
         # the dispute's close returns the payment to held.
+        wanted = False
+    if wanted and operation.kind == K.TIP_TRANSFER and tips.transfer_frozen_by_dispute(operation):
+        # Likewise a tip's transfer begun before its charge was disputed: a
+        # transfer made is booked, one never made is given up once its lease
+        # has passed, and the tip waits (paid) for the dispute's close.
         wanted = False
     if wanted and not look_first and not answer_may_be_lost(operation):
         if _settled_while_waiting(operation):

@@ -24,6 +24,8 @@ from ..gateway.types import PaymentIntentSnapshot, TransferSnapshot
 from ..money import amount_step
 from ..notifications import notify
 from ..states import (
+    DISPUTE_CLOSED_STATES,
+    DISPUTE_LOST_STATES,
     UNRESOLVED_OPERATION_STATES,
     IncidentKind,
     MoneyOperationKind,
@@ -123,6 +125,28 @@ def tip_intent_request(tip: Any) -> dict[str, Any]:
 def charged_off_session(operation: Any) -> bool:
     """Whether a tip's PaymentIntent operation charges the saved card without the customer."""
     return bool(operation.request.get("off_session"))
+
+
+#: How a dispute of a tip's charge ends with the platform keeping the money
+#: (won, an inquiry closed, prevented). Any other dispute (an inquiry or a
+#: chargeback still open, or lost and possibly appealed) freezes the tip.
+_DISPUTE_KEPT_STATES = sorted(DISPUTE_CLOSED_STATES - DISPUTE_LOST_STATES)
+
+
+def disputed_tips() -> Any:
+    """Tips whose charge has a dispute open, or lost: nothing more is sent for them."""
+    return (
+        model("Dispute")
+        .objects.filter(tip__isnull=False)
+        .exclude(status__in=_DISPUTE_KEPT_STATES)
+        .values("tip")
+    )
+
+
+def transfer_frozen_by_dispute(operation: Any) -> bool:
+    """Whether a tip transfer operation's tip has its charge disputed (open, or lost)."""
+    tip = tip_transfer_model().objects.filter(idempotency_key=operation.idempotency_key)
+    return bool(disputed_tips().filter(tip__in=tip.values("tip")).exists())
 
 
 def tip_transfer_request(tip: Any, destination: str, amount: int, key: str) -> dict[str, Any]:

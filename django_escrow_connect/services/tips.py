@@ -43,18 +43,12 @@ from ..exceptions import GatewayError
 from ..fees import compute_tip_fee
 from ..gateway.types import PaymentIntentSnapshot
 from ..money import MAX_CHARGE_AMOUNT, InvalidAmount, validate_minor_amount
-from ..states import (
-    DISPUTE_CLOSED_STATES,
-    DISPUTE_LOST_STATES,
-    MoneyOperationKind,
-    TipStatus,
-    TipTransferStatus,
-)
+from ..states import MoneyOperationKind, TipStatus, TipTransferStatus
 from ..states import MoneyOperationStatus as OS
 from ..states import PaymentStatus as S
 from . import errors, operations, outcomes, tip_outcomes
 from .changes import Change, failed_change
-from .common import account_model, gateway, idempotency_key, lock_payment, model, translate
+from .common import account_model, gateway, idempotency_key, lock_payment, translate
 from .tip_outcomes import (
     charged_off_session,
     log_tip,
@@ -93,11 +87,6 @@ TIPPABLE_PAYMENT_STATES: tuple[str, ...] = (S.RELEASED, S.PARTIALLY_RELEASED, S.
 #: looked at with ``payment_id``: a customer who never pays would otherwise
 #: cost a Stripe request on every run, for ever.
 TIP_LOOKUP_MAX_AGE = timedelta(days=30)
-
-#: How a dispute of a tip's charge ends with the platform keeping the money
-#: (won, an inquiry closed, prevented). Any other dispute (open, or lost
-#: and possibly appealed) means Stripe has taken the tip from the platform.
-_DISPUTE_KEPT_STATES = sorted(DISPUTE_CLOSED_STATES - DISPUTE_LOST_STATES)
 
 #: How many unresolved operations one tip request settles before giving up.
 _MAX_STEPS = 6
@@ -438,25 +427,17 @@ def transfer_tip(tip_id: Any) -> Any:
     )
 
 
-def _disputed_tips() -> Any:
-    """Tips whose charge has a dispute open, or lost: Stripe has taken their money back."""
-    return (
-        model("Dispute")
-        .objects.filter(tip__isnull=False)
-        .exclude(status__in=_DISPUTE_KEPT_STATES)
-        .values("tip")
-    )
-
-
 def _require_charge_kept(tip: Any) -> None:
-    """Refuse to send a tip whose charge Stripe has debited the platform for.
+    """Refuse to send a tip whose charge is disputed (open, or lost).
 
-    A dispute of the tip's charge takes the tip's amount from the platform's
-    balance while it is open, and for good when lost: a transfer now would
-    pay the doer money the customer is getting back. Like a payment's
-    release, it waits for the dispute to be decided for the platform (docs/tips.md).
+    A chargeback takes the tip's amount from the platform's balance while it
+    is open, and for good when lost; an inquiry takes nothing yet but may
+    become one. A transfer now could pay the doer money the customer is
+    getting back. Like a payment's release, it waits for the dispute to be
+    decided for the platform (docs/tips.md). A transfer already begun is held
+    the same way by :func:`.outcomes.drive`.
     """
-    if _disputed_tips().filter(tip=tip.pk).exists():
+    if tip_outcomes.disputed_tips().filter(tip=tip.pk).exists():
         raise errors.TransitionNotAllowed(
             _("The tip's charge is disputed; its transfer is frozen.")
         )
@@ -579,7 +560,7 @@ def reconcile_tips(
             )
     # A tip whose charge is disputed waits for the dispute (and is not
     # reported as failing on every run meanwhile).
-    paid = tips.filter(status=T.PAID).exclude(pk__in=_disputed_tips())
+    paid = tips.filter(status=T.PAID).exclude(pk__in=tip_outcomes.disputed_tips())
     for tip in paid.order_by("created_at"):
         if dry_run:
             changes.append(Change(str(tip.payment_id), "would transfer tip", str(tip.pk)))

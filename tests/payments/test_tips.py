@@ -7,12 +7,14 @@ import dataclasses
 import io
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from django_escrow_connect import signals, swappable
 from django_escrow_connect.exceptions import BalanceInsufficient
@@ -635,6 +637,85 @@ def test_a_tip_whose_charge_is_disputed_is_not_transferred_again(market, escrow_
         with market.capture(execute=True):
             call_command(*reconcile, stdout=io.StringIO())
         assert Tip().objects.get(pk=tip_id).status == "transferred"
+
+
+@pytest.mark.parametrize("made_at_stripe", [False, True])
+def test_a_tip_transfer_begun_before_its_charge_was_disputed_is_not_finished(
+    market, escrow_stripe, made_at_stripe
+):
+    """The tip's transfer was sent and its answer lost (timeout), then the
+    charge was disputed. Retrying the same request would pay the doer money
+    Stripe has debited the platform for: the transfer is only looked up.
+    Made at Stripe, it is booked; never made, it is given up once its lease
+    has passed and the tip waits, paid, for the dispute."""
+    from django_escrow_connect import simulation
+    from django_escrow_connect.exceptions import TemporarilyUnavailable
+    from django_escrow_connect.webhooks.receiver import receive
+
+    payment = market.released_payment()
+    tip_id = add_tip(market, payment, 700).json()["id"]
+    # The first answer is lost (Stripe acted or not), then Stripe cannot be
+    # reached while the tip's events schedule the transfer again.
+    for after_effect in (made_at_stripe, False, False):
+        escrow_stripe.store.fail_next(
+            "create_transfer",
+            TemporarilyUnavailable("timeout", http_status=None),
+            after_effect=after_effect,
+        )
+
+    def losing_transfer_events(endpoint, payload, signature):
+        if json.loads(payload)["type"].startswith("transfer."):
+            return None  # the transfer's own event is lost too
+        return receive(endpoint, payload, signature)
+
+    previous = simulation.set_event_sink(losing_transfer_events)
+    try:
+        tip = pay_tip(market, tip_id)
+    finally:
+        simulation.set_event_sink(previous)
+    assert tip.status == "paid"
+    with market.capture(execute=True):
+        SimulatedGateway().open_dispute(tip.stripe_charge_id)
+    transfers_before = len(escrow_calls("create_transfer"))
+
+    # Staff retry, escrow_reconcile and the service itself: nothing is sent.
+    url = reverse("escrow_connect:payment-tip-retry-transfer", args=[str(payment.pk), tip_id])
+    with market.capture(execute=True):
+        response = market.client(market.staff).post(url, {}, format="json")
+    reconcile = ("escrow_reconcile", "--payment", str(payment.pk))
+    if made_at_stripe:
+        with market.capture(execute=True):
+            call_command(*reconcile, stdout=io.StringIO())
+    else:
+        # Still within its lease: someone may be sending it; wait.
+        err = io.StringIO()
+        with market.capture(execute=True), pytest.raises(CommandError):
+            call_command(*reconcile, stdout=io.StringIO(), stderr=err)
+        assert "still in progress" in err.getvalue()
+        with pytest.raises(errors.OperationInFlight):
+            tip_services.transfer_tip(tip_id)
+    assert len(escrow_calls("create_transfer")) == transfers_before
+    tip.refresh_from_db()
+    if made_at_stripe:
+        # What Stripe did is learnt and booked, not sent again.
+        assert tip.status == "transferred"
+        assert [t.status for t in tip.transfers.all()] == ["created"]
+        return
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "operation_pending"
+    assert tip.status == "paid"
+
+    # The lease passed: no process can still be sending it. Not found at
+    # Stripe, it was never made; the tip waits for the dispute.
+    swappable.load("MoneyOperation").objects.filter(kind="tip_transfer").update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    with market.capture(execute=True):
+        call_command(*reconcile, stdout=io.StringIO())
+    assert len(escrow_calls("create_transfer")) == transfers_before
+    tip.refresh_from_db()
+    assert tip.status == "paid"
+    assert [t.status for t in tip.transfers.all()] == ["failed"]
 
 
 def test_the_payments_own_dispute_closes_while_a_tips_dispute_is_open(market, tip_signals):
