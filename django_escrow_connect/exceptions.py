@@ -26,6 +26,7 @@ __all__ = [
     "ResourceMissing",
     "SignatureVerificationFailed",
     "TemporarilyUnavailable",
+    "UnreadableAnswer",
 ]
 
 #: Error codes that mean "someone else holds the object right now": retrying
@@ -147,6 +148,18 @@ class TemporarilyUnavailable(GatewayError):
     @property
     def is_transient(self) -> bool:
         return True
+
+
+class UnreadableAnswer(TemporarilyUnavailable):
+    """Stripe answered, but the gateway cannot read the answer.
+
+    A changed shape after an API version change, a proxy's error page, an
+    emulator's quirk: the request may well have taken effect (a transfer
+    made, a refund created), so this is "outcome unknown", never a refusal.
+    As after a timeout, ``http_status`` is ``None`` and the *same*
+    idempotency key must be used again: Stripe replays what it did, once the
+    answer can be read. ``request_id`` is Stripe's, when the answer had one.
+    """
 
 
 class InvalidRequest(GatewayError):

@@ -15,10 +15,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import stripe
 from django.core.exceptions import ImproperlyConfigured
@@ -36,6 +36,7 @@ from ..exceptions import (
     RateLimited,
     ResourceMissing,
     TemporarilyUnavailable,
+    UnreadableAnswer,
 )
 from . import signing
 from .basegateway import BaseGateway
@@ -129,6 +130,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Timeout = float | tuple[float, float]
+Parsed = TypeVar("Parsed")
 
 #: Page size used when auto-paginating list endpoints (Stripe's maximum).
 PAGE_SIZE = 100
@@ -260,12 +262,12 @@ class StripeGateway(BaseGateway):
             params["business_type"] = business_type
         with translated_errors():
             account = self.client.v1.accounts.create(params, _options(idempotency_key))
-        return AccountSnapshot.from_dict(_as_dict(account))
+        return _read(AccountSnapshot.from_dict, account)
 
     def _retrieve_account(self, account_id: str) -> AccountSnapshot:
         with translated_errors():
             account = self.client.v1.accounts.retrieve(account_id)
-        return AccountSnapshot.from_dict(_as_dict(account))
+        return _read(AccountSnapshot.from_dict, account)
 
     def _list_accounts(self, *, created_gte: datetime) -> list[AccountSnapshot]:
         params: AccountListParams = {
@@ -274,7 +276,7 @@ class StripeGateway(BaseGateway):
         }
         with translated_errors():
             page = self.client.v1.accounts.list(params)
-            return [AccountSnapshot.from_dict(_as_dict(a)) for a in page.auto_paging_iter()]
+            return [_read(AccountSnapshot.from_dict, a) for a in page.auto_paging_iter()]
 
     def _create_account_link(
         self,
@@ -303,12 +305,12 @@ class StripeGateway(BaseGateway):
             params["collection_options"] = collection
         with translated_errors():
             link = self.client.v1.account_links.create(params)
-        return AccountLinkResult.from_dict(_as_dict(link))
+        return _read(AccountLinkResult.from_dict, link)
 
     def _create_login_link(self, *, account_id: str) -> LoginLinkResult:
         with translated_errors():
             link = self.client.v1.accounts.login_links.create(account_id)
-        return LoginLinkResult.from_dict(_as_dict(link))
+        return _read(LoginLinkResult.from_dict, link)
 
     def _create_account_session(
         self, *, account_id: str, components: dict[str, dict[str, bool]]
@@ -325,7 +327,7 @@ class StripeGateway(BaseGateway):
         }
         with translated_errors():
             session = self.client.v1.account_sessions.create(params)
-        return AccountSessionResult.from_dict(_as_dict(session))
+        return _read(AccountSessionResult.from_dict, session)
 
     # --- connected accounts through Accounts v2 ---------------------------------
 
@@ -368,13 +370,13 @@ class StripeGateway(BaseGateway):
             params["contact_email"] = email
         with translated_errors():
             account = self.client.v2.core.accounts.create(params, _options(idempotency_key))
-        return AccountSnapshot.from_v2_dict(_as_dict(account))
+        return _read(AccountSnapshot.from_v2_dict, account)
 
     def _retrieve_account_v2(self, account_id: str) -> AccountSnapshot:
         params: AccountV2RetrieveParams = {"include": list(V2_ACCOUNT_INCLUDE)}
         with translated_errors():
             account = self.client.v2.core.accounts.retrieve(account_id, params)
-        return AccountSnapshot.from_v2_dict(_as_dict(account))
+        return _read(AccountSnapshot.from_v2_dict, account)
 
     def _list_accounts_v2(self) -> list[AccountSnapshot]:
         params: AccountV2ListParams = {
@@ -383,7 +385,7 @@ class StripeGateway(BaseGateway):
         }
         with translated_errors():
             page = self.client.v2.core.accounts.list(params)
-            return [AccountSnapshot.from_v2_dict(_as_dict(a)) for a in page.auto_paging_iter()]
+            return [_read(AccountSnapshot.from_v2_dict, a) for a in page.auto_paging_iter()]
 
     def _create_account_link_v2(
         self,
@@ -426,7 +428,7 @@ class StripeGateway(BaseGateway):
             }
         with translated_errors():
             link = self.client.v2.core.account_links.create(params)
-        return AccountLinkResult.from_v2_dict(_as_dict(link))
+        return _read(AccountLinkResult.from_v2_dict, link)
 
     # --- payments ---------------------------------------------------------------
 
@@ -484,7 +486,7 @@ class StripeGateway(BaseGateway):
             params["receipt_email"] = receipt_email
         with translated_errors():
             intent = self.client.v1.payment_intents.create(params, _options(idempotency_key))
-        return PaymentIntentSnapshot.from_dict(_as_dict(intent))
+        return _read(PaymentIntentSnapshot.from_dict, intent)
 
     def _create_customer(
         self, *, idempotency_key: str, metadata: Mapping[str, str], description: str | None
@@ -494,13 +496,13 @@ class StripeGateway(BaseGateway):
             params["description"] = description
         with translated_errors():
             customer = self.client.v1.customers.create(params, _options(idempotency_key))
-        return CustomerSnapshot.from_dict(_as_dict(customer))
+        return _read(CustomerSnapshot.from_dict, customer)
 
     def _detach_payment_method(self, payment_method_id: str) -> PaymentMethodSnapshot:
         params: PaymentMethodDetachParams = {}
         with translated_errors():
             method = self.client.v1.payment_methods.detach(payment_method_id, params)
-        return PaymentMethodSnapshot.from_dict(_as_dict(method))
+        return _read(PaymentMethodSnapshot.from_dict, method)
 
     def _retrieve_payment_intent(
         self, payment_intent_id: str, *, expand_charge: bool
@@ -510,7 +512,7 @@ class StripeGateway(BaseGateway):
             params["expand"] = ["latest_charge"]
         with translated_errors():
             intent = self.client.v1.payment_intents.retrieve(payment_intent_id, params)
-        return PaymentIntentSnapshot.from_dict(_as_dict(intent))
+        return _read(PaymentIntentSnapshot.from_dict, intent)
 
     def _capture_payment_intent(
         self,
@@ -529,7 +531,7 @@ class StripeGateway(BaseGateway):
             intent = self.client.v1.payment_intents.capture(
                 payment_intent_id, params, _options(idempotency_key)
             )
-        return PaymentIntentSnapshot.from_dict(_as_dict(intent))
+        return _read(PaymentIntentSnapshot.from_dict, intent)
 
     def _cancel_payment_intent(
         self,
@@ -545,19 +547,19 @@ class StripeGateway(BaseGateway):
             intent = self.client.v1.payment_intents.cancel(
                 payment_intent_id, params, _options(idempotency_key)
             )
-        return PaymentIntentSnapshot.from_dict(_as_dict(intent))
+        return _read(PaymentIntentSnapshot.from_dict, intent)
 
     def _retrieve_charge(self, charge_id: str, *, stripe_account: str | None) -> ChargeSnapshot:
         with translated_errors():
             charge = self.client.v1.charges.retrieve(
                 charge_id, None, _options(stripe_account=stripe_account)
             )
-        return ChargeSnapshot.from_dict(_as_dict(charge))
+        return _read(ChargeSnapshot.from_dict, charge)
 
     def _retrieve_dispute(self, dispute_id: str) -> DisputeSnapshot:
         with translated_errors():
             dispute = self.client.v1.disputes.retrieve(dispute_id)
-        return DisputeSnapshot.from_dict(_as_dict(dispute))
+        return _read(DisputeSnapshot.from_dict, dispute)
 
     # --- transfers ----------------------------------------------------------------
 
@@ -584,18 +586,18 @@ class StripeGateway(BaseGateway):
         }
         with translated_errors():
             transfer = self.client.v1.transfers.create(params, _options(idempotency_key))
-        return TransferSnapshot.from_dict(_as_dict(transfer))
+        return _read(TransferSnapshot.from_dict, transfer)
 
     def _retrieve_transfer(self, transfer_id: str) -> TransferSnapshot:
         with translated_errors():
             transfer = self.client.v1.transfers.retrieve(transfer_id)
-        return TransferSnapshot.from_dict(_as_dict(transfer))
+        return _read(TransferSnapshot.from_dict, transfer)
 
     def _list_transfers(self, *, transfer_group: str) -> list[TransferSnapshot]:
         params: TransferListParams = {"transfer_group": transfer_group, "limit": self.page_size}
         with translated_errors():
             page = self.client.v1.transfers.list(params)
-            return [TransferSnapshot.from_dict(_as_dict(t)) for t in page.auto_paging_iter()]
+            return [_read(TransferSnapshot.from_dict, t) for t in page.auto_paging_iter()]
 
     def _create_transfer_reversal(
         self,
@@ -612,7 +614,7 @@ class StripeGateway(BaseGateway):
             reversal = self.client.v1.transfers.reversals.create(
                 transfer_id, params, _options(idempotency_key)
             )
-        return TransferReversalSnapshot.from_dict(_as_dict(reversal))
+        return _read(TransferReversalSnapshot.from_dict, reversal)
 
     # --- refunds --------------------------------------------------------------------
 
@@ -638,18 +640,18 @@ class StripeGateway(BaseGateway):
             params["refund_application_fee"] = True
         with translated_errors():
             refund = self.client.v1.refunds.create(params, _options(idempotency_key))
-        return RefundSnapshot.from_dict(_as_dict(refund))
+        return _read(RefundSnapshot.from_dict, refund)
 
     def _retrieve_refund(self, refund_id: str) -> RefundSnapshot:
         with translated_errors():
             refund = self.client.v1.refunds.retrieve(refund_id)
-        return RefundSnapshot.from_dict(_as_dict(refund))
+        return _read(RefundSnapshot.from_dict, refund)
 
     def _list_refunds(self, *, payment_intent: str) -> list[RefundSnapshot]:
         params: RefundListParams = {"payment_intent": payment_intent, "limit": self.page_size}
         with translated_errors():
             page = self.client.v1.refunds.list(params)
-            return [RefundSnapshot.from_dict(_as_dict(r)) for r in page.auto_paging_iter()]
+            return [_read(RefundSnapshot.from_dict, r) for r in page.auto_paging_iter()]
 
     # --- events and webhooks -----------------------------------------------------
 
@@ -804,6 +806,30 @@ def _as_dict(obj: stripe.StripeObject) -> dict[str, Any]:
     return obj.to_dict(recursive=True, for_json=True)
 
 
+def _read(parse: Callable[[dict[str, Any]], Parsed], obj: stripe.StripeObject) -> Parsed:
+    """Stripe's answer ``obj`` read by ``parse`` (a ``from_dict`` of :mod:`.types`).
+
+    Stripe has already acted when its answer arrives: an answer that cannot
+    be read is :class:`UnreadableAnswer` ("outcome unknown"), never a bare
+    ``ValueError`` between the call and the commit of its outcome.
+    """
+    try:
+        return parse(_as_dict(obj))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        response = getattr(obj, "last_response", None)
+        request_id = getattr(response, "request_id", None)
+        logger.error(
+            "unreadable Stripe answer: %s",
+            exc,
+            extra={"stripe_request_id": request_id or "", "stripe_object": type(obj).__name__},
+        )
+        raise UnreadableAnswer(
+            f"Stripe's answer could not be read: {exc}"[:MAX_ERROR_MESSAGE_LENGTH],
+            code="unreadable_answer",
+            request_id=request_id,
+        ) from exc
+
+
 def _iterate_dicts(page: stripe.ListObject[Any]) -> Iterator[dict[str, Any]]:
     with translated_errors():
         for obj in page.auto_paging_iter():
@@ -860,7 +886,9 @@ def translate_error(exc: stripe.StripeError) -> GatewayError:
     elif 400 <= status < 500:
         cls = InvalidRequest
     else:
-        cls = GatewayError
+        # A success status whose body the client could not decode (stripe's
+        # "Invalid response body from API"): Stripe may have acted.
+        return _undecodable(exc, status)
 
     message = _str_or_none(error.get("message")) or _str_or_none(exc.user_message) or ""
     intent = error.get("payment_intent")
@@ -875,9 +903,36 @@ def translate_error(exc: stripe.StripeError) -> GatewayError:
         error_type=error_type,
         # An off-session confirmation Stripe refused still made this
         # PaymentIntent; the customer can confirm it (docs/tips.md).
-        payment_intent=PaymentIntentSnapshot.from_dict(intent)
-        if isinstance(intent, dict)
-        else None,
+        payment_intent=_error_payment_intent(intent),
+    )
+
+
+def _error_payment_intent(intent: Any) -> PaymentIntentSnapshot | None:
+    """The error's ``payment_intent``, or None when absent or unreadable.
+
+    Unreadable, the error is still Stripe's answer (a decline stays a
+    decline); only the intent it left behind is not offered.
+    """
+    if not isinstance(intent, dict):
+        return None
+    try:
+        return PaymentIntentSnapshot.from_dict(intent)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        logger.error("unreadable payment_intent in a Stripe error: %s", exc)
+        return None
+
+
+def _undecodable(exc: stripe.StripeError, status: int) -> UnreadableAnswer:
+    request_id = exc.request_id or _header(exc.headers, "Request-Id")
+    logger.error(
+        "undecodable Stripe answer (HTTP %s)",
+        status,
+        extra={"stripe_request_id": request_id or ""},
+    )
+    return UnreadableAnswer(
+        f"Stripe's answer could not be read (HTTP {status}).",
+        code="unreadable_answer",
+        request_id=request_id,
     )
 
 

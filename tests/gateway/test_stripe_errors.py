@@ -28,6 +28,7 @@ from django_escrow_connect.exceptions import (
     RateLimited,
     ResourceMissing,
     TemporarilyUnavailable,
+    UnreadableAnswer,
 )
 from django_escrow_connect.gateway.stripe_gateway import StripeGateway, translate_error
 from django_escrow_connect.services.outcomes import refund_request
@@ -350,3 +351,38 @@ def test_a_rate_limit_coded_as_400_is_rate_limited():
     error = translate_error(exc)
     assert type(error) is RateLimited
     assert error.request_id == "req_1"
+
+
+def test_an_undecodable_success_answer_is_unreadable_not_a_refusal():
+    # stripe-python's "Invalid response body from API": a 200 it could not decode.
+    exc = stripe.APIError(
+        "Invalid response body from API", "<html>", 200, None, {"Request-Id": "req_2"}
+    )
+    error = translate_error(exc)
+    assert type(error) is UnreadableAnswer
+    assert isinstance(error, TemporarilyUnavailable)
+    assert error.is_transient
+    # As after a timeout: no status, so no caller takes the answer for a stored refusal.
+    assert (error.http_status, error.code, error.request_id) == (None, "unreadable_answer", "req_2")
+
+
+def test_a_decline_with_an_unreadable_payment_intent_stays_a_decline():
+    body = {
+        "error": {
+            "type": "card_error",
+            "code": "authentication_required",
+            "message": "This payment requires authentication.",
+            "payment_intent": {"object": "payment_intent", "amount": "1200"},
+        }
+    }
+    exc = stripe.CardError(
+        "This payment requires authentication.",
+        None,
+        "authentication_required",
+        http_status=402,
+        json_body=body,
+    )
+    error = translate_error(exc)
+    assert type(error) is CardDeclined
+    assert error.code == "authentication_required"
+    assert error.payment_intent is None

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.forms.models import model_to_dict
 from rest_framework.test import APIClient
 
 from django_escrow_connect import swappable
@@ -165,4 +166,94 @@ def test_manual_capture(db, settings, real_gateway, vcr, django_capture_on_commi
     assert payment(payment_id).refunds.get().stripe_refund_id == "re_3RbE5fPk9xR2vLq71Ld8Vu3N"
 
     assert vcr.play_count == 4
+    assert vcr.all_played
+
+
+# --- answers the gateway cannot read --------------------------------------------------
+# Stripe's answer, garbled on its way in (Stripe itself cannot be made to send
+# it): replay only.
+
+#: The lifecycle's PaymentIntent in another shape (fields missing, the amount
+#: a string), and a proxy's page where Stripe's JSON should be.
+CHANGED_SHAPE = (
+    b'{"id": "pi_3RaB4cPk9xR2vLq70kTq2Wd1", "object": "payment_intent", "amount": "10000"}'
+)
+HTML_PAGE = b"<html><body>502 Bad Gateway</body></html>"
+
+
+def garble(cassette: Any, index: int, body: bytes, content_type: str = "application/json") -> None:
+    """What reaches the package in place of the cassette's answer ``index``."""
+    _, response = cassette.data[index]
+    response["body"]["string"] = body
+    response["headers"]["Content-Type"] = [content_type]
+
+
+def operations_of(payment_id: str) -> list[tuple[str, str, str]]:
+    return [
+        (op.kind, op.status, op.idempotency_key)
+        for op in swappable.load("MoneyOperation").objects.filter(payment_id=payment_id)
+    ]
+
+
+@pytest.mark.vcr(
+    os.path.join(os.path.dirname(CASSETTE_DIR), "gateway", "accounts_retrieve.yaml"),
+    record_mode="none",
+)
+def test_an_unreadable_account_answer_is_a_503_and_writes_nothing(
+    db, settings, real_gateway, vcr, django_capture_on_commit_callbacks
+):
+    garble(vcr, 0, b'{"status": "ok", "message": "Service is running"}')
+    life = Lifecycle(django_capture_on_commit_callbacks)
+    account = swappable.load("ConnectedAccount").objects.get(owner_user=life.doer)
+    client = APIClient()
+    client.force_authenticate(life.doer)
+
+    response = client.get("/escrow/stripe/account-status/", {"refresh": "1"})
+
+    # What a Stripe outage answers: retry later, not a 500.
+    assert response.status_code == 503, response.content
+    assert response.json()["error"]["code"] == "provider_unavailable"
+    after = swappable.load("ConnectedAccount").objects.get(pk=account.pk)
+    assert model_to_dict(after) == model_to_dict(account)
+    assert after.updated_at == account.updated_at
+    assert vcr.all_played
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.default_cassette("payment_intent_sent_twice")
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [(CHANGED_SHAPE, "application/json"), (HTML_PAGE, "text/html")],
+    ids=["changed_shape", "html_page"],
+)
+def test_an_unreadable_money_answer_is_unknown_and_the_same_key_converges(
+    db, settings, real_gateway, vcr, django_capture_on_commit_callbacks, body, content_type
+):
+    garble(vcr, 0, body, content_type)
+    strategy_setting(settings, SEPARATE_CHARGES_AND_TRANSFERS)
+    life = Lifecycle(django_capture_on_commit_callbacks)
+    pay = {"task_id": str(life.task.pk)}
+
+    first = life.post(life.customer, "/escrow/payments/create/", pay)
+
+    # Stripe made the PaymentIntent: as after a timeout, the outcome is
+    # unknown and the operation keeps its key (never "refused").
+    assert first.status_code == 503, first.content
+    assert first.json()["error"]["code"] == "operation_pending"
+    (created,) = swappable.load("EscrowPayment").objects.all()
+    payment_id = str(created.pk)
+    ((kind, status, key),) = operations_of(payment_id)
+    assert (kind, status) == ("payment_intent", "unknown")
+    assert (created.status, created.stripe_payment_intent_id) == ("awaiting_payment", "")
+
+    # Paying again sends the same request with the same key (the cassette
+    # demands it): Stripe replays its one PaymentIntent.
+    again = life.post(life.customer, "/escrow/payments/create/", pay)
+
+    assert again.status_code == 201, again.content
+    assert again.json()["payment_id"] == payment_id
+    assert again.json()["client_secret"].startswith("pi_3RaB4cPk9xR2vLq70kTq2Wd1_secret_")
+    assert payment(payment_id).stripe_payment_intent_id == "pi_3RaB4cPk9xR2vLq70kTq2Wd1"
+    assert operations_of(payment_id) == [("payment_intent", "succeeded", key)]
+    assert vcr.play_count == 3
     assert vcr.all_played
