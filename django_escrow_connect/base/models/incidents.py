@@ -92,6 +92,12 @@ class AbstractTransferIncident(AbstractIncident):
         abstract = True
         verbose_name = _("transfer incident")
         verbose_name_plural = _("transfer incidents")
+        indexes = [
+            # A payout.failed looks for its own incident first (Stripe sends
+            # payout.updated with it). Not a partial index (payout ids only):
+            # SQLite would not use it for ``stripe_payout_id = 'po_...'``.
+            models.Index(fields=["stripe_payout_id"], name="escrow_incident_payout_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.code or self.message[:40]}"

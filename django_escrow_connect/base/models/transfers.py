@@ -145,9 +145,11 @@ class AbstractTransfer(AbstractStripeTransfer):
         verbose_name_plural = _("transfers")
         indexes = [
             # A payout.failed finds the payment that most recently paid the
-            # account (services.stripe_objects._latest_payment_to).
+            # account (services.stripe_objects._latest_payment_to): its sent
+            # transfers, newest first; the first index row is the answer.
             models.Index(
-                fields=["destination_account_id", "-created_at"], name="escrow_transfer_dest_idx"
+                fields=["destination_account_id", "status", "-created_at"],
+                name="escrow_transfer_dest_idx",
             ),
         ]
         constraints = [
