@@ -860,6 +860,8 @@ def translate_error(exc: stripe.StripeError) -> GatewayError:
     should_retry = _parse_should_retry(_header(exc.headers, "Stripe-Should-Retry"))
 
     cls: type[GatewayError]
+    if _not_a_stripe_refusal(exc, body, status):
+        return _undecodable(exc, status)
     if isinstance(exc, stripe.APIConnectionError):
         # No (usable) response: timeout, refused or reset connection, TLS failure.
         cls = TemporarilyUnavailable
@@ -907,6 +909,24 @@ def translate_error(exc: stripe.StripeError) -> GatewayError:
     )
 
 
+def _not_a_stripe_refusal(exc: stripe.StripeError, body: object, status: int | None) -> bool:
+    """Whether a 4xx answer lacks Stripe's error object, so it is no refusal of Stripe's.
+
+    stripe-python raises a plain ``APIError`` for a 4xx whose body is not JSON
+    (a proxy's or WAF's HTML page; ``json_body`` is then the headers) or is
+    JSON without ``error``. Who answered is unknown: the request may have
+    reached Stripe and been carried out, and a refusal would make the next
+    attempt use a new key and perhaps move the money twice. A 429 stays
+    :class:`RateLimited`, which is already "try again later".
+    """
+    if type(exc) is not stripe.APIError or status is None or not 400 <= status < 500:
+        return False
+    if status == 429:
+        return False
+    # A dict ``error`` is an API error, a string one an OAuth error.
+    return not (isinstance(body, dict) and isinstance(body.get("error"), dict | str))
+
+
 def _error_payment_intent(intent: Any) -> PaymentIntentSnapshot | None:
     """The error's ``payment_intent``, or None when absent or unreadable.
 
@@ -922,7 +942,7 @@ def _error_payment_intent(intent: Any) -> PaymentIntentSnapshot | None:
         return None
 
 
-def _undecodable(exc: stripe.StripeError, status: int) -> UnreadableAnswer:
+def _undecodable(exc: stripe.StripeError, status: int | None) -> UnreadableAnswer:
     request_id = exc.request_id or _header(exc.headers, "Request-Id")
     logger.error(
         "undecodable Stripe answer (HTTP %s)",
