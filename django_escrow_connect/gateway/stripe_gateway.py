@@ -13,6 +13,7 @@ package pins.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -943,7 +944,7 @@ def _error_payment_intent(intent: Any) -> PaymentIntentSnapshot | None:
 
 
 def _undecodable(exc: stripe.StripeError, status: int | None) -> UnreadableAnswer:
-    request_id = exc.request_id or _header(exc.headers, "Request-Id")
+    request_id = _answer_request_id(exc)
     logger.error(
         "undecodable Stripe answer (HTTP %s)",
         status,
@@ -954,6 +955,26 @@ def _undecodable(exc: stripe.StripeError, status: int | None) -> UnreadableAnswe
         code="unreadable_answer",
         request_id=request_id,
     )
+
+
+def _answer_request_id(exc: stripe.StripeError) -> str | None:
+    """Stripe's request id of an answer stripe-python could not use.
+
+    For a body that is not JSON, stripe-python passes the response headers
+    as the error's ``json_body`` and none as ``headers``: the id is there.
+    """
+    found = exc.request_id or _header(exc.headers, "Request-Id")
+    if found is None and isinstance(exc.json_body, Mapping) and not _is_json(exc.http_body):
+        found = _header(exc.json_body, "Request-Id")
+    return found
+
+
+def _is_json(text: str | None) -> bool:
+    try:
+        json.loads(text or "")
+    except ValueError:
+        return False
+    return True
 
 
 def _header(headers: Mapping[str, str] | None, name: str) -> str | None:

@@ -39,7 +39,7 @@ from django_escrow_connect.services.payments import (
     transfer_request,
 )
 from django_escrow_connect.states import MoneyOperationKind as K
-from tests.stripe_vcr import answer_from_a_proxy
+from tests.stripe_vcr import answer_from_a_proxy, garble
 
 from .service_requests import ACCOUNT, DECLINED, SEPARATE, TOO_SMALL, TRANSFER, send
 
@@ -274,6 +274,19 @@ def test_a_4xx_without_stripes_error_object_is_unreadable_not_a_refusal(
     assert (error.http_status, error.code, error.request_id) == (None, "unreadable_answer", None)
     assert str(status) in error.message
     assert vcr.play_count == 1
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.default_cassette("accounts_retrieve")
+def test_an_undecodable_answer_from_stripe_keeps_its_request_id(gateway, vcr):
+    # stripe-python hands the headers of a body it cannot decode over as the
+    # error's json_body: Stripe's request id is still the one to look up.
+    garble(vcr, 0, b"<html><body>Service is running</body></html>", "text/html")
+
+    with pytest.raises(UnreadableAnswer) as excinfo:
+        CALLS["retrieve_account"](gateway)
+
+    assert excinfo.value.request_id == "req_T4kWn8cQz1HyRe"
 
 
 @pytest.mark.vcr(record_mode="none")
