@@ -102,3 +102,28 @@ def stripe_headers_matcher(*, normalise: bool = False) -> Any:
                 raise AssertionError(f"{name}: sent {actual!r}, cassette has {expected!r}")
 
     return stripe_headers
+
+
+def garble(cassette: Any, index: int, body: bytes, content_type: str = "application/json") -> None:
+    """What reaches the package in place of the cassette's answer ``index``."""
+    _, response = cassette.data[index]
+    response["body"]["string"] = body
+    response["headers"]["Content-Type"] = [content_type]
+
+
+def answer_from_a_proxy(
+    cassette: Any, index: int, status: int, body: bytes, content_type: str = "text/html"
+) -> None:
+    """A proxy's or WAF's own answer in place of Stripe's answer ``index``.
+
+    The request may or may not have gone on to Stripe: the answer carries
+    none of Stripe's headers (no ``Request-Id``), only the proxy's status.
+    """
+    garble(cassette, index, body, content_type)
+    _, response = cassette.data[index]
+    response["status"] = {"code": status, "message": "Proxy"}
+    response["headers"] = {
+        name: value
+        for name, value in response["headers"].items()
+        if name in ("Server", "Date", "Content-Type")
+    }

@@ -13,6 +13,7 @@ package pins.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -860,6 +861,8 @@ def translate_error(exc: stripe.StripeError) -> GatewayError:
     should_retry = _parse_should_retry(_header(exc.headers, "Stripe-Should-Retry"))
 
     cls: type[GatewayError]
+    if _not_a_stripe_refusal(exc, body, status):
+        return _undecodable(exc, status)
     if isinstance(exc, stripe.APIConnectionError):
         # No (usable) response: timeout, refused or reset connection, TLS failure.
         cls = TemporarilyUnavailable
@@ -907,6 +910,24 @@ def translate_error(exc: stripe.StripeError) -> GatewayError:
     )
 
 
+def _not_a_stripe_refusal(exc: stripe.StripeError, body: object, status: int | None) -> bool:
+    """Whether a 4xx answer lacks Stripe's error object, so it is no refusal of Stripe's.
+
+    stripe-python raises a plain ``APIError`` for a 4xx whose body is not JSON
+    (a proxy's or WAF's HTML page; ``json_body`` is then the headers) or is
+    JSON without ``error``. Who answered is unknown: the request may have
+    reached Stripe and been carried out, and a refusal would make the next
+    attempt use a new key and perhaps move the money twice. A 429 stays
+    :class:`RateLimited`, which is already "try again later".
+    """
+    if type(exc) is not stripe.APIError or status is None or not 400 <= status < 500:
+        return False
+    if status == 429:
+        return False
+    # A dict ``error`` is an API error, a string one an OAuth error.
+    return not (isinstance(body, dict) and isinstance(body.get("error"), dict | str))
+
+
 def _error_payment_intent(intent: Any) -> PaymentIntentSnapshot | None:
     """The error's ``payment_intent``, or None when absent or unreadable.
 
@@ -922,8 +943,8 @@ def _error_payment_intent(intent: Any) -> PaymentIntentSnapshot | None:
         return None
 
 
-def _undecodable(exc: stripe.StripeError, status: int) -> UnreadableAnswer:
-    request_id = exc.request_id or _header(exc.headers, "Request-Id")
+def _undecodable(exc: stripe.StripeError, status: int | None) -> UnreadableAnswer:
+    request_id = _answer_request_id(exc)
     logger.error(
         "undecodable Stripe answer (HTTP %s)",
         status,
@@ -934,6 +955,26 @@ def _undecodable(exc: stripe.StripeError, status: int) -> UnreadableAnswer:
         code="unreadable_answer",
         request_id=request_id,
     )
+
+
+def _answer_request_id(exc: stripe.StripeError) -> str | None:
+    """Stripe's request id of an answer stripe-python could not use.
+
+    For a body that is not JSON, stripe-python passes the response headers
+    as the error's ``json_body`` and none as ``headers``: the id is there.
+    """
+    found = exc.request_id or _header(exc.headers, "Request-Id")
+    if found is None and isinstance(exc.json_body, Mapping) and not _is_json(exc.http_body):
+        found = _header(exc.json_body, "Request-Id")
+    return found
+
+
+def _is_json(text: str | None) -> bool:
+    try:
+        json.loads(text or "")
+    except ValueError:
+        return False
+    return True
 
 
 def _header(headers: Mapping[str, str] | None, name: str) -> str | None:

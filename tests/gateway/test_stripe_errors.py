@@ -39,6 +39,7 @@ from django_escrow_connect.services.payments import (
     transfer_request,
 )
 from django_escrow_connect.states import MoneyOperationKind as K
+from tests.stripe_vcr import answer_from_a_proxy, garble
 
 from .service_requests import ACCOUNT, DECLINED, SEPARATE, TOO_SMALL, TRANSFER, send
 
@@ -223,6 +224,81 @@ def test_http_errors_are_translated(gateway, vcr, call, exc_class, attrs):
     for name, expected in attrs.items():
         assert getattr(error, name) == expected, name
     assert vcr.play_count == 1  # max_network_retries=0: one request, no retry
+
+
+#: What a proxy or WAF in front of Stripe answers itself.
+WAF_PAGE = b"<html><head><title>403 Forbidden</title></head><body>Request blocked.</body></html>"
+PROXY_PAGE = b"<html><body><h1>400 Bad Request</h1></body></html>"
+
+
+def proxy_case(cassette: str, call: str, status: int, body: bytes, content_type: str) -> Any:
+    return pytest.param(
+        call,
+        status,
+        body,
+        content_type,
+        marks=pytest.mark.default_cassette(cassette),
+        id=f"{status}-{call}-{content_type.split('/')[1]}",
+    )
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.parametrize(
+    ("call", "status", "body", "content_type"),
+    [
+        proxy_case("error_permission", "retrieve_dispute", 403, WAF_PAGE, "text/html"),
+        proxy_case("error_api_error_500", "release", 400, PROXY_PAGE, "text/html"),
+        proxy_case("error_authentication", "retrieve_account", 407, PROXY_PAGE, "text/html"),
+        proxy_case(
+            "error_invalid_param",
+            "create_intent",
+            400,
+            b'{"message": "Bad Request"}',
+            "application/json",
+        ),
+    ],
+)
+def test_a_4xx_without_stripes_error_object_is_unreadable_not_a_refusal(
+    gateway, vcr, call, status, body, content_type
+):
+    # Stripe's own 4xx (test_http_errors_are_translated) always carries an
+    # ``error`` object; this one may have come from a proxy before or after
+    # Stripe acted, so it is "outcome unknown" and a money call keeps its key.
+    answer_from_a_proxy(vcr, 0, status, body, content_type)
+
+    with pytest.raises(UnreadableAnswer) as excinfo:
+        CALLS[call](gateway)
+
+    error = excinfo.value
+    assert error.is_transient
+    assert (error.http_status, error.code, error.request_id) == (None, "unreadable_answer", None)
+    assert str(status) in error.message
+    assert vcr.play_count == 1
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.default_cassette("accounts_retrieve")
+def test_an_undecodable_answer_from_stripe_keeps_its_request_id(gateway, vcr):
+    # stripe-python hands the headers of a body it cannot decode over as the
+    # error's json_body: Stripe's request id is still the one to look up.
+    garble(vcr, 0, b"<html><body>Service is running</body></html>", "text/html")
+
+    with pytest.raises(UnreadableAnswer) as excinfo:
+        CALLS["retrieve_account"](gateway)
+
+    assert excinfo.value.request_id == "req_T4kWn8cQz1HyRe"
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.default_cassette("error_rate_limited")
+def test_a_proxys_429_is_rate_limited(gateway, vcr):
+    # Whoever sends it, a 429 asks to try again later: already transient.
+    answer_from_a_proxy(vcr, 0, 429, b"<html><body>Too Many Requests</body></html>")
+
+    with pytest.raises(RateLimited) as excinfo:
+        CALLS["retrieve_intent"](gateway)
+
+    assert (excinfo.value.http_status, excinfo.value.is_transient) == (429, True)
 
 
 @pytest.mark.vcr(record_mode="none")

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.forms.models import model_to_dict
 from rest_framework.test import APIClient
 
@@ -29,7 +30,7 @@ from django_escrow_connect import swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.terms import EscrowTerms, terms_from_task
 from tests import factories
-from tests.stripe_vcr import FILTER_HEADERS, api_key, record_mode
+from tests.stripe_vcr import FILTER_HEADERS, answer_from_a_proxy, api_key, garble, record_mode
 
 CASSETTE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "cassettes", "payments")
 ACCOUNT = "acct_1QzR8tQm5HwJ3uVe"
@@ -173,19 +174,15 @@ def test_manual_capture(db, settings, real_gateway, vcr, django_capture_on_commi
 # Stripe's answer, garbled on its way in (Stripe itself cannot be made to send
 # it): replay only.
 
-#: The lifecycle's PaymentIntent in another shape (fields missing, the amount
-#: a string), and a proxy's page where Stripe's JSON should be.
+#: The lifecycle's PaymentIntent and Transfer in another shape (fields
+#: missing, the amount a string), and a proxy's page where Stripe's JSON should be.
 CHANGED_SHAPE = (
     b'{"id": "pi_3RaB4cPk9xR2vLq70kTq2Wd1", "object": "payment_intent", "amount": "10000"}'
 )
 HTML_PAGE = b"<html><body>502 Bad Gateway</body></html>"
-
-
-def garble(cassette: Any, index: int, body: bytes, content_type: str = "application/json") -> None:
-    """What reaches the package in place of the cassette's answer ``index``."""
-    _, response = cassette.data[index]
-    response["body"]["string"] = body
-    response["headers"]["Content-Type"] = [content_type]
+TRANSFER_CHANGED_SHAPE = (
+    b'{"id": "tr_1RaC7dPk9xR2vLq7Kp4Wm2Tz", "object": "transfer", "amount": "9000"}'
+)
 
 
 def operations_of(payment_id: str) -> list[tuple[str, str, str]]:
@@ -256,4 +253,93 @@ def test_an_unreadable_money_answer_is_unknown_and_the_same_key_converges(
     assert payment(payment_id).stripe_payment_intent_id == "pi_3RaB4cPk9xR2vLq70kTq2Wd1"
     assert operations_of(payment_id) == [("payment_intent", "succeeded", key)]
     assert vcr.play_count == 3
+    assert vcr.all_played
+
+
+@pytest.mark.vcr(os.path.join(CASSETTE_DIR, "lifecycle_manual_capture.yaml"), record_mode="none")
+@pytest.mark.default_cassette("lifecycle_separate_charges_and_transfers")
+def test_reconcile_reports_an_unreadable_lookup_and_goes_on_with_the_others(
+    db, settings, real_gateway, vcr, django_capture_on_commit_callbacks
+):
+    life = Lifecycle(django_capture_on_commit_callbacks)
+    strategy_setting(settings, SEPARATE_CHARGES_AND_TRANSFERS)
+    garbled = life.post(life.customer, "/escrow/payments/create/", {"task_id": str(life.task.pk)})
+    garbled_id = garbled.json()["payment_id"]
+    strategy_setting(settings, MANUAL_CAPTURE)
+    task = factories.make_task(life.customer, payee_user=life.doer, amount=10_000)
+    readable = life.post(life.customer, "/escrow/payments/create/", {"task_id": str(task.pk)})
+    readable_id = readable.json()["payment_id"]
+    (lookup,) = [
+        i
+        for i, (request, _) in enumerate(vcr.data)
+        if request.method == "GET" and request.path.endswith("/pi_3RaB4cPk9xR2vLq70kTq2Wd1")
+    ]
+    garble(vcr, lookup, HTML_PAGE, "text/html")
+    out, err = StringIO(), StringIO()
+
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(CommandError):
+        call_command("escrow_reconcile", "--older-than", "0", stdout=out, stderr=err)
+
+    # The unreadable lookup is that payment's failure (exit status 1, as when
+    # Stripe is down); the next payment is still brought up to date.
+    assert f"{garbled_id}: look up the PaymentIntent failed (Stripe's answer could not be read" in (
+        err.getvalue()
+    )
+    assert payment(garbled_id).status == "awaiting_payment"
+    assert f"{readable_id}: awaiting_payment -> held" in out.getvalue()
+    assert payment(readable_id).status == "held"
+    assert vcr.play_count == 4
+
+
+def transfers_of(payment_id: str) -> list[tuple[str, str]]:
+    return [(t.status, t.stripe_transfer_id) for t in payment(payment_id).transfers.all()]
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.default_cassette("transfer_sent_twice")
+@pytest.mark.parametrize(
+    "unreadable",
+    [
+        lambda vcr: garble(vcr, 2, TRANSFER_CHANGED_SHAPE),
+        lambda vcr: garble(vcr, 2, HTML_PAGE, "text/html"),
+        # A WAF's refusal may come after Stripe acted: no refusal of Stripe's.
+        lambda vcr: answer_from_a_proxy(vcr, 2, 403, b"<html><body>Forbidden</body></html>"),
+    ],
+    ids=["changed_shape", "html_page", "proxy_403"],
+)
+def test_an_unreadable_transfer_answer_is_a_timeout_and_the_retry_makes_one_transfer(
+    db, settings, real_gateway, vcr, django_capture_on_commit_callbacks, unreadable
+):
+    unreadable(vcr)
+    strategy_setting(settings, SEPARATE_CHARGES_AND_TRANSFERS)
+    life = Lifecycle(django_capture_on_commit_callbacks)
+    created = life.post(life.customer, "/escrow/payments/create/", {"task_id": str(life.task.pk)})
+    payment_id = created.json()["payment_id"]
+    assert f"{payment_id}: awaiting_payment -> held" in life.reconcile(payment_id)
+    confirm = f"/escrow/payments/confirm/{payment_id}/"
+
+    first = life.post(life.customer, confirm)
+
+    # Stripe made the transfer: the client hears what a timeout answers, and
+    # the release waits under its key (a refusal would give it a new one).
+    assert first.status_code == 503, first.content
+    assert first.json()["error"]["code"] == "operation_pending"
+    assert payment(payment_id).status == "releasing"
+    assert transfers_of(payment_id) == [("pending", "")]
+    (key,) = [k for kind, status, k in operations_of(payment_id) if kind == "transfer"]
+    assert ("transfer", "unknown", key) in operations_of(payment_id)
+
+    # Confirming again sends the same request with the same key (the
+    # cassette demands it): Stripe replays its one transfer.
+    again = life.post(life.customer, confirm)
+
+    assert again.status_code == 200, again.content
+    assert again.json()["status"] == "released"
+    (transfer,) = again.json()["transfers"]
+    assert (transfer["stripe_transfer_id"], transfer["amount"]) == (
+        "tr_1RaC7dPk9xR2vLq7Kp4Wm2Tz",
+        9_000,
+    )
+    assert ("transfer", "succeeded", key) in operations_of(payment_id)
+    assert vcr.play_count == 4
     assert vcr.all_played
