@@ -4,6 +4,8 @@ next release is untested (or whose private attributes the code reads)."""
 
 from __future__ import annotations
 
+import configparser
+import fnmatch
 import re
 from pathlib import Path
 
@@ -51,3 +53,14 @@ def test_the_django_bound_admits_the_newest_tested_django_only():
     upper = re.search(r"<(\d+)\.(\d+)", requirement)
     newest = max(tuple(map(int, v.split("."))) for v in _matrix()[1])
     assert (int(upper[1]), int(upper[2])) == (newest[0], newest[1] + 1), requirement
+
+
+@pytest.mark.parametrize("variable", ["DATABASE_URL", "ESCROW_PG_PREPARED", "REDIS_URL"])
+def test_the_test_environments_pass_the_servers_through(variable):
+    # tox runs a command with a clean environment: a variable it does not pass
+    # through is unset, and `tox -e py313-django61` with DATABASE_URL exported
+    # silently ran on SQLite, skipping every PostgreSQL-only test.
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    patterns = tox["testenv"]["pass_env"].split()
+    assert any(fnmatch.fnmatchcase(variable, pattern) for pattern in patterns), patterns
