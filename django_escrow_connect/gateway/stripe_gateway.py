@@ -821,6 +821,10 @@ def _read_each(parse: Callable[[dict[str, Any]], Parsed], page: Any) -> Iterator
     ``AttributeError`` that no caller expects from the gateway.
     """
     with translated_errors(), _unreadable_as_unknown(page):
+        if not isinstance(page, stripe.ListObject | stripe.v2.ListObject):
+            # Not only unreadable: an API resource's ``auto_paging_iter`` is a
+            # classmethod that would list all its kind with the global key.
+            raise TypeError(f"a {type(page).__name__} where a list page should be")
         for obj in page.auto_paging_iter():
             yield _read(parse, obj)
 

@@ -527,6 +527,16 @@ def list_case(
             lambda g: g.list_refunds(payment_intent="pi_3QzSaBPk9xR2vLq70aH4nM2c"),
         ),
         list_case("events_list_two_pages", 2, 1, A_PAGE_OF_IDS, _list_events),
+        # An object where the first page should be: its class's auto_paging_iter
+        # would list every refund with stripe-python's global key.
+        pytest.param(
+            100,
+            0,
+            b'{"id": "re_3QzSaBPk9xR2vLq70cR2uH6j", "object": "refund"}',
+            lambda g: g.list_refunds(payment_intent="pi_3QzSaBPk9xR2vLq70aH4nM2c"),
+            marks=pytest.mark.default_cassette("refunds_list"),
+            id="refunds_list-an_object",
+        ),
     ],
 )
 def test_a_list_page_of_another_shape_is_unreadable(gateway, vcr, page_size, index, body, read):
