@@ -10,6 +10,7 @@ import stripe
 from django.urls import reverse
 
 from django_escrow_connect import swappable
+from django_escrow_connect.exceptions import GatewayError
 from django_escrow_connect.gateway.stripe_gateway import translate_error
 from django_escrow_connect.gateway.types import PaymentIntentSnapshot
 from django_escrow_connect.services import errors, saved_methods
@@ -497,7 +498,7 @@ def test_a_keyed_off_session_tip_whose_answer_was_lost_is_finished_with_its_stri
     assert Tip().objects.count() == 1
 
 
-def a_proxys_502_as_translated() -> Exception:
+def a_proxys_502_as_translated() -> GatewayError:
     """What the gateway makes of a proxy's HTML 502, built as stripe-python builds it."""
     page = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
     headers = {"Server": "nginx", "Content-Type": "text/html"}
