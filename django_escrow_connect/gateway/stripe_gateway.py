@@ -277,7 +277,7 @@ class StripeGateway(BaseGateway):
         }
         with translated_errors():
             page = self.client.v1.accounts.list(params)
-            return [_read(AccountSnapshot.from_dict, a) for a in page.auto_paging_iter()]
+        return list(_read_each(AccountSnapshot.from_dict, page))
 
     def _create_account_link(
         self,
@@ -386,7 +386,7 @@ class StripeGateway(BaseGateway):
         }
         with translated_errors():
             page = self.client.v2.core.accounts.list(params)
-            return [_read(AccountSnapshot.from_v2_dict, a) for a in page.auto_paging_iter()]
+        return list(_read_each(AccountSnapshot.from_v2_dict, page))
 
     def _create_account_link_v2(
         self,
@@ -598,7 +598,7 @@ class StripeGateway(BaseGateway):
         params: TransferListParams = {"transfer_group": transfer_group, "limit": self.page_size}
         with translated_errors():
             page = self.client.v1.transfers.list(params)
-            return [_read(TransferSnapshot.from_dict, t) for t in page.auto_paging_iter()]
+        return list(_read_each(TransferSnapshot.from_dict, page))
 
     def _create_transfer_reversal(
         self,
@@ -652,7 +652,7 @@ class StripeGateway(BaseGateway):
         params: RefundListParams = {"payment_intent": payment_intent, "limit": self.page_size}
         with translated_errors():
             page = self.client.v1.refunds.list(params)
-            return [_read(RefundSnapshot.from_dict, r) for r in page.auto_paging_iter()]
+        return list(_read_each(RefundSnapshot.from_dict, page))
 
     # --- events and webhooks -----------------------------------------------------
 
@@ -661,7 +661,7 @@ class StripeGateway(BaseGateway):
             event = self.client.v1.events.retrieve(
                 event_id, None, _options(stripe_account=stripe_account)
             )
-        return _as_dict(event)
+        return _read(_event, event)
 
     def _list_events(
         self,
@@ -677,7 +677,7 @@ class StripeGateway(BaseGateway):
             params["types"] = list(types)
         with translated_errors():
             page = self.client.v1.events.list(params, _options(stripe_account=stripe_account))
-        return _iterate_dicts(page)
+        return _read_each(_event, page)
 
     def _list_thin_events(
         self, *, created_gte: datetime, types: tuple[str, ...] | None
@@ -691,7 +691,7 @@ class StripeGateway(BaseGateway):
             params["types"] = list(types)
         with translated_errors():
             page = self.client.v2.core.events.list(params)
-        return _iterate_v2_dicts(page)
+        return _read_each(_event, page)
 
     def _webhook_signature_matches(
         self, payload: bytes, header: str, secret: str, tolerance: int | None
@@ -796,12 +796,6 @@ def _rfc3339(value: datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
-def _iterate_v2_dicts(page: Any) -> Iterator[dict[str, Any]]:
-    with translated_errors():
-        for obj in page.auto_paging_iter():
-            yield _as_dict(obj)
-
-
 def _as_dict(obj: stripe.StripeObject) -> dict[str, Any]:
     """The object's JSON as plain dicts and lists (expanded objects included)."""
     return obj.to_dict(recursive=True, for_json=True)
@@ -814,27 +808,50 @@ def _read(parse: Callable[[dict[str, Any]], Parsed], obj: stripe.StripeObject) -
     be read is :class:`UnreadableAnswer` ("outcome unknown"), never a bare
     ``ValueError`` between the call and the commit of its outcome.
     """
-    try:
+    with _unreadable_as_unknown(obj):
         return parse(_as_dict(obj))
+
+
+def _read_each(parse: Callable[[dict[str, Any]], Parsed], page: Any) -> Iterator[Parsed]:
+    """Every item of the list answer ``page``, each read by :func:`_read`.
+
+    Later pages are fetched while iterating. A page of another shape (no
+    ``auto_paging_iter``, ``data`` not a list, an item that is no object)
+    is :class:`UnreadableAnswer` like any other answer, not a bare
+    ``AttributeError`` that no caller expects from the gateway.
+    """
+    with translated_errors(), _unreadable_as_unknown(page):
+        if not isinstance(page, stripe.ListObject | stripe.v2.ListObject):
+            # Not only unreadable: an API resource's ``auto_paging_iter`` is a
+            # classmethod that would list all its kind with the global key.
+            raise TypeError(f"a {type(page).__name__} where a list page should be")
+        for obj in page.auto_paging_iter():
+            yield _read(parse, obj)
+
+
+def _event(data: dict[str, Any]) -> dict[str, Any]:
+    """An event is handed on as a plain dict; the webhook code reads it."""
+    return data
+
+
+@contextmanager
+def _unreadable_as_unknown(answer: object) -> Iterator[None]:
+    """Re-raise a failure to read Stripe's ``answer`` as :class:`UnreadableAnswer`."""
+    try:
+        yield
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        response = getattr(obj, "last_response", None)
+        response = getattr(answer, "last_response", None)
         request_id = getattr(response, "request_id", None)
         logger.error(
             "unreadable Stripe answer: %s",
             exc,
-            extra={"stripe_request_id": request_id or "", "stripe_object": type(obj).__name__},
+            extra={"stripe_request_id": request_id or "", "stripe_object": type(answer).__name__},
         )
         raise UnreadableAnswer(
             f"Stripe's answer could not be read: {exc}"[:MAX_ERROR_MESSAGE_LENGTH],
             code="unreadable_answer",
             request_id=request_id,
         ) from exc
-
-
-def _iterate_dicts(page: stripe.ListObject[Any]) -> Iterator[dict[str, Any]]:
-    with translated_errors():
-        for obj in page.auto_paging_iter():
-            yield _as_dict(obj)
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -861,7 +878,7 @@ def translate_error(exc: stripe.StripeError) -> GatewayError:
     should_retry = _parse_should_retry(_header(exc.headers, "Stripe-Should-Retry"))
 
     cls: type[GatewayError]
-    if _not_a_stripe_refusal(exc, body, status):
+    if _not_stripes_error(exc, body, status):
         return _undecodable(exc, status)
     if isinstance(exc, stripe.APIConnectionError):
         # No (usable) response: timeout, refused or reset connection, TLS failure.
@@ -910,19 +927,19 @@ def translate_error(exc: stripe.StripeError) -> GatewayError:
     )
 
 
-def _not_a_stripe_refusal(exc: stripe.StripeError, body: object, status: int | None) -> bool:
-    """Whether a 4xx answer lacks Stripe's error object, so it is no refusal of Stripe's.
+def _not_stripes_error(exc: stripe.StripeError, body: object, status: int | None) -> bool:
+    """Whether an error answer lacks Stripe's error object, so it is not Stripe's word.
 
-    stripe-python raises a plain ``APIError`` for a 4xx whose body is not JSON
-    (a proxy's or WAF's HTML page; ``json_body`` is then the headers) or is
-    JSON without ``error``. Who answered is unknown: the request may have
-    reached Stripe and been carried out, and a refusal would make the next
-    attempt use a new key and perhaps move the money twice. A 429 stays
-    :class:`RateLimited`, which is already "try again later".
+    stripe-python raises a plain ``APIError`` for an answer whose body is not
+    JSON (a proxy's or WAF's HTML page; ``json_body`` is then the headers) or
+    is JSON without ``error``, whatever its status. Who answered is unknown:
+    the request may have reached Stripe and been carried out. Read as a
+    refusal (4xx) or as a failure Stripe stored under the key (5xx), it would
+    make the next attempt use a new key and perhaps move the money twice.
+    Stripe's own 5xx carry ``{"error": {"type": "api_error"}}`` and keep
+    their meaning. A 429 stays :class:`RateLimited`, already "try again later".
     """
-    if type(exc) is not stripe.APIError or status is None or not 400 <= status < 500:
-        return False
-    if status == 429:
+    if type(exc) is not stripe.APIError or status is None or status == 429:
         return False
     # A dict ``error`` is an API error, a string one an OAuth error.
     return not (isinstance(body, dict) and isinstance(body.get("error"), dict | str))

@@ -39,6 +39,8 @@ from django_escrow_connect.services.payments import (
     transfer_request,
 )
 from django_escrow_connect.states import MoneyOperationKind as K
+from django_escrow_connect.states import WebhookEndpoint
+from django_escrow_connect.webhooks import registry
 from tests.stripe_vcr import answer_from_a_proxy, garble
 
 from .service_requests import ACCOUNT, DECLINED, SEPARATE, TOO_SMALL, TRANSFER, send
@@ -199,10 +201,13 @@ ERROR_CASES = [
         is_transient=True,
     ),
     case(
+        # nginx's own page, not Stripe's: who answered, and whether Stripe
+        # acted, is unknown (test_an_error_answer_without_stripes_error_object...).
         "error_unavailable_503",
         "retrieve_account",
-        TemporarilyUnavailable,
-        http_status=503,
+        UnreadableAnswer,
+        http_status=None,
+        code="unreadable_answer",
         request_id=None,
         is_transient=True,
     ),
@@ -229,6 +234,7 @@ def test_http_errors_are_translated(gateway, vcr, call, exc_class, attrs):
 #: What a proxy or WAF in front of Stripe answers itself.
 WAF_PAGE = b"<html><head><title>403 Forbidden</title></head><body>Request blocked.</body></html>"
 PROXY_PAGE = b"<html><body><h1>400 Bad Request</h1></body></html>"
+BAD_GATEWAY_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
 
 
 def proxy_case(cassette: str, call: str, status: int, body: bytes, content_type: str) -> Any:
@@ -256,14 +262,24 @@ def proxy_case(cassette: str, call: str, status: int, body: bytes, content_type:
             b'{"message": "Bad Request"}',
             "application/json",
         ),
+        proxy_case("error_api_error_500", "release", 502, BAD_GATEWAY_PAGE, "text/html"),
+        proxy_case("error_unavailable_503", "retrieve_account", 504, PROXY_PAGE, "text/html"),
+        proxy_case(
+            "error_api_error_500",
+            "release",
+            500,
+            b'{"message": "Internal Server Error"}',
+            "application/json",
+        ),
     ],
 )
-def test_a_4xx_without_stripes_error_object_is_unreadable_not_a_refusal(
+def test_an_error_answer_without_stripes_error_object_is_unreadable(
     gateway, vcr, call, status, body, content_type
 ):
-    # Stripe's own 4xx (test_http_errors_are_translated) always carries an
-    # ``error`` object; this one may have come from a proxy before or after
-    # Stripe acted, so it is "outcome unknown" and a money call keeps its key.
+    # Stripe's own 4xx and 5xx (test_http_errors_are_translated) always carry
+    # an ``error`` object; this one may have come from a proxy before or after
+    # Stripe acted, so it is "outcome unknown" and a money call keeps its key:
+    # neither a refusal (4xx) nor a failure Stripe stored under the key (5xx).
     answer_from_a_proxy(vcr, 0, status, body, content_type)
 
     with pytest.raises(UnreadableAnswer) as excinfo:
@@ -462,3 +478,84 @@ def test_a_decline_with_an_unreadable_payment_intent_stays_a_decline():
     assert type(error) is CardDeclined
     assert error.code == "authentication_required"
     assert error.payment_intent is None
+
+
+#: A list answer in another shape: an object where a page should be, a page
+#: without a list, a page whose item is no object.
+A_TRANSFER_FOR_A_PAGE = b'{"id": "tr_1QzTfGPk9xR2vLq7sD4kXq2L", "object": "transfer"}'
+A_PAGE_WITHOUT_A_LIST = b'{"object": "list", "url": "/v1/refunds", "has_more": false, "data": 2}'
+A_PAGE_OF_IDS = (
+    b'{"object": "list", "url": "/v1/events", "has_more": false,'
+    b' "data": ["evt_1QzV7kQm5HwJ3uVeZ6t1YhB0"]}'
+)
+
+
+def _list_events(gateway: StripeGateway) -> list[Any]:
+    listed = gateway.list_events(
+        created_gte=1793610845,
+        types=registry.event_types(WebhookEndpoint.CONNECT),
+        stripe_account=ACCOUNT,
+    )
+    return list(listed)
+
+
+def list_case(
+    cassette: str, page_size: int, index: int, body: bytes, read: Callable[[StripeGateway], Any]
+) -> Any:
+    return pytest.param(
+        page_size, index, body, read, marks=pytest.mark.default_cassette(cassette), id=cassette
+    )
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.parametrize(
+    ("page_size", "index", "body", "read"),
+    [
+        # The second page, fetched while iterating.
+        list_case(
+            "transfers_list_two_pages",
+            1,
+            1,
+            A_TRANSFER_FOR_A_PAGE,
+            lambda g: g.list_transfers(transfer_group=SEPARATE.transfer_group),
+        ),
+        list_case(
+            "refunds_list",
+            100,
+            0,
+            A_PAGE_WITHOUT_A_LIST,
+            lambda g: g.list_refunds(payment_intent="pi_3QzSaBPk9xR2vLq70aH4nM2c"),
+        ),
+        list_case("events_list_two_pages", 2, 1, A_PAGE_OF_IDS, _list_events),
+        # An object where the first page should be: its class's auto_paging_iter
+        # would list every refund with stripe-python's global key.
+        pytest.param(
+            100,
+            0,
+            b'{"id": "re_3QzSaBPk9xR2vLq70cR2uH6j", "object": "refund"}',
+            lambda g: g.list_refunds(payment_intent="pi_3QzSaBPk9xR2vLq70aH4nM2c"),
+            marks=pytest.mark.default_cassette("refunds_list"),
+            id="refunds_list-an_object",
+        ),
+    ],
+)
+def test_a_list_page_of_another_shape_is_unreadable(gateway, vcr, page_size, index, body, read):
+    # outcomes.lookup and escrow_fetch_missed_events catch GatewayError: a
+    # bare AttributeError from the paging was a 500 or a dead command.
+    gateway.page_size = page_size
+    garble(vcr, index, body)
+
+    with pytest.raises(UnreadableAnswer) as excinfo:
+        read(gateway)
+
+    assert (excinfo.value.http_status, excinfo.value.code) == (None, "unreadable_answer")
+    assert vcr.play_count == index + 1
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.default_cassette("events_retrieve_connected")
+def test_an_event_that_is_no_object_is_unreadable(gateway, vcr):
+    garble(vcr, 0, b'"evt_1QzW3nQm5HwJ3uVeF8a2LpTs"')
+
+    with pytest.raises(UnreadableAnswer):
+        gateway.retrieve_event("evt_1QzW3nQm5HwJ3uVeF8a2LpTs", stripe_account=ACCOUNT)

@@ -6,9 +6,12 @@ from __future__ import annotations
 import io
 
 import pytest
+import stripe
 from django.urls import reverse
 
 from django_escrow_connect import swappable
+from django_escrow_connect.exceptions import GatewayError
+from django_escrow_connect.gateway.stripe_gateway import translate_error
 from django_escrow_connect.gateway.types import PaymentIntentSnapshot
 from django_escrow_connect.services import errors, saved_methods
 from django_escrow_connect.simulation import SimulatedGateway, simulated_stripe
@@ -47,10 +50,11 @@ def saved_payment(market, *, card="success"):
     return market.payment(payment.pk)
 
 
-def add_tip(market, payment, amount=500, key=None):
+def add_tip(market, payment, amount=500, key=None, *, events=True):
+    """``events=False``: Stripe's events for the request are not delivered (yet)."""
     url = reverse("escrow_connect:payment-tips", args=[str(payment.pk)])
     headers = {"Idempotency-Key": key} if key is not None else None
-    with market.capture(execute=True):
+    with market.capture(execute=events):
         return market.client(market.customer).post(
             url, {"amount": amount}, format="json", headers=headers
         )
@@ -492,3 +496,37 @@ def test_a_keyed_off_session_tip_whose_answer_was_lost_is_finished_with_its_stri
     assert len({c["metadata"]["escrow_operation"] for c in tip_calls}) == 1
     assert len(_tip_intents(escrow_stripe.store)) == 1
     assert Tip().objects.count() == 1
+
+
+def a_proxys_502_as_translated() -> GatewayError:
+    """What the gateway makes of a proxy's HTML 502, built as stripe-python builds it."""
+    page = "<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+    headers = {"Server": "nginx", "Content-Type": "text/html"}
+    # stripe-python passes the headers of a body that is not JSON as json_body.
+    answer = stripe.APIError(
+        f"Invalid response body from API: {page} (HTTP response code was 502)", page, 502, headers
+    )
+    return translate_error(answer)
+
+
+def test_a_proxys_502_after_an_off_session_tip_was_charged_charges_it_once(market):
+    # The proxy's page says nothing of what Stripe did: here Stripe charged
+    # the card, and its events are late. Read as Stripe's own stored 5xx, the
+    # tip was given up and the customer's retry charged a second PaymentIntent.
+    payment = saved_payment(market)
+    simulated_stripe.fail_next(
+        "create_payment_intent", a_proxys_502_as_translated(), after_effect=True
+    )
+
+    first = add_tip(market, payment, 700, key="tip-click-1", events=False)
+    again = add_tip(market, payment, 700, key="tip-click-1")
+
+    # Outcome unknown, the same key is sent again and Stripe's stored success read.
+    assert (first.status_code, again.status_code) == (201, 201), (first.content, again.content)
+    assert again.json()["id"] == first.json()["id"]
+    charged = [i for i in simulated_stripe.payment_intents.values() if i["amount"] == 700]
+    assert [i["status"] for i in charged] == ["succeeded"]
+    tips = Tip().objects.filter(payment=payment)
+    assert [(t.status, t.stripe_payment_intent_id) for t in tips] == [
+        ("transferred", charged[0]["id"])
+    ]

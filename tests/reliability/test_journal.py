@@ -23,7 +23,7 @@ from django.utils import timezone
 from django_escrow_connect import simulation as simulated
 from django_escrow_connect import swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
-from django_escrow_connect.exceptions import TemporarilyUnavailable
+from django_escrow_connect.exceptions import TemporarilyUnavailable, UnreadableAnswer
 from django_escrow_connect.services import operations
 from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.testing import assert_books_balanced
@@ -167,6 +167,26 @@ class TestTheScenarioOfIssue11:
         # Looked up by transfer_group; nothing sent again.
         assert [name for name, _ in sim_stripe.calls] == ["list_transfers"]
         assert_books_balanced(payment_id=payment.pk)
+
+    def test_an_unreadable_lookup_is_reported_and_the_run_goes_on(
+        self, market, sim_stripe, separate_charges
+    ):
+        # What the gateway makes of a page of transfers it cannot read (see
+        # test_stripe_errors): an UnreadableAnswer, not a bare AttributeError.
+        crashed = [stage_crashed_release(market, sim_stripe, stripe_acted=True)[0] for _ in "ab"]
+        sim_stripe.fail_next(
+            "list_transfers",
+            UnreadableAnswer("Stripe's answer could not be read", code="unreadable_answer"),
+        )
+        err = StringIO()
+        with market.capture(execute=True), pytest.raises(CommandError):
+            call_command("escrow_reconcile", "--older-than", "0", stdout=StringIO(), stderr=err)
+
+        statuses = sorted(market.payment(p.pk).status for p in crashed)
+        assert statuses == ["released", "releasing"]
+        (unread,) = [p for p in crashed if market.payment(p.pk).status == "releasing"]
+        assert f"{unread.pk}: " in err.getvalue()
+        assert journal(market.payment(unread.pk)) == [("transfer", "pending")]
 
 
 class TestACompetingOperation:
