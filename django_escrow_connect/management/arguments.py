@@ -8,10 +8,13 @@ PostgreSQL refuses in any text it is sent.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from django.core.management.base import CommandError
 
-__all__ = ["MAX_BATCH", "MAX_COUNT", "check_count", "check_text"]
+from ..dates import parse_since
+
+__all__ = ["MAX_BATCH", "MAX_COUNT", "check_count", "check_since", "check_text"]
 
 #: The largest count a LIMIT takes (a signed 64-bit integer).
 MAX_COUNT = 2**63 - 1
@@ -34,3 +37,17 @@ def check_text(option: str, values: Iterable[str]) -> None:
     for value in values:
         if "\x00" in value:
             raise CommandError(f"{option} {value!r} holds a NUL byte.")
+
+
+def check_since(value: str | None) -> datetime | None:
+    """A ``--since``/``--until`` value as a time (None if not given), or ``CommandError``.
+
+    Read before the command's first query, like every other argument. An
+    empty value is given, and refused like any other that is no time.
+    """
+    if value is None:
+        return None
+    try:
+        return parse_since(value)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc

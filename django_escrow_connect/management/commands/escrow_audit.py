@@ -21,9 +21,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...dates import parse_since
 from ...services.audit import DEFAULT_BATCH_SIZE, audit_books, render_text
-from ..arguments import MAX_BATCH, check_count
+from ..arguments import MAX_BATCH, check_count, check_since
 
 #: Exit status when divergences were found.
 EXIT_DIVERGENT = 1
@@ -63,12 +62,7 @@ class Command(BaseCommand):
                 payment_id = uuid.UUID(payment_id)
             except ValueError:
                 raise CommandError(f"--payment-id {payment_id!r} is not a payment id.") from None
-        since = None
-        if options["since"]:
-            try:
-                since = parse_since(options["since"])
-            except ValueError as exc:
-                raise CommandError(str(exc)) from exc
+        since = check_since(options["since"])
         if options["limit"] is not None:
             check_count("--limit", options["limit"], minimum=0)
         check_count("--batch-size", options["batch_size"], minimum=1, maximum=MAX_BATCH)

@@ -16,8 +16,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...dates import parse_since
 from ...webhooks.operations import FetchResult, connected_account_ids, fetch_missed_events
+from ..arguments import check_since
 
 
 class Command(BaseCommand):
@@ -60,10 +60,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
-            since = parse_since(options["since"])
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
+        since = check_since(options["since"])
+        if since is None:
+            raise CommandError("--since is required.")
         accounts = list(options["account"])
         if options["all_accounts"]:
             accounts += connected_account_ids()

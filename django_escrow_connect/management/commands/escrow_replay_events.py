@@ -16,11 +16,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...dates import parse_since
 from ...states import WebhookEventStatus
 from ...webhooks.operations import replay_events
 from ...webhooks.pipeline import event_model, unreadable
-from ..arguments import check_count, check_text
+from ..arguments import check_count, check_since, check_text
 
 
 class Command(BaseCommand):
@@ -52,12 +51,7 @@ class Command(BaseCommand):
         check_text("--type", options["type"])
         # Every argument is checked before the first query: a bad --since
         # was refused only after --event had been looked up.
-        since = None
-        if options["since"]:
-            try:
-                since = parse_since(options["since"])
-            except ValueError as exc:
-                raise CommandError(str(exc)) from exc
+        since = check_since(options["since"])
         events = event_model().objects.all()
         if options["event"]:
             events = events.filter(stripe_event_id__in=options["event"])

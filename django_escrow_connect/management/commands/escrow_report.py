@@ -16,8 +16,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...dates import parse_since
 from ...services.report import build_report, needs_attention, render_text
+from ..arguments import check_since
 
 
 class Command(BaseCommand):
@@ -34,11 +34,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        try:
-            since = parse_since(options["since"])
-            until = parse_since(options["until"]) if options["until"] else None
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
+        since = check_since(options["since"])
+        until = check_since(options["until"])
+        if since is None:
+            raise CommandError("--since is required.")
         if until is not None and until <= since:
             raise CommandError("--until must be after --since.")
         report = build_report(since=since, until=until)
