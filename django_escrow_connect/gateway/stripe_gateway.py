@@ -917,7 +917,9 @@ def translate_error(exc: stripe.StripeError) -> GatewayError:
         code=code,
         param=_str_or_none(error.get("param")),
         decline_code=_str_or_none(error.get("decline_code")),
-        request_id=exc.request_id or _header(exc.headers, "Request-Id"),
+        # A 429 whose body is not JSON has its headers where stripe-python
+        # puts them then (json_body).
+        request_id=_answer_request_id(exc),
         http_status=status,
         should_retry=should_retry,
         error_type=error_type,

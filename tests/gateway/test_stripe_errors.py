@@ -318,6 +318,19 @@ def test_a_proxys_429_is_rate_limited(gateway, vcr):
 
 
 @pytest.mark.vcr(record_mode="none")
+@pytest.mark.default_cassette("error_rate_limited")
+def test_stripes_429_with_a_body_that_is_not_json_keeps_its_request_id(gateway, vcr):
+    # Stripe's own 429 (its headers, its request id) with a body stripe-python
+    # cannot decode: the id is in the error's json_body, where it is read.
+    garble(vcr, 0, b"<html><body>Too Many Requests</body></html>", "text/html")
+
+    with pytest.raises(RateLimited) as excinfo:
+        CALLS["retrieve_intent"](gateway)
+
+    assert excinfo.value.request_id == "req_Qx7Nc2Tv5WmKzB"
+
+
+@pytest.mark.vcr(record_mode="none")
 @pytest.mark.default_cassette("error_card_declined")
 def test_a_decline_message_is_kept_and_the_key_is_not_leaked(gateway):
     with pytest.raises(CardDeclined) as excinfo:
