@@ -184,6 +184,7 @@ def cassette_problems(exchanges: list[Exchange]) -> list[str]:
         if exchange.response is None:
             continue
         problems.extend(f"{where}: {p}" for p in _body(exchange))
+    problems.extend(_replays(exchanges))
     problems.extend(_across(exchanges))
     return problems
 
@@ -213,9 +214,51 @@ def _headers(exchange: Exchange) -> list[str]:
     if exchange.method == "POST" and exchange.status == 200:
         if not echoed:
             found.append("a POST answered without its Idempotency-Key header")
-        if answered.get("Original-Request") != request_id:
+        # A replay names the request it replays; _replays checks which one.
+        if not _replayed(exchange) and answered.get("Original-Request") != request_id:
             found.append("a first execution's Original-Request is its own Request-Id")
     return found
+
+
+def _replayed(exchange: Exchange) -> bool:
+    """Whether Stripe answered with the stored result of an earlier request."""
+    return exchange.response_headers.get("Idempotent-Replayed") == "true"
+
+
+def _replays(exchanges: list[Exchange]) -> list[str]:
+    """A replay's ``Original-Request`` is an earlier first execution of its request.
+
+    Stripe stores the first result under an Idempotency-Key and sends it again
+    to a request with the same key and parameters, marked
+    ``Idempotent-Replayed: true``; the replay has its own ``Request-Id`` and
+    ``Original-Request`` names the first one (method, path, key and body alike).
+    """
+    found = []
+    for position, replay in enumerate(exchanges):
+        if not _replayed(replay):
+            continue
+        original = replay.response_headers.get("Original-Request")
+        key = replay.request_headers.get("Idempotency-Key")
+        first = [
+            e
+            for e in exchanges[:position]
+            if e.response_headers.get("Request-Id") == original
+            and not _replayed(e)
+            and (e.method, e.path) == (replay.method, replay.path)
+            and e.request_headers.get("Idempotency-Key") == key
+            and _parameters(e.body) == _parameters(replay.body)
+        ]
+        if not key or not first:
+            found.append(
+                f"#{replay.index} {replay.method} {replay.path}: a replay's Original-Request "
+                f"{original!r} is no earlier request with its Idempotency-Key and body"
+            )
+    return found
+
+
+def _parameters(body: str) -> list[str]:
+    """A form body's ``name=value`` pairs in any order (a JSON body stays whole)."""
+    return sorted(body.split("&"))
 
 
 def _body(exchange: Exchange) -> list[str]:

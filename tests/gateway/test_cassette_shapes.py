@@ -12,6 +12,8 @@ payments) is checked against
   call's ``stripe.params`` TypedDict (``tests/stripe_typings.py``);
 * Stripe's facts (``tests/stripe_facts.py``): test mode, id prefixes, the
   pinned ``Stripe-Version`` and request ids, idempotency keys on money calls,
+  replays (``Idempotent-Replayed: true``) that name an earlier request with
+  the same key and body,
   account requirements that agree with each other and with the capabilities,
   amounts that add up, time that moves forward, and no dispute on a connected
   account (these charge types keep charges and disputes on the platform).
@@ -25,6 +27,7 @@ import glob
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -357,3 +360,89 @@ class TestFacts:
         sent = exchange({"id": "tr_1", "object": "transfer"}, method="POST", path="/v1/transfers")
         problems = cassette_problems([sent])
         assert any("without the package's Idempotency-Key" in p for p in problems), problems
+
+
+# --- a replay names the request it replays ------------------------------------------
+
+FIRST, REPLAY = "req_First01Xq7Tz0a", "req_Replay1Xq7Tz0b"
+REPLAYED = {"Idempotent-Replayed": "true", "Original-Request": FIRST}
+
+
+def transfer_post(
+    index: int,
+    request_id: str,
+    *,
+    body: str = "amount=9000&currency=usd",
+    key: str = "escrow-connect:payment:1:transfer:0",
+    **answered: str,
+) -> Exchange:
+    sent = exchange(
+        {"id": "tr_1", "object": "transfer"},
+        method="POST",
+        path="/v1/transfers",
+        request_headers={"Idempotency-Key": key},
+        response_headers={
+            "Idempotency-Key": key,
+            "Request-Id": request_id,
+            "Original-Request": request_id,
+            **answered,
+        },
+    )
+    return replace(sent, index=index, body=body)
+
+
+class TestReplays:
+    def test_a_replay_names_the_first_request_with_its_key_and_body(self):
+        first = transfer_post(0, FIRST)
+        # Stripe compares parameters, not their order.
+        replay = transfer_post(1, REPLAY, body="currency=usd&amount=9000", **REPLAYED)
+        assert cassette_problems([first, replay]) == []
+
+    @pytest.mark.parametrize(
+        "sent",
+        [
+            pytest.param(
+                [
+                    transfer_post(0, FIRST),
+                    transfer_post(1, REPLAY, **{**REPLAYED, "Original-Request": REPLAY}),
+                ],
+                id="names-itself",
+            ),
+            pytest.param(
+                [transfer_post(0, REPLAY, **REPLAYED), transfer_post(1, FIRST)],
+                id="names-a-later-one",
+            ),
+            pytest.param([transfer_post(1, REPLAY, **REPLAYED)], id="names-none-in-the-cassette"),
+            pytest.param(
+                [transfer_post(0, FIRST, key="other"), transfer_post(1, REPLAY, **REPLAYED)],
+                id="another-key",
+            ),
+            pytest.param(
+                [
+                    transfer_post(0, FIRST, body="amount=1&currency=usd"),
+                    transfer_post(1, REPLAY, **REPLAYED),
+                ],
+                id="another-body",
+            ),
+            pytest.param(
+                [
+                    transfer_post(0, FIRST),
+                    transfer_post(1, REPLAY, **REPLAYED),
+                    transfer_post(
+                        2, "req_Replay2Xq7Tz0c", **{**REPLAYED, "Original-Request": REPLAY}
+                    ),
+                ],
+                id="names-an-earlier-replay",
+            ),
+        ],
+    )
+    def test_a_replay_of_no_earlier_request_is_a_problem(self, sent):
+        problems = cassette_problems(sent)
+        assert any(
+            "a replay's Original-Request" in p and "is no earlier request" in p for p in problems
+        ), problems
+
+    def test_an_answer_not_marked_replayed_names_its_own_request(self):
+        second = transfer_post(1, REPLAY, **{"Original-Request": FIRST})
+        problems = cassette_problems([transfer_post(0, FIRST), second])
+        assert any("a first execution's Original-Request is its own" in p for p in problems)
