@@ -293,16 +293,37 @@ def test_an_error_answer_without_stripes_error_object_is_unreadable(
 
 
 @pytest.mark.vcr(record_mode="none")
-@pytest.mark.default_cassette("accounts_retrieve")
-def test_an_undecodable_answer_from_stripe_keeps_its_request_id(gateway, vcr):
+@pytest.mark.parametrize(
+    ("call", "raised", "request_id"),
+    [
+        pytest.param(
+            "retrieve_account",
+            UnreadableAnswer,
+            "req_T4kWn8cQz1HyRe",
+            marks=pytest.mark.default_cassette("accounts_retrieve"),
+            id="200",
+        ),
+        # A 429 stays RateLimited, and keeps the id all the same.
+        pytest.param(
+            "retrieve_intent",
+            RateLimited,
+            "req_Qx7Nc2Tv5WmKzB",
+            marks=pytest.mark.default_cassette("error_rate_limited"),
+            id="429",
+        ),
+    ],
+)
+def test_an_undecodable_answer_from_stripe_keeps_its_request_id(
+    gateway, vcr, call, raised, request_id
+):
     # stripe-python hands the headers of a body it cannot decode over as the
     # error's json_body: Stripe's request id is still the one to look up.
     garble(vcr, 0, b"<html><body>Service is running</body></html>", "text/html")
 
-    with pytest.raises(UnreadableAnswer) as excinfo:
-        CALLS["retrieve_account"](gateway)
+    with pytest.raises(raised) as excinfo:
+        CALLS[call](gateway)
 
-    assert excinfo.value.request_id == "req_T4kWn8cQz1HyRe"
+    assert excinfo.value.request_id == request_id
 
 
 @pytest.mark.vcr(record_mode="none")
@@ -315,19 +336,6 @@ def test_a_proxys_429_is_rate_limited(gateway, vcr):
         CALLS["retrieve_intent"](gateway)
 
     assert (excinfo.value.http_status, excinfo.value.is_transient) == (429, True)
-
-
-@pytest.mark.vcr(record_mode="none")
-@pytest.mark.default_cassette("error_rate_limited")
-def test_stripes_429_with_a_body_that_is_not_json_keeps_its_request_id(gateway, vcr):
-    # Stripe's own 429 (its headers, its request id) with a body stripe-python
-    # cannot decode: the id is in the error's json_body, where it is read.
-    garble(vcr, 0, b"<html><body>Too Many Requests</body></html>", "text/html")
-
-    with pytest.raises(RateLimited) as excinfo:
-        CALLS["retrieve_intent"](gateway)
-
-    assert excinfo.value.request_id == "req_Qx7Nc2Tv5WmKzB"
 
 
 @pytest.mark.vcr(record_mode="none")
