@@ -906,8 +906,10 @@ def translate_error(exc: stripe.StripeError) -> GatewayError:
     elif 400 <= status < 500:
         cls = InvalidRequest
     else:
-        # A success status whose body the client could not decode (stripe's
-        # "Invalid response body from API"): Stripe may have acted.
+        # A 1xx-3xx status on an error stripe-python built from an answer with
+        # Stripe's error object (any other such answer is caught above by
+        # _not_stripes_error): not a refusal Stripe would send; Stripe may
+        # have acted.
         return _undecodable(exc, status)
 
     message = _str_or_none(error.get("message")) or _str_or_none(exc.user_message) or ""

@@ -696,6 +696,8 @@ def test_a_tip_transfer_begun_before_its_charge_was_disputed_is_not_finished(
     tip.refresh_from_db()
     if made_at_stripe:
         # What Stripe did is learnt and booked, not sent again.
+        assert response.status_code == 200, response.content
+        assert response.json()["status"] == "transferred"
         assert tip.status == "transferred"
         assert [t.status for t in tip.transfers.all()] == ["created"]
         return
