@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 __all__ = [
     "DISPUTE_APPEAL_STATES",
     "DISPUTE_CLOSED_STATES",
+    "DISPUTE_KEPT_STATES",
     "DISPUTE_LOST_STATES",
     "RADAR_HOLD_KINDS",
     "UNRESOLVED_OPERATION_STATES",
@@ -175,6 +176,9 @@ DISPUTE_APPEAL_STATES = frozenset(
 #: until the appeal is won. What a payment's ``amount_lost`` and the
 #: dashboards' totals count as taken by a dispute.
 DISPUTE_LOST_STATES = frozenset({DisputeStatus.LOST, *DISPUTE_APPEAL_STATES})
+#: Closed with the platform keeping the money (won, prevented, an inquiry
+#: closed). Any other dispute, open or lost, holds back what it disputes.
+DISPUTE_KEPT_STATES = DISPUTE_CLOSED_STATES - DISPUTE_LOST_STATES
 
 
 class IncidentKind(models.TextChoices):

@@ -40,7 +40,12 @@ from django_fsm import can_proceed
 
 from ..gateway.types import DisputeSnapshot
 from ..notifications import notify
-from ..states import DISPUTE_APPEAL_STATES, DISPUTE_CLOSED_STATES, DisputeStatus
+from ..states import (
+    DISPUTE_APPEAL_STATES,
+    DISPUTE_CLOSED_STATES,
+    DISPUTE_KEPT_STATES,
+    DisputeStatus,
+)
 from ..states import PaymentStatus as S
 from . import errors, tip_outcomes
 from .common import lock_payment_for, model, open_disputes
@@ -65,7 +70,7 @@ _RANK: dict[str, int] = {
 #: ``won`` or ``lost`` deciding an appeal.
 _APPEAL_DECIDED = 7
 #: Closed states in which the platform keeps the money.
-_KEPT = frozenset({DisputeStatus.WON, DisputeStatus.WARNING_CLOSED, DisputeStatus.PREVENTED})
+_KEPT = DISPUTE_KEPT_STATES
 #: Where an appeal can come from: a lost dispute (or one whose loss we missed).
 _APPEALABLE = frozenset(
     {

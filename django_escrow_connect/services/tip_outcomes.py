@@ -24,8 +24,7 @@ from ..gateway.types import PaymentIntentSnapshot, TransferSnapshot
 from ..money import amount_step
 from ..notifications import notify
 from ..states import (
-    DISPUTE_CLOSED_STATES,
-    DISPUTE_LOST_STATES,
+    DISPUTE_KEPT_STATES,
     UNRESOLVED_OPERATION_STATES,
     IncidentKind,
     MoneyOperationKind,
@@ -127,18 +126,12 @@ def charged_off_session(operation: Any) -> bool:
     return bool(operation.request.get("off_session"))
 
 
-#: How a dispute of a tip's charge ends with the platform keeping the money
-#: (won, an inquiry closed, prevented). Any other dispute (an inquiry or a
-#: chargeback still open, or lost and possibly appealed) freezes the tip.
-_DISPUTE_KEPT_STATES = sorted(DISPUTE_CLOSED_STATES - DISPUTE_LOST_STATES)
-
-
 def disputed_tips() -> Any:
-    """Tips whose charge has a dispute open, or lost: nothing more is sent for them."""
+    """Tips whose charge has a dispute open (an inquiry too) or lost: nothing more is sent."""
     return (
         model("Dispute")
         .objects.filter(tip__isnull=False)
-        .exclude(status__in=_DISPUTE_KEPT_STATES)
+        .exclude(status__in=sorted(DISPUTE_KEPT_STATES))
         .values("tip")
     )
 

@@ -226,7 +226,8 @@ def test_duplicate_and_late_events_change_nothing(market, escrow_stripe, escrow_
     assert payment.transfers.count() == 1
 
 
-def test_a_refused_tip_transfer_is_an_incident_and_can_be_retried(market, escrow_stripe, received):
+def a_tip_whose_transfer_stripe_refused(market, escrow_stripe):
+    """A released payment and its 600 tip, paid, whose transfer Stripe refused."""
     payment = market.released_payment()
     tip_id = add_tip(market, payment, 600).json()["id"]
     escrow_stripe.store.fail_next(
@@ -235,6 +236,11 @@ def test_a_refused_tip_transfer_is_an_incident_and_can_be_retried(market, escrow
     )
     tip = pay_tip(market, tip_id)
     assert tip.status == "transfer_failed"
+    return payment, tip_id, tip
+
+
+def test_a_refused_tip_transfer_is_an_incident_and_can_be_retried(market, escrow_stripe, received):
+    payment, tip_id, tip = a_tip_whose_transfer_stripe_refused(market, escrow_stripe)
     assert tip.failure_code == "balance_insufficient"
     incident = payment.transfer_incidents.get()
     assert incident.kind == "transfer_failed"
@@ -593,14 +599,7 @@ def test_a_tip_whose_charge_is_disputed_is_not_transferred_again(market, escrow_
     the platform for it (lost: the customer has it back). A retry would pay
     the doer money the platform no longer has for this tip: refused, nothing
     sent, nothing written; a dispute won lets it through again."""
-    payment = market.released_payment()
-    tip_id = add_tip(market, payment, 600).json()["id"]
-    escrow_stripe.store.fail_next(
-        "create_transfer",
-        BalanceInsufficient("Insufficient funds.", code="balance_insufficient", http_status=400),
-    )
-    tip = pay_tip(market, tip_id)
-    assert tip.status == "transfer_failed"
+    payment, tip_id, tip = a_tip_whose_transfer_stripe_refused(market, escrow_stripe)
     with market.capture(execute=True):
         dispute = SimulatedGateway().open_dispute(tip.stripe_charge_id)
     if outcome == "lost":
