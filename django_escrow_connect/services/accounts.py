@@ -996,7 +996,9 @@ def deauthorize_account(account_id: str, *, as_of: datetime | None = None) -> An
     changes nothing and notifies nothing. With ``as_of``, an event older than
     the row's newest data (e.g. a re-authorization) is ignored, and
     ``deauthorized_at`` is the event's time: :func:`reauthorize_account`
-    ignores an authorization older than it.
+    ignores an authorization older than it. A deauthorization newer than the
+    stored one (the owner reconnected and disconnected again) only moves
+    ``deauthorized_at`` forward, without a notification.
     Returns the account, or None for an unknown account id.
     """
     with transaction.atomic():
@@ -1004,6 +1006,8 @@ def deauthorize_account(account_id: str, *, as_of: datetime | None = None) -> An
         if account is None:
             return None
         if account.is_deauthorized:
+            if as_of is not None:
+                _record_later_deauthorization(account, as_of)
             return account
         # In doubt (the same second as the row's data, as old as a fetch) the
         # deauthorization wins: a fetch cannot see it, and paying a
@@ -1019,6 +1023,23 @@ def deauthorize_account(account_id: str, *, as_of: datetime | None = None) -> An
         _log(account, "connected account deauthorized (was %s)", previous_status)
         notify("account_deauthorized", account=account)
     return account
+
+
+def _record_later_deauthorization(account: Any, as_of: datetime) -> None:
+    """Keep the time of a newer deauthorization of an already deauthorized account.
+
+    Receivers already know it is deauthorized: nothing is announced. The row
+    moves all the same, so that an authorization older than this event is
+    ignored (:func:`reauthorize_account`) and staff's *Mark connected again*,
+    decided before it, is refused (:func:`_reconnect`).
+    """
+    stamp = _stamp(as_of, fetched=False)
+    since: datetime | None = account.deauthorized_at
+    if since is not None and stamp <= since:
+        return  # a repeated (or older) event: nothing new
+    account.deauthorized_at = stamp
+    account.save(update_fields=["deauthorized_at", "updated_at"])
+    _log(account, "deauthorized again (as of %s)", as_of.isoformat())
 
 
 def _superseded(account: Any, as_of: datetime) -> bool:
@@ -1093,13 +1114,21 @@ def apply_fetched_account(snapshot: AccountSnapshot, *, fetched_at: datetime) ->
     The latest read wins (a read stamped before the row's last one is
     ignored). A closed Accounts v2 account (``closed``) takes no transfers
     any more: it is deauthorized, as an account that disconnected the
-    platform (``account_deauthorized``). Returns the account, or None for an
-    unknown Stripe id.
+    platform (``account_deauthorized``). The read and the deauthorization are
+    one change of the locked row: both are stored, or neither, and receivers
+    hear ``account_updated`` (when the read changed anything) then
+    ``account_deauthorized`` on its commit, never an updated account that
+    is still connected. Returns the account, or None for an unknown Stripe id.
     """
-    updated = apply_account_snapshot(snapshot, as_of=fetched_at, fetched=True)
-    if updated is not None and snapshot.closed and not updated.is_deauthorized:
-        _log(updated, "connected account closed at Stripe")
-        updated = deauthorize_account(snapshot.id)
+    # A savepoint when nested (the webhook pipeline): a failure of either part
+    # undoes both, their on-commit notifications too; next to a Stripe read
+    # its round trips cost nothing. A fetched snapshot never reads Stripe again
+    # in here: no request runs inside this transaction.
+    with transaction.atomic():
+        updated = apply_account_snapshot(snapshot, as_of=fetched_at, fetched=True)
+        if updated is not None and snapshot.closed and not updated.is_deauthorized:
+            _log(updated, "connected account closed at Stripe")
+            updated = deauthorize_account(snapshot.id)
     return updated
 
 
@@ -1156,23 +1185,42 @@ def _reconnect(account: Any, stamp: datetime, snapshot: AccountSnapshot) -> Any:
     it once (``account_updated`` with ``previous_status="deauthorized"``),
     not once for the read and once more for the status. A ``closed``
     Accounts v2 account stays deauthorized (the read is stored).
+
+    Staff decided on ``account`` as it was before the read: when the locked
+    row was deauthorized again since (``deauthorized_at`` moved: a
+    deauthorization event committed while Stripe answered), the owner
+    disconnected after the read, and the reconnection is refused
+    (:class:`~.errors.Conflict`) with nothing written.
     """
     if snapshot.closed:
         return apply_fetched_account(snapshot, fetched_at=stamp) or account
-    _log(account, "Stripe reads the deauthorized account: reauthorized by staff")
     with transaction.atomic():
         locked = _lock_by_stripe_id(account.stripe_account_id)
-        if (
-            locked is not None
-            and locked.is_deauthorized
-            and _order(locked, stamp, fetched=True) != _STALE
-        ):
-            return _apply(locked, stamp, functools.partial(_reconnected, snapshot), fetched=True)
-    # Connected again meanwhile (the read is a plain one, the reauthorization
-    # changes nothing), or a newer read is stored (this one is ignored, the
-    # reauthorization is the one change): one notification either way.
-    updated = apply_fetched_account(snapshot, fetched_at=stamp) or account
-    return reauthorize_account(account.stripe_account_id) or updated
+        if locked is None:
+            return account
+        if not locked.is_deauthorized:
+            # Connected again meanwhile: the read is a plain one.
+            return apply_fetched_account(snapshot, fetched_at=stamp) or locked
+        if locked.deauthorized_at != account.deauthorized_at:
+            _log(locked, "deauthorized again while Stripe was read: not reconnected")
+            raise errors.Conflict(
+                _(
+                    "The account was disconnected again while Stripe was being read: it stays "
+                    "deauthorized. Check with its owner before marking it connected again."
+                ),
+                code="account_deauthorized",
+            )
+        if _order(locked, stamp, fetched=True) != _STALE:
+            reconnected = _apply(
+                locked, stamp, functools.partial(_reconnected, snapshot), fetched=True
+            )
+        else:
+            # A newer read is stored: this one is ignored, the reauthorization
+            # is the one change (one notification either way).
+            reconnected = reauthorize_account(locked.stripe_account_id) or locked
+        # Logged with the change it describes: never for a refused reconnection.
+        _log(reconnected, "Stripe reads the deauthorized account: reauthorized by staff")
+        return reconnected
 
 
 def _reconnected(snapshot: AccountSnapshot, account: Any) -> None:

@@ -4,6 +4,7 @@ services and permissions as the API, reported, and recorded in the audit trail."
 from __future__ import annotations
 
 import warnings
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,10 +15,14 @@ from django.urls import reverse
 
 from django_escrow_connect import signals, swappable
 from django_escrow_connect.exceptions import BalanceInsufficient, TemporarilyUnavailable
+from django_escrow_connect.gateway.signing import sign_webhook_payload
 from django_escrow_connect.simulation import SimulatedGateway
+from django_escrow_connect.states import WebhookEndpoint
+from django_escrow_connect.webhooks import receiver
 from tests import factories
 from tests.payments.conftest import money_calls
 from tests.webhooks import stripe_objects as so
+from tests.webhooks.conftest import CONNECT_SECRET
 
 pytestmark = pytest.mark.django_db
 
@@ -590,7 +595,7 @@ def test_the_box_on_an_account_stripe_reads_is_a_plain_refresh(admin_client, mar
 
 
 def test_staff_undo_a_deauthorization_when_stripe_reads_the_account(
-    admin_client, market, sim_stripe, received
+    admin_client, market, sim_stripe, received, caplog
 ):
     # Deauthorized here by mistake: Stripe still gives the platform access.
     account = market.doer_account
@@ -602,13 +607,19 @@ def test_staff_undo_a_deauthorization_when_stripe_reads_the_account(
     account.refresh_from_db()
     assert account.status == "deauthorized"
 
-    done = refresh(admin_client, market, account, reauthorize_if_read="on")
+    with caplog.at_level("INFO", logger=ACCOUNTS_LOGGER):
+        done = refresh(admin_client, market, account, reauthorize_if_read="on")
 
     assert any("now verified" in m for m in messages_of(done))
+    assert caplog.text.count(STAFF_RECONNECTED) == 1
     account.refresh_from_db()
     assert (account.status, account.deauthorized_at) == ("verified", None)
     # The read (its data changed) and the reconnection are one change.
     assert updates(received) == [("deauthorized", "verified")]
+
+
+ACCOUNTS_LOGGER = "django_escrow_connect.accounts"
+STAFF_RECONNECTED = "reauthorized by staff"
 
 
 def updates(received):
@@ -828,3 +839,59 @@ def test_a_deauthorization_of_the_second_of_staff_s_reconnection_wins(
     deliver.connect(authorization_event(account, "deauthorized", 0))
     account.refresh_from_db()
     assert account.status == "deauthorized"
+
+
+def received_while_staff_read(monkeypatch, evt):
+    """Stripe answers staff's read of the account, then ``evt`` is received and
+    processed before the answer is applied (the race, made deterministic)."""
+    retrieve_account = SimulatedGateway.retrieve_account
+
+    def event_meanwhile(self, account_id):
+        answer = retrieve_account(self, account_id)
+        payload = so.encode(evt)
+        header = sign_webhook_payload(payload, CONNECT_SECRET)
+        assert receiver.receive(WebhookEndpoint.CONNECT, payload, header).status == "processed"
+        return answer
+
+    monkeypatch.setattr(SimulatedGateway, "retrieve_account", event_meanwhile)
+
+
+def test_a_deauthorization_received_during_staff_s_read_is_not_overridden(
+    admin_client, market, monkeypatch, received, caplog
+):
+    # The owner disconnects (again) right after Stripe answered staff's read:
+    # the decision was made on a state that no longer holds.
+    account = market.doer_account
+    account.deauthorize()
+    account.save()
+    disconnected = authorization_event(account, "deauthorized", +5)
+    received_while_staff_read(monkeypatch, disconnected)
+
+    with caplog.at_level("INFO", logger=ACCOUNTS_LOGGER):
+        done = refresh(admin_client, market, account, reauthorize_if_read="on")
+
+    assert any("disconnected again while Stripe was being read" in m for m in messages_of(done))
+    account.refresh_from_db()
+    assert account.status == "deauthorized"
+    assert account.deauthorized_at == datetime.fromtimestamp(disconnected["created"], tz=UTC)
+    assert received == []
+    entry = StaffAction.objects.get()
+    assert (entry.outcome, entry.code) == ("refused", "account_deauthorized")
+    assert STAFF_RECONNECTED not in caplog.text
+
+
+def test_a_reconnection_received_during_staff_s_read_is_not_logged_as_staff_s(
+    admin_client, market, monkeypatch, received, caplog
+):
+    account = market.doer_account
+    account.deauthorize()
+    account.save()
+    received_while_staff_read(monkeypatch, authorization_event(account, "authorized", +5))
+
+    with caplog.at_level("INFO", logger=ACCOUNTS_LOGGER):
+        done = refresh(admin_client, market, account, reauthorize_if_read="on")
+
+    assert any("now verified" in m for m in messages_of(done))
+    # The event connected it: staff's read is a plain one, and says nothing more.
+    assert updates(received) == [("deauthorized", "verified")]
+    assert STAFF_RECONNECTED not in caplog.text

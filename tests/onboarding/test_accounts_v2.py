@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.db.models.signals import pre_save
 
 from django_escrow_connect import simulation as simulated
 from django_escrow_connect.exceptions import InvalidRequest, TemporarilyUnavailable
@@ -293,6 +294,53 @@ class TestStatus:
         assert calls(sim_stripe)[-1] == "retrieve_account_v2"
         assert row.status == "deauthorized"
         assert accounts().get(pk=account.pk).status == "deauthorized"
+
+    def closed_after_onboarding(self, seller: Any, people: Any) -> Any:
+        """A verified account (as the row knows it) that Stripe now reports closed."""
+        post_link(people.owner, account_type="individual")
+        account = accounts().get(owner_user=people.owner)
+        seller.complete_onboarding(account.stripe_account_id)
+        client_for(people.owner).get(url("stripe-account-status", refresh=1))
+        assert accounts().get(pk=account.pk).status == "verified"
+        seller.close_account_v2(account.stripe_account_id)
+        return account
+
+    def test_a_refresh_that_finds_the_account_closed_announces_the_read_then_the_end(
+        self, sim_stripe, seller, people, signal_log, django_capture_on_commit_callbacks
+    ):
+        account = self.closed_after_onboarding(seller, people)
+        signal_log.clear()
+
+        with django_capture_on_commit_callbacks(execute=True):
+            body = client_for(people.owner).get(url("stripe-account-status", refresh=1)).json()
+
+        assert body["status"] == "deauthorized"
+        ends = ("account_updated", "account_deauthorized")
+        assert [name for name in signal_log.names() if name in ends] == list(ends)
+        row = accounts().get(pk=account.pk)
+        assert (row.status, row.payouts_enabled) == ("deauthorized", False)
+
+    def test_a_closed_account_whose_deauthorization_fails_stores_and_announces_nothing(
+        self, sim_stripe, seller, people, signal_log, django_capture_on_commit_callbacks
+    ):
+        account = self.closed_after_onboarding(seller, people)
+        signal_log.clear()
+
+        def failing_host_receiver(sender: Any, instance: Any, **kwargs: Any) -> None:
+            if instance.status == "deauthorized":
+                raise RuntimeError("the host's receiver failed")
+
+        pre_save.connect(failing_host_receiver, sender=type(account))
+        try:
+            with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError):
+                client_for(people.owner).get(url("stripe-account-status", refresh=1))
+        finally:
+            pre_save.disconnect(failing_host_receiver, sender=type(account))
+
+        # Not an updated account that is still connected: the read went with it.
+        assert signal_log.sent == []
+        row = accounts().get(pk=account.pk)
+        assert (row.status, row.payouts_enabled) == ("verified", True)
 
     def test_a_stripe_outage_on_refresh_is_503(self, sim_stripe, people):
         post_link(people.owner, account_type="individual")
