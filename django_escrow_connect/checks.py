@@ -29,6 +29,7 @@ from .conf import (
     STRIPE_API_VERSION,
     escrow_settings,
 )
+from .dates import check_period
 from .gateway.base import AccountsV2Gateway, PaymentGateway
 from .gateway.basegateway import BaseGateway
 from .money import MAX_CHARGE_AMOUNT, amount_step, amount_step_rule, normalize_currency
@@ -504,10 +505,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     requeue_after = raw("WEBHOOK_REQUEUE_AFTER_MINUTES")
-    if not isinstance(requeue_after, int) or isinstance(requeue_after, bool) or requeue_after < 1:
+    if not _is_int(requeue_after) or requeue_after < 1 or not _is_past(minutes=requeue_after):
         errors.append(
             Error(
-                f"{_key('WEBHOOK_REQUEUE_AFTER_MINUTES')} must be an int of at least 1 (minutes).",
+                f"{_key('WEBHOOK_REQUEUE_AFTER_MINUTES')} must be an int of at least 1 "
+                "(minutes), and not so large that no date is that long ago.",
                 hint="Longer than your task queue's usual wait; 15 by default.",
                 id="escrow_connect.E115",
             )
@@ -559,10 +561,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     days = raw("AUTO_RELEASE_AFTER_DAYS")
-    if days is not None and (not isinstance(days, int) or isinstance(days, bool) or days < 1):
+    if days is not None and (not _is_int(days) or days < 1 or not _is_past(days=days)):
         errors.append(
             Error(
-                f"{_key('AUTO_RELEASE_AFTER_DAYS')} must be None or a positive int.",
+                f"{_key('AUTO_RELEASE_AFTER_DAYS')} must be None or a positive int, and not "
+                "so large that no date is that long ago.",
                 id="escrow_connect.E034",
             )
         )
@@ -661,6 +664,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_past(**period: int) -> bool:
+    """Whether ``timedelta(**period)`` ago is a date (else the commands' arithmetic overflows)."""
+    try:
+        check_period("", **period)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_number(value: Any) -> bool:
@@ -784,10 +796,11 @@ def _check_report_horizons(raw: Any) -> list[Any]:
             )
         )
     stuck_hours = raw("STUCK_PAYMENT_HOURS")
-    if not _is_int(stuck_hours) or stuck_hours < 1:
+    if not _is_int(stuck_hours) or stuck_hours < 1 or not _is_past(hours=stuck_hours):
         errors.append(
             Error(
-                f"{_key('STUCK_PAYMENT_HOURS')} must be an int of at least 1 (hours).",
+                f"{_key('STUCK_PAYMENT_HOURS')} must be an int of at least 1 (hours), and not "
+                "so large that no date is that long ago.",
                 id="escrow_connect.E102",
             )
         )

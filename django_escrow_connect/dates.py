@@ -1,4 +1,5 @@
-"""Reading the ``--since``/``--until`` arguments of the management commands and tasks.
+"""Reading the ``--since``/``--until`` arguments of the management commands and tasks,
+and the settings that give them a period (``period_setting``).
 
 Its own module because commands, tasks and services all read them, and none of
 those layers should import another's module just for this.
@@ -13,7 +14,9 @@ from datetime import timezone as dt_timezone
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-__all__ = ["check_period", "parse_since"]
+from .conf import SETTING_NAME, escrow_settings
+
+__all__ = ["check_period", "parse_since", "period_setting"]
 
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
 
@@ -62,3 +65,22 @@ def check_period(what: str, **period: int) -> None:
         timezone.now() - timedelta(**period)
     except OverflowError:
         raise ValueError(f"{what} is out of range (no date is that long ago).") from None
+
+
+def period_setting(name: str, unit: str, check: str) -> int:
+    """``ESCROW_CONNECT[name]``, a whole number of ``unit`` (days, hours,
+    minutes) of at least 1, or ValueError naming the setting and its check.
+
+    The system check reports a bad value, but ``call_command`` (a host's
+    scheduler), ``--skip-checks`` and the periodic tasks run without the
+    checks: int() or timedelta() made a bare traceback of ``"abc"`` or None,
+    and a threshold nobody wrote of ``1.5`` or ``"15"``.
+    """
+    value = escrow_settings.raw(name)
+    key = f'{SETTING_NAME}["{name}"]'
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(
+            f"{key} must be an int of at least 1 ({unit}), not {value!r} (system check {check})."
+        )
+    check_period(key, **{unit: value})
+    return value

@@ -142,10 +142,17 @@ def purge_event_payloads_task(days: int | None = None) -> dict[str, Any]:
 def requeue_stuck_events_task(older_than_minutes: int | None = None) -> dict[str, Any]:
     """``escrow_requeue_stuck_events``: enqueue again events a worker never took.
 
-    ``{"enabled": False}`` unless ``WEBHOOK_PROCESSING`` is ``"task"``.
+    ``{"enabled": False}`` unless ``WEBHOOK_PROCESSING`` is ``"task"``. A
+    ``WEBHOOK_REQUEUE_AFTER_MINUTES`` that is no int of at least 1 (E115)
+    enqueues nothing and fails the run (:class:`PeriodicJobFailed`).
     """
     older_than = None if older_than_minutes is None else timedelta(minutes=older_than_minutes)
-    ids = requeue_stuck_events(older_than)
+    try:
+        ids = requeue_stuck_events(older_than)
+    except ValueError as exc:  # the setting, when checks were skipped (E115)
+        return _finish(
+            "requeue stuck events", {"enabled": True, "requeued": [], "errors": [str(exc)]}
+        )
     if ids is None:
         return {"enabled": False, "requeued": [], "errors": []}
     return {"enabled": True, "requeued": ids, "errors": []}

@@ -16,7 +16,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .. import swappable
-from ..conf import escrow_settings
+from ..dates import period_setting
 from ..states import (
     UNREADABLE_EVENT_ERROR_PREFIX,
     AccountStatus,
@@ -51,7 +51,10 @@ def build_report(
 
     Open disputes, stuck payments, unresolved events and accounts with
     requirements due are listed whatever their age: they need action now.
+    A ``STUCK_PAYMENT_HOURS`` system check E102 refuses is a ValueError
+    naming it, raised before the first query.
     """
+    stuck_hours = period_setting("STUCK_PAYMENT_HOURS", "hours", "E102")
     now = now or timezone.now()
     until = until or now
     return {
@@ -60,7 +63,7 @@ def build_report(
         "payments": _payments(since, until),
         "transfers": _transfers(since, until),
         "open_disputes": _open_disputes(),
-        "stuck_payments": _stuck_payments(now),
+        "stuck_payments": _stuck_payments(now, stuck_hours),
         "webhook_events": _webhook_events(since, until, now),
         "accounts_with_requirements_due": _accounts_due(),
         "incidents": _incidents(since, until),
@@ -133,8 +136,7 @@ def _open_disputes() -> dict[str, Any]:
     return {"count": disputes.count(), "items": items}
 
 
-def _stuck_payments(now: datetime) -> dict[str, Any]:
-    hours = int(escrow_settings.STUCK_PAYMENT_HOURS)
+def _stuck_payments(now: datetime, hours: int) -> dict[str, Any]:
     cutoff = now - timedelta(hours=hours)
     # A payment released in parts waits for its next milestone as long as
     # the doer takes: stuck only when a delivered milestone is overdue for

@@ -16,12 +16,14 @@ from typing import Any
 
 from django.utils import timezone
 
-from ..conf import escrow_settings
+from ..conf import SETTING_NAME, escrow_settings
+from ..dates import period_setting
 from ..states import IncidentKind, MoneyOperationKind, MoneyOperationStatus
 from ..states import PaymentStatus as S
 from . import errors, radar
 from .changes import Change, failed_change, sync_intent
 from .common import model, open_disputes, payment_model
+from .payment_intents import MANUAL_CAPTURE_WINDOW
 from .payments import cancel_payment, release_payment
 from .releases import auto_release_due, check_payees_ready
 
@@ -47,11 +49,17 @@ def capture_expiry(
     customer's card is released). A hold already past its deadline is synced
     from Stripe instead: Stripe has voided it.
     """
-    action = action or escrow_settings.CAPTURE_EXPIRY_ACTION
+    if action is None:
+        action = escrow_settings.CAPTURE_EXPIRY_ACTION
+        if action not in CAPTURE_EXPIRY_ACTIONS:
+            raise ValueError(
+                f'{SETTING_NAME}["CAPTURE_EXPIRY_ACTION"] must be one of '
+                f"{', '.join(CAPTURE_EXPIRY_ACTIONS)}, not {action!r} (system check E035)."
+            )
     if action not in CAPTURE_EXPIRY_ACTIONS:
         raise ValueError(f"action must be one of {', '.join(CAPTURE_EXPIRY_ACTIONS)}")
     now = now or timezone.now()
-    horizon = now + timedelta(hours=escrow_settings.CAPTURE_EXPIRY_WARNING_HOURS)
+    horizon = now + timedelta(hours=_warning_hours())
     holds = payment_model().objects.filter(
         strategy="manual_capture", status=S.HELD, capture_before__lte=horizon
     )
@@ -107,6 +115,24 @@ def capture_expiry(
 # --------------------------------------------------------------------------
 
 
+def _warning_hours() -> float:
+    """``CAPTURE_EXPIRY_WARNING_HOURS``, or ValueError naming it (what E101 refuses).
+
+    The checks do not run under ``call_command``, ``--skip-checks`` or the
+    periodic task: a string was a TypeError's traceback, and a hold lapses
+    within ``MANUAL_CAPTURE_WINDOW`` anyway, so a longer horizon means every hold.
+    """
+    hours = escrow_settings.raw("CAPTURE_EXPIRY_WARNING_HOURS")
+    lifetime_hours = MANUAL_CAPTURE_WINDOW.total_seconds() // 3600
+    number = isinstance(hours, (int, float)) and not isinstance(hours, bool)
+    if not number or not 0 < hours < lifetime_hours:
+        raise ValueError(
+            f'{SETTING_NAME}["CAPTURE_EXPIRY_WARNING_HOURS"] must be a number of hours above 0 '
+            f"and under {lifetime_hours:.0f}, not {hours!r} (system check E101)."
+        )
+    return float(hours)
+
+
 def auto_release(*, dry_run: bool = False, now: datetime | None = None) -> list[Change] | None:
     """Release payments held longer than ``AUTO_RELEASE_AFTER_DAYS``.
 
@@ -127,6 +153,8 @@ def auto_release(*, dry_run: bool = False, now: datetime | None = None) -> list[
     incident: staff retry the failed transfer or resolve the incident).
     """
     days = escrow_settings.AUTO_RELEASE_AFTER_DAYS
+    if days is not None:  # a bad value is refused before anything is released
+        days = period_setting("AUTO_RELEASE_AFTER_DAYS", "days", "E034")
     now = now or timezone.now()
     milestone_changes = _release_due_milestones(dry_run=dry_run, now=now)
     if days is None:

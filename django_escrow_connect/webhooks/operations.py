@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from .. import swappable
 from ..conf import ACCOUNTS_V2, escrow_settings
-from ..dates import check_period
+from ..dates import check_period, period_setting
 from ..exceptions import GatewayError
 from ..gateway import get_gateway
 from ..services import accounts
@@ -293,6 +293,11 @@ def _count_unreadable(result: FetchResult) -> None:
 # --------------------------------------------------------------------------
 
 
+def requeue_after_minutes() -> int:
+    """``WEBHOOK_REQUEUE_AFTER_MINUTES``, or ValueError naming it (E115)."""
+    return period_setting("WEBHOOK_REQUEUE_AFTER_MINUTES", "minutes", "E115")
+
+
 def stuck_events(older_than: timedelta) -> Any:
     """Events still ``received`` ``older_than`` after they arrived, oldest first."""
     cutoff = timezone.now() - older_than
@@ -321,7 +326,7 @@ def requeue_stuck_events(
     if escrow_settings.WEBHOOK_PROCESSING != "task":
         return None
     if older_than is None:
-        older_than = timedelta(minutes=int(escrow_settings.WEBHOOK_REQUEUE_AFTER_MINUTES))
+        older_than = timedelta(minutes=requeue_after_minutes())
     ids = [
         str(i) for i in stuck_events(older_than).values_list("stripe_event_id", flat=True)[:limit]
     ]

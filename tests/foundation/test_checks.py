@@ -193,6 +193,9 @@ def test_the_test_settings_pass():
         ({"STUCK_PAYMENT_HOURS": "72"}, "escrow_connect.E102", "STUCK_PAYMENT_HOURS"),
         ({"STUCK_PAYMENT_HOURS": 0}, "escrow_connect.E102", "STUCK_PAYMENT_HOURS"),
         ({"STUCK_PAYMENT_HOURS": 0.5}, "escrow_connect.E102", "STUCK_PAYMENT_HOURS"),
+        # No date is that long ago: the command's arithmetic overflowed.
+        ({"STUCK_PAYMENT_HOURS": 10**12}, "escrow_connect.E102", "STUCK_PAYMENT_HOURS"),
+        ({"AUTO_RELEASE_AFTER_DAYS": 10**10}, "escrow_connect.E034", "AUTO_RELEASE_AFTER_DAYS"),
         # Read as truth values: "False" would turn them on.
         ({"SAVE_PAYMENT_METHODS": "False"}, "escrow_connect.E062", "SAVE_PAYMENT_METHODS"),
         ({"SAVE_PAYMENT_METHODS": 1}, "escrow_connect.E062", "SAVE_PAYMENT_METHODS"),

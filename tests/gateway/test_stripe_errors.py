@@ -11,10 +11,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
+from datetime import timezone as dt_timezone
+from io import StringIO
 from typing import Any
 
 import pytest
 import stripe
+from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from django_escrow_connect.exceptions import (
     BalanceInsufficient,
@@ -41,7 +46,8 @@ from django_escrow_connect.services.payments import (
 from django_escrow_connect.states import MoneyOperationKind as K
 from django_escrow_connect.states import WebhookEndpoint
 from django_escrow_connect.webhooks import registry
-from tests.stripe_vcr import answer_from_a_proxy, garble
+from tests.stripe_vcr import answer_from_a_proxy, api_key, garble
+from tests.webhooks.conftest import events
 
 from .service_requests import ACCOUNT, DECLINED, SEPARATE, TOO_SMALL, TRANSFER, send
 
@@ -571,6 +577,71 @@ def test_a_list_page_of_another_shape_is_unreadable(gateway, vcr, page_size, ind
 
     assert (excinfo.value.http_status, excinfo.value.code) == (None, "unreadable_answer")
     assert vcr.play_count == index + 1
+
+
+#: The cassette's ``created[gte]``: what ``--since`` asks for.
+EVENTS_SINCE = "2026-11-02T09:14:05+00:00"
+
+
+@pytest.fixture
+def fetch_from_the_cassette(
+    db: Any, settings: Any, monkeypatch: Any
+) -> Callable[[StringIO, StringIO], None]:
+    """``escrow_fetch_missed_events`` for ACCOUNT through the real gateway,
+    replaying ``events_list_two_pages``: the clock is set a week after the
+    cassette's ``created[gte]``, inside the Events API's 30 days (else the
+    command would ask from 30 days before today, which no cassette holds),
+    and pages hold two events, as in the cassette."""
+    settings.ESCROW_CONNECT = {
+        **settings.ESCROW_CONNECT,
+        "GATEWAY": "django_escrow_connect.gateway.stripe_gateway.StripeGateway",
+        "STRIPE_SECRET_KEY": api_key(),
+        "STRIPE_MAX_NETWORK_RETRIES": 0,
+    }
+    monkeypatch.setattr(StripeGateway, "page_size", 2)
+    a_week_later = datetime(2026, 11, 9, 9, 14, 5, tzinfo=dt_timezone.utc)
+    monkeypatch.setattr(timezone, "now", lambda: a_week_later)
+
+    def fetch(out: StringIO, err: StringIO) -> None:
+        call_command(
+            "escrow_fetch_missed_events",
+            *("--since", EVENTS_SINCE, "--account", ACCOUNT),
+            *("--no-platform", "--no-thin-events"),
+            stdout=out,
+            stderr=err,
+        )
+
+    return fetch
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.default_cassette("events_list_two_pages")
+def test_fetch_missed_events_records_both_pages_of_the_cassette(vcr, fetch_from_the_cassette):
+    # What the next test's failure is measured against: the same run, read.
+    out = StringIO()
+    fetch_from_the_cassette(out, StringIO())
+
+    assert f"{ACCOUNT}: 3 events, 3 new" in out.getvalue()
+    assert vcr.play_count == 2
+    assert events().count() == 3
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.default_cassette("events_list_two_pages")
+def test_fetch_missed_events_reports_a_page_it_cannot_read(vcr, fetch_from_the_cassette):
+    """The second page is no list of events: the run fails (exit 1), says
+    the account could not be listed, and records none of the first page's
+    events, so the next run asks for the whole period again."""
+    garble(vcr, 1, A_PAGE_OF_IDS)
+
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError, match="1 sources could not be listed") as failed:
+        fetch_from_the_cassette(out, err)
+
+    assert vcr.play_count == 2
+    assert f"{ACCOUNT}: Stripe could not list events" in err.getvalue()
+    assert "run it again" in str(failed.value)
+    assert events().count() == 0
 
 
 @pytest.mark.vcr(record_mode="none")

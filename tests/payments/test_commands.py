@@ -6,7 +6,7 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from django_escrow_connect import swappable
@@ -96,6 +96,40 @@ class TestCaptureExpiry:
         assert payment.status == "held"
         assert int(payment.capture_before.timestamp()) == real
         assert money_calls(sim_stripe) == []  # 7 days left: not canceled
+
+
+@pytest.mark.parametrize(
+    ("command", "changes"),
+    [
+        ("escrow_capture_expiry", {"CAPTURE_EXPIRY_WARNING_HOURS": "48"}),
+        ("escrow_capture_expiry", {"CAPTURE_EXPIRY_WARNING_HOURS": 10**12}),
+        ("escrow_capture_expiry", {"CAPTURE_EXPIRY_ACTION": "pray"}),
+        ("escrow_auto_release", {"AUTO_RELEASE_AFTER_DAYS": "14"}),
+        ("escrow_auto_release", {"AUTO_RELEASE_AFTER_DAYS": 1.5}),
+        ("escrow_auto_release", {"AUTO_RELEASE_AFTER_DAYS": 10**10}),
+        ("escrow_report", {"STUCK_PAYMENT_HOURS": "72"}),
+        ("escrow_report", {"STUCK_PAYMENT_HOURS": 10**12}),
+    ],
+)
+def test_a_setting_the_checks_refuse_is_a_command_error_naming_it(
+    market, sim_stripe, settings, command, changes
+):
+    """call_command (a host's scheduler) and --skip-checks skip the system
+    checks: the value was a TypeError, ValueError or OverflowError traceback,
+    or a fraction silently taken. Refused before anything is released."""
+    configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE, **changes)
+    payment = market.held_payment()
+    age(
+        payment,
+        held_at=timezone.now() - timedelta(days=30),
+        capture_before=timezone.now() + timedelta(hours=1),
+    )
+    sim_stripe.calls.clear()
+    setting = next(iter(changes))
+    with pytest.raises(CommandError, match=rf'ESCROW_CONNECT\["{setting}"\]'):
+        run(market, command)
+    assert market.payment(payment.pk).status == "held"
+    assert money_calls(sim_stripe) == []
 
 
 class TestAutoRelease:

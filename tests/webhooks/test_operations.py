@@ -344,6 +344,24 @@ def test_fetch_tells_what_to_do_about_an_account_stripe_refuses(sim_stripe: Any)
     assert account.status != "deauthorized"
 
 
+@pytest.mark.parametrize(
+    "account", ["", " ", "acct_1 ", "acct_1\r\nX-Evil: 1", "ACCT_1", "acct_1é"]
+)
+def test_fetch_refuses_a_malformed_account_before_asking_stripe(
+    sim_stripe: Any, monkeypatch: Any, account: str
+) -> None:
+    """The value is sent as the Stripe-Account header: an empty one listed the
+    platform's own events as the account's, a line break was a traceback."""
+    asked: list[Any] = []
+    monkeypatch.setattr(SimulatedGateway, "list_events", lambda *args, **kw: asked.append(kw))
+    with pytest.raises(CommandError, match="is not a connected account's id"):
+        run(
+            "escrow_fetch_missed_events",
+            *("--account", "acct_1QzR8tQm5HwJ3uVe", "--account", account),
+        )
+    assert asked == []
+
+
 def test_fetch_refuses_a_bad_date(sim_stripe: Any) -> None:
     with pytest.raises(CommandError, match="Not a date"):
         run("escrow_fetch_missed_events", "--since", "last tuesday")
@@ -570,6 +588,14 @@ def test_report_admin_page_needs_staff(client: Client) -> None:
         ["escrow_audit", "--since", "9999-12-31T23:59:59-05:00"],
         # Refused before --event is looked up (it was read first).
         ["escrow_replay_events", "--event", "evt_1", "--since", "not a date"],
+        # Sent to Stripe as the Stripe-Account header: refused before
+        # --all-accounts' query too.
+        ["escrow_fetch_missed_events", "--all-accounts", "--account", "acct_1\x00"],
+        ["escrow_fetch_missed_events", "--all-accounts", "--account", ""],
+        ["escrow_fetch_missed_events", "--all-accounts", "--account", "cus_1QzR8tQm5HwJ3uVe"],
+        ["escrow_fetch_missed_events", "--all-accounts", "--account", "acct_"],
+        ["escrow_fetch_missed_events", "--all-accounts", "--account", "acct_1QzR8tQm5HwJ3uVe\n"],
+        ["escrow_fetch_missed_events", "--all-accounts", "--account", "acct_" + "1" * 251],
     ],
 )
 def test_an_argument_out_of_range_is_a_command_error_not_a_traceback(args: list[str]) -> None:

@@ -16,7 +16,7 @@ from django.core.management.base import CommandError
 from django.db import connections
 from django.utils import timezone
 
-from django_escrow_connect.tasks import requeue_stuck_events_task
+from django_escrow_connect.tasks import PeriodicJobFailed, requeue_stuck_events_task
 from django_escrow_connect.webhooks import registry
 from django_escrow_connect.webhooks.tasks import process_webhook_event
 from tests.webhooks.conftest import events
@@ -155,7 +155,35 @@ def test_bad_arguments_are_refused(queue: Any, args: list[str]) -> None:
         requeue(*args)
 
 
-@pytest.mark.parametrize("value", [0, -5, "15", 1.5, True])
+#: What system check E115 refuses: beyond what a date can hold too.
+MALFORMED_THRESHOLDS = [0, -5, "15", "abc", None, 1.5, True, 10**12]
+
+
+@pytest.mark.parametrize("value", MALFORMED_THRESHOLDS)
+def test_a_malformed_threshold_setting_stops_the_command_and_the_task(
+    deliver: Any, spy: Spy, queue: Any, settings: Any, value: Any
+) -> None:
+    """call_command (a host's scheduler), --skip-checks and the periodic task
+    run without E115: int() made "abc" and None a traceback, 10**12 an error
+    naming --older-than, and 1.5 or "15" a threshold nobody wrote. Each is
+    refused, naming the setting, and nothing is enqueued."""
+    received_minutes_ago(deliver, 20)
+    queue.clear()
+    settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "WEBHOOK_REQUEUE_AFTER_MINUTES": value}
+
+    with pytest.raises(CommandError, match="WEBHOOK_REQUEUE_AFTER_MINUTES"):
+        requeue("--dry-run")
+    with pytest.raises(CommandError, match="WEBHOOK_REQUEUE_AFTER_MINUTES"):
+        requeue()
+    with pytest.raises(PeriodicJobFailed, match="WEBHOOK_REQUEUE_AFTER_MINUTES") as failed:
+        requeue_stuck_events_task.call()
+    assert failed.value.summary["requeued"] == []
+    assert enqueued_ids(queue) == []
+    # --older-than is the operator's way round it meanwhile.
+    assert "Re-enqueued 1 events" in requeue("--older-than", "15")
+
+
+@pytest.mark.parametrize("value", MALFORMED_THRESHOLDS)
 def test_the_threshold_setting_is_checked(settings: Any, value: Any) -> None:
     settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "WEBHOOK_REQUEUE_AFTER_MINUTES": value}
     assert "escrow_connect.E115" in {message.id for message in run_checks()}

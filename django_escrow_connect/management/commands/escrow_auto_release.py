@@ -24,7 +24,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        changes = auto_release(dry_run=options["dry_run"])
+        try:
+            changes = auto_release(dry_run=options["dry_run"])
+        except ValueError as exc:  # AUTO_RELEASE_AFTER_DAYS (E034), when checks were skipped
+            raise CommandError(str(exc)) from None
         if changes is None:
             self.stdout.write(
                 f'Automatic release is off ({SETTING_NAME}["AUTO_RELEASE_AFTER_DAYS"] is None); '

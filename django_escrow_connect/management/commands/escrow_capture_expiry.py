@@ -28,8 +28,10 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Only report what would change.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        action = options["action"] or escrow_settings.CAPTURE_EXPIRY_ACTION
-        changes = capture_expiry(action=action, dry_run=options["dry_run"])
+        try:
+            changes = capture_expiry(action=options["action"], dry_run=options["dry_run"])
+        except ValueError as exc:  # a setting E035/E101 refuses, when checks were skipped
+            raise CommandError(str(exc)) from None
         hours = escrow_settings.CAPTURE_EXPIRY_WARNING_HOURS
         if not changes:
             self.stdout.write(f"No manual-capture hold expires within {hours} hours.")

@@ -17,7 +17,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...webhooks.operations import FetchResult, connected_account_ids, fetch_missed_events
-from ..arguments import check_since
+from ..arguments import check_account_ids, check_since
 
 
 class Command(BaseCommand):
@@ -63,6 +63,7 @@ class Command(BaseCommand):
         since = check_since(options["since"])
         if since is None:
             raise CommandError("--since is required.")
+        check_account_ids("--account", options["account"])
         accounts = list(options["account"])
         if options["all_accounts"]:
             accounts += connected_account_ids()
@@ -88,10 +89,20 @@ class Command(BaseCommand):
                 self.stdout.write(f"{result.source}: {_left_alone(result)}")
             failed += result.outcomes.get("failed", 0)
         if failed or unreachable:
-            raise CommandError(
+            message = (
                 f"{failed} events failed processing, {unreachable} sources could not be "
                 "listed; see above and the event log."
             )
+            if unreachable:
+                # The listing is all or nothing per source: a page that fails
+                # leaves none of its events recorded, so the same period has
+                # to be asked for again.
+                message += (
+                    " Nothing was recorded from a source that could not be listed: run it "
+                    "again with the same --since once the cause above is fixed, within the "
+                    "30 days Stripe lists."
+                )
+            raise CommandError(message)
 
 
 def _left_alone(result: FetchResult) -> str:

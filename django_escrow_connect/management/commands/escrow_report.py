@@ -40,7 +40,10 @@ class Command(BaseCommand):
             raise CommandError("--since is required.")
         if until is not None and until <= since:
             raise CommandError("--until must be after --since.")
-        report = build_report(since=since, until=until)
+        try:
+            report = build_report(since=since, until=until)
+        except ValueError as exc:  # STUCK_PAYMENT_HOURS, when checks were skipped
+            raise CommandError(str(exc)) from None
         if options["format"] == "json":
             self.stdout.write(json.dumps(report, indent=2, sort_keys=True))
         else:

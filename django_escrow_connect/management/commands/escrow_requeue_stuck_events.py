@@ -16,9 +16,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...conf import SETTING_NAME, escrow_settings
+from ...conf import SETTING_NAME
 from ...dates import check_period
-from ...webhooks.operations import requeue_stuck_events
+from ...webhooks.operations import requeue_after_minutes, requeue_stuck_events
 from ..arguments import check_count
 
 
@@ -39,17 +39,18 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         minutes = options["older_than"]
-        if minutes is None:
-            minutes = escrow_settings.WEBHOOK_REQUEUE_AFTER_MINUTES
-        if int(minutes) < 1:
-            raise CommandError("--older-than must be at least 1 minute.")
         try:
-            check_period("--older-than", minutes=int(minutes))
+            if minutes is None:
+                minutes = requeue_after_minutes()
+            elif minutes < 1:
+                raise ValueError("--older-than must be at least 1 minute.")
+            else:
+                check_period("--older-than", minutes=minutes)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         check_count("--limit", options["limit"], minimum=1)
         ids = requeue_stuck_events(
-            timedelta(minutes=int(minutes)), limit=options["limit"], dry_run=options["dry_run"]
+            timedelta(minutes=minutes), limit=options["limit"], dry_run=options["dry_run"]
         )
         if ids is None:
             self.stdout.write(
