@@ -15,8 +15,10 @@ unit is rejected, never rounded.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Final
 
 from django.apps import apps
@@ -26,6 +28,7 @@ from django.utils.translation import gettext
 __all__ = [
     "MAX_CHARGE_AMOUNT",
     "MAX_MINOR_AMOUNT",
+    "MIN_CHARGE_AMOUNTS",
     "THREE_DECIMAL_CURRENCIES",
     "WHOLE_UNIT_CHARGE_CURRENCIES",
     "ZERO_DECIMAL_CURRENCIES",
@@ -38,8 +41,10 @@ __all__ = [
     "currency_exponent",
     "format_money",
     "from_minor_units",
+    "min_charge_amount",
     "normalize_currency",
     "to_minor_units",
+    "validate_charge_amount",
     "validate_minor_amount",
 ]
 
@@ -114,6 +119,50 @@ MAX_MINOR_AMOUNT: Final[int] = 2**63 - 1
 #: those checks its own bound. Validate user-entered prices against it before
 #: they are stored, so they fail as a 400, not later at Stripe.
 MAX_CHARGE_AMOUNT: Final[int] = 99_999_999
+
+#: Smallest charge Stripe accepts, per currency, in its minor units: Stripe's
+#: table "Minimum and maximum charge amounts"
+#: (https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts).
+#:
+#: What the table means: Stripe's minimum is set in the *settlement* currency
+#: (the platform's: every charge this package makes is on the platform's
+#: account, whichever escrow strategy, so it settles in the platform's
+#: currency), and a charge in another currency must still reach it once
+#: converted ("Amount must convert to at least ..."). An entry here is
+#: the minimum of a charge in that currency settled in that same currency;
+#: a charge presented in one currency and settled in another can be refused
+#: by Stripe above it, at the day's rate, which no fixed table can know.
+#: Currencies Stripe lists no minimum for are absent (any positive amount).
+#: Checked before anything is recorded (:func:`validate_charge_amount`), so a
+#: tip or a price below it is a 4xx, not a journaled call Stripe refuses.
+MIN_CHARGE_AMOUNTS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "usd": 50,
+        "aed": 200,
+        "aud": 50,
+        "bgn": 100,
+        "brl": 50,
+        "cad": 50,
+        "chf": 50,
+        "czk": 1500,
+        "dkk": 250,
+        "eur": 50,
+        "gbp": 30,
+        "hkd": 400,
+        "huf": 17500,
+        "inr": 50,
+        "jpy": 50,
+        "mxn": 1000,
+        "myr": 200,
+        "nok": 300,
+        "nzd": 50,
+        "pln": 200,
+        "ron": 200,
+        "sek": 300,
+        "sgd": 50,
+        "thb": 1000,
+    }
+)
 
 _CURRENCY_RE: Final = re.compile(r"[a-z]{3}")
 
@@ -332,7 +381,9 @@ def validate_minor_amount(amount: int, currency: str) -> int:
     * ISK amounts that are not whole krónur (divisible by 100), which Stripe
       refuses since card networks stopped accepting fractional ISK.
 
-    Zero is allowed; Stripe's per-currency minimum charge is not checked.
+    Zero is allowed; Stripe's per-currency minimum charge is not checked
+    here (refunds and transfers have none): :func:`validate_charge_amount`
+    checks a charge's.
     """
     # The messages reach API clients (a refund's, a release's, a tip's
     # amount; a price in a task's terms): in the request's language.
@@ -354,6 +405,39 @@ def validate_minor_amount(amount: int, currency: str) -> int:
                 "amount": amount,
                 "below": below,
                 "above": below + step,
+            }
+        )
+    return amount
+
+
+def min_charge_amount(currency: str) -> int:
+    """The smallest charge Stripe accepts in ``currency`` (minor units): its
+    :data:`MIN_CHARGE_AMOUNTS` entry, or 1 for a currency without one."""
+    return MIN_CHARGE_AMOUNTS.get(normalize_currency(currency), 1)
+
+
+def validate_charge_amount(amount: int, currency: str) -> int:
+    """Check that Stripe can charge ``amount`` in one payment; return it.
+
+    :func:`validate_minor_amount`'s rules, and the amount between the
+    currency's minimum (:func:`min_charge_amount`) and
+    :data:`MAX_CHARGE_AMOUNT`, both included: what a PaymentIntent is
+    created with (a payment's price, a milestone funded on its own, a tip).
+    Raises :class:`InvalidAmount`, in the request's language.
+    """
+    validate_minor_amount(amount, currency)
+    minimum = min_charge_amount(currency)
+    if amount < minimum:
+        raise InvalidAmount(
+            _("The amount must be at least %(minimum)s, Stripe's smallest charge; got %(amount)s.")
+            % {"minimum": format_money(minimum, currency), "amount": format_money(amount, currency)}
+        )
+    if amount > MAX_CHARGE_AMOUNT:
+        raise InvalidAmount(
+            _("The amount must be at most %(maximum)s, Stripe's largest charge; got %(amount)s.")
+            % {
+                "maximum": format_money(MAX_CHARGE_AMOUNT, currency),
+                "amount": format_money(amount, currency),
             }
         )
     return amount

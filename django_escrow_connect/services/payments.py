@@ -13,6 +13,7 @@ looks it up at Stripe first. Money cannot move twice.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -27,7 +28,13 @@ from .. import permissions
 from ..conf import escrow_settings
 from ..exceptions import GatewayError
 from ..fees import compute_platform_fee
-from ..money import InvalidAmount, amount_step, format_money, validate_minor_amount
+from ..money import (
+    InvalidAmount,
+    amount_step,
+    format_money,
+    validate_charge_amount,
+    validate_minor_amount,
+)
 from ..notifications import deliver, notify
 from ..states import (
     AccountStatus,
@@ -77,6 +84,7 @@ PAYMENT_ID_NAMESPACE = uuid.UUID("6f1c1a3e-5b0e-4e53-9a55-6c0a1e7f3b21")
 
 
 _log = outcomes.log_payment
+logger = logging.getLogger("django_escrow_connect.payments")
 
 
 @dataclass(frozen=True)
@@ -173,6 +181,7 @@ def create_payment(
         if existing is not None:
             _refuse_other_terms(existing, part_terms)
         if existing is None:
+            _require_chargeable(task, part_terms)
             payment, operation = _new_payment(
                 task,
                 part_terms,
@@ -197,6 +206,26 @@ def create_payment(
     client_secret = outcome.result.client_secret
     notify("payment_required", payment=payment, client_secret=client_secret)
     return PaymentStart(payment=payment, client_secret=client_secret, created=True)
+
+
+def _require_chargeable(task: Any, terms: Any) -> None:
+    """Refuse (409, nothing written) a new payment Stripe would not charge.
+
+    The price comes from the host's data (a bid, a milestone funded on its
+    own): one below Stripe's smallest charge in its currency, or above its
+    largest, would be journaled and then refused by Stripe. Checked here,
+    for the amount charged, not in :class:`~..terms.EscrowTerms`: a milestone
+    funded up front is only ever transferred, and terms of payments made
+    before this check are read again to release them.
+    """
+    try:
+        validate_charge_amount(terms.amount, terms.currency)
+    except InvalidAmount as exc:
+        logger.error("Task %s cannot be paid, its terms are invalid: %s", task.pk, exc)
+        raise errors.Conflict(
+            _("This task's price cannot be paid as it stands: %(reason)s") % {"reason": exc},
+            code="no_payment_terms",
+        ) from exc
 
 
 def _no_such_task() -> errors.ServiceError:

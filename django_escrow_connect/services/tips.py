@@ -42,7 +42,13 @@ from .. import permissions
 from ..exceptions import GatewayError
 from ..fees import compute_tip_fee
 from ..gateway.types import PaymentIntentSnapshot
-from ..money import MAX_CHARGE_AMOUNT, InvalidAmount, validate_minor_amount
+from ..money import (
+    MAX_CHARGE_AMOUNT,
+    InvalidAmount,
+    format_money,
+    min_charge_amount,
+    validate_minor_amount,
+)
 from ..states import MoneyOperationKind, TipStatus, TipTransferStatus
 from ..states import MoneyOperationStatus as OS
 from ..states import PaymentStatus as S
@@ -325,9 +331,19 @@ def _begin_tip(payment: Any, user: Any, amount: Any, request_key: str = "") -> t
         validate_minor_amount(amount, payment.currency)
     except (InvalidAmount, TypeError) as exc:
         raise errors.InvalidInput(str(exc), code="invalid_amount") from exc
-    if not 1 <= amount <= limit:
+    minimum = min_charge_amount(payment.currency)
+    if amount < minimum:
+        # A tip is a charge of its own: below Stripe's smallest charge it
+        # would be journaled and then refused by Stripe.
         raise errors.InvalidInput(
-            _("A tip must be between 1 and %(limit)s (minor units).") % {"limit": limit},
+            _("A tip must be at least %(minimum)s (minor units), %(money)s: Stripe's minimum.")
+            % {"minimum": minimum, "money": format_money(minimum, payment.currency)},
+            code="amount_too_small",
+        )
+    if amount > limit:
+        raise errors.InvalidInput(
+            _("A tip must be between %(minimum)s and %(limit)s (minor units).")
+            % {"minimum": minimum, "limit": limit},
             code="invalid_amount",
         )
     Tip = tip_model()

@@ -13,6 +13,7 @@ from ..exceptions import (
     BalanceInsufficient,
     InvalidRequest,
 )
+from ..money import MIN_CHARGE_AMOUNTS
 
 if TYPE_CHECKING:
     from .store import SimulatedStripe
@@ -35,8 +36,9 @@ MAX_AMOUNT = 99_999_999
 SETTLEMENT_DELAY_SECONDS = 2 * 24 * 3600
 #: Stripe removes idempotency keys once they are at least 24 hours old.
 IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600
-#: Stripe's minimum charge amounts for a few currencies (others: 1).
-MINIMUM_CHARGE = {"usd": 50, "eur": 50, "gbp": 30, "cad": 50, "aud": 50, "chf": 50, "jpy": 50}
+#: Stripe's minimum charge amounts (others: 1): the package's table, so the
+#: simulation refuses what Stripe would.
+MINIMUM_CHARGE = MIN_CHARGE_AMOUNTS
 
 _EU = frozenset(
     {

@@ -161,7 +161,7 @@ def test_tip_above_the_maximum_shows_the_package_message_and_creates_nothing(
     response = client_for(people.customer).post(
         reverse("task-tip", args=[task.pk]), {"amount": "100.01"}, follow=True
     )
-    assert "A tip must be between 1 and 10000 (minor units)." in messages_of(response)
+    assert "A tip must be between 50 and 10000 (minor units)." in messages_of(response)
     assert tips_of(task) == []
 
 

@@ -143,15 +143,19 @@ class Marketplace:
             SimulatedGateway().confirm_payment_intent(payment.stripe_payment_intent_id, card)
         return self.payment(payment_id)
 
-    def held_payment(self, *, to_org: bool = False, amount: int = 10_000) -> Any:
-        response = self.create(self.task(to_org=to_org, amount=amount))
+    def held_payment(
+        self, *, to_org: bool = False, amount: int = 10_000, currency: str = "usd"
+    ) -> Any:
+        response = self.create(self.task(to_org=to_org, amount=amount, currency=currency))
         assert response.status_code == 201, response.content
         payment = self.pay(response.json()["payment_id"])
         assert payment.status == "held"
         return payment
 
-    def released_payment(self, *, to_org: bool = False, amount: int = 10_000) -> Any:
-        payment = self.held_payment(to_org=to_org, amount=amount)
+    def released_payment(
+        self, *, to_org: bool = False, amount: int = 10_000, currency: str = "usd"
+    ) -> Any:
+        payment = self.held_payment(to_org=to_org, amount=amount, currency=currency)
         response = self.post(self.customer, "payment-confirm", payment_id=payment.pk)
         assert response.status_code == 200, response.content
         return self.payment(payment.pk)
@@ -292,6 +296,7 @@ def assert_terms_refused(
     assert any("its terms are invalid" in r.getMessage() for r in caplog.records)
     assert market.create(task, user=market.other, **body).status_code == 404
     assert not swappable.load("EscrowPayment").objects.filter(task_id=task.pk).exists()
+    assert not swappable.load("MoneyOperation").objects.filter(payment__task_id=task.pk).exists()
     assert money_calls(sim_stripe) == []
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from django_escrow_connect import swappable
+from django_escrow_connect.money import MAX_CHARGE_AMOUNT
 from django_escrow_connect.terms import FUND_PER_MILESTONE, FUND_UP_FRONT, TermsUnavailable
 from tests import factories
 
@@ -222,6 +223,10 @@ def test_the_customer_is_told_why_a_task_cannot_be_paid_yet(market, sim_stripe):
         (12_345, "kwd", "must end in 0"),
         (0, "usd", "positive"),
         (1_000, "u$d", "Invalid currency code 'u$d'"),
+        (49, "usd", "at least 0.50 USD, Stripe's smallest charge; got 0.49 USD"),
+        (1, "gbp", "at least 0.30 GBP"),
+        (49, "jpy", "at least 50 JPY, Stripe's smallest charge; got 49 JPY"),
+        (MAX_CHARGE_AMOUNT + 1, "usd", "at most 999,999.99 USD, Stripe's largest charge"),
     ],
 )
 def test_a_price_stripe_cannot_charge_is_a_409_for_the_customer(
@@ -278,6 +283,33 @@ def test_a_milestone_a_user_typed_that_cannot_be_paid_is_a_409_for_the_customer(
     task = market.task(amount=10_000, currency=currency)
     EXTRA[task.pk] = {"typed_milestones": milestones, "funding": funding}
     assert_terms_refused(market, sim_stripe, caplog, task, why, **body)
+
+
+@pytest.mark.parametrize(("amount", "currency"), [(50, "usd"), (30, "gbp"), (50, "jpy")])
+def test_a_price_of_stripes_smallest_charge_is_paid(market, sim_stripe, amount, currency):
+    task = market.task(amount=amount, currency=currency)
+    response = market.create(task)
+    assert response.status_code == 201, response.content
+    payment = market.pay(response.json()["payment_id"])
+    assert (payment.status, payment.amount, payment.currency) == ("held", amount, currency)
+
+
+@pytest.mark.usefixtures("split")
+def test_a_milestone_below_stripes_smallest_charge_is_refused_only_when_charged_alone(
+    market, sim_stripe, caplog
+):
+    """Funded per milestone, each milestone is a charge of its own: one below
+    Stripe's minimum is refused before anything is written. Funded up front,
+    the same milestone is only ever transferred: the task is paid."""
+    milestones = [("Deposit", "40"), ("Build", "9960")]
+    task = market.task(amount=10_000)
+    EXTRA[task.pk] = {"typed_milestones": milestones, "funding": FUND_PER_MILESTONE}
+    why = "at least 0.50 USD, Stripe's smallest charge; got 0.40 USD"
+    assert_terms_refused(market, sim_stripe, caplog, task, why, milestone=1)
+
+    EXTRA[task.pk] = {"typed_milestones": milestones, "funding": FUND_UP_FRONT}
+    response = market.create(task)
+    assert response.status_code == 201, response.content
 
 
 def terms_without_a_payer(task):

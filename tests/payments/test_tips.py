@@ -166,6 +166,32 @@ def test_a_tip_above_stripes_largest_charge_is_refused_before_stripe(market, set
     assert not payment.operations.filter(kind="tip_intent").exists()
 
 
+@pytest.mark.parametrize(
+    ("currency", "amount", "minimum"),
+    [("usd", 1, 50), ("usd", 49, 50), ("jpy", 1, 50), ("jpy", 49, 50)],
+)
+def test_a_tip_below_stripes_smallest_charge_writes_nothing(
+    market, settings, currency, amount, minimum
+):
+    """A tip is a charge of its own: below Stripe's minimum in its currency
+    (0.50 USD, 50 JPY, zero-decimal) it is a 400 before the tip or its
+    operation is written, not a call Stripe refuses after it was journaled."""
+    configure(settings, TIP_MAX_AMOUNT={currency: TIP_LIMIT})
+    payment = market.released_payment(currency=currency)
+    written = tip_journal(payment)
+    intents = len(escrow_calls("create_payment_intent"))
+
+    response = add_tip(market, payment, amount)
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "amount_too_small"
+    assert f"at least {minimum} " in response.json()["error"]["message"]
+    assert tip_journal(payment) == written
+    assert len(escrow_calls("create_payment_intent")) == intents
+    # At the minimum, the tip is added.
+    assert add_tip(market, payment, minimum).status_code == 201
+
+
 def test_no_tips_in_a_currency_without_a_limit(market, settings):
     configure(settings, TIP_MAX_AMOUNT={"eur": 100})
     payment = market.released_payment()
