@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import (
     PermissionDenied,
     RequestDataTooBig,
@@ -101,9 +102,66 @@ def _encodable(detail: Any) -> Any:
     return detail
 
 
+class RequestTooLarge(exceptions.APIException):
+    """A request body larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (413)."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(_("The request body is larger than %(limit)s bytes.") % {"limit": limit})
+
+
+class _BoundedStream:
+    """A request body read no further than ``limit`` bytes.
+
+    Content-Length may be understated (an ASGI server hands Django the whole
+    body, whatever the header said), so the bytes read are counted: one byte
+    past the limit is a :class:`RequestTooLarge`, before the rest is read.
+    """
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self.stream = stream
+        self.limit = limit
+        self.remaining = limit
+
+    def read(self, size: int | None = -1) -> bytes:
+        wanted = self.remaining + 1 if size is None or size < 0 else size
+        chunk: bytes = self.stream.read(min(wanted, self.remaining + 1))
+        self._count(chunk)
+        return chunk
+
+    def readline(self, size: int | None = -1) -> bytes:
+        wanted = self.remaining + 1 if size is None or size < 0 else size
+        line: bytes = self.stream.readline(min(wanted, self.remaining + 1))
+        self._count(line)
+        return line
+
+    def _count(self, chunk: bytes) -> None:
+        self.remaining -= len(chunk)
+        if self.remaining < 0:
+            raise RequestTooLarge(self.limit)
+
+
+def _declared_length(meta: Any) -> int:
+    """The request's Content-Length as DRF reads it (0: none, or not a number)."""
+    try:
+        return int(meta.get("CONTENT_LENGTH", meta.get("HTTP_CONTENT_LENGTH", 0)))
+    except (ValueError, TypeError):
+        return 0
+
+
 class _NestingSafeParser(BaseParser):
-    """One of the view's parsers, with a document nested too deeply or a form
-    past Django's limits as a 400 in the API's error shape.
+    """One of the view's parsers, with a body past Django's limits refused,
+    and a document nested too deeply as a 400, in the API's error shape.
+
+    Django enforces ``DATA_UPLOAD_MAX_MEMORY_SIZE`` when ``request.body`` or
+    ``request.POST`` is read, but DRF's parsers read the request's stream
+    themselves: a JSON body of any size was read into memory and parsed. A
+    declared ``Content-Length`` over the limit is refused before a byte is
+    read, and the bytes read are counted (:class:`_BoundedStream`); ``None``
+    means no limit, as for Django. The package's API takes no files, so the
+    limit is the whole body's.
 
     ``json`` decodes nested arrays and objects by recursion: ``[[[...]]]``
     deeper than Python's recursion limit raises ``RecursionError``, which
@@ -111,8 +169,7 @@ class _NestingSafeParser(BaseParser):
     ``ValueError`` only), so the request would end in a 500.
 
     A form body with more fields or files than ``DATA_UPLOAD_MAX_NUMBER_FIELDS``
-    / ``DATA_UPLOAD_MAX_NUMBER_FILES`` (or, multipart, larger than
-    ``DATA_UPLOAD_MAX_MEMORY_SIZE``) raises a ``SuspiciousOperation`` that
+    / ``DATA_UPLOAD_MAX_NUMBER_FILES`` raises a ``SuspiciousOperation`` that
     DRF leaves to Django: a 400, but Django's HTML page, not this API's
     ``{"error": ...}`` body.
     """
@@ -123,13 +180,22 @@ class _NestingSafeParser(BaseParser):
         self.renderer_class = getattr(parser, "renderer_class", None)
 
     def parse(self, stream: Any, media_type: Any = None, parser_context: Any = None) -> Any:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None:
+            request = (parser_context or {}).get("request")
+            if _declared_length(getattr(request, "META", {})) > limit:
+                raise RequestTooLarge(limit)
+            stream = _BoundedStream(stream, limit)
         try:
             return self.parser.parse(stream, media_type, parser_context)
         except RecursionError:
             raise exceptions.ParseError(_("The request body is nested too deeply.")) from None
-        except (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent):
+        except RequestDataTooBig:
+            # Django's multipart parser, counting the form's fields.
+            raise RequestTooLarge(limit or 0) from None
+        except (TooManyFieldsSent, TooManyFilesSent):
             raise exceptions.ParseError(
-                _("The request body has too many fields or is too large.")
+                _("The request body has too many fields or files.")
             ) from None
 
 
