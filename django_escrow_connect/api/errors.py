@@ -8,6 +8,7 @@ need not change their global ``EXCEPTION_HANDLER``.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -20,6 +21,7 @@ from django.core.exceptions import (
 )
 from django.http import Http404
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from rest_framework import exceptions, status
 from rest_framework.exceptions import ErrorDetail
 from rest_framework.parsers import BaseParser
@@ -143,6 +145,36 @@ class _BoundedStream:
             raise RequestTooLarge(self.limit)
 
 
+class LengthRequired(exceptions.APIException):
+    """A request body sent without a Content-Length (411)."""
+
+    status_code = status.HTTP_411_LENGTH_REQUIRED
+    default_code = "length_required"
+    default_detail = gettext_lazy("Send the request body with a Content-Length header.")
+
+
+def _refuse_undeclared_body(request: Any) -> None:
+    """Refuse a body that came without a Content-Length.
+
+    DRF reads no body unless Content-Length is a positive number: under ASGI
+    a chunked (or HTTP/2) request has its body and no Content-Length, and
+    ``request.data`` was ``{}``: a refund of ``{"amount": 100}`` refunded
+    everything. Django hands such a body over as a file (WSGI gives none
+    without Content-Length); its size is looked up, nothing is read, so
+    ``request.body`` stays readable for the host.
+    """
+    if request.method not in ("POST", "PUT", "PATCH") or _declared_length(request.META) > 0:
+        return
+    stream = getattr(request._request, "_stream", None)
+    if stream is None or not getattr(stream, "seekable", lambda: False)():
+        return
+    position = stream.tell()
+    size = stream.seek(0, os.SEEK_END)
+    stream.seek(position)
+    if size > position:
+        raise LengthRequired()
+
+
 def _declared_length(meta: Any) -> int:
     """The request's Content-Length as DRF reads it (0: none, or not a number)."""
     try:
@@ -151,7 +183,7 @@ def _declared_length(meta: Any) -> int:
         return 0
 
 
-class _NestingSafeParser(BaseParser):
+class _GuardedParser(BaseParser):
     """One of the view's parsers, with a body past Django's limits refused,
     and a document nested too deeply as a 400, in the API's error shape.
 
@@ -206,7 +238,11 @@ class EscrowAPIView(APIView):
         # The parsers the host configured (DEFAULT_PARSER_CLASSES, or the
         # view's parser_classes), each guarded: the host's settings stay as
         # they are.
-        return [_NestingSafeParser(parser) for parser in super().get_parsers()]
+        return [_GuardedParser(parser) for parser in super().get_parsers()]
+
+    def initial(self, request: Any, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        _refuse_undeclared_body(request)
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):

@@ -205,27 +205,38 @@ def test_an_understated_content_length_is_not_read_past_the_limit(
 ) -> None:
     """An ASGI server hands Django the whole body, whatever Content-Length said."""
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 200
+    response = asgi_refund(endpoints, '{"amount": 100}'.ljust(1000), content_length="15")
+    assert response.status_code == 413, response.data
+    assert response.data["error"]["code"] == "request_too_large"
+
+
+def test_a_body_without_content_length_is_refused_not_read_as_empty(
+    endpoints: Endpoints,
+) -> None:
+    """A chunked ASGI request: DRF reads no body without Content-Length, so a
+    refund of 100 was a refund of ``{}``, everything."""
+    response = asgi_refund(endpoints, '{"amount": 100}', content_length=None)
+    assert response.status_code == 411, response.data
+    assert response.data["error"]["code"] == "length_required"
+
+
+def asgi_refund(endpoints: Endpoints, body: str, *, content_length: str | None) -> Any:
+    """The doer's refund of the held payment as an ASGI request with ``body`` and
+    that Content-Length header (``None``: none), checked to write nothing."""
     url = endpoints.url("payment-refund", endpoints.held.pk)
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": url,
-        "query_string": b"",
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", b"15"),
-            (b"host", b"testserver"),
-        ],
-    }
-    request = ASGIRequest(scope, io.BytesIO('{"amount": 100}'.ljust(1000).encode()))
+    headers = [(b"content-type", b"application/json"), (b"host", b"testserver")]
+    if content_length is not None:
+        headers.append((b"content-length", content_length.encode()))
+    scope = {"type": "http", "method": "POST", "path": url, "query_string": b"", "headers": headers}
+    # Django's ASGI handler spools the body to a seekable file.
+    request = ASGIRequest(scope, io.BytesIO(body.encode()))
     force_authenticate(request, user=endpoints.market.doer)
     before, calls_before = snapshot(), len(endpoints.stripe.calls)
     match = resolve(url)
     response = match.func(request, *match.args, **match.kwargs)
-    assert response.status_code == 413, response.data
-    assert response.data["error"]["code"] == "request_too_large"
     assert snapshot() == before
     assert len(endpoints.stripe.calls) == calls_before
+    return response
 
 
 @pytest.mark.parametrize("limit", [200, None])
