@@ -8,9 +8,11 @@ need not change their global ``EXCEPTION_HANDLER``.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import (
     PermissionDenied,
     RequestDataTooBig,
@@ -19,6 +21,7 @@ from django.core.exceptions import (
 )
 from django.http import Http404
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from rest_framework import exceptions, status
 from rest_framework.exceptions import ErrorDetail
 from rest_framework.parsers import BaseParser
@@ -101,9 +104,96 @@ def _encodable(detail: Any) -> Any:
     return detail
 
 
-class _NestingSafeParser(BaseParser):
-    """One of the view's parsers, with a document nested too deeply or a form
-    past Django's limits as a 400 in the API's error shape.
+class RequestTooLarge(exceptions.APIException):
+    """A request body larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (413)."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(_("The request body is larger than %(limit)s bytes.") % {"limit": limit})
+
+
+class _BoundedStream:
+    """A request body read no further than ``limit`` bytes.
+
+    Content-Length may be understated (an ASGI server hands Django the whole
+    body, whatever the header said), so the bytes read are counted: one byte
+    past the limit is a :class:`RequestTooLarge`, before the rest is read.
+    """
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self.stream = stream
+        self.limit = limit
+        self.remaining = limit
+
+    def read(self, size: int | None = -1) -> bytes:
+        wanted = self.remaining + 1 if size is None or size < 0 else size
+        chunk: bytes = self.stream.read(min(wanted, self.remaining + 1))
+        self._count(chunk)
+        return chunk
+
+    def readline(self, size: int | None = -1) -> bytes:
+        wanted = self.remaining + 1 if size is None or size < 0 else size
+        line: bytes = self.stream.readline(min(wanted, self.remaining + 1))
+        self._count(line)
+        return line
+
+    def _count(self, chunk: bytes) -> None:
+        self.remaining -= len(chunk)
+        if self.remaining < 0:
+            raise RequestTooLarge(self.limit)
+
+
+class LengthRequired(exceptions.APIException):
+    """A request body sent without a Content-Length (411)."""
+
+    status_code = status.HTTP_411_LENGTH_REQUIRED
+    default_code = "length_required"
+    default_detail = gettext_lazy("Send the request body with a Content-Length header.")
+
+
+def _refuse_undeclared_body(request: Any) -> None:
+    """Refuse a body that came without a Content-Length.
+
+    DRF reads no body unless Content-Length is a positive number: under ASGI
+    a chunked (or HTTP/2) request has its body and no Content-Length, and
+    ``request.data`` was ``{}``: a refund of ``{"amount": 100}`` refunded
+    everything. Django hands such a body over as a file (WSGI gives none
+    without Content-Length); its size is looked up, nothing is read, so
+    ``request.body`` stays readable for the host.
+    """
+    if request.method not in ("POST", "PUT", "PATCH") or _declared_length(request.META) > 0:
+        return
+    stream = getattr(request._request, "_stream", None)
+    if stream is None or not getattr(stream, "seekable", lambda: False)():
+        return
+    position = stream.tell()
+    size = stream.seek(0, os.SEEK_END)
+    stream.seek(position)
+    if size > position:
+        raise LengthRequired()
+
+
+def _declared_length(meta: Any) -> int:
+    """The request's Content-Length as DRF reads it (0: none, or not a number)."""
+    try:
+        return int(meta.get("CONTENT_LENGTH", meta.get("HTTP_CONTENT_LENGTH", 0)))
+    except (ValueError, TypeError):
+        return 0
+
+
+class _GuardedParser(BaseParser):
+    """One of the view's parsers, with a body past Django's limits refused,
+    and a document nested too deeply as a 400, in the API's error shape.
+
+    Django enforces ``DATA_UPLOAD_MAX_MEMORY_SIZE`` when ``request.body`` or
+    ``request.POST`` is read, but DRF's parsers read the request's stream
+    themselves: a JSON body of any size was read into memory and parsed. A
+    declared ``Content-Length`` over the limit is refused before a byte is
+    read, and the bytes read are counted (:class:`_BoundedStream`); ``None``
+    means no limit, as for Django. The package's API takes no files, so the
+    limit is the whole body's.
 
     ``json`` decodes nested arrays and objects by recursion: ``[[[...]]]``
     deeper than Python's recursion limit raises ``RecursionError``, which
@@ -111,8 +201,7 @@ class _NestingSafeParser(BaseParser):
     ``ValueError`` only), so the request would end in a 500.
 
     A form body with more fields or files than ``DATA_UPLOAD_MAX_NUMBER_FIELDS``
-    / ``DATA_UPLOAD_MAX_NUMBER_FILES`` (or, multipart, larger than
-    ``DATA_UPLOAD_MAX_MEMORY_SIZE``) raises a ``SuspiciousOperation`` that
+    / ``DATA_UPLOAD_MAX_NUMBER_FILES`` raises a ``SuspiciousOperation`` that
     DRF leaves to Django: a 400, but Django's HTML page, not this API's
     ``{"error": ...}`` body.
     """
@@ -123,13 +212,22 @@ class _NestingSafeParser(BaseParser):
         self.renderer_class = getattr(parser, "renderer_class", None)
 
     def parse(self, stream: Any, media_type: Any = None, parser_context: Any = None) -> Any:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None:
+            request = (parser_context or {}).get("request")
+            if _declared_length(getattr(request, "META", {})) > limit:
+                raise RequestTooLarge(limit)
+            stream = _BoundedStream(stream, limit)
         try:
             return self.parser.parse(stream, media_type, parser_context)
         except RecursionError:
             raise exceptions.ParseError(_("The request body is nested too deeply.")) from None
-        except (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent):
+        except RequestDataTooBig:
+            # Django's multipart parser, counting the form's fields.
+            raise RequestTooLarge(limit or 0) from None
+        except (TooManyFieldsSent, TooManyFilesSent):
             raise exceptions.ParseError(
-                _("The request body has too many fields or is too large.")
+                _("The request body has too many fields or files.")
             ) from None
 
 
@@ -140,7 +238,11 @@ class EscrowAPIView(APIView):
         # The parsers the host configured (DEFAULT_PARSER_CLASSES, or the
         # view's parser_classes), each guarded: the host's settings stay as
         # they are.
-        return [_NestingSafeParser(parser) for parser in super().get_parsers()]
+        return [_GuardedParser(parser) for parser in super().get_parsers()]
+
+    def initial(self, request: Any, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        _refuse_undeclared_body(request)
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):

@@ -81,9 +81,7 @@ class StrictSerializer(serializers.Serializer[Any]):
 
     def to_internal_value(self, data: Any) -> Any:
         if not hasattr(data, "keys"):
-            raise serializers.ValidationError(
-                {"non_field_errors": [_("Send a JSON object.")]}, code="invalid"
-            )
+            raise _not_an_object()
         unknown = sorted(set(data.keys()) - set(self.fields))
         if unknown:
             raise serializers.ValidationError(
@@ -92,10 +90,20 @@ class StrictSerializer(serializers.Serializer[Any]):
         return super().to_internal_value(data)
 
 
+def _not_an_object() -> serializers.ValidationError:
+    return serializers.ValidationError(
+        {"non_field_errors": [_("Send a JSON object.")]}, code="invalid"
+    )
+
+
 def validated(serializer_class: type[serializers.Serializer[Any]], data: Any) -> dict[str, Any]:
-    """``data`` (a request body or query) checked by ``serializer_class``; 400 otherwise."""
+    """``data`` (a request body or query) checked by ``serializer_class``; 400 otherwise.
+
+    An empty body is DRF's ``{}``; ``None`` is a JSON ``null`` body, which is
+    not an object and is refused as ``[]`` or ``5`` are, not read as no fields.
+    """
     if data is None:
-        data = {}
+        raise _not_an_object()
     if hasattr(data, "dict") and not isinstance(data, dict):
         data = data.dict()  # a QueryDict: a form body, an empty body or a query string
     serializer = serializer_class(data=data)

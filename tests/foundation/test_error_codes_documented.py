@@ -35,6 +35,8 @@ API_WIDE = {
     (401, "not_authenticated"),
     (403, "forbidden"),
     (404, "not_found"),
+    (411, "length_required"),
+    (413, "request_too_large"),
     (429, "throttled"),
 }
 

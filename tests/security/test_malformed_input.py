@@ -11,13 +11,17 @@ integer reaching a query ends in a 500.
 
 from __future__ import annotations
 
+import io
 import json
+import uuid
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from django.core.handlers.asgi import ASGIRequest
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
-from django.urls import reverse
+from django.urls import resolve, reverse
+from rest_framework.test import force_authenticate
 
 from tests.payments.conftest import Marketplace
 
@@ -63,9 +67,11 @@ NOT_AN_ID = [
 ]
 #: What even free text refuses (a reason is cut to 64 characters, not refused).
 FREE_TEXT_REFUSES = ['"\\u0000"', '"1\\u0000"', '"\\ud800"', "true", "[]", "{}"]
-#: Bodies that are not a JSON object, sent as ``application/json``. (``null``
-#: is not here: the API reads it as an empty body, like ``{}``.)
-NOT_AN_OBJECT = ["{", "not json", "[]", "[1, 2]", "1", '"text"', "true", '{"a": 1}}', "\ufeff{}"]
+#: JSON that is not an object: never read as no fields (``{}`` on a release
+#: is "everything held").
+JSON_NOT_AN_OBJECT = ["null", "[]", "[1, 2]", "1", '"text"', "true"]
+#: Bodies that are not a JSON object, sent as ``application/json``.
+NOT_AN_OBJECT = ["{", "not json", *JSON_NOT_AN_OBJECT, '{"a": 1}}', "\ufeff{}"]
 
 
 class Endpoints:
@@ -92,6 +98,8 @@ class Endpoints:
             (m.customer, self.url("payment-confirm", self.held.pk), {}),
             (m.customer, self.url("payment-cancel", self.held.pk), {}),
             (m.customer, self.url("payment-retry", self.held.pk), {}),
+            (m.doer, self.url("milestone-deliver", self.held.pk, 1), {}),
+            (m.staff, self.url("payment-tip-retry-transfer", self.released.pk, uuid.uuid4()), {}),
             (m.doer, self.url("stripe-onboarding-link"), {"account_type": '"individual"'}),
             (m.doer, self.url("stripe-account-session"), {}),
         ]
@@ -121,8 +129,12 @@ def refused(endpoints: Endpoints, user: Any, method: str, url: str, **kwargs: An
 
 def with_field(fields: dict[str, str], name: str, raw: str) -> str:
     """A JSON object's text: ``fields`` (values as JSON text) with ``name`` set to ``raw``."""
-    members = {**fields, name: raw}
-    return "{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in members.items()) + "}"
+    return json_object({**fields, name: raw})
+
+
+def json_object(fields: dict[str, str]) -> str:
+    """A JSON object's text: ``fields``, values as JSON text."""
+    return "{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in fields.items()) + "}"
 
 
 def test_a_body_that_is_not_a_json_object_is_refused(endpoints: Endpoints, sim_stripe: Any) -> None:
@@ -140,6 +152,20 @@ def test_a_body_that_is_not_a_json_object_is_refused(endpoints: Endpoints, sim_s
         refused(endpoints, user, "post", url, data=b"\xff\xfe{}", content_type="text/plain")
 
 
+def test_json_that_is_not_an_object_is_an_invalid_body(endpoints: Endpoints) -> None:
+    """``null`` too: it was read as ``{}``, so a release of ``null`` released everything."""
+    for user, url, _fields in endpoints.posts():
+        for body in JSON_NOT_AN_OBJECT:
+            response = refused(
+                endpoints, user, "post", url, data=body, content_type="application/json"
+            )
+            assert response.status_code == 400
+            assert response.json()["error"]["code"] == "invalid"
+            assert response.json()["error"]["fields"] == {
+                "non_field_errors": ["Send a JSON object."]
+            }
+
+
 def test_a_form_past_django_s_limits_is_a_400_in_the_error_shape(
     endpoints: Endpoints, settings: Any
 ) -> None:
@@ -153,6 +179,79 @@ def test_a_form_past_django_s_limits_is_a_400_in_the_error_shape(
         ):
             response = refused(endpoints, user, "post", url, data=data, content_type=content_type)
             assert response.json()["error"]["code"] == "parse_error"
+
+
+def test_a_body_past_data_upload_max_memory_size_is_a_413_unread(
+    endpoints: Endpoints, settings: Any
+) -> None:
+    """Django's limit holds for ``request.body``; DRF's parsers read the stream.
+
+    Each JSON body is a valid request but for its size (whitespace pads it);
+    a form over the limit was a ``400 parse_error``.
+    """
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 200
+    for user, url, fields in endpoints.posts():
+        for data, content_type in (
+            (json_object(fields).ljust(201), "application/json"),
+            (encode_multipart(BOUNDARY, {"padding": "x" * 201}), MULTIPART_CONTENT),
+        ):
+            response = refused(endpoints, user, "post", url, data=data, content_type=content_type)
+            assert response.status_code == 413
+            assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_an_understated_content_length_is_not_read_past_the_limit(
+    endpoints: Endpoints, settings: Any
+) -> None:
+    """An ASGI server hands Django the whole body, whatever Content-Length said."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 200
+    response = asgi_refund(endpoints, '{"amount": 100}'.ljust(1000), content_length="15")
+    assert response.status_code == 413, response.data
+    assert response.data["error"]["code"] == "request_too_large"
+
+
+def test_a_body_without_content_length_is_refused_not_read_as_empty(
+    endpoints: Endpoints,
+) -> None:
+    """A chunked ASGI request: DRF reads no body without Content-Length, so a
+    refund of 100 was a refund of ``{}``, everything."""
+    response = asgi_refund(endpoints, '{"amount": 100}', content_length=None)
+    assert response.status_code == 411, response.data
+    assert response.data["error"]["code"] == "length_required"
+
+
+def asgi_refund(endpoints: Endpoints, body: str, *, content_length: str | None) -> Any:
+    """The doer's refund of the held payment as an ASGI request with ``body`` and
+    that Content-Length header (``None``: none), checked to write nothing."""
+    url = endpoints.url("payment-refund", endpoints.held.pk)
+    headers = [(b"content-type", b"application/json"), (b"host", b"testserver")]
+    if content_length is not None:
+        headers.append((b"content-length", content_length.encode()))
+    scope = {"type": "http", "method": "POST", "path": url, "query_string": b"", "headers": headers}
+    # Django's ASGI handler spools the body to a seekable file.
+    request = ASGIRequest(scope, io.BytesIO(body.encode()))
+    force_authenticate(request, user=endpoints.market.doer)
+    before, calls_before = snapshot(), len(endpoints.stripe.calls)
+    match = resolve(url)
+    response = match.func(request, *match.args, **match.kwargs)
+    assert snapshot() == before
+    assert len(endpoints.stripe.calls) == calls_before
+    return response
+
+
+@pytest.mark.parametrize("limit", [200, None])
+def test_a_body_within_the_limit_is_read(
+    endpoints: Endpoints, settings: Any, limit: int | None
+) -> None:
+    """A body of exactly the limit is read, and ``None`` is no limit, as for Django."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = limit
+    market = endpoints.market
+    url = endpoints.url("payment-refund", endpoints.held.pk)
+    body = '{"amount": 100}'.ljust(200 if limit else 10_000)
+    with market.capture(execute=True):
+        response = market.client(market.doer).post(url, data=body, content_type="application/json")
+    assert response.status_code == 200, response.content
+    assert response.json()["amount_refunded"] == 100
 
 
 @pytest.mark.parametrize(
