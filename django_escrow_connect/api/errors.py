@@ -159,12 +159,16 @@ def _refuse_undeclared_body(request: Any) -> None:
     DRF reads no body unless Content-Length is a positive number: under ASGI
     a chunked (or HTTP/2) request has its body and no Content-Length, and
     ``request.data`` was ``{}``: a refund of ``{"amount": 100}`` refunded
-    everything. Django hands such a body over as a file (WSGI gives none
-    without Content-Length); its size is looked up, nothing is read, so
-    ``request.body`` stays readable for the host.
+    everything. Under WSGI Django reads no body without Content-Length at
+    all, but a chunked one is announced by ``Transfer-Encoding`` (gunicorn
+    and uWSGI pass the header on). Under ASGI Django hands such a body over
+    as a file; its size is looked up, nothing is read, so ``request.body``
+    stays readable for the host.
     """
     if request.method not in ("POST", "PUT", "PATCH") or _declared_length(request.META) > 0:
         return
+    if request.META.get("HTTP_TRANSFER_ENCODING"):
+        raise LengthRequired()
     stream = getattr(request._request, "_stream", None)
     if stream is None or not getattr(stream, "seekable", lambda: False)():
         return

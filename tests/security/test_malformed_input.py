@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 import pytest
 from django.core.handlers.asgi import ASGIRequest
+from django.test import RequestFactory
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from django.urls import resolve, reverse
 from rest_framework.test import force_authenticate
@@ -220,6 +221,23 @@ def test_a_body_without_content_length_is_refused_not_read_as_empty(
     assert response.data["error"]["code"] == "length_required"
 
 
+def test_a_chunked_wsgi_body_is_refused_not_read_as_empty(endpoints: Endpoints) -> None:
+    """A chunked request under WSGI (gunicorn passes ``Transfer-Encoding`` and
+    no ``CONTENT_LENGTH``): Django hands the view no body at all, so the
+    refund of 100 was read as ``{}``, a refund of everything."""
+    url = endpoints.url("payment-refund", endpoints.held.pk)
+    request = RequestFactory().post(
+        url,
+        data='{"amount": 100}',
+        content_type="application/json",
+        CONTENT_LENGTH="",
+        HTTP_TRANSFER_ENCODING="chunked",
+    )
+    response = refund(endpoints, request)
+    assert response.status_code == 411, response.data
+    assert response.data["error"]["code"] == "length_required"
+
+
 def asgi_refund(endpoints: Endpoints, body: str, *, content_length: str | None) -> Any:
     """The doer's refund of the held payment as an ASGI request with ``body`` and
     that Content-Length header (``None``: none), checked to write nothing."""
@@ -229,7 +247,12 @@ def asgi_refund(endpoints: Endpoints, body: str, *, content_length: str | None) 
         headers.append((b"content-length", content_length.encode()))
     scope = {"type": "http", "method": "POST", "path": url, "query_string": b"", "headers": headers}
     # Django's ASGI handler spools the body to a seekable file.
-    request = ASGIRequest(scope, io.BytesIO(body.encode()))
+    return refund(endpoints, ASGIRequest(scope, io.BytesIO(body.encode())))
+
+
+def refund(endpoints: Endpoints, request: Any) -> Any:
+    """The doer's ``request`` to refund the held payment, checked to write nothing."""
+    url = endpoints.url("payment-refund", endpoints.held.pk)
     force_authenticate(request, user=endpoints.market.doer)
     before, calls_before = snapshot(), len(endpoints.stripe.calls)
     match = resolve(url)
