@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import stripe
@@ -859,11 +860,64 @@ def _unreadable_as_unknown(answer: object) -> Iterator[None]:
 
 @contextmanager
 def translated_errors() -> Iterator[None]:
-    """Re-raise any ``stripe.StripeError`` as the package's own exception."""
+    """Re-raise any ``stripe.StripeError`` as the package's own exception.
+
+    An error answer whose ``error`` is neither an object nor a string
+    (``{"error": null}``) makes stripe-python fail while reading it, before
+    any ``StripeError`` exists: that failure is :class:`UnreadableAnswer`
+    too. Only a failure inside stripe-python's reading of an error answer
+    is taken for one, never an error of this package's own code.
+    """
     try:
         yield
     except stripe.StripeError as exc:
         raise translate_error(exc) from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        reading = _error_answer_reading(exc)
+        if reading is None:
+            raise
+        raise _unreadable_error_answer(exc, reading) from exc
+
+
+#: Where stripe-python reads an error answer: ``_APIRequestor.handle_error_response``
+#: and the ``specific_*_error`` it calls.
+_ERROR_ANSWER_MODULE = "stripe._api_requestor"
+_ERROR_ANSWER_READER = "handle_error_response"
+
+
+def _error_answer_reading(exc: BaseException) -> FrameType | None:
+    """stripe-python's frame reading an error answer, if ``exc`` was raised inside it."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if (
+            frame.f_code.co_name == _ERROR_ANSWER_READER
+            and frame.f_globals.get("__name__") == _ERROR_ANSWER_MODULE
+        ):
+            return frame
+        tb = tb.tb_next
+    return None
+
+
+def _unreadable_error_answer(exc: Exception, reading: FrameType) -> UnreadableAnswer:
+    """An error answer stripe-python failed on: Stripe may have acted, as after a timeout.
+
+    Its status and headers are the arguments of the frame that read it.
+    """
+    status = reading.f_locals.get("rcode")
+    headers = reading.f_locals.get("rheaders")
+    request_id = _header(headers if isinstance(headers, Mapping) else None, "Request-Id")
+    logger.error(
+        "unreadable Stripe error answer (HTTP %s): %r",
+        status,
+        exc,
+        extra={"stripe_request_id": request_id or ""},
+    )
+    return UnreadableAnswer(
+        f"Stripe's answer could not be read (HTTP {status}).",
+        code="unreadable_answer",
+        request_id=request_id,
+    )
 
 
 def translate_error(exc: stripe.StripeError) -> GatewayError:

@@ -46,7 +46,7 @@ from django_escrow_connect.services.payments import (
 from django_escrow_connect.states import MoneyOperationKind as K
 from django_escrow_connect.states import WebhookEndpoint
 from django_escrow_connect.webhooks import registry
-from tests.stripe_vcr import answer_from_a_proxy, api_key, garble
+from tests.stripe_vcr import answer_from_a_proxy, api_key, error_answer, garble
 from tests.webhooks.conftest import events
 
 from .service_requests import ACCOUNT, DECLINED, SEPARATE, TOO_SMALL, TRANSFER, send
@@ -330,6 +330,74 @@ def test_an_undecodable_answer_from_stripe_keeps_its_request_id(
         CALLS[call](gateway)
 
     assert excinfo.value.request_id == request_id
+
+
+#: Error answers whose ``error`` is no object stripe-python can read: it
+#: fails on them (an AttributeError) before any StripeError exists.
+MALFORMED_ERRORS = [b'{"error": null}', b'{"error": 5}', b'{"error": []}', b'{"error": "gone"}']
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.parametrize("body", MALFORMED_ERRORS, ids=lambda body: body.decode())
+@pytest.mark.parametrize(
+    ("status", "call", "request_id"),
+    [
+        pytest.param(
+            400,
+            lambda g: g.retrieve_account(ACCOUNT),
+            "req_T4kWn8cQz1HyRe",
+            marks=pytest.mark.default_cassette("accounts_retrieve"),
+            id="v1-400",
+        ),
+        pytest.param(
+            500,
+            lambda g: g.retrieve_account(ACCOUNT),
+            "req_T4kWn8cQz1HyRe",
+            marks=pytest.mark.default_cassette("accounts_retrieve"),
+            id="v1-500",
+        ),
+        pytest.param(
+            402,
+            lambda g: g.retrieve_account_v2(ACCOUNT),
+            "req_V2rEtR9mXo1LtB",
+            marks=pytest.mark.default_cassette("accounts_v2_retrieve"),
+            id="v2-402",
+        ),
+    ],
+)
+def test_an_error_answer_stripe_python_cannot_read_is_unreadable(
+    gateway, vcr, caplog, body, status, call, request_id
+):
+    # Neither a refusal nor a failure stored under the key: as after a
+    # timeout, the outcome is unknown and a money call keeps its key.
+    error_answer(vcr, 0, status, body)
+
+    with pytest.raises(UnreadableAnswer) as excinfo:
+        call(gateway)
+
+    error = excinfo.value
+    assert error.is_transient
+    assert (error.http_status, error.code, error.request_id) == (
+        None,
+        "unreadable_answer",
+        request_id,
+    )
+    assert str(status) in error.message
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert record.stripe_request_id == request_id
+    assert vcr.play_count == 1
+
+
+def test_an_attribute_error_of_the_packages_own_is_not_taken_for_an_answer(gateway, monkeypatch):
+    # Only stripe-python's reading of an error answer is narrowed to
+    # "unreadable": a bug of the package stays a bug, loud.
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise AttributeError("'NoneType' object has no attribute 'get'")
+
+    monkeypatch.setattr(type(gateway.client.v1.accounts), "retrieve", broken)
+
+    with pytest.raises(AttributeError):
+        gateway.retrieve_account(ACCOUNT)
 
 
 @pytest.mark.vcr(record_mode="none")
