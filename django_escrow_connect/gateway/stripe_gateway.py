@@ -802,14 +802,20 @@ def _as_dict(obj: stripe.StripeObject) -> dict[str, Any]:
     return obj.to_dict(recursive=True, for_json=True)
 
 
-def _read(parse: Callable[[dict[str, Any]], Parsed], obj: stripe.StripeObject) -> Parsed:
+def _read(
+    parse: Callable[[dict[str, Any]], Parsed],
+    obj: stripe.StripeObject,
+    *,
+    page_request_id: Callable[[], str | None] | None = None,
+) -> Parsed:
     """Stripe's answer ``obj`` read by ``parse`` (a ``from_dict`` of :mod:`.types`).
 
     Stripe has already acted when its answer arrives: an answer that cannot
     be read is :class:`UnreadableAnswer` ("outcome unknown"), never a bare
     ``ValueError`` between the call and the commit of its outcome.
+    ``page_request_id`` names the page ``obj`` came in, when it is a page's item.
     """
-    with _unreadable_as_unknown(obj):
+    with _unreadable_as_unknown(obj, page_request_id=page_request_id):
         return parse(_as_dict(obj))
 
 
@@ -819,15 +825,55 @@ def _read_each(parse: Callable[[dict[str, Any]], Parsed], page: Any) -> Iterator
     Later pages are fetched while iterating. A page of another shape (no
     ``auto_paging_iter``, ``data`` not a list, an item that is no object)
     is :class:`UnreadableAnswer` like any other answer, not a bare
-    ``AttributeError`` that no caller expects from the gateway.
+    ``AttributeError`` that no caller expects from the gateway; it is
+    logged with the request id of the page it came in.
     """
-    with translated_errors(), _unreadable_as_unknown(page):
+    listing = _Listing(page)
+    with translated_errors(), _unreadable_as_unknown(page, page_request_id=listing.request_id):
         if not isinstance(page, stripe.ListObject | stripe.v2.ListObject):
             # Not only unreadable: an API resource's ``auto_paging_iter`` is a
             # classmethod that would list all its kind with the global key.
             raise TypeError(f"a {type(page).__name__} where a list page should be")
-        for obj in page.auto_paging_iter():
-            yield _read(parse, obj)
+        for obj in listing.items():
+            yield _read(parse, obj, page_request_id=listing.request_id)
+
+
+class _Listing:
+    """The pages of a list answer, read one after the other.
+
+    ``page`` is the page whose items are being read, None while a later one
+    is being fetched or when stripe-python does not show which one it is:
+    a failure then names no page rather than the wrong one.
+    """
+
+    def __init__(self, first: Any) -> None:
+        self.page: Any = first
+
+    def request_id(self) -> str | None:
+        response = getattr(self.page, "last_response", None)
+        return getattr(response, "request_id", None)
+
+    def items(self) -> Iterator[Any]:
+        first = self.page
+        if isinstance(first, stripe.ListObject):
+            # As stripe-python's auto_paging_iter (no ``ending_before`` is ever
+            # sent), but page by page so that each item's page is known.
+            page = first
+            while True:
+                yield from page
+                self.page = None
+                page = self.page = page.next_page()
+                if page.is_empty:
+                    return
+        # v2 fetches its later pages through private calls only: its
+        # auto_paging_iter, the items after the first page's named by none.
+        count = len(first.data)
+        if count == 0:
+            self.page = None
+        for index, obj in enumerate(first.auto_paging_iter(), start=1):
+            yield obj
+            if index >= count:
+                self.page = None
 
 
 def _event(data: dict[str, Any]) -> dict[str, Any]:
@@ -836,13 +882,21 @@ def _event(data: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextmanager
-def _unreadable_as_unknown(answer: object) -> Iterator[None]:
-    """Re-raise a failure to read Stripe's ``answer`` as :class:`UnreadableAnswer`."""
+def _unreadable_as_unknown(
+    answer: object, *, page_request_id: Callable[[], str | None] | None = None
+) -> Iterator[None]:
+    """Re-raise a failure to read Stripe's ``answer`` as :class:`UnreadableAnswer`.
+
+    Stripe's request id is the answer's own, or ``page_request_id()`` for a
+    page's item (an item carries no response of its own).
+    """
     try:
         yield
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        response = getattr(answer, "last_response", None)
-        request_id = getattr(response, "request_id", None)
+        if page_request_id is not None:
+            request_id = page_request_id()
+        else:
+            request_id = getattr(getattr(answer, "last_response", None), "request_id", None)
         logger.error(
             "unreadable Stripe answer: %s",
             exc,

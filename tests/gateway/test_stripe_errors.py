@@ -35,7 +35,9 @@ from django_escrow_connect.exceptions import (
     TemporarilyUnavailable,
     UnreadableAnswer,
 )
+from django_escrow_connect.gateway import get_gateway
 from django_escrow_connect.gateway.stripe_gateway import StripeGateway, translate_error
+from django_escrow_connect.observability import metrics_snapshot
 from django_escrow_connect.services.outcomes import refund_request
 from django_escrow_connect.services.payments import (
     capture_request,
@@ -585,7 +587,7 @@ A_PAGE_OF_IDS = (
 )
 
 
-def _list_events(gateway: StripeGateway) -> list[Any]:
+def _list_events(gateway: Any) -> list[Any]:
     listed = gateway.list_events(
         created_gte=1793610845,
         types=registry.event_types(WebhookEndpoint.CONNECT),
@@ -719,3 +721,45 @@ def test_an_event_that_is_no_object_is_unreadable(gateway, vcr):
 
     with pytest.raises(UnreadableAnswer):
         gateway.retrieve_event("evt_1QzW3nQm5HwJ3uVeF8a2LpTs", stripe_account=ACCOUNT)
+
+
+def unreadable_listings() -> int:
+    return sum(
+        entry["count"]
+        for entry in metrics_snapshot()["stripe_errors"]
+        if (entry["method"], entry["code"], entry["http_status"])
+        == ("list_events", "unreadable_answer", "none")
+    )
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.default_cassette("events_list_two_pages")
+@pytest.mark.parametrize(
+    ("index", "request_id"),
+    [(0, "req_Sd6Kq2Nz8XbTwC"), (1, "req_Pw1Hx5Rc9TmQzV")],
+    ids=["first_page", "later_page"],
+)
+def test_an_unreadable_event_is_counted_and_logged_with_its_pages_request_id(
+    db, settings, vcr, caplog, monkeypatch, index, request_id
+):
+    # The events are read while escrow_fetch_missed_events iterates, after
+    # list_events has returned: a failure then is a failed Stripe call all
+    # the same, and the log names the page to look up in Stripe's request log.
+    settings.ESCROW_CONNECT = {
+        **settings.ESCROW_CONNECT,
+        "GATEWAY": "django_escrow_connect.gateway.stripe_gateway.StripeGateway",
+        "STRIPE_SECRET_KEY": api_key(),
+        "STRIPE_MAX_NETWORK_RETRIES": 0,
+    }
+    monkeypatch.setattr(StripeGateway, "page_size", 2)
+    garble(vcr, index, A_PAGE_OF_IDS)
+    before = unreadable_listings()
+
+    with pytest.raises(UnreadableAnswer) as excinfo:
+        _list_events(get_gateway())
+
+    assert excinfo.value.request_id == request_id
+    assert unreadable_listings() == before + 1
+    (logged,) = [r for r in caplog.records if r.getMessage().startswith("unreadable Stripe answer")]
+    assert logged.stripe_request_id == request_id
+    assert vcr.play_count == index + 1
