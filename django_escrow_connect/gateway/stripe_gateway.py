@@ -870,10 +870,23 @@ class _Listing:
         count = len(first.data)
         if count == 0:
             self.page = None
-        for index, obj in enumerate(first.auto_paging_iter(), start=1):
+        for index, obj in enumerate(_v2_items(first.auto_paging_iter()), start=1):
             yield obj
             if index >= count:
                 self.page = None
+
+
+def _v2_items(items: Iterator[Any]) -> Iterator[Any]:
+    """A v2 page's ``auto_paging_iter``, a later page of another shape a ``TypeError``.
+
+    stripe-python checks that a later page is a list with ``assert``: a bare
+    ``AssertionError`` (an ``AttributeError`` under ``python -O``) that only
+    its paging raises here, since the caller reads the items.
+    """
+    try:
+        yield from items
+    except AssertionError as exc:
+        raise TypeError("a later page of another shape where a v2 list page should be") from exc
 
 
 def _event(data: dict[str, Any]) -> dict[str, Any]:

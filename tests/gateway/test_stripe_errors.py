@@ -624,6 +624,14 @@ def list_case(
             lambda g: g.list_refunds(payment_intent="pi_3QzSaBPk9xR2vLq70aH4nM2c"),
         ),
         list_case("events_list_two_pages", 2, 1, A_PAGE_OF_IDS, _list_events),
+        # stripe-python asserts that a later v2 page is a list.
+        list_case(
+            "accounts_v2_list",
+            100,
+            1,
+            b'{"id": "acct_1QzR8tQm5HwJ3uVe", "object": "v2.core.account"}',
+            lambda g: g.list_accounts_v2(),
+        ),
         # An object where the first page should be: its class's auto_paging_iter
         # would list every refund with stripe-python's global key.
         pytest.param(
