@@ -914,6 +914,9 @@ def _unreadable_as_unknown(
             "unreadable Stripe answer: %s",
             exc,
             extra={"stripe_request_id": request_id or "", "stripe_object": type(answer).__name__},
+            # A bug of a from_dict is unknown outcomes too (Stripe has acted
+            # all the same); its traceback is what tells it from a changed answer.
+            exc_info=exc,
         )
         raise UnreadableAnswer(
             f"Stripe's answer could not be read: {exc}"[:MAX_ERROR_MESSAGE_LENGTH],

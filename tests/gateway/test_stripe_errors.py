@@ -37,6 +37,7 @@ from django_escrow_connect.exceptions import (
 )
 from django_escrow_connect.gateway import get_gateway
 from django_escrow_connect.gateway.stripe_gateway import StripeGateway, translate_error
+from django_escrow_connect.gateway.types import AccountSnapshot
 from django_escrow_connect.observability import metrics_snapshot
 from django_escrow_connect.services.outcomes import refund_request
 from django_escrow_connect.services.payments import (
@@ -720,6 +721,28 @@ def test_fetch_missed_events_reports_a_page_it_cannot_read(vcr, fetch_from_the_c
     assert f"{ACCOUNT}: Stripe could not list events" in err.getvalue()
     assert "run it again" in str(failed.value)
     assert events().count() == 0
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.default_cassette("accounts_retrieve")
+def test_a_bug_reading_an_answer_is_unknown_and_logged_with_its_traceback(
+    gateway, vcr, caplog, monkeypatch
+):
+    # Stripe has acted whatever the reason the answer cannot be read, so the
+    # outcome stays unknown (same key); the traceback tells a bug of the
+    # package from an answer of another shape.
+    def buggy(data: dict[str, Any]) -> Any:
+        return data["no such field"]
+
+    monkeypatch.setattr(AccountSnapshot, "from_dict", buggy)
+
+    with pytest.raises(UnreadableAnswer) as excinfo:
+        gateway.retrieve_account(ACCOUNT)
+
+    assert excinfo.value.request_id == "req_T4kWn8cQz1HyRe"
+    (logged,) = [r for r in caplog.records if r.getMessage().startswith("unreadable Stripe answer")]
+    assert logged.exc_info is not None
+    assert 'return data["no such field"]' in caplog.text  # the failing line of the reader
 
 
 @pytest.mark.vcr(record_mode="none")
