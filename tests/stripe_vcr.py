@@ -111,6 +111,16 @@ def garble(cassette: Any, index: int, body: bytes, content_type: str = "applicat
     response["headers"]["Content-Type"] = [content_type]
 
 
+def error_answer(cassette: Any, index: int, status: int, body: bytes) -> None:
+    """Stripe's answer ``index`` turned into an error answer with ``body``.
+
+    Stripe's headers (its ``Request-Id``) stay: the answer came from Stripe.
+    """
+    garble(cassette, index, body)
+    _, response = cassette.data[index]
+    response["status"] = {"code": status, "message": "Error"}
+
+
 def answer_from_a_proxy(
     cassette: Any, index: int, status: int, body: bytes, content_type: str = "text/html"
 ) -> None:

@@ -5,7 +5,8 @@ gateway from :func:`instrumented`, a subclass in which each method of the
 :class:`~.base.PaymentGateway` protocol counts the request, opens the span
 ``stripe.<method>``, calls the configured class's method and, on a
 :class:`~django_escrow_connect.exceptions.GatewayError`, counts it by code
-and HTTP status before re-raising it unchanged. Anything
+and HTTP status before re-raising it unchanged (a listing's items, fetched
+while iterating, are counted alike when they fail). Anything
 else (a simulated gateway's test controls) is inherited untouched.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import functools
 import re
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from .. import observability
@@ -103,11 +105,29 @@ def _traced(gateway_class: type[Any], method: str) -> Any:
         observability.record_stripe_request(method)
         try:
             if not observability.tracing_enabled():
-                return call(self, *args, **kwargs)
-            with observability.span(span_name, **_call_attributes(method, args, kwargs)):
-                return call(self, *args, **kwargs)
+                result = call(self, *args, **kwargs)
+            else:
+                with observability.span(span_name, **_call_attributes(method, args, kwargs)):
+                    result = call(self, *args, **kwargs)
         except GatewayError as exc:
             observability.record_stripe_error(method, exc.code, exc.http_status)
             raise
+        if isinstance(result, Iterator):
+            return _counted_while_iterating(method, result)
+        return result
 
     return traced
+
+
+def _counted_while_iterating(method: str, items: Iterator[Any]) -> Iterator[Any]:
+    """``items`` of a lazy listing, whose failure while iterating is counted as the call's.
+
+    A listing (``list_events``) fetches its later pages, and reads every
+    item, after the call has returned: a page or item that fails then is
+    as much a failed Stripe call as one that fails at once.
+    """
+    try:
+        yield from items
+    except GatewayError as exc:
+        observability.record_stripe_error(method, exc.code, exc.http_status)
+        raise

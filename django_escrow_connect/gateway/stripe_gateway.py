@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import stripe
@@ -801,14 +802,20 @@ def _as_dict(obj: stripe.StripeObject) -> dict[str, Any]:
     return obj.to_dict(recursive=True, for_json=True)
 
 
-def _read(parse: Callable[[dict[str, Any]], Parsed], obj: stripe.StripeObject) -> Parsed:
+def _read(
+    parse: Callable[[dict[str, Any]], Parsed],
+    obj: stripe.StripeObject,
+    *,
+    page_request_id: Callable[[], str | None] | None = None,
+) -> Parsed:
     """Stripe's answer ``obj`` read by ``parse`` (a ``from_dict`` of :mod:`.types`).
 
     Stripe has already acted when its answer arrives: an answer that cannot
     be read is :class:`UnreadableAnswer` ("outcome unknown"), never a bare
     ``ValueError`` between the call and the commit of its outcome.
+    ``page_request_id`` names the page ``obj`` came in, when it is a page's item.
     """
-    with _unreadable_as_unknown(obj):
+    with _unreadable_as_unknown(obj, page_request_id=page_request_id):
         return parse(_as_dict(obj))
 
 
@@ -818,15 +825,68 @@ def _read_each(parse: Callable[[dict[str, Any]], Parsed], page: Any) -> Iterator
     Later pages are fetched while iterating. A page of another shape (no
     ``auto_paging_iter``, ``data`` not a list, an item that is no object)
     is :class:`UnreadableAnswer` like any other answer, not a bare
-    ``AttributeError`` that no caller expects from the gateway.
+    ``AttributeError`` that no caller expects from the gateway; it is
+    logged with the request id of the page it came in.
     """
-    with translated_errors(), _unreadable_as_unknown(page):
+    listing = _Listing(page)
+    with translated_errors(), _unreadable_as_unknown(page, page_request_id=listing.request_id):
         if not isinstance(page, stripe.ListObject | stripe.v2.ListObject):
             # Not only unreadable: an API resource's ``auto_paging_iter`` is a
             # classmethod that would list all its kind with the global key.
             raise TypeError(f"a {type(page).__name__} where a list page should be")
-        for obj in page.auto_paging_iter():
-            yield _read(parse, obj)
+        for obj in listing.items():
+            yield _read(parse, obj, page_request_id=listing.request_id)
+
+
+class _Listing:
+    """The pages of a list answer, read one after the other.
+
+    ``page`` is the page whose items are being read, None while a later one
+    is being fetched or when stripe-python does not show which one it is:
+    a failure then names no page rather than the wrong one.
+    """
+
+    def __init__(self, first: Any) -> None:
+        self.page: Any = first
+
+    def request_id(self) -> str | None:
+        response = getattr(self.page, "last_response", None)
+        return getattr(response, "request_id", None)
+
+    def items(self) -> Iterator[Any]:
+        first = self.page
+        if isinstance(first, stripe.ListObject):
+            # As stripe-python's auto_paging_iter (no ``ending_before`` is ever
+            # sent), but page by page so that each item's page is known.
+            page = first
+            while True:
+                yield from page
+                self.page = None
+                page = self.page = page.next_page()
+                if page.is_empty:
+                    return
+        # v2 fetches its later pages through private calls only: its
+        # auto_paging_iter, the items after the first page's named by none.
+        count = len(first.data)
+        if count == 0:
+            self.page = None
+        for index, obj in enumerate(_v2_items(first.auto_paging_iter()), start=1):
+            yield obj
+            if index >= count:
+                self.page = None
+
+
+def _v2_items(items: Iterator[Any]) -> Iterator[Any]:
+    """A v2 page's ``auto_paging_iter``, a later page of another shape a ``TypeError``.
+
+    stripe-python checks that a later page is a list with ``assert``: a bare
+    ``AssertionError`` (an ``AttributeError`` under ``python -O``) that only
+    its paging raises here, since the caller reads the items.
+    """
+    try:
+        yield from items
+    except AssertionError as exc:
+        raise TypeError("a later page of another shape where a v2 list page should be") from exc
 
 
 def _event(data: dict[str, Any]) -> dict[str, Any]:
@@ -835,17 +895,28 @@ def _event(data: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextmanager
-def _unreadable_as_unknown(answer: object) -> Iterator[None]:
-    """Re-raise a failure to read Stripe's ``answer`` as :class:`UnreadableAnswer`."""
+def _unreadable_as_unknown(
+    answer: object, *, page_request_id: Callable[[], str | None] | None = None
+) -> Iterator[None]:
+    """Re-raise a failure to read Stripe's ``answer`` as :class:`UnreadableAnswer`.
+
+    Stripe's request id is the answer's own, or ``page_request_id()`` for a
+    page's item (an item carries no response of its own).
+    """
     try:
         yield
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        response = getattr(answer, "last_response", None)
-        request_id = getattr(response, "request_id", None)
+        if page_request_id is not None:
+            request_id = page_request_id()
+        else:
+            request_id = getattr(getattr(answer, "last_response", None), "request_id", None)
         logger.error(
             "unreadable Stripe answer: %s",
             exc,
             extra={"stripe_request_id": request_id or "", "stripe_object": type(answer).__name__},
+            # A bug of a from_dict is unknown outcomes too (Stripe has acted
+            # all the same); its traceback is what tells it from a changed answer.
+            exc_info=exc,
         )
         raise UnreadableAnswer(
             f"Stripe's answer could not be read: {exc}"[:MAX_ERROR_MESSAGE_LENGTH],
@@ -859,11 +930,64 @@ def _unreadable_as_unknown(answer: object) -> Iterator[None]:
 
 @contextmanager
 def translated_errors() -> Iterator[None]:
-    """Re-raise any ``stripe.StripeError`` as the package's own exception."""
+    """Re-raise any ``stripe.StripeError`` as the package's own exception.
+
+    An error answer whose ``error`` is neither an object nor a string
+    (``{"error": null}``) makes stripe-python fail while reading it, before
+    any ``StripeError`` exists: that failure is :class:`UnreadableAnswer`
+    too. Only a failure inside stripe-python's reading of an error answer
+    is taken for one, never an error of this package's own code.
+    """
     try:
         yield
     except stripe.StripeError as exc:
         raise translate_error(exc) from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        reading = _error_answer_reading(exc)
+        if reading is None:
+            raise
+        raise _unreadable_error_answer(exc, reading) from exc
+
+
+#: Where stripe-python reads an error answer: ``_APIRequestor.handle_error_response``
+#: and the ``specific_*_error`` it calls.
+_ERROR_ANSWER_MODULE = "stripe._api_requestor"
+_ERROR_ANSWER_READER = "handle_error_response"
+
+
+def _error_answer_reading(exc: BaseException) -> FrameType | None:
+    """stripe-python's frame reading an error answer, if ``exc`` was raised inside it."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if (
+            frame.f_code.co_name == _ERROR_ANSWER_READER
+            and frame.f_globals.get("__name__") == _ERROR_ANSWER_MODULE
+        ):
+            return frame
+        tb = tb.tb_next
+    return None
+
+
+def _unreadable_error_answer(exc: Exception, reading: FrameType) -> UnreadableAnswer:
+    """An error answer stripe-python failed on: Stripe may have acted, as after a timeout.
+
+    Its status and headers are the arguments of the frame that read it.
+    """
+    status = reading.f_locals.get("rcode")
+    headers = reading.f_locals.get("rheaders")
+    request_id = _header(headers if isinstance(headers, Mapping) else None, "Request-Id")
+    logger.error(
+        "unreadable Stripe error answer (HTTP %s): %r",
+        status,
+        exc,
+        extra={"stripe_request_id": request_id or ""},
+    )
+    return UnreadableAnswer(
+        f"Stripe's answer could not be read (HTTP {status}).",
+        code="unreadable_answer",
+        request_id=request_id,
+    )
 
 
 def translate_error(exc: stripe.StripeError) -> GatewayError:

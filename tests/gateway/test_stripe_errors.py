@@ -35,7 +35,10 @@ from django_escrow_connect.exceptions import (
     TemporarilyUnavailable,
     UnreadableAnswer,
 )
+from django_escrow_connect.gateway import get_gateway
 from django_escrow_connect.gateway.stripe_gateway import StripeGateway, translate_error
+from django_escrow_connect.gateway.types import AccountSnapshot
+from django_escrow_connect.observability import metrics_snapshot
 from django_escrow_connect.services.outcomes import refund_request
 from django_escrow_connect.services.payments import (
     capture_request,
@@ -46,7 +49,7 @@ from django_escrow_connect.services.payments import (
 from django_escrow_connect.states import MoneyOperationKind as K
 from django_escrow_connect.states import WebhookEndpoint
 from django_escrow_connect.webhooks import registry
-from tests.stripe_vcr import answer_from_a_proxy, api_key, garble
+from tests.stripe_vcr import answer_from_a_proxy, api_key, error_answer, garble
 from tests.webhooks.conftest import events
 
 from .service_requests import ACCOUNT, DECLINED, SEPARATE, TOO_SMALL, TRANSFER, send
@@ -332,6 +335,74 @@ def test_an_undecodable_answer_from_stripe_keeps_its_request_id(
     assert excinfo.value.request_id == request_id
 
 
+#: Error answers whose ``error`` is no object stripe-python can read: it
+#: fails on them (an AttributeError) before any StripeError exists.
+MALFORMED_ERRORS = [b'{"error": null}', b'{"error": 5}', b'{"error": []}', b'{"error": "gone"}']
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.parametrize("body", MALFORMED_ERRORS, ids=lambda body: body.decode())
+@pytest.mark.parametrize(
+    ("status", "call", "request_id"),
+    [
+        pytest.param(
+            400,
+            lambda g: g.retrieve_account(ACCOUNT),
+            "req_T4kWn8cQz1HyRe",
+            marks=pytest.mark.default_cassette("accounts_retrieve"),
+            id="v1-400",
+        ),
+        pytest.param(
+            500,
+            lambda g: g.retrieve_account(ACCOUNT),
+            "req_T4kWn8cQz1HyRe",
+            marks=pytest.mark.default_cassette("accounts_retrieve"),
+            id="v1-500",
+        ),
+        pytest.param(
+            402,
+            lambda g: g.retrieve_account_v2(ACCOUNT),
+            "req_V2rEtR9mXo1LtB",
+            marks=pytest.mark.default_cassette("accounts_v2_retrieve"),
+            id="v2-402",
+        ),
+    ],
+)
+def test_an_error_answer_stripe_python_cannot_read_is_unreadable(
+    gateway, vcr, caplog, body, status, call, request_id
+):
+    # Neither a refusal nor a failure stored under the key: as after a
+    # timeout, the outcome is unknown and a money call keeps its key.
+    error_answer(vcr, 0, status, body)
+
+    with pytest.raises(UnreadableAnswer) as excinfo:
+        call(gateway)
+
+    error = excinfo.value
+    assert error.is_transient
+    assert (error.http_status, error.code, error.request_id) == (
+        None,
+        "unreadable_answer",
+        request_id,
+    )
+    assert str(status) in error.message
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert record.stripe_request_id == request_id
+    assert vcr.play_count == 1
+
+
+def test_an_attribute_error_of_the_packages_own_is_not_taken_for_an_answer(gateway, monkeypatch):
+    # Only stripe-python's reading of an error answer is narrowed to
+    # "unreadable": a bug of the package stays a bug, loud.
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise AttributeError("'NoneType' object has no attribute 'get'")
+
+    monkeypatch.setattr(type(gateway.client.v1.accounts), "retrieve", broken)
+
+    with pytest.raises(AttributeError):
+        gateway.retrieve_account(ACCOUNT)
+
+
 @pytest.mark.vcr(record_mode="none")
 @pytest.mark.default_cassette("error_rate_limited")
 def test_a_proxys_429_is_rate_limited(gateway, vcr):
@@ -517,7 +588,7 @@ A_PAGE_OF_IDS = (
 )
 
 
-def _list_events(gateway: StripeGateway) -> list[Any]:
+def _list_events(gateway: Any) -> list[Any]:
     listed = gateway.list_events(
         created_gte=1793610845,
         types=registry.event_types(WebhookEndpoint.CONNECT),
@@ -554,6 +625,14 @@ def list_case(
             lambda g: g.list_refunds(payment_intent="pi_3QzSaBPk9xR2vLq70aH4nM2c"),
         ),
         list_case("events_list_two_pages", 2, 1, A_PAGE_OF_IDS, _list_events),
+        # stripe-python asserts that a later v2 page is a list.
+        list_case(
+            "accounts_v2_list",
+            100,
+            1,
+            b'{"id": "acct_1QzR8tQm5HwJ3uVe", "object": "v2.core.account"}',
+            lambda g: g.list_accounts_v2(),
+        ),
         # An object where the first page should be: its class's auto_paging_iter
         # would list every refund with stripe-python's global key.
         pytest.param(
@@ -628,11 +707,14 @@ def test_fetch_missed_events_records_both_pages_of_the_cassette(vcr, fetch_from_
 
 @pytest.mark.vcr(record_mode="none")
 @pytest.mark.default_cassette("events_list_two_pages")
-def test_fetch_missed_events_reports_a_page_it_cannot_read(vcr, fetch_from_the_cassette):
+def test_fetch_missed_events_reports_a_page_it_cannot_read(vcr, caplog, fetch_from_the_cassette):
     """The second page is no list of events: the run fails (exit 1), says
     the account could not be listed, and records none of the first page's
-    events, so the next run asks for the whole period again."""
+    events, so the next run asks for the whole period again. The failure,
+    after list_events returned, is counted as a failed Stripe call and
+    logged with the second page's request id."""
     garble(vcr, 1, A_PAGE_OF_IDS)
+    before = unreadable_listings()
 
     out, err = StringIO(), StringIO()
     with pytest.raises(CommandError, match="1 sources could not be listed") as failed:
@@ -642,6 +724,31 @@ def test_fetch_missed_events_reports_a_page_it_cannot_read(vcr, fetch_from_the_c
     assert f"{ACCOUNT}: Stripe could not list events" in err.getvalue()
     assert "run it again" in str(failed.value)
     assert events().count() == 0
+    assert unreadable_listings() == before + 1
+    (logged,) = [r for r in caplog.records if r.getMessage().startswith("unreadable Stripe answer")]
+    assert logged.stripe_request_id == "req_Pw1Hx5Rc9TmQzV"
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.default_cassette("accounts_retrieve")
+def test_a_bug_reading_an_answer_is_unknown_and_logged_with_its_traceback(
+    gateway, vcr, caplog, monkeypatch
+):
+    # Stripe has acted whatever the reason the answer cannot be read, so the
+    # outcome stays unknown (same key); the traceback tells a bug of the
+    # package from an answer of another shape.
+    def buggy(data: dict[str, Any]) -> Any:
+        return data["no such field"]
+
+    monkeypatch.setattr(AccountSnapshot, "from_dict", buggy)
+
+    with pytest.raises(UnreadableAnswer) as excinfo:
+        gateway.retrieve_account(ACCOUNT)
+
+    assert excinfo.value.request_id == "req_T4kWn8cQz1HyRe"
+    (logged,) = [r for r in caplog.records if r.getMessage().startswith("unreadable Stripe answer")]
+    assert logged.exc_info is not None
+    assert 'return data["no such field"]' in caplog.text  # the failing line of the reader
 
 
 @pytest.mark.vcr(record_mode="none")
@@ -651,3 +758,45 @@ def test_an_event_that_is_no_object_is_unreadable(gateway, vcr):
 
     with pytest.raises(UnreadableAnswer):
         gateway.retrieve_event("evt_1QzW3nQm5HwJ3uVeF8a2LpTs", stripe_account=ACCOUNT)
+
+
+def unreadable_listings() -> int:
+    return sum(
+        entry["count"]
+        for entry in metrics_snapshot()["stripe_errors"]
+        if (entry["method"], entry["code"], entry["http_status"])
+        == ("list_events", "unreadable_answer", "none")
+    )
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.default_cassette("events_list_two_pages")
+@pytest.mark.parametrize(
+    ("index", "request_id"),
+    [(0, "req_Sd6Kq2Nz8XbTwC"), (1, "req_Pw1Hx5Rc9TmQzV")],
+    ids=["first_page", "later_page"],
+)
+def test_an_unreadable_event_is_counted_and_logged_with_its_pages_request_id(
+    db, settings, vcr, caplog, monkeypatch, index, request_id
+):
+    # The events are read while escrow_fetch_missed_events iterates, after
+    # list_events has returned: a failure then is a failed Stripe call all
+    # the same, and the log names the page to look up in Stripe's request log.
+    settings.ESCROW_CONNECT = {
+        **settings.ESCROW_CONNECT,
+        "GATEWAY": "django_escrow_connect.gateway.stripe_gateway.StripeGateway",
+        "STRIPE_SECRET_KEY": api_key(),
+        "STRIPE_MAX_NETWORK_RETRIES": 0,
+    }
+    monkeypatch.setattr(StripeGateway, "page_size", 2)
+    garble(vcr, index, A_PAGE_OF_IDS)
+    before = unreadable_listings()
+
+    with pytest.raises(UnreadableAnswer) as excinfo:
+        _list_events(get_gateway())
+
+    assert excinfo.value.request_id == request_id
+    assert unreadable_listings() == before + 1
+    (logged,) = [r for r in caplog.records if r.getMessage().startswith("unreadable Stripe answer")]
+    assert logged.stripe_request_id == request_id
+    assert vcr.play_count == index + 1

@@ -30,7 +30,14 @@ from django_escrow_connect import swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.terms import EscrowTerms, terms_from_task
 from tests import factories
-from tests.stripe_vcr import FILTER_HEADERS, answer_from_a_proxy, api_key, garble, record_mode
+from tests.stripe_vcr import (
+    FILTER_HEADERS,
+    answer_from_a_proxy,
+    api_key,
+    error_answer,
+    garble,
+    record_mode,
+)
 
 CASSETTE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "cassettes", "payments")
 ACCOUNT = "acct_1QzR8tQm5HwJ3uVe"
@@ -180,6 +187,8 @@ CHANGED_SHAPE = (
     b'{"id": "pi_3RaB4cPk9xR2vLq70kTq2Wd1", "object": "payment_intent", "amount": "10000"}'
 )
 HTML_PAGE = b"<html><body>502 Bad Gateway</body></html>"
+#: An error answer whose ``error`` stripe-python cannot read.
+MALFORMED_ERROR = b'{"error": null}'
 TRANSFER_CHANGED_SHAPE = (
     b'{"id": "tr_1RaC7dPk9xR2vLq7Kp4Wm2Tz", "object": "transfer", "amount": "9000"}'
 )
@@ -219,14 +228,19 @@ def test_an_unreadable_account_answer_is_a_503_and_writes_nothing(
 @pytest.mark.vcr(record_mode="none")
 @pytest.mark.default_cassette("payment_intent_sent_twice")
 @pytest.mark.parametrize(
-    ("body", "content_type"),
-    [(CHANGED_SHAPE, "application/json"), (HTML_PAGE, "text/html")],
-    ids=["changed_shape", "html_page"],
+    "unreadable",
+    [
+        lambda vcr: garble(vcr, 0, CHANGED_SHAPE),
+        lambda vcr: garble(vcr, 0, HTML_PAGE, "text/html"),
+        # stripe-python itself fails on an ``error`` that is no object.
+        lambda vcr: error_answer(vcr, 0, 400, MALFORMED_ERROR),
+    ],
+    ids=["changed_shape", "html_page", "malformed_error"],
 )
 def test_an_unreadable_money_answer_is_unknown_and_the_same_key_converges(
-    db, settings, real_gateway, vcr, django_capture_on_commit_callbacks, body, content_type
+    db, settings, real_gateway, vcr, django_capture_on_commit_callbacks, unreadable
 ):
-    garble(vcr, 0, body, content_type)
+    unreadable(vcr)
     strategy_setting(settings, SEPARATE_CHARGES_AND_TRANSFERS)
     life = Lifecycle(django_capture_on_commit_callbacks)
     pay = {"task_id": str(life.task.pk)}
@@ -304,8 +318,9 @@ def transfers_of(payment_id: str) -> list[tuple[str, str]]:
         lambda vcr: garble(vcr, 2, HTML_PAGE, "text/html"),
         # A WAF's refusal may come after Stripe acted: no refusal of Stripe's.
         lambda vcr: answer_from_a_proxy(vcr, 2, 403, b"<html><body>Forbidden</body></html>"),
+        lambda vcr: error_answer(vcr, 2, 500, MALFORMED_ERROR),
     ],
-    ids=["changed_shape", "html_page", "proxy_403"],
+    ids=["changed_shape", "html_page", "proxy_403", "malformed_error"],
 )
 def test_an_unreadable_transfer_answer_is_a_timeout_and_the_retry_makes_one_transfer(
     db, settings, real_gateway, vcr, django_capture_on_commit_callbacks, unreadable
