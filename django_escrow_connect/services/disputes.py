@@ -284,7 +284,7 @@ def _disputed_figure(payment: Any) -> int:
     """
     disputes = payment.disputes.filter(tip__isnull=True).exclude(status__in=list(_KEPT))
     total = sum(int(amount) for amount in disputes.values_list("amount", flat=True))
-    return max(0, min(total, payment.amount_charged))
+    return max(0, min(total, int(payment.amount_charged)))
 
 
 def _follow_amount(payment: Any, *, event_id: str) -> None:
