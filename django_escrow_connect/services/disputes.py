@@ -20,6 +20,15 @@ nothing. Whether a ``lost`` that arrives during an appeal is the first loss
 delivered late or the appeal's outcome is told by the event's time against
 the appeal's start (``appealed_at``).
 
+A dispute's ``amount`` is Stripe's latest figure, whatever its state: the
+issuer may change it while the dispute runs (part of the order disputed,
+currency conversion). Within one state, events are ordered by their time
+against the dispute's events already processed, so an old
+``charge.dispute.updated`` delivered late never puts an older amount back.
+The payment's ``amount_disputed`` follows its own charge's disputes while
+one freezes it, at most what was charged (the database keeps it within the
+payment's amount; what Stripe debited beyond it is on the Dispute row).
+
 A tip's charge (docs/tips.md) is disputed the same way, and Stripe debits
 the platform for it too. Its Dispute row belongs to the tip's payment and
 names the tip (``tip``; ``released_when_opened`` lists what the tip had
@@ -45,6 +54,7 @@ from ..states import (
     DISPUTE_CLOSED_STATES,
     DISPUTE_KEPT_STATES,
     DisputeStatus,
+    WebhookEventStatus,
 )
 from ..states import PaymentStatus as S
 from . import errors, tip_outcomes
@@ -195,13 +205,22 @@ def apply_dispute(
         else:
             _open_tip(payment, tip, dispute, event_id=event_id)
     elif dispute.is_final or _stage_of(dispute, snapshot.status, as_of) <= _stage(dispute):
-        # Not forward (a decided dispute is final): only the funds may move.
+        # Not forward (a decided dispute is final): only the funds and,
+        # unless a newer event was applied already, the amount may move.
         _update_funds(dispute, balance_transactions)
+        if dispute.amount != snapshot.amount and not _superseded(dispute, event_id, as_of):
+            _log_amount(payment, dispute, snapshot.amount, event_id=event_id)
+            dispute.amount = snapshot.amount
+            dispute.save(update_fields=["amount", "updated_at"])
+            if tip is None:
+                _follow_amount(payment, event_id=event_id)
         return dispute
 
     was_open = dispute.is_open
     if snapshot.status != dispute.status and can_proceed(dispute.apply_stripe_status):
         dispute.apply_stripe_status(snapshot.status, as_of)
+    if dispute.amount != snapshot.amount:
+        _log_amount(payment, dispute, snapshot.amount, event_id=event_id)
     dispute.amount = snapshot.amount
     dispute.evidence_due_by = snapshot.evidence_due_by or dispute.evidence_due_by
     _set_funds(dispute, balance_transactions)
@@ -211,6 +230,8 @@ def apply_dispute(
             _close(payment, dispute, event_id=event_id)
         else:
             _close_tip(payment, tip, dispute, event_id=event_id)
+    if tip is None:
+        _follow_amount(payment, event_id=event_id)
     elif not was_open:
         _log(
             "dispute appealed: %s (%s)",
@@ -220,6 +241,68 @@ def apply_dispute(
             event_id=event_id,
         )
     return dispute
+
+
+def _superseded(dispute: Any, event_id: str, as_of: datetime | None) -> bool:
+    """An event of this dispute newer than ``as_of`` was processed: its amount is later.
+
+    Stripe's ``created`` has a resolution of one second; two events of the
+    same second are taken in the order they arrive.
+    """
+    if as_of is None:
+        return False
+    return bool(
+        model("WebhookEvent")
+        .objects.filter(
+            object_id=dispute.stripe_dispute_id,
+            stripe_created__gt=as_of,
+            status=WebhookEventStatus.PROCESSED,
+        )
+        .exclude(stripe_event_id=event_id)
+        .exists()
+    )
+
+
+def _log_amount(payment: Any, dispute: Any, amount: int, *, event_id: str) -> None:
+    _log(
+        "dispute amount changed: %s (%s -> %s %s)",
+        dispute.stripe_dispute_id,
+        dispute.amount,
+        amount,
+        dispute.currency,
+        payment=payment,
+        event_id=event_id,
+    )
+
+
+def _disputed_figure(payment: Any) -> int:
+    """What the payment's own charge's undecided or lost disputes take, at most what was charged.
+
+    Stripe's amount may exceed the charge (currency conversion): escrow
+    never held more than was charged, and ``amount_disputed`` stays within
+    the payment's amount; the Dispute row keeps Stripe's figure.
+    """
+    disputes = payment.disputes.filter(tip__isnull=True).exclude(status__in=list(_KEPT))
+    total = sum(int(amount) for amount in disputes.values_list("amount", flat=True))
+    return max(0, min(total, int(payment.amount_charged)))
+
+
+def _follow_amount(payment: Any, *, event_id: str) -> None:
+    """``amount_disputed`` follows Stripe's latest figures while a dispute decides the payment."""
+    if not payment.frozen_by_dispute:
+        return
+    figure = _disputed_figure(payment)
+    if figure == payment.amount_disputed:
+        return
+    _log(
+        "amount disputed changed: %s -> %s",
+        payment.amount_disputed,
+        figure,
+        payment=payment,
+        event_id=event_id,
+    )
+    payment.amount_disputed = figure
+    payment.save(update_fields=["amount_disputed", "updated_at"])
 
 
 def _first_state(status: str) -> str:
@@ -254,7 +337,7 @@ def _open(payment: Any, dispute: Any, *, event_id: str) -> None:
         dispute.released_when_opened = _released_so_far(payment)
         dispute.save(update_fields=["released_when_opened", "updated_at"])
     if can_proceed(payment.open_dispute):
-        payment.open_dispute(dispute.amount)
+        payment.open_dispute(min(dispute.amount, payment.amount_charged))
         payment.save()
         sync_task_status(payment)
     elif payment.status != S.DISPUTED:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from django_escrow_connect import swappable
+from django_escrow_connect import signals, swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import InvalidRequest, TemporarilyUnavailable
+from django_escrow_connect.services import errors
+from django_escrow_connect.services.releases import release_in_parts
 
 from .conftest import configure, money_calls
+from .test_milestones import Received
 
 
 @pytest.fixture
@@ -77,6 +80,60 @@ class TestBeforeRelease:
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "partial_refund_unsupported"
         assert market.payment(payment.pk).status == "held"
+
+
+def released_in_part_by_an_older_version(market, payment):
+    """What ``release_in_parts`` did to a held manual-capture payment before it
+    refused manual capture (docs/recovery.md): the guard it lacked is lifted
+    for the call. Stripe refuses the part's transfer (the charge is only
+    authorised), and the part stays booked as released."""
+    Payment = swappable.load("EscrowPayment")
+    with pytest.MonkeyPatch.context() as older:
+        older.setattr(Payment, "is_manual_capture", property(lambda self: False))
+        with pytest.raises(errors.Conflict):
+            release_in_parts(payment.pk, market.customer, amount=3_000)
+    payment = market.payment(payment.pk)
+    assert (payment.status, payment.amount_released) == ("partially_released", 3_000)
+    assert list(payment.releases.values_list("status", flat=True)) == ["pending"]
+    assert list(payment.transfers.values_list("status", flat=True)) == ["failed"]
+    return payment
+
+
+class TestManualCaptureReleasedInPartByAnOlderVersion:
+    def test_a_full_refund_voids_the_hold_and_cancels_the_payment(self, market, sim_stripe, manual):
+        payment = released_in_part_by_an_older_version(market, market.held_payment())
+        canceled = Received(signals.payment_canceled)
+        try:
+            response = refund(market, payment)
+        finally:
+            canceled.close()
+        assert response.status_code == 200, response.content
+        body = response.json()
+        assert (body["status"], body["amount_released"], body["amount_refunded"]) == (
+            "canceled",
+            0,
+            0,
+        )
+        assert sim_stripe.payment_intents[payment.stripe_payment_intent_id]["status"] == "canceled"
+        assert "create_refund" not in money_calls(sim_stripe)
+        assert [call["payment"].pk for call in canceled.calls] == [payment.pk]
+        payment = market.payment(payment.pk)
+        assert payment.canceled_at is not None
+        # As after any void: the task can be paid again.
+        assert payment.task.payment_status == "pending_payment"
+        # Done: a refund again is refused for its state, nothing sent.
+        sim_stripe.calls.clear()
+        again = refund(market, payment)
+        assert again.status_code == 409, again.content
+        assert sim_stripe.calls == []
+
+    def test_a_lapsed_hold_cancels_the_payment_with_an_incident(self, market, sim_stripe, manual):
+        payment = released_in_part_by_an_older_version(market, market.held_payment())
+        with market.capture(execute=True):
+            sim_stripe.advance_time(8 * 24 * 3600)
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_released) == ("canceled", 0)
+        assert list(payment.incidents.values_list("kind", flat=True)) == ["capture_expired"]
 
 
 class TestAfterRelease:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,10 @@ from tests.webhooks.conftest import status_history
 from tests.webhooks.test_refund_events import refund_of
 
 pytestmark = pytest.mark.django_db
+
+
+def usd_withdrawn(amount: int) -> list[dict[str, Any]]:
+    return [so.balance_transaction(-amount)]
 
 
 def dispute_of(scene: Any, **overrides: Any) -> dict[str, Any]:
@@ -127,6 +132,94 @@ def test_a_partial_dispute_lost_takes_only_the_disputed_amount_out_of_escrow(
         so.event("charge.dispute.closed", dict(dispute, status="won"), created=t0 + 120)
     )
     assert shown() == ("held", 0, 10_000, 0)
+
+
+def disputed_figures(scene: Any) -> tuple[str, int, int, int]:
+    """The payment detail's (status, amount_disputed, amount_held, amount_lost)."""
+    client = APIClient()
+    client.force_authenticate(scene.customer)
+    body = client.get(f"/escrow/payments/{scene.payment.pk}/").json()
+    return body["status"], body["amount_disputed"], body["amount_held"], body["amount_lost"]
+
+
+@pytest.mark.parametrize(
+    ("event_type", "changed"),
+    [
+        ("charge.dispute.updated", {}),
+        ("charge.dispute.funds_withdrawn", {"balance_transactions": usd_withdrawn(6_000)}),
+        ("charge.dispute.closed", {"status": "lost"}),
+    ],
+)
+def test_the_amount_disputed_follows_stripe_s_latest_figure(
+    deliver: Any, make_payment: Any, sim_stripe: Any, caplog: Any, event_type: str, changed: Any
+) -> None:
+    scene = make_payment("held")
+    t0 = so.now() - 3600
+    dispute = dispute_of(scene)
+    deliver.platform(so.event("charge.dispute.created", dispute, created=t0))
+    assert disputed_figures(scene) == ("disputed", 10_000, 10_000, 0)
+
+    # The issuer narrows the dispute to part of the order.
+    with caplog.at_level(logging.INFO, logger="django_escrow_connect.services"):
+        deliver.platform(
+            so.event(event_type, dict(dispute, amount=6_000, **changed), created=t0 + 20)
+        )
+    assert the_dispute(scene).amount == 6_000
+    status = "dispute_lost" if event_type.endswith("closed") else "disputed"
+    lost = 6_000 if status == "dispute_lost" else 0
+    assert disputed_figures(scene) == (status, 6_000, 10_000 - lost, lost)
+    assert f"dispute amount changed: {dispute['id']} (10000 -> 6000 usd)" in caplog.text
+    assert "amount disputed changed: 10000 -> 6000" in caplog.text
+
+    # An older update delivered late puts no older figure back.
+    deliver.platform(
+        so.event("charge.dispute.updated", dict(dispute, amount=8_000), created=t0 + 10)
+    )
+    assert the_dispute(scene).amount == 6_000
+    assert disputed_figures(scene) == (status, 6_000, 10_000 - lost, lost)
+
+
+def test_an_amount_changed_after_the_loss_changes_what_was_lost(
+    deliver: Any, make_payment: Any, sim_stripe: Any
+) -> None:
+    scene = make_payment("held")
+    t0 = so.now() - 3600
+    dispute = dispute_of(scene)
+    deliver.platform(so.event("charge.dispute.created", dispute, created=t0))
+    lost = dict(dispute, status="lost")
+    deliver.platform(so.event("charge.dispute.closed", lost, created=t0 + 10))
+    assert disputed_figures(scene) == ("dispute_lost", 10_000, 0, 10_000)
+    deliver.platform(so.event("charge.dispute.updated", dict(lost, amount=7_000), created=t0 + 20))
+    assert disputed_figures(scene) == ("dispute_lost", 7_000, 3_000, 7_000)
+
+
+def test_a_dispute_above_the_charge_counts_at_most_what_was_charged(
+    deliver: Any, make_payment: Any, sim_stripe: Any
+) -> None:
+    """Currency conversion may make Stripe's figure exceed the charge: the
+    dispute keeps Stripe's figure, the payment at most what escrow held."""
+    scene = make_payment("held")
+    t0 = so.now() - 3600
+    dispute = dispute_of(scene)
+    deliver.platform(so.event("charge.dispute.created", dispute, created=t0))
+    above = dict(dispute, amount=10_400)
+    evt = so.event("charge.dispute.updated", above, created=t0 + 10)
+    assert deliver.platform(evt).json()["status"] == "processed"
+    assert the_dispute(scene).amount == 10_400
+    assert disputed_figures(scene) == ("disputed", 10_000, 10_000, 0)
+    lost = so.event("charge.dispute.closed", dict(above, status="lost"), created=t0 + 20)
+    deliver.platform(lost)
+    assert disputed_figures(scene) == ("dispute_lost", 10_000, 0, 10_000)
+
+
+def test_a_dispute_opened_above_the_charge_is_recorded(
+    deliver: Any, make_payment: Any, sim_stripe: Any
+) -> None:
+    scene = make_payment("held")
+    evt = so.event("charge.dispute.created", dispute_of(scene, amount=10_400))
+    assert deliver.platform(evt).json()["status"] == "processed"
+    assert the_dispute(scene).amount == 10_400
+    assert disputed_figures(scene) == ("disputed", 10_000, 10_000, 0)
 
 
 def test_funds_withdrawn_and_reinstated(deliver: Any, make_payment: Any, sim_stripe: Any) -> None:

@@ -17,6 +17,7 @@ from ...states import (
     DISPUTE_LOST_STATES,
     EscrowStrategy,
     PaymentStatus,
+    TransferStatus,
 )
 from ...swappable import model_name
 from ._common import S, TimestampedModel, _currency_constraint
@@ -70,6 +71,19 @@ def _nothing_captured(payment: AbstractEscrowPayment) -> bool:
     # A held manual-capture payment is an authorisation, which can be voided;
     # money captured by a separate charge goes back by a refund instead.
     return payment.status != S.HELD or payment.is_manual_capture
+
+
+def _only_a_refused_part(payment: AbstractEscrowPayment) -> bool:
+    # A manual-capture payment ``partially_released`` by an older version's
+    # release in parts (docs/recovery.md): its part was a transfer Stripe
+    # refused, so voiding the hold leaves nothing moved. Any other
+    # partially released payment paid a payee, and a void cannot end it.
+    if payment.status != S.PARTIALLY_RELEASED:
+        return True
+    transfers: Any = payment.transfers  # type: ignore[attr-defined]  # reverse accessor of the swappable Transfer
+    return (
+        payment.is_manual_capture and not transfers.exclude(status=TransferStatus.FAILED).exists()
+    )
 
 
 class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
@@ -492,13 +506,22 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
 
     @transition(
         field=status,
-        source=[S.AWAITING_PAYMENT, S.PROCESSING, S.FAILED, S.HELD],
+        source=[S.AWAITING_PAYMENT, S.PROCESSING, S.FAILED, S.HELD, S.PARTIALLY_RELEASED],
         target=S.CANCELED,
+        conditions=[_only_a_refused_part],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
     )
     def mark_canceled(self) -> None:
         """Stripe canceled the PaymentIntent: a void the platform asked for, a
-        lapsed authorisation, or a payment Stripe gave up on while processing."""
+        lapsed authorisation, or a payment Stripe gave up on while processing.
+
+        Also a manual-capture payment an older version left
+        ``partially_released`` (its part's transfer refused): the void is
+        Stripe's last word on it, and nothing of it was released.
+        """
         self.canceled_at = timezone.now()
+        if self.status == S.PARTIALLY_RELEASED:
+            # Booked as released, but Stripe refused its transfer.
+            self.amount_released = 0
 
     # -- cancel: asked for on the platform (API, admin, commands) --------------
     @transition(
