@@ -829,7 +829,9 @@ def _read_each(parse: Callable[[dict[str, Any]], Parsed], page: Any) -> Iterator
     logged with the request id of the page it came in.
     """
     listing = _Listing(page)
-    with translated_errors(), _unreadable_as_unknown(page, page_request_id=listing.request_id):
+    # translated_errors inside: an error answer stripe-python fails on while
+    # fetching a later page keeps its status and request id (its frame has them).
+    with _unreadable_as_unknown(page, page_request_id=listing.request_id), translated_errors():
         if not isinstance(page, stripe.ListObject | stripe.v2.ListObject):
             # Not only unreadable: an API resource's ``auto_paging_iter`` is a
             # classmethod that would list all its kind with the global key.
@@ -969,7 +971,7 @@ def _error_answer_reading(exc: BaseException) -> FrameType | None:
     return None
 
 
-def _unreadable_error_answer(exc: Exception, reading: FrameType) -> UnreadableAnswer:
+def _unreadable_error_answer(exc: Exception, reading: FrameType) -> GatewayError:
     """An error answer stripe-python failed on: Stripe may have acted, as after a timeout.
 
     Its status and headers are the arguments of the frame that read it.
@@ -983,6 +985,13 @@ def _unreadable_error_answer(exc: Exception, reading: FrameType) -> UnreadableAn
         exc,
         extra={"stripe_request_id": request_id or ""},
     )
+    if status == 429:
+        # A 429 stays "slow down", whoever sent it and whatever its body.
+        return RateLimited(
+            "Stripe's answer could not be read (HTTP 429).",
+            request_id=request_id,
+            http_status=429,
+        )
     return UnreadableAnswer(
         f"Stripe's answer could not be read (HTTP {status}).",
         code="unreadable_answer",

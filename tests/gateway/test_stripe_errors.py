@@ -391,6 +391,38 @@ def test_an_error_answer_stripe_python_cannot_read_is_unreadable(
     assert vcr.play_count == 1
 
 
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.default_cassette("accounts_retrieve")
+@pytest.mark.parametrize("body", MALFORMED_ERRORS, ids=lambda body: body.decode())
+def test_a_429_stripe_python_cannot_read_stays_rate_limited(gateway, vcr, body):
+    # Whatever its body, a 429 asks to slow down (and alerts as a 429).
+    error_answer(vcr, 0, 429, body)
+
+    with pytest.raises(RateLimited) as excinfo:
+        gateway.retrieve_account(ACCOUNT)
+
+    assert (excinfo.value.http_status, excinfo.value.request_id) == (429, "req_T4kWn8cQz1HyRe")
+
+
+@pytest.mark.vcr(record_mode="none")
+@pytest.mark.default_cassette("events_list_two_pages")
+def test_a_later_pages_error_answer_stripe_python_cannot_read_keeps_its_request_id(
+    gateway, vcr, caplog
+):
+    # The page is fetched while the caller iterates: the failure is read from
+    # stripe-python's frame, with that answer's status and request id.
+    gateway.page_size = 2
+    error_answer(vcr, 1, 500, b'{"error": null}')
+
+    with pytest.raises(UnreadableAnswer) as excinfo:
+        list(_list_events(gateway))
+
+    assert excinfo.value.request_id == "req_Pw1Hx5Rc9TmQzV"
+    assert "HTTP 500" in excinfo.value.message
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert record.stripe_request_id == "req_Pw1Hx5Rc9TmQzV"
+
+
 def test_an_attribute_error_of_the_packages_own_is_not_taken_for_an_answer(gateway, monkeypatch):
     # Only stripe-python's reading of an error answer is narrowed to
     # "unreadable": a bug of the package stays a bug, loud.
