@@ -212,6 +212,30 @@ def test_an_understated_content_length_is_not_read_past_the_limit(
     assert response.data["error"]["code"] == "request_too_large"
 
 
+class Unreadable(io.RawIOBase):
+    """A request body that must not be read."""
+
+    def readinto(self, buffer: Any) -> int:
+        raise AssertionError("the body was read")
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_a_byte_is_read(
+    endpoints: Endpoints, settings: Any
+) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 200
+    url = endpoints.url("payment-refund", endpoints.held.pk)
+    request = RequestFactory().post(
+        url,
+        data='{"amount": 100}',
+        content_type="application/json",
+        CONTENT_LENGTH="201",
+        **{"wsgi.input": Unreadable()},
+    )
+    response = refund(endpoints, request)
+    assert response.status_code == 413, response.data
+    assert response.data["error"]["code"] == "request_too_large"
+
+
 class Python310Spool(io.BytesIO):
     """Django's spooled ASGI body as Python 3.10 builds it: it seeks, but its
     SpooledTemporaryFile has no ``seekable()`` (3.11 added it)."""
