@@ -19,7 +19,7 @@ from django.core.exceptions import (
     TooManyFieldsSent,
     TooManyFilesSent,
 )
-from django.http import Http404
+from django.http import Http404, QueryDict
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from rest_framework import exceptions, status
@@ -235,7 +235,7 @@ class _GuardedParser(BaseParser):
                 raise RequestTooLarge(limit)
             stream = _BoundedStream(stream, limit)
         try:
-            return self.parser.parse(stream, media_type, parser_context)
+            parsed = self.parser.parse(stream, media_type, parser_context)
         except RecursionError:
             raise exceptions.ParseError(_("The request body is nested too deeply.")) from None
         except RequestDataTooBig:
@@ -245,6 +245,20 @@ class _GuardedParser(BaseParser):
             raise exceptions.ParseError(
                 _("The request body has too many fields or files.")
             ) from None
+        request = (parser_context or {}).get("request")
+        if _declared_length(getattr(request, "META", {})) > 0 and _no_fields(parsed):
+            # A form body that is not empty yet names no field is not "no
+            # fields": read as {}, a release would release everything held.
+            raise exceptions.ParseError(_("The request body has no fields."))
+        return parsed
+
+
+def _no_fields(parsed: Any) -> bool:
+    """Whether a form parser's result (a QueryDict, or multipart's data and files) is empty."""
+    if isinstance(parsed, QueryDict):
+        return not parsed
+    data, files = getattr(parsed, "data", None), getattr(parsed, "files", None)
+    return isinstance(data, QueryDict) and not data and not files
 
 
 class EscrowAPIView(APIView):

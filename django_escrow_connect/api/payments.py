@@ -1081,6 +1081,13 @@ class PaymentPagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 100
 
+    def get_page_number(self, request: Any, paginator: Any) -> Any:
+        # DRF reads a blank ``page=`` as the first page; it is no page number,
+        # so it is refused like ``page=abc`` (404 "Invalid page.").
+        if request.query_params.get(self.page_query_param) == "":
+            return ""
+        return super().get_page_number(request, paginator)
+
 
 class PaymentAPIView(EscrowAPIView):
     """Base of the payment views: authenticated users only.

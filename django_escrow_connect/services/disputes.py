@@ -230,8 +230,6 @@ def apply_dispute(
             _close(payment, dispute, event_id=event_id)
         else:
             _close_tip(payment, tip, dispute, event_id=event_id)
-    if tip is None:
-        _follow_amount(payment, event_id=event_id)
     elif not was_open:
         _log(
             "dispute appealed: %s (%s)",
@@ -240,6 +238,8 @@ def apply_dispute(
             payment=payment,
             event_id=event_id,
         )
+    if tip is None:
+        _follow_amount(payment, event_id=event_id)
     return dispute
 
 

@@ -417,13 +417,12 @@ def _canceled(payment: Any, snapshot: PaymentIntentSnapshot, event_id: str) -> N
                 level=logging.ERROR,
             )
         return
-    # Stripe voided an authorisation that was not captured in time.
-    # Also the hold of a manual-capture payment an older version left
-    # partially released (docs/recovery.md): nothing of it was captured.
-    lapsed = payment.status in (S.HELD, S.PARTIALLY_RELEASED) and snapshot.cancellation_reason in (
-        "automatic",
-        "expired",
-    )
+    # Stripe voided an authorisation that was not captured in time: the
+    # payment held it (a part of it could be released). Also the hold of a
+    # manual-capture payment an older version left partially released
+    # (docs/recovery.md): nothing of it was captured.
+    held = payment.status in transitions.sources(type(payment), "release_part")
+    lapsed = held and snapshot.cancellation_reason in ("automatic", "expired")
     payment.mark_canceled()
     payment.save()
     if lapsed or snapshot.cancellation_reason not in (None, "requested_by_customer", "abandoned"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from django_escrow_connect import signals, swappable
@@ -134,6 +136,21 @@ class TestManualCaptureReleasedInPartByAnOlderVersion:
         payment = market.payment(payment.pk)
         assert (payment.status, payment.amount_released) == ("canceled", 0)
         assert list(payment.incidents.values_list("kind", flat=True)) == ["capture_expired"]
+
+    @pytest.mark.parametrize("made", ["created", "partially_reversed"])
+    def test_a_lapsed_hold_does_not_cancel_a_payment_whose_part_was_transferred(
+        self, market, sim_stripe, manual, caplog, made
+    ):
+        # Only a refused part may be undone by the void: a transfer Stripe made
+        # paid the doer, and a void cannot end such a payment.
+        payment = released_in_part_by_an_older_version(market, market.held_payment())
+        payment.transfers.update(status=made)
+        with caplog.at_level(logging.ERROR), market.capture(execute=True):
+            sim_stripe.advance_time(8 * 24 * 3600)
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_released) == ("partially_released", 3_000)
+        assert payment.canceled_at is None
+        assert "cannot be canceled" in caplog.text
 
 
 class TestAfterRelease:

@@ -168,6 +168,32 @@ def test_json_that_is_not_an_object_is_an_invalid_body(endpoints: Endpoints) -> 
             }
 
 
+def test_a_form_body_that_names_no_field_is_refused_not_read_as_empty(
+    endpoints: Endpoints,
+) -> None:
+    """A multipart or urlencoded body that is not empty but names no field
+    (a list sent as a form, stray separators) was read as ``{}``: a release
+    released everything held. An empty body is still ``{}``."""
+    garbled = f"--{BOUNDARY}\r\n[{{'a': 1}}, ['b']]--{BOUNDARY}--\r\n"
+    for user, url, _fields in endpoints.posts():
+        for data, content_type in (
+            (garbled, MULTIPART_CONTENT),
+            ("&&", "application/x-www-form-urlencoded"),
+        ):
+            response = refused(endpoints, user, "post", url, data=data, content_type=content_type)
+            assert response.status_code == 400, (url, content_type, response.content)
+            assert response.json()["error"]["code"] == "parse_error"
+
+
+def test_a_blank_page_number_is_refused_not_read_as_the_first_page(
+    endpoints: Endpoints,
+) -> None:
+    market = endpoints.market
+    response = market.client(market.customer).get(reverse("escrow_connect:payment-list") + "?page=")
+    assert response.status_code == 404, response.content
+    assert response.json()["error"]["code"] == "not_found"
+
+
 def test_a_form_past_django_s_limits_is_a_400_in_the_error_shape(
     endpoints: Endpoints, settings: Any
 ) -> None:

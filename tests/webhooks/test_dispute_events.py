@@ -282,6 +282,7 @@ def test_an_appeal_won_reinstates_the_payment(
     make_payment: Any,
     sim_stripe: Any,
     sent: Any,
+    caplog: Any,
     appeal_status: str,
     status: str,
     fields: dict[str, Any],
@@ -296,7 +297,9 @@ def test_an_appeal_won_reinstates_the_payment(
     appeal = so.event(
         "charge.dispute.updated", dict(dispute, status=appeal_status), created=t0 + 60
     )
-    assert deliver.platform(appeal).json()["status"] == "processed"
+    with caplog.at_level(logging.INFO, logger="django_escrow_connect"):
+        assert deliver.platform(appeal).json()["status"] == "processed"
+    assert [r for r in caplog.records if r.getMessage().startswith("dispute appealed")]
     row = the_dispute(scene)
     assert (row.status, row.is_open, row.closed_at) == (appeal_status, True, None)
     assert row.appealed_at is not None
