@@ -169,9 +169,7 @@ def test_a_value_error_during_the_run_is_not_blamed_on_the_settings(
     assert market.payment(second.pk).status == "held"
 
 
-def test_a_value_error_while_building_the_report_is_not_blamed_on_the_settings(
-    market, monkeypatch
-):
+def test_a_value_error_while_building_the_report_is_not_blamed_on_the_settings(market, monkeypatch):
     from django_escrow_connect.management.commands import escrow_report
 
     def report_with_a_bug(**kwargs):

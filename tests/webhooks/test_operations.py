@@ -564,7 +564,7 @@ def test_report_admin_page_names_a_malformed_setting_not_a_500(
     page = admin_client.get(report_url)
     assert page.status_code == 200
     html = page.content.decode()
-    assert 'ESCROW_CONNECT[&quot;STUCK_PAYMENT_HOURS&quot;] must be an int' in html
+    assert "ESCROW_CONNECT[&quot;STUCK_PAYMENT_HOURS&quot;] must be an int" in html
     assert "Open disputes" not in html
 
     data = admin_client.get(report_url, {"format": "json"})
