@@ -32,7 +32,14 @@ from .conf import (
 from .dates import check_period
 from .gateway.base import AccountsV2Gateway, PaymentGateway
 from .gateway.basegateway import BaseGateway
-from .money import MAX_CHARGE_AMOUNT, amount_step, amount_step_rule, normalize_currency
+from .money import (
+    amount_step,
+    amount_step_rule,
+    format_money,
+    max_charge_amount,
+    min_charge_amount,
+    normalize_currency,
+)
 from .services.payment_intents import MANUAL_CAPTURE_WINDOW
 from .swappable import (
     APP_LABEL,
@@ -1023,7 +1030,7 @@ def check_task_backend(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
 
 def _check_tips(limits: Any) -> list[Any]:
-    """TIP_MAX_AMOUNT (E060) and a TIP_FEE that is not a callable (E061)."""
+    """TIP_MAX_AMOUNT (E060, W060, W063) and a TIP_FEE that is not a callable (E061)."""
     found: list[Any] = []
     valid = isinstance(limits, dict) and all(
         isinstance(code, str)
@@ -1045,17 +1052,22 @@ def _check_tips(limits: Any) -> list[Any]:
     else:
         # A tip is charged on its own PaymentIntent: a bound above what Stripe
         # charges would let tips through that Stripe then refuses.
-        too_large = sorted(code for code, bound in limits.items() if bound > MAX_CHARGE_AMOUNT)
+        too_large = [
+            f"{code} (at most {max_charge_amount(code)})"
+            for code, bound in sorted(limits.items())
+            if bound > max_charge_amount(code)
+        ]
         if too_large:
             found.append(
                 Error(
                     f"{_key('TIP_MAX_AMOUNT')} allows more than Stripe charges in one "
-                    f"payment ({MAX_CHARGE_AMOUNT} minor units) for: {', '.join(too_large)}.",
-                    hint=f"Lower those entries to {MAX_CHARGE_AMOUNT} or less.",
+                    f"payment (minor units) for: {', '.join(too_large)}.",
+                    hint="Lower those entries to Stripe's largest charge or less.",
                     id="escrow_connect.E060",
                 )
             )
         found.extend(_off_step("TIP_MAX_AMOUNT", limits, "escrow_connect.W060"))
+        found.extend(_tips_below_minimum(limits))
     try:
         fee = escrow_settings.TIP_FEE
     except ImportError:
@@ -1068,6 +1080,33 @@ def _check_tips(limits: Any) -> list[Any]:
             )
         )
     return found
+
+
+def _tips_below_minimum(limits: dict[str, int]) -> list[Any]:
+    """W063: a tip bound below Stripe's smallest charge in its currency.
+
+    A warning, not an error: the setting is well formed, but every tip in
+    that currency is then refused (400 ``amount_too_small``), tips silently
+    off there, which is unlikely to be what an entry meant.
+    """
+    minimums = {code: min_charge_amount(code) for code in limits}
+    below = [
+        f"{code} ({bound} < {minimums[code]}, {format_money(minimums[code], code)})"
+        for code, bound in sorted(limits.items())
+        if bound < minimums[code]
+    ]
+    if not below:
+        return []
+    return [
+        Warning(
+            f"{_key('TIP_MAX_AMOUNT')} is below Stripe's smallest charge for: "
+            f"{', '.join(below)}. Every tip in those currencies is refused "
+            "(400 amount_too_small): tips are off there.",
+            hint="Raise those entries to at least Stripe's minimum, or remove them "
+            "to turn tips off in that currency on purpose (400 tips_unavailable).",
+            id="escrow_connect.W063",
+        )
+    ]
 
 
 def _off_step(name: str, table: dict[Any, int], check_id: str) -> list[Any]:

@@ -27,6 +27,7 @@ from django.utils.translation import gettext
 
 __all__ = [
     "MAX_CHARGE_AMOUNT",
+    "MAX_CHARGE_AMOUNTS",
     "MAX_MINOR_AMOUNT",
     "MIN_CHARGE_AMOUNTS",
     "THREE_DECIMAL_CURRENCIES",
@@ -41,6 +42,7 @@ __all__ = [
     "currency_exponent",
     "format_money",
     "from_minor_units",
+    "max_charge_amount",
     "min_charge_amount",
     "normalize_currency",
     "to_minor_units",
@@ -115,23 +117,33 @@ MAX_MINOR_AMOUNT: Final[int] = 2**63 - 1
 
 #: Largest charge amount Stripe accepts in most currencies: eight digits of
 #: minor units ("Supported currencies", minimum and maximum charge amounts:
-#: 99999999 is $999,999.99). A few currencies allow more (IDR); a host taking
-#: those checks its own bound. Validate user-entered prices against it before
-#: they are stored, so they fail as a 400, not later at Stripe.
+#: 99999999 is $999,999.99). The currencies that allow more are in
+#: :data:`MAX_CHARGE_AMOUNTS`; :func:`max_charge_amount` gives a currency's
+#: bound. Validate user-entered prices against it before they are stored, so
+#: they fail as a 400, not later at Stripe.
 MAX_CHARGE_AMOUNT: Final[int] = 99_999_999
+
+#: The currencies whose largest charge is not :data:`MAX_CHARGE_AMOUNT`, in
+#: their minor units: Stripe takes "up to twelve digits for IDR"
+#: (999999999999 is Rp 9,999,999,999.99), where eight would stop at
+#: Rp 999,999.99, a price IDR marketplaces routinely exceed.
+MAX_CHARGE_AMOUNTS: Final[Mapping[str, int]] = MappingProxyType({"idr": 999_999_999_999})
 
 #: Smallest charge Stripe accepts, per currency, in its minor units: Stripe's
 #: table "Minimum and maximum charge amounts"
 #: (https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts).
 #:
-#: What the table means: Stripe's minimum is set in the *settlement* currency
-#: (the platform's: every charge this package makes is on the platform's
-#: account, whichever escrow strategy, so it settles in the platform's
-#: currency), and a charge in another currency must still reach it once
-#: converted ("Amount must convert to at least ..."). An entry here is
-#: the minimum of a charge in that currency settled in that same currency;
-#: a charge presented in one currency and settled in another can be refused
-#: by Stripe above it, at the day's rate, which no fixed table can know.
+#: What the table means: Stripe's minimum is set in the *settlement* currency,
+#: the settlement merchant's, and a charge in another currency must still
+#: reach it once converted ("Amount must convert to at least ..."). Every
+#: charge this package makes is created on the platform's account; it settles
+#: in the platform's currency, except a destination charge with
+#: ``DESTINATION_ON_BEHALF_OF``: ``on_behalf_of`` makes the connected account
+#: the settlement merchant, so it settles in that account's currency and that
+#: currency's minimum applies. An entry here is the minimum of a charge in
+#: that currency settled in that same currency; a charge presented in one
+#: currency and settled in another can be refused by Stripe above it, at the
+#: day's rate, which no fixed table can know.
 #: Currencies Stripe lists no minimum for are absent (any positive amount).
 #: Checked before anything is recorded (:func:`validate_charge_amount`), so a
 #: tip or a price below it is a 4xx, not a journaled call Stripe refuses.
@@ -416,12 +428,18 @@ def min_charge_amount(currency: str) -> int:
     return MIN_CHARGE_AMOUNTS.get(normalize_currency(currency), 1)
 
 
+def max_charge_amount(currency: str) -> int:
+    """The largest charge Stripe accepts in ``currency`` (minor units): its
+    :data:`MAX_CHARGE_AMOUNTS` entry, or :data:`MAX_CHARGE_AMOUNT`."""
+    return MAX_CHARGE_AMOUNTS.get(normalize_currency(currency), MAX_CHARGE_AMOUNT)
+
+
 def validate_charge_amount(amount: int, currency: str) -> int:
     """Check that Stripe can charge ``amount`` in one payment; return it.
 
     :func:`validate_minor_amount`'s rules, and the amount between the
-    currency's minimum (:func:`min_charge_amount`) and
-    :data:`MAX_CHARGE_AMOUNT`, both included: what a PaymentIntent is
+    currency's minimum (:func:`min_charge_amount`) and maximum
+    (:func:`max_charge_amount`), both included: what a PaymentIntent is
     created with (a payment's price, a milestone funded on its own, a tip).
     Raises :class:`InvalidAmount`, in the request's language.
     """
@@ -432,11 +450,12 @@ def validate_charge_amount(amount: int, currency: str) -> int:
             _("The amount must be at least %(minimum)s, Stripe's smallest charge; got %(amount)s.")
             % {"minimum": format_money(minimum, currency), "amount": format_money(amount, currency)}
         )
-    if amount > MAX_CHARGE_AMOUNT:
+    maximum = max_charge_amount(currency)
+    if amount > maximum:
         raise InvalidAmount(
             _("The amount must be at most %(maximum)s, Stripe's largest charge; got %(amount)s.")
             % {
-                "maximum": format_money(MAX_CHARGE_AMOUNT, currency),
+                "maximum": format_money(maximum, currency),
                 "amount": format_money(amount, currency),
             }
         )

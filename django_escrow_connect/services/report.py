@@ -44,6 +44,11 @@ def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
+def stuck_payment_hours() -> int:
+    """``STUCK_PAYMENT_HOURS``, or a ValueError naming it (what E102 refuses)."""
+    return period_setting("STUCK_PAYMENT_HOURS", "hours", "E102")
+
+
 def build_report(
     *, since: datetime, until: datetime | None = None, now: datetime | None = None
 ) -> dict[str, Any]:
@@ -54,7 +59,7 @@ def build_report(
     A ``STUCK_PAYMENT_HOURS`` system check E102 refuses is a ValueError
     naming it, raised before the first query.
     """
-    stuck_hours = period_setting("STUCK_PAYMENT_HOURS", "hours", "E102")
+    stuck_hours = stuck_payment_hours()
     now = now or timezone.now()
     until = until or now
     return {

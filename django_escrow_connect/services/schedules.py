@@ -49,15 +49,7 @@ def capture_expiry(
     customer's card is released). A hold already past its deadline is synced
     from Stripe instead: Stripe has voided it.
     """
-    if action is None:
-        action = escrow_settings.CAPTURE_EXPIRY_ACTION
-        if action not in CAPTURE_EXPIRY_ACTIONS:
-            raise ValueError(
-                f'{SETTING_NAME}["CAPTURE_EXPIRY_ACTION"] must be one of '
-                f"{', '.join(CAPTURE_EXPIRY_ACTIONS)}, not {action!r} (system check E035)."
-            )
-    if action not in CAPTURE_EXPIRY_ACTIONS:
-        raise ValueError(f"action must be one of {', '.join(CAPTURE_EXPIRY_ACTIONS)}")
+    action = capture_expiry_action(action)
     now = now or timezone.now()
     horizon = now + timedelta(hours=_warning_hours())
     holds = payment_model().objects.filter(
@@ -110,9 +102,23 @@ def capture_expiry(
     return changes
 
 
-# --------------------------------------------------------------------------
-# escrow_auto_release
-# --------------------------------------------------------------------------
+def capture_expiry_action(action: str | None = None) -> str:
+    """The action a :func:`capture_expiry` run takes (``action``, else
+    ``CAPTURE_EXPIRY_ACTION``), once the settings the run reads are checked:
+    a ValueError naming the setting and its system check (E035, E101)
+    otherwise, before any hold is read.
+    """
+    if action is None:
+        action = escrow_settings.CAPTURE_EXPIRY_ACTION
+        if action not in CAPTURE_EXPIRY_ACTIONS:
+            raise ValueError(
+                f'{SETTING_NAME}["CAPTURE_EXPIRY_ACTION"] must be one of '
+                f"{', '.join(CAPTURE_EXPIRY_ACTIONS)}, not {action!r} (system check E035)."
+            )
+    if action not in CAPTURE_EXPIRY_ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(CAPTURE_EXPIRY_ACTIONS)}")
+    _warning_hours()
+    return action
 
 
 def _warning_hours() -> float:
@@ -131,6 +137,19 @@ def _warning_hours() -> float:
             f"and under {lifetime_hours:.0f}, not {hours!r} (system check E101)."
         )
     return float(hours)
+
+
+# --------------------------------------------------------------------------
+# escrow_auto_release
+# --------------------------------------------------------------------------
+
+
+def auto_release_after_days() -> int | None:
+    """``AUTO_RELEASE_AFTER_DAYS``: None (automatic release is off) or a
+    whole number of days, or a ValueError naming it (what E034 refuses)."""
+    if escrow_settings.AUTO_RELEASE_AFTER_DAYS is None:
+        return None
+    return period_setting("AUTO_RELEASE_AFTER_DAYS", "days", "E034")
 
 
 def auto_release(*, dry_run: bool = False, now: datetime | None = None) -> list[Change] | None:
@@ -152,9 +171,7 @@ def auto_release(*, dry_run: bool = False, now: datetime | None = None) -> list[
     whose last release Stripe refused (an open ``transfer_failed``
     incident: staff retry the failed transfer or resolve the incident).
     """
-    days = escrow_settings.AUTO_RELEASE_AFTER_DAYS
-    if days is not None:  # a bad value is refused before anything is released
-        days = period_setting("AUTO_RELEASE_AFTER_DAYS", "days", "E034")
+    days = auto_release_after_days()  # a bad value is refused before anything is released
     now = now or timezone.now()
     milestone_changes = _release_due_milestones(dry_run=dry_run, now=now)
     if days is None:

@@ -43,9 +43,9 @@ from ..exceptions import GatewayError
 from ..fees import compute_tip_fee
 from ..gateway.types import PaymentIntentSnapshot
 from ..money import (
-    MAX_CHARGE_AMOUNT,
     InvalidAmount,
     format_money,
+    max_charge_amount,
     min_charge_amount,
     validate_minor_amount,
 )
@@ -114,7 +114,7 @@ class TipStart:
 def max_tip_amount(currency: str) -> int | None:
     """The largest tip in ``currency`` (minor units), or None: no tips in it.
 
-    Never more than Stripe charges in one payment (``MAX_CHARGE_AMOUNT``): an
+    Never more than Stripe charges in one payment (``max_charge_amount``): an
     entry above it is ``E060``, and should the check be silenced a larger tip
     is still refused here (a 400), not by Stripe after the tip is recorded.
     """
@@ -124,7 +124,7 @@ def max_tip_amount(currency: str) -> int | None:
     value = table.get(currency.lower()) if isinstance(table, dict) else None
     if not isinstance(value, int) or isinstance(value, bool):
         return None
-    return min(int(value), MAX_CHARGE_AMOUNT)
+    return min(int(value), max_charge_amount(currency))
 
 
 # --------------------------------------------------------------------------

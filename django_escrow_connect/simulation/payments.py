@@ -39,6 +39,7 @@ from .rules import (
     _CANCELLATION_REASONS,
     _CAPTURE_METHODS,
     MAX_AMOUNT,
+    MAXIMUM_CHARGE,
     MINIMUM_CHARGE,
     check_same_region,
     check_settlement_merchant,
@@ -129,10 +130,11 @@ class SimulatedPayments:
                     code="amount_too_small",
                     param="amount",
                 )
-            if amount > MAX_AMOUNT:
+            maximum = MAXIMUM_CHARGE.get(currency, MAX_AMOUNT)
+            if amount > maximum:
                 raise s.error(
                     InvalidRequest,
-                    f"Amount must be no more than {MAX_AMOUNT}.",
+                    f"Amount must be no more than {maximum}.",
                     code="amount_too_large",
                     param="amount",
                 )

@@ -13,7 +13,7 @@ from ..exceptions import (
     BalanceInsufficient,
     InvalidRequest,
 )
-from ..money import MIN_CHARGE_AMOUNTS
+from ..money import MAX_CHARGE_AMOUNT, MAX_CHARGE_AMOUNTS, MIN_CHARGE_AMOUNTS
 
 if TYPE_CHECKING:
     from .store import SimulatedStripe
@@ -30,7 +30,10 @@ ACCOUNT_SESSION_TTL_SECONDS = 1800
 DISPUTE_EVIDENCE_SECONDS = 7 * 24 * 3600
 #: Stripe's dispute fee, in the disputed currency's minor unit (simplified).
 DISPUTE_FEE = 1500
-MAX_AMOUNT = 99_999_999
+#: Stripe's largest charge: a currency's MAXIMUM_CHARGE entry, or MAX_AMOUNT
+#: (the package's tables, so the simulation refuses what Stripe would).
+MAX_AMOUNT = MAX_CHARGE_AMOUNT
+MAXIMUM_CHARGE = MAX_CHARGE_AMOUNTS
 #: Card payments reach the platform's *available* balance this long after
 #: the charge (Stripe's standard US payout schedule: two business days).
 SETTLEMENT_DELAY_SECONDS = 2 * 24 * 3600

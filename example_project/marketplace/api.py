@@ -36,6 +36,8 @@ class TaskInput(serializers.Serializer):
 
 
 class BidInput(serializers.Serializer):
+    # Stripe's largest charge in every BID_CURRENCIES currency (IDR, which
+    # allows more, is not one); services.check_bid_amount checks per currency.
     amount = serializers.IntegerField(
         min_value=1,
         max_value=MAX_CHARGE_AMOUNT,

@@ -8,9 +8,9 @@ from django.contrib.auth.forms import AuthenticationForm, BaseUserCreationForm
 from django.core.validators import MaxLengthValidator
 
 from django_escrow_connect.money import (
-    MAX_CHARGE_AMOUNT,
     InvalidAmount,
     format_money,
+    max_charge_amount,
     to_minor_units,
 )
 
@@ -118,11 +118,9 @@ class BidForm(forms.Form):
             if minor is not None:
                 if minor <= 0:
                     self.add_error("amount", "The price must be positive.")
-                elif minor > MAX_CHARGE_AMOUNT:
-                    self.add_error(
-                        "amount",
-                        f"The price can be at most {format_money(MAX_CHARGE_AMOUNT, currency)}.",
-                    )
+                elif minor > max_charge_amount(currency):
+                    maximum = format_money(max_charge_amount(currency), currency)
+                    self.add_error("amount", f"The price can be at most {maximum}.")
                 data["amount_minor"] = minor
         data["organization"] = self.organizations.get(data.get("bid_as") or "")
         data["milestones"] = self._clean_milestones(data, minor, currency)

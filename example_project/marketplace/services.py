@@ -27,9 +27,9 @@ from django_fsm import can_proceed
 from django_escrow_connect import swappable
 from django_escrow_connect.gateway import get_gateway
 from django_escrow_connect.money import (
-    MAX_CHARGE_AMOUNT,
     InvalidAmount,
     format_money,
+    max_charge_amount,
     normalize_currency,
     validate_minor_amount,
 )
@@ -267,10 +267,11 @@ def check_bid_amount(amount: Any, currency: str) -> int:
         validate_minor_amount(amount, currency)
     except (ValueError, TypeError) as exc:  # InvalidAmount, InvalidCurrency
         raise errors.InvalidInput(str(exc), code="invalid_amount") from exc
-    if not 1 <= amount <= MAX_CHARGE_AMOUNT:
+    maximum = max_charge_amount(currency)
+    if not 1 <= amount <= maximum:
         raise errors.InvalidInput(
-            f"The amount must be between 1 and {MAX_CHARGE_AMOUNT} minor units "
-            f"({format_money(MAX_CHARGE_AMOUNT, currency)}).",
+            f"The amount must be between 1 and {maximum} minor units "
+            f"({format_money(maximum, currency)}).",
             code="invalid_amount",
         )
     return int(amount)

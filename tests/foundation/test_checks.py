@@ -6,7 +6,7 @@ from __future__ import annotations
 import django
 import pytest
 from django.conf import settings
-from django.core.checks import Error
+from django.core.checks import Error, run_checks
 from django.test import override_settings
 
 from django_escrow_connect.checks import (
@@ -124,6 +124,8 @@ def test_the_test_settings_pass():
         ({"TIP_MAX_AMOUNT": {"usd": True}}, "escrow_connect.E060", "TIP_MAX_AMOUNT"),
         # Above Stripe's largest charge (8 digits of minor units).
         ({"TIP_MAX_AMOUNT": {"usd": 100_000_000}}, "escrow_connect.E060", "usd"),
+        # Twelve digits in IDR.
+        ({"TIP_MAX_AMOUNT": {"idr": 10**12}}, "escrow_connect.E060", "idr (at most 999999999999)"),
         # A tip must be on the step: the part of the bound off it is never allowed.
         ({"TIP_MAX_AMOUNT": {"isk": 1_050}}, "escrow_connect.W060", "isk (1050: ISK amounts"),
         ({"TIP_MAX_AMOUNT": {"kwd": 5_005}}, "escrow_connect.W060", "kwd (5005: KWD amounts"),
@@ -502,10 +504,23 @@ def test_embedded_components_the_package_allows_pass(changes):
     assert not {i for i in found if i[-3:-1] == "08"}, found
 
 
+def test_a_tip_bound_below_stripes_smallest_charge_is_a_warning():
+    """Every tip in that currency would be refused (400 amount_too_small):
+    tips silently off there. Named with its minimum; an entry at it passes."""
+    with settings_with(TIP_MAX_AMOUNT={"usd": 49, "jpy": 10, "gbp": 30, "eur": 10_000}):
+        found = [e for e in run_checks() if e.id == "escrow_connect.W063"]
+    assert len(found) == 1, found
+    assert "jpy (10 < 50, 50 JPY), usd (49 < 50, 0.50 USD)." in found[0].msg
+    assert "gbp" not in found[0].msg
+    assert "eur" not in found[0].msg
+
+
 def test_a_valid_tip_configuration_passes():
-    with settings_with(TIP_MAX_AMOUNT={"usd": 10_000, "jpy": 10_000, "eur": 99_999_999}):
+    tips = {"usd": 50, "jpy": 10_000, "eur": 99_999_999, "idr": 999_999_999_999}
+    with settings_with(TIP_MAX_AMOUNT=tips):
         found = ids(check_settings())
     assert "escrow_connect.E060" not in found
+    assert "escrow_connect.W063" not in found
     assert "escrow_connect.E061" not in found
 
 

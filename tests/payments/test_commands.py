@@ -132,6 +132,54 @@ def test_a_setting_the_checks_refuse_is_a_command_error_naming_it(
     assert money_calls(sim_stripe) == []
 
 
+@pytest.mark.parametrize(
+    ("command", "changes"),
+    [
+        ("escrow_auto_release", {"AUTO_RELEASE_AFTER_DAYS": 14}),
+        ("escrow_capture_expiry", {"CAPTURE_EXPIRY_ACTION": "release"}),
+    ],
+)
+def test_a_value_error_during_the_run_is_not_blamed_on_the_settings(
+    market, sim_stripe, settings, monkeypatch, command, changes
+):
+    """Only reading the settings was to become a CommandError: a ValueError
+    from the second release (a bug) was one too, its traceback suppressed,
+    as if a setting were wrong. It propagates; the first release stays."""
+    from django_escrow_connect.services import schedules
+
+    configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE, **changes)
+    first, second = market.held_payment(), market.held_payment()
+    for hours, payment in enumerate((first, second), start=1):
+        age(
+            payment,
+            held_at=timezone.now() - timedelta(days=30, hours=-hours),
+            capture_before=timezone.now() + timedelta(hours=hours),
+        )
+    real_release = schedules.release_payment
+
+    def release_with_a_bug(payment_id, **kwargs):
+        if payment_id == second.pk:
+            raise ValueError("a bug in the release")
+        return real_release(payment_id, **kwargs)
+
+    monkeypatch.setattr(schedules, "release_payment", release_with_a_bug)
+    with pytest.raises(ValueError, match="a bug in the release"):
+        run(market, command)
+    assert market.payment(first.pk).status == "released"
+    assert market.payment(second.pk).status == "held"
+
+
+def test_a_value_error_while_building_the_report_is_not_blamed_on_the_settings(market, monkeypatch):
+    from django_escrow_connect.management.commands import escrow_report
+
+    def report_with_a_bug(**kwargs):
+        raise ValueError("a bug in the report")
+
+    monkeypatch.setattr(escrow_report, "build_report", report_with_a_bug)
+    with pytest.raises(ValueError, match="a bug in the report"):
+        run(market, "escrow_report")
+
+
 class TestAutoRelease:
     @pytest.fixture(autouse=True)
     def separate_charges(self, settings, sim_stripe):

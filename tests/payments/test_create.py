@@ -227,6 +227,8 @@ def test_the_customer_is_told_why_a_task_cannot_be_paid_yet(market, sim_stripe):
         (1, "gbp", "at least 0.30 GBP"),
         (49, "jpy", "at least 50 JPY, Stripe's smallest charge; got 49 JPY"),
         (MAX_CHARGE_AMOUNT + 1, "usd", "at most 999,999.99 USD, Stripe's largest charge"),
+        # Twelve digits in IDR, not thirteen.
+        (10**12, "idr", "at most 9,999,999,999.99 IDR, Stripe's largest charge"),
     ],
 )
 def test_a_price_stripe_cannot_charge_is_a_409_for_the_customer(
@@ -285,8 +287,21 @@ def test_a_milestone_a_user_typed_that_cannot_be_paid_is_a_409_for_the_customer(
     assert_terms_refused(market, sim_stripe, caplog, task, why, **body)
 
 
-@pytest.mark.parametrize(("amount", "currency"), [(50, "usd"), (30, "gbp"), (50, "jpy")])
-def test_a_price_of_stripes_smallest_charge_is_paid(market, sim_stripe, amount, currency):
+@pytest.mark.parametrize(
+    ("amount", "currency"),
+    [
+        (50, "usd"),
+        (30, "gbp"),
+        (50, "jpy"),
+        (MAX_CHARGE_AMOUNT, "usd"),
+        # Stripe takes up to twelve digits in IDR: Rp 1,500,000.00 is nine.
+        (150_000_000, "idr"),
+        (10**12 - 1, "idr"),
+    ],
+)
+def test_a_price_from_stripes_smallest_to_its_largest_charge_is_paid(
+    market, sim_stripe, amount, currency
+):
     task = market.task(amount=amount, currency=currency)
     response = market.create(task)
     assert response.status_code == 201, response.content

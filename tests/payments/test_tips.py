@@ -155,15 +155,24 @@ def test_the_largest_tip_is_allowed(market):
     assert add_tip(market, payment, TIP_LIMIT).status_code == 201
 
 
-def test_a_tip_above_stripes_largest_charge_is_refused_before_stripe(market, settings):
+@pytest.mark.parametrize(
+    # Stripe's largest charge: eight digits of minor units, twelve in IDR.
+    ("currency", "largest"),
+    [("usd", MAX_CHARGE_AMOUNT), ("idr", 999_999_999_999)],
+)
+def test_a_tip_above_stripes_largest_charge_is_refused_before_stripe(
+    market, settings, currency, largest
+):
     # A bound above Stripe's largest charge (E060, silenced) still stops there.
-    configure(settings, TIP_MAX_AMOUNT={"usd": MAX_CHARGE_AMOUNT * 10})
-    payment = market.released_payment()
-    response = add_tip(market, payment, MAX_CHARGE_AMOUNT + 1)
+    configure(settings, TIP_MAX_AMOUNT={currency: largest * 10})
+    payment = market.released_payment(currency=currency)
+    response = add_tip(market, payment, largest + 1)
     assert response.status_code == 400, response.content
     assert response.json()["error"]["code"] == "invalid_amount"
     assert not Tip().objects.exists()
     assert not payment.operations.filter(kind="tip_intent").exists()
+    # At Stripe's largest charge, the tip is added.
+    assert add_tip(market, payment, largest).status_code == 201
 
 
 @pytest.mark.parametrize(

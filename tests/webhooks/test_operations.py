@@ -553,6 +553,25 @@ def test_report_admin_page(busy_marketplace: Any, admin_client: Client) -> None:
     assert data["payments"]["total"] == 4
 
 
+def test_report_admin_page_names_a_malformed_setting_not_a_500(
+    admin_client: Client, settings: Any
+) -> None:
+    """STUCK_PAYMENT_HOURS as check E102 refuses (the server runs without
+    the checks): the page says which setting to fix, the JSON too."""
+    settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "STUCK_PAYMENT_HOURS": "72"}
+    report_url = reverse("admin:escrow_connect_webhookevent_report")
+
+    page = admin_client.get(report_url)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "ESCROW_CONNECT[&quot;STUCK_PAYMENT_HOURS&quot;] must be an int" in html
+    assert "Open disputes" not in html
+
+    data = admin_client.get(report_url, {"format": "json"})
+    assert data.status_code == 503
+    assert "STUCK_PAYMENT_HOURS" in data.json()["error"]
+
+
 def test_report_admin_page_needs_staff(client: Client) -> None:
     user = factories.make_user("customer")
     client.force_login(user)

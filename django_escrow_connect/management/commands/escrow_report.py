@@ -16,7 +16,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...services.report import build_report, needs_attention, render_text
+from ...services.report import build_report, needs_attention, render_text, stuck_payment_hours
 from ..arguments import check_since
 
 
@@ -40,10 +40,13 @@ class Command(BaseCommand):
             raise CommandError("--since is required.")
         if until is not None and until <= since:
             raise CommandError("--until must be after --since.")
+        # The setting alone is read under the try (E102, when checks were
+        # skipped): a ValueError while building the report is a bug.
         try:
-            report = build_report(since=since, until=until)
-        except ValueError as exc:  # STUCK_PAYMENT_HOURS, when checks were skipped
+            stuck_payment_hours()
+        except ValueError as exc:
             raise CommandError(str(exc)) from None
+        report = build_report(since=since, until=until)
         if options["format"] == "json":
             self.stdout.write(json.dumps(report, indent=2, sort_keys=True))
         else:
