@@ -1086,8 +1086,9 @@ def _tips_below_minimum(limits: dict[str, int]) -> list[Any]:
     """W063: a tip bound below Stripe's smallest charge in its currency.
 
     A warning, not an error: the setting is well formed, but every tip in
-    that currency is then refused (400 ``amount_too_small``), tips silently
-    off there, which is unlikely to be what an entry meant.
+    that currency is then refused (below the minimum ``amount_too_small``,
+    above the bound ``invalid_amount``), tips silently off there, which is
+    unlikely to be what an entry meant.
     """
     minimums = {code: min_charge_amount(code) for code in limits}
     below = [
@@ -1101,7 +1102,8 @@ def _tips_below_minimum(limits: dict[str, int]) -> list[Any]:
         Warning(
             f"{_key('TIP_MAX_AMOUNT')} is below Stripe's smallest charge for: "
             f"{', '.join(below)}. Every tip in those currencies is refused "
-            "(400 amount_too_small): tips are off there.",
+            "(400 amount_too_small below the minimum, invalid_amount above the bound): "
+            "tips are off there.",
             hint="Raise those entries to at least Stripe's minimum, or remove them "
             "to turn tips off in that currency on purpose (400 tips_unavailable).",
             id="escrow_connect.W063",

@@ -572,6 +572,20 @@ def test_report_admin_page_names_a_malformed_setting_not_a_500(
     assert "STUCK_PAYMENT_HOURS" in data.json()["error"]
 
 
+def test_report_admin_page_does_not_take_a_bug_for_a_bad_setting(
+    admin_client: Client, monkeypatch: Any
+) -> None:
+    """Only reading the setting is caught: an error while building the
+    report keeps its traceback, as in ``escrow_report``."""
+
+    def broken(**kwargs: Any) -> Any:
+        raise ValueError("a bug in a query")
+
+    monkeypatch.setattr("django_escrow_connect.admin.build_report", broken)
+    with pytest.raises(ValueError, match="a bug in a query"):
+        admin_client.get(reverse("admin:escrow_connect_webhookevent_report"))
+
+
 def test_report_admin_page_needs_staff(client: Client) -> None:
     user = factories.make_user("customer")
     client.force_login(user)
