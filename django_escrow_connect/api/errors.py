@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
@@ -20,6 +21,7 @@ from django.core.exceptions import (
     TooManyFilesSent,
 )
 from django.http import Http404, QueryDict
+from django.utils.http import parse_header_parameters
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from rest_framework import exceptions, status
@@ -269,6 +271,9 @@ class _Peek:
     def readline(self, size: int | None = -1) -> bytes:
         return self._keep(self.stream.readline(size))
 
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.readline, b"")
+
     def _keep(self, chunk: bytes) -> bytes:
         if len(self.head) < self.KEPT:
             self.head += chunk[: self.KEPT - len(self.head)]
@@ -292,9 +297,15 @@ class _Peek:
 
 
 def _boundary(media_type: Any) -> bytes:
-    """The ``boundary`` parameter of a multipart content type, or b""."""
-    match = re.search(r'boundary="?([^";]+)"?', str(media_type or ""))
-    return match.group(1).encode("latin-1", "replace") if match else b""
+    """The ``boundary`` of a multipart content type, or b"", read as Django's
+    multipart parser reads it."""
+    try:
+        content_type, params = parse_header_parameters(str(media_type or ""))
+    except ValueError:
+        return b""
+    if not content_type.startswith("multipart/"):
+        return b""
+    return str(params.get("boundary", "")).encode("latin-1", "replace")
 
 
 def _no_fields(parsed: Any) -> bool:

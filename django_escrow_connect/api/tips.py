@@ -38,8 +38,8 @@ from .serializers import (
 __all__ = ["SavedPaymentMethodView", "TipListCreateView", "TipRetryTransferView"]
 
 _ERROR_DESCRIPTIONS = {
-    400: "Invalid input (codes: invalid_amount, tips_unavailable, invalid_idempotency_key, "
-    "idempotency_key_reused).",
+    400: "Invalid input (codes: invalid_amount, amount_too_small, tips_unavailable, "
+    "invalid_idempotency_key, idempotency_key_reused).",
     402: "The card was declined.",
     403: "Not signed in, or not the payer (or not staff, for a retry).",
     404: "No such payment or tip (or not one you may see).",

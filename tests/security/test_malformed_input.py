@@ -182,14 +182,30 @@ def test_a_form_body_that_names_no_field_is_refused_not_read_as_empty(
         assert response.json()["error"]["code"] == "parse_error"
 
 
+def test_garbage_past_the_first_kilobyte_of_a_form_is_refused(endpoints: Endpoints) -> None:
+    """Only separators in the bytes kept, content after them: not an empty form."""
+    garbled = f"--{BOUNDARY}\r\n" + "\r\n" * 600 + f"[{{'a': 1}}]--{BOUNDARY}--\r\n"
+    market = endpoints.market
+    url = endpoints.url("payment-release", endpoints.held.pk)
+    response = refused(
+        endpoints, market.customer, "post", url, data=garbled, content_type=MULTIPART_CONTENT
+    )
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "parse_error"
+
+
 @pytest.mark.parametrize(
     ("data", "content_type"),
     [
         # What Django's test client and a browser's empty FormData send.
         (encode_multipart(BOUNDARY, {}), MULTIPART_CONTENT),
+        # The boundary as Django reads it: any case, spaces, quotes.
+        ("--a;b--\r\n", 'multipart/form-data; Boundary = "a;b" ; charset=utf-8'),
+        # Exactly the bytes kept, all separators.
+        (f"--{BOUNDARY}--".ljust(1024), MULTIPART_CONTENT),
         ("&&", "application/x-www-form-urlencoded"),
     ],
-    ids=["multipart", "urlencoded"],
+    ids=["multipart", "multipart-quoted-boundary", "multipart-1024", "urlencoded"],
 )
 def test_an_empty_form_is_no_fields_as_an_empty_body_is(
     endpoints: Endpoints, data: str, content_type: str
@@ -266,15 +282,7 @@ def test_a_declared_length_over_the_limit_is_refused_before_a_byte_is_read(
     endpoints: Endpoints, settings: Any
 ) -> None:
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 200
-    url = endpoints.url("payment-refund", endpoints.held.pk)
-    request = RequestFactory().post(
-        url,
-        data='{"amount": 100}',
-        content_type="application/json",
-        CONTENT_LENGTH="201",
-        **{"wsgi.input": Unreadable()},
-    )
-    response = refund(endpoints, request)
+    response = wsgi_refund(endpoints, CONTENT_LENGTH="201", **{"wsgi.input": Unreadable()})
     assert response.status_code == 413, response.data
     assert response.data["error"]["code"] == "request_too_large"
 
@@ -324,17 +332,19 @@ def test_a_chunked_wsgi_body_is_refused_not_read_as_empty(endpoints: Endpoints) 
     """A chunked request under WSGI (gunicorn passes ``Transfer-Encoding`` and
     no ``CONTENT_LENGTH``): Django hands the view no body at all, so the
     refund of 100 was read as ``{}``, a refund of everything."""
-    url = endpoints.url("payment-refund", endpoints.held.pk)
-    request = RequestFactory().post(
-        url,
-        data='{"amount": 100}',
-        content_type="application/json",
-        CONTENT_LENGTH="",
-        HTTP_TRANSFER_ENCODING="chunked",
-    )
-    response = refund(endpoints, request)
+    response = wsgi_refund(endpoints, CONTENT_LENGTH="", HTTP_TRANSFER_ENCODING="chunked")
     assert response.status_code == 411, response.data
     assert response.data["error"]["code"] == "length_required"
+
+
+def wsgi_refund(endpoints: Endpoints, **environ: Any) -> Any:
+    """The doer's refund of 100 as a WSGI request with ``environ`` over the
+    test client's, checked to write nothing."""
+    url = endpoints.url("payment-refund", endpoints.held.pk)
+    request = RequestFactory().post(
+        url, data='{"amount": 100}', content_type="application/json", **environ
+    )
+    return refund(endpoints, request)
 
 
 def asgi_refund(
