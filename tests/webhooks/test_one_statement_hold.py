@@ -51,7 +51,9 @@ def deliver_both_ways(
     deliver: Any, make_payment: Any, event_type: str, intent_status: str, **options: Any
 ) -> tuple[Any, Any, list[str], list[str]]:
     """The same event for two identical payments: fast path, then locked path."""
-    intent_overrides = options.pop("intent", {})
+    # One creation time for both intents: a deadline estimated from it must
+    # not differ by the second that passed between the two deliveries.
+    intent_overrides = {"created": so.now(), **options.pop("intent", {})}
     scenes = [make_payment(**options), make_payment(**options)]
     sql: list[str] = []
     for index, scene in enumerate(scenes):
