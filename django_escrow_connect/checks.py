@@ -29,7 +29,7 @@ from .conf import (
     STRIPE_API_VERSION,
     escrow_settings,
 )
-from .dates import check_period
+from .dates import period_setting
 from .gateway.base import AccountsV2Gateway, PaymentGateway
 from .gateway.basegateway import BaseGateway
 from .money import (
@@ -511,8 +511,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="escrow_connect.E096",
             )
         )
-    requeue_after = raw("WEBHOOK_REQUEUE_AFTER_MINUTES")
-    if not _is_int(requeue_after) or requeue_after < 1 or not _is_past(minutes=requeue_after):
+    if _period_refused("WEBHOOK_REQUEUE_AFTER_MINUTES", "minutes", "E115"):
         errors.append(
             Error(
                 f"{_key('WEBHOOK_REQUEUE_AFTER_MINUTES')} must be an int of at least 1 "
@@ -567,8 +566,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="escrow_connect.E033",
             )
         )
-    days = raw("AUTO_RELEASE_AFTER_DAYS")
-    if days is not None and (not _is_int(days) or days < 1 or not _is_past(days=days)):
+    if raw("AUTO_RELEASE_AFTER_DAYS") is not None and _period_refused(
+        "AUTO_RELEASE_AFTER_DAYS", "days", "E034"
+    ):
         errors.append(
             Error(
                 f"{_key('AUTO_RELEASE_AFTER_DAYS')} must be None or a positive int, and not "
@@ -673,13 +673,15 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_past(**period: int) -> bool:
-    """Whether ``timedelta(**period)`` ago is a date (else the commands' arithmetic overflows)."""
+def _period_refused(name: str, unit: str, check: str) -> bool:
+    """Whether the period setting ``name`` is refused by :func:`~.dates.period_setting`,
+    the rule the commands apply at run time (a whole number of ``unit``, at
+    least 1, not so long that no date is that long ago)."""
     try:
-        check_period("", **period)
+        period_setting(name, unit, check)
     except ValueError:
-        return False
-    return True
+        return True
+    return False
 
 
 def _is_number(value: Any) -> bool:
@@ -802,8 +804,7 @@ def _check_report_horizons(raw: Any) -> list[Any]:
                 id="escrow_connect.E101",
             )
         )
-    stuck_hours = raw("STUCK_PAYMENT_HOURS")
-    if not _is_int(stuck_hours) or stuck_hours < 1 or not _is_past(hours=stuck_hours):
+    if _period_refused("STUCK_PAYMENT_HOURS", "hours", "E102"):
         errors.append(
             Error(
                 f"{_key('STUCK_PAYMENT_HOURS')} must be an int of at least 1 (hours), and not "
