@@ -41,6 +41,7 @@ from .money import (
     normalize_currency,
 )
 from .services.payment_intents import MANUAL_CAPTURE_WINDOW
+from .services.schedules import CAPTURE_EXPIRY_ACTIONS
 from .swappable import (
     APP_LABEL,
     HOST_MODELS,
@@ -587,7 +588,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="escrow_connect.E036",
             )
         )
-    if raw("CAPTURE_EXPIRY_ACTION") not in ("warn", "release", "cancel"):
+    if raw("CAPTURE_EXPIRY_ACTION") not in CAPTURE_EXPIRY_ACTIONS:
         errors.append(
             Error(
                 f"{_key('CAPTURE_EXPIRY_ACTION')} must be 'warn', 'release' or 'cancel'.",

@@ -340,33 +340,29 @@ def test_an_undecodable_answer_from_stripe_keeps_its_request_id(
 MALFORMED_ERRORS = [b'{"error": null}', b'{"error": 5}', b'{"error": []}', b'{"error": "gone"}']
 
 
+#: An account read per API version: the call, its cassette and its answer's request id.
+ACCOUNT_READS = {
+    "v1": (lambda g: g.retrieve_account(ACCOUNT), "accounts_retrieve", "req_T4kWn8cQz1HyRe"),
+    "v2": (lambda g: g.retrieve_account_v2(ACCOUNT), "accounts_v2_retrieve", "req_V2rEtR9mXo1LtB"),
+}
+
+
+def account_read_case(version: str, status: int) -> Any:
+    call, cassette, request_id = ACCOUNT_READS[version]
+    return pytest.param(
+        status,
+        call,
+        request_id,
+        marks=pytest.mark.default_cassette(cassette),
+        id=f"{version}-{status}",
+    )
+
+
 @pytest.mark.vcr(record_mode="none")
 @pytest.mark.parametrize("body", MALFORMED_ERRORS, ids=lambda body: body.decode())
 @pytest.mark.parametrize(
     ("status", "call", "request_id"),
-    [
-        pytest.param(
-            400,
-            lambda g: g.retrieve_account(ACCOUNT),
-            "req_T4kWn8cQz1HyRe",
-            marks=pytest.mark.default_cassette("accounts_retrieve"),
-            id="v1-400",
-        ),
-        pytest.param(
-            500,
-            lambda g: g.retrieve_account(ACCOUNT),
-            "req_T4kWn8cQz1HyRe",
-            marks=pytest.mark.default_cassette("accounts_retrieve"),
-            id="v1-500",
-        ),
-        pytest.param(
-            402,
-            lambda g: g.retrieve_account_v2(ACCOUNT),
-            "req_V2rEtR9mXo1LtB",
-            marks=pytest.mark.default_cassette("accounts_v2_retrieve"),
-            id="v2-402",
-        ),
-    ],
+    [account_read_case("v1", 400), account_read_case("v1", 500), account_read_case("v2", 402)],
 )
 def test_an_error_answer_stripe_python_cannot_read_is_unreadable(
     gateway, vcr, caplog, body, status, call, request_id
