@@ -37,7 +37,7 @@ from ..states import MoneyOperationStatus as OS
 from ..states import PaymentStatus as S
 from . import books, errors, saved_methods
 from . import tip_outcomes as tips
-from .common import gateway, model, payment_model, translate
+from .common import gateway, model, open_disputes, payment_model, translate
 from .operations import (
     Outcome,
     answer_may_be_lost,
@@ -1023,6 +1023,10 @@ _RELEASE_KINDS = frozenset({K.TRANSFER, K.CAPTURE})
 
 def _frozen_by_dispute(operation: Any) -> bool:
     payment = payment_model().objects.only("status").get(pk=operation.payment_id)
+    if operation.follow_up.get("after_loss"):
+        # The rest a lost dispute left, sent after the loss: only another
+        # dispute opened since freezes it, as it refuses a new release.
+        return bool(open_disputes(payment.disputes).exists())
     return bool(payment.frozen_by_dispute)
 
 

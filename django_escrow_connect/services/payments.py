@@ -672,7 +672,7 @@ def release_payment(
             if pending is None:
                 pending = _adopt_legacy_release(payment)
             if pending is None:
-                if not can_proceed(payment.start_release):
+                if not can_proceed(_start_of(payment)):
                     _refuse_release(payment)
                 if open_disputes(payment.disputes).exists():
                     raise errors.TransitionNotAllowed(
@@ -717,6 +717,14 @@ def _owes_payees(payment: Any) -> bool:
     )
 
 
+def _start_of(payment: Any) -> Any:
+    """The transition a release begins with: the rest a lost dispute left
+    keeps the payment ``dispute_lost`` (and so its lost figure)."""
+    if payment.status == S.DISPUTE_LOST:
+        return payment.start_release_of_rest
+    return payment.start_release
+
+
 def _begin_release(payment: Any, user: Any) -> Any:
     """Phase 1 of a release; None when nothing is left to send (released now)."""
     if payment.is_manual_capture:
@@ -737,11 +745,12 @@ def _begin_release(payment: Any, user: Any) -> Any:
         payment.payee_organization,
         _("The doer's connected account cannot receive transfers now."),
     )
-    net = payment.amount - payment.amount_refunded
+    # What is held: the amount less refunds, and less what a lost dispute took.
+    net = payment.amount_held
     fee = compute_platform_fee(net, payment.currency)
     amount = net - fee
     if amount <= 0:
-        payment.release(amount_transferred=0, platform_fee=fee)
+        outcomes.record_release(payment, amount_transferred=0, platform_fee=fee)
         payment.save()
         sync_task_status(payment)
         _log(payment, "payment released (nothing to transfer)")
@@ -753,8 +762,18 @@ def _begin_release(payment: Any, user: Any) -> Any:
         )
     key, attempt = operations.next_key(payment, K.TRANSFER)
     request = transfer_request(payment, amount, account.stripe_account_id, key)
+    start = _start_of(payment)
     operation = operations.begin(
-        payment, K.TRANSFER, request, amount=amount, user=user, key=key, attempt=attempt
+        payment,
+        K.TRANSFER,
+        request,
+        amount=amount,
+        user=user,
+        key=key,
+        attempt=attempt,
+        # Sent after the loss: finished as any release, unlike one a dispute
+        # caught in flight (outcomes.drive).
+        follow_up={"after_loss": True} if payment.status == S.DISPUTE_LOST else None,
     )
     model("Transfer").objects.create(
         payment=payment,
@@ -766,7 +785,7 @@ def _begin_release(payment: Any, user: Any) -> Any:
     )
     # The fee on what is released (less earlier refunds) is the fee charged.
     payment.platform_fee = fee
-    payment.start_release()
+    start()
     payment.save()
     return operation
 

@@ -332,10 +332,17 @@ class SimulatedActions:
         return len(due)
 
     def open_dispute(
-        self, charge_or_intent: str, *, reason: str = "fraudulent", inquiry: bool = False
+        self,
+        charge_or_intent: str,
+        *,
+        reason: str = "fraudulent",
+        inquiry: bool = False,
+        amount: int | None = None,
     ) -> DisputeSnapshot:
         """The customer disputes a captured charge (given by ``ch_...`` or ``pi_...`` id).
 
+        ``amount``: a part of the charge (a partial dispute); all of what
+        was captured and not refunded when omitted.
         ``inquiry=True``: the issuer only asks questions first
         (``warning_needs_response``; nothing is withdrawn). A refund closes an
         inquiry (``warning_closed``); :meth:`close_dispute` closes it
@@ -355,11 +362,18 @@ class SimulatedActions:
                     f"Charge {charge_id} is not captured or is already disputed.",
                     param="charge",
                 )
-            return dispute_charge(self.store, charge, reason, inquiry=inquiry)
+            left = charge["amount_captured"] - charge["amount_refunded"]
+            if amount is not None and not 0 < amount <= left:
+                raise s.error(
+                    InvalidRequest,
+                    f"A dispute of charge {charge_id} is between 1 and {left}.",
+                    param="amount",
+                )
+            return dispute_charge(self.store, charge, reason, inquiry=inquiry, amount=amount)
 
         response = s.execute(
             "open_dispute",
-            {"charge": charge_or_intent, "reason": reason, "inquiry": inquiry},
+            {"charge": charge_or_intent, "reason": reason, "inquiry": inquiry, "amount": amount},
             action,
             logged=False,
             stripe_initiated=True,

@@ -282,10 +282,18 @@ def withdraw_disputed(s: SimulatedStripe, dispute: JSON) -> None:
     s._credit_available(dispute["currency"], -(dispute["amount"] + DISPUTE_FEE))
 
 
-def dispute_charge(s: SimulatedStripe, charge: JSON, reason: str, *, inquiry: bool = False) -> JSON:
+def dispute_charge(
+    s: SimulatedStripe,
+    charge: JSON,
+    reason: str,
+    *,
+    inquiry: bool = False,
+    amount: int | None = None,
+) -> JSON:
     now = s.now()
     dispute_id = new_id("dp")
-    amount = charge["amount_captured"] - charge["amount_refunded"]
+    if amount is None:
+        amount = charge["amount_captured"] - charge["amount_refunded"]
     dispute: JSON = {
         "id": dispute_id,
         "object": "dispute",

@@ -132,7 +132,8 @@ class MoneyCall:
     #: "released-split" (two payees, both paid), "released-split-3" (three
     #: payees, all paid), "refused-split" (two payees, the doer's transfer
     #: refused, the partner's made), "milestone-1-held" (a task
-    #: funded per milestone whose first milestone's payment is held)
+    #: funded per milestone whose first milestone's payment is held),
+    #: "held-partly-lost" (held, 3,000 of it disputed and lost)
     start: str
     send: Callable[..., Answer]
     #: the refund or cancel the other party attempts afterwards ("F")
@@ -248,6 +249,14 @@ CALLS = [
         after_other=frozenset({"released", "partially_refunded"}),
         refunded=KEYED_REFUND,
     ),
+    # The rest a partial dispute lost left (7,000 of 10,000), released after
+    # the loss: the payment stays dispute_lost. The other party's refund is
+    # refused (a lost dispute's charge is not refunded) and leaves it so.
+    MoneyCall(
+        "release-rest-after-loss", "create_transfer", SCT, "held-partly-lost", send_confirm,
+        send_refund,
+        done=frozenset({"dispute_lost"}), after_other=frozenset({"dispute_lost"}),
+    ),
     # A release by amount sent with an Idempotency-Key, killed in its transfer:
     # its retry with the same key finishes that release, or answers it once
     # it is finished, and never releases again. The other party's refund
@@ -298,8 +307,26 @@ def set_up(world: World, call: MoneyCall) -> Scene:
     if call.start == "refused-split":
         payment = refused_share(world)
         return Scene(task=payment.task, payment=payment)
+    if call.start == "held-partly-lost":
+        payment = partly_lost(world)
+        return Scene(task=payment.task, payment=payment)
     payment = world.held_payment() if call.start == "held" else world.released_payment()
     return Scene(task=payment.task, payment=payment)
+
+
+def partly_lost(world: World) -> Any:
+    """A held payment of 10,000 whose 3,000 disputed were lost: 7,000 still held."""
+    from django_escrow_connect.simulation import SimulatedGateway
+
+    payment = world.held_payment()
+    with world.shared.session():
+        gateway = SimulatedGateway()
+        dispute = gateway.open_dispute(payment.stripe_charge_id, amount=3_000)
+        gateway.close_dispute(dispute.id, won=False)
+    world.deliver_in_process()
+    payment = world.payment(payment.pk)
+    assert (payment.status, payment.amount_held) == ("dispute_lost", 7_000), payment.status
+    return payment
 
 
 def held_in_parts(world: World, start: str) -> Any:
@@ -521,6 +548,23 @@ def run_case(
         assert len(releases) == 1, f"one keyed request made the releases {releases}"
         assert releases[0][0] == KEYED_RELEASE, releases
 
+    def rest_released_once() -> None:
+        decisive = [step for step in steps if step in "RCF"][-1]
+        if call.start != "held-partly-lost" or decisive == "F":
+            return
+        # Finished by the retry or escrow_reconcile: the 7,000 left, less its
+        # 10 % fee, transferred once; the 3,000 lost stays lost.
+        with world.shared.session() as store:
+            transfers = [
+                t["amount"]
+                for t in store.transfers.values()
+                if t.get("transfer_group") == payment.transfer_group
+            ]
+        assert transfers == [6_300], f"Stripe transferred {transfers}, expected [6300]"
+        current = world.payment(payment.pk)
+        books = (current.amount_released, current.amount_held, current.amount_lost)
+        assert books == (7_000, 0, 3_000), f"released, held, lost: {books}"
+
     check_case(
         world,
         payment,
@@ -529,4 +573,5 @@ def run_case(
         one_intent_per_task,
         refunded_once,
         released_once,
+        rest_released_once,
     )

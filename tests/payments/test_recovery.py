@@ -587,6 +587,74 @@ class TestOperatorDrills:
         assert books_of(detail) == ("held", 0, 0, 10_000, 0)
         assert "The books agree with Stripe." in audit()
 
+    def test_the_rest_a_partial_dispute_lost_left_is_released_to_the_doer(
+        self, market, real_webhooks
+    ):
+        """recovery.md, *When a dispute is lost*, a partial dispute: 3,000 of
+        10,000 held disputed and lost. The 7,000 left on the platform's
+        balance goes to the doer by the ordinary release (less the fee on
+        it); the payment stays dispute_lost, so the loss stays counted."""
+        from django_escrow_connect import simulation
+
+        gateway = simulation.SimulatedGateway()
+        payment = market.held_payment()
+        with market.capture(execute=True):
+            dispute = gateway.open_dispute(payment.stripe_charge_id, amount=3_000)
+            gateway.close_dispute(dispute.id, won=False)
+        detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert books_of(detail) == ("dispute_lost", 0, 0, 7_000, 3_000)
+
+        with market.capture(execute=True):
+            response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        assert books_of(response.json()) == ("dispute_lost", 7_000, 0, 0, 3_000)
+        payment = market.payment(payment.pk)
+        assert (payment.amount_transferred, payment.platform_fee) == (6_300, 700)
+        assert [t["amount"] for t in transfers_in_stripe(real_webhooks, payment)] == [6_300]
+        doer = market.get(market.doer, "dashboard-task-doer").json()
+        assert [e["amount"] for e in doer["earnings"]] == [6_300]
+        assert "The books agree with Stripe." in audit()
+
+        # Released once: asked again, nothing more moves.
+        again = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert again.status_code == 409, again.content
+        assert len(transfers_in_stripe(real_webhooks, payment)) == 1
+
+        # An appeal won gives the 3,000 back to escrow: the customer's.
+        with market.capture(execute=True):
+            gateway.appeal_dispute(dispute.id, submitted=True)
+            gateway.close_dispute(dispute.id, won=True)
+        detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert books_of(detail) == ("released", 7_000, 0, 3_000, 0)
+        assert "The books agree with Stripe." in audit()
+
+    def test_the_rest_a_lost_dispute_left_waits_for_any_open_dispute(self, market, real_webhooks):
+        """The rest is not released while a dispute of the payment is open:
+        another one, or the lost one appealed (409, nothing sent)."""
+        from django_escrow_connect import factories as kit
+        from django_escrow_connect import simulation
+
+        gateway = simulation.SimulatedGateway()
+        payment = market.held_payment()
+        with market.capture(execute=True):
+            dispute = gateway.open_dispute(payment.stripe_charge_id, amount=3_000)
+            gateway.close_dispute(dispute.id, won=False)
+        other = kit.make_dispute(market.payment(payment.pk), amount=1_000)
+
+        def refused() -> None:
+            answer = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+            assert answer.status_code == 409, answer.content
+            assert answer.json()["error"]["code"] == "transition_not_allowed"
+
+        refused()
+        type(other).objects.filter(pk=other.pk).update(status="won")
+        with market.capture(execute=True):
+            gateway.appeal_dispute(dispute.id)
+        refused()
+        assert transfers_in_stripe(real_webhooks, payment) == []
+        detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert books_of(detail) == ("dispute_lost", 0, 0, 7_000, 3_000)
+
     def test_a_dispute_lost_after_a_partial_release_takes_what_was_held(
         self, market, real_webhooks
     ):

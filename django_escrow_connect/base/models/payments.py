@@ -61,6 +61,21 @@ def _releasable_before_dispute(payment: AbstractEscrowPayment) -> bool:
     return _settled_state(payment) in (S.HELD, S.RELEASING, S.PARTIALLY_RELEASED)
 
 
+def _rest_left_by_a_loss(payment: AbstractEscrowPayment) -> bool:
+    # A partial dispute lost before any release left the rest held on the
+    # platform's balance (amount_held): it may still go to the doer by one
+    # transfer. Not a manual-capture payment (a lost dispute means its charge
+    # was captured, i.e. released), nor one released in parts (its releases
+    # name their amounts, and a loss does not say which part it took).
+    return (
+        payment.status == S.DISPUTE_LOST
+        and _settled_state(payment) == S.HELD
+        and not payment.is_manual_capture
+        and not payment.released_in_parts
+        and payment.amount_held > 0
+    )
+
+
 def _release_settled(payment: AbstractEscrowPayment) -> bool:
     # A refund counts against held or released money depending on whether
     # the release in flight was made: it waits for the release's outcome.
@@ -562,6 +577,22 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
 
     @transition(
         field=status,
+        source=S.DISPUTE_LOST,
+        target=S.DISPUTE_LOST,
+        conditions=[_rest_left_by_a_loss],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
+    )
+    def start_release_of_rest(self) -> None:
+        """The transfer of what a partial dispute lost left held was sent.
+
+        The payment stays ``dispute_lost``, which keeps the lost figure
+        (``amount_lost``); what it is otherwise (an appeal won returns it
+        there) is ``releasing`` until Stripe answers. Entered only by a
+        release the user was allowed to ask for, as ``start_release``.
+        """
+        self.status_before_dispute = S.RELEASING
+
+    @transition(
+        field=status,
         source=[S.HELD, S.RELEASING, S.PARTIALLY_RELEASED],
         target=S.RELEASED,
         conditions=[_no_open_dispute],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
@@ -613,7 +644,13 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
             self.amount_transferred = amount_transferred
         if platform_fee is not None:
             self.platform_fee = platform_fee
-        self.amount_released = max(0, self.amount_charged - self.amount_refunded)
+        released = self.amount_charged - self.amount_refunded
+        if previous != S.PARTIALLY_RELEASED and not self.is_manual_capture:
+            # One transfer: it released what it was sent for, its amount and
+            # the fee on it (_begin_release). All that was held, except after
+            # a lost dispute: the rest it left is released, not what it took.
+            released = min(released, amount_transferred + self.platform_fee)
+        self.amount_released = max(0, released)
 
     @transition(
         field=status,
