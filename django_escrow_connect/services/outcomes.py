@@ -855,9 +855,10 @@ def mark_voided(payment: Any) -> None:
     """Book Stripe's void of ``payment``'s authorisation (saved), and what it settles.
 
     A manual-capture payment an older version left ``partially_released``
-    (docs/recovery.md) has an open ``transfer_failed`` incident for the part
-    Stripe refused. The void is Stripe's last word: that transfer was never
-    made and can no longer be, so nobody has to act on the incident any more.
+    (docs/recovery.md) has a ``pending`` release and an open
+    ``transfer_failed`` incident for the part Stripe refused. The void is
+    Stripe's last word: that transfer was never made and can no longer be,
+    so the release is ``canceled`` and nobody has to act on the incident.
     """
     refused_part = payment.status == S.PARTIALLY_RELEASED
     payment.mark_canceled()
@@ -868,12 +869,16 @@ def mark_voided(payment: Any) -> None:
 
 #: Appended to the incident's message: why it was resolved without staff.
 REFUSED_PART_VOIDED = (
-    "Resolved when the hold was voided: the payment is canceled, this transfer "
-    "was never made and nothing of the payment was released."
+    "Resolved when the hold was voided: the payment and its release are canceled, "
+    "this transfer was never made and nothing of the payment was released."
 )
 
 
 def _resolve_refused_part(payment: Any) -> None:
+    # mark_canceled left partially_released only if no transfer was made.
+    for release in payment.releases.filter(status=ReleaseStatus.PENDING):
+        release.mark_canceled()
+        release.save()
     incidents = model("TransferIncident").objects.filter(
         payment=payment, kind=IncidentKind.TRANSFER_FAILED, resolved_at__isnull=True
     )

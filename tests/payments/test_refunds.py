@@ -153,7 +153,7 @@ class TestManualCaptureReleasedInPartByAnOlderVersion:
         assert "cannot be canceled" in caplog.text
 
     @pytest.mark.parametrize("void", ["refund", "lapse"])
-    def test_the_void_resolves_the_refused_transfers_incident(
+    def test_the_void_settles_the_release_and_resolves_the_incident(
         self, market, sim_stripe, manual, void
     ):
         payment = released_in_part_by_an_older_version(market, market.held_payment())
@@ -164,7 +164,11 @@ class TestManualCaptureReleasedInPartByAnOlderVersion:
         else:
             with market.capture(execute=True):
                 sim_stripe.advance_time(8 * 24 * 3600)
-        assert market.payment(payment.pk).status == "canceled"
+        payment = market.payment(payment.pk)
+        assert payment.status == "canceled"
+        # Its transfer was never made, and no longer can be.
+        assert list(payment.releases.values_list("status", flat=True)) == ["canceled"]
+        assert list(payment.transfers.values_list("status", flat=True)) == ["failed"]
         incident.refresh_from_db()
         # Stripe's void is the last word: nobody has to act on it any more,
         # and the incident says why it closed.
