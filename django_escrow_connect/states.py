@@ -124,6 +124,10 @@ class ReleaseStatus(models.TextChoices):
     PENDING = "pending", _("Pending")
     #: Every payee's transfer was made.
     RELEASED = "released", _("Released")
+    #: Never made: the payment's hold was voided while its transfer was
+    #: refused (a manual-capture payment an older version released in part,
+    #: docs/recovery.md). Final.
+    CANCELED = "canceled", _("Canceled")
 
 
 class TransferReversalStatus(models.TextChoices):

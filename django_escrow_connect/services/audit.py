@@ -9,7 +9,8 @@ the PaymentIntent, and compares:
 
 - the PaymentIntent: amount, currency, amount captured (the payment's
   ``amount_captured`` when a capture took less than the amount; and, for a
-  manual-capture hold, that the authorisation is still there);
+  manual-capture hold, also one an older version left ``partially_released``,
+  that the authorisation is still there);
 - the refunds: each Stripe refund against the app's Refund row with its id
   (known, same amount, both counted or both failed/canceled), and the total
   of Stripe's non-failed, non-canceled refunds against ``amount_refunded``
@@ -76,6 +77,10 @@ DEFAULT_BATCH_SIZE = 200
 _COUNTED_REFUNDS = frozenset(
     {RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION, RefundStatus.SUCCEEDED}
 )
+#: States of a manual-capture payment whose authorisation must still be
+#: there: held, or ``partially_released`` by an older version's release in
+#: parts, whose transfer Stripe refused (docs/recovery.md).
+_HOLDING_STATES = frozenset({S.HELD, S.PARTIALLY_RELEASED})
 #: Stripe refund statuses that give nothing back to the customer.
 _DEAD_STRIPE_REFUNDS = frozenset({"failed", "canceled"})
 #: Transfer rows that exist at Stripe (they have a Stripe id).
@@ -417,7 +422,7 @@ def _compare(payment: Any, books: _StripeBooks) -> list[Divergence]:
     app_captured = _app_captured(payment, manual)
     if app_captured != books.captured:
         add("amount_captured", app_captured, books.captured, _charge_id(books) or intent.id)
-    if manual and payment.status == S.HELD and intent.status != "requires_capture":
+    if manual and payment.status in _HOLDING_STATES and intent.status != "requires_capture":
         add(
             "authorisation",
             payment.amount,

@@ -844,12 +844,49 @@ def cancel_done(payment: Any, operation: Any, intent: Any, *, event_id: str = ""
     operation.mark_succeeded(intent.id)
     operation.save()
     if can_proceed(payment.mark_canceled):
-        payment.mark_canceled()
-        payment.save()
+        mark_voided(payment)
         sync_task_status(payment)
         log_payment(payment, "hold voided")
         notify("payment_canceled", payment=payment)
     return True
+
+
+def mark_voided(payment: Any) -> None:
+    """Book Stripe's void of ``payment``'s authorisation (saved), and what it settles.
+
+    A manual-capture payment an older version left ``partially_released``
+    (docs/recovery.md) has a ``pending`` release and an open
+    ``transfer_failed`` incident for the part Stripe refused. The void is
+    Stripe's last word: that transfer was never made and can no longer be,
+    so the release is ``canceled`` and nobody has to act on the incident.
+    """
+    refused_part = payment.status == S.PARTIALLY_RELEASED
+    payment.mark_canceled()
+    payment.save()
+    if refused_part:
+        _resolve_refused_part(payment)
+
+
+#: Appended to the incident's message: why it was resolved without staff.
+REFUSED_PART_VOIDED = (
+    "Resolved when the hold was voided: the payment and its release are canceled, "
+    "this transfer was never made and nothing of the payment was released."
+)
+
+
+def _resolve_refused_part(payment: Any) -> None:
+    # mark_canceled left partially_released only if no transfer was made.
+    for release in payment.releases.filter(status=ReleaseStatus.PENDING):
+        release.mark_canceled()
+        release.save()
+    incidents = model("TransferIncident").objects.filter(
+        payment=payment, kind=IncidentKind.TRANSFER_FAILED, resolved_at__isnull=True
+    )
+    for incident in incidents:
+        incident.resolved_at = timezone.now()
+        incident.message = "\n".join(filter(None, [incident.message, REFUSED_PART_VOIDED]))
+        incident.save(update_fields=["resolved_at", "message", "updated_at"])
+    log_payment(payment, "refused part closed: the hold was voided")
 
 
 def cancel_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:

@@ -423,8 +423,7 @@ def _canceled(payment: Any, snapshot: PaymentIntentSnapshot, event_id: str) -> N
     # (docs/recovery.md): nothing of it was captured.
     held = payment.status in transitions.sources(type(payment), "release_part")
     lapsed = held and snapshot.cancellation_reason in ("automatic", "expired")
-    payment.mark_canceled()
-    payment.save()
+    outcomes.mark_voided(payment)
     if lapsed or snapshot.cancellation_reason not in (None, "requested_by_customer", "abandoned"):
         model("PaymentIncident").objects.create(
             payment=payment,

@@ -646,7 +646,10 @@ def release_payment(
                 raise errors.Forbidden(
                     _("Only the customer or platform staff can release a payment.")
                 )
-            in_parts = payment.released_in_parts or milestone_id is not None or amount is not None
+            asks_a_part = milestone_id is not None or amount is not None
+            if payment.released_in_parts and payment.is_manual_capture and not asks_a_part:
+                _refuse_release_of_a_refused_part(payment)
+            in_parts = payment.released_in_parts or asks_a_part
             if in_parts and payment.is_manual_capture:
                 # Whatever its state: a part of a capture is never released.
                 raise errors.InvalidInput(
@@ -702,6 +705,23 @@ def _refuse_release(payment: Any) -> NoReturn:
     raise errors.TransitionNotAllowed(
         _("A payment that is %(status)s cannot be released.")
         % {"status": payment.get_status_display().lower()}
+    )
+
+
+def _refuse_release_of_a_refused_part(payment: Any) -> NoReturn:
+    """A release in full of a manual-capture payment an older version released in part.
+
+    Its part's transfer was refused and its hold still waits (docs/recovery.md):
+    a capture would pay the doer the whole payment while the books say a part
+    was released, so it is refused for its state, and staff are told the way out.
+    """
+    if payment.status != S.PARTIALLY_RELEASED:
+        _refuse_release(payment)
+    raise errors.TransitionNotAllowed(
+        _(
+            "An older version released part of this manual-capture payment and Stripe "
+            "refused it: it cannot be released. Refund it in full to void the hold."
+        )
     )
 
 

@@ -27,6 +27,7 @@ from django_escrow_connect.exceptions import TemporarilyUnavailable
 from django_escrow_connect.services.audit import AuditResult, audit_books
 from django_escrow_connect.simulation import EventCollector, SimulatedGateway
 from django_escrow_connect.testing import assert_books_balanced
+from tests.payments.test_refunds import released_in_part_by_an_older_version
 
 from .conftest import configure
 
@@ -452,6 +453,36 @@ def test_a_manual_capture_hold_that_lapsed_at_stripe(settings, market, sim_strip
     result = audit_books()
 
     hold = divergence(result, payment, "authorisation")
+    assert (hold.app_amount, hold.stripe_amount) == (10_000, 0)
+    assert "canceled" in hold.detail
+
+
+def test_a_manual_capture_payment_released_in_part_by_an_older_version(
+    settings, market, sim_stripe
+):
+    """Nothing of it was captured or transferred (docs/recovery.md): the books
+    agree with Stripe's before and after the refund that voids its hold."""
+    configure(settings, ESCROW_STRATEGY=MANUAL)
+    payment = released_in_part_by_an_older_version(market, market.held_payment())
+    before = audit_books(payment_id=payment.pk)
+    assert (before.clean, before.unsettled) == (True, [])
+    assert refund(market, payment).status == "canceled"
+    after = audit_books(payment_id=payment.pk)
+    assert (after.clean, after.unsettled) == (True, [])
+
+
+def test_the_lapsed_hold_of_a_payment_released_in_part_by_an_older_version(
+    settings, market, sim_stripe
+):
+    """Its authorisation is all there is of it: gone at Stripe while the app
+    still has the payment partially released, the audit says so."""
+    configure(settings, ESCROW_STRATEGY=MANUAL)
+    payment = released_in_part_by_an_older_version(market, market.held_payment())
+    with webhooks_lost(market):
+        sim_stripe.advance_time(8 * 24 * 3600)
+        SimulatedGateway().retrieve_payment_intent(payment.stripe_payment_intent_id)
+
+    hold = divergence(audit_books(), payment, "authorisation")
     assert (hold.app_amount, hold.stripe_amount) == (10_000, 0)
     assert "canceled" in hold.detail
 

@@ -9,7 +9,7 @@ import pytest
 from django_escrow_connect import signals, swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import InvalidRequest, TemporarilyUnavailable
-from django_escrow_connect.services import errors
+from django_escrow_connect.services import errors, outcomes
 from django_escrow_connect.services.releases import release_in_parts
 
 from .conftest import configure, money_calls
@@ -151,6 +151,55 @@ class TestManualCaptureReleasedInPartByAnOlderVersion:
         assert (payment.status, payment.amount_released) == ("partially_released", 3_000)
         assert payment.canceled_at is None
         assert "cannot be canceled" in caplog.text
+
+    @pytest.mark.parametrize("void", ["refund", "lapse"])
+    def test_the_void_settles_the_release_and_resolves_the_incident(
+        self, market, sim_stripe, manual, void
+    ):
+        payment = released_in_part_by_an_older_version(market, market.held_payment())
+        (incident,) = payment.transfer_incidents.all()
+        assert (incident.kind, incident.resolved_at) == ("transfer_failed", None)
+        if void == "refund":
+            assert refund(market, payment).status_code == 200
+        else:
+            with market.capture(execute=True):
+                sim_stripe.advance_time(8 * 24 * 3600)
+        payment = market.payment(payment.pk)
+        assert payment.status == "canceled"
+        # Its transfer was never made, and no longer can be.
+        assert list(payment.releases.values_list("status", flat=True)) == ["canceled"]
+        assert list(payment.transfers.values_list("status", flat=True)) == ["failed"]
+        incident.refresh_from_db()
+        # Stripe's void is the last word: nobody has to act on it any more,
+        # and the incident says why it closed.
+        assert incident.resolved_at is not None
+        assert incident.message.endswith(outcomes.REFUSED_PART_VOIDED)
+
+    @pytest.mark.parametrize("endpoint", ["payment-confirm", "payment-release"])
+    def test_a_release_is_refused_for_its_state_and_names_the_way_out(
+        self, market, sim_stripe, manual, endpoint
+    ):
+        payment = released_in_part_by_an_older_version(market, market.held_payment())
+        sim_stripe.calls.clear()
+        stuck = market.post(market.customer, endpoint, payment_id=payment.pk)
+        assert stuck.status_code == 409, stuck.content
+        assert stuck.json()["error"]["code"] == "transition_not_allowed"
+        assert "Refund it in full" in stuck.json()["error"]["message"]
+        assert refund(market, payment).status_code == 200
+        sim_stripe.calls.clear()
+        canceled = market.post(market.customer, endpoint, payment_id=payment.pk)
+        assert canceled.status_code == 409, canceled.content
+        assert canceled.json()["error"]["code"] == "transition_not_allowed"
+        assert sim_stripe.calls == []
+        assert market.payment(payment.pk).status == "canceled"
+
+    def test_a_release_of_a_part_is_still_refused_as_a_part(self, market, sim_stripe, manual):
+        payment = released_in_part_by_an_older_version(market, market.held_payment())
+        response = market.post(
+            market.customer, "payment-release", {"amount": 1_000}, payment_id=payment.pk
+        )
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["code"] == "split_unsupported"
 
 
 class TestAfterRelease:

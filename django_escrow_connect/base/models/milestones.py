@@ -249,3 +249,7 @@ class AbstractEscrowRelease(TimestampedModel):
     @transition(field=status, source=ReleaseStatus.PENDING, target=ReleaseStatus.RELEASED)
     def mark_released(self) -> None:
         self.released_at = timezone.now()
+
+    @transition(field=status, source=ReleaseStatus.PENDING, target=ReleaseStatus.CANCELED)
+    def mark_canceled(self) -> None:
+        """The payment's void settled it: none of its transfers was made, and none can be."""
