@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .. import transitions
 from ..exceptions import GatewayError
 from ..states import (
     UNRESOLVED_OPERATION_STATES,
@@ -77,10 +78,6 @@ DEFAULT_BATCH_SIZE = 200
 _COUNTED_REFUNDS = frozenset(
     {RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION, RefundStatus.SUCCEEDED}
 )
-#: States of a manual-capture payment whose authorisation must still be
-#: there: held, or ``partially_released`` by an older version's release in
-#: parts, whose transfer Stripe refused (docs/recovery.md).
-_HOLDING_STATES = frozenset({S.HELD, S.PARTIALLY_RELEASED})
 #: Stripe refund statuses that give nothing back to the customer.
 _DEAD_STRIPE_REFUNDS = frozenset({"failed", "canceled"})
 #: Transfer rows that exist at Stripe (they have a Stripe id).
@@ -422,7 +419,12 @@ def _compare(payment: Any, books: _StripeBooks) -> list[Divergence]:
     app_captured = _app_captured(payment, manual)
     if app_captured != books.captured:
         add("amount_captured", app_captured, books.captured, _charge_id(books) or intent.id)
-    if manual and payment.status in _HOLDING_STATES and intent.status != "requires_capture":
+    # A manual-capture payment's authorisation must still be there while a
+    # part of it could be released: held, or ``partially_released`` by an
+    # older version's release in parts whose transfer Stripe refused
+    # (docs/recovery.md). The states of the lapse (payment_intents._canceled).
+    holding = transitions.sources(type(payment), "release_part")
+    if manual and payment.status in holding and intent.status != "requires_capture":
         add(
             "authorisation",
             payment.amount,
