@@ -26,7 +26,12 @@ from .dates import parse_since
 from .services.audit_tasks import audit_books_task
 from .services.changes import Change
 from .services.reconcile import DEFAULT_OLDER_THAN_MINUTES, reconcile
-from .services.schedules import auto_release, capture_expiry
+from .services.schedules import (
+    auto_release,
+    auto_release_after_days,
+    capture_expiry,
+    capture_expiry_action,
+)
 from .webhooks.operations import (
     connected_account_ids,
     fetch_missed_events,
@@ -80,7 +85,18 @@ def reconcile_task(older_than_minutes: int = DEFAULT_OLDER_THAN_MINUTES) -> dict
 
 @task()
 def capture_expiry_task(action: str | None = None) -> dict[str, Any]:
-    """``escrow_capture_expiry``: holds close to ``capture_before`` (``CAPTURE_EXPIRY_ACTION``)."""
+    """``escrow_capture_expiry``: holds close to ``capture_before`` (``CAPTURE_EXPIRY_ACTION``).
+
+    A malformed ``CAPTURE_EXPIRY_ACTION`` or ``CAPTURE_EXPIRY_WARNING_HOURS``
+    (E035, E101), or an ``action`` that is none of the actions, handles no
+    hold and fails the run (:class:`PeriodicJobFailed`).
+    """
+    # Only the settings are read under the try: a ValueError from a release,
+    # a cancel or a sync during the run is a bug, to keep its traceback.
+    try:
+        capture_expiry_action(action)
+    except ValueError as exc:
+        return _finish("capture expiry", {"changes": [], "errors": [str(exc)]})
     return _finish("capture expiry", _summary(capture_expiry(action=action)))
 
 
@@ -89,7 +105,13 @@ def auto_release_task() -> dict[str, Any]:
     """``escrow_auto_release``: release payments held past ``AUTO_RELEASE_AFTER_DAYS``.
 
     ``{"enabled": False}`` when the setting is None (automatic release is off).
+    A malformed ``AUTO_RELEASE_AFTER_DAYS`` (E034) releases nothing and fails
+    the run (:class:`PeriodicJobFailed`).
     """
+    try:  # only the setting: a ValueError from a release is a bug (its traceback)
+        auto_release_after_days()
+    except ValueError as exc:
+        return _finish("auto release", {"enabled": True, "changes": [], "errors": [str(exc)]})
     changes = auto_release()
     if changes is None:
         return {"enabled": False, "changes": [], "errors": []}

@@ -55,6 +55,37 @@ def test_a_job_with_failures_raises_after_doing_the_rest(market, sim_stripe, set
     assert statuses == {"held", "released"}
 
 
+@pytest.mark.parametrize(
+    ("job", "changes"),
+    [
+        (tasks.capture_expiry_task, {"CAPTURE_EXPIRY_WARNING_HOURS": "48"}),
+        (tasks.capture_expiry_task, {"CAPTURE_EXPIRY_ACTION": "pray"}),
+        (tasks.auto_release_task, {"AUTO_RELEASE_AFTER_DAYS": "14"}),
+        (tasks.auto_release_task, {"AUTO_RELEASE_AFTER_DAYS": 10**10}),
+    ],
+)
+def test_a_malformed_setting_fails_the_task_as_every_other_job_does(
+    market, sim_stripe, settings, job, changes
+):
+    """Tasks run without the system checks: these two raised the setting's
+    bare ValueError where the other jobs raise PeriodicJobFailed. Nothing is
+    released, and the summary names the setting."""
+    configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE, **changes)
+    payment = market.held_payment()
+    age(
+        payment,
+        held_at=timezone.now() - timedelta(days=30),
+        capture_before=timezone.now() + timedelta(hours=1),
+    )
+    sim_stripe.calls.clear()
+    setting = next(iter(changes))
+    with pytest.raises(tasks.PeriodicJobFailed, match=rf'ESCROW_CONNECT\["{setting}"\]') as failed:
+        run(market, job)
+    assert failed.value.summary["changes"] == []
+    assert market.payment(payment.pk).status == "held"
+    assert money_calls(sim_stripe) == []
+
+
 def test_capture_expiry_task_warns(market, sim_stripe, settings):
     configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE, CAPTURE_EXPIRY_WARNING_HOURS=48)
     payment = market.held_payment()
