@@ -31,6 +31,7 @@ from .services.schedules import (
     auto_release_after_days,
     capture_expiry,
     capture_expiry_action,
+    released,
 )
 from .webhooks.operations import (
     connected_account_ids,
@@ -106,13 +107,24 @@ def auto_release_task() -> dict[str, Any]:
 
     ``{"enabled": False}`` when the setting is None (automatic release is off).
     A malformed ``AUTO_RELEASE_AFTER_DAYS`` (E034) releases nothing and fails
-    the run (:class:`PeriodicJobFailed`).
+    the run (:class:`PeriodicJobFailed`). An unexpected error that stops the
+    run is the ``__cause__`` of a :class:`PeriodicJobFailed` saying how many
+    payments were released before it (committed; listed in its summary).
     """
     try:  # only the setting: a ValueError from a release is a bug (its traceback)
         auto_release_after_days()
     except ValueError as exc:
         return _finish("auto release", {"enabled": True, "changes": [], "errors": [str(exc)]})
-    changes = auto_release()
+    done: list[Change] = []
+    try:
+        changes = auto_release(report=done.append)
+    except Exception as exc:
+        summary = {"enabled": True, **_summary(done)}
+        stopped = f"stopped by {type(exc).__name__}: {exc}"
+        summary["errors"].append(stopped)
+        raise PeriodicJobFailed(
+            f"auto release: {stopped}, after {released(done)} released", summary
+        ) from exc
     if changes is None:
         return {"enabled": False, "changes": [], "errors": []}
     return _finish("auto release", {"enabled": True, **_summary(changes)})

@@ -11,7 +11,7 @@ from django_escrow_connect import swappable, tasks
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import GatewayError
 
-from .conftest import configure, money_calls
+from .conftest import configure, money_calls, second_release_raises
 
 
 def age(payment, **fields):
@@ -84,6 +84,25 @@ def test_a_malformed_setting_fails_the_task_as_every_other_job_does(
     assert failed.value.summary["changes"] == []
     assert market.payment(payment.pk).status == "held"
     assert money_calls(sim_stripe) == []
+
+
+def test_auto_release_task_stopped_by_an_error_says_what_it_released(
+    market, sim_stripe, settings, monkeypatch
+):
+    """The bug's bare exception said nothing of the release committed
+    before it: the failure now names the count, its summary the release."""
+    configure(settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS, AUTO_RELEASE_AFTER_DAYS=14)
+    first, second = second_release_raises(market, monkeypatch)
+    with pytest.raises(tasks.PeriodicJobFailed, match="after 1 released") as failed:
+        run(market, tasks.auto_release_task)
+    assert isinstance(failed.value.__cause__, ValueError)
+    assert failed.value.summary == {
+        "enabled": True,
+        "changes": [f"{first.pk}: held -> released (held 14+ days)"],
+        "errors": ["stopped by ValueError: a bug in the release"],
+    }
+    assert market.payment(first.pk).status == "released"
+    assert market.payment(second.pk).status == "held"
 
 
 def test_capture_expiry_task_warns(market, sim_stripe, settings):
