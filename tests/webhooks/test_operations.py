@@ -18,6 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from django_escrow_connect import factories as kit
 from django_escrow_connect import swappable
 from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.webhooks import registry
@@ -86,6 +87,23 @@ def test_replay_selects_by_id_type_and_date(deliver: Any, flaky: list[int]) -> N
     assert "No events" in later
     with pytest.raises(CommandError, match="evt_missing"):
         run("escrow_replay_events", "--event", "evt_missing")
+
+
+def test_replay_selects_the_ids_and_types_stripe_writes() -> None:
+    """The checks of --event and --type take every id and type Stripe
+    writes: a v2 (thin) event's id and its bracketed type included."""
+    thin = kit.make_webhook_event(
+        "v2.core.account[configuration.recipient].capability_status_updated",
+        stripe_event_id="evt_test_65R9Ijk8KHmbyfYxWzF16S3Gpm4ZzAx",
+        status="failed",
+        thin=True,
+    )
+    out = run(
+        "escrow_replay_events",
+        *("--event", thin.stripe_event_id, "--type", thin.type),
+        *("--type", "charge.dispute.closed", "--dry-run"),
+    )
+    assert out == f"would replay {thin.stripe_event_id} {thin.type} (failed)\n"
 
 
 def test_scheduled_replay_leaves_an_unreadable_event_alone(deliver: Any) -> None:
@@ -615,6 +633,18 @@ def test_report_admin_page_needs_staff(client: Client) -> None:
         # A NUL byte: PostgreSQL refuses it in any text (a DataError).
         ["escrow_replay_events", "--event", "evt_\x00"],
         ["escrow_replay_events", "--type", "charge.\x00", "--dry-run"],
+        # Not an event's id or type as Stripe writes them: looked up for
+        # nothing, or selecting nothing as if no event had failed.
+        ["escrow_replay_events", "--event", "evt_"],
+        ["escrow_replay_events", "--event", "ch_1Pgc76B7WZ01zgkWwyRHS12y"],
+        ["escrow_replay_events", "--event", "evt_1Pgc76B7WZ01zgkWwyRHS12y "],
+        ["escrow_replay_events", "--event", "evt_1" + "2" * 251],
+        ["escrow_replay_events", "--type", "Charge.Refunded"],
+        ["escrow_replay_events", "--type", "charge.refunded\n"],
+        ["escrow_replay_events", "--type", "charge"],
+        ["escrow_replay_events", "--type", ""],
+        ["escrow_replay_events", "--type", "v2.core.account[requirements.updated"],
+        ["escrow_replay_events", "--type", "a." + "b" * 127],
         # A date with an offset whose UTC falls before year 1 or after 9999.
         ["escrow_report", "--since", "0001-01-01T00:00:00+05:00"],
         ["escrow_replay_events", "--since", "9999-12-31T23:59:59-05:00"],
