@@ -135,7 +135,9 @@ def fetch_missed_events_task(since: str = "1d", all_accounts: bool = True) -> di
     """``escrow_fetch_missed_events --since 1d [--all-accounts]``: record events that never arrived.
 
     ``all_accounts``: also each connected account's events (one Events API
-    listing per account: keep the schedule sparse on a large platform).
+    listing per account: keep the schedule sparse on a large platform). A
+    source whose listing failed is in ``errors``; the events read before the
+    failure are recorded and counted in ``sources`` all the same.
     """
     accounts = connected_account_ids() if all_accounts else []
     results = fetch_missed_events(parse_since(since), accounts=accounts)
@@ -148,7 +150,7 @@ def fetch_missed_events_task(since: str = "1d", all_accounts: bool = True) -> di
                 "unreadable": result.unreadable,
             }
             for result in results
-            if not result.error
+            if not result.error or result.outcomes  # what was read before a page failed
         },
         "errors": [f"{result.source}: {result.error}" for result in results if result.error],
     }

@@ -19,7 +19,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from django_escrow_connect import factories as kit
-from django_escrow_connect import swappable
+from django_escrow_connect import swappable, tasks
+from django_escrow_connect.exceptions import UnreadableAnswer
 from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.webhooks import registry
 from tests import factories
@@ -341,6 +342,45 @@ def test_fetch_leaves_known_failed_events_to_replay(
     out = run("escrow_fetch_missed_events", "--since", "1d")
     assert "platform: 1 known failed event left alone" in out
     assert events().get(stripe_event_id=unreadable["id"]).attempts == 1
+
+
+def test_fetch_records_the_events_read_before_a_page_failed(
+    flaky: list[int], sim_stripe: Any, monkeypatch: Any
+) -> None:
+    """One page that could not be read made the whole source record nothing,
+    the pages read before it included. Those events are recorded now (once
+    each, by id); the run still fails and asks for the same --since, which
+    reads the older events Stripe had not listed yet."""
+    flaky[0] = 0
+    older = so.event(FLAKY, so.charge(), created=so.now() - 60)
+    newer = so.event(FLAKY, so.charge(), created=so.now())
+    for evt in (older, newer):
+        sim_stripe.events[evt["id"]] = evt
+    listed = SimulatedGateway.list_events
+
+    def second_page_unreadable(self: Any, **kwargs: Any) -> Any:
+        for number, evt in enumerate(listed(self, **kwargs)):  # newest first
+            if number == 1:
+                raise UnreadableAnswer("Stripe's answer could not be read")
+            yield evt
+
+    monkeypatch.setattr(SimulatedGateway, "list_events", second_page_unreadable)
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError, match="run it again with the same --since"):
+        call_command("escrow_fetch_missed_events", "--since", "1d", stdout=out, stderr=err)
+    assert "platform: Stripe could not list events" in err.getvalue()
+    assert out.getvalue() == (
+        "platform: 1 events, 1 new (1 processed), read before its listing failed\n"
+    )
+    assert list(events().values_list("stripe_event_id", "status")) == [(newer["id"], "processed")]
+    with pytest.raises(tasks.PeriodicJobFailed, match="could not be read") as failed:
+        tasks.fetch_missed_events_task.call(since="1d", all_accounts=False)
+    assert failed.value.summary["sources"]["platform"]["outcomes"] == {"duplicate": 1}
+
+    monkeypatch.setattr(SimulatedGateway, "list_events", listed)
+    out = run("escrow_fetch_missed_events", "--since", "1d")
+    assert "platform: 2 events, 1 new (1 duplicate, 1 processed)" in out
+    assert set(events().values_list("stripe_event_id", flat=True)) == {older["id"], newer["id"]}
 
 
 def test_fetch_tells_what_to_do_about_an_account_stripe_refuses(sim_stripe: Any) -> None:
