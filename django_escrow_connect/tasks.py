@@ -26,7 +26,13 @@ from .dates import parse_since
 from .services.audit_tasks import audit_books_task
 from .services.changes import Change
 from .services.reconcile import DEFAULT_OLDER_THAN_MINUTES, reconcile
-from .services.schedules import auto_release, capture_expiry
+from .services.schedules import (
+    auto_release,
+    auto_release_after_days,
+    capture_expiry,
+    capture_expiry_action,
+    released,
+)
 from .webhooks.operations import (
     connected_account_ids,
     fetch_missed_events,
@@ -80,7 +86,18 @@ def reconcile_task(older_than_minutes: int = DEFAULT_OLDER_THAN_MINUTES) -> dict
 
 @task()
 def capture_expiry_task(action: str | None = None) -> dict[str, Any]:
-    """``escrow_capture_expiry``: holds close to ``capture_before`` (``CAPTURE_EXPIRY_ACTION``)."""
+    """``escrow_capture_expiry``: holds close to ``capture_before`` (``CAPTURE_EXPIRY_ACTION``).
+
+    A malformed ``CAPTURE_EXPIRY_ACTION`` or ``CAPTURE_EXPIRY_WARNING_HOURS``
+    (E035, E101), or an ``action`` that is none of the actions, handles no
+    hold and fails the run (:class:`PeriodicJobFailed`).
+    """
+    # Only the settings are read under the try: a ValueError from a release,
+    # a cancel or a sync during the run is a bug, to keep its traceback.
+    try:
+        capture_expiry_action(action)
+    except ValueError as exc:
+        return _finish("capture expiry", {"changes": [], "errors": [str(exc)]})
     return _finish("capture expiry", _summary(capture_expiry(action=action)))
 
 
@@ -89,8 +106,25 @@ def auto_release_task() -> dict[str, Any]:
     """``escrow_auto_release``: release payments held past ``AUTO_RELEASE_AFTER_DAYS``.
 
     ``{"enabled": False}`` when the setting is None (automatic release is off).
+    A malformed ``AUTO_RELEASE_AFTER_DAYS`` (E034) releases nothing and fails
+    the run (:class:`PeriodicJobFailed`). An unexpected error that stops the
+    run is the ``__cause__`` of a :class:`PeriodicJobFailed` saying how many
+    payments were released before it (committed; listed in its summary).
     """
-    changes = auto_release()
+    try:  # only the setting: a ValueError from a release is a bug (its traceback)
+        auto_release_after_days()
+    except ValueError as exc:
+        return _finish("auto release", {"enabled": True, "changes": [], "errors": [str(exc)]})
+    done: list[Change] = []
+    try:
+        changes = auto_release(report=done.append)
+    except Exception as exc:
+        summary = {"enabled": True, **_summary(done)}
+        stopped = f"stopped by {type(exc).__name__}: {exc}"
+        summary["errors"].append(stopped)
+        raise PeriodicJobFailed(
+            f"auto release: {stopped}, after {released(done)} released", summary
+        ) from exc
     if changes is None:
         return {"enabled": False, "changes": [], "errors": []}
     return _finish("auto release", {"enabled": True, **_summary(changes)})
@@ -101,7 +135,9 @@ def fetch_missed_events_task(since: str = "1d", all_accounts: bool = True) -> di
     """``escrow_fetch_missed_events --since 1d [--all-accounts]``: record events that never arrived.
 
     ``all_accounts``: also each connected account's events (one Events API
-    listing per account: keep the schedule sparse on a large platform).
+    listing per account: keep the schedule sparse on a large platform). A
+    source whose listing failed is in ``errors``; the events read before the
+    failure are recorded and counted in ``sources`` all the same.
     """
     accounts = connected_account_ids() if all_accounts else []
     results = fetch_missed_events(parse_since(since), accounts=accounts)
@@ -114,7 +150,7 @@ def fetch_missed_events_task(since: str = "1d", all_accounts: bool = True) -> di
                 "unreadable": result.unreadable,
             }
             for result in results
-            if not result.error
+            if not result.error or result.outcomes  # what was read before a page failed
         },
         "errors": [f"{result.source}: {result.error}" for result in results if result.error],
     }

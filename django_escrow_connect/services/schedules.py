@@ -11,6 +11,7 @@ Both move money only through the payment services.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -152,7 +153,12 @@ def auto_release_after_days() -> int | None:
     return period_setting("AUTO_RELEASE_AFTER_DAYS", "days", "E034")
 
 
-def auto_release(*, dry_run: bool = False, now: datetime | None = None) -> list[Change] | None:
+def auto_release(
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    report: Callable[[Change], None] | None = None,
+) -> list[Change] | None:
     """Release payments held longer than ``AUTO_RELEASE_AFTER_DAYS``.
 
     Also releases each delivered milestone whose own ``auto_release_after``
@@ -170,64 +176,79 @@ def auto_release(*, dry_run: bool = False, now: datetime | None = None) -> list[
     (``account_not_ready``: disconnected, transfers inactive), and a payment
     whose last release Stripe refused (an open ``transfer_failed``
     incident: staff retry the failed transfer or resolve the incident).
+
+    ``report`` is called with each change as soon as it is made. Each
+    release is committed on its own, so an unexpected error (a bug, the
+    database gone) that ends the run with its exception leaves the earlier
+    releases done: only ``report`` has heard of them.
     """
     days = auto_release_after_days()  # a bad value is refused before anything is released
     now = now or timezone.now()
-    milestone_changes = _release_due_milestones(dry_run=dry_run, now=now)
-    if days is None:
-        return milestone_changes or None
-    return milestone_changes + _release_held_payments(days, dry_run=dry_run, now=now)
-
-
-def _release_due_milestones(*, dry_run: bool, now: datetime) -> list[Change]:
     changes: list[Change] = []
+
+    def record(change: Change) -> None:
+        changes.append(change)
+        if report is not None:
+            report(change)
+
+    _release_due_milestones(record, dry_run=dry_run, now=now)
+    if days is None:
+        return changes or None
+    _release_held_payments(days, record, dry_run=dry_run, now=now)
+    return changes
+
+
+def released(changes: Iterable[Change]) -> int:
+    """How many of ``changes`` are releases made (a state changed: ``held -> released``),
+    not informational lines, failures or a dry run's ``would release``."""
+    return sum(1 for change in changes if " -> " in change.action and not change.error)
+
+
+def _release_due_milestones(
+    record: Callable[[Change], None], *, dry_run: bool, now: datetime
+) -> None:
     for payment_id, milestone_id in auto_release_due(now):
         subject = f"{payment_id} milestone {milestone_id}"
         if dry_run:
-            changes.append(
-                _dry_run_release(payment_id, subject, "delivered, auto-release time passed")
-            )
+            record(_dry_run_release(payment_id, subject, "delivered, auto-release time passed"))
             continue
         waiting = _waits_for_staff(payment_id, subject)
         if waiting is not None:
-            changes.append(waiting)
+            record(waiting)
             continue
         try:
             updated = release_payment(payment_id, system=True, milestone_id=milestone_id)
         except errors.AccountNotReady as exc:
-            changes.append(_not_released(subject, exc))
+            record(_not_released(subject, exc))
             continue
         except errors.ServiceError as exc:
-            changes.append(failed_change(subject, "release", exc))
+            record(failed_change(subject, "release", exc))
             continue
-        changes.append(Change(subject, f"delivered -> {updated.status}", "milestone auto-release"))
-    return changes
+        record(Change(subject, f"delivered -> {updated.status}", "milestone auto-release"))
 
 
-def _release_held_payments(days: int, *, dry_run: bool, now: datetime) -> list[Change]:
+def _release_held_payments(
+    days: int, record: Callable[[Change], None], *, dry_run: bool, now: datetime
+) -> None:
     due = payment_model().objects.filter(status=S.HELD, held_at__lte=now - timedelta(days=days))
-    changes: list[Change] = []
     for payment in due.order_by("held_at"):
         subject = str(payment.pk)
         if dry_run:
-            changes.append(
-                _dry_run_release(payment.pk, subject, f"held since {payment.held_at:%Y-%m-%d}")
-            )
+            record(_dry_run_release(payment.pk, subject, f"held since {payment.held_at:%Y-%m-%d}"))
             continue
         waiting = _waits_for_staff(payment.pk, subject)
         if waiting is not None:
-            changes.append(waiting)
+            record(waiting)
             continue
         try:
             updated = release_payment(payment.pk, system=True)
         except errors.AccountNotReady as exc:
-            changes.append(_not_released(subject, exc))
+            record(_not_released(subject, exc))
             continue
         except errors.ServiceError as exc:
-            changes.append(failed_change(subject, "release", exc))
+            record(failed_change(subject, "release", exc))
             continue
-        changes.append(Change(subject, f"{S.HELD} -> {updated.status}", f"held {days}+ days"))
-    return changes
+        record(Change(subject, f"{S.HELD} -> {updated.status}", f"held {days}+ days"))
 
 
 def _not_released(subject: str, exc: errors.ServiceError) -> Change:

@@ -84,7 +84,9 @@ class FetchResult:
     source: str
     seen: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
-    #: Why Stripe could not list this source's events (the others still run).
+    #: Why Stripe could not list all of this source's events (the others
+    #: still run); the events read before the failure are recorded and
+    #: counted, the older ones were not read.
     error: str = ""
     #: The known failed events left as they are (their pks; counted
     #: ``duplicate``), and how many of them failed because their object
@@ -132,6 +134,11 @@ def fetch_missed_events(
     leaves alone the ones whose object cannot be read); each result lists
     them (``left_alone``) and counts the unreadable ones. A known event
     still ``received`` (never processed) is processed, as a delivery would.
+
+    When a page of a source cannot be fetched or read, its result has an
+    ``error``, and the events of the pages read before it (the newest:
+    Stripe lists newest first) are recorded and processed all the same; the
+    older ones are read by a run with the same ``since``.
     """
     oldest = timezone.now() - EVENTS_API_WINDOW
     if since < oldest:
@@ -172,15 +179,18 @@ def _fetch_thin(since: datetime) -> FetchResult:
         gateway = accounts_v2_gateway()
         for start in range(0, len(types), MAX_EVENT_TYPES):
             chunk = types[start : start + MAX_EVENT_TYPES]
-            fetched.extend(gateway.list_thin_events(created_gte=since, types=chunk))
+            # One at a time: the events of the pages read before one that
+            # fails are kept, and recorded below (see _fetch).
+            for event in gateway.list_thin_events(created_gte=since, types=chunk):
+                fetched.append(event)
     except GatewayError as exc:
         result.error = str(exc)
         logger.warning(
-            "could not list thin events: %s",
+            "could not list thin events: %s (%s read before)",
             exc,
+            len(fetched),
             extra={"connected_account": "", "stripe_event_id": "", "payment_id": ""},
         )
-        return result
     oldest = datetime.min.replace(tzinfo=dt_timezone.utc)
     # Oldest first, as they happened (each one only says "read the account again").
     fetched.sort(key=lambda event: receiver.thin_created(event) or oldest)
@@ -234,18 +244,22 @@ def _fetch(endpoint: str, created_gte: int, account: str | None) -> FetchResult:
             listed = get_gateway().list_events(
                 created_gte=created_gte, types=chunk, stripe_account=account
             )
-            # Stripe lists newest first; process oldest first, as they happened.
-            fetched.extend(reversed(list(listed)))
+            _read_listing(listed, fetched)
     except GatewayError as exc:
+        # The events read before are recorded all the same: each is recorded
+        # once by its id, so the run the error asks for (the same --since,
+        # which also reaches the older events not read: Stripe lists newest
+        # first) finds them known, and a handler takes events in any order
+        # (Stripe delivers them so).
         result.error = str(exc)
         if account is not None and accounts.access_refused(exc):
             result.error += ACCESS_REFUSED_HINT
         logger.warning(
-            "could not list events: %s",
+            "could not list events: %s (%s read before)",
             exc,
+            len(fetched),
             extra={"connected_account": account or "", "stripe_event_id": "", "payment_id": ""},
         )
-        return result
     fetched.sort(key=_created)  # stable: Stripe's order within a second
     for event in fetched:
         if account is not None and not event.get("account"):
@@ -263,6 +277,17 @@ def _fetch(endpoint: str, created_gte: int, account: str | None) -> FetchResult:
         extra={"connected_account": account or "", "stripe_event_id": "", "payment_id": ""},
     )
     return result
+
+
+def _read_listing(listed: Iterable[dict[str, Any]], fetched: list[dict[str, Any]]) -> None:
+    """Add ``listed``'s events to ``fetched``, oldest first, as they happened
+    (Stripe lists newest first); those read before a later page fails too."""
+    read: list[dict[str, Any]] = []
+    try:
+        for event in listed:  # later pages are fetched while iterating
+            read.append(event)
+    finally:
+        fetched.extend(reversed(read))
 
 
 def _settle(result: FetchResult, row: pipeline.RecordedEvent) -> None:

@@ -737,10 +737,10 @@ def test_fetch_missed_events_records_both_pages_of_the_cassette(vcr, fetch_from_
 @pytest.mark.default_cassette("events_list_two_pages")
 def test_fetch_missed_events_reports_a_page_it_cannot_read(vcr, caplog, fetch_from_the_cassette):
     """The second page is no list of events: the run fails (exit 1), says
-    the account could not be listed, and records none of the first page's
-    events, so the next run asks for the whole period again. The failure,
-    after list_events returned, is counted as a failed Stripe call and
-    logged with the second page's request id."""
+    the account could not be listed and asks for the same period again, and
+    records the first page's events (read before the failure; they were
+    thrown away). The failure, after list_events returned, is counted as a
+    failed Stripe call and logged with the second page's request id."""
     garble(vcr, 1, A_PAGE_OF_IDS)
     before = unreadable_listings()
 
@@ -750,8 +750,10 @@ def test_fetch_missed_events_reports_a_page_it_cannot_read(vcr, caplog, fetch_fr
 
     assert vcr.play_count == 2
     assert f"{ACCOUNT}: Stripe could not list events" in err.getvalue()
-    assert "run it again" in str(failed.value)
-    assert events().count() == 0
+    assert "run it again with the same --since" in str(failed.value)
+    assert f"{ACCOUNT}: 2 events, 2 new" in out.getvalue()
+    assert "read before its listing failed" in out.getvalue()
+    assert events().count() == 2
     assert unreadable_listings() == before + 1
     (logged,) = [r for r in caplog.records if r.getMessage().startswith("unreadable Stripe answer")]
     assert logged.stripe_request_id == "req_Pw1Hx5Rc9TmQzV"

@@ -16,7 +16,11 @@ import pytest
 from django.db.models.signals import pre_save
 
 from django_escrow_connect import simulation as simulated
-from django_escrow_connect.exceptions import InvalidRequest, TemporarilyUnavailable
+from django_escrow_connect.exceptions import (
+    InvalidRequest,
+    TemporarilyUnavailable,
+    UnreadableAnswer,
+)
 from django_escrow_connect.simulation import SimulatedGateway
 from tests.checked_gateway import ReadInTransaction, outside_transactions
 
@@ -541,6 +545,44 @@ class TestCommands:
         out = StringIO()
         call_command("escrow_fetch_missed_events", "--since", "1d", "--no-platform", stdout=out)
         assert "thin events: 2 events, 0 new (2 duplicate)" in out.getvalue()
+
+    def test_fetch_missed_events_records_the_thin_events_read_before_a_page_failed(
+        self, sim_stripe, seller, people, monkeypatch, django_capture_on_commit_callbacks
+    ):
+        """One page of thin events that could not be read made the run record
+        none of them: those read before it are recorded now, and the run
+        still fails asking for the same --since."""
+        from io import StringIO
+
+        from django.core.management import CommandError, call_command
+
+        post_link(people.owner, account_type="individual")
+        account = accounts().get(owner_user=people.owner)
+        seller.complete_onboarding(account.stripe_account_id)  # two thin events
+        listed = SimulatedGateway.list_thin_events
+
+        def second_page_unreadable(self: Any, **kwargs: Any) -> Iterator[Any]:
+            for number, event in enumerate(listed(self, **kwargs)):
+                if number == 1:
+                    raise UnreadableAnswer("Stripe's answer could not be read")
+                yield event
+
+        monkeypatch.setattr(SimulatedGateway, "list_thin_events", second_page_unreadable)
+        out, err = StringIO(), StringIO()
+        with (
+            django_capture_on_commit_callbacks(execute=True),
+            pytest.raises(CommandError, match="run it again with the same --since"),
+        ):
+            call_command(
+                *("escrow_fetch_missed_events", "--since", "1d", "--no-platform"),
+                stdout=out,
+                stderr=err,
+            )
+        assert "thin events: Stripe could not list events" in err.getvalue()
+        assert "thin events: 1 events, 1 new (1 processed), read before its listing failed" in (
+            out.getvalue()
+        )
+        assert event_log().filter(thin=True).count() == 1
 
     @pytest.mark.accounts_api("v1")
     def test_fetch_missed_events_skips_thin_events_without_v2_accounts(self, sim_stripe, people):

@@ -16,6 +16,7 @@ import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from io import StringIO
 from typing import Any
 
@@ -24,6 +25,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from django_escrow_connect import simulation as simulated
@@ -273,6 +275,29 @@ def auto_release_run(market: Marketplace) -> str:
     with market.capture(execute=True):
         call_command("escrow_auto_release", stdout=out, stderr=out)
     return out.getvalue()
+
+
+def second_release_raises(market: Marketplace, monkeypatch: Any) -> tuple[Any, Any]:
+    """Two payments due (held 30 days, holds lapsing within hours), the
+    first older; a bug (``ValueError``) in the scheduled jobs' release of
+    the second. Returns both."""
+    from django_escrow_connect.services import schedules
+
+    first, second = market.held_payment(), market.held_payment()
+    for hours, payment in enumerate((first, second), start=1):
+        swappable.load("EscrowPayment").objects.filter(pk=payment.pk).update(
+            held_at=timezone.now() - timedelta(days=30, hours=-hours),
+            capture_before=timezone.now() + timedelta(hours=hours),
+        )
+    real_release = schedules.release_payment
+
+    def release_with_a_bug(payment_id: Any, **kwargs: Any) -> Any:
+        if payment_id == second.pk:
+            raise ValueError("a bug in the release")
+        return real_release(payment_id, **kwargs)
+
+    monkeypatch.setattr(schedules, "release_payment", release_with_a_bug)
+    return first, second
 
 
 #: The SQL statements that write.

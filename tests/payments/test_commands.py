@@ -12,7 +12,7 @@ from django.utils import timezone
 from django_escrow_connect import swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 
-from .conftest import auto_release_dry_run, configure, money_calls
+from .conftest import auto_release_dry_run, configure, money_calls, second_release_raises
 
 
 def run(market, name, *args):
@@ -145,26 +145,27 @@ def test_a_value_error_during_the_run_is_not_blamed_on_the_settings(
     """Only reading the settings was to become a CommandError: a ValueError
     from the second release (a bug) was one too, its traceback suppressed,
     as if a setting were wrong. It propagates; the first release stays."""
-    from django_escrow_connect.services import schedules
-
     configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE, **changes)
-    first, second = market.held_payment(), market.held_payment()
-    for hours, payment in enumerate((first, second), start=1):
-        age(
-            payment,
-            held_at=timezone.now() - timedelta(days=30, hours=-hours),
-            capture_before=timezone.now() + timedelta(hours=hours),
-        )
-    real_release = schedules.release_payment
-
-    def release_with_a_bug(payment_id, **kwargs):
-        if payment_id == second.pk:
-            raise ValueError("a bug in the release")
-        return real_release(payment_id, **kwargs)
-
-    monkeypatch.setattr(schedules, "release_payment", release_with_a_bug)
+    first, second = second_release_raises(market, monkeypatch)
     with pytest.raises(ValueError, match="a bug in the release"):
         run(market, command)
+    assert market.payment(first.pk).status == "released"
+    assert market.payment(second.pk).status == "held"
+
+
+def test_auto_release_stopped_by_an_error_prints_what_it_released_before(
+    market, sim_stripe, settings, monkeypatch
+):
+    """The first release was committed but never printed (the lines were
+    written once the run was over): an operator reading the cron log saw
+    only the traceback and could release that payment again by hand."""
+    configure(settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS, AUTO_RELEASE_AFTER_DAYS=14)
+    first, second = second_release_raises(market, monkeypatch)
+    out, err = StringIO(), StringIO()
+    with market.capture(execute=True), pytest.raises(ValueError, match="a bug in the release"):
+        call_command("escrow_auto_release", stdout=out, stderr=err)
+    assert out.getvalue() == f"{first.pk}: held -> released (held 14+ days)\n"
+    assert "Stopped by the error below after 1 released" in err.getvalue()
     assert market.payment(first.pk).status == "released"
     assert market.payment(second.pk).status == "held"
 

@@ -11,7 +11,7 @@ from django_escrow_connect import swappable, tasks
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import GatewayError
 
-from .conftest import configure, money_calls
+from .conftest import configure, money_calls, second_release_raises
 
 
 def age(payment, **fields):
@@ -53,6 +53,56 @@ def test_a_job_with_failures_raises_after_doing_the_rest(market, sim_stripe, set
     assert len(failed.value.summary["changes"]) == 1
     statuses = {market.payment(p.pk).status for p in (refused, due)}
     assert statuses == {"held", "released"}
+
+
+@pytest.mark.parametrize(
+    ("job", "changes"),
+    [
+        (tasks.capture_expiry_task, {"CAPTURE_EXPIRY_WARNING_HOURS": "48"}),
+        (tasks.capture_expiry_task, {"CAPTURE_EXPIRY_ACTION": "pray"}),
+        (tasks.auto_release_task, {"AUTO_RELEASE_AFTER_DAYS": "14"}),
+        (tasks.auto_release_task, {"AUTO_RELEASE_AFTER_DAYS": 10**10}),
+    ],
+)
+def test_a_malformed_setting_fails_the_task_as_every_other_job_does(
+    market, sim_stripe, settings, job, changes
+):
+    """Tasks run without the system checks: these two raised the setting's
+    bare ValueError where the other jobs raise PeriodicJobFailed. Nothing is
+    released, and the summary names the setting."""
+    configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE, **changes)
+    payment = market.held_payment()
+    age(
+        payment,
+        held_at=timezone.now() - timedelta(days=30),
+        capture_before=timezone.now() + timedelta(hours=1),
+    )
+    sim_stripe.calls.clear()
+    setting = next(iter(changes))
+    with pytest.raises(tasks.PeriodicJobFailed, match=rf'ESCROW_CONNECT\["{setting}"\]') as failed:
+        run(market, job)
+    assert failed.value.summary["changes"] == []
+    assert market.payment(payment.pk).status == "held"
+    assert money_calls(sim_stripe) == []
+
+
+def test_auto_release_task_stopped_by_an_error_says_what_it_released(
+    market, sim_stripe, settings, monkeypatch
+):
+    """The bug's bare exception said nothing of the release committed
+    before it: the failure now names the count, its summary the release."""
+    configure(settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS, AUTO_RELEASE_AFTER_DAYS=14)
+    first, second = second_release_raises(market, monkeypatch)
+    with pytest.raises(tasks.PeriodicJobFailed, match="after 1 released") as failed:
+        run(market, tasks.auto_release_task)
+    assert isinstance(failed.value.__cause__, ValueError)
+    assert failed.value.summary == {
+        "enabled": True,
+        "changes": [f"{first.pk}: held -> released (held 14+ days)"],
+        "errors": ["stopped by ValueError: a bug in the release"],
+    }
+    assert market.payment(first.pk).status == "released"
+    assert market.payment(second.pk).status == "held"
 
 
 def test_capture_expiry_task_warns(market, sim_stripe, settings):

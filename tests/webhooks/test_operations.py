@@ -18,7 +18,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from django_escrow_connect import swappable
+from django_escrow_connect import factories as kit
+from django_escrow_connect import swappable, tasks
+from django_escrow_connect.exceptions import UnreadableAnswer
 from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.webhooks import registry
 from tests import factories
@@ -86,6 +88,23 @@ def test_replay_selects_by_id_type_and_date(deliver: Any, flaky: list[int]) -> N
     assert "No events" in later
     with pytest.raises(CommandError, match="evt_missing"):
         run("escrow_replay_events", "--event", "evt_missing")
+
+
+def test_replay_selects_the_ids_and_types_stripe_writes() -> None:
+    """The checks of --event and --type take every id and type Stripe
+    writes: a v2 (thin) event's id and its bracketed type included."""
+    thin = kit.make_webhook_event(
+        "v2.core.account[configuration.recipient].capability_status_updated",
+        stripe_event_id="evt_test_65R9Ijk8KHmbyfYxWzF16S3Gpm4ZzAx",
+        status="failed",
+        thin=True,
+    )
+    out = run(
+        "escrow_replay_events",
+        *("--event", thin.stripe_event_id, "--type", thin.type),
+        *("--type", "charge.dispute.closed", "--dry-run"),
+    )
+    assert out == f"would replay {thin.stripe_event_id} {thin.type} (failed)\n"
 
 
 def test_scheduled_replay_leaves_an_unreadable_event_alone(deliver: Any) -> None:
@@ -323,6 +342,45 @@ def test_fetch_leaves_known_failed_events_to_replay(
     out = run("escrow_fetch_missed_events", "--since", "1d")
     assert "platform: 1 known failed event left alone" in out
     assert events().get(stripe_event_id=unreadable["id"]).attempts == 1
+
+
+def test_fetch_records_the_events_read_before_a_page_failed(
+    flaky: list[int], sim_stripe: Any, monkeypatch: Any
+) -> None:
+    """One page that could not be read made the whole source record nothing,
+    the pages read before it included. Those events are recorded now (once
+    each, by id); the run still fails and asks for the same --since, which
+    reads the older events Stripe had not listed yet."""
+    flaky[0] = 0
+    older = so.event(FLAKY, so.charge(), created=so.now() - 60)
+    newer = so.event(FLAKY, so.charge(), created=so.now())
+    for evt in (older, newer):
+        sim_stripe.events[evt["id"]] = evt
+    listed = SimulatedGateway.list_events
+
+    def second_page_unreadable(self: Any, **kwargs: Any) -> Any:
+        for number, evt in enumerate(listed(self, **kwargs)):  # newest first
+            if number == 1:
+                raise UnreadableAnswer("Stripe's answer could not be read")
+            yield evt
+
+    monkeypatch.setattr(SimulatedGateway, "list_events", second_page_unreadable)
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError, match="run it again with the same --since"):
+        call_command("escrow_fetch_missed_events", "--since", "1d", stdout=out, stderr=err)
+    assert "platform: Stripe could not list events" in err.getvalue()
+    assert out.getvalue() == (
+        "platform: 1 events, 1 new (1 processed), read before its listing failed\n"
+    )
+    assert list(events().values_list("stripe_event_id", "status")) == [(newer["id"], "processed")]
+    with pytest.raises(tasks.PeriodicJobFailed, match="could not be read") as failed:
+        tasks.fetch_missed_events_task.call(since="1d", all_accounts=False)
+    assert failed.value.summary["sources"]["platform"]["outcomes"] == {"duplicate": 1}
+
+    monkeypatch.setattr(SimulatedGateway, "list_events", listed)
+    out = run("escrow_fetch_missed_events", "--since", "1d")
+    assert "platform: 2 events, 1 new (1 duplicate, 1 processed)" in out
+    assert set(events().values_list("stripe_event_id", flat=True)) == {older["id"], newer["id"]}
 
 
 def test_fetch_tells_what_to_do_about_an_account_stripe_refuses(sim_stripe: Any) -> None:
@@ -615,6 +673,18 @@ def test_report_admin_page_needs_staff(client: Client) -> None:
         # A NUL byte: PostgreSQL refuses it in any text (a DataError).
         ["escrow_replay_events", "--event", "evt_\x00"],
         ["escrow_replay_events", "--type", "charge.\x00", "--dry-run"],
+        # Not an event's id or type as Stripe writes them: looked up for
+        # nothing, or selecting nothing as if no event had failed.
+        ["escrow_replay_events", "--event", "evt_"],
+        ["escrow_replay_events", "--event", "ch_1Pgc76B7WZ01zgkWwyRHS12y"],
+        ["escrow_replay_events", "--event", "evt_1Pgc76B7WZ01zgkWwyRHS12y "],
+        ["escrow_replay_events", "--event", "evt_1" + "2" * 251],
+        ["escrow_replay_events", "--type", "Charge.Refunded"],
+        ["escrow_replay_events", "--type", "charge.refunded\n"],
+        ["escrow_replay_events", "--type", "charge"],
+        ["escrow_replay_events", "--type", ""],
+        ["escrow_replay_events", "--type", "v2.core.account[requirements.updated"],
+        ["escrow_replay_events", "--type", "a." + "b" * 127],
         # A date with an offset whose UTC falls before year 1 or after 9999.
         ["escrow_report", "--since", "0001-01-01T00:00:00+05:00"],
         ["escrow_replay_events", "--since", "9999-12-31T23:59:59-05:00"],

@@ -2,7 +2,9 @@
 ``AUTO_RELEASE_AFTER_DAYS`` (a system release: no customer confirmation).
 
 With the setting at None (the default) it does nothing and says so.
-Disputed payments are never released.
+Disputed payments are never released. Prints one line per payment as it
+goes: an unexpected error that stops the run (its traceback, exit status
+1) leaves the releases printed before it done.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import SETTING_NAME
-from ...services.schedules import auto_release, auto_release_after_days
+from ...services.changes import Change
+from ...services.schedules import auto_release, auto_release_after_days, released
 
 
 class Command(BaseCommand):
@@ -31,7 +34,22 @@ class Command(BaseCommand):
             auto_release_after_days()
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        changes = auto_release(dry_run=options["dry_run"])
+        done: list[Change] = []
+
+        def report(change: Change) -> None:
+            done.append(change)
+            (self.stderr if change.error else self.stdout).write(str(change))
+
+        try:
+            changes = auto_release(dry_run=options["dry_run"], report=report)
+        except Exception:
+            # Each release is committed on its own: say what is done before
+            # the traceback, so nobody releases those payments by hand again.
+            self.stderr.write(
+                f"Stopped by the error below after {released(done)} released; "
+                "the lines above are done."
+            )
+            raise
         if changes is None:
             self.stdout.write(
                 f'Automatic release is off ({SETTING_NAME}["AUTO_RELEASE_AFTER_DAYS"] is None); '
@@ -41,7 +59,5 @@ class Command(BaseCommand):
         if not changes:
             self.stdout.write("No payment is due for automatic release.")
             return
-        for change in changes:
-            (self.stderr if change.error else self.stdout).write(str(change))
         if any(change.error for change in changes):
             raise CommandError("Some payments could not be released; see above.")

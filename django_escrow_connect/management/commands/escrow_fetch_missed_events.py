@@ -7,7 +7,9 @@ accounts, and thin events from the v2 Events API when Accounts v2 is in use
 (or with ``--thin-events``). Safe to run often: known events cost two queries
 and do nothing. Known failed events are left to ``escrow_replay_events``,
 counted on one informational line per source (those whose object cannot be
-read apart: no replay helps them until an upgrade).
+read apart: no replay helps them until an upgrade). When a page of a source
+cannot be listed, the events read before it are recorded all the same and
+the run fails, asking for a run with the same ``--since``.
 """
 
 from __future__ import annotations
@@ -79,11 +81,13 @@ class Command(BaseCommand):
             if result.error:
                 self.stderr.write(f"{result.source}: Stripe could not list events: {result.error}")
                 unreachable += 1
-                continue
+                if not result.outcomes:  # nothing was read before the failure
+                    continue
             outcomes = ", ".join(f"{n} {status}" for status, n in sorted(result.outcomes.items()))
             self.stdout.write(
                 f"{result.source}: {result.seen} events, {result.recorded} new"
                 + (f" ({outcomes})" if outcomes else "")
+                + (", read before its listing failed" if result.error else "")
             )
             if result.left_alone:
                 self.stdout.write(f"{result.source}: {_left_alone(result)}")
@@ -94,13 +98,14 @@ class Command(BaseCommand):
                 "listed; see above and the event log."
             )
             if unreachable:
-                # The listing is all or nothing per source: a page that fails
-                # leaves none of its events recorded, so the same period has
-                # to be asked for again.
+                # The events read before a page failed are recorded; the older
+                # ones (Stripe lists newest first) were not read, so the same
+                # period has to be asked for again, not one from now.
                 message += (
-                    " Nothing was recorded from a source that could not be listed: run it "
-                    "again with the same --since once the cause above is fixed, within the "
-                    "30 days Stripe lists."
+                    " A source that could not be listed has only the events read before the "
+                    "failure recorded (the newest), not the older ones: run it again with the "
+                    "same --since once the cause above is fixed, within the 30 days Stripe "
+                    "lists (the events recorded now are then known and change nothing)."
                 )
             raise CommandError(message)
 

@@ -19,7 +19,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ...states import WebhookEventStatus
 from ...webhooks.operations import replay_events
 from ...webhooks.pipeline import event_model, unreadable
-from ..arguments import check_count, check_since, check_text
+from ..arguments import check_count, check_event_ids, check_event_types, check_since
 
 
 class Command(BaseCommand):
@@ -47,8 +47,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         check_count("--limit", options["limit"], minimum=1)
-        check_text("--event", options["event"])
-        check_text("--type", options["type"])
+        check_event_ids("--event", options["event"])
+        check_event_types("--type", options["type"])
         # Every argument is checked before the first query: a bad --since
         # was refused only after --event had been looked up.
         since = check_since(options["since"])
