@@ -613,6 +613,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="escrow_connect.W039",
             )
         )
+    errors.extend(_check_min_charge_amounts(raw("MIN_CHARGE_AMOUNTS")))
     errors.extend(_check_tips(raw("TIP_MAX_AMOUNT")))
     if not isinstance(raw("SAVE_PAYMENT_METHODS"), bool):
         # Read as a truth value: "False" or "no" would let payers save cards.
@@ -1027,6 +1028,35 @@ def check_task_backend(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             "django_escrow_connect.contrib.celery.CeleryBackend), or set "
             f"{_key('WEBHOOK_TASK_MAX_ATTEMPTS')} to 1 to silence this.",
             id="escrow_connect.W095",
+        )
+    ]
+
+
+def _check_min_charge_amounts(minimums: Any) -> list[Any]:
+    """MIN_CHARGE_AMOUNTS (E063): per currency, a positive int up to Stripe's largest charge.
+
+    An entry above the largest charge would refuse every price and tip in
+    that currency; a malformed one would be ignored at run time (Stripe's
+    table applies), which is not what the host wrote.
+    """
+    valid = isinstance(minimums, dict) and all(
+        isinstance(code, str)
+        and re.fullmatch(r"[a-z]{3}", code)
+        and isinstance(minimum, int)
+        and not isinstance(minimum, bool)
+        and 1 <= minimum <= max_charge_amount(code)
+        for code, minimum in minimums.items()
+    )
+    if valid:
+        return []
+    return [
+        Error(
+            f"{_key('MIN_CHARGE_AMOUNTS')} must map lowercase currency codes to the smallest "
+            "charge in that currency's minor units: a positive int, at most Stripe's largest "
+            "charge (money.max_charge_amount).",
+            hint='For example {"usd": 70} when USD charges settle in another currency; '
+            "{} keeps Stripe's table (money.MIN_CHARGE_AMOUNTS).",
+            id="escrow_connect.E063",
         )
     ]
 

@@ -143,6 +143,12 @@ DEFAULTS: dict[str, Any] = {
     # ({"usd": 10000, "jpy": 10000}); a payment in a currency without an
     # entry takes no tips. Empty (the default): tips are off.
     "TIP_MAX_AMOUNT": {},
+    # The smallest charge per currency, in its minor units, where it is not
+    # Stripe's table (money.MIN_CHARGE_AMOUNTS): Stripe applies its minimum
+    # in the currency the platform settles in, e.g. {"usd": 70} for USD
+    # charges settled in GBP. Merged over the table; checked before a price
+    # or a tip is written.
+    "MIN_CHARGE_AMOUNTS": {},
     # Callable(amount, currency) -> int: what the platform keeps of a tip.
     "TIP_FEE": "django_escrow_connect.fees.no_tip_fee",
     # Whether a payer may ask to save the payment's card for later

@@ -25,6 +25,8 @@ from django.apps import apps
 from django.conf import settings
 from django.utils.translation import gettext
 
+from .conf import escrow_settings
+
 __all__ = [
     "MAX_CHARGE_AMOUNT",
     "MAX_CHARGE_AMOUNTS",
@@ -146,7 +148,10 @@ MAX_CHARGE_AMOUNTS: Final[Mapping[str, int]] = MappingProxyType({"idr": 999_999_
 #: day's rate, which no fixed table can know.
 #: Currencies Stripe lists no minimum for are absent (any positive amount).
 #: Checked before anything is recorded (:func:`validate_charge_amount`), so a
-#: tip or a price below it is a 4xx, not a journaled call Stripe refuses.
+#: tip or a price below it is a 4xx, not a journaled call Stripe refuses. The
+#: host's ``MIN_CHARGE_AMOUNTS`` setting replaces an entry where its charges
+#: settle in another currency (:func:`min_charge_amount`); what Stripe still
+#: refuses is answered as this check's refusal (docs/payments.md).
 MIN_CHARGE_AMOUNTS: Final[Mapping[str, int]] = MappingProxyType(
     {
         "usd": 50,
@@ -423,9 +428,27 @@ def validate_minor_amount(amount: int, currency: str) -> int:
 
 
 def min_charge_amount(currency: str) -> int:
-    """The smallest charge Stripe accepts in ``currency`` (minor units): its
+    """The smallest charge Stripe accepts in ``currency`` (minor units): the
+    host's ``MIN_CHARGE_AMOUNTS`` setting's entry, else its
     :data:`MIN_CHARGE_AMOUNTS` entry, or 1 for a currency without one."""
-    return MIN_CHARGE_AMOUNTS.get(normalize_currency(currency), 1)
+    code = normalize_currency(currency)
+    configured = _configured_minimum(code)
+    return configured if configured is not None else MIN_CHARGE_AMOUNTS.get(code, 1)
+
+
+def _configured_minimum(code: str) -> int | None:
+    """The ``MIN_CHARGE_AMOUNTS`` setting's entry for ``code``, if it is a positive int.
+
+    The host knows what this table cannot: the minimum Stripe applies in the
+    currency its charges settle in. A malformed setting is refused by
+    ``manage.py check`` (``E063``); should it run anyway, Stripe's table stands
+    (Stripe still has the last word, a refusal answered as such).
+    """
+    table = escrow_settings.raw("MIN_CHARGE_AMOUNTS")
+    entry = table.get(code) if isinstance(table, Mapping) else None
+    if isinstance(entry, bool) or not isinstance(entry, int) or entry < 1:
+        return None
+    return entry
 
 
 def max_charge_amount(currency: str) -> int:

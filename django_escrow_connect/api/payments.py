@@ -1056,6 +1056,18 @@ def _errors(*statuses: int) -> dict[int, Any]:
 
 _READ_ERRORS = _errors(400, 403, 404)
 _ACTION_ERRORS = _errors(400, 402, 403, 404, 409, 503)
+_CREATE_ERRORS = {
+    **_ACTION_ERRORS,
+    **error_responses(
+        {
+            409: "The task cannot be paid as it stands (codes include no_payment_terms: no "
+            "agreed terms, or a price or milestone Stripe cannot charge, below its smallest "
+            "or above its largest charge, refused before or by Stripe; already_paid; "
+            "terms_changed; operation_pending)."
+        },
+        409,
+    ),
+}
 
 _ORGANIZATION_PARAMETER = OpenApiParameter(
     "organization_id",
@@ -1111,7 +1123,7 @@ class PaymentCreateView(PaymentAPIView):
 
     @extend_schema(
         request=CreatePaymentRequest,
-        responses={201: PaymentStartOutput, 200: PaymentStartOutput, **_ACTION_ERRORS},
+        responses={201: PaymentStartOutput, 200: PaymentStartOutput, **_CREATE_ERRORS},
         summary="Create the escrow payment of a task",
     )
     def post(self, request: Request) -> Response:

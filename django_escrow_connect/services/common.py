@@ -113,6 +113,18 @@ def transfer_account(payee_user: Any, payee_organization: Any, refusal: str) -> 
     return account
 
 
+#: Stripe's codes for a charge it will not make at that amount: below its
+#: smallest or above its largest charge once converted to the currency the
+#: charge settles in, which :func:`~..money.validate_charge_amount`'s table
+#: cannot know. A definitive refusal: Stripe created nothing.
+AMOUNT_REFUSAL_CODES = frozenset({"amount_too_small", "amount_too_large"})
+
+
+def refuses_the_amount(exc: GatewayError) -> bool:
+    """Whether Stripe refused the charge for its amount alone (see :data:`AMOUNT_REFUSAL_CODES`)."""
+    return not exc.is_transient and exc.code in AMOUNT_REFUSAL_CODES
+
+
 def translate(exc: GatewayError, action: str) -> errors.ServiceError:
     """A gateway failure as the error the caller shows (``action`` already translated)."""
     if exc.is_transient:

@@ -23,6 +23,7 @@ from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
 from ..exceptions import GatewayError
+from ..money import format_money
 from ..notifications import notify
 from ..states import (
     UNRESOLVED_OPERATION_STATES,
@@ -37,7 +38,7 @@ from ..states import MoneyOperationStatus as OS
 from ..states import PaymentStatus as S
 from . import books, errors, saved_methods
 from . import tip_outcomes as tips
-from .common import gateway, model, open_disputes, payment_model, translate
+from .common import gateway, model, open_disputes, payment_model, refuses_the_amount, translate
 from .operations import (
     Outcome,
     answer_may_be_lost,
@@ -129,7 +130,33 @@ def intent_created(payment: Any, operation: Any, intent: Any, *, event_id: str =
 def intent_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
     record_failed(operation, exc)
     _give_up_on_intent(payment, exc.code or "", exc.message)
+    if refuses_the_amount(exc):
+        return _amount_refused(payment, exc)
     return translate(exc, _("create the payment"))
+
+
+def _amount_refused(payment: Any, exc: GatewayError) -> errors.ServiceError:
+    """Stripe will not charge the payment's amount: what the customer is told.
+
+    The early check (``validate_charge_amount``) knows the bounds in the
+    charge's own currency; Stripe applies them in the currency the charge
+    settles in, at the day's rate. Its refusal is as final as the early
+    check's: the same ``409 no_payment_terms``, naming the amount, so the
+    host knows the price (or the milestone) must change before it is paid.
+    """
+    log_payment(payment, "Stripe refused its amount: %s", exc.message, level=logging.ERROR)
+    amount = format_money(payment.amount, payment.currency)
+    if payment.funded_milestone:
+        message = _(
+            "Milestone %(index)s's amount, %(amount)s, cannot be charged by Stripe "
+            "once converted to the currency it settles in: %(reason)s"
+        ) % {"index": payment.funded_milestone, "amount": amount, "reason": exc.message}
+    else:
+        message = _(
+            "This task's price, %(amount)s, cannot be charged by Stripe once converted "
+            "to the currency it settles in: %(reason)s"
+        ) % {"amount": amount, "reason": exc.message}
+    return errors.Conflict(message, code="no_payment_terms")
 
 
 def intent_not_made(payment: Any, operation: Any) -> None:

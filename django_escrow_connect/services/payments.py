@@ -181,11 +181,12 @@ def create_payment(
         if existing is not None:
             _refuse_other_terms(existing, part_terms)
         if existing is None:
-            _require_chargeable(task, part_terms)
+            funded_milestone = (milestone or 0) if terms.funded_per_milestone else 0
+            _require_chargeable(task, part_terms, funded_milestone)
             payment, operation = _new_payment(
                 task,
                 part_terms,
-                funded_milestone=(milestone or 0) if terms.funded_per_milestone else 0,
+                funded_milestone=funded_milestone,
                 milestone_count=len(terms.milestones) if terms.funded_per_milestone else 0,
                 save_payment_method=save_payment_method,
             )
@@ -208,7 +209,7 @@ def create_payment(
     return PaymentStart(payment=payment, client_secret=client_secret, created=True)
 
 
-def _require_chargeable(task: Any, terms: Any) -> None:
+def _require_chargeable(task: Any, terms: Any, milestone: int) -> None:
     """Refuse (409, nothing written) a new payment Stripe would not charge.
 
     The price comes from the host's data (a bid, a milestone funded on its
@@ -216,16 +217,23 @@ def _require_chargeable(task: Any, terms: Any) -> None:
     largest, would be journaled and then refused by Stripe. Checked here,
     for the amount charged, not in :class:`~..terms.EscrowTerms`: a milestone
     funded up front is only ever transferred, and terms of payments made
-    before this check are read again to release them.
+    before this check are read again to release them. ``milestone`` (1-based)
+    is the milestone funded on its own that ``terms`` pay for, 0 for the
+    whole price: the customer is told which amount cannot be charged.
     """
     try:
         validate_charge_amount(terms.amount, terms.currency)
     except InvalidAmount as exc:
         logger.error("Task %s cannot be paid, its terms are invalid: %s", task.pk, exc)
-        raise errors.Conflict(
-            _("This task's price cannot be paid as it stands: %(reason)s") % {"reason": exc},
-            code="no_payment_terms",
-        ) from exc
+        if milestone:
+            message = _(
+                "Milestone %(index)s ('%(name)s') cannot be paid as it stands: %(reason)s"
+            ) % {"index": milestone, "name": terms.milestones[0].name, "reason": exc}
+        else:
+            message = _("This task's price cannot be paid as it stands: %(reason)s") % {
+                "reason": exc
+            }
+        raise errors.Conflict(message, code="no_payment_terms") from exc
 
 
 def _no_such_task() -> errors.ServiceError:

@@ -33,7 +33,7 @@ from ..states import (
 )
 from ..terms import split_amount
 from . import errors, operations
-from .common import lock_payment, model, translate
+from .common import lock_payment, model, refuses_the_amount, translate
 
 logger = logging.getLogger("django_escrow_connect.payments")
 
@@ -203,7 +203,31 @@ def tip_intent_refused(
         return None
     operations.record_failed(operation, exc)
     _give_up_on_tip(_tip_of(operation), exc.code or "", exc.message)
-    return translate(exc, _("create the tip"))
+    return tip_refusal(exc)
+
+
+def tip_refusal(exc: GatewayError) -> errors.ServiceError:
+    """What the customer is told when Stripe refused a tip's PaymentIntent.
+
+    An amount Stripe will not charge (its bounds apply in the currency the
+    charge settles in, which the early check cannot know) is the same 400
+    as the early check's: ``amount_too_small``, or ``invalid_amount`` above
+    its largest charge. Another tip, of another amount, may be added.
+    """
+    if not refuses_the_amount(exc):
+        return translate(exc, _("create the tip"))
+    logger.warning("Stripe refused a tip's amount: %s", exc.message)
+    if exc.code == "amount_too_small":
+        return errors.InvalidInput(
+            _("Stripe refused the tip as below its smallest charge: %(reason)s")
+            % {"reason": exc.message},
+            code="amount_too_small",
+        )
+    return errors.InvalidInput(
+        _("Stripe refused the tip as above its largest charge: %(reason)s")
+        % {"reason": exc.message},
+        code="invalid_amount",
+    )
 
 
 def tip_intent_not_made(payment: Any, operation: Any) -> None:

@@ -305,8 +305,8 @@ def _tip_answered_again(operation: Any) -> TipStart:
     fresh = operations.operation_model().objects.get(pk=operation.pk)
     tip = tip_model().objects.filter(intent_idempotency_key=fresh.idempotency_key).first()
     if fresh.status == OS.FAILED or tip is None:
-        raise translate(
-            GatewayError(fresh.error_message, code=fresh.error_code or None), _("create the tip")
+        raise tip_outcomes.tip_refusal(
+            GatewayError(fresh.error_message, code=fresh.error_code or None)
         )
     if tip.status == T.CANCELED:
         return TipStart(tip=tip, client_secret=None)

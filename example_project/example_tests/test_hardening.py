@@ -84,6 +84,47 @@ def test_a_bid_amount_outside_what_stripe_can_charge_is_a_400(people: Any) -> No
     assert largest.status_code == 201, largest.json()
 
 
+@pytest.mark.parametrize(
+    ("amount", "currency", "minimum"), [(49, "usd", "0.50 USD"), (29, "gbp", "0.30 GBP")]
+)
+def test_a_bid_below_stripes_smallest_charge_is_refused_when_placed(
+    people: Any, amount: int, currency: str, minimum: str
+) -> None:
+    """A price Stripe would not charge is refused with the bid, not when the
+    customer pays (the package's 409 no_payment_terms after accepting)."""
+    doer = api_for(people.doer)
+    task = services.post_task(people.customer, "Paint")
+    url = f"/api/tasks/{task.pk}/bids/"
+    response = doer.post(url, {"amount": amount, "currency": currency}, format="json")
+    assert response.status_code == 400, response.json()
+    assert f"at least {minimum}, Stripe's smallest charge" in str(
+        response.json()["error"]["fields"]["amount"]
+    )
+    with pytest.raises(services.errors.InvalidInput) as refused:
+        services.place_bid(task.pk, people.doer, amount=amount, currency=currency)
+    assert refused.value.code == "invalid_amount"
+    assert not Bid.objects.exists()
+
+    at_minimum = doer.post(url, {"amount": amount + 1, "currency": currency}, format="json")
+    assert at_minimum.status_code == 201, at_minimum.json()
+
+
+def test_a_milestone_below_stripes_smallest_charge_is_refused_only_when_funded_alone(
+    people: Any,
+) -> None:
+    """Funded per milestone, each milestone is charged on its own; paid up
+    front, a milestone is only transferred and may be any positive amount."""
+    task = services.post_task(people.customer, "Paint")
+    parts = [("Deposit", 40), ("Build", 9960)]
+    with pytest.raises(services.errors.InvalidInput, match=r"at least 0\.50 USD"):
+        services.place_bid(
+            task.pk, people.doer, amount=10_000, milestones=parts, fund_per_milestone=True
+        )
+    assert not Bid.objects.exists()
+    bid = services.place_bid(task.pk, people.doer, amount=10_000, milestones=parts)
+    assert [row["amount"] for row in bid.milestones] == [40, 9960]
+
+
 def test_the_service_refuses_what_the_api_would(people: Any) -> None:
     task = services.post_task(people.customer, "Paint")
     for amount in (10**20, 2**63, MAX_CHARGE_AMOUNT + 1, 0, -1, True, "100"):

@@ -37,11 +37,15 @@ class TaskInput(serializers.Serializer):
 
 class BidInput(serializers.Serializer):
     # Stripe's largest charge in every BID_CURRENCIES currency (IDR, which
-    # allows more, is not one); services.check_bid_amount checks per currency.
+    # allows more, is not one); services.check_bid_amount checks per currency,
+    # Stripe's smallest charge too (money.validate_charge_amount).
     amount = serializers.IntegerField(
         min_value=1,
         max_value=MAX_CHARGE_AMOUNT,
-        help_text=f"Minor units (cents): 12000 is 120.00 USD; at most {MAX_CHARGE_AMOUNT}.",
+        help_text=(
+            "Minor units (cents): 12000 is 120.00 USD; from Stripe's smallest charge "
+            f"(50 in USD) to {MAX_CHARGE_AMOUNT}."
+        ),
     )
     currency = serializers.CharField(max_length=3, default="usd")
     organization_id = serializers.IntegerField(

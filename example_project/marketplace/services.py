@@ -31,6 +31,7 @@ from django_escrow_connect.money import (
     format_money,
     max_charge_amount,
     normalize_currency,
+    validate_charge_amount,
     validate_minor_amount,
 )
 from django_escrow_connect.services import accounts as account_services
@@ -163,7 +164,7 @@ def place_bid(
     except (InvalidAmount, ValueError, TypeError) as exc:
         raise errors.InvalidInput(str(exc), code="invalid_currency") from exc
     check_bid_amount(amount, currency)
-    milestone_rows = _milestone_rows(milestones or [], amount, currency)
+    milestone_rows = _milestone_rows(milestones or [], amount, currency, charged=fund_per_milestone)
     if fund_per_milestone and not milestone_rows:
         raise errors.InvalidInput(
             "Funding per milestone needs milestones.", code="fund_per_milestone_needs_milestones"
@@ -240,15 +241,20 @@ def tell_partner_to_onboard(bid: Bid) -> bool:
 
 
 def _milestone_rows(
-    milestones: list[tuple[str, int]], amount: int, currency: str
+    milestones: list[tuple[str, int]], amount: int, currency: str, *, charged: bool
 ) -> list[dict[str, Any]]:
-    """The bid's milestones as stored; refused unless they add up to the bid."""
+    """The bid's milestones as stored; refused unless they add up to the bid.
+
+    ``charged``: funded per milestone, each milestone is a charge of its own.
+    """
     rows = []
     for name, part in milestones:
         name = (name or "").strip()
         if not name:
             raise errors.InvalidInput("Every milestone needs a name.", code="invalid_milestone")
-        rows.append({"name": name[:80], "amount": check_bid_amount(part, currency)})
+        rows.append(
+            {"name": name[:80], "amount": check_bid_amount(part, currency, charged=charged)}
+        )
     if rows and sum(row["amount"] for row in rows) != amount:
         raise errors.InvalidInput(
             "The milestones must add up to the bid's amount.", code="milestones_mismatch"
@@ -256,14 +262,21 @@ def _milestone_rows(
     return rows
 
 
-def check_bid_amount(amount: Any, currency: str) -> int:
-    """A price the customer can actually pay: 1 to Stripe's maximum charge, in minor units.
+def check_bid_amount(amount: Any, currency: str, *, charged: bool = True) -> int:
+    """A price the customer can actually pay, in minor units.
 
     Checked before the bid is stored: a bid of 10**20 would not fit the
-    column (a 500), and one above Stripe's maximum would only fail at payment
-    time, after the customer accepted it.
+    column (a 500), and one Stripe cannot charge would only fail at payment
+    time, after the customer accepted it. ``charged``: the amount is charged
+    on its own (the bid's price, or a milestone funded per milestone), so it
+    must be between Stripe's smallest and largest charge in its currency
+    (``money.validate_charge_amount``: 0.50 USD up to 999,999.99 USD). A
+    milestone of a bid paid up front is only ever transferred: 1 minor unit
+    up to the largest charge.
     """
     try:
+        if charged:
+            return validate_charge_amount(amount, currency)
         validate_minor_amount(amount, currency)
     except (ValueError, TypeError) as exc:  # InvalidAmount, InvalidCurrency
         raise errors.InvalidInput(str(exc), code="invalid_amount") from exc

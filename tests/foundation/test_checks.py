@@ -130,6 +130,13 @@ def test_the_test_settings_pass():
         ({"TIP_MAX_AMOUNT": {"isk": 1_050}}, "escrow_connect.W060", "isk (1050: ISK amounts"),
         ({"TIP_MAX_AMOUNT": {"kwd": 5_005}}, "escrow_connect.W060", "kwd (5005: KWD amounts"),
         ({"TIP_FEE": "nowhere.fee"}, "escrow_connect.E040", 'ESCROW_CONNECT["TIP_FEE"]'),
+        ({"MIN_CHARGE_AMOUNTS": 70}, "escrow_connect.E063", "MIN_CHARGE_AMOUNTS"),
+        ({"MIN_CHARGE_AMOUNTS": {"USD": 70}}, "escrow_connect.E063", "MIN_CHARGE_AMOUNTS"),
+        ({"MIN_CHARGE_AMOUNTS": {"usd": 0}}, "escrow_connect.E063", "MIN_CHARGE_AMOUNTS"),
+        ({"MIN_CHARGE_AMOUNTS": {"usd": 70.0}}, "escrow_connect.E063", "MIN_CHARGE_AMOUNTS"),
+        ({"MIN_CHARGE_AMOUNTS": {"usd": True}}, "escrow_connect.E063", "MIN_CHARGE_AMOUNTS"),
+        # Above Stripe's largest charge: every price and tip would be refused.
+        ({"MIN_CHARGE_AMOUNTS": {"usd": 10**8}}, "escrow_connect.E063", "MIN_CHARGE_AMOUNTS"),
         # Every dotted-path setting, the hooks added after the first ones too.
         (
             {"REVERSAL_POLICY": "nowhere.policy"},
@@ -233,6 +240,7 @@ def test_misconfiguration_names_the_setting(changes, expected_id, named):
         {"CAPTURE_EXPIRY_WARNING_HOURS": 167.5},
         {"STUCK_PAYMENT_HOURS": 24},
         {"SAVE_PAYMENT_METHODS": True},
+        {"MIN_CHARGE_AMOUNTS": {"usd": 70, "huf": 20_000, "idr": 999_999_999_999}},
         {"DEFAULT_ACCOUNT_COUNTRY": "fr"},  # upper-cased where used
         {"ONBOARDING_RETURN_URL": "http://127.0.0.1:8000/onboarding/return/?via=stripe"},
         {"ONBOARDING_REFRESH_URL": None},  # as "": the package's own page

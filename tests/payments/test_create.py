@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from django_escrow_connect import swappable
+from django_escrow_connect.exceptions import InvalidRequest
 from django_escrow_connect.money import MAX_CHARGE_AMOUNT
 from django_escrow_connect.terms import FUND_PER_MILESTONE, FUND_UP_FRONT, TermsUnavailable
 from tests import factories
@@ -319,12 +320,104 @@ def test_a_milestone_below_stripes_smallest_charge_is_refused_only_when_charged_
     milestones = [("Deposit", "40"), ("Build", "9960")]
     task = market.task(amount=10_000)
     EXTRA[task.pk] = {"typed_milestones": milestones, "funding": FUND_PER_MILESTONE}
-    why = "at least 0.50 USD, Stripe's smallest charge; got 0.40 USD"
+    # The customer is told which amount cannot be charged: the milestone's, not the price.
+    why = (
+        "Milestone 1 ('Deposit') cannot be paid as it stands: The amount must be at least "
+        "0.50 USD, Stripe's smallest charge; got 0.40 USD"
+    )
     assert_terms_refused(market, sim_stripe, caplog, task, why, milestone=1)
 
     EXTRA[task.pk] = {"typed_milestones": milestones, "funding": FUND_UP_FRONT}
     response = market.create(task)
     assert response.status_code == 201, response.content
+
+
+#: What Stripe answers when the charge, converted to the currency the
+#: platform settles in, is below (or above) its bound there: a definitive
+#: refusal, nothing created (``invalid_request_error``, HTTP 400).
+STRIPE_REFUSES_THE_AMOUNT = {
+    "amount_too_small": (
+        "Amount must convert to at least 50 cents. $0.60 converts to approximately \u20ac0.48."
+    ),
+    "amount_too_large": "Amount must be no more than $999,999.99.",
+}
+
+
+@pytest.mark.parametrize("code", sorted(STRIPE_REFUSES_THE_AMOUNT))
+def test_a_price_stripe_refuses_to_charge_is_a_409_and_payable_at_a_new_price(
+    market, sim_stripe, code
+):
+    """The table passed the price, but Stripe applies its bounds in the
+    platform's settlement currency: its refusal is final (no PaymentIntent),
+    so the payment is closed, its operation failed, and the customer is told
+    the price cannot be charged (409 no_payment_terms, as the early check),
+    not a generic Stripe error. Paying again at another price works."""
+    task = market.task(amount=60)
+    sim_stripe.fail_next(
+        "create_payment_intent",
+        InvalidRequest(
+            STRIPE_REFUSES_THE_AMOUNT[code],
+            code=code,
+            param="amount",
+            http_status=400,
+            error_type="invalid_request_error",
+        ),
+    )
+    response = market.create(task)
+
+    assert response.status_code == 409, response.content
+    error = response.json()["error"]
+    assert error["code"] == "no_payment_terms"
+    assert "cannot be charged by Stripe" in error["message"]
+    assert STRIPE_REFUSES_THE_AMOUNT[code] in error["message"]
+    (payment,) = payments_of(task)
+    assert (payment.status, payment.failure_code, payment.stripe_payment_intent_id) == (
+        "canceled",
+        code,
+        "",
+    )
+    (operation,) = payment.operations.all()
+    assert (operation.kind, operation.status, operation.error_code) == (
+        "payment_intent",
+        "failed",
+        code,
+    )
+
+    factories.set_task_price(task, 10_000)
+    again = market.create(task)
+    assert again.status_code == 201, again.content
+    assert market.pay(again.json()["payment_id"]).status == "held"
+
+
+def test_the_hosts_minimum_for_a_currency_is_checked_before_anything_is_written(
+    market, sim_stripe, settings, caplog
+):
+    """MIN_CHARGE_AMOUNTS: USD charges settled in another currency need more
+    than Stripe's 0.50 USD; the host says so, and a price below it is the
+    early 409, nothing written or sent. Other currencies keep Stripe's table."""
+    configure(settings, MIN_CHARGE_AMOUNTS={"usd": 70})
+    task = market.task(amount=60)
+    why = "at least 0.70 USD, Stripe's smallest charge; got 0.60 USD"
+    assert_terms_refused(market, sim_stripe, caplog, task, why)
+
+    assert market.create(market.task(amount=50, currency="eur")).status_code == 201
+    factories.set_task_price(task, 70)
+    assert market.create(task).status_code == 201
+
+
+def test_a_minimum_set_below_stripes_is_refused_by_stripe_and_answered_as_such(
+    market, sim_stripe, settings
+):
+    """A host minimum below what Stripe takes only moves the refusal to
+    Stripe: answered as Stripe's own (409 no_payment_terms), the payment closed."""
+    configure(settings, MIN_CHARGE_AMOUNTS={"usd": 30})
+    task = market.task(amount=40)
+    response = market.create(task)
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "no_payment_terms"
+    assert "0.40 USD, cannot be charged by Stripe" in response.json()["error"]["message"]
+    (payment,) = payments_of(task)
+    assert (payment.status, payment.failure_code) == ("canceled", "amount_too_small")
 
 
 def terms_without_a_payer(task):

@@ -25,6 +25,8 @@ def test_payment_endpoints_generate_a_clean_schema(capsys):
     # customer's own.
     assert set(request["properties"]) == {"task_id", "amount", "milestone", "save_payment_method"}
     assert request["properties"]["amount"]["type"] == "integer"
+    # A price Stripe cannot charge, refused early or by Stripe, is named among the 409s.
+    assert "Stripe cannot charge" in create["responses"]["409"]["description"]
     listing = paths["/escrow/payments/"]["get"]
     assert {p["name"] for p in listing["parameters"]} >= {"role", "organization_id", "page"}
     for path in (

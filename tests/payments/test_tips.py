@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from django_escrow_connect import signals, swappable
-from django_escrow_connect.exceptions import BalanceInsufficient
+from django_escrow_connect.exceptions import BalanceInsufficient, InvalidRequest
 from django_escrow_connect.money import MAX_CHARGE_AMOUNT
 from django_escrow_connect.services import errors
 from django_escrow_connect.services import tips as tip_services
@@ -199,6 +199,56 @@ def test_a_tip_below_stripes_smallest_charge_writes_nothing(
     assert len(escrow_calls("create_payment_intent")) == intents
     # At the minimum, the tip is added.
     assert add_tip(market, payment, minimum).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("code", "answered"),
+    [("amount_too_small", "amount_too_small"), ("amount_too_large", "invalid_amount")],
+)
+def test_a_tip_stripe_refuses_for_its_amount_is_a_400_and_the_tip_is_canceled(
+    market, escrow_stripe, code, answered
+):
+    """Stripe applies its bounds in the currency the charge settles in: a tip
+    the table passed can still be refused, for good (nothing created). The
+    customer gets the early check's 400, again for the same Idempotency-Key;
+    the tip is canceled and its operation failed; another tip may be added."""
+    payment = market.released_payment()
+    escrow_stripe.store.fail_next(
+        "create_payment_intent",
+        InvalidRequest(
+            "Amount must convert to at least 50 cents. $0.60 converts to approximately \u20ac0.48.",
+            code=code,
+            param="amount",
+            http_status=400,
+            error_type="invalid_request_error",
+        ),
+    )
+
+    for _attempt in range(2):
+        response = add_tip(market, payment, 60, key="tip-60")
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["code"] == answered
+        assert "converts to approximately" in response.json()["error"]["message"]
+
+    (tip,) = Tip().objects.all()
+    assert (tip.status, tip.failure_code, tip.stripe_payment_intent_id) == ("canceled", code, "")
+    (operation,) = payment.operations.filter(kind="tip_intent")
+    assert (operation.status, operation.error_code) == ("failed", code)
+    assert add_tip(market, payment, 600).status_code == 201
+
+
+def test_the_hosts_minimum_applies_to_tips(market, settings):
+    """MIN_CHARGE_AMOUNTS raises Stripe's 0.50 USD: a tip below is refused
+    before it is written, as below Stripe's table."""
+    configure(settings, TIP_MAX_AMOUNT={"usd": TIP_LIMIT}, MIN_CHARGE_AMOUNTS={"usd": 100})
+    payment = market.released_payment()
+    written = tip_journal(payment)
+    response = add_tip(market, payment, 60)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "amount_too_small"
+    assert "at least 100 " in response.json()["error"]["message"]
+    assert tip_journal(payment) == written
+    assert add_tip(market, payment, 100).status_code == 201
 
 
 def test_no_tips_in_a_currency_without_a_limit(market, settings):
