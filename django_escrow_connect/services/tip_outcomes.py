@@ -28,8 +28,10 @@ from ..states import (
     UNRESOLVED_OPERATION_STATES,
     IncidentKind,
     MoneyOperationKind,
+    PaymentStatus,
     TipStatus,
     TipTransferStatus,
+    WebhookEventStatus,
 )
 from ..terms import split_amount
 from . import errors, operations
@@ -39,6 +41,9 @@ logger = logging.getLogger("django_escrow_connect.payments")
 
 K = MoneyOperationKind
 T = TipStatus
+
+#: The payment states in which its own charge's dispute decides it (open or lost).
+PAYMENT_FROZEN_STATES = (PaymentStatus.DISPUTED, PaymentStatus.DISPUTE_LOST)
 
 
 def tip_model() -> Any:
@@ -127,19 +132,54 @@ def charged_off_session(operation: Any) -> bool:
 
 
 def disputed_tips() -> Any:
-    """Tips whose charge has a dispute open (an inquiry too) or lost: nothing more is sent."""
-    return (
+    """Tips held by a dispute (their ids): nothing more is sent to the doer.
+
+    A tip is held while its own charge has a dispute open (an inquiry too)
+    or lost, and while its payment's own charge does (the payment
+    ``disputed`` or ``dispute_lost``): the customer's bank says the work
+    was not received or the card was not theirs, and the tip is for that
+    same work, on the same card. Transferred now, the tip would be the
+    doer's before the dispute is decided.
+    """
+    own = (
         model("Dispute")
         .objects.filter(tip__isnull=False)
         .exclude(status__in=sorted(DISPUTE_KEPT_STATES))
         .values("tip")
     )
+    return (
+        tip_model()
+        .objects.filter(Q(pk__in=own) | Q(payment__status__in=PAYMENT_FROZEN_STATES))
+        .values("pk")
+    )
+
+
+def dispute_waiting(tip: Any) -> bool:
+    """Whether a dispute of the tip's charge arrived before the tip was paid, and waits.
+
+    Stripe's events come in any order: ``charge.dispute.created`` can be
+    delivered before the tip's ``payment_intent.succeeded`` (a lost or
+    late delivery). It was deferred, not applied (:func:`require_tip_paid`),
+    and is applied by ``escrow_reconcile``'s retry of deferred events; until
+    then the tip's transfer waits, as it would for the dispute recorded.
+    """
+    found = Q()
+    if tip.stripe_charge_id:
+        found |= Q(payload__data__object__charge=tip.stripe_charge_id)
+    if tip.stripe_payment_intent_id:
+        found |= Q(payload__data__object__payment_intent=tip.stripe_payment_intent_id)
+    if not found:
+        return False
+    deferred = model("WebhookEvent").objects.filter(
+        status=WebhookEventStatus.DEFERRED, type__startswith="charge.dispute."
+    )
+    return bool(deferred.filter(found).exists())
 
 
 def transfer_frozen_by_dispute(operation: Any) -> bool:
-    """Whether a tip transfer operation's tip has its charge disputed (open, or lost)."""
+    """Whether a tip transfer operation's tip is held by a dispute (:func:`disputed_tips`)."""
     tip = tip_transfer_model().objects.filter(idempotency_key=operation.idempotency_key)
-    return bool(disputed_tips().filter(tip__in=tip.values("tip")).exists())
+    return bool(disputed_tips().filter(pk__in=tip.values("tip")).exists())
 
 
 def tip_transfer_request(tip: Any, destination: str, amount: int, key: str) -> dict[str, Any]:
