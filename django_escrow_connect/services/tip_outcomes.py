@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
@@ -318,16 +319,43 @@ def tip_transfer_not_made(payment: Any, operation: Any) -> None:
         row.save()
 
 
-def lookup_tip_intent(operation: Any, g: Any) -> Any:
-    """The tip's PaymentIntent when an event already named it, else None.
+#: How much earlier than the operation Stripe's clock may date its PaymentIntent.
+INTENT_LIST_CLOCK_SKEW = timedelta(minutes=10)
 
-    Stripe cannot list PaymentIntents by metadata; a PaymentIntent that was
-    made but never recorded reaches the tip through its own events.
+
+def lookup_tip_intent(operation: Any, g: Any) -> Any:
+    """The PaymentIntent the tip's creation made at Stripe, or None: none was made.
+
+    Known by an event already: read. Charged off-session on the saved card,
+    it is found among the payer's Customer's PaymentIntents created since
+    the operation (by its ``escrow_operation`` metadata): Stripe lists them
+    at once, unlike its search by metadata, and the card may have been
+    charged, so a tip Stripe charged is never given up for lack of an
+    answer. A customer-present tip is not listed (no Customer): whatever
+    Stripe made, nobody could pay it, since its client secret was never
+    answered.
     """
     tip = tip_model().objects.filter(intent_idempotency_key=operation.idempotency_key).first()
-    if tip is None or not tip.stripe_payment_intent_id:
+    if tip is not None and tip.stripe_payment_intent_id:
+        return g.retrieve_payment_intent(tip.stripe_payment_intent_id)
+    customer = operation.request.get("customer")
+    if not charged_off_session(operation) or not customer:
         return None
-    return g.retrieve_payment_intent(tip.stripe_payment_intent_id)
+    since = operation.created_at - INTENT_LIST_CLOCK_SKEW
+    try:
+        intents = g.list_payment_intents(customer=customer, created_gte=since)
+    except NotImplementedError:
+        # A host's gateway without the hook (docs/gateways.md): as before it
+        # existed, the tip is given up and only its events can find it.
+        logger.warning(
+            "the gateway cannot list PaymentIntents: tip creation %s not looked up",
+            operation.idempotency_key,
+        )
+        return None
+    for intent in intents:
+        if intent.metadata.get("escrow_operation") == operation.idempotency_key:
+            return intent
+    return None
 
 
 def mark_transferred_if_done(tip: Any) -> None:
