@@ -155,6 +155,18 @@ class PaymentGateway(Protocol):
         self, payment_intent_id: str, *, expand_charge: bool = False
     ) -> PaymentIntentSnapshot: ...
 
+    def list_payment_intents(
+        self, *, customer: str, created_gte: datetime
+    ) -> list[PaymentIntentSnapshot]:
+        """The Customer's PaymentIntents created at or after ``created_gte``, newest
+        first (one page).
+
+        Used to find an off-session tip's PaymentIntent whose creation answer
+        was lost: Stripe cannot look a PaymentIntent up by its idempotency key
+        or (consistently) by metadata, but lists a Customer's.
+        """
+        ...
+
     def capture_payment_intent(
         self,
         payment_intent_id: str,

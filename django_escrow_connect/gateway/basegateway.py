@@ -420,6 +420,20 @@ class BaseGateway:
     ) -> PaymentIntentSnapshot:
         raise self._not_implemented("retrieve_payment_intent")
 
+    def list_payment_intents(
+        self, *, customer: str, created_gte: datetime
+    ) -> list[PaymentIntentSnapshot]:
+        if not isinstance(created_gte, datetime):
+            raise TypeError(f"created_gte must be a datetime, not {created_gte!r}")
+        return self._list_payment_intents(
+            customer=require_id(customer, "customer"), created_gte=created_gte
+        )
+
+    def _list_payment_intents(
+        self, *, customer: str, created_gte: datetime
+    ) -> list[PaymentIntentSnapshot]:
+        raise self._not_implemented("list_payment_intents")
+
     def capture_payment_intent(
         self,
         payment_intent_id: str,

@@ -81,6 +81,7 @@ if TYPE_CHECKING:
         PaymentIntentCancelParams,
         PaymentIntentCaptureParams,
         PaymentIntentCreateParams,
+        PaymentIntentListParams,
         PaymentIntentRetrieveParams,
         PaymentMethodDetachParams,
         RefundCreateParams,
@@ -515,6 +516,18 @@ class StripeGateway(BaseGateway):
         with translated_errors():
             intent = self.client.v1.payment_intents.retrieve(payment_intent_id, params)
         return _read(PaymentIntentSnapshot.from_dict, intent)
+
+    def _list_payment_intents(
+        self, *, customer: str, created_gte: datetime
+    ) -> list[PaymentIntentSnapshot]:
+        params: PaymentIntentListParams = {
+            "customer": customer,
+            "created": {"gte": int(created_gte.timestamp())},
+            "limit": self.page_size,
+        }
+        with translated_errors():
+            page = self.client.v1.payment_intents.list(params)
+        return list(_read_each(PaymentIntentSnapshot.from_dict, page))
 
     def _capture_payment_intent(
         self,

@@ -57,7 +57,7 @@ from ..states import (
     WebhookEventStatus,
 )
 from ..states import PaymentStatus as S
-from . import errors, tip_outcomes
+from . import errors, tip_outcomes, tips
 from .common import lock_payment_for, model, open_disputes
 from .stripe_objects import require_funded
 from .task_status import sync_task_status
@@ -399,6 +399,9 @@ def _close(payment: Any, dispute: Any, *, event_id: str) -> None:
         payment.win_appeal()
         payment.save()
         sync_task_status(payment)
+    if not payment.frozen_by_dispute:
+        # Decided for the platform: the tips the dispute held go to the doer.
+        tips.transfer_held_tips_on_commit(payment)
     _log(
         "dispute closed: %s (%s)",
         dispute.stripe_dispute_id,

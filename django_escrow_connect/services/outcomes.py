@@ -1017,11 +1017,13 @@ def execute(operation: Any) -> None:
 def lookup(operation: Any) -> Any:
     """The object ``operation`` made at Stripe, or None when Stripe has none.
 
-    Raises :class:`GatewayError` when Stripe cannot be asked. PaymentIntent
-    creations cannot be looked up (Stripe lists PaymentIntents by customer,
-    not metadata): None. Nor can a Customer (Stripe's search by metadata is
-    not immediately consistent): None, so a wanted one is sent again with
-    its key, which returns the Customer already made.
+    Raises :class:`GatewayError` when Stripe cannot be asked. A payment's
+    PaymentIntent creation cannot be looked up (Stripe lists PaymentIntents
+    by customer, not metadata): None; a tip's charged off-session is listed
+    by its Customer (:func:`.tip_outcomes.lookup_tip_intent`). Nor can a
+    Customer (Stripe's search by metadata is not immediately consistent):
+    None, so a wanted one is sent again with its key, which returns the
+    Customer already made.
     """
     g = gateway()
     key = operation.idempotency_key
@@ -1158,10 +1160,11 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
             _NOT_MADE[current.kind](payment, current)
             return
         if answer_may_be_lost(current) and current.kind == K.TIP_INTENT:
-            # A tip's PaymentIntent cannot be looked up by its key: sending it
-            # again under a new key could make a second one. The tip is given
-            # up (nothing was charged without the customer); should the first
-            # exist after all, its events find the tip.
+            # Not found by the lookup (an off-session charge is listed by its
+            # Customer): none was made, or, customer-present, none could be
+            # paid (its client secret was never answered). Sent again under a
+            # new key it would be a second tip: the tip is given up, and should
+            # a PaymentIntent exist after all, its events find the tip.
             _NOT_MADE[current.kind](payment, current)
             return
         if answer_may_be_lost(current):

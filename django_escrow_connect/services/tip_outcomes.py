@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
@@ -28,8 +29,10 @@ from ..states import (
     UNRESOLVED_OPERATION_STATES,
     IncidentKind,
     MoneyOperationKind,
+    PaymentStatus,
     TipStatus,
     TipTransferStatus,
+    WebhookEventStatus,
 )
 from ..terms import split_amount
 from . import errors, operations
@@ -39,6 +42,9 @@ logger = logging.getLogger("django_escrow_connect.payments")
 
 K = MoneyOperationKind
 T = TipStatus
+
+#: The payment states in which its own charge's dispute decides it (open or lost).
+PAYMENT_FROZEN_STATES = (PaymentStatus.DISPUTED, PaymentStatus.DISPUTE_LOST)
 
 
 def tip_model() -> Any:
@@ -127,19 +133,54 @@ def charged_off_session(operation: Any) -> bool:
 
 
 def disputed_tips() -> Any:
-    """Tips whose charge has a dispute open (an inquiry too) or lost: nothing more is sent."""
-    return (
+    """Tips held by a dispute (their ids): nothing more is sent to the doer.
+
+    A tip is held while its own charge has a dispute open (an inquiry too)
+    or lost, and while its payment's own charge does (the payment
+    ``disputed`` or ``dispute_lost``): the customer's bank says the work
+    was not received or the card was not theirs, and the tip is for that
+    same work, on the same card. Transferred now, the tip would be the
+    doer's before the dispute is decided.
+    """
+    own = (
         model("Dispute")
         .objects.filter(tip__isnull=False)
         .exclude(status__in=sorted(DISPUTE_KEPT_STATES))
         .values("tip")
     )
+    return (
+        tip_model()
+        .objects.filter(Q(pk__in=own) | Q(payment__status__in=PAYMENT_FROZEN_STATES))
+        .values("pk")
+    )
+
+
+def dispute_waiting(tip: Any) -> bool:
+    """Whether a dispute of the tip's charge arrived before the tip was paid, and waits.
+
+    Stripe's events come in any order: ``charge.dispute.created`` can be
+    delivered before the tip's ``payment_intent.succeeded`` (a lost or
+    late delivery). It was deferred, not applied (:func:`require_tip_paid`),
+    and is applied by ``escrow_reconcile``'s retry of deferred events; until
+    then the tip's transfer waits, as it would for the dispute recorded.
+    """
+    found = Q()
+    if tip.stripe_charge_id:
+        found |= Q(payload__data__object__charge=tip.stripe_charge_id)
+    if tip.stripe_payment_intent_id:
+        found |= Q(payload__data__object__payment_intent=tip.stripe_payment_intent_id)
+    if not found:
+        return False
+    deferred = model("WebhookEvent").objects.filter(
+        status=WebhookEventStatus.DEFERRED, type__startswith="charge.dispute."
+    )
+    return bool(deferred.filter(found).exists())
 
 
 def transfer_frozen_by_dispute(operation: Any) -> bool:
-    """Whether a tip transfer operation's tip has its charge disputed (open, or lost)."""
+    """Whether a tip transfer operation's tip is held by a dispute (:func:`disputed_tips`)."""
     tip = tip_transfer_model().objects.filter(idempotency_key=operation.idempotency_key)
-    return bool(disputed_tips().filter(tip__in=tip.values("tip")).exists())
+    return bool(disputed_tips().filter(pk__in=tip.values("tip")).exists())
 
 
 def tip_transfer_request(tip: Any, destination: str, amount: int, key: str) -> dict[str, Any]:
@@ -302,16 +343,43 @@ def tip_transfer_not_made(payment: Any, operation: Any) -> None:
         row.save()
 
 
-def lookup_tip_intent(operation: Any, g: Any) -> Any:
-    """The tip's PaymentIntent when an event already named it, else None.
+#: How much earlier than the operation Stripe's clock may date its PaymentIntent.
+INTENT_LIST_CLOCK_SKEW = timedelta(minutes=10)
 
-    Stripe cannot list PaymentIntents by metadata; a PaymentIntent that was
-    made but never recorded reaches the tip through its own events.
+
+def lookup_tip_intent(operation: Any, g: Any) -> Any:
+    """The PaymentIntent the tip's creation made at Stripe, or None: none was made.
+
+    Known by an event already: read. Charged off-session on the saved card,
+    it is found among the payer's Customer's PaymentIntents created since
+    the operation (by its ``escrow_operation`` metadata): Stripe lists them
+    at once, unlike its search by metadata, and the card may have been
+    charged, so a tip Stripe charged is never given up for lack of an
+    answer. A customer-present tip is not listed (no Customer): whatever
+    Stripe made, nobody could pay it, since its client secret was never
+    answered.
     """
     tip = tip_model().objects.filter(intent_idempotency_key=operation.idempotency_key).first()
-    if tip is None or not tip.stripe_payment_intent_id:
+    if tip is not None and tip.stripe_payment_intent_id:
+        return g.retrieve_payment_intent(tip.stripe_payment_intent_id)
+    customer = operation.request.get("customer")
+    if not charged_off_session(operation) or not customer:
         return None
-    return g.retrieve_payment_intent(tip.stripe_payment_intent_id)
+    since = operation.created_at - INTENT_LIST_CLOCK_SKEW
+    try:
+        intents = g.list_payment_intents(customer=customer, created_gte=since)
+    except NotImplementedError:
+        # A host's gateway without the hook (docs/gateways.md): as before it
+        # existed, the tip is given up and only its events can find it.
+        logger.warning(
+            "the gateway cannot list PaymentIntents: tip creation %s not looked up",
+            operation.idempotency_key,
+        )
+        return None
+    for intent in intents:
+        if intent.metadata.get("escrow_operation") == operation.idempotency_key:
+            return intent
+    return None
 
 
 def mark_transferred_if_done(tip: Any) -> None:

@@ -29,6 +29,7 @@ tip whose call or transfer a crash interrupted.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -390,6 +391,19 @@ def _require_recipients_ready(tip: Any) -> None:
         )
 
 
+def transfer_held_tips_on_commit(payment: Any) -> None:
+    """Once the commit is done, send the payment's tips its dispute held.
+
+    Called when the payment's own dispute is decided for the platform (won,
+    an inquiry closed, an appeal won): a tip paid meanwhile waited ``paid``
+    for it, and now goes to the doer as it would have. A tip still held (its
+    own charge disputed) stays ``paid``; a refused transfer waits for staff.
+    """
+    held = tip_model().objects.filter(payment=payment, status=T.PAID)
+    for tip_pk in held.values_list("pk", flat=True):
+        transaction.on_commit(functools.partial(_transfer_after_commit, tip_pk))
+
+
 def _transfer_after_commit(tip_pk: Any) -> None:
     """Transfer a tip that has just been paid; a failure is left for a retry.
 
@@ -444,19 +458,28 @@ def transfer_tip(tip_id: Any) -> Any:
 
 
 def _require_charge_kept(tip: Any) -> None:
-    """Refuse to send a tip whose charge is disputed (open, or lost).
+    """Refuse to send a tip whose charge, or its payment's, is disputed (open, or lost).
 
     A chargeback takes the tip's amount from the platform's balance while it
     is open, and for good when lost; an inquiry takes nothing yet but may
     become one. A transfer now could pay the doer money the customer is
-    getting back. Like a payment's release, it waits for the dispute to be
-    decided for the platform (docs/tips.md). A transfer already begun is held
-    the same way by :func:`.outcomes.drive`.
+    getting back. The payment's own dispute holds its tips too: the bank
+    disputes the work (or the card) the tip is for. Like a payment's
+    release, the tip waits for the dispute to be decided for the platform
+    (docs/tips.md). A transfer already begun is held the same way by
+    :func:`.outcomes.drive`.
     """
-    if tip_outcomes.disputed_tips().filter(tip=tip.pk).exists():
+    if tip_outcomes.dispute_waiting(tip):
         raise errors.TransitionNotAllowed(
-            _("The tip's charge is disputed; its transfer is frozen.")
+            _("A dispute of the tip's charge waits to be recorded; its transfer waits for it.")
         )
+    if not tip_outcomes.disputed_tips().filter(pk=tip.pk).exists():
+        return
+    if tip.payment.status in tip_outcomes.PAYMENT_FROZEN_STATES:
+        raise errors.TransitionNotAllowed(
+            _("The payment's charge is disputed; its tips' transfers wait for the dispute.")
+        )
+    raise errors.TransitionNotAllowed(_("The tip's charge is disputed; its transfer is frozen."))
 
 
 def _recipients_of(tip_id: Any) -> list[tuple[str, int]]:
@@ -578,6 +601,8 @@ def reconcile_tips(
     # reported as failing on every run meanwhile).
     paid = tips.filter(status=T.PAID).exclude(pk__in=tip_outcomes.disputed_tips())
     for tip in paid.order_by("created_at"):
+        if tip_outcomes.dispute_waiting(tip):
+            continue  # recorded by the retry of deferred events, then held by it
         if dry_run:
             changes.append(Change(str(tip.payment_id), "would transfer tip", str(tip.pk)))
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..exceptions import (
@@ -31,6 +32,7 @@ from .movements import (
 )
 from .objects import (
     JSON,
+    _newest_first,
     _payment_intent_object,
     new_id,
 )
@@ -252,6 +254,25 @@ class SimulatedPayments:
 
         params = {"payment_intent_id": payment_intent_id, "expand_charge": expand_charge}
         return PaymentIntentSnapshot.from_dict(s.execute("retrieve_payment_intent", params, action))
+
+    def list_payment_intents(
+        self, *, customer: str, created_gte: datetime
+    ) -> list[PaymentIntentSnapshot]:
+        _require_id(customer, "customer")
+        s = self.store
+        since = int(created_gte.timestamp())
+
+        def action() -> list[JSON]:
+            found = [
+                copy.deepcopy(i)
+                for i in s.payment_intents.values()
+                if i.get("customer") == customer and i["created"] >= since
+            ]
+            return _newest_first(found)
+
+        params = {"customer": customer, "created_gte": since}
+        response = s.execute("list_payment_intents", params, action)
+        return [PaymentIntentSnapshot.from_dict(i) for i in response]
 
     def capture_payment_intent(
         self,

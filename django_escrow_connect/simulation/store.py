@@ -197,6 +197,7 @@ GATEWAY_METHODS = frozenset(
         "create_account_session",
         "create_payment_intent",
         "retrieve_payment_intent",
+        "list_payment_intents",
         "capture_payment_intent",
         "cancel_payment_intent",
         "retrieve_charge",

@@ -100,6 +100,8 @@ def test_an_unimplemented_hook_names_the_gateway_and_the_method():
         )
     with pytest.raises(NotImplementedError, match="does not implement list_accounts"):
         gateway.list_accounts(created_gte=datetime.now(timezone.utc))
+    with pytest.raises(NotImplementedError, match="does not implement list_payment_intents"):
+        gateway.list_payment_intents(customer="cus_1", created_gte=datetime.now(timezone.utc))
 
 
 def test_webhooks_are_verified_by_the_base_class():

@@ -374,6 +374,36 @@ def test_list_accounts_created_since_newest_first(
     assert old in [a.id for a in sim.list_accounts(created_gte=since - timedelta(hours=2))]
 
 
+def test_list_payment_intents_of_a_customer_created_since_newest_first(
+    sim: SimulatedGateway, store: SimulatedStripe
+) -> None:
+    customer = sim.create_customer(idempotency_key=key(), metadata={}).id
+
+    def intent(customer: str | None = customer) -> str:
+        return sim.create_payment_intent(
+            idempotency_key=key(),
+            amount=1_000,
+            currency="usd",
+            transfer_group="tip_1",
+            metadata={},
+            capture_method="automatic",
+            destination=None,
+            application_fee_amount=None,
+            customer=customer,
+        ).id
+
+    old = intent()
+    store.advance_time(3600)
+    since = datetime.fromtimestamp(store.now(), tz=timezone.utc)
+    newer = [intent(), intent()]
+    intent(customer=None)  # not the Customer's: never listed
+
+    listed = sim.list_payment_intents(customer=customer, created_gte=since)
+    assert [i.id for i in listed] == newer[::-1]
+    earlier = since - timedelta(hours=2)
+    assert old in [i.id for i in sim.list_payment_intents(customer=customer, created_gte=earlier)]
+
+
 def test_idempotency_key_is_required(sim: SimulatedGateway) -> None:
     with pytest.raises(ValueError, match="idempotency_key"):
         sim.create_account(

@@ -399,9 +399,14 @@ def test_the_same_tip_asked_again_before_stripe_confirmed_it_is_charged_once(mar
     assert [t.amount for t in tip.transfers.all()] == [400]
 
 
-def test_a_tip_given_up_while_stripe_charged_it_follows_stripe_s_late_event(
+def test_a_tip_stripe_charged_is_found_when_its_answer_and_events_are_lost(
     market, escrow_stripe, escrow_deliver
 ):
+    """Stripe charged the saved card; its answer was lost and its events are
+    late. A day later the key may be forgotten and the PaymentIntent cannot
+    be looked up by it: escrow_reconcile finds it among the Customer's
+    PaymentIntents instead of giving the tip up, and the late event changes
+    nothing more."""
     import json
     from datetime import timedelta
 
@@ -432,8 +437,6 @@ def test_a_tip_given_up_while_stripe_charged_it_follows_stripe_s_late_event(
         assert add_tip(market, payment, 400).status_code == 201
     finally:
         simulation.set_event_sink(previous)
-    # A day later Stripe may have forgotten the key, and the PaymentIntent
-    # cannot be looked up by it: escrow_reconcile gives the tip up.
     Operation().objects.filter(kind="tip_intent").update(
         created_at=timezone.now() - timedelta(hours=25),
         lease_expires_at=timezone.now() - timedelta(hours=24),
@@ -441,16 +444,49 @@ def test_a_tip_given_up_while_stripe_charged_it_follows_stripe_s_late_event(
     with market.capture(execute=True):
         call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=io.StringIO())
     (tip,) = Tip().objects.all()
-    assert tip.status == "canceled"
+    (charged,) = _tip_intents(escrow_stripe.store)
+    assert (tip.status, tip.stripe_payment_intent_id) == ("transferred", charged["id"])
+    assert calls("list_payment_intents")[-1]["customer"] == payment.stripe_customer_id
+    assert Operation().objects.get(kind="tip_intent").status == "succeeded"
 
-    # Stripe's retried event says the saved card was charged: that fact wins.
+    # Stripe's retried event says what was already learnt.
     (succeeded,) = [e for e in held_back if e["type"] == "payment_intent.succeeded"]
     assert escrow_deliver(succeeded).status_code == 200
-
     tip.refresh_from_db()
     assert tip.status == "transferred"
-    assert tip.stripe_payment_intent_id == succeeded["data"]["object"]["id"]
     assert [t.amount for t in tip.transfers.all()] == [400]
+
+
+def test_an_off_session_tip_stripe_never_made_is_given_up_after_the_key_window(
+    market, escrow_stripe
+):
+    """The request never reached Stripe (refused before it acted): a day later
+    the Customer has no such PaymentIntent, so the tip is given up; nothing
+    was charged."""
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from django_escrow_connect.exceptions import TemporarilyUnavailable
+
+    payment = saved_payment(market)
+    escrow_stripe.store.fail_next(
+        "create_payment_intent",
+        TemporarilyUnavailable("timeout", http_status=None),
+        after_effect=False,
+    )
+    assert add_tip(market, payment, 400).status_code == 201
+    Operation().objects.filter(kind="tip_intent").update(
+        created_at=timezone.now() - timedelta(hours=25),
+        lease_expires_at=timezone.now() - timedelta(hours=24),
+    )
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=io.StringIO())
+    (tip,) = Tip().objects.all()
+    assert (tip.status, tip.failure_code) == ("canceled", "not_made")
+    assert _tip_intents(escrow_stripe.store) == []
+    assert calls("list_payment_intents")
 
 
 def test_an_off_session_tip_sent_again_with_its_key_charges_the_card_once(market, escrow_stripe):

@@ -816,6 +816,66 @@ def test_a_tip_transfer_begun_before_its_charge_was_disputed_is_not_finished(
     assert transfers[0].idempotency_key != transfers[1].idempotency_key
 
 
+def test_a_tips_dispute_delivered_before_its_payment_waits_and_holds_the_tip(market, tip_signals):
+    """Stripe's ``charge.dispute.created`` for a tip's charge is delivered
+    before the tip's ``payment_intent.succeeded`` (a delivery lost, then
+    retried). The dispute is deferred; the late ``succeeded`` makes the tip
+    paid but sends nothing while that dispute waits; escrow_reconcile
+    records it (the tip held by it); won, the tip goes to the doer."""
+    from django_escrow_connect import simulation
+    from django_escrow_connect.webhooks.receiver import receive
+
+    payment = market.released_payment()
+    tip_id = add_tip(market, payment, 600).json()["id"]
+    held_back = []
+
+    def holding_tip_intent_events(endpoint, payload, signature):
+        if json.loads(payload)["type"].startswith("payment_intent."):
+            held_back.append((endpoint, payload, signature))
+            return None
+        return receive(endpoint, payload, signature)
+
+    previous = simulation.set_event_sink(holding_tip_intent_events)
+    try:
+        tip = pay_tip(market, tip_id)
+        assert tip.status == "awaiting_payment"
+        intent = SimulatedGateway().retrieve_payment_intent(tip.stripe_payment_intent_id)
+        with market.capture(execute=True):
+            dispute = SimulatedGateway().open_dispute(intent.latest_charge)
+    finally:
+        simulation.set_event_sink(previous)
+    assert held_back
+    assert webhook_statuses("charge.dispute.created")["charge.dispute.created"] == "deferred"
+    assert not payment.disputes.exists()
+
+    transfers_before = escrow_calls("create_transfer")
+    with market.capture(execute=True):
+        for delivery in held_back:
+            receive(*delivery)
+    tip.refresh_from_db()
+    # Paid, but not sent: the customer's bank has already disputed it.
+    assert tip.status == "paid"
+    assert escrow_calls("create_transfer") == transfers_before
+    out = io.StringIO()
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", stdout=out)
+    assert webhook_statuses("charge.dispute.created")["charge.dispute.created"] == "processed"
+    recorded = payment.disputes.get()
+    assert (recorded.stripe_dispute_id, recorded.tip_id) == (dispute.id, tip.pk)
+    assert recorded.released_when_opened == {"transfers": []}
+    assert [s for s, _ in tip_signals] == [signals.tip_dispute_opened]
+    assert escrow_calls("create_transfer") == transfers_before
+    assert Tip().objects.get(pk=tip_id).status == "paid"
+
+    with market.capture(execute=True):
+        SimulatedGateway().close_dispute(dispute.id, won=True)
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=io.StringIO())
+    tip.refresh_from_db()
+    assert tip.status == "transferred"
+    assert [(t.status, t.amount) for t in tip.transfers.all()] == [("created", 600)]
+
+
 def test_the_payments_own_dispute_closes_while_a_tips_dispute_is_open(market, tip_signals):
     payment = market.released_payment()
     tip = pay_tip(market, add_tip(market, payment, 500).json()["id"])
@@ -833,6 +893,50 @@ def test_the_payments_own_dispute_closes_while_a_tips_dispute_is_open(market, ti
     payment.refresh_from_db()
     assert payment.status == "released"
     assert sorted(d.status for d in payment.disputes.all()) == ["needs_response", "won"]
+
+
+@pytest.mark.parametrize("won", [True, False])
+def test_a_tip_waits_while_its_payments_own_charge_is_disputed(market, received, won):
+    """The customer's bank disputes the payment (the work not received, the
+    card not theirs) while a tip for that work is unpaid. Paid meanwhile, the
+    tip is not sent to the doer: not by its ``succeeded``, nor staff's retry,
+    nor escrow_reconcile. Won, it goes by itself; lost, it stays held."""
+    payment = market.released_payment()
+    tip_id = add_tip(market, payment, 700).json()["id"]
+    with market.capture(execute=True):
+        own = SimulatedGateway().open_dispute(payment.stripe_charge_id)
+    payment.refresh_from_db()
+    assert payment.status == "disputed"
+    transfers_before = escrow_calls("create_transfer")
+
+    tip = pay_tip(market, tip_id)
+    assert tip.status == "paid"
+    assert [s for s, _ in received] == [signals.tip_paid]
+    url = reverse("escrow_connect:payment-tip-retry-transfer", args=[str(payment.pk), tip_id])
+    with market.capture(execute=True):
+        response = market.client(market.staff).post(url, {}, format="json")
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "transition_not_allowed"
+    out = io.StringIO()
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=out)
+    assert str(tip.pk) not in out.getvalue()
+    assert escrow_calls("create_transfer") == transfers_before
+    assert not tip.transfers.exists()
+
+    with market.capture(execute=True):
+        SimulatedGateway().close_dispute(own.id, won=won)
+    tip.refresh_from_db()
+    if won:
+        assert tip.status == "transferred"
+        assert [(t.status, t.amount) for t in tip.transfers.all()] == [("created", 700)]
+        return
+    # Lost: the customer got the payment back; the tip stays on the platform
+    # (paid) for the platform to refund or send, not sent by a later run.
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=io.StringIO())
+    assert Tip().objects.get(pk=tip_id).status == "paid"
+    assert escrow_calls("create_transfer") == transfers_before
 
 
 def a_tips_dispute_and_the_payments_own(market):
