@@ -903,12 +903,26 @@ REFUSED_PART_VOIDED = (
 
 def _resolve_refused_part(payment: Any) -> None:
     # mark_canceled left partially_released only if no transfer was made.
-    for release in payment.releases.filter(status=ReleaseStatus.PENDING):
+    pending = list(payment.releases.filter(status=ReleaseStatus.PENDING))
+    refused = set(
+        payment.transfers.filter(release__in=pending, status=TransferStatus.FAILED).values_list(
+            "destination_account_id", "amount"
+        )
+    )
+    for release in pending:
         release.mark_canceled()
         release.save()
-    incidents = model("TransferIncident").objects.filter(
-        payment=payment, kind=IncidentKind.TRANSFER_FAILED, resolved_at__isnull=True
-    )
+    # Only the incidents of the refused part's transfers: a tip's refused
+    # transfer (also a transfer_failed incident of this payment) is money on
+    # the platform's balance that staff can still send.
+    incidents = [
+        incident
+        for incident in model("TransferIncident").objects.filter(
+            payment=payment, kind=IncidentKind.TRANSFER_FAILED, resolved_at__isnull=True
+        )
+        if (incident.destination_account_id, incident.amount) in refused
+        and not incident.message.startswith(tips.TIP_INCIDENT_PREFIX)
+    ]
     for incident in incidents:
         incident.resolved_at = timezone.now()
         incident.message = "\n".join(filter(None, [incident.message, REFUSED_PART_VOIDED]))

@@ -655,9 +655,13 @@ def release_payment(
                     _("Only the customer or platform staff can release a payment.")
                 )
             asks_a_part = milestone_id is not None or amount is not None
-            if payment.released_in_parts and payment.is_manual_capture and not asks_a_part:
+            # A manual-capture payment an older version released in part: its
+            # release in full is refused for its state, unless a Dashboard
+            # capture released it since (then answered as any released one).
+            older_part = payment.released_in_parts and payment.is_manual_capture and not asks_a_part
+            if older_part and payment.status != S.RELEASED:
                 _refuse_release_of_a_refused_part(payment)
-            in_parts = payment.released_in_parts or asks_a_part
+            in_parts = asks_a_part or (payment.released_in_parts and not older_part)
             if in_parts and payment.is_manual_capture:
                 # Whatever its state: a part of a capture is never released.
                 raise errors.InvalidInput(

@@ -300,6 +300,11 @@ def tip_transfer_made(payment: Any, operation: Any, snapshot: Any, *, event_id: 
     return row
 
 
+#: How a tip's refused-transfer incident begins (the incident has no tip
+#: link): what tells it from the payment's own transfers' incidents.
+TIP_INCIDENT_PREFIX = "Tip "
+
+
 def tip_transfer_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
     """Stripe refused a tip transfer: the money stays on the platform, retryable."""
     operations.record_failed(operation, exc)
@@ -312,7 +317,7 @@ def tip_transfer_refused(payment: Any, operation: Any, exc: GatewayError) -> err
         payment=payment,
         kind=IncidentKind.TRANSFER_FAILED,
         code=exc.code or "",
-        message=f"Tip {tip.pk if tip is not None else '?'}: {exc.message}",
+        message=f"{TIP_INCIDENT_PREFIX}{tip.pk if tip is not None else '?'}: {exc.message}",
         stripe_request_id=exc.request_id or "",
         destination_account_id=operation.request.get("destination", ""),
         amount=operation.amount,
