@@ -20,6 +20,7 @@ from django.db.models import Q
 from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
+from .. import transitions
 from ..exceptions import GatewayError
 from ..gateway.types import PaymentIntentSnapshot, TransferSnapshot
 from ..money import amount_step
@@ -29,7 +30,6 @@ from ..states import (
     UNRESOLVED_OPERATION_STATES,
     IncidentKind,
     MoneyOperationKind,
-    PaymentStatus,
     TipStatus,
     TipTransferStatus,
     WebhookEventStatus,
@@ -43,8 +43,11 @@ logger = logging.getLogger("django_escrow_connect.payments")
 K = MoneyOperationKind
 T = TipStatus
 
-#: The payment states in which its own charge's dispute decides it (open or lost).
-PAYMENT_FROZEN_STATES = (PaymentStatus.DISPUTED, PaymentStatus.DISPUTE_LOST)
+
+def payment_frozen_states() -> frozenset[str]:
+    """The payment states in which its own charge's dispute decides it (open
+    or lost): those a release's outcome is booked from during a dispute."""
+    return transitions.sources(model("EscrowPayment"), "release_during_dispute")
 
 
 def tip_model() -> Any:
@@ -150,7 +153,7 @@ def disputed_tips() -> Any:
     )
     return (
         tip_model()
-        .objects.filter(Q(pk__in=own) | Q(payment__status__in=PAYMENT_FROZEN_STATES))
+        .objects.filter(Q(pk__in=own) | Q(payment__status__in=payment_frozen_states()))
         .values("pk")
     )
 

@@ -475,7 +475,7 @@ def _require_charge_kept(tip: Any) -> None:
         )
     if not tip_outcomes.disputed_tips().filter(pk=tip.pk).exists():
         return
-    if tip.payment.status in tip_outcomes.PAYMENT_FROZEN_STATES:
+    if tip.payment.status in tip_outcomes.payment_frozen_states():
         raise errors.TransitionNotAllowed(
             _("The payment's charge is disputed; its tips' transfers wait for the dispute.")
         )
