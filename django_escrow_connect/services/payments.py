@@ -757,6 +757,18 @@ def _start_of(payment: Any) -> Any:
     return payment.start_release
 
 
+def release_transfer_and_fee(payment: Any) -> tuple[int, int]:
+    """What a release in one transfer sends the doer, and the platform fee on it.
+
+    What is held: the amount less refunds, and less what a lost dispute took
+    (the rest a partial dispute left). The admin's confirmation page and
+    audit trail show these figures, so they must be the ones sent.
+    """
+    net = int(payment.amount_held)
+    fee = compute_platform_fee(net, payment.currency)
+    return net - fee, fee
+
+
 def _begin_release(payment: Any, user: Any) -> Any:
     """Phase 1 of a release; None when nothing is left to send (released now)."""
     if payment.is_manual_capture:
@@ -777,10 +789,7 @@ def _begin_release(payment: Any, user: Any) -> Any:
         payment.payee_organization,
         _("The doer's connected account cannot receive transfers now."),
     )
-    # What is held: the amount less refunds, and less what a lost dispute took.
-    net = payment.amount_held
-    fee = compute_platform_fee(net, payment.currency)
-    amount = net - fee
+    amount, fee = release_transfer_and_fee(payment)
     if amount <= 0:
         outcomes.record_release(payment, amount_transferred=0, platform_fee=fee)
         payment.save()
