@@ -51,6 +51,7 @@ from ..transitions import may
 from . import errors, operations, outcomes, radar, releases, saved_methods
 from .books import reversal_target
 from .common import (
+    AMOUNT_REFUSAL_CODES,
     KEY_PREFIX,
     account_for_payee,
     gateway,
@@ -583,6 +584,10 @@ def _resume(payment: Any, user: Any) -> PaymentStart:
             # The Customer's outcome began the PaymentIntent: finish it too.
             outcomes.drive(following, wanted=following.kind == K.PAYMENT_INTENT)
         payment = _reread(payment)
+        if payment.status == S.CANCELED and payment.failure_code in AMOUNT_REFUSAL_CODES:
+            # The earlier request was refused for the amount: starting again
+            # would be refused again, the price (or milestone) must change.
+            raise outcomes.amount_refused(payment, payment.failure_message)
         if payment.status == S.CANCELED:
             raise errors.Conflict(
                 _("The payment could not be created at Stripe; start it again."),
