@@ -42,7 +42,7 @@ from ..services.payments import (
     cancel_payment,
     refund_payment,
     release_payment,
-    release_transfer_and_fee,
+    release_preview,
 )
 from ..services.reconcile import reconcile
 from ..states import (
@@ -227,11 +227,19 @@ def _money(amount: int, payment: Any) -> str:
 
 
 def _release_lines(payment: Any) -> list[str]:
+    if payment.released_in_parts and not payment.is_manual_capture:
+        return _split_release_lines(payment)
+    preview = release_preview(payment)
+    if preview is None:
+        # Nothing would be sent: the release answers the payment as it stands
+        # (or refuses it); the page must not show money that does not move.
+        return [
+            gettext("nothing to send: the payment is %(status)s")
+            % {"status": payment.get_status_display().lower()}
+        ]
     if payment.is_manual_capture:
         return [gettext("capture %(amount)s") % {"amount": _money(payment.amount, payment)}]
-    if payment.released_in_parts:
-        return _split_release_lines(payment)
-    amount, fee = release_transfer_and_fee(payment)
+    amount, fee = preview
     return [
         gettext("transfer %(amount)s to %(account)s")
         % {"amount": _money(amount, payment), "account": payment.destination_account_id},
@@ -262,12 +270,15 @@ def _split_release_lines(payment: Any) -> list[str]:
 
 
 def _release_amount(payment: Any, data: dict[str, Any]) -> int | None:
-    if payment.is_manual_capture:
-        return int(payment.amount)
-    if payment.released_in_parts:
+    if payment.released_in_parts and not payment.is_manual_capture:
         # Known only once sent: perform() records the transfers begun.
         return None
-    amount, _fee = release_transfer_and_fee(payment)
+    preview = release_preview(payment)
+    if preview is None:
+        return None  # nothing sent
+    if payment.is_manual_capture:
+        return int(payment.amount)
+    amount, _fee = preview
     return amount
 
 
@@ -294,7 +305,9 @@ def _retry_transfer(payment: Any, user: Any, data: dict[str, Any]) -> str:
     # The rest a partial dispute lost left stays ``dispute_lost`` when its
     # transfer is refused; the release API retries it, so staff can too.
     failed = payment.transfers.filter(status=TransferStatus.FAILED).exists()
-    if payment.status not in RETRYABLE_STATES or not failed:
+    # A failed transfer is not enough: the rest must still be releasable (a
+    # dispute_lost payment whose rest went out since, or lost in full, is not).
+    if payment.status not in RETRYABLE_STATES or not failed or release_preview(payment) is None:
         raise errors.Conflict(
             gettext(
                 "Only a held payment, or the rest a lost dispute left held, whose "

@@ -661,11 +661,12 @@ def release_payment(
                 )
             asks_a_part = milestone_id is not None or amount is not None
             # A manual-capture payment an older version released in part: its
-            # release in full is refused for its state, unless a Dashboard
-            # capture released it since (then answered as any released one).
+            # release in full is refused while its part stays refused; in any
+            # other state (canceled by the void, captured in the Dashboard
+            # since, then refunded) it is answered as any payment in that state.
             older_part = payment.released_in_parts and payment.is_manual_capture and not asks_a_part
-            if older_part and payment.status != S.RELEASED:
-                _refuse_release_of_a_refused_part(payment)
+            if older_part and payment.status == S.PARTIALLY_RELEASED:
+                _refuse_release_of_a_refused_part()
             in_parts = asks_a_part or (payment.released_in_parts and not older_part)
             if in_parts and payment.is_manual_capture:
                 # Whatever its state: a part of a capture is never released.
@@ -674,7 +675,9 @@ def release_payment(
                     code="split_unsupported",
                 )
             if payment.status == S.RELEASED or (
-                payment.status == S.PARTIALLY_REFUNDED and not _owes_payees(payment)
+                # The older payment's pending release is no share owed: its
+                # capture paid the doer all there was.
+                payment.status == S.PARTIALLY_REFUNDED and (older_part or not _owes_payees(payment))
             ):
                 # Answered here, without release_in_parts (which checks the
                 # key on every other path): a key used for another amount is
@@ -725,15 +728,13 @@ def _refuse_release(payment: Any) -> NoReturn:
     )
 
 
-def _refuse_release_of_a_refused_part(payment: Any) -> NoReturn:
+def _refuse_release_of_a_refused_part() -> NoReturn:
     """A release in full of a manual-capture payment an older version released in part.
 
     Its part's transfer was refused and its hold still waits (docs/recovery.md):
     a capture would pay the doer the whole payment while the books say a part
     was released, so it is refused for its state, and staff are told the way out.
     """
-    if payment.status != S.PARTIALLY_RELEASED:
-        _refuse_release(payment)
     raise errors.TransitionNotAllowed(
         _(
             "An older version released part of this manual-capture payment and Stripe "
@@ -760,6 +761,17 @@ def _start_of(payment: Any) -> Any:
     if payment.status == S.DISPUTE_LOST:
         return payment.start_release_of_rest
     return payment.start_release
+
+
+def release_preview(payment: Any) -> tuple[int, int] | None:
+    """What a release of ``payment`` in one transfer would send now and its fee,
+    or None when its state starts no release (released already, canceled, a
+    won appeal's rest: docs/recovery.md). For the admin's confirmation page
+    and audit trail, which must show what is sent and nothing else.
+    """
+    if not can_proceed(_start_of(payment)):
+        return None
+    return release_transfer_and_fee(payment)
 
 
 def release_transfer_and_fee(payment: Any) -> tuple[int, int]:

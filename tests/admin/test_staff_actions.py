@@ -286,10 +286,32 @@ def test_the_rest_a_partial_dispute_lost_left_is_released_for_what_is_sent(
         3_000,
     )
     assert [t["amount"] for t in sim_stripe.transfers.values()] == [6_300]
+    # Sent: its failed transfer no longer makes it retryable.
+    list_action(admin_client, market, Payment, "retry_transfer", [payment], note="again")
+
+    # An appeal won gives the 3,000 back (the payment is released, 3,000
+    # held): no release sends it, so the page shows nothing to send and the
+    # audit trail records no amount (recovery.md).
+    previous = simulation.set_event_sink(None)
+    try:
+        with market.capture(execute=True):
+            gateway.appeal_dispute(dispute.id, submitted=True)
+            gateway.close_dispute(dispute.id, won=True)
+    finally:
+        simulation.set_event_sink(previous)
+    payment = market.payment(payment.pk)
+    assert (payment.status, payment.amount_held) == ("released", 3_000)
+    text = list_action(admin_client, market, Payment, "release", [payment]).content.decode()
+    assert "nothing to send: the payment is released" in text
+    assert "transfer 27.00 USD" not in text
+    list_action(admin_client, market, Payment, "release", [payment], note="")
+    assert [t["amount"] for t in sim_stripe.transfers.values()] == [6_300]
     entries = StaffAction.objects.order_by("created_at")
-    assert [(e.action, e.outcome, e.amount) for e in entries] == [
-        ("release", "refused", 6_300),
-        ("retry_transfer", "ok", 6_300),
+    assert [(e.action, e.outcome, e.amount, e.code) for e in entries] == [
+        ("release", "refused", 6_300, "release_failed"),
+        ("retry_transfer", "ok", 6_300, ""),
+        ("retry_transfer", "refused", None, "no_failed_transfer"),
+        ("release", "ok", None, ""),
     ]
 
 

@@ -228,6 +228,14 @@ class TestManualCaptureReleasedInPartByAnOlderVersion:
         assert response.status_code == 200, response.content
         assert response.json()["status"] == "released"
         assert sim_stripe.calls == []
+        # Then refunded in part: still answered as the payment stands, its
+        # older pending release being no share owed (the capture paid all).
+        assert refund(market, payment, amount=1_000).status_code == 200
+        sim_stripe.calls.clear()
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        assert response.json()["status"] == "partially_refunded"
+        assert sim_stripe.calls == []
 
     def test_a_release_of_a_part_is_still_refused_as_a_part(self, market, sim_stripe, manual):
         payment = released_in_part_by_an_older_version(market, market.held_payment())
