@@ -155,14 +155,29 @@ def disputed_tips() -> Any:
     )
 
 
+#: The states of a webhook event not applied yet, nor given up: a dispute
+#: event in one of them may still record a dispute.
+EVENT_PENDING_STATES = (
+    WebhookEventStatus.RECEIVED,
+    WebhookEventStatus.FAILED,
+    WebhookEventStatus.DEFERRED,
+)
+
+
 def dispute_waiting(tip: Any) -> bool:
-    """Whether a dispute of the tip's charge arrived before the tip was paid, and waits.
+    """Whether a dispute event names the tip's charge and is not applied yet.
 
     Stripe's events come in any order: ``charge.dispute.created`` can be
     delivered before the tip's ``payment_intent.succeeded`` (a lost or
-    late delivery). It was deferred, not applied (:func:`require_tip_paid`),
-    and is applied by ``escrow_reconcile``'s retry of deferred events; until
-    then the tip's transfer waits, as it would for the dispute recorded.
+    late delivery). It is deferred, not applied (:func:`require_tip_paid`),
+    and is applied by ``escrow_reconcile``'s retry of deferred events. It is
+    ``received`` before that: the deferral is written after the handler's
+    rolled-back transaction, and under task processing until the worker
+    runs; ``failed`` until a retry applies it. In every one of these states
+    the tip's transfer waits, as it would for the dispute recorded; an event
+    applied (``processed``: the Dispute row holds the tip, or not) or given
+    up (``ignored``) holds nothing. Few events are pending, and the status
+    is indexed.
     """
     found = Q()
     if tip.stripe_charge_id:
@@ -171,10 +186,10 @@ def dispute_waiting(tip: Any) -> bool:
         found |= Q(payload__data__object__payment_intent=tip.stripe_payment_intent_id)
     if not found:
         return False
-    deferred = model("WebhookEvent").objects.filter(
-        status=WebhookEventStatus.DEFERRED, type__startswith="charge.dispute."
+    pending = model("WebhookEvent").objects.filter(
+        status__in=EVENT_PENDING_STATES, type__startswith="charge.dispute."
     )
-    return bool(deferred.filter(found).exists())
+    return bool(pending.filter(found).exists())
 
 
 def transfer_frozen_by_dispute(operation: Any) -> bool:

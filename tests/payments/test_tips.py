@@ -27,6 +27,13 @@ from .conftest import build_marketplace, calls, configure
 
 TIP_LIMIT = 5_000
 
+try:  # the framework webhooks/tasks.py uses: Django 6's, else the backport
+    import django.tasks as _tasks_framework
+except ImportError:
+    import django_tasks as _tasks_framework
+
+TASK_BACKENDS = f"{_tasks_framework.__name__}.backends"
+
 
 @pytest.fixture
 def market(db, escrow_stripe, settings, django_capture_on_commit_callbacks):
@@ -874,6 +881,70 @@ def test_a_tips_dispute_delivered_before_its_payment_waits_and_holds_the_tip(mar
     tip.refresh_from_db()
     assert tip.status == "transferred"
     assert [(t.status, t.amount) for t in tip.transfers.all()] == [("created", 600)]
+
+
+@pytest.mark.parametrize("pending", ["received", "failed"])
+def test_a_tips_dispute_not_applied_yet_holds_the_tip(market, settings, monkeypatch, pending):
+    """The tip's ``charge.dispute.created`` is recorded but not applied when the
+    tip's late ``succeeded`` arrives: ``received`` (queued for a task worker,
+    or its deferral not written yet) or ``failed`` (its handler raised, to be
+    retried). Either may still record the dispute: the tip is paid but not
+    sent, by its event, staff's retry or escrow_reconcile."""
+    from django_escrow_connect import simulation
+    from django_escrow_connect.webhooks import registry
+    from django_escrow_connect.webhooks.receiver import receive
+
+    payment = market.released_payment()
+    tip_id = add_tip(market, payment, 600).json()["id"]
+    held_back = []
+
+    def holding_tip_intent_events(endpoint, payload, signature):
+        if json.loads(payload)["type"].startswith("payment_intent."):
+            held_back.append((endpoint, payload, signature))
+            return None
+        outcome = receive(endpoint, payload, signature)
+        # A failed dispute is Stripe's to deliver again later, not now.
+        return None if json.loads(payload)["type"].startswith("charge.dispute.") else outcome
+
+    def handler_failing(context):
+        raise RuntimeError("the database went away")
+
+    sync = settings.ESCROW_CONNECT
+    if pending == "received":
+        settings.ESCROW_CONNECT = {**sync, "WEBHOOK_PROCESSING": "task"}
+        settings.TASKS = {"default": {"BACKEND": f"{TASK_BACKENDS}.dummy.DummyBackend"}}
+    else:
+        route = registry.HANDLERS["charge.dispute.created"]
+        monkeypatch.setitem(
+            registry.HANDLERS,
+            "charge.dispute.created",
+            dataclasses.replace(route, handler=handler_failing),
+        )
+    previous = simulation.set_event_sink(holding_tip_intent_events)
+    try:
+        tip = pay_tip(market, tip_id)
+        intent = SimulatedGateway().retrieve_payment_intent(tip.stripe_payment_intent_id)
+        with market.capture(execute=True):
+            SimulatedGateway().open_dispute(intent.latest_charge)
+    finally:
+        simulation.set_event_sink(previous)
+    settings.ESCROW_CONNECT = sync
+    assert webhook_statuses("charge.dispute.created") == {"charge.dispute.created": pending}
+
+    transfers_before = escrow_calls("create_transfer")
+    with market.capture(execute=True):
+        for delivery in held_back:
+            receive(*delivery)
+    tip.refresh_from_db()
+    assert tip.status == "paid"
+    url = reverse("escrow_connect:payment-tip-retry-transfer", args=[str(payment.pk), tip_id])
+    with market.capture(execute=True):
+        response = market.client(market.staff).post(url, {}, format="json")
+    assert response.status_code == 409, response.content
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=io.StringIO())
+    assert escrow_calls("create_transfer") == transfers_before
+    assert Tip().objects.get(pk=tip_id).status == "paid"
 
 
 def test_the_payments_own_dispute_closes_while_a_tips_dispute_is_open(market, tip_signals):
