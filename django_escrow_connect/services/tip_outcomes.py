@@ -25,6 +25,7 @@ from ..gateway.types import PaymentIntentSnapshot, TransferSnapshot
 from ..money import amount_step
 from ..notifications import notify
 from ..states import (
+    DISPUTE_CLOSED_STATES,
     DISPUTE_KEPT_STATES,
     UNRESOLVED_OPERATION_STATES,
     IncidentKind,
@@ -153,6 +154,38 @@ def disputed_tips() -> Any:
         .objects.filter(Q(pk__in=own) | Q(payment__status__in=PAYMENT_FROZEN_STATES))
         .values("pk")
     )
+
+
+def tip_charge_disputed(tip: Any) -> bool:
+    """Whether the tip's own charge has a dispute open (an inquiry too) or lost."""
+    own = model("Dispute").objects.filter(tip=tip.pk)
+    return bool(own.exclude(status__in=sorted(DISPUTE_KEPT_STATES)).exists())
+
+
+def payment_dispute_decided_lost(payment: Any) -> bool:
+    """Whether the payment's own dispute is lost, with no appeal of it under way.
+
+    Nothing is left to wait for: the tips it holds are the platform's to
+    send (staff's ``retry-transfer``) or to give back.
+    """
+    if payment.status != PaymentStatus.DISPUTE_LOST:
+        return False
+    own = model("Dispute").objects.filter(payment=payment.pk, tip__isnull=True)
+    return not own.exclude(status__in=sorted(DISPUTE_CLOSED_STATES)).exists()
+
+
+def payment_dispute_was_lost(payment: Any) -> bool:
+    """Whether the payment's own dispute was lost: still, or until an appeal was won.
+
+    Meanwhile the platform may have refunded the tips it held in the Stripe
+    Dashboard, which the package does not record (docs/tips.md).
+    """
+    if payment.status == PaymentStatus.DISPUTE_LOST:
+        return True
+    appealed = model("Dispute").objects.filter(
+        payment=payment.pk, tip__isnull=True, appealed_at__isnull=False
+    )
+    return bool(appealed.exists())
 
 
 #: The states of a webhook event not applied yet, nor given up: a dispute
