@@ -185,7 +185,9 @@ def create_tip(payment_id: Any, user: Any, amount: Any, *, request_key: str = ""
             # a saved card twice.
             try:
                 outcomes.drive(pending, wanted=True)
-            except errors.OperationPending:
+            except (errors.OperationPending, errors.OperationInFlight):
+                # Stripe's answer unknown, or not concluded within the call's
+                # lease: the tip exists and converges by itself.
                 if not charged_off_session(pending):
                     raise
                 return _charge_pending(retried.pk)
