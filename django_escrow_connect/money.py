@@ -437,16 +437,20 @@ def min_charge_amount(currency: str) -> int:
 
 
 def _configured_minimum(code: str) -> int | None:
-    """The ``MIN_CHARGE_AMOUNTS`` setting's entry for ``code``, if it is a positive int.
+    """The ``MIN_CHARGE_AMOUNTS`` setting's entry for ``code``, if ``E063`` accepts it.
 
     The host knows what this table cannot: the minimum Stripe applies in the
-    currency its charges settle in. A malformed setting is refused by
-    ``manage.py check`` (``E063``); should it run anyway, Stripe's table stands
-    (Stripe still has the last word, a refusal answered as such).
+    currency its charges settle in. An entry ``manage.py check`` refuses
+    (``E063``: not a positive int, or above Stripe's largest charge, which
+    would refuse every charge in the currency) is ignored should the project
+    run anyway: Stripe's table stands for that currency (Stripe still has the
+    last word, a refusal answered as such).
     """
     table = escrow_settings.raw("MIN_CHARGE_AMOUNTS")
     entry = table.get(code) if isinstance(table, Mapping) else None
-    if isinstance(entry, bool) or not isinstance(entry, int) or entry < 1:
+    if isinstance(entry, bool) or not isinstance(entry, int):
+        return None
+    if not 1 <= entry <= max_charge_amount(code):
         return None
     return entry
 

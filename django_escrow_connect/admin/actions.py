@@ -33,13 +33,17 @@ from django.utils.translation import gettext_lazy as _
 
 from .. import permissions, swappable
 from ..exceptions import EscrowConnectError
-from ..fees import compute_platform_fee
 from ..money import MAX_MINOR_AMOUNT, format_money
 from ..services import errors
 from ..services.accounts import refresh_account
 from ..services.operations import in_transaction
 from ..services.outcomes import STRIPE_REFUND_REASONS
-from ..services.payments import cancel_payment, refund_payment, release_payment
+from ..services.payments import (
+    cancel_payment,
+    refund_payment,
+    release_payment,
+    release_transfer_and_fee,
+)
 from ..services.reconcile import reconcile
 from ..states import (
     RADAR_HOLD_KINDS,
@@ -227,11 +231,10 @@ def _release_lines(payment: Any) -> list[str]:
         return [gettext("capture %(amount)s") % {"amount": _money(payment.amount, payment)}]
     if payment.released_in_parts:
         return _split_release_lines(payment)
-    net = payment.amount - payment.amount_refunded
-    fee = compute_platform_fee(net, payment.currency)
+    amount, fee = release_transfer_and_fee(payment)
     return [
         gettext("transfer %(amount)s to %(account)s")
-        % {"amount": _money(net - fee, payment), "account": payment.destination_account_id},
+        % {"amount": _money(amount, payment), "account": payment.destination_account_id},
         gettext("platform fee %(amount)s") % {"amount": _money(fee, payment)},
     ]
 
@@ -264,8 +267,8 @@ def _release_amount(payment: Any, data: dict[str, Any]) -> int | None:
     if payment.released_in_parts:
         # Known only once sent: perform() records the transfers begun.
         return None
-    net = payment.amount - payment.amount_refunded
-    return int(net - compute_platform_fee(net, payment.currency))
+    amount, _fee = release_transfer_and_fee(payment)
+    return amount
 
 
 def _refund_amount(payment: Any, data: dict[str, Any]) -> int:
@@ -281,13 +284,22 @@ def _release(payment: Any, user: Any, data: dict[str, Any]) -> str:
     return _outcome(release_payment(payment.pk, user))
 
 
+#: Where a refused transfer leaves a payment whose money is still held.
+RETRYABLE_STATES = (PaymentStatus.HELD, PaymentStatus.DISPUTE_LOST)
+
+
 def _retry_transfer(payment: Any, user: Any, data: dict[str, Any]) -> str:
     # A transfer Stripe refused leaves the money held (``release_failed``):
     # releasing again sends a new transfer under the next idempotency key.
+    # The rest a partial dispute lost left stays ``dispute_lost`` when its
+    # transfer is refused; the release API retries it, so staff can too.
     failed = payment.transfers.filter(status=TransferStatus.FAILED).exists()
-    if payment.status != PaymentStatus.HELD or not failed:
+    if payment.status not in RETRYABLE_STATES or not failed:
         raise errors.Conflict(
-            gettext("Only a held payment whose transfer failed can have its transfer retried."),
+            gettext(
+                "Only a held payment, or the rest a lost dispute left held, whose "
+                "transfer failed can have its transfer retried."
+            ),
             code="no_failed_transfer",
         )
     return _outcome(release_payment(payment.pk, user))
@@ -390,7 +402,8 @@ PAYMENT_ACTIONS: dict[str, PaymentAction] = {
             _("Retry failed transfer"),
             _(
                 "A new transfer of the held money is sent to the doer (a new "
-                "idempotency key): only for held payments whose transfer failed."
+                "idempotency key): only for held payments, or the rest a lost "
+                "dispute left held, whose transfer failed."
             ),
             _retry_transfer,
             _release_lines,

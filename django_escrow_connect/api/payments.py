@@ -1063,7 +1063,8 @@ _CREATE_ERRORS = {
             409: "The task cannot be paid as it stands (codes include no_payment_terms: no "
             "agreed terms, or a price or milestone Stripe cannot charge, below its smallest "
             "or above its largest charge, refused before or by Stripe; already_paid; "
-            "terms_changed; operation_pending)."
+            "terms_changed; funding_mode_mismatch; previous_milestone_unpaid; "
+            "payment_not_created; operation_pending)."
         },
         409,
     ),

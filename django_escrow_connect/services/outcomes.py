@@ -131,11 +131,12 @@ def intent_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.Se
     record_failed(operation, exc)
     _give_up_on_intent(payment, exc.code or "", exc.message)
     if refuses_the_amount(exc):
-        return _amount_refused(payment, exc)
+        log_payment(payment, "Stripe refused its amount: %s", exc.message, level=logging.ERROR)
+        return amount_refused(payment, exc.message)
     return translate(exc, _("create the payment"))
 
 
-def _amount_refused(payment: Any, exc: GatewayError) -> errors.ServiceError:
+def amount_refused(payment: Any, reason: str) -> errors.ServiceError:
     """Stripe will not charge the payment's amount: what the customer is told.
 
     The early check (``validate_charge_amount``) knows the bounds in the
@@ -143,19 +144,22 @@ def _amount_refused(payment: Any, exc: GatewayError) -> errors.ServiceError:
     settles in, at the day's rate. Its refusal is as final as the early
     check's: the same ``409 no_payment_terms``, naming the amount, so the
     host knows the price (or the milestone) must change before it is paid.
+    Also the answer to a second "pay" that waited for that refusal.
     """
-    log_payment(payment, "Stripe refused its amount: %s", exc.message, level=logging.ERROR)
     amount = format_money(payment.amount, payment.currency)
     if payment.funded_milestone:
+        # Named as the early check names it (payments._require_chargeable):
+        # the payment's one milestone row is the milestone funded.
+        name = payment.milestones.order_by("position").values_list("name", flat=True).first()
         message = _(
-            "Milestone %(index)s's amount, %(amount)s, cannot be charged by Stripe "
+            "Milestone %(index)s ('%(name)s'), %(amount)s, cannot be charged by Stripe "
             "once converted to the currency it settles in: %(reason)s"
-        ) % {"index": payment.funded_milestone, "amount": amount, "reason": exc.message}
+        ) % {"index": payment.funded_milestone, "name": name, "amount": amount, "reason": reason}
     else:
         message = _(
             "This task's price, %(amount)s, cannot be charged by Stripe once converted "
             "to the currency it settles in: %(reason)s"
-        ) % {"amount": amount, "reason": exc.message}
+        ) % {"amount": amount, "reason": reason}
     return errors.Conflict(message, code="no_payment_terms")
 
 
@@ -903,12 +907,26 @@ REFUSED_PART_VOIDED = (
 
 def _resolve_refused_part(payment: Any) -> None:
     # mark_canceled left partially_released only if no transfer was made.
-    for release in payment.releases.filter(status=ReleaseStatus.PENDING):
+    pending = list(payment.releases.filter(status=ReleaseStatus.PENDING))
+    refused = set(
+        payment.transfers.filter(release__in=pending, status=TransferStatus.FAILED).values_list(
+            "destination_account_id", "amount"
+        )
+    )
+    for release in pending:
         release.mark_canceled()
         release.save()
-    incidents = model("TransferIncident").objects.filter(
-        payment=payment, kind=IncidentKind.TRANSFER_FAILED, resolved_at__isnull=True
-    )
+    # Only the incidents of the refused part's transfers: a tip's refused
+    # transfer (also a transfer_failed incident of this payment) is money on
+    # the platform's balance that staff can still send.
+    incidents = [
+        incident
+        for incident in model("TransferIncident").objects.filter(
+            payment=payment, kind=IncidentKind.TRANSFER_FAILED, resolved_at__isnull=True
+        )
+        if (incident.destination_account_id, incident.amount) in refused
+        and not incident.message.startswith(tips.TIP_INCIDENT_PREFIX)
+    ]
     for incident in incidents:
         incident.resolved_at = timezone.now()
         incident.message = "\n".join(filter(None, [incident.message, REFUSED_PART_VOIDED]))
@@ -1114,6 +1132,9 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
     never made once its lease has passed (no process can still be sending
     it), otherwise the caller is told to wait (409 ``operation_pending``).
     """
+    # An off-session tip finished below for another request: the tip's own
+    # refusal is committed with it and is not that request's answer.
+    for_another = not wanted and operation.kind == K.TIP_INTENT
     # Money owed back to the customer is never given up for another
     # operation: a refund (or the reversal before it) is finished instead.
     wanted = wanted or operation.kind in (K.REFUND, K.REVERSAL)
@@ -1137,7 +1158,7 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
             return
         renewed = renew(operation.pk, operation.payment_id)
         if renewed is not None:
-            execute(renewed)
+            _finish(renewed, for_another=for_another)
         return
     try:
         found = lookup(operation)
@@ -1204,7 +1225,35 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
             current.mark_sending(timezone.now() + lease())
             current.save()
             successor = current
-    execute(successor)
+    _finish(successor, for_another=for_another)
+
+
+def _finish(operation: Any, *, for_another: bool) -> None:
+    """Send ``operation`` and commit its outcome (:func:`execute`).
+
+    ``for_another``: an off-session tip finished because another request
+    (a new tip, a refund) waits for the payment. Stripe's refusal of the
+    tip (its amount, say) is committed with it, tip canceled, and answers
+    the tip's own request (its retry, its keyed replay), not this one,
+    which goes on: only a tip still unresolved stops it.
+    """
+    try:
+        execute(operation)
+    except errors.ServiceError:
+        if not for_another or _still_unresolved(operation):
+            raise
+        logger.info(
+            "Payment %s: Stripe refused a tip another request finished; that request goes on",
+            operation.payment_id,
+        )
+
+
+def _still_unresolved(operation: Any) -> bool:
+    return bool(
+        model("MoneyOperation")
+        .objects.filter(pk=operation.pk, status__in=UNRESOLVED_OPERATION_STATES)
+        .exists()
+    )
 
 
 #: How long a repeated request waits for the first one's call to finish

@@ -51,6 +51,7 @@ from ..transitions import may
 from . import errors, operations, outcomes, radar, releases, saved_methods
 from .books import reversal_target
 from .common import (
+    AMOUNT_REFUSAL_CODES,
     KEY_PREFIX,
     account_for_payee,
     gateway,
@@ -583,6 +584,10 @@ def _resume(payment: Any, user: Any) -> PaymentStart:
             # The Customer's outcome began the PaymentIntent: finish it too.
             outcomes.drive(following, wanted=following.kind == K.PAYMENT_INTENT)
         payment = _reread(payment)
+        if payment.status == S.CANCELED and payment.failure_code in AMOUNT_REFUSAL_CODES:
+            # The earlier request was refused for the amount: starting again
+            # would be refused again, the price (or milestone) must change.
+            raise outcomes.amount_refused(payment, payment.failure_message)
         if payment.status == S.CANCELED:
             raise errors.Conflict(
                 _("The payment could not be created at Stripe; start it again."),
@@ -655,9 +660,13 @@ def release_payment(
                     _("Only the customer or platform staff can release a payment.")
                 )
             asks_a_part = milestone_id is not None or amount is not None
-            if payment.released_in_parts and payment.is_manual_capture and not asks_a_part:
+            # A manual-capture payment an older version released in part: its
+            # release in full is refused for its state, unless a Dashboard
+            # capture released it since (then answered as any released one).
+            older_part = payment.released_in_parts and payment.is_manual_capture and not asks_a_part
+            if older_part and payment.status != S.RELEASED:
                 _refuse_release_of_a_refused_part(payment)
-            in_parts = payment.released_in_parts or asks_a_part
+            in_parts = asks_a_part or (payment.released_in_parts and not older_part)
             if in_parts and payment.is_manual_capture:
                 # Whatever its state: a part of a capture is never released.
                 raise errors.InvalidInput(
@@ -753,6 +762,18 @@ def _start_of(payment: Any) -> Any:
     return payment.start_release
 
 
+def release_transfer_and_fee(payment: Any) -> tuple[int, int]:
+    """What a release in one transfer sends the doer, and the platform fee on it.
+
+    What is held: the amount less refunds, and less what a lost dispute took
+    (the rest a partial dispute left). The admin's confirmation page and
+    audit trail show these figures, so they must be the ones sent.
+    """
+    net = int(payment.amount_held)
+    fee = compute_platform_fee(net, payment.currency)
+    return net - fee, fee
+
+
 def _begin_release(payment: Any, user: Any) -> Any:
     """Phase 1 of a release; None when nothing is left to send (released now)."""
     if payment.is_manual_capture:
@@ -773,10 +794,7 @@ def _begin_release(payment: Any, user: Any) -> Any:
         payment.payee_organization,
         _("The doer's connected account cannot receive transfers now."),
     )
-    # What is held: the amount less refunds, and less what a lost dispute took.
-    net = payment.amount_held
-    fee = compute_platform_fee(net, payment.currency)
-    amount = net - fee
+    amount, fee = release_transfer_and_fee(payment)
     if amount <= 0:
         outcomes.record_release(payment, amount_transferred=0, platform_fee=fee)
         payment.save()

@@ -20,6 +20,7 @@ from django.db.models import Q
 from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
+from .. import transitions
 from ..exceptions import GatewayError
 from ..gateway.types import PaymentIntentSnapshot, TransferSnapshot
 from ..money import amount_step
@@ -44,8 +45,11 @@ logger = logging.getLogger("django_escrow_connect.payments")
 K = MoneyOperationKind
 T = TipStatus
 
-#: The payment states in which its own charge's dispute decides it (open or lost).
-PAYMENT_FROZEN_STATES = (PaymentStatus.DISPUTED, PaymentStatus.DISPUTE_LOST)
+
+def payment_frozen_states() -> frozenset[str]:
+    """The payment states in which its own charge's dispute decides it (open
+    or lost): those a release's outcome is booked from during a dispute."""
+    return transitions.sources(model("EscrowPayment"), "release_during_dispute")
 
 
 def tip_model() -> Any:
@@ -151,7 +155,7 @@ def disputed_tips() -> Any:
     )
     return (
         tip_model()
-        .objects.filter(Q(pk__in=own) | Q(payment__status__in=PAYMENT_FROZEN_STATES))
+        .objects.filter(Q(pk__in=own) | Q(payment__status__in=payment_frozen_states()))
         .values("pk")
     )
 
@@ -348,6 +352,11 @@ def tip_transfer_made(payment: Any, operation: Any, snapshot: Any, *, event_id: 
     return row
 
 
+#: How a tip's refused-transfer incident begins (the incident has no tip
+#: link): what tells it from the payment's own transfers' incidents.
+TIP_INCIDENT_PREFIX = "Tip "
+
+
 def tip_transfer_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
     """Stripe refused a tip transfer: the money stays on the platform, retryable."""
     operations.record_failed(operation, exc)
@@ -360,7 +369,7 @@ def tip_transfer_refused(payment: Any, operation: Any, exc: GatewayError) -> err
         payment=payment,
         kind=IncidentKind.TRANSFER_FAILED,
         code=exc.code or "",
-        message=f"Tip {tip.pk if tip is not None else '?'}: {exc.message}",
+        message=f"{TIP_INCIDENT_PREFIX}{tip.pk if tip is not None else '?'}: {exc.message}",
         stripe_request_id=exc.request_id or "",
         destination_account_id=operation.request.get("destination", ""),
         amount=operation.amount,

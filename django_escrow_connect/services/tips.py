@@ -490,7 +490,7 @@ def _require_charge_kept(tip: Any, *, decided_by: Any = None) -> None:
             _("The tip's charge is disputed; its transfer is frozen.")
         )
     payment = tip.payment
-    if payment.status not in tip_outcomes.PAYMENT_FROZEN_STATES:
+    if payment.status not in tip_outcomes.payment_frozen_states():
         return
     if not tip_outcomes.payment_dispute_decided_lost(payment):
         raise errors.TransitionNotAllowed(

@@ -43,8 +43,9 @@ class BidInput(serializers.Serializer):
         min_value=1,
         max_value=MAX_CHARGE_AMOUNT,
         help_text=(
-            "Minor units (cents): 12000 is 120.00 USD; from Stripe's smallest charge "
-            f"(50 in USD) to {MAX_CHARGE_AMOUNT}."
+            "Minor units (cents): 12000 is 120.00 USD; from the smallest charge in the "
+            "currency (money.min_charge_amount: Stripe's table, or the MIN_CHARGE_AMOUNTS "
+            f"setting's entry) to {MAX_CHARGE_AMOUNT}."
         ),
     )
     currency = serializers.CharField(max_length=3, default="usd")

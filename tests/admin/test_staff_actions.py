@@ -247,6 +247,52 @@ def test_retry_a_failed_transfer(admin_client, market, sim_stripe):
     assert outcomes == [("no_failed_transfer", "refused"), ("", "ok")]
 
 
+def test_the_rest_a_partial_dispute_lost_left_is_released_for_what_is_sent(
+    admin_client, market, sim_stripe
+):
+    """10,000 held, 3,000 disputed and lost: the page shows, Stripe gets and
+    the audit trail records the transfer of the 7,000 left less the fee on it
+    (63.00, fee 7.00), not of the whole payment; its refused transfer is
+    retried as a held payment's is (the release API retries it too)."""
+    from django_escrow_connect import simulation
+
+    payment = market.held_payment(amount=10_000)
+    gateway = simulation.SimulatedGateway()
+    previous = simulation.set_event_sink(None)  # its events reach the webhook receiver
+    try:
+        with market.capture(execute=True):
+            dispute = gateway.open_dispute(payment.stripe_charge_id, amount=3_000)
+            gateway.close_dispute(dispute.id, won=False)
+    finally:
+        simulation.set_event_sink(previous)
+    assert market.payment(payment.pk).amount_held == 7_000
+
+    page = list_action(admin_client, market, Payment, "release", [payment])
+    text = page.content.decode()
+    assert "transfer 63.00 USD" in text
+    assert "platform fee 7.00 USD" in text
+
+    sim_stripe.fail_next(
+        "create_transfer",
+        BalanceInsufficient("Insufficient funds.", code="balance_insufficient", http_status=400),
+    )
+    list_action(admin_client, market, Payment, "release", [payment], note="")
+    assert market.payment(payment.pk).status == "dispute_lost"
+    list_action(admin_client, market, Payment, "retry_transfer", [payment], note="funds settled")
+    payment = market.payment(payment.pk)
+    assert (payment.status, payment.amount_released, payment.amount_lost) == (
+        "dispute_lost",
+        7_000,
+        3_000,
+    )
+    assert [t["amount"] for t in sim_stripe.transfers.values()] == [6_300]
+    entries = StaffAction.objects.order_by("created_at")
+    assert [(e.action, e.outcome, e.amount) for e in entries] == [
+        ("release", "refused", 6_300),
+        ("retry_transfer", "ok", 6_300),
+    ]
+
+
 def test_reconcile_one_payment_finishes_a_release_whose_answer_was_lost(
     admin_client, market, sim_stripe
 ):

@@ -549,21 +549,26 @@ def run_case(
         assert releases[0][0] == KEYED_RELEASE, releases
 
     def rest_released_once() -> None:
-        decisive = [step for step in steps if step in "RCF"][-1]
-        if call.start != "held-partly-lost" or decisive == "F":
+        if call.start != "held-partly-lost":
             return
-        # Finished by the retry or escrow_reconcile: the 7,000 left, less its
-        # 10 % fee, transferred once; the 3,000 lost stays lost.
+        decisive = [step for step in steps if step in "RCF"][-1]
         with world.shared.session() as store:
             transfers = [
                 t["amount"]
                 for t in store.transfers.values()
                 if t.get("transfer_group") == payment.transfer_group
             ]
-        assert transfers == [6_300], f"Stripe transferred {transfers}, expected [6300]"
         current = world.payment(payment.pk)
         books = (current.amount_released, current.amount_held, current.amount_lost)
-        assert books == (7_000, 0, 3_000), f"released, held, lost: {books}"
+        # Finished by the retry or escrow_reconcile: the 7,000 left, less its
+        # 10 % fee, transferred once; the 3,000 lost stays lost. The other
+        # party's refund (refused) may come before the release was finished,
+        # so nothing may have been sent yet, but never more than once, and the
+        # books say what Stripe did.
+        allowed = ([], [6_300]) if decisive == "F" else ([6_300],)
+        assert transfers in allowed, f"Stripe transferred {transfers}, expected one of {allowed}"
+        expected = (7_000, 0, 3_000) if transfers else (0, 7_000, 3_000)
+        assert books == expected, f"released, held, lost: {books}, Stripe transferred {transfers}"
 
     check_case(
         world,

@@ -8,6 +8,9 @@ import pytest
 from django_escrow_connect import swappable
 from django_escrow_connect.exceptions import InvalidRequest
 from django_escrow_connect.money import MAX_CHARGE_AMOUNT
+from django_escrow_connect.services import errors, outcomes
+from django_escrow_connect.services import payments as payment_services
+from django_escrow_connect.services.operations import Outcome
 from django_escrow_connect.terms import FUND_PER_MILESTONE, FUND_UP_FRONT, TermsUnavailable
 from tests import factories
 
@@ -343,6 +346,16 @@ STRIPE_REFUSES_THE_AMOUNT = {
 }
 
 
+def stripe_refuses_the_amount(code: str = "amount_too_small") -> InvalidRequest:
+    return InvalidRequest(
+        STRIPE_REFUSES_THE_AMOUNT[code],
+        code=code,
+        param="amount",
+        http_status=400,
+        error_type="invalid_request_error",
+    )
+
+
 @pytest.mark.parametrize("code", sorted(STRIPE_REFUSES_THE_AMOUNT))
 def test_a_price_stripe_refuses_to_charge_is_a_409_and_payable_at_a_new_price(
     market, sim_stripe, code
@@ -353,16 +366,7 @@ def test_a_price_stripe_refuses_to_charge_is_a_409_and_payable_at_a_new_price(
     the price cannot be charged (409 no_payment_terms, as the early check),
     not a generic Stripe error. Paying again at another price works."""
     task = market.task(amount=60)
-    sim_stripe.fail_next(
-        "create_payment_intent",
-        InvalidRequest(
-            STRIPE_REFUSES_THE_AMOUNT[code],
-            code=code,
-            param="amount",
-            http_status=400,
-            error_type="invalid_request_error",
-        ),
-    )
+    sim_stripe.fail_next("create_payment_intent", stripe_refuses_the_amount(code))
     response = market.create(task)
 
     assert response.status_code == 409, response.content
@@ -416,6 +420,75 @@ def test_a_minimum_set_below_stripes_is_refused_by_stripe_and_answered_as_such(
     assert response.status_code == 409, response.content
     assert response.json()["error"]["code"] == "no_payment_terms"
     assert "0.40 USD, cannot be charged by Stripe" in response.json()["error"]["message"]
+    (payment,) = payments_of(task)
+    assert (payment.status, payment.failure_code) == ("canceled", "amount_too_small")
+
+
+@pytest.mark.parametrize("minimum", [10**8, 0, "70"])
+def test_a_minimum_manage_py_check_refuses_is_ignored_for_stripes(
+    market, sim_stripe, settings, minimum
+):
+    """An entry E063 refuses (above Stripe's largest charge: every price
+    refused; not a positive int), should the project run anyway, is not
+    applied: Stripe's table stands for that currency."""
+    configure(settings, MIN_CHARGE_AMOUNTS={"usd": minimum})
+    assert market.create(market.task(amount=5_000)).status_code == 201
+    response = market.create(market.task(amount=40))
+    assert response.status_code == 409, response.content
+    assert "at least 0.50 USD" in response.json()["error"]["message"]
+
+
+@pytest.mark.usefixtures("split")
+def test_a_milestone_stripe_refuses_to_charge_is_named_as_the_early_check_names_it(
+    market, sim_stripe
+):
+    """Funded on its own, a milestone Stripe refuses for its amount is named
+    as the early check names it: its number and its name."""
+    task = market.task(amount=10_000)
+    milestones = [("Deposit", "60"), ("Build", "9940")]
+    EXTRA[task.pk] = {"typed_milestones": milestones, "funding": FUND_PER_MILESTONE}
+    sim_stripe.fail_next("create_payment_intent", stripe_refuses_the_amount())
+
+    response = market.create(task, milestone=1)
+
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "no_payment_terms"
+    assert response.json()["error"]["message"].startswith(
+        "Milestone 1 ('Deposit'), 0.60 USD, cannot be charged by Stripe"
+    )
+
+
+def test_a_second_pay_waiting_for_a_refused_amount_is_told_the_price_cannot_be_charged(
+    market, sim_stripe, monkeypatch
+):
+    """Two "pay" clicks at once: the second finds the first's payment and
+    waits for its call to Stripe. Stripe refusing the amount, the second is
+    answered as the first (409 no_payment_terms), not "start it again",
+    which would be refused the same way."""
+    task = market.task(amount=60)
+    answers = {}
+
+    def second_click_during_the_call(operation):
+        def first_answer_arrives(seconds):
+            if "first" not in answers:
+                try:
+                    outcomes.apply_outcome(operation, Outcome(error=stripe_refuses_the_amount()))
+                except errors.Conflict as exc:
+                    answers["first"] = exc.code
+
+        monkeypatch.setattr(outcomes.time, "sleep", first_answer_arrives)
+        answers["second"] = market.create(task)
+        raise ConnectionAbortedError("the first request ends here")
+
+    monkeypatch.setattr(payment_services.operations, "send", second_click_during_the_call)
+    with pytest.raises(ConnectionAbortedError):
+        payment_services.create_payment(task.pk, market.customer)
+
+    assert answers["first"] == "no_payment_terms"
+    second = answers["second"]
+    assert second.status_code == 409, second.content
+    assert second.json()["error"]["code"] == "no_payment_terms"
+    assert "0.60 USD, cannot be charged by Stripe" in second.json()["error"]["message"]
     (payment,) = payments_of(task)
     assert (payment.status, payment.failure_code) == ("canceled", "amount_too_small")
 

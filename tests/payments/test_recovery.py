@@ -620,12 +620,19 @@ class TestOperatorDrills:
         assert again.status_code == 409, again.content
         assert len(transfers_in_stripe(real_webhooks, payment)) == 1
 
-        # An appeal won gives the 3,000 back to escrow: the customer's.
+        # An appeal won gives the 3,000 back to escrow (the issuer ruled for
+        # the platform). No release sends it: the platform settles it with
+        # the doer outside the app (recovery.md).
         with market.capture(execute=True):
             gateway.appeal_dispute(dispute.id, submitted=True)
             gateway.close_dispute(dispute.id, won=True)
         detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
         assert books_of(detail) == ("released", 7_000, 0, 3_000, 0)
+        with market.capture(execute=True):
+            after_appeal = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert after_appeal.status_code == 200, after_appeal.content
+        assert books_of(after_appeal.json()) == ("released", 7_000, 0, 3_000, 0)
+        assert len(transfers_in_stripe(real_webhooks, payment)) == 1
         assert "The books agree with Stripe." in audit()
 
     def test_the_rest_a_lost_dispute_left_waits_for_any_open_dispute(self, market, real_webhooks):

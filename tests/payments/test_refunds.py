@@ -9,7 +9,7 @@ import pytest
 from django_escrow_connect import signals, swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import InvalidRequest, TemporarilyUnavailable
-from django_escrow_connect.services import errors, outcomes
+from django_escrow_connect.services import errors, outcomes, tip_outcomes
 from django_escrow_connect.services.releases import release_in_parts
 
 from .conftest import configure, money_calls
@@ -185,6 +185,7 @@ class TestManualCaptureReleasedInPartByAnOlderVersion:
         assert stuck.status_code == 409, stuck.content
         assert stuck.json()["error"]["code"] == "transition_not_allowed"
         assert "Refund it in full" in stuck.json()["error"]["message"]
+        assert sim_stripe.calls == []
         assert refund(market, payment).status_code == 200
         sim_stripe.calls.clear()
         canceled = market.post(market.customer, endpoint, payment_id=payment.pk)
@@ -192,6 +193,41 @@ class TestManualCaptureReleasedInPartByAnOlderVersion:
         assert canceled.json()["error"]["code"] == "transition_not_allowed"
         assert sim_stripe.calls == []
         assert market.payment(payment.pk).status == "canceled"
+
+    @pytest.mark.parametrize("same_amount", [True, False], ids=["same-amount", "other-amount"])
+    def test_the_void_leaves_a_tips_refused_transfer_to_staff(
+        self, market, sim_stripe, manual, same_amount
+    ):
+        payment = released_in_part_by_an_older_version(market, market.held_payment())
+        (part,) = payment.transfers.all()
+        # As tip_transfer_refused records it: the tip's money is on the
+        # platform's balance, and staff can still send it.
+        tip_incident = payment.transfer_incidents.create(
+            kind="transfer_failed",
+            code="insufficient_capabilities_for_transfer",
+            message=f"{tip_outcomes.TIP_INCIDENT_PREFIX}1: refused",
+            destination_account_id=part.destination_account_id,
+            amount=part.amount if same_amount else 450,
+            currency=payment.currency,
+        )
+        assert refund(market, payment).status_code == 200
+        tip_incident.refresh_from_db()
+        assert tip_incident.resolved_at is None
+        assert not tip_incident.message.endswith(outcomes.REFUSED_PART_VOIDED)
+        (part_incident,) = payment.transfer_incidents.exclude(pk=tip_incident.pk)
+        assert part_incident.resolved_at is not None
+
+    def test_a_confirm_after_a_dashboard_capture_is_answered_as_released(
+        self, market, sim_stripe, manual
+    ):
+        payment = released_in_part_by_an_older_version(market, market.held_payment())
+        payment = market.capture_in_dashboard(payment, payment.amount)
+        assert payment.status == "released"
+        sim_stripe.calls.clear()
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        assert response.json()["status"] == "released"
+        assert sim_stripe.calls == []
 
     def test_a_release_of_a_part_is_still_refused_as_a_part(self, market, sim_stripe, manual):
         payment = released_in_part_by_an_older_version(market, market.held_payment())

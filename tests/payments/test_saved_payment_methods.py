@@ -599,3 +599,49 @@ def test_a_proxys_502_after_an_off_session_tip_was_charged_charges_it_once(marke
     assert [(t.status, t.stripe_payment_intent_id) for t in tips] == [
         ("transferred", charged[0]["id"])
     ]
+
+
+@pytest.mark.parametrize("request_next", ["another tip", "a staff refund", "the same tip"])
+def test_stripe_refusing_an_off_session_tips_amount_answers_only_that_tip(
+    market, escrow_stripe, request_next
+):
+    """An off-session tip whose answer was lost is finished by whichever
+    request next waits for the payment (its key: Stripe may have charged).
+    Stripe then refusing its amount is committed with the tip, canceled, and
+    is the answer to the tip's own request (sent again, with or without its
+    Idempotency-Key: 400 amount_too_small), not to another tip or a refund,
+    which go on."""
+    from django_escrow_connect.exceptions import InvalidRequest, TemporarilyUnavailable
+
+    payment = saved_payment(market)
+    escrow_stripe.store.fail_next(
+        "create_payment_intent", TemporarilyUnavailable("timeout", http_status=None)
+    )
+    assert add_tip(market, payment, 60, key="tip-60").status_code == 201
+    refusal = "Amount must convert to at least 50 cents. $0.60 converts to approximately €0.48."
+    escrow_stripe.store.fail_next(
+        "create_payment_intent",
+        InvalidRequest(refusal, code="amount_too_small", http_status=400),
+    )
+
+    if request_next == "another tip":
+        response = add_tip(market, payment, 600)
+        assert response.status_code == 201, response.content
+        assert Tip().objects.get(amount=600).status == "transferred"
+    elif request_next == "a staff refund":
+        response = market.post(
+            market.staff, "payment-refund", {"amount": 1000}, payment_id=payment.pk
+        )
+        assert response.status_code == 200, response.content
+        assert market.payment(payment.pk).amount_refunded == 1000
+    else:
+        response = add_tip(market, payment, 60)
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["code"] == "amount_too_small"
+
+    tip = Tip().objects.get(amount=60)
+    assert (tip.status, tip.failure_code) == ("canceled", "amount_too_small")
+    replay = add_tip(market, payment, 60, key="tip-60")
+    assert replay.status_code == 400, replay.content
+    assert replay.json()["error"]["code"] == "amount_too_small"
+    assert refusal in replay.json()["error"]["message"]

@@ -98,14 +98,16 @@ class Command(BaseCommand):
                 "listed; see above and the event log."
             )
             if unreachable:
-                # The events read before a page failed are recorded; the older
-                # ones (Stripe lists newest first) were not read, so the same
-                # period has to be asked for again, not one from now.
+                # The events read before a page failed are recorded; the rest
+                # (older events of the types listed so far, and every event of
+                # the types a later listing of that source would have asked
+                # for) were not read, so the same period has to be asked for
+                # again, not one from now.
                 message += (
                     " A source that could not be listed has only the events read before the "
-                    "failure recorded (the newest), not the older ones: run it again with the "
-                    "same --since once the cause above is fixed, within the 30 days Stripe "
-                    "lists (the events recorded now are then known and change nothing)."
+                    "failure recorded, not the rest: run it again with the same --since once "
+                    "the cause above is fixed, within the 30 days Stripe lists (the events "
+                    "recorded now are then known and change nothing)."
                 )
             raise CommandError(message)
 
