@@ -56,6 +56,7 @@ PARAMS_BY_ROUTE: dict[tuple[str, str], str] = {
     ("POST", r"/v1/account_links"): "AccountLinkCreateParams",
     ("POST", r"/v1/account_sessions"): "AccountSessionCreateParams",
     ("POST", r"/v1/payment_intents"): "PaymentIntentCreateParams",
+    ("GET", r"/v1/payment_intents"): "PaymentIntentListParams",
     ("GET", r"/v1/payment_intents/pi_\w+"): "PaymentIntentRetrieveParams",
     ("POST", r"/v1/payment_intents/pi_\w+/capture"): "PaymentIntentCaptureParams",
     ("POST", r"/v1/payment_intents/pi_\w+/cancel"): "PaymentIntentCancelParams",

@@ -159,7 +159,7 @@ class PaymentGateway(Protocol):
         self, *, customer: str, created_gte: datetime
     ) -> list[PaymentIntentSnapshot]:
         """The Customer's PaymentIntents created at or after ``created_gte``, newest
-        first (one page).
+        first: every page, since the caller looks for one by its metadata.
 
         Used to find an off-session tip's PaymentIntent whose creation answer
         was lost: Stripe cannot look a PaymentIntent up by its idempotency key

@@ -1181,6 +1181,13 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
             _NOT_MADE[current.kind](payment, current)
             return
         if answer_may_be_lost(current) and current.kind == K.TIP_INTENT:
+            if tips.charged_off_session(current) and not lease_expired(current):
+                # Not listed yet: the call that answered a 5xx (or timed out)
+                # may still be making the PaymentIntent at Stripe. Given up
+                # now, the customer's retry would charge the card again under
+                # a new tip; the answer stays pending until the lease passes
+                # (409 operation_pending, as for any operation in its lease).
+                raise errors.OperationInFlight()
             # Not found by the lookup (an off-session charge is listed by its
             # Customer): none was made, or, customer-present, none could be
             # paid (its client secret was never answered). Sent again under a

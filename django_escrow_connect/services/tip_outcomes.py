@@ -26,10 +26,12 @@ from ..gateway.types import PaymentIntentSnapshot, TransferSnapshot
 from ..money import amount_step
 from ..notifications import notify
 from ..states import (
+    DISPUTE_CLOSED_STATES,
     DISPUTE_KEPT_STATES,
     UNRESOLVED_OPERATION_STATES,
     IncidentKind,
     MoneyOperationKind,
+    PaymentStatus,
     TipStatus,
     TipTransferStatus,
     WebhookEventStatus,
@@ -158,14 +160,61 @@ def disputed_tips() -> Any:
     )
 
 
+def tip_charge_disputed(tip: Any) -> bool:
+    """Whether the tip's own charge has a dispute open (an inquiry too) or lost."""
+    own = model("Dispute").objects.filter(tip=tip.pk)
+    return bool(own.exclude(status__in=sorted(DISPUTE_KEPT_STATES)).exists())
+
+
+def payment_dispute_decided_lost(payment: Any) -> bool:
+    """Whether the payment's own dispute is lost, with no appeal of it under way.
+
+    Nothing is left to wait for: the tips it holds are the platform's to
+    send (staff's ``retry-transfer``) or to give back.
+    """
+    if payment.status != PaymentStatus.DISPUTE_LOST:
+        return False
+    own = model("Dispute").objects.filter(payment=payment.pk, tip__isnull=True)
+    return not own.exclude(status__in=sorted(DISPUTE_CLOSED_STATES)).exists()
+
+
+def payment_dispute_was_lost(payment: Any) -> bool:
+    """Whether the payment's own dispute was lost: still, or until an appeal was won.
+
+    Meanwhile the platform may have refunded the tips it held in the Stripe
+    Dashboard, which the package does not record (docs/tips.md).
+    """
+    if payment.status == PaymentStatus.DISPUTE_LOST:
+        return True
+    appealed = model("Dispute").objects.filter(
+        payment=payment.pk, tip__isnull=True, appealed_at__isnull=False
+    )
+    return bool(appealed.exists())
+
+
+#: The states of a webhook event not applied yet, nor given up: a dispute
+#: event in one of them may still record a dispute.
+EVENT_PENDING_STATES = (
+    WebhookEventStatus.RECEIVED,
+    WebhookEventStatus.FAILED,
+    WebhookEventStatus.DEFERRED,
+)
+
+
 def dispute_waiting(tip: Any) -> bool:
-    """Whether a dispute of the tip's charge arrived before the tip was paid, and waits.
+    """Whether a dispute event names the tip's charge and is not applied yet.
 
     Stripe's events come in any order: ``charge.dispute.created`` can be
     delivered before the tip's ``payment_intent.succeeded`` (a lost or
-    late delivery). It was deferred, not applied (:func:`require_tip_paid`),
-    and is applied by ``escrow_reconcile``'s retry of deferred events; until
-    then the tip's transfer waits, as it would for the dispute recorded.
+    late delivery). It is deferred, not applied (:func:`require_tip_paid`),
+    and is applied by ``escrow_reconcile``'s retry of deferred events. It is
+    ``received`` before that: the deferral is written after the handler's
+    rolled-back transaction, and under task processing until the worker
+    runs; ``failed`` until a retry applies it. In every one of these states
+    the tip's transfer waits, as it would for the dispute recorded; an event
+    applied (``processed``: the Dispute row holds the tip, or not) or given
+    up (``ignored``) holds nothing. Few events are pending, and the status
+    is indexed.
     """
     found = Q()
     if tip.stripe_charge_id:
@@ -174,10 +223,10 @@ def dispute_waiting(tip: Any) -> bool:
         found |= Q(payload__data__object__payment_intent=tip.stripe_payment_intent_id)
     if not found:
         return False
-    deferred = model("WebhookEvent").objects.filter(
-        status=WebhookEventStatus.DEFERRED, type__startswith="charge.dispute."
+    pending = model("WebhookEvent").objects.filter(
+        status__in=EVENT_PENDING_STATES, type__startswith="charge.dispute."
     )
-    return bool(deferred.filter(found).exists())
+    return bool(pending.filter(found).exists())
 
 
 def transfer_frozen_by_dispute(operation: Any) -> bool:

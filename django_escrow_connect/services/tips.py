@@ -185,7 +185,9 @@ def create_tip(payment_id: Any, user: Any, amount: Any, *, request_key: str = ""
             # a saved card twice.
             try:
                 outcomes.drive(pending, wanted=True)
-            except errors.OperationPending:
+            except (errors.OperationPending, errors.OperationInFlight):
+                # Stripe's answer unknown, or not concluded within the call's
+                # lease: the tip exists and converges by itself.
                 if not charged_off_session(pending):
                     raise
                 return _charge_pending(retried.pk)
@@ -434,8 +436,16 @@ def transfer_tip(tip_id: Any) -> Any:
     twice (a unique index on the live transfer per recipient, and the key).
     A tip that is not ``paid`` is returned unchanged. Raises
     :class:`~.errors.TransitionNotAllowed` before a new transfer while a
-    dispute of the tip's charge is open or lost.
+    dispute of the tip's charge, or its payment's, is open or lost, and when
+    the tip's charge was refunded at Stripe after its payment's dispute was
+    lost.
     """
+    _require_not_refunded(tip_id)
+    return _transfer(tip_id)
+
+
+def _transfer(tip_id: Any, *, decided_by: Any = None) -> Any:
+    """:func:`transfer_tip`'s phases; ``decided_by``: the staff user who sends it anyway."""
     payment_id = tip_model().objects.values_list("payment_id", flat=True).get(pk=tip_id)
     for _step in range(_MAX_STEPS + len(_recipients_of(tip_id))):
         with transaction.atomic():
@@ -445,7 +455,7 @@ def transfer_tip(tip_id: Any) -> Any:
                 return tip
             pending = operations.unresolved_operation(payment)
             if pending is None:
-                operation = _begin_next_transfer(payment, tip)
+                operation = _begin_next_transfer(payment, tip, decided_by=decided_by)
                 if operation is None:
                     return tip_model().objects.get(pk=tip_id)
         if pending is None:
@@ -457,7 +467,7 @@ def transfer_tip(tip_id: Any) -> Any:
     )
 
 
-def _require_charge_kept(tip: Any) -> None:
+def _require_charge_kept(tip: Any, *, decided_by: Any = None) -> None:
     """Refuse to send a tip whose charge, or its payment's, is disputed (open, or lost).
 
     A chargeback takes the tip's amount from the platform's balance while it
@@ -466,27 +476,74 @@ def _require_charge_kept(tip: Any) -> None:
     getting back. The payment's own dispute holds its tips too: the bank
     disputes the work (or the card) the tip is for. Like a payment's
     release, the tip waits for the dispute to be decided for the platform
-    (docs/tips.md). A transfer already begun is held the same way by
-    :func:`.outcomes.drive`.
+    (docs/tips.md). Once the payment's dispute is decided lost (no appeal
+    under way) nothing is left to wait for: staff (``decided_by``) may send
+    the tip anyway, a decision that is logged. A transfer already begun is
+    held the same way by :func:`.outcomes.drive`.
     """
     if tip_outcomes.dispute_waiting(tip):
         raise errors.TransitionNotAllowed(
             _("A dispute of the tip's charge waits to be recorded; its transfer waits for it.")
         )
-    if not tip_outcomes.disputed_tips().filter(pk=tip.pk).exists():
-        return
-    if tip.payment.status in tip_outcomes.payment_frozen_states():
+    if tip_outcomes.tip_charge_disputed(tip):
         raise errors.TransitionNotAllowed(
-            _("The payment's charge is disputed; its tips' transfers wait for the dispute.")
+            _("The tip's charge is disputed; its transfer is frozen.")
         )
-    raise errors.TransitionNotAllowed(_("The tip's charge is disputed; its transfer is frozen."))
+    payment = tip.payment
+    if payment.status not in tip_outcomes.payment_frozen_states():
+        return
+    if not tip_outcomes.payment_dispute_decided_lost(payment):
+        raise errors.TransitionNotAllowed(
+            _("The payment's charge is disputed; its tips' transfers wait until it is decided.")
+        )
+    if decided_by is None:
+        raise errors.TransitionNotAllowed(
+            _("The payment's dispute was lost; only staff can send its tips (retry-transfer).")
+        )
+    log_tip(
+        tip,
+        "tip sent by staff (%s) although its payment's dispute was lost",
+        getattr(decided_by, "pk", decided_by),
+        level=logging.WARNING,
+    )
+
+
+def _require_not_refunded(tip_id: Any) -> None:
+    """Refuse to send a tip whose charge was refunded while its payment's dispute was lost.
+
+    A lost dispute leaves the tips it held to the platform, which may refund
+    one in the Stripe Dashboard (docs/tips.md); the package records no refund
+    of a tip. Such a tip still reads ``paid``, and an appeal won later, or
+    staff's ``retry-transfer``, would send money the customer got back: its
+    charge is read from Stripe first, with no transaction open. Only tips of
+    a payment whose own dispute was lost pay for that read.
+    """
+    tip = tip_model().objects.select_related("payment").get(pk=tip_id)
+    if tip.status not in (T.PAID, T.TRANSFER_FAILED) or not tip.stripe_charge_id:
+        return
+    if not tip_outcomes.payment_dispute_was_lost(tip.payment):
+        return
+    try:
+        charge = gateway().retrieve_charge(tip.stripe_charge_id)
+    except GatewayError as exc:
+        raise translate(exc, _("transfer the tip")) from exc
+    if charge.amount_refunded:
+        log_tip(
+            tip,
+            "tip not transferred: %s of its charge was refunded at Stripe",
+            charge.amount_refunded,
+            level=logging.WARNING,
+        )
+        raise errors.TransitionNotAllowed(
+            _("The tip's charge was refunded at Stripe; the tip is not transferred.")
+        )
 
 
 def _recipients_of(tip_id: Any) -> list[tuple[str, int]]:
     return tip_recipients(tip_model().objects.select_related("payment").get(pk=tip_id))
 
 
-def _begin_next_transfer(payment: Any, tip: Any) -> Any:
+def _begin_next_transfer(payment: Any, tip: Any, *, decided_by: Any = None) -> Any:
     """Phase 1 of the next recipient's transfer; None (tip transferred) when none is left."""
     for destination, amount in tip_recipients(tip):
         done = tip.transfers.filter(
@@ -495,7 +552,7 @@ def _begin_next_transfer(payment: Any, tip: Any) -> Any:
         )
         if done.exists():
             continue
-        _require_charge_kept(tip)
+        _require_charge_kept(tip, decided_by=decided_by)
         if not tip.stripe_charge_id:
             raise errors.Conflict(
                 _("The tip's charge is not known yet; try again shortly."), code="charge_pending"
@@ -526,26 +583,35 @@ def retry_tip_transfer(tip_id: Any, user: Any = None, *, system: bool = False) -
     """Send a tip whose transfer Stripe refused again (staff, or ``system``).
 
     Refused (:class:`~.errors.TransitionNotAllowed`, the tip unchanged) while a
-    dispute of the tip's charge is open or lost.
+    dispute of the tip's charge is open or lost, while its payment's dispute
+    is open (or under appeal), and when the tip's charge was refunded at
+    Stripe. Once its payment's dispute is decided lost, staff's request
+    sends a ``paid`` (or ``transfer_failed``) tip anyway: their decision,
+    logged.
     """
     if not system and not permissions.is_platform_staff(user):
         raise errors.Forbidden(_("Only platform staff can retry a tip transfer."))
+    found = tip_model().objects.filter(pk=parse_uuid(tip_id)).values_list("pk", flat=True)
+    if not found:
+        raise errors.NotFound(_("No such tip."))
+    # Staff's request is their decision to send a tip its payment's lost
+    # dispute holds; the system's retry decides nothing.
+    decided_by = None if system else user
+    _require_not_refunded(found[0])  # Stripe is read before anything is locked
     with transaction.atomic():
-        tip = tip_model().objects.filter(pk=parse_uuid(tip_id)).first()
-        if tip is None:
-            raise errors.NotFound(_("No such tip."))
+        tip = tip_model().objects.get(pk=found[0])
         lock_payment(tip.payment_id)
         tip = tip_model().objects.select_for_update().get(pk=tip.pk)
         if tip.status == T.TRANSFER_FAILED:
             # Before the tip leaves transfer_failed: a refusal writes nothing.
-            _require_charge_kept(tip)
+            _require_charge_kept(tip, decided_by=decided_by)
             tip.retry_transfer()
             tip.save()
         elif tip.status != T.PAID:
             raise errors.TransitionNotAllowed(
                 _("Only a paid tip whose transfer failed can be retried.")
             )
-    return transfer_tip(tip.pk)
+    return _transfer(tip.pk, decided_by=decided_by)
 
 
 # --------------------------------------------------------------------------
@@ -597,6 +663,18 @@ def reconcile_tips(
             changes.append(
                 Change(str(tip.payment_id), f"tip {tip.pk}: {tip.status} -> {after.status}")
             )
+    # A tip its payment's lost dispute holds waits for staff to decide: listed
+    # on every run (not an error), not skipped silently.
+    lost = tips.filter(status=T.PAID, payment__status=S.DISPUTE_LOST).select_related("payment")
+    for tip in lost.order_by("created_at"):
+        if tip_outcomes.payment_dispute_decided_lost(tip.payment):
+            changes.append(
+                Change(
+                    str(tip.payment_id),
+                    f"tip {tip.pk} held: the payment's dispute was lost",
+                    "staff decide: retry-transfer sends it",
+                )
+            )
     # A tip whose charge is disputed waits for the dispute (and is not
     # reported as failing on every run meanwhile).
     paid = tips.filter(status=T.PAID).exclude(pk__in=tip_outcomes.disputed_tips())
@@ -608,6 +686,11 @@ def reconcile_tips(
             continue
         try:
             after = transfer_tip(tip.pk)
+        except errors.TransitionNotAllowed as exc:
+            # Held, not failing (its charge refunded at Stripe, a dispute
+            # recorded meanwhile): staff decide.
+            changes.append(Change(str(tip.payment_id), f"tip {tip.pk} held", exc.message))
+            continue
         except errors.ServiceError as exc:
             changes.append(failed_change(tip.payment_id, f"transfer tip {tip.pk}", exc))
             continue

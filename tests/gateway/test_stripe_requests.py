@@ -460,6 +460,26 @@ class TestPaymentIntents:
         assert intent.capture_before == utc(1794215645)
 
     @pytest.mark.vcr
+    @pytest.mark.default_cassette("payment_intents_list_customer_two_pages")
+    def test_list_payment_intents_follows_every_page_with_its_filters(self, gateway, vcr):
+        # The cassette matches each query: customer and created[gte] (as
+        # created%5Bgte%5D) on both pages, starting_after on the second.
+        gateway.page_size = 1
+        intents = gateway.list_payment_intents(
+            customer="cus_RbK1xQm7Tz4Wdn", created_gte=utc(1794559800)
+        )
+
+        assert vcr.play_count == 2
+        assert [i.id for i in intents] == [
+            "pi_3RbL4qPk9xR2vLq70Nc6Jd9E",
+            "pi_3RbKz1Pk9xR2vLq71Hw5Qa3C",
+        ]
+        assert all(isinstance(i, PaymentIntentSnapshot) for i in intents)
+        assert intents[0].metadata["escrow_operation"] == (
+            "escrow-connect:tip:8f9a0b1c-2d3e-5f4a-8b5c-6d7e8f9a0b1c:intent:0"
+        )
+
+    @pytest.mark.vcr
     @pytest.mark.default_cassette("payment_intents_capture")
     def test_release_captures_the_hold_with_the_fee(self, gateway, vcr):
         intent = send(

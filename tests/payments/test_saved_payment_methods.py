@@ -489,6 +489,39 @@ def test_an_off_session_tip_stripe_never_made_is_given_up_after_the_key_window(
     assert calls("list_payment_intents")
 
 
+def test_a_tip_retried_after_stripes_stored_5xx_is_not_given_up_within_its_lease(
+    market, escrow_stripe
+):
+    """Stripe answered a 5xx to the saved card's charge (stored under the key:
+    sending it again only replays the error), and may still be making the
+    PaymentIntent. The client's retry at once finds none listed yet: the tip
+    stays pending, not given up for a second tip that would charge the card
+    again."""
+    from django_escrow_connect.exceptions import TemporarilyUnavailable
+
+    payment = saved_payment(market)
+    escrow_stripe.store.fail_next(
+        "create_payment_intent",
+        TemporarilyUnavailable("Stripe had a problem", http_status=500),
+        after_effect=False,
+    )
+    first = add_tip(market, payment, 400, key="tip-5xx", events=False)
+    assert first.status_code == 201, first.content
+
+    again = add_tip(market, payment, 400, key="tip-5xx")
+
+    assert again.status_code == 201, again.content
+    assert (again.json()["id"], again.json()["confirmation"]) == (
+        first.json()["id"],
+        "off_session",
+    )
+    assert calls("list_payment_intents")  # looked up, and not concluded from it
+    (tip,) = Tip().objects.all()
+    assert tip.status == "awaiting_payment"
+    tip_calls = [c for c in calls("create_payment_intent") if c["metadata"].get("escrow_tip_id")]
+    assert len(tip_calls) == 1
+
+
 def test_an_off_session_tip_sent_again_with_its_key_charges_the_card_once(market, escrow_stripe):
     """The answer to a charged tip is lost (a 502 from a proxy); the client
     retries with the same Idempotency-Key: that tip, not a second charge."""

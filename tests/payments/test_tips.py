@@ -27,6 +27,13 @@ from .conftest import build_marketplace, calls, configure
 
 TIP_LIMIT = 5_000
 
+try:  # the framework webhooks/tasks.py uses: Django 6's, else the backport
+    import django.tasks as _tasks_framework
+except ImportError:
+    import django_tasks as _tasks_framework
+
+TASK_BACKENDS = f"{_tasks_framework.__name__}.backends"
+
 
 @pytest.fixture
 def market(db, escrow_stripe, settings, django_capture_on_commit_callbacks):
@@ -876,6 +883,70 @@ def test_a_tips_dispute_delivered_before_its_payment_waits_and_holds_the_tip(mar
     assert [(t.status, t.amount) for t in tip.transfers.all()] == [("created", 600)]
 
 
+@pytest.mark.parametrize("pending", ["received", "failed"])
+def test_a_tips_dispute_not_applied_yet_holds_the_tip(market, settings, monkeypatch, pending):
+    """The tip's ``charge.dispute.created`` is recorded but not applied when the
+    tip's late ``succeeded`` arrives: ``received`` (queued for a task worker,
+    or its deferral not written yet) or ``failed`` (its handler raised, to be
+    retried). Either may still record the dispute: the tip is paid but not
+    sent, by its event, staff's retry or escrow_reconcile."""
+    from django_escrow_connect import simulation
+    from django_escrow_connect.webhooks import registry
+    from django_escrow_connect.webhooks.receiver import receive
+
+    payment = market.released_payment()
+    tip_id = add_tip(market, payment, 600).json()["id"]
+    held_back = []
+
+    def holding_tip_intent_events(endpoint, payload, signature):
+        if json.loads(payload)["type"].startswith("payment_intent."):
+            held_back.append((endpoint, payload, signature))
+            return None
+        outcome = receive(endpoint, payload, signature)
+        # A failed dispute is Stripe's to deliver again later, not now.
+        return None if json.loads(payload)["type"].startswith("charge.dispute.") else outcome
+
+    def handler_failing(context):
+        raise RuntimeError("the database went away")
+
+    sync = settings.ESCROW_CONNECT
+    if pending == "received":
+        settings.ESCROW_CONNECT = {**sync, "WEBHOOK_PROCESSING": "task"}
+        settings.TASKS = {"default": {"BACKEND": f"{TASK_BACKENDS}.dummy.DummyBackend"}}
+    else:
+        route = registry.HANDLERS["charge.dispute.created"]
+        monkeypatch.setitem(
+            registry.HANDLERS,
+            "charge.dispute.created",
+            dataclasses.replace(route, handler=handler_failing),
+        )
+    previous = simulation.set_event_sink(holding_tip_intent_events)
+    try:
+        tip = pay_tip(market, tip_id)
+        intent = SimulatedGateway().retrieve_payment_intent(tip.stripe_payment_intent_id)
+        with market.capture(execute=True):
+            SimulatedGateway().open_dispute(intent.latest_charge)
+    finally:
+        simulation.set_event_sink(previous)
+    settings.ESCROW_CONNECT = sync
+    assert webhook_statuses("charge.dispute.created") == {"charge.dispute.created": pending}
+
+    transfers_before = escrow_calls("create_transfer")
+    with market.capture(execute=True):
+        for delivery in held_back:
+            receive(*delivery)
+    tip.refresh_from_db()
+    assert tip.status == "paid"
+    url = reverse("escrow_connect:payment-tip-retry-transfer", args=[str(payment.pk), tip_id])
+    with market.capture(execute=True):
+        response = market.client(market.staff).post(url, {}, format="json")
+    assert response.status_code == 409, response.content
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=io.StringIO())
+    assert escrow_calls("create_transfer") == transfers_before
+    assert Tip().objects.get(pk=tip_id).status == "paid"
+
+
 def test_the_payments_own_dispute_closes_while_a_tips_dispute_is_open(market, tip_signals):
     payment = market.released_payment()
     tip = pay_tip(market, add_tip(market, payment, 500).json()["id"])
@@ -937,6 +1008,95 @@ def test_a_tip_waits_while_its_payments_own_charge_is_disputed(market, received,
         call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=io.StringIO())
     assert Tip().objects.get(pk=tip_id).status == "paid"
     assert escrow_calls("create_transfer") == transfers_before
+
+
+def a_tip_held_by_the_payments_lost_dispute(market):
+    """A tip paid while its payment's own charge was disputed, the dispute then lost."""
+    payment = market.released_payment()
+    tip_id = add_tip(market, payment, 700).json()["id"]
+    with market.capture(execute=True):
+        own = SimulatedGateway().open_dispute(payment.stripe_charge_id)
+    tip = pay_tip(market, tip_id)
+    with market.capture(execute=True):
+        SimulatedGateway().close_dispute(own.id, won=False)
+    assert (market.payment(payment.pk).status, Tip().objects.get(pk=tip_id).status) == (
+        "dispute_lost",
+        "paid",
+    )
+    return payment, tip, own.id
+
+
+def retry_tip_transfer(market, payment, tip):
+    url = reverse("escrow_connect:payment-tip-retry-transfer", args=[str(payment.pk), str(tip.pk)])
+    with market.capture(execute=True):
+        return market.client(market.staff).post(url, {}, format="json")
+
+
+def test_a_tip_held_by_a_lost_payment_dispute_waits_for_staff_who_may_send_it(market, caplog):
+    """Lost, nothing is left to wait for: escrow_reconcile lists the held tip
+    on every run (not an error), and staff's retry-transfer sends it, their
+    decision, logged."""
+    payment, tip, _ = a_tip_held_by_the_payments_lost_dispute(market)
+    out = io.StringIO()
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=out)
+    assert f"tip {tip.pk} held: the payment's dispute was lost" in out.getvalue()
+    assert not tip.transfers.exists()
+
+    response = retry_tip_transfer(market, payment, tip)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "transferred"
+    assert [(t.status, t.amount) for t in tip.transfers.all()] == [("created", 700)]
+    assert any("tip sent by staff" in r.getMessage() for r in caplog.records)
+
+
+def test_staff_cannot_send_a_tip_while_the_payments_dispute_is_under_appeal(market):
+    payment, tip, own = a_tip_held_by_the_payments_lost_dispute(market)
+    with market.capture(execute=True):
+        SimulatedGateway().appeal_dispute(own, submitted=True)
+
+    response = retry_tip_transfer(market, payment, tip)
+
+    assert response.status_code == 409, response.content
+    assert "until it is decided" in response.json()["error"]["message"]
+    assert not tip.transfers.exists()
+
+
+@pytest.mark.parametrize("refunded", [True, False])
+def test_a_won_appeal_sends_the_held_tips_unless_refunded_meanwhile(market, refunded):
+    """While the dispute was lost the platform refunded the tip in the Stripe
+    Dashboard (the package records no refund of a tip): the appeal won later
+    does not send it, nor does staff's retry; not refunded, it goes by itself."""
+    payment, tip, own = a_tip_held_by_the_payments_lost_dispute(market)
+    gateway = SimulatedGateway()
+    with market.capture(execute=True):
+        if refunded:
+            gateway.create_refund(
+                idempotency_key="dashboard-refund",
+                payment_intent=tip.stripe_payment_intent_id,
+                amount=None,
+                metadata={},
+            )
+        gateway.appeal_dispute(own, submitted=True)
+    with market.capture(execute=True):
+        gateway.close_dispute(own, won=True)
+    assert market.payment(payment.pk).status == "released"
+
+    tip.refresh_from_db()
+    if not refunded:
+        assert tip.status == "transferred"
+        return
+    assert tip.status == "paid"
+    assert not tip.transfers.exists()
+    out = io.StringIO()
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=out)
+    assert f"tip {tip.pk} held" in out.getvalue()
+    response = retry_tip_transfer(market, payment, tip)
+    assert response.status_code == 409, response.content
+    assert "refunded" in response.json()["error"]["message"]
+    assert not tip.transfers.exists()
 
 
 def a_tips_dispute_and_the_payments_own(market):
