@@ -277,6 +277,24 @@ def auto_release_run(market: Marketplace) -> str:
     return out.getvalue()
 
 
+def age(payment: Any, **fields: Any) -> None:
+    """Move a payment's timestamps into the past (as if time had passed)."""
+    swappable.load("EscrowPayment").objects.filter(pk=payment.pk).update(**fields)
+
+
+def due_manual_hold(market: Marketplace, settings: Any, **changes: Any) -> Any:
+    """A manual-capture hold due for both periodic jobs (held 30 days, its
+    authorisation lapsing within the hour), under ``changes`` to the settings."""
+    configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE, **changes)
+    payment = market.held_payment()
+    age(
+        payment,
+        held_at=timezone.now() - timedelta(days=30),
+        capture_before=timezone.now() + timedelta(hours=1),
+    )
+    return payment
+
+
 def second_release_raises(market: Marketplace, monkeypatch: Any) -> tuple[Any, Any]:
     """Two payments due (held 30 days, holds lapsing within hours), the
     first older; a bug (``ValueError``) in the scheduled jobs' release of

@@ -12,7 +12,14 @@ from django.utils import timezone
 from django_escrow_connect import swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 
-from .conftest import auto_release_dry_run, configure, money_calls, second_release_raises
+from .conftest import (
+    age,
+    auto_release_dry_run,
+    configure,
+    due_manual_hold,
+    money_calls,
+    second_release_raises,
+)
 
 
 def run(market, name, *args):
@@ -20,11 +27,6 @@ def run(market, name, *args):
     with market.capture(execute=True):
         call_command(name, *args, stdout=out, stderr=out)
     return out.getvalue()
-
-
-def age(payment, **fields):
-    """Move a payment's timestamps into the past (as if time had passed)."""
-    swappable.load("EscrowPayment").objects.filter(pk=payment.pk).update(**fields)
 
 
 class TestCaptureExpiry:
@@ -117,13 +119,7 @@ def test_a_setting_the_checks_refuse_is_a_command_error_naming_it(
     """call_command (a host's scheduler) and --skip-checks skip the system
     checks: the value was a TypeError, ValueError or OverflowError traceback,
     or a fraction silently taken. Refused before anything is released."""
-    configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE, **changes)
-    payment = market.held_payment()
-    age(
-        payment,
-        held_at=timezone.now() - timedelta(days=30),
-        capture_before=timezone.now() + timedelta(hours=1),
-    )
+    payment = due_manual_hold(market, settings, **changes)
     sim_stripe.calls.clear()
     setting = next(iter(changes))
     with pytest.raises(CommandError, match=rf'ESCROW_CONNECT\["{setting}"\]'):

@@ -7,15 +7,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from django_escrow_connect import swappable, tasks
+from django_escrow_connect import tasks
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import GatewayError
 
-from .conftest import configure, money_calls, second_release_raises
-
-
-def age(payment, **fields):
-    swappable.load("EscrowPayment").objects.filter(pk=payment.pk).update(**fields)
+from .conftest import age, configure, due_manual_hold, money_calls, second_release_raises
 
 
 def run(market, job, **kwargs):
@@ -70,13 +66,7 @@ def test_a_malformed_setting_fails_the_task_as_every_other_job_does(
     """Tasks run without the system checks: these two raised the setting's
     bare ValueError where the other jobs raise PeriodicJobFailed. Nothing is
     released, and the summary names the setting."""
-    configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE, **changes)
-    payment = market.held_payment()
-    age(
-        payment,
-        held_at=timezone.now() - timedelta(days=30),
-        capture_before=timezone.now() + timedelta(hours=1),
-    )
+    payment = due_manual_hold(market, settings, **changes)
     sim_stripe.calls.clear()
     setting = next(iter(changes))
     with pytest.raises(tasks.PeriodicJobFailed, match=rf'ESCROW_CONNECT\["{setting}"\]') as failed:

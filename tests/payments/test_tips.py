@@ -823,34 +823,47 @@ def test_a_tip_transfer_begun_before_its_charge_was_disputed_is_not_finished(
     assert transfers[0].idempotency_key != transfers[1].idempotency_key
 
 
+def disputed_before_its_intent_events(market, tip_id, *, redeliver_disputes=True):
+    """Pay the tip and dispute its charge while the tip's ``payment_intent.*``
+    events are held back (a delivery lost, to be retried): the tip, the
+    dispute and the held deliveries. ``redeliver_disputes=False``: the
+    dispute's events are received but answered as not delivered."""
+    from django_escrow_connect import simulation
+    from django_escrow_connect.webhooks.receiver import receive
+
+    held_back = []
+
+    def holding_tip_intent_events(endpoint, payload, signature):
+        kind = json.loads(payload)["type"]
+        if kind.startswith("payment_intent."):
+            held_back.append((endpoint, payload, signature))
+            return None
+        outcome = receive(endpoint, payload, signature)
+        return None if not redeliver_disputes and kind.startswith("charge.dispute.") else outcome
+
+    previous = simulation.set_event_sink(holding_tip_intent_events)
+    try:
+        tip = pay_tip(market, tip_id)
+        intent = SimulatedGateway().retrieve_payment_intent(tip.stripe_payment_intent_id)
+        with market.capture(execute=True):
+            dispute = SimulatedGateway().open_dispute(intent.latest_charge)
+    finally:
+        simulation.set_event_sink(previous)
+    return tip, dispute, held_back
+
+
 def test_a_tips_dispute_delivered_before_its_payment_waits_and_holds_the_tip(market, tip_signals):
     """Stripe's ``charge.dispute.created`` for a tip's charge is delivered
     before the tip's ``payment_intent.succeeded`` (a delivery lost, then
     retried). The dispute is deferred; the late ``succeeded`` makes the tip
     paid but sends nothing while that dispute waits; escrow_reconcile
     records it (the tip held by it); won, the tip goes to the doer."""
-    from django_escrow_connect import simulation
     from django_escrow_connect.webhooks.receiver import receive
 
     payment = market.released_payment()
     tip_id = add_tip(market, payment, 600).json()["id"]
-    held_back = []
-
-    def holding_tip_intent_events(endpoint, payload, signature):
-        if json.loads(payload)["type"].startswith("payment_intent."):
-            held_back.append((endpoint, payload, signature))
-            return None
-        return receive(endpoint, payload, signature)
-
-    previous = simulation.set_event_sink(holding_tip_intent_events)
-    try:
-        tip = pay_tip(market, tip_id)
-        assert tip.status == "awaiting_payment"
-        intent = SimulatedGateway().retrieve_payment_intent(tip.stripe_payment_intent_id)
-        with market.capture(execute=True):
-            dispute = SimulatedGateway().open_dispute(intent.latest_charge)
-    finally:
-        simulation.set_event_sink(previous)
+    tip, dispute, held_back = disputed_before_its_intent_events(market, tip_id)
+    assert tip.status == "awaiting_payment"
     assert held_back
     assert webhook_statuses("charge.dispute.created")["charge.dispute.created"] == "deferred"
     assert not payment.disputes.exists()
@@ -890,21 +903,11 @@ def test_a_tips_dispute_not_applied_yet_holds_the_tip(market, settings, monkeypa
     or its deferral not written yet) or ``failed`` (its handler raised, to be
     retried). Either may still record the dispute: the tip is paid but not
     sent, by its event, staff's retry or escrow_reconcile."""
-    from django_escrow_connect import simulation
     from django_escrow_connect.webhooks import registry
     from django_escrow_connect.webhooks.receiver import receive
 
     payment = market.released_payment()
     tip_id = add_tip(market, payment, 600).json()["id"]
-    held_back = []
-
-    def holding_tip_intent_events(endpoint, payload, signature):
-        if json.loads(payload)["type"].startswith("payment_intent."):
-            held_back.append((endpoint, payload, signature))
-            return None
-        outcome = receive(endpoint, payload, signature)
-        # A failed dispute is Stripe's to deliver again later, not now.
-        return None if json.loads(payload)["type"].startswith("charge.dispute.") else outcome
 
     def handler_failing(context):
         raise RuntimeError("the database went away")
@@ -920,14 +923,10 @@ def test_a_tips_dispute_not_applied_yet_holds_the_tip(market, settings, monkeypa
             "charge.dispute.created",
             dataclasses.replace(route, handler=handler_failing),
         )
-    previous = simulation.set_event_sink(holding_tip_intent_events)
-    try:
-        tip = pay_tip(market, tip_id)
-        intent = SimulatedGateway().retrieve_payment_intent(tip.stripe_payment_intent_id)
-        with market.capture(execute=True):
-            SimulatedGateway().open_dispute(intent.latest_charge)
-    finally:
-        simulation.set_event_sink(previous)
+    # A failed dispute is Stripe's to deliver again later, not now.
+    tip, _dispute, held_back = disputed_before_its_intent_events(
+        market, tip_id, redeliver_disputes=False
+    )
     settings.ESCROW_CONNECT = sync
     assert webhook_statuses("charge.dispute.created") == {"charge.dispute.created": pending}
 
