@@ -201,8 +201,8 @@ EVENT_PENDING_STATES = (
 )
 
 
-def dispute_waiting(tip: Any) -> bool:
-    """Whether a dispute event names the tip's charge and is not applied yet.
+def dispute_waiting(tip: Any) -> Any:
+    """The oldest dispute event naming the tip's charge not applied yet, or None.
 
     Stripe's events come in any order: ``charge.dispute.created`` can be
     delivered before the tip's ``payment_intent.succeeded`` (a lost or
@@ -222,11 +222,11 @@ def dispute_waiting(tip: Any) -> bool:
     if tip.stripe_payment_intent_id:
         found |= Q(payload__data__object__payment_intent=tip.stripe_payment_intent_id)
     if not found:
-        return False
+        return None
     pending = model("WebhookEvent").objects.filter(
         status__in=EVENT_PENDING_STATES, type__startswith="charge.dispute."
     )
-    return bool(pending.filter(found).exists())
+    return pending.filter(found).only("stripe_event_id", "status").order_by("received_at").first()
 
 
 def transfer_frozen_by_dispute(operation: Any) -> bool:

@@ -467,7 +467,7 @@ def _transfer(tip_id: Any, *, decided_by: Any = None) -> Any:
     )
 
 
-def _require_charge_kept(tip: Any, *, decided_by: Any = None) -> None:
+def _require_charge_kept(tip: Any, *, decided_by: Any = None, quiet: bool = False) -> None:
     """Refuse to send a tip whose charge, or its payment's, is disputed (open, or lost).
 
     A chargeback takes the tip's amount from the platform's balance while it
@@ -481,7 +481,7 @@ def _require_charge_kept(tip: Any, *, decided_by: Any = None) -> None:
     the tip anyway, a decision that is logged. A transfer already begun is
     held the same way by :func:`.outcomes.drive`.
     """
-    if tip_outcomes.dispute_waiting(tip):
+    if tip_outcomes.dispute_waiting(tip) is not None:
         raise errors.TransitionNotAllowed(
             _("A dispute of the tip's charge waits to be recorded; its transfer waits for it.")
         )
@@ -500,6 +500,8 @@ def _require_charge_kept(tip: Any, *, decided_by: Any = None) -> None:
         raise errors.TransitionNotAllowed(
             _("The payment's dispute was lost; only staff can send its tips (retry-transfer).")
         )
+    if quiet:
+        return
     log_tip(
         tip,
         "tip sent by staff (%s) although its payment's dispute was lost",
@@ -508,7 +510,7 @@ def _require_charge_kept(tip: Any, *, decided_by: Any = None) -> None:
     )
 
 
-def _require_not_refunded(tip_id: Any) -> None:
+def _require_not_refunded(tip_id: Any, *, decided_by: Any = None) -> None:
     """Refuse to send a tip whose charge was refunded while its payment's dispute was lost.
 
     A lost dispute leaves the tips it held to the platform, which may refund
@@ -522,6 +524,13 @@ def _require_not_refunded(tip_id: Any) -> None:
     if tip.status not in (T.PAID, T.TRANSFER_FAILED) or not tip.stripe_charge_id:
         return
     if not tip_outcomes.payment_dispute_was_lost(tip.payment):
+        return
+    try:
+        # The database's refusals first (checked again under the lock):
+        # Stripe is read only when a transfer would otherwise go out, so a
+        # refused retry answers its 409 even while Stripe is unreachable.
+        _require_charge_kept(tip, decided_by=decided_by, quiet=True)
+    except errors.TransitionNotAllowed:
         return
     try:
         charge = gateway().retrieve_charge(tip.stripe_charge_id)
@@ -597,7 +606,8 @@ def retry_tip_transfer(tip_id: Any, user: Any = None, *, system: bool = False) -
     # Staff's request is their decision to send a tip its payment's lost
     # dispute holds; the system's retry decides nothing.
     decided_by = None if system else user
-    _require_not_refunded(found[0])  # Stripe is read before anything is locked
+    # Stripe is read before anything is locked.
+    _require_not_refunded(found[0], decided_by=decided_by)
     with transaction.atomic():
         tip = tip_model().objects.get(pk=found[0])
         lock_payment(tip.payment_id)
@@ -672,15 +682,27 @@ def reconcile_tips(
                 Change(
                     str(tip.payment_id),
                     f"tip {tip.pk} held: the payment's dispute was lost",
-                    "staff decide: retry-transfer sends it",
+                    "staff decide: retry-transfer sends it unless its charge was refunded",
                 )
             )
     # A tip whose charge is disputed waits for the dispute (and is not
     # reported as failing on every run meanwhile).
     paid = tips.filter(status=T.PAID).exclude(pk__in=tip_outcomes.disputed_tips())
     for tip in paid.order_by("created_at"):
-        if tip_outcomes.dispute_waiting(tip):
-            continue  # recorded by the retry of deferred events, then held by it
+        pending_event = tip_outcomes.dispute_waiting(tip)
+        if pending_event is not None:
+            # Recorded by the retry of deferred events, then held by it; a
+            # failed event is retried by Stripe and replay. Listed on every
+            # run, not skipped silently: an event that keeps failing holds
+            # the tip until someone fixes it (escrow_replay_events).
+            changes.append(
+                Change(
+                    str(tip.payment_id),
+                    f"tip {tip.pk} held: dispute event {pending_event.stripe_event_id} is "
+                    f"{pending_event.status}",
+                )
+            )
+            continue
         if dry_run:
             changes.append(Change(str(tip.payment_id), "would transfer tip", str(tip.pk)))
             continue

@@ -940,10 +940,17 @@ def test_a_tips_dispute_not_applied_yet_holds_the_tip(market, settings, monkeypa
     with market.capture(execute=True):
         response = market.client(market.staff).post(url, {}, format="json")
     assert response.status_code == 409, response.content
+    out = io.StringIO()
     with market.capture(execute=True):
-        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=io.StringIO())
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=out)
     assert escrow_calls("create_transfer") == transfers_before
     assert Tip().objects.get(pk=tip_id).status == "paid"
+    # Listed on every run, not skipped silently: a dispute event that keeps
+    # failing holds the tip until someone fixes it.
+    event = swappable.load("WebhookEvent").objects.get(type="charge.dispute.created")
+    assert f"tip {tip_id} held: dispute event {event.stripe_event_id} is {pending}" in (
+        out.getvalue()
+    )
 
 
 def test_the_payments_own_dispute_closes_while_a_tips_dispute_is_open(market, tip_signals):
@@ -1050,16 +1057,23 @@ def test_a_tip_held_by_a_lost_payment_dispute_waits_for_staff_who_may_send_it(ma
     assert any("tip sent by staff" in r.getMessage() for r in caplog.records)
 
 
-def test_staff_cannot_send_a_tip_while_the_payments_dispute_is_under_appeal(market):
+def test_staff_cannot_send_a_tip_while_the_payments_dispute_is_under_appeal(market, escrow_stripe):
+    from django_escrow_connect.exceptions import TemporarilyUnavailable
+
     payment, tip, own = a_tip_held_by_the_payments_lost_dispute(market)
     with market.capture(execute=True):
         SimulatedGateway().appeal_dispute(own, submitted=True)
+    # Refused by the database: Stripe is not read (it could be down).
+    escrow_stripe.store.fail_next(
+        "retrieve_charge", TemporarilyUnavailable("Stripe is down", http_status=503)
+    )
 
     response = retry_tip_transfer(market, payment, tip)
 
     assert response.status_code == 409, response.content
     assert "until it is decided" in response.json()["error"]["message"]
     assert not tip.transfers.exists()
+    assert escrow_calls("retrieve_charge") == []
 
 
 @pytest.mark.parametrize("refunded", [True, False])
