@@ -765,10 +765,19 @@ def _start_of(payment: Any) -> Any:
 
 def release_preview(payment: Any) -> tuple[int, int] | None:
     """What a release of ``payment`` in one transfer would send now and its fee,
-    or None when its state starts no release (released already, canceled, a
-    won appeal's rest: docs/recovery.md). For the admin's confirmation page
+    or None when a release would send nothing: no release in flight and its
+    state starts none (released already, canceled, a won appeal's rest:
+    docs/recovery.md). For the admin's confirmation page
     and audit trail, which must show what is sent and nothing else.
     """
+    pending = operations.unresolved_operation(payment)
+    if pending is not None and pending.kind in (K.TRANSFER, K.CAPTURE):
+        # A release in flight: confirming finishes it with its key, and the
+        # fee it was begun with.
+        return int(pending.amount), int(payment.platform_fee)
+    if payment.status == S.RELEASING:
+        # A 0.1 release without a journal: adopted with its key and sent.
+        return release_transfer_and_fee(payment)
     if not can_proceed(_start_of(payment)):
         return None
     return release_transfer_and_fee(payment)

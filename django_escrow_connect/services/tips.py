@@ -525,13 +525,12 @@ def _require_not_refunded(tip_id: Any, *, decided_by: Any = None) -> None:
         return
     if not tip_outcomes.payment_dispute_was_lost(tip.payment):
         return
-    try:
-        # The database's refusals first (checked again under the lock):
-        # Stripe is read only when a transfer would otherwise go out, so a
-        # refused retry answers its 409 even while Stripe is unreachable.
-        _require_charge_kept(tip, decided_by=decided_by, quiet=True)
-    except errors.TransitionNotAllowed:
-        return
+    # The database's refusals first (the same again under the lock): Stripe
+    # is read only when a transfer would otherwise go out, so a refused retry
+    # answers its 409 even while Stripe is unreachable. Raised, not skipped:
+    # a refusal that cleared before the lock (an appeal won meanwhile) must
+    # not let a refunded tip go out unread.
+    _require_charge_kept(tip, decided_by=decided_by, quiet=True)
     try:
         charge = gateway().retrieve_charge(tip.stripe_charge_id)
     except GatewayError as exc:

@@ -315,6 +315,29 @@ def test_the_rest_a_partial_dispute_lost_left_is_released_for_what_is_sent(
     ]
 
 
+def test_a_release_in_flight_is_shown_and_recorded_for_what_it_sends(
+    admin_client, market, sim_stripe
+):
+    """Its transfer timed out before Stripe acted (``releasing``): the admin's
+    Release finishes it with its key, so the page shows that transfer and
+    the audit trail records it, not "nothing to send"."""
+    payment = market.held_payment(amount=10_000)
+    sim_stripe.fail_next(
+        "create_transfer", TemporarilyUnavailable("Request timed out", http_status=None)
+    )
+    market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+    assert market.payment(payment.pk).status == "releasing"
+
+    text = list_action(admin_client, market, Payment, "release", [payment]).content.decode()
+    assert "transfer 90.00 USD" in text
+    assert "nothing to send" not in text
+    list_action(admin_client, market, Payment, "release", [payment], note="")
+    assert market.payment(payment.pk).status == "released"
+    assert [t["amount"] for t in sim_stripe.transfers.values()] == [9_000]
+    entries = StaffAction.objects.order_by("created_at")
+    assert [(e.action, e.outcome, e.amount) for e in entries] == [("release", "ok", 9_000)]
+
+
 def test_reconcile_one_payment_finishes_a_release_whose_answer_was_lost(
     admin_client, market, sim_stripe
 ):

@@ -1076,6 +1076,44 @@ def test_staff_cannot_send_a_tip_while_the_payments_dispute_is_under_appeal(mark
     assert escrow_calls("retrieve_charge") == []
 
 
+def test_an_appeal_won_while_staff_retry_does_not_send_a_refunded_tip(market, monkeypatch):
+    """The tip was refunded in the Dashboard while the payment's dispute was
+    lost, then appealed; the appeal is won between staff's request being
+    refused by the database and the lock. The refusal stands (the tip's
+    charge was not read): the refunded tip is not sent."""
+    payment, tip, own = a_tip_held_by_the_payments_lost_dispute(market)
+    gateway = SimulatedGateway()
+    with market.capture(execute=True):
+        gateway.create_refund(
+            idempotency_key="dashboard-refund",
+            payment_intent=tip.stripe_payment_intent_id,
+            amount=None,
+            metadata={},
+        )
+        gateway.appeal_dispute(own, submitted=True)
+    checked = tip_services._require_not_refunded
+    won = []
+
+    def appeal_won_right_after(*args, **kwargs):
+        try:
+            return checked(*args, **kwargs)
+        finally:
+            if not won:
+                won.append(own)
+                with market.capture(execute=True):
+                    gateway.close_dispute(own, won=True)
+
+    monkeypatch.setattr(tip_services, "_require_not_refunded", appeal_won_right_after)
+
+    response = retry_tip_transfer(market, payment, tip)
+
+    assert response.status_code == 409, response.content
+    assert won
+    assert market.payment(payment.pk).status == "released"
+    assert not tip.transfers.exists()
+    assert Tip().objects.get(pk=tip.pk).status == "paid"
+
+
 @pytest.mark.parametrize("refunded", [True, False])
 def test_a_won_appeal_sends_the_held_tips_unless_refunded_meanwhile(market, refunded):
     """While the dispute was lost the platform refunded the tip in the Stripe
