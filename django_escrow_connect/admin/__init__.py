@@ -156,7 +156,9 @@ class _LookupsFromTheQueryString(_ModelAdmin):
 class ReadOnlyMoneyAdmin(_LookupsFromTheQueryString):
     """Rows that mirror Stripe are written by services and webhooks only."""
 
-    def response_action(self, request: HttpRequest, queryset: Any) -> Any:
+    def response_action(self, request: HttpRequest, queryset: Any, **kwargs: Any) -> Any:
+        # Django 6.1 passes ``action_location`` (changelist or change form):
+        # handed on as given, so the override fits every supported version.
         # Django filters the changelist by the posted ids before the action
         # runs: one that is no id of this model ("junk", another model's
         # integer id for a UUID, 2**70) was a ValidationError or an
@@ -169,7 +171,7 @@ class ReadOnlyMoneyAdmin(_LookupsFromTheQueryString):
                 messages.WARNING,
             )
             return HttpResponseRedirect(request.get_full_path())
-        return super().response_action(request, queryset)
+        return super().response_action(request, queryset, **kwargs)
 
     def check(self, **kwargs: Any) -> list[Any]:
         # A model setting naming no installed model (escrow_connect.E002/E003
