@@ -50,7 +50,7 @@ from django.db.models import (
     When,
 )
 from django.db.models.functions import Coalesce, Floor, Greatest
-from django.db.models.lookups import In
+from django.db.models.lookups import GreaterThan, In
 from django.utils.translation import gettext as _
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
@@ -58,7 +58,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from .. import permissions, swappable
+from .. import permissions, swappable, transitions
 from ..conf import escrow_settings
 from ..money import format_money
 from ..services import books, errors
@@ -430,6 +430,28 @@ def held_net_of_fee() -> Any:
     return HELD - F("platform_fee") + Coalesce(Subquery(taken_by_releases), Value(0))
 
 
+def holding() -> Q:
+    """Payments still holding money for their payees, as a query condition.
+
+    The one definition of "held" for the doer's dashboard ``in_escrow`` and
+    the ``escrow_connect.payments.held`` gauges: the states a release leaves
+    from (``release``'s sources: held, releasing, partially released), and
+    a ``dispute_lost`` payment holding the rest a partial dispute left
+    (``start_release_of_rest``'s source): not sent yet or its transfer in
+    flight (``status_before_dispute`` blank, held or releasing), on a
+    payment released at once (one released in parts has no release of the
+    rest), while :func:`held_after_loss` is above 0. A dispute that took all
+    of it, or the rest released, leaves nothing held.
+    """
+    Payment = _payment_model()
+    return Q(status__in=transitions.sources(Payment, "release")) | Q(
+        GreaterThan(held_after_loss(), 0),
+        status__in=transitions.sources(Payment, "start_release_of_rest"),
+        status_before_dispute__in=("", S.HELD, S.RELEASING),
+        released_in_parts=False,
+    )
+
+
 def in_escrow_for_payee(arms: list[Q], own_row: Q) -> list[dict[str, Any]]:
     """What escrow holds for a payee, per currency, in one query whatever the data.
 
@@ -444,7 +466,9 @@ def in_escrow_for_payee(arms: list[Q], own_row: Q) -> list[dict[str, Any]]:
     so a payee may receive up to one minor unit per release more than shown
     (shares move in steps of :func:`~django_escrow_connect.money.amount_step`:
     three-decimal currencies in steps of 10, up to 10 more or 9 less; ISK in
-    steps of 100, up to 100 more or 99 less).
+    steps of 100, up to 100 more or 99 less). The rest a partial dispute
+    lost left held (:func:`holding`) counts for its one doer as what its
+    release sends: the rest less the fee ``PLATFORM_FEE_POLICY`` takes on it.
     """
     # The payee's own row is a LEFT JOIN (no subquery per payment); the
     # payees' total is read only for the payments that have rows.
@@ -463,12 +487,31 @@ def in_escrow_for_payee(arms: list[Q], own_row: Q) -> list[dict[str, Any]]:
         default=Floor(net * weight / Subquery(all_weights)),
         output_field=BigIntegerField(),
     )
-    return money_totals(
+    # The rest a partial dispute left (:func:`holding`) goes to its one doer
+    # less the fee PLATFORM_FEE_POLICY takes on it (a Python callable), as its release
+    # computes it: one row per such payment, the others summed per currency.
+    rest_of = Case(When(status=S.DISPUTE_LOST, then=F("pk")), default=Value(None))
+    rows = (
         _payment_model()
         .objects.annotate(own_row=FilteredRelation("payees", condition=own_row))
-        .filter(_any_of(arms), status__in=ESCROW_STATES),
-        share,
+        .filter(_any_of(arms), holding())
+        .annotate(rest_of=rest_of)
+        .order_by()
+        .values("currency", "rest_of")
+        .annotate(total=Sum(share), held=Sum(held_after_loss()))
     )
+    amounts: dict[str, int] = {}
+    for row in rows:
+        currency = row["currency"]
+        if row["rest_of"] is None:
+            amount = int(row["total"] or 0)
+        else:
+            amount, _fee = payment_services.transfer_and_fee(int(row["held"]), currency)
+        amounts[currency] = amounts.get(currency, 0) + amount
+    return [
+        {"currency": currency, "amount": amount, "formatted": format_money(amount, currency)}
+        for currency, amount in sorted(amounts.items())
+    ]
 
 
 class AllocatedTo(Func):
@@ -1018,9 +1061,11 @@ class TaskDoerDashboardOutput(serializers.Serializer[Any]):
         many=True,
         help_text="Per currency: the payee's share of what held, releasing and partially "
         "released payments hold, less the platform fee, and of releases not transferred "
-        "yet. Nothing of a disputed or dispute_lost payment (its amount_held, a share "
-        "not transferred yet): the app releases and transfers nothing of it while a "
-        "dispute decides it (counted again when the dispute or its appeal is won).",
+        "yet; and the rest a partial dispute lost left held (dispute_lost, released at "
+        "once), less the fee its release takes, until it is released. Nothing else of a "
+        "disputed or dispute_lost payment (its amount_held, a share not transferred yet): "
+        "the app releases and transfers nothing of it while a dispute decides it "
+        "(counted again when the dispute or its appeal is won).",
     )
 
 
