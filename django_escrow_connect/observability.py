@@ -40,6 +40,7 @@ from django.utils import timezone
 
 from . import __version__, swappable, transitions
 from .conf import escrow_settings
+from .holdings import held_after_loss, holding
 from .states import UNRESOLVED_OPERATION_STATES
 
 __all__ = [
@@ -385,16 +386,13 @@ def _payments_held() -> list[dict[str, Any]]:
     """Payments still holding money, by currency: count, amount still held,
     oldest age, soonest capture deadline. One query.
 
-    Held is the doer's dashboard's definition (``api.payments.holding``): a
+    Held is the doer's dashboard's definition (:func:`.holdings.holding`): a
     milestone release leaves a payment partially released and a release in
     flight leaves it releasing, and a partial dispute lost leaves the rest
     of a ``dispute_lost`` payment held until it is released. Each still
     holds the part not yet paid out, refunded or lost, so the amount is what
     remains (``amount_held``), not the gross charge.
     """
-    # Imported here: the API module imports the services, which import this one.
-    from .api.payments import held_after_loss, holding
-
     now = timezone.now()
     Payment = swappable.load("EscrowPayment")
     rows = (

@@ -50,7 +50,7 @@ from django.db.models import (
     When,
 )
 from django.db.models.functions import Coalesce, Floor, Greatest
-from django.db.models.lookups import GreaterThan, In
+from django.db.models.lookups import In
 from django.utils.translation import gettext as _
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
@@ -58,14 +58,15 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from .. import permissions, swappable, transitions
+from .. import permissions, swappable
 from ..conf import escrow_settings
+from ..holdings import CHARGED, HELD, held_after_loss, holding, lost_payment, lost_to_disputes
 from ..money import format_money
 from ..services import books, errors
 from ..services import payments as payment_services
 from ..services import releases as release_services
-from ..states import DISPUTE_LOST_STATES, ReleaseStatus, TransferStatus
 from ..states import PaymentStatus as S
+from ..states import ReleaseStatus, TransferStatus
 from .errors import EscrowAPIView
 from .schema import OpenApiParameter, extend_schema, view_schema
 from .serializers import (
@@ -339,51 +340,6 @@ def administered_organization(user: Any, organization_id: Any) -> Any:
     return organization
 
 
-#: What the customer is charged (``amount_charged``): the amount, or what a
-#: capture for less took (``amount_captured``; the rest was never charged).
-CHARGED = Coalesce(F("amount_captured"), F("amount"))
-#: What a payment holds leaving a lost dispute aside
-#: (``amount_held_before_loss``): a payment released in parts
-#: (``partially_released``) no longer holds what its releases took. It is
-#: ``amount_held`` on every payment but a ``dispute_lost`` one
-#: (:func:`held_after_loss`).
-HELD = CHARGED - F("amount_released") - F("amount_refunded")
-
-
-def _lost_to_disputes() -> Any:
-    """What the payment's own lost disputes gave back to the customer (0 if none).
-
-    A correlated subquery inside the one aggregate, so a dashboard total
-    stays one query whatever the tables hold. A tip's dispute takes the
-    tip's money, never the payment's.
-    """
-    lost = (
-        swappable.load("Dispute")
-        .objects.filter(payment=OuterRef("pk"), tip__isnull=True, status__in=DISPUTE_LOST_STATES)
-        .order_by()
-        .values("payment")
-        .annotate(total=Sum("amount"))
-        .values("total")
-    )
-    return Coalesce(Subquery(lost), Value(0), output_field=BigIntegerField())
-
-
-def _lost_payment(then: Any, default: Any) -> Case:
-    # amount_lost is 0 unless dispute_lost: other payments cost no subquery.
-    return Case(
-        When(status=S.DISPUTE_LOST, then=then), default=default, output_field=BigIntegerField()
-    )
-
-
-def held_after_loss() -> Case:
-    """``amount_held`` of any payment, as a database expression.
-
-    A lost dispute takes what it took out of what was held (``amount_lost``,
-    at most all of it); a partial dispute leaves the rest held.
-    """
-    return _lost_payment(Greatest(HELD - _lost_to_disputes(), Value(0)), HELD)
-
-
 def spent() -> Case:
     """What the customer spent on a payment, as a database expression.
 
@@ -392,8 +348,8 @@ def spent() -> Case:
     platform bore that). Never below 0: a refund confirmed after the loss
     may have given back more (docs/recovery.md).
     """
-    return _lost_payment(
-        Greatest(CHARGED - F("amount_refunded") - _lost_to_disputes(), Value(0)),
+    return lost_payment(
+        Greatest(CHARGED - F("amount_refunded") - lost_to_disputes(), Value(0)),
         CHARGED - F("amount_refunded"),
     )
 
@@ -428,28 +384,6 @@ def held_net_of_fee() -> Any:
         .values("taken")
     )
     return HELD - F("platform_fee") + Coalesce(Subquery(taken_by_releases), Value(0))
-
-
-def holding() -> Q:
-    """Payments still holding money for their payees, as a query condition.
-
-    The one definition of "held" for the doer's dashboard ``in_escrow`` and
-    the ``escrow_connect.payments.held`` gauges: the states a release leaves
-    from (``release``'s sources: held, releasing, partially released), and
-    a ``dispute_lost`` payment holding the rest a partial dispute left
-    (``start_release_of_rest``'s source): not sent yet or its transfer in
-    flight (``status_before_dispute`` blank, held or releasing), on a
-    payment released at once (one released in parts has no release of the
-    rest), while :func:`held_after_loss` is above 0. A dispute that took all
-    of it, or the rest released, leaves nothing held.
-    """
-    Payment = _payment_model()
-    return Q(status__in=transitions.sources(Payment, "release")) | Q(
-        GreaterThan(held_after_loss(), 0),
-        status__in=transitions.sources(Payment, "start_release_of_rest"),
-        status_before_dispute__in=("", S.HELD, S.RELEASING),
-        released_in_parts=False,
-    )
 
 
 def in_escrow_for_payee(arms: list[Q], own_row: Q) -> list[dict[str, Any]]:
