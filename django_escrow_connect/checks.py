@@ -614,6 +614,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     errors.extend(_check_min_charge_amounts(raw("MIN_CHARGE_AMOUNTS")))
+    errors.extend(_minimums_off_step(raw("MIN_CHARGE_AMOUNTS")))
     errors.extend(_check_tips(raw("TIP_MAX_AMOUNT")))
     if not isinstance(raw("SAVE_PAYMENT_METHODS"), bool):
         # Read as a truth value: "False" or "no" would let payers save cards.
@@ -1057,6 +1058,48 @@ def _check_min_charge_amounts(minimums: Any) -> list[Any]:
             hint='For example {"usd": 70} when USD charges settle in another currency; '
             "{} keeps Stripe's table (money.MIN_CHARGE_AMOUNTS).",
             id="escrow_connect.E063",
+        )
+    ]
+
+
+def _minimums_off_step(minimums: Any) -> list[Any]:
+    """W064: a MIN_CHARGE_AMOUNTS entry off its currency's ``amount_step``.
+
+    The entry is used as written (``money.min_charge_amount``), but every
+    charge must also be on the step (``validate_minor_amount``), so the
+    smallest charge accepted is the entry rounded up to the step: ``{"isk":
+    150}`` accepts ISK 2 and more, not 1.50. Only the entries the run time
+    reads are looked at; ``E063`` names the others, which it ignores.
+    """
+    if not isinstance(minimums, dict):
+        return []
+    off = []
+    for code, minimum in sorted(minimums.items(), key=lambda item: str(item[0])):
+        if not (isinstance(code, str) and re.fullmatch(r"[a-z]{3}", code)):
+            continue
+        if isinstance(minimum, bool) or not isinstance(minimum, int):
+            continue
+        if not 1 <= minimum <= max_charge_amount(code):
+            continue
+        step = amount_step(code)
+        if minimum % step == 0:
+            continue
+        smallest = minimum + step - minimum % step
+        if smallest > max_charge_amount(code):
+            accepted = "no amount on the step is within Stripe's largest charge: none is accepted"
+        else:
+            accepted = f"the smallest charge accepted is {smallest}, {format_money(smallest, code)}"
+        off.append(f"{code} ({minimum}: {amount_step_rule(code)}; {accepted})")
+    if not off:
+        return []
+    return [
+        Warning(
+            f"{_key('MIN_CHARGE_AMOUNTS')} has minimums off their currency's step: "
+            f"{'; '.join(off)}.",
+            hint="Every charge must be on the step, so such a minimum is in effect rounded up "
+            "to it (a refusal below it still names the entry): give it in whole steps "
+            "(money.amount_step).",
+            id="escrow_connect.W064",
         )
     ]
 

@@ -35,13 +35,13 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from django.db.models import Count, F, Min, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Min, Q, Sum
 from django.utils import timezone
 
-from . import __version__, swappable
+from . import __version__, swappable, transitions
 from .conf import escrow_settings
-from .states import UNRESOLVED_OPERATION_STATES, PaymentStatus
+from .holdings import held_after_loss, holding
+from .states import UNRESOLVED_OPERATION_STATES
 
 __all__ = [
     "INSTRUMENTATION_NAME",
@@ -382,39 +382,32 @@ def _open_incidents() -> dict[str, int]:
     return dict(sorted(incidents.items()))
 
 
-#: Statuses in which the platform still holds (part of) the customer's money.
-_HOLDING_STATUSES = (
-    PaymentStatus.HELD,
-    PaymentStatus.RELEASING,
-    PaymentStatus.PARTIALLY_RELEASED,
-)
-
-
 def _payments_held() -> list[dict[str, Any]]:
     """Payments still holding money, by currency: count, amount still held,
     oldest age, soonest capture deadline. One query.
 
-    A milestone release leaves a payment partially released and a release in
-    flight leaves it releasing; both still hold the part not yet paid out or
-    refunded, so the amount is what remains, not the gross charge.
+    Held is the doer's dashboard's definition (:func:`.holdings.holding`): a
+    milestone release leaves a payment partially released and a release in
+    flight leaves it releasing, and a partial dispute lost leaves the rest
+    of a ``dispute_lost`` payment held until it is released. Each still
+    holds the part not yet paid out, refunded or lost, so the amount is what
+    remains (``amount_held``), not the gross charge.
     """
     now = timezone.now()
+    Payment = swappable.load("EscrowPayment")
     rows = (
-        swappable.load("EscrowPayment")
-        .objects.filter(status__in=_HOLDING_STATUSES)
+        Payment.objects.filter(holding())
         .order_by()
         .values("currency")
         .annotate(
             count=Count("pk"),
-            # amount_held: what was charged (less after a capture for
-            # less) neither released nor refunded.
-            amount=Sum(
-                Coalesce(F("amount_captured"), F("amount"))
-                - F("amount_released")
-                - F("amount_refunded")
-            ),
+            amount=Sum(held_after_loss()),
             oldest=Min("held_at"),
-            capture_deadline=Min("capture_before"),
+            # Only an authorization not captured yet has a deadline: a lost
+            # dispute's charge was captured, whatever capture_before says.
+            capture_deadline=Min(
+                "capture_before", filter=Q(status__in=transitions.sources(Payment, "release"))
+            ),
         )
         .order_by("currency")
     )

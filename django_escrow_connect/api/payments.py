@@ -60,12 +60,13 @@ from rest_framework.response import Response
 
 from .. import permissions, swappable
 from ..conf import escrow_settings
+from ..holdings import CHARGED, HELD, held_after_loss, holding, lost_payment, lost_to_disputes
 from ..money import format_money
 from ..services import books, errors
 from ..services import payments as payment_services
 from ..services import releases as release_services
-from ..states import DISPUTE_LOST_STATES, ReleaseStatus, TransferStatus
 from ..states import PaymentStatus as S
+from ..states import ReleaseStatus, TransferStatus
 from .errors import EscrowAPIView
 from .schema import OpenApiParameter, extend_schema, view_schema
 from .serializers import (
@@ -339,51 +340,6 @@ def administered_organization(user: Any, organization_id: Any) -> Any:
     return organization
 
 
-#: What the customer is charged (``amount_charged``): the amount, or what a
-#: capture for less took (``amount_captured``; the rest was never charged).
-CHARGED = Coalesce(F("amount_captured"), F("amount"))
-#: What a payment holds leaving a lost dispute aside
-#: (``amount_held_before_loss``): a payment released in parts
-#: (``partially_released``) no longer holds what its releases took. It is
-#: ``amount_held`` on every payment but a ``dispute_lost`` one
-#: (:func:`held_after_loss`).
-HELD = CHARGED - F("amount_released") - F("amount_refunded")
-
-
-def _lost_to_disputes() -> Any:
-    """What the payment's own lost disputes gave back to the customer (0 if none).
-
-    A correlated subquery inside the one aggregate, so a dashboard total
-    stays one query whatever the tables hold. A tip's dispute takes the
-    tip's money, never the payment's.
-    """
-    lost = (
-        swappable.load("Dispute")
-        .objects.filter(payment=OuterRef("pk"), tip__isnull=True, status__in=DISPUTE_LOST_STATES)
-        .order_by()
-        .values("payment")
-        .annotate(total=Sum("amount"))
-        .values("total")
-    )
-    return Coalesce(Subquery(lost), Value(0), output_field=BigIntegerField())
-
-
-def _lost_payment(then: Any, default: Any) -> Case:
-    # amount_lost is 0 unless dispute_lost: other payments cost no subquery.
-    return Case(
-        When(status=S.DISPUTE_LOST, then=then), default=default, output_field=BigIntegerField()
-    )
-
-
-def held_after_loss() -> Case:
-    """``amount_held`` of any payment, as a database expression.
-
-    A lost dispute takes what it took out of what was held (``amount_lost``,
-    at most all of it); a partial dispute leaves the rest held.
-    """
-    return _lost_payment(Greatest(HELD - _lost_to_disputes(), Value(0)), HELD)
-
-
 def spent() -> Case:
     """What the customer spent on a payment, as a database expression.
 
@@ -392,8 +348,8 @@ def spent() -> Case:
     platform bore that). Never below 0: a refund confirmed after the loss
     may have given back more (docs/recovery.md).
     """
-    return _lost_payment(
-        Greatest(CHARGED - F("amount_refunded") - _lost_to_disputes(), Value(0)),
+    return lost_payment(
+        Greatest(CHARGED - F("amount_refunded") - lost_to_disputes(), Value(0)),
         CHARGED - F("amount_refunded"),
     )
 
@@ -444,7 +400,9 @@ def in_escrow_for_payee(arms: list[Q], own_row: Q) -> list[dict[str, Any]]:
     so a payee may receive up to one minor unit per release more than shown
     (shares move in steps of :func:`~django_escrow_connect.money.amount_step`:
     three-decimal currencies in steps of 10, up to 10 more or 9 less; ISK in
-    steps of 100, up to 100 more or 99 less).
+    steps of 100, up to 100 more or 99 less). The rest a partial dispute
+    lost left held (:func:`holding`) counts for its one doer as what its
+    release sends: the rest less the fee ``PLATFORM_FEE_POLICY`` takes on it.
     """
     # The payee's own row is a LEFT JOIN (no subquery per payment); the
     # payees' total is read only for the payments that have rows.
@@ -463,12 +421,31 @@ def in_escrow_for_payee(arms: list[Q], own_row: Q) -> list[dict[str, Any]]:
         default=Floor(net * weight / Subquery(all_weights)),
         output_field=BigIntegerField(),
     )
-    return money_totals(
+    # The rest a partial dispute left (:func:`holding`) goes to its one doer
+    # less the fee PLATFORM_FEE_POLICY takes on it (a Python callable), as its release
+    # computes it: one row per such payment, the others summed per currency.
+    rest_of = Case(When(status=S.DISPUTE_LOST, then=F("pk")), default=Value(None))
+    rows = (
         _payment_model()
         .objects.annotate(own_row=FilteredRelation("payees", condition=own_row))
-        .filter(_any_of(arms), status__in=ESCROW_STATES),
-        share,
+        .filter(_any_of(arms), holding())
+        .annotate(rest_of=rest_of)
+        .order_by()
+        .values("currency", "rest_of")
+        .annotate(total=Sum(share), held=Sum(held_after_loss()))
     )
+    amounts: dict[str, int] = {}
+    for row in rows:
+        currency = row["currency"]
+        if row["rest_of"] is None:
+            amount = int(row["total"] or 0)
+        else:
+            amount, _fee = payment_services.transfer_and_fee(int(row["held"]), currency)
+        amounts[currency] = amounts.get(currency, 0) + amount
+    return [
+        {"currency": currency, "amount": amount, "formatted": format_money(amount, currency)}
+        for currency, amount in sorted(amounts.items())
+    ]
 
 
 class AllocatedTo(Func):
@@ -1018,9 +995,11 @@ class TaskDoerDashboardOutput(serializers.Serializer[Any]):
         many=True,
         help_text="Per currency: the payee's share of what held, releasing and partially "
         "released payments hold, less the platform fee, and of releases not transferred "
-        "yet. Nothing of a disputed or dispute_lost payment (its amount_held, a share "
-        "not transferred yet): the app releases and transfers nothing of it while a "
-        "dispute decides it (counted again when the dispute or its appeal is won).",
+        "yet; and the rest a partial dispute lost left held (dispute_lost, released at "
+        "once), less the fee its release takes, until it is released. Nothing else of a "
+        "disputed or dispute_lost payment (its amount_held, a share not transferred yet): "
+        "the app releases and transfers nothing of it while a dispute decides it "
+        "(counted again when the dispute or its appeal is won).",
     )
 
 

@@ -790,9 +790,17 @@ def release_transfer_and_fee(payment: Any) -> tuple[int, int]:
     (the rest a partial dispute left). The admin's confirmation page and
     audit trail show these figures, so they must be the ones sent.
     """
-    net = int(payment.amount_held)
-    fee = compute_platform_fee(net, payment.currency)
-    return net - fee, fee
+    return transfer_and_fee(int(payment.amount_held), payment.currency)
+
+
+def transfer_and_fee(held: int, currency: str) -> tuple[int, int]:
+    """What a release in one transfer of ``held`` sends the doer, and the fee on it.
+
+    The doer's dashboard counts the rest a partial dispute left held with
+    this figure: what its release will send.
+    """
+    fee = compute_platform_fee(held, currency)
+    return held - fee, fee
 
 
 def _begin_release(payment: Any, user: Any) -> Any:

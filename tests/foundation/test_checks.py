@@ -15,6 +15,7 @@ from django_escrow_connect.checks import (
     check_settings,
 )
 from django_escrow_connect.conf import DEFAULTS, IMPORT_STRINGS, STRIPE_API_VERSION
+from django_escrow_connect.money import InvalidAmount, validate_charge_amount
 
 
 def settings_with(**changes):
@@ -521,6 +522,29 @@ def test_a_tip_bound_below_stripes_smallest_charge_is_a_warning():
     assert "jpy (10 < 50, 50 JPY), usd (49 < 50, 0.50 USD)." in found[0].msg
     assert "gbp" not in found[0].msg
     assert "eur" not in found[0].msg
+
+
+def test_a_minimum_charge_off_its_currency_s_step_is_a_warning():
+    """An entry is used as written, but a charge must be on the step: the
+    smallest charge accepted is the entry rounded up, as the warning says.
+    Entries on the step, and one E063 refuses (ignored), are not named."""
+    minimums = {"isk": 150, "kwd": 505, "usd": 55, "jod": 1_000, "eur": 0}
+    with settings_with(MIN_CHARGE_AMOUNTS=minimums):
+        found = [e for e in run_checks() if e.id == "escrow_connect.W064"]
+        for refused in (100, 190):
+            with pytest.raises(InvalidAmount):
+                validate_charge_amount(refused, "isk")
+        assert validate_charge_amount(200, "isk") == 200
+        with pytest.raises(InvalidAmount):
+            validate_charge_amount(505, "kwd")
+        assert validate_charge_amount(510, "kwd") == 510
+    assert len(found) == 1, found
+    assert "isk (150: ISK amounts must be whole units" in found[0].msg
+    assert "the smallest charge accepted is 200, 2.00 ISK" in found[0].msg
+    assert "kwd (505: KWD amounts must end in 0" in found[0].msg
+    assert "the smallest charge accepted is 510, 0.510 KWD" in found[0].msg
+    for on_step in ("usd", "jod", "eur"):
+        assert on_step not in found[0].msg
 
 
 def test_a_valid_tip_configuration_passes():

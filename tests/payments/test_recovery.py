@@ -399,6 +399,13 @@ def books_of(shown):
     return books
 
 
+def held_gauge():
+    """The ``escrow_connect.payments.held`` gauges: (count, amount) per currency."""
+    from django_escrow_connect.observability import metrics_snapshot
+
+    return [(row["count"], row["amount"]) for row in metrics_snapshot()["payments_held"]]
+
+
 def audit():
     out = StringIO()
     call_command("escrow_audit", stdout=out, stderr=StringIO())
@@ -603,6 +610,11 @@ class TestOperatorDrills:
             gateway.close_dispute(dispute.id, won=False)
         detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
         assert books_of(detail) == ("dispute_lost", 0, 0, 7_000, 3_000)
+        # Still held, and counted so: the doer's in_escrow is what the
+        # release will send, the gauges count the payment and its 7,000.
+        doer = market.get(market.doer, "dashboard-task-doer").json()
+        assert [(e["amount"], e["currency"]) for e in doer["in_escrow"]] == [(6_300, "usd")]
+        assert held_gauge() == [(1, 7_000)]
 
         with market.capture(execute=True):
             response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
@@ -613,6 +625,8 @@ class TestOperatorDrills:
         assert [t["amount"] for t in transfers_in_stripe(real_webhooks, payment)] == [6_300]
         doer = market.get(market.doer, "dashboard-task-doer").json()
         assert [e["amount"] for e in doer["earnings"]] == [6_300]
+        # Released: nothing held any more.
+        assert (doer["in_escrow"], held_gauge()) == ([], [])
         assert "The books agree with Stripe." in audit()
 
         # Released once: asked again, nothing more moves.
@@ -634,6 +648,47 @@ class TestOperatorDrills:
         assert books_of(after_appeal.json()) == ("released", 7_000, 0, 3_000, 0)
         assert len(transfers_in_stripe(real_webhooks, payment)) == 1
         assert "The books agree with Stripe." in audit()
+
+    def test_the_rest_a_lost_dispute_left_stays_held_while_stripe_refuses_or_answers_nothing(
+        self, market, real_webhooks
+    ):
+        """The rest is counted held (the doer's in_escrow, the held gauges)
+        after Stripe refused its transfer and while its transfer is in
+        flight; once escrow_reconcile finishes the transfer it is in neither."""
+        from django_escrow_connect import simulation
+
+        gateway = simulation.SimulatedGateway()
+        payment = market.held_payment()
+        with market.capture(execute=True):
+            dispute = gateway.open_dispute(payment.stripe_charge_id, amount=3_000)
+            gateway.close_dispute(dispute.id, won=False)
+
+        def in_escrow():
+            doer = market.get(market.doer, "dashboard-task-doer").json()
+            return [e["amount"] for e in doer["in_escrow"]]
+
+        real_webhooks.fail_next(
+            "create_transfer",
+            BalanceInsufficient(
+                "Insufficient funds.", code="balance_insufficient", http_status=400
+            ),
+        )
+        refused = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert refused.status_code == 409, refused.content
+        assert (in_escrow(), held_gauge()) == ([6_300], [(1, 7_000)])
+
+        real_webhooks.fail_next("create_transfer", timeout())
+        pending = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert pending.status_code == 503, pending.content
+        assert market.payment(payment.pk).status_before_dispute == "releasing"
+        assert (in_escrow(), held_gauge()) == ([6_300], [(1, 7_000)])
+
+        with market.capture(execute=True):
+            reconcile("--payment", str(payment.pk))
+        detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert books_of(detail) == ("dispute_lost", 7_000, 0, 0, 3_000)
+        assert [t["amount"] for t in transfers_in_stripe(real_webhooks, payment)] == [6_300]
+        assert (in_escrow(), held_gauge()) == ([], [])
 
     def test_the_rest_a_lost_dispute_left_waits_for_any_open_dispute(self, market, real_webhooks):
         """The rest is not released while a dispute of the payment is open:

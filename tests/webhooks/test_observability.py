@@ -154,6 +154,39 @@ def test_the_held_amount_is_what_is_still_held(make_payment: Any) -> None:
     assert 'escrow_connect_payments_held_amount{currency="usd"} 19500\n' in text
 
 
+def test_a_lost_dispute_s_rest_still_held_is_counted(make_payment: Any) -> None:
+    """A dispute_lost payment counts with what its partial dispute left held
+    (docs/recovery.md); one with nothing left held, or released in parts
+    (no release of its rest), does not."""
+    from django_escrow_connect import factories as kit
+
+    def lost(disputed: int, **fields: Any) -> None:
+        scene = make_payment("dispute_lost", held_at=timezone.now(), platform_fee=0, **fields)
+        kit.make_dispute(scene.payment, status="lost", amount=disputed)
+
+    lost(3_000)  # 7,000 left held
+    lost(10_000)  # all of it taken
+    lost(3_000, amount_released=7_000)  # its rest released
+    lost(
+        1_000,
+        status_before_dispute="partially_released",
+        amount_released=4_000,
+        released_in_parts=True,
+    )
+    # A manual capture caught in flight: held, but its charge was captured,
+    # so its (past) capture_before is no deadline.
+    lost(
+        2_000,
+        strategy=MANUAL,
+        status_before_dispute="releasing",
+        capture_before=timezone.now() - timedelta(days=1),
+    )
+
+    [usd] = metrics_snapshot()["payments_held"]
+    assert (usd["count"], usd["amount"]) == (2, 7_000 + 8_000)
+    assert usd["capture_deadline_seconds"] is None
+
+
 def test_the_gauges_read_the_database(make_payment: Any, otel: Any) -> None:
     scene = held(make_payment, days=2)
     held(make_payment, days=0)

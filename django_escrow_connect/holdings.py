@@ -1,0 +1,87 @@
+"""What a payment still holds, as database expressions.
+
+The one definition of "held" for every total that counts held money in one
+query: the dashboards (``api.payments``) and the ``escrow_connect.payments.held``
+gauges (:mod:`~django_escrow_connect.observability`). The model's
+``amount_held`` is the same figure read in Python.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import BigIntegerField, Case, F, OuterRef, Q, Subquery, Sum, Value, When
+from django.db.models.functions import Coalesce, Greatest
+from django.db.models.lookups import GreaterThan
+
+from . import swappable, transitions
+from .states import DISPUTE_LOST_STATES
+from .states import PaymentStatus as S
+
+__all__ = ["CHARGED", "HELD", "held_after_loss", "holding", "lost_payment", "lost_to_disputes"]
+
+#: What the customer is charged (``amount_charged``): the amount, or what a
+#: capture for less took (``amount_captured``; the rest was never charged).
+CHARGED = Coalesce(F("amount_captured"), F("amount"))
+#: What a payment holds leaving a lost dispute aside
+#: (``amount_held_before_loss``): a payment released in parts
+#: (``partially_released``) no longer holds what its releases took. It is
+#: ``amount_held`` on every payment but a ``dispute_lost`` one
+#: (:func:`held_after_loss`).
+HELD = CHARGED - F("amount_released") - F("amount_refunded")
+
+
+def lost_to_disputes() -> Any:
+    """What the payment's own lost disputes gave back to the customer (0 if none).
+
+    A correlated subquery inside the one aggregate, so a dashboard total
+    stays one query whatever the tables hold. A tip's dispute takes the
+    tip's money, never the payment's.
+    """
+    lost = (
+        swappable.load("Dispute")
+        .objects.filter(payment=OuterRef("pk"), tip__isnull=True, status__in=DISPUTE_LOST_STATES)
+        .order_by()
+        .values("payment")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+    return Coalesce(Subquery(lost), Value(0), output_field=BigIntegerField())
+
+
+def lost_payment(then: Any, default: Any) -> Case:
+    # amount_lost is 0 unless dispute_lost: other payments cost no subquery.
+    return Case(
+        When(status=S.DISPUTE_LOST, then=then), default=default, output_field=BigIntegerField()
+    )
+
+
+def held_after_loss() -> Case:
+    """``amount_held`` of any payment, as a database expression.
+
+    A lost dispute takes what it took out of what was held (``amount_lost``,
+    at most all of it); a partial dispute leaves the rest held.
+    """
+    return lost_payment(Greatest(HELD - lost_to_disputes(), Value(0)), HELD)
+
+
+def holding() -> Q:
+    """Payments still holding money for their payees, as a query condition.
+
+    The one definition of "held" for the doer's dashboard ``in_escrow`` and
+    the ``escrow_connect.payments.held`` gauges: the states a release leaves
+    from (``release``'s sources: held, releasing, partially released), and
+    a ``dispute_lost`` payment holding the rest a partial dispute left
+    (``start_release_of_rest``'s source): not sent yet or its transfer in
+    flight (``status_before_dispute`` blank, held or releasing), on a
+    payment released at once (one released in parts has no release of the
+    rest), while :func:`held_after_loss` is above 0. A dispute that took all
+    of it, or the rest released, leaves nothing held.
+    """
+    Payment = swappable.load("EscrowPayment")
+    return Q(status__in=transitions.sources(Payment, "release")) | Q(
+        GreaterThan(held_after_loss(), 0),
+        status__in=transitions.sources(Payment, "start_release_of_rest"),
+        status_before_dispute__in=("", S.HELD, S.RELEASING),
+        released_in_parts=False,
+    )
