@@ -669,17 +669,19 @@ REFUSALS = {
 }
 
 
-def lost_then_refused(market, sim_stripe, kind):
+def lost_then_refused(market, stripe, kind, payment=None):
     """The doer's keyed refund of 2,000 whose ``kind`` call timed out before
     Stripe acted (503: unresolved), and Stripe's refusal of it, waiting for
     whichever request sends it again. A reversal precedes the refund of a
-    released payment; a held one is refunded directly."""
-    payment = market.released_payment() if kind == "reversal" else market.held_payment()
+    released payment; a held one is refunded directly. ``stripe``: the
+    simulated Stripe's store."""
+    if payment is None:
+        payment = market.released_payment() if kind == "reversal" else market.held_payment()
     method, refusal = REFUSALS[kind]
-    sim_stripe.fail_next(method, TemporarilyUnavailable("timeout", http_status=None))
+    stripe.fail_next(method, TemporarilyUnavailable("timeout", http_status=None))
     lost = keyed_refund(market, payment, "doer-refund", amount=2_000)
     assert lost.status_code == 503, lost.content
-    sim_stripe.fail_next(method, refusal)
+    stripe.fail_next(method, refusal)
     return payment
 
 
