@@ -730,6 +730,17 @@ class TestAnotherRequestFinishesARefusedRefund:
             "charge_disputed"
         )
 
+    def test_a_cancel_is_refused_for_its_own_reason(self, market, sim_stripe, separate_charges):
+        """Money held on a separate charge is refunded, not canceled: the
+        cancel's own 409, not the refund's refusal (charge_disputed)."""
+        payment = lost_then_refused(market, sim_stripe, "refund")
+
+        response = market.post(market.staff, "payment-cancel", payment_id=payment.pk)
+
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "transition_not_allowed"
+        assert [r.status for r in market.payment(payment.pk).refunds.all()] == ["failed"]
+
     def test_without_a_key_a_refund_of_another_amount_is_another_request(
         self, market, sim_stripe, separate_charges
     ):
