@@ -1114,7 +1114,9 @@ def _frozen_by_dispute(operation: Any) -> bool:
     return bool(payment.frozen_by_dispute)
 
 
-def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
+def drive(
+    operation: Any, *, wanted: bool, look_first: bool = False, for_another: bool | None = None
+) -> None:
     """Settle an unresolved operation; no transaction may be open.
 
     ``wanted``: the caller asks for this very operation (the request retried,
@@ -1131,10 +1133,17 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
     looked up; found, the operation is finished; not found, it is settled as
     never made once its lease has passed (no process can still be sending
     it), otherwise the caller is told to wait (409 ``operation_pending``).
+
+    ``for_another`` (by default: not ``wanted``): the caller is not the
+    request that began ``operation``, and finishes it only because it waits
+    for the payment (a refund, a reversal or an off-session tip, which are
+    never given up; another tip's transfer). Stripe's refusal of it is
+    committed with it (incident, notification) and answers its own
+    requester, not the caller, which goes on with its own work
+    (:func:`_finish`).
     """
-    # An off-session tip finished below for another request: the tip's own
-    # refusal is committed with it and is not that request's answer.
-    for_another = not wanted and operation.kind == K.TIP_INTENT
+    if for_another is None:
+        for_another = not wanted
     # Money owed back to the customer is never given up for another
     # operation: a refund (or the reversal before it) is finished instead.
     wanted = wanted or operation.kind in (K.REFUND, K.REVERSAL)
@@ -1231,20 +1240,24 @@ def drive(operation: Any, *, wanted: bool, look_first: bool = False) -> None:
 def _finish(operation: Any, *, for_another: bool) -> None:
     """Send ``operation`` and commit its outcome (:func:`execute`).
 
-    ``for_another``: an off-session tip finished because another request
-    (a new tip, a refund) waits for the payment. Stripe's refusal of the
-    tip (its amount, say) is committed with it, tip canceled, and answers
-    the tip's own request (its retry, its keyed replay), not this one,
-    which goes on: only a tip still unresolved stops it.
+    ``for_another``: finished because another request waits for the payment
+    (a staff refund, a release, a tip, their webhooks). Stripe's refusal of
+    it is committed with it (the refund failed, its incident and
+    ``refund_failed``; the reversal's ``transfer_failed``; the tip canceled)
+    and is the answer of its own request (its keyed replay, the admin action
+    or command that sent it), not this one's, which goes on with its own
+    work: only an operation still unresolved stops it.
     """
     try:
         execute(operation)
-    except errors.ServiceError:
+    except errors.ServiceError as exc:
         if not for_another or _still_unresolved(operation):
             raise
         logger.info(
-            "Payment %s: Stripe refused a tip another request finished; that request goes on",
+            "Payment %s: Stripe refused the %s another request finished (%s); that request goes on",
             operation.payment_id,
+            operation.kind,
+            exc.code,
         )
 
 

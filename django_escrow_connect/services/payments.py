@@ -971,13 +971,37 @@ def refund_payment(
             if operation.kind != K.REVERSAL:
                 return payment_model().objects.get(pk=payment_id)
             continue  # the reversal is done: now the refund itself
-        outcomes.drive(pending, wanted=pending.kind in (K.REFUND, K.REVERSAL))
+        outcomes.drive(
+            pending,
+            wanted=pending.kind in (K.REFUND, K.REVERSAL),
+            # Another request's refund (or reversal) is finished first; its
+            # refusal is its own, and this request goes on to its own refund.
+            for_another=not _is_this_refund(pending, amount, request_key, mine),
+        )
         # Without a key an unresolved refund is taken for this request (same
         # amount); with one, another request's refund is settled first and
         # this request's own is begun on the next step.
         if pending.kind == K.REFUND and (not request_key or mine):
             return payment_model().objects.get(pk=payment_id)
     raise _too_many_steps()
+
+
+def _is_this_refund(pending: Any, amount: int | None, request_key: str, mine: bool) -> bool:
+    """Whether the unresolved ``pending`` is this refund request's own.
+
+    With a key: begun under it. Without one, an unresolved refund of the same
+    amount is taken for this request (one of another amount was refused
+    above: ``refund_pending``), as is a reversal making room for a refund of
+    the same amount; a refused one answers this request.
+    """
+    if request_key:
+        return mine
+    if pending.kind == K.REFUND:
+        return True
+    if pending.kind == K.REVERSAL:
+        planned = pending.follow_up.get("refund")
+        return amount is None or planned is None or int(planned) == amount
+    return False
 
 
 def _require_same_refund(payment: Any, earlier: list[Any], amount: int | None, reason: str) -> None:

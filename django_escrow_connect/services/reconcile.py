@@ -108,6 +108,8 @@ def _settle(operation: Any, dry_run: bool) -> list[Change]:
     if dry_run:
         return [Change(subject, f"would settle {what}", operation.status)]
     before = _status(operation.payment_id)
+    # The operation being driven: the one visited, then what it committed.
+    current = operation
     try:
         outcomes.drive(operation, wanted=True, look_first=True)
         # An operation may commit the next one (a reversal, its refund).
@@ -115,18 +117,26 @@ def _settle(operation: Any, dry_run: bool) -> list[Change]:
             following = model("MoneyOperation").objects.filter(
                 payment_id=operation.payment_id, status__in=UNRESOLVED_OPERATION_STATES
             )
-            following = following.exclude(pk=operation.pk).first()
-            if following is None:
+            current = following.exclude(pk=operation.pk).first()
+            if current is None:
                 break
-            outcomes.drive(following, wanted=True)
+            outcomes.drive(current, wanted=True)
     except errors.ServiceError as exc:
-        operation.refresh_from_db()
-        if operation.is_unresolved:
+        # Reported as the operation that failed: the refund a reversal made
+        # room for, refused, is not the reversal's (which succeeded).
+        current.refresh_from_db()
+        what = f"{current.kind} {current.idempotency_key}"
+        if current.is_unresolved:
             return [failed_change(subject, f"settle {what}", exc)]
-        after = (
-            payment_model().objects.values_list("status", flat=True).get(pk=operation.payment_id)
-        )
-        return [Change(subject, f"{what}: {operation.status}", f"{before} -> {after}", error=True)]
+        after = _status(operation.payment_id)
+        return [
+            Change(
+                subject,
+                f"{what}: {current.status}",
+                f"{before} -> {after}: {exc.message}",
+                error=True,
+            )
+        ]
     after = _status(operation.payment_id)
     latest = (
         model("MoneyOperation")

@@ -458,10 +458,14 @@ def _transfer(tip_id: Any, *, decided_by: Any = None) -> Any:
                 operation = _begin_next_transfer(payment, tip, decided_by=decided_by)
                 if operation is None:
                     return tip_model().objects.get(pk=tip_id)
+            else:
+                mine = tip.transfers.filter(idempotency_key=pending.idempotency_key).exists()
         if pending is None:
             outcomes.execute(operation)
         else:
-            outcomes.drive(pending, wanted=pending.kind == K.TIP_TRANSFER)
+            # Another tip's transfer (or a refund) is finished first: its
+            # refusal is its own, and this tip's transfer goes on.
+            outcomes.drive(pending, wanted=pending.kind == K.TIP_TRANSFER, for_another=not mine)
     raise errors.OperationInFlight(
         _("The payment kept changing while this request ran; try again.")
     )

@@ -7,11 +7,15 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
-from django_escrow_connect.exceptions import BalanceInsufficient, TemporarilyUnavailable
+from django_escrow_connect.exceptions import (
+    BalanceInsufficient,
+    InvalidRequest,
+    TemporarilyUnavailable,
+)
 
 from .conftest import MONEY_CALLS, configure, money_calls
 
@@ -175,6 +179,33 @@ class TestReversalAnsweredWithA500:
         assert (payment.amount_reversed, payment.amount_refunded) == (4_500, 5_000)
         assert payment.status == "partially_refunded"
         assert sim_stripe.charges[payment.stripe_charge_id]["amount_refunded"] == 5_000
+
+    def test_reconcile_reports_the_refund_stripe_refused_after_the_reversal(
+        self, market, sim_stripe, separate_charges
+    ):
+        """The reversal's answer was lost after Stripe made it: reconcile finds
+        it, then sends the refund it made room for, which Stripe refuses. The
+        report names that refund and Stripe's reason, not the reversal (which
+        succeeded) as the failure."""
+        payment = market.released_payment()
+        sim_stripe.fail_next("create_transfer_reversal", timeout(), after_effect=True)
+        response = market.post(
+            market.doer, "payment-refund", {"amount": 5_000}, payment_id=payment.pk
+        )
+        assert response.status_code == 503, response.content
+        refusal = InvalidRequest("Charge is disputed.", code="charge_disputed", http_status=400)
+        sim_stripe.fail_next("create_refund", refusal)
+
+        out = StringIO()
+        with market.capture(execute=True), pytest.raises(CommandError):
+            call_command("escrow_reconcile", "--older-than", "0", stdout=out, stderr=out)
+
+        (refund,) = market.payment(payment.pk).refunds.all()
+        assert refund.status == "failed"
+        assert (
+            f"{payment.pk}: refund {refund.idempotency_key}: failed (released -> released: "
+            "Stripe refused to refund the payment: Charge is disputed.)"
+        ) in out.getvalue().splitlines()
 
 
 class TestCaptureAnswerLost:

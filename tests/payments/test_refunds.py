@@ -8,7 +8,11 @@ import pytest
 
 from django_escrow_connect import signals, swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
-from django_escrow_connect.exceptions import InvalidRequest, TemporarilyUnavailable
+from django_escrow_connect.exceptions import (
+    BalanceInsufficient,
+    InvalidRequest,
+    TemporarilyUnavailable,
+)
 from django_escrow_connect.services import errors, outcomes, tip_outcomes
 from django_escrow_connect.services.releases import release_in_parts
 
@@ -642,3 +646,115 @@ class TestIdempotencyKey:
         operations = swappable.load("MoneyOperation").objects.filter(request_key="secret-ish-key")
         assert {op.kind for op in operations} == {"reversal", "refund"}
         assert all("secret-ish-key" not in op.idempotency_key for op in operations)
+
+
+# --------------------------------------------------------------------------
+# Another request finishes a refund whose answer was lost: Stripe refuses it
+# --------------------------------------------------------------------------
+
+#: Stripe refusing the refund, or the reversal before it, when it is sent again.
+REFUSALS = {
+    "refund": (
+        "create_refund",
+        InvalidRequest("Charge is disputed.", code="charge_disputed", http_status=400),
+    ),
+    "reversal": (
+        "create_transfer_reversal",
+        BalanceInsufficient(
+            "Insufficient funds in the connected account.",
+            code="balance_insufficient",
+            http_status=400,
+        ),
+    ),
+}
+
+
+def lost_then_refused(market, stripe, kind, payment=None):
+    """The doer's keyed refund of 2,000 whose ``kind`` call timed out before
+    Stripe acted (503: unresolved), and Stripe's refusal of it, waiting for
+    whichever request sends it again. A reversal precedes the refund of a
+    released payment; a held one is refunded directly. ``stripe``: the
+    simulated Stripe's store."""
+    if payment is None:
+        payment = market.released_payment() if kind == "reversal" else market.held_payment()
+    method, refusal = REFUSALS[kind]
+    stripe.fail_next(method, TemporarilyUnavailable("timeout", http_status=None))
+    lost = keyed_refund(market, payment, "doer-refund", amount=2_000)
+    assert lost.status_code == 503, lost.content
+    stripe.fail_next(method, refusal)
+    return payment
+
+
+class TestAnotherRequestFinishesARefusedRefund:
+    """A refund (or its reversal) whose answer was lost is finished, with its
+    own key, by the next request on the payment. Stripe refusing it then is
+    committed with it (incident, notification) and is the answer of the
+    refund's own request, sent again with its Idempotency-Key; the request
+    that finished it goes on with its own work and gets its own answer."""
+
+    @pytest.mark.parametrize("kind", ["refund", "reversal"])
+    def test_a_staff_refund_under_its_own_key_is_made(
+        self, market, sim_stripe, separate_charges, kind
+    ):
+        payment = lost_then_refused(market, sim_stripe, kind)
+
+        response = keyed_refund(market, payment, "staff-refund", market.staff, amount=1_000)
+
+        assert response.status_code == 200, response.content
+        assert response.json()["amount_refunded"] == 1_000
+        payment = market.payment(payment.pk)
+        assert payment.amount_refunded == 1_000
+        if kind == "refund":
+            assert [r.status for r in payment.refunds.order_by("created_at")] == [
+                "failed",
+                "succeeded",
+            ]
+            assert payment.incidents.filter(kind="refund_failed").count() == 1
+        else:
+            # The doer's reversal was refused, so no refund of 2,000 was made.
+            assert [r.amount for r in payment.refunds.all()] == [1_000]
+            assert payment.transfer_incidents.get().kind == "reversal_failed"
+        assert self.doers_refund_again(market, sim_stripe, payment).status_code == 409
+
+    def test_a_release_releases_what_is_held(self, market, sim_stripe, separate_charges):
+        payment = lost_then_refused(market, sim_stripe, "refund")
+
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+
+        assert response.status_code == 200, response.content
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_refunded) == ("released", 0)
+        assert payment.transfers.get().status == "created"
+        assert [r.status for r in payment.refunds.all()] == ["failed"]
+        assert self.doers_refund_again(market, sim_stripe, payment).json()["error"]["code"] == (
+            "charge_disputed"
+        )
+
+    def test_a_cancel_is_refused_for_its_own_reason(self, market, sim_stripe, separate_charges):
+        """Money held on a separate charge is refunded, not canceled: the
+        cancel's own 409, not the refund's refusal (charge_disputed)."""
+        payment = lost_then_refused(market, sim_stripe, "refund")
+
+        response = market.post(market.staff, "payment-cancel", payment_id=payment.pk)
+
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "transition_not_allowed"
+        assert [r.status for r in market.payment(payment.pk).refunds.all()] == ["failed"]
+
+    def test_without_a_key_a_refund_of_another_amount_is_another_request(
+        self, market, sim_stripe, separate_charges
+    ):
+        """The doer's refused reversal (for 2,000) does not answer staff's
+        refund of 1,000 sent without a key: it is made."""
+        payment = lost_then_refused(market, sim_stripe, "reversal")
+        response = refund(market, payment, market.staff, amount=1_000)
+        assert response.status_code == 200, response.content
+        assert market.payment(payment.pk).amount_refunded == 1_000
+
+    @staticmethod
+    def doers_refund_again(market, sim_stripe, payment):
+        """The refund's own request sent again: Stripe's refusal, nothing sent."""
+        sim_stripe.calls.clear()
+        response = keyed_refund(market, payment, "doer-refund", amount=2_000)
+        assert money_calls(sim_stripe) == []
+        return response

@@ -17,13 +17,18 @@ from django.urls import reverse
 from django.utils import timezone
 
 from django_escrow_connect import signals, swappable
-from django_escrow_connect.exceptions import BalanceInsufficient, InvalidRequest
+from django_escrow_connect.exceptions import (
+    BalanceInsufficient,
+    InvalidRequest,
+    TemporarilyUnavailable,
+)
 from django_escrow_connect.money import MAX_CHARGE_AMOUNT
 from django_escrow_connect.services import errors
 from django_escrow_connect.services import tips as tip_services
 from django_escrow_connect.simulation import SimulatedGateway
 
 from .conftest import build_marketplace, calls, configure
+from .test_refunds import lost_then_refused
 
 TIP_LIMIT = 5_000
 
@@ -1503,3 +1508,75 @@ def test_an_invalid_tip_key_is_refused_before_anything_is_written(market, key):
     assert response.status_code == 400, response.content
     assert response.json()["error"]["code"] == "invalid_idempotency_key"
     assert tip_journal(payment) == written
+
+
+# --------------------------------------------------------------------------
+# A tip finishes another request's operation, and Stripe refuses that one
+# --------------------------------------------------------------------------
+
+
+def refused_for_the_doer(payment, kind):
+    """What the doer's refund left once Stripe refused its ``kind``: the
+    refund's rows, and the incident and notification of the refusal."""
+    if kind == "refund":
+        assert [r.status for r in payment.refunds.all()] == ["failed"]
+        assert payment.incidents.get().kind == "refund_failed"
+    else:
+        assert not payment.refunds.exists()
+        assert payment.transfer_incidents.get().kind == "reversal_failed"
+    assert market_payment(payment).amount_refunded == 0
+
+
+def market_payment(payment):
+    return swappable.load("EscrowPayment").objects.get(pk=payment.pk)
+
+
+@pytest.mark.parametrize("kind", ["reversal", "refund"])
+def test_a_tip_added_after_a_refund_whose_answer_was_lost_is_added(market, escrow_stripe, kind):
+    """The doer's refund (or its reversal) is finished first, with its own
+    key; Stripe's refusal of it is the refund's answer, not the tip's."""
+    payment = lost_then_refused(market, escrow_stripe.store, kind, market.released_payment())
+
+    response = add_tip(market, payment, 700)
+
+    assert response.status_code == 201, response.content
+    refused_for_the_doer(payment, kind)
+    assert pay_tip(market, response.json()["id"]).status == "transferred"
+
+
+def test_a_paid_tips_transfer_finishes_a_refused_refund_then_goes_out(market, escrow_stripe):
+    """The tip's payment_intent.succeeded webhook transfers it: the refund
+    left unresolved meanwhile is finished first, and refused by Stripe."""
+    payment = market.released_payment()
+    tip_id = add_tip(market, payment, 700).json()["id"]
+    lost_then_refused(market, escrow_stripe.store, "refund", payment)
+
+    assert pay_tip(market, tip_id).status == "transferred"
+    refused_for_the_doer(payment, "refund")
+
+
+def test_a_tips_transfer_finishes_another_tips_refused_transfer_then_goes_out(
+    market, escrow_stripe, received
+):
+    """The first tip's transfer timed out before Stripe acted; the second
+    tip's webhook sends it again first, Stripe refuses it: the first tip is
+    ``transfer_failed`` (incident, signal; staff retry it), the second goes out."""
+    payment = market.released_payment()
+    first = add_tip(market, payment, 600).json()["id"]
+    second = add_tip(market, payment, 700).json()["id"]
+    store = escrow_stripe.store
+    store.fail_next("create_transfer", TemporarilyUnavailable("timeout", http_status=None))
+    assert pay_tip(market, first).status == "paid"
+    store.fail_next(
+        "create_transfer",
+        BalanceInsufficient("Insufficient funds.", code="balance_insufficient", http_status=400),
+    )
+
+    assert pay_tip(market, second).status == "transferred"
+
+    first = Tip().objects.get(pk=first)
+    assert (first.status, first.failure_code) == ("transfer_failed", "balance_insufficient")
+    assert [s for s, kw in received if s == signals.tip_transfer_failed] == [
+        signals.tip_transfer_failed
+    ]
+    assert str(first.pk) in payment.transfer_incidents.get().message
