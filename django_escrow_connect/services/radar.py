@@ -21,6 +21,12 @@ A review or warning of a tip's charge (docs/tips.md) is the same incident
 on the tip's payment (its ``stripe_payment_intent_id`` the tip's, its
 message naming the tip), freezing that payment's release while open; the
 signals carry ``tip`` as well.
+
+While a hold is open the payment's tips are not transferred either (the
+same card, the same work): a tip paid meanwhile waits ``paid``
+(:func:`.tips.transfer_tip` answers 409 with the release's code), and goes
+to the doer once the payment's last hold closes, unless a dispute holds it
+then.
 """
 
 from __future__ import annotations
@@ -161,4 +167,11 @@ def _apply(
         incident.save(update_fields=["resolved_at", "message", "code", "updated_at"])
         logger.info("%s closed: %s", kind, object_id, extra=extra)
         notify("radar_hold_closed", payment=payment, incident=incident, **signal_extra)
+        if not open_holds(payment).exists() and not payment.frozen_by_dispute:
+            # The last hold closed: the tips it held go to the doer once this
+            # event commits, as the payment's release may now go. (A hold
+            # closed by a dispute leaves them to that dispute.)
+            from . import tips  # tips refuse a transfer while a hold is open
+
+            tips.transfer_held_tips_on_commit(payment)
     return incident
