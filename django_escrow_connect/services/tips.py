@@ -538,11 +538,11 @@ def _require_no_radar_hold(payment: Any) -> None:
     if hold is not None:
         raise errors.TransitionNotAllowed(
             _("Stripe Radar holds the payment; its tips' transfers wait until Stripe closes it."),
-            code=radar_hold_code(hold),
+            code=_radar_hold_code(hold),
         )
 
 
-def radar_hold_code(hold: Any) -> str:
+def _radar_hold_code(hold: Any) -> str:
     from .radar import FREEZE_CODES  # radar sends the held tips when its hold closes
 
     return FREEZE_CODES[hold.kind]
