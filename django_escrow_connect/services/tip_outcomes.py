@@ -252,17 +252,6 @@ def transfer_frozen_by_dispute(operation: Any) -> bool:
     return payment.status in payment_frozen_states() and not payment_dispute_decided_lost(payment)
 
 
-def radar_hold(payment: Any) -> Any:
-    """The payment's oldest open Radar hold (a review, an early fraud warning), or None.
-
-    Its tips wait while it is open, as its release does (:mod:`.radar`); a
-    hold of a tip's own charge is the payment's too.
-    """
-    from .radar import open_holds  # radar finds tips through this module
-
-    return open_holds(payment).order_by("created_at").first()
-
-
 def tip_transfer_request(tip: Any, destination: str, amount: int, key: str) -> dict[str, Any]:
     """One recipient's share of a tip (``create_transfer``), funded by the tip's charge."""
     return {

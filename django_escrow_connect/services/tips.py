@@ -53,9 +53,10 @@ from ..money import (
 from ..states import MoneyOperationKind, TipStatus, TipTransferStatus
 from ..states import MoneyOperationStatus as OS
 from ..states import PaymentStatus as S
-from . import errors, operations, outcomes, tip_outcomes
+from . import errors, operations, outcomes, radar_holds, tip_outcomes
 from .changes import Change, failed_change
 from .common import account_model, gateway, idempotency_key, lock_payment, translate
+from .radar_holds import FREEZE_CODES
 from .tip_outcomes import (
     charged_off_session,
     log_tip,
@@ -534,18 +535,21 @@ def _require_no_radar_hold(payment: Any) -> None:
     tips wait until Stripe closes the hold; staff's decision after a lost
     dispute does not lift it. The 409's code is the release's.
     """
-    hold = tip_outcomes.radar_hold(payment)
+    hold = radar_hold(payment)
     if hold is not None:
         raise errors.TransitionNotAllowed(
             _("Stripe Radar holds the payment; its tips' transfers wait until Stripe closes it."),
-            code=_radar_hold_code(hold),
+            code=FREEZE_CODES[hold.kind],
         )
 
 
-def _radar_hold_code(hold: Any) -> str:
-    from .radar import FREEZE_CODES  # radar sends the held tips when its hold closes
+def radar_hold(payment: Any) -> Any:
+    """The payment's oldest open Radar hold (a review, an early fraud warning), or None.
 
-    return FREEZE_CODES[hold.kind]
+    Its tips wait while it is open, as its release does; a hold of a tip's
+    own charge is the payment's too.
+    """
+    return radar_holds.open_holds(payment).order_by("created_at").first()
 
 
 def _require_not_refunded(tip_id: Any, *, decided_by: Any = None) -> None:
@@ -748,7 +752,7 @@ def reconcile_tips(
     # reported as failing on every run meanwhile).
     paid = tips.filter(status=T.PAID).exclude(pk__in=tip_outcomes.disputed_tips())
     for tip in paid.select_related("payment").order_by("created_at"):
-        hold = tip_outcomes.radar_hold(tip.payment)
+        hold = radar_hold(tip.payment)
         if hold is not None:
             # Sent when Stripe closes the hold (services/radar.py); listed on
             # every run meanwhile, not reported as failing.
