@@ -646,7 +646,8 @@ def _staff_decision(payment: Any, decided_by: Any) -> dict[str, Any] | None:
         return None
     return {
         "after_loss": True,
-        "decided_by": getattr(decided_by, "pk", decided_by),
+        # As text: a user's primary key may be a UUID (JSON has none).
+        "decided_by": str(getattr(decided_by, "pk", decided_by)),
         "decided_at": timezone.now().isoformat(),
     }
 

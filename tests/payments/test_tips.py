@@ -1084,7 +1084,7 @@ def test_staffs_decision_to_send_a_tip_after_a_loss_is_kept_for_the_next_driver(
     assert operation.status != "succeeded"
     assert operation.requested_by == market.staff
     assert operation.follow_up["after_loss"] is True
-    assert operation.follow_up["decided_by"] == market.staff.pk
+    assert operation.follow_up["decided_by"] == str(market.staff.pk)
     assert operation.follow_up["decided_at"]
     sent = [args["idempotency_key"] for _, args in escrow_calls("create_transfer")]
 
