@@ -433,6 +433,11 @@ def _open_tip(payment: Any, tip: Any, dispute: Any, *, event_id: str) -> None:
 
 
 def _close_tip(payment: Any, tip: Any, dispute: Any, *, event_id: str) -> None:
+    if dispute.status in _KEPT:
+        # Decided for the platform (won, an inquiry closed): the tip it held
+        # goes to the doer once this event commits, as its payment's won
+        # dispute sends the tips it held.
+        tips.transfer_tip_on_commit(tip)
     _log(
         "tip dispute closed: %s (%s, tip %s)",
         dispute.stripe_dispute_id,

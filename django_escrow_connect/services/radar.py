@@ -21,6 +21,12 @@ A review or warning of a tip's charge (docs/tips.md) is the same incident
 on the tip's payment (its ``stripe_payment_intent_id`` the tip's, its
 message naming the tip), freezing that payment's release while open; the
 signals carry ``tip`` as well.
+
+While a hold is open the payment's tips are not transferred either (the
+same card, the same work): a tip paid meanwhile waits ``paid``
+(:func:`.tips.transfer_tip` answers 409 with the release's code), and goes
+to the doer once the payment's last hold closes, unless a dispute holds it
+then.
 """
 
 from __future__ import annotations
@@ -30,42 +36,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.utils import timezone
-from django.utils.translation import gettext_lazy
 
 from ..notifications import notify
-from ..states import RADAR_HOLD_KINDS, IncidentKind
-from . import errors, tip_outcomes
+from ..states import IncidentKind
+from . import errors, tip_outcomes, tips
 from .common import lock_payment_for, model
+from .radar_holds import FREEZE_CODES, check_not_held, open_holds
+
+__all__ = [
+    "FREEZE_CODES",
+    "apply_early_fraud_warning",
+    "apply_review",
+    "check_not_held",
+    "open_holds",
+]
 
 logger = logging.getLogger("django_escrow_connect.services")
-
-#: The 409 code release answers with while a hold of this kind is open.
-FREEZE_CODES = {
-    IncidentKind.RADAR_REVIEW: "radar_review_open",
-    IncidentKind.EARLY_FRAUD_WARNING: "early_fraud_warning_open",
-}
-_FREEZE_MESSAGES = {
-    IncidentKind.RADAR_REVIEW: gettext_lazy(
-        "Stripe Radar is reviewing this payment; release is frozen."
-    ),
-    IncidentKind.EARLY_FRAUD_WARNING: gettext_lazy(
-        "The card issuer reported this payment as possibly fraudulent; release is frozen."
-    ),
-}
-
-
-def open_holds(payment: Any) -> Any:
-    """The payment's unresolved Radar incidents."""
-    return model("PaymentIncident").objects.filter(
-        payment=payment, kind__in=list(RADAR_HOLD_KINDS), resolved_at__isnull=True
-    )
-
-
-def check_not_held(payment: Any) -> None:
-    """Raise a 409 :class:`~.errors.Conflict` while Radar holds ``payment``."""
-    hold = open_holds(payment).order_by("created_at").first()
-    if hold is not None:
-        raise errors.Conflict(str(_FREEZE_MESSAGES[hold.kind]), code=FREEZE_CODES[hold.kind])
 
 
 def _str(obj: Mapping[str, Any], key: str) -> str:
@@ -161,4 +147,9 @@ def _apply(
         incident.save(update_fields=["resolved_at", "message", "code", "updated_at"])
         logger.info("%s closed: %s", kind, object_id, extra=extra)
         notify("radar_hold_closed", payment=payment, incident=incident, **signal_extra)
+        if not open_holds(payment).exists() and not payment.frozen_by_dispute:
+            # The last hold closed: the tips it held go to the doer once this
+            # event commits, as the payment's release may now go. (A hold
+            # closed by a dispute leaves them to that dispute.)
+            tips.transfer_held_tips_on_commit(payment)
     return incident

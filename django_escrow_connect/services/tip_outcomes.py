@@ -230,9 +230,26 @@ def dispute_waiting(tip: Any) -> Any:
 
 
 def transfer_frozen_by_dispute(operation: Any) -> bool:
-    """Whether a tip transfer operation's tip is held by a dispute (:func:`disputed_tips`)."""
-    tip = tip_transfer_model().objects.filter(idempotency_key=operation.idempotency_key)
-    return bool(disputed_tips().filter(pk__in=tip.values("tip")).exists())
+    """Whether a tip transfer operation's tip is held by a dispute (:func:`disputed_tips`).
+
+    A transfer staff sent after the payment's own dispute was lost (their
+    decision is on the operation: ``follow_up["after_loss"]``, see
+    :func:`.tips.retry_tip_transfer`) is held only by what staff could not
+    decide: a dispute of the tip's own charge, or the payment's dispute no
+    longer decided lost (an appeal, another dispute). Otherwise whoever
+    drives it next (``escrow_reconcile``) finishes it with its key, as the
+    rest a lost dispute left is (``outcomes.drive``).
+    """
+    rows = tip_transfer_model().objects.filter(idempotency_key=operation.idempotency_key)
+    if not operation.follow_up.get("after_loss"):
+        return bool(disputed_tips().filter(pk__in=rows.values("tip")).exists())
+    tip = tip_model().objects.select_related("payment").filter(pk__in=rows.values("tip")).first()
+    if tip is None:
+        return False
+    if tip_charge_disputed(tip):
+        return True
+    payment = tip.payment
+    return payment.status in payment_frozen_states() and not payment_dispute_decided_lost(payment)
 
 
 def tip_transfer_request(tip: Any, destination: str, amount: int, key: str) -> dict[str, Any]:

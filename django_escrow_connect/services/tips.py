@@ -53,9 +53,10 @@ from ..money import (
 from ..states import MoneyOperationKind, TipStatus, TipTransferStatus
 from ..states import MoneyOperationStatus as OS
 from ..states import PaymentStatus as S
-from . import errors, operations, outcomes, tip_outcomes
+from . import errors, operations, outcomes, radar_holds, tip_outcomes
 from .changes import Change, failed_change
 from .common import account_model, gateway, idempotency_key, lock_payment, translate
+from .radar_holds import FREEZE_CODES
 from .tip_outcomes import (
     charged_off_session,
     log_tip,
@@ -394,16 +395,30 @@ def _require_recipients_ready(tip: Any) -> None:
 
 
 def transfer_held_tips_on_commit(payment: Any) -> None:
-    """Once the commit is done, send the payment's tips its dispute held.
+    """Once the commit is done, send the payment's tips its dispute or Radar held.
 
     Called when the payment's own dispute is decided for the platform (won,
-    an inquiry closed, an appeal won): a tip paid meanwhile waited ``paid``
-    for it, and now goes to the doer as it would have. A tip still held (its
-    own charge disputed) stays ``paid``; a refused transfer waits for staff.
+    an inquiry closed, an appeal won), and when its last Radar hold closes
+    (:mod:`.radar`): a tip paid meanwhile waited ``paid`` for it, and now
+    goes to the doer as it would have. A tip still held (its own charge
+    disputed, another hold open) stays ``paid``; a refused transfer waits
+    for staff.
     """
     held = tip_model().objects.filter(payment=payment, status=T.PAID)
     for tip_pk in held.values_list("pk", flat=True):
         transaction.on_commit(functools.partial(_transfer_after_commit, tip_pk))
+
+
+def transfer_tip_on_commit(tip: Any) -> None:
+    """Once the commit is done, send ``tip`` if it is ``paid``.
+
+    Called when a dispute of the tip's own charge is decided for the
+    platform (won, an inquiry closed): the tip waited ``paid`` for it. The
+    transfer runs after the event's commit, with no transaction open; still
+    held otherwise (its payment's dispute, Radar), it stays ``paid``.
+    """
+    if tip.status == T.PAID:
+        transaction.on_commit(functools.partial(_transfer_after_commit, tip.pk))
 
 
 def _transfer_after_commit(tip_pk: Any) -> None:
@@ -494,6 +509,7 @@ def _require_charge_kept(tip: Any, *, decided_by: Any = None, quiet: bool = Fals
             _("The tip's charge is disputed; its transfer is frozen.")
         )
     payment = tip.payment
+    _require_no_radar_hold(payment)
     if payment.status not in tip_outcomes.payment_frozen_states():
         return
     if not tip_outcomes.payment_dispute_decided_lost(payment):
@@ -512,6 +528,32 @@ def _require_charge_kept(tip: Any, *, decided_by: Any = None, quiet: bool = Fals
         getattr(decided_by, "pk", decided_by),
         level=logging.WARNING,
     )
+
+
+def _require_no_radar_hold(payment: Any) -> None:
+    """Refuse a tip's transfer while Stripe Radar holds its payment (:mod:`.radar`).
+
+    An early fraud warning (or a review) says the card may not be the
+    customer's: the tip is on that card (off-session, the same one) and for
+    that work, and a chargeback may follow. Like the payment's release, its
+    tips wait until Stripe closes the hold; staff's decision after a lost
+    dispute does not lift it. The 409's code is the release's.
+    """
+    hold = radar_hold(payment)
+    if hold is not None:
+        raise errors.TransitionNotAllowed(
+            _("Stripe Radar holds the payment; its tips' transfers wait until Stripe closes it."),
+            code=FREEZE_CODES[hold.kind],
+        )
+
+
+def radar_hold(payment: Any) -> Any:
+    """The payment's oldest open Radar hold (a review, an early fraud warning), or None.
+
+    Its tips wait while it is open, as its release does; a hold of a tip's
+    own charge is the payment's too.
+    """
+    return radar_holds.open_holds(payment).order_by("created_at").first()
 
 
 def _require_not_refunded(tip_id: Any, *, decided_by: Any = None) -> None:
@@ -571,6 +613,7 @@ def _begin_next_transfer(payment: Any, tip: Any, *, decided_by: Any = None) -> A
             )
         attempt = tip.transfers.filter(destination_account_id=destination).count()
         key = idempotency_key("tip", tip.pk, f"transfer-{destination}", attempt)
+        decision = _staff_decision(payment, decided_by)
         operation = operations.begin(
             payment,
             K.TIP_TRANSFER,
@@ -578,6 +621,8 @@ def _begin_next_transfer(payment: Any, tip: Any, *, decided_by: Any = None) -> A
             amount=amount,
             key=key,
             attempt=attempt,
+            user=decided_by if decision else None,
+            follow_up=decision,
         )
         tip_transfer_model().objects.create(
             tip=tip,
@@ -589,6 +634,26 @@ def _begin_next_transfer(payment: Any, tip: Any, *, decided_by: Any = None) -> A
         return operation
     mark_transferred_if_done(tip)
     return None
+
+
+def _staff_decision(payment: Any, decided_by: Any) -> dict[str, Any] | None:
+    """What a tip transfer's operation commits of staff's decision to send it after a loss.
+
+    Only when the decision is what lets the transfer go: the payment's own
+    dispute decided lost (:func:`_require_charge_kept`). Stored on the
+    operation (``follow_up``; ``requested_by`` is the staff user), so that
+    whoever finishes it (the request, ``escrow_reconcile``) sends it with
+    its key rather than only looking it up (:func:`.tip_outcomes.transfer_frozen_by_dispute`),
+    and the journal shows who decided, and when.
+    """
+    if decided_by is None or not tip_outcomes.payment_dispute_decided_lost(payment):
+        return None
+    return {
+        "after_loss": True,
+        # As text: a user's primary key may be a UUID (JSON has none).
+        "decided_by": str(getattr(decided_by, "pk", decided_by)),
+        "decided_at": timezone.now().isoformat(),
+    }
 
 
 def retry_tip_transfer(tip_id: Any, user: Any = None, *, system: bool = False) -> Any:
@@ -691,7 +756,20 @@ def reconcile_tips(
     # A tip whose charge is disputed waits for the dispute (and is not
     # reported as failing on every run meanwhile).
     paid = tips.filter(status=T.PAID).exclude(pk__in=tip_outcomes.disputed_tips())
-    for tip in paid.order_by("created_at"):
+    for tip in paid.select_related("payment").order_by("created_at"):
+        hold = radar_hold(tip.payment)
+        if hold is not None:
+            # Sent when Stripe closes the hold (services/radar.py); listed on
+            # every run meanwhile, not reported as failing.
+            changes.append(
+                Change(
+                    str(tip.payment_id),
+                    f"tip {tip.pk} held: Stripe Radar's {hold.kind} {hold.stripe_object_id} "
+                    "is open",
+                    "sent when Stripe closes it",
+                )
+            )
+            continue
         pending_event = tip_outcomes.dispute_waiting(tip)
         if pending_event is not None:
             # Recorded by the retry of deferred events, then held by it; a

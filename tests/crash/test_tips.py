@@ -213,6 +213,61 @@ def test_tip_transfer_crash(world: World, crash: str, order: str) -> None:
     check_case(world, payment, lambda: assert_tips_clean(world, payment), tip_transferred_once)
 
 
+# --- tip-transfer-after-loss ---------------------------------------------------------
+
+#: What follows staff's crashed send: never staff again (their decision is kept).
+AFTER_LOSS_ORDERS = {"reconcile": ("C",), "webhook-reconcile": ("W", "C")}
+
+
+@pytest.mark.parametrize("order", list(AFTER_LOSS_ORDERS))
+@pytest.mark.parametrize("crash", ["before", "after"])
+def test_tip_sent_by_staff_after_a_lost_dispute_crash(world: World, crash: str, order: str) -> None:
+    """Staff send a tip the payment's lost dispute held; the worker dies in
+    ``create_transfer``. Their decision is on the transfer's operation:
+    ``escrow_reconcile`` finishes it with its key, once, without staff."""
+    configure(settings, TIP_MAX_AMOUNT={"usd": 10_000})
+    payment = world.released_payment()
+    answer = world.api(world.market.customer, "payment-tips", payment.pk, {"amount": TIP})
+    assert answer.status == 201, answer
+    tip = Tip().objects.get(pk=answer.body["id"])
+    with world.shared.session():
+        dispute = SimulatedGateway().open_dispute(payment.stripe_charge_id)
+    world.deliver_in_process()
+    with world.shared.session():
+        SimulatedGateway().confirm_payment_intent(tip.stripe_payment_intent_id, "success")
+    world.deliver_in_process()
+    with world.shared.session():
+        SimulatedGateway().close_dispute(dispute.id, won=False)
+    world.deliver_in_process()
+    assert (world.payment(payment.pk).status, Tip().objects.get(pk=tip.pk).status) == (
+        "dispute_lost",
+        "paid",
+    )
+    world.steps.append(
+        f"case: tip-transfer-after-loss, worker dies {crash} Stripe acts, then {order}"
+    )
+    retry = reverse(
+        "escrow_connect:payment-tip-retry-transfer", args=[str(payment.pk), str(tip.pk)]
+    )
+    world.crash(
+        "create_transfer",
+        crash,
+        lambda: post(world, world.market.staff, retry, label="staff sends the tip anyway"),
+    )
+    for step in AFTER_LOSS_ORDERS[order]:
+        if step == "W":
+            world.deliver()
+        else:
+            world.reconcile()
+
+    def tip_transferred_once() -> None:
+        current = Tip().objects.get(pk=tip.pk)
+        assert current.status == "transferred", current.status
+        assert current.transfers.filter(status="created").count() == 1
+
+    check_case(world, payment, lambda: assert_tips_clean(world, payment), tip_transferred_once)
+
+
 # --- keyed-tip ----------------------------------------------------------------------
 
 #: The client's key for the keyed tip request.

@@ -828,11 +828,12 @@ def test_a_tip_transfer_begun_before_its_charge_was_disputed_is_not_finished(
     assert transfers[0].idempotency_key != transfers[1].idempotency_key
 
 
-def disputed_before_its_intent_events(market, tip_id, *, redeliver_disputes=True):
+def disputed_before_its_intent_events(market, tip_id, *, redeliver_disputes=True, inquiry=False):
     """Pay the tip and dispute its charge while the tip's ``payment_intent.*``
     events are held back (a delivery lost, to be retried): the tip, the
     dispute and the held deliveries. ``redeliver_disputes=False``: the
-    dispute's events are received but answered as not delivered."""
+    dispute's events are received but answered as not delivered.
+    ``inquiry``: the issuer only asks questions first."""
     from django_escrow_connect import simulation
     from django_escrow_connect.webhooks.receiver import receive
 
@@ -851,23 +852,28 @@ def disputed_before_its_intent_events(market, tip_id, *, redeliver_disputes=True
         tip = pay_tip(market, tip_id)
         intent = SimulatedGateway().retrieve_payment_intent(tip.stripe_payment_intent_id)
         with market.capture(execute=True):
-            dispute = SimulatedGateway().open_dispute(intent.latest_charge)
+            dispute = SimulatedGateway().open_dispute(intent.latest_charge, inquiry=inquiry)
     finally:
         simulation.set_event_sink(previous)
     return tip, dispute, held_back
 
 
-def test_a_tips_dispute_delivered_before_its_payment_waits_and_holds_the_tip(market, tip_signals):
+@pytest.mark.parametrize("inquiry", [False, True])
+def test_a_tips_dispute_delivered_before_its_payment_waits_and_holds_the_tip(
+    market, tip_signals, inquiry
+):
     """Stripe's ``charge.dispute.created`` for a tip's charge is delivered
     before the tip's ``payment_intent.succeeded`` (a delivery lost, then
     retried). The dispute is deferred; the late ``succeeded`` makes the tip
     paid but sends nothing while that dispute waits; escrow_reconcile
-    records it (the tip held by it); won, the tip goes to the doer."""
+    records it (the tip held by it); won (an inquiry: closed without a
+    loss), the tip goes to the doer on that event's commit, not at the next
+    escrow_reconcile."""
     from django_escrow_connect.webhooks.receiver import receive
 
     payment = market.released_payment()
     tip_id = add_tip(market, payment, 600).json()["id"]
-    tip, dispute, held_back = disputed_before_its_intent_events(market, tip_id)
+    tip, dispute, held_back = disputed_before_its_intent_events(market, tip_id, inquiry=inquiry)
     assert tip.status == "awaiting_payment"
     assert held_back
     assert webhook_statuses("charge.dispute.created")["charge.dispute.created"] == "deferred"
@@ -894,8 +900,7 @@ def test_a_tips_dispute_delivered_before_its_payment_waits_and_holds_the_tip(mar
 
     with market.capture(execute=True):
         SimulatedGateway().close_dispute(dispute.id, won=True)
-    with market.capture(execute=True):
-        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=io.StringIO())
+    assert payment.disputes.get().status == ("warning_closed" if inquiry else "won")
     tip.refresh_from_db()
     assert tip.status == "transferred"
     assert [(t.status, t.amount) for t in tip.transfers.all()] == [("created", 600)]
@@ -1060,6 +1065,50 @@ def test_a_tip_held_by_a_lost_payment_dispute_waits_for_staff_who_may_send_it(ma
     assert response.json()["status"] == "transferred"
     assert [(t.status, t.amount) for t in tip.transfers.all()] == [("created", 700)]
     assert any("tip sent by staff" in r.getMessage() for r in caplog.records)
+
+
+def test_staffs_decision_to_send_a_tip_after_a_loss_is_kept_for_the_next_driver(
+    market, escrow_stripe, client
+):
+    """Staff send a tip the payment's lost dispute held; Stripe's answer is
+    lost (the transfer not made). Their decision is on the tip's transfer
+    operation: escrow_reconcile finishes that transfer with its key instead
+    of only looking it up and giving it up, and the journal (admin) shows
+    who decided."""
+    from django_escrow_connect.exceptions import TemporarilyUnavailable
+
+    payment, tip, _ = a_tip_held_by_the_payments_lost_dispute(market)
+    escrow_stripe.store.fail_next(
+        "create_transfer", TemporarilyUnavailable("timeout", http_status=None), after_effect=False
+    )
+
+    response = retry_tip_transfer(market, payment, tip)
+
+    assert response.status_code == 503, response.content
+    operation = swappable.load("MoneyOperation").objects.get(kind="tip_transfer")
+    assert operation.status != "succeeded"
+    assert operation.requested_by == market.staff
+    assert operation.follow_up["after_loss"] is True
+    assert operation.follow_up["decided_by"] == str(market.staff.pk)
+    assert operation.follow_up["decided_at"]
+    sent = [args["idempotency_key"] for _, args in escrow_calls("create_transfer")]
+
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=io.StringIO())
+
+    tip.refresh_from_db()
+    assert tip.status == "transferred"
+    assert [(t.status, t.amount) for t in tip.transfers.all()] == [("created", 700)]
+    resent = [args["idempotency_key"] for _, args in escrow_calls("create_transfer")]
+    assert resent == [*sent, operation.idempotency_key]
+    market.staff.is_superuser = True
+    market.staff.save()
+    client.force_login(market.staff)
+    page = client.get(
+        reverse("admin:escrow_connect_moneyoperation_change", args=[operation.pk])
+    ).content.decode()
+    assert "decided_by" in page
+    assert str(market.staff) in page
 
 
 def test_staff_cannot_send_a_tip_while_the_payments_dispute_is_under_appeal(market, escrow_stripe):
@@ -1330,32 +1379,38 @@ def test_a_tips_dispute_is_emailed_to_the_customer_and_the_doer(market, settings
     assert "The disputed 8.00 USD went back to the customer." in closed_mail.body
 
 
+def early_fraud_warning(warning_id, charged):
+    """An actionable early fraud warning of ``charged``'s charge (a payment or a tip)."""
+    return {
+        "id": warning_id,
+        "object": "radar.early_fraud_warning",
+        "actionable": True,
+        "charge": charged.stripe_charge_id,
+        "created": 1_800_000_000,
+        "fraud_type": "made_with_stolen_card",
+        "livemode": False,
+        "payment_intent": charged.stripe_payment_intent_id,
+    }
+
+
+def event(event_id, type_, obj):
+    return {
+        "id": event_id,
+        "object": "event",
+        "type": type_,
+        "api_version": "2026-10-28.endive",
+        "created": 1_800_000_000,
+        "livemode": False,
+        "data": {"object": obj},
+    }
+
+
 def test_an_early_fraud_warning_on_a_tips_charge_is_an_incident(
     market, escrow_deliver, tip_signals
 ):
     payment = market.released_payment()
     tip = pay_tip(market, add_tip(market, payment, 600).json()["id"])
-    warning = {
-        "id": "issfr_tip_1",
-        "object": "radar.early_fraud_warning",
-        "actionable": True,
-        "charge": tip.stripe_charge_id,
-        "created": 1_800_000_000,
-        "fraud_type": "made_with_stolen_card",
-        "livemode": False,
-        "payment_intent": tip.stripe_payment_intent_id,
-    }
-
-    def event(event_id, type_, obj):
-        return {
-            "id": event_id,
-            "object": "event",
-            "type": type_,
-            "api_version": "2026-10-28.endive",
-            "created": 1_800_000_000,
-            "livemode": False,
-            "data": {"object": obj},
-        }
+    warning = early_fraud_warning("issfr_tip_1", tip)
 
     response = escrow_deliver(event("evt_tip_efw", "radar.early_fraud_warning.created", warning))
     assert response.status_code == 200
@@ -1383,6 +1438,72 @@ def test_an_early_fraud_warning_on_a_tips_charge_is_an_incident(
     assert [s for s, _ in tip_signals] == [signals.radar_hold_opened, signals.radar_hold_closed]
     payment.refresh_from_db()
     assert payment.status == "released"
+
+
+def test_a_tip_waits_while_an_early_fraud_warning_holds_its_payment(market, escrow_deliver):
+    """The card issuer warns of fraud on the payment's charge: its release is
+    frozen, and a tip paid meanwhile waits too (the same card, the same
+    work), paid: not sent by its ``succeeded``, staff's retry (409, the
+    release's code) or escrow_reconcile, which lists it as held. The warning
+    no longer actionable, the tip goes to the doer on that event's commit."""
+    payment = market.released_payment()
+    warning = early_fraud_warning("issfr_payment_1", payment)
+    with market.capture(execute=True):
+        escrow_deliver(event("evt_efw", "radar.early_fraud_warning.created", warning))
+    transfers_before = escrow_calls("create_transfer")
+
+    tip = pay_tip(market, add_tip(market, payment, 700).json()["id"])
+    assert tip.status == "paid"
+    response = retry_tip_transfer(market, payment, tip)
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "early_fraud_warning_open"
+    out = io.StringIO()
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=out)
+    assert (
+        f"tip {tip.pk} held: Stripe Radar's early_fraud_warning issfr_payment_1 is open"
+        in out.getvalue()
+    )
+    assert escrow_calls("create_transfer") == transfers_before
+    assert Tip().objects.get(pk=tip.pk).status == "paid"
+
+    with market.capture(execute=True):
+        escrow_deliver(
+            event(
+                "evt_efw_2",
+                "radar.early_fraud_warning.updated",
+                {**warning, "actionable": False},
+            )
+        )
+    tip.refresh_from_db()
+    assert tip.status == "transferred"
+    assert [(t.status, t.amount) for t in tip.transfers.all()] == [("created", 700)]
+
+
+def test_a_warning_closed_by_a_dispute_leaves_the_tips_to_the_dispute(market, escrow_deliver):
+    """Stripe makes a warning not actionable once its charge is disputed: the
+    tips it held stay held, by the dispute now, and go when it is won."""
+    payment = market.released_payment()
+    warning = early_fraud_warning("issfr_payment_2", payment)
+    with market.capture(execute=True):
+        escrow_deliver(event("evt_efw_3", "radar.early_fraud_warning.created", warning))
+    tip = pay_tip(market, add_tip(market, payment, 700).json()["id"])
+    with market.capture(execute=True):
+        own = SimulatedGateway().open_dispute(payment.stripe_charge_id)
+    with market.capture(execute=True):
+        escrow_deliver(
+            event(
+                "evt_efw_4",
+                "radar.early_fraud_warning.updated",
+                {**warning, "actionable": False},
+            )
+        )
+    assert Tip().objects.get(pk=tip.pk).status == "paid"
+    assert not tip.transfers.exists()
+
+    with market.capture(execute=True):
+        SimulatedGateway().close_dispute(own.id, won=True)
+    assert Tip().objects.get(pk=tip.pk).status == "transferred"
 
 
 def two_milestones(task):
