@@ -22,6 +22,7 @@ __all__ = [
     "IdempotencyConflict",
     "InvalidRequest",
     "InvalidWebhookPayload",
+    "PeriodicJobFailed",
     "RateLimited",
     "ResourceMissing",
     "SignatureVerificationFailed",
@@ -214,6 +215,19 @@ class SignatureVerificationFailed(EscrowConnectError):
 
 class InvalidWebhookPayload(EscrowConnectError):
     """A webhook body is not UTF-8 encoded JSON describing an object."""
+
+
+class PeriodicJobFailed(Exception):
+    """Part of a periodic job failed, or its arguments were refused before it began;
+    ``summary`` is what the task would have returned.
+
+    Raised by the tasks of :mod:`django_escrow_connect.tasks` (which exports
+    it too) and by ``audit_books_task``.
+    """
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 #: Names before 0.2: they read like Django's and DRF's own exceptions, which

@@ -13,25 +13,25 @@ task engine records the run as failed and monitoring sees it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 try:  # Django 6
     from django.tasks import task
 except ImportError:  # Django 5.2: the backport
     from django_tasks import task  # type: ignore[no-redef, unused-ignore]
 
-from .dates import parse_since
+from .arguments import check_flag, check_minutes, check_since, task_arguments
+from .exceptions import PeriodicJobFailed
 from .services.audit_tasks import audit_books_task
-from .services.changes import Change
+from .services.changes import Change, Report, changed
 from .services.reconcile import DEFAULT_OLDER_THAN_MINUTES, reconcile
 from .services.schedules import (
     auto_release,
     auto_release_after_days,
     capture_expiry,
     capture_expiry_action,
-    released,
 )
 from .webhooks.operations import (
     connected_account_ids,
@@ -53,12 +53,7 @@ __all__ = [
 ]
 
 
-class PeriodicJobFailed(Exception):
-    """Part of a periodic job failed; ``summary`` is what the task would have returned."""
-
-    def __init__(self, message: str, summary: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.summary = summary
+_T = TypeVar("_T")
 
 
 def _summary(changes: Sequence[Change]) -> dict[str, Any]:
@@ -76,12 +71,48 @@ def _finish(job: str, summary: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def _until_stopped(
+    job: str, made: str, run: Callable[[Report], _T], summary: dict[str, Any] | None = None
+) -> _T:
+    """``run(report)``, whose changes are committed one by one as it reports them.
+
+    An unexpected error (a bug, the database gone) that stops it becomes the
+    ``__cause__`` of a :class:`PeriodicJobFailed` saying how many changes of
+    state (``made``: ``released``, ``changed``) it made before, its summary
+    (``summary`` and the changes reported) listing them: the bare exception
+    said nothing of them. ``escrow_*`` commands print the same as they go
+    (``management/progress.py``).
+    """
+    done: list[Change] = []
+    try:
+        return run(done.append)
+    except Exception as exc:
+        stopped = f"stopped by {type(exc).__name__}: {exc}"
+        failed = {**(summary or {}), **_summary(done)}
+        failed["errors"].append(stopped)
+        raise PeriodicJobFailed(f"{job}: {stopped}, after {changed(done)} {made}", failed) from exc
+
+
 @task()
 def reconcile_task(older_than_minutes: int = DEFAULT_OLDER_THAN_MINUTES) -> dict[str, Any]:
-    """``escrow_reconcile``: finish interrupted operations, then retry deferred events."""
-    changes = reconcile(older_than=timedelta(minutes=older_than_minutes))
-    changes += retry_deferred_events()
-    return _finish("reconcile", _summary(changes))
+    """``escrow_reconcile``: finish interrupted operations, then retry deferred events.
+
+    An ``older_than_minutes`` that is no whole number of zero or more fails
+    the run (:class:`PeriodicJobFailed`) before anything is read. An
+    unexpected error that stops the run is the ``__cause__`` of a
+    :class:`PeriodicJobFailed` saying how many changes it made before it.
+    """
+    with task_arguments("reconcile", {"changes": []}):
+        minutes = check_minutes("older_than_minutes", older_than_minutes, minimum=0)
+
+    def run(report: Report) -> list[Change]:
+        changes = reconcile(older_than=timedelta(minutes=minutes), report=report)
+        deferred = retry_deferred_events()
+        for change in deferred:
+            report(change)
+        return [*changes, *deferred]
+
+    return _finish("reconcile", _summary(_until_stopped("reconcile", "changed", run)))
 
 
 @task()
@@ -90,7 +121,10 @@ def capture_expiry_task(action: str | None = None) -> dict[str, Any]:
 
     A malformed ``CAPTURE_EXPIRY_ACTION`` or ``CAPTURE_EXPIRY_WARNING_HOURS``
     (E035, E101), or an ``action`` that is none of the actions, handles no
-    hold and fails the run (:class:`PeriodicJobFailed`).
+    hold and fails the run (:class:`PeriodicJobFailed`). An unexpected
+    error that stops the run is the ``__cause__`` of a
+    :class:`PeriodicJobFailed` saying how many holds it captured, voided or
+    synced before it (committed; listed in its summary).
     """
     # Only the settings are read under the try: a ValueError from a release,
     # a cancel or a sync during the run is a bug, to keep its traceback.
@@ -98,7 +132,12 @@ def capture_expiry_task(action: str | None = None) -> dict[str, Any]:
         capture_expiry_action(action)
     except ValueError as exc:
         return _finish("capture expiry", {"changes": [], "errors": [str(exc)]})
-    return _finish("capture expiry", _summary(capture_expiry(action=action)))
+    changes = _until_stopped(
+        "capture expiry",
+        "changed",
+        lambda report: capture_expiry(action=action, report=report),
+    )
+    return _finish("capture expiry", _summary(changes))
 
 
 @task()
@@ -115,16 +154,12 @@ def auto_release_task() -> dict[str, Any]:
         auto_release_after_days()
     except ValueError as exc:
         return _finish("auto release", {"enabled": True, "changes": [], "errors": [str(exc)]})
-    done: list[Change] = []
-    try:
-        changes = auto_release(report=done.append)
-    except Exception as exc:
-        summary = {"enabled": True, **_summary(done)}
-        stopped = f"stopped by {type(exc).__name__}: {exc}"
-        summary["errors"].append(stopped)
-        raise PeriodicJobFailed(
-            f"auto release: {stopped}, after {released(done)} released", summary
-        ) from exc
+    changes = _until_stopped(
+        "auto release",
+        "released",
+        lambda report: auto_release(report=report),
+        {"enabled": True},
+    )
     if changes is None:
         return {"enabled": False, "changes": [], "errors": []}
     return _finish("auto release", {"enabled": True, **_summary(changes)})
@@ -137,10 +172,16 @@ def fetch_missed_events_task(since: str = "1d", all_accounts: bool = True) -> di
     ``all_accounts``: also each connected account's events (one Events API
     listing per account: keep the schedule sparse on a large platform). A
     source whose listing failed is in ``errors``; the events read before the
-    failure are recorded and counted in ``sources`` all the same.
+    failure are recorded and counted in ``sources`` all the same. A
+    ``since`` that is no date, time or duration, or an ``all_accounts``
+    that is not True or False, fails the run (:class:`PeriodicJobFailed`)
+    before anything is read.
     """
+    with task_arguments("fetch missed events", {"sources": {}}):
+        start = check_since("since", since, required=True)
+        check_flag("all_accounts", all_accounts)
     accounts = connected_account_ids() if all_accounts else []
-    results = fetch_missed_events(parse_since(since), accounts=accounts)
+    results = fetch_missed_events(start, accounts=accounts)
     summary: dict[str, Any] = {
         "sources": {
             result.source: {
@@ -179,10 +220,15 @@ def requeue_stuck_events_task(older_than_minutes: int | None = None) -> dict[str
     """``escrow_requeue_stuck_events``: enqueue again events a worker never took.
 
     ``{"enabled": False}`` unless ``WEBHOOK_PROCESSING`` is ``"task"``. A
-    ``WEBHOOK_REQUEUE_AFTER_MINUTES`` that is no int of at least 1 (E115)
-    enqueues nothing and fails the run (:class:`PeriodicJobFailed`).
+    ``WEBHOOK_REQUEUE_AFTER_MINUTES`` or ``older_than_minutes`` that is no
+    int of at least 1 (E115) enqueues nothing and fails the run
+    (:class:`PeriodicJobFailed`).
     """
-    older_than = None if older_than_minutes is None else timedelta(minutes=older_than_minutes)
+    older_than = None
+    if older_than_minutes is not None:
+        with task_arguments("requeue stuck events", {"enabled": True, "requeued": []}):
+            minutes = check_minutes("older_than_minutes", older_than_minutes, minimum=1)
+        older_than = timedelta(minutes=minutes)
     try:
         ids = requeue_stuck_events(older_than)
     except ValueError as exc:  # the setting, when checks were skipped (E115)

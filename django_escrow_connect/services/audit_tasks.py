@@ -20,7 +20,7 @@ try:  # Django 6
 except ImportError:  # Django 5.2: the backport
     from django_tasks import task  # type: ignore[no-redef, unused-ignore]
 
-from ..dates import parse_since
+from ..arguments import MAX_BATCH, check_count, check_payment_id, check_since, task_arguments
 from .audit import DEFAULT_BATCH_SIZE, audit_books
 
 
@@ -34,10 +34,16 @@ def audit_books_task(
     """Run :func:`~django_escrow_connect.services.audit.audit_books`; its result as a dict.
 
     ``since`` is a string as ``escrow_audit --since`` takes it (``2026-11-01``, ``1d``).
+    Each argument is checked as the command checks its option, before the
+    first query: one it refuses fails the run with
+    :class:`~django_escrow_connect.exceptions.PeriodicJobFailed` naming it.
     """
+    with task_arguments("audit books", {}):
+        payment = check_payment_id("payment_id", payment_id)
+        start = check_since("since", since)
+        if limit is not None:
+            check_count("limit", limit, minimum=0)
+        check_count("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
     return audit_books(
-        payment_id=payment_id,
-        since=parse_since(since) if since else None,
-        limit=limit,
-        batch_size=batch_size,
+        payment_id=payment, since=start, limit=limit, batch_size=batch_size
     ).to_dict()

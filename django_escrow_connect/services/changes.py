@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,15 @@ from . import errors
 from .common import gateway
 from .payment_intents import apply_payment_intent
 
-__all__ = ["Change", "failed_change", "status_change", "sync_intent"]
+__all__ = [
+    "Change",
+    "ChangeLog",
+    "Report",
+    "changed",
+    "failed_change",
+    "status_change",
+    "sync_intent",
+]
 
 logger = logging.getLogger("django_escrow_connect.reconcile")
 
@@ -28,6 +37,43 @@ class Change:
     def __str__(self) -> str:
         text = f"{self.subject}: {self.action}"
         return f"{text} ({self.detail})" if self.detail else text
+
+
+#: Called with each change as soon as a run makes it (a command prints it).
+Report = Callable[[Change], None]
+
+
+class ChangeLog(list[Change]):
+    """The changes of a run, each passed to ``report`` as soon as it is added.
+
+    A scheduled run commits each payment's change on its own: an unexpected
+    error (a bug, the database gone) that ends the run with its exception
+    leaves the earlier changes made, and only ``report`` has heard of them
+    (the list the run would have returned is lost with the exception).
+    """
+
+    def __init__(self, report: Report | None = None) -> None:
+        super().__init__()
+        self._report = report
+
+    def append(self, change: Change) -> None:
+        super().append(change)
+        if self._report is not None:
+            self._report(change)
+
+    def extend(self, changes: Iterable[Change]) -> None:
+        for change in changes:
+            self.append(change)
+
+    def __iadd__(self, changes: Iterable[Change]) -> ChangeLog:  # type: ignore[override, misc]
+        self.extend(changes)
+        return self
+
+
+def changed(changes: Iterable[Change]) -> int:
+    """How many of ``changes`` changed a state (``held -> released``): not
+    informational lines, failures or a dry run's ``would ...``."""
+    return sum(1 for change in changes if " -> " in change.action and not change.error)
 
 
 def status_change(payment: Any, before: str) -> Change | None:

@@ -29,7 +29,7 @@ from ..exceptions import GatewayError
 from ..states import UNRESOLVED_OPERATION_STATES, RefundStatus
 from ..states import PaymentStatus as S
 from . import errors, outcomes, tips
-from .changes import Change, failed_change, sync_intent
+from .changes import Change, ChangeLog, Report, failed_change, sync_intent
 from .common import gateway, model, payment_model
 from .payments import refund_payment, release_payment
 from .schedules import auto_release, capture_expiry
@@ -65,11 +65,18 @@ def reconcile(
     payment_id: Any = None,
     older_than: timedelta = timedelta(minutes=DEFAULT_OLDER_THAN_MINUTES),
     now: datetime | None = None,
+    report: Report | None = None,
 ) -> list[Change]:
-    """Finish or correct what a crash, a timeout or a lost webhook left behind."""
+    """Finish or correct what a crash, a timeout or a lost webhook left behind.
+
+    ``report`` is called with each change as soon as it is made (the tips'
+    once their step is over). Each is committed on its own, so an
+    unexpected error (a bug, the database gone) that ends the run with its
+    exception leaves the earlier ones done: only ``report`` has heard of them.
+    """
     now = now or timezone.now()
     cutoff = now - older_than
-    changes: list[Change] = []
+    changes = ChangeLog(report)
     unresolved = model("MoneyOperation").objects.filter(status__in=UNRESOLVED_OPERATION_STATES)
     if payment_id is not None:
         unresolved = unresolved.filter(payment_id=payment_id)
@@ -96,7 +103,7 @@ def reconcile(
         stale = stale.filter(updated_at__gte=now - STALE_INTENT_MAX_AGE)
     for payment in stale.order_by("updated_at"):
         changes.extend(sync_intent(payment, dry_run))
-    changes.extend(_refunds(payment_id, dry_run, cutoff))
+    _refunds(changes, payment_id, dry_run, cutoff)
     changes.extend(tips.reconcile_tips(dry_run=dry_run, payment_id=payment_id, cutoff=cutoff))
     return changes
 
@@ -168,7 +175,8 @@ def _retry_release(payment: Any, dry_run: bool) -> list[Change]:
     return [Change(str(payment.pk), f"{before} -> {payment.status}", "release retried")]
 
 
-def _refunds(payment_id: Any, dry_run: bool, cutoff: datetime) -> list[Change]:
+def _refunds(changes: list[Change], payment_id: Any, dry_run: bool, cutoff: datetime) -> None:
+    """Settle the refunds still pending; each one's change is added to ``changes`` as made."""
     refunds = model("Refund").objects.filter(
         status__in=[RefundStatus.PENDING, RefundStatus.REQUIRES_ACTION]
     )
@@ -176,7 +184,6 @@ def _refunds(payment_id: Any, dry_run: bool, cutoff: datetime) -> list[Change]:
         refunds = refunds.filter(payment_id=payment_id)
     else:
         refunds = refunds.filter(updated_at__lte=cutoff)
-    changes: list[Change] = []
     journaled = model("MoneyOperation").objects.values_list("idempotency_key", flat=True)
     for refund in refunds.order_by("created_at"):
         if not refund.stripe_refund_id:
@@ -223,4 +230,3 @@ def _refunds(payment_id: Any, dry_run: bool, cutoff: datetime) -> list[Change]:
                 f"refund {refund.pk}: {refund.status} -> {getattr(updated, 'status', '?')}",
             )
         )
-    return changes

@@ -11,7 +11,6 @@ Both move money only through the payment services.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,7 +21,7 @@ from ..dates import period_setting
 from ..states import IncidentKind, MoneyOperationKind, MoneyOperationStatus
 from ..states import PaymentStatus as S
 from . import errors, radar
-from .changes import Change, failed_change, sync_intent
+from .changes import Change, ChangeLog, Report, failed_change, sync_intent
 from .common import model, open_disputes, payment_model
 from .payment_intents import MANUAL_CAPTURE_WINDOW
 from .payments import cancel_payment, release_payment
@@ -41,7 +40,11 @@ CAPTURE_EXPIRY_ACTIONS = ("warn", "release", "cancel")
 
 
 def capture_expiry(
-    *, action: str | None = None, dry_run: bool = False, now: datetime | None = None
+    *,
+    action: str | None = None,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    report: Report | None = None,
 ) -> list[Change]:
     """Warn about (and optionally release or void) holds close to ``capture_before``.
 
@@ -49,6 +52,11 @@ def capture_expiry(
     ``release`` captures the hold (the doer is paid), ``cancel`` voids it (the
     customer's card is released). A hold already past its deadline is synced
     from Stripe instead: Stripe has voided it.
+
+    ``report`` is called with each change as soon as it is made. Each
+    capture or void is committed on its own, so an unexpected error (a bug,
+    the database gone) that ends the run with its exception leaves the
+    earlier ones done: only ``report`` has heard of them.
     """
     action = capture_expiry_action(action)
     now = now or timezone.now()
@@ -56,7 +64,7 @@ def capture_expiry(
     holds = payment_model().objects.filter(
         strategy="manual_capture", status=S.HELD, capture_before__lte=horizon
     )
-    changes: list[Change] = []
+    changes = ChangeLog(report)
     for payment in holds.order_by("capture_before"):
         deadline = payment.capture_before
         subject = str(payment.pk)
@@ -157,7 +165,7 @@ def auto_release(
     *,
     dry_run: bool = False,
     now: datetime | None = None,
-    report: Callable[[Change], None] | None = None,
+    report: Report | None = None,
 ) -> list[Change] | None:
     """Release payments held longer than ``AUTO_RELEASE_AFTER_DAYS``.
 
@@ -184,29 +192,15 @@ def auto_release(
     """
     days = auto_release_after_days()  # a bad value is refused before anything is released
     now = now or timezone.now()
-    changes: list[Change] = []
-
-    def record(change: Change) -> None:
-        changes.append(change)
-        if report is not None:
-            report(change)
-
-    _release_due_milestones(record, dry_run=dry_run, now=now)
+    changes = ChangeLog(report)
+    _release_due_milestones(changes.append, dry_run=dry_run, now=now)
     if days is None:
         return changes or None
-    _release_held_payments(days, record, dry_run=dry_run, now=now)
+    _release_held_payments(days, changes.append, dry_run=dry_run, now=now)
     return changes
 
 
-def released(changes: Iterable[Change]) -> int:
-    """How many of ``changes`` are releases made (a state changed: ``held -> released``),
-    not informational lines, failures or a dry run's ``would release``."""
-    return sum(1 for change in changes if " -> " in change.action and not change.error)
-
-
-def _release_due_milestones(
-    record: Callable[[Change], None], *, dry_run: bool, now: datetime
-) -> None:
+def _release_due_milestones(record: Report, *, dry_run: bool, now: datetime) -> None:
     for payment_id, milestone_id in auto_release_due(now):
         subject = f"{payment_id} milestone {milestone_id}"
         if dry_run:
@@ -227,9 +221,7 @@ def _release_due_milestones(
         record(Change(subject, f"delivered -> {updated.status}", "milestone auto-release"))
 
 
-def _release_held_payments(
-    days: int, record: Callable[[Change], None], *, dry_run: bool, now: datetime
-) -> None:
+def _release_held_payments(days: int, record: Report, *, dry_run: bool, now: datetime) -> None:
     due = payment_model().objects.filter(status=S.HELD, held_at__lte=now - timedelta(days=days))
     for payment in due.order_by("held_at"):
         subject = str(payment.pk)

@@ -318,6 +318,31 @@ def second_release_raises(market: Marketplace, monkeypatch: Any) -> tuple[Any, A
     return first, second
 
 
+def second_lost_outcome_raises(market: Marketplace, monkeypatch: Any) -> tuple[Any, Any]:
+    """Two payments whose PaymentIntents succeeded and whose webhooks were
+    lost (``awaiting_payment``, the first untouched longer); a bug
+    (``ValueError``) in reconcile's look-up of the second. Returns both."""
+    from django_escrow_connect.services import reconcile
+
+    payments = []
+    for hours in (2, 1):
+        payment = market.payment(market.create(market.task()).json()["payment_id"])
+        with market.capture(execute=False):  # the webhook is lost
+            SimulatedGateway().confirm_payment_intent(payment.stripe_payment_intent_id, "success")
+        age(payment, updated_at=timezone.now() - timedelta(hours=hours))
+        payments.append(payment)
+    first, second = payments
+    real_sync = reconcile.sync_intent
+
+    def sync_with_a_bug(payment: Any, dry_run: bool) -> Any:
+        if payment.pk == second.pk:
+            raise ValueError("a bug in the look-up")
+        return real_sync(payment, dry_run)
+
+    monkeypatch.setattr(reconcile, "sync_intent", sync_with_a_bug)
+    return first, second
+
+
 #: The SQL statements that write.
 WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 

@@ -149,19 +149,37 @@ def test_a_value_error_during_the_run_is_not_blamed_on_the_settings(
     assert market.payment(second.pk).status == "held"
 
 
-def test_auto_release_stopped_by_an_error_prints_what_it_released_before(
-    market, sim_stripe, settings, monkeypatch
+@pytest.mark.parametrize(
+    ("command", "changes", "line", "stopped"),
+    [
+        (
+            "escrow_auto_release",
+            {"ESCROW_STRATEGY": SEPARATE_CHARGES_AND_TRANSFERS, "AUTO_RELEASE_AFTER_DAYS": 14},
+            "held -> released (held 14+ days)",
+            "after 1 released",
+        ),
+        (
+            "escrow_capture_expiry",
+            {"ESCROW_STRATEGY": MANUAL_CAPTURE, "CAPTURE_EXPIRY_ACTION": "release"},
+            "held -> released (release before ",
+            "after 1 changed",
+        ),
+    ],
+)
+def test_a_job_stopped_by_an_error_prints_what_it_did_before(
+    market, sim_stripe, settings, monkeypatch, command, changes, line, stopped
 ):
-    """The first release was committed but never printed (the lines were
-    written once the run was over): an operator reading the cron log saw
-    only the traceback and could release that payment again by hand."""
-    configure(settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS, AUTO_RELEASE_AFTER_DAYS=14)
+    """The first release (or capture) was committed but never printed (the
+    lines were written once the run was over): an operator reading the cron
+    log saw only the traceback and could release that payment again by hand."""
+    configure(settings, **changes)
     first, second = second_release_raises(market, monkeypatch)
     out, err = StringIO(), StringIO()
     with market.capture(execute=True), pytest.raises(ValueError, match="a bug in the release"):
-        call_command("escrow_auto_release", stdout=out, stderr=err)
-    assert out.getvalue() == f"{first.pk}: held -> released (held 14+ days)\n"
-    assert "Stopped by the error below after 1 released" in err.getvalue()
+        call_command(command, stdout=out, stderr=err)
+    [printed] = out.getvalue().splitlines()
+    assert printed.startswith(f"{first.pk}: {line}")
+    assert f"Stopped by the error below {stopped}; the lines above are done." in err.getvalue()
     assert market.payment(first.pk).status == "released"
     assert market.payment(second.pk).status == "held"
 

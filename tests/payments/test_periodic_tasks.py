@@ -11,7 +11,14 @@ from django_escrow_connect import tasks
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import GatewayError
 
-from .conftest import age, configure, due_manual_hold, money_calls, second_release_raises
+from .conftest import (
+    age,
+    configure,
+    due_manual_hold,
+    money_calls,
+    second_lost_outcome_raises,
+    second_release_raises,
+)
 
 
 def run(market, job, **kwargs):
@@ -93,6 +100,71 @@ def test_auto_release_task_stopped_by_an_error_says_what_it_released(
     }
     assert market.payment(first.pk).status == "released"
     assert market.payment(second.pk).status == "held"
+
+
+def test_capture_expiry_task_stopped_by_an_error_says_what_it_captured(
+    market, sim_stripe, settings, monkeypatch
+):
+    """As auto release: the capture committed before the bug was in no log."""
+    configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE, CAPTURE_EXPIRY_ACTION="release")
+    first, second = second_release_raises(market, monkeypatch)
+    with pytest.raises(tasks.PeriodicJobFailed, match="after 1 changed") as failed:
+        run(market, tasks.capture_expiry_task)
+    assert isinstance(failed.value.__cause__, ValueError)
+    [captured] = failed.value.summary["changes"]
+    assert captured.startswith(f"{first.pk}: held -> released (release before ")
+    assert failed.value.summary["errors"] == ["stopped by ValueError: a bug in the release"]
+    assert market.payment(first.pk).status == "released"
+    assert market.payment(second.pk).status == "held"
+
+
+def test_reconcile_task_stopped_by_an_error_says_what_it_did(market, sim_stripe, monkeypatch):
+    first, second = second_lost_outcome_raises(market, monkeypatch)
+    with pytest.raises(tasks.PeriodicJobFailed, match="after 1 changed") as failed:
+        run(market, tasks.reconcile_task, older_than_minutes=0)
+    assert isinstance(failed.value.__cause__, ValueError)
+    assert failed.value.summary == {
+        "changes": [f"{first.pk}: awaiting_payment -> held (PaymentIntent succeeded)"],
+        "errors": ["stopped by ValueError: a bug in the look-up"],
+    }
+    assert market.payment(first.pk).status == "held"
+    assert market.payment(second.pk).status == "awaiting_payment"
+
+
+@pytest.mark.parametrize(
+    ("job", "arguments", "message"),
+    [
+        (tasks.reconcile_task, {"older_than_minutes": "30"}, "older_than_minutes must be a whole"),
+        (tasks.reconcile_task, {"older_than_minutes": -1}, "older_than_minutes must be zero or"),
+        (tasks.reconcile_task, {"older_than_minutes": 10**13}, "older_than_minutes is out of"),
+        (tasks.fetch_missed_events_task, {"since": "garbage"}, "since: Not a date"),
+        (tasks.fetch_missed_events_task, {"since": "9999999999d"}, "since: Out of range"),
+        (tasks.fetch_missed_events_task, {"since": None}, "since is required"),
+        (tasks.fetch_missed_events_task, {"since": 3}, "since must be a date"),
+        (tasks.fetch_missed_events_task, {"all_accounts": "no"}, "all_accounts must be True or"),
+        (tasks.requeue_stuck_events_task, {"older_than_minutes": 0}, "older_than_minutes must be"),
+        (tasks.requeue_stuck_events_task, {"older_than_minutes": 2.5}, "older_than_minutes must"),
+        (tasks.audit_books_task, {"payment_id": "nope"}, "payment_id 'nope' is not a payment id"),
+        (tasks.audit_books_task, {"since": "garbage"}, "since: Not a date"),
+        (tasks.audit_books_task, {"limit": -1}, "limit must be zero or more"),
+        (tasks.audit_books_task, {"limit": "10"}, "limit must be a whole number"),
+        (tasks.audit_books_task, {"batch_size": 0}, "batch_size must be at least 1"),
+        (tasks.audit_books_task, {"batch_size": 2**31}, "batch_size must be at most"),
+    ],
+)
+def test_a_task_refuses_a_bad_argument_before_anything_is_read(
+    market, sim_stripe, django_assert_num_queries, job, arguments, message
+):
+    """These raised a bare ValueError (or TypeError, or none: a requeue of
+    events received a moment ago, an audit of nothing) from deep inside the
+    run. Now PeriodicJobFailed names the argument, before a query or a Stripe call."""
+    market.held_payment()
+    sim_stripe.calls.clear()
+    with django_assert_num_queries(0), pytest.raises(tasks.PeriodicJobFailed) as failed:
+        run(market, job, **arguments)
+    assert str(failed.value).split(": ", 1)[1].startswith(message)
+    assert failed.value.summary["errors"] == [str(failed.value).split(": ", 1)[1]]
+    assert sim_stripe.calls == []
 
 
 def test_capture_expiry_task_warns(market, sim_stripe, settings):

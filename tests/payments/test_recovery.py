@@ -17,7 +17,7 @@ from django_escrow_connect.exceptions import (
     TemporarilyUnavailable,
 )
 
-from .conftest import MONEY_CALLS, configure, money_calls
+from .conftest import MONEY_CALLS, configure, money_calls, second_lost_outcome_raises
 
 
 def timeout():
@@ -343,6 +343,21 @@ def test_a_stripe_outage_during_reconcile_is_reported_and_exits_non_zero(
     assert f"{payment.pk}: settle transfer " in err.getvalue()
     assert "Stripe cannot be asked" in err.getvalue()
     assert market.payment(payment.pk).status == "releasing"
+
+
+def test_reconcile_stopped_by_an_error_prints_what_it_did_before(market, sim_stripe, monkeypatch):
+    """The first payment was moved to held and committed, but the lines were
+    printed once the run was over: the cron log showed only the traceback."""
+    first, second = second_lost_outcome_raises(market, monkeypatch)
+    out, err = StringIO(), StringIO()
+    with market.capture(execute=True), pytest.raises(ValueError, match="a bug in the look-up"):
+        call_command("escrow_reconcile", "--older-than", "0", stdout=out, stderr=err)
+    assert out.getvalue() == f"{first.pk}: awaiting_payment -> held (PaymentIntent succeeded)\n"
+    assert "Stopped by the error below after 1 changed; the lines above are done." in (
+        err.getvalue()
+    )
+    assert market.payment(first.pk).status == "held"
+    assert market.payment(second.pk).status == "awaiting_payment"
 
 
 def test_reconcile_refuses_a_malformed_payment_id(market):

@@ -16,13 +16,12 @@ read but some payments could not be audited (Stripe unreachable).
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...arguments import MAX_BATCH, check_count, check_payment_id, check_since
 from ...services.audit import DEFAULT_BATCH_SIZE, audit_books, render_text
-from ..arguments import MAX_BATCH, check_count, check_since
 
 #: Exit status when divergences were found.
 EXIT_DIVERGENT = 1
@@ -56,13 +55,8 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        payment_id = options["payment_id"]
-        if payment_id is not None:
-            try:
-                payment_id = uuid.UUID(payment_id)
-            except ValueError:
-                raise CommandError(f"--payment-id {payment_id!r} is not a payment id.") from None
-        since = check_since(options["since"])
+        payment_id = check_payment_id("--payment-id", options["payment_id"])
+        since = check_since("--since", options["since"])
         if options["limit"] is not None:
             check_count("--limit", options["limit"], minimum=0)
         check_count("--batch-size", options["batch_size"], minimum=1, maximum=MAX_BATCH)

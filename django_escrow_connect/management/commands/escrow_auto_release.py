@@ -14,8 +14,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import SETTING_NAME
-from ...services.changes import Change
-from ...services.schedules import auto_release, auto_release_after_days, released
+from ...services.schedules import auto_release, auto_release_after_days
+from ..progress import Progress
 
 
 class Command(BaseCommand):
@@ -34,22 +34,12 @@ class Command(BaseCommand):
             auto_release_after_days()
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        done: list[Change] = []
-
-        def report(change: Change) -> None:
-            done.append(change)
-            (self.stderr if change.error else self.stdout).write(str(change))
-
-        try:
-            changes = auto_release(dry_run=options["dry_run"], report=report)
-        except Exception:
-            # Each release is committed on its own: say what is done before
-            # the traceback, so nobody releases those payments by hand again.
-            self.stderr.write(
-                f"Stopped by the error below after {released(done)} released; "
-                "the lines above are done."
-            )
-            raise
+        # Each release is committed on its own: print it as it is made, and
+        # before an error's traceback say how far the run got, so nobody
+        # releases those payments by hand again.
+        progress = Progress(self, "released")
+        with progress.until_stopped():
+            changes = auto_release(dry_run=options["dry_run"], report=progress)
         if changes is None:
             self.stdout.write(
                 f'Automatic release is off ({SETTING_NAME}["AUTO_RELEASE_AFTER_DAYS"] is None); '

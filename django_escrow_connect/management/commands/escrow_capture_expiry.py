@@ -3,7 +3,9 @@
 
 Lists and logs every hold expiring within ``CAPTURE_EXPIRY_WARNING_HOURS``;
 then, by ``CAPTURE_EXPIRY_ACTION`` (or ``--action``), only warns, releases
-(captures) or cancels (voids) them. Run it at least daily.
+(captures) or cancels (voids) them. Run it at least daily. Prints one line
+per hold as it goes: an unexpected error that stops the run (its traceback,
+exit status 1) leaves the captures and voids printed before it done.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...conf import escrow_settings
 from ...services.schedules import CAPTURE_EXPIRY_ACTIONS, capture_expiry, capture_expiry_action
+from ..progress import Progress
 
 
 class Command(BaseCommand):
@@ -35,12 +38,15 @@ class Command(BaseCommand):
             capture_expiry_action(options["action"])
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        changes = capture_expiry(action=options["action"], dry_run=options["dry_run"])
+        # Each capture or void is committed on its own: printed as it is made.
+        progress = Progress(self, "changed")
+        with progress.until_stopped():
+            changes = capture_expiry(
+                action=options["action"], dry_run=options["dry_run"], report=progress
+            )
         hours = escrow_settings.CAPTURE_EXPIRY_WARNING_HOURS
         if not changes:
             self.stdout.write(f"No manual-capture hold expires within {hours} hours.")
             return
-        for change in changes:
-            (self.stderr if change.error else self.stdout).write(str(change))
         if any(change.error for change in changes):
             raise CommandError("Some holds could not be handled; see above.")

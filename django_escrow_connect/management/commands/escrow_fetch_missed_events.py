@@ -18,8 +18,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...arguments import check_account_ids, check_since
 from ...webhooks.operations import FetchResult, connected_account_ids, fetch_missed_events
-from ..arguments import check_account_ids, check_since
 
 
 class Command(BaseCommand):
@@ -62,9 +62,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        since = check_since(options["since"])
-        if since is None:
-            raise CommandError("--since is required.")
+        since = check_since("--since", options["since"], required=True)
         check_account_ids("--account", options["account"])
         accounts = list(options["account"])
         if options["all_accounts"]:

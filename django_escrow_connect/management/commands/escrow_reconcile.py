@@ -1,21 +1,23 @@
 """``manage.py escrow_reconcile``: finish what crashes, timeouts and lost
 webhooks left behind. Safe to run as often as you like (cron: every 10 min).
 
-Prints one line per payment changed (or, with ``--dry-run``, that would be).
-Exits with status 1 when an operation failed (e.g. Stripe unreachable).
+Prints one line per payment changed (or, with ``--dry-run``, that would be),
+as it goes: an unexpected error that stops the run (its traceback, exit
+status 1) leaves the changes printed before it done. Exits with status 1
+when an operation failed (e.g. Stripe unreachable).
 """
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...dates import check_period
+from ...arguments import check_minutes, check_payment_id
 from ...services.reconcile import DEFAULT_OLDER_THAN_MINUTES, reconcile
 from ...webhooks.operations import retry_deferred_events
+from ..progress import Progress
 
 
 class Command(BaseCommand):
@@ -38,30 +40,23 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["older_than"] < 0:
-            raise CommandError("--older-than must be zero or more minutes.")
-        try:
-            check_period("--older-than", minutes=options["older_than"])
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-        if options["payment"] is not None:
-            try:
-                options["payment"] = uuid.UUID(options["payment"])
-            except ValueError:
-                raise CommandError(
-                    f"--payment {options['payment']!r} is not a payment id."
-                ) from None
-        changes = reconcile(
-            dry_run=options["dry_run"],
-            payment_id=options["payment"],
-            older_than=timedelta(minutes=options["older_than"]),
-        )
-        if options["payment"] is None:
-            # Webhooks sit above the services: the command composes both.
-            changes += retry_deferred_events(dry_run=options["dry_run"])
-        for change in changes:
-            stream = self.stderr if change.error else self.stdout
-            stream.write(str(change))
+        minutes = check_minutes("--older-than", options["older_than"], minimum=0)
+        payment_id = check_payment_id("--payment", options["payment"])
+        # Each change is committed on its own: printed as it is made.
+        progress = Progress(self, "changed")
+        with progress.until_stopped():
+            changes = reconcile(
+                dry_run=options["dry_run"],
+                payment_id=payment_id,
+                older_than=timedelta(minutes=minutes),
+                report=progress,
+            )
+            if payment_id is None:
+                # Webhooks sit above the services: the command composes both.
+                deferred = retry_deferred_events(dry_run=options["dry_run"])
+                for change in deferred:
+                    progress(change)
+                changes = [*changes, *deferred]
         if not changes:
             self.stdout.write("Nothing to reconcile.")
         if any(change.error for change in changes):

@@ -16,10 +16,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...arguments import check_count, check_event_ids, check_event_types, check_since
 from ...states import WebhookEventStatus
 from ...webhooks.operations import replay_events
 from ...webhooks.pipeline import event_model, unreadable
-from ..arguments import check_count, check_event_ids, check_event_types, check_since
 
 
 class Command(BaseCommand):
@@ -51,7 +51,7 @@ class Command(BaseCommand):
         check_event_types("--type", options["type"])
         # Every argument is checked before the first query: a bad --since
         # was refused only after --event had been looked up.
-        since = check_since(options["since"])
+        since = check_since("--since", options["since"])
         events = event_model().objects.all()
         if options["event"]:
             events = events.filter(stripe_event_id__in=options["event"])

@@ -16,8 +16,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...arguments import check_since
 from ...services.report import build_report, needs_attention, render_text, stuck_payment_hours
-from ..arguments import check_since
 
 
 class Command(BaseCommand):
@@ -34,8 +34,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        since = check_since(options["since"])
-        until = check_since(options["until"])
+        since = check_since("--since", options["since"])
+        until = check_since("--until", options["until"])
         if since is None:
             raise CommandError("--since is required.")
         if until is not None and until <= since:

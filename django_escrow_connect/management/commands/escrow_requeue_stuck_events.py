@@ -16,10 +16,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...arguments import check_count, check_minutes
 from ...conf import SETTING_NAME
-from ...dates import check_period
 from ...webhooks.operations import requeue_after_minutes, requeue_stuck_events
-from ..arguments import check_count
 
 
 class Command(BaseCommand):
@@ -39,15 +38,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         minutes = options["older_than"]
-        try:
-            if minutes is None:
+        if minutes is None:
+            try:
                 minutes = requeue_after_minutes()
-            elif minutes < 1:
-                raise ValueError("--older-than must be at least 1 minute.")
-            else:
-                check_period("--older-than", minutes=minutes)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
+            except ValueError as exc:  # the setting, when checks were skipped (E115)
+                raise CommandError(str(exc)) from None
+        else:
+            minutes = check_minutes("--older-than", minutes, minimum=1)
         check_count("--limit", options["limit"], minimum=1)
         ids = requeue_stuck_events(
             timedelta(minutes=minutes), limit=options["limit"], dry_run=options["dry_run"]
