@@ -422,7 +422,7 @@ def test_fetch_refuses_a_malformed_account_before_asking_stripe(
 
 def test_fetch_refuses_a_bad_date(sim_stripe: Any) -> None:
     """The message names the option, as the task's names its argument (one check for both)."""
-    with pytest.raises(CommandError, match="^--since: Not a date"):
+    with pytest.raises(CommandError, match=r"^--since: Not a date"):
         run("escrow_fetch_missed_events", "--since", "last tuesday")
 
 
