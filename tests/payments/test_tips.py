@@ -1577,7 +1577,7 @@ def test_a_tip_refunded_in_part_before_its_transfer_is_left_to_staff(
 ):
     """The rest is not sent (who bears the refund is the platform's call); one
     open incident says how much stays on the platform, kept up to date."""
-    payment, tip_id, tip = a_tip_whose_transfer_stripe_refused(market, escrow_stripe)
+    payment, _, tip = a_tip_whose_transfer_stripe_refused(market, escrow_stripe)
     with market.capture(execute=True):
         refund_tip(tip, 200, key="first")
 
@@ -1669,7 +1669,7 @@ def test_reconcile_records_a_held_tip_refunded_whose_events_were_lost(market):
 def test_staff_retry_reads_the_charge_and_records_a_refund_whose_events_were_lost(
     market, escrow_stripe
 ):
-    payment, tip_id, tip = a_tip_whose_transfer_stripe_refused(market, escrow_stripe)
+    payment, _, tip = a_tip_whose_transfer_stripe_refused(market, escrow_stripe)
     with losing_refund_events(), market.capture(execute=True):
         refund_tip(tip, 100)
 
