@@ -60,7 +60,7 @@ __all__ = [
     "require_not_refunded",
 ]
 
-#: Refund states Stripe counts in the charge's ``amount_refunded``.
+#: The states of a refund that gave the customer nothing back.
 _FAILED_REFUND_STATES = ("failed", "canceled")
 
 
