@@ -36,6 +36,7 @@ __all__ = [
     "tip_dispute_closed",
     "tip_dispute_opened",
     "tip_paid",
+    "tip_refunded",
     "tip_transfer_failed",
     "transfer_failed",
     "webhook_processing_failed",
@@ -90,6 +91,11 @@ tip_transfer_failed = Signal()
 tip_dispute_opened = Signal()
 #: A tip's dispute closed; ``dispute.status`` is won or lost. (payment, tip, dispute)
 tip_dispute_closed = Signal()
+#: Stripe says (more of) a tip's charge was refunded (in the Stripe
+#: dashboard); ``tip.amount_refunded`` is the total. Not transferred yet, the
+#: tip is ``refunded`` and never sent; sent already, an incident tells staff.
+#: (payment, tip)
+tip_refunded = Signal()
 
 # --- Connected accounts (kwargs: account, plus what is listed) --------------
 #: Stripe sent new status data for an account. (account, previous_status)

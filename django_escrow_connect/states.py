@@ -201,6 +201,9 @@ class IncidentKind(models.TextChoices):
     # ``resolved_at`` is set when it closes. Release refuses while one is open.
     RADAR_REVIEW = "radar_review", _("Radar review")
     EARLY_FRAUD_WARNING = "early_fraud_warning", _("Early fraud warning")
+    # A tip's charge was refunded in the Stripe Dashboard after (part of) it
+    # was sent to the doer, or in part before: staff decide (docs/tips.md).
+    TIP_REFUNDED = "tip_refunded", _("Tip refunded")
 
 
 #: Incident kinds that freeze release while unresolved.
@@ -235,6 +238,9 @@ class TipStatus(models.TextChoices):
     TRANSFER_FAILED = "transfer_failed", _("Transfer failed")
     FAILED = "failed", _("Failed")
     CANCELED = "canceled", _("Canceled")
+    # Its charge was refunded (in full or in part) before it was transferred:
+    # never transferred by the package (docs/tips.md).
+    REFUNDED = "refunded", _("Refunded")
 
 
 class TipTransferStatus(models.TextChoices):

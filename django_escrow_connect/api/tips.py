@@ -70,6 +70,13 @@ class TipOutput(serializers.Serializer[Any]):
     created_at = serializers.DateTimeField()
     paid_at = serializers.DateTimeField(allow_null=True)
     transferred_at = serializers.DateTimeField(allow_null=True)
+    amount_refunded = serializers.IntegerField(
+        help_text="What Stripe says was refunded of the tip's charge (minor units; refunds "
+        "made in the Stripe Dashboard); 0 if none."
+    )
+    refunded_at = serializers.DateTimeField(
+        allow_null=True, help_text="When a refund of the tip was last recorded."
+    )
     # The payment's own representation of a dispute: the customer and the
     # payee see a tip's chargeback where they look at the tip, not only on
     # the payment (where it is listed too, with its ``tip``).

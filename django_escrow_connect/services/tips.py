@@ -53,7 +53,7 @@ from ..money import (
 from ..states import MoneyOperationKind, TipStatus, TipTransferStatus
 from ..states import MoneyOperationStatus as OS
 from ..states import PaymentStatus as S
-from . import errors, operations, outcomes, radar_holds, tip_outcomes
+from . import errors, operations, outcomes, radar_holds, tip_outcomes, tip_refunds
 from .changes import Change, failed_change
 from .common import account_model, gateway, idempotency_key, lock_payment, translate
 from .radar_holds import FREEZE_CODES
@@ -443,7 +443,7 @@ def _transfer_after_commit(tip_pk: Any) -> None:
 # --------------------------------------------------------------------------
 
 
-def transfer_tip(tip_id: Any) -> Any:
+def transfer_tip(tip_id: Any, *, read_charge: bool = False) -> Any:
     """Send a paid tip to its recipients, one transfer each; return the tip.
 
     Each transfer is a journaled money operation with its own key
@@ -452,10 +452,11 @@ def transfer_tip(tip_id: Any) -> Any:
     A tip that is not ``paid`` is returned unchanged. Raises
     :class:`~.errors.TransitionNotAllowed` before a new transfer while a
     dispute of the tip's charge, or its payment's, is open or lost, and when
-    the tip's charge was refunded at Stripe after its payment's dispute was
-    lost.
+    the tip's charge was refunded at Stripe (recorded by its events; with
+    ``read_charge``, or after its payment's dispute was lost, the charge is
+    read first and its refunds recorded).
     """
-    _require_not_refunded(tip_id)
+    _require_not_refunded(tip_id, read=read_charge)
     return _transfer(tip_id)
 
 
@@ -556,41 +557,48 @@ def radar_hold(payment: Any) -> Any:
     return radar_holds.open_holds(payment).order_by("created_at").first()
 
 
-def _require_not_refunded(tip_id: Any, *, decided_by: Any = None) -> None:
-    """Refuse to send a tip whose charge was refunded while its payment's dispute was lost.
+def _require_not_refunded(tip_id: Any, *, decided_by: Any = None, read: bool = False) -> None:
+    """Refuse to send a tip whose charge was refunded at Stripe (in full or in part).
 
-    A lost dispute leaves the tips it held to the platform, which may refund
-    one in the Stripe Dashboard (docs/tips.md); the package records no refund
-    of a tip. Such a tip still reads ``paid``, and an appeal won later, or
-    staff's ``retry-transfer``, would send money the customer got back: its
-    charge is read from Stripe first, with no transaction open. Only tips of
-    a payment whose own dispute was lost pay for that read.
+    A refund made in the Stripe Dashboard is recorded on the tip by its
+    events (:mod:`.tip_refunds`); a tip recorded refunded is never sent.
+    When those events may have been lost, the charge is read from Stripe
+    first (with no transaction open) and its refunds recorded the same way:
+    always when ``read`` (``escrow_reconcile``, staff's retry), and for the
+    tips of a payment whose own dispute was lost (the platform may have
+    refunded them meanwhile, and an appeal won later would send them).
     """
     tip = tip_model().objects.select_related("payment").get(pk=tip_id)
-    if tip.status not in (T.PAID, T.TRANSFER_FAILED) or not tip.stripe_charge_id:
+    if tip.status not in (T.PAID, T.TRANSFER_FAILED):
         return
-    if not tip_outcomes.payment_dispute_was_lost(tip.payment):
+    tip_refunds.require_not_refunded(tip)
+    if not tip.stripe_charge_id:
+        return
+    lost = tip_outcomes.payment_dispute_was_lost(tip.payment)
+    if not (read or lost):
         return
     # The database's refusals first (the same again under the lock): Stripe
     # is read only when a transfer would otherwise go out, so a refused retry
-    # answers its 409 even while Stripe is unreachable. Raised, not skipped:
-    # a refusal that cleared before the lock (an appeal won meanwhile) must
-    # not let a refunded tip go out unread.
-    _require_charge_kept(tip, decided_by=decided_by, quiet=True)
+    # answers its 409 even while Stripe is unreachable. Raised, not skipped,
+    # after a lost dispute: a refusal that cleared before the lock (an appeal
+    # won meanwhile) must not let a refunded tip go out unread. Otherwise the
+    # tip is held by a dispute of its own charge (or a dispute event): no new
+    # transfer goes out, and the transfer's phases answer as they would.
     try:
-        charge = gateway().retrieve_charge(tip.stripe_charge_id)
-    except GatewayError as exc:
-        raise translate(exc, _("transfer the tip")) from exc
-    if charge.amount_refunded:
+        _require_charge_kept(tip, decided_by=decided_by, quiet=True)
+    except errors.TransitionNotAllowed:
+        if lost:
+            raise
+        return
+    tip = tip_refunds.catch_up(tip.pk)
+    if tip.amount_refunded:
         log_tip(
             tip,
             "tip not transferred: %s of its charge was refunded at Stripe",
-            charge.amount_refunded,
+            tip.amount_refunded,
             level=logging.WARNING,
         )
-        raise errors.TransitionNotAllowed(
-            _("The tip's charge was refunded at Stripe; the tip is not transferred.")
-        )
+    tip_refunds.require_not_refunded(tip)
 
 
 def _recipients_of(tip_id: Any) -> list[tuple[str, int]]:
@@ -607,6 +615,7 @@ def _begin_next_transfer(payment: Any, tip: Any, *, decided_by: Any = None) -> A
         if done.exists():
             continue
         _require_charge_kept(tip, decided_by=decided_by)
+        tip_refunds.require_not_refunded(tip)
         if not tip.stripe_charge_id:
             raise errors.Conflict(
                 _("The tip's charge is not known yet; try again shortly."), code="charge_pending"
@@ -674,15 +683,18 @@ def retry_tip_transfer(tip_id: Any, user: Any = None, *, system: bool = False) -
     # Staff's request is their decision to send a tip its payment's lost
     # dispute holds; the system's retry decides nothing.
     decided_by = None if system else user
-    # Stripe is read before anything is locked.
-    _require_not_refunded(found[0], decided_by=decided_by)
+    # Stripe is read before anything is locked: a refund whose events were
+    # lost is recorded, and the tip not sent.
+    _require_not_refunded(found[0], decided_by=decided_by, read=True)
     with transaction.atomic():
         tip = tip_model().objects.get(pk=found[0])
         lock_payment(tip.payment_id)
         tip = tip_model().objects.select_for_update().get(pk=tip.pk)
+        tip_refunds.require_not_refunded(tip)
         if tip.status == T.TRANSFER_FAILED:
             # Before the tip leaves transfer_failed: a refusal writes nothing.
             _require_charge_kept(tip, decided_by=decided_by)
+            tip_refunds.require_not_refunded(tip)
             tip.retry_transfer()
             tip.save()
         elif tip.status != T.PAID:
@@ -746,6 +758,8 @@ def reconcile_tips(
     lost = tips.filter(status=T.PAID, payment__status=S.DISPUTE_LOST).select_related("payment")
     for tip in lost.order_by("created_at"):
         if tip_outcomes.payment_dispute_decided_lost(tip.payment):
+            if not dry_run and _refunded_meanwhile(tip, changes):
+                continue
             changes.append(
                 Change(
                     str(tip.payment_id),
@@ -788,10 +802,15 @@ def reconcile_tips(
             changes.append(Change(str(tip.payment_id), "would transfer tip", str(tip.pk)))
             continue
         try:
-            after = transfer_tip(tip.pk)
+            # The charge is read first: a refund whose events were lost is
+            # recorded, and the tip is not sent.
+            after = transfer_tip(tip.pk, read_charge=True)
         except errors.TransitionNotAllowed as exc:
-            # Held, not failing (its charge refunded at Stripe, a dispute
-            # recorded meanwhile): staff decide.
+            if tip_model().objects.filter(pk=tip.pk, status=T.REFUNDED).exists():
+                changes.append(Change(str(tip.payment_id), f"tip {tip.pk}: paid -> refunded"))
+                continue
+            # Held, not failing (its charge refunded after a transfer was
+            # sent, a dispute recorded meanwhile): staff decide.
             changes.append(Change(str(tip.payment_id), f"tip {tip.pk} held", exc.message))
             continue
         except errors.ServiceError as exc:
@@ -799,6 +818,25 @@ def reconcile_tips(
             continue
         changes.append(Change(str(tip.payment_id), f"tip {tip.pk}: paid -> {after.status}"))
     return changes
+
+
+def _refunded_meanwhile(tip: Any, changes: list[Any]) -> bool:
+    """Whether the platform refunded a tip its payment's lost dispute held (read at Stripe).
+
+    Refunding it in the Dashboard is one of staff's two decisions; when its
+    events were lost, the charge read here records it, and the tip is no
+    longer listed as held. False (listed as held) when it was not refunded,
+    or Stripe could not be read (then also listed as failing).
+    """
+    try:
+        after = tip_refunds.catch_up(tip.pk)
+    except errors.ServiceError as exc:
+        changes.append(failed_change(tip.payment_id, f"read tip {tip.pk}'s charge", exc))
+        return False
+    if after.status != T.REFUNDED:
+        return False
+    changes.append(Change(str(tip.payment_id), f"tip {tip.pk}: paid -> refunded"))
+    return True
 
 
 def apply_tip_payment_intent(snapshot: PaymentIntentSnapshot, *, event_id: str = "") -> Any:

@@ -39,6 +39,7 @@ MAIN_EVENTS = {
     "tip_transfer_failed",
     "tip_dispute_opened",
     "tip_dispute_closed",
+    "tip_refunded",
 }
 
 
@@ -86,7 +87,11 @@ def context():
         "transfer": SimpleNamespace(amount=1_080, currency="eur", failure_code="account_closed"),
         "payee": SimpleNamespace(user=None),
         "tip": SimpleNamespace(
-            pk="0b8f4c1e-2d3a-4e5f-9a6b-7c8d9e0f1a2b", amount=500, currency="eur", platform_fee=50
+            pk="0b8f4c1e-2d3a-4e5f-9a6b-7c8d9e0f1a2b",
+            amount=500,
+            currency="eur",
+            platform_fee=50,
+            amount_refunded=200,
         ),
     }
 
@@ -282,6 +287,7 @@ def test_a_released_milestone_is_emailed_with_what_was_sent(market, sim_stripe, 
         ("tip_transfer_failed", "Das Trinkgeld für"),
         ("tip_dispute_opened", "Das Trinkgeld für „Logo <design> for Bloom & Co“ wird angefochten"),
         ("tip_dispute_closed", "Trinkgeld-Anfechtung lost: „Logo <design> for Bloom & Co“"),
+        ("tip_refunded", "Das Trinkgeld für „Logo <design> for Bloom & Co“ wurde erstattet"),
     ],
 )
 def test_the_split_and_tip_emails_are_translated(event, german):

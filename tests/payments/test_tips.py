@@ -3,6 +3,7 @@ PaymentIntent and transferred to the payee, through the real webhook pipeline.""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -54,10 +55,11 @@ def received():
     def receiver(sender, signal, **kwargs):
         seen.append((signal, kwargs))
 
-    for signal in (signals.tip_paid, signals.tip_transfer_failed):
+    watched = (signals.tip_paid, signals.tip_transfer_failed, signals.tip_refunded)
+    for signal in watched:
         signal.connect(receiver, weak=False)
     yield seen
-    for signal in (signals.tip_paid, signals.tip_transfer_failed):
+    for signal in watched:
         signal.disconnect(receiver)
 
 
@@ -1132,18 +1134,15 @@ def test_staff_cannot_send_a_tip_while_the_payments_dispute_is_under_appeal(mark
 
 def test_an_appeal_won_while_staff_retry_does_not_send_a_refunded_tip(market, monkeypatch):
     """The tip was refunded in the Dashboard while the payment's dispute was
-    lost, then appealed; the appeal is won between staff's request being
-    refused by the database and the lock. The refusal stands (the tip's
-    charge was not read): the refunded tip is not sent."""
+    lost (the refund's events lost, so the tip still reads paid), then
+    appealed; the appeal is won between staff's request being refused by
+    the database and the lock. The refusal stands (the tip's charge was not
+    read): the refunded tip is not sent."""
     payment, tip, own = a_tip_held_by_the_payments_lost_dispute(market)
     gateway = SimulatedGateway()
+    with losing_refund_events(), market.capture(execute=True):
+        refund_tip(tip)
     with market.capture(execute=True):
-        gateway.create_refund(
-            idempotency_key="dashboard-refund",
-            payment_intent=tip.stripe_payment_intent_id,
-            amount=None,
-            metadata={},
-        )
         gateway.appeal_dispute(own, submitted=True)
     checked = tip_services._require_not_refunded
     won = []
@@ -1165,24 +1164,21 @@ def test_an_appeal_won_while_staff_retry_does_not_send_a_refunded_tip(market, mo
     assert won
     assert market.payment(payment.pk).status == "released"
     assert not tip.transfers.exists()
-    assert Tip().objects.get(pk=tip.pk).status == "paid"
+    # The won appeal's own attempt read the charge: the refund is recorded.
+    assert Tip().objects.get(pk=tip.pk).status == "refunded"
 
 
 @pytest.mark.parametrize("refunded", [True, False])
 def test_a_won_appeal_sends_the_held_tips_unless_refunded_meanwhile(market, refunded):
     """While the dispute was lost the platform refunded the tip in the Stripe
-    Dashboard (the package records no refund of a tip): the appeal won later
-    does not send it, nor does staff's retry; not refunded, it goes by itself."""
+    Dashboard (its events record the tip refunded): the appeal won later
+    does not send it, escrow_reconcile no longer lists it, staff's retry is
+    refused; not refunded, it goes by itself."""
     payment, tip, own = a_tip_held_by_the_payments_lost_dispute(market)
     gateway = SimulatedGateway()
     with market.capture(execute=True):
         if refunded:
-            gateway.create_refund(
-                idempotency_key="dashboard-refund",
-                payment_intent=tip.stripe_payment_intent_id,
-                amount=None,
-                metadata={},
-            )
+            refund_tip(tip)
         gateway.appeal_dispute(own, submitted=True)
     with market.capture(execute=True):
         gateway.close_dispute(own, won=True)
@@ -1192,15 +1188,14 @@ def test_a_won_appeal_sends_the_held_tips_unless_refunded_meanwhile(market, refu
     if not refunded:
         assert tip.status == "transferred"
         return
-    assert tip.status == "paid"
+    assert (tip.status, tip.amount_refunded) == ("refunded", 700)
     assert not tip.transfers.exists()
     out = io.StringIO()
     with market.capture(execute=True):
         call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=out)
-    assert f"tip {tip.pk} held" in out.getvalue()
+    assert str(tip.pk) not in out.getvalue()
     response = retry_tip_transfer(market, payment, tip)
     assert response.status_code == 409, response.content
-    assert "refunded" in response.json()["error"]["message"]
     assert not tip.transfers.exists()
 
 
@@ -1701,3 +1696,203 @@ def test_a_tips_transfer_finishes_another_tips_refused_transfer_then_goes_out(
         signals.tip_transfer_failed
     ]
     assert str(first.pk) in payment.transfer_incidents.get().message
+
+
+# --------------------------------------------------------------------------
+# Refunds of a tip's charge (made in the Stripe Dashboard)
+# --------------------------------------------------------------------------
+
+_REFUND_EVENTS = ("charge.refunded", "refund.created", "refund.updated", "refund.failed")
+
+
+def refund_tip(tip, amount=None, key="dashboard-refund"):
+    """The platform refunds the tip's charge in the Stripe Dashboard (no metadata)."""
+    return SimulatedGateway().create_refund(
+        idempotency_key=key, payment_intent=tip.stripe_payment_intent_id, amount=amount, metadata={}
+    )
+
+
+@contextlib.contextmanager
+def losing_refund_events(*types):
+    """Stripe's refund events (``types``, default all) never reach the app."""
+    from django_escrow_connect import simulation
+    from django_escrow_connect.webhooks.receiver import receive
+
+    lost = types or _REFUND_EVENTS
+
+    def sink(endpoint, payload, signature):
+        if json.loads(payload)["type"] in lost:
+            return None
+        return receive(endpoint, payload, signature)
+
+    previous = simulation.set_event_sink(sink)
+    try:
+        yield
+    finally:
+        simulation.set_event_sink(previous)
+
+
+def tip_refunded_incidents(payment):
+    return list(payment.incidents.filter(kind="tip_refunded").order_by("created_at"))
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [(), ("refund.created",), ("charge.refunded",)],
+    ids=["both", "charge-refunded-only", "refund-created-only"],
+)
+def test_a_tip_refunded_in_full_before_its_transfer_is_recorded_and_never_sent(
+    market, escrow_stripe, received, lost
+):
+    """Either of Stripe's events records the charge's total on the tip (the
+    refund's own event reads the charge): the tip is refunded, for good."""
+    payment, tip_id, tip = a_tip_whose_transfer_stripe_refused(market, escrow_stripe)
+    losing = losing_refund_events(*lost) if lost else contextlib.nullcontext()
+    with losing, market.capture(execute=True):
+        refund_tip(tip)
+
+    tip.refresh_from_db()
+    assert (tip.status, tip.amount_refunded) == ("refunded", 600)
+    assert tip.refunded_at is not None
+    assert [s for s, _ in received][-1] == signals.tip_refunded
+    assert received[-1][1]["tip"].pk == tip.pk
+    # Nothing was sent: nothing for staff to decide.
+    assert tip_refunded_incidents(payment) == []
+    response = retry_tip_transfer(market, payment, tip)
+    assert response.status_code == 409, response.content
+    out = io.StringIO()
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=out)
+    assert str(tip.pk) not in out.getvalue()
+    assert [t.status for t in tip.transfers.all()] == ["failed"]
+    body = market.client(market.customer).get(tips_url(payment)).json()
+    (listed,) = [t for t in body["results"] if t["id"] == tip_id]
+    assert (listed["status"], listed["amount_refunded"]) == ("refunded", 600)
+
+
+def test_a_tip_refunded_in_part_before_its_transfer_is_left_to_staff(
+    market, escrow_stripe, received
+):
+    """The rest is not sent (who bears the refund is the platform's call); one
+    open incident says how much stays on the platform, kept up to date."""
+    payment, _, tip = a_tip_whose_transfer_stripe_refused(market, escrow_stripe)
+    with market.capture(execute=True):
+        refund_tip(tip, 200, key="first")
+
+    tip.refresh_from_db()
+    assert (tip.status, tip.amount_refunded) == ("refunded", 200)
+    (incident,) = tip_refunded_incidents(payment)
+    assert str(tip.pk) in incident.message
+    assert "before its transfer" in incident.message
+    assert "the rest (400)" in incident.message
+    assert incident.stripe_payment_intent_id == tip.stripe_payment_intent_id
+    assert retry_tip_transfer(market, payment, tip).status_code == 409
+
+    # Staff refund the rest: the same incident, brought up to date.
+    with market.capture(execute=True):
+        refund_tip(tip, 400, key="second")
+    tip.refresh_from_db()
+    assert (tip.status, tip.amount_refunded) == ("refunded", 600)
+    (incident,) = tip_refunded_incidents(payment)
+    assert "600 of 600" in incident.message
+    assert [s for s, _ in received].count(signals.tip_refunded) == 2
+    assert [t.status for t in tip.transfers.all()] == ["failed"]
+
+
+def test_a_tip_refunded_after_its_transfer_is_an_incident_for_staff(
+    market, escrow_stripe, escrow_deliver, received
+):
+    """The platform refunded money it had sent: recorded, an incident, the
+    signal; nothing is reversed. Stripe's events again, or late, newest
+    first, change nothing (the running total is set, never added to)."""
+    payment = market.released_payment()
+    tip = pay_tip(market, add_tip(market, payment, 700).json()["id"])
+    assert tip.status == "transferred"
+    with market.capture(execute=True):
+        refund_tip(tip, 200, key="first")
+    with market.capture(execute=True):
+        refund_tip(tip, 300, key="second")
+
+    tip.refresh_from_db()
+    assert (tip.status, tip.amount_refunded) == ("transferred", 500)
+    (incident,) = tip_refunded_incidents(payment)
+    assert "500 of 700 usd refunded at Stripe after its transfer" in incident.message
+    assert incident.resolved_at is None
+    assert [s for s, _ in received].count(signals.tip_refunded) == 2
+    assert escrow_calls("create_transfer_reversal") == []
+
+    events = [
+        e
+        for e in escrow_stripe.store.events.values()
+        if e["type"] in _REFUND_EVENTS
+        and tip.stripe_payment_intent_id
+        in (e["data"]["object"].get("payment_intent"), e["data"]["object"].get("id"))
+    ]
+    assert {e["type"] for e in events} == {"charge.refunded", "refund.created"}
+    for event in reversed(events):
+        again = {**event, "id": event["id"] + "_again"}
+        with market.capture(execute=True):
+            assert escrow_deliver(again).status_code == 200
+    tip.refresh_from_db()
+    assert (tip.status, tip.amount_refunded) == ("transferred", 500)
+    assert len(tip_refunded_incidents(payment)) == 1
+    assert [s for s, _ in received].count(signals.tip_refunded) == 2
+    payment.refresh_from_db()
+    assert payment.amount_refunded == 0
+
+
+def test_reconcile_records_a_held_tip_refunded_whose_events_were_lost(market):
+    """The tip its payment's lost dispute held was refunded in the Dashboard
+    and none of the refund's events arrived: escrow_reconcile reads the
+    charge, records the tip refunded, and lists it no more."""
+    payment, tip, _ = a_tip_held_by_the_payments_lost_dispute(market)
+    with losing_refund_events(), market.capture(execute=True):
+        refund_tip(tip)
+    assert Tip().objects.get(pk=tip.pk).status == "paid"
+
+    out = io.StringIO()
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=out)
+    assert f"tip {tip.pk}: paid -> refunded" in out.getvalue()
+    assert "held" not in out.getvalue()
+    tip.refresh_from_db()
+    assert (tip.status, tip.amount_refunded) == ("refunded", 700)
+
+    out = io.StringIO()
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=out)
+    assert str(tip.pk) not in out.getvalue()
+
+
+def test_staff_retry_reads_the_charge_and_records_a_refund_whose_events_were_lost(
+    market, escrow_stripe
+):
+    payment, _, tip = a_tip_whose_transfer_stripe_refused(market, escrow_stripe)
+    with losing_refund_events(), market.capture(execute=True):
+        refund_tip(tip, 100)
+
+    response = retry_tip_transfer(market, payment, tip)
+
+    assert response.status_code == 409, response.content
+    assert "refunded" in response.json()["error"]["message"]
+    tip.refresh_from_db()
+    assert (tip.status, tip.amount_refunded) == ("refunded", 100)
+    assert [t.status for t in tip.transfers.all()] == ["failed"]
+    assert len(tip_refunded_incidents(payment)) == 1
+
+
+def test_a_failed_refund_of_a_tip_is_an_incident_and_not_taken_back(market):
+    payment = market.released_payment()
+    tip = pay_tip(market, add_tip(market, payment, 700).json()["id"], card="refund_fails")
+    with market.capture(execute=True):
+        refund = refund_tip(tip, 300)
+    with market.capture(execute=True):
+        SimulatedGateway().settle_refund(refund.id)
+
+    tip.refresh_from_db()
+    assert tip.amount_refunded == 300
+    (failed,) = payment.incidents.filter(kind="refund_failed")
+    assert refund.id in failed.message
+    assert str(tip.pk) in failed.message
+    payment.refresh_from_db()
+    assert payment.amount_refunded == 0

@@ -62,6 +62,10 @@ class AbstractEscrowTip(ConcurrentTransitionMixin, TimestampedModel):
     transferred_at = models.DateTimeField(_("transferred at"), null=True, blank=True)
     failure_code = models.CharField(_("failure code"), max_length=255, blank=True)
     failure_message = models.TextField(_("failure message"), blank=True)
+    # What Stripe says was refunded of the tip's charge (refunds made in the
+    # Stripe Dashboard): its running total, never more than the tip.
+    amount_refunded = models.BigIntegerField(_("amount refunded (minor units)"), default=0)
+    refunded_at = models.DateTimeField(_("refunded at"), null=True, blank=True)
 
     class Meta:
         abstract = True
@@ -79,6 +83,10 @@ class AbstractEscrowTip(ConcurrentTransitionMixin, TimestampedModel):
                 name="escrow_tip_fee_within_amount",
             ),
             _currency_constraint("escrow_tip"),
+            models.CheckConstraint(
+                condition=Q(amount_refunded__gte=0) & Q(amount_refunded__lte=models.F("amount")),
+                name="escrow_tip_refunded_within_amount",
+            ),
             models.UniqueConstraint(
                 fields=["stripe_payment_intent_id"],
                 condition=~Q(stripe_payment_intent_id=""),
@@ -147,6 +155,18 @@ class AbstractEscrowTip(ConcurrentTransitionMixin, TimestampedModel):
     @transition(field=status, source=T.TRANSFER_FAILED, target=T.PAID)
     def retry_transfer(self) -> None:
         """Staff (or the system) asked to send the failed transfer again."""
+
+    # Refunded before anything was sent to a recipient (the caller checks
+    # that no transfer is live): the tip is never transferred.
+    @transition(field=status, source=[T.PAID, T.TRANSFER_FAILED], target=T.REFUNDED)
+    def mark_refunded(self, amount_refunded: int) -> None:
+        self.note_refunded(amount_refunded)
+
+    def note_refunded(self, amount_refunded: int) -> None:
+        """Record Stripe's running refund total (only ever higher; no state change)."""
+        if amount_refunded > self.amount_refunded:
+            self.amount_refunded = amount_refunded
+            self.refunded_at = timezone.now()
 
 
 class AbstractEscrowTipTransfer(AbstractStripeTransfer):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...gateway.types import ChargeSnapshot, PaymentIntentSnapshot
-from ...services import payment_intents, stripe_objects, tips
+from ...services import payment_intents, stripe_objects, tip_refunds, tips
 from ...services.common import lock_payment_for
 from ...services.operations import is_other_installation
 from ...services.shortcut import Shortcut
@@ -42,9 +42,13 @@ def charge(context: EventContext) -> None:
 
 def charge_refunded(context: EventContext) -> None:
     """charge.refunded: catch up with refunds whose own events are missing."""
+    charge = snapshot(context, ChargeSnapshot)
     payment = stripe_objects.apply_charge_refunded(
-        snapshot(context, ChargeSnapshot), reads=context.fetched, event_id=context.id
+        charge, reads=context.fetched, event_id=context.id
     )
+    if payment is None:
+        # A tip's charge, refunded in the Stripe dashboard: recorded on the tip.
+        payment = tip_refunds.apply_tip_charge_refunded(charge, event_id=context.id)
     note_payment(context, ignore_unless(payment, "Not an escrow payment's charge."))
 
 
