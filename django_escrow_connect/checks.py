@@ -1165,11 +1165,14 @@ def _tips_below_minimum(limits: dict[str, int]) -> list[Any]:
     above the bound ``invalid_amount``), tips silently off there, which is
     unlikely to be what an entry meant.
     """
-    minimums = {code: min_charge_amount(code) for code in limits}
+    # Compared as the runtime applies them: a tip must be on the currency's
+    # step, so the largest allowed is the bound rounded down to it and the
+    # smallest chargeable is the minimum rounded up to it (W060, W064).
+    minimums = {code: _up_to_step(min_charge_amount(code), code) for code in limits}
     below = [
         f"{code} ({bound} < {minimums[code]}, {format_money(minimums[code], code)})"
         for code, bound in sorted(limits.items())
-        if bound < minimums[code]
+        if bound - bound % amount_step(code) < minimums[code]
     ]
     if not below:
         return []
@@ -1184,6 +1187,11 @@ def _tips_below_minimum(limits: dict[str, int]) -> list[Any]:
             id="escrow_connect.W063",
         )
     ]
+
+
+def _up_to_step(amount: int, code: str) -> int:
+    step = amount_step(code)
+    return -(-amount // step) * step
 
 
 def _off_step(name: str, table: dict[Any, int], check_id: str) -> list[Any]:

@@ -10,12 +10,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import BigIntegerField, Case, F, OuterRef, Q, Subquery, Sum, Value, When
+from django.db.models import (
+    BigIntegerField,
+    Case,
+    Exists,
+    F,
+    OuterRef,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce, Greatest
 from django.db.models.lookups import GreaterThan
 
 from . import swappable, transitions
-from .states import DISPUTE_LOST_STATES
+from .states import DISPUTE_CLOSED_STATES, DISPUTE_LOST_STATES, EscrowStrategy
 from .states import PaymentStatus as S
 
 __all__ = ["CHARGED", "HELD", "held_after_loss", "holding", "lost_payment", "lost_to_disputes"]
@@ -75,12 +86,24 @@ def holding() -> Q:
     (``start_release_of_rest``'s source): not sent yet or its transfer in
     flight (``status_before_dispute`` blank, held or releasing), on a
     payment released at once (one released in parts has no release of the
-    rest), while :func:`held_after_loss` is above 0. A dispute that took all
-    of it, or the rest released, leaves nothing held.
+    rest), while :func:`held_after_loss` is above 0 and no dispute of the
+    payment is open (an appeal, a second dispute, a tip's freeze the release
+    of the rest). Not a manual-capture payment: a dispute means its charge
+    was captured, which paid the doer. A dispute that took all of it, or the
+    rest released, leaves nothing held.
     """
     Payment = swappable.load("EscrowPayment")
+    # Any open dispute of the payment (a second one, a tip's, an appeal of
+    # the lost one) freezes the release of the rest: not counted while it does.
+    open_dispute = (
+        swappable.load("Dispute")
+        .objects.filter(payment=OuterRef("pk"))
+        .exclude(status__in=list(DISPUTE_CLOSED_STATES))
+    )
     return Q(status__in=transitions.sources(Payment, "release")) | Q(
         GreaterThan(held_after_loss(), 0),
+        ~Q(strategy=EscrowStrategy.MANUAL_CAPTURE),
+        ~Exists(open_dispute),
         status__in=transitions.sources(Payment, "start_release_of_rest"),
         status_before_dispute__in=("", S.HELD, S.RELEASING),
         released_in_parts=False,

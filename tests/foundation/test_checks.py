@@ -524,6 +524,19 @@ def test_a_tip_bound_below_stripes_smallest_charge_is_a_warning():
     assert "eur" not in found[0].msg
 
 
+def test_a_tip_bound_that_rounds_below_the_minimum_is_a_warning():
+    """Compared on the step, as tips are checked: a bound of 190 ISK allows
+    at most 100 (W060), a minimum of 150 accepts at least 200 (W064), so
+    every ISK tip is refused although 190 >= 150."""
+    with settings_with(TIP_MAX_AMOUNT={"isk": 190}, MIN_CHARGE_AMOUNTS={"isk": 150}):
+        found = [e for e in run_checks() if e.id == "escrow_connect.W063"]
+        with pytest.raises(InvalidAmount):
+            validate_charge_amount(100, "isk")  # the largest whole step under 190
+        assert validate_charge_amount(200, "isk") == 200  # the smallest: above 190
+    assert len(found) == 1, found
+    assert "isk (190 < 200, 2.00 ISK)" in found[0].msg
+
+
 def test_a_minimum_charge_off_its_currency_s_step_is_a_warning():
     """An entry is used as written, but a charge must be on the step: the
     smallest charge accepted is the entry rounded up, as the warning says.

@@ -160,9 +160,10 @@ def test_a_lost_dispute_s_rest_still_held_is_counted(make_payment: Any) -> None:
     (no release of its rest), does not."""
     from django_escrow_connect import factories as kit
 
-    def lost(disputed: int, **fields: Any) -> None:
+    def lost(disputed: int, **fields: Any) -> Any:
         scene = make_payment("dispute_lost", held_at=timezone.now(), platform_fee=0, **fields)
         kit.make_dispute(scene.payment, status="lost", amount=disputed)
+        return scene.payment
 
     lost(3_000)  # 7,000 left held
     lost(10_000)  # all of it taken
@@ -173,17 +174,22 @@ def test_a_lost_dispute_s_rest_still_held_is_counted(make_payment: Any) -> None:
         amount_released=4_000,
         released_in_parts=True,
     )
-    # A manual capture caught in flight: held, but its charge was captured,
-    # so its (past) capture_before is no deadline.
-    lost(
-        2_000,
-        strategy=MANUAL,
-        status_before_dispute="releasing",
-        capture_before=timezone.now() - timedelta(days=1),
-    )
+    # Manual capture: a dispute means its charge was captured, which paid
+    # the doer; nothing is left to release (start_release_of_rest refuses),
+    # so nothing counts, whether caught in flight or settled held.
+    for before in ("releasing", "held"):
+        lost(
+            2_000,
+            strategy=MANUAL,
+            status_before_dispute=before,
+            capture_before=timezone.now() - timedelta(days=1),
+        )
+    # An appeal of the loss under way freezes the release of the rest.
+    appealed = lost(4_000)
+    kit.make_dispute(appealed, status="appeal_needs_response", amount=4_000)
 
     [usd] = metrics_snapshot()["payments_held"]
-    assert (usd["count"], usd["amount"]) == (2, 7_000 + 8_000)
+    assert (usd["count"], usd["amount"]) == (1, 7_000)
     assert usd["capture_deadline_seconds"] is None
 
 
