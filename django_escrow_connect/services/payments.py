@@ -646,12 +646,14 @@ def release_payment(
     A payment already released is returned unchanged: a repeated confirm is
     not an error. A new release by ``amount`` of it is (409
     ``transition_not_allowed``): it asks for money to move; only the keyed
-    retry of an earlier release by amount of it is returned unchanged.
+    retry of an earlier release by amount of it is returned unchanged, as is
+    the payment whose rest (after a lost dispute) this call's retry finished.
     ``system=True`` is for the automatic-release policy. A release whose call
     crashed or timed out is finished with the same key; any other unresolved
     operation is settled first. ``request_key``: the client's
     ``Idempotency-Key`` of a release by ``amount`` (:func:`.releases.release_in_parts`).
     """
+    finished_rest = False
     for _step in _steps():
         with transaction.atomic():
             payment = lock_payment(payment_id)
@@ -696,6 +698,10 @@ def release_payment(
                 pending = _adopt_legacy_release(payment)
             if pending is None:
                 if not can_proceed(_start_of(payment)):
+                    if finished_rest and payment.status == S.DISPUTE_LOST:
+                        # This request finished the rest's transfer (its
+                        # retry): answered as any release already done.
+                        return payment
                     _refuse_release(payment)
                 if open_disputes(payment.disputes).exists():
                     raise errors.TransitionNotAllowed(
@@ -709,6 +715,7 @@ def release_payment(
             outcomes.execute(operation)
             return payment_model().objects.get(pk=payment_id)
         outcomes.drive(pending, wanted=pending.kind in (K.TRANSFER, K.CAPTURE))
+        finished_rest = _released_rest(pending)
     else:
         raise _too_many_steps()
     return releases.release_in_parts(
@@ -753,6 +760,16 @@ def _owes_payees(payment: Any) -> bool:
     return bool(
         payment.released_in_parts and payment.releases.filter(status=ReleaseStatus.PENDING).exists()
     )
+
+
+def _released_rest(operation: Any) -> bool:
+    """``operation`` (just driven) was the transfer of the rest a lost dispute
+    left, and Stripe made it: nothing is left to release, and the request that
+    finished it is answered as a release already done (200), not refused."""
+    if operation.kind != K.TRANSFER or not operation.follow_up.get("after_loss"):
+        return False
+    operation.refresh_from_db(fields=["status"])
+    return bool(operation.status == MoneyOperationStatus.SUCCEEDED)
 
 
 def _start_of(payment: Any) -> Any:

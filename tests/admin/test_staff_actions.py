@@ -315,6 +315,41 @@ def test_the_rest_a_partial_dispute_lost_left_is_released_for_what_is_sent(
     ]
 
 
+def test_the_rest_a_lost_dispute_left_in_flight_is_finished_by_release(
+    admin_client, market, sim_stripe
+):
+    """The rest's transfer timed out before Stripe acted: the admin's Release
+    finishes it with its key and is recorded done (not refused because
+    nothing is left to release once it is sent); one transfer in all."""
+    from django_escrow_connect import simulation
+
+    payment = market.held_payment(amount=10_000)
+    gateway = simulation.SimulatedGateway()
+    previous = simulation.set_event_sink(None)  # its events reach the webhook receiver
+    try:
+        with market.capture(execute=True):
+            dispute = gateway.open_dispute(payment.stripe_charge_id, amount=3_000)
+            gateway.close_dispute(dispute.id, won=False)
+    finally:
+        simulation.set_event_sink(previous)
+    sim_stripe.fail_next(
+        "create_transfer", TemporarilyUnavailable("Request timed out", http_status=None)
+    )
+    market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+    assert market.payment(payment.pk).status_before_dispute == "releasing"
+
+    list_action(admin_client, market, Payment, "release", [payment], note="")
+    payment = market.payment(payment.pk)
+    assert (payment.status, payment.amount_released, payment.amount_lost) == (
+        "dispute_lost",
+        7_000,
+        3_000,
+    )
+    assert [t["amount"] for t in sim_stripe.transfers.values()] == [6_300]
+    entries = StaffAction.objects.order_by("created_at")
+    assert [(e.action, e.outcome, e.amount) for e in entries] == [("release", "ok", 6_300)]
+
+
 def test_a_release_in_flight_is_shown_and_recorded_for_what_it_sends(
     admin_client, market, sim_stripe
 ):
