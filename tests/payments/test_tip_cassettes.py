@@ -3,8 +3,9 @@ cassette (``tests/cassettes/payments/tip_separate_charges_and_transfers.yaml``).
 
 The payment is created, paid and released as in the lifecycle cassette; then
 the customer tips: the tip's own PaymentIntent, read back once paid (the way a
-lost webhook is recovered: ``escrow_reconcile``), and its transfer, sourced
-from the tip's charge, in the tip's own transfer group.
+lost webhook is recovered: ``escrow_reconcile``), its charge read for refunds
+whose events were lost, and its transfer, sourced from the tip's charge, in
+the tip's own transfer group.
 """
 
 from __future__ import annotations
@@ -59,5 +60,6 @@ def test_a_tip_is_charged_and_transferred(
     assert transfer.amount == 500
     assert payment(payment_id).amount_transferred == 9_000  # the payment's own, unchanged
 
-    assert vcr.play_count == 6
+    assert tip.amount_refunded == 0
+    assert vcr.play_count == 7
     assert vcr.all_played
