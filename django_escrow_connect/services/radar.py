@@ -26,7 +26,9 @@ While a hold is open the payment's tips are not transferred either (the
 same card, the same work): a tip paid meanwhile waits ``paid``
 (:func:`.tips.transfer_tip` answers 409 with the release's code), and goes
 to the doer once the payment's last hold closes, unless a dispute holds it
-then.
+then. Its charge is read from Stripe first: Stripe often closes a hold
+because of a refund (a warning of a fully refunded charge is no longer
+actionable, a review closes ``refunded``), whose own events may come later.
 """
 
 from __future__ import annotations
@@ -149,7 +151,8 @@ def _apply(
         notify("radar_hold_closed", payment=payment, incident=incident, **signal_extra)
         if not open_holds(payment).exists() and not payment.frozen_by_dispute:
             # The last hold closed: the tips it held go to the doer once this
-            # event commits, as the payment's release may now go. (A hold
-            # closed by a dispute leaves them to that dispute.)
+            # event commits, as the payment's release may now go, each
+            # tip's charge read first (a refund may be why it closed). A
+            # hold closed by a dispute leaves them to that dispute.
             tips.transfer_held_tips_on_commit(payment)
     return incident

@@ -403,10 +403,16 @@ def transfer_held_tips_on_commit(payment: Any) -> None:
     goes to the doer as it would have. A tip still held (its own charge
     disputed, another hold open) stays ``paid``; a refused transfer waits
     for staff.
+
+    Each tip's charge is read from Stripe first (:func:`_require_not_refunded`
+    with ``read``): while it waited, the tip may have been refunded in the
+    Dashboard (Stripe often closes a hold *because* of a refund: a warning is
+    no longer actionable once its charge is fully refunded, a review closes
+    ``refunded``) and the refund's events may come late, after this one.
     """
     held = tip_model().objects.filter(payment=payment, status=T.PAID)
     for tip_pk in held.values_list("pk", flat=True):
-        transaction.on_commit(functools.partial(_transfer_after_commit, tip_pk))
+        transaction.on_commit(functools.partial(_transfer_after_commit, tip_pk, read_charge=True))
 
 
 def transfer_tip_on_commit(tip: Any) -> None:
@@ -415,21 +421,26 @@ def transfer_tip_on_commit(tip: Any) -> None:
     Called when a dispute of the tip's own charge is decided for the
     platform (won, an inquiry closed): the tip waited ``paid`` for it. The
     transfer runs after the event's commit, with no transaction open; still
-    held otherwise (its payment's dispute, Radar), it stays ``paid``.
+    held otherwise (its payment's dispute, Radar), it stays ``paid``. Its
+    charge is read first, as for :func:`transfer_held_tips_on_commit`: it may
+    have been refunded while it waited, its events not here yet.
     """
     if tip.status == T.PAID:
-        transaction.on_commit(functools.partial(_transfer_after_commit, tip.pk))
+        transaction.on_commit(functools.partial(_transfer_after_commit, tip.pk, read_charge=True))
 
 
-def _transfer_after_commit(tip_pk: Any) -> None:
-    """Transfer a tip that has just been paid; a failure is left for a retry.
+def _transfer_after_commit(tip_pk: Any, *, read_charge: bool = False) -> None:
+    """Transfer a tip that has just been paid (or held until now); a failure is left for a retry.
 
-    Runs after the commit that recorded the payment (no transaction open). A
-    crash or an error here leaves the tip ``paid`` (or its transfer
-    operation pending): ``escrow_reconcile`` transfers it.
+    Runs after the commit that recorded the payment (no transaction open).
+    ``read_charge``: for a tip that waited (a Radar hold, a dispute), its
+    charge is read from Stripe first and a refund found there recorded, so a
+    tip refunded meanwhile is not sent. A crash or an error here (Stripe not
+    readable included) leaves the tip ``paid`` (or its transfer operation
+    pending): ``escrow_reconcile`` transfers it.
     """
     try:
-        transfer_tip(tip_pk)
+        transfer_tip(tip_pk, read_charge=read_charge)
     except errors.ServiceError as exc:
         logger.warning(
             "tip transfer not done now: %s",

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import logging
 import uuid
 from datetime import timedelta
 
@@ -1028,6 +1029,28 @@ def test_a_tip_waits_while_its_payments_own_charge_is_disputed(market, received,
     assert escrow_calls("create_transfer") == transfers_before
 
 
+def test_a_tip_refunded_while_its_payments_dispute_held_it_is_not_sent_when_won(market):
+    """The platform refunds the held tip in the Dashboard, its refund events
+    not here yet when the dispute is won: the tip's charge is read before it
+    is sent, its refund recorded, nothing sent."""
+    payment = market.released_payment()
+    tip_id = add_tip(market, payment, 700).json()["id"]
+    with market.capture(execute=True):
+        own = SimulatedGateway().open_dispute(payment.stripe_charge_id)
+    tip = pay_tip(market, tip_id)
+    assert tip.status == "paid"
+    with losing_refund_events(), market.capture(execute=True):
+        refund_tip(tip)
+    transfers_before = escrow_calls("create_transfer")
+
+    with market.capture(execute=True):
+        SimulatedGateway().close_dispute(own.id, won=True)
+    assert escrow_calls("create_transfer") == transfers_before
+    tip.refresh_from_db()
+    assert (tip.status, tip.amount_refunded) == ("refunded", 700)
+    assert not tip.transfers.exists()
+
+
 def a_tip_held_by_the_payments_lost_dispute(market):
     """A tip paid while its payment's own charge was disputed, the dispute then lost."""
     payment = market.released_payment()
@@ -1475,9 +1498,43 @@ def test_a_tip_waits_while_an_early_fraud_warning_holds_its_payment(market, escr
     assert [(t.status, t.amount) for t in tip.transfers.all()] == [("created", 700)]
 
 
-def test_a_warning_closed_by_a_dispute_leaves_the_tips_to_the_dispute(market, escrow_deliver):
+def test_a_tip_refunded_while_a_warning_held_it_is_not_sent_when_the_warning_closes(
+    market, escrow_deliver
+):
+    """Stripe closes a warning because of a refund (not actionable once its
+    charge is refunded), and the tip's own refund events may come after: the
+    tip's charge is read before it is sent, its refund recorded, nothing sent."""
+    payment = market.released_payment()
+    warning = early_fraud_warning("issfr_payment_3", payment)
+    with market.capture(execute=True):
+        escrow_deliver(event("evt_efw_5", "radar.early_fraud_warning.created", warning))
+    tip = pay_tip(market, add_tip(market, payment, 700).json()["id"])
+    assert tip.status == "paid"
+    with losing_refund_events(), market.capture(execute=True):
+        refund_tip(tip)
+    assert Tip().objects.get(pk=tip.pk).status == "paid"  # not known yet
+    transfers_before = escrow_calls("create_transfer")
+
+    with market.capture(execute=True):
+        escrow_deliver(
+            event(
+                "evt_efw_6",
+                "radar.early_fraud_warning.updated",
+                {**warning, "actionable": False},
+            )
+        )
+    assert escrow_calls("create_transfer") == transfers_before
+    tip.refresh_from_db()
+    assert (tip.status, tip.amount_refunded) == ("refunded", 700)
+    assert not tip.transfers.exists()
+
+
+def test_a_warning_closed_by_a_dispute_leaves_the_tips_to_the_dispute(
+    market, escrow_deliver, caplog
+):
     """Stripe makes a warning not actionable once its charge is disputed: the
-    tips it held stay held, by the dispute now, and go when it is won."""
+    tips it held stay held, by the dispute now (no transfer is even tried),
+    and go when it is won."""
     payment = market.released_payment()
     warning = early_fraud_warning("issfr_payment_2", payment)
     with market.capture(execute=True):
@@ -1485,7 +1542,11 @@ def test_a_warning_closed_by_a_dispute_leaves_the_tips_to_the_dispute(market, es
     tip = pay_tip(market, add_tip(market, payment, 700).json()["id"])
     with market.capture(execute=True):
         own = SimulatedGateway().open_dispute(payment.stripe_charge_id)
-    with market.capture(execute=True):
+    caplog.clear()
+    with (
+        caplog.at_level(logging.INFO, logger="django_escrow_connect"),
+        market.capture(execute=True),
+    ):
         escrow_deliver(
             event(
                 "evt_efw_4",
@@ -1495,6 +1556,8 @@ def test_a_warning_closed_by_a_dispute_leaves_the_tips_to_the_dispute(market, es
         )
     assert Tip().objects.get(pk=tip.pk).status == "paid"
     assert not tip.transfers.exists()
+    # Not tried and refused: a refused try logs about the tip.
+    assert [r.getMessage() for r in caplog.records if getattr(r, "tip_id", None)] == []
 
     with market.capture(execute=True):
         SimulatedGateway().close_dispute(own.id, won=True)
