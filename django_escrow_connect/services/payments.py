@@ -708,7 +708,7 @@ def release_payment(
         if pending is None:
             outcomes.execute(operation)
             return payment_model().objects.get(pk=payment_id)
-        outcomes.drive(pending, wanted=pending.kind in (K.TRANSFER, K.CAPTURE))
+        outcomes.drive(pending, wanted=pending.kind in (K.TRANSFER, K.CAPTURE), pays_out=True)
     else:
         raise _too_many_steps()
     return releases.release_in_parts(

@@ -716,16 +716,22 @@ class TestAnotherRequestFinishesARefusedRefund:
             assert payment.transfer_incidents.get().kind == "reversal_failed"
         assert self.doers_refund_again(market, sim_stripe, payment).status_code == 409
 
-    def test_a_release_releases_what_is_held(self, market, sim_stripe, separate_charges):
+    def test_a_release_stops_when_the_charge_is_disputed(
+        self, market, sim_stripe, separate_charges
+    ):
+        """Stripe refuses the doer's refund because the charge is disputed (no
+        dispute webhook yet): the customer's confirm releases nothing."""
         payment = lost_then_refused(market, sim_stripe, "refund")
 
         response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
 
-        assert response.status_code == 200, response.content
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "charge_disputed"
         payment = market.payment(payment.pk)
-        assert (payment.status, payment.amount_refunded) == ("released", 0)
-        assert payment.transfers.get().status == "created"
+        assert (payment.status, payment.amount_refunded) == ("held", 0)
+        assert not payment.transfers.exists()
         assert [r.status for r in payment.refunds.all()] == ["failed"]
+        assert payment.incidents.filter(kind="refund_failed").count() == 1
         assert self.doers_refund_again(market, sim_stripe, payment).json()["error"]["code"] == (
             "charge_disputed"
         )
