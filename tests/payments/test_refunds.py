@@ -761,14 +761,20 @@ class TestAnotherRequestFinishesARefusedRefund:
             assert payment.transfer_incidents.get().kind == "reversal_failed"
         assert self.doers_refund_again(market, sim_stripe, payment).status_code == 409
 
+    @pytest.mark.parametrize(
+        ("action", "body"),
+        [("payment-confirm", {}), ("payment-release", {"amount": 3_000})],
+        ids=["confirm", "release-in-part"],
+    )
     def test_a_release_stops_when_the_charge_is_disputed(
-        self, market, sim_stripe, separate_charges
+        self, market, sim_stripe, separate_charges, action, body
     ):
         """Stripe refuses the doer's refund because the charge is disputed (no
-        dispute webhook yet): the customer's confirm releases nothing."""
+        dispute webhook yet): the customer's release, in full or in part,
+        releases nothing."""
         payment = lost_then_refused(market, sim_stripe, "refund")
 
-        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        response = market.post(market.customer, action, body, payment_id=payment.pk)
 
         assert response.status_code == 409, response.content
         assert response.json()["error"]["code"] == "charge_disputed"
