@@ -1115,7 +1115,12 @@ def _frozen_by_dispute(operation: Any) -> bool:
 
 
 def drive(
-    operation: Any, *, wanted: bool, look_first: bool = False, for_another: bool | None = None
+    operation: Any,
+    *,
+    wanted: bool,
+    look_first: bool = False,
+    for_another: bool | None = None,
+    pays_out: bool = False,
 ) -> None:
     """Settle an unresolved operation; no transaction may be open.
 
@@ -1141,6 +1146,11 @@ def drive(
     committed with it (incident, notification) and answers its own
     requester, not the caller, which goes on with its own work
     (:func:`_finish`).
+
+    ``pays_out``: the caller goes on to move money out of the charge (a
+    release, a split release, a tip's transfer). A refusal saying the charge
+    is disputed (:data:`DISPUTED_CHARGE_CODES`) stops it all the same: it is
+    raised to the caller, still committed with the operation it refused.
     """
     if for_another is None:
         for_another = not wanted
@@ -1167,7 +1177,7 @@ def drive(
             return
         renewed = renew(operation.pk, operation.payment_id)
         if renewed is not None:
-            _finish(renewed, for_another=for_another)
+            _finish(renewed, for_another=for_another, pays_out=pays_out)
         return
     try:
         found = lookup(operation)
@@ -1234,10 +1244,16 @@ def drive(
             current.mark_sending(timezone.now() + lease())
             current.save()
             successor = current
-    _finish(successor, for_another=for_another)
+    _finish(successor, for_another=for_another, pays_out=pays_out)
 
 
-def _finish(operation: Any, *, for_another: bool) -> None:
+#: Stripe's refusal codes saying the charge is disputed (charged back):
+#: Stripe freezes the disputed funds, and nothing is released while a dispute
+#: is open, even before its webhook arrives.
+DISPUTED_CHARGE_CODES = frozenset({"charge_disputed"})
+
+
+def _finish(operation: Any, *, for_another: bool, pays_out: bool = False) -> None:
     """Send ``operation`` and commit its outcome (:func:`execute`).
 
     ``for_another``: finished because another request waits for the payment
@@ -1246,12 +1262,18 @@ def _finish(operation: Any, *, for_another: bool) -> None:
     ``refund_failed``; the reversal's ``transfer_failed``; the tip canceled)
     and is the answer of its own request (its keyed replay, the admin action
     or command that sent it), not this one's, which goes on with its own
-    work: only an operation still unresolved stops it.
+    work: only an operation still unresolved stops it, or, for a caller that
+    ``pays_out``, a refusal saying the charge is disputed.
     """
     try:
         execute(operation)
     except errors.ServiceError as exc:
         if not for_another or _still_unresolved(operation):
+            raise
+        if pays_out and exc.code in DISPUTED_CHARGE_CODES:
+            # The refund was refused because the charge is disputed: a
+            # release (or tip transfer) going on would pay out money the
+            # dispute may take back.
             raise
         logger.info(
             "Payment %s: Stripe refused the %s another request finished (%s); that request goes on",

@@ -714,7 +714,7 @@ def release_payment(
         if pending is None:
             outcomes.execute(operation)
             return payment_model().objects.get(pk=payment_id)
-        outcomes.drive(pending, wanted=pending.kind in (K.TRANSFER, K.CAPTURE))
+        outcomes.drive(pending, wanted=pending.kind in (K.TRANSFER, K.CAPTURE), pays_out=True)
         finished_rest = _released_rest(pending)
     else:
         raise _too_many_steps()
@@ -967,14 +967,14 @@ def refund_payment(
                 answered = True
             else:
                 pending = pending or _adopt_legacy_refund(payment)
+                asked = _amount_asked(payment, amount)
                 if pending is None:
                     operation = _begin_refund_step(payment, user, amount, reason, request_key)
                 elif (
                     not request_key
                     and pending.kind == K.REFUND
-                    and amount is not None
                     and pending.amount is not None
-                    and amount != pending.amount
+                    and asked != pending.amount
                 ):
                     raise errors.Conflict(
                         _("A refund of %(amount)s is still unconfirmed; retry it first.")
@@ -993,7 +993,7 @@ def refund_payment(
             wanted=pending.kind in (K.REFUND, K.REVERSAL),
             # Another request's refund (or reversal) is finished first; its
             # refusal is its own, and this request goes on to its own refund.
-            for_another=not _is_this_refund(pending, amount, request_key, mine),
+            for_another=not _is_this_refund(pending, asked, request_key, mine),
         )
         # Without a key an unresolved refund is taken for this request (same
         # amount); with one, another request's refund is settled first and
@@ -1003,21 +1003,35 @@ def refund_payment(
     raise _too_many_steps()
 
 
-def _is_this_refund(pending: Any, amount: int | None, request_key: str, mine: bool) -> bool:
+def _amount_asked(payment: Any, amount: int | None) -> int:
+    """The amount a refund request asks for: ``amount``, or without one the
+    rest (charged less refunded).
+
+    Only compared with an unresolved refund's amount: the rest is counted
+    even while a dispute freezes the payment, so that a full refund sent
+    again finishes its own unresolved refund (Stripe decides on it).
+    """
+    if amount is not None:
+        return amount
+    return int(payment.amount_charged - payment.amount_refunded)
+
+
+def _is_this_refund(pending: Any, asked: int, request_key: str, mine: bool) -> bool:
     """Whether the unresolved ``pending`` is this refund request's own.
 
-    With a key: begun under it. Without one, an unresolved refund of the same
-    amount is taken for this request (one of another amount was refused
-    above: ``refund_pending``), as is a reversal making room for a refund of
-    the same amount; a refused one answers this request.
+    With a key: begun under it. Without one, an unresolved refund of the
+    amount asked (:func:`_amount_asked`; none asked: the rest) is taken for
+    this request (one of another amount was refused above:
+    ``refund_pending``), as is a reversal making room for a refund of that
+    amount; a refused one answers this request.
     """
     if request_key:
         return mine
     if pending.kind == K.REFUND:
-        return True
+        return pending.amount is None or pending.amount == asked
     if pending.kind == K.REVERSAL:
         planned = pending.follow_up.get("refund")
-        return amount is None or planned is None or int(planned) == amount
+        return planned is None or int(planned) == asked
     return False
 
 

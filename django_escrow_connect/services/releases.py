@@ -243,7 +243,7 @@ def release_in_parts(
             if pending is None:
                 step = _next_step(payment, user, asked, refused, failed=bool(failures))
         if pending is not None:
-            outcomes.drive(pending, wanted=pending.kind == K.TRANSFER)
+            outcomes.drive(pending, wanted=pending.kind == K.TRANSFER, pays_out=True)
             continue
         if step is None:
             break

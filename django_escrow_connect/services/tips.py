@@ -492,7 +492,12 @@ def _transfer(tip_id: Any, *, decided_by: Any = None) -> Any:
         else:
             # Another tip's transfer (or a refund) is finished first: its
             # refusal is its own, and this tip's transfer goes on.
-            outcomes.drive(pending, wanted=pending.kind == K.TIP_TRANSFER, for_another=not mine)
+            outcomes.drive(
+                pending,
+                wanted=pending.kind == K.TIP_TRANSFER,
+                for_another=not mine,
+                pays_out=True,
+            )
     raise errors.OperationInFlight(
         _("The payment kept changing while this request ran; try again.")
     )

@@ -648,6 +648,51 @@ class TestIdempotencyKey:
         assert all("secret-ish-key" not in op.idempotency_key for op in operations)
 
 
+def doers_refund_lost(market, sim_stripe, payment, amount=2_000):
+    """The doer's keyed refund of ``amount`` timed out before Stripe acted:
+    its refund is unresolved."""
+    sim_stripe.fail_next("create_refund", TemporarilyUnavailable("timeout", http_status=None))
+    lost = keyed_refund(market, payment, "doer-refund", amount=amount)
+    assert lost.status_code == 503, lost.content
+
+
+def test_without_a_key_a_full_refund_does_not_take_a_pending_partial_for_its_own(
+    market, sim_stripe, separate_charges
+):
+    """Staff's full refund (no amount, no key) asks for the rest, 10,000: the
+    doer's unresolved refund of 2,000 is not its own (409 refund_pending),
+    and nothing is sent or written."""
+    payment = market.held_payment()
+    doers_refund_lost(market, sim_stripe, payment)
+    sim_stripe.calls.clear()
+    before = journal(payment)
+
+    response = refund(market, payment, market.staff)
+
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "refund_pending"
+    assert money_calls(sim_stripe) == []
+    assert journal(payment) == before
+    assert market.payment(payment.pk).amount_refunded == 0
+
+
+def test_without_a_key_a_full_refund_sent_again_finishes_its_own(
+    market, sim_stripe, separate_charges
+):
+    """The same full refund (no amount, no key) sent again after its answer
+    was lost: the unresolved refund of the rest is its own, finished once."""
+    payment = market.held_payment()
+    sim_stripe.fail_next("create_refund", TemporarilyUnavailable("timeout", http_status=None))
+    assert refund(market, payment, market.staff).status_code == 503
+
+    response = refund(market, payment, market.staff)
+
+    assert response.status_code == 200, response.content
+    payment = market.payment(payment.pk)
+    assert (payment.status, payment.amount_refunded) == ("refunded", 10_000)
+    assert len(sim_stripe.refunds) == 1
+
+
 # --------------------------------------------------------------------------
 # Another request finishes a refund whose answer was lost: Stripe refuses it
 # --------------------------------------------------------------------------
@@ -716,16 +761,28 @@ class TestAnotherRequestFinishesARefusedRefund:
             assert payment.transfer_incidents.get().kind == "reversal_failed"
         assert self.doers_refund_again(market, sim_stripe, payment).status_code == 409
 
-    def test_a_release_releases_what_is_held(self, market, sim_stripe, separate_charges):
+    @pytest.mark.parametrize(
+        ("action", "body"),
+        [("payment-confirm", {}), ("payment-release", {"amount": 3_000})],
+        ids=["confirm", "release-in-part"],
+    )
+    def test_a_release_stops_when_the_charge_is_disputed(
+        self, market, sim_stripe, separate_charges, action, body
+    ):
+        """Stripe refuses the doer's refund because the charge is disputed (no
+        dispute webhook yet): the customer's release, in full or in part,
+        releases nothing."""
         payment = lost_then_refused(market, sim_stripe, "refund")
 
-        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        response = market.post(market.customer, action, body, payment_id=payment.pk)
 
-        assert response.status_code == 200, response.content
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "charge_disputed"
         payment = market.payment(payment.pk)
-        assert (payment.status, payment.amount_refunded) == ("released", 0)
-        assert payment.transfers.get().status == "created"
+        assert (payment.status, payment.amount_refunded) == ("held", 0)
+        assert not payment.transfers.exists()
         assert [r.status for r in payment.refunds.all()] == ["failed"]
+        assert payment.incidents.filter(kind="refund_failed").count() == 1
         assert self.doers_refund_again(market, sim_stripe, payment).json()["error"]["code"] == (
             "charge_disputed"
         )

@@ -1723,14 +1723,21 @@ def test_a_tip_added_after_a_refund_whose_answer_was_lost_is_added(market, escro
     assert pay_tip(market, response.json()["id"]).status == "transferred"
 
 
-def test_a_paid_tips_transfer_finishes_a_refused_refund_then_goes_out(market, escrow_stripe):
-    """The tip's payment_intent.succeeded webhook transfers it: the refund
-    left unresolved meanwhile is finished first, and refused by Stripe."""
+def test_a_paid_tips_transfer_stops_when_the_refund_is_refused_as_disputed(market, escrow_stripe):
+    """The tip's payment_intent.succeeded webhook would transfer it: the
+    refund left unresolved meanwhile is finished first, and Stripe refuses it
+    because the payment's charge is disputed (no dispute webhook yet). The
+    payment's dispute holds its tips: the tip stays paid, nothing sent."""
     payment = market.released_payment()
     tip_id = add_tip(market, payment, 700).json()["id"]
     lost_then_refused(market, escrow_stripe.store, "refund", payment)
+    escrow_stripe.store.calls.clear()
 
-    assert pay_tip(market, tip_id).status == "transferred"
+    tip = pay_tip(market, tip_id)
+
+    assert tip.status == "paid"
+    assert not tip.transfers.exists()
+    assert calls(escrow_stripe.store, "create_transfer") == []
     refused_for_the_doer(payment, "refund")
 
 
