@@ -1248,8 +1248,9 @@ def drive(
 
 
 #: Stripe's refusal codes saying the charge is disputed (charged back):
-#: Stripe freezes the disputed funds, and nothing is released while a dispute
-#: is open, even before its webhook arrives.
+#: Stripe freezes the disputed funds. This stops only the request that meets
+#: the refusal: nothing records it on the payment, so until the dispute's
+#: webhook arrives a later release is not stopped by it (docs/recovery.md).
 DISPUTED_CHARGE_CODES = frozenset({"charge_disputed"})
 
 
