@@ -179,14 +179,30 @@ def test_tip_intent_crash(world: World, crash: str, order: str) -> None:
 # --- tip-transfer ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("order", list(ORDERS))
-@pytest.mark.parametrize("crash", ["before", "after"])
-def test_tip_transfer_crash(world: World, crash: str, order: str) -> None:
+def tip_on_a_released_payment(world: World) -> tuple[Any, Any]:
+    """A released payment and a tip of ``TIP`` on it, its PaymentIntent made."""
     configure(settings, TIP_MAX_AMOUNT={"usd": 10_000})
     payment = world.released_payment()
     answer = world.api(world.market.customer, "payment-tips", payment.pk, {"amount": TIP})
     assert answer.status == 201, answer
-    tip = Tip().objects.get(pk=answer.body["id"])
+    return payment, Tip().objects.get(pk=answer.body["id"])
+
+
+def check_tip_sent_once(world: World, payment: Any, tip: Any) -> None:
+    """The case's checks: the books are clean and the tip went out exactly once."""
+
+    def tip_transferred_once() -> None:
+        current = Tip().objects.get(pk=tip.pk)
+        assert current.status == "transferred", current.status
+        assert current.transfers.filter(status="created").count() == 1
+
+    check_case(world, payment, lambda: assert_tips_clean(world, payment), tip_transferred_once)
+
+
+@pytest.mark.parametrize("order", list(ORDERS))
+@pytest.mark.parametrize("crash", ["before", "after"])
+def test_tip_transfer_crash(world: World, crash: str, order: str) -> None:
+    payment, tip = tip_on_a_released_payment(world)
     with world.shared.session():
         SimulatedGateway().confirm_payment_intent(tip.stripe_payment_intent_id, "success")
     world.steps.append(f"case: tip-transfer, worker dies {crash} Stripe acts, then {order}")
@@ -205,12 +221,7 @@ def test_tip_transfer_crash(world: World, crash: str, order: str) -> None:
         else:
             world.reconcile()
 
-    def tip_transferred_once() -> None:
-        current = Tip().objects.get(pk=tip.pk)
-        assert current.status == "transferred", current.status
-        assert current.transfers.filter(status="created").count() == 1
-
-    check_case(world, payment, lambda: assert_tips_clean(world, payment), tip_transferred_once)
+    check_tip_sent_once(world, payment, tip)
 
 
 # --- tip-transfer-after-loss ---------------------------------------------------------
@@ -225,11 +236,7 @@ def test_tip_sent_by_staff_after_a_lost_dispute_crash(world: World, crash: str, 
     """Staff send a tip the payment's lost dispute held; the worker dies in
     ``create_transfer``. Their decision is on the transfer's operation:
     ``escrow_reconcile`` finishes it with its key, once, without staff."""
-    configure(settings, TIP_MAX_AMOUNT={"usd": 10_000})
-    payment = world.released_payment()
-    answer = world.api(world.market.customer, "payment-tips", payment.pk, {"amount": TIP})
-    assert answer.status == 201, answer
-    tip = Tip().objects.get(pk=answer.body["id"])
+    payment, tip = tip_on_a_released_payment(world)
     with world.shared.session():
         dispute = SimulatedGateway().open_dispute(payment.stripe_charge_id)
     world.deliver_in_process()
@@ -260,12 +267,7 @@ def test_tip_sent_by_staff_after_a_lost_dispute_crash(world: World, crash: str, 
         else:
             world.reconcile()
 
-    def tip_transferred_once() -> None:
-        current = Tip().objects.get(pk=tip.pk)
-        assert current.status == "transferred", current.status
-        assert current.transfers.filter(status="created").count() == 1
-
-    check_case(world, payment, lambda: assert_tips_clean(world, payment), tip_transferred_once)
+    check_tip_sent_once(world, payment, tip)
 
 
 # --- keyed-tip ----------------------------------------------------------------------
