@@ -1081,10 +1081,9 @@ def _minimums_off_step(minimums: Any) -> list[Any]:
             continue
         if not 1 <= minimum <= max_charge_amount(code):
             continue
-        step = amount_step(code)
-        if minimum % step == 0:
+        smallest = _up_to_step(minimum, code)
+        if smallest == minimum:
             continue
-        smallest = minimum + step - minimum % step
         if smallest > max_charge_amount(code):
             accepted = "no amount on the step is within Stripe's largest charge: none is accepted"
         else:
