@@ -247,6 +247,35 @@ def test_retry_a_failed_transfer(admin_client, market, sim_stripe):
     assert outcomes == [("no_failed_transfer", "refused"), ("", "ok")]
 
 
+def lost_in_part(market, amount=10_000, lost=3_000):
+    """A payment of ``amount`` held, ``lost`` of it disputed and lost through
+    the webhook receiver: ``(payment, dispute)``; the rest stays held."""
+    from django_escrow_connect import simulation
+
+    payment = market.held_payment(amount=amount)
+    gateway = simulation.SimulatedGateway()
+    previous = simulation.set_event_sink(None)  # its events reach the webhook receiver
+    try:
+        with market.capture(execute=True):
+            dispute = gateway.open_dispute(payment.stripe_charge_id, amount=lost)
+            gateway.close_dispute(dispute.id, won=False)
+    finally:
+        simulation.set_event_sink(previous)
+    return payment, dispute
+
+
+def rest_sent_once(market, sim_stripe, payment):
+    """The 7,000 a lost 3,000 left was released by one transfer of 6,300."""
+    payment = market.payment(payment.pk)
+    assert (payment.status, payment.amount_released, payment.amount_lost) == (
+        "dispute_lost",
+        7_000,
+        3_000,
+    )
+    assert [t["amount"] for t in sim_stripe.transfers.values()] == [6_300]
+    return payment
+
+
 def test_the_rest_a_partial_dispute_lost_left_is_released_for_what_is_sent(
     admin_client, market, sim_stripe
 ):
@@ -256,15 +285,8 @@ def test_the_rest_a_partial_dispute_lost_left_is_released_for_what_is_sent(
     retried as a held payment's is (the release API retries it too)."""
     from django_escrow_connect import simulation
 
-    payment = market.held_payment(amount=10_000)
+    payment, dispute = lost_in_part(market)
     gateway = simulation.SimulatedGateway()
-    previous = simulation.set_event_sink(None)  # its events reach the webhook receiver
-    try:
-        with market.capture(execute=True):
-            dispute = gateway.open_dispute(payment.stripe_charge_id, amount=3_000)
-            gateway.close_dispute(dispute.id, won=False)
-    finally:
-        simulation.set_event_sink(previous)
     assert market.payment(payment.pk).amount_held == 7_000
 
     page = list_action(admin_client, market, Payment, "release", [payment])
@@ -279,13 +301,7 @@ def test_the_rest_a_partial_dispute_lost_left_is_released_for_what_is_sent(
     list_action(admin_client, market, Payment, "release", [payment], note="")
     assert market.payment(payment.pk).status == "dispute_lost"
     list_action(admin_client, market, Payment, "retry_transfer", [payment], note="funds settled")
-    payment = market.payment(payment.pk)
-    assert (payment.status, payment.amount_released, payment.amount_lost) == (
-        "dispute_lost",
-        7_000,
-        3_000,
-    )
-    assert [t["amount"] for t in sim_stripe.transfers.values()] == [6_300]
+    payment = rest_sent_once(market, sim_stripe, payment)
     # Sent: its failed transfer no longer makes it retryable.
     list_action(admin_client, market, Payment, "retry_transfer", [payment], note="again")
 
@@ -321,17 +337,7 @@ def test_the_rest_a_lost_dispute_left_in_flight_is_finished_by_release(
     """The rest's transfer timed out before Stripe acted: the admin's Release
     finishes it with its key and is recorded done (not refused because
     nothing is left to release once it is sent); one transfer in all."""
-    from django_escrow_connect import simulation
-
-    payment = market.held_payment(amount=10_000)
-    gateway = simulation.SimulatedGateway()
-    previous = simulation.set_event_sink(None)  # its events reach the webhook receiver
-    try:
-        with market.capture(execute=True):
-            dispute = gateway.open_dispute(payment.stripe_charge_id, amount=3_000)
-            gateway.close_dispute(dispute.id, won=False)
-    finally:
-        simulation.set_event_sink(previous)
+    payment, _ = lost_in_part(market)
     sim_stripe.fail_next(
         "create_transfer", TemporarilyUnavailable("Request timed out", http_status=None)
     )
@@ -339,13 +345,7 @@ def test_the_rest_a_lost_dispute_left_in_flight_is_finished_by_release(
     assert market.payment(payment.pk).status_before_dispute == "releasing"
 
     list_action(admin_client, market, Payment, "release", [payment], note="")
-    payment = market.payment(payment.pk)
-    assert (payment.status, payment.amount_released, payment.amount_lost) == (
-        "dispute_lost",
-        7_000,
-        3_000,
-    )
-    assert [t["amount"] for t in sim_stripe.transfers.values()] == [6_300]
+    payment = rest_sent_once(market, sim_stripe, payment)
     entries = StaffAction.objects.order_by("created_at")
     assert [(e.action, e.outcome, e.amount) for e in entries] == [("release", "ok", 6_300)]
 
