@@ -768,8 +768,22 @@ def _released_rest(operation: Any) -> bool:
     finished it is answered as a release already done (200), not refused."""
     if operation.kind != K.TRANSFER or not operation.follow_up.get("after_loss"):
         return False
-    operation.refresh_from_db(fields=["status"])
-    return bool(operation.status == MoneyOperationStatus.SUCCEEDED)
+    # ``drive`` may have sent it again under the next key (Stripe stored a
+    # 5xx under the first, or may have forgotten it) and marked the first
+    # attempt not made: the attempt it made in its place is this request's.
+    # A lost dispute leaves one rest, so no other succeeded transfer of the
+    # rest can begin after this one.
+    return bool(
+        model("MoneyOperation")
+        .objects.filter(
+            payment_id=operation.payment_id,
+            kind=K.TRANSFER,
+            follow_up__after_loss=True,
+            status=MoneyOperationStatus.SUCCEEDED,
+            created_at__gte=operation.created_at,
+        )
+        .exists()
+    )
 
 
 def _start_of(payment: Any) -> Any:
