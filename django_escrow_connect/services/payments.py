@@ -1002,12 +1002,20 @@ def refund_payment(
             if operation.kind != K.REVERSAL:
                 return payment_model().objects.get(pk=payment_id)
             continue  # the reversal is done: now the refund itself
+        this_refund = _is_this_refund(pending, asked, request_key, mine)
         outcomes.drive(
             pending,
-            wanted=pending.kind in (K.REFUND, K.REVERSAL),
+            # The void a keyed refund of a held manual-capture payment began
+            # is that request's own money call: its retry sends it again with
+            # its key, as it would its refund. Only looked up, a void whose
+            # call never reached Stripe answered the retry 409 within its
+            # lease and, after it, gave it up and answered a refusal
+            # Stripe never made (``not_made``), the hold still standing.
+            wanted=pending.kind in (K.REFUND, K.REVERSAL)
+            or (pending.kind == K.CANCEL and this_refund),
             # Another request's refund (or reversal) is finished first; its
             # refusal is its own, and this request goes on to its own refund.
-            for_another=not _is_this_refund(pending, asked, request_key, mine),
+            for_another=not this_refund,
         )
         # Without a key an unresolved refund is taken for this request (same
         # amount); with one, another request's refund is settled first and
@@ -1033,7 +1041,9 @@ def _amount_asked(payment: Any, amount: int | None) -> int:
 def _is_this_refund(pending: Any, asked: int, request_key: str, mine: bool) -> bool:
     """Whether the unresolved ``pending`` is this refund request's own.
 
-    With a key: begun under it. Without one, an unresolved refund of the
+    With a key: begun under it (a reversal, the refund, or the void of a
+    held manual-capture payment, which is then sent again with its own
+    Stripe key, not only looked up). Without one, an unresolved refund of the
     amount asked (:func:`_amount_asked`; none asked: the rest) is taken for
     this request (one of another amount was refused above:
     ``refund_pending``), as is a reversal making room for a refund of that

@@ -130,8 +130,12 @@ def _settle(operation: Any, dry_run: bool) -> list[Change]:
             outcomes.drive(current, wanted=True)
     except errors.ServiceError as exc:
         # Reported as the operation that failed: the refund a reversal made
-        # room for, refused, is not the reversal's (which succeeded).
-        current.refresh_from_db()
+        # room for, refused, is not the reversal's (which succeeded); and an
+        # operation drive replaced under a new key (Stripe had nothing under
+        # a key it may have forgotten) by that new attempt, whose key is the
+        # one to look for at Stripe and in the journal (the old one is
+        # ``failed``, ``not_made``: naming it said a pending release failed).
+        current = _latest_attempt(current)
         what = f"{current.kind} {current.idempotency_key}"
         if current.is_unresolved:
             return [failed_change(subject, f"settle {what}", exc)]
@@ -145,15 +149,31 @@ def _settle(operation: Any, dry_run: bool) -> list[Change]:
             )
         ]
     after = _status(operation.payment_id)
-    latest = (
+    # Named by the attempt that settled it: under a new key when drive
+    # replaced the one visited.
+    latest = _latest_attempt(operation)
+    action = f"{before} -> {after}" if before != after else f"{operation.kind} settled"
+    return [Change(subject, action, f"{latest.kind} {latest.idempotency_key}: {latest.status}")]
+
+
+def _latest_attempt(operation: Any) -> Any:
+    """``operation`` as it stands, or the attempt that replaced it.
+
+    :func:`.outcomes.drive` marks an operation whose key Stripe may have
+    forgotten ``failed`` and sends its request again under the next key of
+    its kind (a new row): that is the latest row of its kind on the
+    payment begun since it.
+    """
+    return (
         model("MoneyOperation")
-        .objects.filter(payment_id=operation.payment_id, kind=operation.kind)
-        .order_by("-created_at")
-        .values_list("status", flat=True)
+        .objects.filter(
+            payment_id=operation.payment_id,
+            kind=operation.kind,
+            created_at__gte=operation.created_at,
+        )
+        .order_by("-created_at", "-pk")
         .first()
     )
-    action = f"{before} -> {after}" if before != after else f"{operation.kind} settled"
-    return [Change(subject, action, f"{what}: {latest}")]
 
 
 def _status(payment_id: Any) -> str:

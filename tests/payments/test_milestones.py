@@ -464,6 +464,111 @@ class TestPartialAmounts:
         assert keyed(3_000, "release-30").status_code == 200
         assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [3_600, 2_700]
 
+    @pytest.mark.parametrize(
+        ("path", "body", "key", "made", "status"),
+        [
+            ("payment-release", {"amount": 3_000}, "release-30", [3_600, 2_700],
+             "partially_released"),
+            ("payment-release", {"amount": 4_000}, "release-40-again", [3_600, 3_600],
+             "partially_released"),
+            # Without a key a release by amount is always a new request.
+            ("payment-release", {"amount": 4_000}, None, [3_600, 3_600], "partially_released"),
+            ("payment-release", {}, None, [3_600, 5_400], "released"),
+            ("payment-confirm", {}, None, [3_600, 5_400], "released"),
+        ],
+        ids=["other-amount", "same-amount-other-key", "same-amount-no-key", "all", "confirm"],
+    )  # fmt: skip
+    def test_another_request_finishes_an_unresolved_keyed_release_then_does_its_own(
+        self, market, sim_stripe, path, body, key, made, status
+    ):
+        """A keyed release of 4,000 timed out (its transfer unresolved). Another
+        request (another key, another amount, no key, everything, a confirm)
+        finishes that transfer with its key, then releases what it asked for
+        itself: never answered 200 on the other's 4,000 alone, never a second
+        transfer for the first request, which its retry answers."""
+        payment = held(market)
+        sim_stripe.fail_next(
+            "create_transfer",
+            TemporarilyUnavailable("timeout", http_status=None),
+            after_effect=True,
+        )
+        first = market.post(
+            market.customer,
+            "payment-release",
+            {"amount": 4_000},
+            payment_id=payment.pk,
+            headers={"Idempotency-Key": "release-40"},
+        )
+        assert first.status_code == 503, first.content
+
+        other = market.post(
+            market.customer,
+            path,
+            body,
+            payment_id=payment.pk,
+            headers={"Idempotency-Key": key} if key else None,
+        )
+
+        assert other.status_code == 200, other.content
+        assert other.json()["status"] == status
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == made
+        payment = market.payment(payment.pk)
+        released = payment.releases.order_by("position")
+        # Each release's gross: its transfer plus the 10 % fee.
+        assert [r.amount for r in released] == [t * 10 // 9 for t in made]
+        # The first request's transfer kept its key; the other's is its own.
+        keys = [list(r.transfers.values_list("idempotency_key", flat=True)) for r in released]
+        owners = payment.operations.filter(kind="transfer").order_by("created_at")
+        assert [op.request_key for op in owners] == ["release-40", key or ""]
+        assert [[op.idempotency_key] for op in owners] == keys
+        sim_stripe.calls.clear()
+        retried = market.post(
+            market.customer,
+            "payment-release",
+            {"amount": 4_000},
+            payment_id=payment.pk,
+            headers={"Idempotency-Key": "release-40"},
+        )
+        assert retried.status_code == 200, retried.content
+        assert sim_stripe.calls == []
+
+    def test_a_refusal_of_the_unresolved_keyed_release_stops_another_release(
+        self, market, sim_stripe
+    ):
+        """The other request finishing it meets Stripe's refusal of the first
+        request's transfer: 409 release_failed, and nothing of its own is
+        released (a refused transfer is sent again before any new release)."""
+        payment = held(market)
+        sim_stripe.fail_next("create_transfer", TemporarilyUnavailable("timeout", http_status=None))
+        first = market.post(
+            market.customer,
+            "payment-release",
+            {"amount": 4_000},
+            payment_id=payment.pk,
+            headers={"Idempotency-Key": "release-40"},
+        )
+        assert first.status_code == 503, first.content
+        sim_stripe.fail_next(
+            "create_transfer",
+            BalanceInsufficient(
+                "Insufficient funds.", code="balance_insufficient", http_status=400
+            ),
+        )
+        other = market.post(
+            market.customer,
+            "payment-release",
+            {"amount": 3_000},
+            payment_id=payment.pk,
+            headers={"Idempotency-Key": "release-30"},
+        )
+        assert other.status_code == 409, other.content
+        assert other.json()["error"]["code"] == "release_failed"
+        payment = market.payment(payment.pk)
+        assert [r.amount for r in payment.releases.all()] == [4_000]
+        assert payment.amount_released == 4_000
+        assert not payment.operations.filter(request_key="release-30").exists()
+        assert transfers_in_stripe(sim_stripe, payment) == []
+
     def test_a_key_reused_for_another_amount_is_refused_once_all_is_released(
         self, market, sim_stripe
     ):

@@ -208,6 +208,53 @@ class TestReversalAnsweredWithA500:
         ) in out.getvalue().splitlines()
 
 
+class TestTransferAnsweredWithA500:
+    """A release whose transfer Stripe answered with a 500 stored under its
+    key: ``escrow_reconcile`` finds nothing at Stripe and sends the transfer
+    again under the next key. Its report names that new attempt, the key to
+    look for at Stripe and in the journal, not the first one (``failed``,
+    ``not_made``)."""
+
+    @pytest.mark.parametrize("again", ["made", "lost"])
+    def test_reconcile_names_the_attempt_under_the_new_key(
+        self, market, sim_stripe, separate_charges, again
+    ):
+        payment = market.held_payment()
+        error = TemporarilyUnavailable("Internal error", http_status=500)
+        sim_stripe.fail_next("create_transfer", error, stored=True)
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 503, response.content
+        (first,) = payment.operations.filter(kind="transfer")
+        if again == "lost":
+            sim_stripe.fail_next("create_transfer", timeout())
+
+        out = StringIO()
+        with market.capture(execute=True):
+            if again == "made":
+                call_command("escrow_reconcile", "--older-than", "0", stdout=out, stderr=out)
+            else:
+                with pytest.raises(CommandError):
+                    call_command("escrow_reconcile", "--older-than", "0", stdout=out, stderr=out)
+
+        old, new = payment.operations.filter(kind="transfer").order_by("created_at")
+        assert (old.pk, old.status, old.error_code) == (first.pk, "failed", "not_made")
+        assert new.idempotency_key.endswith(":transfer:1")
+        lines = out.getvalue().splitlines()
+        assert not [line for line in lines if old.idempotency_key in line]
+        if again == "made":
+            assert new.status == "succeeded"
+            assert (
+                f"{payment.pk}: releasing -> released (transfer {new.idempotency_key}: succeeded)"
+            ) in lines
+        else:
+            # Still unresolved under its new key: not a definite failure.
+            assert (new.status, market.payment(payment.pk).status) == ("unknown", "releasing")
+            assert (
+                f"{payment.pk}: settle transfer {new.idempotency_key} failed "
+                "(The request was sent but Stripe did not confirm it; retrying is safe.)"
+            ) in lines
+
+
 class TestCaptureAnswerLost:
     def test_reconcile_reads_the_intent_and_releases(self, market, sim_stripe, settings):
         configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from django_escrow_connect import signals, swappable
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
@@ -557,6 +559,44 @@ class TestIdempotencyKey:
         assert again.status_code == 200, again.content
         other = keyed_refund(market, payment, "k-void", amount=5_000)
         assert other.json()["error"]["code"] == "idempotency_key_reused"
+
+    @pytest.mark.parametrize("lease", ["running", "passed"])
+    def test_a_keyed_void_never_sent_is_sent_again_by_its_retry_with_its_key(
+        self, market, sim_stripe, manual, lease
+    ):
+        """A keyed full refund of a held manual-capture payment is a void; its
+        call timed out before reaching Stripe. The retry with the same
+        Idempotency-Key sends that void again with its own Stripe key, as a
+        refund's retry does: not only looked up (409 while its lease runs,
+        then given up and answered as a refusal Stripe never made)."""
+        payment = market.held_payment()
+        sim_stripe.fail_next(
+            "cancel_payment_intent", TemporarilyUnavailable("timeout", http_status=None)
+        )
+        first = keyed_refund(market, payment, "k-void-lost")
+        assert first.status_code == 503, first.content
+        assert market.payment(payment.pk).status == "held"
+        (void,) = payment.operations.filter(kind="cancel")
+        if lease == "passed":
+            payment.operations.filter(pk=void.pk).update(
+                lease_expires_at=timezone.now() - timedelta(seconds=1)
+            )
+        sim_stripe.calls.clear()
+
+        again = keyed_refund(market, payment, "k-void-lost")
+
+        assert again.status_code == 200, again.content
+        assert again.json()["status"] == "canceled"
+        sends = [p for name, p in sim_stripe.calls if name == "cancel_payment_intent"]
+        assert [p["idempotency_key"] for p in sends] == [void.idempotency_key]
+        assert list(payment.operations.filter(kind="cancel").values_list("status", flat=True)) == [
+            "succeeded"
+        ]
+        assert sim_stripe.payment_intents[payment.stripe_payment_intent_id]["status"] == "canceled"
+        # And once more: answered, nothing sent.
+        sim_stripe.calls.clear()
+        assert keyed_refund(market, payment, "k-void-lost").status_code == 200
+        assert money_calls(sim_stripe) == []
 
     @pytest.mark.parametrize(
         "key", ["", "x" * 256, "caf\u00e9", "tab\there"], ids=["empty", "long", "latin1", "control"]
