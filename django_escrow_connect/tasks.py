@@ -22,7 +22,7 @@ try:  # Django 6
 except ImportError:  # Django 5.2: the backport
     from django_tasks import task  # type: ignore[no-redef, unused-ignore]
 
-from .arguments import check_flag, check_minutes, check_since, task_arguments
+from .arguments import check_days, check_flag, check_minutes, check_since, task_arguments
 from .exceptions import PeriodicJobFailed
 from .services.audit_tasks import audit_books_task
 from .services.changes import Change, Report, changed
@@ -207,7 +207,13 @@ def purge_event_payloads_task(days: int | None = None) -> dict[str, Any]:
 
     A retention under one day (the argument or the setting) purges nothing
     and fails the run (:class:`PeriodicJobFailed`), as the command refuses it.
+    A ``days`` that is no whole number of at least 1 fails it naming ``days``
+    (as the other tasks name theirs), before anything is read; the setting's
+    refusal names the retention.
     """
+    if days is not None:
+        with task_arguments("purge_event_payloads", {"purged": 0}):
+            days = check_days("days", days)
     try:
         purged = purge_payloads(days)
     except ValueError as exc:

@@ -483,9 +483,16 @@ def test_the_purge_task_refuses_a_retention_under_a_day(
     with pytest.raises(tasks.PeriodicJobFailed, match="at least one day") as failed:
         tasks.purge_event_payloads_task.call()
     assert failed.value.summary == {"purged": 0, "errors": [ANY]}
-    with pytest.raises(tasks.PeriodicJobFailed, match="at least one day"):
+    # The argument is named, as the other tasks name theirs.
+    with pytest.raises(tasks.PeriodicJobFailed, match=r"^purge_event_payloads: days must be "):
         tasks.purge_event_payloads_task.call(days=retention)
     assert events().filter(payload__isnull=True).count() == 0
+
+
+@pytest.mark.parametrize(("days", "message"), [("0", "at least 1"), ("-1", "at least 1")])
+def test_the_purge_command_names_days(deliver: Any, days: str, message: str) -> None:
+    with pytest.raises(CommandError, match=f"^--days must be {message}"):
+        run("escrow_purge_event_payloads", "--days", days)
 
 
 @pytest.mark.parametrize("retention", [0, True, "abc", [30], 2.5, Decimal("2.5"), float("inf")])
