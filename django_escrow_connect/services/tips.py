@@ -726,7 +726,11 @@ def retry_tip_transfer(tip_id: Any, user: Any = None, *, system: bool = False) -
 
 
 def reconcile_tips(
-    *, dry_run: bool = False, payment_id: Any = None, cutoff: Any = None
+    *,
+    dry_run: bool = False,
+    payment_id: Any = None,
+    cutoff: Any = None,
+    changes: list[Any] | None = None,
 ) -> list[Any]:
     """Transfer paid tips whose transfer never ran; catch up with tip PaymentIntents.
 
@@ -739,13 +743,19 @@ def reconcile_tips(
     ``payment_intent.succeeded``). Refused transfers
     (``transfer_failed``) wait for staff (``retry-transfer``), like a
     refused release.
+
+    Each change is appended to ``changes`` (returned; a new list if None)
+    as soon as it is made: :func:`.reconcile.reconcile` passes its
+    ``ChangeLog``, which reports it at once, so an error that stops the run
+    at a later tip does not hide a tip transferred before it.
     """
     tips = tip_model().objects.all()
     if payment_id is not None:
         tips = tips.filter(payment_id=payment_id)
     elif cutoff is not None:
         tips = tips.filter(updated_at__lte=cutoff)
-    changes: list[Any] = []
+    if changes is None:
+        changes = []
     # A failed tip can still be paid: the customer may confirm the same
     # PaymentIntent again (no new request reaches the app), and that
     # success's event can be lost too. Abandoned ones (a tip never paid

@@ -480,6 +480,35 @@ def test_reconcile_catches_up_with_a_lost_payment_event(market):
     assert tip.transfers.get().status == "created"
 
 
+def test_reconcile_stopped_by_an_error_has_printed_the_tips_it_sent(market, monkeypatch):
+    """Two tips left paid (their transfer never ran); a bug in the second's
+    transfer. The tips' lines were printed once their step was over: the
+    first tip's transfer was made but only the traceback showed. It is
+    printed as it is made, and counted before the traceback."""
+    payment = market.released_payment()
+    real_transfer = tip_services._transfer_after_commit
+    monkeypatch.setattr(tip_services, "_transfer_after_commit", lambda *args, **kwargs: None)
+    first, second = (pay_tip(market, add_tip(market, payment, n).json()["id"]) for n in (300, 400))
+    monkeypatch.setattr(tip_services, "_transfer_after_commit", real_transfer)
+    assert [first.status, second.status] == ["paid", "paid"]
+    real_transfer_tip = tip_services.transfer_tip
+
+    def transfer_with_a_bug(tip_id, **kwargs):
+        if tip_id == second.pk:
+            raise ValueError("a bug in the transfer")
+        return real_transfer_tip(tip_id, **kwargs)
+
+    monkeypatch.setattr(tip_services, "transfer_tip", transfer_with_a_bug)
+    out, err = io.StringIO(), io.StringIO()
+    with market.capture(execute=True), pytest.raises(ValueError, match="a bug in the transfer"):
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=out, stderr=err)
+    assert out.getvalue() == f"{payment.pk}: tip {first.pk}: paid -> transferred\n"
+    assert err.getvalue() == (
+        "Stopped by the error below after 1 changed; the lines above are done.\n"
+    )
+    assert [Tip().objects.get(pk=t.pk).status for t in (first, second)] == ["transferred", "paid"]
+
+
 def test_the_admin_shows_tips_on_the_payment(market, client):
     from django.contrib import admin
 
