@@ -786,6 +786,21 @@ def reconcile_tips(
         if tip_outcomes.payment_dispute_decided_lost(tip.payment):
             if not dry_run and _refunded_meanwhile(tip, changes):
                 continue
+            hold = radar_hold(tip.payment)
+            if hold is not None:
+                # Staff's decision does not lift a Radar hold: retry-transfer
+                # answers 409 (the hold's code) until Stripe closes it. Not
+                # "staff decide" now: what they can do meanwhile is refund.
+                changes.append(
+                    Change(
+                        str(tip.payment_id),
+                        f"tip {tip.pk} held: the payment's dispute was lost and Stripe "
+                        f"Radar's {hold.kind} {hold.stripe_object_id} is open",
+                        "it waits for Stripe to close it: retry-transfer answers 409 until "
+                        "then, staff decide after; refunding its charge needs no wait",
+                    )
+                )
+                continue
             changes.append(
                 Change(
                     str(tip.payment_id),
