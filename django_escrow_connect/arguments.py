@@ -35,6 +35,7 @@ __all__ = [
     "InvalidArgument",
     "check_account_ids",
     "check_count",
+    "check_days",
     "check_event_ids",
     "check_event_types",
     "check_flag",
@@ -98,6 +99,17 @@ def check_minutes(option: str, value: Any, *, minimum: int) -> int:
     check_count(option, value, minimum=minimum)
     try:
         check_period(option, minutes=value)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+    return int(value)
+
+
+def check_days(option: str, value: Any) -> int:
+    """A retention in days (``--days``): a whole number of at least 1 that is
+    not longer ago than any date, or :class:`InvalidArgument`."""
+    check_count(option, value, minimum=1)
+    try:
+        check_period(option, days=value)
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None
     return int(value)

@@ -22,7 +22,8 @@ try:  # Django 6
 except ImportError:  # Django 5.2: the backport
     from django_tasks import task  # type: ignore[no-redef, unused-ignore]
 
-from .arguments import check_flag, check_minutes, check_since, task_arguments
+from .arguments import check_days, check_flag, check_minutes, check_since, task_arguments
+from .conf import escrow_settings
 from .exceptions import PeriodicJobFailed
 from .services.audit_tasks import audit_books_task
 from .services.changes import Change, Report, changed
@@ -37,6 +38,7 @@ from .webhooks.operations import (
     connected_account_ids,
     fetch_missed_events,
     purge_payloads,
+    requeue_after_minutes,
     requeue_stuck_events,
     retry_deferred_events,
 )
@@ -72,7 +74,13 @@ def _finish(job: str, summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _until_stopped(
-    job: str, made: str, run: Callable[[Report], _T], summary: dict[str, Any] | None = None
+    job: str,
+    made: str,
+    run: Callable[[Report], _T],
+    summary: dict[str, Any] | None = None,
+    *,
+    counted: Callable[[Sequence[Change]], int] = changed,
+    summarize: Callable[[Sequence[Change]], dict[str, Any]] = _summary,
 ) -> _T:
     """``run(report)``, whose changes are committed one by one as it reports them.
 
@@ -81,16 +89,18 @@ def _until_stopped(
     state (``made``: ``released``, ``changed``) it made before, its summary
     (``summary`` and the changes reported) listing them: the bare exception
     said nothing of them. ``escrow_*`` commands print the same as they go
-    (``management/progress.py``).
+    (``management/progress.py``). ``counted``: which changes the message
+    counts (default: those that changed a state); ``summarize``: the
+    summary's entries for the changes (default ``changes`` and ``errors``).
     """
     done: list[Change] = []
     try:
         return run(done.append)
     except Exception as exc:
         stopped = f"stopped by {type(exc).__name__}: {exc}"
-        failed = {**(summary or {}), **_summary(done)}
+        failed = {**(summary or {}), **summarize(done)}
         failed["errors"].append(stopped)
-        raise PeriodicJobFailed(f"{job}: {stopped}, after {changed(done)} {made}", failed) from exc
+        raise PeriodicJobFailed(f"{job}: {stopped}, after {counted(done)} {made}", failed) from exc
 
 
 @task()
@@ -175,13 +185,22 @@ def fetch_missed_events_task(since: str = "1d", all_accounts: bool = True) -> di
     failure are recorded and counted in ``sources`` all the same. A
     ``since`` that is no date, time or duration, or an ``all_accounts``
     that is not True or False, fails the run (:class:`PeriodicJobFailed`)
-    before anything is read.
+    before anything is read. An unexpected error that stops the run is the
+    ``__cause__`` of a :class:`PeriodicJobFailed` saying how many events it
+    recorded or processed before it (committed; listed in its summary's
+    ``changes``, a failed one in its ``errors``).
     """
     with task_arguments("fetch missed events", {"sources": {}}):
         start = check_since("since", since, required=True)
         check_flag("all_accounts", all_accounts)
     accounts = connected_account_ids() if all_accounts else []
-    results = fetch_missed_events(start, accounts=accounts)
+    results = _until_stopped(
+        "fetch missed events",
+        "events recorded or processed",
+        lambda report: fetch_missed_events(start, accounts=accounts, report=report),
+        {"sources": {}},
+        counted=len,  # a failed one was recorded too
+    )
     summary: dict[str, Any] = {
         "sources": {
             result.source: {
@@ -207,7 +226,13 @@ def purge_event_payloads_task(days: int | None = None) -> dict[str, Any]:
 
     A retention under one day (the argument or the setting) purges nothing
     and fails the run (:class:`PeriodicJobFailed`), as the command refuses it.
+    A ``days`` that is no whole number of at least 1 fails it naming ``days``
+    (as the other tasks name theirs), before anything is read; the setting's
+    refusal names the retention.
     """
+    if days is not None:
+        with task_arguments("purge_event_payloads", {"purged": 0}):
+            days = check_days("days", days)
     try:
         purged = purge_payloads(days)
     except ValueError as exc:
@@ -222,19 +247,31 @@ def requeue_stuck_events_task(older_than_minutes: int | None = None) -> dict[str
     ``{"enabled": False}`` unless ``WEBHOOK_PROCESSING`` is ``"task"``. A
     ``WEBHOOK_REQUEUE_AFTER_MINUTES`` or ``older_than_minutes`` that is no
     int of at least 1 (E115) enqueues nothing and fails the run
-    (:class:`PeriodicJobFailed`).
+    (:class:`PeriodicJobFailed`). An error that stops the run (the broker
+    gone) is the ``__cause__`` of a :class:`PeriodicJobFailed` saying how
+    many events were enqueued again before it (its summary's ``requeued``).
     """
     older_than = None
     if older_than_minutes is not None:
         with task_arguments("requeue stuck events", {"enabled": True, "requeued": []}):
             minutes = check_minutes("older_than_minutes", older_than_minutes, minimum=1)
         older_than = timedelta(minutes=minutes)
-    try:
-        ids = requeue_stuck_events(older_than)
-    except ValueError as exc:  # the setting, when checks were skipped (E115)
-        return _finish(
-            "requeue stuck events", {"enabled": True, "requeued": [], "errors": [str(exc)]}
-        )
+    if older_than is None and escrow_settings.WEBHOOK_PROCESSING == "task":
+        # Read here, not within the run: its refusal is no error that stopped it.
+        try:
+            older_than = timedelta(minutes=requeue_after_minutes())
+        except ValueError as exc:  # the setting, when checks were skipped (E115)
+            return _finish(
+                "requeue stuck events", {"enabled": True, "requeued": [], "errors": [str(exc)]}
+            )
+    ids = _until_stopped(
+        "requeue stuck events",
+        "re-enqueued",
+        lambda report: requeue_stuck_events(older_than, report=report),
+        {"enabled": True},
+        counted=len,
+        summarize=lambda done: {"requeued": [change.subject for change in done], "errors": []},
+    )
     if ids is None:
         return {"enabled": False, "requeued": [], "errors": []}
     return {"enabled": True, "requeued": ids, "errors": []}

@@ -1,15 +1,18 @@
 """What a scheduled command prints as it goes, and where an error stopped it.
 
 ``escrow_auto_release``, ``escrow_capture_expiry`` and ``escrow_reconcile``
-commit each payment's change on its own. They printed their lines once the
-run was over: when a later payment raised (a bug, the database gone), the
-earlier changes were made and the cron log showed only the traceback, so an
-operator could release, capture or void those payments by hand again.
+commit each payment's change on its own, ``escrow_fetch_missed_events`` each
+event it records, ``escrow_requeue_stuck_events`` each event it enqueues.
+They printed their lines once the run was over: when a later one raised (a
+bug, the database or the broker gone), the earlier changes were made and
+the cron log showed only the traceback, so an operator could release,
+capture or void those payments by hand again, or not know which events
+were recorded or enqueued.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand
@@ -26,9 +29,18 @@ class Progress:
     :meth:`until_stopped`.
     """
 
-    def __init__(self, command: BaseCommand, made: str) -> None:
+    def __init__(
+        self,
+        command: BaseCommand,
+        made: str,
+        counted: Callable[[list[Change]], int] = changed,
+    ) -> None:
         #: What a change of state is, in the stop line: ``released``, ``changed``.
         self.made = made
+        #: How many of the changes the stop line counts (default: those
+        #: that changed a state; ``len``: every one, as an event recorded
+        #: whose processing failed, or one enqueued again, which changes none).
+        self.counted = counted
         self.command = command
         self.done: list[Change] = []
 
@@ -43,7 +55,7 @@ class Progress:
             yield
         except Exception:
             self.command.stderr.write(
-                f"Stopped by the error below after {changed(self.done)} {self.made}; "
+                f"Stopped by the error below after {self.counted(self.done)} {self.made}; "
                 "the lines above are done."
             )
             raise

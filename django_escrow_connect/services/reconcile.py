@@ -69,8 +69,8 @@ def reconcile(
 ) -> list[Change]:
     """Finish or correct what a crash, a timeout or a lost webhook left behind.
 
-    ``report`` is called with each change as soon as it is made (the tips'
-    once their step is over). Each is committed on its own, so an
+    ``report`` is called with each change as soon as it is made, the tips'
+    too. Each is committed on its own, so an
     unexpected error (a bug, the database gone) that ends the run with its
     exception leaves the earlier ones done: only ``report`` has heard of them.
     """
@@ -104,7 +104,8 @@ def reconcile(
     for payment in stale.order_by("updated_at"):
         changes.extend(sync_intent(payment, dry_run))
     _refunds(changes, payment_id, dry_run, cutoff)
-    changes.extend(tips.reconcile_tips(dry_run=dry_run, payment_id=payment_id, cutoff=cutoff))
+    # Into the ChangeLog: each tip's change is reported as it is made.
+    tips.reconcile_tips(dry_run=dry_run, payment_id=payment_id, cutoff=cutoff, changes=changes)
     return changes
 
 

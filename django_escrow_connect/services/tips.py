@@ -726,7 +726,11 @@ def retry_tip_transfer(tip_id: Any, user: Any = None, *, system: bool = False) -
 
 
 def reconcile_tips(
-    *, dry_run: bool = False, payment_id: Any = None, cutoff: Any = None
+    *,
+    dry_run: bool = False,
+    payment_id: Any = None,
+    cutoff: Any = None,
+    changes: list[Any] | None = None,
 ) -> list[Any]:
     """Transfer paid tips whose transfer never ran; catch up with tip PaymentIntents.
 
@@ -739,13 +743,19 @@ def reconcile_tips(
     ``payment_intent.succeeded``). Refused transfers
     (``transfer_failed``) wait for staff (``retry-transfer``), like a
     refused release.
+
+    Each change is appended to ``changes`` (returned; a new list if None)
+    as soon as it is made: :func:`.reconcile.reconcile` passes its
+    ``ChangeLog``, which reports it at once, so an error that stops the run
+    at a later tip does not hide a tip transferred before it.
     """
     tips = tip_model().objects.all()
     if payment_id is not None:
         tips = tips.filter(payment_id=payment_id)
     elif cutoff is not None:
         tips = tips.filter(updated_at__lte=cutoff)
-    changes: list[Any] = []
+    if changes is None:
+        changes = []
     # A failed tip can still be paid: the customer may confirm the same
     # PaymentIntent again (no new request reaches the app), and that
     # success's event can be lost too. Abandoned ones (a tip never paid
@@ -775,6 +785,21 @@ def reconcile_tips(
     for tip in lost.order_by("created_at"):
         if tip_outcomes.payment_dispute_decided_lost(tip.payment):
             if not dry_run and _refunded_meanwhile(tip, changes):
+                continue
+            hold = radar_hold(tip.payment)
+            if hold is not None:
+                # Staff's decision does not lift a Radar hold: retry-transfer
+                # answers 409 (the hold's code) until Stripe closes it. Not
+                # "staff decide" now: what they can do meanwhile is refund.
+                changes.append(
+                    Change(
+                        str(tip.payment_id),
+                        f"tip {tip.pk} held: the payment's dispute was lost and Stripe "
+                        f"Radar's {hold.kind} {hold.stripe_object_id} is open",
+                        "it waits for Stripe to close it: retry-transfer answers 409 until "
+                        "then, staff decide after; refunding its charge needs no wait",
+                    )
+                )
                 continue
             changes.append(
                 Change(

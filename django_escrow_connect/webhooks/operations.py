@@ -26,8 +26,8 @@ from ..dates import check_period, period_setting
 from ..exceptions import GatewayError
 from ..gateway import get_gateway
 from ..services import accounts
+from ..services.changes import Change, Report
 from ..services.common import accounts_v2_gateway
-from ..services.reconcile import Change
 from ..states import AccountsApi, AccountStatus, WebhookEndpoint
 from ..states import WebhookEventStatus as E
 from . import pipeline, receiver, registry
@@ -120,6 +120,7 @@ def fetch_missed_events(
     accounts: Sequence[str] = (),
     include_platform: bool = True,
     include_thin: bool | None = None,
+    report: Report | None = None,
 ) -> list[FetchResult]:
     """Record and process the events of the handled types created since ``since``.
 
@@ -139,6 +140,11 @@ def fetch_missed_events(
     ``error``, and the events of the pages read before it (the newest:
     Stripe lists newest first) are recorded and processed all the same; the
     older ones are read by a run with the same ``since``.
+
+    ``report`` is called with each event recorded or processed now (not a
+    known one left as it is) as soon as it is: an unexpected error (a bug,
+    the database gone) that ends the run with its exception leaves those
+    events recorded, and the results are lost with it.
     """
     oldest = timezone.now() - EVENTS_API_WINDOW
     if since < oldest:
@@ -146,13 +152,13 @@ def fetch_missed_events(
     created_gte = int(since.timestamp())
     results = []
     if include_platform:
-        results.append(_fetch(WebhookEndpoint.PLATFORM, created_gte, None))
+        results.append(_fetch(WebhookEndpoint.PLATFORM, created_gte, None, report))
     for account in accounts:
-        results.append(_fetch(WebhookEndpoint.CONNECT, created_gte, account))
+        results.append(_fetch(WebhookEndpoint.CONNECT, created_gte, account, report))
     if include_thin is None:
         include_thin = accounts_v2_in_use()
     if include_thin:
-        results.append(_fetch_thin(since))
+        results.append(_fetch_thin(since, report))
     return results
 
 
@@ -171,7 +177,7 @@ def accounts_v2_in_use() -> bool:
 THIN_SOURCE = "thin events"
 
 
-def _fetch_thin(since: datetime) -> FetchResult:
+def _fetch_thin(since: datetime, report: Report | None) -> FetchResult:
     result = FetchResult(source=THIN_SOURCE)
     types = registry.event_types(WebhookEndpoint.THIN)
     fetched: list[dict[str, Any]] = []
@@ -203,7 +209,7 @@ def _fetch_thin(since: datetime) -> FetchResult:
         ):
             result.outcomes["malformed"] += 1
             continue
-        _settle(result, receiver.record(WebhookEndpoint.THIN, event))
+        _settle(result, receiver.record(WebhookEndpoint.THIN, event), report)
     _count_unreadable(result)
     logger.info(
         "fetched missed thin events: %s seen, %s new",
@@ -233,7 +239,9 @@ def _created(event: dict[str, Any]) -> int:
     return created if isinstance(created, int) and not isinstance(created, bool) else 0
 
 
-def _fetch(endpoint: str, created_gte: int, account: str | None) -> FetchResult:
+def _fetch(
+    endpoint: str, created_gte: int, account: str | None, report: Report | None
+) -> FetchResult:
     result = FetchResult(source=account or "platform")
     types = registry.event_types(endpoint)
     fetched: list[dict[str, Any]] = []
@@ -268,7 +276,7 @@ def _fetch(endpoint: str, created_gte: int, account: str | None) -> FetchResult:
         if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
             result.outcomes["malformed"] += 1
             continue
-        _settle(result, receiver.record(endpoint, event))
+        _settle(result, receiver.record(endpoint, event), report)
     _count_unreadable(result)
     logger.info(
         "fetched missed events: %s seen, %s new",
@@ -290,7 +298,7 @@ def _read_listing(listed: Iterable[dict[str, Any]], fetched: list[dict[str, Any]
         fetched.extend(reversed(read))
 
 
-def _settle(result: FetchResult, row: pipeline.RecordedEvent) -> None:
+def _settle(result: FetchResult, row: pipeline.RecordedEvent, report: Report | None = None) -> None:
     """Process an event the log did not have (or never processed); leave a known one as it is.
 
     A known failed event was processed again on every run while it was
@@ -303,7 +311,19 @@ def _settle(result: FetchResult, row: pipeline.RecordedEvent) -> None:
         result.outcomes["duplicate"] += 1
         result.left_alone.append(row.pk)
         return
-    result.outcomes[dispatch_recorded(row).status] += 1
+    status = dispatch_recorded(row).status
+    result.outcomes[status] += 1
+    if report is not None and status != "duplicate":
+        # Committed by now: said at once (a failed one as an error), so an
+        # error that stops the run later does not hide it.
+        report(
+            Change(
+                row.stripe_event_id,
+                f"received -> {status}",
+                f"{row.type}, {result.source}",
+                error=status == E.FAILED,
+            )
+        )
 
 
 def _count_unreadable(result: FetchResult) -> None:
@@ -334,7 +354,11 @@ def stuck_events(older_than: timedelta) -> Any:
 
 
 def requeue_stuck_events(
-    older_than: timedelta | None = None, *, limit: int = 1000, dry_run: bool = False
+    older_than: timedelta | None = None,
+    *,
+    limit: int = 1000,
+    dry_run: bool = False,
+    report: Report | None = None,
 ) -> list[str] | None:
     """Enqueue again the events a worker never took; returns their Stripe ids.
 
@@ -347,6 +371,10 @@ def requeue_stuck_events(
     processes only an event still ``received`` (or failed), so the second
     task finds it settled and does nothing. ``older_than`` (default
     ``WEBHOOK_REQUEUE_AFTER_MINUTES``) should exceed the queue's usual wait.
+
+    ``report`` is called with each event as soon as it is enqueued again
+    (``evt_...: re-enqueued``): a broker that fails midway ends the run with
+    its exception, and the ids returned are lost with it.
     """
     if escrow_settings.WEBHOOK_PROCESSING != "task":
         return None
@@ -366,6 +394,8 @@ def requeue_stuck_events(
         ) from exc
     for stripe_event_id in ids:
         process_webhook_event.enqueue(stripe_event_id)
+        if report is not None:
+            report(Change(stripe_event_id, "re-enqueued"))
     logger.warning(
         "re-enqueued %d webhook events left received for more than %s (lost queue messages?)",
         len(ids),

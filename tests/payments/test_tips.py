@@ -480,6 +480,35 @@ def test_reconcile_catches_up_with_a_lost_payment_event(market):
     assert tip.transfers.get().status == "created"
 
 
+def test_reconcile_stopped_by_an_error_has_printed_the_tips_it_sent(market, monkeypatch):
+    """Two tips left paid (their transfer never ran); a bug in the second's
+    transfer. The tips' lines were printed once their step was over: the
+    first tip's transfer was made but only the traceback showed. It is
+    printed as it is made, and counted before the traceback."""
+    payment = market.released_payment()
+    real_transfer = tip_services._transfer_after_commit
+    monkeypatch.setattr(tip_services, "_transfer_after_commit", lambda *args, **kwargs: None)
+    first, second = (pay_tip(market, add_tip(market, payment, n).json()["id"]) for n in (300, 400))
+    monkeypatch.setattr(tip_services, "_transfer_after_commit", real_transfer)
+    assert [first.status, second.status] == ["paid", "paid"]
+    real_transfer_tip = tip_services.transfer_tip
+
+    def transfer_with_a_bug(tip_id, **kwargs):
+        if tip_id == second.pk:
+            raise ValueError("a bug in the transfer")
+        return real_transfer_tip(tip_id, **kwargs)
+
+    monkeypatch.setattr(tip_services, "transfer_tip", transfer_with_a_bug)
+    out, err = io.StringIO(), io.StringIO()
+    with market.capture(execute=True), pytest.raises(ValueError, match="a bug in the transfer"):
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=out, stderr=err)
+    assert out.getvalue() == f"{payment.pk}: tip {first.pk}: paid -> transferred\n"
+    assert err.getvalue() == (
+        "Stopped by the error below after 1 changed; the lines above are done.\n"
+    )
+    assert [Tip().objects.get(pk=t.pk).status for t in (first, second)] == ["transferred", "paid"]
+
+
 def test_the_admin_shows_tips_on_the_payment(market, client):
     from django.contrib import admin
 
@@ -1411,6 +1440,30 @@ def early_fraud_warning(warning_id, charged):
     }
 
 
+def radar_review(review_id, charged):
+    """An open Radar review of ``charged``'s charge (a payment or a tip)."""
+    return {
+        "id": review_id,
+        "object": "review",
+        "billing_zip": None,
+        "charge": charged.stripe_charge_id,
+        "closed_reason": None,
+        "created": 1_800_000_000,
+        "ip_address": None,
+        "ip_address_location": None,
+        "livemode": False,
+        "open": True,
+        "opened_reason": "rule",
+        "payment_intent": charged.stripe_payment_intent_id,
+        "reason": "rule",
+        "session": None,
+    }
+
+
+def closed_review(review, reason):
+    return {**review, "open": False, "closed_reason": reason, "reason": reason}
+
+
 def event(event_id, type_, obj):
     return {
         "id": event_id,
@@ -1527,6 +1580,70 @@ def test_a_tip_refunded_while_a_warning_held_it_is_not_sent_when_the_warning_clo
     tip.refresh_from_db()
     assert (tip.status, tip.amount_refunded) == ("refunded", 700)
     assert not tip.transfers.exists()
+
+
+@pytest.mark.parametrize("reason", ["refunded", "refunded_as_fraud"])
+def test_a_tip_refunded_while_a_review_held_it_is_not_sent_when_the_review_closes(
+    market, escrow_deliver, reason
+):
+    """As a warning: Stripe closes a review ``refunded`` (or
+    ``refunded_as_fraud``) because of a refund whose events may come after.
+    The tip's charge is read before it is sent: its refund is recorded,
+    nothing sent."""
+    payment = market.released_payment()
+    review = radar_review("prv_payment_1", payment)
+    with market.capture(execute=True):
+        escrow_deliver(event("evt_review_1", "review.opened", review))
+    tip = pay_tip(market, add_tip(market, payment, 700).json()["id"])
+    assert tip.status == "paid"
+    with losing_refund_events(), market.capture(execute=True):
+        refund_tip(tip)
+    assert Tip().objects.get(pk=tip.pk).status == "paid"  # not known yet
+    transfers_before = escrow_calls("create_transfer")
+
+    with market.capture(execute=True):
+        escrow_deliver(event("evt_review_2", "review.closed", closed_review(review, reason)))
+
+    assert payment.incidents.get(stripe_object_id="prv_payment_1").resolved_at is not None
+    assert escrow_calls("create_transfer") == transfers_before
+    tip.refresh_from_db()
+    assert (tip.status, tip.amount_refunded) == ("refunded", 700)
+    assert not tip.transfers.exists()
+
+
+def test_a_radar_hold_after_a_lost_dispute_is_what_reconcile_says_the_tip_waits_for(
+    market, escrow_deliver
+):
+    """The payment's dispute was lost and a Radar review of the tip's charge
+    is open: reconcile said "staff decide", but staff's retry-transfer
+    answers 409 until Stripe closes the review. It says the review is open
+    and the tip waits for it; once closed, staff decide (and may send it)."""
+    payment, tip, _ = a_tip_held_by_the_payments_lost_dispute(market)
+    review = radar_review("prv_tip_1", tip)
+    with market.capture(execute=True):
+        escrow_deliver(event("evt_review_3", "review.opened", review))
+
+    out = io.StringIO()
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=out)
+    assert out.getvalue() == (
+        f"{payment.pk}: tip {tip.pk} held: the payment's dispute was lost and Stripe Radar's "
+        "radar_review prv_tip_1 is open (it waits for Stripe to close it: retry-transfer answers "
+        "409 until then, staff decide after; refunding its charge needs no wait)\n"
+    )
+    response = retry_tip_transfer(market, payment, tip)
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "radar_review_open"
+    assert not tip.transfers.exists()
+
+    with market.capture(execute=True):
+        escrow_deliver(event("evt_review_4", "review.closed", closed_review(review, "approved")))
+    out = io.StringIO()
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", "--payment", str(payment.pk), stdout=out)
+    assert "staff decide: retry-transfer sends it" in out.getvalue()
+    assert retry_tip_transfer(market, payment, tip).status_code == 200
+    assert Tip().objects.get(pk=tip.pk).status == "transferred"
 
 
 def test_a_warning_closed_by_a_dispute_leaves_the_tips_to_the_dispute(

@@ -12,7 +12,7 @@ from unittest.mock import ANY
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -22,7 +22,7 @@ from django_escrow_connect import factories as kit
 from django_escrow_connect import swappable, tasks
 from django_escrow_connect.exceptions import UnreadableAnswer
 from django_escrow_connect.simulation import SimulatedGateway
-from django_escrow_connect.webhooks import registry
+from django_escrow_connect.webhooks import operations, registry
 from tests import factories
 from tests.webhooks import stripe_objects as so
 from tests.webhooks.conftest import MANUAL, events, intent_for, simulated_account
@@ -370,6 +370,7 @@ def test_fetch_records_the_events_read_before_a_page_failed(
         call_command("escrow_fetch_missed_events", "--since", "1d", stdout=out, stderr=err)
     assert "platform: Stripe could not list events" in err.getvalue()
     assert out.getvalue() == (
+        f"{newer['id']}: received -> processed ({FLAKY}, platform)\n"
         "platform: 1 events, 1 new (1 processed), read before its listing failed\n"
     )
     assert list(events().values_list("stripe_event_id", "status")) == [(newer["id"], "processed")]
@@ -381,6 +382,66 @@ def test_fetch_records_the_events_read_before_a_page_failed(
     out = run("escrow_fetch_missed_events", "--since", "1d")
     assert "platform: 2 events, 1 new (1 duplicate, 1 processed)" in out
     assert set(events().values_list("stripe_event_id", flat=True)) == {older["id"], newer["id"]}
+
+
+def stopped_at_the_second_event(sim_stripe: Any, monkeypatch: Any) -> list[dict[str, Any]]:
+    """Two events Stripe lists that the log lacks; processing the second
+    raises what no handler expects (the database gone): (first, second)."""
+    first = so.event(FLAKY, so.charge(), created=so.now() - 60)
+    second = so.event(FLAKY, so.charge(), created=so.now())
+    for evt in (first, second):
+        sim_stripe.events[evt["id"]] = evt
+    dispatch = operations.dispatch_recorded
+
+    def database_gone_at_the_second(row: Any) -> Any:
+        if row.stripe_event_id == second["id"]:
+            raise DatabaseError("the database is gone")
+        return dispatch(row)
+
+    monkeypatch.setattr(operations, "dispatch_recorded", database_gone_at_the_second)
+    return [first, second]
+
+
+def test_fetch_stopped_by_an_error_has_printed_the_events_it_recorded(
+    flaky: list[int], sim_stripe: Any, monkeypatch: Any
+) -> None:
+    """Its lines were printed once every source was done: an error midway
+    showed only the traceback, not the events recorded and processed before
+    it. Each is printed as it is, a failed one on stderr, and how many."""
+    flaky[0] = 0
+    first, second = stopped_at_the_second_event(sim_stripe, monkeypatch)
+    out, err = StringIO(), StringIO()
+    with pytest.raises(DatabaseError, match="the database is gone"):
+        call_command("escrow_fetch_missed_events", "--since", "1d", stdout=out, stderr=err)
+    assert out.getvalue() == f"{first['id']}: received -> processed ({FLAKY}, platform)\n"
+    assert err.getvalue() == (
+        "Stopped by the error below after 1 events recorded or processed; "
+        "the lines above are done.\n"
+    )
+    assert events().get(stripe_event_id=first["id"]).status == "processed"
+    # Recorded, not processed: the next run (or escrow_requeue_stuck_events) takes it.
+    assert events().get(stripe_event_id=second["id"]).status == "received"
+
+
+def test_fetch_task_stopped_by_an_error_says_what_it_recorded(
+    flaky: list[int], sim_stripe: Any, monkeypatch: Any
+) -> None:
+    first, _ = stopped_at_the_second_event(sim_stripe, monkeypatch)
+    with pytest.raises(
+        tasks.PeriodicJobFailed,
+        match=r"stopped by DatabaseError.*, after 1 events recorded or processed$",
+    ) as failed:
+        tasks.fetch_missed_events_task.call(since="1d", all_accounts=False)
+    assert isinstance(failed.value.__cause__, DatabaseError)
+    # The first failed processing (the handler's trouble): an error, listed.
+    assert failed.value.summary == {
+        "sources": {},
+        "changes": [],
+        "errors": [
+            f"{first['id']}: received -> failed ({FLAKY}, platform)",
+            "stopped by DatabaseError: the database is gone",
+        ],
+    }
 
 
 def test_fetch_tells_what_to_do_about_an_account_stripe_refuses(sim_stripe: Any) -> None:
@@ -483,9 +544,16 @@ def test_the_purge_task_refuses_a_retention_under_a_day(
     with pytest.raises(tasks.PeriodicJobFailed, match="at least one day") as failed:
         tasks.purge_event_payloads_task.call()
     assert failed.value.summary == {"purged": 0, "errors": [ANY]}
-    with pytest.raises(tasks.PeriodicJobFailed, match="at least one day"):
+    # The argument is named, as the other tasks name theirs.
+    with pytest.raises(tasks.PeriodicJobFailed, match=r"^purge_event_payloads: days must be "):
         tasks.purge_event_payloads_task.call(days=retention)
     assert events().filter(payload__isnull=True).count() == 0
+
+
+@pytest.mark.parametrize(("days", "message"), [("0", "at least 1"), ("-1", "at least 1")])
+def test_the_purge_command_names_days(deliver: Any, days: str, message: str) -> None:
+    with pytest.raises(CommandError, match=f"^--days must be {message}"):
+        run("escrow_purge_event_payloads", "--days", days)
 
 
 @pytest.mark.parametrize("retention", [0, True, "abc", [30], 2.5, Decimal("2.5"), float("inf")])

@@ -124,6 +124,58 @@ def test_the_periodic_task_requeues(deliver: Any, spy: Spy, queue: Any) -> None:
     assert requeue_stuck_events_task.call(older_than_minutes=30)["requeued"] == []
 
 
+@pytest.fixture
+def broker_gone_at_the_second(deliver: Any, queue: Any, monkeypatch: Any) -> list[dict[str, Any]]:
+    """Two events left received; the broker refuses the second's message: (first, second)."""
+    from django_escrow_connect.webhooks import tasks as webhook_tasks
+
+    first = received_minutes_ago(deliver, 30)
+    second = received_minutes_ago(deliver, 20)
+    queue.clear()
+    task = webhook_tasks.process_webhook_event
+
+    class BrokerGone:
+        @staticmethod
+        def enqueue(stripe_event_id: str) -> Any:
+            if stripe_event_id == second["id"]:
+                raise ConnectionError("the broker is gone")
+            return task.enqueue(stripe_event_id)
+
+    monkeypatch.setattr(webhook_tasks, "process_webhook_event", BrokerGone)
+    return [first, second]
+
+
+def test_a_requeue_stopped_by_an_error_has_printed_what_it_enqueued(
+    broker_gone_at_the_second: list[dict[str, Any]], queue: Any
+) -> None:
+    """The ids were printed once all were enqueued: a broker gone midway
+    showed only the traceback, not the events already enqueued again."""
+    first, second = broker_gone_at_the_second
+    out, err = StringIO(), StringIO()
+    with pytest.raises(ConnectionError, match="the broker is gone"):
+        call_command("escrow_requeue_stuck_events", stdout=out, stderr=err)
+    assert out.getvalue() == f"{first['id']}: re-enqueued\n"
+    assert err.getvalue() == (
+        "Stopped by the error below after 1 re-enqueued; the lines above are done.\n"
+    )
+    assert enqueued_ids(queue) == [first["id"]]
+    assert status_of(second).status == "received"
+
+
+def test_the_requeue_task_stopped_by_an_error_says_what_it_enqueued(
+    broker_gone_at_the_second: list[dict[str, Any]], queue: Any
+) -> None:
+    first, _ = broker_gone_at_the_second
+    with pytest.raises(PeriodicJobFailed, match="after 1 re-enqueued") as failed:
+        requeue_stuck_events_task.call()
+    assert isinstance(failed.value.__cause__, ConnectionError)
+    assert failed.value.summary == {
+        "enabled": True,
+        "requeued": [first["id"]],
+        "errors": ["stopped by ConnectionError: the broker is gone"],
+    }
+
+
 def test_nothing_to_do_in_sync_mode(deliver: Any, spy: Spy, settings: Any) -> None:
     settings.TASKS = {"default": {"BACKEND": f"{BACKENDS}.dummy.DummyBackend"}}
     tasks_framework.default_task_backend.clear()

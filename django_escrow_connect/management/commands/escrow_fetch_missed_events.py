@@ -10,6 +10,12 @@ counted on one informational line per source (those whose object cannot be
 read apart: no replay helps them until an upgrade). When a page of a source
 cannot be listed, the events read before it are recorded all the same and
 the run fails, asking for a run with the same ``--since``.
+
+Each event recorded or processed now is printed as it is
+(``evt_...: received -> processed (charge.refunded, platform)``; a failed
+one on stderr), before the summary of each source: an unexpected error that
+stops the run (its traceback, exit status 1) leaves those events recorded,
+their lines printed and how many above the traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...arguments import check_account_ids, check_since
 from ...webhooks.operations import FetchResult, connected_account_ids, fetch_missed_events
+from ..progress import Progress
 
 
 class Command(BaseCommand):
@@ -67,12 +74,16 @@ class Command(BaseCommand):
         accounts = list(options["account"])
         if options["all_accounts"]:
             accounts += connected_account_ids()
-        results = fetch_missed_events(
-            since,
-            accounts=list(dict.fromkeys(accounts)),
-            include_platform=not options["no_platform"],
-            include_thin=options["thin"],
-        )
+        # Each event is committed on its own: printed as it is recorded.
+        progress = Progress(self, "events recorded or processed", counted=len)
+        with progress.until_stopped():
+            results = fetch_missed_events(
+                since,
+                accounts=list(dict.fromkeys(accounts)),
+                include_platform=not options["no_platform"],
+                include_thin=options["thin"],
+                report=progress,
+            )
         failed = 0
         unreachable = 0
         for result in results:

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...arguments import check_days
 from ...webhooks.operations import purge_payloads, purgeable_events, retention_days
 
 
@@ -27,6 +28,9 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Only count.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["days"] is not None:
+            # Named as the other commands name theirs (argparse typed it).
+            check_days("--days", options["days"])
         try:
             # A whole number of days (the setting may be a string such as
             # "30" once checks were skipped), converted in one place only.

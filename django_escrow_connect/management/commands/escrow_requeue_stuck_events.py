@@ -7,6 +7,11 @@ message; it is enqueued again. The worker processes an event once however
 many tasks name it, so one merely waiting in a long queue is safe to
 enqueue twice. Run it every 10 minutes. In sync mode it does nothing and
 says so.
+
+Each event is printed as it is enqueued again (``evt_...: re-enqueued``),
+then the count: an error that stops the run (the broker gone: its
+traceback, exit status 1) leaves the events printed before it enqueued,
+and how many above the traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ...arguments import check_count, check_minutes
 from ...conf import SETTING_NAME
 from ...webhooks.operations import requeue_after_minutes, requeue_stuck_events
+from ..progress import Progress
 
 
 class Command(BaseCommand):
@@ -46,9 +52,15 @@ class Command(BaseCommand):
         else:
             minutes = check_minutes("--older-than", minutes, minimum=1)
         check_count("--limit", options["limit"], minimum=1)
-        ids = requeue_stuck_events(
-            timedelta(minutes=minutes), limit=options["limit"], dry_run=options["dry_run"]
-        )
+        # Each event is enqueued on its own: printed as it is.
+        progress = Progress(self, "re-enqueued", counted=len)
+        with progress.until_stopped():
+            ids = requeue_stuck_events(
+                timedelta(minutes=minutes),
+                limit=options["limit"],
+                dry_run=options["dry_run"],
+                report=progress,
+            )
         if ids is None:
             self.stdout.write(
                 f'{SETTING_NAME}["WEBHOOK_PROCESSING"] is not "task": each request processes '
@@ -58,7 +70,13 @@ class Command(BaseCommand):
         if not ids:
             self.stdout.write(f"No webhook event is still received after {minutes} minutes.")
             return
-        verb = "Would re-enqueue" if options["dry_run"] else "Re-enqueued"
-        self.stdout.write(f"{verb} {len(ids)} events received more than {minutes} minutes ago:")
+        if not options["dry_run"]:  # each one was printed as it was enqueued
+            self.stdout.write(
+                f"Re-enqueued {len(ids)} events received more than {minutes} minutes ago."
+            )
+            return
+        self.stdout.write(
+            f"Would re-enqueue {len(ids)} events received more than {minutes} minutes ago:"
+        )
         for stripe_event_id in ids:
             self.stdout.write(f"  {stripe_event_id}")
