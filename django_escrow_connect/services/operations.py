@@ -167,6 +167,29 @@ def is_request_operation(operation: Any, user: Any, request_key: str) -> bool:
     )
 
 
+#: The ``follow_up`` entry of an attempt :func:`.outcomes.drive` marked not
+#: made and sent again under the next key: that key.
+REPLACED_BY = "replaced_by"
+
+
+def last_attempt(operation: Any) -> Any:
+    """``operation`` as it now stands, or the attempt sent in its place.
+
+    Followed through every replacement (:data:`REPLACED_BY`): the attempt
+    whose key Stripe holds and whose status is the operation's outcome.
+    """
+    operations = operation_model().objects.filter(payment_id=operation.payment_id)
+    current = operations.get(pk=operation.pk)
+    seen = {current.pk}
+    while key := current.follow_up.get(REPLACED_BY):
+        successor = operations.filter(idempotency_key=key).first()
+        if successor is None or successor.pk in seen:
+            break
+        seen.add(successor.pk)
+        current = successor
+    return current
+
+
 def next_key(payment: Any, kind: str) -> tuple[str, int]:
     """The key for a new operation of ``kind`` (sequence = earlier ones of that kind)."""
     attempt = payment.operations.filter(kind=kind).count()

@@ -40,6 +40,7 @@ from . import books, errors, saved_methods
 from . import tip_outcomes as tips
 from .common import gateway, model, open_disputes, payment_model, refuses_the_amount, translate
 from .operations import (
+    REPLACED_BY,
     Outcome,
     answer_may_be_lost,
     begin,
@@ -1217,9 +1218,15 @@ def drive(
         if answer_may_be_lost(current):
             # Stripe has nothing under a key it may have forgotten: this
             # attempt never happened; the next one gets a new key.
-            current.mark_failed("not_made", "Stripe has no record of this attempt; sent again.")
-            current.save()
             key, attempt = next_key(payment, current.kind)
+            carried = current.follow_up
+            current.mark_failed("not_made", "Stripe has no record of this attempt; sent again.")
+            # The attempt sent in its place, for whoever reads this one's
+            # outcome (reconcile's report, a retried release's answer): the
+            # next row of its kind may be another operation (the next
+            # payee's reversal, the next milestone's transfer).
+            current.follow_up = {**carried, REPLACED_BY: key}
+            current.save()
             request = dict(current.request)
             if "metadata" in request:
                 request["metadata"] = {**request["metadata"], "escrow_operation": key}
@@ -1234,7 +1241,7 @@ def drive(
                 # What the operation commits on success goes with it (the
                 # refund a reversal makes room for): without it the payee's
                 # money came back and the customer was never refunded.
-                follow_up=current.follow_up,
+                follow_up=carried,
                 user=current.requested_by,
                 # Still the same client request: its retry must find this one.
                 request_key=current.request_key,

@@ -771,19 +771,8 @@ def _released_rest(operation: Any) -> bool:
     # ``drive`` may have sent it again under the next key (Stripe stored a
     # 5xx under the first, or may have forgotten it) and marked the first
     # attempt not made: the attempt it made in its place is this request's.
-    # A lost dispute leaves one rest, so no other succeeded transfer of the
-    # rest can begin after this one.
-    return bool(
-        model("MoneyOperation")
-        .objects.filter(
-            payment_id=operation.payment_id,
-            kind=K.TRANSFER,
-            follow_up__after_loss=True,
-            status=MoneyOperationStatus.SUCCEEDED,
-            created_at__gte=operation.created_at,
-        )
-        .exists()
-    )
+    latest = operations.last_attempt(operation)
+    return bool(latest.status == MoneyOperationStatus.SUCCEEDED)
 
 
 def _start_of(payment: Any) -> Any:

@@ -31,6 +31,7 @@ from ..states import PaymentStatus as S
 from . import errors, outcomes, tips
 from .changes import Change, ChangeLog, Report, failed_change, sync_intent
 from .common import gateway, model, payment_model
+from .operations import last_attempt
 from .payments import refund_payment, release_payment
 from .schedules import auto_release, capture_expiry
 from .stripe_objects import apply_refund
@@ -136,7 +137,7 @@ def _settle(operation: Any, dry_run: bool) -> list[Change]:
         # a key it may have forgotten) by that new attempt, whose key is the
         # one to look for at Stripe and in the journal (the old one is
         # ``failed``, ``not_made``: naming it said a pending release failed).
-        current = _latest_attempt(current)
+        current = last_attempt(current)
         what = f"{current.kind} {current.idempotency_key}"
         if current.is_unresolved:
             return [failed_change(subject, f"settle {what}", exc)]
@@ -152,29 +153,9 @@ def _settle(operation: Any, dry_run: bool) -> list[Change]:
     after = _status(operation.payment_id)
     # Named by the attempt that settled it: under a new key when drive
     # replaced the one visited.
-    latest = _latest_attempt(operation)
+    latest = last_attempt(operation)
     action = f"{before} -> {after}" if before != after else f"{operation.kind} settled"
     return [Change(subject, action, f"{latest.kind} {latest.idempotency_key}: {latest.status}")]
-
-
-def _latest_attempt(operation: Any) -> Any:
-    """``operation`` as it stands, or the attempt that replaced it.
-
-    :func:`.outcomes.drive` marks an operation whose key Stripe may have
-    forgotten ``failed`` and sends its request again under the next key of
-    its kind (a new row): that is the latest row of its kind on the
-    payment begun since it.
-    """
-    return (
-        model("MoneyOperation")
-        .objects.filter(
-            payment_id=operation.payment_id,
-            kind=operation.kind,
-            created_at__gte=operation.created_at,
-        )
-        .order_by("-created_at", "-pk")
-        .first()
-    )
 
 
 def _status(payment_id: Any) -> str:
