@@ -36,6 +36,10 @@ sent), follows the same forward-only rules and freezes the payment's
 release while open, but never moves the payment's state: the payment's own
 charge is not disputed. It sends ``tip_dispute_opened`` and
 ``tip_dispute_closed`` instead.
+
+Any event of a dispute lifts a ``charge_disputed`` hold of its charge
+(Stripe refused an operation saying the charge is disputed before the
+dispute was recorded, :mod:`.radar_holds`): the dispute governs from then on.
 """
 
 from __future__ import annotations

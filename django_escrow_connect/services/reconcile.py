@@ -1,6 +1,7 @@
 """Operations that put local state back in line with Stripe, run on a schedule.
 
-* :func:`reconcile` (``manage.py escrow_reconcile``): payments whose last
+* :func:`reconcile` (``manage.py escrow_reconcile``): open ``charge_disputed``
+  holds checked against their charge, payments whose last
   money-moving call has an unknown outcome (``releasing``), payments still
   waiting for a PaymentIntent outcome after a while, and refunds whose answer
   was lost. The command then retries webhook events deferred because they
