@@ -229,13 +229,14 @@ def _money(amount: int, payment: Any) -> str:
 
 
 def _release_lines(payment: Any) -> list[str]:
-    if payment.released_in_parts and not payment.is_manual_capture:
-        return _split_release_lines(payment)
     hold = refusal_holds(payment).first()
     if hold is not None:
         # Stripe said the charge is disputed: the release refuses (409
-        # charge_disputed) and sends nothing; the page says why.
+        # charge_disputed) and sends nothing, split payments' too; the page
+        # says why.
         return [gettext("nothing to send: %(reason)s") % {"reason": freeze_message(hold)}]
+    if payment.released_in_parts and not payment.is_manual_capture:
+        return _split_release_lines(payment)
     preview = release_preview(payment)
     if preview is None:
         # Nothing would be sent: the release answers the payment as it stands
