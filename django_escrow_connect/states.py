@@ -14,6 +14,7 @@ __all__ = [
     "DISPUTE_CLOSED_STATES",
     "DISPUTE_KEPT_STATES",
     "DISPUTE_LOST_STATES",
+    "PAYMENT_HOLD_KINDS",
     "RADAR_HOLD_KINDS",
     "UNRESOLVED_OPERATION_STATES",
     "AccountStatus",
@@ -204,10 +205,20 @@ class IncidentKind(models.TextChoices):
     # A tip's charge was refunded in the Stripe Dashboard after (part of) it
     # was sent to the doer, or in part before: staff decide (docs/tips.md).
     TIP_REFUNDED = "tip_refunded", _("Tip refunded")
+    # Stripe refused an operation of the payment because its charge (or a
+    # tip's) is disputed, before the dispute's webhook was recorded: open
+    # until the dispute is recorded, escrow_reconcile finds the charge not
+    # disputed, or staff resolve it. Release and tips' transfers refuse
+    # while it is open (services/radar_holds.py).
+    CHARGE_DISPUTED = "charge_disputed", _("Charge disputed (refused by Stripe)")
 
 
-#: Incident kinds that freeze release while unresolved.
+#: Radar's incident kinds (Stripe closes them; staff cannot): they freeze
+#: release while unresolved.
 RADAR_HOLD_KINDS = (IncidentKind.RADAR_REVIEW, IncidentKind.EARLY_FRAUD_WARNING)
+#: Every incident kind that freezes release and tips' transfers while
+#: unresolved: Radar's, and Stripe's refusal saying the charge is disputed.
+PAYMENT_HOLD_KINDS = (*RADAR_HOLD_KINDS, IncidentKind.CHARGE_DISPUTED)
 
 
 class MoneyOperationKind(models.TextChoices):

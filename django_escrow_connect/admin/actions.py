@@ -44,9 +44,11 @@ from ..services.payments import (
     release_payment,
     release_preview,
 )
+from ..services.radar_holds import check_not_held, freeze_message, refusal_holds
 from ..services.reconcile import reconcile
 from ..states import (
     RADAR_HOLD_KINDS,
+    IncidentKind,
     MoneyOperationKind,
     PaymentStatus,
     ReleaseStatus,
@@ -227,6 +229,12 @@ def _money(amount: int, payment: Any) -> str:
 
 
 def _release_lines(payment: Any) -> list[str]:
+    hold = refusal_holds(payment).first()
+    if hold is not None:
+        # Stripe said the charge is disputed: the release refuses (409
+        # charge_disputed) and sends nothing, split payments' too; the page
+        # says why.
+        return [gettext("nothing to send: %(reason)s") % {"reason": freeze_message(hold)}]
     if payment.released_in_parts and not payment.is_manual_capture:
         return _split_release_lines(payment)
     preview = release_preview(payment)
@@ -304,6 +312,9 @@ def _retry_transfer(payment: Any, user: Any, data: dict[str, Any]) -> str:
     # releasing again sends a new transfer under the next idempotency key.
     # The rest a partial dispute lost left stays ``dispute_lost`` when its
     # transfer is refused; the release API retries it, so staff can too.
+    # A hold (Radar's, Stripe's charge_disputed refusal) answers with its own
+    # code, as the release it would start does, before anything is sent.
+    check_not_held(payment)
     failed = payment.transfers.filter(status=TransferStatus.FAILED).exists()
     # A failed transfer is not enough: the rest must still be releasable (a
     # dispute_lost payment whose rest went out since, or lost in full, is not).
@@ -466,7 +477,15 @@ def _resolve(incident: Any, note: str) -> str:
                 code="radar_hold_open",
             )
         row.resolved_at = timezone.now()
-        row.save(update_fields=["resolved_at", "updated_at"])
+        fields = ["resolved_at", "updated_at"]
+        if row.kind == IncidentKind.CHARGE_DISPUTED:
+            # Staff may lift Stripe's charge_disputed hold (having checked the
+            # charge in the Dashboard; escrow_reconcile checks it by itself):
+            # release and tips' transfers go again. Who did it is the staff
+            # action's; why is kept on the hold too, as a dispute's lift is.
+            row.message = f"{row.message}\nLifted: resolved by staff ({note or 'no note'})"
+            fields.append("message")
+        row.save(update_fields=fields)
     return gettext("resolved")
 
 

@@ -36,6 +36,10 @@ sent), follows the same forward-only rules and freezes the payment's
 release while open, but never moves the payment's state: the payment's own
 charge is not disputed. It sends ``tip_dispute_opened`` and
 ``tip_dispute_closed`` instead.
+
+Any event of a dispute lifts a ``charge_disputed`` hold of its charge
+(Stripe refused an operation saying the charge is disputed before the
+dispute was recorded, :mod:`.radar_holds`): the dispute governs from then on.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ from ..states import (
     WebhookEventStatus,
 )
 from ..states import PaymentStatus as S
-from . import errors, tip_outcomes, tips
+from . import errors, radar_holds, tip_outcomes, tips
 from .common import lock_payment_for, model, open_disputes
 from .stripe_objects import require_funded
 from .task_status import sync_task_status
@@ -182,6 +186,7 @@ def apply_dispute(
         # stop showing it as the payment's own.
         Dispute.objects.filter(pk=dispute.pk).update(tip=tip)
         dispute.tip = tip
+    _lift_refusal_holds(payment, tip, dispute, snapshot, event_id=event_id)
     if dispute is None:
         if tip is None:
             require_funded(payment, f"Dispute {snapshot.id}")
@@ -241,6 +246,39 @@ def apply_dispute(
     if tip is None:
         _follow_amount(payment, event_id=event_id)
     return dispute
+
+
+def _lift_refusal_holds(
+    payment: Any, tip: Any, dispute: Any, snapshot: DisputeSnapshot, *, event_id: str
+) -> None:
+    """The dispute is recorded: a ``charge_disputed`` hold of its charge is lifted.
+
+    Stripe's refusal saying the charge is disputed held the payment until
+    the dispute was recorded (:func:`.radar_holds.hold_for_refusal`); from
+    now on the dispute's own rules govern (release frozen while it is open,
+    its outcome after). Any event of the dispute lifts it, its close too:
+    whichever order the refusal's commit and the dispute's events came in.
+    """
+    charge_id = (
+        snapshot.charge
+        or (dispute.stripe_charge_id if dispute is not None else "")
+        or (tip or payment).stripe_charge_id
+    )
+    why = f"dispute {snapshot.id} recorded ({snapshot.status}"
+    why += f", event {event_id})" if event_id else ")"
+    lifted = radar_holds.lift_refusal_holds(payment, why, charge_id=charge_id)
+    if tip is None:
+        # A hold whose charge was not known when Stripe refused (none yet
+        # recorded on the payment) is the payment's own charge's.
+        lifted += radar_holds.lift_refusal_holds(payment, why, charge_id="")
+    for hold in lifted:
+        _log(
+            "charge_disputed hold %s lifted by dispute %s",
+            hold.pk,
+            snapshot.id,
+            payment=payment,
+            event_id=event_id,
+        )
 
 
 def _superseded(dispute: Any, event_id: str, as_of: datetime | None) -> bool:

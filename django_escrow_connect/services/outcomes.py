@@ -36,7 +36,7 @@ from ..states import (
 )
 from ..states import MoneyOperationStatus as OS
 from ..states import PaymentStatus as S
-from . import books, errors, saved_methods
+from . import books, errors, radar_holds, saved_methods
 from . import tip_outcomes as tips
 from .common import gateway, model, open_disputes, payment_model, refuses_the_amount, translate
 from .operations import (
@@ -1018,6 +1018,10 @@ def apply_outcome(operation: Any, outcome: Outcome) -> Any:
             )
         else:
             failure = _REFUSED[operation.kind](payment, operation, outcome.error)
+            # Committed with the refusal, not after it: a refusal saying the
+            # charge is disputed holds the payment until the dispute is
+            # recorded, so no later request pays out meanwhile.
+            radar_holds.hold_for_refusal(payment, operation, outcome.error)
     if failure is not None:
         raise failure
     return payment
@@ -1108,6 +1112,10 @@ _RELEASE_KINDS = frozenset({K.TRANSFER, K.CAPTURE})
 
 def _frozen_by_dispute(operation: Any) -> bool:
     payment = payment_model().objects.only("status").get(pk=operation.payment_id)
+    if radar_holds.refusal_holds(payment).exists():
+        # Stripe refused an operation saying the charge is disputed and the
+        # dispute is not recorded yet: held as by the dispute itself.
+        return True
     if operation.follow_up.get("after_loss"):
         # The rest a lost dispute left, sent after the loss: only another
         # dispute opened since freezes it, as it refuses a new release.
@@ -1129,11 +1137,12 @@ def drive(
     ``escrow_reconcile``): it is finished, by sending the same request with
     the same key; not a release's transfer or capture while a dispute is
     open, nor a tip's transfer while its charge is disputed (open or lost),
-    which is only looked up (as when not ``wanted``). When Stripe may
-    no longer remember that key (older than 23 h, or a 5xx stored under
-    it), or with ``look_first``, the object is looked up first; the next
-    attempt gets a new key only if Stripe has nothing and the key may be
-    forgotten.
+    nor either while a ``charge_disputed`` hold is open (Stripe refused an
+    operation saying the charge is disputed), which is only looked up (as
+    when not ``wanted``). When Stripe may no longer remember that key
+    (older than 23 h, or a 5xx stored under it), or with ``look_first``, the
+    object is looked up first; the next attempt gets a new key only if
+    Stripe has nothing and the key may be forgotten.
 
     Not ``wanted``: another operation waits for the payment. The object is
     looked up; found, the operation is finished; not found, it is settled as
@@ -1168,10 +1177,18 @@ def drive(
         # not found once the lease has passed, the release was never made and
         # the dispute's close returns the payment to held.
         wanted = False
-    if wanted and operation.kind == K.TIP_TRANSFER and tips.transfer_frozen_by_dispute(operation):
-        # Likewise a tip's transfer begun before its charge was disputed: a
-        # transfer made is booked, one never made is given up once its lease
-        # has passed, and the tip waits (paid) for the dispute's close.
+    if (
+        wanted
+        and operation.kind == K.TIP_TRANSFER
+        and (
+            tips.transfer_frozen_by_dispute(operation)
+            or radar_holds.refusal_holds(operation.payment_id).exists()
+        )
+    ):
+        # Likewise a tip's transfer begun before its charge was disputed (or
+        # before Stripe refused an operation saying so): a transfer made is
+        # booked, one never made is given up once its lease has passed, and
+        # the tip waits (paid) for the dispute's close.
         wanted = False
     if wanted and not look_first and not answer_may_be_lost(operation):
         if _settled_while_waiting(operation):
@@ -1255,10 +1272,12 @@ def drive(
 
 
 #: Stripe's refusal codes saying the charge is disputed (charged back):
-#: Stripe freezes the disputed funds. This stops only the request that meets
-#: the refusal: nothing records it on the payment, so until the dispute's
-#: webhook arrives a later release is not stopped by it (docs/recovery.md).
-DISPUTED_CHARGE_CODES = frozenset({"charge_disputed"})
+#: Stripe freezes the disputed funds. The refusal stops the request that
+#: meets it (when it would pay out, :func:`_finish`) and, committed with it,
+#: opens a ``charge_disputed`` hold on the payment that stops every later
+#: release and tip transfer until the dispute is recorded
+#: (:func:`.radar_holds.hold_for_refusal`, docs/recovery.md).
+DISPUTED_CHARGE_CODES = radar_holds.DISPUTED_CHARGE_CODES
 
 
 def _finish(operation: Any, *, for_another: bool, pays_out: bool = False) -> None:

@@ -48,7 +48,7 @@ from ..states import (
 from ..states import PaymentStatus as S
 from ..terms import TermsUnavailable, get_terms
 from ..transitions import may
-from . import errors, operations, outcomes, radar, releases, saved_methods
+from . import errors, operations, outcomes, radar, radar_holds, releases, saved_methods
 from .books import reversal_target
 from .common import (
     AMOUNT_REFUSAL_CODES,
@@ -787,9 +787,13 @@ def release_preview(payment: Any) -> tuple[int, int] | None:
     """What a release of ``payment`` in one transfer would send now and its fee,
     or None when a release would send nothing: no release in flight and its
     state starts none (released already, canceled, a won appeal's rest:
-    docs/recovery.md). For the admin's confirmation page
+    docs/recovery.md), and while a ``charge_disputed`` hold is open (Stripe
+    said the charge is disputed: the release refuses and sends nothing, a
+    release in flight is only looked up). For the admin's confirmation page
     and audit trail, which must show what is sent and nothing else.
     """
+    if radar_holds.refusal_holds(payment).exists():
+        return None
     pending = operations.unresolved_operation(payment)
     if pending is not None and pending.kind in (K.TRANSFER, K.CAPTURE):
         # A release in flight: confirming finishes it with its key, and the

@@ -1,6 +1,7 @@
 """Operations that put local state back in line with Stripe, run on a schedule.
 
-* :func:`reconcile` (``manage.py escrow_reconcile``): payments whose last
+* :func:`reconcile` (``manage.py escrow_reconcile``): open ``charge_disputed``
+  holds checked against their charge, payments whose last
   money-moving call has an unknown outcome (``releasing``), payments still
   waiting for a PaymentIntent outcome after a while, and refunds whose answer
   was lost. The command then retries webhook events deferred because they
@@ -26,11 +27,11 @@ from django.utils import timezone
 
 from .. import transitions
 from ..exceptions import GatewayError
-from ..states import UNRESOLVED_OPERATION_STATES, RefundStatus
+from ..states import UNRESOLVED_OPERATION_STATES, IncidentKind, RefundStatus
 from ..states import PaymentStatus as S
-from . import errors, outcomes, tips
+from . import errors, outcomes, radar_holds, tips
 from .changes import Change, ChangeLog, Report, failed_change, sync_intent
-from .common import gateway, model, payment_model
+from .common import gateway, lock_payment, model, payment_model
 from .operations import last_attempt
 from .payments import refund_payment, release_payment
 from .schedules import auto_release, capture_expiry
@@ -78,6 +79,10 @@ def reconcile(
     now = now or timezone.now()
     cutoff = now - older_than
     changes = ChangeLog(report)
+    # First: a hold Stripe's charge_disputed refusal left is lifted when the
+    # charge says otherwise, so the rest of the run treats the payment as
+    # it now stands (or keeps holding it).
+    _refusal_holds(changes, payment_id, dry_run, cutoff)
     unresolved = model("MoneyOperation").objects.filter(status__in=UNRESOLVED_OPERATION_STATES)
     if payment_id is not None:
         unresolved = unresolved.filter(payment_id=payment_id)
@@ -108,6 +113,80 @@ def reconcile(
     # Into the ChangeLog: each tip's change is reported as it is made.
     tips.reconcile_tips(dry_run=dry_run, payment_id=payment_id, cutoff=cutoff, changes=changes)
     return changes
+
+
+def _refusal_holds(changes: list[Change], payment_id: Any, dry_run: bool, cutoff: datetime) -> None:
+    """Check each open ``charge_disputed`` hold against its charge at Stripe.
+
+    Stripe refused an operation saying the charge is disputed, and no
+    dispute was recorded since (its webhook lifts the hold). The charge is
+    read (no transaction open): not ``disputed``, Stripe's refusal no longer
+    applies and the hold is lifted; disputed with the dispute now recorded,
+    the dispute governs and it is lifted too; disputed with no dispute
+    recorded, the dispute's events were missed: kept, and listed as an
+    error telling staff to run ``escrow_fetch_missed_events``. A hold newer
+    than ``--older-than`` is left to the webhook, unless the payment is named.
+    """
+    holds = model("PaymentIncident").objects.filter(
+        kind=IncidentKind.CHARGE_DISPUTED, resolved_at__isnull=True
+    )
+    if payment_id is not None:
+        holds = holds.filter(payment_id=payment_id)
+    else:
+        holds = holds.filter(created_at__lte=cutoff)
+    for hold in holds.order_by("created_at"):
+        subject = str(hold.payment_id)
+        charge_id = hold.stripe_object_id or _payment_charge(hold.payment_id)
+        if dry_run:
+            changes.append(Change(subject, "would check the disputed charge", charge_id or "?"))
+            continue
+        if not charge_id:
+            changes.append(
+                Change(
+                    subject,
+                    f"charge_disputed hold {hold.pk} kept: its charge is not known",
+                    "check the payment in the Stripe Dashboard, then resolve the incident",
+                    error=True,
+                )
+            )
+            continue
+        try:
+            charge = gateway().retrieve_charge(charge_id)
+        except GatewayError as exc:
+            changes.append(failed_change(hold.payment_id, f"read charge {charge_id}", exc))
+            continue
+        changes.append(_apply_charge(hold, charge))
+
+
+def _payment_charge(payment_id: Any) -> str:
+    return str(
+        payment_model().objects.values_list("stripe_charge_id", flat=True).get(pk=payment_id) or ""
+    )
+
+
+def _apply_charge(hold: Any, charge: Any) -> Change:
+    """Lift or keep one hold from what Stripe says of its charge (payment locked)."""
+    subject = str(hold.payment_id)
+    with transaction.atomic():
+        payment = lock_payment(hold.payment_id)
+        current = type(hold).objects.get(pk=hold.pk)
+        if current.resolved_at is not None:
+            return Change(subject, f"charge_disputed hold {hold.pk} lifted meanwhile")
+        recorded = model("Dispute").objects.filter(payment=payment, stripe_charge_id=charge.id)
+        if not charge.disputed:
+            why = f"escrow_reconcile: Stripe says charge {charge.id} is not disputed"
+        elif recorded.exists():
+            why = f"escrow_reconcile: the dispute of charge {charge.id} is recorded"
+        else:
+            return Change(
+                subject,
+                f"charge_disputed hold {hold.pk} kept: Stripe says charge {charge.id} is "
+                "disputed and no dispute is recorded",
+                "the dispute's events were missed: run escrow_fetch_missed_events",
+                error=True,
+            )
+        radar_holds.lift_refusal_holds(payment, why, charge_id=current.stripe_object_id)
+    return Change(subject, f"charge_disputed hold {hold.pk} lifted", why)
 
 
 def _settle(operation: Any, dry_run: bool) -> list[Change]:

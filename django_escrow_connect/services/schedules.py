@@ -20,7 +20,7 @@ from ..conf import SETTING_NAME, escrow_settings
 from ..dates import period_setting
 from ..states import IncidentKind, MoneyOperationKind, MoneyOperationStatus
 from ..states import PaymentStatus as S
-from . import errors, radar
+from . import errors, radar, radar_holds
 from .changes import Change, ChangeLog, Report, failed_change, sync_intent
 from .common import model, open_disputes, payment_model
 from .payment_intents import MANUAL_CAPTURE_WINDOW
@@ -183,7 +183,9 @@ def auto_release(
     lasts: a payee whose connected account cannot receive money
     (``account_not_ready``: disconnected, transfers inactive), and a payment
     whose last release Stripe refused (an open ``transfer_failed``
-    incident: staff retry the failed transfer or resolve the incident).
+    incident: staff retry the failed transfer or resolve the incident), and
+    one Stripe said is disputed (``charge_disputed``: a hold waits for the
+    dispute's webhook or ``escrow_reconcile``; nothing is sent).
 
     ``report`` is called with each change as soon as it is made. Each
     release is committed on its own, so an unexpected error (a bug, the
@@ -216,7 +218,7 @@ def _release_due_milestones(record: Report, *, dry_run: bool, now: datetime) -> 
             record(_not_released(subject, exc))
             continue
         except errors.ServiceError as exc:
-            record(failed_change(subject, "release", exc))
+            record(_refused(subject, exc))
             continue
         record(Change(subject, f"delivered -> {updated.status}", "milestone auto-release"))
 
@@ -238,9 +240,24 @@ def _release_held_payments(days: int, record: Report, *, dry_run: bool, now: dat
             record(_not_released(subject, exc))
             continue
         except errors.ServiceError as exc:
-            record(failed_change(subject, "release", exc))
+            record(_refused(subject, exc))
             continue
         record(Change(subject, f"{S.HELD} -> {updated.status}", f"held {days}+ days"))
+
+
+def _refused(subject: str, exc: errors.ServiceError) -> Change:
+    """A release the run could not make: a failure, unless the charge is disputed.
+
+    Stripe said the payment's charge is disputed (``charge_disputed``: a
+    hold recorded by an earlier refusal, or this release's own wait on a
+    refused refund): nothing was sent, and nothing the next run does
+    changes it until the dispute is recorded or ``escrow_reconcile`` finds
+    the charge not disputed. Informational, as a payee not ready is, so
+    the job does not fail every hour meanwhile.
+    """
+    if exc.code in radar_holds.DISPUTED_CHARGE_CODES:
+        return _not_released(subject, exc)
+    return failed_change(subject, "release", exc)
 
 
 def _not_released(subject: str, exc: errors.ServiceError) -> Change:
@@ -312,7 +329,7 @@ def _dry_run_release(payment_id: Any, subject: str, detail: str) -> Change:
     """What a dry run says of a release due: ``would release``, or why it would be refused.
 
     Release refuses while the payment is frozen (an open dispute, an open
-    Radar review or early fraud warning), and while a payee's account
+    Radar review or early fraud warning, a ``charge_disputed`` hold), and while a payee's account
     cannot receive money (``account_not_ready``, the real run's
     informational line); a dry run that listed those as ``would release``
     would promise what the real run then does not do. Reads only.

@@ -50,7 +50,7 @@ from ..money import (
     min_charge_amount,
     validate_minor_amount,
 )
-from ..states import MoneyOperationKind, TipStatus, TipTransferStatus
+from ..states import IncidentKind, MoneyOperationKind, TipStatus, TipTransferStatus
 from ..states import MoneyOperationStatus as OS
 from ..states import PaymentStatus as S
 from . import errors, operations, outcomes, radar_holds, tip_outcomes, tip_refunds
@@ -557,15 +557,27 @@ def _require_no_radar_hold(payment: Any) -> None:
     dispute does not lift it. The 409's code is the release's.
     """
     hold = radar_hold(payment)
-    if hold is not None:
+    if hold is None:
+        return
+    if hold.kind == IncidentKind.CHARGE_DISPUTED:
+        # Stripe refused an operation saying the charge is disputed, before
+        # the dispute was recorded: the tip waits as for the dispute itself.
         raise errors.TransitionNotAllowed(
-            _("Stripe Radar holds the payment; its tips' transfers wait until Stripe closes it."),
+            _(
+                "Stripe refused an operation of the payment because its charge is disputed; "
+                "its tips' transfers wait until the dispute is recorded."
+            ),
             code=FREEZE_CODES[hold.kind],
         )
+    raise errors.TransitionNotAllowed(
+        _("Stripe Radar holds the payment; its tips' transfers wait until Stripe closes it."),
+        code=FREEZE_CODES[hold.kind],
+    )
 
 
 def radar_hold(payment: Any) -> Any:
-    """The payment's oldest open Radar hold (a review, an early fraud warning), or None.
+    """The payment's oldest open hold (a Radar review, an early fraud warning,
+    Stripe's ``charge_disputed`` refusal), or None.
 
     Its tips wait while it is open, as its release does; a hold of a tip's
     own charge is the payment's too.
@@ -813,6 +825,18 @@ def reconcile_tips(
     paid = tips.filter(status=T.PAID).exclude(pk__in=tip_outcomes.disputed_tips())
     for tip in paid.select_related("payment").order_by("created_at"):
         hold = radar_hold(tip.payment)
+        if hold is not None and hold.kind == IncidentKind.CHARGE_DISPUTED:
+            # Stripe said the charge is disputed; reconcile's own check of
+            # the charge (services/reconcile.py) lifts the hold or lists it.
+            changes.append(
+                Change(
+                    str(tip.payment_id),
+                    f"tip {tip.pk} held: Stripe refused an operation, charge "
+                    f"{hold.stripe_object_id or '?'} is disputed",
+                    "sent once the hold is lifted",
+                )
+            )
+            continue
         if hold is not None:
             # Sent when Stripe closes the hold (services/radar.py); listed on
             # every run meanwhile, not reported as failing.

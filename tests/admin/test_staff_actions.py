@@ -14,7 +14,11 @@ from django.db import connection
 from django.urls import reverse
 
 from django_escrow_connect import signals, swappable
-from django_escrow_connect.exceptions import BalanceInsufficient, TemporarilyUnavailable
+from django_escrow_connect.exceptions import (
+    BalanceInsufficient,
+    InvalidRequest,
+    TemporarilyUnavailable,
+)
 from django_escrow_connect.gateway.signing import sign_webhook_payload
 from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.states import WebhookEndpoint
@@ -245,6 +249,49 @@ def test_retry_a_failed_transfer(admin_client, market, sim_stripe):
     assert sorted(t.status for t in payment.transfers.all()) == ["created", "failed"]
     outcomes = list(StaffAction.objects.order_by("created_at").values_list("code", "outcome"))
     assert outcomes == [("no_failed_transfer", "refused"), ("", "ok")]
+
+
+def test_a_charge_disputed_hold_sends_nothing_until_staff_lift_it(
+    admin_client, market, sim_stripe, staff
+):
+    """Stripe refused a refund saying the charge is disputed: the admin's
+    Release offers nothing to send and, like retry-transfer, is refused with
+    ``charge_disputed``. Staff who checked the charge resolve the hold (a
+    staff action, the note kept on the hold too); then the release goes."""
+    payment = market.held_payment()
+    sim_stripe.fail_next(
+        "create_refund",
+        InvalidRequest(
+            "The charge has been charged back.", code="charge_disputed", http_status=400
+        ),
+    )
+    refused = market.post(market.staff, "payment-refund", {"amount": 1_000}, payment_id=payment.pk)
+    assert refused.status_code == 409, refused.content
+    sim_stripe.calls.clear()
+
+    page = list_action(admin_client, market, Payment, "release", [payment])
+    text = page.content.decode()
+    assert "nothing to send: Stripe refused an operation of this payment" in text
+    assert f"to {payment.destination_account_id}" not in text
+    for action in ("release", "retry_transfer"):
+        done = list_action(admin_client, market, Payment, action, [payment], note="")
+        assert any("charge_disputed" in m for m in messages_of(done)), messages_of(done)
+    assert money_calls(sim_stripe) == []
+    assert market.payment(payment.pk).status == "held"
+
+    hold = payment.incidents.get(kind="charge_disputed")
+    list_action(admin_client, market, type(hold), "resolve_incident", [hold], note="not disputed")
+    hold.refresh_from_db()
+    assert hold.resolved_at is not None
+    assert "Lifted: resolved by staff (not disputed)" in hold.message
+    list_action(admin_client, market, Payment, "release", [payment], note="")
+    assert market.payment(payment.pk).status == "released"
+    assert [(e.action, e.outcome) for e in StaffAction.objects.order_by("created_at")] == [
+        ("release", "refused"),
+        ("retry_transfer", "refused"),
+        ("resolve_incident", "ok"),
+        ("release", "ok"),
+    ]
 
 
 def lost_in_part(market, amount=10_000, lost=3_000):

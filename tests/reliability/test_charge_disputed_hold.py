@@ -1,0 +1,321 @@
+"""Stripe refusing an operation because the charge is disputed holds the payment.
+
+A chargeback can reach Stripe before its ``charge.dispute.created`` webhook
+reaches the app: Stripe then refuses a refund (or a transfer) of the charge
+with ``charge_disputed``. That refusal is committed with a ``charge_disputed``
+incident, a hold on the payment: every later release and tip transfer
+answers ``409 charge_disputed`` and sends nothing, until the dispute is
+recorded, ``escrow_reconcile`` finds the charge not disputed, or staff
+resolve it (docs/recovery.md). The simulated Stripe's events reach the real
+webhook receiver; "unheard" events are held back and delivered later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from django_escrow_connect import simulation as simulated
+from django_escrow_connect import swappable
+from django_escrow_connect.conf import SEPARATE_CHARGES_AND_TRANSFERS
+from django_escrow_connect.exceptions import InvalidRequest
+from django_escrow_connect.services.common import gateway
+from django_escrow_connect.simulation import SimulatedGateway
+from tests.payments.conftest import age, auto_release_run, calls, money_calls
+
+from .conftest import configure, stripe_books
+from .test_journal import close_dispute, open_dispute, run_reconcile
+
+pytestmark = pytest.mark.django_db
+
+
+def refusal() -> InvalidRequest:
+    """Stripe's answer to a refund (or transfer) of a charge that was charged back."""
+    return InvalidRequest(
+        "The charge you're attempting to refund has been charged back.",
+        code="charge_disputed",
+        http_status=400,
+    )
+
+
+@pytest.fixture
+def separate_charges(settings: Any, sim_stripe: Any) -> None:
+    configure(
+        settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS, TIP_MAX_AMOUNT={"usd": 5_000}
+    )
+
+
+@contextmanager
+def events_held_back() -> Iterator[list[Any]]:
+    """Stripe's events of what happens inside are kept, not delivered (yet)."""
+    held: list[Any] = []
+    previous = simulated.set_event_sink(lambda *args: held.append(args))
+    try:
+        yield held
+    finally:
+        simulated.set_event_sink(previous)
+
+
+def deliver(market: Any, held: list[Any]) -> None:
+    """Stripe delivers the events held back, late."""
+    with market.capture(execute=True):
+        for args in held:
+            simulated.get_event_sink()(*args)
+
+
+def disputed_unheard(market: Any, payment: Any) -> tuple[Any, list[Any]]:
+    """The customer's bank disputes the charge; its events have not arrived."""
+    with events_held_back() as held:
+        dispute = open_dispute(market, payment)
+    assert market.payment(payment.pk).status == payment.status
+    return dispute, held
+
+
+def holds(payment: Any) -> Any:
+    return swappable.load("PaymentIncident").objects.filter(
+        payment=payment.pk, kind="charge_disputed"
+    )
+
+
+def open_hold(payment: Any) -> Any:
+    (hold,) = holds(payment).filter(resolved_at__isnull=True)
+    return hold
+
+
+def staff_refund(market: Any, payment: Any) -> Any:
+    return market.post(market.staff, "payment-refund", {"amount": 1_000}, payment_id=payment.pk)
+
+
+def assert_charge_disputed(response: Any) -> None:
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "charge_disputed"
+
+
+def refused_refund_holds(market: Any, payment: Any) -> Any:
+    """A staff refund Stripe refuses with charge_disputed: the payment is held
+    (the hold is read after what the test checks first, when it is given)."""
+    assert_charge_disputed(staff_refund(market, payment))
+
+
+def the_hold(payment: Any) -> Any:
+    """The payment's open charge_disputed hold, on the payment's charge."""
+    hold = open_hold(payment)
+    assert hold.stripe_object_id == payment.stripe_charge_id
+    return hold
+
+
+def assert_release_refused(market: Any, sim_stripe: Any, payment: Any) -> None:
+    """Confirm and a release in part answer charge_disputed; nothing is sent."""
+    sim_stripe.calls.clear()
+    for action, body in (("payment-confirm", {}), ("payment-release", {"amount": 3_000})):
+        assert_charge_disputed(market.post(market.customer, action, body, payment_id=payment.pk))
+    assert money_calls(sim_stripe) == []
+    assert market.payment(payment.pk).amount_released == 0
+
+
+def confirm(market: Any, payment: Any) -> Any:
+    response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+    assert response.status_code == 200, response.content
+    return market.payment(payment.pk)
+
+
+class TestARefusalHoldsThePayment:
+    def test_a_refused_refund_holds_release_until_the_dispute_is_recorded(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment = market.held_payment()
+        dispute, held = disputed_unheard(market, payment)
+        refused_refund_holds(market, payment)
+
+        assert_release_refused(market, sim_stripe, payment)
+        hold = the_hold(payment)
+
+        # The dispute's webhook lifts the hold: the dispute now freezes release.
+        deliver(market, held)
+        hold.refresh_from_db()
+        assert hold.resolved_at is not None
+        assert f"dispute {dispute.id} recorded" in hold.message
+        assert market.payment(payment.pk).status == "disputed"
+        response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 409, response.content
+
+        # Won: the dispute's rules say release; the hold no longer stops it.
+        close_dispute(market, dispute, won=True)
+        assert confirm(market, payment).status == "released"
+        assert len(stripe_books(sim_stripe, payment)["transfers"]) == 1
+
+    def test_a_refused_release_holds_the_next_one(self, market, sim_stripe, separate_charges):
+        payment = market.held_payment()
+        sim_stripe.fail_next("create_transfer", refusal())
+        first = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert first.status_code == 409, first.content
+
+        assert_release_refused(market, sim_stripe, payment)
+        assert stripe_books(sim_stripe, payment)["transfers"] == []
+        the_hold(payment)
+
+    def test_one_hold_per_charge(self, market, sim_stripe, separate_charges):
+        payment = market.held_payment()
+        disputed_unheard(market, payment)
+        refused_refund_holds(market, payment)
+        assert_charge_disputed(staff_refund(market, payment))
+        the_hold(payment)
+        assert holds(payment).count() == 1
+
+    def test_the_automatic_release_skips_it_and_says_why(
+        self, settings, market, sim_stripe, separate_charges
+    ):
+        configure(settings, AUTO_RELEASE_AFTER_DAYS=14)
+        payment = market.held_payment()
+        sim_stripe.fail_next("create_refund", refusal())
+        refused_refund_holds(market, payment)
+        age(payment, held_at=timezone.now() - timedelta(days=30))
+        sim_stripe.calls.clear()
+
+        output = auto_release_run(market)  # no CommandError: the job does not fail
+
+        assert f"{payment.pk}: not released (charge_disputed)" in output
+        assert money_calls(sim_stripe) == []
+        assert market.payment(payment.pk).status == "held"
+
+    def test_a_tip_waits_paid_and_goes_once_reconcile_lifts_the_hold(
+        self, market, sim_stripe, separate_charges
+    ):
+        """Stripe refused a refund saying the charge is disputed, but it is not
+        (any more): the tip paid meanwhile is not sent, staff's retry is
+        refused; reconcile reads the charge, lifts the hold and sends it."""
+        payment = market.released_payment()
+        sim_stripe.fail_next("create_refund", refusal())
+        refused_refund_holds(market, payment)
+        tip = tip_paid(market, payment)
+        assert tip.status == "paid"
+        assert len(stripe_books(sim_stripe, payment)["transfers"]) == 1  # the release's only
+        retry = reverse(
+            "escrow_connect:payment-tip-retry-transfer", args=[str(payment.pk), str(tip.pk)]
+        )
+        with market.capture(execute=True):
+            response = market.client(market.staff).post(retry, {}, format="json")
+        assert_charge_disputed(response)
+
+        output = run_reconcile(market)
+
+        assert f"charge_disputed hold {open_hold_pk(payment)} lifted" in output
+        assert "not disputed" in output
+        tip.refresh_from_db()
+        assert tip.status == "transferred"
+
+    def test_a_refused_tip_transfer_holds_the_payment(self, market, sim_stripe, separate_charges):
+        """The tip's own charge: its transfer is refused charge_disputed; the
+        hold names that charge, and the payment's tips and release wait."""
+        payment = market.released_payment()
+        sim_stripe.fail_next("create_transfer", refusal())
+        tip = tip_paid(market, payment)
+        assert tip.status == "transfer_failed"
+        retry = reverse(
+            "escrow_connect:payment-tip-retry-transfer", args=[str(payment.pk), str(tip.pk)]
+        )
+        sim_stripe.calls.clear()
+        with market.capture(execute=True):
+            response = market.client(market.staff).post(retry, {}, format="json")
+        assert_charge_disputed(response)
+        assert money_calls(sim_stripe) == []
+        assert open_hold(payment).stripe_object_id == tip.stripe_charge_id
+
+
+def tip_paid(market: Any, payment: Any, amount: int = 500) -> Any:
+    """The customer tips ``amount`` and pays it; its webhook runs (the transfer is tried)."""
+    response = market.post(
+        market.customer, "payment-tips", {"amount": amount}, payment_id=payment.pk
+    )
+    assert response.status_code == 201, response.content
+    Tip = swappable.load("EscrowTip")
+    tip = Tip.objects.get(pk=response.json()["id"])
+    with market.capture(execute=True):
+        SimulatedGateway().confirm_payment_intent(tip.stripe_payment_intent_id, "success")
+    return Tip.objects.get(pk=tip.pk)
+
+
+def open_hold_pk(payment: Any) -> Any:
+    return holds(payment).order_by("created_at").values_list("pk", flat=True).first()
+
+
+class TestReconcile:
+    def test_a_charge_not_disputed_lifts_the_hold_and_the_release_goes(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment = market.held_payment()
+        sim_stripe.fail_next("create_refund", refusal())
+        refused_refund_holds(market, payment)
+        assert_release_refused(market, sim_stripe, payment)
+        hold = the_hold(payment)
+
+        output = run_reconcile(market)
+
+        assert (
+            f"{payment.pk}: charge_disputed hold {hold.pk} lifted (escrow_reconcile: Stripe says "
+            f"charge {payment.stripe_charge_id} is not disputed)"
+        ) in output
+        assert "retrieve_charge" in calls(sim_stripe)
+        hold.refresh_from_db()
+        assert hold.resolved_at is not None
+        assert confirm(market, payment).status == "released"
+
+    def test_a_disputed_charge_with_no_dispute_recorded_keeps_it_and_says_so(
+        self, market, sim_stripe, separate_charges
+    ):
+        payment = market.held_payment()
+        disputed_unheard(market, payment)
+        refused_refund_holds(market, payment)
+        hold = the_hold(payment)
+
+        output = run_reconcile(market)
+
+        assert (
+            f"{payment.pk}: charge_disputed hold {hold.pk} kept: Stripe says charge "
+            f"{payment.stripe_charge_id} is disputed and no dispute is recorded (the dispute's "
+            "events were missed: run escrow_fetch_missed_events)"
+        ) in output
+        assert output.rstrip().endswith("]")  # the run failed: staff must act
+        assert open_hold(payment).pk == hold.pk
+        assert_release_refused(market, sim_stripe, payment)
+
+        # As told: the missed events are fetched; the dispute lifts the hold.
+        with market.capture(execute=True):
+            call_command("escrow_fetch_missed_events", stdout=StringIO())
+        assert not holds(payment).filter(resolved_at__isnull=True).exists()
+        assert market.payment(payment.pk).status == "disputed"
+
+
+class TestTheDisputeRecordedFirst:
+    def test_no_hold_when_the_dispute_commits_before_the_refusal(
+        self, market, sim_stripe, separate_charges, monkeypatch
+    ):
+        """The dispute's webhook is applied while the refund is at Stripe (no
+        transaction open); the refusal's outcome commits after it: the
+        dispute governs, no hold is opened, and once the dispute is won the
+        release goes."""
+        payment = market.held_payment()
+        dispute, held = disputed_unheard(market, payment)
+        configured = type(gateway())
+        create_refund = configured.create_refund
+
+        def webhook_first(self: Any, **kwargs: Any) -> Any:
+            deliver(market, held)
+            return create_refund(self, **kwargs)
+
+        monkeypatch.setattr(configured, "create_refund", webhook_first)
+
+        assert_charge_disputed(staff_refund(market, payment))
+
+        assert market.payment(payment.pk).status == "disputed"
+        assert not holds(payment).exists()
+        close_dispute(market, dispute, won=True)
+        assert confirm(market, payment).status == "released"
