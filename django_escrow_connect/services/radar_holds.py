@@ -29,9 +29,9 @@ from typing import Any
 from django.utils import timezone
 from django.utils.translation import gettext_lazy
 
-from ..states import PAYMENT_HOLD_KINDS, IncidentKind, MoneyOperationKind
+from ..states import PAYMENT_HOLD_KINDS, DisputeStatus, IncidentKind, MoneyOperationKind
 from . import errors
-from .common import model
+from .common import model, open_disputes
 
 logger = logging.getLogger("django_escrow_connect.services")
 
@@ -96,11 +96,25 @@ def _refused_charge(payment: Any, operation: Any) -> str:
     return str(payment.stripe_charge_id or "")
 
 
-def _dispute_recorded(payment: Any, charge_id: str) -> bool:
+def governing_disputes(payment: Any, charge_id: str) -> Any:
+    """The recorded disputes of ``charge_id`` (the payment's own charge when
+    blank) whose rules hold its money: open, or lost.
+
+    A dispute closed otherwise (won, an inquiry closed, prevented) holds
+    nothing: a chargeback after it may be a new dispute whose events have
+    not arrived, and a refusal saying the charge is disputed then holds the
+    payment as if no dispute were recorded.
+    """
     disputes = model("Dispute").objects.filter(payment=payment)
     if charge_id:
-        return bool(disputes.filter(stripe_charge_id=charge_id).exists())
-    return bool(disputes.filter(tip__isnull=True).exists())
+        disputes = disputes.filter(stripe_charge_id=charge_id)
+    else:
+        disputes = disputes.filter(tip__isnull=True)
+    return open_disputes(disputes) | disputes.filter(status=DisputeStatus.LOST)
+
+
+def _dispute_recorded(payment: Any, charge_id: str) -> bool:
+    return bool(governing_disputes(payment, charge_id).exists())
 
 
 def hold_for_refusal(payment: Any, operation: Any, exc: Any) -> Any:
@@ -111,8 +125,8 @@ def hold_for_refusal(payment: Any, operation: Any, exc: Any) -> Any:
     hold, and the dispute's webhook, which locks the payment too, is
     ordered before or after it, never between). Nothing when the code says
     something else, or when the payment already records a dispute of that
-    charge (open or decided): the dispute's own rules govern release, and
-    Stripe allows one dispute per charge. One open hold per charge.
+    charge that is open or lost (:func:`governing_disputes`): that
+    dispute's own rules govern release. One open hold per charge.
     Returns the hold, or None.
     """
     if (exc.code or "") not in DISPUTED_CHARGE_CODES:

@@ -172,16 +172,15 @@ def _apply_charge(hold: Any, charge: Any) -> Change:
         current = type(hold).objects.get(pk=hold.pk)
         if current.resolved_at is not None:
             return Change(subject, f"charge_disputed hold {hold.pk} lifted meanwhile")
-        recorded = model("Dispute").objects.filter(payment=payment, stripe_charge_id=charge.id)
         if not charge.disputed:
             why = f"escrow_reconcile: Stripe says charge {charge.id} is not disputed"
-        elif recorded.exists():
+        elif radar_holds.governing_disputes(payment, charge.id).exists():
             why = f"escrow_reconcile: the dispute of charge {charge.id} is recorded"
         else:
             return Change(
                 subject,
                 f"charge_disputed hold {hold.pk} kept: Stripe says charge {charge.id} is "
-                "disputed and no dispute is recorded",
+                "disputed and no open or lost dispute of it is recorded",
                 "the dispute's events were missed: run escrow_fetch_missed_events",
                 error=True,
             )

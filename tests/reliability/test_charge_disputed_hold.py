@@ -280,8 +280,8 @@ class TestReconcile:
 
         assert (
             f"{payment.pk}: charge_disputed hold {hold.pk} kept: Stripe says charge "
-            f"{payment.stripe_charge_id} is disputed and no dispute is recorded (the dispute's "
-            "events were missed: run escrow_fetch_missed_events)"
+            f"{payment.stripe_charge_id} is disputed and no open or lost dispute of it is "
+            "recorded (the dispute's events were missed: run escrow_fetch_missed_events)"
         ) in output
         assert output.rstrip().endswith("]")  # the run failed: staff must act
         assert open_hold(payment).pk == hold.pk
@@ -295,6 +295,29 @@ class TestReconcile:
 
 
 class TestTheDisputeRecordedFirst:
+    def test_a_closed_inquiry_does_not_stand_for_a_new_dispute(
+        self, market, sim_stripe, separate_charges
+    ):
+        """An inquiry recorded and closed leaves the payment held. Stripe then
+        refuses a refund saying the charge is disputed (a chargeback whose
+        events have not arrived): the payment is held all the same, and
+        reconcile, with only the closed inquiry recorded, keeps the hold."""
+        payment = market.held_payment()
+        inquiry = open_dispute(market, payment, inquiry=True)
+        close_dispute(market, inquiry, won=True)
+        assert market.payment(payment.pk).status == "held"
+
+        sim_stripe.fail_next("create_refund", refusal())
+        refused_refund_holds(market, payment)
+        hold = the_hold(payment)
+        assert_release_refused(market, sim_stripe, payment)
+
+        sim_stripe.charges[payment.stripe_charge_id]["disputed"] = True
+        output = run_reconcile(market)
+        assert f"charge_disputed hold {hold.pk} kept" in output
+        assert open_hold(payment).pk == hold.pk
+        assert_release_refused(market, sim_stripe, payment)
+
     def test_no_hold_when_the_dispute_commits_before_the_refusal(
         self, market, sim_stripe, separate_charges, monkeypatch
     ):
