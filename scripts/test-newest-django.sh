@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The parts of the suite that lean most on Django's own machinery (the admin
 # and its actions, request parsing, system checks, migrations, the webhook
-# operations pages) under the newest Django the package supports, on SQLite,
+# operations pages, the task-mode requeue on django.tasks) under the newest Django the package supports, on SQLite,
 # as a guard in CI (.ci/run); the whole suite under every Django is tox's:
 #
 #   bash scripts/test-newest-django.sh            # Django 6.1 on Python 3.13 or 3.12
@@ -57,4 +57,4 @@ exec env -u DATABASE_URL "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
     --ds=tests.settings tests/admin tests/security/test_malformed_input.py \
     tests/foundation/test_checks.py tests/foundation/test_admin.py \
     tests/foundation/test_migrations.py tests/foundation/test_settings.py \
-    tests/webhooks/test_operations.py "$@"
+    tests/webhooks/test_operations.py tests/webhooks/test_requeue_stuck_events.py "$@"

@@ -126,22 +126,24 @@ def test_the_periodic_task_requeues(deliver: Any, spy: Spy, queue: Any) -> None:
 
 @pytest.fixture
 def broker_gone_at_the_second(deliver: Any, queue: Any, monkeypatch: Any) -> list[dict[str, Any]]:
-    """Two events left received; the broker refuses the second's message: (first, second)."""
-    from django_escrow_connect.webhooks import tasks as webhook_tasks
+    """Two events left received; the broker refuses the second's message: (first, second).
 
+    The backend's ``enqueue`` fails, not the task replaced: a backend that
+    builds the task again from its import path (Django 6.1's) would find
+    the replacement there.
+    """
     first = received_minutes_ago(deliver, 30)
     second = received_minutes_ago(deliver, 20)
     queue.clear()
-    task = webhook_tasks.process_webhook_event
+    backend = tasks_framework.task_backends["default"]  # the instance, not the proxy
+    real_enqueue = backend.enqueue
 
-    class BrokerGone:
-        @staticmethod
-        def enqueue(stripe_event_id: str) -> Any:
-            if stripe_event_id == second["id"]:
-                raise ConnectionError("the broker is gone")
-            return task.enqueue(stripe_event_id)
+    def enqueue(task: Any, args: Any, kwargs: Any) -> Any:
+        if second["id"] in (*args, *kwargs.values()):
+            raise ConnectionError("the broker is gone")
+        return real_enqueue(task, args, kwargs)
 
-    monkeypatch.setattr(webhook_tasks, "process_webhook_event", BrokerGone)
+    monkeypatch.setattr(backend, "enqueue", enqueue)
     return [first, second]
 
 
