@@ -1350,37 +1350,6 @@ class TestSplit:
         assert (payment.amount_refunded, payment.amount_reversed) == (5_000, 4_500)
         assert payment.operations.filter(request_key="split-refund-1").count() == 3
 
-    def test_reconcile_names_the_reversal_it_settled_not_the_next_payees(
-        self, market, sim_stripe, partner
-    ):
-        """The first payee's reversal of a split refund was made but its
-        answer lost: escrow_reconcile settles it, then sends the second
-        payee's reversal and the refund. Its line names the reversal it
-        settled; the second payee's is another operation, not an attempt
-        sent in its place."""
-        from io import StringIO
-
-        from django.core.management import call_command
-
-        payment = held(market, payees=team(market, partner))
-        market.post(market.customer, "payment-confirm", payment_id=payment.pk)
-        sim_stripe.fail_next(
-            "create_transfer_reversal",
-            TemporarilyUnavailable("timed out", http_status=None),
-            after_effect=True,
-        )
-        response = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
-        assert response.status_code == 503, response.content
-        (visited,) = payment.operations.filter(kind="reversal")
-
-        out = StringIO()
-        with market.capture(execute=True):
-            call_command("escrow_reconcile", "--older-than", "0", stdout=out)
-        assert f"(reversal {visited.idempotency_key}: succeeded)" in out.getvalue()
-        other = payment.operations.filter(kind="reversal").exclude(pk=visited.pk).get()
-        assert other.idempotency_key not in out.getvalue()
-        assert market.payment(payment.pk).status == "refunded"
-
     def test_a_refund_after_a_refused_share_leaves_the_dashboards_what_is_sent(
         self, market, sim_stripe, partner
     ):
@@ -1501,6 +1470,9 @@ class TestSplit:
     def test_a_refund_cut_short_in_its_first_reversal_is_finished_by_reconcile(
         self, market, sim_stripe, partner, settings
     ):
+        """Reconcile settles the first payee's reversal, then sends the second
+        payee's and the refund. Its line names the reversal it settled; the
+        second payee's is another operation, not an attempt sent in its place."""
         from io import StringIO
 
         from django.core.management import call_command
@@ -1516,8 +1488,13 @@ class TestSplit:
         )
         response = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
         assert response.status_code == 503, response.content
+        (visited,) = payment.operations.filter(kind="reversal")
+        out = StringIO()
         with market.capture(execute=True):
-            call_command("escrow_reconcile", "--older-than", "0", stdout=StringIO())
+            call_command("escrow_reconcile", "--older-than", "0", stdout=out)
+        assert f"(reversal {visited.idempotency_key}: succeeded)" in out.getvalue()
+        other = payment.operations.filter(kind="reversal").exclude(pk=visited.pk).get()
+        assert other.idempotency_key not in out.getvalue()
         payment = market.payment(payment.pk)
         assert (payment.status, payment.amount_refunded) == ("refunded", 10_000)
         assert payment.amount_reversed == payment.amount_transferred == 9_000

@@ -1551,49 +1551,38 @@ def test_a_tip_waits_while_an_early_fraud_warning_holds_its_payment(market, escr
     assert [(t.status, t.amount) for t in tip.transfers.all()] == [("created", 700)]
 
 
-def test_a_tip_refunded_while_a_warning_held_it_is_not_sent_when_the_warning_closes(
-    market, escrow_deliver
-):
-    """Stripe closes a warning because of a refund (not actionable once its
-    charge is refunded), and the tip's own refund events may come after: the
-    tip's charge is read before it is sent, its refund recorded, nothing sent."""
-    payment = market.released_payment()
-    warning = early_fraud_warning("issfr_payment_3", payment)
-    with market.capture(execute=True):
-        escrow_deliver(event("evt_efw_5", "radar.early_fraud_warning.created", warning))
-    tip = pay_tip(market, add_tip(market, payment, 700).json()["id"])
-    assert tip.status == "paid"
-    with losing_refund_events(), market.capture(execute=True):
-        refund_tip(tip)
-    assert Tip().objects.get(pk=tip.pk).status == "paid"  # not known yet
-    transfers_before = escrow_calls("create_transfer")
-
-    with market.capture(execute=True):
-        escrow_deliver(
-            event(
-                "evt_efw_6",
-                "radar.early_fraud_warning.updated",
-                {**warning, "actionable": False},
-            )
+def _radar_hold(kind, reason, payment):
+    """A Radar hold of ``payment`` (its opening event) and the event that
+    closes it ``reason`` (a warning: no longer actionable)."""
+    if kind == "warning":
+        warning = early_fraud_warning("issfr_payment_3", payment)
+        return (
+            ("evt_efw_5", "radar.early_fraud_warning.created", warning),
+            ("evt_efw_6", "radar.early_fraud_warning.updated", {**warning, "actionable": False}),
         )
-    assert escrow_calls("create_transfer") == transfers_before
-    tip.refresh_from_db()
-    assert (tip.status, tip.amount_refunded) == ("refunded", 700)
-    assert not tip.transfers.exists()
-
-
-@pytest.mark.parametrize("reason", ["refunded", "refunded_as_fraud"])
-def test_a_tip_refunded_while_a_review_held_it_is_not_sent_when_the_review_closes(
-    market, escrow_deliver, reason
-):
-    """As a warning: Stripe closes a review ``refunded`` (or
-    ``refunded_as_fraud``) because of a refund whose events may come after.
-    The tip's charge is read before it is sent: its refund is recorded,
-    nothing sent."""
-    payment = market.released_payment()
     review = radar_review("prv_payment_1", payment)
+    return (
+        ("evt_review_1", "review.opened", review),
+        ("evt_review_2", "review.closed", closed_review(review, reason)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("warning", ""), ("review", "refunded"), ("review", "refunded_as_fraud")],
+)
+def test_a_tip_refunded_while_radar_held_it_is_not_sent_when_the_hold_closes(
+    market, escrow_deliver, kind, reason
+):
+    """Stripe closes a Radar hold because of a refund (a warning is not
+    actionable once its charge is refunded; a review closes ``refunded`` or
+    ``refunded_as_fraud``), and the tip's own refund events may come after:
+    the tip's charge is read before it is sent, its refund recorded, nothing
+    sent."""
+    payment = market.released_payment()
+    opened, closed = _radar_hold(kind, reason, payment)
     with market.capture(execute=True):
-        escrow_deliver(event("evt_review_1", "review.opened", review))
+        escrow_deliver(event(*opened))
     tip = pay_tip(market, add_tip(market, payment, 700).json()["id"])
     assert tip.status == "paid"
     with losing_refund_events(), market.capture(execute=True):
@@ -1602,9 +1591,9 @@ def test_a_tip_refunded_while_a_review_held_it_is_not_sent_when_the_review_close
     transfers_before = escrow_calls("create_transfer")
 
     with market.capture(execute=True):
-        escrow_deliver(event("evt_review_2", "review.closed", closed_review(review, reason)))
+        escrow_deliver(event(*closed))
 
-    assert payment.incidents.get(stripe_object_id="prv_payment_1").resolved_at is not None
+    assert payment.incidents.get(stripe_object_id=opened[2]["id"]).resolved_at is not None
     assert escrow_calls("create_transfer") == transfers_before
     tip.refresh_from_db()
     assert (tip.status, tip.amount_refunded) == ("refunded", 700)
