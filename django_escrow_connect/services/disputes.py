@@ -37,9 +37,11 @@ release while open, but never moves the payment's state: the payment's own
 charge is not disputed. It sends ``tip_dispute_opened`` and
 ``tip_dispute_closed`` instead.
 
-Any event of a dispute lifts a ``charge_disputed`` hold of its charge
-(Stripe refused an operation saying the charge is disputed before the
-dispute was recorded, :mod:`.radar_holds`): the dispute governs from then on.
+An event after which a dispute stands open or lost lifts a
+``charge_disputed`` hold of its charge (Stripe refused an operation saying
+the charge is disputed before the dispute was recorded,
+:mod:`.radar_holds`): the dispute governs from then on. One closed in the
+platform's favour lifts nothing.
 """
 
 from __future__ import annotations
@@ -186,7 +188,6 @@ def apply_dispute(
         # stop showing it as the payment's own.
         Dispute.objects.filter(pk=dispute.pk).update(tip=tip)
         dispute.tip = tip
-    _lift_refusal_holds(payment, tip, dispute, snapshot, event_id=event_id)
     if dispute is None:
         if tip is None:
             require_funded(payment, f"Dispute {snapshot.id}")
@@ -219,6 +220,7 @@ def apply_dispute(
             dispute.save(update_fields=["amount", "updated_at"])
             if tip is None:
                 _follow_amount(payment, event_id=event_id)
+        _lift_refusal_holds(payment, tip, dispute, snapshot, event_id=event_id)
         return dispute
 
     was_open = dispute.is_open
@@ -245,20 +247,27 @@ def apply_dispute(
         )
     if tip is None:
         _follow_amount(payment, event_id=event_id)
+    _lift_refusal_holds(payment, tip, dispute, snapshot, event_id=event_id)
     return dispute
 
 
 def _lift_refusal_holds(
     payment: Any, tip: Any, dispute: Any, snapshot: DisputeSnapshot, *, event_id: str
 ) -> None:
-    """The dispute is recorded: a ``charge_disputed`` hold of its charge is lifted.
+    """The dispute is recorded open or lost: a ``charge_disputed`` hold of its charge is lifted.
 
     Stripe's refusal saying the charge is disputed held the payment until
     the dispute was recorded (:func:`.radar_holds.hold_for_refusal`); from
     now on the dispute's own rules govern (release frozen while it is open,
-    its outcome after). Any event of the dispute lifts it, its close too:
-    whichever order the refusal's commit and the dispute's events came in.
+    its outcome after). Run once the event is applied, on the dispute as
+    recorded: one that stands closed in the platform's favour (won, an
+    inquiry closed, prevented) lifts nothing, whichever of its events came
+    (a late event of a dispute won before the refusal, which may be about
+    a new chargeback not heard yet, must not release the money). Such a
+    hold waits for a dispute recorded open or lost, or for staff.
     """
+    if dispute.status in DISPUTE_KEPT_STATES:
+        return
     charge_id = (
         snapshot.charge
         or (dispute.stripe_charge_id if dispute is not None else "")

@@ -29,9 +29,9 @@ from typing import Any
 from django.utils import timezone
 from django.utils.translation import gettext_lazy
 
-from ..states import PAYMENT_HOLD_KINDS, DisputeStatus, IncidentKind, MoneyOperationKind
+from ..states import DISPUTE_KEPT_STATES, PAYMENT_HOLD_KINDS, IncidentKind, MoneyOperationKind
 from . import errors
-from .common import model, open_disputes
+from .common import model
 
 logger = logging.getLogger("django_escrow_connect.services")
 
@@ -110,7 +110,7 @@ def governing_disputes(payment: Any, charge_id: str) -> Any:
         disputes = disputes.filter(stripe_charge_id=charge_id)
     else:
         disputes = disputes.filter(tip__isnull=True)
-    return open_disputes(disputes) | disputes.filter(status=DisputeStatus.LOST)
+    return disputes.exclude(status__in=list(DISPUTE_KEPT_STATES))
 
 
 def _dispute_recorded(payment: Any, charge_id: str) -> bool:

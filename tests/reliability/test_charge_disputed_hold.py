@@ -12,6 +12,7 @@ webhook receiver; "unheard" events are held back and delivered later.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -315,6 +316,28 @@ class TestTheDisputeRecordedFirst:
         sim_stripe.charges[payment.stripe_charge_id]["disputed"] = True
         output = run_reconcile(market)
         assert f"charge_disputed hold {hold.pk} kept" in output
+        assert open_hold(payment).pk == hold.pk
+        assert_release_refused(market, sim_stripe, payment)
+
+    def test_a_late_event_of_a_won_dispute_does_not_lift_it(
+        self, market, sim_stripe, separate_charges
+    ):
+        """A dispute won before the refusal: its late event (Stripe delivers
+        in any order) records nothing new, and the hold, which may be about a
+        chargeback not heard yet, stays: release still sends nothing."""
+        payment = market.held_payment()
+        dispute = open_dispute(market, payment)
+        with events_held_back() as held, market.capture(execute=True):
+            SimulatedGateway().close_dispute(dispute.id, True)
+        assert [json.loads(args[1])["type"] for args in held][:1] == ["charge.dispute.closed"]
+        deliver(market, held[:1])
+        assert market.payment(payment.pk).status == "held"
+
+        sim_stripe.fail_next("create_refund", refusal())
+        refused_refund_holds(market, payment)
+        hold = the_hold(payment)
+
+        deliver(market, held[1:])  # charge.dispute.funds_reinstated, late
         assert open_hold(payment).pk == hold.pk
         assert_release_refused(market, sim_stripe, payment)
 
