@@ -254,20 +254,23 @@ def apply_dispute(
 def _lift_refusal_holds(
     payment: Any, tip: Any, dispute: Any, snapshot: DisputeSnapshot, *, event_id: str
 ) -> None:
-    """The dispute is recorded open or lost: a ``charge_disputed`` hold of its charge is lifted.
+    """The dispute is recorded: a ``charge_disputed`` hold of its charge is lifted.
 
     Stripe's refusal saying the charge is disputed held the payment until
     the dispute was recorded (:func:`.radar_holds.hold_for_refusal`); from
     now on the dispute's own rules govern (release frozen while it is open,
     its outcome after). Run once the event is applied, on the dispute as
-    recorded: one that stands closed in the platform's favour (won, an
-    inquiry closed, prevented) lifts nothing, whichever of its events came
-    (a late event of a dispute won before the refusal, which may be about
-    a new chargeback not heard yet, must not release the money). Such a
+    recorded. One that stands open or lost lifts every such hold. One that
+    stands closed in the platform's favour (won, an inquiry closed,
+    prevented) lifts only a hold opened before the dispute was first
+    recorded (the refusal was about it, its events on their way: its close
+    may come first); a hold opened after it was recorded may be about a new
+    chargeback not heard yet, and its late events must not lift it. Such a
     hold waits for a dispute recorded open or lost, or for staff.
     """
-    if dispute.status in DISPUTE_KEPT_STATES:
-        return
+    # A dispute recorded before the hold and decided for the platform
+    # cannot be what the refusal was about.
+    opened_before = dispute.created_at if dispute.status in DISPUTE_KEPT_STATES else None
     charge_id = (
         snapshot.charge
         or (dispute.stripe_charge_id if dispute is not None else "")
@@ -275,11 +278,15 @@ def _lift_refusal_holds(
     )
     why = f"dispute {snapshot.id} recorded ({snapshot.status}"
     why += f", event {event_id})" if event_id else ")"
-    lifted = radar_holds.lift_refusal_holds(payment, why, charge_id=charge_id)
+    lifted = radar_holds.lift_refusal_holds(
+        payment, why, charge_id=charge_id, opened_before=opened_before
+    )
     if tip is None:
         # A hold whose charge was not known when Stripe refused (none yet
         # recorded on the payment) is the payment's own charge's.
-        lifted += radar_holds.lift_refusal_holds(payment, why, charge_id="")
+        lifted += radar_holds.lift_refusal_holds(
+            payment, why, charge_id="", opened_before=opened_before
+        )
     for hold in lifted:
         _log(
             "charge_disputed hold %s lifted by dispute %s",

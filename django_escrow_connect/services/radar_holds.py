@@ -158,8 +158,11 @@ def hold_for_refusal(payment: Any, operation: Any, exc: Any) -> Any:
     return hold
 
 
-def lift_refusal_holds(payment: Any, why: str, *, charge_id: str | None = None) -> list[Any]:
-    """Resolve the payment's open ``charge_disputed`` holds (of ``charge_id`` only, if given).
+def lift_refusal_holds(
+    payment: Any, why: str, *, charge_id: str | None = None, opened_before: Any = None
+) -> list[Any]:
+    """Resolve the payment's open ``charge_disputed`` holds (of ``charge_id`` only,
+    and opened before ``opened_before`` only, if given).
 
     Run with the payment locked. ``why`` (who lifted it and on what fact) is
     added to each hold's message: the incident is the audit trail. Returns
@@ -168,6 +171,8 @@ def lift_refusal_holds(payment: Any, why: str, *, charge_id: str | None = None) 
     holds = refusal_holds(payment)
     if charge_id is not None:
         holds = holds.filter(stripe_object_id=charge_id)
+    if opened_before is not None:
+        holds = holds.filter(created_at__lt=opened_before)
     lifted = list(holds.select_for_update())
     now = timezone.now()
     for hold in lifted:

@@ -176,6 +176,17 @@ def _apply_charge(hold: Any, charge: Any) -> Change:
             why = f"escrow_reconcile: Stripe says charge {charge.id} is not disputed"
         elif radar_holds.governing_disputes(payment, charge.id).exists():
             why = f"escrow_reconcile: the dispute of charge {charge.id} is recorded"
+        elif model("Dispute").objects.filter(payment=payment, stripe_charge_id=charge.id).exists():
+            # Stripe's charge stays disputed after any dispute: one decided
+            # for the platform before the refusal says nothing of a new one.
+            return Change(
+                subject,
+                f"charge_disputed hold {hold.pk} kept: Stripe says charge {charge.id} is "
+                "disputed and only a dispute decided for the platform is recorded",
+                "check the Stripe Dashboard for another dispute of the charge; if there is "
+                "none, resolve the hold in the admin",
+                error=True,
+            )
         else:
             return Change(
                 subject,

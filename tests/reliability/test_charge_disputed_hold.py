@@ -315,9 +315,37 @@ class TestTheDisputeRecordedFirst:
 
         sim_stripe.charges[payment.stripe_charge_id]["disputed"] = True
         output = run_reconcile(market)
-        assert f"charge_disputed hold {hold.pk} kept" in output
+        assert (
+            f"charge_disputed hold {hold.pk} kept: Stripe says charge {payment.stripe_charge_id} "
+            "is disputed and only a dispute decided for the platform is recorded (check the "
+            "Stripe Dashboard for another dispute of the charge; if there is none, resolve the "
+            "hold in the admin)"
+        ) in output
         assert open_hold(payment).pk == hold.pk
         assert_release_refused(market, sim_stripe, payment)
+
+    def test_the_dispute_it_was_about_closed_won_before_its_opening_lifts_it(
+        self, market, sim_stripe, separate_charges
+    ):
+        """The refusal came while the dispute's events were on their way, and
+        its close (won) is delivered before its opening: the dispute, first
+        recorded after the hold, is what the refusal was about. The hold is
+        lifted and the release goes once."""
+        payment = market.held_payment()
+        with events_held_back() as held, market.capture(execute=True):
+            dispute = SimulatedGateway().open_dispute(payment.stripe_payment_intent_id)
+        sim_stripe.fail_next("create_refund", refusal())
+        refused_refund_holds(market, payment)
+        hold = the_hold(payment)
+        with events_held_back() as closing, market.capture(execute=True):
+            SimulatedGateway().close_dispute(dispute.id, True)
+
+        deliver(market, closing + held)  # the close first, the opening late
+        hold.refresh_from_db()
+        assert hold.resolved_at is not None
+        assert market.payment(payment.pk).status == "held"
+        assert confirm(market, payment).status == "released"
+        assert len(stripe_books(sim_stripe, payment)["transfers"]) == 1
 
     def test_a_late_event_of_a_won_dispute_does_not_lift_it(
         self, market, sim_stripe, separate_charges
