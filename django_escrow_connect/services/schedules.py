@@ -185,7 +185,8 @@ def auto_release(
     whose last release Stripe refused (an open ``transfer_failed``
     incident: staff retry the failed transfer or resolve the incident), and
     one Stripe said is disputed (``charge_disputed``: a hold waits for the
-    dispute's webhook or ``escrow_reconcile``; nothing is sent).
+    dispute's webhook or ``escrow_reconcile``; nothing is sent), and one an
+    open Radar review or early fraud warning holds (Stripe closes it).
 
     ``report`` is called with each change as soon as it is made. Each
     release is committed on its own, so an unexpected error (a bug, the
@@ -245,27 +246,35 @@ def _release_held_payments(days: int, record: Report, *, dry_run: bool, now: dat
         record(Change(subject, f"{S.HELD} -> {updated.status}", f"held {days}+ days"))
 
 
-def _refused(subject: str, exc: errors.ServiceError) -> Change:
-    """A release the run could not make: a failure, unless the charge is disputed.
+#: Refusals of a hold that Stripe lifts, not the next run: an open Radar
+#: review or early fraud warning, and a ``charge_disputed`` hold (a refusal
+#: saying the charge is disputed, recorded or this release's own).
+_HELD_CODES = frozenset(radar_holds.FREEZE_CODES.values()) | radar_holds.DISPUTED_CHARGE_CODES
 
-    Stripe said the payment's charge is disputed (``charge_disputed``: a
-    hold recorded by an earlier refusal, or this release's own wait on a
-    refused refund): nothing was sent, and nothing the next run does
-    changes it until the dispute is recorded or ``escrow_reconcile`` finds
-    the charge not disputed. Informational, as a payee not ready is, so
-    the job does not fail every hour meanwhile.
+
+def _refused(subject: str, exc: errors.ServiceError) -> Change:
+    """A release the run could not make: a failure, unless a hold refused it.
+
+    A hold (:data:`_HELD_CODES`) refuses before any Stripe call, and nothing
+    the next run does changes it: Stripe closes a Radar review or early
+    fraud warning, the dispute's webhook or ``escrow_reconcile`` lifts a
+    ``charge_disputed`` hold. Each is already an open payment incident
+    (``escrow_report``, the open-incidents gauge) that alerts on its own.
+    Informational, as a payee not ready is, so the job does not fail every
+    hour for as long as a review lasts (days, for Radar).
     """
-    if exc.code in radar_holds.DISPUTED_CHARGE_CODES:
+    if exc.code in _HELD_CODES:
         return _not_released(subject, exc)
     return failed_change(subject, "release", exc)
 
 
 def _not_released(subject: str, exc: errors.ServiceError) -> Change:
-    """A payee's account cannot receive money: refused before any Stripe call.
+    """A release refused before any Stripe call that only someone else can unblock.
 
-    Informational: only the doer (finishing onboarding, reconnecting) or
-    staff (a refund) change it, and the payment stays listed for staff
-    (``escrow_report``'s stuck payments, the connected account's state).
+    Informational: a payee's account that cannot receive money (the doer
+    finishes onboarding or reconnects, or staff refund: the payment stays
+    listed by ``escrow_report``'s stuck payments), or a hold (Stripe, the
+    dispute's webhook or reconcile lifts it: its open incident is listed).
     """
     logger.info("auto release: %s not released (%s)", subject, exc.code)
     return Change(subject, f"not released ({exc.code})", exc.message)

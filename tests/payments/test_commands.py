@@ -296,7 +296,8 @@ class TestAutoReleaseDryRunTellsTheTruth:
         """A held payment under an open Radar review is due by age, but release
         refuses it (``radar_review_open``). ``--dry-run`` said ``would release``
         all the same; it now says the release would be refused, and why, as
-        the real run then reports."""
+        the real run then reports: an informational line, not a failure (an
+        hourly job failed for as long as the review lasted)."""
         import dataclasses
 
         from django.db import transaction
@@ -319,9 +320,9 @@ class TestAutoReleaseDryRunTellsTheTruth:
 
         sim_stripe.calls.clear()
         out = StringIO()
-        with market.capture(execute=True), pytest.raises(Exception, match="could not be released"):
+        with market.capture(execute=True):
             call_command("escrow_auto_release", stdout=out, stderr=out)
-        assert f"{frozen.pk}: release failed" in out.getvalue()
+        assert f"{frozen.pk}: not released (radar_review_open)" in out.getvalue()
         assert "radar" in out.getvalue().lower()
         assert market.payment(frozen.pk).status == "held"
         assert market.payment(free.pk).status == "released"
