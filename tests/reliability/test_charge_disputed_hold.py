@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -298,6 +299,78 @@ class TestReconcile:
             call_command("escrow_fetch_missed_events", stdout=StringIO())
         assert not holds(payment).filter(resolved_at__isnull=True).exists()
         assert market.payment(payment.pk).status == "disputed"
+
+    @pytest.mark.parametrize("meanwhile", ["refused_again", "resolved_then_refused"])
+    def test_a_refusal_committed_while_the_charge_is_read_is_not_lifted_by_that_read(
+        self, market, sim_stripe, separate_charges, monkeypatch, meanwhile
+    ):
+        """escrow_reconcile reads the charge (not disputed) with no lock held;
+        meanwhile a chargeback reaches Stripe and a refund is refused saying
+        so: the hold it said again (or, staff having resolved the first, the
+        new hold it opened) is newer than the read and stays, and nothing is
+        released. The next run reads the charge again."""
+        payment = market.held_payment()
+        sim_stripe.fail_next("create_refund", refusal())
+        refused_refund_holds(market, payment)
+        first = the_hold(payment)
+        configured = type(gateway())
+        retrieve_charge = configured.retrieve_charge
+        done: list[bool] = []
+
+        def refused_during_the_read(self: Any, charge_id: str) -> Any:
+            snapshot = retrieve_charge(self, charge_id)
+            if not done:
+                done.append(True)
+                if meanwhile == "resolved_then_refused":
+                    resolve_in_the_admin(market, first)
+                sim_stripe.fail_next("create_refund", refusal())
+                refused_refund_holds(market, payment)
+            return snapshot
+
+        monkeypatch.setattr(configured, "retrieve_charge", refused_during_the_read)
+
+        output = run_reconcile(market)
+
+        hold = the_hold(payment)
+        if meanwhile == "refused_again":
+            assert hold.pk == first.pk
+            assert (
+                f"{payment.pk}: charge_disputed hold {hold.pk} kept: Stripe refused an operation "
+                f"of charge {payment.stripe_charge_id} again while it was read (the next "
+                "escrow_reconcile reads it again)"
+            ) in output
+            assert "\nRefused again: the refund " in hold.message
+        else:
+            assert hold.pk != first.pk
+            assert f"charge_disputed hold {first.pk} lifted meanwhile" in output
+        assert "lifted (" not in output
+        assert_release_refused(market, sim_stripe, payment)
+
+        # The next run's read is newer than the refusal: not disputed, lifted.
+        monkeypatch.undo()
+        assert f"charge_disputed hold {hold.pk} lifted (" in run_reconcile(market)
+        assert confirm(market, payment).status == "released"
+
+
+def resolve_in_the_admin(market: Any, hold: Any) -> None:
+    """Staff resolve ``hold`` with the admin's Resolve action."""
+    market.staff.is_superuser = True
+    market.staff.save()
+    client = Client()
+    client.force_login(market.staff)
+    meta = type(hold)._meta
+    response = client.post(
+        reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist"),
+        {
+            "action": "resolve_incident",
+            "_selected_action": [str(hold.pk)],
+            "confirm": "yes",
+            "note": "checked the charge",
+        },
+    )
+    assert response.status_code == 302, response.content
+    hold.refresh_from_db()
+    assert hold.resolved_at is not None
 
 
 class TestTheDisputeRecordedFirst:
