@@ -28,14 +28,15 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.translation import gettext
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from .. import permissions, swappable
 from ..exceptions import EscrowConnectError
 from ..money import MAX_MINOR_AMOUNT, format_money
-from ..services import errors
+from ..services import errors, tips
 from ..services.accounts import refresh_account
+from ..services.common import lock_payment
 from ..services.operations import in_transaction
 from ..services.outcomes import STRIPE_REFUND_REASONS
 from ..services.payments import (
@@ -456,7 +457,13 @@ PAYMENT_ACTIONS: dict[str, PaymentAction] = {
 
 
 def _resolve(incident: Any, note: str) -> str:
+    sent = None
     with transaction.atomic():
+        payment = None
+        if incident.kind == IncidentKind.CHARGE_DISPUTED:
+            # The payment first, as every service locks it before its
+            # incidents: whether this is its last hold is read under it.
+            payment = lock_payment(incident.payment_id)
         row = type(incident).objects.select_for_update().get(pk=incident.pk)
         if row.resolved_at is not None:
             raise errors.Conflict(
@@ -486,6 +493,18 @@ def _resolve(incident: Any, note: str) -> str:
             row.message = f"{row.message}\nLifted: resolved by staff ({note or 'no note'})"
             fields.append("message")
         row.save(update_fields=fields)
+        if payment is not None:
+            # Its last hold, and no dispute freezing the payment: the tips
+            # it held go now, as when Stripe closes a payment's last Radar
+            # hold (each tip's charge read first, after the commit, with no
+            # transaction open), not at the next escrow_reconcile.
+            sent = tips.transfer_held_tips_once_unheld(payment)
+    if sent:
+        return ngettext(
+            "resolved; the transfer of %(count)d tip it held was started",
+            "resolved; the transfers of %(count)d tips it held were started",
+            sent,
+        ) % {"count": sent}
     return gettext("resolved")
 
 

@@ -262,15 +262,17 @@ def _lift_refusal_holds(
     its outcome after). Run once the event is applied, on the dispute as
     recorded. One that stands open or lost lifts every such hold. One that
     stands closed in the platform's favour (won, an inquiry closed,
-    prevented) lifts only a hold opened before the dispute was first
-    recorded (the refusal was about it, its events on their way: its close
-    may come first); a hold opened after it was recorded may be about a new
-    chargeback not heard yet, and its late events must not lift it. Such a
-    hold waits for a dispute recorded open or lost, or for staff.
+    prevented) lifts only a hold whose latest refusal came before the
+    dispute was first recorded (the refusal was about it, its events on
+    their way: its close may come first); a hold opened, or refused again,
+    after it was recorded may be about a new chargeback not heard yet, and
+    its late events must not lift it. Such a hold waits for a dispute
+    recorded open or lost, or for staff.
     """
-    # A dispute recorded before the hold and decided for the platform
-    # cannot be what the refusal was about.
-    opened_before = dispute.created_at if dispute.status in DISPUTE_KEPT_STATES else None
+    # A dispute recorded before the hold (or before Stripe refused again,
+    # saying the charge is disputed) and decided for the platform cannot be
+    # what that refusal was about.
+    refused_before = dispute.created_at if dispute.status in DISPUTE_KEPT_STATES else None
     charge_id = (
         snapshot.charge
         or (dispute.stripe_charge_id if dispute is not None else "")
@@ -279,13 +281,13 @@ def _lift_refusal_holds(
     why = f"dispute {snapshot.id} recorded ({snapshot.status}"
     why += f", event {event_id})" if event_id else ")"
     lifted = radar_holds.lift_refusal_holds(
-        payment, why, charge_id=charge_id, opened_before=opened_before
+        payment, why, charge_id=charge_id, refused_before=refused_before
     )
     if tip is None:
         # A hold whose charge was not known when Stripe refused (none yet
         # recorded on the payment) is the payment's own charge's.
         lifted += radar_holds.lift_refusal_holds(
-            payment, why, charge_id="", opened_before=opened_before
+            payment, why, charge_id="", refused_before=refused_before
         )
     for hold in lifted:
         _log(

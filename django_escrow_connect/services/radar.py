@@ -149,10 +149,9 @@ def _apply(
         incident.save(update_fields=["resolved_at", "message", "code", "updated_at"])
         logger.info("%s closed: %s", kind, object_id, extra=extra)
         notify("radar_hold_closed", payment=payment, incident=incident, **signal_extra)
-        if not open_holds(payment).exists() and not payment.frozen_by_dispute:
-            # The last hold closed: the tips it held go to the doer once this
-            # event commits, as the payment's release may now go, each
-            # tip's charge read first (a refund may be why it closed). A
-            # hold closed by a dispute leaves them to that dispute.
-            tips.transfer_held_tips_on_commit(payment)
+        # The last hold closed: the tips it held go to the doer once this
+        # event commits, as the payment's release may now go, each tip's
+        # charge read first (a refund may be why it closed). A hold closed
+        # by a dispute leaves them to that dispute.
+        tips.transfer_held_tips_once_unheld(payment)
     return incident

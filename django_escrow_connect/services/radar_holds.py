@@ -134,8 +134,18 @@ def hold_for_refusal(payment: Any, operation: Any, exc: Any) -> Any:
     charge_id = _refused_charge(payment, operation)
     if _dispute_recorded(payment, charge_id):
         return None
-    held = refusal_holds(payment).filter(stripe_object_id=charge_id).first()
+    held = refusal_holds(payment).filter(stripe_object_id=charge_id).select_for_update().first()
     if held is not None:
+        # Stripe said it again: the hold's ``updated_at`` is its latest
+        # refusal (nothing else writes an open hold), so a read of the
+        # charge, or a dispute recorded, from before it cannot lift it
+        # (:func:`lift_refusal_holds`' ``refused_before``). The line keeps
+        # the refusal in the hold's audit trail.
+        held.message = (
+            f"{held.message}\nRefused again: the {operation.kind} "
+            f"{operation.idempotency_key} ({exc.code})"
+        )
+        held.save(update_fields=["message", "updated_at"])
         return held
     hold = model("PaymentIncident").objects.create(
         payment=payment,
@@ -159,20 +169,23 @@ def hold_for_refusal(payment: Any, operation: Any, exc: Any) -> Any:
 
 
 def lift_refusal_holds(
-    payment: Any, why: str, *, charge_id: str | None = None, opened_before: Any = None
+    payment: Any, why: str, *, charge_id: str | None = None, refused_before: Any = None
 ) -> list[Any]:
     """Resolve the payment's open ``charge_disputed`` holds (of ``charge_id`` only,
-    and opened before ``opened_before`` only, if given).
+    and whose latest refusal is before ``refused_before`` only, if given).
 
-    Run with the payment locked. ``why`` (who lifted it and on what fact) is
-    added to each hold's message: the incident is the audit trail. Returns
-    the holds resolved.
+    Run with the payment locked. ``refused_before``: when the fact that lifts
+    them was learnt (a read of the charge began, a dispute was first
+    recorded); a hold Stripe's refusal opened, or said again
+    (:func:`hold_for_refusal`), since then is newer than that fact and
+    stays. ``why`` (who lifted it and on what fact) is added to each hold's
+    message: the incident is the audit trail. Returns the holds resolved.
     """
     holds = refusal_holds(payment)
     if charge_id is not None:
         holds = holds.filter(stripe_object_id=charge_id)
-    if opened_before is not None:
-        holds = holds.filter(created_at__lt=opened_before)
+    if refused_before is not None:
+        holds = holds.filter(updated_at__lt=refused_before)
     lifted = list(holds.select_for_update())
     now = timezone.now()
     for hold in lifted:

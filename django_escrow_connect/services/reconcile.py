@@ -150,12 +150,15 @@ def _refusal_holds(changes: list[Change], payment_id: Any, dry_run: bool, cutoff
                 )
             )
             continue
+        # Before the read: a refusal committed after this moment (a new
+        # hold, or this one refused again) is newer than what Stripe answers.
+        read_at = timezone.now()
         try:
             charge = gateway().retrieve_charge(charge_id)
         except GatewayError as exc:
             changes.append(failed_change(hold.payment_id, f"read charge {charge_id}", exc))
             continue
-        changes.append(_apply_charge(hold, charge))
+        changes.append(_apply_charge(hold, charge, read_at))
 
 
 def _payment_charge(payment_id: Any) -> str:
@@ -164,8 +167,14 @@ def _payment_charge(payment_id: Any) -> str:
     )
 
 
-def _apply_charge(hold: Any, charge: Any) -> Change:
-    """Lift or keep one hold from what Stripe says of its charge (payment locked)."""
+def _apply_charge(hold: Any, charge: Any, read_at: datetime) -> Change:
+    """Lift or keep one hold from what Stripe says of its charge (payment locked).
+
+    ``charge`` was read from ``read_at`` on, with no lock held: a refusal
+    that committed since (Stripe saying the charge is disputed again, or a
+    new hold after this one was lifted) is newer than that read, and its
+    hold is kept for the next run to read again.
+    """
     subject = str(hold.payment_id)
     with transaction.atomic():
         payment = lock_payment(hold.payment_id)
@@ -195,7 +204,16 @@ def _apply_charge(hold: Any, charge: Any) -> Change:
                 "the dispute's events were missed: run escrow_fetch_missed_events",
                 error=True,
             )
-        radar_holds.lift_refusal_holds(payment, why, charge_id=current.stripe_object_id)
+        lifted = radar_holds.lift_refusal_holds(
+            payment, why, charge_id=current.stripe_object_id, refused_before=read_at
+        )
+        if not lifted:
+            return Change(
+                subject,
+                f"charge_disputed hold {hold.pk} kept: Stripe refused an operation of charge "
+                f"{charge.id} again while it was read",
+                "the next escrow_reconcile reads it again",
+            )
     return Change(subject, f"charge_disputed hold {hold.pk} lifted", why)
 
 

@@ -398,8 +398,9 @@ def transfer_held_tips_on_commit(payment: Any) -> None:
     """Once the commit is done, send the payment's tips its dispute or Radar held.
 
     Called when the payment's own dispute is decided for the platform (won,
-    an inquiry closed, an appeal won), and when its last Radar hold closes
-    (:mod:`.radar`): a tip paid meanwhile waited ``paid`` for it, and now
+    an inquiry closed, an appeal won), and when its last hold closes
+    (:func:`transfer_held_tips_once_unheld`: Stripe closing a Radar hold,
+    staff resolving a ``charge_disputed`` one): a tip paid meanwhile waited ``paid`` for it, and now
     goes to the doer as it would have. A tip still held (its own charge
     disputed, another hold open) stays ``paid``; a refused transfer waits
     for staff.
@@ -413,6 +414,23 @@ def transfer_held_tips_on_commit(payment: Any) -> None:
     held = tip_model().objects.filter(payment=payment, status=T.PAID)
     for tip_pk in held.values_list("pk", flat=True):
         transaction.on_commit(functools.partial(_transfer_after_commit, tip_pk, read_charge=True))
+
+
+def transfer_held_tips_once_unheld(payment: Any) -> int:
+    """A hold of ``payment`` was just closed (payment locked): once no hold is
+    left open and no dispute of the payment stands open or lost, send the
+    tips it held on commit (:func:`transfer_held_tips_on_commit`).
+
+    Run when Stripe closes the payment's last Radar hold (:mod:`.radar`) and
+    when staff resolve its last ``charge_disputed`` hold (the admin's
+    *Resolve*). A dispute still freezing the payment keeps them: its close
+    sends them. Returns how many ``paid`` tips were queued (0 when still held).
+    """
+    if radar_holds.open_holds(payment).exists() or payment.frozen_by_dispute:
+        return 0
+    held = tip_model().objects.filter(payment=payment, status=T.PAID).count()
+    transfer_held_tips_on_commit(payment)
+    return int(held)
 
 
 def transfer_tip_on_commit(tip: Any) -> None:

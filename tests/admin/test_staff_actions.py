@@ -14,6 +14,7 @@ from django.db import connection
 from django.urls import reverse
 
 from django_escrow_connect import signals, swappable
+from django_escrow_connect.conf import SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import (
     BalanceInsufficient,
     InvalidRequest,
@@ -24,7 +25,8 @@ from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.states import WebhookEndpoint
 from django_escrow_connect.webhooks import receiver
 from tests import factories
-from tests.payments.conftest import money_calls
+from tests.payments.conftest import calls, configure, money_calls
+from tests.reliability.test_charge_disputed_hold import refusal, refused_refund_holds, tip_paid
 from tests.webhooks import stripe_objects as so
 from tests.webhooks.conftest import CONNECT_SECRET
 
@@ -292,6 +294,90 @@ def test_a_charge_disputed_hold_sends_nothing_until_staff_lift_it(
         ("resolve_incident", "ok"),
         ("release", "ok"),
     ]
+
+
+def tips_held_by_two_holds(settings, market, sim_stripe):
+    """A released payment held twice: Stripe refused the first tip's transfer
+    (a hold on that tip's charge; the tip ``transfer_failed``) and then a
+    refund (a hold on the payment's charge). A second tip, paid meanwhile,
+    waits ``paid``. Returns ``(payment, refused tip, waiting tip)``."""
+    configure(
+        settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS, TIP_MAX_AMOUNT={"usd": 5_000}
+    )
+    payment = market.released_payment()
+    sim_stripe.fail_next("create_transfer", refusal())
+    refused = tip_paid(market, payment)
+    assert refused.status == "transfer_failed"
+    waiting = tip_paid(market, payment, amount=700)
+    assert waiting.status == "paid"
+    sim_stripe.fail_next("create_refund", refusal())
+    refused_refund_holds(market, payment)
+    kinds = payment.incidents.filter(kind="charge_disputed", resolved_at__isnull=True)
+    assert sorted(kinds.values_list("stripe_object_id", flat=True)) == sorted(
+        [payment.stripe_charge_id, refused.stripe_charge_id]
+    )
+    return payment, refused, waiting
+
+
+def test_resolving_the_last_charge_disputed_hold_sends_the_tips_it_held(
+    settings, admin_client, market, sim_stripe, staff
+):
+    """Staff resolve one hold: another is open, nothing is sent. They resolve
+    the last one: the tip that waited ``paid`` is transferred at once (its
+    charge read first), not at the next escrow_reconcile; the one Stripe
+    refused stays for staff's retry-transfer."""
+    payment, refused, waiting = tips_held_by_two_holds(settings, market, sim_stripe)
+    holds = payment.incidents.filter(kind="charge_disputed")
+    first = holds.get(stripe_object_id=payment.stripe_charge_id)
+    last = holds.get(stripe_object_id=refused.stripe_charge_id)
+    sim_stripe.calls.clear()
+
+    done = list_action(admin_client, market, type(first), "resolve_incident", [first], note="ok")
+    assert messages_of(done) == [f"Incident {first.pk}: resolved"], messages_of(done)
+    assert money_calls(sim_stripe) == []
+    waiting.refresh_from_db()
+    assert waiting.status == "paid"
+
+    done = list_action(admin_client, market, type(last), "resolve_incident", [last], note="ok")
+    assert messages_of(done) == [
+        f"Incident {last.pk}: resolved; the transfer of 1 tip it held was started"
+    ], messages_of(done)
+    waiting.refresh_from_db()
+    refused.refresh_from_db()
+    assert (waiting.status, refused.status) == ("transferred", "transfer_failed")
+    assert "retrieve_charge" in calls(sim_stripe)  # the tip's charge, read first
+    assert [c for c in money_calls(sim_stripe) if c == "create_transfer"] == ["create_transfer"]
+    assert [(e.action, e.outcome, e.message) for e in StaffAction.objects.order_by("created_at")][
+        -1
+    ] == ("resolve_incident", "ok", "resolved; the transfer of 1 tip it held was started")
+
+
+def test_resolving_the_last_charge_disputed_hold_of_a_disputed_payment_sends_no_tip(
+    settings, admin_client, market, sim_stripe, staff
+):
+    """The payment's own dispute is recorded (it lifts the hold of the
+    payment's charge, not the tip's): staff resolving the last hold leave
+    the waiting tip to that dispute's close."""
+    payment, refused, waiting = tips_held_by_two_holds(settings, market, sim_stripe)
+    from django_escrow_connect import simulation
+
+    previous = simulation.set_event_sink(None)  # its events reach the webhook receiver
+    try:
+        with market.capture(execute=True):
+            SimulatedGateway().open_dispute(payment.stripe_payment_intent_id)
+    finally:
+        simulation.set_event_sink(previous)
+    assert market.payment(payment.pk).status == "disputed"
+    (last,) = payment.incidents.filter(kind="charge_disputed", resolved_at__isnull=True)
+    assert last.stripe_object_id == refused.stripe_charge_id
+    sim_stripe.calls.clear()
+
+    done = list_action(admin_client, market, type(last), "resolve_incident", [last], note="ok")
+
+    assert messages_of(done) == [f"Incident {last.pk}: resolved"], messages_of(done)
+    assert money_calls(sim_stripe) == []
+    waiting.refresh_from_db()
+    assert waiting.status == "paid"
 
 
 def lost_in_part(market, amount=10_000, lost=3_000):

@@ -21,19 +21,25 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from django_escrow_connect import simulation as simulated
 from django_escrow_connect import swappable
 from django_escrow_connect.conf import SEPARATE_CHARGES_AND_TRANSFERS
-from django_escrow_connect.exceptions import InvalidRequest
+from django_escrow_connect.exceptions import InvalidRequest, TemporarilyUnavailable
 from django_escrow_connect.services.common import gateway
 from django_escrow_connect.simulation import SimulatedGateway
 from tests.payments.conftest import age, auto_release_run, calls, money_calls
 
 from .conftest import configure, stripe_books
-from .test_journal import close_dispute, open_dispute, run_reconcile
+from .test_journal import (
+    close_dispute,
+    open_dispute,
+    run_reconcile,
+    webhooks_lost,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -294,6 +300,78 @@ class TestReconcile:
         assert not holds(payment).filter(resolved_at__isnull=True).exists()
         assert market.payment(payment.pk).status == "disputed"
 
+    @pytest.mark.parametrize("meanwhile", ["refused_again", "resolved_then_refused"])
+    def test_a_refusal_committed_while_the_charge_is_read_is_not_lifted_by_that_read(
+        self, market, sim_stripe, separate_charges, monkeypatch, meanwhile
+    ):
+        """escrow_reconcile reads the charge (not disputed) with no lock held;
+        meanwhile a chargeback reaches Stripe and a refund is refused saying
+        so: the hold it said again (or, staff having resolved the first, the
+        new hold it opened) is newer than the read and stays, and nothing is
+        released. The next run reads the charge again."""
+        payment = market.held_payment()
+        sim_stripe.fail_next("create_refund", refusal())
+        refused_refund_holds(market, payment)
+        first = the_hold(payment)
+        configured = type(gateway())
+        retrieve_charge = configured.retrieve_charge
+        done: list[bool] = []
+
+        def refused_during_the_read(self: Any, charge_id: str) -> Any:
+            snapshot = retrieve_charge(self, charge_id)
+            if not done:
+                done.append(True)
+                if meanwhile == "resolved_then_refused":
+                    resolve_in_the_admin(market, first)
+                sim_stripe.fail_next("create_refund", refusal())
+                refused_refund_holds(market, payment)
+            return snapshot
+
+        monkeypatch.setattr(configured, "retrieve_charge", refused_during_the_read)
+
+        output = run_reconcile(market)
+
+        hold = the_hold(payment)
+        if meanwhile == "refused_again":
+            assert hold.pk == first.pk
+            assert (
+                f"{payment.pk}: charge_disputed hold {hold.pk} kept: Stripe refused an operation "
+                f"of charge {payment.stripe_charge_id} again while it was read (the next "
+                "escrow_reconcile reads it again)"
+            ) in output
+            assert "\nRefused again: the refund " in hold.message
+        else:
+            assert hold.pk != first.pk
+            assert f"charge_disputed hold {first.pk} lifted meanwhile" in output
+        assert "lifted (" not in output
+        assert_release_refused(market, sim_stripe, payment)
+
+        # The next run's read is newer than the refusal: not disputed, lifted.
+        monkeypatch.undo()
+        assert f"charge_disputed hold {hold.pk} lifted (" in run_reconcile(market)
+        assert confirm(market, payment).status == "released"
+
+
+def resolve_in_the_admin(market: Any, hold: Any) -> None:
+    """Staff resolve ``hold`` with the admin's Resolve action."""
+    market.staff.is_superuser = True
+    market.staff.save()
+    client = Client()
+    client.force_login(market.staff)
+    meta = type(hold)._meta
+    response = client.post(
+        reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist"),
+        {
+            "action": "resolve_incident",
+            "_selected_action": [str(hold.pk)],
+            "confirm": "yes",
+            "note": "checked the charge",
+        },
+    )
+    assert response.status_code == 302, response.content
+    hold.refresh_from_db()
+    assert hold.resolved_at is not None
+
 
 class TestTheDisputeRecordedFirst:
     def test_a_closed_inquiry_does_not_stand_for_a_new_dispute(
@@ -393,3 +471,117 @@ class TestTheDisputeRecordedFirst:
         assert not holds(payment).exists()
         close_dispute(market, dispute, won=True)
         assert confirm(market, payment).status == "released"
+
+
+class TestTheUntestedPaths:
+    def test_a_refused_reversal_holds_the_payment_and_its_tips(
+        self, market, sim_stripe, separate_charges
+    ):
+        """A refund of a released payment first reverses the doer's transfer;
+        Stripe refuses the reversal saying the charge is disputed. The refund
+        answers as a refused reversal does (nothing refunded), the hold names
+        the payment's charge, and a tip paid next is not sent."""
+        payment = market.released_payment()
+        sim_stripe.fail_next("create_transfer_reversal", refusal())
+
+        response = staff_refund(market, payment)
+
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "reversal_failed"
+        assert "charge_disputed" in response.json()["error"]["message"]
+        assert market.payment(payment.pk).amount_refunded == 0
+        assert "create_refund" not in calls(sim_stripe)
+        the_hold(payment)
+        sim_stripe.calls.clear()
+        tip = tip_paid(market, payment)
+        assert tip.status == "paid"
+        retry = reverse(
+            "escrow_connect:payment-tip-retry-transfer", args=[str(payment.pk), str(tip.pk)]
+        )
+        with market.capture(execute=True):
+            response = market.client(market.staff).post(retry, {}, format="json")
+        assert_charge_disputed(response)
+        assert not [name for name in money_calls(sim_stripe) if name != "create_payment_intent"]
+        assert len(stripe_books(sim_stripe, payment)["transfers"]) == 1  # the release's only
+
+    @pytest.mark.parametrize("stripe_acted", [True, False], ids=["made", "never_made"])
+    def test_a_release_in_flight_when_a_hold_opens_is_only_looked_up(
+        self, market, sim_stripe, separate_charges, stripe_acted
+    ):
+        """The release's transfer timed out (made at Stripe or not, its events
+        lost); a charge_disputed hold is then open on the payment (staged as a
+        refusal committed meanwhile leaves it). Confirm and escrow_reconcile
+        only look the transfer up: never sent again, exactly what Stripe
+        made is booked."""
+        payment = market.held_payment()
+        sim_stripe.fail_next(
+            "create_transfer", TemporarilyUnavailable("timed out"), after_effect=stripe_acted
+        )
+        with webhooks_lost():
+            response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 503, response.content
+        swappable.load("PaymentIncident").objects.create(
+            payment_id=payment.pk,
+            kind="charge_disputed",
+            code="charge_disputed",
+            message="Stripe refused the refund (charge_disputed)",
+            stripe_payment_intent_id=payment.stripe_payment_intent_id,
+            stripe_object_id=payment.stripe_charge_id,
+        )
+        # Stripe still says so: escrow_reconcile keeps the hold.
+        sim_stripe.charges[payment.stripe_charge_id]["disputed"] = True
+        sim_stripe.calls.clear()
+
+        if stripe_acted:
+            response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+            assert response.status_code == 200, response.content
+            assert market.payment(payment.pk).status == "released"
+        else:
+            # Its lease passed: no process can still be sending it.
+            swappable.load("MoneyOperation").objects.filter(
+                payment=payment.pk, kind="transfer"
+            ).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+            output = run_reconcile(market)
+            assert f"{payment.pk}: releasing -> held" in output, output
+            assert market.payment(payment.pk).status == "held"
+
+        assert "list_transfers" in calls(sim_stripe)
+        assert "create_transfer" not in calls(sim_stripe)
+        assert len(stripe_books(sim_stripe, payment)["transfers"]) == int(stripe_acted)
+        the_hold(payment)
+
+    @pytest.mark.parametrize("refused", ["tip", "payment"])
+    def test_only_a_dispute_of_the_held_charge_lifts_it(
+        self, market, sim_stripe, separate_charges, refused
+    ):
+        """A hold names the charge Stripe refused: the tip's (its transfer
+        refused) or the payment's (a refund refused). A dispute of the other
+        charge leaves it open; the dispute of that charge lifts it."""
+        payment = market.released_payment()
+        if refused == "tip":
+            sim_stripe.fail_next("create_transfer", refusal())
+            tip = tip_paid(market, payment)
+        else:
+            tip = tip_paid(market, payment)
+            sim_stripe.fail_next("create_refund", refusal())
+            refused_refund_holds(market, payment)
+        held_charge, other_charge = (
+            (tip.stripe_charge_id, payment.stripe_payment_intent_id)
+            if refused == "tip"
+            else (payment.stripe_charge_id, tip.stripe_charge_id)
+        )
+        hold = open_hold(payment)
+        assert hold.stripe_object_id == held_charge
+
+        with market.capture(execute=True):
+            SimulatedGateway().open_dispute(other_charge)
+        hold.refresh_from_db()
+        assert hold.resolved_at is None
+
+        with market.capture(execute=True):
+            dispute = SimulatedGateway().open_dispute(
+                tip.stripe_charge_id if refused == "tip" else payment.stripe_payment_intent_id
+            )
+        hold.refresh_from_db()
+        assert hold.resolved_at is not None
+        assert f"dispute {dispute.id} recorded" in hold.message
