@@ -85,12 +85,15 @@ def holding() -> Q:
     a ``dispute_lost`` payment holding the rest a partial dispute left
     (``start_release_of_rest``'s source): not sent yet or its transfer in
     flight (``status_before_dispute`` blank, held or releasing), on a
-    payment released at once (one released in parts has no release of the
-    rest), while :func:`held_after_loss` is above 0 and no dispute of the
-    payment is open (an appeal, a second dispute, a tip's freeze the release
-    of the rest). Not a manual-capture payment: a dispute means its charge
-    was captured, which paid the doer. A dispute that took all of it, or the
-    rest released, leaves nothing held.
+    payment released at once; or, on a payment released in parts to one doer
+    without milestones (``release_rest_in_parts``'s condition), not released
+    yet (``partially_released`` before the dispute: its release takes it out
+    of ``amount_held`` when it is made, as any release in parts); while
+    :func:`held_after_loss` is above 0 and no dispute of the payment is open
+    (an appeal, a second dispute, a tip's freeze the release of the rest).
+    Not a manual-capture payment: a dispute means its charge was captured,
+    which paid the doer. A dispute that took all of it, or the rest
+    released, leaves nothing held.
     """
     Payment = swappable.load("EscrowPayment")
     # Any open dispute of the payment (a second one, a tip's, an appeal of
@@ -100,11 +103,35 @@ def holding() -> Q:
         .objects.filter(payment=OuterRef("pk"))
         .exclude(status__in=list(DISPUTE_CLOSED_STATES))
     )
-    return Q(status__in=transitions.sources(Payment, "release")) | Q(
+    # Released in parts: one doer (at most one payee row) and no milestones,
+    # as release_rest_in_parts's condition says.
+    milestone = swappable.load("EscrowMilestone").objects.filter(payment=OuterRef("pk"))
+    second_payee = swappable.load("EscrowPayee").objects.filter(
+        payment=OuterRef("pk"), position__gt=0
+    )
+    rest_left = Q(
         GreaterThan(held_after_loss(), 0),
         ~Q(strategy=EscrowStrategy.MANUAL_CAPTURE),
         ~Exists(open_dispute),
-        status__in=transitions.sources(Payment, "start_release_of_rest"),
-        status_before_dispute__in=("", S.HELD, S.RELEASING),
-        released_in_parts=False,
+    )
+    return (
+        Q(status__in=transitions.sources(Payment, "release"))
+        | (
+            rest_left
+            & Q(
+                status__in=transitions.sources(Payment, "start_release_of_rest"),
+                status_before_dispute__in=("", S.HELD, S.RELEASING),
+                released_in_parts=False,
+            )
+        )
+        | (
+            rest_left
+            & Q(
+                ~Exists(milestone),
+                ~Exists(second_payee),
+                status__in=transitions.sources(Payment, "release_rest_in_parts"),
+                status_before_dispute=S.PARTIALLY_RELEASED,
+                released_in_parts=True,
+            )
+        )
     )

@@ -65,8 +65,8 @@ from ..money import format_money
 from ..services import books, errors
 from ..services import payments as payment_services
 from ..services import releases as release_services
+from ..states import DISPUTE_CLOSED_STATES, ReleaseStatus, TransferStatus
 from ..states import PaymentStatus as S
-from ..states import ReleaseStatus, TransferStatus
 from .errors import EscrowAPIView
 from .schema import OpenApiParameter, extend_schema, view_schema
 from .serializers import (
@@ -402,7 +402,9 @@ def in_escrow_for_payee(arms: list[Q], own_row: Q) -> list[dict[str, Any]]:
     three-decimal currencies in steps of 10, up to 10 more or 9 less; ISK in
     steps of 100, up to 100 more or 99 less). The rest a partial dispute
     lost left held (:func:`holding`) counts for its one doer as what its
-    release sends: the rest less the fee ``PLATFORM_FEE_POLICY`` takes on it.
+    release sends: the rest less the fee ``PLATFORM_FEE_POLICY`` takes on it
+    (on a payment released in parts, the fee of one more release:
+    :func:`~django_escrow_connect.services.releases.rest_transfer_and_fee`).
     """
     # The payee's own row is a LEFT JOIN (no subquery per payment); the
     # payees' total is read only for the payments that have rows.
@@ -431,17 +433,33 @@ def in_escrow_for_payee(arms: list[Q], own_row: Q) -> list[dict[str, Any]]:
         .filter(_any_of(arms), holding())
         .annotate(rest_of=rest_of)
         .order_by()
-        .values("currency", "rest_of")
+        .values("currency", "rest_of", "released_in_parts")
         .annotate(total=Sum(share), held=Sum(held_after_loss()))
     )
     amounts: dict[str, int] = {}
+    in_parts: list[Any] = []
     for row in rows:
         currency = row["currency"]
         if row["rest_of"] is None:
             amount = int(row["total"] or 0)
+        elif row["released_in_parts"]:
+            # Its release is one more release in parts (the fee cumulative
+            # over the earlier ones): read below, from the payments' releases.
+            in_parts.append(row["rest_of"])
+            continue
         else:
             amount, _fee = payment_services.transfer_and_fee(int(row["held"]), currency)
         amounts[currency] = amounts.get(currency, 0) + amount
+    if in_parts:
+        # Three queries, whatever the number of such payments.
+        rests = (
+            _payment_model()
+            .objects.filter(pk__in=in_parts)
+            .prefetch_related("releases", "payees", "disputes")
+        )
+        for payment in rests:
+            amount, _fee = release_services.rest_transfer_and_fee(payment)
+            amounts[payment.currency] = amounts.get(payment.currency, 0) + amount
     return [
         {"currency": currency, "amount": amount, "formatted": format_money(amount, currency)}
         for currency, amount in sorted(amounts.items())
@@ -528,9 +546,9 @@ def unsent_shares_for_payee(payee: dict[str, Any]) -> list[dict[str, Any]]:
         swappable.load("EscrowRelease")
         .objects.filter(
             # Driven by the payee's own rows (indexed), not by every pending release.
+            Q(payment__status__in=OWING_STATES) | _rest_after_loss(),
             payment__in=own_rows.values("payment"),
             status=ReleaseStatus.PENDING,
-            payment__status__in=OWING_STATES,
         )
         .annotate(own_row=own_row, share=AllocatedTo("allocations", "own_row"))
         .filter(~Exists(made), share__gt=0)
@@ -550,6 +568,31 @@ def unsent_shares_for_payee(payee: dict[str, Any]) -> list[dict[str, Any]]:
         {"currency": currency, "amount": amount, "formatted": format_money(amount, currency)}
         for currency, amount in sorted(totals.items())
     ]
+
+
+def _rest_after_loss() -> Q:
+    """A pending release of a ``dispute_lost`` payment that is the release of
+    the rest its loss left (its transfer was begun after the loss,
+    ``follow_up["after_loss"]``: in flight or refused), while no dispute of
+    the payment is open: still the payee's, as the rest of a payment
+    released at once is counted until its transfer is made. An earlier
+    release the dispute caught unsent is not (docs/recovery.md)."""
+    after_loss = (
+        swappable.load("MoneyOperation")
+        .objects.filter(
+            payment=OuterRef("payment"), **{f"follow_up__{release_services.AFTER_LOSS}": True}
+        )
+        .values("idempotency_key")
+    )
+    sent_after_loss = swappable.load("Transfer").objects.filter(
+        release=OuterRef("pk"), idempotency_key__in=after_loss
+    )
+    open_dispute = (
+        swappable.load("Dispute")
+        .objects.filter(payment=OuterRef("payment"))
+        .exclude(status__in=list(DISPUTE_CLOSED_STATES))
+    )
+    return Q(Exists(sent_after_loss), ~Exists(open_dispute), payment__status=S.DISPUTE_LOST)
 
 
 def added_up(*totals: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -996,7 +1039,8 @@ class TaskDoerDashboardOutput(serializers.Serializer[Any]):
         help_text="Per currency: the payee's share of what held, releasing and partially "
         "released payments hold, less the platform fee, and of releases not transferred "
         "yet; and the rest a partial dispute lost left held (dispute_lost, released at "
-        "once), less the fee its release takes, until it is released. Nothing else of a "
+        "once or in parts to one payee without milestones), less the fee its release "
+        "takes, until it is transferred. Nothing else of a "
         "disputed or dispute_lost payment (its amount_held, a share not transferred yet): "
         "the app releases and transfers nothing of it while a dispute decides it "
         "(counted again when the dispute or its appeal is won).",

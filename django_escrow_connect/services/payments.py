@@ -764,15 +764,8 @@ def _owes_payees(payment: Any) -> bool:
 
 def _released_rest(operation: Any) -> bool:
     """``operation`` (just driven) was the transfer of the rest a lost dispute
-    left, and Stripe made it: nothing is left to release, and the request that
-    finished it is answered as a release already done (200), not refused."""
-    if operation.kind != K.TRANSFER or not operation.follow_up.get("after_loss"):
-        return False
-    # ``drive`` may have sent it again under the next key (Stripe stored a
-    # 5xx under the first, or may have forgotten it) and marked the first
-    # attempt not made: the attempt it made in its place is this request's.
-    latest = operations.last_attempt(operation)
-    return bool(latest.status == MoneyOperationStatus.SUCCEEDED)
+    left, and Stripe made it (:func:`.releases.finished_rest`)."""
+    return releases.finished_rest(operation)
 
 
 def _start_of(payment: Any) -> Any:
@@ -872,7 +865,7 @@ def _begin_release(payment: Any, user: Any) -> Any:
         attempt=attempt,
         # Sent after the loss: finished as any release, unlike one a dispute
         # caught in flight (outcomes.drive).
-        follow_up={"after_loss": True} if payment.status == S.DISPUTE_LOST else None,
+        follow_up={releases.AFTER_LOSS: True} if payment.status == S.DISPUTE_LOST else None,
     )
     model("Transfer").objects.create(
         payment=payment,

@@ -41,6 +41,7 @@ from ..states import (
     EscrowStrategy,
     MilestoneStatus,
     MoneyOperationKind,
+    MoneyOperationStatus,
     PaymentStatus,
     ReleaseStatus,
     TransferStatus,
@@ -72,6 +73,10 @@ __all__ = [
 ]
 
 K = MoneyOperationKind
+
+#: ``follow_up`` of a transfer sent after the payment's dispute was lost (the
+#: rest the loss left): finished as any release (:func:`.outcomes.drive`).
+AFTER_LOSS = "after_loss"
 
 #: Transfers that count as made (or being made) for a (release, payee).
 _LIVE = (TransferStatus.PENDING, TransferStatus.CREATED, TransferStatus.PARTIALLY_REVERSED,
@@ -244,6 +249,7 @@ def release_in_parts(
                 step = _next_step(payment, user, asked, refused, failed=bool(failures))
         if pending is not None:
             outcomes.drive(pending, wanted=pending.kind == K.TRANSFER, pays_out=True)
+            _answer_rest_sent(asked, pending)
             continue
         if step is None:
             break
@@ -255,6 +261,8 @@ def release_in_parts(
                 raise
             failures.append(exc)
             refused.add(slot)
+        else:
+            _answer_rest_sent(asked, operation)
     else:
         raise errors.OperationInFlight(
             _("The payment kept changing while this request ran; try again.")
@@ -262,6 +270,17 @@ def release_in_parts(
     if failures:
         raise failures[0]
     return payment_model().objects.get(pk=payment_id)
+
+
+def _answer_rest_sent(asked: _Ask, operation: Any) -> None:
+    """This request (a retry) made the transfer of the rest a lost dispute
+    left, finishing it or sending it again after a refusal: it is answered as
+    a release already done (200), as :func:`.payments.release_payment`
+    answers for a payment released at once, not refused because nothing is
+    left to release. Only a release of everything: an amount or a milestone
+    asked of a ``dispute_lost`` payment stays refused."""
+    if asked.milestone_id is None and asked.amount is None and finished_rest(operation):
+        asked.created = True
 
 
 class _Ask:
@@ -274,6 +293,8 @@ class _Ask:
         self.request_key = request_key
         #: the release this request created (its transfers carry the key)
         self.release_pk: Any = None
+        #: the release of the rest a lost dispute left this request created
+        self.rest_pk: Any = None
 
 
 def require_same_release(payment: Any, user: Any, amount: int | None, request_key: str) -> bool:
@@ -365,7 +386,8 @@ def _next_transfer(
             # The release was allowed when it was made; this transfer moves
             # money now, so the payment must allow it now (no dispute, no
             # Radar hold, not refunded).
-            _check_sendable(payment)
+            rest = asked is not None and asked.rest_pk == release.pk
+            _check_sendable(payment, release, made_now=rest)
             # Only the release this request created is its own: an earlier
             # one it finishes on the way belongs to another request.
             mine = asked is not None and asked.release_pk == release.pk
@@ -495,6 +517,11 @@ def _begin_transfer(
         key=key,
         attempt=attempt,
         request_key=request_key,
+        # The rest a lost dispute left (the only release _check_sendable lets
+        # out of a dispute_lost payment): finished as any release, unlike a
+        # transfer a dispute caught in flight (outcomes.drive), as the rest
+        # of a payment released at once is.
+        follow_up={AFTER_LOSS: True} if payment.status == PaymentStatus.DISPUTE_LOST else None,
     )
     model("Transfer").objects.create(
         payment=payment,
@@ -514,10 +541,12 @@ def _create_release(payment: Any, user: Any, asked: _Ask) -> Any:
     asked.created = True
     milestones = list(payment.milestones.all())
     releases = list(payment.releases.all())
-    # Leaving a lost dispute aside, so a payment whose dispute was lost gets
-    # to _check_releasable's 409 rather than "nothing left" (200) or "too
-    # much" (400); a won appeal gives that money back to escrow.
-    held = payment.amount_held_before_loss
+    # The rest a partial dispute lost left is what is held after the loss.
+    # Otherwise leaving a lost dispute aside, so a payment whose dispute was
+    # lost gets to _check_releasable's 409 rather than "nothing left" (200)
+    # or "too much" (400); a won appeal gives that money back to escrow.
+    rest = can_proceed(payment.release_rest_in_parts)
+    held = payment.amount_held if rest else payment.amount_held_before_loss
     left = _milestones_left(milestones, releases, held)
     milestone = None
     if asked.milestone_id is not None:
@@ -559,11 +588,7 @@ def _create_release(payment: Any, user: Any, asked: _Ask) -> Any:
     payees = list(payment.payees.all()) or [_single_payee(payment)]
     before = sum(r.amount for r in releases)
     taken = sum(r.platform_fee for r in releases)
-    context = {"payees": payees, "payment": payment}
-    fee = _release_fee(payment, gross, context, before=before, taken=taken)
-    shares = split_amount(
-        gross - fee, [p.weight for p in payees], unit=amount_step(payment.currency)
-    )
+    fee, shares = _fee_and_shares(payment, gross, payees, releases)
     if asked.amount is not None and not any(shares):
         # All fee (a fixed fee above a small release): it would take the
         # amount out of escrow and send no transfer, and only a transfer
@@ -596,13 +621,81 @@ def _create_release(payment: Any, user: Any, asked: _Ask) -> Any:
     held_after = held - gross
     expected = taken + fee
     if held_after > 0:
+        context = {"payees": payees, "payment": payment}
         whole = compute_platform_fee(before + gross + held_after, payment.currency, **context)
         expected = max(expected, whole)
-    payment.release_part(gross, expected)
+    if rest:
+        # All of the rest (gross is all that is held): the payment stays
+        # dispute_lost, and its transfer may leave it (_check_sendable).
+        payment.release_rest_in_parts(gross, expected)
+        asked.rest_pk = release.pk
+    else:
+        payment.release_part(gross, expected)
     payment.save()
     sync_task_status(payment)
     outcomes.log_payment(payment, "release %s of %s created", release.position, gross)
     return release
+
+
+def _fee_and_shares(
+    payment: Any, gross: int, payees: list[Any], releases: list[Any]
+) -> tuple[int, list[int]]:
+    """A new release of ``gross``: its fee (cumulative over ``releases``, the
+    payment's releases so far) and each payee's share of the rest, in order."""
+    before = sum(r.amount for r in releases)
+    taken = sum(r.platform_fee for r in releases)
+    context = {"payees": payees, "payment": payment}
+    fee = _release_fee(payment, gross, context, before=before, taken=taken)
+    shares = split_amount(
+        gross - fee, [p.weight for p in payees], unit=amount_step(payment.currency)
+    )
+    return fee, shares
+
+
+def rest_transfer_and_fee(payment: Any) -> tuple[int, int]:
+    """What releasing the rest a partial dispute lost left of a payment released
+    in parts sends its one doer, and the fee on it: the release
+    :func:`_create_release` would make now (for the doer's dashboard, which
+    counts the rest as what its release sends). Reads the payment's releases
+    and payee rows (prefetched by the caller, or two queries)."""
+    held = int(payment.amount_held)
+    fee, shares = _fee_and_shares(
+        payment, held, list(payment.payees.all()), list(payment.releases.all())
+    )
+    return sum(shares), fee
+
+
+def finished_rest(operation: Any) -> bool:
+    """``operation`` (just driven) was the transfer of the rest a lost dispute
+    left, and Stripe made it: nothing is left to release, and the request that
+    finished it is answered as a release already done (200), not refused.
+
+    The rest of a payment released at once (:func:`.payments.release_payment`)
+    and of one released in parts alike (``follow_up["after_loss"]``).
+    """
+    if operation.kind != K.TRANSFER or not operation.follow_up.get(AFTER_LOSS):
+        return False
+    # ``drive`` may have sent it again under the next key (Stripe stored a
+    # 5xx under the first, or may have forgotten it) and marked the first
+    # attempt not made: the attempt it made in its place is this request's.
+    latest = operations.last_attempt(operation)
+    return bool(latest.status == MoneyOperationStatus.SUCCEEDED)
+
+
+def _sent_after_loss(release: Any) -> bool:
+    """A transfer of ``release`` was begun after the payment's dispute was
+    lost: it is the release of the rest the loss left (:func:`_create_release`)."""
+    keys = release.transfers.values("idempotency_key")
+    return bool(
+        model("MoneyOperation")
+        .objects.filter(
+            payment_id=release.payment_id,
+            kind=K.TRANSFER,
+            idempotency_key__in=keys,
+            **{f"follow_up__{AFTER_LOSS}": True},
+        )
+        .exists()
+    )
 
 
 def check_payees_ready(payment: Any) -> None:
@@ -641,7 +734,7 @@ def _valid_amount(payment: Any, amount: Any, held: int) -> int:
 
 def _check_releasable(payment: Any) -> None:
     """A new release may be made (409 otherwise)."""
-    if not can_proceed(payment.release_part):
+    if not (can_proceed(payment.release_part) or can_proceed(payment.release_rest_in_parts)):
         _refuse_state(payment)
     _check_not_frozen(payment)
 
@@ -652,9 +745,19 @@ def _check_releasable(payment: Any) -> None:
 _SENDABLE = (PaymentStatus.PARTIALLY_RELEASED, PaymentStatus.PARTIALLY_REFUNDED)
 
 
-def _check_sendable(payment: Any) -> None:
+def _check_sendable(payment: Any, release: Any, *, made_now: bool = False) -> None:
     """A pending release's transfer may be sent now: the checks of a new
-    release, except that a payment partly refunded still pays what it owes."""
+    release, except that a payment partly refunded still pays what it owes.
+
+    A ``dispute_lost`` payment sends only the release of the rest its loss
+    left (made by this request, ``made_now``, or whose transfer was begun
+    after the loss: its retry after a refusal or a transfer never made). An
+    earlier release whose transfer was not made when the dispute opened
+    stays refused (docs/recovery.md: settled with the payee by hand).
+    """
+    if payment.status == PaymentStatus.DISPUTE_LOST and (made_now or _sent_after_loss(release)):
+        _check_not_frozen(payment)
+        return
     if payment.status not in _SENDABLE:
         _refuse_state(payment)
     _check_not_frozen(payment)

@@ -464,6 +464,44 @@ def test_the_rest_a_partial_dispute_lost_left_is_released_for_what_is_sent(
     ]
 
 
+def test_the_rest_a_lost_dispute_left_after_a_release_in_parts_is_released_by_staff(
+    admin_client, market, sim_stripe
+):
+    """4,000 of 10,000 released by amount, then 3,000 disputed and lost: the
+    admin's Release sends the 3,000 left as the payment's last release (27.00
+    after the fee on 7,000 released in all, less the 4.00 the first took);
+    the payment stays dispute_lost."""
+    from django_escrow_connect import simulation
+
+    payment = market.held_payment(amount=10_000)
+    first = market.post(
+        market.customer, "payment-release", {"amount": 4_000}, payment_id=payment.pk
+    )
+    assert first.status_code == 200, first.content
+    gateway = simulation.SimulatedGateway()
+    previous = simulation.set_event_sink(None)  # its events reach the webhook receiver
+    try:
+        with market.capture(execute=True):
+            dispute = gateway.open_dispute(payment.stripe_charge_id, amount=3_000)
+            gateway.close_dispute(dispute.id, won=False)
+    finally:
+        simulation.set_event_sink(previous)
+    assert market.payment(payment.pk).amount_held == 3_000
+
+    text = list_action(admin_client, market, Payment, "release", [payment]).content.decode()
+    assert "release 30.00 USD still held, less the platform fee" in text
+    list_action(admin_client, market, Payment, "release", [payment], note="the rest")
+    payment = market.payment(payment.pk)
+    assert (payment.status, payment.amount_released, payment.amount_held) == (
+        "dispute_lost",
+        7_000,
+        0,
+    )
+    assert [t["amount"] for t in sim_stripe.transfers.values()] == [3_600, 2_700]
+    entries = StaffAction.objects.order_by("created_at")
+    assert [(e.action, e.outcome) for e in entries] == [("release", "ok")]
+
+
 def test_the_rest_a_lost_dispute_left_in_flight_is_finished_by_release(
     admin_client, market, sim_stripe
 ):

@@ -17,7 +17,8 @@ from django_escrow_connect.exceptions import (
     TemporarilyUnavailable,
 )
 
-from .conftest import MONEY_CALLS, configure, money_calls, second_lost_outcome_raises
+from .conftest import MONEY_CALLS, age, configure, money_calls, second_lost_outcome_raises
+from .test_milestones import held, partner, split, team, three_milestones  # noqa: F401  (fixtures)
 
 
 def timeout():
@@ -951,3 +952,199 @@ class TestOperatorDrills:
         payment = market.payment(payment.pk)
         assert list(real_webhooks.payment_intents) == [payment.stripe_payment_intent_id]
         assert market.pay(payment.pk).status == "held"
+
+
+class TestTheRestOfAPaymentReleasedInParts:
+    """recovery.md, *When a dispute is lost*, lost after a partial release: a
+    partial dispute lost after a release by amount leaves the rest held (the
+    platform's money, the doer's due); it goes to the doer as the last
+    release of the payment, which stays dispute_lost."""
+
+    def lose_part(self, market, payment, amount=3_000):
+        from django_escrow_connect import simulation
+
+        gateway = simulation.SimulatedGateway()
+        with market.capture(execute=True):
+            dispute = gateway.open_dispute(payment.stripe_charge_id, amount=amount)
+            gateway.close_dispute(dispute.id, won=False)
+        return gateway, dispute
+
+    def released_in_part_then_lost(self, market):
+        """10,000 held, 4,000 released by amount (3,600 sent at a 10 % fee),
+        then 3,000 disputed and lost: 3,000 left held."""
+        payment = market.held_payment()
+        response = market.post(
+            market.customer, "payment-release", {"amount": 4_000}, payment_id=payment.pk
+        )
+        assert response.status_code == 200, response.content
+        gateway, dispute = self.lose_part(market, payment)
+        detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert books_of(detail) == ("dispute_lost", 4_000, 0, 3_000, 3_000)
+        return payment, gateway, dispute
+
+    def in_escrow(self, market):
+        doer = market.get(market.doer, "dashboard-task-doer").json()
+        return [(e["amount"], e["currency"]) for e in doer["in_escrow"]]
+
+    def test_the_rest_is_released_to_the_doer_once(self, market, real_webhooks, settings):
+        payment, gateway, dispute = self.released_in_part_then_lost(market)
+        # Only a release asked for sends it: not the automatic release.
+        configure(settings, AUTO_RELEASE_AFTER_DAYS=14)
+        age(payment, held_at=timezone.now() - timedelta(days=30))
+        with market.capture(execute=True):
+            call_command("escrow_auto_release", stdout=StringIO(), stderr=StringIO())
+        assert [t["amount"] for t in transfers_in_stripe(real_webhooks, payment)] == [3_600]
+        # Counted held as the rest of a payment released at once is: the
+        # gauges its 3,000, the doer's in_escrow what its release sends (the
+        # fee on 7,000 released in all, 700, less the 400 the first took).
+        assert self.in_escrow(market) == [(2_700, "usd")]
+        assert held_gauge() == [(1, 3_000)]
+        # The rest is all of it: a release by amount is refused (nothing sent).
+        by_amount = market.post(
+            market.customer, "payment-release", {"amount": 1_000}, payment_id=payment.pk
+        )
+        assert by_amount.status_code == 409, by_amount.content
+        assert by_amount.json()["error"]["code"] == "transition_not_allowed"
+
+        with market.capture(execute=True):
+            response = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        assert books_of(response.json()) == ("dispute_lost", 7_000, 0, 0, 3_000)
+        assert [t["amount"] for t in transfers_in_stripe(real_webhooks, payment)] == [3_600, 2_700]
+        payment = market.payment(payment.pk)
+        assert (payment.amount_transferred, payment.platform_fee) == (6_300, 700)
+        assert [(r.amount, r.platform_fee, r.status) for r in payment.releases.all()] == [
+            (4_000, 400, "released"),
+            (3_000, 300, "released"),
+        ]
+        doer = market.get(market.doer, "dashboard-task-doer").json()
+        assert [e["amount"] for e in doer["earnings"]] == [6_300]
+        assert (doer["in_escrow"], held_gauge()) == ([], [])
+        assert "The books agree with Stripe." in audit()
+
+        # Released: asked again, refused (nothing left), nothing more moves.
+        for body in ({}, {"amount": 1_000}):
+            again = market.post(market.customer, "payment-release", body, payment_id=payment.pk)
+            assert again.status_code == 409, (body, again.content)
+            assert again.json()["error"]["code"] == "transition_not_allowed"
+        assert len(transfers_in_stripe(real_webhooks, payment)) == 2
+
+        # An appeal won gives the 3,000 back to escrow: the payment is
+        # partially released again, and its release sends the last part.
+        with market.capture(execute=True):
+            gateway.appeal_dispute(dispute.id, submitted=True)
+            gateway.close_dispute(dispute.id, won=True)
+        detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert books_of(detail) == ("partially_released", 7_000, 0, 3_000, 0)
+        with market.capture(execute=True):
+            last = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert last.status_code == 200, last.content
+        assert books_of(last.json()) == ("released", 10_000, 0, 0, 0)
+        assert [t["amount"] for t in transfers_in_stripe(real_webhooks, payment)] == [
+            3_600,
+            2_700,
+            2_700,
+        ]
+        assert "The books agree with Stripe." in audit()
+
+    @pytest.mark.parametrize("stored_500", [False, True], ids=["timeout", "stored-500"])
+    def test_the_retried_confirm_sends_the_rest_once(self, market, real_webhooks, stored_500):
+        """The rest's transfer timed out (503): confirming again finishes it
+        (the same key, or the next after a 500 Stripe stored) and is answered
+        200; a confirm after it is refused (409). One transfer of the rest."""
+        payment, _gateway, _dispute = self.released_in_part_then_lost(market)
+        if stored_500:
+            error = TemporarilyUnavailable("Internal error", http_status=500)
+            real_webhooks.fail_next("create_transfer", error, stored=True)
+        else:
+            real_webhooks.fail_next("create_transfer", timeout())
+        pending = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert pending.status_code == 503, pending.content
+
+        with market.capture(execute=True):
+            retried = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert retried.status_code == 200, retried.content
+        assert books_of(retried.json()) == ("dispute_lost", 7_000, 0, 0, 3_000)
+        assert [t["amount"] for t in transfers_in_stripe(real_webhooks, payment)] == [3_600, 2_700]
+        rest = market.payment(payment.pk).releases.get(position=1)
+        assert (rest.status, [t.status for t in rest.transfers.all()]) == ("released", ["created"])
+
+        again = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert again.status_code == 409, again.content
+        assert again.json()["error"]["code"] == "transition_not_allowed"
+        assert len(transfers_in_stripe(real_webhooks, payment)) == 2
+        assert "The books agree with Stripe." in audit()
+
+    def test_a_refused_transfer_of_the_rest_is_sent_again_and_counted_until_made(
+        self, market, real_webhooks
+    ):
+        """Stripe refused the rest's transfer, then the next confirm timed out:
+        escrow_reconcile sends it (its key); the doer's in_escrow counts it
+        until it is made."""
+        payment, _gateway, _dispute = self.released_in_part_then_lost(market)
+        real_webhooks.fail_next(
+            "create_transfer",
+            BalanceInsufficient(
+                "Insufficient funds.", code="balance_insufficient", http_status=400
+            ),
+        )
+        refused = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert refused.status_code == 409, refused.content
+        assert refused.json()["error"]["code"] == "release_failed"
+        # Released (it left escrow, as any release in parts), not transferred:
+        # the doer's in_escrow counts it as a share not sent yet; the gauges
+        # count what is held (nothing).
+        detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert books_of(detail) == ("dispute_lost", 7_000, 0, 0, 3_000)
+        assert (self.in_escrow(market), held_gauge()) == ([(2_700, "usd")], [])
+
+        real_webhooks.fail_next("create_transfer", timeout())
+        pending = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert pending.status_code == 503, pending.content
+        assert (self.in_escrow(market), held_gauge()) == ([(2_700, "usd")], [])
+
+        with market.capture(execute=True):
+            reconcile("--payment", str(payment.pk))
+        assert [t["amount"] for t in transfers_in_stripe(real_webhooks, payment)] == [3_600, 2_700]
+        doer = market.get(market.doer, "dashboard-task-doer").json()
+        assert (doer["in_escrow"], [e["amount"] for e in doer["earnings"]]) == ([], [6_300])
+        assert "The books agree with Stripe." in audit()
+        again = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert again.status_code == 409, again.content
+        assert len(transfers_in_stripe(real_webhooks, payment)) == 2
+
+    def test_the_rest_waits_for_any_open_dispute(self, market, real_webhooks):
+        payment, gateway, dispute = self.released_in_part_then_lost(market)
+        with market.capture(execute=True):
+            gateway.appeal_dispute(dispute.id)
+        refused = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert refused.status_code == 409, refused.content
+        assert refused.json()["error"]["code"] == "transition_not_allowed"
+        assert [t["amount"] for t in transfers_in_stripe(real_webhooks, payment)] == [3_600]
+        assert (self.in_escrow(market), held_gauge()) == ([], [])
+
+    @pytest.mark.usefixtures("split")
+    @pytest.mark.parametrize("terms", ["two-payees", "milestones"])
+    def test_a_split_payment_or_milestones_stay_refused(
+        self, market, real_webhooks, request, terms
+    ):
+        """Which payee's share or which milestone a loss took is not known:
+        the rest of such a payment is not released (409, nothing sent)."""
+        if terms == "two-payees":
+            payment = held(market, payees=team(market, request.getfixturevalue("partner")))
+            first = {"amount": 4_000}
+        else:
+            payment = held(market, milestones=three_milestones())
+            first = {"milestone_id": payment.milestones.get(position=0).pk}
+        response = market.post(market.customer, "payment-release", first, payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        sent = len(transfers_in_stripe(real_webhooks, payment))
+        self.lose_part(market, payment)
+        detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert detail["status"] == "dispute_lost"
+        assert detail["amount_held"] > 0
+        refused = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert refused.status_code == 409, refused.content
+        assert refused.json()["error"]["code"] == "transition_not_allowed"
+        assert len(transfers_in_stripe(real_webhooks, payment)) == sent
+        assert (self.in_escrow(market), held_gauge()) == ([], [])

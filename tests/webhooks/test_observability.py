@@ -156,8 +156,8 @@ def test_the_held_amount_is_what_is_still_held(make_payment: Any) -> None:
 
 def test_a_lost_dispute_s_rest_still_held_is_counted(make_payment: Any) -> None:
     """A dispute_lost payment counts with what its partial dispute left held
-    (docs/recovery.md); one with nothing left held, or released in parts
-    (no release of its rest), does not."""
+    (docs/recovery.md), released at once or in parts to one doer; one with
+    nothing left held does not."""
     from django_escrow_connect import factories as kit
 
     def lost(disputed: int, **fields: Any) -> Any:
@@ -173,7 +173,7 @@ def test_a_lost_dispute_s_rest_still_held_is_counted(make_payment: Any) -> None:
         status_before_dispute="partially_released",
         amount_released=4_000,
         released_in_parts=True,
-    )
+    )  # 5,000 left held: released in parts, its rest is releasable too
     # Manual capture: a dispute means its charge was captured, which paid
     # the doer; nothing is left to release (start_release_of_rest refuses),
     # so nothing counts, whether caught in flight or settled held.
@@ -189,7 +189,7 @@ def test_a_lost_dispute_s_rest_still_held_is_counted(make_payment: Any) -> None:
     kit.make_dispute(appealed, status="appeal_needs_response", amount=4_000)
 
     [usd] = metrics_snapshot()["payments_held"]
-    assert (usd["count"], usd["amount"]) == (1, 7_000)
+    assert (usd["count"], usd["amount"]) == (2, 7_000 + 5_000)
     assert usd["capture_deadline_seconds"] is None
 
 

@@ -76,6 +76,23 @@ def _rest_left_by_a_loss(payment: AbstractEscrowPayment) -> bool:
     )
 
 
+def _rest_in_parts_left_by_a_loss(payment: AbstractEscrowPayment) -> bool:
+    # A partial dispute lost after a release by amount left the rest held
+    # (amount_held): it goes to the one doer as one more release, the rest
+    # all of it. Not a payment with milestones (a loss does not say which
+    # milestone it took) nor one split between several payees (nor which
+    # payee's share); those stay refused (docs/recovery.md).
+    return (
+        payment.status == S.DISPUTE_LOST
+        and _settled_state(payment) == S.PARTIALLY_RELEASED
+        and payment.released_in_parts
+        and not payment.is_manual_capture
+        and payment.amount_held > 0
+        and not payment.milestones.exists()  # type: ignore[attr-defined]  # reverse accessor of the swappable EscrowMilestone
+        and payment.payees.count() <= 1  # type: ignore[attr-defined]  # reverse accessor of the swappable EscrowPayee
+    )
+
+
 def _release_settled(payment: AbstractEscrowPayment) -> bool:
     # A refund counts against held or released money depending on whether
     # the release in flight was made: it waits for the release's outcome.
@@ -666,6 +683,25 @@ class AbstractEscrowPayment(ConcurrentTransitionMixin, TimestampedModel):
         plus the fee on what is still held.
         """
         self.released_in_parts = True
+        self.amount_released += amount
+        self.platform_fee = platform_fee
+
+    @transition(
+        field=status,
+        source=S.DISPUTE_LOST,
+        target=S.DISPUTE_LOST,
+        conditions=[_rest_in_parts_left_by_a_loss],  # type: ignore[list-item]  # fsm stubs: Callable[[Model], bool] only
+    )
+    def release_rest_in_parts(self, amount: int, platform_fee: int) -> None:
+        """The rest a partial dispute lost left held leaves escrow as one more
+        release of a payment released in parts (``release_part``'s booking).
+
+        The payment stays ``dispute_lost``, which keeps the lost figure
+        (``amount_lost``); an appeal won returns it to ``partially_released``
+        (``status_before_dispute`` is kept), holding what the loss took.
+        Entered only by a release the user was allowed to ask for
+        (``release_part``'s permission), as ``start_release_of_rest``.
+        """
         self.amount_released += amount
         self.platform_fee = platform_fee
 
