@@ -500,9 +500,13 @@ def _resolve(incident: Any, note: str) -> str:
             # transaction open), not at the next escrow_reconcile.
             sent = tips.transfer_held_tips_once_unheld(payment)
     if sent:
+        # Queued, not sent: each tip is checked after the commit (its charge
+        # read; its own dispute, a refund found there refuse it).
         return ngettext(
-            "resolved; the transfer of %(count)d tip it held was started",
-            "resolved; the transfers of %(count)d tips it held were started",
+            "resolved; %(count)d tip it held is sent now unless Stripe's charge "
+            "refuses it (see the tip)",
+            "resolved; %(count)d tips it held are sent now unless Stripe's charge "
+            "refuses them (see each tip)",
             sent,
         ) % {"count": sent}
     return gettext("resolved")

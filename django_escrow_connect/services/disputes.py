@@ -289,6 +289,14 @@ def _lift_refusal_holds(
         lifted += radar_holds.lift_refusal_holds(
             payment, why, charge_id="", refused_before=refused_before
         )
+    if lifted and tip is not None:
+        # A tip's own dispute lifted the hold of its charge: if that was the
+        # payment's last hold, the other tips it held go now, as when staff
+        # resolve it or Stripe closes a last Radar hold (the disputed tip
+        # itself is refused by its dispute). A dispute of the payment's own
+        # charge sends them from its close (decided for the platform) or
+        # freezes them (open, lost).
+        tips.transfer_held_tips_once_unheld(payment)
     for hold in lifted:
         _log(
             "charge_disputed hold %s lifted by dispute %s",

@@ -424,7 +424,9 @@ def transfer_held_tips_once_unheld(payment: Any) -> int:
     Run when Stripe closes the payment's last Radar hold (:mod:`.radar`) and
     when staff resolve its last ``charge_disputed`` hold (the admin's
     *Resolve*). A dispute still freezing the payment keeps them: its close
-    sends them. Returns how many ``paid`` tips were queued (0 when still held).
+    sends them. Returns how many ``paid`` tips were queued (0 when still held):
+    queued, not sent, each is checked after the commit (a tip whose own
+    charge is disputed, or found refunded, is not sent).
     """
     if radar_holds.open_holds(payment).exists() or payment.frozen_by_dispute:
         return 0

@@ -319,6 +319,12 @@ def tips_held_by_two_holds(settings, market, sim_stripe):
     return payment, refused, waiting
 
 
+#: The Resolve's answer when the last hold held one tip (queued, not sent yet).
+QUEUED_ONE_TIP = (
+    "resolved; 1 tip it held is sent now unless Stripe's charge refuses it (see the tip)"
+)
+
+
 def test_resolving_the_last_charge_disputed_hold_sends_the_tips_it_held(
     settings, admin_client, market, sim_stripe, staff
 ):
@@ -339,9 +345,7 @@ def test_resolving_the_last_charge_disputed_hold_sends_the_tips_it_held(
     assert waiting.status == "paid"
 
     done = list_action(admin_client, market, type(last), "resolve_incident", [last], note="ok")
-    assert messages_of(done) == [
-        f"Incident {last.pk}: resolved; the transfer of 1 tip it held was started"
-    ], messages_of(done)
+    assert messages_of(done) == [f"Incident {last.pk}: {QUEUED_ONE_TIP}"], messages_of(done)
     waiting.refresh_from_db()
     refused.refresh_from_db()
     assert (waiting.status, refused.status) == ("transferred", "transfer_failed")
@@ -349,7 +353,7 @@ def test_resolving_the_last_charge_disputed_hold_sends_the_tips_it_held(
     assert [c for c in money_calls(sim_stripe) if c == "create_transfer"] == ["create_transfer"]
     assert [(e.action, e.outcome, e.message) for e in StaffAction.objects.order_by("created_at")][
         -1
-    ] == ("resolve_incident", "ok", "resolved; the transfer of 1 tip it held was started")
+    ] == ("resolve_incident", "ok", QUEUED_ONE_TIP)
 
 
 def test_resolving_the_last_charge_disputed_hold_of_a_disputed_payment_sends_no_tip(
@@ -378,6 +382,38 @@ def test_resolving_the_last_charge_disputed_hold_of_a_disputed_payment_sends_no_
     assert money_calls(sim_stripe) == []
     waiting.refresh_from_db()
     assert waiting.status == "paid"
+
+
+def test_a_tips_dispute_lifting_the_last_hold_sends_the_tips_it_held(
+    settings, admin_client, market, sim_stripe, staff
+):
+    """Staff resolve the hold of the payment's charge (the other hold stays:
+    nothing is sent). The refused tip's own dispute is then recorded: it
+    lifts the last hold, that of its charge, and the tip that waited
+    ``paid`` is transferred on commit, as staff's resolve of the last hold
+    would have (it waited for the next escrow_reconcile); the disputed tip
+    itself is not sent."""
+    from django_escrow_connect import simulation
+
+    payment, refused, waiting = tips_held_by_two_holds(settings, market, sim_stripe)
+    first = payment.incidents.get(kind="charge_disputed", stripe_object_id=payment.stripe_charge_id)
+    list_action(admin_client, market, type(first), "resolve_incident", [first], note="ok")
+    waiting.refresh_from_db()
+    assert waiting.status == "paid"
+    sim_stripe.calls.clear()
+
+    previous = simulation.set_event_sink(None)  # its events reach the webhook receiver
+    try:
+        with market.capture(execute=True):
+            SimulatedGateway().open_dispute(refused.stripe_charge_id)
+    finally:
+        simulation.set_event_sink(previous)
+
+    assert not payment.incidents.filter(kind="charge_disputed", resolved_at__isnull=True).exists()
+    waiting.refresh_from_db()
+    refused.refresh_from_db()
+    assert (waiting.status, refused.status) == ("transferred", "transfer_failed")
+    assert [c for c in money_calls(sim_stripe) if c == "create_transfer"] == ["create_transfer"]
 
 
 def lost_in_part(market, amount=10_000, lost=3_000):
