@@ -26,7 +26,7 @@ from django.db.models.functions import Coalesce, Greatest
 from django.db.models.lookups import GreaterThan
 
 from . import swappable, transitions
-from .states import DISPUTE_CLOSED_STATES, DISPUTE_LOST_STATES, EscrowStrategy
+from .states import DISPUTE_CLOSED_STATES, DISPUTE_LOST_STATES, EscrowStrategy, ReleaseStatus
 from .states import PaymentStatus as S
 
 __all__ = ["CHARGED", "HELD", "held_after_loss", "holding", "lost_payment", "lost_to_disputes"]
@@ -86,7 +86,8 @@ def holding() -> Q:
     (``start_release_of_rest``'s source): not sent yet or its transfer in
     flight (``status_before_dispute`` blank, held or releasing), on a
     payment released at once; or, on a payment released in parts to one doer
-    without milestones (``release_rest_in_parts``'s condition), not released
+    without milestones and with no earlier release left unsent
+    (``release_rest_in_parts``'s condition), not released
     yet (``partially_released`` before the dispute: its release takes it out
     of ``amount_held`` when it is made, as any release in parts); while
     :func:`held_after_loss` is above 0 and no dispute of the payment is open
@@ -109,6 +110,11 @@ def holding() -> Q:
     second_payee = swappable.load("EscrowPayee").objects.filter(
         payment=OuterRef("pk"), position__gt=0
     )
+    # An earlier release whose transfer the dispute caught unmade is never
+    # sent, and keeps the rest from being released: settled by hand.
+    unsent_release = swappable.load("EscrowRelease").objects.filter(
+        payment=OuterRef("pk"), status=ReleaseStatus.PENDING
+    )
     rest_left = Q(
         GreaterThan(held_after_loss(), 0),
         ~Q(strategy=EscrowStrategy.MANUAL_CAPTURE),
@@ -129,6 +135,7 @@ def holding() -> Q:
             & Q(
                 ~Exists(milestone),
                 ~Exists(second_payee),
+                ~Exists(unsent_release),
                 status__in=transitions.sources(Payment, "release_rest_in_parts"),
                 status_before_dispute=S.PARTIALLY_RELEASED,
                 released_in_parts=True,

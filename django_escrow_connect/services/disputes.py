@@ -63,7 +63,7 @@ from ..states import (
     WebhookEventStatus,
 )
 from ..states import PaymentStatus as S
-from . import errors, radar_holds, tip_outcomes, tips
+from . import errors, radar_holds, releases, tip_outcomes, tips
 from .common import lock_payment_for, model, open_disputes
 from .stripe_objects import require_funded
 from .task_status import sync_task_status
@@ -461,6 +461,8 @@ def _close(payment: Any, dispute: Any, *, event_id: str) -> None:
         and not others.exclude(status__in=list(_KEPT)).exists()
     ):
         payment.win_appeal()
+        if payment.released_in_parts:
+            releases.fee_after_appeal(payment)
         payment.save()
         sync_task_status(payment)
     if not payment.frozen_by_dispute:

@@ -278,8 +278,17 @@ def _answer_rest_sent(asked: _Ask, operation: Any) -> None:
     a release already done (200), as :func:`.payments.release_payment`
     answers for a payment released at once, not refused because nothing is
     left to release. Only a release of everything: an amount or a milestone
-    asked of a ``dispute_lost`` payment stays refused."""
-    if asked.milestone_id is None and asked.amount is None and finished_rest(operation):
+    asked of a ``dispute_lost`` payment stays refused. Not once an appeal won
+    gave the payment back what its loss took (no longer ``dispute_lost``):
+    the request goes on to release that, as any release of everything."""
+    if (
+        asked.milestone_id is None
+        and asked.amount is None
+        and finished_rest(operation)
+        and payment_model()
+        .objects.filter(pk=operation.payment_id, status=PaymentStatus.DISPUTE_LOST)
+        .exists()
+    ):
         asked.created = True
 
 
@@ -545,7 +554,7 @@ def _create_release(payment: Any, user: Any, asked: _Ask) -> Any:
     # Otherwise leaving a lost dispute aside, so a payment whose dispute was
     # lost gets to _check_releasable's 409 rather than "nothing left" (200)
     # or "too much" (400); a won appeal gives that money back to escrow.
-    rest = can_proceed(payment.release_rest_in_parts)
+    rest = _rest_releasable(payment)
     held = payment.amount_held if rest else payment.amount_held_before_loss
     left = _milestones_left(milestones, releases, held)
     milestone = None
@@ -734,9 +743,54 @@ def _valid_amount(payment: Any, amount: Any, held: int) -> int:
 
 def _check_releasable(payment: Any) -> None:
     """A new release may be made (409 otherwise)."""
-    if not (can_proceed(payment.release_part) or can_proceed(payment.release_rest_in_parts)):
+    if can_proceed(payment.release_rest_in_parts) and not _rest_releasable(payment):
+        _refuse_unsent_before_loss()
+    if not (can_proceed(payment.release_part) or _rest_releasable(payment)):
         _refuse_state(payment)
     _check_not_frozen(payment)
+
+
+def _refuse_unsent_before_loss() -> NoReturn:
+    # Said as it is: "a payment that is dispute lost cannot be released" hid
+    # that the earlier release is what keeps everything.
+    raise errors.TransitionNotAllowed(
+        _(
+            "An earlier release of this payment was not transferred when its dispute "
+            "was lost: it is not sent (settle it with the payee outside the app), and "
+            "nothing else of the payment is released."
+        )
+    )
+
+
+def _rest_releasable(payment: Any) -> bool:
+    """The rest a lost partial dispute left a payment released in parts may be
+    released (``release_rest_in_parts``), before its release is made: not
+    while an earlier release's transfer is unmade (``pending``). The dispute
+    caught it unsent, and it is never sent (settled with the payee by hand,
+    docs/recovery.md); the rest waits with it, as
+    :func:`~django_escrow_connect.holdings.holding` leaves it uncounted."""
+    return bool(
+        can_proceed(payment.release_rest_in_parts)
+        and not payment.releases.filter(status=ReleaseStatus.PENDING).exists()
+    )
+
+
+def fee_after_appeal(payment: Any) -> None:
+    """An appeal won gave a payment released in parts back the money its loss
+    took: its ``platform_fee`` is ``release_part``'s again, what its releases
+    took plus what releasing what it holds would add (the cumulative rule),
+    which the doer's dashboard reads. The release of a lost dispute's rest
+    had left it at what the releases took (nothing was held any more)."""
+    releases = list(payment.releases.all())
+    taken = sum(r.platform_fee for r in releases)
+    held = int(payment.amount_held)
+    fee = taken
+    if held > 0:
+        before = sum(r.amount for r in releases)
+        context = {"payees": list(payment.payees.all()) or [_single_payee(payment)]}
+        whole = compute_platform_fee(before + held, payment.currency, payment=payment, **context)
+        fee = max(taken, whole)
+    payment.platform_fee = fee
 
 
 #: The states in which a pending release's transfers may still be sent: the
@@ -759,6 +813,8 @@ def _check_sendable(payment: Any, release: Any, *, made_now: bool = False) -> No
         _check_not_frozen(payment)
         return
     if payment.status not in _SENDABLE:
+        if payment.status == PaymentStatus.DISPUTE_LOST:
+            _refuse_unsent_before_loss()
         _refuse_state(payment)
     _check_not_frozen(payment)
 

@@ -1036,6 +1036,9 @@ class TestTheRestOfAPaymentReleasedInParts:
             gateway.close_dispute(dispute.id, won=True)
         detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
         assert books_of(detail) == ("partially_released", 7_000, 0, 3_000, 0)
+        # What the last release sends (its fee 1,000 on all 10,000 less the
+        # 700 taken): the rest's release had left the fee at what was taken.
+        assert self.in_escrow(market) == [(2_700, "usd")]
         with market.capture(execute=True):
             last = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert last.status_code == 200, last.content
@@ -1112,6 +1115,60 @@ class TestTheRestOfAPaymentReleasedInParts:
         again = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert again.status_code == 409, again.content
         assert len(transfers_in_stripe(real_webhooks, payment)) == 2
+
+    def test_an_appeal_won_while_the_rest_is_in_flight_releases_everything(
+        self, market, real_webhooks
+    ):
+        """The rest's transfer timed out, then an appeal won gave the 3,000
+        back: the retried confirm finishes the rest's transfer and, asked to
+        release everything, releases what the appeal gave back too (it was
+        answered 200 with 3,000 still held)."""
+        payment, gateway, dispute = self.released_in_part_then_lost(market)
+        real_webhooks.fail_next("create_transfer", timeout())
+        pending = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert pending.status_code == 503, pending.content
+        with market.capture(execute=True):
+            gateway.appeal_dispute(dispute.id, submitted=True)
+            gateway.close_dispute(dispute.id, won=True)
+
+        with market.capture(execute=True):
+            retried = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert retried.status_code == 200, retried.content
+        assert books_of(retried.json()) == ("released", 10_000, 0, 0, 0)
+        assert [t["amount"] for t in transfers_in_stripe(real_webhooks, payment)] == [
+            3_600,
+            2_700,
+            2_700,
+        ]
+        assert "The books agree with Stripe." in audit()
+
+    def test_an_earlier_release_never_transferred_keeps_the_rest(self, market, real_webhooks):
+        """Stripe refused the first release's transfer; then a partial dispute
+        was lost. That release is never sent (settled by hand), and so the
+        rest is not either: refused saying why (it said the payment could not
+        be released), and neither the doer's in_escrow nor the gauges count
+        it (they counted the rest for ever)."""
+        payment = market.held_payment()
+        real_webhooks.fail_next(
+            "create_transfer",
+            BalanceInsufficient(
+                "Insufficient funds.", code="balance_insufficient", http_status=400
+            ),
+        )
+        first = market.post(
+            market.customer, "payment-release", {"amount": 4_000}, payment_id=payment.pk
+        )
+        assert first.status_code == 409, first.content
+        self.lose_part(market, payment)
+        detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert books_of(detail) == ("dispute_lost", 4_000, 0, 3_000, 3_000)
+
+        refused = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert refused.status_code == 409, refused.content
+        assert refused.json()["error"]["code"] == "transition_not_allowed"
+        assert "earlier release" in refused.json()["error"]["message"]
+        assert transfers_in_stripe(real_webhooks, payment) == []
+        assert (self.in_escrow(market), held_gauge()) == ([], [])
 
     def test_the_rest_waits_for_any_open_dispute(self, market, real_webhooks):
         payment, gateway, dispute = self.released_in_part_then_lost(market)
