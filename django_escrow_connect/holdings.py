@@ -26,10 +26,25 @@ from django.db.models.functions import Coalesce, Greatest
 from django.db.models.lookups import GreaterThan
 
 from . import swappable, transitions
-from .states import DISPUTE_CLOSED_STATES, DISPUTE_LOST_STATES, EscrowStrategy
+from .states import (
+    DISPUTE_CLOSED_STATES,
+    DISPUTE_LOST_STATES,
+    UNRESOLVED_OPERATION_STATES,
+    EscrowStrategy,
+    MoneyOperationKind,
+)
 from .states import PaymentStatus as S
 
-__all__ = ["CHARGED", "HELD", "held_after_loss", "holding", "lost_payment", "lost_to_disputes"]
+__all__ = [
+    "CHARGED",
+    "HELD",
+    "held_after_loss",
+    "held_counted",
+    "holding",
+    "lost_payment",
+    "lost_to_disputes",
+    "release_caught_by_loss",
+]
 
 #: What the customer is charged (``amount_charged``): the amount, or what a
 #: capture for less took (``amount_captured``; the rest was never charged).
@@ -76,6 +91,47 @@ def held_after_loss() -> Case:
     return lost_payment(Greatest(HELD - lost_to_disputes(), Value(0)), HELD)
 
 
+def release_caught_by_loss() -> Q:
+    """``dispute_lost`` payments whose ordinary release was in flight when the
+    dispute opened, its transfer still unresolved at Stripe, as a query condition.
+
+    ``status_before_dispute`` is ``releasing`` both for such a release and
+    for the transfer of the rest a partial dispute left (``start_release_of_rest``);
+    the rest's transfer is the one begun after the loss (its operation's
+    ``follow_up`` says ``after_loss``). The release in flight is the one
+    :func:`holding` counts as what it sends, as it counts a ``releasing``
+    payment: made, it released all that was held before the dispute
+    (``amount_lost`` falls to what was left, 0); refused, the rest is
+    held again and counted as such.
+    """
+    in_flight = (
+        swappable.load("MoneyOperation")
+        .objects.filter(
+            payment=OuterRef("pk"),
+            kind=MoneyOperationKind.TRANSFER,
+            status__in=list(UNRESOLVED_OPERATION_STATES),
+        )
+        .exclude(follow_up__has_key="after_loss")
+    )
+    return Q(Exists(in_flight), status=S.DISPUTE_LOST, status_before_dispute=S.RELEASING)
+
+
+def held_counted() -> Case:
+    """What :func:`holding` counts a payment as holding (the gauges' amount).
+
+    ``amount_held`` (:func:`held_after_loss`), except a release a lost
+    dispute caught in flight (:func:`release_caught_by_loss`): what that
+    release takes out of escrow once Stripe makes it, its transfer and the
+    fee on it (what was held before the loss), as a ``releasing`` payment
+    counts until Stripe answers.
+    """
+    return Case(
+        When(release_caught_by_loss(), then=HELD),
+        default=held_after_loss(),
+        output_field=BigIntegerField(),
+    )
+
+
 def holding() -> Q:
     """Payments still holding money for their payees, as a query condition.
 
@@ -91,6 +147,14 @@ def holding() -> Q:
     of the rest). Not a manual-capture payment: a dispute means its charge
     was captured, which paid the doer. A dispute that took all of it, or the
     rest released, leaves nothing held.
+
+    A ``dispute_lost`` payment whose ordinary release was in flight when the
+    dispute opened (:func:`release_caught_by_loss`) is counted as the
+    ``releasing`` payment it was, until Stripe's answer is recorded: for
+    what that release sends (:func:`held_counted`), not for the rest a
+    release after the loss would send, also when the dispute took all that
+    was held (made, the transfer paid the doer; refused, the rest is
+    counted as above).
     """
     Payment = swappable.load("EscrowPayment")
     # Any open dispute of the payment (a second one, a tip's, an appeal of
@@ -100,8 +164,10 @@ def holding() -> Q:
         .objects.filter(payment=OuterRef("pk"))
         .exclude(status__in=list(DISPUTE_CLOSED_STATES))
     )
+    caught = release_caught_by_loss()
+    rest = Q(GreaterThan(held_after_loss(), 0), ~caught)
     return Q(status__in=transitions.sources(Payment, "release")) | Q(
-        GreaterThan(held_after_loss(), 0),
+        rest | caught,
         ~Q(strategy=EscrowStrategy.MANUAL_CAPTURE),
         ~Exists(open_dispute),
         status__in=transitions.sources(Payment, "start_release_of_rest"),
