@@ -1027,3 +1027,56 @@ class TestOperatorDrills:
         payment = market.payment(payment.pk)
         assert list(real_webhooks.payment_intents) == [payment.stripe_payment_intent_id]
         assert market.pay(payment.pk).status == "held"
+
+
+@pytest.mark.parametrize("released", [False, True], ids=["held", "released"])
+def test_a_full_refund_retried_after_a_dashboard_refund_takes_its_own_refund(
+    market, real_webhooks, released
+):
+    """recovery.md, *How an unresolved operation is settled*: staff's full
+    refund (no amount, no key) timed out before Stripe acted; then 2,000
+    were refunded in the Stripe Dashboard (its webhook recorded), so the rest
+    is 8,000, not the 10,000 in flight. Sent again, the full refund still
+    asks for the rest and takes its own refund for its own (not 409
+    refund_pending, which nothing but escrow_reconcile could settle): sent
+    again with its key, Stripe refuses it (more than is left) and that is
+    its answer; the next one refunds the 8,000 left. A partial refund
+    without a key is still refused meanwhile, and nothing is refunded
+    twice. After the release the reversal before the refund is the one in
+    flight: the same."""
+    from django_escrow_connect import simulation
+
+    payment = market.released_payment() if released else market.held_payment()
+    call = "create_transfer_reversal" if released else "create_refund"
+    real_webhooks.fail_next(call, timeout())
+    lost = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+    assert lost.status_code == 503, lost.content
+    with market.capture(execute=True):
+        simulation.SimulatedGateway().create_refund(
+            idempotency_key="dashboard-refund",
+            payment_intent=payment.stripe_payment_intent_id,
+            amount=2_000,
+            metadata={},
+        )
+    assert market.payment(payment.pk).amount_refunded == 2_000
+
+    partial = market.post(market.staff, "payment-refund", {"amount": 1_000}, payment_id=payment.pk)
+    assert partial.status_code == 409, partial.content
+    assert partial.json()["error"]["code"] == "refund_pending"
+
+    with market.capture(execute=True):
+        retried = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+    # Its own refund of 10,000, refused by Stripe: 2,000 were refunded since.
+    assert retried.status_code == 409, retried.content
+    assert retried.json()["error"]["code"] == "amount_too_large"
+    charge = real_webhooks.charges[payment.stripe_charge_id]
+    assert charge["amount_refunded"] == 2_000
+
+    with market.capture(execute=True):
+        again = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+    assert again.status_code == 200, again.content
+    assert (again.json()["status"], again.json()["amount_refunded"]) == ("refunded", 10_000)
+    assert charge["amount_refunded"] == 10_000
+    refunds = [r for r in real_webhooks.refunds.values() if r["charge"] == charge["id"]]
+    assert sorted(r["amount"] for r in refunds if r["status"] == "succeeded") == [2_000, 8_000]
+    assert "The books agree with Stripe." in audit()
