@@ -3,7 +3,9 @@
 The one definition of "held" for every total that counts held money in one
 query: the dashboards (``api.payments``) and the ``escrow_connect.payments.held``
 gauges (:mod:`~django_escrow_connect.observability`). The model's
-``amount_held`` is the same figure read in Python.
+``amount_held`` is the same figure read in Python (:func:`held_after_loss`);
+what the gauges count a release a lost dispute caught in flight as is
+:func:`held_counted`.
 """
 
 from __future__ import annotations
@@ -101,8 +103,8 @@ def release_caught_by_loss() -> Q:
     ``follow_up`` says ``after_loss``). The release in flight is the one
     :func:`holding` counts as what it sends, as it counts a ``releasing``
     payment: made, it released all that was held before the dispute
-    (``amount_lost`` falls to what was left, 0); refused, the rest is
-    held again and counted as such.
+    (``amount_released``; ``amount_lost`` 0, as escrow held nothing more);
+    never made, the rest is held again and counted as such.
     """
     in_flight = (
         swappable.load("MoneyOperation")
