@@ -3,7 +3,9 @@
 The one definition of "held" for every total that counts held money in one
 query: the dashboards (``api.payments``) and the ``escrow_connect.payments.held``
 gauges (:mod:`~django_escrow_connect.observability`). The model's
-``amount_held`` is the same figure read in Python.
+``amount_held`` is the same figure read in Python (:func:`held_after_loss`);
+what the gauges count a release a lost dispute caught in flight as is
+:func:`held_counted`.
 """
 
 from __future__ import annotations
@@ -26,10 +28,26 @@ from django.db.models.functions import Coalesce, Greatest
 from django.db.models.lookups import GreaterThan
 
 from . import swappable, transitions
-from .states import DISPUTE_CLOSED_STATES, DISPUTE_LOST_STATES, EscrowStrategy, ReleaseStatus
+from .states import (
+    DISPUTE_CLOSED_STATES,
+    DISPUTE_LOST_STATES,
+    UNRESOLVED_OPERATION_STATES,
+    EscrowStrategy,
+    MoneyOperationKind,
+    ReleaseStatus,
+)
 from .states import PaymentStatus as S
 
-__all__ = ["CHARGED", "HELD", "held_after_loss", "holding", "lost_payment", "lost_to_disputes"]
+__all__ = [
+    "CHARGED",
+    "HELD",
+    "held_after_loss",
+    "held_counted",
+    "holding",
+    "lost_payment",
+    "lost_to_disputes",
+    "release_caught_by_loss",
+]
 
 #: What the customer is charged (``amount_charged``): the amount, or what a
 #: capture for less took (``amount_captured``; the rest was never charged).
@@ -76,6 +94,47 @@ def held_after_loss() -> Case:
     return lost_payment(Greatest(HELD - lost_to_disputes(), Value(0)), HELD)
 
 
+def release_caught_by_loss() -> Q:
+    """``dispute_lost`` payments whose ordinary release was in flight when the
+    dispute opened, its transfer still unresolved at Stripe, as a query condition.
+
+    ``status_before_dispute`` is ``releasing`` both for such a release and
+    for the transfer of the rest a partial dispute left (``start_release_of_rest``);
+    the rest's transfer is the one begun after the loss (its operation's
+    ``follow_up`` says ``after_loss``). The release in flight is the one
+    :func:`holding` counts as what it sends, as it counts a ``releasing``
+    payment: made, it released all that was held before the dispute
+    (``amount_released``; ``amount_lost`` 0, as escrow held nothing more);
+    never made, the rest is held again and counted as such.
+    """
+    in_flight = (
+        swappable.load("MoneyOperation")
+        .objects.filter(
+            payment=OuterRef("pk"),
+            kind=MoneyOperationKind.TRANSFER,
+            status__in=list(UNRESOLVED_OPERATION_STATES),
+        )
+        .exclude(follow_up__has_key="after_loss")
+    )
+    return Q(Exists(in_flight), status=S.DISPUTE_LOST, status_before_dispute=S.RELEASING)
+
+
+def held_counted() -> Case:
+    """What :func:`holding` counts a payment as holding (the gauges' amount).
+
+    ``amount_held`` (:func:`held_after_loss`), except a release a lost
+    dispute caught in flight (:func:`release_caught_by_loss`): what that
+    release takes out of escrow once Stripe makes it, its transfer and the
+    fee on it (what was held before the loss), as a ``releasing`` payment
+    counts until Stripe answers.
+    """
+    return Case(
+        When(release_caught_by_loss(), then=HELD),
+        default=held_after_loss(),
+        output_field=BigIntegerField(),
+    )
+
+
 def holding() -> Q:
     """Payments still holding money for their payees, as a query condition.
 
@@ -87,14 +146,22 @@ def holding() -> Q:
     flight (``status_before_dispute`` blank, held or releasing), on a
     payment released at once; or, on a payment released in parts to one doer
     without milestones and with no earlier release left unsent
-    (``release_rest_in_parts``'s condition), not released
-    yet (``partially_released`` before the dispute: its release takes it out
-    of ``amount_held`` when it is made, as any release in parts); while
+    (``release_rest_in_parts``'s condition), not released yet
+    (``partially_released`` before the dispute: its release takes it out of
+    ``amount_held`` when it is made, as any release in parts); while
     :func:`held_after_loss` is above 0 and no dispute of the payment is open
     (an appeal, a second dispute, a tip's freeze the release of the rest).
     Not a manual-capture payment: a dispute means its charge was captured,
     which paid the doer. A dispute that took all of it, or the rest
     released, leaves nothing held.
+
+    A ``dispute_lost`` payment whose ordinary release was in flight when the
+    dispute opened (:func:`release_caught_by_loss`) is counted as the
+    ``releasing`` payment it was, until Stripe's answer is recorded: for
+    what that release sends (:func:`held_counted`), not for the rest a
+    release after the loss would send, also when the dispute took all that
+    was held (made, the transfer paid the doer; refused, the rest is
+    counted as above).
     """
     Payment = swappable.load("EscrowPayment")
     # Any open dispute of the payment (a second one, a tip's, an appeal of
@@ -103,6 +170,16 @@ def holding() -> Q:
         swappable.load("Dispute")
         .objects.filter(payment=OuterRef("pk"))
         .exclude(status__in=list(DISPUTE_CLOSED_STATES))
+    )
+    releasable = Q(~Q(strategy=EscrowStrategy.MANUAL_CAPTURE), ~Exists(open_dispute))
+    caught = release_caught_by_loss()
+    rest = Q(GreaterThan(held_after_loss(), 0), ~caught)
+    released_at_once = Q(
+        rest | caught,
+        releasable,
+        status__in=transitions.sources(Payment, "start_release_of_rest"),
+        status_before_dispute__in=("", S.HELD, S.RELEASING),
+        released_in_parts=False,
     )
     # Released in parts: one doer (at most one payee row) and no milestones,
     # as release_rest_in_parts's condition says.
@@ -115,30 +192,18 @@ def holding() -> Q:
     unsent_release = swappable.load("EscrowRelease").objects.filter(
         payment=OuterRef("pk"), status=ReleaseStatus.PENDING
     )
-    rest_left = Q(
+    released_in_parts = Q(
         GreaterThan(held_after_loss(), 0),
-        ~Q(strategy=EscrowStrategy.MANUAL_CAPTURE),
-        ~Exists(open_dispute),
+        releasable,
+        ~Exists(milestone),
+        ~Exists(second_payee),
+        ~Exists(unsent_release),
+        status__in=transitions.sources(Payment, "release_rest_in_parts"),
+        status_before_dispute=S.PARTIALLY_RELEASED,
+        released_in_parts=True,
     )
     return (
         Q(status__in=transitions.sources(Payment, "release"))
-        | (
-            rest_left
-            & Q(
-                status__in=transitions.sources(Payment, "start_release_of_rest"),
-                status_before_dispute__in=("", S.HELD, S.RELEASING),
-                released_in_parts=False,
-            )
-        )
-        | (
-            rest_left
-            & Q(
-                ~Exists(milestone),
-                ~Exists(second_payee),
-                ~Exists(unsent_release),
-                status__in=transitions.sources(Payment, "release_rest_in_parts"),
-                status_before_dispute=S.PARTIALLY_RELEASED,
-                released_in_parts=True,
-            )
-        )
+        | released_at_once
+        | released_in_parts
     )

@@ -40,7 +40,7 @@ from django.utils import timezone
 
 from . import __version__, swappable, transitions
 from .conf import escrow_settings
-from .holdings import held_after_loss, holding
+from .holdings import held_counted, holding
 from .states import UNRESOLVED_OPERATION_STATES
 
 __all__ = [
@@ -391,7 +391,9 @@ def _payments_held() -> list[dict[str, Any]]:
     flight leaves it releasing, and a partial dispute lost leaves the rest
     of a ``dispute_lost`` payment held until it is released. Each still
     holds the part not yet paid out, refunded or lost, so the amount is what
-    remains (``amount_held``), not the gross charge.
+    remains (``amount_held``), not the gross charge; a release a lost dispute
+    caught in flight counts what it takes out of escrow, as it did while
+    ``releasing`` (:func:`.holdings.held_counted`).
     """
     now = timezone.now()
     Payment = swappable.load("EscrowPayment")
@@ -401,7 +403,7 @@ def _payments_held() -> list[dict[str, Any]]:
         .values("currency")
         .annotate(
             count=Count("pk"),
-            amount=Sum(held_after_loss()),
+            amount=Sum(held_counted()),
             oldest=Min("held_at"),
             # Only an authorization not captured yet has a deadline: a lost
             # dispute's charge was captured, whatever capture_before says.

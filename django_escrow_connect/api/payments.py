@@ -60,7 +60,15 @@ from rest_framework.response import Response
 
 from .. import permissions, swappable
 from ..conf import escrow_settings
-from ..holdings import CHARGED, HELD, held_after_loss, holding, lost_payment, lost_to_disputes
+from ..holdings import (
+    CHARGED,
+    HELD,
+    held_after_loss,
+    holding,
+    lost_payment,
+    lost_to_disputes,
+    release_caught_by_loss,
+)
 from ..money import format_money
 from ..services import books, errors
 from ..services import payments as payment_services
@@ -405,6 +413,8 @@ def in_escrow_for_payee(arms: list[Q], own_row: Q) -> list[dict[str, Any]]:
     release sends: the rest less the fee ``PLATFORM_FEE_POLICY`` takes on it
     (on a payment released in parts, the fee of one more release:
     :func:`~django_escrow_connect.services.releases.rest_transfer_and_fee`).
+    A release a lost dispute caught in flight counts as a ``releasing``
+    payment does: what its transfer sends.
     """
     # The payee's own row is a LEFT JOIN (no subquery per payment); the
     # payees' total is read only for the payments that have rows.
@@ -426,7 +436,12 @@ def in_escrow_for_payee(arms: list[Q], own_row: Q) -> list[dict[str, Any]]:
     # The rest a partial dispute left (:func:`holding`) goes to its one doer
     # less the fee PLATFORM_FEE_POLICY takes on it (a Python callable), as its release
     # computes it: one row per such payment, the others summed per currency.
-    rest_of = Case(When(status=S.DISPUTE_LOST, then=F("pk")), default=Value(None))
+    # A release a lost dispute caught in flight counts as the releasing
+    # payment it was: what its transfer sends (the held net), not the rest.
+    rest_of = Case(
+        When(Q(status=S.DISPUTE_LOST) & ~release_caught_by_loss(), then=F("pk")),
+        default=Value(None),
+    )
     rows = (
         _payment_model()
         .objects.annotate(own_row=FilteredRelation("payees", condition=own_row))

@@ -171,6 +171,13 @@ def is_request_operation(operation: Any, user: Any, request_key: str) -> bool:
 #: made and sent again under the next key: that key.
 REPLACED_BY = "replaced_by"
 
+#: The ``follow_up`` entry of a refund (and of the reversals before it)
+#: asked with no amount: the rest, charged less refunded when it was begun.
+#: A later request without a key and without an amount asks for the rest
+#: too, and takes it for its own even once the rest has changed (a refund
+#: made in the Stripe Dashboard since): :func:`.payments.refund_payment`.
+ASKED_THE_REST = "asked_the_rest"
+
 
 def last_attempt(operation: Any) -> Any:
     """``operation`` as it now stands, or the attempt sent in its place.

@@ -40,6 +40,7 @@ from . import books, errors, radar_holds, saved_methods
 from . import tip_outcomes as tips
 from .common import gateway, model, open_disputes, payment_model, refuses_the_amount, translate
 from .operations import (
+    ASKED_THE_REST,
     REPLACED_BY,
     Outcome,
     answer_may_be_lost,
@@ -596,7 +597,9 @@ def _continue_refund(payment: Any, operation: Any) -> Any:
                 request_key=operation.request_key,
             )
     # The client's key rides along like the requester: a retry of the request
-    # finds the whole chain and never begins a second one.
+    # finds the whole chain and never begins a second one. So does what the
+    # request asked for (no amount: the rest), which a retry without a key
+    # is matched on.
     return begin_refund(
         payment,
         refund,
@@ -604,6 +607,7 @@ def _continue_refund(payment: Any, operation: Any) -> Any:
         operation.requested_by,
         sent=False,
         request_key=operation.request_key,
+        asked_the_rest=bool(follow_up.get(ASKED_THE_REST)),
     )
 
 
@@ -678,8 +682,13 @@ def begin_refund(
     *,
     sent: bool = True,
     request_key: str = "",
+    asked_the_rest: bool = False,
 ) -> Any:
-    """Phase 1 of a refund of the charge: its journal entry and Refund row."""
+    """Phase 1 of a refund of the charge: its journal entry and Refund row.
+
+    ``asked_the_rest``: the request gave no amount (``amount`` is the rest
+    then), recorded in ``follow_up`` (:data:`.operations.ASKED_THE_REST`).
+    """
     key, attempt = next_key(payment, K.REFUND)
     request = refund_request(payment, amount, reason, key)
     operation = begin(
@@ -690,6 +699,7 @@ def begin_refund(
         user=user,
         key=key,
         attempt=attempt,
+        follow_up={ASKED_THE_REST: True} if asked_the_rest else None,
         sent=sent,
         request_key=request_key,
     )

@@ -947,7 +947,10 @@ def refund_payment(
     payment finishes what is unresolved of that request and answers as the
     first one did, never refunding twice; with another amount or reason it is
     refused (400 ``idempotency_key_reused``). Without a key, the same amount
-    again is taken for the same request only while its refund is unresolved.
+    again is taken for the same request only while its refund is unresolved;
+    no amount again (the rest) takes an unresolved refund asked with no
+    amount for its own, even once the rest has changed since (a refund made
+    in the Stripe Dashboard): :func:`_asks_the_rest_again`.
     """
     # A split payment may need one reversal per payee and release first.
     for _step in range(_refund_step_budget(payment_id)):
@@ -975,6 +978,7 @@ def refund_payment(
                     and pending.kind == K.REFUND
                     and pending.amount is not None
                     and asked != pending.amount
+                    and not _asks_the_rest_again(pending, amount)
                 ):
                     raise errors.Conflict(
                         _("A refund of %(amount)s is still unconfirmed; retry it first.")
@@ -988,7 +992,7 @@ def refund_payment(
             if operation.kind != K.REVERSAL:
                 return payment_model().objects.get(pk=payment_id)
             continue  # the reversal is done: now the refund itself
-        this_refund = _is_this_refund(pending, asked, request_key, mine)
+        this_refund = _is_this_refund(pending, asked, request_key, mine, amount is None)
         outcomes.drive(
             pending,
             # The void a keyed refund of a held manual-capture payment began
@@ -1024,7 +1028,28 @@ def _amount_asked(payment: Any, amount: int | None) -> int:
     return int(payment.amount_charged - payment.amount_refunded)
 
 
-def _is_this_refund(pending: Any, asked: int, request_key: str, mine: bool) -> bool:
+def _asks_the_rest_again(pending: Any, amount: int | None) -> bool:
+    """A request with no amount (the rest) finding an unresolved refund, or
+    the reversal before it, that a request with no amount began.
+
+    Taken for the same request, whatever the rest is now: a refund recorded
+    since (made in the Stripe Dashboard, its webhook) makes the rest smaller
+    than the refund in flight, which compared by amount was ``409
+    refund_pending``, the request's own refund keeping it from ever being
+    asked again. It is safe: only that refund is sent, under its own Stripe
+    key (never a second one), and it asks for what this request asks, the
+    rest. Stripe makes it only if nothing was refunded since it was asked
+    (the charge holds no more than the rest), and otherwise refuses it
+    (``amount_too_large``), which answers this request; the next one asks
+    for the rest as it stands. A partial refund (an amount) is never taken
+    for a full one's.
+    """
+    return amount is None and bool(pending.follow_up.get(operations.ASKED_THE_REST))
+
+
+def _is_this_refund(
+    pending: Any, asked: int, request_key: str, mine: bool, asked_the_rest: bool = False
+) -> bool:
     """Whether the unresolved ``pending`` is this refund request's own.
 
     With a key: begun under it (a reversal, the refund, or the void of a
@@ -1033,10 +1058,13 @@ def _is_this_refund(pending: Any, asked: int, request_key: str, mine: bool) -> b
     amount asked (:func:`_amount_asked`; none asked: the rest) is taken for
     this request (one of another amount was refused above:
     ``refund_pending``), as is a reversal making room for a refund of that
-    amount; a refused one answers this request.
+    amount, and, none asked, one that a request with no amount began
+    (:func:`_asks_the_rest_again`); a refused one answers this request.
     """
     if request_key:
         return mine
+    if asked_the_rest and _asks_the_rest_again(pending, None):
+        return pending.kind in (K.REFUND, K.REVERSAL)
     if pending.kind == K.REFUND:
         return pending.amount is None or pending.amount == asked
     if pending.kind == K.REVERSAL:
@@ -1118,6 +1146,9 @@ def _begin_refund_step(
         )
     # What was charged (less when a capture took less) and not refunded yet.
     refundable = payment.refundable_amount
+    # Recorded with the operations: a retry without a key and without an
+    # amount asks for the rest again, whatever the rest is by then.
+    asked_the_rest = amount is None
     if amount is None:
         amount = refundable
     try:
@@ -1156,10 +1187,14 @@ def _begin_refund_step(
             code="invalid_amount",
         )
     if not payment.is_manual_capture:
-        reversal = _begin_reversal_if_needed(payment, amount, user, reason, request_key)
+        reversal = _begin_reversal_if_needed(
+            payment, amount, user, reason, request_key, asked_the_rest=asked_the_rest
+        )
         if reversal is not None:
             return reversal
-    return outcomes.begin_refund(payment, amount, reason, user, request_key=request_key)
+    return outcomes.begin_refund(
+        payment, amount, reason, user, request_key=request_key, asked_the_rest=asked_the_rest
+    )
 
 
 def _adopt_legacy_refund(payment: Any) -> Any:
@@ -1201,7 +1236,13 @@ STRIPE_REFUND_REASONS = outcomes.STRIPE_REFUND_REASONS
 
 
 def _begin_reversal_if_needed(
-    payment: Any, amount: int, user: Any, reason: str, request_key: str = ""
+    payment: Any,
+    amount: int,
+    user: Any,
+    reason: str,
+    request_key: str = "",
+    *,
+    asked_the_rest: bool = False,
 ) -> Any:
     """Phase 1 of the reversal a refund needs first, or None.
 
@@ -1210,7 +1251,9 @@ def _begin_reversal_if_needed(
     A payment released in parts follows :func:`.releases.reversal_plan`.
     """
     if payment.released_in_parts:
-        return _begin_split_reversal(payment, amount, user, reason, request_key)
+        return _begin_split_reversal(
+            payment, amount, user, reason, request_key, asked_the_rest=asked_the_rest
+        )
     live = list(
         payment.transfers.filter(
             status__in=[TransferStatus.CREATED, TransferStatus.PARTIALLY_REVERSED]
@@ -1246,7 +1289,7 @@ def _begin_reversal_if_needed(
         attempt=attempt,
         # The refund is committed with the reversal: a crash between the two
         # cannot leave the doer's money returned and the customer unpaid.
-        follow_up={"refund": amount, "reason": reason},
+        follow_up=_refund_follow_up(amount, reason, asked_the_rest),
         request_key=request_key,
     )
     model("TransferReversal").objects.create(
@@ -1259,8 +1302,22 @@ def _begin_reversal_if_needed(
     return operation
 
 
+def _refund_follow_up(amount: int, reason: str, asked_the_rest: bool) -> dict[str, Any]:
+    """The refund a reversal makes room for, carried by the reversal (and the next ones)."""
+    follow_up: dict[str, Any] = {"refund": amount, "reason": reason}
+    if asked_the_rest:
+        follow_up[operations.ASKED_THE_REST] = True
+    return follow_up
+
+
 def _begin_split_reversal(
-    payment: Any, amount: int, user: Any, reason: str, request_key: str = ""
+    payment: Any,
+    amount: int,
+    user: Any,
+    reason: str,
+    request_key: str = "",
+    *,
+    asked_the_rest: bool = False,
 ) -> Any:
     """The first reversal of a split payment's refund, carrying the rest of it."""
     plan = releases.reversal_plan(payment, payment.amount_refunded + amount)
@@ -1273,8 +1330,7 @@ def _begin_split_reversal(
     # is finished by a retry, the webhook or escrow_reconcile, and the
     # customer is refunded once every payee's share is back.
     follow_up = {
-        "refund": amount,
-        "reason": reason,
+        **_refund_follow_up(amount, reason, asked_the_rest),
         "next": [[t.stripe_transfer_id, need] for t, need in plan[1:]],
     }
     return outcomes.begin_reversal(

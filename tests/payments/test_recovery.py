@@ -823,6 +823,82 @@ class TestOperatorDrills:
         assert len(transfers_in_stripe(real_webhooks, payment)) == 1
         assert "The books agree with Stripe." in audit()
 
+    @pytest.mark.parametrize("made", [True, False], ids=["transfer-made", "transfer-not-made"])
+    @pytest.mark.parametrize("disputed", [3_000, 10_000], ids=["partial", "all"])
+    def test_a_release_in_flight_when_a_dispute_is_lost_counts_what_it_sends(
+        self, market, real_webhooks, made, disputed
+    ):
+        """recovery.md, *When a dispute is lost*: a release whose transfer
+        timed out, then a dispute opened and lost. Until Stripe's answer is
+        recorded the doer's in_escrow and the held gauges count the payment
+        as the releasing payment it was: what its transfer sends (9,000) and
+        what it takes out of escrow (10,000), not the rest a release after
+        the loss would send (6,300 of the 7,000 a partial dispute left), nor
+        nothing when the dispute took all of it. Reconciled, a transfer made
+        is in earnings and nothing is held; one never made leaves the rest
+        held, counted as the rest (if any)."""
+        from django_escrow_connect import simulation
+
+        gateway = simulation.SimulatedGateway()
+        payment = market.held_payment()
+        real_webhooks.fail_next("create_transfer", timeout(), after_effect=made)
+        # The transfer's events are late: its outcome stays unknown here.
+        late = []
+        previous = simulation.set_event_sink(lambda *delivery: late.append(delivery))
+        try:
+            pending = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        finally:
+            simulation.set_event_sink(previous)
+        assert pending.status_code == 503, pending.content
+        assert bool(late) == made
+        with market.capture(execute=True):
+            dispute = gateway.open_dispute(payment.stripe_charge_id, amount=disputed)
+            gateway.close_dispute(dispute.id, won=False)
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.status_before_dispute) == ("dispute_lost", "releasing")
+        assert payment.operations.get(status="unknown").kind == "transfer"
+
+        def in_escrow():
+            doer = market.get(market.doer, "dashboard-task-doer").json()
+            return [e["amount"] for e in doer["in_escrow"]]
+
+        def prometheus():
+            out = StringIO()
+            call_command("escrow_metrics", "--format", "prometheus", stdout=out)
+            return out.getvalue()
+
+        assert (in_escrow(), held_gauge()) == ([9_000], [(1, 10_000)])
+        assert 'escrow_connect_payments_held_amount{currency="usd"} 10000\n' in prometheus()
+
+        if not made:
+            # Not found at Stripe once no process can still be sending it:
+            # never made, the rest is held again (the lookup only: nothing
+            # is sent for a payment a dispute froze).
+            Operation = payment.operations.model
+            Operation.objects.filter(payment=payment.pk, status="unknown").update(
+                lease_expires_at=timezone.now() - timedelta(seconds=1)
+            )
+        with market.capture(execute=True):
+            reconcile("--payment", str(payment.pk))
+        detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        doer = market.get(market.doer, "dashboard-task-doer").json()
+        if made:
+            assert books_of(detail) == ("dispute_lost", 10_000, 0, 0, 0)
+            assert [e["amount"] for e in doer["earnings"]] == [9_000]
+            assert (in_escrow(), held_gauge()) == ([], [])
+            assert "escrow_connect_payments_held_amount{" not in prometheus()
+        elif disputed == 3_000:
+            assert books_of(detail) == ("dispute_lost", 0, 0, 7_000, 3_000)
+            assert doer["earnings"] == []
+            assert (in_escrow(), held_gauge()) == ([6_300], [(1, 7_000)])
+        else:
+            assert books_of(detail) == ("dispute_lost", 0, 0, 0, 10_000)
+            assert (doer["earnings"], in_escrow(), held_gauge()) == ([], [], [])
+        assert [t["amount"] for t in transfers_in_stripe(real_webhooks, payment)] == (
+            [9_000] if made else []
+        )
+        assert "The books agree with Stripe." in audit()
+
     def test_the_rest_a_lost_dispute_left_waits_for_any_open_dispute(self, market, real_webhooks):
         """The rest is not released while a dispute of the payment is open:
         another one, or the lost one appealed (409, nothing sent)."""
@@ -1205,3 +1281,56 @@ class TestTheRestOfAPaymentReleasedInParts:
         assert refused.json()["error"]["code"] == "transition_not_allowed"
         assert len(transfers_in_stripe(real_webhooks, payment)) == sent
         assert (self.in_escrow(market), held_gauge()) == ([], [])
+
+
+@pytest.mark.parametrize("released", [False, True], ids=["held", "released"])
+def test_a_full_refund_retried_after_a_dashboard_refund_takes_its_own_refund(
+    market, real_webhooks, released
+):
+    """recovery.md, *How an unresolved operation is settled*: staff's full
+    refund (no amount, no key) timed out before Stripe acted; then 2,000
+    were refunded in the Stripe Dashboard (its webhook recorded), so the rest
+    is 8,000, not the 10,000 in flight. Sent again, the full refund still
+    asks for the rest and takes its own refund for its own (not 409
+    refund_pending, which nothing but escrow_reconcile could settle): sent
+    again with its key, Stripe refuses it (more than is left) and that is
+    its answer; the next one refunds the 8,000 left. A partial refund
+    without a key is still refused meanwhile, and nothing is refunded
+    twice. After the release the reversal before the refund is the one in
+    flight: the same."""
+    from django_escrow_connect import simulation
+
+    payment = market.released_payment() if released else market.held_payment()
+    call = "create_transfer_reversal" if released else "create_refund"
+    real_webhooks.fail_next(call, timeout())
+    lost = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+    assert lost.status_code == 503, lost.content
+    with market.capture(execute=True):
+        simulation.SimulatedGateway().create_refund(
+            idempotency_key="dashboard-refund",
+            payment_intent=payment.stripe_payment_intent_id,
+            amount=2_000,
+            metadata={},
+        )
+    assert market.payment(payment.pk).amount_refunded == 2_000
+
+    partial = market.post(market.staff, "payment-refund", {"amount": 1_000}, payment_id=payment.pk)
+    assert partial.status_code == 409, partial.content
+    assert partial.json()["error"]["code"] == "refund_pending"
+
+    with market.capture(execute=True):
+        retried = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+    # Its own refund of 10,000, refused by Stripe: 2,000 were refunded since.
+    assert retried.status_code == 409, retried.content
+    assert retried.json()["error"]["code"] == "amount_too_large"
+    charge = real_webhooks.charges[payment.stripe_charge_id]
+    assert charge["amount_refunded"] == 2_000
+
+    with market.capture(execute=True):
+        again = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+    assert again.status_code == 200, again.content
+    assert (again.json()["status"], again.json()["amount_refunded"]) == ("refunded", 10_000)
+    assert charge["amount_refunded"] == 10_000
+    refunds = [r for r in real_webhooks.refunds.values() if r["charge"] == charge["id"]]
+    assert sorted(r["amount"] for r in refunds if r["status"] == "succeeded") == [2_000, 8_000]
+    assert "The books agree with Stripe." in audit()
