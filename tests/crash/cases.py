@@ -18,6 +18,7 @@ parametrize it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,8 @@ class Scene:
     milestone: int | None = None
     #: payments (and their PaymentIntents) of the task made before the call
     earlier: list[Any] = field(default_factory=list)
+    #: the answers to the other party's refund or cancel ("F")
+    others: list[Answer | None] = field(default_factory=list)
 
 
 # --- the requests ---------------------------------------------------------------------
@@ -120,6 +123,26 @@ def send_cancel(world: World, scene: Scene, server: Server | None = None) -> Ans
 
 
 @dataclass(frozen=True)
+class RestAfterLoss:
+    """The release of the rest a partial dispute lost left (the payment stays
+    ``dispute_lost``): Stripe's transfers of the payment and its books, made
+    or not. Books are (``amount_released``, ``amount_held``, ``amount_lost``)."""
+
+    #: the one transfer Stripe makes for the rest (less its fee)
+    transfer: int
+    #: the books once that transfer is made
+    made: tuple[int, int, int]
+    #: the books while it is not (in flight, or looked up and not found by
+    #: the other party's refund, which leaves it to the next release request)
+    not_made: tuple[int, int, int]
+    #: transfers made before the loss (the set-up's), untouched by the case
+    earlier: tuple[int, ...] = ()
+    #: released in parts: each release's gross, the last one the rest's
+    #: (created with the release, before its transfer is sent)
+    parts: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class MoneyCall:
     """One API request that makes one money-moving gateway call."""
 
@@ -133,7 +156,9 @@ class MoneyCall:
     #: payees, all paid), "refused-split" (two payees, the doer's transfer
     #: refused, the partner's made), "milestone-1-held" (a task
     #: funded per milestone whose first milestone's payment is held),
-    #: "held-partly-lost" (held, 3,000 of it disputed and lost)
+    #: "held-partly-lost" (held, 3,000 of it disputed and lost),
+    #: "parted-partly-lost" (held, 4,000 released by amount, then 3,000 of
+    #: it disputed and lost)
     start: str
     send: Callable[..., Answer]
     #: the refund or cancel the other party attempts afterwards ("F")
@@ -150,6 +175,12 @@ class MoneyCall:
     #: a keyed release by amount: the one transfer Stripe makes for it, however
     #: often the client sends it (once more after every follow-up order)
     transferred: int | None = None
+    #: the release of the rest a partial dispute lost left: what Stripe
+    #: transfers for it and what the books say (:class:`RestAfterLoss`)
+    rest: RestAfterLoss | None = None
+    #: the error code the other party's refund or cancel is always refused
+    #: with (nothing moved), if it is
+    other_refused: str | None = None
 
     @property
     def keyed(self) -> bool:
@@ -256,6 +287,30 @@ CALLS = [
         "release-rest-after-loss", "create_transfer", SCT, "held-partly-lost", send_confirm,
         send_refund,
         done=frozenset({"dispute_lost"}), after_other=frozenset({"dispute_lost"}),
+        # 7,000 less its 10 % fee; released at once, it is booked when its
+        # transfer is made (record_release): held until then.
+        rest=RestAfterLoss(6_300, made=(7_000, 0, 3_000), not_made=(0, 7_000, 3_000)),
+        other_refused="transition_not_allowed",
+    ),
+    # The rest a partial dispute lost left of a payment released in parts
+    # (10,000 held, 4,000 released by amount: 3,600 sent; then 3,000 disputed
+    # and lost: 3,000 left), released as one more release: one transfer of
+    # 2,700 (the fee on 7,000 released in all, 700, less the 400 the first
+    # release took). The release is booked when it is made, before its
+    # transfer (as any release in parts): the books are the same whether
+    # Stripe made it or not, and its release is pending until it is. The
+    # worker dies in the rest's transfer: the first release's was made in
+    # the set-up, in the test process, before the crash plan was written
+    # (only a server takes a plan): skip 0.
+    MoneyCall(
+        "release-rest-in-parts-after-loss", "create_transfer", SCT, "parted-partly-lost",
+        send_confirm, send_refund,
+        done=frozenset({"dispute_lost"}), after_other=frozenset({"dispute_lost"}),
+        rest=RestAfterLoss(
+            2_700, made=(7_000, 0, 3_000), not_made=(7_000, 0, 3_000), earlier=(3_600,),
+            parts=(4_000, 3_000),
+        ),
+        other_refused="transition_not_allowed",
     ),
     # A release by amount sent with an Idempotency-Key, killed in its transfer:
     # its retry with the same key finishes that release, or answers it once
@@ -307,25 +362,36 @@ def set_up(world: World, call: MoneyCall) -> Scene:
     if call.start == "refused-split":
         payment = refused_share(world)
         return Scene(task=payment.task, payment=payment)
-    if call.start == "held-partly-lost":
-        payment = partly_lost(world)
+    if call.start in ("held-partly-lost", "parted-partly-lost"):
+        payment = partly_lost(world, released=4_000 if call.start == "parted-partly-lost" else 0)
         return Scene(task=payment.task, payment=payment)
     payment = world.held_payment() if call.start == "held" else world.released_payment()
     return Scene(task=payment.task, payment=payment)
 
 
-def partly_lost(world: World) -> Any:
-    """A held payment of 10,000 whose 3,000 disputed were lost: 7,000 still held."""
+def partly_lost(world: World, released: int = 0) -> Any:
+    """A held payment of 10,000 whose 3,000 disputed were lost: 7,000 still held.
+
+    ``released``: released by amount first (the customer's ``payment-release``,
+    its transfer made and its webhooks delivered), so 7,000 less that is held.
+    """
     from django_escrow_connect.simulation import SimulatedGateway
 
     payment = world.held_payment()
+    if released:
+        answer = world.api(
+            world.market.customer, "payment-release", payment.pk, data={"amount": released}
+        )
+        assert answer.status == 200, answer
+        world.deliver_in_process()
     with world.shared.session():
         gateway = SimulatedGateway()
         dispute = gateway.open_dispute(payment.stripe_charge_id, amount=3_000)
         gateway.close_dispute(dispute.id, won=False)
     world.deliver_in_process()
     payment = world.payment(payment.pk)
-    assert (payment.status, payment.amount_held) == ("dispute_lost", 7_000), payment.status
+    books = (payment.status, payment.amount_released, payment.amount_held, payment.amount_lost)
+    assert books == ("dispute_lost", released, 7_000 - released, 3_000), books
     return payment
 
 
@@ -444,6 +510,7 @@ def follow_up(world: World, call: MoneyCall, scene: Scene, step: str) -> None:
             world.steps.append("nothing to refund or cancel: the client never got a payment")
             return
         answer = call.other(world, scene)
+        scene.others.append(answer)
         world.steps.append(f"refund/cancel attempted: {answer}")
     elif step == "C":
         world.reconcile()
@@ -548,27 +615,52 @@ def run_case(
         assert len(releases) == 1, f"one keyed request made the releases {releases}"
         assert releases[0][0] == KEYED_RELEASE, releases
 
-    def rest_released_once() -> None:
-        if call.start != "held-partly-lost":
+    def rest_released_once(settled: bool = False) -> None:
+        rest = call.rest
+        if rest is None or payment is None:
             return
         decisive = [step for step in steps if step in "RCF"][-1]
         with world.shared.session() as store:
-            transfers = [
-                t["amount"]
+            made = [
+                (t["amount"], t["amount_reversed"])
                 for t in store.transfers.values()
                 if t.get("transfer_group") == payment.transfer_group
             ]
+        transfers = [amount for amount, _reversed in made]
+        earlier = list(rest.earlier)
         current = world.payment(payment.pk)
         books = (current.amount_released, current.amount_held, current.amount_lost)
-        # Finished by the retry or escrow_reconcile: the 7,000 left, less its
-        # 10 % fee, transferred once; the 3,000 lost stays lost. The other
-        # party's refund (refused) may come before the release was finished,
-        # so nothing may have been sent yet, but never more than once, and the
+        # Finished by the retry or escrow_reconcile: the rest, less its fee,
+        # transferred once; the 3,000 lost stays lost, and what was sent
+        # before the loss stays sent (never reversed). The other party's
+        # refund (refused) may come before the release was finished, so
+        # nothing may have been sent yet, but never more than once, and the
         # books say what Stripe did.
-        allowed = ([], [6_300]) if decisive == "F" else ([6_300],)
+        allowed = [[*earlier, rest.transfer]]
+        if decisive == "F" and not settled:
+            allowed.append(earlier)
         assert transfers in allowed, f"Stripe transferred {transfers}, expected one of {allowed}"
-        expected = (7_000, 0, 3_000) if transfers else (0, 7_000, 3_000)
+        assert all(reversed_ == 0 for _amount, reversed_ in made), f"reversed: {made}"
+        sent = len(transfers) > len(earlier)
+        expected = rest.made if sent else rest.not_made
         assert books == expected, f"released, held, lost: {books}, Stripe transferred {transfers}"
+        if rest.parts:
+            # One release per part, the rest's the last: released once its
+            # transfer is made, pending (booked, still owed) until then.
+            releases = [(r.amount, r.status) for r in current.releases.order_by("position")]
+            statuses = ["released"] * (len(rest.parts) - 1) + ["released" if sent else "pending"]
+            assert releases == list(zip(rest.parts, statuses, strict=True)), (
+                f"releases {releases}, Stripe transferred {transfers}"
+            )
+
+    def others_refused() -> None:
+        if call.other_refused is None:
+            return
+        for answer in scene.others:
+            assert answer is not None, "refund/cancel: no answer"
+            assert answer.status == 409, f"refund/cancel: {answer}"
+            assert isinstance(answer.body, dict), answer
+            assert answer.body["error"]["code"] == call.other_refused, answer
 
     check_case(
         world,
@@ -579,4 +671,38 @@ def run_case(
         refunded_once,
         released_once,
         rest_released_once,
+        others_refused,
     )
+    if call.rest is not None and payment is not None:
+        settled = functools.partial(rest_released_once, settled=True)
+        confirm_the_rest_again(world, call, scene, payment, settled, status_as_expected)
+
+
+def confirm_the_rest_again(
+    world: World, call: MoneyCall, scene: Scene, payment: Any, *checks: Callable[[], None]
+) -> None:
+    """Whatever the follow-ups left, the customer confirms once more: the rest
+    is still the doer's (a refused refund that found its transfer not made
+    gave that attempt up, and only a release request sends it), so this
+    confirm sends it, once, and answers 200; or, the rest transferred
+    already, is refused (409) and sends nothing."""
+    assert call.rest is not None
+    with world.shared.session() as store:
+        before = [
+            t["id"]
+            for t in store.transfers.values()
+            if t.get("transfer_group") == payment.transfer_group
+        ]
+    made = len(before) > len(call.rest.earlier)
+    answer = send_confirm(world, scene)
+    world.steps.append(f"the customer confirmed once more: {answer}")
+
+    def answered() -> None:
+        if made:
+            assert answer.status == 409, f"the rest was transferred, confirmed again: {answer}"
+            assert isinstance(answer.body, dict), answer
+            assert answer.body["error"]["code"] == "transition_not_allowed", answer
+        else:
+            assert answer.status == 200, f"the rest was not transferred, confirmed: {answer}"
+
+    check_case(world, payment, answered, *checks)
