@@ -203,7 +203,5 @@ def holding() -> Q:
         released_in_parts=True,
     )
     return (
-        Q(status__in=transitions.sources(Payment, "release"))
-        | released_at_once
-        | released_in_parts
+        Q(status__in=transitions.sources(Payment, "release")) | released_at_once | released_in_parts
     )

@@ -743,8 +743,8 @@ def _valid_amount(payment: Any, amount: Any, held: int) -> int:
 
 def _check_releasable(payment: Any) -> None:
     """A new release may be made (409 otherwise)."""
-    if can_proceed(payment.release_rest_in_parts) and not _rest_releasable(payment):
-        _refuse_unsent_before_loss()
+    # An earlier release left pending is refused before this, by its own
+    # transfer (_check_sendable: _refuse_unsent_before_loss).
     if not (can_proceed(payment.release_part) or _rest_releasable(payment)):
         _refuse_state(payment)
     _check_not_frozen(payment)

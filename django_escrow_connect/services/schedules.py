@@ -258,8 +258,9 @@ def _refused(subject: str, exc: errors.ServiceError) -> Change:
     A hold (:data:`_HELD_CODES`) refuses before any Stripe call, and nothing
     the next run does changes it: Stripe closes a Radar review or early
     fraud warning, the dispute's webhook or ``escrow_reconcile`` lifts a
-    ``charge_disputed`` hold. Each is already an open payment incident
-    (``escrow_report``, the open-incidents gauge) that alerts on its own.
+    ``charge_disputed`` hold. Each is an open payment incident (the
+    ``escrow_connect.incidents.open`` gauge), and a payment held too long
+    is a stuck payment (``escrow_report --check``).
     Informational, as a payee not ready is, so the job does not fail every
     hour for as long as a review lasts (days, for Radar).
     """
