@@ -978,7 +978,7 @@ def refund_payment(
                     and pending.kind == K.REFUND
                     and pending.amount is not None
                     and asked != pending.amount
-                    and not _asks_the_rest_again(pending, amount)
+                    and not _asks_the_rest_again(pending, amount, asked)
                 ):
                     raise errors.Conflict(
                         _("A refund of %(amount)s is still unconfirmed; retry it first.")
@@ -1028,9 +1028,10 @@ def _amount_asked(payment: Any, amount: int | None) -> int:
     return int(payment.amount_charged - payment.amount_refunded)
 
 
-def _asks_the_rest_again(pending: Any, amount: int | None) -> bool:
-    """A request with no amount (the rest) finding an unresolved refund, or
-    the reversal before it, that a request with no amount began.
+def _asks_the_rest_again(pending: Any, amount: int | None, asked: int) -> bool:
+    """A request with no amount (the rest, ``asked``) finding an unresolved
+    refund, or the reversal before it, that a request with no amount began,
+    for at least the rest as it stands now.
 
     Taken for the same request, whatever the rest is now: a refund recorded
     since (made in the Stripe Dashboard, its webhook) makes the rest smaller
@@ -1042,9 +1043,15 @@ def _asks_the_rest_again(pending: Any, amount: int | None) -> bool:
     (the charge holds no more than the rest), and otherwise refuses it
     (``amount_too_large``), which answers this request; the next one asks
     for the rest as it stands. A partial refund (an amount) is never taken
-    for a full one's.
+    for a full one's. Nor one for less than the rest is now: a refund that
+    failed since gave its amount back (the rest grew), and answering this
+    request with the smaller refund made would leave money held that it
+    asked back (``409 refund_pending``, as compared by amount).
     """
-    return amount is None and bool(pending.follow_up.get(operations.ASKED_THE_REST))
+    if amount is not None or not pending.follow_up.get(operations.ASKED_THE_REST):
+        return False
+    planned = pending.amount if pending.kind == K.REFUND else pending.follow_up.get("refund")
+    return planned is None or int(planned) >= asked
 
 
 def _is_this_refund(
@@ -1063,7 +1070,7 @@ def _is_this_refund(
     """
     if request_key:
         return mine
-    if asked_the_rest and _asks_the_rest_again(pending, None):
+    if asked_the_rest and _asks_the_rest_again(pending, None, asked):
         return pending.kind in (K.REFUND, K.REVERSAL)
     if pending.kind == K.REFUND:
         return pending.amount is None or pending.amount == asked

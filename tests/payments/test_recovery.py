@@ -1334,3 +1334,33 @@ def test_a_full_refund_retried_after_a_dashboard_refund_takes_its_own_refund(
     refunds = [r for r in real_webhooks.refunds.values() if r["charge"] == charge["id"]]
     assert sorted(r["amount"] for r in refunds if r["status"] == "succeeded") == [2_000, 8_000]
     assert "The books agree with Stripe." in audit()
+
+
+def test_a_full_refund_whose_rest_grew_does_not_take_a_smaller_refund_for_its_own(
+    market, real_webhooks
+):
+    """3,000 refunded, then a full refund (7,000, no key) timed out; then the
+    3,000 failed (``refund.failed``), giving the rest back: 10,000. A full
+    refund asked again (no key) must not take the 7,000 in flight for its
+    own: answered 200 with 3,000 still held, a release could pay the doer
+    money the customer asked back. It is ``409 refund_pending``, as compared
+    by amount; nothing more is refunded."""
+    from django_escrow_connect import simulation
+
+    payment = market.held_payment()
+    first = market.post(market.staff, "payment-refund", {"amount": 3_000}, payment_id=payment.pk)
+    assert first.status_code == 200, first.content
+    (refund_id,) = [r["id"] for r in real_webhooks.refunds.values() if r["amount"] == 3_000]
+    real_webhooks.fail_next("create_refund", timeout())
+    lost = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+    assert lost.status_code == 503, lost.content
+    with market.capture(execute=True):
+        simulation.SimulatedGateway().settle_refund(refund_id, succeed=False)
+    assert market.payment(payment.pk).amount_refunded == 0
+
+    with market.capture(execute=True):
+        retried = market.post(market.doer, "payment-refund", {}, payment_id=payment.pk)
+    assert retried.status_code == 409, retried.content
+    assert retried.json()["error"]["code"] == "refund_pending"
+    charge = real_webhooks.charges[payment.stripe_charge_id]
+    assert charge["amount_refunded"] == 0
