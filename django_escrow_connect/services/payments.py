@@ -949,8 +949,9 @@ def refund_payment(
     refused (400 ``idempotency_key_reused``). Without a key, the same amount
     again is taken for the same request only while its refund is unresolved;
     no amount again (the rest) takes an unresolved refund asked with no
-    amount for its own, even once the rest has changed since (a refund made
-    in the Stripe Dashboard): :func:`_asks_the_rest_again`.
+    amount for its own, even once the rest has shrunk since (a refund made
+    in the Stripe Dashboard), not once it has grown (a refund failed since):
+    :func:`_asks_the_rest_again`.
     """
     # A split payment may need one reversal per payee and release first.
     for _step in range(_refund_step_budget(payment_id)):
@@ -1033,7 +1034,7 @@ def _asks_the_rest_again(pending: Any, amount: int | None, asked: int) -> bool:
     refund, or the reversal before it, that a request with no amount began,
     for at least the rest as it stands now.
 
-    Taken for the same request, whatever the rest is now: a refund recorded
+    Taken for the same request when the rest has shrunk since: a refund recorded
     since (made in the Stripe Dashboard, its webhook) makes the rest smaller
     than the refund in flight, which compared by amount was ``409
     refund_pending``, the request's own refund keeping it from ever being
@@ -1154,7 +1155,8 @@ def _begin_refund_step(
     # What was charged (less when a capture took less) and not refunded yet.
     refundable = payment.refundable_amount
     # Recorded with the operations: a retry without a key and without an
-    # amount asks for the rest again, whatever the rest is by then.
+    # amount asks for the rest again (_asks_the_rest_again: taken for its
+    # own unless the rest has grown since).
     asked_the_rest = amount is None
     if amount is None:
         amount = refundable
@@ -1202,6 +1204,28 @@ def _begin_refund_step(
     return outcomes.begin_refund(
         payment, amount, reason, user, request_key=request_key, asked_the_rest=asked_the_rest
     )
+
+
+def retry_legacy_refund(payment_id: Any) -> Any:
+    """``escrow_reconcile``: send again, with its own key, a refund 0.1 sent
+    (no journal) whose answer was lost; return the payment.
+
+    Only that refund: it is journaled (:func:`_adopt_legacy_refund`) and
+    finished as its own request would be. Not :func:`refund_payment` with no
+    amount, which asks for the rest: a partial refund's amount is not the
+    rest (``409 refund_pending`` on every run, the customer's money never
+    sent back), and, were the refund settled meanwhile by another process,
+    it would begin a new refund of the rest. Another unresolved operation of
+    the payment is finished instead; the refund waits for the next run.
+    """
+    with transaction.atomic():
+        payment = lock_payment(payment_id)
+        pending = operations.unresolved_operation(payment) or _adopt_legacy_refund(payment)
+    if pending is not None:
+        # Looked up at Stripe first, as reconcile drives every operation: 0.1
+        # may have sent it more than a day ago, its key forgotten by Stripe.
+        outcomes.drive(pending, wanted=True, look_first=True)
+    return payment_model().objects.get(pk=payment_id)
 
 
 def _adopt_legacy_refund(payment: Any) -> Any:

@@ -1355,3 +1355,31 @@ def test_a_full_refund_whose_rest_grew_does_not_take_a_smaller_refund_for_its_ow
     assert retried.json()["error"]["code"] == "refund_pending"
     charge = real_webhooks.charges[payment.stripe_charge_id]
     assert charge["amount_refunded"] == 0
+
+
+def test_reconcile_sends_a_partial_refund_left_by_0_1_again_once(market, real_webhooks):
+    """recovery.md, *What reconcile settles*: a refund 0.1 sent with no
+    journal whose answer was lost (``pending``, no Stripe id) is journaled
+    with its own key and sent again. Reconcile asked the refund service for
+    the rest, so a partial refund (3,000 of 10,000) was ``409 refund_pending``
+    on every run and the customer's 3,000 was never sent back."""
+    from django_escrow_connect.swappable import load
+
+    payment = market.held_payment()
+    load("Refund").objects.create(
+        payment=payment,
+        idempotency_key="escrow-0.1-refund-lost",
+        amount=3_000,
+        currency=payment.currency,
+        status="pending",
+    )
+    with market.capture(execute=True):
+        reconcile("--payment", str(payment.pk))
+    with market.capture(execute=True):
+        reconcile("--payment", str(payment.pk))
+
+    charge = real_webhooks.charges[payment.stripe_charge_id]
+    assert charge["amount_refunded"] == 3_000
+    detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+    assert (detail["status"], detail["amount_refunded"]) == ("held", 3_000)  # refunded in part
+    assert "The books agree with Stripe." in audit()
