@@ -1206,28 +1206,6 @@ def _begin_refund_step(
     )
 
 
-def retry_legacy_refund(payment_id: Any) -> Any:
-    """``escrow_reconcile``: send again, with its own key, a refund 0.1 sent
-    (no journal) whose answer was lost; return the payment.
-
-    Only that refund: it is journaled (:func:`_adopt_legacy_refund`) and
-    finished as its own request would be. Not :func:`refund_payment` with no
-    amount, which asks for the rest: a partial refund's amount is not the
-    rest (``409 refund_pending`` on every run, the customer's money never
-    sent back), and, were the refund settled meanwhile by another process,
-    it would begin a new refund of the rest. Another unresolved operation of
-    the payment is finished instead; the refund waits for the next run.
-    """
-    with transaction.atomic():
-        payment = lock_payment(payment_id)
-        pending = operations.unresolved_operation(payment) or _adopt_legacy_refund(payment)
-    if pending is not None:
-        # Looked up at Stripe first, as reconcile drives every operation: 0.1
-        # may have sent it more than a day ago, its key forgotten by Stripe.
-        outcomes.drive(pending, wanted=True, look_first=True)
-    return payment_model().objects.get(pk=payment_id)
-
-
 def _adopt_legacy_refund(payment: Any) -> Any:
     """A refund sent by 0.1 (no journal) whose answer was lost: journal it, same key."""
     refund = (

@@ -33,7 +33,7 @@ from . import errors, outcomes, radar_holds, tips
 from .changes import Change, ChangeLog, Report, failed_change, sync_intent
 from .common import gateway, lock_payment, model, payment_model
 from .operations import last_attempt
-from .payments import release_payment, retry_legacy_refund
+from .payments import refund_payment, release_payment
 from .schedules import auto_release, capture_expiry
 from .stripe_objects import apply_refund
 
@@ -304,7 +304,7 @@ def _refunds(changes: list[Change], payment_id: Any, dry_run: bool, cutoff: date
                 changes.append(Change(str(refund.payment_id), "would retry refund", str(refund.pk)))
                 continue
             try:
-                retry_legacy_refund(refund.payment_id)
+                refund_payment(refund.payment_id, system=True)
             except errors.ServiceError as exc:
                 changes.append(failed_change(refund.payment_id, f"retry refund {refund.pk}", exc))
                 continue

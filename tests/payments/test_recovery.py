@@ -1357,12 +1357,14 @@ def test_a_full_refund_whose_rest_grew_does_not_take_a_smaller_refund_for_its_ow
     assert charge["amount_refunded"] == 0
 
 
-def test_reconcile_sends_a_partial_refund_left_by_0_1_again_once(market, real_webhooks):
-    """recovery.md, *What reconcile settles*: a refund 0.1 sent with no
-    journal whose answer was lost (``pending``, no Stripe id) is journaled
-    with its own key and sent again. Reconcile asked the refund service for
-    the rest, so a partial refund (3,000 of 10,000) was ``409 refund_pending``
-    on every run and the customer's 3,000 was never sent back."""
+def test_a_partial_refund_left_by_0_1_is_sent_again_by_a_refund_of_its_amount(
+    market, real_webhooks
+):
+    """recovery.md, *What reconcile settles*: a partial refund 0.1 sent with
+    no journal whose answer was lost is not sent by escrow_reconcile (it asks
+    for the rest: ``refund_pending``, reported on every run). A refund of
+    that very amount without a key takes it for its own and sends it again
+    with its key: refunded once, and reconcile has nothing left to do."""
     from django_escrow_connect.swappable import load
 
     payment = market.held_payment()
@@ -1373,13 +1375,21 @@ def test_reconcile_sends_a_partial_refund_left_by_0_1_again_once(market, real_we
         currency=payment.currency,
         status="pending",
     )
-    with market.capture(execute=True):
+    with market.capture(execute=True), pytest.raises(CommandError):
         reconcile("--payment", str(payment.pk))
-    with market.capture(execute=True):
-        reconcile("--payment", str(payment.pk))
-
     charge = real_webhooks.charges[payment.stripe_charge_id]
+    assert charge["amount_refunded"] == 0
+
+    with market.capture(execute=True):
+        response = market.post(
+            market.staff, "payment-refund", {"amount": 3_000}, payment_id=payment.pk
+        )
+    assert response.status_code == 200, response.content
+    assert (response.json()["status"], response.json()["amount_refunded"]) == ("held", 3_000)
     assert charge["amount_refunded"] == 3_000
-    detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
-    assert (detail["status"], detail["amount_refunded"]) == ("held", 3_000)  # refunded in part
+    refunds = [r for r in real_webhooks.refunds.values() if r["charge"] == charge["id"]]
+    assert len(refunds) == 1
+    with market.capture(execute=True):
+        reconcile("--payment", str(payment.pk))
+    assert charge["amount_refunded"] == 3_000
     assert "The books agree with Stripe." in audit()
