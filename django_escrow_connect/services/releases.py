@@ -627,12 +627,7 @@ def _create_release(payment: Any, user: Any, asked: _Ask) -> Any:
     )
     # The payment's fee: what the releases took, and what releasing the rest
     # would add (the same cumulative rule).
-    held_after = held - gross
-    expected = taken + fee
-    if held_after > 0:
-        context = {"payees": payees, "payment": payment}
-        whole = compute_platform_fee(before + gross + held_after, payment.currency, **context)
-        expected = max(expected, whole)
+    expected = _fee_so_far(payment, payees, before + gross, taken + fee, held - gross)
     if rest:
         # All of the rest (gross is all that is held): the payment stays
         # dispute_lost, and its transfer may leave it (_check_sendable).
@@ -782,15 +777,23 @@ def fee_after_appeal(payment: Any) -> None:
     which the doer's dashboard reads. The release of a lost dispute's rest
     had left it at what the releases took (nothing was held any more)."""
     releases = list(payment.releases.all())
-    taken = sum(r.platform_fee for r in releases)
-    held = int(payment.amount_held)
-    fee = taken
-    if held > 0:
-        before = sum(r.amount for r in releases)
-        context = {"payees": list(payment.payees.all()) or [_single_payee(payment)]}
-        whole = compute_platform_fee(before + held, payment.currency, payment=payment, **context)
-        fee = max(taken, whole)
-    payment.platform_fee = fee
+    payment.platform_fee = _fee_so_far(
+        payment,
+        list(payment.payees.all()) or [_single_payee(payment)],
+        sum(r.amount for r in releases),
+        sum(r.platform_fee for r in releases),
+        int(payment.amount_held),
+    )
+
+
+def _fee_so_far(payment: Any, payees: list[Any], released: int, taken: int, held: int) -> int:
+    """The payment's ``platform_fee`` as a release in parts keeps it: what its
+    releases took (``taken`` on ``released``), and what releasing what it
+    still holds would add (the cumulative rule, never less than taken)."""
+    if held <= 0:
+        return taken
+    context = {"payees": payees, "payment": payment}
+    return max(taken, compute_platform_fee(released + held, payment.currency, **context))
 
 
 #: The states in which a pending release's transfers may still be sent: the
