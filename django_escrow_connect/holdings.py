@@ -29,6 +29,7 @@ from django.db.models.lookups import GreaterThan
 
 from . import swappable, transitions
 from .states import (
+    AFTER_LOSS,
     DISPUTE_CLOSED_STATES,
     DISPUTE_LOST_STATES,
     UNRESOLVED_OPERATION_STATES,
@@ -114,7 +115,7 @@ def release_caught_by_loss() -> Q:
             kind=MoneyOperationKind.TRANSFER,
             status__in=list(UNRESOLVED_OPERATION_STATES),
         )
-        .exclude(follow_up__has_key="after_loss")
+        .exclude(follow_up__has_key=AFTER_LOSS)
     )
     return Q(Exists(in_flight), status=S.DISPUTE_LOST, status_before_dispute=S.RELEASING)
 

@@ -280,6 +280,14 @@ UNRESOLVED_OPERATION_STATES = frozenset(
 )
 
 
+#: The ``follow_up`` entry of a transfer operation sent after the payment's
+#: dispute was lost: the rest the loss left (``releases.release_payment``), or
+#: a tip staff decided to send anyway (``tips.retry_tip_transfer``). Whoever
+#: finishes it sends it with its key as any release; only a dispute opened
+#: since freezes it (``outcomes.drive``, ``tip_outcomes``).
+AFTER_LOSS = "after_loss"
+
+
 class WebhookEndpoint(models.TextChoices):
     """Which webhook endpoint received an event (platform, Connect, or thin events)."""
 

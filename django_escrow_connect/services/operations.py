@@ -31,7 +31,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .. import observability
+from .. import observability, states
 from ..conf import escrow_settings
 from ..exceptions import GatewayError
 from ..states import UNRESOLVED_OPERATION_STATES, MoneyOperationKind
@@ -177,6 +177,10 @@ REPLACED_BY = "replaced_by"
 #: too, and takes it for its own even once the rest has changed (a refund
 #: made in the Stripe Dashboard since): :func:`.payments.refund_payment`.
 ASKED_THE_REST = "asked_the_rest"
+
+#: The ``follow_up`` entry of a transfer sent after the payment's dispute was
+#: lost (:data:`..states.AFTER_LOSS`, defined there for :mod:`..holdings`).
+AFTER_LOSS = states.AFTER_LOSS
 
 
 def last_attempt(operation: Any) -> Any:

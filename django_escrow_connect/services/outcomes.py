@@ -40,6 +40,7 @@ from . import books, errors, radar_holds, saved_methods
 from . import tip_outcomes as tips
 from .common import gateway, model, open_disputes, payment_model, refuses_the_amount, translate
 from .operations import (
+    AFTER_LOSS,
     ASKED_THE_REST,
     REPLACED_BY,
     Outcome,
@@ -1126,7 +1127,7 @@ def _frozen_by_dispute(operation: Any) -> bool:
         # Stripe refused an operation saying the charge is disputed and the
         # dispute is not recorded yet: held as by the dispute itself.
         return True
-    if operation.follow_up.get("after_loss"):
+    if operation.follow_up.get(AFTER_LOSS):
         # The rest a lost dispute left, sent after the loss: only another
         # dispute opened since freezes it, as it refuses a new release.
         return bool(open_disputes(payment.disputes).exists())

@@ -74,9 +74,7 @@ __all__ = [
 
 K = MoneyOperationKind
 
-#: ``follow_up`` of a transfer sent after the payment's dispute was lost (the
-#: rest the loss left): finished as any release (:func:`.outcomes.drive`).
-AFTER_LOSS = "after_loss"
+AFTER_LOSS = operations.AFTER_LOSS
 
 #: Transfers that count as made (or being made) for a (release, payee).
 _LIVE = (TransferStatus.PENDING, TransferStatus.CREATED, TransferStatus.PARTIALLY_REVERSED,

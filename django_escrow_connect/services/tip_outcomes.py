@@ -241,7 +241,7 @@ def transfer_frozen_by_dispute(operation: Any) -> bool:
     rest a lost dispute left is (``outcomes.drive``).
     """
     rows = tip_transfer_model().objects.filter(idempotency_key=operation.idempotency_key)
-    if not operation.follow_up.get("after_loss"):
+    if not operation.follow_up.get(operations.AFTER_LOSS):
         return bool(disputed_tips().filter(pk__in=rows.values("tip")).exists())
     tip = tip_model().objects.select_related("payment").filter(pk__in=rows.values("tip")).first()
     if tip is None:

@@ -706,7 +706,7 @@ def _staff_decision(payment: Any, decided_by: Any) -> dict[str, Any] | None:
     if decided_by is None or not tip_outcomes.payment_dispute_decided_lost(payment):
         return None
     return {
-        "after_loss": True,
+        operations.AFTER_LOSS: True,
         # As text: a user's primary key may be a UUID (JSON has none).
         "decided_by": str(getattr(decided_by, "pk", decided_by)),
         "decided_at": timezone.now().isoformat(),
