@@ -1920,6 +1920,43 @@ class TestSplitAutoRelease:
         assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == [5_400]
         assert market.payment(due.pk).status == "partially_released"
 
+    def test_a_run_stopped_after_it_counts_the_part_as_released(
+        self, market, sim_stripe, monkeypatch, due
+    ):
+        """A bug stops the run at the next payment: the stop line counted
+        only ``held -> ...`` lines, so ``after 0 released`` although the
+        doer's transfer went; the line released in part counts."""
+        from io import StringIO
+
+        from django.core.management import call_command
+
+        from django_escrow_connect.factories import make_payment_incident
+        from django_escrow_connect.services import schedules
+
+        from .conftest import age
+
+        after_the_first_transfer(
+            sim_stripe,
+            monkeypatch,
+            lambda: make_payment_incident(due, kind="charge_disputed", code="charge_disputed"),
+        )
+        later = market.held_payment()
+        age(later, held_at=timezone.now() - timedelta(days=14, hours=1))
+        release = schedules.release_payment
+
+        def release_with_a_bug(payment_id: Any, **kwargs: Any) -> Any:
+            if payment_id == later.pk:
+                raise ValueError("a bug in the release")
+            return release(payment_id, **kwargs)
+
+        monkeypatch.setattr(schedules, "release_payment", release_with_a_bug)
+        out, err = StringIO(), StringIO()
+        with market.capture(execute=True), pytest.raises(ValueError, match="a bug"):
+            call_command("escrow_auto_release", stdout=out, stderr=err)
+
+        assert f"{due.pk}: released in part: 1 of 2 transfers" in out.getvalue()
+        assert "Stopped by the error below after 1 released" in err.getvalue()
+
     def test_stripe_refusing_the_second_transfer_says_the_first_went(
         self, market, sim_stripe, monkeypatch, due
     ):
