@@ -13,6 +13,7 @@ from .common import gateway
 from .payment_intents import apply_payment_intent
 
 __all__ = [
+    "RELEASED_IN_PART",
     "Change",
     "ChangeLog",
     "Report",
@@ -70,10 +71,22 @@ class ChangeLog(list[Change]):
         return self
 
 
+#: The start of an automatic release's line when it sent some of a split
+#: payment's transfers, not all (``released in part: 1 of 2 transfers; ...``).
+RELEASED_IN_PART = "released in part"
+
+
 def changed(changes: Iterable[Change]) -> int:
     """How many of ``changes`` changed a state (``held -> released``): not
-    informational lines, failures or a dry run's ``would ...``."""
-    return sum(1 for change in changes if " -> " in change.action and not change.error)
+    informational lines, failures or a dry run's ``would ...``. A release
+    that sent some payees' transfers before a refusal counts (money went),
+    failure or not."""
+    return sum(
+        1
+        for change in changes
+        if (" -> " in change.action and not change.error)
+        or change.action.startswith(RELEASED_IN_PART)
+    )
 
 
 def status_change(payment: Any, before: str) -> Change | None:

@@ -70,6 +70,8 @@ __all__ = [
     "require_same_release",
     "reversal_plan",
     "split_transfer_request",
+    "transfers_made",
+    "transfers_owed",
 ]
 
 K = MoneyOperationKind
@@ -500,6 +502,21 @@ def shares_owed(payment_ids: Collection[Any]) -> dict[int, dict[int, int]]:
                 if due > 0
             }
     return owed
+
+
+def transfers_made(payment_id: Any) -> set[Any]:
+    """The ids of the payment's payee transfers Stripe made (reversed since included)."""
+    return set(
+        model("Transfer")
+        .objects.filter(payment_id=payment_id, release__isnull=False, status__in=_MADE)
+        .values_list("pk", flat=True)
+    )
+
+
+def transfers_owed(payment_id: Any) -> int:
+    """How many payee transfers the payment's pending releases still owe
+    (:func:`shares_owed`: refused, never sent, or in flight)."""
+    return sum(len(owed) for owed in shares_owed([payment_id]).values())
 
 
 def _begin_transfer(

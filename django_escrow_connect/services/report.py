@@ -20,6 +20,7 @@ from ..dates import period_setting
 from ..states import (
     UNREADABLE_EVENT_ERROR_PREFIX,
     AccountStatus,
+    IncidentKind,
     MilestoneStatus,
     PaymentStatus,
 )
@@ -30,6 +31,9 @@ from .common import open_disputes
 LIST_LIMIT = 50
 #: A received event not processed after this long is reported as unprocessed.
 UNPROCESSED_AFTER = timedelta(minutes=15)
+#: Incident kinds nobody acts on, never resolved: a declined card (the
+#: customer retries). Counted in the period, never listed as still open.
+NEEDS_NOBODY = (IncidentKind.PAYMENT_FAILED,)
 
 
 def _counts(rows: Iterable[dict[str, Any]], key: str) -> dict[str, int]:
@@ -54,8 +58,11 @@ def build_report(
 ) -> dict[str, Any]:
     """Everything an operator checks, for payments created in ``[since, until)``.
 
-    Open disputes, stuck payments, unresolved events and accounts with
-    requirements due are listed whatever their age: they need action now.
+    Open disputes, stuck payments, unresolved events, accounts with
+    requirements due and open incidents are listed whatever their age: they
+    need action now. ``incidents`` counts those opened in the period,
+    ``open_incidents`` those still open (unresolved) whenever opened, with
+    how many are open longer than ``STUCK_PAYMENT_HOURS`` (``overdue``).
     A ``STUCK_PAYMENT_HOURS`` system check E102 refuses is a ValueError
     naming it, raised before the first query.
     """
@@ -72,6 +79,7 @@ def build_report(
         "webhook_events": _webhook_events(since, until, now),
         "accounts_with_requirements_due": _accounts_due(),
         "incidents": _incidents(since, until),
+        "open_incidents": _open_incidents(now, stuck_hours),
     }
 
 
@@ -260,6 +268,55 @@ def _incidents(since: datetime, until: datetime) -> dict[str, Any]:
     return {"by_kind": result}
 
 
+def _open_incidents(now: datetime, hours: int) -> dict[str, Any]:
+    """Unresolved incidents whatever their age, oldest first (not those
+    :data:`NEEDS_NOBODY`): an incident opened before the period and never
+    handled (a failed transfer, money held by a hold) left the period's
+    counts, and the report, while it still needed someone. ``overdue``:
+    open longer than ``hours`` (``STUCK_PAYMENT_HOURS``), what ``--check``
+    fails on. Four queries."""
+    cutoff = now - timedelta(hours=hours)
+    by_kind: dict[str, int] = {}
+    overdue = 0
+    rows: list[tuple[datetime, dict[str, Any]]] = []
+    for name, label in (("PaymentIncident", "payment"), ("TransferIncident", "transfer")):
+        model = swappable.load(name)
+        still_open = model.objects.filter(resolved_at__isnull=True).exclude(
+            kind__in=list(NEEDS_NOBODY)
+        )
+        counts = (
+            still_open.order_by()
+            .values("kind")
+            .annotate(n=Count("pk"), late=Count("pk", filter=Q(created_at__lt=cutoff)))
+        )
+        for row in counts:
+            by_kind[str(row["kind"])] = by_kind.get(str(row["kind"]), 0) + int(row["n"])
+            overdue += int(row["late"])
+        for incident in still_open.order_by("created_at", "pk")[:LIST_LIMIT]:
+            rows.append(
+                (
+                    incident.created_at,
+                    {
+                        "incident": f"{label} incident {incident.pk}",
+                        "kind": incident.kind,
+                        "payment": str(incident.payment_id),
+                        "code": incident.code,
+                        "opened_at": _iso(incident.created_at),
+                        "amount": getattr(incident, "amount", None),
+                        "currency": getattr(incident, "currency", "") or None,
+                    },
+                )
+            )
+    rows.sort(key=lambda row: row[0])
+    return {
+        "threshold_hours": hours,
+        "count": sum(by_kind.values()),
+        "overdue": overdue,
+        "by_kind": dict(sorted(by_kind.items())),
+        "items": [item for _opened, item in rows[:LIST_LIMIT]],
+    }
+
+
 # --------------------------------------------------------------------------
 # Text rendering (the command's default format)
 # --------------------------------------------------------------------------
@@ -276,7 +333,7 @@ def _kv(values: dict[str, Any]) -> str:
 def render_text(report: dict[str, Any]) -> str:
     p, t, ev = report["payments"], report["transfers"], report["webhook_events"]
     disputes, stuck = report["open_disputes"], report["stuck_payments"]
-    accounts = report["accounts_with_requirements_due"]
+    accounts, incidents = report["accounts_with_requirements_due"], report["open_incidents"]
     lines = [
         f"Escrow report {report['period']['since']} .. {report['period']['until']}",
         "",
@@ -285,7 +342,7 @@ def render_text(report: dict[str, Any]) -> str:
         f"failure rate {_pct(p['failure_rate'])}; failed attempts {p['failed_attempts']}",
         f"  funded volume: {_kv(p['funded_volume'])}",
         f"Transfers: {t['total']} ({_kv(t['by_status'])})",
-        f"Incidents: {_kv(report['incidents']['by_kind'])}",
+        f"Incidents opened in the period: {_kv(report['incidents']['by_kind'])}",
         "",
         f"Open disputes: {disputes['count']}",
         *(
@@ -312,16 +369,30 @@ def render_text(report: dict[str, Any]) -> str:
             f"  {a['account']} {a['status']}: {', '.join(a['past_due'] or a['currently_due'])}"
             for a in accounts["items"]
         ),
+        f"Incidents still open (any age): {incidents['count']} ({_kv(incidents['by_kind'])}); "
+        f"open longer than {incidents['threshold_hours']} h: {incidents['overdue']}",
+        *(
+            f"  {i['incident']} {i['kind']} payment {i['payment']} opened {i['opened_at']}"
+            + (f" ({i['code']})" if i["code"] else "")
+            + (f" {i['amount']} {i['currency']}" if i["amount"] is not None else "")
+            for i in incidents["items"]
+        ),
     ]
     return "\n".join(lines)
 
 
 def needs_attention(report: dict[str, Any]) -> bool:
-    """Whether anything in the report asks for an operator."""
+    """Whether anything in the report asks for an operator.
+
+    An open incident asks for one once it is open longer than
+    ``STUCK_PAYMENT_HOURS`` (a Radar review Stripe closes within that time,
+    a hold the dispute's webhook lifts, do not alert).
+    """
     ev = report["webhook_events"]
     return bool(
         ev["failed"]
         or ev["unprocessed"]
         or report["stuck_payments"]["count"]
         or report["open_disputes"]["count"]
+        or report["open_incidents"]["overdue"]
     )

@@ -21,11 +21,11 @@ from ..dates import period_setting
 from ..states import IncidentKind, MoneyOperationKind, MoneyOperationStatus
 from ..states import PaymentStatus as S
 from . import errors, radar, radar_holds
-from .changes import Change, ChangeLog, Report, failed_change, sync_intent
+from .changes import RELEASED_IN_PART, Change, ChangeLog, Report, failed_change, sync_intent
 from .common import model, open_disputes, payment_model
 from .payment_intents import MANUAL_CAPTURE_WINDOW
 from .payments import cancel_payment, release_payment
-from .releases import auto_release_due, check_payees_ready
+from .releases import auto_release_due, check_payees_ready, transfers_made, transfers_owed
 
 __all__ = ["CAPTURE_EXPIRY_ACTIONS", "auto_release", "capture_expiry"]
 
@@ -213,13 +213,11 @@ def _release_due_milestones(record: Report, *, dry_run: bool, now: datetime) -> 
         if waiting is not None:
             record(waiting)
             continue
+        before = transfers_made(payment_id)
         try:
             updated = release_payment(payment_id, system=True, milestone_id=milestone_id)
-        except errors.AccountNotReady as exc:
-            record(_not_released(subject, exc))
-            continue
         except errors.ServiceError as exc:
-            record(_refused(subject, exc))
+            record(_release_refused(payment_id, subject, exc, before))
             continue
         record(Change(subject, f"delivered -> {updated.status}", "milestone auto-release"))
 
@@ -235,13 +233,11 @@ def _release_held_payments(days: int, record: Report, *, dry_run: bool, now: dat
         if waiting is not None:
             record(waiting)
             continue
+        before = transfers_made(payment.pk)
         try:
             updated = release_payment(payment.pk, system=True)
-        except errors.AccountNotReady as exc:
-            record(_not_released(subject, exc))
-            continue
         except errors.ServiceError as exc:
-            record(_refused(subject, exc))
+            record(_release_refused(payment.pk, subject, exc, before))
             continue
         record(Change(subject, f"{S.HELD} -> {updated.status}", f"held {days}+ days"))
 
@@ -250,6 +246,35 @@ def _release_held_payments(days: int, record: Report, *, dry_run: bool, now: dat
 #: review or early fraud warning, and a ``charge_disputed`` hold (a refusal
 #: saying the charge is disputed, recorded or this release's own).
 _HELD_CODES = frozenset(radar_holds.FREEZE_CODES.values()) | radar_holds.DISPUTED_CHARGE_CODES
+
+
+def _release_refused(
+    payment_id: Any, subject: str, exc: errors.ServiceError, made_before: set[Any]
+) -> Change:
+    """The line of a release that raised ``exc``, saying what it sent first.
+
+    A payment split between payees is released one transfer per payee, each
+    committed on its own: a refusal after the first payee's transfer went
+    (Stripe refusing the next one, or a ``charge_disputed`` hold opened
+    meanwhile refusing it before any call) leaves that transfer made. The
+    line said ``not released`` (or only ``release failed``) all the same, and
+    an operator reading it could pay that payee again by hand. It now says
+    ``released in part: <made> of <all> transfers`` (the payment's transfers
+    this release made, of those it made and those its pending releases still
+    owe), then ``held (<code>)`` for a refusal that waits for someone else,
+    or ``release failed`` (a failure, as before).
+    """
+    if isinstance(exc, errors.AccountNotReady):
+        change = _not_released(subject, exc)
+    else:
+        change = _refused(subject, exc)
+    made = len(transfers_made(payment_id) - made_before)
+    if not made:
+        return change
+    part = f"{RELEASED_IN_PART}: {made} of {made + transfers_owed(payment_id)} transfers"
+    if change.error:
+        return Change(subject, f"{part}; release failed", change.detail, error=True)
+    return Change(subject, f"{part}; held ({exc.code})", change.detail)
 
 
 def _refused(subject: str, exc: errors.ServiceError) -> Change:

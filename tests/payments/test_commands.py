@@ -355,3 +355,69 @@ class TestAutoReleaseDryRunTellsTheTruth:
         assert f"{stuck.pk}: not released (account_not_ready)" in output
         assert market.payment(stuck.pk).status == "held"
         assert money_calls(sim_stripe) == []
+
+
+class TestReportOpenIncidents:
+    @pytest.fixture(autouse=True)
+    def separate_charges(self, settings, sim_stripe):
+        configure(
+            settings, ESCROW_STRATEGY=SEPARATE_CHARGES_AND_TRANSFERS, AUTO_RELEASE_AFTER_DAYS=14
+        )
+
+    def test_an_incident_opened_before_the_period_is_listed_while_open(self, market, sim_stripe):
+        """Stripe refused a release ten days ago (the doer disconnected); staff
+        refunded the customer but nobody resolved the ``transfer_failed``
+        incident. ``escrow_report`` (the last 7 days) counted incidents opened
+        in its window only: the incident left the report and ``--check``
+        passed. It is listed as still open whatever its age, apart from the
+        period's counts, and ``--check`` fails once it is open longer than
+        ``STUCK_PAYMENT_HOURS``, until it is resolved. A declined card's
+        incident (nobody acts on it) is not listed."""
+        import json
+
+        from django_escrow_connect.factories import make_payment_incident
+        from django_escrow_connect.simulation import SimulatedGateway
+
+        refused = market.held_payment()
+        age(refused, held_at=timezone.now() - timedelta(days=15))
+        SimulatedGateway().deauthorize(market.doer_account.stripe_account_id)
+        with pytest.raises(CommandError, match="could not be released"):
+            run(market, "escrow_auto_release")
+        refund = market.post(market.staff, "payment-refund", {}, payment_id=refused.pk)
+        assert refund.status_code == 200, refund.content
+        incidents = swappable.load("TransferIncident").objects.filter(payment_id=refused.pk)
+        (incident,) = incidents
+        declined = make_payment_incident(market.held_payment())
+        ten_days_ago = timezone.now() - timedelta(days=10)
+        incidents.update(created_at=ten_days_ago)
+        type(declined).objects.filter(pk=declined.pk).update(created_at=ten_days_ago)
+
+        report = json.loads(run(market, "escrow_report", "--format", "json"))
+        assert report["incidents"]["by_kind"] == {}  # opened before the period
+        still_open = report["open_incidents"]
+        assert (still_open["count"], still_open["overdue"]) == (1, 1)
+        assert still_open["by_kind"] == {"transfer_failed": 1}
+        [item] = still_open["items"]
+        assert item["incident"] == f"transfer incident {incident.pk}"
+        assert (item["kind"], item["payment"]) == ("transfer_failed", str(refused.pk))
+        text = run(market, "escrow_report")
+        assert "Incidents opened in the period: none" in text
+        assert (
+            "Incidents still open (any age): 1 (transfer_failed: 1); open longer than 72 h: 1"
+        ) in text
+        assert f"  transfer incident {incident.pk} transfer_failed payment {refused.pk}" in text
+        with pytest.raises(CommandError, match="needs attention"):
+            run(market, "escrow_report", "--check")
+
+        incidents.update(resolved_at=timezone.now())  # staff's Resolve
+        assert "Incidents still open (any age): 0 (none)" in run(market, "escrow_report", "--check")
+
+    def test_an_incident_open_for_less_than_the_threshold_is_listed_without_failing(
+        self, market, sim_stripe
+    ):
+        from django_escrow_connect.factories import make_transfer_incident
+
+        make_transfer_incident(market.held_payment())
+        out = run(market, "escrow_report", "--check", "--since", "1d")
+        assert "open longer than 72 h: 0" in out
+        assert "Incidents still open (any age): 1 (transfer_failed: 1)" in out

@@ -1853,6 +1853,133 @@ class TestMilestoneAutoRelease:
 # The fee policy receives the split
 # --------------------------------------------------------------------------
 
+
+def charged_back() -> Any:
+    """Stripe's refusal of a transfer whose source charge was charged back."""
+    from django_escrow_connect.exceptions import InvalidRequest
+
+    return InvalidRequest("The charge has been charged back.", code="charge_disputed")
+
+
+def after_the_first_transfer(sim_stripe: Any, monkeypatch: Any, then: Any) -> None:
+    """``then()`` runs once Stripe made the first transfer, before the second is begun."""
+    send = sim_stripe.execute
+    transfers: list[str] = []
+
+    def execute(method: str, *args: Any, **kwargs: Any) -> Any:
+        result = send(method, *args, **kwargs)
+        if method == "create_transfer":
+            transfers.append(method)
+            if len(transfers) == 1:
+                then()
+        return result
+
+    monkeypatch.setattr(sim_stripe, "execute", execute)
+
+
+@pytest.mark.usefixtures("split")
+class TestSplitAutoRelease:
+    """``escrow_auto_release`` of a payment split 60/40 between the doer and a
+    partner, whose release stops after the first payee's transfer went."""
+
+    @pytest.fixture
+    def due(self, market: Any, settings: Any, partner: Any) -> Any:
+        from .conftest import age
+
+        configure(settings, AUTO_RELEASE_AFTER_DAYS=14)
+        payment = held(market, payees=team(market, partner))
+        age(payment, held_at=timezone.now() - timedelta(days=15))
+        return payment
+
+    def test_a_hold_opened_between_the_transfers_says_one_went(
+        self, market, sim_stripe, monkeypatch, due
+    ):
+        """A refusal saying the charge is disputed (another request's) opened
+        a ``charge_disputed`` hold once the doer's transfer was made: the
+        partner's was refused before any Stripe call. The line said ``not
+        released (charge_disputed)``: an operator could pay the doer again by
+        hand. It says what went; the job does not fail (a hold)."""
+        from django_escrow_connect.factories import make_payment_incident
+
+        after_the_first_transfer(
+            sim_stripe,
+            monkeypatch,
+            lambda: make_payment_incident(
+                due,
+                kind="charge_disputed",
+                code="charge_disputed",
+                stripe_object_id=market.payment(due.pk).stripe_charge_id,
+            ),
+        )
+        output = auto_release_run(market)  # no CommandError: the rest waits for the hold
+
+        assert f"{due.pk}: released in part: 1 of 2 transfers; held (charge_disputed)" in output, (
+            output
+        )
+        assert "not released" not in output
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == [5_400]
+        assert market.payment(due.pk).status == "partially_released"
+
+    def test_a_run_stopped_after_it_counts_the_part_as_released(
+        self, market, sim_stripe, monkeypatch, due
+    ):
+        """A bug stops the run at the next payment: the stop line counted
+        only ``held -> ...`` lines, so ``after 0 released`` although the
+        doer's transfer went; the line released in part counts."""
+        from io import StringIO
+
+        from django.core.management import call_command
+
+        from django_escrow_connect.factories import make_payment_incident
+        from django_escrow_connect.services import schedules
+
+        from .conftest import age
+
+        after_the_first_transfer(
+            sim_stripe,
+            monkeypatch,
+            lambda: make_payment_incident(due, kind="charge_disputed", code="charge_disputed"),
+        )
+        later = market.held_payment()
+        age(later, held_at=timezone.now() - timedelta(days=14, hours=1))
+        release = schedules.release_payment
+
+        def release_with_a_bug(payment_id: Any, **kwargs: Any) -> Any:
+            if payment_id == later.pk:
+                raise ValueError("a bug in the release")
+            return release(payment_id, **kwargs)
+
+        monkeypatch.setattr(schedules, "release_payment", release_with_a_bug)
+        out, err = StringIO(), StringIO()
+        with market.capture(execute=True), pytest.raises(ValueError, match="a bug"):
+            call_command("escrow_auto_release", stdout=out, stderr=err)
+
+        assert f"{due.pk}: released in part: 1 of 2 transfers" in out.getvalue()
+        assert "Stopped by the error below after 1 released" in err.getvalue()
+
+    def test_stripe_refusing_the_second_transfer_says_the_first_went(
+        self, market, sim_stripe, monkeypatch, due
+    ):
+        """Stripe refused the partner's transfer (the charge charged back):
+        still a failure (exit 1, as a refused release), whose line now says
+        the doer's transfer went."""
+        from io import StringIO
+
+        from django.core.management import CommandError, call_command
+
+        after_the_first_transfer(
+            sim_stripe,
+            monkeypatch,
+            lambda: sim_stripe.fail_next("create_transfer", charged_back()),
+        )
+        out = StringIO()
+        with market.capture(execute=True), pytest.raises(CommandError, match="could not"):
+            call_command("escrow_auto_release", stdout=out, stderr=out)
+
+        assert f"{due.pk}: released in part: 1 of 2 transfers; release failed (" in out.getvalue()
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == [5_400]
+
+
 SEEN_BY_POLICY: list[dict[str, Any]] = []
 
 

@@ -668,11 +668,19 @@ def test_report_admin_page(busy_marketplace: Any, admin_client: Client) -> None:
     changelist = admin_client.get(reverse("admin:escrow_connect_webhookevent_changelist"))
     report_url = reverse("admin:escrow_connect_webhookevent_report")
     assert report_url in changelist.content.decode()
+    # Opened long before the period, never resolved: listed all the same.
+    refused = kit.make_transfer_incident(busy_marketplace["held"].payment, code="account_invalid")
+    type(refused).objects.filter(pk=refused.pk).update(
+        created_at=timezone.now() - timedelta(days=60)
+    )
 
     page = admin_client.get(report_url, {"days": 30})
     assert page.status_code == 200
     html = page.content.decode()
     assert "Open disputes (1)" in html
+    assert "Incidents still open, any age (1; open longer than 72 hours: 1)" in html
+    assert f"transfer incident {refused.pk}" in html
+    assert "account_invalid" in html
     assert str(busy_marketplace["stuck"].payment.pk) in html
     assert FLAKY in html
 

@@ -195,6 +195,18 @@ def test_nothing_to_do_in_sync_mode(deliver: Any, spy: Spy, settings: Any) -> No
     assert spy.calls == []
 
 
+@pytest.mark.parametrize("value", ["abc", None, 0])
+def test_sync_mode_does_not_read_the_threshold_setting(settings: Any, value: Any) -> None:
+    """The threshold is of no use in sync mode, and the task leaves it unread
+    (``enabled: False``). The command read it before the mode: a host in sync
+    mode whose scheduler runs it through call_command (no system checks) got
+    a CommandError naming it, every run, where the task said disabled."""
+    settings.ESCROW_CONNECT = {**settings.ESCROW_CONNECT, "WEBHOOK_REQUEUE_AFTER_MINUTES": value}
+    assert "nothing done" in requeue()
+    assert "nothing done" in requeue("--dry-run")
+    assert requeue_stuck_events_task.call()["enabled"] is False
+
+
 @pytest.mark.parametrize(
     "args",
     [

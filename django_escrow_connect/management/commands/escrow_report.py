@@ -4,9 +4,11 @@ Counts payments by state with success and failure rates, transfers by
 status and incidents for the period (``--since``, default the last 7 days),
 and lists what needs an operator whatever its age: open disputes, payments
 held or releasing longer than ``STUCK_PAYMENT_HOURS``, failed, deferred and
-unprocessed webhook events, and connected accounts with requirements due.
+unprocessed webhook events, connected accounts with requirements due, and
+incidents still open (those opened in the period are counted apart).
 ``--format json`` for machines; ``--check`` exits 1 when something needs
-attention (for a cron job that alerts).
+attention (for a cron job that alerts), an incident once it is open longer
+than ``STUCK_PAYMENT_HOURS``.
 """
 
 from __future__ import annotations

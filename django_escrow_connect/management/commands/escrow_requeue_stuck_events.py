@@ -6,7 +6,7 @@ An event still ``received`` ``--older-than`` minutes (default
 message; it is enqueued again. The worker processes an event once however
 many tasks name it, so one merely waiting in a long queue is safe to
 enqueue twice. Run it every 10 minutes. In sync mode it does nothing and
-says so.
+says so, without reading ``WEBHOOK_REQUEUE_AFTER_MINUTES`` (as its task).
 
 Each event is printed as it is enqueued again (``evt_...: re-enqueued``),
 then the count: an error that stops the run (the broker gone: its
@@ -22,7 +22,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...arguments import check_count, check_minutes
-from ...conf import SETTING_NAME
+from ...conf import SETTING_NAME, escrow_settings
 from ...webhooks.operations import requeue_after_minutes, requeue_stuck_events
 from ..progress import Progress
 
@@ -44,19 +44,23 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         minutes = options["older_than"]
-        if minutes is None:
+        # The setting only in task mode, as requeue_stuck_events_task reads
+        # it: a sync-mode host never uses it, and its run does nothing and
+        # says so (it was a CommandError naming a setting of no use there,
+        # with call_command or --skip-checks, while the task said disabled).
+        if minutes is None and escrow_settings.WEBHOOK_PROCESSING == "task":
             try:
                 minutes = requeue_after_minutes()
             except ValueError as exc:  # the setting, when checks were skipped (E115)
                 raise CommandError(str(exc)) from None
-        else:
+        elif minutes is not None:
             minutes = check_minutes("--older-than", minutes, minimum=1)
         check_count("--limit", options["limit"], minimum=1)
         # Each event is enqueued on its own: printed as it is.
         progress = Progress(self, "re-enqueued", counted=len)
         with progress.until_stopped():
             ids = requeue_stuck_events(
-                timedelta(minutes=minutes),
+                None if minutes is None else timedelta(minutes=minutes),
                 limit=options["limit"],
                 dry_run=options["dry_run"],
                 report=progress,
