@@ -4,8 +4,8 @@ The one definition of "held" for every total that counts held money in one
 query: the dashboards (``api.payments``) and the ``escrow_connect.payments.held``
 gauges (:mod:`~django_escrow_connect.observability`). The model's
 ``amount_held`` is the same figure read in Python (:func:`held_after_loss`);
-what the gauges count a release a lost dispute caught in flight as is
-:func:`held_counted`.
+what the gauges and the customer's ``in_escrow`` count a release a lost
+dispute caught in flight as is :func:`held_counted`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from .states import (
     EscrowStrategy,
     MoneyOperationKind,
     ReleaseStatus,
+    TransferStatus,
 )
 from .states import PaymentStatus as S
 
@@ -48,6 +49,7 @@ __all__ = [
     "lost_payment",
     "lost_to_disputes",
     "release_caught_by_loss",
+    "release_in_flight",
 ]
 
 #: What the customer is charged (``amount_charged``): the amount, or what a
@@ -120,8 +122,26 @@ def release_caught_by_loss() -> Q:
     return Q(Exists(in_flight), status=S.DISPUTE_LOST, status_before_dispute=S.RELEASING)
 
 
+def release_in_flight(payee: Any = None) -> Any:
+    """The transfers of a release (``OuterRef("pk")``, a release) still in
+    flight at Stripe: begun (their row is ``pending``), Stripe's answer not
+    recorded. ``payee``: of that payee row only (an expression).
+
+    A pending release of a ``dispute_lost`` payment with such a transfer is
+    not known unsent: Stripe may have made it before the dispute, and
+    ``escrow_reconcile`` looks it up (never sends it again). Only once its
+    transfer is recorded not made (``failed``) is it the unsent release that
+    is settled by hand.
+    """
+    transfers = swappable.load("Transfer").objects.filter(
+        release=OuterRef("pk"), status=TransferStatus.PENDING
+    )
+    return transfers if payee is None else transfers.filter(payee=payee)
+
+
 def held_counted() -> Case:
-    """What :func:`holding` counts a payment as holding (the gauges' amount).
+    """What :func:`holding` counts a payment as holding (the gauges' amount,
+    and the customer dashboard's ``in_escrow``).
 
     ``amount_held`` (:func:`held_after_loss`), except a release a lost
     dispute caught in flight (:func:`release_caught_by_loss`): what that
@@ -146,8 +166,10 @@ def holding() -> Q:
     (``start_release_of_rest``'s source): not sent yet or its transfer in
     flight (``status_before_dispute`` blank, held or releasing), on a
     payment released at once; or, on a payment released in parts to one doer
-    without milestones and with no earlier release left unsent
-    (``release_rest_in_parts``'s condition), not released yet
+    without milestones and with no earlier release known unsent
+    (``release_rest_in_parts``'s condition; one whose transfer is still in
+    flight, :func:`release_in_flight`, may have been made and does not stop
+    it), not released yet
     (``partially_released`` before the dispute: its release takes it out of
     ``amount_held`` when it is made, as any release in parts); while
     :func:`held_after_loss` is above 0 and no dispute of the payment is open
@@ -189,9 +211,13 @@ def holding() -> Q:
         payment=OuterRef("pk"), position__gt=0
     )
     # An earlier release whose transfer the dispute caught unmade is never
-    # sent, and keeps the rest from being released: settled by hand.
-    unsent_release = swappable.load("EscrowRelease").objects.filter(
-        payment=OuterRef("pk"), status=ReleaseStatus.PENDING
+    # sent, and keeps the rest from being released: settled by hand. Not
+    # while its transfer is still in flight at Stripe (:func:`release_in_flight`):
+    # made, the rest is releasable, so it counts until it is known unsent.
+    unsent_release = (
+        swappable.load("EscrowRelease")
+        .objects.filter(payment=OuterRef("pk"), status=ReleaseStatus.PENDING)
+        .exclude(Exists(release_in_flight()))
     )
     released_in_parts = Q(
         GreaterThan(held_after_loss(), 0),

@@ -64,10 +64,12 @@ from ..holdings import (
     CHARGED,
     HELD,
     held_after_loss,
+    held_counted,
     holding,
     lost_payment,
     lost_to_disputes,
     release_caught_by_loss,
+    release_in_flight,
 )
 from ..money import format_money
 from ..services import books, errors
@@ -561,12 +563,15 @@ def unsent_shares_for_payee(payee: dict[str, Any]) -> list[dict[str, Any]]:
         swappable.load("EscrowRelease")
         .objects.filter(
             # Driven by the payee's own rows (indexed), not by every pending release.
-            Q(payment__status__in=OWING_STATES) | _rest_after_loss(),
             payment__in=own_rows.values("payment"),
             status=ReleaseStatus.PENDING,
         )
         .annotate(own_row=own_row, share=AllocatedTo("allocations", "own_row"))
-        .filter(~Exists(made), share__gt=0)
+        .filter(
+            Q(payment__status__in=OWING_STATES) | _rest_after_loss() | _in_flight_at_loss(),
+            ~Exists(made),
+            share__gt=0,
+        )
         .order_by()
         .values("pk", "payment_id", "own_row", "currency", "share", "payment__amount_refunded")
     )
@@ -591,7 +596,9 @@ def _rest_after_loss() -> Q:
     ``follow_up["after_loss"]``: in flight or refused), while no dispute of
     the payment is open: still the payee's, as the rest of a payment
     released at once is counted until its transfer is made. An earlier
-    release the dispute caught unsent is not (docs/recovery.md)."""
+    release the dispute caught is counted while its transfer is in flight
+    (:func:`_in_flight_at_loss`), not once it is known unsent
+    (docs/recovery.md)."""
     after_loss = (
         swappable.load("MoneyOperation")
         .objects.filter(
@@ -608,6 +615,27 @@ def _rest_after_loss() -> Q:
         .exclude(status__in=list(DISPUTE_CLOSED_STATES))
     )
     return Q(Exists(sent_after_loss), ~Exists(open_dispute), payment__status=S.DISPUTE_LOST)
+
+
+def _in_flight_at_loss() -> Q:
+    """A pending release of a ``dispute_lost`` payment whose transfer to this
+    payee (``own_row``) was in flight when the dispute opened and is still
+    unanswered (:func:`~django_escrow_connect.holdings.release_in_flight`),
+    while no dispute of the payment is open: not known unsent, Stripe may
+    have made it. Counted as a release in flight of a payment released at
+    once is (what its transfer sends) until Stripe's answer is recorded:
+    made, it is in ``earnings``; not made, it is the unsent release settled
+    by hand, and no longer counted."""
+    open_dispute = (
+        swappable.load("Dispute")
+        .objects.filter(payment=OuterRef("payment"))
+        .exclude(status__in=list(DISPUTE_CLOSED_STATES))
+    )
+    return Q(
+        Exists(release_in_flight(payee=OuterRef("own_row"))),
+        ~Exists(open_dispute),
+        payment__status=S.DISPUTE_LOST,
+    )
 
 
 def added_up(*totals: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1058,7 +1086,8 @@ class TaskDoerDashboardOutput(serializers.Serializer[Any]):
         "takes, until it is transferred. Nothing else of a "
         "disputed or dispute_lost payment (its amount_held, a share not transferred yet): "
         "the app releases and transfers nothing of it while a dispute decides it "
-        "(counted again when the dispute or its appeal is won).",
+        "(counted again when the dispute or its appeal is won); a release whose transfer "
+        "was in flight when the dispute opened counts until Stripe's answer is recorded.",
     )
 
 
@@ -1073,7 +1102,9 @@ class CustomerDashboardOutput(serializers.Serializer[Any]):
         many=True,
         help_text="The sum of amount_held of the payments not released yet, per currency: "
         "held, releasing and partially released, also while a dispute decides them "
-        "(disputed, dispute_lost).",
+        "(disputed, dispute_lost); a release a lost dispute caught in flight counts as "
+        "the releasing payment it was (what was held before the loss) until Stripe's "
+        "answer is recorded.",
     )
 
 
@@ -1485,8 +1516,11 @@ class CustomerDashboardView(PaymentAPIView):
                 "spent": added_up(
                     money_totals(payments.filter(status__in=SPENDING_STATES), spent())
                 ),
+                # A release a lost dispute caught in flight counts as the
+                # releasing payment it was (held_counted), as on the doer's
+                # side and in the gauges, until Stripe's answer is recorded.
                 "in_escrow": added_up(
-                    money_totals(payments.filter(settled_in(ESCROW_STATES)), held_after_loss())
+                    money_totals(payments.filter(settled_in(ESCROW_STATES)), held_counted())
                 ),
             }
         )

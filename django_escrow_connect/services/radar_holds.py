@@ -15,7 +15,9 @@ payment: its release (:func:`check_not_held`) and its tips' transfers
   :func:`hold_for_refusal` opens it in the transaction that commits the
   refusal; it is lifted when the dispute is recorded (:mod:`.disputes`: the
   dispute then governs), by ``escrow_reconcile`` once Stripe's charge says it
-  is not disputed, or by staff (the admin's "Resolve").
+  is not disputed (or its dispute is found recorded), or by staff (the
+  admin's "Resolve"). Each lift of the payment's last hold sends the tips
+  it held (:func:`.tips.transfer_held_tips_once_unheld`).
 
 Kept apart from :mod:`.radar` because closing a hold sends the tips it held
 (:mod:`.tips`), which must not import the module that calls it back.

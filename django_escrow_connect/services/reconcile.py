@@ -158,7 +158,7 @@ def _refusal_holds(changes: list[Change], payment_id: Any, dry_run: bool, cutoff
         except GatewayError as exc:
             changes.append(failed_change(hold.payment_id, f"read charge {charge_id}", exc))
             continue
-        changes.append(_apply_charge(hold, charge, read_at))
+        changes.extend(_apply_charge(hold, charge, read_at))
 
 
 def _payment_charge(payment_id: Any) -> str:
@@ -167,20 +167,29 @@ def _payment_charge(payment_id: Any) -> str:
     )
 
 
-def _apply_charge(hold: Any, charge: Any, read_at: datetime) -> Change:
+def _apply_charge(hold: Any, charge: Any, read_at: datetime) -> list[Change]:
     """Lift or keep one hold from what Stripe says of its charge (payment locked).
 
     ``charge`` was read from ``read_at`` on, with no lock held: a refusal
     that committed since (Stripe saying the charge is disputed again, or a
     new hold after this one was lifted) is newer than that read, and its
     hold is kept for the next run to read again.
+
+    A lift, whatever its reason, that leaves the payment with no hold open
+    and no dispute of its own standing open or lost sends the ``paid`` tips
+    it held once it commits (:func:`.tips.transfer_held_tips_once_unheld`,
+    as Stripe closing a last Radar hold and staff's *Resolve* do): the run's
+    tips step only looks at tips untouched for ``--older-than``, so a tip
+    paid while the hold was open would wait for a later run. Each tip's
+    charge is read first, after the commit; a tip whose own charge is
+    disputed (or found refunded) is not sent.
     """
     subject = str(hold.payment_id)
     with transaction.atomic():
         payment = lock_payment(hold.payment_id)
         current = type(hold).objects.get(pk=hold.pk)
         if current.resolved_at is not None:
-            return Change(subject, f"charge_disputed hold {hold.pk} lifted meanwhile")
+            return [Change(subject, f"charge_disputed hold {hold.pk} lifted meanwhile")]
         if not charge.disputed:
             why = f"escrow_reconcile: Stripe says charge {charge.id} is not disputed"
         elif radar_holds.governing_disputes(payment, charge.id).exists():
@@ -188,33 +197,52 @@ def _apply_charge(hold: Any, charge: Any, read_at: datetime) -> Change:
         elif model("Dispute").objects.filter(payment=payment, stripe_charge_id=charge.id).exists():
             # Stripe's charge stays disputed after any dispute: one decided
             # for the platform before the refusal says nothing of a new one.
-            return Change(
-                subject,
-                f"charge_disputed hold {hold.pk} kept: Stripe says charge {charge.id} is "
-                "disputed and only a dispute decided for the platform is recorded",
-                "check the Stripe Dashboard for another dispute of the charge; if there is "
-                "none, resolve the hold in the admin",
-                error=True,
-            )
+            return [
+                Change(
+                    subject,
+                    f"charge_disputed hold {hold.pk} kept: Stripe says charge {charge.id} is "
+                    "disputed and only a dispute decided for the platform is recorded",
+                    "check the Stripe Dashboard for another dispute of the charge; if there is "
+                    "none, resolve the hold in the admin",
+                    error=True,
+                )
+            ]
         else:
-            return Change(
-                subject,
-                f"charge_disputed hold {hold.pk} kept: Stripe says charge {charge.id} is "
-                "disputed and no open or lost dispute of it is recorded",
-                "the dispute's events were missed: run escrow_fetch_missed_events",
-                error=True,
-            )
+            return [
+                Change(
+                    subject,
+                    f"charge_disputed hold {hold.pk} kept: Stripe says charge {charge.id} is "
+                    "disputed and no open or lost dispute of it is recorded",
+                    "the dispute's events were missed: run escrow_fetch_missed_events",
+                    error=True,
+                )
+            ]
         lifted = radar_holds.lift_refusal_holds(
             payment, why, charge_id=current.stripe_object_id, refused_before=read_at
         )
         if not lifted:
-            return Change(
-                subject,
-                f"charge_disputed hold {hold.pk} kept: Stripe refused an operation of charge "
-                f"{charge.id} again while it was read",
-                "the next escrow_reconcile reads it again",
-            )
-    return Change(subject, f"charge_disputed hold {hold.pk} lifted", why)
+            return [
+                Change(
+                    subject,
+                    f"charge_disputed hold {hold.pk} kept: Stripe refused an operation of "
+                    f"charge {charge.id} again while it was read",
+                    "the next escrow_reconcile reads it again",
+                )
+            ]
+        queued = tips.transfer_held_tips_once_unheld(payment)
+    lift = Change(subject, f"charge_disputed hold {hold.pk} lifted", why)
+    if not queued:
+        return [lift]
+    # Queued when the lift commits (at once, unless a caller's transaction
+    # is open): each tip's charge is read first and may refuse it.
+    return [
+        lift,
+        Change(
+            subject,
+            f"{queued} tip(s) it held sent unless Stripe's charge refused them",
+            "see each tip",
+        ),
+    ]
 
 
 def _settle(operation: Any, dry_run: bool) -> list[Change]:

@@ -400,8 +400,8 @@ def transfer_held_tips_on_commit(payment: Any) -> None:
     Called when the payment's own dispute is decided for the platform (won,
     an inquiry closed, an appeal won), and when its last hold closes
     (:func:`transfer_held_tips_once_unheld`: Stripe closing a Radar hold,
-    staff resolving a ``charge_disputed`` one): a tip paid meanwhile waited ``paid`` for it, and now
-    goes to the doer as it would have. A tip still held (its own charge
+    a ``charge_disputed`` one lifted): a tip paid meanwhile waited ``paid``
+    for it, and now goes to the doer as it would have. A tip still held (its own charge
     disputed, another hold open) stays ``paid``; a refused transfer waits
     for staff.
 
@@ -421,12 +421,14 @@ def transfer_held_tips_once_unheld(payment: Any) -> int:
     left open and no dispute of the payment stands open or lost, send the
     tips it held on commit (:func:`transfer_held_tips_on_commit`).
 
-    Run when Stripe closes the payment's last Radar hold (:mod:`.radar`) and
-    when staff resolve its last ``charge_disputed`` hold (the admin's
-    *Resolve*). A dispute still freezing the payment keeps them: its close
-    sends them. Returns how many ``paid`` tips were queued (0 when still held):
-    queued, not sent, each is checked after the commit (a tip whose own
-    charge is disputed, or found refunded, is not sent).
+    Run when Stripe closes the payment's last Radar hold (:mod:`.radar`), and
+    when its last ``charge_disputed`` hold is lifted: by staff (the admin's
+    *Resolve*), by ``escrow_reconcile`` (:mod:`.reconcile`, whatever the
+    reason), by a tip's own dispute recorded (:mod:`.disputes`). A dispute
+    still freezing the payment keeps them: its close sends them. Returns how
+    many ``paid`` tips were queued (0 when still held): queued, not sent,
+    each is checked after the commit (a tip whose own charge is disputed, or
+    found refunded, is not sent).
     """
     if radar_holds.open_holds(payment).exists() or payment.frozen_by_dispute:
         return 0

@@ -811,13 +811,13 @@ class TestOperatorDrills:
     ):
         """recovery.md, *When a dispute is lost*: a release whose transfer
         timed out, then a dispute opened and lost. Until Stripe's answer is
-        recorded the doer's in_escrow and the held gauges count the payment
-        as the releasing payment it was: what its transfer sends (9,000) and
-        what it takes out of escrow (10,000), not the rest a release after
-        the loss would send (6,300 of the 7,000 a partial dispute left), nor
-        nothing when the dispute took all of it. Reconciled, a transfer made
-        is in earnings and nothing is held; one never made leaves the rest
-        held, counted as the rest (if any)."""
+        recorded the doer's in_escrow, the held gauges and the customer's
+        in_escrow count the payment as the releasing payment it was: what
+        its transfer sends (9,000) and what it takes out of escrow (10,000),
+        not the rest a release after the loss would send (6,300 of the 7,000
+        a partial dispute left), nor nothing when the dispute took all of
+        it. Reconciled, a transfer made is in earnings and nothing is held;
+        one never made leaves the rest held, counted as the rest (if any)."""
         from django_escrow_connect import simulation
 
         gateway = simulation.SimulatedGateway()
@@ -848,7 +848,12 @@ class TestOperatorDrills:
             call_command("escrow_metrics", "--format", "prometheus", stdout=out)
             return out.getvalue()
 
+        def customer_in_escrow():
+            customer = market.get(market.customer, "dashboard-customer").json()
+            return [e["amount"] for e in customer["in_escrow"]]
+
         assert (in_escrow(), held_gauge()) == ([9_000], [(1, 10_000)])
+        assert customer_in_escrow() == [10_000]
         assert 'escrow_connect_payments_held_amount{currency="usd"} 10000\n' in prometheus()
 
         if not made:
@@ -866,15 +871,17 @@ class TestOperatorDrills:
         if made:
             assert books_of(detail) == ("dispute_lost", 10_000, 0, 0, 0)
             assert [e["amount"] for e in doer["earnings"]] == [9_000]
-            assert (in_escrow(), held_gauge()) == ([], [])
+            assert (in_escrow(), held_gauge(), customer_in_escrow()) == ([], [], [])
             assert "escrow_connect_payments_held_amount{" not in prometheus()
         elif disputed == 3_000:
             assert books_of(detail) == ("dispute_lost", 0, 0, 7_000, 3_000)
             assert doer["earnings"] == []
             assert (in_escrow(), held_gauge()) == ([6_300], [(1, 7_000)])
+            assert customer_in_escrow() == [7_000]
         else:
             assert books_of(detail) == ("dispute_lost", 0, 0, 0, 10_000)
             assert (doer["earnings"], in_escrow(), held_gauge()) == ([], [], [])
+            assert customer_in_escrow() == []
         assert [t["amount"] for t in transfers_in_stripe(real_webhooks, payment)] == (
             [9_000] if made else []
         )
@@ -1236,6 +1243,64 @@ class TestTheRestOfAPaymentReleasedInParts:
         assert "earlier release" in refused.json()["error"]["message"]
         assert transfers_in_stripe(real_webhooks, payment) == []
         assert (self.in_escrow(market), held_gauge()) == ([], [])
+
+    @pytest.mark.parametrize("made", [True, False], ids=["transfer-made", "transfer-not-made"])
+    def test_an_earlier_release_in_flight_counts_until_known_unsent(
+        self, market, real_webhooks, made
+    ):
+        """The first release's transfer timed out, then a partial dispute was
+        lost: until Stripe's answer is recorded that release may have been
+        made, so the doer's in_escrow counts its share (3,600) and the rest
+        (2,700), the gauges the rest held (3,000), as for a release in
+        flight of a payment released at once. Reconciled: made, it is in
+        earnings and the rest is counted (and released); never made, it is
+        known unsent and neither counts any more."""
+        from django_escrow_connect import simulation
+
+        payment = market.held_payment()
+        real_webhooks.fail_next("create_transfer", timeout(), after_effect=made)
+        late = []
+        previous = simulation.set_event_sink(lambda *delivery: late.append(delivery))
+        try:
+            first = market.post(
+                market.customer, "payment-release", {"amount": 4_000}, payment_id=payment.pk
+            )
+        finally:
+            simulation.set_event_sink(previous)
+        assert first.status_code == 503, first.content
+        self.lose_part(market, payment)
+        detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert books_of(detail) == ("dispute_lost", 4_000, 0, 3_000, 3_000)
+        assert market.payment(payment.pk).operations.get(status="unknown").kind == "transfer"
+
+        assert (self.in_escrow(market), held_gauge()) == ([(6_300, "usd")], [(1, 3_000)])
+
+        if not made:
+            Operation = market.payment(payment.pk).operations.model
+            Operation.objects.filter(payment=payment.pk, status="unknown").update(
+                lease_expires_at=timezone.now() - timedelta(seconds=1)
+            )
+        with market.capture(execute=True):
+            reconcile("--payment", str(payment.pk))
+        doer = market.get(market.doer, "dashboard-task-doer").json()
+        if made:
+            assert [e["amount"] for e in doer["earnings"]] == [3_600]
+            assert (self.in_escrow(market), held_gauge()) == ([(2_700, "usd")], [(1, 3_000)])
+            with market.capture(execute=True):
+                rest = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+            assert rest.status_code == 200, rest.content
+            assert [t["amount"] for t in transfers_in_stripe(real_webhooks, payment)] == [
+                3_600,
+                2_700,
+            ]
+        else:
+            assert doer["earnings"] == []
+            assert (self.in_escrow(market), held_gauge()) == ([], [])
+            refused = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+            assert refused.status_code == 409, refused.content
+            assert "earlier release" in refused.json()["error"]["message"]
+            assert transfers_in_stripe(real_webhooks, payment) == []
+        assert "The books agree with Stripe." in audit()
 
     def test_the_rest_waits_for_any_open_dispute(self, market, real_webhooks):
         payment, gateway, dispute = self.released_in_part_then_lost(market)

@@ -351,6 +351,60 @@ class TestReconcile:
         assert f"charge_disputed hold {hold.pk} lifted (" in run_reconcile(market)
         assert confirm(market, payment).status == "released"
 
+    def test_the_lift_sends_the_tips_it_held_in_that_run_once(
+        self, market, sim_stripe, separate_charges
+    ):
+        """The hold is older than ``--older-than``; the tips paid while it was
+        open are not, so the run's tips step does not look at them. The
+        run's lift of the payment's last hold sends them on its commit, in
+        that same run and once (the next run sends nothing more), as staff's
+        Resolve would; a tip whose own charge is disputed (its dispute
+        recorded) is not sent."""
+        payment = market.released_payment()
+        sim_stripe.fail_next("create_refund", refusal())
+        refused_refund_holds(market, payment)
+        hold = the_hold(payment)
+        disputed = tip_paid(market, payment)
+        waiting = tip_paid(market, payment, amount=700)
+        assert (disputed.status, waiting.status) == ("paid", "paid")
+        with market.capture(execute=True):
+            SimulatedGateway().open_dispute(disputed.stripe_charge_id)
+        assert disputed.disputes.get().status == "needs_response"
+        assert open_hold(payment).pk == hold.pk  # a tip's dispute leaves the payment's hold
+        type(hold).objects.filter(pk=hold.pk).update(created_at=timezone.now() - timedelta(hours=1))
+
+        output = reconcile_run(market)  # the default --older-than
+
+        assert f"{payment.pk}: charge_disputed hold {hold.pk} lifted (" in output
+        assert tip_transfers(sim_stripe, waiting) == [700]
+        assert tip_transfers(sim_stripe, disputed) == []
+        waiting.refresh_from_db()
+        disputed.refresh_from_db()
+        assert (waiting.status, disputed.status) == ("transferred", "paid")
+        assert f"{payment.pk}: 2 tip(s) it held sent unless" in output
+
+        run_reconcile(market)  # every row old enough now: nothing sent again
+        assert tip_transfers(sim_stripe, waiting) == [700]
+        assert tip_transfers(sim_stripe, disputed) == []
+
+
+def reconcile_run(market: Any) -> str:
+    """``escrow_reconcile`` as scheduled (the default ``--older-than``)."""
+    out = StringIO()
+    with market.capture(execute=True):
+        call_command("escrow_reconcile", stdout=out, stderr=out)
+    return out.getvalue()
+
+
+def tip_transfers(sim_stripe: Any, tip: Any) -> list[int]:
+    """The amounts Stripe transferred from ``tip``'s charge."""
+    with sim_stripe.lock:
+        return [
+            t["amount"]
+            for t in sim_stripe.transfers.values()
+            if t["source_transaction"] == tip.stripe_charge_id
+        ]
+
 
 def resolve_in_the_admin(market: Any, hold: Any) -> None:
     """Staff resolve ``hold`` with the admin's Resolve action."""
