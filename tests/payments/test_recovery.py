@@ -1419,23 +1419,39 @@ class TestARefundLeftBy0_1:
         assert money_calls(real_webhooks) == []
         assert "The books agree with Stripe." in audit()
 
+    @pytest.mark.usefixtures("split")
+    @pytest.mark.parametrize("payees", ["one-doer", "two-payees"])
     @pytest.mark.parametrize("amount", [10_000, 3_000], ids=["full", "partial"])
     @pytest.mark.parametrize("via", ["reconcile", "refund"])
     def test_one_of_a_released_payment_reverses_the_doers_share_first(
-        self, market, real_webhooks, amount, via
+        self, market, real_webhooks, request, payees, amount, via
     ):
         """It was journaled and sent without the reversal every refund of a
         released payment makes first: the platform refunded the customer
-        from its own balance and the doer kept the money. Now the reversal,
-        then the refund (with 0.1's key), each once; the doer and the fee
-        end as after the same refund of a payment never touched by 0.1."""
-        twin = market.released_payment()
+        from its own balance and the doer kept the money. Now the reversal
+        (each payee's, of a split payment), then the refund (with 0.1's
+        key), each once; the payees and the fee end as after the same refund
+        of a payment never touched by 0.1."""
+
+        def released():
+            if payees == "one-doer":
+                return market.released_payment()
+            payment = held(market, payees=team(market, request.getfixturevalue("partner")))
+            confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+            assert confirmed.status_code == 200, confirmed.content
+            return payment
+
+        twin = released()
+        real_webhooks.calls.clear()
         with market.capture(execute=True):
             made = market.post(
                 market.staff, "payment-refund", {"amount": amount}, payment_id=twin.pk
             )
         assert made.status_code == 200, made.content
-        payment = market.released_payment()
+        expected = money_calls(real_webhooks)
+        assert expected[-1] == "create_refund"
+        assert expected.count("create_transfer_reversal") == (1 if payees == "one-doer" else 2)
+        payment = released()
         row = left_by_0_1(payment, amount)
         real_webhooks.calls.clear()
 
@@ -1443,9 +1459,12 @@ class TestARefundLeftBy0_1:
 
         if response is not None:
             assert response.status_code == 200, response.content
-        assert money_calls(real_webhooks) == ["create_transfer_reversal", "create_refund"]
+        assert money_calls(real_webhooks) == expected
         assert stripe_books(real_webhooks, payment) == stripe_books(real_webhooks, twin)
         assert refunds_at_stripe(real_webhooks, payment) == [amount]
+        assert [t["amount_reversed"] for t in transfers_in_stripe(real_webhooks, payment)] == [
+            t["amount_reversed"] for t in transfers_in_stripe(real_webhooks, twin)
+        ]
         shown = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
         twin_shown = market.get(market.customer, "payment-detail", payment_id=twin.pk).json()
         assert books_of(shown) == books_of(twin_shown)
