@@ -182,6 +182,13 @@ ASKED_THE_REST = "asked_the_rest"
 #: lost (:data:`..states.AFTER_LOSS`, defined there for :mod:`..holdings`).
 AFTER_LOSS = states.AFTER_LOSS
 
+#: The ``follow_up`` entry of a refund 0.1 sent without a journal whose
+#: answer was lost, once journaled (its own key), and of the reversals begun
+#: before it: that refund's key. The reversals commit it, not a new refund
+#: (:func:`.outcomes.begin_legacy_refund`), and it is looked up at Stripe
+#: before it is sent again (:func:`.outcomes.drive`).
+LEGACY_REFUND = "legacy_refund"
+
 
 def last_attempt(operation: Any) -> Any:
     """``operation`` as it now stands, or the attempt sent in its place.

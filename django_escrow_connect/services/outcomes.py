@@ -42,6 +42,7 @@ from .common import gateway, model, open_disputes, payment_model, refuses_the_am
 from .operations import (
     AFTER_LOSS,
     ASKED_THE_REST,
+    LEGACY_REFUND,
     REPLACED_BY,
     Outcome,
     answer_may_be_lost,
@@ -581,6 +582,7 @@ def _continue_refund(payment: Any, operation: Any) -> Any:
     plan its follow-up carries, or the refund; committed, not sent."""
     follow_up = operation.follow_up
     refund, reason = int(follow_up["refund"]), str(follow_up.get("reason") or "")
+    legacy = str(follow_up.get(LEGACY_REFUND) or "")
     for index, (transfer_id, amount) in enumerate(follow_up.get("next") or []):
         transfer = model("Transfer").objects.filter(stripe_transfer_id=transfer_id).first()
         # At most what the transfer still carries: a reversal made outside
@@ -597,6 +599,12 @@ def _continue_refund(payment: Any, operation: Any) -> Any:
                 sent=False,
                 request_key=operation.request_key,
             )
+    if legacy:
+        # The reversals were made for a refund 0.1 sent (no journal, answer
+        # lost): that very refund is journaled now, with its own key, not a
+        # new one (which would refund the customer twice were 0.1's made).
+        row = legacy_refund_row(payment, legacy)
+        return begin_legacy_refund(payment, row) if row is not None else None
     # The client's key rides along like the requester: a retry of the request
     # finds the whole chain and never begins a second one. So does what the
     # request asked for (no amount: the rest), which a retry without a key
@@ -675,6 +683,54 @@ def refund_request(payment: Any, amount: int, reason: str, key: str) -> dict[str
     }
 
 
+def legacy_refund_row(payment: Any, key: str = "") -> Any:
+    """A refund 0.1 sent (``pending``, no Stripe id) with no journal entry
+    (its answer was lost), the one of ``key`` if given, else the oldest; or None."""
+    rows = payment.refunds.filter(status=RefundStatus.PENDING, stripe_refund_id="").exclude(
+        idempotency_key__in=payment.operations.values("idempotency_key")
+    )
+    if key:
+        rows = rows.filter(idempotency_key=key)
+    return rows.order_by("created_at", "pk").first()
+
+
+def begin_legacy_refund(payment: Any, refund: Any) -> Any:
+    """Phase 1 of a refund 0.1 sent (``refund``: :func:`legacy_refund_row`):
+    journaled with its own key and 0.1's request, so that Stripe answers it
+    as it did 0.1 while it remembers the key; committed, not sent.
+
+    It carries :data:`.operations.LEGACY_REFUND`: :func:`drive` looks it up
+    at Stripe before sending it again (0.1 may have sent it days ago, the
+    key forgotten since).
+    """
+    destination_charge = payment.is_manual_capture and payment.status in (
+        S.RELEASED,
+        S.PARTIALLY_REFUNDED,
+    )
+    request = {
+        "payment_intent": payment.stripe_payment_intent_id,
+        "amount": refund.amount,
+        "metadata": {
+            "escrow_payment_id": str(payment.pk),
+            "task_id": str(payment.task_id),
+            "transfer_group": payment.transfer_group,
+        },
+        "reason": refund.reason if refund.reason in STRIPE_REFUND_REASONS else None,
+        "reverse_transfer": destination_charge,
+        "refund_application_fee": destination_charge,
+    }
+    return begin(
+        payment,
+        K.REFUND,
+        request,
+        amount=refund.amount,
+        key=refund.idempotency_key,
+        attempt=payment.refunds.count(),
+        follow_up={LEGACY_REFUND: refund.idempotency_key},
+        sent=False,
+    )
+
+
 def begin_refund(
     payment: Any,
     amount: int,
@@ -718,6 +774,16 @@ def begin_refund(
 def reversal_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
     record_failed(operation, exc)
     _reversal_failed(operation, exc.code or "", exc.message)
+    legacy = operation.follow_up.get(LEGACY_REFUND)
+    row = legacy_refund_row(payment, str(legacy)) if legacy else None
+    if row is not None and can_proceed(row.apply_stripe_status):
+        # A refund 0.1 sent waited for this reversal: no refund is made when
+        # the doer's money cannot come back, as for any refund. Left pending
+        # it would be adopted again, a new reversal tried (and refused, an
+        # incident and transfer_failed each time) by every request and
+        # escrow_reconcile run.
+        row.apply_stripe_status(RefundStatus.FAILED, f"reversal_failed: {exc.code or 'error'}")
+        row.save()
     incident = model("TransferIncident").objects.create(
         payment=payment,
         kind=IncidentKind.REVERSAL_FAILED,
@@ -1069,7 +1135,14 @@ def lookup(operation: Any) -> Any:
         return _match(found, key, operation.amount, request.get("destination"))
     if operation.kind == K.REFUND:
         refunds = g.list_refunds(payment_intent=request["payment_intent"])
-        return _match(refunds, key, operation.amount, None)
+        return _match(
+            refunds,
+            key,
+            operation.amount,
+            None,
+            recorded=_recorded_refund_ids(operation),
+            payment_id=str(request.get("metadata", {}).get("escrow_payment_id") or ""),
+        )
     if operation.kind == K.REVERSAL:
         transfer = g.retrieve_transfer(request["transfer_id"])
         return _match(list(transfer.reversals), key, operation.amount, None)
@@ -1080,11 +1153,24 @@ def lookup(operation: Any) -> Any:
     return None
 
 
-def _match(objects: Any, key: str, amount: int | None, destination: str | None) -> Any:
+def _match(
+    objects: Any,
+    key: str,
+    amount: int | None,
+    destination: str | None,
+    *,
+    recorded: Collection[str] = (),
+    payment_id: str = "",
+) -> Any:
     """The object the operation made: by its ``escrow_operation`` metadata.
 
-    Objects made before the journal carried the key are matched by amount
-    (and destination) among those not recorded yet.
+    Objects made before the journal carried the key (by 0.1) are matched by
+    amount (and destination) among those not recorded yet: neither by an
+    operation nor in ``recorded`` (the refunds' Stripe ids on other Refund
+    rows: a refund made in the Stripe Dashboard of the same amount, its
+    webhook recorded, was taken for 0.1's and two rows claimed one Stripe
+    id). With ``payment_id``, only one carrying it as 0.1 did
+    (``metadata[escrow_payment_id]``): a Dashboard refund carries none.
     """
     for obj in objects:
         if obj.metadata.get("escrow_operation") == key:
@@ -1093,7 +1179,9 @@ def _match(objects: Any, key: str, amount: int | None, destination: str | None) 
     for obj in objects:
         if obj.metadata.get("escrow_operation"):
             continue
-        if obj.id in known:
+        if obj.id in known or obj.id in recorded:
+            continue
+        if payment_id and obj.metadata.get("escrow_payment_id") != payment_id:
             continue
         if amount is not None and obj.amount != amount:
             continue
@@ -1101,6 +1189,17 @@ def _match(objects: Any, key: str, amount: int | None, destination: str | None) 
             continue
         return obj
     return None
+
+
+def _recorded_refund_ids(operation: Any) -> set[str]:
+    """The Stripe ids of the payment's Refund rows other than ``operation``'s own."""
+    return set(
+        model("Refund")
+        .objects.filter(payment_id=operation.payment_id)
+        .exclude(stripe_refund_id="")
+        .exclude(idempotency_key=operation.idempotency_key)
+        .values_list("stripe_refund_id", flat=True)
+    )
 
 
 def _known_ids() -> set[str]:
@@ -1175,6 +1274,11 @@ def drive(
     """
     if for_another is None:
         for_another = not wanted
+    if operation.kind == K.REFUND and operation.follow_up.get(LEGACY_REFUND):
+        # A refund 0.1 sent: Stripe may have made it under a key it has
+        # forgotten since (the operation is new, its key is not): looked up
+        # before it is sent again.
+        look_first = True
     # Money owed back to the customer is never given up for another
     # operation: a refund (or the reversal before it) is finished instead.
     wanted = wanted or operation.kind in (K.REFUND, K.REVERSAL)

@@ -41,7 +41,6 @@ from ..states import (
     EscrowStrategy,
     MoneyOperationKind,
     MoneyOperationStatus,
-    RefundStatus,
     ReleaseStatus,
     TransferStatus,
 )
@@ -1207,38 +1206,53 @@ def _begin_refund_step(
 
 
 def _adopt_legacy_refund(payment: Any) -> Any:
-    """A refund sent by 0.1 (no journal) whose answer was lost: journal it, same key."""
-    refund = (
-        payment.refunds.filter(status=RefundStatus.PENDING, stripe_refund_id="")
-        .exclude(idempotency_key__in=payment.operations.values("idempotency_key"))
-        .first()
-    )
+    """A refund sent by 0.1 (no journal) whose answer was lost: phase 1 of
+    what it needs next, or None. Nothing of it is sent here.
+
+    After a release (separate charges and transfers) the doer's share is
+    reversed first, as for any refund (:func:`_begin_reversal_if_needed`):
+    journaled with 0.1's refund only, it was sent without that reversal and
+    the platform refunded the customer from its own balance while the doer
+    kept the money. The reversal (the last one, for a split payment) then
+    journals the refund with its own key (``outcomes._continue_refund``);
+    a refused one makes no refund (``outcomes.reversal_refused``). Otherwise
+    the refund is journaled now, with its own key
+    (:func:`.outcomes.begin_legacy_refund`). A destination charge's refund
+    reverses with it (``reverse_transfer``).
+    """
+    refund = outcomes.legacy_refund_row(payment)
     if refund is None:
         return None
-    destination_charge = payment.is_manual_capture and payment.status in (
-        S.RELEASED,
-        S.PARTIALLY_REFUNDED,
-    )
-    request = {
-        "payment_intent": payment.stripe_payment_intent_id,
-        "amount": refund.amount,
-        "metadata": {
-            "escrow_payment_id": str(payment.pk),
-            "task_id": str(payment.task_id),
-            "transfer_group": payment.transfer_group,
-        },
-        "reason": refund.reason if refund.reason in STRIPE_REFUND_REASONS else None,
-        "reverse_transfer": destination_charge,
-        "refund_application_fee": destination_charge,
-    }
-    return operations.begin(
-        payment,
-        K.REFUND,
-        request,
-        amount=refund.amount,
-        key=refund.idempotency_key,
-        attempt=payment.refunds.count(),
-    )
+    if not payment.is_manual_capture:
+        reversal = _begin_reversal_if_needed(
+            payment, refund.amount, None, refund.reason, legacy_key=refund.idempotency_key
+        )
+        if reversal is not None:
+            return reversal
+    return outcomes.begin_legacy_refund(payment, refund)
+
+
+def retry_legacy_refund(payment_id: Any) -> Any:
+    """``escrow_reconcile``: finish a refund 0.1 sent (no journal) whose
+    answer was lost, and what it needs first; return the payment.
+
+    Only that refund, for its own amount: :func:`refund_payment` with no
+    amount asks for the rest, which is not a partial refund's amount (``409
+    refund_pending`` on every run, the customer's money held). Journaled by
+    :func:`_adopt_legacy_refund` (after a release: the reversal first) and
+    settled by :func:`.outcomes.drive` as any journaled operation, the
+    refund looked up at Stripe before it is sent again. An operation of the
+    payment still unresolved is finished first. Raises Stripe's refusal
+    (the reversal's: no refund made).
+    """
+    for _step in range(_refund_step_budget(payment_id)):
+        with transaction.atomic():
+            payment = lock_payment(payment_id)
+            pending = operations.unresolved_operation(payment) or _adopt_legacy_refund(payment)
+        if pending is None:
+            return payment_model().objects.get(pk=payment_id)
+        outcomes.drive(pending, wanted=True)
+    raise _too_many_steps()
 
 
 STRIPE_REFUND_REASONS = outcomes.STRIPE_REFUND_REASONS
@@ -1252,8 +1266,13 @@ def _begin_reversal_if_needed(
     request_key: str = "",
     *,
     asked_the_rest: bool = False,
+    legacy_key: str = "",
 ) -> Any:
     """Phase 1 of the reversal a refund needs first, or None.
+
+    ``legacy_key``: the refund is one 0.1 sent (:func:`_adopt_legacy_refund`);
+    the reversal carries its key, and is committed unsent (driven by the
+    caller).
 
     Decided from the transfers Stripe made (recorded rows), whatever the
     payment's status says: a release confirmed only by a webhook counts.
@@ -1261,7 +1280,13 @@ def _begin_reversal_if_needed(
     """
     if payment.released_in_parts:
         return _begin_split_reversal(
-            payment, amount, user, reason, request_key, asked_the_rest=asked_the_rest
+            payment,
+            amount,
+            user,
+            reason,
+            request_key,
+            asked_the_rest=asked_the_rest,
+            legacy_key=legacy_key,
         )
     live = list(
         payment.transfers.filter(
@@ -1298,8 +1323,9 @@ def _begin_reversal_if_needed(
         attempt=attempt,
         # The refund is committed with the reversal: a crash between the two
         # cannot leave the doer's money returned and the customer unpaid.
-        follow_up=_refund_follow_up(amount, reason, asked_the_rest),
+        follow_up=_refund_follow_up(amount, reason, asked_the_rest, legacy_key),
         request_key=request_key,
+        sent=not legacy_key,
     )
     model("TransferReversal").objects.create(
         payment=payment,
@@ -1311,11 +1337,15 @@ def _begin_reversal_if_needed(
     return operation
 
 
-def _refund_follow_up(amount: int, reason: str, asked_the_rest: bool) -> dict[str, Any]:
+def _refund_follow_up(
+    amount: int, reason: str, asked_the_rest: bool, legacy_key: str = ""
+) -> dict[str, Any]:
     """The refund a reversal makes room for, carried by the reversal (and the next ones)."""
     follow_up: dict[str, Any] = {"refund": amount, "reason": reason}
     if asked_the_rest:
         follow_up[operations.ASKED_THE_REST] = True
+    if legacy_key:
+        follow_up[operations.LEGACY_REFUND] = legacy_key
     return follow_up
 
 
@@ -1327,6 +1357,7 @@ def _begin_split_reversal(
     request_key: str = "",
     *,
     asked_the_rest: bool = False,
+    legacy_key: str = "",
 ) -> Any:
     """The first reversal of a split payment's refund, carrying the rest of it."""
     plan = releases.reversal_plan(payment, payment.amount_refunded + amount)
@@ -1339,7 +1370,7 @@ def _begin_split_reversal(
     # is finished by a retry, the webhook or escrow_reconcile, and the
     # customer is refunded once every payee's share is back.
     follow_up = {
-        **_refund_follow_up(amount, reason, asked_the_rest),
+        **_refund_follow_up(amount, reason, asked_the_rest, legacy_key),
         "next": [[t.stripe_transfer_id, need] for t, need in plan[1:]],
     }
     return outcomes.begin_reversal(
@@ -1349,6 +1380,7 @@ def _begin_split_reversal(
         user,
         follow_up=follow_up,
         request_key=request_key,
+        sent=not legacy_key,
     )
 
 

@@ -33,7 +33,7 @@ from . import errors, outcomes, radar_holds, tips
 from .changes import Change, ChangeLog, Report, failed_change, sync_intent
 from .common import gateway, lock_payment, model, payment_model
 from .operations import last_attempt
-from .payments import refund_payment, release_payment
+from .payments import release_payment, retry_legacy_refund
 from .schedules import auto_release, capture_expiry
 from .stripe_objects import apply_refund
 
@@ -326,13 +326,15 @@ def _refunds(changes: list[Change], payment_id: Any, dry_run: bool, cutoff: date
         if not refund.stripe_refund_id:
             if journaled.filter(idempotency_key=refund.idempotency_key).exists():
                 continue  # settled above, with its operation
-            # A refund sent by version 0.1 whose answer was lost: the refund
-            # service journals it and sends it again with its own key.
+            # A refund sent by version 0.1 whose answer was lost: journaled
+            # (after a release, the doer's reversal first), looked up at
+            # Stripe and sent again with its own key, for its own amount
+            # (not the rest: a partial one was 409 refund_pending each run).
             if dry_run:
                 changes.append(Change(str(refund.payment_id), "would retry refund", str(refund.pk)))
                 continue
             try:
-                refund_payment(refund.payment_id, system=True)
+                retry_legacy_refund(refund.payment_id)
             except errors.ServiceError as exc:
                 changes.append(failed_change(refund.payment_id, f"retry refund {refund.pk}", exc))
                 continue

@@ -1422,39 +1422,201 @@ def test_a_full_refund_whose_rest_grew_does_not_take_a_smaller_refund_for_its_ow
     assert charge["amount_refunded"] == 0
 
 
-def test_a_partial_refund_left_by_0_1_is_sent_again_by_a_refund_of_its_amount(
-    market, real_webhooks
-):
-    """recovery.md, *What reconcile settles*: a partial refund 0.1 sent with
-    no journal whose answer was lost is not sent by escrow_reconcile (it asks
-    for the rest: ``refund_pending``, reported on every run). A refund of
-    that very amount without a key takes it for its own and sends it again
-    with its key: refunded once, and reconcile has nothing left to do."""
+def left_by_0_1(payment, amount):
+    """A refund 0.1 sent with no journal whose answer was lost: ``pending``,
+    no Stripe id, its key in no MoneyOperation (recovery.md, *What reconcile
+    settles*)."""
     from django_escrow_connect.swappable import load
 
-    payment = market.held_payment()
-    load("Refund").objects.create(
+    return load("Refund").objects.create(
         payment=payment,
         idempotency_key="escrow-0.1-refund-lost",
-        amount=3_000,
+        amount=amount,
         currency=payment.currency,
         status="pending",
     )
-    with market.capture(execute=True), pytest.raises(CommandError):
-        reconcile("--payment", str(payment.pk))
-    charge = real_webhooks.charges[payment.stripe_charge_id]
-    assert charge["amount_refunded"] == 0
 
+
+def refunds_at_stripe(store, payment):
+    charge = store.charges[payment.stripe_charge_id]
+    return sorted(r["amount"] for r in store.refunds.values() if r["charge"] == charge["id"])
+
+
+def send_left_by_0_1(market, payment, amount, via):
+    """What sends it: ``escrow_reconcile``, or a refund of that very amount
+    without a key (the API). The API's answer, or None."""
     with market.capture(execute=True):
-        response = market.post(
-            market.staff, "payment-refund", {"amount": 3_000}, payment_id=payment.pk
+        if via == "reconcile":
+            reconcile("--payment", str(payment.pk))
+            return None
+        return market.post(
+            market.staff, "payment-refund", {"amount": amount}, payment_id=payment.pk
         )
-    assert response.status_code == 200, response.content
-    assert (response.json()["status"], response.json()["amount_refunded"]) == ("held", 3_000)
-    assert charge["amount_refunded"] == 3_000
-    refunds = [r for r in real_webhooks.refunds.values() if r["charge"] == charge["id"]]
-    assert len(refunds) == 1
-    with market.capture(execute=True):
-        reconcile("--payment", str(payment.pk))
-    assert charge["amount_refunded"] == 3_000
-    assert "The books agree with Stripe." in audit()
+
+
+class TestARefundLeftBy0_1:
+    """recovery.md, *What reconcile settles*: a refund 0.1 sent with no journal
+    whose answer was lost is journaled with its own key and sent again, by
+    escrow_reconcile or by a refund of that amount without a key; after a
+    release the doer's share is reversed first, as for any refund."""
+
+    @pytest.mark.parametrize("via", ["reconcile", "refund"])
+    def test_a_partial_one_is_sent_once_and_its_row_settled(self, market, real_webhooks, via):
+        """Reconcile asked the refund service for the rest, which is not the
+        3,000 of this one: ``409 refund_pending`` on every run and the
+        customer's 3,000 never sent back."""
+        payment = market.held_payment()
+        row = left_by_0_1(payment, 3_000)
+
+        response = send_left_by_0_1(market, payment, 3_000, via)
+
+        if response is not None:
+            assert response.status_code == 200, response.content
+        assert refunds_at_stripe(real_webhooks, payment) == [3_000]
+        detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert books_of(detail) == ("held", 0, 3_000, 7_000, 0)
+        row.refresh_from_db()
+        assert (row.status, row.idempotency_key) == ("succeeded", "escrow-0.1-refund-lost")
+        assert row.stripe_refund_id
+        real_webhooks.calls.clear()
+        with market.capture(execute=True):
+            reconcile("--payment", str(payment.pk))
+        assert money_calls(real_webhooks) == []
+        assert "The books agree with Stripe." in audit()
+
+    @pytest.mark.usefixtures("split")
+    @pytest.mark.parametrize("payees", ["one-doer", "two-payees"])
+    @pytest.mark.parametrize("amount", [10_000, 3_000], ids=["full", "partial"])
+    @pytest.mark.parametrize("via", ["reconcile", "refund"])
+    def test_one_of_a_released_payment_reverses_the_doers_share_first(
+        self, market, real_webhooks, request, payees, amount, via
+    ):
+        """It was journaled and sent without the reversal every refund of a
+        released payment makes first: the platform refunded the customer
+        from its own balance and the doer kept the money. Now the reversal
+        (each payee's, of a split payment), then the refund (with 0.1's
+        key), each once; the payees and the fee end as after the same refund
+        of a payment never touched by 0.1."""
+
+        def released():
+            if payees == "one-doer":
+                return market.released_payment()
+            payment = held(market, payees=team(market, request.getfixturevalue("partner")))
+            confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+            assert confirmed.status_code == 200, confirmed.content
+            return payment
+
+        twin = released()
+        real_webhooks.calls.clear()
+        with market.capture(execute=True):
+            made = market.post(
+                market.staff, "payment-refund", {"amount": amount}, payment_id=twin.pk
+            )
+        assert made.status_code == 200, made.content
+        expected = money_calls(real_webhooks)
+        assert expected[-1] == "create_refund"
+        assert expected.count("create_transfer_reversal") == (1 if payees == "one-doer" else 2)
+        payment = released()
+        row = left_by_0_1(payment, amount)
+        real_webhooks.calls.clear()
+
+        response = send_left_by_0_1(market, payment, amount, via)
+
+        if response is not None:
+            assert response.status_code == 200, response.content
+        assert money_calls(real_webhooks) == expected
+        assert stripe_books(real_webhooks, payment) == stripe_books(real_webhooks, twin)
+        assert refunds_at_stripe(real_webhooks, payment) == [amount]
+        assert [t["amount_reversed"] for t in transfers_in_stripe(real_webhooks, payment)] == [
+            t["amount_reversed"] for t in transfers_in_stripe(real_webhooks, twin)
+        ]
+        shown = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        twin_shown = market.get(market.customer, "payment-detail", payment_id=twin.pk).json()
+        assert books_of(shown) == books_of(twin_shown)
+        assert (shown["platform_fee"], shown["amount_reversed"]) == (
+            twin_shown["platform_fee"],
+            twin_shown["amount_reversed"],
+        )
+        row.refresh_from_db()
+        assert (row.status, row.idempotency_key) == ("succeeded", "escrow-0.1-refund-lost")
+        real_webhooks.calls.clear()
+        with market.capture(execute=True):
+            reconcile("--payment", str(payment.pk))
+        assert money_calls(real_webhooks) == []
+        assert "The books agree with Stripe." in audit()
+
+    @pytest.mark.parametrize("via", ["reconcile", "refund"])
+    def test_a_refused_reversal_makes_no_refund(self, market, real_webhooks, via):
+        """As for any refund of a released payment: the doer's account cannot
+        return the money, so nothing is refunded (``409 reversal_failed``,
+        an incident); the refund is ``failed`` and not tried again."""
+        payment = market.released_payment()
+        row = left_by_0_1(payment, 3_000)
+        # The doer already paid the money out: nothing left to reverse.
+        real_webhooks.balances[market.doer_account.stripe_account_id]["usd"] = 0
+        real_webhooks.calls.clear()
+
+        if via == "reconcile":
+            with pytest.raises(CommandError):
+                send_left_by_0_1(market, payment, 3_000, via)
+        else:
+            response = send_left_by_0_1(market, payment, 3_000, via)
+            assert response.status_code == 409, response.content
+            assert response.json()["error"]["code"] == "reversal_failed"
+
+        assert money_calls(real_webhooks) == ["create_transfer_reversal"]
+        assert refunds_at_stripe(real_webhooks, payment) == []
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_refunded) == ("released", 0)
+        (incident,) = payment.transfer_incidents.all()
+        assert incident.kind == "reversal_failed"
+        row.refresh_from_db()
+        assert row.status == "failed"
+        real_webhooks.calls.clear()
+        with market.capture(execute=True):
+            reconcile("--payment", str(payment.pk))
+        assert money_calls(real_webhooks) == []
+        assert payment.transfer_incidents.count() == 1
+
+    @pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "webhook-late"])
+    def test_a_dashboard_refund_of_the_same_amount_is_not_taken_for_it(
+        self, market, real_webhooks, recorded
+    ):
+        """Its lookup at Stripe (before sending it again: 0.1 may have sent it
+        days ago) took a refund of the same amount made in the Stripe
+        Dashboard for it, and every run then crashed on two Refund rows
+        claiming one Stripe id, the customer's 3,000 never sent. Recorded
+        by its webhook, the Dashboard refund's id is another row's; not yet
+        recorded, it carries no ``escrow_payment_id`` as 0.1's refunds do."""
+        from django_escrow_connect import simulation
+
+        payment = market.held_payment()
+        row = left_by_0_1(payment, 3_000)
+        with market.capture(execute=recorded) as late:
+            dashboard = simulation.SimulatedGateway().create_refund(
+                idempotency_key="dashboard-refund",
+                payment_intent=payment.stripe_payment_intent_id,
+                amount=3_000,
+                metadata={},
+            )
+        real_webhooks.calls.clear()
+
+        with market.capture(execute=True):
+            reconcile("--payment", str(payment.pk))
+        if not recorded:
+            with market.capture(execute=True):
+                for callback in late:
+                    callback()
+
+        assert money_calls(real_webhooks) == ["create_refund"]
+        assert refunds_at_stripe(real_webhooks, payment) == [3_000, 3_000]
+        row.refresh_from_db()
+        assert row.status == "succeeded"
+        assert row.stripe_refund_id not in ("", dashboard.id)
+        detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert books_of(detail) == ("held", 0, 6_000, 4_000, 0)
+        real_webhooks.calls.clear()
+        with market.capture(execute=True):
+            reconcile("--payment", str(payment.pk))
+        assert money_calls(real_webhooks) == []
+        assert "The books agree with Stripe." in audit()
