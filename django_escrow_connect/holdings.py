@@ -4,8 +4,8 @@ The one definition of "held" for every total that counts held money in one
 query: the dashboards (``api.payments``) and the ``escrow_connect.payments.held``
 gauges (:mod:`~django_escrow_connect.observability`). The model's
 ``amount_held`` is the same figure read in Python (:func:`held_after_loss`);
-what the gauges and the customer's ``in_escrow`` count a release a lost
-dispute caught in flight as is :func:`held_counted`.
+what the gauges count a release a lost dispute caught in flight as is
+:func:`held_counted`.
 """
 
 from __future__ import annotations
@@ -140,8 +140,7 @@ def release_in_flight(payee: Any = None) -> Any:
 
 
 def held_counted() -> Case:
-    """What :func:`holding` counts a payment as holding (the gauges' amount,
-    and the customer dashboard's ``in_escrow``).
+    """What :func:`holding` counts a payment as holding (the gauges' amount).
 
     ``amount_held`` (:func:`held_after_loss`), except a release a lost
     dispute caught in flight (:func:`release_caught_by_loss`): what that

@@ -64,7 +64,6 @@ from ..holdings import (
     CHARGED,
     HELD,
     held_after_loss,
-    held_counted,
     holding,
     lost_payment,
     lost_to_disputes,
@@ -1102,9 +1101,7 @@ class CustomerDashboardOutput(serializers.Serializer[Any]):
         many=True,
         help_text="The sum of amount_held of the payments not released yet, per currency: "
         "held, releasing and partially released, also while a dispute decides them "
-        "(disputed, dispute_lost); a release a lost dispute caught in flight counts as "
-        "the releasing payment it was (what was held before the loss) until Stripe's "
-        "answer is recorded.",
+        "(disputed, dispute_lost).",
     )
 
 
@@ -1516,11 +1513,8 @@ class CustomerDashboardView(PaymentAPIView):
                 "spent": added_up(
                     money_totals(payments.filter(status__in=SPENDING_STATES), spent())
                 ),
-                # A release a lost dispute caught in flight counts as the
-                # releasing payment it was (held_counted), as on the doer's
-                # side and in the gauges, until Stripe's answer is recorded.
                 "in_escrow": added_up(
-                    money_totals(payments.filter(settled_in(ESCROW_STATES)), held_counted())
+                    money_totals(payments.filter(settled_in(ESCROW_STATES)), held_after_loss())
                 ),
             }
         )
