@@ -177,8 +177,9 @@ def _apply_charge(hold: Any, charge: Any, read_at: datetime) -> list[Change]:
 
     A lift, whatever its reason, that leaves the payment with no hold open
     and no dispute of its own standing open or lost sends the ``paid`` tips
-    it held once it commits (:func:`.tips.transfer_held_tips_once_unheld`,
-    as Stripe closing a last Radar hold and staff's *Resolve* do): the run's
+    it held once it commits (:func:`.tips.tips_unheld`, each sent and
+    reported by :func:`.tips.send_paid_tip`; Stripe closing a last Radar hold
+    and staff's *Resolve* send them too): the run's
     tips step only looks at tips untouched for ``--older-than``, so a tip
     paid while the hold was open would wait for a later run. Each tip's
     charge is read first, after the commit; a tip whose own charge is
@@ -229,20 +230,14 @@ def _apply_charge(hold: Any, charge: Any, read_at: datetime) -> list[Change]:
                     "the next escrow_reconcile reads it again",
                 )
             ]
-        queued = tips.transfer_held_tips_once_unheld(payment)
-    lift = Change(subject, f"charge_disputed hold {hold.pk} lifted", why)
-    if not queued:
-        return [lift]
-    # Queued when the lift commits (at once, unless a caller's transaction
-    # is open): each tip's charge is read first and may refuse it.
-    return [
-        lift,
-        Change(
-            subject,
-            f"{queued} tip(s) it held sent unless Stripe's charge refused them",
-            "see each tip",
-        ),
-    ]
+        unheld = tips.tips_unheld(payment)
+    changes = [Change(subject, f"charge_disputed hold {hold.pk} lifted", why)]
+    # Sent here, the lift committed and no lock held, rather than on commit
+    # as staff's Resolve does: each tip's outcome is a line of this run, and
+    # a transfer refused or left unanswered fails it (exit 1).
+    for tip_pk in unheld:
+        tips.send_paid_tip(tip_pk, hold.payment_id, changes)
+    return changes
 
 
 def _settle(operation: Any, dry_run: bool) -> list[Change]:

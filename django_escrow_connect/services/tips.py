@@ -430,11 +430,24 @@ def transfer_held_tips_once_unheld(payment: Any) -> int:
     each is checked after the commit (a tip whose own charge is disputed, or
     found refunded, is not sent).
     """
+    held = tips_unheld(payment)
+    if held:
+        transfer_held_tips_on_commit(payment)
+    return len(held)
+
+
+def tips_unheld(payment: Any) -> list[Any]:
+    """The ``paid`` tips of ``payment`` a just-closed hold kept (payment locked), by age.
+
+    None while another hold is open or a dispute of the payment stands open
+    or lost: what closes it sends them. ``escrow_reconcile`` sends these
+    itself once its lift commits (:func:`send_paid_tip`), so that a tip its
+    transfer failed for is reported as failing in that run, not only logged.
+    """
     if radar_holds.open_holds(payment).exists() or payment.frozen_by_dispute:
-        return 0
-    held = tip_model().objects.filter(payment=payment, status=T.PAID).count()
-    transfer_held_tips_on_commit(payment)
-    return int(held)
+        return []
+    paid = tip_model().objects.filter(payment=payment, status=T.PAID).order_by("created_at")
+    return list(paid.values_list("pk", flat=True))
 
 
 def transfer_tip_on_commit(tip: Any) -> None:
@@ -888,23 +901,32 @@ def reconcile_tips(
         if dry_run:
             changes.append(Change(str(tip.payment_id), "would transfer tip", str(tip.pk)))
             continue
-        try:
-            # The charge is read first: a refund whose events were lost is
-            # recorded, and the tip is not sent.
-            after = transfer_tip(tip.pk, read_charge=True)
-        except errors.TransitionNotAllowed as exc:
-            if tip_model().objects.filter(pk=tip.pk, status=T.REFUNDED).exists():
-                changes.append(Change(str(tip.payment_id), f"tip {tip.pk}: paid -> refunded"))
-                continue
-            # Held, not failing (its charge refunded after a transfer was
-            # sent, a dispute recorded meanwhile): staff decide.
-            changes.append(Change(str(tip.payment_id), f"tip {tip.pk} held", exc.message))
-            continue
-        except errors.ServiceError as exc:
-            changes.append(failed_change(tip.payment_id, f"transfer tip {tip.pk}", exc))
-            continue
-        changes.append(Change(str(tip.payment_id), f"tip {tip.pk}: paid -> {after.status}"))
+        send_paid_tip(tip.pk, tip.payment_id, changes)
     return changes
+
+
+def send_paid_tip(tip_pk: Any, payment_id: Any, changes: list[Any]) -> None:
+    """Transfer one ``paid`` tip now (no transaction open) and report what became of it.
+
+    For ``escrow_reconcile``: its tips step, and its lift of a payment's last
+    ``charge_disputed`` hold. The charge is read first: a refund whose
+    events were lost is recorded, and the tip is not sent. A tip found held
+    (its own dispute recorded, its charge refunded after a transfer was
+    sent) is listed, not failing: staff decide. Any other refusal, Stripe
+    unreachable or an answer lost, is a failure of the run.
+    """
+    try:
+        after = transfer_tip(tip_pk, read_charge=True)
+    except errors.TransitionNotAllowed as exc:
+        if tip_model().objects.filter(pk=tip_pk, status=T.REFUNDED).exists():
+            changes.append(Change(str(payment_id), f"tip {tip_pk}: paid -> refunded"))
+            return
+        changes.append(Change(str(payment_id), f"tip {tip_pk} held", exc.message))
+        return
+    except errors.ServiceError as exc:
+        changes.append(failed_change(payment_id, f"transfer tip {tip_pk}", exc))
+        return
+    changes.append(Change(str(payment_id), f"tip {tip_pk}: paid -> {after.status}"))
 
 
 def _refunded_meanwhile(tip: Any, changes: list[Any]) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -381,18 +382,59 @@ class TestReconcile:
         waiting.refresh_from_db()
         disputed.refresh_from_db()
         assert (waiting.status, disputed.status) == ("transferred", "paid")
-        assert f"{payment.pk}: 2 tip(s) it held sent unless" in output
+        # Each tip's outcome is a line of the run: the disputed one is held.
+        assert f"{payment.pk}: tip {waiting.pk}: paid -> transferred" in output
+        assert f"{payment.pk}: tip {disputed.pk} held (" in output
 
         run_reconcile(market)  # every row old enough now: nothing sent again
         assert tip_transfers(sim_stripe, waiting) == [700]
         assert tip_transfers(sim_stripe, disputed) == []
 
+    @pytest.mark.parametrize(
+        ("failure", "status"),
+        [
+            (TemporarilyUnavailable("Request timed out", http_status=None), "paid"),
+            (
+                InvalidRequest("cannot receive", code="account_invalid", http_status=400),
+                "transfer_failed",
+            ),
+        ],
+        ids=["answer-lost", "refused"],
+    )
+    def test_a_tip_the_lift_could_not_send_fails_that_run(
+        self, market, sim_stripe, separate_charges, failure, status
+    ):
+        """The lift's tips are sent by the run itself, not on commit: a
+        transfer Stripe refused or left unanswered is that run's failure
+        (exit 1, the tip named), not a line saying it was sent."""
+        payment = market.released_payment()
+        sim_stripe.fail_next("create_refund", refusal())
+        refused_refund_holds(market, payment)
+        hold = the_hold(payment)
+        tip = tip_paid(market, payment, amount=700)
+        type(hold).objects.filter(pk=hold.pk).update(created_at=timezone.now() - timedelta(hours=1))
+        sim_stripe.fail_next("create_transfer", failure)
+
+        with pytest.raises(CommandError):
+            reconcile_run(market)
+
+        tip.refresh_from_db()
+        assert tip.status == status
+        assert f"charge_disputed hold {hold.pk} lifted (" in market.last_output
+        assert f"{payment.pk}: transfer tip {tip.pk} failed (" in market.last_output
+
 
 def reconcile_run(market: Any) -> str:
-    """``escrow_reconcile`` as scheduled (the default ``--older-than``)."""
+    """``escrow_reconcile`` as scheduled (the default ``--older-than``).
+
+    Its output is kept as ``market.last_output`` when it exits 1.
+    """
     out = StringIO()
-    with market.capture(execute=True):
-        call_command("escrow_reconcile", stdout=out, stderr=out)
+    try:
+        with market.capture(execute=True):
+            call_command("escrow_reconcile", stdout=out, stderr=out)
+    finally:
+        market.last_output = out.getvalue()
     return out.getvalue()
 
 
