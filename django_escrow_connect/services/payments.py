@@ -1223,7 +1223,15 @@ def _adopt_legacy_refund(payment: Any) -> Any:
     refund = outcomes.legacy_refund_row(payment)
     if refund is None:
         return None
-    if not payment.is_manual_capture:
+    # Only a refund the payment can still take reverses the doer's share
+    # first, as _begin_refund_step checks a new one: of a payment disputed
+    # or refunded since (a Dashboard refund), or for more than is left to
+    # refund, Stripe refuses the refund, and a reversal made for it would
+    # have taken the doer's money for nothing. Such a refund is journaled
+    # alone: looked up at Stripe (0.1 may have made it), else sent and
+    # refused, and failed with Stripe's reason.
+    refundable = can_proceed(payment.refund) and refund.amount <= payment.refundable_amount
+    if refundable and not payment.is_manual_capture:
         reversal = _begin_reversal_if_needed(
             payment, refund.amount, None, refund.reason, legacy_key=refund.idempotency_key
         )

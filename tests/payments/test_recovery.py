@@ -3,6 +3,7 @@ forgotten, and the release can be finished by a retry or by reconcile."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from io import StringIO
 
@@ -10,6 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from django_escrow_connect import simulation
 from django_escrow_connect.conf import MANUAL_CAPTURE, SEPARATE_CHARGES_AND_TRANSFERS
 from django_escrow_connect.exceptions import (
     BalanceInsufficient,
@@ -1570,6 +1572,59 @@ class TestARefundLeftBy0_1:
             reconcile("--payment", str(payment.pk))
         assert money_calls(real_webhooks) == []
         assert payment.transfer_incidents.count() == 1
+
+    @pytest.mark.parametrize(
+        ("since", "refusal"),
+        [
+            ("dispute-open", "charge_disputed"),
+            ("dispute-lost", "charge_disputed"),
+            ("refunded-10000", "charge_already_refunded"),
+            ("refunded-8000", "amount_too_large"),
+        ],
+    )
+    @pytest.mark.parametrize("via", ["reconcile", "refund"])
+    def test_one_the_payment_can_no_longer_take_reverses_nothing(
+        self, market, real_webhooks, since, refusal, via
+    ):
+        """Disputed or refunded in the Dashboard since (or more than is left
+        to refund): the doer's share was reversed for it and then Stripe
+        refused the refund, the doer's money taken for nobody. Now it is
+        journaled alone, looked up and sent, and Stripe's refusal fails it:
+        no reversal, the doer's transfer untouched, not tried again."""
+        payment = market.released_payment()
+        with market.capture(execute=True):
+            if since.startswith("dispute"):
+                dispute = simulation.SimulatedGateway().open_dispute(payment.stripe_charge_id)
+                if since == "dispute-lost":
+                    simulation.SimulatedGateway().close_dispute(dispute.id, won=False)
+            else:
+                simulation.SimulatedGateway().create_refund(
+                    idempotency_key="made-in-the-dashboard",
+                    payment_intent=payment.stripe_payment_intent_id,
+                    amount=int(since.rsplit("-", 1)[1]),
+                    metadata={},
+                )
+        row = left_by_0_1(payment, 3_000)
+        transfer = payment.transfers.get()
+        real_webhooks.calls.clear()
+
+        if via == "reconcile":
+            with pytest.raises(CommandError):
+                send_left_by_0_1(market, payment, 3_000, via)
+        else:
+            response = send_left_by_0_1(market, payment, 3_000, via)
+            assert response.status_code in (400, 409), response.content
+
+        assert "create_transfer_reversal" not in money_calls(real_webhooks)
+        with real_webhooks.lock:
+            assert real_webhooks.transfers[transfer.stripe_transfer_id]["amount_reversed"] == 0
+        row.refresh_from_db()
+        assert (row.status, row.failure_reason) == ("failed", refusal)
+        real_webhooks.calls.clear()
+        # The refusal is settled: the next run sends nothing again.
+        with market.capture(execute=True), contextlib.suppress(CommandError):
+            reconcile("--payment", str(payment.pk))
+        assert money_calls(real_webhooks) == []
 
     @pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "webhook-late"])
     def test_a_dashboard_refund_of_the_same_amount_is_not_taken_for_it(
