@@ -370,9 +370,11 @@ class TestReportOpenIncidents:
         incident. ``escrow_report`` (the last 7 days) counted incidents opened
         in its window only: the incident left the report and ``--check``
         passed. It is listed as still open whatever its age, apart from the
-        period's counts, and ``--check`` fails once it is open longer than
-        ``STUCK_PAYMENT_HOURS``, until it is resolved. A declined card's
-        incident (nobody acts on it) is not listed."""
+        period's counts, with how long it has been open. ``--check`` does not
+        fail on it: some incidents are never resolved although handled (an
+        early fraud warning on a released payment staff chose not to refund),
+        and what an incident blocks alerts by itself (a stuck payment). A
+        declined card's incident (nobody acts on it) is not listed."""
         import json
 
         from django_escrow_connect.factories import make_payment_incident
@@ -406,8 +408,8 @@ class TestReportOpenIncidents:
             "Incidents still open (any age): 1 (transfer_failed: 1); open longer than 72 h: 1"
         ) in text
         assert f"  transfer incident {incident.pk} transfer_failed payment {refused.pk}" in text
-        with pytest.raises(CommandError, match="needs attention"):
-            run(market, "escrow_report", "--check")
+        checked = run(market, "escrow_report", "--check")  # listed, not an alert
+        assert "open longer than 72 h: 1" in checked
 
         incidents.update(resolved_at=timezone.now())  # staff's Resolve
         assert "Incidents still open (any age): 0 (none)" in run(market, "escrow_report", "--check")
