@@ -423,3 +423,33 @@ class TestReportOpenIncidents:
         out = run(market, "escrow_report", "--check", "--since", "1d")
         assert "open longer than 72 h: 0" in out
         assert "Incidents still open (any age): 1 (transfer_failed: 1)" in out
+
+    def test_a_refused_transfer_sent_again_resolves_its_incident(self, market, sim_stripe):
+        """Stripe refused the release (the doer's account), the customer
+        confirmed again once it was fixed and the transfer was made: the
+        ``transfer_failed`` incident stayed open, listed by ``escrow_report``
+        for ever although handled (only a void closed it). The transfer made
+        resolves it, with a note saying why."""
+        from django_escrow_connect.exceptions import InvalidRequest
+
+        payment = market.held_payment()
+        sim_stripe.fail_next(
+            "create_transfer", InvalidRequest("No such destination", code="account_invalid")
+        )
+        with market.capture(execute=True):
+            refused = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert refused.status_code == 409, refused.content
+        assert "Incidents still open (any age): 1 (transfer_failed: 1)" in run(
+            market, "escrow_report"
+        )
+
+        with market.capture(execute=True):
+            confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert confirmed.status_code == 200, confirmed.content
+        assert market.payment(payment.pk).status == "released"
+        (incident,) = swappable.load("TransferIncident").objects.filter(payment_id=payment.pk)
+        assert incident.resolved_at is not None
+        assert "Resolved: the release was sent again and Stripe made transfer tr_" in (
+            incident.message
+        )
+        assert "Incidents still open (any age): 0 (none)" in run(market, "escrow_report")
