@@ -212,6 +212,7 @@ def transfer_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str 
     if transfer is not None and transfer.status == TransferStatus.PENDING:
         transfer.mark_created(snapshot.id)
         transfer.save()
+        _resolve_refused_transfers(payment, snapshot.id)
     if record_release(payment, amount_transferred=snapshot.amount):
         payment.save()
         sync_task_status(payment)
@@ -223,6 +224,37 @@ def transfer_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str 
         )
         notify("payment_released", payment=payment, transfer=transfer)
     return transfer
+
+
+def _resolve_refused_transfers(
+    payment: Any,
+    transfer_id: str,
+    *,
+    destination_account_id: str | None = None,
+    amount: int | None = None,
+) -> None:
+    """Resolve the open ``transfer_failed`` incidents the transfer just made
+    settles: the payment's (one payee), or, for a split payment, those of the
+    same payee's transfer (account and amount). Left open, a refusal handled
+    by a later release stayed in ``escrow_report``'s open incidents for ever.
+    A tip's (its own transfer, money staff may still send) stays open. The
+    note says why, for the audit trail."""
+    incidents = model("TransferIncident").objects.filter(
+        payment=payment, kind=IncidentKind.TRANSFER_FAILED, resolved_at__isnull=True
+    )
+    if destination_account_id is not None:
+        incidents = incidents.filter(destination_account_id=destination_account_id, amount=amount)
+    now = timezone.now()
+    for incident in incidents:
+        if incident.message.startswith(tips.TIP_INCIDENT_PREFIX):
+            continue
+        incident.resolved_at = now
+        note = f"Resolved: the release was sent again and Stripe made transfer {transfer_id}."
+        incident.message = "\n".join(filter(None, [incident.message, note]))
+        incident.save(update_fields=["resolved_at", "message", "updated_at"])
+        log_payment(
+            payment, "transfer_failed incident %s resolved: %s made", incident.pk, transfer_id
+        )
 
 
 def record_release(
@@ -272,6 +304,12 @@ def split_transfer_made(payment: Any, transfer: Any, snapshot: Any, *, event_id:
             payment,
             "payee transfer made: %s" + (" (confirmed by webhook)" if event_id else ""),
             snapshot.id,
+        )
+        _resolve_refused_transfers(
+            payment,
+            snapshot.id,
+            destination_account_id=transfer.destination_account_id,
+            amount=transfer.amount,
         )
     release = transfer.release
     if finish_release(payment, release):

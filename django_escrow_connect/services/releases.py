@@ -72,6 +72,7 @@ __all__ = [
     "split_transfer_request",
     "transfers_made",
     "transfers_owed",
+    "transfers_unconfirmed",
 ]
 
 K = MoneyOperationKind
@@ -517,6 +518,22 @@ def transfers_owed(payment_id: Any) -> int:
     """How many payee transfers the payment's pending releases still owe
     (:func:`shares_owed`: refused, never sent, or in flight)."""
     return sum(len(owed) for owed in shares_owed([payment_id]).values())
+
+
+def transfers_unconfirmed(payment_id: Any) -> int:
+    """How many of the payment's payee transfers :func:`transfers_owed` counts
+    are in flight: sent (or about to be) with no answer from Stripe, which may
+    have made them. Retrying the release finishes them with the same
+    idempotency key; paying those payees by hand could pay them twice."""
+    return int(
+        model("Transfer")
+        .objects.filter(
+            payment_id=payment_id,
+            release__status=ReleaseStatus.PENDING,
+            status=TransferStatus.PENDING,
+        )
+        .count()
+    )
 
 
 def _begin_transfer(

@@ -25,7 +25,13 @@ from .changes import RELEASED_IN_PART, Change, ChangeLog, Report, failed_change,
 from .common import model, open_disputes, payment_model
 from .payment_intents import MANUAL_CAPTURE_WINDOW
 from .payments import cancel_payment, release_payment
-from .releases import auto_release_due, check_payees_ready, transfers_made, transfers_owed
+from .releases import (
+    auto_release_due,
+    check_payees_ready,
+    transfers_made,
+    transfers_owed,
+    transfers_unconfirmed,
+)
 
 __all__ = ["CAPTURE_EXPIRY_ACTIONS", "auto_release", "capture_expiry"]
 
@@ -262,7 +268,10 @@ def _release_refused(
     ``released in part: <made> of <all> transfers`` (the payment's transfers
     this release made, of those it made and those its pending releases still
     owe), then ``held (<code>)`` for a refusal that waits for someone else,
-    or ``release failed`` (a failure, as before).
+    or ``release failed`` (a failure, as before). A transfer whose answer was
+    lost (a timeout) is owed until confirmed, but Stripe may have made it:
+    ``<made> of <all> transfers made, <k> unconfirmed (retrying finishes
+    ...)``, so that nobody pays that payee by hand a second time.
     """
     if isinstance(exc, errors.AccountNotReady):
         change = _not_released(subject, exc)
@@ -272,6 +281,10 @@ def _release_refused(
     if not made:
         return change
     part = f"{RELEASED_IN_PART}: {made} of {made + transfers_owed(payment_id)} transfers"
+    unconfirmed = transfers_unconfirmed(payment_id)
+    if unconfirmed:
+        it = "it" if unconfirmed == 1 else "them"
+        part += f" made, {unconfirmed} unconfirmed (retrying finishes {it}: do not pay by hand)"
     if change.error:
         return Change(subject, f"{part}; release failed", change.detail, error=True)
     return Change(subject, f"{part}; held ({exc.code})", change.detail)

@@ -1979,6 +1979,79 @@ class TestSplitAutoRelease:
         assert f"{due.pk}: released in part: 1 of 2 transfers; release failed (" in out.getvalue()
         assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == [5_400]
 
+    def test_a_release_stopped_after_the_first_transfer_is_a_stuck_payment(
+        self, market, sim_stripe, monkeypatch, due
+    ):
+        """Stripe refused the partner's transfer: the payment is partially
+        released, no longer held, so neither the next automatic release nor
+        the stuck payments' ``held`` rule sees it, and the partner's 3,600
+        stayed on the platform's balance with ``escrow_report --check``
+        passing. The payment is stuck once its release has owed a transfer for
+        longer than ``STUCK_PAYMENT_HOURS``."""
+        import json
+        from io import StringIO
+
+        from django.core.management import CommandError, call_command
+
+        after_the_first_transfer(
+            sim_stripe,
+            monkeypatch,
+            lambda: sim_stripe.fail_next("create_transfer", charged_back()),
+        )
+        with market.capture(execute=True), pytest.raises(CommandError, match="could not"):
+            call_command("escrow_auto_release", stdout=StringIO(), stderr=StringIO())
+        assert market.payment(due.pk).status == "partially_released"
+
+        def report(*args: str) -> str:
+            out = StringIO()
+            call_command("escrow_report", *args, stdout=out)
+            return out.getvalue()
+
+        stuck = json.loads(report("--format", "json"))["stuck_payments"]
+        assert stuck["count"] == 0  # refused just now: not stuck yet
+        swappable.load("EscrowRelease").objects.filter(payment_id=due.pk).update(
+            created_at=timezone.now() - timedelta(hours=73)
+        )
+        stuck = json.loads(report("--format", "json"))["stuck_payments"]
+        assert [(s["payment"], s["status"]) for s in stuck["items"]] == [
+            (str(due.pk), "partially_released")
+        ]
+        with pytest.raises(CommandError, match="needs attention"):
+            report("--check")
+
+    def test_a_transfer_whose_answer_was_lost_is_unconfirmed_not_owed(
+        self, market, sim_stripe, monkeypatch, due
+    ):
+        """Stripe made the partner's transfer but its answer was lost (a
+        timeout): the line said ``1 of 2 transfers`` as if the partner were
+        still owed, and an operator could pay them by hand although Stripe
+        had paid both. It says the transfer is unconfirmed, that retrying
+        finishes it."""
+        from io import StringIO
+
+        from django.core.management import CommandError, call_command
+
+        from django_escrow_connect.exceptions import TemporarilyUnavailable
+
+        after_the_first_transfer(
+            sim_stripe,
+            monkeypatch,
+            lambda: sim_stripe.fail_next(
+                "create_transfer",
+                TemporarilyUnavailable("Request timed out", http_status=None),
+                after_effect=True,
+            ),
+        )
+        out = StringIO()
+        with market.capture(execute=True), pytest.raises(CommandError, match="could not"):
+            call_command("escrow_auto_release", stdout=out, stderr=out)
+
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == [5_400, 3_600]
+        assert (
+            f"{due.pk}: released in part: 1 of 2 transfers made, 1 unconfirmed "
+            "(retrying finishes it: do not pay by hand); release failed ("
+        ) in out.getvalue(), out.getvalue()
+
 
 SEEN_BY_POLICY: list[dict[str, Any]] = []
 
