@@ -186,6 +186,15 @@ DISPUTE_LOST_STATES = frozenset({DisputeStatus.LOST, *DISPUTE_APPEAL_STATES})
 DISPUTE_KEPT_STATES = DISPUTE_CLOSED_STATES - DISPUTE_LOST_STATES
 
 
+#: A charge with disputes only in these states can be refunded at Stripe: an
+#: inquiry (open or closed; a refund closes it), or a dispute decided for the
+#: platform. A chargeback open or lost refuses a refund (``charge_disputed``).
+REFUNDABLE_DISPUTE_STATES = DISPUTE_KEPT_STATES | {
+    DisputeStatus.WARNING_NEEDS_RESPONSE,
+    DisputeStatus.WARNING_UNDER_REVIEW,
+}
+
+
 class IncidentKind(models.TextChoices):
     """What an incident is about."""
 

@@ -741,7 +741,10 @@ def begin_legacy_refund(payment: Any, refund: Any) -> Any:
     at Stripe before sending it again (0.1 may have sent it days ago, the
     key forgotten since).
     """
-    destination_charge = payment.is_manual_capture and payment.status in (
+    # Captured and transferred: the refund takes the doer's share back with
+    # it. Where it stands leaving a dispute aside: under an inquiry (which
+    # does not stop a refund) the payment is ``disputed`` but released.
+    destination_charge = payment.is_manual_capture and payment.settled_status in (
         S.RELEASED,
         S.PARTIALLY_REFUNDED,
     )

@@ -37,6 +37,7 @@ from ..money import (
 )
 from ..notifications import deliver, notify
 from ..states import (
+    REFUNDABLE_DISPUTE_STATES,
     AccountStatus,
     EscrowStrategy,
     MoneyOperationKind,
@@ -1223,14 +1224,16 @@ def _adopt_legacy_refund(payment: Any) -> Any:
     refund = outcomes.legacy_refund_row(payment)
     if refund is None:
         return None
-    # Only a refund the payment can still take reverses the doer's share
-    # first, as _begin_refund_step checks a new one: of a payment disputed
-    # or refunded since (a Dashboard refund), or for more than is left to
-    # refund, Stripe refuses the refund, and a reversal made for it would
-    # have taken the doer's money for nothing. Such a refund is journaled
-    # alone: looked up at Stripe (0.1 may have made it), else sent and
-    # refused, and failed with Stripe's reason.
-    refundable = can_proceed(payment.refund) and refund.amount <= payment.refundable_amount
+    # Only a refund Stripe can still make reverses the doer's share first: of
+    # a charge charged back since (a dispute open or lost; an inquiry does
+    # not stop a refund, it closes it) or refunded since (a Dashboard
+    # refund) beyond this amount, Stripe refuses it, and a reversal made for
+    # it would have taken the doer's money for nothing. Such a refund is
+    # journaled alone: looked up at Stripe (0.1 may have made it), else sent
+    # and refused, and failed with Stripe's reason.
+    refundable = not _charged_back(payment) and refund.amount <= (
+        payment.amount_charged - payment.amount_refunded
+    )
     if refundable and not payment.is_manual_capture:
         reversal = _begin_reversal_if_needed(
             payment, refund.amount, None, refund.reason, legacy_key=refund.idempotency_key
@@ -1238,6 +1241,12 @@ def _adopt_legacy_refund(payment: Any) -> Any:
         if reversal is not None:
             return reversal
     return outcomes.begin_legacy_refund(payment, refund)
+
+
+def _charged_back(payment: Any) -> bool:
+    """Whether a dispute of the payment's own charge stops a refund at Stripe (open or lost)."""
+    disputes = payment.disputes.filter(tip__isnull=True)
+    return bool(disputes.exclude(status__in=list(REFUNDABLE_DISPUTE_STATES)).exists())
 
 
 def retry_legacy_refund(payment_id: Any) -> Any:

@@ -400,7 +400,9 @@ def transfer_held_tips_on_commit(payment: Any) -> None:
     Called when the payment's own dispute is decided for the platform (won,
     an inquiry closed, an appeal won), and when its last hold closes
     (:func:`transfer_held_tips_once_unheld`: Stripe closing a Radar hold,
-    a ``charge_disputed`` one lifted): a tip paid meanwhile waited ``paid``
+    staff resolving a ``charge_disputed`` one; ``escrow_reconcile`` sends
+    those its lift releases itself, :func:`tips_unheld`): a tip paid
+    meanwhile waited ``paid``
     for it, and now goes to the doer as it would have. A tip still held (its own charge
     disputed, another hold open) stays ``paid``; a refused transfer waits
     for staff.
@@ -423,8 +425,8 @@ def transfer_held_tips_once_unheld(payment: Any) -> int:
 
     Run when Stripe closes the payment's last Radar hold (:mod:`.radar`), and
     when its last ``charge_disputed`` hold is lifted: by staff (the admin's
-    *Resolve*), by ``escrow_reconcile`` (:mod:`.reconcile`, whatever the
-    reason), by a tip's own dispute recorded (:mod:`.disputes`). A dispute
+    *Resolve*), by a tip's own dispute recorded (:mod:`.disputes`);
+    ``escrow_reconcile``'s lift sends them itself (:func:`tips_unheld`). A dispute
     still freezing the payment keeps them: its close sends them. Returns how
     many ``paid`` tips were queued (0 when still held): queued, not sent,
     each is checked after the commit (a tip whose own charge is disputed, or

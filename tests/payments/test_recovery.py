@@ -1626,6 +1626,37 @@ class TestARefundLeftBy0_1:
             reconcile("--payment", str(payment.pk))
         assert money_calls(real_webhooks) == []
 
+    @pytest.mark.parametrize("strategy", ["separate", "manual"])
+    @pytest.mark.parametrize("via", ["reconcile", "refund"])
+    def test_one_under_an_inquiry_reverses_the_doers_share(
+        self, market, real_webhooks, settings, strategy, via
+    ):
+        """An inquiry does not stop a refund at Stripe (the refund closes
+        it): the payment is ``disputed`` but the refund is made, so the
+        doer's share is reversed with it, by a reversal first (separate
+        charges and transfers) or with the refund (``reverse_transfer``,
+        a destination charge), not left to the platform's balance."""
+        if strategy == "manual":
+            configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
+        payment = market.released_payment()
+        with market.capture(execute=True):
+            simulation.SimulatedGateway().open_dispute(payment.stripe_charge_id, inquiry=True)
+        assert market.payment(payment.pk).status == "disputed"
+        row = left_by_0_1(payment, 3_000)
+
+        with contextlib.suppress(CommandError):
+            send_left_by_0_1(market, payment, 3_000, via)
+
+        assert refunds_at_stripe(real_webhooks, payment) == [3_000]
+        (transfer,) = transfers_in_stripe(real_webhooks, payment)
+        # A separate transfer was 9,000 (the fee kept back): 3,000 of 10,000
+        # of it. A destination charge's transfer is all 10,000, its fee an
+        # application fee refunded with it: Stripe reverses it in proportion.
+        expected = {"separate": (9_000, 2_700), "manual": (10_000, 3_000)}[strategy]
+        assert (transfer["amount"], transfer["amount_reversed"]) == expected
+        row.refresh_from_db()
+        assert row.status == "succeeded"
+
     @pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "webhook-late"])
     def test_a_dashboard_refund_of_the_same_amount_is_not_taken_for_it(
         self, market, real_webhooks, recorded
