@@ -232,6 +232,7 @@ def _resolve_refused_transfers(
     *,
     destination_account_id: str | None = None,
     amount: int | None = None,
+    made: str = "transfer",
 ) -> None:
     """Resolve the open ``transfer_failed`` incidents the transfer just made
     settles: the payment's (one payee), or, for a split payment, those of the
@@ -249,7 +250,7 @@ def _resolve_refused_transfers(
         if incident.message.startswith(tips.TIP_INCIDENT_PREFIX):
             continue
         incident.resolved_at = now
-        note = f"Resolved: the release was sent again and Stripe made transfer {transfer_id}."
+        note = f"Resolved: the release was sent again and Stripe made {made} {transfer_id}."
         incident.message = "\n".join(filter(None, [incident.message, note]))
         incident.save(update_fields=["resolved_at", "message", "updated_at"])
         log_payment(
@@ -400,6 +401,8 @@ def capture_done(payment: Any, operation: Any, intent: Any, *, event_id: str = "
             return True
     payment.stripe_charge_id = intent.latest_charge or payment.stripe_charge_id
     payment.save()
+    # A refused capture opened a transfer_failed incident (release_refused).
+    _resolve_refused_transfers(payment, intent.id, made="the capture of")
     sync_task_status(payment)
     log_payment(payment, "payment released (captured)" + _during_dispute(payment))
     notify("payment_released", payment=payment, transfer=None)

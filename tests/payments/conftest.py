@@ -299,7 +299,6 @@ def second_release_raises(market: Marketplace, monkeypatch: Any) -> tuple[Any, A
     """Two payments due (held 30 days, holds lapsing within hours), the
     first older; a bug (``ValueError``) in the scheduled jobs' release of
     the second. Returns both."""
-    from django_escrow_connect.services import schedules
 
     first, second = market.held_payment(), market.held_payment()
     for hours, payment in enumerate((first, second), start=1):
@@ -307,15 +306,22 @@ def second_release_raises(market: Marketplace, monkeypatch: Any) -> tuple[Any, A
             held_at=timezone.now() - timedelta(days=30, hours=-hours),
             capture_before=timezone.now() + timedelta(hours=hours),
         )
+    release_raises_for(second, monkeypatch)
+    return first, second
+
+
+def release_raises_for(payment: Any, monkeypatch: Any) -> None:
+    """A bug (``ValueError``) in the scheduled jobs' release of ``payment`` only."""
+    from django_escrow_connect.services import schedules
+
     real_release = schedules.release_payment
 
     def release_with_a_bug(payment_id: Any, **kwargs: Any) -> Any:
-        if payment_id == second.pk:
+        if payment_id == payment.pk:
             raise ValueError("a bug in the release")
         return real_release(payment_id, **kwargs)
 
     monkeypatch.setattr(schedules, "release_payment", release_with_a_bug)
-    return first, second
 
 
 def second_lost_outcome_raises(market: Marketplace, monkeypatch: Any) -> tuple[Any, Any]:

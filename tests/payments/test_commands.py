@@ -424,18 +424,28 @@ class TestReportOpenIncidents:
         assert "open longer than 72 h: 0" in out
         assert "Incidents still open (any age): 1 (transfer_failed: 1)" in out
 
-    def test_a_refused_transfer_sent_again_resolves_its_incident(self, market, sim_stripe):
-        """Stripe refused the release (the doer's account), the customer
-        confirmed again once it was fixed and the transfer was made: the
-        ``transfer_failed`` incident stayed open, listed by ``escrow_report``
-        for ever although handled (only a void closed it). The transfer made
-        resolves it, with a note saying why."""
+    @pytest.mark.parametrize(
+        ("strategy", "call", "made"),
+        [
+            (SEPARATE_CHARGES_AND_TRANSFERS, "create_transfer", "transfer tr_"),
+            (MANUAL_CAPTURE, "capture_payment_intent", "the capture of pi_"),
+        ],
+        ids=["transfer", "capture"],
+    )
+    def test_a_refused_transfer_sent_again_resolves_its_incident(
+        self, market, sim_stripe, settings, strategy, call, made
+    ):
+        """Stripe refused the release (the doer's account; with manual
+        capture, the capture), the customer confirmed again once it was
+        fixed and the release was made: the ``transfer_failed`` incident
+        stayed open, listed by ``escrow_report`` for ever although handled
+        (only a void closed it). The release made resolves it, with a note
+        saying why."""
         from django_escrow_connect.exceptions import InvalidRequest
 
+        configure(settings, ESCROW_STRATEGY=strategy)
         payment = market.held_payment()
-        sim_stripe.fail_next(
-            "create_transfer", InvalidRequest("No such destination", code="account_invalid")
-        )
+        sim_stripe.fail_next(call, InvalidRequest("No such destination", code="account_invalid"))
         with market.capture(execute=True):
             refused = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
         assert refused.status_code == 409, refused.content
@@ -449,7 +459,5 @@ class TestReportOpenIncidents:
         assert market.payment(payment.pk).status == "released"
         (incident,) = swappable.load("TransferIncident").objects.filter(payment_id=payment.pk)
         assert incident.resolved_at is not None
-        assert "Resolved: the release was sent again and Stripe made transfer tr_" in (
-            incident.message
-        )
+        assert f"Resolved: the release was sent again and Stripe made {made}" in (incident.message)
         assert "Incidents still open (any age): 0 (none)" in run(market, "escrow_report")

@@ -1931,9 +1931,8 @@ class TestSplitAutoRelease:
         from django.core.management import call_command
 
         from django_escrow_connect.factories import make_payment_incident
-        from django_escrow_connect.services import schedules
 
-        from .conftest import age
+        from .conftest import age, release_raises_for
 
         after_the_first_transfer(
             sim_stripe,
@@ -1942,14 +1941,7 @@ class TestSplitAutoRelease:
         )
         later = market.held_payment()
         age(later, held_at=timezone.now() - timedelta(days=14, hours=1))
-        release = schedules.release_payment
-
-        def release_with_a_bug(payment_id: Any, **kwargs: Any) -> Any:
-            if payment_id == later.pk:
-                raise ValueError("a bug in the release")
-            return release(payment_id, **kwargs)
-
-        monkeypatch.setattr(schedules, "release_payment", release_with_a_bug)
+        release_raises_for(later, monkeypatch)
         out, err = StringIO(), StringIO()
         with market.capture(execute=True), pytest.raises(ValueError, match="a bug"):
             call_command("escrow_auto_release", stdout=out, stderr=err)
