@@ -433,8 +433,9 @@ def transfer_held_tips_once_unheld(payment: Any) -> int:
     found refunded, is not sent).
     """
     held = tips_unheld(payment)
-    if held:
-        transfer_held_tips_on_commit(payment)
+    for tip_pk in held:
+        # As transfer_held_tips_on_commit, on the tips just read.
+        transaction.on_commit(functools.partial(_transfer_after_commit, tip_pk, read_charge=True))
     return len(held)
 
 
