@@ -13,8 +13,14 @@
 # Celery broker of the real-worker tests, tests/workers) likewise comes from
 # scripts/redis.sh, which installs Debian's redis-server when it is missing.
 #
+# Every pytest run uses pytest-xdist with one worker per CPU (each worker has
+# its own test database; tests that share a server outside the database are
+# grouped onto one worker with @pytest.mark.xdist_group).
+#
 # Environment: PYTHON (interpreter for a new venv, default python3),
-# ESCROW_VENV (default .venv; absolute, or relative to the checkout),
+# ESCROW_TEST_WORKERS (pytest-xdist workers: a number, default the CPU count;
+# 0 runs in one process), ESCROW_VENV (default .venv; absolute, or relative
+# to the checkout),
 # ESCROW_PG_PORT (see scripts/pg.sh), ESCROW_REDIS_PORT (see scripts/redis.sh).
 set -euo pipefail
 
@@ -43,6 +49,12 @@ done
 
 VENV="${ESCROW_VENV:-.venv}"
 PY="$VENV/bin/python"
+WORKERS="${ESCROW_TEST_WORKERS:-$(nproc 2>/dev/null || echo 1)}"
+[[ "$WORKERS" =~ ^[0-9]+$ ]] || { echo "error: ESCROW_TEST_WORKERS must be a number, not '$WORKERS'" >&2; exit 2; }
+XDIST=()
+if ((WORKERS > 1)); then
+    XDIST=(-n "$WORKERS" --dist loadgroup)
+fi
 RESULTS="$(mktemp -d "${TMPDIR:-/tmp}/escrow-test.XXXXXX")"
 SUMMARY=()
 PG_STARTED=0
@@ -138,7 +150,7 @@ setup_venv() {
     local stamp="$VENV/.escrow-connect-install" want
     want="$(cksum <pyproject.toml)"
     if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
-        && "$PY" -c "import django_escrow_connect, pytest, ruff, mypy, mkdocs" 2>/dev/null; then
+        && "$PY" -c "import django_escrow_connect, pytest, xdist, ruff, mypy, mkdocs" 2>/dev/null; then
         echo "dependencies up to date"
         return 0
     fi
@@ -164,7 +176,7 @@ run_pytest() {
             export ESCROW_PG_PREPARED=1
         fi
         exec "$PY" -m pytest -q --junit-xml="$RESULTS/$label.xml" -o junit_family=xunit2 \
-            ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"} "$@"
+            ${XDIST[@]+"${XDIST[@]}"} ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"} "$@"
     ) || rc=$?
     if ((rc == 5)); then
         echo "error: pytest collected no tests ($label)" >&2

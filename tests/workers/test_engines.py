@@ -45,7 +45,13 @@ from tests.workers.apps import POISON_TYPE
 from tests.workers.conftest import WorkerPool, wait_until
 from tests.workers.engines import ENGINES, MAX_ATTEMPTS, escrow_overrides
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.django_db(transaction=True),
+    # One Redis database is the Celery broker of every run: under pytest-xdist
+    # two runs at once would take each other's tasks (and flush them).
+    pytest.mark.xdist_group("task-engines"),
+]
 
 #: Deliveries per run: 2,000 for the 4-worker runs, fewer for 1 and 2 workers
 #: (the same checks, less CI time); ESCROW_WORKER_BACKLOG sets every run's.
