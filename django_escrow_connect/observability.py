@@ -41,7 +41,7 @@ from django.utils import timezone
 from . import __version__, swappable, transitions
 from .conf import escrow_settings
 from .holdings import held_counted, holding
-from .states import UNRESOLVED_OPERATION_STATES
+from .states import INCIDENTS_NEEDING_NOBODY, UNRESOLVED_OPERATION_STATES
 
 __all__ = [
     "INSTRUMENTATION_NAME",
@@ -119,7 +119,7 @@ class _Instruments:
             "escrow_connect.incidents.open",
             callbacks=[_observe(metrics, _incident_observations)],
             unit="{incident}",
-            description="Unresolved payment and transfer incidents, by kind.",
+            description="Unresolved payment and transfer incidents that need a person, by kind.",
         )
         meter.create_observable_gauge(
             "escrow_connect.payments.held",
@@ -367,12 +367,18 @@ def _process_counters() -> dict[str, Any]:
 
 
 def _open_incidents() -> dict[str, int]:
-    """Unresolved incidents by kind, payment and transfer incidents together: two queries."""
+    """Unresolved incidents by kind, payment and transfer incidents together: two queries.
+
+    Declined payments (:data:`.states.INCIDENTS_NEEDING_NOBODY`) are left out:
+    nothing resolves them, so they would only ever add up; their rate is the
+    ``payment_intent.payment_failed`` count of ``escrow_connect.webhook.events``.
+    """
     incidents: Counter[str] = Counter()
     for model in ("PaymentIncident", "TransferIncident"):
         rows = (
             swappable.load(model)
             .objects.filter(resolved_at__isnull=True)
+            .exclude(kind__in=INCIDENTS_NEEDING_NOBODY)
             .order_by()
             .values("kind")
             .annotate(count=Count("pk"))
@@ -459,7 +465,8 @@ def _age(now: Any, moment: Any) -> int:
 def metrics_snapshot() -> dict[str, Any]:
     """Everything a host may export, as plain data (no OpenTelemetry needed).
 
-    ``incidents_open`` (unresolved incidents by kind), ``payments_held`` (by
+    ``incidents_open`` (unresolved incidents by kind, declined payments left
+    out: nothing resolves them), ``payments_held`` (by
     currency: count, total amount in minor units, age of the oldest in
     seconds, and with manual capture the seconds left before the soonest
     ``capture_before``), ``money_operations_unresolved`` (pending/unknown money calls by
@@ -621,7 +628,8 @@ def render_prometheus(snapshot: Mapping[str, Any]) -> str:
     process's).
     """
     lines = [
-        "# HELP escrow_connect_incidents_open Unresolved payment and transfer incidents.",
+        "# HELP escrow_connect_incidents_open Unresolved payment and transfer incidents "
+        "that need a person (declined payments left out).",
         "# TYPE escrow_connect_incidents_open gauge",
     ]
     lines += [

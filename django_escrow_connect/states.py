@@ -222,6 +222,13 @@ class IncidentKind(models.TextChoices):
     CHARGE_DISPUTED = "charge_disputed", _("Charge disputed (refused by Stripe)")
 
 
+#: Incident kinds nobody acts on and nothing resolves: a declined card (the
+#: customer retries or leaves). An audit record only: ``escrow_report`` counts
+#: them in the period and never lists them as still open, and the
+#: ``incidents.open`` gauge leaves them out (its count would only ever grow).
+INCIDENTS_NEEDING_NOBODY = (IncidentKind.PAYMENT_FAILED,)
+
+
 #: Radar's incident kinds (Stripe closes them; staff cannot): they freeze
 #: release while unresolved.
 RADAR_HOLD_KINDS = (IncidentKind.RADAR_REVIEW, IncidentKind.EARLY_FRAUD_WARNING)

@@ -18,9 +18,9 @@ from django.utils import timezone
 from .. import swappable
 from ..dates import period_setting
 from ..states import (
+    INCIDENTS_NEEDING_NOBODY,
     UNREADABLE_EVENT_ERROR_PREFIX,
     AccountStatus,
-    IncidentKind,
     MilestoneStatus,
     PaymentStatus,
     ReleaseStatus,
@@ -34,7 +34,7 @@ LIST_LIMIT = 50
 UNPROCESSED_AFTER = timedelta(minutes=15)
 #: Incident kinds nobody acts on, never resolved: a declined card (the
 #: customer retries). Counted in the period, never listed as still open.
-NEEDS_NOBODY = (IncidentKind.PAYMENT_FAILED,)
+NEEDS_NOBODY = INCIDENTS_NEEDING_NOBODY
 
 
 def _counts(rows: Iterable[dict[str, Any]], key: str) -> dict[str, int]:

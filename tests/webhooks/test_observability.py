@@ -205,6 +205,21 @@ def test_the_gauges_read_the_database(make_payment: Any, otel: Any) -> None:
     assert otel.metric("escrow_connect.incidents.open") == {point(kind="capture_expired"): 1}
 
 
+def test_a_declined_payments_incident_is_not_counted_open(make_payment: Any, otel: Any) -> None:
+    """Nothing resolves a ``payment_failed`` incident (the customer retries or
+    leaves): counted open, the gauge would only grow and an alert on it never clear."""
+    scene = held(make_payment, days=1)
+    incident(scene, "payment_failed")
+    incident(scene, "payment_failed")
+    incident(scene, "refund_failed")
+
+    assert metrics_snapshot()["incidents_open"] == {"refund_failed": 1}
+    assert otel.metric("escrow_connect.incidents.open") == {point(kind="refund_failed"): 1}
+    out = io.StringIO()
+    call_command("escrow_metrics", "--format", "prometheus", stdout=out)
+    assert "payment_failed" not in out.getvalue()
+
+
 def test_the_soonest_capture_deadline_is_reported(make_payment: Any, otel: Any) -> None:
     soon = timezone.now() + timedelta(hours=20)
     held(make_payment, days=5)  # automatic capture: no deadline
