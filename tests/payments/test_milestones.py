@@ -2153,6 +2153,38 @@ class TestSplitAutoRelease:
         assert f"{due.pk}: partially_released -> released" in output, output
         assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == [5_400, 3_600]
 
+    def test_a_payee_whose_account_is_ready_again_is_sent_the_rest(
+        self, market, sim_stripe, monkeypatch, due, partner
+    ):
+        """The partner's account stopped receiving transfers between the two:
+        informational, no Stripe call while it lasts; once it is ready again
+        the next run sends the partner's 3,600."""
+        from .conftest import calls
+
+        accounts = swappable.load("ConnectedAccount").objects.filter(owner_user=partner)
+        after_the_first_transfer(
+            sim_stripe,
+            monkeypatch,
+            lambda: accounts.update(capabilities={"transfers": "inactive"}),
+        )
+        assert (
+            f"{due.pk}: released in part: 1 of 2 transfers; held (account_not_ready)"
+        ) in auto_release_run(market)
+        sim_stripe.calls.clear()
+
+        output = auto_release_run(market)
+
+        assert (
+            f"{due.pk}: still released in part: 1 of 2 transfers; held (account_not_ready)"
+        ) in output, output
+        assert calls(sim_stripe) == []
+
+        accounts.update(capabilities={"transfers": "active"})
+        output = auto_release_run(market)
+
+        assert f"{due.pk}: partially_released -> released" in output, output
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == [5_400, 3_600]
+
     def test_a_confirm_stopped_part_way_is_finished(self, market, sim_stripe, monkeypatch, due):
         """The customer's confirm decided to release everything; a hold
         stopped it after the doer's transfer (409). The job finishes it."""
