@@ -65,6 +65,7 @@ __all__ = [
     "check_payees_ready",
     "check_split_terms",
     "deliver_milestone",
+    "pending_transfers_made",
     "record_split_terms",
     "release_in_parts",
     "require_same_release",
@@ -511,6 +512,18 @@ def transfers_made(payment_id: Any) -> set[Any]:
         model("Transfer")
         .objects.filter(payment_id=payment_id, release__isnull=False, status__in=_MADE)
         .values_list("pk", flat=True)
+    )
+
+
+def pending_transfers_made(payment_id: Any) -> int:
+    """How many payee transfers Stripe made of the payment's pending releases
+    (a release stopped part-way: the payees it paid before it stopped)."""
+    return int(
+        model("Transfer")
+        .objects.filter(
+            payment_id=payment_id, release__status=ReleaseStatus.PENDING, status__in=_MADE
+        )
+        .count()
     )
 
 

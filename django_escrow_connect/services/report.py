@@ -174,8 +174,11 @@ def _stuck_payments(now: datetime, hours: int) -> dict[str, Any]:
     # A release that stopped after some payees' transfers went (one refused,
     # or a hold opened between them; milestones or not) stays pending while
     # the others are owed: the payment is partially released, no longer
-    # held, and neither escrow_auto_release nor *Retry failed transfer*
-    # picks it up again. Stuck once the release is older than the threshold.
+    # held. *Retry failed transfer* refuses it; escrow_auto_release sends the
+    # rest hourly once nothing blocks it (for a payment held longer than
+    # AUTO_RELEASE_AFTER_DAYS), so a release still owing after the threshold
+    # waits for someone (a hold, an incident, an account, or a payment the job
+    # does not finish). Stuck once the release is older than the threshold.
     owing_release = (
         swappable.load("EscrowRelease")
         .objects.filter(payment=OuterRef("pk"), status=ReleaseStatus.PENDING, created_at__lt=cutoff)

@@ -3,7 +3,8 @@
 * :func:`capture_expiry` (``manage.py escrow_capture_expiry``): manual-capture
   holds about to lapse (Stripe voids an authorisation at ``capture_before``).
 * :func:`auto_release` (``manage.py escrow_auto_release``): release payments
-  held longer than ``AUTO_RELEASE_AFTER_DAYS``.
+  held longer than ``AUTO_RELEASE_AFTER_DAYS`` (and finish the split releases
+  of such payments that stopped part-way).
 
 Both move money only through the payment services.
 """
@@ -14,11 +15,13 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db.models import Exists, F, OuterRef
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ..conf import SETTING_NAME, escrow_settings
 from ..dates import period_setting
-from ..states import IncidentKind, MoneyOperationKind, MoneyOperationStatus
+from ..states import IncidentKind, MoneyOperationKind, MoneyOperationStatus, ReleaseStatus
 from ..states import PaymentStatus as S
 from . import errors, radar, radar_holds
 from .changes import RELEASED_IN_PART, Change, ChangeLog, Report, failed_change, sync_intent
@@ -28,6 +31,8 @@ from .payments import cancel_payment, release_payment
 from .releases import (
     auto_release_due,
     check_payees_ready,
+    pending_transfers_made,
+    shares_owed,
     transfers_made,
     transfers_owed,
     transfers_unconfirmed,
@@ -179,6 +184,10 @@ def auto_release(
     (from the terms; off by default) has passed since the doer marked it
     delivered (docs/milestones.md), whatever the setting says.
 
+    Also finishes the release of everything held of a payment held that
+    long whose release stopped after some payees' transfers went (a split
+    payment left ``partially_released``): :func:`_finish_stopped_releases`.
+
     Returns None when the setting is None (automatic release is off) and no
     milestone is due. Disputed payments are never released (their state is
     not ``held``; a milestone's release refuses while a dispute is open).
@@ -205,6 +214,9 @@ def auto_release(
     _release_due_milestones(changes.append, dry_run=dry_run, now=now)
     if days is None:
         return changes or None
+    # Before the held payments: one whose release this run stops part-way is
+    # left to the next run, not sent again (or reported twice) at once.
+    _finish_stopped_releases(days, changes.append, dry_run=dry_run, now=now)
     _release_held_payments(days, changes.append, dry_run=dry_run, now=now)
     return changes
 
@@ -248,6 +260,94 @@ def _release_held_payments(days: int, record: Report, *, dry_run: bool, now: dat
         record(Change(subject, f"{S.HELD} -> {updated.status}", f"held {days}+ days"))
 
 
+def _stopped_releases(cutoff: datetime) -> Any:
+    """Payments held since before ``cutoff`` whose release of everything held
+    stopped part-way: ``partially_released``, nothing left held, and a
+    pending release that is no milestone's (a milestone has its own
+    auto-release, :func:`_release_due_milestones`).
+
+    Nothing held means the pending release took all of it: releasing the
+    payment again only sends the transfers it owes, and never starts a
+    release of money the customer kept (a release by amount leaves some
+    held). A manual-capture payment is captured whole, never released in
+    parts by this job. One query, however many payments there are.
+    """
+    pending = model("EscrowRelease").objects.filter(
+        payment=OuterRef("pk"), status=ReleaseStatus.PENDING, milestone__isnull=True
+    )
+    charged = Coalesce(F("amount_captured"), F("amount"))
+    return (
+        payment_model()
+        .objects.filter(status=S.PARTIALLY_RELEASED, held_at__lte=cutoff)
+        .exclude(strategy="manual_capture")
+        .filter(amount_released__gte=charged - F("amount_refunded"))
+        .filter(Exists(pending))
+        .order_by("held_at")
+    )
+
+
+def _finish_stopped_releases(days: int, record: Report, *, dry_run: bool, now: datetime) -> None:
+    """Finish the releases of everything held that stopped after some payees' transfers.
+
+    A payment split between payees is released one transfer per payee: a
+    release refused after the first one went (Stripe refusing the next, a
+    ``charge_disputed`` hold, a payee's account not ready) leaves the payment
+    ``partially_released``, no longer ``held``, so :func:`_release_held_payments`
+    never saw it again and the payees not yet paid waited for a person. Each
+    run now sends what such a release still owes, with the same guards as
+    a release of a held payment: a refusal Stripe made waits for staff
+    (:func:`_waits_for_staff`), a hold or an account not ready is an
+    informational line with no Stripe call, a dispute open is never released
+    (its payment is ``disputed``, not selected), and a transfer in flight is
+    finished with its own idempotency key, never sent twice.
+
+    Whoever started the release is finished alike, under the same age rule:
+    the job's (held longer than ``AUTO_RELEASE_AFTER_DAYS``), and the
+    customer's confirm or staff's release, which already decided to release
+    everything; finishing it sends only what that decision owes the payees.
+    """
+    candidates = list(_stopped_releases(now - timedelta(days=days)))
+    if not candidates:
+        return
+    # Four queries for them all; a pending release owing nothing (a refund
+    # took every unpaid share) is left to whatever finishes it.
+    owed = shares_owed([payment.pk for payment in candidates])
+    owing = set(
+        model("EscrowRelease")
+        .objects.filter(pk__in=[pk for pk, shares in owed.items() if shares], milestone=None)
+        .values_list("payment_id", flat=True)
+    )
+    for payment in candidates:
+        if payment.pk not in owing:
+            continue
+        subject = str(payment.pk)
+        earlier = pending_transfers_made(payment.pk)
+        held_since = f"held since {payment.held_at:%Y-%m-%d}"
+        if dry_run:
+            part = _part_line(payment.pk, 0, earlier)
+            record(_dry_run_release(payment.pk, subject, f"{held_since}; {part}"))
+            continue
+        waiting = _waits_for_staff(
+            payment.pk, subject, verb=f"{_part_line(payment.pk, 0, earlier)}; rest not released"
+        )
+        if waiting is not None:
+            record(waiting)
+            continue
+        before = transfers_made(payment.pk)
+        try:
+            updated = release_payment(payment.pk, system=True)
+        except errors.ServiceError as exc:
+            record(_release_refused(payment.pk, subject, exc, before, earlier=earlier))
+            continue
+        record(
+            Change(
+                subject,
+                f"{S.PARTIALLY_RELEASED} -> {updated.status}",
+                f"held {days}+ days; finished the release stopped part-way",
+            )
+        )
+
+
 #: Refusals of a hold that Stripe lifts, not the next run: an open Radar
 #: review or early fraud warning, and a ``charge_disputed`` hold (a refusal
 #: saying the charge is disputed, recorded or this release's own).
@@ -255,7 +355,12 @@ _HELD_CODES = frozenset(radar_holds.FREEZE_CODES.values()) | radar_holds.DISPUTE
 
 
 def _release_refused(
-    payment_id: Any, subject: str, exc: errors.ServiceError, made_before: set[Any]
+    payment_id: Any,
+    subject: str,
+    exc: errors.ServiceError,
+    made_before: set[Any],
+    *,
+    earlier: int = 0,
 ) -> Change:
     """The line of a release that raised ``exc``, saying what it sent first.
 
@@ -272,15 +377,21 @@ def _release_refused(
     lost (a timeout) is owed until confirmed, but Stripe may have made it:
     ``<made> of <all> transfers made, <k> unconfirmed (retrying finishes
     ...)``, so that nobody pays that payee by hand a second time.
+
+    ``earlier``: the transfers an earlier run made of the release this one
+    finishes (:func:`_finish_stopped_releases`), counted in ``<made>``: a
+    second run that again stops part-way says all its release made. A run
+    that made none of them says ``still released in part: ...``, which the
+    run's count of releases (:func:`.changes.changed`) leaves out.
     """
     if isinstance(exc, errors.AccountNotReady):
         change = _not_released(subject, exc)
     else:
         change = _refused(subject, exc)
-    made = len(transfers_made(payment_id) - made_before)
-    if not made:
+    new = len(transfers_made(payment_id) - made_before)
+    if not new + earlier:
         return change
-    part = f"{RELEASED_IN_PART}: {made} of {made + transfers_owed(payment_id)} transfers"
+    part = _part_line(payment_id, new, earlier)
     unconfirmed = transfers_unconfirmed(payment_id)
     if unconfirmed:
         it = "it" if unconfirmed == 1 else "them"
@@ -288,6 +399,15 @@ def _release_refused(
     if change.error:
         return Change(subject, f"{part}; release failed", change.detail, error=True)
     return Change(subject, f"{part}; held ({exc.code})", change.detail)
+
+
+def _part_line(payment_id: Any, new: int, earlier: int) -> str:
+    """``released in part: <made> of <all> transfers``: ``new`` made by this
+    run, ``earlier`` by an earlier one, of those and the ones still owed;
+    ``still released in part: ...`` when this run made none."""
+    made = new + earlier
+    line = f"{RELEASED_IN_PART}: {made} of {made + transfers_owed(payment_id)} transfers"
+    return line if new else f"still {line}"
 
 
 def _refused(subject: str, exc: errors.ServiceError) -> Change:

@@ -1877,6 +1877,42 @@ def after_the_first_transfer(sim_stripe: Any, monkeypatch: Any, then: Any) -> No
     monkeypatch.setattr(sim_stripe, "execute", execute)
 
 
+def hold_after_the_first_transfer(
+    market: Any, sim_stripe: Any, monkeypatch: Any, payment: Any
+) -> list[Any]:
+    """Once Stripe made the first transfer of ``payment``'s release, a
+    ``charge_disputed`` hold opens (the list it returns gets it), refusing
+    the next payee's transfer before any Stripe call."""
+    from django_escrow_connect.factories import make_payment_incident
+
+    holds: list[Any] = []
+    after_the_first_transfer(
+        sim_stripe,
+        monkeypatch,
+        lambda: holds.append(
+            make_payment_incident(
+                payment,
+                kind="charge_disputed",
+                code="charge_disputed",
+                stripe_object_id=market.payment(payment.pk).stripe_charge_id,
+            )
+        ),
+    )
+    return holds
+
+
+def stopped_by_a_hold(market: Any, sim_stripe: Any, monkeypatch: Any, payment: Any) -> Any:
+    """``escrow_auto_release`` sends the doer's transfer of ``payment``, then a
+    ``charge_disputed`` hold refuses the partner's: the payment is left
+    ``partially_released``. Returns the hold."""
+    holds = hold_after_the_first_transfer(market, sim_stripe, monkeypatch, payment)
+    output = auto_release_run(market)
+    assert f"{payment.pk}: released in part: 1 of 2 transfers; held (charge_disputed)" in output
+    assert "still released in part" not in output  # left to the next run, reported once
+    assert market.payment(payment.pk).status == "partially_released"
+    return holds[0]
+
+
 @pytest.mark.usefixtures("split")
 class TestSplitAutoRelease:
     """``escrow_auto_release`` of a payment split 60/40 between the doer and a
@@ -1975,11 +2011,11 @@ class TestSplitAutoRelease:
         self, market, sim_stripe, monkeypatch, due
     ):
         """Stripe refused the partner's transfer: the payment is partially
-        released, no longer held, so neither the next automatic release nor
-        the stuck payments' ``held`` rule sees it, and the partner's 3,600
-        stayed on the platform's balance with ``escrow_report --check``
-        passing. The payment is stuck once its release has owed a transfer for
-        longer than ``STUCK_PAYMENT_HOURS``."""
+        released, no longer held, so the stuck payments' ``held`` rule did not
+        see it, and the partner's 3,600 stayed on the platform's balance with
+        ``escrow_report --check`` passing (the next automatic release waits
+        for staff: Stripe refused it). The payment is stuck once its release
+        has owed a transfer for longer than ``STUCK_PAYMENT_HOURS``."""
         import json
         from io import StringIO
 
@@ -2043,6 +2079,184 @@ class TestSplitAutoRelease:
             f"{due.pk}: released in part: 1 of 2 transfers made, 1 unconfirmed "
             "(retrying finishes it: do not pay by hand); release failed ("
         ) in out.getvalue(), out.getvalue()
+
+    def test_the_next_run_sends_the_rest_once_the_hold_is_lifted(
+        self, market, sim_stripe, monkeypatch, due
+    ):
+        from tests.reliability.test_charge_disputed_hold import resolve_in_the_admin
+
+        from .conftest import money_calls
+
+        hold = stopped_by_a_hold(market, sim_stripe, monkeypatch, due)
+        resolve_in_the_admin(market, hold)
+
+        output = auto_release_run(market)
+
+        assert f"{due.pk}: partially_released -> released" in output, output
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == [5_400, 3_600]
+        assert market.payment(due.pk).status == "released"
+        sim_stripe.calls.clear()
+        assert "No payment is due" in auto_release_run(market)  # nothing left to finish
+        assert money_calls(sim_stripe) == []
+        assert len(transfers_in_stripe(sim_stripe, due)) == 2
+
+    def test_a_run_while_the_hold_lasts_calls_no_stripe(self, market, sim_stripe, monkeypatch, due):
+        """Informational, as the first run's hold: no Stripe call, no failure,
+        and the line says the doer's transfer went (``still``: this run sent
+        nothing, so the run's count of releases leaves it out)."""
+        from .conftest import calls
+
+        stopped_by_a_hold(market, sim_stripe, monkeypatch, due)
+        sim_stripe.calls.clear()
+
+        output = auto_release_run(market)
+
+        assert (
+            f"{due.pk}: still released in part: 1 of 2 transfers; held (charge_disputed)" in output
+        ), output
+        assert calls(sim_stripe) == []
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == [5_400]
+        assert market.payment(due.pk).status == "partially_released"
+
+    def test_a_refused_transfer_waits_for_staff_then_is_sent(
+        self, market, sim_stripe, monkeypatch, due
+    ):
+        """Stripe refused the partner's transfer: the next runs make no Stripe
+        call while its incident is open; once staff resolve it, the next run
+        sends it, once."""
+        from io import StringIO
+
+        from django.core.management import CommandError, call_command
+
+        from tests.reliability.test_charge_disputed_hold import resolve_in_the_admin
+
+        from .conftest import calls
+
+        after_the_first_transfer(sim_stripe, monkeypatch, lambda: refuse_next_transfer(sim_stripe))
+        with market.capture(execute=True), pytest.raises(CommandError, match="could not"):
+            call_command("escrow_auto_release", stdout=StringIO(), stderr=StringIO())
+        sim_stripe.calls.clear()
+
+        output = auto_release_run(market)  # waiting for staff is no failure
+
+        assert (
+            f"{due.pk}: still released in part: 1 of 2 transfers; rest not released ("
+        ) in output, output
+        assert calls(sim_stripe) == []
+
+        (incident,) = swappable.load("TransferIncident").objects.filter(
+            payment_id=due.pk, resolved_at__isnull=True
+        )
+        resolve_in_the_admin(market, incident)
+        output = auto_release_run(market)
+
+        assert f"{due.pk}: partially_released -> released" in output, output
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == [5_400, 3_600]
+
+    def test_a_payee_whose_account_is_ready_again_is_sent_the_rest(
+        self, market, sim_stripe, monkeypatch, due, partner
+    ):
+        """The partner's account stopped receiving transfers between the two:
+        informational, no Stripe call while it lasts; once it is ready again
+        the next run sends the partner's 3,600."""
+        from .conftest import calls
+
+        accounts = swappable.load("ConnectedAccount").objects.filter(owner_user=partner)
+        after_the_first_transfer(
+            sim_stripe,
+            monkeypatch,
+            lambda: accounts.update(capabilities={"transfers": "inactive"}),
+        )
+        assert (
+            f"{due.pk}: released in part: 1 of 2 transfers; held (account_not_ready)"
+        ) in auto_release_run(market)
+        sim_stripe.calls.clear()
+
+        output = auto_release_run(market)
+
+        assert (
+            f"{due.pk}: still released in part: 1 of 2 transfers; held (account_not_ready)"
+        ) in output, output
+        assert calls(sim_stripe) == []
+
+        accounts.update(capabilities={"transfers": "active"})
+        output = auto_release_run(market)
+
+        assert f"{due.pk}: partially_released -> released" in output, output
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == [5_400, 3_600]
+
+    def test_a_confirm_stopped_part_way_is_finished(self, market, sim_stripe, monkeypatch, due):
+        """The customer's confirm decided to release everything; a hold
+        stopped it after the doer's transfer (409). The job finishes it."""
+        from tests.reliability.test_charge_disputed_hold import resolve_in_the_admin
+
+        holds = hold_after_the_first_transfer(market, sim_stripe, monkeypatch, due)
+        with market.capture(execute=True):
+            confirmed = market.post(market.customer, "payment-confirm", payment_id=due.pk)
+        assert confirmed.status_code == 409, confirmed.content
+        assert market.payment(due.pk).status == "partially_released"
+        resolve_in_the_admin(market, holds[0])
+
+        output = auto_release_run(market)
+
+        assert f"{due.pk}: partially_released -> released" in output, output
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == [5_400, 3_600]
+
+    def test_a_dry_run_says_what_the_run_would_do(self, market, sim_stripe, monkeypatch, due):
+        from tests.reliability.test_charge_disputed_hold import resolve_in_the_admin
+
+        from .conftest import auto_release_dry_run
+
+        hold = stopped_by_a_hold(market, sim_stripe, monkeypatch, due)
+
+        output = auto_release_dry_run(market, sim_stripe)
+        assert f"{due.pk}: would not release (charge_disputed)" in output, output
+
+        resolve_in_the_admin(market, hold)
+        output = auto_release_dry_run(market, sim_stripe)
+        assert f"{due.pk}: would release" in output, output
+        assert "still released in part: 1 of 2 transfers" in output
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == [5_400]
+        assert market.payment(due.pk).status == "partially_released"
+
+    def test_a_second_run_stopped_again_counts_every_transfer(
+        self, market, sim_stripe, monkeypatch, settings, partner
+    ):
+        """Three payees: the first run pays the doer, a hold stops it; the
+        second pays the partner and Stripe refuses the third's transfer. Its
+        line counts both transfers of the release, not the second run's alone."""
+        from io import StringIO
+
+        from django.core.management import CommandError, call_command
+
+        from tests.reliability.test_charge_disputed_hold import resolve_in_the_admin
+
+        from .conftest import age
+
+        configure(settings, AUTO_RELEASE_AFTER_DAYS=14)
+        third = factories.make_user("third")
+        stripe_account(owner_user=third)
+        payment = held(
+            market,
+            payees=[
+                PayeeShare(user=market.doer, basis_points=5_000),
+                PayeeShare(user=partner, basis_points=3_000),
+                PayeeShare(user=third, basis_points=2_000),
+            ],
+        )
+        age(payment, held_at=timezone.now() - timedelta(days=15))
+        holds = hold_after_the_first_transfer(market, sim_stripe, monkeypatch, payment)
+        assert f"{payment.pk}: released in part: 1 of 3 transfers; held" in auto_release_run(market)
+        resolve_in_the_admin(market, holds[0])
+        after_the_first_transfer(sim_stripe, monkeypatch, lambda: refuse_next_transfer(sim_stripe))
+        out = StringIO()
+        with market.capture(execute=True), pytest.raises(CommandError, match="could not"):
+            call_command("escrow_auto_release", stdout=out, stderr=out)
+
+        assert (
+            f"{payment.pk}: released in part: 2 of 3 transfers; release failed ("
+        ) in out.getvalue(), out.getvalue()
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, payment)] == [4_500, 2_700]
 
 
 SEEN_BY_POLICY: list[dict[str, Any]] = []
