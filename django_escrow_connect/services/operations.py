@@ -189,6 +189,16 @@ AFTER_LOSS = states.AFTER_LOSS
 #: before it is sent again (:func:`.outcomes.drive`).
 LEGACY_REFUND = "legacy_refund"
 
+#: The ``follow_up`` entry of a refund 0.1 sent whose reversal Stripe
+#: refused (:func:`.outcomes.reversal_refused`): the refused reversal's key.
+#: Such a refund is only looked up at Stripe, never sent (the doer's money
+#: could not come back): found, 0.1 made it and it is recorded; not found,
+#: it is ``failed`` (:func:`.outcomes.drive`). Journaled with the refusal,
+#: so a crash before the lookup leaves it for the next request or
+#: ``escrow_reconcile``, and the refund is not adopted (and its reversal
+#: tried) again.
+REVERSAL_REFUSED = "reversal_refused"
+
 
 def last_attempt(operation: Any) -> Any:
     """``operation`` as it now stands, or the attempt sent in its place.

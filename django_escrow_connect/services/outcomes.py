@@ -44,6 +44,7 @@ from .operations import (
     ASKED_THE_REST,
     LEGACY_REFUND,
     REPLACED_BY,
+    REVERSAL_REFUSED,
     Outcome,
     answer_may_be_lost,
     begin,
@@ -735,14 +736,19 @@ def legacy_refund_row(payment: Any, key: str = "") -> Any:
     return rows.order_by("created_at", "pk").first()
 
 
-def begin_legacy_refund(payment: Any, refund: Any) -> Any:
+def begin_legacy_refund(
+    payment: Any, refund: Any, *, refused_reversal: Any = None, incident: Any = None
+) -> Any:
     """Phase 1 of a refund 0.1 sent (``refund``: :func:`legacy_refund_row`):
     journaled with its own key and 0.1's request, so that Stripe answers it
     as it did 0.1 while it remembers the key; committed, not sent.
 
     It carries :data:`.operations.LEGACY_REFUND`: :func:`drive` looks it up
     at Stripe before sending it again (0.1 may have sent it days ago, the
-    key forgotten since).
+    key forgotten since). ``refused_reversal``: the reversal before it that
+    Stripe refused (and ``incident``, that refusal's ``reversal_failed``
+    incident): it carries :data:`.operations.REVERSAL_REFUSED` and is only
+    looked up, never sent (:func:`_look_up_refund_of_refused_reversal`).
     """
     # Captured and transferred: the refund takes the doer's share back with
     # it. Where it stands leaving a dispute aside: under an inquiry (which
@@ -763,6 +769,11 @@ def begin_legacy_refund(payment: Any, refund: Any) -> Any:
         "reverse_transfer": destination_charge,
         "refund_application_fee": destination_charge,
     }
+    refused: dict[str, str] = {}
+    if refused_reversal is not None:
+        refused[REVERSAL_REFUSED] = refused_reversal.idempotency_key
+        if incident is not None:
+            refused[_REFUSAL_INCIDENT] = str(incident.pk)
     return begin(
         payment,
         K.REFUND,
@@ -770,7 +781,7 @@ def begin_legacy_refund(payment: Any, refund: Any) -> Any:
         amount=refund.amount,
         key=refund.idempotency_key,
         attempt=payment.refunds.count(),
-        follow_up={LEGACY_REFUND: refund.idempotency_key},
+        follow_up={LEGACY_REFUND: refund.idempotency_key, **refused},
         sent=False,
     )
 
@@ -815,19 +826,15 @@ def begin_refund(
     return operation
 
 
+#: The ``follow_up`` entry of a refund journaled by :func:`reversal_refused`:
+#: the refused reversal's ``reversal_failed`` incident (its pk), which
+#: :func:`refund_made` annotates should 0.1 have made the refund after all.
+_REFUSAL_INCIDENT = "reversal_incident"
+
+
 def reversal_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.ServiceError:
     record_failed(operation, exc)
     _reversal_failed(operation, exc.code or "", exc.message)
-    legacy = operation.follow_up.get(LEGACY_REFUND)
-    row = legacy_refund_row(payment, str(legacy)) if legacy else None
-    if row is not None and can_proceed(row.apply_stripe_status):
-        # A refund 0.1 sent waited for this reversal: no refund is made when
-        # the doer's money cannot come back, as for any refund. Left pending
-        # it would be adopted again, a new reversal tried (and refused, an
-        # incident and transfer_failed each time) by every request and
-        # escrow_reconcile run.
-        row.apply_stripe_status(RefundStatus.FAILED, f"reversal_failed: {exc.code or 'error'}")
-        row.save()
     incident = model("TransferIncident").objects.create(
         payment=payment,
         kind=IncidentKind.REVERSAL_FAILED,
@@ -839,12 +846,46 @@ def reversal_refused(payment: Any, operation: Any, exc: GatewayError) -> errors.
         amount=operation.amount,
         currency=payment.currency,
     )
+    legacy = operation.follow_up.get(LEGACY_REFUND)
+    row = legacy_refund_row(payment, str(legacy)) if legacy else None
+    if row is not None:
+        # A refund 0.1 sent waited for this reversal: no refund is sent when
+        # the doer's money cannot come back, as for any refund. But 0.1 may
+        # have made it (its answer was lost, not its call): failed at once,
+        # the books said so while Stripe had refunded the customer, and
+        # nothing converged them. It is journaled, with this refusal, to be
+        # looked up only (after this commit, no lock held: execute, drive);
+        # a crash before that leaves it for the next request or
+        # escrow_reconcile. Journaled, it is no longer adopted: left pending
+        # and unjournaled, a new reversal was tried (and refused, an incident
+        # and transfer_failed each time) by every request and reconcile run.
+        begin_legacy_refund(payment, row, refused_reversal=operation, incident=incident)
     notify("transfer_failed", payment=payment, incident=incident)
-    return errors.Conflict(
-        _("The doer's account could not return the money (%(code)s); no refund was made.")
-        % {"code": exc.code or "error"},
-        code="reversal_failed",
-    )
+    return _reversal_refused_error(exc.code or "")
+
+
+def _reversal_refused_error(code: str, legacy_refund: str = "") -> errors.ServiceError:
+    """``409 reversal_failed``: what a refund whose reversal Stripe refused answers.
+
+    ``legacy_refund``: a refund 0.1 sent waited for it and is ``made`` (its
+    lookup found it at Stripe) or ``unknown`` (Stripe could not be asked
+    yet); by default no refund was made.
+    """
+    if legacy_refund == "made":
+        message = _(
+            "The doer's account could not return the money (%(code)s); the refund an "
+            "earlier version of the app sent was made at Stripe all the same, from the "
+            "platform's balance."
+        )
+    elif legacy_refund == "unknown":
+        message = _(
+            "The doer's account could not return the money (%(code)s); no refund was sent. "
+            "Whether an earlier version of the app made this refund at Stripe is checked "
+            "again later."
+        )
+    else:
+        message = _("The doer's account could not return the money (%(code)s); no refund was made.")
+    return errors.Conflict(message % {"code": code or "error"}, code="reversal_failed")
 
 
 def reversal_not_made(payment: Any, operation: Any) -> None:
@@ -871,6 +912,8 @@ def refund_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str = 
     refund.save()
     if refund.status in (RefundStatus.FAILED, RefundStatus.CANCELED):
         return refund
+    if operation.follow_up.get(REVERSAL_REFUSED):
+        _refunded_without_reversal(payment, operation, refund)
     if record_refund(payment, refund.amount):
         mark_refunded_milestones(payment)
         if operation.request.get("reverse_transfer"):
@@ -880,6 +923,41 @@ def refund_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str = 
         log_payment(payment, "payment refunded: %s", refund.amount)
         notify("payment_refunded", payment=payment, refund=refund)
     return refund
+
+
+def _refunded_without_reversal(payment: Any, operation: Any, refund: Any) -> None:
+    """A refund 0.1 sent whose reversal Stripe refused was made at Stripe
+    (found by its lookup, or its event): the customer was refunded from the
+    platform's balance and the doer kept the share the reversal asked back.
+
+    Recorded as made (Stripe's fact); the refusal's ``reversal_failed``
+    incident stays open and says so, for staff to recover that money.
+    """
+    incident = (
+        model("TransferIncident")
+        .objects.filter(pk=operation.follow_up.get(_REFUSAL_INCIDENT), payment=payment)
+        .first()
+        if operation.follow_up.get(_REFUSAL_INCIDENT)
+        else None
+    )
+    note = (
+        f"The refund an earlier version (0.1) sent, {refund.idempotency_key}, was made at "
+        f"Stripe all the same ({refund.stripe_refund_id}, {refund.amount} "
+        f"{refund.currency}): the platform refunded the customer from its own balance and "
+        "the doer kept the share this reversal asked back."
+    )
+    if incident is not None and note not in incident.message:
+        incident.message = "\n".join(filter(None, [incident.message, note]))
+        incident.save(update_fields=["message", "updated_at"])
+    log_payment(
+        payment,
+        "refund %s made by 0.1 although its reversal was refused (%s): the doer kept "
+        "the share, incident %s stays open",
+        refund.stripe_refund_id,
+        operation.follow_up.get(REVERSAL_REFUSED),
+        getattr(incident, "pk", None),
+        level=logging.ERROR,
+    )
 
 
 def record_refund(payment: Any, amount: int) -> bool:
@@ -1149,8 +1227,21 @@ def apply_outcome(operation: Any, outcome: Outcome) -> Any:
 
 
 def execute(operation: Any) -> None:
-    """Phases 2 and 3 of a freshly begun (or renewed) operation."""
-    apply_outcome(operation, send(operation))
+    """Phases 2 and 3 of a freshly begun (or renewed) operation.
+
+    A reversal made for a refund 0.1 sent that Stripe refused is followed by
+    that refund's lookup (:func:`_after_refused_reversal`) before its
+    refusal is raised.
+    """
+    try:
+        apply_outcome(operation, send(operation))
+    except errors.ServiceError as failure:
+        if operation.kind != K.REVERSAL or not operation.follow_up.get(LEGACY_REFUND):
+            raise
+        answer = _after_refused_reversal(operation, failure)
+        if answer is failure:
+            raise
+        raise answer from failure
 
 
 # --------------------------------------------------------------------------
@@ -1318,6 +1409,11 @@ def drive(
     """
     if for_another is None:
         for_another = not wanted
+    if operation.kind == K.REFUND and operation.follow_up.get(REVERSAL_REFUSED):
+        # A refund 0.1 sent whose reversal Stripe refused: never sent, only
+        # looked up, whoever asks.
+        _look_up_refund_of_refused_reversal(operation, for_another=for_another)
+        return
     if operation.kind == K.REFUND and operation.follow_up.get(LEGACY_REFUND):
         # A refund 0.1 sent: Stripe may have made it under a key it has
         # forgotten since (the operation is new, its key is not): looked up
@@ -1428,6 +1524,110 @@ def drive(
             current.save()
             successor = current
     _finish(successor, for_another=for_another, pays_out=pays_out)
+
+
+def _look_up_refund_of_refused_reversal(operation: Any, *, for_another: bool) -> None:
+    """Settle a refund 0.1 sent whose reversal Stripe refused
+    (:data:`.operations.REVERSAL_REFUSED`) from Stripe's facts alone.
+
+    Looked up as before sending any 0.1 refund (:func:`lookup`: a refund of
+    the charge carrying the payment's ``metadata[escrow_payment_id]``, of its
+    amount, recorded on no other row), with no transaction open and no lock
+    held. Found, 0.1 made it: recorded as made (:func:`refund_made`; the
+    ``reversal_failed`` incident stays open and says so). Not found, 0.1
+    never made it, and it is not sent (the doer's money could not come back):
+    ``failed``, and that is the answer (``409 reversal_failed``) unless
+    ``for_another``. Stripe cannot be asked: ``OperationInFlight``, the
+    operation left unresolved for the next request or ``escrow_reconcile``.
+    """
+    try:
+        found = lookup(operation)
+    except GatewayError as exc:
+        raise errors.OperationInFlight(
+            _(
+                "An earlier payment operation has not been confirmed and Stripe cannot be "
+                "asked about it right now; try again shortly."
+            )
+        ) from exc
+    with transaction.atomic():
+        payment, current = lock_operation(operation.payment_id, operation.pk)
+        if not current.is_unresolved:
+            return
+        if found is not None:
+            refund_made(payment, current, found)
+            return
+        code = _refused_reversal_code(current)
+        current.mark_failed(
+            "not_made",
+            "Stripe has no record of this refund and its reversal was refused: not sent.",
+        )
+        current.save()
+        refund = _row("Refund", current)
+        if refund is not None and can_proceed(refund.apply_stripe_status):
+            refund.apply_stripe_status(RefundStatus.FAILED, f"reversal_failed: {code}")
+            refund.save()
+        log_payment(
+            payment,
+            "refund %s left by 0.1 not made at Stripe; its reversal was refused: failed",
+            current.idempotency_key,
+            level=logging.WARNING,
+        )
+    if not for_another:
+        raise _reversal_refused_error(code)
+
+
+def _refused_reversal_code(operation: Any) -> str:
+    """Stripe's code for the refusal of the reversal ``operation`` (a refund) waited for."""
+    key = operation.follow_up.get(REVERSAL_REFUSED)
+    code = (
+        model("MoneyOperation")
+        .objects.filter(payment_id=operation.payment_id, idempotency_key=key)
+        .values_list("error_code", flat=True)
+        .first()
+    )
+    return str(code or "error")
+
+
+def _refund_of_refused_reversal(reversal: Any) -> Any:
+    """The refund :func:`reversal_refused` journaled to be looked up, still unresolved, or None."""
+    pending = (
+        model("MoneyOperation")
+        .objects.filter(
+            payment_id=reversal.payment_id,
+            kind=K.REFUND,
+            status__in=UNRESOLVED_OPERATION_STATES,
+        )
+        .first()
+    )
+    if pending is None or pending.follow_up.get(REVERSAL_REFUSED) != reversal.idempotency_key:
+        return None
+    return pending
+
+
+def _after_refused_reversal(reversal: Any, failure: errors.ServiceError) -> errors.ServiceError:
+    """Stripe refused ``reversal``, made for a refund 0.1 sent: that refund is
+    looked up now (the refusal committed, no lock held) and the answer says
+    what Stripe did. Stripe cannot be asked: left unresolved (the next
+    request or ``escrow_reconcile`` looks it up) and the answer says so.
+    """
+    pending = _refund_of_refused_reversal(reversal)
+    if pending is None:
+        return failure
+    code = _refused_reversal_code(pending)
+    try:
+        drive(pending, wanted=True, for_another=True)
+    except errors.ServiceError as exc:
+        logger.warning(
+            "Payment %s: the refund 0.1 sent could not be looked up after its reversal was "
+            "refused (%s); the next request or escrow_reconcile looks it up",
+            reversal.payment_id,
+            exc.code,
+        )
+        return _reversal_refused_error(code, "unknown")
+    refund = _row("Refund", pending)
+    if refund is not None and refund.status not in (RefundStatus.FAILED, RefundStatus.CANCELED):
+        return _reversal_refused_error(code, "made")
+    return failure
 
 
 #: Stripe's refusal codes saying the charge is disputed (charged back):

@@ -19,7 +19,14 @@ from django_escrow_connect.exceptions import (
     TemporarilyUnavailable,
 )
 
-from .conftest import MONEY_CALLS, age, configure, money_calls, second_lost_outcome_raises
+from .conftest import (
+    MONEY_CALLS,
+    age,
+    calls,
+    configure,
+    money_calls,
+    second_lost_outcome_raises,
+)
 from .test_milestones import held, partner, split, team, three_milestones  # noqa: F401  (fixtures)
 
 
@@ -1432,6 +1439,23 @@ def left_by_0_1(payment, amount):
     )
 
 
+def made_by_0_1(market, payment, amount):
+    """Make ``left_by_0_1``'s refund at Stripe, as 0.1 sent it (its key, the
+    payment's ``metadata[escrow_payment_id]``, no ``escrow_operation``); its
+    answer and its events lost: the app has recorded none of it."""
+    with market.capture(execute=False):
+        return simulation.SimulatedGateway().create_refund(
+            idempotency_key="escrow-0.1-refund-lost",
+            payment_intent=payment.stripe_payment_intent_id,
+            amount=amount,
+            metadata={
+                "escrow_payment_id": str(payment.pk),
+                "task_id": str(payment.task_id),
+                "transfer_group": payment.transfer_group,
+            },
+        )
+
+
 def refunds_at_stripe(store, payment):
     charge = store.charges[payment.stripe_charge_id]
     return sorted(r["amount"] for r in store.refunds.values() if r["charge"] == charge["id"])
@@ -1567,18 +1591,186 @@ class TestARefundLeftBy0_1:
             assert response.json()["error"]["code"] == "reversal_failed"
 
         assert money_calls(real_webhooks) == ["create_transfer_reversal"]
+        # 0.1 may have made it: looked up after the refusal, not sent.
+        assert calls(real_webhooks, "create_transfer_reversal", "list_refunds") == [
+            "create_transfer_reversal",
+            "list_refunds",
+        ]
         assert refunds_at_stripe(real_webhooks, payment) == []
         payment = market.payment(payment.pk)
         assert (payment.status, payment.amount_refunded) == ("released", 0)
         (incident,) = payment.transfer_incidents.all()
         assert incident.kind == "reversal_failed"
         row.refresh_from_db()
-        assert row.status == "failed"
+        assert (row.status, row.failure_reason) == (
+            "failed",
+            "reversal_failed: balance_insufficient",
+        )
         real_webhooks.calls.clear()
         with market.capture(execute=True):
             reconcile("--payment", str(payment.pk))
         assert money_calls(real_webhooks) == []
         assert payment.transfer_incidents.count() == 1
+
+    def assert_made_by_0_1_recorded(self, market, store, payment, row, made):
+        """0.1's refund found at Stripe after its reversal was refused: recorded
+        as made (Stripe's id, the payment's refunded amount), never sent
+        again; the ``reversal_failed`` incident stays open and says the doer
+        kept the share the platform refunded."""
+        assert refunds_at_stripe(store, payment) == [3_000]
+        row.refresh_from_db()
+        assert (row.status, row.stripe_refund_id) == ("succeeded", made.id)
+        detail = market.get(market.customer, "payment-detail", payment_id=payment.pk).json()
+        assert books_of(detail) == ("partially_refunded", 7_000, 3_000, 0, 0)
+        (incident,) = market.payment(payment.pk).transfer_incidents.filter(kind="reversal_failed")
+        assert incident.resolved_at is None
+        assert made.id in incident.message
+        assert "the doer kept the share" in incident.message
+        store.calls.clear()
+        with market.capture(execute=True):
+            reconcile("--payment", str(payment.pk))
+        assert money_calls(store) == []
+        assert market.payment(payment.pk).transfer_incidents.count() == 1
+        # The books agree with Stripe; what escrow_audit still reports is the
+        # fact the incident is about: the doer kept money refunded.
+        out = StringIO()
+        with pytest.raises(CommandError):
+            call_command("escrow_audit", stdout=out, stderr=out)
+        (divergence,) = [line for line in out.getvalue().splitlines() if line.startswith("  ")]
+        kept = stripe_books(store, payment)
+        kept = kept["transferred"] - kept["reversed"]
+        assert f"doer_keeps_refunded_money: app {kept}, Stripe {kept} usd" in divergence
+
+    @pytest.mark.parametrize("via", ["reconcile", "refund"])
+    def test_a_refused_reversal_records_the_refund_0_1_made(self, market, real_webhooks, via):
+        """0.1 made the refund (its answer lost); now its reversal is refused.
+        Failed at once, the books said "failed" while Stripe had refunded
+        the customer, and nothing converged them: it is looked up at Stripe
+        after the refusal and recorded as made. The answer is still ``409
+        reversal_failed``, saying the refund was made."""
+        payment = market.released_payment()
+        row = left_by_0_1(payment, 3_000)
+        made = made_by_0_1(market, payment, 3_000)
+        real_webhooks.balances[market.doer_account.stripe_account_id]["usd"] = 0
+        real_webhooks.calls.clear()
+
+        response = left_by_0_1_refused(market, payment, 3_000, via)
+        if response is not None:
+            assert response.status_code == 409, response.content
+            error = response.json()["error"]
+            assert error["code"] == "reversal_failed"
+            assert "was made at Stripe" in error["message"]
+
+        assert money_calls(real_webhooks) == ["create_transfer_reversal"]
+        self.assert_made_by_0_1_recorded(market, real_webhooks, payment, row, made)
+        assert market.payment(payment.pk).amount_reversed == 0
+
+    @pytest.mark.parametrize("at_stripe", [True, False], ids=["made", "not-made"])
+    @pytest.mark.parametrize("via", ["reconcile", "refund"])
+    def test_a_lookup_cut_short_after_the_refusal_is_finished_by_the_next_run(
+        self, market, real_webhooks, via, at_stripe
+    ):
+        """Stripe could not be asked after the refusal (as a crash between
+        the refusal's commit and the lookup): the 0.1 refund is neither
+        failed nor reversed for again; the next ``escrow_reconcile`` run
+        looks it up and settles it from what Stripe says, nothing sent."""
+        payment = market.released_payment()
+        row = left_by_0_1(payment, 3_000)
+        made = made_by_0_1(market, payment, 3_000) if at_stripe else None
+        real_webhooks.balances[market.doer_account.stripe_account_id]["usd"] = 0
+        real_webhooks.fail_next("list_refunds", timeout())
+        real_webhooks.calls.clear()
+
+        response = left_by_0_1_refused(market, payment, 3_000, via)
+        if response is not None:
+            assert response.status_code == 409, response.content
+            assert response.json()["error"]["code"] == "reversal_failed"
+
+        assert money_calls(real_webhooks) == ["create_transfer_reversal"]
+        row.refresh_from_db()
+        assert (row.status, row.stripe_refund_id) == ("pending", "")
+        assert market.payment(payment.pk).amount_refunded == 0
+        # A run while Stripe still cannot be asked: the lookup is left for
+        # the next one (an error line), nothing reversed again.
+        real_webhooks.fail_next("list_refunds", timeout())
+        with market.capture(execute=True), pytest.raises(CommandError):
+            reconcile("--payment", str(payment.pk))
+        assert money_calls(real_webhooks) == ["create_transfer_reversal"]
+        row.refresh_from_db()
+        assert row.status == "pending"
+
+        real_webhooks.calls.clear()
+        with market.capture(execute=True), contextlib.suppress(CommandError):
+            reconcile("--payment", str(payment.pk))
+
+        assert money_calls(real_webhooks) == []
+        assert "list_refunds" in calls(real_webhooks)
+        if at_stripe:
+            self.assert_made_by_0_1_recorded(market, real_webhooks, payment, row, made)
+            return
+        assert refunds_at_stripe(real_webhooks, payment) == []
+        row.refresh_from_db()
+        assert (row.status, row.failure_reason) == (
+            "failed",
+            "reversal_failed: balance_insufficient",
+        )
+        assert market.payment(payment.pk).amount_refunded == 0
+        real_webhooks.calls.clear()
+        with market.capture(execute=True):
+            reconcile("--payment", str(payment.pk))
+        assert money_calls(real_webhooks) == []
+        assert market.payment(payment.pk).transfer_incidents.count() == 1
+
+    @pytest.mark.usefixtures("split")
+    @pytest.mark.parametrize("at_stripe", [True, False], ids=["made", "not-made"])
+    @pytest.mark.parametrize("via", ["reconcile", "refund"])
+    def test_a_split_payment_s_refused_reversal_looks_the_refund_up(
+        self, market, real_webhooks, request, via, at_stripe
+    ):
+        """Two payees: the first one's share is reversed, the second one's
+        reversal refused. 0.1's refund is looked up, not sent: found, it is
+        recorded as made (the first payee's share stays reversed, the second
+        kept theirs); not found, it is failed and nothing is refunded."""
+        from django_escrow_connect.swappable import load
+
+        doers = team(market, request.getfixturevalue("partner"))
+        payment = held(market, payees=doers)
+        confirmed = market.post(market.customer, "payment-confirm", payment_id=payment.pk)
+        assert confirmed.status_code == 200, confirmed.content
+        row = left_by_0_1(payment, 3_000)
+        made = made_by_0_1(market, payment, 3_000) if at_stripe else None
+        # The partner, reversed after the doer, has paid everything out.
+        last = load("ConnectedAccount").objects.get(owner_user=doers[1].user).stripe_account_id
+        real_webhooks.balances[last]["usd"] = 0
+        real_webhooks.calls.clear()
+
+        response = left_by_0_1_refused(market, payment, 3_000, via)
+        if response is not None:
+            assert response.status_code == 409, response.content
+            assert response.json()["error"]["code"] == "reversal_failed"
+
+        assert money_calls(real_webhooks) == ["create_transfer_reversal"] * 2
+        # Looked up after the refusal, not sent.
+        assert (
+            calls(real_webhooks, "create_transfer_reversal", "list_refunds")[-1] == "list_refunds"
+        )
+        reversed_ = {
+            t["destination"]: t["amount_reversed"]
+            for t in transfers_in_stripe(real_webhooks, payment)
+        }
+        assert reversed_[last] == 0
+        assert reversed_[market.doer_account.stripe_account_id] > 0
+        if at_stripe:
+            self.assert_made_by_0_1_recorded(market, real_webhooks, payment, row, made)
+            return
+        assert refunds_at_stripe(real_webhooks, payment) == []
+        row.refresh_from_db()
+        assert row.status == "failed"
+        assert market.payment(payment.pk).amount_refunded == 0
+        real_webhooks.calls.clear()
+        with market.capture(execute=True):
+            reconcile("--payment", str(payment.pk))
+        assert money_calls(real_webhooks) == []
 
     @pytest.mark.parametrize(
         ("since", "refusal"),
