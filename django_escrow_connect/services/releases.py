@@ -747,19 +747,25 @@ def _sent_after_loss(release: Any) -> bool:
     )
 
 
-def check_payees_ready(payment: Any) -> None:
+def check_payees_ready(payment: Any, *, only: Collection[int] | None = None) -> None:
     """Refuse (409 ``account_not_ready``) while a payee's account cannot receive a transfer.
 
     What a release checks of every payee (the doer, or each payee of a
     split) before any Stripe call; reads only, so ``escrow_auto_release
     --dry-run`` tells what the real run will do. A manual-capture payment
     sends no transfer (its capture pays the doer's destination charge).
+    ``only``: these payees (ids) of a split, the ones a release stopped
+    part-way still owes.
     """
     if payment.is_manual_capture:
         return
-    parties = [(payee.user, payee.organization) for payee in payment.payees.all()] or [
-        (payment.payee_user, payment.payee_organization)
-    ]
+    rows = list(payment.payees.all())
+    if rows:
+        parties = [
+            (payee.user, payee.organization) for payee in rows if only is None or payee.pk in only
+        ]
+    else:
+        parties = [(payment.payee_user, payment.payee_organization)]
     for user, organization in parties:
         transfer_account(
             user,

@@ -12,6 +12,7 @@ Both move money only through the payment services.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -312,24 +313,35 @@ def _finish_stopped_releases(days: int, record: Report, *, dry_run: bool, now: d
     # Four queries for them all; a pending release owing nothing (a refund
     # took every unpaid share) is left to whatever finishes it.
     owed = shares_owed([payment.pk for payment in candidates])
-    owing = set(
+    # The payees each payment's stopped release still owes (its other payees
+    # were paid: their accounts no longer matter to it).
+    owed_payees: dict[Any, set[int]] = {}
+    releases = (
         model("EscrowRelease")
         .objects.filter(pk__in=[pk for pk, shares in owed.items() if shares], milestone=None)
-        .values_list("payment_id", flat=True)
+        .values_list("pk", "payment_id")
     )
+    for release_pk, payment_pk in releases:
+        owed_payees.setdefault(payment_pk, set()).update(owed[release_pk])
     for payment in candidates:
-        if payment.pk not in owing:
+        if payment.pk not in owed_payees:
             continue
         subject = str(payment.pk)
         earlier = pending_transfers_made(payment.pk)
         held_since = f"held since {payment.held_at:%Y-%m-%d}"
         if dry_run:
-            part = _part_line(payment.pk, 0, earlier)
-            record(_dry_run_release(payment.pk, subject, f"{held_since}; {part}"))
+            detail = (
+                f"{held_since}; {_part_line(payment.pk, 0, earlier)}" if earlier else held_since
+            )
+            record(_dry_run_release(payment.pk, subject, detail, payees=owed_payees[payment.pk]))
             continue
-        waiting = _waits_for_staff(
-            payment.pk, subject, verb=f"{_part_line(payment.pk, 0, earlier)}; rest not released"
+        # Lazily: the line of a release still waiting costs four queries more.
+        verb = (
+            f"{_part_line(payment.pk, 0, earlier)}; rest not released"
+            if earlier
+            else "not released"
         )
+        waiting = _waits_for_staff(payment.pk, subject, verb=verb, action=_RELEASE_AGAIN)
         if waiting is not None:
             record(waiting)
             continue
@@ -473,7 +485,19 @@ def _refused_release(payment_id: Any) -> Any:
     )
 
 
-def _waits_for_staff(payment_id: Any, subject: str, verb: str = "not released") -> Change | None:
+#: What staff do for a refused release: a held payment's failed transfer is
+#: retried; a split payment's release stopped part-way is released again (the
+#: admin's *Retry failed transfer* refuses a ``partially_released`` payment).
+_RETRY_FAILED_TRANSFER = "retry the failed transfer"
+_RELEASE_AGAIN = "release it again (the admin's Release)"
+
+
+def _waits_for_staff(
+    payment_id: Any,
+    subject: str,
+    verb: str = "not released",
+    action: str = _RETRY_FAILED_TRANSFER,
+) -> Change | None:
     """An informational line when Stripe refused the payment's last release.
 
     Sending it again every run would be refused alike (an account Stripe will
@@ -489,11 +513,14 @@ def _waits_for_staff(payment_id: Any, subject: str, verb: str = "not released") 
     return Change(
         subject,
         f"{verb} ({code})",
-        "Stripe refused its last release: retry the failed transfer or resolve the incident",
+        f"Stripe refused its last release: {action} or resolve the incident (resolving it "
+        "lets the next run send it again: do not resolve it for money sent another way)",
     )
 
 
-def _dry_run_release(payment_id: Any, subject: str, detail: str) -> Change:
+def _dry_run_release(
+    payment_id: Any, subject: str, detail: str, *, payees: Collection[int] | None = None
+) -> Change:
     """What a dry run says of a release due: ``would release``, or why it would be refused.
 
     Release refuses while the payment is frozen (an open dispute, an open
@@ -501,6 +528,12 @@ def _dry_run_release(payment_id: Any, subject: str, detail: str) -> Change:
     cannot receive money (``account_not_ready``, the real run's
     informational line); a dry run that listed those as ``would release``
     would promise what the real run then does not do. Reads only.
+
+    ``payees``: a release stopped part-way (:func:`_finish_stopped_releases`)
+    sends only to the payees it still owes, so only their accounts are
+    checked, as the real run does (an account of a payee paid already that
+    cannot receive money since said ``would not release`` of a payment the
+    real run then released).
     """
     payment = payment_model().objects.get(pk=payment_id)
     waiting = _waits_for_staff(payment_id, subject, verb="would not release")
@@ -512,7 +545,7 @@ def _dry_run_release(payment_id: Any, subject: str, detail: str) -> Change:
     else:
         try:
             radar.check_not_held(payment)
-            check_payees_ready(payment)
+            check_payees_ready(payment, only=payees)
         except errors.ServiceError as exc:
             refusal = exc.code
     if refusal:

@@ -87,12 +87,18 @@ def pending_operation_for(payment: Any, kind: str, metadata: dict[str, str], amo
     """The payment's unresolved operation that made this Stripe object, or None.
 
     Matched by the ``escrow_operation`` key the object's metadata carries; an
-    object made before the key existed is matched by kind and amount.
+    object made before the key existed is matched by kind and amount. A
+    refund so matched must carry the payment's ``escrow_payment_id``, as the
+    refunds 0.1 sent do (and as their lookup requires, :func:`.outcomes._match`):
+    a refund made in the Stripe Dashboard carries none, and its webhook was
+    taken for a 0.1 refund of the same amount waiting to be looked up.
     """
     key = metadata.get("escrow_operation")
     candidates = payment.operations.filter(kind=kind, status__in=UNRESOLVED_OPERATION_STATES)
     if key:
         return candidates.filter(idempotency_key=key).first()
+    if kind == MoneyOperationKind.REFUND and metadata.get("escrow_payment_id") != str(payment.pk):
+        return None
     return candidates.filter(amount=amount).first()
 
 

@@ -2219,6 +2219,66 @@ class TestSplitAutoRelease:
         assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == [5_400]
         assert market.payment(due.pk).status == "partially_released"
 
+    def test_a_dry_run_checks_only_the_payees_still_owed(
+        self, market, sim_stripe, monkeypatch, due
+    ):
+        """The doer, paid already, can no longer receive transfers: the real
+        run sends only the partner's share (it checks only the payees owed).
+        The dry run checked every payee and said ``would not release`` of a
+        payment the real run then released."""
+        from tests.reliability.test_charge_disputed_hold import resolve_in_the_admin
+
+        from .conftest import auto_release_dry_run
+
+        hold = stopped_by_a_hold(market, sim_stripe, monkeypatch, due)
+        resolve_in_the_admin(market, hold)
+        swappable.load("ConnectedAccount").objects.filter(owner_user=market.doer).update(
+            capabilities={"transfers": "inactive"}
+        )
+
+        output = auto_release_dry_run(market, sim_stripe)
+        assert f"{due.pk}: would release" in output, output
+
+        output = auto_release_run(market)
+        assert f"{due.pk}: partially_released -> released" in output, output
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == [5_400, 3_600]
+
+    def test_a_release_no_transfer_of_which_went_says_not_released(
+        self, market, sim_stripe, monkeypatch, due
+    ):
+        """Stripe refused both payees' transfers (the first one's since
+        retried by nobody): the waiting line said ``still released in part:
+        0 of 2 transfers`` of a release that paid nobody."""
+        from io import StringIO
+
+        from django.core.management import CommandError, call_command
+
+        from .conftest import calls
+
+        send = sim_stripe.execute
+        asked: list[str] = []
+
+        def execute(method: str, *args: Any, **kwargs: Any) -> Any:
+            if method == "create_transfer":
+                asked.append(method)
+                refuse_next_transfer(sim_stripe)  # every payee's, this run
+            return send(method, *args, **kwargs)
+
+        monkeypatch.setattr(sim_stripe, "execute", execute)
+        with market.capture(execute=True), pytest.raises(CommandError):
+            call_command("escrow_auto_release", stdout=StringIO(), stderr=StringIO())
+        monkeypatch.setattr(sim_stripe, "execute", send)
+        assert len(asked) == 2
+        assert transfers_in_stripe(sim_stripe, due) == []
+        assert market.payment(due.pk).status == "partially_released"
+        sim_stripe.calls.clear()
+
+        output = auto_release_run(market)
+
+        assert f"{due.pk}: not released (" in output, output
+        assert "released in part: 0 of" not in output
+        assert calls(sim_stripe) == []
+
     def test_a_second_run_stopped_again_counts_every_transfer(
         self, market, sim_stripe, monkeypatch, settings, partner
     ):

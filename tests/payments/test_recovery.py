@@ -1721,6 +1721,47 @@ class TestARefundLeftBy0_1:
         assert money_calls(real_webhooks) == []
         assert market.payment(payment.pk).transfer_incidents.count() == 1
 
+    def test_a_dashboard_refund_is_not_taken_for_one_waiting_to_be_looked_up(
+        self, market, real_webhooks
+    ):
+        """A 0.1 refund whose lookup after the refused reversal was cut short
+        waits for the next run. A refund of the same amount made meanwhile in
+        the Stripe Dashboard (no ``escrow_payment_id``) was matched to it by
+        its webhook: the 0.1 row took the Dashboard refund's id, its incident
+        said 0.1's refund was made, and Stripe was never asked about 0.1's."""
+        from django_escrow_connect import simulation
+
+        payment = market.released_payment()
+        row = left_by_0_1(payment, 3_000)
+        real_webhooks.balances[market.doer_account.stripe_account_id]["usd"] = 0
+        real_webhooks.fail_next("list_refunds", timeout())
+        left_by_0_1_refused(market, payment, 3_000, "reconcile")
+        row.refresh_from_db()
+        assert row.status == "pending"
+
+        with market.capture(execute=True):
+            dashboard = simulation.SimulatedGateway().create_refund(
+                idempotency_key="dashboard-refund",
+                payment_intent=payment.stripe_payment_intent_id,
+                amount=3_000,
+                metadata={},
+            )
+        row.refresh_from_db()
+        assert (row.status, row.stripe_refund_id) == ("pending", "")
+        recorded = market.payment(payment.pk).refunds.get(stripe_refund_id=dashboard.id)
+        assert recorded.pk != row.pk
+
+        with market.capture(execute=True), contextlib.suppress(CommandError):
+            reconcile("--payment", str(payment.pk))
+        row.refresh_from_db()
+        assert (row.status, row.failure_reason) == (
+            "failed",
+            "reversal_failed: balance_insufficient",
+        )
+        [incident] = market.payment(payment.pk).transfer_incidents.all()
+        assert "was made at Stripe all the same" not in incident.message
+        assert refunds_at_stripe(real_webhooks, payment) == [3_000]
+
     @pytest.mark.usefixtures("split")
     @pytest.mark.parametrize("at_stripe", [True, False], ids=["made", "not-made"])
     @pytest.mark.parametrize("via", ["reconcile", "refund"])
