@@ -53,7 +53,12 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 "$VENV/bin/python" -m pip install -q -e ".[test]" "Django>=$SERIES,<$next"
 "$VENV/bin/python" -c 'import django; print("Django", django.get_version())'
-exec env -u DATABASE_URL "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
+WORKERS="$(nproc 2>/dev/null || echo 1)"
+XDIST=()
+if ((WORKERS > 1)); then
+    XDIST=(-n "$WORKERS" --dist loadgroup) # pytest-xdist, as scripts/test.sh
+fi
+exec env -u DATABASE_URL "$VENV/bin/python" -m pytest -q -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} \
     --ds=tests.settings tests/admin tests/security/test_malformed_input.py \
     tests/foundation/test_checks.py tests/foundation/test_admin.py \
     tests/foundation/test_migrations.py tests/foundation/test_settings.py \
