@@ -1452,15 +1452,7 @@ def drive(
         if renewed is not None:
             _finish(renewed, for_another=for_another, pays_out=pays_out)
         return
-    try:
-        found = lookup(operation)
-    except GatewayError as exc:
-        raise errors.OperationInFlight(
-            _(
-                "An earlier payment operation has not been confirmed and Stripe cannot be "
-                "asked about it right now; try again shortly."
-            )
-        ) from exc
+    found = _look_up_or_in_flight(operation)
     with transaction.atomic():
         payment, current = lock_operation(operation.payment_id, operation.pk)
         if not current.is_unresolved:
@@ -1526,6 +1518,21 @@ def drive(
     _finish(successor, for_another=for_another, pays_out=pays_out)
 
 
+def _look_up_or_in_flight(operation: Any) -> Any:
+    """Stripe's object the unresolved ``operation`` made, or None; Stripe
+    cannot be asked: ``OperationInFlight`` (left for the next request or
+    ``escrow_reconcile``). No transaction open, no lock held."""
+    try:
+        return lookup(operation)
+    except GatewayError as exc:
+        raise errors.OperationInFlight(
+            _(
+                "An earlier payment operation has not been confirmed and Stripe cannot be "
+                "asked about it right now; try again shortly."
+            )
+        ) from exc
+
+
 def _look_up_refund_of_refused_reversal(operation: Any, *, for_another: bool) -> None:
     """Settle a refund 0.1 sent whose reversal Stripe refused
     (:data:`.operations.REVERSAL_REFUSED`) from Stripe's facts alone.
@@ -1540,15 +1547,7 @@ def _look_up_refund_of_refused_reversal(operation: Any, *, for_another: bool) ->
     ``for_another``. Stripe cannot be asked: ``OperationInFlight``, the
     operation left unresolved for the next request or ``escrow_reconcile``.
     """
-    try:
-        found = lookup(operation)
-    except GatewayError as exc:
-        raise errors.OperationInFlight(
-            _(
-                "An earlier payment operation has not been confirmed and Stripe cannot be "
-                "asked about it right now; try again shortly."
-            )
-        ) from exc
+    found = _look_up_or_in_flight(operation)
     with transaction.atomic():
         payment, current = lock_operation(operation.payment_id, operation.pk)
         if not current.is_unresolved:

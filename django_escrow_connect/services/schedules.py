@@ -232,11 +232,8 @@ def _release_due_milestones(record: Report, *, dry_run: bool, now: datetime) -> 
         if waiting is not None:
             record(waiting)
             continue
-        before = transfers_made(payment_id)
-        try:
-            updated = release_payment(payment_id, system=True, milestone_id=milestone_id)
-        except errors.ServiceError as exc:
-            record(_release_refused(payment_id, subject, exc, before))
+        updated = _release(payment_id, subject, record, milestone_id=milestone_id)
+        if updated is None:
             continue
         record(Change(subject, f"delivered -> {updated.status}", "milestone auto-release"))
 
@@ -252,13 +249,29 @@ def _release_held_payments(days: int, record: Report, *, dry_run: bool, now: dat
         if waiting is not None:
             record(waiting)
             continue
-        before = transfers_made(payment.pk)
-        try:
-            updated = release_payment(payment.pk, system=True)
-        except errors.ServiceError as exc:
-            record(_release_refused(payment.pk, subject, exc, before))
+        updated = _release(payment.pk, subject, record)
+        if updated is None:
             continue
         record(Change(subject, f"{S.HELD} -> {updated.status}", f"held {days}+ days"))
+
+
+def _release(
+    payment_id: Any,
+    subject: str,
+    record: Report,
+    *,
+    earlier: int = 0,
+    milestone_id: Any = None,
+) -> Any:
+    """Release the payment (or its milestone) as the system; the payment
+    released, or None once a refusal's line is recorded (saying what this
+    release sent first: :func:`_release_refused`)."""
+    before = transfers_made(payment_id)
+    try:
+        return release_payment(payment_id, system=True, milestone_id=milestone_id)
+    except errors.ServiceError as exc:
+        record(_release_refused(payment_id, subject, exc, before, earlier=earlier))
+        return None
 
 
 def _stopped_releases(cutoff: datetime) -> Any:
@@ -345,11 +358,8 @@ def _finish_stopped_releases(days: int, record: Report, *, dry_run: bool, now: d
         if waiting is not None:
             record(waiting)
             continue
-        before = transfers_made(payment.pk)
-        try:
-            updated = release_payment(payment.pk, system=True)
-        except errors.ServiceError as exc:
-            record(_release_refused(payment.pk, subject, exc, before, earlier=earlier))
+        updated = _release(payment.pk, subject, record, earlier=earlier)
+        if updated is None:
             continue
         record(
             Change(
