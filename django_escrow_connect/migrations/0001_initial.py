@@ -5,6 +5,7 @@ import django.db.models.expressions
 import django.db.models.functions.text
 import django.db.models.lookups
 import django.utils.timezone
+import django_escrow_connect.migration_fields
 import django_fsm
 import uuid
 from django.conf import settings
@@ -54,7 +55,7 @@ class Migration(migrations.Migration):
                 ('amount_transferred', models.BigIntegerField(default=0)),
                 ('amount_reversed', models.BigIntegerField(default=0)),
                 ('strategy', models.CharField(choices=[('separate_charges_and_transfers', 'Separate charges and transfers'), ('manual_capture', 'Destination charge, manual capture')], max_length=40)),
-                ('status', django_fsm.FSMField(choices=[('awaiting_payment', 'Awaiting payment'), ('processing', 'Processing'), ('held', 'Held in escrow'), ('releasing', 'Releasing'), ('released', 'Released'), ('partially_refunded', 'Partially refunded'), ('refunded', 'Refunded'), ('failed', 'Failed'), ('canceled', 'Canceled'), ('disputed', 'Disputed'), ('dispute_lost', 'Dispute lost')], default='awaiting_payment', max_length=32, protected=True)),
+                ('status', django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('awaiting_payment', 'Awaiting payment'), ('processing', 'Processing'), ('held', 'Held in escrow'), ('releasing', 'Releasing'), ('released', 'Released'), ('partially_refunded', 'Partially refunded'), ('refunded', 'Refunded'), ('failed', 'Failed'), ('canceled', 'Canceled'), ('disputed', 'Disputed'), ('dispute_lost', 'Dispute lost')], default='awaiting_payment', max_length=32, protected=True)),
                 ('status_before_dispute', models.CharField(blank=True, max_length=32)),
                 ('stripe_payment_intent_id', models.CharField(blank=True, max_length=255)),
                 ('stripe_charge_id', models.CharField(blank=True, max_length=255)),
@@ -95,7 +96,7 @@ class Migration(migrations.Migration):
                 ('stripe_charge_id', models.CharField(max_length=255)),
                 ('amount', models.BigIntegerField()),
                 ('currency', models.CharField(max_length=3)),
-                ('status', django_fsm.FSMField(choices=[('warning_needs_response', 'Inquiry: needs response'), ('warning_under_review', 'Inquiry: under review'), ('warning_closed', 'Inquiry: closed'), ('needs_response', 'Needs response'), ('under_review', 'Under review'), ('won', 'Won'), ('lost', 'Lost'), ('prevented', 'Prevented')], max_length=32, protected=True)),
+                ('status', django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('warning_needs_response', 'Inquiry: needs response'), ('warning_under_review', 'Inquiry: under review'), ('warning_closed', 'Inquiry: closed'), ('needs_response', 'Needs response'), ('under_review', 'Under review'), ('won', 'Won'), ('lost', 'Lost'), ('prevented', 'Prevented')], max_length=32, protected=True)),
                 ('reason', models.CharField(blank=True, max_length=64)),
                 ('evidence_due_by', models.DateTimeField(blank=True, null=True)),
                 ('funds_withdrawn', models.BigIntegerField(default=0)),
@@ -144,7 +145,7 @@ class Migration(migrations.Migration):
                 ('idempotency_key', models.CharField(max_length=255, unique=True)),
                 ('amount', models.BigIntegerField()),
                 ('currency', models.CharField(max_length=3)),
-                ('status', django_fsm.FSMField(choices=[('pending', 'Pending'), ('requires_action', 'Requires action'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('canceled', 'Canceled')], default='pending', max_length=32, protected=True)),
+                ('status', django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('pending', 'Pending'), ('requires_action', 'Requires action'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('canceled', 'Canceled')], default='pending', max_length=32, protected=True)),
                 ('reason', models.CharField(blank=True, max_length=64)),
                 ('failure_reason', models.CharField(blank=True, max_length=255)),
                 ('payment', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='refunds', to=swapper.get_model_name("escrow_connect", "EscrowPayment"))),
@@ -171,7 +172,7 @@ class Migration(migrations.Migration):
                 ('currency', models.CharField(max_length=3)),
                 ('destination_account_id', models.CharField(max_length=255)),
                 ('source_transaction', models.CharField(blank=True, max_length=255)),
-                ('status', django_fsm.FSMField(choices=[('pending', 'Pending'), ('created', 'Created'), ('failed', 'Failed'), ('partially_reversed', 'Partially reversed'), ('reversed', 'Reversed')], default='pending', max_length=32, protected=True)),
+                ('status', django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('pending', 'Pending'), ('created', 'Created'), ('failed', 'Failed'), ('partially_reversed', 'Partially reversed'), ('reversed', 'Reversed')], default='pending', max_length=32, protected=True)),
                 ('failure_code', models.CharField(blank=True, max_length=255)),
                 ('failure_message', models.TextField(blank=True)),
                 ('payment', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='transfers', to=swapper.get_model_name("escrow_connect", "EscrowPayment"))),
@@ -222,7 +223,7 @@ class Migration(migrations.Migration):
                 ('idempotency_key', models.CharField(max_length=255, unique=True)),
                 ('amount', models.BigIntegerField()),
                 ('currency', models.CharField(max_length=3)),
-                ('status', django_fsm.FSMField(choices=[('pending', 'Pending'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='pending', max_length=32, protected=True)),
+                ('status', django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('pending', 'Pending'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='pending', max_length=32, protected=True)),
                 ('failure_code', models.CharField(blank=True, max_length=255)),
                 ('failure_message', models.TextField(blank=True)),
                 ('payment', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='transfer_reversals', to=swapper.get_model_name("escrow_connect", "EscrowPayment"))),
@@ -248,7 +249,7 @@ class Migration(migrations.Migration):
                 ('object_id', models.CharField(blank=True, db_index=True, max_length=255)),
                 ('stripe_created', models.DateTimeField(blank=True, null=True)),
                 ('payload', models.JSONField(blank=True, null=True)),
-                ('status', django_fsm.FSMField(choices=[('received', 'Received'), ('processed', 'Processed'), ('failed', 'Failed'), ('ignored', 'Ignored'), ('deferred', 'Deferred')], default='received', max_length=16, protected=True)),
+                ('status', django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('received', 'Received'), ('processed', 'Processed'), ('failed', 'Failed'), ('ignored', 'Ignored'), ('deferred', 'Deferred')], default='received', max_length=16, protected=True)),
                 ('attempts', models.PositiveIntegerField(default=0)),
                 ('last_error', models.TextField(blank=True)),
                 ('received_at', models.DateTimeField(default=django.utils.timezone.now)),
@@ -277,7 +278,7 @@ class Migration(migrations.Migration):
                 ('country', models.CharField(blank=True, max_length=2)),
                 ('email', models.EmailField(blank=True, max_length=254)),
                 ('livemode', models.BooleanField(default=False)),
-                ('status', django_fsm.FSMField(choices=[('pending_verification', 'Pending verification'), ('verified', 'Verified'), ('restricted', 'Restricted'), ('deauthorized', 'Deauthorized')], db_index=True, default='pending_verification', max_length=32, protected=True)),
+                ('status', django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('pending_verification', 'Pending verification'), ('verified', 'Verified'), ('restricted', 'Restricted'), ('deauthorized', 'Deauthorized')], db_index=True, default='pending_verification', max_length=32, protected=True)),
                 ('charges_enabled', models.BooleanField(default=False)),
                 ('payouts_enabled', models.BooleanField(default=False)),
                 ('details_submitted', models.BooleanField(default=False)),

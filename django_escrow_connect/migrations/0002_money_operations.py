@@ -2,6 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
+import django_escrow_connect.migration_fields
 import django_fsm
 from django.conf import settings
 import swapper
@@ -30,7 +31,7 @@ class Migration(migrations.Migration):
                 ('attempt', models.PositiveIntegerField(default=0, verbose_name='attempt')),
                 ('amount', models.BigIntegerField(blank=True, null=True, verbose_name='amount (minor units)')),
                 ('currency', models.CharField(blank=True, max_length=3, verbose_name='currency')),
-                ('status', django_fsm.FSMField(choices=[('pending', 'Pending'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('unknown', 'Outcome unknown')], default='pending', max_length=16, protected=True, verbose_name='status')),
+                ('status', django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('pending', 'Pending'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('unknown', 'Outcome unknown')], default='pending', max_length=16, protected=True, verbose_name='status')),
                 ('request', models.JSONField(blank=True, default=dict, verbose_name='request')),
                 ('follow_up', models.JSONField(blank=True, default=dict, verbose_name='follow-up')),
                 ('target_id', models.CharField(blank=True, max_length=255, verbose_name='target Stripe id')),

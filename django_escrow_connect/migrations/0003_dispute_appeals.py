@@ -3,7 +3,7 @@
 # Operations on the Dispute model are skipped when a host swaps it; such a host
 # runs makemigrations for its own model.
 
-import django_fsm
+import django_escrow_connect.migration_fields
 from django.db import migrations, models
 
 
@@ -22,6 +22,6 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='dispute',
             name='status',
-            field=django_fsm.FSMField(choices=[('warning_needs_response', 'Inquiry: needs response'), ('warning_under_review', 'Inquiry: under review'), ('warning_closed', 'Inquiry: closed'), ('needs_response', 'Needs response'), ('under_review', 'Under review'), ('won', 'Won'), ('lost', 'Lost'), ('prevented', 'Prevented'), ('appeal_needs_response', 'Appeal: needs response'), ('appeal_under_review', 'Appeal: under review')], max_length=32, protected=True),
+            field=django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('warning_needs_response', 'Inquiry: needs response'), ('warning_under_review', 'Inquiry: under review'), ('warning_closed', 'Inquiry: closed'), ('needs_response', 'Needs response'), ('under_review', 'Under review'), ('won', 'Won'), ('lost', 'Lost'), ('prevented', 'Prevented'), ('appeal_needs_response', 'Appeal: needs response'), ('appeal_under_review', 'Appeal: under review')], max_length=32, protected=True),
         ),
     ]

@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import django_fsm
+import django_escrow_connect.migration_fields
 from django.conf import settings
 import swapper
 from django.db import migrations, models
@@ -89,7 +89,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='connectedaccount',
             name='status',
-            field=django_fsm.FSMField(choices=[('pending_verification', 'Pending verification'), ('verified', 'Verified'), ('restricted', 'Restricted'), ('deauthorized', 'Deauthorized')], db_index=True, default='pending_verification', help_text="Derived from Stripe's requirements; changed by webhooks and syncs only.", max_length=32, protected=True, verbose_name='status'),
+            field=django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('pending_verification', 'Pending verification'), ('verified', 'Verified'), ('restricted', 'Restricted'), ('deauthorized', 'Deauthorized')], db_index=True, default='pending_verification', help_text="Derived from Stripe's requirements; changed by webhooks and syncs only.", max_length=32, protected=True, verbose_name='status'),
         ),
         migrations.AlterField(
             model_name='connectedaccount',
@@ -149,7 +149,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='dispute',
             name='status',
-            field=django_fsm.FSMField(choices=[('warning_needs_response', 'Inquiry: needs response'), ('warning_under_review', 'Inquiry: under review'), ('warning_closed', 'Inquiry: closed'), ('needs_response', 'Needs response'), ('under_review', 'Under review'), ('won', 'Won'), ('lost', 'Lost'), ('prevented', 'Prevented'), ('appeal_needs_response', 'Appeal: needs response'), ('appeal_under_review', 'Appeal: under review')], max_length=32, protected=True, verbose_name='status'),
+            field=django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('warning_needs_response', 'Inquiry: needs response'), ('warning_under_review', 'Inquiry: under review'), ('warning_closed', 'Inquiry: closed'), ('needs_response', 'Needs response'), ('under_review', 'Under review'), ('won', 'Won'), ('lost', 'Lost'), ('prevented', 'Prevented'), ('appeal_needs_response', 'Appeal: needs response'), ('appeal_under_review', 'Appeal: under review')], max_length=32, protected=True, verbose_name='status'),
         ),
         migrations.AlterField(
             model_name='dispute',
@@ -259,7 +259,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='escrowpayment',
             name='status',
-            field=django_fsm.FSMField(choices=[('awaiting_payment', 'Awaiting payment'), ('processing', 'Processing'), ('held', 'Held in escrow'), ('releasing', 'Releasing'), ('released', 'Released'), ('partially_refunded', 'Partially refunded'), ('refunded', 'Refunded'), ('failed', 'Failed'), ('canceled', 'Canceled'), ('disputed', 'Disputed'), ('dispute_lost', 'Dispute lost')], default='awaiting_payment', help_text="Changed only by the payment's transitions (services and webhooks), never by editing.", max_length=32, protected=True, verbose_name='status'),
+            field=django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('awaiting_payment', 'Awaiting payment'), ('processing', 'Processing'), ('held', 'Held in escrow'), ('releasing', 'Releasing'), ('released', 'Released'), ('partially_refunded', 'Partially refunded'), ('refunded', 'Refunded'), ('failed', 'Failed'), ('canceled', 'Canceled'), ('disputed', 'Disputed'), ('dispute_lost', 'Dispute lost')], default='awaiting_payment', help_text="Changed only by the payment's transitions (services and webhooks), never by editing.", max_length=32, protected=True, verbose_name='status'),
         ),
         migrations.AlterField(
             model_name='escrowpayment',
@@ -374,7 +374,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='refund',
             name='status',
-            field=django_fsm.FSMField(choices=[('pending', 'Pending'), ('requires_action', 'Requires action'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('canceled', 'Canceled')], default='pending', max_length=32, protected=True, verbose_name='status'),
+            field=django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('pending', 'Pending'), ('requires_action', 'Requires action'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('canceled', 'Canceled')], default='pending', max_length=32, protected=True, verbose_name='status'),
         ),
         migrations.AlterField(
             model_name='refund',
@@ -429,7 +429,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='transfer',
             name='status',
-            field=django_fsm.FSMField(choices=[('pending', 'Pending'), ('created', 'Created'), ('failed', 'Failed'), ('partially_reversed', 'Partially reversed'), ('reversed', 'Reversed')], default='pending', max_length=32, protected=True, verbose_name='status'),
+            field=django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('pending', 'Pending'), ('created', 'Created'), ('failed', 'Failed'), ('partially_reversed', 'Partially reversed'), ('reversed', 'Reversed')], default='pending', max_length=32, protected=True, verbose_name='status'),
         ),
         migrations.AlterField(
             model_name='transfer',
@@ -534,7 +534,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='transferreversal',
             name='status',
-            field=django_fsm.FSMField(choices=[('pending', 'Pending'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='pending', max_length=32, protected=True, verbose_name='status'),
+            field=django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('pending', 'Pending'), ('succeeded', 'Succeeded'), ('failed', 'Failed')], default='pending', max_length=32, protected=True, verbose_name='status'),
         ),
         migrations.AlterField(
             model_name='transferreversal',
@@ -604,7 +604,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='webhookevent',
             name='status',
-            field=django_fsm.FSMField(choices=[('received', 'Received'), ('processed', 'Processed'), ('failed', 'Failed'), ('ignored', 'Ignored'), ('deferred', 'Deferred')], default='received', max_length=16, protected=True, verbose_name='status'),
+            field=django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('received', 'Received'), ('processed', 'Processed'), ('failed', 'Failed'), ('ignored', 'Ignored'), ('deferred', 'Deferred')], default='received', max_length=16, protected=True, verbose_name='status'),
         ),
         migrations.AlterField(
             model_name='webhookevent',

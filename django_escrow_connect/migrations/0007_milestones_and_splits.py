@@ -5,6 +5,7 @@ import django.db.models.expressions
 import django.db.models.functions.text
 import django.db.models.lookups
 import django.utils.timezone
+import django_escrow_connect.migration_fields
 import django_fsm
 from django.conf import settings
 import swapper
@@ -45,7 +46,7 @@ class Migration(migrations.Migration):
                 ('currency', models.CharField(max_length=3, verbose_name='currency')),
                 ('due_date', models.DateField(blank=True, null=True, verbose_name='due date')),
                 ('auto_release_after', models.DurationField(blank=True, help_text='Released this long after the doer marked it delivered (empty: never).', null=True, verbose_name='auto-release after')),
-                ('status', django_fsm.FSMField(choices=[('held', 'Held'), ('delivered', 'Delivered'), ('released', 'Released'), ('refunded', 'Refunded'), ('canceled', 'Canceled')], default='held', max_length=32, protected=True, verbose_name='status')),
+                ('status', django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('held', 'Held'), ('delivered', 'Delivered'), ('released', 'Released'), ('refunded', 'Refunded'), ('canceled', 'Canceled')], default='held', max_length=32, protected=True, verbose_name='status')),
                 ('delivered_at', models.DateTimeField(blank=True, null=True, verbose_name='delivered at')),
                 ('released_at', models.DateTimeField(blank=True, null=True, verbose_name='released at')),
             ],
@@ -88,7 +89,7 @@ class Migration(migrations.Migration):
                 ('platform_fee', models.BigIntegerField(default=0, verbose_name='platform fee (minor units)')),
                 ('currency', models.CharField(max_length=3, verbose_name='currency')),
                 ('allocations', models.JSONField(default=dict, verbose_name='allocations')),
-                ('status', django_fsm.FSMField(choices=[('pending', 'Pending'), ('released', 'Released')], default='pending', max_length=32, protected=True, verbose_name='status')),
+                ('status', django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('pending', 'Pending'), ('released', 'Released')], default='pending', max_length=32, protected=True, verbose_name='status')),
                 ('released_at', models.DateTimeField(blank=True, null=True, verbose_name='released at')),
             ],
             options={
@@ -111,7 +112,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='escrowpayment',
             name='status',
-            field=django_fsm.FSMField(choices=[('awaiting_payment', 'Awaiting payment'), ('processing', 'Processing'), ('held', 'Held in escrow'), ('partially_released', 'Partially released'), ('releasing', 'Releasing'), ('released', 'Released'), ('partially_refunded', 'Partially refunded'), ('refunded', 'Refunded'), ('failed', 'Failed'), ('canceled', 'Canceled'), ('disputed', 'Disputed'), ('dispute_lost', 'Dispute lost')], default='awaiting_payment', help_text="Changed only by the payment's transitions (services and webhooks), never by editing.", max_length=32, protected=True, verbose_name='status'),
+            field=django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('awaiting_payment', 'Awaiting payment'), ('processing', 'Processing'), ('held', 'Held in escrow'), ('partially_released', 'Partially released'), ('releasing', 'Releasing'), ('released', 'Released'), ('partially_refunded', 'Partially refunded'), ('refunded', 'Refunded'), ('failed', 'Failed'), ('canceled', 'Canceled'), ('disputed', 'Disputed'), ('dispute_lost', 'Dispute lost')], default='awaiting_payment', help_text="Changed only by the payment's transitions (services and webhooks), never by editing.", max_length=32, protected=True, verbose_name='status'),
         ),
         migrations.AddConstraint(
             model_name='escrowpayment',

@@ -5,6 +5,7 @@ import django.db.models.deletion
 import django.db.models.functions.text
 import django.db.models.lookups
 import django.utils.timezone
+import django_escrow_connect.migration_fields
 import django_fsm
 import uuid
 from django.conf import settings
@@ -37,7 +38,7 @@ class Migration(migrations.Migration):
                 ('amount', models.BigIntegerField(verbose_name='amount (minor units)')),
                 ('currency', models.CharField(max_length=3, verbose_name='currency')),
                 ('platform_fee', models.BigIntegerField(default=0, verbose_name='platform fee (minor units)')),
-                ('status', django_fsm.FSMField(choices=[('awaiting_payment', 'Awaiting payment'), ('processing', 'Processing'), ('paid', 'Paid'), ('transferred', 'Transferred'), ('transfer_failed', 'Transfer failed'), ('failed', 'Failed'), ('canceled', 'Canceled')], default='awaiting_payment', max_length=32, protected=True, verbose_name='status')),
+                ('status', django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('awaiting_payment', 'Awaiting payment'), ('processing', 'Processing'), ('paid', 'Paid'), ('transferred', 'Transferred'), ('transfer_failed', 'Transfer failed'), ('failed', 'Failed'), ('canceled', 'Canceled')], default='awaiting_payment', max_length=32, protected=True, verbose_name='status')),
                 ('stripe_payment_intent_id', models.CharField(blank=True, max_length=255, verbose_name='Stripe PaymentIntent id')),
                 ('stripe_charge_id', models.CharField(blank=True, max_length=255, verbose_name='Stripe charge id')),
                 ('intent_idempotency_key', models.CharField(max_length=255, unique=True, verbose_name='PaymentIntent idempotency key')),
@@ -68,7 +69,7 @@ class Migration(migrations.Migration):
                 ('currency', models.CharField(max_length=3, verbose_name='currency')),
                 ('idempotency_key', models.CharField(max_length=255, unique=True, verbose_name='idempotency key')),
                 ('stripe_transfer_id', models.CharField(blank=True, max_length=255, verbose_name='Stripe transfer id')),
-                ('status', django_fsm.FSMField(choices=[('pending', 'Pending'), ('created', 'Created'), ('failed', 'Failed')], default='pending', max_length=32, protected=True, verbose_name='status')),
+                ('status', django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('pending', 'Pending'), ('created', 'Created'), ('failed', 'Failed')], default='pending', max_length=32, protected=True, verbose_name='status')),
                 ('failure_code', models.CharField(blank=True, max_length=255, verbose_name='failure code')),
                 ('failure_message', models.TextField(blank=True, verbose_name='failure message')),
                 ('tip', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='transfers', to=swapper.get_model_name("escrow_connect", "EscrowTip"), verbose_name='tip')),

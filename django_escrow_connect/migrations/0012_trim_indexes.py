@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django_escrow_connect.migration_operations
-import django_fsm
+import django_escrow_connect.migration_fields
 from django.conf import settings
 import swapper
 from django_escrow_connect import swappable
@@ -28,7 +28,7 @@ class Migration(migrations.Migration):
         django_escrow_connect.migration_operations.IndexToMeta(
             model_name='connectedaccount',
             name='status',
-            field=django_fsm.FSMField(choices=[('pending_verification', 'Pending verification'), ('verified', 'Verified'), ('restricted', 'Restricted'), ('deauthorized', 'Deauthorized')], default='pending_verification', help_text="Derived from Stripe's requirements; changed by webhooks and syncs only.", max_length=32, protected=True, verbose_name='status'),
+            field=django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('pending_verification', 'Pending verification'), ('verified', 'Verified'), ('restricted', 'Restricted'), ('deauthorized', 'Deauthorized')], default='pending_verification', help_text="Derived from Stripe's requirements; changed by webhooks and syncs only.", max_length=32, protected=True, verbose_name='status'),
             index=models.Index(fields=['status'], name='escrow_account_status_idx'),
         ),
         django_escrow_connect.migration_operations.UniqueToConstraint(

@@ -3,7 +3,7 @@
 # version released in part, settled when the hold is voided (a choices change
 # only; no column changes).
 
-import django_fsm
+import django_escrow_connect.migration_fields
 from django.db import migrations
 
 
@@ -17,6 +17,6 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='escrowrelease',
             name='status',
-            field=django_fsm.FSMField(choices=[('pending', 'Pending'), ('released', 'Released'), ('canceled', 'Canceled')], default='pending', max_length=32, protected=True, verbose_name='status'),
+            field=django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('pending', 'Pending'), ('released', 'Released'), ('canceled', 'Canceled')], default='pending', max_length=32, protected=True, verbose_name='status'),
         ),
     ]

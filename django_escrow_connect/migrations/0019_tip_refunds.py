@@ -7,7 +7,7 @@
 # for them until Stripe reports a refund (escrow_reconcile reads the charge of
 # a tip it would transfer).
 
-import django_fsm
+import django_escrow_connect.migration_fields
 from django.conf import settings
 from django.db import migrations, models
 
@@ -33,7 +33,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='escrowtip',
             name='status',
-            field=django_fsm.FSMField(choices=[('awaiting_payment', 'Awaiting payment'), ('processing', 'Processing'), ('paid', 'Paid'), ('transferred', 'Transferred'), ('transfer_failed', 'Transfer failed'), ('failed', 'Failed'), ('canceled', 'Canceled'), ('refunded', 'Refunded')], default='awaiting_payment', max_length=32, protected=True, verbose_name='status'),
+            field=django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('awaiting_payment', 'Awaiting payment'), ('processing', 'Processing'), ('paid', 'Paid'), ('transferred', 'Transferred'), ('transfer_failed', 'Transfer failed'), ('failed', 'Failed'), ('canceled', 'Canceled'), ('refunded', 'Refunded')], default='awaiting_payment', max_length=32, protected=True, verbose_name='status'),
         ),
         migrations.AlterField(
             model_name='paymentincident',

@@ -26,6 +26,42 @@ def test_no_missing_migrations():
     assert "No changes detected" in out.getvalue()
 
 
+def test_rendering_the_migrations_leaves_no_transition_collectors(monkeypatch):
+    """django-fsm-2's ``FSMField`` connects a ``class_prepared`` receiver per
+    field it meets and never disconnects it; migrations render historical
+    models over and over, and each model rendered later called them all (a
+    fresh ``migrate`` took ~25 s). The migrations' ``HistoricalFSMField``
+    disconnects it on historical models: none of this package's is left
+    connected.
+    """
+    from django.db.migrations.loader import MigrationLoader
+    from django.db.models.signals import class_prepared
+
+    connected = []
+    connect = class_prepared.connect
+
+    def spy(receiver, *args, **kwargs):
+        connected.append(receiver)  # a strong reference: none dies unseen
+        return connect(receiver, *args, **kwargs)
+
+    monkeypatch.setattr(class_prepared, "connect", spy)
+    state = MigrationLoader(None, ignore_no_migrations=True).project_state()
+    models = state.apps.get_models()  # rendered: every field contributed
+    collectors = [r for r in connected if getattr(r, "__name__", "") == "_collect_transitions"]
+    # This package's historical models (a host's own migrations, as
+    # tests/testapp's, may keep django_fsm.FSMField: it works as before).
+    historical = [
+        r
+        for r in collectors
+        if r.__self__.model.__module__ == "__fake__"
+        and r.__self__.model._meta.app_label == "escrow_connect"
+    ]
+    assert len(historical) >= 10, f"{len(historical)} historical FSM fields rendered"
+    left = [r for r in historical if class_prepared.disconnect(r)]
+    assert left == [], f"{len(left)} of {len(historical)} receivers left connected"
+    assert any(m._meta.app_label == "escrow_connect" for m in models)
+
+
 def test_library_migrations_name_no_host_app():
     for path in MIGRATIONS.glob("0*.py"):
         source = path.read_text()

@@ -2,6 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
+import django_escrow_connect.migration_fields
 import django_fsm
 import marketplace.models
 from django.conf import settings
@@ -65,10 +66,10 @@ class Migration(migrations.Migration):
             name='Task',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('payment_status', django_fsm.FSMField(choices=[('pending_payment', 'Pending payment'), ('payment_in_escrow', 'Payment in escrow'), ('payment_released', 'Payment released'), ('payment_failed', 'Payment failed'), ('refunded', 'Refunded')], db_index=True, default='pending_payment', max_length=32, protected=True, verbose_name='payment status')),
+                ('payment_status', django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('pending_payment', 'Pending payment'), ('payment_in_escrow', 'Payment in escrow'), ('payment_released', 'Payment released'), ('payment_failed', 'Payment failed'), ('refunded', 'Refunded')], db_index=True, default='pending_payment', max_length=32, protected=True, verbose_name='payment status')),
                 ('title', models.CharField(max_length=120)),
                 ('description', models.TextField(blank=True)),
-                ('status', django_fsm.FSMField(choices=[('created', 'Created'), ('bidding', 'Bidding'), ('bid_accepted', 'Bid accepted'), ('in_progress', 'In progress'), ('completed', 'Completed'), ('cancelled', 'Cancelled')], db_index=True, default='created', max_length=20, protected=True)),
+                ('status', django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('created', 'Created'), ('bidding', 'Bidding'), ('bid_accepted', 'Bid accepted'), ('in_progress', 'In progress'), ('completed', 'Completed'), ('cancelled', 'Cancelled')], db_index=True, default='created', max_length=20, protected=True)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
                 ('completed_at', models.DateTimeField(blank=True, null=True)),
                 ('cancelled_at', models.DateTimeField(blank=True, null=True)),

@@ -5,6 +5,7 @@ import django.db.models.expressions
 import django.db.models.functions.text
 import django.db.models.lookups
 import django.utils.timezone
+import django_escrow_connect.migration_fields
 import django_fsm
 import uuid
 from django.conf import settings
@@ -49,7 +50,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='Job',
             fields=[
-                ('payment_status', django_fsm.FSMField(choices=[('pending_payment', 'Pending payment'), ('payment_in_escrow', 'Payment in escrow'), ('payment_released', 'Payment released'), ('payment_failed', 'Payment failed'), ('refunded', 'Refunded')], db_index=True, default='pending_payment', max_length=32, protected=True, verbose_name='payment status')),
+                ('payment_status', django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('pending_payment', 'Pending payment'), ('payment_in_escrow', 'Payment in escrow'), ('payment_released', 'Payment released'), ('payment_failed', 'Payment failed'), ('refunded', 'Refunded')], db_index=True, default='pending_payment', max_length=32, protected=True, verbose_name='payment status')),
                 ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
                 ('summary', models.CharField(max_length=100)),
                 ('price', models.BigIntegerField(blank=True, null=True)),
@@ -78,7 +79,7 @@ class Migration(migrations.Migration):
                 ('amount_transferred', models.BigIntegerField(default=0)),
                 ('amount_reversed', models.BigIntegerField(default=0)),
                 ('strategy', models.CharField(choices=[('separate_charges_and_transfers', 'Separate charges and transfers'), ('manual_capture', 'Destination charge, manual capture')], max_length=40)),
-                ('status', django_fsm.FSMField(choices=[('awaiting_payment', 'Awaiting payment'), ('processing', 'Processing'), ('held', 'Held in escrow'), ('releasing', 'Releasing'), ('released', 'Released'), ('partially_refunded', 'Partially refunded'), ('refunded', 'Refunded'), ('failed', 'Failed'), ('canceled', 'Canceled'), ('disputed', 'Disputed'), ('dispute_lost', 'Dispute lost')], default='awaiting_payment', max_length=32, protected=True)),
+                ('status', django_escrow_connect.migration_fields.HistoricalFSMField(choices=[('awaiting_payment', 'Awaiting payment'), ('processing', 'Processing'), ('held', 'Held in escrow'), ('releasing', 'Releasing'), ('released', 'Released'), ('partially_refunded', 'Partially refunded'), ('refunded', 'Refunded'), ('failed', 'Failed'), ('canceled', 'Canceled'), ('disputed', 'Disputed'), ('dispute_lost', 'Dispute lost')], default='awaiting_payment', max_length=32, protected=True)),
                 ('status_before_dispute', models.CharField(blank=True, max_length=32)),
                 ('stripe_payment_intent_id', models.CharField(blank=True, max_length=255)),
                 ('stripe_charge_id', models.CharField(blank=True, max_length=255)),
