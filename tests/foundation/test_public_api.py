@@ -30,6 +30,7 @@ PUBLIC_MODULES: dict[str, str] = {
     P + ".swappable": "Resolve the configured (possibly swapped) models.",
     P + ".migration_operations": "Migration operations that move a field's index without a "
     "rebuild.",
+    P + ".migration_fields": "The status field for migration files (a faster `migrate`).",
     P + ".terms": "What a task is paid for: the terms hook's return type.",
     P + ".fees": "The platform fee policy.",
     P + ".money": "Amounts in minor units and currency codes.",
