@@ -10,7 +10,8 @@ Events are never delivered by the process that made Stripe emit them: the
 event sink is a no-op, and the events stay queued in the shared store until
 the test delivers them to a webhook endpoint (or decides they never arrive).
 
-In a server process (``ESCROW_CRASH_ROLE=server``), a money call named by
+In a server process (``ESCROW_CRASH_ROLE=server``) or a management-command
+job (``ESCROW_CRASH_ROLE=job``, :mod:`.jobs`), a money call named by
 the crash plan blocks ``before`` Stripe acts (Stripe never acted) or
 ``after`` it acted (its answer is lost): it writes the marker file and
 sleeps until the test kills the process (or gunicorn's ``--timeout`` does).
@@ -57,13 +58,19 @@ def role() -> str:
     return os.environ.get("ESCROW_CRASH_ROLE", "test")
 
 
+def killable() -> bool:
+    """A process the test kills (a server's worker, a job): it takes crash plans
+    and leaves the events it makes Stripe emit queued for the test."""
+    return role() != "test"
+
+
 class CrashGateway(SimulatedGateway):
     """:class:`SimulatedGateway` on the shared store, blocking where the plan says."""
 
     def __init__(self) -> None:
         super().__init__()
         self.shared = shared_stripe()
-        if role() == "server":
+        if killable():
             simulated.set_event_sink(_drop_event)
 
 
@@ -73,7 +80,7 @@ def _wrap(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         plan = None
         if name in MONEY_CALLS:
             self.shared.record_money_call(name, role(), connection.in_atomic_block)
-            if role() == "server":
+            if killable():
                 plan = self.shared.take_plan(name)
         if plan is not None and plan["when"] == "before":
             self.shared.block(plan, name)  # Stripe never hears of it

@@ -9,6 +9,7 @@ the shared simulated Stripe (:class:`tests.crash.gateway.CrashGateway`).
 
 import copy
 import importlib
+import json
 import os
 
 _base = importlib.import_module(os.environ.get("ESCROW_CRASH_BASE_SETTINGS", "tests.settings"))
@@ -35,6 +36,9 @@ ESCROW_CONNECT = {
     # Saved cards (tests/crash/test_saved_payment_methods.py).
     "SAVE_PAYMENT_METHODS": True,
 }
+# A job's own settings (tests/crash/jobs.py: AUTO_RELEASE_AFTER_DAYS,
+# CAPTURE_EXPIRY_ACTION...), as the test process's configure() would set them.
+ESCROW_CONNECT.update(json.loads(os.environ.get("ESCROW_CRASH_SETTINGS", "{}")))
 if os.environ.get("ESCROW_CRASH_KEY_PREFIX"):
     ESCROW_CONNECT["IDEMPOTENCY_KEY_PREFIX"] = os.environ["ESCROW_CRASH_KEY_PREFIX"]
 
