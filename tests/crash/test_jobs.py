@@ -165,6 +165,8 @@ def run_job_case(world: World, jobs: Jobs, case: JobCase, crash: str, order: str
     jobs.crash(world, case.method, crash, *case.command, skip=case.skip)
     world.steps.append(f"after the crash: {world.payment(payment.pk).status}")
     runs: list[tuple[str, JobRun]] = []
+    #: escrow_reconcile in the test process: (status before, its output, status after)
+    reconciles: list[tuple[str, str, str]] = []
     confirms = []
     for step in JOB_ORDERS[order]:
         if step == "J":
@@ -173,7 +175,8 @@ def run_job_case(world: World, jobs: Jobs, case: JobCase, crash: str, order: str
         elif step == "W":
             world.deliver()
         elif step == "C":
-            world.reconcile()
+            before = world.payment(payment.pk).status
+            reconciles.append((before, world.reconcile(), world.payment(payment.pk).status))
         elif step == "K":
             answer = world.http(world.market.customer, "payment-confirm", payment.pk)
             world.steps.append(f"the customer confirmed: {answer}")
@@ -215,6 +218,13 @@ def run_job_case(world: World, jobs: Jobs, case: JobCase, crash: str, order: str
                 assert any(verb in line for line in run.lines), f"no line {verb!r}: {run}"
             else:
                 assert str(payment.pk) not in run.stdout, f"the run touched it again: {run}"
+        for before, text, after in reconciles:
+            # World.reconcile keeps a failed run's CommandError in its text.
+            assert "CommandError" not in text, text
+            assert "Traceback" not in text, text
+            if after != before:
+                # It finished the payment's call: its line says so.
+                assert str(payment.pk) in text, f"{before} -> {after}, not said: {text!r}"
 
     def confirms_answered() -> None:
         for answer in confirms:
