@@ -1721,6 +1721,57 @@ class TestARefundLeftBy0_1:
         assert money_calls(real_webhooks) == []
         assert market.payment(payment.pk).transfer_incidents.count() == 1
 
+    def test_a_lookup_stripe_refuses_says_so_instead_of_try_again(
+        self, market, real_webhooks, caplog
+    ):
+        """Stripe refuses the lookup itself (a 4xx: a restricted key without
+        read access to refunds), not an outage: every later request answered
+        ``409 operation_pending`` "try again shortly" for ever, hiding the
+        cause. It still answers ``operation_pending`` (nothing is assumed
+        about 0.1's refund, nothing sent), but with Stripe's reason, and
+        an ERROR log line names it; once fixed, the next run settles it."""
+        from django_escrow_connect.exceptions import GatewayPermissionDenied
+
+        payment = market.released_payment()
+        row = left_by_0_1(payment, 3_000)
+        real_webhooks.balances[market.doer_account.stripe_account_id]["usd"] = 0
+        refusal = GatewayPermissionDenied(
+            "The provided key does not have the required permissions for this endpoint.",
+            http_status=403,
+            request_id="req_no_refund_read",
+        )
+        real_webhooks.fail_next("list_refunds", refusal)
+        real_webhooks.fail_next("list_refunds", refusal)
+        real_webhooks.calls.clear()
+        first = send_left_by_0_1(market, payment, 3_000, "refund")
+        assert first.status_code == 409, first.content
+        assert first.json()["error"]["code"] == "reversal_failed"
+
+        caplog.clear()
+        with caplog.at_level("ERROR", logger="django_escrow_connect.payments"):
+            again = send_left_by_0_1(market, payment, 3_000, "refund")
+
+        assert again.status_code == 409, again.content
+        error = again.json()["error"]
+        assert error["code"] == "operation_pending"
+        assert "Stripe refused to look it up" in error["message"]
+        assert refusal.message in error["message"]
+        assert "try again shortly" not in error["message"]
+        (logged,) = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert "req_no_refund_read" in logged.getMessage()
+        assert money_calls(real_webhooks) == ["create_transfer_reversal"]
+        row.refresh_from_db()
+        assert (row.status, row.stripe_refund_id) == ("pending", "")
+
+        with market.capture(execute=True), contextlib.suppress(CommandError):
+            reconcile("--payment", str(payment.pk))
+        row.refresh_from_db()
+        assert (row.status, row.failure_reason) == (
+            "failed",
+            "reversal_failed: balance_insufficient",
+        )
+        assert money_calls(real_webhooks) == ["create_transfer_reversal"]
+
     def test_a_dashboard_refund_is_not_taken_for_one_waiting_to_be_looked_up(
         self, market, real_webhooks
     ):
