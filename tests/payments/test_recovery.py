@@ -1574,6 +1574,43 @@ class TestARefundLeftBy0_1:
         assert money_calls(real_webhooks) == []
         assert "The books agree with Stripe." in audit()
 
+    @pytest.mark.parametrize("strategy", ["separate", "manual"])
+    def test_a_full_one_finished_by_a_refund_of_the_rest_reverses_too(
+        self, market, real_webhooks, settings, strategy
+    ):
+        """A full refund 0.1 left, finished by a refund request without an
+        amount (the rest, as a full refund is asked): the doer's share comes
+        back with it as for a partial one, by a reversal first (separate
+        charges and transfers) or with the refund (``reverse_transfer``, a
+        destination charge); answered ``200 refunded``, no incident, the
+        books agree, and reconcile has nothing left to do."""
+        if strategy == "manual":
+            configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
+        payment = market.released_payment()
+        row = left_by_0_1(payment, 10_000)
+        real_webhooks.calls.clear()
+
+        with market.capture(execute=True):
+            response = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+
+        assert response.status_code == 200, response.content
+        assert response.json()["status"] == "refunded"
+        expected = {"separate": ["create_transfer_reversal", "create_refund"]}
+        assert money_calls(real_webhooks) == expected.get(strategy, ["create_refund"])
+        books = stripe_books(real_webhooks, payment)
+        assert books["reversed"] == books["transferred"] > 0
+        assert books["refunded"] == 10_000
+        row.refresh_from_db()
+        assert (row.status, row.idempotency_key) == ("succeeded", "escrow-0.1-refund-lost")
+        payment = market.payment(payment.pk)
+        assert not payment.transfer_incidents.exists()
+        assert not payment.incidents.exists()
+        real_webhooks.calls.clear()
+        with market.capture(execute=True):
+            reconcile("--payment", str(payment.pk))
+        assert money_calls(real_webhooks) == []
+        assert "The books agree with Stripe." in audit()
+
     @pytest.mark.parametrize("via", ["reconcile", "refund"])
     def test_a_refused_reversal_makes_no_refund(self, market, real_webhooks, via):
         """As for any refund of a released payment: the doer's account cannot
