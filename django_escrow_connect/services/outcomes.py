@@ -1525,6 +1525,32 @@ def _look_up_or_in_flight(operation: Any) -> Any:
     try:
         return lookup(operation)
     except GatewayError as exc:
+        if not exc.is_transient:
+            # A refusal, not an outage (a restricted key without read access,
+            # an object of another account): asking again gets the same
+            # answer. Nothing is assumed about what Stripe did, so the
+            # operation stays unresolved, but "try again shortly" hid the
+            # cause on every request and run for ever: the answer and an
+            # ERROR log line say what Stripe said, for staff to fix it.
+            logger.error(
+                "Payment %s: Stripe refused to look up %s operation %s (%s, status %s, "
+                "request %s): %s; it stays unresolved until the cause is fixed",
+                operation.payment_id,
+                operation.kind,
+                operation.idempotency_key,
+                exc.code or exc.error_type or type(exc).__name__,
+                exc.http_status,
+                exc.request_id or "-",
+                exc.message,
+            )
+            raise errors.OperationInFlight(
+                _(
+                    "An earlier payment operation has not been confirmed, and Stripe refused "
+                    "to look it up: %(reason)s. It stays unresolved until staff fix the cause; "
+                    "trying again does not help until then."
+                )
+                % {"reason": exc.message or exc.code or type(exc).__name__}
+            ) from exc
         raise errors.OperationInFlight(
             _(
                 "An earlier payment operation has not been confirmed and Stripe cannot be "

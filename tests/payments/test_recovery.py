@@ -1574,6 +1574,43 @@ class TestARefundLeftBy0_1:
         assert money_calls(real_webhooks) == []
         assert "The books agree with Stripe." in audit()
 
+    @pytest.mark.parametrize("strategy", ["separate", "manual"])
+    def test_a_full_one_finished_by_a_refund_of_the_rest_reverses_too(
+        self, market, real_webhooks, settings, strategy
+    ):
+        """A full refund 0.1 left, finished by a refund request without an
+        amount (the rest, as a full refund is asked): the doer's share comes
+        back with it as for a partial one, by a reversal first (separate
+        charges and transfers) or with the refund (``reverse_transfer``, a
+        destination charge); answered ``200 refunded``, no incident, the
+        books agree, and reconcile has nothing left to do."""
+        if strategy == "manual":
+            configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
+        payment = market.released_payment()
+        row = left_by_0_1(payment, 10_000)
+        real_webhooks.calls.clear()
+
+        with market.capture(execute=True):
+            response = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+
+        assert response.status_code == 200, response.content
+        assert response.json()["status"] == "refunded"
+        expected = {"separate": ["create_transfer_reversal", "create_refund"]}
+        assert money_calls(real_webhooks) == expected.get(strategy, ["create_refund"])
+        books = stripe_books(real_webhooks, payment)
+        assert books["reversed"] == books["transferred"] > 0
+        assert books["refunded"] == 10_000
+        row.refresh_from_db()
+        assert (row.status, row.idempotency_key) == ("succeeded", "escrow-0.1-refund-lost")
+        payment = market.payment(payment.pk)
+        assert not payment.transfer_incidents.exists()
+        assert not payment.incidents.exists()
+        real_webhooks.calls.clear()
+        with market.capture(execute=True):
+            reconcile("--payment", str(payment.pk))
+        assert money_calls(real_webhooks) == []
+        assert "The books agree with Stripe." in audit()
+
     @pytest.mark.parametrize("via", ["reconcile", "refund"])
     def test_a_refused_reversal_makes_no_refund(self, market, real_webhooks, via):
         """As for any refund of a released payment: the doer's account cannot
@@ -1720,6 +1757,57 @@ class TestARefundLeftBy0_1:
             reconcile("--payment", str(payment.pk))
         assert money_calls(real_webhooks) == []
         assert market.payment(payment.pk).transfer_incidents.count() == 1
+
+    def test_a_lookup_stripe_refuses_says_so_instead_of_try_again(
+        self, market, real_webhooks, caplog
+    ):
+        """Stripe refuses the lookup itself (a 4xx: a restricted key without
+        read access to refunds), not an outage: every later request answered
+        ``409 operation_pending`` "try again shortly" for ever, hiding the
+        cause. It still answers ``operation_pending`` (nothing is assumed
+        about 0.1's refund, nothing sent), but with Stripe's reason, and
+        an ERROR log line names it; once fixed, the next run settles it."""
+        from django_escrow_connect.exceptions import GatewayPermissionDenied
+
+        payment = market.released_payment()
+        row = left_by_0_1(payment, 3_000)
+        real_webhooks.balances[market.doer_account.stripe_account_id]["usd"] = 0
+        refusal = GatewayPermissionDenied(
+            "The provided key does not have the required permissions for this endpoint.",
+            http_status=403,
+            request_id="req_no_refund_read",
+        )
+        real_webhooks.fail_next("list_refunds", refusal)
+        real_webhooks.fail_next("list_refunds", refusal)
+        real_webhooks.calls.clear()
+        first = send_left_by_0_1(market, payment, 3_000, "refund")
+        assert first.status_code == 409, first.content
+        assert first.json()["error"]["code"] == "reversal_failed"
+
+        caplog.clear()
+        with caplog.at_level("ERROR", logger="django_escrow_connect.payments"):
+            again = send_left_by_0_1(market, payment, 3_000, "refund")
+
+        assert again.status_code == 409, again.content
+        error = again.json()["error"]
+        assert error["code"] == "operation_pending"
+        assert "Stripe refused to look it up" in error["message"]
+        assert refusal.message in error["message"]
+        assert "try again shortly" not in error["message"]
+        (logged,) = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert "req_no_refund_read" in logged.getMessage()
+        assert money_calls(real_webhooks) == ["create_transfer_reversal"]
+        row.refresh_from_db()
+        assert (row.status, row.stripe_refund_id) == ("pending", "")
+
+        with market.capture(execute=True), contextlib.suppress(CommandError):
+            reconcile("--payment", str(payment.pk))
+        row.refresh_from_db()
+        assert (row.status, row.failure_reason) == (
+            "failed",
+            "reversal_failed: balance_insufficient",
+        )
+        assert money_calls(real_webhooks) == ["create_transfer_reversal"]
 
     def test_a_dashboard_refund_is_not_taken_for_one_waiting_to_be_looked_up(
         self, market, real_webhooks
@@ -1893,6 +1981,75 @@ class TestARefundLeftBy0_1:
         assert (transfer["amount"], transfer["amount_reversed"]) == expected
         row.refresh_from_db()
         assert row.status == "succeeded"
+
+    @pytest.mark.parametrize("via", ["reconcile", "refund"])
+    def test_one_of_an_uncaptured_hold_voids_it_in_full(self, market, real_webhooks, settings, via):
+        """Manual capture, still held: the payment is an authorisation, which
+        Stripe cannot refund (``payment_intent_unexpected_state``). Sent as a
+        refund, it was refused and ``failed`` (a ``refund_failed``
+        incident), the hold standing and the customer's money not given
+        back. Now it is settled ``canceled`` (never made, no refund call)
+        and the hold is voided, as a refund of a held manual-capture payment
+        is, once."""
+        configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
+        payment = market.held_payment()
+        row = left_by_0_1(payment, 10_000)
+        real_webhooks.calls.clear()
+
+        response = send_left_by_0_1(market, payment, 10_000, via)
+
+        if response is not None:
+            assert response.status_code == 200, response.content
+            assert response.json()["status"] == "canceled"
+        assert money_calls(real_webhooks) == ["cancel_payment_intent"]
+        with real_webhooks.lock:
+            intent = real_webhooks.payment_intents[payment.stripe_payment_intent_id]
+            assert intent["status"] == "canceled"
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_refunded) == ("canceled", 0)
+        assert not payment.incidents.exists()
+        row.refresh_from_db()
+        assert (row.status, row.stripe_refund_id) == ("canceled", "")
+        assert row.failure_reason.startswith("not_made: the payment is an uncaptured hold")
+        real_webhooks.calls.clear()
+        with market.capture(execute=True):
+            reconcile("--payment", str(payment.pk))
+        assert money_calls(real_webhooks) == []
+        assert "The books agree with Stripe." in audit()
+
+    @pytest.mark.parametrize("via", ["reconcile", "refund"])
+    def test_a_partial_one_of_an_uncaptured_hold_is_canceled_and_sends_nothing(
+        self, market, real_webhooks, settings, via
+    ):
+        """A hold is voided only in full: a partial refund 0.1 left on it was
+        never made and cannot be; it is ``canceled``, nothing is sent, the
+        hold stands (staff decide: release it, or refund it in full)."""
+        configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
+        payment = market.held_payment()
+        row = left_by_0_1(payment, 3_000)
+        real_webhooks.calls.clear()
+
+        response = send_left_by_0_1(market, payment, 3_000, via)
+        if response is not None:
+            assert response.status_code == 400, response.content
+            assert response.json()["error"]["code"] == "partial_refund_unsupported"
+            with market.capture(execute=True):
+                reconcile("--payment", str(payment.pk))
+
+        assert money_calls(real_webhooks) == []
+        row.refresh_from_db()
+        assert (row.status, row.stripe_refund_id) == ("canceled", "")
+        payment = market.payment(payment.pk)
+        assert (payment.status, payment.amount_held) == ("held", 10_000)
+        assert not payment.incidents.exists()
+        with real_webhooks.lock:
+            intent = real_webhooks.payment_intents[payment.stripe_payment_intent_id]
+            assert intent["status"] == "requires_capture"
+        real_webhooks.calls.clear()
+        with market.capture(execute=True):
+            reconcile("--payment", str(payment.pk))
+        assert money_calls(real_webhooks) == []
+        assert "The books agree with Stripe." in audit()
 
     @pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "webhook-late"])
     def test_a_dashboard_refund_of_the_same_amount_is_not_taken_for_it(
