@@ -1543,13 +1543,15 @@ def _look_up_or_in_flight(operation: Any) -> Any:
                 exc.request_id or "-",
                 exc.message,
             )
+            # Stripe's own words stay in the log: the answer goes to whoever
+            # asked (a customer too), and a refusal can name the platform's
+            # key or account.
             raise errors.OperationInFlight(
                 _(
                     "An earlier payment operation has not been confirmed, and Stripe refused "
-                    "to look it up: %(reason)s. It stays unresolved until staff fix the cause; "
-                    "trying again does not help until then."
+                    "to look it up. It stays unresolved until staff fix the cause; trying "
+                    "again does not help until then."
                 )
-                % {"reason": exc.message or exc.code or type(exc).__name__}
             ) from exc
         raise errors.OperationInFlight(
             _(

@@ -42,7 +42,6 @@ from ..states import (
     EscrowStrategy,
     MoneyOperationKind,
     MoneyOperationStatus,
-    RefundStatus,
     ReleaseStatus,
     TransferStatus,
 )
@@ -995,12 +994,6 @@ def refund_payment(
                 return payment_model().objects.get(pk=payment_id)
             continue  # the reversal is done: now the refund itself
         this_refund = _is_this_refund(pending, asked, request_key, mine, amount is None)
-        # The void a refund 0.1 left on a held manual-capture payment stands
-        # for (_void_for_legacy_refund): the customer's money asked back, so
-        # sent whoever finds it, as a refund would be, not only looked up.
-        voids_a_legacy_refund = pending.kind == K.CANCEL and bool(
-            pending.follow_up.get(operations.LEGACY_REFUND)
-        )
         outcomes.drive(
             pending,
             # The void a keyed refund of a held manual-capture payment began
@@ -1010,19 +1003,15 @@ def refund_payment(
             # lease and, after it, gave it up and answered a refusal
             # Stripe never made (``not_made``), the hold still standing.
             wanted=pending.kind in (K.REFUND, K.REVERSAL)
-            or (pending.kind == K.CANCEL and (this_refund or voids_a_legacy_refund)),
+            or (pending.kind == K.CANCEL and this_refund),
             # Another request's refund (or reversal) is finished first; its
             # refusal is its own, and this request goes on to its own refund.
-            for_another=not (this_refund or voids_a_legacy_refund),
+            for_another=not this_refund,
         )
         # Without a key an unresolved refund is taken for this request (same
         # amount); with one, another request's refund is settled first and
         # this request's own is begun on the next step.
         if pending.kind == K.REFUND and (not request_key or mine):
-            return payment_model().objects.get(pk=payment_id)
-        if voids_a_legacy_refund:
-            # Voided, nothing is left to refund: answered with the payment
-            # (a refusal of the void was raised above, as a void's is).
             return payment_model().objects.get(pk=payment_id)
     raise _too_many_steps()
 
@@ -1235,8 +1224,6 @@ def _adopt_legacy_refund(payment: Any) -> Any:
     refund = outcomes.legacy_refund_row(payment)
     if refund is None:
         return None
-    if payment.is_manual_capture and payment.status == S.HELD:
-        return _void_for_legacy_refund(payment, refund)
     # Only a refund Stripe can still make reverses the doer's share first: of
     # a charge charged back since (a dispute open or lost; an inquiry does
     # not stop a refund, it closes it) or refunded since (a Dashboard
@@ -1254,40 +1241,6 @@ def _adopt_legacy_refund(payment: Any) -> Any:
         if reversal is not None:
             return reversal
     return outcomes.begin_legacy_refund(payment, refund)
-
-
-#: A 0.1 refund's ``failure_reason`` when its payment is an uncaptured hold.
-LEGACY_REFUND_OF_A_HOLD = "not_made: the payment is an uncaptured hold, voided and never refunded"
-
-
-def _void_for_legacy_refund(payment: Any, refund: Any) -> Any:
-    """A refund 0.1 left on a manual-capture payment still held: phase 1 of
-    the void it stands for, or None. Nothing is sent here.
-
-    The payment is an authorisation: Stripe refunds only a captured charge
-    (``payment_intent_unexpected_state``), so 0.1's refund was never made
-    and never can be. Journaled as a refund, it was looked up, sent, refused
-    and ``failed`` with a ``refund_failed`` incident, the hold still
-    standing: the customer's money was not given back. It is settled
-    ``canceled`` now, with no Stripe call, and in full (the whole
-    authorisation) the hold is voided, as a refund of a held manual-capture
-    payment is (:func:`_begin_void`, carrying
-    :data:`.operations.LEGACY_REFUND`: sent by whoever settles it). In part
-    nothing is voided (a hold is voided only in full): staff decide.
-    """
-    refund.apply_stripe_status(RefundStatus.CANCELED, LEGACY_REFUND_OF_A_HOLD)
-    refund.save()
-    whole = refund.amount == payment.amount and can_proceed(payment.cancel)
-    _log(
-        payment,
-        "refund %s left by 0.1 on an uncaptured hold was never made: canceled; %s",
-        refund.idempotency_key,
-        "the hold is voided" if whole else "a partial one voids nothing, staff decide",
-        level=logging.INFO if whole else logging.WARNING,
-    )
-    if not whole:
-        return None
-    return _begin_void(payment, None, follow_up={operations.LEGACY_REFUND: refund.idempotency_key})
 
 
 def _charged_back(payment: Any) -> bool:
@@ -1448,9 +1401,7 @@ def _begin_split_reversal(
     )
 
 
-def _begin_void(
-    payment: Any, user: Any, request_key: str = "", *, follow_up: dict[str, Any] | None = None
-) -> Any:
+def _begin_void(payment: Any, user: Any, request_key: str = "") -> Any:
     key, attempt = operations.next_key(payment, K.CANCEL)
     return operations.begin(
         payment,
@@ -1461,7 +1412,6 @@ def _begin_void(
         key=key,
         attempt=attempt,
         request_key=request_key,
-        follow_up=follow_up,
     )
 
 

@@ -1792,10 +1792,12 @@ class TestARefundLeftBy0_1:
         error = again.json()["error"]
         assert error["code"] == "operation_pending"
         assert "Stripe refused to look it up" in error["message"]
-        assert refusal.message in error["message"]
+        # Stripe's words (which may name the platform's key) only in the log.
+        assert "permissions" not in error["message"]
         assert "try again shortly" not in error["message"]
         (logged,) = [r for r in caplog.records if r.levelname == "ERROR"]
         assert "req_no_refund_read" in logged.getMessage()
+        assert refusal.message in logged.getMessage()
         assert money_calls(real_webhooks) == ["create_transfer_reversal"]
         row.refresh_from_db()
         assert (row.status, row.stripe_refund_id) == ("pending", "")
@@ -1981,75 +1983,6 @@ class TestARefundLeftBy0_1:
         assert (transfer["amount"], transfer["amount_reversed"]) == expected
         row.refresh_from_db()
         assert row.status == "succeeded"
-
-    @pytest.mark.parametrize("via", ["reconcile", "refund"])
-    def test_one_of_an_uncaptured_hold_voids_it_in_full(self, market, real_webhooks, settings, via):
-        """Manual capture, still held: the payment is an authorisation, which
-        Stripe cannot refund (``payment_intent_unexpected_state``). Sent as a
-        refund, it was refused and ``failed`` (a ``refund_failed``
-        incident), the hold standing and the customer's money not given
-        back. Now it is settled ``canceled`` (never made, no refund call)
-        and the hold is voided, as a refund of a held manual-capture payment
-        is, once."""
-        configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
-        payment = market.held_payment()
-        row = left_by_0_1(payment, 10_000)
-        real_webhooks.calls.clear()
-
-        response = send_left_by_0_1(market, payment, 10_000, via)
-
-        if response is not None:
-            assert response.status_code == 200, response.content
-            assert response.json()["status"] == "canceled"
-        assert money_calls(real_webhooks) == ["cancel_payment_intent"]
-        with real_webhooks.lock:
-            intent = real_webhooks.payment_intents[payment.stripe_payment_intent_id]
-            assert intent["status"] == "canceled"
-        payment = market.payment(payment.pk)
-        assert (payment.status, payment.amount_refunded) == ("canceled", 0)
-        assert not payment.incidents.exists()
-        row.refresh_from_db()
-        assert (row.status, row.stripe_refund_id) == ("canceled", "")
-        assert row.failure_reason.startswith("not_made: the payment is an uncaptured hold")
-        real_webhooks.calls.clear()
-        with market.capture(execute=True):
-            reconcile("--payment", str(payment.pk))
-        assert money_calls(real_webhooks) == []
-        assert "The books agree with Stripe." in audit()
-
-    @pytest.mark.parametrize("via", ["reconcile", "refund"])
-    def test_a_partial_one_of_an_uncaptured_hold_is_canceled_and_sends_nothing(
-        self, market, real_webhooks, settings, via
-    ):
-        """A hold is voided only in full: a partial refund 0.1 left on it was
-        never made and cannot be; it is ``canceled``, nothing is sent, the
-        hold stands (staff decide: release it, or refund it in full)."""
-        configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
-        payment = market.held_payment()
-        row = left_by_0_1(payment, 3_000)
-        real_webhooks.calls.clear()
-
-        response = send_left_by_0_1(market, payment, 3_000, via)
-        if response is not None:
-            assert response.status_code == 400, response.content
-            assert response.json()["error"]["code"] == "partial_refund_unsupported"
-            with market.capture(execute=True):
-                reconcile("--payment", str(payment.pk))
-
-        assert money_calls(real_webhooks) == []
-        row.refresh_from_db()
-        assert (row.status, row.stripe_refund_id) == ("canceled", "")
-        payment = market.payment(payment.pk)
-        assert (payment.status, payment.amount_held) == ("held", 10_000)
-        assert not payment.incidents.exists()
-        with real_webhooks.lock:
-            intent = real_webhooks.payment_intents[payment.stripe_payment_intent_id]
-            assert intent["status"] == "requires_capture"
-        real_webhooks.calls.clear()
-        with market.capture(execute=True):
-            reconcile("--payment", str(payment.pk))
-        assert money_calls(real_webhooks) == []
-        assert "The books agree with Stripe." in audit()
 
     @pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "webhook-late"])
     def test_a_dashboard_refund_of_the_same_amount_is_not_taken_for_it(
