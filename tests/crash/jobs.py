@@ -106,6 +106,12 @@ class Jobs:
     def run(self, world: World, command: str, *args: str) -> JobRun:
         """Run ``command`` to its end (no crash plan is waiting)."""
         process, out = self._start(command, args)
+        return self._wait(world, command, args, process, out)
+
+    def _wait(
+        self, world: World, command: str, args: tuple[str, ...], process: Any, out: Any
+    ) -> JobRun:
+        """The run once it ended (killed after ``JOB_TIMEOUT``), in the case's steps."""
         try:
             process.wait(timeout=JOB_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -126,13 +132,7 @@ class Jobs:
             marker = world.shared.wait_for_marker(MARKER_TIMEOUT)
         except TimeoutError:
             world.shared.clear_plan()
-            try:
-                process.wait(timeout=JOB_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            run = self._finish(command, args, process, out)
-            world.steps.append(f"job {run}")
+            self._wait(world, command, args, process, out)
             raise AssertionError(
                 f"{method} never blocked ({when}): the job did not reach the call\n"
                 + world.report()
