@@ -1530,8 +1530,8 @@ def _look_up_or_in_flight(operation: Any) -> Any:
             # an object of another account): asking again gets the same
             # answer. Nothing is assumed about what Stripe did, so the
             # operation stays unresolved, but "try again shortly" hid the
-            # cause on every request and run for ever: the answer and an
-            # ERROR log line say what Stripe said, for staff to fix it.
+            # cause on every request and run for ever: the answer says Stripe
+            # refused, and an ERROR log line what Stripe said, for staff.
             logger.error(
                 "Payment %s: Stripe refused to look up %s operation %s (%s, status %s, "
                 "request %s): %s; it stays unresolved until the cause is fixed",
