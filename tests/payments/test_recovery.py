@@ -1611,6 +1611,40 @@ class TestARefundLeftBy0_1:
         assert money_calls(real_webhooks) == []
         assert "The books agree with Stripe." in audit()
 
+    def test_one_on_a_held_manual_capture_payment_fails_then_a_full_refund_voids(
+        self, market, real_webhooks, settings
+    ):
+        """A refund 0.1 left on a manual-capture payment still held (an
+        uncaptured authorisation): sent as a refund, which Stripe refuses
+        (``payment_intent_unexpected_state``), so ``failed`` with a
+        ``refund_failed`` incident and the hold untouched; a full refund
+        staff send then voids the hold (docs/recovery.md)."""
+        configure(settings, ESCROW_STRATEGY=MANUAL_CAPTURE)
+        payment = market.held_payment()
+        row = left_by_0_1(payment, 10_000)
+        real_webhooks.calls.clear()
+
+        with market.capture(execute=True), contextlib.suppress(CommandError):
+            reconcile("--payment", str(payment.pk))
+
+        row.refresh_from_db()
+        assert row.status == "failed"
+        assert "payment_intent_unexpected_state" in row.failure_reason
+        assert money_calls(real_webhooks) == ["create_refund"]
+        payment = market.payment(payment.pk)
+        assert payment.status == "held"
+        assert [i.kind for i in payment.incidents.all()] == ["refund_failed"]
+        intents = real_webhooks.payment_intents
+        assert intents[payment.stripe_payment_intent_id]["status"] == "requires_capture"
+
+        real_webhooks.calls.clear()
+        with market.capture(execute=True):
+            response = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+        assert response.status_code == 200, response.content
+        assert response.json()["status"] == "canceled"
+        assert money_calls(real_webhooks) == ["cancel_payment_intent"]
+        assert intents[payment.stripe_payment_intent_id]["status"] == "canceled"
+
     @pytest.mark.parametrize("via", ["reconcile", "refund"])
     def test_a_refused_reversal_makes_no_refund(self, market, real_webhooks, via):
         """As for any refund of a released payment: the doer's account cannot
