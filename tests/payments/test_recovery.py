@@ -1483,6 +1483,13 @@ def left_by_0_1_refused(market, payment, amount, via):
     return send_left_by_0_1(market, payment, amount, via)
 
 
+def assert_failed_for_the_doers_balance(row):
+    """The 0.1 refund is ``failed``: the doer's balance could not return their
+    share, so no refund was sent (and 0.1's was not found at Stripe)."""
+    row.refresh_from_db()
+    assert (row.status, row.failure_reason) == ("failed", "reversal_failed: balance_insufficient")
+
+
 class TestARefundLeftBy0_1:
     """recovery.md, *What reconcile settles*: a refund 0.1 sent with no journal
     whose answer was lost is journaled with its own key and sent again, by
@@ -1672,11 +1679,7 @@ class TestARefundLeftBy0_1:
         assert (payment.status, payment.amount_refunded) == ("released", 0)
         (incident,) = payment.transfer_incidents.all()
         assert incident.kind == "reversal_failed"
-        row.refresh_from_db()
-        assert (row.status, row.failure_reason) == (
-            "failed",
-            "reversal_failed: balance_insufficient",
-        )
+        assert_failed_for_the_doers_balance(row)
         real_webhooks.calls.clear()
         with market.capture(execute=True):
             reconcile("--payment", str(payment.pk))
@@ -1780,11 +1783,7 @@ class TestARefundLeftBy0_1:
             self.assert_made_by_0_1_recorded(market, real_webhooks, payment, row, made)
             return
         assert refunds_at_stripe(real_webhooks, payment) == []
-        row.refresh_from_db()
-        assert (row.status, row.failure_reason) == (
-            "failed",
-            "reversal_failed: balance_insufficient",
-        )
+        assert_failed_for_the_doers_balance(row)
         assert market.payment(payment.pk).amount_refunded == 0
         real_webhooks.calls.clear()
         with market.capture(execute=True):
@@ -1838,11 +1837,7 @@ class TestARefundLeftBy0_1:
 
         with market.capture(execute=True), contextlib.suppress(CommandError):
             reconcile("--payment", str(payment.pk))
-        row.refresh_from_db()
-        assert (row.status, row.failure_reason) == (
-            "failed",
-            "reversal_failed: balance_insufficient",
-        )
+        assert_failed_for_the_doers_balance(row)
         assert money_calls(real_webhooks) == ["create_transfer_reversal"]
 
     def test_a_dashboard_refund_is_not_taken_for_one_waiting_to_be_looked_up(
@@ -1877,11 +1872,7 @@ class TestARefundLeftBy0_1:
 
         with market.capture(execute=True), contextlib.suppress(CommandError):
             reconcile("--payment", str(payment.pk))
-        row.refresh_from_db()
-        assert (row.status, row.failure_reason) == (
-            "failed",
-            "reversal_failed: balance_insufficient",
-        )
+        assert_failed_for_the_doers_balance(row)
         [incident] = market.payment(payment.pk).transfer_incidents.all()
         assert "was made at Stripe all the same" not in incident.message
         assert refunds_at_stripe(real_webhooks, payment) == [3_000]
