@@ -191,7 +191,8 @@ def auto_release(
 
     Returns None when the setting is None (automatic release is off) and no
     milestone is due. Disputed payments are never released (their state is
-    not ``held``; a milestone's release refuses while a dispute is open).
+    not ``held``; a milestone's release refuses while a dispute is open: an
+    informational ``not released (dispute_open)`` line, as a hold's).
 
     A release that cannot succeed until someone acts is reported on an
     informational line, not as a failure, so the hourly run does not fail
@@ -202,7 +203,10 @@ def auto_release(
     incident: staff retry the failed transfer or resolve the incident), and
     one Stripe said is disputed (``charge_disputed``: a hold waits for the
     dispute's webhook or ``escrow_reconcile``; nothing is sent), and one an
-    open Radar review or early fraud warning holds (Stripe closes it).
+    open Radar review or early fraud warning holds (Stripe closes it), and
+    one whose dispute is open (``dispute_open``: a delivered milestone of a
+    disputed payment, or a payment disputed after this run selected it; the
+    dispute's decision lifts it).
 
     ``report`` is called with each change as soon as it is made. Each
     release is committed on its own, so an unexpected error (a bug, the
@@ -406,8 +410,9 @@ def _release_refused(
     that made none of them says ``still released in part: ...``, which the
     run's count of releases (:func:`.changes.changed`) leaves out.
     """
-    if isinstance(exc, errors.AccountNotReady):
-        change = _not_released(subject, exc)
+    code = _DISPUTE_OPEN if _frozen_by_a_dispute(payment_id, exc) else exc.code
+    if isinstance(exc, errors.AccountNotReady) or code == _DISPUTE_OPEN:
+        change = _not_released(subject, exc, code=code)
     else:
         change = _refused(subject, exc)
     new = len(transfers_made(payment_id) - made_before)
@@ -420,7 +425,7 @@ def _release_refused(
         part += f" made, {unconfirmed} unconfirmed (retrying finishes {it}: do not pay by hand)"
     if change.error:
         return Change(subject, f"{part}; release failed", change.detail, error=True)
-    return Change(subject, f"{part}; held ({exc.code})", change.detail)
+    return Change(subject, f"{part}; held ({code})", change.detail)
 
 
 def _part_line(payment_id: Any, new: int, earlier: int) -> str:
@@ -449,16 +454,40 @@ def _refused(subject: str, exc: errors.ServiceError) -> Change:
     return failed_change(subject, "release", exc)
 
 
-def _not_released(subject: str, exc: errors.ServiceError) -> Change:
+def _not_released(subject: str, exc: errors.ServiceError, *, code: str = "") -> Change:
     """A release refused before any Stripe call that only someone else can unblock.
 
     Informational: a payee's account that cannot receive money (the doer
     finishes onboarding or reconnects, or staff refund: the payment stays
     listed by ``escrow_report``'s stuck payments), or a hold (Stripe, the
-    dispute's webhook or reconcile lifts it: its open incident is listed).
+    dispute's webhook or reconcile lifts it: its open incident is listed),
+    or an open dispute (``code`` :data:`_DISPUTE_OPEN`: its decision lifts it).
     """
-    logger.info("auto release: %s not released (%s)", subject, exc.code)
-    return Change(subject, f"not released ({exc.code})", exc.message)
+    code = code or exc.code
+    logger.info("auto release: %s not released (%s)", subject, code)
+    return Change(subject, f"not released ({code})", exc.message)
+
+
+#: The code of the line of a release an open dispute refused (``--dry-run``
+#: says ``would not release (dispute_open)`` of it).
+_DISPUTE_OPEN = "dispute_open"
+
+
+def _frozen_by_a_dispute(payment_id: Any, exc: errors.ServiceError) -> bool:
+    """The release was refused for the payment's state while a dispute of it is open.
+
+    A delivered milestone of a disputed payment is due (its clock runs on),
+    and a payment selected held or stopped part-way may be disputed before
+    its release locks it: the release refuses it under the lock
+    (``transition_not_allowed``) before any Stripe call. The dispute lasts
+    weeks and only its decision lifts it, so it is a hold like the others,
+    not a failure every hour (a refusal of a payment with no open dispute
+    still is one). Read only on such a refusal: one query.
+    """
+    if not isinstance(exc, errors.TransitionNotAllowed):
+        return False
+    disputes = model("Dispute").objects.filter(payment=payment_id)
+    return bool(open_disputes(disputes).exists())
 
 
 def _refused_release(payment_id: Any) -> Any:
@@ -551,7 +580,7 @@ def _dry_run_release(
         return waiting
     refusal = ""
     if open_disputes(payment.disputes).exists():
-        refusal = "dispute_open"
+        refusal = _DISPUTE_OPEN
     else:
         try:
             radar.check_not_held(payment)
