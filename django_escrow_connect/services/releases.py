@@ -1152,8 +1152,9 @@ def auto_release_due(now: Any) -> list[tuple[Any, Any]]:
     Not those of a ``dispute_lost`` payment: nothing of it can be released,
     and nothing an operator does changes that (an appeal won does, and makes
     them due again), so listing them failed every scheduled run for good. A
-    payment whose dispute is open is listed: its release is refused and
-    reported until the dispute is decided (docs/milestones.md).
+    payment whose dispute is open is listed: its release is refused (no
+    Stripe call) and reported on an informational line until the dispute is
+    decided (docs/milestones.md); a dispute won releases it on the next run.
     """
     due = []
     for milestone in (

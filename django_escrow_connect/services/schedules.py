@@ -16,7 +16,7 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -187,11 +187,13 @@ def auto_release(
 
     Also finishes the release of everything held of a payment held that
     long whose release stopped after some payees' transfers went (a split
-    payment left ``partially_released``): :func:`_finish_stopped_releases`.
+    payment left ``partially_released``, or ``partially_refunded`` by a
+    refund since): :func:`_finish_stopped_releases`.
 
     Returns None when the setting is None (automatic release is off) and no
     milestone is due. Disputed payments are never released (their state is
-    not ``held``; a milestone's release refuses while a dispute is open).
+    not ``held``; a milestone's release refuses while a dispute is open: an
+    informational ``not released (dispute_open)`` line, as a hold's).
 
     A release that cannot succeed until someone acts is reported on an
     informational line, not as a failure, so the hourly run does not fail
@@ -202,7 +204,10 @@ def auto_release(
     incident: staff retry the failed transfer or resolve the incident), and
     one Stripe said is disputed (``charge_disputed``: a hold waits for the
     dispute's webhook or ``escrow_reconcile``; nothing is sent), and one an
-    open Radar review or early fraud warning holds (Stripe closes it).
+    open Radar review or early fraud warning holds (Stripe closes it), and
+    one whose dispute is open (``dispute_open``: a delivered milestone of a
+    disputed payment, or a payment disputed after this run selected it; the
+    dispute's decision lifts it).
 
     ``report`` is called with each change as soon as it is made. Each
     release is committed on its own, so an unexpected error (a bug, the
@@ -274,11 +279,23 @@ def _release(
         return None
 
 
+#: The states of a payment whose stopped release the job finishes: the one
+#: ``release_part`` leaves, and ``partially_refunded``, which a refund of such
+#: a payment (nothing held) leaves. That refund took its part of the pending
+#: release from the payees not paid yet by smaller transfers (what
+#: ``shares_owed`` reads, ``REVERSAL_POLICY``): what the release still owes
+#: them is theirs, and releasing again sends exactly that. Not ``dispute_lost``:
+#: a release the dispute caught unsent is never sent (settled with the payee
+#: by hand, docs/recovery.md); nor ``disputed`` (frozen).
+_FINISHABLE = (S.PARTIALLY_RELEASED, S.PARTIALLY_REFUNDED)
+
+
 def _stopped_releases(cutoff: datetime) -> Any:
     """Payments held since before ``cutoff`` whose release of everything held
-    stopped part-way: ``partially_released``, nothing left held, and a
-    pending release that is no milestone's (a milestone has its own
-    auto-release, :func:`_release_due_milestones`).
+    stopped part-way: ``partially_released`` (or ``partially_refunded`` since:
+    :data:`_FINISHABLE`), nothing left held, and a pending release that is no
+    milestone's (a milestone has its own auto-release,
+    :func:`_release_due_milestones`).
 
     Nothing held means the pending release took all of it: releasing the
     payment again only sends the transfers it owes, and never starts a
@@ -292,7 +309,7 @@ def _stopped_releases(cutoff: datetime) -> Any:
     charged = Coalesce(F("amount_captured"), F("amount"))
     return (
         payment_model()
-        .objects.filter(status=S.PARTIALLY_RELEASED, held_at__lte=cutoff)
+        .objects.filter(status__in=_FINISHABLE, held_at__lte=cutoff)
         .exclude(strategy="manual_capture")
         .filter(amount_released__gte=charged - F("amount_refunded"))
         .filter(Exists(pending))
@@ -307,13 +324,19 @@ def _finish_stopped_releases(days: int, record: Report, *, dry_run: bool, now: d
     release refused after the first one went (Stripe refusing the next, a
     ``charge_disputed`` hold, a payee's account not ready) leaves the payment
     ``partially_released``, no longer ``held``, so :func:`_release_held_payments`
-    never saw it again and the payees not yet paid waited for a person. Each
-    run now sends what such a release still owes, with the same guards as
+    never saw it again and the payees not yet paid waited for a person. A
+    refund of it since leaves it ``partially_refunded`` (:data:`_FINISHABLE`),
+    the payees not paid yet owed their shares less their part of the refund.
+    Each run now sends what such a release still owes, with the same guards as
     a release of a held payment: a refusal Stripe made waits for staff
     (:func:`_waits_for_staff`), a hold or an account not ready is an
     informational line with no Stripe call, a dispute open is never released
-    (its payment is ``disputed``, not selected), and a transfer in flight is
-    finished with its own idempotency key, never sent twice.
+    (its payment is ``disputed``, not selected; one disputed after the
+    selection is refused under the release's lock: ``dispute_open``), and a
+    transfer in flight is finished with its own idempotency key, never sent
+    twice. The line says ``<status> -> <status>`` (the state it was selected
+    in), or ``nothing sent (<status> meanwhile)`` when the customer or staff
+    finished (or refunded) it between the selection and the release.
 
     Whoever started the release is finished alike, under the same age rule:
     the job's (held longer than ``AUTO_RELEASE_AFTER_DAYS``), and the
@@ -358,16 +381,49 @@ def _finish_stopped_releases(days: int, record: Report, *, dry_run: bool, now: d
         if waiting is not None:
             record(waiting)
             continue
+        started = timezone.now()
         updated = _release(payment.pk, subject, record, earlier=earlier)
         if updated is None:
+            continue
+        if not _sent_by_the_job(payment.pk, started):
+            # Selected outside any lock: the customer or staff released it
+            # (or staff refunded it) since, and the release, which checks
+            # everything again under the payment's lock, had nothing to send.
+            record(
+                Change(
+                    subject,
+                    f"nothing sent ({updated.status} meanwhile)",
+                    "its release was finished or refunded since this run selected it",
+                )
+            )
             continue
         record(
             Change(
                 subject,
-                f"{S.PARTIALLY_RELEASED} -> {updated.status}",
+                f"{payment.status} -> {updated.status}",
                 f"held {days}+ days; finished the release stopped part-way",
             )
         )
+
+
+def _sent_by_the_job(payment_id: Any, since: datetime) -> bool:
+    """The job's release (called at ``since``) made a transfer of the payment:
+    one the system asked for (no user), or one in flight before it (whoever
+    began it: the release finished it with its own key). Not the transfers of
+    a confirm or a staff release that ran between the job's selection and its
+    call (begun since, with their user): the job's call, finding the release
+    done, sent nothing. One query."""
+    return bool(
+        model("MoneyOperation")
+        .objects.filter(
+            Q(requested_by__isnull=True) | Q(created_at__lt=since),
+            payment_id=payment_id,
+            kind=MoneyOperationKind.TRANSFER,
+            status=MoneyOperationStatus.SUCCEEDED,
+            updated_at__gte=since,
+        )
+        .exists()
+    )
 
 
 #: Refusals of a hold that Stripe lifts, not the next run: an open Radar
@@ -406,8 +462,9 @@ def _release_refused(
     that made none of them says ``still released in part: ...``, which the
     run's count of releases (:func:`.changes.changed`) leaves out.
     """
-    if isinstance(exc, errors.AccountNotReady):
-        change = _not_released(subject, exc)
+    code = _DISPUTE_OPEN if _frozen_by_a_dispute(payment_id, exc) else exc.code
+    if isinstance(exc, errors.AccountNotReady) or code == _DISPUTE_OPEN:
+        change = _not_released(subject, exc, code=code)
     else:
         change = _refused(subject, exc)
     new = len(transfers_made(payment_id) - made_before)
@@ -420,7 +477,7 @@ def _release_refused(
         part += f" made, {unconfirmed} unconfirmed (retrying finishes {it}: do not pay by hand)"
     if change.error:
         return Change(subject, f"{part}; release failed", change.detail, error=True)
-    return Change(subject, f"{part}; held ({exc.code})", change.detail)
+    return Change(subject, f"{part}; held ({code})", change.detail)
 
 
 def _part_line(payment_id: Any, new: int, earlier: int) -> str:
@@ -449,16 +506,40 @@ def _refused(subject: str, exc: errors.ServiceError) -> Change:
     return failed_change(subject, "release", exc)
 
 
-def _not_released(subject: str, exc: errors.ServiceError) -> Change:
+def _not_released(subject: str, exc: errors.ServiceError, *, code: str = "") -> Change:
     """A release refused before any Stripe call that only someone else can unblock.
 
     Informational: a payee's account that cannot receive money (the doer
     finishes onboarding or reconnects, or staff refund: the payment stays
     listed by ``escrow_report``'s stuck payments), or a hold (Stripe, the
-    dispute's webhook or reconcile lifts it: its open incident is listed).
+    dispute's webhook or reconcile lifts it: its open incident is listed),
+    or an open dispute (``code`` :data:`_DISPUTE_OPEN`: its decision lifts it).
     """
-    logger.info("auto release: %s not released (%s)", subject, exc.code)
-    return Change(subject, f"not released ({exc.code})", exc.message)
+    code = code or exc.code
+    logger.info("auto release: %s not released (%s)", subject, code)
+    return Change(subject, f"not released ({code})", exc.message)
+
+
+#: The code of the line of a release an open dispute refused (``--dry-run``
+#: says ``would not release (dispute_open)`` of it).
+_DISPUTE_OPEN = "dispute_open"
+
+
+def _frozen_by_a_dispute(payment_id: Any, exc: errors.ServiceError) -> bool:
+    """The release was refused for the payment's state while a dispute of it is open.
+
+    A delivered milestone of a disputed payment is due (its clock runs on),
+    and a payment selected held or stopped part-way may be disputed before
+    its release locks it: the release refuses it under the lock
+    (``transition_not_allowed``) before any Stripe call. The dispute lasts
+    weeks and only its decision lifts it, so it is a hold like the others,
+    not a failure every hour (a refusal of a payment with no open dispute
+    still is one). Read only on such a refusal: one query.
+    """
+    if not isinstance(exc, errors.TransitionNotAllowed):
+        return False
+    disputes = model("Dispute").objects.filter(payment=payment_id)
+    return bool(open_disputes(disputes).exists())
 
 
 def _refused_release(payment_id: Any) -> Any:
@@ -551,7 +632,7 @@ def _dry_run_release(
         return waiting
     refusal = ""
     if open_disputes(payment.disputes).exists():
-        refusal = "dispute_open"
+        refusal = _DISPUTE_OPEN
     else:
         try:
             radar.check_not_held(payment)
