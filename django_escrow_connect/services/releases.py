@@ -707,6 +707,30 @@ def _fee_and_shares(
     return fee, shares
 
 
+def release_transfer_and_fee(payment: Any) -> tuple[int, int]:
+    """What a release in one transfer sends the doer, and the platform fee on it.
+
+    Here, not in :mod:`.payments` (which imports it), so that a transfer staff
+    made by hand is checked against the very figure a release sends
+    (:func:`record_outside_transfer`) without an import cycle.
+
+    What is held: the amount less refunds, and less what a lost dispute took
+    (the rest a partial dispute left). The admin's confirmation page and
+    audit trail show these figures, so they must be the ones sent.
+    """
+    return transfer_and_fee(int(payment.amount_held), payment.currency)
+
+
+def transfer_and_fee(held: int, currency: str) -> tuple[int, int]:
+    """What a release in one transfer of ``held`` sends the doer, and the fee on it.
+
+    The doer's dashboard counts the rest a partial dispute left held with
+    this figure: what its release will send.
+    """
+    fee = compute_platform_fee(held, currency)
+    return held - fee, fee
+
+
 def rest_transfer_and_fee(payment: Any) -> tuple[int, int]:
     """What releasing the rest a partial dispute lost left of a payment released
     in parts sends its one doer, and the fee on it: the release
@@ -1358,8 +1382,6 @@ def _resolution_note(user: Any, snapshot: Any) -> str:
 
 def _book_outside_release(payment: Any, snapshot: Any, user: Any) -> Any:
     """A payment released in one transfer: the transfer stands for its release."""
-    from .payments import release_transfer_and_fee
-
     account = account_for_payee(payment.payee_user, payment.payee_organization)
     accounts = {payment.destination_account_id, getattr(account, "stripe_account_id", "")}
     if not snapshot.destination or snapshot.destination not in accounts:
