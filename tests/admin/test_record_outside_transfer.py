@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from django_escrow_connect import signals, swappable
 from django_escrow_connect.exceptions import BalanceInsufficient, TemporarilyUnavailable
+from django_escrow_connect.services.audit import audit_books
 from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.terms import PayeeShare
 from tests.payments.conftest import age, auto_release_run, configure, money_calls
@@ -161,6 +162,10 @@ def test_a_refused_release_paid_in_the_dashboard_is_recorded_and_never_sent_agai
     # And the customer's confirm answers the payment as released.
     assert market.post(market.customer, "payment-confirm", payment_id=payment.pk).status_code == 200
     assert money_calls(sim_stripe) == []
+
+    # escrow_audit finds the books in line with Stripe's (the transfer has no
+    # transfer group: it is read by its id).
+    assert audit_books(payment_id=payment.pk).for_payment(payment.pk) == []
 
     # Its transfer.created arrives now: it is the recorded row, nothing else.
     (created,) = events_of(sim_stripe, "transfer.created", transfer_id)
