@@ -1386,7 +1386,9 @@ def _book_outside_release(payment: Any, snapshot: Any, user: Any) -> Any:
     accounts = {payment.destination_account_id, getattr(account, "stripe_account_id", "")}
     if not snapshot.destination or snapshot.destination not in accounts:
         _not_a_payee(snapshot)
-    if payment.status == PaymentStatus.RELEASED:
+    if payment.transfers.filter(release__isnull=True, status__in=_MADE).exists():
+        # The app's transfer was made (the payment released, perhaps refunded
+        # or disputed since): this one paid the payee a second time.
         _paid_twice(snapshot)
     if payment.status != PaymentStatus.HELD or not can_proceed(payment.start_release):
         # A lost dispute's rest, a refunded or disputed payment: its release
@@ -1418,10 +1420,11 @@ def _book_outside_share(payment: Any, snapshot: Any, user: Any) -> Any:
     if not payees:
         _not_a_payee(snapshot)
     ids = {p.pk for p in payees}
+    by_release = shares_owed([payment.pk])
     owed = [
         (release, payee_id, due)
         for release in payment.releases.filter(status=ReleaseStatus.PENDING).order_by("position")
-        for payee_id, due in shares_owed([payment.pk]).get(release.pk, {}).items()
+        for payee_id, due in by_release.get(release.pk, {}).items()
         if payee_id in ids
     ]
     if not owed:

@@ -292,6 +292,17 @@ def test_a_transfer_that_does_not_match_the_share_owed_is_refused(
     # Recorded: a second transfer to the payee paid them twice.
     again = dashboard_transfer(sim_stripe, account, 9_000)
     assert refusal(admin_client, market, payment, again) == "payee_paid_twice"
+    # The app's own transfer paid a payment released (then refunded in part):
+    # one made by hand too paid the doer twice.
+    released = market.released_payment()
+    assert (
+        market.post(
+            market.staff, "payment-refund", {"amount": 1_000}, payment_id=released.pk
+        ).status_code
+        == 200
+    )
+    twice = dashboard_transfer(sim_stripe, account, 9_000)
+    assert refusal(admin_client, market, released, twice) == "payee_paid_twice"
 
 
 def test_a_payment_whose_release_would_be_refused_or_is_in_flight_records_nothing(
