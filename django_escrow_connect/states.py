@@ -353,6 +353,7 @@ class StaffActionKind(models.TextChoices):
     ANNOTATE_INCIDENT = "annotate_incident", _("Annotate incident")
     REFRESH_ACCOUNT = "refresh_account", _("Refresh account")
     REPLAY_EVENT = "replay_event", _("Replay webhook event")
+    RECORD_OUTSIDE_TRANSFER = "record_outside_transfer", _("Record a transfer made in Stripe")
 
 
 class StaffActionOutcome(models.TextChoices):

@@ -23,6 +23,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
+from django.core.validators import RegexValidator
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -47,6 +48,7 @@ from ..services.payments import (
 )
 from ..services.radar_holds import check_not_held, freeze_message, refusal_holds
 from ..services.reconcile import reconcile
+from ..services.releases import record_outside_transfer, shares_owed
 from ..states import (
     RADAR_HOLD_KINDS,
     IncidentKind,
@@ -220,6 +222,31 @@ class RefundForm(NoteForm):
         return amount
 
 
+class RecordTransferForm(RequiredNoteForm):
+    """A transfer staff made in the Stripe Dashboard, to book as a share paid."""
+
+    transfer_id = forms.CharField(
+        label=_("Stripe transfer id"),
+        max_length=255,
+        validators=[
+            RegexValidator(
+                r"^tr_[A-Za-z0-9]+$", _("A Stripe transfer id starts with tr_ (e.g. tr_1AbC…).")
+            )
+        ],
+        help_text=_(
+            "The transfer you made in the Stripe Dashboard to the payee's connected account, "
+            "for exactly the amount owed shown above."
+        ),
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        if len(self.objects) != 1:
+            # One transfer pays one share of one payment.
+            raise forms.ValidationError(_("Choose one payment to record a transfer for."))
+        return cleaned
+
+
 # --------------------------------------------------------------------------
 # Payment actions
 # --------------------------------------------------------------------------
@@ -330,6 +357,59 @@ def _retry_transfer(payment: Any, user: Any, data: dict[str, Any]) -> str:
     return _outcome(release_payment(payment.pk, user))
 
 
+def _owed_lines(payment: Any) -> list[str]:
+    """What a transfer made in the Dashboard must be to be recorded: each share
+    still owed, to which account (what the app would send it)."""
+    if payment.released_in_parts and not payment.is_manual_capture:
+        payees = {p.pk: p for p in payment.payees.all()}
+        lines = [
+            gettext("owed to %(account)s: %(amount)s")
+            % {
+                "account": payees[payee_id].destination_account_id,
+                "amount": _money(amount, payment),
+            }
+            for owed in shares_owed([payment.pk]).values()
+            for payee_id, amount in owed.items()
+            if payee_id in payees
+        ]
+    elif payment.status == PaymentStatus.HELD and not payment.is_manual_capture:
+        preview = release_preview(payment)
+        lines = (
+            [
+                gettext("owed to %(account)s: %(amount)s")
+                % {"account": payment.destination_account_id, "amount": _money(preview[0], payment)}
+            ]
+            if preview is not None
+            else []
+        )
+    else:
+        lines = []
+    return lines or [gettext("no share is owed to a payee now")]
+
+
+def _record_outside_transfer(payment: Any, user: Any, data: dict[str, Any]) -> str:
+    transfer = record_outside_transfer(
+        payment.pk, data["transfer_id"], user, note=data.get("note", "")
+    )
+    recorded = type(payment).objects.get(pk=payment.pk)
+    return gettext("%(transfer)s of %(amount)s to %(account)s recorded, %(outcome)s") % {
+        "transfer": transfer.stripe_transfer_id,
+        "amount": _money(transfer.amount, payment),
+        "account": transfer.destination_account_id,
+        "outcome": _outcome(recorded),
+    }
+
+
+def _recorded_amount(payment: Any, data: dict[str, Any]) -> int | None:
+    """The audit trail's amount: the transfer's, once recorded (None: refused)."""
+    amount = (
+        payment.transfers.filter(stripe_transfer_id=data.get("transfer_id", ""))
+        .values_list("amount", flat=True)
+        .first()
+    )
+    return int(amount) if amount is not None else None
+
+
 def _refund(payment: Any, user: Any, data: dict[str, Any]) -> str:
     refunded = refund_payment(
         payment.pk, user, amount=data.get("amount"), reason=data.get("reason") or ""
@@ -380,6 +460,8 @@ class PaymentAction:
     #: Releases of a payment released in parts: the audit trail's amount is
     #: the sum of the transfers this attempt began (known only afterwards).
     counts_transfers: bool = False
+    #: ``amount`` is read after the attempt (what it recorded), not before.
+    amount_after: bool = False
 
 
 PAYMENT_ACTIONS: dict[str, PaymentAction] = {
@@ -446,6 +528,25 @@ PAYMENT_ACTIONS: dict[str, PaymentAction] = {
             _reconcile,
             # Finishing an unresolved release or refund sends it to Stripe.
             moves_money=True,
+        ),
+        PaymentAction(
+            K.RECORD_OUTSIDE_TRANSFER,
+            _("Record a transfer made in Stripe"),
+            _(
+                "For a payee you paid by hand in the Stripe Dashboard (a transfer Stripe "
+                "refused, a split release stopped part-way): the transfer is read from "
+                "Stripe and booked as the app's transfer of the share owed, which is then "
+                "never sent again. It must go to the payee's connected account, in the "
+                "payment's currency, for exactly the amount owed shown here, and must not "
+                "be reversed; the payee's open transfer_failed incidents are resolved."
+            ),
+            _record_outside_transfer,
+            _owed_lines,
+            _recorded_amount,
+            RecordTransferForm,
+            # Stripe is read: never inside a request-wide transaction.
+            moves_money=True,
+            amount_after=True,
         ),
     )
 }
@@ -694,7 +795,7 @@ class PaymentActionsMixin(StaffActionsMixin):
 
     def perform(self, request: HttpRequest, obj: Any, kind: str, data: dict[str, Any]) -> None:
         action = PAYMENT_ACTIONS[kind]
-        amount = action.amount(obj, data)
+        amount = None if action.amount_after else action.amount(obj, data)
         in_parts = action.counts_transfers and obj.released_in_parts and not obj.is_manual_capture
         before = set(obj.operations.values_list("pk", flat=True)) if in_parts else set()
         result = attempt(
@@ -702,6 +803,8 @@ class PaymentActionsMixin(StaffActionsMixin):
         )
         if in_parts:
             amount = _transfers_begun(obj, request.user, before)
+        if action.amount_after:
+            amount = action.amount(obj, data)
         record(
             request,
             kind,

@@ -464,7 +464,7 @@ def in_escrow_for_payee(arms: list[Q], own_row: Q) -> list[dict[str, Any]]:
             in_parts.append(row["rest_of"])
             continue
         else:
-            amount, _fee = payment_services.transfer_and_fee(int(row["held"]), currency)
+            amount, _fee = release_services.transfer_and_fee(int(row["held"]), currency)
         amounts[currency] = amounts.get(currency, 0) + amount
     if in_parts:
         # Three queries, whatever the number of such payments.

@@ -58,6 +58,7 @@ from ..states import PaymentStatus as S
 from .books import refunds_uncaptured_money
 from .common import gateway as default_gateway
 from .common import payment_model
+from .releases import RECORDED_KEY_PREFIX
 
 logger = logging.getLogger("django_escrow_connect.audit")
 
@@ -204,7 +205,8 @@ def audit_books(
     reversals and refunds with them), so the number of queries depends on
     the number of batches, not of payments; Stripe is asked four times per
     payment (five for a destination charge whose transfer is not in its
-    ``transfer_group``).
+    ``transfer_group``, and one more per transfer staff made in the Dashboard
+    and recorded, which has none).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -332,6 +334,16 @@ def _stripe_books(client: Any, payment: Any) -> _StripeBooks:
     if charge is not None and charge.transfer and all(t.id != charge.transfer for t in transfers):
         # A destination charge's transfer, made by Stripe, may carry no group.
         transfers.append(client.retrieve_transfer(charge.transfer))
+    listed = {t.id for t in transfers}
+    for row in payment.transfers.all():  # prefetched with the batch
+        # A transfer staff made in the Dashboard and recorded
+        # (releases.record_outside_transfer) carries no transfer group: read
+        # by its id, or it would be reported missing at Stripe.
+        if (
+            row.idempotency_key.startswith(RECORDED_KEY_PREFIX)
+            and row.stripe_transfer_id not in listed
+        ):
+            transfers.append(client.retrieve_transfer(row.stripe_transfer_id))
     refunds = list(client.list_refunds(payment_intent=payment.stripe_payment_intent_id))
     return _StripeBooks(intent=intent, charge=charge, transfers=transfers, refunds=refunds)
 

@@ -213,7 +213,7 @@ def transfer_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str 
     if transfer is not None and transfer.status == TransferStatus.PENDING:
         transfer.mark_created(snapshot.id)
         transfer.save()
-        _resolve_refused_transfers(payment, snapshot.id)
+        resolve_refused_transfers(payment, snapshot.id)
     if record_release(payment, amount_transferred=snapshot.amount):
         payment.save()
         sync_task_status(payment)
@@ -227,20 +227,22 @@ def transfer_made(payment: Any, operation: Any, snapshot: Any, *, event_id: str 
     return transfer
 
 
-def _resolve_refused_transfers(
+def resolve_refused_transfers(
     payment: Any,
     transfer_id: str,
     *,
     destination_account_id: str | None = None,
     amount: int | None = None,
     made: str = "transfer",
+    note: str = "",
 ) -> None:
     """Resolve the open ``transfer_failed`` incidents the transfer just made
     settles: the payment's (one payee), or, for a split payment, those of the
     same payee's transfer (account and amount). Left open, a refusal handled
     by a later release stayed in ``escrow_report``'s open incidents for ever.
     A tip's (its own transfer, money staff may still send) stays open. The
-    note says why, for the audit trail."""
+    note says why, for the audit trail (``note``: staff's own, for a transfer
+    they made outside the app and recorded)."""
     incidents = model("TransferIncident").objects.filter(
         payment=payment, kind=IncidentKind.TRANSFER_FAILED, resolved_at__isnull=True
     )
@@ -251,8 +253,8 @@ def _resolve_refused_transfers(
         if incident.message.startswith(tips.TIP_INCIDENT_PREFIX):
             continue
         incident.resolved_at = now
-        note = f"Resolved: the release was sent again and Stripe made {made} {transfer_id}."
-        incident.message = "\n".join(filter(None, [incident.message, note]))
+        said = note or f"Resolved: the release was sent again and Stripe made {made} {transfer_id}."
+        incident.message = "\n".join(filter(None, [incident.message, said]))
         incident.save(update_fields=["resolved_at", "message", "updated_at"])
         log_payment(
             payment, "transfer_failed incident %s resolved: %s made", incident.pk, transfer_id
@@ -307,7 +309,7 @@ def split_transfer_made(payment: Any, transfer: Any, snapshot: Any, *, event_id:
             "payee transfer made: %s" + (" (confirmed by webhook)" if event_id else ""),
             snapshot.id,
         )
-        _resolve_refused_transfers(
+        resolve_refused_transfers(
             payment,
             snapshot.id,
             destination_account_id=transfer.destination_account_id,
@@ -403,7 +405,7 @@ def capture_done(payment: Any, operation: Any, intent: Any, *, event_id: str = "
     payment.stripe_charge_id = intent.latest_charge or payment.stripe_charge_id
     payment.save()
     # A refused capture opened a transfer_failed incident (release_refused).
-    _resolve_refused_transfers(payment, intent.id, made="the capture of")
+    resolve_refused_transfers(payment, intent.id, made="the capture of")
     sync_task_status(payment)
     log_payment(payment, "payment released (captured)" + _during_dispute(payment))
     notify("payment_released", payment=payment, transfer=None)
@@ -1765,5 +1767,6 @@ __all__ = [
     "record_capture",
     "record_refund",
     "record_release",
+    "resolve_refused_transfers",
     "split_transfer_made",
 ]

@@ -64,6 +64,7 @@ from .common import (
     transfer_account,
     translate,
 )
+from .releases import release_transfer_and_fee
 from .task_status import sync_task_status
 
 __all__ = [
@@ -798,26 +799,6 @@ def release_preview(payment: Any) -> tuple[int, int] | None:
     if not can_proceed(_start_of(payment)):
         return None
     return release_transfer_and_fee(payment)
-
-
-def release_transfer_and_fee(payment: Any) -> tuple[int, int]:
-    """What a release in one transfer sends the doer, and the platform fee on it.
-
-    What is held: the amount less refunds, and less what a lost dispute took
-    (the rest a partial dispute left). The admin's confirmation page and
-    audit trail show these figures, so they must be the ones sent.
-    """
-    return transfer_and_fee(int(payment.amount_held), payment.currency)
-
-
-def transfer_and_fee(held: int, currency: str) -> tuple[int, int]:
-    """What a release in one transfer of ``held`` sends the doer, and the fee on it.
-
-    The doer's dashboard counts the rest a partial dispute left held with
-    this figure: what its release will send.
-    """
-    fee = compute_platform_fee(held, currency)
-    return held - fee, fee
 
 
 def _begin_release(payment: Any, user: Any) -> Any:

@@ -19,6 +19,7 @@ a refund since took of it. See docs/milestones.md and docs/splits.md.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from typing import Any, NoReturn
 
@@ -28,6 +29,7 @@ from django.db.models import Prefetch
 from django.utils.translation import gettext as _
 from django_fsm import can_proceed
 
+from ..exceptions import GatewayError
 from ..fees import compute_platform_fee
 from ..money import (
     InvalidAmount,
@@ -36,6 +38,7 @@ from ..money import (
     format_money,
     validate_minor_amount,
 )
+from ..notifications import notify
 from ..states import (
     AccountStatus,
     EscrowStrategy,
@@ -51,12 +54,14 @@ from ..transitions import may
 from . import errors, operations, outcomes, radar
 from .common import (
     account_for_payee,
+    gateway,
     idempotency_key,
     lock_payment,
     model,
     open_disputes,
     payment_model,
     transfer_account,
+    translate,
 )
 from .task_status import sync_task_status
 
@@ -66,6 +71,7 @@ __all__ = [
     "check_split_terms",
     "deliver_milestone",
     "pending_transfers_made",
+    "record_outside_transfer",
     "record_split_terms",
     "release_in_parts",
     "require_same_release",
@@ -701,6 +707,30 @@ def _fee_and_shares(
     return fee, shares
 
 
+def release_transfer_and_fee(payment: Any) -> tuple[int, int]:
+    """What a release in one transfer sends the doer, and the platform fee on it.
+
+    Here, not in :mod:`.payments` (which imports it), so that a transfer staff
+    made by hand is checked against the very figure a release sends
+    (:func:`record_outside_transfer`) without an import cycle.
+
+    What is held: the amount less refunds, and less what a lost dispute took
+    (the rest a partial dispute left). The admin's confirmation page and
+    audit trail show these figures, so they must be the ones sent.
+    """
+    return transfer_and_fee(int(payment.amount_held), payment.currency)
+
+
+def transfer_and_fee(held: int, currency: str) -> tuple[int, int]:
+    """What a release in one transfer of ``held`` sends the doer, and the fee on it.
+
+    The doer's dashboard counts the rest a partial dispute left held with
+    this figure: what its release will send.
+    """
+    fee = compute_platform_fee(held, currency)
+    return held - fee, fee
+
+
 def rest_transfer_and_fee(payment: Any) -> tuple[int, int]:
     """What releasing the rest a partial dispute lost left of a payment released
     in parts sends its one doer, and the fee on it: the release
@@ -1165,3 +1195,273 @@ def auto_release_due(now: Any) -> list[tuple[Any, Any]]:
         if milestone.auto_release_at is not None and milestone.auto_release_at <= now:
             due.append((milestone.payment_id, milestone.pk))
     return due
+
+
+# --------------------------------------------------------------------------
+# A payee's share paid outside the app (a transfer made in the Dashboard)
+# --------------------------------------------------------------------------
+
+#: The idempotency key of a transfer staff made outside the app and recorded:
+#: unique like every transfer's, and never sent to Stripe (no money operation
+#: carries it, so nothing retries or looks it up).
+RECORDED_KEY_PREFIX = "recorded:"
+
+_TRANSFER_ID = re.compile(r"tr_[A-Za-z0-9]+")
+
+
+def record_outside_transfer(payment_id: Any, transfer_id: str, user: Any, *, note: str = "") -> Any:
+    """Book ``transfer_id``, a transfer staff made in the Stripe Dashboard, as the
+    transfer of the share ``payment`` still owes its destination; the Transfer row.
+
+    Stripe's transfer is read first, with no transaction open; then, with the
+    payment locked, everything is checked again and the share is booked as if
+    the app's own transfer had been made: the transfer row (created, with
+    Stripe's id and a ``recorded:`` key), the release and the payment moved
+    and notified as for that transfer, and the ``transfer_failed`` incidents
+    of that share resolved with a note naming ``user`` and the transfer.
+    Refused, with nothing written, when the transfer is recorded already,
+    unknown to Stripe, reversed, in another currency, to an account this
+    payment owes nothing, or of another amount than the share; when the
+    payee was paid already (paid twice: reverse one); when a release would be
+    refused; and while a transfer of the payment is in flight. A
+    manual-capture payment (its capture pays the doer) and the release of
+    the rest a lost dispute left are refused too (docs/recovery.md).
+    """
+    from ..permissions import is_platform_staff
+
+    if not is_platform_staff(user):
+        raise errors.Forbidden(_("Only platform staff can record a transfer made in Stripe."))
+    transfer_id = str(transfer_id or "").strip()
+    if not _TRANSFER_ID.fullmatch(transfer_id):
+        raise errors.InvalidInput(
+            _("A Stripe transfer id starts with tr_ (e.g. tr_1AbC…)."), code="invalid_transfer_id"
+        )
+    _refuse_recorded(transfer_id)  # before asking Stripe: nothing to read
+    if operations.in_transaction():
+        raise errors.Conflict(
+            _("A database transaction is open; Stripe is read outside one."),
+            code="in_transaction",
+        )
+    try:
+        snapshot = gateway().retrieve_transfer(transfer_id)
+    except GatewayError as exc:
+        if not exc.is_transient and exc.code == "resource_missing":
+            raise errors.NotFound(
+                _("Stripe has no transfer %(id)s (check the id and the mode, test or live).")
+                % {"id": transfer_id},
+                code="transfer_not_found",
+            ) from exc
+        raise translate(exc, _("read the transfer")) from exc
+    with transaction.atomic():
+        payment = lock_payment(payment_id)
+        # Checked again under the lock: another request may have recorded it,
+        # or the payment moved, while Stripe was asked.
+        _refuse_recorded(snapshot.id)
+        _check_outside_transfer(payment, snapshot)
+        if payment.released_in_parts:
+            transfer = _book_outside_share(payment, snapshot, user)
+        else:
+            transfer = _book_outside_release(payment, snapshot, user)
+        outcomes.log_payment(
+            payment, "transfer made outside the app recorded by staff: %s", snapshot.id
+        )
+    return transfer
+
+
+def _refuse_recorded(transfer_id: str) -> None:
+    Transfer = model("Transfer")
+    taken = Transfer.objects.filter(stripe_transfer_id=transfer_id).first()
+    if taken is None and not (
+        model("EscrowTipTransfer").objects.filter(stripe_transfer_id=transfer_id).exists()
+    ):
+        return
+    raise errors.Conflict(
+        _("Transfer %(id)s is already recorded (payment %(payment)s).")
+        % {"id": transfer_id, "payment": taken.payment_id if taken is not None else "-"},
+        code="transfer_already_recorded",
+    )
+
+
+def _check_outside_transfer(payment: Any, snapshot: Any) -> None:
+    """What any payment checks of a transfer to record (payment locked)."""
+    if snapshot.amount_reversed or snapshot.reversed:
+        raise errors.Conflict(
+            _(
+                "Transfer %(id)s was reversed (%(amount)s): it pays no share. Make a new "
+                "transfer of the share and record that one."
+            )
+            % {
+                "id": snapshot.id,
+                "amount": format_money(snapshot.amount_reversed, snapshot.currency),
+            },
+            code="transfer_reversed",
+        )
+    if snapshot.currency != payment.currency:
+        raise errors.Conflict(
+            _("Transfer %(id)s is in %(currency)s; the payment is in %(expected)s.")
+            % {
+                "id": snapshot.id,
+                "currency": snapshot.currency.upper(),
+                "expected": payment.currency.upper(),
+            },
+            code="transfer_mismatch",
+        )
+    if payment.is_manual_capture:
+        # Its release is the capture of a destination charge: no transfer of
+        # the app's could stand for it.
+        raise errors.InvalidInput(
+            _("A manual-capture payment is released by its capture, not by a transfer."),
+            code="split_unsupported",
+        )
+    if (
+        operations.unresolved_operation(payment) is not None
+        or payment.transfers.filter(status=TransferStatus.PENDING).exists()
+    ):
+        raise errors.OperationInFlight(
+            _(
+                "A transfer of this payment is in flight: Stripe may still make it. Run "
+                "escrow_reconcile (or the admin's Reconcile) or retry the release first, "
+                "then record a transfer only for a share still owed."
+            )
+        )
+
+
+def _not_a_payee(snapshot: Any) -> NoReturn:
+    raise errors.Conflict(
+        _(
+            "Transfer %(id)s went to %(account)s, which is not a payee of this payment "
+            "still owed a share."
+        )
+        % {"id": snapshot.id, "account": snapshot.destination or "-"},
+        code="transfer_mismatch",
+    )
+
+
+def _paid_twice(snapshot: Any) -> NoReturn:
+    raise errors.Conflict(
+        _(
+            "This payment owes %(account)s nothing: the app's transfer already paid this "
+            "share, so with transfer %(id)s the payee was paid twice. Reverse one of the "
+            "two transfers in the Stripe Dashboard."
+        )
+        % {"id": snapshot.id, "account": snapshot.destination or "-"},
+        code="payee_paid_twice",
+    )
+
+
+def _wrong_amount(snapshot: Any, owed: list[int], currency: str) -> NoReturn:
+    raise errors.Conflict(
+        _(
+            "Transfer %(id)s is %(amount)s; the share this payment owes that payee is "
+            "%(owed)s. Reverse it in the Stripe Dashboard and transfer exactly the share."
+        )
+        % {
+            "id": snapshot.id,
+            "amount": format_money(snapshot.amount, currency),
+            "owed": ", ".join(format_money(amount, currency) for amount in owed),
+        },
+        code="transfer_mismatch",
+    )
+
+
+def _new_recorded_transfer(payment: Any, snapshot: Any, amount: int, **links: Any) -> Any:
+    return model("Transfer").objects.create(
+        payment=payment,
+        idempotency_key=f"{RECORDED_KEY_PREFIX}{snapshot.id}",
+        amount=amount,
+        currency=payment.currency,
+        destination_account_id=snapshot.destination or "",
+        source_transaction=snapshot.source_transaction or "",
+        **links,
+    )
+
+
+def _resolution_note(user: Any, snapshot: Any) -> str:
+    who = user.get_username() if hasattr(user, "get_username") else str(user)
+    return f"Resolved: {who} recorded transfer {snapshot.id}, made outside the app, for this share."
+
+
+def _book_outside_release(payment: Any, snapshot: Any, user: Any) -> Any:
+    """A payment released in one transfer: the transfer stands for its release."""
+    account = account_for_payee(payment.payee_user, payment.payee_organization)
+    accounts = {payment.destination_account_id, getattr(account, "stripe_account_id", "")}
+    if not snapshot.destination or snapshot.destination not in accounts:
+        _not_a_payee(snapshot)
+    if payment.transfers.filter(release__isnull=True, status__in=_MADE).exists():
+        # The app's transfer was made (the payment released, perhaps refunded
+        # or disputed since): this one paid the payee a second time.
+        _paid_twice(snapshot)
+    if payment.status != PaymentStatus.HELD or not can_proceed(payment.start_release):
+        # A lost dispute's rest, a refunded or disputed payment: its release
+        # would be refused, so a transfer cannot stand for it.
+        _refuse_state(payment)
+    _check_not_frozen(payment)
+    amount, fee = release_transfer_and_fee(payment)
+    if snapshot.amount != amount:
+        _wrong_amount(snapshot, [amount], payment.currency)
+    transfer = _new_recorded_transfer(payment, snapshot, amount)
+    transfer.mark_created(snapshot.id)
+    transfer.save()
+    outcomes.resolve_refused_transfers(payment, snapshot.id, note=_resolution_note(user, snapshot))
+    # As the app's own transfer is booked (outcomes.transfer_made): the fee on
+    # what is released is the fee charged.
+    payment.platform_fee = fee
+    outcomes.record_release(payment, amount_transferred=amount, platform_fee=fee)
+    payment.save()
+    sync_task_status(payment)
+    outcomes.log_payment(payment, "payment released (transfer made outside the app)")
+    notify("payment_released", payment=payment, transfer=transfer)
+    return transfer
+
+
+def _book_outside_share(payment: Any, snapshot: Any, user: Any) -> Any:
+    """A payment released in parts: the transfer stands for the share a pending
+    release owes its destination (the earliest of that amount)."""
+    payees = [p for p in payment.payees.all() if _pays(p, snapshot.destination)]
+    if not payees:
+        _not_a_payee(snapshot)
+    ids = {p.pk for p in payees}
+    by_release = shares_owed([payment.pk])
+    owed = [
+        (release, payee_id, due)
+        for release in payment.releases.filter(status=ReleaseStatus.PENDING).order_by("position")
+        for payee_id, due in by_release.get(release.pk, {}).items()
+        if payee_id in ids
+    ]
+    if not owed:
+        if (
+            model("Transfer")
+            .objects.filter(payment=payment, payee_id__in=ids, status__in=_MADE)
+            .exists()
+        ):
+            _paid_twice(snapshot)
+        _not_a_payee(snapshot)
+    match = next(((r, p, due) for r, p, due in owed if due == snapshot.amount), None)
+    if match is None:
+        _wrong_amount(snapshot, [due for _r, _p, due in owed], payment.currency)
+    release, payee_id, due = match
+    # The checks a transfer of that release would pass now (_next_transfer).
+    _check_sendable(payment, release)
+    if payment.status == PaymentStatus.DISPUTE_LOST:
+        _refuse_state(payment)  # the rest a lost dispute left: not recorded
+    transfer = _new_recorded_transfer(
+        payment, snapshot, due, release=release, payee=next(p for p in payees if p.pk == payee_id)
+    )
+    outcomes.resolve_refused_transfers(
+        payment,
+        snapshot.id,
+        destination_account_id=transfer.destination_account_id,
+        amount=due,
+        note=_resolution_note(user, snapshot),
+    )
+    # Booked exactly as the app's transfer of that share is when Stripe makes
+    # it: the release (and the payment, the last one) done and notified.
+    outcomes.split_transfer_made(payment, transfer, snapshot)
+    return transfer
+
+
+def _pays(payee: Any, destination: str | None) -> bool:
+    if not destination:
+        return False
+    account = account_for_payee(payee.user, payee.organization)
+    return destination in {payee.destination_account_id, getattr(account, "stripe_account_id", "")}
