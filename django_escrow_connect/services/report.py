@@ -27,6 +27,7 @@ from ..states import (
 )
 from ..states import WebhookEventStatus as E
 from .common import open_disputes
+from .releases import shares_owed
 
 #: Rows listed per section (the counts are always complete).
 LIST_LIMIT = 50
@@ -184,18 +185,16 @@ def _stuck_payments(now: datetime, hours: int) -> dict[str, Any]:
         .objects.filter(payment=OuterRef("pk"), status=ReleaseStatus.PENDING, created_at__lt=cutoff)
         .order_by()
     )
-    stuck = (
-        swappable.load("EscrowPayment")
-        .objects.filter(
-            Q(status=PaymentStatus.HELD, held_at__lt=cutoff)
-            | Q(status=PaymentStatus.RELEASING, updated_at__lt=cutoff)
-            | Q(
-                Exists(overdue_milestone) | Exists(owing_release),
-                status=PaymentStatus.PARTIALLY_RELEASED,
-            )
+    Payment = swappable.load("EscrowPayment")
+    stuck = Payment.objects.filter(
+        Q(status=PaymentStatus.HELD, held_at__lt=cutoff)
+        | Q(status=PaymentStatus.RELEASING, updated_at__lt=cutoff)
+        | Q(
+            Exists(overdue_milestone) | Exists(owing_release),
+            status=PaymentStatus.PARTIALLY_RELEASED,
         )
-        .order_by("updated_at")
-    )
+        | Q(pk__in=_refunded_still_owing(Payment, owing_release, cutoff))
+    ).order_by("updated_at")
     items = [
         {
             "payment": str(p.pk),
@@ -208,6 +207,32 @@ def _stuck_payments(now: datetime, hours: int) -> dict[str, Any]:
         for p in stuck[:LIST_LIMIT]
     ]
     return {"threshold_hours": hours, "count": stuck.count(), "items": items}
+
+
+def _refunded_still_owing(Payment: Any, owing_release: Any, cutoff: datetime) -> list[Any]:
+    """``partially_refunded`` payments whose release stopped part-way (before
+    the threshold) and still owes a payee: a refund of such a payment takes
+    its part of the unpaid shares, and ``escrow_auto_release`` finishes the
+    rest once nothing blocks it, so one still owing waits for someone (as a
+    ``partially_released`` one). A release a refund left owing nothing is
+    not stuck: nothing is to be sent. ``shares_owed`` divides refunds in
+    Python (``REVERSAL_POLICY``): a query for the candidates, then, when
+    there are any, its four and one for the releases' payments."""
+    candidates = list(
+        Payment.objects.filter(Exists(owing_release), status=PaymentStatus.PARTIALLY_REFUNDED)
+        .order_by()
+        .values_list("pk", flat=True)
+    )
+    if not candidates:
+        return []
+    owed = {release: shares for release, shares in shares_owed(candidates).items() if shares}
+    return list(
+        swappable.load("EscrowRelease")
+        .objects.filter(pk__in=list(owed), status=ReleaseStatus.PENDING, created_at__lt=cutoff)
+        .order_by()
+        .values_list("payment_id", flat=True)
+        .distinct()
+    )
 
 
 def _webhook_events(since: datetime, until: datetime, now: datetime) -> dict[str, Any]:

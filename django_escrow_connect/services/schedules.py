@@ -16,7 +16,7 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -267,16 +267,25 @@ def _release(
     *,
     earlier: int = 0,
     milestone_id: Any = None,
+    made: set[Any] | None = None,
 ) -> Any:
     """Release the payment (or its milestone) as the system; the payment
     released, or None once a refusal's line is recorded (saying what this
-    release sent first: :func:`_release_refused`)."""
+    release sent first: :func:`_release_refused`).
+
+    ``made``, when given, gets the payee transfers Stripe made during the
+    call (:func:`transfers_made` before and after): those this release sent,
+    or finished with their own key, a replacement of a lost one included.
+    """
     before = transfers_made(payment_id)
     try:
-        return release_payment(payment_id, system=True, milestone_id=milestone_id)
+        released = release_payment(payment_id, system=True, milestone_id=milestone_id)
     except errors.ServiceError as exc:
         record(_release_refused(payment_id, subject, exc, before, earlier=earlier))
         return None
+    if made is not None:
+        made.update(transfers_made(payment_id) - before)
+    return released
 
 
 #: The states of a payment whose stopped release the job finishes: the one
@@ -297,11 +306,13 @@ def _stopped_releases(cutoff: datetime) -> Any:
     milestone's (a milestone has its own auto-release,
     :func:`_release_due_milestones`).
 
-    Nothing held means the pending release took all of it: releasing the
-    payment again only sends the transfers it owes, and never starts a
-    release of money the customer kept (a release by amount leaves some
-    held). A manual-capture payment is captured whole, never released in
-    parts by this job. One query, however many payments there are.
+    Nothing held means the pending release took all of it, or a refund took
+    what it left (a release by amount, its rest refunded since): releasing
+    the payment again only sends the transfers that release owes, and never
+    starts a release of money the customer kept (while a release by amount
+    leaves some held, the payment is not selected). A manual-capture payment
+    is captured whole, never released in parts by this job. One query,
+    however many payments there are.
     """
     pending = model("EscrowRelease").objects.filter(
         payment=OuterRef("pk"), status=ReleaseStatus.PENDING, milestone__isnull=True
@@ -336,7 +347,10 @@ def _finish_stopped_releases(days: int, record: Report, *, dry_run: bool, now: d
     transfer in flight is finished with its own idempotency key, never sent
     twice. The line says ``<status> -> <status>`` (the state it was selected
     in), or ``nothing sent (<status> meanwhile)`` when the customer or staff
-    finished (or refunded) it between the selection and the release.
+    finished (or refunded) it between the selection and the release: no
+    payee transfer was made during this run's call (:func:`_release`'s
+    ``made``). Two runs overlapping (the command and its task) may both say
+    ``->`` of a payment one of them finished; Stripe made each transfer once.
 
     Whoever started the release is finished alike, under the same age rule:
     the job's (held longer than ``AUTO_RELEASE_AFTER_DAYS``), and the
@@ -381,11 +395,11 @@ def _finish_stopped_releases(days: int, record: Report, *, dry_run: bool, now: d
         if waiting is not None:
             record(waiting)
             continue
-        started = timezone.now()
-        updated = _release(payment.pk, subject, record, earlier=earlier)
+        made: set[Any] = set()
+        updated = _release(payment.pk, subject, record, earlier=earlier, made=made)
         if updated is None:
             continue
-        if not _sent_by_the_job(payment.pk, started):
+        if not made:
             # Selected outside any lock: the customer or staff released it
             # (or staff refunded it) since, and the release, which checks
             # everything again under the payment's lock, had nothing to send.
@@ -404,26 +418,6 @@ def _finish_stopped_releases(days: int, record: Report, *, dry_run: bool, now: d
                 f"held {days}+ days; finished the release stopped part-way",
             )
         )
-
-
-def _sent_by_the_job(payment_id: Any, since: datetime) -> bool:
-    """The job's release (called at ``since``) made a transfer of the payment:
-    one the system asked for (no user), or one in flight before it (whoever
-    began it: the release finished it with its own key). Not the transfers of
-    a confirm or a staff release that ran between the job's selection and its
-    call (begun since, with their user): the job's call, finding the release
-    done, sent nothing. One query."""
-    return bool(
-        model("MoneyOperation")
-        .objects.filter(
-            Q(requested_by__isnull=True) | Q(created_at__lt=since),
-            payment_id=payment_id,
-            kind=MoneyOperationKind.TRANSFER,
-            status=MoneyOperationStatus.SUCCEEDED,
-            updated_at__gte=since,
-        )
-        .exists()
-    )
 
 
 #: Refusals of a hold that Stripe lifts, not the next run: an open Radar

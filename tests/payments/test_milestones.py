@@ -2341,17 +2341,18 @@ class TestSplitAutoRelease:
         from tests.reliability.test_charge_disputed_hold import resolve_in_the_admin
 
         resolve_in_the_admin(market, stopped_by_a_hold(market, sim_stripe, monkeypatch, due))
-        real_release = schedules.release_payment
+        real_check = schedules._waits_for_staff
 
-        def someone_else_first(payment_id: Any, **kwargs: Any) -> Any:
+        def someone_else_first(payment_id: Any, *args: Any, **kwargs: Any) -> Any:
+            # After the selection, before the job's release.
             if meanwhile == "confirm":
                 response = market.post(market.customer, "payment-confirm", payment_id=due.pk)
             else:
                 response = market.post(market.staff, "payment-refund", {}, payment_id=due.pk)
             assert response.status_code == 200, response.content
-            return real_release(payment_id, **kwargs)
+            return real_check(payment_id, *args, **kwargs)
 
-        monkeypatch.setattr(schedules, "release_payment", someone_else_first)
+        monkeypatch.setattr(schedules, "_waits_for_staff", someone_else_first)
         status = "released" if meanwhile == "confirm" else "refunded"
         made = [5_400, 3_600] if meanwhile == "confirm" else [5_400]
 
@@ -2361,6 +2362,105 @@ class TestSplitAutoRelease:
         assert "partially_released ->" not in output
         assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == made
         assert market.payment(due.pk).status == status
+
+    def test_a_lost_transfer_the_job_sends_again_counts_as_sent(
+        self, market, sim_stripe, monkeypatch, due
+    ):
+        """The customer's confirm paid the doer; Stripe answered the partner's
+        transfer with a stored 500 (not made). The job's release sends it
+        again under the next key, for the customer's request: it was reported
+        ``nothing sent (released meanwhile)`` (the transfer was not the
+        system's, nor in flight before the call) and not counted."""
+        from io import StringIO
+
+        from django.core.management import call_command
+
+        after_the_first_transfer(
+            sim_stripe,
+            monkeypatch,
+            lambda: sim_stripe.fail_next(
+                "create_transfer",
+                TemporarilyUnavailable("Internal error", http_status=500),
+                stored=True,
+            ),
+        )
+        with market.capture(execute=True):
+            market.post(market.customer, "payment-confirm", payment_id=due.pk)
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == [5_400]
+
+        out = StringIO()
+        with market.capture(execute=True):
+            call_command("escrow_auto_release", stdout=out, stderr=StringIO())
+        output = out.getvalue()
+
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == [5_400, 3_600]
+        assert "nothing sent" not in output, output
+        assert f"{due.pk}: partially_released -> released" in output, output
+        assert market.payment(due.pk).status == "released"
+
+    def test_a_release_by_amount_whose_rest_was_refunded_is_finished(
+        self, market, sim_stripe, monkeypatch, due
+    ):
+        """The customer released 4,000 of 10,000 (the doer's 2,160 went, a
+        hold stopped the partner's): money is held, so the job leaves it (it
+        would release what the customer kept). Staff then refund the 6,000
+        held: nothing is held, and the job sends the partner what that
+        release of 4,000 owes, 1,440, not a share of the refunded 6,000."""
+        from tests.reliability.test_charge_disputed_hold import resolve_in_the_admin
+
+        holds = hold_after_the_first_transfer(market, sim_stripe, monkeypatch, due)
+        with market.capture(execute=True):
+            response = market.post(
+                market.customer, "payment-release", {"amount": 4_000}, payment_id=due.pk
+            )
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == [2_160]
+        assert f"{due.pk}:" not in auto_release_run(market)  # 6,000 held: not selected
+        resolve_in_the_admin(market, holds[0])
+        with market.capture(execute=True):
+            response = market.post(
+                market.staff, "payment-refund", {"amount": 6_000}, payment_id=due.pk
+            )
+        assert response.status_code == 200, response.content
+        assert market.payment(due.pk).status == "partially_refunded"
+
+        output = auto_release_run(market)
+
+        assert f"{due.pk}: partially_refunded -> " in output, output
+        assert [t["amount"] for t in transfers_in_stripe(sim_stripe, due)] == [2_160, 1_440]
+        assert market.payment(due.pk).amount_held == 0
+
+    def test_a_refunded_release_still_owing_is_a_stuck_payment(
+        self, market, sim_stripe, monkeypatch, due
+    ):
+        """Stripe refused the partner's transfer, then staff refunded 1,000:
+        ``partially_refunded``, the partner owed 3,240 and the job waiting for
+        staff (an informational line, exit 0). ``escrow_report`` listed only
+        ``partially_released`` payments' owing releases as stuck: nothing
+        alerted while the partner waited. Stuck once older than the
+        threshold; not before."""
+        import json
+        from io import StringIO
+
+        from django.core.management import CommandError, call_command
+
+        after_the_first_transfer(sim_stripe, monkeypatch, lambda: refuse_next_transfer(sim_stripe))
+        with market.capture(execute=True), pytest.raises(CommandError, match="could not"):
+            call_command("escrow_auto_release", stdout=StringIO(), stderr=StringIO())
+        self.refund_in_part(market, sim_stripe, due)
+        assert "rest not released" in auto_release_run(market)
+
+        def stuck() -> list[str]:
+            out = StringIO()
+            call_command("escrow_report", "--format", "json", stdout=out)
+            return [
+                item["payment"] for item in json.loads(out.getvalue())["stuck_payments"]["items"]
+            ]
+
+        assert stuck() == []  # the release is younger than STUCK_PAYMENT_HOURS
+        swappable.load("EscrowRelease").objects.filter(payment_id=due.pk).update(
+            created_at=timezone.now() - timedelta(hours=73)
+        )
+        assert stuck() == [str(due.pk)]
 
     def test_a_payment_disputed_meanwhile_waits_for_the_dispute(
         self, market, sim_stripe, monkeypatch, due
