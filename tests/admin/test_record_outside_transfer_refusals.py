@@ -462,3 +462,25 @@ def test_the_page_shows_the_account_the_app_would_send_to_now(
 
     record(admin_client, market, payment, dashboard_transfer(sim_stripe, fresh.id, 9_000))
     assert market.payment(payment.pk).status == "released"
+
+
+@pytest.mark.usefixtures("split")
+def test_a_payee_whose_share_a_refund_took_back_is_not_called_paid_twice(
+    admin_client,  # noqa: F811
+    market,
+    sim_stripe,
+    partner,  # noqa: F811
+):
+    """The partner was paid, the doer's transfer refused, then the customer
+    was refunded all that was refundable: the release still waits, owing the
+    doer nothing. A hand transfer to the doer is refused saying a refund took
+    the share, not that the doer was paid twice or is no payee."""
+    payment = split_refused(market, sim_stripe, partner)
+    refund = market.post(market.staff, "payment-refund", {}, payment_id=payment.pk)
+    assert refund.status_code == 200, refund.content
+    payment = market.payment(payment.pk)
+    doer = payment.payees.get(position=0)
+    transfer_id = dashboard_transfer(sim_stripe, doer.destination_account_id, 5_400)
+    assert refusal(admin_client, market, payment, transfer_id) == "transfer_mismatch"
+    message = StaffAction.objects.order_by("-created_at").first().message
+    assert "a refund took that payee's share back" in message
