@@ -37,7 +37,7 @@ from ..exceptions import EscrowConnectError
 from ..money import MAX_MINOR_AMOUNT, format_money
 from ..services import errors, tips
 from ..services.accounts import refresh_account
-from ..services.common import lock_payment
+from ..services.common import account_for_payee, lock_payment
 from ..services.operations import in_transaction
 from ..services.outcomes import STRIPE_REFUND_REASONS
 from ..services.payments import (
@@ -365,7 +365,7 @@ def _owed_lines(payment: Any) -> list[str]:
         lines = [
             gettext("owed to %(account)s: %(amount)s")
             % {
-                "account": payees[payee_id].destination_account_id,
+                "account": _sent_to(payees[payee_id], payees[payee_id].destination_account_id),
                 "amount": _money(amount, payment),
             }
             for owed in shares_owed([payment.pk]).values()
@@ -377,7 +377,10 @@ def _owed_lines(payment: Any) -> list[str]:
         lines = (
             [
                 gettext("owed to %(account)s: %(amount)s")
-                % {"account": payment.destination_account_id, "amount": _money(preview[0], payment)}
+                % {
+                    "account": _sent_to(payment, payment.destination_account_id, prefix="payee_"),
+                    "amount": _money(preview[0], payment),
+                }
             ]
             if preview is not None
             else []
@@ -385,6 +388,15 @@ def _owed_lines(payment: Any) -> list[str]:
     else:
         lines = []
     return lines or [gettext("no share is owed to a payee now")]
+
+
+def _sent_to(owner: Any, stored: str, *, prefix: str = "") -> str:
+    """The account the app would send the share to now: the payee's current
+    connected account (the one stored on the row may have been replaced)."""
+    account = account_for_payee(
+        getattr(owner, f"{prefix}user"), getattr(owner, f"{prefix}organization")
+    )
+    return getattr(account, "stripe_account_id", "") or stored
 
 
 def _record_outside_transfer(payment: Any, user: Any, data: dict[str, Any]) -> str:
@@ -804,7 +816,8 @@ class PaymentActionsMixin(StaffActionsMixin):
         if in_parts:
             amount = _transfers_begun(obj, request.user, before)
         if action.amount_after:
-            amount = action.amount(obj, data)
+            # Refused: nothing was booked (a row found now is another request's).
+            amount = action.amount(obj, data) if result.outcome == O.OK else None
         record(
             request,
             kind,

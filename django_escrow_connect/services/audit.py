@@ -363,11 +363,20 @@ def _impossible(payment: Any, books: _StripeBooks) -> list[Divergence]:
     live = [t for t in books.transfers if t.amount_reversed < t.amount]
     if payment.released_in_parts:
         # One transfer per release and payee: two for the same pair is money
-        # sent twice (its metadata names the pair).
+        # sent twice. The app's row names the pair (a transfer made in the
+        # Dashboard and recorded carries no metadata); else the metadata does.
+        rows = {
+            row.stripe_transfer_id: (str(row.release_id or ""), str(row.payee_id or ""))
+            for row in payment.transfers.all()  # prefetched with the batch
+            if row.stripe_transfer_id
+        }
         seen: dict[tuple[str, str], int] = {}
         for transfer in books.transfers:
             metadata = transfer.metadata or {}
-            pair = (metadata.get("escrow_release_id", ""), metadata.get("escrow_payee", ""))
+            pair = rows.get(transfer.id) or (
+                metadata.get("escrow_release_id", ""),
+                metadata.get("escrow_payee", ""),
+            )
             seen[pair] = seen.get(pair, 0) + 1
         twice = sorted(pair for pair, count in seen.items() if count > 1)
         if twice:

@@ -24,7 +24,7 @@ from collections.abc import Collection
 from typing import Any, NoReturn
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Prefetch
 from django.utils.translation import gettext as _
 from django_fsm import can_proceed
@@ -1226,6 +1226,14 @@ def record_outside_transfer(payment_id: Any, transfer_id: str, user: Any, *, not
     refused; and while a transfer of the payment is in flight. A
     manual-capture payment (its capture pays the doer) and the release of
     the rest a lost dispute left are refused too (docs/recovery.md).
+
+    A transfer an app made (this installation's for another payment or a
+    tip, or another installation's: the ``escrow_`` metadata, a
+    ``source_transaction``, another transfer group) is refused: it is not a
+    hand transfer, and its own row would clash with this one. A hand
+    transfer made with the payment's transfer group, already booked by its
+    ``transfer.created`` webhook as a transfer with no share, is adopted:
+    checked the same way and booked in that row's place.
     """
     from ..permissions import is_platform_staff
 
@@ -1236,7 +1244,7 @@ def record_outside_transfer(payment_id: Any, transfer_id: str, user: Any, *, not
         raise errors.InvalidInput(
             _("A Stripe transfer id starts with tr_ (e.g. tr_1AbC…)."), code="invalid_transfer_id"
         )
-    _refuse_recorded(transfer_id)  # before asking Stripe: nothing to read
+    _refuse_recorded(transfer_id, payment_id)  # before asking Stripe: nothing to read
     if operations.in_transaction():
         raise errors.Conflict(
             _("A database transaction is open; Stripe is read outside one."),
@@ -1256,30 +1264,93 @@ def record_outside_transfer(payment_id: Any, transfer_id: str, user: Any, *, not
         payment = lock_payment(payment_id)
         # Checked again under the lock: another request may have recorded it,
         # or the payment moved, while Stripe was asked.
-        _refuse_recorded(snapshot.id)
+        booked = _refuse_recorded(snapshot.id, payment.pk)
+        _check_made_by_hand(payment, snapshot)
         _check_outside_transfer(payment, snapshot)
-        if payment.released_in_parts:
-            transfer = _book_outside_share(payment, snapshot, user)
-        else:
-            transfer = _book_outside_release(payment, snapshot, user)
+        try:
+            with transaction.atomic():  # a savepoint: the refusal below is clean
+                if payment.released_in_parts:
+                    transfer = _book_outside_share(payment, snapshot, user, booked)
+                else:
+                    transfer = _book_outside_release(payment, snapshot, user, booked)
+        except IntegrityError:
+            # Recorded on another payment by a request that committed after our
+            # check (each request locks only its own payment): the transfer's
+            # unique Stripe id said no. Any other constraint is a bug: raised.
+            taken = model("Transfer").objects.filter(stripe_transfer_id=snapshot.id)
+            other = taken.exclude(payment_id=payment.pk).values_list("payment_id", flat=True)
+            if not other.exists():
+                raise
+            _refuse_taken(snapshot.id, other.first())
         outcomes.log_payment(
             payment, "transfer made outside the app recorded by staff: %s", snapshot.id
         )
     return transfer
 
 
-def _refuse_recorded(transfer_id: str) -> None:
+def _refuse_recorded(transfer_id: str, payment_id: Any) -> Any:
+    """Refuse a transfer booked already; except the row its ``transfer.created``
+    webhook booked on this payment with no share (returned: adopted)."""
     Transfer = model("Transfer")
     taken = Transfer.objects.filter(stripe_transfer_id=transfer_id).first()
+    if taken is not None and _adoptable(taken, payment_id):
+        return taken
     if taken is None and not (
         model("EscrowTipTransfer").objects.filter(stripe_transfer_id=transfer_id).exists()
     ):
-        return
+        return None
+    _refuse_taken(transfer_id, taken.payment_id if taken is not None else "-")
+
+
+def _refuse_taken(transfer_id: str, payment_id: Any) -> NoReturn:
     raise errors.Conflict(
         _("Transfer %(id)s is already recorded (payment %(payment)s).")
-        % {"id": transfer_id, "payment": taken.payment_id if taken is not None else "-"},
+        % {"id": transfer_id, "payment": payment_id},
         code="transfer_already_recorded",
     )
+
+
+#: The key of a transfer the webhook booked from Stripe's word alone
+#: (services.stripe_objects: made outside the app in the payment's group).
+_WEBHOOK_KEY_PREFIX = "stripe:"
+
+
+def _adoptable(row: Any, payment_id: Any) -> bool:
+    """A hand transfer made with the payment's transfer group whose webhook
+    came first: a row of this payment standing for no share, with no money
+    operation behind it."""
+    return (
+        str(row.payment_id) == str(payment_id)
+        and row.idempotency_key.startswith(_WEBHOOK_KEY_PREFIX)
+        and row.release_id is None
+        and row.payee_id is None
+        and row.status == TransferStatus.CREATED
+        and not row.amount_reversed
+    )
+
+
+def _check_made_by_hand(payment: Any, snapshot: Any) -> None:
+    """Only a transfer made by hand in the Dashboard is recorded: one an app
+    made (this installation's for another payment or a tip, whose own row may
+    not be written yet; or another installation's) carries the app's
+    metadata, a source charge, or its payment's transfer group."""
+    metadata = snapshot.metadata or {}
+    made_by_app = (
+        any(key.startswith("escrow_") for key in metadata)
+        or bool(snapshot.source_transaction)
+        or bool(snapshot.transfer_group and snapshot.transfer_group != payment.transfer_group)
+    )
+    if made_by_app:
+        raise errors.Conflict(
+            _(
+                "Transfer %(id)s was made by an app (this installation or another, for "
+                "another payment or a tip), not by hand in the Stripe Dashboard: it is not "
+                "recorded here. Record the transfer you made by hand, with no transfer "
+                "group or metadata."
+            )
+            % {"id": snapshot.id},
+            code="not_a_dashboard_transfer",
+        )
 
 
 def _check_outside_transfer(payment: Any, snapshot: Any) -> None:
@@ -1349,6 +1420,27 @@ def _paid_twice(snapshot: Any) -> NoReturn:
     )
 
 
+def _nothing_owed(snapshot: Any, *, waiting: bool) -> NoReturn:
+    if waiting:
+        # A release waits for other payees' transfers; a refund took back
+        # what it owed this one.
+        message = _(
+            "The release waiting to be sent owes %(account)s nothing now (a refund took "
+            "that payee's share back): transfer %(id)s pays no share. Reverse it in the "
+            "Stripe Dashboard."
+        )
+    else:
+        message = _(
+            "No release of this payment waits for a transfer to %(account)s (none was "
+            "made, or the app paid each one): transfer %(id)s pays no share owed now. "
+            "Reverse it in the Stripe Dashboard; a release made later sends the share itself."
+        )
+    raise errors.Conflict(
+        message % {"id": snapshot.id, "account": snapshot.destination or "-"},
+        code="transfer_mismatch",
+    )
+
+
 def _wrong_amount(snapshot: Any, owed: list[int], currency: str) -> NoReturn:
     raise errors.Conflict(
         _(
@@ -1364,7 +1456,13 @@ def _wrong_amount(snapshot: Any, owed: list[int], currency: str) -> NoReturn:
     )
 
 
-def _new_recorded_transfer(payment: Any, snapshot: Any, amount: int, **links: Any) -> Any:
+def _new_recorded_transfer(
+    payment: Any, snapshot: Any, amount: int, booked: Any, **links: Any
+) -> Any:
+    if booked is not None:
+        # The webhook's row of this transfer stood for no share: the recorded
+        # row takes its place (same Stripe id, so the old one goes first).
+        booked.delete()
     return model("Transfer").objects.create(
         payment=payment,
         idempotency_key=f"{RECORDED_KEY_PREFIX}{snapshot.id}",
@@ -1381,13 +1479,16 @@ def _resolution_note(user: Any, snapshot: Any) -> str:
     return f"Resolved: {who} recorded transfer {snapshot.id}, made outside the app, for this share."
 
 
-def _book_outside_release(payment: Any, snapshot: Any, user: Any) -> Any:
+def _book_outside_release(payment: Any, snapshot: Any, user: Any, booked: Any) -> Any:
     """A payment released in one transfer: the transfer stands for its release."""
     account = account_for_payee(payment.payee_user, payment.payee_organization)
     accounts = {payment.destination_account_id, getattr(account, "stripe_account_id", "")}
     if not snapshot.destination or snapshot.destination not in accounts:
         _not_a_payee(snapshot)
-    if payment.transfers.filter(release__isnull=True, status__in=_MADE).exists():
+    made = payment.transfers.filter(release__isnull=True, status__in=_MADE)
+    if booked is not None:
+        made = made.exclude(pk=booked.pk)
+    if made.exists():
         # The app's transfer was made (the payment released, perhaps refunded
         # or disputed since): this one paid the payee a second time.
         _paid_twice(snapshot)
@@ -1399,7 +1500,7 @@ def _book_outside_release(payment: Any, snapshot: Any, user: Any) -> Any:
     amount, fee = release_transfer_and_fee(payment)
     if snapshot.amount != amount:
         _wrong_amount(snapshot, [amount], payment.currency)
-    transfer = _new_recorded_transfer(payment, snapshot, amount)
+    transfer = _new_recorded_transfer(payment, snapshot, amount, booked)
     transfer.mark_created(snapshot.id)
     transfer.save()
     outcomes.resolve_refused_transfers(payment, snapshot.id, note=_resolution_note(user, snapshot))
@@ -1414,7 +1515,7 @@ def _book_outside_release(payment: Any, snapshot: Any, user: Any) -> Any:
     return transfer
 
 
-def _book_outside_share(payment: Any, snapshot: Any, user: Any) -> Any:
+def _book_outside_share(payment: Any, snapshot: Any, user: Any, booked: Any) -> Any:
     """A payment released in parts: the transfer stands for the share a pending
     release owes its destination (the earliest of that amount)."""
     payees = [p for p in payment.payees.all() if _pays(p, snapshot.destination)]
@@ -1429,13 +1530,13 @@ def _book_outside_share(payment: Any, snapshot: Any, user: Any) -> Any:
         if payee_id in ids
     ]
     if not owed:
-        if (
-            model("Transfer")
-            .objects.filter(payment=payment, payee_id__in=ids, status__in=_MADE)
-            .exists()
-        ):
-            _paid_twice(snapshot)
-        _not_a_payee(snapshot)
+        pending = payment.releases.filter(status=ReleaseStatus.PENDING)
+        made = model("Transfer").objects.filter(
+            payment=payment, payee_id__in=ids, status__in=_MADE, release__in=pending
+        )
+        if made.exists():
+            _paid_twice(snapshot)  # the app paid this payee's share of that release
+        _nothing_owed(snapshot, waiting=pending.exists())
     match = next(((r, p, due) for r, p, due in owed if due == snapshot.amount), None)
     if match is None:
         _wrong_amount(snapshot, [due for _r, _p, due in owed], payment.currency)
@@ -1445,7 +1546,12 @@ def _book_outside_share(payment: Any, snapshot: Any, user: Any) -> Any:
     if payment.status == PaymentStatus.DISPUTE_LOST:
         _refuse_state(payment)  # the rest a lost dispute left: not recorded
     transfer = _new_recorded_transfer(
-        payment, snapshot, due, release=release, payee=next(p for p in payees if p.pk == payee_id)
+        payment,
+        snapshot,
+        due,
+        booked,
+        release=release,
+        payee=next(p for p in payees if p.pk == payee_id),
     )
     outcomes.resolve_refused_transfers(
         payment,

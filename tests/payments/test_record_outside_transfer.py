@@ -5,17 +5,21 @@ tests, tests/admin/test_record_outside_transfer.py, need the default admin)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 
 from django_escrow_connect import swappable
 from django_escrow_connect.exceptions import BalanceInsufficient
-from django_escrow_connect.services import errors
+from django_escrow_connect.services import errors, releases
 from django_escrow_connect.services.releases import record_outside_transfer
 from django_escrow_connect.simulation import SimulatedGateway
+from tests import factories
+from tests.reliability.conftest import run_concurrently
 
-from .conftest import money_calls
+from .conftest import configure, money_calls
+from .test_concurrency import held_through_the_api
 
 pytestmark = pytest.mark.django_db
 
@@ -72,3 +76,58 @@ def test_a_refused_release_paid_by_hand_is_booked_once(market, sim_stripe):
         record_outside_transfer(payment.pk, transfer_id, market.staff)
     assert again.value.code == "transfer_already_recorded"
     assert Transfer.objects.filter(stripe_transfer_id=transfer_id).count() == 1
+
+
+def refused() -> BalanceInsufficient:
+    return BalanceInsufficient("Insufficient funds.", code="balance_insufficient", http_status=400)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_one_transfer_recorded_on_two_payments_at_once_is_booked_on_one(
+    settings, sim_stripe, monkeypatch
+):
+    """Two staff record the same Dashboard transfer on two payments of the doer
+    at the same moment. Each request locks only its own payment, so both pass
+    the "recorded already?" check; the transfer's unique Stripe id lets one
+    insert win, and the other is refused (409 transfer_already_recorded) with
+    nothing written, not a database error."""
+    configure(settings)
+    Payment = swappable.load("EscrowPayment")
+    customer, doer, client, first = held_through_the_api()
+    task = factories.make_task(customer, payee_user=doer)
+    second = client.post("/escrow/payments/create/", {"task_id": str(task.pk)}, format="json")
+    second_id = second.json()["payment_id"]
+    intent = Payment.objects.get(pk=second_id).stripe_payment_intent_id
+    SimulatedGateway().confirm_payment_intent(intent, "success")
+    for payment_id in (first, second_id):
+        sim_stripe.fail_next("create_transfer", refused())
+        confirm = client.post(f"/escrow/payments/confirm/{payment_id}/", {}, format="json")
+        assert confirm.status_code == 409, confirm.content
+    account = Payment.objects.get(pk=first).destination_account_id
+    transfer_id = dashboard_transfer(sim_stripe, account, 9_000)
+    staff = factories.make_user("staff", staff=True)
+
+    # Both requests hold their payment's lock and have passed the check
+    # before either books the transfer: the race, every run.
+    both_checked = threading.Barrier(2)
+    amounts = releases.release_transfer_and_fee
+
+    def after_the_check(payment: Any) -> tuple[int, int]:
+        both_checked.wait(timeout=30)
+        return amounts(payment)
+
+    monkeypatch.setattr(releases, "release_transfer_and_fee", after_the_check)
+    results = run_concurrently(
+        lambda: record_outside_transfer(first, transfer_id, staff),
+        lambda: record_outside_transfer(second_id, transfer_id, staff),
+    )
+
+    refusals = [r for r in results if isinstance(r, BaseException)]
+    assert len(refusals) == 1, results
+    assert isinstance(refusals[0], errors.Conflict), refusals
+    assert refusals[0].code == "transfer_already_recorded"
+    (booked,) = Transfer.objects.filter(stripe_transfer_id=transfer_id)
+    statuses = sorted(Payment.objects.get(pk=p).status for p in (first, second_id))
+    assert statuses == ["held", "released"]
+    assert Payment.objects.get(pk=booked.payment_id).status == "released"
