@@ -27,6 +27,7 @@ from django.db import connections
 from django.utils import timezone
 
 from django_escrow_connect import swappable
+from django_escrow_connect.services.releases import transfers_owed
 from tests.payments.conftest import age, configure
 
 from .cases import CRASH_POINTS, MANUAL, SCT, held_in_parts, refused_share
@@ -51,7 +52,8 @@ class JobCase:
     strategy: str
     #: "held" (one payee), "held-split" (60/40), "stopped-split" (60/40, the
     #: partner paid by the customer's confirm, the doer's transfer refused,
-    #: its incident resolved by staff), "manual-hold" (authorised, lapsing
+    #: its incident resolved by staff), "stopped-split-refunded" (the same,
+    #: then refunded 1,000 by staff), "manual-hold" (authorised, lapsing
     #: within the hour), "releasing" (one payee: escrow_auto_release was
     #: killed before Stripe made its transfer, which is left in flight)
     start: str
@@ -68,6 +70,9 @@ class JobCase:
     #: any other, it leaves the payment alone (a release in flight,
     #: ``releasing``, is escrow_reconcile's or the customer's to finish)
     picks_up: frozenset[str] = frozenset({"held", "partially_released"})
+    #: a payment the command picks up must also still owe a payee a transfer
+    #: (a state the finished payment keeps: ``partially_refunded``)
+    picks_up_owing: bool = False
 
 
 AUTO_RELEASE = ("escrow_auto_release",)
@@ -88,6 +93,15 @@ JOB_CASES = [
     JobCase(
         "auto-release-finish-stopped-split", AUTO_RELEASE, "create_transfer", SCT,
         "stopped-split", "released", (3_600, 5_400),
+    ),
+    # The same, refunded 1,000 by staff since (partially_refunded): 900 net
+    # back 60/40, the partner (paid) reversing 360, the doer (unpaid) bearing
+    # 540: 4,860 is owed, and the payment stays partially_refunded.
+    JobCase(
+        "auto-release-finish-stopped-split-refunded", AUTO_RELEASE, "create_transfer", SCT,
+        "stopped-split-refunded", "partially_refunded", (3_600, 4_860),
+        after_confirm=frozenset({"partially_refunded"}),
+        picks_up=frozenset({"partially_refunded"}), picks_up_owing=True,
     ),
     JobCase(
         "capture-expiry-release", ("escrow_capture_expiry", "--action", "release"),
@@ -135,7 +149,7 @@ def set_up(world: World, jobs: Jobs, case: JobCase) -> Any:
         payment = world.held_payment()
     elif case.start == "held-split":
         payment = held_in_parts(world, "held-split")
-    elif case.start == "stopped-split":
+    elif case.start in ("stopped-split", "stopped-split-refunded"):
         from tests.reliability.test_charge_disputed_hold import resolve_in_the_admin
 
         payment = refused_share(world)
@@ -145,6 +159,12 @@ def set_up(world: World, jobs: Jobs, case: JobCase) -> Any:
         assert len(incidents) == 1, list(incidents)
         # Staff checked the doer's account: the next run sends its share.
         resolve_in_the_admin(world.market, incidents[0])
+        if case.start == "stopped-split-refunded":
+            answer = world.api(world.market.staff, "payment-refund", payment.pk, {"amount": 1_000})
+            assert answer.status == 200, answer
+            world.deliver_in_process()
+            payment = world.payment(payment.pk)
+            assert payment.status == "partially_refunded", payment.status
     elif case.start == "releasing":
         payment = world.held_payment()
         age(payment, held_at=long_ago)
@@ -171,6 +191,8 @@ def run_job_case(world: World, jobs: Jobs, case: JobCase, crash: str, order: str
     for step in JOB_ORDERS[order]:
         if step == "J":
             before = world.payment(payment.pk).status
+            if case.picks_up_owing and not transfers_owed(payment.pk):
+                before = f"{before}, nothing owed"  # finished: not picked up
             runs.append((before, jobs.run(world, *case.command)))
         elif step == "W":
             world.deliver()
@@ -193,7 +215,7 @@ def run_job_case(world: World, jobs: Jobs, case: JobCase, crash: str, order: str
 
     def paid_once() -> None:
         current = world.payment(payment.pk)
-        if case.strategy != SCT or current.status != "released":
+        if case.strategy != SCT or current.status != case.done:
             return
         with world.shared.session() as store:
             made = sorted(
