@@ -198,6 +198,45 @@ def test_a_hand_transfer_in_the_payments_group_booked_by_its_webhook_is_adopted(
     assert audit_books(payment_id=payment.pk).for_payment(payment.pk) == []
 
 
+@pytest.mark.parametrize("booked_since", ["reversed in part", "a share's"])
+def test_a_webhook_booked_row_standing_for_something_is_not_adopted(
+    admin_client,  # noqa: F811
+    market,
+    sim_stripe,
+    refused_release,  # noqa: F811
+    deliver,
+    booked_since,
+):
+    """Only a row the webhook booked that stands for nothing is adopted: one
+    whose reversal the books hold (Stripe's read, taken before the lock, may
+    not show it yet), or one a share already points at, is refused as
+    recorded, and nothing changes."""
+    payment = refused_release
+    transfer_id = made_in_stripe(
+        sim_stripe, payment.destination_account_id, 9_000, group=payment.transfer_group
+    )
+    (created,) = events_of(sim_stripe, "transfer.created", transfer_id)
+    assert deliver.platform(created).json()["status"] == "processed"
+    rows = Transfer.objects.filter(stripe_transfer_id=transfer_id)
+    if booked_since == "reversed in part":
+        rows.update(amount_reversed=1_000, status="partially_reversed")
+    else:
+        # (A row the webhook never writes so: a share's row carries its own key.)
+        payee = swappable.load("EscrowPayee").objects.create(
+            payment=payment,
+            position=0,
+            user=market.doer,
+            amount=9_000,
+            destination_account_id=payment.destination_account_id,
+        )
+        rows.update(payee=payee)
+    before = list(rows.values())
+
+    assert refusal(admin_client, market, payment, transfer_id) == "transfer_already_recorded"
+    assert list(rows.values()) == before
+    assert market.payment(payment.pk).status == "held"
+
+
 @pytest.mark.usefixtures("split")
 def test_a_split_share_paid_in_the_payments_group_booked_by_its_webhook_is_adopted(
     admin_client,  # noqa: F811
