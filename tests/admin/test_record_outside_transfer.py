@@ -20,6 +20,7 @@ from django_escrow_connect.simulation import SimulatedGateway
 from django_escrow_connect.terms import PayeeShare
 from tests.payments.conftest import age, auto_release_run, configure, money_calls
 from tests.payments.test_milestones import EXTRA, Received, held, partner, release, split  # noqa: F401
+from tests.payments.test_record_outside_transfer import dashboard_transfer
 
 from .test_staff_actions import admin_client, messages_of, staff, url  # noqa: F401
 
@@ -38,25 +39,6 @@ ACTION = "record_outside_transfer"
 
 def refused() -> BalanceInsufficient:
     return BalanceInsufficient("Insufficient funds.", code="balance_insufficient", http_status=400)
-
-
-def dashboard_transfer(
-    sim_stripe: Any, destination: str, amount: int, currency: str = "usd"
-) -> str:
-    """A transfer staff make in the Stripe Dashboard: from the platform's
-    balance, with no transfer group, charge or metadata of the app's."""
-    available = sim_stripe.platform_available
-    available[currency] = available.get(currency, 0) + amount
-    made = SimulatedGateway().create_transfer(
-        idempotency_key=f"dashboard-{destination}-{amount}-{len(sim_stripe.transfers)}",
-        amount=amount,
-        currency=currency,
-        destination=destination,
-        source_transaction=None,
-        transfer_group=None,
-        metadata={},
-    )
-    return str(made.id)
 
 
 def events_of(sim_stripe: Any, event_type: str, object_id: str) -> list[dict[str, Any]]:

@@ -27,10 +27,14 @@ from tests.payments.test_milestones import (  # noqa: F401
     split,
     three_milestones,
 )
+from tests.payments.test_record_outside_transfer import made_in_stripe
 from tests.payments.test_tips import add_tip, pay_tip
 
 from .test_record_outside_transfer import (
     ACTION,
+    Payment,
+    StaffAction,
+    Transfer,
     dashboard_transfer,
     events_of,
     record,
@@ -42,38 +46,9 @@ from .test_staff_actions import admin_client, list_action, messages_of, staff, u
 
 pytestmark = pytest.mark.django_db
 
-Payment = swappable.load("EscrowPayment")
-Transfer = swappable.load("Transfer")
-StaffAction = swappable.load("StaffAction")
-
 if not admin.site.is_registered(Payment):
     # A host that swaps the payment model registers its own admin.
     pytest.skip("the payment model is swapped", allow_module_level=True)
-
-
-def made_in_stripe(
-    sim_stripe: Any,
-    destination: str,
-    amount: int,
-    *,
-    group: str | None = None,
-    metadata: dict[str, str] | None = None,
-    charge: str | None = None,
-) -> str:
-    """A transfer made at Stripe with these fields (by the Dashboard, or by an app)."""
-    # Staff top the balance up first when a lost dispute left it below zero.
-    available = max(0, sim_stripe.platform_available.get("usd", 0))
-    sim_stripe.platform_available["usd"] = available + amount
-    made = SimulatedGateway().create_transfer(
-        idempotency_key=f"made-{len(sim_stripe.transfers)}",
-        amount=amount,
-        currency="usd",
-        destination=destination,
-        source_transaction=charge,
-        transfer_group=group,
-        metadata=metadata or {},
-    )
-    return str(made.id)
 
 
 def split_refused(market: Any, sim_stripe: Any, partner: Any) -> Any:  # noqa: F811

@@ -26,22 +26,38 @@ pytestmark = pytest.mark.django_db
 Transfer = swappable.load("Transfer")
 
 
-def dashboard_transfer(sim_stripe: Any, destination: str, amount: int) -> str:
-    """A transfer made in the Dashboard: from the platform's balance, no group."""
-    sim_stripe.platform_available["usd"] = sim_stripe.platform_available.get("usd", 0) + amount
-    return str(
-        SimulatedGateway()
-        .create_transfer(
-            idempotency_key=f"dashboard-{len(sim_stripe.transfers)}",
-            amount=amount,
-            currency="usd",
-            destination=destination,
-            source_transaction=None,
-            transfer_group=None,
-            metadata={},
-        )
-        .id
+def made_in_stripe(
+    sim_stripe: Any,
+    destination: str,
+    amount: int,
+    *,
+    currency: str = "usd",
+    group: str | None = None,
+    metadata: dict[str, str] | None = None,
+    charge: str | None = None,
+) -> str:
+    """A transfer made at Stripe with these fields (by the Dashboard, or by an app)."""
+    # Staff top the balance up first (when a lost dispute left it below zero too).
+    available = max(0, sim_stripe.platform_available.get(currency, 0))
+    sim_stripe.platform_available[currency] = available + amount
+    made = SimulatedGateway().create_transfer(
+        idempotency_key=f"made-{len(sim_stripe.transfers)}",
+        amount=amount,
+        currency=currency,
+        destination=destination,
+        source_transaction=charge,
+        transfer_group=group,
+        metadata=metadata or {},
     )
+    return str(made.id)
+
+
+def dashboard_transfer(
+    sim_stripe: Any, destination: str, amount: int, currency: str = "usd"
+) -> str:
+    """A transfer staff make in the Stripe Dashboard: from the platform's
+    balance, with no transfer group, charge or metadata of the app's."""
+    return made_in_stripe(sim_stripe, destination, amount, currency=currency)
 
 
 def test_a_refused_release_paid_by_hand_is_booked_once(market, sim_stripe):
