@@ -42,7 +42,14 @@ from .test_record_outside_transfer import (
     refused,
     refused_release,  # noqa: F401
 )
-from .test_staff_actions import admin_client, list_action, messages_of, staff, url  # noqa: F401
+from .test_staff_actions import (  # noqa: F401
+    admin_client,
+    list_action,
+    messages_of,
+    released_in_parts_then_lost,
+    staff,
+    url,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -346,19 +353,7 @@ def test_the_rest_a_lost_dispute_left_after_a_release_in_parts_is_not_recorded(
     """4,000 released by amount, 3,000 disputed and lost; the release of the
     rest (2,700 after the fee) refused by Stripe: settled by hand, it is not
     recorded (docs/recovery.md)."""
-    payment = market.held_payment(amount=10_000)
-    first = market.post(
-        market.customer, "payment-release", {"amount": 4_000}, payment_id=payment.pk
-    )
-    assert first.status_code == 200, first.content
-    gateway = simulation.SimulatedGateway()
-    previous = simulation.set_event_sink(None)  # its events reach the webhook receiver
-    try:
-        with market.capture(execute=True):
-            dispute = gateway.open_dispute(payment.stripe_charge_id, amount=3_000)
-            gateway.close_dispute(dispute.id, won=False)
-    finally:
-        simulation.set_event_sink(previous)
+    payment = released_in_parts_then_lost(market)
     sim_stripe.fail_next("create_transfer", refused())
     list_action(admin_client, market, Payment, "release", [payment], note="the rest")
     payment = market.payment(payment.pk)

@@ -500,13 +500,8 @@ def test_the_rest_a_partial_dispute_lost_left_is_released_for_what_is_sent(
     ]
 
 
-def test_the_rest_a_lost_dispute_left_after_a_release_in_parts_is_released_by_staff(
-    admin_client, market, sim_stripe
-):
-    """4,000 of 10,000 released by amount, then 3,000 disputed and lost: the
-    admin's Release sends the 3,000 left as the payment's last release (27.00
-    after the fee on 7,000 released in all, less the 4.00 the first took);
-    the payment stays dispute_lost."""
+def released_in_parts_then_lost(market: Any) -> Any:
+    """A payment of 10,000: 4,000 released by amount, then 3,000 disputed and lost."""
     from django_escrow_connect import simulation
 
     payment = market.held_payment(amount=10_000)
@@ -522,6 +517,17 @@ def test_the_rest_a_lost_dispute_left_after_a_release_in_parts_is_released_by_st
             gateway.close_dispute(dispute.id, won=False)
     finally:
         simulation.set_event_sink(previous)
+    return payment
+
+
+def test_the_rest_a_lost_dispute_left_after_a_release_in_parts_is_released_by_staff(
+    admin_client, market, sim_stripe
+):
+    """4,000 of 10,000 released by amount, then 3,000 disputed and lost: the
+    admin's Release sends the 3,000 left as the payment's last release (27.00
+    after the fee on 7,000 released in all, less the 4.00 the first took);
+    the payment stays dispute_lost."""
+    payment = released_in_parts_then_lost(market)
     assert market.payment(payment.pk).amount_held == 3_000
 
     text = list_action(admin_client, market, Payment, "release", [payment]).content.decode()
